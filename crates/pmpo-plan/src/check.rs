@@ -1,0 +1,448 @@
+//! Static checks: everything that can be known wrong before a single process runs.
+
+use std::collections::{BinaryHeap, HashMap, HashSet};
+use std::cmp::Reverse;
+
+use serde_json::{Map, Value};
+
+use crate::diag::{Diagnostic, did_you_mean};
+use crate::node::PathSeg;
+use crate::reference::{Seg, is_id_char, visit_references};
+use crate::LoadedPlan;
+
+/// Longest stage id, constraint id or artifact name accepted.
+pub const MAX_ID_LEN: usize = 100;
+
+/// What the checker needs to know about the tools of this build.
+pub trait ToolCatalog {
+    /// The canonical name of a tool, given its name or an alias.
+    fn resolve(&self, name: &str) -> Option<&'static str>;
+    /// Every canonical tool name, for "known tools are ..." messages.
+    fn names(&self) -> Vec<&'static str>;
+    /// Whether the tool is an AI-only transformation (`requires_execution: false`).
+    fn is_ai(&self, canonical: &str) -> bool;
+    /// Checks a stage's `with:` inputs for this tool.
+    fn check_inputs(&self, canonical: &str, inputs: &Map<String, Value>) -> Vec<InputIssue>;
+}
+
+/// A problem with one tool input.
+#[derive(Debug, Clone)]
+pub struct InputIssue {
+    /// The input's key path under `with:` (empty for the `with:` block itself).
+    pub key: Vec<Seg>,
+    pub message: String,
+    pub help: Option<String>,
+}
+
+fn stage_path(i: usize) -> [PathSeg<'static>; 3] {
+    [PathSeg::Key("plan"), PathSeg::Key("stages"), PathSeg::Index(i)]
+}
+
+/// Runs every static check; an empty result means the plan may run.
+pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
+    let mut diags = Vec::new();
+    let spec = &plan.doc.specification;
+    let stages = &plan.doc.plan.stages;
+
+    if let Err(msg) = validate_artifact_name(&spec.artifact_name) {
+        diags.push(
+            plan.diag_at(&[PathSeg::Key("specification"), PathSeg::Key("artifact_name")], msg)
+                .with_help("use letters, digits, `-`, `_` and `.`, starting with a letter or digit"),
+        );
+    }
+
+    // Constraints: unique ids.
+    let mut constraint_ids: HashMap<&str, usize> = HashMap::new();
+    for (i, c) in spec.constraints.iter().enumerate() {
+        let at = [PathSeg::Key("specification"), PathSeg::Key("constraints"), PathSeg::Index(i), PathSeg::Key("id")];
+        if c.id.trim().is_empty() {
+            diags.push(plan.diag_at(&at, "constraint id is empty").with_help("give every constraint a short unique id"));
+        } else if let Some(first) = constraint_ids.insert(&c.id, i) {
+            diags.push(
+                plan.diag_at(&at, format!("duplicate constraint id `{}` (also constraints[{first}])", c.id))
+                    .with_help("constraint ids must be unique; rename one"),
+            );
+        }
+    }
+
+    if stages.is_empty() {
+        diags.push(
+            plan.diag_at(&[PathSeg::Key("plan"), PathSeg::Key("stages")], "the plan has no stages")
+                .with_help("add at least one stage under `plan.stages`"),
+        );
+    }
+
+    // Stage ids: well-formed and unique.
+    let mut index: HashMap<&str, usize> = HashMap::with_capacity(stages.len());
+    for (i, stage) in stages.iter().enumerate() {
+        let at = stage_path(i);
+        let id_at = [at[0], at[1], at[2], PathSeg::Key("id")];
+        if let Err(msg) = validate_stage_id(&stage.id) {
+            diags.push(plan.diag_at(&id_at, msg).with_help("stage ids use letters, digits, `-` and `_`, at most 100 characters"));
+            continue;
+        }
+        if let Some(first) = index.insert(&stage.id, i) {
+            let first_line = plan.root.get_path(&stage_path(first)).and_then(|n| n.pos).map(|p| p.line);
+            let also = match first_line {
+                Some(line) => format!("first defined at line {line}"),
+                None => format!("first defined as stages[{first}]"),
+            };
+            diags.push(
+                plan.diag_at(&id_at, format!("duplicate stage id `{}` ({also})", stage.id))
+                    .with_help("stage ids must be unique; rename one of them"),
+            );
+            // Keep the first definition for the remaining checks.
+            index.insert(&stage.id, first);
+        }
+    }
+
+    // Tools, inputs, dependencies, outputs, timeouts.
+    let known_ids = || index.keys().copied();
+    for (i, stage) in stages.iter().enumerate() {
+        let at = stage_path(i);
+        let tool_at = [at[0], at[1], at[2], PathSeg::Key("tool")];
+        match tools.resolve(stage.tool_name()) {
+            None => {
+                let mut names = tools.names();
+                names.sort_unstable();
+                let mut help = format!("known tools: {}", names.join(", "));
+                if let Some(s) = did_you_mean(stage.tool_name(), names.iter().copied()) {
+                    help = format!("did you mean `{s}`? {help}");
+                }
+                diags.push(
+                    plan.diag_at(&tool_at, format!("stage `{}` uses unknown tool `{}`", stage.id, stage.tool_name()))
+                        .with_help(help),
+                );
+            }
+            Some(canonical) => {
+                let ai = tools.is_ai(canonical);
+                if stage.requires_execution == Some(false) && !ai {
+                    diags.push(
+                        plan.diag_at(
+                            &tool_at,
+                            format!("stage `{}` says `requires_execution: false` (AI-only) but uses tool `{canonical}`, which executes", stage.id),
+                        )
+                        .with_help("set `requires_execution: true`, or use the `ai` tool for an AI-only stage"),
+                    );
+                } else if stage.requires_execution == Some(true) && ai && stage.tool.is_some() {
+                    diags.push(
+                        plan.diag_at(&tool_at, format!("stage `{}` says `requires_execution: true` but uses the AI-only tool `{canonical}`", stage.id))
+                            .with_help("set `requires_execution: false` for AI-only stages"),
+                    );
+                }
+                for issue in tools.check_inputs(canonical, &stage.inputs) {
+                    let mut path: Vec<PathSeg<'_>> = vec![at[0], at[1], at[2], PathSeg::Key("with")];
+                    path.extend(issue.key.iter().map(Seg::as_path_seg));
+                    let mut d = plan.diag_at(&path, format!("stage `{}`: {}", stage.id, issue.message));
+                    if let Some(h) = issue.help {
+                        d = d.with_help(h);
+                    }
+                    diags.push(d);
+                }
+            }
+        }
+
+        for (j, dep) in stage.depends_on.iter().enumerate() {
+            let dep_at = [at[0], at[1], at[2], PathSeg::Key("depends_on"), PathSeg::Index(j)];
+            if dep == &stage.id {
+                diags.push(plan.diag_at(&dep_at, format!("stage `{}` depends on itself", stage.id)).with_help("remove it from `depends_on`"));
+            } else if !index.contains_key(dep.as_str()) {
+                let help = match did_you_mean(dep, known_ids()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "name a stage defined in `plan.stages`".to_string(),
+                };
+                diags.push(
+                    plan.diag_at(&dep_at, format!("stage `{}` depends on `{dep}`, which is not a stage of this plan", stage.id))
+                        .with_help(help),
+                );
+            }
+        }
+
+        for (j, out) in stage.outputs.iter().enumerate() {
+            if let Err(msg) = validate_output_pattern(out) {
+                let out_at = [at[0], at[1], at[2], PathSeg::Key("outputs"), PathSeg::Index(j)];
+                diags.push(
+                    plan.diag_at(&out_at, format!("stage `{}`: output `{out}` {msg}", stage.id))
+                        .with_help("outputs are paths or globs relative to the workspace, such as `dist/logo.svg` or `dist/*.png`"),
+                );
+            }
+        }
+    }
+
+    // Cycles (only when every dependency resolved, so the graph is well defined).
+    let deps: Vec<Vec<usize>> = stages
+        .iter()
+        .map(|s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).filter(|&d| stages[d].id != s.id).collect())
+        .collect();
+    if let Some(cycle) = find_cycle(&deps) {
+        let names: Vec<&str> = cycle.iter().map(|&i| stages[i].id.as_str()).collect();
+        let first = cycle[0];
+        diags.push(
+            plan.diag_at(&[PathSeg::Key("plan"), PathSeg::Key("stages"), PathSeg::Index(first), PathSeg::Key("depends_on")],
+                format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]))
+                .with_help("stages cannot wait on each other; remove one `depends_on` entry of the cycle"),
+        );
+    } else {
+        // References: the named stage must be upstream (a transitive dependency).
+        for (i, stage) in stages.iter().enumerate() {
+            let mut found = Vec::new();
+            for (key, value) in &stage.inputs {
+                visit_references(value, &mut vec![Seg::Key(key.clone())], &mut |path, r| {
+                    found.push((path.to_vec(), r.stage.to_string(), r.field.join(".")));
+                });
+            }
+            for (path, target, field) in found {
+                let at = stage_path(i);
+                let mut p: Vec<PathSeg<'_>> = vec![at[0], at[1], at[2], PathSeg::Key("with")];
+                p.extend(path.iter().map(Seg::as_path_seg));
+                match index.get(target.as_str()) {
+                    None => {
+                        let help = match did_you_mean(&target, known_ids()) {
+                            Some(s) => format!("did you mean `${s}.{field}`? (write `$$` for a literal `$`)"),
+                            None => "name an upstream stage, or write `$$` for a literal `$`".into(),
+                        };
+                        diags.push(plan.diag_at(&p, format!("stage `{}` refers to `${target}.{field}`, but there is no stage `{target}`", stage.id)).with_help(help));
+                    }
+                    Some(&t) if !is_upstream(&deps, i, t) => {
+                        diags.push(
+                            plan.diag_at(&p, format!("stage `{}` refers to `${target}.{field}`, but `{target}` is not upstream of `{}`", stage.id, stage.id))
+                                .with_help(format!("add `{target}` to the `depends_on` of `{}`", stage.id)),
+                        );
+                    }
+                    Some(_) => {}
+                }
+            }
+        }
+    }
+
+    // tool_invocations must name real stages, real tools, and agree with the stage.
+    for (i, inv) in plan.doc.plan.tool_invocations.iter().enumerate() {
+        let at = [PathSeg::Key("plan"), PathSeg::Key("tool_invocations"), PathSeg::Index(i)];
+        match index.get(inv.stage.as_str()) {
+            None => {
+                let help = match did_you_mean(&inv.stage, known_ids()) {
+                    Some(s) => format!("did you mean `{s}`?"),
+                    None => "each tool invocation names the stage that makes it".into(),
+                };
+                diags.push(
+                    plan.diag_at(&[at[0], at[1], at[2], PathSeg::Key("stage")], format!("tool_invocations[{i}] names stage `{}`, which does not exist", inv.stage))
+                        .with_help(help),
+                );
+            }
+            Some(&s) => {
+                let stage = &stages[s];
+                match (tools.resolve(&inv.tool), tools.resolve(stage.tool_name())) {
+                    (None, _) => diags.push(
+                        plan.diag_at(&[at[0], at[1], at[2], PathSeg::Key("tool")], format!("tool_invocations[{i}] names unknown tool `{}`", inv.tool))
+                            .with_help(format!("known tools: {}", tools.names().join(", "))),
+                    ),
+                    (Some(a), Some(b)) if a != b => diags.push(
+                        plan.diag_at(&[at[0], at[1], at[2], PathSeg::Key("tool")],
+                            format!("tool_invocations[{i}] says stage `{}` calls `{}`, but the stage uses `{}`", inv.stage, inv.tool, stage.tool_name()))
+                            .with_help("make the invocation and the stage's `tool:` agree; the executor calls only the tools the plan names"),
+                    ),
+                    _ => {}
+                }
+            }
+        }
+    }
+
+    // validation_plan entries must name constraints of the specification.
+    for (i, item) in plan.doc.plan.validation_plan.iter().enumerate() {
+        if !constraint_ids.contains_key(item.constraint_id.as_str()) {
+            let at = [PathSeg::Key("plan"), PathSeg::Key("validation_plan"), PathSeg::Index(i), PathSeg::Key("constraint_id")];
+            let help = match did_you_mean(&item.constraint_id, constraint_ids.keys().copied()) {
+                Some(s) => format!("did you mean `{s}`?"),
+                None => "add the constraint to `specification.constraints`, or fix the id".into(),
+            };
+            diags.push(plan.diag_at(&at, format!("validation_plan[{i}] names constraint `{}`, which the specification does not define", item.constraint_id)).with_help(help));
+        }
+    }
+
+    diags.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
+    diags
+}
+
+fn validate_stage_id(id: &str) -> Result<(), String> {
+    if id.is_empty() {
+        return Err("stage id is empty".into());
+    }
+    if id.len() > MAX_ID_LEN {
+        return Err(format!("stage id is {} characters long (at most {MAX_ID_LEN})", id.len()));
+    }
+    if let Some(c) = id.chars().find(|&c| !is_id_char(c)) {
+        return Err(format!("stage id `{}` contains {:?}", id.escape_debug(), c));
+    }
+    Ok(())
+}
+
+/// Artifact names become directory names, so they are held to a safe alphabet.
+pub fn validate_artifact_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("artifact name is empty".into());
+    }
+    if name.len() > MAX_ID_LEN {
+        return Err(format!("artifact name is {} bytes long (at most {MAX_ID_LEN})", name.len()));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(format!("artifact name contains the control character {c:?}"));
+    }
+    if name.contains(['/', '\\']) {
+        return Err(format!("artifact name `{name}` contains a path separator"));
+    }
+    if name.contains("..") {
+        return Err(format!("artifact name `{name}` contains `..`"));
+    }
+    if !name.chars().next().is_some_and(char::is_alphanumeric) {
+        return Err(format!("artifact name `{name}` must start with a letter or digit"));
+    }
+    if let Some(c) = name.chars().find(|&c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+        return Err(format!("artifact name `{name}` contains {c:?}"));
+    }
+    Ok(())
+}
+
+/// An output pattern must stay inside the workspace and be a valid glob.
+pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
+    if pattern.trim().is_empty() {
+        return Err("is empty".into());
+    }
+    if pattern.contains('\0') {
+        return Err("contains a NUL byte".into());
+    }
+    if pattern.starts_with('/') || pattern.starts_with('\\') || pattern.as_bytes().get(1) == Some(&b':') {
+        return Err("is an absolute path; outputs must be inside the workspace".into());
+    }
+    if pattern.starts_with('~') {
+        return Err("starts with `~`; outputs must be inside the workspace, not the home directory".into());
+    }
+    if pattern.split(['/', '\\']).any(|c| c == "..") {
+        return Err("contains `..`; outputs must stay inside the workspace".into());
+    }
+    if pattern.split(['/', '\\']).all(|c| c.is_empty() || c == ".") {
+        return Err("names the workspace itself; name the files or a directory inside it".into());
+    }
+    globset::Glob::new(pattern).map_err(|e| format!("is not a valid glob: {}", e.kind()))?;
+    Ok(())
+}
+
+/// Finds one dependency cycle, as stage indexes in dependency order.
+fn find_cycle(deps: &[Vec<usize>]) -> Option<Vec<usize>> {
+    #[derive(Clone, Copy, PartialEq)]
+    enum Color {
+        White,
+        Grey,
+        Black,
+    }
+    let mut color = vec![Color::White; deps.len()];
+    let mut stack: Vec<(usize, usize)> = Vec::new();
+    for start in 0..deps.len() {
+        if color[start] != Color::White {
+            continue;
+        }
+        stack.push((start, 0));
+        color[start] = Color::Grey;
+        while let Some(&mut (node, ref mut next)) = stack.last_mut() {
+            if let Some(&dep) = deps[node].get(*next) {
+                *next += 1;
+                match color[dep] {
+                    Color::White => {
+                        color[dep] = Color::Grey;
+                        stack.push((dep, 0));
+                    }
+                    Color::Grey => {
+                        let from = stack.iter().position(|&(n, _)| n == dep).unwrap_or(0);
+                        // The stack runs dependent -> dependency; show it in execution order.
+                        let mut cycle: Vec<usize> = stack[from..].iter().map(|&(n, _)| n).collect();
+                        cycle.reverse();
+                        return Some(cycle);
+                    }
+                    Color::Black => {}
+                }
+            } else {
+                color[node] = Color::Black;
+                stack.pop();
+            }
+        }
+    }
+    None
+}
+
+fn is_upstream(deps: &[Vec<usize>], from: usize, target: usize) -> bool {
+    if deps[from].contains(&target) {
+        return true;
+    }
+    let mut seen = HashSet::new();
+    let mut todo: Vec<usize> = deps[from].clone();
+    while let Some(n) = todo.pop() {
+        if n == target {
+            return true;
+        }
+        if seen.insert(n) {
+            todo.extend(deps[n].iter().copied());
+        }
+    }
+    false
+}
+
+/// The order stages run in: the declared order, except that a stage never
+/// runs before the stages it depends on. Requires an acyclic plan.
+pub fn execution_order(stages: &[crate::Stage]) -> Vec<usize> {
+    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let mut pending = vec![0usize; stages.len()];
+    let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
+    for (i, s) in stages.iter().enumerate() {
+        for d in &s.depends_on {
+            if let Some(&j) = index.get(d.as_str()) {
+                pending[i] += 1;
+                dependents[j].push(i);
+            }
+        }
+    }
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..stages.len()).filter(|&i| pending[i] == 0).map(Reverse).collect();
+    let mut order = Vec::with_capacity(stages.len());
+    while let Some(Reverse(i)) = ready.pop() {
+        order.push(i);
+        for &d in &dependents[i] {
+            pending[d] -= 1;
+            if pending[d] == 0 {
+                ready.push(Reverse(d));
+            }
+        }
+    }
+    order
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_patterns() {
+        for ok in ["dist/logo.svg", "out/*.png", "./a.txt", "dist/**/*.html", "a b.txt"] {
+            assert!(validate_output_pattern(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "/etc/passwd", "../x", "a/../../b", "~/x", "C:\\x", ".", "./", "a[", "x\0y"] {
+            assert!(validate_output_pattern(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn artifact_names() {
+        for ok in ["acme-logo", "v1.2", "logo_2", "café"] {
+            assert!(validate_artifact_name(ok).is_ok(), "{ok}");
+        }
+        for bad in ["", "../x", "a/b", "a\\b", ".hidden", "-flag", "a\nb", "a b", "a'b", "x..y", &"a".repeat(101)] {
+            assert!(validate_artifact_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cycles_are_found_in_order() {
+        // 0 depends on 2, 1 on 0, 2 on 1.
+        let deps = vec![vec![2], vec![0], vec![1]];
+        let cycle = find_cycle(&deps).unwrap();
+        assert_eq!(cycle.len(), 3);
+        assert!(find_cycle(&[vec![], vec![0], vec![0, 1]]).is_none());
+    }
+}

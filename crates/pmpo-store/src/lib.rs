@@ -1,0 +1,315 @@
+//! The workspace on disk. Every write pmpo makes goes through [`Workspace`]:
+//! paths are confined to the workspace (no absolute paths, no `..`, no
+//! symlinked directory leading outside), files are replaced atomically
+//! (temp file + rename, fsync where durability matters), and replacing a
+//! user-visible file is recorded in the patch ledger.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::path::{Component, Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Errors from the workspace layer. Each names the path involved.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("workspace `{path}` is not a directory that can be opened: {source}")]
+    Open { path: PathBuf, source: io::Error },
+    #[error("`{path}` is outside the workspace: {why}")]
+    Escape { path: String, why: String },
+    #[error("cannot {action} `{path}`: {source}")]
+    Io { action: &'static str, path: PathBuf, source: io::Error },
+}
+
+impl StoreError {
+    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+        StoreError::Io { action, path: path.to_path_buf(), source }
+    }
+}
+
+/// How hard a write tries to survive a power loss (a killed process never
+/// loses a completed write either way: the rename is atomic).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Durability {
+    /// fsync the file before the rename: survives power loss.
+    Durable,
+    /// No fsync: survives process death, not necessarily power loss.
+    Relaxed,
+}
+
+/// The content digest and size of a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FileDigest {
+    pub size: u64,
+    pub blake3: String,
+}
+
+/// Hashes a file's content with blake3.
+pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
+    let mut file = File::open(path)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = [0u8; 64 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok(FileDigest { size, blake3: hasher.finalize().to_hex().to_string() })
+}
+
+/// Hashes bytes in memory.
+pub fn hash_bytes(bytes: &[u8]) -> FileDigest {
+    FileDigest { size: bytes.len() as u64, blake3: blake3::hash(bytes).to_hex().to_string() }
+}
+
+/// One entry of the patch ledger: a file pmpo created or replaced.
+#[derive(Debug, Clone, Serialize)]
+pub struct LedgerEntry {
+    pub time: String,
+    pub run_id: String,
+    /// The stage that wrote it, or `pmpo` for the engine's own files.
+    pub writer: String,
+    pub path: String,
+    pub before: Option<FileDigest>,
+    pub after: Option<FileDigest>,
+}
+
+/// Where the engine keeps its own files inside a workspace.
+pub const STATE_DIR: &str = ".state";
+/// The patch ledger, one JSON object per line.
+pub const LEDGER_FILE: &str = ".state/patch_ledger.jsonl";
+
+static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
+
+/// A workspace directory.
+#[derive(Debug, Clone)]
+pub struct Workspace {
+    root: PathBuf,
+}
+
+impl Workspace {
+    /// Opens an existing directory as the workspace.
+    pub fn open(root: &Path) -> Result<Self, StoreError> {
+        let root = fs::canonicalize(root).map_err(|source| StoreError::Open { path: root.to_path_buf(), source })?;
+        if !root.is_dir() {
+            return Err(StoreError::Open {
+                path: root,
+                source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+            });
+        }
+        Ok(Workspace { root })
+    }
+
+    /// The workspace's canonical absolute path.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Maps a workspace-relative path to an absolute one, refusing anything
+    /// that would land outside the workspace.
+    pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let escape = |why: &str| StoreError::Escape { path: rel.to_string(), why: why.to_string() };
+        if rel.is_empty() {
+            return Err(escape("the path is empty"));
+        }
+        if rel.contains('\0') {
+            return Err(escape("the path contains a NUL byte"));
+        }
+        let path = Path::new(rel);
+        let mut out = self.root.clone();
+        for comp in path.components() {
+            match comp {
+                Component::Normal(c) => out.push(c),
+                Component::CurDir => {}
+                Component::ParentDir => return Err(escape("it contains `..`")),
+                Component::RootDir | Component::Prefix(_) => return Err(escape("it is an absolute path")),
+            }
+        }
+        if out == self.root {
+            return Err(escape("it names the workspace itself"));
+        }
+        // The deepest existing ancestor must really be inside the workspace
+        // (a symlinked directory may point elsewhere).
+        let mut ancestor = out.parent();
+        while let Some(dir) = ancestor {
+            if dir == self.root {
+                break;
+            }
+            match fs::symlink_metadata(dir) {
+                Ok(_) => {
+                    let real = fs::canonicalize(dir).map_err(|e| StoreError::io("resolve", dir, e))?;
+                    if !real.starts_with(&self.root) {
+                        return Err(escape(&format!("`{}` leads to `{}` through a symbolic link", dir.display(), real.display())));
+                    }
+                    break;
+                }
+                Err(_) => ancestor = dir.parent(),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The workspace-relative form of an absolute path inside the workspace.
+    pub fn relative(&self, abs: &Path) -> Option<String> {
+        abs.strip_prefix(&self.root).ok().map(|p| p.to_string_lossy().replace('\\', "/"))
+    }
+
+    /// Creates a directory (and its parents) inside the workspace.
+    pub fn create_dir_all(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let path = self.resolve(rel)?;
+        fs::create_dir_all(&path).map_err(|e| StoreError::io("create directory", &path, e))?;
+        Ok(path)
+    }
+
+    /// Replaces (or creates) a file atomically: readers see the old content or
+    /// the new, never a mix, even if the process is killed mid-write.
+    /// Returns the digests before and after.
+    pub fn write_atomic(&self, rel: &str, bytes: &[u8], durability: Durability) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
+        let path = self.resolve(rel)?;
+        let before = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_file() => hash_file(&path).ok(),
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::io("write", &path, io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way")));
+            }
+            _ => None,
+        };
+        let dir = path.parent().unwrap_or(&self.root);
+        fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let tmp = dir.join(format!(
+            ".{name}.pmpo-tmp-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let result = (|| {
+            let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            file.write_all(bytes)?;
+            if durability == Durability::Durable {
+                file.sync_all()?;
+            }
+            drop(file);
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io("write", &path, e));
+        }
+        if durability == Durability::Durable
+            && let Ok(d) = File::open(dir)
+        {
+            let _ = d.sync_all();
+        }
+        Ok((before, hash_bytes(bytes)))
+    }
+
+    /// Appends to a log file (created if needed). Appends are not fsynced: a
+    /// reader must tolerate a torn last line after a crash.
+    pub fn append(&self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        let mut file = self.open_append(rel)?;
+        file.write_all(bytes).map_err(|e| StoreError::io("append to", &self.root.join(rel), e))
+    }
+
+    /// Opens a log file for appending, for writers that append many times.
+    pub fn open_append(&self, rel: &str) -> Result<File, StoreError> {
+        let path = self.resolve(rel)?;
+        if let Some(dir) = path.parent() {
+            fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
+        }
+        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io("open", &path, e))
+    }
+
+    /// Records writes in the patch ledger.
+    pub fn record(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
+        if entries.is_empty() {
+            return Ok(());
+        }
+        let mut buf = Vec::new();
+        for e in entries {
+            serde_json::to_writer(&mut buf, e).expect("ledger entries serialize");
+            buf.push(b'\n');
+        }
+        self.append(LEDGER_FILE, &buf)
+    }
+
+    /// Writes a user-visible file atomically and durably, and records it in the ledger.
+    pub fn write_recorded(&self, rel: &str, bytes: &[u8], run_id: &str) -> Result<(), StoreError> {
+        let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
+        if before.as_ref() == Some(&after) {
+            return Ok(());
+        }
+        self.record(&[LedgerEntry {
+            time: now_rfc3339(),
+            run_id: run_id.to_string(),
+            writer: "pmpo".into(),
+            path: rel.to_string(),
+            before,
+            after: Some(after),
+        }])
+    }
+}
+
+/// The current UTC time as RFC 3339 with milliseconds.
+pub fn now_rfc3339() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_stay_inside() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        assert!(ws.resolve("a/b.txt").is_ok());
+        assert!(ws.resolve("./a").is_ok());
+        for bad in ["", "../x", "a/../../x", "/etc/passwd", ".", "a\0b"] {
+            assert!(ws.resolve(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn symlinked_directories_leading_out_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let err = ws.write_atomic("link/x.txt", b"x", Durability::Relaxed).unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(!outside.path().join("x.txt").exists());
+    }
+
+    #[test]
+    fn atomic_write_reports_before_and_after() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let (before, after) = ws.write_atomic("d/f.txt", b"one", Durability::Durable).unwrap();
+        assert!(before.is_none());
+        assert_eq!(after.size, 3);
+        let (before2, _) = ws.write_atomic("d/f.txt", b"two", Durability::Relaxed).unwrap();
+        assert_eq!(before2, Some(after));
+        assert_eq!(fs::read(dir.path().join("d/f.txt")).unwrap(), b"two");
+        // No temp files are left behind.
+        assert_eq!(fs::read_dir(dir.path().join("d")).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn ledger_records_only_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        ws.write_recorded("m.json", b"{}", "r1").unwrap();
+        ws.write_recorded("m.json", b"{}", "r2").unwrap();
+        ws.write_recorded("m.json", b"{\"a\":1}", "r3").unwrap();
+        let ledger = fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
+        let lines: Vec<serde_json::Value> = ledger.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        assert_eq!(lines.len(), 2);
+        assert!(lines[0]["before"].is_null());
+        assert_eq!(lines[1]["before"]["blake3"], lines[0]["after"]["blake3"]);
+    }
+}
