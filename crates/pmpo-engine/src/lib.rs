@@ -1,0 +1,87 @@
+//! The Execute phase. [`Engine::execute`] runs a checked plan's stages in
+//! order, calls each stage's tool, decides success (exit status, declared
+//! outputs on disk), records everything, and returns [`ExecutionResults`].
+//!
+//! The engine emits [`Event`]s; the event log (`logs/executor.jsonl`) and the
+//! terminal reporter both consume them.
+
+pub mod events;
+mod executor;
+pub mod outputs;
+mod persist;
+pub mod resolve;
+pub mod results;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use pmpo_plan::{Diagnostic, LoadedPlan};
+use pmpo_tools::Registry;
+use tokio_util::sync::CancellationToken;
+
+pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
+pub use results::ExecutionResults;
+
+/// Time limit for a stage that names none.
+pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Where the engine keeps its logs.
+pub const EVENTS_LOG: &str = "logs/executor.jsonl";
+pub const STAGE_LOG_DIR: &str = "logs/execution";
+pub const RESULTS_FILE: &str = ".state/execution_results.json";
+pub const MANIFEST_FILE: &str = "artifact_manifest.json";
+pub const REFINEMENT_LOG: &str = "refinement_log.md";
+
+/// How to run a plan.
+#[derive(Debug, Clone)]
+pub struct ExecuteOptions {
+    /// The directory stages run in and outputs are relative to.
+    pub workspace: PathBuf,
+    /// After a failure, keep running stages that do not depend on it.
+    pub keep_going: bool,
+    pub default_timeout: Duration,
+    /// Cancelling stops the running stage (its whole process group) and skips the rest.
+    pub cancel: CancellationToken,
+}
+
+impl ExecuteOptions {
+    pub fn new(workspace: PathBuf) -> Self {
+        ExecuteOptions { workspace, keep_going: false, default_timeout: DEFAULT_STAGE_TIMEOUT, cancel: CancellationToken::new() }
+    }
+}
+
+/// Failures of the engine itself (not of a stage).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error(transparent)]
+    Store(#[from] pmpo_store::StoreError),
+    #[error("the plan has errors; run `pmpo check` for details")]
+    InvalidPlan(Vec<Diagnostic>),
+}
+
+/// The Execute phase with the tools of this build.
+#[derive(Clone, Default)]
+pub struct Engine {
+    pub registry: Registry,
+}
+
+impl Engine {
+    /// Every static check: the plan's structure and each tool's inputs.
+    pub fn check(&self, plan: &LoadedPlan) -> Vec<Diagnostic> {
+        pmpo_plan::check(plan, &self.registry)
+    }
+
+    /// Checks the plan, then runs it. Nothing is written when the plan is invalid.
+    pub async fn execute(
+        &self,
+        plan: &LoadedPlan,
+        opts: &ExecuteOptions,
+        sink: &mut dyn EventSink,
+    ) -> Result<ExecutionResults, EngineError> {
+        let diags = self.check(plan);
+        if !diags.is_empty() {
+            return Err(EngineError::InvalidPlan(diags));
+        }
+        executor::run(self, plan, opts, sink).await
+    }
+}

@@ -1,0 +1,166 @@
+//! pmpo's tools. A tool does one kind of work for a stage and reports what it
+//! did; it never decides whether the stage succeeded (the engine does that by
+//! checking exit status, declared outputs and validations).
+
+pub mod ai;
+pub mod capture;
+pub mod process;
+pub mod run;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pmpo_plan::{InputIssue, ToolCatalog};
+use pmpo_store::Workspace;
+use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
+
+pub use capture::Captured;
+pub use process::Termination;
+
+/// Everything a tool may use while it runs.
+pub struct ToolContext<'a> {
+    pub workspace: &'a Workspace,
+    pub run_id: &'a str,
+    pub stage_id: &'a str,
+    pub timeout: Duration,
+    pub cancel: &'a CancellationToken,
+}
+
+/// What a tool did.
+#[derive(Debug, Clone)]
+pub struct ToolOutcome {
+    pub termination: Termination,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub duration: Duration,
+    /// Named outputs (`$stage.NAME` for later stages).
+    pub outputs: Map<String, Value>,
+    /// What was invoked (argv, script path), for logs.
+    pub invocation: Value,
+    /// Anything the engine should tell the user.
+    pub notes: Vec<String>,
+}
+
+/// Known kinds of failure, each with a recovery hint for the user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorClass {
+    InvalidInput,
+    MissingDependency,
+    PermissionDenied,
+    NotConfigured,
+    BadToolOutput,
+    Io,
+}
+
+/// A tool could not do its work.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{message}")]
+pub struct ToolError {
+    pub class: ErrorClass,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+impl ToolError {
+    pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
+        ToolError { class, message: message.into(), hint: None }
+    }
+
+    pub fn hint(mut self, hint: impl Into<String>) -> Self {
+        self.hint = Some(hint.into());
+        self
+    }
+}
+
+/// One kind of stage work.
+#[async_trait]
+pub trait Tool: Send + Sync {
+    fn name(&self) -> &'static str;
+    /// Other names plans may use (e.g. the seeds' `code_interpreter`).
+    fn aliases(&self) -> &'static [&'static str] {
+        &[]
+    }
+    /// AI-only transformations are the tools of `requires_execution: false` stages.
+    fn is_ai(&self) -> bool {
+        false
+    }
+    /// Static check of a stage's `with:`; `$stage.field` strings are not yet resolved.
+    fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue>;
+    /// Whether the tool can run at all here (called before the stage starts).
+    fn preflight(&self) -> Result<(), ToolError> {
+        Ok(())
+    }
+    /// Does the work with resolved inputs.
+    async fn invoke(&self, ctx: &ToolContext<'_>, inputs: &Map<String, Value>) -> Result<ToolOutcome, ToolError>;
+}
+
+/// The tools of this build, by name and alias.
+#[derive(Clone)]
+pub struct Registry {
+    tools: Vec<Arc<dyn Tool>>,
+}
+
+impl Default for Registry {
+    fn default() -> Self {
+        Registry { tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)] }
+    }
+}
+
+impl Registry {
+    /// The canonical name for a tool name or alias (the name itself when unknown).
+    pub fn resolve_name<'a>(&self, name: &'a str) -> &'a str {
+        match self.get(name) {
+            Some(t) => t.name(),
+            None => name,
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        self.tools.iter().find(|t| t.name() == name || t.aliases().contains(&name))
+    }
+}
+
+impl ToolCatalog for Registry {
+    fn resolve(&self, name: &str) -> Option<&'static str> {
+        self.get(name).map(|t| t.name())
+    }
+
+    fn names(&self) -> Vec<&'static str> {
+        self.tools.iter().map(|t| t.name()).collect()
+    }
+
+    fn is_ai(&self, canonical: &str) -> bool {
+        self.get(canonical).is_some_and(|t| t.is_ai())
+    }
+
+    fn check_inputs(&self, canonical: &str, inputs: &Map<String, Value>) -> Vec<InputIssue> {
+        self.get(canonical).map(|t| t.check_inputs(inputs)).unwrap_or_default()
+    }
+}
+
+/// Shared helper: an issue for an input key.
+pub(crate) fn issue(key: &str, message: impl Into<String>, help: Option<&str>) -> InputIssue {
+    InputIssue {
+        key: if key.is_empty() { vec![] } else { vec![pmpo_plan::Seg::Key(key.to_string())] },
+        message: message.into(),
+        help: help.map(str::to_string),
+    }
+}
+
+/// Shared helper: flags keys a tool does not know.
+pub(crate) fn unknown_keys(inputs: &Map<String, Value>, known: &[&str], tool: &str) -> Vec<InputIssue> {
+    inputs
+        .keys()
+        .filter(|k| !known.contains(&k.as_str()))
+        .map(|k| {
+            let help = match pmpo_plan::diag::did_you_mean(k, known.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? the `{tool}` tool takes: {}", known.join(", ")),
+                None => format!("the `{tool}` tool takes: {}", known.join(", ")),
+            };
+            issue(k, format!("unknown input `{k}` for tool `{tool}`"), Some(&help))
+        })
+        .collect()
+}

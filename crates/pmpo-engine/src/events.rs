@@ -1,0 +1,80 @@
+//! Events: the engine reports every stage transition as an [`Event`]; the
+//! event log and the terminal reporter are both just consumers.
+
+use serde::Serialize;
+
+/// A stage's lifecycle state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum StageStatus {
+    Pending,
+    InProgress,
+    Validating,
+    Completed,
+    Failed,
+    Timeout,
+    Skipped,
+}
+
+impl StageStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            StageStatus::Pending => "PENDING",
+            StageStatus::InProgress => "IN_PROGRESS",
+            StageStatus::Validating => "VALIDATING",
+            StageStatus::Completed => "COMPLETED",
+            StageStatus::Failed => "FAILED",
+            StageStatus::Timeout => "TIMEOUT",
+            StageStatus::Skipped => "SKIPPED",
+        }
+    }
+
+    /// Whether the stage ended badly (its dependents are skipped).
+    pub fn is_failure(self) -> bool {
+        matches!(self, StageStatus::Failed | StageStatus::Timeout | StageStatus::Skipped)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum EventKind {
+    ExecutionStarted,
+    TaskStarted,
+    TaskValidating,
+    TaskCompleted,
+    TaskFailed,
+    TaskSkipped,
+    ExecutionFinished,
+}
+
+/// One thing that happened during a run.
+#[derive(Debug, Clone, Serialize)]
+pub struct Event {
+    pub event: EventKind,
+    pub run_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage_id: Option<String>,
+    pub timestamp: String,
+    /// 1-based position of the stage in execution order.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<usize>,
+    pub total: usize,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<StageStatus>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
+/// Something that consumes events as they happen (the terminal reporter).
+pub trait EventSink {
+    fn on_event(&mut self, event: &Event);
+}
+
+/// A sink that ignores everything.
+pub struct NoSink;
+
+impl EventSink for NoSink {
+    fn on_event(&mut self, _event: &Event) {}
+}

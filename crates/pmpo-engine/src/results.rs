@@ -1,0 +1,180 @@
+//! The structured results handed to Reflect: `execution_results.json` and
+//! `artifact_manifest.json`.
+
+use serde::Serialize;
+use serde_json::{Map, Value};
+
+use crate::events::StageStatus;
+use crate::outputs::GeneratedFile;
+
+/// Version of the results file layout.
+pub const RESULTS_SCHEMA_VERSION: u32 = 1;
+
+/// How one stage went.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageResult {
+    pub id: String,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+    pub tool: String,
+    pub status: StageStatus,
+    /// Why the stage failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    pub duration_ms: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exit_code: Option<i32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signal: Option<i32>,
+    /// Named outputs (from `outputs_json`).
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub outputs: Map<String, Value>,
+    /// Files verified on disk under the declared outputs.
+    pub files: Vec<GeneratedFile>,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    /// The stage's log file (every attempt, with its output).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+}
+
+/// One validation performed during the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationOutput {
+    pub check: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint_id: Option<String>,
+    /// `passed`, `failed`, or `not_checked`.
+    pub status: String,
+    /// What was measured, against what.
+    pub evidence: Value,
+    pub duration_ms: f64,
+}
+
+/// One error, with what to do about it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorEntry {
+    pub stage: String,
+    /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, or a tool error class.
+    pub kind: String,
+    pub message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+    /// The last lines of the stage's stderr.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stderr_tail: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    pub total: usize,
+    pub completed: usize,
+    pub failed: usize,
+    pub timeout: usize,
+    pub skipped: usize,
+}
+
+/// `artifact_manifest.json` (compatible with the reference manifest schema).
+#[derive(Debug, Clone, Serialize)]
+pub struct Manifest {
+    pub artifact_name: String,
+    pub artifact_type: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+    pub run_id: String,
+    pub status: String,
+    pub variants: Vec<Variant>,
+    pub files: Vec<ManifestFile>,
+    pub generated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Variant {
+    pub name: String,
+    pub files: Vec<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub description: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ManifestFile {
+    pub path: String,
+    pub size: u64,
+    pub blake3: String,
+    pub stage: String,
+}
+
+/// Everything the Execute phase reports (`.state/execution_results.json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ExecutionResults {
+    pub schema_version: u32,
+    pub run_id: String,
+    pub plan: String,
+    pub plan_blake3: String,
+    pub artifact_name: String,
+    /// `completed`, `failed` or `cancelled`.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: f64,
+    pub summary: Summary,
+    pub stages: Vec<StageResult>,
+    pub generated_files: Vec<GeneratedFile>,
+    pub manifest: Manifest,
+    /// The run's entry in `refinement_log.md`.
+    pub logs: String,
+    pub log_files: Vec<String>,
+    pub validation_outputs: Vec<ValidationOutput>,
+    pub errors: Vec<ErrorEntry>,
+    #[serde(skip_serializing_if = "Map::is_empty")]
+    pub state_updates: Map<String, Value>,
+}
+
+impl ExecutionResults {
+    pub fn succeeded(&self) -> bool {
+        self.status == "completed"
+    }
+}
+
+/// Builds the manifest from the files of completed stages.
+pub fn build_manifest(
+    spec: &pmpo_plan::Specification,
+    run_id: &str,
+    status: &str,
+    stages: &[StageResult],
+    generated_at: String,
+) -> Manifest {
+    let mut variants = Vec::new();
+    let mut files = Vec::new();
+    for s in stages.iter().filter(|s| s.status == StageStatus::Completed && !s.files.is_empty()) {
+        let paths: Vec<String> = s.files.iter().map(|f| f.path.clone()).collect();
+        let ext = |p: &str| p.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+        let first = ext(&paths[0]);
+        let format = if paths.iter().all(|p| ext(p) == first) { first } else { None };
+        variants.push(Variant { name: s.id.clone(), files: paths, format, description: s.description.clone() });
+        files.extend(s.files.iter().map(|f| ManifestFile {
+            path: f.path.clone(),
+            size: f.size,
+            blake3: f.blake3.clone(),
+            stage: f.stage.clone(),
+        }));
+    }
+    Manifest {
+        artifact_name: spec.artifact_name.clone(),
+        artifact_type: spec.artifact_type.clone(),
+        content_type: spec.content_type.clone(),
+        run_id: run_id.to_string(),
+        status: status.to_string(),
+        variants,
+        files,
+        generated_at,
+    }
+}

@@ -1,0 +1,120 @@
+//! Spawning a tool process: its own process group (so a timeout or a cancel
+//! kills grandchildren too), bounded output capture, a time limit.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+use tokio::process::Command;
+use tokio_util::sync::CancellationToken;
+
+use crate::capture::{Captured, read_capped};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct ProcessSpec {
+    pub argv: Vec<String>,
+    pub cwd: PathBuf,
+    pub env: Vec<(String, String)>,
+    pub stdin: Option<Vec<u8>>,
+    pub capture_limit: usize,
+}
+
+/// How the process ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Termination {
+    Exited(i32),
+    Signaled(i32),
+    TimedOut,
+    Cancelled,
+}
+
+/// The result of one process run.
+#[derive(Debug, Clone)]
+pub struct ProcessResult {
+    pub termination: Termination,
+    pub stdout: Captured,
+    pub stderr: Captured,
+    pub duration: Duration,
+    /// Set when output pipes were still held open by an escaped process.
+    pub note: Option<String>,
+}
+
+fn kill_group(pgid: u32) {
+    // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
+    unsafe {
+        libc::kill(-(pgid as libc::pid_t), libc::SIGKILL);
+    }
+}
+
+/// Runs a process to completion, its time limit, or cancellation. Every
+/// process of its group is killed before this returns: a stage's processes
+/// never outlive the stage.
+pub async fn run_process(spec: &ProcessSpec, timeout: Duration, cancel: &CancellationToken) -> std::io::Result<ProcessResult> {
+    let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+    let mut cmd = Command::new(program);
+    cmd.args(args)
+        .current_dir(&spec.cwd)
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0)
+        .kill_on_drop(true);
+    let started = Instant::now();
+    let mut child = cmd.spawn()?;
+    let pgid = child.id().unwrap_or(0);
+    let stdout = child.stdout.take().expect("stdout is piped");
+    let stderr = child.stderr.take().expect("stderr is piped");
+    let limit = spec.capture_limit;
+    let mut out_task = tokio::spawn(read_capped(stdout, limit));
+    let mut err_task = tokio::spawn(read_capped(stderr, limit));
+    if let (Some(mut stdin), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
+        tokio::spawn(async move {
+            let _ = stdin.write_all(&data).await;
+        });
+    }
+
+    let termination = tokio::select! {
+        status = child.wait() => {
+            let status = status?;
+            use std::os::unix::process::ExitStatusExt;
+            match (status.code(), status.signal()) {
+                (Some(code), _) => Termination::Exited(code),
+                (None, Some(sig)) => Termination::Signaled(sig),
+                _ => Termination::Exited(-1),
+            }
+        }
+        _ = tokio::time::sleep(timeout) => Termination::TimedOut,
+        _ = cancel.cancelled() => Termination::Cancelled,
+    };
+    if pgid != 0 {
+        kill_group(pgid);
+    }
+    if matches!(termination, Termination::TimedOut | Termination::Cancelled) {
+        let _ = child.wait().await;
+    }
+    let duration = started.elapsed();
+
+    // The group is dead, so the pipes close; a process that left the group
+    // (setsid) may still hold them, so do not wait for it forever.
+    let mut note = None;
+    let grace = Duration::from_secs(2);
+    let stdout = match tokio::time::timeout(grace, &mut out_task).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            out_task.abort();
+            note = Some("a process that left the stage's process group kept its output open; its output was not read".into());
+            Captured::default()
+        }
+    };
+    let stderr = match tokio::time::timeout(grace, &mut err_task).await {
+        Ok(Ok(c)) => c,
+        _ => {
+            err_task.abort();
+            Captured::default()
+        }
+    };
+    Ok(ProcessResult { termination, stdout, stderr, duration, note })
+}

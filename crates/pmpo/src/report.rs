@@ -1,0 +1,212 @@
+//! Rendering engine events for people: a live status line on a terminal,
+//! one plain line per event otherwise.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pmpo_engine::{Event, EventKind, EventSink, ExecutionResults, StageStatus};
+use pmpo_plan::LoadedPlan;
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// A terminal: permanent lines per finished stage plus a redrawn status line.
+    Live,
+    /// Not a terminal: one line per event.
+    Plain,
+    Quiet,
+}
+
+/// Colour only on a terminal, and never when NO_COLOR is set (any value).
+pub fn use_color() -> bool {
+    use std::io::IsTerminal;
+    std::env::var_os("NO_COLOR").is_none()
+        && std::env::var("TERM").map_or(true, |t| t != "dumb")
+        && std::io::stderr().is_terminal()
+}
+
+struct Live {
+    current: Option<(String, usize, Instant)>,
+    total: usize,
+    finished: usize,
+    busy_time: Duration,
+    ran: usize,
+    line_shown: bool,
+    spinner: usize,
+}
+
+pub struct Reporter {
+    mode: Mode,
+    color: bool,
+    live: Arc<Mutex<Live>>,
+    ticker: Option<tokio::task::JoinHandle<()>>,
+}
+
+fn human(d: Duration) -> String {
+    let s = d.as_secs_f64();
+    if s < 1.0 {
+        format!("{:.0} ms", s * 1000.0)
+    } else if s < 60.0 {
+        format!("{s:.1} s")
+    } else {
+        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
+    }
+}
+
+impl Live {
+    fn status_line(&mut self, color: bool) -> Option<String> {
+        let (id, index, started) = self.current.as_ref()?;
+        const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
+        self.spinner = (self.spinner + 1) % FRAMES.len();
+        let elapsed = started.elapsed();
+        let mut line = format!("{} [{index}/{}] {id}  running {}", FRAMES[self.spinner], self.total, human(elapsed));
+        if self.ran > 0 {
+            let avg = self.busy_time / self.ran as u32;
+            let remaining = self.total.saturating_sub(self.finished + 1) as u32;
+            let left = avg * remaining + avg.saturating_sub(elapsed);
+            line.push_str(&format!("  ~{} left", human(left)));
+        }
+        Some(if color { format!("\x1b[2m{line}\x1b[0m") } else { line })
+    }
+}
+
+impl Reporter {
+    pub fn start(mode: Mode, plan: &LoadedPlan, workspace: &Path) -> Reporter {
+        let color = mode == Mode::Live && use_color();
+        let total = plan.doc.plan.stages.len();
+        if mode != Mode::Quiet {
+            eprintln!(
+                "pmpo: executing {} ({total} stage{}) for `{}` in {}",
+                plan.display,
+                if total == 1 { "" } else { "s" },
+                plan.doc.specification.artifact_name,
+                workspace.display()
+            );
+        }
+        let live = Arc::new(Mutex::new(Live {
+            current: None,
+            total,
+            finished: 0,
+            busy_time: Duration::ZERO,
+            ran: 0,
+            line_shown: false,
+            spinner: 0,
+        }));
+        let ticker = (mode == Mode::Live).then(|| {
+            let live = live.clone();
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(120));
+                loop {
+                    tick.tick().await;
+                    let mut l = live.lock().unwrap_or_else(|e| e.into_inner());
+                    if let Some(line) = l.status_line(color) {
+                        eprint!("\r\x1b[2K{line}");
+                        let _ = std::io::stderr().flush();
+                        l.line_shown = true;
+                    }
+                }
+            })
+        });
+        Reporter { mode, color, live, ticker }
+    }
+
+    pub fn finish(&mut self) {
+        if let Some(t) = self.ticker.take() {
+            t.abort();
+        }
+        let mut l = self.live.lock().unwrap_or_else(|e| e.into_inner());
+        if l.line_shown {
+            eprint!("\r\x1b[2K");
+            l.line_shown = false;
+        }
+    }
+
+    fn paint(&self, text: &str, code: &str) -> String {
+        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+    }
+}
+
+impl EventSink for Reporter {
+    fn on_event(&mut self, e: &Event) {
+        if self.mode == Mode::Quiet {
+            return;
+        }
+        let id = e.stage_id.as_deref().unwrap_or("");
+        let pos = format!("[{}/{}]", e.index.unwrap_or(0), e.total);
+        let dur = e.duration_ms.map(|ms| human(Duration::from_secs_f64(ms / 1000.0))).unwrap_or_default();
+        let msg = e.message.as_deref().unwrap_or("");
+        let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        match self.mode {
+            Mode::Plain => {
+                let line = match e.event {
+                    EventKind::TaskStarted => format!("{pos} {id} started"),
+                    EventKind::TaskCompleted => format!("{pos} {id} COMPLETED ({dur})"),
+                    EventKind::TaskFailed => format!("{pos} {id} {} ({dur}): {msg}", e.status.map_or("FAILED", StageStatus::as_str)),
+                    EventKind::TaskSkipped => format!("{pos} {id} SKIPPED: {msg}"),
+                    _ => return,
+                };
+                eprintln!("{line}");
+            }
+            Mode::Live => {
+                let permanent = match e.event {
+                    EventKind::TaskStarted => {
+                        live.current = Some((id.to_string(), e.index.unwrap_or(0), Instant::now()));
+                        None
+                    }
+                    EventKind::TaskCompleted => Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32"))),
+                    EventKind::TaskFailed => Some(format!(
+                        "  {} {pos} {id}  {dur}  {}",
+                        self.paint("✗", "31"),
+                        self.paint(&format!("{}: {msg}", e.status.map_or("FAILED", StageStatus::as_str)), "31")
+                    )),
+                    EventKind::TaskSkipped => Some(format!("  {} {pos} {id}  {}", self.paint("-", "33"), self.paint(&format!("skipped: {msg}"), "2"))),
+                    _ => None,
+                };
+                if let Some(line) = permanent {
+                    if live.line_shown {
+                        eprint!("\r\x1b[2K");
+                        live.line_shown = false;
+                    }
+                    eprintln!("{line}");
+                }
+            }
+            Mode::Quiet => {}
+        }
+        if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed) {
+            live.ran += 1;
+            live.busy_time += Duration::from_secs_f64(e.duration_ms.unwrap_or(0.0) / 1000.0);
+        }
+        if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed | EventKind::TaskSkipped) {
+            live.finished += 1;
+            live.current = None;
+        }
+    }
+}
+
+/// The closing lines after a run.
+pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
+    let s = &r.summary;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "{}: {} of {} stages completed, {} failed, {} timed out, {} skipped in {}",
+        r.status,
+        s.completed,
+        s.total,
+        s.failed,
+        s.timeout,
+        s.skipped,
+        human(Duration::from_secs_f64(r.duration_ms / 1000.0))
+    );
+    for e in r.errors.iter().take(20) {
+        let _ = writeln!(err, "  error in `{}` ({}): {}", e.stage, e.kind, e.message);
+        if let Some(h) = &e.hint {
+            let _ = writeln!(err, "    hint: {h}");
+        }
+    }
+    if r.errors.len() > 20 {
+        let _ = writeln!(err, "  ... and {} more errors (see the results file)", r.errors.len() - 20);
+    }
+    let _ = writeln!(err, "results: {}", workspace.join(pmpo_engine::RESULTS_FILE).display());
+}
