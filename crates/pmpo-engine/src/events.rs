@@ -31,7 +31,10 @@ impl StageStatus {
 
     /// Whether the stage ended badly (its dependents are skipped).
     pub fn is_failure(self) -> bool {
-        matches!(self, StageStatus::Failed | StageStatus::Timeout | StageStatus::Skipped)
+        matches!(
+            self,
+            StageStatus::Failed | StageStatus::Timeout | StageStatus::Skipped
+        )
     }
 }
 

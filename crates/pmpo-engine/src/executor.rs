@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use pmpo_plan::{LoadedPlan, Reference, Stage, execution_order, reference::visit_references};
+use pmpo_plan::{Reference, Stage, execution_order, reference::visit_references};
 use pmpo_store::{LedgerEntry, Workspace, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
@@ -14,7 +14,9 @@ use crate::events::{Event, EventKind, EventSink, StageStatus};
 use crate::outputs::{self, Change};
 use crate::resolve::{StageData, resolve_inputs};
 use crate::results::{ErrorEntry, StageResult, ValidationOutput};
-use crate::{EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults, STAGE_LOG_DIR, persist};
+use crate::{
+    EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults, STAGE_LOG_DIR, persist,
+};
 
 /// Emits events to the run's event log and to the caller's sink.
 struct Emitter<'a> {
@@ -25,7 +27,14 @@ struct Emitter<'a> {
 }
 
 impl Emitter<'_> {
-    fn emit(&mut self, kind: EventKind, stage: Option<(&str, usize)>, status: Option<StageStatus>, duration: Option<Duration>, message: Option<String>) {
+    fn emit(
+        &mut self,
+        kind: EventKind,
+        stage: Option<(&str, usize)>,
+        status: Option<StageStatus>,
+        duration: Option<Duration>,
+        message: Option<String>,
+    ) {
         let event = Event {
             event: kind,
             run_id: self.run_id.clone(),
@@ -79,7 +88,12 @@ fn tail_lines(c: &Captured, n: usize) -> Option<String> {
     Some(lines[start..].join("\n"))
 }
 
-pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOptions, sink: &mut dyn EventSink) -> Result<ExecutionResults, EngineError> {
+pub(crate) async fn run(
+    engine: &Engine,
+    plan: &crate::CheckedPlan,
+    opts: &ExecuteOptions,
+    sink: &mut dyn EventSink,
+) -> Result<ExecutionResults, EngineError> {
     let ws = Workspace::open(&opts.workspace)?;
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);
@@ -88,8 +102,19 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
     let run_start = Instant::now();
     let wanted = referenced_fields(stages);
 
-    let mut emitter = Emitter { run_id: run_id.clone(), total: order.len(), log: ws.open_append(EVENTS_LOG)?, sink };
-    emitter.emit(EventKind::ExecutionStarted, None, None, None, Some(plan.display.clone()));
+    let mut emitter = Emitter {
+        run_id: run_id.clone(),
+        total: order.len(),
+        log: ws.open_append(EVENTS_LOG)?,
+        sink,
+    };
+    emitter.emit(
+        EventKind::ExecutionStarted,
+        None,
+        None,
+        None,
+        Some(plan.display.clone()),
+    );
     ws.create_dir_all(STAGE_LOG_DIR)?;
 
     let mut results: Vec<Option<StageResult>> = vec![None; stages.len()];
@@ -109,15 +134,30 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
         let skip_reason = if cancelled || opts.cancel.is_cancelled() {
             cancelled = true;
             Some("not run: the run was cancelled".to_string())
-        } else if let Some(dep) = stage.depends_on.iter().find(|d| status_of.get(d.as_str()).is_some_and(|s| s.is_failure())) {
-            Some(format!("upstream stage `{dep}` {}", status_of[dep.as_str()].as_str()))
+        } else if let Some(dep) = stage
+            .depends_on
+            .iter()
+            .find(|d| status_of.get(d.as_str()).is_some_and(|s| s.is_failure()))
+        {
+            Some(format!(
+                "upstream stage `{dep}` {}",
+                status_of[dep.as_str()].as_str()
+            ))
         } else if let (Some(f), false) = (&first_failure, opts.keep_going) {
-            Some(format!("not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"))
+            Some(format!(
+                "not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"
+            ))
         } else {
             None
         };
         if let Some(reason) = skip_reason {
-            emitter.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), None, Some(reason.clone()));
+            emitter.emit(
+                EventKind::TaskSkipped,
+                at,
+                Some(StageStatus::Skipped),
+                None,
+                Some(reason.clone()),
+            );
             status_of.insert(&stage.id, StageStatus::Skipped);
             results[idx] = Some(StageResult {
                 id: stage.id.clone(),
@@ -139,7 +179,13 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
             continue;
         }
 
-        emitter.emit(EventKind::TaskStarted, at, Some(StageStatus::InProgress), None, Some(stage.description.clone()).filter(|d| !d.is_empty()));
+        emitter.emit(
+            EventKind::TaskStarted,
+            at,
+            Some(StageStatus::InProgress),
+            None,
+            Some(stage.description.clone()).filter(|d| !d.is_empty()),
+        );
         let stage_started_at = now_rfc3339();
         let t0 = Instant::now();
         let attempt = run_stage(engine, &ws, &run_id, stage, opts, &data).await;
@@ -149,11 +195,21 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
         // VALIDATING: the tool finished; now the engine decides.
         let mut files = Vec::new();
         if failure.is_none() {
-            emitter.emit(EventKind::TaskValidating, at, Some(StageStatus::Validating), None, None);
+            emitter.emit(
+                EventKind::TaskValidating,
+                at,
+                Some(StageStatus::Validating),
+                None,
+                None,
+            );
             let vt = Instant::now();
             let after = outputs::expand(&ws, &stage.outputs);
             files = outputs::diff(&stage.id, &attempt.before, &after);
-            let mut problems: Vec<String> = after.missing.iter().map(|m| format!("declared output missing: {m}")).collect();
+            let mut problems: Vec<String> = after
+                .missing
+                .iter()
+                .map(|m| format!("declared output missing: {m}"))
+                .collect();
             problems.extend(after.problems.iter().cloned());
             if !stage.outputs.is_empty() {
                 validations.push(ValidationOutput {
@@ -176,7 +232,9 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
         }
         let duration = t0.elapsed();
         let finished_at = now_rfc3339();
-        let status = failure.as_ref().map_or(StageStatus::Completed, |f| f.status);
+        let status = failure
+            .as_ref()
+            .map_or(StageStatus::Completed, |f| f.status);
 
         // Record changed files in the ledger (before/after digests).
         let ledger: Vec<LedgerEntry> = files
@@ -188,7 +246,10 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
                 writer: stage.id.clone(),
                 path: f.path.clone(),
                 before: f.before.clone(),
-                after: Some(pmpo_store::FileDigest { size: f.size, blake3: f.blake3.clone() }),
+                after: Some(pmpo_store::FileDigest {
+                    size: f.size,
+                    blake3: f.blake3.clone(),
+                }),
             })
             .collect();
         ws.record(&ledger)?;
@@ -242,27 +303,51 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
                 cancelled = true;
             }
             first_failure.get_or_insert_with(|| stage.id.clone());
-            emitter.emit(EventKind::TaskFailed, at, Some(status), Some(duration), Some(f.message.clone()));
+            emitter.emit(
+                EventKind::TaskFailed,
+                at,
+                Some(status),
+                Some(duration),
+                Some(f.message.clone()),
+            );
         } else {
-            emitter.emit(EventKind::TaskCompleted, at, Some(status), Some(duration), None);
+            emitter.emit(
+                EventKind::TaskCompleted,
+                at,
+                Some(status),
+                Some(duration),
+                None,
+            );
         }
         status_of.insert(&stage.id, status);
 
         // Keep what later stages read.
-        let named = outcome.as_mut().map(|o| std::mem::take(&mut o.outputs)).unwrap_or_default();
+        let named = outcome
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.outputs))
+            .unwrap_or_default();
         if status == StageStatus::Completed && wanted.iter().any(|(s, _)| s == &stage.id) {
             let mut d: StageData = named.clone();
             let keep = |f: &str| wanted.contains(&(stage.id.clone(), f.to_string()));
             if let Some(o) = &outcome {
                 if keep("stdout") {
-                    d.insert("stdout".into(), Value::String(o.stdout.text().trim_end().to_string()));
+                    d.insert(
+                        "stdout".into(),
+                        Value::String(o.stdout.text().trim_end().to_string()),
+                    );
                 }
                 if keep("stderr") {
-                    d.insert("stderr".into(), Value::String(o.stderr.text().trim_end().to_string()));
+                    d.insert(
+                        "stderr".into(),
+                        Value::String(o.stderr.text().trim_end().to_string()),
+                    );
                 }
             }
             d.insert("exit_code".into(), json!(exit_code));
-            d.insert("files".into(), json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()));
+            d.insert(
+                "files".into(),
+                json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
+            );
             d.insert("duration_ms".into(), json!(ms(duration)));
             data.insert(stage.id.clone(), d);
         }
@@ -290,7 +375,10 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
     let stage_results: Vec<StageResult> = order.iter().filter_map(|&i| results[i].take()).collect();
     let status = if cancelled {
         "cancelled"
-    } else if stage_results.iter().all(|s| s.status == StageStatus::Completed) {
+    } else if stage_results
+        .iter()
+        .all(|s| s.status == StageStatus::Completed)
+    {
         "completed"
     } else {
         "failed"
@@ -298,9 +386,23 @@ pub(crate) async fn run(engine: &Engine, plan: &LoadedPlan, opts: &ExecuteOption
     let results = persist::finish(
         &ws,
         plan,
-        persist::RunRecord { run_id: run_id.clone(), started_at, duration: run_start.elapsed(), status, stages: stage_results, errors, validations },
+        persist::RunRecord {
+            run_id: run_id.clone(),
+            started_at,
+            duration: run_start.elapsed(),
+            status,
+            stages: stage_results,
+            errors,
+            validations,
+        },
     )?;
-    emitter.emit(EventKind::ExecutionFinished, None, None, Some(run_start.elapsed()), Some(status.to_string()));
+    emitter.emit(
+        EventKind::ExecutionFinished,
+        None,
+        None,
+        Some(run_start.elapsed()),
+        Some(status.to_string()),
+    );
     Ok(results)
 }
 
@@ -318,11 +420,32 @@ struct Attempt {
     resolved: Value,
 }
 
-async fn run_stage(engine: &Engine, ws: &Workspace, run_id: &str, stage: &Stage, opts: &ExecuteOptions, data: &HashMap<String, StageData>) -> Attempt {
-    let mut attempt = Attempt { outcome: None, failure: None, before: Default::default(), resolved: Value::Null };
-    let fail = |kind: &str, message: String, hint: Option<String>| Failure { status: StageStatus::Failed, kind: kind.into(), message, hint };
+async fn run_stage(
+    engine: &Engine,
+    ws: &Workspace,
+    run_id: &str,
+    stage: &Stage,
+    opts: &ExecuteOptions,
+    data: &HashMap<String, StageData>,
+) -> Attempt {
+    let mut attempt = Attempt {
+        outcome: None,
+        failure: None,
+        before: Default::default(),
+        resolved: Value::Null,
+    };
+    let fail = |kind: &str, message: String, hint: Option<String>| Failure {
+        status: StageStatus::Failed,
+        kind: kind.into(),
+        message,
+        hint,
+    };
     let Some(tool) = engine.registry.get(stage.tool_name()) else {
-        attempt.failure = Some(fail("invalid_input", format!("unknown tool `{}`", stage.tool_name()), None));
+        attempt.failure = Some(fail(
+            "invalid_input",
+            format!("unknown tool `{}`", stage.tool_name()),
+            None,
+        ));
         return attempt;
     };
     if let Err(e) = tool.preflight() {
@@ -332,14 +455,24 @@ async fn run_stage(engine: &Engine, ws: &Workspace, run_id: &str, stage: &Stage,
     let inputs = match resolve_inputs(&stage.inputs, data) {
         Ok(i) => i,
         Err(msg) => {
-            attempt.failure = Some(fail("invalid_input", msg, Some("check the upstream stage's outputs in its log".into())));
+            attempt.failure = Some(fail(
+                "invalid_input",
+                msg,
+                Some("check the upstream stage's outputs in its log".into()),
+            ));
             return attempt;
         }
     };
     attempt.resolved = Value::Object(inputs.clone());
     attempt.before = outputs::expand(ws, &stage.outputs).files;
     let timeout = stage.timeout.map_or(opts.default_timeout, |t| t.0);
-    let ctx = ToolContext { workspace: ws, run_id, stage_id: &stage.id, timeout, cancel: &opts.cancel };
+    let ctx = ToolContext {
+        workspace: ws,
+        run_id,
+        stage_id: &stage.id,
+        timeout,
+        cancel: &opts.cancel,
+    };
     match tool.invoke(&ctx, &inputs).await {
         Err(e) => attempt.failure = Some(fail(&class_name(e.class), e.message, e.hint)),
         Ok(outcome) => {
@@ -366,7 +499,10 @@ async fn run_stage(engine: &Engine, ws: &Workspace, run_id: &str, stage: &Stage,
 }
 
 fn class_name(c: pmpo_tools::ErrorClass) -> String {
-    serde_json::to_value(c).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+    serde_json::to_value(c)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default()
 }
 
 fn exit_hint(code: i32) -> String {

@@ -15,7 +15,7 @@ pub mod results;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use pmpo_plan::{Diagnostic, LoadedPlan};
+use pmpo_plan::{Diagnostic, LoadedPlan, PlanDocument};
 use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
@@ -46,7 +46,12 @@ pub struct ExecuteOptions {
 
 impl ExecuteOptions {
     pub fn new(workspace: PathBuf) -> Self {
-        ExecuteOptions { workspace, keep_going: false, default_timeout: DEFAULT_STAGE_TIMEOUT, cancel: CancellationToken::new() }
+        ExecuteOptions {
+            workspace,
+            keep_going: false,
+            default_timeout: DEFAULT_STAGE_TIMEOUT,
+            cancel: CancellationToken::new(),
+        }
     }
 }
 
@@ -55,8 +60,17 @@ impl ExecuteOptions {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] pmpo_store::StoreError),
-    #[error("the plan has errors; run `pmpo check` for details")]
-    InvalidPlan(Vec<Diagnostic>),
+}
+
+/// A plan that passed every static check, ready to run. (The source tree kept
+/// for error positions is dropped: a large plan runs in less memory.)
+#[derive(Debug, Clone)]
+pub struct CheckedPlan {
+    pub path: PathBuf,
+    pub display: String,
+    pub doc: PlanDocument,
+    /// blake3 of the plan file's text.
+    pub blake3: String,
 }
 
 /// The Execute phase with the tools of this build.
@@ -71,17 +85,28 @@ impl Engine {
         pmpo_plan::check(plan, &self.registry)
     }
 
-    /// Checks the plan, then runs it. Nothing is written when the plan is invalid.
+    /// Checks a loaded plan; only a plan without errors can be executed.
+    pub fn prepare(&self, plan: LoadedPlan) -> Result<CheckedPlan, Vec<Diagnostic>> {
+        let diags = self.check(&plan);
+        if !diags.is_empty() {
+            return Err(diags);
+        }
+        Ok(CheckedPlan {
+            blake3: blake3::hash(plan.text.as_bytes()).to_hex().to_string(),
+            path: plan.path,
+            display: plan.display,
+            doc: plan.doc,
+        })
+    }
+
+    /// Runs a checked plan. Stage failures are in the results; an `Err` means
+    /// the engine itself could not go on (for example, the workspace is not writable).
     pub async fn execute(
         &self,
-        plan: &LoadedPlan,
+        plan: &CheckedPlan,
         opts: &ExecuteOptions,
         sink: &mut dyn EventSink,
     ) -> Result<ExecutionResults, EngineError> {
-        let diags = self.check(plan);
-        if !diags.is_empty() {
-            return Err(EngineError::InvalidPlan(diags));
-        }
         executor::run(self, plan, opts, sink).await
     }
 }

@@ -65,7 +65,12 @@ pub fn expand(ws: &Workspace, patterns: &[String]) -> Expansion {
         } else {
             expand_literal(ws, &pattern, raw, &mut out);
         }
-        if out.files.len() == before && !out.problems.iter().any(|p| p.starts_with(&format!("`{raw}`"))) {
+        if out.files.len() == before
+            && !out
+                .problems
+                .iter()
+                .any(|p| p.starts_with(&format!("`{raw}`")))
+        {
             out.missing.push(raw.clone());
         }
     }
@@ -93,7 +98,8 @@ fn add_file(ws: &Workspace, abs: &Path, raw: &str, out: &mut Expansion) {
                 return;
             }
             Err(_) => {
-                out.problems.push(format!("`{raw}`: `{rel}` is a broken symbolic link"));
+                out.problems
+                    .push(format!("`{raw}`: `{rel}` is a broken symbolic link"));
                 return;
             }
         }
@@ -104,7 +110,9 @@ fn add_file(ws: &Workspace, abs: &Path, raw: &str, out: &mut Expansion) {
         Ok(d) => {
             out.files.insert(rel, d);
         }
-        Err(e) => out.problems.push(format!("`{raw}`: cannot read `{rel}`: {e}")),
+        Err(e) => out
+            .problems
+            .push(format!("`{raw}`: cannot read `{rel}`: {e}")),
     }
 }
 
@@ -127,7 +135,8 @@ fn expand_glob(ws: &Workspace, pattern: &str, raw: &str, out: &mut Expansion) {
     let matcher = match GlobBuilder::new(pattern).literal_separator(true).build() {
         Ok(g) => g.compile_matcher(),
         Err(e) => {
-            out.problems.push(format!("`{raw}`: not a valid glob: {}", e.kind()));
+            out.problems
+                .push(format!("`{raw}`: not a valid glob: {}", e.kind()));
             return;
         }
     };
@@ -148,26 +157,44 @@ fn expand_glob(ws: &Workspace, pattern: &str, raw: &str, out: &mut Expansion) {
     if !base.is_dir() {
         return;
     }
-    let depth = if pattern.contains("**") { None } else { Some(comps.len() - literal.len()) };
+    let depth = if pattern.contains("**") {
+        None
+    } else {
+        Some(comps.len() - literal.len())
+    };
     walk(ws, &base, raw, Some((&matcher, depth)), out);
 }
 
-fn walk(ws: &Workspace, base: &Path, raw: &str, glob: Option<(&globset::GlobMatcher, Option<usize>)>, out: &mut Expansion) {
-    let mut walker = walkdir::WalkDir::new(base).follow_links(false).sort_by_file_name();
+fn walk(
+    ws: &Workspace,
+    base: &Path,
+    raw: &str,
+    glob: Option<(&globset::GlobMatcher, Option<usize>)>,
+    out: &mut Expansion,
+) {
+    let mut walker = walkdir::WalkDir::new(base)
+        .follow_links(false)
+        .sort_by_file_name();
     if let Some((_, Some(depth))) = glob {
         walker = walker.max_depth(depth);
     }
     let iter = walker.into_iter().filter_entry(|e| {
-        !(e.file_type().is_dir() && e.depth() > 0 && e.path().strip_prefix(ws.root()).ok().is_some_and(|r| {
-            r.components().next().is_some_and(|c| OWN_DIRS.iter().any(|d| c.as_os_str() == *d))
-        }))
+        !(e.file_type().is_dir()
+            && e.depth() > 0
+            && e.path().strip_prefix(ws.root()).ok().is_some_and(|r| {
+                r.components()
+                    .next()
+                    .is_some_and(|c| OWN_DIRS.iter().any(|d| c.as_os_str() == *d))
+            }))
     });
     for entry in iter.flatten() {
         if entry.file_type().is_dir() {
             continue;
         }
         if let Some((matcher, _)) = glob {
-            let Some(rel) = ws.relative(entry.path()) else { continue };
+            let Some(rel) = ws.relative(entry.path()) else {
+                continue;
+            };
             if !matcher.is_match(&rel) {
                 continue;
             }
@@ -177,7 +204,11 @@ fn walk(ws: &Workspace, base: &Path, raw: &str, glob: Option<(&globset::GlobMatc
 }
 
 /// Compares the files under a stage's outputs before and after it ran.
-pub fn diff(stage: &str, before: &BTreeMap<String, FileDigest>, after: &Expansion) -> Vec<GeneratedFile> {
+pub fn diff(
+    stage: &str,
+    before: &BTreeMap<String, FileDigest>,
+    after: &Expansion,
+) -> Vec<GeneratedFile> {
     after
         .files
         .iter()
@@ -214,10 +245,16 @@ mod tests {
         fs::write(dir.path().join("out/sub/c.png"), b"c").unwrap();
         fs::write(dir.path().join("out/n.txt"), b"n").unwrap();
         let e = expand(&ws, &["out/*.png".into()]);
-        assert_eq!(e.files.keys().collect::<Vec<_>>(), vec!["out/a.png", "out/b.png"]);
+        assert_eq!(
+            e.files.keys().collect::<Vec<_>>(),
+            vec!["out/a.png", "out/b.png"]
+        );
         let e = expand(&ws, &["out/**/*.png".into()]);
         assert_eq!(e.files.len(), 3);
-        let e = expand(&ws, &["out".into(), "missing.txt".into(), "none/*.x".into()]);
+        let e = expand(
+            &ws,
+            &["out".into(), "missing.txt".into(), "none/*.x".into()],
+        );
         assert_eq!(e.files.len(), 4);
         assert_eq!(e.missing, vec!["missing.txt", "none/*.x"]);
     }
@@ -231,7 +268,11 @@ mod tests {
         std::os::unix::fs::symlink(outside.path(), dir.path().join("leak.txt")).unwrap();
         let e = expand(&ws, &["leak.txt".into()]);
         assert!(e.files.is_empty());
-        assert!(e.problems[0].contains("outside the workspace"), "{:?}", e.problems);
+        assert!(
+            e.problems[0].contains("outside the workspace"),
+            "{:?}",
+            e.problems
+        );
         assert!(e.missing.is_empty());
     }
 }

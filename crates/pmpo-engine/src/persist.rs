@@ -4,13 +4,15 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pmpo_plan::LoadedPlan;
 use pmpo_store::{Durability, Workspace, now_rfc3339};
 
 use crate::events::StageStatus;
 use crate::executor::ms;
 use crate::outputs::Change;
-use crate::results::{ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, StageResult, Summary, ValidationOutput, build_manifest};
+use crate::results::{
+    ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, StageResult, Summary, ValidationOutput,
+    build_manifest,
+};
 use crate::{EVENTS_LOG, EngineError, MANIFEST_FILE, REFINEMENT_LOG, RESULTS_FILE, STAGE_LOG_DIR};
 
 pub(crate) struct RunRecord {
@@ -26,10 +28,17 @@ pub(crate) struct RunRecord {
 /// Most stage rows written to one refinement log entry; the rest are counted.
 const LOG_TABLE_ROWS: usize = 200;
 
-pub(crate) fn finish(ws: &Workspace, plan: &LoadedPlan, run: RunRecord) -> Result<ExecutionResults, EngineError> {
+pub(crate) fn finish(
+    ws: &Workspace,
+    plan: &crate::CheckedPlan,
+    run: RunRecord,
+) -> Result<ExecutionResults, EngineError> {
     let spec = &plan.doc.specification;
     let finished_at = now_rfc3339();
-    let mut summary = Summary { total: run.stages.len(), ..Default::default() };
+    let mut summary = Summary {
+        total: run.stages.len(),
+        ..Default::default()
+    };
     for s in &run.stages {
         match s.status {
             StageStatus::Completed => summary.completed += 1,
@@ -38,7 +47,13 @@ pub(crate) fn finish(ws: &Workspace, plan: &LoadedPlan, run: RunRecord) -> Resul
             _ => summary.failed += 1,
         }
     }
-    let manifest = build_manifest(spec, &run.run_id, run.status, &run.stages, finished_at.clone());
+    let manifest = build_manifest(
+        spec,
+        &run.run_id,
+        run.status,
+        &run.stages,
+        finished_at.clone(),
+    );
     let generated_files = run
         .stages
         .iter()
@@ -59,16 +74,32 @@ pub(crate) fn finish(ws: &Workspace, plan: &LoadedPlan, run: RunRecord) -> Resul
         });
     }
 
-    let plan_rel = ws.relative(&std::fs::canonicalize(&plan.path).unwrap_or_else(|_| plan.path.clone())).unwrap_or_else(|| plan.display.clone());
-    let logs = log_entry(&run.run_id, &plan_rel, &finished_at, run.status, &summary, run.duration, &run.stages, &run.errors);
+    let plan_rel = ws
+        .relative(&std::fs::canonicalize(&plan.path).unwrap_or_else(|_| plan.path.clone()))
+        .unwrap_or_else(|| plan.display.clone());
+    let logs = log_entry(
+        &run.run_id,
+        &plan_rel,
+        &finished_at,
+        run.status,
+        &summary,
+        run.duration,
+        &run.stages,
+        &run.errors,
+    );
     let mut log_files = vec![EVENTS_LOG.to_string(), REFINEMENT_LOG.to_string()];
-    log_files.extend(run.stages.iter().filter_map(|s| s.log.clone()).filter(|l| l.starts_with(STAGE_LOG_DIR)));
+    log_files.extend(
+        run.stages
+            .iter()
+            .filter_map(|s| s.log.clone())
+            .filter(|l| l.starts_with(STAGE_LOG_DIR)),
+    );
 
     let results = ExecutionResults {
         schema_version: RESULTS_SCHEMA_VERSION,
         run_id: run.run_id.clone(),
         plan: plan_rel,
-        plan_blake3: blake3::hash(plan.text.as_bytes()).to_hex().to_string(),
+        plan_blake3: plan.blake3.clone(),
         artifact_name: spec.artifact_name.clone(),
         status: run.status.to_string(),
         started_at: run.started_at,
@@ -99,8 +130,9 @@ pub(crate) fn finish(ws: &Workspace, plan: &LoadedPlan, run: RunRecord) -> Resul
     log.extend_from_slice(results.logs.as_bytes());
     ws.write_recorded(REFINEMENT_LOG, &log, &results.run_id)?;
 
-    let results_json = serde_json::to_vec_pretty(&results).expect("results serialize");
-    ws.write_atomic(RESULTS_FILE, &results_json, Durability::Durable)?;
+    ws.write_atomic_with(RESULTS_FILE, Durability::Durable, |w| {
+        serde_json::to_writer_pretty(w, &results).map_err(std::io::Error::from)
+    })?;
     Ok(results)
 }
 
@@ -121,12 +153,31 @@ fn log_entry(
     let _ = writeln!(
         s,
         "- Result: **{status}**: {} of {} stages completed, {} failed, {} timed out, {} skipped, in {:.2}s",
-        summary.completed, summary.total, summary.failed, summary.timeout, summary.skipped, duration.as_secs_f64()
+        summary.completed,
+        summary.total,
+        summary.failed,
+        summary.timeout,
+        summary.skipped,
+        duration.as_secs_f64()
     );
-    let created: usize = stages.iter().flat_map(|s| &s.files).filter(|f| f.change == Change::Created).count();
-    let modified: usize = stages.iter().flat_map(|s| &s.files).filter(|f| f.change == Change::Modified).count();
-    let _ = writeln!(s, "- Files: {created} created, {modified} overwritten (recorded in `.state/patch_ledger.jsonl`)\n");
-    let _ = writeln!(s, "| # | Stage | Tool | Status | Duration | Detail |\n|---|---|---|---|---|---|");
+    let created: usize = stages
+        .iter()
+        .flat_map(|s| &s.files)
+        .filter(|f| f.change == Change::Created)
+        .count();
+    let modified: usize = stages
+        .iter()
+        .flat_map(|s| &s.files)
+        .filter(|f| f.change == Change::Modified)
+        .count();
+    let _ = writeln!(
+        s,
+        "- Files: {created} created, {modified} overwritten (recorded in `.state/patch_ledger.jsonl`)\n"
+    );
+    let _ = writeln!(
+        s,
+        "| # | Stage | Tool | Status | Duration | Detail |\n|---|---|---|---|---|---|"
+    );
     let interesting = |st: &StageResult| st.status != StageStatus::Completed;
     let show_all = stages.len() <= LOG_TABLE_ROWS;
     let mut hidden = 0;
@@ -139,10 +190,22 @@ fn log_entry(
             Some(r) => md_cell(r),
             None => format!("{} file(s)", st.files.len()),
         };
-        let _ = writeln!(s, "| {} | `{}` | {} | {} | {:.0} ms | {} |", i + 1, st.id, st.tool, st.status.as_str(), st.duration_ms, detail);
+        let _ = writeln!(
+            s,
+            "| {} | `{}` | {} | {} | {:.0} ms | {} |",
+            i + 1,
+            st.id,
+            st.tool,
+            st.status.as_str(),
+            st.duration_ms,
+            detail
+        );
     }
     if hidden > 0 {
-        let _ = writeln!(s, "\n({hidden} completed stages not listed; see `.state/execution_results.json`.)");
+        let _ = writeln!(
+            s,
+            "\n({hidden} completed stages not listed; see `.state/execution_results.json`.)"
+        );
     }
     if !errors.is_empty() {
         let _ = writeln!(s, "\nErrors:\n");
@@ -158,6 +221,10 @@ fn log_entry(
 }
 
 fn md_cell(text: &str) -> String {
-    let one_line: String = text.chars().map(|c| if c == '\n' || c == '\r' { ' ' } else { c }).take(300).collect();
+    let one_line: String = text
+        .chars()
+        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
+        .take(300)
+        .collect();
     one_line.replace('|', "\\|")
 }

@@ -9,8 +9,14 @@ use serde_json::{Map, Value};
 pub type StageData = Map<String, Value>;
 
 /// Replaces every reference in `inputs` with the value it names.
-pub fn resolve_inputs(inputs: &Map<String, Value>, data: &HashMap<String, StageData>) -> Result<Map<String, Value>, String> {
-    inputs.iter().map(|(k, v)| Ok((k.clone(), resolve_value(v, data)?))).collect()
+pub fn resolve_inputs(
+    inputs: &Map<String, Value>,
+    data: &HashMap<String, StageData>,
+) -> Result<Map<String, Value>, String> {
+    inputs
+        .iter()
+        .map(|(k, v)| Ok((k.clone(), resolve_value(v, data)?)))
+        .collect()
 }
 
 fn resolve_value(value: &Value, data: &HashMap<String, StageData>) -> Result<Value, String> {
@@ -19,7 +25,11 @@ fn resolve_value(value: &Value, data: &HashMap<String, StageData>) -> Result<Val
             Some(r) => lookup(&r, s, data),
             None => Ok(Value::String(pmpo_plan::reference::unescape(s).to_string())),
         },
-        Value::Array(items) => items.iter().map(|v| resolve_value(v, data)).collect::<Result<_, _>>().map(Value::Array),
+        Value::Array(items) => items
+            .iter()
+            .map(|v| resolve_value(v, data))
+            .collect::<Result<_, _>>()
+            .map(Value::Array),
         Value::Object(map) => map
             .iter()
             .map(|(k, v)| Ok((k.clone(), resolve_value(v, data)?)))
@@ -29,11 +39,22 @@ fn resolve_value(value: &Value, data: &HashMap<String, StageData>) -> Result<Val
     }
 }
 
-fn lookup(r: &Reference<'_>, text: &str, data: &HashMap<String, StageData>) -> Result<Value, String> {
-    let stage = data.get(r.stage).ok_or_else(|| format!("`{text}`: stage `{}` has produced no outputs", r.stage))?;
+fn lookup(
+    r: &Reference<'_>,
+    text: &str,
+    data: &HashMap<String, StageData>,
+) -> Result<Value, String> {
+    let stage = data
+        .get(r.stage)
+        .ok_or_else(|| format!("`{text}`: stage `{}` has produced no outputs", r.stage))?;
     let mut current = stage.get(r.field[0]).ok_or_else(|| {
         let have: Vec<&str> = stage.keys().map(String::as_str).collect();
-        format!("`{text}`: stage `{}` has no output `{}` (it has: {})", r.stage, r.field[0], have.join(", "))
+        format!(
+            "`{text}`: stage `{}` has no output `{}` (it has: {})",
+            r.stage,
+            r.field[0],
+            have.join(", ")
+        )
     })?;
     for (depth, key) in r.field.iter().enumerate().skip(1) {
         let next = match current {
@@ -41,7 +62,8 @@ fn lookup(r: &Reference<'_>, text: &str, data: &HashMap<String, StageData>) -> R
             Value::Array(items) => key.parse::<usize>().ok().and_then(|i| items.get(i)),
             _ => None,
         };
-        current = next.ok_or_else(|| format!("`{text}`: `{}` has no `{key}`", r.field[..depth].join(".")))?;
+        current = next
+            .ok_or_else(|| format!("`{text}`: `{}` has no `{key}`", r.field[..depth].join(".")))?;
     }
     Ok(current.clone())
 }
@@ -56,7 +78,10 @@ mod tests {
         let mut data = HashMap::new();
         data.insert(
             "a".to_string(),
-            json!({"stdout": "hi", "files": ["x.txt"], "colors": {"primary": "#fff"}}).as_object().unwrap().clone(),
+            json!({"stdout": "hi", "files": ["x.txt"], "colors": {"primary": "#fff"}})
+                .as_object()
+                .unwrap()
+                .clone(),
         );
         let inputs = json!({
             "command": ["cat", "$a.files"],
@@ -71,6 +96,9 @@ mod tests {
         assert_eq!(out["literal"], "$a.stdout");
         assert_eq!(out["shell"], "echo $HOME");
         let err = resolve_inputs(json!({"x": "$a.nope"}).as_object().unwrap(), &data).unwrap_err();
-        assert!(err.contains("has no output `nope`") && err.contains("stdout"), "{err}");
+        assert!(
+            err.contains("has no output `nope`") && err.contains("stdout"),
+            "{err}"
+        );
     }
 }

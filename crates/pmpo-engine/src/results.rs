@@ -154,12 +154,24 @@ pub fn build_manifest(
 ) -> Manifest {
     let mut variants = Vec::new();
     let mut files = Vec::new();
-    for s in stages.iter().filter(|s| s.status == StageStatus::Completed && !s.files.is_empty()) {
+    for s in stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Completed && !s.files.is_empty())
+    {
         let paths: Vec<String> = s.files.iter().map(|f| f.path.clone()).collect();
         let ext = |p: &str| p.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
         let first = ext(&paths[0]);
-        let format = if paths.iter().all(|p| ext(p) == first) { first } else { None };
-        variants.push(Variant { name: s.id.clone(), files: paths, format, description: s.description.clone() });
+        let format = if paths.iter().all(|p| ext(p) == first) {
+            first
+        } else {
+            None
+        };
+        variants.push(Variant {
+            name: s.id.clone(),
+            files: paths,
+            format,
+            description: s.description.clone(),
+        });
         files.extend(s.files.iter().map(|f| ManifestFile {
             path: f.path.clone(),
             size: f.size,

@@ -1,14 +1,14 @@
 //! Static checks: everything that can be known wrong before a single process runs.
 
-use std::collections::{BinaryHeap, HashMap, HashSet};
 use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, HashSet};
 
 use serde_json::{Map, Value};
 
+use crate::LoadedPlan;
 use crate::diag::{Diagnostic, did_you_mean};
 use crate::node::PathSeg;
 use crate::reference::{Seg, is_id_char, visit_references};
-use crate::LoadedPlan;
 
 /// Longest stage id, constraint id or artifact name accepted.
 pub const MAX_ID_LEN: usize = 100;
@@ -35,7 +35,11 @@ pub struct InputIssue {
 }
 
 fn stage_path(i: usize) -> [PathSeg<'static>; 3] {
-    [PathSeg::Key("plan"), PathSeg::Key("stages"), PathSeg::Index(i)]
+    [
+        PathSeg::Key("plan"),
+        PathSeg::Key("stages"),
+        PathSeg::Index(i),
+    ]
 }
 
 /// Runs every static check; an empty result means the plan may run.
@@ -46,29 +50,49 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
 
     if let Err(msg) = validate_artifact_name(&spec.artifact_name) {
         diags.push(
-            plan.diag_at(&[PathSeg::Key("specification"), PathSeg::Key("artifact_name")], msg)
-                .with_help("use letters, digits, `-`, `_` and `.`, starting with a letter or digit"),
+            plan.diag_at(
+                &[PathSeg::Key("specification"), PathSeg::Key("artifact_name")],
+                msg,
+            )
+            .with_help("use letters, digits, `-`, `_` and `.`, starting with a letter or digit"),
         );
     }
 
     // Constraints: unique ids.
     let mut constraint_ids: HashMap<&str, usize> = HashMap::new();
     for (i, c) in spec.constraints.iter().enumerate() {
-        let at = [PathSeg::Key("specification"), PathSeg::Key("constraints"), PathSeg::Index(i), PathSeg::Key("id")];
+        let at = [
+            PathSeg::Key("specification"),
+            PathSeg::Key("constraints"),
+            PathSeg::Index(i),
+            PathSeg::Key("id"),
+        ];
         if c.id.trim().is_empty() {
-            diags.push(plan.diag_at(&at, "constraint id is empty").with_help("give every constraint a short unique id"));
+            diags.push(
+                plan.diag_at(&at, "constraint id is empty")
+                    .with_help("give every constraint a short unique id"),
+            );
         } else if let Some(first) = constraint_ids.insert(&c.id, i) {
             diags.push(
-                plan.diag_at(&at, format!("duplicate constraint id `{}` (also constraints[{first}])", c.id))
-                    .with_help("constraint ids must be unique; rename one"),
+                plan.diag_at(
+                    &at,
+                    format!(
+                        "duplicate constraint id `{}` (also constraints[{first}])",
+                        c.id
+                    ),
+                )
+                .with_help("constraint ids must be unique; rename one"),
             );
         }
     }
 
     if stages.is_empty() {
         diags.push(
-            plan.diag_at(&[PathSeg::Key("plan"), PathSeg::Key("stages")], "the plan has no stages")
-                .with_help("add at least one stage under `plan.stages`"),
+            plan.diag_at(
+                &[PathSeg::Key("plan"), PathSeg::Key("stages")],
+                "the plan has no stages",
+            )
+            .with_help("add at least one stage under `plan.stages`"),
         );
     }
 
@@ -78,18 +102,29 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
         let at = stage_path(i);
         let id_at = [at[0], at[1], at[2], PathSeg::Key("id")];
         if let Err(msg) = validate_stage_id(&stage.id) {
-            diags.push(plan.diag_at(&id_at, msg).with_help("stage ids use letters, digits, `-` and `_`, at most 100 characters"));
+            diags.push(
+                plan.diag_at(&id_at, msg).with_help(
+                    "stage ids use letters, digits, `-` and `_`, at most 100 characters",
+                ),
+            );
             continue;
         }
         if let Some(first) = index.insert(&stage.id, i) {
-            let first_line = plan.root.get_path(&stage_path(first)).and_then(|n| n.pos).map(|p| p.line);
+            let first_line = plan
+                .root
+                .get_path(&stage_path(first))
+                .and_then(|n| n.pos)
+                .map(|p| p.line);
             let also = match first_line {
                 Some(line) => format!("first defined at line {line}"),
                 None => format!("first defined as stages[{first}]"),
             };
             diags.push(
-                plan.diag_at(&id_at, format!("duplicate stage id `{}` ({also})", stage.id))
-                    .with_help("stage ids must be unique; rename one of them"),
+                plan.diag_at(
+                    &id_at,
+                    format!("duplicate stage id `{}` ({also})", stage.id),
+                )
+                .with_help("stage ids must be unique; rename one of them"),
             );
             // Keep the first definition for the remaining checks.
             index.insert(&stage.id, first);
@@ -110,8 +145,15 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                     help = format!("did you mean `{s}`? {help}");
                 }
                 diags.push(
-                    plan.diag_at(&tool_at, format!("stage `{}` uses unknown tool `{}`", stage.id, stage.tool_name()))
-                        .with_help(help),
+                    plan.diag_at(
+                        &tool_at,
+                        format!(
+                            "stage `{}` uses unknown tool `{}`",
+                            stage.id,
+                            stage.tool_name()
+                        ),
+                    )
+                    .with_help(help),
                 );
             }
             Some(canonical) => {
@@ -131,9 +173,11 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                     );
                 }
                 for issue in tools.check_inputs(canonical, &stage.inputs) {
-                    let mut path: Vec<PathSeg<'_>> = vec![at[0], at[1], at[2], PathSeg::Key("with")];
+                    let mut path: Vec<PathSeg<'_>> =
+                        vec![at[0], at[1], at[2], PathSeg::Key("with")];
                     path.extend(issue.key.iter().map(Seg::as_path_seg));
-                    let mut d = plan.diag_at(&path, format!("stage `{}`: {}", stage.id, issue.message));
+                    let mut d =
+                        plan.diag_at(&path, format!("stage `{}`: {}", stage.id, issue.message));
                     if let Some(h) = issue.help {
                         d = d.with_help(h);
                     }
@@ -143,24 +187,45 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
         }
 
         for (j, dep) in stage.depends_on.iter().enumerate() {
-            let dep_at = [at[0], at[1], at[2], PathSeg::Key("depends_on"), PathSeg::Index(j)];
+            let dep_at = [
+                at[0],
+                at[1],
+                at[2],
+                PathSeg::Key("depends_on"),
+                PathSeg::Index(j),
+            ];
             if dep == &stage.id {
-                diags.push(plan.diag_at(&dep_at, format!("stage `{}` depends on itself", stage.id)).with_help("remove it from `depends_on`"));
+                diags.push(
+                    plan.diag_at(&dep_at, format!("stage `{}` depends on itself", stage.id))
+                        .with_help("remove it from `depends_on`"),
+                );
             } else if !index.contains_key(dep.as_str()) {
                 let help = match did_you_mean(dep, known_ids()) {
                     Some(s) => format!("did you mean `{s}`?"),
                     None => "name a stage defined in `plan.stages`".to_string(),
                 };
                 diags.push(
-                    plan.diag_at(&dep_at, format!("stage `{}` depends on `{dep}`, which is not a stage of this plan", stage.id))
-                        .with_help(help),
+                    plan.diag_at(
+                        &dep_at,
+                        format!(
+                            "stage `{}` depends on `{dep}`, which is not a stage of this plan",
+                            stage.id
+                        ),
+                    )
+                    .with_help(help),
                 );
             }
         }
 
         for (j, out) in stage.outputs.iter().enumerate() {
             if let Err(msg) = validate_output_pattern(out) {
-                let out_at = [at[0], at[1], at[2], PathSeg::Key("outputs"), PathSeg::Index(j)];
+                let out_at = [
+                    at[0],
+                    at[1],
+                    at[2],
+                    PathSeg::Key("outputs"),
+                    PathSeg::Index(j),
+                ];
                 diags.push(
                     plan.diag_at(&out_at, format!("stage `{}`: output `{out}` {msg}", stage.id))
                         .with_help("outputs are paths or globs relative to the workspace, such as `dist/logo.svg` or `dist/*.png`"),
@@ -172,15 +237,30 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
     // Cycles (only when every dependency resolved, so the graph is well defined).
     let deps: Vec<Vec<usize>> = stages
         .iter()
-        .map(|s| s.depends_on.iter().filter_map(|d| index.get(d.as_str()).copied()).filter(|&d| stages[d].id != s.id).collect())
+        .map(|s| {
+            s.depends_on
+                .iter()
+                .filter_map(|d| index.get(d.as_str()).copied())
+                .filter(|&d| stages[d].id != s.id)
+                .collect()
+        })
         .collect();
     if let Some(cycle) = find_cycle(&deps) {
         let names: Vec<&str> = cycle.iter().map(|&i| stages[i].id.as_str()).collect();
         let first = cycle[0];
         diags.push(
-            plan.diag_at(&[PathSeg::Key("plan"), PathSeg::Key("stages"), PathSeg::Index(first), PathSeg::Key("depends_on")],
-                format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]))
-                .with_help("stages cannot wait on each other; remove one `depends_on` entry of the cycle"),
+            plan.diag_at(
+                &[
+                    PathSeg::Key("plan"),
+                    PathSeg::Key("stages"),
+                    PathSeg::Index(first),
+                    PathSeg::Key("depends_on"),
+                ],
+                format!("dependency cycle: {} -> {}", names.join(" -> "), names[0]),
+            )
+            .with_help(
+                "stages cannot wait on each other; remove one `depends_on` entry of the cycle",
+            ),
         );
     } else {
         // References: the named stage must be upstream (a transitive dependency).
@@ -198,8 +278,12 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                 match index.get(target.as_str()) {
                     None => {
                         let help = match did_you_mean(&target, known_ids()) {
-                            Some(s) => format!("did you mean `${s}.{field}`? (write `$$` for a literal `$`)"),
-                            None => "name an upstream stage, or write `$$` for a literal `$`".into(),
+                            Some(s) => format!(
+                                "did you mean `${s}.{field}`? (write `$$` for a literal `$`)"
+                            ),
+                            None => {
+                                "name an upstream stage, or write `$$` for a literal `$`".into()
+                            }
                         };
                         diags.push(plan.diag_at(&p, format!("stage `{}` refers to `${target}.{field}`, but there is no stage `{target}`", stage.id)).with_help(help));
                     }
@@ -217,7 +301,11 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
 
     // tool_invocations must name real stages, real tools, and agree with the stage.
     for (i, inv) in plan.doc.plan.tool_invocations.iter().enumerate() {
-        let at = [PathSeg::Key("plan"), PathSeg::Key("tool_invocations"), PathSeg::Index(i)];
+        let at = [
+            PathSeg::Key("plan"),
+            PathSeg::Key("tool_invocations"),
+            PathSeg::Index(i),
+        ];
         match index.get(inv.stage.as_str()) {
             None => {
                 let help = match did_you_mean(&inv.stage, known_ids()) {
@@ -225,8 +313,14 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                     None => "each tool invocation names the stage that makes it".into(),
                 };
                 diags.push(
-                    plan.diag_at(&[at[0], at[1], at[2], PathSeg::Key("stage")], format!("tool_invocations[{i}] names stage `{}`, which does not exist", inv.stage))
-                        .with_help(help),
+                    plan.diag_at(
+                        &[at[0], at[1], at[2], PathSeg::Key("stage")],
+                        format!(
+                            "tool_invocations[{i}] names stage `{}`, which does not exist",
+                            inv.stage
+                        ),
+                    )
+                    .with_help(help),
                 );
             }
             Some(&s) => {
@@ -250,7 +344,12 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
     // validation_plan entries must name constraints of the specification.
     for (i, item) in plan.doc.plan.validation_plan.iter().enumerate() {
         if !constraint_ids.contains_key(item.constraint_id.as_str()) {
-            let at = [PathSeg::Key("plan"), PathSeg::Key("validation_plan"), PathSeg::Index(i), PathSeg::Key("constraint_id")];
+            let at = [
+                PathSeg::Key("plan"),
+                PathSeg::Key("validation_plan"),
+                PathSeg::Index(i),
+                PathSeg::Key("constraint_id"),
+            ];
             let help = match did_you_mean(&item.constraint_id, constraint_ids.keys().copied()) {
                 Some(s) => format!("did you mean `{s}`?"),
                 None => "add the constraint to `specification.constraints`, or fix the id".into(),
@@ -268,7 +367,10 @@ fn validate_stage_id(id: &str) -> Result<(), String> {
         return Err("stage id is empty".into());
     }
     if id.len() > MAX_ID_LEN {
-        return Err(format!("stage id is {} characters long (at most {MAX_ID_LEN})", id.len()));
+        return Err(format!(
+            "stage id is {} characters long (at most {MAX_ID_LEN})",
+            id.len()
+        ));
     }
     if let Some(c) = id.chars().find(|&c| !is_id_char(c)) {
         return Err(format!("stage id `{}` contains {:?}", id.escape_debug(), c));
@@ -282,10 +384,15 @@ pub fn validate_artifact_name(name: &str) -> Result<(), String> {
         return Err("artifact name is empty".into());
     }
     if name.len() > MAX_ID_LEN {
-        return Err(format!("artifact name is {} bytes long (at most {MAX_ID_LEN})", name.len()));
+        return Err(format!(
+            "artifact name is {} bytes long (at most {MAX_ID_LEN})",
+            name.len()
+        ));
     }
     if let Some(c) = name.chars().find(|c| c.is_control()) {
-        return Err(format!("artifact name contains the control character {c:?}"));
+        return Err(format!(
+            "artifact name contains the control character {c:?}"
+        ));
     }
     if name.contains(['/', '\\']) {
         return Err(format!("artifact name `{name}` contains a path separator"));
@@ -294,9 +401,14 @@ pub fn validate_artifact_name(name: &str) -> Result<(), String> {
         return Err(format!("artifact name `{name}` contains `..`"));
     }
     if !name.chars().next().is_some_and(char::is_alphanumeric) {
-        return Err(format!("artifact name `{name}` must start with a letter or digit"));
+        return Err(format!(
+            "artifact name `{name}` must start with a letter or digit"
+        ));
     }
-    if let Some(c) = name.chars().find(|&c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.'))) {
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_alphanumeric() || matches!(c, '-' | '_' | '.')))
+    {
         return Err(format!("artifact name `{name}` contains {c:?}"));
     }
     Ok(())
@@ -310,11 +422,16 @@ pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
     if pattern.contains('\0') {
         return Err("contains a NUL byte".into());
     }
-    if pattern.starts_with('/') || pattern.starts_with('\\') || pattern.as_bytes().get(1) == Some(&b':') {
+    if pattern.starts_with('/')
+        || pattern.starts_with('\\')
+        || pattern.as_bytes().get(1) == Some(&b':')
+    {
         return Err("is an absolute path; outputs must be inside the workspace".into());
     }
     if pattern.starts_with('~') {
-        return Err("starts with `~`; outputs must be inside the workspace, not the home directory".into());
+        return Err(
+            "starts with `~`; outputs must be inside the workspace, not the home directory".into(),
+        );
     }
     if pattern.split(['/', '\\']).any(|c| c == "..") {
         return Err("contains `..`; outputs must stay inside the workspace".into());
@@ -388,7 +505,11 @@ fn is_upstream(deps: &[Vec<usize>], from: usize, target: usize) -> bool {
 /// The order stages run in: the declared order, except that a stage never
 /// runs before the stages it depends on. Requires an acyclic plan.
 pub fn execution_order(stages: &[crate::Stage]) -> Vec<usize> {
-    let index: HashMap<&str, usize> = stages.iter().enumerate().map(|(i, s)| (s.id.as_str(), i)).collect();
+    let index: HashMap<&str, usize> = stages
+        .iter()
+        .enumerate()
+        .map(|(i, s)| (s.id.as_str(), i))
+        .collect();
     let mut pending = vec![0usize; stages.len()];
     let mut dependents: Vec<Vec<usize>> = vec![Vec::new(); stages.len()];
     for (i, s) in stages.iter().enumerate() {
@@ -399,7 +520,10 @@ pub fn execution_order(stages: &[crate::Stage]) -> Vec<usize> {
             }
         }
     }
-    let mut ready: BinaryHeap<Reverse<usize>> = (0..stages.len()).filter(|&i| pending[i] == 0).map(Reverse).collect();
+    let mut ready: BinaryHeap<Reverse<usize>> = (0..stages.len())
+        .filter(|&i| pending[i] == 0)
+        .map(Reverse)
+        .collect();
     let mut order = Vec::with_capacity(stages.len());
     while let Some(Reverse(i)) = ready.pop() {
         order.push(i);
@@ -419,10 +543,27 @@ mod tests {
 
     #[test]
     fn output_patterns() {
-        for ok in ["dist/logo.svg", "out/*.png", "./a.txt", "dist/**/*.html", "a b.txt"] {
+        for ok in [
+            "dist/logo.svg",
+            "out/*.png",
+            "./a.txt",
+            "dist/**/*.html",
+            "a b.txt",
+        ] {
             assert!(validate_output_pattern(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "/etc/passwd", "../x", "a/../../b", "~/x", "C:\\x", ".", "./", "a[", "x\0y"] {
+        for bad in [
+            "",
+            "/etc/passwd",
+            "../x",
+            "a/../../b",
+            "~/x",
+            "C:\\x",
+            ".",
+            "./",
+            "a[",
+            "x\0y",
+        ] {
             assert!(validate_output_pattern(bad).is_err(), "{bad:?}");
         }
     }
@@ -432,7 +573,19 @@ mod tests {
         for ok in ["acme-logo", "v1.2", "logo_2", "café"] {
             assert!(validate_artifact_name(ok).is_ok(), "{ok}");
         }
-        for bad in ["", "../x", "a/b", "a\\b", ".hidden", "-flag", "a\nb", "a b", "a'b", "x..y", &"a".repeat(101)] {
+        for bad in [
+            "",
+            "../x",
+            "a/b",
+            "a\\b",
+            ".hidden",
+            "-flag",
+            "a\nb",
+            "a b",
+            "a'b",
+            "x..y",
+            &"a".repeat(101),
+        ] {
             assert!(validate_artifact_name(bad).is_err(), "{bad:?}");
         }
     }

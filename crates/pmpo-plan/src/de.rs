@@ -24,7 +24,10 @@ impl std::error::Error for DeError {}
 
 impl de::Error for DeError {
     fn custom<T: fmt::Display>(msg: T) -> Self {
-        DeError { message: msg.to_string(), pos: None }
+        DeError {
+            message: msg.to_string(),
+            pos: None,
+        }
     }
 }
 
@@ -90,7 +93,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
                 Resolved::Str(s) => visitor.visit_borrowed_str(s),
             },
             NodeKind::Seq(items) => visitor.visit_seq(Seq { iter: items.iter() }),
-            NodeKind::Map(entries) => visitor.visit_map(Map { iter: entries.iter(), value: None }),
+            NodeKind::Map(entries) => visitor.visit_map(Map {
+                iter: entries.iter(),
+                value: None,
+            }),
         };
         result.map_err(|e: DeError| e.at(pos))
     }
@@ -164,22 +170,38 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
         }
     }
 
-    fn deserialize_unit_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_unit_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_unit(visitor)
     }
 
-    fn deserialize_newtype_struct<V: Visitor<'de>>(self, _name: &'static str, visitor: V) -> Result<V::Value, DeError> {
-        visitor.visit_newtype_struct(self).map_err(|e: DeError| e.at(self.0.pos))
+    fn deserialize_newtype_struct<V: Visitor<'de>>(
+        self,
+        _name: &'static str,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
+        visitor
+            .visit_newtype_struct(self)
+            .map_err(|e: DeError| e.at(self.0.pos))
     }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.0.kind {
-            NodeKind::Seq(items) => visitor.visit_seq(Seq { iter: items.iter() }).map_err(|e: DeError| e.at(self.0.pos)),
+            NodeKind::Seq(items) => visitor
+                .visit_seq(Seq { iter: items.iter() })
+                .map_err(|e: DeError| e.at(self.0.pos)),
             _ => self.invalid("a list"),
         }
     }
 
-    fn deserialize_tuple<V: Visitor<'de>>(self, _len: usize, visitor: V) -> Result<V::Value, DeError> {
+    fn deserialize_tuple<V: Visitor<'de>>(
+        self,
+        _len: usize,
+        visitor: V,
+    ) -> Result<V::Value, DeError> {
         self.deserialize_seq(visitor)
     }
 
@@ -195,7 +217,10 @@ impl<'de> de::Deserializer<'de> for NodeDe<'de> {
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, DeError> {
         match &self.0.kind {
             NodeKind::Map(entries) => visitor
-                .visit_map(Map { iter: entries.iter(), value: None })
+                .visit_map(Map {
+                    iter: entries.iter(),
+                    value: None,
+                })
                 .map_err(|e: DeError| e.at(self.0.pos)),
             _ => self.invalid("a mapping"),
         }
@@ -243,9 +268,15 @@ struct Seq<'de> {
 impl<'de> SeqAccess<'de> for Seq<'de> {
     type Error = DeError;
 
-    fn next_element_seed<T: DeserializeSeed<'de>>(&mut self, seed: T) -> Result<Option<T::Value>, DeError> {
+    fn next_element_seed<T: DeserializeSeed<'de>>(
+        &mut self,
+        seed: T,
+    ) -> Result<Option<T::Value>, DeError> {
         match self.iter.next() {
-            Some(node) => seed.deserialize(NodeDe(node)).map(Some).map_err(|e: DeError| e.at(node.pos)),
+            Some(node) => seed
+                .deserialize(NodeDe(node))
+                .map(Some)
+                .map_err(|e: DeError| e.at(node.pos)),
             None => Ok(None),
         }
     }
@@ -263,19 +294,28 @@ struct Map<'de> {
 impl<'de> MapAccess<'de> for Map<'de> {
     type Error = DeError;
 
-    fn next_key_seed<K: DeserializeSeed<'de>>(&mut self, seed: K) -> Result<Option<K::Value>, DeError> {
+    fn next_key_seed<K: DeserializeSeed<'de>>(
+        &mut self,
+        seed: K,
+    ) -> Result<Option<K::Value>, DeError> {
         match self.iter.next() {
             Some((key, value)) => {
                 self.value = Some(value);
-                seed.deserialize(NodeDe(key)).map(Some).map_err(|e: DeError| e.at(key.pos))
+                seed.deserialize(NodeDe(key))
+                    .map(Some)
+                    .map_err(|e: DeError| e.at(key.pos))
             }
             None => Ok(None),
         }
     }
 
     fn next_value_seed<V: DeserializeSeed<'de>>(&mut self, seed: V) -> Result<V::Value, DeError> {
-        let value = self.value.take().ok_or_else(|| de::Error::custom("value requested before key"))?;
-        seed.deserialize(NodeDe(value)).map_err(|e: DeError| e.at(value.pos))
+        let value = self
+            .value
+            .take()
+            .ok_or_else(|| de::Error::custom("value requested before key"))?;
+        seed.deserialize(NodeDe(value))
+            .map_err(|e: DeError| e.at(value.pos))
     }
 
     fn size_hint(&self) -> Option<usize> {

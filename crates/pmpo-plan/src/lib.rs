@@ -15,7 +15,10 @@ pub mod reference;
 
 use std::path::{Path, PathBuf};
 
-pub use check::{ToolCatalog, InputIssue, check, execution_order, validate_artifact_name, validate_output_pattern};
+pub use check::{
+    InputIssue, ToolCatalog, check, execution_order, validate_artifact_name,
+    validate_output_pattern,
+};
 pub use diag::Diagnostic;
 pub use model::*;
 pub use node::{Node, PathSeg, Pos};
@@ -74,21 +77,38 @@ pub fn load_plan(path: &Path) -> Result<LoadedPlan, Vec<Diagnostic>> {
     let display = path.display().to_string();
     let fail = |msg: String, help: &str| vec![Diagnostic::new(&display, None, msg).with_help(help)];
     let meta = std::fs::metadata(path).map_err(|e| {
-        fail(format!("cannot read the plan: {e}"), "check the path; a plan is a YAML or JSON file")
+        fail(
+            format!("cannot read the plan: {e}"),
+            "check the path; a plan is a YAML or JSON file",
+        )
     })?;
     if meta.is_dir() {
-        return Err(fail("this is a directory, not a plan file".into(), "name the plan file itself, e.g. plan.yaml"));
+        return Err(fail(
+            "this is a directory, not a plan file".into(),
+            "name the plan file itself, e.g. plan.yaml",
+        ));
     }
     if meta.len() > MAX_PLAN_BYTES {
         return Err(fail(
-            format!("the plan is {} bytes; plans larger than {MAX_PLAN_BYTES} bytes are refused", meta.len()),
+            format!(
+                "the plan is {} bytes; plans larger than {MAX_PLAN_BYTES} bytes are refused",
+                meta.len()
+            ),
             "split the plan, or keep large data in files that stages read",
         ));
     }
-    let bytes = std::fs::read(path).map_err(|e| fail(format!("cannot read the plan: {e}"), "check the file's permissions"))?;
+    let bytes = std::fs::read(path).map_err(|e| {
+        fail(
+            format!("cannot read the plan: {e}"),
+            "check the file's permissions",
+        )
+    })?;
     let text = String::from_utf8(bytes).map_err(|e| {
         fail(
-            format!("the plan is not UTF-8 text (invalid byte at offset {})", e.utf8_error().valid_up_to()),
+            format!(
+                "the plan is not UTF-8 text (invalid byte at offset {})",
+                e.utf8_error().valid_up_to()
+            ),
             "a plan is a YAML or JSON text file; is this a binary file?",
         )
     })?;
@@ -96,15 +116,27 @@ pub fn load_plan(path: &Path) -> Result<LoadedPlan, Vec<Diagnostic>> {
 }
 
 /// Parses plan text already in memory; `display` names it in messages.
-pub fn parse_plan_text(text: String, path: PathBuf, display: String) -> Result<LoadedPlan, Vec<Diagnostic>> {
-    let text = text.strip_prefix('\u{feff}').map(str::to_string).unwrap_or(text);
-    let is_json = path.extension().is_some_and(|e| e.eq_ignore_ascii_case("json"));
+pub fn parse_plan_text(
+    text: String,
+    path: PathBuf,
+    display: String,
+) -> Result<LoadedPlan, Vec<Diagnostic>> {
+    let text = text
+        .strip_prefix('\u{feff}')
+        .map(str::to_string)
+        .unwrap_or(text);
+    let is_json = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("json"));
     let root = match node::parse_yaml(&text) {
         Ok(root) => root,
         Err(_) if is_json => match serde_json::from_str::<serde_json::Value>(&text) {
             Ok(value) => Node::from_json(&value),
             Err(e) => {
-                let pos = Pos { line: e.line(), column: e.column() };
+                let pos = Pos {
+                    line: e.line(),
+                    column: e.column(),
+                };
                 return Err(vec![
                     Diagnostic::new(&display, Some(pos), format!("JSON syntax error: {e}"))
                         .with_help("fix the JSON syntax at that position"),
@@ -112,17 +144,33 @@ pub fn parse_plan_text(text: String, path: PathBuf, display: String) -> Result<L
             }
         },
         Err(e) => {
-            return Err(vec![Diagnostic::new(&display, e.pos, e.message.clone()).with_help(yaml_err_hint(&e.message))]);
+            return Err(vec![
+                Diagnostic::new(&display, e.pos, e.message.clone())
+                    .with_help(yaml_err_hint(&e.message)),
+            ]);
         }
     };
     if !matches!(root.kind, node::NodeKind::Map(_)) {
         return Err(vec![
-            Diagnostic::new(&display, root.pos, format!("a plan must be a mapping, found {}", root.type_name()))
-                .with_help("start the file with `specification:` and `plan:` (see docs/plan-format.md)"),
+            Diagnostic::new(
+                &display,
+                root.pos,
+                format!("a plan must be a mapping, found {}", root.type_name()),
+            )
+            .with_help(
+                "start the file with `specification:` and `plan:` (see docs/plan-format.md)",
+            ),
         ]);
     }
-    let doc: PlanDocument = de::from_node(&root).map_err(|e| vec![deserialize_diag(&display, &root, e)])?;
-    Ok(LoadedPlan { path, display, text, doc, root })
+    let doc: PlanDocument =
+        de::from_node(&root).map_err(|e| vec![deserialize_diag(&display, &root, e)])?;
+    Ok(LoadedPlan {
+        path,
+        display,
+        text,
+        doc,
+        root,
+    })
 }
 
 fn yaml_err_hint(message: &str) -> String {

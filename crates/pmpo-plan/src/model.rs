@@ -117,13 +117,21 @@ pub struct Stage {
     /// The tool to call; defaults to `run` (or `ai` when `requires_execution: false`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub depends_on: Vec<String>,
     /// Tool inputs; string values of the form `$stage.field` are resolved before the call.
     #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
     /// Files the stage must produce: paths or globs relative to the workspace.
-    #[serde(default, deserialize_with = "one_or_many", skip_serializing_if = "Vec::is_empty")]
+    #[serde(
+        default,
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
     pub outputs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
@@ -189,10 +197,16 @@ impl<'de> Deserialize<'de> for Timeout {
             Text(String),
         }
         let dur = match Raw::deserialize(d).map_err(|_| {
-            serde::de::Error::custom("expected a timeout: seconds as a number, or a string such as `30s`, `5m`, `500ms`")
+            serde::de::Error::custom(
+                "expected a timeout: seconds as a number, or a string such as `30s`, `5m`, `500ms`",
+            )
         })? {
             Raw::Secs(s) if s.is_finite() && s > 0.0 && s < 1e9 => Duration::from_secs_f64(s),
-            Raw::Secs(s) => return Err(serde::de::Error::custom(format!("timeout must be a positive number of seconds, got {s}"))),
+            Raw::Secs(s) => {
+                return Err(serde::de::Error::custom(format!(
+                    "timeout must be a positive number of seconds, got {s}"
+                )));
+            }
             Raw::Text(t) => parse_duration(&t).map_err(serde::de::Error::custom)?,
         };
         Ok(Timeout(dur))
@@ -207,18 +221,26 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(bad());
     }
     if let Ok(secs) = t.parse::<f64>() {
-        return if secs.is_finite() && secs > 0.0 && secs < 1e9 { Ok(Duration::from_secs_f64(secs)) } else { Err(bad()) };
+        return if secs.is_finite() && secs > 0.0 && secs < 1e9 {
+            Ok(Duration::from_secs_f64(secs))
+        } else {
+            Err(bad())
+        };
     }
     let mut total = Duration::ZERO;
     let mut rest = t;
     while !rest.is_empty() {
-        let digits = rest.find(|c: char| !(c.is_ascii_digit() || c == '.')).ok_or_else(bad)?;
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
         if digits == 0 {
             return Err(bad());
         }
         let value: f64 = rest[..digits].parse().map_err(|_| bad())?;
         rest = &rest[digits..];
-        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit_len = rest
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(rest.len());
         let unit = match &rest[..unit_len] {
             "ms" => 0.001,
             "s" => 1.0,
@@ -242,7 +264,9 @@ fn one_or_many<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error>
         One(String),
         Many(Vec<String>),
     }
-    match Option::<OneOrMany>::deserialize(d).map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))? {
+    match Option::<OneOrMany>::deserialize(d)
+        .map_err(|_| serde::de::Error::custom("expected a string or a list of strings"))?
+    {
         None => Ok(Vec::new()),
         Some(OneOrMany::One(s)) => Ok(vec![s]),
         Some(OneOrMany::Many(v)) => Ok(v),

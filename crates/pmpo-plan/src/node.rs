@@ -43,7 +43,10 @@ pub struct Node {
 pub enum NodeKind {
     /// A scalar as written; typed on demand (a plain `12` is an integer
     /// when a number is wanted and the string "12" when a string is wanted).
-    Scalar { text: String, plain: bool },
+    Scalar {
+        text: String,
+        plain: bool,
+    },
     Seq(Vec<Node>),
     Map(Vec<(Node, Node)>),
 }
@@ -92,7 +95,9 @@ impl Node {
             node = match (seg, &node.kind) {
                 (PathSeg::Key(k), NodeKind::Map(entries)) => entries
                     .iter()
-                    .find(|(key, _)| matches!(&key.kind, NodeKind::Scalar { text, .. } if text == k))
+                    .find(
+                        |(key, _)| matches!(&key.kind, NodeKind::Scalar { text, .. } if text == k),
+                    )
                     .map(|(_, v)| v)?,
                 (PathSeg::Index(i), NodeKind::Seq(items)) => items.get(*i)?,
                 _ => return None,
@@ -149,23 +154,43 @@ impl Node {
             }
         }
         let mut path = String::new();
-        walk(self, pos, &mut path).then_some(path).filter(|p| !p.is_empty())
+        walk(self, pos, &mut path)
+            .then_some(path)
+            .filter(|p| !p.is_empty())
     }
 
     /// Builds a position-less tree from a JSON value.
     pub fn from_json(value: &serde_json::Value) -> Node {
         use serde_json::Value;
         let kind = match value {
-            Value::Null => NodeKind::Scalar { text: "null".into(), plain: true },
-            Value::Bool(b) => NodeKind::Scalar { text: b.to_string(), plain: true },
-            Value::Number(n) => NodeKind::Scalar { text: n.to_string(), plain: true },
-            Value::String(s) => NodeKind::Scalar { text: s.clone(), plain: false },
+            Value::Null => NodeKind::Scalar {
+                text: "null".into(),
+                plain: true,
+            },
+            Value::Bool(b) => NodeKind::Scalar {
+                text: b.to_string(),
+                plain: true,
+            },
+            Value::Number(n) => NodeKind::Scalar {
+                text: n.to_string(),
+                plain: true,
+            },
+            Value::String(s) => NodeKind::Scalar {
+                text: s.clone(),
+                plain: false,
+            },
             Value::Array(items) => NodeKind::Seq(items.iter().map(Node::from_json).collect()),
             Value::Object(map) => NodeKind::Map(
                 map.iter()
                     .map(|(k, v)| {
                         (
-                            Node { kind: NodeKind::Scalar { text: k.clone(), plain: false }, pos: None },
+                            Node {
+                                kind: NodeKind::Scalar {
+                                    text: k.clone(),
+                                    plain: false,
+                                },
+                                pos: None,
+                            },
                             Node::from_json(v),
                         )
                     })
@@ -188,7 +213,9 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
         "" | "~" | "null" | "Null" | "NULL" => return Resolved::Null,
         "true" | "True" | "TRUE" => return Resolved::Bool(true),
         "false" | "False" | "FALSE" => return Resolved::Bool(false),
-        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => return Resolved::Float(f64::INFINITY),
+        ".inf" | ".Inf" | ".INF" | "+.inf" | "+.Inf" | "+.INF" => {
+            return Resolved::Float(f64::INFINITY);
+        }
         "-.inf" | "-.Inf" | "-.INF" => return Resolved::Float(f64::NEG_INFINITY),
         ".nan" | ".NaN" | ".NAN" => return Resolved::Float(f64::NAN),
         _ => {}
@@ -205,7 +232,9 @@ fn resolve_plain(text: &str) -> Resolved<'_> {
             }
         } else if let Ok(i) = text.parse::<i64>() {
             return Resolved::Int(i);
-        } else if text.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+        } else if text
+            .bytes()
+            .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
             && let Ok(f) = text.parse::<f64>()
         {
             return Resolved::Float(f);
@@ -232,16 +261,26 @@ pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
     if let Err(e) = parser.load(&mut builder, true) {
         let m = *e.marker();
         let info = e.info().to_string();
-        return Err(SyntaxError { message: format!("YAML syntax error: {info}"), pos: Some(m.into()) });
+        return Err(SyntaxError {
+            message: format!("YAML syntax error: {info}"),
+            pos: Some(m.into()),
+        });
     }
     if let Some(err) = builder.error {
         return Err(err);
     }
     match builder.documents {
-        0 => Err(SyntaxError { message: "the file is empty: expected a mapping with `plan:`".into(), pos: None }),
-        1 => builder.root.ok_or_else(|| SyntaxError { message: "the document is empty".into(), pos: None }),
+        0 => Err(SyntaxError {
+            message: "the file is empty: expected a mapping with `plan:`".into(),
+            pos: None,
+        }),
+        1 => builder.root.ok_or_else(|| SyntaxError {
+            message: "the document is empty".into(),
+            pos: None,
+        }),
         _ => Err(SyntaxError {
-            message: "the file holds more than one YAML document (`---`); a plan is one document".into(),
+            message: "the file holds more than one YAML document (`---`); a plan is one document"
+                .into(),
             pos: builder.second_doc_pos,
         }),
     }
@@ -264,7 +303,12 @@ fn count_nodes(node: &Node) -> usize {
     match &node.kind {
         NodeKind::Scalar { .. } => 1,
         NodeKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
-        NodeKind::Map(entries) => 1 + entries.iter().map(|(k, v)| count_nodes(k) + count_nodes(v)).sum::<usize>(),
+        NodeKind::Map(entries) => {
+            1 + entries
+                .iter()
+                .map(|(k, v)| count_nodes(k) + count_nodes(v))
+                .sum::<usize>()
+        }
     }
 }
 
@@ -321,15 +365,33 @@ impl MarkedEventReceiver for Builder {
             Event::Scalar(text, style, anchor, _tag) => {
                 self.nodes += 1;
                 let plain = matches!(style, TScalarStyle::Plain);
-                self.push_value(Node { kind: NodeKind::Scalar { text, plain }, pos }, anchor);
+                self.push_value(
+                    Node {
+                        kind: NodeKind::Scalar { text, plain },
+                        pos,
+                    },
+                    anchor,
+                );
             }
             Event::SequenceStart(anchor, _) => {
                 self.nodes += 1;
-                self.stack.push((Node { kind: NodeKind::Seq(Vec::new()), pos }, anchor));
+                self.stack.push((
+                    Node {
+                        kind: NodeKind::Seq(Vec::new()),
+                        pos,
+                    },
+                    anchor,
+                ));
             }
             Event::MappingStart(anchor, _) => {
                 self.nodes += 1;
-                self.stack.push((Node { kind: NodeKind::Map(Vec::new()), pos }, anchor));
+                self.stack.push((
+                    Node {
+                        kind: NodeKind::Map(Vec::new()),
+                        pos,
+                    },
+                    anchor,
+                ));
                 self.keys.push(None);
             }
             Event::SequenceEnd | Event::MappingEnd => {
@@ -352,7 +414,9 @@ impl MarkedEventReceiver for Builder {
                     self.nodes += count_nodes(&node);
                     if self.nodes > MAX_NODES {
                         self.error = Some(SyntaxError {
-                            message: format!("the document expands to more than {MAX_NODES} nodes through aliases"),
+                            message: format!(
+                                "the document expands to more than {MAX_NODES} nodes through aliases"
+                            ),
                             pos,
                         });
                         return;
@@ -361,7 +425,10 @@ impl MarkedEventReceiver for Builder {
                     self.push_value(node, 0);
                 }
                 None => {
-                    self.error = Some(SyntaxError { message: "alias to an unknown anchor".into(), pos });
+                    self.error = Some(SyntaxError {
+                        message: "alias to an unknown anchor".into(),
+                        pos,
+                    });
                 }
             },
             Event::Nothing | Event::StreamStart | Event::StreamEnd | Event::DocumentEnd => {}
@@ -389,10 +456,24 @@ mod tests {
     fn positions_and_paths() {
         let root = parse_yaml("plan:\n  stages:\n    - id: a\n      tool: run\n").unwrap();
         let tool = root
-            .get_path(&[PathSeg::Key("plan"), PathSeg::Key("stages"), PathSeg::Index(0), PathSeg::Key("tool")])
+            .get_path(&[
+                PathSeg::Key("plan"),
+                PathSeg::Key("stages"),
+                PathSeg::Index(0),
+                PathSeg::Key("tool"),
+            ])
             .unwrap();
-        assert_eq!(tool.pos, Some(Pos { line: 4, column: 13 }));
-        assert_eq!(root.path_to(tool.pos.unwrap()).as_deref(), Some("plan.stages[0].tool"));
+        assert_eq!(
+            tool.pos,
+            Some(Pos {
+                line: 4,
+                column: 13
+            })
+        );
+        assert_eq!(
+            root.path_to(tool.pos.unwrap()).as_deref(),
+            Some("plan.stages[0].tool")
+        );
     }
 
     #[test]
@@ -410,7 +491,11 @@ mod tests {
             doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
         let err = parse_yaml(&doc).unwrap_err();
-        assert!(err.message.contains("expands to more than"), "{}", err.message);
+        assert!(
+            err.message.contains("expands to more than"),
+            "{}",
+            err.message
+        );
     }
 
     #[test]

@@ -33,7 +33,10 @@ impl<'a> Reference<'a> {
             return None;
         }
         let field: Vec<&str> = field.split('.').collect();
-        if field.iter().any(|f| f.is_empty() || f.chars().any(|c| c.is_whitespace() || c == '$')) {
+        if field
+            .iter()
+            .any(|f| f.is_empty() || f.chars().any(|c| c.is_whitespace() || c == '$'))
+        {
             return None;
         }
         Some(Reference { stage, field })
@@ -42,7 +45,11 @@ impl<'a> Reference<'a> {
 
 /// Unescapes `$$literal` to `$literal`.
 pub fn unescape(text: &str) -> &str {
-    if text.starts_with("$$") { &text[1..] } else { text }
+    if text.starts_with("$$") {
+        &text[1..]
+    } else {
+        text
+    }
 }
 
 /// One step of a path inside a `with:` value.
@@ -62,7 +69,11 @@ impl Seg {
 }
 
 /// Calls `f` with every reference in a value tree, with its path of keys/indexes.
-pub fn visit_references<'a>(value: &'a Value, path: &mut Vec<Seg>, f: &mut dyn FnMut(&[Seg], Reference<'a>)) {
+pub fn visit_references<'a>(
+    value: &'a Value,
+    path: &mut Vec<Seg>,
+    f: &mut dyn FnMut(&[Seg], Reference<'a>),
+) {
     match value {
         Value::String(s) => {
             if let Some(r) = Reference::parse(s) {
@@ -93,12 +104,30 @@ mod tests {
 
     #[test]
     fn parse_references() {
-        assert_eq!(Reference::parse("$a.stdout"), Some(Reference { stage: "a", field: vec!["stdout"] }));
+        assert_eq!(
+            Reference::parse("$a.stdout"),
+            Some(Reference {
+                stage: "a",
+                field: vec!["stdout"]
+            })
+        );
         assert_eq!(
             Reference::parse("$gen-1.colors.primary"),
-            Some(Reference { stage: "gen-1", field: vec!["colors", "primary"] })
+            Some(Reference {
+                stage: "gen-1",
+                field: vec!["colors", "primary"]
+            })
         );
-        for literal in ["$HOME", "$$a.b", "echo $a.b", "a.b", "$a.", "$.b", "$a b.c", "$a.b c"] {
+        for literal in [
+            "$HOME",
+            "$$a.b",
+            "echo $a.b",
+            "a.b",
+            "$a.",
+            "$.b",
+            "$a b.c",
+            "$a.b c",
+        ] {
             assert_eq!(Reference::parse(literal), None, "{literal}");
         }
         assert_eq!(unescape("$$a.b"), "$a.b");

@@ -19,12 +19,20 @@ pub enum StoreError {
     #[error("`{path}` is outside the workspace: {why}")]
     Escape { path: String, why: String },
     #[error("cannot {action} `{path}`: {source}")]
-    Io { action: &'static str, path: PathBuf, source: io::Error },
+    Io {
+        action: &'static str,
+        path: PathBuf,
+        source: io::Error,
+    },
 }
 
 impl StoreError {
     fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
-        StoreError::Io { action, path: path.to_path_buf(), source }
+        StoreError::Io {
+            action,
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -59,12 +67,18 @@ pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
         size += n as u64;
         hasher.update(&buf[..n]);
     }
-    Ok(FileDigest { size, blake3: hasher.finalize().to_hex().to_string() })
+    Ok(FileDigest {
+        size,
+        blake3: hasher.finalize().to_hex().to_string(),
+    })
 }
 
 /// Hashes bytes in memory.
 pub fn hash_bytes(bytes: &[u8]) -> FileDigest {
-    FileDigest { size: bytes.len() as u64, blake3: blake3::hash(bytes).to_hex().to_string() }
+    FileDigest {
+        size: bytes.len() as u64,
+        blake3: blake3::hash(bytes).to_hex().to_string(),
+    }
 }
 
 /// One entry of the patch ledger: a file pmpo created or replaced.
@@ -95,7 +109,10 @@ pub struct Workspace {
 impl Workspace {
     /// Opens an existing directory as the workspace.
     pub fn open(root: &Path) -> Result<Self, StoreError> {
-        let root = fs::canonicalize(root).map_err(|source| StoreError::Open { path: root.to_path_buf(), source })?;
+        let root = fs::canonicalize(root).map_err(|source| StoreError::Open {
+            path: root.to_path_buf(),
+            source,
+        })?;
         if !root.is_dir() {
             return Err(StoreError::Open {
                 path: root,
@@ -113,7 +130,10 @@ impl Workspace {
     /// Maps a workspace-relative path to an absolute one, refusing anything
     /// that would land outside the workspace.
     pub fn resolve(&self, rel: &str) -> Result<PathBuf, StoreError> {
-        let escape = |why: &str| StoreError::Escape { path: rel.to_string(), why: why.to_string() };
+        let escape = |why: &str| StoreError::Escape {
+            path: rel.to_string(),
+            why: why.to_string(),
+        };
         if rel.is_empty() {
             return Err(escape("the path is empty"));
         }
@@ -127,7 +147,9 @@ impl Workspace {
                 Component::Normal(c) => out.push(c),
                 Component::CurDir => {}
                 Component::ParentDir => return Err(escape("it contains `..`")),
-                Component::RootDir | Component::Prefix(_) => return Err(escape("it is an absolute path")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(escape("it is an absolute path"));
+                }
             }
         }
         if out == self.root {
@@ -142,9 +164,14 @@ impl Workspace {
             }
             match fs::symlink_metadata(dir) {
                 Ok(_) => {
-                    let real = fs::canonicalize(dir).map_err(|e| StoreError::io("resolve", dir, e))?;
+                    let real =
+                        fs::canonicalize(dir).map_err(|e| StoreError::io("resolve", dir, e))?;
                     if !real.starts_with(&self.root) {
-                        return Err(escape(&format!("`{}` leads to `{}` through a symbolic link", dir.display(), real.display())));
+                        return Err(escape(&format!(
+                            "`{}` leads to `{}` through a symbolic link",
+                            dir.display(),
+                            real.display()
+                        )));
                     }
                     break;
                 }
@@ -156,7 +183,9 @@ impl Workspace {
 
     /// The workspace-relative form of an absolute path inside the workspace.
     pub fn relative(&self, abs: &Path) -> Option<String> {
-        abs.strip_prefix(&self.root).ok().map(|p| p.to_string_lossy().replace('\\', "/"))
+        abs.strip_prefix(&self.root)
+            .ok()
+            .map(|p| p.to_string_lossy().replace('\\', "/"))
     }
 
     /// Creates a directory (and its parents) inside the workspace.
@@ -169,23 +198,27 @@ impl Workspace {
     /// Replaces (or creates) a file atomically: readers see the old content or
     /// the new, never a mix, even if the process is killed mid-write.
     /// Returns the digests before and after.
-    pub fn write_atomic(&self, rel: &str, bytes: &[u8], durability: Durability) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
+    pub fn write_atomic(
+        &self,
+        rel: &str,
+        bytes: &[u8],
+        durability: Durability,
+    ) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
         let path = self.resolve(rel)?;
         let before = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => hash_file(&path).ok(),
             Ok(m) if m.is_dir() => {
-                return Err(StoreError::io("write", &path, io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way")));
+                return Err(StoreError::io(
+                    "write",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
             }
             _ => None,
         };
         let dir = path.parent().unwrap_or(&self.root);
         fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
-        let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-        let tmp = dir.join(format!(
-            ".{name}.pmpo-tmp-{}-{}",
-            std::process::id(),
-            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
-        ));
+        let tmp = self.temp_path(&path);
         let result = (|| {
             let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             file.write_all(bytes)?;
@@ -207,11 +240,54 @@ impl Workspace {
         Ok((before, hash_bytes(bytes)))
     }
 
+    /// Like [`Workspace::write_atomic`] for content produced by a writer (large
+    /// files are streamed, not built in memory). Returns the new digest.
+    pub fn write_atomic_with(
+        &self,
+        rel: &str,
+        durability: Durability,
+        produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
+    ) -> Result<(), StoreError> {
+        let path = self.resolve(rel)?;
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let tmp = self.temp_path(&path);
+        let result = (|| {
+            let file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            let mut w = io::BufWriter::with_capacity(256 * 1024, file);
+            produce(&mut w)?;
+            let file = w.into_inner().map_err(|e| e.into_error())?;
+            if durability == Durability::Durable {
+                file.sync_all()?;
+            }
+            fs::rename(&tmp, &path)
+        })();
+        if let Err(e) = result {
+            let _ = fs::remove_file(&tmp);
+            return Err(StoreError::io("write", &path, e));
+        }
+        Ok(())
+    }
+
+    fn temp_path(&self, path: &Path) -> PathBuf {
+        let dir = path.parent().unwrap_or(&self.root);
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        dir.join(format!(
+            ".{name}.pmpo-tmp-{}-{}",
+            std::process::id(),
+            TMP_COUNTER.fetch_add(1, Ordering::Relaxed)
+        ))
+    }
+
     /// Appends to a log file (created if needed). Appends are not fsynced: a
     /// reader must tolerate a torn last line after a crash.
     pub fn append(&self, rel: &str, bytes: &[u8]) -> Result<(), StoreError> {
         let mut file = self.open_append(rel)?;
-        file.write_all(bytes).map_err(|e| StoreError::io("append to", &self.root.join(rel), e))
+        file.write_all(bytes)
+            .map_err(|e| StoreError::io("append to", &self.root.join(rel), e))
     }
 
     /// Opens a log file for appending, for writers that append many times.
@@ -220,7 +296,11 @@ impl Workspace {
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
-        OpenOptions::new().create(true).append(true).open(&path).map_err(|e| StoreError::io("open", &path, e))
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| StoreError::io("open", &path, e))
     }
 
     /// Records writes in the patch ledger.
@@ -280,7 +360,9 @@ mod tests {
         let outside = tempfile::tempdir().unwrap();
         std::os::unix::fs::symlink(outside.path(), dir.path().join("link")).unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
-        let err = ws.write_atomic("link/x.txt", b"x", Durability::Relaxed).unwrap_err();
+        let err = ws
+            .write_atomic("link/x.txt", b"x", Durability::Relaxed)
+            .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!outside.path().join("x.txt").exists());
     }
@@ -289,10 +371,14 @@ mod tests {
     fn atomic_write_reports_before_and_after() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
-        let (before, after) = ws.write_atomic("d/f.txt", b"one", Durability::Durable).unwrap();
+        let (before, after) = ws
+            .write_atomic("d/f.txt", b"one", Durability::Durable)
+            .unwrap();
         assert!(before.is_none());
         assert_eq!(after.size, 3);
-        let (before2, _) = ws.write_atomic("d/f.txt", b"two", Durability::Relaxed).unwrap();
+        let (before2, _) = ws
+            .write_atomic("d/f.txt", b"two", Durability::Relaxed)
+            .unwrap();
         assert_eq!(before2, Some(after));
         assert_eq!(fs::read(dir.path().join("d/f.txt")).unwrap(), b"two");
         // No temp files are left behind.
@@ -307,7 +393,10 @@ mod tests {
         ws.write_recorded("m.json", b"{}", "r2").unwrap();
         ws.write_recorded("m.json", b"{\"a\":1}", "r3").unwrap();
         let ledger = fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
-        let lines: Vec<serde_json::Value> = ledger.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        let lines: Vec<serde_json::Value> = ledger
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
         assert_eq!(lines.len(), 2);
         assert!(lines[0]["before"].is_null());
         assert_eq!(lines[1]["before"]["blake3"], lines[0]["after"]["blake3"]);

@@ -34,7 +34,11 @@ impl Tool for AiTool {
             .hint("this build has no model client yet; produce the stage's outputs with a `run` stage instead (requires_execution: true)"))
     }
 
-    async fn invoke(&self, _ctx: &ToolContext<'_>, _inputs: &Map<String, Value>) -> Result<ToolOutcome, ToolError> {
+    async fn invoke(
+        &self,
+        _ctx: &ToolContext<'_>,
+        _inputs: &Map<String, Value>,
+    ) -> Result<ToolOutcome, ToolError> {
         Err(self.preflight().expect_err("preflight always refuses"))
     }
 }

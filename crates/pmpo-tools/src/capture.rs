@@ -21,7 +21,11 @@ pub struct Captured {
 
 impl Captured {
     pub fn from_bytes(bytes: &[u8]) -> Self {
-        Captured { head: bytes.to_vec(), tail: Vec::new(), total: bytes.len() as u64 }
+        Captured {
+            head: bytes.to_vec(),
+            tail: Vec::new(),
+            total: bytes.len() as u64,
+        }
     }
 
     /// Whether bytes were dropped from the middle.
@@ -42,9 +46,16 @@ impl Captured {
 
     /// The last non-empty line of the stream, from what was kept.
     pub fn last_line(&self) -> Option<String> {
-        let bytes: &[u8] = if self.tail.is_empty() { &self.head } else { &self.tail };
+        let bytes: &[u8] = if self.tail.is_empty() {
+            &self.head
+        } else {
+            &self.tail
+        };
         let text = String::from_utf8_lossy(bytes);
-        text.lines().rev().find(|l| !l.trim().is_empty()).map(str::to_string)
+        text.lines()
+            .rev()
+            .find(|l| !l.trim().is_empty())
+            .map(str::to_string)
     }
 
     /// Whether the kept bytes look binary (contain NUL).
@@ -92,7 +103,9 @@ mod tests {
 
     #[tokio::test]
     async fn keeps_head_and_tail_and_counts_everything() {
-        let data: Vec<u8> = (0..300_000u32).flat_map(|i| format!("{i}\n").into_bytes()).collect();
+        let data: Vec<u8> = (0..300_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
         let cap = read_capped(&data[..], 1000).await;
         assert_eq!(cap.total, data.len() as u64);
         assert_eq!(cap.head, &data[..1000]);

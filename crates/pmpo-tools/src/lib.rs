@@ -66,7 +66,11 @@ pub struct ToolError {
 
 impl ToolError {
     pub fn new(class: ErrorClass, message: impl Into<String>) -> Self {
-        ToolError { class, message: message.into(), hint: None }
+        ToolError {
+            class,
+            message: message.into(),
+            hint: None,
+        }
     }
 
     pub fn hint(mut self, hint: impl Into<String>) -> Self {
@@ -94,7 +98,11 @@ pub trait Tool: Send + Sync {
         Ok(())
     }
     /// Does the work with resolved inputs.
-    async fn invoke(&self, ctx: &ToolContext<'_>, inputs: &Map<String, Value>) -> Result<ToolOutcome, ToolError>;
+    async fn invoke(
+        &self,
+        ctx: &ToolContext<'_>,
+        inputs: &Map<String, Value>,
+    ) -> Result<ToolOutcome, ToolError>;
 }
 
 /// The tools of this build, by name and alias.
@@ -105,7 +113,9 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry { tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)] }
+        Registry {
+            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)],
+        }
     }
 }
 
@@ -119,7 +129,9 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
-        self.tools.iter().find(|t| t.name() == name || t.aliases().contains(&name))
+        self.tools
+            .iter()
+            .find(|t| t.name() == name || t.aliases().contains(&name))
     }
 }
 
@@ -137,30 +149,47 @@ impl ToolCatalog for Registry {
     }
 
     fn check_inputs(&self, canonical: &str, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        self.get(canonical).map(|t| t.check_inputs(inputs)).unwrap_or_default()
+        self.get(canonical)
+            .map(|t| t.check_inputs(inputs))
+            .unwrap_or_default()
     }
 }
 
 /// Shared helper: an issue for an input key.
 pub(crate) fn issue(key: &str, message: impl Into<String>, help: Option<&str>) -> InputIssue {
     InputIssue {
-        key: if key.is_empty() { vec![] } else { vec![pmpo_plan::Seg::Key(key.to_string())] },
+        key: if key.is_empty() {
+            vec![]
+        } else {
+            vec![pmpo_plan::Seg::Key(key.to_string())]
+        },
         message: message.into(),
         help: help.map(str::to_string),
     }
 }
 
 /// Shared helper: flags keys a tool does not know.
-pub(crate) fn unknown_keys(inputs: &Map<String, Value>, known: &[&str], tool: &str) -> Vec<InputIssue> {
+pub(crate) fn unknown_keys(
+    inputs: &Map<String, Value>,
+    known: &[&str],
+    tool: &str,
+) -> Vec<InputIssue> {
     inputs
         .keys()
         .filter(|k| !known.contains(&k.as_str()))
         .map(|k| {
             let help = match pmpo_plan::diag::did_you_mean(k, known.iter().copied()) {
-                Some(s) => format!("did you mean `{s}`? the `{tool}` tool takes: {}", known.join(", ")),
+                Some(s) => format!(
+                    "did you mean `{s}`? the `{tool}` tool takes: {}",
+                    known.join(", ")
+                ),
                 None => format!("the `{tool}` tool takes: {}", known.join(", ")),
             };
-            issue(k, format!("unknown input `{k}` for tool `{tool}`"), Some(&help))
+            issue(
+                k,
+                format!("unknown input `{k}` for tool `{tool}`"),
+                Some(&help),
+            )
         })
         .collect()
 }

@@ -51,13 +51,24 @@ fn kill_group(pgid: u32) {
 /// Runs a process to completion, its time limit, or cancellation. Every
 /// process of its group is killed before this returns: a stage's processes
 /// never outlive the stage.
-pub async fn run_process(spec: &ProcessSpec, timeout: Duration, cancel: &CancellationToken) -> std::io::Result<ProcessResult> {
-    let (program, args) = spec.argv.split_first().ok_or_else(|| std::io::Error::other("empty command"))?;
+pub async fn run_process(
+    spec: &ProcessSpec,
+    timeout: Duration,
+    cancel: &CancellationToken,
+) -> std::io::Result<ProcessResult> {
+    let (program, args) = spec
+        .argv
+        .split_first()
+        .ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
     cmd.args(args)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .stdin(if spec.stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if spec.stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
@@ -116,5 +127,11 @@ pub async fn run_process(spec: &ProcessSpec, timeout: Duration, cancel: &Cancell
             Captured::default()
         }
     };
-    Ok(ProcessResult { termination, stdout, stderr, duration, note })
+    Ok(ProcessResult {
+        termination,
+        stdout,
+        stderr,
+        duration,
+        note,
+    })
 }

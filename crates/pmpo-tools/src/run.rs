@@ -23,7 +23,15 @@ use crate::capture::DEFAULT_LIMIT;
 use crate::process::{ProcessSpec, run_process};
 use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
 
-const KEYS: &[&str] = &["command", "language", "code", "env", "cwd", "stdin", "outputs_json"];
+const KEYS: &[&str] = &[
+    "command",
+    "language",
+    "code",
+    "env",
+    "cwd",
+    "stdin",
+    "outputs_json",
+];
 
 /// Language name -> (interpreter, file extension).
 const LANGUAGES: &[(&str, &str, &str)] = &[
@@ -53,16 +61,22 @@ fn scalar_to_arg(v: &Value) -> Option<String> {
 /// Builds argv from `command:`, flattening lists that references resolved to.
 fn argv_of(command: &Value) -> Result<Vec<String>, ToolError> {
     let bad = |what: &str| ToolError::new(ErrorClass::InvalidInput, format!("`command` {what}"));
-    let items = command.as_array().ok_or_else(|| bad("must be a list of arguments"))?;
+    let items = command
+        .as_array()
+        .ok_or_else(|| bad("must be a list of arguments"))?;
     let mut argv = Vec::with_capacity(items.len());
     for item in items {
         match item {
             Value::Array(inner) => {
                 for x in inner {
-                    argv.push(scalar_to_arg(x).ok_or_else(|| bad("contains a value that is not text"))?);
+                    argv.push(
+                        scalar_to_arg(x).ok_or_else(|| bad("contains a value that is not text"))?,
+                    );
                 }
             }
-            other => argv.push(scalar_to_arg(other).ok_or_else(|| bad("contains a value that is not text"))?),
+            other => argv.push(
+                scalar_to_arg(other).ok_or_else(|| bad("contains a value that is not text"))?,
+            ),
         }
     }
     if argv.is_empty() || argv[0].is_empty() {
@@ -85,18 +99,29 @@ impl Tool for RunTool {
         let mut issues = unknown_keys(inputs, KEYS, "run");
         let shell_help = "write `language: sh` and `code: ...` to use a shell, or give argv as a list: `command: [echo, hello]`";
         match (inputs.get("command"), inputs.get("code")) {
-            (Some(_), Some(_)) => issues.push(issue("code", "give either `command` or `code`, not both", None)),
+            (Some(_), Some(_)) => issues.push(issue(
+                "code",
+                "give either `command` or `code`, not both",
+                None,
+            )),
             (None, None) => issues.push(issue(
                 "",
                 "the `run` tool needs `command` (an argv list) or `language` + `code`",
                 Some("e.g. `with: {command: [echo, hello]}`"),
             )),
-            (Some(Value::String(s)), None) if !is_reference(&Value::String(s.clone())) => {
-                issues.push(issue("command", "`command` must be a list of arguments, not a string (no shell is used)", Some(shell_help)))
-            }
+            (Some(Value::String(s)), None) if !is_reference(&Value::String(s.clone())) => issues
+                .push(issue(
+                    "command",
+                    "`command` must be a list of arguments, not a string (no shell is used)",
+                    Some(shell_help),
+                )),
             (Some(Value::Array(items)), None) => {
                 if items.is_empty() {
-                    issues.push(issue("command", "`command` is empty", Some("give the program and its arguments")));
+                    issues.push(issue(
+                        "command",
+                        "`command` is empty",
+                        Some("give the program and its arguments"),
+                    ));
                 }
                 for item in items {
                     if matches!(item, Value::Object(_) | Value::Array(_) | Value::Null) {
@@ -105,63 +130,94 @@ impl Tool for RunTool {
                     }
                 }
             }
-            (Some(v), None) if !is_reference(v) && !v.is_array() => {
-                issues.push(issue("command", "`command` must be a list of arguments", Some(shell_help)))
-            }
+            (Some(v), None) if !is_reference(v) && !v.is_array() => issues.push(issue(
+                "command",
+                "`command` must be a list of arguments",
+                Some(shell_help),
+            )),
             (None, Some(code)) => {
                 if !code.is_string() {
                     issues.push(issue("code", "`code` must be text", None));
                 }
                 match inputs.get("language") {
-                    None => issues.push(issue("", "`code` needs a `language`", Some("one of: bash, sh, python, node"))),
-                    Some(Value::String(l)) if !LANGUAGES.iter().any(|(n, _, _)| n == l) => issues.push(issue(
-                        "language",
-                        format!("unknown language `{l}`"),
+                    None => issues.push(issue(
+                        "",
+                        "`code` needs a `language`",
                         Some("one of: bash, sh, python, node"),
                     )),
+                    Some(Value::String(l)) if !LANGUAGES.iter().any(|(n, _, _)| n == l) => issues
+                        .push(issue(
+                            "language",
+                            format!("unknown language `{l}`"),
+                            Some("one of: bash, sh, python, node"),
+                        )),
                     Some(Value::String(_)) => {}
-                    Some(_) => issues.push(issue("language", "`language` must be text", Some("one of: bash, sh, python, node"))),
+                    Some(_) => issues.push(issue(
+                        "language",
+                        "`language` must be text",
+                        Some("one of: bash, sh, python, node"),
+                    )),
                 }
             }
             _ => {}
         }
         if inputs.contains_key("language") && inputs.contains_key("command") {
-            issues.push(issue("language", "`language` goes with `code`, not with `command`", None));
+            issues.push(issue(
+                "language",
+                "`language` goes with `code`, not with `command`",
+                None,
+            ));
         }
         if let Some(env) = inputs.get("env") {
             match env {
                 Value::Object(map) => {
                     for (k, v) in map {
                         if k.is_empty() || k.contains('=') || k.contains('\0') {
-                            issues.push(issue("env", format!("`{k}` is not a valid environment variable name"), None));
+                            issues.push(issue(
+                                "env",
+                                format!("`{k}` is not a valid environment variable name"),
+                                None,
+                            ));
                         }
                         if matches!(v, Value::Object(_) | Value::Null) {
-                            issues.push(issue("env", format!("env `{k}` must be text, a number, a boolean or a list"), None));
+                            issues.push(issue(
+                                "env",
+                                format!("env `{k}` must be text, a number, a boolean or a list"),
+                                None,
+                            ));
                         }
                     }
                 }
                 _ => issues.push(issue("env", "`env` must be a mapping of NAME: value", None)),
             }
         }
-        if let Some(cwd) = inputs.get("cwd") {
-            match cwd {
-                Value::String(s) if is_reference(cwd) => {
-                    let _ = s;
+        match inputs.get("cwd") {
+            None => {}
+            Some(cwd) if is_reference(cwd) => {}
+            Some(Value::String(s)) if s == "." || s == "./" => {}
+            Some(Value::String(s)) => {
+                if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
+                    issues.push(issue(
+                        "cwd",
+                        format!("`cwd` {msg}"),
+                        Some("give a directory relative to the workspace"),
+                    ));
                 }
-                Value::String(s) => {
-                    if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
-                        if !(s == "." || s == "./") {
-                            issues.push(issue("cwd", format!("`cwd` {msg}"), Some("give a directory relative to the workspace")));
-                        }
-                    }
-                }
-                _ => issues.push(issue("cwd", "`cwd` must be a path relative to the workspace", None)),
             }
+            Some(_) => issues.push(issue(
+                "cwd",
+                "`cwd` must be a path relative to the workspace",
+                None,
+            )),
         }
         if let Some(v) = inputs.get("outputs_json")
             && !v.is_boolean()
         {
-            issues.push(issue("outputs_json", "`outputs_json` must be true or false", None));
+            issues.push(issue(
+                "outputs_json",
+                "`outputs_json` must be true or false",
+                None,
+            ));
         }
         if let Some(v) = inputs.get("stdin")
             && !(v.is_string() || v.is_number())
@@ -171,58 +227,109 @@ impl Tool for RunTool {
         issues
     }
 
-    async fn invoke(&self, ctx: &ToolContext<'_>, inputs: &Map<String, Value>) -> Result<ToolOutcome, ToolError> {
+    async fn invoke(
+        &self,
+        ctx: &ToolContext<'_>,
+        inputs: &Map<String, Value>,
+    ) -> Result<ToolOutcome, ToolError> {
         let invalid = |m: String| ToolError::new(ErrorClass::InvalidInput, m);
         let mut script_path = None;
         let argv = if let Some(command) = inputs.get("command") {
             argv_of(command)?
         } else {
-            let language = inputs.get("language").and_then(Value::as_str).unwrap_or_default();
+            let language = inputs
+                .get("language")
+                .and_then(Value::as_str)
+                .unwrap_or_default();
             let (_, interpreter, ext) = LANGUAGES
                 .iter()
                 .find(|(n, _, _)| *n == language)
                 .ok_or_else(|| invalid(format!("unknown language `{language}`")))?;
-            let code = inputs.get("code").and_then(Value::as_str).ok_or_else(|| invalid("`code` must be text".into()))?;
+            let code = inputs
+                .get("code")
+                .and_then(Value::as_str)
+                .ok_or_else(|| invalid("`code` must be text".into()))?;
             // The code is kept under .state/scripts/ as a record of what ran.
-            let rel = format!("{}/scripts/{}/{}.{ext}", pmpo_store::STATE_DIR, ctx.run_id, ctx.stage_id);
+            let rel = format!(
+                "{}/scripts/{}/{}.{ext}",
+                pmpo_store::STATE_DIR,
+                ctx.run_id,
+                ctx.stage_id
+            );
             ctx.workspace
                 .write_atomic(&rel, code.as_bytes(), Durability::Relaxed)
-                .map_err(|e| ToolError::new(ErrorClass::Io, format!("cannot write the stage's code to `{rel}`: {e}")))?;
+                .map_err(|e| {
+                    ToolError::new(
+                        ErrorClass::Io,
+                        format!("cannot write the stage's code to `{rel}`: {e}"),
+                    )
+                })?;
             script_path = Some(rel.clone());
-            vec![interpreter.to_string(), ctx.workspace.root().join(&rel).to_string_lossy().into_owned()]
+            vec![
+                interpreter.to_string(),
+                ctx.workspace
+                    .root()
+                    .join(&rel)
+                    .to_string_lossy()
+                    .into_owned(),
+            ]
         };
 
         let cwd = match inputs.get("cwd").and_then(Value::as_str) {
             None | Some(".") | Some("./") => ctx.workspace.root().to_path_buf(),
-            Some(dir) => ctx.workspace.resolve(dir).map_err(|e| invalid(format!("`cwd`: {e}")))?,
+            Some(dir) => ctx
+                .workspace
+                .resolve(dir)
+                .map_err(|e| invalid(format!("`cwd`: {e}")))?,
         };
         if !cwd.is_dir() {
-            return Err(invalid(format!("`cwd` `{}` is not a directory", cwd.display())));
+            return Err(invalid(format!(
+                "`cwd` `{}` is not a directory",
+                cwd.display()
+            )));
         }
 
         let mut env = vec![
-            ("PMPO_WORKSPACE".to_string(), ctx.workspace.root().to_string_lossy().into_owned()),
+            (
+                "PMPO_WORKSPACE".to_string(),
+                ctx.workspace.root().to_string_lossy().into_owned(),
+            ),
             ("PMPO_RUN_ID".to_string(), ctx.run_id.to_string()),
             ("PMPO_STAGE".to_string(), ctx.stage_id.to_string()),
         ];
         if let Some(Value::Object(vars)) = inputs.get("env") {
             for (k, v) in vars {
                 let value = match v {
-                    Value::Array(items) => items.iter().filter_map(scalar_to_arg).collect::<Vec<_>>().join("\n"),
+                    Value::Array(items) => items
+                        .iter()
+                        .filter_map(scalar_to_arg)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                     other => scalar_to_arg(other).unwrap_or_default(),
                 };
                 env.push((k.clone(), value));
             }
         }
-        let stdin = inputs.get("stdin").and_then(scalar_to_arg).map(String::into_bytes);
+        let stdin = inputs
+            .get("stdin")
+            .and_then(scalar_to_arg)
+            .map(String::into_bytes);
 
         // A relative program path (`./build.sh`) means relative to the working directory.
         let mut argv = argv;
         if argv[0].contains('/') && !argv[0].starts_with('/') {
             argv[0] = cwd.join(&argv[0]).to_string_lossy().into_owned();
         }
-        let spec = ProcessSpec { argv: argv.clone(), cwd, env, stdin, capture_limit: DEFAULT_LIMIT };
-        let result = run_process(&spec, ctx.timeout, ctx.cancel).await.map_err(|e| spawn_error(&argv[0], e))?;
+        let spec = ProcessSpec {
+            argv: argv.clone(),
+            cwd,
+            env,
+            stdin,
+            capture_limit: DEFAULT_LIMIT,
+        };
+        let result = run_process(&spec, ctx.timeout, ctx.cancel)
+            .await
+            .map_err(|e| spawn_error(&argv[0], e))?;
 
         let mut outcome = ToolOutcome {
             termination: result.termination,
@@ -255,10 +362,20 @@ impl Tool for RunTool {
 
 fn spawn_error(program: &str, e: std::io::Error) -> ToolError {
     match e.kind() {
-        ErrorKind::NotFound => ToolError::new(ErrorClass::MissingDependency, format!("command not found: `{program}`"))
-            .hint(format!("install `{program}` or put it on PATH; pmpo never installs anything on its own")),
-        ErrorKind::PermissionDenied => ToolError::new(ErrorClass::PermissionDenied, format!("permission denied running `{program}`"))
-            .hint(format!("make it executable (chmod +x {program}) or run it through its interpreter")),
+        ErrorKind::NotFound => ToolError::new(
+            ErrorClass::MissingDependency,
+            format!("command not found: `{program}`"),
+        )
+        .hint(format!(
+            "install `{program}` or put it on PATH; pmpo never installs anything on its own"
+        )),
+        ErrorKind::PermissionDenied => ToolError::new(
+            ErrorClass::PermissionDenied,
+            format!("permission denied running `{program}`"),
+        )
+        .hint(format!(
+            "make it executable (chmod +x {program}) or run it through its interpreter"
+        )),
         _ => ToolError::new(ErrorClass::Io, format!("cannot start `{program}`: {e}")),
     }
 }
@@ -274,10 +391,25 @@ mod tests {
     #[test]
     fn input_checks() {
         let t = RunTool;
-        assert!(t.check_inputs(&inputs(json!({"command": ["echo", "hi"]}))).is_empty());
-        assert!(t.check_inputs(&inputs(json!({"language": "python", "code": "print(1)"}))).is_empty());
-        assert!(t.check_inputs(&inputs(json!({"command": "$a.files"}))).is_empty());
-        let msgs = |v| t.check_inputs(&inputs(v)).into_iter().map(|i| i.message).collect::<Vec<_>>().join("; ");
+        assert!(
+            t.check_inputs(&inputs(json!({"command": ["echo", "hi"]})))
+                .is_empty()
+        );
+        assert!(
+            t.check_inputs(&inputs(json!({"language": "python", "code": "print(1)"})))
+                .is_empty()
+        );
+        assert!(
+            t.check_inputs(&inputs(json!({"command": "$a.files"})))
+                .is_empty()
+        );
+        let msgs = |v| {
+            t.check_inputs(&inputs(v))
+                .into_iter()
+                .map(|i| i.message)
+                .collect::<Vec<_>>()
+                .join("; ")
+        };
         assert!(msgs(json!({})).contains("needs `command`"));
         assert!(msgs(json!({"command": "echo hi"})).contains("not a string"));
         assert!(msgs(json!({"code": "x"})).contains("needs a `language`"));

@@ -8,8 +8,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pmpo_engine::{Engine, EngineError, ExecuteOptions};
-use pmpo_plan::{Diagnostic, LoadedPlan};
+use pmpo_engine::{CheckedPlan, Engine, ExecuteOptions};
+use pmpo_plan::Diagnostic;
 
 /// Exit codes.
 const EXIT_OK: u8 = 0;
@@ -37,10 +37,12 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Check a plan without running anything (exit 0 valid, 2 invalid).
-    #[command(after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
+    #[command(
+        after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
 depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
 are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints.")]
+naming missing stages or constraints."
+    )]
     Check {
         /// The plan file (YAML or JSON).
         plan: PathBuf,
@@ -49,11 +51,13 @@ naming missing stages or constraints.")]
         json: bool,
     },
     /// Check and run a plan; results go to .state/execution_results.json.
-    #[command(after_help = "The workspace (where stages run and outputs are looked for) is the plan's directory\n\
+    #[command(
+        after_help = "The workspace (where stages run and outputs are looked for) is the plan's directory\n\
 unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
 .state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
 logs/execution/<stage>.jsonl (each stage's attempts with their output).\n\n\
-Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 130 cancelled.")]
+Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 130 cancelled."
+    )]
     Execute {
         /// The plan file (YAML or JSON).
         plan: PathBuf,
@@ -83,9 +87,14 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { plan, json } => cmd_check(&plan, json),
-        Command::Execute { plan, workspace, json, keep_going, timeout, quiet } => {
-            cmd_execute(&plan, workspace, json, keep_going, timeout, quiet)
-        }
+        Command::Execute {
+            plan,
+            workspace,
+            json,
+            keep_going,
+            timeout,
+            quiet,
+        } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet),
     };
     ExitCode::from(code)
 }
@@ -98,24 +107,28 @@ fn print_diagnostics(diags: &[Diagnostic], json: bool) {
     let color = report::use_color();
     let mut err = std::io::stderr().lock();
     for d in diags {
-        let label = if color { "\x1b[1;31merror\x1b[0m" } else { "error" };
+        let label = if color {
+            "\x1b[1;31merror\x1b[0m"
+        } else {
+            "error"
+        };
         let _ = writeln!(err, "{label}: {d}");
     }
     let n = diags.len();
-    let _ = writeln!(err, "{n} error{} found; nothing was run or written", if n == 1 { "" } else { "s" });
+    let _ = writeln!(
+        err,
+        "{n} error{} found; nothing was run or written",
+        if n == 1 { "" } else { "s" }
+    );
 }
 
-fn load_and_check(engine: &Engine, path: &Path, json: bool) -> Result<LoadedPlan, u8> {
-    let plan = pmpo_plan::load_plan(path).map_err(|diags| {
-        print_diagnostics(&diags, json);
-        EXIT_INVALID
-    })?;
-    let diags = engine.check(&plan);
-    if !diags.is_empty() {
-        print_diagnostics(&diags, json);
-        return Err(EXIT_INVALID);
-    }
-    Ok(plan)
+fn load_and_check(engine: &Engine, path: &Path, json: bool) -> Result<CheckedPlan, u8> {
+    pmpo_plan::load_plan(path)
+        .and_then(|plan| engine.prepare(plan))
+        .map_err(|diags| {
+            print_diagnostics(&diags, json);
+            EXIT_INVALID
+        })
 }
 
 fn cmd_check(path: &Path, json: bool) -> u8 {
@@ -151,7 +164,14 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
     }
 }
 
-fn cmd_execute(path: &Path, workspace: Option<PathBuf>, json: bool, keep_going: bool, timeout: Duration, quiet: bool) -> u8 {
+fn cmd_execute(
+    path: &Path,
+    workspace: Option<PathBuf>,
+    json: bool,
+    keep_going: bool,
+    timeout: Duration,
+    quiet: bool,
+) -> u8 {
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
         Ok(p) => p,
@@ -162,14 +182,20 @@ fn cmd_execute(path: &Path, workspace: Option<PathBuf>, json: bool, keep_going: 
         _ => PathBuf::from("."),
     });
     if !workspace.is_dir() {
-        eprintln!("error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR", workspace.display());
+        eprintln!(
+            "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
+            workspace.display()
+        );
         return EXIT_INVALID;
     }
     let mut opts = ExecuteOptions::new(workspace.clone());
     opts.keep_going = keep_going;
     opts.default_timeout = timeout;
 
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -196,12 +222,10 @@ fn cmd_execute(path: &Path, workspace: Option<PathBuf>, json: bool, keep_going: 
         result
     });
     match outcome {
-        Err(EngineError::InvalidPlan(diags)) => {
-            print_diagnostics(&diags, json);
-            EXIT_INVALID
-        }
         Err(e) => {
-            eprintln!("error: {e}\n  help: check that the workspace is writable and has free space");
+            eprintln!(
+                "error: {e}\n  help: check that the workspace is writable and has free space"
+            );
             EXIT_STAGE_FAILED
         }
         Ok(results) => {

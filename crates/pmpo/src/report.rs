@@ -7,7 +7,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pmpo_engine::{Event, EventKind, EventSink, ExecutionResults, StageStatus};
-use pmpo_plan::LoadedPlan;
 
 #[derive(Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -60,19 +59,28 @@ impl Live {
         const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
         self.spinner = (self.spinner + 1) % FRAMES.len();
         let elapsed = started.elapsed();
-        let mut line = format!("{} [{index}/{}] {id}  running {}", FRAMES[self.spinner], self.total, human(elapsed));
+        let mut line = format!(
+            "{} [{index}/{}] {id}  running {}",
+            FRAMES[self.spinner],
+            self.total,
+            human(elapsed)
+        );
         if self.ran > 0 {
             let avg = self.busy_time / self.ran as u32;
             let remaining = self.total.saturating_sub(self.finished + 1) as u32;
             let left = avg * remaining + avg.saturating_sub(elapsed);
             line.push_str(&format!("  ~{} left", human(left)));
         }
-        Some(if color { format!("\x1b[2m{line}\x1b[0m") } else { line })
+        Some(if color {
+            format!("\x1b[2m{line}\x1b[0m")
+        } else {
+            line
+        })
     }
 }
 
 impl Reporter {
-    pub fn start(mode: Mode, plan: &LoadedPlan, workspace: &Path) -> Reporter {
+    pub fn start(mode: Mode, plan: &pmpo_engine::CheckedPlan, workspace: &Path) -> Reporter {
         let color = mode == Mode::Live && use_color();
         let total = plan.doc.plan.stages.len();
         if mode != Mode::Quiet {
@@ -108,7 +116,12 @@ impl Reporter {
                 }
             })
         });
-        Reporter { mode, color, live, ticker }
+        Reporter {
+            mode,
+            color,
+            live,
+            ticker,
+        }
     }
 
     pub fn finish(&mut self) {
@@ -123,7 +136,11 @@ impl Reporter {
     }
 
     fn paint(&self, text: &str, code: &str) -> String {
-        if self.color { format!("\x1b[{code}m{text}\x1b[0m") } else { text.to_string() }
+        if self.color {
+            format!("\x1b[{code}m{text}\x1b[0m")
+        } else {
+            text.to_string()
+        }
     }
 }
 
@@ -134,7 +151,10 @@ impl EventSink for Reporter {
         }
         let id = e.stage_id.as_deref().unwrap_or("");
         let pos = format!("[{}/{}]", e.index.unwrap_or(0), e.total);
-        let dur = e.duration_ms.map(|ms| human(Duration::from_secs_f64(ms / 1000.0))).unwrap_or_default();
+        let dur = e
+            .duration_ms
+            .map(|ms| human(Duration::from_secs_f64(ms / 1000.0)))
+            .unwrap_or_default();
         let msg = e.message.as_deref().unwrap_or("");
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         match self.mode {
@@ -142,7 +162,10 @@ impl EventSink for Reporter {
                 let line = match e.event {
                     EventKind::TaskStarted => format!("{pos} {id} started"),
                     EventKind::TaskCompleted => format!("{pos} {id} COMPLETED ({dur})"),
-                    EventKind::TaskFailed => format!("{pos} {id} {} ({dur}): {msg}", e.status.map_or("FAILED", StageStatus::as_str)),
+                    EventKind::TaskFailed => format!(
+                        "{pos} {id} {} ({dur}): {msg}",
+                        e.status.map_or("FAILED", StageStatus::as_str)
+                    ),
                     EventKind::TaskSkipped => format!("{pos} {id} SKIPPED: {msg}"),
                     _ => return,
                 };
@@ -154,13 +177,22 @@ impl EventSink for Reporter {
                         live.current = Some((id.to_string(), e.index.unwrap_or(0), Instant::now()));
                         None
                     }
-                    EventKind::TaskCompleted => Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32"))),
+                    EventKind::TaskCompleted => {
+                        Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32")))
+                    }
                     EventKind::TaskFailed => Some(format!(
                         "  {} {pos} {id}  {dur}  {}",
                         self.paint("✗", "31"),
-                        self.paint(&format!("{}: {msg}", e.status.map_or("FAILED", StageStatus::as_str)), "31")
+                        self.paint(
+                            &format!("{}: {msg}", e.status.map_or("FAILED", StageStatus::as_str)),
+                            "31"
+                        )
                     )),
-                    EventKind::TaskSkipped => Some(format!("  {} {pos} {id}  {}", self.paint("-", "33"), self.paint(&format!("skipped: {msg}"), "2"))),
+                    EventKind::TaskSkipped => Some(format!(
+                        "  {} {pos} {id}  {}",
+                        self.paint("-", "33"),
+                        self.paint(&format!("skipped: {msg}"), "2")
+                    )),
                     _ => None,
                 };
                 if let Some(line) = permanent {
@@ -177,7 +209,10 @@ impl EventSink for Reporter {
             live.ran += 1;
             live.busy_time += Duration::from_secs_f64(e.duration_ms.unwrap_or(0.0) / 1000.0);
         }
-        if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed | EventKind::TaskSkipped) {
+        if matches!(
+            e.event,
+            EventKind::TaskCompleted | EventKind::TaskFailed | EventKind::TaskSkipped
+        ) {
             live.finished += 1;
             live.current = None;
         }
@@ -206,7 +241,15 @@ pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
         }
     }
     if r.errors.len() > 20 {
-        let _ = writeln!(err, "  ... and {} more errors (see the results file)", r.errors.len() - 20);
+        let _ = writeln!(
+            err,
+            "  ... and {} more errors (see the results file)",
+            r.errors.len() - 20
+        );
     }
-    let _ = writeln!(err, "results: {}", workspace.join(pmpo_engine::RESULTS_FILE).display());
+    let _ = writeln!(
+        err,
+        "results: {}",
+        workspace.join(pmpo_engine::RESULTS_FILE).display()
+    );
 }

@@ -1,0 +1,362 @@
+//! `pmpo check` (and `pmpo execute` on invalid plans): every class of bad
+//! input gets exit code 2, a position, and a fix; nothing is written.
+
+mod common;
+use common::*;
+
+/// Runs check and execute on an invalid plan; returns check's stderr.
+fn invalid(ws: &Ws) -> String {
+    let before = ws.files();
+    let check = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(check.code, 2, "check should fail with 2:\n{}", check.stderr);
+    let exec = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(exec.code, 2, "execute should fail with 2:\n{}", exec.stderr);
+    assert_eq!(ws.files(), before, "an invalid plan must write nothing");
+    assert!(
+        check.stderr.contains("nothing was run or written"),
+        "{}",
+        check.stderr
+    );
+    check.stderr
+}
+
+#[test]
+fn valid_plan_passes() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with: {command: [echo, hi]}\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(r.stdout.contains("ok (1 stages"), "{}", r.stdout);
+    let j = ws.run(&["check", "plan.yaml", "--json"]).json();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["stages"], 1);
+}
+
+#[test]
+fn unknown_field_suggests_the_right_one() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with: {command: [echo]}\n    - id: b\n      dependson: [a]\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:9:7: unknown field `dependson`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `depends_on`?"), "{err}");
+    assert!(err.contains("plan.stages[1].dependson"), "{err}");
+}
+
+#[test]
+fn wrong_types_are_named() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      requires_execution: yes please\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:7:27: expected `true` or `false`, found a string"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_required_field() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_type: logo\nplan:\n  stages: []\n",
+    );
+    let err = invalid(&ws);
+    assert!(err.contains("missing field `artifact_name`"), "{err}");
+    assert!(err.contains("add `artifact_name:`"), "{err}");
+}
+
+#[test]
+fn duplicate_stage_ids_name_both_places() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: a\n      with: {command: [echo]}\n    - id: a\n      with: {command: [echo]}\n",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:8:11: duplicate stage id `a` (first defined at line 6)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_tool_lists_known_tools() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      tool: rnu\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:7:13: stage `a` uses unknown tool `rnu`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("did you mean `run`?") && err.contains("known tools: ai, run"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_dependency() {
+    let ws = Ws::new();
+    ws.plan("    - id: build\n      with: {command: [echo]}\n    - id: test\n      depends_on: [biuld]\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains(
+            "plan.yaml:9:20: stage `test` depends on `biuld`, which is not a stage of this plan"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `build`?"), "{err}");
+}
+
+#[test]
+fn cycles_are_named() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: a\n      depends_on: [c]\n      with: {command: [echo]}\n    - id: b\n      depends_on: [a]\n      with: {command: [echo]}\n    - id: c\n      depends_on: [b]\n      with: {command: [echo]}\n",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains("dependency cycle: a -> b -> c -> a")
+            || err.contains("dependency cycle: c -> a -> b -> c")
+            || err.contains("dependency cycle: b -> c -> a -> b"),
+        "{err}"
+    );
+    let self_dep = Ws::new();
+    self_dep.plan("    - id: a\n      depends_on: a\n      with: {command: [echo]}\n");
+    assert!(invalid(&self_dep).contains("stage `a` depends on itself"));
+}
+
+#[test]
+fn references_must_name_upstream_stages() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: a\n      with: {command: [echo]}\n    - id: b\n      with:\n        command: [echo, $a.stdout]\n",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains(
+            "plan.yaml:10:25: stage `b` refers to `$a.stdout`, but `a` is not upstream of `b`"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("add `a` to the `depends_on` of `b`"), "{err}");
+
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with: {command: [echo]}\n    - id: b\n      depends_on: [a]\n      with:\n        env: {X: $nope.stdout}\n        command: [echo]\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("refers to `$nope.stdout`, but there is no stage `nope`"),
+        "{err}"
+    );
+    assert!(err.contains("`$$`"), "{err}");
+}
+
+#[test]
+fn transitive_upstream_references_are_fine() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with: {command: [echo]}\n    - id: b\n      depends_on: [a]\n      with: {command: [echo]}\n    - id: c\n      depends_on: [b]\n      with: {command: [echo, $a.stdout, $$literal.x]}\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
+
+#[test]
+fn outputs_outside_the_workspace() {
+    for (out, why) in [
+        ("/etc/passwd", "absolute path"),
+        ("../escape.txt", "contains `..`"),
+        ("dist/../../x", "contains `..`"),
+        ("~/x", "home directory"),
+    ] {
+        let ws = Ws::new();
+        ws.plan(&format!(
+            "    - id: a\n      with: {{command: [echo]}}\n      outputs: ['{out}']\n"
+        ));
+        let err = invalid(&ws);
+        assert!(
+            err.contains(&format!("output `{out}`")) && err.contains(why),
+            "{out}: {err}"
+        );
+        assert!(err.contains("plan.yaml:8:"), "{err}");
+    }
+}
+
+#[test]
+fn tool_invocations_and_validation_plan_must_match() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: c1, description: d, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  tool_invocations:\n    - {stage: b, tool: run}\n    - {stage: a, tool: ai}\n  validation_plan:\n    - {constraint_id: c2, validation_method: file_exists}\n",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:11:15: tool_invocations[0] names stage `b`, which does not exist"),
+        "{err}"
+    );
+    assert!(
+        err.contains("tool_invocations[1] says stage `a` calls `ai`, but the stage uses `run`"),
+        "{err}"
+    );
+    assert!(
+        err.contains("validation_plan[0] names constraint `c2`"),
+        "{err}"
+    );
+    assert!(err.contains("did you mean `c1`?"), "{err}");
+}
+
+#[test]
+fn tool_inputs_are_checked() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with:\n        command: echo hello\n    - id: b\n      with: {language: ruby, code: x}\n    - id: c\n      with: {commnd: [x]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains(
+            "plan.yaml:8:18: stage `a`: `command` must be a list of arguments, not a string"
+        ),
+        "{err}"
+    );
+    assert!(err.contains("stage `b`: unknown language `ruby`"), "{err}");
+    assert!(
+        err.contains("stage `c`: unknown input `commnd` for tool `run`")
+            && err.contains("did you mean `command`?"),
+        "{err}"
+    );
+}
+
+#[test]
+fn ai_only_stage_with_an_executing_tool() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      requires_execution: false\n      tool: run\n      with: {command: [echo]}\n");
+    assert!(
+        invalid(&ws).contains("says `requires_execution: false` (AI-only) but uses tool `run`")
+    );
+}
+
+#[test]
+fn odd_ids_and_artifact_names() {
+    let ws = Ws::new();
+    ws.plan("    - id: 'a/b'\n      with: {command: [echo]}\n    - id: 'x y'\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(err.contains("stage id `a/b` contains '/'"), "{err}");
+    assert!(err.contains("stage id `x y` contains ' '"), "{err}");
+    let ws = Ws::new();
+    ws.write("plan.yaml", "specification:\n  artifact_name: ../../etc\n  artifact_type: code\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:2:18: artifact name `../../etc` contains a path separator"),
+        "{err}"
+    );
+}
+
+#[test]
+fn yaml_syntax_errors_have_positions() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: [code\nplan: {}\n",
+    );
+    let err = invalid(&ws);
+    assert!(err.contains("plan.yaml:4:"), "{err}");
+    assert!(err.contains("YAML syntax error"), "{err}");
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_name: u\n",
+    );
+    assert!(invalid(&ws).contains("plan.yaml:3:3: duplicate key `artifact_name`"));
+}
+
+#[test]
+fn json_plans_work_and_json_errors_have_positions() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.json",
+        "{\n\t\"specification\": {\"artifact_name\": \"t\", \"artifact_type\": \"code\"},\n\t\"plan\": {\"stages\": [{\"id\": \"a\", \"with\": {\"command\": [\"sh\", \"-c\", \"echo hi > a.txt\"]}, \"outputs\": [\"a.txt\"]}]}\n}\n",
+    );
+    let r = ws.run(&["execute", "plan.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("a.txt"), "hi\n");
+
+    let ws = Ws::new();
+    ws.write(
+        "plan.json",
+        "{\n  \"specification\": {\"artifact_name\": \"t\",, }\n}\n",
+    );
+    let r = ws.run(&["check", "plan.json"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("plan.json:2:"), "{}", r.stderr);
+
+    let ws = Ws::new();
+    ws.write("plan.json", "{\"specification\": {\"artifact_name\": \"t\", \"artifact_type\": \"c\"}, \"plan\": {\"stages\": [{\"id\": \"a\", \"tool\": \"nope\"}]}}");
+    let r = ws.run(&["check", "plan.json", "--json"]);
+    assert_eq!(r.code, 2);
+    let j = r.json();
+    assert_eq!(j["ok"], false);
+    assert_eq!(j["errors"][0]["line"], 1);
+    assert!(
+        j["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("unknown tool `nope`")
+    );
+}
+
+#[test]
+fn unreadable_inputs() {
+    let ws = Ws::new();
+    let r = ws.run(&["check", "missing.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("missing.yaml: cannot read the plan"),
+        "{}",
+        r.stderr
+    );
+
+    std::fs::write(ws.p("bin.yaml"), [0xff, 0xfe, 0x00, 0x01, 0x80]).unwrap();
+    let r = ws.run(&["check", "bin.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not UTF-8 text"), "{}", r.stderr);
+
+    ws.write("empty.yaml", "");
+    let r = ws.run(&["check", "empty.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("empty"), "{}", r.stderr);
+
+    ws.write("list.yaml", "- a\n- b\n");
+    let r = ws.run(&["check", "list.yaml"]);
+    assert!(
+        r.code == 2 && r.stderr.contains("a plan must be a mapping, found a list"),
+        "{}",
+        r.stderr
+    );
+
+    let r = ws.run(&["check", "."]);
+    assert!(
+        r.code == 2 && r.stderr.contains("directory"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn no_stages() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages: []\n",
+    );
+    assert!(invalid(&ws).contains("the plan has no stages"));
+}
+
+#[test]
+fn usage_errors_exit_2() {
+    let ws = Ws::new();
+    let r = ws.run(&["execute"]);
+    assert_eq!(r.code, 2);
+    let r = ws.run(&["frobnicate"]);
+    assert_eq!(r.code, 2);
+    let r = ws.run(&["execute", "x.yaml", "--timeout", "soon"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("not a duration"), "{}", r.stderr);
+}
