@@ -11,6 +11,8 @@ pub enum StageStatus {
     InProgress,
     Validating,
     Completed,
+    /// An identical earlier result was reused (outputs verified intact).
+    Cached,
     Failed,
     Timeout,
     Skipped,
@@ -23,10 +25,30 @@ impl StageStatus {
             StageStatus::InProgress => "IN_PROGRESS",
             StageStatus::Validating => "VALIDATING",
             StageStatus::Completed => "COMPLETED",
+            StageStatus::Cached => "CACHED",
             StageStatus::Failed => "FAILED",
             StageStatus::Timeout => "TIMEOUT",
             StageStatus::Skipped => "SKIPPED",
         }
+    }
+
+    /// Whether the stage ended well (completed now, earlier, or from the cache).
+    pub fn is_success(self) -> bool {
+        matches!(self, StageStatus::Completed | StageStatus::Cached)
+    }
+
+    pub fn parse(text: &str) -> Option<StageStatus> {
+        Some(match text {
+            "PENDING" => StageStatus::Pending,
+            "IN_PROGRESS" => StageStatus::InProgress,
+            "VALIDATING" => StageStatus::Validating,
+            "COMPLETED" => StageStatus::Completed,
+            "CACHED" => StageStatus::Cached,
+            "FAILED" => StageStatus::Failed,
+            "TIMEOUT" => StageStatus::Timeout,
+            "SKIPPED" => StageStatus::Skipped,
+            _ => return None,
+        })
     }
 
     /// Whether the stage ended badly (its dependents are skipped).
@@ -42,6 +64,8 @@ impl StageStatus {
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum EventKind {
     ExecutionStarted,
+    /// An interrupted run continues; the message says what changed.
+    ExecutionResumed,
     TaskStarted,
     TaskValidating,
     TaskCompleted,

@@ -1,32 +1,38 @@
-//! The stage loop.
+//! The stage loop: resume, cache, run, verify, record.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pmpo_plan::{Reference, Stage, execution_order, reference::visit_references};
-use pmpo_store::{LedgerEntry, Workspace, now_rfc3339};
+use pmpo_store::db::{
+    AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, SqliteStore, TaskRow,
+};
+use pmpo_store::lock::{self, LockHolder};
+use pmpo_store::{FileDigest, Workspace, hash_file, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
 
 use crate::events::{Event, EventKind, EventSink, StageStatus};
-use crate::outputs::{self, Change};
+use crate::outputs::{self, Change, GeneratedFile};
 use crate::resolve::{StageData, resolve_inputs};
 use crate::results::{ErrorEntry, StageResult, ValidationOutput};
 use crate::{
-    EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults, STAGE_LOG_DIR, persist,
+    CheckedPlan, EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults, Force,
+    STAGE_LOG_DIR, persist,
 };
 
-/// Emits events to the run's event log and to the caller's sink.
-struct Emitter<'a> {
-    run_id: String,
+/// Emits events to the event log, the store and the caller's sink.
+pub(crate) struct Recorder<'a> {
+    pub run_id: String,
     total: usize,
     log: File,
+    pub db: Box<dyn ExecStore>,
     sink: &'a mut dyn EventSink,
 }
 
-impl Emitter<'_> {
+impl Recorder<'_> {
     fn emit(
         &mut self,
         kind: EventKind,
@@ -34,7 +40,7 @@ impl Emitter<'_> {
         status: Option<StageStatus>,
         duration: Option<Duration>,
         message: Option<String>,
-    ) {
+    ) -> Result<(), EngineError> {
         let event = Event {
             event: kind,
             run_id: self.run_id.clone(),
@@ -48,9 +54,22 @@ impl Emitter<'_> {
         };
         let mut line = serde_json::to_vec(&event).expect("events serialize");
         line.push(b'\n');
-        // One write per event; a failing log must not stop the run, so it is reported once at the end.
+        // The JSONL log is a convenience copy; the store is the record.
         let _ = self.log.write_all(&line);
+        self.db.add_event(&EventRow {
+            run_id: event.run_id.clone(),
+            stage_id: event.stage_id.clone(),
+            kind: serde_json::to_value(kind)
+                .ok()
+                .and_then(|v| v.as_str().map(str::to_string))
+                .unwrap_or_default(),
+            status: status.map(|s| s.as_str().to_string()),
+            timestamp: event.timestamp.clone(),
+            duration_ms: event.duration_ms,
+            message: event.message.clone(),
+        })?;
         self.sink.on_event(&event);
+        Ok(())
     }
 }
 
@@ -88,47 +107,239 @@ fn tail_lines(c: &Captured, n: usize) -> Option<String> {
     Some(lines[start..].join("\n"))
 }
 
+/// The hash of what a stage is, independent of any run.
+pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
+    let def = json!({
+        "tool": tool,
+        "requires_execution": stage.requires_execution,
+        "with": stage.inputs,
+        "outputs": stage.outputs,
+        "inputs": stage.input_files,
+        "depends_on": stage.depends_on,
+    });
+    blake3::hash(&serde_json::to_vec(&def).expect("json"))
+        .to_hex()
+        .to_string()
+}
+
+/// Strings in the inputs that name an existing workspace file (a script a
+/// command runs, a file it reads) are part of the cache key even when the
+/// stage does not declare them.
+fn mentioned_files(ws: &Workspace, value: &Value, out: &mut BTreeMap<String, FileDigest>) {
+    match value {
+        Value::String(s) => {
+            if s.is_empty()
+                || s.len() > 1024
+                || s.contains(['\n', '\0'])
+                || s.starts_with('-')
+                || s.starts_with('/')
+            {
+                return;
+            }
+            if let Ok(path) = ws.resolve(s)
+                && let Ok(m) = std::fs::metadata(&path)
+                && m.is_file()
+                && m.len() <= 64 * 1024 * 1024
+                && let Ok(d) = hash_file(&path)
+            {
+                out.insert(s.clone(), d);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, v, out)),
+        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, v, out)),
+        _ => {}
+    }
+}
+
+/// What a finished (or reused) stage leaves for the stages after it.
+#[derive(Default, Clone)]
+struct Done {
+    status: Option<StageStatus>,
+    files: Vec<(String, String)>,
+}
+
+/// Which earlier result a stage can reuse.
+enum Reuse {
+    /// Completed in the interrupted run this run continues.
+    Carried(TaskRow),
+    Cached(CacheRow),
+}
+
+fn files_intact(ws: &Workspace, stage: &Stage, files_json: &str) -> Option<Vec<GeneratedFile>> {
+    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Value>>(files_json)
+        .ok()?
+        .into_iter()
+        .filter_map(|v| {
+            Some(GeneratedFile {
+                path: v.get("path")?.as_str()?.to_string(),
+                size: v.get("size")?.as_u64()?,
+                blake3: v.get("blake3")?.as_str()?.to_string(),
+                stage: stage.id.clone(),
+                change: Change::Unchanged,
+                before: None,
+            })
+        })
+        .collect();
+    // The declared outputs must expand to exactly the recorded files, unchanged.
+    let now = outputs::expand(ws, &stage.outputs);
+    if !now.missing.is_empty() || !now.problems.is_empty() || now.files.len() != recorded.len() {
+        return None;
+    }
+    for f in &recorded {
+        match now.files.get(&f.path) {
+            Some(d) if d.blake3 == f.blake3 => {}
+            _ => return None,
+        }
+    }
+    Some(recorded)
+}
+
 pub(crate) async fn run(
     engine: &Engine,
-    plan: &crate::CheckedPlan,
+    plan: &CheckedPlan,
     opts: &ExecuteOptions,
     sink: &mut dyn EventSink,
 ) -> Result<ExecutionResults, EngineError> {
     let ws = Workspace::open(&opts.workspace)?;
+    let plan_rel = persist::plan_rel(&ws, plan);
+    let pid = std::process::id();
+    let started_at = now_rfc3339();
+    let mut holder = LockHolder {
+        pid,
+        run_id: String::new(),
+        since: started_at.clone(),
+        command: format!("pmpo execute {plan_rel}"),
+    };
+    let mut workspace_lock = lock::acquire(&ws, &holder, opts.wait).map_err(|e| match e {
+        lock::LockError::Busy(h) => EngineError::Busy(h),
+        lock::LockError::Store(s) => EngineError::Store(s),
+    })?;
+    let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
+
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);
-    let run_id = new_run_id();
-    let started_at = now_rfc3339();
+
+    // A new run, or the continuation of an interrupted one.
+    let resumed = match &opts.resume {
+        Some(id) => {
+            let run = db
+                .run(id)?
+                .ok_or_else(|| EngineError::NoSuchRun(id.clone()))?;
+            if run.plan != plan_rel {
+                return Err(EngineError::PlanMismatch {
+                    run_id: id.clone(),
+                    recorded: run.plan,
+                    given: plan_rel,
+                });
+            }
+            Some(run)
+        }
+        None => db.interrupted_run(&plan_rel)?,
+    };
+    let (run_id, prior): (String, HashMap<String, TaskRow>) = match &resumed {
+        Some(run) => (
+            run.run_id.clone(),
+            db.tasks(&run.run_id)?
+                .into_iter()
+                .map(|t| (t.stage_id.clone(), t))
+                .collect(),
+        ),
+        None => (new_run_id(), HashMap::new()),
+    };
+    holder.run_id = run_id.clone();
+    workspace_lock.update(&holder)?;
+    db.begin_run(&RunRow {
+        run_id: run_id.clone(),
+        plan: plan_rel.clone(),
+        plan_blake3: plan.blake3.clone(),
+        status: "running".into(),
+        started_at: resumed
+            .as_ref()
+            .map_or_else(|| started_at.clone(), |r| r.started_at.clone()),
+        finished_at: None,
+        pid: pid as i64,
+        stages: stages.len() as i64,
+    })?;
     let run_start = Instant::now();
     let wanted = referenced_fields(stages);
 
-    let mut emitter = Emitter {
+    let mut rec = Recorder {
         run_id: run_id.clone(),
         total: order.len(),
         log: ws.open_append(EVENTS_LOG)?,
+        db,
         sink,
     };
-    emitter.emit(
+    rec.emit(
         EventKind::ExecutionStarted,
         None,
         None,
         None,
         Some(plan.display.clone()),
-    );
+    )?;
+    if let Some(run) = &resumed {
+        let mut changed: Vec<&str> = stages
+            .iter()
+            .filter(|s| {
+                prior.get(&s.id).is_some_and(|t| {
+                    t.def_hash != definition_hash(s, engine.registry.resolve_name(s.tool_name()))
+                })
+            })
+            .map(|s| s.id.as_str())
+            .collect();
+        changed.extend(
+            stages
+                .iter()
+                .filter(|s| !prior.contains_key(&s.id) && !prior.is_empty())
+                .map(|s| s.id.as_str()),
+        );
+        let done = prior
+            .values()
+            .filter(|t| t.status == "COMPLETED" || t.status == "CACHED")
+            .count();
+        let mut msg = format!(
+            "continuing run {} ({done} stage(s) already done)",
+            run.run_id
+        );
+        if run.plan_blake3 != plan.blake3 {
+            msg.push_str(&format!(
+                "; the plan changed since then{}",
+                if changed.is_empty() {
+                    String::new()
+                } else {
+                    format!(
+                        ": stage(s) {} changed and will run again",
+                        changed.join(", ")
+                    )
+                }
+            ));
+        }
+        if let Some(prev) = &workspace_lock.previous {
+            msg.push_str(&format!(
+                "; the previous pmpo (pid {}) did not finish",
+                prev.pid
+            ));
+        }
+        rec.emit(EventKind::ExecutionResumed, None, None, None, Some(msg))?;
+    }
     ws.create_dir_all(STAGE_LOG_DIR)?;
+    rec.db.touch_adapter("run", "tool", &started_at)?;
 
     let mut results: Vec<Option<StageResult>> = vec![None; stages.len()];
-    let mut status_of: HashMap<&str, StageStatus> = HashMap::with_capacity(stages.len());
+    let mut done: HashMap<&str, Done> = HashMap::with_capacity(stages.len());
     let mut data: HashMap<String, StageData> = HashMap::new();
     let mut errors: Vec<ErrorEntry> = Vec::new();
     let mut validations: Vec<ValidationOutput> = Vec::new();
     let mut first_failure: Option<String> = None;
     let mut cancelled = false;
+    let mut patched = false;
 
     for (pos, &idx) in order.iter().enumerate() {
         let stage = &stages[idx];
         let at = Some((stage.id.as_str(), pos + 1));
         let tool_name = engine.registry.resolve_name(stage.tool_name());
+        let mut result = StageResult::new(stage, tool_name);
+        let status_of = |d: &HashMap<&str, Done>, id: &str| d.get(id).and_then(|x| x.status);
 
         // Skip: upstream failure, an earlier failure (fail-fast), or cancellation.
         let skip_reason = if cancelled || opts.cancel.is_cancelled() {
@@ -137,11 +348,11 @@ pub(crate) async fn run(
         } else if let Some(dep) = stage
             .depends_on
             .iter()
-            .find(|d| status_of.get(d.as_str()).is_some_and(|s| s.is_failure()))
+            .find(|d| status_of(&done, d).is_some_and(|s| s.is_failure()))
         {
             Some(format!(
                 "upstream stage `{dep}` {}",
-                status_of[dep.as_str()].as_str()
+                status_of(&done, dep).map_or("FAILED", StageStatus::as_str)
             ))
         } else if let (Some(f), false) = (&first_failure, opts.keep_going) {
             Some(format!(
@@ -151,57 +362,214 @@ pub(crate) async fn run(
             None
         };
         if let Some(reason) = skip_reason {
-            emitter.emit(
+            rec.emit(
                 EventKind::TaskSkipped,
                 at,
                 Some(StageStatus::Skipped),
                 None,
                 Some(reason.clone()),
+            )?;
+            result.status = StageStatus::Skipped;
+            result.reason = Some(reason);
+            rec.db
+                .put_task(&task_row(&run_id, pos, &result, "", None, "{}", 0))?;
+            done.insert(
+                &stage.id,
+                Done {
+                    status: Some(StageStatus::Skipped),
+                    files: vec![],
+                },
             );
-            status_of.insert(&stage.id, StageStatus::Skipped);
-            results[idx] = Some(StageResult {
-                id: stage.id.clone(),
-                description: stage.description.clone(),
-                tool: tool_name.to_string(),
-                status: StageStatus::Skipped,
-                reason: Some(reason),
-                started_at: None,
-                finished_at: None,
-                duration_ms: 0.0,
-                exit_code: None,
-                signal: None,
-                outputs: Map::new(),
-                files: Vec::new(),
-                stdout_bytes: 0,
-                stderr_bytes: 0,
-                log: None,
-            });
+            results[idx] = Some(result);
             continue;
         }
 
-        emitter.emit(
+        // Inputs and the cache key.
+        let def_hash = definition_hash(stage, tool_name);
+        let resolved = resolve_inputs(&stage.inputs, &data);
+        let mut input_files = BTreeMap::new();
+        let mut input_problem = None;
+        if !stage.input_files.is_empty() {
+            let exp = outputs::expand(&ws, &stage.input_files);
+            if let Some(m) = exp.missing.first() {
+                input_problem = Some(format!("declared input missing: {m}"));
+            } else if let Some(p) = exp.problems.first() {
+                input_problem = Some(p.clone());
+            }
+            input_files.extend(exp.files);
+        }
+        if let Ok(r) = &resolved {
+            mentioned_files(&ws, &Value::Object(r.clone()), &mut input_files);
+        }
+        let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
+            .depends_on
+            .iter()
+            .filter_map(|d| done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
+            .collect();
+        let cache_key = blake3::hash(
+            &serde_json::to_vec(&json!({
+                "v": 1,
+                "definition": def_hash,
+                "resolved": resolved.as_ref().ok(),
+                "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
+                "upstream": upstream,
+            }))
+            .expect("json"),
+        )
+        .to_hex()
+        .to_string();
+
+        let forced = match &opts.force {
+            Force::None => false,
+            Force::All => true,
+            Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
+        };
+        let needs = |json: &str| {
+            let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+            wanted
+                .iter()
+                .filter(|(s, _)| s == &stage.id)
+                .all(|(_, f)| d.contains_key(f))
+        };
+        let reuse = if forced || resolved.is_err() || input_problem.is_some() {
+            None
+        } else if let Some(t) = prior.get(&stage.id).filter(|t| {
+            (t.status == "COMPLETED" || t.status == "CACHED")
+                && t.cache_key.as_deref() == Some(&cache_key)
+                && needs(&t.data)
+        }) {
+            Some(Reuse::Carried(t.clone()))
+        } else if stage.cache {
+            rec.db
+                .cache_get(&cache_key)?
+                .filter(|c| needs(&c.data))
+                .map(Reuse::Cached)
+        } else {
+            None
+        };
+        let reused = reuse.and_then(|r| {
+            let files_json = match &r {
+                Reuse::Carried(t) => &t.files,
+                Reuse::Cached(c) => &c.files,
+            };
+            files_intact(&ws, stage, files_json).map(|files| (r, files))
+        });
+        if let Some((r, files)) = reused {
+            let (status, outputs_json, data_json, from, message) = match &r {
+                Reuse::Carried(t) => (
+                    StageStatus::Completed,
+                    t.outputs.clone(),
+                    t.data.clone(),
+                    t.run_id.clone(),
+                    "completed before the interruption".to_string(),
+                ),
+                Reuse::Cached(c) => (
+                    StageStatus::Cached,
+                    c.outputs.clone(),
+                    c.data.clone(),
+                    c.run_id.clone(),
+                    format!("cached from run {}", c.run_id),
+                ),
+            };
+            result.status = status;
+            result.reason = None;
+            result.outputs = serde_json::from_str(&outputs_json).unwrap_or_default();
+            result.files = files;
+            result.reused_from = Some(from.clone());
+            if let Reuse::Carried(t) = &r {
+                result.started_at = t.started_at.clone();
+                result.finished_at = t.finished_at.clone();
+                result.duration_ms = t.duration_ms;
+                result.exit_code = t.exit_code.map(|c| c as i32);
+            }
+            let stage_data: StageData = serde_json::from_str(&data_json).unwrap_or_default();
+            if wanted.iter().any(|(s, _)| s == &stage.id) {
+                data.insert(stage.id.clone(), stage_data);
+            }
+            rec.db.put_task(&task_row(
+                &run_id,
+                pos,
+                &result,
+                &def_hash,
+                Some(&cache_key),
+                &data_json,
+                0,
+            ))?;
+            append_stage_log(
+                &ws,
+                &json!({"run_id": run_id, "stage": stage.id, "status": status, "reused_from": from, "time": now_rfc3339()}),
+            )?;
+            rec.emit(
+                EventKind::TaskCompleted,
+                at,
+                Some(status),
+                Some(Duration::ZERO),
+                Some(message),
+            )?;
+            done.insert(
+                &stage.id,
+                Done {
+                    status: Some(status),
+                    files: result
+                        .files
+                        .iter()
+                        .map(|f| (f.path.clone(), f.blake3.clone()))
+                        .collect(),
+                },
+            );
+            results[idx] = Some(result);
+            continue;
+        }
+
+        // Run it. Everything recorded so far is made durable first.
+        let stage_started_at = now_rfc3339();
+        result.started_at = Some(stage_started_at.clone());
+        result.status = StageStatus::InProgress;
+        let attempt_no = prior.get(&stage.id).map_or(0, |t| t.attempts) + 1;
+        rec.db.put_task(&task_row(
+            &run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            "{}",
+            attempt_no,
+        ))?;
+        rec.emit(
             EventKind::TaskStarted,
             at,
             Some(StageStatus::InProgress),
             None,
             Some(stage.description.clone()).filter(|d| !d.is_empty()),
-        );
-        let stage_started_at = now_rfc3339();
+        )?;
+        rec.db.flush()?;
         let t0 = Instant::now();
-        let attempt = run_stage(engine, &ws, &run_id, stage, opts, &data).await;
-        let mut outcome = attempt.outcome;
-        let mut failure = attempt.failure;
+        let mut attempt = match (resolved, input_problem) {
+            (Err(msg), _) => Attempt::failed(
+                "invalid_input",
+                msg,
+                Some("check the upstream stage's outputs in its log".into()),
+            ),
+            (_, Some(msg)) => Attempt::failed(
+                "missing_input",
+                msg,
+                Some("create the file, or fix the path under `inputs:`".into()),
+            ),
+            (Ok(inputs), None) => run_stage(engine, &ws, &run_id, stage, opts, inputs).await,
+        };
+        let mut outcome = attempt.outcome.take();
+        let mut failure = attempt.failure.take();
 
         // VALIDATING: the tool finished; now the engine decides.
         let mut files = Vec::new();
         if failure.is_none() {
-            emitter.emit(
+            rec.emit(
                 EventKind::TaskValidating,
                 at,
                 Some(StageStatus::Validating),
                 None,
                 None,
-            );
+            )?;
             let vt = Instant::now();
             let after = outputs::expand(&ws, &stage.outputs);
             files = outputs::diff(&stage.id, &attempt.before, &after);
@@ -236,34 +604,34 @@ pub(crate) async fn run(
             .as_ref()
             .map_or(StageStatus::Completed, |f| f.status);
 
-        // Record changed files in the ledger (before/after digests).
-        let ledger: Vec<LedgerEntry> = files
-            .iter()
-            .filter(|f| f.change != Change::Unchanged)
-            .map(|f| LedgerEntry {
+        // The patch history: files created or changed, with the digest before.
+        for f in files.iter().filter(|f| f.change != Change::Unchanged) {
+            patched = true;
+            rec.db.add_patch(&PatchRow {
                 time: finished_at.clone(),
                 run_id: run_id.clone(),
                 writer: stage.id.clone(),
                 path: f.path.clone(),
-                before: f.before.clone(),
-                after: Some(pmpo_store::FileDigest {
-                    size: f.size,
-                    blake3: f.blake3.clone(),
-                }),
-            })
-            .collect();
-        ws.record(&ledger)?;
+                before_blake3: f.before.as_ref().map(|d| d.blake3.clone()),
+                before_size: f.before.as_ref().map(|d| d.size as i64),
+                after_blake3: Some(f.blake3.clone()),
+                after_size: Some(f.size as i64),
+                backed_up: f
+                    .before
+                    .as_ref()
+                    .is_some_and(|d| attempt.backed_up.contains(&d.blake3)),
+            })?;
+        }
 
         let (exit_code, signal) = match outcome.as_ref().map(|o| o.termination) {
             Some(Termination::Exited(c)) => (Some(c), None),
             Some(Termination::Signaled(s)) => (None, Some(s)),
             _ => (None, None),
         };
-        let stage_log = format!("{STAGE_LOG_DIR}/{}.jsonl", stage.id);
         let mut log_record = json!({
             "run_id": run_id,
             "stage": stage.id,
-            "attempt": 1,
+            "attempt": attempt_no,
             "tool": tool_name,
             "status": status,
             "started_at": stage_started_at,
@@ -287,9 +655,82 @@ pub(crate) async fn run(
         if let Some(f) = &failure {
             log_record["error"] = json!({"kind": f.kind, "message": f.message, "hint": f.hint});
         }
-        let mut line = serde_json::to_vec(&log_record).expect("log records serialize");
-        line.push(b'\n');
-        ws.append(&stage_log, &line)?;
+        append_stage_log(&ws, &log_record)?;
+        rec.db.add_attempt(&AttemptRow {
+            run_id: run_id.clone(),
+            stage_id: stage.id.clone(),
+            attempt: attempt_no,
+            status: status.as_str().into(),
+            started_at: stage_started_at.clone(),
+            finished_at: finished_at.clone(),
+            duration_ms: ms(duration),
+            exit_code: exit_code.map(i64::from),
+            signal: signal.map(i64::from),
+            error_kind: failure.as_ref().map(|f| f.kind.clone()),
+            error_message: failure.as_ref().map(|f| f.message.clone()),
+            stdout_bytes: outcome.as_ref().map_or(0, |o| o.stdout.total as i64),
+            stderr_bytes: outcome.as_ref().map_or(0, |o| o.stderr.total as i64),
+        })?;
+
+        // What later stages (and a later resume) may read.
+        let named = outcome
+            .as_mut()
+            .map(|o| std::mem::take(&mut o.outputs))
+            .unwrap_or_default();
+        let mut stage_data: StageData = named.clone();
+        let keep = |f: &str| wanted.contains(&(stage.id.clone(), f.to_string()));
+        if let Some(o) = &outcome {
+            if keep("stdout") {
+                stage_data.insert(
+                    "stdout".into(),
+                    Value::String(o.stdout.text().trim_end().to_string()),
+                );
+            }
+            if keep("stderr") {
+                stage_data.insert(
+                    "stderr".into(),
+                    Value::String(o.stderr.text().trim_end().to_string()),
+                );
+            }
+        }
+        stage_data.insert("exit_code".into(), json!(exit_code));
+        stage_data.insert(
+            "files".into(),
+            json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
+        );
+        stage_data.insert("duration_ms".into(), json!(ms(duration)));
+        let data_json = serde_json::to_string(&stage_data).expect("json");
+
+        result.status = status;
+        result.reason = failure.as_ref().map(|f| f.message.clone());
+        result.finished_at = Some(finished_at.clone());
+        result.duration_ms = ms(duration);
+        result.exit_code = exit_code;
+        result.signal = signal;
+        result.outputs = named;
+        result.files = files;
+        result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
+        result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
+        rec.db.put_task(&task_row(
+            &run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            &data_json,
+            attempt_no,
+        ))?;
+        if status == StageStatus::Completed && stage.cache {
+            rec.db.cache_put(&CacheRow {
+                cache_key: cache_key.clone(),
+                stage_id: stage.id.clone(),
+                run_id: run_id.clone(),
+                created_at: finished_at.clone(),
+                outputs: serde_json::to_string(&result.outputs).expect("json"),
+                files: serde_json::to_string(&result.files).expect("json"),
+                data: data_json,
+            })?;
+        }
 
         if let Some(f) = &failure {
             errors.push(ErrorEntry {
@@ -303,82 +744,46 @@ pub(crate) async fn run(
                 cancelled = true;
             }
             first_failure.get_or_insert_with(|| stage.id.clone());
-            emitter.emit(
+            rec.emit(
                 EventKind::TaskFailed,
                 at,
                 Some(status),
                 Some(duration),
                 Some(f.message.clone()),
-            );
+            )?;
         } else {
-            emitter.emit(
+            rec.emit(
                 EventKind::TaskCompleted,
                 at,
                 Some(status),
                 Some(duration),
                 None,
-            );
+            )?;
         }
-        status_of.insert(&stage.id, status);
-
-        // Keep what later stages read.
-        let named = outcome
-            .as_mut()
-            .map(|o| std::mem::take(&mut o.outputs))
-            .unwrap_or_default();
         if status == StageStatus::Completed && wanted.iter().any(|(s, _)| s == &stage.id) {
-            let mut d: StageData = named.clone();
-            let keep = |f: &str| wanted.contains(&(stage.id.clone(), f.to_string()));
-            if let Some(o) = &outcome {
-                if keep("stdout") {
-                    d.insert(
-                        "stdout".into(),
-                        Value::String(o.stdout.text().trim_end().to_string()),
-                    );
-                }
-                if keep("stderr") {
-                    d.insert(
-                        "stderr".into(),
-                        Value::String(o.stderr.text().trim_end().to_string()),
-                    );
-                }
-            }
-            d.insert("exit_code".into(), json!(exit_code));
-            d.insert(
-                "files".into(),
-                json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
-            );
-            d.insert("duration_ms".into(), json!(ms(duration)));
-            data.insert(stage.id.clone(), d);
+            data.insert(stage.id.clone(), stage_data);
         }
-
-        results[idx] = Some(StageResult {
-            id: stage.id.clone(),
-            description: stage.description.clone(),
-            tool: tool_name.to_string(),
-            status,
-            reason: failure.map(|f| f.message),
-            started_at: Some(stage_started_at),
-            finished_at: Some(finished_at),
-            duration_ms: ms(duration),
-            exit_code,
-            signal,
-            outputs: named,
-            files,
-            stdout_bytes: outcome.as_ref().map_or(0, |o| o.stdout.total),
-            stderr_bytes: outcome.as_ref().map_or(0, |o| o.stderr.total),
-            log: Some(stage_log),
-        });
+        done.insert(
+            &stage.id,
+            Done {
+                status: Some(status),
+                files: result
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.blake3.clone()))
+                    .collect(),
+            },
+        );
+        results[idx] = Some(result);
+        // Completion is durable before anything else starts.
+        rec.db.flush()?;
     }
 
     // Results in execution order.
     let stage_results: Vec<StageResult> = order.iter().filter_map(|&i| results[i].take()).collect();
     let status = if cancelled {
         "cancelled"
-    } else if stage_results
-        .iter()
-        .all(|s| s.status == StageStatus::Completed)
-    {
+    } else if stage_results.iter().all(|s| s.status.is_success()) {
         "completed"
     } else {
         "failed"
@@ -386,6 +791,8 @@ pub(crate) async fn run(
     let results = persist::finish(
         &ws,
         plan,
+        &plan_rel,
+        rec.db.as_mut(),
         persist::RunRecord {
             run_id: run_id.clone(),
             started_at,
@@ -395,15 +802,58 @@ pub(crate) async fn run(
             errors,
             validations,
         },
+        patched,
     )?;
-    emitter.emit(
+    rec.db
+        .set_run_status(&run_id, status, Some(&results.finished_at), pid as i64)?;
+    rec.emit(
         EventKind::ExecutionFinished,
         None,
         None,
         Some(run_start.elapsed()),
         Some(status.to_string()),
-    );
+    )?;
+    rec.db.flush()?;
+    drop(workspace_lock);
     Ok(results)
+}
+
+fn append_stage_log(ws: &Workspace, record: &Value) -> Result<(), EngineError> {
+    let stage = record["stage"].as_str().unwrap_or("unknown");
+    let mut line = serde_json::to_vec(record).expect("log records serialize");
+    line.push(b'\n');
+    ws.append(&format!("{STAGE_LOG_DIR}/{stage}.jsonl"), &line)?;
+    Ok(())
+}
+
+fn task_row(
+    run_id: &str,
+    pos: usize,
+    r: &StageResult,
+    def_hash: &str,
+    cache_key: Option<&str>,
+    data: &str,
+    attempts: i64,
+) -> TaskRow {
+    TaskRow {
+        run_id: run_id.to_string(),
+        stage_id: r.id.clone(),
+        position: pos as i64,
+        status: r.status.as_str().to_string(),
+        tool: r.tool.clone(),
+        def_hash: def_hash.to_string(),
+        cache_key: cache_key.map(str::to_string),
+        reason: r.reason.clone(),
+        started_at: r.started_at.clone(),
+        finished_at: r.finished_at.clone(),
+        duration_ms: r.duration_ms,
+        exit_code: r.exit_code.map(i64::from),
+        signal: r.signal.map(i64::from),
+        attempts,
+        outputs: serde_json::to_string(&r.outputs).expect("json"),
+        files: serde_json::to_string(&r.files).expect("json"),
+        data: data.to_string(),
+    }
 }
 
 struct Failure {
@@ -413,11 +863,28 @@ struct Failure {
     hint: Option<String>,
 }
 
+#[derive(Default)]
 struct Attempt {
     outcome: Option<ToolOutcome>,
     failure: Option<Failure>,
-    before: std::collections::BTreeMap<String, pmpo_store::FileDigest>,
+    before: BTreeMap<String, FileDigest>,
+    /// Content hashes of the files under the outputs that are in the backup store.
+    backed_up: HashSet<String>,
     resolved: Value,
+}
+
+impl Attempt {
+    fn failed(kind: &str, message: String, hint: Option<String>) -> Attempt {
+        Attempt {
+            failure: Some(Failure {
+                status: StageStatus::Failed,
+                kind: kind.into(),
+                message,
+                hint,
+            }),
+            ..Default::default()
+        }
+    }
 }
 
 async fn run_stage(
@@ -426,45 +893,39 @@ async fn run_stage(
     run_id: &str,
     stage: &Stage,
     opts: &ExecuteOptions,
-    data: &HashMap<String, StageData>,
+    inputs: Map<String, Value>,
 ) -> Attempt {
-    let mut attempt = Attempt {
-        outcome: None,
-        failure: None,
-        before: Default::default(),
-        resolved: Value::Null,
-    };
-    let fail = |kind: &str, message: String, hint: Option<String>| Failure {
-        status: StageStatus::Failed,
-        kind: kind.into(),
-        message,
-        hint,
-    };
     let Some(tool) = engine.registry.get(stage.tool_name()) else {
-        attempt.failure = Some(fail(
+        return Attempt::failed(
             "invalid_input",
             format!("unknown tool `{}`", stage.tool_name()),
             None,
-        ));
-        return attempt;
+        );
     };
     if let Err(e) = tool.preflight() {
-        attempt.failure = Some(fail(&class_name(e.class), e.message, e.hint));
-        return attempt;
+        return Attempt::failed(&class_name(e.class), e.message, e.hint);
     }
-    let inputs = match resolve_inputs(&stage.inputs, data) {
-        Ok(i) => i,
-        Err(msg) => {
-            attempt.failure = Some(fail(
-                "invalid_input",
-                msg,
-                Some("check the upstream stage's outputs in its log".into()),
-            ));
-            return attempt;
-        }
+    let mut attempt = Attempt {
+        resolved: Value::Object(inputs.clone()),
+        ..Default::default()
     };
-    attempt.resolved = Value::Object(inputs.clone());
+    // Keep what the stage may overwrite, so `pmpo restore` can bring it back.
     attempt.before = outputs::expand(ws, &stage.outputs).files;
+    for (rel, digest) in &attempt.before {
+        match ws.backup(rel, digest) {
+            Ok(true) => {
+                attempt.backed_up.insert(digest.blake3.clone());
+            }
+            Ok(false) => {}
+            Err(e) => {
+                return Attempt::failed(
+                    "io",
+                    format!("cannot back up `{rel}` before the stage may overwrite it: {e}"),
+                    Some("check free space in the workspace".into()),
+                );
+            }
+        }
+    }
     let timeout = stage.timeout.map_or(opts.default_timeout, |t| t.0);
     let ctx = ToolContext {
         workspace: ws,
@@ -474,23 +935,38 @@ async fn run_stage(
         cancel: &opts.cancel,
     };
     match tool.invoke(&ctx, &inputs).await {
-        Err(e) => attempt.failure = Some(fail(&class_name(e.class), e.message, e.hint)),
+        Err(e) => {
+            attempt.failure = Some(Failure {
+                status: StageStatus::Failed,
+                kind: class_name(e.class),
+                message: e.message,
+                hint: e.hint,
+            })
+        }
         Ok(outcome) => {
+            let fail = |kind: &str, message: String, hint: Option<String>| {
+                Some(Failure {
+                    status: StageStatus::Failed,
+                    kind: kind.into(),
+                    message,
+                    hint,
+                })
+            };
             attempt.failure = match outcome.termination {
                 Termination::Exited(0) => None,
-                Termination::Exited(code) => Some(fail(
+                Termination::Exited(code) => fail(
                     "exit_status",
                     format!("exited with code {code}{}", tail_lines(&outcome.stderr, 1).map(|l| format!(": {l}")).unwrap_or_default()),
                     Some(exit_hint(code)),
-                )),
-                Termination::Signaled(sig) => Some(fail("signal", format!("killed by signal {sig}{}", signal_name(sig)), Some("the process was killed; check memory limits and whether something else stopped it".into()))),
+                ),
+                Termination::Signaled(sig) => fail("signal", format!("killed by signal {sig}{}", signal_name(sig)), Some("the process was killed; check memory limits and whether something else stopped it".into())),
                 Termination::TimedOut => Some(Failure {
                     status: StageStatus::Timeout,
                     kind: "timeout".into(),
                     message: format!("timed out after {:.1?}; its process group was killed", timeout),
                     hint: Some("raise the stage's `timeout:` or make the work faster".into()),
                 }),
-                Termination::Cancelled => Some(fail("cancelled", "cancelled by the user; its process group was killed".into(), None)),
+                Termination::Cancelled => fail("cancelled", "cancelled by the user; its process group was killed".into(), None),
             };
             attempt.outcome = Some(outcome);
         }
@@ -515,17 +991,10 @@ fn exit_hint(code: i32) -> String {
 
 fn signal_name(sig: i32) -> &'static str {
     match sig {
-        libc_sig::SIGKILL => " (SIGKILL; out of memory?)",
-        libc_sig::SIGSEGV => " (SIGSEGV)",
-        libc_sig::SIGTERM => " (SIGTERM)",
-        libc_sig::SIGABRT => " (SIGABRT)",
+        9 => " (SIGKILL; out of memory?)",
+        11 => " (SIGSEGV)",
+        15 => " (SIGTERM)",
+        6 => " (SIGABRT)",
         _ => "",
     }
-}
-
-mod libc_sig {
-    pub const SIGABRT: i32 = 6;
-    pub const SIGKILL: i32 = 9;
-    pub const SIGSEGV: i32 = 11;
-    pub const SIGTERM: i32 = 15;
 }

@@ -20,6 +20,7 @@ use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
+pub use persist::export_ledger;
 pub use results::ExecutionResults;
 
 /// Time limit for a stage that names none.
@@ -42,6 +43,21 @@ pub struct ExecuteOptions {
     pub default_timeout: Duration,
     /// Cancelling stops the running stage (its whole process group) and skips the rest.
     pub cancel: CancellationToken,
+    /// Which stages must run even if an identical earlier result exists.
+    pub force: Force,
+    /// Wait for another pmpo holding the workspace instead of failing.
+    pub wait: bool,
+    /// Continue this run (`pmpo resume RUN_ID`) instead of starting one.
+    pub resume: Option<String>,
+}
+
+/// `--force`: re-run instead of reusing earlier results.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum Force {
+    #[default]
+    None,
+    All,
+    Stages(Vec<String>),
 }
 
 impl ExecuteOptions {
@@ -51,6 +67,9 @@ impl ExecuteOptions {
             keep_going: false,
             default_timeout: DEFAULT_STAGE_TIMEOUT,
             cancel: CancellationToken::new(),
+            force: Force::None,
+            wait: false,
+            resume: None,
         }
     }
 }
@@ -60,6 +79,39 @@ impl ExecuteOptions {
 pub enum EngineError {
     #[error(transparent)]
     Store(#[from] pmpo_store::StoreError),
+    #[error(transparent)]
+    Db(#[from] pmpo_store::db::DbError),
+    #[error("the workspace is in use by another pmpo{}", .0.as_ref().map(|h| format!(": pid {} ({}, run {}) since {}", h.pid, h.command, h.run_id, h.since)).unwrap_or_default())]
+    Busy(Option<pmpo_store::lock::LockHolder>),
+    #[error("there is no run `{0}` in this workspace")]
+    NoSuchRun(String),
+    #[error("run `{run_id}` ran plan `{recorded}`, not `{given}`")]
+    PlanMismatch {
+        run_id: String,
+        recorded: String,
+        given: String,
+    },
+}
+
+impl EngineError {
+    /// What the user should do about it.
+    pub fn hint(&self) -> String {
+        match self {
+            EngineError::Store(_) => {
+                "check that the workspace is writable and has free space".into()
+            }
+            EngineError::Db(e) => e.hint().into(),
+            EngineError::Busy(_) => {
+                "wait for it to finish, or pass --wait to queue behind it".into()
+            }
+            EngineError::NoSuchRun(_) => {
+                "list runs with `pmpo status`; pass --workspace if the run was elsewhere".into()
+            }
+            EngineError::PlanMismatch { .. } => {
+                "resume with the run's own plan, or start a new run with `pmpo execute`".into()
+            }
+        }
+    }
 }
 
 /// A plan that passed every static check, ready to run. (The source tree kept

@@ -4,7 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pmpo_store::{Durability, Workspace, now_rfc3339};
+use pmpo_store::db::{ExecStore, PatchRow};
+use pmpo_store::{Durability, LEDGER_FILE, Workspace, now_rfc3339};
 
 use crate::events::StageStatus;
 use crate::executor::ms;
@@ -28,10 +29,59 @@ pub(crate) struct RunRecord {
 /// Most stage rows written to one refinement log entry; the rest are counted.
 const LOG_TABLE_ROWS: usize = 200;
 
+/// The plan's path relative to the workspace when it is inside it (the key runs are found by).
+pub(crate) fn plan_rel(ws: &Workspace, plan: &crate::CheckedPlan) -> String {
+    let abs = std::fs::canonicalize(&plan.path).unwrap_or_else(|_| plan.path.clone());
+    ws.relative(&abs)
+        .unwrap_or_else(|| abs.to_string_lossy().into_owned())
+}
+
+/// Writes a user-visible file atomically, keeping the old content and recording the change.
+fn write_ledgered(
+    ws: &Workspace,
+    db: &mut dyn ExecStore,
+    rel: &str,
+    bytes: &[u8],
+    run_id: &str,
+) -> Result<bool, EngineError> {
+    let (before, after, backed_up) = ws.write_backed_up(rel, bytes)?;
+    if before.as_ref() == Some(&after) {
+        return Ok(false);
+    }
+    db.add_patch(&PatchRow {
+        time: now_rfc3339(),
+        run_id: run_id.to_string(),
+        writer: "pmpo".into(),
+        path: rel.to_string(),
+        before_blake3: before.as_ref().map(|d| d.blake3.clone()),
+        before_size: before.as_ref().map(|d| d.size as i64),
+        after_blake3: Some(after.blake3),
+        after_size: Some(after.size as i64),
+        backed_up,
+    })?;
+    Ok(true)
+}
+
+/// Rewrites `.state/patch_ledger.jsonl` from the store's patch history.
+pub fn export_ledger(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usize, EngineError> {
+    let rows = db.patches(None, None)?;
+    ws.write_atomic_with(LEDGER_FILE, Durability::Durable, |w| {
+        for r in &rows {
+            serde_json::to_writer(&mut *w, r).map_err(std::io::Error::from)?;
+            w.write_all(b"\n")?;
+        }
+        Ok(())
+    })?;
+    Ok(rows.len())
+}
+
 pub(crate) fn finish(
     ws: &Workspace,
     plan: &crate::CheckedPlan,
+    plan_rel: &str,
+    db: &mut dyn ExecStore,
     run: RunRecord,
+    patched: bool,
 ) -> Result<ExecutionResults, EngineError> {
     let spec = &plan.doc.specification;
     let finished_at = now_rfc3339();
@@ -42,6 +92,7 @@ pub(crate) fn finish(
     for s in &run.stages {
         match s.status {
             StageStatus::Completed => summary.completed += 1,
+            StageStatus::Cached => summary.cached += 1,
             StageStatus::Timeout => summary.timeout += 1,
             StageStatus::Skipped => summary.skipped += 1,
             _ => summary.failed += 1,
@@ -57,7 +108,7 @@ pub(crate) fn finish(
     let generated_files = run
         .stages
         .iter()
-        .filter(|s| s.status == StageStatus::Completed)
+        .filter(|s| s.status.is_success())
         .flat_map(|s| s.files.iter().cloned())
         .collect();
 
@@ -74,12 +125,9 @@ pub(crate) fn finish(
         });
     }
 
-    let plan_rel = ws
-        .relative(&std::fs::canonicalize(&plan.path).unwrap_or_else(|_| plan.path.clone()))
-        .unwrap_or_else(|| plan.display.clone());
     let logs = log_entry(
         &run.run_id,
-        &plan_rel,
+        plan_rel,
         &finished_at,
         run.status,
         &summary,
@@ -98,7 +146,7 @@ pub(crate) fn finish(
     let results = ExecutionResults {
         schema_version: RESULTS_SCHEMA_VERSION,
         run_id: run.run_id.clone(),
-        plan: plan_rel,
+        plan: plan_rel.to_string(),
         plan_blake3: plan.blake3.clone(),
         artifact_name: spec.artifact_name.clone(),
         status: run.status.to_string(),
@@ -117,7 +165,8 @@ pub(crate) fn finish(
     };
 
     let manifest_json = serde_json::to_vec_pretty(&results.manifest).expect("manifest serializes");
-    ws.write_recorded(MANIFEST_FILE, &manifest_json, &results.run_id)?;
+    let mut changed = patched;
+    changed |= write_ledgered(ws, db, MANIFEST_FILE, &manifest_json, &results.run_id)?;
 
     let mut log = match std::fs::read(ws.root().join(REFINEMENT_LOG)) {
         Ok(bytes) => bytes,
@@ -128,7 +177,11 @@ pub(crate) fn finish(
     }
     log.push(b'\n');
     log.extend_from_slice(results.logs.as_bytes());
-    ws.write_recorded(REFINEMENT_LOG, &log, &results.run_id)?;
+    changed |= write_ledgered(ws, db, REFINEMENT_LOG, &log, &results.run_id)?;
+    db.flush()?;
+    if changed || !ws.root().join(LEDGER_FILE).exists() {
+        export_ledger(ws, db)?;
+    }
 
     ws.write_atomic_with(RESULTS_FILE, Durability::Durable, |w| {
         serde_json::to_writer_pretty(w, &results).map_err(std::io::Error::from)
@@ -152,9 +205,10 @@ fn log_entry(
     let _ = writeln!(s, "- Plan: `{plan}`");
     let _ = writeln!(
         s,
-        "- Result: **{status}**: {} of {} stages completed, {} failed, {} timed out, {} skipped, in {:.2}s",
-        summary.completed,
+        "- Result: **{status}**: {} of {} stages completed ({} reused from earlier runs), {} failed, {} timed out, {} skipped, in {:.2}s",
+        summary.completed + summary.cached,
         summary.total,
+        summary.cached,
         summary.failed,
         summary.timeout,
         summary.skipped,
@@ -178,7 +232,7 @@ fn log_entry(
         s,
         "| # | Stage | Tool | Status | Duration | Detail |\n|---|---|---|---|---|---|"
     );
-    let interesting = |st: &StageResult| st.status != StageStatus::Completed;
+    let interesting = |st: &StageResult| !st.status.is_success();
     let show_all = stages.len() <= LOG_TABLE_ROWS;
     let mut hidden = 0;
     for (i, st) in stages.iter().enumerate() {

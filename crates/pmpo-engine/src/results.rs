@@ -40,6 +40,33 @@ pub struct StageResult {
     /// The stage's log file (every attempt, with its output).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// For a CACHED (or carried-over) stage: the run whose result was reused.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reused_from: Option<String>,
+}
+
+impl StageResult {
+    /// A PENDING result for a stage.
+    pub fn new(stage: &pmpo_plan::Stage, tool: &str) -> StageResult {
+        StageResult {
+            id: stage.id.clone(),
+            description: stage.description.clone(),
+            tool: tool.to_string(),
+            status: StageStatus::Pending,
+            reason: None,
+            started_at: None,
+            finished_at: None,
+            duration_ms: 0.0,
+            exit_code: None,
+            signal: None,
+            outputs: Map::new(),
+            files: Vec::new(),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+            log: Some(format!("{}/{}.jsonl", crate::STAGE_LOG_DIR, stage.id)),
+            reused_from: None,
+        }
+    }
 }
 
 /// One validation performed during the run.
@@ -75,6 +102,7 @@ pub struct ErrorEntry {
 pub struct Summary {
     pub total: usize,
     pub completed: usize,
+    pub cached: usize,
     pub failed: usize,
     pub timeout: usize,
     pub skipped: usize,

@@ -217,6 +217,25 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
             }
         }
 
+        for (j, input) in stage.input_files.iter().enumerate() {
+            if let Err(msg) = validate_output_pattern(input) {
+                let in_at = [
+                    at[0],
+                    at[1],
+                    at[2],
+                    PathSeg::Key("inputs"),
+                    PathSeg::Index(j),
+                ];
+                diags.push(
+                    plan.diag_at(
+                        &in_at,
+                        format!("stage `{}`: input `{input}` {msg}", stage.id),
+                    )
+                    .with_help("inputs are paths or globs relative to the workspace"),
+                );
+            }
+        }
+
         for (j, out) in stage.outputs.iter().enumerate() {
             if let Err(msg) = validate_output_pattern(out) {
                 let out_at = [

@@ -135,6 +135,17 @@ pub struct Stage {
     pub outputs: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<Timeout>,
+    /// Files the stage reads (paths or globs), part of its cache key.
+    #[serde(
+        default,
+        rename = "inputs",
+        deserialize_with = "one_or_many",
+        skip_serializing_if = "Vec::is_empty"
+    )]
+    pub input_files: Vec<String>,
+    /// `false`: always run, never reuse an earlier identical result.
+    #[serde(default = "yes")]
+    pub cache: bool,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
 }

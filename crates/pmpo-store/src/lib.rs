@@ -4,6 +4,9 @@
 //! (temp file + rename, fsync where durability matters), and replacing a
 //! user-visible file is recorded in the patch ledger.
 
+pub mod db;
+pub mod lock;
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
 use std::path::{Component, Path, PathBuf};
@@ -336,6 +339,63 @@ impl Workspace {
 /// The current UTC time as RFC 3339 with milliseconds.
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+/// Where overwritten content is kept, by blake3 (`.refiner/backups/ab/abcdef...`).
+pub const BACKUP_DIR: &str = ".refiner/backups";
+
+impl Workspace {
+    /// The workspace-relative path of a backup blob.
+    pub fn backup_rel(hash: &str) -> String {
+        format!("{BACKUP_DIR}/{}/{hash}", &hash[..2.min(hash.len())])
+    }
+
+    /// Copies a file's current content into the backup store (once per content).
+    /// Returns whether the content is now in the store.
+    pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
+        let blob = self.resolve(&Self::backup_rel(&digest.blake3))?;
+        if blob.exists() {
+            return Ok(true);
+        }
+        let src = self.resolve(rel)?;
+        let dir = blob.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let tmp = self.temp_path(&blob);
+        let copied = fs::copy(&src, &tmp).and_then(|_| {
+            // The file may have changed since it was hashed; keep only a true copy.
+            match hash_file(&tmp) {
+                Ok(d) if d == *digest => fs::rename(&tmp, &blob).map(|_| true),
+                Ok(_) => fs::remove_file(&tmp).map(|_| false),
+                Err(e) => Err(e),
+            }
+        });
+        match copied {
+            Ok(ok) => Ok(ok),
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(StoreError::io("back up", &src, e))
+            }
+        }
+    }
+
+    /// Replaces a file atomically, keeping its previous content in the backup
+    /// store first. Returns (before, after, whether before is backed up).
+    pub fn write_backed_up(
+        &self,
+        rel: &str,
+        bytes: &[u8],
+    ) -> Result<(Option<FileDigest>, FileDigest, bool), StoreError> {
+        let path = self.resolve(rel)?;
+        let mut backed_up = false;
+        if let Ok(m) = fs::symlink_metadata(&path)
+            && m.is_file()
+            && let Ok(d) = hash_file(&path)
+        {
+            backed_up = self.backup(rel, &d)?;
+        }
+        let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
+        Ok((before, after, backed_up))
+    }
 }
 
 #[cfg(test)]

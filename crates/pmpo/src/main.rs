@@ -1,6 +1,7 @@
 //! The `pmpo` command line.
 
 mod report;
+mod state_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -8,13 +9,15 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pmpo_engine::{CheckedPlan, Engine, ExecuteOptions};
+use pmpo_engine::{CheckedPlan, Engine, EngineError, ExecuteOptions, Force};
 use pmpo_plan::Diagnostic;
+use pmpo_store::db::ExecStore;
 
 /// Exit codes.
 const EXIT_OK: u8 = 0;
 const EXIT_STAGE_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
+const EXIT_BUSY: u8 = 4;
 const EXIT_CANCELLED: u8 = 130;
 
 #[derive(Parser)]
@@ -26,7 +29,7 @@ const EXIT_CANCELLED: u8 = 130;
 It runs a plan's stages in order, calls tools only where the plan says, verifies every declared\n\
 output on disk, and writes structured results for the Reflect phase.",
     after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n\n\
-Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 130 cancelled.\n\
+Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 4 workspace busy, 130 cancelled.\n\
 Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 )]
 struct Cli {
@@ -56,27 +59,61 @@ naming missing stages or constraints."
 unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
 .state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
 logs/execution/<stage>.jsonl (each stage's attempts with their output).\n\n\
-Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 130 cancelled."
+Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 4 workspace busy, 130 cancelled."
     )]
     Execute {
         /// The plan file (YAML or JSON).
         plan: PathBuf,
-        /// Run in this directory instead of the plan's directory.
-        #[arg(long, short = 'w', value_name = "DIR")]
-        workspace: Option<PathBuf>,
-        /// Print execution_results as JSON on stdout (progress stays on stderr).
-        #[arg(long)]
-        json: bool,
-        /// After a failure, still run the stages that do not depend on it.
-        #[arg(long)]
-        keep_going: bool,
-        /// Time limit for stages that set no `timeout:` (e.g. 30s, 5m).
-        #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
-        timeout: Duration,
-        /// Print nothing on stderr except errors.
-        #[arg(long, short = 'q')]
-        quiet: bool,
+        #[command(flatten)]
+        run: RunArgs,
     },
+    /// Continue a run that was interrupted (or failed): finished stages are not run again.
+    #[command(
+        after_help = "The run's plan is read again from where it was; stages whose definition or inputs\n\
+changed since are run again (and named). Same options and exit codes as `pmpo execute`."
+    )]
+    Resume {
+        /// The run id (see `pmpo status`).
+        run_id: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Where the workspace's runs (and artifacts) stand.
+    Status(state_cmd::StatusArgs),
+    /// Who wrote what, when: every file pmpo or a stage created or changed.
+    Ledger(state_cmd::LedgerArgs),
+    /// Bring back the content a run overwrote.
+    Restore(state_cmd::RestoreArgs),
+    /// Prune pmpo's own backups and cache entries; prints what was freed.
+    Gc(state_cmd::GcArgs),
+}
+
+/// Options shared by `execute` and `resume`.
+#[derive(clap::Args, Clone)]
+pub struct RunArgs {
+    /// The workspace: where stages run and outputs are looked for (default: the plan's
+    /// directory for `execute`, the current directory for `resume`).
+    #[arg(long, short = 'w', value_name = "DIR")]
+    workspace: Option<PathBuf>,
+    /// Print execution_results as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    json: bool,
+    /// After a failure, still run the stages that do not depend on it.
+    #[arg(long)]
+    keep_going: bool,
+    /// Time limit for stages that set no `timeout:` (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
+    timeout: Duration,
+    /// Run stages even when an identical earlier result could be reused: all stages, or
+    /// the ones named (`--force build,test`).
+    #[arg(long, value_name = "STAGE", num_args = 0.., value_delimiter = ',', require_equals = false)]
+    force: Option<Vec<String>>,
+    /// If another pmpo is running in this workspace, wait for it instead of failing.
+    #[arg(long)]
+    wait: bool,
+    /// Print nothing on stderr except errors.
+    #[arg(long, short = 'q')]
+    quiet: bool,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -87,14 +124,12 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { plan, json } => cmd_check(&plan, json),
-        Command::Execute {
-            plan,
-            workspace,
-            json,
-            keep_going,
-            timeout,
-            quiet,
-        } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet),
+        Command::Execute { plan, run } => cmd_execute(&plan, run, None),
+        Command::Resume { run_id, run } => cmd_resume(&run_id, run),
+        Command::Status(args) => state_cmd::status(args),
+        Command::Ledger(args) => state_cmd::ledger(args),
+        Command::Restore(args) => state_cmd::restore(args),
+        Command::Gc(args) => state_cmd::gc(args),
     };
     ExitCode::from(code)
 }
@@ -164,14 +199,42 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
     }
 }
 
-fn cmd_execute(
-    path: &Path,
-    workspace: Option<PathBuf>,
-    json: bool,
-    keep_going: bool,
-    timeout: Duration,
-    quiet: bool,
-) -> u8 {
+fn cmd_resume(run_id: &str, args: RunArgs) -> u8 {
+    let workspace = args.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
+    let run = match state_cmd::open_db(&workspace).and_then(|mut db| {
+        db.run(run_id)
+            .map_err(|e| state_cmd::fail(&e.to_string(), e.hint()))
+    }) {
+        Ok(Some(run)) => run,
+        Ok(None) => {
+            eprintln!(
+                "error: there is no run `{run_id}` in workspace `{}`\n  help: list runs with `pmpo status`; pass --workspace if the run was elsewhere",
+                workspace.display()
+            );
+            return EXIT_INVALID;
+        }
+        Err(code) => return code,
+    };
+    let plan_path = if Path::new(&run.plan).is_absolute() {
+        PathBuf::from(&run.plan)
+    } else {
+        workspace.join(&run.plan)
+    };
+    let mut args = args;
+    args.workspace = Some(workspace);
+    cmd_execute(&plan_path, args, Some(run_id.to_string()))
+}
+
+fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
+    let RunArgs {
+        workspace,
+        json,
+        keep_going,
+        timeout,
+        force,
+        wait,
+        quiet,
+    } = args;
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
         Ok(p) => p,
@@ -191,6 +254,23 @@ fn cmd_execute(
     let mut opts = ExecuteOptions::new(workspace.clone());
     opts.keep_going = keep_going;
     opts.default_timeout = timeout;
+    opts.wait = wait;
+    opts.resume = resume;
+    opts.force = match force {
+        None => Force::None,
+        Some(ids) if ids.is_empty() => Force::All,
+        Some(ids) => {
+            let known: Vec<&str> = plan.doc.plan.stages.iter().map(|s| s.id.as_str()).collect();
+            if let Some(bad) = ids.iter().find(|i| !known.contains(&i.as_str())) {
+                eprintln!(
+                    "error: --force names `{bad}`, which is not a stage of this plan\n  help: stages: {}",
+                    known.join(", ")
+                );
+                return EXIT_INVALID;
+            }
+            Force::Stages(ids)
+        }
+    };
 
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -223,10 +303,12 @@ fn cmd_execute(
     });
     match outcome {
         Err(e) => {
-            eprintln!(
-                "error: {e}\n  help: check that the workspace is writable and has free space"
-            );
-            EXIT_STAGE_FAILED
+            eprintln!("error: {e}\n  help: {}", e.hint());
+            match e {
+                EngineError::Busy(_) => EXIT_BUSY,
+                EngineError::NoSuchRun(_) | EngineError::PlanMismatch { .. } => EXIT_INVALID,
+                _ => EXIT_STAGE_FAILED,
+            }
         }
         Ok(results) => {
             if json {

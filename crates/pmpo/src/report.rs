@@ -157,11 +157,18 @@ impl EventSink for Reporter {
             .unwrap_or_default();
         let msg = e.message.as_deref().unwrap_or("");
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
+        if e.event == EventKind::ExecutionResumed {
+            eprintln!("pmpo: {msg}");
+        }
         match self.mode {
             Mode::Plain => {
                 let line = match e.event {
                     EventKind::TaskStarted => format!("{pos} {id} started"),
-                    EventKind::TaskCompleted => format!("{pos} {id} COMPLETED ({dur})"),
+                    EventKind::TaskCompleted => match e.status {
+                        Some(StageStatus::Cached) => format!("{pos} {id} CACHED ({msg})"),
+                        _ if !msg.is_empty() => format!("{pos} {id} COMPLETED ({msg})"),
+                        _ => format!("{pos} {id} COMPLETED ({dur})"),
+                    },
                     EventKind::TaskFailed => format!(
                         "{pos} {id} {} ({dur}): {msg}",
                         e.status.map_or("FAILED", StageStatus::as_str)
@@ -177,6 +184,11 @@ impl EventSink for Reporter {
                         live.current = Some((id.to_string(), e.index.unwrap_or(0), Instant::now()));
                         None
                     }
+                    EventKind::TaskCompleted if !msg.is_empty() => Some(format!(
+                        "  {} {pos} {id}  {}",
+                        self.paint("✓", "32"),
+                        self.paint(msg, "2")
+                    )),
                     EventKind::TaskCompleted => {
                         Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32")))
                     }
@@ -205,7 +217,9 @@ impl EventSink for Reporter {
             }
             Mode::Quiet => {}
         }
-        if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed) {
+        if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed)
+            && e.status != Some(StageStatus::Cached)
+        {
             live.ran += 1;
             live.busy_time += Duration::from_secs_f64(e.duration_ms.unwrap_or(0.0) / 1000.0);
         }

@@ -230,16 +230,24 @@ fn overwrites_are_recorded_with_before_and_after() {
     let entry = ledger.iter().find(|e| e["path"] == "data.txt").unwrap();
     assert_eq!(entry["writer"], "w");
     assert_eq!(
-        entry["before"]["blake3"],
+        entry["before_blake3"],
         blake3::hash(b"original\n").to_hex().as_str()
     );
     assert_eq!(
-        entry["after"]["blake3"],
+        entry["after_blake3"],
         blake3::hash(b"new\n").to_hex().as_str()
     );
-    // A second identical run changes nothing and says so.
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.json()["generated_files"][0]["change"], "unchanged");
+    assert_eq!(entry["backed_up"], true);
+    // The overwritten content comes back.
+    let r = ws.run(&["restore", "data.txt"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("data.txt"), "original\n");
+    let r = ws.run(&["ledger", "--path", "data.txt", "--json"]);
+    let rows = r.json();
+    assert_eq!(
+        rows.as_array().unwrap().last().unwrap()["writer"],
+        "restore"
+    );
 }
 
 fn process_alive(marker: &str) -> bool {

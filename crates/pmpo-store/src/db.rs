@@ -1,0 +1,653 @@
+//! The execution store: runs, tasks (one row per stage per run), attempts,
+//! adapters, the patch history, events and the stage cache.
+//!
+//! SQLite in the workspace (`.state/pmpo.db`, WAL) by default, behind the
+//! [`ExecStore`] trait so that another back end (PostgreSQL) can be added
+//! without touching the engine. Writes are grouped into a transaction that the
+//! engine commits with [`ExecStore::flush`] before it starts any process, so
+//! everything a finished stage did is durable before the next stage runs.
+
+use std::path::{Path, PathBuf};
+
+use rusqlite::{Connection, params};
+use serde::{Deserialize, Serialize};
+
+/// Version of the database layout this build reads and writes.
+pub const DB_SCHEMA_VERSION: i64 = 1;
+/// Where the database lives in a workspace.
+pub const DB_FILE: &str = ".state/pmpo.db";
+
+/// Errors from the execution store. Each names the database file.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    #[error("cannot open the execution store `{path}`: {source}")]
+    Open {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    #[error("`{path}` is not a pmpo database or is damaged ({detail})")]
+    Corrupt { path: PathBuf, detail: String },
+    #[error(
+        "`{path}` was written by a newer pmpo (database schema {found}, this build reads up to {DB_SCHEMA_VERSION})"
+    )]
+    TooNew { path: PathBuf, found: i64 },
+    #[error("execution store `{path}`: {source}")]
+    Sql {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+}
+
+impl DbError {
+    /// What the user should do about it.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            DbError::TooNew { .. } => {
+                "upgrade pmpo, or run in another workspace; the database was left untouched"
+            }
+            DbError::Corrupt { .. } => {
+                "run `pmpo doctor` to see what is wrong and how to repair it; nothing was changed"
+            }
+            _ => "check that the workspace is writable and has free space",
+        }
+    }
+}
+
+/// One run of a plan.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RunRow {
+    pub run_id: String,
+    pub plan: String,
+    pub plan_blake3: String,
+    /// `running`, `completed`, `failed`, `cancelled`.
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub pid: i64,
+    pub stages: i64,
+}
+
+/// The latest state of one stage in one run.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TaskRow {
+    pub run_id: String,
+    pub stage_id: String,
+    pub position: i64,
+    pub status: String,
+    pub tool: String,
+    pub def_hash: String,
+    pub cache_key: Option<String>,
+    pub reason: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub duration_ms: f64,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub attempts: i64,
+    /// Named outputs (JSON object).
+    pub outputs: String,
+    /// Files found under the declared outputs (JSON list).
+    pub files: String,
+    /// What later stages may read (JSON object), for resume.
+    pub data: String,
+}
+
+/// One attempt of one stage (`execution_log`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttemptRow {
+    pub run_id: String,
+    pub stage_id: String,
+    pub attempt: i64,
+    pub status: String,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: f64,
+    pub exit_code: Option<i64>,
+    pub signal: Option<i64>,
+    pub error_kind: Option<String>,
+    pub error_message: Option<String>,
+    pub stdout_bytes: i64,
+    pub stderr_bytes: i64,
+}
+
+/// A file pmpo or a stage created or overwrote (`patch_history`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PatchRow {
+    pub time: String,
+    pub run_id: String,
+    /// The stage, or `pmpo` for the engine's own files, or `restore`.
+    pub writer: String,
+    pub path: String,
+    pub before_blake3: Option<String>,
+    pub before_size: Option<i64>,
+    pub after_blake3: Option<String>,
+    pub after_size: Option<i64>,
+    /// Whether the before-content is in the backup store.
+    pub backed_up: bool,
+}
+
+/// An event as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct EventRow {
+    pub run_id: String,
+    pub stage_id: Option<String>,
+    pub kind: String,
+    pub status: Option<String>,
+    pub timestamp: String,
+    pub duration_ms: Option<f64>,
+    pub message: Option<String>,
+}
+
+/// A successful stage result that an identical stage may reuse.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct CacheRow {
+    pub cache_key: String,
+    pub stage_id: String,
+    pub run_id: String,
+    pub created_at: String,
+    pub outputs: String,
+    pub files: String,
+    pub data: String,
+}
+
+/// An adapter (a tool, plugin or model endpoint) and its breaker.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AdapterRow {
+    pub adapter_id: String,
+    pub kind: String,
+    pub breaker_state: String,
+    pub consecutive_failures: i64,
+    pub opened_until: Option<String>,
+    pub last_error: Option<String>,
+    pub updated_at: String,
+}
+
+/// The execution store's interface; the engine sees only this.
+pub trait ExecStore: Send {
+    fn begin_run(&mut self, run: &RunRow) -> Result<(), DbError>;
+    fn set_run_status(
+        &mut self,
+        run_id: &str,
+        status: &str,
+        finished_at: Option<&str>,
+        pid: i64,
+    ) -> Result<(), DbError>;
+    fn run(&mut self, run_id: &str) -> Result<Option<RunRow>, DbError>;
+    fn runs(&mut self, limit: usize) -> Result<Vec<RunRow>, DbError>;
+    /// The newest run of this plan left `running` (its process died).
+    fn interrupted_run(&mut self, plan: &str) -> Result<Option<RunRow>, DbError>;
+    fn tasks(&mut self, run_id: &str) -> Result<Vec<TaskRow>, DbError>;
+    fn put_task(&mut self, task: &TaskRow) -> Result<(), DbError>;
+    fn add_attempt(&mut self, attempt: &AttemptRow) -> Result<(), DbError>;
+    fn add_patch(&mut self, patch: &PatchRow) -> Result<(), DbError>;
+    fn patches(
+        &mut self,
+        path: Option<&str>,
+        run_id: Option<&str>,
+    ) -> Result<Vec<PatchRow>, DbError>;
+    fn add_event(&mut self, event: &EventRow) -> Result<(), DbError>;
+    fn cache_get(&mut self, key: &str) -> Result<Option<CacheRow>, DbError>;
+    fn cache_put(&mut self, row: &CacheRow) -> Result<(), DbError>;
+    /// Removes cache rows; returns how many.
+    fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError>;
+    fn touch_adapter(&mut self, adapter_id: &str, kind: &str, now: &str) -> Result<(), DbError>;
+    fn adapters(&mut self) -> Result<Vec<AdapterRow>, DbError>;
+    /// Makes everything written so far durable.
+    fn flush(&mut self) -> Result<(), DbError>;
+}
+
+/// The SQLite execution store.
+pub struct SqliteStore {
+    conn: Connection,
+    path: PathBuf,
+    in_tx: bool,
+}
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS runs (
+    run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, plan_blake3 TEXT NOT NULL, status TEXT NOT NULL,
+    started_at TEXT NOT NULL, finished_at TEXT, pid INTEGER NOT NULL, stages INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started_at);
+CREATE TABLE IF NOT EXISTS tasks (
+    run_id TEXT NOT NULL, stage_id TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
+    tool TEXT NOT NULL, def_hash TEXT NOT NULL, cache_key TEXT, reason TEXT, started_at TEXT, finished_at TEXT,
+    duration_ms REAL NOT NULL, exit_code INTEGER, signal INTEGER, attempts INTEGER NOT NULL,
+    outputs TEXT NOT NULL, files TEXT NOT NULL, data TEXT NOT NULL,
+    PRIMARY KEY (run_id, stage_id));
+CREATE TABLE IF NOT EXISTS execution_log (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT NOT NULL, attempt INTEGER NOT NULL,
+    status TEXT NOT NULL, started_at TEXT NOT NULL, finished_at TEXT NOT NULL, duration_ms REAL NOT NULL,
+    exit_code INTEGER, signal INTEGER, error_kind TEXT, error_message TEXT,
+    stdout_bytes INTEGER NOT NULL, stderr_bytes INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS adapters (
+    adapter_id TEXT PRIMARY KEY, kind TEXT NOT NULL, breaker_state TEXT NOT NULL,
+    consecutive_failures INTEGER NOT NULL, opened_until TEXT, last_error TEXT, updated_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS patch_history (
+    id INTEGER PRIMARY KEY, time TEXT NOT NULL, run_id TEXT NOT NULL, writer TEXT NOT NULL, path TEXT NOT NULL,
+    before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL);
+CREATE INDEX IF NOT EXISTS patch_by_path ON patch_history(path);
+CREATE TABLE IF NOT EXISTS events (
+    id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT, kind TEXT NOT NULL, status TEXT,
+    timestamp TEXT NOT NULL, duration_ms REAL, message TEXT);
+CREATE TABLE IF NOT EXISTS cache (
+    cache_key TEXT PRIMARY KEY, stage_id TEXT NOT NULL, run_id TEXT NOT NULL, created_at TEXT NOT NULL,
+    outputs TEXT NOT NULL, files TEXT NOT NULL, data TEXT NOT NULL);
+"#;
+
+impl SqliteStore {
+    /// Opens (creating if needed) the store of a workspace.
+    pub fn open(workspace_root: &Path) -> Result<SqliteStore, DbError> {
+        let path = workspace_root.join(DB_FILE);
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir).map_err(|e| DbError::Open {
+                path: path.clone(),
+                source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+            })?;
+        }
+        Self::open_path(&path, true)
+    }
+
+    /// Opens an existing database file (for `doctor`), without creating tables.
+    pub fn open_path(path: &Path, create: bool) -> Result<SqliteStore, DbError> {
+        let conn = Connection::open(path).map_err(|source| DbError::Open {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let corrupt = |e: rusqlite::Error| DbError::Corrupt {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        };
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(corrupt)?;
+        if version > DB_SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        conn.busy_timeout(std::time::Duration::from_secs(10))
+            .map_err(corrupt)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(corrupt)?;
+        // WAL + NORMAL: a committed transaction survives the process being
+        // killed; a power loss may lose the last commits but never corrupts.
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(corrupt)?;
+        if create && version == 0 {
+            conn.execute_batch(SCHEMA).map_err(corrupt)?;
+            conn.pragma_update(None, "user_version", DB_SCHEMA_VERSION)
+                .map_err(corrupt)?;
+        } else if version == 0 && !create {
+            return Err(DbError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "it has no pmpo tables".into(),
+            });
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// `PRAGMA integrity_check`: `ok` or the problems found.
+    pub fn integrity_check(&self) -> Result<Vec<String>, DbError> {
+        let mut stmt = self
+            .conn
+            .prepare("PRAGMA integrity_check")
+            .map_err(|e| self.sql(e))?;
+        let rows = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .map_err(|e| self.sql(e))?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(|e| self.sql(e))
+    }
+
+    fn sql(&self, source: rusqlite::Error) -> DbError {
+        match source {
+            rusqlite::Error::SqliteFailure(ref f, _)
+                if matches!(
+                    f.code,
+                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
+                ) =>
+            {
+                DbError::Corrupt {
+                    path: self.path.clone(),
+                    detail: source.to_string(),
+                }
+            }
+            source => DbError::Sql {
+                path: self.path.clone(),
+                source,
+            },
+        }
+    }
+
+    fn tx(&mut self) -> Result<(), DbError> {
+        if !self.in_tx {
+            self.conn
+                .execute_batch("BEGIN IMMEDIATE")
+                .map_err(|e| self.sql(e))?;
+            self.in_tx = true;
+        }
+        Ok(())
+    }
+
+    fn exec(&mut self, sql: &str, p: impl rusqlite::Params) -> Result<(), DbError> {
+        self.tx()?;
+        let mut stmt = self.conn.prepare_cached(sql).map_err(|e| DbError::Sql {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        stmt.execute(p).map_err(|e| DbError::Sql {
+            path: self.path.clone(),
+            source: e,
+        })?;
+        Ok(())
+    }
+
+    fn query<T>(
+        &mut self,
+        sql: &str,
+        p: impl rusqlite::Params,
+        f: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+    ) -> Result<Vec<T>, DbError> {
+        let path = self.path.clone();
+        let err = move |e| DbError::Sql {
+            path: path.clone(),
+            source: e,
+        };
+        let mut stmt = self.conn.prepare_cached(sql).map_err(&err)?;
+        let rows = stmt.query_map(p, f).map_err(&err)?;
+        rows.collect::<Result<Vec<_>, _>>().map_err(err)
+    }
+}
+
+fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
+    Ok(RunRow {
+        run_id: r.get(0)?,
+        plan: r.get(1)?,
+        plan_blake3: r.get(2)?,
+        status: r.get(3)?,
+        started_at: r.get(4)?,
+        finished_at: r.get(5)?,
+        pid: r.get(6)?,
+        stages: r.get(7)?,
+    })
+}
+
+const RUN_COLS: &str = "run_id, plan, plan_blake3, status, started_at, finished_at, pid, stages";
+
+fn cache_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRow> {
+    Ok(CacheRow {
+        cache_key: r.get(0)?,
+        stage_id: r.get(1)?,
+        run_id: r.get(2)?,
+        created_at: r.get(3)?,
+        outputs: r.get(4)?,
+        files: r.get(5)?,
+        data: r.get(6)?,
+    })
+}
+
+impl ExecStore for SqliteStore {
+    fn begin_run(&mut self, run: &RunRow) -> Result<(), DbError> {
+        self.exec(
+            &format!(
+                "INSERT OR REPLACE INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+            ),
+            params![
+                run.run_id,
+                run.plan,
+                run.plan_blake3,
+                run.status,
+                run.started_at,
+                run.finished_at,
+                run.pid,
+                run.stages
+            ],
+        )
+    }
+
+    fn set_run_status(
+        &mut self,
+        run_id: &str,
+        status: &str,
+        finished_at: Option<&str>,
+        pid: i64,
+    ) -> Result<(), DbError> {
+        self.exec(
+            "UPDATE runs SET status = ?2, finished_at = ?3, pid = ?4 WHERE run_id = ?1",
+            params![run_id, status, finished_at, pid],
+        )
+    }
+
+    fn run(&mut self, run_id: &str) -> Result<Option<RunRow>, DbError> {
+        Ok(self
+            .query(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE run_id = ?1"),
+                [run_id],
+                run_row,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn runs(&mut self, limit: usize) -> Result<Vec<RunRow>, DbError> {
+        self.query(
+            &format!("SELECT {RUN_COLS} FROM runs ORDER BY started_at DESC, rowid DESC LIMIT ?1"),
+            [limit as i64],
+            run_row,
+        )
+    }
+
+    fn interrupted_run(&mut self, plan: &str) -> Result<Option<RunRow>, DbError> {
+        Ok(self
+            .query(
+                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status = 'running' ORDER BY started_at DESC, rowid DESC LIMIT 1"),
+                [plan],
+                run_row,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn tasks(&mut self, run_id: &str) -> Result<Vec<TaskRow>, DbError> {
+        self.query(
+            "SELECT run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data FROM tasks WHERE run_id = ?1 ORDER BY position",
+            [run_id],
+            |r| {
+                Ok(TaskRow {
+                    run_id: r.get(0)?,
+                    stage_id: r.get(1)?,
+                    position: r.get(2)?,
+                    status: r.get(3)?,
+                    tool: r.get(4)?,
+                    def_hash: r.get(5)?,
+                    cache_key: r.get(6)?,
+                    reason: r.get(7)?,
+                    started_at: r.get(8)?,
+                    finished_at: r.get(9)?,
+                    duration_ms: r.get(10)?,
+                    exit_code: r.get(11)?,
+                    signal: r.get(12)?,
+                    attempts: r.get(13)?,
+                    outputs: r.get(14)?,
+                    files: r.get(15)?,
+                    data: r.get(16)?,
+                })
+            },
+        )
+    }
+
+    fn put_task(&mut self, t: &TaskRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT OR REPLACE INTO tasks (run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            params![t.run_id, t.stage_id, t.position, t.status, t.tool, t.def_hash, t.cache_key, t.reason, t.started_at, t.finished_at, t.duration_ms, t.exit_code, t.signal, t.attempts, t.outputs, t.files, t.data],
+        )
+    }
+
+    fn add_attempt(&mut self, a: &AttemptRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT INTO execution_log (run_id, stage_id, attempt, status, started_at, finished_at, duration_ms, exit_code, signal, error_kind, error_message, stdout_bytes, stderr_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            params![a.run_id, a.stage_id, a.attempt, a.status, a.started_at, a.finished_at, a.duration_ms, a.exit_code, a.signal, a.error_kind, a.error_message, a.stdout_bytes, a.stderr_bytes],
+        )
+    }
+
+    fn add_patch(&mut self, p: &PatchRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![p.time, p.run_id, p.writer, p.path, p.before_blake3, p.before_size, p.after_blake3, p.after_size, p.backed_up],
+        )
+    }
+
+    fn patches(
+        &mut self,
+        path: Option<&str>,
+        run_id: Option<&str>,
+    ) -> Result<Vec<PatchRow>, DbError> {
+        self.query(
+            "SELECT time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
+            params![path, run_id],
+            |r| {
+                Ok(PatchRow {
+                    time: r.get(0)?,
+                    run_id: r.get(1)?,
+                    writer: r.get(2)?,
+                    path: r.get(3)?,
+                    before_blake3: r.get(4)?,
+                    before_size: r.get(5)?,
+                    after_blake3: r.get(6)?,
+                    after_size: r.get(7)?,
+                    backed_up: r.get(8)?,
+                })
+            },
+        )
+    }
+
+    fn add_event(&mut self, e: &EventRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT INTO events (run_id, stage_id, kind, status, timestamp, duration_ms, message) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![e.run_id, e.stage_id, e.kind, e.status, e.timestamp, e.duration_ms, e.message],
+        )
+    }
+
+    fn cache_get(&mut self, key: &str) -> Result<Option<CacheRow>, DbError> {
+        Ok(self
+            .query("SELECT cache_key, stage_id, run_id, created_at, outputs, files, data FROM cache WHERE cache_key = ?1", [key], cache_row)?
+            .into_iter()
+            .next())
+    }
+
+    fn cache_put(&mut self, c: &CacheRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT OR REPLACE INTO cache (cache_key, stage_id, run_id, created_at, outputs, files, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![c.cache_key, c.stage_id, c.run_id, c.created_at, c.outputs, c.files, c.data],
+        )
+    }
+
+    fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError> {
+        let rows = self.query(
+            "SELECT cache_key, stage_id, run_id, created_at, outputs, files, data FROM cache",
+            [],
+            cache_row,
+        )?;
+        let mut removed = 0;
+        for row in rows.iter().filter(|r| !keep(r)) {
+            self.exec("DELETE FROM cache WHERE cache_key = ?1", [&row.cache_key])?;
+            removed += 1;
+        }
+        self.flush()?;
+        Ok(removed)
+    }
+
+    fn touch_adapter(&mut self, adapter_id: &str, kind: &str, now: &str) -> Result<(), DbError> {
+        self.exec(
+            "INSERT INTO adapters (adapter_id, kind, breaker_state, consecutive_failures, updated_at) VALUES (?1, ?2, 'CLOSED', 0, ?3) ON CONFLICT(adapter_id) DO UPDATE SET updated_at = ?3",
+            params![adapter_id, kind, now],
+        )
+    }
+
+    fn adapters(&mut self) -> Result<Vec<AdapterRow>, DbError> {
+        self.query(
+            "SELECT adapter_id, kind, breaker_state, consecutive_failures, opened_until, last_error, updated_at FROM adapters ORDER BY adapter_id",
+            [],
+            |r| {
+                Ok(AdapterRow {
+                    adapter_id: r.get(0)?,
+                    kind: r.get(1)?,
+                    breaker_state: r.get(2)?,
+                    consecutive_failures: r.get(3)?,
+                    opened_until: r.get(4)?,
+                    last_error: r.get(5)?,
+                    updated_at: r.get(6)?,
+                })
+            },
+        )
+    }
+
+    fn flush(&mut self) -> Result<(), DbError> {
+        if self.in_tx {
+            self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
+            self.in_tx = false;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_version_guard() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = SqliteStore::open(dir.path()).unwrap();
+        db.begin_run(&RunRow {
+            run_id: "r1".into(),
+            plan: "plan.yaml".into(),
+            plan_blake3: "x".into(),
+            status: "running".into(),
+            started_at: "t".into(),
+            finished_at: None,
+            pid: 1,
+            stages: 2,
+        })
+        .unwrap();
+        db.flush().unwrap();
+        assert_eq!(
+            db.interrupted_run("plan.yaml").unwrap().unwrap().run_id,
+            "r1"
+        );
+        db.set_run_status("r1", "completed", Some("t2"), 1).unwrap();
+        db.flush().unwrap();
+        assert!(db.interrupted_run("plan.yaml").unwrap().is_none());
+        drop(db);
+        // A database from a newer pmpo is refused, untouched.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.pragma_update(None, "user_version", 99).unwrap();
+        drop(conn);
+        let err = SqliteStore::open(dir.path()).err().unwrap();
+        assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn garbage_is_reported_as_corrupt() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".state")).unwrap();
+        std::fs::write(dir.path().join(DB_FILE), vec![7u8; 8192]).unwrap();
+        let err = SqliteStore::open(dir.path()).err().unwrap();
+        assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
+        assert!(err.to_string().contains("pmpo.db"));
+    }
+}
