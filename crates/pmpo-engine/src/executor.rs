@@ -486,19 +486,19 @@ pub(crate) async fn run(
             if wanted.iter().any(|(s, _)| s == &stage.id) {
                 data.insert(stage.id.clone(), stage_data);
             }
-            rec.db.put_task(&task_row(
-                &run_id,
-                pos,
-                &result,
-                &def_hash,
-                Some(&cache_key),
-                &data_json,
-                0,
-            ))?;
-            append_stage_log(
-                &ws,
-                &json!({"run_id": run_id, "stage": stage.id, "status": status, "reused_from": from, "time": now_rfc3339()}),
-            )?;
+            // A stage carried over from the interrupted run already has its row; a
+            // reused stage makes no attempt, so its stage log is left as it is.
+            if status == StageStatus::Cached {
+                rec.db.put_task(&task_row(
+                    &run_id,
+                    pos,
+                    &result,
+                    &def_hash,
+                    Some(&cache_key),
+                    &data_json,
+                    0,
+                ))?;
+            }
             rec.emit(
                 EventKind::TaskCompleted,
                 at,

@@ -4,8 +4,10 @@
 //! (temp file + rename, fsync where durability matters), and replacing a
 //! user-visible file is recorded in the patch ledger.
 
+pub mod artifacts;
 pub mod db;
 pub mod lock;
+pub mod provider;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

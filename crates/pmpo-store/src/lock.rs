@@ -63,7 +63,17 @@ pub fn acquire(
     holder: &LockHolder,
     wait: bool,
 ) -> Result<WorkspaceLock, LockError> {
-    let path = ws.resolve(LOCK_FILE)?;
+    acquire_at(ws, LOCK_FILE, holder, wait)
+}
+
+/// Takes the lock kept in another file (e.g. `.refiner/lock` for artifact state).
+pub fn acquire_at(
+    ws: &Workspace,
+    rel: &str,
+    holder: &LockHolder,
+    wait: bool,
+) -> Result<WorkspaceLock, LockError> {
+    let path = ws.resolve(rel)?;
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir).map_err(|e| StoreError::Io {
             action: "create directory",

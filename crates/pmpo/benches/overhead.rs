@@ -38,11 +38,12 @@ fn bare(dir: &Path, n: usize) -> Duration {
     t.elapsed()
 }
 
-fn engine(dir: &Path) -> Duration {
+fn engine(dir: &Path, extra: &[&str]) -> Duration {
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_pmpo"))
         .args(["execute", "--quiet"])
+        .args(extra)
         .arg(dir.join("plan.yaml"))
         .output()
         .unwrap();
@@ -71,25 +72,31 @@ fn main() {
     let root = tempfile::tempdir().unwrap();
     let mut fresh = (Vec::new(), Vec::new());
     let mut again = (Vec::new(), Vec::new());
+    let mut noop = Vec::new();
     for round in 0..=runs {
         let b_dir = root.path().join(format!("bare-{round}"));
         let e_dir = root.path().join(format!("pmpo-{round}"));
         std::fs::create_dir_all(&b_dir).unwrap();
         std::fs::create_dir_all(&e_dir).unwrap();
         write_plan(&e_dir, n);
-        let (b1, e1) = (bare(&b_dir, n), engine(&e_dir));
-        let (b2, e2) = (bare(&b_dir, n), engine(&e_dir));
+        let (b1, e1) = (bare(&b_dir, n), engine(&e_dir, &[]));
+        let (b2, e2) = (bare(&b_dir, n), engine(&e_dir, &["--force"]));
+        let cached = engine(&e_dir, &[]);
         if round > 0 {
             // round 0 is a warm-up
             fresh.0.push(b1);
             fresh.1.push(e1);
             again.0.push(b2);
             again.1.push(e2);
+            noop.push(cached);
         }
     }
     let per = |d: Duration| d.as_secs_f64() * 1000.0 / n as f64;
     println!("stages: {n} (`sh -c 'echo i > out/i.txt'`, output declared), median of {runs} runs");
-    for (label, (b, e)) in [("fresh workspace", fresh), ("re-run in place", again)] {
+    for (label, (b, e)) in [
+        ("fresh workspace", fresh),
+        ("re-run in place with --force", again),
+    ] {
         let (b, e) = (median(b), median(e));
         println!("{label}:");
         println!(

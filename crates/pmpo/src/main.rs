@@ -1,5 +1,7 @@
 //! The `pmpo` command line.
 
+mod artifact_cmd;
+mod doctor_cmd;
 mod report;
 mod state_cmd;
 
@@ -78,8 +80,20 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
         #[command(flatten)]
         run: RunArgs,
     },
-    /// Where the workspace's runs (and artifacts) stand.
+    /// Where the workspace's runs stand, or (with NAME) where an artifact stands.
     Status(state_cmd::StatusArgs),
+    /// Create a named artifact, resume a running one, or start a new cycle of a finalized one.
+    Init(artifact_cmd::InitArgs),
+    /// The registry of named artifacts.
+    List(artifact_cmd::WsArgs),
+    /// Snapshot an artifact's state after a phase; prints the checkpoint id.
+    Checkpoint(artifact_cmd::CheckpointArgs),
+    /// Archive an artifact's cycle to .refiner/history/ and mark it finalized.
+    Finalize(artifact_cmd::FinalizeArgs),
+    /// Which state provider is used, and why.
+    Provider(artifact_cmd::WsArgs),
+    /// Find damaged or inconsistent state files and explain them; --repair fixes them.
+    Doctor(doctor_cmd::DoctorArgs),
     /// Who wrote what, when: every file pmpo or a stage created or changed.
     Ledger(state_cmd::LedgerArgs),
     /// Bring back the content a run overwrote.
@@ -127,6 +141,12 @@ fn main() -> ExitCode {
         Command::Execute { plan, run } => cmd_execute(&plan, run, None),
         Command::Resume { run_id, run } => cmd_resume(&run_id, run),
         Command::Status(args) => state_cmd::status(args),
+        Command::Init(args) => artifact_cmd::init(args),
+        Command::List(args) => artifact_cmd::list(args),
+        Command::Checkpoint(args) => artifact_cmd::checkpoint(args),
+        Command::Finalize(args) => artifact_cmd::finalize(args),
+        Command::Provider(args) => artifact_cmd::provider(args),
+        Command::Doctor(args) => doctor_cmd::doctor(args),
         Command::Ledger(args) => state_cmd::ledger(args),
         Command::Restore(args) => state_cmd::restore(args),
         Command::Gc(args) => state_cmd::gc(args),

@@ -58,6 +58,8 @@ fn print_json(value: &impl serde::Serialize) {
 
 #[derive(clap::Args)]
 pub struct StatusArgs {
+    /// A named artifact (without it: the workspace's runs).
+    name: Option<String>,
     /// The workspace (default: the current directory).
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
@@ -69,6 +71,13 @@ pub struct StatusArgs {
 }
 
 pub fn status(args: StatusArgs) -> u8 {
+    if let Some(name) = &args.name {
+        let ws = crate::artifact_cmd::WsArgs {
+            workspace: args.workspace.clone(),
+            json: args.json,
+        };
+        return crate::artifact_cmd::status(name, &ws);
+    }
     let ws = match open_ws(&args.workspace) {
         Ok(w) => w,
         Err(c) => return c,

@@ -1,0 +1,361 @@
+//! Named artifacts: init, list, status NAME, checkpoint, finalize, provider.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use pmpo_store::artifacts::{ArtifactError, Artifacts, InitOutcome, RefinementState};
+use pmpo_store::lock::{self, LockHolder};
+use pmpo_store::provider::Provider;
+use pmpo_store::{Workspace, now_rfc3339};
+
+use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
+
+#[derive(clap::Args)]
+pub struct WsArgs {
+    /// The workspace (default: the current directory).
+    #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
+    pub workspace: PathBuf,
+    /// Print JSON on stdout.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct InitArgs {
+    /// The artifact's name (letters, digits, `-`, `_`, `.`).
+    name: String,
+    /// logo | ui | a2ui | image | content | code | meta-prompt (needed for a new artifact).
+    #[arg(long = "type", value_name = "TYPE")]
+    artifact_type: Option<String>,
+    /// e.g. direct:svg or meta:image-prompt (default: from the type).
+    #[arg(long)]
+    content_type: Option<String>,
+    #[arg(long)]
+    max_iterations: Option<u64>,
+    #[command(flatten)]
+    ws: WsArgs,
+}
+
+#[derive(clap::Args)]
+pub struct CheckpointArgs {
+    name: String,
+    /// specify | plan | execute | reflect | persist
+    phase: String,
+    #[command(flatten)]
+    ws: WsArgs,
+}
+
+#[derive(clap::Args)]
+pub struct FinalizeArgs {
+    name: String,
+    /// How the cycle ended: converged (default), max_iterations_exceeded or user_terminated.
+    #[arg(long, value_parser = ["converged", "max_iterations_exceeded", "user_terminated"])]
+    status: Option<String>,
+    #[command(flatten)]
+    ws: WsArgs,
+}
+
+fn open(dir: &Path) -> Result<(Workspace, Provider), u8> {
+    let ws = Workspace::open(dir).map_err(|e| {
+        eprintln!("error: {e}\n  help: pass --workspace DIR");
+        EXIT_INVALID
+    })?;
+    let provider = Provider::resolve(&ws);
+    for d in &provider.degraded {
+        eprintln!("warning: {d}");
+    }
+    Ok((ws, provider))
+}
+
+fn report_error(e: &ArtifactError) -> u8 {
+    eprintln!("error: {e}\n  help: {}", e.hint());
+    match e {
+        ArtifactError::Corrupt { .. } | ArtifactError::TooNew { .. } | ArtifactError::Store(_) => {
+            EXIT_STAGE_FAILED
+        }
+        _ => EXIT_INVALID,
+    }
+}
+
+fn print_json(value: &impl serde::Serialize) {
+    let mut out = std::io::stdout().lock();
+    let _ = serde_json::to_writer_pretty(&mut out, value);
+    let _ = writeln!(out);
+}
+
+/// Runs `f` holding the artifact-state lock (`.refiner/lock`; waits for a holder).
+fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, u8> {
+    let holder = LockHolder {
+        pid: std::process::id(),
+        run_id: String::new(),
+        since: now_rfc3339(),
+        command: what.into(),
+    };
+    let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_STAGE_FAILED
+    })?;
+    Ok(f())
+}
+
+fn notes(p: &Provider) {
+    for n in p.notes() {
+        eprintln!("warning: {n}");
+    }
+}
+
+pub fn init(a: InitArgs) -> u8 {
+    let (ws, provider) = match open(&a.ws.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    if let Err(e) = Artifacts::check_init(
+        &a.name,
+        a.artifact_type.as_deref(),
+        a.content_type.as_deref(),
+    ) {
+        return report_error(&e);
+    }
+    let arts = Artifacts {
+        ws: &ws,
+        provider: &provider,
+    };
+    let result = match with_lock(&ws, "pmpo init", || {
+        arts.init(
+            &a.name,
+            a.artifact_type.as_deref(),
+            a.content_type.as_deref(),
+            a.max_iterations,
+        )
+    }) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    notes(&provider);
+    match result {
+        Err(ArtifactError::NotFound(_)) => {
+            eprintln!(
+                "error: `{}` is a new artifact and needs a type\n  help: pmpo init {} --type logo|ui|a2ui|image|content|code|meta-prompt",
+                a.name, a.name
+            );
+            EXIT_INVALID
+        }
+        Err(e) => report_error(&e),
+        Ok((outcome, state)) => {
+            if a.ws.json {
+                print_json(&serde_json::json!({"outcome": outcome, "state": state}));
+            } else {
+                let what = match outcome {
+                    InitOutcome::Created => "created".to_string(),
+                    InitOutcome::Resumed => format!(
+                        "resumed (iteration {}, {})",
+                        state.current_iteration, state.convergence_status
+                    ),
+                    InitOutcome::NewCycle => format!(
+                        "new cycle seeded from {}",
+                        state.prior_cycle_id.as_deref().unwrap_or("?")
+                    ),
+                };
+                println!(
+                    "{}: {what}; refinement {} ({}, {})",
+                    state.artifact_name,
+                    state.refinement_id,
+                    state.artifact_type,
+                    state.content_type
+                );
+            }
+            EXIT_OK
+        }
+    }
+}
+
+pub fn list(a: WsArgs) -> u8 {
+    let (ws, provider) = match open(&a.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let reg = match (Artifacts {
+        ws: &ws,
+        provider: &provider,
+    })
+    .registry()
+    {
+        Ok(r) => r,
+        Err(e) => return report_error(&e),
+    };
+    if a.json {
+        print_json(&reg);
+        return EXIT_OK;
+    }
+    if reg.artifacts.is_empty() {
+        println!("no artifacts yet (pmpo init NAME --type TYPE)");
+    }
+    for (name, e) in &reg.artifacts {
+        println!(
+            "{name:<24} {:<11} {:<10} {:<18} cycles {}  updated {}",
+            e.artifact_type, e.status, e.content_type, e.cycles, e.updated_at
+        );
+    }
+    EXIT_OK
+}
+
+/// `pmpo status NAME`.
+pub fn status(name: &str, a: &WsArgs) -> u8 {
+    let (ws, provider) = match open(&a.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let state: RefinementState = match (Artifacts {
+        ws: &ws,
+        provider: &provider,
+    })
+    .load(name)
+    {
+        Ok(s) => s,
+        Err(e) => return report_error(&e),
+    };
+    notes(&provider);
+    if a.json {
+        print_json(&state);
+        return EXIT_OK;
+    }
+    println!(
+        "{} ({}, {})",
+        state.artifact_name, state.artifact_type, state.content_type
+    );
+    println!(
+        "  refinement  {}{}",
+        state.refinement_id,
+        state
+            .prior_cycle_id
+            .as_deref()
+            .map(|p| format!(" (seeded from {p})"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  status      {}{}",
+        state.convergence_status,
+        state
+            .finalized_at
+            .as_deref()
+            .map(|f| format!(", finalized {f}"))
+            .unwrap_or_default()
+    );
+    println!(
+        "  iteration   {} of at most {}",
+        state.current_iteration, state.max_iterations
+    );
+    println!(
+        "  phases done {}",
+        if state.phases_completed.is_empty() {
+            "-".into()
+        } else {
+            state.phases_completed.join(", ")
+        }
+    );
+    if let Some(cp) = state.checkpoints.last() {
+        println!(
+            "  checkpoint  {} ({} checkpoints; last at {})",
+            cp.checkpoint_id,
+            state.checkpoints.len(),
+            cp.timestamp
+        );
+    }
+    println!("  constraints {}", state.constraints.len());
+    EXIT_OK
+}
+
+pub fn checkpoint(a: CheckpointArgs) -> u8 {
+    let (ws, provider) = match open(&a.ws.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    if let Err(e) = Artifacts::check_name(&a.name) {
+        return report_error(&e);
+    }
+    let arts = Artifacts {
+        ws: &ws,
+        provider: &provider,
+    };
+    let result = match with_lock(&ws, "pmpo checkpoint", || {
+        arts.checkpoint(&a.name, &a.phase)
+    }) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    notes(&provider);
+    match result {
+        Err(e) => report_error(&e),
+        Ok(cp) => {
+            if a.ws.json {
+                print_json(&cp);
+            } else {
+                println!("{}", cp.checkpoint_id);
+            }
+            EXIT_OK
+        }
+    }
+}
+
+pub fn finalize(a: FinalizeArgs) -> u8 {
+    let (ws, provider) = match open(&a.ws.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    if let Err(e) = Artifacts::check_name(&a.name) {
+        return report_error(&e);
+    }
+    let arts = Artifacts {
+        ws: &ws,
+        provider: &provider,
+    };
+    let result = match with_lock(&ws, "pmpo finalize", || {
+        arts.finalize(&a.name, a.status.as_deref())
+    }) {
+        Ok(r) => r,
+        Err(c) => return c,
+    };
+    notes(&provider);
+    match result {
+        Err(e) => report_error(&e),
+        Ok((state, history)) => {
+            if a.ws.json {
+                print_json(&serde_json::json!({"state": state, "history": history}));
+            } else {
+                println!(
+                    "{}: finalized ({}); archived to {history}",
+                    state.artifact_name, state.convergence_status
+                );
+            }
+            EXIT_OK
+        }
+    }
+}
+
+pub fn provider(a: WsArgs) -> u8 {
+    let (ws, provider) = match open(&a.workspace) {
+        Ok(x) => x,
+        Err(c) => return c,
+    };
+    let _ = ws;
+    if a.json {
+        print_json(&provider);
+        return EXIT_OK;
+    }
+    let kind = match &provider.kind {
+        pmpo_store::provider::Kind::Filesystem => "filesystem (.refiner/)".to_string(),
+        pmpo_store::provider::Kind::Custom { load_command, .. } => {
+            format!("custom (load: {load_command}; a copy is kept in .refiner/)")
+        }
+    };
+    println!("provider: {kind}");
+    println!("from:     {}", provider.source);
+    println!("looked at, in order:");
+    for l in &provider.looked_at {
+        println!("  {l}");
+    }
+    for d in &provider.degraded {
+        println!("degraded: {d}");
+    }
+    EXIT_OK
+}

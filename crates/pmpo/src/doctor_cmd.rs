@@ -1,0 +1,409 @@
+//! `pmpo doctor`: finds damaged or inconsistent state, explains it, and (with
+//! --repair) fixes what can be fixed without losing anything: damaged files
+//! are moved aside (`NAME.damaged-TIME`), never deleted.
+
+use std::path::{Path, PathBuf};
+
+use pmpo_store::artifacts::{
+    ArtifactError, Artifacts, REGISTRY_FILE, RefinementState, Registry, RegistryEntry, state_path,
+};
+use pmpo_store::db::{DB_FILE, DbError, SqliteStore};
+use pmpo_store::provider::Provider;
+use pmpo_store::{Durability, Workspace, now_rfc3339};
+use serde::Serialize;
+
+use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
+
+#[derive(clap::Args)]
+pub struct DoctorArgs {
+    /// Apply the repairs offered.
+    #[arg(long)]
+    repair: bool,
+    #[command(flatten)]
+    ws: crate::artifact_cmd::WsArgs,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "action", rename_all = "snake_case")]
+enum Fix {
+    /// Drop a torn last line of a log.
+    TruncateTornLine { keep_bytes: u64 },
+    /// Rename the file to `<file>.damaged-<time>`.
+    MoveAside,
+    /// Move aside, then rebuild the artifact's state from its newest checkpoint.
+    RestoreFromCheckpoint { checkpoint: String },
+    /// Rebuild `.refiner/registry.json` from the artifacts' state files.
+    RebuildRegistry,
+    /// Rewrite `.state/patch_ledger.jsonl` from the execution store.
+    ExportLedger,
+}
+
+#[derive(Debug, Clone, Serialize)]
+struct Finding {
+    file: String,
+    problem: String,
+    /// What the repair does, or what the user must do.
+    remedy: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    fix: Option<Fix>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    repaired: Option<bool>,
+}
+
+fn finding(
+    file: &str,
+    problem: impl Into<String>,
+    remedy: impl Into<String>,
+    fix: Option<Fix>,
+) -> Finding {
+    Finding {
+        file: file.into(),
+        problem: problem.into(),
+        remedy: remedy.into(),
+        fix,
+        repaired: None,
+    }
+}
+
+/// Checks a JSON-lines file: a bad last line is a torn append, a bad line elsewhere is damage.
+fn check_jsonl(ws: &Workspace, rel: &str, out: &mut Vec<Finding>, regenerate: Option<Fix>) {
+    let Ok(bytes) = std::fs::read(ws.root().join(rel)) else {
+        return;
+    };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.split_inclusive('\n').collect();
+    let bad: Vec<usize> = lines
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| {
+            !l.trim().is_empty() && serde_json::from_str::<serde_json::Value>(l.trim()).is_err()
+        })
+        .map(|(i, _)| i)
+        .collect();
+    match bad.as_slice() {
+        [] => {}
+        [last] if *last == lines.len() - 1 => {
+            let keep: usize = lines[..*last].iter().map(|l| l.len()).sum();
+            out.push(finding(
+                rel,
+                format!(
+                    "its last line ({}) is cut off, as after a crash mid-write",
+                    *last + 1
+                ),
+                "drop the torn line",
+                regenerate.or(Some(Fix::TruncateTornLine {
+                    keep_bytes: keep as u64,
+                })),
+            ));
+        }
+        _ => out.push(finding(
+            rel,
+            format!(
+                "{} line(s) are not JSON (first: line {})",
+                bad.len(),
+                bad[0] + 1
+            ),
+            "move it aside; a new one is started",
+            regenerate.or(Some(Fix::MoveAside)),
+        )),
+    }
+}
+
+fn newest_checkpoint(ws: &Workspace, name: &str) -> Option<PathBuf> {
+    let dir = ws
+        .root()
+        .join(pmpo_store::artifacts::artifact_dir(name))
+        .join("checkpoints");
+    let mut files: Vec<(std::time::SystemTime, PathBuf)> = std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| Some((e.metadata().ok()?.modified().ok()?, e.path())))
+        .filter(|(_, p)| {
+            std::fs::read(p)
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .is_some_and(|v| {
+                    serde_json::from_value::<RefinementState>(v["state"].clone()).is_ok()
+                })
+        })
+        .collect();
+    files.sort();
+    files.pop().map(|(_, p)| p)
+}
+
+fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
+    let mut out = Vec::new();
+    let arts = Artifacts { ws, provider };
+    let mut registry_ok = true;
+    let registry = match arts.registry() {
+        Ok(r) => r,
+        Err(e) => {
+            registry_ok = false;
+            let fix = matches!(e, ArtifactError::Corrupt { .. }).then_some(Fix::RebuildRegistry);
+            let remedy = if fix.is_some() {
+                "move it aside and rebuild it from the artifacts' state files"
+            } else {
+                "upgrade pmpo"
+            };
+            out.push(finding(REGISTRY_FILE, e.to_string(), remedy, fix));
+            Registry::default()
+        }
+    };
+    let mut states = Vec::new();
+    for (name, path) in arts.state_files() {
+        let rel = state_path(&name);
+        if let Err(why) = pmpo_plan::validate_artifact_name(&name) {
+            out.push(finding(
+                &rel,
+                format!("the folder name is not a valid artifact name ({why})"),
+                "rename or remove that folder yourself; pmpo does not use it",
+                None,
+            ));
+            continue;
+        }
+        if !path.exists() {
+            continue;
+        }
+        match arts.load(&name) {
+            Ok(_) => states.push(name),
+            Err(e @ ArtifactError::TooNew { .. }) => {
+                out.push(finding(&rel, e.to_string(), "upgrade pmpo", None))
+            }
+            Err(e) => {
+                let fix = newest_checkpoint(ws, &name).map(|cp| Fix::RestoreFromCheckpoint {
+                    checkpoint: ws.relative(&cp).unwrap_or_default(),
+                });
+                let remedy = match &fix {
+                    Some(Fix::RestoreFromCheckpoint { checkpoint }) => format!("move it aside and restore the state saved in {checkpoint}"),
+                    _ => "move it aside (no checkpoint to restore from); `pmpo init` then starts the artifact again".into(),
+                };
+                out.push(finding(
+                    &rel,
+                    e.to_string(),
+                    remedy,
+                    fix.or(Some(Fix::MoveAside)),
+                ));
+            }
+        }
+    }
+    if registry_ok {
+        let missing: Vec<&String> = registry
+            .artifacts
+            .keys()
+            .filter(|n| !ws.root().join(state_path(n)).exists())
+            .collect();
+        let unlisted: Vec<&String> = states
+            .iter()
+            .filter(|n| !registry.artifacts.contains_key(*n))
+            .collect();
+        if !missing.is_empty() || !unlisted.is_empty() {
+            out.push(finding(
+                REGISTRY_FILE,
+                format!("registry and state files disagree (listed without state: {missing:?}; state not listed: {unlisted:?})"),
+                "rebuild the registry from the state files",
+                Some(Fix::RebuildRegistry),
+            ));
+        }
+    }
+
+    if ws.root().join(DB_FILE).exists() {
+        match SqliteStore::open_path(&ws.root().join(DB_FILE), false) {
+            Err(e @ DbError::TooNew { .. }) => out.push(finding(DB_FILE, e.to_string(), "upgrade pmpo; the database is left as it is", None)),
+            Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one (run history and cache are lost, files are not)", Some(Fix::MoveAside))),
+            Ok(db) => match db.integrity_check() {
+                Ok(r) if r == ["ok"] => {}
+                Ok(r) => out.push(finding(DB_FILE, format!("integrity check: {}", r.join("; ")), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
+                Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
+            },
+        }
+    }
+    for rel in [pmpo_engine::RESULTS_FILE] {
+        if let Ok(bytes) = std::fs::read(ws.root().join(rel))
+            && let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            out.push(finding(
+                rel,
+                format!("not valid JSON ({e})"),
+                "move it aside; the next run writes it again",
+                Some(Fix::MoveAside),
+            ));
+        }
+    }
+    let db_ok = !out.iter().any(|f| f.file == DB_FILE);
+    check_jsonl(
+        ws,
+        pmpo_store::LEDGER_FILE,
+        &mut out,
+        (db_ok && ws.root().join(DB_FILE).exists()).then_some(Fix::ExportLedger),
+    );
+    check_jsonl(ws, pmpo_engine::EVENTS_LOG, &mut out, None);
+    check_jsonl(ws, pmpo_store::provider::PROVIDER_LOG, &mut out, None);
+    if let Ok(entries) = std::fs::read_dir(ws.root().join(pmpo_engine::STAGE_LOG_DIR)) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names.iter().filter(|n| n.ends_with(".jsonl")) {
+            check_jsonl(
+                ws,
+                &format!("{}/{n}", pmpo_engine::STAGE_LOG_DIR),
+                &mut out,
+                None,
+            );
+        }
+    }
+    out
+}
+
+fn move_aside(ws: &Workspace, rel: &str) -> std::io::Result<String> {
+    let from = ws.root().join(rel);
+    let to = format!("{rel}.damaged-{}", now_rfc3339().replace([':', '.'], "-"));
+    std::fs::rename(&from, ws.root().join(&to))?;
+    for side in ["-wal", "-shm"] {
+        let p = PathBuf::from(format!("{}{side}", from.display()));
+        if p.exists() {
+            std::fs::rename(&p, ws.root().join(format!("{to}{side}")))?;
+        }
+    }
+    Ok(to)
+}
+
+fn rebuild_registry(ws: &Workspace, provider: &Provider) -> Result<(), String> {
+    let arts = Artifacts { ws, provider };
+    let mut reg = Registry::default();
+    for (name, _) in arts.state_files() {
+        if let Ok(s) = arts.load(&name) {
+            reg.artifacts.insert(
+                name.clone(),
+                RegistryEntry {
+                    refinement_id: s.refinement_id.clone(),
+                    artifact_type: s.artifact_type.clone(),
+                    content_type: s.content_type.clone(),
+                    status: if s.finalized_at.is_some() {
+                        "finalized".into()
+                    } else {
+                        "running".into()
+                    },
+                    created_at: s.started_at.clone(),
+                    updated_at: s.updated_at.clone(),
+                    cycles: 1 + ws
+                        .root()
+                        .join(".refiner/history")
+                        .join(&name)
+                        .read_dir()
+                        .map(|d| d.count() as u64)
+                        .unwrap_or(0),
+                    state: state_path(&name),
+                },
+            );
+        }
+    }
+    if ws.root().join(REGISTRY_FILE).exists() {
+        move_aside(ws, REGISTRY_FILE).map_err(|e| e.to_string())?;
+    }
+    let bytes = serde_json::to_vec_pretty(&reg).map_err(|e| e.to_string())?;
+    ws.write_atomic(REGISTRY_FILE, &bytes, Durability::Durable)
+        .map_err(|e| e.to_string())?;
+    Ok(())
+}
+
+fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, String> {
+    match f.fix.as_ref().ok_or("no automatic repair")? {
+        Fix::MoveAside => move_aside(ws, &f.file)
+            .map(|to| format!("moved to {to}"))
+            .map_err(|e| e.to_string()),
+        Fix::TruncateTornLine { keep_bytes } => {
+            let path = ws.root().join(&f.file);
+            let file = std::fs::OpenOptions::new()
+                .write(true)
+                .open(&path)
+                .map_err(|e| e.to_string())?;
+            file.set_len(*keep_bytes).map_err(|e| e.to_string())?;
+            Ok("dropped the torn line".into())
+        }
+        Fix::RestoreFromCheckpoint { checkpoint } => {
+            let snap: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(ws.root().join(checkpoint)).map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| e.to_string())?;
+            let to = move_aside(ws, &f.file).map_err(|e| e.to_string())?;
+            let bytes = serde_json::to_vec_pretty(&snap["state"]).map_err(|e| e.to_string())?;
+            ws.write_atomic(&f.file, &bytes, Durability::Durable)
+                .map_err(|e| e.to_string())?;
+            Ok(format!(
+                "moved the damaged file to {to}; restored the state of {checkpoint}"
+            ))
+        }
+        Fix::RebuildRegistry => {
+            rebuild_registry(ws, provider).map(|_| "rebuilt from the state files".into())
+        }
+        Fix::ExportLedger => {
+            let mut db = SqliteStore::open(ws.root()).map_err(|e| e.to_string())?;
+            pmpo_engine::export_ledger(ws, &mut db)
+                .map(|n| format!("rewrote {n} entries from the execution store"))
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
+pub fn doctor(a: DoctorArgs) -> u8 {
+    let ws = match Workspace::open(Path::new(&a.ws.workspace)) {
+        Ok(w) => w,
+        Err(e) => {
+            eprintln!("error: {e}\n  help: pass --workspace DIR");
+            return EXIT_INVALID;
+        }
+    };
+    let provider = Provider::resolve(&ws);
+    let mut findings = diagnose(&ws, &provider);
+    // Repairs run in a stable order: state files before the registry rebuilt from them.
+    findings.sort_by_key(|f| matches!(f.fix, Some(Fix::RebuildRegistry)));
+    let mut unresolved = 0;
+    for f in findings.iter_mut() {
+        if a.repair && f.fix.is_some() {
+            match apply(&ws, &provider, f) {
+                Ok(done) => {
+                    f.repaired = Some(true);
+                    f.remedy = done;
+                }
+                Err(e) => {
+                    f.repaired = Some(false);
+                    f.remedy = format!("repair failed: {e}");
+                    unresolved += 1;
+                }
+            }
+        } else {
+            unresolved += 1;
+        }
+    }
+    if a.ws.json {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer_pretty(
+            &mut out,
+            &serde_json::json!({"workspace": ws.root(), "problems": findings, "unresolved": unresolved}),
+        );
+        let _ = std::io::Write::write_all(&mut out, b"\n");
+    } else if findings.is_empty() {
+        println!("doctor: no problems found in {}", ws.root().display());
+    } else {
+        for f in &findings {
+            let tag = match f.repaired {
+                Some(true) => "repaired",
+                Some(false) => "NOT repaired",
+                None => "problem",
+            };
+            println!("{tag}: {}: {}\n  -> {}", f.file, f.problem, f.remedy);
+        }
+        if !a.repair && findings.iter().any(|f| f.fix.is_some()) {
+            println!(
+                "run `pmpo doctor --repair` to apply the repairs offered (damaged files are moved aside, never deleted)"
+            );
+        }
+    }
+    if unresolved == 0 {
+        EXIT_OK
+    } else {
+        EXIT_STAGE_FAILED
+    }
+}

@@ -1,0 +1,361 @@
+//! Named artifacts, state providers and `pmpo doctor`.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+/// The required fields and enums of the reference refinement-state schema.
+fn assert_refinement_state_shape(state: &Value) {
+    for key in [
+        "refinement_id",
+        "artifact_name",
+        "artifact_type",
+        "content_type",
+        "started_at",
+        "updated_at",
+        "current_iteration",
+        "max_iterations",
+        "convergence_status",
+    ] {
+        assert!(state.get(key).is_some(), "state.json lacks {key}: {state}");
+    }
+    assert!(
+        [
+            "logo",
+            "ui",
+            "a2ui",
+            "image",
+            "content",
+            "code",
+            "meta-prompt"
+        ]
+        .contains(&state["artifact_type"].as_str().unwrap())
+    );
+    let ct = state["content_type"].as_str().unwrap();
+    assert!(ct.starts_with("direct:") || ct.starts_with("meta:"));
+    assert!(
+        [
+            "running",
+            "converged",
+            "max_iterations_exceeded",
+            "user_terminated"
+        ]
+        .contains(&state["convergence_status"].as_str().unwrap())
+    );
+    assert!(state["max_iterations"].as_u64().unwrap() >= 1);
+}
+
+#[test]
+fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
+    let ws = Ws::new();
+    let r = ws.run(&["init", "acme-logo"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("needs a type"), "{}", r.stderr);
+
+    let r = ws.run(&["init", "acme-logo", "--type", "logo", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let created = r.json();
+    assert_eq!(created["outcome"], "created");
+    let first_id = created["state"]["refinement_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_refinement_state_shape(&ws.read_json(".refiner/artifacts/acme-logo/state.json"));
+    assert_eq!(
+        ws.read_json(".refiner/registry.json")["artifacts"]["acme-logo"]["status"],
+        "running"
+    );
+
+    assert_eq!(
+        ws.run(&["init", "acme-logo", "--json"]).json()["outcome"],
+        "resumed"
+    );
+    let r = ws.run(&["init", "acme-logo", "--type", "ui"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is a logo, not a ui"), "{}", r.stderr);
+
+    let r = ws.run(&["checkpoint", "acme-logo", "plan"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let cp = r.stdout.trim().to_string();
+    assert!(
+        ws.p(&format!(
+            ".refiner/artifacts/acme-logo/checkpoints/{cp}.json"
+        ))
+        .is_file()
+    );
+    let r = ws.run(&["checkpoint", "acme-logo", "dance"]);
+    assert!(
+        r.code == 2 && r.stderr.contains("unknown phase `dance`"),
+        "{}",
+        r.stderr
+    );
+
+    let st = ws.run(&["status", "acme-logo", "--json"]).json();
+    assert_eq!(st["checkpoints"][0]["checkpoint_id"], cp.as_str());
+    assert_eq!(st["phases_completed"], serde_json::json!(["plan"]));
+
+    let r = ws.run(&["finalize", "acme-logo", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let history = r.json()["history"].as_str().unwrap().to_string();
+    assert!(history.starts_with(".refiner/history/acme-logo/"));
+    let archived = ws.read_json(&format!("{history}/state.json"));
+    assert_eq!(archived["convergence_status"], "converged");
+    assert!(archived["finalized_at"].is_string());
+    assert!(ws.p(&format!("{history}/checkpoints/{cp}.json")).is_file());
+    assert!(
+        ws.run(&["finalize", "acme-logo"])
+            .stderr
+            .contains("already finalized")
+    );
+
+    let r = ws.run(&["init", "acme-logo", "--json"]);
+    let cycle = r.json();
+    assert_eq!(cycle["outcome"], "new_cycle");
+    assert_eq!(cycle["state"]["prior_cycle_id"], first_id.as_str());
+    assert_ne!(cycle["state"]["refinement_id"], first_id.as_str());
+    assert_eq!(cycle["state"]["current_iteration"], 0);
+    let list = ws.run(&["list", "--json"]).json();
+    assert_eq!(list["artifacts"]["acme-logo"]["cycles"], 2);
+}
+
+#[test]
+fn names_that_try_to_escape_are_refused() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.p("inner")).unwrap();
+    for bad in [
+        "../escape",
+        "a/b",
+        "..",
+        ".hidden",
+        "-rf",
+        "a\nb",
+        "a b",
+        "x\\y",
+        &"n".repeat(101),
+        "",
+    ] {
+        let r = bin()
+            .args(["init", bad, "--type", "logo", "-w", "inner"])
+            .current_dir(ws.path())
+            .output()
+            .unwrap();
+        assert_eq!(
+            r.status.code(),
+            Some(2),
+            "{bad:?}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    assert_eq!(
+        ws.files(),
+        Vec::<String>::new(),
+        "nothing may be written for a bad name"
+    );
+    let r = ws.run(&["init", "x", "--type", "banana"]);
+    assert!(
+        r.code == 2
+            && r.stderr.contains("Unknown artifact_type: banana")
+            && r.stderr.contains("meta-prompt"),
+        "{}",
+        r.stderr
+    );
+    let r = ws.run(&["status", "../../etc"]);
+    assert_eq!(r.code, 2);
+}
+
+#[test]
+fn custom_provider_receives_saves_and_failures_fall_back() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.p("remote")).unwrap();
+    ws.write(
+        "provider.json",
+        r#"{"provider_type": "custom", "config": {
+            "init_command": "touch remote/init-$PMPO_ARTIFACT_NAME",
+            "save_command": "cat > remote/$PMPO_ARTIFACT_NAME.json",
+            "load_command": "cat remote/$PMPO_ARTIFACT_NAME.json 2>/dev/null || true"}}"#,
+    );
+    let cfg = ws.p("provider.json");
+    let run = |args: &[&str]| -> Run {
+        bin()
+            .args(args)
+            .env("PMPO_PROVIDER_CONFIG", &cfg)
+            .current_dir(ws.path())
+            .output()
+            .unwrap()
+            .into()
+    };
+    let r = run(&["init", "card", "--type", "ui"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(ws.p("remote/init-card").is_file());
+    let saved: Value = serde_json::from_str(&ws.read("remote/card.json")).unwrap();
+    assert_eq!(saved["artifact_name"], "card");
+    let p = run(&["provider", "--json"]).json();
+    assert_eq!(p["kind"]["provider_type"], "custom");
+    assert!(
+        p["source"]
+            .as_str()
+            .unwrap()
+            .contains("PMPO_PROVIDER_CONFIG")
+    );
+
+    // The remote copy is preferred on load.
+    let mut remote = saved.clone();
+    remote["current_iteration"] = 3.into();
+    ws.write("remote/card.json", &remote.to_string());
+    assert_eq!(
+        run(&["status", "card", "--json"]).json()["current_iteration"],
+        3
+    );
+
+    // A failing provider degrades to the filesystem, says so, and logs it.
+    ws.write(
+        "provider.json",
+        r#"{"provider_type": "custom", "config": {"init_command": "exit 3", "save_command": "exit 3", "load_command": "echo boom >&2; exit 3"}}"#,
+    );
+    let r = run(&["checkpoint", "card", "specify"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("custom provider load failed") && r.stderr.contains("boom"),
+        "{}",
+        r.stderr
+    );
+    assert!(ws.read(".refiner/provider.log").contains("degraded_to"));
+
+    // A broken or unsupported config degrades too.
+    ws.write("provider.json", "{not json");
+    let r = run(&["provider"]);
+    assert!(
+        r.stdout.contains("degraded") && r.stdout.contains("provider: filesystem"),
+        "{}",
+        r.stdout
+    );
+    ws.write("provider.json", r#"{"provider_type": "mcp"}"#);
+    assert!(run(&["provider"]).stdout.contains("not available to pmpo"));
+}
+
+#[test]
+fn project_provider_file_is_found() {
+    let ws = Ws::new();
+    ws.write(
+        ".refiner/provider.json",
+        r#"{"provider_type": "filesystem", "config": {"state_directory": ".refiner"}}"#,
+    );
+    let p = ws.run(&["provider", "--json"]).json();
+    assert_eq!(p["kind"]["provider_type"], "filesystem");
+    assert!(
+        p["source"]
+            .as_str()
+            .unwrap()
+            .contains(".refiner/provider.json"),
+        "{p}"
+    );
+}
+
+#[test]
+fn doctor_explains_and_repairs_damaged_state() {
+    let ws = Ws::new();
+    assert_eq!(ws.run(&["init", "acme", "--type", "logo"]).code, 0);
+    assert_eq!(ws.run(&["checkpoint", "acme", "specify"]).code, 0);
+    ws.plan(
+        "    - id: a\n      with: {command: [sh, -c, 'echo x > x.txt']}\n      outputs: [x.txt]\n",
+    );
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    assert_eq!(ws.run(&["doctor"]).code, 0);
+
+    // A truncated state file: a clear error, and the file is left alone.
+    let state = ws.read(".refiner/artifacts/acme/state.json");
+    ws.write(
+        ".refiner/artifacts/acme/state.json",
+        &state[..state.len() / 2],
+    );
+    let r = ws.run(&["status", "acme"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stderr.contains(".refiner/artifacts/acme/state.json") && r.stderr.contains("pmpo doctor"),
+        "{}",
+        r.stderr
+    );
+    assert_eq!(
+        ws.read(".refiner/artifacts/acme/state.json"),
+        state[..state.len() / 2]
+    );
+
+    // A torn ledger line and a state file of the wrong shape.
+    let ledger = ws.read(".state/patch_ledger.jsonl");
+    ws.write(
+        ".state/patch_ledger.jsonl",
+        &format!("{ledger}{{\"time\": \"2026"),
+    );
+    ws.write(".refiner/registry.json", r#"{"artifacts": {"acme": 42}}"#);
+
+    let r = ws.run(&["doctor", "--json"]);
+    assert_eq!(r.code, 1);
+    let report = r.json();
+    let files: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["file"].as_str().unwrap())
+        .collect();
+    assert!(
+        files.contains(&".refiner/artifacts/acme/state.json"),
+        "{report}"
+    );
+    assert!(files.contains(&".state/patch_ledger.jsonl"), "{report}");
+    assert!(files.contains(&".refiner/registry.json"), "{report}");
+
+    let r = ws.run(&["doctor", "--repair"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(
+        ws.run(&["doctor"]).code,
+        0,
+        "{}",
+        ws.run(&["doctor"]).stdout
+    );
+    let st = ws.run(&["status", "acme", "--json"]);
+    assert_eq!(st.code, 0, "{}", st.stderr);
+    assert_eq!(st.json()["artifact_name"], "acme");
+    assert_eq!(ws.read(".state/patch_ledger.jsonl"), ledger);
+    // The damaged files were moved aside, not deleted.
+    let aside: Vec<String> = ws
+        .files()
+        .into_iter()
+        .filter(|f| f.contains(".damaged-"))
+        .collect();
+    assert!(aside.len() >= 2, "{aside:?}");
+}
+
+#[test]
+fn doctor_moves_a_broken_database_aside_and_runs_continue() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with: {command: [echo]}\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    for f in [".state/pmpo.db-wal", ".state/pmpo.db-shm"] {
+        let _ = std::fs::remove_file(ws.p(f));
+    }
+    std::fs::write(ws.p(".state/pmpo.db"), vec![0x42u8; 4096]).unwrap();
+    let r = ws.run(&["doctor"]);
+    assert_eq!(r.code, 1);
+    assert!(
+        r.stdout.contains(".state/pmpo.db") && r.stdout.contains("--repair"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+
+    // A database from a newer pmpo is refused and never "repaired".
+    let bumped = std::process::Command::new("python3")
+        .args(["-c", "import sqlite3; c = sqlite3.connect('.state/pmpo.db'); c.execute('PRAGMA user_version = 99'); c.commit()"])
+        .current_dir(ws.path())
+        .status()
+        .unwrap();
+    assert!(bumped.success());
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stderr.contains("written by a newer pmpo") && r.stderr.contains("upgrade pmpo"), "{}", r.stderr);
+    let r = ws.run(&["doctor", "--repair"]);
+    assert_eq!(r.code, 1);
+    assert!(r.stdout.contains("NOT") || r.stdout.contains("upgrade pmpo"), "{}", r.stdout);
+    assert!(ws.p(".state/pmpo.db").is_file(), "a newer database must be left in place");
+}
