@@ -319,6 +319,14 @@ pub(crate) async fn run(
                 "; the previous pmpo (pid {}) did not finish",
                 prev.pid
             ));
+            // Its stage processes outlived it (they run in their own process
+            // groups); stop them before the stage runs again.
+            let killed = kill_leftovers(&run.run_id, ws.root());
+            if killed > 0 {
+                msg.push_str(&format!(
+                    "; stopped {killed} process(es) its stage left running"
+                ));
+            }
         }
         rec.emit(EventKind::ExecutionResumed, None, None, None, Some(msg))?;
     }
@@ -816,6 +824,37 @@ pub(crate) async fn run(
     rec.db.flush()?;
     drop(workspace_lock);
     Ok(results)
+}
+
+/// Kills processes started by stages of `run_id` in this workspace (they carry
+/// `PMPO_RUN_ID` and `PMPO_WORKSPACE` in their environment). Linux only.
+fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return 0;
+    };
+    let want_run = format!("PMPO_RUN_ID={run_id}");
+    let want_ws = format!("PMPO_WORKSPACE={}", root.display());
+    let me = std::process::id();
+    let mut killed = 0;
+    for e in entries.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+            continue;
+        };
+        let vars: Vec<&[u8]> = environ.split(|b| *b == 0).collect();
+        if vars.contains(&want_run.as_bytes()) && vars.contains(&want_ws.as_bytes()) {
+            // SAFETY: kill(2) on a pid; no memory is shared.
+            if unsafe { libc::kill(pid, libc::SIGKILL) } == 0 {
+                killed += 1;
+            }
+        }
+    }
+    killed
 }
 
 fn append_stage_log(ws: &Workspace, record: &Value) -> Result<(), EngineError> {

@@ -353,9 +353,20 @@ fn doctor_moves_a_broken_database_aside_and_runs_continue() {
     assert!(bumped.success());
     let r = ws.run(&["execute", "plan.yaml"]);
     assert_eq!(r.code, 1);
-    assert!(r.stderr.contains("written by a newer pmpo") && r.stderr.contains("upgrade pmpo"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("written by a newer pmpo") && r.stderr.contains("upgrade pmpo"),
+        "{}",
+        r.stderr
+    );
     let r = ws.run(&["doctor", "--repair"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("NOT") || r.stdout.contains("upgrade pmpo"), "{}", r.stdout);
-    assert!(ws.p(".state/pmpo.db").is_file(), "a newer database must be left in place");
+    assert!(
+        r.stdout.contains("NOT") || r.stdout.contains("upgrade pmpo"),
+        "{}",
+        r.stdout
+    );
+    assert!(
+        ws.p(".state/pmpo.db").is_file(),
+        "a newer database must be left in place"
+    );
 }

@@ -360,3 +360,41 @@ fn gc_prunes_only_old_backups_and_reports_sizes() {
     assert_eq!(ws.read("mine.txt"), "user data\n");
     assert!(ws.p("f.txt").is_file());
 }
+
+#[test]
+fn a_resumed_run_stops_what_the_killed_run_left_running() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: long\n      with: {command: [sh, -c, 'sleep 34.6; echo late > late.txt']}\n",
+    );
+    let mut child = bin()
+        .args(["execute", "plan.yaml", "-q"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let alive = || {
+        std::process::Command::new("pgrep")
+            .args(["-f", "sleep 34.6"])
+            .output()
+            .unwrap()
+            .status
+            .success()
+    };
+    let t = Instant::now();
+    while !alive() && t.elapsed() < Duration::from_secs(10) {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill9(child.id());
+    let _ = child.wait();
+    assert!(alive(), "the stage process should outlive a killed pmpo");
+    ws.plan("    - id: long\n      with: {command: [sh, -c, 'echo quick > late.txt']}\n");
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("stopped 1 process(es)") || r.stderr.contains("stopped 2 process(es)"),
+        "{}",
+        r.stderr
+    );
+    assert!(!alive(), "the orphan of the killed run is still running");
+    assert_eq!(ws.read("late.txt"), "quick\n");
+}
