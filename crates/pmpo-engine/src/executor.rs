@@ -259,6 +259,7 @@ pub(crate) async fn run(
         finished_at: None,
         pid: pid as i64,
         stages: stages.len() as i64,
+        heartbeat_at: Some(started_at.clone()),
     })?;
     let run_start = Instant::now();
     let wanted = referenced_fields(stages);
@@ -970,6 +971,7 @@ async fn run_stage(
         workspace: ws,
         run_id,
         stage_id: &stage.id,
+        tool: stage.tool_name(),
         timeout,
         cancel: &opts.cancel,
     };

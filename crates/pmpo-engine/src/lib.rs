@@ -9,6 +9,7 @@ pub mod events;
 mod executor;
 pub mod outputs;
 mod persist;
+pub mod recovery;
 pub mod resolve;
 pub mod results;
 

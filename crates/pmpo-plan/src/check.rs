@@ -186,6 +186,78 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
             }
         }
 
+        // Recovery settings.
+        if let Some(retry) = &stage.retry
+            && !(1..=100).contains(&retry.attempts)
+        {
+            diags.push(
+                plan.diag_at(
+                    &[
+                        at[0],
+                        at[1],
+                        at[2],
+                        PathSeg::Key("retry"),
+                        PathSeg::Key("attempts"),
+                    ],
+                    format!(
+                        "stage `{}`: retry.attempts is {}; it must be 1 to 100",
+                        stage.id, retry.attempts
+                    ),
+                )
+                .with_help("attempts counts the first try: `attempts: 3` tries up to three times"),
+            );
+        }
+        if let Some(fb) = &stage.fallback {
+            let fb_at = [
+                at[0],
+                at[1],
+                at[2],
+                PathSeg::Key("fallback"),
+                PathSeg::Key("tool"),
+            ];
+            match tools.resolve(&fb.tool) {
+                None => diags.push(
+                    plan.diag_at(
+                        &fb_at,
+                        format!(
+                            "stage `{}`: fallback uses unknown tool `{}`",
+                            stage.id, fb.tool
+                        ),
+                    )
+                    .with_help(format!("known tools: {}", tools.names().join(", "))),
+                ),
+                Some(canonical) => {
+                    for issue in tools.check_inputs(canonical, &fb.inputs) {
+                        let mut path: Vec<PathSeg<'_>> = vec![
+                            at[0],
+                            at[1],
+                            at[2],
+                            PathSeg::Key("fallback"),
+                            PathSeg::Key("with"),
+                        ];
+                        path.extend(issue.key.iter().map(Seg::as_path_seg));
+                        let mut d = plan.diag_at(
+                            &path,
+                            format!("stage `{}` fallback: {}", stage.id, issue.message),
+                        );
+                        if let Some(h) = issue.help {
+                            d = d.with_help(h);
+                        }
+                        diags.push(d);
+                    }
+                }
+            }
+        }
+        if stage.correct
+            && !(tools.resolve(stage.tool_name()) == Some("run")
+                && stage.inputs.contains_key("code"))
+        {
+            diags.push(
+                plan.diag_at(&[at[0], at[1], at[2], PathSeg::Key("correct")], format!("stage `{}`: `correct: true` needs a `run` stage with `language` + `code` (the code is what gets corrected)", stage.id))
+                    .with_help("remove `correct`, or give the stage `code`"),
+            );
+        }
+
         for (j, dep) in stage.depends_on.iter().enumerate() {
             let dep_at = [
                 at[0],
@@ -285,14 +357,20 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
         // References: the named stage must be upstream (a transitive dependency).
         for (i, stage) in stages.iter().enumerate() {
             let mut found = Vec::new();
-            for (key, value) in &stage.inputs {
-                visit_references(value, &mut vec![Seg::Key(key.clone())], &mut |path, r| {
-                    found.push((path.to_vec(), r.stage.to_string(), r.field.join(".")));
-                });
+            let fallback = stage.fallback.as_ref().map(|f| &f.inputs);
+            for (block, inputs) in [("with", Some(&stage.inputs)), ("fallback", fallback)] {
+                for (key, value) in inputs.into_iter().flatten() {
+                    visit_references(value, &mut vec![Seg::Key(key.clone())], &mut |path, r| {
+                        found.push((block, path.to_vec(), r.stage.to_string(), r.field.join(".")));
+                    });
+                }
             }
-            for (path, target, field) in found {
+            for (block, path, target, field) in found {
                 let at = stage_path(i);
-                let mut p: Vec<PathSeg<'_>> = vec![at[0], at[1], at[2], PathSeg::Key("with")];
+                let mut p: Vec<PathSeg<'_>> = vec![at[0], at[1], at[2], PathSeg::Key(block)];
+                if block == "fallback" {
+                    p.push(PathSeg::Key("with"));
+                }
                 p.extend(path.iter().map(Seg::as_path_seg));
                 match index.get(target.as_str()) {
                     None => {

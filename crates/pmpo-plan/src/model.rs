@@ -146,8 +146,64 @@ pub struct Stage {
     /// `false`: always run, never reuse an earlier identical result.
     #[serde(default = "yes")]
     pub cache: bool,
+    /// Try again after a failure (level 1 of recovery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<Retry>,
+    /// Another tool to use when this one keeps failing (level 2).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<Fallback>,
+    /// What happens when every attempt failed: `fail` (default) or `manual` (level 3: ask a person).
+    #[serde(default)]
+    pub on_failure: OnFailure,
+    /// Send failed code with its error to the model endpoint once for a minimal correction.
+    #[serde(default)]
+    pub correct: bool,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+}
+
+/// `retry:` of a stage.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Retry {
+    /// Total attempts, the first included (2..=100).
+    pub attempts: u32,
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// Wait before the second attempt (default 1s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial: Option<Timeout>,
+    /// Longest wait between attempts (default 60s).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<Timeout>,
+    /// Randomize each wait by up to +-50% (default true).
+    #[serde(default = "yes")]
+    pub jitter: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Backoff {
+    #[default]
+    Exponential,
+    Fixed,
+}
+
+/// `fallback:` of a stage: another tool with its own inputs.
+#[derive(Debug, Clone, Deserialize, Serialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Fallback {
+    pub tool: String,
+    #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    #[default]
+    Fail,
+    Manual,
 }
 
 impl Stage {

@@ -13,7 +13,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 /// Version of the database layout this build reads and writes.
-pub const DB_SCHEMA_VERSION: i64 = 1;
+pub const DB_SCHEMA_VERSION: i64 = 2;
 /// Where the database lives in a workspace.
 pub const DB_FILE: &str = ".state/pmpo.db";
 
@@ -65,6 +65,9 @@ pub struct RunRow {
     pub finished_at: Option<String>,
     pub pid: i64,
     pub stages: i64,
+    /// Last sign of life of the executing process.
+    #[serde(default)]
+    pub heartbeat_at: Option<String>,
 }
 
 /// The latest state of one stage in one run.
@@ -192,6 +195,12 @@ pub trait ExecStore: Send {
     fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError>;
     fn touch_adapter(&mut self, adapter_id: &str, kind: &str, now: &str) -> Result<(), DbError>;
     fn adapters(&mut self) -> Result<Vec<AdapterRow>, DbError>;
+    fn adapter(&mut self, adapter_id: &str) -> Result<Option<AdapterRow>, DbError>;
+    fn put_adapter(&mut self, row: &AdapterRow) -> Result<(), DbError>;
+    /// Attempts of every run (for metrics).
+    fn attempts(&mut self) -> Result<Vec<AttemptRow>, DbError>;
+    /// Marks a run as alive now.
+    fn heartbeat(&mut self, run_id: &str, at: &str) -> Result<(), DbError>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<(), DbError>;
 }
@@ -206,7 +215,8 @@ pub struct SqliteStore {
 const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS runs (
     run_id TEXT PRIMARY KEY, plan TEXT NOT NULL, plan_blake3 TEXT NOT NULL, status TEXT NOT NULL,
-    started_at TEXT NOT NULL, finished_at TEXT, pid INTEGER NOT NULL, stages INTEGER NOT NULL);
+    started_at TEXT NOT NULL, finished_at TEXT, pid INTEGER NOT NULL, stages INTEGER NOT NULL,
+    heartbeat_at TEXT);
 CREATE INDEX IF NOT EXISTS runs_by_plan ON runs(plan, started_at);
 CREATE TABLE IF NOT EXISTS tasks (
     run_id TEXT NOT NULL, stage_id TEXT NOT NULL, position INTEGER NOT NULL, status TEXT NOT NULL,
@@ -277,6 +287,10 @@ impl SqliteStore {
         if create && version == 0 {
             conn.execute_batch(SCHEMA).map_err(corrupt)?;
             conn.pragma_update(None, "user_version", DB_SCHEMA_VERSION)
+                .map_err(corrupt)?;
+        } else if create && version == 1 {
+            // 1 -> 2: the executor heartbeat.
+            conn.execute_batch("BEGIN; ALTER TABLE runs ADD COLUMN heartbeat_at TEXT; PRAGMA user_version = 2; COMMIT;")
                 .map_err(corrupt)?;
         } else if version == 0 && !create {
             return Err(DbError::Corrupt {
@@ -377,10 +391,12 @@ fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
         finished_at: r.get(5)?,
         pid: r.get(6)?,
         stages: r.get(7)?,
+        heartbeat_at: r.get(8)?,
     })
 }
 
-const RUN_COLS: &str = "run_id, plan, plan_blake3, status, started_at, finished_at, pid, stages";
+const RUN_COLS: &str =
+    "run_id, plan, plan_blake3, status, started_at, finished_at, pid, stages, heartbeat_at";
 
 fn cache_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRow> {
     Ok(CacheRow {
@@ -398,7 +414,7 @@ impl ExecStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRow) -> Result<(), DbError> {
         self.exec(
             &format!(
-                "INSERT OR REPLACE INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+                "INSERT OR REPLACE INTO runs ({RUN_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
             ),
             params![
                 run.run_id,
@@ -408,7 +424,8 @@ impl ExecStore for SqliteStore {
                 run.started_at,
                 run.finished_at,
                 run.pid,
-                run.stages
+                run.stages,
+                run.heartbeat_at
             ],
         )
     }
@@ -448,7 +465,7 @@ impl ExecStore for SqliteStore {
     fn interrupted_run(&mut self, plan: &str) -> Result<Option<RunRow>, DbError> {
         Ok(self
             .query(
-                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status = 'running' ORDER BY started_at DESC, rowid DESC LIMIT 1"),
+                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status IN ('running', 'paused', 'awaiting_intervention') ORDER BY started_at DESC, rowid DESC LIMIT 1"),
                 [plan],
                 run_row,
             )?
@@ -590,6 +607,51 @@ impl ExecStore for SqliteStore {
         )
     }
 
+    fn adapter(&mut self, adapter_id: &str) -> Result<Option<AdapterRow>, DbError> {
+        Ok(self
+            .adapters()?
+            .into_iter()
+            .find(|a| a.adapter_id == adapter_id))
+    }
+
+    fn put_adapter(&mut self, a: &AdapterRow) -> Result<(), DbError> {
+        self.exec(
+            "INSERT OR REPLACE INTO adapters (adapter_id, kind, breaker_state, consecutive_failures, opened_until, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![a.adapter_id, a.kind, a.breaker_state, a.consecutive_failures, a.opened_until, a.last_error, a.updated_at],
+        )
+    }
+
+    fn attempts(&mut self) -> Result<Vec<AttemptRow>, DbError> {
+        self.query(
+            "SELECT run_id, stage_id, attempt, status, started_at, finished_at, duration_ms, exit_code, signal, error_kind, error_message, stdout_bytes, stderr_bytes FROM execution_log ORDER BY id",
+            [],
+            |r| {
+                Ok(AttemptRow {
+                    run_id: r.get(0)?,
+                    stage_id: r.get(1)?,
+                    attempt: r.get(2)?,
+                    status: r.get(3)?,
+                    started_at: r.get(4)?,
+                    finished_at: r.get(5)?,
+                    duration_ms: r.get(6)?,
+                    exit_code: r.get(7)?,
+                    signal: r.get(8)?,
+                    error_kind: r.get(9)?,
+                    error_message: r.get(10)?,
+                    stdout_bytes: r.get(11)?,
+                    stderr_bytes: r.get(12)?,
+                })
+            },
+        )
+    }
+
+    fn heartbeat(&mut self, run_id: &str, at: &str) -> Result<(), DbError> {
+        self.exec(
+            "UPDATE runs SET heartbeat_at = ?2 WHERE run_id = ?1",
+            params![run_id, at],
+        )
+    }
+
     fn flush(&mut self) -> Result<(), DbError> {
         if self.in_tx {
             self.conn.execute_batch("COMMIT").map_err(|e| self.sql(e))?;
@@ -622,6 +684,7 @@ mod tests {
             finished_at: None,
             pid: 1,
             stages: 2,
+            heartbeat_at: None,
         })
         .unwrap();
         db.flush().unwrap();

@@ -4,6 +4,7 @@
 
 pub mod ai;
 pub mod capture;
+pub mod plugin;
 pub mod process;
 pub mod run;
 
@@ -24,6 +25,8 @@ pub struct ToolContext<'a> {
     pub workspace: &'a Workspace,
     pub run_id: &'a str,
     pub stage_id: &'a str,
+    /// The tool name as the plan wrote it (`plugin:wordcount`).
+    pub tool: &'a str,
     pub timeout: Duration,
     pub cancel: &'a CancellationToken,
 }
@@ -52,6 +55,8 @@ pub enum ErrorClass {
     PermissionDenied,
     NotConfigured,
     BadToolOutput,
+    /// The tool ran and reported that it failed (a plugin's `success: false`).
+    ToolFailed,
     Io,
 }
 
@@ -114,7 +119,11 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)],
+            tools: vec![
+                Arc::new(run::RunTool),
+                Arc::new(ai::AiTool),
+                Arc::new(plugin::PluginTool),
+            ],
         }
     }
 }
@@ -129,9 +138,22 @@ impl Registry {
     }
 
     pub fn get(&self, name: &str) -> Option<&Arc<dyn Tool>> {
+        let name = match name.strip_prefix("plugin:") {
+            Some(plugin) if plugin::valid_name(plugin) => "plugin",
+            Some(_) => return None,
+            None => name,
+        };
         self.tools
             .iter()
             .find(|t| t.name() == name || t.aliases().contains(&name))
+    }
+
+    /// The adapter a tool name stands for (a plugin is its own adapter).
+    pub fn adapter_id(&self, name: &str) -> String {
+        match name.strip_prefix("plugin:") {
+            Some(_) => name.to_string(),
+            None => self.resolve_name(name).to_string(),
+        }
     }
 }
 
