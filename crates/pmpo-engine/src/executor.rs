@@ -188,7 +188,7 @@ pub(crate) async fn run(
         );
         let stage_started_at = now_rfc3339();
         let t0 = Instant::now();
-        let attempt = run_stage(engine, &ws, &run_id, stage, opts, &data).await;
+        let attempt = run_stage(engine, &ws, &run_id, stage, opts, &data, plan).await;
         let mut outcome = attempt.outcome;
         let mut failure = attempt.failure;
 
@@ -427,6 +427,7 @@ async fn run_stage(
     stage: &Stage,
     opts: &ExecuteOptions,
     data: &HashMap<String, StageData>,
+    plan: &crate::CheckedPlan,
 ) -> Attempt {
     let mut attempt = Attempt {
         outcome: None,
@@ -472,6 +473,7 @@ async fn run_stage(
         stage_id: &stage.id,
         timeout,
         cancel: &opts.cancel,
+        spec: Some(&plan.doc.specification),
     };
     match tool.invoke(&ctx, &inputs).await {
         Err(e) => attempt.failure = Some(fail(&class_name(e.class), e.message, e.hint)),

@@ -26,6 +26,8 @@ pub struct ToolContext<'a> {
     pub stage_id: &'a str,
     pub timeout: Duration,
     pub cancel: &'a CancellationToken,
+    /// The plan's specification (AI prompts use it and its constraints).
+    pub spec: Option<&'a pmpo_plan::Specification>,
 }
 
 /// What a tool did.
@@ -53,6 +55,8 @@ pub enum ErrorClass {
     NotConfigured,
     BadToolOutput,
     Io,
+    /// A service the tool needs (a model endpoint) is unreachable, overloaded or failing.
+    ServiceUnavailable,
 }
 
 /// A tool could not do its work.
@@ -114,12 +118,19 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)],
+            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool::default())],
         }
     }
 }
 
 impl Registry {
+    /// The tools of this build with a model client for `ai` stages.
+    pub fn with_ai(client: Arc<pmpo_ai::Client>) -> Self {
+        Registry {
+            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool::new(client))],
+        }
+    }
+
     /// The canonical name for a tool name or alias (the name itself when unknown).
     pub fn resolve_name<'a>(&self, name: &'a str) -> &'a str {
         match self.get(name) {

@@ -1,5 +1,7 @@
 //! The `pmpo` command line.
 
+mod ai_cli;
+mod models;
 mod report;
 
 use std::io::{IsTerminal, Write};
@@ -76,6 +78,25 @@ Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid pl
         /// Print nothing on stderr except errors.
         #[arg(long, short = 'q')]
         quiet: bool,
+        #[command(flatten)]
+        ai: ai_cli::AiArgs,
+    },
+    /// Show the model endpoints, the model of each phase, and their health.
+    #[command(
+        after_help = "Reads pmpo.toml in the workspace (default: the current directory) and the environment\n\
+(OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ...). See docs/configuration.md.\n\n\
+Exit codes: 0 every endpoint healthy, 1 an endpoint failed its probe, 2 nothing configured or a bad config."
+    )]
+    Models {
+        /// Read pmpo.toml from this directory.
+        #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
+        workspace: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show the routes with this model.
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
     },
 }
 
@@ -94,7 +115,20 @@ fn main() -> ExitCode {
             keep_going,
             timeout,
             quiet,
-        } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet),
+            ai,
+        } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet, &ai),
+        Command::Models {
+            workspace,
+            json,
+            model,
+        } => models::cmd_models(
+            &workspace,
+            &ai_cli::AiArgs {
+                model,
+                ..Default::default()
+            },
+            json,
+        ),
     };
     ExitCode::from(code)
 }
@@ -171,6 +205,7 @@ fn cmd_execute(
     keep_going: bool,
     timeout: Duration,
     quiet: bool,
+    ai: &ai_cli::AiArgs,
 ) -> u8 {
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
@@ -188,6 +223,13 @@ fn cmd_execute(
         );
         return EXIT_INVALID;
     }
+    let engine = match ai_cli::engine_for(&workspace, ai, &plan) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let mut opts = ExecuteOptions::new(workspace.clone());
     opts.keep_going = keep_going;
     opts.default_timeout = timeout;
