@@ -71,8 +71,11 @@ pub struct Client {
     config: AiConfig,
     endpoints: BTreeMap<String, Arc<dyn Endpoint>>,
     recorder: Option<Recorder>,
-    probes: Mutex<HashMap<String, (Instant, Result<(), AiError>)>>,
+    probes: Mutex<HashMap<String, ProbeResult>>,
 }
+
+/// When an endpoint was probed and what came of it.
+type ProbeResult = (Instant, Result<(), AiError>);
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3

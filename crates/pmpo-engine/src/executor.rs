@@ -474,6 +474,7 @@ async fn run_stage(
         timeout,
         cancel: &opts.cancel,
         spec: Some(&plan.doc.specification),
+        description: &stage.description,
     };
     match tool.invoke(&ctx, &inputs).await {
         Err(e) => attempt.failure = Some(fail(&class_name(e.class), e.message, e.hint)),

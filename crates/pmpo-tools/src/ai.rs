@@ -320,16 +320,24 @@ impl Tool for AiTool {
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "ai");
-        match (inputs.get("prompt"), inputs.get("prompt_file")) {
-            (None, None) => issues.push(issue(
-                "",
-                "the `ai` tool needs a `prompt` (or a `prompt_file`)",
-                Some("e.g. `with: {prompt: \"Draw a logo for {{ artifact_name }}\", output: dist/logo.svg, code_block: svg}`"),
-            )),
-            (Some(_), Some(_)) => issues.push(issue("prompt_file", "give either `prompt` or `prompt_file`, not both", None)),
-            _ => {}
+        if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
+            issues.push(issue(
+                "prompt_file",
+                "give either `prompt` or `prompt_file`, not both",
+                None,
+            ));
         }
-        for key in ["prompt", "prompt_file", "system", "output", "code_block", "phase", "endpoint", "model", "fallback"] {
+        for key in [
+            "prompt",
+            "prompt_file",
+            "system",
+            "output",
+            "code_block",
+            "phase",
+            "endpoint",
+            "model",
+            "fallback",
+        ] {
             if let Some(v) = inputs.get(key)
                 && !v.is_string()
             {
@@ -340,33 +348,57 @@ impl Tool for AiTool {
             && !v.is_object()
             && !is_reference(v)
         {
-            issues.push(issue("vars", "`vars` must be a mapping of names to values", Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`")));
+            issues.push(issue(
+                "vars",
+                "`vars` must be a mapping of names to values",
+                Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`"),
+            ));
         }
         if let Some(v) = inputs.get("outputs_json")
             && !v.is_boolean()
         {
-            issues.push(issue("outputs_json", "`outputs_json` must be true or false", None));
+            issues.push(issue(
+                "outputs_json",
+                "`outputs_json` must be true or false",
+                None,
+            ));
         }
         if let Some(v) = inputs.get("schema")
             && !(v.is_object() || v.is_string())
         {
-            issues.push(issue("schema", "`schema` must be a JSON schema (a mapping) or the path of a schema file", None));
+            issues.push(issue(
+                "schema",
+                "`schema` must be a JSON schema (a mapping) or the path of a schema file",
+                None,
+            ));
         }
         if let Some(Value::String(p)) = inputs.get("phase")
             && !is_reference(&json!(p))
             && Phase::parse(p).is_none()
         {
-            issues.push(issue("phase", format!("unknown phase `{p}`"), Some("phases are specify, plan, execute, reflect, persist")));
+            issues.push(issue(
+                "phase",
+                format!("unknown phase `{p}`"),
+                Some("phases are specify, plan, execute, reflect, persist"),
+            ));
         }
         if let Some(v) = inputs.get("max_tokens")
             && !v.as_u64().is_some_and(|n| n > 0 && n <= u32::MAX as u64)
         {
-            issues.push(issue("max_tokens", "`max_tokens` must be a positive whole number", None));
+            issues.push(issue(
+                "max_tokens",
+                "`max_tokens` must be a positive whole number",
+                None,
+            ));
         }
         if let Some(v) = inputs.get("temperature")
             && !v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
         {
-            issues.push(issue("temperature", "`temperature` must be a number from 0 to 2", None));
+            issues.push(issue(
+                "temperature",
+                "`temperature` must be a number from 0 to 2",
+                None,
+            ));
         }
         if inputs.contains_key("code_block") && !inputs.contains_key("output") {
             issues.push(issue("code_block", "`code_block` says which part of the answer goes to the `output` file, but there is no `output`", Some("add `output: PATH`")));
@@ -387,8 +419,13 @@ impl Tool for AiTool {
                     if !BUILTINS.contains(&first) && !vars.contains(&first) {
                         issues.push(issue(
                             key,
-                            format!("the template uses `{{{{ {var} }}}}`, but `{first}` is not defined"),
-                            Some(&format!("add `{first}` under `vars:`, or use one of: {}", BUILTINS.join(", "))),
+                            format!(
+                                "the template uses `{{{{ {var} }}}}`, but `{first}` is not defined"
+                            ),
+                            Some(&format!(
+                                "add `{first}` under `vars:`, or use one of: {}",
+                                BUILTINS.join(", ")
+                            )),
                         ));
                     }
                 }
@@ -421,19 +458,36 @@ impl Tool for AiTool {
         let deadline = started + ctx.timeout;
 
         // The prompt.
-        let template_text = match (str_input(inputs, "prompt")?, str_input(inputs, "prompt_file")?) {
+        let template_text = match (
+            str_input(inputs, "prompt")?,
+            str_input(inputs, "prompt_file")?,
+        ) {
             (Some(p), _) => p.to_string(),
             (None, Some(file)) => {
-                let path = ctx.workspace.resolve(file).map_err(|e| invalid(e.to_string()))?;
+                let path = ctx
+                    .workspace
+                    .resolve(file)
+                    .map_err(|e| invalid(e.to_string()))?;
                 std::fs::read_to_string(&path).map_err(|e| {
-                    ToolError::new(ErrorClass::Io, format!("cannot read prompt_file `{file}`: {e}"))
+                    ToolError::new(
+                        ErrorClass::Io,
+                        format!("cannot read prompt_file `{file}`: {e}"),
+                    )
                 })?
             }
-            (None, None) => return Err(invalid("the `ai` tool needs a `prompt`")),
+            // A stage without a prompt is asked what its description says.
+            (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
+            (None, None) => {
+                return Err(
+                    invalid("the `ai` stage has neither a `prompt` nor a description")
+                        .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
+                );
+            }
         };
         let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
-        let prompt = template::render(&template_text, &context)
-            .map_err(|e| invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)"))?;
+        let prompt = template::render(&template_text, &context).map_err(|e| {
+            invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
+        })?;
         let system = match str_input(inputs, "system")? {
             Some(s) => Some(template::render(s, &context).map_err(invalid)?),
             None => None,
@@ -441,11 +495,17 @@ impl Tool for AiTool {
         let schema = match inputs.get("schema") {
             None | Some(Value::Null) => None,
             Some(Value::String(file)) => {
-                let path = ctx.workspace.resolve(file).map_err(|e| invalid(e.to_string()))?;
+                let path = ctx
+                    .workspace
+                    .resolve(file)
+                    .map_err(|e| invalid(e.to_string()))?;
                 let text = std::fs::read_to_string(&path).map_err(|e| {
                     ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
                 })?;
-                Some(serde_json::from_str(&text).map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?)
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?,
+                )
             }
             Some(v) => Some(v.clone()),
         };
@@ -468,7 +528,10 @@ impl Tool for AiTool {
                 role: Role::User,
                 content: prompt,
             }],
-            max_tokens: inputs.get("max_tokens").and_then(Value::as_u64).map(|n| n.min(u32::MAX as u64) as u32),
+            max_tokens: inputs
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .map(|n| n.min(u32::MAX as u64) as u32),
             temperature: inputs.get("temperature").and_then(Value::as_f64),
         };
         let call = CallContext {
@@ -513,7 +576,10 @@ impl Tool for AiTool {
                 Ok(s) => break s,
                 Err(problems) if answers.len() == 1 => {
                     // One repair request, quoting what is wrong.
-                    req.messages.push(Message { role: Role::Assistant, content: text });
+                    req.messages.push(Message {
+                        role: Role::Assistant,
+                        content: text,
+                    });
                     req.messages.push(Message {
                         role: Role::User,
                         content: format!(
@@ -537,8 +603,14 @@ impl Tool for AiTool {
         };
 
         if let Some(path) = str_input(inputs, "output")? {
-            if let Some(dir) = std::path::Path::new(path).parent().and_then(|d| d.to_str()).filter(|d| !d.is_empty()) {
-                ctx.workspace.create_dir_all(dir).map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .and_then(|d| d.to_str())
+                .filter(|d| !d.is_empty())
+            {
+                ctx.workspace
+                    .create_dir_all(dir)
+                    .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
             }
             ctx.workspace
                 .write_atomic(path, shaped.file_text.as_bytes(), Durability::Relaxed)
@@ -571,12 +643,17 @@ impl AiTool {
             .collect();
         ToolOutcome {
             termination,
-            stdout: Captured::from_bytes(last.map_or("", |a| a.completion.text.as_str()).as_bytes()),
+            stdout: Captured::from_bytes(
+                last.map_or("", |a| a.completion.text.as_str()).as_bytes(),
+            ),
             stderr: Captured::default(),
             duration: started.elapsed().max(Duration::ZERO),
             outputs: Map::new(),
             invocation: json!({ "model_calls": calls }),
-            notes: answers.iter().flat_map(|a| a.notes.iter().cloned()).collect(),
+            notes: answers
+                .iter()
+                .flat_map(|a| a.notes.iter().cloned())
+                .collect(),
         }
     }
 }
@@ -606,9 +683,15 @@ mod tests {
         let a = "Here:\n```svg\n<svg/>\n```\nand\n```json\n{\"a\": 1}\n```\n";
         assert_eq!(code_block(a, "svg").as_deref(), Some("<svg/>\n"));
         assert_eq!(code_block(a, "python"), None);
-        assert_eq!(code_block("<svg></svg>", "svg").as_deref(), Some("<svg></svg>\n"));
+        assert_eq!(
+            code_block("<svg></svg>", "svg").as_deref(),
+            Some("<svg></svg>\n")
+        );
         assert_eq!(parse_json_answer(a).unwrap(), json!({"a": 1}));
-        assert_eq!(parse_json_answer("Sure! {\"b\": [1]} done").unwrap(), json!({"b": [1]}));
+        assert_eq!(
+            parse_json_answer("Sure! {\"b\": [1]} done").unwrap(),
+            json!({"b": [1]})
+        );
         assert!(parse_json_answer("no").is_err());
     }
 
@@ -622,12 +705,31 @@ mod tests {
                 .collect::<Vec<_>>()
                 .join("\n")
         };
-        assert_eq!(check(json!({"prompt": "Draw {{ subject }} for {{ artifact_name }}", "vars": {"subject": "x"}})), "");
-        let m = check(json!({"prompt": "{{ nope }}", "code_block": "svg", "max_tokens": -1, "promt": 1}));
-        for want in ["`nope` is not defined", "no `output`", "max_tokens", "unknown input `promt`"] {
+        assert_eq!(
+            check(
+                json!({"prompt": "Draw {{ subject }} for {{ artifact_name }}", "vars": {"subject": "x"}})
+            ),
+            ""
+        );
+        let m = check(
+            json!({"prompt": "{{ nope }}", "code_block": "svg", "max_tokens": -1, "promt": 1}),
+        );
+        for want in [
+            "`nope` is not defined",
+            "no `output`",
+            "max_tokens",
+            "unknown input `promt`",
+        ] {
             assert!(m.contains(want), "{want} in {m}");
         }
-        assert!(check(json!({})).contains("needs a `prompt`"));
-        assert!(t.preflight().unwrap_err().hint.unwrap().contains("OPENAI_BASE_URL"));
+        assert_eq!(check(json!({})), "");
+        assert!(check(json!({"prompt": "a", "prompt_file": "b"})).contains("not both"));
+        assert!(
+            t.preflight()
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("OPENAI_BASE_URL")
+        );
     }
 }

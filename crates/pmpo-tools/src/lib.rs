@@ -28,6 +28,8 @@ pub struct ToolContext<'a> {
     pub cancel: &'a CancellationToken,
     /// The plan's specification (AI prompts use it and its constraints).
     pub spec: Option<&'a pmpo_plan::Specification>,
+    /// The stage's description (an `ai` stage without a prompt is asked it).
+    pub description: &'a str,
 }
 
 /// What a tool did.
