@@ -373,7 +373,7 @@ impl Endpoint for HttpEndpoint {
                     .collect();
                 let finish = match v.get("stop_reason").and_then(Value::as_str) {
                     Some("end_turn") | Some("stop_sequence") | None => Finish::Stop,
-                    Some("max_tokens") => Finish::Length,
+                    Some("max_tokens") | Some("model_context_window_exceeded") => Finish::Length,
                     Some("refusal") => Finish::Refused,
                     Some(_) => Finish::Other,
                 };
