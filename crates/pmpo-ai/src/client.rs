@@ -64,6 +64,9 @@ pub struct EndpointHealth {
     pub healthy: bool,
     pub error: Option<String>,
     pub probe_ms: f64,
+    /// The models the server lists (OpenAI-compatible and Anthropic endpoints).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub offers: Vec<String>,
 }
 
 /// The model client of a run.
@@ -72,6 +75,8 @@ pub struct Client {
     endpoints: BTreeMap<String, Arc<dyn Endpoint>>,
     recorder: Option<Recorder>,
     probes: Mutex<HashMap<String, ProbeResult>>,
+    /// Models chosen from a server's list when none was configured.
+    discovered: Mutex<HashMap<String, String>>,
 }
 
 /// When an endpoint was probed and what came of it.
@@ -105,6 +110,7 @@ impl Client {
             endpoints,
             recorder,
             probes: Mutex::new(HashMap::new()),
+            discovered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -171,6 +177,11 @@ impl Client {
             let t = Instant::now();
             let r = self.probe(name).await;
             let cfg = self.config.endpoints.get(name);
+            let offers = if r.is_ok() {
+                ep.models(PROBE_TIMEOUT).await.unwrap_or_default()
+            } else {
+                Vec::new()
+            };
             out.push(EndpointHealth {
                 name: name.clone(),
                 kind: ep.kind().as_str(),
@@ -181,6 +192,7 @@ impl Client {
                 healthy: r.is_ok(),
                 error: r.err().map(|e| e.message),
                 probe_ms: ms(t.elapsed()),
+                offers,
             });
         }
         out
@@ -239,13 +251,7 @@ impl Client {
             let model = match (model, ep.kind()) {
                 (Some(m), _) => m,
                 (None, EndpointKind::Replay | EndpointKind::Command) => String::new(),
-                (None, _) => {
-                    return Err(AiError::new(
-                        ErrorKind::NotConfigured,
-                        format!("no model is chosen for endpoint `{chosen}`"),
-                    )
-                    .hint("pass --model NAME, or set `model =` for the endpoint or the phase in pmpo.toml (OPENAI_MODEL / ANTHROPIC_MODEL also work)"));
-                }
+                (None, _) => self.only_model(ep.as_ref(), &mut notes).await?,
             };
             let t0 = Instant::now();
             let (result, attempts) = self.attempts(ctx, ep.as_ref(), &model, req).await;
@@ -299,6 +305,52 @@ impl Client {
                     _ => return Err(e),
                 },
             }
+        }
+    }
+
+    /// With no model configured, the one model the server lists (a local
+    /// server usually serves exactly one); otherwise an error naming them.
+    async fn only_model(
+        &self,
+        ep: &dyn Endpoint,
+        notes: &mut Vec<String>,
+    ) -> Result<String, AiError> {
+        let name = ep.name().to_string();
+        if let Some(m) = self
+            .discovered
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&name)
+        {
+            return Ok(m.clone());
+        }
+        let hint = "pass --model NAME, or set `model =` for the endpoint or the phase in pmpo.toml (OPENAI_MODEL / ANTHROPIC_MODEL also work)";
+        let listed = ep.models(PROBE_TIMEOUT).await.unwrap_or_default();
+        match listed.as_slice() {
+            [only] => {
+                notes.push(format!(
+                    "no model configured for endpoint `{name}`; using `{only}`, the only model it lists"
+                ));
+                self.discovered
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name, only.clone());
+                Ok(only.clone())
+            }
+            [] => Err(AiError::new(
+                ErrorKind::NotConfigured,
+                format!("no model is chosen for endpoint `{name}`"),
+            )
+            .hint(hint)),
+            many => Err(AiError::new(
+                ErrorKind::NotConfigured,
+                format!(
+                    "no model is chosen for endpoint `{name}`, which offers: {}{}",
+                    many.iter().take(12).cloned().collect::<Vec<_>>().join(", "),
+                    if many.len() > 12 { ", ..." } else { "" }
+                ),
+            )
+            .hint(hint)),
         }
     }
 

@@ -24,6 +24,10 @@ pub trait Endpoint: Send + Sync {
     fn location(&self) -> String;
     /// Whether it can answer now. `timeout` bounds the probe.
     async fn probe(&self, timeout: Duration) -> Result<(), AiError>;
+    /// The models the endpoint offers, when it can say (used when no model is configured).
+    async fn models(&self, _timeout: Duration) -> Result<Vec<String>, AiError> {
+        Ok(Vec::new())
+    }
     /// One request; `model` is already chosen.
     async fn complete(
         &self,

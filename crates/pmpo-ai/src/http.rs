@@ -94,6 +94,7 @@ impl HttpEndpoint {
     }
 
     fn transport_error(&self, url: &str, e: reqwest::Error) -> AiError {
+        let url = redact(url, self.key.as_ref());
         let cause = redact(&error_chain(&e), self.key.as_ref());
         if e.is_timeout() {
             return AiError::new(
@@ -101,8 +102,8 @@ impl HttpEndpoint {
                 format!("endpoint `{}` did not answer in time ({url})", self.name),
             );
         }
-        if e.is_connect() || e.is_request() {
-            let hint = if is_loopback(url) {
+        if e.is_connect() || e.is_builder() {
+            let hint = if is_loopback(&url) {
                 "is the local model server running and listening on that port? (e.g. `ollama serve`, `llama-server --port 8080`, `vllm serve MODEL`)"
             } else {
                 "check the network connection and base_url (`pmpo models` probes every endpoint)"
@@ -113,10 +114,41 @@ impl HttpEndpoint {
             )
             .hint(hint);
         }
+        if e.is_request() || e.is_body() {
+            // The connection broke mid-exchange: worth another attempt.
+            return AiError::new(
+                ErrorKind::ServerError,
+                format!(
+                    "the connection to endpoint `{}` broke during the exchange ({url}): {cause}",
+                    self.name
+                ),
+            )
+            .hint(
+                "the server closed the connection; re-run later or configure a fallback endpoint",
+            );
+        }
         AiError::new(
             ErrorKind::BadResponse,
             format!("endpoint `{}` ({url}): {cause}", self.name),
         )
+    }
+
+    /// The models the server lists (`GET {base}/models`), for choosing one
+    /// when none is configured.
+    pub async fn list_models(&self, timeout: Duration) -> Result<Vec<String>, AiError> {
+        let url = self.url("models");
+        let v = self
+            .send(self.http.get(&url).timeout(timeout), &url, "")
+            .await?;
+        Ok(v.get("data")
+            .and_then(Value::as_array)
+            .map(|items| {
+                items
+                    .iter()
+                    .filter_map(|m| m.get("id").and_then(Value::as_str).map(str::to_string))
+                    .collect()
+            })
+            .unwrap_or_default())
     }
 
     /// Maps a non-success HTTP answer to a clear error.
@@ -335,6 +367,10 @@ impl Endpoint for HttpEndpoint {
         self.send(rb, &url, "").await.map(|_| ())
     }
 
+    async fn models(&self, timeout: Duration) -> Result<Vec<String>, AiError> {
+        self.list_models(timeout).await
+    }
+
     async fn complete(
         &self,
         _call: CallInfo<'_>,
@@ -371,6 +407,8 @@ impl Endpoint for HttpEndpoint {
                     .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
                     .filter_map(|b| b.get("text").and_then(Value::as_str))
                     .collect();
+                // A key echoed into an answer must not reach files or cassettes.
+                let text = redact(&text, self.key.as_ref());
                 let finish = match v.get("stop_reason").and_then(Value::as_str) {
                     Some("end_turn") | Some("stop_sequence") | None => Finish::Stop,
                     Some("max_tokens") | Some("model_context_window_exceeded") => Finish::Length,
@@ -434,8 +472,8 @@ impl Endpoint for HttpEndpoint {
                 let text = message
                     .and_then(|m| m.get("content"))
                     .and_then(Value::as_str)
-                    .unwrap_or("")
-                    .to_string();
+                    .unwrap_or("");
+                let text = redact(text, self.key.as_ref());
                 let finish = match choice.get("finish_reason").and_then(Value::as_str) {
                     Some("stop") | None => Finish::Stop,
                     Some("length") => Finish::Length,

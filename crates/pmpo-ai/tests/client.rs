@@ -461,3 +461,42 @@ fn record_then_replay_without_network() {
     assert_no_key(dir.path());
     assert_no_key(call.ws_dir.path());
 }
+
+#[test]
+fn a_broken_connection_is_retried_and_an_echoed_key_is_redacted() {
+    let server = ModelServer::start(|_, n| match n {
+        0 => Reply::json(200, json!(null)).body_drop(),
+        _ => openai(&format!("your key is {KEY}"), "stop"),
+    });
+    let call = Call::new();
+    let a = ask(&Client::new(openai_cfg(&server)).unwrap(), &call, "x").unwrap();
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.completion.text, "your key is [redacted]");
+}
+
+#[test]
+fn without_a_model_the_only_model_the_server_lists_is_used() {
+    let one = ModelServer::start(|s, _| {
+        if s.method == "GET" {
+            Reply::json(
+                200,
+                json!({"object": "list", "data": [{"id": "tiny-1b", "object": "model"}]}),
+            )
+        } else {
+            openai("ok", "stop")
+        }
+    });
+    let cfg = config("", &[("OPENAI_BASE_URL", &one.openai_base())]);
+    let client = Client::new(cfg).unwrap();
+    let a = ask(&client, &Call::new(), "x").unwrap();
+    assert_eq!(a.model, "tiny-1b");
+    assert!(a.notes[0].contains("the only model it lists"));
+    assert_eq!(one.chat_requests()[0].json()["model"], "tiny-1b");
+
+    let two =
+        ModelServer::start(|_, _| Reply::json(200, json!({"data": [{"id": "a"}, {"id": "b"}]})));
+    let cfg = config("", &[("OPENAI_BASE_URL", &two.openai_base())]);
+    let err = ask(&Client::new(cfg).unwrap(), &Call::new(), "x").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotConfigured);
+    assert!(err.message.contains("offers: a, b") && err.hint.unwrap().contains("--model"));
+}

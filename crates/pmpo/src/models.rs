@@ -103,6 +103,11 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             h.location,
             h.model.as_deref().unwrap_or("-"),
         );
+        if !h.offers.is_empty() {
+            let shown: Vec<&str> = h.offers.iter().take(12).map(String::as_str).collect();
+            let more = if h.offers.len() > 12 { ", ..." } else { "" };
+            let _ = writeln!(out, "               offers: {}{more}", shown.join(", "));
+        }
     }
     let _ = writeln!(out, "\nphases:");
     for (p, r) in &routes {

@@ -64,6 +64,11 @@ impl Reply {
         self.headers.push((k.into(), v.into()));
         self
     }
+    /// Closes the connection instead of answering.
+    pub fn body_drop(mut self) -> Reply {
+        self.body = DROP.to_string();
+        self
+    }
     pub fn delay(mut self, d: Duration) -> Reply {
         self.delay = d;
         self
@@ -109,6 +114,9 @@ pub fn anthropic_error(status: u16, kind: &str, message: &str) -> Reply {
         json!({"type": "error", "error": {"type": kind, "message": message}}),
     )
 }
+
+/// A reply body that makes the server close the connection without answering.
+pub const DROP: &str = "\u{0}drop";
 
 type Handler = dyn Fn(&Seen, usize) -> Reply + Send + Sync;
 
@@ -237,6 +245,10 @@ fn serve(
     while waited < reply.delay && !stop.load(Ordering::SeqCst) {
         std::thread::sleep(Duration::from_millis(10));
         waited += Duration::from_millis(10);
+    }
+    if reply.body == DROP {
+        // Close the connection without an answer.
+        return;
     }
     let reason = match reply.status {
         200 => "OK",
