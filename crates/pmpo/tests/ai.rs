@@ -418,3 +418,26 @@ fn ctrl_c_cancels_a_waiting_ai_stage() {
     assert!(t.elapsed() < Duration::from_secs(10));
     assert_eq!(stage(&out.json(), "slow")["status"], "FAILED");
 }
+
+#[test]
+fn the_ai_example_replays_offline_from_its_cassette() {
+    let ws = Ws::new();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/../../examples/ai-logo");
+    ws.write(
+        "plan.yaml",
+        &std::fs::read_to_string(format!("{example}/plan.yaml")).unwrap(),
+    );
+    let r = run(
+        pmpo(&ws),
+        &[
+            "execute",
+            "plan.yaml",
+            "--json",
+            "--replay",
+            &format!("{example}/cassette.jsonl"),
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(stage(&r.json(), "palette")["outputs"]["primary"], "#f97316");
+    assert!(ws.read("dist/logo.svg").starts_with("<svg"));
+}
