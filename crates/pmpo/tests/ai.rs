@@ -441,3 +441,30 @@ fn the_ai_example_replays_offline_from_its_cassette() {
     assert_eq!(stage(&r.json(), "palette")["outputs"]["primary"], "#f97316");
     assert!(ws.read("dist/logo.svg").starts_with("<svg"));
 }
+
+#[test]
+fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out() {
+    let ws = Ws::new();
+    ws.plan("    - id: hi\n      requires_execution: false\n      with: {prompt: say hi, output: hi.txt}\n      outputs: [hi.txt]\n    - id: slow\n      requires_execution: false\n      timeout: 500ms\n      with: {prompt: take your time}\n");
+    let server = ModelServer::start(|s, _| {
+        if s.prompt() == "say hi" {
+            anthropic("hi!", "end_turn")
+        } else {
+            anthropic("late", "end_turn").delay(Duration::from_secs(10))
+        }
+    });
+    let mut c = pmpo(&ws);
+    c.env("ANTHROPIC_BASE_URL", server.base())
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("ANTHROPIC_MODEL", "claude-test");
+    let t = Instant::now();
+    let r = run(c, &["execute", "plan.yaml", "--json", "--keep-going"]);
+    assert!(t.elapsed() < Duration::from_secs(8));
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let results = r.json();
+    assert_eq!(stage(&results, "hi")["status"], "COMPLETED");
+    assert_eq!(ws.read("hi.txt"), "hi!");
+    assert_eq!(stage(&results, "slow")["status"], "TIMEOUT");
+    assert_eq!(server.chat_requests()[0].header("x-api-key"), Some(KEY));
+    assert_no_key_under(ws.path());
+}
