@@ -212,17 +212,19 @@ impl Client {
                     .hint(AiConfig::how_to_configure()),
             );
         };
-        if !self.endpoints.contains_key(&preferred) {
-            let known: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
-            return Err(AiError::new(
-                ErrorKind::NotConfigured,
-                format!(
-                    "stage `{}` asks for endpoint `{preferred}`, which is not configured (configured: {})",
-                    ctx.stage,
-                    known.join(", ")
-                ),
-            )
-            .hint("define it under [ai.endpoints] in pmpo.toml (see docs/configuration.md)"));
+        for name in std::iter::once(&preferred).chain(route.fallback.iter()) {
+            if !self.endpoints.contains_key(name) {
+                let known: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
+                return Err(AiError::new(
+                    ErrorKind::NotConfigured,
+                    format!(
+                        "stage `{}` asks for endpoint `{name}`, which is not configured (configured: {})",
+                        ctx.stage,
+                        known.join(", ")
+                    ),
+                )
+                .hint("define it under [ai.endpoints] in pmpo.toml (see docs/configuration.md)"));
+            }
         }
         let mut notes = Vec::new();
         let mut chosen = preferred.clone();
@@ -247,7 +249,12 @@ impl Client {
             } else {
                 self.model_for(&chosen, route.model.as_deref())
             };
-            let ep = Arc::clone(&self.endpoints[&chosen]);
+            let Some(ep) = self.endpoints.get(&chosen).map(Arc::clone) else {
+                return Err(AiError::new(
+                    ErrorKind::NotConfigured,
+                    format!("endpoint `{chosen}` is not configured"),
+                ));
+            };
             let model = match (model, ep.kind()) {
                 (Some(m), _) => m,
                 (None, EndpointKind::Replay | EndpointKind::Command) => String::new(),
