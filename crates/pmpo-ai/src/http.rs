@@ -279,18 +279,16 @@ impl HttpEndpoint {
     }
 }
 
+/// The root cause of a transport error ("Connection refused (os error 111)"),
+/// which says more than the layers wrapped around it.
 fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut out = e.to_string();
+    let mut root = e.to_string();
     let mut src = e.source();
     while let Some(s) = src {
-        let t = s.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
+        root = s.to_string();
         src = s.source();
     }
-    out
+    root
 }
 
 fn shorten(text: &str, n: usize) -> String {
@@ -445,9 +443,27 @@ impl Endpoint for HttpEndpoint {
                 if let Some(t) = req.temperature {
                     body["temperature"] = json!(t);
                 }
-                let v = self
+                let v = match self
                     .send(self.http.post(&url).json(&body), &url, model)
-                    .await?;
+                    .await
+                {
+                    // Newer OpenAI models take `max_completion_tokens` instead.
+                    Err(e)
+                        if e.kind == ErrorKind::BadRequest
+                            && e.message.contains("max_completion_tokens") =>
+                    {
+                        let Some(obj) = body.as_object_mut() else {
+                            return Err(e);
+                        };
+                        let Some(n) = obj.remove("max_tokens") else {
+                            return Err(e);
+                        };
+                        obj.insert("max_completion_tokens".into(), n);
+                        self.send(self.http.post(&url).json(&body), &url, model)
+                            .await?
+                    }
+                    other => other?,
+                };
                 let choice = v
                     .get("choices")
                     .and_then(Value::as_array)

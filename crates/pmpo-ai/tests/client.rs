@@ -500,3 +500,30 @@ fn without_a_model_the_only_model_the_server_lists_is_used() {
     assert_eq!(err.kind, ErrorKind::NotConfigured);
     assert!(err.message.contains("offers: a, b") && err.hint.unwrap().contains("--model"));
 }
+
+#[test]
+fn max_tokens_is_renamed_for_models_that_want_max_completion_tokens() {
+    let server = ModelServer::start(|s, _| {
+        if s.json().get("max_tokens").is_some() {
+            openai_error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                "unsupported_parameter",
+            )
+        } else {
+            openai("ok", "stop")
+        }
+    });
+    let mut req = ChatRequest::user("x");
+    req.max_tokens = Some(50);
+    let call = Call::new();
+    let client = Client::new(openai_cfg(&server)).unwrap();
+    let a = rt()
+        .block_on(client.complete(&call.ctx("s", Duration::from_secs(10)), &req))
+        .unwrap();
+    assert_eq!(a.completion.text, "ok");
+    assert_eq!(
+        server.chat_requests()[1].json()["max_completion_tokens"],
+        50
+    );
+}

@@ -116,7 +116,9 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             "  {:<8} -> {} / {}{}",
             p.as_str(),
             r.endpoint.as_deref().unwrap_or("-"),
-            model_of(r).as_deref().unwrap_or("(no model: pass --model)"),
+            model_of(r)
+                .as_deref()
+                .unwrap_or("(no model set: the only one the endpoint lists, or --model)"),
             r.fallback
                 .as_deref()
                 .map(|f| format!("  (fallback {f})"))
