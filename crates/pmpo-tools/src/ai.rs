@@ -185,8 +185,23 @@ pub fn code_block(text: &str, lang: &str) -> Option<String> {
         if blocks.is_empty() && (t.starts_with("<svg") || t.starts_with("<?xml")) {
             return Some(format!("{t}\n"));
         }
+        // An unfenced SVG inside prose.
+        if let (Some(a), Some(b)) = (t.find("<svg"), t.rfind("</svg>"))
+            && a < b
+        {
+            return Some(format!("{}\n", &t[a..b + "</svg>".len()]));
+        }
     }
     None
+}
+
+/// An answer without the `<think>...</think>` a reasoning model may put first.
+pub fn strip_thinking(text: &str) -> &str {
+    let t = text.trim_start();
+    match (t.strip_prefix("<think>"), t.find("</think>")) {
+        (Some(_), Some(end)) => &t[end + "</think>".len()..],
+        _ => text,
+    }
 }
 
 /// A JSON value from an answer: the whole text, a fenced block, or the
@@ -233,6 +248,7 @@ impl Shape<'_> {
 
     /// The problems with an answer (each one line), or the shaped answer.
     fn apply(&self, text: &str) -> Result<Shaped, Vec<String>> {
+        let text = strip_thinking(text);
         let mut file_text = text.to_string();
         let mut outputs = Map::new();
         if let Some(lang) = self.code_block {
@@ -693,6 +709,14 @@ mod tests {
             json!({"b": [1]})
         );
         assert!(parse_json_answer("no").is_err());
+        assert_eq!(
+            code_block("Sure: <svg a=\"1\"></svg> enjoy", "svg").as_deref(),
+            Some("<svg a=\"1\"></svg>\n")
+        );
+        assert_eq!(
+            strip_thinking("<think>{x}</think>\n{\"a\": 2}").trim(),
+            "{\"a\": 2}"
+        );
     }
 
     #[test]
