@@ -353,7 +353,16 @@ impl Endpoint for HttpEndpoint {
     }
 
     fn location(&self) -> String {
-        self.base_url.clone()
+        // Credentials written into a URL are not shown.
+        match self.base_url.split_once("://") {
+            Some((scheme, rest)) => match rest.split_once('@') {
+                Some((_, host)) if !host.contains('/') || rest.find('@') < rest.find('/') => {
+                    format!("{scheme}://***@{host}")
+                }
+                _ => self.base_url.clone(),
+            },
+            None => self.base_url.clone(),
+        }
     }
 
     async fn probe(&self, timeout: Duration) -> Result<(), AiError> {
