@@ -564,7 +564,7 @@ pub(crate) async fn run(
                 msg,
                 Some("create the file, or fix the path under `inputs:`".into()),
             ),
-            (Ok(inputs), None) => run_stage(engine, &ws, &run_id, stage, opts, inputs).await,
+            (Ok(inputs), None) => run_stage(engine, &ws, &run_id, stage, opts, inputs, plan).await,
         };
         let mut outcome = attempt.outcome.take();
         let mut failure = attempt.failure.take();
@@ -934,6 +934,7 @@ async fn run_stage(
     stage: &Stage,
     opts: &ExecuteOptions,
     inputs: Map<String, Value>,
+    plan: &crate::CheckedPlan,
 ) -> Attempt {
     let Some(tool) = engine.registry.get(stage.tool_name()) else {
         return Attempt::failed(
@@ -974,6 +975,8 @@ async fn run_stage(
         tool: stage.tool_name(),
         timeout,
         cancel: &opts.cancel,
+        spec: Some(&plan.doc.specification),
+        description: &stage.description,
     };
     match tool.invoke(&ctx, &inputs).await {
         Err(e) => {

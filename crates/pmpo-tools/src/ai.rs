@@ -1,15 +1,324 @@
 //! The `ai` tool: AI-only transformations (`requires_execution: false`).
 //!
-//! Model endpoints are not part of this build yet, so the tool refuses to
-//! start and says so; every other stage of the plan is unaffected.
+//! It renders the stage's prompt template (`{{ name }}` from `vars:`, the
+//! specification and its constraints), asks the routed model through the
+//! [`pmpo_ai::Client`], and puts the answer where the stage says: a file (the
+//! whole answer or one fenced code block) and/or named outputs parsed from a
+//! JSON answer, validated against a JSON schema when one is given. A bad
+//! answer gets exactly one repair request quoting the problems; if the second
+//! answer is bad too, the stage fails and both answers are kept.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use pmpo_plan::InputIssue;
-use serde_json::{Map, Value};
+use pmpo_ai::{
+    AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
+    Route, template,
+};
+use pmpo_plan::{InputIssue, Reference, Specification};
+use pmpo_store::Durability;
+use serde_json::{Map, Value, json};
 
-use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome};
+use crate::{
+    Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
+    unknown_keys,
+};
 
-pub struct AiTool;
+const KEYS: &[&str] = &[
+    "prompt",
+    "prompt_file",
+    "system",
+    "vars",
+    "output",
+    "code_block",
+    "outputs_json",
+    "schema",
+    "phase",
+    "endpoint",
+    "model",
+    "fallback",
+    "max_tokens",
+    "temperature",
+];
+
+/// Names every prompt may use besides `vars:`.
+const BUILTINS: &[&str] = &[
+    "specification",
+    "constraints",
+    "artifact_name",
+    "artifact_type",
+    "content_type",
+    "intent",
+    "stage",
+];
+
+/// Where answers are kept when a stage fails on a bad answer.
+pub const ANSWERS_DIR: &str = ".state/ai";
+
+/// The `ai` tool; without a client (no endpoint configured) it refuses to start.
+#[derive(Default)]
+pub struct AiTool {
+    client: Option<Arc<Client>>,
+}
+
+impl AiTool {
+    pub fn new(client: Arc<Client>) -> Self {
+        AiTool {
+            client: Some(client),
+        }
+    }
+}
+
+fn is_reference(v: &Value) -> bool {
+    matches!(v, Value::String(s) if Reference::parse(s).is_some())
+}
+
+fn class_of(kind: ErrorKind) -> ErrorClass {
+    match kind {
+        ErrorKind::NotConfigured | ErrorKind::UnknownModel | ErrorKind::NotRecorded => {
+            ErrorClass::NotConfigured
+        }
+        ErrorKind::Auth => ErrorClass::PermissionDenied,
+        ErrorKind::BadRequest => ErrorClass::InvalidInput,
+        ErrorKind::RateLimited
+        | ErrorKind::ServerError
+        | ErrorKind::Unreachable
+        | ErrorKind::Timeout => ErrorClass::ServiceUnavailable,
+        ErrorKind::Io => ErrorClass::Io,
+        ErrorKind::Cancelled
+        | ErrorKind::Refused
+        | ErrorKind::EmptyAnswer
+        | ErrorKind::Truncated
+        | ErrorKind::BadResponse
+        | ErrorKind::CommandFailed => ErrorClass::BadToolOutput,
+    }
+}
+
+fn tool_error(e: AiError) -> ToolError {
+    let mut t = ToolError::new(class_of(e.kind), e.message);
+    t.hint = e.hint;
+    t
+}
+
+fn invalid(message: impl Into<String>) -> ToolError {
+    ToolError::new(ErrorClass::InvalidInput, message)
+}
+
+/// The constraints as a list a model reads easily.
+fn constraints_text(spec: &Specification) -> String {
+    spec.constraints
+        .iter()
+        .map(|c| format!("- {} ({}): {}", c.id, c.severity, c.description))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// What a prompt template can name.
+fn template_context(spec: Option<&Specification>, stage: &str, vars: Option<&Value>) -> Value {
+    let mut ctx = Map::new();
+    if let Some(spec) = spec {
+        ctx.insert(
+            "specification".into(),
+            serde_json::to_value(spec).unwrap_or(Value::Null),
+        );
+        ctx.insert("constraints".into(), json!(constraints_text(spec)));
+        ctx.insert("artifact_name".into(), json!(spec.artifact_name));
+        ctx.insert("artifact_type".into(), json!(spec.artifact_type));
+        ctx.insert("content_type".into(), json!(spec.content_type));
+        ctx.insert("intent".into(), json!(spec.intent));
+    }
+    ctx.insert("stage".into(), json!(stage));
+    if let Some(Value::Object(vars)) = vars {
+        for (k, v) in vars {
+            ctx.insert(k.clone(), v.clone());
+        }
+    }
+    Value::Object(ctx)
+}
+
+/// The fenced code blocks of an answer: (info string, content).
+pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
+    let mut blocks = Vec::new();
+    let mut open: Option<(String, Vec<&str>)> = None;
+    for line in text.lines() {
+        let t = line.trim_start();
+        match &mut open {
+            None => {
+                if let Some(info) = t.strip_prefix("```") {
+                    open = Some((info.trim().to_string(), Vec::new()));
+                }
+            }
+            Some((_, lines)) => {
+                if t.trim_end() == "```" {
+                    if let Some((info, lines)) = open.take() {
+                        blocks.push((info, lines.join("\n") + "\n"));
+                    }
+                } else {
+                    lines.push(line);
+                }
+            }
+        }
+    }
+    blocks
+}
+
+/// The first block of `lang` (`svg` also takes an `xml` block or a bare SVG answer).
+pub fn code_block(text: &str, lang: &str) -> Option<String> {
+    let blocks = fenced_blocks(text);
+    let info_is = |info: &str, l: &str| {
+        info.split_whitespace()
+            .next()
+            .is_some_and(|w| w.eq_ignore_ascii_case(l))
+    };
+    if let Some((_, body)) = blocks.iter().find(|(info, _)| info_is(info, lang)) {
+        return Some(body.clone());
+    }
+    if lang.eq_ignore_ascii_case("svg") {
+        if let Some((_, body)) = blocks
+            .iter()
+            .find(|(i, b)| info_is(i, "xml") && b.contains("<svg"))
+        {
+            return Some(body.clone());
+        }
+        let t = text.trim();
+        if blocks.is_empty() && (t.starts_with("<svg") || t.starts_with("<?xml")) {
+            return Some(format!("{t}\n"));
+        }
+        // An unfenced SVG inside prose.
+        if let (Some(a), Some(b)) = (t.find("<svg"), t.rfind("</svg>"))
+            && a < b
+        {
+            return Some(format!("{}\n", &t[a..b + "</svg>".len()]));
+        }
+    }
+    None
+}
+
+/// An answer without the `<think>...</think>` a reasoning model may put first.
+pub fn strip_thinking(text: &str) -> &str {
+    let t = text.trim_start();
+    match (t.strip_prefix("<think>"), t.find("</think>")) {
+        (Some(_), Some(end)) => &t[end + "</think>".len()..],
+        _ => text,
+    }
+}
+
+/// A JSON value from an answer: the whole text, a fenced block, or the
+/// outermost `{...}`.
+pub fn parse_json_answer(text: &str) -> Result<Value, String> {
+    let t = text.trim();
+    if let Ok(v) = serde_json::from_str(t) {
+        return Ok(v);
+    }
+    for (_, body) in fenced_blocks(t) {
+        if let Ok(v) = serde_json::from_str(&body) {
+            return Ok(v);
+        }
+    }
+    if let (Some(a), Some(b)) = (t.find('{'), t.rfind('}'))
+        && a < b
+        && let Ok(v) = serde_json::from_str(&t[a..=b])
+    {
+        return Ok(v);
+    }
+    Err(match serde_json::from_str::<Value>(t) {
+        Err(e) => format!("the answer is not JSON: {e}"),
+        Ok(_) => "the answer is not JSON".into(),
+    })
+}
+
+/// What the stage wants back.
+struct Shape<'a> {
+    code_block: Option<&'a str>,
+    outputs_json: bool,
+    schema: Option<Value>,
+}
+
+/// The answer, made into what the stage wants.
+struct Shaped {
+    file_text: String,
+    outputs: Map<String, Value>,
+}
+
+impl Shape<'_> {
+    fn structured(&self) -> bool {
+        self.outputs_json || self.schema.is_some()
+    }
+
+    /// The problems with an answer (each one line), or the shaped answer.
+    fn apply(&self, text: &str) -> Result<Shaped, Vec<String>> {
+        let text = strip_thinking(text);
+        let mut file_text = text.to_string();
+        let mut outputs = Map::new();
+        if let Some(lang) = self.code_block {
+            match code_block(text, lang) {
+                Some(b) => file_text = b,
+                None => {
+                    return Err(vec![format!(
+                        "the answer has no fenced code block of language `{lang}` (```{lang} ... ```)"
+                    )]);
+                }
+            }
+        }
+        if self.structured() {
+            let value = parse_json_answer(text).map_err(|e| vec![e])?;
+            if let Some(schema) = &self.schema {
+                let errors = pmpo_ai::schema::validate(schema, &value);
+                if !errors.is_empty() {
+                    return Err(errors);
+                }
+            }
+            if self.outputs_json {
+                match &value {
+                    Value::Object(m) => outputs = m.clone(),
+                    other => {
+                        return Err(vec![format!(
+                            "the answer must be a JSON object, found {}",
+                            match other {
+                                Value::Array(_) => "an array",
+                                Value::String(_) => "a string",
+                                _ => "a scalar",
+                            }
+                        )]);
+                    }
+                }
+            }
+            if self.code_block.is_none() {
+                file_text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
+            }
+        }
+        Ok(Shaped { file_text, outputs })
+    }
+
+    /// What the prompt adds so the model answers in the wanted shape.
+    fn instructions(&self) -> Option<String> {
+        let mut parts = Vec::new();
+        if let Some(lang) = self.code_block {
+            parts.push(format!(
+                "Put the {lang} in a single fenced code block that starts with ```{lang}."
+            ));
+        }
+        if self.structured() {
+            parts.push("Answer with one JSON object and nothing else.".to_string());
+            if let Some(schema) = &self.schema {
+                parts.push(format!(
+                    "It must satisfy this JSON schema:\n{}",
+                    serde_json::to_string_pretty(schema).unwrap_or_default()
+                ));
+            }
+        }
+        (!parts.is_empty()).then(|| parts.join("\n"))
+    }
+}
+
+fn str_input<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ToolError> {
+    match inputs.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("`{key}` must be text"))),
+    }
+}
 
 #[async_trait]
 impl Tool for AiTool {
@@ -25,20 +334,426 @@ impl Tool for AiTool {
         true
     }
 
-    fn check_inputs(&self, _inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        Vec::new()
+    fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
+        let mut issues = unknown_keys(inputs, KEYS, "ai");
+        if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
+            issues.push(issue(
+                "prompt_file",
+                "give either `prompt` or `prompt_file`, not both",
+                None,
+            ));
+        }
+        for key in [
+            "prompt",
+            "prompt_file",
+            "system",
+            "output",
+            "code_block",
+            "phase",
+            "endpoint",
+            "model",
+            "fallback",
+        ] {
+            if let Some(v) = inputs.get(key)
+                && !v.is_string()
+            {
+                issues.push(issue(key, format!("`{key}` must be text"), None));
+            }
+        }
+        if let Some(v) = inputs.get("vars")
+            && !v.is_object()
+            && !is_reference(v)
+        {
+            issues.push(issue(
+                "vars",
+                "`vars` must be a mapping of names to values",
+                Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`"),
+            ));
+        }
+        if let Some(v) = inputs.get("outputs_json")
+            && !v.is_boolean()
+        {
+            issues.push(issue(
+                "outputs_json",
+                "`outputs_json` must be true or false",
+                None,
+            ));
+        }
+        if let Some(v) = inputs.get("schema")
+            && !(v.is_object() || v.is_string())
+        {
+            issues.push(issue(
+                "schema",
+                "`schema` must be a JSON schema (a mapping) or the path of a schema file",
+                None,
+            ));
+        }
+        if let Some(Value::String(p)) = inputs.get("phase")
+            && !is_reference(&json!(p))
+            && Phase::parse(p).is_none()
+        {
+            issues.push(issue(
+                "phase",
+                format!("unknown phase `{p}`"),
+                Some("phases are specify, plan, execute, reflect, persist"),
+            ));
+        }
+        if let Some(v) = inputs.get("max_tokens")
+            && !v.as_u64().is_some_and(|n| n > 0 && n <= u32::MAX as u64)
+        {
+            issues.push(issue(
+                "max_tokens",
+                "`max_tokens` must be a positive whole number",
+                None,
+            ));
+        }
+        if let Some(v) = inputs.get("temperature")
+            && !v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
+        {
+            issues.push(issue(
+                "temperature",
+                "`temperature` must be a number from 0 to 2",
+                None,
+            ));
+        }
+        if inputs.contains_key("code_block") && !inputs.contains_key("output") {
+            issues.push(issue("code_block", "`code_block` says which part of the answer goes to the `output` file, but there is no `output`", Some("add `output: PATH`")));
+        }
+        // Every `{{ name }}` must be a built-in or a `vars:` key.
+        let vars: Vec<&str> = match inputs.get("vars") {
+            Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+            Some(_) => return issues, // a reference: known only at run time
+            None => Vec::new(),
+        };
+        for key in ["prompt", "system"] {
+            if let Some(Value::String(t)) = inputs.get(key) {
+                if is_reference(&json!(t)) {
+                    continue;
+                }
+                for var in template::variables(t) {
+                    let first = var.split('.').next().unwrap_or("");
+                    if !BUILTINS.contains(&first) && !vars.contains(&first) {
+                        issues.push(issue(
+                            key,
+                            format!(
+                                "the template uses `{{{{ {var} }}}}`, but `{first}` is not defined"
+                            ),
+                            Some(&format!(
+                                "add `{first}` under `vars:`, or use one of: {}",
+                                BUILTINS.join(", ")
+                            )),
+                        ));
+                    }
+                }
+            }
+        }
+        issues
     }
 
     fn preflight(&self) -> Result<(), ToolError> {
-        Err(ToolError::new(ErrorClass::NotConfigured, "no model endpoint is configured, so this AI-only stage cannot run")
-            .hint("this build has no model client yet; produce the stage's outputs with a `run` stage instead (requires_execution: true)"))
+        match &self.client {
+            Some(c) if c.is_configured() => Ok(()),
+            _ => Err(ToolError::new(
+                ErrorClass::NotConfigured,
+                "no model endpoint is configured, so this AI-only stage cannot run",
+            )
+            .hint(AiConfig::how_to_configure())),
+        }
     }
 
     async fn invoke(
         &self,
-        _ctx: &ToolContext<'_>,
-        _inputs: &Map<String, Value>,
+        ctx: &ToolContext<'_>,
+        inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
-        Err(self.preflight().expect_err("preflight always refuses"))
+        self.preflight()?;
+        let Some(client) = &self.client else {
+            return Err(invalid("no model client"));
+        };
+        let started = Instant::now();
+        let deadline = started + ctx.timeout;
+
+        // The prompt.
+        let template_text = match (
+            str_input(inputs, "prompt")?,
+            str_input(inputs, "prompt_file")?,
+        ) {
+            (Some(p), _) => p.to_string(),
+            (None, Some(file)) => {
+                let path = ctx
+                    .workspace
+                    .resolve(file)
+                    .map_err(|e| invalid(e.to_string()))?;
+                std::fs::read_to_string(&path).map_err(|e| {
+                    ToolError::new(
+                        ErrorClass::Io,
+                        format!("cannot read prompt_file `{file}`: {e}"),
+                    )
+                })?
+            }
+            // A stage without a prompt is asked what its description says.
+            (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
+            (None, None) => {
+                return Err(
+                    invalid("the `ai` stage has neither a `prompt` nor a description")
+                        .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
+                );
+            }
+        };
+        let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
+        let prompt = template::render(&template_text, &context).map_err(|e| {
+            invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
+        })?;
+        let system = match str_input(inputs, "system")? {
+            Some(s) => Some(template::render(s, &context).map_err(invalid)?),
+            None => None,
+        };
+        let schema = match inputs.get("schema") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(file)) => {
+                let path = ctx
+                    .workspace
+                    .resolve(file)
+                    .map_err(|e| invalid(e.to_string()))?;
+                let text = std::fs::read_to_string(&path).map_err(|e| {
+                    ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
+                })?;
+                Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?,
+                )
+            }
+            Some(v) => Some(v.clone()),
+        };
+        let shape = Shape {
+            code_block: str_input(inputs, "code_block")?,
+            outputs_json: inputs.get("outputs_json").and_then(Value::as_bool) == Some(true),
+            schema,
+        };
+        let system = match (system, shape.instructions()) {
+            (Some(s), Some(i)) => Some(format!("{s}\n\n{i}")),
+            (s, i) => s.or(i),
+        };
+        let phase = match str_input(inputs, "phase")? {
+            Some(p) => Phase::parse(p).ok_or_else(|| invalid(format!("unknown phase `{p}`")))?,
+            None => Phase::Execute,
+        };
+        let request = ChatRequest {
+            system,
+            messages: vec![Message {
+                role: Role::User,
+                content: prompt,
+            }],
+            max_tokens: inputs
+                .get("max_tokens")
+                .and_then(Value::as_u64)
+                .map(|n| n.min(u32::MAX as u64) as u32),
+            temperature: inputs.get("temperature").and_then(Value::as_f64),
+        };
+        let call = CallContext {
+            workspace: ctx.workspace,
+            run_id: ctx.run_id,
+            stage: ctx.stage_id,
+            phase,
+            route: Route {
+                endpoint: str_input(inputs, "endpoint")?.map(str::to_string),
+                model: str_input(inputs, "model")?.map(str::to_string),
+                fallback: str_input(inputs, "fallback")?.map(str::to_string),
+                tier: None,
+            },
+            cancel: ctx.cancel,
+            deadline,
+        };
+
+        let mut answers: Vec<Answer> = Vec::new();
+        let mut req = request;
+        let shaped = loop {
+            let answer = match client.complete(&call, &req).await {
+                Ok(a) => a,
+                Err(e) if e.kind == ErrorKind::Cancelled || ctx.cancel.is_cancelled() => {
+                    return Ok(self.ended(Termination::Cancelled, started, &answers));
+                }
+                Err(e) if e.kind == ErrorKind::Timeout && Instant::now() >= deadline => {
+                    return Ok(self.ended(Termination::TimedOut, started, &answers));
+                }
+                Err(e) => {
+                    let kept = keep_answers(ctx, &answers);
+                    let mut err = tool_error(e);
+                    if let Some(k) = kept {
+                        err.message = format!("{} (earlier answer kept in {k})", err.message);
+                    }
+                    return Err(err);
+                }
+            };
+            let result = shape.apply(&answer.completion.text);
+            let text = answer.completion.text.clone();
+            answers.push(answer);
+            match result {
+                Ok(s) => break s,
+                Err(problems) if answers.len() == 1 => {
+                    // One repair request, quoting what is wrong.
+                    req.messages.push(Message {
+                        role: Role::Assistant,
+                        content: text,
+                    });
+                    req.messages.push(Message {
+                        role: Role::User,
+                        content: format!(
+                            "Your answer cannot be used:\n{}\nAnswer again, in full, with these problems fixed.",
+                            problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
+                        ),
+                    });
+                }
+                Err(problems) => {
+                    let kept = keep_answers(ctx, &answers).unwrap_or_default();
+                    return Err(ToolError::new(
+                        ErrorClass::BadToolOutput,
+                        format!(
+                            "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
+                            problems.join("; ")
+                        ),
+                    )
+                    .hint("make the prompt and schema clearer, raise max_tokens, or use a stronger model"));
+                }
+            }
+        };
+
+        if let Some(path) = str_input(inputs, "output")? {
+            if let Some(dir) = std::path::Path::new(path)
+                .parent()
+                .and_then(|d| d.to_str())
+                .filter(|d| !d.is_empty())
+            {
+                ctx.workspace
+                    .create_dir_all(dir)
+                    .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+            }
+            ctx.workspace
+                .write_atomic(path, shaped.file_text.as_bytes(), Durability::Relaxed)
+                .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+        }
+        let mut outcome = self.ended(Termination::Exited(0), started, &answers);
+        outcome.outputs = shaped.outputs;
+        Ok(outcome)
+    }
+}
+
+impl AiTool {
+    /// The outcome: stdout is the last answer; the invocation says where it came from.
+    fn ended(&self, termination: Termination, started: Instant, answers: &[Answer]) -> ToolOutcome {
+        let last = answers.last();
+        let calls: Vec<Value> = answers
+            .iter()
+            .map(|a| {
+                json!({
+                    "endpoint": a.endpoint,
+                    "model": a.model,
+                    "request_hash": a.request_hash,
+                    "attempts": a.attempts,
+                    "tokens_in": a.completion.tokens_in,
+                    "tokens_out": a.completion.tokens_out,
+                    "latency_ms": (a.latency.as_secs_f64() * 1e6).round() / 1e3,
+                    "fallback_from": a.fallback_from,
+                })
+            })
+            .collect();
+        ToolOutcome {
+            termination,
+            stdout: Captured::from_bytes(
+                last.map_or("", |a| a.completion.text.as_str()).as_bytes(),
+            ),
+            stderr: Captured::default(),
+            duration: started.elapsed().max(Duration::ZERO),
+            outputs: Map::new(),
+            invocation: json!({ "model_calls": calls }),
+            notes: answers
+                .iter()
+                .flat_map(|a| a.notes.iter().cloned())
+                .collect(),
+        }
+    }
+}
+
+/// Writes the answers of a failed stage where the user can read them.
+fn keep_answers(ctx: &ToolContext<'_>, answers: &[Answer]) -> Option<String> {
+    if answers.is_empty() {
+        return None;
+    }
+    let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage_id);
+    ctx.workspace.create_dir_all(&dir).ok()?;
+    for (i, a) in answers.iter().enumerate() {
+        let rel = format!("{dir}/answer-{}.txt", i + 1);
+        ctx.workspace
+            .write_atomic(&rel, a.completion.text.as_bytes(), Durability::Relaxed)
+            .ok()?;
+    }
+    Some(format!("{dir}/"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_code_blocks_and_json() {
+        let a = "Here:\n```svg\n<svg/>\n```\nand\n```json\n{\"a\": 1}\n```\n";
+        assert_eq!(code_block(a, "svg").as_deref(), Some("<svg/>\n"));
+        assert_eq!(code_block(a, "python"), None);
+        assert_eq!(
+            code_block("<svg></svg>", "svg").as_deref(),
+            Some("<svg></svg>\n")
+        );
+        assert_eq!(parse_json_answer(a).unwrap(), json!({"a": 1}));
+        assert_eq!(
+            parse_json_answer("Sure! {\"b\": [1]} done").unwrap(),
+            json!({"b": [1]})
+        );
+        assert!(parse_json_answer("no").is_err());
+        assert_eq!(
+            code_block("Sure: <svg a=\"1\"></svg> enjoy", "svg").as_deref(),
+            Some("<svg a=\"1\"></svg>\n")
+        );
+        assert_eq!(
+            strip_thinking("<think>{x}</think>\n{\"a\": 2}").trim(),
+            "{\"a\": 2}"
+        );
+    }
+
+    #[test]
+    fn checks_inputs() {
+        let t = AiTool::default();
+        let check = |v: Value| {
+            t.check_inputs(v.as_object().unwrap())
+                .into_iter()
+                .map(|i| i.message)
+                .collect::<Vec<_>>()
+                .join("\n")
+        };
+        assert_eq!(
+            check(
+                json!({"prompt": "Draw {{ subject }} for {{ artifact_name }}", "vars": {"subject": "x"}})
+            ),
+            ""
+        );
+        let m = check(
+            json!({"prompt": "{{ nope }}", "code_block": "svg", "max_tokens": -1, "promt": 1}),
+        );
+        for want in [
+            "`nope` is not defined",
+            "no `output`",
+            "max_tokens",
+            "unknown input `promt`",
+        ] {
+            assert!(m.contains(want), "{want} in {m}");
+        }
+        assert_eq!(check(json!({})), "");
+        assert!(check(json!({"prompt": "a", "prompt_file": "b"})).contains("not both"));
+        assert!(
+            t.preflight()
+                .unwrap_err()
+                .hint
+                .unwrap()
+                .contains("OPENAI_BASE_URL")
+        );
     }
 }

@@ -29,6 +29,10 @@ pub struct ToolContext<'a> {
     pub tool: &'a str,
     pub timeout: Duration,
     pub cancel: &'a CancellationToken,
+    /// The plan's specification (AI prompts use it and its constraints).
+    pub spec: Option<&'a pmpo_plan::Specification>,
+    /// The stage's description (an `ai` stage without a prompt is asked it).
+    pub description: &'a str,
 }
 
 /// What a tool did.
@@ -58,6 +62,8 @@ pub enum ErrorClass {
     /// The tool ran and reported that it failed (a plugin's `success: false`).
     ToolFailed,
     Io,
+    /// A service the tool needs (a model endpoint) is unreachable, overloaded or failing.
+    ServiceUnavailable,
 }
 
 /// A tool could not do its work.
@@ -121,7 +127,7 @@ impl Default for Registry {
         Registry {
             tools: vec![
                 Arc::new(run::RunTool),
-                Arc::new(ai::AiTool),
+                Arc::new(ai::AiTool::default()),
                 Arc::new(plugin::PluginTool),
             ],
         }
@@ -129,6 +135,17 @@ impl Default for Registry {
 }
 
 impl Registry {
+    /// The tools of this build with a model client for `ai` stages.
+    pub fn with_ai(client: Arc<pmpo_ai::Client>) -> Self {
+        Registry {
+            tools: vec![
+                Arc::new(run::RunTool),
+                Arc::new(ai::AiTool::new(client)),
+                Arc::new(plugin::PluginTool),
+            ],
+        }
+    }
+
     /// The canonical name for a tool name or alias (the name itself when unknown).
     pub fn resolve_name<'a>(&self, name: &'a str) -> &'a str {
         match self.get(name) {

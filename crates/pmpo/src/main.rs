@@ -1,7 +1,9 @@
 //! The `pmpo` command line.
 
+mod ai_cli;
 mod artifact_cmd;
 mod doctor_cmd;
+mod models;
 mod report;
 mod state_cmd;
 
@@ -69,6 +71,23 @@ Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid pl
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Show the model endpoints, the model of each phase, and their health.
+    #[command(
+        after_help = "Reads pmpo.toml in the workspace (default: the current directory) and the environment\n\
+(OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ...). See docs/configuration.md.\n\n\
+Exit codes: 0 every endpoint healthy, 1 an endpoint failed its probe, 2 nothing configured or a bad config."
+    )]
+    Models {
+        /// Read pmpo.toml from this directory.
+        #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
+        workspace: PathBuf,
+        /// Print as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Show the routes with this model.
+        #[arg(long, value_name = "NAME")]
+        model: Option<String>,
+    },
     /// Continue a run that was interrupted (or failed): finished stages are not run again.
     #[command(
         after_help = "The run's plan is read again from where it was; stages whose definition or inputs\n\
@@ -128,6 +147,8 @@ pub struct RunArgs {
     /// Print nothing on stderr except errors.
     #[arg(long, short = 'q')]
     quiet: bool,
+    #[command(flatten)]
+    ai: ai_cli::AiArgs,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -150,6 +171,18 @@ fn main() -> ExitCode {
         Command::Ledger(args) => state_cmd::ledger(args),
         Command::Restore(args) => state_cmd::restore(args),
         Command::Gc(args) => state_cmd::gc(args),
+        Command::Models {
+            workspace,
+            json,
+            model,
+        } => models::cmd_models(
+            &workspace,
+            &ai_cli::AiArgs {
+                model,
+                ..Default::default()
+            },
+            json,
+        ),
     };
     ExitCode::from(code)
 }
@@ -254,6 +287,7 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
         force,
         wait,
         quiet,
+        ai,
     } = args;
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
@@ -271,6 +305,13 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
         );
         return EXIT_INVALID;
     }
+    let engine = match ai_cli::engine_for(&workspace, &ai, &plan) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
     let mut opts = ExecuteOptions::new(workspace.clone());
     opts.keep_going = keep_going;
     opts.default_timeout = timeout;

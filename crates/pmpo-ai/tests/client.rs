@@ -1,0 +1,529 @@
+//! The client against a scripted local server speaking both wire formats.
+
+#[path = "support/model_server.rs"]
+mod model_server;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use model_server::*;
+use pmpo_ai::{
+    AiConfig, CallContext, ChatRequest, Client, ErrorKind, Overrides, Phase, ROUTING_LOG, Route,
+};
+use pmpo_store::Workspace;
+use serde_json::{Value, json};
+use tokio_util::sync::CancellationToken;
+
+const KEY: &str = "sk-test-SECRET-4f9a1c";
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn config(toml: &str, env: &[(&str, &str)]) -> AiConfig {
+    let env: Vec<(String, String)> = env
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let mut cfg = AiConfig::from_toml(toml, "pmpo.toml", &move |k| {
+        env.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
+    })
+    .unwrap();
+    cfg.max_retries = 3;
+    cfg
+}
+
+fn openai_cfg(server: &ModelServer) -> AiConfig {
+    config(
+        "",
+        &[
+            ("OPENAI_BASE_URL", &server.openai_base()),
+            ("OPENAI_API_KEY", KEY),
+            ("OPENAI_MODEL", "test-model"),
+        ],
+    )
+}
+
+struct Call {
+    ws_dir: tempfile::TempDir,
+    ws: Workspace,
+    cancel: CancellationToken,
+}
+
+impl Call {
+    fn new() -> Call {
+        let ws_dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(ws_dir.path()).unwrap();
+        Call {
+            ws_dir,
+            ws,
+            cancel: CancellationToken::new(),
+        }
+    }
+    fn ctx(&self, stage: &'static str, timeout: Duration) -> CallContext<'_> {
+        CallContext {
+            workspace: &self.ws,
+            run_id: "run-1",
+            stage,
+            phase: Phase::Execute,
+            route: Route::default(),
+            cancel: &self.cancel,
+            deadline: Instant::now() + timeout,
+        }
+    }
+    fn log(&self) -> Vec<Value> {
+        std::fs::read_to_string(self.ws_dir.path().join(ROUTING_LOG))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+}
+
+fn ask(client: &Client, call: &Call, prompt: &str) -> Result<pmpo_ai::Answer, pmpo_ai::AiError> {
+    let mut req = ChatRequest::user(prompt);
+    req.system = Some("be brief".into());
+    rt().block_on(client.complete(&call.ctx("draw", Duration::from_secs(20)), &req))
+}
+
+/// Every file under `dir`, read as text, must not contain the key.
+fn assert_no_key(dir: &Path) {
+    for entry in walk(dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
+        assert!(
+            !text.contains(KEY),
+            "{} contains the API key",
+            entry.display()
+        );
+    }
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        if e.file_type().unwrap().is_dir() {
+            out.extend(walk(&e.path()));
+        } else {
+            out.push(e.path());
+        }
+    }
+    out
+}
+
+#[test]
+fn openai_wire_format_and_routing_log() {
+    let server = ModelServer::start(|_, _| openai("hello there", "stop"));
+    let client = Client::new(openai_cfg(&server)).unwrap();
+    let call = Call::new();
+    let a = ask(&client, &call, "say hello").unwrap();
+    assert_eq!(a.completion.text, "hello there");
+    assert_eq!(
+        (a.endpoint.as_str(), a.model.as_str()),
+        ("openai", "test-model")
+    );
+    let req = &server.chat_requests()[0];
+    assert_eq!(req.path, "/v1/chat/completions");
+    assert_eq!(
+        req.header("authorization"),
+        Some(format!("Bearer {KEY}").as_str())
+    );
+    let body = req.json();
+    assert_eq!(body["model"], "test-model");
+    assert_eq!(
+        body["messages"][0],
+        json!({"role": "system", "content": "be brief"})
+    );
+    assert_eq!(
+        body["messages"][1],
+        json!({"role": "user", "content": "say hello"})
+    );
+    let log = call.log();
+    assert_eq!(log.len(), 1);
+    for (k, v) in [
+        ("phase", json!("execute")),
+        ("stage", json!("draw")),
+        ("endpoint", json!("openai")),
+        ("model", json!("test-model")),
+        ("tokens_in", json!(11)),
+        ("tokens_out", json!(7)),
+        ("outcome", json!("ok")),
+    ] {
+        assert_eq!(log[0][k], v, "{k}");
+    }
+    assert!(log[0]["latency_ms"].as_f64().unwrap() >= 0.0);
+    assert_no_key(call.ws_dir.path());
+}
+
+#[test]
+fn anthropic_wire_format() {
+    let server = ModelServer::start(|_, _| anthropic("bonjour", "end_turn"));
+    let cfg = config(
+        "",
+        &[
+            ("ANTHROPIC_BASE_URL", &server.base()),
+            ("ANTHROPIC_API_KEY", KEY),
+            ("ANTHROPIC_MODEL", "claude-test"),
+        ],
+    );
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let a = ask(&client, &call, "say hello").unwrap();
+    assert_eq!(a.completion.text, "bonjour");
+    assert_eq!(a.completion.tokens_out, Some(3));
+    let req = &server.chat_requests()[0];
+    assert_eq!(req.path, "/v1/messages");
+    assert_eq!(req.header("x-api-key"), Some(KEY));
+    assert_eq!(req.header("anthropic-version"), Some("2023-06-01"));
+    let body = req.json();
+    assert_eq!(body["system"], "be brief");
+    assert_eq!(body["max_tokens"], 4096);
+    assert_eq!(
+        body["messages"],
+        json!([{"role": "user", "content": "say hello"}])
+    );
+}
+
+#[test]
+fn retries_429_honouring_retry_after_and_5xx() {
+    let server = ModelServer::start(|_, n| match n {
+        0 => openai_error(429, "slow down", "rate_limit_exceeded").header("retry-after", "1"),
+        1 => openai_error(503, "overloaded", "server_error"),
+        _ => openai("finally", "stop"),
+    });
+    let client = Client::new(openai_cfg(&server)).unwrap();
+    let call = Call::new();
+    let t = Instant::now();
+    let a = ask(&client, &call, "x").unwrap();
+    assert_eq!(a.completion.text, "finally");
+    assert_eq!(a.attempts, 3);
+    assert!(
+        t.elapsed() >= Duration::from_millis(950),
+        "Retry-After: 1 was not honoured"
+    );
+    assert_eq!(call.log()[0]["attempts"], 3);
+
+    // A server that keeps failing: the last error, after the retries.
+    let server = ModelServer::start(|_, _| {
+        openai_error(500, "boom", "server_error").header("retry-after", "0")
+    });
+    let err = ask(
+        &Client::new(openai_cfg(&server)).unwrap(),
+        &Call::new(),
+        "x",
+    )
+    .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::ServerError);
+    assert_eq!(server.chat_requests().len(), 4);
+    assert!(
+        err.message.contains("HTTP 500") && err.message.contains("boom"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn clear_errors_for_each_failure() {
+    let cases: Vec<(Reply, ErrorKind, &str)> = vec![
+        (
+            openai_error(
+                401,
+                &format!("Incorrect API key provided: {KEY}"),
+                "invalid_api_key",
+            ),
+            ErrorKind::Auth,
+            "unauthorized",
+        ),
+        (
+            openai_error(404, "The model `nope` does not exist", "model_not_found"),
+            ErrorKind::UnknownModel,
+            "does not know model `test-model`",
+        ),
+        (
+            Reply::json(
+                404,
+                json!({"error": "model \"nope\" not found, try pulling it first"}),
+            ),
+            ErrorKind::UnknownModel,
+            "not found",
+        ),
+        (
+            openai_error(
+                400,
+                "Your request was rejected by our content_policy",
+                "content_policy_violation",
+            ),
+            ErrorKind::Refused,
+            "refused",
+        ),
+        (
+            openai_error(400, "context too long", "context_length_exceeded"),
+            ErrorKind::BadRequest,
+            "did not accept",
+        ),
+        (
+            openai("half an answ", "length"),
+            ErrorKind::Truncated,
+            "cut off",
+        ),
+        (openai("", "stop"), ErrorKind::EmptyAnswer, "empty"),
+        (
+            openai("no", "content_filter"),
+            ErrorKind::Refused,
+            "refused",
+        ),
+        (
+            Reply::json(200, json!({"unexpected": true})),
+            ErrorKind::BadResponse,
+            "unexpected format",
+        ),
+    ];
+    for (reply, kind, words) in cases {
+        let r = reply.clone();
+        let server = ModelServer::start(move |_, _| r.clone());
+        let call = Call::new();
+        let err = ask(&Client::new(openai_cfg(&server)).unwrap(), &call, "x").unwrap_err();
+        assert_eq!(err.kind, kind, "{reply:?}: {}", err.message);
+        assert!(
+            err.message.contains(words),
+            "{words:?} not in {}",
+            err.message
+        );
+        assert!(!err.message.contains(KEY) && !format!("{err:?}").contains(KEY));
+        assert_eq!(call.log()[0]["outcome"], kind.as_str());
+        assert_no_key(call.ws_dir.path());
+    }
+    let err401 = {
+        let server = ModelServer::start(|_, _| openai_error(401, "bad key", "invalid_api_key"));
+        ask(
+            &Client::new(openai_cfg(&server)).unwrap(),
+            &Call::new(),
+            "x",
+        )
+        .unwrap_err()
+    };
+    assert!(err401.hint.unwrap().contains("OPENAI_API_KEY"));
+
+    // Anthropic's truncation and errors.
+    let server = ModelServer::start(|_, n| match n {
+        0 => anthropic("cut", "max_tokens"),
+        _ => anthropic_error(404, "not_found_error", "model: claude-nope"),
+    });
+    let cfg = config(
+        "",
+        &[
+            ("ANTHROPIC_BASE_URL", &server.base()),
+            ("ANTHROPIC_MODEL", "claude-nope"),
+        ],
+    );
+    let client = Client::new(cfg).unwrap();
+    assert_eq!(
+        ask(&client, &Call::new(), "x").unwrap_err().kind,
+        ErrorKind::Truncated
+    );
+    assert_eq!(
+        ask(&client, &Call::new(), "x").unwrap_err().kind,
+        ErrorKind::UnknownModel
+    );
+}
+
+#[test]
+fn unreachable_slow_and_cancelled() {
+    // A port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let cfg = config(
+        "",
+        &[
+            ("OPENAI_BASE_URL", &format!("http://127.0.0.1:{port}/v1")),
+            ("OPENAI_MODEL", "m"),
+        ],
+    );
+    let err = ask(&Client::new(cfg).unwrap(), &Call::new(), "x").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unreachable, "{}", err.message);
+    assert!(err.message.contains(&port.to_string()) && err.hint.unwrap().contains("running"));
+
+    // Slower than the time limit.
+    let server = ModelServer::start(|_, _| openai("late", "stop").delay(Duration::from_secs(5)));
+    let client = Client::new(openai_cfg(&server)).unwrap();
+    let call = Call::new();
+    let t = Instant::now();
+    let err = rt()
+        .block_on(client.complete(
+            &call.ctx("slow", Duration::from_millis(300)),
+            &ChatRequest::user("x"),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Timeout);
+    assert!(t.elapsed() < Duration::from_secs(4));
+
+    // Cancelled while waiting.
+    let call = Call::new();
+    let cancel = call.cancel.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        cancel.cancel();
+    });
+    let t = Instant::now();
+    let err = rt()
+        .block_on(client.complete(
+            &call.ctx("slow", Duration::from_secs(30)),
+            &ChatRequest::user("x"),
+        ))
+        .unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Cancelled);
+    assert!(t.elapsed() < Duration::from_secs(4));
+}
+
+#[test]
+fn fallback_when_the_preferred_endpoint_fails_its_probe() {
+    let down = ModelServer::start(|s, _| {
+        if s.method == "GET" {
+            openai_error(503, "down", "server_error")
+        } else {
+            openai("from preferred", "stop")
+        }
+    });
+    let up = ModelServer::start(|_, _| openai("from fallback", "stop"));
+    let toml = format!(
+        r#"
+[ai.endpoints.primary]
+kind = "openai"
+base_url = "{}"
+model = "p"
+[ai.endpoints.backup]
+kind = "openai"
+base_url = "{}"
+model = "b"
+[ai.phases.execute]
+endpoint = "primary"
+fallback = "backup"
+"#,
+        down.openai_base(),
+        up.openai_base()
+    );
+    let client = Client::new(config(&toml, &[])).unwrap();
+    let call = Call::new();
+    let a = ask(&client, &call, "x").unwrap();
+    assert_eq!(a.completion.text, "from fallback");
+    assert_eq!((a.endpoint.as_str(), a.model.as_str()), ("backup", "b"));
+    assert_eq!(a.fallback_from.as_deref(), Some("primary"));
+    assert!(a.notes[0].contains("failed its health probe"));
+    ask(&client, &call, "y").unwrap();
+    // The probe result is cached: one probe for two calls.
+    assert_eq!(down.requests().len(), 1);
+    assert!(down.chat_requests().is_empty());
+    assert_eq!(call.log()[1]["fallback_from"], "primary");
+}
+
+#[test]
+fn record_then_replay_without_network() {
+    let server = ModelServer::start(|s, _| openai(&format!("answer to {}", s.prompt()), "stop"));
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("cassette.jsonl");
+    let mut cfg = openai_cfg(&server);
+    cfg.apply(&Overrides {
+        record: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let a1 = ask(&client, &call, "one").unwrap();
+    let a2 = ask(&client, &call, "two").unwrap();
+    drop(server);
+
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    assert_eq!(
+        ask(&replay, &call, "two").unwrap().completion,
+        a2.completion
+    );
+    assert_eq!(
+        ask(&replay, &call, "one").unwrap().completion,
+        a1.completion
+    );
+    let err = ask(&replay, &call, "three").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotRecorded);
+    assert!(
+        err.message.contains("stage `draw`") && err.message.contains("\"three\""),
+        "{}",
+        err.message
+    );
+    assert_no_key(dir.path());
+    assert_no_key(call.ws_dir.path());
+}
+
+#[test]
+fn a_broken_connection_is_retried_and_an_echoed_key_is_redacted() {
+    let server = ModelServer::start(|_, n| match n {
+        0 => Reply::json(200, json!(null)).body_drop(),
+        _ => openai(&format!("your key is {KEY}"), "stop"),
+    });
+    let call = Call::new();
+    let a = ask(&Client::new(openai_cfg(&server)).unwrap(), &call, "x").unwrap();
+    assert_eq!(a.attempts, 2);
+    assert_eq!(a.completion.text, "your key is [redacted]");
+}
+
+#[test]
+fn without_a_model_the_only_model_the_server_lists_is_used() {
+    let one = ModelServer::start(|s, _| {
+        if s.method == "GET" {
+            Reply::json(
+                200,
+                json!({"object": "list", "data": [{"id": "tiny-1b", "object": "model"}]}),
+            )
+        } else {
+            openai("ok", "stop")
+        }
+    });
+    let cfg = config("", &[("OPENAI_BASE_URL", &one.openai_base())]);
+    let client = Client::new(cfg).unwrap();
+    let a = ask(&client, &Call::new(), "x").unwrap();
+    assert_eq!(a.model, "tiny-1b");
+    assert!(a.notes[0].contains("the only model it lists"));
+    assert_eq!(one.chat_requests()[0].json()["model"], "tiny-1b");
+
+    let two =
+        ModelServer::start(|_, _| Reply::json(200, json!({"data": [{"id": "a"}, {"id": "b"}]})));
+    let cfg = config("", &[("OPENAI_BASE_URL", &two.openai_base())]);
+    let err = ask(&Client::new(cfg).unwrap(), &Call::new(), "x").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::NotConfigured);
+    assert!(err.message.contains("offers: a, b") && err.hint.unwrap().contains("--model"));
+}
+
+#[test]
+fn max_tokens_is_renamed_for_models_that_want_max_completion_tokens() {
+    let server = ModelServer::start(|s, _| {
+        if s.json().get("max_tokens").is_some() {
+            openai_error(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                "unsupported_parameter",
+            )
+        } else {
+            openai("ok", "stop")
+        }
+    });
+    let mut req = ChatRequest::user("x");
+    req.max_tokens = Some(50);
+    let call = Call::new();
+    let client = Client::new(openai_cfg(&server)).unwrap();
+    let a = rt()
+        .block_on(client.complete(&call.ctx("s", Duration::from_secs(10)), &req))
+        .unwrap();
+    assert_eq!(a.completion.text, "ok");
+    assert_eq!(
+        server.chat_requests()[1].json()["max_completion_tokens"],
+        50
+    );
+}

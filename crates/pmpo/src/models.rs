@@ -1,0 +1,129 @@
+//! `pmpo models`: the configured endpoints, the route of each phase, and
+//! whether each endpoint answers its health probe.
+
+use std::io::Write;
+use std::path::Path;
+
+use pmpo_ai::{AiConfig, Client, Phase, Route};
+use serde_json::json;
+
+use crate::ai_cli::{AiArgs, load_config};
+
+/// Exit codes: 0 every endpoint healthy, 1 one is not, 2 nothing configured or a bad config.
+pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
+    let config = match load_config(workspace, args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return 2;
+        }
+    };
+    if !config.is_configured() {
+        if json_out {
+            let out = json!({"configured": false, "endpoints": [], "phases": {}, "help": AiConfig::how_to_configure()});
+            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        }
+        eprintln!(
+            "no model endpoint is configured\n  help: {}",
+            AiConfig::how_to_configure()
+        );
+        return 2;
+    }
+    let routes: Vec<(Phase, Route)> = Phase::ALL
+        .iter()
+        .map(|p| (*p, config.route(*p, "", &Route::default())))
+        .collect();
+    let model_of = |r: &Route| {
+        r.model.clone().or_else(|| {
+            r.endpoint
+                .as_ref()
+                .and_then(|e| config.endpoints.get(e))
+                .and_then(|e| e.model.clone())
+        })
+    };
+    let sources = config.sources.clone();
+    let client = match Client::new(config.clone()) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {}", e.message);
+            return 2;
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return 1;
+        }
+    };
+    let health = runtime.block_on(client.health());
+    let all_ok = health.iter().all(|h| h.healthy);
+    if json_out {
+        let phases: serde_json::Map<String, serde_json::Value> = routes
+            .iter()
+            .map(|(p, r)| {
+                (
+                    p.as_str().to_string(),
+                    json!({"endpoint": r.endpoint, "model": model_of(r), "fallback": r.fallback}),
+                )
+            })
+            .collect();
+        let out = json!({
+            "configured": true,
+            "sources": sources,
+            "default_endpoint": config.default_endpoint,
+            "endpoints": health,
+            "phases": phases,
+        });
+        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        return if all_ok { 0 } else { 1 };
+    }
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "configuration: {}", sources.join(", "));
+    let _ = writeln!(out, "\nendpoints:");
+    for h in &health {
+        let key = match (&h.api_key_env, h.api_key_set) {
+            (Some(v), true) => format!("key ${v} (set)"),
+            (Some(v), false) => format!("key ${v} (not set)"),
+            (None, _) => "no key".into(),
+        };
+        let state = if h.healthy {
+            format!("healthy ({:.0} ms)", h.probe_ms)
+        } else {
+            format!("UNHEALTHY: {}", h.error.as_deref().unwrap_or("?"))
+        };
+        let _ = writeln!(
+            out,
+            "  {:<12} {:<9} {}  model {}  {key}  {state}",
+            h.name,
+            h.kind,
+            h.location,
+            h.model.as_deref().unwrap_or("-"),
+        );
+        if !h.offers.is_empty() {
+            let shown: Vec<&str> = h.offers.iter().take(12).map(String::as_str).collect();
+            let more = if h.offers.len() > 12 { ", ..." } else { "" };
+            let _ = writeln!(out, "               offers: {}{more}", shown.join(", "));
+        }
+    }
+    let _ = writeln!(out, "\nphases:");
+    for (p, r) in &routes {
+        let _ = writeln!(
+            out,
+            "  {:<8} -> {} / {}{}",
+            p.as_str(),
+            r.endpoint.as_deref().unwrap_or("-"),
+            model_of(r)
+                .as_deref()
+                .unwrap_or("(no model set: the only one the endpoint lists, or --model)"),
+            r.fallback
+                .as_deref()
+                .map(|f| format!("  (fallback {f})"))
+                .unwrap_or_default()
+        );
+    }
+    if all_ok { 0 } else { 1 }
+}
