@@ -16,6 +16,8 @@ pub enum StageStatus {
     Failed,
     Timeout,
     Skipped,
+    /// Waiting for a person (`on_failure: manual`) or for an adapter's breaker (safe mode).
+    AwaitingIntervention,
 }
 
 impl StageStatus {
@@ -29,6 +31,7 @@ impl StageStatus {
             StageStatus::Failed => "FAILED",
             StageStatus::Timeout => "TIMEOUT",
             StageStatus::Skipped => "SKIPPED",
+            StageStatus::AwaitingIntervention => "AWAITING_INTERVENTION",
         }
     }
 
@@ -47,6 +50,7 @@ impl StageStatus {
             "FAILED" => StageStatus::Failed,
             "TIMEOUT" => StageStatus::Timeout,
             "SKIPPED" => StageStatus::Skipped,
+            "AWAITING_INTERVENTION" => StageStatus::AwaitingIntervention,
             _ => return None,
         })
     }
@@ -71,6 +75,12 @@ pub enum EventKind {
     TaskCompleted,
     TaskFailed,
     TaskSkipped,
+    /// An attempt failed and the stage will be tried again.
+    TaskRetrying,
+    /// The stage's tool kept failing; its fallback is used.
+    TaskFallback,
+    /// The stage waits for a person or for an adapter to recover; the run pauses.
+    TaskAwaitingIntervention,
     ExecutionFinished,
 }
 

@@ -5,7 +5,7 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{Duration, Instant};
 
-use pmpo_plan::{Reference, Stage, execution_order, reference::visit_references};
+use pmpo_plan::{OnFailure, Reference, Stage, execution_order, reference::visit_references};
 use pmpo_store::db::{
     AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, SqliteStore, TaskRow,
 };
@@ -16,11 +16,12 @@ use serde_json::{Map, Value, json};
 
 use crate::events::{Event, EventKind, EventSink, StageStatus};
 use crate::outputs::{self, Change, GeneratedFile};
+use crate::recovery;
 use crate::resolve::{StageData, resolve_inputs};
 use crate::results::{ErrorEntry, StageResult, ValidationOutput};
 use crate::{
-    CheckedPlan, EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults, Force,
-    STAGE_LOG_DIR, persist,
+    CheckedPlan, Decision, EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults,
+    Force, HEARTBEAT_EVERY, Intervention, STAGE_LOG_DIR, persist,
 };
 
 /// Emits events to the event log, the store and the caller's sink.
@@ -342,6 +343,20 @@ pub(crate) async fn run(
     let mut first_failure: Option<String> = None;
     let mut cancelled = false;
     let mut patched = false;
+    let mut aborted = false;
+    let mut paused: Option<&'static str> = None;
+    let mut notices: Vec<String> = Vec::new();
+    if let Some(t) = prior.values().find(|t| t.status == "AWAITING_INTERVENTION")
+        && resumed
+            .as_ref()
+            .is_some_and(|r| r.status == "awaiting_intervention")
+        && opts.decision.is_none()
+    {
+        return Err(EngineError::AwaitingDecision {
+            run_id: run_id.clone(),
+            stage: t.stage_id.clone(),
+        });
+    }
 
     for (pos, &idx) in order.iter().enumerate() {
         let stage = &stages[idx];
@@ -354,6 +369,8 @@ pub(crate) async fn run(
         let skip_reason = if cancelled || opts.cancel.is_cancelled() {
             cancelled = true;
             Some("not run: the run was cancelled".to_string())
+        } else if aborted {
+            Some("not run: the run was aborted".to_string())
         } else if let Some(dep) = stage
             .depends_on
             .iter()
@@ -530,11 +547,11 @@ pub(crate) async fn run(
             continue;
         }
 
-        // Run it. Everything recorded so far is made durable first.
+        // Run it: retries, then the fallback, then (if the plan says so) a person.
         let stage_started_at = now_rfc3339();
         result.started_at = Some(stage_started_at.clone());
         result.status = StageStatus::InProgress;
-        let attempt_no = prior.get(&stage.id).map_or(0, |t| t.attempts) + 1;
+        let mut attempt_no = prior.get(&stage.id).map_or(0, |t| t.attempts);
         rec.db.put_task(&task_row(
             &run_id,
             pos,
@@ -553,133 +570,346 @@ pub(crate) async fn run(
         )?;
         rec.db.flush()?;
         let t0 = Instant::now();
-        let mut attempt = match (resolved, input_problem) {
-            (Err(msg), _) => Attempt::failed(
-                "invalid_input",
-                msg,
-                Some("check the upstream stage's outputs in its log".into()),
-            ),
-            (_, Some(msg)) => Attempt::failed(
-                "missing_input",
-                msg,
-                Some("create the file, or fix the path under `inputs:`".into()),
-            ),
-            (Ok(inputs), None) => run_stage(engine, &ws, &run_id, stage, opts, inputs, plan).await,
-        };
-        let mut outcome = attempt.outcome.take();
-        let mut failure = attempt.failure.take();
 
-        // VALIDATING: the tool finished; now the engine decides.
-        let mut files = Vec::new();
-        if failure.is_none() {
-            rec.emit(
-                EventKind::TaskValidating,
-                at,
-                Some(StageStatus::Validating),
-                None,
-                None,
-            )?;
-            let vt = Instant::now();
-            let after = outputs::expand(&ws, &stage.outputs);
-            files = outputs::diff(&stage.id, &attempt.before, &after);
-            let mut problems: Vec<String> = after
-                .missing
-                .iter()
-                .map(|m| format!("declared output missing: {m}"))
-                .collect();
-            problems.extend(after.problems.iter().cloned());
-            if !stage.outputs.is_empty() {
-                validations.push(ValidationOutput {
-                    check: "declared_outputs".into(),
-                    stage: Some(stage.id.clone()),
-                    constraint_id: None,
-                    status: if problems.is_empty() { "passed" } else { "failed" }.into(),
-                    evidence: json!({ "declared": stage.outputs, "found": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "problems": problems }),
-                    duration_ms: ms(vt.elapsed()),
-                });
-            }
-            if !problems.is_empty() {
-                failure = Some(Failure {
-                    status: StageStatus::Failed,
-                    kind: "missing_output".into(),
-                    message: problems.join("; "),
-                    hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
-                });
+        // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
+        let awaited = prior
+            .get(&stage.id)
+            .is_some_and(|t| t.status == "AWAITING_INTERVENTION");
+        let mut choice = match (awaited, opts.decision) {
+            (true, Some(Decision::Skip)) => Some(Decision::Skip),
+            (true, Some(Decision::Abort)) => Some(Decision::Abort),
+            _ => None,
+        };
+        let mut last: Option<Tried> = None;
+        let mut fallback_used: Option<String> = None;
+        let mut blocked: Vec<(String, String)> = Vec::new();
+        let mut halt = false;
+        if choice.is_none() {
+            loop {
+                blocked.clear();
+                let primary_inputs = match (&resolved, &input_problem) {
+                    (Err(msg), _) => Err((
+                        "invalid_input",
+                        msg.clone(),
+                        "check the upstream stage's outputs in its log",
+                    )),
+                    (_, Some(msg)) => Err((
+                        "missing_input",
+                        msg.clone(),
+                        "create the file, or fix the path under `inputs:`",
+                    )),
+                    (Ok(i), None) => Ok(i.clone()),
+                };
+                let mut candidates = vec![(stage.tool_name().to_string(), primary_inputs)];
+                if let Some(fb) = &stage.fallback {
+                    let inputs = resolve_inputs(&fb.inputs, &data).map_err(|m| {
+                        (
+                            "invalid_input",
+                            m,
+                            "check the upstream stage's outputs in its log",
+                        )
+                    });
+                    candidates.push((fb.tool.clone(), inputs));
+                }
+                let per_tool = stage.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+                'candidates: for (ci, (tool_written, inputs)) in candidates.iter().enumerate() {
+                    if ci > 0 {
+                        let why = last
+                            .as_ref()
+                            .and_then(|t| t.failure.as_ref())
+                            .map(|f| f.message.clone())
+                            .unwrap_or_else(|| "its adapter is unavailable".into());
+                        rec.emit(
+                            EventKind::TaskFallback,
+                            at,
+                            Some(StageStatus::InProgress),
+                            None,
+                            Some(format!(
+                                "`{}` failed ({why}); using the fallback `{tool_written}`",
+                                stage.tool_name()
+                            )),
+                        )?;
+                        fallback_used = Some(tool_written.clone());
+                    }
+                    let adapter = engine.registry.adapter_id(tool_written);
+                    let kind = if tool_written.starts_with("plugin:") {
+                        "plugin"
+                    } else {
+                        "tool"
+                    };
+                    for n in 1..=per_tool {
+                        if let recovery::Gate::Open(until) =
+                            recovery::gate(rec.db.as_mut(), &adapter, kind)?
+                        {
+                            blocked.push((adapter.clone(), until));
+                            continue 'candidates;
+                        }
+                        attempt_no += 1;
+                        rec.db.flush()?;
+                        let tried = match inputs {
+                            Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
+                            Ok(i) => {
+                                let a = run_stage(
+                                    engine,
+                                    &ws,
+                                    &run_id,
+                                    stage,
+                                    tool_written,
+                                    opts,
+                                    i.clone(),
+                                    plan,
+                                    rec.db.as_mut(),
+                                )
+                                .await;
+                                validate_attempt(&ws, stage, a, &mut rec, at, &mut validations)?
+                            }
+                        };
+                        patched |= record_attempt(
+                            &mut rec,
+                            &ws,
+                            &run_id,
+                            stage,
+                            tool_written,
+                            attempt_no,
+                            &tried,
+                        )?;
+                        let ok = tried.failure.is_none();
+                        // A plugin answers for every failure; a built-in tool only for failing to run at all.
+                        if ok || kind == "plugin" || tried.outcome.is_none() {
+                            let err = tried.failure.as_ref().map(|f| f.message.as_str());
+                            recovery::record(
+                                rec.db.as_mut(),
+                                &adapter,
+                                kind,
+                                ok,
+                                err,
+                                opts.breaker,
+                            )?;
+                        }
+                        let stop_kind = tried.failure.as_ref().map(|f| f.kind.clone());
+                        last = Some(tried);
+                        match stop_kind.as_deref() {
+                            None | Some("cancelled") => break 'candidates,
+                            Some("invalid_input" | "missing_input") => continue 'candidates,
+                            _ => {}
+                        }
+                        if n < per_tool
+                            && let Some(retry) = &stage.retry
+                        {
+                            let delay = recovery::backoff_delay(retry, n + 1, attempt_no as u64);
+                            let msg = last
+                                .as_ref()
+                                .and_then(|t| t.failure.as_ref())
+                                .map(|f| f.message.clone())
+                                .unwrap_or_default();
+                            rec.emit(
+                                EventKind::TaskRetrying,
+                                at,
+                                Some(StageStatus::InProgress),
+                                None,
+                                Some(format!(
+                                    "attempt {n} of {per_tool} failed ({msg}); retrying in {:.1?}",
+                                    delay
+                                )),
+                            )?;
+                            rec.db.flush()?;
+                            tokio::select! {
+                                _ = tokio::time::sleep(delay) => {}
+                                _ = opts.cancel.cancelled() => {
+                                    if let Some(t) = last.as_mut() {
+                                        t.failure = Some(Failure { status: StageStatus::Failed, kind: "cancelled".into(), message: "cancelled by the user while waiting to retry".into(), hint: None });
+                                    }
+                                    break 'candidates;
+                                }
+                            }
+                        }
+                    }
+                }
+                let failed = last.as_ref().is_none_or(|t| t.failure.is_some());
+                let was_cancelled = last
+                    .as_ref()
+                    .and_then(|t| t.failure.as_ref())
+                    .is_some_and(|f| f.kind == "cancelled");
+                if !failed || was_cancelled {
+                    break;
+                }
+                if last.is_none() && !blocked.is_empty() {
+                    // Every adapter the stage can use is open: do not hammer them.
+                    halt = true;
+                    break;
+                }
+                if stage.on_failure == OnFailure::Manual {
+                    let request = Intervention {
+                        run_id: run_id.clone(),
+                        stage: stage.id.clone(),
+                        error: last
+                            .as_ref()
+                            .and_then(|t| t.failure.as_ref())
+                            .map(|f| f.message.clone())
+                            .unwrap_or_default(),
+                        hint: last
+                            .as_ref()
+                            .and_then(|t| t.failure.as_ref())
+                            .and_then(|f| f.hint.clone()),
+                    };
+                    match opts.ask.as_ref().map(|ask| ask(&request)) {
+                        Some(Decision::Retry) => {
+                            rec.emit(
+                                EventKind::TaskRetrying,
+                                at,
+                                Some(StageStatus::InProgress),
+                                None,
+                                Some("retrying, as the user asked".into()),
+                            )?;
+                            continue;
+                        }
+                        Some(d) => choice = Some(d),
+                        None => halt = true,
+                    }
+                }
+                break;
             }
         }
         let duration = t0.elapsed();
         let finished_at = now_rfc3339();
+
+        // A stage that will not finish now: a person must decide, or every adapter is open.
+        if halt {
+            let safe_mode = last.is_none();
+            let reason = if safe_mode {
+                let open: Vec<String> = blocked
+                    .iter()
+                    .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
+                    .collect();
+                format!(
+                    "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
+                    open.join("; ")
+                )
+            } else {
+                let err = last
+                    .as_ref()
+                    .and_then(|t| t.failure.as_ref())
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                format!(
+                    "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
+                )
+            };
+            result.status = StageStatus::AwaitingIntervention;
+            result.reason = Some(reason.clone());
+            result.finished_at = None;
+            rec.db.put_task(&task_row(
+                &run_id,
+                pos,
+                &result,
+                &def_hash,
+                Some(&cache_key),
+                "{}",
+                attempt_no,
+            ))?;
+            rec.emit(
+                EventKind::TaskAwaitingIntervention,
+                at,
+                Some(StageStatus::AwaitingIntervention),
+                Some(duration),
+                Some(reason),
+            )?;
+            rec.db.flush()?;
+            paused = Some(if safe_mode {
+                "paused"
+            } else {
+                "awaiting_intervention"
+            });
+            results[idx] = Some(result);
+            break;
+        }
+
+        let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
+            (Some(Decision::Skip), t) => {
+                let why = t
+                    .as_ref()
+                    .and_then(|t| t.failure.as_ref())
+                    .map(|f| format!(": {}", f.message))
+                    .unwrap_or_default();
+                let reason = format!("skipped by the user after a failure{why}");
+                result.status = StageStatus::Skipped;
+                result.reason = Some(reason.clone());
+                result.finished_at = Some(finished_at.clone());
+                result.duration_ms = ms(duration);
+                rec.db.put_task(&task_row(
+                    &run_id,
+                    pos,
+                    &result,
+                    &def_hash,
+                    Some(&cache_key),
+                    "{}",
+                    attempt_no,
+                ))?;
+                rec.emit(
+                    EventKind::TaskSkipped,
+                    at,
+                    Some(StageStatus::Skipped),
+                    Some(duration),
+                    Some(reason),
+                )?;
+                done.insert(
+                    &stage.id,
+                    Done {
+                        status: Some(StageStatus::Skipped),
+                        files: vec![],
+                    },
+                );
+                results[idx] = Some(result);
+                rec.db.flush()?;
+                continue;
+            }
+            (Some(Decision::Abort), t) => {
+                aborted = true;
+                let mut f = t
+                    .as_ref()
+                    .and_then(|t| t.failure.as_ref())
+                    .map(Failure::clone_of)
+                    .unwrap_or_else(|| Failure {
+                        status: StageStatus::Failed,
+                        kind: "aborted".into(),
+                        message: String::new(),
+                        hint: None,
+                    });
+                f.message = format!(
+                    "aborted by the user{}",
+                    if f.message.is_empty() {
+                        String::new()
+                    } else {
+                        format!(" after: {}", f.message)
+                    }
+                );
+                f.kind = "aborted".into();
+                let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| {
+                    (t.outcome, t.files, t.exit_code, t.signal)
+                });
+                (Some(f), o, files, e, s)
+            }
+            (_, Some(t)) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
+            (_, None) => (
+                Some(Failure {
+                    status: StageStatus::Failed,
+                    kind: "internal".into(),
+                    message: "the stage made no attempt".into(),
+                    hint: None,
+                }),
+                None,
+                vec![],
+                None,
+                None,
+            ),
+        };
         let status = failure
             .as_ref()
             .map_or(StageStatus::Completed, |f| f.status);
-
-        // The patch history: files created or changed, with the digest before.
-        for f in files.iter().filter(|f| f.change != Change::Unchanged) {
-            patched = true;
-            rec.db.add_patch(&PatchRow {
-                time: finished_at.clone(),
-                run_id: run_id.clone(),
-                writer: stage.id.clone(),
-                path: f.path.clone(),
-                before_blake3: f.before.as_ref().map(|d| d.blake3.clone()),
-                before_size: f.before.as_ref().map(|d| d.size as i64),
-                after_blake3: Some(f.blake3.clone()),
-                after_size: Some(f.size as i64),
-                backed_up: f
-                    .before
-                    .as_ref()
-                    .is_some_and(|d| attempt.backed_up.contains(&d.blake3)),
-            })?;
+        let mut failure = failure;
+        if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
+            f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
         }
-
-        let (exit_code, signal) = match outcome.as_ref().map(|o| o.termination) {
-            Some(Termination::Exited(c)) => (Some(c), None),
-            Some(Termination::Signaled(s)) => (None, Some(s)),
-            _ => (None, None),
-        };
-        let mut log_record = json!({
-            "run_id": run_id,
-            "stage": stage.id,
-            "attempt": attempt_no,
-            "tool": tool_name,
-            "status": status,
-            "started_at": stage_started_at,
-            "finished_at": finished_at,
-            "duration_ms": ms(duration),
-            "inputs": attempt.resolved,
-            "exit_code": exit_code,
-            "signal": signal,
-            "files": files,
-        });
-        if let Some(o) = &outcome {
-            log_record["invocation"] = o.invocation.clone();
-            log_record["stdout"] = Value::String(o.stdout.text());
-            log_record["stderr"] = Value::String(o.stderr.text());
-            log_record["stdout_bytes"] = json!(o.stdout.total);
-            log_record["stderr_bytes"] = json!(o.stderr.total);
-            if !o.notes.is_empty() {
-                log_record["notes"] = json!(o.notes);
-            }
-        }
-        if let Some(f) = &failure {
-            log_record["error"] = json!({"kind": f.kind, "message": f.message, "hint": f.hint});
-        }
-        append_stage_log(&ws, &log_record)?;
-        rec.db.add_attempt(&AttemptRow {
-            run_id: run_id.clone(),
-            stage_id: stage.id.clone(),
-            attempt: attempt_no,
-            status: status.as_str().into(),
-            started_at: stage_started_at.clone(),
-            finished_at: finished_at.clone(),
-            duration_ms: ms(duration),
-            exit_code: exit_code.map(i64::from),
-            signal: signal.map(i64::from),
-            error_kind: failure.as_ref().map(|f| f.kind.clone()),
-            error_message: failure.as_ref().map(|f| f.message.clone()),
-            stdout_bytes: outcome.as_ref().map_or(0, |o| o.stdout.total as i64),
-            stderr_bytes: outcome.as_ref().map_or(0, |o| o.stderr.total as i64),
-        })?;
 
         // What later stages (and a later resume) may read.
         let named = outcome
@@ -718,6 +948,8 @@ pub(crate) async fn run(
         result.signal = signal;
         result.outputs = named;
         result.files = files;
+        result.attempts = attempt_no as u32;
+        result.fallback_used = fallback_used.clone();
         result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
         result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
         rec.db.put_task(&task_row(
@@ -729,7 +961,8 @@ pub(crate) async fn run(
             &data_json,
             attempt_no,
         ))?;
-        if status == StageStatus::Completed && stage.cache {
+        // A result reached through a fallback is not what the stage itself would give.
+        if status == StageStatus::Completed && stage.cache && fallback_used.is_none() {
             rec.db.cache_put(&CacheRow {
                 cache_key: cache_key.clone(),
                 stage_id: stage.id.clone(),
@@ -739,6 +972,11 @@ pub(crate) async fn run(
                 files: serde_json::to_string(&result.files).expect("json"),
                 data: data_json,
             })?;
+        }
+        if let Some(fb) = &fallback_used
+            && status == StageStatus::Completed
+        {
+            notices.push(format!("stage `{}` used its fallback `{fb}`", stage.id));
         }
 
         if let Some(f) = &failure {
@@ -761,12 +999,15 @@ pub(crate) async fn run(
                 Some(f.message.clone()),
             )?;
         } else {
+            let note = fallback_used
+                .as_ref()
+                .map(|fb| format!("completed with the fallback `{fb}`"));
             rec.emit(
                 EventKind::TaskCompleted,
                 at,
                 Some(status),
                 Some(duration),
-                None,
+                note,
             )?;
         }
         if status == StageStatus::Completed && wanted.iter().any(|(s, _)| s == &stage.id) {
@@ -788,9 +1029,23 @@ pub(crate) async fn run(
         rec.db.flush()?;
     }
 
-    // Results in execution order.
-    let stage_results: Vec<StageResult> = order.iter().filter_map(|&i| results[i].take()).collect();
-    let status = if cancelled {
+    // Results in execution order; stages a pause left unstarted stay PENDING.
+    let stage_results: Vec<StageResult> = order
+        .iter()
+        .map(|&i| {
+            results[i].take().unwrap_or_else(|| {
+                let mut r = StageResult::new(
+                    &stages[i],
+                    engine.registry.resolve_name(stages[i].tool_name()),
+                );
+                r.reason = Some("not started: the run is paused".into());
+                r
+            })
+        })
+        .collect();
+    let status = if let Some(p) = paused {
+        p
+    } else if cancelled {
         "cancelled"
     } else if stage_results.iter().all(|s| s.status.is_success()) {
         "completed"
@@ -803,6 +1058,7 @@ pub(crate) async fn run(
         &plan_rel,
         rec.db.as_mut(),
         persist::RunRecord {
+            notices,
             run_id: run_id.clone(),
             started_at,
             duration: run_start.elapsed(),
@@ -896,6 +1152,7 @@ fn task_row(
     }
 }
 
+#[derive(Debug, Clone)]
 struct Failure {
     status: StageStatus,
     kind: String,
@@ -903,6 +1160,13 @@ struct Failure {
     hint: Option<String>,
 }
 
+impl Failure {
+    fn clone_of(f: &Failure) -> Failure {
+        f.clone()
+    }
+}
+
+/// What one call of a tool did, before the engine judged it.
 #[derive(Default)]
 struct Attempt {
     outcome: Option<ToolOutcome>,
@@ -911,6 +1175,8 @@ struct Attempt {
     /// Content hashes of the files under the outputs that are in the backup store.
     backed_up: HashSet<String>,
     resolved: Value,
+    started_at: String,
+    started: Option<Instant>,
 }
 
 impl Attempt {
@@ -922,24 +1188,206 @@ impl Attempt {
                 message,
                 hint,
             }),
+            started_at: now_rfc3339(),
             ..Default::default()
         }
     }
 }
 
+/// One judged attempt: the tool's outcome and the files under the declared outputs.
+#[derive(Default)]
+struct Tried {
+    outcome: Option<ToolOutcome>,
+    failure: Option<Failure>,
+    files: Vec<GeneratedFile>,
+    backed_up: HashSet<String>,
+    resolved: Value,
+    exit_code: Option<i32>,
+    signal: Option<i32>,
+    started_at: String,
+    finished_at: String,
+    duration: Duration,
+}
+
+impl Tried {
+    fn failed(kind: &str, message: String, hint: Option<String>) -> Tried {
+        let now = now_rfc3339();
+        Tried {
+            failure: Some(Failure {
+                status: StageStatus::Failed,
+                kind: kind.into(),
+                message,
+                hint,
+            }),
+            started_at: now.clone(),
+            finished_at: now,
+            ..Default::default()
+        }
+    }
+}
+
+/// VALIDATING: the tool finished; now the engine decides.
+fn validate_attempt(
+    ws: &Workspace,
+    stage: &Stage,
+    a: Attempt,
+    rec: &mut Recorder<'_>,
+    at: Option<(&str, usize)>,
+    validations: &mut Vec<ValidationOutput>,
+) -> Result<Tried, EngineError> {
+    let mut failure = a.failure;
+    let mut files = Vec::new();
+    if failure.is_none() {
+        rec.emit(
+            EventKind::TaskValidating,
+            at,
+            Some(StageStatus::Validating),
+            None,
+            None,
+        )?;
+        let vt = Instant::now();
+        let after = outputs::expand(ws, &stage.outputs);
+        files = outputs::diff(&stage.id, &a.before, &after);
+        let mut problems: Vec<String> = after
+            .missing
+            .iter()
+            .map(|m| format!("declared output missing: {m}"))
+            .collect();
+        problems.extend(after.problems.iter().cloned());
+        if !stage.outputs.is_empty() {
+            validations.push(ValidationOutput {
+                check: "declared_outputs".into(),
+                stage: Some(stage.id.clone()),
+                constraint_id: None,
+                status: if problems.is_empty() { "passed" } else { "failed" }.into(),
+                evidence: json!({ "declared": stage.outputs, "found": files.iter().map(|f| &f.path).collect::<Vec<_>>(), "problems": problems }),
+                duration_ms: ms(vt.elapsed()),
+            });
+        }
+        if !problems.is_empty() {
+            failure = Some(Failure {
+                status: StageStatus::Failed,
+                kind: "missing_output".into(),
+                message: problems.join("; "),
+                hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
+            });
+        }
+    }
+    let (exit_code, signal) = match a.outcome.as_ref().map(|o| o.termination) {
+        Some(Termination::Exited(c)) => (Some(c), None),
+        Some(Termination::Signaled(s)) => (None, Some(s)),
+        _ => (None, None),
+    };
+    Ok(Tried {
+        outcome: a.outcome,
+        failure,
+        files,
+        backed_up: a.backed_up,
+        resolved: a.resolved,
+        exit_code,
+        signal,
+        started_at: a.started_at,
+        finished_at: now_rfc3339(),
+        duration: a.started.map_or(Duration::ZERO, |s| s.elapsed()),
+    })
+}
+
+/// Records one attempt: the patch history, the stage log, the execution log.
+/// Returns whether any file changed.
+fn record_attempt(
+    rec: &mut Recorder<'_>,
+    ws: &Workspace,
+    run_id: &str,
+    stage: &Stage,
+    tool: &str,
+    attempt_no: i64,
+    t: &Tried,
+) -> Result<bool, EngineError> {
+    let status = t
+        .failure
+        .as_ref()
+        .map_or(StageStatus::Completed, |f| f.status);
+    let mut patched = false;
+    for f in t.files.iter().filter(|f| f.change != Change::Unchanged) {
+        patched = true;
+        rec.db.add_patch(&PatchRow {
+            time: t.finished_at.clone(),
+            run_id: run_id.to_string(),
+            writer: stage.id.clone(),
+            path: f.path.clone(),
+            before_blake3: f.before.as_ref().map(|d| d.blake3.clone()),
+            before_size: f.before.as_ref().map(|d| d.size as i64),
+            after_blake3: Some(f.blake3.clone()),
+            after_size: Some(f.size as i64),
+            backed_up: f
+                .before
+                .as_ref()
+                .is_some_and(|d| t.backed_up.contains(&d.blake3)),
+        })?;
+    }
+    let mut log_record = json!({
+        "run_id": run_id,
+        "stage": stage.id,
+        "attempt": attempt_no,
+        "tool": tool,
+        "status": status,
+        "started_at": t.started_at,
+        "finished_at": t.finished_at,
+        "duration_ms": ms(t.duration),
+        "inputs": t.resolved,
+        "exit_code": t.exit_code,
+        "signal": t.signal,
+        "files": t.files,
+    });
+    if let Some(o) = &t.outcome {
+        log_record["invocation"] = o.invocation.clone();
+        log_record["stdout"] = Value::String(o.stdout.text());
+        log_record["stderr"] = Value::String(o.stderr.text());
+        log_record["stdout_bytes"] = json!(o.stdout.total);
+        log_record["stderr_bytes"] = json!(o.stderr.total);
+        if !o.notes.is_empty() {
+            log_record["notes"] = json!(o.notes);
+        }
+    }
+    if let Some(f) = &t.failure {
+        log_record["error"] = json!({"kind": f.kind, "message": f.message, "hint": f.hint});
+    }
+    append_stage_log(ws, &log_record)?;
+    rec.db.add_attempt(&AttemptRow {
+        run_id: run_id.to_string(),
+        stage_id: stage.id.clone(),
+        attempt: attempt_no,
+        status: status.as_str().into(),
+        started_at: t.started_at.clone(),
+        finished_at: t.finished_at.clone(),
+        duration_ms: ms(t.duration),
+        exit_code: t.exit_code.map(i64::from),
+        signal: t.signal.map(i64::from),
+        error_kind: t.failure.as_ref().map(|f| f.kind.clone()),
+        error_message: t.failure.as_ref().map(|f| f.message.clone()),
+        stdout_bytes: t.outcome.as_ref().map_or(0, |o| o.stdout.total as i64),
+        stderr_bytes: t.outcome.as_ref().map_or(0, |o| o.stderr.total as i64),
+    })?;
+    Ok(patched)
+}
+
+/// Calls the tool once. While it runs, the run's heartbeat is refreshed.
+#[allow(clippy::too_many_arguments)]
 async fn run_stage(
     engine: &Engine,
     ws: &Workspace,
     run_id: &str,
     stage: &Stage,
+    tool_written: &str,
     opts: &ExecuteOptions,
     inputs: Map<String, Value>,
     plan: &crate::CheckedPlan,
+    db: &mut dyn ExecStore,
 ) -> Attempt {
-    let Some(tool) = engine.registry.get(stage.tool_name()) else {
+    let Some(tool) = engine.registry.get(tool_written) else {
         return Attempt::failed(
             "invalid_input",
-            format!("unknown tool `{}`", stage.tool_name()),
+            format!("unknown tool `{tool_written}`"),
             None,
         );
     };
@@ -948,6 +1396,7 @@ async fn run_stage(
     }
     let mut attempt = Attempt {
         resolved: Value::Object(inputs.clone()),
+        started_at: now_rfc3339(),
         ..Default::default()
     };
     // Keep what the stage may overwrite, so `pmpo restore` can bring it back.
@@ -972,20 +1421,35 @@ async fn run_stage(
         workspace: ws,
         run_id,
         stage_id: &stage.id,
-        tool: stage.tool_name(),
+        tool: tool_written,
         timeout,
         cancel: &opts.cancel,
         spec: Some(&plan.doc.specification),
         description: &stage.description,
     };
-    match tool.invoke(&ctx, &inputs).await {
+    attempt.started = Some(Instant::now());
+    let invoke = tool.invoke(&ctx, &inputs);
+    tokio::pin!(invoke);
+    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
+    beat.tick().await;
+    let result = loop {
+        tokio::select! {
+            r = &mut invoke => break r,
+            _ = beat.tick() => {
+                // No transaction is open while a tool runs, so this cannot wait on ourselves.
+                let _ = db.heartbeat(run_id, &now_rfc3339());
+                let _ = db.flush();
+            }
+        }
+    };
+    match result {
         Err(e) => {
             attempt.failure = Some(Failure {
                 status: StageStatus::Failed,
                 kind: class_name(e.class),
                 message: e.message,
                 hint: e.hint,
-            })
+            });
         }
         Ok(outcome) => {
             let fail = |kind: &str, message: String, hint: Option<String>| {
@@ -998,19 +1462,39 @@ async fn run_stage(
             };
             attempt.failure = match outcome.termination {
                 Termination::Exited(0) => None,
-                Termination::Exited(code) => fail(
-                    "exit_status",
-                    format!("exited with code {code}{}", tail_lines(&outcome.stderr, 1).map(|l| format!(": {l}")).unwrap_or_default()),
-                    Some(exit_hint(code)),
-                ),
-                Termination::Signaled(sig) => fail("signal", format!("killed by signal {sig}{}", signal_name(sig)), Some("the process was killed; check memory limits and whether something else stopped it".into())),
+                Termination::Exited(code) => {
+                    let first = tail_lines(&outcome.stderr, 1)
+                        .map(|l| format!(": {l}"))
+                        .unwrap_or_default();
+                    let message = format!("exited with code {code}{first}");
+                    match recovery::classify(&outcome.stderr.text(), Some(code)) {
+                        Some(c) => fail(c.kind, message, Some(c.hint)),
+                        None => fail("exit_status", message, Some(exit_hint(code))),
+                    }
+                }
+                Termination::Signaled(sig) => {
+                    let oom = sig == 9 && !opts.cancel.is_cancelled();
+                    fail(
+                        if oom { "killed" } else { "signal" },
+                        format!("killed by signal {sig}{}", signal_name(sig)),
+                        Some(if oom {
+                            "SIGKILL from outside pmpo is often the kernel's out-of-memory killer: check memory use (dmesg)".into()
+                        } else {
+                            "the process was killed; check whether something else stopped it".into()
+                        }),
+                    )
+                }
                 Termination::TimedOut => Some(Failure {
                     status: StageStatus::Timeout,
                     kind: "timeout".into(),
-                    message: format!("timed out after {:.1?}; its process group was killed", timeout),
+                    message: format!("timed out after {timeout:.1?}; it was stopped"),
                     hint: Some("raise the stage's `timeout:` or make the work faster".into()),
                 }),
-                Termination::Cancelled => fail("cancelled", "cancelled by the user; its process group was killed".into(), None),
+                Termination::Cancelled => fail(
+                    "cancelled",
+                    "cancelled by the user; its process group was killed".into(),
+                    None,
+                ),
             };
             attempt.outcome = Some(outcome);
         }

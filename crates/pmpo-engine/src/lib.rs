@@ -35,7 +35,7 @@ pub const MANIFEST_FILE: &str = "artifact_manifest.json";
 pub const REFINEMENT_LOG: &str = "refinement_log.md";
 
 /// How to run a plan.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ExecuteOptions {
     /// The directory stages run in and outputs are relative to.
     pub workspace: PathBuf,
@@ -50,7 +50,34 @@ pub struct ExecuteOptions {
     pub wait: bool,
     /// Continue this run (`pmpo resume RUN_ID`) instead of starting one.
     pub resume: Option<String>,
+    /// The answer for a stage that awaits a decision (`pmpo resume --retry|--skip|--abort`).
+    pub decision: Option<Decision>,
+    /// Asks a person what to do about a failed `on_failure: manual` stage (a terminal
+    /// prompt). Without it, the run pauses durably for `pmpo resume`.
+    pub ask: Option<std::sync::Arc<dyn Fn(&Intervention) -> Decision + Send + Sync>>,
+    /// Circuit breaker settings for every adapter.
+    pub breaker: recovery::BreakerPolicy,
 }
+
+/// What a person decided about a failed stage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Decision {
+    Retry,
+    Skip,
+    Abort,
+}
+
+/// A failed stage that needs a person's decision.
+#[derive(Debug, Clone)]
+pub struct Intervention {
+    pub run_id: String,
+    pub stage: String,
+    pub error: String,
+    pub hint: Option<String>,
+}
+
+/// How often a running executor refreshes its heartbeat in the store.
+pub const HEARTBEAT_EVERY: Duration = Duration::from_secs(5);
 
 /// `--force`: re-run instead of reusing earlier results.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -71,6 +98,9 @@ impl ExecuteOptions {
             force: Force::None,
             wait: false,
             resume: None,
+            decision: None,
+            ask: None,
+            breaker: recovery::BreakerPolicy::default(),
         }
     }
 }
@@ -86,6 +116,8 @@ pub enum EngineError {
     Busy(Option<pmpo_store::lock::LockHolder>),
     #[error("there is no run `{0}` in this workspace")]
     NoSuchRun(String),
+    #[error("run `{run_id}` is waiting for a decision about stage `{stage}`")]
+    AwaitingDecision { run_id: String, stage: String },
     #[error("run `{run_id}` ran plan `{recorded}`, not `{given}`")]
     PlanMismatch {
         run_id: String,
@@ -110,6 +142,9 @@ impl EngineError {
             }
             EngineError::PlanMismatch { .. } => {
                 "resume with the run's own plan, or start a new run with `pmpo execute`".into()
+            }
+            EngineError::AwaitingDecision { run_id, .. } => {
+                format!("answer with `pmpo resume {run_id} --retry`, `--skip` or `--abort`")
             }
         }
     }

@@ -17,6 +17,7 @@ use crate::results::{
 use crate::{EVENTS_LOG, EngineError, MANIFEST_FILE, REFINEMENT_LOG, RESULTS_FILE, STAGE_LOG_DIR};
 
 pub(crate) struct RunRecord {
+    pub notices: Vec<String>,
     pub run_id: String,
     pub started_at: String,
     pub duration: Duration,
@@ -161,6 +162,7 @@ pub(crate) fn finish(
         log_files,
         validation_outputs,
         errors: run.errors,
+        notices: run.notices,
         state_updates: plan.doc.plan.state_updates.clone(),
     };
 

@@ -43,6 +43,11 @@ pub struct StageResult {
     /// For a CACHED (or carried-over) stage: the run whose result was reused.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reused_from: Option<String>,
+    /// Attempts made in this run (retries and fallback included).
+    pub attempts: u32,
+    /// The fallback tool that was used, when the stage's own tool kept failing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fallback_used: Option<String>,
 }
 
 impl StageResult {
@@ -65,6 +70,8 @@ impl StageResult {
             stderr_bytes: 0,
             log: Some(format!("{}/{}.jsonl", crate::STAGE_LOG_DIR, stage.id)),
             reused_from: None,
+            attempts: 0,
+            fallback_used: None,
         }
     }
 }
@@ -162,6 +169,9 @@ pub struct ExecutionResults {
     pub log_files: Vec<String>,
     pub validation_outputs: Vec<ValidationOutput>,
     pub errors: Vec<ErrorEntry>,
+    /// Things the user should know (a fallback was used, ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notices: Vec<String>,
     #[serde(skip_serializing_if = "Map::is_empty")]
     pub state_updates: Map<String, Value>,
 }

@@ -4,6 +4,7 @@ mod ai_cli;
 mod artifact_cmd;
 mod doctor_cmd;
 mod models;
+mod ops_cmd;
 mod report;
 mod state_cmd;
 
@@ -13,7 +14,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pmpo_engine::{CheckedPlan, Engine, EngineError, ExecuteOptions, Force};
+use pmpo_engine::{CheckedPlan, Decision, Engine, EngineError, ExecuteOptions, Force};
 use pmpo_plan::Diagnostic;
 use pmpo_store::db::ExecStore;
 
@@ -21,6 +22,7 @@ use pmpo_store::db::ExecStore;
 const EXIT_OK: u8 = 0;
 const EXIT_STAGE_FAILED: u8 = 1;
 const EXIT_INVALID: u8 = 2;
+const EXIT_PAUSED: u8 = 3;
 const EXIT_BUSY: u8 = 4;
 const EXIT_CANCELLED: u8 = 130;
 
@@ -33,7 +35,7 @@ const EXIT_CANCELLED: u8 = 130;
 It runs a plan's stages in order, calls tools only where the plan says, verifies every declared\n\
 output on disk, and writes structured results for the Reflect phase.",
     after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n\n\
-Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 4 workspace busy, 130 cancelled.\n\
+Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 3 paused (awaiting a decision, or safe mode),\n4 workspace busy, 130 cancelled.\n\
 Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 )]
 struct Cli {
@@ -63,7 +65,8 @@ naming missing stages or constraints."
 unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
 .state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
 logs/execution/<stage>.jsonl (each stage's attempts with their output).\n\n\
-Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 4 workspace busy, 130 cancelled."
+Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 3 paused (a stage awaits\n\
+a decision, or every adapter of a stage is open), 4 workspace busy, 130 cancelled."
     )]
     Execute {
         /// The plan file (YAML or JSON).
@@ -96,9 +99,22 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
     Resume {
         /// The run id (see `pmpo status`).
         run_id: String,
+        /// For a stage awaiting a decision: run it again.
+        #[arg(long, group = "decision")]
+        retry: bool,
+        /// For a stage awaiting a decision: skip it (its dependents are skipped too).
+        #[arg(long, group = "decision")]
+        skip: bool,
+        /// For a stage awaiting a decision: stop the run there.
+        #[arg(long, group = "decision")]
+        abort: bool,
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Adapters (tools, plugins, model endpoints), their health and circuit breakers.
+    Adapters(ops_cmd::AdaptersArgs),
+    /// Execution metrics in the Prometheus text format.
+    Metrics(ops_cmd::MetricsArgs),
     /// Where the workspace's runs stand, or (with NAME) where an artifact stands.
     Status(state_cmd::StatusArgs),
     /// Create a named artifact, resume a running one, or start a new cycle of a finalized one.
@@ -149,6 +165,12 @@ pub struct RunArgs {
     quiet: bool,
     #[command(flatten)]
     ai: ai_cli::AiArgs,
+    /// Consecutive failures of an adapter that open its circuit breaker.
+    #[arg(long, value_name = "N", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    breaker_threshold: u32,
+    /// How long an open breaker waits before one trial call.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    breaker_cooldown: Duration,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -159,8 +181,24 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { plan, json } => cmd_check(&plan, json),
-        Command::Execute { plan, run } => cmd_execute(&plan, run, None),
-        Command::Resume { run_id, run } => cmd_resume(&run_id, run),
+        Command::Execute { plan, run } => cmd_execute(&plan, run, None, None),
+        Command::Resume {
+            run_id,
+            retry,
+            skip,
+            abort,
+            run,
+        } => {
+            let decision = match (retry, skip, abort) {
+                (true, _, _) => Some(Decision::Retry),
+                (_, true, _) => Some(Decision::Skip),
+                (_, _, true) => Some(Decision::Abort),
+                _ => None,
+            };
+            cmd_resume(&run_id, run, decision)
+        }
+        Command::Adapters(args) => ops_cmd::adapters(args),
+        Command::Metrics(args) => ops_cmd::metrics(args),
         Command::Status(args) => state_cmd::status(args),
         Command::Init(args) => artifact_cmd::init(args),
         Command::List(args) => artifact_cmd::list(args),
@@ -252,7 +290,7 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
     }
 }
 
-fn cmd_resume(run_id: &str, args: RunArgs) -> u8 {
+fn cmd_resume(run_id: &str, args: RunArgs, decision: Option<Decision>) -> u8 {
     let workspace = args.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
     let run = match state_cmd::open_db(&workspace).and_then(|mut db| {
         db.run(run_id)
@@ -275,10 +313,15 @@ fn cmd_resume(run_id: &str, args: RunArgs) -> u8 {
     };
     let mut args = args;
     args.workspace = Some(workspace);
-    cmd_execute(&plan_path, args, Some(run_id.to_string()))
+    cmd_execute(&plan_path, args, Some(run_id.to_string()), decision)
 }
 
-fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
+fn cmd_execute(
+    path: &Path,
+    args: RunArgs,
+    resume: Option<String>,
+    decision: Option<Decision>,
+) -> u8 {
     let RunArgs {
         workspace,
         json,
@@ -288,6 +331,8 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
         wait,
         quiet,
         ai,
+        breaker_threshold,
+        breaker_cooldown,
     } = args;
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
@@ -317,6 +362,14 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
     opts.default_timeout = timeout;
     opts.wait = wait;
     opts.resume = resume;
+    opts.decision = decision;
+    opts.breaker = pmpo_engine::recovery::BreakerPolicy {
+        threshold: breaker_threshold,
+        cooldown: breaker_cooldown,
+    };
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        opts.ask = Some(std::sync::Arc::new(report::ask_person));
+    }
     opts.force = match force {
         None => Force::None,
         Some(ids) if ids.is_empty() => Force::All,
@@ -367,7 +420,9 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
             eprintln!("error: {e}\n  help: {}", e.hint());
             match e {
                 EngineError::Busy(_) => EXIT_BUSY,
-                EngineError::NoSuchRun(_) | EngineError::PlanMismatch { .. } => EXIT_INVALID,
+                EngineError::NoSuchRun(_)
+                | EngineError::PlanMismatch { .. }
+                | EngineError::AwaitingDecision { .. } => EXIT_INVALID,
                 _ => EXIT_STAGE_FAILED,
             }
         }
@@ -383,6 +438,7 @@ fn cmd_execute(path: &Path, args: RunArgs, resume: Option<String>) -> u8 {
             match results.status.as_str() {
                 "completed" => EXIT_OK,
                 "cancelled" => EXIT_CANCELLED,
+                "awaiting_intervention" | "paused" => EXIT_PAUSED,
                 _ => EXIT_STAGE_FAILED,
             }
         }

@@ -160,6 +160,26 @@ impl EventSink for Reporter {
         if e.event == EventKind::ExecutionResumed {
             eprintln!("pmpo: {msg}");
         }
+        if matches!(
+            e.event,
+            EventKind::TaskRetrying | EventKind::TaskFallback | EventKind::TaskAwaitingIntervention
+        ) {
+            if live.line_shown {
+                eprint!("\r\x1b[2K");
+                live.line_shown = false;
+            }
+            let label = match e.event {
+                EventKind::TaskRetrying => "retry",
+                EventKind::TaskFallback => "fallback",
+                _ => "paused",
+            };
+            eprintln!(
+                "  {} {pos} {id}  {}",
+                self.paint("!", "33"),
+                self.paint(&format!("{label}: {msg}"), "33")
+            );
+            return;
+        }
         match self.mode {
             Mode::Plain => {
                 let line = match e.event {
@@ -229,6 +249,35 @@ impl EventSink for Reporter {
         ) {
             live.finished += 1;
             live.current = None;
+        }
+    }
+}
+
+/// Asks a person at the terminal what to do about a failed stage.
+pub fn ask_person(req: &pmpo_engine::Intervention) -> pmpo_engine::Decision {
+    use pmpo_engine::Decision;
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\r\x1b[2K\nstage `{}` failed and asks for a person: {}",
+        req.stage, req.error
+    );
+    if let Some(h) = &req.hint {
+        let _ = writeln!(err, "  hint: {h}");
+    }
+    loop {
+        let _ = write!(err, "[r]etry, [s]kip or [a]bort? ");
+        let _ = err.flush();
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return Decision::Abort,
+            Ok(_) => {}
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "r" | "retry" => return Decision::Retry,
+            "s" | "skip" => return Decision::Skip,
+            "a" | "abort" => return Decision::Abort,
+            _ => {}
         }
     }
 }

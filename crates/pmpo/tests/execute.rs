@@ -370,11 +370,14 @@ fn missing_commands_and_interpreters_get_hints() {
     let ws = Ws::new();
     ws.plan("    - id: sh127\n      with: {command: [sh, -c, 'no-such-tool-abc']}\n");
     let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    let e = &r.json()["errors"][0];
+    assert_eq!(e["kind"], "missing_dependency");
     assert!(
-        r.json()["errors"][0]["hint"]
+        e["hint"]
             .as_str()
             .unwrap()
-            .contains("exit 127")
+            .contains("`no-such-tool-abc` was not found"),
+        "{e}"
     );
 }
 
