@@ -54,10 +54,13 @@ pub struct ExecuteOptions {
     pub decision: Option<Decision>,
     /// Asks a person what to do about a failed `on_failure: manual` stage (a terminal
     /// prompt). Without it, the run pauses durably for `pmpo resume`.
-    pub ask: Option<std::sync::Arc<dyn Fn(&Intervention) -> Decision + Send + Sync>>,
+    pub ask: Option<AskPerson>,
     /// Circuit breaker settings for every adapter.
     pub breaker: recovery::BreakerPolicy,
 }
+
+/// A way to ask a person about a failed stage (e.g. a terminal prompt).
+pub type AskPerson = std::sync::Arc<dyn Fn(&Intervention) -> Decision + Send + Sync>;
 
 /// What a person decided about a failed stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
