@@ -583,6 +583,7 @@ pub(crate) async fn run(
         let mut last: Option<Tried> = None;
         let mut fallback_used: Option<String> = None;
         let mut blocked: Vec<(String, String)> = Vec::new();
+        let mut ended_blocked = false;
         let mut halt = false;
         if choice.is_none() {
             loop {
@@ -642,8 +643,10 @@ pub(crate) async fn run(
                             recovery::gate(rec.db.as_mut(), &adapter, kind)?
                         {
                             blocked.push((adapter.clone(), until));
+                            ended_blocked = true;
                             continue 'candidates;
                         }
+                        ended_blocked = false;
                         attempt_no += 1;
                         rec.db.flush()?;
                         let tried = match inputs {
@@ -733,7 +736,7 @@ pub(crate) async fn run(
                 if !failed || was_cancelled {
                     break;
                 }
-                if last.is_none() && !blocked.is_empty() {
+                if ended_blocked {
                     // Every adapter the stage can use is open: do not hammer them.
                     halt = true;
                     break;
@@ -775,7 +778,7 @@ pub(crate) async fn run(
 
         // A stage that will not finish now: a person must decide, or every adapter is open.
         if halt {
-            let safe_mode = last.is_none();
+            let safe_mode = ended_blocked;
             let reason = if safe_mode {
                 let open: Vec<String> = blocked
                     .iter()

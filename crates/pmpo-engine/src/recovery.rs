@@ -83,7 +83,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
                     "nothing is listening at {a}: start the service (and check its address), then retry"
                 ),
                 None => {
-                    "a service refused the connection: start it (and check its address), then retry"
+                    "a service refused the connection: start the service (and check its address), then retry"
                         .into()
                 }
             },

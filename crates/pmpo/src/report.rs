@@ -310,6 +310,22 @@ pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
             r.errors.len() - 20
         );
     }
+    for n in &r.notices {
+        let _ = writeln!(err, "  note: {n}");
+    }
+    if (r.status == "awaiting_intervention" || r.status == "paused")
+        && let Some(s) = r
+            .stages
+            .iter()
+            .find(|s| s.status == StageStatus::AwaitingIntervention)
+    {
+        let _ = writeln!(
+            err,
+            "  paused at `{}`: {}",
+            s.id,
+            s.reason.as_deref().unwrap_or_default()
+        );
+    }
     let _ = writeln!(
         err,
         "results: {}",

@@ -1,0 +1,440 @@
+//! Recovery: retries, fallbacks, circuit breakers, plugins, manual
+//! intervention, error classes, metrics. Fault-injecting tools are small
+//! shell scripts written into each test's workspace.
+
+mod common;
+use common::*;
+use serde_json::Value;
+
+fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
+    results["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap()
+}
+
+/// A command that fails until it has been called `n` times.
+fn flaky(n: u32, counter: &str) -> String {
+    format!(
+        "[sh, -c, 'c=$(cat {counter} 2>/dev/null || echo 0); c=$((c+1)); echo $c > {counter}; echo attempt $c >&2; [ $c -ge {n} ]']"
+    )
+}
+
+fn plugin(ws: &Ws, name: &str, body: &str) {
+    let path = ws.write(&format!("plugins/{name}"), &format!("#!/bin/sh\n{body}\n"));
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+#[test]
+fn a_tool_that_fails_twice_then_succeeds_is_retried() {
+    let ws = Ws::new();
+    ws.plan(&format!(
+        "    - id: flaky\n      cache: false\n      retry: {{attempts: 3, backoff: exponential, initial: 10ms, jitter: false}}\n      with: {{command: {}}}\n",
+        flaky(3, "n.txt")
+    ));
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(stage(&res, "flaky")["status"], "COMPLETED");
+    assert_eq!(stage(&res, "flaky")["attempts"], 3);
+    assert!(
+        r.stderr.contains("retry: attempt 1 of 3 failed")
+            || r.stderr.contains("attempt 1 of 3 failed"),
+        "{}",
+        r.stderr
+    );
+    // Every attempt is in the stage log and the execution log.
+    let log = ws.read("logs/execution/flaky.jsonl");
+    assert_eq!(log.lines().count(), 3);
+    let metrics = ws.run(&["metrics"]).stdout;
+    assert!(metrics.contains("retry_attempts_total 2"), "{metrics}");
+    assert!(
+        metrics.contains("tasks_executed_total{status=\"FAILED\"} 2"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("tasks_executed_total{status=\"COMPLETED\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("task_duration_seconds_count 3"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn exhausted_retries_keep_the_last_error() {
+    let ws = Ws::new();
+    ws.plan(&format!(
+        "    - id: flaky\n      retry: {{attempts: 2, initial: 10ms}}\n      with: {{command: {}}}\n",
+        flaky(5, "n.txt")
+    ));
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 1);
+    let res = r.json();
+    assert_eq!(stage(&res, "flaky")["attempts"], 2);
+    assert_eq!(res["errors"][0]["stderr_tail"], "attempt 2");
+}
+
+#[test]
+fn fallback_is_used_and_the_user_is_told() {
+    let ws = Ws::new();
+    ws.plan("    - id: make\n      with: {command: [sh, -c, 'exit 9']}\n      fallback:\n        tool: run\n        with: {command: [sh, -c, 'echo from-fallback > out.txt']}\n      outputs: [out.txt]\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(stage(&res, "make")["fallback_used"], "run");
+    assert_eq!(ws.read("out.txt"), "from-fallback\n");
+    assert!(
+        res["notices"][0]
+            .as_str()
+            .unwrap()
+            .contains("used its fallback"),
+        "{res}"
+    );
+    assert!(
+        r.stderr.contains("fallback:") && r.stderr.contains("note: stage `make` used its fallback"),
+        "{}",
+        r.stderr
+    );
+    let events = ws.read("logs/executor.jsonl");
+    assert!(events.contains("\"TASK_FALLBACK\""));
+}
+
+#[test]
+fn plugins_speak_json_and_bad_ones_fail_clearly() {
+    let ws = Ws::new();
+    plugin(
+        &ws,
+        "count",
+        r#"if [ "$1" = --health ]; then echo ok; exit 0; fi
+read input; echo "$input" > seen.json; echo hello > made.txt
+echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
+    );
+    plugin(&ws, "garbage", "cat >/dev/null; echo this is not json");
+    plugin(
+        &ws,
+        "sad",
+        r#"cat >/dev/null; echo '{"success": false, "error": "no quota left"}'"#,
+    );
+    plugin(
+        &ws,
+        "liar",
+        r#"cat >/dev/null; echo '{"success": true, "files": ["ghost.txt"]}'"#,
+    );
+    plugin(&ws, "ill", "echo broken >&2; exit 3");
+    ws.plan(
+        "    - id: count\n      tool: plugin:count\n      with: {text: hello world}\n      outputs: [made.txt]\n    - id: use\n      depends_on: [count]\n      with: {command: [sh, -c, 'echo $W > w.txt'], env: {W: $count.words}}\n      outputs: [w.txt]\n    - id: garbage\n      tool: plugin:garbage\n    - id: sad\n      tool: plugin:sad\n    - id: liar\n      tool: plugin:liar\n    - id: missing\n      tool: plugin:nowhere\n",
+    );
+    let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going"]);
+    assert_eq!(r.code, 1);
+    let res = r.json();
+    assert_eq!(stage(&res, "count")["status"], "COMPLETED");
+    assert_eq!(ws.read("w.txt"), "2\n");
+    let seen: Value = serde_json::from_str(&ws.read("seen.json")).unwrap();
+    assert_eq!(seen["inputs"]["text"], "hello world");
+    let err = |id: &str| {
+        res["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stage"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(err("garbage")["kind"], "bad_tool_output");
+    assert!(
+        err("garbage")["message"]
+            .as_str()
+            .unwrap()
+            .contains("this is not json")
+    );
+    assert_eq!(err("sad")["kind"], "tool_failed");
+    assert!(
+        err("sad")["message"]
+            .as_str()
+            .unwrap()
+            .contains("no quota left")
+    );
+    assert!(
+        err("liar")["message"]
+            .as_str()
+            .unwrap()
+            .contains("ghost.txt")
+    );
+    assert_eq!(err("missing")["kind"], "missing_dependency");
+    assert!(
+        err("missing")["hint"]
+            .as_str()
+            .unwrap()
+            .contains("pmpo-plugin-nowhere")
+    );
+
+    let a = ws.run(&["adapters", "--health", "--json"]);
+    let rows = a.json();
+    let row = |id: &str| {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["adapter"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(row("plugin:count")["health"], "healthy");
+    assert_eq!(row("plugin:ill")["health"], "unhealthy");
+    assert!(
+        row("plugin:ill")["health_detail"]
+            .as_str()
+            .unwrap()
+            .contains("broken")
+    );
+    assert_eq!(a.code, 1);
+}
+
+#[test]
+fn an_open_breaker_fails_fast_and_the_run_pauses_in_safe_mode() {
+    let ws = Ws::new();
+    plugin(&ws, "down", "cat >/dev/null; echo 1 >> calls.txt; exit 1");
+    ws.plan("    - id: call\n      tool: plugin:down\n      retry: {attempts: 5, initial: 10ms, jitter: false}\n");
+    let r = ws.run(&[
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--breaker-threshold",
+        "2",
+        "--breaker-cooldown",
+        "1h",
+    ]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(res["status"], "paused");
+    assert_eq!(stage(&res, "call")["status"], "AWAITING_INTERVENTION");
+    assert!(
+        stage(&res, "call")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open for adapter plugin:down until"),
+        "{res}"
+    );
+    assert_eq!(
+        ws.read("calls.txt").lines().count(),
+        2,
+        "the breaker must stop the calls"
+    );
+    let a = ws.run(&["adapters", "--json"]).json();
+    assert!(
+        a.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["adapter"] == "plugin:down" && r["breaker"] == "OPEN"),
+        "{a}"
+    );
+    assert!(
+        ws.run(&["metrics"])
+            .stdout
+            .contains("circuit_breaker_state{adapter=\"plugin:down\"} 2")
+    );
+
+    // Another process sees the same breaker: no call at all.
+    let r = ws.run(&[
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--breaker-threshold",
+        "2",
+        "--breaker-cooldown",
+        "1h",
+    ]);
+    assert_eq!(r.code, 3);
+    assert_eq!(ws.read("calls.txt").lines().count(), 2);
+
+    // With a fallback, an open breaker goes straight to it.
+    ws.plan("    - id: call\n      tool: plugin:down\n      fallback: {tool: run, with: {command: [sh, -c, 'echo ok > ok.txt']}}\n      outputs: [ok.txt]\n");
+    let r = ws.run(&[
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--breaker-threshold",
+        "2",
+        "--breaker-cooldown",
+        "1h",
+    ]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("calls.txt").lines().count(), 2);
+    assert_eq!(ws.read("ok.txt"), "ok\n");
+}
+
+#[test]
+fn a_half_open_breaker_closes_after_a_good_trial() {
+    let ws = Ws::new();
+    plugin(
+        &ws,
+        "moody",
+        r#"cat >/dev/null; if [ -f healthy ]; then echo '{"success": true}'; else exit 1; fi"#,
+    );
+    ws.plan("    - id: call\n      cache: false\n      tool: plugin:moody\n");
+    let args = [
+        "execute",
+        "plan.yaml",
+        "-q",
+        "--breaker-threshold",
+        "1",
+        "--breaker-cooldown",
+        "300ms",
+    ];
+    assert_eq!(ws.run(&args).code, 1);
+    assert_eq!(ws.run(&args).code, 3, "open: no call");
+    std::thread::sleep(std::time::Duration::from_millis(400));
+    ws.write("healthy", "");
+    assert_eq!(ws.run(&args).code, 0, "half-open trial succeeds");
+    let a = ws.run(&["adapters", "--json"]).json();
+    assert!(
+        a.as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["adapter"] == "plugin:moody" && r["breaker"] == "CLOSED"),
+        "{a}"
+    );
+}
+
+#[test]
+fn manual_intervention_pauses_without_a_terminal_and_resume_answers_it() {
+    let ws = Ws::new();
+    ws.plan("    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: needs-fix\n      depends_on: [first]\n      on_failure: manual\n      with: {command: [sh, -c, 'test -f fixed && echo done > fixed.out']}\n      outputs: [fixed.out]\n    - id: after\n      depends_on: [needs-fix]\n      with: {command: [sh, -c, 'echo after > after.txt']}\n      outputs: [after.txt]\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(res["status"], "awaiting_intervention");
+    assert_eq!(stage(&res, "needs-fix")["status"], "AWAITING_INTERVENTION");
+    assert_eq!(stage(&res, "after")["status"], "PENDING");
+    let run_id = res["run_id"].as_str().unwrap().to_string();
+    assert!(
+        r.stderr
+            .contains(&format!("pmpo resume {run_id} --retry|--skip|--abort")),
+        "{}",
+        r.stderr
+    );
+
+    // Without an answer, neither execute nor resume goes on.
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("waiting for a decision about stage `needs-fix`"),
+        "{}",
+        r.stderr
+    );
+    assert!(!ws.p("after.txt").exists());
+
+    // The person fixes things and answers from another process.
+    ws.write("fixed", "");
+    let r = ws.run(&["resume", &run_id, "--retry", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(res["run_id"], run_id.as_str());
+    assert_eq!(stage(&res, "needs-fix")["status"], "COMPLETED");
+    assert_eq!(ws.read("after.txt"), "after\n");
+    assert_eq!(ws.read("first.txt"), "1\n");
+}
+
+#[test]
+fn skip_and_abort_answers() {
+    for (answer, code, status) in [("--skip", 1, "SKIPPED"), ("--abort", 1, "FAILED")] {
+        let ws = Ws::new();
+        ws.plan("    - id: broken\n      on_failure: manual\n      with: {command: [sh, -c, 'exit 1']}\n    - id: dependent\n      depends_on: [broken]\n      with: {command: [echo]}\n    - id: independent\n      with: {command: [sh, -c, 'echo x > ind.txt']}\n");
+        let r = ws.run(&["execute", "plan.yaml", "--json"]);
+        assert_eq!(r.code, 3);
+        let run_id = r.json()["run_id"].as_str().unwrap().to_string();
+        let r = ws.run(&["resume", &run_id, answer, "--json"]);
+        assert_eq!(r.code, code, "{answer}: {}", r.stderr);
+        let res = r.json();
+        assert_eq!(stage(&res, "broken")["status"], status, "{answer}");
+        assert_eq!(stage(&res, "dependent")["status"], "SKIPPED");
+        if answer == "--skip" {
+            // A person's skip is not a failure: independent stages still run.
+            assert_eq!(stage(&res, "independent")["status"], "COMPLETED");
+            assert!(
+                stage(&res, "broken")["reason"]
+                    .as_str()
+                    .unwrap()
+                    .contains("skipped by the user")
+            );
+        } else {
+            assert_eq!(stage(&res, "independent")["status"], "SKIPPED");
+            assert_eq!(res["errors"][0]["kind"], "aborted");
+        }
+    }
+}
+
+#[test]
+fn known_error_classes_get_hints() {
+    let ws = Ws::new();
+    ws.write("noexec.sh", "echo hi\n");
+    ws.plan(
+        "    - id: py\n      with: {language: python, code: 'import definitely_missing_module_xyz'}\n    - id: svc\n      with: {language: python, code: \"import socket; socket.create_connection(('127.0.0.1', 9))\"}\n    - id: perm\n      with: {command: [./noexec.sh]}\n    - id: sig\n      with: {command: [sh, -c, 'kill -TERM $$']}\n",
+    );
+    let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going"]);
+    assert_eq!(r.code, 1);
+    let res = r.json();
+    let err = |id: &str| {
+        res["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["stage"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(err("py")["kind"], "missing_dependency");
+    assert!(
+        err("py")["hint"]
+            .as_str()
+            .unwrap()
+            .contains("pip install definitely_missing_module_xyz")
+    );
+    assert_eq!(err("svc")["kind"], "service_unavailable", "{}", err("svc"));
+    assert!(
+        err("svc")["hint"]
+            .as_str()
+            .unwrap()
+            .contains("start the service")
+    );
+    assert_eq!(err("perm")["kind"], "permission_denied");
+    assert!(err("perm")["hint"].as_str().unwrap().contains("chmod +x"));
+    assert_eq!(err("sig")["kind"], "signal");
+    assert!(err("sig")["message"].as_str().unwrap().contains("SIGTERM"));
+    // The terminal shows them too.
+    assert!(
+        r.stderr
+            .contains("hint: the Python module `definitely_missing_module_xyz` is missing"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn check_knows_the_recovery_settings() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n    - id: b\n      on_failure: later\n      with: {command: [echo]}\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("unknown variant `later`"), "{}", r.stderr);
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert!(r.stderr.contains("retry.attempts is 0"), "{}", r.stderr);
+    assert!(
+        r.stderr.contains("fallback uses unknown tool `nope`"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("`correct: true` needs a `run` stage with `language` + `code`"),
+        "{}",
+        r.stderr
+    );
+}
