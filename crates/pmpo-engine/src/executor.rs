@@ -1,5 +1,6 @@
 //! The stage loop: resume, cache, run, verify, record.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
@@ -13,6 +14,7 @@ use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{FileDigest, Workspace, hash_file, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
+use tokio_util::sync::CancellationToken;
 
 use crate::events::{Event, EventKind, EventSink, StageStatus};
 use crate::outputs::{self, Change, GeneratedFile};
@@ -247,6 +249,14 @@ pub(crate) async fn run(
         ),
         None => (new_run_id(), HashMap::new()),
     };
+    // A run paused for a decision goes on only with one.
+    if let Some(run) = &resumed
+        && run.status == "awaiting_intervention"
+        && opts.decision.is_none()
+        && let Some(t) = prior.values().find(|t| t.status == "AWAITING_INTERVENTION")
+    {
+        return Err(EngineError::AwaitingDecision { run_id: run_id.clone(), stage: t.stage_id.clone() });
+    }
     holder.run_id = run_id.clone();
     workspace_lock.update(&holder)?;
     db.begin_run(&RunRow {
@@ -335,702 +345,55 @@ pub(crate) async fn run(
     ws.create_dir_all(STAGE_LOG_DIR)?;
     rec.db.touch_adapter("run", "tool", &started_at)?;
 
-    let mut results: Vec<Option<StageResult>> = vec![None; stages.len()];
-    let mut done: HashMap<&str, Done> = HashMap::with_capacity(stages.len());
-    let mut data: HashMap<String, StageData> = HashMap::new();
-    let mut errors: Vec<ErrorEntry> = Vec::new();
-    let mut validations: Vec<ValidationOutput> = Vec::new();
-    let mut first_failure: Option<String> = None;
-    let mut cancelled = false;
-    let mut patched = false;
-    let mut aborted = false;
-    let mut paused: Option<&'static str> = None;
-    let mut notices: Vec<String> = Vec::new();
-    if let Some(t) = prior.values().find(|t| t.status == "AWAITING_INTERVENTION")
-        && resumed
-            .as_ref()
-            .is_some_and(|r| r.status == "awaiting_intervention")
-        && opts.decision.is_none()
-    {
-        return Err(EngineError::AwaitingDecision {
-            run_id: run_id.clone(),
-            stage: t.stage_id.clone(),
-        });
-    }
-
-    for (pos, &idx) in order.iter().enumerate() {
-        let stage = &stages[idx];
-        let at = Some((stage.id.as_str(), pos + 1));
-        let tool_name = engine.registry.resolve_name(stage.tool_name());
-        let mut result = StageResult::new(stage, tool_name);
-        let status_of = |d: &HashMap<&str, Done>, id: &str| d.get(id).and_then(|x| x.status);
-
-        // Skip: upstream failure, an earlier failure (fail-fast), or cancellation.
-        let skip_reason = if cancelled || opts.cancel.is_cancelled() {
-            cancelled = true;
-            Some("not run: the run was cancelled".to_string())
-        } else if aborted {
-            Some("not run: the run was aborted".to_string())
-        } else if let Some(dep) = stage
-            .depends_on
-            .iter()
-            .find(|d| status_of(&done, d).is_some_and(|s| s.is_failure()))
-        {
-            Some(format!(
-                "upstream stage `{dep}` {}",
-                status_of(&done, dep).map_or("FAILED", StageStatus::as_str)
-            ))
-        } else if let (Some(f), false) = (&first_failure, opts.keep_going) {
-            Some(format!(
-                "not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"
-            ))
-        } else {
-            None
-        };
-        if let Some(reason) = skip_reason {
-            rec.emit(
-                EventKind::TaskSkipped,
-                at,
-                Some(StageStatus::Skipped),
-                None,
-                Some(reason.clone()),
-            )?;
-            result.status = StageStatus::Skipped;
-            result.reason = Some(reason);
-            rec.db
-                .put_task(&task_row(&run_id, pos, &result, "", None, "{}", 0))?;
-            done.insert(
-                &stage.id,
-                Done {
-                    status: Some(StageStatus::Skipped),
-                    files: vec![],
-                },
-            );
-            results[idx] = Some(result);
-            continue;
-        }
-
-        // Inputs and the cache key.
-        let def_hash = definition_hash(stage, tool_name);
-        let resolved = resolve_inputs(&stage.inputs, &data);
-        let mut input_files = BTreeMap::new();
-        let mut input_problem = None;
-        if !stage.input_files.is_empty() {
-            let exp = outputs::expand(&ws, &stage.input_files);
-            if let Some(m) = exp.missing.first() {
-                input_problem = Some(format!("declared input missing: {m}"));
-            } else if let Some(p) = exp.problems.first() {
-                input_problem = Some(p.clone());
-            }
-            input_files.extend(exp.files);
-        }
-        if let Ok(r) = &resolved {
-            mentioned_files(&ws, &Value::Object(r.clone()), &mut input_files);
-        }
-        let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
-            .depends_on
-            .iter()
-            .filter_map(|d| done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
-            .collect();
-        let cache_key = blake3::hash(
-            &serde_json::to_vec(&json!({
-                "v": 1,
-                "definition": def_hash,
-                "resolved": resolved.as_ref().ok(),
-                "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
-                "upstream": upstream,
-            }))
-            .expect("json"),
-        )
-        .to_hex()
-        .to_string();
-
-        let forced = match &opts.force {
-            Force::None => false,
-            Force::All => true,
-            Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
-        };
-        let needs = |json: &str| {
-            let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
-            wanted
-                .iter()
-                .filter(|(s, _)| s == &stage.id)
-                .all(|(_, f)| d.contains_key(f))
-        };
-        let reuse = if forced || resolved.is_err() || input_problem.is_some() {
-            None
-        } else if let Some(t) = prior.get(&stage.id).filter(|t| {
-            (t.status == "COMPLETED" || t.status == "CACHED")
-                && t.cache_key.as_deref() == Some(&cache_key)
-                && needs(&t.data)
-        }) {
-            Some(Reuse::Carried(t.clone()))
-        } else if stage.cache {
-            rec.db
-                .cache_get(&cache_key)?
-                .filter(|c| needs(&c.data))
-                .map(Reuse::Cached)
-        } else {
-            None
-        };
-        let reused = reuse.and_then(|r| {
-            let files_json = match &r {
-                Reuse::Carried(t) => &t.files,
-                Reuse::Cached(c) => &c.files,
-            };
-            files_intact(&ws, stage, files_json).map(|files| (r, files))
-        });
-        if let Some((r, files)) = reused {
-            let (status, outputs_json, data_json, from, message) = match &r {
-                Reuse::Carried(t) => (
-                    StageStatus::Completed,
-                    t.outputs.clone(),
-                    t.data.clone(),
-                    t.run_id.clone(),
-                    "completed before the interruption".to_string(),
-                ),
-                Reuse::Cached(c) => (
-                    StageStatus::Cached,
-                    c.outputs.clone(),
-                    c.data.clone(),
-                    c.run_id.clone(),
-                    format!("cached from run {}", c.run_id),
-                ),
-            };
-            result.status = status;
-            result.reason = None;
-            result.outputs = serde_json::from_str(&outputs_json).unwrap_or_default();
-            result.files = files;
-            result.reused_from = Some(from.clone());
-            if let Reuse::Carried(t) = &r {
-                result.started_at = t.started_at.clone();
-                result.finished_at = t.finished_at.clone();
-                result.duration_ms = t.duration_ms;
-                result.exit_code = t.exit_code.map(|c| c as i32);
-            }
-            let stage_data: StageData = serde_json::from_str(&data_json).unwrap_or_default();
-            if wanted.iter().any(|(s, _)| s == &stage.id) {
-                data.insert(stage.id.clone(), stage_data);
-            }
-            // A stage carried over from the interrupted run already has its row; a
-            // reused stage makes no attempt, so its stage log is left as it is.
-            if status == StageStatus::Cached {
-                rec.db.put_task(&task_row(
-                    &run_id,
-                    pos,
-                    &result,
-                    &def_hash,
-                    Some(&cache_key),
-                    &data_json,
-                    0,
-                ))?;
-            }
-            rec.emit(
-                EventKind::TaskCompleted,
-                at,
-                Some(status),
-                Some(Duration::ZERO),
-                Some(message),
-            )?;
-            done.insert(
-                &stage.id,
-                Done {
-                    status: Some(status),
-                    files: result
-                        .files
-                        .iter()
-                        .map(|f| (f.path.clone(), f.blake3.clone()))
-                        .collect(),
-                },
-            );
-            results[idx] = Some(result);
-            continue;
-        }
-
-        // Run it: retries, then the fallback, then (if the plan says so) a person.
-        let stage_started_at = now_rfc3339();
-        result.started_at = Some(stage_started_at.clone());
-        result.status = StageStatus::InProgress;
-        let mut attempt_no = prior.get(&stage.id).map_or(0, |t| t.attempts);
-        rec.db.put_task(&task_row(
-            &run_id,
-            pos,
-            &result,
-            &def_hash,
-            Some(&cache_key),
-            "{}",
-            attempt_no,
-        ))?;
-        rec.emit(
-            EventKind::TaskStarted,
-            at,
-            Some(StageStatus::InProgress),
-            None,
-            Some(stage.description.clone()).filter(|d| !d.is_empty()),
-        )?;
-        rec.db.flush()?;
-        let t0 = Instant::now();
-
-        // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
-        let awaited = prior
-            .get(&stage.id)
-            .is_some_and(|t| t.status == "AWAITING_INTERVENTION");
-        let mut choice = match (awaited, opts.decision) {
-            (true, Some(Decision::Skip)) => Some(Decision::Skip),
-            (true, Some(Decision::Abort)) => Some(Decision::Abort),
-            _ => None,
-        };
-        let mut last: Option<Tried> = None;
-        let mut fallback_used: Option<String> = None;
-        let mut blocked: Vec<(String, String)> = Vec::new();
-        let mut ended_blocked = false;
-        let mut halt = false;
-        if choice.is_none() {
-            loop {
-                blocked.clear();
-                let primary_inputs = match (&resolved, &input_problem) {
-                    (Err(msg), _) => Err((
-                        "invalid_input",
-                        msg.clone(),
-                        "check the upstream stage's outputs in its log",
-                    )),
-                    (_, Some(msg)) => Err((
-                        "missing_input",
-                        msg.clone(),
-                        "create the file, or fix the path under `inputs:`",
-                    )),
-                    (Ok(i), None) => Ok(i.clone()),
-                };
-                let mut candidates = vec![(stage.tool_name().to_string(), primary_inputs)];
-                if let Some(fb) = &stage.fallback {
-                    let inputs = resolve_inputs(&fb.inputs, &data).map_err(|m| {
-                        (
-                            "invalid_input",
-                            m,
-                            "check the upstream stage's outputs in its log",
-                        )
-                    });
-                    candidates.push((fb.tool.clone(), inputs));
-                }
-                let per_tool = stage.retry.as_ref().map_or(1, |r| r.attempts.max(1));
-                'candidates: for (ci, (tool_written, inputs)) in candidates.iter().enumerate() {
-                    if ci > 0 {
-                        let why = last
-                            .as_ref()
-                            .and_then(|t| t.failure.as_ref())
-                            .map(|f| f.message.clone())
-                            .unwrap_or_else(|| "its adapter is unavailable".into());
-                        rec.emit(
-                            EventKind::TaskFallback,
-                            at,
-                            Some(StageStatus::InProgress),
-                            None,
-                            Some(format!(
-                                "`{}` failed ({why}); using the fallback `{tool_written}`",
-                                stage.tool_name()
-                            )),
-                        )?;
-                        fallback_used = Some(tool_written.clone());
-                    }
-                    let adapter = engine.registry.adapter_id(tool_written);
-                    let kind = if tool_written.starts_with("plugin:") {
-                        "plugin"
-                    } else {
-                        "tool"
-                    };
-                    for n in 1..=per_tool {
-                        if let recovery::Gate::Open(until) =
-                            recovery::gate(rec.db.as_mut(), &adapter, kind)?
-                        {
-                            blocked.push((adapter.clone(), until));
-                            ended_blocked = true;
-                            continue 'candidates;
-                        }
-                        ended_blocked = false;
-                        attempt_no += 1;
-                        rec.db.flush()?;
-                        let tried = match inputs {
-                            Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
-                            Ok(i) => {
-                                let a = run_stage(
-                                    engine,
-                                    &ws,
-                                    &run_id,
-                                    stage,
-                                    tool_written,
-                                    opts,
-                                    i.clone(),
-                                    plan,
-                                    rec.db.as_mut(),
-                                )
-                                .await;
-                                validate_attempt(&ws, stage, a, &mut rec, at, &mut validations)?
-                            }
-                        };
-                        patched |= record_attempt(
-                            &mut rec,
-                            &ws,
-                            &run_id,
-                            stage,
-                            tool_written,
-                            attempt_no,
-                            &tried,
-                        )?;
-                        let ok = tried.failure.is_none();
-                        // A plugin answers for every failure; a built-in tool only for failing to run at all.
-                        if ok || kind == "plugin" || tried.outcome.is_none() {
-                            let err = tried.failure.as_ref().map(|f| f.message.as_str());
-                            recovery::record(
-                                rec.db.as_mut(),
-                                &adapter,
-                                kind,
-                                ok,
-                                err,
-                                opts.breaker,
-                            )?;
-                        }
-                        let stop_kind = tried.failure.as_ref().map(|f| f.kind.clone());
-                        last = Some(tried);
-                        match stop_kind.as_deref() {
-                            None | Some("cancelled") => break 'candidates,
-                            Some("invalid_input" | "missing_input") => continue 'candidates,
-                            _ => {}
-                        }
-                        if n < per_tool
-                            && let Some(retry) = &stage.retry
-                        {
-                            let delay = recovery::backoff_delay(retry, n + 1, attempt_no as u64);
-                            let msg = last
-                                .as_ref()
-                                .and_then(|t| t.failure.as_ref())
-                                .map(|f| f.message.clone())
-                                .unwrap_or_default();
-                            rec.emit(
-                                EventKind::TaskRetrying,
-                                at,
-                                Some(StageStatus::InProgress),
-                                None,
-                                Some(format!(
-                                    "attempt {n} of {per_tool} failed ({msg}); retrying in {:.1?}",
-                                    delay
-                                )),
-                            )?;
-                            rec.db.flush()?;
-                            tokio::select! {
-                                _ = tokio::time::sleep(delay) => {}
-                                _ = opts.cancel.cancelled() => {
-                                    if let Some(t) = last.as_mut() {
-                                        t.failure = Some(Failure { status: StageStatus::Failed, kind: "cancelled".into(), message: "cancelled by the user while waiting to retry".into(), hint: None });
-                                    }
-                                    break 'candidates;
-                                }
-                            }
-                        }
-                    }
-                }
-                let failed = last.as_ref().is_none_or(|t| t.failure.is_some());
-                let was_cancelled = last
-                    .as_ref()
-                    .and_then(|t| t.failure.as_ref())
-                    .is_some_and(|f| f.kind == "cancelled");
-                if !failed || was_cancelled {
-                    break;
-                }
-                if ended_blocked {
-                    // Every adapter the stage can use is open: do not hammer them.
-                    halt = true;
-                    break;
-                }
-                if stage.on_failure == OnFailure::Manual {
-                    let request = Intervention {
-                        run_id: run_id.clone(),
-                        stage: stage.id.clone(),
-                        error: last
-                            .as_ref()
-                            .and_then(|t| t.failure.as_ref())
-                            .map(|f| f.message.clone())
-                            .unwrap_or_default(),
-                        hint: last
-                            .as_ref()
-                            .and_then(|t| t.failure.as_ref())
-                            .and_then(|f| f.hint.clone()),
-                    };
-                    match opts.ask.as_ref().map(|ask| ask(&request)) {
-                        Some(Decision::Retry) => {
-                            rec.emit(
-                                EventKind::TaskRetrying,
-                                at,
-                                Some(StageStatus::InProgress),
-                                None,
-                                Some("retrying, as the user asked".into()),
-                            )?;
-                            continue;
-                        }
-                        Some(d) => choice = Some(d),
-                        None => halt = true,
-                    }
-                }
+    let shared = RefCell::new(Shared {
+        rec,
+        results: vec![None; stages.len()],
+        done: HashMap::with_capacity(stages.len()),
+        data: HashMap::new(),
+        errors: Vec::new(),
+        validations: Vec::new(),
+        first_failure: None,
+        cancelled: false,
+        patched: false,
+        aborted: false,
+        paused: None,
+        notices: Vec::new(),
+        tokens: HashMap::new(),
+    });
+    let cx = Cx { engine, plan, opts, ws: &ws, run_id: &run_id, prior: &prior, wanted: &wanted };
+    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(pos, &idx)| (idx, pos)).collect();
+    let jobs = opts.jobs.max(1);
+    // Stages start in execution order as soon as their dependencies are done and a slot is free.
+    let mut waiting: std::collections::VecDeque<usize> = order.iter().copied().collect();
+    let mut running = futures_util::stream::FuturesUnordered::new();
+    loop {
+        loop {
+            if running.len() >= jobs || shared.borrow().paused.is_some() {
                 break;
             }
-        }
-        let duration = t0.elapsed();
-        let finished_at = now_rfc3339();
-
-        // A stage that will not finish now: a person must decide, or every adapter is open.
-        if halt {
-            let safe_mode = ended_blocked;
-            let reason = if safe_mode {
-                let open: Vec<String> = blocked
-                    .iter()
-                    .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
-                    .collect();
-                format!(
-                    "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
-                    open.join("; ")
-                )
-            } else {
-                let err = last
-                    .as_ref()
-                    .and_then(|t| t.failure.as_ref())
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default();
-                format!(
-                    "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
-                )
+            let ready = {
+                let sh = shared.borrow();
+                waiting.iter().position(|&i| stages[i].depends_on.iter().all(|d| sh.done.contains_key(d.as_str())))
             };
-            result.status = StageStatus::AwaitingIntervention;
-            result.reason = Some(reason.clone());
-            result.finished_at = None;
-            rec.db.put_task(&task_row(
-                &run_id,
-                pos,
-                &result,
-                &def_hash,
-                Some(&cache_key),
-                "{}",
-                attempt_no,
-            ))?;
-            rec.emit(
-                EventKind::TaskAwaitingIntervention,
-                at,
-                Some(StageStatus::AwaitingIntervention),
-                Some(duration),
-                Some(reason),
-            )?;
-            rec.db.flush()?;
-            paused = Some(if safe_mode {
-                "paused"
-            } else {
-                "awaiting_intervention"
-            });
-            results[idx] = Some(result);
-            break;
-        }
-
-        let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
-            (Some(Decision::Skip), t) => {
-                let why = t
-                    .as_ref()
-                    .and_then(|t| t.failure.as_ref())
-                    .map(|f| format!(": {}", f.message))
-                    .unwrap_or_default();
-                let reason = format!("skipped by the user after a failure{why}");
-                result.status = StageStatus::Skipped;
-                result.reason = Some(reason.clone());
-                result.finished_at = Some(finished_at.clone());
-                result.duration_ms = ms(duration);
-                rec.db.put_task(&task_row(
-                    &run_id,
-                    pos,
-                    &result,
-                    &def_hash,
-                    Some(&cache_key),
-                    "{}",
-                    attempt_no,
-                ))?;
-                rec.emit(
-                    EventKind::TaskSkipped,
-                    at,
-                    Some(StageStatus::Skipped),
-                    Some(duration),
-                    Some(reason),
-                )?;
-                done.insert(
-                    &stage.id,
-                    Done {
-                        status: Some(StageStatus::Skipped),
-                        files: vec![],
-                    },
-                );
-                results[idx] = Some(result);
-                rec.db.flush()?;
-                continue;
-            }
-            (Some(Decision::Abort), t) => {
-                aborted = true;
-                let mut f = t
-                    .as_ref()
-                    .and_then(|t| t.failure.as_ref())
-                    .map(Failure::clone_of)
-                    .unwrap_or_else(|| Failure {
-                        status: StageStatus::Failed,
-                        kind: "aborted".into(),
-                        message: String::new(),
-                        hint: None,
-                    });
-                f.message = format!(
-                    "aborted by the user{}",
-                    if f.message.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" after: {}", f.message)
-                    }
-                );
-                f.kind = "aborted".into();
-                let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| {
-                    (t.outcome, t.files, t.exit_code, t.signal)
-                });
-                (Some(f), o, files, e, s)
-            }
-            (_, Some(t)) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
-            (_, None) => (
-                Some(Failure {
-                    status: StageStatus::Failed,
-                    kind: "internal".into(),
-                    message: "the stage made no attempt".into(),
-                    hint: None,
-                }),
-                None,
-                vec![],
-                None,
-                None,
-            ),
-        };
-        let status = failure
-            .as_ref()
-            .map_or(StageStatus::Completed, |f| f.status);
-        let mut failure = failure;
-        if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
-            f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
-        }
-
-        // What later stages (and a later resume) may read.
-        let named = outcome
-            .as_mut()
-            .map(|o| std::mem::take(&mut o.outputs))
-            .unwrap_or_default();
-        let mut stage_data: StageData = named.clone();
-        let keep = |f: &str| wanted.contains(&(stage.id.clone(), f.to_string()));
-        if let Some(o) = &outcome {
-            if keep("stdout") {
-                stage_data.insert(
-                    "stdout".into(),
-                    Value::String(o.stdout.text().trim_end().to_string()),
-                );
-            }
-            if keep("stderr") {
-                stage_data.insert(
-                    "stderr".into(),
-                    Value::String(o.stderr.text().trim_end().to_string()),
-                );
+            let Some(k) = ready else { break };
+            let idx = waiting.remove(k).expect("index from position");
+            let pos = position[&idx];
+            match prepare(&cx, &shared, idx, pos)? {
+                None => continue,
+                Some(prep) => {
+                    let token = opts.cancel.child_token();
+                    shared.borrow_mut().tokens.insert(idx, token.clone());
+                    running.push(run_one(&cx, &shared, idx, pos, prep, token));
+                }
             }
         }
-        stage_data.insert("exit_code".into(), json!(exit_code));
-        stage_data.insert(
-            "files".into(),
-            json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
-        );
-        stage_data.insert("duration_ms".into(), json!(ms(duration)));
-        let data_json = serde_json::to_string(&stage_data).expect("json");
-
-        result.status = status;
-        result.reason = failure.as_ref().map(|f| f.message.clone());
-        result.finished_at = Some(finished_at.clone());
-        result.duration_ms = ms(duration);
-        result.exit_code = exit_code;
-        result.signal = signal;
-        result.outputs = named;
-        result.files = files;
-        result.attempts = attempt_no as u32;
-        result.fallback_used = fallback_used.clone();
-        result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
-        result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
-        rec.db.put_task(&task_row(
-            &run_id,
-            pos,
-            &result,
-            &def_hash,
-            Some(&cache_key),
-            &data_json,
-            attempt_no,
-        ))?;
-        // A result reached through a fallback is not what the stage itself would give.
-        if status == StageStatus::Completed && stage.cache && fallback_used.is_none() {
-            rec.db.cache_put(&CacheRow {
-                cache_key: cache_key.clone(),
-                stage_id: stage.id.clone(),
-                run_id: run_id.clone(),
-                created_at: finished_at.clone(),
-                outputs: serde_json::to_string(&result.outputs).expect("json"),
-                files: serde_json::to_string(&result.files).expect("json"),
-                data: data_json,
-            })?;
+        match futures_util::StreamExt::next(&mut running).await {
+            Some(r) => r?,
+            None => break,
         }
-        if let Some(fb) = &fallback_used
-            && status == StageStatus::Completed
-        {
-            notices.push(format!("stage `{}` used its fallback `{fb}`", stage.id));
-        }
-
-        if let Some(f) = &failure {
-            errors.push(ErrorEntry {
-                stage: stage.id.clone(),
-                kind: f.kind.clone(),
-                message: f.message.clone(),
-                hint: f.hint.clone(),
-                stderr_tail: outcome.as_ref().and_then(|o| tail_lines(&o.stderr, 10)),
-            });
-            if f.kind == "cancelled" {
-                cancelled = true;
-            }
-            first_failure.get_or_insert_with(|| stage.id.clone());
-            rec.emit(
-                EventKind::TaskFailed,
-                at,
-                Some(status),
-                Some(duration),
-                Some(f.message.clone()),
-            )?;
-        } else {
-            let note = fallback_used
-                .as_ref()
-                .map(|fb| format!("completed with the fallback `{fb}`"));
-            rec.emit(
-                EventKind::TaskCompleted,
-                at,
-                Some(status),
-                Some(duration),
-                note,
-            )?;
-        }
-        if status == StageStatus::Completed && wanted.iter().any(|(s, _)| s == &stage.id) {
-            data.insert(stage.id.clone(), stage_data);
-        }
-        done.insert(
-            &stage.id,
-            Done {
-                status: Some(status),
-                files: result
-                    .files
-                    .iter()
-                    .map(|f| (f.path.clone(), f.blake3.clone()))
-                    .collect(),
-            },
-        );
-        results[idx] = Some(result);
-        // Completion is durable before anything else starts.
-        rec.db.flush()?;
     }
+    drop(running);
+    let Shared { mut rec, mut results, errors, validations, cancelled, patched, paused, notices, .. } = shared.into_inner();
 
     // Results in execution order; stages a pause left unstarted stay PENDING.
     let stage_results: Vec<StageResult> = order
@@ -1084,6 +447,500 @@ pub(crate) async fn run(
     rec.db.flush()?;
     drop(workspace_lock);
     Ok(results)
+}
+
+/// What every stage of a run reads.
+struct Cx<'a> {
+    engine: &'a Engine,
+    plan: &'a CheckedPlan,
+    opts: &'a ExecuteOptions,
+    ws: &'a Workspace,
+    run_id: &'a str,
+    prior: &'a HashMap<String, TaskRow>,
+    wanted: &'a HashSet<(String, String)>,
+}
+
+/// What stages running at the same time share. Borrowed only between awaits.
+struct Shared<'a> {
+    rec: Recorder<'a>,
+    results: Vec<Option<StageResult>>,
+    done: HashMap<String, Done>,
+    data: HashMap<String, StageData>,
+    errors: Vec<ErrorEntry>,
+    validations: Vec<ValidationOutput>,
+    first_failure: Option<String>,
+    cancelled: bool,
+    patched: bool,
+    aborted: bool,
+    paused: Option<&'static str>,
+    notices: Vec<String>,
+    /// The cancel token of each running stage (fail-fast stops them).
+    tokens: HashMap<usize, CancellationToken>,
+}
+
+/// A stage that must run, with what `prepare` worked out for it.
+struct Prepared {
+    result: StageResult,
+    def_hash: String,
+    cache_key: String,
+    resolved: Result<Map<String, Value>, String>,
+    input_problem: Option<String>,
+}
+
+/// Skips a stage, reuses an earlier result, or says it must run.
+fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) -> Result<Option<Prepared>, EngineError> {
+    let stage = &cx.plan.doc.plan.stages[idx];
+    let at = Some((stage.id.as_str(), pos + 1));
+    let tool_name = cx.engine.registry.resolve_name(stage.tool_name());
+    let mut result = StageResult::new(stage, tool_name);
+    let mut guard = shared.borrow_mut();
+    let sh = &mut *guard;
+    let status_of = |d: &HashMap<String, Done>, id: &str| d.get(id).and_then(|x| x.status);
+
+    // Skip: upstream failure, an earlier failure (fail-fast), or cancellation.
+    let skip_reason = if sh.cancelled || cx.opts.cancel.is_cancelled() {
+        sh.cancelled = true;
+        Some("not run: the run was cancelled".to_string())
+    } else if sh.aborted {
+        Some("not run: the run was aborted".to_string())
+    } else if let Some(dep) = stage.depends_on.iter().find(|d| status_of(&sh.done, d).is_some_and(|s| s.is_failure())) {
+        Some(format!("upstream stage `{dep}` {}", status_of(&sh.done, dep).map_or("FAILED", StageStatus::as_str)))
+    } else if let (Some(f), false) = (&sh.first_failure, cx.opts.keep_going) {
+        Some(format!("not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"))
+    } else {
+        None
+    };
+    if let Some(reason) = skip_reason {
+        sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), None, Some(reason.clone()))?;
+        result.status = StageStatus::Skipped;
+        result.reason = Some(reason);
+        sh.rec.db.put_task(&task_row(cx.run_id, pos, &result, "", None, "{}", 0))?;
+        sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+        sh.results[idx] = Some(result);
+        return Ok(None);
+    }
+
+    // Inputs and the cache key.
+    let def_hash = definition_hash(stage, tool_name);
+    let resolved = resolve_inputs(&stage.inputs, &sh.data);
+    let mut input_files = BTreeMap::new();
+    let mut input_problem = None;
+    if !stage.input_files.is_empty() {
+        let exp = outputs::expand(cx.ws, &stage.input_files);
+        if let Some(m) = exp.missing.first() {
+            input_problem = Some(format!("declared input missing: {m}"));
+        } else if let Some(p) = exp.problems.first() {
+            input_problem = Some(p.clone());
+        }
+        input_files.extend(exp.files);
+    }
+    if let Ok(r) = &resolved {
+        mentioned_files(cx.ws, &Value::Object(r.clone()), &mut input_files);
+    }
+    let upstream: Vec<(&str, &Vec<(String, String)>)> =
+        stage.depends_on.iter().filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files))).collect();
+    let cache_key = blake3::hash(
+        &serde_json::to_vec(&json!({
+            "v": 1,
+            "definition": def_hash,
+            "resolved": resolved.as_ref().ok(),
+            "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
+            "upstream": upstream,
+        }))
+        .expect("json"),
+    )
+    .to_hex()
+    .to_string();
+
+    let forced = match &cx.opts.force {
+        Force::None => false,
+        Force::All => true,
+        Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
+    };
+    let needs = |json: &str| {
+        let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+        cx.wanted.iter().filter(|(s, _)| s == &stage.id).all(|(_, f)| d.contains_key(f))
+    };
+    let reuse = if forced || resolved.is_err() || input_problem.is_some() {
+        None
+    } else if let Some(t) = cx.prior.get(&stage.id).filter(|t| {
+        (t.status == "COMPLETED" || t.status == "CACHED") && t.cache_key.as_deref() == Some(&cache_key) && needs(&t.data)
+    }) {
+        Some(Reuse::Carried(t.clone()))
+    } else if stage.cache {
+        sh.rec.db.cache_get(&cache_key)?.filter(|c| needs(&c.data)).map(Reuse::Cached)
+    } else {
+        None
+    };
+    let reused = reuse.and_then(|r| {
+        let files_json = match &r {
+            Reuse::Carried(t) => &t.files,
+            Reuse::Cached(c) => &c.files,
+        };
+        files_intact(cx.ws, stage, files_json).map(|files| (r, files))
+    });
+    let Some((r, files)) = reused else {
+        return Ok(Some(Prepared { result, def_hash, cache_key, resolved, input_problem }));
+    };
+    let (status, outputs_json, data_json, from, message) = match &r {
+        Reuse::Carried(t) => (StageStatus::Completed, t.outputs.clone(), t.data.clone(), t.run_id.clone(), "completed before the interruption".to_string()),
+        Reuse::Cached(c) => (StageStatus::Cached, c.outputs.clone(), c.data.clone(), c.run_id.clone(), format!("cached from run {}", c.run_id)),
+    };
+    result.status = status;
+    result.reason = None;
+    result.outputs = serde_json::from_str(&outputs_json).unwrap_or_default();
+    result.files = files;
+    result.reused_from = Some(from);
+    if let Reuse::Carried(t) = &r {
+        result.started_at = t.started_at.clone();
+        result.finished_at = t.finished_at.clone();
+        result.duration_ms = t.duration_ms;
+        result.exit_code = t.exit_code.map(|c| c as i32);
+        result.attempts = t.attempts as u32;
+    }
+    if cx.wanted.iter().any(|(s, _)| s == &stage.id) {
+        sh.data.insert(stage.id.clone(), serde_json::from_str(&data_json).unwrap_or_default());
+    }
+    // A stage carried over from the interrupted run already has its row; a
+    // reused stage makes no attempt, so its stage log is left as it is.
+    if status == StageStatus::Cached {
+        sh.rec.db.put_task(&task_row(cx.run_id, pos, &result, &def_hash, Some(&cache_key), &data_json, 0))?;
+    }
+    sh.rec.emit(EventKind::TaskCompleted, at, Some(status), Some(Duration::ZERO), Some(message))?;
+    sh.done.insert(stage.id.clone(), Done { status: Some(status), files: result.files.iter().map(|f| (f.path.clone(), f.blake3.clone())).collect() });
+    sh.results[idx] = Some(result);
+    Ok(None)
+}
+
+/// Runs one stage to its end: retries, then the fallback, then (if the plan says so) a person.
+async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize, prep: Prepared, token: CancellationToken) -> Result<(), EngineError> {
+    let stage = &cx.plan.doc.plan.stages[idx];
+    let at = Some((stage.id.as_str(), pos + 1));
+    let opts = cx.opts;
+    let run_id = cx.run_id;
+    let Prepared { mut result, def_hash, cache_key, resolved, input_problem } = prep;
+    let stage_started_at = now_rfc3339();
+    result.started_at = Some(stage_started_at.clone());
+    result.status = StageStatus::InProgress;
+    let mut attempt_no = cx.prior.get(&stage.id).map_or(0, |t| t.attempts);
+    {
+        let mut sh = shared.borrow_mut();
+        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
+        sh.rec.emit(EventKind::TaskStarted, at, Some(StageStatus::InProgress), None, Some(stage.description.clone()).filter(|d| !d.is_empty()))?;
+        sh.rec.db.flush()?;
+    }
+    let t0 = Instant::now();
+
+    // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
+    let awaited = cx.prior.get(&stage.id).is_some_and(|t| t.status == "AWAITING_INTERVENTION");
+    let mut choice = match (awaited, opts.decision) {
+        (true, Some(Decision::Skip)) => Some(Decision::Skip),
+        (true, Some(Decision::Abort)) => Some(Decision::Abort),
+        _ => None,
+    };
+    let mut last: Option<Tried> = None;
+    let mut fallback_used: Option<String> = None;
+    let mut blocked: Vec<(String, String)> = Vec::new();
+    let mut ended_blocked = false;
+    let mut halt = false;
+    if choice.is_none() {
+        loop {
+            blocked.clear();
+            let primary_inputs = match (&resolved, &input_problem) {
+                (Err(msg), _) => Err(("invalid_input", msg.clone(), "check the upstream stage's outputs in its log")),
+                (_, Some(msg)) => Err(("missing_input", msg.clone(), "create the file, or fix the path under `inputs:`")),
+                (Ok(i), None) => Ok(i.clone()),
+            };
+            let mut candidates = vec![(stage.tool_name().to_string(), primary_inputs)];
+            if let Some(fb) = &stage.fallback {
+                let inputs = resolve_inputs(&fb.inputs, &shared.borrow().data).map_err(|m| ("invalid_input", m, "check the upstream stage's outputs in its log"));
+                candidates.push((fb.tool.clone(), inputs));
+            }
+            let per_tool = stage.retry.as_ref().map_or(1, |r| r.attempts.max(1));
+            'candidates: for (ci, (tool_written, inputs)) in candidates.iter().enumerate() {
+                if ci > 0 {
+                    let why = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_else(|| "its adapter is unavailable".into());
+                    shared.borrow_mut().rec.emit(
+                        EventKind::TaskFallback,
+                        at,
+                        Some(StageStatus::InProgress),
+                        None,
+                        Some(format!("`{}` failed ({why}); using the fallback `{tool_written}`", stage.tool_name())),
+                    )?;
+                    fallback_used = Some(tool_written.clone());
+                }
+                let adapter = cx.engine.registry.adapter_id(tool_written);
+                let kind = if tool_written.starts_with("plugin:") { "plugin" } else { "tool" };
+                for n in 1..=per_tool {
+                    {
+                        let mut sh = shared.borrow_mut();
+                        if let recovery::Gate::Open(until) = recovery::gate(sh.rec.db.as_mut(), &adapter, kind)? {
+                            blocked.push((adapter.clone(), until));
+                            ended_blocked = true;
+                            continue 'candidates;
+                        }
+                        ended_blocked = false;
+                        attempt_no += 1;
+                        sh.rec.db.flush()?;
+                    }
+                    let tried = match inputs {
+                        Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
+                        Ok(i) => {
+                            let beat = || {
+                                // No borrow is held while a tool runs, so this cannot clash.
+                                if let Ok(mut sh) = shared.try_borrow_mut() {
+                                    let _ = sh.rec.db.heartbeat(run_id, &now_rfc3339());
+                                    let _ = sh.rec.db.flush();
+                                }
+                            };
+                            let a = run_stage(cx.engine, cx.ws, run_id, stage, tool_written, opts, i.clone(), cx.plan, &token, &beat).await;
+                            let mut sh = shared.borrow_mut();
+                            let Shared { rec, validations, .. } = &mut *sh;
+                            validate_attempt(cx.ws, stage, a, rec, at, validations)?
+                        }
+                    };
+                    let ok = tried.failure.is_none();
+                    {
+                        let mut sh = shared.borrow_mut();
+                        let changed = record_attempt(&mut sh.rec, cx.ws, run_id, stage, tool_written, attempt_no, &tried)?;
+                        sh.patched |= changed;
+                        // A plugin answers for every failure; a built-in tool only for failing to run at all.
+                        if ok || kind == "plugin" || tried.outcome.is_none() {
+                            let err = tried.failure.as_ref().map(|f| f.message.as_str());
+                            recovery::record(sh.rec.db.as_mut(), &adapter, kind, ok, err, opts.breaker)?;
+                        }
+                    }
+                    let stop_kind = tried.failure.as_ref().map(|f| f.kind.clone());
+                    last = Some(tried);
+                    match stop_kind.as_deref() {
+                        None | Some("cancelled") => break 'candidates,
+                        Some("invalid_input" | "missing_input") => continue 'candidates,
+                        _ => {}
+                    }
+                    if n < per_tool
+                        && let Some(retry) = &stage.retry
+                    {
+                        let delay = recovery::backoff_delay(retry, n + 1, attempt_no as u64);
+                        let msg = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_default();
+                        {
+                            let mut sh = shared.borrow_mut();
+                            sh.rec.emit(
+                                EventKind::TaskRetrying,
+                                at,
+                                Some(StageStatus::InProgress),
+                                None,
+                                Some(format!("attempt {n} of {per_tool} failed ({msg}); retrying in {delay:.1?}")),
+                            )?;
+                            sh.rec.db.flush()?;
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            _ = token.cancelled() => {
+                                if let Some(t) = last.as_mut() {
+                                    t.failure = Some(Failure { status: StageStatus::Failed, kind: "cancelled".into(), message: "cancelled while waiting to retry".into(), hint: None });
+                                }
+                                break 'candidates;
+                            }
+                        }
+                    }
+                }
+            }
+            let failed = last.as_ref().is_none_or(|t| t.failure.is_some());
+            let was_cancelled = last.as_ref().and_then(|t| t.failure.as_ref()).is_some_and(|f| f.kind == "cancelled");
+            if !failed || was_cancelled {
+                break;
+            }
+            if ended_blocked {
+                // Every adapter the stage can use is open: do not hammer them.
+                halt = true;
+                break;
+            }
+            if stage.on_failure == OnFailure::Manual {
+                let failure = last.as_ref().and_then(|t| t.failure.as_ref());
+                let request = Intervention {
+                    run_id: run_id.to_string(),
+                    stage: stage.id.clone(),
+                    error: failure.map(|f| f.message.clone()).unwrap_or_default(),
+                    hint: failure.and_then(|f| f.hint.clone()),
+                };
+                match opts.ask.as_ref().map(|ask| ask(&request)) {
+                    Some(Decision::Retry) => {
+                        shared.borrow_mut().rec.emit(EventKind::TaskRetrying, at, Some(StageStatus::InProgress), None, Some("retrying, as the user asked".into()))?;
+                        continue;
+                    }
+                    Some(d) => choice = Some(d),
+                    None => halt = true,
+                }
+            }
+            break;
+        }
+    }
+    let duration = t0.elapsed();
+    let finished_at = now_rfc3339();
+    let mut guard = shared.borrow_mut();
+    let sh = &mut *guard;
+    sh.tokens.remove(&idx);
+
+    // A stage that will not finish now: a person must decide, or every adapter is open.
+    if halt {
+        let reason = if ended_blocked {
+            let open: Vec<String> = blocked.iter().map(|(a, u)| format!("circuit open for adapter {a} until {u}")).collect();
+            format!("safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down", open.join("; "))
+        } else {
+            let err = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_default();
+            format!("awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`")
+        };
+        result.status = StageStatus::AwaitingIntervention;
+        result.reason = Some(reason.clone());
+        result.finished_at = None;
+        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
+        sh.rec.emit(EventKind::TaskAwaitingIntervention, at, Some(StageStatus::AwaitingIntervention), Some(duration), Some(reason))?;
+        sh.rec.db.flush()?;
+        sh.paused = Some(if ended_blocked { "paused" } else { "awaiting_intervention" });
+        sh.results[idx] = Some(result);
+        return Ok(());
+    }
+
+    // Stopped because another stage failed (fail-fast), not by the user.
+    let stopped = last.as_ref().and_then(|t| t.failure.as_ref()).is_some_and(|f| f.kind == "cancelled") && !opts.cancel.is_cancelled();
+    if stopped {
+        let reason = format!("stopped: stage `{}` failed and the run stops at the first failure", sh.first_failure.clone().unwrap_or_default());
+        result.status = StageStatus::Skipped;
+        result.reason = Some(reason.clone());
+        result.finished_at = Some(finished_at);
+        result.duration_ms = ms(duration);
+        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
+        sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), Some(duration), Some(reason))?;
+        sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+        sh.results[idx] = Some(result);
+        sh.rec.db.flush()?;
+        return Ok(());
+    }
+
+    let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
+        (Some(Decision::Skip), t) => {
+            let why = t.as_ref().and_then(|t| t.failure.as_ref()).map(|f| format!(": {}", f.message)).unwrap_or_default();
+            let reason = format!("skipped by the user after a failure{why}");
+            result.status = StageStatus::Skipped;
+            result.reason = Some(reason.clone());
+            result.finished_at = Some(finished_at.clone());
+            result.duration_ms = ms(duration);
+            sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
+            sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), Some(duration), Some(reason))?;
+            sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+            sh.results[idx] = Some(result);
+            sh.rec.db.flush()?;
+            return Ok(());
+        }
+        (Some(Decision::Abort), t) => {
+            sh.aborted = true;
+            let mut f = t.as_ref().and_then(|t| t.failure.clone()).unwrap_or(Failure {
+                status: StageStatus::Failed,
+                kind: "aborted".into(),
+                message: String::new(),
+                hint: None,
+            });
+            f.message = format!("aborted by the user{}", if f.message.is_empty() { String::new() } else { format!(" after: {}", f.message) });
+            f.kind = "aborted".into();
+            let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| (t.outcome, t.files, t.exit_code, t.signal));
+            (Some(f), o, files, e, s)
+        }
+        (_, Some(t)) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
+        (_, None) => (
+            Some(Failure { status: StageStatus::Failed, kind: "internal".into(), message: "the stage made no attempt".into(), hint: None }),
+            None,
+            vec![],
+            None,
+            None,
+        ),
+    };
+    let status = failure.as_ref().map_or(StageStatus::Completed, |f| f.status);
+    let mut failure = failure;
+    if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
+        f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
+    }
+
+    // What later stages (and a later resume) may read.
+    let named = outcome.as_mut().map(|o| std::mem::take(&mut o.outputs)).unwrap_or_default();
+    let mut stage_data: StageData = named.clone();
+    let keep = |f: &str| cx.wanted.contains(&(stage.id.clone(), f.to_string()));
+    if let Some(o) = &outcome {
+        if keep("stdout") {
+            stage_data.insert("stdout".into(), Value::String(o.stdout.text().trim_end().to_string()));
+        }
+        if keep("stderr") {
+            stage_data.insert("stderr".into(), Value::String(o.stderr.text().trim_end().to_string()));
+        }
+    }
+    stage_data.insert("exit_code".into(), json!(exit_code));
+    stage_data.insert("files".into(), json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()));
+    stage_data.insert("duration_ms".into(), json!(ms(duration)));
+    let data_json = serde_json::to_string(&stage_data).expect("json");
+
+    result.status = status;
+    result.reason = failure.as_ref().map(|f| f.message.clone());
+    result.finished_at = Some(finished_at.clone());
+    result.duration_ms = ms(duration);
+    result.exit_code = exit_code;
+    result.signal = signal;
+    result.outputs = named;
+    result.files = files;
+    result.attempts = attempt_no as u32;
+    result.fallback_used = fallback_used.clone();
+    result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
+    result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
+    sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), &data_json, attempt_no))?;
+    // A result reached through a fallback is not what the stage itself would give.
+    if status == StageStatus::Completed && stage.cache && fallback_used.is_none() {
+        sh.rec.db.cache_put(&CacheRow {
+            cache_key: cache_key.clone(),
+            stage_id: stage.id.clone(),
+            run_id: run_id.to_string(),
+            created_at: finished_at.clone(),
+            outputs: serde_json::to_string(&result.outputs).expect("json"),
+            files: serde_json::to_string(&result.files).expect("json"),
+            data: data_json,
+        })?;
+    }
+    if let Some(fb) = &fallback_used
+        && status == StageStatus::Completed
+    {
+        sh.notices.push(format!("stage `{}` used its fallback `{fb}`", stage.id));
+    }
+
+    if let Some(f) = &failure {
+        sh.errors.push(ErrorEntry {
+            stage: stage.id.clone(),
+            kind: f.kind.clone(),
+            message: f.message.clone(),
+            hint: f.hint.clone(),
+            stderr_tail: outcome.as_ref().and_then(|o| tail_lines(&o.stderr, 10)),
+        });
+        if f.kind == "cancelled" {
+            sh.cancelled = true;
+        }
+        if sh.first_failure.is_none() {
+            sh.first_failure = Some(stage.id.clone());
+            // Fail-fast: stop the stages running beside this one.
+            if !opts.keep_going {
+                for t in sh.tokens.values() {
+                    t.cancel();
+                }
+            }
+        }
+        sh.rec.emit(EventKind::TaskFailed, at, Some(status), Some(duration), Some(f.message.clone()))?;
+    } else {
+        let note = fallback_used.as_ref().map(|fb| format!("completed with the fallback `{fb}`"));
+        sh.rec.emit(EventKind::TaskCompleted, at, Some(status), Some(duration), note)?;
+    }
+    if status == StageStatus::Completed && cx.wanted.iter().any(|(s, _)| s == &stage.id) {
+        sh.data.insert(stage.id.clone(), stage_data);
+    }
+    sh.done.insert(stage.id.clone(), Done { status: Some(status), files: result.files.iter().map(|f| (f.path.clone(), f.blake3.clone())).collect() });
+    sh.results[idx] = Some(result);
+    // Completion is durable before anything else starts.
+    sh.rec.db.flush()?;
+    Ok(())
 }
 
 /// Kills processes started by stages of `run_id` in this workspace (they carry
@@ -1161,12 +1018,6 @@ struct Failure {
     kind: String,
     message: String,
     hint: Option<String>,
-}
-
-impl Failure {
-    fn clone_of(f: &Failure) -> Failure {
-        f.clone()
-    }
 }
 
 /// What one call of a tool did, before the engine judged it.
@@ -1385,7 +1236,8 @@ async fn run_stage(
     opts: &ExecuteOptions,
     inputs: Map<String, Value>,
     plan: &crate::CheckedPlan,
-    db: &mut dyn ExecStore,
+    cancel: &CancellationToken,
+    beat: &dyn Fn(),
 ) -> Attempt {
     let Some(tool) = engine.registry.get(tool_written) else {
         return Attempt::failed(
@@ -1426,23 +1278,19 @@ async fn run_stage(
         stage_id: &stage.id,
         tool: tool_written,
         timeout,
-        cancel: &opts.cancel,
+        cancel,
         spec: Some(&plan.doc.specification),
         description: &stage.description,
     };
     attempt.started = Some(Instant::now());
     let invoke = tool.invoke(&ctx, &inputs);
     tokio::pin!(invoke);
-    let mut beat = tokio::time::interval(HEARTBEAT_EVERY);
-    beat.tick().await;
+    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
+    ticks.tick().await;
     let result = loop {
         tokio::select! {
             r = &mut invoke => break r,
-            _ = beat.tick() => {
-                // No transaction is open while a tool runs, so this cannot wait on ourselves.
-                let _ = db.heartbeat(run_id, &now_rfc3339());
-                let _ = db.flush();
-            }
+            _ = ticks.tick() => beat(),
         }
     };
     match result {

@@ -57,6 +57,8 @@ pub struct ExecuteOptions {
     pub ask: Option<AskPerson>,
     /// Circuit breaker settings for every adapter.
     pub breaker: recovery::BreakerPolicy,
+    /// How many stages may run at once (independent stages run in parallel).
+    pub jobs: usize,
 }
 
 /// A way to ask a person about a failed stage (e.g. a terminal prompt).
@@ -104,6 +106,7 @@ impl ExecuteOptions {
             decision: None,
             ask: None,
             breaker: recovery::BreakerPolicy::default(),
+            jobs: 1,
         }
     }
 }

@@ -147,9 +147,16 @@ pub struct RunArgs {
     /// Print execution_results as JSON on stdout (progress stays on stderr).
     #[arg(long)]
     json: bool,
-    /// After a failure, still run the stages that do not depend on it.
-    #[arg(long)]
+    /// After a failure, still run (and finish) the stages that do not depend on it.
+    #[arg(long, overrides_with = "fail_fast")]
     keep_going: bool,
+    /// Stop at the first failure: running stages are stopped (the default).
+    #[arg(long, overrides_with = "keep_going")]
+    fail_fast: bool,
+    /// How many stages may run at once; stages whose dependencies are done run in
+    /// parallel (default: the number of CPUs). Results keep the plan's order.
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..1025))]
+    jobs: Option<u32>,
     /// Time limit for stages that set no `timeout:` (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
@@ -333,6 +340,8 @@ fn cmd_execute(
         ai,
         breaker_threshold,
         breaker_cooldown,
+        jobs,
+        fail_fast: _,
     } = args;
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
@@ -363,6 +372,7 @@ fn cmd_execute(
     opts.wait = wait;
     opts.resume = resume;
     opts.decision = decision;
+    opts.jobs = jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
     opts.breaker = pmpo_engine::recovery::BreakerPolicy {
         threshold: breaker_threshold,
         cooldown: breaker_cooldown,

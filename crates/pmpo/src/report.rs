@@ -26,7 +26,7 @@ pub fn use_color() -> bool {
 }
 
 struct Live {
-    current: Option<(String, usize, Instant)>,
+    current: Vec<(String, usize, Instant)>,
     total: usize,
     finished: usize,
     busy_time: Duration,
@@ -55,14 +55,16 @@ fn human(d: Duration) -> String {
 
 impl Live {
     fn status_line(&mut self, color: bool) -> Option<String> {
-        let (id, index, started) = self.current.as_ref()?;
+        let (id, index, started) = self.current.first()?;
+        let more = self.current.len() - 1;
         const FRAMES: [&str; 10] = ["⠋", "⠙", "⠹", "⠸", "⠼", "⠴", "⠦", "⠧", "⠇", "⠏"];
         self.spinner = (self.spinner + 1) % FRAMES.len();
         let elapsed = started.elapsed();
         let mut line = format!(
-            "{} [{index}/{}] {id}  running {}",
+            "{} [{index}/{}] {id}{}  running {}",
             FRAMES[self.spinner],
             self.total,
+            if more > 0 { format!(" (+{more} more)") } else { String::new() },
             human(elapsed)
         );
         if self.ran > 0 {
@@ -93,7 +95,7 @@ impl Reporter {
             );
         }
         let live = Arc::new(Mutex::new(Live {
-            current: None,
+            current: Vec::new(),
             total,
             finished: 0,
             busy_time: Duration::ZERO,
@@ -201,7 +203,7 @@ impl EventSink for Reporter {
             Mode::Live => {
                 let permanent = match e.event {
                     EventKind::TaskStarted => {
-                        live.current = Some((id.to_string(), e.index.unwrap_or(0), Instant::now()));
+                        live.current.push((id.to_string(), e.index.unwrap_or(0), Instant::now()));
                         None
                     }
                     EventKind::TaskCompleted if !msg.is_empty() => Some(format!(
@@ -248,7 +250,7 @@ impl EventSink for Reporter {
             EventKind::TaskCompleted | EventKind::TaskFailed | EventKind::TaskSkipped
         ) {
             live.finished += 1;
-            live.current = None;
+            live.current.retain(|(c, _, _)| c != id);
         }
     }
 }

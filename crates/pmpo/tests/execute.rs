@@ -127,7 +127,7 @@ fn failure_skips_downstream_and_stops_by_default() {
     ws.plan(
         "    - id: bad\n      with: {command: [sh, -c, 'echo broken >&2; exit 3']}\n    - id: after\n      depends_on: [bad]\n      with: {command: [echo]}\n    - id: other\n      with: {command: [sh, -c, 'echo x > other.txt']}\n      outputs: [other.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml"]);
+    let r = ws.run(&["execute", "plan.yaml", "--jobs", "1"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(stage(&res, "bad")["status"], "FAILED");
@@ -426,7 +426,7 @@ fn ai_stages_fail_before_starting_without_an_endpoint() {
 fn declared_order_is_kept_unless_dependencies_say_otherwise() {
     let ws = Ws::new();
     ws.plan("    - id: late\n      depends_on: [early]\n      with: {command: [sh, -c, 'echo late >> order.txt']}\n    - id: early\n      with: {command: [sh, -c, 'echo early >> order.txt']}\n    - id: third\n      with: {command: [sh, -c, 'echo third >> order.txt']}\n");
-    let r = ws.run(&["execute", "plan.yaml"]);
+    let r = ws.run(&["execute", "plan.yaml", "--jobs", "1"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("order.txt"), "early\nlate\nthird\n");
 }
@@ -453,7 +453,7 @@ fn interrupt_cancels_kills_and_records() {
     let ws = Ws::new();
     ws.plan("    - id: slow\n      with: {command: [sh, -c, 'sleep 33.1']}\n    - id: after\n      with: {command: [echo]}\n");
     let child = bin()
-        .args(["execute", "plan.yaml"])
+        .args(["execute", "plan.yaml", "--jobs", "1"])
         .current_dir(ws.path())
         .stderr(Stdio::piped())
         .spawn()
