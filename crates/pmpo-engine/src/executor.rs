@@ -229,6 +229,19 @@ pub(crate) async fn run(
                     hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
                 });
             }
+            // The stage's own checks (`validate:`); a failing check fails the stage.
+            if failure.is_none() && !stage.validate.is_empty() {
+                let (checks, failed) = crate::validation::stage_checks(&ws, stage).await;
+                validations.extend(checks);
+                if let Some(message) = failed {
+                    failure = Some(Failure {
+                        status: StageStatus::Failed,
+                        kind: "validation_failed".into(),
+                        message,
+                        hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
+                    });
+                }
+            }
         }
         let duration = t0.elapsed();
         let finished_at = now_rfc3339();

@@ -1,6 +1,7 @@
 //! The `pmpo` command line.
 
 mod report;
+mod validate_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -77,6 +78,16 @@ Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid pl
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Run the plan's validation_plan on the current files; write constraints.json
+    /// (exit 1 when a blocking constraint is violated).
+    #[command(
+        after_help = "Runs every validation_plan entry (execution_required: true) on the workspace as it is,\n\
+without running stages. Writes constraints.json (each constraint satisfied, violated or not_checked),\n\
+.state/validation_results.json and an entry in refinement_log.md.\n\n\
+Examples:\n  pmpo validate plan.yaml\n  pmpo validate plan.yaml --junit reports/validation.xml\n\n\
+Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan."
+    )]
+    Validate(validate_cmd::Args),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,6 +106,7 @@ fn main() -> ExitCode {
             timeout,
             quiet,
         } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet),
+        Command::Validate(args) => validate_cmd::run(args),
     };
     ExitCode::from(code)
 }
