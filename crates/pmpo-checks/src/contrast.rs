@@ -56,11 +56,7 @@ pub fn parse_color(text: &str) -> Result<Rgba, String> {
         return Err("empty colour".into());
     }
     // A bare hex string without `#` is not CSS; refuse it rather than guess.
-    if !t.starts_with('#')
-        && t.chars().all(|c| c.is_ascii_hexdigit())
-        && t.len() >= 3
-        && t.chars().any(|c| c.is_ascii_digit())
-    {
+    if !t.starts_with('#') && t.chars().all(|c| c.is_ascii_hexdigit()) && t.len() >= 3 {
         return Err(format!("`{t}` is not a CSS colour (did you mean `#{t}`?)"));
     }
     let c = csscolorparser::parse(t).map_err(|e| format!("`{t}` is not a CSS colour: {e}"))?;

@@ -199,11 +199,12 @@ fn get(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> std::io::Result<(u
     } else {
         url.host.clone()
     };
-    write!(
-        s,
+    // One write: a server that answers after its first read must see the whole request.
+    let request = format!(
         "GET {} HTTP/1.1\r\nHost: {host}:{}\r\nUser-Agent: pmpo-check\r\nAccept: */*\r\nConnection: close\r\n\r\n",
         url.path, url.port
-    )?;
+    );
+    s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
     s.take(MAX_BODY as u64 + 16 * 1024).read_to_end(&mut buf)?;
     let text = String::from_utf8_lossy(&buf);

@@ -140,7 +140,8 @@ impl Kind {
 }
 
 fn path_ok(s: &str) -> Result<(), String> {
-    pmpo_plan::validate_output_pattern(s).map_err(|m| format!("path `{s}` {m}"))
+    pmpo_plan::validate_output_pattern(s)
+        .map_err(|m| format!("path `{s}` {}", m.replace("outputs must", "paths must")))
 }
 
 fn type_name(v: &Value) -> String {
