@@ -29,10 +29,7 @@ pub(crate) fn probe(f: &FileRef) -> Result<ImageInfo, String> {
     if bytes.is_empty() {
         return Err("the file is empty".into());
     }
-    let kind = match imagesize::image_type(&bytes) {
-        Ok(t) => Some(t),
-        Err(_) => None,
-    };
+    let kind = imagesize::image_type(&bytes).ok();
     let Some(kind) = kind else {
         if looks_like_svg(&bytes, &f.rel) {
             return svg_size(&f.rel, bytes);

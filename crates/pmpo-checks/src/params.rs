@@ -329,7 +329,7 @@ pub fn parse_bytes(v: &Value) -> Result<u64, String> {
                 _ => return Err(bad()),
             };
             let bytes = n * mult;
-            if bytes.is_finite() && bytes >= 0.0 && bytes < 1e18 {
+            if (0.0..1e18).contains(&bytes) {
                 Ok(bytes.round() as u64)
             } else {
                 Err(bad())
@@ -376,10 +376,10 @@ pub(crate) fn parse_size(v: &Value) -> Result<(u64, u64), String> {
 
 pub(crate) fn parse_wxh(s: &str) -> Result<(u64, u64), String> {
     let t = s.trim();
-    if let Ok(n) = t.parse::<u64>() {
-        if n > 0 {
-            return Ok((n, n));
-        }
+    if let Ok(n) = t.parse::<u64>()
+        && n > 0
+    {
+        return Ok((n, n));
     }
     let (w, h) = t
         .split_once(['x', 'X', '×'])

@@ -109,13 +109,12 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
 
 /// A valid RGB PNG of w x h pixels, all one colour.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
-    let mut raw = Vec::with_capacity(((w * 3 + 1) * h) as usize);
-    for _ in 0..h {
-        raw.push(0);
-        for _ in 0..w {
-            raw.extend_from_slice(&[0x1d, 0x35, 0x57]);
-        }
+    // Each row: filter byte 0, then the pixels.
+    let mut row = vec![0u8];
+    for _ in 0..w {
+        row.extend_from_slice(&[0x1d, 0x35, 0x57]);
     }
+    let raw: Vec<u8> = row.repeat(h as usize);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     let mut ihdr = Vec::new();
     ihdr.extend_from_slice(&w.to_be_bytes());
