@@ -62,7 +62,7 @@ fn main() {
     while size < 10_000_000 {
         let item = json!({
             "id": i, "name": format!("item-{i}"), "price": (i % 1000) as f64 / 10.0,
-            "tags": ["a", "b", "c"], "active": i % 2 == 0,
+            "tags": ["a", "b", "c"], "active": i & 1 == 0,
             "dimensions": {"width": i % 512, "height": (i * 7) % 512}
         });
         size += item.to_string().len() + 1;
