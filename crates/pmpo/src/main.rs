@@ -26,7 +26,7 @@ const EXIT_CANCELLED: u8 = 130;
     long_about = "pmpo is the Execute phase of the PMPO loop (Specify -> Plan -> Execute -> Reflect -> Persist).\n\
 It runs a plan's stages in order, calls tools only where the plan says, verifies every declared\n\
 output on disk, and writes structured results for the Reflect phase.",
-    after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n\n\
+    after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n  pmpo validate plan.yaml --junit junit.xml\n\n\
 Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 130 cancelled.\n\
 Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 )]
@@ -42,7 +42,7 @@ enum Command {
         after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
 depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
 are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints."
+naming missing stages or constraints, unknown checks and bad check parameters."
     )]
     Check {
         /// The plan file (YAML or JSON).
@@ -82,8 +82,8 @@ Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid pl
     /// (exit 1 when a blocking constraint is violated).
     #[command(
         after_help = "Runs every validation_plan entry (execution_required: true) on the workspace as it is,\n\
-without running stages. Writes constraints.json (each constraint satisfied, violated or not_checked),\n\
-.state/validation_results.json and an entry in refinement_log.md.\n\n\
+without running stages. Writes constraints.json (each constraint satisfied, violated or\n\
+not_checked), .state/validation_results.json and an entry in refinement_log.md.\n\n\
 Examples:\n  pmpo validate plan.yaml\n  pmpo validate plan.yaml --junit reports/validation.xml\n\n\
 Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan."
     )]
