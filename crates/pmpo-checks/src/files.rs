@@ -47,7 +47,11 @@ pub(crate) const FILE_SIZE: CheckDef = CheckDef {
             "largest size allowed, e.g. \"200KB\"",
         ),
     ],
-    rules: |p| need_one(p, &["min_bytes", "max_bytes"]),
+    rules: |p| {
+        let mut v = need_one(p, &["min_bytes", "max_bytes"]);
+        v.extend(params::must_be_able_to_fail(p, "min_bytes", &["max_bytes"]));
+        v
+    },
     run: file_size,
 };
 
@@ -83,6 +87,7 @@ pub(crate) const GLOB_COUNT: CheckDef = CheckDef {
     ],
     rules: |p| {
         let mut v = need_one(p, &["min", "max", "equals"]);
+        v.extend(params::must_be_able_to_fail(p, "min", &["max", "equals"]));
         if let Some(pat) = p.get("pattern").and_then(Value::as_str)
             && let Err(m) = pmpo_plan::validate_output_pattern(pat)
         {

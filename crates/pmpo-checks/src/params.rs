@@ -441,3 +441,32 @@ mod tests {
         assert!(parse_size(&json!("wide")).is_err());
     }
 }
+
+/// A lower bound of 0 with no upper bound accepts everything: such a check
+/// cannot fail, which is a mistake in the plan.
+pub(crate) fn must_be_able_to_fail(
+    p: &Map<String, Value>,
+    min_key: &str,
+    others: &[&str],
+) -> Vec<InputIssue> {
+    let min_is_zero = match p.get(min_key) {
+        Some(v) => v.as_u64() == Some(0) || parse_bytes(v).ok() == Some(0),
+        None => false,
+    };
+    if min_is_zero && !others.iter().any(|k| p.contains_key(*k)) {
+        vec![issue(
+            min_key,
+            format!("with `{min_key}: 0` and nothing else this check cannot fail"),
+            Some(format!(
+                "raise `{min_key}`, or add {}",
+                others
+                    .iter()
+                    .map(|k| format!("`{k}`"))
+                    .collect::<Vec<_>>()
+                    .join(" or ")
+            )),
+        )]
+    } else {
+        Vec::new()
+    }
+}

@@ -119,17 +119,20 @@ pub(crate) const REGEX: CheckDef = CheckDef {
             "most matches per file (0 = the pattern must not match)",
         ),
     ],
-    rules: |p| match p
-        .get("pattern")
-        .and_then(Value::as_str)
-        .map(regex::Regex::new)
-    {
-        Some(Err(e)) => vec![params::issue(
-            "pattern",
-            format!("invalid regular expression: {e}"),
-            None,
-        )],
-        _ => Vec::new(),
+    rules: |p| {
+        let mut v = params::must_be_able_to_fail(p, "min", &["max"]);
+        if let Some(Err(e)) = p
+            .get("pattern")
+            .and_then(Value::as_str)
+            .map(regex::Regex::new)
+        {
+            v.push(params::issue(
+                "pattern",
+                format!("invalid regular expression: {e}"),
+                None,
+            ));
+        }
+        v
     },
     run: |ctx, p| {
         let pat = params::get_str(p, "pattern").unwrap_or_default();

@@ -198,6 +198,26 @@ fn json_yaml_xml() {
         &w.check("yaml", json!({"path": "bad.yaml"})),
         "invalid YAML at line",
     );
+    // Several documents are fine; an alias bomb is only syntax (never expanded).
+    w.write("multi.yaml", "a: 1\n---\nb: 2\n");
+    let o = w.check("yaml", json!({"path": "multi.yaml"}));
+    pass(&o);
+    assert_eq!(o.evidence["files"][0]["documents"], 2);
+    let mut bomb = String::from("a: &a [x, x, x, x, x, x, x, x, x, x]\n");
+    for i in 1..12 {
+        let prev = if i == 1 {
+            "a".to_string()
+        } else {
+            format!("a{}", i - 1)
+        };
+        bomb.push_str(&format!("a{i}: &a{i} [*{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}, *{prev}]\n"));
+    }
+    w.write("bomb.yaml", &bomb);
+    pass(&w.check("yaml", json!({"path": "bomb.yaml"})));
+    fail(
+        &w.check("json_schema", json!({"path": "bomb.yaml", "schema": {}})),
+        "aliases",
+    );
 
     w.write("logo.svg", r##"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect fill="#000"/></svg>"##);
     w.write(
@@ -948,6 +968,25 @@ fn parameters_are_checked_statically_and_at_run_time() {
         &params(json!({"path": "a", "pattern": "(unclosed"})),
     );
     assert!(issues[0].message.contains("invalid regular expression"));
+    for (name, p) in [
+        ("regex", json!({"path": "a", "pattern": "x", "min": 0})),
+        ("glob_count", json!({"pattern": "*.png", "min": 0})),
+        ("file_size", json!({"path": "a", "min_bytes": "0KB"})),
+    ] {
+        let issues = cat.check_params(name, &params(p));
+        assert!(
+            issues[0].message.contains("cannot fail"),
+            "{name}: {}",
+            issues[0].message
+        );
+    }
+    assert!(
+        cat.check_params(
+            "regex",
+            &params(json!({"path": "a", "pattern": "x", "min": 0, "max": 0}))
+        )
+        .is_empty()
+    );
     let issues = cat.check_params("json", &params(json!({"path": "../x"})));
     assert!(issues[0].message.contains("`..`"), "{}", issues[0].message);
 
