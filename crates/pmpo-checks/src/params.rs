@@ -417,31 +417,6 @@ pub(crate) fn exclusive(p: &Map<String, Value>, a: &str, b: &str) -> Vec<InputIs
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use serde_json::json;
-
-    #[test]
-    fn byte_sizes() {
-        assert_eq!(parse_bytes(&json!(10)).unwrap(), 10);
-        assert_eq!(parse_bytes(&json!("200KB")).unwrap(), 200_000);
-        assert_eq!(parse_bytes(&json!("1.5 MiB")).unwrap(), 1_572_864);
-        assert!(parse_bytes(&json!("ten")).is_err());
-        assert!(parse_bytes(&json!(-1)).is_err());
-        assert!(parse_bytes(&json!("5 parsecs")).is_err());
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size(&json!(16)).unwrap(), (16, 16));
-        assert_eq!(parse_size(&json!("120x40")).unwrap(), (120, 40));
-        assert!(parse_size(&json!("120")).is_ok());
-        assert!(parse_size(&json!("0x4")).is_err());
-        assert!(parse_size(&json!("wide")).is_err());
-    }
-}
-
 /// A lower bound of 0 with no upper bound accepts everything: such a check
 /// cannot fail, which is a mistake in the plan.
 pub(crate) fn must_be_able_to_fail(
@@ -468,5 +443,30 @@ pub(crate) fn must_be_able_to_fail(
         )]
     } else {
         Vec::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn byte_sizes() {
+        assert_eq!(parse_bytes(&json!(10)).unwrap(), 10);
+        assert_eq!(parse_bytes(&json!("200KB")).unwrap(), 200_000);
+        assert_eq!(parse_bytes(&json!("1.5 MiB")).unwrap(), 1_572_864);
+        assert!(parse_bytes(&json!("ten")).is_err());
+        assert!(parse_bytes(&json!(-1)).is_err());
+        assert!(parse_bytes(&json!("5 parsecs")).is_err());
+    }
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size(&json!(16)).unwrap(), (16, 16));
+        assert_eq!(parse_size(&json!("120x40")).unwrap(), (120, 40));
+        assert!(parse_size(&json!("120")).is_ok());
+        assert!(parse_size(&json!("0x4")).is_err());
+        assert!(parse_size(&json!("wide")).is_err());
     }
 }
