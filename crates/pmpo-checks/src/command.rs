@@ -201,7 +201,6 @@ pub(crate) fn run_argv(
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .env("PMPO_WORKSPACE", dir)
         .process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
@@ -355,6 +354,11 @@ fn run_command_check(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, C
                 .collect()
         })
         .unwrap_or_default();
+    let mut env = env;
+    env.push((
+        "PMPO_WORKSPACE".to_string(),
+        ctx.ws.root().to_string_lossy().into_owned(),
+    ));
     let dir = workdir(ctx, p)?;
     match run_argv(&argv, &dir, &env, timeout) {
         Ok(f) => Ok(judge(

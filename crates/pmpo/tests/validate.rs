@@ -326,3 +326,42 @@ fn free_text_methods_are_fine_when_not_executed() {
     let r = ws.run(&["check", "plan.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
 }
+
+#[test]
+fn the_checks_example_executes_and_validates() {
+    let ws = Ws::new();
+    let example = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../examples/checks/plan.yaml"
+    );
+    std::fs::copy(example, ws.p("plan.yaml")).unwrap();
+    let r = ws.run(&["execute", "plan.yaml", "--json", "-q"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let j = r.json();
+    let failed: Vec<&serde_json::Value> = j["validation_outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|o| o["status"] == "failed")
+        .collect();
+    assert!(failed.is_empty(), "{failed:?}");
+    // The engine's own manifest passes the manifest check, with digests.
+    let c = ws.read_json("constraints.json");
+    assert_eq!(c["summary"]["satisfied"], 6, "{c}");
+    assert_eq!(c["summary"]["not_checked"], 1);
+    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+    // Break a PNG: the blocking `sizes` constraint is violated.
+    let png = ws.p("out/logo-32.png");
+    let bytes = std::fs::read(&png).unwrap();
+    std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
+    let r = ws.run(&["validate", "plan.yaml"]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains("sizes (blocking): VIOLATED"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("truncated PNG"), "{}", r.stdout);
+    assert!(r.stdout.contains("manifest (blocking): VIOLATED"), "{}", r.stdout);
+}
