@@ -92,7 +92,9 @@ pub(crate) fn glob(ws: &Workspace, pat: &str) -> Result<Vec<String>, CheckError>
                     .is_some_and(|n| OWN_DIRS.contains(&n)))
         });
     for entry in walker.flatten() {
-        if entry.file_type().is_dir() {
+        // A symbolic link to a directory is not a file to check (and is not walked into);
+        // a link to a file is kept, so that one leading outside is refused loudly later.
+        if entry.file_type().is_dir() || (entry.path_is_symlink() && entry.path().is_dir()) {
             continue;
         }
         let Some(rel) = ws.relative(entry.path()) else {

@@ -94,6 +94,15 @@ fn symlinks_leading_outside_are_refused_not_followed() {
         &w.check("json", json!({"path": "dirlink/secret.json"})),
         "symbolic link",
     );
+    // Globs do not walk through a linked directory, and a linked file leading out is refused.
+    w.write("g/ok.json", "{}");
+    std::os::unix::fs::symlink(outside.path(), w.p("g/out")).unwrap();
+    pass(&w.check("json", json!({"path": "g/**/*.json"})));
+    std::os::unix::fs::symlink(outside.path().join("secret.json"), w.p("g/leak.json")).unwrap();
+    fail(
+        &w.check("json", json!({"path": "g/*.json"})),
+        "refused, not followed",
+    );
     // A link that stays inside is fine.
     w.write("real.json", "{}");
     std::os::unix::fs::symlink(w.p("real.json"), w.p("inner.json")).unwrap();

@@ -363,5 +363,9 @@ fn the_checks_example_executes_and_validates() {
         r.stdout
     );
     assert!(r.stdout.contains("truncated PNG"), "{}", r.stdout);
-    assert!(r.stdout.contains("manifest (blocking): VIOLATED"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("manifest (blocking): VIOLATED"),
+        "{}",
+        r.stdout
+    );
 }
