@@ -221,17 +221,26 @@ pub(crate) const HTML: CheckDef = CheckDef {
         let max = get_u64(p, "max_errors").unwrap_or(0);
         per_file(ctx, p, &|f| {
             let text = fsx::read_text(f)?;
-            let doc = scraper::Html::parse_document(&text);
-            let mut errors: Vec<String> = doc.errors.iter().map(|e| e.to_string()).collect();
-            errors.dedup();
-            let n = errors.len() as u64;
-            errors.truncate(50);
-            let detail = json!({"errors": errors, "error_count": n, "max_errors": max});
+            let report = crate::html::parse(&text);
+            let n = report.error_count as u64;
+            let errors: Vec<Value> = report
+                .errors
+                .iter()
+                .map(|(line, msg)| json!({"line": line, "message": msg}))
+                .collect();
+            let detail = json!({
+                "errors": errors, "error_count": n, "max_errors": max,
+                "quirks_mode": report.quirks_mode,
+            });
             Ok(if n > max {
+                let first = report
+                    .errors
+                    .first()
+                    .map(|(l, m)| format!("line {l}: {m}"))
+                    .unwrap_or_default();
                 FileVerdict::bad(
                     format!(
-                        "{n} HTML structural error(s) (at most {max} allowed), first: {}",
-                        errors.first().map(String::as_str).unwrap_or_default()
+                        "{n} HTML structural error(s) (at most {max} allowed), first at {first}"
                     ),
                     detail,
                 )

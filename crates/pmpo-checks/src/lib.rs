@@ -17,6 +17,7 @@ mod contrast;
 mod files;
 mod formats;
 mod fsx;
+mod html;
 mod http;
 mod image;
 mod manifest;
