@@ -5,15 +5,15 @@
 //! chunk running past the end), JPEG (no end-of-image marker) or GIF (no
 //! trailer) fails instead of passing on an intact header.
 
+use std::fs::File;
+use std::io::{BufReader, Read, Seek, SeekFrom};
+
 use serde_json::{Map, Value, json};
 
 use crate::formats::{FileVerdict, per_file};
 use crate::fsx::{self, FileRef};
 use crate::params::{self, Kind, get_strs, need_one, opt, parse_size, parse_wxh};
 use crate::{CheckDef, CheckError, Ctx, Verdict};
-
-/// Largest image file read (header parsing and structure walk need the bytes).
-const MAX_IMAGE_BYTES: u64 = 256 * 1024 * 1024;
 
 /// What the header says.
 #[derive(Debug, Clone, PartialEq)]
@@ -23,22 +23,31 @@ pub(crate) struct ImageInfo {
     pub height: u64,
 }
 
-/// Reads an image's format and size from its header, and checks its structure.
+/// Reads an image's format and size from its header, and checks its structure,
+/// reading only headers, chunk headers and the file's tail (never the pixels),
+/// so a huge image costs a few reads.
 pub(crate) fn probe(f: &FileRef) -> Result<ImageInfo, String> {
-    let bytes = fsx::read_bytes(f, MAX_IMAGE_BYTES).map_err(|e| e.to_string())?;
-    if bytes.is_empty() {
+    if f.size == 0 {
         return Err("the file is empty".into());
     }
-    let kind = imagesize::image_type(&bytes).ok();
-    let Some(kind) = kind else {
-        if looks_like_svg(&bytes, &f.rel) {
+    let io = |e: std::io::Error| format!("cannot be read: {e}");
+    let mut file = File::open(&f.abs).map_err(io)?;
+    let mut head = vec![0u8; f.size.min(4096) as usize];
+    file.read_exact(&mut head).map_err(io)?;
+    let Some(kind) = imagesize::image_type(&head).ok() else {
+        if looks_like_svg(&head, &f.rel) {
+            let bytes = fsx::read_bytes(f, fsx::MAX_TEXT_BYTES).map_err(|e| e.to_string())?;
             return svg_size(&f.rel, bytes);
         }
         return Err("not an image in a known format (its header matches none)".into());
     };
     let format = format_name(&kind);
-    structure(&format, &bytes)?;
-    let size = imagesize::blob_size(&bytes).map_err(|e| match e {
+    structure(&format, &mut file, f.size).map_err(|e| match e {
+        Broken::Io(e) => io(e),
+        Broken::Why(w) => w,
+    })?;
+    file.seek(SeekFrom::Start(0)).map_err(io)?;
+    let size = imagesize::reader_size(BufReader::new(file)).map_err(|e| match e {
         imagesize::ImageError::CorruptedImage => {
             format!("the {format} header is corrupt or truncated")
         }
@@ -54,43 +63,57 @@ pub(crate) fn probe(f: &FileRef) -> Result<ImageInfo, String> {
 
 fn format_name(kind: &imagesize::ImageType) -> String {
     let dbg = format!("{kind:?}");
-    let base = dbg.split('(').next().unwrap_or(&dbg).to_ascii_lowercase();
-    match base.as_str() {
-        "heif" => "heif".into(),
-        "tiff" => "tiff".into(),
-        _ => base,
+    dbg.split('(').next().unwrap_or(&dbg).to_ascii_lowercase()
+}
+
+enum Broken {
+    Io(std::io::Error),
+    Why(String),
+}
+
+impl From<std::io::Error> for Broken {
+    fn from(e: std::io::Error) -> Self {
+        Broken::Io(e)
     }
 }
 
-fn be32(b: &[u8], at: usize) -> Option<u32> {
-    let s = b.get(at..at + 4)?;
-    Some(u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
+/// The last `n` bytes of a file.
+fn tail(file: &mut File, size: u64, n: u64) -> std::io::Result<Vec<u8>> {
+    let n = n.min(size);
+    file.seek(SeekFrom::Start(size - n))?;
+    let mut buf = vec![0u8; n as usize];
+    file.read_exact(&mut buf)?;
+    Ok(buf)
 }
 
 /// Cheap structural checks that catch truncation without decoding.
-fn structure(format: &str, b: &[u8]) -> Result<(), String> {
+fn structure(format: &str, file: &mut File, size: u64) -> Result<(), Broken> {
+    let why = |w: String| Err(Broken::Why(w));
     match format {
         "png" => {
-            let mut at = 8;
+            // Walk the chunk headers: each is length (4), type (4), data, CRC (4).
+            let mut at: u64 = 8;
             let mut first = true;
             loop {
-                let (Some(len), Some(kind)) = (be32(b, at), b.get(at + 4..at + 8)) else {
-                    return Err(format!(
-                        "truncated PNG: it ends at byte {} inside a chunk header, before the IEND chunk",
-                        b.len()
+                let mut hdr = [0u8; 8];
+                if at + 8 > size {
+                    return why(format!(
+                        "truncated PNG: it ends at byte {size}, before the IEND chunk"
                     ));
-                };
-                let end = at + 12 + len as usize;
-                if end > b.len() {
-                    return Err(format!(
-                        "truncated PNG: chunk `{}` at byte {at} needs {} bytes but the file has {}",
-                        String::from_utf8_lossy(kind),
-                        end,
-                        b.len()
+                }
+                file.seek(SeekFrom::Start(at))?;
+                file.read_exact(&mut hdr)?;
+                let len = u32::from_be_bytes([hdr[0], hdr[1], hdr[2], hdr[3]]) as u64;
+                let kind = &hdr[4..8];
+                let end = at + 12 + len;
+                if end > size {
+                    return why(format!(
+                        "truncated PNG: chunk `{}` at byte {at} needs {end} bytes but the file has {size}",
+                        String::from_utf8_lossy(kind)
                     ));
                 }
                 if first && kind != b"IHDR" {
-                    return Err("corrupt PNG: the first chunk is not IHDR".into());
+                    return why("corrupt PNG: the first chunk is not IHDR".into());
                 }
                 first = false;
                 if kind == b"IEND" {
@@ -100,27 +123,35 @@ fn structure(format: &str, b: &[u8]) -> Result<(), String> {
             }
         }
         "jpeg" => {
-            let tail = &b[b.len().saturating_sub(1024)..];
-            if tail.windows(2).any(|w| w == [0xFF, 0xD9]) {
+            let t = tail(file, size, 1024)?;
+            if t.windows(2).any(|w| w == [0xFF, 0xD9]) {
                 Ok(())
             } else {
-                Err("truncated JPEG: no end-of-image marker (FF D9) at the end".into())
+                why("truncated JPEG: no end-of-image marker (FF D9) at the end".into())
             }
         }
         "gif" => {
-            let tail = &b[b.len().saturating_sub(16)..];
-            if tail.contains(&0x3B) {
+            let t = tail(file, size, 16)?;
+            if t.contains(&0x3B) {
                 Ok(())
             } else {
-                Err("truncated GIF: no trailer byte (0x3B) at the end".into())
+                why("truncated GIF: no trailer byte (0x3B) at the end".into())
             }
         }
-        "webp" => match b.get(4..8) {
-            Some(s) if (u32::from_le_bytes([s[0], s[1], s[2], s[3]]) as usize + 8) <= b.len() => {
+        "webp" => {
+            let mut hdr = [0u8; 8];
+            file.seek(SeekFrom::Start(0))?;
+            file.read_exact(&mut hdr)?;
+            let riff = u32::from_le_bytes([hdr[4], hdr[5], hdr[6], hdr[7]]) as u64;
+            if riff + 8 <= size {
                 Ok(())
+            } else {
+                why(format!(
+                    "truncated WebP: the RIFF header says {} bytes, the file has {size}",
+                    riff + 8
+                ))
             }
-            _ => Err("truncated WebP: the RIFF size is larger than the file".into()),
-        },
+        }
         _ => Ok(()),
     }
 }

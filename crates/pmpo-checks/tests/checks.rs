@@ -165,6 +165,43 @@ fn enormous_files_are_refused_before_reading() {
 }
 
 #[test]
+fn enormous_images_are_measured_from_their_headers() {
+    use std::io::{Seek, SeekFrom, Write};
+    let w = Ws::new();
+    // A 1 GiB PNG (sparse): signature, IHDR, one huge IDAT chunk, IEND at the very end.
+    let small = png(4000, 3000);
+    let ihdr_end = 8 + 25;
+    let idat_len: u64 = 1 << 30;
+    let mut f = std::fs::File::create(w.p("huge.png")).unwrap();
+    f.write_all(&small[..ihdr_end]).unwrap();
+    f.write_all(&(idat_len as u32).to_be_bytes()).unwrap();
+    f.write_all(b"IDAT").unwrap();
+    f.seek(SeekFrom::Current(idat_len as i64)).unwrap();
+    f.write_all(&[0, 0, 0, 0]).unwrap(); // CRC
+    f.write_all(&small[small.len() - 12..]).unwrap(); // IEND
+    drop(f);
+    let start = std::time::Instant::now();
+    pass(&w.check(
+        "image_dimensions",
+        json!({"path": "huge.png", "size": "4000x3000"}),
+    ));
+    // Cut before the end: truncated, and said so.
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(w.p("huge.png"))
+        .unwrap();
+    f.set_len(idat_len / 2).unwrap();
+    fail(
+        &w.check("image_format", json!({"path": "huge.png", "format": "png"})),
+        "truncated PNG",
+    );
+    assert!(
+        start.elapsed().as_secs() < 5,
+        "headers only, never the pixels"
+    );
+}
+
+#[test]
 fn truncated_and_empty_files() {
     let w = Ws::new();
     w.write("t.json", "{\"a\": [1, 2");
