@@ -351,6 +351,19 @@ fn the_checks_example_executes_and_validates() {
     assert_eq!(c["summary"]["not_checked"], 1);
     let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
     assert_eq!(r.code, 0, "{}", r.stdout);
+    // constraints.json matches the schema the project ships (checked by pmpo's own json_schema check).
+    let schema = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../schemas/constraints.schema.json"
+    );
+    std::fs::create_dir_all(ws.p("schemas")).unwrap();
+    std::fs::copy(schema, ws.p("schemas/constraints.schema.json")).unwrap();
+    ws.write(
+        "meta/plan.yaml",
+        "specification:\n  artifact_name: m\n  artifact_type: meta\n  constraints:\n    - {id: shape, description: d, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - {constraint_id: shape, validation_method: json_schema, with: {path: constraints.json, schema_file: schemas/constraints.schema.json}}\n",
+    );
+    let r = ws.run(&["validate", "meta/plan.yaml", "-w", "."]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
     // Break a PNG: the blocking `sizes` constraint is violated.
     let png = ws.p("out/logo-32.png");
     let bytes = std::fs::read(&png).unwrap();
