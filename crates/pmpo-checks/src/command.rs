@@ -9,6 +9,7 @@
 use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -153,6 +154,7 @@ pub(crate) struct Finished {
     pub exit_code: Option<i32>,
     pub signal: Option<i32>,
     pub timed_out: bool,
+    pub cancelled: bool,
     pub stdout: String,
     pub stderr: String,
     pub stdout_bytes: u64,
@@ -192,6 +194,7 @@ pub(crate) fn run_argv(
     dir: &std::path::Path,
     env: &[(String, String)],
     timeout: Duration,
+    cancel: &AtomicBool,
 ) -> Result<Finished, String> {
     let (prog, args) = argv.split_first().ok_or("the command is empty")?;
     let start = Instant::now();
@@ -217,9 +220,15 @@ pub(crate) fn run_argv(
     let err = child.stderr.take().map(reader);
     let deadline = start + timeout;
     let mut timed_out = false;
+    let mut cancelled = false;
     let status = loop {
         match child.try_wait() {
             Ok(Some(s)) => break Some(s),
+            Ok(None) if cancel.load(Ordering::Relaxed) => {
+                cancelled = true;
+                kill_group(pid);
+                break child.wait().ok();
+            }
             Ok(None) if Instant::now() >= deadline => {
                 timed_out = true;
                 kill_group(pid);
@@ -241,6 +250,7 @@ pub(crate) fn run_argv(
         exit_code: status.and_then(|s| s.code()),
         signal: status.and_then(|s| s.signal()),
         timed_out,
+        cancelled,
         stdout: String::from_utf8_lossy(&so).into_owned(),
         stderr: String::from_utf8_lossy(&se).into_owned(),
         stdout_bytes: so_n,
@@ -292,7 +302,12 @@ fn judge(
         "stdout_bytes": f.stdout_bytes,
         "stderr_bytes": f.stderr_bytes,
     });
-    let (passed, message) = if f.timed_out {
+    let (passed, message) = if f.cancelled {
+        (
+            false,
+            format!("`{shown}` was cancelled; its process group was killed"),
+        )
+    } else if f.timed_out {
         (
             false,
             format!("`{shown}` timed out after {timeout:?}; its process group was killed"),
@@ -360,7 +375,7 @@ fn run_command_check(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, C
         ctx.ws.root().to_string_lossy().into_owned(),
     ));
     let dir = workdir(ctx, p)?;
-    match run_argv(&argv, &dir, &env, timeout) {
+    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
         Ok(f) => Ok(judge(
             &argv,
             &f,
@@ -408,7 +423,7 @@ fn syntax(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
             _ => vec!["node".into(), "--check".into(), f.rel.clone()],
         };
         let env = vec![("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string())];
-        Ok(match run_argv(&argv, &root, &env, timeout) {
+        Ok(match run_argv(&argv, &root, &env, timeout, ctx.cancel) {
             Err(e) => FileVerdict::bad(e, json!({"command": argv})),
             Ok(fin) => {
                 let v = judge(&argv, &fin, 0, timeout, None);
@@ -465,7 +480,7 @@ fn import(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
         ("PMPO_MODULE".to_string(), module.to_string()),
         ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
     ];
-    match run_argv(&argv, &dir, &env, timeout) {
+    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
         Err(e) => Ok(Verdict::new(false, e, json!({"module": module}))),
         Ok(f) => {
             let mut v = judge(&argv, &f, 0, timeout, None);

@@ -98,7 +98,7 @@ fn parse_url(url: &str) -> Result<Url, String> {
     })
 }
 
-fn run(_ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
+fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     let url_text = get_str(p, "url").unwrap_or_default();
     let url = parse_url(url_text).map_err(CheckError::Param)?;
     let want = params::get_u64(p, "status").unwrap_or(200);
@@ -132,7 +132,8 @@ fn run(_ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         match get(&addrs, &url, timeout) {
             Err(e)
                 if e.kind() == std::io::ErrorKind::ConnectionRefused
-                    && start.elapsed() < retry_for =>
+                    && start.elapsed() < retry_for
+                    && !ctx.cancel.load(std::sync::atomic::Ordering::Relaxed) =>
             {
                 thread::sleep(Duration::from_millis(100));
             }

@@ -25,6 +25,7 @@ mod params;
 mod schema;
 mod text;
 
+use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 
 use pmpo_plan::{CheckCatalog, InputIssue};
@@ -86,6 +87,8 @@ impl Verdict {
 /// Everything a check may use.
 pub struct Ctx<'a> {
     pub ws: &'a Workspace,
+    /// Set from another thread to stop a running check (a command's process group is killed).
+    pub cancel: &'a AtomicBool,
 }
 
 type RunFn = fn(&Ctx<'_>, &Map<String, Value>) -> Result<Verdict, CheckError>;
@@ -187,6 +190,17 @@ pub fn check_params(def: &CheckDef, params: &Map<String, Value>) -> Vec<InputIss
 /// Runs a check by name with its parameters. Never panics and never returns
 /// an error: a check that cannot run is a failed check whose message says why.
 pub fn run_check(ws: &Workspace, name: &str, params: &Map<String, Value>) -> CheckOutcome {
+    static NEVER: AtomicBool = AtomicBool::new(false);
+    run_check_cancellable(ws, name, params, &NEVER)
+}
+
+/// [`run_check`] that stops early (failed, "cancelled") once `cancel` is set.
+pub fn run_check_cancellable(
+    ws: &Workspace,
+    name: &str,
+    params: &Map<String, Value>,
+    cancel: &AtomicBool,
+) -> CheckOutcome {
     let start = Instant::now();
     let Some(def) = find(name) else {
         let known: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
@@ -206,7 +220,7 @@ pub fn run_check(ws: &Workspace, name: &str, params: &Map<String, Value>) -> Che
             text.join("; ")
         )))
     } else {
-        (def.run)(&Ctx { ws }, params)
+        (def.run)(&Ctx { ws, cancel }, params)
     };
     let (passed, message, evidence) = match verdict {
         Ok(v) => (v.passed, v.message, v.evidence),

@@ -231,12 +231,13 @@ pub(crate) async fn run(
             }
             // The stage's own checks (`validate:`); a failing check fails the stage.
             if failure.is_none() && !stage.validate.is_empty() {
-                let (checks, failed) = crate::validation::stage_checks(&ws, stage).await;
+                let (checks, failed) =
+                    crate::validation::stage_checks(&ws, stage, &opts.cancel).await;
                 validations.extend(checks);
-                if let Some(message) = failed {
+                if let Some((kind, message)) = failed {
                     failure = Some(Failure {
                         status: StageStatus::Failed,
-                        kind: "validation_failed".into(),
+                        kind: kind.into(),
                         message,
                         hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
                     });

@@ -68,7 +68,10 @@ pub(crate) fn finish(
     let mut validation_outputs = run.validations;
     // The validation_plan runs on the files as the stages left them (not after a cancel).
     let skip = (run.status == "cancelled").then_some("not run: the run was cancelled");
-    validation_outputs.extend(crate::validation::run_validation_plan(ws, &plan.doc, skip));
+    let never = std::sync::atomic::AtomicBool::new(false);
+    validation_outputs.extend(crate::validation::run_validation_plan(
+        ws, &plan.doc, skip, &never,
+    ));
     let constraint_reports = crate::validation::constraint_reports(spec, &validation_outputs);
 
     let plan_rel = ws

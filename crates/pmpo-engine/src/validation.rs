@@ -7,6 +7,8 @@
 //! records their outcomes.
 
 use std::fmt::Write as _;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pmpo_plan::{CheckSpec, PlanDocument, Severity, Specification};
 use pmpo_store::{StoreError, Workspace, now_rfc3339};
@@ -43,16 +45,18 @@ fn output(
     }
 }
 
-/// Runs a stage's `validate:` items in order (all of them, so the evidence is complete).
+/// Runs a stage's `validate:` items in order (all of them, so the evidence is
+/// complete); once `cancel` is set, running checks stop and fail.
 pub fn run_stage_checks(
     ws: &Workspace,
     stage_id: &str,
     items: &[CheckSpec],
+    cancel: &AtomicBool,
 ) -> Vec<ValidationOutput> {
     items
         .iter()
         .map(|item| {
-            let o = pmpo_checks::run_check(ws, &item.check, &item.inputs);
+            let o = pmpo_checks::run_check_cancellable(ws, &item.check, &item.inputs, cancel);
             output(o, Some(stage_id), item.constraint_id.as_deref())
         })
         .collect()
@@ -73,6 +77,7 @@ pub fn run_validation_plan(
     ws: &Workspace,
     doc: &PlanDocument,
     skip: Option<&str>,
+    cancel: &AtomicBool,
 ) -> Vec<ValidationOutput> {
     doc.plan
         .validation_plan
@@ -80,6 +85,9 @@ pub fn run_validation_plan(
         .map(|item| {
             let reason = match skip {
                 Some(r) => Some(r.to_string()),
+                None if cancel.load(Ordering::Relaxed) => {
+                    Some("not run: validation was cancelled".to_string())
+                }
                 None if !item.execution_required => Some(
                     "not executed: `execution_required: false` (judged in the Reflect phase)"
                         .to_string(),
@@ -97,7 +105,12 @@ pub fn run_validation_plan(
                     duration_ms: 0.0,
                 },
                 None => {
-                    let o = pmpo_checks::run_check(ws, &item.validation_method, &item.inputs);
+                    let o = pmpo_checks::run_check_cancellable(
+                        ws,
+                        &item.validation_method,
+                        &item.inputs,
+                        cancel,
+                    );
                     output(o, None, Some(&item.constraint_id))
                 }
             }
@@ -334,9 +347,10 @@ pub const VALIDATION_RESULTS_FILE: &str = ".state/validation_results.json";
 pub fn validate_workspace(
     ws: &Workspace,
     plan: &crate::CheckedPlan,
+    cancel: &AtomicBool,
 ) -> Result<ValidationReport, StoreError> {
     let spec = &plan.doc.specification;
-    let outputs = run_validation_plan(ws, &plan.doc, None);
+    let outputs = run_validation_plan(ws, &plan.doc, None, cancel);
     let reports = constraint_reports(spec, &outputs);
     let run_id = format!("validate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let doc = constraints_document(spec, &reports, &outputs, &run_id);
@@ -386,27 +400,52 @@ pub fn validate_workspace(
 }
 
 /// Runs a stage's `validate:` items off the async threads; returns the outputs
-/// and, when a check failed, the stage's failure message.
+/// and, when a check failed, the failure's kind (`validation_failed`, or
+/// `cancelled`) and message. Cancelling the run
+/// stops the running check (a command's process group is killed).
 pub(crate) async fn stage_checks(
     ws: &Workspace,
     stage: &pmpo_plan::Stage,
-) -> (Vec<ValidationOutput>, Option<String>) {
-    let (ws2, id, items) = (ws.clone(), stage.id.clone(), stage.validate.clone());
-    let outputs =
-        match tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items)).await {
-            Ok(o) => o,
-            Err(e) => {
-                return (
-                    Vec::new(),
-                    Some(format!("the stage's checks could not run: {e}")),
-                );
-            }
-        };
+    cancel: &tokio_util::sync::CancellationToken,
+) -> (Vec<ValidationOutput>, Option<(&'static str, String)>) {
+    let flag = Arc::new(AtomicBool::new(cancel.is_cancelled()));
+    let (ws2, id, items, flag2) = (
+        ws.clone(),
+        stage.id.clone(),
+        stage.validate.clone(),
+        flag.clone(),
+    );
+    let mut handle =
+        tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items, &flag2));
+    let joined = tokio::select! {
+        r = &mut handle => r,
+        _ = cancel.cancelled() => {
+            flag.store(true, Ordering::Relaxed);
+            handle.await
+        }
+    };
+    let outputs = match joined {
+        Ok(o) => o,
+        Err(e) => {
+            return (
+                Vec::new(),
+                Some((
+                    "validation_failed",
+                    format!("the stage's checks could not run: {e}"),
+                )),
+            );
+        }
+    };
     let failed: Vec<String> = outputs
         .iter()
         .filter(|o| o.status != "passed")
         .map(|o| format!("check `{}` failed: {}", o.check, message_of(o)))
         .collect();
-    let failure = (!failed.is_empty()).then(|| failed.join("; "));
+    let kind = if cancel.is_cancelled() {
+        "cancelled"
+    } else {
+        "validation_failed"
+    };
+    let failure = (!failed.is_empty()).then(|| (kind, failed.join("; ")));
     (outputs, failure)
 }

@@ -4,12 +4,14 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use pmpo_engine::Engine;
 use pmpo_engine::results::ValidationOutput;
 use pmpo_engine::validation::{self, ConstraintStatus, ValidationReport};
 
-use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
+use crate::{EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -49,7 +51,22 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
-    let report = match validation::validate_workspace(&ws, &plan) {
+    // Ctrl-C stops the running check (a command's whole process group is killed).
+    let cancel = Arc::new(AtomicBool::new(false));
+    let flag = cancel.clone();
+    std::thread::spawn(move || {
+        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+        {
+            rt.block_on(async {
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    flag.store(true, Ordering::Relaxed);
+                }
+            });
+        }
+    });
+    let report = match validation::validate_workspace(&ws, &plan, &cancel) {
         Ok(r) => r,
         Err(e) => {
             eprintln!(
@@ -73,6 +90,10 @@ pub fn run(args: Args) -> u8 {
         let _ = writeln!(out);
     } else {
         print_text(&report);
+    }
+    if cancel.load(Ordering::Relaxed) {
+        eprintln!("validation cancelled; the checks not run are recorded as not_checked");
+        return EXIT_CANCELLED;
     }
     let failed =
         report.summary.blocking_violated > 0 || (args.strict && report.summary.violated > 0);

@@ -17,7 +17,11 @@ const SPEC: &str = "specification:
 fn plan(ws: &Ws, stages: &str, validation_plan: &str) {
     ws.write(
         "plan.yaml",
-        &format!("{SPEC}plan:\n  stages:\n{stages}  validation_plan:\n{validation_plan}"),
+        &if validation_plan.is_empty() {
+            format!("{SPEC}plan:\n  stages:\n{stages}")
+        } else {
+            format!("{SPEC}plan:\n  stages:\n{stages}  validation_plan:\n{validation_plan}")
+        },
     );
 }
 
@@ -381,4 +385,92 @@ fn the_checks_example_executes_and_validates() {
         "{}",
         r.stdout
     );
+}
+
+fn interrupt_after(child: &std::process::Child, ms: u64) {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let ok = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
+fn process_alive(ws: &Ws, pidfile: &str) -> bool {
+    let pid = ws.read(pidfile).trim().to_string();
+    std::path::Path::new(&format!("/proc/{pid}")).exists()
+        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ")
+}
+
+#[test]
+fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
+    let ws = Ws::new();
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s}}\n",
+    );
+    let start = std::time::Instant::now();
+    let child = bin()
+        .args(["validate", "plan.yaml"])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !ws.p("bg.pid").exists() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    interrupt_after(&child, 100);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(start.elapsed().as_secs() < 20);
+    assert!(
+        !process_alive(&ws, "bg.pid"),
+        "the check's background process must be killed"
+    );
+}
+
+#[test]
+fn ctrl_c_during_a_stage_check_cancels_the_run() {
+    let ws = Ws::new();
+    plan(
+        &ws,
+        "    - id: a
+      with: {command: [echo, hi]}
+      validate:
+        - {check: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"]}}
+",
+        "",
+    );
+    let start = std::time::Instant::now();
+    let child = bin()
+        .args(["execute", "plan.yaml", "-q"])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    while !ws.p("bg.pid").exists() && start.elapsed().as_secs() < 10 {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    interrupt_after(&child, 100);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!process_alive(&ws, "bg.pid"));
+    let res = ws.read_json(".state/execution_results.json");
+    assert_eq!(res["status"], "cancelled");
+    assert_eq!(res["errors"][0]["kind"], "cancelled");
 }
