@@ -10,6 +10,7 @@ use std::io::Read;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -162,7 +163,10 @@ pub(crate) struct Finished {
     pub duration: Duration,
 }
 
-fn reader(mut r: impl Read + Send + 'static) -> thread::JoinHandle<(Vec<u8>, u64)> {
+/// Reads a pipe to its end on a thread; the result comes back on a channel so
+/// that a pipe held open by a process that left the group cannot block us.
+fn reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<(Vec<u8>, u64)> {
+    let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
         let mut kept = Vec::new();
         let mut total = 0u64;
@@ -177,8 +181,9 @@ fn reader(mut r: impl Read + Send + 'static) -> thread::JoinHandle<(Vec<u8>, u64
                 }
             }
         }
-        (kept, total)
-    })
+        let _ = tx.send((kept, total));
+    });
+    rx
 }
 
 fn kill_group(pid: u32) {
@@ -240,8 +245,11 @@ pub(crate) fn run_argv(
     };
     // Anything the command left running in its group goes too (it would hold the pipes open).
     kill_group(pid);
-    let collect = |h: Option<thread::JoinHandle<(Vec<u8>, u64)>>| {
-        h.and_then(|h| h.join().ok()).unwrap_or_default()
+    // Once the group is dead the pipes close; a process that escaped the group
+    // (setsid) may still hold them, so wait only briefly.
+    let collect = |rx: Option<mpsc::Receiver<(Vec<u8>, u64)>>| {
+        rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .unwrap_or_default()
     };
     let (so, so_n) = collect(out);
     let (se, se_n) = collect(err);
