@@ -96,7 +96,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     }
     let validator = opts.build(&schema).map_err(|e| {
         CheckError::Param(format!(
-            "the schema ({schema_src}) is not a valid JSON Schema: {e}"
+            "the schema ({schema_src}) cannot be used (invalid, or it refers to a document that is not fetched): {e}"
         ))
     })?;
     let mut verdict = per_file(ctx, p, &|f| {

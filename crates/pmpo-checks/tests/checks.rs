@@ -403,7 +403,7 @@ fn json_schema_reports_every_violation_with_its_pointer() {
             "json_schema",
             json!({"path": "ok.json", "schema": {"type": 12}}),
         ),
-        "not a valid JSON Schema",
+        "cannot be used (invalid",
     );
 }
 
