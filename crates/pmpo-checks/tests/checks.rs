@@ -109,6 +109,22 @@ fn symlinks_leading_outside_are_refused_not_followed() {
     pass(&w.check("json", json!({"path": "inner.json"})));
 }
 
+#[cfg(unix)]
+#[test]
+fn special_files_are_refused_without_blocking() {
+    let w = Ws::new();
+    let made = std::process::Command::new("mkfifo")
+        .arg(w.p("pipe.json"))
+        .status()
+        .is_ok_and(|s| s.success());
+    if made {
+        fail(
+            &w.check("json", json!({"path": "pipe.json"})),
+            "not a regular file",
+        );
+    }
+}
+
 #[test]
 fn paths_outside_the_workspace_are_refused() {
     let w = Ws::new();

@@ -449,3 +449,64 @@ pub(crate) async fn stage_checks(
     let failure = (!failed.is_empty()).then(|| (kind, failed.join("; ")));
     (outputs, failure)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> Specification {
+        serde_json::from_value(json!({
+            "artifact_name": "t", "artifact_type": "logo",
+            "constraints": [
+                {"id": "a", "description": "d", "severity": "blocking"},
+                {"id": "b", "description": "d", "severity": "high"},
+                {"id": "c", "description": "d", "severity": "low"},
+                {"id": "d", "description": "d", "severity": "blocking"}
+            ]
+        }))
+        .unwrap()
+    }
+
+    fn out(constraint: &str, status: &str) -> ValidationOutput {
+        ValidationOutput {
+            check: "x".into(),
+            stage: None,
+            constraint_id: Some(constraint.into()),
+            status: status.into(),
+            evidence: json!({"message": status}),
+            duration_ms: 0.0,
+        }
+    }
+
+    #[test]
+    fn statuses_follow_the_executed_checks() {
+        let outputs = vec![
+            out("a", "passed"),
+            out("a", "passed"),
+            out("b", "passed"),
+            out("b", "failed"),
+            out("c", "not_checked"),
+            out("d", "failed"),
+            out("d", "not_checked"),
+        ];
+        let r = constraint_reports(&spec(), &outputs);
+        let st: Vec<&str> = r.iter().map(|c| c.status.as_str()).collect();
+        assert_eq!(st, ["satisfied", "violated", "not_checked", "violated"]);
+        assert_eq!(r[1].checks, [2, 3]);
+        let s = summarize(&r);
+        assert_eq!(
+            (s.satisfied, s.violated, s.not_checked, s.blocking_violated),
+            (1, 2, 1, 1)
+        );
+        let log = log_summary(&r, &outputs);
+        assert!(
+            log.contains(
+                "| `d` | blocking | violated | x failed: failed; x not_checked: not_checked |"
+            ),
+            "{log}"
+        );
+        let doc = constraints_document(&spec(), &r, &outputs, "run");
+        assert_eq!(doc["constraints"][1]["checks"][1]["status"], "failed");
+        assert_eq!(doc["summary"]["blocking_violated"], 1);
+    }
+}

@@ -474,3 +474,28 @@ fn ctrl_c_during_a_stage_check_cancels_the_run() {
     assert_eq!(res["status"], "cancelled");
     assert_eq!(res["errors"][0]["kind"], "cancelled");
 }
+
+#[test]
+fn check_json_lists_check_errors_and_validate_refuses_a_missing_workspace() {
+    let ws = Ws::new();
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: svg-valid, validation_method: xml, with: {pth: a.svg}}\n",
+    );
+    let j = ws.run(&["check", "plan.yaml", "--json"]).json();
+    assert_eq!(j["ok"], false);
+    let errors = j["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["path"] == "plan.validation_plan[0].with.pth"
+                && e["line"] == 14
+                && e["help"].as_str().unwrap().contains("did you mean `path`?")),
+        "{j}"
+    );
+    plan(&ws, NOOP, VPLAN);
+    let r = ws.run(&["validate", "plan.yaml", "-w", "no/such/dir"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+}
