@@ -1,4 +1,4 @@
-//! Check speed on the targets, printed as figures (no assertion on time):
+//! Check speed against its targets, printed as figures (no assertion on time):
 //!
 //! - `image_dimensions` over 1,000 PNG files (headers and chunk structure, no pixel decoding): target < 500 ms
 //! - `json_schema` on a 10 MB JSON file: target < 1 s
