@@ -283,7 +283,21 @@ fn workdir(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<std::path::PathBuf, 
                     why: "is not a directory".into(),
                 });
             }
-            Ok(d)
+            // The directory itself may be a symbolic link leading out.
+            match std::fs::canonicalize(&d) {
+                Ok(real) if real.starts_with(ctx.ws.root()) => Ok(real),
+                Ok(real) => Err(CheckError::File {
+                    path: c.to_string(),
+                    why: format!(
+                        "is a symbolic link to `{}`, outside the workspace; refused, not followed",
+                        real.display()
+                    ),
+                }),
+                Err(e) => Err(CheckError::File {
+                    path: c.to_string(),
+                    why: format!("cannot be resolved: {e}"),
+                }),
+            }
         }
     }
 }

@@ -80,6 +80,19 @@ pub(crate) fn glob(ws: &Workspace, pat: &str) -> Result<Vec<String>, CheckError>
     if !start.is_dir() {
         return Ok(Vec::new());
     }
+    // The walk starts at the pattern's literal directory, which may itself be a link leading out.
+    let escape = |rel: &str, real: &Path| CheckError::File {
+        path: rel.to_string(),
+        why: format!(
+            "is a symbolic link to `{}`, outside the workspace; refused, not followed",
+            real.display()
+        ),
+    };
+    if let Ok(real) = fs::canonicalize(&start)
+        && !real.starts_with(ws.root())
+    {
+        return Err(escape(&start_rel, &real));
+    }
     let mut out = Vec::new();
     let walker = walkdir::WalkDir::new(&start)
         .follow_links(false)
@@ -107,6 +120,12 @@ pub(crate) fn glob(ws: &Workspace, pat: &str) -> Result<Vec<String>, CheckError>
             continue;
         }
         if matcher.is_match(&rel) {
+            if entry.path_is_symlink()
+                && let Ok(real) = fs::canonicalize(entry.path())
+                && !real.starts_with(ws.root())
+            {
+                return Err(escape(&rel, &real));
+            }
             out.push(rel);
         }
     }

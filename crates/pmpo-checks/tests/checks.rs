@@ -94,6 +94,19 @@ fn symlinks_leading_outside_are_refused_not_followed() {
         &w.check("json", json!({"path": "dirlink/secret.json"})),
         "symbolic link",
     );
+    // A command's working directory cannot be a link leading out either.
+    fail(
+        &w.check("command", json!({"command": ["true"], "cwd": "dirlink"})),
+        "outside the workspace",
+    );
+    fail(
+        &w.check("import", json!({"module": "os", "cwd": "dirlink"})),
+        "outside the workspace",
+    );
+    fail(
+        &w.check("glob_count", json!({"pattern": "dirlink/*.json", "min": 1})),
+        "symbolic link",
+    );
     // Globs do not walk through a linked directory, and a linked file leading out is refused.
     w.write("g/ok.json", "{}");
     std::os::unix::fs::symlink(outside.path(), w.p("g/out")).unwrap();
