@@ -7,9 +7,11 @@ cd "$(dirname "$0")/.."
 need() { command -v "$1" >/dev/null 2>&1; }
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif need sudo; then sudo "$@"; else "$@"; fi; }
 
-# Tools the tests run as stages: sh, python3, node (optional), pgrep (procps).
+# Tools the tests run as stages and checks: sh, python3, node (syntax and import
+# checks), pgrep (procps).
 missing=()
 need python3 || missing+=(python3)
+need node || missing+=(nodejs)
 need pgrep || missing+=(procps)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"

@@ -255,7 +255,10 @@ pub(crate) async fn run(
         && opts.decision.is_none()
         && let Some(t) = prior.values().find(|t| t.status == "AWAITING_INTERVENTION")
     {
-        return Err(EngineError::AwaitingDecision { run_id: run_id.clone(), stage: t.stage_id.clone() });
+        return Err(EngineError::AwaitingDecision {
+            run_id: run_id.clone(),
+            stage: t.stage_id.clone(),
+        });
     }
     holder.run_id = run_id.clone();
     workspace_lock.update(&holder)?;
@@ -360,8 +363,20 @@ pub(crate) async fn run(
         notices: Vec::new(),
         tokens: HashMap::new(),
     });
-    let cx = Cx { engine, plan, opts, ws: &ws, run_id: &run_id, prior: &prior, wanted: &wanted };
-    let position: HashMap<usize, usize> = order.iter().enumerate().map(|(pos, &idx)| (idx, pos)).collect();
+    let cx = Cx {
+        engine,
+        plan,
+        opts,
+        ws: &ws,
+        run_id: &run_id,
+        prior: &prior,
+        wanted: &wanted,
+    };
+    let position: HashMap<usize, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(pos, &idx)| (idx, pos))
+        .collect();
     let jobs = opts.jobs.max(1);
     // Stages start in execution order as soon as their dependencies are done and a slot is free.
     let mut waiting: std::collections::VecDeque<usize> = order.iter().copied().collect();
@@ -373,7 +388,12 @@ pub(crate) async fn run(
             }
             let ready = {
                 let sh = shared.borrow();
-                waiting.iter().position(|&i| stages[i].depends_on.iter().all(|d| sh.done.contains_key(d.as_str())))
+                waiting.iter().position(|&i| {
+                    stages[i]
+                        .depends_on
+                        .iter()
+                        .all(|d| sh.done.contains_key(d.as_str()))
+                })
             };
             let Some(k) = ready else { break };
             let idx = waiting.remove(k).expect("index from position");
@@ -393,7 +413,30 @@ pub(crate) async fn run(
         }
     }
     drop(running);
-    let Shared { mut rec, mut results, errors, validations, cancelled, patched, paused, notices, .. } = shared.into_inner();
+    let Shared {
+        mut rec,
+        mut results,
+        mut errors,
+        mut validations,
+        cancelled,
+        patched,
+        paused,
+        notices,
+        ..
+    } = shared.into_inner();
+    // Errors and checks in the plan's order, whatever order parallel stages finished in.
+    let place: HashMap<&str, usize> = order
+        .iter()
+        .enumerate()
+        .map(|(p, &i)| (stages[i].id.as_str(), p))
+        .collect();
+    errors.sort_by_key(|e| place.get(e.stage.as_str()).copied().unwrap_or(usize::MAX));
+    validations.sort_by_key(|v| {
+        v.stage
+            .as_deref()
+            .and_then(|s| place.get(s).copied())
+            .unwrap_or(usize::MAX)
+    });
 
     // Results in execution order; stages a pause left unstarted stay PENDING.
     let stage_results: Vec<StageResult> = order
@@ -488,7 +531,12 @@ struct Prepared {
 }
 
 /// Skips a stage, reuses an earlier result, or says it must run.
-fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) -> Result<Option<Prepared>, EngineError> {
+fn prepare(
+    cx: &Cx<'_>,
+    shared: &RefCell<Shared<'_>>,
+    idx: usize,
+    pos: usize,
+) -> Result<Option<Prepared>, EngineError> {
     let stage = &cx.plan.doc.plan.stages[idx];
     let at = Some((stage.id.as_str(), pos + 1));
     let tool_name = cx.engine.registry.resolve_name(stage.tool_name());
@@ -503,19 +551,42 @@ fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) ->
         Some("not run: the run was cancelled".to_string())
     } else if sh.aborted {
         Some("not run: the run was aborted".to_string())
-    } else if let Some(dep) = stage.depends_on.iter().find(|d| status_of(&sh.done, d).is_some_and(|s| s.is_failure())) {
-        Some(format!("upstream stage `{dep}` {}", status_of(&sh.done, dep).map_or("FAILED", StageStatus::as_str)))
+    } else if let Some(dep) = stage
+        .depends_on
+        .iter()
+        .find(|d| status_of(&sh.done, d).is_some_and(|s| s.is_failure()))
+    {
+        Some(format!(
+            "upstream stage `{dep}` {}",
+            status_of(&sh.done, dep).map_or("FAILED", StageStatus::as_str)
+        ))
     } else if let (Some(f), false) = (&sh.first_failure, cx.opts.keep_going) {
-        Some(format!("not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"))
+        Some(format!(
+            "not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"
+        ))
     } else {
         None
     };
     if let Some(reason) = skip_reason {
-        sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), None, Some(reason.clone()))?;
+        sh.rec.emit(
+            EventKind::TaskSkipped,
+            at,
+            Some(StageStatus::Skipped),
+            None,
+            Some(reason.clone()),
+        )?;
         result.status = StageStatus::Skipped;
         result.reason = Some(reason);
-        sh.rec.db.put_task(&task_row(cx.run_id, pos, &result, "", None, "{}", 0))?;
-        sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+        sh.rec
+            .db
+            .put_task(&task_row(cx.run_id, pos, &result, "", None, "{}", 0))?;
+        sh.done.insert(
+            stage.id.clone(),
+            Done {
+                status: Some(StageStatus::Skipped),
+                files: vec![],
+            },
+        );
         sh.results[idx] = Some(result);
         return Ok(None);
     }
@@ -537,8 +608,11 @@ fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) ->
     if let Ok(r) = &resolved {
         mentioned_files(cx.ws, &Value::Object(r.clone()), &mut input_files);
     }
-    let upstream: Vec<(&str, &Vec<(String, String)>)> =
-        stage.depends_on.iter().filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files))).collect();
+    let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
+        .depends_on
+        .iter()
+        .filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
+        .collect();
     let cache_key = blake3::hash(
         &serde_json::to_vec(&json!({
             "v": 1,
@@ -559,16 +633,25 @@ fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) ->
     };
     let needs = |json: &str| {
         let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
-        cx.wanted.iter().filter(|(s, _)| s == &stage.id).all(|(_, f)| d.contains_key(f))
+        cx.wanted
+            .iter()
+            .filter(|(s, _)| s == &stage.id)
+            .all(|(_, f)| d.contains_key(f))
     };
     let reuse = if forced || resolved.is_err() || input_problem.is_some() {
         None
     } else if let Some(t) = cx.prior.get(&stage.id).filter(|t| {
-        (t.status == "COMPLETED" || t.status == "CACHED") && t.cache_key.as_deref() == Some(&cache_key) && needs(&t.data)
+        (t.status == "COMPLETED" || t.status == "CACHED")
+            && t.cache_key.as_deref() == Some(&cache_key)
+            && needs(&t.data)
     }) {
         Some(Reuse::Carried(t.clone()))
     } else if stage.cache {
-        sh.rec.db.cache_get(&cache_key)?.filter(|c| needs(&c.data)).map(Reuse::Cached)
+        sh.rec
+            .db
+            .cache_get(&cache_key)?
+            .filter(|c| needs(&c.data))
+            .map(Reuse::Cached)
     } else {
         None
     };
@@ -580,11 +663,29 @@ fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) ->
         files_intact(cx.ws, stage, files_json).map(|files| (r, files))
     });
     let Some((r, files)) = reused else {
-        return Ok(Some(Prepared { result, def_hash, cache_key, resolved, input_problem }));
+        return Ok(Some(Prepared {
+            result,
+            def_hash,
+            cache_key,
+            resolved,
+            input_problem,
+        }));
     };
     let (status, outputs_json, data_json, from, message) = match &r {
-        Reuse::Carried(t) => (StageStatus::Completed, t.outputs.clone(), t.data.clone(), t.run_id.clone(), "completed before the interruption".to_string()),
-        Reuse::Cached(c) => (StageStatus::Cached, c.outputs.clone(), c.data.clone(), c.run_id.clone(), format!("cached from run {}", c.run_id)),
+        Reuse::Carried(t) => (
+            StageStatus::Completed,
+            t.outputs.clone(),
+            t.data.clone(),
+            t.run_id.clone(),
+            "completed before the interruption".to_string(),
+        ),
+        Reuse::Cached(c) => (
+            StageStatus::Cached,
+            c.outputs.clone(),
+            c.data.clone(),
+            c.run_id.clone(),
+            format!("cached from run {}", c.run_id),
+        ),
     };
     result.status = status;
     result.reason = None;
@@ -599,40 +700,97 @@ fn prepare(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize) ->
         result.attempts = t.attempts as u32;
     }
     if cx.wanted.iter().any(|(s, _)| s == &stage.id) {
-        sh.data.insert(stage.id.clone(), serde_json::from_str(&data_json).unwrap_or_default());
+        sh.data.insert(
+            stage.id.clone(),
+            serde_json::from_str(&data_json).unwrap_or_default(),
+        );
     }
     // A stage carried over from the interrupted run already has its row; a
     // reused stage makes no attempt, so its stage log is left as it is.
     if status == StageStatus::Cached {
-        sh.rec.db.put_task(&task_row(cx.run_id, pos, &result, &def_hash, Some(&cache_key), &data_json, 0))?;
+        sh.rec.db.put_task(&task_row(
+            cx.run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            &data_json,
+            0,
+        ))?;
     }
-    sh.rec.emit(EventKind::TaskCompleted, at, Some(status), Some(Duration::ZERO), Some(message))?;
-    sh.done.insert(stage.id.clone(), Done { status: Some(status), files: result.files.iter().map(|f| (f.path.clone(), f.blake3.clone())).collect() });
+    sh.rec.emit(
+        EventKind::TaskCompleted,
+        at,
+        Some(status),
+        Some(Duration::ZERO),
+        Some(message),
+    )?;
+    sh.done.insert(
+        stage.id.clone(),
+        Done {
+            status: Some(status),
+            files: result
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.blake3.clone()))
+                .collect(),
+        },
+    );
     sh.results[idx] = Some(result);
     Ok(None)
 }
 
 /// Runs one stage to its end: retries, then the fallback, then (if the plan says so) a person.
-async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usize, prep: Prepared, token: CancellationToken) -> Result<(), EngineError> {
+async fn run_one(
+    cx: &Cx<'_>,
+    shared: &RefCell<Shared<'_>>,
+    idx: usize,
+    pos: usize,
+    prep: Prepared,
+    token: CancellationToken,
+) -> Result<(), EngineError> {
     let stage = &cx.plan.doc.plan.stages[idx];
     let at = Some((stage.id.as_str(), pos + 1));
     let opts = cx.opts;
     let run_id = cx.run_id;
-    let Prepared { mut result, def_hash, cache_key, resolved, input_problem } = prep;
+    let Prepared {
+        mut result,
+        def_hash,
+        cache_key,
+        resolved,
+        input_problem,
+    } = prep;
     let stage_started_at = now_rfc3339();
     result.started_at = Some(stage_started_at.clone());
     result.status = StageStatus::InProgress;
     let mut attempt_no = cx.prior.get(&stage.id).map_or(0, |t| t.attempts);
     {
         let mut sh = shared.borrow_mut();
-        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
-        sh.rec.emit(EventKind::TaskStarted, at, Some(StageStatus::InProgress), None, Some(stage.description.clone()).filter(|d| !d.is_empty()))?;
+        sh.rec.db.put_task(&task_row(
+            run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            "{}",
+            attempt_no,
+        ))?;
+        sh.rec.emit(
+            EventKind::TaskStarted,
+            at,
+            Some(StageStatus::InProgress),
+            None,
+            Some(stage.description.clone()).filter(|d| !d.is_empty()),
+        )?;
         sh.rec.db.flush()?;
     }
     let t0 = Instant::now();
 
     // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
-    let awaited = cx.prior.get(&stage.id).is_some_and(|t| t.status == "AWAITING_INTERVENTION");
+    let awaited = cx
+        .prior
+        .get(&stage.id)
+        .is_some_and(|t| t.status == "AWAITING_INTERVENTION");
     let mut choice = match (awaited, opts.decision) {
         (true, Some(Decision::Skip)) => Some(Decision::Skip),
         (true, Some(Decision::Abort)) => Some(Decision::Abort),
@@ -647,34 +805,61 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
         loop {
             blocked.clear();
             let primary_inputs = match (&resolved, &input_problem) {
-                (Err(msg), _) => Err(("invalid_input", msg.clone(), "check the upstream stage's outputs in its log")),
-                (_, Some(msg)) => Err(("missing_input", msg.clone(), "create the file, or fix the path under `inputs:`")),
+                (Err(msg), _) => Err((
+                    "invalid_input",
+                    msg.clone(),
+                    "check the upstream stage's outputs in its log",
+                )),
+                (_, Some(msg)) => Err((
+                    "missing_input",
+                    msg.clone(),
+                    "create the file, or fix the path under `inputs:`",
+                )),
                 (Ok(i), None) => Ok(i.clone()),
             };
             let mut candidates = vec![(stage.tool_name().to_string(), primary_inputs)];
             if let Some(fb) = &stage.fallback {
-                let inputs = resolve_inputs(&fb.inputs, &shared.borrow().data).map_err(|m| ("invalid_input", m, "check the upstream stage's outputs in its log"));
+                let inputs = resolve_inputs(&fb.inputs, &shared.borrow().data).map_err(|m| {
+                    (
+                        "invalid_input",
+                        m,
+                        "check the upstream stage's outputs in its log",
+                    )
+                });
                 candidates.push((fb.tool.clone(), inputs));
             }
             let per_tool = stage.retry.as_ref().map_or(1, |r| r.attempts.max(1));
             'candidates: for (ci, (tool_written, inputs)) in candidates.iter().enumerate() {
                 if ci > 0 {
-                    let why = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_else(|| "its adapter is unavailable".into());
+                    let why = last
+                        .as_ref()
+                        .and_then(|t| t.failure.as_ref())
+                        .map(|f| f.message.clone())
+                        .unwrap_or_else(|| "its adapter is unavailable".into());
                     shared.borrow_mut().rec.emit(
                         EventKind::TaskFallback,
                         at,
                         Some(StageStatus::InProgress),
                         None,
-                        Some(format!("`{}` failed ({why}); using the fallback `{tool_written}`", stage.tool_name())),
+                        Some(format!(
+                            "`{}` failed ({why}); using the fallback `{tool_written}`",
+                            stage.tool_name()
+                        )),
                     )?;
                     fallback_used = Some(tool_written.clone());
                 }
                 let adapter = cx.engine.registry.adapter_id(tool_written);
-                let kind = if tool_written.starts_with("plugin:") { "plugin" } else { "tool" };
+                let kind = if tool_written.starts_with("plugin:") {
+                    "plugin"
+                } else {
+                    "tool"
+                };
                 for n in 1..=per_tool {
                     {
                         let mut sh = shared.borrow_mut();
-                        if let recovery::Gate::Open(until) = recovery::gate(sh.rec.db.as_mut(), &adapter, kind)? {
+                        if let recovery::Gate::Open(until) =
+                            recovery::gate(sh.rec.db.as_mut(), &adapter, kind)?
+                        {
                             blocked.push((adapter.clone(), until));
                             ended_blocked = true;
                             continue 'candidates;
@@ -693,21 +878,67 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
                                     let _ = sh.rec.db.flush();
                                 }
                             };
-                            let a = run_stage(cx.engine, cx.ws, run_id, stage, tool_written, opts, i.clone(), cx.plan, &token, &beat).await;
-                            let mut sh = shared.borrow_mut();
-                            let Shared { rec, validations, .. } = &mut *sh;
-                            validate_attempt(cx.ws, stage, a, rec, at, validations)?
+                            let a = run_stage(
+                                cx.engine,
+                                cx.ws,
+                                run_id,
+                                stage,
+                                tool_written,
+                                opts,
+                                i.clone(),
+                                cx.plan,
+                                &token,
+                                &beat,
+                            )
+                            .await;
+                            let mut tried = {
+                                let mut sh = shared.borrow_mut();
+                                let Shared {
+                                    rec, validations, ..
+                                } = &mut *sh;
+                                validate_attempt(cx.ws, stage, a, rec, at, validations)?
+                            };
+                            // The stage's own checks (`validate:`); a failing check fails the stage.
+                            if tried.failure.is_none() && !stage.validate.is_empty() {
+                                let (checks, failed) =
+                                    crate::validation::stage_checks(cx.ws, stage, &token).await;
+                                shared.borrow_mut().validations.extend(checks);
+                                if let Some((kind, message)) = failed {
+                                    tried.failure = Some(Failure {
+                                        status: StageStatus::Failed,
+                                        kind: kind.into(),
+                                        message,
+                                        hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
+                                    });
+                                }
+                            }
+                            tried
                         }
                     };
                     let ok = tried.failure.is_none();
                     {
                         let mut sh = shared.borrow_mut();
-                        let changed = record_attempt(&mut sh.rec, cx.ws, run_id, stage, tool_written, attempt_no, &tried)?;
+                        let changed = record_attempt(
+                            &mut sh.rec,
+                            cx.ws,
+                            run_id,
+                            stage,
+                            tool_written,
+                            attempt_no,
+                            &tried,
+                        )?;
                         sh.patched |= changed;
                         // A plugin answers for every failure; a built-in tool only for failing to run at all.
                         if ok || kind == "plugin" || tried.outcome.is_none() {
                             let err = tried.failure.as_ref().map(|f| f.message.as_str());
-                            recovery::record(sh.rec.db.as_mut(), &adapter, kind, ok, err, opts.breaker)?;
+                            recovery::record(
+                                sh.rec.db.as_mut(),
+                                &adapter,
+                                kind,
+                                ok,
+                                err,
+                                opts.breaker,
+                            )?;
                         }
                     }
                     let stop_kind = tried.failure.as_ref().map(|f| f.kind.clone());
@@ -721,7 +952,11 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
                         && let Some(retry) = &stage.retry
                     {
                         let delay = recovery::backoff_delay(retry, n + 1, attempt_no as u64);
-                        let msg = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_default();
+                        let msg = last
+                            .as_ref()
+                            .and_then(|t| t.failure.as_ref())
+                            .map(|f| f.message.clone())
+                            .unwrap_or_default();
                         {
                             let mut sh = shared.borrow_mut();
                             sh.rec.emit(
@@ -746,7 +981,10 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
                 }
             }
             let failed = last.as_ref().is_none_or(|t| t.failure.is_some());
-            let was_cancelled = last.as_ref().and_then(|t| t.failure.as_ref()).is_some_and(|f| f.kind == "cancelled");
+            let was_cancelled = last
+                .as_ref()
+                .and_then(|t| t.failure.as_ref())
+                .is_some_and(|f| f.kind == "cancelled");
             if !failed || was_cancelled {
                 break;
             }
@@ -765,7 +1003,13 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
                 };
                 match opts.ask.as_ref().map(|ask| ask(&request)) {
                     Some(Decision::Retry) => {
-                        shared.borrow_mut().rec.emit(EventKind::TaskRetrying, at, Some(StageStatus::InProgress), None, Some("retrying, as the user asked".into()))?;
+                        shared.borrow_mut().rec.emit(
+                            EventKind::TaskRetrying,
+                            at,
+                            Some(StageStatus::InProgress),
+                            None,
+                            Some("retrying, as the user asked".into()),
+                        )?;
                         continue;
                     }
                     Some(d) => choice = Some(d),
@@ -784,34 +1028,91 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
     // A stage that will not finish now: a person must decide, or every adapter is open.
     if halt {
         let reason = if ended_blocked {
-            let open: Vec<String> = blocked.iter().map(|(a, u)| format!("circuit open for adapter {a} until {u}")).collect();
-            format!("safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down", open.join("; "))
+            let open: Vec<String> = blocked
+                .iter()
+                .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
+                .collect();
+            format!(
+                "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
+                open.join("; ")
+            )
         } else {
-            let err = last.as_ref().and_then(|t| t.failure.as_ref()).map(|f| f.message.clone()).unwrap_or_default();
-            format!("awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`")
+            let err = last
+                .as_ref()
+                .and_then(|t| t.failure.as_ref())
+                .map(|f| f.message.clone())
+                .unwrap_or_default();
+            format!(
+                "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
+            )
         };
         result.status = StageStatus::AwaitingIntervention;
         result.reason = Some(reason.clone());
         result.finished_at = None;
-        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
-        sh.rec.emit(EventKind::TaskAwaitingIntervention, at, Some(StageStatus::AwaitingIntervention), Some(duration), Some(reason))?;
+        sh.rec.db.put_task(&task_row(
+            run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            "{}",
+            attempt_no,
+        ))?;
+        sh.rec.emit(
+            EventKind::TaskAwaitingIntervention,
+            at,
+            Some(StageStatus::AwaitingIntervention),
+            Some(duration),
+            Some(reason),
+        )?;
         sh.rec.db.flush()?;
-        sh.paused = Some(if ended_blocked { "paused" } else { "awaiting_intervention" });
+        sh.paused = Some(if ended_blocked {
+            "paused"
+        } else {
+            "awaiting_intervention"
+        });
         sh.results[idx] = Some(result);
         return Ok(());
     }
 
     // Stopped because another stage failed (fail-fast), not by the user.
-    let stopped = last.as_ref().and_then(|t| t.failure.as_ref()).is_some_and(|f| f.kind == "cancelled") && !opts.cancel.is_cancelled();
+    let stopped = last
+        .as_ref()
+        .and_then(|t| t.failure.as_ref())
+        .is_some_and(|f| f.kind == "cancelled")
+        && !opts.cancel.is_cancelled();
     if stopped {
-        let reason = format!("stopped: stage `{}` failed and the run stops at the first failure", sh.first_failure.clone().unwrap_or_default());
+        let reason = format!(
+            "stopped: stage `{}` failed and the run stops at the first failure",
+            sh.first_failure.clone().unwrap_or_default()
+        );
         result.status = StageStatus::Skipped;
         result.reason = Some(reason.clone());
         result.finished_at = Some(finished_at);
         result.duration_ms = ms(duration);
-        sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
-        sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), Some(duration), Some(reason))?;
-        sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+        sh.rec.db.put_task(&task_row(
+            run_id,
+            pos,
+            &result,
+            &def_hash,
+            Some(&cache_key),
+            "{}",
+            attempt_no,
+        ))?;
+        sh.rec.emit(
+            EventKind::TaskSkipped,
+            at,
+            Some(StageStatus::Skipped),
+            Some(duration),
+            Some(reason),
+        )?;
+        sh.done.insert(
+            stage.id.clone(),
+            Done {
+                status: Some(StageStatus::Skipped),
+                files: vec![],
+            },
+        );
         sh.results[idx] = Some(result);
         sh.rec.db.flush()?;
         return Ok(());
@@ -819,61 +1120,116 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
 
     let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
         (Some(Decision::Skip), t) => {
-            let why = t.as_ref().and_then(|t| t.failure.as_ref()).map(|f| format!(": {}", f.message)).unwrap_or_default();
+            let why = t
+                .as_ref()
+                .and_then(|t| t.failure.as_ref())
+                .map(|f| format!(": {}", f.message))
+                .unwrap_or_default();
             let reason = format!("skipped by the user after a failure{why}");
             result.status = StageStatus::Skipped;
             result.reason = Some(reason.clone());
             result.finished_at = Some(finished_at.clone());
             result.duration_ms = ms(duration);
-            sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), "{}", attempt_no))?;
-            sh.rec.emit(EventKind::TaskSkipped, at, Some(StageStatus::Skipped), Some(duration), Some(reason))?;
-            sh.done.insert(stage.id.clone(), Done { status: Some(StageStatus::Skipped), files: vec![] });
+            sh.rec.db.put_task(&task_row(
+                run_id,
+                pos,
+                &result,
+                &def_hash,
+                Some(&cache_key),
+                "{}",
+                attempt_no,
+            ))?;
+            sh.rec.emit(
+                EventKind::TaskSkipped,
+                at,
+                Some(StageStatus::Skipped),
+                Some(duration),
+                Some(reason),
+            )?;
+            sh.done.insert(
+                stage.id.clone(),
+                Done {
+                    status: Some(StageStatus::Skipped),
+                    files: vec![],
+                },
+            );
             sh.results[idx] = Some(result);
             sh.rec.db.flush()?;
             return Ok(());
         }
         (Some(Decision::Abort), t) => {
             sh.aborted = true;
-            let mut f = t.as_ref().and_then(|t| t.failure.clone()).unwrap_or(Failure {
-                status: StageStatus::Failed,
-                kind: "aborted".into(),
-                message: String::new(),
-                hint: None,
-            });
-            f.message = format!("aborted by the user{}", if f.message.is_empty() { String::new() } else { format!(" after: {}", f.message) });
+            let mut f = t
+                .as_ref()
+                .and_then(|t| t.failure.clone())
+                .unwrap_or(Failure {
+                    status: StageStatus::Failed,
+                    kind: "aborted".into(),
+                    message: String::new(),
+                    hint: None,
+                });
+            f.message = format!(
+                "aborted by the user{}",
+                if f.message.is_empty() {
+                    String::new()
+                } else {
+                    format!(" after: {}", f.message)
+                }
+            );
             f.kind = "aborted".into();
-            let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| (t.outcome, t.files, t.exit_code, t.signal));
+            let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| {
+                (t.outcome, t.files, t.exit_code, t.signal)
+            });
             (Some(f), o, files, e, s)
         }
         (_, Some(t)) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
         (_, None) => (
-            Some(Failure { status: StageStatus::Failed, kind: "internal".into(), message: "the stage made no attempt".into(), hint: None }),
+            Some(Failure {
+                status: StageStatus::Failed,
+                kind: "internal".into(),
+                message: "the stage made no attempt".into(),
+                hint: None,
+            }),
             None,
             vec![],
             None,
             None,
         ),
     };
-    let status = failure.as_ref().map_or(StageStatus::Completed, |f| f.status);
+    let status = failure
+        .as_ref()
+        .map_or(StageStatus::Completed, |f| f.status);
     let mut failure = failure;
     if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
         f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
     }
 
     // What later stages (and a later resume) may read.
-    let named = outcome.as_mut().map(|o| std::mem::take(&mut o.outputs)).unwrap_or_default();
+    let named = outcome
+        .as_mut()
+        .map(|o| std::mem::take(&mut o.outputs))
+        .unwrap_or_default();
     let mut stage_data: StageData = named.clone();
     let keep = |f: &str| cx.wanted.contains(&(stage.id.clone(), f.to_string()));
     if let Some(o) = &outcome {
         if keep("stdout") {
-            stage_data.insert("stdout".into(), Value::String(o.stdout.text().trim_end().to_string()));
+            stage_data.insert(
+                "stdout".into(),
+                Value::String(o.stdout.text().trim_end().to_string()),
+            );
         }
         if keep("stderr") {
-            stage_data.insert("stderr".into(), Value::String(o.stderr.text().trim_end().to_string()));
+            stage_data.insert(
+                "stderr".into(),
+                Value::String(o.stderr.text().trim_end().to_string()),
+            );
         }
     }
     stage_data.insert("exit_code".into(), json!(exit_code));
-    stage_data.insert("files".into(), json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()));
+    stage_data.insert(
+        "files".into(),
+        json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
+    );
     stage_data.insert("duration_ms".into(), json!(ms(duration)));
     let data_json = serde_json::to_string(&stage_data).expect("json");
 
@@ -889,7 +1245,15 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
     result.fallback_used = fallback_used.clone();
     result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
     result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
-    sh.rec.db.put_task(&task_row(run_id, pos, &result, &def_hash, Some(&cache_key), &data_json, attempt_no))?;
+    sh.rec.db.put_task(&task_row(
+        run_id,
+        pos,
+        &result,
+        &def_hash,
+        Some(&cache_key),
+        &data_json,
+        attempt_no,
+    ))?;
     // A result reached through a fallback is not what the stage itself would give.
     if status == StageStatus::Completed && stage.cache && fallback_used.is_none() {
         sh.rec.db.cache_put(&CacheRow {
@@ -905,7 +1269,8 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
     if let Some(fb) = &fallback_used
         && status == StageStatus::Completed
     {
-        sh.notices.push(format!("stage `{}` used its fallback `{fb}`", stage.id));
+        sh.notices
+            .push(format!("stage `{}` used its fallback `{fb}`", stage.id));
     }
 
     if let Some(f) = &failure {
@@ -928,15 +1293,39 @@ async fn run_one(cx: &Cx<'_>, shared: &RefCell<Shared<'_>>, idx: usize, pos: usi
                 }
             }
         }
-        sh.rec.emit(EventKind::TaskFailed, at, Some(status), Some(duration), Some(f.message.clone()))?;
+        sh.rec.emit(
+            EventKind::TaskFailed,
+            at,
+            Some(status),
+            Some(duration),
+            Some(f.message.clone()),
+        )?;
     } else {
-        let note = fallback_used.as_ref().map(|fb| format!("completed with the fallback `{fb}`"));
-        sh.rec.emit(EventKind::TaskCompleted, at, Some(status), Some(duration), note)?;
+        let note = fallback_used
+            .as_ref()
+            .map(|fb| format!("completed with the fallback `{fb}`"));
+        sh.rec.emit(
+            EventKind::TaskCompleted,
+            at,
+            Some(status),
+            Some(duration),
+            note,
+        )?;
     }
     if status == StageStatus::Completed && cx.wanted.iter().any(|(s, _)| s == &stage.id) {
         sh.data.insert(stage.id.clone(), stage_data);
     }
-    sh.done.insert(stage.id.clone(), Done { status: Some(status), files: result.files.iter().map(|f| (f.path.clone(), f.blake3.clone())).collect() });
+    sh.done.insert(
+        stage.id.clone(),
+        Done {
+            status: Some(status),
+            files: result
+                .files
+                .iter()
+                .map(|f| (f.path.clone(), f.blake3.clone()))
+                .collect(),
+        },
+    );
     sh.results[idx] = Some(result);
     // Completion is durable before anything else starts.
     sh.rec.db.flush()?;

@@ -12,6 +12,7 @@ mod persist;
 pub mod recovery;
 pub mod resolve;
 pub mod results;
+pub mod validation;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -176,7 +177,10 @@ pub struct Engine {
 impl Engine {
     /// Every static check: the plan's structure and each tool's inputs.
     pub fn check(&self, plan: &LoadedPlan) -> Vec<Diagnostic> {
-        pmpo_plan::check(plan, &self.registry)
+        let mut diags = pmpo_plan::check(plan, &self.registry);
+        diags.extend(pmpo_plan::check_validations(plan, &pmpo_checks::Checks));
+        diags.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
+        diags
     }
 
     /// Checks a loaded plan; only a plan without errors can be executed.

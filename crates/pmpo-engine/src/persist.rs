@@ -38,7 +38,7 @@ pub(crate) fn plan_rel(ws: &Workspace, plan: &crate::CheckedPlan) -> String {
 }
 
 /// Writes a user-visible file atomically, keeping the old content and recording the change.
-fn write_ledgered(
+pub(crate) fn write_ledgered(
     ws: &Workspace,
     db: &mut dyn ExecStore,
     rel: &str,
@@ -113,18 +113,19 @@ pub(crate) fn finish(
         .flat_map(|s| s.files.iter().cloned())
         .collect();
 
+    // The manifest goes first: the validation_plan may check it.
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let mut changed = patched;
+    changed |= write_ledgered(ws, db, MANIFEST_FILE, &manifest_json, &run.run_id)?;
+
     let mut validation_outputs = run.validations;
-    // validation_plan entries are recorded; this build does not run them yet.
-    for item in &plan.doc.plan.validation_plan {
-        validation_outputs.push(ValidationOutput {
-            check: item.validation_method.clone(),
-            stage: None,
-            constraint_id: Some(item.constraint_id.clone()),
-            status: "not_checked".into(),
-            evidence: serde_json::json!({ "note": "validation_plan checks are not executed by this version of pmpo" }),
-            duration_ms: 0.0,
-        });
-    }
+    // The validation_plan runs on the files as the stages left them (not after a cancel).
+    let skip = (run.status == "cancelled").then_some("not run: the run was cancelled");
+    let never = std::sync::atomic::AtomicBool::new(false);
+    validation_outputs.extend(crate::validation::run_validation_plan(
+        ws, &plan.doc, skip, &never,
+    ));
+    let constraint_reports = crate::validation::constraint_reports(spec, &validation_outputs);
 
     let logs = log_entry(
         &run.run_id,
@@ -136,6 +137,20 @@ pub(crate) fn finish(
         &run.stages,
         &run.errors,
     );
+    let logs = if validation_outputs.is_empty() && constraint_reports.is_empty() {
+        logs
+    } else {
+        logs + &crate::validation::log_summary(&constraint_reports, &validation_outputs)
+    };
+    if !spec.constraints.is_empty() {
+        changed |= crate::validation::write_constraints(
+            spec,
+            &constraint_reports,
+            &validation_outputs,
+            &run.run_id,
+            &mut |rel, bytes| write_ledgered(ws, db, rel, bytes, &run.run_id),
+        )?;
+    }
     let mut log_files = vec![EVENTS_LOG.to_string(), REFINEMENT_LOG.to_string()];
     log_files.extend(
         run.stages
@@ -165,10 +180,6 @@ pub(crate) fn finish(
         notices: run.notices,
         state_updates: plan.doc.plan.state_updates.clone(),
     };
-
-    let manifest_json = serde_json::to_vec_pretty(&results.manifest).expect("manifest serializes");
-    let mut changed = patched;
-    changed |= write_ledgered(ws, db, MANIFEST_FILE, &manifest_json, &results.run_id)?;
 
     let mut log = match std::fs::read(ws.root().join(REFINEMENT_LOG)) {
         Ok(bytes) => bytes,

@@ -7,6 +7,7 @@
 //! ```
 
 pub mod check;
+pub mod checks;
 pub mod de;
 pub mod diag;
 pub mod model;
@@ -19,6 +20,7 @@ pub use check::{
     InputIssue, ToolCatalog, check, execution_order, validate_artifact_name,
     validate_output_pattern,
 };
+pub use checks::{CheckCatalog, check_validations};
 pub use diag::Diagnostic;
 pub use model::*;
 pub use node::{Node, PathSeg, Pos};

@@ -160,6 +160,25 @@ pub struct Stage {
     pub correct: bool,
     #[serde(default, skip_serializing_if = "Map::is_empty")]
     pub metadata: Map<String, Value>,
+    /// Checks run in the VALIDATING state after the outputs are verified; a failing check fails the stage.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub validate: Vec<CheckSpec>,
+}
+
+/// One item of a stage's `validate:` list: `{check: NAME, with: {...}}`.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckSpec {
+    /// The check's name (`pmpo check` lists them).
+    pub check: String,
+    /// The check's parameters.
+    #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
+    pub inputs: Map<String, Value>,
+    /// The constraint this check gives evidence for, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraint_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// `retry:` of a stage.

@@ -86,18 +86,6 @@ pub fn hash_bytes(bytes: &[u8]) -> FileDigest {
     }
 }
 
-/// One entry of the patch ledger: a file pmpo created or replaced.
-#[derive(Debug, Clone, Serialize)]
-pub struct LedgerEntry {
-    pub time: String,
-    pub run_id: String,
-    /// The stage that wrote it, or `pmpo` for the engine's own files.
-    pub writer: String,
-    pub path: String,
-    pub before: Option<FileDigest>,
-    pub after: Option<FileDigest>,
-}
-
 /// Where the engine keeps its own files inside a workspace.
 pub const STATE_DIR: &str = ".state";
 /// The patch ledger, one JSON object per line.
@@ -307,35 +295,6 @@ impl Workspace {
             .open(&path)
             .map_err(|e| StoreError::io("open", &path, e))
     }
-
-    /// Records writes in the patch ledger.
-    pub fn record(&self, entries: &[LedgerEntry]) -> Result<(), StoreError> {
-        if entries.is_empty() {
-            return Ok(());
-        }
-        let mut buf = Vec::new();
-        for e in entries {
-            serde_json::to_writer(&mut buf, e).expect("ledger entries serialize");
-            buf.push(b'\n');
-        }
-        self.append(LEDGER_FILE, &buf)
-    }
-
-    /// Writes a user-visible file atomically and durably, and records it in the ledger.
-    pub fn write_recorded(&self, rel: &str, bytes: &[u8], run_id: &str) -> Result<(), StoreError> {
-        let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
-        if before.as_ref() == Some(&after) {
-            return Ok(());
-        }
-        self.record(&[LedgerEntry {
-            time: now_rfc3339(),
-            run_id: run_id.to_string(),
-            writer: "pmpo".into(),
-            path: rel.to_string(),
-            before,
-            after: Some(after),
-        }])
-    }
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
@@ -445,22 +404,5 @@ mod tests {
         assert_eq!(fs::read(dir.path().join("d/f.txt")).unwrap(), b"two");
         // No temp files are left behind.
         assert_eq!(fs::read_dir(dir.path().join("d")).unwrap().count(), 1);
-    }
-
-    #[test]
-    fn ledger_records_only_changes() {
-        let dir = tempfile::tempdir().unwrap();
-        let ws = Workspace::open(dir.path()).unwrap();
-        ws.write_recorded("m.json", b"{}", "r1").unwrap();
-        ws.write_recorded("m.json", b"{}", "r2").unwrap();
-        ws.write_recorded("m.json", b"{\"a\":1}", "r3").unwrap();
-        let ledger = fs::read_to_string(dir.path().join(LEDGER_FILE)).unwrap();
-        let lines: Vec<serde_json::Value> = ledger
-            .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .collect();
-        assert_eq!(lines.len(), 2);
-        assert!(lines[0]["before"].is_null());
-        assert_eq!(lines[1]["before"]["blake3"], lines[0]["after"]["blake3"]);
     }
 }

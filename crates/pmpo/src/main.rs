@@ -7,6 +7,7 @@ mod models;
 mod ops_cmd;
 mod report;
 mod state_cmd;
+mod validate_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -34,7 +35,7 @@ const EXIT_CANCELLED: u8 = 130;
     long_about = "pmpo is the Execute phase of the PMPO loop (Specify -> Plan -> Execute -> Reflect -> Persist).\n\
 It runs a plan's stages in order, calls tools only where the plan says, verifies every declared\n\
 output on disk, and writes structured results for the Reflect phase.",
-    after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n\n\
+    after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n  pmpo validate plan.yaml --junit junit.xml\n\n\
 Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 3 paused (awaiting a decision, or safe mode),\n4 workspace busy, 130 cancelled.\n\
 Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 )]
@@ -50,7 +51,7 @@ enum Command {
         after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
 depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
 are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints."
+naming missing stages or constraints, unknown checks and bad check parameters."
     )]
     Check {
         /// The plan file (YAML or JSON).
@@ -115,6 +116,16 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
     Adapters(ops_cmd::AdaptersArgs),
     /// Execution metrics in the Prometheus text format.
     Metrics(ops_cmd::MetricsArgs),
+    /// Run the plan's validation_plan on the current files; write constraints.json
+    /// (exit 1 when a blocking constraint is violated).
+    #[command(
+        after_help = "Runs every validation_plan entry (execution_required: true) on the workspace as it is,\n\
+without running stages. Writes constraints.json (each constraint satisfied, violated or\n\
+not_checked), .state/validation_results.json and an entry in refinement_log.md.\n\n\
+Examples:\n  pmpo validate plan.yaml\n  pmpo validate plan.yaml --junit reports/validation.xml\n\n\
+Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan."
+    )]
+    Validate(validate_cmd::Args),
     /// Where the workspace's runs stand, or (with NAME) where an artifact stands.
     Status(state_cmd::StatusArgs),
     /// Create a named artifact, resume a running one, or start a new cycle of a finalized one.
@@ -228,6 +239,7 @@ fn main() -> ExitCode {
             },
             json,
         ),
+        Command::Validate(args) => validate_cmd::run(args),
     };
     ExitCode::from(code)
 }
@@ -372,7 +384,10 @@ fn cmd_execute(
     opts.wait = wait;
     opts.resume = resume;
     opts.decision = decision;
-    opts.jobs = jobs.map_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()), |j| j as usize);
+    opts.jobs = jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
     opts.breaker = pmpo_engine::recovery::BreakerPolicy {
         threshold: breaker_threshold,
         cooldown: breaker_cooldown,

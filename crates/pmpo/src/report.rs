@@ -64,7 +64,11 @@ impl Live {
             "{} [{index}/{}] {id}{}  running {}",
             FRAMES[self.spinner],
             self.total,
-            if more > 0 { format!(" (+{more} more)") } else { String::new() },
+            if more > 0 {
+                format!(" (+{more} more)")
+            } else {
+                String::new()
+            },
             human(elapsed)
         );
         if self.ran > 0 {
@@ -203,7 +207,8 @@ impl EventSink for Reporter {
             Mode::Live => {
                 let permanent = match e.event {
                     EventKind::TaskStarted => {
-                        live.current.push((id.to_string(), e.index.unwrap_or(0), Instant::now()));
+                        live.current
+                            .push((id.to_string(), e.index.unwrap_or(0), Instant::now()));
                         None
                     }
                     EventKind::TaskCompleted if !msg.is_empty() => Some(format!(

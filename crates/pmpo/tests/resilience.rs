@@ -345,7 +345,7 @@ fn skip_and_abort_answers() {
     for (answer, code, status) in [("--skip", 1, "SKIPPED"), ("--abort", 1, "FAILED")] {
         let ws = Ws::new();
         ws.plan("    - id: broken\n      on_failure: manual\n      with: {command: [sh, -c, 'exit 1']}\n    - id: dependent\n      depends_on: [broken]\n      with: {command: [echo]}\n    - id: independent\n      with: {command: [sh, -c, 'echo x > ind.txt']}\n");
-        let r = ws.run(&["execute", "plan.yaml", "--json"]);
+        let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "1"]);
         assert_eq!(r.code, 3);
         let run_id = r.json()["run_id"].as_str().unwrap().to_string();
         let r = ws.run(&["resume", &run_id, answer, "--json"]);

@@ -32,11 +32,11 @@ fn identical_stages_are_cached_until_something_changes() {
     let ws = Ws::new();
     ws.write("src.txt", "v1\n");
     ws.plan(COUNTING);
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\n");
 
     // Nothing changed: a and b are reused, c (cache: false) runs.
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    let r = ws.run(&["execute", "plan.yaml", "-j1", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\nc\n");
     assert_eq!(status_of(&ws, "a"), "CACHED");
@@ -53,30 +53,34 @@ fn identical_stages_are_cached_until_something_changes() {
 
     // A declared input changes: b runs again, a stays cached.
     ws.write("src.txt", "v2\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\nc\nb\nc\n");
     assert_eq!(ws.read("b.out"), "v2\n");
 
     // An output was tampered with: its stage runs again.
     ws.write("a.out", "tampered\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
     assert_eq!(status_of(&ws, "a"), "COMPLETED");
     assert_eq!(ws.read("a.out"), "a\n");
     // b depends on a, whose output is the same again: still cached.
     assert_eq!(status_of(&ws, "b"), "CACHED");
 
     // --force STAGE and --force.
-    assert_eq!(ws.run(&["execute", "plan.yaml", "--force", "b"]).code, 0);
+    assert_eq!(
+        ws.run(&["execute", "plan.yaml", "-j1", "--force", "b"])
+            .code,
+        0
+    );
     assert_eq!(
         (status_of(&ws, "a"), status_of(&ws, "b")),
         ("CACHED".into(), "COMPLETED".into())
     );
-    assert_eq!(ws.run(&["execute", "plan.yaml", "--force"]).code, 0);
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1", "--force"]).code, 0);
     assert_eq!(
         (status_of(&ws, "a"), status_of(&ws, "b")),
         ("COMPLETED".into(), "COMPLETED".into())
     );
-    let r = ws.run(&["execute", "plan.yaml", "--force", "zz"]);
+    let r = ws.run(&["execute", "plan.yaml", "-j1", "--force", "zz"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--force names `zz`"), "{}", r.stderr);
 }

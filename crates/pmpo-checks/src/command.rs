@@ -1,0 +1,523 @@
+//! `command` and its ready-made forms: `build`, `tests`, `lint`, `syntax`
+//! (`python3 -m py_compile FILE`, `node --check FILE`), `import`
+//! (`python3 -c 'import M'`, `node -e 'require("M")'`).
+//!
+//! The process runs in the workspace, in its own process group, with stdin
+//! closed; at the time limit the whole group is killed. Output is kept
+//! (bounded) as evidence.
+
+use std::io::Read;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::{Map, Value, json};
+
+use crate::formats::{FileVerdict, per_file};
+use crate::params::{self, Kind, get_duration, get_str, opt, req};
+use crate::{CheckDef, CheckError, Ctx, Verdict};
+
+/// Output bytes kept per stream (the rest is counted).
+const KEEP: usize = 64 * 1024;
+const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+const COMMAND_PARAMS: &[crate::Param] = &[
+    req(
+        "command",
+        Kind::Argv,
+        "the argv list, e.g. [cargo, build] (no shell; use [sh, -c, \"...\"] for one)",
+    ),
+    opt(
+        "expect_exit",
+        Kind::Int,
+        "the exit code that passes (default 0)",
+    ),
+    opt(
+        "timeout",
+        Kind::Duration,
+        "time limit (default 120s); the process group is killed after it",
+    ),
+    opt(
+        "cwd",
+        Kind::Str,
+        "working directory relative to the workspace (default: the workspace)",
+    ),
+    opt("env", Kind::StrMap, "extra environment variables"),
+    opt(
+        "stdout_contains",
+        Kind::Str,
+        "text that stdout must contain",
+    ),
+];
+
+fn cwd_rules(p: &Map<String, Value>) -> Vec<pmpo_plan::InputIssue> {
+    match p.get("cwd").and_then(Value::as_str) {
+        Some(c) if c != "." => match pmpo_plan::validate_output_pattern(c) {
+            Err(m) => vec![params::issue("cwd", format!("cwd `{c}` {m}"), None)],
+            Ok(()) => Vec::new(),
+        },
+        _ => Vec::new(),
+    }
+}
+
+pub(crate) const COMMAND: CheckDef = CheckDef {
+    name: "command",
+    aliases: &["run", "exec"],
+    summary: "a command exits with the expected code within its time limit",
+    params: COMMAND_PARAMS,
+    rules: cwd_rules,
+    run: run_command_check,
+};
+
+pub(crate) const BUILD: CheckDef = CheckDef {
+    name: "build",
+    aliases: &["build_success", "build-success"],
+    summary: "a build command succeeds (same parameters as `command`)",
+    params: COMMAND_PARAMS,
+    rules: cwd_rules,
+    run: run_command_check,
+};
+
+pub(crate) const TESTS: CheckDef = CheckDef {
+    name: "tests",
+    aliases: &["test", "test_suite", "unit_tests", "test-suite"],
+    summary: "a test suite passes (same parameters as `command`)",
+    params: COMMAND_PARAMS,
+    rules: cwd_rules,
+    run: run_command_check,
+};
+
+pub(crate) const LINT: CheckDef = CheckDef {
+    name: "lint",
+    aliases: &["linting"],
+    summary: "a linter reports no error (same parameters as `command`)",
+    params: COMMAND_PARAMS,
+    rules: cwd_rules,
+    run: run_command_check,
+};
+
+pub(crate) const SYNTAX: CheckDef = CheckDef {
+    name: "syntax",
+    aliases: &["syntax_check", "compile"],
+    summary: "source files compile: python3 (as py_compile, writing no .pyc), node --check FILE",
+    params: &[
+        req(
+            "path",
+            Kind::Paths,
+            "the source file(s): a path or glob, or a list",
+        ),
+        opt(
+            "language",
+            Kind::OneOf(&["python", "node"]),
+            "python or node (default: by extension, .py / .js .mjs .cjs)",
+        ),
+        opt(
+            "timeout",
+            Kind::Duration,
+            "time limit per file (default 120s)",
+        ),
+    ],
+    rules: crate::no_rules,
+    run: syntax,
+};
+
+pub(crate) const IMPORT: CheckDef = CheckDef {
+    name: "import",
+    aliases: &["import_check", "importable"],
+    summary: "a module imports: python3 -c 'import M' or node -e 'require(\"M\")'",
+    params: &[
+        req(
+            "module",
+            Kind::Str,
+            "the module name, e.g. main or my_pkg.api",
+        ),
+        opt(
+            "language",
+            Kind::OneOf(&["python", "node"]),
+            "python (default) or node",
+        ),
+        opt(
+            "cwd",
+            Kind::Str,
+            "directory to import from, relative to the workspace",
+        ),
+        opt("timeout", Kind::Duration, "time limit (default 120s)"),
+    ],
+    rules: cwd_rules,
+    run: import,
+};
+
+/// How a process ended.
+pub(crate) struct Finished {
+    pub exit_code: Option<i32>,
+    pub signal: Option<i32>,
+    pub timed_out: bool,
+    pub cancelled: bool,
+    pub stdout: String,
+    pub stderr: String,
+    pub stdout_bytes: u64,
+    pub stderr_bytes: u64,
+    pub duration: Duration,
+}
+
+/// Reads a pipe to its end on a thread; the result comes back on a channel so
+/// that a pipe held open by a process that left the group cannot block us.
+fn reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<(Vec<u8>, u64)> {
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let mut kept = Vec::new();
+        let mut total = 0u64;
+        let mut buf = [0u8; 16 * 1024];
+        loop {
+            match r.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    total += n as u64;
+                    let room = KEEP.saturating_sub(kept.len());
+                    kept.extend_from_slice(&buf[..n.min(room)]);
+                }
+            }
+        }
+        let _ = tx.send((kept, total));
+    });
+    rx
+}
+
+fn kill_group(pid: u32) {
+    // SAFETY: kill(2) on our own child's process group; no memory is involved.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
+
+/// Runs argv in `dir` with a time limit; the whole process group dies with it.
+pub(crate) fn run_argv(
+    argv: &[String],
+    dir: &std::path::Path,
+    env: &[(String, String)],
+    timeout: Duration,
+    cancel: &AtomicBool,
+) -> Result<Finished, String> {
+    let (prog, args) = argv.split_first().ok_or("the command is empty")?;
+    let start = Instant::now();
+    let mut cmd = Command::new(prog);
+    cmd.args(args)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        if e.kind() == std::io::ErrorKind::NotFound {
+            format!("`{prog}` was not found: install it or fix the command name")
+        } else {
+            format!("cannot start `{prog}`: {e}")
+        }
+    })?;
+    let pid = child.id();
+    let out = child.stdout.take().map(reader);
+    let err = child.stderr.take().map(reader);
+    let deadline = start + timeout;
+    let mut timed_out = false;
+    let mut cancelled = false;
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(s)) => break Some(s),
+            Ok(None) if cancel.load(Ordering::Relaxed) => {
+                cancelled = true;
+                kill_group(pid);
+                break child.wait().ok();
+            }
+            Ok(None) if Instant::now() >= deadline => {
+                timed_out = true;
+                kill_group(pid);
+                break child.wait().ok();
+            }
+            Ok(None) => thread::sleep(Duration::from_millis(5)),
+            Err(_) => break None,
+        }
+    };
+    // Anything the command left running in its group goes too (it would hold the pipes open).
+    kill_group(pid);
+    // Once the group is dead the pipes close; a process that escaped the group
+    // (setsid) may still hold them, so wait only briefly.
+    let collect = |rx: Option<mpsc::Receiver<(Vec<u8>, u64)>>| {
+        rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
+            .unwrap_or_default()
+    };
+    let (so, so_n) = collect(out);
+    let (se, se_n) = collect(err);
+    use std::os::unix::process::ExitStatusExt;
+    Ok(Finished {
+        exit_code: status.and_then(|s| s.code()),
+        signal: status.and_then(|s| s.signal()),
+        timed_out,
+        cancelled,
+        stdout: String::from_utf8_lossy(&so).into_owned(),
+        stderr: String::from_utf8_lossy(&se).into_owned(),
+        stdout_bytes: so_n,
+        stderr_bytes: se_n,
+        duration: start.elapsed(),
+    })
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let v: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    v[v.len().saturating_sub(lines)..].join("\n")
+}
+
+fn workdir(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<std::path::PathBuf, CheckError> {
+    match get_str(p, "cwd") {
+        None | Some(".") | Some("") => Ok(ctx.ws.root().to_path_buf()),
+        Some(c) => {
+            let d = ctx.ws.resolve(c)?;
+            if !d.is_dir() {
+                return Err(CheckError::File {
+                    path: c.to_string(),
+                    why: "is not a directory".into(),
+                });
+            }
+            // The directory itself may be a symbolic link leading out.
+            match std::fs::canonicalize(&d) {
+                Ok(real) if real.starts_with(ctx.ws.root()) => Ok(real),
+                Ok(real) => Err(CheckError::File {
+                    path: c.to_string(),
+                    why: format!(
+                        "is a symbolic link to `{}`, outside the workspace; refused, not followed",
+                        real.display()
+                    ),
+                }),
+                Err(e) => Err(CheckError::File {
+                    path: c.to_string(),
+                    why: format!("cannot be resolved: {e}"),
+                }),
+            }
+        }
+    }
+}
+
+/// Judges a finished process against an expected exit code.
+fn judge(
+    argv: &[String],
+    f: &Finished,
+    expect: i32,
+    timeout: Duration,
+    must_contain: Option<&str>,
+) -> Verdict {
+    let shown = argv.join(" ");
+    let mut evidence = json!({
+        "command": argv,
+        "expected_exit": expect,
+        "exit_code": f.exit_code,
+        "signal": f.signal,
+        "timed_out": f.timed_out,
+        "timeout_ms": timeout.as_millis() as u64,
+        "duration_ms": f.duration.as_millis() as u64,
+        "stdout": f.stdout,
+        "stderr": f.stderr,
+        "stdout_bytes": f.stdout_bytes,
+        "stderr_bytes": f.stderr_bytes,
+    });
+    let (passed, message) = if f.cancelled {
+        (
+            false,
+            format!("`{shown}` was cancelled; its process group was killed"),
+        )
+    } else if f.timed_out {
+        (
+            false,
+            format!("`{shown}` timed out after {timeout:?}; its process group was killed"),
+        )
+    } else if let Some(sig) = f.signal {
+        (false, format!("`{shown}` was killed by signal {sig}"))
+    } else if f.exit_code != Some(expect) {
+        let t = tail(&f.stderr, 3);
+        let t = if t.is_empty() { tail(&f.stdout, 3) } else { t };
+        (
+            false,
+            format!(
+                "`{shown}` exited with {}, expected {expect}{}",
+                f.exit_code.map_or("no code".into(), |c| c.to_string()),
+                if t.is_empty() {
+                    String::new()
+                } else {
+                    format!(": {}", t.replace('\n', " | "))
+                }
+            ),
+        )
+    } else if let Some(text) = must_contain
+        && !f.stdout.contains(text)
+    {
+        (
+            false,
+            format!("`{shown}` exited with {expect}, but stdout does not contain {text:?}"),
+        )
+    } else {
+        (
+            true,
+            format!(
+                "`{shown}` exited with {expect} in {} ms",
+                f.duration.as_millis()
+            ),
+        )
+    };
+    if let (Some(t), Some(o)) = (must_contain, evidence.as_object_mut()) {
+        o.insert("stdout_contains".into(), json!(t));
+    }
+    Verdict::new(passed, message, evidence)
+}
+
+fn run_command_check(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
+    let argv = params::get_strs(p, "command");
+    let expect = p.get("expect_exit").and_then(Value::as_i64).unwrap_or(0) as i32;
+    let timeout = get_duration(p, "timeout", DEFAULT_TIMEOUT)?;
+    let env: Vec<(String, String)> = p
+        .get("env")
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        v.as_str().map_or_else(|| v.to_string(), str::to_string),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let mut env = env;
+    env.push((
+        "PMPO_WORKSPACE".to_string(),
+        ctx.ws.root().to_string_lossy().into_owned(),
+    ));
+    let dir = workdir(ctx, p)?;
+    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
+        Ok(f) => Ok(judge(
+            &argv,
+            &f,
+            expect,
+            timeout,
+            get_str(p, "stdout_contains"),
+        )),
+        Err(e) => Ok(Verdict::new(false, e, json!({"command": argv}))),
+    }
+}
+
+fn language_of(path: &str, given: Option<&str>) -> Option<&'static str> {
+    match given {
+        Some(l) if l.eq_ignore_ascii_case("python") => Some("python"),
+        Some(l) if l.eq_ignore_ascii_case("node") => Some("node"),
+        _ => match crate::fsx::ext(path).as_str() {
+            "py" => Some("python"),
+            "js" | "mjs" | "cjs" => Some("node"),
+            _ => None,
+        },
+    }
+}
+
+fn syntax(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
+    let timeout = get_duration(p, "timeout", DEFAULT_TIMEOUT)?;
+    let lang = get_str(p, "language");
+    let root = ctx.ws.root().to_path_buf();
+    per_file(ctx, p, &|f| {
+        let Some(l) = language_of(&f.rel, lang) else {
+            return Ok(FileVerdict::bad(
+                "cannot tell the language from the extension; set `language: python` or `node`",
+                json!({}),
+            ));
+        };
+        // The file is passed after `--`-free fixed arguments, as a path relative to the
+        // workspace: no shell, no splicing into code.
+        let argv: Vec<String> = match l {
+            // What `python -m py_compile FILE` checks, without writing a .pyc into the tree.
+            "python" => vec![
+                "python3".into(),
+                "-c".into(),
+                "import sys; compile(open(sys.argv[1], 'rb').read(), sys.argv[1], 'exec')".into(),
+                f.rel.clone(),
+            ],
+            _ => vec!["node".into(), "--check".into(), f.rel.clone()],
+        };
+        let env = vec![("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string())];
+        Ok(match run_argv(&argv, &root, &env, timeout, ctx.cancel) {
+            Err(e) => FileVerdict::bad(e, json!({"command": argv})),
+            Ok(fin) => {
+                let v = judge(&argv, &fin, 0, timeout, None);
+                let detail = json!({"command": argv, "exit_code": fin.exit_code, "stderr": tail(&fin.stderr, 20)});
+                if v.passed {
+                    FileVerdict::ok(format!("{l} syntax ok"), detail)
+                } else {
+                    let why = tail(&fin.stderr, 4).replace('\n', " | ");
+                    FileVerdict::bad(
+                        if why.is_empty() {
+                            v.message
+                        } else {
+                            format!("{l} syntax error: {why}")
+                        },
+                        detail,
+                    )
+                }
+            }
+        })
+    })
+}
+
+fn valid_module(m: &str) -> bool {
+    !m.is_empty()
+        && m.chars()
+            .all(|c| c.is_alphanumeric() || matches!(c, '_' | '.' | '-' | '/' | '@'))
+}
+
+fn import(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
+    let module = get_str(p, "module").unwrap_or_default();
+    if !valid_module(module) {
+        return Err(CheckError::Param(format!(
+            "`{module}` is not a module name (letters, digits, _ . - / @)"
+        )));
+    }
+    let timeout = get_duration(p, "timeout", DEFAULT_TIMEOUT)?;
+    let dir = workdir(ctx, p)?;
+    let node = get_str(p, "language").is_some_and(|l| l.eq_ignore_ascii_case("node"));
+    // The module name reaches the interpreter through the environment, never as code text.
+    let argv: Vec<String> = if node {
+        vec![
+            "node".into(),
+            "-e".into(),
+            "const m = process.env.PMPO_MODULE; require(m.startsWith('.') ? require('path').resolve(m) : m)".into(),
+        ]
+    } else {
+        vec![
+            "python3".into(),
+            "-c".into(),
+            "import importlib, os, sys; sys.path.insert(0, os.getcwd()); importlib.import_module(os.environ['PMPO_MODULE'])".into(),
+        ]
+    };
+    let env = vec![
+        ("PMPO_MODULE".to_string(), module.to_string()),
+        ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+    ];
+    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
+        Err(e) => Ok(Verdict::new(false, e, json!({"module": module}))),
+        Ok(f) => {
+            let mut v = judge(&argv, &f, 0, timeout, None);
+            let lang = if node { "node" } else { "python" };
+            v.message = if v.passed {
+                format!("{lang} module `{module}` imports")
+            } else {
+                let why = tail(&f.stderr, 2).replace('\n', " | ");
+                format!("{lang} module `{module}` does not import: {why}")
+            };
+            if let Some(o) = v.evidence.as_object_mut() {
+                o.insert("module".into(), json!(module));
+                o.insert("language".into(), json!(lang));
+            }
+            Ok(v)
+        }
+    }
+}
