@@ -262,13 +262,16 @@ pub fn constraints_document(
     })
 }
 
+/// Writes a workspace file through the store (returns whether it changed).
+pub type WriteFile<'a> = &'a mut dyn FnMut(&str, &[u8]) -> Result<bool, crate::EngineError>;
+
 /// Writes `constraints.json` (atomically, recorded in the ledger).
 pub fn write_constraints(
     spec: &Specification,
     reports: &[ConstraintReport],
     outputs: &[ValidationOutput],
     run_id: &str,
-    write: &mut dyn FnMut(&str, &[u8]) -> Result<bool, crate::EngineError>,
+    write: WriteFile<'_>,
 ) -> Result<bool, crate::EngineError> {
     let doc = constraints_document(spec, reports, outputs, run_id);
     let bytes = serde_json::to_vec_pretty(&doc).unwrap_or_default();
