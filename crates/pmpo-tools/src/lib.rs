@@ -4,8 +4,12 @@
 
 pub mod ai;
 pub mod capture;
+mod inputs;
+pub mod markdown;
 pub mod process;
+pub mod rasterize;
 pub mod run;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,7 +118,13 @@ pub struct Registry {
 impl Default for Registry {
     fn default() -> Self {
         Registry {
-            tools: vec![Arc::new(run::RunTool), Arc::new(ai::AiTool)],
+            tools: vec![
+                Arc::new(run::RunTool),
+                Arc::new(ai::AiTool),
+                Arc::new(template::TemplateTool),
+                Arc::new(rasterize::RasterizeTool),
+                Arc::new(markdown::MarkdownTool),
+            ],
         }
     }
 }
