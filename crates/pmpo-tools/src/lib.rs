@@ -6,6 +6,7 @@ pub mod ai;
 pub mod capture;
 mod inputs;
 pub mod markdown;
+pub mod preview;
 pub mod process;
 pub mod rasterize;
 pub mod run;
@@ -107,6 +108,9 @@ pub trait Tool: Send + Sync {
         ctx: &ToolContext<'_>,
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError>;
+    /// The run is over: release what was kept for it (the preview tool's
+    /// browser). Called once at the end of every run.
+    async fn end_run(&self) {}
 }
 
 /// The tools of this build, by name and alias.
@@ -124,12 +128,20 @@ impl Default for Registry {
                 Arc::new(template::TemplateTool),
                 Arc::new(rasterize::RasterizeTool),
                 Arc::new(markdown::MarkdownTool),
+                Arc::new(preview::PreviewTool::new()),
             ],
         }
     }
 }
 
 impl Registry {
+    /// Tells every tool that the run is over (closes shared resources).
+    pub async fn end_run(&self) {
+        for tool in &self.tools {
+            tool.end_run().await;
+        }
+    }
+
     /// The canonical name for a tool name or alias (the name itself when unknown).
     pub fn resolve_name<'a>(&self, name: &'a str) -> &'a str {
         match self.get(name) {
