@@ -371,6 +371,9 @@ pub(crate) async fn run(
         });
     }
 
+    // Tools release what they kept for the run (the preview tool's browser).
+    engine.registry.end_run().await;
+
     // Results in execution order.
     let stage_results: Vec<StageResult> = order.iter().filter_map(|&i| results[i].take()).collect();
     let status = if cancelled {

@@ -1,5 +1,6 @@
 //! The `pmpo` command line.
 
+mod preview_cmd;
 mod report;
 
 use std::io::{IsTerminal, Write};
@@ -77,6 +78,12 @@ Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid pl
         #[arg(long, short = 'q')]
         quiet: bool,
     },
+    /// Preview one page in headless Chromium: screenshot, console, errors, requests.
+    #[command(
+        after_help = "Writes dist/previews/<id>/preview.html, screenshot.png and preview-report.json in the\n\
+workspace. Exit codes: 0 rendered, 1 not rendered (or, with --strict, the preview check failed), 2 usage."
+    )]
+    Preview(preview_cmd::PreviewArgs),
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -95,6 +102,7 @@ fn main() -> ExitCode {
             timeout,
             quiet,
         } => cmd_execute(&plan, workspace, json, keep_going, timeout, quiet),
+        Command::Preview(args) => preview_cmd::run(args),
     };
     ExitCode::from(code)
 }

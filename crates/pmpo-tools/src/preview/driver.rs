@@ -129,6 +129,8 @@ struct PageState<'a> {
     requests: HashMap<String, RequestInfo>,
     inflight: HashSet<String>,
     blocked: HashSet<String>,
+    /// Requests already recorded as failed (an HTTP error is often followed by a cancel).
+    failed: HashSet<String>,
     last_activity: Instant,
     loaded: bool,
     crashed: bool,
@@ -139,7 +141,39 @@ fn str_of<'v>(v: &'v Value, key: &str) -> Option<&'v str> {
     v.get(key).and_then(Value::as_str)
 }
 
+/// A console argument as DevTools shows it: strings bare, objects by their preview.
 fn remote_object_text(arg: &Value) -> String {
+    if let Some(preview) = arg.get("preview")
+        && let Some(props) = preview.get("properties").and_then(Value::as_array)
+    {
+        let array = str_of(preview, "subtype") == Some("array");
+        let items: Vec<String> = props
+            .iter()
+            .map(|p| {
+                let v = str_of(p, "value").unwrap_or_default();
+                let v = if str_of(p, "type") == Some("string") {
+                    format!("'{v}'")
+                } else {
+                    v.to_string()
+                };
+                if array {
+                    v
+                } else {
+                    format!("{}: {v}", str_of(p, "name").unwrap_or_default())
+                }
+            })
+            .collect();
+        let more = if preview.get("overflow").and_then(Value::as_bool) == Some(true) {
+            ", …"
+        } else {
+            ""
+        };
+        return if array {
+            format!("[{}{more}]", items.join(", "))
+        } else {
+            format!("{{{}{more}}}", items.join(", "))
+        };
+    }
     match arg.get("value") {
         Some(Value::String(s)) => s.clone(),
         Some(v) if !v.is_null() => v.to_string(),
@@ -172,10 +206,18 @@ impl PageState<'_> {
                 }
             }
             "Network.responseReceived" => {
+                // Every response here comes from memory or fails fast, and a
+                // `fetch()` whose body is never read never finishes loading:
+                // a response counts as the end of its request.
+                if let Some(id) = str_of(p, "requestId") {
+                    self.inflight.remove(id);
+                    self.last_activity = Instant::now();
+                }
                 let resp = p.get("response").cloned().unwrap_or(Value::Null);
                 let status = resp.get("status").and_then(Value::as_f64).unwrap_or(0.0) as u16;
                 if status >= 400 {
                     let id = str_of(p, "requestId").unwrap_or_default();
+                    self.failed.insert(id.to_string());
                     let info = self.requests.get(id);
                     let text = str_of(&resp, "statusText").unwrap_or_default();
                     self.obs.failed_requests.push(FailedRequest {
@@ -203,6 +245,9 @@ impl PageState<'_> {
                 let id = str_of(p, "requestId").unwrap_or_default().to_string();
                 self.inflight.remove(&id);
                 self.last_activity = Instant::now();
+                if !self.failed.insert(id.clone()) {
+                    return;
+                }
                 let info = self.requests.get(&id);
                 let url = info.map(|i| i.url.clone()).unwrap_or_default();
                 let error = str_of(p, "errorText").unwrap_or("failed").to_string();
@@ -496,6 +541,7 @@ async fn render_in_context(
         requests: HashMap::new(),
         inflight: HashSet::new(),
         blocked: HashSet::new(),
+        failed: HashSet::new(),
         last_activity: Instant::now(),
         loaded: false,
         crashed: false,
@@ -566,9 +612,16 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         })
         .await?;
     if !state.inflight.is_empty() {
+        let mut urls: Vec<String> = state
+            .inflight
+            .iter()
+            .filter_map(|id| state.requests.get(id).map(|r| r.url.clone()))
+            .collect();
+        urls.sort();
         state.obs.notes.push(format!(
-            "{} request(s) were still in flight when the screenshot was taken",
-            state.inflight.len()
+            "{} request(s) were still in flight when the screenshot was taken: {}",
+            state.inflight.len(),
+            urls.join(", ")
         ));
     }
     if !req.extra_wait.is_zero() {
