@@ -8,6 +8,8 @@
 //!   vars:
 //!     NAME: Acme
 //!     IMAGES: $sizes.images           # references are resolved before the tool runs
+//!   files:                            # variables read from workspace files
+//!     SPEC: specs/card.json           # .json is parsed; anything else is text
 //! ```
 //!
 //! Templates are Jinja (minijinja) with strict undefined: a variable the
@@ -28,7 +30,7 @@ use serde_json::{Map, Value, json};
 use crate::inputs::{check_bool, check_path, invalid, io_error, read_file, req_str};
 use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
 
-const KEYS: &[&str] = &["template", "output", "vars", "autoescape"];
+const KEYS: &[&str] = &["template", "output", "vars", "files", "autoescape"];
 
 /// Templates compiled into the binary, by name (`builtin:NAME`).
 pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
@@ -190,6 +192,40 @@ impl Tool for TemplateTool {
                 None,
             )),
         }
+        match inputs.get("files") {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (name, path) in map {
+                    if inputs
+                        .get("vars")
+                        .and_then(Value::as_object)
+                        .is_some_and(|v| v.contains_key(name))
+                    {
+                        issues.push(issue(
+                            "files",
+                            format!("`{name}` is given both in `vars` and in `files`"),
+                            None,
+                        ));
+                    }
+                    let ok = crate::inputs::is_reference(path)
+                        || path
+                            .as_str()
+                            .is_some_and(|p| pmpo_plan::validate_output_pattern(p).is_ok());
+                    if !ok {
+                        issues.push(issue(
+                            "files",
+                            format!("`files.{name}` must be a path relative to the workspace"),
+                            None,
+                        ));
+                    }
+                }
+            }
+            Some(_) => issues.push(issue(
+                "files",
+                "`files` must be a mapping of NAME: path",
+                None,
+            )),
+        }
         check_bool(inputs, "autoescape", &mut issues);
         issues
     }
@@ -207,6 +243,26 @@ impl Tool for TemplateTool {
             Some(Value::Object(m)) => m.clone(),
             Some(_) => return Err(invalid("`vars` must be a mapping of NAME: value")),
         };
+        let mut vars = vars;
+        if let Some(files) = inputs.get("files") {
+            let files = files
+                .as_object()
+                .ok_or_else(|| invalid("`files` must be a mapping of NAME: path"))?;
+            for (name, path) in files {
+                let path = path
+                    .as_str()
+                    .ok_or_else(|| invalid(format!("`files.{name}` must be a path")))?;
+                let bytes = read_file(ctx.workspace, path)?;
+                let value = if path.to_ascii_lowercase().ends_with(".json") {
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        invalid(format!("`{path}` (files.{name}) is not valid JSON: {e}"))
+                    })?
+                } else {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                };
+                vars.insert(name.clone(), value);
+            }
+        }
         let autoescape = crate::inputs::opt_bool(inputs, "autoescape")?;
         let source: String = match template.strip_prefix(BUILTIN_PREFIX) {
             Some(name) => builtin(name)
