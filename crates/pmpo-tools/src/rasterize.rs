@@ -6,10 +6,13 @@
 //!   input: dist/logo.svg
 //!   sizes: [16, 32, 48, 64, 128, 192, 256, 512]   # the default
 //!   output: dist/logo-{size}.png                  # default: next to the SVG, `<stem>-{size}.png`
+//!   square: true                                  # default; false: `size` is the width, height follows
 //! ```
 //!
-//! Each PNG is `size` x `size`: the drawing is scaled to fit and centred,
-//! keeping its aspect ratio. Named outputs: `images` (`[{size, path}]`),
+//! With `square: true` each PNG is `size` x `size`: the drawing is scaled to
+//! fit and centred, keeping its aspect ratio (icons). With `square: false`
+//! the PNG is `size` pixels wide and as high as the drawing's aspect ratio
+//! makes it (figures). Named outputs: `images` (`[{size, path}]`),
 //! `sizes`, `svg`, `width` and `height` (of the SVG).
 
 use std::sync::{Arc, OnceLock};
@@ -27,7 +30,7 @@ use crate::{
     unknown_keys,
 };
 
-const KEYS: &[&str] = &["input", "sizes", "output"];
+const KEYS: &[&str] = &["input", "sizes", "output", "square"];
 
 /// The sizes of a favicon/app-icon set.
 pub const DEFAULT_SIZES: &[u32] = &[16, 32, 48, 64, 128, 192, 256, 512];
@@ -68,14 +71,21 @@ pub fn parse_svg(data: &[u8], name: &str) -> Result<usvg::Tree, ToolError> {
     })
 }
 
-/// Renders a parsed SVG to a `size` x `size` PNG, scaled to fit and centred.
-pub fn render_png(tree: &usvg::Tree, size: u32) -> Result<Vec<u8>, String> {
-    let mut pixmap = tiny_skia::Pixmap::new(size, size)
-        .ok_or_else(|| format!("cannot allocate a {size}x{size} image"))?;
+/// Renders a parsed SVG to a PNG: `size` x `size`, scaled to fit and
+/// centred (`square`), or `size` wide with the drawing's aspect ratio.
+pub fn render_png(tree: &usvg::Tree, size: u32, square: bool) -> Result<Vec<u8>, String> {
     let svg = tree.size();
-    let scale = (size as f32 / svg.width()).min(size as f32 / svg.height());
-    let dx = (size as f32 - svg.width() * scale) / 2.0;
-    let dy = (size as f32 - svg.height() * scale) / 2.0;
+    let (width, height) = if square {
+        (size, size)
+    } else {
+        let h = (size as f32 * svg.height() / svg.width()).round().max(1.0);
+        (size, (h as u32).min(MAX_SIZE))
+    };
+    let mut pixmap = tiny_skia::Pixmap::new(width, height)
+        .ok_or_else(|| format!("cannot allocate a {width}x{height} image"))?;
+    let scale = (width as f32 / svg.width()).min(height as f32 / svg.height());
+    let dx = (width as f32 - svg.width() * scale) / 2.0;
+    let dy = (height as f32 - svg.height() * scale) / 2.0;
     let transform = tiny_skia::Transform::from_row(scale, 0.0, 0.0, scale, dx, dy);
     resvg::render(tree, transform, &mut pixmap.as_mut());
     pixmap
@@ -84,12 +94,17 @@ pub fn render_png(tree: &usvg::Tree, size: u32) -> Result<Vec<u8>, String> {
 }
 
 /// Parses and renders every size (CPU work: call it off the async threads).
-pub fn rasterize(data: &[u8], name: &str, sizes: &[u32]) -> Result<Vec<RenderedPng>, ToolError> {
+pub fn rasterize(
+    data: &[u8],
+    name: &str,
+    sizes: &[u32],
+    square: bool,
+) -> Result<Vec<RenderedPng>, ToolError> {
     let tree = parse_svg(data, name)?;
     sizes
         .iter()
         .map(|&size| {
-            render_png(&tree, size)
+            render_png(&tree, size, square)
                 .map(|png| RenderedPng { size, png })
                 .map_err(|e| ToolError::new(ErrorClass::Io, e))
         })
@@ -154,6 +169,7 @@ impl Tool for RasterizeTool {
         let mut issues = unknown_keys(inputs, KEYS, "rasterize");
         check_path(inputs, "input", true, &mut issues);
         check_path(inputs, "output", false, &mut issues);
+        crate::inputs::check_bool(inputs, "square", &mut issues);
         if let Some(Value::String(p)) = inputs.get("output")
             && !crate::inputs::is_reference(&Value::String(p.clone()))
             && !p.contains("{size}")
@@ -186,6 +202,7 @@ impl Tool for RasterizeTool {
         let started = Instant::now();
         let input = req_str(inputs, "input")?.to_string();
         let sizes = parse_sizes(inputs.get("sizes")).map_err(invalid)?;
+        let square = crate::inputs::opt_bool(inputs, "square")?.unwrap_or(true);
         let pattern = match opt_str(inputs, "output")? {
             Some(p) => p.to_string(),
             None => default_pattern(&input),
@@ -204,7 +221,7 @@ impl Tool for RasterizeTool {
             let (w, h) = (tree.size().width(), tree.size().height());
             let mut images = Vec::with_capacity(sizes_c.len());
             for &size in &sizes_c {
-                let png = render_png(&tree, size).map_err(|e| ToolError::new(ErrorClass::Io, e))?;
+                let png = render_png(&tree, size, square).map_err(|e| ToolError::new(ErrorClass::Io, e))?;
                 images.push(RenderedPng { size, png });
             }
             write_all(&ws, &pattern_c, &images).map(|w2| (w2, w, h))
@@ -259,7 +276,7 @@ mod tests {
 
     #[test]
     fn renders_every_size_square_and_centred() {
-        let out = rasterize(LOGO.as_bytes(), "logo.svg", DEFAULT_SIZES).unwrap();
+        let out = rasterize(LOGO.as_bytes(), "logo.svg", DEFAULT_SIZES, true).unwrap();
         assert_eq!(out.len(), 8);
         for r in &out {
             let (w, h, _) = decode(&r.png);
@@ -270,11 +287,15 @@ mod tests {
         let at = |x: usize, y: usize| &px[(y * 64 + x) * 4..(y * 64 + x) * 4 + 4];
         assert_eq!(at(32, 32), &[255, 0, 0, 255]);
         assert_eq!(at(32, 2)[3], 0);
+        // Not square: the width is the size, the height follows.
+        let out = rasterize(LOGO.as_bytes(), "logo.svg", &[200], false).unwrap();
+        let (w, h, _) = decode(&out[0].png);
+        assert_eq!((w, h), (200, 100));
     }
 
     #[test]
     fn invalid_svg_names_the_position() {
-        let err = rasterize(b"<svg xmlns='http://www.w3.org/2000/svg'>\n<rect></svg>", "bad.svg", &[16])
+        let err = rasterize(b"<svg xmlns='http://www.w3.org/2000/svg'>\n<rect></svg>", "bad.svg", &[16], true)
             .unwrap_err();
         assert!(err.message.contains("bad.svg"), "{}", err.message);
         assert!(err.message.contains("2:"), "{}", err.message);

@@ -57,7 +57,11 @@ pub fn uses_htmx(html: &str) -> bool {
             } else {
                 i
             };
+            // Inside a tag: the last `<` before it comes after the last `>`.
+            let in_tag = lower[..before].rfind('<').map(|lt| Some(lt) > lower[..before].rfind('>'))
+                == Some(true);
             before > 0
+                && in_tag
                 && bytes[before - 1].is_ascii_whitespace()
                 && matches!(bytes.get(i + attr.len()), Some(b'=' | b':' | b' ' | b'>' | b'-'))
         })
