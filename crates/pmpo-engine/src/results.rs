@@ -140,10 +140,21 @@ fn preview_summary(stages: &[StageResult]) -> (Option<PreviewSection>, Option<Pr
     let mut notes: Vec<String> = runs
         .iter()
         .filter(|r| r["status"] != "success")
-        .map(|r| format!("preview `{}` {}", r["artifact_id"].as_str().unwrap_or("?"), r["status"].as_str().unwrap_or("?")))
+        .map(|r| {
+            format!(
+                "preview `{}` {}",
+                r["artifact_id"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?")
+            )
+        })
         .collect();
-    if runs.iter().any(|r| r["diagnostics_available"] == false && r["status"] == "success") {
-        notes.push("some previews were rendered without diagnostics (Chromium --screenshot mode)".into());
+    if runs
+        .iter()
+        .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
+    {
+        notes.push(
+            "some previews were rendered without diagnostics (Chromium --screenshot mode)".into(),
+        );
     }
     let validation = PreviewValidation {
         preview_status: if ok == runs.len() {

@@ -99,7 +99,9 @@ pub(crate) fn read_file(ws: &pmpo_store::Workspace, rel: &str) -> Result<Vec<u8>
     std::fs::read(&path).map_err(|e| {
         let err = io_error("read", rel, &e);
         if e.kind() == std::io::ErrorKind::NotFound {
-            err.hint("check the path (relative to the workspace) and that an earlier stage created it")
+            err.hint(
+                "check the path (relative to the workspace) and that an earlier stage created it",
+            )
         } else {
             err
         }
@@ -141,7 +143,10 @@ mod tests {
 
     #[test]
     fn relative_links() {
-        assert_eq!(relative_link("dist/index.html", "dist/logo-16.png"), "logo-16.png");
+        assert_eq!(
+            relative_link("dist/index.html", "dist/logo-16.png"),
+            "logo-16.png"
+        );
         assert_eq!(relative_link("dist/index.html", "dist/a/b.png"), "a/b.png");
         assert_eq!(
             relative_link("dist/previews/x/preview.html", "pages/card.html"),

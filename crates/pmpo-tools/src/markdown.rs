@@ -181,7 +181,8 @@ mod tests {
 
     #[test]
     fn headings_get_unique_ids() {
-        let r = render("# Report\n\n## Results\n\ntext\n\n## Results\n\n### `code` & more {#custom}\n");
+        let r =
+            render("# Report\n\n## Results\n\ntext\n\n## Results\n\n### `code` & more {#custom}\n");
         let ids: Vec<&str> = r.headings.iter().map(|h| h.id.as_str()).collect();
         assert_eq!(ids, ["report", "results", "results-1", "custom"]);
         assert!(r.html.contains(r#"<h2 id="results-1">"#), "{}", r.html);

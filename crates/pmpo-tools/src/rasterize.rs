@@ -66,8 +66,9 @@ pub fn parse_svg(data: &[u8], name: &str) -> Result<usvg::Tree, ToolError> {
         options.fontdb = system_fonts();
     }
     usvg::Tree::from_data(data, &options).map_err(|e| {
-        invalid(format!("`{name}` is not a valid SVG: {e}"))
-            .hint("fix the SVG at the position shown (it must be well-formed XML with an <svg> root)")
+        invalid(format!("`{name}` is not a valid SVG: {e}")).hint(
+            "fix the SVG at the position shown (it must be well-formed XML with an <svg> root)",
+        )
     })
 }
 
@@ -221,7 +222,8 @@ impl Tool for RasterizeTool {
             let (w, h) = (tree.size().width(), tree.size().height());
             let mut images = Vec::with_capacity(sizes_c.len());
             for &size in &sizes_c {
-                let png = render_png(&tree, size, square).map_err(|e| ToolError::new(ErrorClass::Io, e))?;
+                let png = render_png(&tree, size, square)
+                    .map_err(|e| ToolError::new(ErrorClass::Io, e))?;
                 images.push(RenderedPng { size, png });
             }
             write_all(&ws, &pattern_c, &images).map(|w2| (w2, w, h))
@@ -295,8 +297,13 @@ mod tests {
 
     #[test]
     fn invalid_svg_names_the_position() {
-        let err = rasterize(b"<svg xmlns='http://www.w3.org/2000/svg'>\n<rect></svg>", "bad.svg", &[16], true)
-            .unwrap_err();
+        let err = rasterize(
+            b"<svg xmlns='http://www.w3.org/2000/svg'>\n<rect></svg>",
+            "bad.svg",
+            &[16],
+            true,
+        )
+        .unwrap_err();
         assert!(err.message.contains("bad.svg"), "{}", err.message);
         assert!(err.message.contains("2:"), "{}", err.message);
     }
@@ -306,9 +313,22 @@ mod tests {
         let t = RasterizeTool;
         let m = |v: Value| v.as_object().cloned().unwrap();
         assert!(t.check_inputs(&m(json!({"input": "a.svg"}))).is_empty());
-        assert_eq!(t.check_inputs(&m(json!({"input": "a.svg", "output": "x.png"}))).len(), 1);
-        assert!(t.check_inputs(&m(json!({"input": "a.svg", "output": "x.png", "sizes": [32]}))).is_empty());
-        assert_eq!(t.check_inputs(&m(json!({"input": "a.svg", "sizes": [0]}))).len(), 1);
+        assert_eq!(
+            t.check_inputs(&m(json!({"input": "a.svg", "output": "x.png"})))
+                .len(),
+            1
+        );
+        assert!(
+            t.check_inputs(&m(
+                json!({"input": "a.svg", "output": "x.png", "sizes": [32]})
+            ))
+            .is_empty()
+        );
+        assert_eq!(
+            t.check_inputs(&m(json!({"input": "a.svg", "sizes": [0]})))
+                .len(),
+            1
+        );
         assert_eq!(default_pattern("dist/logo.svg"), "dist/logo-{size}.png");
     }
 }

@@ -28,7 +28,9 @@ use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
 use crate::inputs::{check_bool, check_path, invalid, io_error, read_file, req_str};
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
+use crate::{
+    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
+};
 
 const KEYS: &[&str] = &["template", "output", "vars", "files", "autoescape"];
 
@@ -95,9 +97,7 @@ pub fn render(
     let out = output.to_string();
     // Paths are made safe here (minijinja's HTML escaping would also encode `/`).
     env.add_filter("rel", move |path: String| {
-        minijinja::Value::from_safe_string(attr_escape(&crate::inputs::relative_link(
-            &out, &path,
-        )))
+        minijinja::Value::from_safe_string(attr_escape(&crate::inputs::relative_link(&out, &path)))
     });
     env.add_filter("basename", |path: String| {
         path.rsplit('/').next().unwrap_or_default().to_string()
@@ -117,7 +117,11 @@ pub fn render(
         let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
         return Err(invalid(format!(
             "template `{name}` uses {} {} that `vars` does not give",
-            if missing.len() == 1 { "variable" } else { "variables" },
+            if missing.len() == 1 {
+                "variable"
+            } else {
+                "variables"
+            },
             list.join(", ")
         ))
         .hint(format!(
@@ -317,8 +321,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(out, "<h1>A &amp; B</h1><p>x</p>");
-        let txt = render("t", "{{TITLE}}", "dist/a.txt", &vars(json!({"TITLE": "A & B"})), None)
-            .unwrap();
+        let txt = render(
+            "t",
+            "{{TITLE}}",
+            "dist/a.txt",
+            &vars(json!({"TITLE": "A & B"})),
+            None,
+        )
+        .unwrap();
         assert_eq!(txt, "A & B");
     }
 
@@ -372,7 +382,11 @@ mod tests {
         let ok = vars(json!({"template": "builtin:logo-showcase", "output": "dist/i.html"}));
         assert!(t.check_inputs(&ok).is_empty());
         let bad = vars(json!({"template": "builtin:nope", "output": "/abs", "vars": 3}));
-        let msgs: Vec<String> = t.check_inputs(&bad).into_iter().map(|i| i.message).collect();
+        let msgs: Vec<String> = t
+            .check_inputs(&bad)
+            .into_iter()
+            .map(|i| i.message)
+            .collect();
         assert_eq!(msgs.len(), 3, "{msgs:?}");
     }
 }

@@ -78,7 +78,8 @@ const CARD: &str = r##"<!doctype html>
 </div>
 </body></html>"##;
 
-const FRAGMENT: &str = r##"<div id="loaded" style="width:200px;height:80px;background:#00aa55">from fragment</div>"##;
+const FRAGMENT: &str =
+    r##"<div id="loaded" style="width:200px;height:80px;background:#00aa55">from fragment</div>"##;
 
 const BROKEN: &str = r##"<!doctype html>
 <html><head><title>broken</title>
@@ -104,17 +105,30 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     write(root, "pages/card.html", CARD);
     write(root, "pages/fragment.html", FRAGMENT);
     write(root, "pages/broken.html", BROKEN);
-    write(root, "pages/blank.html", "<!doctype html><html><body></body></html>");
+    write(
+        root,
+        "pages/blank.html",
+        "<!doctype html><html><body></body></html>",
+    );
     let ws = Workspace::open(root).unwrap();
     let tool = PreviewTool::new();
 
     // 1. HTMX card: the local runtime is injected and fetches the fragment.
-    let (outcome, card) = run(&tool, &ws, json!({"input": "pages/card.html", "viewport": {"width": 400, "height": 300}})).await;
+    let (outcome, card) = run(
+        &tool,
+        &ws,
+        json!({"input": "pages/card.html", "viewport": {"width": 400, "height": 300}}),
+    )
+    .await;
     assert_eq!(outcome.termination, Termination::Exited(0));
     assert_eq!(card.status, "success", "{card:?}");
     assert_eq!(card.driver, "devtools");
     assert_eq!(card.runtime_source, "local");
-    assert!(card.failed_requests.is_empty(), "{:?}", card.failed_requests);
+    assert!(
+        card.failed_requests.is_empty(),
+        "{:?}",
+        card.failed_requests
+    );
     assert!(card.page_errors.is_empty(), "{:?}", card.page_errors);
     assert_eq!(card.counts.console_errors, 0, "{:?}", card.console);
     assert!(!card.timings.browser_reused);
@@ -123,25 +137,48 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     let (w, h, rgb) = decode(&root.join("dist/previews/card/screenshot.png"));
     assert_eq!((w, h), (400, 300));
     // The card's blue and the fragment's green (swapped in by HTMX) are on screen.
-    assert!(count_color(&rgb, [0x1e, 0x40, 0xaf]) > 5000, "card not drawn");
-    assert!(count_color(&rgb, [0x00, 0xaa, 0x55]) > 10000, "HTMX fragment not swapped in");
+    assert!(
+        count_color(&rgb, [0x1e, 0x40, 0xaf]) > 5000,
+        "card not drawn"
+    );
+    assert!(
+        count_color(&rgb, [0x00, 0xaa, 0x55]) > 10000,
+        "HTMX fragment not swapped in"
+    );
     let shot = std::fs::read(root.join("dist/previews/card/screenshot.png")).unwrap();
     assert!(evaluate_report(&card, Some(&shot)).passed);
 
     // 2. A page with every kind of error.
-    let (outcome, bad) = run(&tool, &ws, json!({"input": "pages/broken.html", "id": "broken"})).await;
-    assert_eq!(outcome.termination, Termination::Exited(0), "render succeeded; errors are diagnostics");
+    let (outcome, bad) = run(
+        &tool,
+        &ws,
+        json!({"input": "pages/broken.html", "id": "broken"}),
+    )
+    .await;
+    assert_eq!(
+        outcome.termination,
+        Termination::Exited(0),
+        "render succeeded; errors are diagnostics"
+    );
     assert_eq!(bad.status, "success");
     assert!(bad.timings.browser_reused, "one browser per run");
     assert_eq!(bad.runtime_source, "none");
     let console = |level: &str, text: &str| {
-        bad.console.iter().any(|m| m.level == level && m.text.contains(text))
+        bad.console
+            .iter()
+            .any(|m| m.level == level && m.text.contains(text))
     };
-    assert!(console("error", "deliberate console error"), "{:?}", bad.console);
+    assert!(
+        console("error", "deliberate console error"),
+        "{:?}",
+        bad.console
+    );
     assert!(console("warning", "careful"), "{:?}", bad.console);
     assert!(console("log", "hello 42"), "{:?}", bad.console);
     assert!(
-        bad.page_errors.iter().any(|e| e.message.contains("undefinedFunction")),
+        bad.page_errors
+            .iter()
+            .any(|e| e.message.contains("undefinedFunction")),
         "{:?}",
         bad.page_errors
     );
@@ -150,7 +187,10 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         .iter()
         .find(|r| r.url == "https://example.com/logo.png")
         .expect("blocked request recorded");
-    assert!(blocked.blocked && blocked.reason.contains("network access is off"), "{blocked:?}");
+    assert!(
+        blocked.blocked && blocked.reason.contains("network access is off"),
+        "{blocked:?}"
+    );
     let missing = bad
         .failed_requests
         .iter()
@@ -168,7 +208,10 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     let shot = std::fs::read(root.join("dist/previews/blank/screenshot.png")).unwrap();
     let v = evaluate_report(&blank, Some(&shot));
     assert!(!v.passed);
-    assert!(v.criteria.iter().any(|c| c.name == "screenshot_not_blank" && c.state == pmpo_tools::preview::CheckState::Failed));
+    assert!(
+        v.criteria.iter().any(|c| c.name == "screenshot_not_blank"
+            && c.state == pmpo_tools::preview::CheckState::Failed)
+    );
 
     // The run ends: the browser and every process of it are gone.
     let (pid, profile) = tool.browser_process().await.expect("a browser runs");
@@ -204,7 +247,11 @@ async fn screenshot_mode_fallback_and_missing_browser() {
     }
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
-    write(root, "p.html", "<html><body style=\"background:#123456\"><h1 style=\"color:white\">Hi</h1></body></html>");
+    write(
+        root,
+        "p.html",
+        "<html><body style=\"background:#123456\"><h1 style=\"color:white\">Hi</h1></body></html>",
+    );
     let ws = Workspace::open(root).unwrap();
     let tool = PreviewTool::new();
     let (outcome, r) = run(&tool, &ws, json!({"input": "p.html", "driver": "screenshot", "viewport": {"width": 320, "height": 200}})).await;
@@ -217,10 +264,20 @@ async fn screenshot_mode_fallback_and_missing_browser() {
     assert!(count_color(&rgb, [0x12, 0x34, 0x56]) > 1000);
 
     // No browser: optional -> skipped (stage succeeds), required -> stage fails.
-    let (outcome, r) = run(&tool, &ws, json!({"input": "p.html", "id": "x", "chromium": "/nonexistent/chromium"})).await;
+    let (outcome, r) = run(
+        &tool,
+        &ws,
+        json!({"input": "p.html", "id": "x", "chromium": "/nonexistent/chromium"}),
+    )
+    .await;
     assert_eq!(outcome.termination, Termination::Exited(0));
     assert_eq!(r.status, "skipped");
-    assert!(r.hint.as_deref().unwrap_or_default().contains("apt-get install"));
+    assert!(
+        r.hint
+            .as_deref()
+            .unwrap_or_default()
+            .contains("apt-get install")
+    );
     let (outcome, r) = run(&tool, &ws, json!({"input": "p.html", "id": "y", "required": true, "chromium": "/nonexistent/chromium"})).await;
     assert_eq!(outcome.termination, Termination::Exited(1));
     assert_eq!(r.status, "failed");
@@ -253,7 +310,12 @@ document.getElementById("root")!.append(
     let ws = Workspace::open(root).unwrap();
     let tool = PreviewTool::new();
     let esbuild = pmpo_tools::preview::tsx::find_esbuild(None, root);
-    let (_, r) = run(&tool, &ws, json!({"input": "ui/app.tsx", "viewport": {"width": 400, "height": 200}})).await;
+    let (_, r) = run(
+        &tool,
+        &ws,
+        json!({"input": "ui/app.tsx", "viewport": {"width": 400, "height": 200}}),
+    )
+    .await;
     tool.end_run().await;
     match esbuild {
         None => {
@@ -269,7 +331,10 @@ document.getElementById("root")!.append(
             assert!(r.timings.compile_ms.is_some());
             assert!(r.page_errors.is_empty(), "{:?}", r.page_errors);
             let (_, _, rgb) = decode(&root.join("dist/previews/app/screenshot.png"));
-            assert!(count_color(&rgb, [0xaa, 0x22, 0x66]) > 5000, "TSX output not drawn");
+            assert!(
+                count_color(&rgb, [0xaa, 0x22, 0x66]) > 5000,
+                "TSX output not drawn"
+            );
         }
     }
 }

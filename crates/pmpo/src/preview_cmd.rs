@@ -145,7 +145,11 @@ fn print_human(
     }
     out!(
         "preview {}: {} ({} driver, HTMX runtime: {}, {:.0} ms)",
-        r.artifact_id, r.status, r.driver, r.runtime_source, r.timings.total_ms
+        r.artifact_id,
+        r.status,
+        r.driver,
+        r.runtime_source,
+        r.timings.total_ms
     );
     if let Some(reason) = &r.reason {
         out!("  reason: {reason}");
@@ -158,7 +162,11 @@ fn print_human(
     }
     out!("  page:       {}", r.html);
     out!("  report:     {report_rel}");
-    for m in r.console.iter().filter(|m| m.level == "error" || m.level == "warning") {
+    for m in r
+        .console
+        .iter()
+        .filter(|m| m.level == "error" || m.level == "warning")
+    {
         let at = match (&m.url, m.line) {
             (Some(u), Some(l)) => format!(" ({u}:{l})"),
             _ => String::new(),

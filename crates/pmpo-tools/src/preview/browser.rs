@@ -170,7 +170,11 @@ impl Browser {
             version: String::new(),
             started_in: Duration::ZERO,
         };
-        match browser.conn.call(None, "Browser.getVersion", json!({})).await {
+        match browser
+            .conn
+            .call(None, "Browser.getVersion", json!({}))
+            .await
+        {
             Ok(v) => {
                 browser.version = v
                     .get("product")
@@ -254,4 +258,3 @@ impl Drop for Browser {
         self.kill();
     }
 }
-

@@ -254,7 +254,9 @@ impl PageState<'_> {
                 let blocked = self.blocked.contains(&url);
                 let canceled = p.get("canceled").and_then(Value::as_bool) == Some(true);
                 let reason = if blocked {
-                    format!("{error}: blocked by pmpo, network access is off for this preview (set `network: true` to allow)")
+                    format!(
+                        "{error}: blocked by pmpo, network access is off for this preview (set `network: true` to allow)"
+                    )
                 } else if canceled {
                     format!("{error} (canceled)")
                 } else if let Some(r) = str_of(p, "blockedReason") {
@@ -301,9 +303,18 @@ impl PageState<'_> {
                         text
                     },
                     source: "console-api".into(),
-                    url: frame.and_then(|f| str_of(f, "url")).filter(|u| !u.is_empty()).map(str::to_string),
-                    line: frame.and_then(|f| f.get("lineNumber")).and_then(Value::as_u64).map(|l| l + 1),
-                    column: frame.and_then(|f| f.get("columnNumber")).and_then(Value::as_u64).map(|c| c + 1),
+                    url: frame
+                        .and_then(|f| str_of(f, "url"))
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
+                    line: frame
+                        .and_then(|f| f.get("lineNumber"))
+                        .and_then(Value::as_u64)
+                        .map(|l| l + 1),
+                    column: frame
+                        .and_then(|f| f.get("columnNumber"))
+                        .and_then(Value::as_u64)
+                        .map(|c| c + 1),
                 });
             }
             "Log.entryAdded" => {
@@ -318,7 +329,9 @@ impl PageState<'_> {
                     level: level.into(),
                     text: str_of(&e, "text").unwrap_or_default().to_string(),
                     source: str_of(&e, "source").unwrap_or("other").to_string(),
-                    url: str_of(&e, "url").filter(|u| !u.is_empty()).map(str::to_string),
+                    url: str_of(&e, "url")
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
                     line: e.get("lineNumber").and_then(Value::as_u64).map(|l| l + 1),
                     column: None,
                 });
@@ -344,7 +357,9 @@ impl PageState<'_> {
                 };
                 self.obs.page_errors.push(PageError {
                     message,
-                    url: str_of(&d, "url").filter(|u| !u.is_empty()).map(str::to_string),
+                    url: str_of(&d, "url")
+                        .filter(|u| !u.is_empty())
+                        .map(str::to_string),
                     line: d.get("lineNumber").and_then(Value::as_u64).map(|l| l + 1),
                     column: d.get("columnNumber").and_then(Value::as_u64).map(|c| c + 1),
                     stack,
@@ -394,7 +409,9 @@ impl PageState<'_> {
             )
         };
         if let Err(e) = result {
-            self.obs.notes.push(format!("could not answer a request: {e}"));
+            self.obs
+                .notes
+                .push(format!("could not answer a request: {e}"));
         }
     }
 
@@ -565,7 +582,10 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         ("Runtime.enable", json!({})),
         ("Log.enable", json!({})),
         ("Network.enable", json!({})),
-        ("Fetch.enable", json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]})),
+        (
+            "Fetch.enable",
+            json!({"patterns": [{"urlPattern": "*", "requestStage": "Request"}]}),
+        ),
         (
             "Emulation.setDeviceMetricsOverride",
             json!({"width": vp.width, "height": vp.height, "deviceScaleFactor": vp.device_scale_factor, "mobile": false}),
@@ -592,9 +612,7 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         state.obs.navigation_error = Some(format!("the page did not load: {err}"));
         return Ok(());
     }
-    state
-        .wait(req.deadline, req.cancel, |st| st.loaded)
-        .await?;
+    state.wait(req.deadline, req.cancel, |st| st.loaded).await?;
     if !state.loaded {
         return Err(format!(
             "the page's load event did not come within the time limit ({} requests still in flight)",

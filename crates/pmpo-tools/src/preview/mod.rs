@@ -46,12 +46,23 @@ pub use report::{
 
 use crate::inputs::{check_bool, check_path, invalid, io_error, opt_bool, opt_str, req_str};
 use crate::process::{ProcessSpec, run_process};
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
+use crate::{
+    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
+};
 use browser::{Browser, INSTALL_HINT, find_chromium};
 
 const KEYS: &[&str] = &[
-    "input", "id", "out_dir", "network", "required", "viewport", "wait_ms", "settle_ms",
-    "driver", "chromium", "esbuild",
+    "input",
+    "id",
+    "out_dir",
+    "network",
+    "required",
+    "viewport",
+    "wait_ms",
+    "settle_ms",
+    "driver",
+    "chromium",
+    "esbuild",
 ];
 
 /// Where previews go unless `out_dir` says otherwise.
@@ -74,9 +85,12 @@ impl PreviewTool {
     /// The running browser's process id and profile directory, if one runs.
     pub async fn browser_process(&self) -> Option<(i32, PathBuf)> {
         let guard = self.browser.lock().await;
-        guard
-            .as_ref()
-            .map(|b| (b.pid(), b.profile_dir().map(PathBuf::from).unwrap_or_default()))
+        guard.as_ref().map(|b| {
+            (
+                b.pid(),
+                b.profile_dir().map(PathBuf::from).unwrap_or_default(),
+            )
+        })
     }
 
     /// Closes the browser, if one runs.
@@ -125,7 +139,13 @@ fn default_id(input: &str) -> String {
     let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
     let id: String = stem
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '-' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
         .collect();
     if id.is_empty() { "page".into() } else { id }
 }
@@ -142,7 +162,9 @@ fn parse_viewport(v: Option<&Value>) -> Result<Viewport, String> {
                 let n = val
                     .as_u64()
                     .filter(|n| (16..=8192).contains(n))
-                    .ok_or(format!("`viewport.{k}` must be a whole number from 16 to 8192"))?;
+                    .ok_or(format!(
+                        "`viewport.{k}` must be a whole number from 16 to 8192"
+                    ))?;
                 if k == "width" {
                     vp.width = n as u32;
                 } else {
@@ -172,7 +194,9 @@ fn parse_ms(v: Option<&Value>, key: &str, default: Duration) -> Result<Duration,
             .as_u64()
             .filter(|n| *n <= 600_000)
             .map(Duration::from_millis)
-            .ok_or(format!("`{key}` must be a number of milliseconds (at most 600000)")),
+            .ok_or(format!(
+                "`{key}` must be a number of milliseconds (at most 600000)"
+            )),
     }
 }
 
@@ -233,11 +257,7 @@ fn now() -> String {
 
 impl PreviewTool {
     /// Renders one preview and writes its files; the report says what happened.
-    async fn preview(
-        &self,
-        ctx: &ToolContext<'_>,
-        job: &Job,
-    ) -> Result<PreviewReport, ToolError> {
+    async fn preview(&self, ctx: &ToolContext<'_>, job: &Job) -> Result<PreviewReport, ToolError> {
         let started = Instant::now();
         let deadline = started + ctx.timeout;
         let ws = ctx.workspace;
@@ -268,7 +288,10 @@ impl PreviewTool {
         let page_html = if is_tsx(&job.input) {
             let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
                 report.runtime_detail = "not compiled".into();
-                let reason = format!("`{}` needs esbuild to compile, and esbuild was not found", job.input);
+                let reason = format!(
+                    "`{}` needs esbuild to compile, and esbuild was not found",
+                    job.input
+                );
                 return Ok(give_up(report, reason, Some(tsx::ESBUILD_HINT)));
             };
             let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
@@ -276,17 +299,22 @@ impl PreviewTool {
                 return Err(invalid(format!("`{}` does not exist", job.input)));
             }
             let t = Instant::now();
-            let bundle = match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
-                Ok(b) => b,
-                Err(e) => {
-                    report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
-                    report.status = "failed".into();
-                    return Ok(report);
-                }
-            };
+            let bundle =
+                match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+                        report.status = "failed".into();
+                        return Ok(report);
+                    }
+                };
             report.timings.compile_ms = Some(driver::ms(t.elapsed()));
-            ws.write_atomic(&job.rel("bundle.js"), bundle.as_bytes(), Durability::Relaxed)
-                .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
+            ws.write_atomic(
+                &job.rel("bundle.js"),
+                bundle.as_bytes(),
+                Durability::Relaxed,
+            )
+            .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
             report.runtime_detail = format!("compiled with {}", esbuild.display());
             tsx::host_page(&job.id)
         } else {
@@ -310,7 +338,10 @@ impl PreviewTool {
         };
         let mut devtools_failure: Option<String> = None;
         if job.driver != DriverChoice::ScreenshotMode {
-            match self.render_devtools(ctx, job, &chromium, &html_rel, deadline, &mut report).await {
+            match self
+                .render_devtools(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .await
+            {
                 Ok(()) => {}
                 Err(e) if ctx.cancel.is_cancelled() => return Err(invalid(e)),
                 Err(e) => devtools_failure = Some(e),
@@ -318,13 +349,19 @@ impl PreviewTool {
         }
         if report.driver != "devtools" {
             if job.driver == DriverChoice::DevTools {
-                let reason = devtools_failure.unwrap_or_else(|| "the DevTools driver did not run".into());
+                let reason =
+                    devtools_failure.unwrap_or_else(|| "the DevTools driver did not run".into());
                 return Ok(give_up(report, reason, Some(INSTALL_HINT)));
             }
             if let Some(f) = &devtools_failure {
-                report.notes.push(format!("DevTools driver failed ({f}); fell back to Chromium's --screenshot mode"));
+                report.notes.push(format!(
+                    "DevTools driver failed ({f}); fell back to Chromium's --screenshot mode"
+                ));
             }
-            if let Err(e) = self.render_screenshot_mode(ctx, job, &chromium, &html_rel, deadline, &mut report).await {
+            if let Err(e) = self
+                .render_screenshot_mode(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .await
+            {
                 let reason = match devtools_failure {
                     Some(f) => format!("DevTools driver: {f}; --screenshot mode: {e}"),
                     None => e,
@@ -350,7 +387,9 @@ impl PreviewTool {
         }
         let mut guard = self.browser.lock().await;
         if guard.as_ref().is_some_and(|b| !b.is_alive()) {
-            report.notes.push("the browser of this run had exited; started a new one".into());
+            report
+                .notes
+                .push("the browser of this run had exited; started a new one".into());
             *guard = None;
         }
         if guard.is_none() {
@@ -445,7 +484,10 @@ impl PreviewTool {
         argv.extend(browser::CHROMIUM_FLAGS.iter().map(|s| s.to_string()));
         argv.push(format!("--user-data-dir={}", profile.path().display()));
         argv.push(format!("--screenshot={}", shot.display()));
-        argv.push(format!("--window-size={},{}", job.viewport.width, job.viewport.height));
+        argv.push(format!(
+            "--window-size={},{}",
+            job.viewport.width, job.viewport.height
+        ));
         argv.push("--virtual-time-budget=2000".into());
         argv.push("--allow-file-access-from-files".into());
         if !job.network {
@@ -492,7 +534,10 @@ fn summary_line(r: &PreviewReport) -> String {
         r.counts.page_errors,
         r.counts.failed_requests,
         r.timings.total_ms,
-        r.reason.as_ref().map(|x| format!(" ({x})")).unwrap_or_default(),
+        r.reason
+            .as_ref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default(),
         r.html.rsplit_once('/').map_or("", |(d, _)| d),
     )
 }
@@ -535,7 +580,11 @@ impl Tool for PreviewTool {
         if let Some(Value::String(id)) = inputs.get("id")
             && !valid_id(id)
         {
-            issues.push(issue("id", format!("`id` `{id}` must be letters, digits, `-`, `_` or `.`"), None));
+            issues.push(issue(
+                "id",
+                format!("`id` `{id}` must be letters, digits, `-`, `_` or `.`"),
+                None,
+            ));
         }
         if let Err(e) = parse_viewport(inputs.get("viewport")) {
             issues.push(issue("viewport", e, None));
@@ -586,7 +635,11 @@ impl Tool for PreviewTool {
                 job.id,
                 report.status,
                 report.reason.clone().unwrap_or_default(),
-                report.hint.as_ref().map(|h| format!("\nhelp: {h}")).unwrap_or_default()
+                report
+                    .hint
+                    .as_ref()
+                    .map(|h| format!("\nhelp: {h}"))
+                    .unwrap_or_default()
             );
         }
         let notes = if report.status == "skipped" {
@@ -639,9 +692,11 @@ pub async fn preview_once(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let abs = ws.resolve(&report_rel).map_err(|e| invalid(e.to_string()))?;
+    let abs = ws
+        .resolve(&report_rel)
+        .map_err(|e| invalid(e.to_string()))?;
     let text = std::fs::read_to_string(&abs).map_err(|e| io_error("read", &report_rel, e))?;
-    let report: PreviewReport = serde_json::from_str(&text)
-        .map_err(|e| io_error("parse", &report_rel, e))?;
+    let report: PreviewReport =
+        serde_json::from_str(&text).map_err(|e| io_error("parse", &report_rel, e))?;
     Ok((report, report_rel))
 }

@@ -58,12 +58,17 @@ pub fn uses_htmx(html: &str) -> bool {
                 i
             };
             // Inside a tag: the last `<` before it comes after the last `>`.
-            let in_tag = lower[..before].rfind('<').map(|lt| Some(lt) > lower[..before].rfind('>'))
+            let in_tag = lower[..before]
+                .rfind('<')
+                .map(|lt| Some(lt) > lower[..before].rfind('>'))
                 == Some(true);
             before > 0
                 && in_tag
                 && bytes[before - 1].is_ascii_whitespace()
-                && matches!(bytes.get(i + attr.len()), Some(b'=' | b':' | b' ' | b'>' | b'-'))
+                && matches!(
+                    bytes.get(i + attr.len()),
+                    Some(b'=' | b':' | b' ' | b'>' | b'-')
+                )
         })
     })
 }
@@ -133,10 +138,12 @@ fn head_insert_point(html: &str) -> usize {
             let i = from + off;
             from = i + open.len();
             // `<header` is not `<head`.
-            if matches!(lower.as_bytes().get(i + open.len()), Some(b'>' | b' ' | b'\t' | b'\n' | b'\r')) {
-                if let Some(end) = lower[i..].find('>') {
-                    return i + end + 1;
-                }
+            if matches!(
+                lower.as_bytes().get(i + open.len()),
+                Some(b'>' | b' ' | b'\t' | b'\n' | b'\r')
+            ) && let Some(end) = lower[i..].find('>')
+            {
+                return i + end + 1;
             }
         }
     }
@@ -181,7 +188,9 @@ pub fn prepare(html: &str, network: bool, base: Option<&str>) -> Prepared {
             Some((start, end, src)) => {
                 out.replace_range(
                     start..end,
-                    &format!("<!-- pmpo preview: network HTMX `{src}` replaced by the local copy -->"),
+                    &format!(
+                        "<!-- pmpo preview: network HTMX `{src}` replaced by the local copy -->"
+                    ),
                 );
                 inject.push_str(&local_script());
                 runtime = Runtime {
@@ -244,7 +253,9 @@ mod tests {
         );
         assert_eq!(p.runtime.source, "local");
         let head = p.html.find("<head>").unwrap() + 6;
-        assert!(p.html[head..].starts_with("<base href=\"../../../pages/\"><script data-pmpo-runtime"));
+        assert!(
+            p.html[head..].starts_with("<base href=\"../../../pages/\"><script data-pmpo-runtime")
+        );
         assert!(p.html.contains("htmx"));
     }
 
@@ -261,7 +272,10 @@ mod tests {
         assert_eq!(plain.runtime.source, "none");
         assert_eq!(plain.html, "<p>hi</p>");
         let net = prepare("<div hx-get=\"x\"></div>", true, None);
-        assert!(net.html.starts_with(&format!("<script src=\"{HTMX_NETWORK_URL}\">")));
+        assert!(
+            net.html
+                .starts_with(&format!("<script src=\"{HTMX_NETWORK_URL}\">"))
+        );
     }
 
     #[test]

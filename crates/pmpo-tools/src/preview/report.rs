@@ -163,9 +163,7 @@ impl PreviewReport {
 /// tolerance) and how many colours it has.
 pub fn inspect_png(bytes: &[u8]) -> Result<ImageInfo, String> {
     let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let mut reader = decoder
-        .read_info()
-        .map_err(|e| format!("not a PNG: {e}"))?;
+    let mut reader = decoder.read_info().map_err(|e| format!("not a PNG: {e}"))?;
     let mut buf = vec![0; reader.output_buffer_size()];
     let info = reader
         .next_frame(&mut buf)
@@ -235,7 +233,13 @@ pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> Pre
             detail,
         })
     };
-    let ok = |b: bool| if b { CheckState::Passed } else { CheckState::Failed };
+    let ok = |b: bool| {
+        if b {
+            CheckState::Passed
+        } else {
+            CheckState::Failed
+        }
+    };
     add(
         "render_success",
         ok(report.status == "success"),
@@ -245,30 +249,54 @@ pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> Pre
         },
     );
     let diag = report.diagnostics_available;
-    let errors: Vec<&ConsoleMessage> = report.console.iter().filter(|m| m.level == "error").collect();
+    let errors: Vec<&ConsoleMessage> = report
+        .console
+        .iter()
+        .filter(|m| m.level == "error")
+        .collect();
     add(
         "no_console_errors",
-        if diag { ok(errors.is_empty()) } else { CheckState::NotChecked },
+        if diag {
+            ok(errors.is_empty())
+        } else {
+            CheckState::NotChecked
+        },
         if !diag {
             "console not observed (no DevTools driver)".into()
         } else if errors.is_empty() {
             "no console errors".into()
         } else {
-            format!("{} console error(s), first: {}", errors.len(), errors[0].text)
+            format!(
+                "{} console error(s), first: {}",
+                errors.len(),
+                errors[0].text
+            )
         },
     );
     add(
         "no_page_errors",
-        if diag { ok(report.page_errors.is_empty()) } else { CheckState::NotChecked },
+        if diag {
+            ok(report.page_errors.is_empty())
+        } else {
+            CheckState::NotChecked
+        },
         match report.page_errors.first() {
             _ if !diag => "page errors not observed (no DevTools driver)".into(),
             None => "no uncaught errors".into(),
-            Some(e) => format!("{} uncaught error(s), first: {}", report.page_errors.len(), e.message),
+            Some(e) => format!(
+                "{} uncaught error(s), first: {}",
+                report.page_errors.len(),
+                e.message
+            ),
         },
     );
     add(
         "no_request_failures",
-        if diag { ok(report.failed_requests.is_empty()) } else { CheckState::NotChecked },
+        if diag {
+            ok(report.failed_requests.is_empty())
+        } else {
+            CheckState::NotChecked
+        },
         match report.failed_requests.first() {
             _ if !diag => "requests not observed (no DevTools driver)".into(),
             None => "every request succeeded".into(),
@@ -281,7 +309,11 @@ pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> Pre
         },
     );
     match screenshot.map(inspect_png) {
-        None => add("screenshot_exists", CheckState::Failed, "no screenshot".into()),
+        None => add(
+            "screenshot_exists",
+            CheckState::Failed,
+            "no screenshot".into(),
+        ),
         Some(Err(e)) => add("screenshot_exists", CheckState::Failed, e),
         Some(Ok(info)) => {
             add(
@@ -312,9 +344,10 @@ pub fn evaluate_preview_dir(
 ) -> Result<PreviewVerdict, String> {
     let report_path = format!("{}/preview-report.json", dir.trim_end_matches('/'));
     let abs = ws.resolve(&report_path).map_err(|e| e.to_string())?;
-    let text = std::fs::read_to_string(&abs).map_err(|e| format!("cannot read `{report_path}`: {e}"))?;
-    let report: PreviewReport =
-        serde_json::from_str(&text).map_err(|e| format!("`{report_path}` is not a preview report: {e}"))?;
+    let text =
+        std::fs::read_to_string(&abs).map_err(|e| format!("cannot read `{report_path}`: {e}"))?;
+    let report: PreviewReport = serde_json::from_str(&text)
+        .map_err(|e| format!("`{report_path}` is not a preview report: {e}"))?;
     let shot = match &report.screenshot {
         Some(p) => ws.resolve(p).ok().and_then(|a| std::fs::read(a).ok()),
         None => None,
@@ -347,7 +380,11 @@ mod tests {
         let info = inspect_png(&white).unwrap();
         assert!(info.blank);
         assert_eq!((info.width, info.height), (50, 40));
-        let drawn = png_of(50, 40, |x, _| if x > 25 { [0, 0, 0, 255] } else { [255; 4] });
+        let drawn = png_of(
+            50,
+            40,
+            |x, _| if x > 25 { [0, 0, 0, 255] } else { [255; 4] },
+        );
         assert!(!inspect_png(&drawn).unwrap().blank);
         assert!(inspect_png(b"nope").is_err());
     }
@@ -371,7 +408,11 @@ mod tests {
         });
         let v = evaluate_report(&r, Some(&drawn));
         assert!(!v.passed);
-        assert!(v.criteria.iter().any(|c| c.name == "no_console_errors" && c.detail.contains("boom")));
+        assert!(
+            v.criteria
+                .iter()
+                .any(|c| c.name == "no_console_errors" && c.detail.contains("boom"))
+        );
         r.diagnostics_available = false;
         assert!(evaluate_report(&r, Some(&drawn)).passed);
         assert!(!evaluate_report(&r, None).passed);

@@ -30,7 +30,10 @@ pub fn find_esbuild(configured: Option<&str>, workspace: &Path) -> Option<PathBu
     let starts = std::iter::once(workspace.to_path_buf()).chain(exe_dir);
     for start in starts {
         for dir in start.ancestors() {
-            for rel in ["tools/node_modules/.bin/esbuild", "node_modules/.bin/esbuild"] {
+            for rel in [
+                "tools/node_modules/.bin/esbuild",
+                "node_modules/.bin/esbuild",
+            ] {
                 let p = dir.join(rel);
                 if p.is_file() {
                     return Some(p);
