@@ -40,8 +40,8 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use report::{
-    CheckState, PreviewReport, PreviewVerdict, Viewport, evaluate_preview_dir, evaluate_report,
-    inspect_png,
+    CheckState, PreviewReport, PreviewVerdict, Viewport, evaluate_preview_dir,
+    evaluate_preview_report, evaluate_report, inspect_png,
 };
 
 use crate::inputs::{check_bool, check_path, invalid, io_error, opt_bool, opt_str, req_str};
@@ -630,16 +630,17 @@ impl Tool for PreviewTool {
         let failed = report.status != "success" && job.required;
         let mut stderr = String::new();
         if report.status != "success" {
+            // The reason goes last: the engine quotes the last line of stderr.
             stderr = format!(
-                "preview `{}` {}: {}{}\n",
-                job.id,
-                report.status,
-                report.reason.clone().unwrap_or_default(),
+                "{}preview `{}` {}: {}\n",
                 report
                     .hint
                     .as_ref()
-                    .map(|h| format!("\nhelp: {h}"))
-                    .unwrap_or_default()
+                    .map(|h| format!("help: {h}\n"))
+                    .unwrap_or_default(),
+                job.id,
+                report.status,
+                report.reason.clone().unwrap_or_default(),
             );
         }
         let notes = if report.status == "skipped" {

@@ -342,8 +342,19 @@ pub fn evaluate_preview_dir(
     ws: &pmpo_store::Workspace,
     dir: &str,
 ) -> Result<PreviewVerdict, String> {
-    let report_path = format!("{}/preview-report.json", dir.trim_end_matches('/'));
-    let abs = ws.resolve(&report_path).map_err(|e| e.to_string())?;
+    evaluate_preview_report(
+        ws,
+        &format!("{}/preview-report.json", dir.trim_end_matches('/')),
+    )
+}
+
+/// [`evaluate_report`] on a `preview-report.json` of a workspace (the
+/// `with: {report: ...}` of a `preview` validation) and the screenshot it names.
+pub fn evaluate_preview_report(
+    ws: &pmpo_store::Workspace,
+    report_path: &str,
+) -> Result<PreviewVerdict, String> {
+    let abs = ws.resolve(report_path).map_err(|e| e.to_string())?;
     let text =
         std::fs::read_to_string(&abs).map_err(|e| format!("cannot read `{report_path}`: {e}"))?;
     let report: PreviewReport = serde_json::from_str(&text)
