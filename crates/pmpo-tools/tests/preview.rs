@@ -338,3 +338,36 @@ document.getElementById("root")!.append(
         }
     }
 }
+
+#[tokio::test]
+async fn busy_page_fails_and_the_browser_serves_the_next_page() {
+    if !have_chromium() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "loop.html",
+        "<html><body><h1>busy</h1><script>setTimeout(function () { for (;;) {} }, 50)</script></body></html>",
+    );
+    write(
+        root,
+        "ok.html",
+        "<html><body style=\"background:#335577\"><h1>fine</h1></body></html>",
+    );
+    let ws = Workspace::open(root).unwrap();
+    let tool = PreviewTool::new();
+    let (outcome, r) = run(&tool, &ws, json!({"input": "loop.html"})).await;
+    assert_eq!(
+        outcome.termination,
+        Termination::Exited(0),
+        "optional preview"
+    );
+    assert_eq!(r.status, "failed");
+    assert!(r.reason.unwrap().contains("busy"));
+    let (_, r) = run(&tool, &ws, json!({"input": "ok.html"})).await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert!(r.timings.browser_reused);
+    tool.end_run().await;
+}

@@ -27,6 +27,13 @@ use super::report::{ConsoleMessage, FailedRequest, PageError, Viewport};
 pub const ORIGIN: &str = "http://pmpo-preview.invalid";
 /// The network is quiet when nothing was in flight for this long.
 const QUIET: Duration = Duration::from_millis(150);
+/// The longest wait for a page's load event.
+const LOAD_LIMIT: Duration = Duration::from_secs(30);
+/// The longest wait for two animation frames (a busy page never paints).
+const PAINT_LIMIT: Duration = Duration::from_secs(3);
+
+/// The reason given for a page whose main thread never yields.
+pub const PAGE_BUSY: &str = "the page did not respond: a script kept its main thread busy (an endless loop?), so nothing could be painted";
 
 /// What to render.
 pub struct RenderRequest<'a> {
@@ -131,6 +138,9 @@ struct PageState<'a> {
     blocked: HashSet<String>,
     /// Requests already recorded as failed (an HTTP error is often followed by a cancel).
     failed: HashSet<String>,
+    /// Requests answered by interception: their outcome is known here, even
+    /// when the browser reports it to another target (a worker).
+    answered: HashSet<String>,
     last_activity: Instant,
     loaded: bool,
     crashed: bool,
@@ -201,7 +211,9 @@ impl PageState<'_> {
                             resource_type: str_of(p, "type").map(str::to_string),
                         },
                     );
-                    self.inflight.insert(id.to_string());
+                    if !self.answered.contains(id) {
+                        self.inflight.insert(id.to_string());
+                    }
                     self.last_activity = Instant::now();
                 }
             }
@@ -215,9 +227,12 @@ impl PageState<'_> {
                 }
                 let resp = p.get("response").cloned().unwrap_or(Value::Null);
                 let status = resp.get("status").and_then(Value::as_f64).unwrap_or(0.0) as u16;
-                if status >= 400 {
+                if status >= 400
+                    && self
+                        .failed
+                        .insert(str_of(p, "requestId").unwrap_or_default().to_string())
+                {
                     let id = str_of(p, "requestId").unwrap_or_default();
-                    self.failed.insert(id.to_string());
                     let info = self.requests.get(id);
                     let text = str_of(&resp, "statusText").unwrap_or_default();
                     self.obs.failed_requests.push(FailedRequest {
@@ -339,10 +354,17 @@ impl PageState<'_> {
             "Runtime.exceptionThrown" => {
                 let d = p.get("exceptionDetails").cloned().unwrap_or(Value::Null);
                 let description = d.pointer("/exception/description").and_then(Value::as_str);
+                // As the console shows it: "Uncaught (in promise) Error: ...".
+                let prefix = str_of(&d, "text").unwrap_or_default();
                 let (message, stack) = match description {
                     Some(desc) => {
                         let mut lines = desc.lines();
-                        let first = lines.next().unwrap_or_default().to_string();
+                        let first = lines.next().unwrap_or_default();
+                        let first = if prefix.is_empty() || first.starts_with(prefix) {
+                            first.to_string()
+                        } else {
+                            format!("{prefix} {first}")
+                        };
                         let rest: Vec<&str> = lines.collect();
                         (first, (!rest.is_empty()).then(|| rest.join("\n")))
                     }
@@ -378,10 +400,21 @@ impl PageState<'_> {
         let req = p.get("request").cloned().unwrap_or(Value::Null);
         let url = str_of(&req, "url").unwrap_or_default().to_string();
         let method = str_of(&req, "method").unwrap_or("GET").to_string();
+        let network_id = str_of(p, "networkId").unwrap_or_default().to_string();
+        let resource_type = str_of(p, "resourceType").map(str::to_string);
+        if !network_id.is_empty() {
+            self.answered.insert(network_id.clone());
+            self.inflight.remove(&network_id);
+            self.last_activity = Instant::now();
+        }
+        let mut failure: Option<(String, Option<u16>, bool)> = None;
         let s = Some(self.session.as_str());
         let result = if let Some(rest) = url.strip_prefix(ORIGIN) {
             let path = rest.split(['?', '#']).next().unwrap_or_default();
             let (code, phrase, ctype, body) = self.serve(path, &method);
+            if code >= 400 {
+                failure = Some((format!("HTTP {code} {phrase}"), Some(code), false));
+            }
             let engine = base64::engine::general_purpose::STANDARD;
             self.conn.send(
                 s,
@@ -401,7 +434,12 @@ impl PageState<'_> {
             self.conn
                 .send(s, "Fetch.continueRequest", json!({"requestId": fetch_id}))
         } else {
-            self.blocked.insert(url);
+            failure = Some((
+                "net::ERR_BLOCKED_BY_CLIENT: blocked by pmpo, network access is off for this preview (set `network: true` to allow)".into(),
+                None,
+                true,
+            ));
+            self.blocked.insert(url.clone());
             self.conn.send(
                 s,
                 "Fetch.failRequest",
@@ -412,6 +450,18 @@ impl PageState<'_> {
             self.obs
                 .notes
                 .push(format!("could not answer a request: {e}"));
+        }
+        if let Some((reason, status, blocked)) = failure
+            && (network_id.is_empty() || self.failed.insert(network_id))
+        {
+            self.obs.failed_requests.push(FailedRequest {
+                url,
+                method,
+                resource_type,
+                reason,
+                status,
+                blocked,
+            });
         }
     }
 
@@ -559,6 +609,7 @@ async fn render_in_context(
         inflight: HashSet::new(),
         blocked: HashSet::new(),
         failed: HashSet::new(),
+        answered: HashSet::new(),
         last_activity: Instant::now(),
         loaded: false,
         crashed: false,
@@ -612,10 +663,13 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         state.obs.navigation_error = Some(format!("the page did not load: {err}"));
         return Ok(());
     }
-    state.wait(req.deadline, req.cancel, |st| st.loaded).await?;
+    let load_until = (nav_start + LOAD_LIMIT).min(req.deadline);
+    state.wait(load_until, req.cancel, |st| st.loaded).await?;
     if !state.loaded {
-        return Err(format!(
-            "the page's load event did not come within the time limit ({} requests still in flight)",
+        // A hanging request or a busy script: keep what can be seen.
+        state.obs.notes.push(format!(
+            "the load event did not fire within {} s ({} request(s) in flight); the screenshot shows the page as it was",
+            LOAD_LIMIT.as_secs(),
             state.inflight.len()
         ));
     }
@@ -646,18 +700,25 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         let until = (Instant::now() + req.extra_wait).min(req.deadline);
         state.wait(until, req.cancel, |_| false).await?;
     }
-    // Two animation frames: whatever was swapped in has been painted.
-    let _ = state
+    // Two animation frames: whatever was swapped in has been painted. A page
+    // whose script never yields does not answer at all.
+    let painted = state
         .pump(
-            conn.call(
-                s,
-                "Runtime.evaluate",
-                json!({"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", "awaitPromise": true, "returnByValue": true}),
+            tokio::time::timeout(
+                PAINT_LIMIT,
+                conn.call(
+                    s,
+                    "Runtime.evaluate",
+                    json!({"expression": "new Promise(r => requestAnimationFrame(() => requestAnimationFrame(() => r(true))))", "awaitPromise": true, "returnByValue": true}),
+                ),
             ),
             req.deadline,
             req.cancel,
         )
         .await?;
+    if painted.is_err() {
+        return Err(PAGE_BUSY.into());
+    }
     state.obs.settle_ms = ms(settle_start.elapsed());
 
     let shot_start = Instant::now();

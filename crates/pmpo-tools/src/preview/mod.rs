@@ -344,6 +344,14 @@ impl PreviewTool {
             {
                 Ok(()) => {}
                 Err(e) if ctx.cancel.is_cancelled() => return Err(invalid(e)),
+                // The page itself hung: another way of rendering it would hang too.
+                Err(e) if e == driver::PAGE_BUSY => {
+                    report.status = "failed".into();
+                    report.reason = Some(e);
+                    report.hint = Some("make the page's scripts finish; previews render what a browser shows once scripts yield".into());
+                    report.timings.total_ms = driver::ms(started.elapsed());
+                    return Ok(report);
+                }
                 Err(e) => devtools_failure = Some(e),
             }
         }
