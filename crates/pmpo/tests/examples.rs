@@ -137,6 +137,7 @@ fn logo_example_runs_as_is() {
         "dist/logo-512.png",
         "dist/index.html",
         "dist/previews/showcase/preview-report.json",
+        "dist/previews/showcase/screenshot.png",
     ] {
         assert!(
             files.contains(&f),
