@@ -52,7 +52,7 @@ pub fn uses_htmx(html: &str) -> bool {
     let bytes = lower.as_bytes();
     HTMX_ATTRS.iter().any(|attr| {
         lower.match_indices(attr).any(|(i, _)| {
-            let before = if i >= 5 && &lower[i - 5..i] == "data-" {
+            let before = if i >= 5 && &bytes[i - 5..i] == b"data-" {
                 i - 5
             } else {
                 i
@@ -242,6 +242,9 @@ mod tests {
         assert!(uses_htmx("<div\n  hx-on:click=\"x\">"));
         assert!(!uses_htmx("<p>I wrote about hx-get in prose</p>x"));
         assert!(!uses_htmx("<div class=\"hx-getter\">"));
+        // Multi-byte text right before an attribute does not upset the scan.
+        assert!(uses_htmx("<p title=\"ééé\" hx-get=\"x\">"));
+        assert!(!uses_htmx("ééééé hx-get"));
     }
 
     #[test]

@@ -174,6 +174,9 @@ pub fn inspect_png(bytes: &[u8]) -> Result<ImageInfo, String> {
     }
     let data = &buf[..info.buffer_size()];
     let pixels = data.len() / channels;
+    if pixels == 0 {
+        return Err("the PNG has no pixels".into());
+    }
     let step = (pixels / 20_000).max(1);
     let first = &data[..channels];
     let mut blank = true;
