@@ -75,8 +75,12 @@ const CARD: &str = r##"<!doctype html>
 <div class="card">
   <h1>Card</h1>
   <div id="slot" hx-get="fragment.html" hx-trigger="load" hx-swap="innerHTML">loading</div>
+  <button id="more" hx-get="details.html" hx-target="#details">More</button>
+  <div id="details"></div>
 </div>
 </body></html>"##;
+
+const DETAILS: &str = r##"<div style="width:120px;height:60px;background:#cc00cc">details</div>"##;
 
 const FRAGMENT: &str =
     r##"<div id="loaded" style="width:200px;height:80px;background:#00aa55">from fragment</div>"##;
@@ -104,6 +108,7 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     let root = dir.path();
     write(root, "pages/card.html", CARD);
     write(root, "pages/fragment.html", FRAGMENT);
+    write(root, "pages/details.html", DETAILS);
     write(root, "pages/broken.html", BROKEN);
     write(
         root,
@@ -145,8 +150,35 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         count_color(&rgb, [0x00, 0xaa, 0x55]) > 10000,
         "HTMX fragment not swapped in"
     );
+    assert_eq!(
+        count_color(&rgb, [0xcc, 0x00, 0xcc]),
+        0,
+        "details appear only on click"
+    );
     let shot = std::fs::read(root.join("dist/previews/card/screenshot.png")).unwrap();
     assert!(evaluate_report(&card, Some(&shot)).passed);
+
+    // A click: HTMX fetches the details fragment and swaps it in.
+    let (_, clicked) = run(
+        &tool,
+        &ws,
+        json!({"input": "pages/card.html", "id": "card-clicked", "click": ["#more"], "viewport": {"width": 400, "height": 400}}),
+    )
+    .await;
+    assert_eq!(clicked.status, "success", "{clicked:?}");
+    let (_, _, rgb) = decode(&root.join("dist/previews/card-clicked/screenshot.png"));
+    assert!(
+        count_color(&rgb, [0xcc, 0x00, 0xcc]) > 5000,
+        "clicked details not swapped in"
+    );
+    let (_, missing) = run(
+        &tool,
+        &ws,
+        json!({"input": "pages/card.html", "id": "bad-click", "click": "#nope"}),
+    )
+    .await;
+    assert_eq!(missing.status, "failed");
+    assert!(missing.reason.unwrap().contains("#nope"));
 
     // 2. A page with every kind of error.
     let (outcome, bad) = run(

@@ -184,7 +184,9 @@ fn ui_example_shows_diagnostics() {
         "one browser for the run"
     );
     let manifest = ws.read_json("artifact_manifest.json");
-    assert_eq!(manifest["preview"]["runs"].as_array().unwrap().len(), 4);
+    assert_eq!(manifest["preview"]["runs"].as_array().unwrap().len(), 5);
+    let details = ws.read_json("dist/previews/card-details/preview-report.json");
+    assert_eq!(details["status"], "success", "{details}");
     assert_eq!(manifest["validation"]["has_console_errors"], true);
     assert_eq!(manifest["validation"]["has_request_failures"], true);
     assert!(ws.read("dist/a2ui.html").contains("Ada Kowalska"));

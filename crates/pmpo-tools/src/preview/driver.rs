@@ -46,6 +46,9 @@ pub struct RenderRequest<'a> {
     pub settle_limit: Duration,
     /// An extra fixed wait before the screenshot.
     pub extra_wait: Duration,
+    /// CSS selectors clicked in order once the page settled (each click is
+    /// followed by another settle), to show a state after interaction.
+    pub clicks: &'a [String],
     pub deadline: Instant,
     pub cancel: &'a CancellationToken,
 }
@@ -62,6 +65,8 @@ pub struct Observed {
     pub screenshot_ms: f64,
     /// The page itself could not be loaded.
     pub navigation_error: Option<String>,
+    /// A `click` selector that matched nothing.
+    pub click_error: Option<String>,
     pub notes: Vec<String>,
 }
 
@@ -695,6 +700,35 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
             state.inflight.len(),
             urls.join(", ")
         ));
+    }
+    for selector in req.clicks {
+        let expression = format!(
+            "(() => {{ const el = document.querySelector({}); if (!el) return false; el.click(); return true; }})()",
+            serde_json::to_string(selector).unwrap_or_default()
+        );
+        let result = state
+            .pump(
+                conn.call(
+                    s,
+                    "Runtime.evaluate",
+                    json!({"expression": expression, "returnByValue": true}),
+                ),
+                req.deadline,
+                req.cancel,
+            )
+            .await?
+            .map_err(|e| e.to_string())?;
+        if result.pointer("/result/value") != Some(&Value::Bool(true)) {
+            state.obs.click_error = Some(format!("`click`: no element matches `{selector}`"));
+            break;
+        }
+        state.last_activity = Instant::now();
+        let until = (Instant::now() + req.settle_limit).min(req.deadline);
+        state
+            .wait(until, req.cancel, |st| {
+                st.inflight.is_empty() && st.last_activity.elapsed() >= QUIET
+            })
+            .await?;
     }
     if !req.extra_wait.is_zero() {
         let until = (Instant::now() + req.extra_wait).min(req.deadline);

@@ -8,6 +8,7 @@
 //!   network: false              # default false: requests leaving the page's files are blocked
 //!   required: false             # true: a preview that fails or is skipped fails the stage
 //!   viewport: {width: 1024, height: 768}
+//!   click: ["#show-details"]    # optional: clicked in order before the screenshot
 //! ```
 //!
 //! Writes `dist/previews/<id>/preview.html` (the page as rendered, with the
@@ -58,6 +59,7 @@ const KEYS: &[&str] = &[
     "network",
     "required",
     "viewport",
+    "click",
     "wait_ms",
     "settle_ms",
     "driver",
@@ -120,6 +122,7 @@ struct Job {
     viewport: Viewport,
     extra_wait: Duration,
     settle: Duration,
+    clicks: Vec<String>,
     driver: DriverChoice,
     chromium: Option<String>,
     esbuild: Option<String>,
@@ -200,6 +203,23 @@ fn parse_ms(v: Option<&Value>, key: &str, default: Duration) -> Result<Duration,
     }
 }
 
+fn parse_clicks(v: Option<&Value>) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| "`click` holds something that is not a CSS selector".to_string())
+            })
+            .collect(),
+        Some(_) => Err("`click` must be a CSS selector or a list of them".into()),
+    }
+}
+
 fn parse_driver(v: Option<&str>) -> Result<DriverChoice, String> {
     match v {
         None | Some("auto") => Ok(DriverChoice::Auto),
@@ -241,6 +261,7 @@ impl Job {
             settle: parse_ms(inputs.get("settle_ms"), "settle_ms", DEFAULT_SETTLE)
                 .map_err(invalid)?,
             driver: parse_driver(opt_str(inputs, "driver")?).map_err(invalid)?,
+            clicks: parse_clicks(inputs.get("click")).map_err(invalid)?,
             chromium: opt_str(inputs, "chromium")?.map(str::to_string),
             esbuild: opt_str(inputs, "esbuild")?.map(str::to_string),
         })
@@ -425,6 +446,7 @@ impl PreviewTool {
             viewport: job.viewport,
             settle_limit: job.settle,
             extra_wait: job.extra_wait,
+            clicks: &job.clicks,
             deadline,
             cancel: ctx.cancel,
         };
@@ -440,6 +462,16 @@ impl PreviewTool {
         report.timings.settle_ms = observed.settle_ms;
         report.timings.screenshot_ms = observed.screenshot_ms;
         report.recount();
+        if !job.clicks.is_empty() {
+            report
+                .notes
+                .push(format!("clicked, in order: {}", job.clicks.join(", ")));
+        }
+        if let Some(err) = observed.click_error {
+            report.status = "failed".into();
+            report.reason = Some(err);
+            return Ok(());
+        }
         if let Some(err) = observed.navigation_error {
             report.status = "failed".into();
             report.reason = Some(err);
@@ -527,6 +559,11 @@ impl PreviewTool {
         report.diagnostics_available = false;
         report.timings.screenshot_ms = driver::ms(t.elapsed());
         report.notes.push("rendered with Chromium's own --screenshot mode: console messages, page errors and failed requests were not observed".into());
+        if !job.clicks.is_empty() {
+            report.notes.push(
+                "`click` needs the DevTools driver: nothing was clicked, the screenshot shows the page as loaded".into(),
+            );
+        }
         self.keep_screenshot(ctx.workspace, job, &png, report)
     }
 }
@@ -601,6 +638,9 @@ impl Tool for PreviewTool {
             if let Err(e) = parse_ms(inputs.get(key), key, Duration::ZERO) {
                 issues.push(issue(key, e, None));
             }
+        }
+        if let Err(e) = parse_clicks(inputs.get("click")) {
+            issues.push(issue("click", e, Some("e.g. `click: [\"#show-details\"]`")));
         }
         if let Some(v) = inputs.get("driver")
             && let Err(e) = parse_driver(v.as_str().or(Some("?")))
@@ -708,4 +748,34 @@ pub async fn preview_once(
     let report: PreviewReport =
         serde_json::from_str(&text).map_err(|e| io_error("parse", &report_rel, e))?;
     Ok((report, report_rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(v: Value) -> Vec<String> {
+        PreviewTool::new()
+            .check_inputs(v.as_object().unwrap())
+            .into_iter()
+            .map(|i| i.message)
+            .collect()
+    }
+
+    #[test]
+    fn input_checks() {
+        assert!(
+            msgs(
+                json!({"input": "p.html", "id": "card", "network": false, "required": true,
+                "viewport": {"width": 800, "height": 600}, "click": ["#a", ".b"], "wait_ms": 100,
+                "settle_ms": 500, "driver": "devtools"})
+            )
+            .is_empty()
+        );
+        assert_eq!(msgs(json!({})).len(), 1);
+        let bad = msgs(json!({"input": "/abs.html", "id": "a/b", "network": "yes",
+            "viewport": {"width": 1}, "click": [1], "driver": "selenium", "colour": 1}));
+        assert_eq!(bad.len(), 7, "{bad:?}");
+        assert_eq!(default_id("pages/my card.html"), "my-card");
+    }
 }
