@@ -364,7 +364,10 @@ impl PreviewTool {
                 .await
             {
                 Ok(()) => {}
-                Err(e) if ctx.cancel.is_cancelled() => return Err(invalid(e)),
+                Err(e) if ctx.cancel.is_cancelled() => {
+                    report.reason = Some(e);
+                    return Ok(report);
+                }
                 // The page itself hung: another way of rendering it would hang too.
                 Err(e) if e == driver::PAGE_BUSY => {
                     report.status = "failed".into();
@@ -701,7 +704,13 @@ impl Tool for PreviewTool {
             Vec::new()
         };
         Ok(ToolOutcome {
-            termination: Termination::Exited(if failed { 1 } else { 0 }),
+            termination: if ctx.cancel.is_cancelled() {
+                Termination::Cancelled
+            } else if report.status != "success" && started.elapsed() >= ctx.timeout {
+                Termination::TimedOut
+            } else {
+                Termination::Exited(if failed { 1 } else { 0 })
+            },
             stdout: Captured::from_bytes(summary.as_bytes()),
             stderr: Captured::from_bytes(stderr.as_bytes()),
             duration: started.elapsed(),
