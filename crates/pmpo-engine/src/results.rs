@@ -94,86 +94,13 @@ pub struct Manifest {
     /// Pixel sizes of rasterized images (from `rasterize` stages).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub sizes: Vec<u64>,
-    /// Browser previews of the run (from `preview` stages).
+    /// `{required, runs}`: the `preview_run` outputs of `preview` stages.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub preview: Option<PreviewSection>,
-    /// What the previews showed.
+    pub preview: Option<Value>,
+    /// `{preview_status, has_console_errors, has_request_failures, notes}`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub validation: Option<PreviewValidation>,
+    pub validation: Option<Value>,
     pub generated_at: String,
-}
-
-/// `preview` of the reference manifest schema.
-#[derive(Debug, Clone, Serialize)]
-pub struct PreviewSection {
-    /// Whether any preview of the run was required.
-    pub required: bool,
-    /// Each preview's `preview_run` output (artifact_id, status, html,
-    /// screenshot, report, runtime_source, runtime_detail, ...).
-    pub runs: Vec<Value>,
-}
-
-/// `validation` of the reference manifest schema, from the preview runs.
-#[derive(Debug, Clone, Serialize)]
-pub struct PreviewValidation {
-    /// `pass` (every preview rendered), `fail` (none did) or `partial`.
-    pub preview_status: String,
-    pub has_console_errors: bool,
-    pub has_request_failures: bool,
-    pub notes: Vec<String>,
-}
-
-/// The preview section and its validation summary from the stages' named
-/// `preview_run` outputs.
-fn preview_summary(stages: &[StageResult]) -> (Option<PreviewSection>, Option<PreviewValidation>) {
-    let runs: Vec<Value> = stages
-        .iter()
-        .filter_map(|s| s.outputs.get("preview_run"))
-        .filter(|r| r.is_object())
-        .cloned()
-        .collect();
-    if runs.is_empty() {
-        return (None, None);
-    }
-    let count = |key: &str| -> u64 { runs.iter().filter_map(|r| r[key].as_u64()).sum() };
-    let ok = runs.iter().filter(|r| r["status"] == "success").count();
-    let mut notes: Vec<String> = runs
-        .iter()
-        .filter(|r| r["status"] != "success")
-        .map(|r| {
-            format!(
-                "preview `{}` {}",
-                r["artifact_id"].as_str().unwrap_or("?"),
-                r["status"].as_str().unwrap_or("?")
-            )
-        })
-        .collect();
-    if runs
-        .iter()
-        .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
-    {
-        notes.push(
-            "some previews were rendered without diagnostics (Chromium --screenshot mode)".into(),
-        );
-    }
-    let validation = PreviewValidation {
-        preview_status: if ok == runs.len() {
-            "pass"
-        } else if ok == 0 {
-            "fail"
-        } else {
-            "partial"
-        }
-        .into(),
-        has_console_errors: count("console_errors") + count("page_errors") > 0,
-        has_request_failures: count("failed_requests") > 0,
-        notes,
-    };
-    let section = PreviewSection {
-        required: runs.iter().any(|r| r["required"] == true),
-        runs,
-    };
-    (Some(section), Some(validation))
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -261,7 +188,9 @@ pub fn build_manifest(
             stage: f.stage.clone(),
         }));
     }
-    let (preview, validation) = preview_summary(stages);
+    let (preview, validation) = pmpo_tools::preview::manifest_summary(
+        stages.iter().filter_map(|s| s.outputs.get("preview_run")),
+    );
     let sizes = stages
         .iter()
         .filter(|s| s.status == StageStatus::Completed && s.tool == "rasterize")

@@ -609,6 +609,62 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
     })
 }
 
+/// The manifest's `preview` (`{required, runs}`) and `validation`
+/// (`{preview_status, has_console_errors, has_request_failures, notes}`)
+/// sections of the reference manifest schema, from the `preview_run` outputs
+/// of a run's preview stages. `(None, None)` when there were none.
+pub fn manifest_summary<'a>(
+    runs: impl IntoIterator<Item = &'a Value>,
+) -> (Option<Value>, Option<Value>) {
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| r.is_object())
+        .cloned()
+        .collect();
+    if runs.is_empty() {
+        return (None, None);
+    }
+    let count = |key: &str| -> u64 { runs.iter().filter_map(|r| r[key].as_u64()).sum() };
+    let ok = runs.iter().filter(|r| r["status"] == "success").count();
+    let mut notes: Vec<String> = runs
+        .iter()
+        .filter(|r| r["status"] != "success")
+        .map(|r| {
+            format!(
+                "preview `{}` {}",
+                r["artifact_id"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if runs
+        .iter()
+        .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
+    {
+        notes.push(
+            "some previews were rendered without diagnostics (Chromium --screenshot mode)".into(),
+        );
+    }
+    let status = if ok == runs.len() {
+        "pass"
+    } else if ok == 0 {
+        "fail"
+    } else {
+        "partial"
+    };
+    let validation = json!({
+        "preview_status": status,
+        "has_console_errors": count("console_errors") + count("page_errors") > 0,
+        "has_request_failures": count("failed_requests") > 0,
+        "notes": notes,
+    });
+    let section = json!({
+        "required": runs.iter().any(|r| r["required"] == true),
+        "runs": runs,
+    });
+    (Some(section), Some(validation))
+}
+
 #[async_trait]
 impl Tool for PreviewTool {
     fn name(&self) -> &'static str {
@@ -786,5 +842,22 @@ mod tests {
             "viewport": {"width": 1}, "click": [1], "driver": "selenium", "colour": 1}));
         assert_eq!(bad.len(), 7, "{bad:?}");
         assert_eq!(default_id("pages/my card.html"), "my-card");
+    }
+
+    #[test]
+    fn manifest_sections() {
+        assert_eq!(manifest_summary(&[]), (None, None));
+        let runs = [
+            json!({"artifact_id": "a", "status": "success", "console_errors": 1, "failed_requests": 0, "diagnostics_available": true}),
+            json!({"artifact_id": "b", "status": "skipped", "required": false}),
+        ];
+        let (section, validation) = manifest_summary(&runs);
+        let (section, validation) = (section.unwrap(), validation.unwrap());
+        assert_eq!(section["runs"].as_array().unwrap().len(), 2);
+        assert_eq!(section["required"], false);
+        assert_eq!(validation["preview_status"], "partial");
+        assert_eq!(validation["has_console_errors"], true);
+        assert_eq!(validation["has_request_failures"], false);
+        assert_eq!(validation["notes"][0], "preview `b` skipped");
     }
 }
