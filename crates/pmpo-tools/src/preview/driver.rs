@@ -392,7 +392,11 @@ impl PageState<'_> {
                     stack,
                 });
             }
-            "Page.loadEventFired" => self.loaded = true,
+            "Page.loadEventFired" => {
+                self.loaded = true;
+                // Scripts run on load may start requests: the quiet period starts now.
+                self.last_activity = Instant::now();
+            }
             "Inspector.targetCrashed" => self.crashed = true,
             _ => {}
         }
