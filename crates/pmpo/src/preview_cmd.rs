@@ -160,7 +160,9 @@ fn print_human(
     if let Some(s) = &r.screenshot {
         out!("  screenshot: {s}");
     }
-    out!("  page:       {}", r.html);
+    if !r.html.is_empty() {
+        out!("  page:       {}", r.html);
+    }
     out!("  report:     {report_rel}");
     for m in r
         .console

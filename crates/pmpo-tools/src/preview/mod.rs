@@ -309,6 +309,7 @@ impl PreviewTool {
         let page_html = if is_tsx(&job.input) {
             let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
                 report.runtime_detail = "not compiled".into();
+                report.html = String::new();
                 let reason = format!(
                     "`{}` needs esbuild to compile, and esbuild was not found",
                     job.input
@@ -324,6 +325,7 @@ impl PreviewTool {
                 match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
                     Ok(b) => b,
                     Err(e) => {
+                        report.html = String::new();
                         report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
                         report.status = "failed".into();
                         return Ok(report);
@@ -571,9 +573,9 @@ impl PreviewTool {
     }
 }
 
-fn summary_line(r: &PreviewReport) -> String {
+fn summary_line(r: &PreviewReport, report_path: &str) -> String {
     format!(
-        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s), {:.0} ms{}; report {}/preview-report.json\n",
+        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s), {:.0} ms{}; report {}\n",
         r.artifact_id,
         r.status,
         r.driver,
@@ -586,7 +588,7 @@ fn summary_line(r: &PreviewReport) -> String {
             .as_ref()
             .map(|x| format!(" ({x})"))
             .unwrap_or_default(),
-        r.html.rsplit_once('/').map_or("", |(d, _)| d),
+        report_path,
     )
 }
 
@@ -595,7 +597,7 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
     json!({
         "artifact_id": r.artifact_id,
         "status": r.status,
-        "html": r.html,
+        "html": Some(&r.html).filter(|h| !h.is_empty()),
         "screenshot": r.screenshot,
         "report": report_path,
         "runtime_source": r.runtime_source,
@@ -726,13 +728,16 @@ impl Tool for PreviewTool {
             .write_atomic(&report_rel, &bytes, Durability::Relaxed)
             .map_err(|e| io_error("write", &report_rel, e))?;
 
-        let summary = summary_line(&report);
+        let summary = summary_line(&report, &report_rel);
         let mut outputs = Map::new();
         outputs.insert("preview_run".into(), manifest_run(&report, &report_rel));
         outputs.insert("status".into(), json!(report.status));
         outputs.insert("report".into(), json!(report_rel));
         outputs.insert("screenshot".into(), json!(report.screenshot));
-        outputs.insert("html".into(), json!(report.html));
+        outputs.insert(
+            "html".into(),
+            json!(Some(&report.html).filter(|h| !h.is_empty())),
+        );
         outputs.insert("runtime_source".into(), json!(report.runtime_source));
         let failed = report.status != "success" && job.required;
         let mut stderr = String::new();

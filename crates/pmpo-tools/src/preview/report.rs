@@ -22,7 +22,9 @@ pub struct PreviewReport {
     pub required: bool,
     /// The page or `.tsx` entry that was previewed (workspace-relative).
     pub source: String,
-    /// `dist/previews/<id>/preview.html`
+    /// `dist/previews/<id>/preview.html` (empty when no page was written:
+    /// a `.tsx` entry that could not be compiled).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub html: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub screenshot: Option<String>,
