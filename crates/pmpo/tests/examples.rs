@@ -291,6 +291,7 @@ fn killing_pmpo_leaves_no_browser_behind() {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ours() > 0, "the browser did not start");
+    let profile = profile_of_child(&pid).expect("the browser's profile directory");
     child.kill().unwrap();
     child.wait().unwrap();
     // The browser notices its closed pipe and exits.
@@ -303,6 +304,39 @@ fn killing_pmpo_leaves_no_browser_behind() {
         "{:?}",
         orphans_of_dead_runs()
     );
+    // Only the killed run's profile directory stayed; the next browser start removes it.
+    assert!(profile.exists());
+    ws.write("ok.html", "<html><body><h1>ok</h1></body></html>");
+    let run = ws.run(&["preview", "ok.html"]);
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        !profile.exists(),
+        "stale profile {} not removed",
+        profile.display()
+    );
+}
+
+/// The `--user-data-dir` of the browser started by process `pid`.
+fn profile_of_child(pid: &str) -> Option<PathBuf> {
+    for e in std::fs::read_dir("/proc").ok()?.flatten() {
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit(')')
+            .next()
+            .and_then(|r| r.split_whitespace().nth(1));
+        if parent != Some(pid) {
+            continue;
+        }
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).to_string();
+        if let Some(dir) = cmd
+            .split('\0')
+            .find_map(|a| a.strip_prefix("--user-data-dir="))
+        {
+            return Some(PathBuf::from(dir));
+        }
+    }
+    None
 }
 
 /// Chromium processes started by pmpo whose parent is gone (re-parented).

@@ -116,14 +116,59 @@ fn kill_group(pgid: i32) {
     }
 }
 
+/// The file in a profile directory naming the pmpo process that owns it.
+const OWNER_FILE: &str = "pmpo.pid";
+const PROFILE_PREFIX: &str = "pmpo-chromium-";
+
+/// A fresh profile directory, marked with this process's id.
+pub fn new_profile() -> Result<tempfile::TempDir, String> {
+    sweep_stale_profiles();
+    let profile = tempfile::Builder::new()
+        .prefix(PROFILE_PREFIX)
+        .tempdir()
+        .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+    std::fs::write(
+        profile.path().join(OWNER_FILE),
+        std::process::id().to_string(),
+    )
+    .map_err(|e| format!("cannot write in the profile directory: {e}"))?;
+    Ok(profile)
+}
+
+/// Removes profile directories left by pmpo processes that were killed
+/// (their browser exited with them; only the directory stayed behind).
+fn sweep_stale_profiles() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .starts_with(PROFILE_PREFIX)
+        {
+            continue;
+        }
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))
+            .ok()
+            .and_then(|t| t.trim().parse::<i32>().ok());
+        let Some(pid) = owner.filter(|p| *p > 0) else {
+            continue;
+        };
+        // SAFETY: signal 0 only checks that the process exists.
+        let gone = unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        if gone {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
 impl Browser {
     /// Starts Chromium and waits until it answers over the pipe.
     pub async fn launch(path: &Path) -> Result<Browser, String> {
         let started = Instant::now();
-        let profile = tempfile::Builder::new()
-            .prefix("pmpo-chromium-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+        let profile = new_profile()?;
         let log_path = profile.path().join("chromium.log");
         let log = File::create(&log_path).map_err(|e| format!("cannot create a log file: {e}"))?;
         let (cmd_read, cmd_write) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;

@@ -519,10 +519,7 @@ impl PreviewTool {
         deadline: Instant,
         report: &mut PreviewReport,
     ) -> Result<(), String> {
-        let profile = tempfile::Builder::new()
-            .prefix("pmpo-chromium-")
-            .tempdir()
-            .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+        let profile = browser::new_profile()?;
         let shot = profile.path().join("screenshot.png");
         let page = ctx.workspace.root().join(html_rel);
         let mut argv: Vec<String> = vec![chromium.to_string_lossy().into_owned()];
