@@ -21,6 +21,7 @@ mod html;
 mod http;
 mod image;
 mod manifest;
+mod page;
 mod params;
 mod schema;
 mod text;
@@ -143,6 +144,8 @@ static CHECKS: &[CheckDef] = &[
     text::NOT_CONTAINS,
     text::REGEX,
     manifest::MANIFEST,
+    page::PREVIEW,
+    page::LINKS,
 ];
 
 fn normalize(name: &str) -> String {

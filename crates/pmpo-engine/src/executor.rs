@@ -413,6 +413,8 @@ pub(crate) async fn run(
         }
     }
     drop(running);
+    // Tools release what they kept for the run (the preview tool's browser).
+    engine.registry.end_run().await;
     let Shared {
         mut rec,
         mut results,

@@ -126,6 +126,15 @@ pub struct Manifest {
     pub status: String,
     pub variants: Vec<Variant>,
     pub files: Vec<ManifestFile>,
+    /// Pixel sizes of rasterized images (from `rasterize` stages).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub sizes: Vec<u64>,
+    /// `{required, runs}`: the `preview_run` outputs of `preview` stages.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub preview: Option<Value>,
+    /// `{preview_status, has_console_errors, has_request_failures, notes}`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<Value>,
     pub generated_at: String,
 }
 
@@ -217,6 +226,16 @@ pub fn build_manifest(
             stage: f.stage.clone(),
         }));
     }
+    let (preview, validation) = pmpo_tools::preview::manifest_summary(
+        stages.iter().filter_map(|s| s.outputs.get("preview_run")),
+    );
+    let sizes = stages
+        .iter()
+        .filter(|s| s.status == StageStatus::Completed && s.tool == "rasterize")
+        .filter_map(|s| s.outputs.get("sizes").and_then(Value::as_array))
+        .flatten()
+        .filter_map(Value::as_u64)
+        .collect();
     Manifest {
         artifact_name: spec.artifact_name.clone(),
         artifact_type: spec.artifact_type.clone(),
@@ -225,6 +244,9 @@ pub fn build_manifest(
         status: status.to_string(),
         variants,
         files,
+        sizes,
+        preview,
+        validation,
         generated_at,
     }
 }

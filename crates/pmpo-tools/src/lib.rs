@@ -4,9 +4,14 @@
 
 pub mod ai;
 pub mod capture;
+mod inputs;
+pub mod markdown;
 pub mod plugin;
+pub mod preview;
 pub mod process;
+pub mod rasterize;
 pub mod run;
+pub mod template;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -114,6 +119,9 @@ pub trait Tool: Send + Sync {
         ctx: &ToolContext<'_>,
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError>;
+    /// The run is over: release what was kept for it (the preview tool's
+    /// browser). Called once at the end of every run.
+    async fn end_run(&self) {}
 }
 
 /// The tools of this build, by name and alias.
@@ -124,25 +132,35 @@ pub struct Registry {
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry {
-            tools: vec![
-                Arc::new(run::RunTool),
-                Arc::new(ai::AiTool::default()),
-                Arc::new(plugin::PluginTool),
-            ],
-        }
+        Registry::builtin(ai::AiTool::default())
     }
 }
 
 impl Registry {
-    /// The tools of this build with a model client for `ai` stages.
-    pub fn with_ai(client: Arc<pmpo_ai::Client>) -> Self {
+    /// The built-in tools, with the given `ai` tool.
+    fn builtin(ai: ai::AiTool) -> Self {
         Registry {
             tools: vec![
                 Arc::new(run::RunTool),
-                Arc::new(ai::AiTool::new(client)),
+                Arc::new(ai),
+                Arc::new(template::TemplateTool),
+                Arc::new(rasterize::RasterizeTool),
+                Arc::new(markdown::MarkdownTool),
+                Arc::new(preview::PreviewTool::new()),
                 Arc::new(plugin::PluginTool),
             ],
+        }
+    }
+
+    /// The tools of this build with a model client for `ai` stages.
+    pub fn with_ai(client: Arc<pmpo_ai::Client>) -> Self {
+        Registry::builtin(ai::AiTool::new(client))
+    }
+
+    /// Tells every tool that the run is over (closes shared resources).
+    pub async fn end_run(&self) {
+        for tool in &self.tools {
+            tool.end_run().await;
         }
     }
 

@@ -5,6 +5,7 @@ mod artifact_cmd;
 mod doctor_cmd;
 mod models;
 mod ops_cmd;
+mod preview_cmd;
 mod report;
 mod state_cmd;
 mod validate_cmd;
@@ -116,6 +117,12 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
     Adapters(ops_cmd::AdaptersArgs),
     /// Execution metrics in the Prometheus text format.
     Metrics(ops_cmd::MetricsArgs),
+    /// Preview one page in headless Chromium: screenshot, console, errors, requests.
+    #[command(
+        after_help = "Writes dist/previews/<id>/preview.html, screenshot.png and preview-report.json in the\n\
+workspace. Exit codes: 0 rendered, 1 not rendered (or, with --strict, the preview check failed), 2 usage."
+    )]
+    Preview(preview_cmd::PreviewArgs),
     /// Run the plan's validation_plan on the current files; write constraints.json
     /// (exit 1 when a blocking constraint is violated).
     #[command(
@@ -240,6 +247,7 @@ fn main() -> ExitCode {
             json,
         ),
         Command::Validate(args) => validate_cmd::run(args),
+        Command::Preview(args) => preview_cmd::run(args),
     };
     ExitCode::from(code)
 }

@@ -91,7 +91,8 @@ fn unknown_tool_lists_known_tools() {
         "{err}"
     );
     assert!(
-        err.contains("did you mean `run`?") && err.contains("known tools: ai, plugin, run"),
+        err.contains("did you mean `run`?")
+            && err.contains("known tools: ai, markdown, plugin, preview, rasterize, run, template"),
         "{err}"
     );
 }

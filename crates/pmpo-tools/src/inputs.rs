@@ -1,0 +1,157 @@
+//! Small shared helpers for reading and checking the `with:` inputs of the
+//! artifact tools (`template`, `rasterize`, `markdown`, `preview`).
+
+use pmpo_plan::{InputIssue, Reference};
+use serde_json::{Map, Value};
+
+use crate::{ErrorClass, ToolError, issue};
+
+/// Whether a value is a `$stage.field` reference (resolved only at run time).
+pub(crate) fn is_reference(v: &Value) -> bool {
+    matches!(v, Value::String(s) if Reference::parse(s).is_some())
+}
+
+/// Static check of a workspace-relative path input.
+pub(crate) fn check_path(
+    inputs: &Map<String, Value>,
+    key: &str,
+    required: bool,
+    issues: &mut Vec<InputIssue>,
+) {
+    match inputs.get(key) {
+        None if required => issues.push(issue(
+            "",
+            format!("the `{key}` input is required"),
+            Some("give a path relative to the workspace"),
+        )),
+        None => {}
+        Some(v) if is_reference(v) => {}
+        Some(Value::String(s)) => {
+            if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
+                issues.push(issue(
+                    key,
+                    format!("`{key}` {msg}"),
+                    Some("give a path relative to the workspace"),
+                ));
+            }
+        }
+        Some(_) => issues.push(issue(
+            key,
+            format!("`{key}` must be a path relative to the workspace"),
+            None,
+        )),
+    }
+}
+
+/// Static check of a boolean input.
+pub(crate) fn check_bool(inputs: &Map<String, Value>, key: &str, issues: &mut Vec<InputIssue>) {
+    if let Some(v) = inputs.get(key)
+        && !v.is_boolean()
+        && !is_reference(v)
+    {
+        issues.push(issue(key, format!("`{key}` must be true or false"), None));
+    }
+}
+
+pub(crate) fn invalid(message: impl Into<String>) -> ToolError {
+    ToolError::new(ErrorClass::InvalidInput, message)
+}
+
+/// A required text input, resolved.
+pub(crate) fn req_str<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<&'a str, ToolError> {
+    match inputs.get(key) {
+        Some(Value::String(s)) if !s.is_empty() => Ok(s),
+        Some(Value::String(_)) => Err(invalid(format!("`{key}` is empty"))),
+        Some(_) => Err(invalid(format!("`{key}` must be text"))),
+        None => Err(invalid(format!("the `{key}` input is required"))),
+    }
+}
+
+/// An optional text input, resolved.
+pub(crate) fn opt_str<'a>(
+    inputs: &'a Map<String, Value>,
+    key: &str,
+) -> Result<Option<&'a str>, ToolError> {
+    match inputs.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => Ok(Some(s)),
+        Some(_) => Err(invalid(format!("`{key}` must be text"))),
+    }
+}
+
+/// An optional boolean input, resolved.
+pub(crate) fn opt_bool(inputs: &Map<String, Value>, key: &str) -> Result<Option<bool>, ToolError> {
+    match inputs.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(invalid(format!("`{key}` must be true or false"))),
+    }
+}
+
+/// An I/O error on a workspace file, as a tool error.
+pub(crate) fn io_error(action: &str, path: &str, e: impl std::fmt::Display) -> ToolError {
+    ToolError::new(ErrorClass::Io, format!("cannot {action} `{path}`: {e}"))
+}
+
+/// Reads a workspace file (confined to the workspace).
+pub(crate) fn read_file(ws: &pmpo_store::Workspace, rel: &str) -> Result<Vec<u8>, ToolError> {
+    let path = ws.resolve(rel).map_err(|e| invalid(e.to_string()))?;
+    std::fs::read(&path).map_err(|e| {
+        let err = io_error("read", rel, &e);
+        if e.kind() == std::io::ErrorKind::NotFound {
+            err.hint(
+                "check the path (relative to the workspace) and that an earlier stage created it",
+            )
+        } else {
+            err
+        }
+    })
+}
+
+/// The path of `target` relative to the directory of `from` (both
+/// workspace-relative, `/`-separated), for links inside generated pages.
+pub fn relative_link(from_file: &str, target: &str) -> String {
+    let from_dir: Vec<&str> = {
+        let mut parts: Vec<&str> = from_file
+            .split('/')
+            .filter(|p| !p.is_empty() && *p != ".")
+            .collect();
+        parts.pop();
+        parts
+    };
+    let to: Vec<&str> = target
+        .split('/')
+        .filter(|p| !p.is_empty() && *p != ".")
+        .collect();
+    let common = from_dir
+        .iter()
+        .zip(to.iter())
+        .take_while(|(a, b)| a == b)
+        .count();
+    let mut out: Vec<&str> = vec![".."; from_dir.len() - common];
+    out.extend(&to[common..]);
+    if out.is_empty() {
+        ".".into()
+    } else {
+        out.join("/")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links() {
+        assert_eq!(
+            relative_link("dist/index.html", "dist/logo-16.png"),
+            "logo-16.png"
+        );
+        assert_eq!(relative_link("dist/index.html", "dist/a/b.png"), "a/b.png");
+        assert_eq!(
+            relative_link("dist/previews/x/preview.html", "pages/card.html"),
+            "../../../pages/card.html"
+        );
+        assert_eq!(relative_link("index.html", "dist/x.png"), "dist/x.png");
+    }
+}

@@ -1,0 +1,868 @@
+//! The `preview` tool (the seeds' `render_preview`): renders a page in
+//! headless Chromium and keeps the evidence.
+//!
+//! ```yaml
+//! with:
+//!   input: pages/card.html      # .html, or .tsx/.jsx (compiled with esbuild first)
+//!   id: card                    # default: the file name without extension
+//!   network: false              # default false: requests leaving the page's files are blocked
+//!   required: false             # true: a preview that fails or is skipped fails the stage
+//!   viewport: {width: 1024, height: 768}
+//!   click: ["#show-details"]    # optional: clicked in order before the screenshot
+//! ```
+//!
+//! Writes `dist/previews/<id>/preview.html` (the page as rendered, with the
+//! HTMX runtime policy applied), `screenshot.png` and `preview-report.json`
+//! ([`PreviewReport`]).
+//!
+//! Fallback order: the DevTools driver (full diagnostics) -> Chromium's own
+//! `--screenshot` mode (a screenshot, no diagnostics, said so in the report)
+//! -> a `skipped` report with the reason when the preview is optional -> a
+//! failed stage when it is required.
+//!
+//! One browser serves every preview of a run; [`Tool::end_run`] closes it
+//! (and kills its process group).
+
+pub mod browser;
+pub mod cdp;
+pub mod driver;
+pub mod page;
+pub mod report;
+pub mod tsx;
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pmpo_plan::InputIssue;
+use pmpo_store::{Durability, Workspace};
+use serde_json::{Map, Value, json};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
+
+pub use report::{
+    CheckState, PreviewReport, PreviewVerdict, Viewport, evaluate_preview_dir,
+    evaluate_preview_report, evaluate_report, inspect_png,
+};
+
+use crate::inputs::{check_bool, check_path, invalid, io_error, opt_bool, opt_str, req_str};
+use crate::process::{ProcessSpec, run_process};
+use crate::{
+    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
+};
+use browser::{Browser, INSTALL_HINT, find_chromium};
+
+const KEYS: &[&str] = &[
+    "input",
+    "id",
+    "out_dir",
+    "network",
+    "required",
+    "viewport",
+    "click",
+    "wait_ms",
+    "settle_ms",
+    "driver",
+    "chromium",
+    "esbuild",
+];
+
+/// Where previews go unless `out_dir` says otherwise.
+pub const DEFAULT_OUT_DIR: &str = "dist/previews";
+const DEFAULT_SETTLE: Duration = Duration::from_millis(3000);
+
+/// The `preview` tool, holding the run's browser.
+#[derive(Default)]
+pub struct PreviewTool {
+    browser: Mutex<Option<Browser>>,
+    /// Why the DevTools browser could not start in this run (not retried).
+    launch_failure: Mutex<Option<String>>,
+}
+
+impl PreviewTool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The running browser's process id and profile directory, if one runs.
+    pub async fn browser_process(&self) -> Option<(i32, PathBuf)> {
+        let guard = self.browser.lock().await;
+        guard.as_ref().map(|b| {
+            (
+                b.pid(),
+                b.profile_dir().map(PathBuf::from).unwrap_or_default(),
+            )
+        })
+    }
+
+    /// Closes the browser, if one runs.
+    pub async fn shutdown(&self) {
+        let browser = self.browser.lock().await.take();
+        if let Some(b) = browser {
+            b.close().await;
+        }
+        *self.launch_failure.lock().await = None;
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriverChoice {
+    Auto,
+    DevTools,
+    ScreenshotMode,
+}
+
+/// The resolved inputs of one preview.
+struct Job {
+    input: String,
+    id: String,
+    dir: String,
+    network: bool,
+    required: bool,
+    viewport: Viewport,
+    extra_wait: Duration,
+    settle: Duration,
+    clicks: Vec<String>,
+    driver: DriverChoice,
+    chromium: Option<String>,
+    esbuild: Option<String>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 100
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
+        && !id.starts_with('.')
+}
+
+fn default_id(input: &str) -> String {
+    let file = input.rsplit('/').next().unwrap_or(input);
+    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
+    let id: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if id.is_empty() { "page".into() } else { id }
+}
+
+fn parse_viewport(v: Option<&Value>) -> Result<Viewport, String> {
+    let mut vp = Viewport::default();
+    let Some(v) = v else { return Ok(vp) };
+    let map = v
+        .as_object()
+        .ok_or("`viewport` must be a mapping: {width: 1024, height: 768}")?;
+    for (k, val) in map {
+        match k.as_str() {
+            "width" | "height" => {
+                let n = val
+                    .as_u64()
+                    .filter(|n| (16..=8192).contains(n))
+                    .ok_or(format!(
+                        "`viewport.{k}` must be a whole number from 16 to 8192"
+                    ))?;
+                if k == "width" {
+                    vp.width = n as u32;
+                } else {
+                    vp.height = n as u32;
+                }
+            }
+            "device_scale_factor" => {
+                vp.device_scale_factor = val
+                    .as_f64()
+                    .filter(|f| *f > 0.0 && *f <= 4.0)
+                    .ok_or("`viewport.device_scale_factor` must be a number above 0, at most 4")?;
+            }
+            other => {
+                return Err(format!(
+                    "unknown `viewport` field `{other}` (width, height, device_scale_factor)"
+                ));
+            }
+        }
+    }
+    Ok(vp)
+}
+
+fn parse_ms(v: Option<&Value>, key: &str, default: Duration) -> Result<Duration, String> {
+    match v {
+        None => Ok(default),
+        Some(v) => v
+            .as_u64()
+            .filter(|n| *n <= 600_000)
+            .map(Duration::from_millis)
+            .ok_or(format!(
+                "`{key}` must be a number of milliseconds (at most 600000)"
+            )),
+    }
+}
+
+fn parse_clicks(v: Option<&Value>) -> Result<Vec<String>, String> {
+    match v {
+        None | Some(Value::Null) => Ok(Vec::new()),
+        Some(Value::String(s)) if !s.trim().is_empty() => Ok(vec![s.clone()]),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|i| {
+                i.as_str()
+                    .filter(|s| !s.trim().is_empty())
+                    .map(str::to_string)
+                    .ok_or_else(|| "`click` holds something that is not a CSS selector".to_string())
+            })
+            .collect(),
+        Some(_) => Err("`click` must be a CSS selector or a list of them".into()),
+    }
+}
+
+fn parse_driver(v: Option<&str>) -> Result<DriverChoice, String> {
+    match v {
+        None | Some("auto") => Ok(DriverChoice::Auto),
+        Some("devtools") => Ok(DriverChoice::DevTools),
+        Some("screenshot") => Ok(DriverChoice::ScreenshotMode),
+        Some(other) => Err(format!(
+            "unknown `driver` `{other}`: auto, devtools or screenshot"
+        )),
+    }
+}
+
+fn is_tsx(path: &str) -> bool {
+    let l = path.to_ascii_lowercase();
+    l.ends_with(".tsx") || l.ends_with(".jsx")
+}
+
+impl Job {
+    fn from_inputs(inputs: &Map<String, Value>) -> Result<Job, ToolError> {
+        let input = req_str(inputs, "input")?.to_string();
+        let id = match opt_str(inputs, "id")? {
+            Some(id) if valid_id(id) => id.to_string(),
+            Some(id) => {
+                return Err(invalid(format!(
+                    "`id` `{id}` must be letters, digits, `-`, `_` or `.` (it names a directory)"
+                )));
+            }
+            None => default_id(&input),
+        };
+        let out_dir = opt_str(inputs, "out_dir")?.unwrap_or(DEFAULT_OUT_DIR);
+        Ok(Job {
+            dir: format!("{}/{id}", out_dir.trim_end_matches('/')),
+            input,
+            id,
+            network: opt_bool(inputs, "network")?.unwrap_or(false),
+            required: opt_bool(inputs, "required")?.unwrap_or(false),
+            viewport: parse_viewport(inputs.get("viewport")).map_err(invalid)?,
+            extra_wait: parse_ms(inputs.get("wait_ms"), "wait_ms", Duration::ZERO)
+                .map_err(invalid)?,
+            settle: parse_ms(inputs.get("settle_ms"), "settle_ms", DEFAULT_SETTLE)
+                .map_err(invalid)?,
+            driver: parse_driver(opt_str(inputs, "driver")?).map_err(invalid)?,
+            clicks: parse_clicks(inputs.get("click")).map_err(invalid)?,
+            chromium: opt_str(inputs, "chromium")?.map(str::to_string),
+            esbuild: opt_str(inputs, "esbuild")?.map(str::to_string),
+        })
+    }
+
+    fn rel(&self, name: &str) -> String {
+        format!("{}/{name}", self.dir)
+    }
+}
+
+fn now() -> String {
+    pmpo_store::now_rfc3339()
+}
+
+impl PreviewTool {
+    /// Renders one preview and writes its files; the report says what happened.
+    async fn preview(&self, ctx: &ToolContext<'_>, job: &Job) -> Result<PreviewReport, ToolError> {
+        let started = Instant::now();
+        let deadline = started + ctx.timeout;
+        let ws = ctx.workspace;
+        let html_rel = job.rel("preview.html");
+        let mut report = PreviewReport {
+            version: report::REPORT_VERSION,
+            artifact_id: job.id.clone(),
+            status: "failed".into(),
+            required: job.required,
+            source: job.input.clone(),
+            html: html_rel.clone(),
+            driver: "none".into(),
+            runtime_source: "none".into(),
+            runtime_detail: String::new(),
+            network_allowed: job.network,
+            viewport: job.viewport,
+            generated_at: now(),
+            ..Default::default()
+        };
+        let give_up = |mut report: PreviewReport, reason: String, hint: Option<&str>| {
+            report.status = if job.required { "failed" } else { "skipped" }.into();
+            report.reason = Some(reason);
+            report.hint = hint.map(str::to_string);
+            report
+        };
+
+        // 1. The page.
+        let page_html = if is_tsx(&job.input) {
+            let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
+                report.runtime_detail = "not compiled".into();
+                report.html = String::new();
+                let reason = format!(
+                    "`{}` needs esbuild to compile, and esbuild was not found",
+                    job.input
+                );
+                return Ok(give_up(report, reason, Some(tsx::ESBUILD_HINT)));
+            };
+            let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
+            if !entry.is_file() {
+                return Err(invalid(format!("`{}` does not exist", job.input)));
+            }
+            let t = Instant::now();
+            let bundle =
+                match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
+                    Ok(b) => b,
+                    Err(e) => {
+                        report.html = String::new();
+                        report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+                        report.status = "failed".into();
+                        return Ok(report);
+                    }
+                };
+            report.timings.compile_ms = Some(driver::ms(t.elapsed()));
+            ws.write_atomic(
+                &job.rel("bundle.js"),
+                bundle.as_bytes(),
+                Durability::Relaxed,
+            )
+            .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
+            report.runtime_detail = format!("compiled with {}", esbuild.display());
+            tsx::host_page(&job.id)
+        } else {
+            let bytes = crate::inputs::read_file(ws, &job.input)?;
+            let text = String::from_utf8_lossy(&bytes);
+            let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
+            // The copy under dist/previews/<id>/ loads the original's relative resources.
+            let base = format!("{}/", crate::inputs::relative_link(&html_rel, input_dir));
+            let prepared = page::prepare(&text, job.network, Some(&base));
+            report.runtime_source = prepared.runtime.source.into();
+            report.runtime_detail = prepared.runtime.detail;
+            prepared.html
+        };
+        ws.write_atomic(&html_rel, page_html.as_bytes(), Durability::Relaxed)
+            .map_err(|e| io_error("write", &html_rel, e))?;
+
+        // 2. The browser.
+        let chromium = match find_chromium(job.chromium.as_deref()) {
+            Ok(p) => p,
+            Err(e) => return Ok(give_up(report, e, Some(INSTALL_HINT))),
+        };
+        let mut devtools_failure: Option<String> = None;
+        if job.driver != DriverChoice::ScreenshotMode {
+            match self
+                .render_devtools(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .await
+            {
+                Ok(()) => {}
+                Err(e) if ctx.cancel.is_cancelled() => {
+                    report.reason = Some(e);
+                    return Ok(report);
+                }
+                // The page itself hung: another way of rendering it would hang too.
+                Err(e) if e == driver::PAGE_BUSY => {
+                    report.status = "failed".into();
+                    report.reason = Some(e);
+                    report.hint = Some("make the page's scripts finish; previews render what a browser shows once scripts yield".into());
+                    report.timings.total_ms = driver::ms(started.elapsed());
+                    return Ok(report);
+                }
+                Err(e) => devtools_failure = Some(e),
+            }
+        }
+        if report.driver != "devtools" {
+            if job.driver == DriverChoice::DevTools {
+                let reason =
+                    devtools_failure.unwrap_or_else(|| "the DevTools driver did not run".into());
+                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+            }
+            if let Some(f) = &devtools_failure {
+                report.notes.push(format!(
+                    "DevTools driver failed ({f}); fell back to Chromium's --screenshot mode"
+                ));
+            }
+            if let Err(e) = self
+                .render_screenshot_mode(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .await
+            {
+                let reason = match devtools_failure {
+                    Some(f) => format!("DevTools driver: {f}; --screenshot mode: {e}"),
+                    None => e,
+                };
+                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+            }
+        }
+        report.timings.total_ms = driver::ms(started.elapsed());
+        Ok(report)
+    }
+
+    async fn render_devtools(
+        &self,
+        ctx: &ToolContext<'_>,
+        job: &Job,
+        chromium: &std::path::Path,
+        html_rel: &str,
+        deadline: Instant,
+        report: &mut PreviewReport,
+    ) -> Result<(), String> {
+        if let Some(f) = self.launch_failure.lock().await.clone() {
+            return Err(f);
+        }
+        let mut guard = self.browser.lock().await;
+        if guard.as_ref().is_some_and(|b| !b.is_alive()) {
+            report
+                .notes
+                .push("the browser of this run had exited; started a new one".into());
+            *guard = None;
+        }
+        if guard.is_none() {
+            match Browser::launch(chromium).await {
+                Ok(b) => {
+                    report.timings.browser_start_ms = driver::ms(b.started_in);
+                    *guard = Some(b);
+                }
+                Err(e) => {
+                    *self.launch_failure.lock().await = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        } else {
+            report.timings.browser_reused = true;
+        }
+        let Some(browser) = guard.as_ref() else {
+            return Err("no browser".into());
+        };
+        report.browser = Some(browser.version.clone());
+        let req = driver::RenderRequest {
+            ws: ctx.workspace,
+            page: html_rel,
+            network: job.network,
+            viewport: job.viewport,
+            settle_limit: job.settle,
+            extra_wait: job.extra_wait,
+            clicks: &job.clicks,
+            deadline,
+            cancel: ctx.cancel,
+        };
+        let observed = driver::render(&browser.conn, &req).await?;
+        drop(guard);
+        report.driver = "devtools".into();
+        report.diagnostics_available = true;
+        report.console = observed.console;
+        report.page_errors = observed.page_errors;
+        report.failed_requests = observed.failed_requests;
+        report.notes.extend(observed.notes);
+        report.timings.load_ms = observed.load_ms;
+        report.timings.settle_ms = observed.settle_ms;
+        report.timings.screenshot_ms = observed.screenshot_ms;
+        report.recount();
+        if !job.clicks.is_empty() {
+            report
+                .notes
+                .push(format!("clicked, in order: {}", job.clicks.join(", ")));
+        }
+        if let Some(err) = observed.click_error {
+            report.status = "failed".into();
+            report.reason = Some(err);
+            return Ok(());
+        }
+        if let Some(err) = observed.navigation_error {
+            report.status = "failed".into();
+            report.reason = Some(err);
+            return Ok(());
+        }
+        match observed.screenshot {
+            Some(png) => self.keep_screenshot(ctx.workspace, job, &png, report),
+            None => {
+                report.status = "failed".into();
+                report.reason = Some("no screenshot was taken".into());
+                Ok(())
+            }
+        }
+    }
+
+    fn keep_screenshot(
+        &self,
+        ws: &Workspace,
+        job: &Job,
+        png: &[u8],
+        report: &mut PreviewReport,
+    ) -> Result<(), String> {
+        let rel = job.rel("screenshot.png");
+        ws.write_atomic(&rel, png, Durability::Relaxed)
+            .map_err(|e| format!("cannot write `{rel}`: {e}"))?;
+        report.image = inspect_png(png).ok();
+        report.screenshot = Some(rel);
+        report.status = "success".into();
+        report.reason = None;
+        Ok(())
+    }
+
+    /// Chromium's own `--screenshot`: a picture, nothing else.
+    async fn render_screenshot_mode(
+        &self,
+        ctx: &ToolContext<'_>,
+        job: &Job,
+        chromium: &std::path::Path,
+        html_rel: &str,
+        deadline: Instant,
+        report: &mut PreviewReport,
+    ) -> Result<(), String> {
+        let profile = browser::new_profile()?;
+        let shot = profile.path().join("screenshot.png");
+        let page = ctx.workspace.root().join(html_rel);
+        let mut argv: Vec<String> = vec![chromium.to_string_lossy().into_owned()];
+        argv.extend(browser::CHROMIUM_FLAGS.iter().map(|s| s.to_string()));
+        argv.push(format!("--user-data-dir={}", profile.path().display()));
+        argv.push(format!("--screenshot={}", shot.display()));
+        argv.push(format!(
+            "--window-size={},{}",
+            job.viewport.width, job.viewport.height
+        ));
+        argv.push("--virtual-time-budget=2000".into());
+        argv.push("--allow-file-access-from-files".into());
+        if !job.network {
+            argv.push("--host-resolver-rules=MAP * ~NOTFOUND".into());
+        }
+        argv.push(format!("file://{}", page.display()));
+        let spec = ProcessSpec {
+            argv,
+            cwd: ctx.workspace.root().to_path_buf(),
+            env: vec![],
+            stdin: None,
+            capture_limit: 64 * 1024,
+        };
+        let t = Instant::now();
+        let limit = deadline
+            .saturating_duration_since(Instant::now())
+            .min(Duration::from_secs(60));
+        let result = run_process(&spec, limit, ctx.cancel)
+            .await
+            .map_err(|e| format!("cannot start `{}`: {e}", chromium.display()))?;
+        let png = std::fs::read(&shot).map_err(|_| {
+            format!(
+                "Chromium's --screenshot mode wrote no screenshot ({:?}): {}",
+                result.termination,
+                result.stderr.last_line().unwrap_or_default()
+            )
+        })?;
+        report.driver = "screenshot-mode".into();
+        report.diagnostics_available = false;
+        report.timings.screenshot_ms = driver::ms(t.elapsed());
+        report.notes.push("rendered with Chromium's own --screenshot mode: console messages, page errors and failed requests were not observed".into());
+        if !job.clicks.is_empty() {
+            report.notes.push(
+                "`click` needs the DevTools driver: nothing was clicked, the screenshot shows the page as loaded".into(),
+            );
+        }
+        self.keep_screenshot(ctx.workspace, job, &png, report)
+    }
+}
+
+fn summary_line(r: &PreviewReport, report_path: &str) -> String {
+    format!(
+        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s), {:.0} ms{}; report {}\n",
+        r.artifact_id,
+        r.status,
+        r.driver,
+        r.runtime_source,
+        r.counts.console_errors,
+        r.counts.page_errors,
+        r.counts.failed_requests,
+        r.timings.total_ms,
+        r.reason
+            .as_ref()
+            .map(|x| format!(" ({x})"))
+            .unwrap_or_default(),
+        report_path,
+    )
+}
+
+/// The entry of `preview.runs` in the artifact manifest.
+pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
+    json!({
+        "artifact_id": r.artifact_id,
+        "status": r.status,
+        "html": Some(&r.html).filter(|h| !h.is_empty()),
+        "screenshot": r.screenshot,
+        "report": report_path,
+        "runtime_source": r.runtime_source,
+        "runtime_detail": r.runtime_detail,
+        "required": r.required,
+        "driver": r.driver,
+        "diagnostics_available": r.diagnostics_available,
+        "console_errors": r.counts.console_errors,
+        "page_errors": r.counts.page_errors,
+        "failed_requests": r.counts.failed_requests,
+    })
+}
+
+/// The manifest's `preview` (`{required, runs}`) and `validation`
+/// (`{preview_status, has_console_errors, has_request_failures, notes}`)
+/// sections of the reference manifest schema, from the `preview_run` outputs
+/// of a run's preview stages. `(None, None)` when there were none.
+pub fn manifest_summary<'a>(
+    runs: impl IntoIterator<Item = &'a Value>,
+) -> (Option<Value>, Option<Value>) {
+    let runs: Vec<Value> = runs
+        .into_iter()
+        .filter(|r| r.is_object())
+        .cloned()
+        .collect();
+    if runs.is_empty() {
+        return (None, None);
+    }
+    let count = |key: &str| -> u64 { runs.iter().filter_map(|r| r[key].as_u64()).sum() };
+    let ok = runs.iter().filter(|r| r["status"] == "success").count();
+    let mut notes: Vec<String> = runs
+        .iter()
+        .filter(|r| r["status"] != "success")
+        .map(|r| {
+            format!(
+                "preview `{}` {}",
+                r["artifact_id"].as_str().unwrap_or("?"),
+                r["status"].as_str().unwrap_or("?")
+            )
+        })
+        .collect();
+    if runs
+        .iter()
+        .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
+    {
+        notes.push(
+            "some previews were rendered without diagnostics (Chromium --screenshot mode)".into(),
+        );
+    }
+    let status = if ok == runs.len() {
+        "pass"
+    } else if ok == 0 {
+        "fail"
+    } else {
+        "partial"
+    };
+    let validation = json!({
+        "preview_status": status,
+        "has_console_errors": count("console_errors") + count("page_errors") > 0,
+        "has_request_failures": count("failed_requests") > 0,
+        "notes": notes,
+    });
+    let section = json!({
+        "required": runs.iter().any(|r| r["required"] == true),
+        "runs": runs,
+    });
+    (Some(section), Some(validation))
+}
+
+#[async_trait]
+impl Tool for PreviewTool {
+    fn name(&self) -> &'static str {
+        "preview"
+    }
+
+    fn aliases(&self) -> &'static [&'static str] {
+        &["render_preview"]
+    }
+
+    fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
+        let mut issues = unknown_keys(inputs, KEYS, "preview");
+        check_path(inputs, "input", true, &mut issues);
+        check_path(inputs, "out_dir", false, &mut issues);
+        check_bool(inputs, "network", &mut issues);
+        check_bool(inputs, "required", &mut issues);
+        if let Some(Value::String(id)) = inputs.get("id")
+            && !valid_id(id)
+        {
+            issues.push(issue(
+                "id",
+                format!("`id` `{id}` must be letters, digits, `-`, `_` or `.`"),
+                None,
+            ));
+        }
+        if let Err(e) = parse_viewport(inputs.get("viewport")) {
+            issues.push(issue("viewport", e, None));
+        }
+        for key in ["wait_ms", "settle_ms"] {
+            if let Err(e) = parse_ms(inputs.get(key), key, Duration::ZERO) {
+                issues.push(issue(key, e, None));
+            }
+        }
+        if let Err(e) = parse_clicks(inputs.get("click")) {
+            issues.push(issue("click", e, Some("e.g. `click: [\"#show-details\"]`")));
+        }
+        if let Some(v) = inputs.get("driver")
+            && let Err(e) = parse_driver(v.as_str().or(Some("?")))
+        {
+            issues.push(issue("driver", e, None));
+        }
+        issues
+    }
+
+    async fn invoke(
+        &self,
+        ctx: &ToolContext<'_>,
+        inputs: &Map<String, Value>,
+    ) -> Result<ToolOutcome, ToolError> {
+        let started = Instant::now();
+        let job = Job::from_inputs(inputs)?;
+        let mut report = self.preview(ctx, &job).await?;
+        report.timings.total_ms = driver::ms(started.elapsed());
+        report.generated_at = now();
+        let report_rel = job.rel("preview-report.json");
+        let bytes = serde_json::to_vec_pretty(&report)
+            .map_err(|e| io_error("serialize", &report_rel, e))?;
+        ctx.workspace
+            .write_atomic(&report_rel, &bytes, Durability::Relaxed)
+            .map_err(|e| io_error("write", &report_rel, e))?;
+
+        let summary = summary_line(&report, &report_rel);
+        let mut outputs = Map::new();
+        outputs.insert("preview_run".into(), manifest_run(&report, &report_rel));
+        outputs.insert("status".into(), json!(report.status));
+        outputs.insert("report".into(), json!(report_rel));
+        outputs.insert("screenshot".into(), json!(report.screenshot));
+        outputs.insert(
+            "html".into(),
+            json!(Some(&report.html).filter(|h| !h.is_empty())),
+        );
+        outputs.insert("runtime_source".into(), json!(report.runtime_source));
+        let failed = report.status != "success" && job.required;
+        let mut stderr = String::new();
+        if report.status != "success" {
+            // The reason goes last: the engine quotes the last line of stderr.
+            stderr = format!(
+                "{}preview `{}` {}: {}\n",
+                report
+                    .hint
+                    .as_ref()
+                    .map(|h| format!("help: {h}\n"))
+                    .unwrap_or_default(),
+                job.id,
+                report.status,
+                report.reason.clone().unwrap_or_default(),
+            );
+        }
+        let notes = if report.status == "skipped" {
+            vec![format!(
+                "preview `{}` skipped (optional): {}",
+                job.id,
+                report.reason.clone().unwrap_or_default()
+            )]
+        } else {
+            Vec::new()
+        };
+        Ok(ToolOutcome {
+            termination: if ctx.cancel.is_cancelled() {
+                Termination::Cancelled
+            } else if report.status != "success" && started.elapsed() >= ctx.timeout {
+                Termination::TimedOut
+            } else {
+                Termination::Exited(if failed { 1 } else { 0 })
+            },
+            stdout: Captured::from_bytes(summary.as_bytes()),
+            stderr: Captured::from_bytes(stderr.as_bytes()),
+            duration: started.elapsed(),
+            outputs,
+            invocation: json!({"input": job.input, "id": job.id, "driver": report.driver, "network": job.network}),
+            notes,
+        })
+    }
+
+    async fn end_run(&self) {
+        self.shutdown().await;
+    }
+}
+
+/// Runs one preview outside a plan (the `pmpo preview` command): the same
+/// tool, its browser closed afterwards.
+pub async fn preview_once(
+    ws: &Workspace,
+    inputs: &Map<String, Value>,
+    timeout: Duration,
+) -> Result<(PreviewReport, String), ToolError> {
+    let tool = PreviewTool::new();
+    let cancel = CancellationToken::new();
+    let ctx = ToolContext {
+        workspace: ws,
+        run_id: "preview",
+        stage_id: "preview",
+        tool: "preview",
+        timeout,
+        cancel: &cancel,
+        spec: None,
+        description: "",
+    };
+    let outcome = tool.invoke(&ctx, inputs).await;
+    tool.shutdown().await;
+    let outcome = outcome?;
+    let report_rel = outcome
+        .outputs
+        .get("report")
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string();
+    let abs = ws
+        .resolve(&report_rel)
+        .map_err(|e| invalid(e.to_string()))?;
+    let text = std::fs::read_to_string(&abs).map_err(|e| io_error("read", &report_rel, e))?;
+    let report: PreviewReport =
+        serde_json::from_str(&text).map_err(|e| io_error("parse", &report_rel, e))?;
+    Ok((report, report_rel))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn msgs(v: Value) -> Vec<String> {
+        PreviewTool::new()
+            .check_inputs(v.as_object().unwrap())
+            .into_iter()
+            .map(|i| i.message)
+            .collect()
+    }
+
+    #[test]
+    fn input_checks() {
+        assert!(
+            msgs(
+                json!({"input": "p.html", "id": "card", "network": false, "required": true,
+                "viewport": {"width": 800, "height": 600}, "click": ["#a", ".b"], "wait_ms": 100,
+                "settle_ms": 500, "driver": "devtools"})
+            )
+            .is_empty()
+        );
+        assert_eq!(msgs(json!({})).len(), 1);
+        let bad = msgs(json!({"input": "/abs.html", "id": "a/b", "network": "yes",
+            "viewport": {"width": 1}, "click": [1], "driver": "selenium", "colour": 1}));
+        assert_eq!(bad.len(), 7, "{bad:?}");
+        assert_eq!(default_id("pages/my card.html"), "my-card");
+    }
+
+    #[test]
+    fn manifest_sections() {
+        assert_eq!(manifest_summary(&[]), (None, None));
+        let runs = [
+            json!({"artifact_id": "a", "status": "success", "console_errors": 1, "failed_requests": 0, "diagnostics_available": true}),
+            json!({"artifact_id": "b", "status": "skipped", "required": false}),
+        ];
+        let (section, validation) = manifest_summary(&runs);
+        let (section, validation) = (section.unwrap(), validation.unwrap());
+        assert_eq!(section["runs"].as_array().unwrap().len(), 2);
+        assert_eq!(section["required"], false);
+        assert_eq!(validation["preview_status"], "partial");
+        assert_eq!(validation["has_console_errors"], true);
+        assert_eq!(validation["has_request_failures"], false);
+        assert_eq!(validation["notes"][0], "preview `b` skipped");
+    }
+}

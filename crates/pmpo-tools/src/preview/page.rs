@@ -1,0 +1,289 @@
+//! Preparing a page for preview: the HTMX runtime policy and a `<base>` so
+//! that the copy under `dist/previews/<id>/` loads the original's relative
+//! resources.
+//!
+//! Policy: a page that uses HTMX attributes gets the HTMX runtime that ships
+//! inside pmpo (inlined, so the preview works offline and stands alone); a
+//! copy from the network is loaded only when the stage sets `network: true`.
+//! A `<script src>` naming a remote HTMX is replaced by the local copy unless
+//! the network is allowed.
+
+/// The vendored HTMX runtime (Zero-Clause BSD; see assets/vendor/).
+pub const HTMX_JS: &str = include_str!("../../assets/vendor/htmx.min.js");
+pub const HTMX_VERSION: &str = "2.0.11";
+/// Where `network: true` loads HTMX from when the page names no copy itself.
+pub const HTMX_NETWORK_URL: &str = "https://cdn.jsdelivr.net/npm/htmx.org@2.0.11/dist/htmx.min.js";
+
+/// `local`, `network` or `none`, with a sentence saying what happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Runtime {
+    pub source: &'static str,
+    pub detail: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    pub html: String,
+    pub runtime: Runtime,
+    pub uses_htmx: bool,
+}
+
+const HTMX_ATTRS: &[&str] = &[
+    "hx-get",
+    "hx-post",
+    "hx-put",
+    "hx-patch",
+    "hx-delete",
+    "hx-trigger",
+    "hx-swap",
+    "hx-target",
+    "hx-boost",
+    "hx-on",
+    "hx-select",
+    "hx-vals",
+    "hx-include",
+    "hx-push-url",
+    "hx-ext",
+];
+
+/// Whether the page uses HTMX attributes (`hx-get`, `data-hx-post`, ...).
+pub fn uses_htmx(html: &str) -> bool {
+    let lower = html.to_ascii_lowercase();
+    let bytes = lower.as_bytes();
+    HTMX_ATTRS.iter().any(|attr| {
+        lower.match_indices(attr).any(|(i, _)| {
+            let before = if i >= 5 && &bytes[i - 5..i] == b"data-" {
+                i - 5
+            } else {
+                i
+            };
+            // Inside a tag: the last `<` before it comes after the last `>`.
+            let in_tag = lower[..before]
+                .rfind('<')
+                .map(|lt| Some(lt) > lower[..before].rfind('>'))
+                == Some(true);
+            before > 0
+                && in_tag
+                && bytes[before - 1].is_ascii_whitespace()
+                && matches!(
+                    bytes.get(i + attr.len()),
+                    Some(b'=' | b':' | b' ' | b'>' | b'-')
+                )
+        })
+    })
+}
+
+/// A `<script ...>` tag whose `src` names HTMX: (start, end of the whole element, src).
+fn htmx_script(html: &str) -> Option<(usize, usize, String)> {
+    let lower = html.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(off) = lower[from..].find("<script") {
+        let start = from + off;
+        let tag_end = start + lower[start..].find('>')? + 1;
+        let tag = &html[start..tag_end];
+        from = tag_end;
+        let Some(src) = attr_value(tag, "src") else {
+            continue;
+        };
+        if !src.to_ascii_lowercase().contains("htmx") {
+            continue;
+        }
+        let end = match lower[tag_end..].find("</script>") {
+            Some(e) => tag_end + e + "</script>".len(),
+            None => tag_end,
+        };
+        return Some((start, end, src));
+    }
+    None
+}
+
+fn attr_value(tag: &str, name: &str) -> Option<String> {
+    let lower = tag.to_ascii_lowercase();
+    let mut from = 0;
+    while let Some(off) = lower[from..].find(name) {
+        let i = from + off;
+        from = i + name.len();
+        if i == 0 || !lower.as_bytes()[i - 1].is_ascii_whitespace() {
+            continue;
+        }
+        let rest = tag[i + name.len()..].trim_start();
+        let Some(rest) = rest.strip_prefix('=') else {
+            continue;
+        };
+        let rest = rest.trim_start();
+        let value = match rest.chars().next() {
+            Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or_default(),
+            _ => rest
+                .split(|c: char| c.is_ascii_whitespace() || c == '>')
+                .next()
+                .unwrap_or_default(),
+        };
+        return Some(value.to_string());
+    }
+    None
+}
+
+fn is_remote(src: &str) -> bool {
+    let l = src.to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://") || l.starts_with("//")
+}
+
+/// Where to insert tags that must come first: right after `<head ...>`,
+/// else after `<html ...>`, else at the start.
+fn head_insert_point(html: &str) -> usize {
+    let lower = html.to_ascii_lowercase();
+    for open in ["<head", "<html"] {
+        let mut from = 0;
+        while let Some(off) = lower[from..].find(open) {
+            let i = from + off;
+            from = i + open.len();
+            // `<header` is not `<head`.
+            if matches!(
+                lower.as_bytes().get(i + open.len()),
+                Some(b'>' | b' ' | b'\t' | b'\n' | b'\r')
+            ) && let Some(end) = lower[i..].find('>')
+            {
+                return i + end + 1;
+            }
+        }
+    }
+    // After a doctype, if any.
+    if lower.trim_start().starts_with("<!doctype")
+        && let Some(end) = lower.find('>')
+    {
+        return end + 1;
+    }
+    0
+}
+
+/// Applies the runtime policy and adds `<base href>` (when `base` is given
+/// and the page has none).
+pub fn prepare(html: &str, network: bool, base: Option<&str>) -> Prepared {
+    let uses = uses_htmx(html);
+    let mut out = html.to_string();
+    let mut runtime = Runtime {
+        source: "none",
+        detail: "the page uses no HTMX attributes".into(),
+    };
+    let mut inject = String::new();
+    if let Some(base) = base
+        && !out.to_ascii_lowercase().contains("<base")
+    {
+        inject.push_str(&format!("<base href=\"{}\">", base.replace('"', "%22")));
+    }
+    if uses {
+        match htmx_script(&out) {
+            Some((_, _, src)) if !is_remote(&src) => {
+                runtime = Runtime {
+                    source: "local",
+                    detail: format!("the page's own copy of HTMX: {src}"),
+                };
+            }
+            Some((_, _, src)) if network => {
+                runtime = Runtime {
+                    source: "network",
+                    detail: format!("the page's own network copy of HTMX: {src} (network allowed)"),
+                };
+            }
+            Some((start, end, src)) => {
+                out.replace_range(
+                    start..end,
+                    &format!(
+                        "<!-- pmpo preview: network HTMX `{src}` replaced by the local copy -->"
+                    ),
+                );
+                inject.push_str(&local_script());
+                runtime = Runtime {
+                    source: "local",
+                    detail: format!(
+                        "HTMX {HTMX_VERSION} shipped with pmpo, inlined; the page's network copy ({src}) was replaced because network access is off"
+                    ),
+                };
+            }
+            None if network => {
+                inject.push_str(&format!("<script src=\"{HTMX_NETWORK_URL}\"></script>"));
+                runtime = Runtime {
+                    source: "network",
+                    detail: format!("HTMX loaded from {HTMX_NETWORK_URL} (network: true)"),
+                };
+            }
+            None => {
+                inject.push_str(&local_script());
+                runtime = Runtime {
+                    source: "local",
+                    detail: format!("HTMX {HTMX_VERSION} shipped with pmpo, inlined into the page"),
+                };
+            }
+        }
+    }
+    if !inject.is_empty() {
+        let at = head_insert_point(&out);
+        out.insert_str(at, &inject);
+    }
+    Prepared {
+        html: out,
+        runtime,
+        uses_htmx: uses,
+    }
+}
+
+fn local_script() -> String {
+    format!("<script data-pmpo-runtime=\"htmx {HTMX_VERSION} (local)\">{HTMX_JS}</script>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_htmx_attributes() {
+        assert!(uses_htmx(r#"<button hx-get="/x">a</button>"#));
+        assert!(uses_htmx(r#"<div data-hx-post='/y' >"#));
+        assert!(uses_htmx("<div\n  hx-on:click=\"x\">"));
+        assert!(!uses_htmx("<p>I wrote about hx-get in prose</p>x"));
+        assert!(!uses_htmx("<div class=\"hx-getter\">"));
+        // Multi-byte text right before an attribute does not upset the scan.
+        assert!(uses_htmx("<p title=\"ééé\" hx-get=\"x\">"));
+        assert!(!uses_htmx("ééééé hx-get"));
+    }
+
+    #[test]
+    fn injects_local_runtime_after_head() {
+        let p = prepare(
+            "<!doctype html><html><head><title>t</title></head><body><button hx-get=\"a.html\">x</button></body></html>",
+            false,
+            Some("../../../pages/"),
+        );
+        assert_eq!(p.runtime.source, "local");
+        let head = p.html.find("<head>").unwrap() + 6;
+        assert!(
+            p.html[head..].starts_with("<base href=\"../../../pages/\"><script data-pmpo-runtime")
+        );
+        assert!(p.html.contains("htmx"));
+    }
+
+    #[test]
+    fn remote_runtime_is_replaced_unless_network() {
+        let page = "<html><head><script src=\"https://example.invalid/htmx.min.js\"></script></head><body hx-boost=\"true\"></body></html>";
+        let off = prepare(page, false, None);
+        assert_eq!(off.runtime.source, "local");
+        assert!(!off.html.contains("<script src=\"https://example.invalid"));
+        let on = prepare(page, true, None);
+        assert_eq!(on.runtime.source, "network");
+        assert_eq!(on.html, page);
+        let plain = prepare("<p>hi</p>", false, None);
+        assert_eq!(plain.runtime.source, "none");
+        assert_eq!(plain.html, "<p>hi</p>");
+        let net = prepare("<div hx-get=\"x\"></div>", true, None);
+        assert!(
+            net.html
+                .starts_with(&format!("<script src=\"{HTMX_NETWORK_URL}\">"))
+        );
+    }
+
+    #[test]
+    fn header_is_not_head() {
+        assert_eq!(head_insert_point("<header>x</header>"), 0);
+        assert_eq!(head_insert_point("<!DOCTYPE html><p>"), 15);
+    }
+}

@@ -1,0 +1,392 @@
+//! The `template` tool: fills `{{VARIABLE}}` placeholders and writes the
+//! result through the workspace (atomically).
+//!
+//! ```yaml
+//! with:
+//!   template: builtin:logo-showcase   # or a workspace path: assets/templates/page.html
+//!   output: dist/index.html
+//!   vars:
+//!     NAME: Acme
+//!     IMAGES: $sizes.images           # references are resolved before the tool runs
+//!   files:                            # variables read from workspace files
+//!     SPEC: specs/card.json           # .json is parsed; anything else is text
+//! ```
+//!
+//! Templates are Jinja (minijinja) with strict undefined: a variable the
+//! template uses but `vars` does not give fails the stage and is named. For
+//! `.html`, `.htm`, `.xml` and `.svg` outputs values are HTML-escaped unless
+//! marked `|safe`. Filters added for artifact pages: `rel` (a workspace path
+//! made relative to the output file) and `basename`.
+
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use minijinja::{Environment, UndefinedBehavior};
+use pmpo_plan::InputIssue;
+use pmpo_store::Durability;
+use serde_json::{Map, Value, json};
+
+use crate::inputs::{check_bool, check_path, invalid, io_error, read_file, req_str};
+use crate::{
+    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
+};
+
+const KEYS: &[&str] = &["template", "output", "vars", "files", "autoescape"];
+
+/// Templates compiled into the binary, by name (`builtin:NAME`).
+pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
+    (
+        "logo-showcase",
+        include_str!("../assets/templates/logo-showcase.html"),
+    ),
+    (
+        "content-report",
+        include_str!("../assets/templates/content-report.html"),
+    ),
+    (
+        "a2ui-preview",
+        include_str!("../assets/templates/a2ui-preview.html"),
+    ),
+];
+
+const BUILTIN_PREFIX: &str = "builtin:";
+
+pub struct TemplateTool;
+
+fn builtin(name: &str) -> Option<&'static str> {
+    BUILTIN_TEMPLATES
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, t)| *t)
+}
+
+fn builtin_names() -> String {
+    BUILTIN_TEMPLATES
+        .iter()
+        .map(|(n, _)| format!("{BUILTIN_PREFIX}{n}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Renders a template source with variables. `output` is the workspace path
+/// the result is written to (for the `rel` filter and the escaping choice).
+pub fn render(
+    name: &str,
+    source: &str,
+    output: &str,
+    vars: &Map<String, Value>,
+    autoescape: Option<bool>,
+) -> Result<String, ToolError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    env.set_keep_trailing_newline(true);
+    let escape = autoescape.unwrap_or_else(|| {
+        let lower = output.to_ascii_lowercase();
+        [".html", ".htm", ".xml", ".svg"]
+            .iter()
+            .any(|e| lower.ends_with(e))
+    });
+    env.set_auto_escape_callback(move |_| {
+        if escape {
+            minijinja::AutoEscape::Html
+        } else {
+            minijinja::AutoEscape::None
+        }
+    });
+    let out = output.to_string();
+    // Paths are made safe here (minijinja's HTML escaping would also encode `/`).
+    env.add_filter("rel", move |path: String| {
+        minijinja::Value::from_safe_string(attr_escape(&crate::inputs::relative_link(&out, &path)))
+    });
+    env.add_filter("basename", |path: String| {
+        path.rsplit('/').next().unwrap_or_default().to_string()
+    });
+    let tmpl = env
+        .template_from_named_str(name, source)
+        .map_err(|e| template_error(name, &e))?;
+
+    // Name every missing variable at once, before rendering.
+    let globals: BTreeSet<String> = env.globals().map(|(k, _)| k.to_string()).collect();
+    let missing: BTreeSet<String> = tmpl
+        .undeclared_variables(false)
+        .into_iter()
+        .filter(|v| !vars.contains_key(v) && !globals.contains(v))
+        .collect();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+        return Err(invalid(format!(
+            "template `{name}` uses {} {} that `vars` does not give",
+            if missing.len() == 1 {
+                "variable"
+            } else {
+                "variables"
+            },
+            list.join(", ")
+        ))
+        .hint(format!(
+            "add {} under `with: vars:` (a value or a `$stage.field` reference)",
+            list.join(", ")
+        )));
+    }
+    tmpl.render(minijinja::Value::from_serialize(vars))
+        .map_err(|e| template_error(name, &e))
+}
+
+/// Escapes the characters that matter inside HTML text and quoted attributes.
+fn attr_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+fn template_error(name: &str, e: &minijinja::Error) -> ToolError {
+    let mut msg = format!("template `{name}`");
+    if let Some(line) = e.line() {
+        msg.push_str(&format!(" line {line}"));
+    }
+    msg.push_str(&format!(": {}", e.kind()));
+    if let Some(detail) = e.detail() {
+        msg.push_str(&format!(": {detail}"));
+    }
+    let err = invalid(msg);
+    if e.kind() == minijinja::ErrorKind::UndefinedError {
+        err.hint("a value the template reads is missing: check the names under `vars` and the fields of the values passed in")
+    } else {
+        err
+    }
+}
+
+#[async_trait]
+impl Tool for TemplateTool {
+    fn name(&self) -> &'static str {
+        "template"
+    }
+
+    fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
+        let mut issues = unknown_keys(inputs, KEYS, "template");
+        match inputs.get("template") {
+            Some(Value::String(t)) if t.starts_with(BUILTIN_PREFIX) => {
+                if builtin(&t[BUILTIN_PREFIX.len()..]).is_none() {
+                    issues.push(issue(
+                        "template",
+                        format!("unknown built-in template `{t}`"),
+                        Some(&format!("built-in templates: {}", builtin_names())),
+                    ));
+                }
+            }
+            _ => check_path(inputs, "template", true, &mut issues),
+        }
+        check_path(inputs, "output", true, &mut issues);
+        match inputs.get("vars") {
+            None | Some(Value::Object(_)) => {}
+            Some(v) if crate::inputs::is_reference(v) => {}
+            Some(_) => issues.push(issue(
+                "vars",
+                "`vars` must be a mapping of NAME: value",
+                None,
+            )),
+        }
+        match inputs.get("files") {
+            None => {}
+            Some(Value::Object(map)) => {
+                for (name, path) in map {
+                    if inputs
+                        .get("vars")
+                        .and_then(Value::as_object)
+                        .is_some_and(|v| v.contains_key(name))
+                    {
+                        issues.push(issue(
+                            "files",
+                            format!("`{name}` is given both in `vars` and in `files`"),
+                            None,
+                        ));
+                    }
+                    let ok = crate::inputs::is_reference(path)
+                        || path
+                            .as_str()
+                            .is_some_and(|p| pmpo_plan::validate_output_pattern(p).is_ok());
+                    if !ok {
+                        issues.push(issue(
+                            "files",
+                            format!("`files.{name}` must be a path relative to the workspace"),
+                            None,
+                        ));
+                    }
+                }
+            }
+            Some(_) => issues.push(issue(
+                "files",
+                "`files` must be a mapping of NAME: path",
+                None,
+            )),
+        }
+        check_bool(inputs, "autoescape", &mut issues);
+        issues
+    }
+
+    async fn invoke(
+        &self,
+        ctx: &ToolContext<'_>,
+        inputs: &Map<String, Value>,
+    ) -> Result<ToolOutcome, ToolError> {
+        let started = Instant::now();
+        let template = req_str(inputs, "template")?;
+        let output = req_str(inputs, "output")?;
+        let vars = match inputs.get("vars") {
+            None | Some(Value::Null) => Map::new(),
+            Some(Value::Object(m)) => m.clone(),
+            Some(_) => return Err(invalid("`vars` must be a mapping of NAME: value")),
+        };
+        let mut vars = vars;
+        if let Some(files) = inputs.get("files") {
+            let files = files
+                .as_object()
+                .ok_or_else(|| invalid("`files` must be a mapping of NAME: path"))?;
+            for (name, path) in files {
+                let path = path
+                    .as_str()
+                    .ok_or_else(|| invalid(format!("`files.{name}` must be a path")))?;
+                let bytes = read_file(ctx.workspace, path)?;
+                let value = if path.to_ascii_lowercase().ends_with(".json") {
+                    serde_json::from_slice(&bytes).map_err(|e| {
+                        invalid(format!("`{path}` (files.{name}) is not valid JSON: {e}"))
+                    })?
+                } else {
+                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
+                };
+                vars.insert(name.clone(), value);
+            }
+        }
+        let autoescape = crate::inputs::opt_bool(inputs, "autoescape")?;
+        let source: String = match template.strip_prefix(BUILTIN_PREFIX) {
+            Some(name) => builtin(name)
+                .ok_or_else(|| {
+                    invalid(format!("unknown built-in template `{template}`"))
+                        .hint(format!("built-in templates: {}", builtin_names()))
+                })?
+                .to_string(),
+            None => String::from_utf8(read_file(ctx.workspace, template)?)
+                .map_err(|_| invalid(format!("template `{template}` is not UTF-8 text")))?,
+        };
+        let rendered = render(template, &source, output, &vars, autoescape)?;
+        ctx.workspace
+            .write_atomic(output, rendered.as_bytes(), Durability::Relaxed)
+            .map_err(|e| io_error("write", output, e))?;
+        let summary = format!(
+            "rendered {template} -> {output} ({} bytes, {} variables)\n",
+            rendered.len(),
+            vars.len()
+        );
+        let mut outputs = Map::new();
+        outputs.insert("output".into(), json!(output));
+        outputs.insert("bytes".into(), json!(rendered.len()));
+        Ok(ToolOutcome {
+            termination: Termination::Exited(0),
+            stdout: Captured::from_bytes(summary.as_bytes()),
+            stderr: Captured::default(),
+            duration: started.elapsed(),
+            outputs,
+            invocation: json!({"template": template, "output": output}),
+            notes: Vec::new(),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(v: Value) -> Map<String, Value> {
+        v.as_object().cloned().unwrap_or_default()
+    }
+
+    #[test]
+    fn fills_placeholders_and_escapes_html() {
+        let out = render(
+            "t",
+            "<h1>{{TITLE}}</h1>{{ BODY|safe }}",
+            "dist/a.html",
+            &vars(json!({"TITLE": "A & B", "BODY": "<p>x</p>"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out, "<h1>A &amp; B</h1><p>x</p>");
+        let txt = render(
+            "t",
+            "{{TITLE}}",
+            "dist/a.txt",
+            &vars(json!({"TITLE": "A & B"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(txt, "A & B");
+    }
+
+    #[test]
+    fn missing_variables_are_named() {
+        let err = render(
+            "page",
+            "{{ TITLE }} {{ AUTHOR }} {% for x in ITEMS %}{{ x }}{% endfor %}",
+            "o.html",
+            &vars(json!({"TITLE": "t"})),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("`AUTHOR`"), "{}", err.message);
+        assert!(err.message.contains("`ITEMS`"), "{}", err.message);
+        assert!(!err.message.contains("`TITLE`"));
+        // A missing field of a given value fails at render time, with its line.
+        let err = render(
+            "page",
+            "line1\n{{ LOGO.missing }}",
+            "o.html",
+            &vars(json!({"LOGO": {"path": "x"}})),
+            None,
+        )
+        .unwrap_err();
+        assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn rel_filter_and_syntax_errors() {
+        let out = render(
+            "t",
+            "{{ P|rel }} {{ P|basename }}",
+            "dist/index.html",
+            &vars(json!({"P": "dist/img/logo-16.png"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out, "img/logo-16.png logo-16.png");
+        let err = render("t", "{% if %}", "o.txt", &Map::new(), None).unwrap_err();
+        assert!(err.message.contains("syntax"), "{}", err.message);
+    }
+
+    #[test]
+    fn builtin_templates_compile_and_inputs_are_checked() {
+        for (name, src) in BUILTIN_TEMPLATES {
+            let env = Environment::new();
+            assert!(env.template_from_str(src).is_ok(), "{name}");
+        }
+        let t = TemplateTool;
+        let ok = vars(json!({"template": "builtin:logo-showcase", "output": "dist/i.html"}));
+        assert!(t.check_inputs(&ok).is_empty());
+        let bad = vars(json!({"template": "builtin:nope", "output": "/abs", "vars": 3}));
+        let msgs: Vec<String> = t
+            .check_inputs(&bad)
+            .into_iter()
+            .map(|i| i.message)
+            .collect();
+        assert_eq!(msgs.len(), 3, "{msgs:?}");
+    }
+}
