@@ -803,6 +803,8 @@ async fn run_one(
     let mut blocked: Vec<(String, String)> = Vec::new();
     let mut ended_blocked = false;
     let mut halt = false;
+    let mut corrected = false;
+    let mut correction_used = false;
     if choice.is_none() {
         loop {
             blocked.clear();
@@ -994,6 +996,97 @@ async fn run_one(
                 // Every adapter the stage can use is open: do not hammer them.
                 halt = true;
                 break;
+            }
+            // Level 2b (seed 001): one minimal correction of the stage's code by the model.
+            if stage.correct && !corrected {
+                corrected = true;
+                let error = last
+                    .as_ref()
+                    .and_then(|t| t.failure.as_ref())
+                    .map(|f| f.message.clone())
+                    .unwrap_or_default();
+                let stderr = last
+                    .as_ref()
+                    .and_then(|t| t.outcome.as_ref())
+                    .map(|o| o.stderr.text())
+                    .unwrap_or_default();
+                match (
+                    &resolved,
+                    correct_code(cx, stage, &error, &stderr, &token).await,
+                ) {
+                    (Ok(inputs), Ok(code)) => {
+                        {
+                            let mut sh = shared.borrow_mut();
+                            sh.rec.emit(
+                                EventKind::TaskRetrying,
+                                at,
+                                Some(StageStatus::InProgress),
+                                None,
+                                Some(
+                                    "running the code once more, as corrected by the model".into(),
+                                ),
+                            )?;
+                            attempt_no += 1;
+                            sh.rec.db.flush()?;
+                        }
+                        let mut fixed = inputs.clone();
+                        fixed.insert("code".into(), Value::String(code));
+                        let beat = || {
+                            if let Ok(mut sh) = shared.try_borrow_mut() {
+                                let _ = sh.rec.db.heartbeat(run_id, &now_rfc3339());
+                                let _ = sh.rec.db.flush();
+                            }
+                        };
+                        let a = run_stage(
+                            cx.engine,
+                            cx.ws,
+                            run_id,
+                            stage,
+                            stage.tool_name(),
+                            opts,
+                            fixed,
+                            cx.plan,
+                            &token,
+                            &beat,
+                        )
+                        .await;
+                        let tried = {
+                            let mut sh = shared.borrow_mut();
+                            let Shared {
+                                rec, validations, ..
+                            } = &mut *sh;
+                            validate_attempt(cx.ws, stage, a, rec, at, validations)?
+                        };
+                        let mut sh = shared.borrow_mut();
+                        let changed = record_attempt(
+                            &mut sh.rec,
+                            cx.ws,
+                            run_id,
+                            stage,
+                            stage.tool_name(),
+                            attempt_no,
+                            &tried,
+                        )?;
+                        sh.patched |= changed;
+                        let ok = tried.failure.is_none();
+                        sh.notices.push(if ok {
+                            format!("stage `{}` passed after one correction of its code by the model (both attempts are in its log)", stage.id)
+                        } else {
+                            format!("stage `{}`: the model's correction of its code failed too (both attempts are in its log)", stage.id)
+                        });
+                        drop(sh);
+                        correction_used = true;
+                        last = Some(tried);
+                        if ok {
+                            break;
+                        }
+                    }
+                    (_, Err(why)) => shared
+                        .borrow_mut()
+                        .notices
+                        .push(format!("stage `{}`: correction skipped: {why}", stage.id)),
+                    (Err(_), _) => {}
+                }
             }
             if stage.on_failure == OnFailure::Manual {
                 let failure = last.as_ref().and_then(|t| t.failure.as_ref());
@@ -1257,7 +1350,11 @@ async fn run_one(
         attempt_no,
     ))?;
     // A result reached through a fallback is not what the stage itself would give.
-    if status == StageStatus::Completed && stage.cache && fallback_used.is_none() {
+    if status == StageStatus::Completed
+        && stage.cache
+        && fallback_used.is_none()
+        && !correction_used
+    {
         sh.rec.db.cache_put(&CacheRow {
             cache_key: cache_key.clone(),
             stage_id: stage.id.clone(),
@@ -1332,6 +1429,59 @@ async fn run_one(
     // Completion is durable before anything else starts.
     sh.rec.db.flush()?;
     Ok(())
+}
+
+/// Asks the model endpoint for a minimal correction of a failed stage's code;
+/// returns the corrected code, or why there is none.
+async fn correct_code(
+    cx: &Cx<'_>,
+    stage: &Stage,
+    error: &str,
+    stderr: &str,
+    cancel: &CancellationToken,
+) -> Result<String, String> {
+    let client = cx
+        .engine
+        .registry
+        .model_client()
+        .filter(|c| c.is_configured())
+        .ok_or("no model endpoint is configured (see docs/configuration.md)")?;
+    let language = stage
+        .inputs
+        .get("language")
+        .and_then(Value::as_str)
+        .unwrap_or("sh");
+    let code = stage
+        .inputs
+        .get("code")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let tail: String = stderr
+        .chars()
+        .rev()
+        .take(4000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    let prompt = format!(
+        "This {language} code, run as a step of a build, failed.\n\nError: {error}\n\nIts stderr (the end):\n{tail}\n\nThe code:\n```{language}\n{code}\n```\n\nReturn the same code with the smallest change that fixes the error, in one fenced ```{language} block. Do not add features or change what the code is for."
+    );
+    let ctx = pmpo_ai::CallContext {
+        workspace: cx.ws,
+        run_id: cx.run_id,
+        stage: &stage.id,
+        phase: pmpo_ai::Phase::Execute,
+        route: pmpo_ai::Route::default(),
+        cancel,
+        deadline: Instant::now() + stage.timeout.map_or(cx.opts.default_timeout, |t| t.0),
+    };
+    let answer = client
+        .complete(&ctx, &pmpo_ai::ChatRequest::user(prompt))
+        .await
+        .map_err(|e| format!("the model call failed: {}", e.message))?;
+    pmpo_tools::ai::code_block(&answer.completion.text, language)
+        .ok_or_else(|| format!("the model's answer had no ```{language} block"))
 }
 
 /// Kills processes started by stages of `run_id` in this workspace (they carry

@@ -128,18 +128,21 @@ pub trait Tool: Send + Sync {
 #[derive(Clone)]
 pub struct Registry {
     tools: Vec<Arc<dyn Tool>>,
+    /// The model client, when one is configured (for `ai` stages and code corrections).
+    client: Option<Arc<pmpo_ai::Client>>,
 }
 
 impl Default for Registry {
     fn default() -> Self {
-        Registry::builtin(ai::AiTool::default())
+        Registry::builtin(ai::AiTool::default(), None)
     }
 }
 
 impl Registry {
     /// The built-in tools, with the given `ai` tool.
-    fn builtin(ai: ai::AiTool) -> Self {
+    fn builtin(ai: ai::AiTool, client: Option<Arc<pmpo_ai::Client>>) -> Self {
         Registry {
+            client,
             tools: vec![
                 Arc::new(run::RunTool),
                 Arc::new(ai),
@@ -154,7 +157,12 @@ impl Registry {
 
     /// The tools of this build with a model client for `ai` stages.
     pub fn with_ai(client: Arc<pmpo_ai::Client>) -> Self {
-        Registry::builtin(ai::AiTool::new(client))
+        Registry::builtin(ai::AiTool::new(client.clone()), Some(client))
+    }
+
+    /// The model client of this registry, if any.
+    pub fn model_client(&self) -> Option<Arc<pmpo_ai::Client>> {
+        self.client.clone()
     }
 
     /// Tells every tool that the run is over (closes shared resources).

@@ -438,3 +438,60 @@ fn check_knows_the_recovery_settings() {
         r.stderr
     );
 }
+
+#[test]
+fn one_minimal_correction_by_a_command_endpoint() {
+    let ws = Ws::new();
+    // The "model": a local program that reads the prompt and answers with fixed code.
+    ws.write(
+        "fixer.sh",
+        "cat > prompt.txt\nprintf 'Here is the fix:\\n```python\\nprint(\"fixed\")\\nopen(\"out.txt\", \"w\").write(\"ok\")\\n```\\n'\n",
+    );
+    ws.write("pmpo.toml", "[ai]\ndefault_endpoint = \"fixer\"\n\n[ai.endpoints.fixer]\nkind = \"command\"\ncommand = [\"sh\", \"fixer.sh\"]\n");
+    ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(stage(&res, "buggy")["status"], "COMPLETED");
+    assert_eq!(stage(&res, "buggy")["attempts"], 2);
+    assert_eq!(ws.read("out.txt"), "ok");
+    assert!(
+        res["notices"][0]
+            .as_str()
+            .unwrap()
+            .contains("passed after one correction"),
+        "{res}"
+    );
+    // The model saw the code and the error; both attempts are in the stage log.
+    let prompt = ws.read("prompt.txt");
+    assert!(
+        prompt.contains("print(undefined_name)") && prompt.contains("NameError"),
+        "{prompt}"
+    );
+    let log = ws.read("logs/execution/buggy.jsonl");
+    assert_eq!(log.lines().count(), 2);
+    assert!(
+        log.lines().nth(1).unwrap().contains("print(\\\"fixed\\\")"),
+        "{log}"
+    );
+    // A corrected result is not reused: the plan's own code still fails.
+    let again = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(stage(&again.json(), "buggy")["attempts"], 2);
+}
+
+#[test]
+fn correction_without_a_model_is_skipped_with_a_note() {
+    let ws = Ws::new();
+    ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: sh\n        code: 'exit 4'\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 1);
+    let res = r.json();
+    assert!(
+        res["notices"][0]
+            .as_str()
+            .unwrap()
+            .contains("correction skipped: no model endpoint is configured"),
+        "{res}"
+    );
+    assert_eq!(res["errors"][0]["stage"], "buggy");
+}
