@@ -225,6 +225,10 @@ pub fn record(
         last_error: None,
         updated_at: now.clone(),
     });
+    if ok && row.breaker_state == "CLOSED" && row.consecutive_failures == 0 {
+        // Nothing to change: a success on a healthy adapter costs no write.
+        return Ok(row.breaker_state);
+    }
     if ok {
         row.breaker_state = "CLOSED".into();
         row.consecutive_failures = 0;
