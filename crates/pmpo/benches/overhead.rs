@@ -42,7 +42,7 @@ fn engine(dir: &Path, extra: &[&str]) -> Duration {
     std::fs::create_dir_all(dir.join("out")).unwrap();
     let t = Instant::now();
     let out = Command::new(env!("CARGO_BIN_EXE_pmpo"))
-        .args(["execute", "--quiet"])
+        .args(["execute", "--quiet", "--jobs", "1"])
         .args(extra)
         .arg(dir.join("plan.yaml"))
         .output()

@@ -179,8 +179,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = parse_duration)]
     timeout: Duration,
     /// Run stages even when an identical earlier result could be reused: all stages, or
-    /// the ones named (`--force build,test`).
-    #[arg(long, value_name = "STAGE", num_args = 0.., value_delimiter = ',', require_equals = false)]
+    /// the ones named (`--force=build,test`).
+    #[arg(long, value_name = "STAGE", num_args = 0..=1, value_delimiter = ',', require_equals = true, default_missing_value = "")]
     force: Option<Vec<String>>,
     /// If another pmpo is running in this workspace, wait for it instead of failing.
     #[arg(long)]
@@ -405,7 +405,7 @@ fn cmd_execute(
     }
     opts.force = match force {
         None => Force::None,
-        Some(ids) if ids.is_empty() => Force::All,
+        Some(ids) if ids.iter().all(|i| i.is_empty()) => Force::All,
         Some(ids) => {
             let known: Vec<&str> = plan.doc.plan.stages.iter().map(|s| s.id.as_str()).collect();
             if let Some(bad) = ids.iter().find(|i| !known.contains(&i.as_str())) {

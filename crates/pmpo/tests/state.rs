@@ -67,8 +67,7 @@ fn identical_stages_are_cached_until_something_changes() {
 
     // --force STAGE and --force.
     assert_eq!(
-        ws.run(&["execute", "plan.yaml", "-j1", "--force", "b"])
-            .code,
+        ws.run(&["execute", "plan.yaml", "-j1", "--force=b"]).code,
         0
     );
     assert_eq!(
@@ -80,7 +79,7 @@ fn identical_stages_are_cached_until_something_changes() {
         (status_of(&ws, "a"), status_of(&ws, "b")),
         ("COMPLETED".into(), "COMPLETED".into())
     );
-    let r = ws.run(&["execute", "plan.yaml", "-j1", "--force", "zz"]);
+    let r = ws.run(&["execute", "plan.yaml", "-j1", "--force=zz"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("--force names `zz`"), "{}", r.stderr);
 }
