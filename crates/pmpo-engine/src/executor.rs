@@ -112,7 +112,10 @@ fn tail_lines(c: &Captured, n: usize) -> Option<String> {
 
 /// The hash of what a stage is, independent of any run.
 pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
+    // The id is part of it: a stage reuses its own earlier results, not those of
+    // another stage that happens to be written the same way.
     let def = json!({
+        "id": stage.id,
         "tool": tool,
         "requires_execution": stage.requires_execution,
         "with": stage.inputs,
@@ -1826,8 +1829,12 @@ async fn run_stage(
     attempt.started = Some(Instant::now());
     let invoke = tool.invoke(&ctx, &inputs);
     tokio::pin!(invoke);
-    let mut ticks = tokio::time::interval(HEARTBEAT_EVERY);
-    ticks.tick().await;
+    // The first beat is one period away: awaiting an already-due tick would cost a
+    // turn of the timer wheel (about a millisecond) on every stage.
+    let mut ticks = tokio::time::interval_at(
+        tokio::time::Instant::now() + HEARTBEAT_EVERY,
+        HEARTBEAT_EVERY,
+    );
     let result = loop {
         tokio::select! {
             r = &mut invoke => break r,
