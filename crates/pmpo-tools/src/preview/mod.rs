@@ -714,7 +714,25 @@ impl Tool for PreviewTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let job = Job::from_inputs(inputs)?;
+        let mut job = Job::from_inputs(inputs)?;
+        // Without an explicit `required:`, a blocking constraint that names the
+        // preview as its validation makes it required (seed 001: hard-fail).
+        if !inputs.contains_key("required")
+            && let Some(spec) = ctx.spec
+        {
+            job.required = spec.constraints.iter().any(|c| {
+                c.severity == pmpo_plan::Severity::Blocking
+                    && c.validation
+                        .as_ref()
+                        .and_then(|v| v.validation_method.as_deref())
+                        .is_some_and(|m| {
+                            matches!(
+                                m.trim().to_ascii_lowercase().replace('-', "_").as_str(),
+                                "preview" | "render_preview" | "browser_render"
+                            )
+                        })
+            });
+        }
         let mut report = self.preview(ctx, &job).await?;
         report.timings.total_ms = driver::ms(started.elapsed());
         report.generated_at = now();
