@@ -3,20 +3,10 @@
 # workspace; prints the median wall time of 5 runs each and the ratio
 # (target: --jobs 2 takes at most 60% of --jobs 1).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 n=${1:-1000}
-cargo build --release -q -p pmpo
-bin=$PWD/target/release/pmpo
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-python3 - "$n" "$dir/plan.yaml" <<'PY'
-import sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    f.write("specification:\n  artifact_name: parallel\n  artifact_type: code\nplan:\n  stages:\n")
-    for i in range(n):
-        f.write(f"    - id: s{i}\n      with: {{command: [sh, -c, 'echo {i} > out/{i}.txt']}}\n      outputs: [out/{i}.txt]\n")
-PY
+setup
+make_plan "$n" "$dir/plan.yaml" independent 'echo {i} > out/{i}.txt'
 median() { sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'; }
 declare -A t
 for j in 1 2; do

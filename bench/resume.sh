@@ -3,21 +3,10 @@
 # SIGKILL once half of it has run; the re-run's time from process start to the
 # next stage starting is printed (target: under 300 ms for 10,000 stages).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/common.sh"
 n=${1:-10000}
-cargo build --release -q -p pmpo
-bin=$PWD/target/release/pmpo
-dir=$(mktemp -d)
-trap 'rm -rf "$dir"' EXIT
-python3 - "$n" "$dir/plan.yaml" <<'PY'
-import sys
-n, path = int(sys.argv[1]), sys.argv[2]
-with open(path, "w") as f:
-    f.write("specification:\n  artifact_name: resume\n  artifact_type: code\nplan:\n  stages:\n")
-    for i in range(n):
-        dep = f"\n      depends_on: [s{i-1}]" if i else ""
-        f.write(f"    - id: s{i}{dep}\n      with: {{command: [sh, -c, 'echo {i} >> counter.txt; echo {i} > out/{i}.txt']}}\n      outputs: [out/{i}.txt]\n")
-PY
+setup
+make_plan "$n" "$dir/plan.yaml" chain 'echo {i} >> counter.txt; echo {i} > out/{i}.txt'
 mkdir -p "$dir/out"
 "$bin" execute -q "$dir/plan.yaml" & pid=$!
 half=$((n / 2))

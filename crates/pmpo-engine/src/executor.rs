@@ -526,6 +526,58 @@ struct Shared<'a> {
     tokens: HashMap<usize, CancellationToken>,
 }
 
+/// Where a skipped stage stands.
+struct Skip<'a> {
+    idx: usize,
+    pos: usize,
+    at: Option<(&'a str, usize)>,
+    def_hash: &'a str,
+    cache_key: Option<&'a str>,
+    attempts: i64,
+    duration: Option<Duration>,
+}
+
+impl Shared<'_> {
+    /// Records a stage as SKIPPED with its reason (dependents are skipped in turn).
+    fn record_skip(
+        &mut self,
+        run_id: &str,
+        mut result: StageResult,
+        skip: Skip<'_>,
+        reason: String,
+    ) -> Result<(), EngineError> {
+        result.status = StageStatus::Skipped;
+        result.reason = Some(reason.clone());
+        result.duration_ms = skip.duration.map_or(0.0, ms);
+        self.rec.db.put_task(&task_row(
+            run_id,
+            skip.pos,
+            &result,
+            skip.def_hash,
+            skip.cache_key,
+            "{}",
+            skip.attempts,
+        ))?;
+        self.rec.emit(
+            EventKind::TaskSkipped,
+            skip.at,
+            Some(StageStatus::Skipped),
+            skip.duration,
+            Some(reason),
+        )?;
+        self.done.insert(
+            result.id.clone(),
+            Done {
+                status: Some(StageStatus::Skipped),
+                files: vec![],
+            },
+        );
+        self.results[skip.idx] = Some(result);
+        self.rec.db.flush()?;
+        Ok(())
+    }
+}
+
 /// A stage that must run, with what `prepare` worked out for it.
 struct Prepared {
     result: StageResult,
@@ -573,26 +625,16 @@ fn prepare(
         None
     };
     if let Some(reason) = skip_reason {
-        sh.rec.emit(
-            EventKind::TaskSkipped,
+        let skip = Skip {
+            idx,
+            pos,
             at,
-            Some(StageStatus::Skipped),
-            None,
-            Some(reason.clone()),
-        )?;
-        result.status = StageStatus::Skipped;
-        result.reason = Some(reason);
-        sh.rec
-            .db
-            .put_task(&task_row(cx.run_id, pos, &result, "", None, "{}", 0))?;
-        sh.done.insert(
-            stage.id.clone(),
-            Done {
-                status: Some(StageStatus::Skipped),
-                files: vec![],
-            },
-        );
-        sh.results[idx] = Some(result);
+            def_hash: "",
+            cache_key: None,
+            attempts: 0,
+            duration: None,
+        };
+        sh.record_skip(cx.run_id, result, skip, reason)?;
         return Ok(None);
     }
 
@@ -1184,36 +1226,17 @@ async fn run_one(
             "stopped: stage `{}` failed and the run stops at the first failure",
             sh.first_failure.clone().unwrap_or_default()
         );
-        result.status = StageStatus::Skipped;
-        result.reason = Some(reason.clone());
         result.finished_at = Some(finished_at);
-        result.duration_ms = ms(duration);
-        sh.rec.db.put_task(&task_row(
-            run_id,
+        let skip = Skip {
+            idx,
             pos,
-            &result,
-            &def_hash,
-            Some(&cache_key),
-            "{}",
-            attempt_no,
-        ))?;
-        sh.rec.emit(
-            EventKind::TaskSkipped,
             at,
-            Some(StageStatus::Skipped),
-            Some(duration),
-            Some(reason),
-        )?;
-        sh.done.insert(
-            stage.id.clone(),
-            Done {
-                status: Some(StageStatus::Skipped),
-                files: vec![],
-            },
-        );
-        sh.results[idx] = Some(result);
-        sh.rec.db.flush()?;
-        return Ok(());
+            def_hash: &def_hash,
+            cache_key: Some(&cache_key),
+            attempts: attempt_no,
+            duration: Some(duration),
+        };
+        return sh.record_skip(run_id, result, skip, reason);
     }
 
     let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
@@ -1224,36 +1247,17 @@ async fn run_one(
                 .map(|f| format!(": {}", f.message))
                 .unwrap_or_default();
             let reason = format!("skipped by the user after a failure{why}");
-            result.status = StageStatus::Skipped;
-            result.reason = Some(reason.clone());
             result.finished_at = Some(finished_at.clone());
-            result.duration_ms = ms(duration);
-            sh.rec.db.put_task(&task_row(
-                run_id,
+            let skip = Skip {
+                idx,
                 pos,
-                &result,
-                &def_hash,
-                Some(&cache_key),
-                "{}",
-                attempt_no,
-            ))?;
-            sh.rec.emit(
-                EventKind::TaskSkipped,
                 at,
-                Some(StageStatus::Skipped),
-                Some(duration),
-                Some(reason),
-            )?;
-            sh.done.insert(
-                stage.id.clone(),
-                Done {
-                    status: Some(StageStatus::Skipped),
-                    files: vec![],
-                },
-            );
-            sh.results[idx] = Some(result);
-            sh.rec.db.flush()?;
-            return Ok(());
+                def_hash: &def_hash,
+                cache_key: Some(&cache_key),
+                attempts: attempt_no,
+                duration: Some(duration),
+            };
+            return sh.record_skip(run_id, result, skip, reason);
         }
         (Some(Decision::Abort), t) => {
             sh.aborted = true;
