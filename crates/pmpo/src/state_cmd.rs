@@ -110,7 +110,7 @@ pub fn status(args: StatusArgs) -> u8 {
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
             "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,
-            "finished_at": run.finished_at, "stages_done": done, "stages": run.stages,
+            "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at, "stages_done": done, "stages": run.stages,
             "current_stage": if is_live { current } else { None },
         }));
     }
@@ -139,7 +139,10 @@ pub fn status(args: StatusArgs) -> u8 {
             r["started_at"].as_str().unwrap_or_default(),
             r["current_stage"]
                 .as_str()
-                .map(|s| format!("  (now: {s})"))
+                .map(|s| format!(
+                    "  (now: {s}; heartbeat {})",
+                    r["heartbeat_at"].as_str().unwrap_or("-")
+                ))
                 .unwrap_or_default(),
         );
         if r["status"] == "interrupted" {

@@ -495,3 +495,48 @@ fn correction_without_a_model_is_skipped_with_a_note() {
     );
     assert_eq!(res["errors"][0]["stage"], "buggy");
 }
+
+#[test]
+fn fail_fast_stops_parallel_stages_and_keep_going_lets_them_finish() {
+    let ws = Ws::new();
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 35.2; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n");
+    let t = std::time::Instant::now();
+    let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "2"]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(20),
+        "fail-fast did not stop the slow stage"
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let res = r.json();
+    assert_eq!(stage(&res, "bad")["status"], "FAILED");
+    assert_eq!(stage(&res, "slow")["status"], "SKIPPED");
+    assert!(
+        stage(&res, "slow")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("stopped: stage `bad` failed"),
+        "{res}"
+    );
+    let alive = std::process::Command::new("pgrep")
+        .args(["-f", "sleep 35.2"])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(!alive, "the stopped stage's process is still running");
+    // Results keep the plan's order whatever finished first.
+    assert_eq!(res["stages"][0]["id"], "slow");
+
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.8; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'exit 1']}\n");
+    let r = ws.run(&[
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--jobs",
+        "2",
+        "--keep-going",
+    ]);
+    assert_eq!(r.code, 1);
+    assert_eq!(stage(&r.json(), "slow")["status"], "COMPLETED");
+    assert_eq!(ws.read("slow.txt"), "done\n");
+}
