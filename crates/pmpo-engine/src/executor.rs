@@ -565,16 +565,26 @@ impl Shared<'_> {
             skip.duration,
             Some(reason),
         )?;
+        self.record_done(skip.idx, result);
+        self.rec.db.flush()?;
+        Ok(())
+    }
+
+    /// A stage's final result: what its dependents see, and its place in the results.
+    fn record_done(&mut self, idx: usize, result: StageResult) {
+        let files = result
+            .files
+            .iter()
+            .map(|f| (f.path.clone(), f.blake3.clone()))
+            .collect();
         self.done.insert(
             result.id.clone(),
             Done {
-                status: Some(StageStatus::Skipped),
-                files: vec![],
+                status: Some(result.status),
+                files,
             },
         );
-        self.results[skip.idx] = Some(result);
-        self.rec.db.flush()?;
-        Ok(())
+        self.results[idx] = Some(result);
     }
 }
 
@@ -772,18 +782,7 @@ fn prepare(
         Some(Duration::ZERO),
         Some(message),
     )?;
-    sh.done.insert(
-        stage.id.clone(),
-        Done {
-            status: Some(status),
-            files: result
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), f.blake3.clone()))
-                .collect(),
-        },
-    );
-    sh.results[idx] = Some(result);
+    sh.record_done(idx, result);
     Ok(None)
 }
 
@@ -1421,18 +1420,7 @@ async fn run_one(
     if status == StageStatus::Completed && cx.wanted.iter().any(|(s, _)| s == &stage.id) {
         sh.data.insert(stage.id.clone(), stage_data);
     }
-    sh.done.insert(
-        stage.id.clone(),
-        Done {
-            status: Some(status),
-            files: result
-                .files
-                .iter()
-                .map(|f| (f.path.clone(), f.blake3.clone()))
-                .collect(),
-        },
-    );
-    sh.results[idx] = Some(result);
+    sh.record_done(idx, result);
     // Completion is durable before anything else starts.
     sh.rec.db.flush()?;
     Ok(())

@@ -136,15 +136,7 @@ echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
     assert_eq!(ws.read("w.txt"), "2\n");
     let seen: Value = serde_json::from_str(&ws.read("seen.json")).unwrap();
     assert_eq!(seen["inputs"]["text"], "hello world");
-    let err = |id: &str| {
-        res["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["stage"] == id)
-            .unwrap()
-            .clone()
-    };
+    let err = |id: &str| error_of(&res, id);
     assert_eq!(err("garbage")["kind"], "bad_tool_output");
     assert!(
         err("garbage")["message"]
@@ -379,15 +371,7 @@ fn known_error_classes_get_hints() {
     let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going"]);
     assert_eq!(r.code, 1);
     let res = r.json();
-    let err = |id: &str| {
-        res["errors"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|e| e["stage"] == id)
-            .unwrap()
-            .clone()
-    };
+    let err = |id: &str| error_of(&res, id);
     assert_eq!(err("py")["kind"], "missing_dependency");
     assert!(
         err("py")["hint"]

@@ -111,3 +111,14 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     }
     out
 }
+
+/// The `errors[]` entry of a stage in execution results.
+pub fn error_of(results: &serde_json::Value, stage: &str) -> serde_json::Value {
+    results["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["stage"] == stage)
+        .unwrap_or_else(|| panic!("no error for stage {stage}: {results}"))
+        .clone()
+}
