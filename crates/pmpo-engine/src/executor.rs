@@ -896,11 +896,12 @@ async fn run_one(
                     )?;
                     fallback_used = Some(tool_written.clone());
                 }
-                let adapter = cx.engine.registry.adapter_id(tool_written);
-                let kind = if tool_written.starts_with("plugin:") {
-                    "plugin"
-                } else {
-                    "tool"
+                let (adapter, kind) = match inputs {
+                    Ok(i) => cx.engine.registry.adapter_id(tool_written, &stage.id, i),
+                    Err(_) => cx
+                        .engine
+                        .registry
+                        .adapter_id(tool_written, &stage.id, &Map::new()),
                 };
                 for n in 1..=per_tool {
                     {
@@ -976,8 +977,16 @@ async fn run_one(
                             &tried,
                         )?;
                         sh.patched |= changed;
-                        // A plugin answers for every failure; a built-in tool only for failing to run at all.
-                        if ok || kind == "plugin" || tried.outcome.is_none() {
+                        // A plugin or a model endpoint answers for every failure of its
+                        // call; a built-in tool only for failing to run at all. A stage
+                        // that could not even be set up says nothing about the adapter.
+                        let not_its_fault = tried.failure.as_ref().is_some_and(|f| {
+                            matches!(
+                                f.kind.as_str(),
+                                "invalid_input" | "missing_input" | "not_configured" | "cancelled"
+                            )
+                        });
+                        if ok || (!not_its_fault && (kind != "tool" || tried.outcome.is_none())) {
                             let err = tried.failure.as_ref().map(|f| f.message.as_str());
                             recovery::record(
                                 sh.rec.db.as_mut(),

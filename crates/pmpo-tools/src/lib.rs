@@ -191,12 +191,39 @@ impl Registry {
             .find(|t| t.name() == name || t.aliases().contains(&name))
     }
 
-    /// The adapter a tool name stands for (a plugin is its own adapter).
-    pub fn adapter_id(&self, name: &str) -> String {
-        match name.strip_prefix("plugin:") {
-            Some(_) => name.to_string(),
-            None => self.resolve_name(name).to_string(),
+    /// The adapter a stage's call goes to, and its kind: a plugin is its own
+    /// adapter (`plugin:NAME`, kind `plugin`); an `ai` call goes to the model
+    /// endpoint its route picks (`model:NAME`, kind `model`); other tools are
+    /// adapters by name (kind `tool`).
+    pub fn adapter_id(
+        &self,
+        name: &str,
+        stage: &str,
+        inputs: &Map<String, Value>,
+    ) -> (String, &'static str) {
+        if name.starts_with("plugin:") {
+            return (name.to_string(), "plugin");
         }
+        let canonical = self.resolve_name(name);
+        if canonical == "ai"
+            && let Some(client) = &self.client
+        {
+            let text = |k: &str| inputs.get(k).and_then(Value::as_str).map(str::to_string);
+            let phase = text("phase")
+                .and_then(|p| pmpo_ai::Phase::parse(&p))
+                .unwrap_or(pmpo_ai::Phase::Execute);
+            let asked = pmpo_ai::Route {
+                endpoint: text("endpoint"),
+                model: text("model"),
+                fallback: text("fallback"),
+                tier: None,
+            };
+            let route = client.config().route(phase, stage, &asked);
+            if let Some(endpoint) = route.endpoint {
+                return (format!("model:{endpoint}"), "model");
+            }
+        }
+        (canonical.to_string(), "tool")
     }
 }
 

@@ -469,3 +469,55 @@ fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out()
     assert_eq!(server.chat_requests()[0].header("x-api-key"), Some(KEY));
     assert_no_key_under(ws.path());
 }
+
+#[test]
+fn a_failing_model_endpoint_opens_its_breaker() {
+    let ws = Ws::new();
+    ws.plan("    - id: think\n      requires_execution: false\n      cache: false\n      with: {prompt: hi}\n");
+    let server = ModelServer::start(|_, _| {
+        openai_error(503, "overloaded", "server_error").header("retry-after", "0")
+    });
+    let args = [
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--model",
+        "m",
+        "--breaker-threshold",
+        "1",
+        "--breaker-cooldown",
+        "1h",
+    ];
+    let r = run(with_server(&ws, &server), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    // The endpoint is an adapter with its own breaker, held in the store...
+    let a = run(pmpo(&ws), &["adapters", "--json"]).json();
+    let row = a
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| {
+            r["adapter"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("model:")
+        })
+        .cloned();
+    let row = row.unwrap_or_else(|| panic!("no model adapter: {a}"));
+    assert_eq!(row["breaker"], "OPEN", "{a}");
+    // ...so the next run does not call it and pauses in safe mode.
+    let calls = server.requests().len();
+    let r = run(with_server(&ws, &server), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert_eq!(
+        server.requests().len(),
+        calls,
+        "an open breaker must stop the calls"
+    );
+    assert!(
+        stage(&r.json(), "think")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open for adapter model:")
+    );
+}
