@@ -920,48 +920,7 @@ async fn run_one(
                     let tried = match inputs {
                         Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
                         Ok(i) => {
-                            let beat = || {
-                                // No borrow is held while a tool runs, so this cannot clash.
-                                if let Ok(mut sh) = shared.try_borrow_mut() {
-                                    let _ = sh.rec.db.heartbeat(run_id, &now_rfc3339());
-                                    let _ = sh.rec.db.flush();
-                                }
-                            };
-                            let a = run_stage(
-                                cx.engine,
-                                cx.ws,
-                                run_id,
-                                stage,
-                                tool_written,
-                                opts,
-                                i.clone(),
-                                cx.plan,
-                                &token,
-                                &beat,
-                            )
-                            .await;
-                            let mut tried = {
-                                let mut sh = shared.borrow_mut();
-                                let Shared {
-                                    rec, validations, ..
-                                } = &mut *sh;
-                                validate_attempt(cx.ws, stage, a, rec, at, validations)?
-                            };
-                            // The stage's own checks (`validate:`); a failing check fails the stage.
-                            if tried.failure.is_none() && !stage.validate.is_empty() {
-                                let (checks, failed) =
-                                    crate::validation::stage_checks(cx.ws, stage, &token).await;
-                                shared.borrow_mut().validations.extend(checks);
-                                if let Some((kind, message)) = failed {
-                                    tried.failure = Some(Failure {
-                                        status: StageStatus::Failed,
-                                        kind: kind.into(),
-                                        message,
-                                        hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
-                                    });
-                                }
-                            }
-                            tried
+                            attempt(cx, shared, stage, tool_written, i.clone(), &token, at).await?
                         }
                     };
                     let ok = tried.failure.is_none();
@@ -1084,32 +1043,9 @@ async fn run_one(
                         }
                         let mut fixed = inputs.clone();
                         fixed.insert("code".into(), Value::String(code));
-                        let beat = || {
-                            if let Ok(mut sh) = shared.try_borrow_mut() {
-                                let _ = sh.rec.db.heartbeat(run_id, &now_rfc3339());
-                                let _ = sh.rec.db.flush();
-                            }
-                        };
-                        let a = run_stage(
-                            cx.engine,
-                            cx.ws,
-                            run_id,
-                            stage,
-                            stage.tool_name(),
-                            opts,
-                            fixed,
-                            cx.plan,
-                            &token,
-                            &beat,
-                        )
-                        .await;
-                        let tried = {
-                            let mut sh = shared.borrow_mut();
-                            let Shared {
-                                rec, validations, ..
-                            } = &mut *sh;
-                            validate_attempt(cx.ws, stage, a, rec, at, validations)?
-                        };
+                        let tried =
+                            attempt(cx, shared, stage, stage.tool_name(), fixed, &token, at)
+                                .await?;
                         let mut sh = shared.borrow_mut();
                         let changed = record_attempt(
                             &mut sh.rec,
@@ -1433,6 +1369,51 @@ async fn run_one(
     // Completion is durable before anything else starts.
     sh.rec.db.flush()?;
     Ok(())
+}
+
+/// One call of a stage's tool, judged: declared outputs, then the stage's own
+/// `validate:` checks. The run's heartbeat is refreshed while the tool runs.
+async fn attempt(
+    cx: &Cx<'_>,
+    shared: &RefCell<Shared<'_>>,
+    stage: &Stage,
+    tool: &str,
+    inputs: Map<String, Value>,
+    token: &CancellationToken,
+    at: Option<(&str, usize)>,
+) -> Result<Tried, EngineError> {
+    let beat = || {
+        // No borrow is held while a tool runs, so this cannot clash.
+        if let Ok(mut sh) = shared.try_borrow_mut() {
+            let _ = sh.rec.db.heartbeat(cx.run_id, &now_rfc3339());
+            let _ = sh.rec.db.flush();
+        }
+    };
+    let a = run_stage(
+        cx.engine, cx.ws, cx.run_id, stage, tool, cx.opts, inputs, cx.plan, token, &beat,
+    )
+    .await;
+    let mut tried = {
+        let mut sh = shared.borrow_mut();
+        let Shared {
+            rec, validations, ..
+        } = &mut *sh;
+        validate_attempt(cx.ws, stage, a, rec, at, validations)?
+    };
+    // The stage's own checks (`validate:`); a failing check fails the stage.
+    if tried.failure.is_none() && !stage.validate.is_empty() {
+        let (checks, failed) = crate::validation::stage_checks(cx.ws, stage, token).await;
+        shared.borrow_mut().validations.extend(checks);
+        if let Some((kind, message)) = failed {
+            tried.failure = Some(Failure {
+                status: StageStatus::Failed,
+                kind: kind.into(),
+                message,
+                hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
+            });
+        }
+    }
+    Ok(tried)
 }
 
 /// Asks the model endpoint for a minimal correction of a failed stage's code;

@@ -458,6 +458,12 @@ fn one_minimal_correction_by_a_command_endpoint() {
         log.lines().nth(1).unwrap().contains("print(\\\"fixed\\\")"),
         "{log}"
     );
+    // The corrected run is judged like any attempt: its stage checks still apply.
+    ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n      validate:\n        - {check: contains, with: {path: out.txt, text: not-what-the-fix-writes}}\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(stage(&r.json(), "buggy")["status"], "FAILED");
+    ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n");
     // A corrected result is not reused: the plan's own code still fails.
     let again = ws.run(&["execute", "plan.yaml", "--json"]);
     assert_eq!(stage(&again.json(), "buggy")["attempts"], 2);
