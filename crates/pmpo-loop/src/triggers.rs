@@ -1,0 +1,1 @@
+//! Workflow triggers: command and webhook actions (to be written).
