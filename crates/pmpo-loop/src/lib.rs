@@ -1,5 +1,18 @@
 //! The PMPO loop (Specify -> Plan -> Execute -> Reflect -> Persist -> decide)
-//! around the Execute phase of `pmpo-engine`.
+//! around the Execute phase of `pmpo-engine`: startup (state provider, named
+//! artifact, content type), domain adapters, the approval gate and workflow
+//! triggers.
 
 pub mod condition;
+pub mod content_type;
+pub mod controller;
+pub mod domain;
+pub mod journal;
+pub mod model;
+pub mod reflect;
 pub mod triggers;
+
+pub use controller::{
+    Approval, ApprovalRequest, AskApproval, Env, LoopError, Observer, Outcome, Report, Request,
+    Silent, approve, refine,
+};

@@ -164,13 +164,13 @@ pub enum InitOutcome {
 /// The default content type of an artifact type.
 pub fn default_content_type(artifact_type: &str) -> &'static str {
     match artifact_type {
-        "logo" => "direct:svg",
+        "logo" => "direct:image",
         "ui" => "direct:html",
         "a2ui" => "direct:a2ui",
         "image" => "direct:image",
-        "content" => "direct:markdown",
+        "content" => "direct:content",
         "code" => "direct:code",
-        _ => "meta:prompt",
+        _ => "meta:agent-prompt",
     }
 }
 
@@ -403,12 +403,22 @@ impl<'a> Artifacts<'a> {
 
     /// Snapshots the state after a phase; returns the checkpoint id.
     pub fn checkpoint(&self, name: &str, phase: &str) -> Result<CheckpointRef, ArtifactError> {
+        let mut state = self.load(name)?;
+        self.checkpoint_state(&mut state, phase)
+    }
+
+    /// [`Artifacts::checkpoint`] on a state already in memory (which is updated and saved).
+    pub fn checkpoint_state(
+        &self,
+        state: &mut RefinementState,
+        phase: &str,
+    ) -> Result<CheckpointRef, ArtifactError> {
         if !PHASES.contains(&phase) {
             return Err(ArtifactError::UnknownPhase(phase.into()));
         }
-        let mut state = self.load(name)?;
+        let name = state.artifact_name.clone();
         if let Some(at) = &state.finalized_at {
-            return Err(ArtifactError::AlreadyFinalized(name.into(), at.clone()));
+            return Err(ArtifactError::AlreadyFinalized(name, at.clone()));
         }
         let timestamp = now_rfc3339();
         let n = state.checkpoints.len() + 1;
@@ -428,16 +438,19 @@ impl<'a> Artifacts<'a> {
         }
         state.checkpoints.push(cp.clone());
         let snapshot = serde_json::json!({ "checkpoint": cp, "state": state });
-        write_json(
-            self.ws,
+        // The snapshot is a copy for inspection; state.json (saved durably
+        // below) is the truth, so the snapshot needs no flush of its own.
+        let bytes = serde_json::to_vec_pretty(&snapshot).expect("state serializes");
+        self.ws.write_atomic(
             &format!(
                 "{}/checkpoints/{}.json",
-                artifact_dir(name),
+                artifact_dir(&name),
                 cp.checkpoint_id
             ),
-            &snapshot,
+            &bytes,
+            Durability::Relaxed,
         )?;
-        self.save(&mut state)?;
+        self.save(state)?;
         Ok(cp)
     }
 
@@ -448,6 +461,20 @@ impl<'a> Artifacts<'a> {
         status: Option<&str>,
     ) -> Result<(RefinementState, String), ArtifactError> {
         let mut state = self.load(name)?;
+        let history = self.finalize_state(&mut state, status, &[])?;
+        Ok((state, history))
+    }
+
+    /// [`Artifacts::finalize`] on a state in memory; `files` (workspace paths
+    /// such as `constraints.json`) are archived with it when they exist.
+    pub fn finalize_state(
+        &self,
+        state: &mut RefinementState,
+        status: Option<&str>,
+        files: &[&str],
+    ) -> Result<String, ArtifactError> {
+        let name = state.artifact_name.clone();
+        let name = name.as_str();
         if let Some(at) = &state.finalized_at {
             return Err(ArtifactError::AlreadyFinalized(name.into(), at.clone()));
         }
@@ -474,8 +501,19 @@ impl<'a> Artifacts<'a> {
                 }
             }
         }
-        self.save(&mut state)?;
-        Ok((state, history))
+        for file in files {
+            if let Ok(path) = self.ws.resolve(file)
+                && let Ok(bytes) = std::fs::read(path)
+            {
+                self.ws.write_atomic(
+                    &format!("{history}/files/{file}"),
+                    &bytes,
+                    Durability::Relaxed,
+                )?;
+            }
+        }
+        self.save(state)?;
+        Ok(history)
     }
 
     /// Every state file under `.refiner/artifacts/`, for `doctor`.

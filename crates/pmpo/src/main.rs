@@ -6,6 +6,7 @@ mod doctor_cmd;
 mod models;
 mod ops_cmd;
 mod preview_cmd;
+mod refine_cmd;
 mod report;
 mod state_cmd;
 mod validate_cmd;
@@ -113,6 +114,17 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
         #[command(flatten)]
         run: RunArgs,
     },
+    /// Refine a named artifact with the PMPO loop until its constraints hold.
+    #[command(after_help = REFINE_HELP)]
+    Refine(Box<refine_cmd::RefineArgs>),
+    /// Answer an artifact's approval gate: --continue or --terminate.
+    #[command(
+        after_help = "The answer is kept in state.json and decisions.md; `pmpo refine NAME` then goes on
+(Persist, then the usual decision) or, with --terminate, finalizes the cycle as user_terminated.
+
+Exit codes: 0 recorded, 2 nothing is waiting for approval, 4 a refine of this workspace is running."
+    )]
+    Approve(refine_cmd::ApproveArgs),
     /// Adapters (tools, plugins, model endpoints), their health and circuit breakers.
     Adapters(ops_cmd::AdaptersArgs),
     /// Execution metrics in the Prometheus text format.
@@ -198,7 +210,23 @@ pub struct RunArgs {
     breaker_cooldown: Duration,
 }
 
-fn parse_duration(s: &str) -> Result<Duration, String> {
+const REFINE_HELP: &str = "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n\
+blocking constraint is satisfied, every required file is in dist/, the manifest validates and no\n\
+high constraint is violated, or until --max-iterations. Without a model endpoint (or with\n\
+--offline) Specify uses the domain adapter's constraints and Plan its deterministic plan.\n\n\
+Examples:\n\
+  pmpo refine acme-logo --type logo --input brand/logo.svg --intent \"works on dark backgrounds\"\n\
+  pmpo refine acme-logo                 # resume where it stopped, or start a new cycle\n\
+  pmpo refine report --input docs/report.md --approval\n\
+  pmpo refine hero-prompt --type meta-prompt --intent \"an image prompt for a hero banner\"\n\n\
+Files: constraints.json, artifact_manifest.json, refinement_log.md, decisions.md, dist/, and\n\
+.refiner/artifacts/NAME/ (state.json, specification.json, plans/, reflections/, checkpoints/,\n\
+workflow.log). A kill at any point leaves state that `pmpo refine NAME` resumes.\n\n\
+Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations\n\
+without converging, 2 usage or bad input, 3 paused (approval, or a stage awaits a decision),\n\
+4 busy, 130 cancelled.";
+
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     pmpo_plan::model::parse_duration(s)
 }
 
@@ -222,6 +250,8 @@ fn main() -> ExitCode {
             };
             cmd_resume(&run_id, run, decision)
         }
+        Command::Refine(args) => refine_cmd::refine(*args),
+        Command::Approve(args) => refine_cmd::approve(args),
         Command::Adapters(args) => ops_cmd::adapters(args),
         Command::Metrics(args) => ops_cmd::metrics(args),
         Command::Status(args) => state_cmd::status(args),

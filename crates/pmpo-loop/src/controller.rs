@@ -1,0 +1,1695 @@
+//! The meta-controller: startup, then Specify -> Plan -> Execute -> Reflect
+//! -> (approval gate) -> Persist -> decide, until the artifact converges or
+//! `max_iterations` is reached.
+//!
+//! Every phase reads what it needs from disk and writes its result to disk
+//! before its checkpoint; the checkpoint (in `state.json`) is what a re-run
+//! resumes from. A phase interrupted half-way is simply run again: its files
+//! are written atomically and its log entries carry markers, so nothing is
+//! duplicated or half-written.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use pmpo_ai::{Client, Phase};
+use pmpo_engine::{CheckedPlan, Engine, Event, EventSink, ExecuteOptions};
+use pmpo_plan::{Constraint, PlanDocument, Specification, ValidationItem};
+use pmpo_store::artifacts::{ArtifactError, Artifacts, RefinementState, artifact_dir};
+use pmpo_store::lock::{self, LockHolder};
+use pmpo_store::provider::Provider;
+use pmpo_store::{Durability, Workspace, now_rfc3339};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use crate::content_type;
+use crate::domain::{self, AdapterInput};
+use crate::journal::{self, DECISIONS, REFINEMENT_LOG, cell};
+use crate::model::{self, Asked, Caller};
+use crate::reflect::{self, ConstraintState, DecisionRecord, ExecutionSummary, Reflection};
+use crate::triggers::{self, Dispatcher};
+
+/// The lock that serializes changes to artifact state.
+pub const REFINER_LOCK: &str = ".refiner/lock";
+
+/// What `pmpo refine` was asked.
+#[derive(Debug, Clone, Default)]
+pub struct Request {
+    pub workspace: PathBuf,
+    pub name: String,
+    pub artifact_type: Option<String>,
+    pub content_type: Option<String>,
+    /// Workspace-relative input files.
+    pub inputs: Vec<String>,
+    pub intent: Option<String>,
+    pub max_iterations: Option<u64>,
+    pub requires_approval: Option<bool>,
+    pub test_generation: Option<bool>,
+    pub target_platform: Option<String>,
+    pub components: Vec<String>,
+    /// `--set key=value`.
+    pub options: Map<String, Value>,
+    /// Workflow triggers (the reference layout), already read from their file.
+    pub triggers: Option<Value>,
+    /// Never ask a model, even when one is configured.
+    pub offline: bool,
+}
+
+/// An answer to the approval gate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Approval {
+    Continue,
+    Terminate,
+}
+
+/// What the approval gate shows a person.
+#[derive(Debug, Clone)]
+pub struct ApprovalRequest {
+    pub artifact: String,
+    pub iteration: u64,
+    pub summary: String,
+}
+
+/// Asks a person at the approval gate (a terminal prompt); `None` = no answer.
+pub type AskApproval = Arc<dyn Fn(&ApprovalRequest) -> Option<Approval> + Send + Sync>;
+
+/// Receives the loop's progress (the CLI renders it).
+pub trait Observer {
+    fn phase_start(&mut self, _iteration: u64, _max: u64, _phase: &str) {}
+    fn phase_done(&mut self, _iteration: u64, _phase: &str, _summary: &str, _ms: f64) {}
+    fn note(&mut self, _text: &str) {}
+    fn execute_start(&mut self, _plan: &CheckedPlan) {}
+    fn on_event(&mut self, _event: &Event) {}
+    fn execute_done(&mut self) {}
+}
+
+/// An observer that ignores everything.
+pub struct Silent;
+impl Observer for Silent {}
+
+/// What the loop runs with.
+pub struct Env<'a> {
+    pub engine: Engine,
+    /// The model client for Specify, Plan and Reflect (None: offline).
+    pub client: Option<Arc<Client>>,
+    /// Options for the Execute phase (workspace is set by the loop).
+    pub exec: ExecuteOptions,
+    pub ask_approval: Option<AskApproval>,
+    pub observer: &'a mut dyn Observer,
+}
+
+/// Why the loop could not go on.
+#[derive(Debug, thiserror::Error)]
+pub enum LoopError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    Store(#[from] pmpo_store::StoreError),
+    #[error("artifact state is in use by another pmpo{}", .0.as_ref().map(|h| format!(": pid {} ({}) since {}", h.pid, h.command, h.since)).unwrap_or_default())]
+    Busy(Option<LockHolder>),
+    #[error(transparent)]
+    Engine(#[from] pmpo_engine::EngineError),
+    #[error("the plan of iteration {iteration} is invalid:\n{diagnostics}")]
+    Plan { iteration: u64, diagnostics: String },
+    #[error("`{path}` is damaged: {detail}")]
+    Corrupt { path: String, detail: String },
+}
+
+impl LoopError {
+    pub fn hint(&self) -> String {
+        match self {
+            LoopError::Usage(_) => "see `pmpo refine --help`".into(),
+            LoopError::Artifact(e) => e.hint(),
+            LoopError::Store(_) => "check that the workspace is writable and has free space".into(),
+            LoopError::Busy(_) => "wait for the other pmpo to finish".into(),
+            LoopError::Engine(e) => e.hint(),
+            LoopError::Plan { .. } => "the plan was written by the Plan phase; report this with the plan file".into(),
+            LoopError::Corrupt { .. } => "move the damaged file aside (or run `pmpo doctor`); the loop re-creates it from the phase that writes it".into(),
+        }
+    }
+}
+
+/// How a `refine` call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    Converged,
+    MaxIterationsExceeded,
+    UserTerminated,
+    /// Waiting for `pmpo approve`.
+    AwaitingApproval,
+    /// The Execute phase paused (a stage awaits a decision, or safe mode).
+    ExecutionPaused,
+    Cancelled,
+}
+
+/// What `refine` reports (also its `--json` output).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub artifact_name: String,
+    pub refinement_id: String,
+    pub artifact_type: String,
+    pub content_type: String,
+    pub evaluation_strategy: String,
+    pub outcome: Outcome,
+    pub convergence_status: String,
+    pub iteration: u64,
+    pub max_iterations: u64,
+    pub started: &'static str,
+    pub constraints: Vec<ConstraintState>,
+    pub last_decision: Option<DecisionRecord>,
+    pub iteration_history: Vec<Value>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_step: Option<String>,
+    pub notes: Vec<String>,
+    pub timings: Timings,
+}
+
+/// Where the time went (milliseconds).
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Timings {
+    pub total_ms: f64,
+    /// The stages' own work (tools, processes, the browser).
+    pub stages_ms: f64,
+    /// Waiting for the model endpoint.
+    pub model_ms: f64,
+    /// Everything else: pmpo's own time (state, checks, logs, plans).
+    pub engine_ms: f64,
+}
+
+/// The loop's settings and progress, kept in `state.json` under `loop`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LoopState {
+    #[serde(default)]
+    pub intent: Option<String>,
+    #[serde(default)]
+    pub inputs: Vec<String>,
+    #[serde(default)]
+    pub options: Map<String, Value>,
+    #[serde(default)]
+    pub requires_approval: bool,
+    #[serde(default)]
+    pub test_generation: bool,
+    #[serde(default)]
+    pub target_platform: Option<String>,
+    #[serde(default)]
+    pub components: Vec<String>,
+    #[serde(default)]
+    pub evaluation_strategy: String,
+    #[serde(default)]
+    pub content_type_source: String,
+    /// Constraints the next Plan should focus on.
+    #[serde(default)]
+    pub focus: Vec<String>,
+    #[serde(default)]
+    pub plan_file: Option<String>,
+    #[serde(default)]
+    pub planned_by: Option<String>,
+    #[serde(default)]
+    pub run_id: Option<String>,
+    #[serde(default)]
+    pub approval: Option<ApprovalRecord>,
+    #[serde(default)]
+    pub pending_decision: Option<DecisionRecord>,
+    #[serde(default)]
+    pub last_decision: Option<DecisionRecord>,
+}
+
+/// The approval gate of one iteration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ApprovalRecord {
+    pub iteration: u64,
+    /// `pending`, `continue` or `terminate`.
+    pub status: String,
+    pub requested_at: String,
+    #[serde(default)]
+    pub answered_at: Option<String>,
+    #[serde(default)]
+    pub answered_by: Option<String>,
+    #[serde(default)]
+    pub note: Option<String>,
+}
+
+/// `specification.json` of an artifact: what Specify decided.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SpecFile {
+    pub specification: Specification,
+    pub goals: Vec<String>,
+    /// Deterministic checks of the constraints (validation_plan entries).
+    pub checks: Vec<ValidationItem>,
+    pub required_files: Vec<String>,
+    pub content_type: Value,
+    /// `adapter` or `model`.
+    pub specified_by: String,
+    #[serde(default)]
+    pub notes: Vec<String>,
+}
+
+pub fn loop_state(state: &RefinementState) -> LoopState {
+    state
+        .extra
+        .get("loop")
+        .and_then(|v| serde_json::from_value(v.clone()).ok())
+        .unwrap_or_default()
+}
+
+fn store_loop(state: &mut RefinementState, ls: &LoopState) {
+    state
+        .extra
+        .insert("loop".into(), serde_json::to_value(ls).unwrap_or(Value::Null));
+}
+
+fn spec_path(name: &str) -> String {
+    format!("{}/specification.json", artifact_dir(name))
+}
+fn plan_path(name: &str, iteration: u64) -> String {
+    format!("{}/plans/iteration-{iteration}.json", artifact_dir(name))
+}
+pub fn reflection_path(name: &str, iteration: u64) -> String {
+    format!("{}/reflections/iteration-{iteration}.json", artifact_dir(name))
+}
+pub fn workflow_log(name: &str) -> String {
+    format!("{}/workflow.log", artifact_dir(name))
+}
+
+fn read_json<T: for<'de> Deserialize<'de>>(ws: &Workspace, rel: &str) -> Result<Option<T>, LoopError> {
+    let path = ws.resolve(rel)?;
+    match std::fs::read(&path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LoopError::Corrupt {
+            path: rel.into(),
+            detail: format!("not the expected JSON ({e})"),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(pmpo_store::StoreError::Io {
+            action: "read",
+            path,
+            source: e,
+        }
+        .into()),
+    }
+}
+
+fn write_json(ws: &Workspace, rel: &str, value: &impl Serialize) -> Result<(), LoopError> {
+    let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
+    ws.write_atomic(rel, &bytes, Durability::Durable)?;
+    Ok(())
+}
+
+/// Forwards the Execute phase's events to the observer.
+struct Forward<'o>(&'o mut dyn Observer);
+impl EventSink for Forward<'_> {
+    fn on_event(&mut self, event: &Event) {
+        self.0.on_event(event);
+    }
+}
+
+/// Checks and normalizes input paths: workspace-relative, inside it, existing files.
+fn check_inputs(ws: &Workspace, inputs: &[String]) -> Result<Vec<String>, LoopError> {
+    let mut out = Vec::new();
+    for raw in inputs {
+        let rel = raw.strip_prefix("./").unwrap_or(raw);
+        let abs = if std::path::Path::new(rel).is_absolute() {
+            PathBuf::from(rel)
+        } else {
+            ws.root().join(rel)
+        };
+        let rel = match abs.canonicalize() {
+            Ok(c) => match ws.relative(&c) {
+                Some(r) => r,
+                None => {
+                    return Err(LoopError::Usage(format!(
+                        "input `{raw}` is outside the workspace `{}`; copy it into the workspace (inputs are read from there, and nothing outside it is touched)",
+                        ws.root().display()
+                    )));
+                }
+            },
+            Err(_) => {
+                return Err(LoopError::Usage(format!(
+                    "input `{raw}` does not exist (looked for `{}`)",
+                    abs.display()
+                )));
+            }
+        };
+        let resolved = ws.resolve(&rel).map_err(|e| LoopError::Usage(format!("input `{raw}`: {e}")))?;
+        if !resolved.is_file() {
+            return Err(LoopError::Usage(format!("input `{raw}` is not a file")));
+        }
+        out.push(rel);
+    }
+    Ok(out)
+}
+
+fn head_text(ws: &Workspace, rel: &str, max: usize) -> String {
+    let Ok(path) = ws.resolve(rel) else {
+        return String::new();
+    };
+    let Ok(bytes) = std::fs::read(path) else {
+        return String::new();
+    };
+    let cut = &bytes[..bytes.len().min(max)];
+    if cut.contains(&0) {
+        return String::new();
+    }
+    String::from_utf8_lossy(cut).into_owned()
+}
+
+/// Runs (or resumes) the refinement of one named artifact.
+pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError> {
+    let started = Instant::now();
+    let ws = Workspace::open(&req.workspace)?;
+    Artifacts::check_name(&req.name)?;
+    if let Some(t) = &req.artifact_type {
+        domain::domain(t).map_err(LoopError::Usage)?;
+    }
+    if let Some(ct) = &req.content_type {
+        content_type::check(ct).map_err(LoopError::Usage)?;
+    }
+    if let Some(0) = req.max_iterations {
+        return Err(LoopError::Usage("--max-iterations must be at least 1".into()));
+    }
+    let triggers = match &req.triggers {
+        Some(v) => Some(triggers::parse_triggers(v).map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?),
+        None => None,
+    };
+    let inputs = check_inputs(&ws, &req.inputs)?;
+    let provider = Provider::resolve(&ws);
+    let holder = LockHolder {
+        pid: std::process::id(),
+        run_id: req.name.clone(),
+        since: now_rfc3339(),
+        command: format!("pmpo refine {}", req.name),
+    };
+    let _guard = match lock::acquire_at(&ws, REFINER_LOCK, &holder, false) {
+        Ok(g) => g,
+        Err(lock::LockError::Busy(h)) => return Err(LoopError::Busy(h)),
+        Err(lock::LockError::Store(e)) => return Err(e.into()),
+    };
+    let mut notes: Vec<String> = provider.degraded.clone();
+    let arts = Artifacts {
+        ws: &ws,
+        provider: &provider,
+    };
+
+    // Startup: init or resume the named artifact.
+    let existing = match arts.load(&req.name) {
+        Ok(s) => Some(s),
+        Err(ArtifactError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(&ws, p, 4096)).collect();
+    let (mut state, started_how) = match existing {
+        Some(s) if s.finalized_at.is_none() => (s, "resumed"),
+        prior => {
+            let artifact_type = req
+                .artifact_type
+                .clone()
+                .or_else(|| prior.as_ref().map(|p| p.artifact_type.clone()))
+                .or_else(|| {
+                    let d = content_type::detect(req.content_type.as_deref(), &inputs, &input_texts, None, req.intent.as_deref());
+                    (d.source != "default").then(|| content_type::artifact_type_of(&d.content_type)).flatten().map(str::to_string)
+                })
+                .ok_or_else(|| {
+                    LoopError::Usage(format!(
+                        "`{}` is a new artifact: say what it is with --type ({})",
+                        req.name,
+                        domain::DOMAINS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                    ))
+                })?;
+            domain::domain(&artifact_type).map_err(LoopError::Usage)?;
+            let detected = match (&req.content_type, &prior) {
+                (None, Some(p)) if req.inputs.is_empty() => content_type::Detected {
+                    content_type: p.content_type.clone(),
+                    source: "prior_cycle",
+                },
+                _ => content_type::detect(
+                    req.content_type.as_deref(),
+                    &inputs,
+                    &input_texts,
+                    Some(&artifact_type),
+                    req.intent.as_deref(),
+                ),
+            };
+            let (_, mut state) = arts.init(
+                &req.name,
+                Some(&artifact_type),
+                Some(&detected.content_type),
+                req.max_iterations,
+            )?;
+            let mut ls = if prior.is_some() { loop_state(&state) } else { LoopState::default() };
+            // A new cycle keeps the settings, not the progress.
+            ls.focus.clear();
+            ls.plan_file = None;
+            ls.planned_by = None;
+            ls.run_id = None;
+            ls.approval = None;
+            ls.pending_decision = None;
+            ls.last_decision = None;
+            ls.content_type_source = detected.source.to_string();
+            store_loop(&mut state, &ls);
+            (state, if prior.is_some() { "new_cycle" } else { "created" })
+        }
+    };
+    if let Some(t) = &req.artifact_type
+        && t != &state.artifact_type
+    {
+        return Err(ArtifactError::TypeMismatch {
+            name: req.name.clone(),
+            actual: state.artifact_type.clone(),
+            requested: t.clone(),
+        }
+        .into());
+    }
+    // Flags given now replace the stored settings (noted in the log).
+    let mut ls = loop_state(&state);
+    let mut changed = Vec::new();
+    if !req.inputs.is_empty() && ls.inputs != inputs {
+        ls.inputs = inputs.clone();
+        changed.push("inputs");
+    }
+    if req.intent.is_some() && ls.intent != req.intent {
+        ls.intent = req.intent.clone();
+        changed.push("intent");
+    }
+    if let Some(a) = req.requires_approval {
+        ls.requires_approval = a;
+    }
+    if let Some(t) = req.test_generation {
+        ls.test_generation = t;
+    }
+    if req.target_platform.is_some() {
+        ls.target_platform = req.target_platform.clone();
+    }
+    if !req.components.is_empty() {
+        ls.components = req.components.clone();
+    }
+    for (k, v) in &req.options {
+        ls.options.insert(k.clone(), v.clone());
+    }
+    if let Some(m) = req.max_iterations {
+        state.max_iterations = m;
+    }
+    if let Some(ct) = &req.content_type
+        && ct != &state.content_type
+    {
+        if started_how == "resumed" {
+            return Err(LoopError::Usage(format!(
+                "`{}` is a {} artifact in a running cycle; its content type cannot change now (finish the cycle, then pass --content-type)",
+                state.artifact_name, state.content_type
+            )));
+        }
+        state.content_type = ct.clone();
+    }
+    ls.evaluation_strategy = content_type::strategy(&state.content_type, ls.test_generation)
+        .as_str()
+        .to_string();
+    if let Some(t) = triggers {
+        state.workflow_triggers = match &req.triggers {
+            Some(Value::Object(o)) => o.get("triggers").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Some(Value::Array(a)) => a.clone(),
+            _ => vec![],
+        };
+        drop(t);
+    }
+    if started_how == "resumed" && !changed.is_empty() {
+        notes.push(format!("changed for this cycle: {}", changed.join(", ")));
+    }
+    store_loop(&mut state, &ls);
+    arts.save(&mut state)?;
+    let dispatcher_triggers = if state.workflow_triggers.is_empty() {
+        Vec::new()
+    } else {
+        triggers::parse_triggers(&Value::Array(state.workflow_triggers.clone()))
+            .map_err(|e| LoopError::Usage(format!("the artifact's stored workflow triggers: {e}")))?
+    };
+    let dispatcher = Dispatcher::new(ws.clone(), workflow_log(&state.artifact_name), dispatcher_triggers);
+    let client = if req.offline { None } else { env.client.clone().filter(|c| c.is_configured()) };
+    let mut c = Controller {
+        ws: &ws,
+        arts: &arts,
+        state,
+        ls,
+        env,
+        client,
+        dispatcher,
+        notes,
+        timings: Timings::default(),
+        started_how,
+    };
+    let outcome = c.run().await;
+    let report = outcome.map(|o| c.report(o));
+    c.dispatcher.finish(std::time::Duration::from_secs(60));
+    let mut report = report?;
+    report.timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    report.timings.engine_ms =
+        (report.timings.total_ms - report.timings.stages_ms - report.timings.model_ms).max(0.0);
+    Ok(report)
+}
+
+struct Controller<'a, 'e> {
+    ws: &'a Workspace,
+    arts: &'a Artifacts<'a>,
+    state: RefinementState,
+    ls: LoopState,
+    env: &'a mut Env<'e>,
+    client: Option<Arc<Client>>,
+    dispatcher: Dispatcher,
+    notes: Vec<String>,
+    timings: Timings,
+    started_how: &'static str,
+}
+
+impl Controller<'_, '_> {
+    fn name(&self) -> String {
+        self.state.artifact_name.clone()
+    }
+
+    fn save(&mut self) -> Result<(), LoopError> {
+        store_loop(&mut self.state, &self.ls);
+        self.arts.save(&mut self.state)?;
+        Ok(())
+    }
+
+    fn done(&self, phase: &str) -> bool {
+        self.state.phases_completed.iter().any(|p| p == phase)
+    }
+
+    fn fire(&mut self, event: &str, phase: Option<&str>, metadata: Value) {
+        let payload = triggers::hook_payload(
+            event,
+            &self.state.artifact_name,
+            &self.state.refinement_id,
+            &self.state.artifact_type,
+            &self.state.content_type,
+            phase,
+            self.state.current_iteration,
+            metadata,
+        );
+        self.dispatcher.dispatch_named(event, &payload);
+    }
+
+    fn begin(&mut self, phase: &str) {
+        self.env
+            .observer
+            .phase_start(self.state.current_iteration, self.state.max_iterations, phase);
+        self.fire("on_phase_start", Some(phase), json!({}));
+    }
+
+    /// After every phase: checkpoint, then dispatch `on_phase_complete`.
+    fn end(&mut self, phase: &str, summary: &str, t: Instant) -> Result<(), LoopError> {
+        store_loop(&mut self.state, &self.ls);
+        let cp = self.arts.checkpoint_state(&mut self.state, phase)?;
+        self.fire(
+            "on_phase_complete",
+            Some(phase),
+            json!({"checkpoint_id": cp.checkpoint_id, "summary": summary}),
+        );
+        self.env.observer.phase_done(
+            self.state.current_iteration,
+            phase,
+            summary,
+            t.elapsed().as_secs_f64() * 1000.0,
+        );
+        Ok(())
+    }
+
+    fn log(&self, file: &str, marker: &str, body: &str) -> Result<(), LoopError> {
+        let marker = format!("{}:{marker}", self.state.refinement_id);
+        journal::append_once(self.ws, file, &marker, body)?;
+        Ok(())
+    }
+
+    fn adapter_input<'s>(&'s self, inputs: &'s [String]) -> AdapterInput<'s> {
+        AdapterInput {
+            name: &self.state.artifact_name,
+            artifact_type: &self.state.artifact_type,
+            content_type: &self.state.content_type,
+            inputs,
+            intent: self.ls.intent.as_deref(),
+            options: &self.ls.options,
+            target_platform: self.ls.target_platform.as_deref(),
+            test_generation: self.ls.test_generation,
+            components: &self.ls.components,
+            root: self.ws.root(),
+        }
+    }
+
+    async fn run(&mut self) -> Result<Outcome, LoopError> {
+        if self.started_how != "resumed" || self.state.current_iteration == 0 {
+            let msg = match self.started_how {
+                "created" => "new artifact",
+                "new_cycle" => "new cycle, seeded from the finalized one",
+                _ => "resumed",
+            };
+            self.env.observer.note(&format!(
+                "{} `{}` ({}, {}; evaluated by {})",
+                msg, self.state.artifact_name, self.state.artifact_type, self.state.content_type, self.ls.evaluation_strategy
+            ));
+        } else {
+            let last = self.state.phases_completed.last().cloned().unwrap_or_else(|| "nothing".into());
+            self.env.observer.note(&format!(
+                "resuming `{}` at iteration {} (last completed phase: {last})",
+                self.state.artifact_name, self.state.current_iteration
+            ));
+        }
+        for n in self.notes.clone() {
+            self.env.observer.note(&n);
+        }
+        loop {
+            if self.env.exec.cancel.is_cancelled() {
+                return Ok(Outcome::Cancelled);
+            }
+            if self.state.current_iteration == 0 {
+                self.state.current_iteration = 1;
+                self.state.phases_completed.clear();
+                self.save()?;
+            }
+            let spec_missing = !self.ws.resolve(&spec_path(&self.name()))?.is_file();
+            if (self.state.current_iteration == 1 && !self.done("specify")) || spec_missing {
+                self.specify().await?;
+            } else if !self.done("plan") {
+                self.plan().await?;
+            } else if !self.done("execute") {
+                if let Some(o) = self.execute().await? {
+                    return Ok(o);
+                }
+            } else if !self.done("reflect") {
+                self.reflect().await?;
+            } else if !self.done("persist") {
+                if let Some(o) = self.approval_gate()? {
+                    return Ok(o);
+                }
+                self.persist()?;
+            } else {
+                if let Some(o) = self.decide()? {
+                    return Ok(o);
+                }
+            }
+        }
+    }
+
+    // ---- Specify ----------------------------------------------------------
+
+    async fn specify(&mut self) -> Result<(), LoopError> {
+        let t = Instant::now();
+        self.begin("specify");
+        let inputs = self.ls.inputs.clone();
+        let (defaults, _) = domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
+        let strategy = self.ls.evaluation_strategy.clone();
+        let mut constraints = defaults.constraints.clone();
+        let mut goals = defaults.goals.clone();
+        let mut notes = defaults.notes.clone();
+        let mut specified_by = "adapter".to_string();
+        if let Some(client) = self.client.clone() {
+            let prompt = self.specify_prompt(&constraints);
+            let caller = Caller {
+                client: &client,
+                ws: self.ws,
+                refinement_id: &self.state.refinement_id,
+                cancel: &self.env.exec.cancel,
+            };
+            let t_model = Instant::now();
+            let asked = caller
+                .ask_json(Phase::Specify, "specify", prompt, &|v| model::schema_problems(model::SPECIFY_SCHEMA, v))
+                .await;
+            self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
+            match asked {
+                Asked::Valid { value, repaired } => {
+                    specified_by = if repaired { "model (after one repair)".into() } else { "model".into() };
+                    for g in value["goals"].as_array().into_iter().flatten().filter_map(Value::as_str) {
+                        if !goals.iter().any(|x| x == g) {
+                            goals.push(g.to_string());
+                        }
+                    }
+                    for c in value["constraints"].as_array().into_iter().flatten() {
+                        match serde_json::from_value::<Constraint>(c.clone()) {
+                            Ok(c) if !constraints.iter().any(|x| x.id == c.id) => constraints.push(c),
+                            Ok(c) => notes.push(format!("the model's constraint `{}` repeats a default one; the default is kept", c.id)),
+                            Err(e) => notes.push(format!("a constraint of the model was dropped: {e}")),
+                        }
+                    }
+                }
+                Asked::Invalid { problems } => notes.push(format!(
+                    "the model's specification was invalid after one repair ({}); the adapter's defaults are used",
+                    problems.join("; ")
+                )),
+                Asked::Failed(e) => notes.push(format!("no model specification ({e}); the adapter's defaults are used")),
+            }
+        }
+        let spec = Specification {
+            artifact_name: self.state.artifact_name.clone(),
+            artifact_type: self.state.artifact_type.clone(),
+            content_type: Some(self.state.content_type.clone()),
+            intent: self.ls.intent.clone(),
+            constraints: constraints.clone(),
+            metadata: Map::from_iter([
+                ("goals".to_string(), json!(goals)),
+                ("evaluation_strategy".to_string(), json!(strategy)),
+                ("refinement_id".to_string(), json!(self.state.refinement_id)),
+            ]),
+        };
+        let mut ct = json!({
+            "content_type": self.state.content_type,
+            "evaluation_strategy": strategy,
+            "test_generation": self.ls.test_generation,
+            "detected_by": self.ls.content_type_source,
+        });
+        if let Some(p) = &self.ls.target_platform {
+            ct["target_platform"] = json!(p);
+        }
+        if !self.ls.components.is_empty() {
+            ct["components"] = Value::Array(
+                domain::component_strategies(&self.adapter_input(&inputs))
+                    .into_iter()
+                    .map(|(slug, c, s)| json!({"id": slug, "content_type": c, "evaluation_strategy": s.as_str()}))
+                    .collect(),
+            );
+        }
+        let file = SpecFile {
+            specification: spec,
+            goals: goals.clone(),
+            checks: defaults.checks.clone(),
+            required_files: defaults.required_files.clone(),
+            content_type: ct,
+            specified_by: specified_by.clone(),
+            notes: notes.clone(),
+        };
+        write_json(self.ws, &spec_path(&self.name()), &file)?;
+        // constraints.json in the reference layout (the Execute phase adds statuses).
+        let doc = json!({
+            "artifact_type": self.state.artifact_type,
+            "artifact_name": self.state.artifact_name,
+            "constraints": constraints,
+            "global_rules": ["Deterministic checks decide; the model judges only what no check measures."],
+            "termination_conditions": [
+                "all blocking constraints satisfied, every required file in dist/, the manifest valid, no high constraint violated",
+                format!("or {} iterations", self.state.max_iterations),
+            ],
+        });
+        write_json(self.ws, pmpo_engine::validation::CONSTRAINTS_FILE, &doc)?;
+        self.state.goals = goals;
+        self.state.constraints = constraints.iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+        let checked = file.checks.len();
+        let summary = format!(
+            "{} constraint(s), {} with a deterministic check; specified by {specified_by}",
+            constraints.len(),
+            checked
+        );
+        let mut body = format!(
+            "## Iteration {} — Specify\n\n- Artifact: `{}` ({}, {}), evaluated by {}\n- Specified by: {specified_by}\n- Constraints: {} ({} with a deterministic check)\n",
+            self.state.current_iteration,
+            self.state.artifact_name,
+            self.state.artifact_type,
+            self.state.content_type,
+            self.ls.evaluation_strategy,
+            constraints.len(),
+            checked
+        );
+        for n in &notes {
+            body.push_str(&format!("- Note: {n}\n"));
+            self.env.observer.note(n);
+        }
+        self.log(REFINEMENT_LOG, &format!("specify:{}", self.state.current_iteration), &body)?;
+        self.end("specify", &summary, t)
+    }
+
+    fn specify_prompt(&self, defaults: &[Constraint]) -> String {
+        format!(
+            "Phase: Specify. Turn the intent into a structured specification.\n\n\
+Artifact: {name} (type {t}, content type {ct}).\nIntent: {intent}\nInputs: {inputs}\n\n\
+The domain adapter already sets these constraints (each with a deterministic check where one exists):\n{defaults}\n\n\
+Answer with JSON: {{\"goals\": [\"...\"], \"constraints\": [{{\"id\": \"kebab-id\", \"description\": \"...\", \"severity\": \"blocking|high|medium|low\", \"type\": \"visual|structural|semantic|technical|brand|performance|accessibility\"}}]}}.\n\
+List only constraints the defaults do not cover; each must be something a reviewer can judge from the artifact.",
+            name = self.state.artifact_name,
+            t = self.state.artifact_type,
+            ct = self.state.content_type,
+            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
+            inputs = if self.ls.inputs.is_empty() { "(none)".to_string() } else { self.ls.inputs.join(", ") },
+            defaults = defaults
+                .iter()
+                .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    fn load_spec(&self) -> Result<SpecFile, LoopError> {
+        read_json(self.ws, &spec_path(&self.name()))?.ok_or_else(|| LoopError::Corrupt {
+            path: spec_path(&self.name()),
+            detail: "missing".into(),
+        })
+    }
+
+    // ---- Plan -------------------------------------------------------------
+
+    async fn plan(&mut self) -> Result<(), LoopError> {
+        let t = Instant::now();
+        self.begin("plan");
+        let spec = self.load_spec()?;
+        let inputs = self.ls.inputs.clone();
+        let (_, deterministic) = domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
+        let iteration = self.state.current_iteration;
+        let mut notes = Vec::new();
+        let mut planned_by = "adapter".to_string();
+        let mut stages = deterministic.stages.clone();
+        let mut extra_checks: Vec<ValidationItem> = Vec::new();
+        if let Some(client) = self.client.clone() {
+            let prompt = self.plan_prompt(&spec, &deterministic.stages);
+            let caller = Caller {
+                client: &client,
+                ws: self.ws,
+                refinement_id: &self.state.refinement_id,
+                cancel: &self.env.exec.cancel,
+            };
+            let engine = self.env.engine.clone();
+            let spec_for_check = spec.clone();
+            let name = self.name();
+            let check = move |v: &Value| -> Vec<String> {
+                match assemble(&spec_for_check, v) {
+                    Err(e) => vec![e],
+                    Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
+                }
+            };
+            let t_model = Instant::now();
+            let asked = caller
+                .ask_json(Phase::Plan, &format!("plan-{iteration}"), prompt, &check)
+                .await;
+            self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
+            match asked {
+                Asked::Valid { value, repaired } => {
+                    if let Ok(doc) = assemble(&spec, &value) {
+                        stages = doc.plan.stages;
+                        extra_checks = doc.plan.validation_plan;
+                        planned_by = if repaired { "model (after one repair)".into() } else { "model".into() };
+                    }
+                }
+                Asked::Invalid { problems } => notes.push(format!(
+                    "the model's plan was invalid after one repair ({}); the adapter's plan is used",
+                    problems.join("; ")
+                )),
+                Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
+            }
+        }
+        // Deterministic first: every constraint with a check keeps its check,
+        // whatever the plan says; the plan may add checks for the others.
+        let mut validation_plan = spec.checks.clone();
+        for item in extra_checks {
+            if !validation_plan.iter().any(|v| v.constraint_id == item.constraint_id)
+                && spec.specification.constraints.iter().any(|c| c.id == item.constraint_id)
+            {
+                validation_plan.push(item);
+            }
+        }
+        let tool_invocations: Vec<Value> = stages
+            .iter()
+            .map(|s| json!({"stage": s.id, "tool": s.tool_name(), "purpose": s.description}))
+            .collect();
+        let doc = json!({
+            "specification": spec.specification,
+            "plan": {
+                "stages": stages,
+                "tool_invocations": tool_invocations,
+                "state_updates": {"iteration": iteration, "focus": self.ls.focus, "planned_by": planned_by},
+                "validation_plan": validation_plan,
+            }
+        });
+        let rel = plan_path(&self.name(), iteration);
+        write_json(self.ws, &rel, &doc)?;
+        let problems = plan_problems(&self.env.engine, &doc, &self.name(), iteration);
+        if !problems.is_empty() {
+            return Err(LoopError::Plan {
+                iteration,
+                diagnostics: problems.join("\n"),
+            });
+        }
+        self.ls.plan_file = Some(rel.clone());
+        self.ls.planned_by = Some(planned_by.clone());
+        let n = doc["plan"]["stages"].as_array().map_or(0, Vec::len);
+        let summary = format!("{n} stage(s) by {planned_by}; plan in {rel}");
+        let mut body = format!(
+            "## Iteration {iteration} — Plan\n\n- Planned by: {planned_by}\n- Stages: {}\n- Plan: `{rel}`\n",
+            doc["plan"]["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("`{}`", s["id"].as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !self.ls.focus.is_empty() {
+            body.push_str(&format!("- Focus: {}\n", self.ls.focus.join(", ")));
+        }
+        for n in &notes {
+            body.push_str(&format!("- Note: {n}\n"));
+            self.env.observer.note(n);
+        }
+        self.log(REFINEMENT_LOG, &format!("plan:{iteration}"), &body)?;
+        self.end("plan", &summary, t)
+    }
+
+    fn plan_prompt(&self, spec: &SpecFile, baseline: &[pmpo_plan::Stage]) -> String {
+        let last = self
+            .state
+            .current_iteration
+            .checked_sub(1)
+            .and_then(|i| read_json::<Reflection>(self.ws, &reflection_path(&self.name(), i)).ok().flatten());
+        let findings = match &last {
+            Some(r) => r
+                .constraints
+                .iter()
+                .filter(|c| c.status != "satisfied")
+                .map(|c| format!("- {} [{}] {}: {}", c.id, c.severity, c.status, c.evidence))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => "(first iteration)".into(),
+        };
+        format!(
+            "Phase: Plan. Convert the specification into an executable plan for iteration {it}.\n\n\
+Artifact: {name} ({t}, {ct}). Intent: {intent}\nInputs: {inputs}\n\nConstraints:\n{constraints}\n\n\
+Focus on: {focus}\nFindings of the last iteration:\n{findings}\n\n\
+The deterministic baseline plan (stages as JSON):\n{baseline}\n\n\
+Tools: run (with: command argv list), template, rasterize, markdown, preview, prompt, a2ui, ai. Write outputs under dist/.\n\
+Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_plan\": [{{\"constraint_id\": \"...\", \"validation_method\": \"CHECK\", \"with\": {{...}}}}]}}.",
+            it = self.state.current_iteration,
+            name = self.state.artifact_name,
+            t = self.state.artifact_type,
+            ct = self.state.content_type,
+            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
+            inputs = if self.ls.inputs.is_empty() { "(none)".to_string() } else { self.ls.inputs.join(", ") },
+            constraints = spec
+                .specification
+                .constraints
+                .iter()
+                .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            focus = if self.ls.focus.is_empty() { "(everything)".to_string() } else { self.ls.focus.join(", ") },
+            baseline = serde_json::to_string(baseline).unwrap_or_default(),
+        )
+    }
+
+    // ---- Execute ----------------------------------------------------------
+
+    async fn execute(&mut self) -> Result<Option<Outcome>, LoopError> {
+        let t = Instant::now();
+        self.begin("execute");
+        let iteration = self.state.current_iteration;
+        let rel = self.ls.plan_file.clone().unwrap_or_else(|| plan_path(&self.name(), iteration));
+        let path = self.ws.resolve(&rel)?;
+        let checked = pmpo_plan::load_plan(&path)
+            .and_then(|p| self.env.engine.prepare(p))
+            .map_err(|diags| LoopError::Plan {
+                iteration,
+                diagnostics: diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
+            })?;
+        let mut opts = self.env.exec.clone();
+        opts.workspace = self.ws.root().to_path_buf();
+        self.env.observer.execute_start(&checked);
+        let engine = self.env.engine.clone();
+        let result = {
+            let mut sink = Forward(&mut *self.env.observer);
+            engine.execute(&checked, &opts, &mut sink).await
+        };
+        self.env.observer.execute_done();
+        let results = result?;
+        self.timings.stages_ms += results.stages.iter().map(|s| s.duration_ms).sum::<f64>();
+        self.ls.run_id = Some(results.run_id.clone());
+        match results.status.as_str() {
+            "cancelled" => {
+                self.save()?;
+                return Ok(Some(Outcome::Cancelled));
+            }
+            "awaiting_intervention" | "paused" => {
+                self.save()?;
+                self.notes.push(format!(
+                    "run {} is paused: answer with `pmpo resume {} --retry|--skip|--abort`, then `pmpo refine {}` goes on",
+                    results.run_id, results.run_id, self.state.artifact_name
+                ));
+                return Ok(Some(Outcome::ExecutionPaused));
+            }
+            _ => {}
+        }
+        let s = &results.summary;
+        let summary = format!(
+            "run {}: {} stage(s): {} completed, {} cached, {} failed, {} skipped",
+            results.run_id,
+            s.total,
+            s.completed,
+            s.cached,
+            s.failed + s.timeout,
+            s.skipped
+        );
+        self.log(
+            REFINEMENT_LOG,
+            &format!("execute:{iteration}:{}", results.run_id),
+            &format!("## Iteration {iteration} — Execute\n\n- {summary}\n- Results: `{}`\n", pmpo_engine::RESULTS_FILE),
+        )?;
+        self.end("execute", &summary, t)?;
+        Ok(None)
+    }
+
+    // ---- Reflect ----------------------------------------------------------
+
+    async fn reflect(&mut self) -> Result<(), LoopError> {
+        let t = Instant::now();
+        self.begin("reflect");
+        let iteration = self.state.current_iteration;
+        let spec = self.load_spec()?;
+        let run_id = self.ls.run_id.clone().unwrap_or_default();
+        // The Execute phase's constraint statuses, if they are this run's.
+        let measured: Value = read_json(self.ws, pmpo_engine::validation::CONSTRAINTS_FILE)
+            .ok()
+            .flatten()
+            .filter(|v: &Value| v["run_id"].as_str() == Some(run_id.as_str()))
+            .unwrap_or(Value::Null);
+        let checked_ids: Vec<&str> = spec.checks.iter().map(|c| c.constraint_id.as_str()).collect();
+        let mut constraints: Vec<ConstraintState> = spec
+            .specification
+            .constraints
+            .iter()
+            .map(|c| {
+                let m = measured["constraints"]
+                    .as_array()
+                    .and_then(|a| a.iter().find(|x| x["id"].as_str() == Some(c.id.as_str())));
+                let status = m
+                    .and_then(|x| x["status"].as_str())
+                    .unwrap_or("not_checked")
+                    .to_string();
+                let evidence = m
+                    .and_then(|x| x["checks"].as_array())
+                    .map(|checks| {
+                        checks
+                            .iter()
+                            .map(|k| format!("{} {}: {}", k["check"].as_str().unwrap_or("?"), k["status"].as_str().unwrap_or("?"), k["message"].as_str().unwrap_or("")))
+                            .collect::<Vec<_>>()
+                            .join("; ")
+                    })
+                    .unwrap_or_default();
+                let basis = if status == "not_checked" { "none" } else { "measured" };
+                ConstraintState {
+                    id: c.id.clone(),
+                    description: c.description.clone(),
+                    severity: c.severity.to_string(),
+                    status,
+                    basis: basis.into(),
+                    evidence: if evidence.is_empty() && !checked_ids.contains(&c.id.as_str()) {
+                        "no deterministic check".into()
+                    } else {
+                        evidence
+                    },
+                }
+            })
+            .collect();
+        let results: Value = read_json(self.ws, pmpo_engine::RESULTS_FILE).ok().flatten().unwrap_or(Value::Null);
+        let same_run = results["run_id"].as_str() == Some(run_id.as_str());
+        let execution = if same_run {
+            ExecutionSummary {
+                run_id: run_id.clone(),
+                status: results["status"].as_str().unwrap_or("").into(),
+                stages: results["stages"].as_array().map_or(0, Vec::len),
+                failed_stages: results["stages"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter(|s| matches!(s["status"].as_str(), Some("failed" | "timeout")))
+                    .filter_map(|s| s["id"].as_str().map(str::to_string))
+                    .collect(),
+                errors: results["errors"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|e| format!("{}: {}", e["stage"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+                    .take(20)
+                    .collect(),
+            }
+        } else {
+            ExecutionSummary {
+                run_id: run_id.clone(),
+                ..Default::default()
+            }
+        };
+        let mut notes = Vec::new();
+        // Only constraints no check measured go to the model, and are marked judged.
+        let open: Vec<usize> = constraints
+            .iter()
+            .enumerate()
+            .filter(|(_, c)| c.status == "not_checked")
+            .map(|(i, _)| i)
+            .collect();
+        if !open.is_empty() {
+            if let Some(client) = self.client.clone() {
+                let prompt = self.judge_prompt(&spec, &constraints, &open);
+                let ids: Vec<String> = open.iter().map(|&i| constraints[i].id.clone()).collect();
+                let caller = Caller {
+                    client: &client,
+                    ws: self.ws,
+                    refinement_id: &self.state.refinement_id,
+                    cancel: &self.env.exec.cancel,
+                };
+                let check = move |v: &Value| -> Vec<String> {
+                    let mut p = model::schema_problems(model::JUDGEMENT_SCHEMA, v);
+                    if p.is_empty() {
+                        for j in v["judgements"].as_array().into_iter().flatten() {
+                            let id = j["id"].as_str().unwrap_or("");
+                            if !ids.iter().any(|x| x == id) {
+                                p.push(format!("`{id}` is not one of the constraints to judge ({})", ids.join(", ")));
+                            }
+                        }
+                    }
+                    p
+                };
+                let t_model = Instant::now();
+                let asked = caller
+                    .ask_json(Phase::Reflect, &format!("reflect-{iteration}"), prompt, &check)
+                    .await;
+                self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
+                match asked {
+                    Asked::Valid { value, .. } => {
+                        for j in value["judgements"].as_array().into_iter().flatten() {
+                            if let Some(c) = constraints.iter_mut().find(|c| Some(c.id.as_str()) == j["id"].as_str()) {
+                                c.status = j["status"].as_str().unwrap_or("not_checked").into();
+                                c.basis = "judged".into();
+                                c.evidence = format!("judged by the model: {}", j["reason"].as_str().unwrap_or(""));
+                            }
+                        }
+                    }
+                    Asked::Invalid { problems } => notes.push(format!(
+                        "the model's judgement was invalid after one repair ({}); those constraints stay not_checked",
+                        problems.join("; ")
+                    )),
+                    Asked::Failed(e) => notes.push(format!("no model judgement ({e}); those constraints stay not_checked")),
+                }
+            } else {
+                notes.push(format!(
+                    "{} constraint(s) have no deterministic check and no model is configured: they stay not_checked ({})",
+                    open.len(),
+                    open.iter().map(|&i| constraints[i].id.as_str()).collect::<Vec<_>>().join(", ")
+                ));
+            }
+        }
+        // Files: required ones, dist/ listing, empty outputs, the manifest.
+        let required_missing: Vec<String> = spec
+            .required_files
+            .iter()
+            .filter(|f| !self.ws.resolve(f).map(|p| p.is_file()).unwrap_or(false))
+            .cloned()
+            .collect();
+        let (dist_files, empty_files) = list_dist(self.ws);
+        let manifest: Value = read_json(self.ws, pmpo_engine::MANIFEST_FILE).ok().flatten().unwrap_or(Value::Null);
+        let manifest_files = manifest["files"].as_array().map_or(0, Vec::len);
+        let mut params = Map::new();
+        params.insert("path".into(), json!(pmpo_engine::MANIFEST_FILE));
+        params.insert("verify_digests".into(), json!(true));
+        let outcome = pmpo_checks::run_check(self.ws, "manifest", &params);
+        let mut r = Reflection {
+            iteration,
+            strategy: self.ls.evaluation_strategy.clone(),
+            constraints,
+            execution,
+            required_missing,
+            manifest_valid: outcome.passed,
+            manifest_problem: (!outcome.passed).then(|| outcome.message.clone()),
+            manifest_files,
+            dist_files,
+            empty_files,
+            regressions: vec![],
+            notes: notes.clone(),
+            reflected_at: now_rfc3339(),
+        };
+        let before: Option<Reflection> = if iteration > 1 {
+            read_json(self.ws, &reflection_path(&self.name(), iteration - 1)).ok().flatten()
+        } else {
+            None
+        };
+        r.regressions = reflect::regressions(&r, before.as_ref());
+        write_json(self.ws, &reflection_path(&self.name(), iteration), &r)?;
+        let summary = format!(
+            "{} satisfied, {} violated, {} not checked of {}; {} regression(s)",
+            r.count("satisfied"),
+            r.count("violated"),
+            r.count("not_checked"),
+            r.constraints.len(),
+            r.regressions.len()
+        );
+        let mut body = format!(
+            "## Iteration {iteration} — Reflect\n\nStrategy: {}. {summary}.\n\n| Constraint | Severity | Status | Basis | Evidence |\n|---|---|---|---|---|\n",
+            r.strategy
+        );
+        for c in &r.constraints {
+            body.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                c.id,
+                c.severity,
+                c.status,
+                c.basis,
+                cell(&c.evidence)
+            ));
+        }
+        if !r.required_missing.is_empty() {
+            body.push_str(&format!("\nRequired files missing: {}\n", r.required_missing.join(", ")));
+        }
+        if !r.manifest_valid {
+            body.push_str(&format!("\nManifest: {}\n", r.manifest_problem.as_deref().unwrap_or("invalid")));
+        }
+        for g in &r.regressions {
+            body.push_str(&format!("\nRegression: {g}\n"));
+        }
+        for n in &notes {
+            body.push_str(&format!("\nNote: {n}\n"));
+        }
+        self.log(REFINEMENT_LOG, &format!("reflect:{iteration}"), &body)?;
+        let mut d = format!("## Iteration {iteration} — Reflect\n\n- {summary}\n");
+        if !r.unsatisfied().is_empty() {
+            d.push_str(&format!("- Unsatisfied: {}\n", r.unsatisfied().join(", ")));
+        }
+        for g in &r.regressions {
+            d.push_str(&format!("- Regression: {g}\n"));
+        }
+        self.log(DECISIONS, &format!("reflect:{iteration}"), &d)?;
+        if !r.regressions.is_empty() {
+            self.fire("on_regression", Some("reflect"), json!({"regressions": r.regressions, "count": r.regressions.len()}));
+        }
+        self.end("reflect", &summary, t)
+    }
+
+    fn judge_prompt(&self, spec: &SpecFile, constraints: &[ConstraintState], open: &[usize]) -> String {
+        let mut artifact = String::new();
+        let mut budget = 16_000usize;
+        for f in &spec.required_files {
+            let text = head_text(self.ws, f, 4000);
+            if text.is_empty() || budget == 0 {
+                continue;
+            }
+            let take: String = text.chars().take(budget.min(4000)).collect();
+            budget = budget.saturating_sub(take.len());
+            artifact.push_str(&format!("--- {f}\n{take}\n"));
+        }
+        let focus = match self.ls.evaluation_strategy.as_str() {
+            "prompt_quality" => "Judge the prompt itself: clarity, specificity, fit for its target platform.",
+            "test_execution" => "Judge the prompt and the test output it produced.",
+            _ => "Judge the generated artifact itself.",
+        };
+        format!(
+            "Phase: Reflect. {focus}\n\nArtifact: {name} ({t}, {ct}). Intent: {intent}\n\n\
+Measured by deterministic checks (do not re-judge these):\n{measured}\n\n\
+Judge only these constraints:\n{open}\n\nThe artifact's files:\n{artifact}\n\
+Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|violated\", \"reason\": \"...\"}}]}}.",
+            name = self.state.artifact_name,
+            t = self.state.artifact_type,
+            ct = self.state.content_type,
+            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
+            measured = constraints
+                .iter()
+                .filter(|c| c.status != "not_checked")
+                .map(|c| format!("- {} {}", c.id, c.status))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            open = open
+                .iter()
+                .map(|&i| format!("- {}: {}", constraints[i].id, constraints[i].description))
+                .collect::<Vec<_>>()
+                .join("\n"),
+        )
+    }
+
+    fn load_reflection(&self) -> Result<Reflection, LoopError> {
+        let rel = reflection_path(&self.name(), self.state.current_iteration);
+        read_json(self.ws, &rel)?.ok_or(LoopError::Corrupt {
+            path: rel,
+            detail: "missing".into(),
+        })
+    }
+
+    // ---- Approval gate ----------------------------------------------------
+
+    fn approval_gate(&mut self) -> Result<Option<Outcome>, LoopError> {
+        if !self.ls.requires_approval {
+            return Ok(None);
+        }
+        let iteration = self.state.current_iteration;
+        if let Some(a) = &self.ls.approval
+            && a.iteration == iteration
+            && a.status != "pending"
+        {
+            return Ok(None);
+        }
+        let r = self.load_reflection()?;
+        let summary = format!(
+            "Iteration {iteration}: {} satisfied, {} violated, {} not checked of {} constraint(s).{}{}",
+            r.count("satisfied"),
+            r.count("violated"),
+            r.count("not_checked"),
+            r.constraints.len(),
+            if r.unsatisfied().is_empty() { String::new() } else { format!(" Unsatisfied: {}.", r.unsatisfied().join(", ")) },
+            if r.regressions.is_empty() { String::new() } else { format!(" Regressions: {}.", r.regressions.join("; ")) },
+        );
+        let first_request = !matches!(&self.ls.approval, Some(a) if a.iteration == iteration);
+        if first_request {
+            self.ls.approval = Some(ApprovalRecord {
+                iteration,
+                status: "pending".into(),
+                requested_at: now_rfc3339(),
+                answered_at: None,
+                answered_by: None,
+                note: None,
+            });
+            self.save()?;
+            self.log(
+                DECISIONS,
+                &format!("approval-requested:{iteration}"),
+                &format!("## Iteration {iteration} — Approval requested\n\n{summary}\n"),
+            )?;
+            self.fire("on_approval_required", Some("reflect"), json!({"summary": summary}));
+        }
+        let asked = self.env.ask_approval.clone().and_then(|ask| {
+            ask(&ApprovalRequest {
+                artifact: self.state.artifact_name.clone(),
+                iteration,
+                summary: summary.clone(),
+            })
+        });
+        match asked {
+            Some(answer) => {
+                record_answer(self.ws, &mut self.state, &mut self.ls, answer, "terminal", None)?;
+                self.save()?;
+                Ok(None)
+            }
+            None => {
+                self.notes.push(format!(
+                    "waiting for approval: `pmpo approve {0} --continue` or `pmpo approve {0} --terminate`, then `pmpo refine {0}`",
+                    self.state.artifact_name
+                ));
+                Ok(Some(Outcome::AwaitingApproval))
+            }
+        }
+    }
+
+    // ---- Persist and decide -----------------------------------------------
+
+    fn persist(&mut self) -> Result<(), LoopError> {
+        let t = Instant::now();
+        self.begin("persist");
+        let iteration = self.state.current_iteration;
+        let r = self.load_reflection()?;
+        let user_terminated = matches!(&self.ls.approval, Some(a) if a.iteration == iteration && a.status == "terminate");
+        let d = reflect::decide(&r, self.state.max_iterations, user_terminated);
+        if d.status.as_deref() == Some("max_iterations_exceeded") {
+            self.log(
+                REFINEMENT_LOG,
+                &format!("max-iterations:{iteration}"),
+                "> **Warning:** Maximum iterations reached — forcing termination\n",
+            )?;
+        }
+        let mut body = format!(
+            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files in dist/: {}; manifest lists {} ({})\n- Decision: {}{}\n- Reason: {}\n",
+            r.count("satisfied"),
+            r.count("violated"),
+            r.count("not_checked"),
+            r.constraints.len(),
+            r.dist_files.len(),
+            r.manifest_files,
+            if r.manifest_valid { "valid" } else { "invalid" },
+            d.decision,
+            d.status.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
+            d.reason
+        );
+        if d.decision == "continue" {
+            body.push_str(&format!("- Next focus: {}\n", d.unsatisfied.join(", ")));
+        }
+        self.log(REFINEMENT_LOG, &format!("persist:{iteration}"), &body)?;
+        let mut dec = format!("## Iteration {iteration} — Decision: {}\n\n", d.decision);
+        if d.decision == "continue" {
+            dec.push_str(&format!(
+                "- Unsatisfied constraints: {}\n",
+                if d.unsatisfied.is_empty() { "(none; see the reason)".to_string() } else { d.unsatisfied.join(", ") }
+            ));
+            dec.push_str(&format!("- Reason: {}\n", d.reason));
+        } else {
+            dec.push_str(&format!("- Convergence: {}\n- Rationale: {}\n", d.status.as_deref().unwrap_or(""), d.reason));
+        }
+        self.log(DECISIONS, &format!("decision:{iteration}"), &dec)?;
+        if !self.state.iteration_history.iter().any(|h| h["iteration"] == json!(iteration)) {
+            let mut phases = self.state.phases_completed.clone();
+            phases.push("persist".into());
+            self.state.iteration_history.push(json!({
+                "iteration": iteration,
+                "phases_completed": phases,
+                "constraints_satisfied": r.count("satisfied"),
+                "constraints_total": r.constraints.len(),
+                "decision": d.decision,
+                "reason": d.reason,
+                "run_id": r.execution.run_id,
+                "timestamp": now_rfc3339(),
+            }));
+        }
+        let summary = format!(
+            "decision: {}{}",
+            d.decision,
+            d.status.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+        );
+        self.ls.pending_decision = Some(d);
+        self.end("persist", &summary, t)
+    }
+
+    fn decide(&mut self) -> Result<Option<Outcome>, LoopError> {
+        let iteration = self.state.current_iteration;
+        let d = match self.ls.pending_decision.clone() {
+            Some(d) if d.iteration == iteration => d,
+            _ => {
+                let r = self.load_reflection()?;
+                let user_terminated = matches!(&self.ls.approval, Some(a) if a.iteration == iteration && a.status == "terminate");
+                reflect::decide(&r, self.state.max_iterations, user_terminated)
+            }
+        };
+        self.fire(
+            "on_iteration_complete",
+            None,
+            json!({"decision": d.decision, "status": d.status, "unsatisfied": d.unsatisfied}),
+        );
+        self.ls.last_decision = Some(d.clone());
+        self.ls.pending_decision = None;
+        if d.decision == "terminate" {
+            let status = d.status.clone().unwrap_or_else(|| "converged".into());
+            self.state.convergence_status = status.clone();
+            store_loop(&mut self.state, &self.ls);
+            let history = self.arts.finalize_state(
+                &mut self.state,
+                Some(&status),
+                &[
+                    pmpo_engine::validation::CONSTRAINTS_FILE,
+                    pmpo_engine::MANIFEST_FILE,
+                    REFINEMENT_LOG,
+                    DECISIONS,
+                ],
+            )?;
+            self.log(
+                DECISIONS,
+                "finalized",
+                &format!(
+                    "## Cycle finalized: {status}\n\n- Iterations: {iteration}\n- Archived to `{history}`\n"
+                ),
+            )?;
+            self.fire("on_refinement_complete", None, json!({"status": status, "history": history}));
+            return Ok(Some(match status.as_str() {
+                "converged" => Outcome::Converged,
+                "user_terminated" => Outcome::UserTerminated,
+                _ => Outcome::MaxIterationsExceeded,
+            }));
+        }
+        self.ls.focus = d.unsatisfied.clone();
+        self.state.current_iteration += 1;
+        self.state.phases_completed.clear();
+        self.save()?;
+        Ok(None)
+    }
+
+    fn report(&self, outcome: Outcome) -> Report {
+        let constraints = read_json::<Reflection>(self.ws, &reflection_path(&self.name(), self.state.current_iteration))
+            .ok()
+            .flatten()
+            .map(|r| r.constraints)
+            .unwrap_or_default();
+        let next_step = match outcome {
+            Outcome::AwaitingApproval | Outcome::ExecutionPaused => self.notes.last().cloned(),
+            Outcome::Cancelled => Some(format!("`pmpo refine {}` resumes where it stopped", self.state.artifact_name)),
+            _ => None,
+        };
+        Report {
+            artifact_name: self.state.artifact_name.clone(),
+            refinement_id: self.state.refinement_id.clone(),
+            artifact_type: self.state.artifact_type.clone(),
+            content_type: self.state.content_type.clone(),
+            evaluation_strategy: self.ls.evaluation_strategy.clone(),
+            outcome,
+            convergence_status: self.state.convergence_status.clone(),
+            iteration: self.state.current_iteration,
+            max_iterations: self.state.max_iterations,
+            started: self.started_how,
+            constraints,
+            last_decision: self.ls.last_decision.clone(),
+            iteration_history: self.state.iteration_history.clone(),
+            next_step,
+            notes: self.notes.clone(),
+            timings: self.timings.clone(),
+        }
+    }
+}
+
+/// Records an approval answer in the state and in `decisions.md`.
+fn record_answer(
+    ws: &Workspace,
+    state: &mut RefinementState,
+    ls: &mut LoopState,
+    answer: Approval,
+    by: &str,
+    note: Option<&str>,
+) -> Result<(), LoopError> {
+    let iteration = state.current_iteration;
+    let word = match answer {
+        Approval::Continue => "continue",
+        Approval::Terminate => "terminate",
+    };
+    let rec = ls.approval.get_or_insert_with(|| ApprovalRecord {
+        iteration,
+        status: "pending".into(),
+        requested_at: now_rfc3339(),
+        answered_at: None,
+        answered_by: None,
+        note: None,
+    });
+    rec.iteration = iteration;
+    rec.status = word.into();
+    rec.answered_at = Some(now_rfc3339());
+    rec.answered_by = Some(by.into());
+    rec.note = note.map(str::to_string);
+    journal::append_once(
+        ws,
+        DECISIONS,
+        &format!("{}:approval:{iteration}", state.refinement_id),
+        &format!(
+            "## Iteration {iteration} — Approval: {word}\n\n- Answered by: {by}\n{}",
+            note.map(|n| format!("- Note: {n}\n")).unwrap_or_default()
+        ),
+    )?;
+    Ok(())
+}
+
+/// What `pmpo approve` did.
+#[derive(Debug, Clone, Serialize)]
+pub struct Approved {
+    pub artifact_name: String,
+    pub iteration: u64,
+    pub decision: String,
+}
+
+/// Answers an artifact's pending approval gate (from any process).
+pub fn approve(workspace: &std::path::Path, name: &str, answer: Approval, note: Option<&str>) -> Result<Approved, LoopError> {
+    let ws = Workspace::open(workspace)?;
+    Artifacts::check_name(name)?;
+    let provider = Provider::resolve(&ws);
+    let holder = LockHolder {
+        pid: std::process::id(),
+        run_id: name.into(),
+        since: now_rfc3339(),
+        command: format!("pmpo approve {name}"),
+    };
+    let _guard = match lock::acquire_at(&ws, REFINER_LOCK, &holder, false) {
+        Ok(g) => g,
+        Err(lock::LockError::Busy(h)) => return Err(LoopError::Busy(h)),
+        Err(lock::LockError::Store(e)) => return Err(e.into()),
+    };
+    let arts = Artifacts {
+        ws: &ws,
+        provider: &provider,
+    };
+    let mut state = arts.load(name)?;
+    if let Some(at) = &state.finalized_at {
+        return Err(LoopError::Usage(format!(
+            "`{name}` was finalized at {at}; there is no approval to answer (`pmpo refine {name}` starts a new cycle)"
+        )));
+    }
+    let mut ls = loop_state(&state);
+    let pending = matches!(&ls.approval, Some(a) if a.iteration == state.current_iteration && a.status == "pending");
+    if !pending {
+        return Err(LoopError::Usage(format!(
+            "`{name}` is not waiting for approval (iteration {}, last completed phase: {})",
+            state.current_iteration,
+            state.phases_completed.last().map(String::as_str).unwrap_or("none")
+        )));
+    }
+    record_answer(&ws, &mut state, &mut ls, answer, "pmpo approve", note)?;
+    store_loop(&mut state, &ls);
+    arts.save(&mut state)?;
+    Ok(Approved {
+        artifact_name: name.into(),
+        iteration: state.current_iteration,
+        decision: ls.approval.map(|a| a.status).unwrap_or_default(),
+    })
+}
+
+/// Files under `dist/` (sorted) and the empty ones among them.
+fn list_dist(ws: &Workspace) -> (Vec<String>, Vec<String>) {
+    let mut files = Vec::new();
+    let mut empty = Vec::new();
+    let root = ws.root().join("dist");
+    for e in walk(&root, 0).into_iter().take(20_000) {
+        if let Some(rel) = ws.relative(&e.0) {
+            if e.1 == 0 {
+                empty.push(rel.clone());
+            }
+            files.push(rel);
+        }
+    }
+    files.sort();
+    empty.sort();
+    (files, empty)
+}
+
+fn walk(dir: &std::path::Path, depth: usize) -> Vec<(PathBuf, u64)> {
+    let mut out = Vec::new();
+    if depth > 32 {
+        return out;
+    }
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in entries.flatten() {
+        let Ok(t) = e.file_type() else { continue };
+        if t.is_dir() {
+            out.extend(walk(&e.path(), depth + 1));
+        } else if t.is_file() {
+            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
+            out.push((e.path(), len));
+        }
+    }
+    out
+}
+
+/// A plan document from the specification and the model's `{stages, validation_plan}`.
+fn assemble(spec: &SpecFile, answer: &Value) -> Result<PlanDocument, String> {
+    let stages = answer.get("stages").cloned().ok_or("the answer has no `stages`")?;
+    let validation_plan = answer.get("validation_plan").cloned().unwrap_or(json!([]));
+    let doc = json!({
+        "specification": spec.specification,
+        "plan": {"stages": stages, "validation_plan": validation_plan},
+    });
+    serde_json::from_value(doc).map_err(|e| format!("the plan does not fit the plan format: {e}"))
+}
+
+/// Every static check of the plan format (the project's plan schema).
+fn plan_problems(engine: &Engine, doc: &impl Serialize, name: &str, iteration: u64) -> Vec<String> {
+    let text = match serde_json::to_string_pretty(doc) {
+        Ok(t) => t,
+        Err(e) => return vec![e.to_string()],
+    };
+    let display = plan_path(name, iteration);
+    match pmpo_plan::parse_plan_text(text, PathBuf::from(&display), display.clone()) {
+        Ok(loaded) => engine
+            .check(&loaded)
+            .iter()
+            .map(|d| d.to_string())
+            .collect(),
+        Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+    }
+}

@@ -1,0 +1,191 @@
+//! Asking the model endpoint for structured answers: JSON validated against
+//! a schema (or a caller's check), with one repair request when it is not.
+
+use std::time::{Duration, Instant};
+
+use pmpo_ai::{ChatRequest, Client, Phase, Route};
+use pmpo_store::Workspace;
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+
+/// Time limit of one model call of the loop.
+pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// The schema of the Specify phase's answer (shipped in `schemas/`).
+pub const SPECIFY_SCHEMA: &str = include_str!("../../../schemas/specify-answer.schema.json");
+/// The schema of the Reflect phase's judgements.
+pub const JUDGEMENT_SCHEMA: &str = include_str!("../../../schemas/reflect-judgement.schema.json");
+
+/// What came of asking.
+#[derive(Debug)]
+pub enum Asked {
+    /// A valid answer (after a repair when `repaired`).
+    Valid { value: Value, repaired: bool },
+    /// Still invalid after the repair; both problems are kept.
+    Invalid { problems: Vec<String> },
+    /// The endpoint could not answer (not configured, unreachable, refused...).
+    Failed(String),
+}
+
+/// The JSON in an answer: a fenced ```json block, or the whole text.
+pub fn extract_json(text: &str) -> Result<Value, String> {
+    let body = if let Some(start) = text.find("```") {
+        let after = &text[start + 3..];
+        let after = after.strip_prefix("json").unwrap_or(after);
+        match after.find("```") {
+            Some(end) => &after[..end],
+            None => after,
+        }
+    } else {
+        text
+    };
+    let body = body.trim();
+    serde_json::from_str(body).or_else(|e| {
+        // An answer with prose around a bare object: take the outermost braces.
+        match (body.find('{'), body.rfind('}')) {
+            (Some(a), Some(b)) if b > a => serde_json::from_str(&body[a..=b])
+                .map_err(|e2| format!("the answer is not JSON ({e2})")),
+            _ => Err(format!("the answer is not JSON ({e})")),
+        }
+    })
+}
+
+/// Problems of a value against a JSON Schema (empty when valid).
+pub fn schema_problems(schema_text: &str, value: &Value) -> Vec<String> {
+    let schema: Value = match serde_json::from_str(schema_text) {
+        Ok(s) => s,
+        Err(e) => return vec![format!("internal: a shipped schema is not JSON: {e}")],
+    };
+    match jsonschema::validator_for(&schema) {
+        Ok(v) => v
+            .iter_errors(value)
+            .take(20)
+            .map(|e| {
+                let at = e.instance_path().to_string();
+                if at.is_empty() {
+                    e.to_string()
+                } else {
+                    format!("at {at}: {e}")
+                }
+            })
+            .collect(),
+        Err(e) => vec![format!("internal: a shipped schema is invalid: {e}")],
+    }
+}
+
+/// One model call of the loop.
+pub struct Caller<'a> {
+    pub client: &'a Client,
+    pub ws: &'a Workspace,
+    pub refinement_id: &'a str,
+    pub cancel: &'a CancellationToken,
+}
+
+impl Caller<'_> {
+    async fn call(&self, phase: Phase, stage: &str, req: &ChatRequest) -> Result<String, String> {
+        let ctx = pmpo_ai::client::CallContext {
+            workspace: self.ws,
+            run_id: self.refinement_id,
+            stage,
+            phase,
+            route: Route::default(),
+            cancel: self.cancel,
+            deadline: Instant::now() + CALL_TIMEOUT,
+        };
+        match self.client.complete(&ctx, req).await {
+            Ok(answer) => Ok(answer.completion.text),
+            Err(e) => Err(match &e.hint {
+                Some(h) => format!("{} ({h})", e.message),
+                None => e.message.clone(),
+            }),
+        }
+    }
+
+    /// Asks for JSON; `check` returns the problems of a parsed answer. An
+    /// invalid answer gets one repair request naming its problems.
+    pub async fn ask_json(
+        &self,
+        phase: Phase,
+        stage: &str,
+        prompt: String,
+        check: &dyn Fn(&Value) -> Vec<String>,
+    ) -> Asked {
+        let mut req = ChatRequest::user(prompt);
+        req.system = Some(
+            "You are a phase controller of the PMPO refinement loop. Answer with one JSON object in a ```json block and nothing else.".into(),
+        );
+        let first = match self.call(phase, stage, &req).await {
+            Ok(t) => t,
+            Err(e) => return Asked::Failed(e),
+        };
+        let problems = match extract_json(&first) {
+            Ok(v) => {
+                let p = check(&v);
+                if p.is_empty() {
+                    return Asked::Valid {
+                        value: v,
+                        repaired: false,
+                    };
+                }
+                p
+            }
+            Err(e) => vec![e],
+        };
+        req.messages.push(pmpo_ai::Message {
+            role: pmpo_ai::Role::Assistant,
+            content: first,
+        });
+        req.messages.push(pmpo_ai::Message {
+            role: pmpo_ai::Role::User,
+            content: format!(
+                "Your answer is not valid:\n- {}\nAnswer again with the corrected JSON object only.",
+                problems.join("\n- ")
+            ),
+        });
+        let second = match self.call(phase, &format!("{stage}-repair"), &req).await {
+            Ok(t) => t,
+            Err(e) => return Asked::Failed(e),
+        };
+        let mut again = match extract_json(&second) {
+            Ok(v) => {
+                let p = check(&v);
+                if p.is_empty() {
+                    return Asked::Valid {
+                        value: v,
+                        repaired: true,
+                    };
+                }
+                p
+            }
+            Err(e) => vec![e],
+        };
+        let mut all: Vec<String> = problems.into_iter().map(|p| format!("first answer: {p}")).collect();
+        all.extend(again.drain(..).map(|p| format!("repaired answer: {p}")));
+        Asked::Invalid { problems: all }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_found_in_fences_prose_or_bare() {
+        assert_eq!(extract_json("```json\n{\"a\": 1}\n```").unwrap()["a"], 1);
+        assert_eq!(extract_json("Sure! {\"a\": 2} done").unwrap()["a"], 2);
+        assert_eq!(extract_json(" {\"a\": 3} ").unwrap()["a"], 3);
+        assert!(extract_json("no json here").is_err());
+    }
+
+    #[test]
+    fn the_shipped_schemas_are_valid_and_used() {
+        let ok = serde_json::json!({"goals": ["g"], "constraints": [{"id": "x", "description": "d", "severity": "high"}]});
+        assert!(schema_problems(SPECIFY_SCHEMA, &ok).is_empty());
+        let bad = serde_json::json!({"constraints": [{"id": "x", "severity": "urgent"}]});
+        assert!(!schema_problems(SPECIFY_SCHEMA, &bad).is_empty());
+        let j = serde_json::json!({"judgements": [{"id": "x", "status": "satisfied", "reason": "r"}]});
+        assert!(schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
+        let j = serde_json::json!({"judgements": [{"id": "x", "status": "maybe"}]});
+        assert!(!schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
+    }
+}

@@ -1,0 +1,279 @@
+//! The Reflect phase's records and the loop/terminate rule.
+//!
+//! Deterministic first: a constraint with a check takes its status from the
+//! check's result (measured); only a constraint without one is judged by the
+//! model (and marked judged). The regression checklist compares this
+//! iteration with the previous one.
+
+use serde::{Deserialize, Serialize};
+
+/// One constraint after reflection.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ConstraintState {
+    pub id: String,
+    pub description: String,
+    pub severity: String,
+    /// `satisfied`, `violated` or `not_checked`.
+    pub status: String,
+    /// `measured` (a check decided), `judged` (the model decided) or `none`.
+    pub basis: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub evidence: String,
+}
+
+/// What the Execute phase did, as far as Reflect needs it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ExecutionSummary {
+    pub run_id: String,
+    pub status: String,
+    pub stages: usize,
+    pub failed_stages: Vec<String>,
+    pub errors: Vec<String>,
+}
+
+/// `reflections/iteration-N.json`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct Reflection {
+    pub iteration: u64,
+    pub strategy: String,
+    pub constraints: Vec<ConstraintState>,
+    pub execution: ExecutionSummary,
+    pub required_missing: Vec<String>,
+    pub manifest_valid: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub manifest_problem: Option<String>,
+    pub manifest_files: usize,
+    pub dist_files: Vec<String>,
+    pub empty_files: Vec<String>,
+    pub regressions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
+    pub reflected_at: String,
+}
+
+impl Reflection {
+    pub fn count(&self, status: &str) -> usize {
+        self.constraints.iter().filter(|c| c.status == status).count()
+    }
+
+    /// Constraints that keep the artifact from converging: blocking ones not
+    /// satisfied, and any violated one.
+    pub fn unsatisfied(&self) -> Vec<String> {
+        self.constraints
+            .iter()
+            .filter(|c| {
+                c.status == "violated" || (c.severity == "blocking" && c.status != "satisfied")
+            })
+            .map(|c| c.id.clone())
+            .collect()
+    }
+}
+
+fn rank(severity: &str) -> u8 {
+    match severity {
+        "blocking" => 4,
+        "high" => 3,
+        "medium" => 2,
+        _ => 1,
+    }
+}
+
+/// The reflect phase's regression checklist, against the previous iteration.
+pub fn regressions(now: &Reflection, before: Option<&Reflection>) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &now.empty_files {
+        out.push(format!("output file `{f}` is empty"));
+    }
+    let Some(before) = before else {
+        return out;
+    };
+    for c in &now.constraints {
+        let Some(prev) = before.constraints.iter().find(|p| p.id == c.id) else {
+            continue;
+        };
+        if prev.status == "satisfied" && c.status == "violated" {
+            out.push(format!(
+                "constraint `{}` was satisfied in iteration {} and is now violated",
+                c.id, before.iteration
+            ));
+        }
+        if rank(&c.severity) < rank(&prev.severity) {
+            out.push(format!(
+                "constraint `{}` was downgraded from {} to {}",
+                c.id, prev.severity, c.severity
+            ));
+        }
+    }
+    for f in &before.dist_files {
+        if !now.dist_files.contains(f) {
+            out.push(format!("`{f}` was deleted from dist/"));
+        }
+    }
+    if now.manifest_files < before.manifest_files {
+        out.push(format!(
+            "the manifest lists {} file(s), fewer than the {} of iteration {}",
+            now.manifest_files, before.manifest_files, before.iteration
+        ));
+    }
+    out
+}
+
+/// The loop/terminate decision of one iteration.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct DecisionRecord {
+    pub iteration: u64,
+    /// `continue` or `terminate`.
+    pub decision: String,
+    /// With `terminate`: `converged`, `max_iterations_exceeded` or `user_terminated`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+    pub reason: String,
+    pub unsatisfied: Vec<String>,
+    pub regressions: Vec<String>,
+    pub decided_at: String,
+}
+
+/// The seed's rule: terminate when every blocking constraint is satisfied,
+/// every required file is in `dist/`, the manifest is valid and no high
+/// constraint is violated (and nothing regressed); or when `max_iterations`
+/// is reached; or when a person said so. Otherwise loop back to Plan.
+pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> DecisionRecord {
+    let blocking_open: Vec<&ConstraintState> = r
+        .constraints
+        .iter()
+        .filter(|c| c.severity == "blocking" && c.status != "satisfied")
+        .collect();
+    let high_violated: Vec<&ConstraintState> = r
+        .constraints
+        .iter()
+        .filter(|c| c.severity == "high" && c.status == "violated")
+        .collect();
+    let mut why_not = Vec::new();
+    if !blocking_open.is_empty() {
+        why_not.push(format!(
+            "blocking constraint(s) not satisfied: {}",
+            blocking_open.iter().map(|c| format!("{} ({})", c.id, c.status)).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !r.required_missing.is_empty() {
+        why_not.push(format!("required file(s) missing from dist/: {}", r.required_missing.join(", ")));
+    }
+    if !r.manifest_valid {
+        why_not.push(format!(
+            "the manifest does not validate{}",
+            r.manifest_problem.as_deref().map(|p| format!(": {p}")).unwrap_or_default()
+        ));
+    }
+    if !high_violated.is_empty() {
+        why_not.push(format!(
+            "high constraint(s) violated: {}",
+            high_violated.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+        ));
+    }
+    if !r.regressions.is_empty() {
+        why_not.push(format!("regression(s): {}", r.regressions.join("; ")));
+    }
+    let mut d = DecisionRecord {
+        iteration: r.iteration,
+        decision: "terminate".into(),
+        status: None,
+        reason: String::new(),
+        unsatisfied: r.unsatisfied(),
+        regressions: r.regressions.clone(),
+        decided_at: pmpo_store::now_rfc3339(),
+    };
+    if user_terminated {
+        d.status = Some("user_terminated".into());
+        d.reason = "a person answered the approval gate with terminate".into();
+    } else if why_not.is_empty() {
+        d.status = Some("converged".into());
+        d.reason = format!(
+            "converged: all {} blocking constraint(s) satisfied, every required file is in dist/, the manifest validates, no high constraint violated",
+            r.constraints.iter().filter(|c| c.severity == "blocking").count()
+        );
+    } else if r.iteration >= max_iterations {
+        d.status = Some("max_iterations_exceeded".into());
+        d.reason = format!(
+            "Maximum iterations reached — forcing termination (iteration {} of {}); still open: {}",
+            r.iteration,
+            max_iterations,
+            why_not.join("; ")
+        );
+    } else {
+        d.decision = "continue".into();
+        d.reason = why_not.join("; ");
+    }
+    d
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn c(id: &str, sev: &str, status: &str) -> ConstraintState {
+        ConstraintState {
+            id: id.into(),
+            description: String::new(),
+            severity: sev.into(),
+            status: status.into(),
+            basis: "measured".into(),
+            evidence: String::new(),
+        }
+    }
+
+    fn r(iteration: u64, cs: Vec<ConstraintState>) -> Reflection {
+        Reflection {
+            iteration,
+            constraints: cs,
+            manifest_valid: true,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn the_rule_terminates_only_when_everything_holds() {
+        let ok = r(1, vec![c("a", "blocking", "satisfied"), c("b", "medium", "violated")]);
+        let d = decide(&ok, 5, false);
+        assert_eq!((d.decision.as_str(), d.status.as_deref()), ("terminate", Some("converged")));
+
+        let not_checked = r(1, vec![c("a", "blocking", "not_checked")]);
+        assert_eq!(decide(&not_checked, 5, false).decision, "continue");
+
+        let high = r(2, vec![c("a", "blocking", "satisfied"), c("h", "high", "violated")]);
+        let d = decide(&high, 5, false);
+        assert_eq!(d.decision, "continue");
+        assert_eq!(d.unsatisfied, vec!["h".to_string()]);
+
+        let at_max = r(5, vec![c("h", "high", "violated")]);
+        let d = decide(&at_max, 5, false);
+        assert_eq!(d.status.as_deref(), Some("max_iterations_exceeded"));
+        assert!(d.reason.starts_with("Maximum iterations reached — forcing termination"));
+
+        let mut missing = ok.clone();
+        missing.required_missing = vec!["dist/x".into()];
+        assert_eq!(decide(&missing, 5, false).decision, "continue");
+        let mut bad_manifest = ok.clone();
+        bad_manifest.manifest_valid = false;
+        assert_eq!(decide(&bad_manifest, 5, false).decision, "continue");
+        assert_eq!(decide(&missing, 5, true).status.as_deref(), Some("user_terminated"));
+    }
+
+    #[test]
+    fn the_regression_checklist() {
+        let mut before = r(1, vec![c("a", "blocking", "satisfied"), c("b", "high", "satisfied")]);
+        before.dist_files = vec!["dist/a".into(), "dist/b".into()];
+        before.manifest_files = 3;
+        let mut now = r(2, vec![c("a", "blocking", "violated"), c("b", "low", "satisfied")]);
+        now.dist_files = vec!["dist/a".into()];
+        now.manifest_files = 2;
+        now.empty_files = vec!["dist/a".into()];
+        let found = regressions(&now, Some(&before));
+        assert_eq!(found.len(), 5, "{found:?}");
+        assert!(found.iter().any(|f| f.contains("`a` was satisfied")));
+        assert!(found.iter().any(|f| f.contains("downgraded from high to low")));
+        assert!(found.iter().any(|f| f.contains("`dist/b` was deleted")));
+        assert!(found.iter().any(|f| f.contains("fewer than the 3")));
+        assert!(found.iter().any(|f| f.contains("is empty")));
+        assert!(regressions(&before, None).is_empty());
+    }
+}

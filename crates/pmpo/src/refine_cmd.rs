@@ -1,0 +1,413 @@
+//! `pmpo refine` (the PMPO loop) and `pmpo approve` (its approval gate).
+
+use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pmpo_engine::{CheckedPlan, Engine, Event, EventSink, ExecuteOptions};
+use pmpo_loop::{Approval, ApprovalRequest, Env, LoopError, Observer, Outcome, Report, Request};
+use pmpo_tools::Registry;
+use serde_json::{Map, Value};
+
+use crate::report::{self, Mode, Reporter};
+use crate::{EXIT_BUSY, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, EXIT_PAUSED, EXIT_STAGE_FAILED};
+
+#[derive(clap::Args)]
+pub struct RefineArgs {
+    /// The artifact's name (letters, digits, `-`, `_`, `.`): new, running or finalized.
+    pub name: String,
+    /// logo | ui | a2ui | image | content | code | meta-prompt (needed for a new artifact
+    /// unless the inputs make it plain).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub artifact_type: Option<String>,
+    /// direct:react, direct:html, direct:a2ui, direct:content, direct:image, direct:code,
+    /// meta:image-prompt, meta:video-prompt, meta:agent-prompt, meta:workflow, meta:composite
+    /// (default: detected from the inputs, the type and the intent).
+    #[arg(long, value_name = "KIND")]
+    pub content_type: Option<String>,
+    /// An input file in the workspace (repeat for several).
+    #[arg(long = "input", short = 'i', value_name = "FILE")]
+    pub inputs: Vec<String>,
+    /// What the artifact is for; becomes a constraint (judged by the model when one is configured).
+    #[arg(long, value_name = "TEXT")]
+    pub intent: Option<String>,
+    /// Iterations before the loop is forced to stop (default 5).
+    #[arg(long, value_name = "N")]
+    pub max_iterations: Option<u64>,
+    /// Pause after every Reflect for a person's `continue` or `terminate`.
+    #[arg(long, overrides_with = "no_approval")]
+    pub approval: bool,
+    /// Run without the approval gate (the default).
+    #[arg(long, overrides_with = "approval")]
+    pub no_approval: bool,
+    /// meta:* only: run the prompt through the model and evaluate its output too.
+    #[arg(long)]
+    pub test_generation: bool,
+    /// meta:* only: the system that will consume the prompt (dall-e-3, sora, claude, ...).
+    #[arg(long, value_name = "NAME")]
+    pub target_platform: Option<String>,
+    /// meta:composite only: a component, as CONTENT_TYPE or CONTENT_TYPE=INPUT (repeat).
+    #[arg(long = "component", value_name = "KIND[=FILE]")]
+    pub components: Vec<String>,
+    /// An adapter option (repeat), e.g. --set dark_background=#000 --set min_contrast=4.5.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub options: Vec<String>,
+    /// Workflow triggers for this artifact: a JSON file ({"triggers": [...]}).
+    #[arg(long, value_name = "FILE")]
+    pub triggers: Option<PathBuf>,
+    /// Never ask a model, even when one is configured: the adapters' defaults and plans.
+    #[arg(long)]
+    pub offline: bool,
+    /// The workspace (default: the current directory).
+    #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
+    pub workspace: PathBuf,
+    /// Print the report as JSON on stdout (progress stays on stderr).
+    #[arg(long)]
+    pub json: bool,
+    /// Print nothing on stderr except errors.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// How many stages may run at once in the Execute phase (default: the number of CPUs).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u32).range(1..1025))]
+    pub jobs: Option<u32>,
+    /// Time limit for stages that set no `timeout:` (e.g. 30s, 5m).
+    #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::parse_duration)]
+    pub timeout: Duration,
+    #[command(flatten)]
+    pub ai: crate::ai_cli::AiArgs,
+}
+
+#[derive(clap::Args)]
+pub struct ApproveArgs {
+    /// The artifact waiting at the approval gate.
+    pub name: String,
+    /// Go on: Persist, then the usual loop/terminate decision.
+    #[arg(long = "continue", group = "answer", required = true)]
+    pub go_on: bool,
+    /// Stop: Persist, then finalize the cycle as user_terminated.
+    #[arg(long, group = "answer", required = true)]
+    pub terminate: bool,
+    /// A note kept with the answer in decisions.md.
+    #[arg(long, value_name = "TEXT")]
+    pub note: Option<String>,
+    /// The workspace (default: the current directory).
+    #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
+    pub workspace: PathBuf,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Renders the loop's progress on stderr.
+struct Progress {
+    mode: Mode,
+    workspace: PathBuf,
+    reporter: Option<Reporter>,
+}
+
+impl Observer for Progress {
+    fn phase_start(&mut self, iteration: u64, max: u64, phase: &str) {
+        if self.mode != Mode::Quiet {
+            eprintln!("[iteration {iteration}/{max}] {phase}");
+        }
+    }
+    fn phase_done(&mut self, iteration: u64, phase: &str, summary: &str, ms: f64) {
+        if self.mode != Mode::Quiet {
+            eprintln!("[iteration {iteration}] {phase} done in {ms:.0} ms: {summary}");
+        }
+    }
+    fn note(&mut self, text: &str) {
+        if self.mode != Mode::Quiet {
+            eprintln!("pmpo: {text}");
+        }
+    }
+    fn execute_start(&mut self, plan: &CheckedPlan) {
+        self.reporter = Some(Reporter::start(self.mode, plan, &self.workspace));
+    }
+    fn on_event(&mut self, event: &Event) {
+        if let Some(r) = &mut self.reporter {
+            r.on_event(event);
+        }
+    }
+    fn execute_done(&mut self) {
+        if let Some(mut r) = self.reporter.take() {
+            r.finish();
+        }
+    }
+}
+
+/// `--set key=value`: JSON values (numbers, booleans, lists) or text.
+fn parse_options(raw: &[String]) -> Result<Map<String, Value>, String> {
+    let mut out = Map::new();
+    for item in raw {
+        let Some((k, v)) = item.split_once('=') else {
+            return Err(format!("--set `{item}`: expected KEY=VALUE, e.g. --set min_contrast=4.5"));
+        };
+        let k = k.trim();
+        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
+            return Err(format!("--set `{item}`: the key may hold letters, digits, `_` and `-`"));
+        }
+        let value = match serde_json::from_str::<Value>(v) {
+            Ok(j @ (Value::Number(_) | Value::Bool(_) | Value::Array(_))) => j,
+            _ => Value::String(v.to_string()),
+        };
+        out.insert(k.to_string(), value);
+    }
+    Ok(out)
+}
+
+fn ask_approval(req: &ApprovalRequest) -> Option<Approval> {
+    let mut err = std::io::stderr().lock();
+    let _ = writeln!(
+        err,
+        "\napproval needed for `{}` after iteration {}:\n  {}",
+        req.artifact, req.iteration, req.summary
+    );
+    loop {
+        let _ = write!(err, "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? ");
+        let _ = err.flush();
+        let mut line = String::new();
+        match std::io::stdin().read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        match line.trim().to_ascii_lowercase().as_str() {
+            "c" | "continue" => return Some(Approval::Continue),
+            "t" | "terminate" => return Some(Approval::Terminate),
+            "l" | "later" => return None,
+            _ => {}
+        }
+    }
+}
+
+fn error_code(e: &LoopError) -> u8 {
+    match e {
+        LoopError::Busy(_) => EXIT_BUSY,
+        LoopError::Engine(pmpo_engine::EngineError::Busy(_)) => EXIT_BUSY,
+        LoopError::Usage(_) | LoopError::Plan { .. } => EXIT_INVALID,
+        LoopError::Artifact(a) => match a {
+            pmpo_store::artifacts::ArtifactError::Corrupt { .. }
+            | pmpo_store::artifacts::ArtifactError::TooNew { .. }
+            | pmpo_store::artifacts::ArtifactError::Store(_) => EXIT_STAGE_FAILED,
+            _ => EXIT_INVALID,
+        },
+        _ => EXIT_STAGE_FAILED,
+    }
+}
+
+pub fn refine(a: RefineArgs) -> u8 {
+    let options = match parse_options(&a.options) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return EXIT_INVALID;
+        }
+    };
+    if !a.workspace.is_dir() {
+        eprintln!(
+            "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
+            a.workspace.display()
+        );
+        return EXIT_INVALID;
+    }
+    let triggers = match &a.triggers {
+        None => None,
+        Some(path) => match std::fs::read(path) {
+            Err(e) => {
+                eprintln!("error: cannot read the triggers file `{}`: {e}", path.display());
+                return EXIT_INVALID;
+            }
+            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
+                Ok(v) => Some(v),
+                Err(e) => {
+                    eprintln!(
+                        "error: the triggers file `{}` is not JSON: {e}\n  help: write {{\"triggers\": [{{\"event\": \"on_phase_complete\", \"action\": {{\"type\": \"command\", \"target\": \"...\"}}}}]}}",
+                        path.display()
+                    );
+                    return EXIT_INVALID;
+                }
+            },
+        },
+    };
+    // The model client (when one is configured and --offline is not given).
+    let client = if a.offline {
+        None
+    } else {
+        match crate::ai_cli::load_config(&a.workspace, &a.ai) {
+            Ok(config) if config.is_configured() || a.ai.record.is_some() => {
+                match pmpo_ai::Client::new(config) {
+                    Ok(c) => Some(Arc::new(c)),
+                    Err(e) => {
+                        eprintln!("error: {}", e.message);
+                        return EXIT_INVALID;
+                    }
+                }
+            }
+            Ok(_) => None,
+            Err(e) => {
+                eprintln!("error: {e}\n  help: fix pmpo.toml, or pass --offline");
+                return EXIT_INVALID;
+            }
+        }
+    };
+    let engine = match &client {
+        Some(c) => Engine {
+            registry: Registry::with_ai(c.clone()),
+        },
+        None => Engine::default(),
+    };
+    let mut exec = ExecuteOptions::new(a.workspace.clone());
+    exec.default_timeout = a.timeout;
+    exec.jobs = a.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
+    if interactive {
+        exec.ask = Some(Arc::new(report::ask_person));
+    }
+    let mode = if a.quiet {
+        Mode::Quiet
+    } else if std::io::stderr().is_terminal() {
+        Mode::Live
+    } else {
+        Mode::Plain
+    };
+    let req = Request {
+        workspace: a.workspace.clone(),
+        name: a.name.clone(),
+        artifact_type: a.artifact_type.clone(),
+        content_type: a.content_type.clone(),
+        inputs: a.inputs.clone(),
+        intent: a.intent.clone(),
+        max_iterations: a.max_iterations,
+        requires_approval: if a.approval {
+            Some(true)
+        } else if a.no_approval {
+            Some(false)
+        } else {
+            None
+        },
+        test_generation: a.test_generation.then_some(true),
+        target_platform: a.target_platform.clone(),
+        components: a.components.clone(),
+        options,
+        triggers,
+        offline: a.offline,
+    };
+    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return EXIT_STAGE_FAILED;
+        }
+    };
+    let mut progress = Progress {
+        mode,
+        workspace: a.workspace.clone(),
+        reporter: None,
+    };
+    let result = runtime.block_on(async {
+        let cancel = exec.cancel.clone();
+        tokio::spawn(async move {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                cancel.cancel();
+            }
+        });
+        let mut env = Env {
+            engine,
+            client,
+            exec,
+            ask_approval: interactive.then(|| Arc::new(ask_approval) as pmpo_loop::AskApproval),
+            observer: &mut progress,
+        };
+        pmpo_loop::refine(req, &mut env).await
+    });
+    match result {
+        Err(e) => {
+            eprintln!("error: {e}\n  help: {}", e.hint());
+            error_code(&e)
+        }
+        Ok(report) => {
+            if a.json {
+                let mut out = std::io::stdout().lock();
+                let _ = serde_json::to_writer_pretty(&mut out, &report);
+                let _ = writeln!(out);
+            }
+            if !a.quiet {
+                print_report(&report);
+            }
+            match report.outcome {
+                Outcome::Converged | Outcome::UserTerminated => EXIT_OK,
+                Outcome::MaxIterationsExceeded => EXIT_STAGE_FAILED,
+                Outcome::AwaitingApproval | Outcome::ExecutionPaused => EXIT_PAUSED,
+                Outcome::Cancelled => EXIT_CANCELLED,
+            }
+        }
+    }
+}
+
+fn print_report(r: &Report) {
+    let mut err = std::io::stderr().lock();
+    let what = match r.outcome {
+        Outcome::Converged => "converged".to_string(),
+        Outcome::MaxIterationsExceeded => "stopped: maximum iterations reached without converging".into(),
+        Outcome::UserTerminated => "terminated by a person at the approval gate".into(),
+        Outcome::AwaitingApproval => "paused: waiting for approval".into(),
+        Outcome::ExecutionPaused => "paused: a stage awaits a decision".into(),
+        Outcome::Cancelled => "cancelled".into(),
+    };
+    let _ = writeln!(
+        err,
+        "\n`{}` {what} (iteration {} of at most {})",
+        r.artifact_name, r.iteration, r.max_iterations
+    );
+    for c in &r.constraints {
+        let mark = match c.status.as_str() {
+            "satisfied" => "ok  ",
+            "violated" => "FAIL",
+            _ => "--  ",
+        };
+        let _ = writeln!(
+            err,
+            "  {mark} {:<28} {:<8} {}{}",
+            c.id,
+            c.severity,
+            c.status,
+            if c.basis == "judged" { " (judged)" } else { "" }
+        );
+    }
+    if let Some(d) = &r.last_decision {
+        let _ = writeln!(err, "  decision: {} — {}", d.decision, d.reason);
+    }
+    if let Some(n) = &r.next_step {
+        let _ = writeln!(err, "  next: {n}");
+    }
+    let _ = writeln!(
+        err,
+        "  time: {:.0} ms total, {:.0} ms in stages, {:.0} ms waiting for the model, {:.0} ms pmpo",
+        r.timings.total_ms, r.timings.stages_ms, r.timings.model_ms, r.timings.engine_ms
+    );
+}
+
+pub fn approve(a: ApproveArgs) -> u8 {
+    let answer = if a.terminate { Approval::Terminate } else { Approval::Continue };
+    match pmpo_loop::approve(&a.workspace, &a.name, answer, a.note.as_deref()) {
+        Ok(done) => {
+            if a.json {
+                println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default());
+            } else {
+                println!(
+                    "`{}` iteration {}: {} recorded in decisions.md; run `pmpo refine {}` to go on",
+                    done.artifact_name, done.iteration, done.decision, done.artifact_name
+                );
+            }
+            EXIT_OK
+        }
+        Err(e) => {
+            eprintln!("error: {e}\n  help: {}", e.hint());
+            error_code(&e)
+        }
+    }
+}
