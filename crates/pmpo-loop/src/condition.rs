@@ -731,6 +731,28 @@ mod tests {
     }
 
     #[test]
+    fn every_prefix_of_tricky_input_parses_or_errors_without_panicking() {
+        let inputs = [
+            EXAMPLE,
+            "!(a.b.contains('x y') || (é == \"ü\\\"\")) && n >= -1.5 != true",
+            "'a'.endsWith(b).contains(c) || x.startsWith((y)) && z.contains(-)",
+        ];
+        let v = payload();
+        for input in inputs {
+            let chars: Vec<char> = input.chars().collect();
+            for end in 0..=chars.len() {
+                let prefix: String = chars[..end].iter().collect();
+                match parse(&prefix) {
+                    Ok(c) => {
+                        c.eval(&v);
+                    }
+                    Err(e) => assert!(e.column >= 1 && e.column <= end + 1, "{e}"),
+                }
+            }
+        }
+    }
+
+    #[test]
     fn nesting_depth_and_length_are_limited() {
         let ok = format!("{}true{}", "(".repeat(MAX_DEPTH), ")".repeat(MAX_DEPTH));
         assert!(check(&ok, &json!({})));
