@@ -149,14 +149,7 @@ fn by_intent(intent: &str) -> Option<&'static str> {
         return None;
     }
     Some(
-        if has(&[
-            "video",
-            "sora",
-            "runway",
-            "veo",
-            "clip",
-            "animation",
-        ]) {
+        if has(&["video", "sora", "runway", "veo", "clip", "animation"]) {
             "meta:video-prompt"
         } else if has(&[
             "image",
@@ -210,10 +203,18 @@ pub fn detect(
         Some("logo") | Some("image") => ct == "direct:image",
         Some(t) => artifact_type_of(ct) == Some(t),
     };
-    if let Some(ct) = inputs.iter().filter_map(|p| by_extension(p)).find(|c| compatible(c)) {
+    if let Some(ct) = inputs
+        .iter()
+        .filter_map(|p| by_extension(p))
+        .find(|c| compatible(c))
+    {
         return found(ct, "extension");
     }
-    if let Some(ct) = input_texts.iter().filter_map(|t| by_markers(t)).find(|c| compatible(c)) {
+    if let Some(ct) = input_texts
+        .iter()
+        .filter_map(|t| by_markers(t))
+        .find(|c| compatible(c))
+    {
         return found(ct, "markers");
     }
     if let Some(ct) = artifact_type.and_then(by_artifact_type) {
@@ -233,7 +234,13 @@ pub fn detect(
 mod tests {
     use super::*;
 
-    fn d(flag: Option<&str>, inputs: &[&str], texts: &[&str], t: Option<&str>, intent: Option<&str>) -> Detected {
+    fn d(
+        flag: Option<&str>,
+        inputs: &[&str],
+        texts: &[&str],
+        t: Option<&str>,
+        intent: Option<&str>,
+    ) -> Detected {
         let inputs: Vec<String> = inputs.iter().map(|s| s.to_string()).collect();
         let texts: Vec<String> = texts.iter().map(|s| s.to_string()).collect();
         detect(flag, &inputs, &texts, t, intent)
@@ -241,25 +248,70 @@ mod tests {
 
     #[test]
     fn each_rule_in_order() {
-        assert_eq!(d(Some("direct:html"), &["a.tsx"], &[], None, None).source, "flag");
+        assert_eq!(
+            d(Some("direct:html"), &["a.tsx"], &[], None, None).source,
+            "flag"
+        );
         let r = d(None, &["src/Card.tsx"], &[], Some("ui"), None);
-        assert_eq!((r.content_type.as_str(), r.source), ("direct:react", "extension"));
-        let r = d(None, &["spec.json"], &["{\"version\": \"a2ui/v1\", \"root\": {}}"], None, None);
-        assert_eq!((r.content_type.as_str(), r.source), ("direct:a2ui", "markers"));
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("direct:react", "extension")
+        );
+        let r = d(
+            None,
+            &["spec.json"],
+            &["{\"version\": \"a2ui/v1\", \"root\": {}}"],
+            None,
+            None,
+        );
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("direct:a2ui", "markers")
+        );
         let r = d(None, &[], &[], Some("logo"), Some("an image prompt"));
-        assert_eq!((r.content_type.as_str(), r.source), ("direct:image", "artifact_type"));
-        let r = d(None, &[], &[], Some("meta-prompt"), Some("A prompt for Sora: a drone shot"));
-        assert_eq!((r.content_type.as_str(), r.source), ("meta:video-prompt", "intent"));
-        let r = d(None, &[], &[], Some("meta-prompt"), Some("write the best thing"));
-        assert_eq!((r.content_type.as_str(), r.source), ("meta:agent-prompt", "default"));
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("direct:image", "artifact_type")
+        );
+        let r = d(
+            None,
+            &[],
+            &[],
+            Some("meta-prompt"),
+            Some("A prompt for Sora: a drone shot"),
+        );
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("meta:video-prompt", "intent")
+        );
+        let r = d(
+            None,
+            &[],
+            &[],
+            Some("meta-prompt"),
+            Some("write the best thing"),
+        );
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("meta:agent-prompt", "default")
+        );
         let r = d(None, &[], &[], Some("ui"), None);
-        assert_eq!((r.content_type.as_str(), r.source), ("direct:html", "default"));
+        assert_eq!(
+            (r.content_type.as_str(), r.source),
+            ("direct:html", "default")
+        );
     }
 
     #[test]
     fn the_type_rules_out_other_families() {
         // A Markdown input of a meta-prompt artifact is a prompt, not content.
-        let r = d(None, &["p.md"], &["Describe {{subject}} in oil paint"], Some("meta-prompt"), None);
+        let r = d(
+            None,
+            &["p.md"],
+            &["Describe {{subject}} in oil paint"],
+            Some("meta-prompt"),
+            None,
+        );
         assert_eq!(r.content_type, "meta:agent-prompt");
         assert_eq!(r.source, "markers");
     }
@@ -267,7 +319,10 @@ mod tests {
     #[test]
     fn strategies_follow_the_routing_table() {
         assert_eq!(strategy("direct:react", true), Strategy::OutputInspection);
-        assert_eq!(strategy("meta:image-prompt", false), Strategy::PromptQuality);
+        assert_eq!(
+            strategy("meta:image-prompt", false),
+            Strategy::PromptQuality
+        );
         assert_eq!(strategy("meta:image-prompt", true), Strategy::TestExecution);
         assert!(check("direct:svg").is_ok());
         assert!(check("svg").is_err());

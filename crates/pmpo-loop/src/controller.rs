@@ -256,9 +256,10 @@ pub fn loop_state(state: &RefinementState) -> LoopState {
 }
 
 fn store_loop(state: &mut RefinementState, ls: &LoopState) {
-    state
-        .extra
-        .insert("loop".into(), serde_json::to_value(ls).unwrap_or(Value::Null));
+    state.extra.insert(
+        "loop".into(),
+        serde_json::to_value(ls).unwrap_or(Value::Null),
+    );
 }
 
 fn spec_path(name: &str) -> String {
@@ -268,19 +269,27 @@ fn plan_path(name: &str, iteration: u64) -> String {
     format!("{}/plans/iteration-{iteration}.json", artifact_dir(name))
 }
 pub fn reflection_path(name: &str, iteration: u64) -> String {
-    format!("{}/reflections/iteration-{iteration}.json", artifact_dir(name))
+    format!(
+        "{}/reflections/iteration-{iteration}.json",
+        artifact_dir(name)
+    )
 }
 pub fn workflow_log(name: &str) -> String {
     format!("{}/workflow.log", artifact_dir(name))
 }
 
-fn read_json<T: for<'de> Deserialize<'de>>(ws: &Workspace, rel: &str) -> Result<Option<T>, LoopError> {
+fn read_json<T: for<'de> Deserialize<'de>>(
+    ws: &Workspace,
+    rel: &str,
+) -> Result<Option<T>, LoopError> {
     let path = ws.resolve(rel)?;
     match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes).map(Some).map_err(|e| LoopError::Corrupt {
-            path: rel.into(),
-            detail: format!("not the expected JSON ({e})"),
-        }),
+        Ok(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(|e| LoopError::Corrupt {
+                path: rel.into(),
+                detail: format!("not the expected JSON ({e})"),
+            }),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(pmpo_store::StoreError::Io {
             action: "read",
@@ -332,7 +341,9 @@ fn check_inputs(ws: &Workspace, inputs: &[String]) -> Result<Vec<String>, LoopEr
                 )));
             }
         };
-        let resolved = ws.resolve(&rel).map_err(|e| LoopError::Usage(format!("input `{raw}`: {e}")))?;
+        let resolved = ws
+            .resolve(&rel)
+            .map_err(|e| LoopError::Usage(format!("input `{raw}`: {e}")))?;
         if !resolved.is_file() {
             return Err(LoopError::Usage(format!("input `{raw}` is not a file")));
         }
@@ -367,10 +378,15 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         content_type::check(ct).map_err(LoopError::Usage)?;
     }
     if let Some(0) = req.max_iterations {
-        return Err(LoopError::Usage("--max-iterations must be at least 1".into()));
+        return Err(LoopError::Usage(
+            "--max-iterations must be at least 1".into(),
+        ));
     }
     let triggers = match &req.triggers {
-        Some(v) => Some(triggers::parse_triggers(v).map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?),
+        Some(v) => Some(
+            triggers::parse_triggers(v)
+                .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?,
+        ),
         None => None,
     };
     let inputs = check_inputs(&ws, &req.inputs)?;
@@ -407,14 +423,27 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
                 .clone()
                 .or_else(|| prior.as_ref().map(|p| p.artifact_type.clone()))
                 .or_else(|| {
-                    let d = content_type::detect(req.content_type.as_deref(), &inputs, &input_texts, None, req.intent.as_deref());
-                    (d.source != "default").then(|| content_type::artifact_type_of(&d.content_type)).flatten().map(str::to_string)
+                    let d = content_type::detect(
+                        req.content_type.as_deref(),
+                        &inputs,
+                        &input_texts,
+                        None,
+                        req.intent.as_deref(),
+                    );
+                    (d.source != "default")
+                        .then(|| content_type::artifact_type_of(&d.content_type))
+                        .flatten()
+                        .map(str::to_string)
                 })
                 .ok_or_else(|| {
                     LoopError::Usage(format!(
                         "`{}` is a new artifact: say what it is with --type ({})",
                         req.name,
-                        domain::DOMAINS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
+                        domain::DOMAINS
+                            .iter()
+                            .map(|d| d.name)
+                            .collect::<Vec<_>>()
+                            .join(", ")
                     ))
                 })?;
             domain::domain(&artifact_type).map_err(LoopError::Usage)?;
@@ -437,7 +466,11 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
                 Some(&detected.content_type),
                 req.max_iterations,
             )?;
-            let mut ls = if prior.is_some() { loop_state(&state) } else { LoopState::default() };
+            let mut ls = if prior.is_some() {
+                loop_state(&state)
+            } else {
+                LoopState::default()
+            };
             // A new cycle keeps the settings, not the progress.
             ls.focus.clear();
             ls.plan_file = None;
@@ -448,7 +481,14 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             ls.last_decision = None;
             ls.content_type_source = detected.source.to_string();
             store_loop(&mut state, &ls);
-            (state, if prior.is_some() { "new_cycle" } else { "created" })
+            (
+                state,
+                if prior.is_some() {
+                    "new_cycle"
+                } else {
+                    "created"
+                },
+            )
         }
     };
     if let Some(t) = &req.artifact_type
@@ -506,7 +546,11 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         .to_string();
     if let Some(t) = triggers {
         state.workflow_triggers = match &req.triggers {
-            Some(Value::Object(o)) => o.get("triggers").and_then(Value::as_array).cloned().unwrap_or_default(),
+            Some(Value::Object(o)) => o
+                .get("triggers")
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
             Some(Value::Array(a)) => a.clone(),
             _ => vec![],
         };
@@ -520,11 +564,20 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     let dispatcher_triggers = if state.workflow_triggers.is_empty() {
         Vec::new()
     } else {
-        triggers::parse_triggers(&Value::Array(state.workflow_triggers.clone()))
-            .map_err(|e| LoopError::Usage(format!("the artifact's stored workflow triggers: {e}")))?
+        triggers::parse_triggers(&Value::Array(state.workflow_triggers.clone())).map_err(|e| {
+            LoopError::Usage(format!("the artifact's stored workflow triggers: {e}"))
+        })?
     };
-    let dispatcher = Dispatcher::new(ws.clone(), workflow_log(&state.artifact_name), dispatcher_triggers);
-    let client = if req.offline { None } else { env.client.clone().filter(|c| c.is_configured()) };
+    let dispatcher = Dispatcher::new(
+        ws.clone(),
+        workflow_log(&state.artifact_name),
+        dispatcher_triggers,
+    );
+    let client = if req.offline {
+        None
+    } else {
+        env.client.clone().filter(|c| c.is_configured())
+    };
     let mut c = Controller {
         ws: &ws,
         arts: &arts,
@@ -576,8 +629,11 @@ impl Controller<'_, '_> {
     }
 
     fn fire(&mut self, event: &str, phase: Option<&str>, metadata: Value) {
+        let Some(ev) = triggers::Event::from_name(event) else {
+            return;
+        };
         let payload = triggers::hook_payload(
-            event,
+            ev.hook_event_type(),
             &self.state.artifact_name,
             &self.state.refinement_id,
             &self.state.artifact_type,
@@ -586,13 +642,15 @@ impl Controller<'_, '_> {
             self.state.current_iteration,
             metadata,
         );
-        self.dispatcher.dispatch_named(event, &payload);
+        self.dispatcher.dispatch(ev, &payload);
     }
 
     fn begin(&mut self, phase: &str) {
-        self.env
-            .observer
-            .phase_start(self.state.current_iteration, self.state.max_iterations, phase);
+        self.env.observer.phase_start(
+            self.state.current_iteration,
+            self.state.max_iterations,
+            phase,
+        );
         self.fire("on_phase_start", Some(phase), json!({}));
     }
 
@@ -644,10 +702,19 @@ impl Controller<'_, '_> {
             };
             self.env.observer.note(&format!(
                 "{} `{}` ({}, {}; evaluated by {})",
-                msg, self.state.artifact_name, self.state.artifact_type, self.state.content_type, self.ls.evaluation_strategy
+                msg,
+                self.state.artifact_name,
+                self.state.artifact_type,
+                self.state.content_type,
+                self.ls.evaluation_strategy
             ));
         } else {
-            let last = self.state.phases_completed.last().cloned().unwrap_or_else(|| "nothing".into());
+            let last = self
+                .state
+                .phases_completed
+                .last()
+                .cloned()
+                .unwrap_or_else(|| "nothing".into());
             self.env.observer.note(&format!(
                 "resuming `{}` at iteration {} (last completed phase: {last})",
                 self.state.artifact_name, self.state.current_iteration
@@ -695,7 +762,8 @@ impl Controller<'_, '_> {
         let t = Instant::now();
         self.begin("specify");
         let inputs = self.ls.inputs.clone();
-        let (defaults, _) = domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
+        let (defaults, _) =
+            domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
         let strategy = self.ls.evaluation_strategy.clone();
         let mut constraints = defaults.constraints.clone();
         let mut goals = defaults.goals.clone();
@@ -711,7 +779,9 @@ impl Controller<'_, '_> {
             };
             let t_model = Instant::now();
             let asked = caller
-                .ask_json(Phase::Specify, "specify", prompt, &|v| model::schema_problems(model::SPECIFY_SCHEMA, v))
+                .ask_json(Phase::Specify, "specify", prompt, &|v| {
+                    model::schema_problems(model::SPECIFY_SCHEMA, v)
+                })
                 .await;
             self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
             match asked {
@@ -789,7 +859,10 @@ impl Controller<'_, '_> {
         });
         write_json(self.ws, pmpo_engine::validation::CONSTRAINTS_FILE, &doc)?;
         self.state.goals = goals;
-        self.state.constraints = constraints.iter().filter_map(|c| serde_json::to_value(c).ok()).collect();
+        self.state.constraints = constraints
+            .iter()
+            .filter_map(|c| serde_json::to_value(c).ok())
+            .collect();
         let checked = file.checks.len();
         let summary = format!(
             "{} constraint(s), {} with a deterministic check; specified by {specified_by}",
@@ -810,7 +883,11 @@ impl Controller<'_, '_> {
             body.push_str(&format!("- Note: {n}\n"));
             self.env.observer.note(n);
         }
-        self.log(REFINEMENT_LOG, &format!("specify:{}", self.state.current_iteration), &body)?;
+        self.log(
+            REFINEMENT_LOG,
+            &format!("specify:{}", self.state.current_iteration),
+            &body,
+        )?;
         self.end("specify", &summary, t)
     }
 
@@ -825,7 +902,11 @@ List only constraints the defaults do not cover; each must be something a review
             t = self.state.artifact_type,
             ct = self.state.content_type,
             intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
-            inputs = if self.ls.inputs.is_empty() { "(none)".to_string() } else { self.ls.inputs.join(", ") },
+            inputs = if self.ls.inputs.is_empty() {
+                "(none)".to_string()
+            } else {
+                self.ls.inputs.join(", ")
+            },
             defaults = defaults
                 .iter()
                 .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
@@ -848,7 +929,8 @@ List only constraints the defaults do not cover; each must be something a review
         self.begin("plan");
         let spec = self.load_spec()?;
         let inputs = self.ls.inputs.clone();
-        let (_, deterministic) = domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
+        let (_, deterministic) =
+            domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
         let iteration = self.state.current_iteration;
         let mut notes = Vec::new();
         let mut planned_by = "adapter".to_string();
@@ -895,8 +977,14 @@ List only constraints the defaults do not cover; each must be something a review
         // whatever the plan says; the plan may add checks for the others.
         let mut validation_plan = spec.checks.clone();
         for item in extra_checks {
-            if !validation_plan.iter().any(|v| v.constraint_id == item.constraint_id)
-                && spec.specification.constraints.iter().any(|c| c.id == item.constraint_id)
+            if !validation_plan
+                .iter()
+                .any(|v| v.constraint_id == item.constraint_id)
+                && spec
+                    .specification
+                    .constraints
+                    .iter()
+                    .any(|c| c.id == item.constraint_id)
             {
                 validation_plan.push(item);
             }
@@ -949,11 +1037,11 @@ List only constraints the defaults do not cover; each must be something a review
     }
 
     fn plan_prompt(&self, spec: &SpecFile, baseline: &[pmpo_plan::Stage]) -> String {
-        let last = self
-            .state
-            .current_iteration
-            .checked_sub(1)
-            .and_then(|i| read_json::<Reflection>(self.ws, &reflection_path(&self.name(), i)).ok().flatten());
+        let last = self.state.current_iteration.checked_sub(1).and_then(|i| {
+            read_json::<Reflection>(self.ws, &reflection_path(&self.name(), i))
+                .ok()
+                .flatten()
+        });
         let findings = match &last {
             Some(r) => r
                 .constraints
@@ -976,7 +1064,11 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             t = self.state.artifact_type,
             ct = self.state.content_type,
             intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
-            inputs = if self.ls.inputs.is_empty() { "(none)".to_string() } else { self.ls.inputs.join(", ") },
+            inputs = if self.ls.inputs.is_empty() {
+                "(none)".to_string()
+            } else {
+                self.ls.inputs.join(", ")
+            },
             constraints = spec
                 .specification
                 .constraints
@@ -984,7 +1076,11 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
                 .collect::<Vec<_>>()
                 .join("\n"),
-            focus = if self.ls.focus.is_empty() { "(everything)".to_string() } else { self.ls.focus.join(", ") },
+            focus = if self.ls.focus.is_empty() {
+                "(everything)".to_string()
+            } else {
+                self.ls.focus.join(", ")
+            },
             baseline = serde_json::to_string(baseline).unwrap_or_default(),
         )
     }
@@ -995,13 +1091,21 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         let t = Instant::now();
         self.begin("execute");
         let iteration = self.state.current_iteration;
-        let rel = self.ls.plan_file.clone().unwrap_or_else(|| plan_path(&self.name(), iteration));
+        let rel = self
+            .ls
+            .plan_file
+            .clone()
+            .unwrap_or_else(|| plan_path(&self.name(), iteration));
         let path = self.ws.resolve(&rel)?;
         let checked = pmpo_plan::load_plan(&path)
             .and_then(|p| self.env.engine.prepare(p))
             .map_err(|diags| LoopError::Plan {
                 iteration,
-                diagnostics: diags.iter().map(|d| d.to_string()).collect::<Vec<_>>().join("\n"),
+                diagnostics: diags
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("\n"),
             })?;
         let mut opts = self.env.exec.clone();
         opts.workspace = self.ws.root().to_path_buf();
@@ -1043,7 +1147,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         self.log(
             REFINEMENT_LOG,
             &format!("execute:{iteration}:{}", results.run_id),
-            &format!("## Iteration {iteration} — Execute\n\n- {summary}\n- Results: `{}`\n", pmpo_engine::RESULTS_FILE),
+            &format!(
+                "## Iteration {iteration} — Execute\n\n- {summary}\n- Results: `{}`\n",
+                pmpo_engine::RESULTS_FILE
+            ),
         )?;
         self.end("execute", &summary, t)?;
         Ok(None)
@@ -1063,7 +1170,11 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             .flatten()
             .filter(|v: &Value| v["run_id"].as_str() == Some(run_id.as_str()))
             .unwrap_or(Value::Null);
-        let checked_ids: Vec<&str> = spec.checks.iter().map(|c| c.constraint_id.as_str()).collect();
+        let checked_ids: Vec<&str> = spec
+            .checks
+            .iter()
+            .map(|c| c.constraint_id.as_str())
+            .collect();
         let mut constraints: Vec<ConstraintState> = spec
             .specification
             .constraints
@@ -1081,12 +1192,23 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     .map(|checks| {
                         checks
                             .iter()
-                            .map(|k| format!("{} {}: {}", k["check"].as_str().unwrap_or("?"), k["status"].as_str().unwrap_or("?"), k["message"].as_str().unwrap_or("")))
+                            .map(|k| {
+                                format!(
+                                    "{} {}: {}",
+                                    k["check"].as_str().unwrap_or("?"),
+                                    k["status"].as_str().unwrap_or("?"),
+                                    k["message"].as_str().unwrap_or("")
+                                )
+                            })
                             .collect::<Vec<_>>()
                             .join("; ")
                     })
                     .unwrap_or_default();
-                let basis = if status == "not_checked" { "none" } else { "measured" };
+                let basis = if status == "not_checked" {
+                    "none"
+                } else {
+                    "measured"
+                };
                 ConstraintState {
                     id: c.id.clone(),
                     description: c.description.clone(),
@@ -1101,7 +1223,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 }
             })
             .collect();
-        let results: Value = read_json(self.ws, pmpo_engine::RESULTS_FILE).ok().flatten().unwrap_or(Value::Null);
+        let results: Value = read_json(self.ws, pmpo_engine::RESULTS_FILE)
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
         let same_run = results["run_id"].as_str() == Some(run_id.as_str());
         let execution = if same_run {
             ExecutionSummary {
@@ -1119,7 +1244,13 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .map(|e| format!("{}: {}", e["stage"].as_str().unwrap_or("?"), e["message"].as_str().unwrap_or("")))
+                    .map(|e| {
+                        format!(
+                            "{}: {}",
+                            e["stage"].as_str().unwrap_or("?"),
+                            e["message"].as_str().unwrap_or("")
+                        )
+                    })
                     .take(20)
                     .collect(),
             }
@@ -1153,7 +1284,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                         for j in v["judgements"].as_array().into_iter().flatten() {
                             let id = j["id"].as_str().unwrap_or("");
                             if !ids.iter().any(|x| x == id) {
-                                p.push(format!("`{id}` is not one of the constraints to judge ({})", ids.join(", ")));
+                                p.push(format!(
+                                    "`{id}` is not one of the constraints to judge ({})",
+                                    ids.join(", ")
+                                ));
                             }
                         }
                     }
@@ -1161,7 +1295,12 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 };
                 let t_model = Instant::now();
                 let asked = caller
-                    .ask_json(Phase::Reflect, &format!("reflect-{iteration}"), prompt, &check)
+                    .ask_json(
+                        Phase::Reflect,
+                        &format!("reflect-{iteration}"),
+                        prompt,
+                        &check,
+                    )
                     .await;
                 self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
                 match asked {
@@ -1196,7 +1335,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             .cloned()
             .collect();
         let (dist_files, empty_files) = list_dist(self.ws);
-        let manifest: Value = read_json(self.ws, pmpo_engine::MANIFEST_FILE).ok().flatten().unwrap_or(Value::Null);
+        let manifest: Value = read_json(self.ws, pmpo_engine::MANIFEST_FILE)
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
         let manifest_files = manifest["files"].as_array().map_or(0, Vec::len);
         let mut params = Map::new();
         params.insert("path".into(), json!(pmpo_engine::MANIFEST_FILE));
@@ -1218,7 +1360,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             reflected_at: now_rfc3339(),
         };
         let before: Option<Reflection> = if iteration > 1 {
-            read_json(self.ws, &reflection_path(&self.name(), iteration - 1)).ok().flatten()
+            read_json(self.ws, &reflection_path(&self.name(), iteration - 1))
+                .ok()
+                .flatten()
         } else {
             None
         };
@@ -1247,10 +1391,16 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             ));
         }
         if !r.required_missing.is_empty() {
-            body.push_str(&format!("\nRequired files missing: {}\n", r.required_missing.join(", ")));
+            body.push_str(&format!(
+                "\nRequired files missing: {}\n",
+                r.required_missing.join(", ")
+            ));
         }
         if !r.manifest_valid {
-            body.push_str(&format!("\nManifest: {}\n", r.manifest_problem.as_deref().unwrap_or("invalid")));
+            body.push_str(&format!(
+                "\nManifest: {}\n",
+                r.manifest_problem.as_deref().unwrap_or("invalid")
+            ));
         }
         for g in &r.regressions {
             body.push_str(&format!("\nRegression: {g}\n"));
@@ -1268,12 +1418,21 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         }
         self.log(DECISIONS, &format!("reflect:{iteration}"), &d)?;
         if !r.regressions.is_empty() {
-            self.fire("on_regression", Some("reflect"), json!({"regressions": r.regressions, "count": r.regressions.len()}));
+            self.fire(
+                "on_regression",
+                Some("reflect"),
+                json!({"regressions": r.regressions, "count": r.regressions.len()}),
+            );
         }
         self.end("reflect", &summary, t)
     }
 
-    fn judge_prompt(&self, spec: &SpecFile, constraints: &[ConstraintState], open: &[usize]) -> String {
+    fn judge_prompt(
+        &self,
+        spec: &SpecFile,
+        constraints: &[ConstraintState],
+        open: &[usize],
+    ) -> String {
         let mut artifact = String::new();
         let mut budget = 16_000usize;
         for f in &spec.required_files {
@@ -1286,7 +1445,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             artifact.push_str(&format!("--- {f}\n{take}\n"));
         }
         let focus = match self.ls.evaluation_strategy.as_str() {
-            "prompt_quality" => "Judge the prompt itself: clarity, specificity, fit for its target platform.",
+            "prompt_quality" => {
+                "Judge the prompt itself: clarity, specificity, fit for its target platform."
+            }
             "test_execution" => "Judge the prompt and the test output it produced.",
             _ => "Judge the generated artifact itself.",
         };
@@ -1341,8 +1502,16 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             r.count("violated"),
             r.count("not_checked"),
             r.constraints.len(),
-            if r.unsatisfied().is_empty() { String::new() } else { format!(" Unsatisfied: {}.", r.unsatisfied().join(", ")) },
-            if r.regressions.is_empty() { String::new() } else { format!(" Regressions: {}.", r.regressions.join("; ")) },
+            if r.unsatisfied().is_empty() {
+                String::new()
+            } else {
+                format!(" Unsatisfied: {}.", r.unsatisfied().join(", "))
+            },
+            if r.regressions.is_empty() {
+                String::new()
+            } else {
+                format!(" Regressions: {}.", r.regressions.join("; "))
+            },
         );
         let first_request = !matches!(&self.ls.approval, Some(a) if a.iteration == iteration);
         if first_request {
@@ -1360,7 +1529,11 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 &format!("approval-requested:{iteration}"),
                 &format!("## Iteration {iteration} — Approval requested\n\n{summary}\n"),
             )?;
-            self.fire("on_approval_required", Some("reflect"), json!({"summary": summary}));
+            self.fire(
+                "on_approval_required",
+                Some("reflect"),
+                json!({"summary": summary}),
+            );
         }
         let asked = self.env.ask_approval.clone().and_then(|ask| {
             ask(&ApprovalRequest {
@@ -1371,7 +1544,14 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
         });
         match asked {
             Some(answer) => {
-                record_answer(self.ws, &mut self.state, &mut self.ls, answer, "terminal", None)?;
+                record_answer(
+                    self.ws,
+                    &mut self.state,
+                    &mut self.ls,
+                    answer,
+                    "terminal",
+                    None,
+                )?;
                 self.save()?;
                 Ok(None)
             }
@@ -1411,7 +1591,10 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             r.manifest_files,
             if r.manifest_valid { "valid" } else { "invalid" },
             d.decision,
-            d.status.as_deref().map(|s| format!(" ({s})")).unwrap_or_default(),
+            d.status
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
             d.reason
         );
         if d.decision == "continue" {
@@ -1422,14 +1605,27 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
         if d.decision == "continue" {
             dec.push_str(&format!(
                 "- Unsatisfied constraints: {}\n",
-                if d.unsatisfied.is_empty() { "(none; see the reason)".to_string() } else { d.unsatisfied.join(", ") }
+                if d.unsatisfied.is_empty() {
+                    "(none; see the reason)".to_string()
+                } else {
+                    d.unsatisfied.join(", ")
+                }
             ));
             dec.push_str(&format!("- Reason: {}\n", d.reason));
         } else {
-            dec.push_str(&format!("- Convergence: {}\n- Rationale: {}\n", d.status.as_deref().unwrap_or(""), d.reason));
+            dec.push_str(&format!(
+                "- Convergence: {}\n- Rationale: {}\n",
+                d.status.as_deref().unwrap_or(""),
+                d.reason
+            ));
         }
         self.log(DECISIONS, &format!("decision:{iteration}"), &dec)?;
-        if !self.state.iteration_history.iter().any(|h| h["iteration"] == json!(iteration)) {
+        if !self
+            .state
+            .iteration_history
+            .iter()
+            .any(|h| h["iteration"] == json!(iteration))
+        {
             let mut phases = self.state.phases_completed.clone();
             phases.push("persist".into());
             self.state.iteration_history.push(json!({
@@ -1446,7 +1642,10 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
         let summary = format!(
             "decision: {}{}",
             d.decision,
-            d.status.as_deref().map(|s| format!(" ({s})")).unwrap_or_default()
+            d.status
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default()
         );
         self.ls.pending_decision = Some(d);
         self.end("persist", &summary, t)
@@ -1490,7 +1689,11 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                     "## Cycle finalized: {status}\n\n- Iterations: {iteration}\n- Archived to `{history}`\n"
                 ),
             )?;
-            self.fire("on_refinement_complete", None, json!({"status": status, "history": history}));
+            self.fire(
+                "on_refinement_complete",
+                None,
+                json!({"status": status, "history": history}),
+            );
             return Ok(Some(match status.as_str() {
                 "converged" => Outcome::Converged,
                 "user_terminated" => Outcome::UserTerminated,
@@ -1505,14 +1708,20 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
     }
 
     fn report(&self, outcome: Outcome) -> Report {
-        let constraints = read_json::<Reflection>(self.ws, &reflection_path(&self.name(), self.state.current_iteration))
-            .ok()
-            .flatten()
-            .map(|r| r.constraints)
-            .unwrap_or_default();
+        let constraints = read_json::<Reflection>(
+            self.ws,
+            &reflection_path(&self.name(), self.state.current_iteration),
+        )
+        .ok()
+        .flatten()
+        .map(|r| r.constraints)
+        .unwrap_or_default();
         let next_step = match outcome {
             Outcome::AwaitingApproval | Outcome::ExecutionPaused => self.notes.last().cloned(),
-            Outcome::Cancelled => Some(format!("`pmpo refine {}` resumes where it stopped", self.state.artifact_name)),
+            Outcome::Cancelled => Some(format!(
+                "`pmpo refine {}` resumes where it stopped",
+                self.state.artifact_name
+            )),
             _ => None,
         };
         Report {
@@ -1584,7 +1793,12 @@ pub struct Approved {
 }
 
 /// Answers an artifact's pending approval gate (from any process).
-pub fn approve(workspace: &std::path::Path, name: &str, answer: Approval, note: Option<&str>) -> Result<Approved, LoopError> {
+pub fn approve(
+    workspace: &std::path::Path,
+    name: &str,
+    answer: Approval,
+    note: Option<&str>,
+) -> Result<Approved, LoopError> {
     let ws = Workspace::open(workspace)?;
     Artifacts::check_name(name)?;
     let provider = Provider::resolve(&ws);
@@ -1615,7 +1829,11 @@ pub fn approve(workspace: &std::path::Path, name: &str, answer: Approval, note: 
         return Err(LoopError::Usage(format!(
             "`{name}` is not waiting for approval (iteration {}, last completed phase: {})",
             state.current_iteration,
-            state.phases_completed.last().map(String::as_str).unwrap_or("none")
+            state
+                .phases_completed
+                .last()
+                .map(String::as_str)
+                .unwrap_or("none")
         )));
     }
     record_answer(&ws, &mut state, &mut ls, answer, "pmpo approve", note)?;
@@ -1668,7 +1886,10 @@ fn walk(dir: &std::path::Path, depth: usize) -> Vec<(PathBuf, u64)> {
 
 /// A plan document from the specification and the model's `{stages, validation_plan}`.
 fn assemble(spec: &SpecFile, answer: &Value) -> Result<PlanDocument, String> {
-    let stages = answer.get("stages").cloned().ok_or("the answer has no `stages`")?;
+    let stages = answer
+        .get("stages")
+        .cloned()
+        .ok_or("the answer has no `stages`")?;
     let validation_plan = answer.get("validation_plan").cloned().unwrap_or(json!([]));
     let doc = json!({
         "specification": spec.specification,

@@ -62,12 +62,19 @@ pub struct Domain {
 
 /// The adapter of an artifact type, or the seed's error.
 pub fn domain(artifact_type: &str) -> Result<&'static Domain, String> {
-    DOMAINS.iter().find(|d| d.name == artifact_type).ok_or_else(|| {
-        format!(
-            "Unknown artifact_type: {artifact_type} (known: {})",
-            DOMAINS.iter().map(|d| d.name).collect::<Vec<_>>().join(", ")
-        )
-    })
+    DOMAINS
+        .iter()
+        .find(|d| d.name == artifact_type)
+        .ok_or_else(|| {
+            format!(
+                "Unknown artifact_type: {artifact_type} (known: {})",
+                DOMAINS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
 }
 
 /// What an adapter is given.
@@ -275,7 +282,11 @@ pub fn on_path(program: &str) -> bool {
     })
 }
 
-fn need_input<'a>(input: &'a AdapterInput<'_>, what: &str, exts: &[&str]) -> Result<&'a str, AdapterError> {
+fn need_input<'a>(
+    input: &'a AdapterInput<'_>,
+    what: &str,
+    exts: &[&str],
+) -> Result<&'a str, AdapterError> {
     let found = input
         .inputs
         .iter()
@@ -406,18 +417,39 @@ fn logo(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
             "outputs": [s.path(&format!("previews/{}", s.id("showcase")))],
         }),
     );
-    b.constraint(s, "svg-valid", "blocking", "technical", "The logo is well-formed SVG (an <svg> root)",
-        Some(("xml", json!({"path": svg, "root": "svg"}))));
-    b.constraint(s, "png-sizes", "blocking", "structural", "One PNG per icon size (16 to 512 px), each exactly size x size",
-        Some(("image_dimensions", json!({"sizes": LOGO_SIZES, "pattern": pattern}))));
+    b.constraint(
+        s,
+        "svg-valid",
+        "blocking",
+        "technical",
+        "The logo is well-formed SVG (an <svg> root)",
+        Some(("xml", json!({"path": svg, "root": "svg"}))),
+    );
+    b.constraint(
+        s,
+        "png-sizes",
+        "blocking",
+        "structural",
+        "One PNG per icon size (16 to 512 px), each exactly size x size",
+        Some((
+            "image_dimensions",
+            json!({"sizes": LOGO_SIZES, "pattern": pattern}),
+        )),
+    );
     b.constraint(s, "dark-contrast", "high", "accessibility",
         &format!("Every colour of the logo keeps a contrast of at least {min}:1 on the dark background {dark}"),
         Some(("contrast", json!({"file": svg, "background": dark, "min_ratio": min}))));
     b.constraint(s, "light-contrast", "medium", "accessibility",
         &format!("Every colour of the logo keeps a contrast of at least {min}:1 on the light background {light}"),
         Some(("contrast", json!({"file": svg, "background": light, "min_ratio": min}))));
-    b.constraint(s, "svg-lightweight", "low", "performance", "The SVG stays under 50 KB",
-        Some(("max_file_size", json!({"path": svg, "max_bytes": 50_000}))));
+    b.constraint(
+        s,
+        "svg-lightweight",
+        "low",
+        "performance",
+        "The SVG stays under 50 KB",
+        Some(("max_file_size", json!({"path": svg, "max_bytes": 50_000}))),
+    );
     b.constraint(s, "showcase-renders", "high", "visual",
         "The showcase renders in a browser without console errors or failed requests",
         Some(("preview", json!({"report": s.path(&format!("previews/{}/preview-report.json", s.id("showcase")))}))));
@@ -446,23 +478,49 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
         }),
     );
     let report = s.path(&format!("previews/{id}/preview-report.json"));
-    b.constraint(s, "renders", "blocking", "visual",
+    b.constraint(
+        s,
+        "renders",
+        "blocking",
+        "visual",
         "The page renders in a browser without console errors, page errors or failed requests",
-        Some(("preview", json!({"report": report}))));
+        Some(("preview", json!({"report": report}))),
+    );
     if tsx {
         b.constraint(s, "exports-component", "high", "structural", "The module exports a component",
             Some(("regex", json!({"path": page, "pattern": "export\\s+(default|function|const|class)", "min": 1}))));
     } else {
-        b.constraint(s, "html-valid", "high", "technical", "The page is well-formed HTML",
-            Some(("html", json!({"path": page}))));
-        b.constraint(s, "offline-runtime", "medium", "technical",
+        b.constraint(
+            s,
+            "html-valid",
+            "high",
+            "technical",
+            "The page is well-formed HTML",
+            Some(("html", json!({"path": page}))),
+        );
+        b.constraint(
+            s,
+            "offline-runtime",
+            "medium",
+            "technical",
             "The page runs without the network (local runtime copies, no remote scripts)",
-            Some(("not_contains", json!({"path": page, "text": "<script src=\"http"}))));
+            Some((
+                "not_contains",
+                json!({"path": page, "text": "<script src=\"http"}),
+            )),
+        );
     }
-    b.constraint(s, "accessible-names", "medium", "accessibility",
-        "Images have alternative text and controls have accessible names", None);
+    b.constraint(
+        s,
+        "accessible-names",
+        "medium",
+        "accessibility",
+        "Images have alternative text and controls have accessible names",
+        None,
+    );
     b.d.required_files.push(copy);
-    b.d.required_files.push(s.path(&format!("previews/{id}/screenshot.png")));
+    b.d.required_files
+        .push(s.path(&format!("previews/{id}/screenshot.png")));
     Ok(())
 }
 
@@ -506,23 +564,42 @@ fn a2ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
-    b.constraint(s, "schema-valid", "blocking", "structural", "The specification is valid against the A2UI schema",
-        Some(("json_schema", json!({"path": spec, "schema": schema}))));
+    b.constraint(
+        s,
+        "schema-valid",
+        "blocking",
+        "structural",
+        "The specification is valid against the A2UI schema",
+        Some(("json_schema", json!({"path": spec, "schema": schema}))),
+    );
     b.constraint(s, "no-binding-cycles", "blocking", "structural",
         "No component refers to itself through children, references or bindings",
         Some(("json_schema", json!({"path": report, "schema": {"type": "object", "required": ["cycles"], "properties": {"cycles": {"maxItems": 0}, "duplicates": {"maxItems": 0}}}}))));
     b.constraint(s, "normalized", "low", "structural",
         "The specification's fields are in the normalized order (id, type, props, children)",
         Some(("json_schema", json!({"path": report, "schema": {"type": "object", "properties": {"normalized": {"const": true}}}}))));
-    b.constraint(s, "renders", "high", "visual", "The layout renders in a browser without errors",
-        Some(("preview", json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}))));
+    b.constraint(
+        s,
+        "renders",
+        "high",
+        "visual",
+        "The layout renders in a browser without errors",
+        Some((
+            "preview",
+            json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}),
+        )),
+    );
     b.d.required_files.push(normalized);
     b.d.required_files.push(page);
     Ok(())
 }
 
 fn image(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), AdapterError> {
-    let img = need_input(input, "an image", &["png", "jpg", "jpeg", "webp", "gif", "svg"])?;
+    let img = need_input(
+        input,
+        "an image",
+        &["png", "jpg", "jpeg", "webp", "gif", "svg"],
+    )?;
     let copy = s.path(&file_name(img));
     b.stage(s, copy_stage("import", img, &copy));
     let raster = if ext(img) == "svg" {
@@ -542,18 +619,48 @@ fn image(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Ada
     } else {
         copy.clone()
     };
-    b.constraint(s, "format", "blocking", "technical", "The image is a PNG, JPEG, WebP or GIF file whose content matches its name",
-        Some(("image_format", json!({"path": raster, "format": ["png", "jpeg", "webp", "gif"]}))));
+    b.constraint(
+        s,
+        "format",
+        "blocking",
+        "technical",
+        "The image is a PNG, JPEG, WebP or GIF file whose content matches its name",
+        Some((
+            "image_format",
+            json!({"path": raster, "format": ["png", "jpeg", "webp", "gif"]}),
+        )),
+    );
     let max = opt_f64(input, "max_bytes").unwrap_or(2_000_000.0) as u64;
-    b.constraint(s, "size-budget", "medium", "performance", &format!("The image file stays under {max} bytes"),
-        Some(("max_file_size", json!({"path": raster, "max_bytes": max}))));
+    b.constraint(
+        s,
+        "size-budget",
+        "medium",
+        "performance",
+        &format!("The image file stays under {max} bytes"),
+        Some(("max_file_size", json!({"path": raster, "max_bytes": max}))),
+    );
     if let (Some(w), Some(h)) = (opt_f64(input, "width"), opt_f64(input, "height")) {
-        b.constraint(s, "dimensions", "high", "structural", &format!("The image is {w} x {h} pixels"),
-            Some(("image_dimensions", json!({"path": raster, "width": w as u64, "height": h as u64}))));
+        b.constraint(
+            s,
+            "dimensions",
+            "high",
+            "structural",
+            &format!("The image is {w} x {h} pixels"),
+            Some((
+                "image_dimensions",
+                json!({"path": raster, "width": w as u64, "height": h as u64}),
+            )),
+        );
     }
     if let Some(ratio) = opt_str(input, "aspect") {
-        b.constraint(s, "aspect", "high", "visual", &format!("The image has the aspect ratio {ratio}"),
-            Some(("aspect_ratio", json!({"path": raster, "ratio": ratio}))));
+        b.constraint(
+            s,
+            "aspect",
+            "high",
+            "visual",
+            &format!("The image has the aspect ratio {ratio}"),
+            Some(("aspect_ratio", json!({"path": raster, "ratio": ratio}))),
+        );
     }
     b.d.required_files.push(copy);
     Ok(())
@@ -594,14 +701,41 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
-    b.constraint(s, "page-exists", "blocking", "structural", "The report page exists and is not empty",
-        Some(("non_empty", json!({"path": page}))));
-    b.constraint(s, "heading-hierarchy", "high", "structural", "One level-1 heading and no skipped heading levels",
-        Some(("markdown_headings", json!({"path": md, "single_h1": true}))));
-    b.constraint(s, "links-resolve", "medium", "structural", "Every relative link of the report resolves",
-        Some(("links", json!({"path": page}))));
-    b.constraint(s, "renders", "high", "visual", "The report renders in a browser without errors",
-        Some(("preview", json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}))));
+    b.constraint(
+        s,
+        "page-exists",
+        "blocking",
+        "structural",
+        "The report page exists and is not empty",
+        Some(("non_empty", json!({"path": page}))),
+    );
+    b.constraint(
+        s,
+        "heading-hierarchy",
+        "high",
+        "structural",
+        "One level-1 heading and no skipped heading levels",
+        Some(("markdown_headings", json!({"path": md, "single_h1": true}))),
+    );
+    b.constraint(
+        s,
+        "links-resolve",
+        "medium",
+        "structural",
+        "Every relative link of the report resolves",
+        Some(("links", json!({"path": page}))),
+    );
+    b.constraint(
+        s,
+        "renders",
+        "high",
+        "visual",
+        "The report renders in a browser without errors",
+        Some((
+            "preview",
+            json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}),
+        )),
+    );
     b.d.required_files.push(page);
     Ok(())
 }
@@ -610,7 +744,10 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
 fn find_tests(root: &Path, inputs: &[String], is_test: impl Fn(&str) -> bool) -> Vec<String> {
     let mut dirs: Vec<String> = vec!["tests".into(), "test".into()];
     for i in inputs {
-        let parent = i.rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_default();
+        let parent = i
+            .rsplit_once('/')
+            .map(|(d, _)| d.to_string())
+            .unwrap_or_default();
         if !dirs.contains(&parent) {
             dirs.push(parent);
         }
@@ -654,11 +791,17 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
         .collect();
     // The sources go to dist/code/ once their checks are known; the stage
     // copies each file (paths are arguments, never shell text).
-    let outputs: Vec<String> = sources.iter().map(|p| s.path(&format!("code/{p}"))).collect();
+    let outputs: Vec<String> = sources
+        .iter()
+        .map(|p| s.path(&format!("code/{p}")))
+        .collect();
     let mut package = vec![
         json!("sh"),
         json!("-c"),
-        json!(format!("for f; do mkdir -p \"{}/code/$(dirname \"$f\")\" && cp \"$f\" \"{}/code/$f\"; done", s.dist, s.dist)),
+        json!(format!(
+            "for f; do mkdir -p \"{}/code/$(dirname \"$f\")\" && cp \"$f\" \"{}/code/$f\"; done",
+            s.dist, s.dist
+        )),
         json!("sh"),
     ];
     package.extend(sources.iter().map(|p| json!(p)));
@@ -671,129 +814,306 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
     let note = |b: &mut Builder, what: &str| b.d.notes.push(format!("{language}: {what}"));
     match language {
         "python" => {
-            b.constraint(s, "syntax", "blocking", "technical", "Every source file compiles",
-                Some(("syntax", json!({"path": files, "language": "python"}))));
+            b.constraint(
+                s,
+                "syntax",
+                "blocking",
+                "technical",
+                "Every source file compiles",
+                Some(("syntax", json!({"path": files, "language": "python"}))),
+            );
             let lint = if on_path("ruff") {
                 Some(json!({"command": argv(&["ruff", "check"], &sources)}))
             } else if on_path("pyflakes") {
                 Some(json!({"command": argv(&["pyflakes"], &sources)}))
             } else {
-                note(b, "no linter (ruff, pyflakes) on PATH; the lint constraint is left to judgement");
+                note(
+                    b,
+                    "no linter (ruff, pyflakes) on PATH; the lint constraint is left to judgement",
+                );
                 None
             };
-            b.constraint(s, "lint", "high", "technical", "The linter reports no error", lint.map(|w| ("lint", w)));
+            b.constraint(
+                s,
+                "lint",
+                "high",
+                "technical",
+                "The linter reports no error",
+                lint.map(|w| ("lint", w)),
+            );
             let fmt = if on_path("ruff") {
                 Some(json!({"command": argv(&["ruff", "format", "--check"], &sources)}))
             } else if on_path("black") {
                 Some(json!({"command": argv(&["black", "--check", "-q"], &sources)}))
             } else {
-                note(b, "no formatter (ruff, black) on PATH; the format constraint is left to judgement");
+                note(
+                    b,
+                    "no formatter (ruff, black) on PATH; the format constraint is left to judgement",
+                );
                 None
             };
-            b.constraint(s, "format", "medium", "technical", "The sources are formatted", fmt.map(|w| ("command", w)));
+            b.constraint(
+                s,
+                "format",
+                "medium",
+                "technical",
+                "The sources are formatted",
+                fmt.map(|w| ("command", w)),
+            );
             let tests = find_tests(input.root, &sources, |n| {
                 n.ends_with(".py") && (n.starts_with("test_") || n.ends_with("_test.py"))
             });
             if tests.is_empty() {
-                note(b, "no test files (test_*.py, *_test.py) found; the tests constraint is left to judgement");
+                note(
+                    b,
+                    "no test files (test_*.py, *_test.py) found; the tests constraint is left to judgement",
+                );
                 b.constraint(s, "tests", "high", "technical", "The tests pass", None);
             } else {
-                let dir = tests[0].rsplit_once('/').map(|(d, _)| d.to_string()).unwrap_or_else(|| ".".into());
+                let dir = tests[0]
+                    .rsplit_once('/')
+                    .map(|(d, _)| d.to_string())
+                    .unwrap_or_else(|| ".".into());
                 let cmd = if on_path("pytest") {
                     json!(["pytest", "-q", "-p", "no:cacheprovider", dir])
                 } else {
-                    json!(["python3", "-B", "-m", "unittest", "discover", "-s", dir, "-t", ".", "-p", "*test*.py"])
+                    json!([
+                        "python3",
+                        "-B",
+                        "-m",
+                        "unittest",
+                        "discover",
+                        "-s",
+                        dir,
+                        "-t",
+                        ".",
+                        "-p",
+                        "*test*.py"
+                    ])
                 };
-                b.constraint(s, "tests", "blocking", "technical", &format!("The tests pass ({})", tests.join(", ")),
-                    Some(("tests", json!({"command": cmd, "env": {"PYTHONDONTWRITEBYTECODE": "1"}}))));
+                b.constraint(
+                    s,
+                    "tests",
+                    "blocking",
+                    "technical",
+                    &format!("The tests pass ({})", tests.join(", ")),
+                    Some((
+                        "tests",
+                        json!({"command": cmd, "env": {"PYTHONDONTWRITEBYTECODE": "1"}}),
+                    )),
+                );
             }
         }
         "node" => {
-            b.constraint(s, "syntax", "blocking", "technical", "Every source file parses (node --check)",
-                Some(("syntax", json!({"path": files, "language": "node"}))));
+            b.constraint(
+                s,
+                "syntax",
+                "blocking",
+                "technical",
+                "Every source file parses (node --check)",
+                Some(("syntax", json!({"path": files, "language": "node"}))),
+            );
             if on_path("eslint") {
-                b.constraint(s, "lint", "high", "technical", "The linter reports no error",
-                    Some(("lint", json!({"command": argv(&["eslint"], &sources)}))));
+                b.constraint(
+                    s,
+                    "lint",
+                    "high",
+                    "technical",
+                    "The linter reports no error",
+                    Some(("lint", json!({"command": argv(&["eslint"], &sources)}))),
+                );
             } else {
-                note(b, "no linter (eslint) on PATH; the lint constraint is left to judgement");
-                b.constraint(s, "lint", "high", "technical", "The linter reports no error", None);
+                note(
+                    b,
+                    "no linter (eslint) on PATH; the lint constraint is left to judgement",
+                );
+                b.constraint(
+                    s,
+                    "lint",
+                    "high",
+                    "technical",
+                    "The linter reports no error",
+                    None,
+                );
             }
             if on_path("prettier") {
-                b.constraint(s, "format", "medium", "technical", "The sources are formatted",
-                    Some(("command", json!({"command": argv(&["prettier", "--check"], &sources)}))));
+                b.constraint(
+                    s,
+                    "format",
+                    "medium",
+                    "technical",
+                    "The sources are formatted",
+                    Some((
+                        "command",
+                        json!({"command": argv(&["prettier", "--check"], &sources)}),
+                    )),
+                );
             } else {
-                note(b, "no formatter (prettier) on PATH; the format constraint is left to judgement");
-                b.constraint(s, "format", "medium", "technical", "The sources are formatted", None);
+                note(
+                    b,
+                    "no formatter (prettier) on PATH; the format constraint is left to judgement",
+                );
+                b.constraint(
+                    s,
+                    "format",
+                    "medium",
+                    "technical",
+                    "The sources are formatted",
+                    None,
+                );
             }
             let tests = find_tests(input.root, &sources, |n| {
-                (n.ends_with(".js") || n.ends_with(".mjs")) && (n.contains(".test.") || n.starts_with("test"))
+                (n.ends_with(".js") || n.ends_with(".mjs"))
+                    && (n.contains(".test.") || n.starts_with("test"))
             });
             if tests.is_empty() {
-                note(b, "no test files (*.test.js, test*.js) found; the tests constraint is left to judgement");
+                note(
+                    b,
+                    "no test files (*.test.js, test*.js) found; the tests constraint is left to judgement",
+                );
                 b.constraint(s, "tests", "high", "technical", "The tests pass", None);
             } else {
                 let mut cmd = vec![json!("node"), json!("--test")];
                 cmd.extend(tests.iter().map(|t| json!(t)));
-                b.constraint(s, "tests", "blocking", "technical", &format!("The tests pass ({})", tests.join(", ")),
-                    Some(("tests", json!({"command": cmd}))));
+                b.constraint(
+                    s,
+                    "tests",
+                    "blocking",
+                    "technical",
+                    &format!("The tests pass ({})", tests.join(", ")),
+                    Some(("tests", json!({"command": cmd}))),
+                );
             }
         }
         "shell" => {
-            let mut cmd = vec![json!("sh"), json!("-c"), json!("for f; do bash -n \"$f\" || exit 1; done"), json!("sh")];
+            let mut cmd = vec![
+                json!("sh"),
+                json!("-c"),
+                json!("for f; do bash -n \"$f\" || exit 1; done"),
+                json!("sh"),
+            ];
             cmd.extend(sources.iter().map(|p| json!(p)));
-            b.constraint(s, "syntax", "blocking", "technical", "Every script parses (bash -n)",
-                Some(("command", json!({"command": cmd}))));
+            b.constraint(
+                s,
+                "syntax",
+                "blocking",
+                "technical",
+                "Every script parses (bash -n)",
+                Some(("command", json!({"command": cmd}))),
+            );
             if on_path("shellcheck") {
-                b.constraint(s, "lint", "high", "technical", "shellcheck reports no problem",
-                    Some(("lint", json!({"command": argv(&["shellcheck"], &sources)}))));
+                b.constraint(
+                    s,
+                    "lint",
+                    "high",
+                    "technical",
+                    "shellcheck reports no problem",
+                    Some(("lint", json!({"command": argv(&["shellcheck"], &sources)}))),
+                );
             } else {
-                note(b, "no linter (shellcheck) on PATH; the lint constraint is left to judgement");
-                b.constraint(s, "lint", "high", "technical", "The linter reports no problem", None);
+                note(
+                    b,
+                    "no linter (shellcheck) on PATH; the lint constraint is left to judgement",
+                );
+                b.constraint(
+                    s,
+                    "lint",
+                    "high",
+                    "technical",
+                    "The linter reports no problem",
+                    None,
+                );
             }
         }
         _ => {
             if input.root.join("Cargo.toml").is_file() && on_path("cargo") {
-                b.constraint(s, "build", "blocking", "technical", "The crate builds (cargo check)",
-                    Some(("build", json!({"command": ["cargo", "check", "--quiet"], "timeout": "10m"}))));
-                b.constraint(s, "format", "medium", "technical", "The sources are formatted (cargo fmt --check)",
-                    Some(("command", json!({"command": ["cargo", "fmt", "--check"]}))));
-                b.constraint(s, "tests", "blocking", "technical", "The tests pass (cargo test)",
-                    Some(("tests", json!({"command": ["cargo", "test", "--quiet"], "timeout": "20m"}))));
+                b.constraint(
+                    s,
+                    "build",
+                    "blocking",
+                    "technical",
+                    "The crate builds (cargo check)",
+                    Some((
+                        "build",
+                        json!({"command": ["cargo", "check", "--quiet"], "timeout": "10m"}),
+                    )),
+                );
+                b.constraint(
+                    s,
+                    "format",
+                    "medium",
+                    "technical",
+                    "The sources are formatted (cargo fmt --check)",
+                    Some(("command", json!({"command": ["cargo", "fmt", "--check"]}))),
+                );
+                b.constraint(
+                    s,
+                    "tests",
+                    "blocking",
+                    "technical",
+                    "The tests pass (cargo test)",
+                    Some((
+                        "tests",
+                        json!({"command": ["cargo", "test", "--quiet"], "timeout": "20m"}),
+                    )),
+                );
             } else {
-                note(b, "no Cargo.toml in the workspace (or no cargo); only the format is checked");
-                let mut cmd = vec![json!("rustfmt"), json!("--check"), json!("--edition"), json!("2021")];
+                note(
+                    b,
+                    "no Cargo.toml in the workspace (or no cargo); only the format is checked",
+                );
+                let mut cmd = vec![
+                    json!("rustfmt"),
+                    json!("--check"),
+                    json!("--edition"),
+                    json!("2021"),
+                ];
                 cmd.extend(sources.iter().map(|p| json!(p)));
-                b.constraint(s, "format", "medium", "technical", "The sources are formatted (rustfmt --check)",
-                    on_path("rustfmt").then(|| ("command", json!({"command": cmd}))));
+                b.constraint(
+                    s,
+                    "format",
+                    "medium",
+                    "technical",
+                    "The sources are formatted (rustfmt --check)",
+                    on_path("rustfmt").then(|| ("command", json!({"command": cmd}))),
+                );
             }
         }
     }
-    b.d.required_files.extend(sources.iter().map(|p| s.path(&format!("code/{p}"))));
+    b.d.required_files
+        .extend(sources.iter().map(|p| s.path(&format!("code/{p}"))));
     Ok(())
 }
 
 /// Character limits of prompt targets (the `prompt` tool knows the same ones).
 fn platform_of(input: &AdapterInput<'_>, content_type: &str) -> String {
-    input.target_platform.map(str::to_string).unwrap_or_else(|| {
-        match content_type {
-            "meta:image-prompt" => "dall-e-3",
-            "meta:video-prompt" => "sora",
-            _ => "generic",
-        }
-        .to_string()
-    })
+    input
+        .target_platform
+        .map(str::to_string)
+        .unwrap_or_else(|| {
+            match content_type {
+                "meta:image-prompt" => "dall-e-3",
+                "meta:video-prompt" => "sora",
+                _ => "generic",
+            }
+            .to_string()
+        })
 }
 
 fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), AdapterError> {
-    let content_type = if input.content_type.starts_with("meta:") && input.content_type != "meta:composite" {
-        input.content_type
-    } else {
-        "meta:agent-prompt"
-    };
+    let content_type =
+        if input.content_type.starts_with("meta:") && input.content_type != "meta:composite" {
+            input.content_type
+        } else {
+            "meta:agent-prompt"
+        };
     let platform = platform_of(input, content_type);
     let prompt = s.path("prompt.md");
     let meta = s.path("prompt.meta.json");
-    let source = input.inputs.iter().find(|p| matches!(ext(p).as_str(), "md" | "txt" | "prompt"));
+    let source = input
+        .inputs
+        .iter()
+        .find(|p| matches!(ext(p).as_str(), "md" | "txt" | "prompt"));
     let mut with = json!({"output": prompt, "meta": meta, "target_platform": platform, "content_type": content_type});
     match (source, input.intent) {
         (Some(p), _) => with["input"] = json!(p),
@@ -802,9 +1122,9 @@ fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(
             with["title"] = json!(input.name);
         }
         _ => {
-            return Err(format!(
-                "a meta-prompt artifact needs a prompt: pass --input FILE (.md or .txt) or --intent \"what the prompt is for\""
-            ));
+            return Err(
+                "a meta-prompt artifact needs a prompt: pass --input FILE (.md or .txt) or --intent \"what the prompt is for\"".into(),
+            );
         }
     }
     let mut stage = json!({
@@ -817,8 +1137,14 @@ fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(
         stage["inputs"] = json!([p]);
     }
     b.stage(s, stage);
-    b.constraint(s, "prompt-present", "blocking", "structural", "The prompt text exists and is not empty",
-        Some(("non_empty", json!({"path": prompt}))));
+    b.constraint(
+        s,
+        "prompt-present",
+        "blocking",
+        "structural",
+        "The prompt text exists and is not empty",
+        Some(("non_empty", json!({"path": prompt}))),
+    );
     b.constraint(s, "platform-limit", "blocking", "technical",
         &format!("The prompt fits the target platform's length limit ({platform})"),
         Some(("json_schema", json!({"path": meta, "schema": {"type": "object", "required": ["within_limit"], "properties": {"within_limit": {"const": true}}}}))));
@@ -828,8 +1154,14 @@ fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(
     b.constraint(s, "states-the-task", "medium", "semantic",
         "The prompt states its task (a goal or an instruction)",
         Some(("regex", json!({"path": prompt, "pattern": "(?im)^(#+\\s*(goal|task|role|objective)\\b|you are\\b|(create|write|generate|describe|draw|render|produce|design)\\b)", "min": 1}))));
-    b.constraint(s, "specificity", "medium", "semantic",
-        "The prompt is specific: subject, style, constraints and output format are stated", None);
+    b.constraint(
+        s,
+        "specificity",
+        "medium",
+        "semantic",
+        "The prompt is specific: subject, style, constraints and output format are stated",
+        None,
+    );
     b.constraint(s, "platform-fit", "medium", "semantic",
         &format!("The prompt suits {platform}: its vocabulary and parameters are ones the platform understands"), None);
     if input.test_generation {
@@ -844,10 +1176,22 @@ fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(
                 "outputs": [out],
             }),
         );
-        b.constraint(s, "test-output", "blocking", "structural", "Running the prompt produced an output",
-            Some(("non_empty", json!({"path": out}))));
-        b.constraint(s, "test-output-meets-intent", "high", "semantic",
-            "What the prompt produced meets the intent", None);
+        b.constraint(
+            s,
+            "test-output",
+            "blocking",
+            "structural",
+            "Running the prompt produced an output",
+            Some(("non_empty", json!({"path": out}))),
+        );
+        b.constraint(
+            s,
+            "test-output-meets-intent",
+            "high",
+            "semantic",
+            "What the prompt produced meets the intent",
+            None,
+        );
         b.d.required_files.push(out);
     }
     b.d.required_files.push(prompt);
@@ -868,9 +1212,14 @@ fn composite(b: &mut Builder, input: &AdapterInput<'_>) -> Result<(), AdapterErr
         if ct == "meta:composite" {
             return Err("a composite's component cannot itself be meta:composite".into());
         }
-        let t = content_type::artifact_type_of(ct)
-            .ok_or_else(|| format!("component `{ct}`: no artifact type handles this content type"))?;
-        let slug = format!("c{}-{}", i + 1, ct.split_once(':').map(|(_, k)| k).unwrap_or(ct));
+        let t = content_type::artifact_type_of(ct).ok_or_else(|| {
+            format!("component `{ct}`: no artifact type handles this content type")
+        })?;
+        let slug = format!(
+            "c{}-{}",
+            i + 1,
+            ct.split_once(':').map(|(_, k)| k).unwrap_or(ct)
+        );
         let scope = Scope {
             dist: format!("dist/{slug}"),
             prefix: format!("{slug}."),
@@ -889,7 +1238,8 @@ fn composite(b: &mut Builder, input: &AdapterInput<'_>) -> Result<(), AdapterErr
         adapter(b, &scope, &sub).map_err(|e| format!("component {} ({ct}): {e}", i + 1))?;
         // Each component keeps its own evaluation strategy.
         let strategy = content_type::strategy(ct, input.test_generation);
-        b.d.goals.push(format!("{slug}: {ct}, evaluated by {}", strategy.as_str()));
+        b.d.goals
+            .push(format!("{slug}: {ct}, evaluated by {}", strategy.as_str()));
     }
     Ok(())
 }
@@ -902,8 +1252,16 @@ pub fn component_strategies(input: &AdapterInput<'_>) -> Vec<(String, String, St
         .enumerate()
         .map(|(i, spec)| {
             let ct = spec.split_once('=').map(|(c, _)| c).unwrap_or(spec);
-            let slug = format!("c{}-{}", i + 1, ct.split_once(':').map(|(_, k)| k).unwrap_or(ct));
-            (slug, ct.to_string(), content_type::strategy(ct, input.test_generation))
+            let slug = format!(
+                "c{}-{}",
+                i + 1,
+                ct.split_once(':').map(|(_, k)| k).unwrap_or(ct)
+            );
+            (
+                slug,
+                ct.to_string(),
+                content_type::strategy(ct, input.test_generation),
+            )
         })
         .collect()
 }

@@ -10,7 +10,12 @@ pub const REFINEMENT_LOG: &str = "refinement_log.md";
 pub const DECISIONS: &str = "decisions.md";
 
 /// Appends `body` under `marker` unless the file already has that marker.
-pub fn append_once(ws: &Workspace, file: &str, marker: &str, body: &str) -> Result<(), pmpo_store::StoreError> {
+pub fn append_once(
+    ws: &Workspace,
+    file: &str,
+    marker: &str,
+    body: &str,
+) -> Result<(), pmpo_store::StoreError> {
     let tag = format!("<!-- pmpo:{marker} -->");
     let path = ws.resolve(file)?;
     let existing = std::fs::read(&path).unwrap_or_default();
@@ -19,7 +24,9 @@ pub fn append_once(ws: &Workspace, file: &str, marker: &str, body: &str) -> Resu
     }
     let mut text = String::new();
     if existing.is_empty() && file == DECISIONS {
-        text.push_str("# Decisions\n\nWhat the PMPO loop decided, iteration by iteration, and why.\n");
+        text.push_str(
+            "# Decisions\n\nWhat the PMPO loop decided, iteration by iteration, and why.\n",
+        );
     }
     if !existing.is_empty() && !existing.ends_with(b"\n") {
         text.push('\n');

@@ -159,7 +159,10 @@ impl Caller<'_> {
             }
             Err(e) => vec![e],
         };
-        let mut all: Vec<String> = problems.into_iter().map(|p| format!("first answer: {p}")).collect();
+        let mut all: Vec<String> = problems
+            .into_iter()
+            .map(|p| format!("first answer: {p}"))
+            .collect();
         all.extend(again.drain(..).map(|p| format!("repaired answer: {p}")));
         Asked::Invalid { problems: all }
     }
@@ -183,7 +186,8 @@ mod tests {
         assert!(schema_problems(SPECIFY_SCHEMA, &ok).is_empty());
         let bad = serde_json::json!({"constraints": [{"id": "x", "severity": "urgent"}]});
         assert!(!schema_problems(SPECIFY_SCHEMA, &bad).is_empty());
-        let j = serde_json::json!({"judgements": [{"id": "x", "status": "satisfied", "reason": "r"}]});
+        let j =
+            serde_json::json!({"judgements": [{"id": "x", "status": "satisfied", "reason": "r"}]});
         assert!(schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
         let j = serde_json::json!({"judgements": [{"id": "x", "status": "maybe"}]});
         assert!(!schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());

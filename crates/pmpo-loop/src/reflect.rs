@@ -53,7 +53,10 @@ pub struct Reflection {
 
 impl Reflection {
     pub fn count(&self, status: &str) -> usize {
-        self.constraints.iter().filter(|c| c.status == status).count()
+        self.constraints
+            .iter()
+            .filter(|c| c.status == status)
+            .count()
     }
 
     /// Constraints that keep the artifact from converging: blocking ones not
@@ -152,22 +155,36 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     if !blocking_open.is_empty() {
         why_not.push(format!(
             "blocking constraint(s) not satisfied: {}",
-            blocking_open.iter().map(|c| format!("{} ({})", c.id, c.status)).collect::<Vec<_>>().join(", ")
+            blocking_open
+                .iter()
+                .map(|c| format!("{} ({})", c.id, c.status))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !r.required_missing.is_empty() {
-        why_not.push(format!("required file(s) missing from dist/: {}", r.required_missing.join(", ")));
+        why_not.push(format!(
+            "required file(s) missing from dist/: {}",
+            r.required_missing.join(", ")
+        ));
     }
     if !r.manifest_valid {
         why_not.push(format!(
             "the manifest does not validate{}",
-            r.manifest_problem.as_deref().map(|p| format!(": {p}")).unwrap_or_default()
+            r.manifest_problem
+                .as_deref()
+                .map(|p| format!(": {p}"))
+                .unwrap_or_default()
         ));
     }
     if !high_violated.is_empty() {
         why_not.push(format!(
             "high constraint(s) violated: {}",
-            high_violated.iter().map(|c| c.id.as_str()).collect::<Vec<_>>().join(", ")
+            high_violated
+                .iter()
+                .map(|c| c.id.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
     if !r.regressions.is_empty() {
@@ -189,7 +206,10 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
         d.status = Some("converged".into());
         d.reason = format!(
             "converged: all {} blocking constraint(s) satisfied, every required file is in dist/, the manifest validates, no high constraint violated",
-            r.constraints.iter().filter(|c| c.severity == "blocking").count()
+            r.constraints
+                .iter()
+                .filter(|c| c.severity == "blocking")
+                .count()
         );
     } else if r.iteration >= max_iterations {
         d.status = Some("max_iterations_exceeded".into());
@@ -232,14 +252,26 @@ mod tests {
 
     #[test]
     fn the_rule_terminates_only_when_everything_holds() {
-        let ok = r(1, vec![c("a", "blocking", "satisfied"), c("b", "medium", "violated")]);
+        let ok = r(
+            1,
+            vec![
+                c("a", "blocking", "satisfied"),
+                c("b", "medium", "violated"),
+            ],
+        );
         let d = decide(&ok, 5, false);
-        assert_eq!((d.decision.as_str(), d.status.as_deref()), ("terminate", Some("converged")));
+        assert_eq!(
+            (d.decision.as_str(), d.status.as_deref()),
+            ("terminate", Some("converged"))
+        );
 
         let not_checked = r(1, vec![c("a", "blocking", "not_checked")]);
         assert_eq!(decide(&not_checked, 5, false).decision, "continue");
 
-        let high = r(2, vec![c("a", "blocking", "satisfied"), c("h", "high", "violated")]);
+        let high = r(
+            2,
+            vec![c("a", "blocking", "satisfied"), c("h", "high", "violated")],
+        );
         let d = decide(&high, 5, false);
         assert_eq!(d.decision, "continue");
         assert_eq!(d.unsatisfied, vec!["h".to_string()]);
@@ -247,7 +279,10 @@ mod tests {
         let at_max = r(5, vec![c("h", "high", "violated")]);
         let d = decide(&at_max, 5, false);
         assert_eq!(d.status.as_deref(), Some("max_iterations_exceeded"));
-        assert!(d.reason.starts_with("Maximum iterations reached — forcing termination"));
+        assert!(
+            d.reason
+                .starts_with("Maximum iterations reached — forcing termination")
+        );
 
         let mut missing = ok.clone();
         missing.required_missing = vec!["dist/x".into()];
@@ -255,22 +290,35 @@ mod tests {
         let mut bad_manifest = ok.clone();
         bad_manifest.manifest_valid = false;
         assert_eq!(decide(&bad_manifest, 5, false).decision, "continue");
-        assert_eq!(decide(&missing, 5, true).status.as_deref(), Some("user_terminated"));
+        assert_eq!(
+            decide(&missing, 5, true).status.as_deref(),
+            Some("user_terminated")
+        );
     }
 
     #[test]
     fn the_regression_checklist() {
-        let mut before = r(1, vec![c("a", "blocking", "satisfied"), c("b", "high", "satisfied")]);
+        let mut before = r(
+            1,
+            vec![c("a", "blocking", "satisfied"), c("b", "high", "satisfied")],
+        );
         before.dist_files = vec!["dist/a".into(), "dist/b".into()];
         before.manifest_files = 3;
-        let mut now = r(2, vec![c("a", "blocking", "violated"), c("b", "low", "satisfied")]);
+        let mut now = r(
+            2,
+            vec![c("a", "blocking", "violated"), c("b", "low", "satisfied")],
+        );
         now.dist_files = vec!["dist/a".into()];
         now.manifest_files = 2;
         now.empty_files = vec!["dist/a".into()];
         let found = regressions(&now, Some(&before));
         assert_eq!(found.len(), 5, "{found:?}");
         assert!(found.iter().any(|f| f.contains("`a` was satisfied")));
-        assert!(found.iter().any(|f| f.contains("downgraded from high to low")));
+        assert!(
+            found
+                .iter()
+                .any(|f| f.contains("downgraded from high to low"))
+        );
         assert!(found.iter().any(|f| f.contains("`dist/b` was deleted")));
         assert!(found.iter().any(|f| f.contains("fewer than the 3")));
         assert!(found.iter().any(|f| f.contains("is empty")));

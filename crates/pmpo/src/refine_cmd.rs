@@ -142,11 +142,19 @@ fn parse_options(raw: &[String]) -> Result<Map<String, Value>, String> {
     let mut out = Map::new();
     for item in raw {
         let Some((k, v)) = item.split_once('=') else {
-            return Err(format!("--set `{item}`: expected KEY=VALUE, e.g. --set min_contrast=4.5"));
+            return Err(format!(
+                "--set `{item}`: expected KEY=VALUE, e.g. --set min_contrast=4.5"
+            ));
         };
         let k = k.trim();
-        if k.is_empty() || !k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-') {
-            return Err(format!("--set `{item}`: the key may hold letters, digits, `_` and `-`"));
+        if k.is_empty()
+            || !k
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!(
+                "--set `{item}`: the key may hold letters, digits, `_` and `-`"
+            ));
         }
         let value = match serde_json::from_str::<Value>(v) {
             Ok(j @ (Value::Number(_) | Value::Bool(_) | Value::Array(_))) => j,
@@ -165,7 +173,10 @@ fn ask_approval(req: &ApprovalRequest) -> Option<Approval> {
         req.artifact, req.iteration, req.summary
     );
     loop {
-        let _ = write!(err, "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? ");
+        let _ = write!(
+            err,
+            "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? "
+        );
         let _ = err.flush();
         let mut line = String::new();
         match std::io::stdin().read_line(&mut line) {
@@ -215,7 +226,10 @@ pub fn refine(a: RefineArgs) -> u8 {
         None => None,
         Some(path) => match std::fs::read(path) {
             Err(e) => {
-                eprintln!("error: cannot read the triggers file `{}`: {e}", path.display());
+                eprintln!(
+                    "error: cannot read the triggers file `{}`: {e}",
+                    path.display()
+                );
                 return EXIT_INVALID;
             }
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
@@ -296,7 +310,10 @@ pub fn refine(a: RefineArgs) -> u8 {
         triggers,
         offline: a.offline,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -352,7 +369,9 @@ fn print_report(r: &Report) {
     let mut err = std::io::stderr().lock();
     let what = match r.outcome {
         Outcome::Converged => "converged".to_string(),
-        Outcome::MaxIterationsExceeded => "stopped: maximum iterations reached without converging".into(),
+        Outcome::MaxIterationsExceeded => {
+            "stopped: maximum iterations reached without converging".into()
+        }
         Outcome::UserTerminated => "terminated by a person at the approval gate".into(),
         Outcome::AwaitingApproval => "paused: waiting for approval".into(),
         Outcome::ExecutionPaused => "paused: a stage awaits a decision".into(),
@@ -392,11 +411,18 @@ fn print_report(r: &Report) {
 }
 
 pub fn approve(a: ApproveArgs) -> u8 {
-    let answer = if a.terminate { Approval::Terminate } else { Approval::Continue };
+    let answer = if a.terminate {
+        Approval::Terminate
+    } else {
+        Approval::Continue
+    };
     match pmpo_loop::approve(&a.workspace, &a.name, answer, a.note.as_deref()) {
         Ok(done) => {
             if a.json {
-                println!("{}", serde_json::to_string_pretty(&done).unwrap_or_default());
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&done).unwrap_or_default()
+                );
             } else {
                 println!(
                     "`{}` iteration {}: {} recorded in decisions.md; run `pmpo refine {}` to go on",
