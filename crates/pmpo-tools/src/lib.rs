@@ -9,6 +9,7 @@ pub mod markdown;
 pub mod plugin;
 pub mod preview;
 pub mod process;
+pub mod prompt;
 pub mod rasterize;
 pub mod run;
 pub mod template;
@@ -149,6 +150,7 @@ impl Registry {
                 Arc::new(template::TemplateTool),
                 Arc::new(rasterize::RasterizeTool),
                 Arc::new(markdown::MarkdownTool),
+                Arc::new(prompt::PromptTool),
                 Arc::new(preview::PreviewTool::new()),
                 Arc::new(plugin::PluginTool),
             ],
