@@ -2,6 +2,7 @@
 //! did; it never decides whether the stage succeeded (the engine does that by
 //! checking exit status, declared outputs and validations).
 
+pub mod a2ui;
 pub mod ai;
 pub mod capture;
 mod inputs;
@@ -151,6 +152,7 @@ impl Registry {
                 Arc::new(rasterize::RasterizeTool),
                 Arc::new(markdown::MarkdownTool),
                 Arc::new(prompt::PromptTool),
+                Arc::new(a2ui::A2uiTool),
                 Arc::new(preview::PreviewTool::new()),
                 Arc::new(plugin::PluginTool),
             ],
