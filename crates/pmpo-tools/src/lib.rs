@@ -2,6 +2,7 @@
 //! did; it never decides whether the stage succeeded (the engine does that by
 //! checking exit status, declared outputs and validations).
 
+pub mod a2ui;
 pub mod ai;
 pub mod capture;
 mod inputs;
@@ -9,6 +10,7 @@ pub mod markdown;
 pub mod plugin;
 pub mod preview;
 pub mod process;
+pub mod prompt;
 pub mod rasterize;
 pub mod run;
 pub mod template;
@@ -149,6 +151,8 @@ impl Registry {
                 Arc::new(template::TemplateTool),
                 Arc::new(rasterize::RasterizeTool),
                 Arc::new(markdown::MarkdownTool),
+                Arc::new(prompt::PromptTool),
+                Arc::new(a2ui::A2uiTool),
                 Arc::new(preview::PreviewTool::new()),
                 Arc::new(plugin::PluginTool),
             ],
