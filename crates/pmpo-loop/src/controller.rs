@@ -391,6 +391,8 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     };
     let inputs = check_inputs(&ws, &req.inputs)?;
     let provider = Provider::resolve(&ws);
+    // Everything that can be refused is refused before anything is written.
+    prevalidate(&ws, &provider, &req, &inputs)?;
     let holder = LockHolder {
         pid: std::process::id(),
         run_id: req.name.clone(),
@@ -460,27 +462,33 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
                     req.intent.as_deref(),
                 ),
             };
-            let (_, mut state) = arts.init(
+            let is_new_cycle = prior.is_some();
+            let source = detected.source;
+            let seed = |state: &mut RefinementState| {
+                let mut ls = if is_new_cycle {
+                    loop_state(state)
+                } else {
+                    LoopState::default()
+                };
+                // A new cycle keeps the settings, not the progress.
+                ls.focus.clear();
+                ls.plan_file = None;
+                ls.planned_by = None;
+                ls.run_id = None;
+                ls.approval = None;
+                ls.pending_decision = None;
+                ls.last_decision = None;
+                ls.content_type_source = source.to_string();
+                store_loop(state, &ls);
+                apply_request(state, &req, &inputs);
+            };
+            let (_, state) = arts.init_seeded(
                 &req.name,
                 Some(&artifact_type),
                 Some(&detected.content_type),
                 req.max_iterations,
+                &seed,
             )?;
-            let mut ls = if prior.is_some() {
-                loop_state(&state)
-            } else {
-                LoopState::default()
-            };
-            // A new cycle keeps the settings, not the progress.
-            ls.focus.clear();
-            ls.plan_file = None;
-            ls.planned_by = None;
-            ls.run_id = None;
-            ls.approval = None;
-            ls.pending_decision = None;
-            ls.last_decision = None;
-            ls.content_type_source = detected.source.to_string();
-            store_loop(&mut state, &ls);
             (
                 state,
                 if prior.is_some() {
@@ -501,11 +509,72 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         }
         .into());
     }
-    // Flags given now replace the stored settings (noted in the log).
-    let mut ls = loop_state(&state);
+    if let Some(ct) = &req.content_type
+        && ct != &state.content_type
+        && started_how == "resumed"
+    {
+        return Err(LoopError::Usage(format!(
+            "`{}` is a {} artifact in a running cycle; its content type cannot change now (finish the cycle, then pass --content-type)",
+            state.artifact_name, state.content_type
+        )));
+    }
+    let _ = &triggers;
+    let changed = apply_request(&mut state, &req, &inputs);
+    if started_how == "resumed" && !changed.is_empty() {
+        notes.push(format!("changed for this cycle: {}", changed.join(", ")));
+    }
+    arts.save(&mut state)?;
+    let dispatcher_triggers = if state.workflow_triggers.is_empty() {
+        Vec::new()
+    } else {
+        triggers::parse_triggers(&Value::Array(state.workflow_triggers.clone())).map_err(|e| {
+            LoopError::Usage(format!("the artifact's stored workflow triggers: {e}"))
+        })?
+    };
+    let dispatcher = Dispatcher::new(
+        ws.clone(),
+        workflow_log(&state.artifact_name),
+        dispatcher_triggers,
+    );
+    let client = if req.offline {
+        None
+    } else {
+        env.client.clone().filter(|c| c.is_configured())
+    };
+    let ls = loop_state(&state);
+    let mut c = Controller {
+        ws: &ws,
+        arts: &arts,
+        state,
+        ls,
+        env,
+        client,
+        dispatcher,
+        notes,
+        timings: Timings::default(),
+        started_how,
+    };
+    let outcome = c.run().await;
+    let report = outcome.map(|o| c.report(o));
+    c.dispatcher.finish(std::time::Duration::from_secs(60));
+    let mut report = report?;
+    report.timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
+    report.timings.engine_ms =
+        (report.timings.total_ms - report.timings.stages_ms - report.timings.model_ms).max(0.0);
+    Ok(report)
+}
+
+/// Applies the flags of this call to the state: given flags replace the
+/// stored settings. Returns the settings that changed.
+fn apply_request(
+    state: &mut RefinementState,
+    req: &Request,
+    inputs: &[String],
+) -> Vec<&'static str> {
+    let mut ls = loop_state(state);
     let mut changed = Vec::new();
     if !req.inputs.is_empty() && ls.inputs != inputs {
-        ls.inputs = inputs.clone();
+        ls.inputs = inputs.to_vec();
         changed.push("inputs");
     }
     if req.intent.is_some() && ls.intent != req.intent {
@@ -530,74 +599,117 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     if let Some(m) = req.max_iterations {
         state.max_iterations = m;
     }
-    if let Some(ct) = &req.content_type
-        && ct != &state.content_type
-    {
-        if started_how == "resumed" {
-            return Err(LoopError::Usage(format!(
-                "`{}` is a {} artifact in a running cycle; its content type cannot change now (finish the cycle, then pass --content-type)",
-                state.artifact_name, state.content_type
-            )));
-        }
+    if let Some(ct) = &req.content_type {
         state.content_type = ct.clone();
     }
     ls.evaluation_strategy = content_type::strategy(&state.content_type, ls.test_generation)
         .as_str()
         .to_string();
-    if let Some(t) = triggers {
-        state.workflow_triggers = match &req.triggers {
-            Some(Value::Object(o)) => o
+    if let Some(t) = &req.triggers {
+        state.workflow_triggers = match t {
+            Value::Object(o) => o
                 .get("triggers")
                 .and_then(Value::as_array)
                 .cloned()
                 .unwrap_or_default(),
-            Some(Value::Array(a)) => a.clone(),
+            Value::Array(a) => a.clone(),
             _ => vec![],
         };
-        drop(t);
     }
-    if started_how == "resumed" && !changed.is_empty() {
-        notes.push(format!("changed for this cycle: {}", changed.join(", ")));
+    store_loop(state, &ls);
+    changed
+}
+
+/// The checks of a new artifact or cycle that need no write: its type, its
+/// content type and whether its adapter can work with the inputs.
+fn prevalidate(
+    ws: &Workspace,
+    provider: &Provider,
+    req: &Request,
+    inputs: &[String],
+) -> Result<(), LoopError> {
+    let arts = Artifacts { ws, provider };
+    let existing = match arts.load(&req.name) {
+        Ok(s) => Some(s),
+        Err(ArtifactError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if existing.as_ref().is_some_and(|s| s.finalized_at.is_none()) {
+        return Ok(());
     }
-    store_loop(&mut state, &ls);
-    arts.save(&mut state)?;
-    let dispatcher_triggers = if state.workflow_triggers.is_empty() {
-        Vec::new()
+    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(ws, p, 4096)).collect();
+    let artifact_type = req
+        .artifact_type
+        .clone()
+        .or_else(|| existing.as_ref().map(|p| p.artifact_type.clone()))
+        .or_else(|| {
+            let d = content_type::detect(
+                req.content_type.as_deref(),
+                inputs,
+                &input_texts,
+                None,
+                req.intent.as_deref(),
+            );
+            (d.source != "default")
+                .then(|| content_type::artifact_type_of(&d.content_type))
+                .flatten()
+                .map(str::to_string)
+        })
+        .ok_or_else(|| {
+            LoopError::Usage(format!(
+                "`{}` is a new artifact: say what it is with --type ({})",
+                req.name,
+                domain::DOMAINS
+                    .iter()
+                    .map(|d| d.name)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })?;
+    domain::domain(&artifact_type).map_err(LoopError::Usage)?;
+    let prior = existing.as_ref().map(loop_state).unwrap_or_default();
+    let content_type = match (&req.content_type, &existing) {
+        (Some(c), _) => c.clone(),
+        (None, Some(p)) if req.inputs.is_empty() => p.content_type.clone(),
+        _ => {
+            content_type::detect(
+                None,
+                inputs,
+                &input_texts,
+                Some(&artifact_type),
+                req.intent.as_deref(),
+            )
+            .content_type
+        }
+    };
+    let inputs: Vec<String> = if req.inputs.is_empty() {
+        prior.inputs.clone()
     } else {
-        triggers::parse_triggers(&Value::Array(state.workflow_triggers.clone())).map_err(|e| {
-            LoopError::Usage(format!("the artifact's stored workflow triggers: {e}"))
-        })?
+        inputs.to_vec()
     };
-    let dispatcher = Dispatcher::new(
-        ws.clone(),
-        workflow_log(&state.artifact_name),
-        dispatcher_triggers,
-    );
-    let client = if req.offline {
-        None
+    let mut options = prior.options.clone();
+    options.extend(req.options.clone());
+    let components = if req.components.is_empty() {
+        prior.components.clone()
     } else {
-        env.client.clone().filter(|c| c.is_configured())
+        req.components.clone()
     };
-    let mut c = Controller {
-        ws: &ws,
-        arts: &arts,
-        state,
-        ls,
-        env,
-        client,
-        dispatcher,
-        notes,
-        timings: Timings::default(),
-        started_how,
+    let input = AdapterInput {
+        name: &req.name,
+        artifact_type: &artifact_type,
+        content_type: &content_type,
+        inputs: &inputs,
+        intent: req.intent.as_deref().or(prior.intent.as_deref()),
+        options: &options,
+        target_platform: req
+            .target_platform
+            .as_deref()
+            .or(prior.target_platform.as_deref()),
+        test_generation: req.test_generation.unwrap_or(prior.test_generation),
+        components: &components,
+        root: ws.root(),
     };
-    let outcome = c.run().await;
-    let report = outcome.map(|o| c.report(o));
-    c.dispatcher.finish(std::time::Duration::from_secs(60));
-    let mut report = report?;
-    report.timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-    report.timings.engine_ms =
-        (report.timings.total_ms - report.timings.stages_ms - report.timings.model_ms).max(0.0);
-    Ok(report)
+    domain::build(&input).map(|_| ()).map_err(LoopError::Usage)
 }
 
 struct Controller<'a, 'e> {

@@ -334,6 +334,19 @@ impl<'a> Artifacts<'a> {
         content_type: Option<&str>,
         max_iterations: Option<u64>,
     ) -> Result<(InitOutcome, RefinementState), ArtifactError> {
+        self.init_seeded(name, artifact_type, content_type, max_iterations, &|_| {})
+    }
+
+    /// [`Artifacts::init`] where `seed` completes a new state before its first
+    /// save (so a crash never leaves a state without the caller's settings).
+    pub fn init_seeded(
+        &self,
+        name: &str,
+        artifact_type: Option<&str>,
+        content_type: Option<&str>,
+        max_iterations: Option<u64>,
+        seed: &dyn Fn(&mut RefinementState),
+    ) -> Result<(InitOutcome, RefinementState), ArtifactError> {
         Self::check_init(name, artifact_type, content_type)?;
         let existing = match self.load(name) {
             Ok(s) => Some(s),
@@ -367,6 +380,7 @@ impl<'a> Artifacts<'a> {
                     state_provider: Some(self.provider.describe()),
                     ..prior
                 };
+                seed(&mut state);
                 self.save(&mut state)?;
                 Ok((InitOutcome::NewCycle, state))
             }
@@ -395,6 +409,7 @@ impl<'a> Artifacts<'a> {
                     extra: Map::new(),
                 };
                 self.provider.init(self.ws, name);
+                seed(&mut state);
                 self.save(&mut state)?;
                 Ok((InitOutcome::Created, state))
             }

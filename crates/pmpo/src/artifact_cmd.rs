@@ -262,6 +262,46 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         );
     }
     println!("  constraints {}", state.constraints.len());
+    let ls = pmpo_loop::controller::loop_state(&state);
+    if !ls.evaluation_strategy.is_empty() {
+        println!("  evaluated   {}", ls.evaluation_strategy);
+    }
+    if let Some(a) = ls.approval.as_ref().filter(|a| a.status == "pending") {
+        println!(
+            "  approval    pending since {} (iteration {}): `pmpo approve {} --continue|--terminate`",
+            a.requested_at, a.iteration, state.artifact_name
+        );
+    }
+    if let Some(d) = &ls.last_decision {
+        println!(
+            "  decision    {}{} at iteration {}: {}",
+            d.decision,
+            d.status
+                .as_deref()
+                .map(|s| format!(" ({s})"))
+                .unwrap_or_default(),
+            d.iteration,
+            d.reason
+        );
+    }
+    // The constraint table of the latest reflection.
+    let latest = (1..=state.current_iteration).rev().find_map(|i| {
+        let rel = pmpo_loop::controller::reflection_path(&state.artifact_name, i);
+        let bytes = std::fs::read(ws.root().join(&rel)).ok()?;
+        serde_json::from_slice::<pmpo_loop::reflect::Reflection>(&bytes).ok()
+    });
+    if let Some(r) = latest {
+        println!("  constraints of iteration {}:", r.iteration);
+        for c in &r.constraints {
+            println!(
+                "    {:<11} {:<28} {:<8} {}",
+                c.status,
+                c.id,
+                c.severity,
+                if c.basis == "judged" { "(judged)" } else { "" }
+            );
+        }
+    }
     EXIT_OK
 }
 

@@ -92,7 +92,9 @@ fn unknown_tool_lists_known_tools() {
     );
     assert!(
         err.contains("did you mean `run`?")
-            && err.contains("known tools: a2ui, ai, markdown, plugin, preview, prompt, rasterize, run, template"),
+            && err.contains(
+                "known tools: a2ui, ai, markdown, plugin, preview, prompt, rasterize, run, template"
+            ),
         "{err}"
     );
 }

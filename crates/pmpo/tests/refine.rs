@@ -1,0 +1,616 @@
+//! `pmpo refine` and `pmpo approve` through the real binary: a refinement
+//! that converges in three iterations against a scripted model server, one
+//! that hits max_iterations, a regression (with its trigger), a trigger whose
+//! condition is false, the approval gate answered from another process, a
+//! kill -9 in the middle of an iteration, and bad input.
+
+mod common;
+#[path = "../../pmpo-ai/tests/support/model_server.rs"]
+mod model_server;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use common::*;
+use model_server::*;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-fake-loop-3f9c1d";
+
+fn pmpo(ws: &Ws) -> Command {
+    let mut c = bin();
+    for var in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "PMPO_PROVIDER_CONFIG",
+    ] {
+        c.env_remove(var);
+    }
+    c.current_dir(ws.path()).stdin(Stdio::null());
+    c
+}
+
+fn run(mut c: Command, args: &[&str]) -> Run {
+    c.args(args).output().unwrap().into()
+}
+
+fn with_server(ws: &Ws, server: &ModelServer) -> Command {
+    let mut c = pmpo(ws);
+    c.env("OPENAI_BASE_URL", server.openai_base())
+        .env("OPENAI_API_KEY", KEY)
+        .env("OPENAI_MODEL", "loop-test-model");
+    c
+}
+
+fn state(ws: &Ws, name: &str) -> Value {
+    ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))
+}
+
+fn reply_json(v: Value) -> Reply {
+    openai(&format!("```json\n{v}\n```"), "stop")
+}
+
+/// A prompt stage as the model would plan it.
+fn prompt_plan(text: &str) -> Value {
+    json!({"stages": [{
+        "id": "compose", "tool": "prompt",
+        "description": "Write the prompt",
+        "with": {"intent": text, "title": "Hero banner", "output": "dist/prompt.md",
+                 "meta": "dist/prompt.meta.json", "target_platform": "dall-e-3",
+                 "content_type": "meta:image-prompt"},
+        "outputs": ["dist/prompt.md", "dist/prompt.meta.json"],
+    }]})
+}
+
+/// A model that specifies one extra constraint, plans the prompt text of
+/// each iteration from `texts`, and judges every unmeasured constraint satisfied.
+fn loop_server(texts: Vec<&'static str>) -> (ModelServer, Arc<AtomicUsize>) {
+    plan_server(texts.into_iter().map(prompt_plan).collect())
+}
+
+/// Like [`loop_server`] with whole plans.
+fn plan_server(answers: Vec<Value>) -> (ModelServer, Arc<AtomicUsize>) {
+    let plans = Arc::new(AtomicUsize::new(0));
+    let count = plans.clone();
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({
+                "goals": ["a banner that reads at a glance"],
+                "constraints": [{"id": "mood", "description": "The prompt sets a calm mood", "severity": "medium", "type": "semantic"}],
+            }))
+        } else if p.starts_with("Phase: Plan") {
+            let n = count.fetch_add(1, Ordering::SeqCst);
+            reply_json(answers[n.min(answers.len() - 1)].clone())
+        } else if p.starts_with("Phase: Reflect") {
+            let ids: Vec<String> = p
+                .split("Judge only these constraints:\n")
+                .nth(1)
+                .unwrap_or("")
+                .lines()
+                .take_while(|l| l.starts_with("- "))
+                .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
+                .collect();
+            let judgements: Vec<Value> = ids
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "reads well"}))
+                .collect();
+            reply_json(json!({"judgements": judgements}))
+        } else {
+            openai_error(400, "unexpected prompt", "bad")
+        }
+    });
+    (server, plans)
+}
+
+const CLEAN: &str = "Create a calm hero banner: a lighthouse at dawn over a quiet sea, soft pastel light, wide 16:9 framing.";
+const TODO: &str = "Create a hero banner of TODO at dawn, soft pastel light.";
+const TBD: &str = "Create a hero banner: subject TBD, soft pastel light.";
+
+#[test]
+fn a_refinement_converges_in_three_iterations_with_a_model() {
+    let ws = Ws::new();
+    let (server, plans) = loop_server(vec![TODO, TBD, CLEAN]);
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "hero",
+            "--type",
+            "meta-prompt",
+            "--content-type",
+            "meta:image-prompt",
+            "--intent",
+            "an image prompt for a calm hero banner",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["outcome"], "converged");
+    assert_eq!(report["iteration"], 3);
+    assert_eq!(plans.load(Ordering::SeqCst), 3);
+    let history = report["iteration_history"].as_array().unwrap();
+    let decisions: Vec<&str> = history
+        .iter()
+        .map(|h| h["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(decisions, ["continue", "continue", "terminate"]);
+
+    // Deterministic first: the placeholder was measured, the rest judged.
+    let r1: Value = ws.read_json(".refiner/artifacts/hero/reflections/iteration-1.json");
+    let c = |r: &Value, id: &str| {
+        r["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(c(&r1, "no-unfilled-placeholders")["status"], "violated");
+    assert_eq!(c(&r1, "no-unfilled-placeholders")["basis"], "measured");
+    assert_eq!(c(&r1, "mood")["basis"], "judged");
+    assert_eq!(c(&r1, "specificity")["status"], "satisfied");
+    let r3: Value = ws.read_json(".refiner/artifacts/hero/reflections/iteration-3.json");
+    assert_eq!(c(&r3, "no-unfilled-placeholders")["status"], "satisfied");
+
+    // The prompt is the artifact.
+    assert!(ws.read("dist/prompt.md").contains("lighthouse"));
+    let meta = ws.read_json("dist/prompt.meta.json");
+    assert_eq!(meta["target_platform"], "dall-e-3");
+    assert!(meta["characters"].as_u64().unwrap() > 50);
+
+    // The state, the logs and the finalized cycle.
+    let st = state(&ws, "hero");
+    assert_eq!(st["convergence_status"], "converged");
+    assert!(st["finalized_at"].is_string());
+    let decisions_md = ws.read("decisions.md");
+    assert!(decisions_md.contains("## Iteration 1 — Decision: continue"));
+    assert!(decisions_md.contains("- Unsatisfied constraints: no-unfilled-placeholders"));
+    assert!(decisions_md.contains("## Iteration 3 — Decision: terminate"));
+    assert!(decisions_md.contains("- Convergence: converged"));
+    let log = ws.read("refinement_log.md");
+    for phase in ["Specify", "Plan", "Execute", "Reflect", "Persist"] {
+        assert!(
+            log.contains(&format!("## Iteration 1 — {phase}")),
+            "no {phase} entry"
+        );
+    }
+    assert!(log.contains("Planned by: model"));
+    let phases: Vec<String> = st["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| format!("{}{}", c["phase"].as_str().unwrap(), c["iteration"]))
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "specify1", "plan1", "execute1", "reflect1", "persist1", "plan2", "execute2",
+            "reflect2", "persist2", "plan3", "execute3", "reflect3", "persist3"
+        ]
+    );
+    let history_dir = ws.p(".refiner/history/hero");
+    assert!(std::fs::read_dir(history_dir).unwrap().count() == 1);
+    // The key never reaches the disk.
+    for f in ws.files() {
+        let text = String::from_utf8_lossy(&std::fs::read(ws.p(&f)).unwrap()).into_owned();
+        assert!(!text.contains(KEY), "{f} contains the API key");
+    }
+    // A finalized artifact starts a new cycle, seeded from the old one.
+    let again = run(with_server(&ws, &server), &["refine", "hero", "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(again.json()["started"], "new_cycle");
+    assert_eq!(state(&ws, "hero")["prior_cycle_id"], st["refinement_id"]);
+}
+
+#[test]
+fn max_iterations_forces_termination() {
+    let ws = Ws::new();
+    let (server, _) = loop_server(vec![TODO]);
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "stuck",
+            "--type",
+            "meta-prompt",
+            "--intent",
+            "an agent prompt",
+            "--max-iterations",
+            "2",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.json()["outcome"], "max_iterations_exceeded");
+    let st = state(&ws, "stuck");
+    assert_eq!(st["convergence_status"], "max_iterations_exceeded");
+    assert_eq!(st["current_iteration"], 2);
+    assert!(
+        ws.read("refinement_log.md")
+            .contains("Maximum iterations reached — forcing termination")
+    );
+    assert!(
+        ws.read("decisions.md")
+            .contains("- Convergence: max_iterations_exceeded")
+    );
+}
+
+fn triggers_file(ws: &Ws) {
+    ws.write(
+        "triggers.json",
+        &json!({"triggers": [
+            {"event": "on_regression", "action": {"type": "command", "target": "sh",
+              "args": {"argv": ["-c", "cat > regression-event.json"]}}},
+            {"event": "on_phase_complete", "condition": "iteration > 5 && phase == reflect",
+             "action": {"type": "command", "target": "touch", "args": {"argv": ["never.txt"]}}},
+            {"event": "on_phase_complete", "condition": "phase == persist && content_type.startsWith(meta:)",
+             "action": {"type": "command", "target": "sh", "args": {"argv": ["-c", "echo $PMPO_ITERATION >> persisted.txt"]}}},
+        ]})
+        .to_string(),
+    );
+}
+
+#[test]
+fn a_regression_forces_another_iteration_and_fires_its_trigger() {
+    let ws = Ws::new();
+    triggers_file(&ws);
+    // Iteration 1 states its task but has a TODO; iteration 2 drops the TODO
+    // and the task statement (a regression); iteration 3 is clean.
+    ws.write(
+        "prompts/plain.txt",
+        "A lighthouse at dawn, soft pastel light.\n",
+    );
+    let mut plain = prompt_plan("");
+    plain["stages"][0]["with"] = json!({"input": "prompts/plain.txt", "output": "dist/prompt.md",
+        "meta": "dist/prompt.meta.json", "target_platform": "dall-e-3"});
+    let (server, _) = plan_server(vec![prompt_plan(TODO), plain, prompt_plan(CLEAN)]);
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "banner",
+            "--type",
+            "meta-prompt",
+            "--intent",
+            "an image prompt",
+            "--triggers",
+            "triggers.json",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["iteration"], 3, "{}", r.stderr);
+    let r2: Value = ws.read_json(".refiner/artifacts/banner/reflections/iteration-2.json");
+    let regressions = r2["regressions"].as_array().unwrap();
+    assert!(
+        regressions.iter().any(|g| g
+            .as_str()
+            .unwrap()
+            .contains("`states-the-task` was satisfied in iteration 1")),
+        "{regressions:?}"
+    );
+    // Only a regression kept iteration 2 from converging.
+    assert_eq!(report["iteration_history"][1]["decision"], "continue");
+    assert!(
+        ws.read("decisions.md")
+            .contains("- Regression: constraint `states-the-task`")
+    );
+    // on_regression ran its command with the hook-event payload on stdin.
+    let event = ws.read_json("regression-event.json");
+    assert_eq!(event["event_type"], "regression_detected");
+    assert_eq!(event["artifact_name"], "banner");
+    assert_eq!(event["iteration"], 2);
+    // The false condition never ran its action, and the log says so.
+    assert!(!ws.p("never.txt").exists());
+    let wlog = ws.read(".refiner/artifacts/banner/workflow.log");
+    assert!(
+        wlog.lines()
+            .any(|l| l.contains("\"skipped\"") && l.contains("iteration > 5")),
+        "{wlog}"
+    );
+    // The true condition ran once per iteration.
+    assert_eq!(
+        ws.read("persisted.txt").lines().collect::<Vec<_>>(),
+        ["1", "2", "3"]
+    );
+}
+
+const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/><path d="M16 44 L32 16 L48 44 Z" fill="#818cf8"/></svg>"##;
+
+#[test]
+fn the_approval_gate_pauses_until_another_process_answers() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let args = [
+        "refine",
+        "acme-logo",
+        "--type",
+        "logo",
+        "--input",
+        "brand/logo.svg",
+        "--approval",
+        "--json",
+    ];
+    let r = run(pmpo(&ws), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["outcome"], "awaiting_approval");
+    assert!(
+        report["next_step"]
+            .as_str()
+            .unwrap()
+            .contains("pmpo approve acme-logo --continue")
+    );
+    let st = state(&ws, "acme-logo");
+    assert_eq!(st["loop"]["approval"]["status"], "pending");
+    assert_eq!(
+        st["phases_completed"],
+        json!(["specify", "plan", "execute", "reflect"])
+    );
+    assert!(
+        ws.read("decisions.md")
+            .contains("## Iteration 1 — Approval requested")
+    );
+
+    // Running again without an answer pauses again, and changes nothing.
+    let again = run(pmpo(&ws), &["refine", "acme-logo"]);
+    assert_eq!(again.code, 3);
+    assert_eq!(
+        state(&ws, "acme-logo")["phases_completed"],
+        st["phases_completed"]
+    );
+
+    // Another process answers.
+    let a = run(
+        pmpo(&ws),
+        &[
+            "approve",
+            "acme-logo",
+            "--continue",
+            "--note",
+            "colours look right",
+        ],
+    );
+    assert_eq!(a.code, 0, "{}", a.stderr);
+    let d = ws.read("decisions.md");
+    assert!(d.contains("## Iteration 1 — Approval: continue"));
+    assert!(d.contains("- Note: colours look right"));
+    let done = run(pmpo(&ws), &["refine", "acme-logo", "--json"]);
+    assert_eq!(done.code, 0, "{}", done.stderr);
+    assert_eq!(done.json()["outcome"], "converged");
+    // Nothing to approve any more.
+    let late = run(pmpo(&ws), &["approve", "acme-logo", "--terminate"]);
+    assert_eq!(late.code, 2);
+    assert!(late.stderr.contains("finalized"), "{}", late.stderr);
+}
+
+#[test]
+fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "l",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--approval",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let early = run(pmpo(&ws), &["approve", "nope", "--continue"]);
+    assert_eq!(early.code, 2);
+    assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
+    let r = run(pmpo(&ws), &["refine", "l", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["outcome"], "user_terminated");
+    assert_eq!(state(&ws, "l")["convergence_status"], "user_terminated");
+}
+
+#[test]
+fn status_shows_the_iteration_constraints_and_last_decision() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "acme",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--intent",
+            "works on dark backgrounds",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let s = run(pmpo(&ws), &["status", "acme"]);
+    assert_eq!(s.code, 0, "{}", s.stderr);
+    assert!(
+        s.stdout.contains("iteration   1 of at most 5"),
+        "{}",
+        s.stdout
+    );
+    assert!(s.stdout.contains("dark-contrast"), "{}", s.stdout);
+    assert!(
+        s.stdout.contains("decision    terminate (converged)"),
+        "{}",
+        s.stdout
+    );
+    let j = run(pmpo(&ws), &["status", "acme", "--json"]).json();
+    assert_eq!(j["loop"]["last_decision"]["status"], "converged");
+}
+
+#[test]
+fn a_kill_in_the_middle_of_an_iteration_resumes_cleanly() {
+    // Kill at increasing delays; each re-run must finish the same cycle with
+    // one entry per phase and a valid state.
+    for delay_ms in [40u64, 120, 250, 500, 900] {
+        let ws = Ws::new();
+        ws.write("brand/logo.svg", LOGO);
+        let mut child = pmpo(&ws)
+            .args([
+                "refine",
+                "k",
+                "--type",
+                "logo",
+                "--input",
+                "brand/logo.svg",
+                "-q",
+            ])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        let r = run(pmpo(&ws), &["refine", "k", "--json"]);
+        let st = state(&ws, "k");
+        if st["finalized_at"].is_string() && r.code == 0 {
+            assert_eq!(st["convergence_status"], "converged", "delay {delay_ms}");
+        } else {
+            panic!("delay {delay_ms}: exit {} {}", r.code, r.stderr);
+        }
+        let d = ws.read("decisions.md");
+        assert_eq!(
+            d.matches("## Iteration 1 — Decision: terminate").count(),
+            1,
+            "delay {delay_ms}: {d}"
+        );
+        let log = ws.read("refinement_log.md");
+        assert_eq!(
+            log.matches("## Iteration 1 — Reflect").count(),
+            1,
+            "delay {delay_ms}"
+        );
+        assert_eq!(ws.read_json("artifact_manifest.json")["artifact_name"], "k");
+    }
+}
+
+#[test]
+fn bad_input_gets_a_clear_error_and_writes_nothing() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let r = run(pmpo(&ws), &["refine", "x", "--type", "banner"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("Unknown artifact_type: banner"),
+        "{}",
+        r.stderr
+    );
+    assert!(
+        r.stderr
+            .contains("logo, ui, a2ui, image, content, code, meta-prompt"),
+        "{}",
+        r.stderr
+    );
+    let r = run(pmpo(&ws), &["refine", "x"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("new artifact: say what it is with --type"),
+        "{}",
+        r.stderr
+    );
+    let r = run(pmpo(&ws), &["refine", "../evil", "--type", "logo"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = run(
+        pmpo(&ws),
+        &["refine", "x", "--type", "logo", "--input", "/etc/hostname"],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("outside the workspace"), "{}", r.stderr);
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "x",
+            "--type",
+            "logo",
+            "--input",
+            "brand/missing.svg",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("does not exist"), "{}", r.stderr);
+    let r = run(
+        pmpo(&ws),
+        &["refine", "x", "--type", "logo", "--content-type", "svg"],
+    );
+    assert_eq!(r.code, 2);
+    let r = run(
+        pmpo(&ws),
+        &["refine", "x", "--type", "logo", "--set", "novalue"],
+    );
+    assert_eq!(r.code, 2);
+    ws.write(
+        "bad-triggers.json",
+        r#"{"triggers": [{"event": "on_lunch", "action": {"type": "command", "target": "true"}}]}"#,
+    );
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "x",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--triggers",
+            "bad-triggers.json",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("on_lunch"), "{}", r.stderr);
+    assert!(
+        !ws.p(".refiner").exists(),
+        "nothing may be written for bad input"
+    );
+    assert!(!ws.p("dist").exists());
+
+    // A damaged state file is reported, not overwritten.
+    ws.write(".refiner/artifacts/x/state.json", "{not json");
+    let r = run(
+        pmpo(&ws),
+        &["refine", "x", "--type", "logo", "--input", "brand/logo.svg"],
+    );
+    assert_ne!(r.code, 0);
+    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert_eq!(ws.read(".refiner/artifacts/x/state.json"), "{not json");
+}
+
+#[test]
+fn offline_with_a_model_configured_never_calls_it() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let (server, _) = loop_server(vec![CLEAN]);
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "o",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--offline",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(server.chat_requests().is_empty());
+    assert!(ws.read("refinement_log.md").contains("Planned by: adapter"));
+}
