@@ -417,7 +417,9 @@ pub(crate) async fn run(
     }
     drop(running);
     // Tools release what they kept for the run (the preview tool's browser).
+    let teardown_start = Instant::now();
     engine.registry.end_run().await;
+    let teardown = teardown_start.elapsed();
     let Shared {
         mut rec,
         mut results,
@@ -476,6 +478,7 @@ pub(crate) async fn run(
             run_id: run_id.clone(),
             started_at,
             duration: run_start.elapsed(),
+            teardown,
             status,
             stages: stage_results,
             errors,

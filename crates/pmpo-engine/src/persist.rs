@@ -21,6 +21,8 @@ pub(crate) struct RunRecord {
     pub run_id: String,
     pub started_at: String,
     pub duration: Duration,
+    /// Time the tools took to release what they kept for the run (the browser).
+    pub teardown: Duration,
     pub status: &'static str,
     pub stages: Vec<StageResult>,
     pub errors: Vec<ErrorEntry>,
@@ -169,6 +171,7 @@ pub(crate) fn finish(
         started_at: run.started_at,
         finished_at,
         duration_ms: ms(run.duration),
+        teardown_ms: ms(run.teardown),
         summary,
         stages: run.stages,
         generated_files,

@@ -169,6 +169,8 @@ pub struct ExecutionResults {
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: f64,
+    /// Of which: the tools releasing what they kept for the run (closing the browser).
+    pub teardown_ms: f64,
     pub summary: Summary,
     pub stages: Vec<StageResult>,
     pub generated_files: Vec<GeneratedFile>,

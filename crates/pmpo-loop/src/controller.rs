@@ -173,6 +173,8 @@ pub struct Timings {
     pub total_ms: f64,
     /// The stages' own work (tools, processes, the browser).
     pub stages_ms: f64,
+    /// Tools releasing what they kept for a run (closing the browser).
+    pub teardown_ms: f64,
     /// Waiting for the model endpoint.
     pub model_ms: f64,
     /// Everything else: pmpo's own time (state, checks, logs, plans).
@@ -559,8 +561,11 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     c.dispatcher.finish(std::time::Duration::from_secs(60));
     let mut report = report?;
     report.timings.total_ms = started.elapsed().as_secs_f64() * 1000.0;
-    report.timings.engine_ms =
-        (report.timings.total_ms - report.timings.stages_ms - report.timings.model_ms).max(0.0);
+    report.timings.engine_ms = (report.timings.total_ms
+        - report.timings.stages_ms
+        - report.timings.teardown_ms
+        - report.timings.model_ms)
+        .max(0.0);
     Ok(report)
 }
 
@@ -1230,6 +1235,7 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         self.env.observer.execute_done();
         let results = result?;
         self.timings.stages_ms += results.stages.iter().map(|s| s.duration_ms).sum::<f64>();
+        self.timings.teardown_ms += results.teardown_ms;
         self.ls.run_id = Some(results.run_id.clone());
         match results.status.as_str() {
             "cancelled" => {

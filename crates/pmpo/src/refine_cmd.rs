@@ -405,8 +405,12 @@ fn print_report(r: &Report) {
     }
     let _ = writeln!(
         err,
-        "  time: {:.0} ms total, {:.0} ms in stages, {:.0} ms waiting for the model, {:.0} ms pmpo",
-        r.timings.total_ms, r.timings.stages_ms, r.timings.model_ms, r.timings.engine_ms
+        "  time: {:.0} ms total: {:.0} ms in stages, {:.0} ms closing the browser, {:.0} ms waiting for the model, {:.0} ms pmpo",
+        r.timings.total_ms,
+        r.timings.stages_ms,
+        r.timings.teardown_ms,
+        r.timings.model_ms,
+        r.timings.engine_ms
     );
 }
 
