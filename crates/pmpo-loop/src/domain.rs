@@ -1172,7 +1172,7 @@ fn meta_prompt(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(
                 "id": "test-generation", "depends_on": ["compose"], "tool": "ai",
                 "requires_execution": false,
                 "description": "Run the prompt through the model to see what it produces",
-                "with": {"prompt_file": prompt, "output": out, "phase": "execute"},
+                "with": {"prompt_file": prompt, "verbatim": true, "output": out, "phase": "execute"},
                 "outputs": [out],
             }),
         );

@@ -28,6 +28,7 @@ use crate::{
 const KEYS: &[&str] = &[
     "prompt",
     "prompt_file",
+    "verbatim",
     "system",
     "vars",
     "output",
@@ -370,6 +371,11 @@ impl Tool for AiTool {
                 Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`"),
             ));
         }
+        if let Some(v) = inputs.get("verbatim")
+            && !v.is_boolean()
+        {
+            issues.push(issue("verbatim", "`verbatim` must be true or false", None));
+        }
         if let Some(v) = inputs.get("outputs_json")
             && !v.is_boolean()
         {
@@ -501,9 +507,15 @@ impl Tool for AiTool {
             }
         };
         let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
-        let prompt = template::render(&template_text, &context).map_err(|e| {
-            invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
-        })?;
+        // `verbatim: true` sends the prompt as written: a prompt under test
+        // keeps its own `{{placeholders}}`.
+        let prompt = if inputs.get("verbatim").and_then(Value::as_bool) == Some(true) {
+            template_text
+        } else {
+            template::render(&template_text, &context).map_err(|e| {
+                invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
+            })?
+        };
         let system = match str_input(inputs, "system")? {
             Some(s) => Some(template::render(s, &context).map_err(invalid)?),
             None => None,

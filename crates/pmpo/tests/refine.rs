@@ -614,3 +614,83 @@ fn offline_with_a_model_configured_never_calls_it() {
     assert!(server.chat_requests().is_empty());
     assert!(ws.read("refinement_log.md").contains("Planned by: adapter"));
 }
+
+#[test]
+fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
+    let ws = Ws::new();
+    ws.write(
+        "prompts/hero.md",
+        "Create a calm hero banner of {{subject}} at dawn, soft pastel light, 16:9.\n",
+    );
+    let server = ModelServer::start(|s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({"constraints": []}))
+        } else if p.starts_with("Phase: Plan") || p.starts_with("Your answer is not valid") {
+            // Never a valid plan: one repair, then the adapter's plan.
+            reply_json(json!({"steps": []}))
+        } else if p.starts_with("Phase: Reflect") {
+            let ids: Vec<String> = p
+                .split("Judge only these constraints:\n")
+                .nth(1)
+                .unwrap_or("")
+                .lines()
+                .take_while(|l| l.starts_with("- "))
+                .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
+                .collect();
+            reply_json(
+                json!({"judgements": ids.iter().map(|id| json!({"id": id, "status": "satisfied"})).collect::<Vec<_>>()}),
+            )
+        } else if p.contains("{{subject}}") {
+            openai(
+                "A pale lighthouse stands over a still sea as the sun rises.",
+                "stop",
+            )
+        } else {
+            openai_error(400, "unexpected prompt", "bad")
+        }
+    });
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "hero",
+            "--type",
+            "meta-prompt",
+            "--input",
+            "prompts/hero.md",
+            "--content-type",
+            "meta:image-prompt",
+            "--test-generation",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["evaluation_strategy"], "test_execution");
+    assert_eq!(report["outcome"], "converged");
+    assert!(ws.read("dist/test-output.md").contains("lighthouse"));
+    let meta = ws.read_json("dist/prompt.meta.json");
+    assert_eq!(meta["variables"], json!(["subject"]));
+    let log = ws.read("refinement_log.md");
+    assert!(
+        log.contains("the model's plan was invalid after one repair"),
+        "{log}"
+    );
+    assert!(log.contains("Planned by: adapter"));
+    // The plan was asked for twice (the question and its repair), no more.
+    let plans = server
+        .chat_requests()
+        .iter()
+        .filter(|s| {
+            s.json()["messages"].as_array().unwrap().iter().any(|m| {
+                m["role"] == "user"
+                    && m["content"]
+                        .as_str()
+                        .unwrap_or("")
+                        .starts_with("Phase: Plan")
+            })
+        })
+        .count();
+    assert_eq!(plans, 2);
+}
