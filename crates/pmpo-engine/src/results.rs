@@ -193,7 +193,13 @@ impl ExecutionResults {
     }
 }
 
-/// Builds the manifest from the files of completed stages.
+/// Builds the manifest from the files of completed stages, and of stages
+/// whose earlier identical result was reused (their files are verified on
+/// disk, and they are part of the artifact all the same).
+fn produced(s: &StageResult) -> bool {
+    matches!(s.status, StageStatus::Completed | StageStatus::Cached)
+}
+
 pub fn build_manifest(
     spec: &pmpo_plan::Specification,
     run_id: &str,
@@ -203,10 +209,7 @@ pub fn build_manifest(
 ) -> Manifest {
     let mut variants = Vec::new();
     let mut files = Vec::new();
-    for s in stages
-        .iter()
-        .filter(|s| s.status == StageStatus::Completed && !s.files.is_empty())
-    {
+    for s in stages.iter().filter(|s| produced(s) && !s.files.is_empty()) {
         let paths: Vec<String> = s.files.iter().map(|f| f.path.clone()).collect();
         let ext = |p: &str| p.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
         let first = ext(&paths[0]);
@@ -233,7 +236,7 @@ pub fn build_manifest(
     );
     let sizes = stages
         .iter()
-        .filter(|s| s.status == StageStatus::Completed && s.tool == "rasterize")
+        .filter(|s| produced(s) && s.tool == "rasterize")
         .filter_map(|s| s.outputs.get("sizes").and_then(Value::as_array))
         .flatten()
         .filter_map(Value::as_u64)

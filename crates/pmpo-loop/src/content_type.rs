@@ -117,7 +117,8 @@ fn by_extension(path: &str) -> Option<&'static str> {
         "html" | "htm" => "direct:html",
         "md" | "markdown" => "direct:content",
         "svg" | "png" | "jpg" | "jpeg" | "webp" | "gif" => "direct:image",
-        "py" | "rs" | "js" | "mjs" | "cjs" | "ts" | "sh" | "go" | "rb" => "direct:code",
+        // The languages the code adapter checks.
+        "py" | "rs" | "js" | "mjs" | "cjs" | "sh" | "bash" => "direct:code",
         _ => return None,
     })
 }

@@ -1486,6 +1486,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         };
         r.regressions = reflect::regressions(&r, before.as_ref());
         write_json(self.ws, &reflection_path(&self.name(), iteration), &r)?;
+        for n in &notes {
+            self.env.observer.note(n);
+        }
         let summary = format!(
             "{} satisfied, {} violated, {} not checked of {}; {} regression(s)",
             r.count("satisfied"),
@@ -1529,7 +1532,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         self.log(REFINEMENT_LOG, &format!("reflect:{iteration}"), &body)?;
         let mut d = format!("## Iteration {iteration} — Reflect\n\n- {summary}\n");
         if !r.unsatisfied().is_empty() {
-            d.push_str(&format!("- Unsatisfied: {}\n", r.unsatisfied().join(", ")));
+            d.push_str(&format!(
+                "- Not satisfied (violated, or blocking and not measured): {}\n",
+                r.unsatisfied().join(", ")
+            ));
         }
         for g in &r.regressions {
             d.push_str(&format!("- Regression: {g}\n"));
@@ -1790,16 +1796,23 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             let status = d.status.clone().unwrap_or_else(|| "converged".into());
             self.state.convergence_status = status.clone();
             store_loop(&mut self.state, &self.ls);
-            let history = self.arts.finalize_state(
-                &mut self.state,
-                Some(&status),
-                &[
-                    pmpo_engine::validation::CONSTRAINTS_FILE,
-                    pmpo_engine::MANIFEST_FILE,
-                    REFINEMENT_LOG,
-                    DECISIONS,
-                ],
-            )?;
+            // The cycle's own files go to the history with it: the next
+            // cycle reuses their paths.
+            let mut archived: Vec<String> = vec![
+                pmpo_engine::validation::CONSTRAINTS_FILE.into(),
+                pmpo_engine::MANIFEST_FILE.into(),
+                REFINEMENT_LOG.into(),
+                DECISIONS.into(),
+                spec_path(&self.name()),
+            ];
+            for i in 1..=iteration {
+                archived.push(plan_path(&self.name(), i));
+                archived.push(reflection_path(&self.name(), i));
+            }
+            let archived: Vec<&str> = archived.iter().map(String::as_str).collect();
+            let history = self
+                .arts
+                .finalize_state(&mut self.state, Some(&status), &archived)?;
             self.log(
                 DECISIONS,
                 "finalized",
@@ -1970,6 +1983,13 @@ fn list_dist(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     let mut empty = Vec::new();
     let root = ws.root().join("dist");
     for e in walk(&root, 0).into_iter().take(20_000) {
+        // A killed writer may leave its temporary file behind; it is not output.
+        if e.0
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().contains(".pmpo-tmp-"))
+        {
+            continue;
+        }
         if let Some(rel) = ws.relative(&e.0) {
             if e.1 == 0 {
                 empty.push(rel.clone());

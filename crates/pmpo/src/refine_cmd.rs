@@ -42,8 +42,11 @@ pub struct RefineArgs {
     #[arg(long, overrides_with = "approval")]
     pub no_approval: bool,
     /// meta:* only: run the prompt through the model and evaluate its output too.
-    #[arg(long)]
+    #[arg(long, overrides_with = "no_test_generation")]
     pub test_generation: bool,
+    /// Stop running the prompt through the model (undoes an earlier --test-generation).
+    #[arg(long, overrides_with = "test_generation")]
+    pub no_test_generation: bool,
     /// meta:* only: the system that will consume the prompt (dall-e-3, sora, claude, ...).
     #[arg(long, value_name = "NAME")]
     pub target_platform: Option<String>,
@@ -79,14 +82,15 @@ pub struct RefineArgs {
 }
 
 #[derive(clap::Args)]
+#[command(group(clap::ArgGroup::new("answer").required(true).args(["go_on", "terminate"])))]
 pub struct ApproveArgs {
     /// The artifact waiting at the approval gate.
     pub name: String,
     /// Go on: Persist, then the usual loop/terminate decision.
-    #[arg(long = "continue", group = "answer", required = true)]
+    #[arg(long = "continue")]
     pub go_on: bool,
     /// Stop: Persist, then finalize the cycle as user_terminated.
-    #[arg(long, group = "answer", required = true)]
+    #[arg(long)]
     pub terminate: bool,
     /// A note kept with the answer in decisions.md.
     #[arg(long, value_name = "TEXT")]
@@ -303,7 +307,13 @@ pub fn refine(a: RefineArgs) -> u8 {
         } else {
             None
         },
-        test_generation: a.test_generation.then_some(true),
+        test_generation: if a.test_generation {
+            Some(true)
+        } else if a.no_test_generation {
+            Some(false)
+        } else {
+            None
+        },
         target_platform: a.target_platform.clone(),
         components: a.components.clone(),
         options,

@@ -198,7 +198,13 @@ fn a_refinement_converges_in_three_iterations_with_a_model() {
         ]
     );
     let history_dir = ws.p(".refiner/history/hero");
-    assert!(std::fs::read_dir(history_dir).unwrap().count() == 1);
+    let cycles: Vec<_> = std::fs::read_dir(history_dir).unwrap().flatten().collect();
+    assert_eq!(cycles.len(), 1);
+    // The cycle's plans and reflections are archived with it.
+    let archived = cycles[0].path().join("files/.refiner/artifacts/hero");
+    assert!(archived.join("plans/iteration-3.json").is_file());
+    assert!(archived.join("reflections/iteration-1.json").is_file());
+    assert!(archived.join("specification.json").is_file());
     // The key never reaches the disk.
     for f in ws.files() {
         let text = String::from_utf8_lossy(&std::fs::read(ws.p(&f)).unwrap()).into_owned();
@@ -477,6 +483,39 @@ fn a_kill_in_the_middle_of_an_iteration_resumes_cleanly() {
         std::thread::sleep(Duration::from_millis(delay_ms));
         let _ = child.kill();
         let _ = child.wait();
+        // Whatever the moment of the kill, every state file is whole JSON and
+        // the completed phases are a prefix of the loop's order.
+        for f in ws.files() {
+            if f.starts_with(".refiner/") && f.ends_with(".json") {
+                let text = ws.read(&f);
+                assert!(
+                    serde_json::from_str::<Value>(&text).is_ok(),
+                    "delay {delay_ms}: {f} is torn: {text}"
+                );
+            }
+        }
+        if ws.p(".refiner/artifacts/k/state.json").exists() {
+            let st = state(&ws, "k");
+            let done: Vec<&str> = st["phases_completed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|p| p.as_str().unwrap())
+                .collect();
+            let order = ["specify", "plan", "execute", "reflect", "persist"];
+            assert_eq!(done, order[..done.len()].to_vec(), "delay {delay_ms}");
+            for p in &done {
+                let cp = st["checkpoints"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|c| c["phase"] == *p);
+                assert!(
+                    cp,
+                    "delay {delay_ms}: phase {p} completed without a checkpoint"
+                );
+            }
+        }
         let r = run(pmpo(&ws), &["refine", "k", "--json"]);
         let st = state(&ws, "k");
         if st["finalized_at"].is_string() && r.code == 0 {
