@@ -1763,6 +1763,31 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 "timestamp": now_rfc3339(),
             }));
         }
+        // The manifest records where the refinement stands (the Execute phase
+        // wrote its files; Persist adds the loop's view of them).
+        let manifest_rel = pmpo_engine::MANIFEST_FILE;
+        if let Ok(Some(mut manifest)) = read_json::<Value>(self.ws, manifest_rel)
+            && let Some(obj) = manifest.as_object_mut()
+        {
+            obj.insert(
+                "refinement".into(),
+                json!({
+                    "refinement_id": self.state.refinement_id,
+                    "iteration": iteration,
+                    "evaluation_strategy": r.strategy,
+                    "constraints": {
+                        "total": r.constraints.len(),
+                        "satisfied": r.count("satisfied"),
+                        "violated": r.count("violated"),
+                        "not_checked": r.count("not_checked"),
+                    },
+                    "decision": d.decision,
+                    "convergence_status": d.status,
+                    "decided_at": d.decided_at,
+                }),
+            );
+            write_json(self.ws, manifest_rel, &manifest)?;
+        }
         let summary = format!(
             "decision: {}{}",
             d.decision,

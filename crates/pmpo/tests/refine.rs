@@ -165,6 +165,10 @@ fn a_refinement_converges_in_three_iterations_with_a_model() {
     assert!(ws.read("dist/prompt.md").contains("lighthouse"));
     let meta = ws.read_json("dist/prompt.meta.json");
     assert_eq!(meta["target_platform"], "dall-e-3");
+    // Persist records the refinement in the manifest.
+    let manifest = ws.read_json("artifact_manifest.json");
+    assert_eq!(manifest["refinement"]["iteration"], 3);
+    assert_eq!(manifest["refinement"]["convergence_status"], "converged");
     assert!(meta["characters"].as_u64().unwrap() > 50);
 
     // The state, the logs and the finalized cycle.
