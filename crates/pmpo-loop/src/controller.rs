@@ -897,6 +897,7 @@ impl Controller<'_, '_> {
             let t_model = Instant::now();
             let asked = caller
                 .ask_json(Phase::Specify, "specify", prompt, &|v| {
+                    model::tidy_specify(v);
                     model::schema_problems(model::SPECIFY_SCHEMA, v)
                 })
                 .await;
@@ -1064,7 +1065,7 @@ List only constraints the defaults do not cover; each must be something a review
             let engine = self.env.engine.clone();
             let spec_for_check = spec.clone();
             let name = self.name();
-            let check = move |v: &Value| -> Vec<String> {
+            let check = move |v: &mut Value| -> Vec<String> {
                 match assemble(&spec_for_check, v) {
                     Err(e) => vec![e],
                     Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
@@ -1396,7 +1397,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     refinement_id: &self.state.refinement_id,
                     cancel: &self.env.exec.cancel,
                 };
-                let check = move |v: &Value| -> Vec<String> {
+                let check = move |v: &mut Value| -> Vec<String> {
+                    model::tidy_judgement(v);
                     let mut p = model::schema_problems(model::JUDGEMENT_SCHEMA, v);
                     if p.is_empty() {
                         for j in v["judgements"].as_array().into_iter().flatten() {

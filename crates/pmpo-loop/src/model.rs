@@ -50,6 +50,62 @@ pub fn extract_json(text: &str) -> Result<Value, String> {
     })
 }
 
+/// Tidies a Specify answer the way a lenient reader would: severities and
+/// types in lower case, fields the schema does not know dropped, an unknown
+/// constraint type dropped. What is left must still pass the schema.
+pub fn tidy_specify(v: &mut Value) {
+    const KEYS: &[&str] = &["id", "description", "severity", "type", "target_metric"];
+    const TYPES: &[&str] = &[
+        "visual",
+        "structural",
+        "semantic",
+        "technical",
+        "brand",
+        "performance",
+        "accessibility",
+    ];
+    let Some(obj) = v.as_object_mut() else { return };
+    obj.retain(|k, _| k == "goals" || k == "constraints");
+    for c in obj
+        .get_mut("constraints")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(c) = c.as_object_mut() else { continue };
+        c.retain(|k, _| KEYS.contains(&k.as_str()));
+        for key in ["severity", "type"] {
+            if let Some(Value::String(s)) = c.get_mut(key) {
+                *s = s.trim().to_ascii_lowercase();
+            }
+        }
+        if c.get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| !TYPES.contains(&t))
+        {
+            c.remove("type");
+        }
+    }
+}
+
+/// Tidies a Reflect answer: statuses in lower case, stray fields dropped.
+pub fn tidy_judgement(v: &mut Value) {
+    let Some(obj) = v.as_object_mut() else { return };
+    obj.retain(|k, _| k == "judgements" || k == "summary");
+    for j in obj
+        .get_mut("judgements")
+        .and_then(Value::as_array_mut)
+        .into_iter()
+        .flatten()
+    {
+        let Some(j) = j.as_object_mut() else { continue };
+        j.retain(|k, _| matches!(k.as_str(), "id" | "status" | "reason"));
+        if let Some(Value::String(s)) = j.get_mut("status") {
+            *s = s.trim().to_ascii_lowercase();
+        }
+    }
+}
+
 /// Problems of a value against a JSON Schema (empty when valid).
 pub fn schema_problems(schema_text: &str, value: &Value) -> Vec<String> {
     let schema: Value = match serde_json::from_str(schema_text) {
@@ -101,14 +157,15 @@ impl Caller<'_> {
         }
     }
 
-    /// Asks for JSON; `check` returns the problems of a parsed answer. An
-    /// invalid answer gets one repair request naming its problems.
+    /// Asks for JSON; `check` may tidy a parsed answer (case, stray fields)
+    /// and returns its problems. An invalid answer gets one repair request
+    /// naming its problems.
     pub async fn ask_json(
         &self,
         phase: Phase,
         stage: &str,
         prompt: String,
-        check: &dyn Fn(&Value) -> Vec<String>,
+        check: &dyn Fn(&mut Value) -> Vec<String>,
     ) -> Asked {
         let mut req = ChatRequest::user(prompt);
         req.system = Some(
@@ -119,8 +176,8 @@ impl Caller<'_> {
             Err(e) => return Asked::Failed(e),
         };
         let problems = match extract_json(&first) {
-            Ok(v) => {
-                let p = check(&v);
+            Ok(mut v) => {
+                let p = check(&mut v);
                 if p.is_empty() {
                     return Asked::Valid {
                         value: v,
@@ -147,8 +204,8 @@ impl Caller<'_> {
             Err(e) => return Asked::Failed(e),
         };
         let mut again = match extract_json(&second) {
-            Ok(v) => {
-                let p = check(&v);
+            Ok(mut v) => {
+                let p = check(&mut v);
                 if p.is_empty() {
                     return Asked::Valid {
                         value: v,
@@ -178,6 +235,22 @@ mod tests {
         assert_eq!(extract_json("Sure! {\"a\": 2} done").unwrap()["a"], 2);
         assert_eq!(extract_json(" {\"a\": 3} ").unwrap()["a"], 3);
         assert!(extract_json("no json here").is_err());
+    }
+
+    #[test]
+    fn answers_are_tidied_before_they_are_judged() {
+        let mut v = serde_json::json!({"goals": ["g"], "note": "x", "constraints": [
+            {"id": "a", "description": "d", "severity": "High", "type": "Aesthetic", "validation": {}}]});
+        tidy_specify(&mut v);
+        assert!(schema_problems(SPECIFY_SCHEMA, &v).is_empty(), "{v}");
+        assert_eq!(v["constraints"][0]["severity"], "high");
+        assert!(v["constraints"][0].get("type").is_none());
+        let mut j = serde_json::json!({"judgements": [{"id": "a", "status": " Satisfied ", "confidence": 0.9}]});
+        tidy_judgement(&mut j);
+        assert!(schema_problems(JUDGEMENT_SCHEMA, &j).is_empty(), "{j}");
+        let mut bad = serde_json::json!({"constraints": [{"id": "a", "severity": "urgent"}]});
+        tidy_specify(&mut bad);
+        assert!(!schema_problems(SPECIFY_SCHEMA, &bad).is_empty());
     }
 
     #[test]
