@@ -413,7 +413,7 @@ fn logo(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
         json!({
             "id": "preview", "depends_on": ["showcase"], "tool": "preview",
             "description": "Render the showcase in a headless browser and keep the evidence",
-            "with": {"input": s.path("index.html"), "id": s.id("showcase"), "viewport": {"width": 1100, "height": 560}},
+            "with": {"input": s.path("index.html"), "id": s.id("showcase"), "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 560}},
             "outputs": [s.path(&format!("previews/{}", s.id("showcase")))],
         }),
     );
@@ -472,7 +472,7 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
         json!({
             "id": "preview", "tool": "preview",
             "description": if tsx { "Compile the component and render it in a headless browser" } else { "Render the page in a headless browser (HTMX from the local copy)" },
-            "with": {"input": page, "id": id, "required": true, "viewport": {"width": 1024, "height": 640}},
+            "with": {"input": page, "id": id, "required": true, "out_dir": s.path("previews"), "viewport": {"width": 1024, "height": 640}},
             "inputs": [page],
             "outputs": [s.path(&format!("previews/{id}/screenshot.png")), s.path(&format!("previews/{id}/preview-report.json"))],
         }),
@@ -560,7 +560,7 @@ fn a2ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
         json!({
             "id": "preview", "depends_on": ["layout"], "tool": "preview",
             "description": "Render the A2UI layout in a headless browser",
-            "with": {"input": page, "id": id, "viewport": {"width": 800, "height": 600}},
+            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 800, "height": 600}},
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
@@ -697,7 +697,7 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
         json!({
             "id": "preview", "depends_on": ["page"], "tool": "preview",
             "description": "Render the report in a headless browser",
-            "with": {"input": page, "id": id, "viewport": {"width": 1100, "height": 900}},
+            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 900}},
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
@@ -1220,9 +1220,11 @@ fn composite(b: &mut Builder, input: &AdapterInput<'_>) -> Result<(), AdapterErr
             i + 1,
             ct.split_once(':').map(|(_, k)| k).unwrap_or(ct)
         );
+        // Stage ids take letters, digits, `-` and `_` only, and a `.` would
+        // end the stage name in `$stage.output` references.
         let scope = Scope {
             dist: format!("dist/{slug}"),
-            prefix: format!("{slug}."),
+            prefix: format!("{slug}_"),
         };
         let inputs: Vec<String> = match file {
             Some(f) => vec![f],
