@@ -487,8 +487,12 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
         Some(("preview", json!({"report": report}))),
     );
     if tsx {
-        b.constraint(s, "exports-component", "high", "structural", "The module exports a component",
-            Some(("regex", json!({"path": page, "pattern": "export\\s+(default|function|const|class)", "min": 1}))));
+        // The preview compiles the file as the page's entry: a module that
+        // mounts itself into `#root` (as the example Badge.tsx does) is as
+        // good as one that exports a component for a host to mount.
+        b.constraint(s, "exports-component", "high", "structural",
+            "The module exports a component or mounts one into the page's #root",
+            Some(("regex", json!({"path": page, "pattern": "export\\s+(default|function|const|class)|getElementById\\(\\s*[\"']root[\"']\\s*\\)|\\bcreateRoot\\s*\\(", "min": 1}))));
     } else {
         b.constraint(
             s,
