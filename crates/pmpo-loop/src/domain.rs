@@ -744,6 +744,19 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
     Ok(())
 }
 
+/// Whether a workspace directory and every directory above it (up to the
+/// root) hold an `__init__.py`, so that it imports as a package from the root.
+fn is_python_package(root: &Path, dir: &str) -> bool {
+    if dir.is_empty() || dir == "." {
+        return false;
+    }
+    let mut at = root.to_path_buf();
+    dir.split('/').filter(|p| !p.is_empty()).all(|part| {
+        at.push(part);
+        at.join("__init__.py").is_file()
+    })
+}
+
 /// Test files next to the inputs or in a `tests`/`test` directory.
 fn find_tests(root: &Path, inputs: &[String], is_test: impl Fn(&str) -> bool) -> Vec<String> {
     let mut dirs: Vec<String> = vec!["tests".into(), "test".into()];
@@ -881,19 +894,26 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
                 let cmd = if on_path("pytest") {
                     json!(["pytest", "-q", "-p", "no:cacheprovider", dir])
                 } else {
-                    json!([
-                        "python3",
-                        "-B",
-                        "-m",
-                        "unittest",
-                        "discover",
-                        "-s",
-                        dir,
-                        "-t",
-                        ".",
-                        "-p",
-                        "*test*.py"
-                    ])
+                    // `-t .` makes unittest import the start directory as a
+                    // package from the workspace root, which fails ("Start
+                    // directory is not importable") unless every directory on
+                    // the way has an `__init__.py`; a plain `tests/` has none.
+                    let mut cmd = vec![
+                        json!("python3"),
+                        json!("-B"),
+                        json!("-m"),
+                        json!("unittest"),
+                        json!("discover"),
+                        json!("-s"),
+                        json!(dir),
+                    ];
+                    if is_python_package(input.root, &dir) {
+                        cmd.push(json!("-t"));
+                        cmd.push(json!("."));
+                    }
+                    cmd.push(json!("-p"));
+                    cmd.push(json!("*test*.py"));
+                    Value::Array(cmd)
                 };
                 b.constraint(
                     s,
