@@ -696,10 +696,54 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
             "outputs": [page],
         }),
     );
+    // The page lives in dist/, the document elsewhere: the files it links to
+    // by relative path go next to the page, at the same relative paths, or
+    // every relative link and image of a good document would be broken.
+    let dir = md.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let assets: Vec<String> = local_links(input.root, dir, &head_of(input.root, md))
+        .into_iter()
+        .filter(|a| s.path(a) != page && s.path(a) != body)
+        .collect();
+    let mut preview_deps = vec![json!("page")];
+    if !assets.is_empty() {
+        let mut command = vec![
+            json!("sh"),
+            json!("-c"),
+            json!(
+                "while [ $# -gt 1 ]; do mkdir -p \"$(dirname \"$2\")\" && cp \"$1\" \"$2\" || exit 1; shift 2; done"
+            ),
+            json!("sh"),
+        ];
+        let mut from = Vec::new();
+        let mut to = Vec::new();
+        for a in &assets {
+            let src = if dir.is_empty() {
+                a.clone()
+            } else {
+                format!("{dir}/{a}")
+            };
+            let dst = s.path(a);
+            command.push(json!(src));
+            command.push(json!(dst));
+            from.push(src);
+            to.push(dst);
+        }
+        b.stage(
+            s,
+            json!({
+                "id": "assets", "tool": "run",
+                "description": "Copy the files the document links to next to the report page",
+                "with": {"command": command},
+                "inputs": from,
+                "outputs": to,
+            }),
+        );
+        preview_deps.push(json!("assets"));
+    }
     b.stage(
         s,
         json!({
-            "id": "preview", "depends_on": ["page"], "tool": "preview",
+            "id": "preview", "depends_on": preview_deps, "tool": "preview",
             "description": "Render the report in a headless browser",
             "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 900}},
             "outputs": [s.path(&format!("previews/{id}"))],
@@ -742,6 +786,84 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
     );
     b.d.required_files.push(page);
     Ok(())
+}
+
+/// The start of a workspace text file (empty when it cannot be read).
+fn head_of(root: &Path, rel: &str) -> String {
+    std::fs::read(root.join(rel))
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(1 << 20)]).into_owned())
+        .unwrap_or_default()
+}
+
+/// The relative link and image targets of a Markdown text that name files
+/// under `dir` (workspace-relative), as paths relative to `dir`: inline
+/// `[..](target)`, reference definitions `[id]: target`, and `src`/`href`
+/// attributes of inline HTML. Fragments and queries are dropped; URLs,
+/// absolute paths, anchors and paths that climb out of `dir` are left out.
+fn local_links(root: &Path, dir: &str, text: &str) -> Vec<String> {
+    let take = |rest: &str, close: &[char]| -> String {
+        let rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix('<') {
+            r.split('>').next().unwrap_or("").to_string()
+        } else {
+            rest.split(|c: char| c.is_whitespace() || close.contains(&c))
+                .next()
+                .unwrap_or("")
+                .to_string()
+        }
+    };
+    let mut found: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices("](") {
+        found.push(take(&text[i + 2..], &[')']));
+    }
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[')
+            && let Some(j) = t.find("]:")
+        {
+            found.push(take(&t[j + 2..], &[]));
+        }
+    }
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in text.match_indices(attr) {
+            found.push(take(&text[i + attr.len()..], &['"']));
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for target in &found {
+        let target = target.split(['#', '?']).next().unwrap_or("");
+        if target.is_empty() || target.starts_with('/') || target.contains(':') {
+            continue;
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        let mut escapes = false;
+        for seg in target.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        escapes = true;
+                        break;
+                    }
+                }
+                other => parts.push(other),
+            }
+        }
+        if escapes || parts.is_empty() {
+            continue;
+        }
+        let rel = parts.join("/");
+        let on_disk = if dir.is_empty() {
+            root.join(&rel)
+        } else {
+            root.join(dir).join(&rel)
+        };
+        if on_disk.is_file() && !out.contains(&rel) {
+            out.push(rel);
+        }
+    }
+    out.sort();
+    out
 }
 
 /// Whether a workspace directory and every directory above it (up to the
