@@ -879,6 +879,19 @@ fn is_python_package(root: &Path, dir: &str) -> bool {
     })
 }
 
+/// Whether the workspace root has an eslint configuration (flat or legacy).
+fn has_eslint_config(root: &Path) -> bool {
+    let flat = ["js", "mjs", "cjs", "ts", "mts", "cts"]
+        .iter()
+        .any(|e| root.join(format!("eslint.config.{e}")).is_file());
+    let legacy = ["", ".js", ".cjs", ".json", ".yml", ".yaml"]
+        .iter()
+        .any(|e| root.join(format!(".eslintrc{e}")).is_file());
+    let in_package = std::fs::read_to_string(root.join("package.json"))
+        .is_ok_and(|t| t.contains("\"eslintConfig\""));
+    flat || legacy || in_package
+}
+
 /// Test files next to the inputs or in a `tests`/`test` directory.
 fn find_tests(root: &Path, inputs: &[String], is_test: impl Fn(&str) -> bool) -> Vec<String> {
     let mut dirs: Vec<String> = vec!["tests".into(), "test".into()];
@@ -1059,7 +1072,10 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
                 "Every source file parses (node --check)",
                 Some(("syntax", json!({"path": files, "language": "node"}))),
             );
-            if on_path("eslint") {
+            // eslint refuses to run (exit 2) in a project without its
+            // configuration, which would fail the lint constraint of any code.
+            let eslint_config = has_eslint_config(input.root);
+            if on_path("eslint") && eslint_config {
                 b.constraint(
                     s,
                     "lint",
@@ -1071,7 +1087,11 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
             } else {
                 note(
                     b,
-                    "no linter (eslint) on PATH; the lint constraint is left to judgement",
+                    if eslint_config {
+                        "no linter (eslint) on PATH; the lint constraint is left to judgement"
+                    } else {
+                        "no eslint configuration in the workspace (eslint.config.*, .eslintrc*), so eslint is not run; the lint constraint is left to judgement"
+                    },
                 );
                 b.constraint(
                     s,

@@ -1089,3 +1089,56 @@ fn usage_errors_exit_2_and_write_nothing_to_dist() {
         assert!(!ws_dir.join("artifact_manifest.json").exists(), "{args:?}");
     }
 }
+
+#[test]
+fn code_node_runs_eslint_only_with_a_configuration() {
+    // A stand-in eslint on PATH: it passes, and says what it was given.
+    let tools = tempfile::tempdir().unwrap();
+    let eslint = tools.path().join("eslint");
+    std::fs::write(&eslint, "#!/bin/sh\necho \"linted $*\"\nexit 0\n").unwrap();
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&eslint, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let path = std::env::join_paths(
+        std::iter::once(tools.path().to_path_buf())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    let ws = Ws::new();
+    copy_fixture(&ws, "code/js", ".");
+    let run = |name: &str| -> Run {
+        bin()
+            .args(["refine", name, "--offline", "--json", "--type", "code"])
+            .args(["--input", "lib/add.js"])
+            .env("PATH", &path)
+            .current_dir(ws.path())
+            .output()
+            .unwrap()
+            .into()
+    };
+
+    // Without a configuration eslint exits 2 whatever the code: not run.
+    let r = run("plain");
+    let p = plan(&ws, "plain");
+    let vp = &p["plan"]["validation_plan"];
+    assert!(
+        !vp.as_array()
+            .unwrap()
+            .iter()
+            .any(|v| v["constraint_id"] == "lint"),
+        "{vp}"
+    );
+    let report = assert_converged(&ws, &r, "plain");
+    assert_eq!(status(&report, "lint"), "not_checked");
+
+    ws.write("eslint.config.js", "module.exports = [];\n");
+    let r = run("linted");
+    let p = plan(&ws, "linted");
+    assert_eq!(
+        check(&p, "lint")["with"]["command"],
+        serde_json::json!(["eslint", "lib/add.js"])
+    );
+    let report = assert_converged(&ws, &r, "linted");
+    assert_eq!(status(&report, "lint"), "satisfied");
+}
