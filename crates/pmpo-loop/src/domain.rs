@@ -508,9 +508,12 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
             "medium",
             "technical",
             "The page runs without the network (local runtime copies, no remote scripts)",
+            // Any <script> whose src is an absolute or protocol-relative
+            // URL, whatever the attribute order and quoting (the literal
+            // `<script src="http` missed `type="module" src=...` and `//cdn`).
             Some((
-                "not_contains",
-                json!({"path": page, "text": "<script src=\"http"}),
+                "regex",
+                json!({"path": page, "pattern": "(?i)<script\\b[^>]*\\bsrc\\s*=\\s*[\"']?\\s*(https?:)?//", "max": 0}),
             )),
         );
     }

@@ -429,6 +429,31 @@ fn ui_html_page() {
     } else {
         eprintln!("Chromium not found: the page's outcome is not asserted");
     }
+
+    // A remote script, not written as `<script src="http...`: still caught.
+    let page = ws.read("pages/card.html").replace(
+        "<script>",
+        "<script type=\"module\" src=\"//cdn.example.com/app.js\"></script>\n  <script>",
+    );
+    ws.write("pages/remote.html", &page);
+    let r = refine(
+        &ws,
+        "remote",
+        &[
+            "--type",
+            "ui",
+            "--input",
+            "pages/remote.html",
+            "--max-iterations",
+            "1",
+        ],
+    );
+    assert_eq!(
+        status(&r.json(), "offline-runtime"),
+        "violated",
+        "{}",
+        r.stdout
+    );
 }
 
 #[test]
