@@ -413,7 +413,7 @@ fn logo(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
         json!({
             "id": "preview", "depends_on": ["showcase"], "tool": "preview",
             "description": "Render the showcase in a headless browser and keep the evidence",
-            "with": {"input": s.path("index.html"), "id": s.id("showcase"), "viewport": {"width": 1100, "height": 560}},
+            "with": {"input": s.path("index.html"), "id": s.id("showcase"), "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 560}},
             "outputs": [s.path(&format!("previews/{}", s.id("showcase")))],
         }),
     );
@@ -472,7 +472,7 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
         json!({
             "id": "preview", "tool": "preview",
             "description": if tsx { "Compile the component and render it in a headless browser" } else { "Render the page in a headless browser (HTMX from the local copy)" },
-            "with": {"input": page, "id": id, "required": true, "viewport": {"width": 1024, "height": 640}},
+            "with": {"input": page, "id": id, "required": true, "out_dir": s.path("previews"), "viewport": {"width": 1024, "height": 640}},
             "inputs": [page],
             "outputs": [s.path(&format!("previews/{id}/screenshot.png")), s.path(&format!("previews/{id}/preview-report.json"))],
         }),
@@ -487,8 +487,12 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
         Some(("preview", json!({"report": report}))),
     );
     if tsx {
-        b.constraint(s, "exports-component", "high", "structural", "The module exports a component",
-            Some(("regex", json!({"path": page, "pattern": "export\\s+(default|function|const|class)", "min": 1}))));
+        // The preview compiles the file as the page's entry: a module that
+        // mounts itself into `#root` (as the example Badge.tsx does) is as
+        // good as one that exports a component for a host to mount.
+        b.constraint(s, "exports-component", "high", "structural",
+            "The module exports a component or mounts one into the page's #root",
+            Some(("regex", json!({"path": page, "pattern": "export\\s+(default|function|const|class)|getElementById\\(\\s*[\"']root[\"']\\s*\\)|\\bcreateRoot\\s*\\(", "min": 1}))));
     } else {
         b.constraint(
             s,
@@ -504,9 +508,12 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
             "medium",
             "technical",
             "The page runs without the network (local runtime copies, no remote scripts)",
+            // Any <script> whose src is an absolute or protocol-relative
+            // URL, whatever the attribute order and quoting (the literal
+            // `<script src="http` missed `type="module" src=...` and `//cdn`).
             Some((
-                "not_contains",
-                json!({"path": page, "text": "<script src=\"http"}),
+                "regex",
+                json!({"path": page, "pattern": "(?i)<script\\b[^>]*\\bsrc\\s*=\\s*[\"']?\\s*(https?:)?//", "max": 0}),
             )),
         );
     }
@@ -560,7 +567,7 @@ fn a2ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
         json!({
             "id": "preview", "depends_on": ["layout"], "tool": "preview",
             "description": "Render the A2UI layout in a headless browser",
-            "with": {"input": page, "id": id, "viewport": {"width": 800, "height": 600}},
+            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 800, "height": 600}},
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
@@ -692,12 +699,56 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
             "outputs": [page],
         }),
     );
+    // The page lives in dist/, the document elsewhere: the files it links to
+    // by relative path go next to the page, at the same relative paths, or
+    // every relative link and image of a good document would be broken.
+    let dir = md.rsplit_once('/').map(|(d, _)| d).unwrap_or("");
+    let assets: Vec<String> = local_links(input.root, dir, &head_of(input.root, md))
+        .into_iter()
+        .filter(|a| s.path(a) != page && s.path(a) != body)
+        .collect();
+    let mut preview_deps = vec![json!("page")];
+    if !assets.is_empty() {
+        let mut command = vec![
+            json!("sh"),
+            json!("-c"),
+            json!(
+                "while [ $# -gt 1 ]; do mkdir -p \"$(dirname \"$2\")\" && cp \"$1\" \"$2\" || exit 1; shift 2; done"
+            ),
+            json!("sh"),
+        ];
+        let mut from = Vec::new();
+        let mut to = Vec::new();
+        for a in &assets {
+            let src = if dir.is_empty() {
+                a.clone()
+            } else {
+                format!("{dir}/{a}")
+            };
+            let dst = s.path(a);
+            command.push(json!(src));
+            command.push(json!(dst));
+            from.push(src);
+            to.push(dst);
+        }
+        b.stage(
+            s,
+            json!({
+                "id": "assets", "tool": "run",
+                "description": "Copy the files the document links to next to the report page",
+                "with": {"command": command},
+                "inputs": from,
+                "outputs": to,
+            }),
+        );
+        preview_deps.push(json!("assets"));
+    }
     b.stage(
         s,
         json!({
-            "id": "preview", "depends_on": ["page"], "tool": "preview",
+            "id": "preview", "depends_on": preview_deps, "tool": "preview",
             "description": "Render the report in a headless browser",
-            "with": {"input": page, "id": id, "viewport": {"width": 1100, "height": 900}},
+            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 900}},
             "outputs": [s.path(&format!("previews/{id}"))],
         }),
     );
@@ -738,6 +789,110 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
     );
     b.d.required_files.push(page);
     Ok(())
+}
+
+/// The start of a workspace text file (empty when it cannot be read).
+fn head_of(root: &Path, rel: &str) -> String {
+    std::fs::read(root.join(rel))
+        .map(|b| String::from_utf8_lossy(&b[..b.len().min(1 << 20)]).into_owned())
+        .unwrap_or_default()
+}
+
+/// The relative link and image targets of a Markdown text that name files
+/// under `dir` (workspace-relative), as paths relative to `dir`: inline
+/// `[..](target)`, reference definitions `[id]: target`, and `src`/`href`
+/// attributes of inline HTML. Fragments and queries are dropped; URLs,
+/// absolute paths, anchors and paths that climb out of `dir` are left out.
+fn local_links(root: &Path, dir: &str, text: &str) -> Vec<String> {
+    let take = |rest: &str, close: &[char]| -> String {
+        let rest = rest.trim_start();
+        if let Some(r) = rest.strip_prefix('<') {
+            r.split('>').next().unwrap_or("").to_string()
+        } else {
+            rest.split(|c: char| c.is_whitespace() || close.contains(&c))
+                .next()
+                .unwrap_or("")
+                .to_string()
+        }
+    };
+    let mut found: Vec<String> = Vec::new();
+    for (i, _) in text.match_indices("](") {
+        found.push(take(&text[i + 2..], &[')']));
+    }
+    for line in text.lines() {
+        let t = line.trim_start();
+        if t.starts_with('[')
+            && let Some(j) = t.find("]:")
+        {
+            found.push(take(&t[j + 2..], &[]));
+        }
+    }
+    for attr in ["src=\"", "href=\""] {
+        for (i, _) in text.match_indices(attr) {
+            found.push(take(&text[i + attr.len()..], &['"']));
+        }
+    }
+    let mut out: Vec<String> = Vec::new();
+    for target in &found {
+        let target = target.split(['#', '?']).next().unwrap_or("");
+        if target.is_empty() || target.starts_with('/') || target.contains(':') {
+            continue;
+        }
+        let mut parts: Vec<&str> = Vec::new();
+        let mut escapes = false;
+        for seg in target.split('/') {
+            match seg {
+                "" | "." => {}
+                ".." => {
+                    if parts.pop().is_none() {
+                        escapes = true;
+                        break;
+                    }
+                }
+                other => parts.push(other),
+            }
+        }
+        if escapes || parts.is_empty() {
+            continue;
+        }
+        let rel = parts.join("/");
+        let on_disk = if dir.is_empty() {
+            root.join(&rel)
+        } else {
+            root.join(dir).join(&rel)
+        };
+        if on_disk.is_file() && !out.contains(&rel) {
+            out.push(rel);
+        }
+    }
+    out.sort();
+    out
+}
+
+/// Whether a workspace directory and every directory above it (up to the
+/// root) hold an `__init__.py`, so that it imports as a package from the root.
+fn is_python_package(root: &Path, dir: &str) -> bool {
+    if dir.is_empty() || dir == "." {
+        return false;
+    }
+    let mut at = root.to_path_buf();
+    dir.split('/').filter(|p| !p.is_empty()).all(|part| {
+        at.push(part);
+        at.join("__init__.py").is_file()
+    })
+}
+
+/// Whether the workspace root has an eslint configuration (flat or legacy).
+fn has_eslint_config(root: &Path) -> bool {
+    let flat = ["js", "mjs", "cjs", "ts", "mts", "cts"]
+        .iter()
+        .any(|e| root.join(format!("eslint.config.{e}")).is_file());
+    let legacy = ["", ".js", ".cjs", ".json", ".yml", ".yaml"]
+        .iter()
+        .any(|e| root.join(format!(".eslintrc{e}")).is_file());
+    let in_package = std::fs::read_to_string(root.join("package.json"))
+        .is_ok_and(|t| t.contains("\"eslintConfig\""));
+    flat || legacy || in_package
 }
 
 /// Test files next to the inputs or in a `tests`/`test` directory.
@@ -877,19 +1032,26 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
                 let cmd = if on_path("pytest") {
                     json!(["pytest", "-q", "-p", "no:cacheprovider", dir])
                 } else {
-                    json!([
-                        "python3",
-                        "-B",
-                        "-m",
-                        "unittest",
-                        "discover",
-                        "-s",
-                        dir,
-                        "-t",
-                        ".",
-                        "-p",
-                        "*test*.py"
-                    ])
+                    // `-t .` makes unittest import the start directory as a
+                    // package from the workspace root, which fails ("Start
+                    // directory is not importable") unless every directory on
+                    // the way has an `__init__.py`; a plain `tests/` has none.
+                    let mut cmd = vec![
+                        json!("python3"),
+                        json!("-B"),
+                        json!("-m"),
+                        json!("unittest"),
+                        json!("discover"),
+                        json!("-s"),
+                        json!(dir),
+                    ];
+                    if is_python_package(input.root, &dir) {
+                        cmd.push(json!("-t"));
+                        cmd.push(json!("."));
+                    }
+                    cmd.push(json!("-p"));
+                    cmd.push(json!("*test*.py"));
+                    Value::Array(cmd)
                 };
                 b.constraint(
                     s,
@@ -913,7 +1075,10 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
                 "Every source file parses (node --check)",
                 Some(("syntax", json!({"path": files, "language": "node"}))),
             );
-            if on_path("eslint") {
+            // eslint refuses to run (exit 2) in a project without its
+            // configuration, which would fail the lint constraint of any code.
+            let eslint_config = has_eslint_config(input.root);
+            if on_path("eslint") && eslint_config {
                 b.constraint(
                     s,
                     "lint",
@@ -925,7 +1090,11 @@ fn code(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adap
             } else {
                 note(
                     b,
-                    "no linter (eslint) on PATH; the lint constraint is left to judgement",
+                    if eslint_config {
+                        "no linter (eslint) on PATH; the lint constraint is left to judgement"
+                    } else {
+                        "no eslint configuration in the workspace (eslint.config.*, .eslintrc*), so eslint is not run; the lint constraint is left to judgement"
+                    },
                 );
                 b.constraint(
                     s,
@@ -1220,9 +1389,11 @@ fn composite(b: &mut Builder, input: &AdapterInput<'_>) -> Result<(), AdapterErr
             i + 1,
             ct.split_once(':').map(|(_, k)| k).unwrap_or(ct)
         );
+        // Stage ids take letters, digits, `-` and `_` only, and a `.` would
+        // end the stage name in `$stage.output` references.
         let scope = Scope {
             dist: format!("dist/{slug}"),
-            prefix: format!("{slug}."),
+            prefix: format!("{slug}_"),
         };
         let inputs: Vec<String> = match file {
             Some(f) => vec![f],
