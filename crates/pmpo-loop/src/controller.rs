@@ -543,7 +543,14 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     } else {
         env.client.clone().filter(|c| c.is_configured())
     };
-    let ls = loop_state(&state);
+    let mut ls = loop_state(&state);
+    if ls.test_generation && client.is_none() {
+        // Running the prompt needs a model: without one the prompt itself is judged.
+        notes.push(
+            "test generation needs a model endpoint; without one only the prompt is evaluated (prompt_quality)".into(),
+        );
+        ls.evaluation_strategy = content_type::Strategy::PromptQuality.as_str().into();
+    }
     let mut c = Controller {
         ws: &ws,
         arts: &arts,
@@ -804,7 +811,7 @@ impl Controller<'_, '_> {
             intent: self.ls.intent.as_deref(),
             options: &self.ls.options,
             target_platform: self.ls.target_platform.as_deref(),
-            test_generation: self.ls.test_generation,
+            test_generation: self.ls.test_generation && self.client.is_some(),
             components: &self.ls.components,
             root: self.ws.root(),
         }

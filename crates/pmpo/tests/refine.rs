@@ -737,3 +737,31 @@ fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
         .count();
     assert_eq!(plans, 2);
 }
+
+#[test]
+fn test_generation_without_a_model_evaluates_the_prompt_only() {
+    let ws = Ws::new();
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "p",
+            "--type",
+            "meta-prompt",
+            "--intent",
+            "Create a calm banner prompt",
+            "--test-generation",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["evaluation_strategy"], "prompt_quality");
+    assert!(
+        report["notes"]
+            .to_string()
+            .contains("test generation needs a model endpoint")
+    );
+    let plan = ws.read_json(".refiner/artifacts/p/plans/iteration-1.json");
+    assert_eq!(plan["plan"]["stages"].as_array().unwrap().len(), 1);
+}
