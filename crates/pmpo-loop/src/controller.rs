@@ -1483,6 +1483,7 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             dist_files,
             empty_files,
             regressions: vec![],
+            components: vec![],
             notes: notes.clone(),
             reflected_at: now_rfc3339(),
         };
@@ -1494,6 +1495,26 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             None
         };
         r.regressions = reflect::regressions(&r, before.as_ref());
+        r.components = self
+            .components()
+            .into_iter()
+            .map(|(id, content_type, strategy)| {
+                let mine: Vec<&ConstraintState> = r
+                    .constraints
+                    .iter()
+                    .filter(|c| c.id.starts_with(&format!("{id}_")))
+                    .collect();
+                let n = |s: &str| mine.iter().filter(|c| c.status == s).count();
+                reflect::ComponentSummary {
+                    satisfied: n("satisfied"),
+                    violated: n("violated"),
+                    not_checked: n("not_checked"),
+                    id,
+                    content_type,
+                    strategy,
+                }
+            })
+            .collect();
         write_json(self.ws, &reflection_path(&self.name(), iteration), &r)?;
         for n in &notes {
             self.env.observer.note(n);
@@ -1518,6 +1539,12 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 c.status,
                 c.basis,
                 cell(&c.evidence)
+            ));
+        }
+        for c in &r.components {
+            body.push_str(&format!(
+                "\nComponent `{}` ({}, evaluated by {}): {} satisfied, {} violated, {} not checked\n",
+                c.id, c.content_type, c.strategy, c.satisfied, c.violated, c.not_checked
             ));
         }
         if !r.required_missing.is_empty() {
@@ -1577,13 +1604,16 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             budget = budget.saturating_sub(take.len());
             artifact.push_str(&format!("--- {f}\n{take}\n"));
         }
-        let focus = match self.ls.evaluation_strategy.as_str() {
-            "prompt_quality" => {
-                "Judge the prompt itself: clarity, specificity, fit for its target platform."
+        let focus = strategy_focus(&self.ls.evaluation_strategy);
+        let comps = self.components();
+        let component_of = |id: &str| comps.iter().find(|c| id.starts_with(&format!("{}_", c.0)));
+        let mut focus = focus.to_string();
+        if !comps.is_empty() {
+            focus = "This is a composite: judge each component by its own strategy.".into();
+            for (slug, ct, strategy) in &comps {
+                focus.push_str(&format!("\n- {slug} ({ct}): {}", strategy_focus(strategy)));
             }
-            "test_execution" => "Judge the prompt and the test output it produced.",
-            _ => "Judge the generated artifact itself.",
-        };
+        }
         format!(
             "Phase: Reflect. {focus}\n\nArtifact: {name} ({t}, {ct}). Intent: {intent}\n\n\
 Measured by deterministic checks (do not re-judge these):\n{measured}\n\n\
@@ -1601,10 +1631,28 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 .join("\n"),
             open = open
                 .iter()
-                .map(|&i| format!("- {}: {}", constraints[i].id, constraints[i].description))
+                .map(|&i| match component_of(&constraints[i].id) {
+                    Some((_, _, strategy)) => format!(
+                        "- {}: {} (evaluate by {strategy})",
+                        constraints[i].id, constraints[i].description
+                    ),
+                    None => format!("- {}: {}", constraints[i].id, constraints[i].description),
+                })
                 .collect::<Vec<_>>()
                 .join("\n"),
         )
+    }
+
+    /// A composite's components: (id prefix, content type, strategy).
+    fn components(&self) -> Vec<(String, String, String)> {
+        if self.state.content_type != "meta:composite" {
+            return Vec::new();
+        }
+        let inputs = self.ls.inputs.clone();
+        domain::component_strategies(&self.adapter_input(&inputs))
+            .into_iter()
+            .map(|(slug, ct, s)| (slug, ct, s.as_str().to_string()))
+            .collect()
     }
 
     fn load_reflection(&self) -> Result<Reflection, LoopError> {
@@ -1907,6 +1955,17 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             notes: self.notes.clone(),
             timings: self.timings.clone(),
         }
+    }
+}
+
+/// What the Reflect phase asks the model to look at, by strategy.
+fn strategy_focus(strategy: &str) -> &'static str {
+    match strategy {
+        "prompt_quality" => {
+            "Judge the prompt itself: clarity, specificity, fit for its target platform."
+        }
+        "test_execution" => "Judge the prompt and the test output it produced.",
+        _ => "Judge the generated artifact itself.",
     }
 }
 

@@ -48,7 +48,22 @@ pub struct Reflection {
     pub regressions: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// `meta:composite`: each component with its own strategy and counts.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub components: Vec<ComponentSummary>,
     pub reflected_at: String,
+}
+
+/// One component of a `meta:composite` artifact after reflection.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ComponentSummary {
+    /// The prefix of the component's stage and constraint ids (`c1-image-prompt`).
+    pub id: String,
+    pub content_type: String,
+    pub strategy: String,
+    pub satisfied: usize,
+    pub violated: usize,
+    pub not_checked: usize,
 }
 
 impl Reflection {

@@ -1006,6 +1006,25 @@ fn meta_composite_of_an_image_prompt_and_a_document() {
         .map(|c| c["content_type"].as_str().unwrap())
         .collect();
     assert_eq!(kinds, ["meta:image-prompt", "direct:content"]);
+    // Reflect reports each component under its own strategy.
+    let reflection = ws.read_json(".refiner/artifacts/launch/reflections/iteration-1.json");
+    let strategies: Vec<(&str, &str)> = reflection["components"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (c["id"].as_str().unwrap(), c["strategy"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        strategies,
+        [
+            ("c1-image-prompt", "prompt_quality"),
+            ("c2-content", "output_inspection")
+        ]
+    );
+    assert!(
+        ws.read("refinement_log.md")
+            .contains("Component `c2-content` (direct:content, evaluated by output_inspection)")
+    );
     let files = [
         "dist/c1-image-prompt/prompt.md",
         "dist/c1-image-prompt/prompt.meta.json",
