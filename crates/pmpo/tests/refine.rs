@@ -765,3 +765,91 @@ fn test_generation_without_a_model_evaluates_the_prompt_only() {
     let plan = ws.read_json(".refiner/artifacts/p/plans/iteration-1.json");
     assert_eq!(plan["plan"]["stages"].as_array().unwrap().len(), 1);
 }
+
+#[test]
+fn a_recorded_refinement_replays_without_the_server() {
+    let rec = Ws::new();
+    let cassette = rec.p("loop.cassette.jsonl");
+    let (server, _) = loop_server(vec![TODO, CLEAN]);
+    let args = |c: &str| {
+        vec![
+            "refine".to_string(),
+            "hero".into(),
+            "--type".into(),
+            "meta-prompt".into(),
+            "--content-type".into(),
+            "meta:image-prompt".into(),
+            "--intent".into(),
+            "an image prompt for a calm hero banner".into(),
+            "--json".into(),
+            c.into(),
+            cassette.display().to_string(),
+        ]
+    };
+    let first = run(
+        with_server(&rec, &server),
+        &args("--record")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    assert_eq!(first.json()["iteration"], 2);
+    let calls = server.chat_requests().len();
+    drop(server);
+
+    // Another workspace, no server: every model call is answered from the cassette.
+    let replay = Ws::new();
+    let again = run(
+        pmpo(&replay),
+        &args("--replay")
+            .iter()
+            .map(String::as_str)
+            .collect::<Vec<_>>(),
+    );
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    let report = again.json();
+    assert_eq!(report["iteration"], 2);
+    assert_eq!(report["outcome"], "converged");
+    assert!(calls >= 5, "specify, two plans, two reflections: {calls}");
+    assert_eq!(replay.read("dist/prompt.md"), rec.read("dist/prompt.md"));
+}
+
+#[test]
+fn a_second_refine_of_the_same_workspace_is_refused_while_one_runs() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let mut first = pmpo(&ws)
+        .args([
+            "refine",
+            "a",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "-q",
+        ])
+        .spawn()
+        .unwrap();
+    // Wait until the first one has started its cycle.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while !ws.p(".refiner/artifacts/a/plans/iteration-1.json").exists()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    let second = run(pmpo(&ws), &["refine", "a"]);
+    let approve = run(pmpo(&ws), &["approve", "a", "--continue"]);
+    let status = first.wait().unwrap();
+    assert!(status.success());
+    if second.code != 0 {
+        assert_eq!(second.code, 4, "{}", second.stderr);
+        assert!(
+            second.stderr.contains("in use by another pmpo"),
+            "{}",
+            second.stderr
+        );
+        assert!(second.stderr.contains("pmpo refine a"), "{}", second.stderr);
+    }
+    assert!(approve.code == 4 || approve.code == 2, "{}", approve.stderr);
+}
