@@ -205,6 +205,9 @@ pub struct LoopState {
     /// Constraints the next Plan should focus on.
     #[serde(default)]
     pub focus: Vec<String>,
+    /// Inputs or intent changed in a running cycle: Specify runs again before the next Plan.
+    #[serde(default)]
+    pub respecify: bool,
     #[serde(default)]
     pub plan_file: Option<String>,
     #[serde(default)]
@@ -384,13 +387,12 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             "--max-iterations must be at least 1".into(),
         ));
     }
-    let triggers = match &req.triggers {
-        Some(v) => Some(
-            triggers::parse_triggers(v)
-                .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?,
-        ),
-        None => None,
-    };
+    // Triggers are checked whole before anything is written (they are stored
+    // as given, and parsed again for the dispatcher below).
+    if let Some(v) = &req.triggers {
+        triggers::parse_triggers(v)
+            .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?;
+    }
     let inputs = check_inputs(&ws, &req.inputs)?;
     let provider = Provider::resolve(&ws);
     // Everything that can be refused is refused before anything is written.
@@ -520,10 +522,15 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             state.artifact_name, state.content_type
         )));
     }
-    let _ = &triggers;
     let changed = apply_request(&mut state, &req, &inputs);
     if started_how == "resumed" && !changed.is_empty() {
-        notes.push(format!("changed for this cycle: {}", changed.join(", ")));
+        notes.push(format!(
+            "changed for this cycle: {}; the specification is made again before the next plan",
+            changed.join(", ")
+        ));
+        let mut ls = loop_state(&state);
+        ls.respecify = true;
+        store_loop(&mut state, &ls);
     }
     arts.save(&mut state)?;
     let dispatcher_triggers = if state.workflow_triggers.is_empty() {
@@ -857,7 +864,11 @@ impl Controller<'_, '_> {
                 self.save()?;
             }
             let spec_missing = !self.ws.resolve(&spec_path(&self.name()))?.is_file();
-            if (self.state.current_iteration == 1 && !self.done("specify")) || spec_missing {
+            let respecify = self.ls.respecify && !self.done("plan");
+            if (self.state.current_iteration == 1 && !self.done("specify"))
+                || spec_missing
+                || respecify
+            {
                 self.specify().await?;
             } else if !self.done("plan") {
                 self.plan().await?;
@@ -984,6 +995,7 @@ impl Controller<'_, '_> {
         });
         write_json(self.ws, pmpo_engine::validation::CONSTRAINTS_FILE, &doc)?;
         self.state.goals = goals;
+        self.ls.respecify = false;
         self.state.constraints = constraints
             .iter()
             .filter_map(|c| serde_json::to_value(c).ok())
@@ -1010,7 +1022,11 @@ impl Controller<'_, '_> {
         }
         self.log(
             REFINEMENT_LOG,
-            &format!("specify:{}", self.state.current_iteration),
+            &format!(
+                "specify:{}:{}",
+                self.state.current_iteration,
+                self.state.checkpoints.len()
+            ),
             &body,
         )?;
         self.end("specify", &summary, t)

@@ -853,3 +853,73 @@ fn a_second_refine_of_the_same_workspace_is_refused_while_one_runs() {
     }
     assert!(approve.code == 4 || approve.code == 2, "{}", approve.stderr);
 }
+
+#[test]
+fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it() {
+    let ws = Ws::new();
+    // A dark navy mark disappears on the dark showcase background.
+    ws.write(
+        "brand/v1.svg",
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#0f172a"/></svg>"##,
+    );
+    // A mid blue keeps 3:1 on both the dark and the light background.
+    ws.write(
+        "brand/v2.svg",
+        r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#3b82f6"/></svg>"##,
+    );
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "mark",
+            "--type",
+            "logo",
+            "--input",
+            "brand/v1.svg",
+            "--approval",
+            "--json",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let reflection = ws.read_json(".refiner/artifacts/mark/reflections/iteration-1.json");
+    let dark = reflection["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "dark-contrast")
+        .unwrap()
+        .clone();
+    assert_eq!(dark["status"], "violated");
+
+    // The person answers and points the artifact at a better file.
+    assert_eq!(run(pmpo(&ws), &["approve", "mark", "--continue"]).code, 0);
+    let r = run(
+        pmpo(&ws),
+        &["refine", "mark", "--input", "brand/v2.svg", "--json"],
+    );
+    // Iteration 1 ends with `continue`; iteration 2 pauses at the gate again.
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    assert!(
+        r.json()["notes"]
+            .to_string()
+            .contains("the specification is made again")
+    );
+    let plan2 = ws.read_json(".refiner/artifacts/mark/plans/iteration-2.json");
+    assert_eq!(
+        plan2["plan"]["stages"][0]["with"]["command"][4],
+        "brand/v2.svg"
+    );
+    assert_eq!(run(pmpo(&ws), &["approve", "mark", "--continue"]).code, 0);
+    let r = run(pmpo(&ws), &["refine", "mark", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["outcome"], "converged");
+    assert_eq!(r.json()["iteration"], 2);
+    let st = state(&ws, "mark");
+    let specify_checkpoints = st["checkpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|c| c["phase"] == "specify")
+        .count();
+    assert_eq!(specify_checkpoints, 2);
+}
