@@ -953,6 +953,14 @@ impl Controller<'_, '_> {
                 ("goals".to_string(), json!(goals)),
                 ("evaluation_strategy".to_string(), json!(strategy)),
                 ("refinement_id".to_string(), json!(self.state.refinement_id)),
+                (
+                    "requires_approval".to_string(),
+                    json!(self.ls.requires_approval),
+                ),
+                (
+                    "max_iterations".to_string(),
+                    json!(self.state.max_iterations),
+                ),
             ]),
         };
         let mut ct = json!({
