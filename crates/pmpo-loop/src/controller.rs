@@ -394,6 +394,18 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?;
     }
     let inputs = check_inputs(&ws, &req.inputs)?;
+    // A composite's `KIND=INPUT` files are inputs too.
+    let mut components = Vec::new();
+    for c in &req.components {
+        match c.split_once('=') {
+            Some((kind, file)) => {
+                let file = check_inputs(&ws, &[file.to_string()])?.remove(0);
+                components.push(format!("{kind}={file}"));
+            }
+            None => components.push(c.clone()),
+        }
+    }
+    let req = Request { components, ..req };
     let provider = Provider::resolve(&ws);
     // Everything that can be refused is refused before anything is written.
     prevalidate(&ws, &provider, &req, &inputs)?;
@@ -551,7 +563,7 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         env.client.clone().filter(|c| c.is_configured())
     };
     let mut ls = loop_state(&state);
-    if ls.test_generation && client.is_none() {
+    if ls.test_generation && client.is_none() && state.content_type.starts_with("meta:") {
         // Running the prompt needs a model: without one the prompt itself is judged.
         notes.push(
             "test generation needs a model endpoint; without one only the prompt is evaluated (prompt_quality)".into(),
@@ -966,7 +978,7 @@ impl Controller<'_, '_> {
         let mut ct = json!({
             "content_type": self.state.content_type,
             "evaluation_strategy": strategy,
-            "test_generation": self.ls.test_generation,
+            "test_generation": self.ls.test_generation && self.client.is_some(),
             "detected_by": self.ls.content_type_source,
         });
         if let Some(p) = &self.ls.target_platform {

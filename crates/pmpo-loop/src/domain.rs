@@ -470,7 +470,8 @@ fn ui(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), Adapte
     b.stage(
         s,
         json!({
-            "id": "preview", "tool": "preview",
+            // After the copy: a failed render must not cut the copy short.
+            "id": "preview", "tool": "preview", "depends_on": ["import"],
             "description": if tsx { "Compile the component and render it in a headless browser" } else { "Render the page in a headless browser (HTMX from the local copy)" },
             "with": {"input": page, "id": id, "required": true, "out_dir": s.path("previews"), "viewport": {"width": 1024, "height": 640}},
             "inputs": [page],

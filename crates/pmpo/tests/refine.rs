@@ -618,6 +618,27 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     );
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("on_lunch"), "{}", r.stderr);
+    for component in [
+        "direct:content=../../etc/nope.md",
+        "direct:content=docs/missing.md",
+    ] {
+        let r = run(
+            pmpo(&ws),
+            &[
+                "refine",
+                "kit",
+                "--type",
+                "meta-prompt",
+                "--content-type",
+                "meta:composite",
+                "--component",
+                component,
+                "--intent",
+                "a kit",
+            ],
+        );
+        assert_eq!(r.code, 2, "{component}: {}", r.stderr);
+    }
     assert!(
         !ws.p(".refiner").exists(),
         "nothing may be written for bad input"
