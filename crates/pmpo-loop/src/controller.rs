@@ -126,7 +126,7 @@ impl LoopError {
             LoopError::Busy(_) => "wait for the other pmpo to finish".into(),
             LoopError::Engine(e) => e.hint(),
             LoopError::Plan { .. } => "the plan was written by the Plan phase; report this with the plan file".into(),
-            LoopError::Corrupt { .. } => "move the damaged file aside (or run `pmpo doctor`); the loop re-creates it from the phase that writes it".into(),
+            LoopError::Corrupt { .. } => "move the damaged file aside; `pmpo refine` then runs the phase that writes it again".into(),
         }
     }
 }
@@ -875,6 +875,7 @@ impl Controller<'_, '_> {
                 self.state.phases_completed.clear();
                 self.save()?;
             }
+            self.redo_missing()?;
             let spec_missing = !self.ws.resolve(&spec_path(&self.name()))?.is_file();
             let respecify = self.ls.respecify && !self.done("plan");
             if (self.state.current_iteration == 1 && !self.done("specify"))
@@ -901,6 +902,38 @@ impl Controller<'_, '_> {
                 }
             }
         }
+    }
+
+    /// A phase whose file is gone (moved aside after damage) runs again,
+    /// and so do the phases after it.
+    fn redo_missing(&mut self) -> Result<(), LoopError> {
+        let iteration = self.state.current_iteration;
+        let plan_file = self
+            .ls
+            .plan_file
+            .clone()
+            .unwrap_or_else(|| plan_path(&self.name(), iteration));
+        let checks = [
+            ("plan", plan_file),
+            ("reflect", reflection_path(&self.name(), iteration)),
+        ];
+        for (phase, file) in checks {
+            if self.done(phase) && !self.ws.resolve(&file)?.is_file() {
+                let at = self
+                    .state
+                    .phases_completed
+                    .iter()
+                    .position(|p| p == phase)
+                    .unwrap_or(0);
+                self.state.phases_completed.truncate(at);
+                let note = format!("`{file}` is missing: the {phase} phase runs again");
+                self.env.observer.note(&note);
+                self.notes.push(note);
+                self.save()?;
+                break;
+            }
+        }
+        Ok(())
     }
 
     // ---- Specify ----------------------------------------------------------

@@ -944,3 +944,40 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
         .count();
     assert_eq!(specify_checkpoints, 2);
 }
+
+#[test]
+fn a_damaged_loop_file_is_reported_and_left_alone() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "d",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--approval",
+        ],
+    );
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let spec = ".refiner/artifacts/d/reflections/iteration-1.json";
+    ws.write(spec, "{\"iteration\": 1, \"constr");
+    assert_eq!(run(pmpo(&ws), &["approve", "d", "--continue"]).code, 0);
+    let r = run(pmpo(&ws), &["refine", "d"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("reflections/iteration-1.json` is damaged"),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    assert_eq!(ws.read(spec), "{\"iteration\": 1, \"constr");
+    // Moved aside, the phase that writes it runs again and the loop goes on.
+    std::fs::remove_file(ws.p(spec)).unwrap();
+    let r = run(pmpo(&ws), &["refine", "d", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["outcome"], "converged");
+}
