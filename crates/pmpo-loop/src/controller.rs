@@ -177,6 +177,8 @@ pub struct Timings {
     pub teardown_ms: f64,
     /// Waiting for the model endpoint.
     pub model_ms: f64,
+    /// Waiting for a person at the approval gate.
+    pub person_ms: f64,
     /// Everything else: pmpo's own time (state, checks, logs, plans).
     pub engine_ms: f64,
 }
@@ -590,7 +592,8 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     report.timings.engine_ms = (report.timings.total_ms
         - report.timings.stages_ms
         - report.timings.teardown_ms
-        - report.timings.model_ms)
+        - report.timings.model_ms
+        - report.timings.person_ms)
         .max(0.0);
     Ok(report)
 }
@@ -1785,6 +1788,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 json!({"summary": summary}),
             );
         }
+        let t_person = Instant::now();
         let asked = self.env.ask_approval.clone().and_then(|ask| {
             ask(&ApprovalRequest {
                 artifact: self.state.artifact_name.clone(),
@@ -1792,6 +1796,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 summary: summary.clone(),
             })
         });
+        self.timings.person_ms += t_person.elapsed().as_secs_f64() * 1000.0;
         match asked {
             Some(answer) => {
                 record_answer(
