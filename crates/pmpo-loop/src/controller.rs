@@ -960,6 +960,9 @@ impl Controller<'_, '_> {
                 refinement_id: &self.state.refinement_id,
                 cancel: &self.env.exec.cancel,
             };
+            self.env
+                .observer
+                .note("asking the model for a specification");
             let t_model = Instant::now();
             let asked = caller
                 .ask_json(Phase::Specify, "specify", prompt, &|v| {
@@ -1150,6 +1153,7 @@ List only constraints the defaults do not cover; each must be something a review
                     Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
                 }
             };
+            self.env.observer.note("asking the model for a plan");
             let t_model = Instant::now();
             let asked = caller
                 .ask_json(Phase::Plan, &format!("plan-{iteration}"), prompt, &check)
@@ -1492,6 +1496,10 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     }
                     p
                 };
+                self.env.observer.note(&format!(
+                    "asking the model to judge {} constraint(s) no check measures",
+                    open.len()
+                ));
                 let t_model = Instant::now();
                 let asked = caller
                     .ask_json(
