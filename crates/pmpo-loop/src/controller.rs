@@ -438,48 +438,8 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     let (mut state, started_how) = match existing {
         Some(s) if s.finalized_at.is_none() => (s, "resumed"),
         prior => {
-            let artifact_type = req
-                .artifact_type
-                .clone()
-                .or_else(|| prior.as_ref().map(|p| p.artifact_type.clone()))
-                .or_else(|| {
-                    let d = content_type::detect(
-                        req.content_type.as_deref(),
-                        &inputs,
-                        &input_texts,
-                        None,
-                        req.intent.as_deref(),
-                    );
-                    (d.source != "default")
-                        .then(|| content_type::artifact_type_of(&d.content_type))
-                        .flatten()
-                        .map(str::to_string)
-                })
-                .ok_or_else(|| {
-                    LoopError::Usage(format!(
-                        "`{}` is a new artifact: say what it is with --type ({})",
-                        req.name,
-                        domain::DOMAINS
-                            .iter()
-                            .map(|d| d.name)
-                            .collect::<Vec<_>>()
-                            .join(", ")
-                    ))
-                })?;
-            domain::domain(&artifact_type).map_err(LoopError::Usage)?;
-            let detected = match (&req.content_type, &prior) {
-                (None, Some(p)) if req.inputs.is_empty() => content_type::Detected {
-                    content_type: p.content_type.clone(),
-                    source: "prior_cycle",
-                },
-                _ => content_type::detect(
-                    req.content_type.as_deref(),
-                    &inputs,
-                    &input_texts,
-                    Some(&artifact_type),
-                    req.intent.as_deref(),
-                ),
-            };
+            let (artifact_type, detected) =
+                type_and_content_type(&req, prior.as_ref(), &inputs, &input_texts)?;
             let is_new_cycle = prior.is_some();
             let source = detected.source;
             let seed = |state: &mut RefinementState| {
@@ -654,33 +614,24 @@ fn apply_request(
     changed
 }
 
-/// The checks of a new artifact or cycle that need no write: its type, its
-/// content type and whether its adapter can work with the inputs.
-fn prevalidate(
-    ws: &Workspace,
-    provider: &Provider,
+/// The artifact type of a new artifact or cycle (flag, prior cycle, or what
+/// the inputs make plain) and its content type (flag, prior cycle when no new
+/// inputs are given, or detected).
+fn type_and_content_type(
     req: &Request,
+    prior: Option<&RefinementState>,
     inputs: &[String],
-) -> Result<(), LoopError> {
-    let arts = Artifacts { ws, provider };
-    let existing = match arts.load(&req.name) {
-        Ok(s) => Some(s),
-        Err(ArtifactError::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    if existing.as_ref().is_some_and(|s| s.finalized_at.is_none()) {
-        return Ok(());
-    }
-    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(ws, p, 4096)).collect();
+    input_texts: &[String],
+) -> Result<(String, content_type::Detected), LoopError> {
     let artifact_type = req
         .artifact_type
         .clone()
-        .or_else(|| existing.as_ref().map(|p| p.artifact_type.clone()))
+        .or_else(|| prior.map(|p| p.artifact_type.clone()))
         .or_else(|| {
             let d = content_type::detect(
                 req.content_type.as_deref(),
                 inputs,
-                &input_texts,
+                input_texts,
                 None,
                 req.intent.as_deref(),
             );
@@ -701,21 +652,44 @@ fn prevalidate(
             ))
         })?;
     domain::domain(&artifact_type).map_err(LoopError::Usage)?;
-    let prior = existing.as_ref().map(loop_state).unwrap_or_default();
-    let content_type = match (&req.content_type, &existing) {
-        (Some(c), _) => c.clone(),
-        (None, Some(p)) if req.inputs.is_empty() => p.content_type.clone(),
-        _ => {
-            content_type::detect(
-                None,
-                inputs,
-                &input_texts,
-                Some(&artifact_type),
-                req.intent.as_deref(),
-            )
-            .content_type
-        }
+    let detected = match (&req.content_type, prior) {
+        (None, Some(p)) if req.inputs.is_empty() => content_type::Detected {
+            content_type: p.content_type.clone(),
+            source: "prior_cycle",
+        },
+        _ => content_type::detect(
+            req.content_type.as_deref(),
+            inputs,
+            input_texts,
+            Some(&artifact_type),
+            req.intent.as_deref(),
+        ),
     };
+    Ok((artifact_type, detected))
+}
+
+/// The checks of a new artifact or cycle that need no write: its type, its
+/// content type and whether its adapter can work with the inputs.
+fn prevalidate(
+    ws: &Workspace,
+    provider: &Provider,
+    req: &Request,
+    inputs: &[String],
+) -> Result<(), LoopError> {
+    let arts = Artifacts { ws, provider };
+    let existing = match arts.load(&req.name) {
+        Ok(s) => Some(s),
+        Err(ArtifactError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    if existing.as_ref().is_some_and(|s| s.finalized_at.is_none()) {
+        return Ok(());
+    }
+    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(ws, p, 4096)).collect();
+    let (artifact_type, detected) =
+        type_and_content_type(req, existing.as_ref(), inputs, &input_texts)?;
+    let content_type = detected.content_type;
+    let prior = existing.as_ref().map(loop_state).unwrap_or_default();
     let inputs: Vec<String> = if req.inputs.is_empty() {
         prior.inputs.clone()
     } else {

@@ -226,6 +226,21 @@ Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max i
 without converging, 2 usage or bad input, 3 paused (approval, or a stage awaits a decision),\n\
 4 busy, 130 cancelled.";
 
+/// The single-threaded async runtime of one command (None: it could not
+/// start, and the error was printed).
+pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
+    match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => Some(rt),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            None
+        }
+    }
+}
+
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     pmpo_plan::model::parse_duration(s)
 }
@@ -449,15 +464,8 @@ fn cmd_execute(
         }
     };
 
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_STAGE_FAILED;
-        }
+    let Some(runtime) = crate::runtime() else {
+        return crate::EXIT_STAGE_FAILED;
     };
     let mode = if quiet {
         report::Mode::Quiet

@@ -49,15 +49,8 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return 1;
-        }
+    let Some(runtime) = crate::runtime() else {
+        return crate::EXIT_STAGE_FAILED;
     };
     let health = runtime.block_on(client.health());
     let all_ok = health.iter().all(|h| h.healthy);

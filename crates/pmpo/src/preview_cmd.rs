@@ -90,15 +90,8 @@ pub fn run(args: PreviewArgs) -> u8 {
         "viewport".into(),
         json!({"width": args.viewport.0, "height": args.viewport.1}),
     );
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return crate::EXIT_STAGE_FAILED;
-        }
+    let Some(runtime) = crate::runtime() else {
+        return crate::EXIT_STAGE_FAILED;
     };
     let result = runtime.block_on(preview_once(&ws, &inputs, args.timeout));
     let (report, report_rel) = match result {

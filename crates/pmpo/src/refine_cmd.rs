@@ -320,15 +320,8 @@ pub fn refine(a: RefineArgs) -> u8 {
         triggers,
         offline: a.offline,
     };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(rt) => rt,
-        Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
-            return EXIT_STAGE_FAILED;
-        }
+    let Some(runtime) = crate::runtime() else {
+        return crate::EXIT_STAGE_FAILED;
     };
     let mut progress = Progress {
         mode,

@@ -19,19 +19,7 @@ const KEY: &str = "sk-fake-KEY-0d5e2b7a91";
 
 /// The binary with no model settings inherited from the developer's shell.
 fn pmpo(ws: &Ws) -> Command {
-    let mut c = bin();
-    for var in [
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_MODEL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_MODEL",
-    ] {
-        c.env_remove(var);
-    }
-    c.current_dir(ws.path());
-    c
+    bin_without_models(ws.path())
 }
 
 fn run(mut c: Command, args: &[&str]) -> Run {

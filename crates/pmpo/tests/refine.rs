@@ -20,19 +20,8 @@ use serde_json::{Value, json};
 const KEY: &str = "sk-fake-loop-3f9c1d";
 
 fn pmpo(ws: &Ws) -> Command {
-    let mut c = bin();
-    for var in [
-        "OPENAI_API_KEY",
-        "OPENAI_BASE_URL",
-        "OPENAI_MODEL",
-        "ANTHROPIC_API_KEY",
-        "ANTHROPIC_BASE_URL",
-        "ANTHROPIC_MODEL",
-        "PMPO_PROVIDER_CONFIG",
-    ] {
-        c.env_remove(var);
-    }
-    c.current_dir(ws.path()).stdin(Stdio::null());
+    let mut c = bin_without_models(ws.path());
+    c.stdin(Stdio::null());
     c
 }
 
@@ -50,6 +39,18 @@ fn with_server(ws: &Ws, server: &ModelServer) -> Command {
 
 fn state(ws: &Ws, name: &str) -> Value {
     ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))
+}
+
+/// The constraint ids a Reflect prompt asks the model to judge.
+fn to_judge(prompt: &str) -> Vec<String> {
+    prompt
+        .split("Judge only these constraints:\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
+        .collect()
 }
 
 fn reply_json(v: Value) -> Reply {
@@ -89,14 +90,7 @@ fn plan_server(answers: Vec<Value>) -> (ModelServer, Arc<AtomicUsize>) {
             let n = count.fetch_add(1, Ordering::SeqCst);
             reply_json(answers[n.min(answers.len() - 1)].clone())
         } else if p.starts_with("Phase: Reflect") {
-            let ids: Vec<String> = p
-                .split("Judge only these constraints:\n")
-                .nth(1)
-                .unwrap_or("")
-                .lines()
-                .take_while(|l| l.starts_with("- "))
-                .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
-                .collect();
+            let ids = to_judge(&p);
             let judgements: Vec<Value> = ids
                 .iter()
                 .map(|id| json!({"id": id, "status": "satisfied", "reason": "reads well"}))
@@ -694,14 +688,7 @@ fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
             // Never a valid plan: one repair, then the adapter's plan.
             reply_json(json!({"steps": []}))
         } else if p.starts_with("Phase: Reflect") {
-            let ids: Vec<String> = p
-                .split("Judge only these constraints:\n")
-                .nth(1)
-                .unwrap_or("")
-                .lines()
-                .take_while(|l| l.starts_with("- "))
-                .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
-                .collect();
+            let ids = to_judge(&p);
             reply_json(
                 json!({"judgements": ids.iter().map(|id| json!({"id": id, "status": "satisfied"})).collect::<Vec<_>>()}),
             )

@@ -31,6 +31,25 @@ impl From<Output> for Run {
     }
 }
 
+/// The binary in a workspace, with no model settings inherited from the
+/// developer's shell (so a test talks only to the endpoints it sets up).
+pub fn bin_without_models(dir: &Path) -> Command {
+    let mut c = bin();
+    for var in [
+        "OPENAI_API_KEY",
+        "OPENAI_BASE_URL",
+        "OPENAI_MODEL",
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_MODEL",
+        "PMPO_PROVIDER_CONFIG",
+    ] {
+        c.env_remove(var);
+    }
+    c.current_dir(dir);
+    c
+}
+
 pub fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_pmpo"));
     c.env("NO_COLOR", "1");
