@@ -1075,18 +1075,22 @@ List only constraints the defaults do not cover; each must be something a review
             name = self.state.artifact_name,
             t = self.state.artifact_type,
             ct = self.state.content_type,
-            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
-            inputs = if self.ls.inputs.is_empty() {
-                "(none)".to_string()
-            } else {
-                self.ls.inputs.join(", ")
-            },
-            defaults = defaults
-                .iter()
-                .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            intent = self.intent_text(),
+            inputs = self.inputs_text(),
+            defaults = constraint_lines(defaults),
         )
+    }
+
+    fn intent_text(&self) -> &str {
+        self.ls.intent.as_deref().unwrap_or("(none given)")
+    }
+
+    fn inputs_text(&self) -> String {
+        if self.ls.inputs.is_empty() {
+            "(none)".to_string()
+        } else {
+            self.ls.inputs.join(", ")
+        }
     }
 
     fn load_spec(&self) -> Result<SpecFile, LoopError> {
@@ -1238,19 +1242,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             name = self.state.artifact_name,
             t = self.state.artifact_type,
             ct = self.state.content_type,
-            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
-            inputs = if self.ls.inputs.is_empty() {
-                "(none)".to_string()
-            } else {
-                self.ls.inputs.join(", ")
-            },
-            constraints = spec
-                .specification
-                .constraints
-                .iter()
-                .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
-                .collect::<Vec<_>>()
-                .join("\n"),
+            intent = self.intent_text(),
+            inputs = self.inputs_text(),
+            constraints = constraint_lines(&spec.specification.constraints),
             focus = if self.ls.focus.is_empty() {
                 "(everything)".to_string()
             } else {
@@ -2012,6 +2006,15 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             timings: self.timings.clone(),
         }
     }
+}
+
+/// Constraints as prompt lines: `- id [severity]: description`.
+fn constraint_lines(constraints: &[Constraint]) -> String {
+    constraints
+        .iter()
+        .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// What the Reflect phase asks the model to look at, by strategy.

@@ -398,23 +398,26 @@ fn the_approval_gate_pauses_until_another_process_answers() {
     assert!(late.stderr.contains("finalized"), "{}", late.stderr);
 }
 
+/// A logo refinement with the approval gate, paused after its first Reflect.
+fn paused_at_the_gate(ws: &Ws, name: &str) {
+    ws.write("brand/logo.svg", LOGO);
+    let args = [
+        "refine",
+        name,
+        "--type",
+        "logo",
+        "--input",
+        "brand/logo.svg",
+        "--approval",
+    ];
+    let r = run(pmpo(ws), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+}
+
 #[test]
 fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
     let ws = Ws::new();
-    ws.write("brand/logo.svg", LOGO);
-    let r = run(
-        pmpo(&ws),
-        &[
-            "refine",
-            "l",
-            "--type",
-            "logo",
-            "--input",
-            "brand/logo.svg",
-            "--approval",
-        ],
-    );
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    paused_at_the_gate(&ws, "l");
     let early = run(pmpo(&ws), &["approve", "nope", "--continue"]);
     assert_eq!(early.code, 2);
     assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
@@ -935,20 +938,7 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
 #[test]
 fn a_damaged_loop_file_is_reported_and_left_alone() {
     let ws = Ws::new();
-    ws.write("brand/logo.svg", LOGO);
-    let r = run(
-        pmpo(&ws),
-        &[
-            "refine",
-            "d",
-            "--type",
-            "logo",
-            "--input",
-            "brand/logo.svg",
-            "--approval",
-        ],
-    );
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    paused_at_the_gate(&ws, "d");
     let spec = ".refiner/artifacts/d/reflections/iteration-1.json";
     ws.write(spec, "{\"iteration\": 1, \"constr");
     assert_eq!(run(pmpo(&ws), &["approve", "d", "--continue"]).code, 0);
