@@ -958,3 +958,75 @@ fn a_damaged_loop_file_is_reported_and_left_alone() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["outcome"], "converged");
 }
+
+#[test]
+fn a_webhook_trigger_posts_the_hook_event_during_a_refinement() {
+    use std::io::{Read, Write};
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/hooks/pmpo", listener.local_addr().unwrap());
+    let received = std::thread::spawn(move || {
+        let mut bodies = Vec::new();
+        // on_refinement_complete is the only event asked for.
+        let (mut stream, _) = listener.accept().unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            let n = stream.read(&mut chunk).unwrap_or(0);
+            if n == 0 {
+                break;
+            }
+            buf.extend_from_slice(&chunk[..n]);
+            let text = String::from_utf8_lossy(&buf).into_owned();
+            if let Some((head, body)) = text.split_once("\r\n\r\n") {
+                let len: usize = head
+                    .lines()
+                    .find_map(|l| {
+                        l.to_ascii_lowercase()
+                            .strip_prefix("content-length:")
+                            .map(|v| v.trim().parse().unwrap_or(0))
+                    })
+                    .unwrap_or(0);
+                if body.len() >= len {
+                    bodies.push((head.to_string(), body.to_string()));
+                    break;
+                }
+            }
+        }
+        let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n");
+        bodies
+    });
+    ws.write(
+        "triggers.json",
+        &json!({"triggers": [{"event": "on_refinement_complete", "condition": "metadata.status == converged",
+            "action": {"type": "webhook", "target": url, "timeout_ms": 5000}}]})
+        .to_string(),
+    );
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "w",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--triggers",
+            "triggers.json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let bodies = received.join().unwrap();
+    let (head, body) = &bodies[0];
+    assert!(head.starts_with("POST /hooks/pmpo"), "{head}");
+    let event: Value = serde_json::from_str(body).unwrap();
+    assert_eq!(event["event_type"], "refinement_complete");
+    assert_eq!(event["artifact_name"], "w");
+    assert_eq!(event["metadata"]["status"], "converged");
+    let wlog = ws.read(".refiner/artifacts/w/workflow.log");
+    assert!(wlog.contains("\"ok\""), "{wlog}");
+}
