@@ -1276,6 +1276,27 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     .collect::<Vec<_>>()
                     .join("\n"),
             })?;
+        // A run this loop left paused, then finished by `pmpo resume`, is
+        // this iteration's execution: its results are taken as they are.
+        if let Some(id) = self.ls.run_id.clone()
+            && let Ok(Some(done)) = read_json::<Value>(self.ws, pmpo_engine::RESULTS_FILE)
+            && done["run_id"].as_str() == Some(id.as_str())
+            && done["plan"].as_str() == Some(rel.as_str())
+            && done["plan_blake3"].as_str() == Some(checked.blake3.as_str())
+            && matches!(done["status"].as_str(), Some("completed" | "failed"))
+        {
+            let summary = format!(
+                "run {id} (finished by `pmpo resume`): {}",
+                done["status"].as_str().unwrap_or("")
+            );
+            self.log(
+                REFINEMENT_LOG,
+                &format!("execute:{iteration}:{id}"),
+                &format!("## Iteration {iteration} — Execute\n\n- {summary}\n"),
+            )?;
+            self.end("execute", &summary, t)?;
+            return Ok(None);
+        }
         let mut opts = self.env.exec.clone();
         opts.workspace = self.ws.root().to_path_buf();
         self.env.observer.execute_start(&checked);

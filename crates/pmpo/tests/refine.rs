@@ -1030,3 +1030,48 @@ fn a_webhook_trigger_posts_the_hook_event_during_a_refinement() {
     let wlog = ws.read(".refiner/artifacts/w/workflow.log");
     assert!(wlog.contains("\"ok\""), "{wlog}");
 }
+
+#[test]
+fn a_stage_awaiting_a_decision_pauses_the_loop_until_pmpo_resume() {
+    let ws = Ws::new();
+    let mut manual = prompt_plan(CLEAN);
+    manual["stages"].as_array_mut().unwrap().push(json!({
+        "id": "publish", "tool": "run", "on_failure": "manual",
+        "description": "Publish the prompt (needs a person when it fails)",
+        "with": {"command": ["sh", "-c", "exit 3"]},
+    }));
+    let (server, _) = plan_server(vec![manual, prompt_plan(CLEAN)]);
+    let args = [
+        "refine",
+        "hero",
+        "--type",
+        "meta-prompt",
+        "--intent",
+        "an image prompt",
+        "--json",
+    ];
+    let r = run(with_server(&ws, &server), &args);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["outcome"], "execution_paused");
+    let next = report["next_step"].as_str().unwrap().to_string();
+    let run_id = next
+        .split("pmpo resume ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .to_string();
+    // The person skips the stage; the run finishes; the loop takes its results.
+    let resumed = run(with_server(&ws, &server), &["resume", &run_id, "--skip"]);
+    assert_ne!(resumed.code, 3, "{}", resumed.stderr);
+    let r = run(with_server(&ws, &server), &["refine", "hero", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(
+        ws.read("refinement_log.md")
+            .contains(&format!("run {run_id} (finished by `pmpo resume`)"))
+    );
+    let r1 = ws.read_json(".refiner/artifacts/hero/reflections/iteration-1.json");
+    assert_eq!(r1["execution"]["run_id"], run_id);
+}
