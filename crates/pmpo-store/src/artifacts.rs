@@ -441,7 +441,7 @@ impl<'a> Artifacts<'a> {
             // Unique across cycles: the files of earlier cycles stay where they are.
             checkpoint_id: format!(
                 "cp-{}-{n:04}-{phase}-i{}",
-                &state.refinement_id[..8.min(state.refinement_id.len())],
+                state.refinement_id.chars().take(8).collect::<String>(),
                 state.current_iteration
             ),
             phase: phase.into(),
