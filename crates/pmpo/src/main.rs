@@ -210,21 +210,27 @@ pub struct RunArgs {
     breaker_cooldown: Duration,
 }
 
-const REFINE_HELP: &str = "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n\
-blocking constraint is satisfied, every required file is in dist/, the manifest validates and no\n\
-high constraint is violated, or until --max-iterations. Without a model endpoint (or with\n\
---offline) Specify uses the domain adapter's constraints and Plan its deterministic plan.\n\n\
-Examples:\n\
-  pmpo refine acme-logo --type logo --input brand/logo.svg --intent \"works on dark backgrounds\"\n\
-  pmpo refine acme-logo                 # resume where it stopped, or start a new cycle\n\
-  pmpo refine report --input docs/report.md --approval\n\
-  pmpo refine hero-prompt --type meta-prompt --intent \"an image prompt for a hero banner\"\n\n\
-Files: constraints.json, artifact_manifest.json, refinement_log.md, decisions.md, dist/, and\n\
-.refiner/artifacts/NAME/ (state.json, specification.json, plans/, reflections/, checkpoints/,\n\
-workflow.log). A kill at any point leaves state that `pmpo refine NAME` resumes.\n\n\
-Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations\n\
-without converging, 2 usage or bad input, 3 paused (approval, or a stage awaits a decision),\n\
-4 busy, 130 cancelled.";
+const REFINE_HELP: &str = concat!(
+    "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n",
+    "blocking constraint is satisfied, every required file is in dist/, the manifest validates and no\n",
+    "high constraint is violated (and nothing regressed), or until --max-iterations. Without a model\n",
+    "endpoint (or with --offline) Specify uses the domain adapter's constraints and Plan its\n",
+    "deterministic plan.\n\n",
+    "Examples:\n",
+    "  pmpo refine acme-logo --type logo --input brand/logo.svg --intent \"works on dark backgrounds\"\n",
+    "  pmpo refine acme-logo                 # resume where it stopped, or start a new cycle\n",
+    "  pmpo refine report --input docs/report.md --approval\n",
+    "  pmpo approve report --continue        # answer the approval gate from any shell\n",
+    "  pmpo refine hero-prompt --type meta-prompt --intent \"an image prompt for a hero banner\"\n",
+    "  pmpo status acme-logo                 # iteration, constraint table, last decision\n\n",
+    "Files: constraints.json, artifact_manifest.json, refinement_log.md, decisions.md, dist/, and\n",
+    ".refiner/artifacts/NAME/ (state.json, specification.json, plans/, reflections/, checkpoints/,\n",
+    "workflow.log). A kill at any point leaves state that `pmpo refine NAME` resumes.\n",
+    "Details: docs/refine.md.\n\n",
+    "Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations\n",
+    "without converging, 2 usage or bad input, 3 paused (approval, or a stage awaits a decision),\n",
+    "4 busy, 130 cancelled."
+);
 
 /// The single-threaded async runtime of one command (None: it could not
 /// start, and the error was printed).
