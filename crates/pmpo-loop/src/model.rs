@@ -27,27 +27,89 @@ pub enum Asked {
     Failed(String),
 }
 
-/// The JSON in an answer: a fenced ```json block, or the whole text.
+/// The JSON object in an answer: a fenced block, the whole text, or the
+/// first balanced `{...}` that parses. A reasoning model's `<think>` section
+/// is passed over.
 pub fn extract_json(text: &str) -> Result<Value, String> {
-    let body = if let Some(start) = text.find("```") {
-        let after = &text[start + 3..];
-        let after = after.strip_prefix("json").unwrap_or(after);
-        match after.find("```") {
-            Some(end) => &after[..end],
-            None => after,
+    let text = strip_thinking(text);
+    let text = text.trim();
+    // Fenced blocks (```json or bare ```), in order.
+    let mut rest = text;
+    while let Some(start) = rest.find("```") {
+        let after = &rest[start + 3..];
+        let body_start = after.find('\n').map_or(0, |n| n + 1);
+        let Some(end) = after[body_start..].find("```") else {
+            break;
+        };
+        let body = &after[body_start..body_start + end];
+        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(body.trim()) {
+            return Ok(v);
         }
-    } else {
-        text
-    };
-    let body = body.trim();
-    serde_json::from_str(body).or_else(|e| {
-        // An answer with prose around a bare object: take the outermost braces.
-        match (body.find('{'), body.rfind('}')) {
-            (Some(a), Some(b)) if b > a => serde_json::from_str(&body[a..=b])
-                .map_err(|e2| format!("the answer is not JSON ({e2})")),
-            _ => Err(format!("the answer is not JSON ({e})")),
+        rest = &after[body_start + end + 3..];
+    }
+    match serde_json::from_str::<Value>(text) {
+        Ok(v @ Value::Object(_)) => return Ok(v),
+        Ok(_) => return Err("the answer is JSON but not an object".into()),
+        Err(_) => {}
+    }
+    // Prose around an object: try each balanced object in turn.
+    for (at, _) in text.match_indices('{') {
+        if let Some(len) = balanced_object(&text[at..])
+            && let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text[at..at + len])
+        {
+            return Ok(v);
         }
-    })
+    }
+    Err("the answer holds no JSON object".into())
+}
+
+/// The text without `<think>...</think>` sections.
+fn strip_thinking(text: &str) -> String {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(start) = rest.find("<think>") {
+        out.push_str(&rest[..start]);
+        match rest[start..].find("</think>") {
+            Some(end) => rest = &rest[start + end + "</think>".len()..],
+            None => {
+                rest = "";
+                break;
+            }
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+/// The length of the balanced `{...}` at the start of `text` (strings and
+/// escapes respected), if it closes.
+fn balanced_object(text: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for (i, c) in text.char_indices() {
+        if in_string {
+            match (escaped, c) {
+                (true, _) => escaped = false,
+                (false, '\\') => escaped = true,
+                (false, '"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match c {
+            '"' => in_string = true,
+            '{' => depth += 1,
+            '}' => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(i + 1);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Tidies a Specify answer the way a lenient reader would: severities and
@@ -168,6 +230,8 @@ impl Caller<'_> {
         check: &dyn Fn(&mut Value) -> Vec<String>,
     ) -> Asked {
         let mut req = ChatRequest::user(prompt);
+        // Structured answers: as little randomness as the endpoint allows.
+        req.temperature = Some(0.0);
         req.system = Some(
             "You are a phase controller of the PMPO refinement loop. Answer with one JSON object in a ```json block and nothing else.".into(),
         );
@@ -235,6 +299,14 @@ mod tests {
         assert_eq!(extract_json("Sure! {\"a\": 2} done").unwrap()["a"], 2);
         assert_eq!(extract_json(" {\"a\": 3} ").unwrap()["a"], 3);
         assert!(extract_json("no json here").is_err());
+        let thinking =
+            "<think>maybe {\"a\": 0} or {not json}</think>\nHere: {\"a\": 4, \"s\": \"} {\"}";
+        assert_eq!(extract_json(thinking).unwrap()["a"], 4);
+        let prose = "I considered {this} and then: {\"b\": [1, {\"c\": 2}]} done.";
+        assert_eq!(extract_json(prose).unwrap()["b"][1]["c"], 2);
+        let two = "```\nnot json\n```\nthen\n```json\n{\"d\": 5}\n```";
+        assert_eq!(extract_json(two).unwrap()["d"], 5);
+        assert!(extract_json("[1, 2]").is_err());
     }
 
     #[test]
