@@ -2197,6 +2197,11 @@ fn walk(dir: &std::path::Path, depth: usize) -> Vec<(PathBuf, u64)> {
 
 /// A plan document from the specification and the model's `{stages, validation_plan}`.
 fn assemble(spec: &SpecFile, answer: &Value) -> Result<PlanDocument, String> {
+    // A whole plan document (`{"plan": {"stages": ...}}`) is accepted too.
+    let answer = match answer.get("plan") {
+        Some(inner) if inner.get("stages").is_some() && answer.get("stages").is_none() => inner,
+        _ => answer,
+    };
     let stages = answer
         .get("stages")
         .cloned()
