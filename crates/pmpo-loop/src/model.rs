@@ -128,6 +128,10 @@ pub fn tidy_specify(v: &mut Value) {
     ];
     let Some(obj) = v.as_object_mut() else { return };
     obj.retain(|k, _| k == "goals" || k == "constraints");
+    // "Nothing to add" may come as goals alone.
+    if obj.contains_key("goals") && !obj.contains_key("constraints") {
+        obj.insert("constraints".into(), Value::Array(Vec::new()));
+    }
     for c in obj
         .get_mut("constraints")
         .and_then(Value::as_array_mut)
