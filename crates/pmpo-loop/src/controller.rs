@@ -2006,6 +2006,10 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                 "`pmpo refine {}` resumes where it stopped",
                 self.state.artifact_name
             )),
+            Outcome::MaxIterationsExceeded if self.client.is_none() => Some(format!(
+                "without a model every iteration runs the same adapter plan: fix what the unsatisfied constraints name in the inputs, then `pmpo refine {}` starts a new cycle (or configure a model endpoint)",
+                self.state.artifact_name
+            )),
             _ => None,
         };
         Report {
