@@ -409,8 +409,9 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     }
     let req = Request { components, ..req };
     let provider = Provider::resolve(&ws);
+    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(&ws, p, 4096)).collect();
     // Everything that can be refused is refused before anything is written.
-    prevalidate(&ws, &provider, &req, &inputs)?;
+    prevalidate(&ws, &provider, &req, &inputs, &input_texts)?;
     let holder = LockHolder {
         pid: std::process::id(),
         run_id: req.name.clone(),
@@ -434,7 +435,6 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         Err(ArtifactError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(&ws, p, 4096)).collect();
     let (mut state, started_how) = match existing {
         Some(s) if s.finalized_at.is_none() => (s, "resumed"),
         prior => {
@@ -477,27 +477,13 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             )
         }
     };
-    if let Some(t) = &req.artifact_type
-        && t != &state.artifact_type
-    {
-        return Err(ArtifactError::TypeMismatch {
-            name: req.name.clone(),
-            actual: state.artifact_type.clone(),
-            requested: t.clone(),
-        }
-        .into());
-    }
-    if let Some(ct) = &req.content_type
-        && ct != &state.content_type
-        && started_how == "resumed"
-    {
-        return Err(LoopError::Usage(format!(
-            "`{}` is a {} artifact in a running cycle; its content type cannot change now (finish the cycle, then pass --content-type)",
-            state.artifact_name, state.content_type
-        )));
-    }
-    let changed = apply_request(&mut state, &req, &inputs);
-    if started_how == "resumed" && !changed.is_empty() {
+    // A new artifact or cycle had the flags applied before its first save.
+    let changed = if started_how == "resumed" {
+        apply_request(&mut state, &req, &inputs)
+    } else {
+        Vec::new()
+    };
+    if !changed.is_empty() {
         notes.push(format!(
             "changed for this cycle: {}; the specification is made again before the next plan",
             changed.join(", ")
@@ -675,6 +661,7 @@ fn prevalidate(
     provider: &Provider,
     req: &Request,
     inputs: &[String],
+    input_texts: &[String],
 ) -> Result<(), LoopError> {
     let arts = Artifacts { ws, provider };
     let existing = match arts.load(&req.name) {
@@ -682,12 +669,31 @@ fn prevalidate(
         Err(ArtifactError::NotFound(_)) => None,
         Err(e) => return Err(e.into()),
     };
-    if existing.as_ref().is_some_and(|s| s.finalized_at.is_none()) {
-        return Ok(());
+    if let Some(state) = &existing {
+        if let Some(t) = &req.artifact_type
+            && t != &state.artifact_type
+        {
+            return Err(ArtifactError::TypeMismatch {
+                name: req.name.clone(),
+                actual: state.artifact_type.clone(),
+                requested: t.clone(),
+            }
+            .into());
+        }
+        if state.finalized_at.is_none() {
+            if let Some(ct) = &req.content_type
+                && ct != &state.content_type
+            {
+                return Err(LoopError::Usage(format!(
+                    "`{}` is a {} artifact in a running cycle; its content type cannot change now (finish the cycle, then pass --content-type)",
+                    state.artifact_name, state.content_type
+                )));
+            }
+            return Ok(());
+        }
     }
-    let input_texts: Vec<String> = inputs.iter().map(|p| head_text(ws, p, 4096)).collect();
     let (artifact_type, detected) =
-        type_and_content_type(req, existing.as_ref(), inputs, &input_texts)?;
+        type_and_content_type(req, existing.as_ref(), inputs, input_texts)?;
     let content_type = detected.content_type;
     let prior = existing.as_ref().map(loop_state).unwrap_or_default();
     let inputs: Vec<String> = if req.inputs.is_empty() {
@@ -2158,17 +2164,17 @@ pub fn approve(
 fn list_dist(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     let mut files = Vec::new();
     let mut empty = Vec::new();
-    let root = ws.root().join("dist");
-    for e in walk(&root, 0).into_iter().take(20_000) {
+    let walk = walkdir::WalkDir::new(ws.root().join("dist"))
+        .max_depth(32)
+        .sort_by_file_name()
+        .into_iter()
+        .flatten()
+        .filter(|e| e.file_type().is_file())
         // A killed writer may leave its temporary file behind; it is not output.
-        if e.0
-            .file_name()
-            .is_some_and(|n| n.to_string_lossy().contains(".pmpo-tmp-"))
-        {
-            continue;
-        }
-        if let Some(rel) = ws.relative(&e.0) {
-            if e.1 == 0 {
+        .filter(|e| !pmpo_store::is_temp_name(&e.file_name().to_string_lossy()));
+    for e in walk.take(20_000) {
+        if let Some(rel) = ws.relative(e.path()) {
+            if e.metadata().is_ok_and(|m| m.len() == 0) {
                 empty.push(rel.clone());
             }
             files.push(rel);
@@ -2177,26 +2183,6 @@ fn list_dist(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     files.sort();
     empty.sort();
     (files, empty)
-}
-
-fn walk(dir: &std::path::Path, depth: usize) -> Vec<(PathBuf, u64)> {
-    let mut out = Vec::new();
-    if depth > 32 {
-        return out;
-    }
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return out;
-    };
-    for e in entries.flatten() {
-        let Ok(t) = e.file_type() else { continue };
-        if t.is_dir() {
-            out.extend(walk(&e.path(), depth + 1));
-        } else if t.is_file() {
-            let len = e.metadata().map(|m| m.len()).unwrap_or(0);
-            out.push((e.path(), len));
-        }
-    }
-    out
 }
 
 /// A plan document from the specification and the model's `{stages, validation_plan}`.

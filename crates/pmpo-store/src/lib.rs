@@ -263,6 +263,7 @@ impl Workspace {
     }
 
     fn temp_path(&self, path: &Path) -> PathBuf {
+        // Keep in step with `is_temp_name`.
         let dir = path.parent().unwrap_or(&self.root);
         let name = path
             .file_name()
@@ -298,6 +299,12 @@ impl Workspace {
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
+/// Whether a file name is one of the store's temporary files (left behind
+/// only when a writer was killed between writing and renaming).
+pub fn is_temp_name(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".pmpo-tmp-")
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

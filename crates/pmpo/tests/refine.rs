@@ -420,6 +420,24 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
     paused_at_the_gate(&ws, "l");
     let early = run(pmpo(&ws), &["approve", "nope", "--continue"]);
     assert_eq!(early.code, 2);
+    // A running cycle's type and content type cannot change, and nothing is written.
+    let before = ws.read(".refiner/artifacts/l/state.json");
+    let r = run(pmpo(&ws), &["refine", "l", "--type", "image"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("is a logo, not a image"), "{}", r.stderr);
+    let r = run(pmpo(&ws), &["refine", "l", "--content-type", "direct:html"]);
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("cannot change now"), "{}", r.stderr);
+    assert_eq!(ws.read(".refiner/artifacts/l/state.json"), before);
+    // An artifact that is not at the gate has nothing to approve.
+    assert_eq!(run(pmpo(&ws), &["init", "other", "--type", "logo"]).code, 0);
+    let r = run(pmpo(&ws), &["approve", "other", "--continue"]);
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr.contains("is not waiting for approval"),
+        "{}",
+        r.stderr
+    );
     assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
     let r = run(pmpo(&ws), &["refine", "l", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -642,6 +660,22 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     );
     assert!(!ws.p("dist").exists());
 
+    let r = run(
+        pmpo(&ws),
+        &[
+            "refine",
+            "x",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--max-iterations",
+            "0",
+        ],
+    );
+    assert_eq!(r.code, 2);
+    assert!(r.stderr.contains("at least 1"), "{}", r.stderr);
+
     // A damaged state file is reported, not overwritten.
     ws.write(".refiner/artifacts/x/state.json", "{not json");
     let r = run(
@@ -829,40 +863,44 @@ fn a_recorded_refinement_replays_without_the_server() {
 #[test]
 fn a_second_refine_of_the_same_workspace_is_refused_while_one_runs() {
     let ws = Ws::new();
-    ws.write("brand/logo.svg", LOGO);
+    // A module whose test takes two seconds keeps the first refine busy.
+    ws.write("slow.py", "def answer():\n    return 42\n");
+    ws.write(
+        "test_slow.py",
+        "import time, unittest\nfrom slow import answer\n\nclass T(unittest.TestCase):\n    def test_it(self):\n        time.sleep(2)\n        self.assertEqual(answer(), 42)\n",
+    );
     let mut first = pmpo(&ws)
-        .args([
-            "refine",
-            "a",
-            "--type",
-            "logo",
-            "--input",
-            "brand/logo.svg",
-            "-q",
-        ])
+        .args(["refine", "a", "--type", "code", "--input", "slow.py", "-q"])
         .spawn()
         .unwrap();
-    // Wait until the first one has started its cycle.
+    // Wait until the first one is in its Execute phase.
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !ws.p(".refiner/artifacts/a/plans/iteration-1.json").exists()
         && std::time::Instant::now() < deadline
     {
         std::thread::sleep(Duration::from_millis(5));
     }
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first refine ended too early"
+    );
     let second = run(pmpo(&ws), &["refine", "a"]);
     let approve = run(pmpo(&ws), &["approve", "a", "--continue"]);
-    let status = first.wait().unwrap();
-    assert!(status.success());
-    if second.code != 0 {
-        assert_eq!(second.code, 4, "{}", second.stderr);
-        assert!(
-            second.stderr.contains("in use by another pmpo"),
-            "{}",
-            second.stderr
-        );
-        assert!(second.stderr.contains("pmpo refine a"), "{}", second.stderr);
-    }
-    assert!(approve.code == 4 || approve.code == 2, "{}", approve.stderr);
+    assert!(
+        first.try_wait().unwrap().is_none(),
+        "the first refine ended too early"
+    );
+    assert_eq!(second.code, 4, "{}", second.stderr);
+    assert!(
+        second.stderr.contains("in use by another pmpo"),
+        "{}",
+        second.stderr
+    );
+    assert!(second.stderr.contains("pmpo refine a"), "{}", second.stderr);
+    assert_eq!(approve.code, 4, "{}", approve.stderr);
+    assert!(first.wait().unwrap().success());
+    // Once it is done, the artifact is free again.
+    assert_eq!(run(pmpo(&ws), &["status", "a"]).code, 0);
 }
 
 #[test]
