@@ -83,10 +83,6 @@ pub trait Observer {
     fn execute_done(&mut self) {}
 }
 
-/// An observer that ignores everything.
-pub struct Silent;
-impl Observer for Silent {}
-
 /// What the loop runs with.
 pub struct Env<'a> {
     pub engine: Engine,
@@ -210,10 +206,6 @@ pub struct LoopState {
     /// Inputs or intent changed in a running cycle: Specify runs again before the next Plan.
     #[serde(default)]
     pub respecify: bool,
-    #[serde(default)]
-    pub plan_file: Option<String>,
-    #[serde(default)]
-    pub planned_by: Option<String>,
     #[serde(default)]
     pub run_id: Option<String>,
     #[serde(default)]
@@ -450,8 +442,6 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
                 };
                 // A new cycle keeps the settings, not the progress.
                 ls.focus.clear();
-                ls.plan_file = None;
-                ls.planned_by = None;
                 ls.run_id = None;
                 ls.approval = None;
                 ls.pending_decision = None;
@@ -891,13 +881,8 @@ impl Controller<'_, '_> {
     /// and so do the phases after it.
     fn redo_missing(&mut self) -> Result<(), LoopError> {
         let iteration = self.state.current_iteration;
-        let plan_file = self
-            .ls
-            .plan_file
-            .clone()
-            .unwrap_or_else(|| plan_path(&self.name(), iteration));
         let checks = [
-            ("plan", plan_file),
+            ("plan", plan_path(&self.name(), iteration)),
             ("reflect", reflection_path(&self.name(), iteration)),
         ];
         for (phase, file) in checks {
@@ -1196,8 +1181,6 @@ List only constraints the defaults do not cover; each must be something a review
                 diagnostics: problems.join("\n"),
             });
         }
-        self.ls.plan_file = Some(rel.clone());
-        self.ls.planned_by = Some(planned_by.clone());
         let n = doc["plan"]["stages"].as_array().map_or(0, Vec::len);
         let summary = format!("{n} stage(s) by {planned_by}; plan in {rel}");
         let mut body = format!(
@@ -1266,11 +1249,7 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         let t = Instant::now();
         self.begin("execute");
         let iteration = self.state.current_iteration;
-        let rel = self
-            .ls
-            .plan_file
-            .clone()
-            .unwrap_or_else(|| plan_path(&self.name(), iteration));
+        let rel = plan_path(&self.name(), iteration);
         let path = self.ws.resolve(&rel)?;
         let checked = pmpo_plan::load_plan(&path)
             .and_then(|p| self.env.engine.prepare(p))

@@ -321,11 +321,6 @@ fn intent_constraint(b: &mut Builder, scope: &Scope, input: &AdapterInput<'_>) {
     }
 }
 
-/// The evaluation strategy of an input's content type.
-pub fn strategy_of(input: &AdapterInput<'_>) -> Strategy {
-    content_type::strategy(input.content_type, input.test_generation)
-}
-
 /// Default constraints, checks, required files and plan of an artifact.
 pub fn build(input: &AdapterInput<'_>) -> Result<(Defaults, DomainPlan), AdapterError> {
     domain(input.artifact_type)?;

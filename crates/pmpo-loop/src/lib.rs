@@ -14,5 +14,5 @@ pub mod triggers;
 
 pub use controller::{
     Approval, ApprovalRequest, AskApproval, Env, LoopError, Observer, Outcome, Report, Request,
-    Silent, approve, refine,
+    approve, refine,
 };
