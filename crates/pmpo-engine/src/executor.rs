@@ -11,7 +11,7 @@ use pmpo_store::db::{
     AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, SqliteStore, TaskRow,
 };
 use pmpo_store::lock::{self, LockHolder};
-use pmpo_store::{FileDigest, Workspace, hash_file, now_rfc3339};
+use pmpo_store::{Durability, FileDigest, Workspace, hash_file, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -20,7 +20,7 @@ use crate::events::{Event, EventKind, EventSink, StageStatus};
 use crate::outputs::{self, Change, GeneratedFile};
 use crate::recovery;
 use crate::resolve::{StageData, resolve_inputs};
-use crate::results::{ErrorEntry, StageResult, ValidationOutput};
+use crate::results::{ErrorEntry, RunStatus, StageResult, ValidationOutput};
 use crate::{
     CheckedPlan, Decision, EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults,
     Force, HEARTBEAT_EVERY, Intervention, STAGE_LOG_DIR, persist,
@@ -361,10 +361,9 @@ pub(crate) async fn run(
         first_failure: None,
         cancelled: false,
         patched: false,
-        aborted: false,
+        aborted_at: None,
         paused: None,
         notices: Vec::new(),
-        tokens: HashMap::new(),
     });
     let cx = Cx {
         engine,
@@ -381,21 +380,26 @@ pub(crate) async fn run(
         .map(|(pos, &idx)| (idx, pos))
         .collect();
     let jobs = opts.jobs.max(1);
-    // Stages start in execution order as soon as their dependencies are done and a slot is free.
+    // The execution order is the reference order (`--jobs 1` runs exactly it): among
+    // the stages whose dependencies are done, the earliest in it starts first, as soon
+    // as a slot is free. After a pause, only stages before the paused one still start,
+    // so what precedes it ends the same whatever `--jobs` is.
     let mut waiting: std::collections::VecDeque<usize> = order.iter().copied().collect();
     let mut running = futures_util::stream::FuturesUnordered::new();
     loop {
         loop {
-            if running.len() >= jobs || shared.borrow().paused.is_some() {
+            if running.len() >= jobs {
                 break;
             }
             let ready = {
                 let sh = shared.borrow();
+                let limit = sh.paused.map(|(_, at)| at);
                 waiting.iter().position(|&i| {
-                    stages[i]
-                        .depends_on
-                        .iter()
-                        .all(|d| sh.done.contains_key(d.as_str()))
+                    limit.is_none_or(|p| position[&i] < p)
+                        && stages[i]
+                            .depends_on
+                            .iter()
+                            .all(|d| sh.done.contains_key(d.as_str()))
                 })
             };
             let Some(k) = ready else { break };
@@ -405,7 +409,6 @@ pub(crate) async fn run(
                 None => continue,
                 Some(prep) => {
                     let token = opts.cancel.child_token();
-                    shared.borrow_mut().tokens.insert(idx, token.clone());
                     running.push(run_one(&cx, &shared, idx, pos, prep, token));
                 }
             }
@@ -459,14 +462,20 @@ pub(crate) async fn run(
             })
         })
         .collect();
-    let status = if let Some(p) = paused {
-        p
+    // What the stages say; the validation_plan may still fail the run (`persist::finish`).
+    let status = if let Some((why, _)) = paused {
+        why
     } else if cancelled {
-        "cancelled"
+        RunStatus::Cancelled
+    } else if stage_results
+        .iter()
+        .any(|s| matches!(s.status, StageStatus::Failed | StageStatus::Timeout))
+    {
+        RunStatus::Failed
     } else if stage_results.iter().all(|s| s.status.is_success()) {
-        "completed"
+        RunStatus::Completed
     } else {
-        "failed"
+        RunStatus::Incomplete
     };
     let results = persist::finish(
         &ws,
@@ -485,15 +494,24 @@ pub(crate) async fn run(
             validations,
         },
         patched,
+        opts.allow_violations,
     )?;
-    rec.db
-        .set_run_status(&run_id, status, Some(&results.finished_at), pid as i64)?;
+    rec.db.set_run_status(
+        &run_id,
+        &results.status,
+        Some(&results.finished_at),
+        pid as i64,
+    )?;
     rec.emit(
         EventKind::ExecutionFinished,
         None,
         None,
         Some(run_start.elapsed()),
-        Some(status.to_string()),
+        Some(format!(
+            "{}: {}",
+            results.status,
+            results.summary.describe()
+        )),
     )?;
     rec.db.flush()?;
     drop(workspace_lock);
@@ -519,14 +537,18 @@ struct Shared<'a> {
     data: HashMap<String, StageData>,
     errors: Vec<ErrorEntry>,
     validations: Vec<ValidationOutput>,
-    first_failure: Option<String>,
+    /// The failed stage earliest in the reference order: (position, id). Under
+    /// fail-fast, stages after it do not start; the ones before it still do, and
+    /// running stages finish.
+    first_failure: Option<(usize, String)>,
     cancelled: bool,
     patched: bool,
-    aborted: bool,
-    paused: Option<&'static str>,
+    /// Where a person aborted the run: stages after it (reference order) do not start.
+    aborted_at: Option<usize>,
+    /// Why the run pauses, and the position of the stage earliest in the reference
+    /// order that waits.
+    paused: Option<(RunStatus, usize)>,
     notices: Vec<String>,
-    /// The cancel token of each running stage (fail-fast stops them).
-    tokens: HashMap<usize, CancellationToken>,
 }
 
 /// Where a skipped stage stands.
@@ -614,12 +636,23 @@ fn prepare(
     let mut guard = shared.borrow_mut();
     let sh = &mut *guard;
     let status_of = |d: &HashMap<String, Done>, id: &str| d.get(id).and_then(|x| x.status);
+    // `pmpo resume --abort` answers this stage: nothing after it may start, even
+    // before its own future first runs.
+    if cx.opts.decision == Some(Decision::Abort)
+        && cx
+            .prior
+            .get(&stage.id)
+            .is_some_and(|t| t.status == "AWAITING_INTERVENTION")
+        && sh.aborted_at.is_none_or(|p| pos < p)
+    {
+        sh.aborted_at = Some(pos);
+    }
 
     // Skip: upstream failure, an earlier failure (fail-fast), or cancellation.
     let skip_reason = if sh.cancelled || cx.opts.cancel.is_cancelled() {
         sh.cancelled = true;
         Some("not run: the run was cancelled".to_string())
-    } else if sh.aborted {
+    } else if sh.aborted_at.is_some_and(|p| pos > p) {
         Some("not run: the run was aborted".to_string())
     } else if let Some(dep) = stage
         .depends_on
@@ -630,7 +663,9 @@ fn prepare(
             "upstream stage `{dep}` {}",
             status_of(&sh.done, dep).map_or("FAILED", StageStatus::as_str)
         ))
-    } else if let (Some(f), false) = (&sh.first_failure, cx.opts.keep_going) {
+    } else if let (Some((at_pos, f)), false) = (&sh.first_failure, cx.opts.keep_going)
+        && pos > *at_pos
+    {
         Some(format!(
             "not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"
         ))
@@ -1110,7 +1145,6 @@ async fn run_one(
     let finished_at = now_rfc3339();
     let mut guard = shared.borrow_mut();
     let sh = &mut *guard;
-    sh.tokens.remove(&idx);
 
     // A stage that will not finish now: a person must decide, or every adapter is open.
     if halt {
@@ -1150,40 +1184,41 @@ async fn run_one(
             at,
             Some(StageStatus::AwaitingIntervention),
             Some(duration),
-            Some(reason),
+            Some(reason.clone()),
         )?;
         sh.rec.db.flush()?;
-        sh.paused = Some(if ended_blocked {
-            "paused"
+        let why = if ended_blocked {
+            RunStatus::Paused
         } else {
-            "awaiting_intervention"
+            RunStatus::AwaitingIntervention
+        };
+        // The stage earliest in the reference order decides what else may start.
+        sh.paused = Some(match sh.paused {
+            Some((w, p)) if p < pos => (w, p),
+            _ => (why, pos),
+        });
+        // What the run waits for is in its errors, with what to do.
+        sh.errors.push(ErrorEntry {
+            stage: stage.id.clone(),
+            kind: if ended_blocked {
+                "safe_mode"
+            } else {
+                "awaiting_decision"
+            }
+            .into(),
+            message: reason,
+            hint: Some(if ended_blocked {
+                format!("after the cool-down, `pmpo resume {run_id}` tries again")
+            } else {
+                format!("decide with `pmpo resume {run_id} --retry`, `--skip` or `--abort`")
+            }),
+            stderr_tail: last
+                .as_ref()
+                .and_then(|t| t.outcome.as_ref())
+                .and_then(|o| tail_lines(&o.stderr, 10)),
         });
         sh.results[idx] = Some(result);
         return Ok(());
-    }
-
-    // Stopped because another stage failed (fail-fast), not by the user.
-    let stopped = last
-        .as_ref()
-        .and_then(|t| t.failure.as_ref())
-        .is_some_and(|f| f.kind == "cancelled")
-        && !opts.cancel.is_cancelled();
-    if stopped {
-        let reason = format!(
-            "stopped: stage `{}` failed and the run stops at the first failure",
-            sh.first_failure.clone().unwrap_or_default()
-        );
-        result.finished_at = Some(finished_at);
-        let skip = Skip {
-            idx,
-            pos,
-            at,
-            def_hash: &def_hash,
-            cache_key: Some(&cache_key),
-            attempts: attempt_no,
-            duration: Some(duration),
-        };
-        return sh.record_skip(run_id, result, skip, reason);
     }
 
     let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
@@ -1207,7 +1242,9 @@ async fn run_one(
             return sh.record_skip(run_id, result, skip, reason);
         }
         (Some(Decision::Abort), t) => {
-            sh.aborted = true;
+            if sh.aborted_at.is_none_or(|p| pos < p) {
+                sh.aborted_at = Some(pos);
+            }
             let mut f = t
                 .as_ref()
                 .and_then(|t| t.failure.clone())
@@ -1261,18 +1298,7 @@ async fn run_one(
     let mut stage_data: StageData = named.clone();
     let keep = |f: &str| cx.wanted.contains(&(stage.id.clone(), f.to_string()));
     if let Some(o) = &outcome {
-        if keep("stdout") {
-            stage_data.insert(
-                "stdout".into(),
-                Value::String(o.stdout.text().trim_end().to_string()),
-            );
-        }
-        if keep("stderr") {
-            stage_data.insert(
-                "stderr".into(),
-                Value::String(o.stderr.text().trim_end().to_string()),
-            );
-        }
+        keep_streams(cx, stage, o, &keep, &mut stage_data)?;
     }
     stage_data.insert("exit_code".into(), json!(exit_code));
     stage_data.insert(
@@ -1337,14 +1363,10 @@ async fn run_one(
         if f.kind == "cancelled" {
             sh.cancelled = true;
         }
-        if sh.first_failure.is_none() {
-            sh.first_failure = Some(stage.id.clone());
-            // Fail-fast: stop the stages running beside this one.
-            if !opts.keep_going {
-                for t in sh.tokens.values() {
-                    t.cancel();
-                }
-            }
+        // A failure never stops a stage that is already running: fail-fast only
+        // keeps later stages (in the reference order) from starting.
+        if sh.first_failure.as_ref().is_none_or(|(p, _)| pos < *p) {
+            sh.first_failure = Some((pos, stage.id.clone()));
         }
         sh.rec.emit(
             EventKind::TaskFailed,
@@ -1371,6 +1393,54 @@ async fn run_one(
     sh.record_done(idx, result);
     // Completion is durable before anything else starts.
     sh.rec.db.flush()?;
+    Ok(())
+}
+
+/// What later stages read of a stage's stdout and stderr. A stream cut by the
+/// capture limit is never passed on as if whole: `$stage.stdout` then fails
+/// with the sizes (see `resolve`), and `$stage.stdout_file` names a file with
+/// all of it.
+fn keep_streams(
+    cx: &Cx<'_>,
+    stage: &Stage,
+    o: &ToolOutcome,
+    keep: &dyn Fn(&str) -> bool,
+    data: &mut StageData,
+) -> Result<(), EngineError> {
+    for (stream, cap) in [("stdout", &o.stdout), ("stderr", &o.stderr)] {
+        let file_field = format!("{stream}_file");
+        if !keep(stream) && !keep(&file_field) {
+            continue;
+        }
+        if cap.truncated() {
+            let kept = (cap.head.len() + cap.tail.len()) as u64;
+            let entry = data
+                .entry(crate::resolve::TRUNCATED_KEY)
+                .or_insert_with(|| json!({}));
+            entry[stream] = json!({"total": cap.total, "kept": kept});
+        } else if keep(stream) {
+            data.insert(
+                stream.into(),
+                Value::String(cap.text().trim_end().to_string()),
+            );
+        }
+        if keep(&file_field) {
+            let rel = match &cap.whole_file {
+                Some(rel) => Some(rel.clone()),
+                // Small enough to have been kept whole in memory: write it out.
+                None if !cap.truncated() => {
+                    let rel = pmpo_tools::run::whole_output_rel(cx.run_id, &stage.id, stream);
+                    cx.ws.write_atomic(&rel, &cap.head, Durability::Relaxed)?;
+                    Some(rel)
+                }
+                // Cut, and the tool could not keep it whole: nothing honest to name.
+                None => None,
+            };
+            if let Some(rel) = rel {
+                data.insert(file_field, Value::String(rel));
+            }
+        }
+    }
     Ok(())
 }
 

@@ -60,6 +60,9 @@ pub struct ExecuteOptions {
     pub breaker: recovery::BreakerPolicy,
     /// How many stages may run at once (independent stages run in parallel).
     pub jobs: usize,
+    /// A blocking constraint of the `validation_plan` that is violated (or that its
+    /// checks could not verify) fails the run; with this, the run only reports it.
+    pub allow_violations: bool,
 }
 
 /// A way to ask a person about a failed stage (e.g. a terminal prompt).
@@ -108,6 +111,7 @@ impl ExecuteOptions {
             ask: None,
             breaker: recovery::BreakerPolicy::default(),
             jobs: 1,
+            allow_violations: false,
         }
     }
 }

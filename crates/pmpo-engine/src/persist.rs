@@ -7,13 +7,13 @@ use std::time::Duration;
 use pmpo_store::db::{ExecStore, PatchRow};
 use pmpo_store::{Durability, LEDGER_FILE, Workspace, now_rfc3339};
 
-use crate::events::StageStatus;
 use crate::executor::ms;
 use crate::outputs::Change;
 use crate::results::{
-    ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, StageResult, Summary, ValidationOutput,
-    build_manifest,
+    ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, RunStatus, StageResult, Summary,
+    ValidationOutput, Violation, ViolationCheck, build_manifest,
 };
+use crate::validation::{ConstraintReport, ConstraintStatus};
 use crate::{EVENTS_LOG, EngineError, MANIFEST_FILE, REFINEMENT_LOG, RESULTS_FILE, STAGE_LOG_DIR};
 
 pub(crate) struct RunRecord {
@@ -23,7 +23,9 @@ pub(crate) struct RunRecord {
     pub duration: Duration,
     /// Time the tools took to release what they kept for the run (the browser).
     pub teardown: Duration,
-    pub status: &'static str,
+    /// What the stages say; a blocking constraint that the `validation_plan` did
+    /// not prove turns `completed` or `incomplete` into `failed`.
+    pub status: RunStatus,
     pub stages: Vec<StageResult>,
     pub errors: Vec<ErrorEntry>,
     pub validations: Vec<ValidationOutput>,
@@ -85,26 +87,15 @@ pub(crate) fn finish(
     db: &mut dyn ExecStore,
     run: RunRecord,
     patched: bool,
+    allow_violations: bool,
 ) -> Result<ExecutionResults, EngineError> {
     let spec = &plan.doc.specification;
     let finished_at = now_rfc3339();
-    let mut summary = Summary {
-        total: run.stages.len(),
-        ..Default::default()
-    };
-    for s in &run.stages {
-        match s.status {
-            StageStatus::Completed => summary.completed += 1,
-            StageStatus::Cached => summary.cached += 1,
-            StageStatus::Timeout => summary.timeout += 1,
-            StageStatus::Skipped => summary.skipped += 1,
-            _ => summary.failed += 1,
-        }
-    }
+    let summary = Summary::of(run.stages.iter().map(|s| s.status));
     let manifest = build_manifest(
         spec,
         &run.run_id,
-        run.status,
+        run.status.as_str(),
         &run.stages,
         finished_at.clone(),
     );
@@ -122,18 +113,28 @@ pub(crate) fn finish(
 
     let mut validation_outputs = run.validations;
     // The validation_plan runs on the files as the stages left them (not after a cancel).
-    let skip = (run.status == "cancelled").then_some("not run: the run was cancelled");
+    let skip = (run.status == RunStatus::Cancelled).then_some("not run: the run was cancelled");
     let never = std::sync::atomic::AtomicBool::new(false);
     validation_outputs.extend(crate::validation::run_validation_plan(
         ws, &plan.doc, skip, &never,
     ));
     let constraint_reports = crate::validation::constraint_reports(spec, &validation_outputs);
+    // The final validation decides success (seed 003): a blocking constraint not proven fails the run.
+    let violations = unproven_blocking(&plan.doc, &constraint_reports, &validation_outputs);
+    let status = match run.status {
+        RunStatus::Completed | RunStatus::Incomplete
+            if !violations.is_empty() && !allow_violations =>
+        {
+            RunStatus::Failed
+        }
+        s => s,
+    };
 
     let logs = log_entry(
         &run.run_id,
         plan_rel,
         &finished_at,
-        run.status,
+        status,
         &summary,
         run.duration,
         &run.stages,
@@ -167,7 +168,7 @@ pub(crate) fn finish(
         plan: plan_rel.to_string(),
         plan_blake3: plan.blake3.clone(),
         artifact_name: spec.artifact_name.clone(),
-        status: run.status.to_string(),
+        status: status.as_str().to_string(),
         started_at: run.started_at,
         finished_at,
         duration_ms: ms(run.duration),
@@ -179,6 +180,8 @@ pub(crate) fn finish(
         logs,
         log_files,
         validation_outputs,
+        allowed_violations: allow_violations && !violations.is_empty(),
+        violations,
         errors: run.errors,
         notices: run.notices,
         state_updates: plan.doc.plan.state_updates.clone(),
@@ -210,7 +213,7 @@ fn log_entry(
     run_id: &str,
     plan: &str,
     at: &str,
-    status: &str,
+    status: RunStatus,
     summary: &Summary,
     duration: Duration,
     stages: &[StageResult],
@@ -221,13 +224,8 @@ fn log_entry(
     let _ = writeln!(s, "- Plan: `{plan}`");
     let _ = writeln!(
         s,
-        "- Result: **{status}**: {} of {} stages completed ({} reused from earlier runs), {} failed, {} timed out, {} skipped, in {:.2}s",
-        summary.completed + summary.cached,
-        summary.total,
-        summary.cached,
-        summary.failed,
-        summary.timeout,
-        summary.skipped,
+        "- Result: **{status}**: {}, in {:.2}s",
+        summary.describe(),
         duration.as_secs_f64()
     );
     let created: usize = stages
@@ -297,4 +295,53 @@ fn md_cell(text: &str) -> String {
         .take(300)
         .collect();
     one_line.replace('|', "\\|")
+}
+
+/// The blocking constraints this run did not prove: violated, or `not_checked`
+/// although a check of this run was meant to measure them (it could not look).
+/// A constraint no check of the run measures (none names it, or only
+/// `execution_required: false` entries) is left to the Reflect phase.
+fn unproven_blocking(
+    doc: &pmpo_plan::PlanDocument,
+    reports: &[ConstraintReport],
+    outputs: &[ValidationOutput],
+) -> Vec<Violation> {
+    let measured_here = |id: &str| {
+        doc.plan
+            .validation_plan
+            .iter()
+            .any(|v| v.constraint_id == id && v.execution_required)
+            || doc
+                .plan
+                .stages
+                .iter()
+                .flat_map(|s| &s.validate)
+                .any(|v| v.constraint_id.as_deref() == Some(id))
+    };
+    reports
+        .iter()
+        .filter(|r| r.severity == pmpo_plan::Severity::Blocking)
+        .filter(|r| match r.status {
+            ConstraintStatus::Satisfied => false,
+            ConstraintStatus::Violated => true,
+            ConstraintStatus::NotChecked => measured_here(&r.id),
+        })
+        .map(|r| Violation {
+            constraint_id: r.id.clone(),
+            description: r.description.clone(),
+            status: r.status.as_str().to_string(),
+            checks: r
+                .checks
+                .iter()
+                .map(|&i| &outputs[i])
+                .filter(|o| o.status != "passed")
+                .map(|o| ViolationCheck {
+                    check: o.check.clone(),
+                    stage: o.stage.clone(),
+                    status: o.status.clone(),
+                    message: crate::validation::message_of(o).to_string(),
+                })
+                .collect(),
+        })
+        .collect()
 }

@@ -8,6 +8,10 @@ use serde_json::{Map, Value};
 /// What later stages can read of a finished stage.
 pub type StageData = Map<String, Value>;
 
+/// The key of a stage's data that records streams cut by the capture limit:
+/// `{"stdout": {"total": N, "kept": K}}`. It cannot be referenced (not a name).
+pub const TRUNCATED_KEY: &str = "#truncated";
+
 /// Replaces every reference in `inputs` with the value it names.
 pub fn resolve_inputs(
     inputs: &Map<String, Value>,
@@ -47,8 +51,38 @@ fn lookup(
     let stage = data
         .get(r.stage)
         .ok_or_else(|| format!("`{text}`: stage `{}` has produced no outputs", r.stage))?;
+    if let Some(cut) = stage
+        .get(TRUNCATED_KEY)
+        .and_then(|t| t.get(r.field[0]))
+        .filter(|_| !stage.contains_key(r.field[0]))
+    {
+        let n = |k: &str| cut.get(k).and_then(Value::as_u64).unwrap_or(0);
+        return Err(if r.field[0].ends_with("_file") {
+            format!(
+                "`{text}`: stage `{}` printed {} bytes on {}, more than pmpo keeps in memory ({} kept), and its tool could not keep the whole stream in a file",
+                r.stage,
+                n("total"),
+                r.field[0].trim_end_matches("_file"),
+                n("kept")
+            )
+        } else {
+            format!(
+                "`{text}`: stage `{}` printed {} bytes on {}, of which pmpo keeps {} (the first 1 MiB and the last 64 KiB), so the value would be cut; read the whole output from the file `${}.{}_file` names instead",
+                r.stage,
+                n("total"),
+                r.field[0],
+                n("kept"),
+                r.stage,
+                r.field[0]
+            )
+        });
+    }
     let mut current = stage.get(r.field[0]).ok_or_else(|| {
-        let have: Vec<&str> = stage.keys().map(String::as_str).collect();
+        let have: Vec<&str> = stage
+            .keys()
+            .map(String::as_str)
+            .filter(|k| *k != TRUNCATED_KEY)
+            .collect();
         format!(
             "`{text}`: stage `{}` has no output `{}` (it has: {})",
             r.stage,

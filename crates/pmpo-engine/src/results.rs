@@ -105,14 +105,162 @@ pub struct ErrorEntry {
     pub stderr_tail: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+/// How a run ended: the one vocabulary of the terminal, `execution_results.json`,
+/// the event log, the store and `pmpo status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// Still running (or interrupted: the process died).
+    Running,
+    /// Every stage completed or was reused, and no blocking constraint failed.
+    Completed,
+    /// A stage failed or timed out, or a blocking constraint of the `validation_plan`
+    /// was violated (or could not be checked).
+    Failed,
+    /// Nothing failed, but stages were skipped (a person chose to skip one).
+    Incomplete,
+    /// The user interrupted the run.
+    Cancelled,
+    /// A stage waits for a person's decision (`pmpo resume --retry|--skip|--abort`).
+    AwaitingIntervention,
+    /// Every adapter a stage can use is down (safe mode); `pmpo resume` retries.
+    Paused,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Running => "running",
+            RunStatus::Completed => "completed",
+            RunStatus::Failed => "failed",
+            RunStatus::Incomplete => "incomplete",
+            RunStatus::Cancelled => "cancelled",
+            RunStatus::AwaitingIntervention => "awaiting_intervention",
+            RunStatus::Paused => "paused",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<RunStatus> {
+        Some(match text {
+            "running" => RunStatus::Running,
+            "completed" => RunStatus::Completed,
+            "failed" => RunStatus::Failed,
+            "incomplete" => RunStatus::Incomplete,
+            "cancelled" => RunStatus::Cancelled,
+            "awaiting_intervention" => RunStatus::AwaitingIntervention,
+            "paused" => RunStatus::Paused,
+            _ => return None,
+        })
+    }
+
+    /// Whether the run waits for `pmpo resume`.
+    pub fn is_paused(self) -> bool {
+        matches!(self, RunStatus::AwaitingIntervention | RunStatus::Paused)
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Stages counted by outcome; the counts add up to `total`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Summary {
     pub total: usize,
+    /// Ran in this run and completed.
     pub completed: usize,
+    /// Reused: an identical earlier result, outputs verified intact.
     pub cached: usize,
     pub failed: usize,
     pub timeout: usize,
     pub skipped: usize,
+    /// Waiting for a person's decision (or for an adapter, in safe mode).
+    pub awaiting_decision: usize,
+    /// Not started: the run paused or stopped before their turn.
+    pub not_started: usize,
+    /// Running or validating (only while a run is live, or in an interrupted run).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub running: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+impl Summary {
+    /// Counts the final status of each stage.
+    pub fn of(statuses: impl IntoIterator<Item = StageStatus>) -> Summary {
+        let mut s = Summary::default();
+        for st in statuses {
+            s.total += 1;
+            match st {
+                StageStatus::Completed => s.completed += 1,
+                StageStatus::Cached => s.cached += 1,
+                StageStatus::Failed => s.failed += 1,
+                StageStatus::Timeout => s.timeout += 1,
+                StageStatus::Skipped => s.skipped += 1,
+                StageStatus::AwaitingIntervention => s.awaiting_decision += 1,
+                StageStatus::Pending => s.not_started += 1,
+                StageStatus::InProgress | StageStatus::Validating => s.running += 1,
+            }
+        }
+        s
+    }
+
+    /// Stages that ended well: completed in this run or reused.
+    pub fn succeeded(&self) -> usize {
+        self.completed + self.cached
+    }
+
+    /// The counts in words, the same everywhere they are shown (terminal, log,
+    /// events, `pmpo status`): "2 of 3 stages succeeded (1 ran, 1 reused), 1 failed".
+    /// Zero counts of the rarer outcomes are left out.
+    pub fn describe(&self) -> String {
+        let mut out = format!(
+            "{} of {} stage{} succeeded ({} ran, {} reused)",
+            self.succeeded(),
+            self.total,
+            if self.total == 1 { "" } else { "s" },
+            self.completed,
+            self.cached
+        );
+        for (n, what) in [
+            (self.failed, "failed"),
+            (self.timeout, "timed out"),
+            (self.skipped, "skipped"),
+            (self.awaiting_decision, "awaiting a decision"),
+            (self.running, "running"),
+            (self.not_started, "not started"),
+        ] {
+            if n > 0 {
+                out.push_str(&format!(", {n} {what}"));
+            }
+        }
+        out
+    }
+}
+
+/// A blocking constraint of the `validation_plan` that this run did not prove:
+/// violated, or its checks could not look (`not_checked`).
+#[derive(Debug, Clone, Serialize)]
+pub struct Violation {
+    pub constraint_id: String,
+    pub description: String,
+    /// `violated` or `not_checked`.
+    pub status: String,
+    /// Each check that names the constraint and did not pass, with what it found.
+    pub checks: Vec<ViolationCheck>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ViolationCheck {
+    pub check: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stage: Option<String>,
+    pub status: String,
+    pub message: String,
 }
 
 /// `artifact_manifest.json` (compatible with the reference manifest schema).
@@ -164,7 +312,8 @@ pub struct ExecutionResults {
     pub plan: String,
     pub plan_blake3: String,
     pub artifact_name: String,
-    /// `completed`, `failed` or `cancelled`.
+    /// A [`RunStatus`]: `completed`, `failed`, `incomplete`, `cancelled`,
+    /// `awaiting_intervention` or `paused`.
     pub status: String,
     pub started_at: String,
     pub finished_at: String,
@@ -179,6 +328,12 @@ pub struct ExecutionResults {
     pub logs: String,
     pub log_files: Vec<String>,
     pub validation_outputs: Vec<ValidationOutput>,
+    /// Blocking constraints this run did not prove. They fail the run unless
+    /// `--allow-violations` (`allowed_violations` then says so).
+    pub violations: Vec<Violation>,
+    /// Whether violations were allowed (reported, not failing the run).
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub allowed_violations: bool,
     pub errors: Vec<ErrorEntry>,
     /// Things the user should know (a fallback was used, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]

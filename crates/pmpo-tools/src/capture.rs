@@ -17,6 +17,35 @@ pub struct Captured {
     pub tail: Vec<u8>,
     /// Every byte the stream produced.
     pub total: u64,
+    /// The workspace-relative file that holds the whole stream, when it outgrew the
+    /// head limit and the caller asked for it to be kept ([`Spill`]).
+    pub whole_file: Option<String>,
+}
+
+/// Where a stream is kept whole once it outgrows the head limit: the file is
+/// created only then, so a stage with little output costs nothing more.
+#[derive(Debug, Clone)]
+pub struct Spill {
+    /// Absolute path, already confined to the workspace by the caller.
+    pub path: std::path::PathBuf,
+    /// The same path relative to the workspace (what is reported).
+    pub rel: String,
+}
+
+impl Spill {
+    fn create(&self) -> std::io::Result<std::fs::File> {
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Some(dir) = self.path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        // Never through a link planted at pmpo's own path.
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&self.path)
+    }
 }
 
 impl Captured {
@@ -25,6 +54,7 @@ impl Captured {
             head: bytes.to_vec(),
             tail: Vec::new(),
             total: bytes.len() as u64,
+            whole_file: None,
         }
     }
 
@@ -65,8 +95,22 @@ impl Captured {
 }
 
 /// Reads a stream to its end, keeping at most `limit` bytes of head plus a tail.
-pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, limit: usize) -> Captured {
+pub async fn read_capped<R: AsyncRead + Unpin>(reader: R, limit: usize) -> Captured {
+    read_capped_spill(reader, limit, None).await
+}
+
+/// As [`read_capped`], and once the stream outgrows `limit`, writes all of it
+/// (head included) to `spill`. If that file cannot be written, the stream is
+/// still read to its end and `whole_file` stays `None`.
+pub async fn read_capped_spill<R: AsyncRead + Unpin>(
+    mut reader: R,
+    limit: usize,
+    spill: Option<Spill>,
+) -> Captured {
+    use std::io::Write as _;
     let mut out = Captured::default();
+    let mut whole: Option<std::fs::File> = None;
+    let mut spill_failed = false;
     let mut buf = vec![0u8; 16 * 1024];
     // The tail is a ring buffer once the head is full.
     let mut ring: Vec<u8> = Vec::new();
@@ -78,6 +122,25 @@ pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, limit: usize) -> C
         };
         out.total += n as u64;
         let mut chunk = &buf[..n];
+        if let Some(sp) = &spill
+            && !spill_failed
+        {
+            if whole.is_none() && out.head.len() + chunk.len() > limit {
+                match sp.create() {
+                    Ok(mut f) => match f.write_all(&out.head) {
+                        Ok(()) => whole = Some(f),
+                        Err(_) => spill_failed = true,
+                    },
+                    Err(_) => spill_failed = true,
+                }
+            }
+            if let Some(f) = whole.as_mut()
+                && f.write_all(chunk).is_err()
+            {
+                whole = None;
+                spill_failed = true;
+            }
+        }
         if out.head.len() < limit {
             let take = chunk.len().min(limit - out.head.len());
             out.head.extend_from_slice(&chunk[..take]);
@@ -94,6 +157,12 @@ pub async fn read_capped<R: AsyncRead + Unpin>(mut reader: R, limit: usize) -> C
     }
     ring.rotate_left(ring_start);
     out.tail = ring;
+    if let (Some(mut f), Some(sp)) = (whole, spill)
+        && f.flush().is_ok()
+    {
+        drop(f);
+        out.whole_file = Some(sp.rel);
+    }
     out
 }
 
@@ -113,6 +182,25 @@ mod tests {
         assert!(cap.truncated());
         assert_eq!(cap.last_line().as_deref(), Some("299999"));
         assert!(cap.text().contains("bytes not kept"));
+    }
+
+    #[tokio::test]
+    async fn a_long_stream_is_kept_whole_in_its_spill_file_and_a_short_one_makes_none() {
+        let dir = tempfile::tempdir().unwrap();
+        let data: Vec<u8> = (0..200_000u32)
+            .flat_map(|i| format!("{i}\n").into_bytes())
+            .collect();
+        let spill = |name: &str| Spill {
+            path: dir.path().join("out").join(name),
+            rel: format!("out/{name}"),
+        };
+        let cap = read_capped_spill(&data[..], 1000, Some(spill("long"))).await;
+        assert!(cap.truncated());
+        assert_eq!(cap.whole_file.as_deref(), Some("out/long"));
+        assert_eq!(std::fs::read(dir.path().join("out/long")).unwrap(), data);
+        let short = read_capped_spill(&b"hi\n"[..], 1000, Some(spill("short"))).await;
+        assert_eq!(short.whole_file, None);
+        assert!(!dir.path().join("out/short").exists());
     }
 
     #[tokio::test]

@@ -9,7 +9,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 use tokio_util::sync::CancellationToken;
 
-use crate::capture::{Captured, read_capped};
+use crate::capture::{Captured, Spill, read_capped_spill};
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -56,6 +56,17 @@ pub async fn run_process(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> std::io::Result<ProcessResult> {
+    run_process_spilling(spec, timeout, cancel, [None, None]).await
+}
+
+/// As [`run_process`]; stdout and stderr that outgrow the capture limit are
+/// kept whole in the given files (`[stdout, stderr]`).
+pub async fn run_process_spilling(
+    spec: &ProcessSpec,
+    timeout: Duration,
+    cancel: &CancellationToken,
+    spill: [Option<Spill>; 2],
+) -> std::io::Result<ProcessResult> {
     let (program, args) = spec
         .argv
         .split_first()
@@ -79,8 +90,9 @@ pub async fn run_process(
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let limit = spec.capture_limit;
-    let mut out_task = tokio::spawn(read_capped(stdout, limit));
-    let mut err_task = tokio::spawn(read_capped(stderr, limit));
+    let [out_spill, err_spill] = spill;
+    let mut out_task = tokio::spawn(read_capped_spill(stdout, limit, out_spill));
+    let mut err_task = tokio::spawn(read_capped_spill(stderr, limit, err_spill));
     if let (Some(mut stdin), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
         tokio::spawn(async move {
             let _ = stdin.write_all(&data).await;

@@ -20,7 +20,7 @@ use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
 use crate::capture::DEFAULT_LIMIT;
-use crate::process::{ProcessSpec, run_process};
+use crate::process::ProcessSpec;
 use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
 
 const KEYS: &[&str] = &[
@@ -327,9 +327,22 @@ impl Tool for RunTool {
             stdin,
             capture_limit: DEFAULT_LIMIT,
         };
-        let result = run_process(&spec, ctx.timeout, ctx.cancel)
-            .await
-            .map_err(|e| spawn_error(&argv[0], e))?;
+        // Output beyond the capture limit is kept whole, for `$stage.stdout_file`.
+        let spill = |stream: &str| {
+            let rel = whole_output_rel(ctx.run_id, ctx.stage_id, stream);
+            ctx.workspace
+                .resolve(&rel)
+                .ok()
+                .map(|path| crate::capture::Spill { path, rel })
+        };
+        let result = crate::process::run_process_spilling(
+            &spec,
+            ctx.timeout,
+            ctx.cancel,
+            [spill("stdout"), spill("stderr")],
+        )
+        .await
+        .map_err(|e| spawn_error(&argv[0], e))?;
 
         let mut outcome = ToolOutcome {
             termination: result.termination,
@@ -378,6 +391,12 @@ fn spawn_error(program: &str, e: std::io::Error) -> ToolError {
         )),
         _ => ToolError::new(ErrorClass::Io, format!("cannot start `{program}`: {e}")),
     }
+}
+
+/// Where a stage's whole stdout or stderr is kept (`$stage.stdout_file`):
+/// `.state/output/<run>/<stage>.<stream>`.
+pub fn whole_output_rel(run_id: &str, stage_id: &str, stream: &str) -> String {
+    format!(".state/output/{run_id}/{stage_id}.{stream}")
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use pmpo_engine::results::RunStatus;
 use pmpo_engine::{CheckedPlan, Decision, Engine, EngineError, ExecuteOptions, Force};
 use pmpo_plan::Diagnostic;
 use pmpo_store::db::ExecStore;
@@ -68,8 +69,10 @@ naming missing stages or constraints, unknown checks and bad check parameters."
 unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
 .state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
 logs/execution/<stage>.jsonl (each stage's attempts with their output).\n\n\
-Exit codes: 0 every stage completed, 1 a stage failed or timed out, 2 invalid plan, 3 paused (a stage awaits\n\
-a decision, or every adapter of a stage is open), 4 workspace busy, 130 cancelled."
+Exit codes: 0 every stage completed and every blocking constraint of the validation_plan holds,\n\
+1 a stage failed, timed out or was skipped, or a blocking constraint is violated or could not be\n\
+checked (--allow-violations only reports those), 2 invalid plan, 3 paused (a stage awaits a decision,\n\
+or every adapter of a stage is open), 4 workspace busy, 130 cancelled."
     )]
     Execute {
         /// The plan file (YAML or JSON).
@@ -200,6 +203,11 @@ pub struct RunArgs {
     /// Print nothing on stderr except errors.
     #[arg(long, short = 'q')]
     quiet: bool,
+    /// Report blocking constraints of the validation_plan that are violated (or that
+    /// their checks could not verify) without failing the run: exit 0 when every stage
+    /// completed. For users who only want the files.
+    #[arg(long)]
+    allow_violations: bool,
     #[command(flatten)]
     ai: ai_cli::AiArgs,
     /// Consecutive failures of an adapter that open its circuit breaker.
@@ -412,6 +420,7 @@ fn cmd_execute(
         breaker_threshold,
         breaker_cooldown,
         jobs,
+        allow_violations,
         fail_fast: _,
     } = args;
     let engine = Engine::default();
@@ -439,6 +448,7 @@ fn cmd_execute(
     };
     let mut opts = ExecuteOptions::new(workspace.clone());
     opts.keep_going = keep_going;
+    opts.allow_violations = allow_violations;
     opts.default_timeout = timeout;
     opts.wait = wait;
     opts.resume = resume;
@@ -512,10 +522,10 @@ fn cmd_execute(
             if !quiet {
                 report::print_summary(&results, &workspace);
             }
-            match results.status.as_str() {
-                "completed" => EXIT_OK,
-                "cancelled" => EXIT_CANCELLED,
-                "awaiting_intervention" | "paused" => EXIT_PAUSED,
+            match RunStatus::parse(&results.status) {
+                Some(RunStatus::Completed) => EXIT_OK,
+                Some(RunStatus::Cancelled) => EXIT_CANCELLED,
+                Some(s) if s.is_paused() => EXIT_PAUSED,
                 _ => EXIT_STAGE_FAILED,
             }
         }

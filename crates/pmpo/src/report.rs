@@ -291,19 +291,35 @@ pub fn ask_person(req: &pmpo_engine::Intervention) -> pmpo_engine::Decision {
 
 /// The closing lines after a run.
 pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
-    let s = &r.summary;
     let mut err = std::io::stderr().lock();
     let _ = writeln!(
         err,
-        "{}: {} of {} stages completed, {} failed, {} timed out, {} skipped in {}",
+        "{}: {} in {}",
         r.status,
-        s.completed,
-        s.total,
-        s.failed,
-        s.timeout,
-        s.skipped,
+        r.summary.describe(),
         human(Duration::from_secs_f64(r.duration_ms / 1000.0))
     );
+    for v in &r.violations {
+        let what = if v.status == "violated" {
+            "violated"
+        } else {
+            "could not be checked"
+        };
+        let _ = writeln!(
+            err,
+            "  blocking constraint `{}` {what}: {}",
+            v.constraint_id, v.description
+        );
+        for c in &v.checks {
+            let _ = writeln!(err, "    {} {}: {}", c.check, c.status, c.message);
+        }
+    }
+    if r.allowed_violations {
+        let _ = writeln!(
+            err,
+            "  note: --allow-violations: the violations above do not fail the run"
+        );
+    }
     for e in r.errors.iter().take(20) {
         let _ = writeln!(err, "  error in `{}` ({}): {}", e.stage, e.kind, e.message);
         if let Some(h) = &e.hint {
@@ -319,19 +335,6 @@ pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
     }
     for n in &r.notices {
         let _ = writeln!(err, "  note: {n}");
-    }
-    if (r.status == "awaiting_intervention" || r.status == "paused")
-        && let Some(s) = r
-            .stages
-            .iter()
-            .find(|s| s.status == StageStatus::AwaitingIntervention)
-    {
-        let _ = writeln!(
-            err,
-            "  paused at `{}`: {}",
-            s.id,
-            s.reason.as_deref().unwrap_or_default()
-        );
     }
     let _ = writeln!(
         err,

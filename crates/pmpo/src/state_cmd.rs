@@ -8,6 +8,9 @@ use pmpo_store::db::{ExecStore, PatchRow, SqliteStore};
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
 
+use pmpo_engine::StageStatus;
+use pmpo_engine::results::Summary;
+
 use crate::{EXIT_BUSY, EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
 
 /// Prints an error with its fix; returns the exit code for a failed command.
@@ -94,10 +97,16 @@ pub fn status(args: StatusArgs) -> u8 {
     let mut rows = Vec::new();
     for run in runs {
         let tasks = db.tasks(&run.run_id).unwrap_or_default();
-        let done = tasks
+        // The same counts as the run's summary: stages without a row never started.
+        let mut statuses: Vec<StageStatus> = tasks
             .iter()
-            .filter(|t| t.status == "COMPLETED" || t.status == "CACHED")
-            .count();
+            .map(|t| StageStatus::parse(&t.status).unwrap_or(StageStatus::Pending))
+            .collect();
+        statuses.resize(
+            (run.stages.max(0) as usize).max(statuses.len()),
+            StageStatus::Pending,
+        );
+        let summary = Summary::of(statuses);
         let is_live = live.as_ref().is_some_and(|h| h.run_id == run.run_id);
         let state = match run.status.as_str() {
             "running" if is_live => "running".to_string(),
@@ -110,7 +119,8 @@ pub fn status(args: StatusArgs) -> u8 {
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
             "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,
-            "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at, "stages_done": done, "stages": run.stages,
+            "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at, "stages_done": summary.succeeded(), "stages": run.stages,
+            "summary": summary, "summary_text": summary.describe(),
             "current_stage": if is_live { current } else { None },
         }));
     }
@@ -130,11 +140,10 @@ pub fn status(args: StatusArgs) -> u8 {
     }
     for r in &rows {
         println!(
-            "{}  {:<11} {}/{} stages  {}  {}{}",
+            "{}  {:<11} {}  {}  {}{}",
             r["run_id"].as_str().unwrap_or_default(),
             r["status"].as_str().unwrap_or_default(),
-            r["stages_done"],
-            r["stages"],
+            r["summary_text"].as_str().unwrap_or_default(),
             r["plan"].as_str().unwrap_or_default(),
             r["started_at"].as_str().unwrap_or_default(),
             r["current_stage"]
@@ -398,31 +407,40 @@ pub fn gc(args: GcArgs) -> u8 {
         Ok(n) => n,
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
-    let (mut scripts, mut script_bytes) = (0usize, 0u64);
-    if let Ok(entries) = std::fs::read_dir(ws.root().join(".state/scripts")) {
+    // Per-run folders of pmpo's own: the code stages ran, and whole stage outputs.
+    let mut per_run = [(0usize, 0u64), (0usize, 0u64)];
+    for (dir, (count, bytes)) in [".state/scripts", ".state/output"]
+        .into_iter()
+        .zip(per_run.iter_mut())
+    {
+        let Ok(entries) = std::fs::read_dir(ws.root().join(dir)) else {
+            continue;
+        };
         for e in entries.flatten() {
             let run = e.file_name().to_string_lossy().into_owned();
             if all.iter().any(|r| r.run_id == run) && !keep.contains(&run) {
                 let size = dir_size(&e.path());
                 if std::fs::remove_dir_all(e.path()).is_ok() {
-                    scripts += 1;
-                    script_bytes += size;
+                    *count += 1;
+                    *bytes += size;
                 }
             }
         }
     }
+    let [(scripts, script_bytes), (outputs, output_bytes)] = per_run;
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,
         "cache_entries_removed": cache, "script_dirs_removed": scripts, "script_bytes_freed": script_bytes,
-        "bytes_freed": blob_bytes + script_bytes,
+        "output_dirs_removed": outputs, "output_bytes_freed": output_bytes,
+        "bytes_freed": blob_bytes + script_bytes + output_bytes,
     });
     if args.json {
         print_json(&summary);
     } else {
         println!(
-            "gc: kept the {} most recent runs; removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes); {} bytes freed",
+            "gc: kept the {} most recent runs; removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
             keep.len(),
-            blob_bytes + script_bytes
+            blob_bytes + script_bytes + output_bytes
         );
     }
     EXIT_OK

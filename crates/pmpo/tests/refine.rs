@@ -535,7 +535,24 @@ fn a_kill_in_the_middle_of_an_iteration_resumes_cleanly() {
                 );
             }
         }
-        let r = run(pmpo(&ws), &["refine", "k", "--json"]);
+        // Killed before the artifact existed (a loaded machine is slow to start):
+        // the re-run must name what to refine again.
+        let r = if ws.p(".refiner/artifacts/k/state.json").exists() {
+            run(pmpo(&ws), &["refine", "k", "--json"])
+        } else {
+            run(
+                pmpo(&ws),
+                &[
+                    "refine",
+                    "k",
+                    "--type",
+                    "logo",
+                    "--input",
+                    "brand/logo.svg",
+                    "--json",
+                ],
+            )
+        };
         let st = state(&ws, "k");
         if st["finalized_at"].is_string() && r.code == 0 {
             assert_eq!(st["convergence_status"], "converged", "delay {delay_ms}");

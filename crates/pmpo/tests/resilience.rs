@@ -487,33 +487,26 @@ fn correction_without_a_model_is_skipped_with_a_note() {
 }
 
 #[test]
-fn fail_fast_stops_parallel_stages_and_keep_going_lets_them_finish() {
+fn fail_fast_lets_running_stages_finish_and_starts_nothing_after_the_failure() {
     let ws = Ws::new();
-    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 35.2; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n");
-    let t = std::time::Instant::now();
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 1.2; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n    - id: later\n      cache: false\n      with: {command: [sh, -c, 'echo later > later.txt']}\n");
     let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "2"]);
-    assert!(
-        t.elapsed() < std::time::Duration::from_secs(20),
-        "fail-fast did not stop the slow stage"
-    );
     assert_eq!(r.code, 1, "{}", r.stderr);
     let res = r.json();
     assert_eq!(stage(&res, "bad")["status"], "FAILED");
-    assert_eq!(stage(&res, "slow")["status"], "SKIPPED");
+    // The stage running beside the failure is never killed: it finishes and counts.
+    assert_eq!(stage(&res, "slow")["status"], "COMPLETED");
+    assert_eq!(ws.read("slow.txt"), "done\n");
+    // What comes after the failure in the plan's order does not start.
+    assert_eq!(stage(&res, "later")["status"], "SKIPPED");
     assert!(
-        stage(&res, "slow")["reason"]
+        stage(&res, "later")["reason"]
             .as_str()
             .unwrap()
-            .contains("stopped: stage `bad` failed"),
+            .contains("stage `bad` failed and the run stops at the first failure"),
         "{res}"
     );
-    let alive = std::process::Command::new("pgrep")
-        .args(["-f", "sleep 35.2"])
-        .output()
-        .unwrap()
-        .status
-        .success();
-    assert!(!alive, "the stopped stage's process is still running");
+    assert!(!ws.p("later.txt").exists());
     // Results keep the plan's order whatever finished first.
     assert_eq!(res["stages"][0]["id"], "slow");
 
