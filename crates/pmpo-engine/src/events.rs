@@ -15,6 +15,8 @@ pub enum StageStatus {
     Cached,
     Failed,
     Timeout,
+    /// Stopped while running because the user cancelled the run (Ctrl-C).
+    Cancelled,
     Skipped,
     /// Waiting for a person (`on_failure: manual`) or for an adapter's breaker (safe mode).
     AwaitingIntervention,
@@ -30,6 +32,7 @@ impl StageStatus {
             StageStatus::Cached => "CACHED",
             StageStatus::Failed => "FAILED",
             StageStatus::Timeout => "TIMEOUT",
+            StageStatus::Cancelled => "CANCELLED",
             StageStatus::Skipped => "SKIPPED",
             StageStatus::AwaitingIntervention => "AWAITING_INTERVENTION",
         }
@@ -49,6 +52,7 @@ impl StageStatus {
             "CACHED" => StageStatus::Cached,
             "FAILED" => StageStatus::Failed,
             "TIMEOUT" => StageStatus::Timeout,
+            "CANCELLED" => StageStatus::Cancelled,
             "SKIPPED" => StageStatus::Skipped,
             "AWAITING_INTERVENTION" => StageStatus::AwaitingIntervention,
             _ => return None,
@@ -59,7 +63,10 @@ impl StageStatus {
     pub fn is_failure(self) -> bool {
         matches!(
             self,
-            StageStatus::Failed | StageStatus::Timeout | StageStatus::Skipped
+            StageStatus::Failed
+                | StageStatus::Timeout
+                | StageStatus::Cancelled
+                | StageStatus::Skipped
         )
     }
 }

@@ -1282,9 +1282,12 @@ async fn run_one(
             None,
         ),
     };
-    let status = failure
-        .as_ref()
-        .map_or(StageStatus::Completed, |f| f.status);
+    let status = match &failure {
+        None => StageStatus::Completed,
+        // Stopped by the user's cancel: not a failure of the stage.
+        Some(f) if f.kind == "cancelled" => StageStatus::Cancelled,
+        Some(f) => f.status,
+    };
     let mut failure = failure;
     if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
         f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);

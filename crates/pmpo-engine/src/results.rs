@@ -175,6 +175,8 @@ pub struct Summary {
     pub cached: usize,
     pub failed: usize,
     pub timeout: usize,
+    /// Stopped while running by the user's cancel.
+    pub cancelled: usize,
     pub skipped: usize,
     /// Waiting for a person's decision (or for an adapter, in safe mode).
     pub awaiting_decision: usize,
@@ -200,6 +202,7 @@ impl Summary {
                 StageStatus::Cached => s.cached += 1,
                 StageStatus::Failed => s.failed += 1,
                 StageStatus::Timeout => s.timeout += 1,
+                StageStatus::Cancelled => s.cancelled += 1,
                 StageStatus::Skipped => s.skipped += 1,
                 StageStatus::AwaitingIntervention => s.awaiting_decision += 1,
                 StageStatus::Pending => s.not_started += 1,
@@ -229,6 +232,7 @@ impl Summary {
         for (n, what) in [
             (self.failed, "failed"),
             (self.timeout, "timed out"),
+            (self.cancelled, "cancelled"),
             (self.skipped, "skipped"),
             (self.awaiting_decision, "awaiting a decision"),
             (self.running, "running"),

@@ -77,6 +77,7 @@ fn counts(summary: &Value) -> Vec<(String, u64)> {
         "cached",
         "failed",
         "timeout",
+        "cancelled",
         "skipped",
         "awaiting_decision",
         "not_started",
@@ -525,4 +526,46 @@ fn a_cut_stdout_is_never_passed_on_and_stdout_file_has_all_of_it() {
     let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going"]);
     assert_eq!(r.code, 1);
     assert_eq!(common::error_of(&r.json(), "cut")["message"], e["message"]);
+}
+
+#[test]
+fn a_cancelled_run_counts_the_stopped_stage_as_cancelled_not_failed() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: a\n      with: {command: [sh, -c, 'echo a']}\n    - id: b\n      with: {command: [sh, -c, 'touch started; sleep 20']}\n    - id: c\n      with: {command: [echo, c]}\n",
+    );
+    let child = common::bin()
+        .args(["execute", "plan.yaml", "--json", "-j", "1"])
+        .current_dir(ws.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    while !ws.p("started").exists() {
+        assert!(t.elapsed().as_secs() < 20, "stage b never started");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let sent = std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(r.code, 130, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["status"], "cancelled");
+    assert_eq!(j["stages"][1]["status"], "CANCELLED");
+    assert_eq!(j["stages"][2]["status"], "SKIPPED");
+    assert_eq!(
+        counts(&j["summary"]),
+        counts(&serde_json::json!({"total": 3, "completed": 1, "cancelled": 1, "skipped": 1}))
+    );
+    assert_eq!(
+        summary_block(&r),
+        "cancelled: 1 of 3 stages succeeded (1 ran, 0 reused), 1 cancelled, 1 skipped in T
+  error in `b` (cancelled): cancelled by the user; its process group was killed
+results: ./.state/execution_results.json"
+    );
+    assert_one_vocabulary(&ws, &r);
 }
