@@ -41,6 +41,51 @@ pub struct ProcessResult {
     pub note: Option<String>,
 }
 
+/// Process groups of the tool processes running now, so that a process that
+/// must exit at once (a second terminating signal) can still kill them all.
+static LIVE_GROUPS: std::sync::Mutex<std::collections::BTreeSet<u32>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Keeps a group in [`LIVE_GROUPS`] while its process runs, and kills the
+/// group when dropped: also when the future running it is dropped midway.
+struct LiveGroup(u32);
+
+impl LiveGroup {
+    fn new(pgid: u32) -> LiveGroup {
+        if pgid != 0 {
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(pgid);
+        }
+        LiveGroup(pgid)
+    }
+}
+
+impl Drop for LiveGroup {
+    fn drop(&mut self) {
+        if self.0 != 0 {
+            kill_group(self.0);
+            LIVE_GROUPS
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&self.0);
+        }
+    }
+}
+
+/// Kills the process group of every tool process still running (SIGKILL).
+/// For a process about to exit without unwinding.
+pub fn kill_live_groups() {
+    let groups = LIVE_GROUPS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .clone();
+    for g in groups {
+        kill_group(g);
+    }
+}
+
 fn kill_group(pgid: u32) {
     // SAFETY: kill(2) with a negative pid signals a process group; no memory is shared.
     unsafe {
@@ -87,6 +132,7 @@ pub async fn run_process_spilling(
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let pgid = child.id().unwrap_or(0);
+    let group = LiveGroup::new(pgid);
     let stdout = child.stdout.take().expect("stdout is piped");
     let stderr = child.stderr.take().expect("stderr is piped");
     let limit = spec.capture_limit;
@@ -112,9 +158,7 @@ pub async fn run_process_spilling(
         _ = tokio::time::sleep(timeout) => Termination::TimedOut,
         _ = cancel.cancelled() => Termination::Cancelled,
     };
-    if pgid != 0 {
-        kill_group(pgid);
-    }
+    drop(group);
     if matches!(termination, Termination::TimedOut | Termination::Cancelled) {
         let _ = child.wait().await;
     }

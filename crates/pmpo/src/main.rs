@@ -8,6 +8,7 @@ mod ops_cmd;
 mod preview_cmd;
 mod refine_cmd;
 mod report;
+mod signals;
 mod state_cmd;
 mod validate_cmd;
 
@@ -490,13 +491,9 @@ fn cmd_execute(
     } else {
         report::Mode::Plain
     };
+    let cancel = opts.cancel.clone();
+    let stop = signals::on_terminating_signals(move || cancel.cancel());
     let outcome = runtime.block_on(async {
-        let cancel = opts.cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        });
         let mut reporter = report::Reporter::start(mode, &plan, &workspace);
         let result = engine.execute(&plan, &opts, &mut reporter).await;
         reporter.finish();
@@ -524,7 +521,7 @@ fn cmd_execute(
             }
             match RunStatus::parse(&results.status) {
                 Some(RunStatus::Completed) => EXIT_OK,
-                Some(RunStatus::Cancelled) => EXIT_CANCELLED,
+                Some(RunStatus::Cancelled) => stop.exit_code(),
                 Some(s) if s.is_paused() => EXIT_PAUSED,
                 _ => EXIT_STAGE_FAILED,
             }

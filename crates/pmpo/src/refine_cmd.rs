@@ -11,7 +11,7 @@ use pmpo_tools::Registry;
 use serde_json::{Map, Value};
 
 use crate::report::{self, Mode, Reporter};
-use crate::{EXIT_BUSY, EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, EXIT_PAUSED, EXIT_STAGE_FAILED};
+use crate::{EXIT_BUSY, EXIT_INVALID, EXIT_OK, EXIT_PAUSED, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
 pub struct RefineArgs {
@@ -328,13 +328,9 @@ pub fn refine(a: RefineArgs) -> u8 {
         workspace: a.workspace.clone(),
         reporter: None,
     };
+    let cancel = exec.cancel.clone();
+    let stop = crate::signals::on_terminating_signals(move || cancel.cancel());
     let result = runtime.block_on(async {
-        let cancel = exec.cancel.clone();
-        tokio::spawn(async move {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                cancel.cancel();
-            }
-        });
         let mut env = Env {
             engine,
             client,
@@ -362,7 +358,7 @@ pub fn refine(a: RefineArgs) -> u8 {
                 Outcome::Converged | Outcome::UserTerminated => EXIT_OK,
                 Outcome::MaxIterationsExceeded => EXIT_STAGE_FAILED,
                 Outcome::AwaitingApproval | Outcome::ExecutionPaused => EXIT_PAUSED,
-                Outcome::Cancelled => EXIT_CANCELLED,
+                Outcome::Cancelled => stop.exit_code(),
             }
         }
     }

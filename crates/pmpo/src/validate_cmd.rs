@@ -11,7 +11,7 @@ use pmpo_engine::Engine;
 use pmpo_engine::results::ValidationOutput;
 use pmpo_engine::validation::{self, ConstraintStatus, ValidationReport};
 
-use crate::{EXIT_CANCELLED, EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
+use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,21 +51,11 @@ pub fn run(args: Args) -> u8 {
             return EXIT_INVALID;
         }
     };
-    // Ctrl-C stops the running check (a command's whole process group is killed).
+    // Ctrl-C (or SIGTERM, SIGHUP) stops the running check (a command's whole
+    // process group is killed).
     let cancel = Arc::new(AtomicBool::new(false));
     let flag = cancel.clone();
-    std::thread::spawn(move || {
-        if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-        {
-            rt.block_on(async {
-                if tokio::signal::ctrl_c().await.is_ok() {
-                    flag.store(true, Ordering::Relaxed);
-                }
-            });
-        }
-    });
+    let stop = crate::signals::on_terminating_signals(move || flag.store(true, Ordering::Relaxed));
     let report = match validation::validate_workspace(&ws, &plan, &cancel) {
         Ok(r) => r,
         Err(e) => {
@@ -93,7 +83,7 @@ pub fn run(args: Args) -> u8 {
     }
     if cancel.load(Ordering::Relaxed) {
         eprintln!("validation cancelled; the checks not run are recorded as not_checked");
-        return EXIT_CANCELLED;
+        return stop.exit_code();
     }
     let failed =
         report.summary.blocking_violated > 0 || (args.strict && report.summary.violated > 0);

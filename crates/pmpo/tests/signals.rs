@@ -1,0 +1,141 @@
+//! Every terminating signal is a cancel: SIGINT, SIGTERM and SIGHUP stop the
+//! stages' process groups (even children that ignore signals), write the
+//! results and exit 130/143/129; a second signal stops pmpo at once.
+
+mod common;
+
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Run, Ws};
+
+fn spawn(ws: &Ws, args: &[&str]) -> Child {
+    common::bin()
+        .args(args)
+        .current_dir(ws.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_for(ws: &Ws, rel: &str) {
+    let t = Instant::now();
+    while !ws.p(rel).exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{rel} never appeared"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(child: &Child, sig: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{sig}"), &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{sig}");
+}
+
+fn alive(marker: &str) -> bool {
+    std::process::Command::new("pgrep")
+        .args(["-f", marker])
+        .output()
+        .unwrap()
+        .status
+        .success()
+}
+
+#[test]
+fn sigterm_and_sighup_cancel_like_ctrl_c_even_when_the_stage_ignores_them() {
+    for (sig, code) in [("TERM", 143), ("HUP", 129), ("INT", 130)] {
+        let ws = Ws::new();
+        let marker = format!("sleep 31.{code}");
+        ws.plan(&format!(
+            "    - id: stubborn\n      with: {{command: [sh, -c, \"trap '' TERM INT HUP; touch started; {marker} & wait; {marker}\"]}}\n    - id: after\n      with: {{command: [echo, after]}}\n"
+        ));
+        let child = spawn(&ws, &["execute", "plan.yaml", "--json", "-j", "1"]);
+        wait_for(&ws, "started");
+        signal(&child, sig);
+        let t = Instant::now();
+        let r: Run = child.wait_with_output().unwrap().into();
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "SIG{sig} was not acted on"
+        );
+        assert_eq!(r.code, code, "SIG{sig}: {}", r.stderr);
+        let j = r.json();
+        assert_eq!(j["status"], "cancelled");
+        assert_eq!(j["stages"][0]["status"], "CANCELLED");
+        assert_eq!(j["stages"][1]["status"], "SKIPPED");
+        // The results and the run's record are written.
+        assert_eq!(
+            ws.read_json(".state/execution_results.json")["run_id"],
+            j["run_id"]
+        );
+        assert!(
+            !alive(&marker),
+            "SIG{sig}: the stage's processes outlived pmpo"
+        );
+    }
+}
+
+#[test]
+fn a_second_signal_stops_pmpo_at_once_and_a_rerun_continues() {
+    let ws = Ws::new();
+    // A template that renders for minutes on pmpo's own thread: the first
+    // signal cannot interrupt it, the second must.
+    ws.write(
+        "spin.txt",
+        "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+    );
+    ws.write("ok.txt", "fine\n");
+    ws.plan(
+        "    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: spin\n      depends_on: [first]\n      tool: template\n      with: {template: spin.txt, output: out.txt}\n      outputs: [out.txt]\n",
+    );
+    let child = spawn(&ws, &["execute", "plan.yaml", "-j", "1"]);
+    wait_for(&ws, "first.txt");
+    std::thread::sleep(Duration::from_millis(500));
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(300));
+    signal(&child, "TERM");
+    let t = Instant::now();
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("second signal: stopped at once"),
+        "{}",
+        r.stderr
+    );
+
+    // The interrupted run goes on where it stopped: `first` is not run again.
+    ws.plan(
+        "    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: spin\n      depends_on: [first]\n      tool: template\n      with: {template: ok.txt, output: out.txt}\n      outputs: [out.txt]\n",
+    );
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert!(r.stderr.contains("continuing run"), "{}", r.stderr);
+    assert_eq!(j["stages"][0]["status"], "COMPLETED");
+    assert_eq!(j["stages"][0]["attempts"], 1);
+    assert_eq!(ws.read("out.txt"), "fine\n");
+}
+
+#[test]
+fn sigterm_stops_validate_with_143() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, 'touch started; sleep 32.5'], timeout: 60s}\n",
+    );
+    let child = spawn(&ws, &["validate", "plan.yaml", "--json"]);
+    wait_for(&ws, "started");
+    signal(&child, "TERM");
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    assert!(!alive("sleep 32.5"));
+}
