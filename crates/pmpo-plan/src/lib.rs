@@ -180,6 +180,10 @@ fn yaml_err_hint(message: &str) -> String {
         "YAML indentation must use spaces, not tabs".into()
     } else if message.contains("duplicate key") {
         "each key may appear once per mapping; remove or rename one".into()
+    } else if message.contains("PMPO_YAML_MAX_DEPTH") {
+        "a plan needs a few levels; this looks generated wrongly. If it is meant, raise the limit: PMPO_YAML_MAX_DEPTH=N".into()
+    } else if message.contains("PMPO_YAML_MAX_ALIAS_NODES") {
+        "write the repeated parts out, or raise the limit: PMPO_YAML_MAX_ALIAS_NODES=N".into()
     } else {
         "fix the YAML syntax at that position (check indentation and quoting)".into()
     }

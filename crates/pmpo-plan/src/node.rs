@@ -250,21 +250,50 @@ pub struct SyntaxError {
     pub pos: Option<Pos>,
 }
 
-/// Most nodes one document may expand to (aliases included): a guard against
-/// "billion laughs" documents.
-const MAX_NODES: usize = 5_000_000;
+/// Most nodes that aliases may add to one document, counted before anything
+/// is copied: a guard against "billion laughs" documents. Raised with
+/// `PMPO_YAML_MAX_ALIAS_NODES`.
+pub const MAX_ALIAS_NODES: usize = 200_000;
+/// Deepest nesting of sequences and mappings in one document: deeper trees
+/// would exhaust the stack of every recursive reader after the parser.
+/// Raised with `PMPO_YAML_MAX_DEPTH` (up to 10,000).
+pub const MAX_DEPTH: usize = 256;
+
+fn limit(var: &str, default: usize, most: usize) -> usize {
+    std::env::var(var)
+        .ok()
+        .and_then(|v| v.trim().parse::<usize>().ok())
+        .map_or(default, |n| n.clamp(1, most))
+}
 
 /// Parses a single YAML (or JSON) document into a [`Node`] tree.
 pub fn parse_yaml(text: &str) -> Result<Node, SyntaxError> {
-    let mut builder = Builder::default();
+    let mut builder = Builder {
+        max_depth: limit("PMPO_YAML_MAX_DEPTH", MAX_DEPTH, 10_000),
+        max_alias_nodes: limit("PMPO_YAML_MAX_ALIAS_NODES", MAX_ALIAS_NODES, usize::MAX),
+        ..Builder::default()
+    };
     let mut parser = Parser::new_from_str(text);
-    if let Err(e) = parser.load(&mut builder, true) {
-        let m = *e.marker();
-        let info = e.info().to_string();
-        return Err(SyntaxError {
-            message: format!("YAML syntax error: {info}"),
-            pos: Some(m.into()),
-        });
+    // Events are pulled one by one: the parser's own `load` recurses once per
+    // level of nesting, and a deep document would overflow the stack before
+    // the depth limit could refuse it.
+    loop {
+        let (ev, mark) = match parser.next_token() {
+            Ok(x) => x,
+            Err(e) => {
+                let m = *e.marker();
+                let info = e.info().to_string();
+                return Err(SyntaxError {
+                    message: format!("YAML syntax error: {info}"),
+                    pos: Some(m.into()),
+                });
+            }
+        };
+        let end = ev == Event::StreamEnd;
+        builder.on_event(ev, mark);
+        if end || builder.error.is_some() {
+            break;
+        }
     }
     if let Some(err) = builder.error {
         return Err(err);
@@ -296,23 +325,55 @@ struct Builder {
     documents: usize,
     second_doc_pos: Option<Pos>,
     error: Option<SyntaxError>,
-    nodes: usize,
+    /// Nodes added by aliases so far.
+    alias_nodes: usize,
+    max_depth: usize,
+    max_alias_nodes: usize,
 }
 
-fn count_nodes(node: &Node) -> usize {
+/// Counts a subtree's nodes, stopping as soon as the count passes `budget`
+/// (the tree's depth is bounded by the parser's depth limit).
+fn count_nodes(node: &Node, budget: usize) -> usize {
+    let mut n = 1;
     match &node.kind {
-        NodeKind::Scalar { .. } => 1,
-        NodeKind::Seq(items) => 1 + items.iter().map(count_nodes).sum::<usize>(),
+        NodeKind::Scalar { .. } => {}
+        NodeKind::Seq(items) => {
+            for item in items {
+                n += count_nodes(item, budget.saturating_sub(n));
+                if n > budget {
+                    break;
+                }
+            }
+        }
         NodeKind::Map(entries) => {
-            1 + entries
-                .iter()
-                .map(|(k, v)| count_nodes(k) + count_nodes(v))
-                .sum::<usize>()
+            for (k, v) in entries {
+                n += count_nodes(k, budget.saturating_sub(n));
+                n += count_nodes(v, budget.saturating_sub(n));
+                if n > budget {
+                    break;
+                }
+            }
         }
     }
+    n
 }
 
 impl Builder {
+    /// Refuses one more level of nesting past the limit.
+    fn too_deep(&mut self, pos: Option<Pos>) -> bool {
+        if self.stack.len() < self.max_depth {
+            return false;
+        }
+        self.error = Some(SyntaxError {
+            message: format!(
+                "the document nests sequences and mappings more than {} levels deep; the limit is PMPO_YAML_MAX_DEPTH",
+                self.max_depth
+            ),
+            pos,
+        });
+        true
+    }
+
     fn push_value(&mut self, node: Node, anchor: usize) {
         if anchor > 0 {
             self.anchors.insert(anchor, node.clone());
@@ -363,7 +424,6 @@ impl MarkedEventReceiver for Builder {
                 }
             }
             Event::Scalar(text, style, anchor, _tag) => {
-                self.nodes += 1;
                 let plain = matches!(style, TScalarStyle::Plain);
                 self.push_value(
                     Node {
@@ -374,7 +434,9 @@ impl MarkedEventReceiver for Builder {
                 );
             }
             Event::SequenceStart(anchor, _) => {
-                self.nodes += 1;
+                if self.too_deep(pos) {
+                    return;
+                }
                 self.stack.push((
                     Node {
                         kind: NodeKind::Seq(Vec::new()),
@@ -384,7 +446,9 @@ impl MarkedEventReceiver for Builder {
                 ));
             }
             Event::MappingStart(anchor, _) => {
-                self.nodes += 1;
+                if self.too_deep(pos) {
+                    return;
+                }
                 self.stack.push((
                     Node {
                         kind: NodeKind::Map(Vec::new()),
@@ -409,18 +473,22 @@ impl MarkedEventReceiver for Builder {
                     self.push_value(node, anchor);
                 }
             }
-            Event::Alias(id) => match self.anchors.get(&id).cloned() {
-                Some(mut node) => {
-                    self.nodes += count_nodes(&node);
-                    if self.nodes > MAX_NODES {
+            Event::Alias(id) => match self.anchors.get(&id) {
+                Some(node) => {
+                    // Counted before it is copied: a refused expansion allocates nothing.
+                    let left = self.max_alias_nodes.saturating_sub(self.alias_nodes);
+                    self.alias_nodes += count_nodes(node, left);
+                    if self.alias_nodes > self.max_alias_nodes {
                         self.error = Some(SyntaxError {
                             message: format!(
-                                "the document expands to more than {MAX_NODES} nodes through aliases"
+                                "the document expands to more than {} nodes through aliases (`*name`); the limit is PMPO_YAML_MAX_ALIAS_NODES",
+                                self.max_alias_nodes
                             ),
                             pos,
                         });
                         return;
                     }
+                    let mut node = node.clone();
                     node.pos = pos;
                     self.push_value(node, 0);
                 }
@@ -490,12 +558,34 @@ mod tests {
             let p = i - 1;
             doc.push_str(&format!("a{i}: &a{i} [*a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}, *a{p}]\n"));
         }
+        let t = std::time::Instant::now();
         let err = parse_yaml(&doc).unwrap_err();
+        assert_eq!(
+            err.message,
+            "the document expands to more than 200000 nodes through aliases (`*name`); the limit is PMPO_YAML_MAX_ALIAS_NODES"
+        );
+        assert_eq!(err.pos.map(|p| p.line), Some(6));
+        // Refused while counting, long before a billion nodes could be built.
+        assert!(t.elapsed() < std::time::Duration::from_secs(5));
+    }
+
+    #[test]
+    fn deep_nesting_is_refused_not_a_stack_overflow() {
+        // Block style: the parser itself does not recurse, the limit stops it.
+        let block = format!("plan:\n  stages:\n    - {}x\n", "- ".repeat(20_000));
+        let err = parse_yaml(&block).unwrap_err();
         assert!(
-            err.message.contains("expands to more than"),
+            err.message
+                .starts_with("the document nests sequences and mappings more than 256 levels deep"),
             "{}",
             err.message
         );
+        assert_eq!(err.pos.map(|p| p.line), Some(3));
+        // Flow style: the parser's own recursion limit answers first.
+        let flow = format!("a: {}x{}\n", "[".repeat(20_000), "]".repeat(20_000));
+        assert!(parse_yaml(&flow).is_err());
+        let ok = format!("plan:\n  stages:\n    - {}x\n", "- ".repeat(200));
+        assert!(parse_yaml(&ok).is_ok());
     }
 
     #[test]
