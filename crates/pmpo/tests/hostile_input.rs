@@ -1,0 +1,76 @@
+//! Hostile plans get a clear error (exit 2), never a crash: deep nesting and
+//! alias expansion are bounded before they can exhaust the stack or memory.
+
+mod common;
+
+use common::Ws;
+
+#[test]
+fn a_deeply_nested_plan_is_refused_with_the_limit_not_a_stack_overflow() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        &format!("plan:\n  stages:\n    - {}x\n", "- ".repeat(20_000)),
+    );
+    for cmd in ["check", "execute"] {
+        let r = ws.run(&[cmd, "plan.yaml"]);
+        assert_eq!(r.code, 2, "{cmd}: {}", r.stderr);
+        assert!(
+            r.stderr.starts_with(
+                "error: plan.yaml:3:513: the document nests sequences and mappings more than 256 levels deep; the limit is PMPO_YAML_MAX_DEPTH\n  help: a plan needs a few levels;"
+            ),
+            "{cmd}: {}",
+            r.stderr
+        );
+    }
+    assert!(!ws.p(".state").exists(), "an invalid plan wrote state");
+}
+
+#[test]
+fn an_alias_bomb_is_refused_quickly_and_the_limit_can_be_raised() {
+    let ws = Ws::new();
+    let mut doc = String::from("x0: &x0 [a, a, a, a, a, a, a, a, a, a]\n");
+    for i in 1..9 {
+        let p = i - 1;
+        doc.push_str(&format!(
+            "x{i}: &x{i} [*x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}, *x{p}]\n"
+        ));
+    }
+    ws.write("plan.yaml", &doc);
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the document expands to more than 200000 nodes through aliases (`*name`); the limit is PMPO_YAML_MAX_ALIAS_NODES"
+        ),
+        "{}",
+        r.stderr
+    );
+    // The limit is a setting: 1,111 nodes from aliases pass by default and are
+    // refused under a limit of 100.
+    let small: String = doc.lines().take(3).map(|l| format!("{l}\n")).collect();
+    ws.write("small.yaml", &small);
+    let r = ws.run(&["check", "small.yaml"]);
+    assert!(!r.stderr.contains("aliases"), "{}", r.stderr);
+    let r: common::Run = common::bin()
+        .args(["check", "small.yaml"])
+        .current_dir(ws.path())
+        .env("PMPO_YAML_MAX_ALIAS_NODES", "100")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 2);
+    assert!(
+        r.stderr
+            .contains("expands to more than 100 nodes through aliases"),
+        "{}",
+        r.stderr
+    );
+    // A plan that repeats a block through an alias is fine under the limit.
+    ws.write(
+        "ok.yaml",
+        "specification: {artifact_name: t, artifact_type: code}\nx-retry: &r {attempts: 2, initial: 1ms}\nplan:\n  stages:\n    - {id: a, retry: *r, with: {command: [echo]}}\n    - {id: b, retry: *r, with: {command: [echo]}}\n",
+    );
+    let r = ws.run(&["check", "ok.yaml"]);
+    assert!(!r.stderr.contains("aliases"), "{}", r.stderr);
+}
