@@ -1,7 +1,10 @@
 //! Record and replay. A cassette is JSON lines, one model exchange each,
 //! keyed by the request's hash. It holds prompts and answers, never keys or
-//! headers. Replaying answers every request from the cassette, in the order
-//! recorded when the same request was made several times.
+//! headers. Every answer is recorded, the rejected ones too (cut off at the
+//! token limit, refused, empty: `rejected` names why, `response` keeps the
+//! finish reason and token counts), so a replay reproduces the recorded run,
+//! failures included. Replaying answers every request from the cassette, in
+//! the order recorded when the same request was made several times.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -25,6 +28,11 @@ pub struct CassetteEntry {
     pub model: String,
     pub request: ChatRequest,
     pub response: Completion,
+    /// Why the client rejected this answer (`truncated`, `refused`,
+    /// `empty_answer`); absent for an accepted answer and in older cassettes.
+    /// Informative only: a replay checks the answer again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
 }
 
 fn split(path: &Path) -> Result<(Workspace, String), AiError> {
@@ -83,6 +91,10 @@ pub struct ReplayEndpoint {
     name: String,
     path: PathBuf,
     answers: HashMap<String, Vec<Completion>>,
+    /// The endpoint each request was answered by when recorded.
+    origins: HashMap<String, String>,
+    /// The stages that asked anything in the recorded run.
+    stages: HashMap<String, usize>,
     next: Mutex<HashMap<String, usize>>,
 }
 
@@ -96,6 +108,8 @@ impl ReplayEndpoint {
             .hint("record one first: pmpo execute PLAN --record FILE")
         })?;
         let mut answers: HashMap<String, Vec<Completion>> = HashMap::new();
+        let mut origins = HashMap::new();
+        let mut stages: HashMap<String, usize> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -107,12 +121,16 @@ impl ReplayEndpoint {
                 )
                 .hint("a cassette is written by --record; re-record it")
             })?;
+            *stages.entry(entry.stage).or_default() += 1;
+            origins.entry(entry.hash.clone()).or_insert(entry.endpoint);
             answers.entry(entry.hash).or_default().push(entry.response);
         }
         Ok(ReplayEndpoint {
             name: name.to_string(),
             path: path.to_path_buf(),
             answers,
+            origins,
+            stages,
             next: Mutex::new(HashMap::new()),
         })
     }
@@ -144,6 +162,10 @@ impl Endpoint for ReplayEndpoint {
         Ok(())
     }
 
+    fn recorded_endpoint(&self, req: &ChatRequest) -> Option<String> {
+        self.origins.get(&req.hash()).cloned()
+    }
+
     async fn complete(
         &self,
         call: CallInfo<'_>,
@@ -152,6 +174,18 @@ impl Endpoint for ReplayEndpoint {
     ) -> Result<Completion, AiError> {
         let hash = req.hash();
         let Some(list) = self.answers.get(&hash) else {
+            // Say which of the two it is: a stage that asked other things
+            // (its prompt changed) or one that never asked in the recording.
+            let hint = match self.stages.get(call.stage) {
+                Some(n) => format!(
+                    "the cassette has {n} other exchange(s) of stage `{}`: its prompt changed since the recording; record again with --record FILE",
+                    call.stage
+                ),
+                None => format!(
+                    "stage `{}` asked nothing in the recorded run (it is new, or the recorded run stopped before it); record again with --record FILE",
+                    call.stage
+                ),
+            };
             return Err(AiError::new(
                 ErrorKind::NotRecorded,
                 format!(
@@ -162,7 +196,7 @@ impl Endpoint for ReplayEndpoint {
                     req.gist()
                 ),
             )
-            .hint("the prompt changed since the recording (or the stage is new): record again with --record FILE"));
+            .hint(hint));
         };
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let i = next.entry(hash).or_insert(0);

@@ -16,7 +16,8 @@ use crate::command::CommandEndpoint;
 use crate::endpoint::{CallInfo, Endpoint};
 use crate::http::{HttpEndpoint, MAX_RETRY_AFTER};
 use crate::{
-    AiConfig, AiError, ChatRequest, Completion, EndpointKind, ErrorKind, Finish, Phase, Route,
+    AiConfig, AiError, ChatRequest, Completion, EndpointKind, ErrorKind, Finish, Phase, Rejected,
+    Route,
 };
 
 /// Every model call of a run, one JSON object per line, in the workspace.
@@ -263,7 +264,21 @@ impl Client {
             let t0 = Instant::now();
             let (result, attempts) = self.attempts(ctx, ep.as_ref(), &model, req).await;
             let latency = t0.elapsed();
-            let result = result.and_then(|c| check_answer(&chosen, c));
+            // A replayed answer is judged in the name of the endpoint that gave
+            // it, so a replayed failure reads exactly as the recorded one.
+            let judged_as = ep.recorded_endpoint(req).unwrap_or_else(|| chosen.clone());
+            let result = result.and_then(|c| match check_answer(&judged_as, &c) {
+                Ok(()) => Ok(c),
+                Err(mut e) => {
+                    e.answer = Some(Box::new(Rejected {
+                        completion: c,
+                        endpoint: judged_as.clone(),
+                        model: model.clone(),
+                        request_hash: hash.clone(),
+                    }));
+                    Err(e)
+                }
+            });
             self.log(
                 ctx,
                 ep.as_ref(),
@@ -274,21 +289,45 @@ impl Client {
                 attempts,
                 fallback_from.as_deref(),
             );
+            // Everything that was said is recorded, a rejected answer too,
+            // so a replay reproduces this run and not a cleaner one.
+            if let Some(rec) = &self.recorder
+                && ep.kind() != EndpointKind::Replay
+            {
+                let said = match &result {
+                    Ok(c) => Some((c, None)),
+                    Err(e) => e
+                        .answer
+                        .as_ref()
+                        .map(|a| (&a.completion, Some(e.kind.as_str().to_string()))),
+                };
+                if let Some((response, rejected)) = said {
+                    let written = rec.append(&CassetteEntry {
+                        hash: hash.clone(),
+                        stage: ctx.stage.to_string(),
+                        phase: ctx.phase,
+                        endpoint: chosen.clone(),
+                        model: model.clone(),
+                        request: req.clone(),
+                        response: response.clone(),
+                        rejected,
+                    });
+                    match (written, &result) {
+                        (Ok(()), _) => {}
+                        (Err(w), Ok(_)) => return Err(w),
+                        (Err(w), Err(e)) => {
+                            let mut e = e.clone();
+                            e.message = format!(
+                                "{}; the answer could not be recorded: {}",
+                                e.message, w.message
+                            );
+                            return Err(e);
+                        }
+                    }
+                }
+            }
             match result {
                 Ok(completion) => {
-                    if let Some(rec) = &self.recorder
-                        && ep.kind() != EndpointKind::Replay
-                    {
-                        rec.append(&CassetteEntry {
-                            hash: hash.clone(),
-                            stage: ctx.stage.to_string(),
-                            phase: ctx.phase,
-                            endpoint: chosen.clone(),
-                            model: model.clone(),
-                            request: req.clone(),
-                            response: completion.clone(),
-                        })?;
-                    }
                     return Ok(Answer {
                         completion,
                         endpoint: chosen,
@@ -429,10 +468,11 @@ impl Client {
         attempts: u32,
         fallback_from: Option<&str>,
     ) {
-        let (tin, tout) = match result {
-            Ok(c) => (c.tokens_in, c.tokens_out),
-            Err(_) => (None, None),
+        let said = match result {
+            Ok(c) => Some(c),
+            Err(e) => e.answer.as_ref().map(|a| &a.completion),
         };
+        let (tin, tout) = said.map_or((None, None), |c| (c.tokens_in, c.tokens_out));
         let mut rec = json!({
             "time": now_rfc3339(),
             "run_id": ctx.run_id,
@@ -448,6 +488,9 @@ impl Client {
             "outcome": match result { Ok(_) => "ok", Err(e) => e.kind.as_str() },
             "request_hash": hash,
         });
+        if let Some(c) = said {
+            rec["finish"] = json!(c.finish);
+        }
         if let Err(e) = result {
             rec["error"] = json!(e.message);
         }
@@ -463,7 +506,7 @@ impl Client {
 }
 
 /// An answer that is empty, cut off or refused is an error, not an answer.
-fn check_answer(endpoint: &str, c: Completion) -> Result<Completion, AiError> {
+fn check_answer(endpoint: &str, c: &Completion) -> Result<(), AiError> {
     match c.finish {
         Finish::Length => Err(AiError::new(
             ErrorKind::Truncated,
@@ -473,16 +516,33 @@ fn check_answer(endpoint: &str, c: Completion) -> Result<Completion, AiError> {
             ),
         )
         .hint("raise `max_tokens` in the stage's `with:` (or for the endpoint in pmpo.toml), or ask for less")),
-        Finish::Refused => Err(AiError::new(
-            ErrorKind::Refused,
-            format!("the model on endpoint `{endpoint}` refused to answer (content filter or refusal)"),
-        )
-        .hint("reword the prompt")),
+        Finish::Refused => {
+            let said = one_line(&c.text, 300);
+            Err(AiError::new(
+                ErrorKind::Refused,
+                if said.is_empty() {
+                    format!("the model on endpoint `{endpoint}` refused to answer (content filter or refusal)")
+                } else {
+                    format!("the model on endpoint `{endpoint}` refused: {said}")
+                },
+            )
+            .hint("reword the prompt"))
+        }
         _ if c.text.trim().is_empty() => Err(AiError::new(
             ErrorKind::EmptyAnswer,
             format!("endpoint `{endpoint}` returned an empty answer"),
         )
         .hint("check the prompt and the model (some models need a larger max_tokens)")),
-        _ => Ok(c),
+        _ => Ok(()),
+    }
+}
+
+/// Text on one line, shortened to `n` characters.
+fn one_line(text: &str, n: usize) -> String {
+    let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > n {
+        format!("{}...", t.chars().take(n).collect::<String>())
+    } else {
+        t
     }
 }

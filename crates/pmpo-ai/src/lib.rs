@@ -218,6 +218,27 @@ impl ErrorKind {
     pub fn retryable(self) -> bool {
         matches!(self, ErrorKind::RateLimited | ErrorKind::ServerError)
     }
+    /// An outage: the endpoint could not be reached, did not answer in time or
+    /// failed on its side (a local command that failed to run included). Only
+    /// these count against the endpoint's circuit breaker.
+    pub fn outage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::Unreachable
+                | ErrorKind::Timeout
+                | ErrorKind::CommandFailed
+        )
+    }
+    /// The endpoint answered, but the answer cannot be used (cut off, refused,
+    /// empty): a fact about this answer, not about the endpoint's health.
+    pub fn answer_quality(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Truncated | ErrorKind::Refused | ErrorKind::EmptyAnswer
+        )
+    }
     /// A failure of the endpoint itself (not of this request): a fallback may help.
     pub fn endpoint_down(self) -> bool {
         matches!(
@@ -259,6 +280,18 @@ pub struct AiError {
     pub hint: Option<String>,
     /// The server's Retry-After, when it sent one.
     pub retry_after: Option<Duration>,
+    /// The answer that was received and rejected (cut off, refused, empty),
+    /// so the caller can keep it and say where.
+    pub answer: Option<Box<Rejected>>,
+}
+
+/// An answer the client received but did not accept, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub completion: Completion,
+    pub endpoint: String,
+    pub model: String,
+    pub request_hash: String,
 }
 
 impl AiError {
@@ -268,6 +301,7 @@ impl AiError {
             message: message.into(),
             hint: None,
             retry_after: None,
+            answer: None,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

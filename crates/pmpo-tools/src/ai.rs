@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pmpo_ai::{
-    AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
-    Route, template,
+    AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase,
+    Rejected, Role, Route, template,
 };
 use pmpo_plan::{InputIssue, Reference, Specification};
 use pmpo_store::Durability;
@@ -85,14 +85,13 @@ fn class_of(kind: ErrorKind) -> ErrorClass {
         ErrorKind::RateLimited
         | ErrorKind::ServerError
         | ErrorKind::Unreachable
-        | ErrorKind::Timeout => ErrorClass::ServiceUnavailable,
+        | ErrorKind::Timeout
+        | ErrorKind::CommandFailed => ErrorClass::ServiceUnavailable,
+        ErrorKind::Refused | ErrorKind::EmptyAnswer | ErrorKind::Truncated => {
+            ErrorClass::AnswerQuality
+        }
         ErrorKind::Io => ErrorClass::Io,
-        ErrorKind::Cancelled
-        | ErrorKind::Refused
-        | ErrorKind::EmptyAnswer
-        | ErrorKind::Truncated
-        | ErrorKind::BadResponse
-        | ErrorKind::CommandFailed => ErrorClass::BadToolOutput,
+        ErrorKind::Cancelled | ErrorKind::BadResponse => ErrorClass::BadToolOutput,
     }
 }
 
@@ -578,6 +577,8 @@ impl Tool for AiTool {
         };
 
         let mut answers: Vec<Answer> = Vec::new();
+        // What each answer so far was found to lack (kept with it on failure).
+        let mut found: Vec<Vec<String>> = Vec::new();
         let mut req = request;
         let shaped = loop {
             let answer = match client.complete(&call, &req).await {
@@ -589,10 +590,28 @@ impl Tool for AiTool {
                     return Ok(self.ended(Termination::TimedOut, started, &answers));
                 }
                 Err(e) => {
-                    let kept = keep_answers(ctx, &answers);
+                    let mut kept: Vec<Kept> = answers
+                        .iter()
+                        .zip(&found)
+                        .map(|(a, p)| Kept::accepted(a, p))
+                        .collect();
+                    let rejected = e.answer.as_deref().map(|r| Kept::rejected(r, &e));
+                    let has_rejected = rejected.is_some();
+                    kept.extend(rejected);
+                    let where_kept = keep_answers(ctx, &kept);
                     let mut err = tool_error(e);
-                    if let Some(k) = kept {
-                        err.message = format!("{} (earlier answer kept in {k})", err.message);
+                    match where_kept {
+                        Some(dir) if has_rejected => {
+                            err.message = format!(
+                                "{}; the answer is kept in {dir}answer-{}.txt",
+                                err.message,
+                                kept.len()
+                            );
+                        }
+                        Some(dir) => {
+                            err.message = format!("{} (earlier answer kept in {dir})", err.message);
+                        }
+                        None => {}
                     }
                     return Err(err);
                 }
@@ -600,6 +619,7 @@ impl Tool for AiTool {
             let result = shape.apply(&answer.completion.text);
             let text = answer.completion.text.clone();
             answers.push(answer);
+            found.push(result.as_ref().err().cloned().unwrap_or_default());
             match result {
                 Ok(s) => break s,
                 Err(problems) if answers.len() == 1 => {
@@ -617,9 +637,14 @@ impl Tool for AiTool {
                     });
                 }
                 Err(problems) => {
-                    let kept = keep_answers(ctx, &answers).unwrap_or_default();
+                    let kept: Vec<Kept> = answers
+                        .iter()
+                        .zip(&found)
+                        .map(|(a, p)| Kept::accepted(a, p))
+                        .collect();
+                    let kept = keep_answers(ctx, &kept).unwrap_or_default();
                     return Err(ToolError::new(
-                        ErrorClass::BadToolOutput,
+                        ErrorClass::AnswerQuality,
                         format!(
                             "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
                             problems.join("; ")
@@ -686,17 +711,78 @@ impl AiTool {
     }
 }
 
-/// Writes the answers of a failed stage where the user can read them.
-fn keep_answers(ctx: &ToolContext<'_>, answers: &[Answer]) -> Option<String> {
+/// An answer to keep for the user: its text and what is known of it.
+struct Kept {
+    text: String,
+    /// The sidecar: where it came from, why it stopped, its tokens, its verdict.
+    meta: Value,
+}
+
+impl Kept {
+    /// An answer the client accepted; `problems` are what the stage found wrong with it.
+    fn accepted(a: &Answer, problems: &[String]) -> Kept {
+        let c = &a.completion;
+        Kept {
+            text: c.text.clone(),
+            meta: json!({
+                "endpoint": a.endpoint,
+                "model": a.model,
+                "request_hash": a.request_hash,
+                "finish": c.finish,
+                "tokens_in": c.tokens_in,
+                "tokens_out": c.tokens_out,
+                "verdict": if problems.is_empty() { "usable" } else { "unusable" },
+                "problems": problems,
+            }),
+        }
+    }
+
+    /// An answer the client rejected (cut off, refused, empty).
+    fn rejected(r: &Rejected, e: &AiError) -> Kept {
+        let c = &r.completion;
+        Kept {
+            text: c.text.clone(),
+            meta: json!({
+                "endpoint": r.endpoint,
+                "model": r.model,
+                "request_hash": r.request_hash,
+                "finish": c.finish,
+                "tokens_in": c.tokens_in,
+                "tokens_out": c.tokens_out,
+                "verdict": e.kind.as_str(),
+                "problems": [e.message],
+            }),
+        }
+    }
+}
+
+/// Writes the answers of a failed stage where the user can read them:
+/// `answer-N.txt` (the text as received) and `answer-N.json` (its finish
+/// reason, token counts, endpoint, model and what was wrong with it).
+/// Returns the directory, ending in `/`.
+fn keep_answers(ctx: &ToolContext<'_>, answers: &[Kept]) -> Option<String> {
     if answers.is_empty() {
         return None;
     }
     let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage_id);
     ctx.workspace.create_dir_all(&dir).ok()?;
     for (i, a) in answers.iter().enumerate() {
-        let rel = format!("{dir}/answer-{}.txt", i + 1);
+        let n = i + 1;
         ctx.workspace
-            .write_atomic(&rel, a.completion.text.as_bytes(), Durability::Relaxed)
+            .write_atomic(
+                &format!("{dir}/answer-{n}.txt"),
+                a.text.as_bytes(),
+                Durability::Relaxed,
+            )
+            .ok()?;
+        let mut meta = serde_json::to_vec_pretty(&a.meta).ok()?;
+        meta.push(b'\n');
+        ctx.workspace
+            .write_atomic(
+                &format!("{dir}/answer-{n}.json"),
+                &meta,
+                Durability::Relaxed,
+            )
             .ok()?;
     }
     Some(format!("{dir}/"))
