@@ -91,8 +91,8 @@ pub struct ReplayEndpoint {
     name: String,
     path: PathBuf,
     answers: HashMap<String, Vec<Completion>>,
-    /// The endpoint each request was answered by when recorded.
-    origins: HashMap<String, String>,
+    /// The endpoint and model each request was answered by when recorded.
+    origins: HashMap<String, (String, String)>,
     /// The stages that asked anything in the recorded run.
     stages: HashMap<String, usize>,
     next: Mutex<HashMap<String, usize>>,
@@ -122,7 +122,9 @@ impl ReplayEndpoint {
                 .hint("a cassette is written by --record; re-record it")
             })?;
             *stages.entry(entry.stage).or_default() += 1;
-            origins.entry(entry.hash.clone()).or_insert(entry.endpoint);
+            origins
+                .entry(entry.hash.clone())
+                .or_insert((entry.endpoint, entry.model));
             answers.entry(entry.hash).or_default().push(entry.response);
         }
         Ok(ReplayEndpoint {
@@ -162,7 +164,7 @@ impl Endpoint for ReplayEndpoint {
         Ok(())
     }
 
-    fn recorded_endpoint(&self, req: &ChatRequest) -> Option<String> {
+    fn recorded_origin(&self, req: &ChatRequest) -> Option<(String, String)> {
         self.origins.get(&req.hash()).cloned()
     }
 

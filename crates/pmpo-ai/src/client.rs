@@ -264,16 +264,18 @@ impl Client {
             let t0 = Instant::now();
             let (result, attempts) = self.attempts(ctx, ep.as_ref(), &model, req).await;
             let latency = t0.elapsed();
-            // A replayed answer is judged in the name of the endpoint that gave
-            // it, so a replayed failure reads exactly as the recorded one.
-            let judged_as = ep.recorded_endpoint(req).unwrap_or_else(|| chosen.clone());
+            // A replayed answer is judged in the name of the endpoint and model
+            // that gave it, so a replayed failure reads exactly as the recorded one.
+            let (judged_as, judged_model) = ep
+                .recorded_origin(req)
+                .unwrap_or_else(|| (chosen.clone(), model.clone()));
             let result = result.and_then(|c| match check_answer(&judged_as, &c) {
                 Ok(()) => Ok(c),
                 Err(mut e) => {
                     e.answer = Some(Box::new(Rejected {
                         completion: c,
                         endpoint: judged_as.clone(),
-                        model: model.clone(),
+                        model: judged_model.clone(),
                         request_hash: hash.clone(),
                     }));
                     Err(e)

@@ -527,3 +527,140 @@ fn max_tokens_is_renamed_for_models_that_want_max_completion_tokens() {
         50
     );
 }
+
+#[test]
+fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
+    // A cut-off answer, a refusal (OpenAI's `refusal` field) and an empty one.
+    let server = ModelServer::start(|s, _| match s.prompt().as_str() {
+        "long" => openai(&format!("it goes on and {KEY}"), "length"),
+        "bad" => Reply::json(
+            200,
+            json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 6}
+            }),
+        ),
+        _ => openai("   ", "stop"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("cassette.jsonl");
+    let mut cfg = openai_cfg(&server);
+    cfg.apply(&Overrides {
+        record: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let asked = ["long", "bad", "blank"];
+    let live: Vec<pmpo_ai::AiError> = asked
+        .iter()
+        .map(|p| ask(&client, &call, p).unwrap_err())
+        .collect();
+    let kinds: Vec<ErrorKind> = live.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::Truncated,
+            ErrorKind::Refused,
+            ErrorKind::EmptyAnswer
+        ]
+    );
+    assert!(kinds.iter().all(|k| k.answer_quality() && !k.outage()));
+    assert!(
+        live[1].message.contains("refused: I can't help with that."),
+        "{}",
+        live[1].message
+    );
+    // The rejected answer travels with the error, redacted, with its tokens.
+    let cut = live[0].answer.as_ref().unwrap();
+    assert_eq!(cut.completion.text, "it goes on and [redacted]");
+    assert_eq!(cut.completion.tokens_out, Some(7));
+    assert_eq!(
+        (cut.endpoint.as_str(), cut.model.as_str()),
+        ("openai", "test-model")
+    );
+    // The routing log has the tokens and the finish reason of a rejected answer.
+    let log = call.log();
+    assert_eq!(log[0]["outcome"], "truncated");
+    assert_eq!(log[0]["finish"], "length");
+    assert_eq!(log[0]["tokens_out"], 7);
+    assert_eq!(log[1]["tokens_out"], 6);
+
+    let recorded: Vec<Value> = std::fs::read_to_string(&cassette)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<&str> = recorded
+        .iter()
+        .map(|e| e["rejected"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, ["truncated", "refused", "empty_answer"]);
+    assert_eq!(recorded[0]["response"]["finish"], "length");
+    drop(server);
+
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    for (p, was) in asked.iter().zip(&live) {
+        let again = ask(&replay, &call, p).unwrap_err();
+        assert_eq!(again.kind, was.kind, "{p}");
+        assert_eq!(again.message, was.message, "{p}");
+        assert_eq!(again.hint, was.hint, "{p}");
+        assert_eq!(
+            again.answer, was.answer,
+            "{p}: the same answer, endpoint and model"
+        );
+    }
+    assert_no_key(dir.path());
+    assert_no_key(call.ws_dir.path());
+}
+
+#[test]
+fn a_cassette_written_before_rejected_answers_were_recorded_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("old.jsonl");
+    let req = {
+        let mut r = ChatRequest::user("old");
+        r.system = Some("be brief".into());
+        r
+    };
+    // The layout of a cassette from before: no `rejected`, no token counts.
+    let line = json!({
+        "hash": req.hash(), "stage": "draw", "phase": "execute", "endpoint": "openai",
+        "model": "m", "request": req, "response": {"text": "from the past", "finish": "stop"}
+    });
+    std::fs::write(&cassette, format!("{line}\n")).unwrap();
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    let call = Call::new();
+    assert_eq!(
+        ask(&replay, &call, "old").unwrap().completion.text,
+        "from the past"
+    );
+    // A miss names which case it is: this stage asked other things...
+    let miss = ask(&replay, &call, "new").unwrap_err();
+    assert_eq!(miss.kind, ErrorKind::NotRecorded);
+    assert!(
+        miss.hint.as_deref().unwrap().contains("prompt changed"),
+        "{miss:?}"
+    );
+    // ...or never asked anything in the recording.
+    let req = ChatRequest::user("x");
+    let other = rt()
+        .block_on(replay.complete(&call.ctx("later", Duration::from_secs(5)), &req))
+        .unwrap_err();
+    let hint = other.hint.unwrap();
+    assert!(
+        hint.contains("stage `later` asked nothing in the recorded run")
+            && !hint.contains("prompt changed"),
+        "{hint}"
+    );
+}

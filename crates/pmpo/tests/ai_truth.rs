@@ -123,3 +123,300 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
     assert_breaker_untouched(&ws);
     assert_no_key_under(ws.path());
 }
+
+/// Every line of a JSON-lines file, parsed.
+fn lines(ws: &Ws, rel: &str) -> Vec<Value> {
+    ws.read(rel)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+/// A reason with the run's id blanked (it names the run's answer directory).
+fn without_run_id(reason: &str, run_id: &str) -> String {
+    reason.replace(run_id, "RUN")
+}
+
+const RECORDED_PLAN: &str = r#"specification: {artifact_name: t, artifact_type: content}
+plan:
+  stages:
+    - id: poem
+      requires_execution: false
+      with: {prompt: Write a long poem, output: dist/poem.txt, max_tokens: 7}
+      outputs: [dist/poem.txt]
+    - id: facts
+      requires_execution: false
+      with:
+        prompt: Give facts
+        outputs_json: true
+        schema: {type: object, required: [count], properties: {count: {type: integer}}}
+"#;
+
+#[test]
+fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
+    let ws = Ws::new();
+    ws.write("plan.yaml", RECORDED_PLAN);
+    // The poem is cut off (and echoes the key); the facts come back off-schema,
+    // and the answer to the repair request is cut off too.
+    let server = ModelServer::start(|s, _| {
+        let p = s.prompt();
+        if p.contains("long poem") {
+            openai(&format!("Of arms and the man I sing, {KEY}, who"), "length")
+        } else if p.contains("Answer again") {
+            openai("{\"count\": ", "length")
+        } else {
+            openai("{\"count\": \"many\"}", "stop")
+        }
+    });
+    let rec = run(
+        with_server(&ws, &server),
+        &[
+            "execute",
+            "plan.yaml",
+            "--json",
+            "--keep-going",
+            "--model",
+            "m",
+            "--record",
+            "cassette.jsonl",
+        ],
+    );
+    assert_eq!(rec.code, 1, "{}", rec.stderr);
+    let recorded = rec.json();
+    let rec_run = recorded["run_id"].as_str().unwrap().to_string();
+    for id in ["poem", "facts"] {
+        assert_eq!(stage(&recorded, id)["status"], "FAILED");
+    }
+    for e in recorded["errors"].as_array().unwrap() {
+        assert_eq!(e["kind"], "answer_quality", "{e}");
+    }
+    let poem_reason = stage(&recorded, "poem")["reason"].as_str().unwrap();
+    assert!(
+        poem_reason.contains("cut off at the token limit (7 tokens out)")
+            && poem_reason.contains(&format!(".state/ai/{rec_run}/poem/answer-1.txt")),
+        "{poem_reason}"
+    );
+
+    // Everything that was said is in the cassette, the cut-off answers too.
+    let cassette = lines(&ws, "cassette.jsonl");
+    assert_eq!(cassette.len(), 3, "{cassette:?}");
+    let poem = cassette.iter().find(|e| e["stage"] == "poem").unwrap();
+    assert_eq!(poem["rejected"], "truncated");
+    assert_eq!(poem["response"]["finish"], "length");
+    assert_eq!(poem["response"]["tokens_out"], 7);
+    assert_eq!(poem["response"]["tokens_in"], 11);
+    let facts: Vec<&Value> = cassette.iter().filter(|e| e["stage"] == "facts").collect();
+    assert_eq!(facts.len(), 2, "the ask and the repair exchange");
+    assert!(facts[0].get("rejected").is_none());
+    assert_eq!(facts[1]["rejected"], "truncated");
+
+    // ...in the routing log with its outcome, finish reason and tokens...
+    let routed = lines(&ws, "logs/model_routing.jsonl");
+    let poem_call = routed.iter().find(|l| l["stage"] == "poem").unwrap();
+    assert_eq!(poem_call["outcome"], "truncated");
+    assert_eq!(poem_call["finish"], "length");
+    assert_eq!(poem_call["tokens_out"], 7);
+    // ...and kept in the workspace with its finish reason and tokens.
+    let dir = format!(".state/ai/{rec_run}/poem");
+    let text = ws.read(&format!("{dir}/answer-1.txt"));
+    assert!(
+        text.starts_with("Of arms and the man I sing, [redacted], who"),
+        "{text}"
+    );
+    let meta = ws.read_json(&format!("{dir}/answer-1.json"));
+    assert_eq!(meta["finish"], "length");
+    assert_eq!(meta["tokens_in"], 11);
+    assert_eq!(meta["tokens_out"], 7);
+    assert_eq!(meta["verdict"], "truncated");
+    assert_eq!(meta["endpoint"], "openai");
+    assert_eq!(meta["model"], "m");
+    let facts_dir = format!(".state/ai/{rec_run}/facts");
+    assert_eq!(
+        ws.read(&format!("{facts_dir}/answer-2.txt")),
+        "{\"count\": "
+    );
+    assert_eq!(
+        ws.read_json(&format!("{facts_dir}/answer-1.json"))["verdict"],
+        "unusable"
+    );
+    assert_eq!(
+        ws.read_json(&format!("{facts_dir}/answer-2.json"))["finish"],
+        "length"
+    );
+
+    // The replay, with no server and no endpoint: the same run again.
+    drop(server);
+    let replay = run(
+        bin_without_models(ws.path()),
+        &[
+            "execute",
+            "plan.yaml",
+            "--json",
+            "--keep-going",
+            "--replay",
+            "cassette.jsonl",
+        ],
+    );
+    assert_eq!(replay.code, rec.code, "{}", replay.stderr);
+    let replayed = replay.json();
+    let rep_run = replayed["run_id"].as_str().unwrap();
+    assert_ne!(rep_run, rec_run);
+    for id in ["poem", "facts"] {
+        let (a, b) = (stage(&recorded, id), stage(&replayed, id));
+        assert_eq!(a["status"], b["status"]);
+        assert_eq!(
+            without_run_id(a["reason"].as_str().unwrap(), &rec_run),
+            without_run_id(b["reason"].as_str().unwrap(), rep_run),
+            "stage {id}"
+        );
+    }
+    assert_eq!(
+        recorded["errors"].as_array().unwrap().len(),
+        replayed["errors"].as_array().unwrap().len()
+    );
+    for (a, b) in recorded["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(replayed["errors"].as_array().unwrap())
+    {
+        assert_eq!(a["kind"], b["kind"]);
+        assert_eq!(a["hint"], b["hint"]);
+    }
+    assert_eq!(
+        ws.read(&format!(".state/ai/{rep_run}/poem/answer-1.txt")),
+        text,
+        "the replay keeps the same answer"
+    );
+    assert_eq!(
+        ws.read_json(&format!(".state/ai/{rep_run}/poem/answer-1.json")),
+        meta,
+        "with the same finish reason, tokens, endpoint and model"
+    );
+    assert!(!replay.stdout.contains("prompt changed") && !replay.stdout.contains("has no answer"));
+    assert_no_key_under(ws.path());
+    assert!(!rec.stdout.contains(KEY) && !rec.stderr.contains(KEY));
+}
+
+#[test]
+fn an_off_schema_answer_after_the_repair_is_kept_and_leaves_the_breaker_alone() {
+    let ws = Ws::new();
+    ws.plan("    - id: facts\n      requires_execution: false\n      cache: false\n      with:\n        prompt: Give facts\n        outputs_json: true\n        schema: {type: object, required: [count], properties: {count: {type: integer}}}\n");
+    let server = ModelServer::start(|_, n| openai(&format!("{{\"count\": \"lots {n}\"}}"), "stop"));
+    // The strictest breaker: one counted failure would open it.
+    let args = [
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--model",
+        "m",
+        "--breaker-threshold",
+        "1",
+    ];
+    for round in 0..2 {
+        let r = run(with_server(&ws, &server), &args);
+        assert_eq!(r.code, 1, "round {round}: {}", r.stderr);
+        let results = r.json();
+        let run_id = results["run_id"].as_str().unwrap();
+        assert_eq!(results["errors"][0]["kind"], "answer_quality");
+        let reason = stage(&results, "facts")["reason"].as_str().unwrap();
+        assert!(
+            reason.contains("after one repair request") && reason.contains("/count"),
+            "{reason}"
+        );
+        let dir = format!(".state/ai/{run_id}/facts");
+        for n in 1..=2 {
+            let text = ws.read(&format!("{dir}/answer-{n}.txt"));
+            assert!(
+                text.contains(&format!("lots {}", 2 * round + n - 1)),
+                "{text}"
+            );
+            let meta = ws.read_json(&format!("{dir}/answer-{n}.json"));
+            assert_eq!(meta["verdict"], "unusable", "{meta}");
+            assert_eq!(meta["finish"], "stop");
+            assert_eq!(meta["tokens_out"], 7);
+        }
+        assert_breaker_untouched(&ws);
+    }
+    assert_eq!(
+        server.chat_requests().len(),
+        4,
+        "both runs asked, with one repair each"
+    );
+}
+
+#[test]
+fn outages_still_open_the_breaker() {
+    // Nothing listens on this port: every call is refused.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let ws = Ws::new();
+    ws.plan(ONE_AI_STAGE);
+    let refused = || {
+        let mut c = bin_without_models(ws.path());
+        c.env("OPENAI_BASE_URL", format!("http://127.0.0.1:{port}/v1"))
+            .env("OPENAI_API_KEY", KEY);
+        c
+    };
+    let args = [
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--model",
+        "m",
+        "--breaker-cooldown",
+        "1h",
+    ];
+    // The default threshold: five consecutive outages.
+    for i in 0..5 {
+        let r = run(refused(), &args);
+        assert_eq!(r.code, 1, "run {i}: {}", r.stderr);
+        assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
+        let row = model_breaker(&ws).unwrap();
+        assert_eq!(row["consecutive_failures"], i + 1, "{row}");
+    }
+    assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
+    let r = run(refused(), &args);
+    assert_eq!(r.code, 3, "safe mode: {}", r.stderr);
+    assert!(
+        stage(&r.json(), "write")["reason"]
+            .as_str()
+            .unwrap()
+            .contains("circuit open for adapter model:openai")
+    );
+
+    // 5xx (after the client's own retries) count as well.
+    let ws = Ws::new();
+    ws.plan(ONE_AI_STAGE);
+    let server = ModelServer::start(|_, _| {
+        openai_error(500, "internal error", "server_error").header("retry-after", "0")
+    });
+    let args = [
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--model",
+        "m",
+        "--breaker-threshold",
+        "2",
+        "--breaker-cooldown",
+        "1h",
+    ];
+    for _ in 0..2 {
+        let r = run(with_server(&ws, &server), &args);
+        assert_eq!(r.code, 1, "{}", r.stderr);
+        assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
+    }
+    assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
+    let calls = server.chat_requests().len();
+    assert_eq!(run(with_server(&ws, &server), &args).code, 3);
+    assert_eq!(
+        server.chat_requests().len(),
+        calls,
+        "an open breaker stops the calls"
+    );
+    assert_no_key_under(ws.path());
+}
