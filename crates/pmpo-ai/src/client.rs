@@ -11,7 +11,7 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cassette::{CassetteEntry, Recorder, ReplayEndpoint};
+use crate::cassette::{CassetteEntry, RecordedError, Recorder, ReplayEndpoint};
 use crate::command::CommandEndpoint;
 use crate::endpoint::{CallInfo, Endpoint};
 use crate::http::{HttpEndpoint, MAX_RETRY_AFTER};
@@ -291,42 +291,23 @@ impl Client {
                 attempts,
                 fallback_from.as_deref(),
             );
-            // Everything that was said is recorded, a rejected answer too,
-            // so a replay reproduces this run and not a cleaner one.
-            if let Some(rec) = &self.recorder
-                && ep.kind() != EndpointKind::Replay
+            // Everything that was said is recorded (a rejected answer and a
+            // server's error too), so a replay reproduces this run and not a
+            // cleaner one. A failure the fallback absorbs is not the outcome.
+            let absorbed = matches!(&result, Err(e) if fallback.is_some()
+                && e.kind.endpoint_down()
+                && !ctx.cancel.is_cancelled());
+            if !absorbed
+                && let Err(w) = self.record(ctx, ep.as_ref(), &chosen, &model, &hash, req, &result)
             {
-                let said = match &result {
-                    Ok(c) => Some((c, None)),
-                    Err(e) => e
-                        .answer
-                        .as_ref()
-                        .map(|a| (&a.completion, Some(e.kind.as_str().to_string()))),
-                };
-                if let Some((response, rejected)) = said {
-                    let written = rec.append(&CassetteEntry {
-                        hash: hash.clone(),
-                        stage: ctx.stage.to_string(),
-                        phase: ctx.phase,
-                        endpoint: chosen.clone(),
-                        model: model.clone(),
-                        request: req.clone(),
-                        response: response.clone(),
-                        rejected,
-                    });
-                    match (written, &result) {
-                        (Ok(()), _) => {}
-                        (Err(w), Ok(_)) => return Err(w),
-                        (Err(w), Err(e)) => {
-                            let mut e = e.clone();
-                            e.message = format!(
-                                "{}; the answer could not be recorded: {}",
-                                e.message, w.message
-                            );
-                            return Err(e);
-                        }
+                return match result {
+                    Ok(_) => Err(w),
+                    Err(mut e) => {
+                        e.message =
+                            format!("{}; it could not be recorded: {}", e.message, w.message);
+                        Err(e)
                     }
-                }
+                };
             }
             match result {
                 Ok(completion) => {
@@ -434,7 +415,11 @@ impl Client {
                 Ok(c) => return (Ok(c), attempt),
                 Err(e) => e,
             };
-            if !err.kind.retryable() || attempt > self.config.max_retries {
+            // A replayed error is the recorded outcome, retries included.
+            if !err.kind.retryable()
+                || attempt > self.config.max_retries
+                || ep.kind() == EndpointKind::Replay
+            {
                 return (Err(err), attempt);
             }
             let backoff = Duration::from_millis(500u64 << (attempt - 1).min(5));
@@ -456,6 +441,52 @@ impl Client {
                 _ = tokio::time::sleep(wait) => {}
             }
         }
+    }
+
+    /// Appends an exchange to the cassette when recording: an answer
+    /// (accepted or rejected) or an error the endpoint itself gave (an HTTP
+    /// error, a malformed answer, a failing command). Nothing is recorded for
+    /// what no endpoint said: unreachable, timed out, cancelled, not configured.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &CallContext<'_>,
+        ep: &dyn Endpoint,
+        endpoint: &str,
+        model: &str,
+        hash: &str,
+        req: &ChatRequest,
+        result: &Result<Completion, AiError>,
+    ) -> Result<(), AiError> {
+        let Some(rec) = &self.recorder else {
+            return Ok(());
+        };
+        if ep.kind() == EndpointKind::Replay {
+            return Ok(());
+        }
+        let (response, rejected, error) = match result {
+            Ok(c) => (Some(c.clone()), None, None),
+            Err(e) => match &e.answer {
+                Some(a) => (
+                    Some(a.completion.clone()),
+                    Some(e.kind.as_str().to_string()),
+                    None,
+                ),
+                None if e.kind.said_by_endpoint() => (None, None, Some(RecordedError::of(e))),
+                None => return Ok(()),
+            },
+        };
+        rec.append(&CassetteEntry {
+            hash: hash.to_string(),
+            stage: ctx.stage.to_string(),
+            phase: ctx.phase,
+            endpoint: endpoint.to_string(),
+            model: model.to_string(),
+            request: req.clone(),
+            response,
+            rejected,
+            error,
+        })
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -186,7 +186,7 @@ pub fn redact(text: &str, secret: Option<&Secret>) -> String {
 }
 
 /// Kinds of model-call failure; each has its own message and hint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     NotConfigured,
@@ -238,6 +238,26 @@ impl ErrorKind {
             self,
             ErrorKind::Truncated | ErrorKind::Refused | ErrorKind::EmptyAnswer
         )
+    }
+    /// The endpoint itself answered with this failure (an HTTP error, a
+    /// malformed answer, a failing command): what a cassette records of a
+    /// call that got no answer.
+    pub fn said_by_endpoint(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Auth
+                | ErrorKind::UnknownModel
+                | ErrorKind::Refused
+                | ErrorKind::BadRequest
+                | ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::BadResponse
+                | ErrorKind::CommandFailed
+        )
+    }
+    /// The kind a name (`as_str`) stands for.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
     }
     /// A failure of the endpoint itself (not of this request): a fallback may help.
     pub fn endpoint_down(self) -> bool {

@@ -652,15 +652,108 @@ fn a_cassette_written_before_rejected_answers_were_recorded_still_replays() {
         miss.hint.as_deref().unwrap().contains("prompt changed"),
         "{miss:?}"
     );
-    // ...or never asked anything in the recording.
+    // ...or has no exchange in the recording at all.
     let req = ChatRequest::user("x");
     let other = rt()
         .block_on(replay.complete(&call.ctx("later", Duration::from_secs(5)), &req))
         .unwrap_err();
     let hint = other.hint.unwrap();
     assert!(
-        hint.contains("stage `later` asked nothing in the recorded run")
+        hint.contains("stage `later` has no exchange in the cassette")
             && !hint.contains("prompt changed"),
         "{hint}"
     );
+}
+
+#[test]
+fn errors_an_endpoint_answered_with_are_recorded_and_replayed() {
+    let server = ModelServer::start(|s, _| match s.prompt().as_str() {
+        "key" => openai_error(
+            401,
+            &format!("Incorrect API key provided: {KEY}"),
+            "invalid_api_key",
+        ),
+        "busy" => openai_error(500, "internal error", "server_error").header("retry-after", "0"),
+        _ => openai_error(400, "context too long", "context_length_exceeded"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("cassette.jsonl");
+    let mut cfg = openai_cfg(&server);
+    cfg.apply(&Overrides {
+        record: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let asked = ["key", "busy", "long"];
+    let live: Vec<pmpo_ai::AiError> = asked
+        .iter()
+        .map(|p| ask(&client, &call, p).unwrap_err())
+        .collect();
+    assert_eq!(
+        live.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [
+            ErrorKind::Auth,
+            ErrorKind::ServerError,
+            ErrorKind::BadRequest
+        ]
+    );
+    let busy_calls = server
+        .chat_requests()
+        .iter()
+        .filter(|r| r.prompt() == "busy")
+        .count();
+    assert_eq!(busy_calls, 4, "the client retried the 500 three times");
+    drop(server);
+    let recorded = std::fs::read_to_string(&cassette).unwrap();
+    assert_eq!(
+        recorded.lines().count(),
+        3,
+        "one outcome per call: {recorded}"
+    );
+    let first: Value = serde_json::from_str(recorded.lines().next().unwrap()).unwrap();
+    assert_eq!(first["error"]["kind"], "auth");
+    assert!(first.get("response").is_none());
+
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    for (p, was) in asked.iter().zip(&live) {
+        let t = Instant::now();
+        let again = ask(&replay, &call, p).unwrap_err();
+        assert_eq!(again.kind, was.kind, "{p}");
+        assert_eq!(again.message, was.message, "{p}");
+        assert_eq!(again.hint, was.hint, "{p}");
+        assert!(
+            t.elapsed() < Duration::from_millis(400),
+            "{p}: a replay does not retry"
+        );
+    }
+
+    // Nothing listened: nothing was said, so nothing is recorded.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = dir.path().join("gone.jsonl");
+    let mut cfg = config(
+        "",
+        &[
+            ("OPENAI_BASE_URL", &format!("http://127.0.0.1:{port}/v1")),
+            ("OPENAI_MODEL", "m"),
+        ],
+    );
+    cfg.apply(&Overrides {
+        record: Some(gone.clone()),
+        ..Default::default()
+    });
+    let err = ask(&Client::new(cfg).unwrap(), &call, "x").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unreachable);
+    assert_eq!(std::fs::read_to_string(&gone).unwrap(), "");
+    assert_no_key(dir.path());
+    assert_no_key(call.ws_dir.path());
 }
