@@ -50,7 +50,15 @@ pub struct Answer {
     /// Set when the preferred endpoint was passed over.
     pub fallback_from: Option<String>,
     pub notes: Vec<String>,
+    /// Where this answer goes if the caller keeps it (`.state/ai/RUN/STAGE/answer-N`,
+    /// without extension): numbered in the order answers arrived. Nothing is
+    /// written there for an accepted answer; see [`Client::keep_answer`].
+    pub keep_as: String,
 }
+
+/// Where the answers of a call are kept: `ANSWERS_DIR/<run>/<stage>/answer-N.txt`
+/// and, beside each, `answer-N.json`.
+pub const ANSWERS_DIR: &str = ".state/ai";
 
 /// One endpoint's state for `pmpo models`.
 #[derive(Debug, Clone, Serialize)]
@@ -78,6 +86,8 @@ pub struct Client {
     probes: Mutex<HashMap<String, ProbeResult>>,
     /// Models chosen from a server's list when none was configured.
     discovered: Mutex<HashMap<String, String>>,
+    /// The last answer number given out per `.state/ai/<run>/<stage>` directory.
+    numbered: Mutex<HashMap<String, u32>>,
 }
 
 /// When an endpoint was probed and what came of it.
@@ -112,6 +122,7 @@ impl Client {
             recorder,
             probes: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
+            numbered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -277,9 +288,45 @@ impl Client {
                         endpoint: judged_as.clone(),
                         model: judged_model.clone(),
                         request_hash: hash.clone(),
+                        kept: None,
                     }));
                     Err(e)
                 }
+            });
+            // Every answer gets its number now, in the order they came; a
+            // rejected one is kept at once (the caller may not be able to).
+            let said = match &result {
+                Ok(_) => true,
+                Err(e) => e.answer.is_some(),
+            };
+            let keep_as = if said {
+                self.next_answer_slot(ctx)
+            } else {
+                String::new()
+            };
+            let result = result.map_err(|mut e| {
+                if let Some(a) = e.answer.as_mut() {
+                    let problems = [e.message.clone()];
+                    match Self::keep_answer(
+                        ctx.workspace,
+                        &keep_as,
+                        &a.completion,
+                        &a.endpoint,
+                        &a.model,
+                        &a.request_hash,
+                        e.kind.as_str(),
+                        &problems,
+                    ) {
+                        Ok(path) => {
+                            e.message = format!("{}; the answer is kept in {path}", e.message);
+                            a.kept = Some(path);
+                        }
+                        Err(w) => {
+                            e.message = format!("{}; the answer could not be kept: {w}", e.message);
+                        }
+                    }
+                }
+                e
             });
             self.log(
                 ctx,
@@ -320,6 +367,7 @@ impl Client {
                         request_hash: hash,
                         fallback_from,
                         notes,
+                        keep_as,
                     });
                 }
                 Err(e) => match fallback.take() {
@@ -335,6 +383,82 @@ impl Client {
                 },
             }
         }
+    }
+
+    /// The next `.state/ai/<run>/<stage>/answer-N` (no extension) of a call's
+    /// stage. The first time a directory is seen, numbering continues after
+    /// the answers already there (a resumed run keeps its earlier ones).
+    fn next_answer_slot(&self, ctx: &CallContext<'_>) -> String {
+        let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage);
+        let mut numbered = self.numbered.lock().unwrap_or_else(|p| p.into_inner());
+        let n = numbered.entry(dir.clone()).or_insert_with(|| {
+            let Ok(path) = ctx.workspace.resolve(&dir) else {
+                return 0;
+            };
+            std::fs::read_dir(path)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            name.strip_prefix("answer-")?
+                                .split('.')
+                                .next()?
+                                .parse::<u32>()
+                                .ok()
+                        })
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0)
+        });
+        *n += 1;
+        format!("{dir}/answer-{n}")
+    }
+
+    /// Keeps an answer where the user can read it: `{keep_as}.txt` (the text
+    /// as received) and `{keep_as}.json` (endpoint, model, request hash,
+    /// finish reason, token counts, the verdict and its problems). Returns the
+    /// text file's path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn keep_answer(
+        ws: &Workspace,
+        keep_as: &str,
+        completion: &Completion,
+        endpoint: &str,
+        model: &str,
+        request_hash: &str,
+        verdict: &str,
+        problems: &[String],
+    ) -> Result<String, pmpo_store::StoreError> {
+        if let Some((dir, _)) = keep_as.rsplit_once('/') {
+            ws.create_dir_all(dir)?;
+        }
+        let text = format!("{keep_as}.txt");
+        ws.write_atomic(
+            &text,
+            completion.text.as_bytes(),
+            pmpo_store::Durability::Relaxed,
+        )?;
+        let meta = json!({
+            "answer": text.rsplit('/').next().unwrap_or_default(),
+            "endpoint": endpoint,
+            "model": model,
+            "request_hash": request_hash,
+            "finish": completion.finish,
+            "tokens_in": completion.tokens_in,
+            "tokens_out": completion.tokens_out,
+            "verdict": verdict,
+            "problems": problems,
+        });
+        let mut bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        bytes.push(b'\n');
+        ws.write_atomic(
+            &format!("{keep_as}.json"),
+            &bytes,
+            pmpo_store::Durability::Relaxed,
+        )?;
+        Ok(text)
     }
 
     /// With no model configured, the one model the server lists (a local

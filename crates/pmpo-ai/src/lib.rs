@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Answer, CallContext, Client, EndpointHealth, ROUTING_LOG};
+pub use client::{ANSWERS_DIR, Answer, CallContext, Client, EndpointHealth, ROUTING_LOG};
 pub use config::{AiConfig, ConfigError, EndpointConfig, EndpointKind, Overrides, Route};
 pub use endpoint::Endpoint;
 
@@ -312,6 +312,8 @@ pub struct Rejected {
     pub endpoint: String,
     pub model: String,
     pub request_hash: String,
+    /// Where the client kept it (`.state/ai/<run>/<stage>/answer-N.txt`), when it could.
+    pub kept: Option<String>,
 }
 
 impl AiError {

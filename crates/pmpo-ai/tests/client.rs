@@ -571,7 +571,34 @@ fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
         "{}",
         live[1].message
     );
-    // The rejected answer travels with the error, redacted, with its tokens.
+    // The rejected answer travels with the error, redacted, with its tokens,
+    // and is kept in the workspace, numbered in the order the answers came.
+    for (n, e) in live.iter().enumerate() {
+        let kept = format!(".state/ai/run-1/draw/answer-{}.txt", n + 1);
+        assert_eq!(
+            e.answer.as_ref().unwrap().kept.as_deref(),
+            Some(kept.as_str())
+        );
+        assert!(
+            e.message
+                .ends_with(&format!("the answer is kept in {kept}")),
+            "{}",
+            e.message
+        );
+    }
+    let kept = |rel: &str| std::fs::read_to_string(call.ws_dir.path().join(rel)).unwrap();
+    assert_eq!(
+        kept(".state/ai/run-1/draw/answer-1.txt"),
+        "it goes on and [redacted]"
+    );
+    let meta: Value = serde_json::from_str(&kept(".state/ai/run-1/draw/answer-1.json")).unwrap();
+    assert_eq!(meta["finish"], "length");
+    assert_eq!(meta["tokens_out"], 7);
+    assert_eq!(meta["verdict"], "truncated");
+    assert_eq!(
+        kept(".state/ai/run-1/draw/answer-2.txt"),
+        "I can't help with that."
+    );
     let cut = live[0].answer.as_ref().unwrap();
     assert_eq!(cut.completion.text, "it goes on and [redacted]");
     assert_eq!(cut.completion.tokens_out, Some(7));
@@ -605,8 +632,10 @@ fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
         ..Default::default()
     });
     let replay = Client::new(cfg).unwrap();
+    // Another workspace, as a fresh checkout would be: the same answer numbers.
+    let elsewhere = Call::new();
     for (p, was) in asked.iter().zip(&live) {
-        let again = ask(&replay, &call, p).unwrap_err();
+        let again = ask(&replay, &elsewhere, p).unwrap_err();
         assert_eq!(again.kind, was.kind, "{p}");
         assert_eq!(again.message, was.message, "{p}");
         assert_eq!(again.hint, was.hint, "{p}");

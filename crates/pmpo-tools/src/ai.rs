@@ -13,8 +13,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use pmpo_ai::{
-    AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase,
-    Rejected, Role, Route, template,
+    AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
+    Route, template,
 };
 use pmpo_plan::{InputIssue, Reference, Specification};
 use pmpo_store::Durability;
@@ -55,7 +55,7 @@ const BUILTINS: &[&str] = &[
 ];
 
 /// Where answers are kept when a stage fails on a bad answer.
-pub const ANSWERS_DIR: &str = ".state/ai";
+pub use pmpo_ai::ANSWERS_DIR;
 
 /// The `ai` tool; without a client (no endpoint configured) it refuses to start.
 #[derive(Default)]
@@ -590,28 +590,16 @@ impl Tool for AiTool {
                     return Ok(self.ended(Termination::TimedOut, started, &answers));
                 }
                 Err(e) => {
-                    let mut kept: Vec<Kept> = answers
-                        .iter()
-                        .zip(&found)
-                        .map(|(a, p)| Kept::accepted(a, p))
-                        .collect();
-                    let rejected = e.answer.as_deref().map(|r| Kept::rejected(r, &e));
-                    let has_rejected = rejected.is_some();
-                    kept.extend(rejected);
-                    let where_kept = keep_answers(ctx, &kept);
+                    // A rejected answer is already kept by the client (its
+                    // message says where); the answers before it are kept here.
+                    let earlier = keep_answers(ctx, &answers, &found);
                     let mut err = tool_error(e);
-                    match where_kept {
-                        Some(dir) if has_rejected => {
-                            err.message = format!(
-                                "{}; the answer is kept in {dir}answer-{}.txt",
-                                err.message,
-                                kept.len()
-                            );
-                        }
-                        Some(dir) => {
-                            err.message = format!("{} (earlier answer kept in {dir})", err.message);
-                        }
-                        None => {}
+                    if !earlier.is_empty() {
+                        err.message = format!(
+                            "{} (the earlier answer is kept in {})",
+                            err.message,
+                            earlier.join(" and ")
+                        );
                     }
                     return Err(err);
                 }
@@ -637,12 +625,7 @@ impl Tool for AiTool {
                     });
                 }
                 Err(problems) => {
-                    let kept: Vec<Kept> = answers
-                        .iter()
-                        .zip(&found)
-                        .map(|(a, p)| Kept::accepted(a, p))
-                        .collect();
-                    let kept = keep_answers(ctx, &kept).unwrap_or_default();
+                    let kept = keep_answers(ctx, &answers, &found).join(" and ");
                     return Err(ToolError::new(
                         ErrorClass::AnswerQuality,
                         format!(
@@ -711,81 +694,32 @@ impl AiTool {
     }
 }
 
-/// An answer to keep for the user: its text and what is known of it.
-struct Kept {
-    text: String,
-    /// The sidecar: where it came from, why it stopped, its tokens, its verdict.
-    meta: Value,
-}
-
-impl Kept {
-    /// An answer the client accepted; `problems` are what the stage found wrong with it.
-    fn accepted(a: &Answer, problems: &[String]) -> Kept {
-        let c = &a.completion;
-        Kept {
-            text: c.text.clone(),
-            meta: json!({
-                "endpoint": a.endpoint,
-                "model": a.model,
-                "request_hash": a.request_hash,
-                "finish": c.finish,
-                "tokens_in": c.tokens_in,
-                "tokens_out": c.tokens_out,
-                "verdict": if problems.is_empty() { "usable" } else { "unusable" },
-                "problems": problems,
-            }),
-        }
-    }
-
-    /// An answer the client rejected (cut off, refused, empty).
-    fn rejected(r: &Rejected, e: &AiError) -> Kept {
-        let c = &r.completion;
-        Kept {
-            text: c.text.clone(),
-            meta: json!({
-                "endpoint": r.endpoint,
-                "model": r.model,
-                "request_hash": r.request_hash,
-                "finish": c.finish,
-                "tokens_in": c.tokens_in,
-                "tokens_out": c.tokens_out,
-                "verdict": e.kind.as_str(),
-                "problems": [e.message],
-            }),
-        }
-    }
-}
-
-/// Writes the answers of a failed stage where the user can read them:
-/// `answer-N.txt` (the text as received) and `answer-N.json` (its finish
-/// reason, token counts, endpoint, model and what was wrong with it).
-/// Returns the directory, ending in `/`.
-fn keep_answers(ctx: &ToolContext<'_>, answers: &[Kept]) -> Option<String> {
-    if answers.is_empty() {
-        return None;
-    }
-    let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage_id);
-    ctx.workspace.create_dir_all(&dir).ok()?;
-    for (i, a) in answers.iter().enumerate() {
-        let n = i + 1;
-        ctx.workspace
-            .write_atomic(
-                &format!("{dir}/answer-{n}.txt"),
-                a.text.as_bytes(),
-                Durability::Relaxed,
+/// Keeps the answers of a failed stage where the user can read them, each
+/// at the place the client numbered it (`.state/ai/<run>/<stage>/answer-N.txt`,
+/// with `answer-N.json` beside it: finish reason, tokens, endpoint, model, and
+/// what the stage found wrong with it). Returns the paths that were written.
+fn keep_answers(ctx: &ToolContext<'_>, answers: &[Answer], found: &[Vec<String>]) -> Vec<String> {
+    answers
+        .iter()
+        .zip(found)
+        .filter_map(|(a, problems)| {
+            Client::keep_answer(
+                ctx.workspace,
+                &a.keep_as,
+                &a.completion,
+                &a.endpoint,
+                &a.model,
+                &a.request_hash,
+                if problems.is_empty() {
+                    "usable"
+                } else {
+                    "unusable"
+                },
+                problems,
             )
-            .ok()?;
-        let mut meta = serde_json::to_vec_pretty(&a.meta).ok()?;
-        meta.push(b'\n');
-        ctx.workspace
-            .write_atomic(
-                &format!("{dir}/answer-{n}.json"),
-                &meta,
-                Durability::Relaxed,
-            )
-            .ok()?;
-    }
-    Some(format!("{dir}/"))
+            .ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]

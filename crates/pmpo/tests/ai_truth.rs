@@ -420,3 +420,55 @@ fn outages_still_open_the_breaker() {
     );
     assert_no_key_under(ws.path());
 }
+
+#[test]
+fn a_cut_off_answer_in_a_refine_phase_is_kept_recorded_and_breaks_nothing() {
+    let ws = Ws::new();
+    // Every phase's answer is cut off at the token limit.
+    let server = ModelServer::start(|_, n| openai(&format!("{{\"goals\": [\"cut {n}"), "length"));
+    let args = [
+        "refine",
+        "hero",
+        "--type",
+        "meta-prompt",
+        "--intent",
+        "an image prompt for a calm hero banner",
+        "--json",
+        "--model",
+        "m",
+        "--record",
+        "loop.cassette.jsonl",
+    ];
+    let r = run(with_server(&ws, &server), &args);
+    assert_ne!(
+        r.code, 3,
+        "a healthy server never pauses the loop: {}",
+        r.stderr
+    );
+    let kept: Vec<String> = ws
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with(".state/ai/") && f.ends_with(".txt"))
+        .collect();
+    assert!(
+        !kept.is_empty(),
+        "the cut-off answers are kept: {:?}",
+        ws.files()
+    );
+    for f in &kept {
+        assert!(ws.read(f).starts_with("{\"goals\": [\"cut "), "{f}");
+        let meta = ws.read_json(&f.replace(".txt", ".json"));
+        assert_eq!(meta["finish"], "length", "{f}");
+        assert_eq!(meta["verdict"], "truncated", "{f}");
+        assert_eq!(meta["tokens_out"], 7, "{f}");
+    }
+    let recorded = lines(&ws, "loop.cassette.jsonl");
+    assert_eq!(
+        recorded.len(),
+        server.chat_requests().len(),
+        "every exchange recorded"
+    );
+    assert!(recorded.iter().all(|e| e["rejected"] == "truncated"));
+    assert_breaker_untouched(&ws);
+    assert_no_key_under(ws.path());
+}
