@@ -472,3 +472,51 @@ fn a_cut_off_answer_in_a_refine_phase_is_kept_recorded_and_breaks_nothing() {
     assert_breaker_untouched(&ws);
     assert_no_key_under(ws.path());
 }
+
+#[test]
+fn retried_cut_off_answers_in_one_run_are_all_kept_and_never_trip_the_breaker() {
+    let ws = Ws::new();
+    ws.plan("    - id: write\n      requires_execution: false\n      retry: {attempts: 7, backoff: fixed, initial: 10ms}\n      with: {prompt: Write a haiku, output: dist/haiku.txt}\n      outputs: [dist/haiku.txt]\n");
+    let server = ModelServer::start(|_, n| {
+        if n < 6 {
+            openai(&format!("cut {n}"), "length")
+        } else {
+            openai("whole", "stop")
+        }
+    });
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "execute",
+            "plan.yaml",
+            "--json",
+            "--model",
+            "m",
+            "--breaker-threshold",
+            "1",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
+    let results = r.json();
+    assert_eq!(stage(&results, "write")["status"], "COMPLETED");
+    assert_eq!(stage(&results, "write")["attempts"], 7);
+    assert_eq!(ws.read("dist/haiku.txt"), "whole");
+    let run_id = results["run_id"].as_str().unwrap();
+    for n in 1..=6 {
+        let dir = format!(".state/ai/{run_id}/write");
+        assert_eq!(
+            ws.read(&format!("{dir}/answer-{n}.txt")),
+            format!("cut {}", n - 1)
+        );
+        assert_eq!(
+            ws.read_json(&format!("{dir}/answer-{n}.json"))["finish"],
+            "length"
+        );
+    }
+    assert!(
+        !ws.p(&format!(".state/ai/{run_id}/write/answer-7.txt"))
+            .exists(),
+        "a usable answer of a stage that succeeded is not kept"
+    );
+    assert_breaker_untouched(&ws);
+}
