@@ -75,23 +75,24 @@ fn is_reference(v: &Value) -> bool {
     matches!(v, Value::String(s) if Reference::parse(s).is_some())
 }
 
+/// The stage's failure class of a model-call failure. Outages and
+/// answer-quality failures are told apart by `pmpo_ai` (one rule for both
+/// crates): the engine counts only the former against the endpoint's breaker.
 fn class_of(kind: ErrorKind) -> ErrorClass {
+    if kind.outage() {
+        return ErrorClass::ServiceUnavailable;
+    }
+    if kind.answer_quality() {
+        return ErrorClass::AnswerQuality;
+    }
     match kind {
         ErrorKind::NotConfigured | ErrorKind::UnknownModel | ErrorKind::NotRecorded => {
             ErrorClass::NotConfigured
         }
         ErrorKind::Auth => ErrorClass::PermissionDenied,
         ErrorKind::BadRequest => ErrorClass::InvalidInput,
-        ErrorKind::RateLimited
-        | ErrorKind::ServerError
-        | ErrorKind::Unreachable
-        | ErrorKind::Timeout
-        | ErrorKind::CommandFailed => ErrorClass::ServiceUnavailable,
-        ErrorKind::Refused | ErrorKind::EmptyAnswer | ErrorKind::Truncated => {
-            ErrorClass::AnswerQuality
-        }
         ErrorKind::Io => ErrorClass::Io,
-        ErrorKind::Cancelled | ErrorKind::BadResponse => ErrorClass::BadToolOutput,
+        _ => ErrorClass::BadToolOutput,
     }
 }
 
