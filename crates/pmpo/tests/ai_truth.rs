@@ -111,6 +111,15 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
         assert_breaker_untouched(&ws);
     }
     assert_eq!(server.chat_requests().len(), 6);
+    // `pmpo models` and the breaker agree: the server is up and counted so.
+    let mut c = with_server(&ws, &server);
+    c.env("OPENAI_MODEL", "m");
+    let models = run(c, &["models", "--json"]);
+    assert_eq!(models.code, 0, "{}", models.stderr);
+    let endpoint = &models.json()["endpoints"][0];
+    assert_eq!(endpoint["healthy"], true, "{endpoint}");
+    assert_eq!(endpoint["breaker"]["state"], "CLOSED", "{endpoint}");
+    assert_eq!(endpoint["breaker"]["consecutive_failures"], 0, "{endpoint}");
     let r = run(
         with_server(&ws, &server),
         &["execute", "plan.yaml", "--json", "--model", "m"],
@@ -379,6 +388,17 @@ fn outages_still_open_the_breaker() {
         assert_eq!(row["consecutive_failures"], i + 1, "{row}");
     }
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
+    let mut c = refused();
+    c.env("OPENAI_MODEL", "m");
+    let models = run(c, &["models"]);
+    assert_eq!(models.code, 1);
+    assert!(
+        models.stdout.contains("UNHEALTHY")
+            && models.stdout.contains("breaker OPEN until")
+            && models.stdout.contains("after 5 outage(s)"),
+        "{}",
+        models.stdout
+    );
     let r = run(refused(), &args);
     assert_eq!(r.code, 3, "safe mode: {}", r.stderr);
     assert!(
