@@ -540,3 +540,46 @@ fn retried_cut_off_answers_in_one_run_are_all_kept_and_never_trip_the_breaker() 
     );
     assert_breaker_untouched(&ws);
 }
+
+#[test]
+fn refused_empty_and_cut_off_anthropic_answers_are_answer_quality_too() {
+    let ws = Ws::new();
+    ws.plan("    - id: write\n      requires_execution: false\n      retry: {attempts: 4, backoff: fixed, initial: 10ms}\n      with: {prompt: Write a haiku, output: dist/haiku.txt}\n      outputs: [dist/haiku.txt]\n");
+    let server = ModelServer::start(|_, n| match n {
+        0 => anthropic("I won't write that.", "refusal"),
+        1 => anthropic("", "end_turn"),
+        2 => anthropic("An old po", "max_tokens"),
+        _ => anthropic("An old pond", "end_turn"),
+    });
+    let mut c = bin_without_models(ws.path());
+    c.env("ANTHROPIC_BASE_URL", server.base())
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("ANTHROPIC_MODEL", "claude-test");
+    let r = run(
+        c,
+        &["execute", "plan.yaml", "--json", "--breaker-threshold", "1"],
+    );
+    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
+    let results = r.json();
+    assert_eq!(stage(&results, "write")["attempts"], 4);
+    let run_id = results["run_id"].as_str().unwrap();
+    let verdicts: Vec<Value> = (1..=3)
+        .map(|n| {
+            ws.read_json(&format!(".state/ai/{run_id}/write/answer-{n}.json"))["verdict"].clone()
+        })
+        .collect();
+    assert_eq!(verdicts, ["refused", "empty_answer", "truncated"]);
+    assert_eq!(
+        ws.read(&format!(".state/ai/{run_id}/write/answer-1.txt")),
+        "I won't write that."
+    );
+    // Every failed attempt says why, as an answer-quality failure.
+    let log: Vec<Value> = lines(&ws, "logs/execution/write.jsonl");
+    let kinds: Vec<&str> = log
+        .iter()
+        .filter_map(|a| a["error"]["kind"].as_str())
+        .collect();
+    assert_eq!(kinds, ["answer_quality"; 3], "{log:?}");
+    assert_breaker_untouched(&ws);
+    assert_no_key_under(ws.path());
+}
