@@ -439,6 +439,29 @@ fn outages_still_open_the_breaker() {
         "an open breaker stops the calls"
     );
     assert_no_key_under(ws.path());
+
+    // A 429 that outlasts the client's retries is an outage too.
+    let ws = Ws::new();
+    ws.plan(ONE_AI_STAGE);
+    let server = ModelServer::start(|_, _| {
+        openai_error(429, "slow down", "rate_limit_exceeded").header("retry-after", "0")
+    });
+    let args = [
+        "execute",
+        "plan.yaml",
+        "--json",
+        "--model",
+        "m",
+        "--breaker-threshold",
+        "1",
+        "--breaker-cooldown",
+        "1h",
+    ];
+    let r = run(with_server(&ws, &server), &args);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
+    assert!(server.chat_requests().len() > 1, "the client retried first");
+    assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
 }
 
 #[test]
