@@ -1,7 +1,12 @@
 //! Record and replay. A cassette is JSON lines, one model exchange each,
 //! keyed by the request's hash. It holds prompts and answers, never keys or
-//! headers. Replaying answers every request from the cassette, in the order
-//! recorded when the same request was made several times.
+//! headers. Every answer is recorded, the rejected ones too (cut off at the
+//! token limit, refused, empty: `rejected` names why, `response` keeps the
+//! finish reason and token counts), and so is an error the endpoint answered
+//! with (`error`: kind, message, hint), so a replay reproduces the recorded
+//! run, failures included. What no endpoint said (unreachable, timed out,
+//! cancelled) is not recorded. Replaying answers every request from the cassette, in
+//! the order recorded when the same request was made several times.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +29,45 @@ pub struct CassetteEntry {
     pub endpoint: String,
     pub model: String,
     pub request: ChatRequest,
-    pub response: Completion,
+    /// The answer; absent when the endpoint answered with an error instead.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub response: Option<Completion>,
+    /// Why the client rejected this answer (`truncated`, `refused`,
+    /// `empty_answer`); absent for an accepted answer and in older cassettes.
+    /// Informative only: a replay checks the answer again.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rejected: Option<String>,
+    /// The error the endpoint answered with (an HTTP error, a malformed
+    /// answer), when there was no answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<RecordedError>,
+}
+
+/// An endpoint's error as recorded: replayed with the same kind, message and hint.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct RecordedError {
+    pub kind: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl RecordedError {
+    pub fn of(e: &AiError) -> RecordedError {
+        RecordedError {
+            kind: e.kind.as_str().to_string(),
+            message: e.message.clone(),
+            hint: e.hint.clone(),
+        }
+    }
+
+    fn to_error(&self) -> AiError {
+        // A kind this pmpo does not know still fails the call, as the endpoint's fault.
+        let kind = ErrorKind::parse(&self.kind).unwrap_or(ErrorKind::BadResponse);
+        let mut e = AiError::new(kind, self.message.clone());
+        e.hint = self.hint.clone();
+        e
+    }
 }
 
 fn split(path: &Path) -> Result<(Workspace, String), AiError> {
@@ -82,7 +125,11 @@ impl Recorder {
 pub struct ReplayEndpoint {
     name: String,
     path: PathBuf,
-    answers: HashMap<String, Vec<Completion>>,
+    answers: HashMap<String, Vec<Result<Completion, RecordedError>>>,
+    /// The endpoint and model each request was answered by when recorded.
+    origins: HashMap<String, (String, String)>,
+    /// The stages that asked anything in the recorded run.
+    stages: HashMap<String, usize>,
     next: Mutex<HashMap<String, usize>>,
 }
 
@@ -95,7 +142,9 @@ impl ReplayEndpoint {
             )
             .hint("record one first: pmpo execute PLAN --record FILE")
         })?;
-        let mut answers: HashMap<String, Vec<Completion>> = HashMap::new();
+        let mut answers: HashMap<String, Vec<Result<Completion, RecordedError>>> = HashMap::new();
+        let mut origins = HashMap::new();
+        let mut stages: HashMap<String, usize> = HashMap::new();
         for (i, line) in text.lines().enumerate() {
             if line.trim().is_empty() {
                 continue;
@@ -107,12 +156,33 @@ impl ReplayEndpoint {
                 )
                 .hint("a cassette is written by --record; re-record it")
             })?;
-            answers.entry(entry.hash).or_default().push(entry.response);
+            let said = match (entry.response, entry.error) {
+                (Some(c), _) => Ok(c),
+                (None, Some(e)) => Err(e),
+                (None, None) => {
+                    return Err(AiError::new(
+                        ErrorKind::NotConfigured,
+                        format!(
+                            "cassette `{}` line {}: the exchange has neither a `response` nor an `error`",
+                            path.display(),
+                            i + 1
+                        ),
+                    )
+                    .hint("a cassette is written by --record; re-record it"));
+                }
+            };
+            *stages.entry(entry.stage).or_default() += 1;
+            origins
+                .entry(entry.hash.clone())
+                .or_insert((entry.endpoint, entry.model));
+            answers.entry(entry.hash).or_default().push(said);
         }
         Ok(ReplayEndpoint {
             name: name.to_string(),
             path: path.to_path_buf(),
             answers,
+            origins,
+            stages,
             next: Mutex::new(HashMap::new()),
         })
     }
@@ -144,6 +214,10 @@ impl Endpoint for ReplayEndpoint {
         Ok(())
     }
 
+    fn recorded_origin(&self, req: &ChatRequest) -> Option<(String, String)> {
+        self.origins.get(&req.hash()).cloned()
+    }
+
     async fn complete(
         &self,
         call: CallInfo<'_>,
@@ -152,6 +226,18 @@ impl Endpoint for ReplayEndpoint {
     ) -> Result<Completion, AiError> {
         let hash = req.hash();
         let Some(list) = self.answers.get(&hash) else {
+            // Say which of the two it is: a stage that asked other things
+            // (its prompt changed) or one that never asked in the recording.
+            let hint = match self.stages.get(call.stage) {
+                Some(n) => format!(
+                    "the cassette has {n} other exchange(s) of stage `{}`: its prompt changed since the recording; record again with --record FILE",
+                    call.stage
+                ),
+                None => format!(
+                    "stage `{}` has no exchange in the cassette: it is new, the recorded run stopped before it, or its endpoint could not be reached then (nothing was said, so nothing was recorded); record again with --record FILE",
+                    call.stage
+                ),
+            };
             return Err(AiError::new(
                 ErrorKind::NotRecorded,
                 format!(
@@ -162,13 +248,13 @@ impl Endpoint for ReplayEndpoint {
                     req.gist()
                 ),
             )
-            .hint("the prompt changed since the recording (or the stage is new): record again with --record FILE"));
+            .hint(hint));
         };
         let mut next = self.next.lock().unwrap_or_else(|p| p.into_inner());
         let i = next.entry(hash).or_insert(0);
         // Asked more often than recorded: the last answer stands.
         let answer = list[(*i).min(list.len() - 1)].clone();
         *i += 1;
-        Ok(answer)
+        answer.map_err(|e| e.to_error())
     }
 }

@@ -11,12 +11,13 @@ use serde::Serialize;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 
-use crate::cassette::{CassetteEntry, Recorder, ReplayEndpoint};
+use crate::cassette::{CassetteEntry, RecordedError, Recorder, ReplayEndpoint};
 use crate::command::CommandEndpoint;
 use crate::endpoint::{CallInfo, Endpoint};
 use crate::http::{HttpEndpoint, MAX_RETRY_AFTER};
 use crate::{
-    AiConfig, AiError, ChatRequest, Completion, EndpointKind, ErrorKind, Finish, Phase, Route,
+    AiConfig, AiError, ChatRequest, Completion, EndpointKind, ErrorKind, Finish, Phase, Rejected,
+    Route,
 };
 
 /// Every model call of a run, one JSON object per line, in the workspace.
@@ -49,7 +50,15 @@ pub struct Answer {
     /// Set when the preferred endpoint was passed over.
     pub fallback_from: Option<String>,
     pub notes: Vec<String>,
+    /// Where this answer goes if the caller keeps it (`.state/ai/RUN/STAGE/answer-N`,
+    /// without extension): numbered in the order answers arrived. Nothing is
+    /// written there for an accepted answer; see [`Client::keep_answer`].
+    pub keep_as: String,
 }
+
+/// Where the answers of a call are kept: `ANSWERS_DIR/<run>/<stage>/answer-N.txt`
+/// and, beside each, `answer-N.json`.
+pub const ANSWERS_DIR: &str = ".state/ai";
 
 /// One endpoint's state for `pmpo models`.
 #[derive(Debug, Clone, Serialize)]
@@ -77,6 +86,8 @@ pub struct Client {
     probes: Mutex<HashMap<String, ProbeResult>>,
     /// Models chosen from a server's list when none was configured.
     discovered: Mutex<HashMap<String, String>>,
+    /// The last answer number given out per `.state/ai/<run>/<stage>` directory.
+    numbered: Mutex<HashMap<String, u32>>,
 }
 
 /// When an endpoint was probed and what came of it.
@@ -111,6 +122,7 @@ impl Client {
             recorder,
             probes: Mutex::new(HashMap::new()),
             discovered: Mutex::new(HashMap::new()),
+            numbered: Mutex::new(HashMap::new()),
         })
     }
 
@@ -263,7 +275,59 @@ impl Client {
             let t0 = Instant::now();
             let (result, attempts) = self.attempts(ctx, ep.as_ref(), &model, req).await;
             let latency = t0.elapsed();
-            let result = result.and_then(|c| check_answer(&chosen, c));
+            // A replayed answer is judged in the name of the endpoint and model
+            // that gave it, so a replayed failure reads exactly as the recorded one.
+            let (judged_as, judged_model) = ep
+                .recorded_origin(req)
+                .unwrap_or_else(|| (chosen.clone(), model.clone()));
+            let result = result.and_then(|c| match check_answer(&judged_as, &c) {
+                Ok(()) => Ok(c),
+                Err(mut e) => {
+                    e.answer = Some(Box::new(Rejected {
+                        completion: c,
+                        endpoint: judged_as.clone(),
+                        model: judged_model.clone(),
+                        request_hash: hash.clone(),
+                        kept: None,
+                    }));
+                    Err(e)
+                }
+            });
+            // Every answer gets its number now, in the order they came; a
+            // rejected one is kept at once (the caller may not be able to).
+            let said = match &result {
+                Ok(_) => true,
+                Err(e) => e.answer.is_some(),
+            };
+            let keep_as = if said {
+                self.next_answer_slot(ctx)
+            } else {
+                String::new()
+            };
+            let result = result.map_err(|mut e| {
+                if let Some(a) = e.answer.as_mut() {
+                    let problems = [e.message.clone()];
+                    match Self::keep_answer(
+                        ctx.workspace,
+                        &keep_as,
+                        &a.completion,
+                        &a.endpoint,
+                        &a.model,
+                        &a.request_hash,
+                        e.kind.as_str(),
+                        &problems,
+                    ) {
+                        Ok(path) => {
+                            e.message = format!("{}; the answer is kept in {path}", e.message);
+                            a.kept = Some(path);
+                        }
+                        Err(w) => {
+                            e.message = format!("{}; the answer could not be kept: {w}", e.message);
+                        }
+                    }
+                }
+                e
+            });
             self.log(
                 ctx,
                 ep.as_ref(),
@@ -274,21 +338,26 @@ impl Client {
                 attempts,
                 fallback_from.as_deref(),
             );
+            // Everything that was said is recorded (a rejected answer and a
+            // server's error too), so a replay reproduces this run and not a
+            // cleaner one. A failure the fallback absorbs is not the outcome.
+            let absorbed = matches!(&result, Err(e) if fallback.is_some()
+                && e.kind.endpoint_down()
+                && !ctx.cancel.is_cancelled());
+            if !absorbed
+                && let Err(w) = self.record(ctx, ep.as_ref(), &chosen, &model, &hash, req, &result)
+            {
+                return match result {
+                    Ok(_) => Err(w),
+                    Err(mut e) => {
+                        e.message =
+                            format!("{}; it could not be recorded: {}", e.message, w.message);
+                        Err(e)
+                    }
+                };
+            }
             match result {
                 Ok(completion) => {
-                    if let Some(rec) = &self.recorder
-                        && ep.kind() != EndpointKind::Replay
-                    {
-                        rec.append(&CassetteEntry {
-                            hash: hash.clone(),
-                            stage: ctx.stage.to_string(),
-                            phase: ctx.phase,
-                            endpoint: chosen.clone(),
-                            model: model.clone(),
-                            request: req.clone(),
-                            response: completion.clone(),
-                        })?;
-                    }
                     return Ok(Answer {
                         completion,
                         endpoint: chosen,
@@ -298,6 +367,7 @@ impl Client {
                         request_hash: hash,
                         fallback_from,
                         notes,
+                        keep_as,
                     });
                 }
                 Err(e) => match fallback.take() {
@@ -313,6 +383,82 @@ impl Client {
                 },
             }
         }
+    }
+
+    /// The next `.state/ai/<run>/<stage>/answer-N` (no extension) of a call's
+    /// stage. The first time a directory is seen, numbering continues after
+    /// the answers already there (a resumed run keeps its earlier ones).
+    fn next_answer_slot(&self, ctx: &CallContext<'_>) -> String {
+        let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage);
+        let mut numbered = self.numbered.lock().unwrap_or_else(|p| p.into_inner());
+        let n = numbered.entry(dir.clone()).or_insert_with(|| {
+            let Ok(path) = ctx.workspace.resolve(&dir) else {
+                return 0;
+            };
+            std::fs::read_dir(path)
+                .map(|entries| {
+                    entries
+                        .flatten()
+                        .filter_map(|e| {
+                            let name = e.file_name().to_string_lossy().into_owned();
+                            name.strip_prefix("answer-")?
+                                .split('.')
+                                .next()?
+                                .parse::<u32>()
+                                .ok()
+                        })
+                        .max()
+                        .unwrap_or(0)
+                })
+                .unwrap_or(0)
+        });
+        *n += 1;
+        format!("{dir}/answer-{n}")
+    }
+
+    /// Keeps an answer where the user can read it: `{keep_as}.txt` (the text
+    /// as received) and `{keep_as}.json` (endpoint, model, request hash,
+    /// finish reason, token counts, the verdict and its problems). Returns the
+    /// text file's path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn keep_answer(
+        ws: &Workspace,
+        keep_as: &str,
+        completion: &Completion,
+        endpoint: &str,
+        model: &str,
+        request_hash: &str,
+        verdict: &str,
+        problems: &[String],
+    ) -> Result<String, pmpo_store::StoreError> {
+        if let Some((dir, _)) = keep_as.rsplit_once('/') {
+            ws.create_dir_all(dir)?;
+        }
+        let text = format!("{keep_as}.txt");
+        ws.write_atomic(
+            &text,
+            completion.text.as_bytes(),
+            pmpo_store::Durability::Relaxed,
+        )?;
+        let meta = json!({
+            "answer": text.rsplit('/').next().unwrap_or_default(),
+            "endpoint": endpoint,
+            "model": model,
+            "request_hash": request_hash,
+            "finish": completion.finish,
+            "tokens_in": completion.tokens_in,
+            "tokens_out": completion.tokens_out,
+            "verdict": verdict,
+            "problems": problems,
+        });
+        let mut bytes = serde_json::to_vec_pretty(&meta).unwrap_or_default();
+        bytes.push(b'\n');
+        ws.write_atomic(
+            &format!("{keep_as}.json"),
+            &bytes,
+            pmpo_store::Durability::Relaxed,
+        )?;
+        Ok(text)
     }
 
     /// With no model configured, the one model the server lists (a local
@@ -393,7 +539,11 @@ impl Client {
                 Ok(c) => return (Ok(c), attempt),
                 Err(e) => e,
             };
-            if !err.kind.retryable() || attempt > self.config.max_retries {
+            // A replayed error is the recorded outcome, retries included.
+            if !err.kind.retryable()
+                || attempt > self.config.max_retries
+                || ep.kind() == EndpointKind::Replay
+            {
                 return (Err(err), attempt);
             }
             let backoff = Duration::from_millis(500u64 << (attempt - 1).min(5));
@@ -417,6 +567,52 @@ impl Client {
         }
     }
 
+    /// Appends an exchange to the cassette when recording: an answer
+    /// (accepted or rejected) or an error the endpoint itself gave (an HTTP
+    /// error, a malformed answer, a failing command). Nothing is recorded for
+    /// what no endpoint said: unreachable, timed out, cancelled, not configured.
+    #[allow(clippy::too_many_arguments)]
+    fn record(
+        &self,
+        ctx: &CallContext<'_>,
+        ep: &dyn Endpoint,
+        endpoint: &str,
+        model: &str,
+        hash: &str,
+        req: &ChatRequest,
+        result: &Result<Completion, AiError>,
+    ) -> Result<(), AiError> {
+        let Some(rec) = &self.recorder else {
+            return Ok(());
+        };
+        if ep.kind() == EndpointKind::Replay {
+            return Ok(());
+        }
+        let (response, rejected, error) = match result {
+            Ok(c) => (Some(c.clone()), None, None),
+            Err(e) => match &e.answer {
+                Some(a) => (
+                    Some(a.completion.clone()),
+                    Some(e.kind.as_str().to_string()),
+                    None,
+                ),
+                None if e.kind.said_by_endpoint() => (None, None, Some(RecordedError::of(e))),
+                None => return Ok(()),
+            },
+        };
+        rec.append(&CassetteEntry {
+            hash: hash.to_string(),
+            stage: ctx.stage.to_string(),
+            phase: ctx.phase,
+            endpoint: endpoint.to_string(),
+            model: model.to_string(),
+            request: req.clone(),
+            response,
+            rejected,
+            error,
+        })
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn log(
         &self,
@@ -429,10 +625,11 @@ impl Client {
         attempts: u32,
         fallback_from: Option<&str>,
     ) {
-        let (tin, tout) = match result {
-            Ok(c) => (c.tokens_in, c.tokens_out),
-            Err(_) => (None, None),
+        let said = match result {
+            Ok(c) => Some(c),
+            Err(e) => e.answer.as_ref().map(|a| &a.completion),
         };
+        let (tin, tout) = said.map_or((None, None), |c| (c.tokens_in, c.tokens_out));
         let mut rec = json!({
             "time": now_rfc3339(),
             "run_id": ctx.run_id,
@@ -448,6 +645,9 @@ impl Client {
             "outcome": match result { Ok(_) => "ok", Err(e) => e.kind.as_str() },
             "request_hash": hash,
         });
+        if let Some(c) = said {
+            rec["finish"] = json!(c.finish);
+        }
         if let Err(e) = result {
             rec["error"] = json!(e.message);
         }
@@ -463,7 +663,7 @@ impl Client {
 }
 
 /// An answer that is empty, cut off or refused is an error, not an answer.
-fn check_answer(endpoint: &str, c: Completion) -> Result<Completion, AiError> {
+fn check_answer(endpoint: &str, c: &Completion) -> Result<(), AiError> {
     match c.finish {
         Finish::Length => Err(AiError::new(
             ErrorKind::Truncated,
@@ -473,16 +673,33 @@ fn check_answer(endpoint: &str, c: Completion) -> Result<Completion, AiError> {
             ),
         )
         .hint("raise `max_tokens` in the stage's `with:` (or for the endpoint in pmpo.toml), or ask for less")),
-        Finish::Refused => Err(AiError::new(
-            ErrorKind::Refused,
-            format!("the model on endpoint `{endpoint}` refused to answer (content filter or refusal)"),
-        )
-        .hint("reword the prompt")),
+        Finish::Refused => {
+            let said = one_line(&c.text, 300);
+            Err(AiError::new(
+                ErrorKind::Refused,
+                if said.is_empty() {
+                    format!("the model on endpoint `{endpoint}` refused to answer (content filter or refusal)")
+                } else {
+                    format!("the model on endpoint `{endpoint}` refused: {said}")
+                },
+            )
+            .hint("reword the prompt"))
+        }
         _ if c.text.trim().is_empty() => Err(AiError::new(
             ErrorKind::EmptyAnswer,
             format!("endpoint `{endpoint}` returned an empty answer"),
         )
         .hint("check the prompt and the model (some models need a larger max_tokens)")),
-        _ => Ok(c),
+        _ => Ok(()),
+    }
+}
+
+/// Text on one line, shortened to `n` characters.
+fn one_line(text: &str, n: usize) -> String {
+    let t: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if t.chars().count() > n {
+        format!("{}...", t.chars().take(n).collect::<String>())
+    } else {
+        t
     }
 }

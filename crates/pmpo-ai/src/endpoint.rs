@@ -28,6 +28,12 @@ pub trait Endpoint: Send + Sync {
     async fn models(&self, _timeout: Duration) -> Result<Vec<String>, AiError> {
         Ok(Vec::new())
     }
+    /// The endpoint and model that originally answered this request, for an
+    /// endpoint that replays recorded answers (so a replayed failure reads as
+    /// the recorded one did).
+    fn recorded_origin(&self, _req: &ChatRequest) -> Option<(String, String)> {
+        None
+    }
     /// One request; `model` is already chosen.
     async fn complete(
         &self,

@@ -479,20 +479,21 @@ impl Endpoint for HttpEndpoint {
                     .and_then(|c| c.first())
                     .ok_or_else(|| self.bad_shape("no `choices`"))?;
                 let message = choice.get("message");
+                let usage = v.get("usage");
+                let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
+                // A refusal is an answer: returned as one, so the client rejects,
+                // records and reports it like every other unusable answer.
                 if let Some(refusal) = message
                     .and_then(|m| m.get("refusal"))
                     .and_then(Value::as_str)
                     .filter(|r| !r.is_empty())
                 {
-                    return Err(AiError::new(
-                        ErrorKind::Refused,
-                        format!(
-                            "the model on endpoint `{}` refused: {}",
-                            self.name,
-                            shorten(refusal, 300)
-                        ),
-                    )
-                    .hint("reword the prompt"));
+                    return Ok(Completion {
+                        text: redact(refusal, self.key.as_ref()),
+                        finish: Finish::Refused,
+                        tokens_in: tokens("prompt_tokens"),
+                        tokens_out: tokens("completion_tokens"),
+                    });
                 }
                 let text = message
                     .and_then(|m| m.get("content"))
@@ -505,16 +506,11 @@ impl Endpoint for HttpEndpoint {
                     Some("content_filter") => Finish::Refused,
                     Some(_) => Finish::Other,
                 };
-                let usage = v.get("usage");
                 Ok(Completion {
                     text,
                     finish,
-                    tokens_in: usage
-                        .and_then(|u| u.get("prompt_tokens"))
-                        .and_then(Value::as_u64),
-                    tokens_out: usage
-                        .and_then(|u| u.get("completion_tokens"))
-                        .and_then(Value::as_u64),
+                    tokens_in: tokens("prompt_tokens"),
+                    tokens_out: tokens("completion_tokens"),
                 })
             }
         }

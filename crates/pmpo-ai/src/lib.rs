@@ -26,7 +26,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-pub use client::{Answer, CallContext, Client, EndpointHealth, ROUTING_LOG};
+pub use client::{ANSWERS_DIR, Answer, CallContext, Client, EndpointHealth, ROUTING_LOG};
 pub use config::{AiConfig, ConfigError, EndpointConfig, EndpointKind, Overrides, Route};
 pub use endpoint::Endpoint;
 
@@ -186,7 +186,7 @@ pub fn redact(text: &str, secret: Option<&Secret>) -> String {
 }
 
 /// Kinds of model-call failure; each has its own message and hint.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorKind {
     NotConfigured,
@@ -217,6 +217,47 @@ impl ErrorKind {
     /// Worth another attempt at the same endpoint.
     pub fn retryable(self) -> bool {
         matches!(self, ErrorKind::RateLimited | ErrorKind::ServerError)
+    }
+    /// An outage: the endpoint could not be reached, did not answer in time or
+    /// failed on its side (a local command that failed to run included). Only
+    /// these count against the endpoint's circuit breaker.
+    pub fn outage(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::Unreachable
+                | ErrorKind::Timeout
+                | ErrorKind::CommandFailed
+        )
+    }
+    /// The endpoint answered, but the answer cannot be used (cut off, refused,
+    /// empty): a fact about this answer, not about the endpoint's health.
+    pub fn answer_quality(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Truncated | ErrorKind::Refused | ErrorKind::EmptyAnswer
+        )
+    }
+    /// The endpoint itself answered with this failure (an HTTP error, a
+    /// malformed answer, a failing command): what a cassette records of a
+    /// call that got no answer.
+    pub fn said_by_endpoint(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::Auth
+                | ErrorKind::UnknownModel
+                | ErrorKind::Refused
+                | ErrorKind::BadRequest
+                | ErrorKind::RateLimited
+                | ErrorKind::ServerError
+                | ErrorKind::BadResponse
+                | ErrorKind::CommandFailed
+        )
+    }
+    /// The kind a name (`as_str`) stands for.
+    pub fn parse(name: &str) -> Option<ErrorKind> {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).ok()
     }
     /// A failure of the endpoint itself (not of this request): a fallback may help.
     pub fn endpoint_down(self) -> bool {
@@ -259,6 +300,20 @@ pub struct AiError {
     pub hint: Option<String>,
     /// The server's Retry-After, when it sent one.
     pub retry_after: Option<Duration>,
+    /// The answer that was received and rejected (cut off, refused, empty),
+    /// so the caller can keep it and say where.
+    pub answer: Option<Box<Rejected>>,
+}
+
+/// An answer the client received but did not accept, and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rejected {
+    pub completion: Completion,
+    pub endpoint: String,
+    pub model: String,
+    pub request_hash: String,
+    /// Where the client kept it (`.state/ai/<run>/<stage>/answer-N.txt`), when it could.
+    pub kept: Option<String>,
 }
 
 impl AiError {
@@ -268,6 +323,7 @@ impl AiError {
             message: message.into(),
             hint: None,
             retry_after: None,
+            answer: None,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -527,3 +527,260 @@ fn max_tokens_is_renamed_for_models_that_want_max_completion_tokens() {
         50
     );
 }
+
+#[test]
+fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
+    // A cut-off answer, a refusal (OpenAI's `refusal` field) and an empty one.
+    let server = ModelServer::start(|s, _| match s.prompt().as_str() {
+        "long" => openai(&format!("it goes on and {KEY}"), "length"),
+        "bad" => Reply::json(
+            200,
+            json!({
+                "choices": [{"index": 0, "message": {"role": "assistant", "content": null, "refusal": "I can't help with that."}, "finish_reason": "stop"}],
+                "usage": {"prompt_tokens": 4, "completion_tokens": 6}
+            }),
+        ),
+        _ => openai("   ", "stop"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("cassette.jsonl");
+    let mut cfg = openai_cfg(&server);
+    cfg.apply(&Overrides {
+        record: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let asked = ["long", "bad", "blank"];
+    let live: Vec<pmpo_ai::AiError> = asked
+        .iter()
+        .map(|p| ask(&client, &call, p).unwrap_err())
+        .collect();
+    let kinds: Vec<ErrorKind> = live.iter().map(|e| e.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ErrorKind::Truncated,
+            ErrorKind::Refused,
+            ErrorKind::EmptyAnswer
+        ]
+    );
+    assert!(kinds.iter().all(|k| k.answer_quality() && !k.outage()));
+    assert!(
+        live[1].message.contains("refused: I can't help with that."),
+        "{}",
+        live[1].message
+    );
+    // The rejected answer travels with the error, redacted, with its tokens,
+    // and is kept in the workspace, numbered in the order the answers came.
+    for (n, e) in live.iter().enumerate() {
+        let kept = format!(".state/ai/run-1/draw/answer-{}.txt", n + 1);
+        assert_eq!(
+            e.answer.as_ref().unwrap().kept.as_deref(),
+            Some(kept.as_str())
+        );
+        assert!(
+            e.message
+                .ends_with(&format!("the answer is kept in {kept}")),
+            "{}",
+            e.message
+        );
+    }
+    let kept = |rel: &str| std::fs::read_to_string(call.ws_dir.path().join(rel)).unwrap();
+    assert_eq!(
+        kept(".state/ai/run-1/draw/answer-1.txt"),
+        "it goes on and [redacted]"
+    );
+    let meta: Value = serde_json::from_str(&kept(".state/ai/run-1/draw/answer-1.json")).unwrap();
+    assert_eq!(meta["finish"], "length");
+    assert_eq!(meta["tokens_out"], 7);
+    assert_eq!(meta["verdict"], "truncated");
+    assert_eq!(
+        kept(".state/ai/run-1/draw/answer-2.txt"),
+        "I can't help with that."
+    );
+    let cut = live[0].answer.as_ref().unwrap();
+    assert_eq!(cut.completion.text, "it goes on and [redacted]");
+    assert_eq!(cut.completion.tokens_out, Some(7));
+    assert_eq!(
+        (cut.endpoint.as_str(), cut.model.as_str()),
+        ("openai", "test-model")
+    );
+    // The routing log has the tokens and the finish reason of a rejected answer.
+    let log = call.log();
+    assert_eq!(log[0]["outcome"], "truncated");
+    assert_eq!(log[0]["finish"], "length");
+    assert_eq!(log[0]["tokens_out"], 7);
+    assert_eq!(log[1]["tokens_out"], 6);
+
+    let recorded: Vec<Value> = std::fs::read_to_string(&cassette)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let rejected: Vec<&str> = recorded
+        .iter()
+        .map(|e| e["rejected"].as_str().unwrap())
+        .collect();
+    assert_eq!(rejected, ["truncated", "refused", "empty_answer"]);
+    assert_eq!(recorded[0]["response"]["finish"], "length");
+    drop(server);
+
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    // Another workspace, as a fresh checkout would be: the same answer numbers.
+    let elsewhere = Call::new();
+    for (p, was) in asked.iter().zip(&live) {
+        let again = ask(&replay, &elsewhere, p).unwrap_err();
+        assert_eq!(again.kind, was.kind, "{p}");
+        assert_eq!(again.message, was.message, "{p}");
+        assert_eq!(again.hint, was.hint, "{p}");
+        assert_eq!(
+            again.answer, was.answer,
+            "{p}: the same answer, endpoint and model"
+        );
+    }
+    assert_no_key(dir.path());
+    assert_no_key(call.ws_dir.path());
+}
+
+#[test]
+fn a_cassette_written_before_rejected_answers_were_recorded_still_replays() {
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("old.jsonl");
+    let req = {
+        let mut r = ChatRequest::user("old");
+        r.system = Some("be brief".into());
+        r
+    };
+    // The layout of a cassette from before: no `rejected`, no token counts.
+    let line = json!({
+        "hash": req.hash(), "stage": "draw", "phase": "execute", "endpoint": "openai",
+        "model": "m", "request": req, "response": {"text": "from the past", "finish": "stop"}
+    });
+    std::fs::write(&cassette, format!("{line}\n")).unwrap();
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    let call = Call::new();
+    assert_eq!(
+        ask(&replay, &call, "old").unwrap().completion.text,
+        "from the past"
+    );
+    // A miss names which case it is: this stage asked other things...
+    let miss = ask(&replay, &call, "new").unwrap_err();
+    assert_eq!(miss.kind, ErrorKind::NotRecorded);
+    assert!(
+        miss.hint.as_deref().unwrap().contains("prompt changed"),
+        "{miss:?}"
+    );
+    // ...or has no exchange in the recording at all.
+    let req = ChatRequest::user("x");
+    let other = rt()
+        .block_on(replay.complete(&call.ctx("later", Duration::from_secs(5)), &req))
+        .unwrap_err();
+    let hint = other.hint.unwrap();
+    assert!(
+        hint.contains("stage `later` has no exchange in the cassette")
+            && !hint.contains("prompt changed"),
+        "{hint}"
+    );
+}
+
+#[test]
+fn errors_an_endpoint_answered_with_are_recorded_and_replayed() {
+    let server = ModelServer::start(|s, _| match s.prompt().as_str() {
+        "key" => openai_error(
+            401,
+            &format!("Incorrect API key provided: {KEY}"),
+            "invalid_api_key",
+        ),
+        "busy" => openai_error(500, "internal error", "server_error").header("retry-after", "0"),
+        _ => openai_error(400, "context too long", "context_length_exceeded"),
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let cassette = dir.path().join("cassette.jsonl");
+    let mut cfg = openai_cfg(&server);
+    cfg.apply(&Overrides {
+        record: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let client = Client::new(cfg).unwrap();
+    let call = Call::new();
+    let asked = ["key", "busy", "long"];
+    let live: Vec<pmpo_ai::AiError> = asked
+        .iter()
+        .map(|p| ask(&client, &call, p).unwrap_err())
+        .collect();
+    assert_eq!(
+        live.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [
+            ErrorKind::Auth,
+            ErrorKind::ServerError,
+            ErrorKind::BadRequest
+        ]
+    );
+    let busy_calls = server
+        .chat_requests()
+        .iter()
+        .filter(|r| r.prompt() == "busy")
+        .count();
+    assert_eq!(busy_calls, 4, "the client retried the 500 three times");
+    drop(server);
+    let recorded = std::fs::read_to_string(&cassette).unwrap();
+    assert_eq!(
+        recorded.lines().count(),
+        3,
+        "one outcome per call: {recorded}"
+    );
+    let first: Value = serde_json::from_str(recorded.lines().next().unwrap()).unwrap();
+    assert_eq!(first["error"]["kind"], "auth");
+    assert!(first.get("response").is_none());
+
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.clone()),
+        ..Default::default()
+    });
+    let replay = Client::new(cfg).unwrap();
+    for (p, was) in asked.iter().zip(&live) {
+        let again = ask(&replay, &call, p).unwrap_err();
+        assert_eq!(again.kind, was.kind, "{p}");
+        assert_eq!(again.message, was.message, "{p}");
+        assert_eq!(again.hint, was.hint, "{p}");
+        let last = call.log().last().cloned().unwrap();
+        assert_eq!(last["endpoint"], "replay");
+        assert_eq!(last["attempts"], 1, "{p}: a replay does not retry");
+    }
+
+    // Nothing listened: nothing was said, so nothing is recorded.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let gone = dir.path().join("gone.jsonl");
+    let mut cfg = config(
+        "",
+        &[
+            ("OPENAI_BASE_URL", &format!("http://127.0.0.1:{port}/v1")),
+            ("OPENAI_MODEL", "m"),
+        ],
+    );
+    cfg.apply(&Overrides {
+        record: Some(gone.clone()),
+        ..Default::default()
+    });
+    let err = ask(&Client::new(cfg).unwrap(), &call, "x").unwrap_err();
+    assert_eq!(err.kind, ErrorKind::Unreachable);
+    assert_eq!(std::fs::read_to_string(&gone).unwrap(), "");
+    assert_no_key(dir.path());
+    assert_no_key(call.ws_dir.path());
+}

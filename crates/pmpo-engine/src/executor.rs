@@ -974,16 +974,11 @@ async fn run_one(
                             &tried,
                         )?;
                         sh.patched |= changed;
-                        // A plugin or a model endpoint answers for every failure of its
-                        // call; a built-in tool only for failing to run at all. A stage
-                        // that could not even be set up says nothing about the adapter.
-                        let not_its_fault = tried.failure.as_ref().is_some_and(|f| {
-                            matches!(
-                                f.kind.as_str(),
-                                "invalid_input" | "missing_input" | "not_configured" | "cancelled"
-                            )
-                        });
-                        if ok || (!not_its_fault && (kind != "tool" || tried.outcome.is_none())) {
+                        // Which results go on the breaker (outages only, for a model
+                        // endpoint) is recovery's rule.
+                        let failure_kind = tried.failure.as_ref().map(|f| f.kind.as_str());
+                        if recovery::counts_for_breaker(kind, failure_kind, tried.outcome.is_some())
+                        {
                             let err = tried.failure.as_ref().map(|f| f.message.as_str());
                             recovery::record(
                                 sh.rec.db.as_mut(),

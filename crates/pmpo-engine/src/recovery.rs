@@ -206,6 +206,40 @@ pub fn gate(db: &mut dyn ExecStore, adapter: &str, kind: &str) -> Result<Gate, D
     }
 }
 
+/// Failure kinds that say nothing about the adapter: the stage could not be
+/// set up, or the run was cancelled.
+const NOT_THE_ADAPTERS_FAULT: &[&str] = &[
+    "invalid_input",
+    "missing_input",
+    "not_configured",
+    "cancelled",
+];
+
+/// Failure kinds of a model endpoint that are outages: it could not be
+/// reached, did not answer in time, or failed on its side (5xx, 429 after the
+/// client's retries, a local command that failed to run).
+const MODEL_OUTAGES: &[&str] = &["service_unavailable", "timeout"];
+
+/// Whether a call's result goes on its adapter's breaker. A success always
+/// does (it closes the breaker). A model endpoint (`adapter_kind` "model")
+/// answers only for outages: an answer that is cut off, refused, empty or
+/// off-schema (`answer_quality`) came from a healthy server and must not make
+/// it look down. A plugin answers for every failure of its call; a built-in
+/// tool only for failing to run at all (`tool_ran` false).
+pub fn counts_for_breaker(adapter_kind: &str, failure_kind: Option<&str>, tool_ran: bool) -> bool {
+    let Some(kind) = failure_kind else {
+        return true;
+    };
+    if NOT_THE_ADAPTERS_FAULT.contains(&kind) {
+        return false;
+    }
+    match adapter_kind {
+        "model" => MODEL_OUTAGES.contains(&kind),
+        "tool" => !tool_ran,
+        _ => true,
+    }
+}
+
 /// Records a call's result on the adapter's breaker; returns the new state.
 pub fn record(
     db: &mut dyn ExecStore,
@@ -291,6 +325,31 @@ mod tests {
         );
         assert_eq!(k("MemoryError", Some(1)), Some("out_of_memory"));
         assert_eq!(k("something else broke", Some(2)), None);
+    }
+
+    #[test]
+    fn only_outages_count_against_a_model_endpoint() {
+        for kind in ["service_unavailable", "timeout"] {
+            assert!(counts_for_breaker("model", Some(kind), true), "{kind}");
+        }
+        for kind in [
+            "answer_quality",
+            "bad_tool_output",
+            "permission_denied",
+            "invalid_input",
+            "not_configured",
+            "cancelled",
+        ] {
+            assert!(!counts_for_breaker("model", Some(kind), true), "{kind}");
+        }
+        assert!(
+            counts_for_breaker("model", None, true),
+            "a success closes it"
+        );
+        assert!(counts_for_breaker("plugin", Some("tool_failed"), true));
+        assert!(!counts_for_breaker("plugin", Some("cancelled"), true));
+        assert!(!counts_for_breaker("tool", Some("bad_tool_output"), true));
+        assert!(counts_for_breaker("tool", Some("io"), false));
     }
 
     #[test]

@@ -55,7 +55,7 @@ const BUILTINS: &[&str] = &[
 ];
 
 /// Where answers are kept when a stage fails on a bad answer.
-pub const ANSWERS_DIR: &str = ".state/ai";
+pub use pmpo_ai::ANSWERS_DIR;
 
 /// The `ai` tool; without a client (no endpoint configured) it refuses to start.
 #[derive(Default)]
@@ -75,24 +75,24 @@ fn is_reference(v: &Value) -> bool {
     matches!(v, Value::String(s) if Reference::parse(s).is_some())
 }
 
+/// The stage's failure class of a model-call failure. Outages and
+/// answer-quality failures are told apart by `pmpo_ai` (one rule for both
+/// crates): the engine counts only the former against the endpoint's breaker.
 fn class_of(kind: ErrorKind) -> ErrorClass {
+    if kind.outage() {
+        return ErrorClass::ServiceUnavailable;
+    }
+    if kind.answer_quality() {
+        return ErrorClass::AnswerQuality;
+    }
     match kind {
         ErrorKind::NotConfigured | ErrorKind::UnknownModel | ErrorKind::NotRecorded => {
             ErrorClass::NotConfigured
         }
         ErrorKind::Auth => ErrorClass::PermissionDenied,
         ErrorKind::BadRequest => ErrorClass::InvalidInput,
-        ErrorKind::RateLimited
-        | ErrorKind::ServerError
-        | ErrorKind::Unreachable
-        | ErrorKind::Timeout => ErrorClass::ServiceUnavailable,
         ErrorKind::Io => ErrorClass::Io,
-        ErrorKind::Cancelled
-        | ErrorKind::Refused
-        | ErrorKind::EmptyAnswer
-        | ErrorKind::Truncated
-        | ErrorKind::BadResponse
-        | ErrorKind::CommandFailed => ErrorClass::BadToolOutput,
+        _ => ErrorClass::BadToolOutput,
     }
 }
 
@@ -578,6 +578,8 @@ impl Tool for AiTool {
         };
 
         let mut answers: Vec<Answer> = Vec::new();
+        // What each answer so far was found to lack (kept with it on failure).
+        let mut found: Vec<Vec<String>> = Vec::new();
         let mut req = request;
         let shaped = loop {
             let answer = match client.complete(&call, &req).await {
@@ -589,10 +591,16 @@ impl Tool for AiTool {
                     return Ok(self.ended(Termination::TimedOut, started, &answers));
                 }
                 Err(e) => {
-                    let kept = keep_answers(ctx, &answers);
+                    // A rejected answer is already kept by the client (its
+                    // message says where); the answers before it are kept here.
+                    let earlier = keep_answers(ctx, &answers, &found);
                     let mut err = tool_error(e);
-                    if let Some(k) = kept {
-                        err.message = format!("{} (earlier answer kept in {k})", err.message);
+                    if !earlier.is_empty() {
+                        err.message = format!(
+                            "{} (the earlier answer is kept in {})",
+                            err.message,
+                            earlier.join(" and ")
+                        );
                     }
                     return Err(err);
                 }
@@ -600,6 +608,7 @@ impl Tool for AiTool {
             let result = shape.apply(&answer.completion.text);
             let text = answer.completion.text.clone();
             answers.push(answer);
+            found.push(result.as_ref().err().cloned().unwrap_or_default());
             match result {
                 Ok(s) => break s,
                 Err(problems) if answers.len() == 1 => {
@@ -617,9 +626,9 @@ impl Tool for AiTool {
                     });
                 }
                 Err(problems) => {
-                    let kept = keep_answers(ctx, &answers).unwrap_or_default();
+                    let kept = keep_answers(ctx, &answers, &found).join(" and ");
                     return Err(ToolError::new(
-                        ErrorClass::BadToolOutput,
+                        ErrorClass::AnswerQuality,
                         format!(
                             "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
                             problems.join("; ")
@@ -686,20 +695,32 @@ impl AiTool {
     }
 }
 
-/// Writes the answers of a failed stage where the user can read them.
-fn keep_answers(ctx: &ToolContext<'_>, answers: &[Answer]) -> Option<String> {
-    if answers.is_empty() {
-        return None;
-    }
-    let dir = format!("{ANSWERS_DIR}/{}/{}", ctx.run_id, ctx.stage_id);
-    ctx.workspace.create_dir_all(&dir).ok()?;
-    for (i, a) in answers.iter().enumerate() {
-        let rel = format!("{dir}/answer-{}.txt", i + 1);
-        ctx.workspace
-            .write_atomic(&rel, a.completion.text.as_bytes(), Durability::Relaxed)
-            .ok()?;
-    }
-    Some(format!("{dir}/"))
+/// Keeps the answers of a failed stage where the user can read them, each
+/// at the place the client numbered it (`.state/ai/<run>/<stage>/answer-N.txt`,
+/// with `answer-N.json` beside it: finish reason, tokens, endpoint, model, and
+/// what the stage found wrong with it). Returns the paths that were written.
+fn keep_answers(ctx: &ToolContext<'_>, answers: &[Answer], found: &[Vec<String>]) -> Vec<String> {
+    answers
+        .iter()
+        .zip(found)
+        .filter_map(|(a, problems)| {
+            Client::keep_answer(
+                ctx.workspace,
+                &a.keep_as,
+                &a.completion,
+                &a.endpoint,
+                &a.model,
+                &a.request_hash,
+                if problems.is_empty() {
+                    "usable"
+                } else {
+                    "unusable"
+                },
+                problems,
+            )
+            .ok()
+        })
+        .collect()
 }
 
 #[cfg(test)]

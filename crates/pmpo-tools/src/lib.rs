@@ -71,6 +71,9 @@ pub enum ErrorClass {
     Io,
     /// A service the tool needs (a model endpoint) is unreachable, overloaded or failing.
     ServiceUnavailable,
+    /// A model answered, but the answer is unusable (cut off, refused, empty,
+    /// off-schema after the repair request): not an outage of the endpoint.
+    AnswerQuality,
 }
 
 /// A tool could not do its work.

@@ -1,6 +1,7 @@
 //! `pmpo models`: the configured endpoints, the route of each phase, and
 //! whether each endpoint answers its health probe.
 
+use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
@@ -54,6 +55,12 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     };
     let health = runtime.block_on(client.health());
     let all_ok = health.iter().all(|h| h.healthy);
+    let breakers = breakers(workspace);
+    let breaker_of = |name: &str| {
+        breakers
+            .iter()
+            .find(|r| r.adapter_id == format!("model:{name}"))
+    };
     if json_out {
         let phases: serde_json::Map<String, serde_json::Value> = routes
             .iter()
@@ -64,11 +71,25 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
                 )
             })
             .collect();
+        let mut endpoints = serde_json::to_value(&health).unwrap_or_default();
+        if let Some(list) = endpoints.as_array_mut() {
+            for e in list {
+                let name = e["name"].as_str().unwrap_or_default().to_string();
+                if let Some(b) = breaker_of(&name) {
+                    e["breaker"] = json!({
+                        "state": b.breaker_state,
+                        "consecutive_failures": b.consecutive_failures,
+                        "open_until": b.opened_until,
+                        "last_error": b.last_error,
+                    });
+                }
+            }
+        }
         let out = json!({
             "configured": true,
             "sources": sources,
             "default_endpoint": config.default_endpoint,
-            "endpoints": health,
+            "endpoints": endpoints,
             "phases": phases,
         });
         println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
@@ -83,11 +104,38 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             (Some(v), false) => format!("key ${v} (not set)"),
             (None, _) => "no key".into(),
         };
-        let state = if h.healthy {
+        let mut state = if h.healthy {
             format!("healthy ({:.0} ms)", h.probe_ms)
         } else {
             format!("UNHEALTHY: {}", h.error.as_deref().unwrap_or("?"))
         };
+        // What runs in this workspace will do, which a probe alone does not say.
+        match breaker_of(&h.name) {
+            Some(b) if b.breaker_state != "CLOSED" => {
+                let _ = write!(
+                    state,
+                    "; breaker {}{} after {} outage(s){}",
+                    b.breaker_state,
+                    b.opened_until
+                        .as_deref()
+                        .map(|u| format!(" until {u}"))
+                        .unwrap_or_default(),
+                    b.consecutive_failures,
+                    b.last_error
+                        .as_deref()
+                        .map(|e| format!(", last: {e}"))
+                        .unwrap_or_default()
+                );
+            }
+            Some(b) if b.consecutive_failures > 0 => {
+                let _ = write!(
+                    state,
+                    "; {} recent outage(s), breaker closed",
+                    b.consecutive_failures
+                );
+            }
+            _ => {}
+        }
         let _ = writeln!(
             out,
             "  {:<12} {:<9} {}  model {}  {key}  {state}",
@@ -119,4 +167,19 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
         );
     }
     if all_ok { 0 } else { 1 }
+}
+
+/// The breakers of this workspace's adapters, when it has an execution store
+/// (read only; a workspace without runs has none).
+fn breakers(workspace: &Path) -> Vec<pmpo_store::db::AdapterRow> {
+    if !workspace.join(pmpo_store::db::DB_FILE).exists() {
+        return Vec::new();
+    }
+    match pmpo_store::db::SqliteStore::open(workspace) {
+        Ok(mut db) => {
+            use pmpo_store::db::ExecStore;
+            db.adapters().unwrap_or_default()
+        }
+        Err(_) => Vec::new(),
+    }
 }

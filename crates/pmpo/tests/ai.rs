@@ -272,10 +272,17 @@ plan:
     let kept: Vec<String> = ws
         .files()
         .into_iter()
-        .filter(|f| f.starts_with(".state/ai/"))
+        .filter(|f| f.starts_with(".state/ai/") && f.ends_with(".txt"))
         .collect();
     assert_eq!(kept.len(), 2, "{kept:?}");
     assert!(ws.read(&kept[0]).contains("no 0") && ws.read(&kept[1]).contains("no 1"));
+    // Each with what was wrong with it, beside it.
+    let meta = ws.read_json(&kept[1].replace(".txt", ".json"));
+    assert_eq!(meta["verdict"], "unusable");
+    assert!(
+        meta["problems"][0].as_str().unwrap().contains("/count"),
+        "{meta}"
+    );
 }
 
 #[test]
