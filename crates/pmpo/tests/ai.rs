@@ -412,7 +412,7 @@ fn ctrl_c_cancels_a_waiting_ai_stage() {
     let out: Run = child.wait_with_output().unwrap().into();
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert!(t.elapsed() < Duration::from_secs(10));
-    assert_eq!(stage(&out.json(), "slow")["status"], "FAILED");
+    assert_eq!(stage(&out.json(), "slow")["status"], "CANCELLED");
 }
 
 #[test]
