@@ -469,7 +469,7 @@ fn interrupt_cancels_kills_and_records() {
     assert!(!process_alive("sleep 33.1"));
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(res["status"], "cancelled");
-    assert_eq!(stage(&res, "slow")["status"], "FAILED");
+    assert_eq!(stage(&res, "slow")["status"], "CANCELLED");
     assert_eq!(stage(&res, "after")["status"], "SKIPPED");
 }
 
