@@ -16,7 +16,7 @@ use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, Reference, Specification};
+use pmpo_plan::{InputIssue, NamedOutputs, Reference, Specification, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
@@ -69,6 +69,47 @@ impl AiTool {
             client: Some(client),
         }
     }
+}
+
+/// The `{{ name }}` uses of a prompt template (`what` names it in messages)
+/// that are neither a built-in nor a `vars:` key. A `vars` given as a
+/// reference is known only at run time: nothing is reported then.
+fn undefined_names(
+    key: &str,
+    what: &str,
+    text: &str,
+    inputs: &Map<String, Value>,
+) -> Vec<InputIssue> {
+    let vars: Vec<&str> = match inputs.get("vars") {
+        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+        Some(_) => return Vec::new(),
+        None => Vec::new(),
+    };
+    let mut issues = Vec::new();
+    for var in template::variables(text) {
+        let first = var.split('.').next().unwrap_or("");
+        if !BUILTINS.contains(&first) && !vars.contains(&first) {
+            let known = vars.iter().chain(BUILTINS).copied();
+            let did = match pmpo_plan::diag::did_you_mean(first, known) {
+                Some(s) => format!("did you mean `{s}`? "),
+                None => String::new(),
+            };
+            let given = if vars.is_empty() {
+                "`vars` gives nothing".to_string()
+            } else {
+                format!("`vars` gives {}", vars.join(", "))
+            };
+            issues.push(issue(
+                key,
+                format!("the template `{what}` uses `{{{{ {var} }}}}`, but `{first}` is not defined"),
+                Some(&format!(
+                    "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
+                    BUILTINS.join(", ")
+                )),
+            ));
+        }
+    }
+    issues
 }
 
 fn is_reference(v: &Value) -> bool {
@@ -425,35 +466,70 @@ impl Tool for AiTool {
         if inputs.contains_key("code_block") && !inputs.contains_key("output") {
             issues.push(issue("code_block", "`code_block` says which part of the answer goes to the `output` file, but there is no `output`", Some("add `output: PATH`")));
         }
-        // Every `{{ name }}` must be a built-in or a `vars:` key.
-        let vars: Vec<&str> = match inputs.get("vars") {
-            Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
-            Some(_) => return issues, // a reference: known only at run time
-            None => Vec::new(),
-        };
+        // Every `{{ name }}` must be a built-in or a `vars:` key (`verbatim`
+        // prompts are sent as written: their placeholders are the point).
+        let verbatim = inputs.get("verbatim").and_then(Value::as_bool) == Some(true);
         for key in ["prompt", "system"] {
             if let Some(Value::String(t)) = inputs.get(key) {
-                if is_reference(&json!(t)) {
+                if is_reference(&json!(t)) || (verbatim && key == "prompt") {
                     continue;
                 }
-                for var in template::variables(t) {
-                    let first = var.split('.').next().unwrap_or("");
-                    if !BUILTINS.contains(&first) && !vars.contains(&first) {
-                        issues.push(issue(
-                            key,
-                            format!(
-                                "the template uses `{{{{ {var} }}}}`, but `{first}` is not defined"
-                            ),
-                            Some(&format!(
-                                "add `{first}` under `vars:`, or use one of: {}",
-                                BUILTINS.join(", ")
-                            )),
-                        ));
-                    }
-                }
+                issues.extend(undefined_names(key, key, t, inputs));
             }
         }
         issues
+    }
+
+    fn check_templates(
+        &self,
+        inputs: &Map<String, Value>,
+        file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        let mut report = TemplateReport::default();
+        let Some(Value::String(path)) = inputs.get("prompt_file") else {
+            return report;
+        };
+        if inputs.get("verbatim").and_then(Value::as_bool) == Some(true)
+            || inputs.contains_key("prompt")
+        {
+            return report;
+        }
+        let later = |why: String| {
+            issue(
+                "prompt_file",
+                format!("{why}: its variables are checked when the stage runs"),
+                None,
+            )
+        };
+        if is_reference(&json!(path)) {
+            report.notes.push(later(format!(
+                "the prompt file is `{path}`, known only at run time"
+            )));
+            return report;
+        }
+        match file(path) {
+            TemplateFile::Text(text) => {
+                report.errors = undefined_names("prompt_file", path, &text, inputs);
+            }
+            TemplateFile::Written(stage) => report.notes.push(later(format!(
+                "prompt file `{path}` is written by stage `{stage}`"
+            ))),
+            TemplateFile::Unavailable(why) => report.notes.push(later(format!(
+                "prompt file `{path}` cannot be read now ({why})"
+            ))),
+        }
+        report
+    }
+
+    fn named_outputs(&self, inputs: &Map<String, Value>) -> NamedOutputs {
+        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
+            // Only `outputs_json` makes named outputs (see `Shape::apply`).
+            return NamedOutputs::Fixed(Vec::new());
+        }
+        match inputs.get("schema") {
+            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
+            _ => NamedOutputs::Open,
+        }
     }
 
     fn preflight(&self) -> Result<(), ToolError> {

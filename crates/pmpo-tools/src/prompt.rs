@@ -40,6 +40,15 @@ use crate::{
     Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
 };
 
+/// The named outputs of a `prompt` stage (see `invoke`).
+pub const OUTPUTS: &[&str] = &[
+    "path",
+    "characters",
+    "approx_tokens",
+    "variables",
+    "within_limit",
+];
+
 const KEYS: &[&str] = &[
     "input",
     "intent",

@@ -337,8 +337,24 @@ fn load_and_check(engine: &Engine, path: &Path, json: bool) -> Result<CheckedPla
 
 fn cmd_check(path: &Path, json: bool) -> u8 {
     let engine = Engine::default();
-    match load_and_check(&engine, path, json) {
-        Err(code) => code,
+    let loaded = pmpo_plan::load_plan(path);
+    let report = match &loaded {
+        Ok(plan) => engine.check_report(plan),
+        Err(_) => pmpo_plan::CheckReport::default(),
+    };
+    // Notes (what only the run can tell) never fail the check.
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    match loaded {
+        Err(diags) => {
+            print_diagnostics(&diags, json);
+            EXIT_INVALID
+        }
+        Ok(_) if !report.errors.is_empty() => {
+            print_diagnostics(&report.errors, json);
+            EXIT_INVALID
+        }
         Ok(plan) => {
             let p = &plan.doc.plan;
             let spec = &plan.doc.specification;
@@ -351,6 +367,7 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
                     "constraints": spec.constraints.len(),
                     "validation_plan": p.validation_plan.len(),
                     "tool_invocations": p.tool_invocations.len(),
+                    "notes": report.notes,
                 });
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {
