@@ -727,6 +727,48 @@ mod tests {
     }
 
     #[test]
+    fn needed_variables_skip_guarded_and_local_names() {
+        let names = |src: &str| -> Vec<String> {
+            needed_variables("t", src)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.name)
+                .collect()
+        };
+        assert_eq!(
+            names(
+                "{% if A is defined %}{{ A.x }}{% else %}{{ B }}{% endif %}\
+                 {{ C | default('c') }}{{ D|d }}{{ E if E is defined else '' }}\
+                 {% if F is undefined %}-{% else %}{{ F }}{% endif %}\
+                 {% if G is defined and G.ok %}{{ G }}{% endif %}\
+                 {% for i in range(3) %}{{ loop.index }}{{ i }}{% endfor %}\
+                 {% set H = 1 %}{{ H }}{% macro m(x) %}{{ x }}{{ caller }}{% endmacro %}\
+                 {% with w = W %}{{ w }}{% endwith %}{{ loop }}{{ I.x }}{{ I }}"
+            ),
+            vec!["B", "W", "loop", "I"]
+        );
+        // A guard in one place does not make an unguarded read elsewhere fine.
+        assert_eq!(names("{{ A|default(1) }} {{ A }}"), vec!["A"]);
+        assert_eq!(
+            names("{% if not (A is defined) %}{% else %}{{ A }}{% endif %}"),
+            Vec::<String>::new()
+        );
+        let first = &needed_variables("t", "line1\n  {{ X }}").unwrap()[0];
+        assert_eq!((first.line, first.column), (2, 6));
+        assert!(needed_variables("t", "{% if %}").is_err());
+        // The renderer agrees: guarded reads render, and only unguarded ones are missing.
+        let out = render(
+            "t",
+            "{% if A is defined %}{{ A }}{% endif %}{{ B|default('b') }}{{ C }}",
+            "o.txt",
+            &vars(json!({"C": "c"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out, "bc");
+    }
+
+    #[test]
     fn rel_filter_and_syntax_errors() {
         let out = render(
             "t",
