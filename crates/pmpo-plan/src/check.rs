@@ -205,6 +205,7 @@ pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
     }
 
     // Tools, inputs, dependencies, outputs, timeouts.
+    let mut writers: Option<Writers> = None;
     let known_ids = || index.keys().copied();
     for (i, stage) in stages.iter().enumerate() {
         let at = stage_path(i);
@@ -257,7 +258,8 @@ pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
                     diags.push(d);
                 }
                 let report = tools.check_templates(canonical, &stage.inputs, &mut |p| {
-                    template_file(plan, stages, i, p)
+                    let w = writers.get_or_insert_with(|| Writers::new(stages));
+                    template_file(plan, stages, w, i, p)
                 });
                 for (issue, note) in report
                     .errors
@@ -319,7 +321,17 @@ pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
                     .with_help(format!("known tools: {}", tools.names().join(", "))),
                 ),
                 Some(canonical) => {
-                    for issue in tools.check_inputs(canonical, &fb.inputs) {
+                    let report = tools.check_templates(canonical, &fb.inputs, &mut |p| {
+                        let w = writers.get_or_insert_with(|| Writers::new(stages));
+                        template_file(plan, stages, w, i, p)
+                    });
+                    let issues = tools
+                        .check_inputs(canonical, &fb.inputs)
+                        .into_iter()
+                        .chain(report.errors)
+                        .map(|e| (e, false))
+                        .chain(report.notes.into_iter().map(|n| (n, true)));
+                    for (issue, note) in issues {
                         let mut path: Vec<PathSeg<'_>> = vec![
                             at[0],
                             at[1],
@@ -335,7 +347,7 @@ pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
                         if let Some(h) = issue.help {
                             d = d.with_help(h);
                         }
-                        diags.push(d);
+                        if note { notes.push(d) } else { diags.push(d) }
                     }
                 }
             }
@@ -574,30 +586,83 @@ pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
     }
 }
 
+/// Which stages declare an output that covers a path: built once per check,
+/// on the first template file a stage names (most plans name none).
+struct Writers {
+    /// Exact paths and directories, normalized (no `./`, no trailing `/`).
+    exact: HashMap<String, Vec<usize>>,
+    globs: globset::GlobSet,
+    /// The stage of each glob in `globs`.
+    glob_stage: Vec<usize>,
+}
+
+impl Writers {
+    fn new(stages: &[crate::Stage]) -> Writers {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut globs = globset::GlobSetBuilder::new();
+        let mut glob_stage = Vec::new();
+        for (j, stage) in stages.iter().enumerate() {
+            for out in &stage.outputs {
+                let out = normalize(out);
+                if out.contains(['*', '?', '[', '{']) {
+                    if let Ok(g) = globset::Glob::new(out) {
+                        globs.add(g);
+                        glob_stage.push(j);
+                    }
+                } else {
+                    exact.entry(out.to_string()).or_default().push(j);
+                }
+            }
+        }
+        Writers {
+            exact,
+            // A set that cannot be built (it never happens for valid globs)
+            // matches nothing: the template is then read, not skipped.
+            globs: globs.build().unwrap_or_else(|_| globset::GlobSet::empty()),
+            glob_stage,
+        }
+    }
+
+    /// A stage other than `me` that declares `path` (or a directory above it).
+    fn writer(&self, path: &str, me: usize) -> Option<usize> {
+        let path = normalize(path);
+        let mut prefix = path;
+        loop {
+            if let Some(&j) = self
+                .exact
+                .get(prefix)
+                .and_then(|v| v.iter().find(|&&j| j != me))
+            {
+                return Some(j);
+            }
+            match prefix.rsplit_once('/') {
+                Some((parent, _)) => prefix = parent,
+                None => break,
+            }
+        }
+        self.globs
+            .matches(path)
+            .into_iter()
+            .map(|g| self.glob_stage[g])
+            .find(|&j| j != me)
+    }
+}
+
+fn normalize(path: &str) -> &str {
+    path.trim_start_matches("./").trim_end_matches('/')
+}
+
 /// Finds a template file a stage names: written by a stage of the plan
 /// (its content is known only at run time), or read from the plan's directory.
 fn template_file(
     plan: &LoadedPlan,
     stages: &[crate::Stage],
+    writers: &Writers,
     me: usize,
     path: &str,
 ) -> TemplateFile {
-    let wanted = path.trim_start_matches("./");
-    for (j, other) in stages.iter().enumerate() {
-        if j == me {
-            continue;
-        }
-        for out in &other.outputs {
-            let out = out.trim_start_matches("./").trim_end_matches('/');
-            let hit = out == wanted
-                || wanted.starts_with(&format!("{out}/"))
-                || globset::Glob::new(out)
-                    .map(|g| g.compile_matcher().is_match(wanted))
-                    .unwrap_or(false);
-            if hit {
-                return TemplateFile::Written(other.id.clone());
-            }
-        }
+    if let Some(j) = writers.writer(path, me) {
+        return TemplateFile::Written(stages[j].id.clone());
     }
     if validate_output_pattern(path).is_err() {
         return TemplateFile::Unavailable("it is not a path inside the workspace".into());

@@ -86,9 +86,12 @@ fn undefined_names(
         None => Vec::new(),
     };
     let mut issues = Vec::new();
+    let mut named: Vec<String> = Vec::new();
     for var in template::variables(text) {
         let first = var.split('.').next().unwrap_or("");
-        if !BUILTINS.contains(&first) && !vars.contains(&first) {
+        if !BUILTINS.contains(&first) && !vars.contains(&first) && !named.iter().any(|n| n == first)
+        {
+            named.push(first.to_string());
             let known = vars.iter().chain(BUILTINS).copied();
             let did = match pmpo_plan::diag::did_you_mean(first, known) {
                 Some(s) => format!("did you mean `{s}`? "),
@@ -101,7 +104,7 @@ fn undefined_names(
             };
             issues.push(issue(
                 key,
-                format!("the template `{what}` uses `{{{{ {var} }}}}`, but `{first}` is not defined"),
+                format!("{what} uses `{{{{ {var} }}}}`, but `{first}` is not defined"),
                 Some(&format!(
                     "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
                     BUILTINS.join(", ")
@@ -474,7 +477,12 @@ impl Tool for AiTool {
                 if is_reference(&json!(t)) || (verbatim && key == "prompt") {
                     continue;
                 }
-                issues.extend(undefined_names(key, key, t, inputs));
+                let what = if key == "system" {
+                    "the system prompt"
+                } else {
+                    "the prompt"
+                };
+                issues.extend(undefined_names(key, what, t, inputs));
             }
         }
         issues
@@ -509,7 +517,8 @@ impl Tool for AiTool {
         }
         match file(path) {
             TemplateFile::Text(text) => {
-                report.errors = undefined_names("prompt_file", path, &text, inputs);
+                let what = format!("prompt file `{path}`");
+                report.errors = undefined_names("prompt_file", &what, &text, inputs);
             }
             TemplateFile::Written(stage) => report.notes.push(later(format!(
                 "prompt file `{path}` is written by stage `{stage}`"

@@ -498,7 +498,7 @@ fn unknown_template_variable_in_an_inline_template() {
     let err = invalid(&ws);
     assert_eq!(
         line_with(&err, "error: "),
-        "error: plan.yaml:9:17: stage `draw`: the template `prompt` uses `{{ subjet }}`, but `subjet` is not defined (at plan.stages[0].with.prompt)",
+        "error: plan.yaml:9:17: stage `draw`: the prompt uses `{{ subjet }}`, but `subjet` is not defined (at plan.stages[0].with.prompt)",
         "{err}"
     );
     assert!(err.contains("help: did you mean `subject`?"), "{err}");
