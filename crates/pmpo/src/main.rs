@@ -53,7 +53,9 @@ enum Command {
         after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
 depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
 are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints, unknown checks and bad check parameters."
+naming missing stages or constraints, unknown checks and bad check parameters, references to\n\
+named outputs the upstream stage does not give, and template variables nothing gives. What\n\
+only the run can tell (a template a stage writes) is a note that does not fail the check."
     )]
     Check {
         /// The plan file (YAML or JSON).
