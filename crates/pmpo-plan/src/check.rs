@@ -1060,6 +1060,27 @@ mod tests {
     }
 
     #[test]
+    fn writers_of_a_path_are_found_by_file_directory_and_glob() {
+        let stage = |id: &str, outputs: &[&str]| -> crate::Stage {
+            serde_json::from_value(serde_json::json!({"id": id, "outputs": outputs})).unwrap()
+        };
+        let stages = vec![
+            stage("me", &["t/page.html"]),
+            stage("file", &["./a/b.html"]),
+            stage("dir", &["gen/"]),
+            stage("glob", &["out/**/*.txt"]),
+        ];
+        let w = Writers::new(&stages);
+        assert_eq!(w.writer("a/b.html", 0), Some(1));
+        assert_eq!(w.writer("gen/x/y.j2", 0), Some(2));
+        assert_eq!(w.writer("out/deep/p.txt", 0), Some(3));
+        // A stage's own outputs do not make its template unknown.
+        assert_eq!(w.writer("t/page.html", 0), None);
+        assert_eq!(w.writer("t/page.html", 1), Some(0));
+        assert_eq!(w.writer("generated.html", 0), None);
+    }
+
+    #[test]
     fn cycles_are_found_in_order() {
         // 0 depends on 2, 1 on 0, 2 on 1.
         let deps = vec![vec![2], vec![0], vec![1]];

@@ -440,6 +440,19 @@ fn a_run_stage_schema_is_enforced_when_it_runs() {
         reason.contains("do not satisfy `schema`") && reason.contains("/n"),
         "{results}"
     );
+    // A schema describes named outputs, so it needs `outputs_json`.
+    ws.plan(
+        "    - id: a
+      with:
+        command: [echo, '{}']
+        schema: {type: object}
+",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:9:17: stage `a`: `schema` describes the named outputs, but `outputs_json` is not true"),
+        "{err}"
+    );
 }
 
 #[test]
