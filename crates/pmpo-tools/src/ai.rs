@@ -79,6 +79,7 @@ fn undefined_names(
     what: &str,
     text: &str,
     inputs: &Map<String, Value>,
+    file: Option<&str>,
 ) -> Vec<InputIssue> {
     let vars: Vec<&str> = match inputs.get("vars") {
         Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
@@ -102,9 +103,14 @@ fn undefined_names(
             } else {
                 format!("`vars` gives {}", vars.join(", "))
             };
+            // In a file, say where (`prompts/hero.md:3:7`), as for `template` files.
+            let at = match (file, placeholder_position(text, &var)) {
+                (Some(f), Some((line, col))) => format!(" at {f}:{line}:{col}"),
+                _ => String::new(),
+            };
             issues.push(issue(
                 key,
-                format!("{what} uses `{{{{ {var} }}}}`, but `{first}` is not defined"),
+                format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
                 Some(&format!(
                     "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
                     BUILTINS.join(", ")
@@ -113,6 +119,27 @@ fn undefined_names(
         }
     }
     issues
+}
+
+/// The 1-based line and column of the name of the first `{{ path }}` in a text.
+fn placeholder_position(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("{{") {
+        let start = from + found;
+        let after = &text[start + 2..];
+        if after
+            .find("}}")
+            .is_some_and(|end| after[..end].trim() == path)
+        {
+            // Point at the name, as the `template` tool's positions do.
+            let before = &text[..start + 2 + (after.len() - after.trim_start().len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            return Some((line, col));
+        }
+        from = start + 2;
+    }
+    None
 }
 
 fn is_reference(v: &Value) -> bool {
@@ -482,7 +509,7 @@ impl Tool for AiTool {
                 } else {
                     "the prompt"
                 };
-                issues.extend(undefined_names(key, what, t, inputs));
+                issues.extend(undefined_names(key, what, t, inputs, None));
             }
         }
         issues
@@ -518,7 +545,7 @@ impl Tool for AiTool {
         match file(path) {
             TemplateFile::Text(text) => {
                 let what = format!("prompt file `{path}`");
-                report.errors = undefined_names("prompt_file", &what, &text, inputs);
+                report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
             }
             TemplateFile::Written(stage) => report.notes.push(later(format!(
                 "prompt file `{path}` is written by stage `{stage}`"

@@ -515,6 +515,18 @@ fn unknown_template_variable_in_an_inline_template() {
         "{err}"
     );
     assert!(err.contains("help: did you mean `subject`?"), "{err}");
+    // A prompt file in the workspace: the place in the file is named.
+    ws.write(
+        "prompts/hero.md",
+        "# Hero\n\nDraw {{ subject }} in {{ colour }}.\n",
+    );
+    ws.plan("    - id: draw\n      requires_execution: false\n      with:\n        prompt_file: prompts/hero.md\n        vars: {subject: a fox, color: red}\n");
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:9:22: stage `draw`: prompt file `prompts/hero.md` uses `{{ colour }}` at prompts/hero.md:3:26, but `colour` is not defined (at plan.stages[0].with.prompt_file)",
+        "{err}"
+    );
     // A template compiled into pmpo: every variable it reads must be given.
     ws.plan("    - id: show\n      tool: template\n      with: {template: 'builtin:logo-showcase', output: dist/index.html, vars: {NAME: x}}\n");
     let err = invalid(&ws);
