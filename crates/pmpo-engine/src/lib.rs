@@ -181,10 +181,16 @@ pub struct Engine {
 impl Engine {
     /// Every static check: the plan's structure and each tool's inputs.
     pub fn check(&self, plan: &LoadedPlan) -> Vec<Diagnostic> {
-        let mut diags = pmpo_plan::check(plan, &self.registry);
+        self.check_report(plan).errors
+    }
+
+    /// Every static check, with notes on what only the run can tell.
+    pub fn check_report(&self, plan: &LoadedPlan) -> pmpo_plan::CheckReport {
+        let mut report = pmpo_plan::check_report(plan, &self.registry);
+        let diags = &mut report.errors;
         diags.extend(pmpo_plan::check_validations(plan, &pmpo_checks::Checks));
         diags.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
-        diags
+        report
     }
 
     /// Checks a loaded plan; only a plan without errors can be executed.

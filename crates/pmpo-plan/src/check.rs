@@ -23,6 +23,72 @@ pub trait ToolCatalog {
     fn is_ai(&self, canonical: &str) -> bool;
     /// Checks a stage's `with:` inputs for this tool.
     fn check_inputs(&self, canonical: &str, inputs: &Map<String, Value>) -> Vec<InputIssue>;
+    /// The named outputs (`$stage.NAME`) a stage of this tool with these
+    /// inputs gives, as far as they can be known before it runs.
+    fn named_outputs(&self, _canonical: &str, _inputs: &Map<String, Value>) -> NamedOutputs {
+        NamedOutputs::Open
+    }
+    /// Checks the templates a stage renders (`{{ name }}` variables that
+    /// nothing gives). `file` finds a workspace file the template names.
+    fn check_templates(
+        &self,
+        _canonical: &str,
+        _inputs: &Map<String, Value>,
+        _file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        TemplateReport::default()
+    }
+}
+
+/// What a stage may give as named outputs (`$stage.NAME`), besides the
+/// fields every stage has ([`BUILTIN_FIELDS`]).
+#[derive(Debug, Clone, PartialEq)]
+pub enum NamedOutputs {
+    /// Not declared: any name may come (`outputs_json` without a schema, a plugin).
+    Open,
+    /// These names and no others; what is under them is not declared.
+    Fixed(Vec<&'static str>),
+    /// The JSON object this schema describes: its `properties` are the names
+    /// (unless `additionalProperties` allows more), checked at every level.
+    Schema(Value),
+}
+
+/// The fields every stage has, whatever its tool (see the engine's resolver).
+pub const BUILTIN_FIELDS: &[&str] = &[
+    "stdout",
+    "stderr",
+    "stdout_file",
+    "stderr_file",
+    "exit_code",
+    "files",
+    "duration_ms",
+];
+
+/// A workspace file a template names, as the checker finds it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TemplateFile {
+    /// Its text, read from the plan's directory (the default workspace).
+    Text(String),
+    /// A stage of the plan writes it (the stage id): its variables are known
+    /// only once that stage ran.
+    Written(String),
+    /// Not readable now (the reason): checked when the stage runs.
+    Unavailable(String),
+}
+
+/// The template problems of one stage: errors, and notes on what could not
+/// be checked before the run.
+#[derive(Debug, Clone, Default)]
+pub struct TemplateReport {
+    pub errors: Vec<InputIssue>,
+    pub notes: Vec<InputIssue>,
+}
+
+/// Everything the static checks found: errors stop a run, notes do not.
+#[derive(Debug, Clone, Default)]
+pub struct CheckReport {
+    pub errors: Vec<Diagnostic>,
+    pub notes: Vec<Diagnostic>,
 }
 
 /// A problem with one tool input.
@@ -44,7 +110,14 @@ fn stage_path(i: usize) -> [PathSeg<'static>; 3] {
 
 /// Runs every static check; an empty result means the plan may run.
 pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
+    check_report(plan, tools).errors
+}
+
+/// Runs every static check, keeping the notes too (what could not be known
+/// before the run, such as the variables of a template a stage writes).
+pub fn check_report(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> CheckReport {
     let mut diags = Vec::new();
+    let mut notes = Vec::new();
     let spec = &plan.doc.specification;
     let stages = &plan.doc.plan.stages;
 
@@ -132,6 +205,7 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
     }
 
     // Tools, inputs, dependencies, outputs, timeouts.
+    let mut writers: Option<Writers> = None;
     let known_ids = || index.keys().copied();
     for (i, stage) in stages.iter().enumerate() {
         let at = stage_path(i);
@@ -183,6 +257,26 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                     }
                     diags.push(d);
                 }
+                let report = tools.check_templates(canonical, &stage.inputs, &mut |p| {
+                    let w = writers.get_or_insert_with(|| Writers::new(stages));
+                    template_file(plan, stages, w, i, p)
+                });
+                for (issue, note) in report
+                    .errors
+                    .into_iter()
+                    .map(|e| (e, false))
+                    .chain(report.notes.into_iter().map(|n| (n, true)))
+                {
+                    let mut path: Vec<PathSeg<'_>> =
+                        vec![at[0], at[1], at[2], PathSeg::Key("with")];
+                    path.extend(issue.key.iter().map(Seg::as_path_seg));
+                    let mut d =
+                        plan.diag_at(&path, format!("stage `{}`: {}", stage.id, issue.message));
+                    if let Some(h) = issue.help {
+                        d = d.with_help(h);
+                    }
+                    if note { notes.push(d) } else { diags.push(d) }
+                }
             }
         }
 
@@ -227,7 +321,17 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                     .with_help(format!("known tools: {}", tools.names().join(", "))),
                 ),
                 Some(canonical) => {
-                    for issue in tools.check_inputs(canonical, &fb.inputs) {
+                    let report = tools.check_templates(canonical, &fb.inputs, &mut |p| {
+                        let w = writers.get_or_insert_with(|| Writers::new(stages));
+                        template_file(plan, stages, w, i, p)
+                    });
+                    let issues = tools
+                        .check_inputs(canonical, &fb.inputs)
+                        .into_iter()
+                        .chain(report.errors)
+                        .map(|e| (e, false))
+                        .chain(report.notes.into_iter().map(|n| (n, true)));
+                    for (issue, note) in issues {
                         let mut path: Vec<PathSeg<'_>> = vec![
                             at[0],
                             at[1],
@@ -243,7 +347,7 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                         if let Some(h) = issue.help {
                             d = d.with_help(h);
                         }
-                        diags.push(d);
+                        if note { notes.push(d) } else { diags.push(d) }
                     }
                 }
             }
@@ -354,7 +458,9 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
             ),
         );
     } else {
-        // References: the named stage must be upstream (a transitive dependency).
+        // References: the named stage must be upstream (a transitive dependency)
+        // and give the named field, when its tool declares what it gives.
+        let mut declared: HashMap<usize, NamedOutputs> = HashMap::new();
         for (i, stage) in stages.iter().enumerate() {
             let mut found = Vec::new();
             let fallback = stage.fallback.as_ref().map(|f| &f.inputs);
@@ -390,7 +496,24 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
                                 .with_help(format!("add `{target}` to the `depends_on` of `{}`", stage.id)),
                         );
                     }
-                    Some(_) => {}
+                    Some(&t) => {
+                        let outputs = declared
+                            .entry(t)
+                            .or_insert_with(|| declared_outputs(&stages[t], tools));
+                        let fields: Vec<&str> = field.split('.').collect();
+                        if let Some((message, help)) = field_problem(&stages[t], outputs, &fields) {
+                            diags.push(
+                                plan.diag_at(
+                                    &p,
+                                    format!(
+                                        "stage `{}` refers to `${target}.{field}`, but {message}",
+                                        stage.id
+                                    ),
+                                )
+                                .with_help(help),
+                            );
+                        }
+                    }
                 }
             }
         }
@@ -456,7 +579,256 @@ pub fn check(plan: &LoadedPlan, tools: &dyn ToolCatalog) -> Vec<Diagnostic> {
     }
 
     diags.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
-    diags
+    notes.sort_by_key(|d| (d.line.unwrap_or(usize::MAX), d.column.unwrap_or(0)));
+    CheckReport {
+        errors: diags,
+        notes,
+    }
+}
+
+/// Which stages declare an output that covers a path: built once per check,
+/// on the first template file a stage names (most plans name none).
+struct Writers {
+    /// Exact paths and directories, normalized (no `./`, no trailing `/`).
+    exact: HashMap<String, Vec<usize>>,
+    globs: globset::GlobSet,
+    /// The stage of each glob in `globs`.
+    glob_stage: Vec<usize>,
+}
+
+impl Writers {
+    fn new(stages: &[crate::Stage]) -> Writers {
+        let mut exact: HashMap<String, Vec<usize>> = HashMap::new();
+        let mut globs = globset::GlobSetBuilder::new();
+        let mut glob_stage = Vec::new();
+        for (j, stage) in stages.iter().enumerate() {
+            for out in &stage.outputs {
+                let out = normalize(out);
+                if out.contains(['*', '?', '[', '{']) {
+                    if let Ok(g) = globset::Glob::new(out) {
+                        globs.add(g);
+                        glob_stage.push(j);
+                    }
+                } else {
+                    exact.entry(out.to_string()).or_default().push(j);
+                }
+            }
+        }
+        Writers {
+            exact,
+            // A set that cannot be built (it never happens for valid globs)
+            // matches nothing: the template is then read, not skipped.
+            globs: globs.build().unwrap_or_else(|_| globset::GlobSet::empty()),
+            glob_stage,
+        }
+    }
+
+    /// A stage other than `me` that declares `path` (or a directory above it).
+    fn writer(&self, path: &str, me: usize) -> Option<usize> {
+        let path = normalize(path);
+        let mut prefix = path;
+        loop {
+            if let Some(&j) = self
+                .exact
+                .get(prefix)
+                .and_then(|v| v.iter().find(|&&j| j != me))
+            {
+                return Some(j);
+            }
+            match prefix.rsplit_once('/') {
+                Some((parent, _)) => prefix = parent,
+                None => break,
+            }
+        }
+        self.globs
+            .matches(path)
+            .into_iter()
+            .map(|g| self.glob_stage[g])
+            .find(|&j| j != me)
+    }
+}
+
+fn normalize(path: &str) -> &str {
+    path.trim_start_matches("./").trim_end_matches('/')
+}
+
+/// Finds a template file a stage names: written by a stage of the plan
+/// (its content is known only at run time), or read from the plan's directory.
+fn template_file(
+    plan: &LoadedPlan,
+    stages: &[crate::Stage],
+    writers: &Writers,
+    me: usize,
+    path: &str,
+) -> TemplateFile {
+    if let Some(j) = writers.writer(path, me) {
+        return TemplateFile::Written(stages[j].id.clone());
+    }
+    if validate_output_pattern(path).is_err() {
+        return TemplateFile::Unavailable("it is not a path inside the workspace".into());
+    }
+    let dir = match plan.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let full = dir.join(path);
+    match std::fs::metadata(&full) {
+        Err(e) => return TemplateFile::Unavailable(format!("`{}`: {e}", full.display())),
+        Ok(m) if m.len() > MAX_TEMPLATE_BYTES => {
+            return TemplateFile::Unavailable(format!(
+                "`{}` is {} bytes (templates over {MAX_TEMPLATE_BYTES} are not read by the check)",
+                full.display(),
+                m.len()
+            ));
+        }
+        Ok(_) => {}
+    }
+    match std::fs::read(&full) {
+        Ok(bytes) => match String::from_utf8(bytes) {
+            Ok(text) => TemplateFile::Text(text),
+            Err(_) => TemplateFile::Unavailable(format!("`{}` is not UTF-8 text", full.display())),
+        },
+        Err(e) => TemplateFile::Unavailable(format!("`{}`: {e}", full.display())),
+    }
+}
+
+/// Template files larger than this are left to the run.
+const MAX_TEMPLATE_BYTES: u64 = 16 * 1024 * 1024;
+
+/// What a stage gives as named outputs: its tool's declaration, widened by
+/// its fallback's (either may produce the result).
+fn declared_outputs(stage: &crate::Stage, tools: &dyn ToolCatalog) -> NamedOutputs {
+    let of = |tool: &str, inputs: &Map<String, Value>| match tools.resolve(tool) {
+        Some(canonical) => tools.named_outputs(canonical, inputs),
+        None => NamedOutputs::Open,
+    };
+    let main = of(stage.tool_name(), &stage.inputs);
+    match &stage.fallback {
+        None => main,
+        Some(fb) => match (main, of(&fb.tool, &fb.inputs)) {
+            (NamedOutputs::Fixed(mut a), NamedOutputs::Fixed(b)) => {
+                for name in b {
+                    if !a.contains(&name) {
+                        a.push(name);
+                    }
+                }
+                NamedOutputs::Fixed(a)
+            }
+            (a, b) if a == b => a,
+            _ => NamedOutputs::Open,
+        },
+    }
+}
+
+/// Why `$stage.FIELD...` cannot resolve, as (message, help), if the stage's
+/// declaration says so.
+fn field_problem(
+    target: &crate::Stage,
+    outputs: &NamedOutputs,
+    field: &[&str],
+) -> Option<(String, String)> {
+    let first = *field.first()?;
+    if BUILTIN_FIELDS.contains(&first) {
+        return None;
+    }
+    let every = format!("every stage has {}", BUILTIN_FIELDS.join(", "));
+    let suggest = |names: &[&str]| {
+        let all = names.iter().copied().chain(BUILTIN_FIELDS.iter().copied());
+        match did_you_mean(first, all) {
+            Some(s) => format!("did you mean `${}.{s}`? ", target.id),
+            None => String::new(),
+        }
+    };
+    match outputs {
+        NamedOutputs::Open => None,
+        NamedOutputs::Fixed(names) if names.contains(&first) => None,
+        NamedOutputs::Fixed(names) if names.is_empty() => Some((
+            format!(
+                "stage `{}` (tool `{}`) gives no named outputs",
+                target.id,
+                target.tool_name()
+            ),
+            format!(
+                "{}{every}; a `run` or `ai` stage gives named outputs with `outputs_json: true`",
+                suggest(&[])
+            ),
+        )),
+        NamedOutputs::Fixed(names) => Some((
+            format!(
+                "stage `{}` (tool `{}`) gives no output `{first}`",
+                target.id,
+                target.tool_name()
+            ),
+            format!(
+                "{}its outputs are {}; {every}",
+                suggest(names),
+                names.join(", ")
+            ),
+        )),
+        NamedOutputs::Schema(schema) => {
+            let mut node = schema;
+            for (depth, key) in field.iter().enumerate() {
+                let Some(props) = node.get("properties").and_then(Value::as_object) else {
+                    // Items of a declared list, or nothing declared here.
+                    match node.get("items") {
+                        Some(items) if key.parse::<usize>().is_ok() => {
+                            node = items;
+                            continue;
+                        }
+                        _ => return None,
+                    }
+                };
+                if let Some(next) = props.get(*key) {
+                    node = next;
+                    continue;
+                }
+                let open = ["allOf", "anyOf", "oneOf", "$ref"]
+                    .iter()
+                    .any(|k| node.get(*k).is_some())
+                    || matches!(
+                        node.get("additionalProperties"),
+                        Some(Value::Bool(true)) | Some(Value::Object(_))
+                    );
+                if open {
+                    return None;
+                }
+                let names: Vec<&str> = props.keys().map(String::as_str).collect();
+                let at = if depth == 0 {
+                    String::new()
+                } else {
+                    format!(" under `{}`", field[..depth].join("."))
+                };
+                let did = match did_you_mean(key, names.iter().copied()) {
+                    Some(s) if depth > 0 => {
+                        format!(
+                            "did you mean `${}.{}.{s}`? ",
+                            target.id,
+                            field[..depth].join(".")
+                        )
+                    }
+                    Some(_) => suggest(&names),
+                    None if depth == 0 => suggest(&names),
+                    None => String::new(),
+                };
+                return Some((
+                    format!(
+                        "the `schema` of stage `{}` declares no `{key}`{at}",
+                        target.id
+                    ),
+                    format!(
+                        "{did}it declares {}{}; add `{key}` to the schema's `properties`, or set `additionalProperties: true` there",
+                        names.join(", "),
+                        if depth == 0 {
+                            format!("; {every}")
+                        } else {
+                            String::new()
+                        }
+                    ),
+                ));
+            }
+            None
+        }
+    }
 }
 
 fn validate_stage_id(id: &str) -> Result<(), String> {
@@ -685,6 +1057,27 @@ mod tests {
         ] {
             assert!(validate_artifact_name(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn writers_of_a_path_are_found_by_file_directory_and_glob() {
+        let stage = |id: &str, outputs: &[&str]| -> crate::Stage {
+            serde_json::from_value(serde_json::json!({"id": id, "outputs": outputs})).unwrap()
+        };
+        let stages = vec![
+            stage("me", &["t/page.html"]),
+            stage("file", &["./a/b.html"]),
+            stage("dir", &["gen/"]),
+            stage("glob", &["out/**/*.txt"]),
+        ];
+        let w = Writers::new(&stages);
+        assert_eq!(w.writer("a/b.html", 0), Some(1));
+        assert_eq!(w.writer("gen/x/y.j2", 0), Some(2));
+        assert_eq!(w.writer("out/deep/p.txt", 0), Some(3));
+        // A stage's own outputs do not make its template unknown.
+        assert_eq!(w.writer("t/page.html", 0), None);
+        assert_eq!(w.writer("t/page.html", 1), Some(0));
+        assert_eq!(w.writer("generated.html", 0), None);
     }
 
     #[test]

@@ -17,7 +17,8 @@ pub mod reference;
 use std::path::{Path, PathBuf};
 
 pub use check::{
-    InputIssue, ToolCatalog, check, execution_order, validate_artifact_name,
+    BUILTIN_FIELDS, CheckReport, InputIssue, NamedOutputs, TemplateFile, TemplateReport,
+    ToolCatalog, check, check_report, execution_order, validate_artifact_name,
     validate_output_pattern,
 };
 pub use checks::{CheckCatalog, check_validations};

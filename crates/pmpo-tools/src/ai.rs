@@ -16,7 +16,7 @@ use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, Reference, Specification};
+use pmpo_plan::{InputIssue, NamedOutputs, Reference, Specification, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
@@ -69,6 +69,77 @@ impl AiTool {
             client: Some(client),
         }
     }
+}
+
+/// The `{{ name }}` uses of a prompt template (`what` names it in messages)
+/// that are neither a built-in nor a `vars:` key. A `vars` given as a
+/// reference is known only at run time: nothing is reported then.
+fn undefined_names(
+    key: &str,
+    what: &str,
+    text: &str,
+    inputs: &Map<String, Value>,
+    file: Option<&str>,
+) -> Vec<InputIssue> {
+    let vars: Vec<&str> = match inputs.get("vars") {
+        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
+        Some(_) => return Vec::new(),
+        None => Vec::new(),
+    };
+    let mut issues = Vec::new();
+    let mut named: Vec<String> = Vec::new();
+    for var in template::variables(text) {
+        let first = var.split('.').next().unwrap_or("");
+        if !BUILTINS.contains(&first) && !vars.contains(&first) && !named.iter().any(|n| n == first)
+        {
+            named.push(first.to_string());
+            let known = vars.iter().chain(BUILTINS).copied();
+            let did = match pmpo_plan::diag::did_you_mean(first, known) {
+                Some(s) => format!("did you mean `{s}`? "),
+                None => String::new(),
+            };
+            let given = if vars.is_empty() {
+                "`vars` gives nothing".to_string()
+            } else {
+                format!("`vars` gives {}", vars.join(", "))
+            };
+            // In a file, say where (`prompts/hero.md:3:7`), as for `template` files.
+            let at = match (file, placeholder_position(text, &var)) {
+                (Some(f), Some((line, col))) => format!(" at {f}:{line}:{col}"),
+                _ => String::new(),
+            };
+            issues.push(issue(
+                key,
+                format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
+                Some(&format!(
+                    "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
+                    BUILTINS.join(", ")
+                )),
+            ));
+        }
+    }
+    issues
+}
+
+/// The 1-based line and column of the name of the first `{{ path }}` in a text.
+fn placeholder_position(text: &str, path: &str) -> Option<(usize, usize)> {
+    let mut from = 0;
+    while let Some(found) = text[from..].find("{{") {
+        let start = from + found;
+        let after = &text[start + 2..];
+        if after
+            .find("}}")
+            .is_some_and(|end| after[..end].trim() == path)
+        {
+            // Point at the name, as the `template` tool's positions do.
+            let before = &text[..start + 2 + (after.len() - after.trim_start().len())];
+            let line = before.matches('\n').count() + 1;
+            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
+            return Some((line, col));
+        }
+        from = start + 2;
+    }
+    None
 }
 
 fn is_reference(v: &Value) -> bool {
@@ -425,35 +496,76 @@ impl Tool for AiTool {
         if inputs.contains_key("code_block") && !inputs.contains_key("output") {
             issues.push(issue("code_block", "`code_block` says which part of the answer goes to the `output` file, but there is no `output`", Some("add `output: PATH`")));
         }
-        // Every `{{ name }}` must be a built-in or a `vars:` key.
-        let vars: Vec<&str> = match inputs.get("vars") {
-            Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
-            Some(_) => return issues, // a reference: known only at run time
-            None => Vec::new(),
-        };
+        // Every `{{ name }}` must be a built-in or a `vars:` key (`verbatim`
+        // prompts are sent as written: their placeholders are the point).
+        let verbatim = inputs.get("verbatim").and_then(Value::as_bool) == Some(true);
         for key in ["prompt", "system"] {
             if let Some(Value::String(t)) = inputs.get(key) {
-                if is_reference(&json!(t)) {
+                if is_reference(&json!(t)) || (verbatim && key == "prompt") {
                     continue;
                 }
-                for var in template::variables(t) {
-                    let first = var.split('.').next().unwrap_or("");
-                    if !BUILTINS.contains(&first) && !vars.contains(&first) {
-                        issues.push(issue(
-                            key,
-                            format!(
-                                "the template uses `{{{{ {var} }}}}`, but `{first}` is not defined"
-                            ),
-                            Some(&format!(
-                                "add `{first}` under `vars:`, or use one of: {}",
-                                BUILTINS.join(", ")
-                            )),
-                        ));
-                    }
-                }
+                let what = if key == "system" {
+                    "the system prompt"
+                } else {
+                    "the prompt"
+                };
+                issues.extend(undefined_names(key, what, t, inputs, None));
             }
         }
         issues
+    }
+
+    fn check_templates(
+        &self,
+        inputs: &Map<String, Value>,
+        file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        let mut report = TemplateReport::default();
+        let Some(Value::String(path)) = inputs.get("prompt_file") else {
+            return report;
+        };
+        if inputs.get("verbatim").and_then(Value::as_bool) == Some(true)
+            || inputs.contains_key("prompt")
+        {
+            return report;
+        }
+        let later = |why: String| {
+            issue(
+                "prompt_file",
+                format!("{why}: its variables are checked when the stage runs"),
+                None,
+            )
+        };
+        if is_reference(&json!(path)) {
+            report.notes.push(later(format!(
+                "the prompt file is `{path}`, known only at run time"
+            )));
+            return report;
+        }
+        match file(path) {
+            TemplateFile::Text(text) => {
+                let what = format!("prompt file `{path}`");
+                report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
+            }
+            TemplateFile::Written(stage) => report.notes.push(later(format!(
+                "prompt file `{path}` is written by stage `{stage}`"
+            ))),
+            TemplateFile::Unavailable(why) => report.notes.push(later(format!(
+                "prompt file `{path}` cannot be read now ({why})"
+            ))),
+        }
+        report
+    }
+
+    fn named_outputs(&self, inputs: &Map<String, Value>) -> NamedOutputs {
+        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
+            // Only `outputs_json` makes named outputs (see `Shape::apply`).
+            return NamedOutputs::Fixed(Vec::new());
+        }
+        match inputs.get("schema") {
+            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
+            _ => NamedOutputs::Open,
+        }
     }
 
     fn preflight(&self) -> Result<(), ToolError> {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use pmpo_plan::{InputIssue, ToolCatalog};
+use pmpo_plan::{InputIssue, NamedOutputs, TemplateFile, TemplateReport, ToolCatalog};
 use pmpo_store::Workspace;
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
@@ -114,6 +114,20 @@ pub trait Tool: Send + Sync {
     }
     /// Static check of a stage's `with:`; `$stage.field` strings are not yet resolved.
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue>;
+    /// The named outputs this tool gives for these inputs (`pmpo check`
+    /// refuses a reference to a name the tool cannot give). Tools whose
+    /// outputs are fixed list them in [`Registry`]'s catalog below.
+    fn named_outputs(&self, _inputs: &Map<String, Value>) -> NamedOutputs {
+        NamedOutputs::Open
+    }
+    /// Static check of the templates the tool renders (their variables).
+    fn check_templates(
+        &self,
+        _inputs: &Map<String, Value>,
+        _file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        TemplateReport::default()
+    }
     /// Whether the tool can run at all here (called before the stage starts).
     fn preflight(&self) -> Result<(), ToolError> {
         Ok(())
@@ -250,6 +264,43 @@ impl ToolCatalog for Registry {
     fn check_inputs(&self, canonical: &str, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         self.get(canonical)
             .map(|t| t.check_inputs(inputs))
+            .unwrap_or_default()
+    }
+
+    fn named_outputs(&self, canonical: &str, inputs: &Map<String, Value>) -> NamedOutputs {
+        // The tools whose named outputs do not depend on their inputs: each
+        // list is what the tool's `invoke` puts in `ToolOutcome::outputs`.
+        let fixed: &[&'static str] = match canonical {
+            "template" => template::OUTPUTS,
+            "prompt" => prompt::OUTPUTS,
+            "rasterize" => &["images", "sizes", "svg", "width", "height"],
+            "markdown" => &["title", "headings", "html"],
+            "a2ui" => &["components", "types", "bindings", "changed", "path"],
+            "preview" => &[
+                "preview_run",
+                "status",
+                "report",
+                "screenshot",
+                "html",
+                "runtime_source",
+            ],
+            _ => {
+                return self
+                    .get(canonical)
+                    .map_or(NamedOutputs::Open, |t| t.named_outputs(inputs));
+            }
+        };
+        NamedOutputs::Fixed(fixed.to_vec())
+    }
+
+    fn check_templates(
+        &self,
+        canonical: &str,
+        inputs: &Map<String, Value>,
+        file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        self.get(canonical)
+            .map(|t| t.check_templates(inputs, file))
             .unwrap_or_default()
     }
 }

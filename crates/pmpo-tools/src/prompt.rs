@@ -40,6 +40,15 @@ use crate::{
     Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
 };
 
+/// The named outputs of a `prompt` stage (see `invoke`).
+pub const OUTPUTS: &[&str] = &[
+    "path",
+    "characters",
+    "approx_tokens",
+    "variables",
+    "within_limit",
+];
+
 const KEYS: &[&str] = &[
     "input",
     "intent",
@@ -160,38 +169,12 @@ pub fn platform_limit(platform: &str) -> Option<usize> {
         .map(|(_, n)| *n)
 }
 
-fn is_var_start(c: char) -> bool {
-    c.is_ascii_alphabetic() || c == '_'
-}
-
-fn is_var_char(c: char) -> bool {
-    c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')
-}
-
-/// Whether `s` is a variable name: `[A-Za-z_][A-Za-z0-9_.-]*`.
-fn is_var_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    chars.next().is_some_and(is_var_start) && chars.all(is_var_char)
-}
-
 /// The sorted, unique names of the `{{name}}` placeholders of a text
-/// (spaces inside the braces are allowed: `{{ name }}`).
+/// (spaces inside the braces are allowed: `{{ name }}`). The scanner is the
+/// one the `ai` tool renders prompts with, so the list is exactly what a
+/// model call would fill.
 pub fn variables(text: &str) -> Vec<String> {
-    let mut found = BTreeSet::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let inner = after[..end].trim();
-        if is_var_name(inner) {
-            found.insert(inner.to_string());
-            rest = &after[end + 2..];
-        } else {
-            rest = after;
-        }
-    }
+    let found: BTreeSet<String> = pmpo_ai::template::variables(text).into_iter().collect();
     found.into_iter().collect()
 }
 

@@ -10,12 +10,13 @@
 //!     print("hello")
 //!   env: {NAME: $other.stdout}  # values reach code as variables, never spliced into it
 //!   outputs_json: true          # last stdout line is a JSON object of named outputs
+//!   schema: {type: object, required: [n], properties: {n: {type: integer}}}  # optional: what it must hold
 //! ```
 
 use std::io::ErrorKind;
 
 use async_trait::async_trait;
-use pmpo_plan::{InputIssue, Reference};
+use pmpo_plan::{InputIssue, NamedOutputs, Reference};
 use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
@@ -31,6 +32,7 @@ const KEYS: &[&str] = &[
     "cwd",
     "stdin",
     "outputs_json",
+    "schema",
 ];
 
 /// Language name -> (interpreter, file extension).
@@ -224,7 +226,33 @@ impl Tool for RunTool {
         {
             issues.push(issue("stdin", "`stdin` must be text", None));
         }
+        match inputs.get("schema") {
+            None => {}
+            Some(v) if !(v.is_object() || v.is_string()) => issues.push(issue(
+                "schema",
+                "`schema` must be a JSON schema (a mapping) or the path of a schema file",
+                None,
+            )),
+            Some(_) if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) => issues
+                .push(issue(
+                    "schema",
+                    "`schema` describes the named outputs, but `outputs_json` is not true",
+                    Some("add `outputs_json: true`, or remove `schema`"),
+                )),
+            Some(_) => {}
+        }
         issues
+    }
+
+    fn named_outputs(&self, inputs: &Map<String, Value>) -> NamedOutputs {
+        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
+            return NamedOutputs::Fixed(Vec::new());
+        }
+        match inputs.get("schema") {
+            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
+            // No schema, or one in a file (read at run time): any name may come.
+            _ => NamedOutputs::Open,
+        }
     }
 
     async fn invoke(
@@ -358,7 +386,25 @@ impl Tool for RunTool {
         {
             let line = outcome.stdout.last_line().unwrap_or_default();
             match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(map)) => outcome.outputs = map,
+                Ok(Value::Object(map)) => {
+                    let value = Value::Object(map);
+                    if let Some(schema) = outputs_schema(ctx, inputs)? {
+                        let errors = pmpo_ai::schema::validate(&schema, &value);
+                        if !errors.is_empty() {
+                            return Err(ToolError::new(
+                                ErrorClass::BadToolOutput,
+                                format!(
+                                    "the named outputs (the last line of stdout) do not satisfy `schema`: {}",
+                                    errors.join("; ")
+                                ),
+                            )
+                            .hint("print the fields the schema declares, or change the schema"));
+                        }
+                    }
+                    if let Value::Object(map) = value {
+                        outcome.outputs = map;
+                    }
+                }
                 _ => {
                     let shown: String = line.chars().take(200).collect();
                     return Err(ToolError::new(
@@ -370,6 +416,31 @@ impl Tool for RunTool {
             }
         }
         Ok(outcome)
+    }
+}
+
+/// The stage's `schema` for its named outputs: inline, or a workspace file.
+fn outputs_schema(
+    ctx: &ToolContext<'_>,
+    inputs: &Map<String, Value>,
+) -> Result<Option<Value>, ToolError> {
+    match inputs.get("schema") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(file)) => {
+            let path = ctx.workspace.resolve(file).map_err(|e| {
+                ToolError::new(ErrorClass::InvalidInput, format!("schema `{file}`: {e}"))
+            })?;
+            let text = std::fs::read_to_string(&path).map_err(|e| {
+                ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
+            })?;
+            serde_json::from_str(&text).map(Some).map_err(|e| {
+                ToolError::new(
+                    ErrorClass::InvalidInput,
+                    format!("schema `{file}` is not JSON: {e}"),
+                )
+            })
+        }
+        Some(v) => Ok(Some(v.clone())),
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use minijinja::{Environment, UndefinedBehavior};
-use pmpo_plan::InputIssue;
+use pmpo_plan::{InputIssue, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
@@ -33,6 +33,9 @@ use crate::{
 };
 
 const KEYS: &[&str] = &["template", "output", "vars", "files", "autoescape"];
+
+/// The named outputs of a `template` stage (see `invoke`).
+pub const OUTPUTS: &[&str] = &["output", "bytes"];
 
 /// Templates compiled into the binary, by name (`builtin:NAME`).
 pub const BUILTIN_TEMPLATES: &[(&str, &str)] = &[
@@ -106,12 +109,13 @@ pub fn render(
         .template_from_named_str(name, source)
         .map_err(|e| template_error(name, &e))?;
 
-    // Name every missing variable at once, before rendering.
-    let globals: BTreeSet<String> = env.globals().map(|(k, _)| k.to_string()).collect();
-    let missing: BTreeSet<String> = tmpl
-        .undeclared_variables(false)
+    // Name every missing variable at once, before rendering (with the same
+    // rule `pmpo check` applies, so the two agree).
+    let missing: BTreeSet<String> = needed_variables(name, source)
+        .map_err(|e| template_error(name, &e))?
         .into_iter()
-        .filter(|v| !vars.contains_key(v) && !globals.contains(v))
+        .map(|u| u.name)
+        .filter(|v| !vars.contains_key(v))
         .collect();
     if !missing.is_empty() {
         let list: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
@@ -131,6 +135,281 @@ pub fn render(
     }
     tmpl.render(minijinja::Value::from_serialize(vars))
         .map_err(|e| template_error(name, &e))
+}
+
+/// A variable a template reads that it does not set itself, at its first
+/// unguarded read (1-based line and column in the template).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VarUse {
+    pub name: String,
+    pub line: usize,
+    pub column: usize,
+}
+
+/// The variables a template needs from `vars`: every name it reads that it
+/// does not set itself (`set`, `for`, `with`, macro arguments) and that is
+/// not a global function (`range`, `dict`, ...). A read guarded so that an
+/// undefined value is fine does not count: `NAME is defined` / `is
+/// undefined`, `NAME | default(...)` (or `d`), and reads inside `{% if NAME
+/// is defined %}` (the `else` of `is undefined`), `... if NAME is defined
+/// else ...`, `NAME is defined and ...`. Used by the renderer and by `pmpo
+/// check`, so both name the same variables.
+pub fn needed_variables(name: &str, source: &str) -> Result<Vec<VarUse>, minijinja::Error> {
+    use minijinja::machinery::parse;
+    let ast = parse(source, name, Default::default(), Default::default())?;
+    let globals = Environment::new();
+    let mut walk = VarWalk {
+        scopes: vec![globals.globals().map(|(k, _)| k.to_string()).collect()],
+        found: Vec::new(),
+    };
+    walk.stmt(&ast);
+    Ok(walk.found)
+}
+
+/// Walks a template's syntax tree, tracking which names are defined where.
+struct VarWalk {
+    /// Names set or guarded, innermost scope last.
+    scopes: Vec<BTreeSet<String>>,
+    found: Vec<VarUse>,
+}
+
+/// Names a test proves defined when it is true, and when it is false.
+type Guards<'a> = (Vec<&'a str>, Vec<&'a str>);
+
+fn guards<'a>(e: &minijinja::machinery::ast::Expr<'a>) -> Guards<'a> {
+    use minijinja::machinery::ast::{BinOpKind, Expr, UnaryOpKind};
+    match e {
+        Expr::Test(t) => match (&t.expr, t.name) {
+            (Expr::Var(v), "defined") => (vec![v.id], vec![]),
+            (Expr::Var(v), "undefined") => (vec![], vec![v.id]),
+            _ => (vec![], vec![]),
+        },
+        Expr::UnaryOp(u) if matches!(u.op, UnaryOpKind::Not) => {
+            let (yes, no) = guards(&u.expr);
+            (no, yes)
+        }
+        Expr::BinOp(b) if matches!(b.op, BinOpKind::ScAnd) => {
+            let (mut yes, _) = guards(&b.left);
+            yes.extend(guards(&b.right).0);
+            (yes, vec![])
+        }
+        Expr::BinOp(b) if matches!(b.op, BinOpKind::ScOr) => {
+            let (_, mut no) = guards(&b.left);
+            no.extend(guards(&b.right).1);
+            (vec![], no)
+        }
+        _ => (vec![], vec![]),
+    }
+}
+
+impl VarWalk {
+    fn known(&self, name: &str) -> bool {
+        self.scopes.iter().any(|s| s.contains(name))
+    }
+
+    fn define(&mut self, name: &str) {
+        if let Some(scope) = self.scopes.last_mut() {
+            scope.insert(name.to_string());
+        }
+    }
+
+    /// Runs `f` in a new scope where `names` are defined.
+    fn scoped(&mut self, names: &[&str], f: impl FnOnce(&mut Self)) {
+        self.scopes
+            .push(names.iter().map(|n| n.to_string()).collect());
+        f(self);
+        self.scopes.pop();
+    }
+
+    /// Defines the names an assignment target binds (`x`, `a, b`), and reads
+    /// what a `namespace` attribute target reads.
+    fn assign(&mut self, target: &minijinja::machinery::ast::Expr<'_>) {
+        use minijinja::machinery::ast::Expr;
+        match target {
+            Expr::Var(v) => self.define(v.id),
+            Expr::List(l) => l.items.iter().for_each(|i| self.assign(i)),
+            other => self.expr(other),
+        }
+    }
+
+    fn stmts(&mut self, body: &[minijinja::machinery::ast::Stmt<'_>]) {
+        body.iter().for_each(|s| self.stmt(s));
+    }
+
+    fn stmt(&mut self, s: &minijinja::machinery::ast::Stmt<'_>) {
+        use minijinja::machinery::ast::Stmt;
+        match s {
+            Stmt::Template(t) => self.stmts(&t.children),
+            Stmt::EmitExpr(e) => self.expr(&e.expr),
+            Stmt::EmitRaw(_) => {}
+            Stmt::ForLoop(f) => {
+                self.expr(&f.iter);
+                self.scoped(&["loop"], |w| {
+                    w.assign(&f.target);
+                    if let Some(filter) = &f.filter_expr {
+                        w.expr(filter);
+                    }
+                    w.stmts(&f.body);
+                });
+                self.stmts(&f.else_body);
+            }
+            Stmt::IfCond(c) => {
+                self.expr(&c.expr);
+                let (yes, no) = guards(&c.expr);
+                self.scoped(&yes, |w| w.stmts(&c.true_body));
+                self.scoped(&no, |w| w.stmts(&c.false_body));
+            }
+            Stmt::WithBlock(w) => {
+                for (_, value) in &w.assignments {
+                    self.expr(value);
+                }
+                self.scoped(&[], |inner| {
+                    for (target, _) in &w.assignments {
+                        inner.assign(target);
+                    }
+                    inner.stmts(&w.body);
+                });
+            }
+            Stmt::Set(set) => {
+                self.expr(&set.expr);
+                self.assign(&set.target);
+            }
+            Stmt::SetBlock(set) => {
+                if let Some(filter) = &set.filter {
+                    self.expr(filter);
+                }
+                self.stmts(&set.body);
+                self.assign(&set.target);
+            }
+            Stmt::AutoEscape(a) => {
+                self.expr(&a.enabled);
+                self.stmts(&a.body);
+            }
+            Stmt::FilterBlock(f) => {
+                self.expr(&f.filter);
+                self.stmts(&f.body);
+            }
+            Stmt::Block(b) => self.stmts(&b.body),
+            Stmt::Import(i) => {
+                self.expr(&i.expr);
+                self.assign(&i.name);
+            }
+            Stmt::FromImport(i) => {
+                self.expr(&i.expr);
+                for (name, alias) in &i.names {
+                    self.assign(alias.as_ref().unwrap_or(name));
+                }
+            }
+            Stmt::Extends(e) => self.expr(&e.name),
+            Stmt::Include(i) => self.expr(&i.name),
+            Stmt::Macro(m) => {
+                self.define(m.name);
+                self.macro_body(m);
+            }
+            Stmt::CallBlock(c) => {
+                self.call(&c.call);
+                self.macro_body(&c.macro_decl);
+            }
+            Stmt::Do(d) => self.call(&d.call),
+        }
+    }
+
+    fn macro_body(&mut self, m: &minijinja::machinery::ast::Macro<'_>) {
+        m.defaults.iter().for_each(|d| self.expr(d));
+        self.scoped(&["caller", "varargs", "kwargs"], |w| {
+            m.args.iter().for_each(|a| w.assign(a));
+            w.stmts(&m.body);
+        });
+    }
+
+    fn call(&mut self, c: &minijinja::machinery::ast::Call<'_>) {
+        self.expr(&c.expr);
+        self.args(&c.args);
+    }
+
+    fn args(&mut self, args: &[minijinja::machinery::ast::CallArg<'_>]) {
+        use minijinja::machinery::ast::CallArg;
+        for a in args {
+            match a {
+                CallArg::Pos(e)
+                | CallArg::Kwarg(_, e)
+                | CallArg::PosSplat(e)
+                | CallArg::KwargSplat(e) => self.expr(e),
+            }
+        }
+    }
+
+    fn expr(&mut self, e: &minijinja::machinery::ast::Expr<'_>) {
+        use minijinja::machinery::ast::{BinOpKind, Expr};
+        match e {
+            Expr::Var(v) => {
+                if !self.known(v.id) && !self.found.iter().any(|u| u.name == v.id) {
+                    let span = v.span();
+                    self.found.push(VarUse {
+                        name: v.id.to_string(),
+                        line: usize::from(span.start_line),
+                        column: usize::from(span.start_col) + 1,
+                    });
+                }
+            }
+            Expr::Const(_) => {}
+            Expr::Slice(s) => {
+                self.expr(&s.expr);
+                for part in [&s.start, &s.stop, &s.step].into_iter().flatten() {
+                    self.expr(part);
+                }
+            }
+            Expr::UnaryOp(u) => self.expr(&u.expr),
+            Expr::BinOp(b) => {
+                self.expr(&b.left);
+                let (yes, no) = guards(&b.left);
+                match b.op {
+                    BinOpKind::ScAnd => self.scoped(&yes, |w| w.expr(&b.right)),
+                    BinOpKind::ScOr => self.scoped(&no, |w| w.expr(&b.right)),
+                    _ => self.expr(&b.right),
+                }
+            }
+            Expr::Compare(c) => {
+                self.expr(&c.expr);
+                c.ops.iter().for_each(|op| self.expr(&op.expr));
+            }
+            Expr::IfExpr(i) => {
+                self.expr(&i.test_expr);
+                let (yes, no) = guards(&i.test_expr);
+                self.scoped(&yes, |w| w.expr(&i.true_expr));
+                if let Some(f) = &i.false_expr {
+                    self.scoped(&no, |w| w.expr(f));
+                }
+            }
+            Expr::Filter(f) => {
+                // `NAME | default(...)` is how a template says NAME is optional.
+                match (&f.expr, f.name) {
+                    (Some(Expr::Var(_)), "default" | "d") => {}
+                    (Some(inner), _) => self.expr(inner),
+                    (None, _) => {}
+                }
+                self.args(&f.args);
+            }
+            Expr::Test(t) => {
+                match (&t.expr, t.name) {
+                    (Expr::Var(_), "defined" | "undefined") => {}
+                    (inner, _) => self.expr(inner),
+                }
+                self.args(&t.args);
+            }
+            Expr::GetAttr(g) => self.expr(&g.expr),
+            Expr::GetItem(g) => {
+                self.expr(&g.expr);
+                self.expr(&g.subscript_expr);
+            }
+            Expr::Call(c) => self.call(c),
+            Expr::List(l) => l.items.iter().for_each(|i| self.expr(i)),
+            Expr::Map(m) => {
+                m.keys.iter().for_each(|k| self.expr(k));
+                m.values.iter().for_each(|v| self.expr(v));
+            }
+        }
+    }
 }
 
 /// Escapes the characters that matter inside HTML text and quoted attributes.
@@ -234,6 +513,95 @@ impl Tool for TemplateTool {
         issues
     }
 
+    fn check_templates(
+        &self,
+        inputs: &Map<String, Value>,
+        file: &mut dyn FnMut(&str) -> TemplateFile,
+    ) -> TemplateReport {
+        let mut report = TemplateReport::default();
+        let Some(Value::String(template)) = inputs.get("template") else {
+            return report;
+        };
+        // The names `vars` and `files` give; a `vars` that is a reference is
+        // known only at run time, so nothing can be said before.
+        let mut given: Vec<&str> = Vec::new();
+        for key in ["vars", "files"] {
+            match inputs.get(key) {
+                None | Some(Value::Null) => {}
+                Some(Value::Object(m)) => given.extend(m.keys().map(String::as_str)),
+                Some(_) => return report,
+            }
+        }
+        let later = |why: String| {
+            issue(
+                "template",
+                format!("{why}: its variables are checked when the stage runs"),
+                None,
+            )
+        };
+        let source: String = if crate::inputs::is_reference(&json!(template)) {
+            report.notes.push(later(format!(
+                "the template is `{template}`, known only at run time"
+            )));
+            return report;
+        } else if let Some(name) = template.strip_prefix(BUILTIN_PREFIX) {
+            match builtin(name) {
+                Some(text) => text.to_string(),
+                None => return report, // check_inputs names it
+            }
+        } else {
+            match file(template) {
+                TemplateFile::Text(text) => text,
+                TemplateFile::Written(stage) => {
+                    report.notes.push(later(format!(
+                        "template `{template}` is written by stage `{stage}`"
+                    )));
+                    return report;
+                }
+                TemplateFile::Unavailable(why) => {
+                    report.notes.push(later(format!(
+                        "template `{template}` cannot be read now ({why})"
+                    )));
+                    return report;
+                }
+            }
+        };
+        let needed = match needed_variables(template, &source) {
+            Ok(n) => n,
+            Err(e) => {
+                let err = template_error(template, &e);
+                report
+                    .errors
+                    .push(issue("template", err.message, err.hint.as_deref()));
+                return report;
+            }
+        };
+        given.sort_unstable();
+        let gives = if given.is_empty() {
+            "`vars` and `files` give nothing".to_string()
+        } else {
+            format!("`vars` and `files` give {}", given.join(", "))
+        };
+        for u in needed.iter().filter(|u| !given.contains(&u.name.as_str())) {
+            let help = match pmpo_plan::diag::did_you_mean(&u.name, given.iter().copied()) {
+                Some(s) => format!("did you mean `{s}`? {gives}"),
+                None => format!(
+                    "add `{}` under `with: vars:` (a value or a `$stage.field` reference), or mark it optional in the template (`{{% if {0} is defined %}}` or `{0} | default(...)`); {gives}",
+                    u.name
+                ),
+            };
+            report.errors.push(issue(
+                "template",
+                format!(
+                    "template `{template}` uses `{}` at {template}:{}:{}, which neither `vars` nor `files` gives",
+                    u.name, u.line, u.column
+                ),
+                Some(&help),
+            ));
+        }
+        report
+    }
+
     async fn invoke(
         &self,
         ctx: &ToolContext<'_>,
@@ -288,8 +656,9 @@ impl Tool for TemplateTool {
             vars.len()
         );
         let mut outputs = Map::new();
-        outputs.insert("output".into(), json!(output));
-        outputs.insert("bytes".into(), json!(rendered.len()));
+        // The names are OUTPUTS (what `pmpo check` accepts in references).
+        outputs.insert(OUTPUTS[0].into(), json!(output));
+        outputs.insert(OUTPUTS[1].into(), json!(rendered.len()));
         Ok(ToolOutcome {
             termination: Termination::Exited(0),
             stdout: Captured::from_bytes(summary.as_bytes()),
@@ -355,6 +724,48 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.message.contains("line 2"), "{}", err.message);
+    }
+
+    #[test]
+    fn needed_variables_skip_guarded_and_local_names() {
+        let names = |src: &str| -> Vec<String> {
+            needed_variables("t", src)
+                .unwrap()
+                .into_iter()
+                .map(|u| u.name)
+                .collect()
+        };
+        assert_eq!(
+            names(
+                "{% if A is defined %}{{ A.x }}{% else %}{{ B }}{% endif %}\
+                 {{ C | default('c') }}{{ D|d }}{{ E if E is defined else '' }}\
+                 {% if F is undefined %}-{% else %}{{ F }}{% endif %}\
+                 {% if G is defined and G.ok %}{{ G }}{% endif %}\
+                 {% for i in range(3) %}{{ loop.index }}{{ i }}{% endfor %}\
+                 {% set H = 1 %}{{ H }}{% macro m(x) %}{{ x }}{{ caller }}{% endmacro %}\
+                 {% with w = W %}{{ w }}{% endwith %}{{ loop }}{{ I.x }}{{ I }}"
+            ),
+            vec!["B", "W", "loop", "I"]
+        );
+        // A guard in one place does not make an unguarded read elsewhere fine.
+        assert_eq!(names("{{ A|default(1) }} {{ A }}"), vec!["A"]);
+        assert_eq!(
+            names("{% if not (A is defined) %}{% else %}{{ A }}{% endif %}"),
+            Vec::<String>::new()
+        );
+        let first = &needed_variables("t", "line1\n  {{ X }}").unwrap()[0];
+        assert_eq!((first.line, first.column), (2, 6));
+        assert!(needed_variables("t", "{% if %}").is_err());
+        // The renderer agrees: guarded reads render, and only unguarded ones are missing.
+        let out = render(
+            "t",
+            "{% if A is defined %}{{ A }}{% endif %}{{ B|default('b') }}{{ C }}",
+            "o.txt",
+            &vars(json!({"C": "c"})),
+            None,
+        )
+        .unwrap();
+        assert_eq!(out, "bc");
     }
 
     #[test]

@@ -55,7 +55,9 @@ enum Command {
         after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
 depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
 are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints, unknown checks and bad check parameters."
+naming missing stages or constraints, unknown checks and bad check parameters, references to\n\
+named outputs the upstream stage does not give, and template variables nothing gives. What\n\
+only the run can tell (a template a stage writes) is a note that does not fail the check."
     )]
     Check {
         /// The plan file (YAML or JSON).
@@ -346,8 +348,24 @@ fn load_and_check(engine: &Engine, path: &Path, json: bool) -> Result<CheckedPla
 
 fn cmd_check(path: &Path, json: bool) -> u8 {
     let engine = Engine::default();
-    match load_and_check(&engine, path, json) {
-        Err(code) => code,
+    let loaded = pmpo_plan::load_plan(path);
+    let report = match &loaded {
+        Ok(plan) => engine.check_report(plan),
+        Err(_) => pmpo_plan::CheckReport::default(),
+    };
+    // Notes (what only the run can tell) never fail the check.
+    for n in &report.notes {
+        eprintln!("note: {n}");
+    }
+    match loaded {
+        Err(diags) => {
+            print_diagnostics(&diags, json);
+            EXIT_INVALID
+        }
+        Ok(_) if !report.errors.is_empty() => {
+            print_diagnostics(&report.errors, json);
+            EXIT_INVALID
+        }
         Ok(plan) => {
             let p = &plan.doc.plan;
             let spec = &plan.doc.specification;
@@ -360,6 +378,7 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
                     "constraints": spec.constraints.len(),
                     "validation_plan": p.validation_plan.len(),
                     "tool_invocations": p.tool_invocations.len(),
+                    "notes": report.notes,
                 });
                 println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {

@@ -363,3 +363,234 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("not a duration"), "{}", r.stderr);
 }
+
+// ---- What `pmpo check` can know about references and templates ----------
+
+/// Runs `pmpo check`; returns (exit code, stderr).
+fn check(ws: &Ws) -> (i32, String) {
+    let r = ws.run(&["check", "plan.yaml"]);
+    (r.code, r.stderr)
+}
+
+/// The first stderr line that starts with `prefix`, whole.
+fn line_with<'a>(stderr: &'a str, prefix: &str) -> &'a str {
+    stderr
+        .lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_else(|| panic!("no line starting with {prefix:?} in:\n{stderr}"))
+}
+
+#[test]
+fn unknown_named_output_of_a_declared_schema_run_stage() {
+    let ws = Ws::new();
+    let stages = |field: &str| {
+        format!(
+            "    - id: palette\n      with:\n        command: [echo, '{{\"primary\": \"#fff\", \"shades\": {{\"dark\": \"#000\"}}}}']\n        outputs_json: true\n        schema:\n          type: object\n          properties:\n            primary: {{type: string}}\n            shades: {{type: object, properties: {{dark: {{type: string}}}}}}\n    - id: use\n      depends_on: [palette]\n      with: {{command: [echo, {field}]}}\n"
+        )
+    };
+    ws.plan(&stages("$palette.primray"));
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:17:30: stage `use` refers to `$palette.primray`, but the `schema` of stage `palette` declares no `primray` (at plan.stages[1].with.command[1])",
+        "{err}"
+    );
+    assert!(
+        err.contains("help: did you mean `$palette.primary`? it declares primary, shades;"),
+        "{err}"
+    );
+    // Nested names are checked against the nested schema.
+    ws.plan(&stages("$palette.shades.light"));
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:17:30: stage `use` refers to `$palette.shades.light`, but the `schema` of stage `palette` declares no `light` under `shades`"),
+        "{err}"
+    );
+    // The declared names, and the fields every stage has, are fine and resolve.
+    ws.plan(&stages("$palette.shades.dark"));
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    for builtin in [
+        "$palette.stdout",
+        "$palette.stderr",
+        "$palette.stdout_file",
+        "$palette.exit_code",
+        "$palette.files",
+        "$palette.duration_ms",
+    ] {
+        ws.plan(&stages(builtin));
+        let (code, err) = check(&ws);
+        assert_eq!(code, 0, "{builtin}: {err}");
+    }
+}
+
+#[test]
+fn a_run_stage_schema_is_enforced_when_it_runs() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      with:\n        command: [echo, '{\"n\": \"three\"}']\n        outputs_json: true\n        schema: {type: object, required: [n], properties: {n: {type: integer}}}\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    let results = ws.read_json(".state/execution_results.json");
+    let reason = results["stages"][0]["reason"].as_str().unwrap_or("");
+    assert!(
+        reason.contains("do not satisfy `schema`") && reason.contains("/n"),
+        "{results}"
+    );
+    // A schema describes named outputs, so it needs `outputs_json`.
+    ws.plan(
+        "    - id: a
+      with:
+        command: [echo, '{}']
+        schema: {type: object}
+",
+    );
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:9:17: stage `a`: `schema` describes the named outputs, but `outputs_json` is not true"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_named_output_of_a_fixed_output_tool() {
+    let ws = Ws::new();
+    ws.write("page.html", "<h1>{{ TITLE }}</h1>\n");
+    ws.plan("    - id: page\n      tool: template\n      with: {template: page.html, output: dist/index.html, vars: {TITLE: Hi}}\n    - id: show\n      depends_on: [page]\n      with: {command: [cat, $page.outptu]}\n");
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:11:29: stage `show` refers to `$page.outptu`, but stage `page` (tool `template`) gives no output `outptu` (at plan.stages[1].with.command[1])",
+        "{err}"
+    );
+    assert!(
+        err.contains("help: did you mean `$page.output`? its outputs are output, bytes; every stage has stdout, stderr"),
+        "{err}"
+    );
+    // A `run` stage without `outputs_json` gives no named outputs at all.
+    ws.plan("    - id: a\n      with: {command: [echo, hi]}\n    - id: b\n      depends_on: [a]\n      with: {command: [echo, $a.colors]}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:10:30: stage `b` refers to `$a.colors`, but stage `a` (tool `run`) gives no named outputs"),
+        "{err}"
+    );
+    // Free-form outputs stay free: `outputs_json` without a schema, or a
+    // fallback that is a plugin.
+    ws.plan("    - id: a\n      with: {command: [echo, '{\"colors\": 1}'], outputs_json: true}\n    - id: b\n      depends_on: [a]\n      with: {command: [echo, $a.colors]}\n");
+    assert_eq!(check(&ws).0, 0);
+    ws.plan("    - id: a\n      with: {command: [echo, hi]}\n      fallback: {tool: 'plugin:gen'}\n    - id: b\n      depends_on: [a]\n      with: {command: [echo, $a.colors]}\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+}
+
+#[test]
+fn unknown_template_variable_in_a_workspace_template() {
+    let ws = Ws::new();
+    ws.write("page.html", "<h1>{{ TITLE }}</h1>\n<p>by {{ AUTHR }}</p>\n");
+    ws.plan("    - id: page\n      tool: template\n      with: {template: page.html, output: dist/index.html, vars: {TITLE: Hi, AUTHOR: me}}\n");
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:8:24: stage `page`: template `page.html` uses `AUTHR` at page.html:2:10, which neither `vars` nor `files` gives (at plan.stages[0].with.template)",
+        "{err}"
+    );
+    assert!(
+        err.contains("help: did you mean `AUTHOR`? `vars` and `files` give AUTHOR, TITLE"),
+        "{err}"
+    );
+}
+
+#[test]
+fn unknown_template_variable_in_an_inline_template() {
+    let ws = Ws::new();
+    // An `ai` prompt written in the plan.
+    ws.plan("    - id: draw\n      requires_execution: false\n      with:\n        prompt: \"Draw {{ subjet }} for {{ artifact_name }}\"\n        vars: {subject: a fox}\n");
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:9:17: stage `draw`: the prompt uses `{{ subjet }}`, but `subjet` is not defined (at plan.stages[0].with.prompt)",
+        "{err}"
+    );
+    assert!(err.contains("help: did you mean `subject`?"), "{err}");
+    // A prompt file in the workspace: the place in the file is named.
+    ws.write(
+        "prompts/hero.md",
+        "# Hero\n\nDraw {{ subject }} in {{ colour }}.\n",
+    );
+    ws.plan("    - id: draw\n      requires_execution: false\n      with:\n        prompt_file: prompts/hero.md\n        vars: {subject: a fox, color: red}\n");
+    let err = invalid(&ws);
+    assert_eq!(
+        line_with(&err, "error: "),
+        "error: plan.yaml:9:22: stage `draw`: prompt file `prompts/hero.md` uses `{{ colour }}` at prompts/hero.md:3:26, but `colour` is not defined (at plan.stages[0].with.prompt_file)",
+        "{err}"
+    );
+    // A template compiled into pmpo: every variable it reads must be given.
+    ws.plan("    - id: show\n      tool: template\n      with: {template: 'builtin:logo-showcase', output: dist/index.html, vars: {NAME: x}}\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("plan.yaml:8:24: stage `show`: template `builtin:logo-showcase` uses `SVG` at builtin:logo-showcase:"),
+        "{err}"
+    );
+}
+
+#[test]
+fn guarded_template_variables_are_fine() {
+    let ws = Ws::new();
+    ws.write(
+        "page.html",
+        "{% if SUBTITLE is defined %}<h2>{{ SUBTITLE }}</h2>{% endif %}<p>{{ AUTHOR | default('anonymous') }}</p>\n",
+    );
+    ws.plan("    - id: page\n      tool: template\n      with: {template: page.html, output: dist/index.html}\n      outputs: [dist/index.html]\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+    assert!(!err.contains("note:"), "{err}");
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("dist/index.html"), "<p>anonymous</p>\n");
+}
+
+#[test]
+fn template_written_by_an_upstream_stage_is_a_note() {
+    let ws = Ws::new();
+    ws.plan("    - id: gen\n      with: {language: sh, code: 'mkdir -p gen && echo \"{{ X }}\" > gen/page.txt'}\n      outputs: [gen/*.txt]\n    - id: page\n      tool: template\n      depends_on: [gen]\n      with: {template: gen/page.txt, output: dist/page.txt, vars: {X: made}}\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        line_with(&r.stderr, "note: "),
+        "note: plan.yaml:12:24: stage `page`: template `gen/page.txt` is written by stage `gen`: its variables are checked when the stage runs (at plan.stages[1].with.template)",
+        "{}",
+        r.stderr
+    );
+    let j = ws.run(&["check", "plan.yaml", "--json"]).json();
+    assert_eq!(j["ok"], true);
+    assert_eq!(j["notes"][0]["line"], 12, "{j}");
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("dist/page.txt"), "made\n");
+}
+
+#[test]
+fn verbatim_prompts_are_not_checked_for_placeholders() {
+    let ws = Ws::new();
+    ws.plan("    - id: probe\n      requires_execution: false\n      with:\n        prompt: \"Write a tagline for {{ product }}.\"\n        verbatim: true\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+    // Without `verbatim`, the same prompt is refused.
+    ws.plan("    - id: probe\n      requires_execution: false\n      with:\n        prompt: \"Write a tagline for {{ product }}.\"\n");
+    assert!(invalid(&ws).contains("`product` is not defined"));
+}
+
+#[test]
+fn template_variable_given_by_a_reference_is_fine() {
+    let ws = Ws::new();
+    ws.write("page.txt", "{{ TITLE }} / {{ COUNT }}\n");
+    ws.plan("    - id: a\n      with: {command: [echo, '{\"title\": \"Made\"}'], outputs_json: true, schema: {type: object, properties: {title: {type: string}}}}\n    - id: page\n      tool: template\n      depends_on: [a]\n      with: {template: page.txt, output: dist/page.txt, vars: {TITLE: $a.title, COUNT: $a.exit_code}}\n");
+    let (code, err) = check(&ws);
+    assert_eq!(code, 0, "{err}");
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("dist/page.txt"), "Made / 0\n");
+}
