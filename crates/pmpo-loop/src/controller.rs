@@ -788,6 +788,18 @@ impl Controller<'_, '_> {
         Ok(())
     }
 
+    /// Ctrl-C while the model was asked: nothing of the phase is recorded
+    /// (no fallback stands in for the answer that never came).
+    fn cancelled_in(&mut self, phase: &str) -> Outcome {
+        let note = format!(
+            "cancelled while the model was asked ({phase}): the {phase} phase is not done and asks the model again on the next `pmpo refine {}`",
+            self.state.artifact_name
+        );
+        self.env.observer.note(&note);
+        self.notes.push(note);
+        Outcome::Cancelled
+    }
+
     fn log(&self, file: &str, marker: &str, body: &str) -> Result<(), LoopError> {
         let marker = format!("{}:{marker}", self.state.refinement_id);
         journal::append_once(self.ws, file, &marker, body)?;
@@ -855,15 +867,21 @@ impl Controller<'_, '_> {
                 || spec_missing
                 || respecify
             {
-                self.specify().await?;
+                if let Some(o) = self.specify().await? {
+                    return Ok(o);
+                }
             } else if !self.done("plan") {
-                self.plan().await?;
+                if let Some(o) = self.plan().await? {
+                    return Ok(o);
+                }
             } else if !self.done("execute") {
                 if let Some(o) = self.execute().await? {
                     return Ok(o);
                 }
             } else if !self.done("reflect") {
-                self.reflect().await?;
+                if let Some(o) = self.reflect().await? {
+                    return Ok(o);
+                }
             } else if !self.done("persist") {
                 if let Some(o) = self.approval_gate()? {
                     return Ok(o);
@@ -906,7 +924,9 @@ impl Controller<'_, '_> {
 
     // ---- Specify ----------------------------------------------------------
 
-    async fn specify(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was asked: the
+    /// phase is not checkpointed, so the next `pmpo refine` asks again.
+    async fn specify(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("specify");
         let inputs = self.ls.inputs.clone();
@@ -957,6 +977,7 @@ impl Controller<'_, '_> {
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model specification ({e}); the adapter's defaults are used")),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in("specify"))),
             }
         }
         let spec = Specification {
@@ -1053,7 +1074,8 @@ impl Controller<'_, '_> {
             ),
             &body,
         )?;
-        self.end("specify", &summary, t)
+        self.end("specify", &summary, t)?;
+        Ok(None)
     }
 
     fn specify_prompt(&self, defaults: &[Constraint]) -> String {
@@ -1093,7 +1115,8 @@ List only constraints the defaults do not cover; each must be something a review
 
     // ---- Plan -------------------------------------------------------------
 
-    async fn plan(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was asked.
+    async fn plan(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("plan");
         let spec = self.load_spec()?;
@@ -1141,6 +1164,7 @@ List only constraints the defaults do not cover; each must be something a review
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in("plan"))),
             }
         }
         // Deterministic first: every constraint with a check keeps its check,
@@ -1201,7 +1225,8 @@ List only constraints the defaults do not cover; each must be something a review
             self.env.observer.note(n);
         }
         self.log(REFINEMENT_LOG, &format!("plan:{iteration}"), &body)?;
-        self.end("plan", &summary, t)
+        self.end("plan", &summary, t)?;
+        Ok(None)
     }
 
     fn plan_prompt(&self, spec: &SpecFile, baseline: &[pmpo_plan::Stage]) -> String {
@@ -1334,7 +1359,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
 
     // ---- Reflect ----------------------------------------------------------
 
-    async fn reflect(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was judging.
+    async fn reflect(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("reflect");
         let iteration = self.state.current_iteration;
@@ -1499,6 +1525,7 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                         problems.join("; ")
                     )),
                     Asked::Failed(e) => notes.push(format!("no model judgement ({e}); those constraints stay not_checked")),
+                    Asked::Cancelled => return Ok(Some(self.cancelled_in("reflect"))),
                 }
             } else {
                 notes.push(format!(
@@ -1638,7 +1665,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 json!({"regressions": r.regressions, "count": r.regressions.len()}),
             );
         }
-        self.end("reflect", &summary, t)
+        self.end("reflect", &summary, t)?;
+        Ok(None)
     }
 
     fn judge_prompt(

