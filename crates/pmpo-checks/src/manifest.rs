@@ -26,6 +26,11 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
             Kind::Bool,
             "also compare each file's size and blake3 with the manifest (default false)",
         ),
+        opt(
+            "owner",
+            Kind::Str,
+            "check only the entries of this owner (a named artifact in a shared manifest; default: every entry)",
+        ),
     ],
     rules: no_rules,
     run,
@@ -34,6 +39,10 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
 fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     let rel = get_str(p, "path").unwrap_or("artifact_manifest.json");
     let verify = get_bool(p, "verify_digests", false);
+    // Several named artifacts share one manifest; each vouches only for its
+    // own entries, so another artifact's changed file fails only that one.
+    let owner = get_str(p, "owner");
+    let mine = |e: &Value| owner.is_none_or(|o| e.get("owner").and_then(Value::as_str) == Some(o));
     let Some(f) = fsx::lookup(ctx.ws, rel)? else {
         return Ok(Verdict::new(
             false,
@@ -79,6 +88,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|f| mine(f))
     {
         if let Some(path) = f.get("path").and_then(s) {
             named.push((
@@ -89,7 +99,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         }
     }
     if let Some(vars) = doc.get("variants").and_then(Value::as_array) {
-        for v in vars {
+        for v in vars.iter().filter(|v| mine(v)) {
             if let Some(f) = v.get("file").and_then(s) {
                 named.push((f, None, None));
             }
@@ -180,7 +190,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         json!({
             "manifest": rel, "schema": "schemas/artifact-manifest.schema.json",
             "violations": violations, "files_checked": checked, "problems": problems,
-            "verify_digests": verify,
+            "verify_digests": verify, "owner": owner,
         }),
     ))
 }

@@ -483,6 +483,7 @@ pub(crate) async fn run(
             stages: stage_results,
             errors,
             validations,
+            owner: opts.owner.clone(),
         },
         patched,
     )?;

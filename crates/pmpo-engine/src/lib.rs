@@ -60,6 +60,10 @@ pub struct ExecuteOptions {
     pub breaker: recovery::BreakerPolicy,
     /// How many stages may run at once (independent stages run in parallel).
     pub jobs: usize,
+    /// Who the run's files belong to (the named artifact `pmpo refine` runs
+    /// for): each manifest entry of this run carries it, and the entries of
+    /// other owners already in `artifact_manifest.json` are kept.
+    pub owner: Option<String>,
 }
 
 /// A way to ask a person about a failed stage (e.g. a terminal prompt).
@@ -108,6 +112,7 @@ impl ExecuteOptions {
             ask: None,
             breaker: recovery::BreakerPolicy::default(),
             jobs: 1,
+            owner: None,
         }
     }
 }

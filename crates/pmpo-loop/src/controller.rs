@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::content_type;
 use crate::domain::{self, AdapterInput};
+use crate::evidence::{RunEvidence, covers};
 use crate::journal::{self, DECISIONS, REFINEMENT_LOG, cell};
 use crate::model::{self, Asked, Caller};
 use crate::reflect::{self, ConstraintState, DecisionRecord, ExecutionSummary, Reflection};
@@ -1309,6 +1310,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         }
         let mut opts = self.env.exec.clone();
         opts.workspace = self.ws.root().to_path_buf();
+        // The manifest entries of this run are this artifact's.
+        opts.owner = Some(self.name());
         self.env.observer.execute_start(&checked);
         let engine = self.env.engine.clone();
         let result = {
@@ -1422,6 +1425,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     } else {
                         evidence
                     },
+                    run_id: String::new(),
+                    files: Vec::new(),
+                    unproven: Vec::new(),
                 }
             })
             .collect();
@@ -1439,7 +1445,11 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|s| matches!(s["status"].as_str(), Some("failed" | "timeout")))
+                    .filter(|s| {
+                        s["status"].as_str().is_some_and(|st| {
+                            st.eq_ignore_ascii_case("failed") || st.eq_ignore_ascii_case("timeout")
+                        })
+                    })
                     .filter_map(|s| s["id"].as_str().map(str::to_string))
                     .collect(),
                 errors: results["errors"]
@@ -1462,12 +1472,49 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 ..Default::default()
             }
         };
+        // The evidence rule: a measured status stands only when every file
+        // its checks read was produced or verified by this iteration's run.
+        let plan_doc: Value = read_json(self.ws, &plan_path(&self.name(), iteration))
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
+        let ev = RunEvidence::of_run(&plan_doc, &results, &run_id);
+        let checks_run: Vec<Value> = plan_doc["plan"]["validation_plan"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for c in constraints.iter_mut().filter(|c| c.basis == "measured") {
+            let refs: Vec<String> = checks_run
+                .iter()
+                .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
+                .flat_map(|k| ev.references(&k["with"]))
+                .collect();
+            let unproven: Vec<String> = refs.iter().filter_map(|r| ev.unproven_reason(r)).collect();
+            c.run_id = run_id.clone();
+            if unproven.is_empty() {
+                c.files = refs.iter().flat_map(|r| ev.proven_under(r)).collect();
+                c.files.dedup();
+            } else if c.status == "violated" {
+                // A violation is never a false success: it stands, and says
+                // that the files it was seen on are not this run's own.
+                c.unproven = unproven;
+            } else {
+                c.evidence = format!(
+                    "not evidence: its check read files this iteration did not produce or verify (the check said {}: {})",
+                    c.status, c.evidence
+                );
+                c.status = "not_checked".into();
+                c.basis = "none".into();
+                c.unproven = unproven;
+            }
+        }
         let mut notes = Vec::new();
         // Only constraints no check measured go to the model, and are marked judged.
         let open: Vec<usize> = constraints
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.status == "not_checked")
+            // Unproven files are no matter for a judge either.
+            .filter(|(_, c)| c.status == "not_checked" && c.unproven.is_empty())
             .map(|(i, _)| i)
             .collect();
         if !open.is_empty() {
@@ -1535,22 +1582,42 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 ));
             }
         }
-        // Files: required ones, dist/ listing, empty outputs, the manifest.
+        // Files: required ones (present only when this run recorded them),
+        // this artifact's own outputs in dist/, empty ones, its manifest entries.
         let required_missing: Vec<String> = spec
             .required_files
             .iter()
-            .filter(|f| !self.ws.resolve(f).map(|p| p.is_file()).unwrap_or(false))
+            .filter(|f| ev.proven_under(f).is_empty())
             .cloned()
             .collect();
-        let (dist_files, empty_files) = list_dist(self.ws);
+        let before: Option<Reflection> = if iteration > 1 {
+            read_json(self.ws, &reflection_path(&self.name(), iteration - 1))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let mut owned_patterns = ev.declared.clone();
+        owned_patterns.extend(spec.required_files.iter().cloned());
+        // A file the last iteration listed is still this artifact's (its
+        // deletion is a regression even when the new plan stopped declaring it).
+        owned_patterns.extend(before.iter().flat_map(|b| b.dist_files.iter().cloned()));
+        let (dist_files, empty_files) = list_owned(self.ws, &owned_patterns);
         let manifest: Value = read_json(self.ws, pmpo_engine::MANIFEST_FILE)
             .ok()
             .flatten()
             .unwrap_or(Value::Null);
-        let manifest_files = manifest["files"].as_array().map_or(0, Vec::len);
+        let name = self.name();
+        let manifest_files = manifest["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| owned_entry(f, &manifest, &name, &run_id))
+            .count();
         let mut params = Map::new();
         params.insert("path".into(), json!(pmpo_engine::MANIFEST_FILE));
         params.insert("verify_digests".into(), json!(true));
+        params.insert("owner".into(), json!(name));
         let outcome = pmpo_checks::run_check(self.ws, "manifest", &params);
         let mut r = Reflection {
             iteration,
@@ -1558,6 +1625,15 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             constraints,
             execution,
             required_missing,
+            unproven: {
+                let mut u: Vec<String> = ev
+                    .unproven
+                    .iter()
+                    .map(|(o, why)| format!("`{o}`: {why}"))
+                    .collect();
+                u.dedup();
+                u
+            },
             manifest_valid: outcome.passed,
             manifest_problem: (!outcome.passed).then(|| outcome.message.clone()),
             manifest_files,
@@ -1567,13 +1643,6 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             components: vec![],
             notes: notes.clone(),
             reflected_at: now_rfc3339(),
-        };
-        let before: Option<Reflection> = if iteration > 1 {
-            read_json(self.ws, &reflection_path(&self.name(), iteration - 1))
-                .ok()
-                .flatten()
-        } else {
-            None
         };
         r.regressions = reflect::regressions(&r, before.as_ref());
         r.components = self
@@ -1630,9 +1699,13 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         }
         if !r.required_missing.is_empty() {
             body.push_str(&format!(
-                "\nRequired files missing: {}\n",
+                "\nRequired files not produced or verified by run `{}`: {}\n",
+                r.execution.run_id,
                 r.required_missing.join(", ")
             ));
+        }
+        for u in &r.unproven {
+            body.push_str(&format!("\nUnproven: {u}\n"));
         }
         if !r.manifest_valid {
             body.push_str(&format!(
@@ -2165,6 +2238,28 @@ pub fn approve(
         iteration: state.current_iteration,
         decision: ls.approval.map(|a| a.status).unwrap_or_default(),
     })
+}
+
+/// Whether a manifest entry is this artifact's: its owner says so, or it has
+/// none and the manifest is this run's (a run finished by `pmpo resume`,
+/// which knows no owner).
+fn owned_entry(entry: &Value, manifest: &Value, name: &str, run_id: &str) -> bool {
+    match entry["owner"].as_str() {
+        Some(o) => o == name,
+        None => !run_id.is_empty() && manifest["run_id"].as_str() == Some(run_id),
+    }
+}
+
+/// The artifact's files under `dist/` (those its plan declares; sorted) and
+/// the empty ones among them. Other artifacts share `dist/`: their files are
+/// theirs to judge.
+fn list_owned(ws: &Workspace, patterns: &[String]) -> (Vec<String>, Vec<String>) {
+    let (files, empty) = list_dist(ws);
+    let mine = |f: &String| patterns.iter().any(|p| covers(p, f));
+    (
+        files.into_iter().filter(mine).collect(),
+        empty.into_iter().filter(mine).collect(),
+    )
 }
 
 /// Files under `dist/` (sorted) and the empty ones among them.

@@ -399,6 +399,33 @@ fn print_report(r: &Report) {
             c.status,
             if c.basis == "judged" { " (judged)" } else { "" }
         );
+        // What the status rests on: this run's files (digests) or why not.
+        if !c.unproven.is_empty() {
+            let _ = writeln!(err, "       unproven: {}", c.unproven.join("; "));
+        } else if !c.run_id.is_empty() && c.basis == "measured" {
+            let files = if c.files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " on {}",
+                    c.files
+                        .iter()
+                        .take(4)
+                        .map(|f| format!(
+                            "{} ({})",
+                            f.path,
+                            f.blake3.get(..12).unwrap_or(&f.blake3)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ) + &if c.files.len() > 4 {
+                    format!(" and {} more", c.files.len() - 4)
+                } else {
+                    String::new()
+                }
+            };
+            let _ = writeln!(err, "       evidence: run {}{files}", c.run_id);
+        }
     }
     if let Some(d) = &r.last_decision {
         let _ = writeln!(err, "  decision: {} — {}", d.decision, d.reason);

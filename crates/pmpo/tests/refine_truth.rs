@@ -210,3 +210,242 @@ fn ctrl_c_during_a_model_call_leaves_the_phase_not_done_and_the_next_run_asks_ag
             .any(|c| c["id"] == "calm")
     );
 }
+
+/// A refinement that converged, then loses its input: the import stage
+/// fails, and the loop must not converge on the files the earlier run left
+/// in dist/. It says which files are unproven and why, per constraint and in
+/// the decision; the manifest lists none of them as this run's.
+#[test]
+fn a_failed_execute_never_converges_on_files_an_earlier_run_left() {
+    let ws = Ws::new();
+    ws.write("logo.svg", LOGO);
+    let first = run(
+        pmpo(&ws),
+        &[
+            "refine", "L", "--type", "logo", "--input", "logo.svg", "--json",
+        ],
+    );
+    assert_eq!(first.code, 0, "{}", first.stderr);
+    let report = first.json();
+    assert_eq!(report["outcome"], "converged");
+    // Every measured constraint names its run and the files it rests on.
+    let run_id = report["iteration_history"][0]["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let svg = report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "svg-valid")
+        .unwrap()
+        .clone();
+    assert_eq!(svg["run_id"], run_id.as_str());
+    assert_eq!(svg["files"][0]["path"], "dist/logo.svg");
+    assert_eq!(
+        svg["files"][0]["blake3"].as_str().unwrap(),
+        blake3::hash(ws.read("dist/logo.svg").as_bytes())
+            .to_hex()
+            .as_str()
+    );
+    assert!(
+        first
+            .stderr
+            .contains(&format!("evidence: run {run_id} on dist/logo.svg")),
+        "{}",
+        first.stderr
+    );
+
+    std::fs::remove_file(ws.p("logo.svg")).unwrap();
+    assert!(
+        ws.p("dist/logo.svg").exists(),
+        "the earlier output is still there"
+    );
+    let again = run(
+        pmpo(&ws),
+        &["refine", "L", "--max-iterations", "2", "--json"],
+    );
+    assert_ne!(again.code, 0, "{}", again.stderr);
+    let report = again.json();
+    assert_eq!(
+        report["outcome"], "max_iterations_exceeded",
+        "{}",
+        again.stderr
+    );
+    assert!(!again.stderr.contains("converged"), "{}", again.stderr);
+    let reason = report["last_decision"]["reason"].as_str().unwrap();
+    assert!(reason.contains("Execute did not complete"), "{reason}");
+    assert!(
+        reason.contains("`dist/logo.svg`: stage `import` failed"),
+        "{reason}"
+    );
+    // No constraint that reads the artifact's files is satisfied on old files
+    // (a violation seen on them stands: it claims no success).
+    for c in report["constraints"].as_array().unwrap() {
+        if c["id"] == "manifest-complete" {
+            continue;
+        }
+        assert_ne!(c["status"], "satisfied", "{c}");
+        assert!(
+            c["unproven"].as_array().is_some_and(|u| !u.is_empty()),
+            "{c}"
+        );
+    }
+    let status_of = |id: &str| {
+        report["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["status"]
+            .clone()
+    };
+    assert_eq!(status_of("svg-valid"), "not_checked");
+    assert_eq!(status_of("png-sizes"), "not_checked");
+    assert!(
+        again
+            .stderr
+            .contains("unproven: `dist/logo.svg`: stage `import` failed"),
+        "{}",
+        again.stderr
+    );
+    // The manifest names no file as this run's.
+    let m = ws.read_json("artifact_manifest.json");
+    assert_eq!(m["files"].as_array().map_or(0, Vec::len), 0, "{m}");
+}
+
+/// Runs `pmpo refine NAME` (creating it from `NAME.md` the first time).
+fn refine_content(ws: &Ws, name: &str) -> Run {
+    let input = format!("{name}.md");
+    let state = ws.p(&format!(".refiner/artifacts/{name}/state.json"));
+    let mut args = vec!["refine", name, "--max-iterations", "1", "--json"];
+    if !state.exists() {
+        args.extend(["--type", "content", "--input", &input]);
+    }
+    run(pmpo(ws), &args)
+}
+
+/// The owners in the shared manifest, each with its files.
+fn manifest_owners(ws: &Ws) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut out = std::collections::BTreeMap::<String, Vec<String>>::new();
+    for f in ws.read_json("artifact_manifest.json")["files"]
+        .as_array()
+        .unwrap()
+    {
+        out.entry(f["owner"].as_str().unwrap_or("").to_string())
+            .or_default()
+            .push(f["path"].as_str().unwrap().to_string());
+    }
+    out
+}
+
+/// The dist/ files the artifact's latest reflection looked at.
+fn reflected_files(ws: &Ws, name: &str) -> Vec<String> {
+    let dir = format!(".refiner/artifacts/{name}/");
+    let f = ws
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with(&dir) && f.contains("reflections/iteration-"))
+        .max_by_key(|f| std::fs::metadata(ws.p(f)).unwrap().modified().unwrap())
+        .unwrap();
+    ws.read_json(&f)["dist_files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn check_isolated(ws: &Ws, names: &[&str]) {
+    for n in names {
+        for f in reflected_files(ws, n) {
+            assert!(
+                f.starts_with(&format!("dist/{n}")) || f.starts_with(&format!("dist/previews/{n}")),
+                "`{n}` looked at another artifact's file {f}"
+            );
+        }
+    }
+}
+
+/// Named artifacts refined in one workspace, interleaved: one artifact's
+/// empty output or failed run never fails another, each one looks only at
+/// its own files, and the shared manifest keeps every owner's entries.
+#[test]
+fn named_artifacts_in_one_workspace_never_fail_one_another() {
+    let ws = Ws::new();
+    for (n, title) in [("a", "Alpha"), ("b", "Beta"), ("c", "Gamma")] {
+        ws.write(
+            &format!("{n}.md"),
+            &format!("# {title}\n\nA short note about {title}.\n"),
+        );
+    }
+    // Two artifacts, interleaved.
+    for n in ["a", "b"] {
+        let r = refine_content(&ws, n);
+        assert_eq!(r.code, 0, "{n}: {}", r.stderr);
+    }
+    assert_eq!(
+        manifest_owners(&ws).keys().cloned().collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+    // `a` now makes an empty page body: `a` does not converge...
+    ws.write("a.md", "");
+    let r = refine_content(&ws, "a");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(ws.read("dist/a-body.html").is_empty());
+    // ...and `b` is not touched by it.
+    let r = refine_content(&ws, "b");
+    assert_eq!(r.code, 0, "b: {}", r.stderr);
+    assert_eq!(r.json()["outcome"], "converged");
+    assert!(!r.stdout.contains("a-body.html"), "{}", r.stdout);
+    check_isolated(&ws, &["a", "b"]);
+
+    // A third one joins; then `c` fails outright (its input is gone).
+    let r = refine_content(&ws, "c");
+    assert_eq!(r.code, 0, "c: {}", r.stderr);
+    let owners = manifest_owners(&ws);
+    assert_eq!(
+        owners.keys().cloned().collect::<Vec<_>>(),
+        ["a", "b", "c"],
+        "{owners:?}"
+    );
+    std::fs::remove_file(ws.p("c.md")).unwrap();
+    let r = refine_content(&ws, "c");
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    // `c`'s failed run dropped only its own entries.
+    let owners = manifest_owners(&ws);
+    assert!(!owners.contains_key("c"), "{owners:?}");
+    assert!(
+        owners["b"].contains(&"dist/b.html".to_string()),
+        "{owners:?}"
+    );
+    for n in ["b", "a"] {
+        if n == "a" {
+            ws.write("a.md", "# Alpha again\n\nBack to a real note.\n");
+        }
+        let r = refine_content(&ws, n);
+        assert_eq!(r.code, 0, "{n}: {}", r.stderr);
+        assert_eq!(r.json()["outcome"], "converged", "{n}");
+    }
+    check_isolated(&ws, &["a", "b", "c"]);
+    let owners = manifest_owners(&ws);
+    assert_eq!(
+        owners.keys().cloned().collect::<Vec<_>>(),
+        ["a", "b"],
+        "{owners:?}"
+    );
+    // Someone changes `b`'s page by hand: `a` is not failed by it (its
+    // manifest check covers its own entries), `b` is.
+    ws.write("dist/b.html", "<p>edited</p>");
+    let r = refine_content(&ws, "a");
+    assert_eq!(r.code, 0, "a: {}", r.stderr);
+    let m = ws.read_json("artifact_manifest.json");
+    assert!(
+        m["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|f| f["owner"] == "b"),
+        "{m}"
+    );
+}
