@@ -449,3 +449,103 @@ fn named_artifacts_in_one_workspace_never_fail_one_another() {
         "{m}"
     );
 }
+
+/// A plain `pmpo execute` in a workspace where artifacts were refined
+/// writes its own (ownerless) entries and keeps every artifact's.
+#[test]
+fn pmpo_execute_keeps_the_entries_of_refined_artifacts() {
+    let ws = Ws::new();
+    ws.write("a.md", "# Alpha\n\nA short note.\n");
+    let r = refine_content(&ws, "a");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let before: Vec<Value> = ws.read_json("artifact_manifest.json")["files"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert!(!before.is_empty() && before.iter().all(|f| f["owner"] == "a"));
+    ws.plan(
+        "    - id: note\n      tool: run\n      with:\n        command: [sh, -c, \"mkdir -p dist && echo hi > dist/note.txt\"]\n      outputs: [dist/note.txt]\n",
+    );
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = ws.read_json("artifact_manifest.json");
+    let files = m["files"].as_array().unwrap();
+    for f in &before {
+        assert!(files.contains(f), "`pmpo execute` dropped {f}: {m}");
+    }
+    let note = files.iter().find(|f| f["path"] == "dist/note.txt").unwrap();
+    assert!(note.get("owner").is_none(), "{note}");
+    // A second plain run replaces its own entries, not the artifact's.
+    let r = ws.run(&["execute", "plan.yaml", "--force"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let m = ws.read_json("artifact_manifest.json");
+    let files = m["files"].as_array().unwrap();
+    assert_eq!(
+        files
+            .iter()
+            .filter(|f| f["path"] == "dist/note.txt")
+            .count(),
+        1,
+        "{m}"
+    );
+    assert_eq!(files.len(), before.len() + 1, "{m}");
+}
+
+/// Ctrl-C while the model is asked for the plan: the plan phase is not
+/// done (no adapter plan is written in its place); the next run asks again.
+#[test]
+fn ctrl_c_while_the_model_plans_leaves_plan_not_done() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let hold = Arc::new(AtomicBool::new(true));
+    let h = hold.clone();
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({"goals": ["g"], "constraints": []}))
+        } else if p.starts_with("Phase: Plan") {
+            let answer = reply_json(json!({"stages": baseline(&p)}));
+            if h.load(Ordering::SeqCst) {
+                answer.delay(Duration::from_secs(60))
+            } else {
+                answer
+            }
+        } else {
+            reply_json(json!({"judgements": []}))
+        }
+    });
+    let plans = |server: &ModelServer| {
+        server
+            .chat_requests()
+            .iter()
+            .filter(|r| r.prompt().starts_with("Phase: Plan"))
+            .count()
+    };
+    let child = with_server(&ws, &server)
+        .args([
+            "refine",
+            "p",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the Plan request", Duration::from_secs(60), || {
+        plans(&server) >= 1
+    });
+    interrupt(&child);
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert_eq!(phases(&ws, "p"), ["specify"]);
+    assert!(!ws.p(".refiner/artifacts/p/plans/iteration-1.json").exists());
+    hold.store(false, Ordering::SeqCst);
+    let r = run(with_server(&ws, &server), &["refine", "p", "--json"]);
+    assert_eq!(plans(&server), 2, "the Plan request is sent again");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["outcome"], "converged");
+}
