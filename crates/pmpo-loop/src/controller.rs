@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::content_type;
 use crate::domain::{self, AdapterInput};
-use crate::evidence::{RunEvidence, covers};
+use crate::evidence::{PathPattern, RunEvidence};
 use crate::journal::{self, DECISIONS, REFINEMENT_LOG, cell};
 use crate::model::{self, Asked, Caller};
 use crate::reflect::{self, ConstraintState, DecisionRecord, ExecutionSummary, Reflection};
@@ -1484,15 +1484,19 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             .cloned()
             .unwrap_or_default();
         for c in constraints.iter_mut().filter(|c| c.basis == "measured") {
-            let refs: Vec<String> = checks_run
+            let mut files = Vec::new();
+            let mut unproven = Vec::new();
+            for k in checks_run
                 .iter()
                 .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
-                .flat_map(|k| ev.references(&k["with"]))
-                .collect();
-            let unproven: Vec<String> = refs.iter().filter_map(|r| ev.unproven_reason(r)).collect();
+            {
+                let (f, u) = ev.assess(&k["with"]);
+                files.extend(f);
+                unproven.extend(u);
+            }
             c.run_id = run_id.clone();
             if unproven.is_empty() {
-                c.files = refs.iter().flat_map(|r| ev.proven_under(r)).collect();
+                c.files = files;
                 c.files.dedup();
             } else if c.status == "violated" {
                 // A violation is never a false success: it stands, and says
@@ -2255,7 +2259,8 @@ fn owned_entry(entry: &Value, manifest: &Value, name: &str, run_id: &str) -> boo
 /// theirs to judge.
 fn list_owned(ws: &Workspace, patterns: &[String]) -> (Vec<String>, Vec<String>) {
     let (files, empty) = list_dist(ws);
-    let mine = |f: &String| patterns.iter().any(|p| covers(p, f));
+    let patterns: Vec<PathPattern> = patterns.iter().map(|p| PathPattern::new(p)).collect();
+    let mine = |f: &String| patterns.iter().any(|p| p.covers(f));
     (
         files.into_iter().filter(mine).collect(),
         empty.into_iter().filter(mine).collect(),

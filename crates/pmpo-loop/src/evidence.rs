@@ -34,6 +34,51 @@ pub struct RunEvidence {
     pub unproven: Vec<(String, String)>,
     /// Every output the plan declares (the artifact's own files).
     pub declared: Vec<String>,
+    unproven_patterns: PatternIndex,
+    declared_patterns: PatternIndex,
+}
+
+/// Patterns found by their literal prefix: two patterns can name the same
+/// file only when one's prefix starts with the other's, so a look-up visits
+/// the few candidates instead of every declared output (plans of thousands
+/// of stages stay linear).
+#[derive(Debug, Clone, Default)]
+struct PatternIndex {
+    patterns: Vec<PathPattern>,
+    by_prefix: BTreeMap<String, Vec<usize>>,
+}
+
+impl PatternIndex {
+    fn new<'a>(raw: impl Iterator<Item = &'a str>) -> PatternIndex {
+        let mut ix = PatternIndex::default();
+        for (i, r) in raw.enumerate() {
+            let p = PathPattern::new(r);
+            ix.by_prefix.entry(p.prefix.clone()).or_default().push(i);
+            ix.patterns.push(p);
+        }
+        ix
+    }
+
+    /// The index of the first pattern (in declared order) that overlaps `other`.
+    fn first_overlap(&self, other: &PathPattern) -> Option<usize> {
+        let key = other.prefix.as_str();
+        let shorter = key
+            .char_indices()
+            .map(|(i, _)| &key[..i])
+            .chain(std::iter::once(key))
+            .filter_map(|p| self.by_prefix.get(p));
+        let longer = self
+            .by_prefix
+            .range(key.to_string()..)
+            .take_while(|(p, _)| p.starts_with(key))
+            .map(|(_, v)| v);
+        shorter
+            .chain(longer)
+            .flatten()
+            .copied()
+            .filter(|&i| self.patterns[i].overlaps(other))
+            .min()
+    }
 }
 
 /// `{size}`-style placeholders of check parameters match like `*`.
@@ -58,34 +103,63 @@ fn as_glob(pattern: &str) -> String {
     out
 }
 
-/// Whether a declared output (a file, a directory or a glob) covers `path`.
-pub fn covers(pattern: &str, path: &str) -> bool {
-    let pattern = pattern.trim_end_matches('/');
-    if pattern == path || path.starts_with(&format!("{pattern}/")) {
-        return true;
-    }
-    let glob = as_glob(pattern);
-    if !glob.contains(['*', '?', '[']) {
-        return false;
-    }
-    globset::GlobBuilder::new(&glob)
-        .literal_separator(true)
-        .build()
-        .map(|g| {
-            let m = g.compile_matcher();
-            // A directory glob covers what is under the directories it matches.
-            m.is_match(path)
-                || std::path::Path::new(path)
-                    .ancestors()
-                    .skip(1)
-                    .any(|a| m.is_match(a))
-        })
-        .unwrap_or(false)
+/// A path, directory or glob of a plan, compiled once.
+#[derive(Debug, Clone)]
+pub struct PathPattern {
+    raw: String,
+    /// The literal part before the first wildcard (all of `raw` without one):
+    /// every path the pattern covers starts with it.
+    prefix: String,
+    glob: Option<globset::GlobMatcher>,
 }
 
-/// Whether two path patterns can name the same file.
-fn overlaps(a: &str, b: &str) -> bool {
-    covers(a, b) || covers(b, a)
+impl PathPattern {
+    pub fn new(pattern: &str) -> PathPattern {
+        let raw = pattern.trim_end_matches('/').to_string();
+        let glob = as_glob(&raw);
+        let glob = if glob.contains(['*', '?', '[']) {
+            globset::GlobBuilder::new(&glob)
+                .literal_separator(true)
+                .build()
+                .ok()
+                .map(|g| g.compile_matcher())
+        } else {
+            None
+        };
+        let prefix = match &glob {
+            Some(_) => raw[..raw.find(['*', '?', '[', '{']).unwrap_or(raw.len())].to_string(),
+            None => raw.clone(),
+        };
+        PathPattern { raw, prefix, glob }
+    }
+
+    /// Whether this (a file, a directory or a glob) covers `path`.
+    pub fn covers(&self, path: &str) -> bool {
+        if self.raw == path
+            || (path.len() > self.raw.len()
+                && path.starts_with(self.raw.as_str())
+                && path.as_bytes()[self.raw.len()] == b'/')
+        {
+            return true;
+        }
+        match &self.glob {
+            // A directory glob covers what is under the directories it matches.
+            Some(m) => std::path::Path::new(path)
+                .ancestors()
+                .any(|a| m.is_match(a)),
+            None => false,
+        }
+    }
+
+    /// Whether this and `other` can name the same file.
+    pub fn overlaps(&self, other: &PathPattern) -> bool {
+        self.covers(&other.raw) || other.covers(&self.raw)
+    }
+}
+
+/// Whether a declared output (a file, a directory or a glob) covers `path`.
+pub fn covers(pattern: &str, path: &str) -> bool {
+    PathPattern::new(pattern).covers(path)
 }
 
 fn stage_outputs(stage: &Value) -> Vec<String> {
@@ -122,14 +196,19 @@ impl RunEvidence {
             declared,
             ..Default::default()
         };
-        let ran: Vec<&Value> = if same_run {
-            results["stages"].as_array().into_iter().flatten().collect()
+        let ran: std::collections::HashMap<&str, &Value> = if same_run {
+            results["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|r| r["id"].as_str().map(|id| (id, r)))
+                .collect()
         } else {
-            Vec::new()
+            Default::default()
         };
         for stage in &stages {
             let id = stage["id"].as_str().unwrap_or("?");
-            let result = ran.iter().find(|r| r["id"].as_str() == Some(id));
+            let result = ran.get(id);
             let status = result
                 .and_then(|r| r["status"].as_str())
                 .unwrap_or("")
@@ -158,6 +237,8 @@ impl RunEvidence {
                 ev.unproven.push((o, why.clone()));
             }
         }
+        ev.unproven_patterns = PatternIndex::new(ev.unproven.iter().map(|(o, _)| o.as_str()));
+        ev.declared_patterns = PatternIndex::new(ev.declared.iter().map(String::as_str));
         ev
     }
 
@@ -168,31 +249,79 @@ impl RunEvidence {
 
     /// Files this run recorded under `reference` (a path, directory or pattern).
     pub fn proven_under(&self, reference: &str) -> Vec<EvidenceFile> {
+        self.proven_under_pattern(&PathPattern::new(reference))
+    }
+
+    fn proven_under_pattern(&self, reference: &PathPattern) -> Vec<EvidenceFile> {
+        let file = |(p, d): (&String, &String)| EvidenceFile {
+            path: p.clone(),
+            blake3: d.clone(),
+        };
+        if reference.glob.is_some() {
+            return self
+                .proven
+                .range(reference.prefix.clone()..)
+                .take_while(|(p, _)| p.starts_with(&reference.prefix))
+                .filter(|(p, _)| reference.covers(p))
+                .map(file)
+                .collect();
+        }
+        // A plain path: itself and what is under it, found in the sorted map.
+        let under = format!("{}/", reference.raw);
         self.proven
-            .iter()
-            .filter(|(p, _)| covers(reference, p))
-            .map(|(p, d)| EvidenceFile {
-                path: p.clone(),
-                blake3: d.clone(),
-            })
+            .get_key_value(&reference.raw)
+            .into_iter()
+            .chain(
+                self.proven
+                    .range(under.clone()..)
+                    .take_while(|(p, _)| p.starts_with(&under)),
+            )
+            .map(file)
             .collect()
     }
 
     /// Why `reference` is not proven by this run (`None`: it is, or it is not
     /// one of the artifact's outputs, e.g. an input or the manifest).
     pub fn unproven_reason(&self, reference: &str) -> Option<String> {
-        if let Some((_, why)) = self.unproven.iter().find(|(o, _)| overlaps(o, reference)) {
-            return Some(format!("`{reference}`: {why}"));
+        self.unproven_pattern(&PathPattern::new(reference))
+    }
+
+    fn unproven_pattern(&self, r: &PathPattern) -> Option<String> {
+        if let Some(i) = self.unproven_patterns.first_overlap(r) {
+            return Some(format!("`{}`: {}", r.raw, self.unproven[i].1));
         }
         let output =
-            reference.starts_with("dist/") || self.declared.iter().any(|o| overlaps(o, reference));
-        if output && self.proven_under(reference).is_empty() {
+            r.raw.starts_with("dist/") || self.declared_patterns.first_overlap(r).is_some();
+        if output && self.proven_under_pattern(r).is_empty() {
             return Some(format!(
-                "`{reference}`: no file of it was produced or verified by run `{}`",
-                self.run_id
+                "`{}`: no file of it was produced or verified by run `{}`",
+                r.raw, self.run_id
             ));
         }
         None
+    }
+
+    /// What one check's parameters rest on: the proven files under the
+    /// paths it reads, or (when any is unproven) why not.
+    pub fn assess(&self, params: &Value) -> (Vec<EvidenceFile>, Vec<String>) {
+        let refs: Vec<PathPattern> = self
+            .references(params)
+            .iter()
+            .map(|r| PathPattern::new(r))
+            .collect();
+        let unproven: Vec<String> = refs
+            .iter()
+            .filter_map(|r| self.unproven_pattern(r))
+            .collect();
+        if !unproven.is_empty() {
+            return (Vec::new(), unproven);
+        }
+        let mut files: Vec<EvidenceFile> = refs
+            .iter()
+            .flat_map(|r| self.proven_under_pattern(r))
+            .collect();
+        files.dedup();
+        (files, Vec::new())
     }
 
     /// The paths a check's parameters name that are the artifact's outputs
@@ -203,7 +332,10 @@ impl RunEvidence {
         out.retain(|s| {
             !s.is_empty()
                 && !s.contains(char::is_whitespace)
-                && (s.starts_with("dist/") || self.declared.iter().any(|o| overlaps(o, s)))
+                && (s.starts_with("dist/") || {
+                    let p = PathPattern::new(s);
+                    self.declared_patterns.first_overlap(&p).is_some()
+                })
         });
         out.sort();
         out.dedup();
@@ -227,6 +359,10 @@ fn collect_strings(v: &Value, out: &mut Vec<String>, depth: usize) {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    fn overlaps(a: &str, b: &str) -> bool {
+        PathPattern::new(a).overlaps(&PathPattern::new(b))
+    }
 
     #[test]
     fn outputs_cover_files_directories_globs_and_placeholders() {
