@@ -801,6 +801,18 @@ impl Controller<'_, '_> {
         Outcome::Cancelled
     }
 
+    /// Ctrl-C while a person was asked at the approval gate: no answer is
+    /// recorded; the gate stays pending for `pmpo approve` or the next run.
+    fn cancelled_at_the_gate(&mut self) -> Outcome {
+        let note = format!(
+            "cancelled at the approval gate: nothing was answered; `pmpo refine {0}` asks again (or answer with `pmpo approve {0}`)",
+            self.state.artifact_name
+        );
+        self.env.observer.note(&note);
+        self.notes.push(note);
+        Outcome::Cancelled
+    }
+
     fn log(&self, file: &str, marker: &str, body: &str) -> Result<(), LoopError> {
         let marker = format!("{}:{marker}", self.state.refinement_id);
         journal::append_once(self.ws, file, &marker, body)?;
@@ -884,7 +896,7 @@ impl Controller<'_, '_> {
                     return Ok(o);
                 }
             } else if !self.done("persist") {
-                if let Some(o) = self.approval_gate()? {
+                if let Some(o) = self.approval_gate().await? {
                     return Ok(o);
                 }
                 self.persist()?;
@@ -1824,7 +1836,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
 
     // ---- Approval gate ----------------------------------------------------
 
-    fn approval_gate(&mut self) -> Result<Option<Outcome>, LoopError> {
+    async fn approval_gate(&mut self) -> Result<Option<Outcome>, LoopError> {
         if !self.ls.requires_approval {
             return Ok(None);
         }
@@ -1876,14 +1888,35 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             );
         }
         let t_person = Instant::now();
-        let asked = self.env.ask_approval.clone().and_then(|ask| {
-            ask(&ApprovalRequest {
-                artifact: self.state.artifact_name.clone(),
-                iteration,
-                summary: summary.clone(),
-            })
-        });
+        let asked = match self.env.ask_approval.clone() {
+            None => None,
+            Some(ask) => {
+                let request = ApprovalRequest {
+                    artifact: self.state.artifact_name.clone(),
+                    iteration,
+                    summary: summary.clone(),
+                };
+                // The person is asked on a thread of its own so that Ctrl-C
+                // ends the wait at once (a terminal read would hold it until
+                // Enter); the gate then stays pending, unanswered.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(ask(&request));
+                });
+                let cancel = self.env.exec.cancel.clone();
+                tokio::select! {
+                    answer = rx => answer.ok().flatten(),
+                    _ = cancel.cancelled() => {
+                        self.timings.person_ms += t_person.elapsed().as_secs_f64() * 1000.0;
+                        return Ok(Some(self.cancelled_at_the_gate()));
+                    }
+                }
+            }
+        };
         self.timings.person_ms += t_person.elapsed().as_secs_f64() * 1000.0;
+        if self.env.exec.cancel.is_cancelled() {
+            return Ok(Some(self.cancelled_at_the_gate()));
+        }
         match asked {
             Some(answer) => {
                 record_answer(

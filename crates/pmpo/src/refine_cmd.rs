@@ -170,18 +170,24 @@ fn parse_options(raw: &[String]) -> Result<Map<String, Value>, String> {
 }
 
 fn ask_approval(req: &ApprovalRequest) -> Option<Approval> {
-    let mut err = std::io::stderr().lock();
+    // stderr is locked only while writing: the loop waits on another thread
+    // and must be able to print (a Ctrl-C note) while this one reads.
     let _ = writeln!(
-        err,
+        std::io::stderr(),
         "\napproval needed for `{}` after iteration {}:\n  {}",
-        req.artifact, req.iteration, req.summary
+        req.artifact,
+        req.iteration,
+        req.summary
     );
     loop {
-        let _ = write!(
-            err,
-            "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? "
-        );
-        let _ = err.flush();
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? "
+            );
+            let _ = err.flush();
+        }
         let mut line = String::new();
         match std::io::stdin().read_line(&mut line) {
             Ok(0) | Err(_) => return None,

@@ -549,3 +549,70 @@ fn ctrl_c_while_the_model_plans_leaves_plan_not_done() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(r.json()["outcome"], "converged");
 }
+
+/// Ctrl-C typed at the approval gate's terminal prompt ends the run at
+/// once (130) with nothing answered: the gate stays pending and the next
+/// run asks again. The prompt needs a terminal, so the run is given one by
+/// `script`; Ctrl-C is the byte the terminal turns into SIGINT.
+#[test]
+fn ctrl_c_at_the_approval_prompt_cancels_and_leaves_the_gate_pending() {
+    if Command::new("script").arg("--version").output().is_err() {
+        eprintln!("skipped: `script` (util-linux) is not installed");
+        return;
+    }
+    use std::io::Write as _;
+    let ws = Ws::new();
+    ws.write("logo.svg", LOGO);
+    let cmd = format!(
+        "{} refine g --type logo --input logo.svg --approval",
+        env!("CARGO_BIN_EXE_pmpo")
+    );
+    let mut child = Command::new("script")
+        .args(["-qfec", &cmd, "/dev/null"])
+        .current_dir(ws.path())
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("ANTHROPIC_API_KEY")
+        .env_remove("ANTHROPIC_BASE_URL")
+        .env_remove("PMPO_PROVIDER_CONFIG")
+        .env("NO_COLOR", "1")
+        .env("TERM", "dumb")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pending = |ws: &Ws| {
+        ws.p(".refiner/artifacts/g/state.json").exists()
+            && state(ws, "g")["loop"]["approval"]["status"] == "pending"
+    };
+    wait_until("the approval prompt", Duration::from_secs(90), || {
+        pending(&ws)
+    });
+    // The prompt is printed right after the pending state is saved.
+    std::thread::sleep(Duration::from_millis(500));
+    child.stdin.as_mut().unwrap().write_all(b"\x03").unwrap();
+    child.stdin.as_mut().unwrap().flush().unwrap();
+    let start = Instant::now();
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        if start.elapsed() > Duration::from_secs(20) {
+            // Closing the terminal (SIGHUP) ends what is left.
+            let _ = child.kill();
+            panic!("Ctrl-C at the prompt did not end the run");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(status.code(), Some(130));
+    let st = state(&ws, "g");
+    assert_eq!(st["loop"]["approval"]["status"], "pending", "{st}");
+    assert!(st["loop"]["approval"]["answered_at"].is_null());
+    assert!(!phases(&ws, "g").iter().any(|p| p == "persist"));
+    let d = ws.read("decisions.md");
+    assert!(!d.contains("Approval: "), "no answer is recorded: {d}");
+    // Without a terminal the next run pauses at the same gate again.
+    let r = run(pmpo(&ws), &["refine", "g"]);
+    assert_eq!(r.code, 3, "{}", r.stderr);
+}
