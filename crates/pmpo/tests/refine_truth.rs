@@ -616,3 +616,82 @@ fn ctrl_c_at_the_approval_prompt_cancels_and_leaves_the_gate_pending() {
     let r = run(pmpo(&ws), &["refine", "g"]);
     assert_eq!(r.code, 3, "{}", r.stderr);
 }
+
+/// Ctrl-C while the model judges (Reflect): the constraints it was asked
+/// about are not left `not_checked` as if it had failed; Reflect is not done
+/// and the next run asks for the judgement again.
+#[test]
+fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
+    let ws = Ws::new();
+    ws.write("brand/logo.svg", LOGO);
+    let hold = Arc::new(AtomicBool::new(true));
+    let h = hold.clone();
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({
+                "goals": ["g"],
+                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "blocking", "type": "brand"}],
+            }))
+        } else if p.starts_with("Phase: Plan") {
+            reply_json(json!({"stages": baseline(&p)}))
+        } else {
+            let judgements: Vec<Value> = to_judge(&p)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
+                .collect();
+            let answer = reply_json(json!({"judgements": judgements}));
+            if h.load(Ordering::SeqCst) {
+                answer.delay(Duration::from_secs(60))
+            } else {
+                answer
+            }
+        }
+    });
+    let judged = |server: &ModelServer| {
+        server
+            .chat_requests()
+            .iter()
+            .filter(|r| r.prompt().starts_with("Phase: Reflect"))
+            .count()
+    };
+    let child = with_server(&ws, &server)
+        .args([
+            "refine",
+            "j",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until("the Reflect request", Duration::from_secs(90), || {
+        judged(&server) >= 1
+    });
+    interrupt(&child);
+    let out: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(out.code, 130, "{}", out.stderr);
+    assert_eq!(phases(&ws, "j"), ["specify", "plan", "execute"]);
+    assert!(
+        !ws.p(".refiner/artifacts/j/reflections/iteration-1.json")
+            .exists()
+    );
+    hold.store(false, Ordering::SeqCst);
+    let r = run(with_server(&ws, &server), &["refine", "j", "--json"]);
+    assert_eq!(judged(&server), 2, "the judgement is asked again");
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let report = r.json();
+    assert_eq!(report["outcome"], "converged");
+    let calm = report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "calm")
+        .unwrap()
+        .clone();
+    assert_eq!(calm["basis"], "judged", "{calm}");
+}
