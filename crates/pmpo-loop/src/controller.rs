@@ -1533,7 +1533,29 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             .filter(|(_, c)| c.status == "not_checked" && c.unproven.is_empty())
             .map(|(i, _)| i)
             .collect();
-        if !open.is_empty() {
+        if !open.is_empty() && !ev.complete() {
+            // A judge would read files this run did not produce: no judgement.
+            let why = format!(
+                "this iteration's run `{run_id}` did not complete ({}): its files are not there to judge",
+                if ev.status.is_empty() {
+                    "no results"
+                } else {
+                    ev.status.as_str()
+                }
+            );
+            for &i in &open {
+                constraints[i].unproven = vec![why.clone()];
+                constraints[i].run_id = run_id.clone();
+            }
+            notes.push(format!(
+                "{} constraint(s) without a check are not judged: {why} ({})",
+                open.len(),
+                open.iter()
+                    .map(|&i| constraints[i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else if !open.is_empty() {
             if let Some(client) = self.client.clone() {
                 let prompt = self.judge_prompt(&spec, &constraints, &open);
                 let ids: Vec<String> = open.iter().map(|&i| constraints[i].id.clone()).collect();

@@ -695,3 +695,71 @@ fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
         .clone();
     assert_eq!(calm["basis"], "judged", "{calm}");
 }
+
+/// With a model: when the run fails, the model is not asked to judge files
+/// the run did not produce; the constraints it would judge stay
+/// `not_checked` and say why.
+#[test]
+fn a_failed_execute_is_not_judged_by_the_model() {
+    let ws = Ws::new();
+    ws.write("logo.svg", LOGO);
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({
+                "goals": ["g"],
+                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+            }))
+        } else if p.starts_with("Phase: Plan") {
+            reply_json(json!({"stages": baseline(&p)}))
+        } else {
+            let judgements: Vec<Value> = to_judge(&p)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
+                .collect();
+            reply_json(json!({"judgements": judgements}))
+        }
+    });
+    let judged = |server: &ModelServer| {
+        server
+            .chat_requests()
+            .iter()
+            .filter(|r| r.prompt().starts_with("Phase: Reflect"))
+            .count()
+    };
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine", "m", "--type", "logo", "--input", "logo.svg", "--json",
+        ],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(judged(&server), 1);
+    std::fs::remove_file(ws.p("logo.svg")).unwrap();
+    let r = run(
+        with_server(&ws, &server),
+        &["refine", "m", "--max-iterations", "1", "--json"],
+    );
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(
+        judged(&server),
+        1,
+        "no judgement of files the run did not produce"
+    );
+    let report = r.json();
+    let calm = report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "calm")
+        .unwrap()
+        .clone();
+    assert_eq!(calm["status"], "not_checked", "{calm}");
+    assert!(
+        calm["unproven"][0]
+            .as_str()
+            .unwrap()
+            .contains("did not complete"),
+        "{calm}"
+    );
+}
