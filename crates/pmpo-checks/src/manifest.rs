@@ -194,3 +194,50 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         }),
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    /// Several artifacts share one manifest: with `owner`, only that owner's
+    /// entries are verified, so another artifact's changed file fails only it.
+    #[test]
+    fn owner_limits_the_check_to_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = pmpo_store::Workspace::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("dist")).unwrap();
+        std::fs::write(dir.path().join("dist/a.html"), "a").unwrap();
+        std::fs::write(dir.path().join("dist/b.html"), "b").unwrap();
+        let entry = |path: &str, text: &str, owner: &str| json!({"path": path, "size": text.len(), "blake3": blake3::hash(text.as_bytes()).to_hex().to_string(), "owner": owner});
+        let manifest = json!({
+            "artifact_type": "content", "generated_at": "2026-01-01T00:00:00Z",
+            "variants": [{"name": "page", "files": ["dist/a.html"], "owner": "a"},
+                         {"name": "page", "files": ["dist/b.html"], "owner": "b"}],
+            "files": [entry("dist/a.html", "a", "a"), entry("dist/b.html", "b", "b")],
+        });
+        std::fs::write(
+            dir.path().join("artifact_manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        let check = |owner: Option<&str>| {
+            let mut p = Map::new();
+            p.insert("verify_digests".into(), Value::Bool(true));
+            if let Some(o) = owner {
+                p.insert("owner".into(), json!(o));
+            }
+            crate::run_check(&ws, "manifest", &p)
+        };
+        assert!(check(None).passed, "{}", check(None).message);
+        // `b`'s page is edited by hand: `b` fails, `a` does not, and the
+        // whole manifest does.
+        std::fs::write(dir.path().join("dist/b.html"), "edited").unwrap();
+        let a = check(Some("a"));
+        assert!(a.passed, "{}", a.message);
+        assert!(a.message.contains("1 referenced file(s)"), "{}", a.message);
+        let b = check(Some("b"));
+        assert!(!b.passed);
+        assert!(b.message.contains("dist/b.html"), "{}", b.message);
+        assert!(!check(None).passed);
+    }
+}
