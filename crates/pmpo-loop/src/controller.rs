@@ -1525,12 +1525,27 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             }
         }
         let mut notes = Vec::new();
-        // Only constraints no check measured go to the model, and are marked judged.
+        // Only constraints without a check go to the model, and are marked
+        // judged. A check that ran and could not observe (`not_checked`), or
+        // read unproven files, is not handed to a judge who cannot observe
+        // either: it stays not_checked.
+        // (`execution_required: false` items are the plan's way of asking
+        // for a judgement: they are not checks.)
+        let has_check = |id: &str| {
+            spec.checks
+                .iter()
+                .any(|k| k.constraint_id == id && k.execution_required)
+                || checks_run.iter().any(|k| {
+                    k["constraint_id"].as_str() == Some(id)
+                        && k["execution_required"].as_bool() != Some(false)
+                })
+        };
         let open: Vec<usize> = constraints
             .iter()
             .enumerate()
-            // Unproven files are no matter for a judge either.
-            .filter(|(_, c)| c.status == "not_checked" && c.unproven.is_empty())
+            .filter(|(_, c)| {
+                c.status == "not_checked" && c.unproven.is_empty() && !has_check(&c.id)
+            })
             .map(|(i, _)| i)
             .collect();
         if !open.is_empty() && !ev.complete() {

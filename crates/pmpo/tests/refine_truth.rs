@@ -763,3 +763,76 @@ fn a_failed_execute_is_not_judged_by_the_model() {
         "{calm}"
     );
 }
+
+/// What the model may judge: a constraint without a check, or one the plan
+/// marks `execution_required: false` (a judgement by design). A constraint
+/// whose check ran is never handed to the model, whatever it found.
+#[test]
+fn only_constraints_without_a_check_are_judged() {
+    let ws = Ws::new();
+    ws.write("logo.svg", LOGO);
+    let server = ModelServer::start(move |s, _| {
+        let p = s.prompt();
+        if p.starts_with("Phase: Specify") {
+            reply_json(json!({
+                "goals": ["g"],
+                "constraints": [
+                    {"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"},
+                    {"id": "tidy", "description": "The SVG is tidy", "severity": "low", "type": "technical"},
+                ],
+            }))
+        } else if p.starts_with("Phase: Plan") {
+            reply_json(json!({
+                "stages": baseline(&p),
+                "validation_plan": [
+                    {"constraint_id": "calm", "validation_method": "human review", "execution_required": false},
+                    {"constraint_id": "tidy", "validation_method": "max_file_size", "with": {"path": "dist/logo.svg", "max_bytes": 10}},
+                ],
+            }))
+        } else {
+            // Judge everything asked as satisfied (a lenient judge).
+            let judgements: Vec<Value> = to_judge(&p)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "fine"}))
+                .collect();
+            reply_json(json!({"judgements": judgements}))
+        }
+    });
+    let r = run(
+        with_server(&ws, &server),
+        &[
+            "refine",
+            "q",
+            "--type",
+            "logo",
+            "--input",
+            "logo.svg",
+            "--max-iterations",
+            "1",
+            "--json",
+        ],
+    );
+    let report = r.json();
+    let of = |id: &str| {
+        report["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()
+            .clone()
+    };
+    assert_eq!(of("calm")["basis"], "judged", "{}", of("calm"));
+    assert_eq!(of("calm")["status"], "satisfied");
+    // `tidy` was measured (the SVG is over 10 bytes): the lenient judge
+    // never saw it.
+    assert_eq!(of("tidy")["status"], "violated", "{}", of("tidy"));
+    assert_eq!(of("tidy")["basis"], "measured");
+    let asked: Vec<String> = server
+        .chat_requests()
+        .iter()
+        .filter(|r| r.prompt().starts_with("Phase: Reflect"))
+        .flat_map(|r| to_judge(&r.prompt()))
+        .collect();
+    assert_eq!(asked, ["calm"]);
+}
