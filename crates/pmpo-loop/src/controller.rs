@@ -1994,7 +1994,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             )?;
         }
         let mut body = format!(
-            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files in dist/: {}; manifest lists {} ({})\n- Decision: {}{}\n- Reason: {}\n",
+            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files of the artifact in dist/: {}; the manifest lists {} of them ({})\n- Decision: {}{}\n- Reason: {}\n",
             r.count("satisfied"),
             r.count("violated"),
             r.count("not_checked"),
