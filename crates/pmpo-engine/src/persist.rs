@@ -232,9 +232,12 @@ fn shared_manifest(
             }
         }
     }
-    // A manifest that is missing or not JSON has no entries to keep.
-    let before: Value = std::fs::read(ws.root().join(MANIFEST_FILE))
+    // A manifest that is missing, not JSON, or not inside the workspace (a
+    // symlink out of it) has no entries to keep.
+    let before: Value = ws
+        .resolve(MANIFEST_FILE)
         .ok()
+        .and_then(|p| std::fs::read(p).ok())
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let other_owner = |e: &Value| match e.get("owner").and_then(Value::as_str) {
