@@ -26,6 +26,11 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
             Kind::Bool,
             "also compare each file's size and blake3 with the manifest (default false)",
         ),
+        opt(
+            "owner",
+            Kind::Str,
+            "check only the entries of this owner (a named artifact in a shared manifest; default: every entry)",
+        ),
     ],
     rules: no_rules,
     run,
@@ -34,6 +39,10 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
 fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     let rel = get_str(p, "path").unwrap_or("artifact_manifest.json");
     let verify = get_bool(p, "verify_digests", false);
+    // Several named artifacts share one manifest; each vouches only for its
+    // own entries, so another artifact's changed file fails only that one.
+    let owner = get_str(p, "owner");
+    let mine = |e: &Value| owner.is_none_or(|o| e.get("owner").and_then(Value::as_str) == Some(o));
     let Some(f) = fsx::lookup(ctx.ws, rel)? else {
         return Ok(Verdict::new(
             false,
@@ -79,6 +88,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         .and_then(Value::as_array)
         .into_iter()
         .flatten()
+        .filter(|f| mine(f))
     {
         if let Some(path) = f.get("path").and_then(s) {
             named.push((
@@ -89,7 +99,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         }
     }
     if let Some(vars) = doc.get("variants").and_then(Value::as_array) {
-        for v in vars {
+        for v in vars.iter().filter(|v| mine(v)) {
             if let Some(f) = v.get("file").and_then(s) {
                 named.push((f, None, None));
             }
@@ -180,7 +190,54 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
         json!({
             "manifest": rel, "schema": "schemas/artifact-manifest.schema.json",
             "violations": violations, "files_checked": checked, "problems": problems,
-            "verify_digests": verify,
+            "verify_digests": verify, "owner": owner,
         }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, Value, json};
+
+    /// Several artifacts share one manifest: with `owner`, only that owner's
+    /// entries are verified, so another artifact's changed file fails only it.
+    #[test]
+    fn owner_limits_the_check_to_its_entries() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = pmpo_store::Workspace::open(dir.path()).unwrap();
+        std::fs::create_dir_all(dir.path().join("dist")).unwrap();
+        std::fs::write(dir.path().join("dist/a.html"), "a").unwrap();
+        std::fs::write(dir.path().join("dist/b.html"), "b").unwrap();
+        let entry = |path: &str, text: &str, owner: &str| json!({"path": path, "size": text.len(), "blake3": blake3::hash(text.as_bytes()).to_hex().to_string(), "owner": owner});
+        let manifest = json!({
+            "artifact_type": "content", "generated_at": "2026-01-01T00:00:00Z",
+            "variants": [{"name": "page", "files": ["dist/a.html"], "owner": "a"},
+                         {"name": "page", "files": ["dist/b.html"], "owner": "b"}],
+            "files": [entry("dist/a.html", "a", "a"), entry("dist/b.html", "b", "b")],
+        });
+        std::fs::write(
+            dir.path().join("artifact_manifest.json"),
+            serde_json::to_vec(&manifest).unwrap(),
+        )
+        .unwrap();
+        let check = |owner: Option<&str>| {
+            let mut p = Map::new();
+            p.insert("verify_digests".into(), Value::Bool(true));
+            if let Some(o) = owner {
+                p.insert("owner".into(), json!(o));
+            }
+            crate::run_check(&ws, "manifest", &p)
+        };
+        assert!(check(None).passed, "{}", check(None).message);
+        // `b`'s page is edited by hand: `b` fails, `a` does not, and the
+        // whole manifest does.
+        std::fs::write(dir.path().join("dist/b.html"), "edited").unwrap();
+        let a = check(Some("a"));
+        assert!(a.passed, "{}", a.message);
+        assert!(a.message.contains("1 referenced file(s)"), "{}", a.message);
+        let b = check(Some("b"));
+        assert!(!b.passed);
+        assert!(b.message.contains("dist/b.html"), "{}", b.message);
+        assert!(!check(None).passed);
+    }
 }

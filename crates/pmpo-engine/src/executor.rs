@@ -492,6 +492,7 @@ pub(crate) async fn run(
             stages: stage_results,
             errors,
             validations,
+            owner: opts.owner.clone(),
         },
         patched,
         opts.allow_violations,

@@ -63,6 +63,10 @@ pub struct ExecuteOptions {
     /// A blocking constraint of the `validation_plan` that is violated (or that its
     /// checks could not verify) fails the run; with this, the run only reports it.
     pub allow_violations: bool,
+    /// Who the run's files belong to (the named artifact `pmpo refine` runs
+    /// for): each manifest entry of this run carries it, and the entries of
+    /// other owners already in `artifact_manifest.json` are kept.
+    pub owner: Option<String>,
 }
 
 /// A way to ask a person about a failed stage (e.g. a terminal prompt).
@@ -112,6 +116,7 @@ impl ExecuteOptions {
             breaker: recovery::BreakerPolicy::default(),
             jobs: 1,
             allow_violations: false,
+            owner: None,
         }
     }
 }

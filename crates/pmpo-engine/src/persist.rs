@@ -29,6 +29,8 @@ pub(crate) struct RunRecord {
     pub stages: Vec<StageResult>,
     pub errors: Vec<ErrorEntry>,
     pub validations: Vec<ValidationOutput>,
+    /// Whose files these are (see `ExecuteOptions::owner`).
+    pub owner: Option<String>,
 }
 
 /// Most stage rows written to one refinement log entry; the rest are counted.
@@ -107,7 +109,7 @@ pub(crate) fn finish(
         .collect();
 
     // The manifest goes first: the validation_plan may check it.
-    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let manifest_json = shared_manifest(ws, &manifest, run.owner.as_deref());
     let mut changed = patched;
     changed |= write_ledgered(ws, db, MANIFEST_FILE, &manifest_json, &run.run_id)?;
 
@@ -206,6 +208,72 @@ pub(crate) fn finish(
         serde_json::to_writer_pretty(w, &results).map_err(std::io::Error::from)
     })?;
     Ok(results)
+}
+
+/// The manifest to write: this run's entries (each with its owner, when the
+/// run has one) and the entries of every other owner already in the
+/// workspace's manifest. Several named artifacts share one `dist/` and one
+/// manifest; a run replaces only its own owner's entries, so one artifact's
+/// run never drops (or vouches for) another's files. Entries without an owner
+/// are what a plain `pmpo execute` wrote: a run replaces them as before.
+fn shared_manifest(
+    ws: &Workspace,
+    manifest: &crate::results::Manifest,
+    owner: Option<&str>,
+) -> Vec<u8> {
+    use serde_json::Value;
+    let mut doc = serde_json::to_value(manifest).unwrap_or(Value::Null);
+    for key in ["files", "variants"] {
+        for entry in doc
+            .get_mut(key)
+            .and_then(Value::as_array_mut)
+            .into_iter()
+            .flatten()
+        {
+            if let (Some(o), Some(obj)) = (owner, entry.as_object_mut()) {
+                obj.insert("owner".into(), Value::String(o.to_string()));
+            }
+        }
+    }
+    // A manifest that is missing, not JSON, or not inside the workspace (a
+    // symlink out of it) has no entries to keep.
+    let before: Value = ws
+        .resolve(MANIFEST_FILE)
+        .ok()
+        .and_then(|p| std::fs::read(p).ok())
+        .and_then(|b| serde_json::from_slice(&b).ok())
+        .unwrap_or(Value::Null);
+    let other_owner = |e: &Value| match e.get("owner").and_then(Value::as_str) {
+        Some(o) => Some(o) != owner,
+        None => false,
+    };
+    let ours: std::collections::HashSet<String> = doc["files"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|f| f["path"].as_str().map(str::to_string))
+        .collect();
+    for key in ["files", "variants"] {
+        let kept: Vec<Value> = before
+            .get(key)
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .filter(|e| other_owner(e))
+            // A path this run wrote is this run's now, whoever listed it before.
+            .filter(|e| key != "files" || !e["path"].as_str().is_some_and(|p| ours.contains(p)))
+            .cloned()
+            .collect();
+        if kept.is_empty() {
+            continue;
+        }
+        if let Some(list) = doc.get_mut(key).and_then(Value::as_array_mut) {
+            let mine = std::mem::take(list);
+            list.extend(kept);
+            list.extend(mine);
+        }
+    }
+    serde_json::to_vec_pretty(&doc).unwrap_or_default()
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -24,6 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::content_type;
 use crate::domain::{self, AdapterInput};
+use crate::evidence::{PathPattern, RunEvidence};
 use crate::journal::{self, DECISIONS, REFINEMENT_LOG, cell};
 use crate::model::{self, Asked, Caller};
 use crate::reflect::{self, ConstraintState, DecisionRecord, ExecutionSummary, Reflection};
@@ -788,6 +789,30 @@ impl Controller<'_, '_> {
         Ok(())
     }
 
+    /// Ctrl-C while the model was asked: nothing of the phase is recorded
+    /// (no fallback stands in for the answer that never came).
+    fn cancelled_in(&mut self, phase: &str) -> Outcome {
+        let note = format!(
+            "cancelled while the model was asked ({phase}): the {phase} phase is not done and asks the model again on the next `pmpo refine {}`",
+            self.state.artifact_name
+        );
+        self.env.observer.note(&note);
+        self.notes.push(note);
+        Outcome::Cancelled
+    }
+
+    /// Ctrl-C while a person was asked at the approval gate: no answer is
+    /// recorded; the gate stays pending for `pmpo approve` or the next run.
+    fn cancelled_at_the_gate(&mut self) -> Outcome {
+        let note = format!(
+            "cancelled at the approval gate: nothing was answered; `pmpo refine {0}` asks again (or answer with `pmpo approve {0}`)",
+            self.state.artifact_name
+        );
+        self.env.observer.note(&note);
+        self.notes.push(note);
+        Outcome::Cancelled
+    }
+
     fn log(&self, file: &str, marker: &str, body: &str) -> Result<(), LoopError> {
         let marker = format!("{}:{marker}", self.state.refinement_id);
         journal::append_once(self.ws, file, &marker, body)?;
@@ -855,17 +880,23 @@ impl Controller<'_, '_> {
                 || spec_missing
                 || respecify
             {
-                self.specify().await?;
+                if let Some(o) = self.specify().await? {
+                    return Ok(o);
+                }
             } else if !self.done("plan") {
-                self.plan().await?;
+                if let Some(o) = self.plan().await? {
+                    return Ok(o);
+                }
             } else if !self.done("execute") {
                 if let Some(o) = self.execute().await? {
                     return Ok(o);
                 }
             } else if !self.done("reflect") {
-                self.reflect().await?;
+                if let Some(o) = self.reflect().await? {
+                    return Ok(o);
+                }
             } else if !self.done("persist") {
-                if let Some(o) = self.approval_gate()? {
+                if let Some(o) = self.approval_gate().await? {
                     return Ok(o);
                 }
                 self.persist()?;
@@ -906,7 +937,9 @@ impl Controller<'_, '_> {
 
     // ---- Specify ----------------------------------------------------------
 
-    async fn specify(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was asked: the
+    /// phase is not checkpointed, so the next `pmpo refine` asks again.
+    async fn specify(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("specify");
         let inputs = self.ls.inputs.clone();
@@ -957,6 +990,7 @@ impl Controller<'_, '_> {
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model specification ({e}); the adapter's defaults are used")),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in("specify"))),
             }
         }
         let spec = Specification {
@@ -1053,7 +1087,8 @@ impl Controller<'_, '_> {
             ),
             &body,
         )?;
-        self.end("specify", &summary, t)
+        self.end("specify", &summary, t)?;
+        Ok(None)
     }
 
     fn specify_prompt(&self, defaults: &[Constraint]) -> String {
@@ -1093,7 +1128,8 @@ List only constraints the defaults do not cover; each must be something a review
 
     // ---- Plan -------------------------------------------------------------
 
-    async fn plan(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was asked.
+    async fn plan(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("plan");
         let spec = self.load_spec()?;
@@ -1141,6 +1177,7 @@ List only constraints the defaults do not cover; each must be something a review
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in("plan"))),
             }
         }
         // Deterministic first: every constraint with a check keeps its check,
@@ -1201,7 +1238,8 @@ List only constraints the defaults do not cover; each must be something a review
             self.env.observer.note(n);
         }
         self.log(REFINEMENT_LOG, &format!("plan:{iteration}"), &body)?;
-        self.end("plan", &summary, t)
+        self.end("plan", &summary, t)?;
+        Ok(None)
     }
 
     fn plan_prompt(&self, spec: &SpecFile, baseline: &[pmpo_plan::Stage]) -> String {
@@ -1289,6 +1327,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         opts.workspace = self.ws.root().to_path_buf();
         // Constraints are Reflect's to judge: the run's status says what the stages did.
         opts.allow_violations = true;
+        // The manifest entries of this run are this artifact's.
+        opts.owner = Some(self.name());
         self.env.observer.execute_start(&checked);
         let engine = self.env.engine.clone();
         let result = {
@@ -1335,7 +1375,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
 
     // ---- Reflect ----------------------------------------------------------
 
-    async fn reflect(&mut self) -> Result<(), LoopError> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was judging.
+    async fn reflect(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
         self.begin("reflect");
         let iteration = self.state.current_iteration;
@@ -1397,6 +1438,9 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     } else {
                         evidence
                     },
+                    run_id: String::new(),
+                    files: Vec::new(),
+                    unproven: Vec::new(),
                 }
             })
             .collect();
@@ -1414,7 +1458,11 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                     .as_array()
                     .into_iter()
                     .flatten()
-                    .filter(|s| matches!(s["status"].as_str(), Some("failed" | "timeout")))
+                    .filter(|s| {
+                        s["status"].as_str().is_some_and(|st| {
+                            st.eq_ignore_ascii_case("failed") || st.eq_ignore_ascii_case("timeout")
+                        })
+                    })
                     .filter_map(|s| s["id"].as_str().map(str::to_string))
                     .collect(),
                 errors: results["errors"]
@@ -1437,15 +1485,93 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 ..Default::default()
             }
         };
+        // The evidence rule: a measured status stands only when every file
+        // its checks read was produced or verified by this iteration's run.
+        let plan_doc: Value = read_json(self.ws, &plan_path(&self.name(), iteration))
+            .ok()
+            .flatten()
+            .unwrap_or(Value::Null);
+        let ev = RunEvidence::of_run(&plan_doc, &results, &run_id);
+        let checks_run: Vec<Value> = plan_doc["plan"]["validation_plan"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        for c in constraints.iter_mut().filter(|c| c.basis == "measured") {
+            let mut files = Vec::new();
+            let mut unproven = Vec::new();
+            for k in checks_run
+                .iter()
+                .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
+            {
+                let (f, u) = ev.assess(&k["with"]);
+                files.extend(f);
+                unproven.extend(u);
+            }
+            c.run_id = run_id.clone();
+            if unproven.is_empty() {
+                c.files = files;
+                c.files.dedup();
+            } else if c.status == "violated" {
+                // A violation is never a false success: it stands, and says
+                // that the files it was seen on are not this run's own.
+                c.unproven = unproven;
+            } else {
+                c.evidence = format!(
+                    "not evidence: its check read files this iteration did not produce or verify (the check said {}: {})",
+                    c.status, c.evidence
+                );
+                c.status = "not_checked".into();
+                c.basis = "none".into();
+                c.unproven = unproven;
+            }
+        }
         let mut notes = Vec::new();
-        // Only constraints no check measured go to the model, and are marked judged.
+        // Only constraints without a check go to the model, and are marked
+        // judged. A check that ran and could not observe (`not_checked`), or
+        // read unproven files, is not handed to a judge who cannot observe
+        // either: it stays not_checked.
+        // (`execution_required: false` items are the plan's way of asking
+        // for a judgement: they are not checks.)
+        let has_check = |id: &str| {
+            spec.checks
+                .iter()
+                .any(|k| k.constraint_id == id && k.execution_required)
+                || checks_run.iter().any(|k| {
+                    k["constraint_id"].as_str() == Some(id)
+                        && k["execution_required"].as_bool() != Some(false)
+                })
+        };
         let open: Vec<usize> = constraints
             .iter()
             .enumerate()
-            .filter(|(_, c)| c.status == "not_checked")
+            .filter(|(_, c)| {
+                c.status == "not_checked" && c.unproven.is_empty() && !has_check(&c.id)
+            })
             .map(|(i, _)| i)
             .collect();
-        if !open.is_empty() {
+        if !open.is_empty() && !ev.complete() {
+            // A judge would read files this run did not produce: no judgement.
+            let why = format!(
+                "this iteration's run `{run_id}` did not complete ({}): its files are not there to judge",
+                if ev.status.is_empty() {
+                    "no results"
+                } else {
+                    ev.status.as_str()
+                }
+            );
+            for &i in &open {
+                constraints[i].unproven = vec![why.clone()];
+                constraints[i].run_id = run_id.clone();
+            }
+            notes.push(format!(
+                "{} constraint(s) without a check are not judged: {why} ({})",
+                open.len(),
+                open.iter()
+                    .map(|&i| constraints[i].id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        } else if !open.is_empty() {
             if let Some(client) = self.client.clone() {
                 let prompt = self.judge_prompt(&spec, &constraints, &open);
                 let ids: Vec<String> = open.iter().map(|&i| constraints[i].id.clone()).collect();
@@ -1500,6 +1626,7 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                         problems.join("; ")
                     )),
                     Asked::Failed(e) => notes.push(format!("no model judgement ({e}); those constraints stay not_checked")),
+                    Asked::Cancelled => return Ok(Some(self.cancelled_in("reflect"))),
                 }
             } else {
                 notes.push(format!(
@@ -1509,22 +1636,42 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 ));
             }
         }
-        // Files: required ones, dist/ listing, empty outputs, the manifest.
+        // Files: required ones (present only when this run recorded them),
+        // this artifact's own outputs in dist/, empty ones, its manifest entries.
         let required_missing: Vec<String> = spec
             .required_files
             .iter()
-            .filter(|f| !self.ws.resolve(f).map(|p| p.is_file()).unwrap_or(false))
+            .filter(|f| ev.proven_under(f).is_empty())
             .cloned()
             .collect();
-        let (dist_files, empty_files) = list_dist(self.ws);
+        let before: Option<Reflection> = if iteration > 1 {
+            read_json(self.ws, &reflection_path(&self.name(), iteration - 1))
+                .ok()
+                .flatten()
+        } else {
+            None
+        };
+        let mut owned_patterns = ev.declared.clone();
+        owned_patterns.extend(spec.required_files.iter().cloned());
+        // A file the last iteration listed is still this artifact's (its
+        // deletion is a regression even when the new plan stopped declaring it).
+        owned_patterns.extend(before.iter().flat_map(|b| b.dist_files.iter().cloned()));
+        let (dist_files, empty_files) = list_owned(self.ws, &owned_patterns);
         let manifest: Value = read_json(self.ws, pmpo_engine::MANIFEST_FILE)
             .ok()
             .flatten()
             .unwrap_or(Value::Null);
-        let manifest_files = manifest["files"].as_array().map_or(0, Vec::len);
+        let name = self.name();
+        let manifest_files = manifest["files"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|f| owned_entry(f, &manifest, &name, &run_id))
+            .count();
         let mut params = Map::new();
         params.insert("path".into(), json!(pmpo_engine::MANIFEST_FILE));
         params.insert("verify_digests".into(), json!(true));
+        params.insert("owner".into(), json!(name));
         let outcome = pmpo_checks::run_check(self.ws, "manifest", &params);
         let mut r = Reflection {
             iteration,
@@ -1532,6 +1679,15 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             constraints,
             execution,
             required_missing,
+            unproven: {
+                let mut u: Vec<String> = ev
+                    .unproven
+                    .iter()
+                    .map(|(o, why)| format!("`{o}`: {why}"))
+                    .collect();
+                u.dedup();
+                u
+            },
             manifest_valid: outcome.passed,
             manifest_problem: (!outcome.passed).then(|| outcome.message.clone()),
             manifest_files,
@@ -1541,13 +1697,6 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             components: vec![],
             notes: notes.clone(),
             reflected_at: now_rfc3339(),
-        };
-        let before: Option<Reflection> = if iteration > 1 {
-            read_json(self.ws, &reflection_path(&self.name(), iteration - 1))
-                .ok()
-                .flatten()
-        } else {
-            None
         };
         r.regressions = reflect::regressions(&r, before.as_ref());
         r.components = self
@@ -1604,9 +1753,13 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
         }
         if !r.required_missing.is_empty() {
             body.push_str(&format!(
-                "\nRequired files missing: {}\n",
+                "\nRequired files not produced or verified by run `{}`: {}\n",
+                r.execution.run_id,
                 r.required_missing.join(", ")
             ));
+        }
+        for u in &r.unproven {
+            body.push_str(&format!("\nUnproven: {u}\n"));
         }
         if !r.manifest_valid {
             body.push_str(&format!(
@@ -1639,7 +1792,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 json!({"regressions": r.regressions, "count": r.regressions.len()}),
             );
         }
-        self.end("reflect", &summary, t)
+        self.end("reflect", &summary, t)?;
+        Ok(None)
     }
 
     fn judge_prompt(
@@ -1720,7 +1874,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
 
     // ---- Approval gate ----------------------------------------------------
 
-    fn approval_gate(&mut self) -> Result<Option<Outcome>, LoopError> {
+    async fn approval_gate(&mut self) -> Result<Option<Outcome>, LoopError> {
         if !self.ls.requires_approval {
             return Ok(None);
         }
@@ -1772,14 +1926,35 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             );
         }
         let t_person = Instant::now();
-        let asked = self.env.ask_approval.clone().and_then(|ask| {
-            ask(&ApprovalRequest {
-                artifact: self.state.artifact_name.clone(),
-                iteration,
-                summary: summary.clone(),
-            })
-        });
+        let asked = match self.env.ask_approval.clone() {
+            None => None,
+            Some(ask) => {
+                let request = ApprovalRequest {
+                    artifact: self.state.artifact_name.clone(),
+                    iteration,
+                    summary: summary.clone(),
+                };
+                // The person is asked on a thread of its own so that Ctrl-C
+                // ends the wait at once (a terminal read would hold it until
+                // Enter); the gate then stays pending, unanswered.
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                std::thread::spawn(move || {
+                    let _ = tx.send(ask(&request));
+                });
+                let cancel = self.env.exec.cancel.clone();
+                tokio::select! {
+                    answer = rx => answer.ok().flatten(),
+                    _ = cancel.cancelled() => {
+                        self.timings.person_ms += t_person.elapsed().as_secs_f64() * 1000.0;
+                        return Ok(Some(self.cancelled_at_the_gate()));
+                    }
+                }
+            }
+        };
         self.timings.person_ms += t_person.elapsed().as_secs_f64() * 1000.0;
+        if self.env.exec.cancel.is_cancelled() {
+            return Ok(Some(self.cancelled_at_the_gate()));
+        }
         match asked {
             Some(answer) => {
                 record_answer(
@@ -1820,7 +1995,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             )?;
         }
         let mut body = format!(
-            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files in dist/: {}; manifest lists {} ({})\n- Decision: {}{}\n- Reason: {}\n",
+            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files of the artifact in dist/: {}; the manifest lists {} of them ({})\n- Decision: {}{}\n- Reason: {}\n",
             r.count("satisfied"),
             r.count("violated"),
             r.count("not_checked"),
@@ -2138,6 +2313,29 @@ pub fn approve(
         iteration: state.current_iteration,
         decision: ls.approval.map(|a| a.status).unwrap_or_default(),
     })
+}
+
+/// Whether a manifest entry is this artifact's: its owner says so, or it has
+/// none and the manifest is this run's (a run finished by `pmpo resume`,
+/// which knows no owner).
+fn owned_entry(entry: &Value, manifest: &Value, name: &str, run_id: &str) -> bool {
+    match entry["owner"].as_str() {
+        Some(o) => o == name,
+        None => !run_id.is_empty() && manifest["run_id"].as_str() == Some(run_id),
+    }
+}
+
+/// The artifact's files under `dist/` (those its plan declares; sorted) and
+/// the empty ones among them. Other artifacts share `dist/`: their files are
+/// theirs to judge.
+fn list_owned(ws: &Workspace, patterns: &[String]) -> (Vec<String>, Vec<String>) {
+    let (files, empty) = list_dist(ws);
+    let patterns: Vec<PathPattern> = patterns.iter().map(|p| PathPattern::new(p)).collect();
+    let mine = |f: &String| patterns.iter().any(|p| p.covers(f));
+    (
+        files.into_iter().filter(mine).collect(),
+        empty.into_iter().filter(mine).collect(),
+    )
 }
 
 /// Files under `dist/` (sorted) and the empty ones among them.

@@ -341,7 +341,7 @@ pub fn build(input: &AdapterInput<'_>) -> Result<(Defaults, DomainPlan), Adapter
         "artifact_manifest.json is valid and references every generated file with its digest",
         Some((
             "manifest",
-            json!({"path": "artifact_manifest.json", "verify_digests": true}),
+            json!({"path": "artifact_manifest.json", "verify_digests": true, "owner": input.name}),
         )),
     );
     let mut plan = DomainPlan::default();

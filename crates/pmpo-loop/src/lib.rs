@@ -7,6 +7,7 @@ pub mod condition;
 pub mod content_type;
 pub mod controller;
 pub mod domain;
+pub mod evidence;
 pub mod journal;
 pub mod model;
 pub mod reflect;

@@ -25,6 +25,9 @@ pub enum Asked {
     Invalid { problems: Vec<String> },
     /// The endpoint could not answer (not configured, unreachable, refused...).
     Failed(String),
+    /// The user cancelled (Ctrl-C) while the loop waited: there is no answer,
+    /// and none may be made up; the phase is left not done.
+    Cancelled,
 }
 
 /// The JSON object in an answer: a fenced block, the whole text, or the
@@ -239,7 +242,15 @@ impl Caller<'_> {
         req.system = Some(
             "You are a phase controller of the PMPO refinement loop. Answer with one JSON object in a ```json block and nothing else.".into(),
         );
-        let first = match self.call(phase, stage, &req).await {
+        if self.cancel.is_cancelled() {
+            return Asked::Cancelled;
+        }
+        let first = self.call(phase, stage, &req).await;
+        // A call cut short by Ctrl-C fails like an outage would; it is not one.
+        if self.cancel.is_cancelled() {
+            return Asked::Cancelled;
+        }
+        let first = match first {
             Ok(t) => t,
             Err(e) => return Asked::Failed(e),
         };
@@ -267,7 +278,11 @@ impl Caller<'_> {
                 problems.join("\n- ")
             ),
         });
-        let second = match self.call(phase, &format!("{stage}-repair"), &req).await {
+        let second = self.call(phase, &format!("{stage}-repair"), &req).await;
+        if self.cancel.is_cancelled() {
+            return Asked::Cancelled;
+        }
+        let second = match second {
             Ok(t) => t,
             Err(e) => return Asked::Failed(e),
         };

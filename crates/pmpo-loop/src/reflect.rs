@@ -7,6 +7,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::evidence::EvidenceFile;
+
 /// One constraint after reflection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConstraintState {
@@ -19,6 +21,16 @@ pub struct ConstraintState {
     pub basis: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub evidence: String,
+    /// The Execute run whose checks (and files) this status rests on.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub run_id: String,
+    /// The files the status rests on, with the digest that run recorded.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<EvidenceFile>,
+    /// Why a check's result is not evidence: the files it read were not
+    /// produced or verified by this iteration's run.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unproven: Vec<String>,
 }
 
 /// What the Execute phase did, as far as Reflect needs it.
@@ -39,6 +51,10 @@ pub struct Reflection {
     pub constraints: Vec<ConstraintState>,
     pub execution: ExecutionSummary,
     pub required_missing: Vec<String>,
+    /// The artifact's outputs this iteration's run did not produce or
+    /// verify, each with why (a stage failed, was skipped, never ran).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub unproven: Vec<String>,
     pub manifest_valid: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub manifest_problem: Option<String>,
@@ -167,6 +183,31 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
         .filter(|c| c.severity == "high" && c.status == "violated")
         .collect();
     let mut why_not = Vec::new();
+    // Files left by an earlier run are no evidence: an Execute that did not
+    // complete leaves the artifact unproven, whatever the checks said.
+    if r.execution.status != "completed" {
+        let status = if r.execution.status.is_empty() {
+            "no results".to_string()
+        } else {
+            r.execution.status.clone()
+        };
+        let mut why = format!(
+            "this iteration's Execute did not complete (run `{}`: {status})",
+            r.execution.run_id
+        );
+        if !r.unproven.is_empty() {
+            why.push_str(&format!(
+                "; unproven: {}",
+                r.unproven
+                    .iter()
+                    .take(10)
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ));
+        }
+        why_not.push(why);
+    }
     if !blocking_open.is_empty() {
         why_not.push(format!(
             "blocking constraint(s) not satisfied: {}",
@@ -179,7 +220,7 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     }
     if !r.required_missing.is_empty() {
         why_not.push(format!(
-            "required file(s) missing from dist/: {}",
+            "required file(s) not produced or verified by this iteration's run: {}",
             r.required_missing.join(", ")
         ));
     }
@@ -220,11 +261,12 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     } else if why_not.is_empty() {
         d.status = Some("converged".into());
         d.reason = format!(
-            "converged: all {} blocking constraint(s) satisfied, every required file is in dist/, the manifest validates, no high constraint violated",
+            "converged: all {} blocking constraint(s) satisfied by checks of run `{}` on files it produced or verified, every required file is among them, the manifest validates, no high constraint violated",
             r.constraints
                 .iter()
                 .filter(|c| c.severity == "blocking")
-                .count()
+                .count(),
+            r.execution.run_id
         );
     } else if r.iteration >= max_iterations {
         d.status = Some("max_iterations_exceeded".into());
@@ -253,6 +295,9 @@ mod tests {
             status: status.into(),
             basis: "measured".into(),
             evidence: String::new(),
+            run_id: String::new(),
+            files: Vec::new(),
+            unproven: Vec::new(),
         }
     }
 
@@ -261,6 +306,11 @@ mod tests {
             iteration,
             constraints: cs,
             manifest_valid: true,
+            execution: ExecutionSummary {
+                run_id: "r1".into(),
+                status: "completed".into(),
+                ..Default::default()
+            },
             ..Default::default()
         }
     }
@@ -308,6 +358,21 @@ mod tests {
         assert_eq!(
             decide(&missing, 5, true).status.as_deref(),
             Some("user_terminated")
+        );
+
+        // Everything measured satisfied, but the run failed: not converged.
+        let mut failed = ok.clone();
+        failed.execution.status = "failed".into();
+        failed.unproven = vec!["`dist/logo.svg`: stage `import` failed".into()];
+        let d = decide(&failed, 5, false);
+        assert_eq!(d.decision, "continue");
+        assert!(d.reason.contains("did not complete"), "{}", d.reason);
+        assert!(d.reason.contains("`dist/logo.svg`: stage `import` failed"));
+        let mut none = ok.clone();
+        none.execution.status = String::new();
+        assert_eq!(
+            decide(&none, 1, false).status.as_deref(),
+            Some("max_iterations_exceeded")
         );
     }
 

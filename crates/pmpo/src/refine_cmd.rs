@@ -170,18 +170,24 @@ fn parse_options(raw: &[String]) -> Result<Map<String, Value>, String> {
 }
 
 fn ask_approval(req: &ApprovalRequest) -> Option<Approval> {
-    let mut err = std::io::stderr().lock();
+    // stderr is locked only while writing: the loop waits on another thread
+    // and must be able to print (a Ctrl-C note) while this one reads.
     let _ = writeln!(
-        err,
+        std::io::stderr(),
         "\napproval needed for `{}` after iteration {}:\n  {}",
-        req.artifact, req.iteration, req.summary
+        req.artifact,
+        req.iteration,
+        req.summary
     );
     loop {
-        let _ = write!(
-            err,
-            "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? "
-        );
-        let _ = err.flush();
+        {
+            let mut err = std::io::stderr().lock();
+            let _ = write!(
+                err,
+                "[c]ontinue, [t]erminate, or [l]ater (answer with `pmpo approve`)? "
+            );
+            let _ = err.flush();
+        }
         let mut line = String::new();
         match std::io::stdin().read_line(&mut line) {
             Ok(0) | Err(_) => return None,
@@ -395,6 +401,33 @@ fn print_report(r: &Report) {
             c.status,
             if c.basis == "judged" { " (judged)" } else { "" }
         );
+        // What the status rests on: this run's files (digests) or why not.
+        if !c.unproven.is_empty() {
+            let _ = writeln!(err, "       unproven: {}", c.unproven.join("; "));
+        } else if !c.run_id.is_empty() && c.basis == "measured" {
+            let files = if c.files.is_empty() {
+                String::new()
+            } else {
+                format!(
+                    " on {}",
+                    c.files
+                        .iter()
+                        .take(4)
+                        .map(|f| format!(
+                            "{} ({})",
+                            f.path,
+                            f.blake3.get(..12).unwrap_or(&f.blake3)
+                        ))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ) + &if c.files.len() > 4 {
+                    format!(" and {} more", c.files.len() - 4)
+                } else {
+                    String::new()
+                }
+            };
+            let _ = writeln!(err, "       evidence: run {}{files}", c.run_id);
+        }
     }
     if let Some(d) = &r.last_decision {
         let _ = writeln!(err, "  decision: {} — {}", d.decision, d.reason);
