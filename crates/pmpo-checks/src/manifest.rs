@@ -9,6 +9,9 @@ use crate::params::{Kind, get_bool, get_str, opt};
 use crate::{CheckDef, CheckError, Ctx, Verdict, no_rules};
 
 /// pmpo's manifest schema (Draft 7), shipped in `schemas/`.
+/// The manifest the check reads when `path` is not given.
+pub(crate) const DEFAULT_PATH: &str = "artifact_manifest.json";
+
 pub const MANIFEST_SCHEMA: &str = include_str!("../../../schemas/artifact-manifest.schema.json");
 
 pub(crate) const MANIFEST: CheckDef = CheckDef {
@@ -32,7 +35,7 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
 };
 
 fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
-    let rel = get_str(p, "path").unwrap_or("artifact_manifest.json");
+    let rel = get_str(p, "path").unwrap_or(DEFAULT_PATH);
     let verify = get_bool(p, "verify_digests", false);
     let Some(f) = fsx::lookup(ctx.ws, rel)? else {
         return Ok(Verdict::new(

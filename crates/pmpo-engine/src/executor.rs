@@ -463,7 +463,10 @@ pub(crate) async fn run(
         p
     } else if cancelled {
         "cancelled"
-    } else if stage_results.iter().all(|s| s.status.is_success()) {
+    } else if stage_results
+        .iter()
+        .all(|s| s.status.is_success() || s.optional_skip)
+    {
         "completed"
     } else {
         "failed"
@@ -1245,9 +1248,17 @@ async fn run_one(
             None,
         ),
     };
-    let status = failure
+    // A tool that skipped optional work (a preview with no browser) says so:
+    // the stage is SKIPPED with its reason, not COMPLETED.
+    let tool_skip = outcome
         .as_ref()
-        .map_or(StageStatus::Completed, |f| f.status);
+        .and_then(|o| o.skipped.clone())
+        .filter(|_| failure.is_none());
+    let status = match (&failure, &tool_skip) {
+        (Some(f), _) => f.status,
+        (None, Some(_)) => StageStatus::Skipped,
+        (None, None) => StageStatus::Completed,
+    };
     let mut failure = failure;
     if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
         f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
@@ -1283,7 +1294,11 @@ async fn run_one(
     let data_json = serde_json::to_string(&stage_data).expect("json");
 
     result.status = status;
-    result.reason = failure.as_ref().map(|f| f.message.clone());
+    result.reason = failure
+        .as_ref()
+        .map(|f| f.message.clone())
+        .or(tool_skip.clone());
+    result.optional_skip = tool_skip.is_some();
     result.finished_at = Some(finished_at.clone());
     result.duration_ms = ms(duration);
     result.exit_code = exit_code;
@@ -1353,6 +1368,14 @@ async fn run_one(
             Some(duration),
             Some(f.message.clone()),
         )?;
+    } else if let Some(why) = &tool_skip {
+        sh.rec.emit(
+            EventKind::TaskSkipped,
+            at,
+            Some(status),
+            Some(duration),
+            Some(why.clone()),
+        )?;
     } else {
         let note = fallback_used
             .as_ref()
@@ -1405,7 +1428,20 @@ async fn attempt(
     };
     // The stage's own checks (`validate:`); a failing check fails the stage.
     if tried.failure.is_none() && !stage.validate.is_empty() {
-        let (checks, failed) = crate::validation::stage_checks(cx.ws, stage, token).await;
+        // The evidence rule: files of stages that have not succeeded (yet) in this run are not evidence.
+        let evidence = {
+            let sh = shared.borrow();
+            let done = |id: &str| sh.done.get(id).map(|d| (d.status, d.files.clone()));
+            let stages = &cx.plan.doc.plan.stages;
+            crate::validation::Evidence::during_run(
+                cx.run_id,
+                stages,
+                &stage.id,
+                &tried.files,
+                done,
+            )
+        };
+        let (checks, failed) = crate::validation::stage_checks(cx.ws, stage, token, evidence).await;
         shared.borrow_mut().validations.extend(checks);
         if let Some((kind, message)) = failed {
             tried.failure = Some(Failure {

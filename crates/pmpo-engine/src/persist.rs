@@ -124,8 +124,10 @@ pub(crate) fn finish(
     // The validation_plan runs on the files as the stages left them (not after a cancel).
     let skip = (run.status == "cancelled").then_some("not run: the run was cancelled");
     let never = std::sync::atomic::AtomicBool::new(false);
+    let evidence =
+        crate::validation::Evidence::of_run(&run.run_id, &plan.doc.plan.stages, &run.stages);
     validation_outputs.extend(crate::validation::run_validation_plan(
-        ws, &plan.doc, skip, &never,
+        ws, &plan.doc, skip, &never, &evidence,
     ));
     let constraint_reports = crate::validation::constraint_reports(spec, &validation_outputs);
 

@@ -3,9 +3,12 @@
 //! (satisfied / violated / not_checked), written to `constraints.json` and
 //! summarized in `refinement_log.md`.
 //!
-//! The checks themselves are in `pmpo-checks`; this module only runs them and
-//! records their outcomes.
+//! The checks themselves are in `pmpo-checks`; this module runs them, applies
+//! the evidence rule ([`Evidence`]: a file that a stage of this run failed,
+//! skipped or did not run to produce is not evidence, whatever is on disk) and
+//! records their outcomes with the digests of the files they read.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +18,195 @@ use pmpo_store::{Workspace, now_rfc3339};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use pmpo_checks::CheckStatus;
+
+use crate::events::StageStatus;
 use crate::executor::ms;
-use crate::results::ValidationOutput;
+use crate::results::{StageResult, ValidationOutput};
 
 /// Where constraint statuses are written.
 pub const CONSTRAINTS_FILE: &str = "constraints.json";
+
+/// What this run proved about the workspace's files: the evidence rule.
+///
+/// A file under the declared `outputs:` of a stage that FAILED, TIMED OUT, was
+/// SKIPPED or did not run in this run is unproven (a copy left by an earlier
+/// run is not evidence), unless a stage that succeeded in this run produced or
+/// verified it with the digest it has now. A check whose file parameters name
+/// an unproven file is `not_checked`, with the file, the stage and its status.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Files produced or verified by stages that succeeded, with their digests.
+    proven: HashMap<String, String>,
+    /// Stages that did not succeed: id, what happened to it, declared outputs.
+    unproven: Vec<(String, String, Vec<String>)>,
+}
+
+fn what_happened(status: Option<StageStatus>, run_id: &str) -> String {
+    match status {
+        None | Some(StageStatus::Pending) => format!("did not run in run {run_id}"),
+        Some(StageStatus::AwaitingIntervention) => {
+            format!("is awaiting a decision in run {run_id}")
+        }
+        Some(s) => format!("{} in run {run_id}", s.as_str()),
+    }
+}
+
+impl Evidence {
+    /// No run to judge by (`pmpo validate` on the workspace as it is).
+    pub fn none() -> Evidence {
+        Evidence::default()
+    }
+
+    /// At the end of a run, from every stage's result.
+    pub fn of_run(run_id: &str, stages: &[pmpo_plan::Stage], results: &[StageResult]) -> Evidence {
+        let by_id: HashMap<&str, &StageResult> =
+            results.iter().map(|r| (r.id.as_str(), r)).collect();
+        Evidence::build(run_id, stages, None, |id| {
+            by_id.get(id).map(|r| {
+                (
+                    Some(r.status),
+                    r.files
+                        .iter()
+                        .map(|f| (f.path.clone(), f.blake3.clone()))
+                        .collect(),
+                )
+            })
+        })
+    }
+
+    /// While a stage validates: stages that have not finished yet did not run;
+    /// `own` are the files the validating stage itself just produced.
+    pub fn during_run(
+        run_id: &str,
+        stages: &[pmpo_plan::Stage],
+        current: &str,
+        own: &[crate::outputs::GeneratedFile],
+        done: impl Fn(&str) -> Option<(Option<StageStatus>, Vec<(String, String)>)>,
+    ) -> Evidence {
+        let mut e = Evidence::build(run_id, stages, Some(current), done);
+        e.proven
+            .extend(own.iter().map(|f| (f.path.clone(), f.blake3.clone())));
+        e
+    }
+
+    fn build(
+        run_id: &str,
+        stages: &[pmpo_plan::Stage],
+        skip: Option<&str>,
+        status_of: impl Fn(&str) -> Option<(Option<StageStatus>, Vec<(String, String)>)>,
+    ) -> Evidence {
+        let mut e = Evidence::default();
+        for stage in stages.iter().filter(|s| Some(s.id.as_str()) != skip) {
+            match status_of(&stage.id) {
+                Some((Some(st), files)) if st.is_success() => e.proven.extend(files),
+                other => {
+                    if !stage.outputs.is_empty() {
+                        e.unproven.push((
+                            stage.id.clone(),
+                            what_happened(other.and_then(|(s, _)| s), run_id),
+                            stage.outputs.clone(),
+                        ));
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// Why `file` (with its current digest, if it exists) is not evidence.
+    fn why_unproven(&self, file: &str, digest: Option<&str>) -> Option<String> {
+        if digest.is_some() && self.proven.get(file).map(String::as_str) == digest {
+            return None;
+        }
+        let (stage, what, _) = self
+            .unproven
+            .iter()
+            .find(|(_, _, outs)| outs.iter().any(|o| owns(o, file)))?;
+        Some(format!(
+            "`{file}` is unproven: stage `{stage}` {what}{}",
+            if digest.is_some() {
+                " (the file on disk is not from this run's work)"
+            } else {
+                ""
+            }
+        ))
+    }
+}
+
+/// Whether a declared output (a file, a directory or a glob) covers `file`.
+fn owns(pattern: &str, file: &str) -> bool {
+    let p = pattern.replace('\\', "/");
+    let p = p.trim_start_matches("./").trim_end_matches('/');
+    if p.contains(['*', '?', '[', '{']) {
+        globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .is_ok_and(|g| g.compile_matcher().is_match(file))
+    } else {
+        file == p
+            || file
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Runs one check under the evidence rule and records the files it read
+/// (`read_files` in its evidence: path and blake3, null for a missing file).
+fn run_one_check(
+    ws: &Workspace,
+    name: &str,
+    params: &Map<String, Value>,
+    cancel: &AtomicBool,
+    evidence: &Evidence,
+    stage: Option<&str>,
+    constraint: Option<&str>,
+) -> ValidationOutput {
+    let start = std::time::Instant::now();
+    let files = pmpo_checks::named_files(ws, name, params);
+    let digests: Vec<(String, Option<String>)> = files
+        .into_iter()
+        .map(|f| {
+            let d = ws
+                .resolve(&f)
+                .ok()
+                .filter(|a| a.is_file())
+                .and_then(|a| pmpo_store::hash_file(&a).ok())
+                .map(|d| d.blake3);
+            (f, d)
+        })
+        .collect();
+    let read: Vec<Value> = digests
+        .iter()
+        .map(|(f, d)| json!({"path": f, "blake3": d}))
+        .collect();
+    let unproven: Vec<String> = digests
+        .iter()
+        .filter_map(|(f, d)| evidence.why_unproven(f, d.as_deref()))
+        .collect();
+    if !unproven.is_empty() {
+        return ValidationOutput {
+            check: pmpo_checks::find(name).map_or(name.to_string(), |c| c.name.to_string()),
+            stage: stage.map(str::to_string),
+            constraint_id: constraint.map(str::to_string),
+            status: CheckStatus::NotChecked.as_str().into(),
+            evidence: json!({
+                "message": format!("not checked: {}", unproven.join("; ")),
+                "unproven": unproven,
+                "read_files": read,
+            }),
+            duration_ms: ms(start.elapsed()),
+        };
+    }
+    let o = pmpo_checks::run_check_cancellable(ws, name, params, cancel);
+    let mut out = output(o, stage, constraint);
+    if !read.is_empty()
+        && let Some(m) = out.evidence.as_object_mut()
+    {
+        m.insert("read_files".into(), Value::Array(read));
+    }
+    out
+}
 
 fn output(
     outcome: pmpo_checks::CheckOutcome,
@@ -39,7 +226,7 @@ fn output(
         check: outcome.check,
         stage: stage.map(str::to_string),
         constraint_id: constraint.map(str::to_string),
-        status: if outcome.passed { "passed" } else { "failed" }.into(),
+        status: outcome.status.as_str().into(),
         evidence: Value::Object(evidence),
         duration_ms: ms(outcome.duration),
     }
@@ -52,12 +239,20 @@ pub fn run_stage_checks(
     stage_id: &str,
     items: &[CheckSpec],
     cancel: &AtomicBool,
+    evidence: &Evidence,
 ) -> Vec<ValidationOutput> {
     items
         .iter()
         .map(|item| {
-            let o = pmpo_checks::run_check_cancellable(ws, &item.check, &item.inputs, cancel);
-            output(o, Some(stage_id), item.constraint_id.as_deref())
+            run_one_check(
+                ws,
+                &item.check,
+                &item.inputs,
+                cancel,
+                evidence,
+                Some(stage_id),
+                item.constraint_id.as_deref(),
+            )
         })
         .collect()
 }
@@ -70,7 +265,8 @@ pub fn message_of(v: &ValidationOutput) -> &str {
         .unwrap_or_default()
 }
 
-/// Runs every `validation_plan` entry on the files as they are now. Entries with
+/// Runs every `validation_plan` entry on the files as they are now, under the
+/// evidence rule of `evidence`. Entries with
 /// `execution_required: false` (judged by the Reflect phase) are recorded as `not_checked`;
 /// so is everything when `skip` gives a reason (a cancelled run).
 pub fn run_validation_plan(
@@ -78,6 +274,7 @@ pub fn run_validation_plan(
     doc: &PlanDocument,
     skip: Option<&str>,
     cancel: &AtomicBool,
+    evidence: &Evidence,
 ) -> Vec<ValidationOutput> {
     doc.plan
         .validation_plan
@@ -104,15 +301,15 @@ pub fn run_validation_plan(
                     evidence: json!({ "message": r }),
                     duration_ms: 0.0,
                 },
-                None => {
-                    let o = pmpo_checks::run_check_cancellable(
-                        ws,
-                        &item.validation_method,
-                        &item.inputs,
-                        cancel,
-                    );
-                    output(o, None, Some(&item.constraint_id))
-                }
+                None => run_one_check(
+                    ws,
+                    &item.validation_method,
+                    &item.inputs,
+                    cancel,
+                    evidence,
+                    None,
+                    Some(&item.constraint_id),
+                ),
             }
         })
         .collect()
@@ -149,7 +346,8 @@ pub struct ConstraintReport {
     pub checks: Vec<usize>,
 }
 
-/// Statuses of every constraint of the specification, from the validation outputs.
+/// Statuses of every constraint of the specification, from the validation
+/// outputs (an unknown status string counts as not checked, never as a pass).
 pub fn constraint_reports(
     spec: &Specification,
     outputs: &[ValidationOutput],
@@ -163,15 +361,19 @@ pub fn constraint_reports(
                 .filter(|(_, o)| o.constraint_id.as_deref() == Some(c.id.as_str()))
                 .map(|(i, _)| i)
                 .collect();
-            let ran: Vec<&ValidationOutput> = checks
+            // Satisfied only when every check that names it ran and passed; a
+            // failure violates it; otherwise one check that could not look
+            // (or no check at all) leaves it not checked.
+            let statuses: Vec<Option<CheckStatus>> = checks
                 .iter()
-                .map(|&i| &outputs[i])
-                .filter(|o| o.status != "not_checked")
+                .map(|&i| CheckStatus::parse(&outputs[i].status))
                 .collect();
-            let status = if ran.is_empty() {
-                ConstraintStatus::NotChecked
-            } else if ran.iter().any(|o| o.status != "passed") {
+            let status = if statuses.contains(&Some(CheckStatus::Failed)) {
                 ConstraintStatus::Violated
+            } else if statuses.is_empty()
+                || statuses.iter().any(|s| *s != Some(CheckStatus::Passed))
+            {
+                ConstraintStatus::NotChecked
             } else {
                 ConstraintStatus::Satisfied
             };
@@ -238,15 +440,24 @@ pub fn constraints_document(
                     .iter()
                     .map(|&i| {
                         let out = &outputs[i];
-                        json!({
+                        let mut c = json!({
                             "check": out.check,
                             "stage": out.stage,
                             "status": out.status,
                             "message": message_of(out),
                             "duration_ms": out.duration_ms,
-                        })
+                        });
+                        // The files the check read, with their digests: the evidence.
+                        if let (Some(files), Some(m)) =
+                            (out.evidence.get("read_files"), c.as_object_mut())
+                        {
+                            m.insert("files".into(), files.clone());
+                        }
+                        c
                     })
                     .collect();
+                // The run whose checks decided this status.
+                o.insert("run_id".into(), json!(run_id));
                 o.insert("checks".into(), Value::Array(checks));
             }
             v
@@ -284,9 +495,10 @@ pub fn log_summary(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -
     let sum = summarize(reports);
     let passed = outputs.iter().filter(|o| o.status == "passed").count();
     let failed = outputs.iter().filter(|o| o.status == "failed").count();
+    let unseen = outputs.len() - passed - failed;
     let _ = writeln!(
         s,
-        "\nValidation: {passed} check(s) passed, {failed} failed. Constraints: {} satisfied, {} violated ({} blocking), {} not checked (details in `constraints.json`).\n",
+        "\nValidation: {passed} check(s) passed, {failed} failed, {unseen} not checked. Constraints: {} satisfied, {} violated ({} blocking), {} not checked (details in `constraints.json`).\n",
         sum.satisfied, sum.violated, sum.blocking_violated, sum.not_checked
     );
     if reports.is_empty() {
@@ -366,7 +578,7 @@ pub fn validate_workspace(
     })?;
     let mut db = pmpo_store::db::SqliteStore::open(ws.root())?;
     let spec = &plan.doc.specification;
-    let outputs = run_validation_plan(ws, &plan.doc, None, cancel);
+    let outputs = run_validation_plan(ws, &plan.doc, None, cancel, &Evidence::none());
     let reports = constraint_reports(spec, &outputs);
     let run_id = format!("validate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let doc = constraints_document(spec, &reports, &outputs, &run_id);
@@ -427,6 +639,7 @@ pub(crate) async fn stage_checks(
     ws: &Workspace,
     stage: &pmpo_plan::Stage,
     cancel: &tokio_util::sync::CancellationToken,
+    evidence: Evidence,
 ) -> (Vec<ValidationOutput>, Option<(&'static str, String)>) {
     let flag = Arc::new(AtomicBool::new(cancel.is_cancelled()));
     let (ws2, id, items, flag2) = (
@@ -436,7 +649,7 @@ pub(crate) async fn stage_checks(
         flag.clone(),
     );
     let mut handle =
-        tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items, &flag2));
+        tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items, &flag2, &evidence));
     let joined = tokio::select! {
         r = &mut handle => r,
         _ = cancel.cancelled() => {
@@ -458,8 +671,15 @@ pub(crate) async fn stage_checks(
     };
     let failed: Vec<String> = outputs
         .iter()
-        .filter(|o| o.status != "passed")
-        .map(|o| format!("check `{}` failed: {}", o.check, message_of(o)))
+        .filter(|o| o.status != CheckStatus::Passed.as_str())
+        .map(|o| {
+            let verb = if o.status == CheckStatus::NotChecked.as_str() {
+                "could not check"
+            } else {
+                "failed"
+            };
+            format!("check `{}` {verb}: {}", o.check, message_of(o))
+        })
         .collect();
     let kind = if cancel.is_cancelled() {
         "cancelled"
@@ -474,6 +694,16 @@ pub(crate) async fn stage_checks(
 mod tests {
     use super::*;
 
+    #[test]
+    fn declared_outputs_own_files() {
+        assert!(owns("dist/x.txt", "dist/x.txt"));
+        assert!(owns("./dist/", "dist/previews/p/a.png"));
+        assert!(!owns("dist/x", "dist/x.txt"));
+        assert!(owns("dist/*.png", "dist/a.png"));
+        assert!(!owns("dist/*.png", "dist/sub/a.png"));
+        assert!(owns("dist/**/*.png", "dist/sub/a.png"));
+    }
+
     fn spec() -> Specification {
         serde_json::from_value(json!({
             "artifact_name": "t", "artifact_type": "logo",
@@ -481,7 +711,8 @@ mod tests {
                 {"id": "a", "description": "d", "severity": "blocking"},
                 {"id": "b", "description": "d", "severity": "high"},
                 {"id": "c", "description": "d", "severity": "low"},
-                {"id": "d", "description": "d", "severity": "blocking"}
+                {"id": "d", "description": "d", "severity": "blocking"},
+                {"id": "e", "description": "d", "severity": "blocking"}
             ]
         }))
         .unwrap()
@@ -508,15 +739,21 @@ mod tests {
             out("c", "not_checked"),
             out("d", "failed"),
             out("d", "not_checked"),
+            // One check that could not look: the constraint is not satisfied.
+            out("e", "passed"),
+            out("e", "not_checked"),
         ];
         let r = constraint_reports(&spec(), &outputs);
         let st: Vec<&str> = r.iter().map(|c| c.status.as_str()).collect();
-        assert_eq!(st, ["satisfied", "violated", "not_checked", "violated"]);
+        assert_eq!(
+            st,
+            ["satisfied", "violated", "not_checked", "violated", "not_checked"]
+        );
         assert_eq!(r[1].checks, [2, 3]);
         let s = summarize(&r);
         assert_eq!(
             (s.satisfied, s.violated, s.not_checked, s.blocking_violated),
-            (1, 2, 1, 1)
+            (1, 2, 2, 1)
         );
         let log = log_summary(&r, &outputs);
         assert!(
@@ -527,6 +764,7 @@ mod tests {
         );
         let doc = constraints_document(&spec(), &r, &outputs, "run");
         assert_eq!(doc["constraints"][1]["checks"][1]["status"], "failed");
+        assert_eq!(doc["constraints"][1]["run_id"], "run");
         assert_eq!(doc["summary"]["blocking_violated"], 1);
     }
 }

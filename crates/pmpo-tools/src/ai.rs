@@ -682,6 +682,7 @@ impl AiTool {
                 .iter()
                 .flat_map(|a| a.notes.iter().cloned())
                 .collect(),
+            skipped: None,
         }
     }
 }

@@ -206,13 +206,23 @@ fn a_failing_validate_item_fails_its_stage() {
             ("xml", "failed")
         ]
     );
-    // The validation_plan still ran after the stages, on the files as they are.
+    // The validation_plan still ran after the stages; the file of the stage
+    // that failed is not evidence (the evidence rule), the others are checked.
     let plan_checks: Vec<&str> = outs
         .iter()
         .filter(|o| o["stage"].is_null())
         .map(|o| o["status"].as_str().unwrap())
         .collect();
-    assert_eq!(plan_checks, ["failed", "failed", "not_checked"]);
+    assert_eq!(plan_checks, ["not_checked", "failed", "not_checked"]);
+    let unproven = outs
+        .iter()
+        .find(|o| o["stage"].is_null() && o["check"] == "xml")
+        .unwrap();
+    let msg = unproven["evidence"]["message"].as_str().unwrap();
+    assert!(
+        msg.contains("`dist/logo.svg` is unproven: stage `draw` FAILED in run"),
+        "{msg}"
+    );
     let saved = ws.read_json(".state/execution_results.json");
     assert_eq!(saved["validation_outputs"], j["validation_outputs"]);
     let c = ws.read_json("constraints.json");
