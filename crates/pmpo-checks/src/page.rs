@@ -60,7 +60,7 @@ pub(crate) const PREVIEW: CheckDef = CheckDef {
         if failed.is_empty() && !unseen.is_empty() {
             return Ok(Verdict::not_checked(
                 format!(
-                    "not checked: the preview could not observe {} ({})",
+                    "not checked: the preview could not observe {} criteria ({})",
                     unseen.len(),
                     unseen.join("; ")
                 ),

@@ -747,7 +747,13 @@ mod tests {
         let st: Vec<&str> = r.iter().map(|c| c.status.as_str()).collect();
         assert_eq!(
             st,
-            ["satisfied", "violated", "not_checked", "violated", "not_checked"]
+            [
+                "satisfied",
+                "violated",
+                "not_checked",
+                "violated",
+                "not_checked"
+            ]
         );
         assert_eq!(r[1].checks, [2, 3]);
         let s = summarize(&r);
