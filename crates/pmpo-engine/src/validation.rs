@@ -298,7 +298,8 @@ pub fn run_validation_plan(
                     stage: None,
                     constraint_id: Some(item.constraint_id.clone()),
                     status: "not_checked".into(),
-                    evidence: json!({ "message": r }),
+                    // Not run on purpose (judged in Reflect, or cancelled): not a check that failed to look.
+                    evidence: json!({ "message": r, "not_run": true }),
                     duration_ms: 0.0,
                 },
                 None => run_one_check(
@@ -397,9 +398,15 @@ pub struct ConstraintSummary {
     pub not_checked: usize,
     /// Violated constraints with severity `blocking`.
     pub blocking_violated: usize,
+    /// Blocking constraints left not checked because a check that ran could
+    /// not look (no diagnostics, a file too large, an unproven file): not
+    /// satisfied, so not a success either. Constraints whose checks were not
+    /// run on purpose (`execution_required: false`, a cancel) are not counted.
+    pub blocking_not_checked: usize,
 }
 
-pub fn summarize(reports: &[ConstraintReport]) -> ConstraintSummary {
+/// Counts by status; `outputs` are the validation outputs the reports index.
+pub fn summarize(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> ConstraintSummary {
     let mut s = ConstraintSummary {
         total: reports.len(),
         ..Default::default()
@@ -407,7 +414,18 @@ pub fn summarize(reports: &[ConstraintReport]) -> ConstraintSummary {
     for r in reports {
         match r.status {
             ConstraintStatus::Satisfied => s.satisfied += 1,
-            ConstraintStatus::NotChecked => s.not_checked += 1,
+            ConstraintStatus::NotChecked => {
+                s.not_checked += 1;
+                let could_not_look = r.checks.iter().any(|&i| {
+                    outputs.get(i).is_some_and(|o| {
+                        o.status == CheckStatus::NotChecked.as_str()
+                            && o.evidence.get("not_run") != Some(&Value::Bool(true))
+                    })
+                });
+                if r.severity == Severity::Blocking && could_not_look {
+                    s.blocking_not_checked += 1;
+                }
+            }
             ConstraintStatus::Violated => {
                 s.violated += 1;
                 if r.severity == Severity::Blocking {
@@ -468,7 +486,7 @@ pub fn constraints_document(
         "artifact_name": spec.artifact_name,
         "run_id": run_id,
         "checked_at": now_rfc3339(),
-        "summary": summarize(reports),
+        "summary": summarize(reports, outputs),
         "constraints": constraints,
     })
 }
@@ -492,14 +510,18 @@ pub fn write_constraints(
 /// The refinement log's summary of constraints and checks.
 pub fn log_summary(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> String {
     let mut s = String::new();
-    let sum = summarize(reports);
+    let sum = summarize(reports, outputs);
     let passed = outputs.iter().filter(|o| o.status == "passed").count();
     let failed = outputs.iter().filter(|o| o.status == "failed").count();
     let unseen = outputs.len() - passed - failed;
     let _ = writeln!(
         s,
-        "\nValidation: {passed} check(s) passed, {failed} failed, {unseen} not checked. Constraints: {} satisfied, {} violated ({} blocking), {} not checked (details in `constraints.json`).\n",
-        sum.satisfied, sum.violated, sum.blocking_violated, sum.not_checked
+        "\nValidation: {passed} check(s) passed, {failed} failed, {unseen} not checked. Constraints: {} satisfied, {} violated ({} blocking), {} not checked ({} blocking) (details in `constraints.json`).\n",
+        sum.satisfied,
+        sum.violated,
+        sum.blocking_violated,
+        sum.not_checked,
+        sum.blocking_not_checked
     );
     if reports.is_empty() {
         return s;
@@ -585,9 +607,10 @@ pub fn validate_workspace(
     write_constraints(spec, &reports, &outputs, &run_id, &mut |rel, bytes| {
         crate::persist::write_ledgered(ws, &mut db, rel, bytes, &run_id)
     })?;
-    let summary = summarize(&reports);
+    let summary = summarize(&reports, &outputs);
     let report = ValidationReport {
-        ok: summary.blocking_violated == 0,
+        // A blocking constraint that could not be checked is not a success either.
+        ok: summary.blocking_violated == 0 && summary.blocking_not_checked == 0,
         plan: plan.display.clone(),
         checked_at: now_rfc3339(),
         summary,
@@ -619,8 +642,10 @@ pub fn validate_workspace(
         plan.display,
         if report.ok {
             "passed"
-        } else {
+        } else if report.summary.blocking_violated > 0 {
             "blocking constraint violated"
+        } else {
+            "blocking constraint not checked"
         },
         log_summary(&report.reports, &report.validation_outputs)
     );
@@ -756,11 +781,13 @@ mod tests {
             ]
         );
         assert_eq!(r[1].checks, [2, 3]);
-        let s = summarize(&r);
+        let s = summarize(&r, &outputs);
         assert_eq!(
             (s.satisfied, s.violated, s.not_checked, s.blocking_violated),
             (1, 2, 2, 1)
         );
+        // `e` is blocking and one of its checks could not look.
+        assert_eq!(s.blocking_not_checked, 1);
         let log = log_summary(&r, &outputs);
         assert!(
             log.contains(
