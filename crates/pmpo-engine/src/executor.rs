@@ -1433,10 +1433,11 @@ async fn attempt(
             let sh = shared.borrow();
             let done = |id: &str| sh.done.get(id).map(|d| (d.status, d.files.clone()));
             let stages = &cx.plan.doc.plan.stages;
-            crate::validation::Evidence::during_run(
+            crate::validation::Evidence::for_stage_checks(
+                cx.ws,
                 cx.run_id,
                 stages,
-                &stage.id,
+                stage,
                 &tried.files,
                 done,
             )

@@ -75,18 +75,40 @@ impl Evidence {
         })
     }
 
-    /// While a stage validates: stages that have not finished yet did not run;
-    /// `own` are the files the validating stage itself just produced.
-    pub fn during_run(
+    /// For a stage's `validate:` checks, while the run goes on: stages that
+    /// have not finished yet did not run; `own` are the files the validating
+    /// stage itself just produced. Only the stages whose declared outputs
+    /// cover a file the checks name are looked at, so the cost per stage does
+    /// not grow with the plan.
+    pub fn for_stage_checks(
+        ws: &Workspace,
         run_id: &str,
         stages: &[pmpo_plan::Stage],
-        current: &str,
+        current: &pmpo_plan::Stage,
         own: &[crate::outputs::GeneratedFile],
         done: impl Fn(&str) -> Option<(Option<StageStatus>, Vec<(String, String)>)>,
     ) -> Evidence {
-        let mut e = Evidence::build(run_id, stages, Some(current), done);
-        e.proven
-            .extend(own.iter().map(|f| (f.path.clone(), f.blake3.clone())));
+        let named: Vec<String> = current
+            .validate
+            .iter()
+            .flat_map(|item| pmpo_checks::named_files(ws, &item.check, &item.inputs))
+            .collect();
+        if named.is_empty() {
+            return Evidence::default();
+        }
+        let relevant: Vec<pmpo_plan::Stage> = stages
+            .iter()
+            .filter(|s| s.id != current.id)
+            .filter(|s| s.outputs.iter().any(|o| named.iter().any(|f| owns(o, f))))
+            .cloned()
+            .collect();
+        let mut e = Evidence::build(run_id, &relevant, None, done);
+        e.proven.retain(|p, _| named.contains(p));
+        e.proven.extend(
+            own.iter()
+                .filter(|f| named.contains(&f.path))
+                .map(|f| (f.path.clone(), f.blake3.clone())),
+        );
         e
     }
 
