@@ -75,6 +75,53 @@ impl Evidence {
         })
     }
 
+    /// For `pmpo validate`, which runs no stage: the last run's results
+    /// (`.state/execution_results.json`) say which files it proved. Stages
+    /// the last run does not list are left out (no claim either way); no
+    /// results file, no rule.
+    pub fn of_last_run(ws: &Workspace, stages: &[pmpo_plan::Stage]) -> Evidence {
+        let Some(last) = ws
+            .resolve(crate::RESULTS_FILE)
+            .ok()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            return Evidence::none();
+        };
+        let run_id = last["run_id"].as_str().unwrap_or("?").to_string();
+        let listed: HashMap<&str, &Value> = last["stages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| Some((s["id"].as_str()?, s)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known: Vec<pmpo_plan::Stage> = stages
+            .iter()
+            .filter(|s| listed.contains_key(s.id.as_str()))
+            .cloned()
+            .collect();
+        Evidence::build(&run_id, &known, None, |id| {
+            let s = listed.get(id)?;
+            let status = s["status"].as_str().and_then(StageStatus::parse);
+            let files = s["files"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .filter_map(|f| {
+                            Some((
+                                f["path"].as_str()?.to_string(),
+                                f["blake3"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some((status, files))
+        })
+    }
+
     /// For a stage's `validate:` checks, while the run goes on: stages that
     /// have not finished yet did not run; `own` are the files the validating
     /// stage itself just produced. Only the stages whose declared outputs
@@ -622,7 +669,9 @@ pub fn validate_workspace(
     })?;
     let mut db = pmpo_store::db::SqliteStore::open(ws.root())?;
     let spec = &plan.doc.specification;
-    let outputs = run_validation_plan(ws, &plan.doc, None, cancel, &Evidence::none());
+    // The evidence rule holds here too: a file the last run failed to produce is not evidence.
+    let evidence = Evidence::of_last_run(ws, &plan.doc.plan.stages);
+    let outputs = run_validation_plan(ws, &plan.doc, None, cancel, &evidence);
     let reports = constraint_reports(spec, &outputs);
     let run_id = format!("validate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let doc = constraints_document(spec, &reports, &outputs, &run_id);

@@ -80,6 +80,12 @@ fn a_file_left_by_an_earlier_run_is_not_evidence() {
         log.contains("| `x-says-hello` | blocking | not_checked |"),
         "{log}"
     );
+    // `pmpo validate` runs no stage: it judges by the last run, the same way.
+    let v = ws.run(&["validate", "plan.yaml", "--json"]);
+    assert_eq!(v.code, 1, "{}", v.stdout);
+    let vj = v.json();
+    assert_eq!(vj["constraints"][0]["status"], "not_checked", "{vj}");
+    assert_eq!(vj["summary"]["blocking_not_checked"], 1, "{vj}");
 
     // 3. Restored: the stage produces the file again and the constraint is satisfied.
     ws.write("src.txt", "hello\n");
@@ -88,6 +94,7 @@ fn a_file_left_by_an_earlier_run_is_not_evidence() {
     let c = constraint(&ws);
     assert_eq!(c["status"], "satisfied", "{c}");
     assert_eq!(c["run_id"], third.json()["run_id"], "{c}");
+    assert_eq!(ws.run(&["validate", "plan.yaml"]).code, 0);
 }
 
 #[test]
