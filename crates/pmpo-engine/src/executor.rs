@@ -583,10 +583,17 @@ impl Shared<'_> {
             .iter()
             .map(|f| (f.path.clone(), f.blake3.clone()))
             .collect();
+        // Optional work its tool skipped (a preview with no browser) does not
+        // hold back the stages that depend on it.
+        let status = if result.optional_skip {
+            StageStatus::Completed
+        } else {
+            result.status
+        };
         self.done.insert(
             result.id.clone(),
             Done {
-                status: Some(result.status),
+                status: Some(status),
                 files,
             },
         );

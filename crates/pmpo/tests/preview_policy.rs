@@ -97,6 +97,21 @@ fn a_skipped_optional_preview_is_reported_skipped_everywhere() {
     assert_eq!(m["validation"]["preview_status"], "partial", "{m}");
 }
 
+#[test]
+fn a_stage_after_a_skipped_optional_preview_still_runs() {
+    let ws = Ws::new();
+    plan(&ws, false);
+    let text = ws.read("plan.yaml")
+        + "    - id: after\n      depends_on: [look]\n      with: {command: [echo, done]}\n";
+    ws.write("plan.yaml", &text);
+    let r = run_without_browser(&ws);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert_eq!(j["status"], "completed", "{j}");
+    assert_eq!(j["stages"][0]["status"], "SKIPPED", "{}", j["stages"]);
+    assert_eq!(j["stages"][1]["status"], "COMPLETED", "{}", j["stages"]);
+}
+
 // ---------- with a real browser ----------
 
 fn have_chromium() -> bool {
@@ -186,4 +201,64 @@ fn with_devtools_a_throwing_page_fails_its_preview() {
     let m = ws.read_json("artifact_manifest.json");
     assert_eq!(m["validation"]["preview_status"], "fail", "{m}");
     assert_eq!(m["validation"]["has_console_errors"], true, "{m}");
+}
+
+#[test]
+fn when_devtools_fails_the_fallback_does_not_make_a_throwing_page_clean() {
+    if !have_chromium() {
+        return;
+    }
+    let real = std::env::var("PMPO_CHROMIUM").unwrap_or_else(|_| {
+        ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .unwrap()
+            .to_string()
+    });
+    let ws = Ws::new();
+    // A Chromium whose DevTools pipe never works: the automatic driver falls
+    // back to --screenshot mode, which sees no console.
+    let wrapper = ws.write(
+        "no-devtools-chromium.sh",
+        &format!(
+            "#!/bin/sh\nfor a in \"$@\"; do case \"$a\" in --remote-debugging-pipe) echo 'no DevTools here' >&2; exit 1;; esac; done\nexec '{real}' \"$@\"\n"
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
+    ws.write(
+        "page.html",
+        "<!doctype html><html><body><h1 style=\"color:#123\">Card</h1>\n<script>console.error(\"card broke\"); throw new Error(\"boom\");</script></body></html>\n",
+    );
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: ui\n  constraints:\n    - {id: renders, description: the page renders cleanly, severity: blocking}\nplan:\n  stages:\n    - id: look\n      tool: preview\n      with: {input: page.html, id: page}\n  validation_plan:\n    - {constraint_id: renders, validation_method: preview, with: {report: dist/previews/page/preview-report.json}}\n",
+    );
+    let r: Run = bin()
+        .args(["execute", "plan.yaml", "--json"])
+        .env("PMPO_CHROMIUM", &wrapper)
+        .current_dir(ws.path())
+        .output()
+        .unwrap()
+        .into();
+    let j = r.json();
+    let report = ws.read_json("dist/previews/page/preview-report.json");
+    assert_eq!(report["driver"], "screenshot-mode", "{report}");
+    assert!(
+        report["notes"][0]
+            .as_str()
+            .unwrap_or_default()
+            .contains("fell back"),
+        "{report}"
+    );
+    let check = j["validation_outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["check"] == "preview")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "not_checked", "{check}");
+    let c = ws.read_json("constraints.json");
+    assert_eq!(c["constraints"][0]["status"], "not_checked", "{c}");
 }
