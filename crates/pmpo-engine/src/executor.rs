@@ -1438,7 +1438,13 @@ async fn attempt(
         // The evidence rule: files of stages that have not succeeded (yet) in this run are not evidence.
         let evidence = {
             let sh = shared.borrow();
-            let done = |id: &str| sh.done.get(id).map(|d| (d.status, d.files.clone()));
+            let done = |id: &str| {
+                sh.done.get(id).map(|d| crate::validation::Seen {
+                    status: d.status,
+                    files: d.files.clone(),
+                    started_at: None,
+                })
+            };
             let stages = &cx.plan.doc.plan.stages;
             crate::validation::Evidence::for_stage_checks(
                 cx.ws,

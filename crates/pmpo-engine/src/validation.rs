@@ -34,12 +34,53 @@ pub const CONSTRAINTS_FILE: &str = "constraints.json";
 /// run is not evidence), unless a stage that succeeded in this run produced or
 /// verified it with the digest it has now. A check whose file parameters name
 /// an unproven file is `not_checked`, with the file, the stage and its status.
+/// One exception keeps failures visible: a file that a stage which FAILED in
+/// this run wrote during its attempt (modified after the stage started) is
+/// checked, and a failure found in it stands; a pass on it is still
+/// `not_checked`, since the stage that made it failed.
 #[derive(Debug, Clone, Default)]
 pub struct Evidence {
     /// Files produced or verified by stages that succeeded, with their digests.
     proven: HashMap<String, String>,
-    /// Stages that did not succeed: id, what happened to it, declared outputs.
-    unproven: Vec<(String, String, Vec<String>)>,
+    /// Stages that did not succeed.
+    unproven: Vec<Unproven>,
+}
+
+#[derive(Debug, Clone)]
+struct Unproven {
+    stage: String,
+    /// What happened to it ("FAILED in run R").
+    what: String,
+    outputs: Vec<String>,
+    /// For a stage that FAILED in this run: when it started.
+    failed_since: Option<std::time::SystemTime>,
+}
+
+/// How a stage ended, as the evidence rule needs it.
+pub struct Seen {
+    pub status: Option<StageStatus>,
+    /// Files under its declared outputs, with their digests (for a success).
+    pub files: Vec<(String, String)>,
+    /// When it started in this run (RFC 3339), if it did. A file modified
+    /// since then was written by it; misjudging a file written just before
+    /// can only keep a failure found in it, never make it pass.
+    pub started_at: Option<String>,
+}
+
+/// File times come from the kernel's coarse clock, which can lag a fine
+/// reading taken a moment earlier by up to one tick (10 ms at 100 Hz).
+const COARSE_CLOCK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Why a file is not evidence, and whether this run's failed stage wrote it.
+struct Doubt {
+    reason: String,
+    written_by_failed_stage: bool,
+}
+
+fn parse_time(rfc3339: &str) -> Option<std::time::SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(std::time::SystemTime::from)
 }
 
 fn what_happened(status: Option<StageStatus>, run_id: &str) -> String {
@@ -63,14 +104,14 @@ impl Evidence {
         let by_id: HashMap<&str, &StageResult> =
             results.iter().map(|r| (r.id.as_str(), r)).collect();
         Evidence::build(run_id, stages, None, |id| {
-            by_id.get(id).map(|r| {
-                (
-                    Some(r.status),
-                    r.files
-                        .iter()
-                        .map(|f| (f.path.clone(), f.blake3.clone()))
-                        .collect(),
-                )
+            by_id.get(id).map(|r| Seen {
+                status: Some(r.status),
+                files: r
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.blake3.clone()))
+                    .collect(),
+                started_at: r.started_at.clone(),
             })
         })
     }
@@ -118,7 +159,11 @@ impl Evidence {
                         .collect()
                 })
                 .unwrap_or_default();
-            Some((status, files))
+            Some(Seen {
+                status,
+                files,
+                started_at: s["started_at"].as_str().map(str::to_string),
+            })
         })
     }
 
@@ -133,7 +178,7 @@ impl Evidence {
         stages: &[pmpo_plan::Stage],
         current: &pmpo_plan::Stage,
         own: &[crate::outputs::GeneratedFile],
-        done: impl Fn(&str) -> Option<(Option<StageStatus>, Vec<(String, String)>)>,
+        done: impl Fn(&str) -> Option<Seen>,
     ) -> Evidence {
         let named: Vec<String> = current
             .validate
@@ -163,19 +208,29 @@ impl Evidence {
         run_id: &str,
         stages: &[pmpo_plan::Stage],
         skip: Option<&str>,
-        status_of: impl Fn(&str) -> Option<(Option<StageStatus>, Vec<(String, String)>)>,
+        status_of: impl Fn(&str) -> Option<Seen>,
     ) -> Evidence {
         let mut e = Evidence::default();
         for stage in stages.iter().filter(|s| Some(s.id.as_str()) != skip) {
             match status_of(&stage.id) {
-                Some((Some(st), files)) if st.is_success() => e.proven.extend(files),
+                Some(seen) if seen.status.is_some_and(StageStatus::is_success) => {
+                    e.proven.extend(seen.files)
+                }
                 other => {
                     if !stage.outputs.is_empty() {
-                        e.unproven.push((
-                            stage.id.clone(),
-                            what_happened(other.and_then(|(s, _)| s), run_id),
-                            stage.outputs.clone(),
-                        ));
+                        let status = other.as_ref().and_then(|s| s.status);
+                        let failed_since = other
+                            .as_ref()
+                            .filter(|s| s.status == Some(StageStatus::Failed))
+                            .and_then(|s| s.started_at.as_deref())
+                            .and_then(parse_time)
+                            .map(|t| t - COARSE_CLOCK);
+                        e.unproven.push(Unproven {
+                            stage: stage.id.clone(),
+                            what: what_happened(status, run_id),
+                            outputs: stage.outputs.clone(),
+                            failed_since,
+                        });
                     }
                 }
             }
@@ -183,23 +238,34 @@ impl Evidence {
         e
     }
 
-    /// Why `file` (with its current digest, if it exists) is not evidence.
-    fn why_unproven(&self, file: &str, digest: Option<&str>) -> Option<String> {
+    /// Why `file` (with its current digest and modification time, if it
+    /// exists) is not evidence.
+    fn doubt(
+        &self,
+        file: &str,
+        digest: Option<&str>,
+        modified: Option<std::time::SystemTime>,
+    ) -> Option<Doubt> {
         if digest.is_some() && self.proven.get(file).map(String::as_str) == digest {
             return None;
         }
-        let (stage, what, _) = self
+        let u = self
             .unproven
             .iter()
-            .find(|(_, _, outs)| outs.iter().any(|o| owns(o, file)))?;
-        Some(format!(
-            "`{file}` is unproven: stage `{stage}` {what}{}",
-            if digest.is_some() {
-                " (the file on disk is not from this run's work)"
-            } else {
-                ""
-            }
-        ))
+            .find(|u| u.outputs.iter().any(|o| owns(o, file)))?;
+        let written_by_failed_stage = matches!(
+            (u.failed_since, modified),
+            (Some(since), Some(m)) if m >= since
+        );
+        let note = match (digest.is_some(), written_by_failed_stage) {
+            (false, _) => "",
+            (true, true) => " (written by that failed stage)",
+            (true, false) => " (the file on disk is not from this run's work)",
+        };
+        Some(Doubt {
+            reason: format!("`{file}` is unproven: stage `{}` {}{note}", u.stage, u.what),
+            written_by_failed_stage,
+        })
     }
 }
 
@@ -233,26 +299,56 @@ fn run_one_check(
 ) -> ValidationOutput {
     let start = std::time::Instant::now();
     let files = pmpo_checks::named_files(ws, name, params);
-    let digests: Vec<(String, Option<String>)> = files
+    type Read = (String, Option<String>, Option<std::time::SystemTime>);
+    let digests: Vec<Read> = files
         .into_iter()
         .map(|f| {
-            let d = ws
-                .resolve(&f)
-                .ok()
-                .filter(|a| a.is_file())
-                .and_then(|a| pmpo_store::hash_file(&a).ok())
+            let abs = ws.resolve(&f).ok().filter(|a| a.is_file());
+            let d = abs
+                .as_ref()
+                .and_then(|a| pmpo_store::hash_file(a).ok())
                 .map(|d| d.blake3);
-            (f, d)
+            let modified = abs
+                .and_then(|a| std::fs::metadata(a).ok())
+                .and_then(|m| m.modified().ok());
+            (f, d, modified)
         })
         .collect();
     let read: Vec<Value> = digests
         .iter()
-        .map(|(f, d)| json!({"path": f, "blake3": d}))
+        .map(|(f, d, _)| json!({"path": f, "blake3": d}))
         .collect();
-    let unproven: Vec<String> = digests
+    let doubts: Vec<Doubt> = digests
         .iter()
-        .filter_map(|(f, d)| evidence.why_unproven(f, d.as_deref()))
+        .filter_map(|(f, d, m)| evidence.doubt(f, d.as_deref(), *m))
         .collect();
+    let unproven: Vec<String> = doubts.iter().map(|d| d.reason.clone()).collect();
+    // Every doubtful file is this run's (a failed stage wrote it): look, and
+    // keep a failure; a pass still proves nothing.
+    let look_anyway = !doubts.is_empty() && doubts.iter().all(|d| d.written_by_failed_stage);
+    if look_anyway {
+        let o = pmpo_checks::run_check_cancellable(ws, name, params, cancel);
+        let mut out = output(o, stage, constraint);
+        if out.status != CheckStatus::Failed.as_str() {
+            out.status = CheckStatus::NotChecked.as_str().into();
+            if let Some(m) = out.evidence.as_object_mut() {
+                let was = m
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                m.insert(
+                    "message".into(),
+                    json!(format!("not checked: {} ({was})", unproven.join("; "))),
+                );
+            }
+        }
+        if let Some(m) = out.evidence.as_object_mut() {
+            m.insert("unproven".into(), json!(unproven));
+            m.insert("read_files".into(), Value::Array(read));
+        }
+        return out;
+    }
     if !unproven.is_empty() {
         return ValidationOutput {
             check: pmpo_checks::find(name).map_or(name.to_string(), |c| c.name.to_string()),

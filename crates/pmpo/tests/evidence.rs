@@ -185,3 +185,59 @@ plan:
     assert_eq!(vj["summary"]["not_checked"], 1, "{vj}");
     assert_eq!(vj["summary"]["satisfied"], 1, "{vj}");
 }
+
+/// A stage that runs and fails without touching its output leaves the earlier
+/// run's file: not evidence, whether the check on it would pass or fail. A
+/// stage that fails after writing a bad file: the failure found in it stands.
+#[test]
+fn a_failed_stage_file_is_judged_by_who_wrote_it() {
+    let ws = Ws::new();
+    let plan = |cmd: &str| {
+        ws.write(
+            "plan.yaml",
+            &format!(
+                "specification:
+  artifact_name: t
+  artifact_type: code
+  constraints:
+    - {{id: json-ok, description: dist/d.json is JSON, severity: blocking}}
+plan:
+  stages:
+    - id: emit
+      with: {{command: [sh, -c, \"{cmd}\"]}}
+      outputs: [dist/d.json]
+  validation_plan:
+    - {{constraint_id: json-ok, validation_method: json, with: {{path: dist/d.json}}}}
+"
+            ),
+        )
+    };
+    plan("mkdir -p dist && echo '{}' > dist/d.json");
+    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    assert_eq!(constraint(&ws)["status"], "satisfied");
+
+    // Fails without writing: the good file from the first run proves nothing.
+    plan("exit 3");
+    ws.run(&["execute", "plan.yaml"]);
+    let c = constraint(&ws);
+    assert_eq!(c["status"], "not_checked", "{c}");
+    assert!(
+        c["checks"][0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("stage `emit` FAILED"),
+        "{c}"
+    );
+
+    // Writes a broken file, then fails: the broken file is this run's, and so is the violation.
+    plan("echo '{broken' > dist/d.json; exit 3");
+    ws.run(&["execute", "plan.yaml"]);
+    let c = constraint(&ws);
+    assert_eq!(c["status"], "violated", "{c}");
+
+    // Writes a good file, then fails: still not a proof.
+    plan("echo '[]' > dist/d.json; exit 3");
+    ws.run(&["execute", "plan.yaml"]);
+    let c = constraint(&ws);
+    assert_eq!(c["status"], "not_checked", "{c}");
+}

@@ -206,22 +206,24 @@ fn a_failing_validate_item_fails_its_stage() {
             ("xml", "failed")
         ]
     );
-    // The validation_plan still ran after the stages; the file of the stage
-    // that failed is not evidence (the evidence rule), the others are checked.
+    // The validation_plan still ran after the stages. The file is under the
+    // outputs of a stage that failed, but that stage wrote it in this run:
+    // the failure found in it stands (a pass would not count).
     let plan_checks: Vec<&str> = outs
         .iter()
         .filter(|o| o["stage"].is_null())
         .map(|o| o["status"].as_str().unwrap())
         .collect();
-    assert_eq!(plan_checks, ["not_checked", "failed", "not_checked"]);
-    let unproven = outs
+    assert_eq!(plan_checks, ["failed", "failed", "not_checked"]);
+    let xml = outs
         .iter()
         .find(|o| o["stage"].is_null() && o["check"] == "xml")
         .unwrap();
-    let msg = unproven["evidence"]["message"].as_str().unwrap();
+    let unproven = xml["evidence"]["unproven"][0].as_str().unwrap();
     assert!(
-        msg.contains("`dist/logo.svg` is unproven: stage `draw` FAILED in run"),
-        "{msg}"
+        unproven.contains("`dist/logo.svg` is unproven: stage `draw` FAILED in run")
+            && unproven.contains("written by that failed stage"),
+        "{unproven}"
     );
     let saved = ws.read_json(".state/execution_results.json");
     assert_eq!(saved["validation_outputs"], j["validation_outputs"]);
