@@ -115,11 +115,11 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
             url.host
         )));
     }
+    // Refused by policy, without connecting: nothing was observed.
     if !allow_network && !addrs.iter().all(|a| a.ip().is_loopback()) {
-        return Ok(Verdict::new(
-            false,
+        return Ok(Verdict::not_checked(
             format!(
-                "`{}` is not a loopback address; set `allow_network: true` to reach other hosts",
+                "not checked: `{}` is not a loopback address; set `allow_network: true` to reach other hosts",
                 url.host
             ),
             json!({"url": url_text, "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()}),
