@@ -44,7 +44,7 @@ fn main() {
                 "image_dimensions",
                 json!({"path": format!("png/{s}/*.png"), "width": s, "height": s}),
             );
-            assert!(o.passed, "{}", o.message);
+            assert!(o.passed(), "{}", o.message);
             assert_eq!(o.evidence["checked"], 250);
         }
     });
@@ -92,7 +92,7 @@ fn main() {
     });
     let (med, min) = time(5, || {
         let o = w.check("json_schema", json!({"path": "big.json", "schema": schema}));
-        assert!(o.passed, "{}", o.message);
+        assert!(o.passed(), "{}", o.message);
     });
     println!(
         "json_schema, {:.1} MB JSON ({} objects): median {:.0} ms, best {:.0} ms (target < 1 s)",

@@ -370,6 +370,26 @@ fn judge(
     if let (Some(t), Some(o)) = (must_contain, evidence.as_object_mut()) {
         o.insert("stdout_contains".into(), json!(t));
     }
+    // A cancelled command said nothing about what it checks; output cut at the
+    // capture limit may hold the awaited text in the part that was dropped.
+    let truncated = f.stdout_bytes > f.stdout.len() as u64;
+    if f.cancelled {
+        return Verdict::not_checked(message, evidence);
+    }
+    if !passed
+        && truncated
+        && f.exit_code == Some(expect)
+        && let Some(text) = must_contain
+    {
+        return Verdict::not_checked(
+            format!(
+                "`{shown}` exited with {expect}; {text:?} is not in the {} bytes of stdout kept out of {}, so it was not checked",
+                f.stdout.len(),
+                f.stdout_bytes
+            ),
+            evidence,
+        );
+    }
     Verdict::new(passed, message, evidence)
 }
 
@@ -450,7 +470,7 @@ fn syntax(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
             Ok(fin) => {
                 let v = judge(&argv, &fin, 0, timeout, None);
                 let detail = json!({"command": argv, "exit_code": fin.exit_code, "stderr": tail(&fin.stderr, 20)});
-                if v.passed {
+                if v.passed() {
                     FileVerdict::ok(format!("{l} syntax ok"), detail)
                 } else {
                     let why = tail(&fin.stderr, 4).replace('\n', " | ");
@@ -507,7 +527,7 @@ fn import(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
         Ok(f) => {
             let mut v = judge(&argv, &f, 0, timeout, None);
             let lang = if node { "node" } else { "python" };
-            v.message = if v.passed {
+            v.message = if v.passed() {
                 format!("{lang} module `{module}` imports")
             } else {
                 let why = tail(&f.stderr, 2).replace('\n', " | ");

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::files::each_file;
 use crate::fsx::{self, FileRef};
 use crate::params::{Kind, get_bool, get_u64, opt, req};
-use crate::{CheckDef, CheckError, Ctx, Verdict, no_rules};
+use crate::{CheckDef, CheckError, CheckStatus, Ctx, Verdict, no_rules};
 
 const PATH: crate::Param = req(
     "path",
@@ -15,7 +15,7 @@ const PATH: crate::Param = req(
 
 /// One file's result.
 pub(crate) struct FileVerdict {
-    pub passed: bool,
+    pub status: CheckStatus,
     pub message: String,
     pub detail: Value,
 }
@@ -23,21 +23,31 @@ pub(crate) struct FileVerdict {
 impl FileVerdict {
     pub fn ok(message: impl Into<String>, detail: Value) -> Self {
         FileVerdict {
-            passed: true,
+            status: CheckStatus::Passed,
             message: message.into(),
             detail,
         }
     }
     pub fn bad(message: impl Into<String>, detail: Value) -> Self {
         FileVerdict {
-            passed: false,
+            status: CheckStatus::Failed,
+            message: message.into(),
+            detail,
+        }
+    }
+    /// The file could not be looked at whole (too large to read).
+    pub fn unseen(message: impl Into<String>, detail: Value) -> Self {
+        FileVerdict {
+            status: CheckStatus::NotChecked,
             message: message.into(),
             detail,
         }
     }
 }
 
-/// Runs `one` on every file named by `path`; the check passes when every file does.
+/// Runs `one` on every file named by `path`; the check passes when every file
+/// does, fails when one fails, and is not checked when none fails but one
+/// could not be read whole.
 pub(crate) fn per_file(
     ctx: &Ctx<'_>,
     p: &Map<String, Value>,
@@ -46,6 +56,7 @@ pub(crate) fn per_file(
     let files = each_file(ctx, p)?;
     let mut rows = Vec::with_capacity(files.len());
     let mut failures = Vec::new();
+    let mut unseen = Vec::new();
     for f in &files {
         let (path, v) = match f {
             Err(rel) => (
@@ -56,18 +67,24 @@ pub(crate) fn per_file(
                 f.rel.clone(),
                 match one(f) {
                     Ok(v) => v,
+                    Err(e @ CheckError::TooLarge { .. }) => {
+                        FileVerdict::unseen(format!("not checked: {e}"), Value::Null)
+                    }
                     Err(e) => FileVerdict::bad(e.to_string(), Value::Null),
                 },
             ),
         };
-        if !v.passed {
-            failures.push(if v.message.contains(&path) {
-                v.message.clone()
-            } else {
-                format!("{path}: {}", v.message)
-            });
+        let line = if v.message.contains(&path) {
+            v.message.clone()
+        } else {
+            format!("{path}: {}", v.message)
+        };
+        match v.status {
+            CheckStatus::Failed => failures.push(line),
+            CheckStatus::NotChecked => unseen.push(line),
+            CheckStatus::Passed => {}
         }
-        let mut row = json!({ "path": path, "passed": v.passed, "message": v.message });
+        let mut row = json!({ "path": path, "passed": v.status == CheckStatus::Passed, "status": v.status, "message": v.message });
         if let (Value::Object(extra), Some(obj)) = (v.detail, row.as_object_mut()) {
             obj.extend(extra);
         }
@@ -75,6 +92,16 @@ pub(crate) fn per_file(
     }
     let n = rows.len();
     let message = match (failures.len(), n) {
+        (0, _) if !unseen.is_empty() => format!(
+            "{} of {n} files not checked: {}",
+            unseen.len(),
+            unseen
+                .iter()
+                .take(5)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; ")
+        ),
         (0, 1) => rows[0]["message"].as_str().unwrap_or("ok").to_string(),
         (0, n) => format!("all {n} files pass"),
         (1, _) => failures[0].clone(),
@@ -96,11 +123,12 @@ pub(crate) fn per_file(
         .map(|(_, r)| r)
         .take(1000)
         .collect();
-    Ok(Verdict::new(
-        failures.is_empty(),
-        message,
-        json!({ "checked": n, "failed": failures.len(), "files": shown }),
-    ))
+    let evidence = json!({ "checked": n, "failed": failures.len(), "not_checked": unseen.len(), "files": shown });
+    Ok(if failures.is_empty() && !unseen.is_empty() {
+        Verdict::not_checked(message, evidence)
+    } else {
+        Verdict::new(failures.is_empty(), message, evidence)
+    })
 }
 
 pub(crate) const JSON: CheckDef = CheckDef {

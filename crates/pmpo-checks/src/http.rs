@@ -115,11 +115,11 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
             url.host
         )));
     }
+    // Refused by policy, without connecting: nothing was observed.
     if !allow_network && !addrs.iter().all(|a| a.ip().is_loopback()) {
-        return Ok(Verdict::new(
-            false,
+        return Ok(Verdict::not_checked(
             format!(
-                "`{}` is not a loopback address; set `allow_network: true` to reach other hosts",
+                "not checked: `{}` is not a loopback address; set `allow_network: true` to reach other hosts",
                 url.host
             ),
             json!({"url": url_text, "addresses": addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>()}),
@@ -153,7 +153,7 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
             format!("GET {url_text} failed: {e}"),
             evidence(None, "", Some(e.to_string())),
         )),
-        Ok((status, body)) => {
+        Ok((status, body, cut)) => {
             let mut passed = u64::from(status) == want;
             let mut message = if passed {
                 format!("GET {url_text}: {status}")
@@ -164,6 +164,14 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
                 && let Some(text) = get_str(p, "contains")
                 && !body.contains(text)
             {
+                if cut {
+                    return Ok(Verdict::not_checked(
+                        format!(
+                            "GET {url_text}: {status}, but the body is longer than the {MAX_BODY} bytes read, and {text:?} is not in them: not checked"
+                        ),
+                        evidence(Some(status), &body, None),
+                    ));
+                }
                 passed = false;
                 message =
                     format!("GET {url_text}: {status}, but the body does not contain {text:?}");
@@ -177,7 +185,8 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     }
 }
 
-fn get(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> std::io::Result<(u16, String)> {
+/// The status, the body (at most about [`MAX_BODY`] bytes) and whether it was cut.
+fn get(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> std::io::Result<(u16, String, bool)> {
     let mut last = None;
     let mut stream = None;
     for a in addrs {
@@ -207,7 +216,10 @@ fn get(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> std::io::Result<(u
     );
     s.write_all(request.as_bytes())?;
     let mut buf = Vec::new();
-    s.take(MAX_BODY as u64 + 16 * 1024).read_to_end(&mut buf)?;
+    let limit = MAX_BODY as u64 + 16 * 1024;
+    (&mut s).take(limit).read_to_end(&mut buf)?;
+    // Anything left after the limit means the body was cut.
+    let cut = buf.len() as u64 >= limit && s.read(&mut [0u8; 1]).is_ok_and(|n| n > 0);
     let text = String::from_utf8_lossy(&buf);
     let status_line = text.lines().next().unwrap_or_default();
     let mut parts = status_line.split_whitespace();
@@ -219,7 +231,7 @@ fn get(addrs: &[SocketAddr], url: &Url, timeout: Duration) -> std::io::Result<(u
                 .split_once("\r\n\r\n")
                 .map(|(_, b)| b)
                 .unwrap_or_default();
-            Ok((code, body.to_string()))
+            Ok((code, body.to_string(), cut))
         }
         _ => Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,

@@ -1,6 +1,8 @@
 //! pmpo's validation checks. Each check measures something on disk (or runs a
-//! command, or asks a local service) and returns a [`CheckOutcome`]: passed or
-//! not, the evidence (what was measured, against what) and how long it took.
+//! command, or asks a local service) and returns a [`CheckOutcome`]: passed,
+//! failed, or not checked (it could not look: no diagnostics, a file or an
+//! output too large to read whole, a cancelled command), the evidence (what
+//! was measured, against what) and how long it took.
 //!
 //! Checks are used two ways, with the same names and parameters:
 //! a stage's `validate:` item (`{check: NAME, with: {...}}`), run in the
@@ -38,12 +40,55 @@ pub use fsx::MAX_TEXT_BYTES;
 pub use manifest::MANIFEST_SCHEMA;
 pub use params::{Kind, Param};
 
+/// A check's verdict. `NotChecked` is for a check that could not observe
+/// what it checks; it is never counted as a pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckStatus {
+    Passed,
+    Failed,
+    NotChecked,
+}
+
+impl CheckStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passed => "passed",
+            CheckStatus::Failed => "failed",
+            CheckStatus::NotChecked => "not_checked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<CheckStatus> {
+        match text {
+            "passed" => Some(CheckStatus::Passed),
+            "failed" => Some(CheckStatus::Failed),
+            "not_checked" => Some(CheckStatus::NotChecked),
+            _ => None,
+        }
+    }
+
+    fn of(passed: bool) -> CheckStatus {
+        if passed {
+            CheckStatus::Passed
+        } else {
+            CheckStatus::Failed
+        }
+    }
+}
+
+impl std::fmt::Display for CheckStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// What one check found.
 #[derive(Debug, Clone)]
 pub struct CheckOutcome {
     /// The canonical check name.
     pub check: String,
-    pub passed: bool,
+    pub status: CheckStatus,
     /// One line: what was found.
     pub message: String,
     /// What was measured, against what (a JSON object).
@@ -51,7 +96,16 @@ pub struct CheckOutcome {
     pub duration: Duration,
 }
 
-/// Why a check could not measure what it was asked to (a failed check).
+impl CheckOutcome {
+    /// Only a check that ran and saw what it checks passes.
+    pub fn passed(&self) -> bool {
+        self.status == CheckStatus::Passed
+    }
+}
+
+/// Why a check could not measure what it was asked to: a failed check, except
+/// [`CheckError::TooLarge`] (the file exists but was not read whole), which is
+/// not checked.
 #[derive(Debug, thiserror::Error)]
 pub enum CheckError {
     #[error("{0}")]
@@ -70,7 +124,7 @@ pub enum CheckError {
 
 /// A check's verdict before timing is attached.
 pub(crate) struct Verdict {
-    pub passed: bool,
+    pub status: CheckStatus,
     pub message: String,
     pub evidence: Value,
 }
@@ -78,10 +132,23 @@ pub(crate) struct Verdict {
 impl Verdict {
     pub fn new(passed: bool, message: impl Into<String>, evidence: Value) -> Self {
         Verdict {
-            passed,
+            status: CheckStatus::of(passed),
             message: message.into(),
             evidence,
         }
+    }
+
+    /// The check could not observe what it checks; `message` says why.
+    pub fn not_checked(message: impl Into<String>, evidence: Value) -> Self {
+        Verdict {
+            status: CheckStatus::NotChecked,
+            message: message.into(),
+            evidence,
+        }
+    }
+
+    pub fn passed(&self) -> bool {
+        self.status == CheckStatus::Passed
     }
 }
 
@@ -190,6 +257,58 @@ pub fn check_params(def: &CheckDef, params: &Map<String, Value>) -> Vec<InputIss
     issues
 }
 
+/// Text parameters that name a file, beyond the `Kind::Paths` ones.
+const FILE_PARAMS: &[(&str, &str)] = &[
+    ("contrast", "file"),
+    ("glob_count", "pattern"),
+    ("image_dimensions", "pattern"),
+    ("manifest", "path"),
+    ("preview", "report"),
+    ("json_schema", "schema_file"),
+];
+
+/// The workspace files a check's parameters name (globs expanded; literal
+/// paths kept even when missing), sorted and without duplicates. The engine
+/// uses them for the evidence rule (a file no stage of this run proved is
+/// not evidence) and to record what a check read. Paths that are not valid
+/// are left out: the check itself reports them.
+pub fn named_files(ws: &Workspace, name: &str, params: &Map<String, Value>) -> Vec<String> {
+    let Some(def) = find(name) else {
+        return Vec::new();
+    };
+    let mut patterns: Vec<String> = Vec::new();
+    for p in def.params {
+        let extra = FILE_PARAMS.contains(&(def.name, p.name));
+        if !(matches!(p.kind, Kind::Paths) || extra) {
+            continue;
+        }
+        match params.get(p.name) {
+            Some(Value::String(s)) => patterns.push(s.clone()),
+            Some(Value::Array(items)) => {
+                patterns.extend(items.iter().filter_map(Value::as_str).map(str::to_string))
+            }
+            _ => {}
+        }
+    }
+    if def.name == "manifest" && !params.contains_key("path") {
+        patterns.push(manifest::DEFAULT_PATH.to_string());
+    }
+    let mut out = Vec::new();
+    for raw in patterns {
+        // `dist/logo-{size}.png`: a placeholder stands for any text.
+        let pat = ["{size}", "{width}", "{height}"]
+            .iter()
+            .fold(raw, |p, ph| p.replace(ph, "*"));
+        match fsx::expand(ws, std::slice::from_ref(&pat)) {
+            Ok(files) => out.extend(files),
+            Err(_) => continue,
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
 /// Runs a check by name with its parameters. Never panics and never returns
 /// an error: a check that cannot run is a failed check whose message says why.
 pub fn run_check(ws: &Workspace, name: &str, params: &Map<String, Value>) -> CheckOutcome {
@@ -209,7 +328,7 @@ pub fn run_check_cancellable(
         let known: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
         return CheckOutcome {
             check: name.to_string(),
-            passed: false,
+            status: CheckStatus::Failed,
             message: format!("unknown check `{name}`; known checks: {}", known.join(", ")),
             evidence: json!({ "error": "unknown check" }),
             duration: start.elapsed(),
@@ -225,16 +344,25 @@ pub fn run_check_cancellable(
     } else {
         (def.run)(&Ctx { ws, cancel }, params)
     };
-    let (passed, message, evidence) = match verdict {
-        Ok(v) => (v.passed, v.message, v.evidence),
+    let (status, message, evidence) = match verdict {
+        Ok(v) => (v.status, v.message, v.evidence),
+        // The file is there but was not read whole: what it holds was not looked at.
+        Err(e @ CheckError::TooLarge { .. }) => {
+            let msg = format!("not checked: {e}");
+            (
+                CheckStatus::NotChecked,
+                msg.clone(),
+                json!({ "error": msg }),
+            )
+        }
         Err(e) => {
             let msg = e.to_string();
-            (false, msg.clone(), json!({ "error": msg }))
+            (CheckStatus::Failed, msg.clone(), json!({ "error": msg }))
         }
     };
     CheckOutcome {
         check: def.name.to_string(),
-        passed,
+        status,
         message,
         evidence,
         duration: start.elapsed(),

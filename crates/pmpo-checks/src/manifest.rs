@@ -9,6 +9,9 @@ use crate::params::{Kind, get_bool, get_str, opt};
 use crate::{CheckDef, CheckError, Ctx, Verdict, no_rules};
 
 /// pmpo's manifest schema (Draft 7), shipped in `schemas/`.
+/// The manifest the check reads when `path` is not given.
+pub(crate) const DEFAULT_PATH: &str = "artifact_manifest.json";
+
 pub const MANIFEST_SCHEMA: &str = include_str!("../../../schemas/artifact-manifest.schema.json");
 
 pub(crate) const MANIFEST: CheckDef = CheckDef {
@@ -37,7 +40,7 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
 };
 
 fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
-    let rel = get_str(p, "path").unwrap_or("artifact_manifest.json");
+    let rel = get_str(p, "path").unwrap_or(DEFAULT_PATH);
     let verify = get_bool(p, "verify_digests", false);
     // Several named artifacts share one manifest; each vouches only for its
     // own entries, so another artifact's changed file fails only that one.
@@ -228,16 +231,16 @@ mod tests {
             }
             crate::run_check(&ws, "manifest", &p)
         };
-        assert!(check(None).passed, "{}", check(None).message);
+        assert!(check(None).passed(), "{}", check(None).message);
         // `b`'s page is edited by hand: `b` fails, `a` does not, and the
         // whole manifest does.
         std::fs::write(dir.path().join("dist/b.html"), "edited").unwrap();
         let a = check(Some("a"));
-        assert!(a.passed, "{}", a.message);
+        assert!(a.passed(), "{}", a.message);
         assert!(a.message.contains("1 referenced file(s)"), "{}", a.message);
         let b = check(Some("b"));
-        assert!(!b.passed);
+        assert!(!b.passed());
         assert!(b.message.contains("dist/b.html"), "{}", b.message);
-        assert!(!check(None).passed);
+        assert!(!check(None).passed());
     }
 }

@@ -48,6 +48,25 @@ pub(crate) const PREVIEW: CheckDef = CheckDef {
             .filter(|c| matches!(c.state, pmpo_tools::preview::CheckState::Failed))
             .map(|c| format!("{}: {}", c.name, c.detail))
             .collect();
+        // What the driver could not observe (console, page errors and requests in
+        // Chromium's --screenshot mode) is not evidence of a clean page.
+        let unseen: Vec<String> = verdict
+            .criteria
+            .iter()
+            .filter(|c| matches!(c.state, pmpo_tools::preview::CheckState::NotChecked))
+            .map(|c| format!("{}: {}", c.name, c.detail))
+            .collect();
+        let evidence = json!({"report": report, "expect": if expect_fail { "fail" } else { "pass" }, "criteria": criteria});
+        if failed.is_empty() && !unseen.is_empty() {
+            return Ok(Verdict::not_checked(
+                format!(
+                    "not checked: the preview could not observe {} criteria ({})",
+                    unseen.len(),
+                    unseen.join("; ")
+                ),
+                evidence,
+            ));
+        }
         let passed = verdict.passed != expect_fail;
         let message = match (verdict.passed, expect_fail) {
             (true, false) => "the page rendered cleanly".to_string(),
@@ -60,11 +79,7 @@ pub(crate) const PREVIEW: CheckDef = CheckDef {
                 "the page was expected to show problems, but it rendered cleanly".to_string()
             }
         };
-        Ok(Verdict::new(
-            passed,
-            message,
-            json!({"report": report, "expect": if expect_fail { "fail" } else { "pass" }, "criteria": criteria}),
-        ))
+        Ok(Verdict::new(passed, message, evidence))
     },
 };
 

@@ -143,7 +143,7 @@ fn paths_outside_the_workspace_are_refused() {
     let w = Ws::new();
     for bad in ["../x.json", "/etc/passwd", "a/../../x"] {
         let o = w.check("json", json!({"path": bad}));
-        assert!(!o.passed, "{bad}: {}", o.message);
+        assert!(!o.passed(), "{bad}: {}", o.message);
         assert!(o.message.contains("workspace"), "{bad}: {}", o.message);
     }
 }
@@ -167,6 +167,7 @@ fn binary_where_text_is_expected_fails_clearly() {
     );
 }
 
+/// A file too large to read whole was not looked at: not checked, not failed.
 #[test]
 fn enormous_files_are_refused_before_reading() {
     let w = Ws::new();
@@ -174,16 +175,16 @@ fn enormous_files_are_refused_before_reading() {
     f.set_len(pmpo_checks::MAX_TEXT_BYTES + 1).unwrap(); // sparse: no disk used
     let start = std::time::Instant::now();
     for name in ["json", "yaml", "xml", "html", "markdown_headings"] {
-        fail(
+        unseen(
             &w.check(name, json!({"path": "huge.json"})),
             "this check reads at most",
         );
     }
-    fail(
+    unseen(
         &w.check("regex", json!({"path": "huge.json", "pattern": "x"})),
         "reads at most",
     );
-    fail(
+    unseen(
         &w.check("json_schema", json!({"path": "huge.json", "schema": {}})),
         "reads at most",
     );
@@ -885,8 +886,8 @@ fn http_health() {
         ),
         "failed",
     );
-    // Not loopback: refused without connecting.
-    fail(
+    // Not loopback: refused without connecting, so not checked.
+    unseen(
         &w.check("http", json!({"url": "http://192.0.2.1/health"})),
         "not a loopback address",
     );
@@ -1084,4 +1085,119 @@ fn parameters_are_checked_statically_and_at_run_time() {
         &w.check("no_such_check", json!({})),
         "unknown check `no_such_check`; known checks:",
     );
+}
+
+// ---------- not checked: the check could not look ----------
+
+fn preview_report(w: &Ws, diagnostics: bool, status: &str, console_error: bool) {
+    w.write("dist/previews/p/screenshot.png", png_two_colours(40, 20));
+    let console = if console_error {
+        json!([{"level": "error", "text": "boom", "source": "console-api"}])
+    } else {
+        json!([])
+    };
+    let report = json!({
+        "version": 1, "artifact_id": "p", "status": status, "required": false,
+        "source": "page.html", "html": "dist/previews/p/preview.html",
+        "screenshot": "dist/previews/p/screenshot.png",
+        "driver": if diagnostics { "devtools" } else { "screenshot-mode" },
+        "diagnostics_available": diagnostics, "runtime_source": "none", "runtime_detail": "",
+        "network_allowed": false, "viewport": {"width": 40, "height": 20, "device_scale_factor": 1.0},
+        "console": console, "page_errors": [], "failed_requests": [],
+        "counts": {"console_errors": 0, "console_warnings": 0, "page_errors": 0, "failed_requests": 0},
+        "timings": {"browser_start_ms": 0.0, "browser_reused": false, "load_ms": 0.0, "settle_ms": 0.0, "screenshot_ms": 0.0, "total_ms": 0.0},
+        "generated_at": "2026-01-01T00:00:00Z",
+    });
+    w.write(
+        "dist/previews/p/preview-report.json",
+        serde_json::to_vec(&report).unwrap(),
+    );
+}
+
+#[test]
+fn a_preview_without_diagnostics_is_not_checked_never_clean() {
+    let w = Ws::new();
+    let report = json!({"report": "dist/previews/p/preview-report.json"});
+    preview_report(&w, true, "success", false);
+    pass(&w.check("preview", report.clone()));
+    preview_report(&w, true, "success", true);
+    fail(&w.check("preview", report.clone()), "boom");
+    // Chromium's --screenshot mode sees no console: the same page is not judged clean.
+    preview_report(&w, false, "success", false);
+    let o = w.check("preview", report.clone());
+    unseen(&o, "no_console_errors");
+    assert!(!o.message.contains("rendered cleanly"), "{}", o.message);
+    // Nor is a page that was expected to fail.
+    unseen(
+        &w.check(
+            "preview",
+            json!({"report": "dist/previews/p/preview-report.json", "expect": "fail"}),
+        ),
+        "not observe",
+    );
+    preview_report(&w, false, "skipped", false);
+    unseen(&w.check("preview", report), "skipped");
+}
+
+#[test]
+fn output_cut_before_the_awaited_text_is_not_checked() {
+    let w = Ws::new();
+    // 100 KB of output before the word: more than the check keeps.
+    let long = json!({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' a; echo; echo needle"], "stdout_contains": "needle"});
+    unseen(&w.check("command", long), "not checked");
+    let short = json!({"command": ["sh", "-c", "echo hay"], "stdout_contains": "needle"});
+    fail(&w.check("command", short), "does not contain");
+}
+
+#[test]
+fn a_body_cut_before_the_awaited_text_is_not_checked() {
+    use std::io::{Read, Write};
+    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = l.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for mut s in l.incoming().flatten() {
+            let mut buf = [0u8; 2048];
+            let _ = s.read(&mut buf);
+            let body = format!("{}needle", "x".repeat(2 * 1024 * 1024));
+            let _ = write!(
+                s,
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+        }
+    });
+    let w = Ws::new();
+    unseen(
+        &w.check(
+            "http",
+            json!({"url": format!("http://127.0.0.1:{port}/"), "contains": "needle"}),
+        ),
+        "not checked",
+    );
+}
+
+#[test]
+fn named_files_are_the_file_parameters() {
+    let w = Ws::new();
+    w.write("dist/a.png", png(2, 2));
+    w.write("dist/b.png", png(2, 2));
+    let p = |v: serde_json::Value| v.as_object().unwrap().clone();
+    let ws = &w.ws;
+    assert_eq!(
+        pmpo_checks::named_files(
+            ws,
+            "image_format",
+            &p(json!({"path": "dist/*.png", "format": "png"}))
+        ),
+        ["dist/a.png", "dist/b.png"]
+    );
+    assert_eq!(
+        pmpo_checks::named_files(ws, "manifest", &p(json!({}))),
+        ["artifact_manifest.json"]
+    );
+    assert_eq!(
+        pmpo_checks::named_files(ws, "preview", &p(json!({"report": "dist/r.json"}))),
+        ["dist/r.json"]
+    );
+    assert!(pmpo_checks::named_files(ws, "http", &p(json!({"url": "http://x/"}))).is_empty());
 }

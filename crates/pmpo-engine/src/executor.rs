@@ -472,7 +472,10 @@ pub(crate) async fn run(
         .any(|s| matches!(s.status, StageStatus::Failed | StageStatus::Timeout))
     {
         RunStatus::Failed
-    } else if stage_results.iter().all(|s| s.status.is_success()) {
+    } else if stage_results
+        .iter()
+        .all(|s| s.status.is_success() || s.optional_skip)
+    {
         RunStatus::Completed
     } else {
         RunStatus::Incomplete
@@ -603,10 +606,17 @@ impl Shared<'_> {
             .iter()
             .map(|f| (f.path.clone(), f.blake3.clone()))
             .collect();
+        // Optional work its tool skipped (a preview with no browser) does not
+        // hold back the stages that depend on it.
+        let status = if result.optional_skip {
+            StageStatus::Completed
+        } else {
+            result.status
+        };
         self.done.insert(
             result.id.clone(),
             Done {
-                status: Some(result.status),
+                status: Some(status),
                 files,
             },
         );
@@ -1278,11 +1288,18 @@ async fn run_one(
             None,
         ),
     };
-    let status = match &failure {
-        None => StageStatus::Completed,
+    // A tool that skipped optional work (a preview with no browser) says so:
+    // the stage is SKIPPED with its reason, not COMPLETED.
+    let tool_skip = outcome
+        .as_ref()
+        .and_then(|o| o.skipped.clone())
+        .filter(|_| failure.is_none());
+    let status = match (&failure, &tool_skip) {
         // Stopped by the user's cancel: not a failure of the stage.
-        Some(f) if f.kind == "cancelled" => StageStatus::Cancelled,
-        Some(f) => f.status,
+        (Some(f), _) if f.kind == "cancelled" => StageStatus::Cancelled,
+        (Some(f), _) => f.status,
+        (None, Some(_)) => StageStatus::Skipped,
+        (None, None) => StageStatus::Completed,
     };
     let mut failure = failure;
     if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
@@ -1308,7 +1325,11 @@ async fn run_one(
     let data_json = serde_json::to_string(&stage_data).expect("json");
 
     result.status = status;
-    result.reason = failure.as_ref().map(|f| f.message.clone());
+    result.reason = failure
+        .as_ref()
+        .map(|f| f.message.clone())
+        .or(tool_skip.clone());
+    result.optional_skip = tool_skip.is_some();
     result.finished_at = Some(finished_at.clone());
     result.duration_ms = ms(duration);
     result.exit_code = exit_code;
@@ -1373,6 +1394,14 @@ async fn run_one(
             Some(status),
             Some(duration),
             Some(f.message.clone()),
+        )?;
+    } else if let Some(why) = &tool_skip {
+        sh.rec.emit(
+            EventKind::TaskSkipped,
+            at,
+            Some(status),
+            Some(duration),
+            Some(why.clone()),
         )?;
     } else {
         let note = fallback_used
@@ -1474,7 +1503,27 @@ async fn attempt(
     };
     // The stage's own checks (`validate:`); a failing check fails the stage.
     if tried.failure.is_none() && !stage.validate.is_empty() {
-        let (checks, failed) = crate::validation::stage_checks(cx.ws, stage, token).await;
+        // The evidence rule: files of stages that have not succeeded (yet) in this run are not evidence.
+        let evidence = {
+            let sh = shared.borrow();
+            let done = |id: &str| {
+                sh.done.get(id).map(|d| crate::validation::Seen {
+                    status: d.status,
+                    files: d.files.clone(),
+                    started_at: None,
+                })
+            };
+            let stages = &cx.plan.doc.plan.stages;
+            crate::validation::Evidence::for_stage_checks(
+                cx.ws,
+                cx.run_id,
+                stages,
+                stage,
+                &tried.files,
+                done,
+            )
+        };
+        let (checks, failed) = crate::validation::stage_checks(cx.ws, stage, token, evidence).await;
         shared.borrow_mut().validations.extend(checks);
         if let Some((kind, message)) = failed {
             tried.failure = Some(Failure {

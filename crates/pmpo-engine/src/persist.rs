@@ -13,7 +13,7 @@ use crate::results::{
     ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, RunStatus, StageResult, Summary,
     ValidationOutput, Violation, ViolationCheck, build_manifest,
 };
-use crate::validation::{ConstraintReport, ConstraintStatus};
+use crate::validation::ConstraintReport;
 use crate::{EVENTS_LOG, EngineError, MANIFEST_FILE, REFINEMENT_LOG, RESULTS_FILE, STAGE_LOG_DIR};
 
 pub(crate) struct RunRecord {
@@ -117,12 +117,14 @@ pub(crate) fn finish(
     // The validation_plan runs on the files as the stages left them (not after a cancel).
     let skip = (run.status == RunStatus::Cancelled).then_some("not run: the run was cancelled");
     let never = std::sync::atomic::AtomicBool::new(false);
+    let evidence =
+        crate::validation::Evidence::of_run(&run.run_id, &plan.doc.plan.stages, &run.stages);
     validation_outputs.extend(crate::validation::run_validation_plan(
-        ws, &plan.doc, skip, &never,
+        ws, &plan.doc, skip, &never, &evidence,
     ));
     let constraint_reports = crate::validation::constraint_reports(spec, &validation_outputs);
     // The final validation decides success (seed 003): a blocking constraint not proven fails the run.
-    let violations = unproven_blocking(&plan.doc, &constraint_reports, &validation_outputs);
+    let violations = unproven_blocking(&constraint_reports, &validation_outputs);
     let status = match run.status {
         RunStatus::Completed | RunStatus::Incomplete
             if !violations.is_empty() && !allow_violations =>
@@ -366,34 +368,13 @@ fn md_cell(text: &str) -> String {
 }
 
 /// The blocking constraints this run did not prove: violated, or `not_checked`
-/// although a check of this run was meant to measure them (it could not look).
-/// A constraint no check of the run measures (none names it, or only
-/// `execution_required: false` entries) is left to the Reflect phase.
-fn unproven_blocking(
-    doc: &pmpo_plan::PlanDocument,
-    reports: &[ConstraintReport],
-    outputs: &[ValidationOutput],
-) -> Vec<Violation> {
-    let measured_here = |id: &str| {
-        doc.plan
-            .validation_plan
-            .iter()
-            .any(|v| v.constraint_id == id && v.execution_required)
-            || doc
-                .plan
-                .stages
-                .iter()
-                .flat_map(|s| &s.validate)
-                .any(|v| v.constraint_id.as_deref() == Some(id))
-    };
+/// because a check of this run could not look. A constraint no check of the
+/// run measures (none names it, or only `execution_required: false` entries)
+/// is left to the Reflect phase.
+fn unproven_blocking(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> Vec<Violation> {
     reports
         .iter()
-        .filter(|r| r.severity == pmpo_plan::Severity::Blocking)
-        .filter(|r| match r.status {
-            ConstraintStatus::Satisfied => false,
-            ConstraintStatus::Violated => true,
-            ConstraintStatus::NotChecked => measured_here(&r.id),
-        })
+        .filter(|r| r.blocking_unproven(outputs))
         .map(|r| Violation {
             constraint_id: r.id.clone(),
             description: r.description.clone(),

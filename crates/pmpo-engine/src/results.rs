@@ -48,6 +48,11 @@ pub struct StageResult {
     /// The fallback tool that was used, when the stage's own tool kept failing.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fallback_used: Option<String>,
+    /// SKIPPED by its own tool, which chose not to do optional work (an
+    /// optional preview with no browser; `reason` says why): it does not
+    /// fail the run.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub optional_skip: bool,
 }
 
 impl StageResult {
@@ -72,6 +77,7 @@ impl StageResult {
             reused_from: None,
             attempts: 0,
             fallback_used: None,
+            optional_skip: false,
         }
     }
 }

@@ -3,9 +3,12 @@
 //! (satisfied / violated / not_checked), written to `constraints.json` and
 //! summarized in `refinement_log.md`.
 //!
-//! The checks themselves are in `pmpo-checks`; this module only runs them and
-//! records their outcomes.
+//! The checks themselves are in `pmpo-checks`; this module runs them, applies
+//! the evidence rule ([`Evidence`]: a file that a stage of this run failed,
+//! skipped or did not run to produce is not evidence, whatever is on disk) and
+//! records their outcomes with the digests of the files they read.
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -15,11 +18,360 @@ use pmpo_store::{Workspace, now_rfc3339};
 use serde::Serialize;
 use serde_json::{Map, Value, json};
 
+use pmpo_checks::CheckStatus;
+
+use crate::events::StageStatus;
 use crate::executor::ms;
-use crate::results::ValidationOutput;
+use crate::results::{StageResult, ValidationOutput};
 
 /// Where constraint statuses are written.
 pub const CONSTRAINTS_FILE: &str = "constraints.json";
+
+/// What this run proved about the workspace's files: the evidence rule.
+///
+/// A file under the declared `outputs:` of a stage that FAILED, TIMED OUT, was
+/// SKIPPED or did not run in this run is unproven (a copy left by an earlier
+/// run is not evidence), unless a stage that succeeded in this run produced or
+/// verified it with the digest it has now. A check whose file parameters name
+/// an unproven file is `not_checked`, with the file, the stage and its status.
+/// One exception keeps failures visible: a file that a stage which FAILED in
+/// this run wrote during its attempt (modified after the stage started) is
+/// checked, and a failure found in it stands; a pass on it is still
+/// `not_checked`, since the stage that made it failed.
+#[derive(Debug, Clone, Default)]
+pub struct Evidence {
+    /// Files produced or verified by stages that succeeded, with their digests.
+    proven: HashMap<String, String>,
+    /// Stages that did not succeed.
+    unproven: Vec<Unproven>,
+}
+
+#[derive(Debug, Clone)]
+struct Unproven {
+    stage: String,
+    /// What happened to it ("FAILED in run R").
+    what: String,
+    outputs: Vec<String>,
+    /// For a stage that FAILED in this run: when it started.
+    failed_since: Option<std::time::SystemTime>,
+}
+
+/// How a stage ended, as the evidence rule needs it.
+pub struct Seen {
+    pub status: Option<StageStatus>,
+    /// Files under its declared outputs, with their digests (for a success).
+    pub files: Vec<(String, String)>,
+    /// When it started in this run (RFC 3339), if it did. A file modified
+    /// since then was written by it; misjudging a file written just before
+    /// can only keep a failure found in it, never make it pass.
+    pub started_at: Option<String>,
+}
+
+/// File times come from the kernel's coarse clock, which can lag a fine
+/// reading taken a moment earlier by up to one tick (10 ms at 100 Hz).
+const COARSE_CLOCK: std::time::Duration = std::time::Duration::from_millis(10);
+
+/// Why a file is not evidence, and whether this run's failed stage wrote it.
+struct Doubt {
+    reason: String,
+    written_by_failed_stage: bool,
+}
+
+fn parse_time(rfc3339: &str) -> Option<std::time::SystemTime> {
+    chrono::DateTime::parse_from_rfc3339(rfc3339)
+        .ok()
+        .map(std::time::SystemTime::from)
+}
+
+fn what_happened(status: Option<StageStatus>, run_id: &str) -> String {
+    match status {
+        None | Some(StageStatus::Pending) => format!("did not run in run {run_id}"),
+        Some(StageStatus::AwaitingIntervention) => {
+            format!("is awaiting a decision in run {run_id}")
+        }
+        Some(s) => format!("{} in run {run_id}", s.as_str()),
+    }
+}
+
+impl Evidence {
+    /// No run to judge by (`pmpo validate` on the workspace as it is).
+    pub fn none() -> Evidence {
+        Evidence::default()
+    }
+
+    /// At the end of a run, from every stage's result.
+    pub fn of_run(run_id: &str, stages: &[pmpo_plan::Stage], results: &[StageResult]) -> Evidence {
+        let by_id: HashMap<&str, &StageResult> =
+            results.iter().map(|r| (r.id.as_str(), r)).collect();
+        Evidence::build(run_id, stages, None, |id| {
+            by_id.get(id).map(|r| Seen {
+                status: Some(r.status),
+                files: r
+                    .files
+                    .iter()
+                    .map(|f| (f.path.clone(), f.blake3.clone()))
+                    .collect(),
+                started_at: r.started_at.clone(),
+            })
+        })
+    }
+
+    /// For `pmpo validate`, which runs no stage: the last run's results
+    /// (`.state/execution_results.json`) say which files it proved. Stages
+    /// the last run does not list are left out (no claim either way); no
+    /// results file, no rule.
+    pub fn of_last_run(ws: &Workspace, stages: &[pmpo_plan::Stage]) -> Evidence {
+        let Some(last) = ws
+            .resolve(crate::RESULTS_FILE)
+            .ok()
+            .and_then(|p| std::fs::read(p).ok())
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+        else {
+            return Evidence::none();
+        };
+        let run_id = last["run_id"].as_str().unwrap_or("?").to_string();
+        let listed: HashMap<&str, &Value> = last["stages"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| Some((s["id"].as_str()?, s)))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let known: Vec<pmpo_plan::Stage> = stages
+            .iter()
+            .filter(|s| listed.contains_key(s.id.as_str()))
+            .cloned()
+            .collect();
+        Evidence::build(&run_id, &known, None, |id| {
+            let s = listed.get(id)?;
+            let status = s["status"].as_str().and_then(StageStatus::parse);
+            let files = s["files"]
+                .as_array()
+                .map(|fs| {
+                    fs.iter()
+                        .filter_map(|f| {
+                            Some((
+                                f["path"].as_str()?.to_string(),
+                                f["blake3"].as_str()?.to_string(),
+                            ))
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            Some(Seen {
+                status,
+                files,
+                started_at: s["started_at"].as_str().map(str::to_string),
+            })
+        })
+    }
+
+    /// For a stage's `validate:` checks, while the run goes on: stages that
+    /// have not finished yet did not run; `own` are the files the validating
+    /// stage itself just produced. Only the stages whose declared outputs
+    /// cover a file the checks name are looked at, so the cost per stage does
+    /// not grow with the plan.
+    pub fn for_stage_checks(
+        ws: &Workspace,
+        run_id: &str,
+        stages: &[pmpo_plan::Stage],
+        current: &pmpo_plan::Stage,
+        own: &[crate::outputs::GeneratedFile],
+        done: impl Fn(&str) -> Option<Seen>,
+    ) -> Evidence {
+        let named: Vec<String> = current
+            .validate
+            .iter()
+            .flat_map(|item| pmpo_checks::named_files(ws, &item.check, &item.inputs))
+            .collect();
+        if named.is_empty() {
+            return Evidence::default();
+        }
+        let relevant: Vec<pmpo_plan::Stage> = stages
+            .iter()
+            .filter(|s| s.id != current.id)
+            .filter(|s| s.outputs.iter().any(|o| named.iter().any(|f| owns(o, f))))
+            .cloned()
+            .collect();
+        let mut e = Evidence::build(run_id, &relevant, None, done);
+        e.proven.retain(|p, _| named.contains(p));
+        e.proven.extend(
+            own.iter()
+                .filter(|f| named.contains(&f.path))
+                .map(|f| (f.path.clone(), f.blake3.clone())),
+        );
+        e
+    }
+
+    fn build(
+        run_id: &str,
+        stages: &[pmpo_plan::Stage],
+        skip: Option<&str>,
+        status_of: impl Fn(&str) -> Option<Seen>,
+    ) -> Evidence {
+        let mut e = Evidence::default();
+        for stage in stages.iter().filter(|s| Some(s.id.as_str()) != skip) {
+            match status_of(&stage.id) {
+                Some(seen) if seen.status.is_some_and(StageStatus::is_success) => {
+                    e.proven.extend(seen.files)
+                }
+                other => {
+                    if !stage.outputs.is_empty() {
+                        let status = other.as_ref().and_then(|s| s.status);
+                        let failed_since = other
+                            .as_ref()
+                            .filter(|s| s.status == Some(StageStatus::Failed))
+                            .and_then(|s| s.started_at.as_deref())
+                            .and_then(parse_time)
+                            .map(|t| t - COARSE_CLOCK);
+                        e.unproven.push(Unproven {
+                            stage: stage.id.clone(),
+                            what: what_happened(status, run_id),
+                            outputs: stage.outputs.clone(),
+                            failed_since,
+                        });
+                    }
+                }
+            }
+        }
+        e
+    }
+
+    /// Why `file` (with its current digest and modification time, if it
+    /// exists) is not evidence.
+    fn doubt(
+        &self,
+        file: &str,
+        digest: Option<&str>,
+        modified: Option<std::time::SystemTime>,
+    ) -> Option<Doubt> {
+        if digest.is_some() && self.proven.get(file).map(String::as_str) == digest {
+            return None;
+        }
+        let u = self
+            .unproven
+            .iter()
+            .find(|u| u.outputs.iter().any(|o| owns(o, file)))?;
+        let written_by_failed_stage = matches!(
+            (u.failed_since, modified),
+            (Some(since), Some(m)) if m >= since
+        );
+        let note = match (digest.is_some(), written_by_failed_stage) {
+            (false, _) => "",
+            (true, true) => " (written by that failed stage)",
+            (true, false) => " (the file on disk is not from this run's work)",
+        };
+        Some(Doubt {
+            reason: format!("`{file}` is unproven: stage `{}` {}{note}", u.stage, u.what),
+            written_by_failed_stage,
+        })
+    }
+}
+
+/// Whether a declared output (a file, a directory or a glob) covers `file`.
+fn owns(pattern: &str, file: &str) -> bool {
+    let p = pattern.replace('\\', "/");
+    let p = p.trim_start_matches("./").trim_end_matches('/');
+    if p.contains(['*', '?', '[', '{']) {
+        globset::GlobBuilder::new(p)
+            .literal_separator(true)
+            .build()
+            .is_ok_and(|g| g.compile_matcher().is_match(file))
+    } else {
+        file == p
+            || file
+                .strip_prefix(p)
+                .is_some_and(|rest| rest.starts_with('/'))
+    }
+}
+
+/// Runs one check under the evidence rule and records the files it read
+/// (`read_files` in its evidence: path and blake3, null for a missing file).
+fn run_one_check(
+    ws: &Workspace,
+    name: &str,
+    params: &Map<String, Value>,
+    cancel: &AtomicBool,
+    evidence: &Evidence,
+    stage: Option<&str>,
+    constraint: Option<&str>,
+) -> ValidationOutput {
+    let start = std::time::Instant::now();
+    let files = pmpo_checks::named_files(ws, name, params);
+    type Read = (String, Option<String>, Option<std::time::SystemTime>);
+    let digests: Vec<Read> = files
+        .into_iter()
+        .map(|f| {
+            let abs = ws.resolve(&f).ok().filter(|a| a.is_file());
+            let d = abs
+                .as_ref()
+                .and_then(|a| pmpo_store::hash_file(a).ok())
+                .map(|d| d.blake3);
+            let modified = abs
+                .and_then(|a| std::fs::metadata(a).ok())
+                .and_then(|m| m.modified().ok());
+            (f, d, modified)
+        })
+        .collect();
+    let read: Vec<Value> = digests
+        .iter()
+        .map(|(f, d, _)| json!({"path": f, "blake3": d}))
+        .collect();
+    let doubts: Vec<Doubt> = digests
+        .iter()
+        .filter_map(|(f, d, m)| evidence.doubt(f, d.as_deref(), *m))
+        .collect();
+    let unproven: Vec<String> = doubts.iter().map(|d| d.reason.clone()).collect();
+    // Every doubtful file is this run's (a failed stage wrote it): look, and
+    // keep a failure; a pass still proves nothing.
+    let look_anyway = !doubts.is_empty() && doubts.iter().all(|d| d.written_by_failed_stage);
+    if look_anyway {
+        let o = pmpo_checks::run_check_cancellable(ws, name, params, cancel);
+        let mut out = output(o, stage, constraint);
+        if out.status != CheckStatus::Failed.as_str() {
+            out.status = CheckStatus::NotChecked.as_str().into();
+            if let Some(m) = out.evidence.as_object_mut() {
+                let was = m
+                    .get("message")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_string();
+                m.insert(
+                    "message".into(),
+                    json!(format!("not checked: {} ({was})", unproven.join("; "))),
+                );
+            }
+        }
+        if let Some(m) = out.evidence.as_object_mut() {
+            m.insert("unproven".into(), json!(unproven));
+            m.insert("read_files".into(), Value::Array(read));
+        }
+        return out;
+    }
+    if !unproven.is_empty() {
+        return ValidationOutput {
+            check: pmpo_checks::find(name).map_or(name.to_string(), |c| c.name.to_string()),
+            stage: stage.map(str::to_string),
+            constraint_id: constraint.map(str::to_string),
+            status: CheckStatus::NotChecked.as_str().into(),
+            evidence: json!({
+                "message": format!("not checked: {}", unproven.join("; ")),
+                "unproven": unproven,
+                "read_files": read,
+            }),
+            duration_ms: ms(start.elapsed()),
+        };
+    }
+    let o = pmpo_checks::run_check_cancellable(ws, name, params, cancel);
+    let mut out = output(o, stage, constraint);
+    if !read.is_empty()
+        && let Some(m) = out.evidence.as_object_mut()
+    {
+        m.insert("read_files".into(), Value::Array(read));
+    }
+    out
+}
 
 fn output(
     outcome: pmpo_checks::CheckOutcome,
@@ -39,7 +391,7 @@ fn output(
         check: outcome.check,
         stage: stage.map(str::to_string),
         constraint_id: constraint.map(str::to_string),
-        status: if outcome.passed { "passed" } else { "failed" }.into(),
+        status: outcome.status.as_str().into(),
         evidence: Value::Object(evidence),
         duration_ms: ms(outcome.duration),
     }
@@ -52,12 +404,20 @@ pub fn run_stage_checks(
     stage_id: &str,
     items: &[CheckSpec],
     cancel: &AtomicBool,
+    evidence: &Evidence,
 ) -> Vec<ValidationOutput> {
     items
         .iter()
         .map(|item| {
-            let o = pmpo_checks::run_check_cancellable(ws, &item.check, &item.inputs, cancel);
-            output(o, Some(stage_id), item.constraint_id.as_deref())
+            run_one_check(
+                ws,
+                &item.check,
+                &item.inputs,
+                cancel,
+                evidence,
+                Some(stage_id),
+                item.constraint_id.as_deref(),
+            )
         })
         .collect()
 }
@@ -70,7 +430,8 @@ pub fn message_of(v: &ValidationOutput) -> &str {
         .unwrap_or_default()
 }
 
-/// Runs every `validation_plan` entry on the files as they are now. Entries with
+/// Runs every `validation_plan` entry on the files as they are now, under the
+/// evidence rule of `evidence`. Entries with
 /// `execution_required: false` (judged by the Reflect phase) are recorded as `not_checked`;
 /// so is everything when `skip` gives a reason (a cancelled run).
 pub fn run_validation_plan(
@@ -78,6 +439,7 @@ pub fn run_validation_plan(
     doc: &PlanDocument,
     skip: Option<&str>,
     cancel: &AtomicBool,
+    evidence: &Evidence,
 ) -> Vec<ValidationOutput> {
     doc.plan
         .validation_plan
@@ -101,18 +463,19 @@ pub fn run_validation_plan(
                     stage: None,
                     constraint_id: Some(item.constraint_id.clone()),
                     status: "not_checked".into(),
-                    evidence: json!({ "message": r }),
+                    // Not run on purpose (judged in Reflect, or cancelled): not a check that failed to look.
+                    evidence: json!({ "message": r, "not_run": true }),
                     duration_ms: 0.0,
                 },
-                None => {
-                    let o = pmpo_checks::run_check_cancellable(
-                        ws,
-                        &item.validation_method,
-                        &item.inputs,
-                        cancel,
-                    );
-                    output(o, None, Some(&item.constraint_id))
-                }
+                None => run_one_check(
+                    ws,
+                    &item.validation_method,
+                    &item.inputs,
+                    cancel,
+                    evidence,
+                    None,
+                    Some(&item.constraint_id),
+                ),
             }
         })
         .collect()
@@ -149,7 +512,8 @@ pub struct ConstraintReport {
     pub checks: Vec<usize>,
 }
 
-/// Statuses of every constraint of the specification, from the validation outputs.
+/// Statuses of every constraint of the specification, from the validation
+/// outputs (an unknown status string counts as not checked, never as a pass).
 pub fn constraint_reports(
     spec: &Specification,
     outputs: &[ValidationOutput],
@@ -163,15 +527,19 @@ pub fn constraint_reports(
                 .filter(|(_, o)| o.constraint_id.as_deref() == Some(c.id.as_str()))
                 .map(|(i, _)| i)
                 .collect();
-            let ran: Vec<&ValidationOutput> = checks
+            // Satisfied only when every check that names it ran and passed; a
+            // failure violates it; otherwise one check that could not look
+            // (or no check at all) leaves it not checked.
+            let statuses: Vec<Option<CheckStatus>> = checks
                 .iter()
-                .map(|&i| &outputs[i])
-                .filter(|o| o.status != "not_checked")
+                .map(|&i| CheckStatus::parse(&outputs[i].status))
                 .collect();
-            let status = if ran.is_empty() {
-                ConstraintStatus::NotChecked
-            } else if ran.iter().any(|o| o.status != "passed") {
+            let status = if statuses.contains(&Some(CheckStatus::Failed)) {
                 ConstraintStatus::Violated
+            } else if statuses.is_empty()
+                || statuses.iter().any(|s| *s != Some(CheckStatus::Passed))
+            {
+                ConstraintStatus::NotChecked
             } else {
                 ConstraintStatus::Satisfied
             };
@@ -195,9 +563,40 @@ pub struct ConstraintSummary {
     pub not_checked: usize,
     /// Violated constraints with severity `blocking`.
     pub blocking_violated: usize,
+    /// Blocking constraints left not checked because a check that ran could
+    /// not look (no diagnostics, a file too large, an unproven file): not
+    /// satisfied, so not a success either. Constraints whose checks were not
+    /// run on purpose (`execution_required: false`, a cancel) are not counted.
+    pub blocking_not_checked: usize,
 }
 
-pub fn summarize(reports: &[ConstraintReport]) -> ConstraintSummary {
+impl ConstraintReport {
+    /// Whether a check that ran could not look (no diagnostics, a file too large,
+    /// an unproven file), as opposed to checks not run on purpose
+    /// (`execution_required: false`, a cancel) or no check at all.
+    pub fn could_not_look(&self, outputs: &[ValidationOutput]) -> bool {
+        self.checks.iter().any(|&i| {
+            outputs.get(i).is_some_and(|o| {
+                o.status == CheckStatus::NotChecked.as_str()
+                    && o.evidence.get("not_run") != Some(&Value::Bool(true))
+            })
+        })
+    }
+
+    /// A blocking constraint this run did not prove: violated, or not checked
+    /// because a check could not look. (One no check measured is left to Reflect.)
+    pub fn blocking_unproven(&self, outputs: &[ValidationOutput]) -> bool {
+        self.severity == Severity::Blocking
+            && match self.status {
+                ConstraintStatus::Satisfied => false,
+                ConstraintStatus::Violated => true,
+                ConstraintStatus::NotChecked => self.could_not_look(outputs),
+            }
+    }
+}
+
+/// Counts by status; `outputs` are the validation outputs the reports index.
+pub fn summarize(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> ConstraintSummary {
     let mut s = ConstraintSummary {
         total: reports.len(),
         ..Default::default()
@@ -205,7 +604,12 @@ pub fn summarize(reports: &[ConstraintReport]) -> ConstraintSummary {
     for r in reports {
         match r.status {
             ConstraintStatus::Satisfied => s.satisfied += 1,
-            ConstraintStatus::NotChecked => s.not_checked += 1,
+            ConstraintStatus::NotChecked => {
+                s.not_checked += 1;
+                if r.severity == Severity::Blocking && r.could_not_look(outputs) {
+                    s.blocking_not_checked += 1;
+                }
+            }
             ConstraintStatus::Violated => {
                 s.violated += 1;
                 if r.severity == Severity::Blocking {
@@ -238,15 +642,24 @@ pub fn constraints_document(
                     .iter()
                     .map(|&i| {
                         let out = &outputs[i];
-                        json!({
+                        let mut c = json!({
                             "check": out.check,
                             "stage": out.stage,
                             "status": out.status,
                             "message": message_of(out),
                             "duration_ms": out.duration_ms,
-                        })
+                        });
+                        // The files the check read, with their digests: the evidence.
+                        if let (Some(files), Some(m)) =
+                            (out.evidence.get("read_files"), c.as_object_mut())
+                        {
+                            m.insert("files".into(), files.clone());
+                        }
+                        c
                     })
                     .collect();
+                // The run whose checks decided this status.
+                o.insert("run_id".into(), json!(run_id));
                 o.insert("checks".into(), Value::Array(checks));
             }
             v
@@ -257,7 +670,7 @@ pub fn constraints_document(
         "artifact_name": spec.artifact_name,
         "run_id": run_id,
         "checked_at": now_rfc3339(),
-        "summary": summarize(reports),
+        "summary": summarize(reports, outputs),
         "constraints": constraints,
     })
 }
@@ -281,13 +694,18 @@ pub fn write_constraints(
 /// The refinement log's summary of constraints and checks.
 pub fn log_summary(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> String {
     let mut s = String::new();
-    let sum = summarize(reports);
+    let sum = summarize(reports, outputs);
     let passed = outputs.iter().filter(|o| o.status == "passed").count();
     let failed = outputs.iter().filter(|o| o.status == "failed").count();
+    let unseen = outputs.len() - passed - failed;
     let _ = writeln!(
         s,
-        "\nValidation: {passed} check(s) passed, {failed} failed. Constraints: {} satisfied, {} violated ({} blocking), {} not checked (details in `constraints.json`).\n",
-        sum.satisfied, sum.violated, sum.blocking_violated, sum.not_checked
+        "\nValidation: {passed} check(s) passed, {failed} failed, {unseen} not checked. Constraints: {} satisfied, {} violated ({} blocking), {} not checked ({} blocking) (details in `constraints.json`).\n",
+        sum.satisfied,
+        sum.violated,
+        sum.blocking_violated,
+        sum.not_checked,
+        sum.blocking_not_checked
     );
     if reports.is_empty() {
         return s;
@@ -366,16 +784,19 @@ pub fn validate_workspace(
     })?;
     let mut db = pmpo_store::db::SqliteStore::open(ws.root())?;
     let spec = &plan.doc.specification;
-    let outputs = run_validation_plan(ws, &plan.doc, None, cancel);
+    // The evidence rule holds here too: a file the last run failed to produce is not evidence.
+    let evidence = Evidence::of_last_run(ws, &plan.doc.plan.stages);
+    let outputs = run_validation_plan(ws, &plan.doc, None, cancel, &evidence);
     let reports = constraint_reports(spec, &outputs);
     let run_id = format!("validate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let doc = constraints_document(spec, &reports, &outputs, &run_id);
     write_constraints(spec, &reports, &outputs, &run_id, &mut |rel, bytes| {
         crate::persist::write_ledgered(ws, &mut db, rel, bytes, &run_id)
     })?;
-    let summary = summarize(&reports);
+    let summary = summarize(&reports, &outputs);
     let report = ValidationReport {
-        ok: summary.blocking_violated == 0,
+        // A blocking constraint that could not be checked is not a success either.
+        ok: summary.blocking_violated == 0 && summary.blocking_not_checked == 0,
         plan: plan.display.clone(),
         checked_at: now_rfc3339(),
         summary,
@@ -407,8 +828,10 @@ pub fn validate_workspace(
         plan.display,
         if report.ok {
             "passed"
-        } else {
+        } else if report.summary.blocking_violated > 0 {
             "blocking constraint violated"
+        } else {
+            "blocking constraint not checked"
         },
         log_summary(&report.reports, &report.validation_outputs)
     );
@@ -427,6 +850,7 @@ pub(crate) async fn stage_checks(
     ws: &Workspace,
     stage: &pmpo_plan::Stage,
     cancel: &tokio_util::sync::CancellationToken,
+    evidence: Evidence,
 ) -> (Vec<ValidationOutput>, Option<(&'static str, String)>) {
     let flag = Arc::new(AtomicBool::new(cancel.is_cancelled()));
     let (ws2, id, items, flag2) = (
@@ -436,7 +860,7 @@ pub(crate) async fn stage_checks(
         flag.clone(),
     );
     let mut handle =
-        tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items, &flag2));
+        tokio::task::spawn_blocking(move || run_stage_checks(&ws2, &id, &items, &flag2, &evidence));
     let joined = tokio::select! {
         r = &mut handle => r,
         _ = cancel.cancelled() => {
@@ -458,8 +882,15 @@ pub(crate) async fn stage_checks(
     };
     let failed: Vec<String> = outputs
         .iter()
-        .filter(|o| o.status != "passed")
-        .map(|o| format!("check `{}` failed: {}", o.check, message_of(o)))
+        .filter(|o| o.status != CheckStatus::Passed.as_str())
+        .map(|o| {
+            let verb = if o.status == CheckStatus::NotChecked.as_str() {
+                "could not check"
+            } else {
+                "failed"
+            };
+            format!("check `{}` {verb}: {}", o.check, message_of(o))
+        })
         .collect();
     let kind = if cancel.is_cancelled() {
         "cancelled"
@@ -474,6 +905,16 @@ pub(crate) async fn stage_checks(
 mod tests {
     use super::*;
 
+    #[test]
+    fn declared_outputs_own_files() {
+        assert!(owns("dist/x.txt", "dist/x.txt"));
+        assert!(owns("./dist/", "dist/previews/p/a.png"));
+        assert!(!owns("dist/x", "dist/x.txt"));
+        assert!(owns("dist/*.png", "dist/a.png"));
+        assert!(!owns("dist/*.png", "dist/sub/a.png"));
+        assert!(owns("dist/**/*.png", "dist/sub/a.png"));
+    }
+
     fn spec() -> Specification {
         serde_json::from_value(json!({
             "artifact_name": "t", "artifact_type": "logo",
@@ -481,7 +922,8 @@ mod tests {
                 {"id": "a", "description": "d", "severity": "blocking"},
                 {"id": "b", "description": "d", "severity": "high"},
                 {"id": "c", "description": "d", "severity": "low"},
-                {"id": "d", "description": "d", "severity": "blocking"}
+                {"id": "d", "description": "d", "severity": "blocking"},
+                {"id": "e", "description": "d", "severity": "blocking"}
             ]
         }))
         .unwrap()
@@ -508,16 +950,30 @@ mod tests {
             out("c", "not_checked"),
             out("d", "failed"),
             out("d", "not_checked"),
+            // One check that could not look: the constraint is not satisfied.
+            out("e", "passed"),
+            out("e", "not_checked"),
         ];
         let r = constraint_reports(&spec(), &outputs);
         let st: Vec<&str> = r.iter().map(|c| c.status.as_str()).collect();
-        assert_eq!(st, ["satisfied", "violated", "not_checked", "violated"]);
+        assert_eq!(
+            st,
+            [
+                "satisfied",
+                "violated",
+                "not_checked",
+                "violated",
+                "not_checked"
+            ]
+        );
         assert_eq!(r[1].checks, [2, 3]);
-        let s = summarize(&r);
+        let s = summarize(&r, &outputs);
         assert_eq!(
             (s.satisfied, s.violated, s.not_checked, s.blocking_violated),
-            (1, 2, 1, 1)
+            (1, 2, 2, 1)
         );
+        // `e` is blocking and one of its checks could not look.
+        assert_eq!(s.blocking_not_checked, 1);
         let log = log_summary(&r, &outputs);
         assert!(
             log.contains(
@@ -527,6 +983,7 @@ mod tests {
         );
         let doc = constraints_document(&spec(), &r, &outputs, "run");
         assert_eq!(doc["constraints"][1]["checks"][1]["status"], "failed");
+        assert_eq!(doc["constraints"][1]["run_id"], "run");
         assert_eq!(doc["summary"]["blocking_violated"], 1);
     }
 }

@@ -1688,8 +1688,8 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 u.dedup();
                 u
             },
-            manifest_valid: outcome.passed,
-            manifest_problem: (!outcome.passed).then(|| outcome.message.clone()),
+            manifest_valid: outcome.passed(),
+            manifest_problem: (!outcome.passed()).then(|| outcome.message.clone()),
             manifest_files,
             dist_files,
             empty_files,

@@ -708,6 +708,7 @@ impl Tool for A2uiTool {
             outputs,
             invocation: json!({"input": input, "output": output, "report": report}),
             notes,
+            skipped: None,
         })
     }
 }

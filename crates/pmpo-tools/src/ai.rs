@@ -803,6 +803,7 @@ impl AiTool {
                 .iter()
                 .flat_map(|a| a.notes.iter().cloned())
                 .collect(),
+            skipped: None,
         }
     }
 }

@@ -55,6 +55,10 @@ pub struct ToolOutcome {
     pub invocation: Value,
     /// Anything the engine should tell the user.
     pub notes: Vec<String>,
+    /// Set when the tool chose not to do optional work and says why (an
+    /// optional preview with no browser): the stage is SKIPPED, not COMPLETED,
+    /// and does not fail the run.
+    pub skipped: Option<String>,
 }
 
 /// Known kinds of failure, each with a recovery hint for the user.

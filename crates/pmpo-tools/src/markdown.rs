@@ -171,6 +171,7 @@ impl Tool for MarkdownTool {
             outputs,
             invocation: json!({"input": input}),
             notes: Vec::new(),
+            skipped: None,
         })
     }
 }

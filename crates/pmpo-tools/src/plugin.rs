@@ -162,6 +162,7 @@ impl Tool for PluginTool {
             outputs: Map::new(),
             invocation: json!({ "plugin": name, "path": exe }),
             notes: r.note.into_iter().collect(),
+            skipped: None,
         };
         if outcome.termination != Termination::Exited(0) {
             // Exit status, timeout and signals are judged by the engine.

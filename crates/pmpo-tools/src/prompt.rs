@@ -469,6 +469,7 @@ impl Tool for PromptTool {
             outputs,
             invocation: json!({"source": source, "output": output, "meta": meta_path}),
             notes,
+            skipped: None,
         })
     }
 }

@@ -257,6 +257,7 @@ impl Tool for RasterizeTool {
             outputs,
             invocation: json!({"input": input, "sizes": sizes, "output": pattern}),
             notes: Vec::new(),
+            skipped: None,
         })
     }
 }

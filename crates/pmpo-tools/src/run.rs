@@ -380,6 +380,7 @@ impl Tool for RunTool {
             outputs: Map::new(),
             invocation: json!({ "argv": argv, "script": script_path }),
             notes: result.note.into_iter().collect(),
+            skipped: None,
         };
         if inputs.get("outputs_json").and_then(Value::as_bool) == Some(true)
             && outcome.termination == crate::Termination::Exited(0)

@@ -667,6 +667,7 @@ impl Tool for TemplateTool {
             outputs,
             invocation: json!({"template": template, "output": output}),
             notes: Vec::new(),
+            skipped: None,
         })
     }
 }

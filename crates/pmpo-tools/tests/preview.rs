@@ -295,8 +295,13 @@ async fn screenshot_mode_fallback_and_missing_browser() {
     assert_eq!(r.driver, "screenshot-mode");
     assert!(!r.diagnostics_available);
     assert!(r.notes.iter().any(|n| n.contains("not observed")));
+    assert_eq!(outcome.skipped, None, "a rendered preview is not skipped");
     let (_, _, rgb) = decode(&root.join("dist/previews/p/screenshot.png"));
     assert!(count_color(&rgb, [0x12, 0x34, 0x56]) > 1000);
+    // Nothing failed, but console, page errors and requests were not observed.
+    let shot = std::fs::read(root.join("dist/previews/p/screenshot.png")).unwrap();
+    let verdict = evaluate_report(&r, Some(&shot));
+    assert!(verdict.passed && !verdict.observed(), "{verdict:?}");
 
     // No browser: optional -> skipped (stage succeeds), required -> stage fails.
     let (outcome, r) = run(
@@ -307,6 +312,12 @@ async fn screenshot_mode_fallback_and_missing_browser() {
     .await;
     assert_eq!(outcome.termination, Termination::Exited(0));
     assert_eq!(r.status, "skipped");
+    // The tool tells the engine it skipped, and why: the stage is SKIPPED, not COMPLETED.
+    let why = outcome.skipped.as_deref().unwrap_or_default();
+    assert!(
+        why.contains("optional preview `x` skipped") && why.contains("/nonexistent/chromium"),
+        "{why}"
+    );
     assert!(
         r.hint
             .as_deref()
@@ -316,6 +327,10 @@ async fn screenshot_mode_fallback_and_missing_browser() {
     let (outcome, r) = run(&tool, &ws, json!({"input": "p.html", "id": "y", "required": true, "chromium": "/nonexistent/chromium"})).await;
     assert_eq!(outcome.termination, Termination::Exited(1));
     assert_eq!(r.status, "failed");
+    assert_eq!(
+        outcome.skipped, None,
+        "a required preview fails, it is not skipped"
+    );
     tool.end_run().await;
 }
 

@@ -85,8 +85,9 @@ pub fn run(args: Args) -> u8 {
         eprintln!("validation cancelled; the checks not run are recorded as not_checked");
         return stop.exit_code();
     }
-    let failed =
-        report.summary.blocking_violated > 0 || (args.strict && report.summary.violated > 0);
+    // A blocking constraint that a check could not look at is not satisfied:
+    // not a success (`report.ok` says both).
+    let failed = !report.ok || (args.strict && report.summary.violated > 0);
     if failed { EXIT_STAGE_FAILED } else { EXIT_OK }
 }
 
@@ -109,10 +110,11 @@ fn print_text(r: &ValidationReport) {
         let _ = writeln!(out, "{} ({}): {status}", c.id, c.severity);
         for &i in &c.checks {
             let v = &r.validation_outputs[i];
+            // Anything but a pass or a failure: the check did not (or could not) look.
             let mark = match v.status.as_str() {
                 "passed" => paint("32", "PASS"),
                 "failed" => paint("31", "FAIL"),
-                _ => paint("33", "SKIP"),
+                _ => paint("33", "NOT CHECKED"),
             };
             let _ = writeln!(
                 out,
@@ -126,8 +128,13 @@ fn print_text(r: &ValidationReport) {
     let s = &r.summary;
     let _ = writeln!(
         out,
-        "{} constraint(s): {} satisfied, {} violated ({} blocking), {} not checked; constraints.json written",
-        s.total, s.satisfied, s.violated, s.blocking_violated, s.not_checked
+        "{} constraint(s): {} satisfied, {} violated ({} blocking), {} not checked ({} blocking); constraints.json written",
+        s.total,
+        s.satisfied,
+        s.violated,
+        s.blocking_violated,
+        s.not_checked,
+        s.blocking_not_checked
     );
     print!("{out}");
 }
@@ -170,8 +177,11 @@ fn secs(ms: f64) -> String {
     format!("{:.3}", ms / 1000.0)
 }
 
-/// JUnit XML: a test suite per constraint, a test case per check; a constraint
-/// without an executed check is one skipped test case.
+/// JUnit XML: a test suite per constraint, a test case per check; a check that
+/// was not run or could not look is a skipped test case whose message says
+/// why (JUnit has no "not checked"); a constraint without an executed check
+/// is one skipped test case. A blocking constraint that a check could not
+/// look at is a failed test case of its suite: CI must not show it green.
 pub fn junit_xml(r: &ValidationReport) -> String {
     let outputs: &[ValidationOutput] = &r.validation_outputs;
     let mut suites = String::new();
@@ -223,6 +233,23 @@ pub fn junit_xml(r: &ValidationReport) -> String {
                 }
             }
             cases.push_str("</testcase>\n");
+        }
+        let could_not_look = c.checks.iter().any(|&i| {
+            outputs[i].status == "not_checked"
+                && outputs[i].evidence.get("not_run") != Some(&serde_json::Value::Bool(true))
+        });
+        if c.status == ConstraintStatus::NotChecked
+            && c.severity == pmpo_plan::Severity::Blocking
+            && could_not_look
+        {
+            tests += 1;
+            fail += 1;
+            let _ = writeln!(
+                cases,
+                "    <testcase classname=\"pmpo.{}\" name=\"blocking constraint checked\" time=\"0.000\">\n      <failure message=\"blocking constraint `{}` is not satisfied: a check could not look at what it checks\" type=\"not_checked\"/>\n    </testcase>",
+                xml_escape(&c.id),
+                xml_escape(&c.id)
+            );
         }
         if c.checks.is_empty() {
             tests += 1;

@@ -206,13 +206,25 @@ fn a_failing_validate_item_fails_its_stage() {
             ("xml", "failed")
         ]
     );
-    // The validation_plan still ran after the stages, on the files as they are.
+    // The validation_plan still ran after the stages. The file is under the
+    // outputs of a stage that failed, but that stage wrote it in this run:
+    // the failure found in it stands (a pass would not count).
     let plan_checks: Vec<&str> = outs
         .iter()
         .filter(|o| o["stage"].is_null())
         .map(|o| o["status"].as_str().unwrap())
         .collect();
     assert_eq!(plan_checks, ["failed", "failed", "not_checked"]);
+    let xml = outs
+        .iter()
+        .find(|o| o["stage"].is_null() && o["check"] == "xml")
+        .unwrap();
+    let unproven = xml["evidence"]["unproven"][0].as_str().unwrap();
+    assert!(
+        unproven.contains("`dist/logo.svg` is unproven: stage `draw` FAILED in run")
+            && unproven.contains("written by that failed stage"),
+        "{unproven}"
+    );
     let saved = ws.read_json(".state/execution_results.json");
     assert_eq!(saved["validation_outputs"], j["validation_outputs"]);
     let c = ws.read_json("constraints.json");
@@ -498,4 +510,67 @@ fn check_json_lists_check_errors_and_validate_refuses_a_missing_workspace() {
     let r = ws.run(&["validate", "plan.yaml", "-w", "no/such/dir"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+}
+
+/// A blocking constraint whose check could not look (a file too large to read
+/// whole) is not satisfied: `pmpo validate` says NOT CHECKED, exits 1, and the
+/// JUnit report does not show it green.
+#[test]
+fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
+    let ws = Ws::new();
+    ws.write("dist/logo.svg", "");
+    let f = std::fs::File::create(ws.p("dist/logo.svg")).unwrap();
+    f.set_len(64 * 1024 * 1024 + 1).unwrap(); // sparse: no disk used
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: svg-valid, validation_method: xml, with: {path: dist/logo.svg}}\n",
+    );
+    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
+    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("svg-valid (blocking): not checked"),
+        "{}",
+        r.stdout
+    );
+    assert!(r.stdout.contains("NOT CHECKED xml"), "{}", r.stdout);
+    assert!(r.stdout.contains("reads at most"), "{}", r.stdout);
+    assert!(
+        r.stdout.contains("4 not checked (1 blocking)"),
+        "{}",
+        r.stdout
+    );
+
+    let text = ws.read("junit.xml");
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let suite = doc
+        .descendants()
+        .find(|n| n.has_tag_name("testsuite") && n.attribute("name") == Some("svg-valid"))
+        .unwrap();
+    assert_eq!(suite.attribute("failures"), Some("1"), "{text}");
+    assert_eq!(suite.attribute("skipped"), Some("1"), "{text}");
+    let failure = suite
+        .descendants()
+        .find(|n| n.has_tag_name("failure"))
+        .unwrap();
+    assert_eq!(failure.attribute("type"), Some("not_checked"), "{text}");
+
+    let j = ws.run(&["validate", "plan.yaml", "--json"]).json();
+    assert_eq!(j["ok"], false, "{j}");
+    assert_eq!(j["summary"]["blocking_not_checked"], 1, "{j}");
+    assert_eq!(j["summary"]["blocking_violated"], 0, "{j}");
+
+    // The same check under a constraint that is not blocking: reported, exit 0.
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: brand, validation_method: xml, with: {path: dist/logo.svg}}\n",
+    );
+    let r = ws.run(&["validate", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        r.stdout.contains("brand (low): not checked"),
+        "{}",
+        r.stdout
+    );
 }

@@ -41,14 +41,32 @@ impl Ws {
 }
 
 pub fn pass(o: &CheckOutcome) {
-    assert!(o.passed, "expected pass: {} / {}", o.message, o.evidence);
+    assert!(o.passed(), "expected pass: {} / {}", o.message, o.evidence);
+}
+
+/// The check could not look: `not_checked`, never passed nor failed.
+#[allow(dead_code)]
+pub fn unseen(o: &CheckOutcome, needle: &str) {
+    assert_eq!(
+        o.status,
+        pmpo_checks::CheckStatus::NotChecked,
+        "expected not_checked: {} / {}",
+        o.message,
+        o.evidence
+    );
+    assert!(
+        o.message.contains(needle),
+        "message {:?} should contain {needle:?}",
+        o.message
+    );
 }
 
 pub fn fail(o: &CheckOutcome, needle: &str) {
     assert!(
-        !o.passed,
+        o.status == pmpo_checks::CheckStatus::Failed,
         "expected failure: {} / {}",
-        o.message, o.evidence
+        o.message,
+        o.evidence
     );
     assert!(
         o.message.contains(needle),
@@ -109,10 +127,26 @@ fn chunk(out: &mut Vec<u8>, kind: &[u8], data: &[u8]) {
 
 /// A valid RGB PNG of w x h pixels, all one colour.
 pub fn png(w: u32, h: u32) -> Vec<u8> {
+    png_of(w, h, |_| [0x1d, 0x35, 0x57])
+}
+
+/// A valid RGB PNG, dark on its left half and white on its right (not blank).
+#[allow(dead_code)]
+pub fn png_two_colours(w: u32, h: u32) -> Vec<u8> {
+    png_of(w, h, |x| {
+        if x < w / 2 {
+            [0x1d, 0x35, 0x57]
+        } else {
+            [0xff; 3]
+        }
+    })
+}
+
+fn png_of(w: u32, h: u32, colour: impl Fn(u32) -> [u8; 3]) -> Vec<u8> {
     // Each row: filter byte 0, then the pixels.
     let mut row = vec![0u8];
-    for _ in 0..w {
-        row.extend_from_slice(&[0x1d, 0x35, 0x57]);
+    for x in 0..w {
+        row.extend_from_slice(&colour(x));
     }
     let raw: Vec<u8> = row.repeat(h as usize);
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();

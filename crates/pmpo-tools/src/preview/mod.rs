@@ -605,7 +605,37 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
         "console_errors": r.counts.console_errors,
         "page_errors": r.counts.page_errors,
         "failed_requests": r.counts.failed_requests,
+        "screenshot_blank": r.image.as_ref().map(|i| i.blank),
     })
+}
+
+/// How one `preview.runs` entry of the manifest went, by the preview's own
+/// criteria (the `preview` check's, on the counts the run recorded).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunVerdict {
+    Pass,
+    Fail,
+    /// Skipped, or rendered without diagnostics: nothing says the page is clean.
+    Unobserved,
+}
+
+fn run_verdict(r: &Value) -> RunVerdict {
+    let count = |key: &str| r[key].as_u64().unwrap_or(0);
+    match r["status"].as_str() {
+        Some("success") => {
+            if count("console_errors") + count("page_errors") + count("failed_requests") > 0
+                || r["screenshot_blank"] == true
+            {
+                RunVerdict::Fail
+            } else if r["diagnostics_available"] == true {
+                RunVerdict::Pass
+            } else {
+                RunVerdict::Unobserved
+            }
+        }
+        Some("skipped") => RunVerdict::Unobserved,
+        _ => RunVerdict::Fail,
+    }
 }
 
 /// The manifest's `preview` (`{required, runs}`) and `validation`
@@ -624,16 +654,23 @@ pub fn manifest_summary<'a>(
         return (None, None);
     }
     let count = |key: &str| -> u64 { runs.iter().filter_map(|r| r[key].as_u64()).sum() };
-    let ok = runs.iter().filter(|r| r["status"] == "success").count();
+    let verdicts: Vec<RunVerdict> = runs.iter().map(run_verdict).collect();
     let mut notes: Vec<String> = runs
         .iter()
-        .filter(|r| r["status"] != "success")
-        .map(|r| {
-            format!(
-                "preview `{}` {}",
-                r["artifact_id"].as_str().unwrap_or("?"),
-                r["status"].as_str().unwrap_or("?")
-            )
+        .zip(&verdicts)
+        .filter(|(r, v)| r["status"] != "success" || **v == RunVerdict::Fail)
+        .map(|(r, _)| {
+            let id = r["artifact_id"].as_str().unwrap_or("?");
+            match r["status"].as_str() {
+                Some("success") => format!(
+                    "preview `{id}` shows problems: {} console error(s), {} page error(s), {} failed request(s){}",
+                    r["console_errors"].as_u64().unwrap_or(0),
+                    r["page_errors"].as_u64().unwrap_or(0),
+                    r["failed_requests"].as_u64().unwrap_or(0),
+                    if r["screenshot_blank"] == true { ", a blank screenshot" } else { "" }
+                ),
+                other => format!("preview `{id}` {}", other.unwrap_or("?")),
+            }
         })
         .collect();
     if runs
@@ -641,13 +678,15 @@ pub fn manifest_summary<'a>(
         .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
     {
         notes.push(
-            "some previews were rendered without diagnostics (Chromium --screenshot mode)".into(),
+            "some previews were rendered without diagnostics (Chromium --screenshot mode): console, page errors and requests were not checked".into(),
         );
     }
-    let status = if ok == runs.len() {
-        "pass"
-    } else if ok == 0 {
+    // The reference vocabulary has no "not checked": `partial` is a preview
+    // that found no problem but could not look at everything.
+    let status = if verdicts.contains(&RunVerdict::Fail) {
         "fail"
+    } else if verdicts.iter().all(|v| *v == RunVerdict::Pass) {
+        "pass"
     } else {
         "partial"
     };
@@ -793,6 +832,13 @@ impl Tool for PreviewTool {
             outputs,
             invocation: json!({"input": job.input, "id": job.id, "driver": report.driver, "network": job.network}),
             notes,
+            skipped: (report.status == "skipped" && !failed).then(|| {
+                format!(
+                    "optional preview `{}` skipped: {}",
+                    job.id,
+                    report.reason.clone().unwrap_or_default()
+                )
+            }),
         })
     }
 
@@ -870,17 +916,32 @@ mod tests {
     #[test]
     fn manifest_sections() {
         assert_eq!(manifest_summary(&[]), (None, None));
-        let runs = [
-            json!({"artifact_id": "a", "status": "success", "console_errors": 1, "failed_requests": 0, "diagnostics_available": true}),
-            json!({"artifact_id": "b", "status": "skipped", "required": false}),
-        ];
-        let (section, validation) = manifest_summary(&runs);
+        let clean = json!({"artifact_id": "c", "status": "success", "console_errors": 0, "page_errors": 0, "failed_requests": 0, "diagnostics_available": true, "screenshot_blank": false});
+        let unseen =
+            json!({"artifact_id": "u", "status": "success", "diagnostics_available": false});
+        let skipped = json!({"artifact_id": "b", "status": "skipped", "required": false});
+        let errors = json!({"artifact_id": "a", "status": "success", "console_errors": 1, "failed_requests": 0, "diagnostics_available": true});
+        let status = |runs: &[Value]| manifest_summary(runs).1.unwrap()["preview_status"].clone();
+        assert_eq!(status(std::slice::from_ref(&clean)), "pass");
+        assert_eq!(status(&[clean.clone(), unseen.clone()]), "partial");
+        assert_eq!(status(&[clean.clone(), skipped.clone()]), "partial");
+        assert_eq!(status(&[clean.clone(), errors.clone()]), "fail");
+        let mut blank = clean.clone();
+        blank["screenshot_blank"] = json!(true);
+        assert_eq!(status(&[blank]), "fail");
+        let (section, validation) = manifest_summary(&[errors, skipped]);
         let (section, validation) = (section.unwrap(), validation.unwrap());
         assert_eq!(section["runs"].as_array().unwrap().len(), 2);
         assert_eq!(section["required"], false);
-        assert_eq!(validation["preview_status"], "partial");
+        assert_eq!(validation["preview_status"], "fail");
         assert_eq!(validation["has_console_errors"], true);
         assert_eq!(validation["has_request_failures"], false);
-        assert_eq!(validation["notes"][0], "preview `b` skipped");
+        assert!(
+            validation["notes"][0]
+                .as_str()
+                .unwrap()
+                .contains("1 console error(s)")
+        );
+        assert_eq!(validation["notes"][1], "preview `b` skipped");
     }
 }

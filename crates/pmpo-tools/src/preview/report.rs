@@ -220,17 +220,48 @@ pub struct CriterionResult {
 /// The verdict of the `preview` check on one report.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PreviewVerdict {
+    /// No criterion failed (criteria that were not observed do not count).
     pub passed: bool,
     pub criteria: Vec<CriterionResult>,
+}
+
+impl PreviewVerdict {
+    /// Every criterion was observed (none is `not_checked`).
+    pub fn observed(&self) -> bool {
+        self.criteria
+            .iter()
+            .all(|c| c.state != CheckState::NotChecked)
+    }
 }
 
 /// The `preview` check: render success, no console errors, no uncaught page
 /// errors, no failed requests, and a screenshot that exists and is not blank.
 /// `screenshot` is the PNG's bytes when it could be read (`None`: missing).
-/// Criteria that could not be observed are `not_checked` and do not fail the
-/// verdict; everything else must pass.
+/// Criteria that could not be observed are `not_checked`: they do not fail the
+/// verdict, and [`PreviewVerdict::observed`] is false, so no caller may take
+/// the page as clean. A skipped preview observed nothing at all.
 pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> PreviewVerdict {
     let mut criteria = Vec::new();
+    if report.status == "skipped" {
+        let why = report.reason.clone().unwrap_or_default();
+        for name in [
+            "render_success",
+            "no_console_errors",
+            "no_page_errors",
+            "no_request_failures",
+            "screenshot_exists",
+        ] {
+            criteria.push(CriterionResult {
+                name: name.to_string(),
+                state: CheckState::NotChecked,
+                detail: format!("the preview was skipped: {why}"),
+            });
+        }
+        return PreviewVerdict {
+            passed: true,
+            criteria,
+        };
+    }
     let mut add = |name: &'static str, state: CheckState, detail: String| {
         criteria.push(CriterionResult {
             name: name.to_string(),
@@ -430,7 +461,11 @@ mod tests {
                 .any(|c| c.name == "no_console_errors" && c.detail.contains("boom"))
         );
         r.diagnostics_available = false;
-        assert!(evaluate_report(&r, Some(&drawn)).passed);
+        let unseen = evaluate_report(&r, Some(&drawn));
+        assert!(unseen.passed && !unseen.observed());
         assert!(!evaluate_report(&r, None).passed);
+        r.status = "skipped".into();
+        let skipped = evaluate_report(&r, None);
+        assert!(skipped.passed && !skipped.observed());
     }
 }
