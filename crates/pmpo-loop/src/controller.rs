@@ -1496,18 +1496,29 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
             .as_array()
             .cloned()
             .unwrap_or_default();
-        for c in constraints.iter_mut().filter(|c| c.basis == "measured") {
-            let mut files = Vec::new();
-            let mut unproven = Vec::new();
-            for k in checks_run
+        // Every constraint a check measures (or tried to: the engine may already
+        // have found its files unproven) names the run and the files it rests on.
+        for c in constraints.iter_mut() {
+            let mine: Vec<&Value> = checks_run
                 .iter()
                 .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
-            {
+                .collect();
+            if c.basis != "measured" && mine.is_empty() {
+                continue;
+            }
+            let mut files = Vec::new();
+            let mut unproven = Vec::new();
+            for k in mine {
                 let (f, u) = ev.assess(&k["with"]);
                 files.extend(f);
                 unproven.extend(u);
             }
             c.run_id = run_id.clone();
+            if c.basis != "measured" {
+                // Not measured: nothing to overrule, only the files to name.
+                c.unproven = unproven;
+                continue;
+            }
             if unproven.is_empty() {
                 c.files = files;
                 c.files.dedup();
