@@ -365,6 +365,7 @@ pub(crate) async fn run(
         paused: None,
         notices: Vec::new(),
     });
+    let output_index = crate::validation::OutputIndex::new(stages);
     let cx = Cx {
         engine,
         plan,
@@ -373,6 +374,7 @@ pub(crate) async fn run(
         run_id: &run_id,
         prior: &prior,
         wanted: &wanted,
+        outputs: &output_index,
     };
     let position: HashMap<usize, usize> = order
         .iter()
@@ -531,6 +533,8 @@ struct Cx<'a> {
     run_id: &'a str,
     prior: &'a HashMap<String, TaskRow>,
     wanted: &'a HashSet<(String, String)>,
+    /// Which stages own which files (the evidence rule of stages' checks).
+    outputs: &'a crate::validation::OutputIndex,
 }
 
 /// What stages running at the same time share. Borrowed only between awaits.
@@ -1518,6 +1522,7 @@ async fn attempt(
                 cx.ws,
                 cx.run_id,
                 stages,
+                cx.outputs,
                 stage,
                 &tried.files,
                 done,

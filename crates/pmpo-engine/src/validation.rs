@@ -51,7 +51,7 @@ struct Unproven {
     stage: String,
     /// What happened to it ("FAILED in run R").
     what: String,
-    outputs: Vec<String>,
+    outputs: Vec<OutputPattern>,
     /// For a stage that FAILED in this run: when it started.
     failed_since: Option<std::time::SystemTime>,
 }
@@ -176,6 +176,7 @@ impl Evidence {
         ws: &Workspace,
         run_id: &str,
         stages: &[pmpo_plan::Stage],
+        index: &OutputIndex,
         current: &pmpo_plan::Stage,
         own: &[crate::outputs::GeneratedFile],
         done: impl Fn(&str) -> Option<Seen>,
@@ -188,10 +189,13 @@ impl Evidence {
         if named.is_empty() {
             return Evidence::default();
         }
-        let relevant: Vec<pmpo_plan::Stage> = stages
-            .iter()
+        let mut owners: Vec<usize> = named.iter().flat_map(|f| index.owners(f)).collect();
+        owners.sort_unstable();
+        owners.dedup();
+        let relevant: Vec<pmpo_plan::Stage> = owners
+            .into_iter()
+            .filter_map(|i| stages.get(i))
             .filter(|s| s.id != current.id)
-            .filter(|s| s.outputs.iter().any(|o| named.iter().any(|f| owns(o, f))))
             .cloned()
             .collect();
         let mut e = Evidence::build(run_id, &relevant, None, done);
@@ -228,7 +232,11 @@ impl Evidence {
                         e.unproven.push(Unproven {
                             stage: stage.id.clone(),
                             what: what_happened(status, run_id),
-                            outputs: stage.outputs.clone(),
+                            outputs: stage
+                                .outputs
+                                .iter()
+                                .map(|o| OutputPattern::new(o))
+                                .collect(),
                             failed_since,
                         });
                     }
@@ -252,7 +260,7 @@ impl Evidence {
         let u = self
             .unproven
             .iter()
-            .find(|u| u.outputs.iter().any(|o| owns(o, file)))?;
+            .find(|u| u.outputs.iter().any(|o| o.covers(file)))?;
         let written_by_failed_stage = matches!(
             (u.failed_since, modified),
             (Some(since), Some(m)) if m >= since
@@ -269,20 +277,100 @@ impl Evidence {
     }
 }
 
+/// A declared output (a file, a directory or a glob), compiled once.
+#[derive(Debug, Clone)]
+enum OutputPattern {
+    /// A file, or a directory that covers everything under it.
+    Path(String),
+    Glob(globset::GlobMatcher),
+    /// A glob that does not compile covers nothing (`pmpo check` reports it).
+    Nothing,
+}
+
+impl OutputPattern {
+    fn new(pattern: &str) -> OutputPattern {
+        let p = pattern.replace('\\', "/");
+        let p = p.trim_start_matches("./").trim_end_matches('/');
+        if p.contains(['*', '?', '[', '{']) {
+            globset::GlobBuilder::new(p)
+                .literal_separator(true)
+                .build()
+                .map_or(OutputPattern::Nothing, |g| {
+                    OutputPattern::Glob(g.compile_matcher())
+                })
+        } else {
+            OutputPattern::Path(p.to_string())
+        }
+    }
+
+    /// Whether it covers `file`.
+    fn covers(&self, file: &str) -> bool {
+        match self {
+            OutputPattern::Path(p) => {
+                file == p
+                    || file
+                        .strip_prefix(p.as_str())
+                        .is_some_and(|rest| rest.starts_with('/'))
+            }
+            OutputPattern::Glob(g) => g.is_match(file),
+            OutputPattern::Nothing => false,
+        }
+    }
+}
+
 /// Whether a declared output (a file, a directory or a glob) covers `file`.
+#[cfg(test)]
 fn owns(pattern: &str, file: &str) -> bool {
-    let p = pattern.replace('\\', "/");
-    let p = p.trim_start_matches("./").trim_end_matches('/');
-    if p.contains(['*', '?', '[', '{']) {
-        globset::GlobBuilder::new(p)
-            .literal_separator(true)
-            .build()
-            .is_ok_and(|g| g.compile_matcher().is_match(file))
-    } else {
-        file == p
-            || file
-                .strip_prefix(p)
-                .is_some_and(|rest| rest.starts_with('/'))
+    OutputPattern::new(pattern).covers(file)
+}
+
+/// Which stages declare outputs that cover a file, for a whole plan: built
+/// once per run, so the evidence rule's cost per check does not grow with
+/// the number of stages (a path is looked up with each of its parent
+/// directories; only glob outputs are matched one by one).
+pub struct OutputIndex {
+    paths: HashMap<String, Vec<usize>>,
+    globs: Vec<(OutputPattern, usize)>,
+}
+
+impl OutputIndex {
+    pub fn new(stages: &[pmpo_plan::Stage]) -> OutputIndex {
+        let mut index = OutputIndex {
+            paths: HashMap::new(),
+            globs: Vec::new(),
+        };
+        for (i, stage) in stages.iter().enumerate() {
+            for o in &stage.outputs {
+                match OutputPattern::new(o) {
+                    OutputPattern::Path(p) => index.paths.entry(p).or_default().push(i),
+                    g @ OutputPattern::Glob(_) => index.globs.push((g, i)),
+                    OutputPattern::Nothing => {}
+                }
+            }
+        }
+        index
+    }
+
+    /// The stages (by index in the plan) whose declared outputs cover `file`.
+    pub fn owners(&self, file: &str) -> Vec<usize> {
+        let mut out = Vec::new();
+        let mut prefix = file;
+        loop {
+            if let Some(ids) = self.paths.get(prefix) {
+                out.extend(ids);
+            }
+            match prefix.rfind('/') {
+                Some(cut) => prefix = &prefix[..cut],
+                None => break,
+            }
+        }
+        out.extend(
+            self.globs
+                .iter()
+                .filter(|(g, _)| g.covers(file))
+                .map(|(_, i)| *i),
+        );
+        out
     }
 }
 
@@ -913,6 +1001,31 @@ mod tests {
         assert!(owns("dist/*.png", "dist/a.png"));
         assert!(!owns("dist/*.png", "dist/sub/a.png"));
         assert!(owns("dist/**/*.png", "dist/sub/a.png"));
+        let stages: Vec<pmpo_plan::Stage> = [
+            vec!["dist/x.txt"],
+            vec!["dist/"],
+            vec!["dist/*.png", "out/a"],
+            vec!["dist/[oops"],
+        ]
+        .into_iter()
+        .enumerate()
+        .map(|(i, outputs)| {
+            serde_json::from_value(json!({
+                "id": format!("s{i}"), "with": {"command": ["true"]}, "outputs": outputs
+            }))
+            .unwrap()
+        })
+        .collect();
+        let index = OutputIndex::new(&stages);
+        let sorted = |mut v: Vec<usize>| {
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(sorted(index.owners("dist/x.txt")), [0, 1]);
+        assert_eq!(sorted(index.owners("dist/a.png")), [1, 2]);
+        assert_eq!(sorted(index.owners("dist/sub/a.png")), [1]);
+        assert_eq!(sorted(index.owners("out/a/b/c")), [2]);
+        assert!(index.owners("other.txt").is_empty());
     }
 
     fn spec() -> Specification {

@@ -22,20 +22,25 @@ pub struct Captured {
     pub whole_file: Option<String>,
 }
 
-/// Where a stream is kept whole once it outgrows the head limit: the file is
-/// created only then, so a stage with little output costs nothing more.
+/// Where a stream is kept whole once it outgrows the head limit: the path is
+/// resolved and the file created only then, so a stage with little output
+/// costs nothing more.
 #[derive(Debug, Clone)]
 pub struct Spill {
-    /// Absolute path, already confined to the workspace by the caller.
-    pub path: std::path::PathBuf,
-    /// The same path relative to the workspace (what is reported).
+    pub workspace: pmpo_store::Workspace,
+    /// The file, relative to the workspace (what is reported).
     pub rel: String,
 }
 
 impl Spill {
     fn create(&self) -> std::io::Result<std::fs::File> {
         use std::os::unix::fs::OpenOptionsExt;
-        if let Some(dir) = self.path.parent() {
+        // Confined to the workspace (no `..`, no directory link leading out).
+        let path = self
+            .workspace
+            .resolve(&self.rel)
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
         }
         // Never through a link planted at pmpo's own path.
@@ -44,7 +49,7 @@ impl Spill {
             .create(true)
             .truncate(true)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(&self.path)
+            .open(&path)
     }
 }
 
@@ -190,8 +195,9 @@ mod tests {
         let data: Vec<u8> = (0..200_000u32)
             .flat_map(|i| format!("{i}\n").into_bytes())
             .collect();
+        let workspace = pmpo_store::Workspace::open(dir.path()).unwrap();
         let spill = |name: &str| Spill {
-            path: dir.path().join("out").join(name),
+            workspace: workspace.clone(),
             rel: format!("out/{name}"),
         };
         let cap = read_capped_spill(&data[..], 1000, Some(spill("long"))).await;

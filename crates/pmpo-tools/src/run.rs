@@ -357,11 +357,10 @@ impl Tool for RunTool {
         };
         // Output beyond the capture limit is kept whole, for `$stage.stdout_file`.
         let spill = |stream: &str| {
-            let rel = whole_output_rel(ctx.run_id, ctx.stage_id, stream);
-            ctx.workspace
-                .resolve(&rel)
-                .ok()
-                .map(|path| crate::capture::Spill { path, rel })
+            Some(crate::capture::Spill {
+                workspace: ctx.workspace.clone(),
+                rel: whole_output_rel(ctx.run_id, ctx.stage_id, stream),
+            })
         };
         let result = crate::process::run_process_spilling(
             &spec,

@@ -126,7 +126,7 @@ fn main() {
 /// check on its output, the evidence built for it and the check's file work
 /// (named files, digests) beyond the bare check; and the run-end evidence.
 fn evidence_cost(n: usize, runs: usize) {
-    use pmpo_engine::validation::{Evidence, Seen, run_stage_checks};
+    use pmpo_engine::validation::{Evidence, OutputIndex, Seen, run_stage_checks};
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(dir.path().join("out")).unwrap();
     let stages: Vec<pmpo_plan::Stage> = (0..n)
@@ -160,9 +160,19 @@ fn evidence_cost(n: usize, runs: usize) {
                 .collect(),
         )
     };
+    // Built once per run by the engine; included here per stage all the same.
     let build = time(&|| {
+        let index = OutputIndex::new(&stages);
         for s in &stages {
-            std::hint::black_box(Evidence::for_stage_checks(&ws, "r", &stages, s, &[], done));
+            std::hint::black_box(Evidence::for_stage_checks(
+                &ws,
+                "r",
+                &stages,
+                &index,
+                s,
+                &[],
+                done,
+            ));
         }
     });
     let ruled = time(&|| {
