@@ -285,16 +285,37 @@ impl Workspace {
     }
 
     /// Opens a log file for appending, for writers that append many times.
+    /// A symbolic link at the file itself is refused (the path check covers
+    /// the directories on the way): nothing is appended through a link.
     pub fn open_append(&self, rel: &str) -> Result<File, StoreError> {
+        self.open_for_writing(rel, OpenOptions::new().create(true).append(true))
+    }
+
+    /// Creates (or empties) a file to stream into, for pmpo's own files that
+    /// grow as a process writes (a stage's whole output). Confined like every
+    /// write, and never through a symbolic link at the file itself.
+    pub fn create_stream(&self, rel: &str) -> Result<File, StoreError> {
+        self.open_for_writing(
+            rel,
+            OpenOptions::new().create(true).write(true).truncate(true),
+        )
+    }
+
+    fn open_for_writing(&self, rel: &str, how: &mut OpenOptions) -> Result<File, StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
         let path = self.resolve(rel)?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
-        OpenOptions::new()
-            .create(true)
-            .append(true)
+        how.custom_flags(libc::O_NOFOLLOW)
             .open(&path)
-            .map_err(|e| StoreError::io("open", &path, e))
+            .map_err(|e| match e.raw_os_error() {
+                Some(libc::ELOOP) => StoreError::Escape {
+                    path: rel.to_string(),
+                    why: "it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)".into(),
+                },
+                _ => StoreError::io("open", &path, e),
+            })
     }
 }
 
@@ -393,6 +414,38 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!outside.path().join("x.txt").exists());
+    }
+
+    #[test]
+    fn appends_and_streams_never_go_through_a_link_at_the_file() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("victim.txt");
+        fs::write(&target, "precious\n").unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        fs::create_dir_all(d.path().join("logs")).unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("logs/events.jsonl")).unwrap();
+        std::os::unix::fs::symlink(&target, d.path().join("logs/out.txt")).unwrap();
+        let err = ws.append("logs/events.jsonl", b"line\n").unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "`logs/events.jsonl` is outside the workspace: it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)"
+        );
+        assert!(ws.create_stream("logs/out.txt").is_err());
+        assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");
+        // A plain file is appended to and streamed into as usual.
+        ws.append("logs/plain.jsonl", b"a\n").unwrap();
+        ws.append("logs/plain.jsonl", b"b\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(d.path().join("logs/plain.jsonl")).unwrap(),
+            "a\nb\n"
+        );
+        let mut f = ws.create_stream("logs/plain.jsonl").unwrap();
+        f.write_all(b"new\n").unwrap();
+        assert_eq!(
+            fs::read_to_string(d.path().join("logs/plain.jsonl")).unwrap(),
+            "new\n"
+        );
     }
 
     #[test]

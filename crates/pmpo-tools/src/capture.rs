@@ -34,22 +34,9 @@ pub struct Spill {
 
 impl Spill {
     fn create(&self) -> std::io::Result<std::fs::File> {
-        use std::os::unix::fs::OpenOptionsExt;
-        // Confined to the workspace (no `..`, no directory link leading out).
-        let path = self
-            .workspace
-            .resolve(&self.rel)
-            .map_err(|e| std::io::Error::other(e.to_string()))?;
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        // Never through a link planted at pmpo's own path.
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
+        self.workspace
+            .create_stream(&self.rel)
+            .map_err(|e| std::io::Error::other(e.to_string()))
     }
 }
 

@@ -74,3 +74,30 @@ fn an_alias_bomb_is_refused_quickly_and_the_limit_can_be_raised() {
     let r = ws.run(&["check", "ok.yaml"]);
     assert!(!r.stderr.contains("aliases"), "{}", r.stderr);
 }
+
+#[test]
+fn a_link_planted_at_a_log_pmpo_appends_to_is_refused_and_its_target_is_untouched() {
+    for log in ["logs/executor.jsonl", "logs/execution/a.jsonl"] {
+        let ws = Ws::new();
+        let outside = tempfile::tempdir().unwrap();
+        let victim = outside.path().join("victim.txt");
+        std::fs::write(&victim, "precious\n").unwrap();
+        std::fs::create_dir_all(ws.p("logs/execution")).unwrap();
+        std::os::unix::fs::symlink(&victim, ws.p(log)).unwrap();
+        ws.plan("    - id: a\n      with: {command: [echo, hi]}\n");
+        let r = ws.run(&["execute", "plan.yaml"]);
+        assert_eq!(r.code, 1, "{log}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(&format!(
+                "`{log}` is outside the workspace: it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)"
+            )),
+            "{log}: {}",
+            r.stderr
+        );
+        assert_eq!(
+            std::fs::read_to_string(&victim).unwrap(),
+            "precious\n",
+            "{log}"
+        );
+    }
+}
