@@ -53,6 +53,22 @@ pub enum NamedOutputs {
     Schema(Value),
 }
 
+impl NamedOutputs {
+    /// For tools whose named outputs come from `outputs_json: true` (the last
+    /// stdout line, or the answer, as a JSON object), described by an inline
+    /// `schema` when there is one; a schema kept in a file is read at run
+    /// time, so any name may come.
+    pub fn of_outputs_json(inputs: &Map<String, Value>) -> NamedOutputs {
+        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
+            return NamedOutputs::Fixed(Vec::new());
+        }
+        match inputs.get("schema") {
+            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
+            _ => NamedOutputs::Open,
+        }
+    }
+}
+
 /// The fields every stage has, whatever its tool (see the engine's resolver).
 pub const BUILTIN_FIELDS: &[&str] = &[
     "stdout",

@@ -558,14 +558,8 @@ impl Tool for AiTool {
     }
 
     fn named_outputs(&self, inputs: &Map<String, Value>) -> NamedOutputs {
-        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
-            // Only `outputs_json` makes named outputs (see `Shape::apply`).
-            return NamedOutputs::Fixed(Vec::new());
-        }
-        match inputs.get("schema") {
-            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
-            _ => NamedOutputs::Open,
-        }
+        // Only `outputs_json` makes named outputs.
+        NamedOutputs::of_outputs_json(inputs)
     }
 
     fn preflight(&self) -> Result<(), ToolError> {

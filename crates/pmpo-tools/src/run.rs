@@ -245,14 +245,8 @@ impl Tool for RunTool {
     }
 
     fn named_outputs(&self, inputs: &Map<String, Value>) -> NamedOutputs {
-        if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) {
-            return NamedOutputs::Fixed(Vec::new());
-        }
-        match inputs.get("schema") {
-            Some(schema @ Value::Object(_)) => NamedOutputs::Schema(schema.clone()),
-            // No schema, or one in a file (read at run time): any name may come.
-            _ => NamedOutputs::Open,
-        }
+        // Only `outputs_json` makes named outputs.
+        NamedOutputs::of_outputs_json(inputs)
     }
 
     async fn invoke(
