@@ -550,7 +550,11 @@ impl Shared {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         if let Err(e) = self.workspace.append(&self.log_rel, &bytes) {
-            eprintln!("pmpo: cannot write the workflow log: {e}");
+            // A closed stderr must not take the dispatcher down with it.
+            let _ = std::io::Write::write_fmt(
+                &mut std::io::stderr(),
+                format_args!("pmpo: cannot write the workflow log: {e}\n"),
+            );
         }
     }
 }

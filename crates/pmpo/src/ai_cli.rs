@@ -56,7 +56,7 @@ pub fn engine_for(workspace: &Path, args: &AiArgs, plan: &CheckedPlan) -> Result
     let config = match load_config(workspace, args) {
         Ok(c) => c,
         Err(e) if !has_ai_stages(&base, plan) && args.replay.is_none() && args.record.is_none() => {
-            eprintln!("warning: model configuration ignored (the plan has no AI stage): {e}");
+            errln!("warning: model configuration ignored (the plan has no AI stage): {e}");
             return Ok(base);
         }
         Err(e) => return Err(e),

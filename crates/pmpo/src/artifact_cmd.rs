@@ -57,18 +57,18 @@ pub struct FinalizeArgs {
 
 fn open(dir: &Path) -> Result<(Workspace, Provider), u8> {
     let ws = Workspace::open(dir).map_err(|e| {
-        eprintln!("error: {e}\n  help: pass --workspace DIR");
+        errln!("error: {e}\n  help: pass --workspace DIR");
         EXIT_INVALID
     })?;
     let provider = Provider::resolve(&ws);
     for d in &provider.degraded {
-        eprintln!("warning: {d}");
+        errln!("warning: {d}");
     }
     Ok((ws, provider))
 }
 
 fn report_error(e: &ArtifactError) -> u8 {
-    eprintln!("error: {e}\n  help: {}", e.hint());
+    errln!("error: {e}\n  help: {}", e.hint());
     match e {
         ArtifactError::Corrupt { .. } | ArtifactError::TooNew { .. } | ArtifactError::Store(_) => {
             EXIT_STAGE_FAILED
@@ -92,7 +92,7 @@ fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, 
         command: what.into(),
     };
     let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true).map_err(|e| {
-        eprintln!("error: {e}");
+        errln!("error: {e}");
         EXIT_STAGE_FAILED
     })?;
     Ok(f())
@@ -100,7 +100,7 @@ fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, 
 
 fn notes(p: &Provider) {
     for n in p.notes() {
-        eprintln!("warning: {n}");
+        errln!("warning: {n}");
     }
 }
 
@@ -134,9 +134,10 @@ pub fn init(a: InitArgs) -> u8 {
     notes(&provider);
     match result {
         Err(ArtifactError::NotFound(_)) => {
-            eprintln!(
+            errln!(
                 "error: `{}` is a new artifact and needs a type\n  help: pmpo init {} --type logo|ui|a2ui|image|content|code|meta-prompt",
-                a.name, a.name
+                a.name,
+                a.name
             );
             EXIT_INVALID
         }
@@ -156,7 +157,7 @@ pub fn init(a: InitArgs) -> u8 {
                         state.prior_cycle_id.as_deref().unwrap_or("?")
                     ),
                 };
-                println!(
+                outln!(
                     "{}: {what}; refinement {} ({}, {})",
                     state.artifact_name,
                     state.refinement_id,
@@ -188,12 +189,16 @@ pub fn list(a: WsArgs) -> u8 {
         return EXIT_OK;
     }
     if reg.artifacts.is_empty() {
-        println!("no artifacts yet (pmpo init NAME --type TYPE)");
+        outln!("no artifacts yet (pmpo init NAME --type TYPE)");
     }
     for (name, e) in &reg.artifacts {
-        println!(
+        outln!(
             "{name:<24} {:<11} {:<10} {:<18} cycles {}  updated {}",
-            e.artifact_type, e.status, e.content_type, e.cycles, e.updated_at
+            e.artifact_type,
+            e.status,
+            e.content_type,
+            e.cycles,
+            e.updated_at
         );
     }
     EXIT_OK
@@ -219,11 +224,13 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         print_json(&state);
         return EXIT_OK;
     }
-    println!(
+    outln!(
         "{} ({}, {})",
-        state.artifact_name, state.artifact_type, state.content_type
+        state.artifact_name,
+        state.artifact_type,
+        state.content_type
     );
-    println!(
+    outln!(
         "  refinement  {}{}",
         state.refinement_id,
         state
@@ -232,7 +239,7 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
             .map(|p| format!(" (seeded from {p})"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "  status      {}{}",
         state.convergence_status,
         state
@@ -241,11 +248,12 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
             .map(|f| format!(", finalized {f}"))
             .unwrap_or_default()
     );
-    println!(
+    outln!(
         "  iteration   {} of at most {}",
-        state.current_iteration, state.max_iterations
+        state.current_iteration,
+        state.max_iterations
     );
-    println!(
+    outln!(
         "  phases done {}",
         if state.phases_completed.is_empty() {
             "-".into()
@@ -254,26 +262,28 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         }
     );
     if let Some(cp) = state.checkpoints.last() {
-        println!(
+        outln!(
             "  checkpoint  {} ({} checkpoints; last at {})",
             cp.checkpoint_id,
             state.checkpoints.len(),
             cp.timestamp
         );
     }
-    println!("  constraints {}", state.constraints.len());
+    outln!("  constraints {}", state.constraints.len());
     let ls = pmpo_loop::controller::loop_state(&state);
     if !ls.evaluation_strategy.is_empty() {
-        println!("  evaluated   {}", ls.evaluation_strategy);
+        outln!("  evaluated   {}", ls.evaluation_strategy);
     }
     if let Some(a) = ls.approval.as_ref().filter(|a| a.status == "pending") {
-        println!(
+        outln!(
             "  approval    pending since {} (iteration {}): `pmpo approve {} --continue|--terminate`",
-            a.requested_at, a.iteration, state.artifact_name
+            a.requested_at,
+            a.iteration,
+            state.artifact_name
         );
     }
     if let Some(d) = &ls.last_decision {
-        println!(
+        outln!(
             "  decision    {}{} at iteration {}: {}",
             d.decision,
             d.status
@@ -291,9 +301,9 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         serde_json::from_slice::<pmpo_loop::reflect::Reflection>(&bytes).ok()
     });
     if let Some(r) = latest {
-        println!("  constraints of iteration {}:", r.iteration);
+        outln!("  constraints of iteration {}:", r.iteration);
         for c in &r.constraints {
-            println!(
+            outln!(
                 "    {:<11} {:<28} {:<8} {}",
                 c.status,
                 c.id,
@@ -330,7 +340,7 @@ pub fn checkpoint(a: CheckpointArgs) -> u8 {
             if a.ws.json {
                 print_json(&cp);
             } else {
-                println!("{}", cp.checkpoint_id);
+                outln!("{}", cp.checkpoint_id);
             }
             EXIT_OK
         }
@@ -362,9 +372,10 @@ pub fn finalize(a: FinalizeArgs) -> u8 {
             if a.ws.json {
                 print_json(&serde_json::json!({"state": state, "history": history}));
             } else {
-                println!(
+                outln!(
                     "{}: finalized ({}); archived to {history}",
-                    state.artifact_name, state.convergence_status
+                    state.artifact_name,
+                    state.convergence_status
                 );
             }
             EXIT_OK
@@ -388,14 +399,14 @@ pub fn provider(a: WsArgs) -> u8 {
             format!("custom (load: {load_command}; a copy is kept in .refiner/)")
         }
     };
-    println!("provider: {kind}");
-    println!("from:     {}", provider.source);
-    println!("looked at, in order:");
+    outln!("provider: {kind}");
+    outln!("from:     {}", provider.source);
+    outln!("looked at, in order:");
     for l in &provider.looked_at {
-        println!("  {l}");
+        outln!("  {l}");
     }
     for d in &provider.degraded {
-        println!("degraded: {d}");
+        outln!("degraded: {d}");
     }
     EXIT_OK
 }

@@ -351,7 +351,7 @@ pub fn doctor(a: DoctorArgs) -> u8 {
     let ws = match Workspace::open(Path::new(&a.ws.workspace)) {
         Ok(w) => w,
         Err(e) => {
-            eprintln!("error: {e}\n  help: pass --workspace DIR");
+            errln!("error: {e}\n  help: pass --workspace DIR");
             return EXIT_INVALID;
         }
     };
@@ -385,7 +385,7 @@ pub fn doctor(a: DoctorArgs) -> u8 {
         );
         let _ = std::io::Write::write_all(&mut out, b"\n");
     } else if findings.is_empty() {
-        println!("doctor: no problems found in {}", ws.root().display());
+        outln!("doctor: no problems found in {}", ws.root().display());
     } else {
         for f in &findings {
             let tag = match f.repaired {
@@ -393,10 +393,10 @@ pub fn doctor(a: DoctorArgs) -> u8 {
                 Some(false) => "NOT repaired",
                 None => "problem",
             };
-            println!("{tag}: {}: {}\n  -> {}", f.file, f.problem, f.remedy);
+            outln!("{tag}: {}: {}\n  -> {}", f.file, f.problem, f.remedy);
         }
         if !a.repair && findings.iter().any(|f| f.fix.is_some()) {
-            println!(
+            outln!(
                 "run `pmpo doctor --repair` to apply the repairs offered (damaged files are moved aside, never deleted)"
             );
         }

@@ -1,5 +1,41 @@
 //! The `pmpo` command line.
 
+/// Standard output for what a command prints. A reader that went away (a
+/// closed pipe: `pmpo status | head -1`) is not an error and never a panic:
+/// the rest of the output is dropped and the command finishes its work and
+/// exits with its usual code.
+macro_rules! outln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// As [`outln!`] without the newline.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stdout(), $($t)*);
+    }};
+}
+
+/// Standard error for progress, notes and errors; a closed or broken stderr
+/// never stops a run.
+macro_rules! errln {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($t)*);
+    }};
+}
+
+/// As [`errln!`] without the newline.
+macro_rules! err {
+    ($($t:tt)*) => {{
+        use std::io::Write as _;
+        let _ = write!(std::io::stderr(), $($t)*);
+    }};
+}
+
 mod ai_cli;
 mod artifact_cmd;
 mod doctor_cmd;
@@ -252,7 +288,7 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            errln!("error: cannot start the async runtime: {e}");
             None
         }
     }
@@ -317,7 +353,7 @@ fn main() -> ExitCode {
 fn print_diagnostics(diags: &[Diagnostic], json: bool) {
     if json {
         let out = serde_json::json!({ "ok": false, "errors": diags });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
     }
     let color = report::use_color();
     let mut err = std::io::stderr().lock();
@@ -355,7 +391,7 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
     };
     // Notes (what only the run can tell) never fail the check.
     for n in &report.notes {
-        eprintln!("note: {n}");
+        errln!("note: {n}");
     }
     match loaded {
         Err(diags) => {
@@ -380,9 +416,9 @@ fn cmd_check(path: &Path, json: bool) -> u8 {
                     "tool_invocations": p.tool_invocations.len(),
                     "notes": report.notes,
                 });
-                println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+                outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
             } else {
-                println!(
+                outln!(
                     "{}: ok ({} stages, {} constraints, {} validations) for artifact `{}`",
                     plan.display,
                     p.stages.len(),
@@ -404,7 +440,7 @@ fn cmd_resume(run_id: &str, args: RunArgs, decision: Option<Decision>) -> u8 {
     }) {
         Ok(Some(run)) => run,
         Ok(None) => {
-            eprintln!(
+            errln!(
                 "error: there is no run `{run_id}` in workspace `{}`\n  help: list runs with `pmpo status`; pass --workspace if the run was elsewhere",
                 workspace.display()
             );
@@ -453,7 +489,7 @@ fn cmd_execute(
         _ => PathBuf::from("."),
     });
     if !workspace.is_dir() {
-        eprintln!(
+        errln!(
             "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
             workspace.display()
         );
@@ -462,7 +498,7 @@ fn cmd_execute(
     let engine = match ai_cli::engine_for(&workspace, &ai, &plan) {
         Ok(e) => e,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return EXIT_INVALID;
         }
     };
@@ -490,7 +526,7 @@ fn cmd_execute(
         Some(ids) => {
             let known: Vec<&str> = plan.doc.plan.stages.iter().map(|s| s.id.as_str()).collect();
             if let Some(bad) = ids.iter().find(|i| !known.contains(&i.as_str())) {
-                eprintln!(
+                errln!(
                     "error: --force names `{bad}`, which is not a stage of this plan\n  help: stages: {}",
                     known.join(", ")
                 );
@@ -520,7 +556,7 @@ fn cmd_execute(
     });
     match outcome {
         Err(e) => {
-            eprintln!("error: {e}\n  help: {}", e.hint());
+            errln!("error: {e}\n  help: {}", e.hint());
             match e {
                 EngineError::Busy(_) => EXIT_BUSY,
                 EngineError::NoSuchRun(_)

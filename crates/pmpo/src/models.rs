@@ -15,16 +15,16 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let config = match load_config(workspace, args) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return 2;
         }
     };
     if !config.is_configured() {
         if json_out {
             let out = json!({"configured": false, "endpoints": [], "phases": {}, "help": AiConfig::how_to_configure()});
-            println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+            outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
-        eprintln!(
+        errln!(
             "no model endpoint is configured\n  help: {}",
             AiConfig::how_to_configure()
         );
@@ -46,7 +46,7 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let client = match Client::new(config.clone()) {
         Ok(c) => c,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            errln!("error: {}", e.message);
             return 2;
         }
     };
@@ -92,7 +92,7 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             "endpoints": endpoints,
             "phases": phases,
         });
-        println!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
+        outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         return if all_ok { 0 } else { 1 };
     }
     let mut out = std::io::stdout().lock();

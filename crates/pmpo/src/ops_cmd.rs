@@ -48,7 +48,7 @@ fn plugins_in(dir: &std::path::Path) -> Vec<String> {
 
 pub fn adapters(a: AdaptersArgs) -> u8 {
     let Ok(root) = std::fs::canonicalize(&a.workspace) else {
-        eprintln!(
+        errln!(
             "error: workspace `{}` does not exist\n  help: pass --workspace DIR",
             a.workspace.display()
         );
@@ -102,12 +102,12 @@ pub fn adapters(a: AdaptersArgs) -> u8 {
         }
     }
     if a.json {
-        println!(
+        outln!(
             "{}",
             serde_json::to_string_pretty(&rows).unwrap_or_default()
         );
     } else if rows.is_empty() {
-        println!(
+        outln!(
             "no adapters used yet in {} (and no plugins/ folder)",
             root.display()
         );
@@ -132,9 +132,9 @@ pub fn adapters(a: AdaptersArgs) -> u8 {
             if let Some(e) = r["last_error"].as_str() {
                 let _ = write!(line, "\n    last error: {e}");
             }
-            println!("{line}");
+            outln!("{line}");
         }
-        println!("model endpoints: see `pmpo models`");
+        outln!("model endpoints: see `pmpo models`");
     }
     if unhealthy > 0 {
         EXIT_STAGE_FAILED
@@ -245,6 +245,6 @@ pub fn metrics(a: MetricsArgs) -> u8 {
         out,
         "# HELP acceptance_test_pass_rate Share of the latest run's validations that passed.\n# TYPE acceptance_test_pass_rate gauge\nacceptance_test_pass_rate {acc}"
     );
-    print!("{out}");
+    out!("{out}");
     EXIT_OK
 }

@@ -68,14 +68,14 @@ pub fn run(args: PreviewArgs) -> u8 {
     let ws = match Workspace::open(&root) {
         Ok(ws) => ws,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return crate::EXIT_INVALID;
         }
     };
     let rel = match relative_to(ws.root(), &args.page) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return crate::EXIT_INVALID;
         }
     };
@@ -97,9 +97,9 @@ pub fn run(args: PreviewArgs) -> u8 {
     let (report, report_rel) = match result {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("error: {}", e.message);
+            errln!("error: {}", e.message);
             if let Some(h) = &e.hint {
-                eprintln!("  help: {h}");
+                errln!("  help: {h}");
             }
             return crate::EXIT_INVALID;
         }

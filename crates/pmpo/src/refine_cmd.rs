@@ -113,17 +113,17 @@ struct Progress {
 impl Observer for Progress {
     fn phase_start(&mut self, iteration: u64, max: u64, phase: &str) {
         if self.mode != Mode::Quiet {
-            eprintln!("[iteration {iteration}/{max}] {phase}");
+            errln!("[iteration {iteration}/{max}] {phase}");
         }
     }
     fn phase_done(&mut self, iteration: u64, phase: &str, summary: &str, ms: f64) {
         if self.mode != Mode::Quiet {
-            eprintln!("[iteration {iteration}] {phase} done in {ms:.0} ms: {summary}");
+            errln!("[iteration {iteration}] {phase} done in {ms:.0} ms: {summary}");
         }
     }
     fn note(&mut self, text: &str) {
         if self.mode != Mode::Quiet {
-            eprintln!("pmpo: {text}");
+            errln!("pmpo: {text}");
         }
     }
     fn execute_start(&mut self, plan: &CheckedPlan) {
@@ -221,12 +221,12 @@ pub fn refine(a: RefineArgs) -> u8 {
     let options = match parse_options(&a.options) {
         Ok(o) => o,
         Err(e) => {
-            eprintln!("error: {e}");
+            errln!("error: {e}");
             return EXIT_INVALID;
         }
     };
     if !a.workspace.is_dir() {
-        eprintln!(
+        errln!(
             "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
             a.workspace.display()
         );
@@ -236,7 +236,7 @@ pub fn refine(a: RefineArgs) -> u8 {
         None => None,
         Some(path) => match std::fs::read(path) {
             Err(e) => {
-                eprintln!(
+                errln!(
                     "error: cannot read the triggers file `{}`: {e}",
                     path.display()
                 );
@@ -245,7 +245,7 @@ pub fn refine(a: RefineArgs) -> u8 {
             Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
                 Ok(v) => Some(v),
                 Err(e) => {
-                    eprintln!(
+                    errln!(
                         "error: the triggers file `{}` is not JSON: {e}\n  help: write {{\"triggers\": [{{\"event\": \"on_phase_complete\", \"action\": {{\"type\": \"command\", \"target\": \"...\"}}}}]}}",
                         path.display()
                     );
@@ -263,14 +263,14 @@ pub fn refine(a: RefineArgs) -> u8 {
                 match pmpo_ai::Client::new(config) {
                     Ok(c) => Some(Arc::new(c)),
                     Err(e) => {
-                        eprintln!("error: {}", e.message);
+                        errln!("error: {}", e.message);
                         return EXIT_INVALID;
                     }
                 }
             }
             Ok(_) => None,
             Err(e) => {
-                eprintln!("error: {e}\n  help: fix pmpo.toml, or pass --offline");
+                errln!("error: {e}\n  help: fix pmpo.toml, or pass --offline");
                 return EXIT_INVALID;
             }
         }
@@ -348,7 +348,7 @@ pub fn refine(a: RefineArgs) -> u8 {
     });
     match result {
         Err(e) => {
-            eprintln!("error: {e}\n  help: {}", e.hint());
+            errln!("error: {e}\n  help: {}", e.hint());
             error_code(&e)
         }
         Ok(report) => {
@@ -455,20 +455,23 @@ pub fn approve(a: ApproveArgs) -> u8 {
     match pmpo_loop::approve(&a.workspace, &a.name, answer, a.note.as_deref()) {
         Ok(done) => {
             if a.json {
-                println!(
+                outln!(
                     "{}",
                     serde_json::to_string_pretty(&done).unwrap_or_default()
                 );
             } else {
-                println!(
+                outln!(
                     "`{}` iteration {}: {} recorded in decisions.md; run `pmpo refine {}` to go on",
-                    done.artifact_name, done.iteration, done.decision, done.artifact_name
+                    done.artifact_name,
+                    done.iteration,
+                    done.decision,
+                    done.artifact_name
                 );
             }
             EXIT_OK
         }
         Err(e) => {
-            eprintln!("error: {e}\n  help: {}", e.hint());
+            errln!("error: {e}\n  help: {}", e.hint());
             error_code(&e)
         }
     }

@@ -90,7 +90,7 @@ impl Reporter {
         let color = mode == Mode::Live && use_color();
         let total = plan.doc.plan.stages.len();
         if mode != Mode::Quiet {
-            eprintln!(
+            errln!(
                 "pmpo: executing {} ({total} stage{}) for `{}` in {}",
                 plan.display,
                 if total == 1 { "" } else { "s" },
@@ -115,7 +115,7 @@ impl Reporter {
                     tick.tick().await;
                     let mut l = live.lock().unwrap_or_else(|e| e.into_inner());
                     if let Some(line) = l.status_line(color) {
-                        eprint!("\r\x1b[2K{line}");
+                        err!("\r\x1b[2K{line}");
                         let _ = std::io::stderr().flush();
                         l.line_shown = true;
                     }
@@ -136,7 +136,7 @@ impl Reporter {
         }
         let mut l = self.live.lock().unwrap_or_else(|e| e.into_inner());
         if l.line_shown {
-            eprint!("\r\x1b[2K");
+            err!("\r\x1b[2K");
             l.line_shown = false;
         }
     }
@@ -164,14 +164,14 @@ impl EventSink for Reporter {
         let msg = e.message.as_deref().unwrap_or("");
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
         if e.event == EventKind::ExecutionResumed {
-            eprintln!("pmpo: {msg}");
+            errln!("pmpo: {msg}");
         }
         if matches!(
             e.event,
             EventKind::TaskRetrying | EventKind::TaskFallback | EventKind::TaskAwaitingIntervention
         ) {
             if live.line_shown {
-                eprint!("\r\x1b[2K");
+                err!("\r\x1b[2K");
                 live.line_shown = false;
             }
             let label = match e.event {
@@ -179,7 +179,7 @@ impl EventSink for Reporter {
                 EventKind::TaskFallback => "fallback",
                 _ => "paused",
             };
-            eprintln!(
+            errln!(
                 "  {} {pos} {id}  {}",
                 self.paint("!", "33"),
                 self.paint(&format!("{label}: {msg}"), "33")
@@ -202,7 +202,7 @@ impl EventSink for Reporter {
                     EventKind::TaskSkipped => format!("{pos} {id} SKIPPED: {msg}"),
                     _ => return,
                 };
-                eprintln!("{line}");
+                errln!("{line}");
             }
             Mode::Live => {
                 let permanent = match e.event {
@@ -236,10 +236,10 @@ impl EventSink for Reporter {
                 };
                 if let Some(line) = permanent {
                     if live.line_shown {
-                        eprint!("\r\x1b[2K");
+                        err!("\r\x1b[2K");
                         live.line_shown = false;
                     }
-                    eprintln!("{line}");
+                    errln!("{line}");
                 }
             }
             Mode::Quiet => {}

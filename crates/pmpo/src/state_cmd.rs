@@ -15,13 +15,13 @@ use crate::{EXIT_BUSY, EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
 
 /// Prints an error with its fix; returns the exit code for a failed command.
 pub fn fail(message: &str, help: &str) -> u8 {
-    eprintln!("error: {message}\n  help: {help}");
+    errln!("error: {message}\n  help: {help}");
     EXIT_STAGE_FAILED
 }
 
 fn open_ws(dir: &Path) -> Result<Workspace, u8> {
     Workspace::open(dir).map_err(|e| {
-        eprintln!("error: {e}\n  help: pass --workspace DIR (a directory where pmpo has run)");
+        errln!("error: {e}\n  help: pass --workspace DIR (a directory where pmpo has run)");
         EXIT_INVALID
     })
 }
@@ -30,7 +30,7 @@ fn open_ws(dir: &Path) -> Result<Workspace, u8> {
 pub fn open_db(dir: &Path) -> Result<SqliteStore, u8> {
     let ws = open_ws(dir)?;
     if !ws.root().join(pmpo_store::db::DB_FILE).exists() {
-        eprintln!(
+        errln!(
             "error: no pmpo runs in `{}` (no {})\n  help: run `pmpo execute PLAN` first, or pass --workspace DIR",
             dir.display(),
             pmpo_store::db::DB_FILE
@@ -48,7 +48,7 @@ fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
         command: command.into(),
     };
     lock::acquire(ws, &holder, false).map_err(|e| {
-        eprintln!("error: {e}\n  help: wait for the running pmpo to finish");
+        errln!("error: {e}\n  help: wait for the running pmpo to finish");
         EXIT_BUSY
     })
 }
@@ -129,17 +129,20 @@ pub fn status(args: StatusArgs) -> u8 {
         return EXIT_OK;
     }
     match &live {
-        Some(h) => println!(
+        Some(h) => outln!(
             "live: pid {} is running {} (run {}) since {}",
-            h.pid, h.command, h.run_id, h.since
+            h.pid,
+            h.command,
+            h.run_id,
+            h.since
         ),
-        None => println!("live: nothing is running in {}", ws.root().display()),
+        None => outln!("live: nothing is running in {}", ws.root().display()),
     }
     if rows.is_empty() {
-        println!("no runs yet");
+        outln!("no runs yet");
     }
     for r in &rows {
-        println!(
+        outln!(
             "{}  {:<11} {}  {}  {}{}",
             r["run_id"].as_str().unwrap_or_default(),
             r["status"].as_str().unwrap_or_default(),
@@ -155,7 +158,7 @@ pub fn status(args: StatusArgs) -> u8 {
                 .unwrap_or_default(),
         );
         if r["status"] == "interrupted" {
-            println!(
+            outln!(
                 "    resume with: pmpo resume {} -w {}",
                 r["run_id"].as_str().unwrap_or_default(),
                 args.workspace.display()
@@ -200,7 +203,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
         return EXIT_OK;
     }
     if rows.is_empty() {
-        println!(
+        outln!(
             "no changes recorded{}",
             args.path
                 .as_deref()
@@ -209,7 +212,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
         );
     }
     for r in &rows {
-        println!(
+        outln!(
             "{}  {}  {:<16} {}  {} -> {}{}",
             r.time,
             r.run_id,
@@ -242,7 +245,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
     };
     let rel = args.path.trim_start_matches("./").to_string();
     if let Err(e) = ws.resolve(&rel) {
-        eprintln!("error: {e}\n  help: name a file inside the workspace");
+        errln!("error: {e}\n  help: name a file inside the workspace");
         return EXIT_INVALID;
     }
     let _lock = match take_lock(&ws, "pmpo restore") {
@@ -264,7 +267,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
         rows.last()
     };
     let Some(row) = row else {
-        eprintln!(
+        errln!(
             "error: the ledger has no change to `{rel}`{}\n  help: see `pmpo ledger --path {rel}`",
             args.run
                 .as_deref()
@@ -274,7 +277,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
         return EXIT_INVALID;
     };
     let Some(before) = &row.before_blake3 else {
-        eprintln!(
+        errln!(
             "error: `{rel}` did not exist before run {} created it, so there is nothing to bring back\n  help: delete it yourself if you do not want it; pmpo never deletes files",
             row.run_id
         );
@@ -314,9 +317,10 @@ pub fn restore(args: RestoreArgs) -> u8 {
     if let Err(e) = pmpo_engine::export_ledger(&ws, &mut db) {
         return fail(&e.to_string(), e.hint().as_str());
     }
-    println!(
+    outln!(
         "restored `{rel}` to its content before run {} ({} bytes); the replaced content is kept too",
-        row.run_id, after.size
+        row.run_id,
+        after.size
     );
     EXIT_OK
 }
@@ -437,7 +441,7 @@ pub fn gc(args: GcArgs) -> u8 {
     if args.json {
         print_json(&summary);
     } else {
-        println!(
+        outln!(
             "gc: kept the {} most recent runs; removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
             keep.len(),
             blob_bytes + script_bytes + output_bytes

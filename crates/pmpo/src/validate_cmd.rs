@@ -47,7 +47,7 @@ pub fn run(args: Args) -> u8 {
     let ws = match pmpo_store::Workspace::open(&dir) {
         Ok(ws) => ws,
         Err(e) => {
-            eprintln!("error: {e}\n  help: create it, or pass --workspace DIR");
+            errln!("error: {e}\n  help: create it, or pass --workspace DIR");
             return EXIT_INVALID;
         }
     };
@@ -59,16 +59,14 @@ pub fn run(args: Args) -> u8 {
     let report = match validation::validate_workspace(&ws, &plan, &cancel) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "error: {e}\n  help: check that the workspace is writable and has free space"
-            );
+            errln!("error: {e}\n  help: check that the workspace is writable and has free space");
             return EXIT_STAGE_FAILED;
         }
     };
     if let Some(path) = &args.junit
         && let Err(e) = write_file(path, junit_xml(&report).as_bytes())
     {
-        eprintln!(
+        errln!(
             "error: cannot write the JUnit report `{}`: {e}",
             path.display()
         );
@@ -82,7 +80,7 @@ pub fn run(args: Args) -> u8 {
         print_text(&report);
     }
     if cancel.load(Ordering::Relaxed) {
-        eprintln!("validation cancelled; the checks not run are recorded as not_checked");
+        errln!("validation cancelled; the checks not run are recorded as not_checked");
         return stop.exit_code();
     }
     // A blocking constraint that a check could not look at is not satisfied:
@@ -136,7 +134,7 @@ fn print_text(r: &ValidationReport) {
         s.not_checked,
         s.blocking_not_checked
     );
-    print!("{out}");
+    out!("{out}");
 }
 
 /// Writes a file next to its final name, then renames it into place.
