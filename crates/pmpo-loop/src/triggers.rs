@@ -649,9 +649,9 @@ impl Dispatcher {
     }
 
     /// Waits up to `max_wait` for the started actions to end. Commands still
-    /// running then are killed (and logged as `timeout`); webhooks still in
-    /// flight are left to their own timeout. Returns how many actions had not
-    /// ended when it returned.
+    /// running then are killed (and logged as `timeout`); webhooks end by
+    /// their own deadline. Returns how many actions had not ended when it
+    /// returned.
     pub fn finish(self, max_wait: Duration) -> usize {
         let deadline = Instant::now() + max_wait;
         let all_done = |running: &[JoinHandle<()>]| running.iter().all(|h| h.is_finished());
@@ -923,7 +923,44 @@ fn kill_group(pid: u32) {
     }
 }
 
+/// A webhook's timeout is a deadline for the whole exchange: connecting,
+/// sending, and reading the answer to its end. The exchange runs on a thread
+/// of its own; past the deadline it is abandoned (its reads stop at the
+/// deadline too, so the connection is closed soon after) and the outcome is
+/// `timeout`.
 fn run_webhook(action: &Action, payload: &Value) -> Outcome {
+    let deadline = Instant::now() + action.timeout;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let (act, body) = (action.clone(), payload.clone());
+    let spawned = std::thread::Builder::new()
+        .name("pmpo-webhook".into())
+        .spawn(move || {
+            let _ = tx.send(webhook_exchange(&act, &body, deadline));
+        });
+    if let Err(e) = spawned {
+        return Outcome::failed(format!("cannot start the webhook call: {e}"));
+    }
+    match rx.recv_timeout(action.timeout) {
+        Ok(outcome) => outcome,
+        Err(_) => webhook_timed_out(action, Map::new()),
+    }
+}
+
+fn webhook_timed_out(action: &Action, mut fields: Map<String, Value>) -> Outcome {
+    fields.insert(
+        "error".to_string(),
+        json!(format!(
+            "the webhook did not finish within its timeout of {} ms",
+            action.timeout.as_millis()
+        )),
+    );
+    Outcome {
+        status: "timeout",
+        fields,
+    }
+}
+
+fn webhook_exchange(action: &Action, payload: &Value, deadline: Instant) -> Outcome {
     let headers = match webhook_headers(&action.args) {
         Ok(h) => h,
         Err(e) => return Outcome::failed(format!("args.headers {e}")),
@@ -955,8 +992,22 @@ fn run_webhook(action: &Action, payload: &Value) -> Outcome {
         Ok(response) => {
             let status = response.status();
             fields.insert("http_status".to_string(), json!(status.as_u16()));
+            // Read in pieces, so a server that trickles its answer is cut off
+            // at the deadline rather than waited for byte by byte.
             let mut body = Vec::new();
-            let read = response.take(OUTPUT_CAP as u64 + 1).read_to_end(&mut body);
+            let mut reader = response.take(OUTPUT_CAP as u64 + 1);
+            let mut piece = [0u8; 8192];
+            let read = loop {
+                if Instant::now() >= deadline {
+                    return webhook_timed_out(action, fields);
+                }
+                match reader.read(&mut piece) {
+                    Ok(0) => break Ok(()),
+                    Ok(n) => body.extend_from_slice(&piece[..n]),
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => break Err(e),
+                }
+            };
             let truncated = body.len() > OUTPUT_CAP;
             body.truncate(OUTPUT_CAP);
             fields.insert(

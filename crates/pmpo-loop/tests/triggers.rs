@@ -502,3 +502,56 @@ fn bad_triggers_are_refused_with_the_index_the_field_and_what_to_do() {
         "{shown}"
     );
 }
+
+#[test]
+fn a_webhook_that_trickles_its_answer_is_cut_off_at_its_deadline_and_logged() {
+    let (_dir, ws) = workspace();
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = BufReader::new(stream);
+        loop {
+            let mut line = String::new();
+            if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                break;
+            }
+        }
+        // 200 at once, then one byte of a long body every 300 ms: each read
+        // succeeds well inside any per-read timeout.
+        let w = reader.get_mut();
+        let _ = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n");
+        for _ in 0..100 {
+            if w.write_all(b"x").is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    });
+    let mut d = dispatcher(
+        &ws,
+        json!([{"event": "on_regression",
+                "action": {"type": "webhook", "target": url, "timeout_ms": 1000}}]),
+    );
+    let t = std::time::Instant::now();
+    d.dispatch(Event::Regression, &payload("execute", "x"));
+    assert_eq!(d.finish(Duration::from_secs(20)), 0);
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "the webhook ran {:?} past its 1 s deadline",
+        t.elapsed()
+    );
+    let lines = log_lines(&ws);
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert_eq!(lines[0]["status"], "timeout", "{}", lines[0]);
+    assert!(
+        lines[0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("did not finish within its timeout of 1000 ms"),
+        "{}",
+        lines[0]
+    );
+}
