@@ -367,6 +367,69 @@ impl Workspace {
         }
     }
 
+    /// Replaces a file atomically with the content of another file (a backup
+    /// blob), streamed: memory stays flat whatever the size. The previous
+    /// content goes to the backup store first; the copy must have the digest
+    /// `expect`, or nothing is replaced. Returns (before, after, whether before
+    /// is backed up).
+    pub fn replace_from_file(
+        &self,
+        rel: &str,
+        src: &Path,
+        expect: &str,
+    ) -> Result<(Option<FileDigest>, FileDigest, bool), StoreError> {
+        let path = self.resolve(rel)?;
+        let mut before = None;
+        let mut backed_up = false;
+        match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::io(
+                    "restore",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
+            }
+            Ok(m) if m.is_file() => {
+                if let Ok(d) = hash_file(&path) {
+                    backed_up = self.backup(rel, &d)?;
+                    before = Some(d);
+                }
+            }
+            _ => {}
+        }
+        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
+        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
+        let tmp = self.temp_path(&path);
+        let result = (|| {
+            fs::copy(src, &tmp)?;
+            let after = hash_file(&tmp)?;
+            if after.blake3 != expect {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "the copy of `{}` does not have the expected content",
+                        src.display()
+                    ),
+                ));
+            }
+            File::open(&tmp)?.sync_all()?;
+            fs::rename(&tmp, &path)?;
+            Ok(after)
+        })();
+        match result {
+            Ok(after) => {
+                if let Ok(d) = File::open(&dir) {
+                    let _ = d.sync_all();
+                }
+                Ok((before, after, backed_up))
+            }
+            Err(e) => {
+                let _ = fs::remove_file(&tmp);
+                Err(StoreError::io("restore", &path, e))
+            }
+        }
+    }
+
     /// Replaces a file atomically, keeping its previous content in the backup
     /// store first. Returns (before, after, whether before is backed up).
     pub fn write_backed_up(
@@ -446,6 +509,30 @@ mod tests {
             fs::read_to_string(d.path().join("logs/plain.jsonl")).unwrap(),
             "new\n"
         );
+    }
+
+    #[test]
+    fn replace_from_file_checks_the_copy_and_backs_up_what_it_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        fs::write(d.path().join("f.txt"), "now").unwrap();
+        fs::write(d.path().join("src.txt"), "then").unwrap();
+        let src = d.path().join("src.txt");
+        // A wrong digest: nothing replaced, no temp file left.
+        let err = ws.replace_from_file("f.txt", &src, "00").unwrap_err();
+        assert!(err.to_string().contains("expected content"), "{err}");
+        assert_eq!(fs::read_to_string(d.path().join("f.txt")).unwrap(), "now");
+        let want = hash_bytes(b"then").blake3;
+        let (before, after, backed_up) = ws.replace_from_file("f.txt", &src, &want).unwrap();
+        assert_eq!(fs::read_to_string(d.path().join("f.txt")).unwrap(), "then");
+        assert_eq!(before.unwrap().blake3, hash_bytes(b"now").blake3);
+        assert_eq!(after.blake3, want);
+        assert!(backed_up);
+        let names: Vec<String> = fs::read_dir(d.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert!(!names.iter().any(|n| is_temp_name(n)), "{names:?}");
     }
 
     #[test]

@@ -283,9 +283,10 @@ pub fn restore(args: RestoreArgs) -> u8 {
         );
         return EXIT_INVALID;
     };
+    // Streamed, never loaded: a restore of a large file keeps memory flat.
     let blob = ws.root().join(Workspace::backup_rel(before));
-    let bytes = match std::fs::read(&blob) {
-        Ok(b) if blake3::hash(&b).to_hex().as_str() == before => b,
+    match pmpo_store::hash_file(&blob) {
+        Ok(d) if &d.blake3 == before => {}
         _ => {
             return fail(
                 &format!(
@@ -296,7 +297,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
             );
         }
     };
-    let (prev, after, backed_up) = match ws.write_backed_up(&rel, &bytes) {
+    let (prev, after, backed_up) = match ws.replace_from_file(&rel, &blob, before) {
         Ok(x) => x,
         Err(e) => return fail(&e.to_string(), "check that the workspace is writable"),
     };

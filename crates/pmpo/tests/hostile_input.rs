@@ -101,3 +101,33 @@ fn a_link_planted_at_a_log_pmpo_appends_to_is_refused_and_its_target_is_untouche
         );
     }
 }
+
+#[test]
+fn restore_streams_the_backup_and_refuses_a_damaged_one_without_touching_the_file() {
+    let ws = Ws::new();
+    // Larger than any buffer: the content must come back byte for byte.
+    let original: Vec<u8> = (0..3_000_000u32).flat_map(|i| i.to_le_bytes()).collect();
+    std::fs::write(ws.p("data.bin"), &original).unwrap();
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'printf small > data.bin']}\n      outputs: [data.bin]\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    assert_eq!(ws.read("data.bin"), "small");
+    let r = ws.run(&["restore", "data.bin"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(std::fs::read(ws.p("data.bin")).unwrap() == original);
+
+    // The content the restore replaced is a backup too; damage it and ask
+    // for it back: refused, and the file stays as it is.
+    let blobs: Vec<std::path::PathBuf> = ws
+        .files()
+        .into_iter()
+        .filter(|f| f.starts_with(".refiner/backups/"))
+        .map(|f| ws.p(&f))
+        .filter(|p| std::fs::metadata(p).unwrap().len() == 5)
+        .collect();
+    assert_eq!(blobs.len(), 1, "the backup of `small`");
+    std::fs::write(&blobs[0], "SMALL").unwrap();
+    let r = ws.run(&["restore", "data.bin"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("is missing or damaged"), "{}", r.stderr);
+    assert!(std::fs::read(ws.p("data.bin")).unwrap() == original);
+}
