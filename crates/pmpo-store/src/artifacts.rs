@@ -55,6 +55,18 @@ pub enum ArtifactError {
     #[error("`{path}` is damaged: {detail}")]
     Corrupt { path: String, detail: String },
     #[error(
+        "`{path}` is the state of artifact `{found}`, but it sits in the folder of `{expected}`"
+    )]
+    NameMismatch {
+        path: String,
+        found: String,
+        expected: String,
+    },
+    #[error(
+        "the state of artifact `{name}` is missing, but {what} survive: starting over would replace its lineage"
+    )]
+    StateMissing { name: String, what: String },
+    #[error(
         "`{path}` was written by a newer pmpo (schema {found}; this build reads up to {STATE_SCHEMA_VERSION})"
     )]
     TooNew { path: String, found: u64 },
@@ -73,6 +85,12 @@ impl ArtifactError {
             ArtifactError::UnknownPhase(_) => "name one of the phases".into(),
             ArtifactError::AlreadyFinalized(..) => "finalized cycles are kept under .refiner/history/".into(),
             ArtifactError::Corrupt { .. } => "run `pmpo doctor` to see the problem and repair it; nothing was changed".into(),
+            ArtifactError::NameMismatch { expected, .. } => format!(
+                "set its `artifact_name` to `{expected}` if it is that artifact's state, or `pmpo doctor --repair` restores the state from the newest checkpoint; nothing was changed"
+            ),
+            ArtifactError::StateMissing { name, .. } => format!(
+                "`pmpo doctor --repair` recovers the state from the newest checkpoint; to start `{name}` anew on purpose, move `.refiner/artifacts/{name}` aside first; nothing was changed"
+            ),
             ArtifactError::TooNew { .. } => "upgrade pmpo; the file was left untouched".into(),
             ArtifactError::Store(_) => "check that the workspace is writable".into(),
         }
@@ -265,12 +283,51 @@ impl<'a> Artifacts<'a> {
         pmpo_plan::validate_artifact_name(name).map_err(ArtifactError::InvalidName)
     }
 
+    /// The state of artifact `name`. A state that names another artifact is
+    /// refused (acting on it would write over that artifact), and so is a
+    /// missing state whose checkpoints or registry entry survive (it is to be
+    /// recovered, not silently replaced by a new lineage).
     pub fn load(&self, name: &str) -> Result<RefinementState, ArtifactError> {
         Self::check_name(name)?;
-        if let Some(state) = self.provider.load(self.ws, name) {
-            return Ok(state);
+        let state = match self.provider.load(self.ws, name) {
+            Some(state) => Some(state),
+            None => read_json::<RefinementState>(self.ws, &state_path(name))?,
+        };
+        match state {
+            Some(s) if s.artifact_name != name => Err(ArtifactError::NameMismatch {
+                path: state_path(name),
+                found: s.artifact_name,
+                expected: name.into(),
+            }),
+            Some(s) => Ok(s),
+            None => match self.lineage_traces(name) {
+                Some(what) => Err(ArtifactError::StateMissing {
+                    name: name.into(),
+                    what,
+                }),
+                None => Err(ArtifactError::NotFound(name.into())),
+            },
         }
-        read_json(self.ws, &state_path(name))?.ok_or_else(|| ArtifactError::NotFound(name.into()))
+    }
+
+    /// What is left of an artifact whose state is gone: its checkpoints, or
+    /// its registry entry.
+    fn lineage_traces(&self, name: &str) -> Option<String> {
+        let checkpoints = self
+            .ws
+            .root()
+            .join(artifact_dir(name))
+            .join("checkpoints")
+            .read_dir()
+            .map(|d| d.flatten().count())
+            .unwrap_or(0);
+        if checkpoints > 0 {
+            return Some(format!("{checkpoints} checkpoint(s)"));
+        }
+        self.registry()
+            .ok()
+            .filter(|r| r.artifacts.contains_key(name))
+            .map(|_| "its registry entry".to_string())
     }
 
     pub fn save(&self, state: &mut RefinementState) -> Result<(), ArtifactError> {

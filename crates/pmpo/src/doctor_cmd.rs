@@ -123,7 +123,8 @@ fn newest_checkpoint(ws: &Workspace, name: &str) -> Option<PathBuf> {
                 .ok()
                 .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
                 .is_some_and(|v| {
-                    serde_json::from_value::<RefinementState>(v["state"].clone()).is_ok()
+                    serde_json::from_value::<RefinementState>(v["state"].clone())
+                        .is_ok_and(|s| s.artifact_name == name)
                 })
         })
         .collect();
@@ -162,6 +163,18 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
             continue;
         }
         if !path.exists() {
+            // A deleted state whose checkpoints survive is recovered, never
+            // replaced by a new lineage.
+            if let Some(cp) = newest_checkpoint(ws, &name) {
+                let checkpoint = ws.relative(&cp).unwrap_or_default();
+                out.push(finding(
+                    &rel,
+                    "the state file is missing, but checkpoints survive",
+                    format!("restore the state saved in {checkpoint}"),
+                    Some(Fix::RestoreFromCheckpoint { checkpoint }),
+                ));
+                states.push(name);
+            }
             continue;
         }
         match arts.load(&name) {
@@ -190,7 +203,9 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
         let missing: Vec<&String> = registry
             .artifacts
             .keys()
-            .filter(|n| !ws.root().join(state_path(n)).exists())
+            .filter(|n| {
+                !ws.root().join(state_path(n)).exists() && newest_checkpoint(ws, n).is_none()
+            })
             .collect();
         let unlisted: Vec<&String> = states
             .iter()
@@ -327,13 +342,16 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
                 &std::fs::read(ws.root().join(checkpoint)).map_err(|e| e.to_string())?,
             )
             .map_err(|e| e.to_string())?;
-            let to = move_aside(ws, &f.file).map_err(|e| e.to_string())?;
+            let moved = if ws.root().join(&f.file).exists() {
+                let to = move_aside(ws, &f.file).map_err(|e| e.to_string())?;
+                format!("moved the damaged file to {to}; ")
+            } else {
+                String::new()
+            };
             let bytes = serde_json::to_vec_pretty(&snap["state"]).map_err(|e| e.to_string())?;
             ws.write_atomic(&f.file, &bytes, Durability::Durable)
                 .map_err(|e| e.to_string())?;
-            Ok(format!(
-                "moved the damaged file to {to}; restored the state of {checkpoint}"
-            ))
+            Ok(format!("{moved}restored the state of {checkpoint}"))
         }
         Fix::RebuildRegistry => {
             rebuild_registry(ws, provider).map(|_| "rebuilt from the state files".into())

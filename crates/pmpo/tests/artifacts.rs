@@ -370,3 +370,83 @@ fn doctor_moves_a_broken_database_aside_and_runs_continue() {
         "a newer database must be left in place"
     );
 }
+
+#[test]
+fn a_state_that_names_another_artifact_is_refused_and_never_written_over_it() {
+    let ws = Ws::new();
+    for name in ["art", "other"] {
+        assert_eq!(ws.run(&["init", name, "--type", "logo"]).code, 0);
+        assert_eq!(ws.run(&["checkpoint", name, "specify"]).code, 0);
+    }
+    let other_before = ws.read(".refiner/artifacts/other/state.json");
+    // `art`'s state now claims to be `other`'s.
+    let mut st = ws.read_json(".refiner/artifacts/art/state.json");
+    st["artifact_name"] = "other".into();
+    ws.write(
+        ".refiner/artifacts/art/state.json",
+        &serde_json::to_string_pretty(&st).unwrap(),
+    );
+    for args in [
+        &["checkpoint", "art", "plan"][..],
+        &["status", "art"],
+        &["init", "art"],
+    ] {
+        let r = ws.run(args);
+        assert_eq!(r.code, 2, "{args:?}: {}", r.stderr);
+        assert!(
+            r.stderr.contains(
+                "`.refiner/artifacts/art/state.json` is the state of artifact `other`, but it sits in the folder of `art`"
+            ),
+            "{args:?}: {}",
+            r.stderr
+        );
+    }
+    assert_eq!(ws.read(".refiner/artifacts/other/state.json"), other_before);
+    // doctor names it, and --repair brings back `art`'s own state.
+    let r = ws.run(&["doctor"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stdout.contains("is the state of artifact `other`"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
+    assert_eq!(
+        ws.read_json(".refiner/artifacts/art/state.json")["artifact_name"],
+        "art"
+    );
+    assert_eq!(ws.read(".refiner/artifacts/other/state.json"), other_before);
+}
+
+#[test]
+fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage() {
+    let ws = Ws::new();
+    let r = ws.run(&["init", "keep", "--type", "logo", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let id = r.json()["state"]["refinement_id"].clone();
+    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
+    let r = ws.run(&["init", "keep", "--type", "logo"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(
+        r.stderr.contains(
+            "the state of artifact `keep` is missing, but 1 checkpoint(s) survive: starting over would replace its lineage"
+        ),
+        "{}",
+        r.stderr
+    );
+    assert!(r.stderr.contains("pmpo doctor --repair"), "{}", r.stderr);
+    assert!(!ws.p(".refiner/artifacts/keep/state.json").exists());
+    let r = ws.run(&["doctor"]);
+    assert!(
+        r.stdout
+            .contains("the state file is missing, but checkpoints survive"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
+    let st = ws.read_json(".refiner/artifacts/keep/state.json");
+    assert_eq!(st["refinement_id"], id);
+    assert_eq!(st["phases_completed"][0], "specify");
+    assert_eq!(ws.run(&["doctor"]).code, 0);
+}
