@@ -146,9 +146,7 @@ impl EngineError {
     /// What the user should do about it.
     pub fn hint(&self) -> String {
         match self {
-            EngineError::Store(_) => {
-                "check that the workspace is writable and has free space".into()
-            }
+            EngineError::Store(e) => e.hint().into(),
             EngineError::Db(e) => e.hint().into(),
             EngineError::Busy(_) => {
                 "wait for it to finish, or pass --wait to queue behind it".into()

@@ -27,6 +27,12 @@ pub enum DbError {
     },
     #[error("`{path}` is not a pmpo database or is damaged ({detail})")]
     Corrupt { path: PathBuf, detail: String },
+    /// The file system is read-only, or the user may not write there: the
+    /// database is intact, only not writable.
+    #[error("the execution store `{path}` cannot be written: {detail}")]
+    Unwritable { path: PathBuf, detail: String },
+    #[error("the execution store `{path}` cannot be written: the disk is full ({detail})")]
+    DiskFull { path: PathBuf, detail: String },
     #[error(
         "`{path}` was written by a newer pmpo (database schema {found}, this build reads up to {DB_SCHEMA_VERSION})"
     )]
@@ -48,6 +54,10 @@ impl DbError {
             DbError::Corrupt { .. } => {
                 "run `pmpo doctor` to see what is wrong and how to repair it; nothing was changed"
             }
+            DbError::Unwritable { .. } => {
+                "the workspace is read-only or not yours to write: reading commands (status, ledger, metrics, doctor) still work; run and repair where you can write"
+            }
+            DbError::DiskFull { .. } => "free some space, then run again; nothing was lost",
             _ => "check that the workspace is writable and has free space",
         }
     }
@@ -259,17 +269,32 @@ impl SqliteStore {
 
     /// Opens an existing database file (for `doctor`), without creating tables.
     pub fn open_path(path: &Path, create: bool) -> Result<SqliteStore, DbError> {
-        let conn = Connection::open(path).map_err(|source| DbError::Open {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let corrupt = |e: rusqlite::Error| DbError::Corrupt {
-            path: path.to_path_buf(),
-            detail: e.to_string(),
+        let existed = path.exists();
+        let opened = Self::open_conn(path, create);
+        if opened.is_err() && !existed {
+            // Never leave behind an empty database that was only half created
+            // (a full disk): the next open would take it for a damaged one.
+            for side in ["", "-wal", "-shm"] {
+                let _ = std::fs::remove_file(format!("{}{side}", path.display()));
+            }
+        }
+        opened
+    }
+
+    fn open_conn(path: &Path, create: bool) -> Result<SqliteStore, DbError> {
+        let conn = Connection::open(path).map_err(|source| classify(path, source))?;
+        let corrupt = |e: rusqlite::Error| classify(path, e);
+        let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
+            Ok(v) => v,
+            // A WAL database on a read-only file system cannot be opened the
+            // usual way (its shared-memory file cannot be made): read it as
+            // an unchanging file, so reading commands still work.
+            Err(e) if existed_unwritable(&e) && path.exists() => {
+                drop(conn);
+                return Self::open_immutable(path).map_err(|_| classify(path, e));
+            }
+            Err(e) => return Err(corrupt(e)),
         };
-        let version: i64 = conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .map_err(corrupt)?;
         if version > DB_SCHEMA_VERSION {
             return Err(DbError::TooNew {
                 path: path.to_path_buf(),
@@ -305,6 +330,43 @@ impl SqliteStore {
         })
     }
 
+    /// Opens the database read-only as an unchanging file (`immutable=1`):
+    /// any write fails as unwritable.
+    fn open_immutable(path: &Path) -> Result<SqliteStore, DbError> {
+        use rusqlite::OpenFlags;
+        let text = path.to_string_lossy();
+        let escaped = text
+            .replace('%', "%25")
+            .replace('?', "%3f")
+            .replace('#', "%23");
+        let uri = format!("file:{escaped}?immutable=1");
+        let conn = Connection::open_with_flags(
+            &uri,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI,
+        )
+        .map_err(|e| classify(path, e))?;
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .map_err(|e| classify(path, e))?;
+        if version > DB_SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        if version == 0 {
+            return Err(DbError::Corrupt {
+                path: path.to_path_buf(),
+                detail: "it has no pmpo tables".into(),
+            });
+        }
+        Ok(SqliteStore {
+            conn,
+            path: path.to_path_buf(),
+            in_tx: false,
+        })
+    }
+
     pub fn path(&self) -> &Path {
         &self.path
     }
@@ -322,23 +384,7 @@ impl SqliteStore {
     }
 
     fn sql(&self, source: rusqlite::Error) -> DbError {
-        match source {
-            rusqlite::Error::SqliteFailure(ref f, _)
-                if matches!(
-                    f.code,
-                    rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase
-                ) =>
-            {
-                DbError::Corrupt {
-                    path: self.path.clone(),
-                    detail: source.to_string(),
-                }
-            }
-            source => DbError::Sql {
-                path: self.path.clone(),
-                source,
-            },
-        }
+        classify(&self.path, source)
     }
 
     fn tx(&mut self) -> Result<(), DbError> {
@@ -712,5 +758,43 @@ mod tests {
         let err = SqliteStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("pmpo.db"));
+    }
+}
+
+/// Whether an error says the database could not be written or its side files
+/// made (a read-only file system, no permission), as opposed to damage.
+fn existed_unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::PermissionDenied
+            )
+    )
+}
+
+/// Names the real cause of a database error: damage only when SQLite says
+/// the file is damaged or not a database.
+fn classify(path: &Path, source: rusqlite::Error) -> DbError {
+    let code = match &source {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let detail = source.to_string();
+    let path = path.to_path_buf();
+    match code {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            DbError::Corrupt { path, detail }
+        }
+        Some(
+            rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::PermissionDenied,
+        ) => DbError::Unwritable { path, detail },
+        Some(rusqlite::ErrorCode::DiskFull) => DbError::DiskFull { path, detail },
+        _ => DbError::Sql { path, source },
     }
 }

@@ -32,6 +32,29 @@ pub enum StoreError {
 }
 
 impl StoreError {
+    /// What to do, by the real cause: a read-only file system, no permission,
+    /// a full disk, or a path that leads out of the workspace.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            StoreError::Escape { .. } => {
+                "pmpo writes only inside the workspace, never through links that lead out of it"
+            }
+            StoreError::Open { .. } => "check the path; the workspace must be a directory",
+            StoreError::Io { source, .. } => match source.raw_os_error() {
+                Some(libc::EROFS) => {
+                    "the workspace is on a read-only file system: reading commands (status, ledger, metrics, doctor) still work; run where you can write"
+                }
+                Some(libc::EACCES | libc::EPERM) => {
+                    "you may not write there: check the owner and permissions of the workspace"
+                }
+                Some(libc::ENOSPC | libc::EDQUOT) => {
+                    "the disk is full: free some space, then run again"
+                }
+                _ => "check that the workspace is writable and has free space",
+            },
+        }
+    }
+
     fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         StoreError::Io {
             action,

@@ -47,9 +47,14 @@ fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
         since: now_rfc3339(),
         command: command.into(),
     };
-    lock::acquire(ws, &holder, false).map_err(|e| {
-        errln!("error: {e}\n  help: wait for the running pmpo to finish");
-        EXIT_BUSY
+    lock::acquire(ws, &holder, false).map_err(|e| match e {
+        lock::LockError::Busy(_) => {
+            errln!("error: {e}\n  help: wait for the running pmpo to finish");
+            EXIT_BUSY
+        }
+        // Not another pmpo: the lock file itself cannot be made (read-only,
+        // permission, disk full). Say that, not "busy".
+        lock::LockError::Store(s) => fail(&s.to_string(), s.hint()),
     })
 }
 
