@@ -289,7 +289,7 @@ impl SqliteStore {
             // A WAL database on a read-only file system cannot be opened the
             // usual way (its shared-memory file cannot be made): read it as
             // an unchanging file, so reading commands still work.
-            Err(e) if existed_unwritable(&e) && path.exists() => {
+            Err(e) if unwritable(&e) && path.exists() => {
                 drop(conn);
                 return Self::open_immutable(path).map_err(|_| classify(path, e));
             }
@@ -713,6 +713,44 @@ impl Drop for SqliteStore {
     }
 }
 
+/// Whether an error says the database could not be written or its side files
+/// made (a read-only file system, no permission), as opposed to damage.
+fn unwritable(e: &rusqlite::Error) -> bool {
+    matches!(
+        e,
+        rusqlite::Error::SqliteFailure(f, _)
+            if matches!(
+                f.code,
+                rusqlite::ErrorCode::CannotOpen
+                    | rusqlite::ErrorCode::ReadOnly
+                    | rusqlite::ErrorCode::PermissionDenied
+            )
+    )
+}
+
+/// Names the real cause of a database error: damage only when SQLite says
+/// the file is damaged or not a database.
+fn classify(path: &Path, source: rusqlite::Error) -> DbError {
+    let code = match &source {
+        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
+        _ => None,
+    };
+    let detail = source.to_string();
+    let path = path.to_path_buf();
+    match code {
+        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
+            DbError::Corrupt { path, detail }
+        }
+        Some(
+            rusqlite::ErrorCode::ReadOnly
+            | rusqlite::ErrorCode::CannotOpen
+            | rusqlite::ErrorCode::PermissionDenied,
+        ) => DbError::Unwritable { path, detail },
+        Some(rusqlite::ErrorCode::DiskFull) => DbError::DiskFull { path, detail },
+        _ => DbError::Sql { path, source },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -758,43 +796,5 @@ mod tests {
         let err = SqliteStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
         assert!(err.to_string().contains("pmpo.db"));
-    }
-}
-
-/// Whether an error says the database could not be written or its side files
-/// made (a read-only file system, no permission), as opposed to damage.
-fn existed_unwritable(e: &rusqlite::Error) -> bool {
-    matches!(
-        e,
-        rusqlite::Error::SqliteFailure(f, _)
-            if matches!(
-                f.code,
-                rusqlite::ErrorCode::CannotOpen
-                    | rusqlite::ErrorCode::ReadOnly
-                    | rusqlite::ErrorCode::PermissionDenied
-            )
-    )
-}
-
-/// Names the real cause of a database error: damage only when SQLite says
-/// the file is damaged or not a database.
-fn classify(path: &Path, source: rusqlite::Error) -> DbError {
-    let code = match &source {
-        rusqlite::Error::SqliteFailure(f, _) => Some(f.code),
-        _ => None,
-    };
-    let detail = source.to_string();
-    let path = path.to_path_buf();
-    match code {
-        Some(rusqlite::ErrorCode::DatabaseCorrupt | rusqlite::ErrorCode::NotADatabase) => {
-            DbError::Corrupt { path, detail }
-        }
-        Some(
-            rusqlite::ErrorCode::ReadOnly
-            | rusqlite::ErrorCode::CannotOpen
-            | rusqlite::ErrorCode::PermissionDenied,
-        ) => DbError::Unwritable { path, detail },
-        Some(rusqlite::ErrorCode::DiskFull) => DbError::DiskFull { path, detail },
-        _ => DbError::Sql { path, source },
     }
 }
