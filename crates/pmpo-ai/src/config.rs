@@ -329,6 +329,10 @@ impl AiConfig {
                 return Err(at("a replay endpoint needs `cassette = \"file.jsonl\"`"));
             }
             let api_key = key_var.as_deref().and_then(nonempty).map(Secret::new);
+            if let Some(var) = &key_var {
+                // Kept from every process pmpo starts, and redacted from its logs.
+                pmpo_store::secrets::register_key(var, api_key.as_ref().map(Secret::expose));
+            }
             cfg.endpoints.insert(
                 name.clone(),
                 EndpointConfig {

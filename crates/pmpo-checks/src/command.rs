@@ -204,6 +204,9 @@ pub(crate) fn run_argv(
     let (prog, args) = argv.split_first().ok_or("the command is empty")?;
     let start = Instant::now();
     let mut cmd = Command::new(prog);
+    for var in pmpo_store::secrets::hidden_variables() {
+        cmd.env_remove(var);
+    }
     cmd.args(args)
         .current_dir(dir)
         .stdin(Stdio::null())

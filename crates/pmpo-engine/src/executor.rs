@@ -107,7 +107,7 @@ fn tail_lines(c: &Captured, n: usize) -> Option<String> {
         return None;
     }
     let start = lines.len().saturating_sub(n);
-    Some(lines[start..].join("\n"))
+    Some(pmpo_store::secrets::redact(&lines[start..].join("\n")).into_owned())
 }
 
 /// The hash of what a stage is, independent of any run.
@@ -1628,7 +1628,9 @@ fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
 
 fn append_stage_log(ws: &Workspace, record: &Value) -> Result<(), EngineError> {
     let stage = record["stage"].as_str().unwrap_or("unknown");
-    let mut line = serde_json::to_vec(record).expect("log records serialize");
+    // A configured key that a stage printed never reaches the log.
+    let text = serde_json::to_string(record).expect("log records serialize");
+    let mut line = pmpo_store::secrets::redact(&text).into_owned().into_bytes();
     line.push(b'\n');
     ws.append(&format!("{STAGE_LOG_DIR}/{stage}.jsonl"), &line)?;
     Ok(())

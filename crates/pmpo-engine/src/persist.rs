@@ -206,8 +206,12 @@ pub(crate) fn finish(
         export_ledger(ws, db)?;
     }
 
+    // Redacted as a whole: a configured key a stage printed (an error's
+    // stderr tail, a named output) never reaches the results file.
+    let text = serde_json::to_string_pretty(&results).expect("results serialize");
+    let text = pmpo_store::secrets::redact(&text);
     ws.write_atomic_with(RESULTS_FILE, Durability::Durable, |w| {
-        serde_json::to_writer_pretty(w, &results).map_err(std::io::Error::from)
+        w.write_all(text.as_bytes())
     })?;
     Ok(results)
 }

@@ -8,6 +8,7 @@ pub mod artifacts;
 pub mod db;
 pub mod lock;
 pub mod provider;
+pub mod secrets;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -117,6 +117,11 @@ pub async fn run_process_spilling(
         .split_first()
         .ok_or_else(|| std::io::Error::other("empty command"))?;
     let mut cmd = Command::new(program);
+    // Keys stay with pmpo: inherited secret variables are removed; a value the
+    // stage sets itself (`env:`, `env_passthrough:`) is set again below.
+    for var in pmpo_store::secrets::hidden_variables() {
+        cmd.env_remove(var);
+    }
     cmd.args(args)
         .current_dir(&spec.cwd)
         .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))

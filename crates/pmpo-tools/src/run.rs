@@ -29,6 +29,7 @@ const KEYS: &[&str] = &[
     "language",
     "code",
     "env",
+    "env_passthrough",
     "cwd",
     "stdin",
     "outputs_json",
@@ -193,6 +194,19 @@ impl Tool for RunTool {
                 _ => issues.push(issue("env", "`env` must be a mapping of NAME: value", None)),
             }
         }
+        match inputs.get("env_passthrough") {
+            None => {}
+            Some(Value::Array(names))
+                if names.iter().all(|n| {
+                    n.as_str()
+                        .is_some_and(|s| !s.is_empty() && !s.contains(['=', '\0']))
+                }) => {}
+            Some(_) => issues.push(issue(
+                "env_passthrough",
+                "`env_passthrough` must be a list of variable names",
+                Some("e.g. `env_passthrough: [GITHUB_TOKEN]`: secret variables are kept from stages unless listed here"),
+            )),
+        }
         match inputs.get("cwd") {
             None => {}
             Some(cwd) if is_reference(cwd) => {}
@@ -330,6 +344,15 @@ impl Tool for RunTool {
                     other => scalar_to_arg(other).unwrap_or_default(),
                 };
                 env.push((k.clone(), value));
+            }
+        }
+        // Secret variables are kept from stages; the ones the stage lists in
+        // `env_passthrough` are handed on from pmpo's own environment.
+        if let Some(Value::Array(names)) = inputs.get("env_passthrough") {
+            for name in names.iter().filter_map(Value::as_str) {
+                if let Ok(value) = std::env::var(name) {
+                    env.push((name.to_string(), value));
+                }
             }
         }
         let stdin = inputs
