@@ -380,7 +380,7 @@ fn parse_action(index: usize, obj: &Map<String, Value>) -> Result<Action, Trigge
         }
         ActionKind::Webhook => {
             check_keys(index, "action.args.", &args, &["headers"])?;
-            webhook_headers(&args).map_err(|m| err("action.args.headers", m))?;
+            webhook_headers(&args, None).map_err(|m| err("action.args.headers", m))?;
         }
     }
 
@@ -462,8 +462,15 @@ fn command_argv(args: &Map<String, Value>) -> Result<Vec<String>, String> {
     }
 }
 
-/// The extra headers of a webhook action (`args.headers`).
-fn webhook_headers(args: &Map<String, Value>) -> Result<reqwest::header::HeaderMap, String> {
+/// The extra headers of a webhook action (`args.headers`). Secrets are never
+/// written into a trigger (triggers are kept in `state.json`, checkpoints and
+/// archives): a value may name environment variables as `${env:NAME}`, which
+/// `env` fills in when the webhook is sent; without `env` (checking the
+/// trigger up front) the references are only checked.
+fn webhook_headers(
+    args: &Map<String, Value>,
+    env: Option<&dyn Fn(&str) -> Option<String>>,
+) -> Result<reqwest::header::HeaderMap, String> {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
     let mut map = HeaderMap::new();
     match args.get("headers") {
@@ -473,9 +480,10 @@ fn webhook_headers(args: &Map<String, Value>) -> Result<reqwest::header::HeaderM
                 let Value::String(value) = value else {
                     return Err(format!("the value of `{name}` must be a string"));
                 };
+                let text = header_text(name, value, env)?;
                 let name = HeaderName::from_bytes(name.as_bytes())
                     .map_err(|_| format!("`{name}` is not a valid header name"))?;
-                let value = HeaderValue::from_str(value)
+                let value = HeaderValue::from_str(&text)
                     .map_err(|_| format!("the value of `{name}` is not a valid header value"))?;
                 map.insert(name, value);
             }
@@ -483,6 +491,64 @@ fn webhook_headers(args: &Map<String, Value>) -> Result<reqwest::header::HeaderM
         Some(_) => return Err("must be an object of header names to string values".to_string()),
     }
     Ok(map)
+}
+
+/// Whether a header carries credentials by its name.
+fn secret_header(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    matches!(
+        n.as_str(),
+        "authorization" | "proxy-authorization" | "cookie"
+    ) || ["token", "secret", "key", "password", "auth"]
+        .iter()
+        .any(|w| n.contains(w))
+}
+
+/// A header value with its `${env:NAME}` references filled in (or, without
+/// `env`, checked). A credential header must take its secret from a reference.
+fn header_text(
+    name: &str,
+    raw: &str,
+    env: Option<&dyn Fn(&str) -> Option<String>>,
+) -> Result<String, String> {
+    let mut out = String::new();
+    let mut rest = raw;
+    let mut refs = 0;
+    while let Some(at) = rest.find("${env:") {
+        out.push_str(&rest[..at]);
+        let after = &rest[at + "${env:".len()..];
+        let Some(end) = after.find('}') else {
+            return Err(format!(
+                "the value of `{name}` has an unclosed `${{env:` reference; write `${{env:NAME}}`"
+            ));
+        };
+        let var = &after[..end];
+        if var.is_empty() || !var.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            return Err(format!(
+                "`${{env:{var}}}` in `{name}` is not a variable name (letters, digits and `_`)"
+            ));
+        }
+        refs += 1;
+        match env {
+            None => out.push_str("x"),
+            Some(lookup) => match lookup(var) {
+                Some(v) => out.push_str(&v),
+                None => {
+                    return Err(format!(
+                        "`{name}` needs the environment variable `{var}`, which is not set"
+                    ));
+                }
+            },
+        }
+        rest = &after[end + 1..];
+    }
+    out.push_str(rest);
+    if refs == 0 && secret_header(name) && !raw.trim().is_empty() {
+        return Err(format!(
+            "`{name}` holds a literal value: a secret must not be written into a trigger (triggers are kept in state.json, checkpoints and archives); write `${{env:NAME}}` there (e.g. `\"{name}\": \"Bearer ${{env:HOOK_TOKEN}}\"`) and set NAME in pmpo's environment"
+        ));
+    }
+    Ok(out)
 }
 
 /// Builds the hook-event payload (see hook-event.schema.json).
@@ -961,7 +1027,8 @@ fn webhook_timed_out(action: &Action, mut fields: Map<String, Value>) -> Outcome
 }
 
 fn webhook_exchange(action: &Action, payload: &Value, deadline: Instant) -> Outcome {
-    let headers = match webhook_headers(&action.args) {
+    let env = |name: &str| std::env::var(name).ok();
+    let headers = match webhook_headers(&action.args, Some(&env)) {
         Ok(h) => h,
         Err(e) => return Outcome::failed(format!("args.headers {e}")),
     };

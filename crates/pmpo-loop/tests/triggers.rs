@@ -285,7 +285,8 @@ fn a_webhook_posts_the_payload_as_json() {
         json!([{
             "event": "on_approval_required",
             "action": {"type": "webhook", "target": url,
-                       "args": {"headers": {"X-Token": "abc"}}, "timeout_ms": 5000}
+                       "args": {"headers": {"X-Token": "Bearer ${env:PATH}", "X-Plain": "abc"}},
+                       "timeout_ms": 5000}
         }]),
     );
     let p = payload("reflect", "x");
@@ -295,7 +296,10 @@ fn a_webhook_posts_the_payload_as_json() {
     assert!(req.head.starts_with("POST /hook HTTP/1.1"), "{}", req.head);
     let head = req.head.to_ascii_lowercase();
     assert!(head.contains("content-type: application/json"), "{head}");
-    assert!(head.contains("x-token: abc"), "{head}");
+    // The secret header takes its value from the environment when sent.
+    let path = std::env::var("PATH").unwrap().to_ascii_lowercase();
+    assert!(head.contains(&format!("x-token: bearer {path}")), "{head}");
+    assert!(head.contains("x-plain: abc"), "{head}");
     let body: Value = serde_json::from_slice(&req.body).expect("JSON body");
     assert_eq!(body, p);
     let lines = log_lines(&ws);
@@ -554,4 +558,51 @@ fn a_webhook_that_trickles_its_answer_is_cut_off_at_its_deadline_and_logged() {
         "{}",
         lines[0]
     );
+}
+
+#[test]
+fn a_literal_secret_in_a_header_is_refused_and_a_missing_variable_fails_the_call() {
+    // Written into a trigger, a token would be kept in state.json, checkpoints
+    // and archives: refused up front, with the fix.
+    for header in ["Authorization", "X-Api-Key", "x-hook-token"] {
+        let (index, field, message) = parse_error(json!({
+            "event": "on_regression",
+            "action": {"type": "webhook", "target": "http://127.0.0.1:9/h",
+                       "args": {"headers": {header: "s3cr3t-literal"}}}
+        }));
+        assert_eq!((index, field.as_str()), (1, "action.args.headers"));
+        assert!(
+            message.contains(&format!("`{header}` holds a literal value"))
+                && message.contains("${env:NAME}"),
+            "{message}"
+        );
+    }
+    let (_, _, message) = parse_error(json!({
+        "event": "on_regression",
+        "action": {"type": "webhook", "target": "http://127.0.0.1:9/h",
+                   "args": {"headers": {"Authorization": "Bearer ${env:HOOK"}}}
+    }));
+    assert!(message.contains("unclosed `${env:` reference"), "{message}");
+    // A variable that is not set when the webhook is sent: a failed call,
+    // logged, and no request made.
+    let (_dir, ws) = workspace();
+    let (url, rx) = serve_once("HTTP/1.1 200 OK");
+    let mut d = dispatcher(
+        &ws,
+        json!([{"event": "on_regression",
+                "action": {"type": "webhook", "target": url,
+                           "args": {"headers": {"Authorization": "Bearer ${env:PMPO_TEST_SURELY_UNSET_VAR}"}}}}]),
+    );
+    d.dispatch(Event::Regression, &payload("execute", "x"));
+    assert_eq!(d.finish(Duration::from_secs(10)), 0);
+    let lines = log_lines(&ws);
+    assert_eq!(lines[0]["status"], "failed");
+    assert!(
+        lines[0]["error"].as_str().unwrap().contains(
+            "needs the environment variable `PMPO_TEST_SURELY_UNSET_VAR`, which is not set"
+        ),
+        "{}",
+        lines[0]
+    );
+    assert!(rx.recv_timeout(Duration::from_millis(300)).is_err());
 }
