@@ -462,6 +462,9 @@ fn command_argv(args: &Map<String, Value>) -> Result<Vec<String>, String> {
     }
 }
 
+/// Looks an environment variable up (the process's own, or a test's).
+type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<String>;
+
 /// The extra headers of a webhook action (`args.headers`). Secrets are never
 /// written into a trigger (triggers are kept in `state.json`, checkpoints and
 /// archives): a value may name environment variables as `${env:NAME}`, which
@@ -469,7 +472,7 @@ fn command_argv(args: &Map<String, Value>) -> Result<Vec<String>, String> {
 /// trigger up front) the references are only checked.
 fn webhook_headers(
     args: &Map<String, Value>,
-    env: Option<&dyn Fn(&str) -> Option<String>>,
+    env: Option<EnvLookup<'_>>,
 ) -> Result<reqwest::header::HeaderMap, String> {
     use reqwest::header::{HeaderMap, HeaderName, HeaderValue};
     let mut map = HeaderMap::new();
@@ -506,11 +509,7 @@ fn secret_header(name: &str) -> bool {
 
 /// A header value with its `${env:NAME}` references filled in (or, without
 /// `env`, checked). A credential header must take its secret from a reference.
-fn header_text(
-    name: &str,
-    raw: &str,
-    env: Option<&dyn Fn(&str) -> Option<String>>,
-) -> Result<String, String> {
+fn header_text(name: &str, raw: &str, env: Option<EnvLookup<'_>>) -> Result<String, String> {
     let mut out = String::new();
     let mut rest = raw;
     let mut refs = 0;
@@ -530,7 +529,8 @@ fn header_text(
         }
         refs += 1;
         match env {
-            None => out.push_str("x"),
+            // A stand-in, so the header value can be checked for validity.
+            None => out.push('x'),
             Some(lookup) => match lookup(var) {
                 Some(v) => out.push_str(&v),
                 None => {
