@@ -118,6 +118,8 @@ fn kill_group(pgid: i32) {
 
 /// The file in a profile directory naming the pmpo process that owns it.
 const OWNER_FILE: &str = "pmpo.pid";
+/// The file naming the browser's process group (its leader's pid).
+const BROWSER_FILE: &str = "browser.pid";
 const PROFILE_PREFIX: &str = "pmpo-chromium-";
 
 /// A fresh profile directory, marked with this process's id.
@@ -127,9 +129,10 @@ pub fn new_profile() -> Result<tempfile::TempDir, String> {
         .prefix(PROFILE_PREFIX)
         .tempdir()
         .map_err(|e| format!("cannot create a profile directory: {e}"))?;
+    let me = std::process::id() as i32;
     std::fs::write(
         profile.path().join(OWNER_FILE),
-        std::process::id().to_string(),
+        format!("{me} {}", start_time(me).unwrap_or_default()),
     )
     .map_err(|e| format!("cannot write in the profile directory: {e}"))?;
     Ok(profile)
@@ -149,18 +152,76 @@ fn sweep_stale_profiles() {
         {
             continue;
         }
-        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE))
-            .ok()
-            .and_then(|t| t.trim().parse::<i32>().ok());
-        let Some(pid) = owner.filter(|p| *p > 0) else {
+        let owner = std::fs::read_to_string(entry.path().join(OWNER_FILE)).unwrap_or_default();
+        let mut words = owner.split_whitespace();
+        let Some(pid) = words
+            .next()
+            .and_then(|t| t.parse::<i32>().ok())
+            .filter(|p| *p > 0)
+        else {
             continue;
         };
+        let started = words.next().and_then(|t| t.parse::<u64>().ok());
         // SAFETY: signal 0 only checks that the process exists.
-        let gone = unsafe { libc::kill(pid, 0) } != 0
-            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH);
+        let gone = (unsafe { libc::kill(pid, 0) } != 0
+            && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH))
+            // The pid was taken again by another process since.
+            || started.is_some_and(|s| start_time(pid).is_some_and(|now| now != s));
         if gone {
-            let _ = std::fs::remove_dir_all(entry.path());
+            // Processes of the dead owner's browser may still be running (a
+            // renderer, a helper) and would write the directory back: stop
+            // their group first.
+            stop_orphaned_browser(&entry.path());
+            // A process that was leaving may still have written a file back.
+            for _ in 0..3 {
+                if std::fs::remove_dir_all(entry.path()).is_ok() || !entry.path().exists() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+    }
+}
+
+/// When a process started (clock ticks since boot, `/proc/PID/stat` field
+/// 22): with the pid, it names one process even after the pid is reused.
+fn start_time(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name, which may hold spaces: state is field 3.
+    stat.rsplit(')')
+        .next()?
+        .split_whitespace()
+        .nth(19)?
+        .parse()
+        .ok()
+}
+
+/// Kills the process group of the browser that used `profile`, if it still
+/// runs: its leader is checked to be that browser (its command line names the
+/// profile), so a reused pid is never signalled. Waits a little for the group
+/// to be gone.
+fn stop_orphaned_browser(profile: &Path) {
+    let Some(pgid) = std::fs::read_to_string(profile.join(BROWSER_FILE))
+        .ok()
+        .and_then(|t| t.trim().parse::<i32>().ok())
+        .filter(|p| *p > 1)
+    else {
+        return;
+    };
+    let ours = std::fs::read(format!("/proc/{pgid}/cmdline"))
+        .map(|c| String::from_utf8_lossy(&c).contains(profile.to_string_lossy().as_ref()))
+        .unwrap_or(false);
+    if !ours {
+        return;
+    }
+    // SAFETY: kill(2) on the process group of a browser this profile names.
+    unsafe {
+        libc::kill(-pgid, libc::SIGKILL);
+    }
+    let until = Instant::now() + Duration::from_millis(500);
+    // SAFETY: signal 0 only checks whether the group still has a process.
+    while unsafe { libc::kill(-pgid, 0) } == 0 && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(10));
     }
 }
 
@@ -201,6 +262,8 @@ impl Browser {
             .spawn()
             .map_err(|e| format!("cannot start `{}`: {e}", path.display()))?;
         let pgid = child.id() as i32;
+        // So that a later pmpo can stop this browser if this one is killed.
+        let _ = std::fs::write(profile.path().join(BROWSER_FILE), pgid.to_string());
         // The child's ends are closed here, so EOF means the browser is gone.
         drop(cmd_read);
         drop(resp_write);
