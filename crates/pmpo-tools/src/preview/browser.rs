@@ -130,6 +130,8 @@ pub fn new_profile() -> Result<tempfile::TempDir, String> {
         .tempdir()
         .map_err(|e| format!("cannot create a profile directory: {e}"))?;
     let me = std::process::id() as i32;
+    // Outside the workspace on purpose: the browser's throwaway profile lives
+    // in the system's temp directory, never in the user's files.
     std::fs::write(
         profile.path().join(OWNER_FILE),
         format!("{me} {}", start_time(me).unwrap_or_default()),
@@ -231,6 +233,7 @@ impl Browser {
         let started = Instant::now();
         let profile = new_profile()?;
         let log_path = profile.path().join("chromium.log");
+        // In the throwaway profile (the system temp directory), not the workspace.
         let log = File::create(&log_path).map_err(|e| format!("cannot create a log file: {e}"))?;
         let (cmd_read, cmd_write) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
         let (resp_read, resp_write) = pipe().map_err(|e| format!("cannot create a pipe: {e}"))?;
@@ -262,7 +265,8 @@ impl Browser {
             .spawn()
             .map_err(|e| format!("cannot start `{}`: {e}", path.display()))?;
         let pgid = child.id() as i32;
-        // So that a later pmpo can stop this browser if this one is killed.
+        // So that a later pmpo can stop this browser if this one is killed
+        // (in the throwaway profile, outside the workspace on purpose).
         let _ = std::fs::write(profile.path().join(BROWSER_FILE), pgid.to_string());
         // The child's ends are closed here, so EOF means the browser is gone.
         drop(cmd_read);
