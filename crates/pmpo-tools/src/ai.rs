@@ -87,60 +87,64 @@ fn undefined_names(
         None => Vec::new(),
     };
     let mut issues = Vec::new();
-    let mut named: Vec<String> = Vec::new();
-    for var in template::variables(text) {
+    let mut named = std::collections::HashSet::new();
+    // Lines are counted once, forward: placeholders come in text order.
+    let (mut line, mut line_start, mut counted) = (1usize, 0usize, 0usize);
+    for (var, at) in template::placeholders(text) {
         let first = var.split('.').next().unwrap_or("");
-        if !BUILTINS.contains(&first) && !vars.contains(&first) && !named.iter().any(|n| n == first)
-        {
-            named.push(first.to_string());
-            let known = vars.iter().chain(BUILTINS).copied();
-            let did = match pmpo_plan::diag::did_you_mean(first, known) {
-                Some(s) => format!("did you mean `{s}`? "),
-                None => String::new(),
-            };
-            let given = if vars.is_empty() {
-                "`vars` gives nothing".to_string()
-            } else {
-                format!("`vars` gives {}", vars.join(", "))
-            };
-            // In a file, say where (`prompts/hero.md:3:7`), as for `template` files.
-            let at = match (file, placeholder_position(text, &var)) {
-                (Some(f), Some((line, col))) => format!(" at {f}:{line}:{col}"),
-                _ => String::new(),
-            };
+        if BUILTINS.contains(&first) || vars.contains(&first) || !named.insert(first.to_string()) {
+            continue;
+        }
+        if issues.len() == MAX_NAME_ISSUES {
             issues.push(issue(
                 key,
-                format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
-                Some(&format!(
-                    "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
-                    BUILTINS.join(", ")
-                )),
+                format!("{what} uses more undefined names; the first {MAX_NAME_ISSUES} are listed"),
+                None,
             ));
+            break;
         }
+        let known = vars.iter().chain(BUILTINS).copied();
+        let did = match pmpo_plan::diag::did_you_mean(first, known) {
+            Some(s) => format!("did you mean `{s}`? "),
+            None => String::new(),
+        };
+        let given = if vars.is_empty() {
+            "`vars` gives nothing".to_string()
+        } else {
+            format!("`vars` gives {}", vars.join(", "))
+        };
+        // In a file, say where (`prompts/hero.md:3:7`), as for `template` files:
+        // at the name, after `{{` and any spaces.
+        let at_name = at + 2 + (text[at + 2..].len() - text[at + 2..].trim_start().len());
+        for (i, b) in text.as_bytes()[counted..at_name].iter().enumerate() {
+            if *b == b'\n' {
+                line += 1;
+                line_start = counted + i + 1;
+            }
+        }
+        counted = at_name;
+        let at = match file {
+            Some(f) => {
+                let col = text[line_start..at_name].chars().count() + 1;
+                format!(" at {f}:{line}:{col}")
+            }
+            None => String::new(),
+        };
+        issues.push(issue(
+            key,
+            format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
+            Some(&format!(
+                "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
+                BUILTINS.join(", ")
+            )),
+        ));
     }
     issues
 }
 
-/// The 1-based line and column of the name of the first `{{ path }}` in a text.
-fn placeholder_position(text: &str, path: &str) -> Option<(usize, usize)> {
-    let mut from = 0;
-    while let Some(found) = text[from..].find("{{") {
-        let start = from + found;
-        let after = &text[start + 2..];
-        if after
-            .find("}}")
-            .is_some_and(|end| after[..end].trim() == path)
-        {
-            // Point at the name, as the `template` tool's positions do.
-            let before = &text[..start + 2 + (after.len() - after.trim_start().len())];
-            let line = before.matches('\n').count() + 1;
-            let col = before.rsplit('\n').next().unwrap_or("").chars().count() + 1;
-            return Some((line, col));
-        }
-        from = start + 2;
-    }
-    None
-}
+/// Undefined names reported for one prompt, at most: a prompt of many
+/// unknown names says so once more rather than listing them all.
+const MAX_NAME_ISSUES: usize = 20;
 
 fn is_reference(v: &Value) -> bool {
     matches!(v, Value::String(s) if Reference::parse(s).is_some())

@@ -504,6 +504,36 @@ fn unknown_template_variable_in_a_workspace_template() {
 }
 
 #[test]
+fn prompts_of_many_braces_or_unknown_names_are_checked_whole_and_briefly() {
+    let ws = Ws::new();
+    // 400 KB of `{{` that close nowhere, then far-away placeholders: plain text.
+    let stray = format!("{}{}", "x {{ ".repeat(80_000), "{{ artifact_name }}");
+    ws.write("prompts/big.md", &stray);
+    ws.plan("    - id: draw\n      requires_execution: false\n      with:\n        prompt_file: prompts/big.md\n");
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    // A thousand unknown names on three lines: the first 20 are named, with
+    // their places, then one line says there are more.
+    let names: String = (0..1000).map(|i| format!("{{{{ n{i} }}}} ")).collect();
+    ws.write("prompts/names.md", &format!("a\nb\n{names}"));
+    ws.plan("    - id: draw\n      requires_execution: false\n      with:\n        prompt_file: prompts/names.md\n");
+    let err = invalid(&ws);
+    assert!(
+        err.contains("uses `{{ n0 }}` at prompts/names.md:3:4,"),
+        "{err}"
+    );
+    assert!(
+        err.contains("uses `{{ n19 }}` at prompts/names.md:3:"),
+        "{err}"
+    );
+    assert!(!err.contains("`{{ n20 }}`"), "{err}");
+    assert!(
+        err.contains("uses more undefined names; the first 20 are listed"),
+        "{err}"
+    );
+}
+
+#[test]
 fn unknown_template_variable_in_an_inline_template() {
     let ws = Ws::new();
     // An `ai` prompt written in the plan.
