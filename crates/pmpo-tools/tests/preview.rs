@@ -421,3 +421,73 @@ async fn busy_page_fails_and_the_browser_serves_the_next_page() {
     assert!(r.timings.browser_reused);
     tool.end_run().await;
 }
+
+/// Errors that come after the load event (a timer's `throw` at 500 ms and
+/// 1 s, a `console.error` at 1 s, a rejected promise after a late timer) are
+/// waited for and reported; a timer due after the cap is not waited for,
+/// and a page that never goes quiet is shot at the cap with a note saying why.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn late_errors_are_waited_for_within_the_settle_cap() {
+    if !have_chromium() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    write(
+        root,
+        "late.html",
+        "<html><body><h1>late</h1><script>\n\
+         setTimeout(function () { throw new Error('late at 500') }, 500);\n\
+         setTimeout(function () { throw new Error('late at 1000') }, 1000);\n\
+         setTimeout(function () { console.error('logged at 1000') }, 1000);\n\
+         setTimeout(function () { Promise.reject(new Error('rejected at 1200')) }, 1200);\n\
+         </script></body></html>",
+    );
+    write(
+        root,
+        "far.html",
+        "<html><body><h1>far</h1><script>setTimeout(function () { throw new Error('after the cap') }, 60000)</script></body></html>",
+    );
+    write(
+        root,
+        "busy.html",
+        "<html><body><p id=t>0</p><script>\n\
+         (function tick(n) { document.getElementById('t').textContent = n; requestAnimationFrame(function () { tick(n + 1) }) })(0)\n\
+         </script></body></html>",
+    );
+    let ws = Workspace::open(root).unwrap();
+    let tool = PreviewTool::new();
+    let (_, r) = run(&tool, &ws, json!({"input": "late.html"})).await;
+    let errors: Vec<&str> = r.page_errors.iter().map(|e| e.message.as_str()).collect();
+    for want in ["late at 500", "late at 1000", "rejected at 1200"] {
+        assert!(errors.iter().any(|e| e.contains(want)), "{want}: {r:?}");
+    }
+    assert!(
+        r.console
+            .iter()
+            .any(|c| c.level == "error" && c.text.contains("logged at 1000")),
+        "{r:?}"
+    );
+    let waited = r.timings.quiet_waits_ms[0];
+    assert!(
+        (1200.0..3000.0).contains(&waited),
+        "waited {waited} ms: {r:?}"
+    );
+
+    let (_, r) = run(&tool, &ws, json!({"input": "far.html"})).await;
+    assert!(r.page_errors.is_empty(), "{r:?}");
+    assert!(r.timings.quiet_waits_ms[0] < 2000.0, "{r:?}");
+    assert!(r.notes.iter().all(|n| !n.contains("not quiet")), "{r:?}");
+
+    let (_, r) = run(&tool, &ws, json!({"input": "busy.html", "settle_ms": 800})).await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert!(r.timings.quiet_waits_ms[0] >= 800.0, "{r:?}");
+    assert!(
+        r.notes.iter().any(|n| n
+            .contains("not quiet after the load event within the settle cap of 800 ms")
+            && n.contains("the DOM kept changing")),
+        "{:?}",
+        r.notes
+    );
+    tool.end_run().await;
+}

@@ -25,8 +25,51 @@ use super::report::{ConsoleMessage, FailedRequest, PageError, Viewport};
 /// The origin pages are served from. `.invalid` never resolves, so nothing
 /// can reach a real host by accident.
 pub const ORIGIN: &str = "http://pmpo-preview.invalid";
-/// The network is quiet when nothing was in flight for this long.
+/// A page is quiet when, for this long, no request was in flight and no
+/// console output, page error or DOM mutation happened, and no timer it set
+/// (`setTimeout`, or an interval before its first run) is still due within
+/// the settle cap.
 const QUIET: Duration = Duration::from_millis(150);
+/// How often the page is asked whether it is quiet while settling.
+const PROBE_EVERY: Duration = Duration::from_millis(40);
+/// The longest wait for that answer: a page that cannot answer is busy.
+const PROBE_LIMIT: Duration = Duration::from_millis(500);
+
+/// Installed in every document before its own scripts: counts the timers due
+/// within the cap (a late `throw` or `console.error` is waited for) and the
+/// time of the last DOM mutation. A companion timer of the same delay, set
+/// after the page's own, forgets each timer once it has run, so the page's
+/// callbacks and their stack traces are untouched.
+const SETTLE_PROBE: &str = r#"(() => {
+  const w = window, cap = __CAP__;
+  if (w.__pmpoSettle) return;
+  const due = new Set();
+  const st = w.setTimeout, si = w.setInterval, ct = w.clearTimeout, ci = w.clearInterval;
+  const track = (id, ms) => {
+    ms = Number(ms) || 0;
+    if (ms <= cap) { due.add(id); st.call(w, () => due.delete(id), ms); }
+    return id;
+  };
+  w.setTimeout = function (f, ms, ...a) { return track(st.call(w, f, ms, ...a), ms); };
+  w.setInterval = function (f, ms, ...a) { return track(si.call(w, f, ms, ...a), ms); };
+  w.clearTimeout = function (id) { due.delete(id); return ct.call(w, id); };
+  w.clearInterval = function (id) { due.delete(id); return ci.call(w, id); };
+  let last = performance.now();
+  new MutationObserver(() => { last = performance.now(); })
+    .observe(document, {subtree: true, childList: true, attributes: true, characterData: true});
+  Object.defineProperty(w, "__pmpoSettle", {
+    value: () => [due.size, performance.now() - last], enumerable: false,
+  });
+})()"#;
+
+/// How a settle ended.
+enum Settled {
+    Quiet,
+    /// The cap was reached: why the page was not quiet.
+    Capped(String),
+    /// The page did not answer (its main thread is busy).
+    Busy,
+}
 /// The longest wait for a page's load event.
 const LOAD_LIMIT: Duration = Duration::from_secs(30);
 /// The longest wait for two animation frames (a busy page never paints).
@@ -62,6 +105,8 @@ pub struct Observed {
     pub screenshot: Option<Vec<u8>>,
     pub load_ms: f64,
     pub settle_ms: f64,
+    /// Each settle's wait until the page was quiet (after the load, then after each click).
+    pub settle_waits: Vec<f64>,
     pub screenshot_ms: f64,
     /// The page itself could not be loaded.
     pub navigation_error: Option<String>,
@@ -296,6 +341,7 @@ impl PageState<'_> {
                 });
             }
             "Runtime.consoleAPICalled" => {
+                self.last_activity = Instant::now();
                 let kind = str_of(p, "type").unwrap_or("log");
                 let level = match kind {
                     "error" | "assert" => "error",
@@ -338,6 +384,7 @@ impl PageState<'_> {
                 });
             }
             "Log.entryAdded" => {
+                self.last_activity = Instant::now();
                 let e = p.get("entry").cloned().unwrap_or(Value::Null);
                 let level = match str_of(&e, "level").unwrap_or("info") {
                     "verbose" => "debug",
@@ -357,6 +404,7 @@ impl PageState<'_> {
                 });
             }
             "Runtime.exceptionThrown" => {
+                self.last_activity = Instant::now();
                 let d = p.get("exceptionDetails").cloned().unwrap_or(Value::Null);
                 let description = d.pointer("/exception/description").and_then(Value::as_str);
                 // As the console shows it: "Uncaught (in promise) Error: ...".
@@ -561,6 +609,70 @@ impl PageState<'_> {
     }
 }
 
+/// Waits until the page is quiet (see [`QUIET`]) or `until` passes.
+async fn settle(
+    state: &mut PageState<'_>,
+    req: &RenderRequest<'_>,
+    until: Instant,
+) -> Result<Settled, String> {
+    let s = state.session.clone();
+    loop {
+        let next = (Instant::now() + PROBE_EVERY).min(until);
+        state.wait(next, req.cancel, |_| false).await?;
+        let probed = state
+            .pump(
+                tokio::time::timeout(
+                    PROBE_LIMIT,
+                    state.conn.call(
+                        Some(s.as_str()),
+                        "Runtime.evaluate",
+                        json!({"expression": "window.__pmpoSettle ? window.__pmpoSettle() : [0, 1e9]", "returnByValue": true}),
+                    ),
+                ),
+                req.deadline,
+                req.cancel,
+            )
+            .await?;
+        let Ok(answer) = probed else {
+            return Ok(Settled::Busy);
+        };
+        let value = answer
+            .ok()
+            .and_then(|a| a.pointer("/result/value").cloned())
+            .unwrap_or(Value::Null);
+        let timers = value.get(0).and_then(Value::as_u64).unwrap_or(0);
+        let dom_idle = value.get(1).and_then(Value::as_f64).unwrap_or(f64::MAX);
+        let mut busy = Vec::new();
+        if !state.inflight.is_empty() {
+            busy.push(format!("{} request(s) in flight", state.inflight.len()));
+        }
+        if timers > 0 {
+            busy.push(format!("{timers} timer(s) due"));
+        }
+        if dom_idle < QUIET.as_secs_f64() * 1000.0 {
+            busy.push("the DOM kept changing".to_string());
+        }
+        if state.last_activity.elapsed() < QUIET && busy.is_empty() {
+            busy.push("console or network activity".to_string());
+        }
+        if busy.is_empty() {
+            return Ok(Settled::Quiet);
+        }
+        if Instant::now() >= until {
+            return Ok(Settled::Capped(busy.join(", ")));
+        }
+    }
+}
+
+fn note_settle(state: &mut PageState<'_>, end: &Settled, cap: Duration, when: &str) {
+    if let Settled::Capped(why) = end {
+        state.obs.notes.push(format!(
+            "the page was not quiet {when} within the settle cap of {} ms ({why}); the screenshot shows it as it was then (raise `settle_ms` to wait longer)",
+            cap.as_millis()
+        ));
+    }
+}
+
 /// Renders one page in a fresh browser context (its own cookies and
 /// storage) and closes it again.
 pub async fn render(conn: &Connection, req: &RenderRequest<'_>) -> Result<Observed, String> {
@@ -651,6 +763,11 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
             json!({"width": vp.width, "height": vp.height, "deviceScaleFactor": vp.device_scale_factor, "mobile": false}),
         ),
     ];
+    let probe = SETTLE_PROBE.replace("__CAP__", &req.settle_limit.as_millis().to_string());
+    let setup = setup.into_iter().chain([(
+        "Page.addScriptToEvaluateOnNewDocument",
+        json!({"source": probe}),
+    )]);
     for (method, params) in setup {
         state
             .pump(conn.call(s, method, params), req.deadline, req.cancel)
@@ -687,11 +804,9 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
     // Settle: late requests (HTMX `load` triggers, lazy scripts) finish.
     let settle_start = Instant::now();
     let settle_until = (settle_start + req.settle_limit).min(req.deadline);
-    state
-        .wait(settle_until, req.cancel, |st| {
-            st.inflight.is_empty() && st.last_activity.elapsed() >= QUIET
-        })
-        .await?;
+    let end = settle(state, req, settle_until).await?;
+    state.obs.settle_waits.push(ms(settle_start.elapsed()));
+    note_settle(state, &end, req.settle_limit, "after the load event");
     if !state.inflight.is_empty() {
         let mut urls: Vec<String> = state
             .inflight
@@ -727,12 +842,16 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
             break;
         }
         state.last_activity = Instant::now();
-        let until = (Instant::now() + req.settle_limit).min(req.deadline);
-        state
-            .wait(until, req.cancel, |st| {
-                st.inflight.is_empty() && st.last_activity.elapsed() >= QUIET
-            })
-            .await?;
+        let click_start = Instant::now();
+        let until = (click_start + req.settle_limit).min(req.deadline);
+        let end = settle(state, req, until).await?;
+        state.obs.settle_waits.push(ms(click_start.elapsed()));
+        note_settle(
+            state,
+            &end,
+            req.settle_limit,
+            &format!("after clicking `{selector}`"),
+        );
     }
     if !req.extra_wait.is_zero() {
         let until = (Instant::now() + req.extra_wait).min(req.deadline);

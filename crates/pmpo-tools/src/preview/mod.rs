@@ -465,6 +465,7 @@ impl PreviewTool {
         report.notes.extend(observed.notes);
         report.timings.load_ms = observed.load_ms;
         report.timings.settle_ms = observed.settle_ms;
+        report.timings.quiet_waits_ms = observed.settle_waits;
         report.timings.screenshot_ms = observed.screenshot_ms;
         report.recount();
         if !job.clicks.is_empty() {

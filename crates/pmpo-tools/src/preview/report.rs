@@ -133,8 +133,12 @@ pub struct Timings {
     pub compile_ms: Option<f64>,
     /// From navigation start to the load event.
     pub load_ms: f64,
-    /// After load, until the network was quiet (HTMX requests, late scripts).
+    /// After load, until the page was quiet and painted (HTMX requests, late
+    /// scripts, timers), clicks included.
     pub settle_ms: f64,
+    /// Each wait for quiet: after the load, then after each click.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub quiet_waits_ms: Vec<f64>,
     pub screenshot_ms: f64,
     pub total_ms: f64,
 }
