@@ -54,6 +54,9 @@ pub struct Request {
     pub triggers: Option<Value>,
     /// Never ask a model, even when one is configured.
     pub offline: bool,
+    /// Start a new lineage where the state is gone but checkpoints survive
+    /// (they are moved under `.refiner/history/`, never deleted).
+    pub new_lineage: bool,
 }
 
 /// An answer to the approval gate.
@@ -423,6 +426,14 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
     };
 
     // Startup: init or resume the named artifact.
+    if req.new_lineage
+        && let Some(to) = arts.set_aside_lineage(&req.name)?
+    {
+        notes.push(format!(
+            "the earlier lineage of `{}` was moved to {to}; a new one starts",
+            req.name
+        ));
+    }
     let existing = match arts.load(&req.name) {
         Ok(s) => Some(s),
         Err(ArtifactError::NotFound(_)) => None,
@@ -658,6 +669,7 @@ fn prevalidate(
     let existing = match arts.load(&req.name) {
         Ok(s) => Some(s),
         Err(ArtifactError::NotFound(_)) => None,
+        Err(ArtifactError::StateMissing { .. }) if req.new_lineage => None,
         Err(e) => return Err(e.into()),
     };
     if let Some(state) = &existing {

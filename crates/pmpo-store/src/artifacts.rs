@@ -89,7 +89,7 @@ impl ArtifactError {
                 "set its `artifact_name` to `{expected}` if it is that artifact's state, or `pmpo doctor --repair` restores the state from the newest checkpoint; nothing was changed"
             ),
             ArtifactError::StateMissing { name, .. } => format!(
-                "`pmpo doctor --repair` recovers the state from the newest checkpoint; to start `{name}` anew on purpose, move `.refiner/artifacts/{name}` aside first; nothing was changed"
+                "`pmpo doctor --repair` recovers the state from the newest checkpoint; to start `{name}` anew on purpose, pass --new-lineage (its checkpoints are moved under .refiner/history/{name}/, not deleted); nothing was changed"
             ),
             ArtifactError::TooNew { .. } => "upgrade pmpo; the file was left untouched".into(),
             ArtifactError::Store(_) => "check that the workspace is writable".into(),
@@ -308,6 +308,37 @@ impl<'a> Artifacts<'a> {
                 None => Err(ArtifactError::NotFound(name.into())),
             },
         }
+    }
+
+    /// Starts a new lineage on purpose (`--new-lineage`) where the state of
+    /// `name` is gone but its checkpoints or registry entry survive: the
+    /// artifact's folder moves, whole, to
+    /// `.refiner/history/<name>/set-aside-<time>/` (nothing is deleted) and
+    /// its registry entry is dropped. Returns where the folder went; `None`
+    /// when there was nothing to set aside (the state is intact or the
+    /// artifact is new). Call it under the workspace lock.
+    pub fn set_aside_lineage(&self, name: &str) -> Result<Option<String>, ArtifactError> {
+        match self.load(name) {
+            Err(ArtifactError::StateMissing { .. }) => {}
+            Ok(_) | Err(ArtifactError::NotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        }
+        let from = self.ws.resolve(&artifact_dir(name))?;
+        let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
+        let to_rel = format!("{REFINER_DIR}/history/{name}/set-aside-{stamp}");
+        let to = self.ws.resolve(&to_rel)?;
+        if from.exists() {
+            if let Some(dir) = to.parent() {
+                std::fs::create_dir_all(dir)
+                    .map_err(|e| StoreError::io("create directory", dir, e))?;
+            }
+            std::fs::rename(&from, &to).map_err(|e| StoreError::io("move aside", &from, e))?;
+        }
+        let mut reg = self.registry()?;
+        if reg.artifacts.remove(name).is_some() {
+            self.save_registry(&reg)?;
+        }
+        Ok(Some(to_rel))
     }
 
     /// What is left of an artifact whose state is gone: its checkpoints, or

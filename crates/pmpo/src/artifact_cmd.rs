@@ -32,6 +32,12 @@ pub struct InitArgs {
     content_type: Option<String>,
     #[arg(long)]
     max_iterations: Option<u64>,
+    /// Start a new lineage where the artifact's state.json is gone but its
+    /// checkpoints survive: they move under .refiner/history/NAME/ (never
+    /// deleted). Without it such an artifact is refused; `pmpo doctor
+    /// --repair` recovers it instead.
+    #[arg(long)]
+    new_lineage: bool,
     #[command(flatten)]
     ws: WsArgs,
 }
@@ -121,6 +127,16 @@ pub fn init(a: InitArgs) -> u8 {
         provider: &provider,
     };
     let result = match with_lock(&ws, "pmpo init", || {
+        if a.new_lineage {
+            match arts.set_aside_lineage(&a.name) {
+                Ok(Some(to)) => errln!(
+                    "note: the earlier lineage of `{}` was moved to {to}",
+                    a.name
+                ),
+                Ok(None) => {}
+                Err(e) => return Err(e),
+            }
+        }
         arts.init(
             &a.name,
             a.artifact_type.as_deref(),

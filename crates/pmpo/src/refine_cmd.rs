@@ -62,6 +62,12 @@ pub struct RefineArgs {
     /// Never ask a model, even when one is configured: the adapters' defaults and plans.
     #[arg(long)]
     pub offline: bool,
+    /// Start a new lineage where the artifact's state.json is gone but its
+    /// checkpoints survive: they move under .refiner/history/NAME/ (never
+    /// deleted). Without it such an artifact is refused; `pmpo doctor
+    /// --repair` recovers it instead.
+    #[arg(long)]
+    pub new_lineage: bool,
     /// The workspace (default: the current directory).
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
@@ -325,6 +331,7 @@ pub fn refine(a: RefineArgs) -> u8 {
         options,
         triggers,
         offline: a.offline,
+        new_lineage: a.new_lineage,
     };
     let Some(runtime) = crate::runtime() else {
         return crate::EXIT_STAGE_FAILED;

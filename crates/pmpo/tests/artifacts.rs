@@ -450,3 +450,89 @@ fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage()
     assert_eq!(st["phases_completed"][0], "specify");
     assert_eq!(ws.run(&["doctor"]).code, 0);
 }
+
+/// `--new-lineage` starts over on purpose, and keeps the old lineage: its
+/// folder (checkpoints included) moves under `.refiner/history/`. Where the
+/// state is intact, the flag changes nothing.
+#[test]
+fn new_lineage_sets_the_old_checkpoints_aside_never_deletes_them() {
+    let ws = Ws::new();
+    let r = ws.run(&["init", "keep", "--type", "logo", "--json"]);
+    let old_id = r.json()["state"]["refinement_id"].clone();
+    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    let checkpoints = |root: &std::path::Path| {
+        walk(root)
+            .into_iter()
+            .filter(|p| p.contains("/checkpoints/"))
+            .count()
+    };
+    let before = checkpoints(&ws.p(".refiner"));
+    assert!(before > 0);
+    // Intact state: the flag resumes as usual.
+    let r = ws.run(&["init", "keep", "--new-lineage", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["state"]["refinement_id"], old_id);
+    std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
+    let r = ws.run(&["init", "keep", "--type", "logo", "--new-lineage", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_ne!(r.json()["state"]["refinement_id"], old_id);
+    assert!(
+        r.stderr.contains(
+            "the earlier lineage of `keep` was moved to .refiner/history/keep/set-aside-"
+        ),
+        "{}",
+        r.stderr
+    );
+    let aside = walk(&ws.p(".refiner/history/keep"));
+    assert_eq!(
+        aside.iter().filter(|p| p.contains("/checkpoints/")).count(),
+        before,
+        "{aside:?}"
+    );
+    assert_eq!(ws.run(&["doctor"]).code, 0);
+    // The same through refine.
+    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
+    let r = ws.run(&["refine", "keep", "--offline", "--max-iterations", "1"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("--new-lineage"), "{}", r.stderr);
+    ws.write(
+        "logo.svg",
+        "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\"><rect width=\"10\" height=\"10\" fill=\"#123456\"/></svg>",
+    );
+    let r = ws.run(&[
+        "refine",
+        "keep",
+        "--offline",
+        "--max-iterations",
+        "1",
+        "--new-lineage",
+        "--type",
+        "logo",
+        "--input",
+        "logo.svg",
+    ]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    assert!(ws.p(".refiner/artifacts/keep/state.json").exists());
+    let sets = std::fs::read_dir(ws.p(".refiner/history/keep"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("set-aside-"))
+        .count();
+    assert_eq!(sets, 2);
+}
+
+fn walk(dir: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p.to_string_lossy().into_owned());
+            }
+        }
+    }
+    out
+}
