@@ -135,6 +135,10 @@ pub struct ProcessResult {
     pub stderr: Captured,
     /// From the start to the end of the process (its group stopped, when it was).
     pub duration: Duration,
+    /// How the process itself ended (`Exited` or `Signaled`), also when it
+    /// was stopped for its time limit or a cancel (then usually by SIGTERM, or
+    /// SIGKILL after the grace); `None` if it did not end even after SIGKILL.
+    pub exit: Option<Termination>,
     /// The process id (also its process group id).
     pub pid: u32,
     /// Set when something could not be done as usual: output pipes held open
@@ -432,6 +436,16 @@ enum Ended {
     Cancelled,
 }
 
+impl Ended {
+    /// For a run stopped by us.
+    fn termination(&self) -> Termination {
+        match self {
+            Ended::Cancelled => Termination::Cancelled,
+            _ => Termination::TimedOut,
+        }
+    }
+}
+
 /// Runs the process to its end, its time limit, or `cancel`. Every process
 /// of its group is gone before this returns; dropping the future midway
 /// SIGKILLs the group. An error is returned only when the program cannot be
@@ -458,28 +472,25 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         _ = limit => Ended::TimedOut,
     };
     let mut notes = Vec::new();
-    let termination = match ended {
+    let (termination, exit) = match ended {
         Ended::Exit(r) => {
             let t = r?;
             // Anything the command left running in its group goes too.
             if group_has_live_members(pid) {
                 stop_group_async(pid, spec.kill_grace).await;
             }
-            t
+            (t, Some(t))
         }
         stopped => {
             stop_group_async(pid, spec.kill_grace).await;
-            if tokio::time::timeout(LEADER_AFTER_KILL, &mut exited)
-                .await
-                .is_err()
-            {
-                notes.push(format!("process {pid} did not end after SIGKILL"));
-            }
-            if matches!(stopped, Ended::Cancelled) {
-                Termination::Cancelled
-            } else {
-                Termination::TimedOut
-            }
+            let exit = match tokio::time::timeout(LEADER_AFTER_KILL, &mut exited).await {
+                Ok(Ok(Ok(t))) => Some(t),
+                _ => {
+                    notes.push(format!("process {pid} did not end after SIGKILL"));
+                    None
+                }
+            };
+            (stopped.termination(), exit)
         }
     };
     let duration = running.started.elapsed();
@@ -499,6 +510,7 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         stdout,
         stderr,
         duration,
+        exit,
         pid,
         note,
     })
@@ -537,24 +549,24 @@ pub fn run_blocking(
         }
     };
     let mut notes = Vec::new();
-    let termination = match ended {
+    let (termination, exit) = match ended {
         Ended::Exit(r) => {
             let t = r?;
             if group_has_live_members(pid) {
                 stop_group(pid, spec.kill_grace);
             }
-            t
+            (t, Some(t))
         }
         stopped => {
             stop_group(pid, spec.kill_grace);
-            if exited.recv_timeout(LEADER_AFTER_KILL).is_err() {
-                notes.push(format!("process {pid} did not end after SIGKILL"));
-            }
-            if matches!(stopped, Ended::Cancelled) {
-                Termination::Cancelled
-            } else {
-                Termination::TimedOut
-            }
+            let exit = match exited.recv_timeout(LEADER_AFTER_KILL) {
+                Ok(Ok(t)) => Some(t),
+                _ => {
+                    notes.push(format!("process {pid} did not end after SIGKILL"));
+                    None
+                }
+            };
+            (stopped.termination(), exit)
         }
     };
     let duration = running.started.elapsed();
@@ -569,6 +581,7 @@ pub fn run_blocking(
         stdout,
         stderr,
         duration,
+        exit,
         pid,
         note,
     })

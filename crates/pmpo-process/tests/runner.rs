@@ -86,6 +86,8 @@ async fn a_timeout_kills_the_grandchildren_too() {
     let t = Instant::now();
     let r = run_async(&spec).await;
     assert_eq!(r.termination, Termination::TimedOut);
+    // Ended by the gentle signal first.
+    assert_eq!(r.exit, Some(Termination::Signaled(libc::SIGTERM)));
     assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
     assert_all_gone(&r);
 
@@ -173,6 +175,7 @@ async fn a_child_that_ignores_sigterm_is_sigkilled_after_the_grace() {
     let r = run_async(&spec).await;
     let took = t.elapsed();
     assert_eq!(r.termination, Termination::TimedOut);
+    assert_eq!(r.exit, Some(Termination::Signaled(libc::SIGKILL)));
     assert!(
         took >= Duration::from_millis(850),
         "{took:?}: no grace given"
