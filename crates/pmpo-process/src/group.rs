@@ -80,9 +80,12 @@ pub fn signal_group(pgid: u32, sig: i32) -> bool {
 /// leader kept unreaped holds the group id but runs nothing). Reads `/proc`;
 /// without it, any member (zombies too) counts.
 pub fn group_has_live_members(pgid: u32) -> bool {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return signal_group(pgid, 0);
-    };
+    live_members(pgid).unwrap_or_else(|| signal_group(pgid, 0))
+}
+
+/// Whether a process of the group still runs; `None` when `/proc` cannot tell.
+pub(crate) fn live_members(pgid: u32) -> Option<bool> {
+    let entries = std::fs::read_dir("/proc").ok()?;
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -93,10 +96,10 @@ pub fn group_has_live_members(pgid: u32) -> bool {
             && state != 'Z'
             && state != 'X'
         {
-            return true;
+            return Some(true);
         }
     }
-    false
+    Some(false)
 }
 
 /// A process's state letter and process group, from `/proc/PID/stat`.

@@ -476,8 +476,13 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         Ended::Exit(r) => {
             let t = r?;
             // Anything the command left running in its group goes too.
-            if group_has_live_members(pid) {
-                stop_group_async(pid, spec.kill_grace).await;
+            match group::live_members(pid) {
+                Some(false) => {}
+                Some(true) => stop_group_async(pid, spec.kill_grace).await,
+                // Without /proc the unreaped leader hides whether any is left.
+                None => {
+                    signal_group(pid, libc::SIGKILL);
+                }
             }
             (t, Some(t))
         }
@@ -552,8 +557,12 @@ pub fn run_blocking(
     let (termination, exit) = match ended {
         Ended::Exit(r) => {
             let t = r?;
-            if group_has_live_members(pid) {
-                stop_group(pid, spec.kill_grace);
+            match group::live_members(pid) {
+                Some(false) => {}
+                Some(true) => stop_group(pid, spec.kill_grace),
+                None => {
+                    signal_group(pid, libc::SIGKILL);
+                }
             }
             (t, Some(t))
         }
