@@ -49,6 +49,10 @@ fn main() {
         let r = run_blocking(&with_output, None).unwrap();
         assert_eq!(r.stdout.total, 1_000_000);
     });
+    let me = std::process::id();
+    let scan = per_process(&mut || {
+        pmpo_process::group_has_live_members(me);
+    });
     println!("spawn+wait of `true`, median of {ROUNDS} rounds of {N}:");
     println!(
         "  std Command::output   {:>7.0} us",
@@ -65,5 +69,9 @@ fn main() {
     println!(
         "  run_blocking, 1 MB out {:>6.0} us",
         output.as_secs_f64() * 1e6
+    );
+    println!(
+        "  one /proc group scan  {:>7.0} us",
+        scan.as_secs_f64() * 1e6
     );
 }

@@ -39,6 +39,15 @@ impl LiveGroup {
     pub fn pgid(&self) -> u32 {
         self.0
     }
+
+    /// Leaves the registry without a signal: for a group known to be empty
+    /// (its id may already be someone else's).
+    pub fn forget(mut self) {
+        if self.0 != 0 {
+            registry().remove(&self.0);
+            self.0 = 0;
+        }
+    }
 }
 
 impl Drop for LiveGroup {
@@ -80,12 +89,9 @@ pub fn signal_group(pgid: u32, sig: i32) -> bool {
 /// leader kept unreaped holds the group id but runs nothing). Reads `/proc`;
 /// without it, any member (zombies too) counts.
 pub fn group_has_live_members(pgid: u32) -> bool {
-    live_members(pgid).unwrap_or_else(|| signal_group(pgid, 0))
-}
-
-/// Whether a process of the group still runs; `None` when `/proc` cannot tell.
-pub(crate) fn live_members(pgid: u32) -> Option<bool> {
-    let entries = std::fs::read_dir("/proc").ok()?;
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return signal_group(pgid, 0);
+    };
     for entry in entries.flatten() {
         let name = entry.file_name();
         let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
@@ -96,10 +102,10 @@ pub(crate) fn live_members(pgid: u32) -> Option<bool> {
             && state != 'Z'
             && state != 'X'
         {
-            return Some(true);
+            return true;
         }
     }
-    Some(false)
+    false
 }
 
 /// A process's state letter and process group, from `/proc/PID/stat`.

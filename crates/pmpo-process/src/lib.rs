@@ -289,26 +289,60 @@ fn wait_unreaped(pid: u32) -> std::io::Result<Termination> {
     }
 }
 
-/// A started process: its group, its reader threads, the waiter that reaps
-/// the leader once released. Dropping it (also midway) kills the group.
+/// A started process: its group, its reader threads, the leader to reap.
+/// Dropping it (also midway) kills the group.
 struct Running {
     pid: u32,
     started: Instant,
-    // Field order matters for drop: the group is killed before the waiter
-    // may reap the leader.
     group: Option<LiveGroup>,
-    reap: Option<mpsc::Sender<()>>,
+    child: Option<Child>,
     give_up: Arc<GiveUp>,
     readers: Vec<JoinHandle<(Captured, bool)>>,
+    /// Each reader says here when it is done (for the async face to await).
+    readers_done: Vec<tokio::sync::oneshot::Receiver<()>>,
     pipes_grace: Duration,
 }
 
 impl Running {
-    /// After the group was stopped: the final SIGKILL sweep, then the leader may be reaped.
+    /// At the end (or on a drop midway): the final SIGKILL sweep, then the
+    /// leader is reaped. The sweep is sent only while the group id is surely
+    /// ours: the leader is unreaped, or members are left.
     fn release(&mut self) {
-        self.group.take();
-        self.reap.take();
+        if let Some(group) = self.group.take() {
+            if self.child.is_none() && !signal_group(self.pid, 0) {
+                group.forget();
+            } else {
+                drop(group);
+            }
+        }
+        if let Some(mut child) = self.child.take()
+            && !matches!(child.try_wait(), Ok(Some(_)))
+        {
+            // SIGKILLed just now (a run dropped midway): reaped off the caller's thread.
+            let _ = std::thread::Builder::new()
+                .name("pmpo-process-reap".into())
+                .spawn(move || {
+                    let _ = child.wait();
+                });
+        }
         self.give_up.set_after(self.pipes_grace);
+    }
+
+    /// The leader ended by itself: reap it, then see whether it left
+    /// processes in its group. Only a group with members left is signalled:
+    /// those members keep the group id from being reused, while an empty
+    /// group's id could already name someone else's group. The common case
+    /// (nothing left) costs one kill(2) instead of a look through /proc.
+    fn reap_and_find_leftovers(&mut self) -> bool {
+        if let Some(mut child) = self.child.take() {
+            // A zombie by now (its end was seen): returns at once.
+            let _ = child.wait();
+        }
+        let left = signal_group(self.pid, 0);
+        if !left && let Some(group) = self.group.take() {
+            group.forget();
+        }
+        left
     }
 
     fn outputs(
@@ -375,9 +409,10 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
         pid,
         started,
         group: Some(LiveGroup::register(pid)),
-        reap: None,
+        child: None,
         give_up: give_up.clone(),
         readers: Vec::new(),
+        readers_done: Vec::new(),
         pipes_grace: spec.pipes_grace,
     };
     let pipes = [
@@ -393,13 +428,19 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
     for (pipe, spill) in pipes {
         let keeper = capture::Keeper::new(spec.capture_limit, spec.capture_tail, spill);
         let give_up = give_up.clone();
+        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
         let reader = std::thread::Builder::new()
             .name("pmpo-process-read".into())
-            .spawn(move || match pipe {
-                Some(p) => read_pipe(p, keeper, &give_up),
-                None => (keeper.finish(), false),
+            .spawn(move || {
+                let kept = match pipe {
+                    Some(p) => read_pipe(p, keeper, &give_up),
+                    None => (keeper.finish(), false),
+                };
+                let _ = done_tx.send(());
+                kept
             })?;
         running.readers.push(reader);
+        running.readers_done.push(done_rx);
     }
     if let (Some(pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
         let give_up = give_up.clone();
@@ -407,16 +448,11 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
             .name("pmpo-process-stdin".into())
             .spawn(move || write_stdin(pipe, &data, &give_up))?;
     }
-    let (reap_tx, reap_rx) = mpsc::channel::<()>();
+    running.child = Some(child);
+    // Only watches: the leader is reaped by `Running`, once its group was dealt with.
     std::thread::Builder::new()
         .name("pmpo-process-wait".into())
-        .spawn(move || {
-            on_exit(wait_unreaped(pid));
-            // Reaped only once the group was stopped (or the run dropped).
-            let _ = reap_rx.recv();
-            let _ = child.wait();
-        })?;
-    running.reap = Some(reap_tx);
+        .spawn(move || on_exit(wait_unreaped(pid)))?;
     Ok(running)
 }
 
@@ -476,13 +512,8 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         Ended::Exit(r) => {
             let t = r?;
             // Anything the command left running in its group goes too.
-            match group::live_members(pid) {
-                Some(false) => {}
-                Some(true) => stop_group_async(pid, spec.kill_grace).await,
-                // Without /proc the unreaped leader hides whether any is left.
-                None => {
-                    signal_group(pid, libc::SIGKILL);
-                }
+            if running.reap_and_find_leftovers() {
+                stop_group_async(pid, spec.kill_grace).await;
             }
             (t, Some(t))
         }
@@ -500,15 +531,15 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
     };
     let duration = running.started.elapsed();
     running.release();
-    let readers = std::mem::take(&mut running.readers);
-    let results = tokio::task::spawn_blocking(move || {
-        readers
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect::<Vec<_>>()
-    })
-    .await
-    .unwrap_or_default();
+    // Readers end at their pipe's end, or at the give-up time just set.
+    for done in std::mem::take(&mut running.readers_done) {
+        let _ = done.await;
+    }
+    // Each has sent its last word: joining does not wait (more than its exit).
+    let results = std::mem::take(&mut running.readers)
+        .into_iter()
+        .map(|h| h.join().unwrap_or_default())
+        .collect();
     let (stdout, stderr, note) = Running::outputs(results, notes);
     Ok(ProcessResult {
         termination,
@@ -557,12 +588,8 @@ pub fn run_blocking(
     let (termination, exit) = match ended {
         Ended::Exit(r) => {
             let t = r?;
-            match group::live_members(pid) {
-                Some(false) => {}
-                Some(true) => stop_group(pid, spec.kill_grace),
-                None => {
-                    signal_group(pid, libc::SIGKILL);
-                }
+            if running.reap_and_find_leftovers() {
+                stop_group(pid, spec.kill_grace);
             }
             (t, Some(t))
         }
