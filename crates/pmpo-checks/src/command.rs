@@ -3,16 +3,12 @@
 //! (`python3 -c 'import M'`, `node -e 'require("M")'`).
 //!
 //! The process runs in the workspace, in its own process group, with stdin
-//! closed; at the time limit the whole group is killed. Output is kept
-//! (bounded) as evidence.
+//! closed; at the time limit the whole group is stopped (SIGTERM, then
+//! SIGKILL after a short grace). Output is kept (bounded: the first and the
+//! last 64 KiB of each stream) as evidence.
 
-use std::io::Read;
-use std::os::unix::process::CommandExt;
-use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
-use std::thread;
-use std::time::{Duration, Instant};
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
 
 use serde_json::{Map, Value, json};
 
@@ -20,7 +16,7 @@ use crate::formats::{FileVerdict, per_file};
 use crate::params::{self, Kind, get_duration, get_str, opt, req};
 use crate::{CheckDef, CheckError, Ctx, Verdict};
 
-/// Output bytes kept per stream (the rest is counted).
+/// Output bytes kept per stream from its start, and as many from its end (the rest is counted).
 const KEEP: usize = 64 * 1024;
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -156,44 +152,22 @@ pub(crate) struct Finished {
     pub signal: Option<i32>,
     pub timed_out: bool,
     pub cancelled: bool,
+    /// The kept text: the head, a marker where bytes were dropped, the tail.
     pub stdout: String,
     pub stderr: String,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
+    /// Bytes of stdout kept (head and tail), and whether some were dropped.
+    pub stdout_kept: u64,
+    pub stdout_truncated: bool,
     pub duration: Duration,
+    /// What the runner could not do as usual (pipes held open by an escaped process).
+    pub note: Option<String>,
 }
 
-/// Reads a pipe to its end on a thread; the result comes back on a channel so
-/// that a pipe held open by a process that left the group cannot block us.
-fn reader(mut r: impl Read + Send + 'static) -> mpsc::Receiver<(Vec<u8>, u64)> {
-    let (tx, rx) = mpsc::channel();
-    thread::spawn(move || {
-        let mut kept = Vec::new();
-        let mut total = 0u64;
-        let mut buf = [0u8; 16 * 1024];
-        loop {
-            match r.read(&mut buf) {
-                Ok(0) | Err(_) => break,
-                Ok(n) => {
-                    total += n as u64;
-                    let room = KEEP.saturating_sub(kept.len());
-                    kept.extend_from_slice(&buf[..n.min(room)]);
-                }
-            }
-        }
-        let _ = tx.send((kept, total));
-    });
-    rx
-}
-
-fn kill_group(pid: u32) {
-    // SAFETY: kill(2) on our own child's process group; no memory is involved.
-    unsafe {
-        libc::kill(-(pid as i32), libc::SIGKILL);
-    }
-}
-
-/// Runs argv in `dir` with a time limit; the whole process group dies with it.
+/// Runs argv in `dir` with a time limit, through pmpo's one process runner:
+/// its own process group, stdin closed, pmpo's secrets kept from it; at the
+/// time limit or a cancel the whole group is stopped.
 pub(crate) fn run_argv(
     argv: &[String],
     dir: &std::path::Path,
@@ -201,72 +175,43 @@ pub(crate) fn run_argv(
     timeout: Duration,
     cancel: &AtomicBool,
 ) -> Result<Finished, String> {
-    let (prog, args) = argv.split_first().ok_or("the command is empty")?;
-    let start = Instant::now();
-    let mut cmd = Command::new(prog);
-    for var in pmpo_store::secrets::hidden_variables() {
-        cmd.env_remove(var);
-    }
-    cmd.args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().map_err(|e| {
+    let prog = argv.first().ok_or("the command is empty")?;
+    let spec = pmpo_process::ProcessSpec {
+        cwd: Some(dir.to_path_buf()),
+        env_remove: pmpo_store::secrets::hidden_variables(),
+        env: env.to_vec(),
+        capture_limit: KEEP,
+        capture_tail: KEEP,
+        timeout: Some(timeout),
+        ..pmpo_process::ProcessSpec::new(argv.iter().cloned())
+    };
+    let r = pmpo_process::run_blocking(&spec, Some(cancel)).map_err(|e| {
         if e.kind() == std::io::ErrorKind::NotFound {
             format!("`{prog}` was not found: install it or fix the command name")
         } else {
             format!("cannot start `{prog}`: {e}")
         }
     })?;
-    let pid = child.id();
-    let out = child.stdout.take().map(reader);
-    let err = child.stderr.take().map(reader);
-    let deadline = start + timeout;
-    let mut timed_out = false;
-    let mut cancelled = false;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(s)) => break Some(s),
-            Ok(None) if cancel.load(Ordering::Relaxed) => {
-                cancelled = true;
-                kill_group(pid);
-                break child.wait().ok();
-            }
-            Ok(None) if Instant::now() >= deadline => {
-                timed_out = true;
-                kill_group(pid);
-                break child.wait().ok();
-            }
-            Ok(None) => thread::sleep(Duration::from_millis(5)),
-            Err(_) => break None,
-        }
+    use pmpo_process::Termination as T;
+    // How the process itself ended, also when the time limit or a cancel stopped it.
+    let (exit_code, signal) = match r.exit {
+        Some(T::Exited(c)) => (Some(c), None),
+        Some(T::Signaled(s)) => (None, Some(s)),
+        _ => (None, None),
     };
-    // Anything the command left running in its group goes too (it would hold the pipes open).
-    kill_group(pid);
-    // Once the group is dead the pipes close; a process that escaped the group
-    // (setsid) may still hold them, so wait only briefly.
-    let collect = |rx: Option<mpsc::Receiver<(Vec<u8>, u64)>>| {
-        rx.and_then(|rx| rx.recv_timeout(Duration::from_secs(2)).ok())
-            .unwrap_or_default()
-    };
-    let (so, so_n) = collect(out);
-    let (se, se_n) = collect(err);
-    use std::os::unix::process::ExitStatusExt;
     Ok(Finished {
-        exit_code: status.and_then(|s| s.code()),
-        signal: status.and_then(|s| s.signal()),
-        timed_out,
-        cancelled,
-        stdout: String::from_utf8_lossy(&so).into_owned(),
-        stderr: String::from_utf8_lossy(&se).into_owned(),
-        stdout_bytes: so_n,
-        stderr_bytes: se_n,
-        duration: start.elapsed(),
+        exit_code,
+        signal,
+        timed_out: r.termination == T::TimedOut,
+        cancelled: r.termination == T::Cancelled,
+        stdout: r.stdout.text(),
+        stderr: r.stderr.text(),
+        stdout_bytes: r.stdout.total,
+        stderr_bytes: r.stderr.total,
+        stdout_kept: (r.stdout.head.len() + r.stdout.tail.len()) as u64,
+        stdout_truncated: r.stdout.truncated(),
+        duration: r.duration,
+        note: r.note,
     })
 }
 
@@ -373,9 +318,12 @@ fn judge(
     if let (Some(t), Some(o)) = (must_contain, evidence.as_object_mut()) {
         o.insert("stdout_contains".into(), json!(t));
     }
+    if let (Some(n), Some(o)) = (&f.note, evidence.as_object_mut()) {
+        o.insert("note".into(), json!(n));
+    }
     // A cancelled command said nothing about what it checks; output cut at the
     // capture limit may hold the awaited text in the part that was dropped.
-    let truncated = f.stdout_bytes > f.stdout.len() as u64;
+    let truncated = f.stdout_truncated;
     if f.cancelled {
         return Verdict::not_checked(message, evidence);
     }
@@ -387,8 +335,7 @@ fn judge(
         return Verdict::not_checked(
             format!(
                 "`{shown}` exited with {expect}; {text:?} is not in the {} bytes of stdout kept out of {}, so it was not checked",
-                f.stdout.len(),
-                f.stdout_bytes
+                f.stdout_kept, f.stdout_bytes
             ),
             evidence,
         );

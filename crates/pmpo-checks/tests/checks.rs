@@ -1142,9 +1142,13 @@ fn a_preview_without_diagnostics_is_not_checked_never_clean() {
 #[test]
 fn output_cut_before_the_awaited_text_is_not_checked() {
     let w = Ws::new();
-    // 100 KB of output before the word: more than the check keeps.
-    let long = json!({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' a; echo; echo needle"], "stdout_contains": "needle"});
+    // 100 KB of output before the word and after it: the word is in the
+    // middle part, which the check does not keep (its first and last 64 KiB).
+    let long = json!({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' a; echo; echo needle; head -c 100000 /dev/zero | tr '\\0' b"], "stdout_contains": "needle"});
     unseen(&w.check("command", long), "not checked");
+    // At the end of a long output it is kept, so it is found.
+    let at_end = json!({"command": ["sh", "-c", "head -c 100000 /dev/zero | tr '\\0' a; echo; echo needle"], "stdout_contains": "needle"});
+    pass(&w.check("command", at_end));
     let short = json!({"command": ["sh", "-c", "echo hay"], "stdout_contains": "needle"});
     fail(&w.check("command", short), "does not contain");
 }

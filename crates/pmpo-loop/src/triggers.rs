@@ -7,9 +7,7 @@
 //! An action failure is only logged: it never fails the loop.
 
 use std::fmt;
-use std::io::{Read, Write};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::io::Read;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -793,59 +791,8 @@ impl Outcome {
     }
 }
 
-/// A pipe drained in the background into a capped buffer.
-struct Capture {
-    buf: Arc<Mutex<(Vec<u8>, bool)>>,
-    handle: Option<JoinHandle<()>>,
-}
-
-impl Capture {
-    fn start(reader: Option<impl Read + Send + 'static>) -> Self {
-        let buf = Arc::new(Mutex::new((Vec::new(), false)));
-        let handle = reader.and_then(|mut reader| {
-            let buf = Arc::clone(&buf);
-            std::thread::Builder::new()
-                .name("pmpo-trigger-output".to_string())
-                .spawn(move || {
-                    let mut chunk = [0u8; 8192];
-                    loop {
-                        match reader.read(&mut chunk) {
-                            Ok(0) | Err(_) => break,
-                            Ok(n) => {
-                                let mut guard = buf.lock().unwrap_or_else(|p| p.into_inner());
-                                let room = OUTPUT_CAP.saturating_sub(guard.0.len());
-                                if n > room {
-                                    guard.1 = true;
-                                }
-                                let take = n.min(room);
-                                guard.0.extend_from_slice(&chunk[..take]);
-                            }
-                        }
-                    }
-                })
-                .ok()
-        });
-        Capture { buf, handle }
-    }
-
-    /// Waits until `deadline` for the pipe to close (a background
-    /// grandchild may hold it open), then returns what was read.
-    fn collect(mut self, deadline: Instant) -> (String, bool) {
-        if let Some(handle) = self.handle.take() {
-            while !handle.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if handle.is_finished() {
-                let _ = handle.join();
-            }
-        }
-        let guard = self.buf.lock().unwrap_or_else(|p| p.into_inner());
-        (String::from_utf8_lossy(&guard.0).into_owned(), guard.1)
-    }
-}
-
 fn run_command(shared: &Shared, event: Event, action: &Action, payload: &Value) -> Outcome {
-    use std::os::unix::process::{CommandExt, ExitStatusExt};
+    use pmpo_process::Termination;
 
     let argv = match command_argv(&action.args) {
         Ok(argv) => argv,
@@ -855,137 +802,101 @@ fn run_command(shared: &Shared, event: Event, action: &Action, payload: &Value) 
     // A relative path with a directory part is relative to the workspace;
     // a bare name is looked up on PATH.
     let program = if action.target.contains('/') {
-        root.join(&action.target)
+        root.join(&action.target).to_string_lossy().into_owned()
     } else {
-        PathBuf::from(&action.target)
+        action.target.clone()
     };
     let text = |key: &str| match payload.get(key) {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         _ => String::new(),
     };
-    let mut cmd = Command::new(&program);
-    cmd.args(&argv)
-        .current_dir(root)
-        .env("PMPO_EVENT", event.as_str())
-        .env("PMPO_ARTIFACT", text("artifact_name"))
-        .env("PMPO_PHASE", text("phase"))
-        .env("PMPO_ITERATION", text("iteration"))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    let mut child = match cmd.spawn() {
-        Ok(child) => child,
+    let mut body = payload.to_string().into_bytes();
+    body.push(b'\n');
+    // Through pmpo's one process runner: its own process group, stopped
+    // (SIGTERM, then SIGKILL after a short grace) at the timeout or when the
+    // run stops waiting; the payload on stdin (a child that never reads it
+    // does not block us); the first OUTPUT_CAP bytes of each stream kept.
+    let spec = pmpo_process::ProcessSpec {
+        cwd: Some(root.to_path_buf()),
+        env: vec![
+            ("PMPO_EVENT".to_string(), event.as_str().to_string()),
+            ("PMPO_ARTIFACT".to_string(), text("artifact_name")),
+            ("PMPO_PHASE".to_string(), text("phase")),
+            ("PMPO_ITERATION".to_string(), text("iteration")),
+        ],
+        stdin: Some(body),
+        capture_limit: OUTPUT_CAP,
+        capture_tail: 0,
+        timeout: Some(action.timeout),
+        pipes_grace: Duration::from_secs(1),
+        ..pmpo_process::ProcessSpec::new(std::iter::once(program).chain(argv))
+    };
+    let r = match pmpo_process::run_blocking(&spec, Some(&shared.stop)) {
+        Ok(r) => r,
         Err(e) => {
             return Outcome::failed(format!("cannot start `{}`: {e}", action.target));
         }
     };
-    let pid = child.id();
 
-    // Feed the payload from its own thread: a child that never reads its
-    // stdin must not block us.
-    if let Some(mut stdin) = child.stdin.take() {
-        let mut body = payload.to_string().into_bytes();
-        body.push(b'\n');
-        let _ = std::thread::Builder::new()
-            .name("pmpo-trigger-stdin".to_string())
-            .spawn(move || {
-                // The child may exit without reading: a broken pipe is fine.
-                let _ = stdin.write_all(&body);
-            });
+    let mut fields = Map::new();
+    let code = match r.exit {
+        Some(Termination::Exited(c)) => Some(c),
+        _ => None,
+    };
+    fields.insert("exit_code".to_string(), json!(code));
+    if let Some(Termination::Signaled(signal)) = r.exit {
+        fields.insert("signal".to_string(), json!(signal));
     }
-    let stdout = Capture::start(child.stdout.take());
-    let stderr = Capture::start(child.stderr.take());
-
-    let deadline = Instant::now() + action.timeout;
-    let mut killed_because: Option<String> = None;
-    let status = loop {
-        match child.try_wait() {
-            Ok(Some(status)) => break Ok(status),
-            Ok(None) => {}
-            Err(e) => {
-                // We can no longer watch it: do not leave it running.
-                kill_group(pid);
-                break Err(e);
-            }
-        }
-        let stop = shared.stop.load(Ordering::SeqCst);
-        if Instant::now() >= deadline || stop {
-            killed_because = Some(if stop {
+    let result = match r.termination {
+        Termination::TimedOut | Termination::Cancelled => {
+            let why = if r.termination == Termination::Cancelled {
                 "killed: the run ended and stopped waiting for it".to_string()
             } else {
                 format!(
                     "killed after its timeout of {} ms",
                     action.timeout.as_millis()
                 )
-            });
-            kill_group(pid);
-            break child.wait();
+            };
+            fields.insert("error".to_string(), json!(why));
+            "timeout"
         }
-        std::thread::sleep(Duration::from_millis(10));
-    };
-
-    let pipes_deadline = Instant::now() + Duration::from_secs(1);
-    let (out, out_cut) = stdout.collect(pipes_deadline);
-    let (err, err_cut) = stderr.collect(pipes_deadline);
-    let mut fields = Map::new();
-    let result = match status {
-        Err(e) => {
+        Termination::Exited(0) => "ok",
+        Termination::Exited(c) => {
             fields.insert(
                 "error".to_string(),
-                json!(format!("cannot wait for `{}`: {e}", action.target)),
+                json!(format!("`{}` exited with exit status: {c}", action.target)),
             );
             "failed"
         }
-        Ok(status) => {
-            fields.insert("exit_code".to_string(), json!(status.code()));
-            if let Some(signal) = status.signal() {
-                fields.insert("signal".to_string(), json!(signal));
-            }
-            match killed_because {
-                Some(why) => {
-                    fields.insert("error".to_string(), json!(why));
-                    "timeout"
-                }
-                None if status.success() => "ok",
-                None => {
-                    fields.insert(
-                        "error".to_string(),
-                        json!(format!("`{}` exited with {status}", action.target)),
-                    );
-                    "failed"
-                }
-            }
+        Termination::Signaled(sig) => {
+            fields.insert(
+                "error".to_string(),
+                json!(format!("`{}` exited with signal: {sig}", action.target)),
+            );
+            "failed"
         }
     };
-    fields.insert("stdout".to_string(), json!(out));
-    fields.insert("stderr".to_string(), json!(err));
-    if out_cut {
+    fields.insert(
+        "stdout".to_string(),
+        json!(String::from_utf8_lossy(&r.stdout.head)),
+    );
+    fields.insert(
+        "stderr".to_string(),
+        json!(String::from_utf8_lossy(&r.stderr.head)),
+    );
+    if r.stdout.truncated() {
         fields.insert("stdout_truncated".to_string(), json!(true));
     }
-    if err_cut {
+    if r.stderr.truncated() {
         fields.insert("stderr_truncated".to_string(), json!(true));
+    }
+    if let Some(note) = r.note {
+        fields.insert("note".to_string(), json!(note));
     }
     Outcome {
         status: result,
         fields,
-    }
-}
-
-/// Kills the process group led by `pid` (the child was spawned as the
-/// leader of its own group, so this reaches everything it started).
-fn kill_group(pid: u32) {
-    let Ok(pgid) = i32::try_from(pid) else {
-        return;
-    };
-    if pgid <= 0 {
-        return;
-    }
-    // SAFETY: kill(2) has no memory-safety preconditions; a negative pid
-    // addresses the process group we created for this child only.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
     }
 }
 

@@ -12,9 +12,7 @@
 //! provider additionally receives every save (`save_command`, the state JSON
 //! on stdin) and is asked first on load (`load_command`, state JSON on stdout).
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -27,6 +25,8 @@ use crate::{Workspace, now_rfc3339};
 pub const PROVIDER_FILE: &str = ".refiner/provider.json";
 pub const PROVIDER_LOG: &str = ".refiner/provider.log";
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+/// The most a provider command's stdout may hold (a state is far smaller).
+const MAX_OUTPUT: usize = 64 * 1024 * 1024;
 
 #[derive(Debug, Clone, Deserialize)]
 struct ProviderConfig {
@@ -217,6 +217,9 @@ impl Provider {
         }
     }
 
+    /// Runs a provider command with `sh -c` through pmpo's one process
+    /// runner: its own process group, stopped at the time limit; stdin fed
+    /// from its own thread; stdout bounded by [`MAX_OUTPUT`].
     fn run(
         &self,
         ws: &Workspace,
@@ -224,49 +227,40 @@ impl Provider {
         name: &str,
         stdin: Option<&[u8]>,
     ) -> Result<Vec<u8>, String> {
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg(command)
-            .current_dir(ws.root())
-            .env("PMPO_ARTIFACT_NAME", name)
-            .env("PMPO_WORKSPACE", ws.root())
-            .stdin(if stdin.is_some() {
-                Stdio::piped()
-            } else {
-                Stdio::null()
-            })
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
+        use pmpo_process::Termination;
+        let spec = pmpo_process::ProcessSpec {
+            cwd: Some(ws.root().to_path_buf()),
+            env: vec![
+                ("PMPO_ARTIFACT_NAME".to_string(), name.to_string()),
+                (
+                    "PMPO_WORKSPACE".to_string(),
+                    ws.root().to_string_lossy().into_owned(),
+                ),
+            ],
+            stdin: stdin.map(<[u8]>::to_vec),
+            capture_limit: MAX_OUTPUT,
+            timeout: Some(COMMAND_TIMEOUT),
+            ..pmpo_process::ProcessSpec::new(["sh", "-c", command])
+        };
+        let r = pmpo_process::run_blocking(&spec, None)
             .map_err(|e| format!("cannot start `{command}`: {e}"))?;
-        if let (Some(mut pipe), Some(data)) = (child.stdin.take(), stdin) {
-            let _ = pipe.write_all(data);
-        }
-        let deadline = std::time::Instant::now() + COMMAND_TIMEOUT;
-        loop {
-            match child.try_wait() {
-                Ok(Some(_)) => break,
-                Ok(None) if std::time::Instant::now() > deadline => {
-                    let _ = child.kill();
-                    let _ = child.wait();
-                    return Err(format!("`{command}` took longer than {COMMAND_TIMEOUT:?}"));
-                }
-                Ok(None) => std::thread::sleep(Duration::from_millis(5)),
-                Err(e) => return Err(format!("`{command}`: {e}")),
+        let status = match r.termination {
+            Termination::Exited(0) if r.stdout.truncated() => {
+                return Err(format!(
+                    "`{command}` printed more than {MAX_OUTPUT} bytes; state that large is not read from a provider"
+                ));
             }
-        }
-        let out = child
-            .wait_with_output()
-            .map_err(|e| format!("`{command}`: {e}"))?;
-        if !out.status.success() {
-            let err = String::from_utf8_lossy(&out.stderr);
-            return Err(format!(
-                "`{command}` failed ({}): {}",
-                out.status,
-                err.trim()
-            ));
-        }
-        Ok(out.stdout)
+            Termination::Exited(0) => return Ok(r.stdout.head),
+            Termination::TimedOut | Termination::Cancelled => {
+                return Err(format!("`{command}` took longer than {COMMAND_TIMEOUT:?}"));
+            }
+            Termination::Exited(code) => format!("exit status: {code}"),
+            Termination::Signaled(sig) => format!("signal: {sig}"),
+        };
+        Err(format!(
+            "`{command}` failed ({status}): {}",
+            r.stderr.text().trim()
+        ))
     }
 
     pub fn init(&self, ws: &Workspace, name: &str) {
@@ -325,5 +319,69 @@ impl Provider {
                 None
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn provider() -> Provider {
+        Provider {
+            kind: Kind::Filesystem,
+            source: "test".into(),
+            looked_at: Vec::new(),
+            degraded: Vec::new(),
+            runtime_notes: Mutex::new(Vec::new()),
+        }
+    }
+
+    #[test]
+    fn a_command_leaving_a_process_behind_does_not_hang_the_provider() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let started = std::time::Instant::now();
+        // The background sleep holds stdout open; its group is stopped.
+        let out = provider()
+            .run(&ws, "sleep 100 & echo $! > bg.pid; echo '{}'", "a", None)
+            .unwrap();
+        assert_eq!(out, b"{}\n");
+        assert!(started.elapsed() < Duration::from_secs(5));
+        let bg: u32 = std::fs::read_to_string(dir.path().join("bg.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap();
+        assert!(
+            !pmpo_process::process_alive(bg),
+            "the background sleep survived"
+        );
+    }
+
+    #[test]
+    fn a_large_state_on_stdin_does_not_deadlock_a_chatty_command() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let state = vec![b'x'; 1_000_000];
+        // It writes more than a pipe holds to stderr before reading stdin.
+        let out = provider()
+            .run(
+                &ws,
+                "head -c 1000000 /dev/zero >&2; wc -c",
+                "a",
+                Some(&state),
+            )
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out).trim(), "1000000");
+    }
+
+    #[test]
+    fn a_failing_command_says_how_it_failed() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        let e = provider()
+            .run(&ws, "echo boom >&2; exit 3", "a", None)
+            .unwrap_err();
+        assert_eq!(e, "`echo boom >&2; exit 3` failed (exit status: 3): boom");
     }
 }

@@ -139,3 +139,35 @@ fn sigterm_stops_validate_with_143() {
     assert_eq!(r.code, 143, "{}", r.stderr);
     assert!(!alive("sleep 32.5"));
 }
+
+#[test]
+fn a_second_signal_does_not_wait_out_a_checks_grace_and_leaves_nothing_behind() {
+    let ws = Ws::new();
+    // The check's command ignores SIGTERM: the first signal stops it gently
+    // (SIGTERM, then SIGKILL after a grace); the second must not wait.
+    ws.write(
+        "plan.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, \"trap '' TERM INT HUP; touch started; sleep 33.5\"], timeout: 60s}\n",
+    );
+    let child = spawn(&ws, &["validate", "plan.yaml", "--json"]);
+    wait_for(&ws, "started");
+    signal(&child, "TERM");
+    std::thread::sleep(Duration::from_millis(100));
+    signal(&child, "TERM");
+    let t = Instant::now();
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.code, 143, "{}", r.stderr);
+    assert!(
+        r.stderr.contains("second signal: stopped at once"),
+        "{}",
+        r.stderr
+    );
+    // Only the registry of live groups can have stopped it: pmpo did not
+    // wait for the check, and the command ignores SIGTERM.
+    let until = Instant::now() + Duration::from_secs(2);
+    while alive("sleep 33.5") && Instant::now() < until {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive("sleep 33.5"), "the check's process outlived pmpo");
+}

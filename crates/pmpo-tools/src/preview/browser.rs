@@ -3,8 +3,10 @@
 //! The browser runs in its own process group with a fresh profile directory
 //! and the flags that keep it from reaching for the network on start (it
 //! stalls on a closed network otherwise). [`Browser::close`] asks it to quit,
-//! then kills the whole group and removes the profile; dropping a `Browser`
-//! kills the group too, so no Chromium outlives the run.
+//! then stops the whole group and removes the profile; dropping a `Browser`
+//! kills the group too, so no Chromium outlives the run. The group is
+//! registered with the process runner while it runs, so a second terminating
+//! signal kills the browser with the stages' processes.
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
@@ -90,6 +92,8 @@ pub struct Browser {
     pub conn: Arc<Connection>,
     child: Option<Child>,
     pgid: i32,
+    /// The group in the runner's registry; dropping it SIGKILLs the group.
+    group: Option<pmpo_process::LiveGroup>,
     profile: Option<tempfile::TempDir>,
     pub path: PathBuf,
     pub version: String,
@@ -107,14 +111,8 @@ fn pipe() -> std::io::Result<(OwnedFd, OwnedFd)> {
     Ok(unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) })
 }
 
-fn kill_group(pgid: i32) {
-    if pgid > 0 {
-        // SAFETY: kill(2) on a negative pid signals a process group.
-        unsafe {
-            libc::kill(-pgid, libc::SIGKILL);
-        }
-    }
-}
+/// Time the browser's group gets between SIGTERM and SIGKILL on close.
+const CLOSE_GRACE: Duration = Duration::from_millis(500);
 
 /// The file in a profile directory naming the pmpo process that owns it.
 const OWNER_FILE: &str = "pmpo.pid";
@@ -216,15 +214,8 @@ fn stop_orphaned_browser(profile: &Path) {
     if !ours {
         return;
     }
-    // SAFETY: kill(2) on the process group of a browser this profile names.
-    unsafe {
-        libc::kill(-pgid, libc::SIGKILL);
-    }
-    let until = Instant::now() + Duration::from_millis(500);
-    // SAFETY: signal 0 only checks whether the group still has a process.
-    while unsafe { libc::kill(-pgid, 0) } == 0 && Instant::now() < until {
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    // Not ours to be gentle with: its owner is dead.
+    pmpo_process::stop_group(pgid as u32, Duration::ZERO);
 }
 
 impl Browser {
@@ -265,6 +256,7 @@ impl Browser {
             .spawn()
             .map_err(|e| format!("cannot start `{}`: {e}", path.display()))?;
         let pgid = child.id() as i32;
+        let group = pmpo_process::LiveGroup::register(child.id());
         // So that a later pmpo can stop this browser if this one is killed
         // (in the throwaway profile, outside the workspace on purpose).
         let _ = std::fs::write(profile.path().join(BROWSER_FILE), pgid.to_string());
@@ -277,6 +269,7 @@ impl Browser {
             conn,
             child: Some(child),
             pgid,
+            group: Some(group),
             profile: Some(profile),
             path: path.to_path_buf(),
             version: String::new(),
@@ -349,6 +342,10 @@ impl Browser {
         let conn = self.conn.clone();
         // Wait (off the async threads) for the pipe to close: the browser is exiting.
         let _ = tokio::task::spawn_blocking(move || conn.wait_closed(Duration::from_secs(2))).await;
+        // What is left of it (helpers, renderers) gets SIGTERM and a grace.
+        if self.child.is_some() {
+            pmpo_process::stop_group_async(self.pgid as u32, CLOSE_GRACE).await;
+        }
         self.kill();
     }
 
@@ -356,7 +353,8 @@ impl Browser {
     /// group id cannot have been reused) and removes the profile.
     fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
-            kill_group(self.pgid);
+            // SIGKILL to the group, and out of the runner's registry.
+            self.group.take();
             let _ = child.wait();
         }
         if let Some(profile) = self.profile.take() {
