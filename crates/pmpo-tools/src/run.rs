@@ -444,12 +444,7 @@ fn outputs_schema(
     match inputs.get("schema") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(file)) => {
-            let path = ctx.workspace.resolve(file).map_err(|e| {
-                ToolError::new(ErrorClass::InvalidInput, format!("schema `{file}`: {e}"))
-            })?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
-            })?;
+            let text = crate::inputs::read_text(ctx.workspace, file)?;
             serde_json::from_str(&text).map(Some).map_err(|e| {
                 ToolError::new(
                     ErrorClass::InvalidInput,
