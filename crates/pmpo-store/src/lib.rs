@@ -45,7 +45,7 @@ impl StoreError {
                 "pmpo writes only inside the workspace, never through links that lead out of it"
             }
             StoreError::Link { .. } => {
-                "remove the link (or replace it by a copy of the file): pmpo never opens its own files (locks, logs, journals) through a link, nor follows one out of the workspace; the file it points to was not touched"
+                "replace the link by a copy of the file, or remove it: pmpo neither opens its own files through a link nor follows one out of the workspace (the file it points to was not touched)"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
             StoreError::Io { source, .. } => match source.raw_os_error() {
