@@ -143,6 +143,7 @@ impl Workspace {
                 source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
+        secrets::register_workspace_references(&root);
         Ok(Workspace { root })
     }
 

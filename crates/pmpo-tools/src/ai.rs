@@ -739,7 +739,11 @@ impl Tool for AiTool {
                     .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
             }
             ctx.workspace
-                .write_atomic(path, shaped.file_text.as_bytes(), Durability::Relaxed)
+                .write_atomic(
+                    path,
+                    pmpo_store::secrets::redact(&shaped.file_text).as_bytes(),
+                    Durability::Relaxed,
+                )
                 .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
         }
         let mut outcome = self.ended(Termination::Exited(0), started, &answers);
