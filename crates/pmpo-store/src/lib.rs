@@ -483,7 +483,9 @@ impl Workspace {
     /// Returns whether the content is now in the store.
     pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
         let blob = self.resolve(&Self::backup_rel(&digest.blake3))?;
-        if blob.exists() {
+        // A link planted in the backup store does not count as a backup: the
+        // copy is renamed over it (replacing the link, never its target).
+        if fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
             return Ok(true);
         }
         let src = self.resolve(rel)?;

@@ -246,7 +246,7 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
         }
     }
     for rel in [pmpo_engine::RESULTS_FILE] {
-        if let Ok(bytes) = std::fs::read(ws.root().join(rel))
+        if let Ok(Some(bytes)) = ws.read_own(rel)
             && let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes)
         {
             out.push(finding(

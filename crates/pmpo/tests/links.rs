@@ -111,6 +111,22 @@ fn a_link_at_any_of_pmpos_own_files_changes_nothing_outside() {
             let what = format!("{link} with {args:?} (exit {}): {}", r.code, r.stderr);
             assert_ne!(r.code, 101, "{what}");
             victim.assert_untouched(&what);
+            // Nor was it read into the workspace (a log rewritten whole
+            // after reading it through the link would copy it in).
+            for f in ws.files() {
+                let p = ws.p(&f);
+                if !std::fs::symlink_metadata(&p)
+                    .unwrap()
+                    .file_type()
+                    .is_symlink()
+                {
+                    let bytes = std::fs::read(&p).unwrap();
+                    assert!(
+                        !String::from_utf8_lossy(&bytes).contains("\"precious\""),
+                        "{f} holds the outside file's content; {what}"
+                    );
+                }
+            }
             // Refused with a clear error naming the link, or replaced as a
             // link (an atomic rename replaces the link, never its target).
             if r.code != 0 && r.stderr.contains(link) {
@@ -136,6 +152,8 @@ fn the_locks_database_and_logs_behind_a_link_are_refused_by_name() {
         (".state/pmpo.db-shm", &["validate", "plan.yaml"]),
         ("logs/executor.jsonl", &["execute", "plan.yaml"]),
         ("logs/execution/a.jsonl", &["execute", "plan.yaml"]),
+        ("refinement_log.md", &["validate", "plan.yaml"]),
+        ("refinement_log.md", &["execute", "plan.yaml"]),
         (
             "decisions.md",
             &["refine", "r2", "--type", "content", "--input", "notes.md"],
