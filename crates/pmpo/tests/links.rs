@@ -355,3 +355,25 @@ plan:
         assert!(!text.contains(OUTSIDE), "{f} holds what the link points to");
     }
 }
+
+#[test]
+fn check_does_not_read_a_template_through_a_link_leading_out() {
+    let outside = tempfile::tempdir().unwrap();
+    let tpl = outside.path().join("t.html");
+    std::fs::write(&tpl, "{{ OUTSIDE_VARIABLE }}").unwrap();
+    let ws = Ws::new();
+    std::os::unix::fs::symlink(&tpl, ws.p("t.html")).unwrap();
+    ws.write(
+        "plan.yaml",
+        "specification: {artifact_name: t, artifact_type: code}\nplan:\n  stages:\n    - {id: a, tool: template, with: {template: t.html, output: o.html}}\n",
+    );
+    let r = ws.run(&["check", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert!(!r.stderr.contains("OUTSIDE_VARIABLE"), "{}", r.stderr);
+    assert!(
+        r.stderr
+            .contains("outside the workspace, through a symbolic link: not read"),
+        "{}",
+        r.stderr
+    );
+}
