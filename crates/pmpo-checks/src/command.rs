@@ -262,8 +262,9 @@ pub(crate) fn run_argv(
         signal: status.and_then(|s| s.signal()),
         timed_out,
         cancelled,
-        stdout: String::from_utf8_lossy(&so).into_owned(),
-        stderr: String::from_utf8_lossy(&se).into_owned(),
+        // A key the command printed is not kept in the evidence.
+        stdout: pmpo_store::secrets::redact(&String::from_utf8_lossy(&so)).into_owned(),
+        stderr: pmpo_store::secrets::redact(&String::from_utf8_lossy(&se)).into_owned(),
         stdout_bytes: so_n,
         stderr_bytes: se_n,
         duration: start.elapsed(),

@@ -166,8 +166,18 @@ fn no_file_pmpo_writes_holds_a_planted_key() {
       with: {{command: [sh, -c, 'test -s \"$A\" && test -s \"$B\"'], env: {{A: $big.stdout_file, B: $small_file.stdout_file}}}}
     - id: fail
       with: {{command: [sh, -c, 'cat {leak}; cat {leak} >&2; exit 1']}}
+    - id: checked
+      with: {{command: [true]}}
+      validate:
+        - {{check: command, with: {{command: [sh, -c, 'env; cat {leak}; cat {leak} >&2; exit 0']}}}}
 "
     ));
+    // A validation that prints the keys too.
+    let plan = ws.read("plan.yaml").replace(
+        "plan:\n",
+        &format!("  constraints:\n    - {{id: c, description: d, severity: low}}\nplan:\n  validation_plan:\n    - constraint_id: c\n      validation_method: command\n      with: {{command: [sh, -c, 'env; cat {leak}; cat {leak} >&2; exit 1']}}\n"),
+    );
+    ws.write("plan.yaml", &plan);
     let mut c = common::bin_without_models(ws.path());
     env(&mut c);
     let r: Run = c
@@ -199,6 +209,9 @@ fn no_file_pmpo_writes_holds_a_planted_key() {
             "{name} reached a stage"
         );
     }
+    // The validation's command ran, and what it printed is kept redacted.
+    let validation = ws.read("constraints.json");
+    assert!(validation.contains("[redacted]"), "{validation}");
     // Nor did the trigger's command (its output is in the workflow log).
     let log = ws.read(".refiner/artifacts/r/workflow.log");
     assert!(log.contains("[redacted]"), "{log}");
