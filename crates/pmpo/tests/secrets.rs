@@ -238,3 +238,53 @@ fn no_file_pmpo_writes_holds_a_planted_key() {
         );
     }
 }
+
+#[test]
+fn a_key_in_a_model_answer_is_redacted_but_a_common_word_key_is_not() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    let answer = outside.path().join("answer.txt");
+    std::fs::write(
+        &answer,
+        format!("the key is {CRED}; run ollama locally\n```json\n{{\"key\": \"{CRED}\"}}\n```\n"),
+    )
+    .unwrap();
+    // A model that is a local program answering with a key; another endpoint
+    // reads its key from MY_MODEL_CRED, and a local one has the placeholder
+    // key `ollama`.
+    ws.write(
+        "pmpo.toml",
+        &format!(
+            "[ai]\ndefault_endpoint = \"local\"\n[ai.endpoints.local]\nkind = \"command\"\ncommand = [\"sh\", \"-c\", \"cat > /dev/null; cat {}\"]\n[ai.endpoints.remote]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"x\"\napi_key_env = \"MY_MODEL_CRED\"\n[ai.endpoints.ollama]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"x\"\napi_key_env = \"OLLAMA_KEY\"\n",
+            answer.display()
+        ),
+    );
+    ws.plan(
+        "    - id: ask
+      tool: ai
+      with: {prompt: say it, output: dist/answer.md}
+      outputs: [dist/answer.md]
+",
+    );
+    let record = outside.path().join("cassette.jsonl");
+    let r: Run = common::bin_without_models(ws.path())
+        .args(["execute", "plan.yaml", "--json", "--record"])
+        .arg(&record)
+        .env("MY_MODEL_CRED", CRED)
+        .env("OLLAMA_KEY", "ollama")
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(
+        ws.read("dist/answer.md"),
+        "the key is [redacted]; run ollama locally\n```json\n{\"key\": \"[redacted]\"}\n```\n"
+    );
+    let cassette = std::fs::read_to_string(&record).unwrap();
+    assert!(cassette.contains("[redacted]") && !cassette.contains(CRED));
+    for f in ws.files() {
+        let text = String::from_utf8_lossy(&std::fs::read(ws.p(&f)).unwrap()).into_owned();
+        assert!(!text.contains(CRED), "{f} holds the key");
+    }
+    assert!(!r.stdout.contains(CRED) && !r.stderr.contains(CRED));
+}
