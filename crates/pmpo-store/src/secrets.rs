@@ -1,7 +1,9 @@
-//! Secrets stay with pmpo. The processes pmpo starts (stages, plugins,
-//! command checks, trigger commands, provider commands) get an environment
-//! without the variables that hold keys, and the key values pmpo was
-//! configured with are replaced by `[redacted]` in what it logs.
+//! Secrets stay with pmpo. The processes pmpo starts for a plan or a
+//! refinement (stages, plugins, command checks, trigger commands) get an
+//! environment without the variables that hold keys, and key values are
+//! replaced by `[redacted]` in what pmpo writes. (A model endpoint that is a
+//! local command, and a state provider's commands, are pmpo's own helpers
+//! and keep the environment they were configured with.)
 //!
 //! A variable is a secret when its name ends in `_API_KEY`, `_TOKEN`,
 //! `_SECRET` or `_PASSWORD`, is `PMPO_STORE`, is one that a model
