@@ -377,3 +377,53 @@ fn check_does_not_read_a_template_through_a_link_leading_out() {
         r.stderr
     );
 }
+
+#[test]
+fn rasterize_loads_an_svg_image_only_from_inside_the_workspace() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    // A picture (an SVG: the only image kind this build draws) outside the
+    // workspace, the same inside it, and a link to the outside one.
+    let red = "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"8\" height=\"8\"><rect width=\"8\" height=\"8\" fill=\"#f00\"/></svg>";
+    let secret = outside.path().join("secret.svg");
+    std::fs::write(&secret, red).unwrap();
+    ws.write("art/img/inside.svg", red);
+    std::os::unix::fs::symlink(&secret, ws.p("art/img/linked.svg")).unwrap();
+    let with_image = |href: &str| {
+        format!(
+            "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"8\" height=\"8\"><image href=\"{href}\" width=\"8\" height=\"8\"/></svg>"
+        )
+    };
+    ws.write("art/empty.svg", &with_image("none.svg"));
+    ws.write("art/inside.svg", &with_image("img/inside.svg"));
+    ws.write(
+        "art/absolute.svg",
+        &with_image(&secret.display().to_string()),
+    );
+    ws.write("art/linked.svg", &with_image("img/linked.svg"));
+    ws.write("art/above.svg", &with_image("../../secret.svg"));
+    ws.write(
+        "plan.yaml",
+        "specification: {artifact_name: t, artifact_type: logo}
+plan:
+  stages:
+    - {id: empty, tool: rasterize, with: {input: art/empty.svg, sizes: [8]}}
+    - {id: inside, tool: rasterize, with: {input: art/inside.svg, sizes: [8]}}
+    - {id: absolute, tool: rasterize, with: {input: art/absolute.svg, sizes: [8]}}
+    - {id: linked, tool: rasterize, with: {input: art/linked.svg, sizes: [8]}}
+    - {id: above, tool: rasterize, with: {input: art/above.svg, sizes: [8]}}
+",
+    );
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let png = |name: &str| std::fs::read(ws.p(&format!("art/{name}-8.png"))).unwrap();
+    // An image inside the workspace is drawn; one outside is not read at all.
+    assert_ne!(png("inside"), png("empty"));
+    for name in ["absolute", "linked", "above"] {
+        assert_eq!(
+            png(name),
+            png("empty"),
+            "{name}: the outside image was drawn"
+        );
+    }
+}
