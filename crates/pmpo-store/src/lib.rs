@@ -352,7 +352,7 @@ impl Workspace {
             path: rel.to_string(),
             why,
         };
-        let file = match open_own(&path, OpenOptions::new().read(true)) {
+        let file = match open_input(&path) {
             Ok(f) => f,
             Err(e) if is_link_refusal(&e) => {
                 let real = fs::canonicalize(&path).map_err(|_| {
@@ -365,8 +365,7 @@ impl Workspace {
                     )));
                 }
                 // The canonical path has no link left in it; open it the same way.
-                open_own(&real, OpenOptions::new().read(true))
-                    .map_err(|e| StoreError::io("read", &real, e))?
+                open_input(&real).map_err(|e| StoreError::io("read", &real, e))?
             }
             Err(e) => return Err(StoreError::io("read", &path, e)),
         };
@@ -428,6 +427,17 @@ impl Workspace {
 pub fn open_own(path: &Path, how: &mut OpenOptions) -> io::Result<File> {
     use std::os::unix::fs::OpenOptionsExt;
     how.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens an input for reading as [`open_own`] does, without waiting: a FIFO
+/// planted as an input would otherwise block the open until a writer comes
+/// (it is then refused as not a regular file).
+fn open_input(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
         .open(path)
 }
 
@@ -619,6 +629,50 @@ mod tests {
             .unwrap_err();
         assert!(err.to_string().contains("symbolic link"), "{err}");
         assert!(!outside.path().join("x.txt").exists());
+    }
+
+    #[test]
+    fn inputs_are_read_inside_the_workspace_only() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        fs::write(&secret, "secret").unwrap();
+        fs::write(d.path().join("in.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(&secret, d.path().join("out-link.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("in.txt"), d.path().join("in-link.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("dangling.txt")).unwrap();
+        fs::create_dir(d.path().join("dir")).unwrap();
+        let fifo = std::ffi::CString::new(d.path().join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let ws = Workspace::open(d.path()).unwrap();
+        assert_eq!(ws.read("in.txt").unwrap(), b"inside");
+        assert_eq!(ws.read("in-link.txt").unwrap(), b"inside");
+        let err = ws.read("out-link.txt").unwrap_err().to_string();
+        assert!(
+            err.starts_with("refused `out-link.txt`: it is a symbolic link to `"),
+            "{err}"
+        );
+        assert!(
+            ws.read("dangling.txt")
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        assert!(
+            ws.read("dir")
+                .unwrap_err()
+                .to_string()
+                .contains("a directory")
+        );
+        // A FIFO is refused at once, not waited on.
+        assert!(
+            ws.read("fifo")
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert!(ws.read("../x").is_err());
+        assert!(ws.read("/etc/passwd").is_err());
     }
 
     #[test]
