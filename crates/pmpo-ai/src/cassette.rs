@@ -114,6 +114,8 @@ impl Recorder {
         let mut line = serde_json::to_vec(entry)
             .map_err(|e| AiError::new(ErrorKind::Io, format!("cassette entry: {e}")))?;
         line.push(b'\n');
+        // A key the prompt or the answer holds is not kept in the recording.
+        let line = pmpo_store::secrets::redact_bytes(&line).into_owned();
         let _guard = self.lock.lock().unwrap_or_else(|p| p.into_inner());
         self.dir
             .append(&self.file, &line)

@@ -437,7 +437,7 @@ impl Client {
         let text = format!("{keep_as}.txt");
         ws.write_atomic(
             &text,
-            completion.text.as_bytes(),
+            pmpo_store::secrets::redact(&completion.text).as_bytes(),
             pmpo_store::Durability::Relaxed,
         )?;
         let meta = json!({
@@ -657,6 +657,7 @@ impl Client {
         if let Ok(mut line) = serde_json::to_vec(&rec) {
             line.push(b'\n');
             // A log that cannot be written must not fail the stage.
+            let line = pmpo_store::secrets::redact_bytes(&line);
             let _ = ctx.workspace.append(ROUTING_LOG, &line);
         }
     }

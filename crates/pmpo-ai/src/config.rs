@@ -403,6 +403,12 @@ impl AiConfig {
                 cfg.sources
                     .push("environment (ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL)".into());
             }
+            // Kept from every process pmpo starts, and redacted from what it writes.
+            for ep in cfg.endpoints.values() {
+                if let Some(var) = &ep.api_key_source {
+                    pmpo_store::secrets::register_key(var, ep.api_key.as_ref().map(Secret::expose));
+                }
+            }
         }
 
         for (name, route) in file.phases {

@@ -204,8 +204,9 @@ pub(crate) fn run_argv(
         signal,
         timed_out: r.termination == T::TimedOut,
         cancelled: r.termination == T::Cancelled,
-        stdout: r.stdout.text(),
-        stderr: r.stderr.text(),
+        // A key the command printed is not kept in the evidence.
+        stdout: pmpo_store::secrets::redact(&r.stdout.text()).into_owned(),
+        stderr: pmpo_store::secrets::redact(&r.stderr.text()).into_owned(),
         stdout_bytes: r.stdout.total,
         stderr_bytes: r.stderr.total,
         stdout_kept: (r.stdout.head.len() + r.stdout.tail.len()) as u64,

@@ -191,10 +191,10 @@ pub(crate) fn finish(
         state_updates: plan.doc.plan.state_updates.clone(),
     };
 
-    let mut log = match std::fs::read(ws.root().join(REFINEMENT_LOG)) {
-        Ok(bytes) => bytes,
-        Err(_) => b"# Refinement log\n".to_vec(),
-    };
+    // Never through a link: its target would be copied into the workspace.
+    let mut log = ws
+        .read_own(REFINEMENT_LOG)?
+        .unwrap_or_else(|| b"# Refinement log\n".to_vec());
     if !log.ends_with(b"\n") {
         log.push(b'\n');
     }
@@ -244,9 +244,9 @@ fn shared_manifest(
     // A manifest that is missing, not JSON, or not inside the workspace (a
     // symlink out of it) has no entries to keep.
     let before: Value = ws
-        .resolve(MANIFEST_FILE)
+        .read_own(MANIFEST_FILE)
         .ok()
-        .and_then(|p| std::fs::read(p).ok())
+        .flatten()
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let other_owner = |e: &Value| match e.get("owner").and_then(Value::as_str) {

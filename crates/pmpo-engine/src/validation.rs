@@ -122,9 +122,9 @@ impl Evidence {
     /// results file, no rule.
     pub fn of_last_run(ws: &Workspace, stages: &[pmpo_plan::Stage]) -> Evidence {
         let Some(last) = ws
-            .resolve(crate::RESULTS_FILE)
+            .read_own(crate::RESULTS_FILE)
             .ok()
-            .and_then(|p| std::fs::read(p).ok())
+            .flatten()
             .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
         else {
             return Evidence::none();
@@ -903,10 +903,10 @@ pub fn validate_workspace(
         pmpo_store::Durability::Durable,
     )?;
 
-    let mut log = match std::fs::read(ws.root().join(crate::REFINEMENT_LOG)) {
-        Ok(b) => b,
-        Err(_) => b"# Refinement log\n".to_vec(),
-    };
+    // Never through a link: its target would be copied into the workspace.
+    let mut log = ws
+        .read_own(crate::REFINEMENT_LOG)?
+        .unwrap_or_else(|| b"# Refinement log\n".to_vec());
     if !log.ends_with(b"\n") {
         log.push(b'\n');
     }

@@ -285,21 +285,15 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     ws: &Workspace,
     rel: &str,
 ) -> Result<Option<T>, LoopError> {
-    let path = ws.resolve(rel)?;
-    match std::fs::read(&path) {
-        Ok(bytes) => serde_json::from_slice(&bytes)
+    // pmpo's own file: never read through a link at it.
+    match ws.read_own(rel)? {
+        Some(bytes) => serde_json::from_slice(&bytes)
             .map(Some)
             .map_err(|e| LoopError::Corrupt {
                 path: rel.into(),
                 detail: format!("not the expected JSON ({e})"),
             }),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(pmpo_store::StoreError::Io {
-            action: "read",
-            path,
-            source: e,
-        }
-        .into()),
+        None => Ok(None),
     }
 }
 
@@ -356,10 +350,8 @@ fn check_inputs(ws: &Workspace, inputs: &[String]) -> Result<Vec<String>, LoopEr
 }
 
 fn head_text(ws: &Workspace, rel: &str, max: usize) -> String {
-    let Ok(path) = ws.resolve(rel) else {
-        return String::new();
-    };
-    let Ok(bytes) = std::fs::read(path) else {
+    // Read as tools read: never through a link leading out of the workspace.
+    let Ok(bytes) = ws.read(rel) else {
         return String::new();
     };
     let cut = &bytes[..bytes.len().min(max)];

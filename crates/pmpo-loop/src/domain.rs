@@ -788,10 +788,17 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
 }
 
 /// The start of a workspace text file (empty when it cannot be read).
+/// Inputs are named by their real path (`check_inputs`), so a link at the
+/// file is not followed.
 fn head_of(root: &Path, rel: &str) -> String {
-    std::fs::read(root.join(rel))
-        .map(|b| String::from_utf8_lossy(&b[..b.len().min(1 << 20)]).into_owned())
-        .unwrap_or_default()
+    use std::io::Read;
+    let Ok(file) = pmpo_store::open_own(&root.join(rel), std::fs::OpenOptions::new().read(true))
+    else {
+        return String::new();
+    };
+    let mut bytes = Vec::new();
+    let _ = file.take(1 << 20).read_to_end(&mut bytes);
+    String::from_utf8_lossy(&bytes).into_owned()
 }
 
 /// The relative link and image targets of a Markdown text that name files

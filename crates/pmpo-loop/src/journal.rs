@@ -17,8 +17,8 @@ pub fn append_once(
     body: &str,
 ) -> Result<(), pmpo_store::StoreError> {
     let tag = format!("<!-- pmpo:{marker} -->");
-    let path = ws.resolve(file)?;
-    let existing = std::fs::read(&path).unwrap_or_default();
+    // Never through a link at the journal (the append refuses one too).
+    let existing = ws.read_own(file)?.unwrap_or_default();
     if contains(&existing, tag.as_bytes()) {
         return Ok(());
     }

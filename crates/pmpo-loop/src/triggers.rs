@@ -508,6 +508,8 @@ fn secret_header(name: &str) -> bool {
 /// A header value with its `${env:NAME}` references filled in (or, without
 /// `env`, checked). A credential header must take its secret from a reference.
 fn header_text(name: &str, raw: &str, env: Option<EnvLookup<'_>>) -> Result<String, String> {
+    // The variables it names hold secrets: kept from stages, redacted from logs.
+    pmpo_store::secrets::register_env_references(raw);
     let mut out = String::new();
     let mut rest = raw;
     let mut refs = 0;
@@ -605,7 +607,8 @@ impl Shared {
             ordered.insert("time".to_string(), t);
         }
         ordered.extend(line);
-        let mut bytes = Value::Object(ordered).to_string().into_bytes();
+        let text = Value::Object(ordered).to_string();
+        let mut bytes = pmpo_store::secrets::redact(&text).into_owned().into_bytes();
         bytes.push(b'\n');
         // A poisoned lock only means another action thread panicked while
         // appending; the file is still usable.
@@ -825,6 +828,8 @@ fn run_command(shared: &Shared, event: Event, action: &Action, payload: &Value) 
             ("PMPO_PHASE".to_string(), text("phase")),
             ("PMPO_ITERATION".to_string(), text("iteration")),
         ],
+        // Secrets stay with pmpo: a trigger's command gets no key either.
+        env_remove: pmpo_store::secrets::hidden_variables(),
         stdin: Some(body),
         capture_limit: OUTPUT_CAP,
         capture_tail: 0,

@@ -688,6 +688,16 @@ fn template_file(
         _ => std::path::PathBuf::from("."),
     };
     let full = dir.join(path);
+    // As the run reads it: never through a link leading out of the workspace.
+    if let (Ok(real), Ok(root)) = (full.canonicalize(), dir.canonicalize())
+        && !real.starts_with(&root)
+    {
+        return TemplateFile::Unavailable(format!(
+            "`{}` leads to `{}`, outside the workspace, through a symbolic link: not read (the run refuses it)",
+            full.display(),
+            real.display()
+        ));
+    }
     match std::fs::metadata(&full) {
         Err(e) => return TemplateFile::Unavailable(format!("`{}`: {e}", full.display())),
         Ok(m) if m.len() > MAX_TEMPLATE_BYTES => {

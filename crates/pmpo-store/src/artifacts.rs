@@ -225,18 +225,9 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     ws: &Workspace,
     rel: &str,
 ) -> Result<Option<T>, ArtifactError> {
-    let path = ws.resolve(rel)?;
-    let text = match std::fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => {
-            return Err(StoreError::Io {
-                action: "read",
-                path,
-                source: e,
-            }
-            .into());
-        }
+    // pmpo's own file: never read through a link at it.
+    let Some(text) = ws.read_own(rel)? else {
+        return Ok(None);
     };
     let value: Value = serde_json::from_slice(&text).map_err(|e| ArtifactError::Corrupt {
         path: rel.into(),

@@ -37,6 +37,10 @@ pub enum DbError {
         "`{path}` was written by a newer pmpo (database schema {found}, this build reads up to {DB_SCHEMA_VERSION})"
     )]
     TooNew { path: PathBuf, found: i64 },
+    /// The database or one of its side files (`-wal`, `-shm`, `-journal`)
+    /// is a symbolic link: never opened through it.
+    #[error("the execution store `{path}` is refused: {why}")]
+    Link { path: PathBuf, why: String },
     #[error("execution store `{path}`: {source}")]
     Sql {
         path: PathBuf,
@@ -58,6 +62,9 @@ impl DbError {
                 "the workspace is read-only or not yours to write: reading commands (status, ledger, metrics, doctor) still work; run and repair where you can write"
             }
             DbError::DiskFull { .. } => "free some space, then run again; nothing was lost",
+            DbError::Link { .. } => {
+                "remove the link (pmpo creates a new database); the file it points to was not touched"
+            }
             _ => "check that the workspace is writable and has free space",
         }
     }
@@ -269,6 +276,17 @@ impl SqliteStore {
 
     /// Opens an existing database file (for `doctor`), without creating tables.
     pub fn open_path(path: &Path, create: bool) -> Result<SqliteStore, DbError> {
+        // SQLite would follow a link at the database or at a side file it
+        // creates next to it, and write there: refuse any link among them.
+        for side in ["", "-wal", "-shm", "-journal"] {
+            let file = PathBuf::from(format!("{}{side}", path.display()));
+            if std::fs::symlink_metadata(&file).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(DbError::Link {
+                    why: crate::link_refusal_why(&file),
+                    path: file,
+                });
+            }
+        }
         let existed = path.exists();
         let opened = Self::open_conn(path, create);
         if opened.is_err() && !existed {
@@ -282,7 +300,11 @@ impl SqliteStore {
     }
 
     fn open_conn(path: &Path, create: bool) -> Result<SqliteStore, DbError> {
-        let conn = Connection::open(path).map_err(|source| classify(path, source))?;
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::default() | rusqlite::OpenFlags::SQLITE_OPEN_NOFOLLOW,
+        )
+        .map_err(|source| classify(path, source))?;
         let corrupt = |e: rusqlite::Error| classify(path, e);
         let version = match conn.query_row("PRAGMA user_version", [], |r| r.get::<_, i64>(0)) {
             Ok(v) => v,

@@ -24,6 +24,10 @@ pub enum StoreError {
     Open { path: PathBuf, source: io::Error },
     #[error("`{path}` is outside the workspace: {why}")]
     Escape { path: String, why: String },
+    /// A symbolic link where pmpo opens only real files: at one of its own
+    /// files (lock, log, journal), or a tool's input leading out of the workspace.
+    #[error("refused `{path}`: {why}")]
+    Link { path: String, why: String },
     #[error("cannot {action} `{path}`: {source}")]
     Io {
         action: &'static str,
@@ -39,6 +43,9 @@ impl StoreError {
         match self {
             StoreError::Escape { .. } => {
                 "pmpo writes only inside the workspace, never through links that lead out of it"
+            }
+            StoreError::Link { .. } => {
+                "replace the link by a copy of the file, or remove it: pmpo neither opens its own files through a link nor follows one out of the workspace (the file it points to was not touched)"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
             StoreError::Io { source, .. } => match source.raw_os_error() {
@@ -136,6 +143,7 @@ impl Workspace {
                 source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
             });
         }
+        secrets::register_workspace_references(&root);
         Ok(Workspace { root })
     }
 
@@ -326,21 +334,139 @@ impl Workspace {
     }
 
     fn open_for_writing(&self, rel: &str, how: &mut OpenOptions) -> Result<File, StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
         let path = self.resolve(rel)?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
-        how.custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .map_err(|e| match e.raw_os_error() {
-                Some(libc::ELOOP) => StoreError::Escape {
-                    path: rel.to_string(),
-                    why: "it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)".into(),
-                },
-                _ => StoreError::io("open", &path, e),
-            })
+        open_own(&path, how).map_err(|e| own_file_error(rel, &path, e))
     }
+
+    /// Opens a workspace file for reading, as tools read their inputs: the
+    /// path is confined (no `..`, no absolute path, no symlinked directory
+    /// leading out), and a symbolic link at the file itself is followed only
+    /// when its real target is a file inside the workspace; a link leading
+    /// out is refused, never followed. The file must be a regular file.
+    pub fn open_read(&self, rel: &str) -> Result<File, StoreError> {
+        let path = self.resolve(rel)?;
+        let refused = |why: String| StoreError::Link {
+            path: rel.to_string(),
+            why,
+        };
+        let file = match open_input(&path) {
+            Ok(f) => f,
+            Err(e) if is_link_refusal(&e) => {
+                let real = fs::canonicalize(&path).map_err(|_| {
+                    refused("it is a symbolic link whose target does not exist".into())
+                })?;
+                if !real.starts_with(&self.root) {
+                    return Err(refused(format!(
+                        "it is a symbolic link to `{}`; pmpo reads only the workspace's own files and does not follow a link out of it",
+                        real.display()
+                    )));
+                }
+                // The canonical path has no link left in it; open it the same way.
+                open_input(&real).map_err(|e| StoreError::io("read", &real, e))?
+            }
+            Err(e) => return Err(StoreError::io("read", &path, e)),
+        };
+        let meta = file
+            .metadata()
+            .map_err(|e| StoreError::io("read", &path, e))?;
+        if !meta.is_file() {
+            let what = if meta.is_dir() {
+                "a directory"
+            } else {
+                "not a regular file"
+            };
+            return Err(StoreError::io(
+                "read",
+                &path,
+                io::Error::new(io::ErrorKind::InvalidInput, format!("it is {what}")),
+            ));
+        }
+        Ok(file)
+    }
+
+    /// Reads a whole workspace file, confined as [`Workspace::open_read`].
+    pub fn read(&self, rel: &str) -> Result<Vec<u8>, StoreError> {
+        let mut file = self.open_read(rel)?;
+        let mut bytes = Vec::new();
+        file.read_to_end(&mut bytes)
+            .map_err(|e| StoreError::io("read", &self.root.join(rel), e))?;
+        Ok(bytes)
+    }
+
+    /// Reads one of pmpo's own files (a journal, a log, a state file):
+    /// confined, and never through a symbolic link at the file itself.
+    /// `Ok(None)` when the file does not exist.
+    pub fn read_own(&self, rel: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let path = self.resolve(rel)?;
+        match open_own(&path, OpenOptions::new().read(true)) {
+            Ok(mut file) => {
+                let mut bytes = Vec::new();
+                file.read_to_end(&mut bytes)
+                    .map_err(|e| StoreError::io("read", &path, e))?;
+                Ok(Some(bytes))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(own_file_error(rel, &path, e)),
+        }
+    }
+
+    /// Opens one of pmpo's own files with `how` (a journal to repair, a
+    /// lock): confined, and never through a symbolic link at the file itself.
+    pub fn open_own(&self, rel: &str, how: &mut OpenOptions) -> Result<File, StoreError> {
+        let path = self.resolve(rel)?;
+        open_own(&path, how).map_err(|e| own_file_error(rel, &path, e))
+    }
+}
+
+/// Opens a file without following a symbolic link at its last component
+/// (`O_NOFOLLOW`): a link there fails with [`is_link_refusal`]. For pmpo's own
+/// files (locks, logs, the database, journals), which are never links.
+pub fn open_own(path: &Path, how: &mut OpenOptions) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    how.custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)
+}
+
+/// Opens an input for reading as [`open_own`] does, without waiting: a FIFO
+/// planted as an input would otherwise block the open until a writer comes
+/// (it is then refused as not a regular file).
+fn open_input(path: &Path) -> io::Result<File> {
+    use std::os::unix::fs::OpenOptionsExt;
+    OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC | libc::O_NONBLOCK)
+        .open(path)
+}
+
+/// Whether an open failed because the file is a symbolic link (`O_NOFOLLOW`).
+pub fn is_link_refusal(e: &io::Error) -> bool {
+    e.raw_os_error() == Some(libc::ELOOP)
+}
+
+/// The error for one of pmpo's own files that could not be opened: a link
+/// there is named as such, with what to do.
+fn own_file_error(rel: &str, path: &Path, e: io::Error) -> StoreError {
+    if is_link_refusal(&e) {
+        StoreError::Link {
+            path: rel.to_string(),
+            why: link_refusal_why(path),
+        }
+    } else {
+        StoreError::io("open", path, e)
+    }
+}
+
+/// Why a link at one of pmpo's own files is refused, naming its target.
+pub fn link_refusal_why(path: &Path) -> String {
+    let target = fs::read_link(path)
+        .map(|t| format!(" (to `{}`)", t.display()))
+        .unwrap_or_default();
+    format!(
+        "it is a symbolic link{target}, and pmpo never opens its own files through a link; remove the link (pmpo creates the file again)"
+    )
 }
 
 /// The current UTC time as RFC 3339 with milliseconds.
@@ -367,7 +493,9 @@ impl Workspace {
     /// Returns whether the content is now in the store.
     pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
         let blob = self.resolve(&Self::backup_rel(&digest.blake3))?;
-        if blob.exists() {
+        // A link planted in the backup store does not count as a backup: the
+        // copy is renamed over it (replacing the link, never its target).
+        if fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
             return Ok(true);
         }
         let src = self.resolve(rel)?;
@@ -504,6 +632,50 @@ mod tests {
     }
 
     #[test]
+    fn inputs_are_read_inside_the_workspace_only() {
+        let d = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let secret = outside.path().join("secret.txt");
+        fs::write(&secret, "secret").unwrap();
+        fs::write(d.path().join("in.txt"), "inside").unwrap();
+        std::os::unix::fs::symlink(&secret, d.path().join("out-link.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("in.txt"), d.path().join("in-link.txt")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("gone"), d.path().join("dangling.txt")).unwrap();
+        fs::create_dir(d.path().join("dir")).unwrap();
+        let fifo = std::ffi::CString::new(d.path().join("fifo").to_str().unwrap()).unwrap();
+        assert_eq!(unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) }, 0);
+        let ws = Workspace::open(d.path()).unwrap();
+        assert_eq!(ws.read("in.txt").unwrap(), b"inside");
+        assert_eq!(ws.read("in-link.txt").unwrap(), b"inside");
+        let err = ws.read("out-link.txt").unwrap_err().to_string();
+        assert!(
+            err.starts_with("refused `out-link.txt`: it is a symbolic link to `"),
+            "{err}"
+        );
+        assert!(
+            ws.read("dangling.txt")
+                .unwrap_err()
+                .to_string()
+                .contains("does not exist")
+        );
+        assert!(
+            ws.read("dir")
+                .unwrap_err()
+                .to_string()
+                .contains("a directory")
+        );
+        // A FIFO is refused at once, not waited on.
+        assert!(
+            ws.read("fifo")
+                .unwrap_err()
+                .to_string()
+                .contains("not a regular file")
+        );
+        assert!(ws.read("../x").is_err());
+        assert!(ws.read("/etc/passwd").is_err());
+    }
+
+    #[test]
     fn appends_and_streams_never_go_through_a_link_at_the_file() {
         let d = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
@@ -516,7 +688,10 @@ mod tests {
         let err = ws.append("logs/events.jsonl", b"line\n").unwrap_err();
         assert_eq!(
             err.to_string(),
-            "`logs/events.jsonl` is outside the workspace: it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)"
+            format!(
+                "refused `logs/events.jsonl`: it is a symbolic link (to `{}`), and pmpo never opens its own files through a link; remove the link (pmpo creates the file again)",
+                target.display()
+            )
         );
         assert!(ws.create_stream("logs/out.txt").is_err());
         assert_eq!(fs::read_to_string(&target).unwrap(), "precious\n");

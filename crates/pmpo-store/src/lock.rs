@@ -81,17 +81,16 @@ pub fn acquire_at(
             source: e,
         })?;
     }
-    let mut file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create(true)
-        .truncate(false)
-        .open(&path)
-        .map_err(|e| StoreError::Io {
-            action: "open",
-            path: path.clone(),
-            source: e,
-        })?;
+    // Never through a link: a cloned repository shipping `.state/lock` as a
+    // link to someone's file would have that file emptied.
+    let mut file = ws.open_own(
+        rel,
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false),
+    )?;
     match file.try_lock() {
         Ok(()) => {}
         Err(std::fs::TryLockError::WouldBlock) => {
@@ -160,7 +159,7 @@ impl Drop for WorkspaceLock {
 /// The current holder, if the workspace is locked right now.
 pub fn current_holder(ws: &Workspace) -> Option<LockHolder> {
     let path = ws.resolve(LOCK_FILE).ok()?;
-    let mut file = OpenOptions::new().read(true).write(true).open(path).ok()?;
+    let mut file = crate::open_own(&path, OpenOptions::new().read(true).write(true)).ok()?;
     match file.try_lock_shared() {
         Ok(()) => None,
         Err(_) => read_holder(&mut file),
@@ -178,6 +177,26 @@ mod tests {
             since: "t".into(),
             command: "execute".into(),
         }
+    }
+
+    #[test]
+    fn a_link_at_the_lock_is_refused_and_its_target_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        let target = outside.path().join("precious");
+        std::fs::write(&target, "keep me\n").unwrap();
+        std::fs::create_dir_all(dir.path().join(".state")).unwrap();
+        std::os::unix::fs::symlink(&target, dir.path().join(LOCK_FILE)).unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        match acquire(&ws, &holder(1), false) {
+            Err(LockError::Store(StoreError::Link { path, why })) => {
+                assert_eq!(path, LOCK_FILE);
+                assert!(why.contains("symbolic link"), "{why}");
+            }
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(current_holder(&ws).is_none());
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
     }
 
     #[test]

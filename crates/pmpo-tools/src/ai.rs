@@ -595,18 +595,7 @@ impl Tool for AiTool {
             str_input(inputs, "prompt_file")?,
         ) {
             (Some(p), _) => p.to_string(),
-            (None, Some(file)) => {
-                let path = ctx
-                    .workspace
-                    .resolve(file)
-                    .map_err(|e| invalid(e.to_string()))?;
-                std::fs::read_to_string(&path).map_err(|e| {
-                    ToolError::new(
-                        ErrorClass::Io,
-                        format!("cannot read prompt_file `{file}`: {e}"),
-                    )
-                })?
-            }
+            (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
             // A stage without a prompt is asked what its description says.
             (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
             (None, None) => {
@@ -633,13 +622,7 @@ impl Tool for AiTool {
         let schema = match inputs.get("schema") {
             None | Some(Value::Null) => None,
             Some(Value::String(file)) => {
-                let path = ctx
-                    .workspace
-                    .resolve(file)
-                    .map_err(|e| invalid(e.to_string()))?;
-                let text = std::fs::read_to_string(&path).map_err(|e| {
-                    ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
-                })?;
+                let text = crate::inputs::read_text(ctx.workspace, file)?;
                 Some(
                     serde_json::from_str(&text)
                         .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?,
@@ -760,7 +743,11 @@ impl Tool for AiTool {
                     .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
             }
             ctx.workspace
-                .write_atomic(path, shaped.file_text.as_bytes(), Durability::Relaxed)
+                .write_atomic(
+                    path,
+                    pmpo_store::secrets::redact(&shaped.file_text).as_bytes(),
+                    Durability::Relaxed,
+                )
                 .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
         }
         let mut outcome = self.ended(Termination::Exited(0), started, &answers);

@@ -93,19 +93,34 @@ pub(crate) fn io_error(action: &str, path: &str, e: impl std::fmt::Display) -> T
     ToolError::new(ErrorClass::Io, format!("cannot {action} `{path}`: {e}"))
 }
 
-/// Reads a workspace file (confined to the workspace).
+/// Reads a workspace file as a tool's input: confined to the workspace, and
+/// never through a symbolic link leading out of it (see
+/// `Workspace::open_read`).
 pub(crate) fn read_file(ws: &pmpo_store::Workspace, rel: &str) -> Result<Vec<u8>, ToolError> {
-    let path = ws.resolve(rel).map_err(|e| invalid(e.to_string()))?;
-    std::fs::read(&path).map_err(|e| {
-        let err = io_error("read", rel, &e);
-        if e.kind() == std::io::ErrorKind::NotFound {
-            err.hint(
-                "check the path (relative to the workspace) and that an earlier stage created it",
-            )
-        } else {
-            err
+    ws.read(rel).map_err(|e| read_error(rel, e))
+}
+
+/// [`read_file`] as UTF-8 text (invalid bytes are an error naming the file).
+pub(crate) fn read_text(ws: &pmpo_store::Workspace, rel: &str) -> Result<String, ToolError> {
+    String::from_utf8(read_file(ws, rel)?)
+        .map_err(|_| invalid(format!("`{rel}` is not UTF-8 text")))
+}
+
+/// A refused or failed read of a workspace file, as a tool error with what to do.
+pub(crate) fn read_error(rel: &str, e: pmpo_store::StoreError) -> ToolError {
+    use pmpo_store::StoreError;
+    match &e {
+        StoreError::Link { .. } | StoreError::Escape { .. } => {
+            let hint = e.hint();
+            invalid(e.to_string()).hint(hint)
         }
-    })
+        StoreError::Io { source, .. } if source.kind() == std::io::ErrorKind::NotFound => io_error(
+            "read", rel, source,
+        )
+        .hint("check the path (relative to the workspace) and that an earlier stage created it"),
+        StoreError::Io { source, .. } => io_error("read", rel, source),
+        StoreError::Open { .. } => io_error("read", rel, &e),
+    }
 }
 
 /// The path of `target` relative to the directory of `from` (both

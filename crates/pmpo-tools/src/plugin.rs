@@ -146,7 +146,7 @@ impl Tool for PluginTool {
             stdin: Some(request),
             capture_limit: DEFAULT_LIMIT,
         };
-        let r = run_process(&spec, ctx.timeout, ctx.cancel)
+        let mut r = run_process(&spec, ctx.timeout, ctx.cancel)
             .await
             .map_err(|e| {
                 ToolError::new(
@@ -154,6 +154,8 @@ impl Tool for PluginTool {
                     format!("cannot start plugin `{name}` ({}): {e}", exe.display()),
                 )
             })?;
+        crate::run::redact_captured(&mut r.stdout);
+        crate::run::redact_captured(&mut r.stderr);
         let mut outcome = ToolOutcome {
             termination: r.termination,
             stdout: r.stdout,

@@ -59,8 +59,49 @@ fn system_fonts() -> Arc<usvg::fontdb::Database> {
 }
 
 /// Parses an SVG; the error carries the parser's message and position.
+/// An `<image>` that names a file is not loaded (embedded `data:` images are).
 pub fn parse_svg(data: &[u8], name: &str) -> Result<usvg::Tree, ToolError> {
+    parse_svg_in(data, name, None)
+}
+
+/// The workspace-relative file an `<image href>` of the SVG at `svg_rel`
+/// names: relative to the SVG's directory, never absolute, never above the
+/// workspace, never a URL.
+fn image_file(svg_rel: &str, href: &str) -> Option<String> {
+    if href.is_empty() || href.starts_with('/') || href.contains(':') || href.contains('\0') {
+        return None;
+    }
+    let mut parts: Vec<&str> = svg_rel.split('/').collect();
+    parts.pop();
+    for part in href.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            p => parts.push(p),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
+}
+
+/// [`parse_svg`] for an SVG of a workspace: an `<image>` that names a file is
+/// read as tools read (inside the workspace, never through a link leading
+/// out of it); any other file reference is ignored, as usvg would ignore a
+/// missing one.
+pub fn parse_svg_in(
+    data: &[u8],
+    name: &str,
+    workspace: Option<(&Workspace, &str)>,
+) -> Result<usvg::Tree, ToolError> {
     let mut options = usvg::Options::default();
+    let from_workspace = workspace.map(|(ws, rel)| (ws.clone(), rel.to_string()));
+    // usvg would read any path on the machine by default.
+    options.image_href_resolver.resolve_string = Box::new(move |href, opts| {
+        let (ws, svg_rel) = from_workspace.as_ref()?;
+        let bytes = ws.read(&image_file(svg_rel, href)?).ok()?;
+        (usvg::ImageHrefResolver::default_data_resolver())("text/plain", Arc::new(bytes), opts)
+    });
     // Loading fonts costs tens of milliseconds: only pay it when there is text.
     if data.windows(5).any(|w| w == b"<text") {
         options.fontdb = system_fonts();
@@ -218,7 +259,7 @@ impl Tool for RasterizeTool {
         let (name, sizes_c, pattern_c) = (input.clone(), sizes.clone(), pattern.clone());
         // Parsing, rendering, encoding and writing are CPU and disk work.
         let (written, width, height) = tokio::task::spawn_blocking(move || {
-            let tree = parse_svg(&data, &name)?;
+            let tree = parse_svg_in(&data, &name, Some((&ws, &name)))?;
             let (w, h) = (tree.size().width(), tree.size().height());
             let mut images = Vec::with_capacity(sizes_c.len());
             for &size in &sizes_c {

@@ -387,6 +387,22 @@ impl Tool for RunTool {
         )
         .await
         .map_err(|e| spawn_error(&argv[0], e))?;
+        let mut result = result;
+        // A key the stage printed stays with pmpo: out of what it keeps in
+        // memory (logs, results, `$stage.stdout`) and out of the whole output.
+        redact_captured(&mut result.stdout);
+        redact_captured(&mut result.stderr);
+        for whole in [&result.stdout.whole_file, &result.stderr.whole_file]
+            .into_iter()
+            .flatten()
+        {
+            pmpo_store::secrets::redact_file(ctx.workspace, whole).map_err(|e| {
+                ToolError::new(
+                    ErrorClass::Io,
+                    format!("cannot remove a key from `{whole}`: {e}"),
+                )
+            })?;
+        }
 
         let mut outcome = ToolOutcome {
             termination: result.termination,
@@ -436,6 +452,17 @@ impl Tool for RunTool {
     }
 }
 
+/// Replaces the configured keys in what was kept of a process's output by
+/// `[redacted]`; the byte count follows, so truncation is still told right.
+pub(crate) fn redact_captured(c: &mut crate::capture::Captured) {
+    for part in [&mut c.head, &mut c.tail] {
+        if let std::borrow::Cow::Owned(clean) = pmpo_store::secrets::redact_bytes(part) {
+            c.total = (c.total + clean.len() as u64).saturating_sub(part.len() as u64);
+            *part = clean;
+        }
+    }
+}
+
 /// The stage's `schema` for its named outputs: inline, or a workspace file.
 fn outputs_schema(
     ctx: &ToolContext<'_>,
@@ -444,12 +471,7 @@ fn outputs_schema(
     match inputs.get("schema") {
         None | Some(Value::Null) => Ok(None),
         Some(Value::String(file)) => {
-            let path = ctx.workspace.resolve(file).map_err(|e| {
-                ToolError::new(ErrorClass::InvalidInput, format!("schema `{file}`: {e}"))
-            })?;
-            let text = std::fs::read_to_string(&path).map_err(|e| {
-                ToolError::new(ErrorClass::Io, format!("cannot read schema `{file}`: {e}"))
-            })?;
+            let text = crate::inputs::read_text(ctx.workspace, file)?;
             serde_json::from_str(&text).map(Some).map_err(|e| {
                 ToolError::new(
                     ErrorClass::InvalidInput,

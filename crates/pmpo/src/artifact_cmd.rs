@@ -313,7 +313,7 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
     // The constraint table of the latest reflection.
     let latest = (1..=state.current_iteration).rev().find_map(|i| {
         let rel = pmpo_loop::controller::reflection_path(&state.artifact_name, i);
-        let bytes = std::fs::read(ws.root().join(&rel)).ok()?;
+        let bytes = ws.read_own(&rel).ok()??;
         serde_json::from_slice::<pmpo_loop::reflect::Reflection>(&bytes).ok()
     });
     if let Some(r) = latest {

@@ -67,8 +67,20 @@ fn finding(
 
 /// Checks a JSON-lines file: a bad last line is a torn append, a bad line elsewhere is damage.
 fn check_jsonl(ws: &Workspace, rel: &str, out: &mut Vec<Finding>, regenerate: Option<Fix>) {
-    let Ok(bytes) = std::fs::read(ws.root().join(rel)) else {
-        return;
+    let bytes = match ws.read_own(rel) {
+        Ok(Some(bytes)) => bytes,
+        Ok(None) => return,
+        // A link at a journal: pmpo never reads or repairs through it.
+        Err(e @ pmpo_store::StoreError::Link { .. }) => {
+            out.push(finding(
+                rel,
+                e.to_string(),
+                "move the link aside (the file it points to is not touched); a new journal is started",
+                Some(Fix::MoveAside),
+            ));
+            return;
+        }
+        Err(_) => return,
     };
     let text = String::from_utf8_lossy(&bytes);
     let lines: Vec<&str> = text.split_inclusive('\n').collect();
@@ -221,8 +233,9 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
         }
     }
 
-    if ws.root().join(DB_FILE).exists() {
+    if std::fs::symlink_metadata(ws.root().join(DB_FILE)).is_ok() {
         match SqliteStore::open_path(&ws.root().join(DB_FILE), false) {
+            Err(e @ DbError::Link { .. }) => out.push(finding(DB_FILE, e.to_string(), "move the link aside (the file it points to is not touched); the next run starts a new database", Some(Fix::MoveAside))),
             Err(e @ DbError::TooNew { .. }) => out.push(finding(DB_FILE, e.to_string(), "upgrade pmpo; the database is left as it is", None)),
             Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one (run history and cache are lost, files are not)", Some(Fix::MoveAside))),
             Ok(db) => match db.integrity_check() {
@@ -233,7 +246,7 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
         }
     }
     for rel in [pmpo_engine::RESULTS_FILE] {
-        if let Ok(bytes) = std::fs::read(ws.root().join(rel))
+        if let Ok(Some(bytes)) = ws.read_own(rel)
             && let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes)
         {
             out.push(finding(
@@ -275,9 +288,10 @@ fn move_aside(ws: &Workspace, rel: &str) -> std::io::Result<String> {
     let from = ws.root().join(rel);
     let to = format!("{rel}.damaged-{}", now_rfc3339().replace([':', '.'], "-"));
     std::fs::rename(&from, ws.root().join(&to))?;
-    for side in ["-wal", "-shm"] {
+    for side in ["-wal", "-shm", "-journal"] {
         let p = PathBuf::from(format!("{}{side}", from.display()));
-        if p.exists() {
+        // A link is moved as a link (rename never follows one).
+        if std::fs::symlink_metadata(&p).is_ok() {
             std::fs::rename(&p, ws.root().join(format!("{to}{side}")))?;
         }
     }
@@ -329,10 +343,9 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
             .map(|to| format!("moved to {to}"))
             .map_err(|e| e.to_string()),
         Fix::TruncateTornLine { keep_bytes } => {
-            let path = ws.root().join(&f.file);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
+            // Never through a link: the journal is cut, not what a link names.
+            let file = ws
+                .open_own(&f.file, std::fs::OpenOptions::new().write(true))
                 .map_err(|e| e.to_string())?;
             file.set_len(*keep_bytes).map_err(|e| e.to_string())?;
             Ok("dropped the torn line".into())

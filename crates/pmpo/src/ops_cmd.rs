@@ -222,8 +222,12 @@ pub fn metrics(a: MetricsArgs) -> u8 {
     );
     // Acceptance tests: the validations of the latest run.
     let (mut passed, mut total) = (0u64, 0u64);
-    if let Ok(bytes) = std::fs::read(a.workspace.join(pmpo_engine::RESULTS_FILE))
-        && let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes)
+    // pmpo's own file: never read through a link at it.
+    if let Ok(file) = pmpo_store::open_own(
+        &a.workspace.join(pmpo_engine::RESULTS_FILE),
+        std::fs::OpenOptions::new().read(true),
+    ) && let Ok(bytes) = std::io::read_to_string(file)
+        && let Ok(v) = serde_json::from_str::<serde_json::Value>(&bytes)
     {
         for o in v["validation_outputs"].as_array().into_iter().flatten() {
             match o["status"].as_str() {

@@ -89,7 +89,8 @@ fn a_link_planted_at_a_log_pmpo_appends_to_is_refused_and_its_target_is_untouche
         assert_eq!(r.code, 1, "{log}: {}", r.stderr);
         assert!(
             r.stderr.contains(&format!(
-                "`{log}` is outside the workspace: it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)"
+                "refused `{log}`: it is a symbolic link (to `{}`), and pmpo never opens its own files through a link; remove the link (pmpo creates the file again)",
+                victim.display()
             )),
             "{log}: {}",
             r.stderr

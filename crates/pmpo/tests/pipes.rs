@@ -62,11 +62,14 @@ fn every_command_survives_a_reader_that_went_away() {
         &["status", "r"],
         &["status", "--json"],
         &["list"],
+        &["list", "--json"],
         &["ledger"],
         &["ledger", "--json"],
         &["metrics"],
         &["adapters"],
+        &["adapters", "--json"],
         &["provider"],
+        &["doctor"],
         &["check", "plan.yaml"],
         &["check", "plan.yaml", "--json"],
         &["validate", "plan.yaml"],
@@ -77,4 +80,129 @@ fn every_command_survives_a_reader_that_went_away() {
         assert_ne!(code, 101, "{args:?} panicked");
         assert_eq!(code, 0, "{args:?}");
     }
+}
+
+/// Runs pmpo with only stdout going to a pipe closed before it writes
+/// (stderr kept, as `pmpo execute | true` leaves it); returns the exit code.
+fn run_with_closed_stdout(ws: &Ws, args: &[&str]) -> (i32, String) {
+    let mut child = common::bin()
+        .args(args)
+        .current_dir(ws.path())
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The facts of a workspace that must not depend on who reads the output:
+/// the files present (timestamps and run ids aside) and the verdicts.
+fn recorded(ws: &Ws) -> (Vec<String>, serde_json::Value) {
+    let files: Vec<String> = ws
+        .files()
+        .into_iter()
+        .filter(|f| !f.starts_with(".state/output/") && !f.starts_with(".refiner/backups/"))
+        .filter(|f| !f.contains(".pmpo-tmp-"))
+        .map(|f| {
+            // Refinement ids and archive times differ from run to run.
+            f.split('/')
+                .map(|part| {
+                    if part.len() > 11 && part.as_bytes()[..4].iter().all(u8::is_ascii_digit) {
+                        "TIME".to_string()
+                    } else if let Some(rest) = part.strip_prefix("cp-") {
+                        format!("cp-ID{}", &rest[rest.find('-').unwrap_or(0)..])
+                    } else {
+                        part.to_string()
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join("/")
+        })
+        .collect();
+    let results = ws.read_json(".state/execution_results.json");
+    let stages: Vec<(String, String)> = results["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["status"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    let constraints: Vec<(String, String)> = ws.read_json("constraints.json")["constraints"]
+        .as_array()
+        .map(|cs| {
+            cs.iter()
+                .map(|c| (c["id"].to_string(), c["status"].to_string()))
+                .collect()
+        })
+        .unwrap_or_default();
+    (
+        files,
+        serde_json::json!({"status": results["status"], "stages": stages, "constraints": constraints}),
+    )
+}
+
+#[test]
+fn runs_into_a_closed_stdout_finish_and_record_as_an_unpiped_run_does() {
+    let plan = "specification:
+  artifact_name: t
+  artifact_type: code
+  constraints:
+    - {id: has-b, description: b.txt holds a, severity: blocking}
+plan:
+  stages:
+    - id: a
+      with: {command: [sh, -c, 'echo a > a.txt']}
+      outputs: [a.txt]
+    - id: b
+      depends_on: [a]
+      with: {command: [sh, -c, 'cat a.txt > b.txt']}
+      outputs: [b.txt]
+    - id: broken
+      with: {command: [sh, -c, 'echo no >&2; exit 3']}
+  validation_plan:
+    - constraint_id: has-b
+      validation_method: contains
+      with: {path: b.txt, text: zzz}
+";
+    let piped = Ws::new();
+    let plain = Ws::new();
+    for ws in [&piped, &plain] {
+        ws.write("plan.yaml", plan);
+        ws.write("notes.md", "# Notes\n\nA short report.\n");
+    }
+    let runs: &[&[&str]] = &[
+        &["execute", "plan.yaml", "--keep-going", "--json"],
+        &["execute", "plan.yaml", "--keep-going"],
+        &["validate", "plan.yaml"],
+        &[
+            "refine", "r", "--type", "content", "--input", "notes.md", "--json",
+        ],
+    ];
+    for args in runs {
+        let (code, stderr) = run_with_closed_stdout(&piped, args);
+        let normal = plain.run(args);
+        assert_ne!(code, 101, "{args:?} panicked: {stderr}");
+        assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
+        assert_eq!(code, normal.code, "{args:?}: {stderr}");
+        assert_eq!(recorded(&piped), recorded(&plain), "{args:?}");
+    }
+    // The usual outcome codes: a failed stage, a violated blocking constraint.
+    assert_eq!(plain.run(runs[0]).code, 1);
+    assert_eq!(plain.run(runs[2]).code, 1);
+    let state = |ws: &Ws| {
+        let s = ws.read_json(".refiner/artifacts/r/state.json");
+        (s["convergence_status"].clone(), s["iteration"].clone())
+    };
+    assert_eq!(state(&piped), state(&plain));
+    assert_eq!(state(&piped).0, "converged");
 }

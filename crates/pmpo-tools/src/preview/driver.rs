@@ -546,11 +546,9 @@ impl PageState<'_> {
         } else {
             decoded
         };
-        match self.ws.resolve(&rel) {
-            Ok(abs) if abs.is_file() => match std::fs::read(&abs) {
-                Ok(bytes) => (200, "OK", content_type(&rel), bytes),
-                Err(_) => not_found,
-            },
+        // Served as tools read: a link leading out of the workspace is not found.
+        match self.ws.read(&rel) {
+            Ok(bytes) => (200, "OK", content_type(&rel), bytes),
             // The browser asks for a site icon on its own; a page that has
             // none is not broken.
             _ if rel == "favicon.ico" => (204, "No Content", "image/x-icon", Vec::new()),

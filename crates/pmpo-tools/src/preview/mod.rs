@@ -317,9 +317,9 @@ impl PreviewTool {
                 return Ok(give_up(report, reason, Some(tsx::ESBUILD_HINT)));
             };
             let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
-            if !entry.is_file() {
-                return Err(invalid(format!("`{}` does not exist", job.input)));
-            }
+            // The compiler reads the entry itself: refuse a link out first.
+            ws.open_read(&job.input)
+                .map_err(|e| crate::inputs::read_error(&job.input, e))?;
             let t = Instant::now();
             let bundle =
                 match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
@@ -876,10 +876,7 @@ pub async fn preview_once(
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
-    let abs = ws
-        .resolve(&report_rel)
-        .map_err(|e| invalid(e.to_string()))?;
-    let text = std::fs::read_to_string(&abs).map_err(|e| io_error("read", &report_rel, e))?;
+    let text = crate::inputs::read_text(ws, &report_rel)?;
     let report: PreviewReport =
         serde_json::from_str(&text).map_err(|e| io_error("parse", &report_rel, e))?;
     Ok((report, report_rel))

@@ -394,13 +394,12 @@ pub fn evaluate_preview_report(
     ws: &pmpo_store::Workspace,
     report_path: &str,
 ) -> Result<PreviewVerdict, String> {
-    let abs = ws.resolve(report_path).map_err(|e| e.to_string())?;
-    let text =
-        std::fs::read_to_string(&abs).map_err(|e| format!("cannot read `{report_path}`: {e}"))?;
+    let bytes = ws.read(report_path).map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&bytes);
     let report: PreviewReport = serde_json::from_str(&text)
         .map_err(|e| format!("`{report_path}` is not a preview report: {e}"))?;
     let shot = match &report.screenshot {
-        Some(p) => ws.resolve(p).ok().and_then(|a| std::fs::read(a).ok()),
+        Some(p) => ws.read(p).ok(),
         None => None,
     };
     Ok(evaluate_report(&report, shot.as_deref()))

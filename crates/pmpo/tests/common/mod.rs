@@ -141,3 +141,20 @@ pub fn error_of(results: &serde_json::Value, stage: &str) -> serde_json::Value {
         .unwrap_or_else(|| panic!("no error for stage {stage}: {results}"))
         .clone()
 }
+
+/// Whether a Chromium for previews is here (`PMPO_REQUIRE_BROWSER=1` makes
+/// its absence a failure instead of a skip).
+pub fn have_chromium() -> bool {
+    let found = std::env::var_os("PMPO_CHROMIUM").is_some()
+        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
+            .iter()
+            .any(|p| Path::new(p).exists());
+    if !found {
+        assert!(
+            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
+            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
+        );
+        eprintln!("skipping: Chromium not found");
+    }
+    found
+}
