@@ -29,6 +29,10 @@ impl Stop {
 pub fn on_terminating_signals(cancel: impl Fn() + Send + 'static) -> Stop {
     let stop = Stop::default();
     let seen = stop.0.clone();
+    // The handlers are in place before this returns: a signal that comes
+    // right after (a loaded machine may not have run the thread yet) must be
+    // a cancel, not the default action that kills pmpo with nothing written.
+    let (ready_tx, ready_rx) = std::sync::mpsc::channel::<()>();
     let started = std::thread::Builder::new()
         .name("pmpo-signals".into())
         .spawn(move || {
@@ -47,6 +51,7 @@ pub fn on_terminating_signals(cancel: impl Fn() + Send + 'static) -> Stop {
                 ) else {
                     return;
                 };
+                let _ = ready_tx.send(());
                 loop {
                     let signo = tokio::select! {
                         _ = int.recv() => libc::SIGINT,
@@ -72,7 +77,9 @@ pub fn on_terminating_signals(cancel: impl Fn() + Send + 'static) -> Stop {
                 }
             });
         });
-    if started.is_err() {
+    // Dropped unsent when the thread could not listen: then it returns at once.
+    let listening = started.is_ok() && ready_rx.recv().is_ok();
+    if !listening {
         let _ = std::io::Write::write_all(
             &mut std::io::stderr(),
             b"pmpo: warning: cannot watch for signals; Ctrl-C will stop pmpo abruptly\n",

@@ -169,5 +169,20 @@ fn a_second_signal_does_not_wait_out_a_checks_grace_and_leaves_nothing_behind() 
     while alive("sleep 33.5") && Instant::now() < until {
         std::thread::sleep(Duration::from_millis(20));
     }
-    assert!(!alive("sleep 33.5"), "the check's process outlived pmpo");
+    assert!(
+        !alive("sleep 33.5"),
+        "the check's process outlived pmpo:\n{}\n{}",
+        r.stderr,
+        String::from_utf8_lossy(
+            &std::process::Command::new("ps")
+                .args(["-eo", "pid,ppid,pgid,stat,args"])
+                .output()
+                .unwrap()
+                .stdout
+        )
+        .lines()
+        .filter(|l| l.contains("33.5"))
+        .collect::<Vec<_>>()
+        .join("\n")
+    );
 }
