@@ -30,6 +30,9 @@ pub enum StoreError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The ledger could not record a change, so the change was not made.
+    #[error(transparent)]
+    Ledger(#[from] db::DbError),
 }
 
 impl StoreError {
@@ -41,6 +44,7 @@ impl StoreError {
                 "pmpo writes only inside the workspace, never through links that lead out of it"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
+            StoreError::Ledger(e) => e.hint(),
             StoreError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EROFS) => {
                     "the workspace is on a read-only file system: reading commands (status, ledger, metrics, doctor) still work; run where you can write"
@@ -471,6 +475,219 @@ impl Workspace {
         }
         let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
         Ok((before, after, backed_up))
+    }
+}
+
+/// pmpo's own directories in a workspace: what is written there is pmpo's
+/// state (database, locks, logs, backups), not the user's, and is not ledgered.
+pub const OWN_DIRS: &[&str] = &[STATE_DIR, ".refiner", "logs"];
+
+/// Whether a workspace-relative path is inside one of pmpo's own directories.
+pub fn is_own_path(rel: &str) -> bool {
+    let rel = rel.trim_start_matches("./");
+    OWN_DIRS
+        .iter()
+        .any(|d| rel == *d || rel.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+}
+
+impl Workspace {
+    /// Resolves a path inside pmpo's own directories for writing or removal:
+    /// anything else is refused, and so is a symbolic link at any component
+    /// below the workspace (pmpo's own files are never reached through one).
+    pub fn resolve_own(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        let refuse = |why: String| StoreError::Escape {
+            path: rel.to_string(),
+            why,
+        };
+        if !is_own_path(rel) {
+            return Err(refuse(format!(
+                "it is not in pmpo's own directories ({})",
+                OWN_DIRS.join(", ")
+            )));
+        }
+        let path = self.resolve(rel)?;
+        let mut at = self.root.clone();
+        for comp in Path::new(rel.trim_start_matches("./")).components() {
+            at.push(comp);
+            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                return Err(refuse(format!(
+                    "`{}` is a symbolic link, and pmpo never reaches its own files through one (remove the link)",
+                    at.display()
+                )));
+            }
+        }
+        Ok(path)
+    }
+
+    /// Removes one of pmpo's own files (a pruned backup). Returns its size.
+    pub fn remove_own_file(&self, rel: &str) -> Result<u64, StoreError> {
+        let path = self.resolve_own(rel)?;
+        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        Ok(size)
+    }
+
+    /// Removes one of pmpo's own directories with everything in it (a pruned
+    /// run's scripts). Returns the bytes its files held.
+    pub fn remove_own_dir(&self, rel: &str) -> Result<u64, StoreError> {
+        let path = self.resolve_own(rel)?;
+        let size = walkdir_size(&path);
+        fs::remove_dir_all(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        Ok(size)
+    }
+}
+
+fn walkdir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += walkdir_size(&e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Who changes a file, for the ledger: the run and the writer (a stage id,
+/// `pmpo` for the engine's own results, `restore`, `doctor`, `loop`).
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub run_id: &'a str,
+    pub writer: &'a str,
+}
+
+/// The one write path for files the user sees (everything outside pmpo's
+/// own directories): confined, atomic, the previous content backed up, and
+/// the change recorded in the ledger: an intent (path, before-digest, backup)
+/// committed before the file is touched, completed with the after-digest once
+/// it is. A process killed in between leaves the intent, which `pmpo ledger`
+/// shows as interrupted and `pmpo restore` can act on.
+impl Workspace {
+    /// Replaces (or creates) a user-visible file with `bytes`. Returns the
+    /// ledger entry, or `None` when the file already had that content
+    /// (nothing written, nothing recorded).
+    pub fn write_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        bytes: &[u8],
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let new = hash_bytes(bytes);
+        self.recorded(db, rel, who, Some(&new), |ws| {
+            ws.write_atomic(rel, bytes, Durability::Durable)
+                .map(|(_, after)| Some(after))
+        })
+    }
+
+    /// Replaces a user-visible file with a backup blob (whose digest must be
+    /// `blake3`), streamed. Returns the ledger entry (`None`: already that content).
+    pub fn restore_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        blake3: &str,
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let blob = self.resolve(&Self::backup_rel(blake3))?;
+        let want = FileDigest {
+            size: fs::metadata(&blob).map(|m| m.len()).unwrap_or(0),
+            blake3: blake3.to_string(),
+        };
+        self.recorded(db, rel, who, Some(&want), |ws| {
+            ws.replace_from_file(rel, &blob, blake3)
+                .map(|(_, after, _)| Some(after))
+        })
+    }
+
+    /// Moves a user-visible file into the backup store (it is removed from
+    /// its place, its content kept), recorded so that it can be brought back.
+    pub fn remove_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        self.recorded(db, rel, who, None, |ws| {
+            let path = ws.resolve(rel)?;
+            fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+            Ok(None)
+        })
+    }
+
+    /// The ledger protocol around one change of one file: `change` makes it
+    /// and returns the new content's digest (`None`: the file is gone).
+    fn recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        who: Writer<'_>,
+        target: Option<&FileDigest>,
+        change: impl FnOnce(&Self) -> Result<Option<FileDigest>, StoreError>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let rel = rel.trim_start_matches("./");
+        let path = self.resolve(rel)?;
+        let before = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::io(
+                    "write",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
+            }
+            Ok(m) if m.is_file() => {
+                Some(hash_file(&path).map_err(|e| StoreError::io("read", &path, e))?)
+            }
+            Ok(_) => {
+                return Err(StoreError::Escape {
+                    path: rel.to_string(),
+                    why: "it is a symbolic link or a special file, and pmpo replaces only plain files".into(),
+                });
+            }
+            Err(_) => None,
+        };
+        if before.as_ref() == target {
+            return Ok(None);
+        }
+        let backed_up = match &before {
+            Some(d) => self.backup(rel, d)?,
+            None => false,
+        };
+        if before.is_some() && target.is_none() && !backed_up {
+            return Err(StoreError::io(
+                "move into the backups",
+                &path,
+                io::Error::other("the file changed while it was being copied"),
+            ));
+        }
+        let mut row = db::PatchRow::new(db::PATCH_PENDING, who.run_id, who.writer, rel)
+            .before(before.as_ref(), backed_up);
+        // The intent is durable before the file is touched.
+        row.id = db.add_patch(&row)?;
+        db.flush()?;
+        match change(self) {
+            Ok(after) => {
+                row.time = now_rfc3339();
+                row.state = db::PATCH_COMPLETED.into();
+                row = row.after(after.as_ref());
+                db.finish_patch(
+                    row.id,
+                    after.as_ref().map(|d| (d.blake3.as_str(), d.size as i64)),
+                    db::PATCH_COMPLETED,
+                    &row.time,
+                )?;
+                db.flush()?;
+                Ok(Some(row))
+            }
+            Err(e) => {
+                // Nothing was changed (every change is atomic): no entry.
+                let _ = db.drop_patch(row.id).and_then(|_| db.flush());
+                Err(e)
+            }
+        }
     }
 }
 

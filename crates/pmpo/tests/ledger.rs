@@ -1,0 +1,383 @@
+//! The ledger leads the write, and anything pmpo or a stage replaced can be
+//! undone: per tool, after failures and timeouts, after `kill -9`, for a
+//! whole run (and the rollback itself), and `gc` keeps what is still needed.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{Ws, bin};
+use serde_json::Value;
+
+fn ledger(ws: &Ws, args: &[&str]) -> Vec<Value> {
+    let mut all = vec!["ledger", "--json"];
+    all.extend_from_slice(args);
+    let r = ws.run(&all);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    r.json().as_array().unwrap().clone()
+}
+
+/// The ledger's entries for one file.
+fn entries(ws: &Ws, path: &str) -> Vec<Value> {
+    ledger(ws, &["--path", path])
+}
+
+/// Runs the plan, checks that `path` was replaced, that the ledger names it,
+/// and that `pmpo restore` brings back exactly `original`.
+fn overwrite_then_restore(ws: &Ws, path: &str, original: &[u8], writer: &str) {
+    let r = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_ne!(
+        std::fs::read(ws.p(path)).unwrap(),
+        original,
+        "the stage did not replace `{path}`"
+    );
+    let rows = entries(ws, path);
+    let row = rows
+        .iter()
+        .find(|r| r["writer"] == writer)
+        .unwrap_or_else(|| panic!("no ledger entry by `{writer}` for `{path}`: {rows:?}"));
+    assert_eq!(row["status"], "completed", "{row}");
+    assert_eq!(row["backed_up"], true, "{row}");
+    assert_eq!(
+        row["before_blake3"],
+        blake3::hash(original).to_hex().as_str()
+    );
+    let text = ws.run(&["ledger", "--path", path]);
+    assert!(text.stdout.contains(path), "{}", text.stdout);
+    let r = ws.run(&["restore", path]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert!(
+        std::fs::read(ws.p(path)).unwrap() == original,
+        "`{path}` did not come back byte for byte"
+    );
+}
+
+#[test]
+fn template_output_not_in_outputs_is_backed_up_ledgered_and_restorable() {
+    let ws = Ws::new();
+    ws.write("page.txt", "Hello {{ NAME }}\n");
+    ws.write("index.html", "precious hand-written page\n");
+    // `output:` names an existing file that `outputs:` does not repeat.
+    ws.plan("    - id: page\n      tool: template\n      with: {template: page.txt, output: index.html, vars: {NAME: x}}\n");
+    overwrite_then_restore(&ws, "index.html", b"precious hand-written page\n", "page");
+}
+
+#[test]
+fn markdown_output_is_restorable() {
+    let ws = Ws::new();
+    ws.write("doc.md", "# Title\n\nbody\n");
+    ws.write("doc.html", "<p>mine</p>\n");
+    ws.plan("    - id: md\n      tool: markdown\n      with: {input: doc.md, output: doc.html}\n");
+    overwrite_then_restore(&ws, "doc.html", b"<p>mine</p>\n", "md");
+}
+
+#[test]
+fn prompt_output_and_meta_are_restorable() {
+    let ws = Ws::new();
+    ws.write("a.md", "my own notes\n");
+    ws.write("a.json", "{\"mine\": true}\n");
+    ws.plan("    - id: p\n      tool: prompt\n      with: {intent: A red fox, requirements: [red], output: a.md, meta: a.json}\n");
+    overwrite_then_restore(&ws, "a.md", b"my own notes\n", "p");
+    // The metadata file was replaced in the same run: also restorable.
+    let r = ws.run(&["restore", "a.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("a.json"), "{\"mine\": true}\n");
+}
+
+#[test]
+fn a2ui_output_and_report_are_restorable() {
+    let ws = Ws::new();
+    ws.write(
+        "spec.json",
+        r#"{"root": {"type": "Text", "id": "t", "props": {"text": "hi"}}, "version": "a2ui/v1"}"#,
+    );
+    ws.write("out.json", "keep me\n");
+    ws.write("report.json", "my report\n");
+    ws.plan("    - id: ui\n      tool: a2ui\n      with: {input: spec.json, output: out.json, report: report.json}\n");
+    overwrite_then_restore(&ws, "out.json", b"keep me\n", "ui");
+    let r = ws.run(&["restore", "report.json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("report.json"), "my report\n");
+}
+
+#[test]
+fn rasterize_output_is_restorable() {
+    let ws = Ws::new();
+    ws.write(
+        "logo.svg",
+        r#"<svg xmlns="http://www.w3.org/2000/svg" width="10" height="10"><rect width="10" height="10" fill="red"/></svg>"#,
+    );
+    let original: Vec<u8> = (0..=255u8).cycle().take(5000).collect();
+    std::fs::write(ws.p("icon-16.png"), &original).unwrap();
+    ws.plan("    - id: icons\n      tool: rasterize\n      with: {input: logo.svg, sizes: [16], output: 'icon-{size}.png'}\n");
+    overwrite_then_restore(&ws, "icon-16.png", &original, "icons");
+}
+
+#[test]
+fn run_stage_output_is_restorable() {
+    let ws = Ws::new();
+    ws.write("data.txt", "original data\n");
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo replaced > data.txt']}\n      outputs: [data.txt]\n");
+    overwrite_then_restore(&ws, "data.txt", b"original data\n", "w");
+}
+
+#[test]
+fn a_stage_that_overwrites_then_fails_or_times_out_leaves_a_restorable_entry() {
+    for (name, with, extra) in [
+        (
+            "fails",
+            "{command: [sh, -c, 'echo broken > data.txt; exit 3']}",
+            "",
+        ),
+        (
+            "times_out",
+            "{command: [sh, -c, 'echo broken > data.txt; sleep 30']}",
+            "      timeout: 1s\n",
+        ),
+    ] {
+        let ws = Ws::new();
+        ws.write("data.txt", "precious\n");
+        ws.plan(&format!(
+            "    - id: w\n      with: {with}\n{extra}      outputs: [data.txt]\n"
+        ));
+        let r = ws.run(&["execute", "plan.yaml", "-q"]);
+        assert_ne!(r.code, 0, "{name}: the stage should fail");
+        assert_eq!(ws.read("data.txt"), "broken\n", "{name}");
+        let rows = entries(&ws, "data.txt");
+        assert_eq!(rows.len(), 1, "{name}: {rows:?}");
+        assert_eq!(rows[0]["status"], "failed", "{name}: {rows:?}");
+        assert_eq!(rows[0]["writer"], "w");
+        assert_eq!(
+            rows[0]["after_blake3"],
+            blake3::hash(b"broken\n").to_hex().as_str()
+        );
+        let r = ws.run(&["restore", "data.txt"]);
+        assert_eq!(r.code, 0, "{name}: {}", r.stderr);
+        assert_eq!(ws.read("data.txt"), "precious\n", "{name}");
+    }
+}
+
+#[test]
+fn an_unchanged_output_leaves_no_entry() {
+    let ws = Ws::new();
+    ws.write("same.txt", "same\n");
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo same > same.txt']}\n      outputs: [same.txt]\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    assert!(entries(&ws, "same.txt").is_empty());
+}
+
+/// `kill -9` of a many-stage run, at several moments: every file that
+/// changed is in the ledger (completed or interrupted) and comes back byte
+/// for byte; a file the killed run created is moved into the backups.
+#[test]
+fn kill_9_trials_leave_every_changed_file_restorable() {
+    const STAGES: usize = 6;
+    for (trial, kill_after) in [1usize, 3, 5].into_iter().enumerate() {
+        let ws = Ws::new();
+        let mut yaml = String::new();
+        for i in 0..STAGES {
+            ws.write(
+                &format!("f{i}.txt"),
+                &format!("original {i} of trial {trial}\n"),
+            );
+            let dep = if i == 0 {
+                String::new()
+            } else {
+                format!("      depends_on: [s{}]\n", i - 1)
+            };
+            yaml += &format!(
+                "    - id: s{i}\n{dep}      cache: false\n      with: {{command: [sh, -c, 'echo changed-{i} > f{i}.txt; echo made > new{i}.txt; sleep 0.4']}}\n      outputs: [f{i}.txt, new{i}.txt]\n"
+            );
+        }
+        ws.plan(&yaml);
+        let mut child = bin()
+            .args(["execute", "plan.yaml", "-q"])
+            .current_dir(ws.path())
+            .spawn()
+            .unwrap();
+        // Kill once the `kill_after`-th file has changed (mid-sleep of its stage).
+        let target = ws.p(&format!("f{}.txt", kill_after - 1));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(&target).unwrap_or_default()
+            != format!("changed-{}\n", kill_after - 1)
+        {
+            assert!(
+                Instant::now() < deadline,
+                "trial {trial}: the run never got there"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        // Let an orphaned `sleep` of the killed stage end.
+        std::thread::sleep(Duration::from_millis(500));
+
+        let rows = ledger(&ws, &[]);
+        let mut changed = 0;
+        for i in 0..STAGES {
+            let path = format!("f{i}.txt");
+            let original = format!("original {i} of trial {trial}\n");
+            if ws.read(&path) == original {
+                continue;
+            }
+            changed += 1;
+            let row = rows
+                .iter()
+                .rev()
+                .find(|r| r["path"] == path.as_str())
+                .unwrap_or_else(|| {
+                    panic!("trial {trial}: `{path}` changed but is not in the ledger: {rows:?}")
+                });
+            assert!(
+                row["status"] == "completed" || row["status"] == "interrupted",
+                "trial {trial}: {row}"
+            );
+            let r = ws.run(&["restore", &path]);
+            assert_eq!(r.code, 0, "trial {trial} {path}: {}", r.stderr);
+            assert_eq!(ws.read(&path), original, "trial {trial}");
+            // A file the run created is taken away again, into the backups.
+            let new = format!("new{i}.txt");
+            if ws.p(&new).exists() {
+                let r = ws.run(&["restore", &new]);
+                assert_eq!(r.code, 0, "trial {trial} {new}: {}", r.stderr);
+                assert!(!ws.p(&new).exists(), "trial {trial}: {new}");
+            }
+        }
+        assert!(changed >= kill_after, "trial {trial}: {changed} changed");
+        let interrupted = rows.iter().filter(|r| r["status"] == "interrupted").count();
+        assert!(
+            interrupted >= 1,
+            "trial {trial}: nothing interrupted: {rows:?}"
+        );
+        let text = ws.run(&["ledger"]);
+        assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+    }
+}
+
+#[test]
+fn restore_run_rolls_back_a_whole_run_and_the_rollback_can_be_undone() {
+    let ws = Ws::new();
+    ws.write("a.txt", "a before\n");
+    ws.write("b.txt", "b before\n");
+    ws.plan("    - id: one\n      with: {command: [sh, -c, 'echo a1 > a.txt; echo c1 > c.txt']}\n      outputs: [a.txt, c.txt]\n    - id: two\n      depends_on: [one]\n      with: {command: [sh, -c, 'echo a2 > a.txt; echo b2 > b.txt']}\n      outputs: [a.txt, b.txt]\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run_id = r.json()["run_id"].as_str().unwrap().to_string();
+    assert_eq!(ws.read("a.txt"), "a2\n");
+    let listed = ledger(&ws, &["--run", &run_id]);
+    let paths: Vec<&str> = listed.iter().map(|r| r["path"].as_str().unwrap()).collect();
+    for p in ["a.txt", "b.txt", "c.txt"] {
+        assert!(paths.contains(&p), "{paths:?}");
+    }
+
+    let r = ws.run(&["restore", "--run", &run_id, "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let report = r.json();
+    assert_eq!(ws.read("a.txt"), "a before\n");
+    assert_eq!(ws.read("b.txt"), "b before\n");
+    // A file the run created is moved into the backups, not deleted.
+    assert!(!ws.p("c.txt").exists());
+    let c = report["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["path"] == "c.txt")
+        .unwrap();
+    assert_eq!(c["action"], "moved_to_backups");
+    let blob = ws.p(&format!(
+        ".refiner/backups/{}/{}",
+        &blake3::hash(b"c1\n").to_hex()[..2],
+        blake3::hash(b"c1\n").to_hex()
+    ));
+    assert_eq!(std::fs::read(blob).unwrap(), b"c1\n");
+    let rollback = report["restore_id"].as_str().unwrap().to_string();
+    // Every change of the run, pmpo's own results (the manifest) included.
+    let undone = ledger(&ws, &["--run", &rollback]);
+    assert_eq!(
+        undone.len(),
+        listed
+            .iter()
+            .map(|r| &r["path"])
+            .collect::<std::collections::HashSet<_>>()
+            .len()
+    );
+    assert!(
+        undone
+            .iter()
+            .all(|r| r["writer"] == "restore" && r["status"] == "completed")
+    );
+    assert!(!ws.p("artifact_manifest.json").exists());
+
+    // The rollback is itself a change set: undo it.
+    let r = ws.run(&["restore", "--run", &rollback]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(ws.read("a.txt"), "a2\n");
+    assert_eq!(ws.read("b.txt"), "b2\n");
+    assert_eq!(ws.read("c.txt"), "c1\n");
+    assert!(ws.p("artifact_manifest.json").is_file());
+}
+
+#[test]
+fn restore_names_its_mistakes() {
+    let ws = Ws::new();
+    ws.plan(
+        "    - id: w\n      with: {command: [sh, -c, 'echo x > x.txt']}\n      outputs: [x.txt]\n",
+    );
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    let r = ws.run(&["restore", "--run", "no-such-run"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("no run `no-such-run`"), "{}", r.stderr);
+    let r = ws.run(&["ledger", "--run", "no-such-run"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = ws.run(&["restore"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+    assert!(r.stderr.contains("name a file, or a run"), "{}", r.stderr);
+    let r = ws.run(&["restore", "../outside.txt"]);
+    assert_eq!(r.code, 2, "{}", r.stderr);
+}
+
+#[test]
+fn gc_keeps_the_backups_of_interrupted_changes() {
+    let ws = Ws::new();
+    ws.write("slow.txt", "precious slow\n");
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo $$ > stage.pid; echo clobbered > slow.txt; exec sleep 30']}\n      outputs: [slow.txt]\n");
+    let mut child = bin()
+        .args(["execute", "plan.yaml", "-q"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while std::fs::read_to_string(ws.p("slow.txt")).unwrap_or_default() != "clobbered\n" {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // The stage's own process (started by the test's pmpo) is stopped by its id.
+    let pid = ws.read("stage.pid").trim().to_string();
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", &pid])
+        .status();
+    // Many later runs of another plan push the killed run out of the kept ones.
+    ws.write(
+        "other.yaml",
+        "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: w\n      cache: false\n      with: {command: [sh, -c, 'date +%N > f.txt']}\n      outputs: [f.txt]\n",
+    );
+    for _ in 0..3 {
+        let r = ws.run(&["execute", "other.yaml", "-q"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+    }
+    let r = ws.run(&["gc", "--keep-runs", "1", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let j = r.json();
+    assert!(j["backups_removed"].as_u64().unwrap() >= 1, "{j}");
+    assert_eq!(j["interrupted_backups_kept"], 1, "{j}");
+    assert!(j["backups_kept"].as_u64().unwrap() >= 1, "{j}");
+    let text = ws.run(&["gc", "--keep-runs", "1"]);
+    assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+    // The interrupted change is still undoable.
+    let r = ws.run(&["restore", "slow.txt"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("slow.txt"), "precious slow\n");
+}
