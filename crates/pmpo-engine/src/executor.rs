@@ -980,7 +980,8 @@ async fn run_one(
                         }
                         ended_blocked = false;
                         attempt_no += 1;
-                        sh.rec.db.flush()?;
+                        // Committed with the attempt's ledger intents, before
+                        // the tool starts (see `run_stage`).
                     }
                     let tried = match inputs {
                         Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
@@ -2060,6 +2061,8 @@ async fn run_stage(
             ));
         }
     }
+    // Called even with no rows: it commits everything recorded so far, so the
+    // store is durable before the tool starts.
     match intend(&rows) {
         Ok(ids) => {
             attempt.intents = rows.iter().map(|r| r.path.clone()).zip(ids).collect();

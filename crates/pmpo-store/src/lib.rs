@@ -679,7 +679,8 @@ impl Workspace {
                     db::PATCH_COMPLETED,
                     &row.time,
                 )?;
-                db.flush()?;
+                // Made durable with the caller's next flush: until then the
+                // intent (durable) still says what to undo.
                 Ok(Some(row))
             }
             Err(e) => {
