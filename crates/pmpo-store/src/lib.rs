@@ -527,6 +527,24 @@ impl Workspace {
         Ok(size)
     }
 
+    /// Renames one of pmpo's own files (a damaged one moved aside).
+    pub fn rename_own(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (a, b) = (self.resolve_own(from)?, self.resolve_own(to)?);
+        fs::rename(&a, &b).map_err(|e| StoreError::io("rename", &a, e))
+    }
+
+    /// Cuts one of pmpo's own files to `len` bytes (a torn last line of a log).
+    pub fn truncate_own(&self, rel: &str, len: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.resolve_own(rel)?;
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| StoreError::io("truncate", &path, e))
+    }
+
     /// Removes one of pmpo's own directories with everything in it (a pruned
     /// run's scripts). Returns the bytes its files held.
     pub fn remove_own_dir(&self, rel: &str) -> Result<u64, StoreError> {
@@ -581,6 +599,26 @@ impl Workspace {
             ws.write_atomic(rel, bytes, Durability::Durable)
                 .map(|(_, after)| Some(after))
         })
+    }
+
+    /// Writes a file wherever it is: pmpo's own files (under [`OWN_DIRS`])
+    /// atomically and unrecorded, every other file through
+    /// [`Workspace::write_recorded`] with the workspace's own ledger (opened
+    /// for this write, committed before it returns).
+    pub fn write_file(
+        &self,
+        rel: &str,
+        bytes: &[u8],
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        if is_own_path(rel) {
+            self.write_atomic(rel, bytes, Durability::Durable)?;
+            return Ok(None);
+        }
+        let mut store = db::SqliteStore::open(&self.root)?;
+        let row = self.write_recorded(&mut store, rel, bytes, who)?;
+        db::ExecStore::flush(&mut store)?;
+        Ok(row)
     }
 
     /// Replaces a user-visible file with a backup blob (whose digest must be

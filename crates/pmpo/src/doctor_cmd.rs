@@ -271,14 +271,13 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
     out
 }
 
-fn move_aside(ws: &Workspace, rel: &str) -> std::io::Result<String> {
-    let from = ws.root().join(rel);
+fn move_aside(ws: &Workspace, rel: &str) -> Result<String, pmpo_store::StoreError> {
     let to = format!("{rel}.damaged-{}", now_rfc3339().replace([':', '.'], "-"));
-    std::fs::rename(&from, ws.root().join(&to))?;
+    ws.rename_own(rel, &to)?;
     for side in ["-wal", "-shm"] {
-        let p = PathBuf::from(format!("{}{side}", from.display()));
-        if p.exists() {
-            std::fs::rename(&p, ws.root().join(format!("{to}{side}")))?;
+        let from = format!("{rel}{side}");
+        if ws.root().join(&from).exists() {
+            ws.rename_own(&from, &format!("{to}{side}"))?;
         }
     }
     Ok(to)
@@ -329,12 +328,8 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
             .map(|to| format!("moved to {to}"))
             .map_err(|e| e.to_string()),
         Fix::TruncateTornLine { keep_bytes } => {
-            let path = ws.root().join(&f.file);
-            let file = std::fs::OpenOptions::new()
-                .write(true)
-                .open(&path)
+            ws.truncate_own(&f.file, *keep_bytes)
                 .map_err(|e| e.to_string())?;
-            file.set_len(*keep_bytes).map_err(|e| e.to_string())?;
             Ok("dropped the torn line".into())
         }
         Fix::RestoreFromCheckpoint { checkpoint } => {
