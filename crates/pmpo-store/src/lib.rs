@@ -202,6 +202,17 @@ impl Workspace {
         Ok(out)
     }
 
+    /// [`Workspace::resolve`] for a write: pmpo's own files (under
+    /// [`OWN_DIRS`]) are never reached through a symbolic link at any
+    /// component ([`Workspace::resolve_own`]).
+    fn resolve_for_write(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        if is_own_path(rel) {
+            self.resolve_own(rel)
+        } else {
+            self.resolve(rel)
+        }
+    }
+
     /// The workspace-relative form of an absolute path inside the workspace.
     pub fn relative(&self, abs: &Path) -> Option<String> {
         abs.strip_prefix(&self.root)
@@ -225,7 +236,7 @@ impl Workspace {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         let before = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => hash_file(&path).ok(),
             Ok(m) if m.is_dir() => {
@@ -269,7 +280,7 @@ impl Workspace {
         durability: Durability,
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), StoreError> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
         let tmp = self.temp_path(&path);
@@ -331,7 +342,7 @@ impl Workspace {
 
     fn open_for_writing(&self, rel: &str, how: &mut OpenOptions) -> Result<File, StoreError> {
         use std::os::unix::fs::OpenOptionsExt;
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
@@ -510,6 +521,9 @@ impl Workspace {
         for comp in Path::new(rel.trim_start_matches("./")).components() {
             at.push(comp);
             if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                if at == path {
+                    return Err(refuse("it is a symbolic link, and pmpo never writes through a link at its own files (remove the link)".into()));
+                }
                 return Err(refuse(format!(
                     "`{}` is a symbolic link, and pmpo never reaches its own files through one (remove the link)",
                     at.display()
@@ -789,6 +803,74 @@ mod tests {
             fs::read_to_string(d.path().join("logs/plain.jsonl")).unwrap(),
             "new\n"
         );
+    }
+
+    #[test]
+    fn own_files_are_never_written_through_a_linked_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        // A link inside the workspace is refused too, for pmpo's own files.
+        fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), d.path().join("logs")).unwrap();
+        let err = ws.append("logs/x.jsonl", b"x\n").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(
+            ws.write_atomic("logs/y.json", b"{}", Durability::Relaxed)
+                .is_err()
+        );
+        assert!(ws.remove_own_file("logs/x.jsonl").is_err());
+        assert!(!d.path().join("elsewhere/x.jsonl").exists());
+        // Not an own path: refused by the own-file functions.
+        fs::write(d.path().join("user.txt"), "u").unwrap();
+        assert!(ws.remove_own_file("user.txt").is_err());
+        assert!(ws.rename_own("user.txt", ".state/u").is_err());
+        assert_eq!(fs::read_to_string(d.path().join("user.txt")).unwrap(), "u");
+    }
+
+    #[test]
+    fn a_recorded_write_backs_up_and_ledgers_and_a_removal_keeps_the_content() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        let mut db = db::SqliteStore::open(d.path()).unwrap();
+        let who = Writer {
+            run_id: "r1",
+            writer: "test",
+        };
+        fs::write(d.path().join("f.txt"), "old").unwrap();
+        let row = ws
+            .write_recorded(&mut db, "f.txt", b"new", who)
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, db::PATCH_COMPLETED);
+        assert_eq!(
+            row.before_blake3.as_deref(),
+            Some(hash_bytes(b"old").blake3.as_str())
+        );
+        assert!(row.backed_up);
+        assert!(
+            ws.resolve(&Workspace::backup_rel(&hash_bytes(b"old").blake3))
+                .unwrap()
+                .is_file()
+        );
+        // The same content again: nothing written, nothing recorded.
+        assert!(
+            ws.write_recorded(&mut db, "f.txt", b"new", who)
+                .unwrap()
+                .is_none()
+        );
+        let row = ws.remove_recorded(&mut db, "f.txt", who).unwrap().unwrap();
+        assert!(row.after_blake3.is_none() && row.backed_up);
+        assert!(!d.path().join("f.txt").exists());
+        let back = ws
+            .restore_recorded(&mut db, "f.txt", &hash_bytes(b"new").blake3, who)
+            .unwrap()
+            .unwrap();
+        assert!(back.before_blake3.is_none());
+        assert_eq!(fs::read_to_string(d.path().join("f.txt")).unwrap(), "new");
+        db::ExecStore::flush(&mut db).unwrap();
+        let rows = db::ExecStore::patches(&mut db, Some("f.txt"), None).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|r| r.state == db::PATCH_COMPLETED));
     }
 
     #[test]
