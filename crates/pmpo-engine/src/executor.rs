@@ -1621,7 +1621,9 @@ async fn correct_code(
 
 /// Kills processes started by stages of `run_id` in this workspace (they carry
 /// `PMPO_RUN_ID` and `PMPO_WORKSPACE` in their environment). Linux only.
-fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
+/// `pmpo restore` calls it too before it undoes an interrupted change, so that
+/// no process the killed run left behind writes the file again.
+pub fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };

@@ -22,6 +22,7 @@ use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
+pub use executor::kill_leftovers;
 pub use persist::export_ledger;
 pub use results::ExecutionResults;
 

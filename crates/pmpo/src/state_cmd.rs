@@ -480,6 +480,20 @@ pub fn restore(args: RestoreArgs) -> u8 {
         }
         (None, None) => unreachable!("checked above"),
     }
+    // Processes an interrupted run left behind could write its files again
+    // after they are restored: stop them first (the lock says no run is live).
+    let mut stopped = 0;
+    let interrupted_runs: HashSet<&str> = rows
+        .iter()
+        .filter(|r| r.state == PATCH_PENDING)
+        .map(|r| r.run_id.as_str())
+        .collect();
+    for run in interrupted_runs {
+        stopped += pmpo_engine::kill_leftovers(run, ws.root());
+    }
+    if stopped > 0 && !args.json {
+        outln!("stopped {stopped} process(es) that the interrupted run left running");
+    }
     let id = restore_id();
     let who = Writer {
         run_id: &id,

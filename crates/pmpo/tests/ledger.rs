@@ -187,7 +187,7 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
                 format!("      depends_on: [s{}]\n", i - 1)
             };
             yaml += &format!(
-                "    - id: s{i}\n{dep}      cache: false\n      with: {{command: [sh, -c, 'echo changed-{i} > f{i}.txt; echo made > new{i}.txt; sleep 0.4']}}\n      outputs: [f{i}.txt, new{i}.txt]\n"
+                "    - id: s{i}\n{dep}      cache: false\n      with: {{command: [sh, -c, 'echo changed-{i} > f{i}.txt; echo made > new{i}.txt; sleep 1; echo late >> f{i}.txt']}}\n      outputs: [f{i}.txt, new{i}.txt]\n"
             );
         }
         ws.plan(&yaml);
@@ -210,8 +210,8 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
         }
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
-        // Let an orphaned `sleep` of the killed stage end.
-        std::thread::sleep(Duration::from_millis(500));
+        // The killed stage's shell lives on; `pmpo restore` stops it before it
+        // can append `late` to the restored file (checked below).
 
         let rows = ledger(&ws, &[]);
         let mut changed = 0;
@@ -245,6 +245,15 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
             }
         }
         assert!(changed >= kill_after, "trial {trial}: {changed} changed");
+        // Nothing the killed run left behind writes the restored files again.
+        std::thread::sleep(Duration::from_millis(1300));
+        for i in 0..STAGES {
+            assert_eq!(
+                ws.read(&format!("f{i}.txt")),
+                format!("original {i} of trial {trial}\n"),
+                "trial {trial}: f{i}.txt was written again after its restore"
+            );
+        }
         let interrupted = rows.iter().filter(|r| r["status"] == "interrupted").count();
         assert!(
             interrupted >= 1,
