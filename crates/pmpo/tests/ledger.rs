@@ -390,3 +390,39 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("slow.txt"), "precious slow\n");
 }
+
+#[test]
+fn a_cancelled_stage_that_overwrote_its_output_is_recorded_and_restorable() {
+    for sig in ["TERM", "INT"] {
+        let ws = Ws::new();
+        ws.write("data.txt", "precious\n");
+        ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo broken > data.txt; exec sleep 30']}\n      outputs: [data.txt]\n");
+        let mut child = bin()
+            .args(["execute", "plan.yaml", "-q"])
+            .current_dir(ws.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while std::fs::read_to_string(ws.p("data.txt")).unwrap_or_default() != "broken\n" {
+            assert!(Instant::now() < deadline);
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let ok = std::process::Command::new("kill")
+            .args([&format!("-{sig}"), &child.id().to_string()])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok);
+        let status = child.wait().unwrap();
+        assert!(!status.success(), "{sig}");
+        // A cancel completes the entry (the file was changed by a failed attempt).
+        let rows = entries(&ws, "data.txt");
+        assert_eq!(rows.len(), 1, "{sig}: {rows:?}");
+        assert_eq!(rows[0]["status"], "failed", "{sig}: {rows:?}");
+        let r = ws.run(&["restore", "data.txt"]);
+        assert_eq!(r.code, 0, "{sig}: {}", r.stderr);
+        assert_eq!(ws.read("data.txt"), "precious\n", "{sig}");
+    }
+}
