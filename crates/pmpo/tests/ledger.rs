@@ -426,3 +426,20 @@ fn a_cancelled_stage_that_overwrote_its_output_is_recorded_and_restorable() {
         assert_eq!(ws.read("data.txt"), "precious\n", "{sig}");
     }
 }
+
+#[test]
+fn preview_files_over_existing_ones_are_restorable() {
+    let ws = Ws::new();
+    ws.write("page.html", "<html><body><p>hi</p></body></html>\n");
+    ws.write("previews/p1/preview.html", "my own copy\n");
+    // With or without a browser here, the preview writes its page copy first.
+    ws.plan("    - id: show\n      tool: preview\n      with: {input: page.html, id: p1, out_dir: previews, chromium: /nonexistent/chromium}\n");
+    let _ = ws.run(&["execute", "plan.yaml", "-q"]);
+    assert_ne!(ws.read("previews/p1/preview.html"), "my own copy\n");
+    let rows = entries(&ws, "previews/p1/preview.html");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["writer"], "show");
+    let r = ws.run(&["restore", "previews/p1/preview.html"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("previews/p1/preview.html"), "my own copy\n");
+}
