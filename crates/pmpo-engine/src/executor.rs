@@ -2012,7 +2012,19 @@ async fn run_stage(
     // its declared outputs and the files the tool itself writes.
     let mut watched = stage.outputs.clone();
     for p in tool.written_paths(&inputs) {
-        if !pmpo_store::is_own_path(&p) && !watched.contains(&p) {
+        // A tool never writes pmpo's own files (the database, the backups):
+        // that would be a change nobody could undo.
+        if pmpo_store::is_own_path(&p) {
+            return Attempt::failed(
+                "invalid_input",
+                format!(
+                    "`{tool_written}` would write `{p}`, inside pmpo's own directories ({})",
+                    pmpo_store::OWN_DIRS.join(", ")
+                ),
+                Some("choose an output path outside them (e.g. under dist/)".into()),
+            );
+        }
+        if !watched.contains(&p) {
             watched.push(p);
         }
     }

@@ -443,3 +443,26 @@ fn preview_files_over_existing_ones_are_restorable() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("previews/p1/preview.html"), "my own copy\n");
 }
+
+#[test]
+fn a_tool_may_not_write_pmpos_own_files() {
+    let ws = Ws::new();
+    ws.write("page.txt", "x\n");
+    ws.write("data.txt", "precious\n");
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    let blob = blake3::hash(b"precious\n").to_hex().to_string();
+    let rel = format!(".refiner/backups/{}/{blob}", &blob[..2]);
+    // A hostile template stage aims at the only copy of `precious`.
+    ws.plan(&format!(
+        "    - id: evil\n      tool: template\n      with: {{template: page.txt, output: '{rel}'}}\n"
+    ));
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_ne!(r.code, 0);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("pmpo's own directories"), "{said}");
+    assert_eq!(ws.read(&rel), "precious\n");
+    let r = ws.run(&["restore", "data.txt"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("data.txt"), "precious\n");
+}
