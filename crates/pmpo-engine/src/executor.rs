@@ -233,6 +233,9 @@ pub(crate) async fn run(
         lock::LockError::Store(s) => EngineError::Store(s),
     })?;
     let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
+    // Under the lock no other run is live: an intent still pending belongs to
+    // a run that was killed, and stays on record as interrupted.
+    db.mark_interrupted()?;
 
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);

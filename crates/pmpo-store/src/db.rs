@@ -127,6 +127,13 @@ pub struct AttemptRow {
 /// writer may change the file; its after-digest is not known yet. A pending
 /// entry whose run is no longer running was interrupted.
 pub const PATCH_PENDING: &str = "pending";
+/// An intent whose writer was stopped before it completed it (its run was
+/// killed): set by the next pmpo that holds the workspace lock.
+pub const PATCH_INTERRUPTED: &str = "interrupted";
+/// Whether an entry's change may be half done (its after-digest is unknown).
+pub fn is_open_intent(state: &str) -> bool {
+    state == PATCH_PENDING || state == PATCH_INTERRUPTED
+}
 /// The change is done and its after-digest recorded.
 pub const PATCH_COMPLETED: &str = "completed";
 /// The change was made by an attempt that failed (timed out, was cancelled):
@@ -258,6 +265,9 @@ pub trait ExecStore: Send {
     ) -> Result<(), DbError>;
     /// Removes an intent that changed nothing.
     fn drop_patch(&mut self, id: i64) -> Result<(), DbError>;
+    /// Marks every pending intent interrupted; called under the workspace
+    /// lock, when no run is live. Returns how many.
+    fn mark_interrupted(&mut self) -> Result<usize, DbError>;
     fn patches(
         &mut self,
         path: Option<&str>,
@@ -683,6 +693,16 @@ impl ExecStore for SqliteStore {
 
     fn drop_patch(&mut self, id: i64) -> Result<(), DbError> {
         self.exec("DELETE FROM patch_history WHERE id = ?1", [id])
+    }
+
+    fn mark_interrupted(&mut self) -> Result<usize, DbError> {
+        self.tx()?;
+        self.conn
+            .execute(
+                "UPDATE patch_history SET state = ?1 WHERE state = ?2",
+                params![PATCH_INTERRUPTED, PATCH_PENDING],
+            )
+            .map_err(|e| self.sql(e))
     }
 
     fn patches(

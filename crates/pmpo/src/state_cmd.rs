@@ -4,7 +4,9 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use pmpo_store::db::{ExecStore, PATCH_FAILED, PATCH_PENDING, PatchRow, SqliteStore};
+use pmpo_store::db::{
+    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PatchRow, SqliteStore, is_open_intent,
+};
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{BACKUP_DIR, Workspace, Writer, now_rfc3339};
 
@@ -201,12 +203,11 @@ fn live_run(ws: &Workspace) -> Option<String> {
 
 /// How an entry reads: a pending intent whose run is no longer running was
 /// interrupted (the process died or was killed between intent and change).
-fn entry_status(row: &PatchRow, live: Option<&str>) -> &'static str {
+fn entry_status<'a>(row: &'a PatchRow, live: Option<&str>) -> &'a str {
     match row.state.as_str() {
         PATCH_PENDING if live == Some(row.run_id.as_str()) => "pending",
-        PATCH_PENDING => "interrupted",
-        PATCH_FAILED => "failed",
-        _ => "completed",
+        PATCH_PENDING => PATCH_INTERRUPTED,
+        other => other,
     }
 }
 
@@ -264,7 +265,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
         let status = entry_status(r, live.as_deref());
         interrupted += usize::from(status == "interrupted");
         let after = match (&r.after_blake3, r.state.as_str()) {
-            (None, PATCH_PENDING) => "?".to_string(),
+            (None, state) if is_open_intent(state) => "?".to_string(),
             (None, _) => "(removed)".to_string(),
             (a, _) => short(a),
         };
@@ -429,6 +430,10 @@ pub fn restore(args: RestoreArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
+    // Under the lock no run is live: pending intents were interrupted.
+    if let Err(e) = db.mark_interrupted().and_then(|_| db.flush()) {
+        return fail(&e.to_string(), e.hint());
+    }
     let rows = match db.patches(rel.as_deref(), args.run.as_deref()) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
@@ -485,7 +490,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
     let mut stopped = 0;
     let interrupted_runs: HashSet<&str> = rows
         .iter()
-        .filter(|r| r.state == PATCH_PENDING)
+        .filter(|r| is_open_intent(&r.state))
         .map(|r| r.run_id.as_str())
         .collect();
     for run in interrupted_runs {
@@ -599,6 +604,10 @@ pub fn gc(args: GcArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
+    // Under the lock no run is live: pending intents were interrupted.
+    if let Err(e) = db.mark_interrupted().and_then(|_| db.flush()) {
+        return fail(&e.to_string(), e.hint());
+    }
     let all = match db.runs(usize::MAX >> 1) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
@@ -624,14 +633,14 @@ pub fn gc(args: GcArgs) -> u8 {
     // Held under the lock, so no run is live: every pending entry is interrupted.
     let interrupted: HashSet<String> = patches
         .iter()
-        .filter(|p| p.state == PATCH_PENDING)
+        .filter(|p| is_open_intent(&p.state))
         .filter_map(|p| p.before_blake3.clone())
         .collect();
     let needed: HashSet<String> = patches
         .iter()
         .filter(|p| {
             keep.contains(&p.run_id)
-                || p.state == PATCH_PENDING
+                || is_open_intent(&p.state)
                 || (!run_ids.contains(p.run_id.as_str())
                     && cutoff.as_deref().is_none_or(|c| p.time.as_str() >= c))
         })
@@ -693,7 +702,7 @@ pub fn gc(args: GcArgs) -> u8 {
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,
         "backups_kept": kept, "backup_bytes_kept": kept_bytes,
-        "interrupted_entries": patches.iter().filter(|p| p.state == PATCH_PENDING).count(),
+        "interrupted_entries": patches.iter().filter(|p| is_open_intent(&p.state)).count(),
         "interrupted_backups_kept": kept_interrupted,
         "cache_entries_removed": cache, "script_dirs_removed": scripts, "script_bytes_freed": script_bytes,
         "output_dirs_removed": outputs, "output_bytes_freed": output_bytes,

@@ -377,6 +377,11 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
         let r = ws.run(&["execute", "other.yaml", "-q"]);
         assert_eq!(r.code, 0, "{}", r.stderr);
     }
+    // The next run on the workspace stored the killed run's intent as interrupted.
+    let rows = entries(&ws, "slow.txt");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["state"], "interrupted", "{rows:?}");
+    assert_eq!(rows[0]["status"], "interrupted", "{rows:?}");
     let r = ws.run(&["gc", "--keep-runs", "1", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let j = r.json();
