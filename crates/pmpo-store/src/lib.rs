@@ -381,7 +381,7 @@ impl Workspace {
     /// Copies a file's current content into the backup store (once per content).
     /// Returns whether the content is now in the store.
     pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
-        let blob = self.resolve(&Self::backup_rel(&digest.blake3))?;
+        let blob = self.resolve_for_write(&Self::backup_rel(&digest.blake3))?;
         if blob.exists() {
             return Ok(true);
         }

@@ -471,3 +471,42 @@ fn a_tool_may_not_write_pmpos_own_files() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("data.txt"), "precious\n");
 }
+
+#[test]
+fn restore_never_writes_through_a_link_put_in_place_of_the_file() {
+    let ws = Ws::new();
+    let outside = tempfile::tempdir().unwrap();
+    let victim = outside.path().join("victim.txt");
+    std::fs::write(&victim, "outside\n").unwrap();
+    ws.write("data.txt", "precious\n");
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    std::fs::remove_file(ws.p("data.txt")).unwrap();
+    std::os::unix::fs::symlink(&victim, ws.p("data.txt")).unwrap();
+    let r = ws.run(&["restore", "data.txt"]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&victim).unwrap(), "outside\n");
+}
+
+#[test]
+fn backups_are_never_written_through_a_linked_directory() {
+    let ws = Ws::new();
+    ws.write(
+        "data.txt",
+        "precious
+",
+    );
+    ws.write("inside/.keep", "");
+    // The backups' directory is a link (to a directory inside the workspace).
+    std::fs::create_dir_all(ws.p(".refiner")).unwrap();
+    std::os::unix::fs::symlink(ws.p("inside"), ws.p(".refiner/backups")).unwrap();
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
+    let r = ws.run(&["execute", "plan.yaml"]);
+    assert_ne!(r.code, 0);
+    let said = format!("{}{}", r.stdout, r.stderr);
+    assert!(said.contains("cannot back up"), "{said}");
+    // The stage did not run: the file is as it was, nothing went through the link.
+    assert_eq!(ws.read("data.txt"), "precious\n");
+    assert_eq!(std::fs::read_dir(ws.p("inside")).unwrap().count(), 1);
+}
