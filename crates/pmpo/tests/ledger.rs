@@ -510,3 +510,24 @@ fn backups_are_never_written_through_a_linked_directory() {
     assert_eq!(ws.read("data.txt"), "precious\n");
     assert_eq!(std::fs::read_dir(ws.p("inside")).unwrap().count(), 1);
 }
+
+#[test]
+fn files_removed_or_created_under_a_declared_directory_are_ledgered_and_undone() {
+    let ws = Ws::new();
+    ws.write("out/a.txt", "keep a\n");
+    ws.plan("    - id: w\n      with: {command: [sh, -c, 'rm out/a.txt; echo b > out/b.txt']}\n      outputs: [out/]\n");
+    let r = ws.run(&["execute", "plan.yaml", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let run_id = r.json()["run_id"].as_str().unwrap().to_string();
+    let a = entries(&ws, "out/a.txt");
+    assert_eq!(a.len(), 1, "{a:?}");
+    assert!(a[0]["after_blake3"].is_null(), "{a:?}");
+    assert_eq!(a[0]["status"], "completed");
+    let text = ws.run(&["ledger", "--path", "out/a.txt"]);
+    assert!(text.stdout.contains("(removed)"), "{}", text.stdout);
+    assert_eq!(entries(&ws, "out/b.txt").len(), 1);
+    let r = ws.run(&["restore", "--run", &run_id]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("out/a.txt"), "keep a\n");
+    assert!(!ws.p("out/b.txt").exists());
+}
