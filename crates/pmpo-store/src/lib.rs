@@ -411,7 +411,7 @@ impl Workspace {
     /// content goes to the backup store first; the copy must have the digest
     /// `expect`, or nothing is replaced. Returns (before, after, whether before
     /// is backed up).
-    pub fn replace_from_file(
+    fn replace_from_file(
         &self,
         rel: &str,
         src: &Path,
@@ -467,25 +467,6 @@ impl Workspace {
                 Err(StoreError::io("restore", &path, e))
             }
         }
-    }
-
-    /// Replaces a file atomically, keeping its previous content in the backup
-    /// store first. Returns (before, after, whether before is backed up).
-    pub fn write_backed_up(
-        &self,
-        rel: &str,
-        bytes: &[u8],
-    ) -> Result<(Option<FileDigest>, FileDigest, bool), StoreError> {
-        let path = self.resolve(rel)?;
-        let mut backed_up = false;
-        if let Ok(m) = fs::symlink_metadata(&path)
-            && m.is_file()
-            && let Ok(d) = hash_file(&path)
-        {
-            backed_up = self.backup(rel, &d)?;
-        }
-        let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
-        Ok((before, after, backed_up))
     }
 }
 
