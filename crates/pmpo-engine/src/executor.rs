@@ -235,7 +235,7 @@ pub(crate) async fn run(
     let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
     // Under the lock no other run is live: an intent still pending belongs to
     // a run that was killed, and stays on record as interrupted.
-    db.mark_interrupted()?;
+    crate::intents::settle_interrupted(&ws, db.as_mut())?;
 
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);
@@ -2060,11 +2060,27 @@ async fn run_stage(
     }
     for raw in &watched {
         let rel = raw.trim_start_matches("./");
-        if raw.ends_with('/')
-            || rel.contains(['*', '?', '[', '{'])
-            || attempt.before.contains_key(rel)
-            || pmpo_store::is_own_path(rel)
-        {
+        if pmpo_store::is_own_path(rel) || attempt.before.contains_key(rel) {
+            continue;
+        }
+        // A directory or a glob: one intent for the pattern, so that files a
+        // killed stage created under it can be found afterwards
+        // (`intents::settle_interrupted`).
+        let is_dir = ws
+            .resolve(rel.trim_end_matches('/'))
+            .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        if crate::intents::is_pattern(rel) || is_dir {
+            let pattern = if is_dir && !rel.ends_with('/') {
+                format!("{rel}/")
+            } else {
+                rel.to_string()
+            };
+            rows.push(PatchRow::new(
+                pmpo_store::db::PATCH_PENDING,
+                run_id,
+                &stage.id,
+                &pattern,
+            ));
             continue;
         }
         if let Ok(abs) = ws.resolve(rel)

@@ -7,6 +7,7 @@
 
 pub mod events;
 mod executor;
+pub mod intents;
 pub mod outputs;
 mod persist;
 pub mod recovery;

@@ -220,6 +220,20 @@ pub fn ledger(args: LedgerArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
+    // When no run is live and the workspace is writable, settle the intents
+    // of killed runs first (so files they created under a directory are
+    // listed); otherwise show the ledger as it is.
+    {
+        let holder = LockHolder {
+            pid: std::process::id(),
+            run_id: String::new(),
+            since: now_rfc3339(),
+            command: "pmpo ledger".into(),
+        };
+        if let Ok(_lock) = lock::acquire(&ws, &holder, false) {
+            let _ = pmpo_engine::intents::settle_interrupted(&ws, &mut db);
+        }
+    }
     let rows = match db.patches(args.path.as_deref(), args.run.as_deref()) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
@@ -431,11 +445,16 @@ pub fn restore(args: RestoreArgs) -> u8 {
         Err(c) => return c,
     };
     // Under the lock no run is live: pending intents were interrupted.
-    if let Err(e) = db.mark_interrupted().and_then(|_| db.flush()) {
-        return fail(&e.to_string(), e.hint());
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
+        return fail(&e.to_string(), e.hint().as_str());
     }
-    let rows = match db.patches(rel.as_deref(), args.run.as_deref()) {
-        Ok(r) => r,
+    // A directory or glob intent is not a file to restore: the files found
+    // under it have their own entries.
+    let rows: Vec<PatchRow> = match db.patches(rel.as_deref(), args.run.as_deref()) {
+        Ok(r) => r
+            .into_iter()
+            .filter(|r| !pmpo_engine::intents::is_pattern(&r.path))
+            .collect(),
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
     if let Some(run) = &args.run
@@ -457,11 +476,21 @@ pub fn restore(args: RestoreArgs) -> u8 {
     let mut plan: Vec<(String, Option<String>, String)> = Vec::new();
     match (&rel, &args.run) {
         (Some(rel), run) => {
-            // With --run: what the run found there first; otherwise the latest change.
+            // With --run: what the run found there first; otherwise the latest
+            // change. An interrupted intent that left the file as it found it
+            // is no change: the one before it is.
+            let now = ws
+                .resolve(rel)
+                .ok()
+                .and_then(|p| pmpo_store::hash_file(&p).ok())
+                .map(|d| d.blake3);
             let row = if run.is_some() {
                 rows.first()
             } else {
-                rows.last()
+                rows.iter()
+                    .rev()
+                    .find(|r| !(is_open_intent(&r.state) && r.before_blake3 == now))
+                    .or(rows.last())
             };
             let Some(row) = row else {
                 errln!(
@@ -605,8 +634,8 @@ pub fn gc(args: GcArgs) -> u8 {
         Err(c) => return c,
     };
     // Under the lock no run is live: pending intents were interrupted.
-    if let Err(e) = db.mark_interrupted().and_then(|_| db.flush()) {
-        return fail(&e.to_string(), e.hint());
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
+        return fail(&e.to_string(), e.hint().as_str());
     }
     let all = match db.runs(usize::MAX >> 1) {
         Ok(r) => r,

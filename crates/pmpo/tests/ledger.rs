@@ -187,7 +187,7 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
                 format!("      depends_on: [s{}]\n", i - 1)
             };
             yaml += &format!(
-                "    - id: s{i}\n{dep}      cache: false\n      with: {{command: [sh, -c, 'echo changed-{i} > f{i}.txt; echo made > new{i}.txt; sleep 1; echo late >> f{i}.txt']}}\n      outputs: [f{i}.txt, new{i}.txt]\n"
+                "    - id: s{i}\n{dep}      cache: false\n      with: {{command: [sh, -c, 'echo changed-{i} > f{i}.txt; echo made > new{i}.txt; mkdir -p made; echo m > made/n{i}.txt; sleep 1; echo late >> f{i}.txt']}}\n      outputs: [f{i}.txt, new{i}.txt, made/]\n"
             );
         }
         ws.plan(&yaml);
@@ -236,9 +236,17 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
             let r = ws.run(&["restore", &path]);
             assert_eq!(r.code, 0, "trial {trial} {path}: {}", r.stderr);
             assert_eq!(ws.read(&path), original, "trial {trial}");
-            // A file the run created is taken away again, into the backups.
-            let new = format!("new{i}.txt");
-            if ws.p(&new).exists() {
+            // A file the run created (named in `outputs:`, or new under a
+            // declared directory) is in the ledger and is taken away again,
+            // into the backups.
+            for new in [format!("new{i}.txt"), format!("made/n{i}.txt")] {
+                if !ws.p(&new).exists() {
+                    continue;
+                }
+                assert!(
+                    rows.iter().any(|r| r["path"] == new.as_str()),
+                    "trial {trial}: `{new}` was created but is not in the ledger: {rows:?}"
+                );
                 let r = ws.run(&["restore", &new]);
                 assert_eq!(r.code, 0, "trial {trial} {new}: {}", r.stderr);
                 assert!(!ws.p(&new).exists(), "trial {trial}: {new}");

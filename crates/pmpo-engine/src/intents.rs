@@ -1,0 +1,78 @@
+//! Ledger intents left behind by a killed run.
+//!
+//! Before a stage's tool runs, the executor commits a `pending` ledger entry
+//! for every file the attempt may change, and one for each declared directory
+//! or glob (its path is the pattern). A run that is killed leaves them
+//! pending. The next pmpo that holds the workspace lock settles them: the
+//! files that appeared under a pending directory or glob since its intent (and
+//! that the run recorded nothing about) get an entry of their own, so that
+//! `pmpo ledger` lists them and `pmpo restore` can move them away, and every
+//! pending entry becomes `interrupted`.
+
+use std::collections::HashSet;
+
+use pmpo_store::Workspace;
+use pmpo_store::db::{ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PatchRow};
+
+use crate::EngineError;
+use crate::outputs;
+
+/// Whether a ledger path is a pattern intent (a directory or a glob) rather
+/// than a file.
+pub fn is_pattern(path: &str) -> bool {
+    path.ends_with('/') || path.contains(['*', '?', '[', '{'])
+}
+
+/// Settles the intents of runs that are no longer live (call it holding the
+/// workspace lock). Returns how many entries were interrupted.
+pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usize, EngineError> {
+    let pending: Vec<PatchRow> = db
+        .patches(None, None)?
+        .into_iter()
+        .filter(|r| r.state == PATCH_PENDING)
+        .collect();
+    if pending.is_empty() {
+        return Ok(0);
+    }
+    for row in &pending {
+        let dir_now = !is_pattern(&row.path)
+            && ws
+                .resolve(&row.path)
+                .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        if !is_pattern(&row.path) && !dir_now {
+            continue;
+        }
+        let since = chrono::DateTime::parse_from_rfc3339(&row.time)
+            .ok()
+            .map(|t| std::time::SystemTime::from(t.with_timezone(&chrono::Utc)));
+        let known: HashSet<String> = db
+            .patches(None, Some(&row.run_id))?
+            .into_iter()
+            .map(|r| r.path)
+            .collect();
+        let found = outputs::expand(ws, std::slice::from_ref(&row.path));
+        for (path, digest) in found.files {
+            if known.contains(&path) {
+                continue;
+            }
+            // Only what appeared after the intent (a file the user made since
+            // the kill is newer still; it is moved, never deleted, by a restore).
+            let modified = ws
+                .resolve(&path)
+                .ok()
+                .and_then(|p| std::fs::metadata(p).ok())
+                .and_then(|m| m.modified().ok());
+            match (since, modified) {
+                (Some(s), Some(m)) if m >= s => {}
+                _ => continue,
+            }
+            let mut entry = PatchRow::new(PATCH_INTERRUPTED, &row.run_id, &row.writer, &path)
+                .after(Some(&digest));
+            entry.time = row.time.clone();
+            db.add_patch(&entry)?;
+        }
+    }
+    let n = db.mark_interrupted()?;
+    db.flush()?;
+    Ok(n)
+}
