@@ -12,7 +12,7 @@
 use std::collections::HashSet;
 
 use pmpo_store::Workspace;
-use pmpo_store::db::{ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PatchRow};
+use pmpo_store::db::{ExecStore, PATCH_INTERRUPTED, PatchRow};
 
 use crate::EngineError;
 use crate::outputs;
@@ -26,11 +26,7 @@ pub fn is_pattern(path: &str) -> bool {
 /// Settles the intents of runs that are no longer live (call it holding the
 /// workspace lock). Returns how many entries were interrupted.
 pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usize, EngineError> {
-    let pending: Vec<PatchRow> = db
-        .patches(None, None)?
-        .into_iter()
-        .filter(|r| r.state == PATCH_PENDING)
-        .collect();
+    let pending = db.pending_patches()?;
     if pending.is_empty() {
         return Ok(0);
     }

@@ -265,6 +265,8 @@ pub trait ExecStore: Send {
     ) -> Result<(), DbError>;
     /// Removes an intent that changed nothing.
     fn drop_patch(&mut self, id: i64) -> Result<(), DbError>;
+    /// The entries still `pending` (intents not completed), oldest first.
+    fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError>;
     /// Marks every pending intent interrupted; called under the workspace
     /// lock, when no run is live. Returns how many.
     fn mark_interrupted(&mut self) -> Result<usize, DbError>;
@@ -322,6 +324,7 @@ CREATE TABLE IF NOT EXISTS patch_history (
     before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL,
     state TEXT NOT NULL DEFAULT 'completed');
 CREATE INDEX IF NOT EXISTS patch_by_path ON patch_history(path);
+CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT, kind TEXT NOT NULL, status TEXT,
     timestamp TEXT NOT NULL, duration_ms REAL, message TEXT);
@@ -514,7 +517,7 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
         // 2 -> 3: ledger entries have a state; every older entry was written
         // after its change, so it is complete.
         conn.execute_batch(
-            "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; PRAGMA user_version = 3; COMMIT;",
+            "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending'; PRAGMA user_version = 3; COMMIT;",
         )?;
     }
     Ok(())
@@ -693,6 +696,14 @@ impl ExecStore for SqliteStore {
 
     fn drop_patch(&mut self, id: i64) -> Result<(), DbError> {
         self.exec("DELETE FROM patch_history WHERE id = ?1", [id])
+    }
+
+    fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError> {
+        self.query(
+            "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE state = ?1 ORDER BY id",
+            [PATCH_PENDING],
+            patch_row,
+        )
     }
 
     fn mark_interrupted(&mut self) -> Result<usize, DbError> {
@@ -929,7 +940,12 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".state")).unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         // The layout of schema 2: no `state` column.
-        let old = SCHEMA.replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");");
+        let old = SCHEMA
+            .replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");")
+            .replace(
+                "CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending';\n",
+                "",
+            );
         assert_ne!(old, SCHEMA);
         conn.execute_batch(&old).unwrap();
         conn.execute(
