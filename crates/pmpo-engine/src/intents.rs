@@ -3,7 +3,8 @@
 //! Before a stage's tool runs, the executor commits a `pending` ledger entry
 //! for every file the attempt may change, and one for each declared directory
 //! or glob (its path is the pattern). A run that is killed leaves them
-//! pending. The next pmpo that holds the workspace lock settles them: the
+//! pending. The next pmpo that holds the workspace lock settles them: it stops
+//! the processes the killed run left running, then the
 //! files that appeared under a pending directory or glob since its intent (and
 //! that the run recorded nothing about) get an entry of their own, so that
 //! `pmpo ledger` lists them and `pmpo restore` can move them away, and every
@@ -29,6 +30,13 @@ pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usiz
     let pending = db.pending_patches()?;
     if pending.is_empty() {
         return Ok(0);
+    }
+    // A killed run's stages may live on and keep writing: stop them before
+    // looking at what they changed (their parent is gone; nothing would
+    // record their writes).
+    let runs: HashSet<&str> = pending.iter().map(|r| r.run_id.as_str()).collect();
+    for run in runs {
+        crate::executor::kill_leftovers(run, ws.root());
     }
     for row in &pending {
         let dir_now = !is_pattern(&row.path)
