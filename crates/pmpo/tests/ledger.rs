@@ -539,3 +539,51 @@ fn files_removed_or_created_under_a_declared_directory_are_ledgered_and_undone()
     assert_eq!(ws.read("out/a.txt"), "keep a\n");
     assert!(!ws.p("out/b.txt").exists());
 }
+
+/// The user's files (everything outside pmpo's own directories), with content.
+fn user_files(ws: &Ws) -> Vec<(String, Vec<u8>)> {
+    ws.files()
+        .into_iter()
+        .filter(|f| {
+            !(f.starts_with(".state/") || f.starts_with(".refiner/") || f.starts_with("logs/"))
+        })
+        .map(|f| {
+            let bytes = std::fs::read(ws.p(&f)).unwrap();
+            (f, bytes)
+        })
+        .collect()
+}
+
+#[test]
+fn restore_run_rolls_back_a_killed_run_to_the_files_as_they_were() {
+    let ws = Ws::new();
+    ws.write("a.txt", "a\n");
+    ws.write("out/keep.txt", "keep\n");
+    ws.plan("    - id: one\n      cache: false\n      with: {command: [sh, -c, 'echo 1 > a.txt; echo x > out/keep.txt; echo n > out/new1.txt']}\n      outputs: [a.txt, out/]\n    - id: two\n      depends_on: [one]\n      cache: false\n      with: {command: [sh, -c, 'echo 2 > a.txt; rm out/keep.txt; echo n > out/new2.txt; touch two.started; sleep 30']}\n      outputs: [a.txt, out/]\n");
+    let before = user_files(&ws);
+    let mut child = bin()
+        .args(["execute", "plan.yaml", "-q"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !ws.p("two.started").exists() {
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    std::fs::remove_file(ws.p("two.started")).unwrap();
+    let r = ws.run(&["status", "--json"]);
+    let run_id = r.json()["runs"][0]["run_id"].as_str().unwrap().to_string();
+    let r = ws.run(&["restore", "--run", &run_id, "--json"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(user_files(&ws), before, "{}", r.stdout);
+    // And the rollback itself can be undone: the killed run's files return.
+    let id = r.json()["restore_id"].as_str().unwrap().to_string();
+    let r = ws.run(&["restore", "--run", &id]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_eq!(ws.read("a.txt"), "2\n");
+    assert_eq!(ws.read("out/new2.txt"), "n\n");
+    assert!(!ws.p("out/keep.txt").exists());
+}
