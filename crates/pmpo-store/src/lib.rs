@@ -689,11 +689,15 @@ impl Workspace {
             Some(d) => self.backup(rel, d)?,
             None => false,
         };
-        if before.is_some() && target.is_none() && !backed_up {
+        // Never replace content that is not safely kept (it changed while
+        // it was being copied: something else is writing it).
+        if before.is_some() && !backed_up {
             return Err(StoreError::io(
-                "move into the backups",
+                "back up",
                 &path,
-                io::Error::other("the file changed while it was being copied"),
+                io::Error::other(
+                    "the file changed while it was being copied; nothing was replaced, try again",
+                ),
             ));
         }
         let mut row = db::PatchRow::new(db::PATCH_PENDING, who.run_id, who.writer, rel)
