@@ -324,7 +324,6 @@ CREATE TABLE IF NOT EXISTS patch_history (
     before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL,
     state TEXT NOT NULL DEFAULT 'completed');
 CREATE INDEX IF NOT EXISTS patch_by_path ON patch_history(path);
-CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT, kind TEXT NOT NULL, status TEXT,
     timestamp TEXT NOT NULL, duration_ms REAL, message TEXT);
@@ -517,7 +516,7 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
         // 2 -> 3: ledger entries have a state; every older entry was written
         // after its change, so it is complete.
         conn.execute_batch(
-            "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending'; PRAGMA user_version = 3; COMMIT;",
+            "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; PRAGMA user_version = 3; COMMIT;",
         )?;
     }
     Ok(())
@@ -940,12 +939,7 @@ mod tests {
         std::fs::create_dir_all(dir.path().join(".state")).unwrap();
         let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
         // The layout of schema 2: no `state` column.
-        let old = SCHEMA
-            .replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");")
-            .replace(
-                "CREATE INDEX IF NOT EXISTS patch_pending ON patch_history(state) WHERE state = 'pending';\n",
-                "",
-            );
+        let old = SCHEMA.replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");");
         assert_ne!(old, SCHEMA);
         conn.execute_batch(&old).unwrap();
         conn.execute(
