@@ -46,9 +46,13 @@ pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usiz
         if !is_pattern(&row.path) && !dir_now {
             continue;
         }
+        // File times come from a coarse clock that can lag the one the
+        // intent's time was read from by a few milliseconds: allow for it.
+        // (A file that was there before the intent has an intent of its own.)
         let since = chrono::DateTime::parse_from_rfc3339(&row.time)
             .ok()
-            .map(|t| std::time::SystemTime::from(t.with_timezone(&chrono::Utc)));
+            .map(|t| std::time::SystemTime::from(t.with_timezone(&chrono::Utc)))
+            .map(|t| t - std::time::Duration::from_secs(1));
         let known: HashSet<String> = db
             .patches(None, Some(&row.run_id))?
             .into_iter()
