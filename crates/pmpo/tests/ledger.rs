@@ -587,3 +587,33 @@ fn restore_run_rolls_back_a_killed_run_to_the_files_as_they_were() {
     assert_eq!(ws.read("out/new2.txt"), "n\n");
     assert!(!ws.p("out/keep.txt").exists());
 }
+
+#[test]
+fn a_junit_report_over_a_workspace_file_is_ledgered_and_restorable() {
+    let ws = Ws::new();
+    ws.write("junit.xml", "my own report\n");
+    ws.plan("    - id: w\n      with: {command: [echo, hi]}\n");
+    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    assert!(
+        ws.read("junit.xml").contains("<testsuites"),
+        "{}",
+        ws.read("junit.xml")
+    );
+    let rows = entries(&ws, "junit.xml");
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["writer"], "validate");
+    let r = ws.run(&["restore", "junit.xml"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("junit.xml"), "my own report\n");
+    // Outside the workspace the report is written as before.
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = elsewhere.path().join("r.xml");
+    let r = ws.run(&["validate", "plan.yaml", "--junit", out.to_str().unwrap()]);
+    assert!(r.code == 0 || r.code == 1, "{}", r.stderr);
+    assert!(
+        std::fs::read_to_string(&out)
+            .unwrap()
+            .contains("<testsuites")
+    );
+}
