@@ -186,13 +186,25 @@ fn files_intact(ws: &Workspace, stage: &Stage, files_json: &str) -> Option<Vec<G
             })
         })
         .collect();
-    // The declared outputs must expand to exactly the recorded files, unchanged.
+    // The declared outputs must expand to recorded files only, and every
+    // recorded file (the tool's own outputs too) must be there, unchanged.
     let now = outputs::expand(ws, &stage.outputs);
-    if !now.missing.is_empty() || !now.problems.is_empty() || now.files.len() != recorded.len() {
+    if !now.missing.is_empty() || !now.problems.is_empty() {
+        return None;
+    }
+    if now
+        .files
+        .keys()
+        .any(|p| !recorded.iter().any(|f| &f.path == p))
+    {
         return None;
     }
     for f in &recorded {
-        match now.files.get(&f.path) {
+        let digest = match now.files.get(&f.path) {
+            Some(d) => Some(d.clone()),
+            None => ws.resolve(&f.path).ok().and_then(|p| hash_file(&p).ok()),
+        };
+        match digest {
             Some(d) if d.blake3 == f.blake3 => {}
             _ => return None,
         }
@@ -221,6 +233,9 @@ pub(crate) async fn run(
         lock::LockError::Store(s) => EngineError::Store(s),
     })?;
     let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
+    // Under the lock no other run is live: an intent still pending belongs to
+    // a run that was killed, and stays on record as interrupted.
+    crate::intents::settle_interrupted(&ws, db.as_mut())?;
 
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);
@@ -968,7 +983,8 @@ async fn run_one(
                         }
                         ended_blocked = false;
                         attempt_no += 1;
-                        sh.rec.db.flush()?;
+                        // Committed with the attempt's ledger intents, before
+                        // the tool starts (see `run_stage`).
                     }
                     let tried = match inputs {
                         Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
@@ -1494,8 +1510,19 @@ async fn attempt(
             let _ = sh.rec.db.flush();
         }
     };
+    // The ledger leads the write: the intents are committed before the tool runs.
+    let intend = |rows: &[PatchRow]| -> Result<Vec<i64>, String> {
+        let mut sh = shared.try_borrow_mut().map_err(|e| e.to_string())?;
+        let ids = rows
+            .iter()
+            .map(|r| sh.rec.db.add_patch(r))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        sh.rec.db.flush().map_err(|e| e.to_string())?;
+        Ok(ids)
+    };
     let a = run_stage(
-        cx.engine, cx.ws, cx.run_id, stage, tool, cx.opts, inputs, cx.plan, token, &beat,
+        cx.engine, cx.ws, cx.run_id, stage, tool, cx.opts, inputs, cx.plan, token, &beat, &intend,
     )
     .await;
     let mut tried = {
@@ -1597,7 +1624,9 @@ async fn correct_code(
 
 /// Kills processes started by stages of `run_id` in this workspace (they carry
 /// `PMPO_RUN_ID` and `PMPO_WORKSPACE` in their environment). Linux only.
-fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
+/// `pmpo restore` calls it too before it undoes an interrupted change, so that
+/// no process the killed run left behind writes the file again.
+pub fn kill_leftovers(run_id: &str, root: &std::path::Path) -> usize {
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return 0;
     };
@@ -1682,6 +1711,10 @@ struct Attempt {
     before: BTreeMap<String, FileDigest>,
     /// Content hashes of the files under the outputs that are in the backup store.
     backed_up: HashSet<String>,
+    /// What the attempt may write: the declared outputs and the tool's own.
+    watched: Vec<String>,
+    /// Ledger intents committed before the tool ran, by path.
+    intents: BTreeMap<String, i64>,
     resolved: Value,
     started_at: String,
     started: Option<Instant>,
@@ -1709,6 +1742,11 @@ struct Tried {
     failure: Option<Failure>,
     files: Vec<GeneratedFile>,
     backed_up: HashSet<String>,
+    /// Every file under the watched paths after the attempt, judged against
+    /// before (also when the attempt failed), and the files that vanished.
+    changes: Vec<GeneratedFile>,
+    gone: Vec<(String, FileDigest)>,
+    intents: BTreeMap<String, i64>,
     resolved: Value,
     exit_code: Option<i32>,
     signal: Option<i32>,
@@ -1745,6 +1783,16 @@ fn validate_attempt(
 ) -> Result<Tried, EngineError> {
     let mut failure = a.failure;
     let mut files = Vec::new();
+    // What the attempt changed, whatever its outcome (only when the tool got
+    // to run: `watched` is empty otherwise).
+    let after = outputs::expand(ws, &a.watched);
+    let changes = outputs::diff(&stage.id, &a.before, &after);
+    let gone: Vec<(String, FileDigest)> = a
+        .before
+        .iter()
+        .filter(|(p, _)| !after.files.contains_key(*p))
+        .map(|(p, d)| (p.clone(), d.clone()))
+        .collect();
     if failure.is_none() {
         rec.emit(
             EventKind::TaskValidating,
@@ -1754,11 +1802,12 @@ fn validate_attempt(
             None,
         )?;
         let vt = Instant::now();
-        let after = outputs::expand(ws, &stage.outputs);
-        files = outputs::diff(&stage.id, &a.before, &after);
+        files = changes.clone();
+        // Only the plan's own `outputs:` must exist; the tool's are its business.
         let mut problems: Vec<String> = after
             .missing
             .iter()
+            .filter(|m| stage.outputs.contains(m))
             .map(|m| format!("declared output missing: {m}"))
             .collect();
         problems.extend(after.problems.iter().cloned());
@@ -1791,6 +1840,9 @@ fn validate_attempt(
         failure,
         files,
         backed_up: a.backed_up,
+        changes,
+        gone,
+        intents: a.intents,
         resolved: a.resolved,
         exit_code,
         signal,
@@ -1815,24 +1867,7 @@ fn record_attempt(
         .failure
         .as_ref()
         .map_or(StageStatus::Completed, |f| f.status);
-    let mut patched = false;
-    for f in t.files.iter().filter(|f| f.change != Change::Unchanged) {
-        patched = true;
-        rec.db.add_patch(&PatchRow {
-            time: t.finished_at.clone(),
-            run_id: run_id.to_string(),
-            writer: stage.id.clone(),
-            path: f.path.clone(),
-            before_blake3: f.before.as_ref().map(|d| d.blake3.clone()),
-            before_size: f.before.as_ref().map(|d| d.size as i64),
-            after_blake3: Some(f.blake3.clone()),
-            after_size: Some(f.size as i64),
-            backed_up: f
-                .before
-                .as_ref()
-                .is_some_and(|d| t.backed_up.contains(&d.blake3)),
-        })?;
-    }
+    let patched = complete_intents(rec.db.as_mut(), run_id, stage, t)?;
     let mut log_record = json!({
         "run_id": run_id,
         "stage": stage.id,
@@ -1879,6 +1914,73 @@ fn record_attempt(
     Ok(patched)
 }
 
+/// Completes the ledger intents of one attempt: a file that changed gets its
+/// after-digest (state `completed`, or `failed` when the attempt failed), an
+/// intent for a file left as it was is dropped, and a changed file that had
+/// no intent (new under a declared directory or glob) gets its entry now.
+/// Returns whether any file changed.
+fn complete_intents(
+    db: &mut dyn ExecStore,
+    run_id: &str,
+    stage: &Stage,
+    t: &Tried,
+) -> Result<bool, EngineError> {
+    let state = if t.failure.is_none() {
+        pmpo_store::db::PATCH_COMPLETED
+    } else {
+        pmpo_store::db::PATCH_FAILED
+    };
+    let mut patched = false;
+    let mut intents = t.intents.clone();
+    for f in &t.changes {
+        let intent = intents.remove(&f.path);
+        if f.change == Change::Unchanged {
+            if let Some(id) = intent {
+                db.drop_patch(id)?;
+            }
+            continue;
+        }
+        patched = true;
+        match intent {
+            Some(id) => db.finish_patch(
+                id,
+                Some((f.blake3.as_str(), f.size as i64)),
+                state,
+                &t.finished_at,
+            )?,
+            None => {
+                let backed_up = f
+                    .before
+                    .as_ref()
+                    .is_some_and(|d| t.backed_up.contains(&d.blake3));
+                let mut row = PatchRow::new(state, run_id, &stage.id, &f.path)
+                    .before(f.before.as_ref(), backed_up)
+                    .after(Some(&FileDigest {
+                        size: f.size,
+                        blake3: f.blake3.clone(),
+                    }));
+                row.time = t.finished_at.clone();
+                db.add_patch(&row)?;
+            }
+        }
+    }
+    // Files the attempt removed.
+    for (path, _) in &t.gone {
+        if let Some(id) = intents.remove(path) {
+            patched = true;
+            db.finish_patch(id, None, state, &t.finished_at)?;
+        }
+    }
+    // Intents for files that were never created.
+    for id in intents.into_values() {
+        db.drop_patch(id)?;
+    }
+    Ok(patched)
+}
+
+/// Commits ledger intents before a tool may write; returns their ids.
+type Intend<'a> = dyn Fn(&[PatchRow]) -> Result<Vec<i64>, String> + 'a;
+
 /// Calls the tool once. While it runs, the run's heartbeat is refreshed.
 #[allow(clippy::too_many_arguments)]
 async fn run_stage(
@@ -1892,6 +1994,7 @@ async fn run_stage(
     plan: &crate::CheckedPlan,
     cancel: &CancellationToken,
     beat: &dyn Fn(),
+    intend: &Intend<'_>,
 ) -> Attempt {
     let Some(tool) = engine.registry.get(tool_written) else {
         return Attempt::failed(
@@ -1908,8 +2011,27 @@ async fn run_stage(
         started_at: now_rfc3339(),
         ..Default::default()
     };
-    // Keep what the stage may overwrite, so `pmpo restore` can bring it back.
-    attempt.before = outputs::expand(ws, &stage.outputs).files;
+    // Keep what the stage may overwrite, so `pmpo restore` can bring it back:
+    // its declared outputs and the files the tool itself writes.
+    let mut watched = stage.outputs.clone();
+    for p in tool.written_paths(&inputs) {
+        // A tool never writes pmpo's own files (the database, the backups):
+        // that would be a change nobody could undo.
+        if pmpo_store::is_own_path(&p) {
+            return Attempt::failed(
+                "invalid_input",
+                format!(
+                    "`{tool_written}` would write `{p}`, inside pmpo's own directories ({})",
+                    pmpo_store::OWN_DIRS.join(", ")
+                ),
+                Some("choose an output path outside them (e.g. under dist/)".into()),
+            );
+        }
+        if !watched.contains(&p) {
+            watched.push(p);
+        }
+    }
+    attempt.before = outputs::expand(ws, &watched).files;
     for (rel, digest) in &attempt.before {
         match ws.backup(rel, digest) {
             Ok(true) => {
@@ -1925,6 +2047,68 @@ async fn run_stage(
             }
         }
     }
+    // The intents: every file that exists (with its backup), and every
+    // plain file path not there yet (so a file created by a killed stage is
+    // known too). A directory or a glob's new files are recorded afterwards.
+    let mut rows = Vec::new();
+    for (rel, digest) in &attempt.before {
+        let backed_up = attempt.backed_up.contains(&digest.blake3);
+        rows.push(
+            PatchRow::new(pmpo_store::db::PATCH_PENDING, run_id, &stage.id, rel)
+                .before(Some(digest), backed_up),
+        );
+    }
+    for raw in &watched {
+        let rel = raw.trim_start_matches("./");
+        if pmpo_store::is_own_path(rel) || attempt.before.contains_key(rel) {
+            continue;
+        }
+        // A directory or a glob: one intent for the pattern, so that files a
+        // killed stage created under it can be found afterwards
+        // (`intents::settle_interrupted`).
+        let is_dir = ws
+            .resolve(rel.trim_end_matches('/'))
+            .is_ok_and(|p| std::fs::symlink_metadata(p).is_ok_and(|m| m.is_dir()));
+        if crate::intents::is_pattern(rel) || is_dir {
+            let pattern = if is_dir && !rel.ends_with('/') {
+                format!("{rel}/")
+            } else {
+                rel.to_string()
+            };
+            rows.push(PatchRow::new(
+                pmpo_store::db::PATCH_PENDING,
+                run_id,
+                &stage.id,
+                &pattern,
+            ));
+            continue;
+        }
+        if let Ok(abs) = ws.resolve(rel)
+            && std::fs::symlink_metadata(&abs).is_err()
+        {
+            rows.push(PatchRow::new(
+                pmpo_store::db::PATCH_PENDING,
+                run_id,
+                &stage.id,
+                rel,
+            ));
+        }
+    }
+    // Called even with no rows: it commits everything recorded so far, so the
+    // store is durable before the tool starts.
+    match intend(&rows) {
+        Ok(ids) => {
+            attempt.intents = rows.iter().map(|r| r.path.clone()).zip(ids).collect();
+        }
+        Err(e) => {
+            return Attempt::failed(
+                "io",
+                format!("cannot record in the ledger what the stage may change: {e}"),
+                Some("check that the workspace is writable and has free space".into()),
+            );
+        }
+    }
+    attempt.watched = watched;
     let timeout = stage.timeout.map_or(opts.default_timeout, |t| t.0);
     let ctx = ToolContext {
         workspace: ws,

@@ -7,6 +7,7 @@
 
 pub mod events;
 mod executor;
+pub mod intents;
 pub mod outputs;
 mod persist;
 pub mod recovery;
@@ -22,6 +23,7 @@ use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
+pub use executor::kill_leftovers;
 pub use persist::export_ledger;
 pub use results::ExecutionResults;
 

@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pmpo_store::db::{ExecStore, PatchRow};
-use pmpo_store::{Durability, LEDGER_FILE, Workspace, now_rfc3339};
+use pmpo_store::db::ExecStore;
+use pmpo_store::{Durability, LEDGER_FILE, Workspace, Writer, now_rfc3339};
 
 use crate::executor::ms;
 use crate::outputs::Change;
@@ -43,7 +43,8 @@ pub(crate) fn plan_rel(ws: &Workspace, plan: &crate::CheckedPlan) -> String {
         .unwrap_or_else(|| abs.to_string_lossy().into_owned())
 }
 
-/// Writes a user-visible file atomically, keeping the old content and recording the change.
+/// Writes a user-visible file through the store's one recorded write path
+/// (backup, ledger intent, atomic replace). Returns whether it changed.
 pub(crate) fn write_ledgered(
     ws: &Workspace,
     db: &mut dyn ExecStore,
@@ -51,22 +52,11 @@ pub(crate) fn write_ledgered(
     bytes: &[u8],
     run_id: &str,
 ) -> Result<bool, EngineError> {
-    let (before, after, backed_up) = ws.write_backed_up(rel, bytes)?;
-    if before.as_ref() == Some(&after) {
-        return Ok(false);
-    }
-    db.add_patch(&PatchRow {
-        time: now_rfc3339(),
-        run_id: run_id.to_string(),
-        writer: "pmpo".into(),
-        path: rel.to_string(),
-        before_blake3: before.as_ref().map(|d| d.blake3.clone()),
-        before_size: before.as_ref().map(|d| d.size as i64),
-        after_blake3: Some(after.blake3),
-        after_size: Some(after.size as i64),
-        backed_up,
-    })?;
-    Ok(true)
+    let who = Writer {
+        run_id,
+        writer: "pmpo",
+    };
+    Ok(ws.write_recorded(db, rel, bytes, who)?.is_some())
 }
 
 /// Rewrites `.state/patch_ledger.jsonl` from the store's patch history.

@@ -18,7 +18,7 @@ use pmpo_plan::{Constraint, PlanDocument, Specification, ValidationItem};
 use pmpo_store::artifacts::{ArtifactError, Artifacts, RefinementState, artifact_dir};
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::provider::Provider;
-use pmpo_store::{Durability, Workspace, now_rfc3339};
+use pmpo_store::{Workspace, now_rfc3339};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
@@ -297,9 +297,21 @@ fn read_json<T: for<'de> Deserialize<'de>>(
     }
 }
 
-fn write_json(ws: &Workspace, rel: &str, value: &impl Serialize) -> Result<(), LoopError> {
+/// Writes a JSON file: the loop's own (under `.refiner/`) as they are, the
+/// user's (`constraints.json`, the manifest) recorded in the ledger as changes
+/// of the refinement `run_id`.
+fn write_json(
+    ws: &Workspace,
+    rel: &str,
+    value: &impl Serialize,
+    run_id: &str,
+) -> Result<(), LoopError> {
     let bytes = serde_json::to_vec_pretty(value).unwrap_or_default();
-    ws.write_atomic(rel, &bytes, Durability::Durable)?;
+    let who = pmpo_store::Writer {
+        run_id,
+        writer: "loop",
+    };
+    ws.write_file(rel, &bytes, who)?;
     Ok(())
 }
 
@@ -819,7 +831,7 @@ impl Controller<'_, '_> {
 
     fn log(&self, file: &str, marker: &str, body: &str) -> Result<(), LoopError> {
         let marker = format!("{}:{marker}", self.state.refinement_id);
-        journal::append_once(self.ws, file, &marker, body)?;
+        journal::append_once(self.ws, file, &marker, body, &self.state.refinement_id)?;
         Ok(())
     }
 
@@ -1043,7 +1055,12 @@ impl Controller<'_, '_> {
             specified_by: specified_by.clone(),
             notes: notes.clone(),
         };
-        write_json(self.ws, &spec_path(&self.name()), &file)?;
+        write_json(
+            self.ws,
+            &spec_path(&self.name()),
+            &file,
+            &self.state.refinement_id,
+        )?;
         // constraints.json in the reference layout (the Execute phase adds statuses).
         let doc = json!({
             "artifact_type": self.state.artifact_type,
@@ -1055,7 +1072,12 @@ impl Controller<'_, '_> {
                 format!("or {} iterations", self.state.max_iterations),
             ],
         });
-        write_json(self.ws, pmpo_engine::validation::CONSTRAINTS_FILE, &doc)?;
+        write_json(
+            self.ws,
+            pmpo_engine::validation::CONSTRAINTS_FILE,
+            &doc,
+            &self.state.refinement_id,
+        )?;
         self.state.goals = goals;
         self.ls.respecify = false;
         self.state.constraints = constraints
@@ -1214,7 +1236,7 @@ List only constraints the defaults do not cover; each must be something a review
             }
         });
         let rel = plan_path(&self.name(), iteration);
-        write_json(self.ws, &rel, &doc)?;
+        write_json(self.ws, &rel, &doc, &self.state.refinement_id)?;
         let problems = plan_problems(&self.env.engine, &doc, &self.name(), iteration);
         if !problems.is_empty() {
             return Err(LoopError::Plan {
@@ -1734,7 +1756,12 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
                 }
             })
             .collect();
-        write_json(self.ws, &reflection_path(&self.name(), iteration), &r)?;
+        write_json(
+            self.ws,
+            &reflection_path(&self.name(), iteration),
+            &r,
+            &self.state.refinement_id,
+        )?;
         for n in &notes {
             self.env.observer.note(n);
         }
@@ -2090,7 +2117,7 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
                     "decided_at": d.decided_at,
                 }),
             );
-            write_json(self.ws, manifest_rel, &manifest)?;
+            write_json(self.ws, manifest_rel, &manifest, &self.state.refinement_id)?;
         }
         let summary = format!(
             "decision: {}{}",
@@ -2264,6 +2291,7 @@ fn record_answer(
             "## Iteration {iteration} — Approval: {word}\n\n- Answered by: {by}\n{}",
             note.map(|n| format!("- Note: {n}\n")).unwrap_or_default()
         ),
+        &state.refinement_id,
     )?;
     Ok(())
 }

@@ -15,6 +15,7 @@ pub fn append_once(
     file: &str,
     marker: &str,
     body: &str,
+    run_id: &str,
 ) -> Result<(), pmpo_store::StoreError> {
     let tag = format!("<!-- pmpo:{marker} -->");
     // Never through a link at the journal (the append refuses one too).
@@ -36,7 +37,15 @@ pub fn append_once(
     text.push('\n');
     text.push_str(body.trim_end());
     text.push('\n');
-    ws.append(file, text.as_bytes())
+    // The whole file is replaced through the recorded write path, so the
+    // entry is in the ledger and the log as it was can be brought back.
+    let mut all = existing;
+    all.extend_from_slice(text.as_bytes());
+    let who = pmpo_store::Writer {
+        run_id,
+        writer: "loop",
+    };
+    ws.write_file(file, &all, who).map(|_| ())
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
@@ -61,9 +70,9 @@ mod tests {
     fn an_entry_is_written_once() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();
-        append_once(&ws, DECISIONS, "a:1", "## one").unwrap();
-        append_once(&ws, DECISIONS, "a:1", "## one").unwrap();
-        append_once(&ws, DECISIONS, "a:2", "## two").unwrap();
+        append_once(&ws, DECISIONS, "a:1", "## one", "r").unwrap();
+        append_once(&ws, DECISIONS, "a:1", "## one", "r").unwrap();
+        append_once(&ws, DECISIONS, "a:2", "## two", "r").unwrap();
         let text = std::fs::read_to_string(dir.path().join(DECISIONS)).unwrap();
         assert_eq!(text.matches("## one").count(), 1);
         assert!(text.starts_with("# Decisions"));

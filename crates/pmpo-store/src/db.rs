@@ -13,7 +13,7 @@ use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
 /// Version of the database layout this build reads and writes.
-pub const DB_SCHEMA_VERSION: i64 = 2;
+pub const DB_SCHEMA_VERSION: i64 = 3;
 /// Where the database lives in a workspace.
 pub const DB_FILE: &str = ".state/pmpo.db";
 
@@ -130,9 +130,32 @@ pub struct AttemptRow {
     pub stderr_bytes: i64,
 }
 
+/// A ledger entry that is an intent: written (and committed) before the
+/// writer may change the file; its after-digest is not known yet. A pending
+/// entry whose run is no longer running was interrupted.
+pub const PATCH_PENDING: &str = "pending";
+/// An intent whose writer was stopped before it completed it (its run was
+/// killed): set by the next pmpo that holds the workspace lock.
+pub const PATCH_INTERRUPTED: &str = "interrupted";
+/// Whether an entry's change may be half done (its after-digest is unknown).
+pub fn is_open_intent(state: &str) -> bool {
+    state == PATCH_PENDING || state == PATCH_INTERRUPTED
+}
+/// The change is done and its after-digest recorded.
+pub const PATCH_COMPLETED: &str = "completed";
+/// The change was made by an attempt that failed (timed out, was cancelled):
+/// recorded like a completed one, so it can be undone.
+pub const PATCH_FAILED: &str = "failed";
+
 /// A file pmpo or a stage created or overwrote (`patch_history`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PatchRow {
+    /// The row's number in the ledger (0 before it is stored).
+    #[serde(default)]
+    pub id: i64,
+    /// [`PATCH_PENDING`], [`PATCH_COMPLETED`] or [`PATCH_FAILED`].
+    #[serde(default = "completed_state")]
+    pub state: String,
     pub time: String,
     pub run_id: String,
     /// The stage, or `pmpo` for the engine's own files, or `restore`.
@@ -144,6 +167,44 @@ pub struct PatchRow {
     pub after_size: Option<i64>,
     /// Whether the before-content is in the backup store.
     pub backed_up: bool,
+}
+
+fn completed_state() -> String {
+    PATCH_COMPLETED.to_string()
+}
+
+impl PatchRow {
+    /// A new entry by `writer` for `path` in `run_id` (the digests still to fill in).
+    pub fn new(state: &str, run_id: &str, writer: &str, path: &str) -> PatchRow {
+        PatchRow {
+            id: 0,
+            state: state.to_string(),
+            time: crate::now_rfc3339(),
+            run_id: run_id.to_string(),
+            writer: writer.to_string(),
+            path: path.to_string(),
+            before_blake3: None,
+            before_size: None,
+            after_blake3: None,
+            after_size: None,
+            backed_up: false,
+        }
+    }
+
+    /// Sets the before-content (and whether it is in the backup store).
+    pub fn before(mut self, d: Option<&crate::FileDigest>, backed_up: bool) -> PatchRow {
+        self.before_blake3 = d.map(|d| d.blake3.clone());
+        self.before_size = d.map(|d| d.size as i64);
+        self.backed_up = backed_up && d.is_some();
+        self
+    }
+
+    /// Sets the after-content (`None`: the file is gone).
+    pub fn after(mut self, d: Option<&crate::FileDigest>) -> PatchRow {
+        self.after_blake3 = d.map(|d| d.blake3.clone());
+        self.after_size = d.map(|d| d.size as i64);
+        self
+    }
 }
 
 /// An event as stored.
@@ -199,7 +260,23 @@ pub trait ExecStore: Send {
     fn tasks(&mut self, run_id: &str) -> Result<Vec<TaskRow>, DbError>;
     fn put_task(&mut self, task: &TaskRow) -> Result<(), DbError>;
     fn add_attempt(&mut self, attempt: &AttemptRow) -> Result<(), DbError>;
-    fn add_patch(&mut self, patch: &PatchRow) -> Result<(), DbError>;
+    /// Adds a ledger entry; returns its id.
+    fn add_patch(&mut self, patch: &PatchRow) -> Result<i64, DbError>;
+    /// Completes an entry: its after-content (`None`: the file is gone) and state.
+    fn finish_patch(
+        &mut self,
+        id: i64,
+        after: Option<(&str, i64)>,
+        state: &str,
+        time: &str,
+    ) -> Result<(), DbError>;
+    /// Removes an intent that changed nothing.
+    fn drop_patch(&mut self, id: i64) -> Result<(), DbError>;
+    /// The entries still `pending` (intents not completed), oldest first.
+    fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError>;
+    /// Marks every pending intent interrupted; called under the workspace
+    /// lock, when no run is live. Returns how many.
+    fn mark_interrupted(&mut self) -> Result<usize, DbError>;
     fn patches(
         &mut self,
         path: Option<&str>,
@@ -251,7 +328,8 @@ CREATE TABLE IF NOT EXISTS adapters (
     consecutive_failures INTEGER NOT NULL, opened_until TEXT, last_error TEXT, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS patch_history (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, run_id TEXT NOT NULL, writer TEXT NOT NULL, path TEXT NOT NULL,
-    before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL);
+    before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'completed');
 CREATE INDEX IF NOT EXISTS patch_by_path ON patch_history(path);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT, kind TEXT NOT NULL, status TEXT,
@@ -335,10 +413,8 @@ impl SqliteStore {
             conn.execute_batch(SCHEMA).map_err(corrupt)?;
             conn.pragma_update(None, "user_version", DB_SCHEMA_VERSION)
                 .map_err(corrupt)?;
-        } else if create && version == 1 {
-            // 1 -> 2: the executor heartbeat.
-            conn.execute_batch("BEGIN; ALTER TABLE runs ADD COLUMN heartbeat_at TEXT; PRAGMA user_version = 2; COMMIT;")
-                .map_err(corrupt)?;
+        } else if create && version < DB_SCHEMA_VERSION {
+            migrate(&conn, version).map_err(corrupt)?;
         } else if version == 0 && !create {
             return Err(DbError::Corrupt {
                 path: path.to_path_buf(),
@@ -447,6 +523,41 @@ impl SqliteStore {
         let rows = stmt.query_map(p, f).map_err(&err)?;
         rows.collect::<Result<Vec<_>, _>>().map_err(err)
     }
+}
+
+/// Brings an older database up to this build's layout, one step at a time,
+/// each in its own transaction.
+fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
+    if from < 2 {
+        // 1 -> 2: the executor heartbeat.
+        conn.execute_batch(
+            "BEGIN; ALTER TABLE runs ADD COLUMN heartbeat_at TEXT; PRAGMA user_version = 2; COMMIT;",
+        )?;
+    }
+    if from < 3 {
+        // 2 -> 3: ledger entries have a state; every older entry was written
+        // after its change, so it is complete.
+        conn.execute_batch(
+            "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; PRAGMA user_version = 3; COMMIT;",
+        )?;
+    }
+    Ok(())
+}
+
+fn patch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchRow> {
+    Ok(PatchRow {
+        id: r.get(0)?,
+        state: r.get(1)?,
+        time: r.get(2)?,
+        run_id: r.get(3)?,
+        writer: r.get(4)?,
+        path: r.get(5)?,
+        before_blake3: r.get(6)?,
+        before_size: r.get(7)?,
+        after_blake3: r.get(8)?,
+        after_size: r.get(9)?,
+        backed_up: r.get(10)?,
+    })
 }
 
 fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
@@ -583,11 +694,47 @@ impl ExecStore for SqliteStore {
         )
     }
 
-    fn add_patch(&mut self, p: &PatchRow) -> Result<(), DbError> {
+    fn add_patch(&mut self, p: &PatchRow) -> Result<i64, DbError> {
         self.exec(
-            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![p.time, p.run_id, p.writer, p.path, p.before_blake3, p.before_size, p.after_blake3, p.after_size, p.backed_up],
+            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![p.time, p.run_id, p.writer, p.path, p.before_blake3, p.before_size, p.after_blake3, p.after_size, p.backed_up, p.state],
+        )?;
+        Ok(self.conn.last_insert_rowid())
+    }
+
+    fn finish_patch(
+        &mut self,
+        id: i64,
+        after: Option<(&str, i64)>,
+        state: &str,
+        time: &str,
+    ) -> Result<(), DbError> {
+        self.exec(
+            "UPDATE patch_history SET after_blake3 = ?2, after_size = ?3, state = ?4, time = ?5 WHERE id = ?1",
+            params![id, after.map(|a| a.0), after.map(|a| a.1), state, time],
         )
+    }
+
+    fn drop_patch(&mut self, id: i64) -> Result<(), DbError> {
+        self.exec("DELETE FROM patch_history WHERE id = ?1", [id])
+    }
+
+    fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError> {
+        self.query(
+            "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE state = ?1 ORDER BY id",
+            [PATCH_PENDING],
+            patch_row,
+        )
+    }
+
+    fn mark_interrupted(&mut self) -> Result<usize, DbError> {
+        self.tx()?;
+        self.conn
+            .execute(
+                "UPDATE patch_history SET state = ?1 WHERE state = ?2",
+                params![PATCH_INTERRUPTED, PATCH_PENDING],
+            )
+            .map_err(|e| self.sql(e))
     }
 
     fn patches(
@@ -595,23 +742,21 @@ impl ExecStore for SqliteStore {
         path: Option<&str>,
         run_id: Option<&str>,
     ) -> Result<Vec<PatchRow>, DbError> {
-        self.query(
-            "SELECT time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
+        let rows = self.query(
+            "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
             params![path, run_id],
-            |r| {
-                Ok(PatchRow {
-                    time: r.get(0)?,
-                    run_id: r.get(1)?,
-                    writer: r.get(2)?,
-                    path: r.get(3)?,
-                    before_blake3: r.get(4)?,
-                    before_size: r.get(5)?,
-                    after_blake3: r.get(6)?,
-                    after_size: r.get(7)?,
-                    backed_up: r.get(8)?,
-                })
-            },
-        )
+            patch_row,
+        );
+        match rows {
+            // A database of schema 2 opened read-only (not migrated): its
+            // entries are all complete.
+            Err(DbError::Sql { source, .. }) if source.to_string().contains("no such column") => self.query(
+                "SELECT id, 'completed', time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
+                params![path, run_id],
+                patch_row,
+            ),
+            other => other,
+        }
     }
 
     fn add_event(&mut self, e: &EventRow) -> Result<(), DbError> {
@@ -808,6 +953,52 @@ mod tests {
         drop(conn);
         let err = SqliteStore::open(dir.path()).err().unwrap();
         assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err}");
+    }
+
+    #[test]
+    fn a_schema_2_ledger_is_migrated_with_its_entries_complete() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".state")).unwrap();
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        // The layout of schema 2: no `state` column.
+        let old = SCHEMA.replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");");
+        assert_ne!(old, SCHEMA);
+        conn.execute_batch(&old).unwrap();
+        conn.execute(
+            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, backed_up) VALUES ('t', 'r', 'w', 'a.txt', 'abc', 1)",
+            [],
+        )
+        .unwrap();
+        conn.pragma_update(None, "user_version", 2).unwrap();
+        drop(conn);
+        let mut db = SqliteStore::open(dir.path()).unwrap();
+        let rows = db.patches(None, None).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(rows[0].state, PATCH_COMPLETED);
+        // New entries: an intent, then completed; another dropped.
+        let id = db
+            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "b.txt"))
+            .unwrap();
+        let gone = db
+            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "c.txt"))
+            .unwrap();
+        db.flush().unwrap();
+        assert_eq!(
+            db.patches(Some("b.txt"), None).unwrap()[0].state,
+            PATCH_PENDING
+        );
+        db.finish_patch(id, Some(("def", 3)), PATCH_COMPLETED, "t2")
+            .unwrap();
+        db.drop_patch(gone).unwrap();
+        db.flush().unwrap();
+        let b = &db.patches(Some("b.txt"), None).unwrap()[0];
+        assert_eq!((b.state.as_str(), b.after_size), (PATCH_COMPLETED, Some(3)));
+        assert!(db.patches(Some("c.txt"), None).unwrap().is_empty());
+        let v: i64 = db
+            .conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, DB_SCHEMA_VERSION);
     }
 
     #[test]

@@ -34,6 +34,9 @@ pub enum StoreError {
         path: PathBuf,
         source: io::Error,
     },
+    /// The ledger could not record a change, so the change was not made.
+    #[error(transparent)]
+    Ledger(#[from] db::DbError),
 }
 
 impl StoreError {
@@ -48,6 +51,7 @@ impl StoreError {
                 "replace the link by a copy of the file, or remove it: pmpo neither opens its own files through a link nor follows one out of the workspace (the file it points to was not touched)"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
+            StoreError::Ledger(e) => e.hint(),
             StoreError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EROFS) => {
                     "the workspace is on a read-only file system: reading commands (status, ledger, metrics, doctor) still work; run where you can write"
@@ -206,6 +210,17 @@ impl Workspace {
         Ok(out)
     }
 
+    /// [`Workspace::resolve`] for a write: pmpo's own files (under
+    /// [`OWN_DIRS`]) are never reached through a symbolic link at any
+    /// component ([`Workspace::resolve_own`]).
+    fn resolve_for_write(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        if is_own_path(rel) {
+            self.resolve_own(rel)
+        } else {
+            self.resolve(rel)
+        }
+    }
+
     /// The workspace-relative form of an absolute path inside the workspace.
     pub fn relative(&self, abs: &Path) -> Option<String> {
         abs.strip_prefix(&self.root)
@@ -229,7 +244,7 @@ impl Workspace {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         let before = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => hash_file(&path).ok(),
             Ok(m) if m.is_dir() => {
@@ -273,7 +288,7 @@ impl Workspace {
         durability: Durability,
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), StoreError> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
         let tmp = self.temp_path(&path);
@@ -334,7 +349,7 @@ impl Workspace {
     }
 
     fn open_for_writing(&self, rel: &str, how: &mut OpenOptions) -> Result<File, StoreError> {
-        let path = self.resolve(rel)?;
+        let path = self.resolve_for_write(rel)?;
         if let Some(dir) = path.parent() {
             fs::create_dir_all(dir).map_err(|e| StoreError::io("create directory", dir, e))?;
         }
@@ -492,7 +507,7 @@ impl Workspace {
     /// Copies a file's current content into the backup store (once per content).
     /// Returns whether the content is now in the store.
     pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
-        let blob = self.resolve(&Self::backup_rel(&digest.blake3))?;
+        let blob = self.resolve_for_write(&Self::backup_rel(&digest.blake3))?;
         // A link planted in the backup store does not count as a backup: the
         // copy is renamed over it (replacing the link, never its target).
         if fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
@@ -524,7 +539,7 @@ impl Workspace {
     /// content goes to the backup store first; the copy must have the digest
     /// `expect`, or nothing is replaced. Returns (before, after, whether before
     /// is backed up).
-    pub fn replace_from_file(
+    fn replace_from_file(
         &self,
         rel: &str,
         src: &Path,
@@ -581,24 +596,284 @@ impl Workspace {
             }
         }
     }
+}
 
-    /// Replaces a file atomically, keeping its previous content in the backup
-    /// store first. Returns (before, after, whether before is backed up).
-    pub fn write_backed_up(
+/// pmpo's own directories in a workspace: what is written there is pmpo's
+/// state (database, locks, logs, backups), not the user's, and is not ledgered.
+pub const OWN_DIRS: &[&str] = &[STATE_DIR, ".refiner", "logs"];
+
+/// Whether a workspace-relative path is inside one of pmpo's own directories.
+pub fn is_own_path(rel: &str) -> bool {
+    let rel = rel.trim_start_matches("./");
+    OWN_DIRS
+        .iter()
+        .any(|d| rel == *d || rel.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
+}
+
+impl Workspace {
+    /// Resolves a path inside pmpo's own directories for writing or removal:
+    /// anything else is refused, and so is a symbolic link at any component
+    /// below the workspace (pmpo's own files are never reached through one).
+    pub fn resolve_own(&self, rel: &str) -> Result<PathBuf, StoreError> {
+        self.resolve_own_at(rel, false)
+    }
+
+    /// As [`Workspace::resolve_own`]; with `entry`, a link at the file itself
+    /// is allowed, for an operation on the directory entry that never follows
+    /// it (a rename moves the link, not what it names).
+    fn resolve_own_at(&self, rel: &str, entry: bool) -> Result<PathBuf, StoreError> {
+        let refuse = |why: String| StoreError::Escape {
+            path: rel.to_string(),
+            why,
+        };
+        if !is_own_path(rel) {
+            return Err(refuse(format!(
+                "it is not in pmpo's own directories ({})",
+                OWN_DIRS.join(", ")
+            )));
+        }
+        let path = self.resolve(rel)?;
+        let mut at = self.root.clone();
+        for comp in Path::new(rel.trim_start_matches("./")).components() {
+            at.push(comp);
+            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
+                if at == path && entry {
+                    break;
+                }
+                if at == path {
+                    return Err(StoreError::Link {
+                        path: rel.to_string(),
+                        why: link_refusal_why(&at),
+                    });
+                }
+                let target = fs::read_link(&at)
+                    .map(|t| format!(" (to `{}`)", t.display()))
+                    .unwrap_or_default();
+                return Err(StoreError::Link {
+                    path: rel.to_string(),
+                    why: format!(
+                        "`{}` is a symbolic link{target}, and pmpo never reaches its own files through one; remove the link (pmpo creates the directory again)",
+                        at.display()
+                    ),
+                });
+            }
+        }
+        Ok(path)
+    }
+
+    /// Removes one of pmpo's own files (a pruned backup). Returns its size.
+    pub fn remove_own_file(&self, rel: &str) -> Result<u64, StoreError> {
+        let path = self.resolve_own(rel)?;
+        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
+        fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        Ok(size)
+    }
+
+    /// Renames one of pmpo's own files (a damaged one moved aside).
+    /// A link at `from` itself is moved as a link (rename never follows one).
+    pub fn rename_own(&self, from: &str, to: &str) -> Result<(), StoreError> {
+        let (a, b) = (self.resolve_own_at(from, true)?, self.resolve_own(to)?);
+        fs::rename(&a, &b).map_err(|e| StoreError::io("rename", &a, e))
+    }
+
+    /// Cuts one of pmpo's own files to `len` bytes (a torn last line of a log).
+    pub fn truncate_own(&self, rel: &str, len: u64) -> Result<(), StoreError> {
+        use std::os::unix::fs::OpenOptionsExt;
+        let path = self.resolve_own(rel)?;
+        OpenOptions::new()
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .and_then(|f| f.set_len(len))
+            .map_err(|e| StoreError::io("truncate", &path, e))
+    }
+
+    /// Removes one of pmpo's own directories with everything in it (a pruned
+    /// run's scripts). Returns the bytes its files held.
+    pub fn remove_own_dir(&self, rel: &str) -> Result<u64, StoreError> {
+        let path = self.resolve_own(rel)?;
+        let size = walkdir_size(&path);
+        fs::remove_dir_all(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+        Ok(size)
+    }
+}
+
+fn walkdir_size(dir: &Path) -> u64 {
+    let mut total = 0;
+    if let Ok(entries) = fs::read_dir(dir) {
+        for e in entries.flatten() {
+            match e.file_type() {
+                Ok(t) if t.is_dir() => total += walkdir_size(&e.path()),
+                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
+                _ => {}
+            }
+        }
+    }
+    total
+}
+
+/// Who changes a file, for the ledger: the run and the writer (a stage id,
+/// `pmpo` for the engine's own results, `restore`, `doctor`, `loop`).
+#[derive(Debug, Clone, Copy)]
+pub struct Writer<'a> {
+    pub run_id: &'a str,
+    pub writer: &'a str,
+}
+
+/// The one write path for files the user sees (everything outside pmpo's
+/// own directories): confined, atomic, the previous content backed up, and
+/// the change recorded in the ledger: an intent (path, before-digest, backup)
+/// committed before the file is touched, completed with the after-digest once
+/// it is. A process killed in between leaves the intent, which `pmpo ledger`
+/// shows as interrupted and `pmpo restore` can act on.
+impl Workspace {
+    /// Replaces (or creates) a user-visible file with `bytes`. Returns the
+    /// ledger entry, or `None` when the file already had that content
+    /// (nothing written, nothing recorded).
+    pub fn write_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        bytes: &[u8],
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let new = hash_bytes(bytes);
+        self.recorded(db, rel, who, Some(&new), |ws| {
+            ws.write_atomic(rel, bytes, Durability::Durable)
+                .map(|(_, after)| Some(after))
+        })
+    }
+
+    /// Writes a file wherever it is: pmpo's own files (under [`OWN_DIRS`])
+    /// atomically and unrecorded, every other file through
+    /// [`Workspace::write_recorded`] with the workspace's own ledger (opened
+    /// for this write, committed before it returns).
+    pub fn write_file(
         &self,
         rel: &str,
         bytes: &[u8],
-    ) -> Result<(Option<FileDigest>, FileDigest, bool), StoreError> {
-        let path = self.resolve(rel)?;
-        let mut backed_up = false;
-        if let Ok(m) = fs::symlink_metadata(&path)
-            && m.is_file()
-            && let Ok(d) = hash_file(&path)
-        {
-            backed_up = self.backup(rel, &d)?;
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        if is_own_path(rel) {
+            self.write_atomic(rel, bytes, Durability::Durable)?;
+            return Ok(None);
         }
-        let (before, after) = self.write_atomic(rel, bytes, Durability::Durable)?;
-        Ok((before, after, backed_up))
+        let mut store = db::SqliteStore::open(&self.root)?;
+        let row = self.write_recorded(&mut store, rel, bytes, who)?;
+        db::ExecStore::flush(&mut store)?;
+        Ok(row)
+    }
+
+    /// Replaces a user-visible file with a backup blob (whose digest must be
+    /// `blake3`), streamed. Returns the ledger entry (`None`: already that content).
+    pub fn restore_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        blake3: &str,
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let blob = self.resolve(&Self::backup_rel(blake3))?;
+        let want = FileDigest {
+            size: fs::metadata(&blob).map(|m| m.len()).unwrap_or(0),
+            blake3: blake3.to_string(),
+        };
+        self.recorded(db, rel, who, Some(&want), |ws| {
+            ws.replace_from_file(rel, &blob, blake3)
+                .map(|(_, after, _)| Some(after))
+        })
+    }
+
+    /// Moves a user-visible file into the backup store (it is removed from
+    /// its place, its content kept), recorded so that it can be brought back.
+    pub fn remove_recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        who: Writer<'_>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        self.recorded(db, rel, who, None, |ws| {
+            let path = ws.resolve(rel)?;
+            fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
+            Ok(None)
+        })
+    }
+
+    /// The ledger protocol around one change of one file: `change` makes it
+    /// and returns the new content's digest (`None`: the file is gone).
+    fn recorded(
+        &self,
+        db: &mut dyn db::ExecStore,
+        rel: &str,
+        who: Writer<'_>,
+        target: Option<&FileDigest>,
+        change: impl FnOnce(&Self) -> Result<Option<FileDigest>, StoreError>,
+    ) -> Result<Option<db::PatchRow>, StoreError> {
+        let rel = rel.trim_start_matches("./");
+        let path = self.resolve(rel)?;
+        let before = match fs::symlink_metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                return Err(StoreError::io(
+                    "write",
+                    &path,
+                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
+                ));
+            }
+            Ok(m) if m.is_file() => {
+                Some(hash_file(&path).map_err(|e| StoreError::io("read", &path, e))?)
+            }
+            Ok(_) => {
+                return Err(StoreError::Escape {
+                    path: rel.to_string(),
+                    why: "it is a symbolic link or a special file, and pmpo replaces only plain files".into(),
+                });
+            }
+            Err(_) => None,
+        };
+        if before.as_ref() == target {
+            return Ok(None);
+        }
+        let backed_up = match &before {
+            Some(d) => self.backup(rel, d)?,
+            None => false,
+        };
+        // Never replace content that is not safely kept (it changed while
+        // it was being copied: something else is writing it).
+        if before.is_some() && !backed_up {
+            return Err(StoreError::io(
+                "back up",
+                &path,
+                io::Error::other(
+                    "the file changed while it was being copied; nothing was replaced, try again",
+                ),
+            ));
+        }
+        let mut row = db::PatchRow::new(db::PATCH_PENDING, who.run_id, who.writer, rel)
+            .before(before.as_ref(), backed_up);
+        // The intent is durable before the file is touched.
+        row.id = db.add_patch(&row)?;
+        db.flush()?;
+        match change(self) {
+            Ok(after) => {
+                row.time = now_rfc3339();
+                row.state = db::PATCH_COMPLETED.into();
+                row = row.after(after.as_ref());
+                db.finish_patch(
+                    row.id,
+                    after.as_ref().map(|d| (d.blake3.as_str(), d.size as i64)),
+                    db::PATCH_COMPLETED,
+                    &row.time,
+                )?;
+                // Made durable with the caller's next flush: until then the
+                // intent (durable) still says what to undo.
+                Ok(Some(row))
+            }
+            Err(e) => {
+                // Nothing was changed (every change is atomic): no entry.
+                let _ = db.drop_patch(row.id).and_then(|_| db.flush());
+                Err(e)
+            }
+        }
     }
 }
 
@@ -708,6 +983,74 @@ mod tests {
             fs::read_to_string(d.path().join("logs/plain.jsonl")).unwrap(),
             "new\n"
         );
+    }
+
+    #[test]
+    fn own_files_are_never_written_through_a_linked_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        // A link inside the workspace is refused too, for pmpo's own files.
+        fs::create_dir_all(d.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(d.path().join("elsewhere"), d.path().join("logs")).unwrap();
+        let err = ws.append("logs/x.jsonl", b"x\n").unwrap_err();
+        assert!(err.to_string().contains("symbolic link"), "{err}");
+        assert!(
+            ws.write_atomic("logs/y.json", b"{}", Durability::Relaxed)
+                .is_err()
+        );
+        assert!(ws.remove_own_file("logs/x.jsonl").is_err());
+        assert!(!d.path().join("elsewhere/x.jsonl").exists());
+        // Not an own path: refused by the own-file functions.
+        fs::write(d.path().join("user.txt"), "u").unwrap();
+        assert!(ws.remove_own_file("user.txt").is_err());
+        assert!(ws.rename_own("user.txt", ".state/u").is_err());
+        assert_eq!(fs::read_to_string(d.path().join("user.txt")).unwrap(), "u");
+    }
+
+    #[test]
+    fn a_recorded_write_backs_up_and_ledgers_and_a_removal_keeps_the_content() {
+        let d = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(d.path()).unwrap();
+        let mut db = db::SqliteStore::open(d.path()).unwrap();
+        let who = Writer {
+            run_id: "r1",
+            writer: "test",
+        };
+        fs::write(d.path().join("f.txt"), "old").unwrap();
+        let row = ws
+            .write_recorded(&mut db, "f.txt", b"new", who)
+            .unwrap()
+            .unwrap();
+        assert_eq!(row.state, db::PATCH_COMPLETED);
+        assert_eq!(
+            row.before_blake3.as_deref(),
+            Some(hash_bytes(b"old").blake3.as_str())
+        );
+        assert!(row.backed_up);
+        assert!(
+            ws.resolve(&Workspace::backup_rel(&hash_bytes(b"old").blake3))
+                .unwrap()
+                .is_file()
+        );
+        // The same content again: nothing written, nothing recorded.
+        assert!(
+            ws.write_recorded(&mut db, "f.txt", b"new", who)
+                .unwrap()
+                .is_none()
+        );
+        let row = ws.remove_recorded(&mut db, "f.txt", who).unwrap().unwrap();
+        assert!(row.after_blake3.is_none() && row.backed_up);
+        assert!(!d.path().join("f.txt").exists());
+        let back = ws
+            .restore_recorded(&mut db, "f.txt", &hash_bytes(b"new").blake3, who)
+            .unwrap()
+            .unwrap();
+        assert!(back.before_blake3.is_none());
+        assert_eq!(fs::read_to_string(d.path().join("f.txt")).unwrap(), "new");
+        db::ExecStore::flush(&mut db).unwrap();
+        let rows = db::ExecStore::patches(&mut db, Some("f.txt"), None).unwrap();
+        assert_eq!(rows.len(), 3);
+        assert!(rows.iter().all(|r| r.state == db::PATCH_COMPLETED));
     }
 
     #[test]

@@ -634,6 +634,9 @@ impl Tool for A2uiTool {
     fn name(&self) -> &'static str {
         "a2ui"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        crate::path_inputs(inputs, &["output", "report"])
+    }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "a2ui");

@@ -401,6 +401,9 @@ impl Tool for AiTool {
     fn name(&self) -> &'static str {
         "ai"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        crate::path_inputs(inputs, &["output"])
+    }
 
     fn aliases(&self) -> &'static [&'static str] {
         &["image_generation"]

@@ -132,6 +132,13 @@ pub trait Tool: Send + Sync {
     ) -> TemplateReport {
         TemplateReport::default()
     }
+    /// The workspace files (or directories, or globs) the tool itself writes
+    /// for these inputs (a `template`'s `output:`, a preview's folder). They
+    /// are declared outputs of the stage whether or not the plan repeats them
+    /// under `outputs:`: backed up, ledgered and restorable like those.
+    fn written_paths(&self, _inputs: &Map<String, Value>) -> Vec<String> {
+        Vec::new()
+    }
     /// Whether the tool can run at all here (called before the stage starts).
     fn preflight(&self) -> Result<(), ToolError> {
         Ok(())
@@ -145,6 +152,14 @@ pub trait Tool: Send + Sync {
     /// The run is over: release what was kept for it (the preview tool's
     /// browser). Called once at the end of every run.
     async fn end_run(&self) {}
+}
+
+/// The string values of these inputs (the paths a tool writes).
+pub(crate) fn path_inputs(inputs: &Map<String, Value>, keys: &[&str]) -> Vec<String> {
+    keys.iter()
+        .filter_map(|k| inputs.get(*k).and_then(Value::as_str))
+        .map(str::to_string)
+        .collect()
 }
 
 /// The tools of this build, by name and alias.

@@ -125,6 +125,9 @@ impl Tool for MarkdownTool {
     fn name(&self) -> &'static str {
         "markdown"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        crate::path_inputs(inputs, &["output"])
+    }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "markdown");

@@ -331,6 +331,9 @@ impl Tool for PromptTool {
     fn name(&self) -> &'static str {
         "prompt"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        crate::path_inputs(inputs, &["output", "meta"])
+    }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "prompt");

@@ -206,6 +206,22 @@ impl Tool for RasterizeTool {
     fn name(&self) -> &'static str {
         "rasterize"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        let pattern = match inputs.get("output").and_then(Value::as_str) {
+            Some(p) => p.to_string(),
+            None => match inputs.get("input").and_then(Value::as_str) {
+                Some(input) => default_pattern(input),
+                None => return Vec::new(),
+            },
+        };
+        match parse_sizes(inputs.get("sizes")) {
+            Ok(sizes) => sizes
+                .iter()
+                .map(|s| pattern.replace("{size}", &s.to_string()))
+                .collect(),
+            Err(_) => vec![pattern],
+        }
+    }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "rasterize");

@@ -284,15 +284,14 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
     out
 }
 
-fn move_aside(ws: &Workspace, rel: &str) -> std::io::Result<String> {
-    let from = ws.root().join(rel);
+fn move_aside(ws: &Workspace, rel: &str) -> Result<String, pmpo_store::StoreError> {
     let to = format!("{rel}.damaged-{}", now_rfc3339().replace([':', '.'], "-"));
-    std::fs::rename(&from, ws.root().join(&to))?;
+    ws.rename_own(rel, &to)?;
     for side in ["-wal", "-shm", "-journal"] {
-        let p = PathBuf::from(format!("{}{side}", from.display()));
+        let from = format!("{rel}{side}");
         // A link is moved as a link (rename never follows one).
-        if std::fs::symlink_metadata(&p).is_ok() {
-            std::fs::rename(&p, ws.root().join(format!("{to}{side}")))?;
+        if std::fs::symlink_metadata(ws.root().join(&from)).is_ok() {
+            ws.rename_own(&from, &format!("{to}{side}"))?;
         }
     }
     Ok(to)
@@ -344,10 +343,8 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
             .map_err(|e| e.to_string()),
         Fix::TruncateTornLine { keep_bytes } => {
             // Never through a link: the journal is cut, not what a link names.
-            let file = ws
-                .open_own(&f.file, std::fs::OpenOptions::new().write(true))
+            ws.truncate_own(&f.file, *keep_bytes)
                 .map_err(|e| e.to_string())?;
-            file.set_len(*keep_bytes).map_err(|e| e.to_string())?;
             Ok("dropped the torn line".into())
         }
         Fix::RestoreFromCheckpoint { checkpoint } => {

@@ -4,9 +4,11 @@ use std::collections::HashSet;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use pmpo_store::db::{ExecStore, PatchRow, SqliteStore};
+use pmpo_store::db::{
+    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PatchRow, SqliteStore, is_open_intent,
+};
 use pmpo_store::lock::{self, LockHolder};
-use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
+use pmpo_store::{BACKUP_DIR, Workspace, Writer, now_rfc3339};
 
 use pmpo_engine::StageStatus;
 use pmpo_engine::results::Summary;
@@ -181,7 +183,7 @@ pub struct LedgerArgs {
     /// Only this file (workspace-relative).
     #[arg(long)]
     path: Option<String>,
-    /// Only this run.
+    /// Only this run (or this restore).
     #[arg(long)]
     run: Option<String>,
     #[arg(long)]
@@ -194,38 +196,108 @@ fn short(h: &Option<String>) -> String {
         .unwrap_or_else(|| "(none)".into())
 }
 
+/// The run a live pmpo works on in this workspace, if any.
+fn live_run(ws: &Workspace) -> Option<String> {
+    lock::current_holder(ws).map(|h| h.run_id)
+}
+
+/// How an entry reads: a pending intent whose run is no longer running was
+/// interrupted (the process died or was killed between intent and change).
+fn entry_status<'a>(row: &'a PatchRow, live: Option<&str>) -> &'a str {
+    match row.state.as_str() {
+        PATCH_PENDING if live == Some(row.run_id.as_str()) => "pending",
+        PATCH_PENDING => PATCH_INTERRUPTED,
+        other => other,
+    }
+}
+
 pub fn ledger(args: LedgerArgs) -> u8 {
+    let ws = match open_ws(&args.workspace) {
+        Ok(w) => w,
+        Err(c) => return c,
+    };
     let mut db = match open_db(&args.workspace) {
         Ok(db) => db,
         Err(c) => return c,
     };
+    // When no run is live and the workspace is writable, settle the intents
+    // of killed runs first (so files they created under a directory are
+    // listed); otherwise show the ledger as it is.
+    {
+        let holder = LockHolder {
+            pid: std::process::id(),
+            run_id: String::new(),
+            since: now_rfc3339(),
+            command: "pmpo ledger".into(),
+        };
+        if let Ok(_lock) = lock::acquire(&ws, &holder, false) {
+            let _ = pmpo_engine::intents::settle_interrupted(&ws, &mut db);
+        }
+    }
     let rows = match db.patches(args.path.as_deref(), args.run.as_deref()) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
+    if let Some(run) = &args.run
+        && rows.is_empty()
+        && matches!(db.run(run), Ok(None))
+    {
+        errln!(
+            "error: no run `{run}` in `{}`\n  help: see the runs with `pmpo status`, and the restores with `pmpo ledger`",
+            args.workspace.display()
+        );
+        return EXIT_INVALID;
+    }
+    let live = live_run(&ws);
     if args.json {
-        print_json(&rows);
+        let out: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|r| {
+                let mut v = serde_json::to_value(r).expect("json");
+                v["status"] = entry_status(r, live.as_deref()).into();
+                v
+            })
+            .collect();
+        print_json(&out);
         return EXIT_OK;
     }
     if rows.is_empty() {
         outln!(
-            "no changes recorded{}",
+            "no changes recorded{}{}",
             args.path
                 .as_deref()
                 .map(|p| format!(" for `{p}`"))
+                .unwrap_or_default(),
+            args.run
+                .as_deref()
+                .map(|r| format!(" in run {r}"))
                 .unwrap_or_default()
         );
     }
+    let mut interrupted = 0;
     for r in &rows {
+        let status = entry_status(r, live.as_deref());
+        interrupted += usize::from(status == "interrupted");
+        let after = match (&r.after_blake3, r.state.as_str()) {
+            (None, state) if is_open_intent(state) => "?".to_string(),
+            (None, _) => "(removed)".to_string(),
+            (a, _) => short(a),
+        };
         outln!(
-            "{}  {}  {:<16} {}  {} -> {}{}",
+            "{}  {}  {:<16} {:<11} {}  {} -> {}{}",
             r.time,
             r.run_id,
             r.writer,
+            status,
             r.path,
             short(&r.before_blake3),
-            short(&r.after_blake3),
+            after,
             if r.backed_up { "  (restorable)" } else { "" }
+        );
+    }
+    if interrupted > 0 {
+        outln!(
+            "{interrupted} interrupted change(s): the writer was stopped before it finished; `pmpo restore PATH` (or `pmpo restore --run RUN`) brings back the content from before"
         );
     }
     EXIT_OK
@@ -233,14 +305,114 @@ pub fn ledger(args: LedgerArgs) -> u8 {
 
 #[derive(clap::Args)]
 pub struct RestoreArgs {
-    /// The file to bring back (workspace-relative).
-    path: String,
-    /// Bring back what this run overwrote (default: the most recent change).
+    /// The file to bring back (workspace-relative). Without it, `--run`
+    /// rolls back every change of that run.
+    path: Option<String>,
+    /// With PATH: bring back what this run found there. Alone: roll back the
+    /// whole run, newest change first.
     #[arg(long)]
     run: Option<String>,
     /// The workspace (default: the current directory).
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
+    #[arg(long)]
+    json: bool,
+}
+
+/// What restoring one file did.
+#[derive(serde::Serialize)]
+struct Restored {
+    path: String,
+    /// `restored`, `moved_to_backups`, `unchanged`, `skipped`, `failed`.
+    action: &'static str,
+    /// The run whose change is undone.
+    of_run: String,
+    before_blake3: Option<String>,
+    after_blake3: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<String>,
+}
+
+/// The id under which one `pmpo restore` records its own changes (so that
+/// it can be undone in turn with `pmpo restore --run ID`).
+fn restore_id() -> String {
+    let stamp: String = now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect();
+    format!("restore-{stamp}-{}", std::process::id())
+}
+
+/// Puts `rel` back to `target` (a content digest, or `None`: the file did
+/// not exist, so it is moved into the backups).
+fn restore_one(
+    ws: &Workspace,
+    db: &mut SqliteStore,
+    rel: &str,
+    target: Option<&str>,
+    of_run: &str,
+    who: Writer<'_>,
+) -> Restored {
+    let mut out = Restored {
+        path: rel.to_string(),
+        action: "failed",
+        of_run: of_run.to_string(),
+        before_blake3: None,
+        after_blake3: target.map(str::to_string),
+        reason: None,
+    };
+    let abs = match ws.resolve(rel) {
+        Ok(p) => p,
+        Err(e) => {
+            out.reason = Some(e.to_string());
+            return out;
+        }
+    };
+    let Some(target) = target else {
+        match std::fs::symlink_metadata(&abs) {
+            Err(_) => {
+                out.action = "unchanged";
+                out.reason = Some("it is already absent".into());
+            }
+            Ok(m) if !m.is_file() => {
+                out.action = "skipped";
+                out.reason =
+                    Some("it is not a plain file now (a directory?); left as it is".into());
+            }
+            Ok(_) => match ws.remove_recorded(db, rel, who) {
+                Ok(row) => {
+                    out.action = "moved_to_backups";
+                    out.before_blake3 = row.and_then(|r| r.before_blake3);
+                }
+                Err(e) => out.reason = Some(e.to_string()),
+            },
+        }
+        return out;
+    };
+    // Streamed, never loaded: a restore of a large file keeps memory flat.
+    let blob = ws.root().join(Workspace::backup_rel(target));
+    match pmpo_store::hash_file(&blob) {
+        Ok(d) if d.blake3 == target => {}
+        _ => {
+            out.reason = Some(format!(
+                "the backup of `{rel}` ({}) is missing or damaged; it may have been pruned by `pmpo gc`; the file was left as it is",
+                short(&Some(target.to_string()))
+            ));
+            return out;
+        }
+    }
+    match ws.restore_recorded(db, rel, target, who) {
+        Ok(Some(row)) => {
+            out.action = "restored";
+            out.before_blake3 = row.before_blake3;
+        }
+        Ok(None) => {
+            out.action = "unchanged";
+            out.reason = Some("it already has that content".into());
+        }
+        Err(e) => out.reason = Some(e.to_string()),
+    }
+    out
 }
 
 pub fn restore(args: RestoreArgs) -> u8 {
@@ -248,9 +420,20 @@ pub fn restore(args: RestoreArgs) -> u8 {
         Ok(w) => w,
         Err(c) => return c,
     };
-    let rel = args.path.trim_start_matches("./").to_string();
-    if let Err(e) = ws.resolve(&rel) {
+    let rel = args
+        .path
+        .as_deref()
+        .map(|p| p.trim_start_matches("./").to_string());
+    if let Some(rel) = &rel
+        && let Err(e) = ws.resolve(rel)
+    {
         errln!("error: {e}\n  help: name a file inside the workspace");
+        return EXIT_INVALID;
+    }
+    if rel.is_none() && args.run.is_none() {
+        errln!(
+            "error: nothing to restore: name a file, or a run with --run\n  help: `pmpo restore PATH` brings back a file's previous content; `pmpo restore --run RUN_ID` rolls back a whole run (see `pmpo ledger`)"
+        );
         return EXIT_INVALID;
     }
     let _lock = match take_lock(&ws, "pmpo restore") {
@@ -261,73 +444,153 @@ pub fn restore(args: RestoreArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
-    let rows = match db.patches(Some(&rel), args.run.as_deref()) {
-        Ok(r) => r,
+    // Under the lock no run is live: pending intents were interrupted.
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
+        return fail(&e.to_string(), e.hint().as_str());
+    }
+    // A directory or glob intent is not a file to restore: the files found
+    // under it have their own entries.
+    let rows: Vec<PatchRow> = match db.patches(rel.as_deref(), args.run.as_deref()) {
+        Ok(r) => r
+            .into_iter()
+            .filter(|r| !pmpo_engine::intents::is_pattern(&r.path))
+            .collect(),
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
-    // With --run: what the run found there first; otherwise the latest change.
-    let row = if args.run.is_some() {
-        rows.first()
-    } else {
-        rows.last()
-    };
-    let Some(row) = row else {
+    if let Some(run) = &args.run
+        && rows.is_empty()
+        && matches!(db.run(run), Ok(None))
+        && db
+            .patches(None, Some(run))
+            .map(|r| r.is_empty())
+            .unwrap_or(true)
+    {
         errln!(
-            "error: the ledger has no change to `{rel}`{}\n  help: see `pmpo ledger --path {rel}`",
-            args.run
-                .as_deref()
-                .map(|r| format!(" in run {r}"))
-                .unwrap_or_default()
+            "error: no run `{run}` in `{}`\n  help: see the runs with `pmpo status` and every recorded change with `pmpo ledger`",
+            args.workspace.display()
         );
         return EXIT_INVALID;
-    };
-    let Some(before) = &row.before_blake3 else {
-        errln!(
-            "error: `{rel}` did not exist before run {} created it, so there is nothing to bring back\n  help: delete it yourself if you do not want it; pmpo never deletes files",
-            row.run_id
-        );
-        return EXIT_INVALID;
-    };
-    // Streamed, never loaded: a restore of a large file keeps memory flat.
-    let blob = ws.root().join(Workspace::backup_rel(before));
-    match pmpo_store::hash_file(&blob) {
-        Ok(d) if &d.blake3 == before => {}
-        _ => {
-            return fail(
-                &format!(
-                    "the backup of `{rel}` ({}) is missing or damaged",
-                    short(&Some(before.clone()))
-                ),
-                "it may have been pruned by `pmpo gc`; nothing was changed",
-            );
-        }
-    };
-    let (prev, after, backed_up) = match ws.replace_from_file(&rel, &blob, before) {
-        Ok(x) => x,
-        Err(e) => return fail(&e.to_string(), "check that the workspace is writable"),
-    };
-    let record = PatchRow {
-        time: now_rfc3339(),
-        run_id: row.run_id.clone(),
-        writer: "restore".into(),
-        path: rel.clone(),
-        before_blake3: prev.as_ref().map(|d| d.blake3.clone()),
-        before_size: prev.as_ref().map(|d| d.size as i64),
-        after_blake3: Some(after.blake3.clone()),
-        after_size: Some(after.size as i64),
-        backed_up,
-    };
-    if let Err(e) = db.add_patch(&record).and_then(|_| db.flush()) {
-        return fail(&e.to_string(), e.hint());
     }
+    // Which content each file goes back to: for a whole run, what the run
+    // found there (its first entry for the file), newest change first.
+    let mut plan: Vec<(String, Option<String>, String)> = Vec::new();
+    match (&rel, &args.run) {
+        (Some(rel), run) => {
+            // With --run: what the run found there first; otherwise the latest
+            // change. An interrupted intent that left the file as it found it
+            // is no change: the one before it is.
+            let now = ws
+                .resolve(rel)
+                .ok()
+                .and_then(|p| pmpo_store::hash_file(&p).ok())
+                .map(|d| d.blake3);
+            let row = if run.is_some() {
+                rows.first()
+            } else {
+                rows.iter()
+                    .rev()
+                    .find(|r| !(is_open_intent(&r.state) && r.before_blake3 == now))
+                    .or(rows.last())
+            };
+            let Some(row) = row else {
+                errln!(
+                    "error: the ledger has no change to `{rel}`{}\n  help: see `pmpo ledger --path {rel}`",
+                    run.as_deref()
+                        .map(|r| format!(" in run {r}"))
+                        .unwrap_or_default()
+                );
+                return EXIT_INVALID;
+            };
+            plan.push((rel.clone(), row.before_blake3.clone(), row.run_id.clone()));
+        }
+        (None, Some(run)) => {
+            let mut seen = HashSet::new();
+            for row in rows.iter().rev() {
+                if seen.insert(row.path.clone()) {
+                    let first = rows.iter().find(|r| r.path == row.path).unwrap_or(row);
+                    plan.push((row.path.clone(), first.before_blake3.clone(), run.clone()));
+                }
+            }
+        }
+        (None, None) => unreachable!("checked above"),
+    }
+    // Processes an interrupted run left behind could write its files again
+    // after they are restored: stop them first (the lock says no run is live).
+    let mut stopped = 0;
+    let interrupted_runs: HashSet<&str> = rows
+        .iter()
+        .filter(|r| is_open_intent(&r.state))
+        .map(|r| r.run_id.as_str())
+        .collect();
+    for run in interrupted_runs {
+        stopped += pmpo_engine::kill_leftovers(run, ws.root());
+    }
+    if stopped > 0 && !args.json {
+        outln!("stopped {stopped} process(es) that the interrupted run left running");
+    }
+    let id = restore_id();
+    let who = Writer {
+        run_id: &id,
+        writer: "restore",
+    };
+    let done: Vec<Restored> = plan
+        .iter()
+        .map(|(path, target, of_run)| {
+            restore_one(&ws, &mut db, path, target.as_deref(), of_run, who)
+        })
+        .collect();
     if let Err(e) = pmpo_engine::export_ledger(&ws, &mut db) {
         return fail(&e.to_string(), e.hint().as_str());
     }
-    outln!(
-        "restored `{rel}` to its content before run {} ({} bytes); the replaced content is kept too",
-        row.run_id,
-        after.size
-    );
+    let failed = done.iter().filter(|d| d.action == "failed").count();
+    let changed = done
+        .iter()
+        .filter(|d| matches!(d.action, "restored" | "moved_to_backups"))
+        .count();
+    if args.json {
+        print_json(&serde_json::json!({
+            "restore_id": if changed > 0 { Some(&id) } else { None },
+            "run": args.run, "files": done, "changed": changed, "failed": failed,
+        }));
+    } else {
+        for d in &done {
+            match d.action {
+                "restored" => outln!(
+                    "restored `{}` to its content before run {}; the replaced content is kept too",
+                    d.path,
+                    d.of_run
+                ),
+                "moved_to_backups" => outln!(
+                    "moved `{}` (created by run {}) into the backups; it is not deleted",
+                    d.path,
+                    d.of_run
+                ),
+                "failed" => errln!(
+                    "error: cannot restore `{}`: {}",
+                    d.path,
+                    d.reason.as_deref().unwrap_or_default()
+                ),
+                other => outln!(
+                    "{other} `{}`: {}",
+                    d.path,
+                    d.reason.as_deref().unwrap_or_default()
+                ),
+            }
+        }
+        if changed > 0 {
+            outln!("undo this restore with: pmpo restore --run {id}");
+        } else if done.is_empty() {
+            outln!("nothing to restore: the run changed no files");
+        }
+    }
+    if failed > 0 {
+        if !args.json {
+            errln!(
+                "  help: {failed} file(s) could not be restored and were left as they are; any others were restored; a missing backup may have been pruned by `pmpo gc`"
+            );
+        }
+        return EXIT_STAGE_FAILED;
+    }
     EXIT_OK
 }
 
@@ -341,14 +604,6 @@ pub struct GcArgs {
     workspace: PathBuf,
     #[arg(long)]
     json: bool,
-}
-
-fn dir_size(path: &Path) -> u64 {
-    walk_files(path)
-        .iter()
-        .filter_map(|p| std::fs::metadata(p).ok())
-        .map(|m| m.len())
-        .sum()
 }
 
 fn walk_files(path: &Path) -> Vec<PathBuf> {
@@ -378,6 +633,10 @@ pub fn gc(args: GcArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
+    // Under the lock no run is live: pending intents were interrupted.
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
+        return fail(&e.to_string(), e.hint().as_str());
+    }
     let all = match db.runs(usize::MAX >> 1) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
@@ -387,30 +646,59 @@ pub fn gc(args: GcArgs) -> u8 {
         .take(args.keep_runs)
         .map(|r| r.run_id.clone())
         .collect();
-    let patches = db.patches(None, None).unwrap_or_default();
-    // A backup is kept while a kept run (or a later restore) may need it.
+    // Restores are not runs: theirs are kept while they are newer than the
+    // oldest kept run (or when no run is pruned at all).
+    let cutoff = if all.len() > args.keep_runs {
+        all.get(args.keep_runs.saturating_sub(1))
+            .map(|r| r.started_at.clone())
+    } else {
+        None
+    };
+    let patches = match db.patches(None, None) {
+        Ok(p) => p,
+        Err(e) => return fail(&e.to_string(), e.hint()),
+    };
+    let run_ids: HashSet<&str> = all.iter().map(|r| r.run_id.as_str()).collect();
+    // Held under the lock, so no run is live: every pending entry is interrupted.
+    let interrupted: HashSet<String> = patches
+        .iter()
+        .filter(|p| is_open_intent(&p.state))
+        .filter_map(|p| p.before_blake3.clone())
+        .collect();
     let needed: HashSet<String> = patches
         .iter()
-        .filter(|p| keep.contains(&p.run_id))
+        .filter(|p| {
+            keep.contains(&p.run_id)
+                || is_open_intent(&p.state)
+                || (!run_ids.contains(p.run_id.as_str())
+                    && cutoff.as_deref().is_none_or(|c| p.time.as_str() >= c))
+        })
         .filter_map(|p| p.before_blake3.clone())
         .collect();
     let (mut blobs, mut blob_bytes) = (0usize, 0u64);
+    let (mut kept, mut kept_bytes, mut kept_interrupted) = (0usize, 0u64, 0usize);
+    let mut errors = Vec::new();
     for file in walk_files(&ws.root().join(BACKUP_DIR)) {
         let name = file
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default();
         // Only content-addressed blobs are ours to delete.
-        if name.len() != 64
-            || !name.bytes().all(|b| b.is_ascii_hexdigit())
-            || needed.contains(&name)
-        {
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
             continue;
         }
-        let size = std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-        if std::fs::remove_file(&file).is_ok() {
-            blobs += 1;
-            blob_bytes += size;
+        if needed.contains(&name) {
+            kept += 1;
+            kept_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            kept_interrupted += usize::from(interrupted.contains(&name));
+            continue;
+        }
+        match ws.remove_own_file(&Workspace::backup_rel(&name)) {
+            Ok(size) => {
+                blobs += 1;
+                blob_bytes += size;
+            }
+            Err(e) => errors.push(e.to_string()),
         }
     }
     let cache = match db.cache_prune(&|row| keep.contains(&row.run_id)) {
@@ -429,10 +717,12 @@ pub fn gc(args: GcArgs) -> u8 {
         for e in entries.flatten() {
             let run = e.file_name().to_string_lossy().into_owned();
             if all.iter().any(|r| r.run_id == run) && !keep.contains(&run) {
-                let size = dir_size(&e.path());
-                if std::fs::remove_dir_all(e.path()).is_ok() {
-                    *count += 1;
-                    *bytes += size;
+                match ws.remove_own_dir(&format!("{dir}/{run}")) {
+                    Ok(size) => {
+                        *count += 1;
+                        *bytes += size;
+                    }
+                    Err(e) => errors.push(e.to_string()),
                 }
             }
         }
@@ -440,18 +730,25 @@ pub fn gc(args: GcArgs) -> u8 {
     let [(scripts, script_bytes), (outputs, output_bytes)] = per_run;
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,
+        "backups_kept": kept, "backup_bytes_kept": kept_bytes,
+        "interrupted_entries": patches.iter().filter(|p| is_open_intent(&p.state)).count(),
+        "interrupted_backups_kept": kept_interrupted,
         "cache_entries_removed": cache, "script_dirs_removed": scripts, "script_bytes_freed": script_bytes,
         "output_dirs_removed": outputs, "output_bytes_freed": output_bytes,
         "bytes_freed": blob_bytes + script_bytes + output_bytes,
+        "errors": errors,
     });
     if args.json {
         print_json(&summary);
     } else {
         outln!(
-            "gc: kept the {} most recent runs; removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
+            "gc: kept the {} most recent runs and {kept} backups ({kept_bytes} bytes, {kept_interrupted} of them for interrupted changes); removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
             keep.len(),
             blob_bytes + script_bytes + output_bytes
         );
+        for e in &errors {
+            errln!("warning: {e}");
+        }
     }
     EXIT_OK
 }

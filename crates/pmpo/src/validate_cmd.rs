@@ -64,7 +64,7 @@ pub fn run(args: Args) -> u8 {
         }
     };
     if let Some(path) = &args.junit
-        && let Err(e) = write_file(path, junit_xml(&report).as_bytes())
+        && let Err(e) = write_report(&ws, path, junit_xml(&report).as_bytes())
     {
         errln!(
             "error: cannot write the JUnit report `{}`: {e}",
@@ -135,6 +135,49 @@ fn print_text(r: &ValidationReport) {
         s.blocking_not_checked
     );
     out!("{out}");
+}
+
+/// The workspace-relative form of `path` when it is inside the workspace
+/// (through its deepest existing ancestor, links resolved).
+fn inside(ws: &pmpo_store::Workspace, path: &Path) -> Option<String> {
+    let abs = std::path::absolute(path).ok()?;
+    let mut rest = Vec::new();
+    let mut at = abs.as_path();
+    loop {
+        if let Ok(real) = at.canonicalize() {
+            let mut full = real;
+            full.extend(rest.iter().rev());
+            return ws.relative(&full).filter(|r| !r.is_empty());
+        }
+        rest.push(at.file_name()?.to_os_string());
+        at = at.parent()?;
+    }
+}
+
+/// Writes the JUnit report: inside the workspace through the store's
+/// recorded write path (backed up, ledgered, writer `validate`), elsewhere
+/// (a path the user names, outside any workspace) as a plain atomic write.
+fn write_report(ws: &pmpo_store::Workspace, path: &Path, bytes: &[u8]) -> Result<(), String> {
+    match inside(ws, path) {
+        Some(rel) => {
+            let run_id = format!("validate-{}", now_stamp());
+            let who = pmpo_store::Writer {
+                run_id: &run_id,
+                writer: "validate",
+            };
+            ws.write_file(&rel, bytes, who)
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }
+        None => write_file(path, bytes).map_err(|e| e.to_string()),
+    }
+}
+
+fn now_stamp() -> String {
+    pmpo_store::now_rfc3339()
+        .chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .collect()
 }
 
 /// Writes a file next to its final name, then renames it into place.

@@ -516,3 +516,25 @@ fn a_failing_model_endpoint_opens_its_breaker() {
             .contains("circuit open for adapter model:")
     );
 }
+
+#[test]
+fn an_ai_stage_output_over_an_existing_file_not_in_outputs_is_restorable() {
+    let ws = Ws::new();
+    ws.write("hi.txt", "my own greeting\n");
+    ws.plan("    - id: hi\n      requires_execution: false\n      with: {prompt: say hi, output: hi.txt}\n");
+    let server = ModelServer::start(|_, _| anthropic("hi!", "end_turn"));
+    let mut c = pmpo(&ws);
+    c.env("ANTHROPIC_BASE_URL", server.base())
+        .env("ANTHROPIC_API_KEY", KEY)
+        .env("ANTHROPIC_MODEL", "claude-test");
+    let r = run(c, &["execute", "plan.yaml", "-q"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("hi.txt"), "hi!");
+    let r = ws.run(&["ledger", "--path", "hi.txt", "--json"]);
+    let rows = r.json();
+    assert_eq!(rows[0]["writer"], "hi", "{rows}");
+    assert_eq!(rows[0]["status"], "completed", "{rows}");
+    let r = ws.run(&["restore", "hi.txt"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(ws.read("hi.txt"), "my own greeting\n");
+}

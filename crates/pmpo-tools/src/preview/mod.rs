@@ -709,6 +709,10 @@ impl Tool for PreviewTool {
     fn name(&self) -> &'static str {
         "preview"
     }
+    fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
+        // Everything a preview writes is under its own folder.
+        Job::from_inputs(inputs).map_or_else(|_| Vec::new(), |job| vec![format!("{}/", job.dir)])
+    }
 
     fn aliases(&self) -> &'static [&'static str] {
         &["render_preview"]

@@ -1,0 +1,152 @@
+//! One write path: outside the store crate (`crates/pmpo-store/src`), no
+//! source file opens, replaces, renames, copies or removes a file itself.
+//! Every such call goes through the store (confined, atomic, backed up and
+//! ledgered for the user's files). The few exceptions are listed below, each
+//! with the reason; anything else found fails this test, naming file and line.
+
+use std::path::{Path, PathBuf};
+
+/// Calls that write to, create, move or remove files.
+const RAW_WRITES: &[&str] = &[
+    "fs::write(",
+    "File::create(",
+    "File::create_new(",
+    "File::options(",
+    "OpenOptions",
+    "fs::rename(",
+    "fs::copy(",
+    "remove_file(",
+    "remove_dir(",
+    "remove_dir_all(",
+    "fs::create_dir(",
+    "fs::create_dir_all(",
+    "set_permissions(",
+    "hard_link(",
+    "fs::symlink(",
+    "set_len(",
+];
+
+/// (file, call, why it may write without the store).
+const ALLOWED: &[(&str, &str, &str)] = &[
+    (
+        "crates/pmpo-tools/src/preview/browser.rs",
+        "fs::write(",
+        "the browser profile lives in the system temp dir, outside any workspace",
+    ),
+    (
+        "crates/pmpo-tools/src/preview/browser.rs",
+        "remove_dir_all(",
+        "sweeps dead browser profiles in the system temp dir, outside any workspace",
+    ),
+    (
+        "crates/pmpo-tools/src/preview/browser.rs",
+        "File::create(",
+        "the browser's log file in its profile in the system temp dir, outside any workspace",
+    ),
+    (
+        "crates/pmpo/src/validate_cmd.rs",
+        "fs::create_dir_all(",
+        "`validate --junit PATH` outside the workspace (a path the user names, anywhere); inside it goes through Workspace::write_file",
+    ),
+    (
+        "crates/pmpo/src/validate_cmd.rs",
+        "fs::write(",
+        "`validate --junit PATH` outside the workspace (a path the user names, anywhere); inside it goes through Workspace::write_file",
+    ),
+    (
+        "crates/pmpo/src/validate_cmd.rs",
+        "fs::rename(",
+        "`validate --junit PATH` outside the workspace (a path the user names, anywhere); inside it goes through Workspace::write_file",
+    ),
+    (
+        "crates/pmpo/src/validate_cmd.rs",
+        "remove_file(",
+        "`validate --junit PATH`: removes its own temporary file after a failed rename",
+    ),
+];
+
+fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            sources(&p, out);
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            out.push(p);
+        }
+    }
+}
+
+/// The code of a file without its unit tests (`#[cfg(test)] mod tests`),
+/// which write into their own temporary directories.
+fn without_tests(text: &str) -> &str {
+    let mut at = 0;
+    for line in text.split_inclusive('\n') {
+        if line.trim() == "#[cfg(test)]" {
+            let rest = &text[at + line.len()..];
+            if rest.trim_start().starts_with("mod tests") {
+                return &text[..at];
+            }
+        }
+        at += line.len();
+    }
+    text
+}
+
+#[test]
+fn nothing_outside_the_store_writes_files_itself() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let root = root.canonicalize().unwrap();
+    let mut files = Vec::new();
+    for krate in std::fs::read_dir(root.join("crates")).unwrap().flatten() {
+        let src = krate.path().join("src");
+        if src.is_dir() && krate.file_name() != "pmpo-store" {
+            sources(&src, &mut files);
+        }
+    }
+    assert!(files.len() > 20, "found only {} source files", files.len());
+    let mut found = Vec::new();
+    let mut used = vec![false; ALLOWED.len()];
+    for file in &files {
+        let rel = file
+            .strip_prefix(&root)
+            .unwrap()
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(file).unwrap();
+        for (n, line) in without_tests(&text).lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for call in RAW_WRITES {
+                if !code.contains(call) {
+                    continue;
+                }
+                match ALLOWED.iter().position(|(f, c, _)| *f == rel && c == call) {
+                    Some(i) => used[i] = true,
+                    None => found.push(format!("{rel}:{}: `{call}` in `{}`", n + 1, line.trim())),
+                }
+            }
+        }
+    }
+    assert!(
+        found.is_empty(),
+        "files written outside the store (use Workspace::write_file / write_recorded for the user's files, \
+         the *_own functions for pmpo's own, or add an entry with its reason to ALLOWED):\n{}",
+        found.join("\n")
+    );
+    // An allowance that no longer matches anything is stale: remove it.
+    let stale: Vec<String> = ALLOWED
+        .iter()
+        .zip(&used)
+        .filter(|(_, u)| !**u)
+        .map(|((f, c, _), _)| format!("{f}: `{c}`"))
+        .collect();
+    assert!(stale.is_empty(), "stale allowances:\n{}", stale.join("\n"));
+}
+
+#[test]
+fn the_scan_finds_a_raw_write() {
+    // The scanner itself is not blind: a raw write is found, a test module is not scanned.
+    let code = "fn f() { std::fs::write(\"x\", b\"\").unwrap(); }\n#[cfg(test)]\nmod tests { fn g() { std::fs::remove_file(\"y\"); } }\n";
+    let kept = without_tests(code);
+    assert!(kept.contains("fs::write("));
+    assert!(!kept.contains("remove_file("));
+}
