@@ -65,6 +65,7 @@ pub(crate) fn write_ledgered(
         after_blake3: Some(after.blake3),
         after_size: Some(after.size as i64),
         backed_up,
+        state: "completed".into(),
     })?;
     Ok(true)
 }
@@ -187,6 +188,7 @@ pub(crate) fn finish(
         allowed_violations: allow_violations && !violations.is_empty(),
         violations,
         errors: run.errors,
+        sandbox: pmpo_sandbox::Mode::for_run().label(),
         notices: run.notices,
         state_updates: plan.doc.plan.state_updates.clone(),
     };

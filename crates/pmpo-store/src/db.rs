@@ -137,6 +137,15 @@ pub struct PatchRow {
     pub after_size: Option<i64>,
     /// Whether the before-content is in the backup store.
     pub backed_up: bool,
+    /// `completed` (the write is done), `pending` (announced, not yet
+    /// done), `undeclared` (a stage changed a file outside its declared
+    /// outputs: found by the sandbox's detection).
+    #[serde(default = "completed")]
+    pub state: String,
+}
+
+fn completed() -> String {
+    "completed".into()
 }
 
 /// An event as stored.
@@ -244,7 +253,8 @@ CREATE TABLE IF NOT EXISTS adapters (
     consecutive_failures INTEGER NOT NULL, opened_until TEXT, last_error TEXT, updated_at TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS patch_history (
     id INTEGER PRIMARY KEY, time TEXT NOT NULL, run_id TEXT NOT NULL, writer TEXT NOT NULL, path TEXT NOT NULL,
-    before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL);
+    before_blake3 TEXT, before_size INTEGER, after_blake3 TEXT, after_size INTEGER, backed_up INTEGER NOT NULL,
+    state TEXT NOT NULL DEFAULT 'completed');
 CREATE INDEX IF NOT EXISTS patch_by_path ON patch_history(path);
 CREATE TABLE IF NOT EXISTS events (
     id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, stage_id TEXT, kind TEXT NOT NULL, status TEXT,
@@ -322,6 +332,22 @@ impl SqliteStore {
                 path: path.to_path_buf(),
                 detail: "it has no pmpo tables".into(),
             });
+        }
+        if create {
+            // The ledger's `state` column, for databases made before it.
+            let has_state: i64 = conn
+                .query_row(
+                    "SELECT COUNT(*) FROM pragma_table_info('patch_history') WHERE name = 'state'",
+                    [],
+                    |r| r.get(0),
+                )
+                .map_err(corrupt)?;
+            if has_state == 0 {
+                conn.execute_batch(
+                    "ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'",
+                )
+                .map_err(corrupt)?;
+            }
         }
         Ok(SqliteStore {
             conn,
@@ -563,8 +589,8 @@ impl ExecStore for SqliteStore {
 
     fn add_patch(&mut self, p: &PatchRow) -> Result<(), DbError> {
         self.exec(
-            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            params![p.time, p.run_id, p.writer, p.path, p.before_blake3, p.before_size, p.after_blake3, p.after_size, p.backed_up],
+            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up, state) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+            params![p.time, p.run_id, p.writer, p.path, p.before_blake3, p.before_size, p.after_blake3, p.after_size, p.backed_up, p.state],
         )
     }
 
@@ -574,7 +600,7 @@ impl ExecStore for SqliteStore {
         run_id: Option<&str>,
     ) -> Result<Vec<PatchRow>, DbError> {
         self.query(
-            "SELECT time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
+            "SELECT time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up, state FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
             params![path, run_id],
             |r| {
                 Ok(PatchRow {
@@ -587,6 +613,7 @@ impl ExecStore for SqliteStore {
                     after_blake3: r.get(6)?,
                     after_size: r.get(7)?,
                     backed_up: r.get(8)?,
+                    state: r.get(9)?,
                 })
             },
         )

@@ -19,6 +19,19 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
     pub capture_limit: usize,
+    /// Run in the child between `fork` and `exec` (entering a sandbox).
+    pub pre_exec: Option<PreExec>,
+}
+
+/// A function the child runs between `fork` and `exec`. It must be safe
+/// there: no allocation, no lock (only system calls on prepared data).
+#[derive(Clone)]
+pub struct PreExec(pub std::sync::Arc<dyn Fn() -> std::io::Result<()> + Send + Sync>);
+
+impl std::fmt::Debug for PreExec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PreExec(..)")
+    }
 }
 
 /// How the process ended.
@@ -134,6 +147,13 @@ pub async fn run_process_spilling(
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
+    if let Some(hook) = spec.pre_exec.clone() {
+        // SAFETY: the hook only makes system calls on data prepared before
+        // the fork (see `PreExec`).
+        unsafe {
+            cmd.pre_exec(move || (hook.0)());
+        }
+    }
     let started = Instant::now();
     let mut child = cmd.spawn()?;
     let pgid = child.id().unwrap_or(0);

@@ -218,14 +218,19 @@ pub fn ledger(args: LedgerArgs) -> u8 {
     }
     for r in &rows {
         outln!(
-            "{}  {}  {:<16} {}  {} -> {}{}",
+            "{}  {}  {:<16} {}  {} -> {}{}{}",
             r.time,
             r.run_id,
             r.writer,
             r.path,
             short(&r.before_blake3),
             short(&r.after_blake3),
-            if r.backed_up { "  (restorable)" } else { "" }
+            if r.backed_up { "  (restorable)" } else { "" },
+            if r.state == "undeclared" {
+                "  (undeclared: outside the stage's outputs)"
+            } else {
+                ""
+            }
         );
     }
     EXIT_OK
@@ -281,6 +286,14 @@ pub fn restore(args: RestoreArgs) -> u8 {
         );
         return EXIT_INVALID;
     };
+    if row.state == "undeclared" && !row.backed_up {
+        errln!(
+            "error: `{rel}` was changed by stage `{}` of run {} outside its declared outputs; pmpo found the change afterwards and holds no copy of the file from before it\n  help: bring it back from version control or a backup; declare it in the stage's `outputs:` so that pmpo keeps a copy next time",
+            row.writer,
+            row.run_id
+        );
+        return EXIT_INVALID;
+    }
     let Some(before) = &row.before_blake3 else {
         errln!(
             "error: `{rel}` did not exist before run {} created it, so there is nothing to bring back\n  help: delete it yourself if you do not want it; pmpo never deletes files",
@@ -316,6 +329,7 @@ pub fn restore(args: RestoreArgs) -> u8 {
         after_blake3: Some(after.blake3.clone()),
         after_size: Some(after.size as i64),
         backed_up,
+        state: "completed".into(),
     };
     if let Err(e) = db.add_patch(&record).and_then(|_| db.flush()) {
         return fail(&e.to_string(), e.hint());
