@@ -1691,6 +1691,8 @@ struct Attempt {
     sandbox: Option<String>,
     /// Changes outside the declared outputs (detection).
     undeclared: Vec<pmpo_sandbox::snapshot::Difference>,
+    /// Declared output files that were there before the stage and are gone.
+    deleted: Vec<(String, FileDigest)>,
     before: BTreeMap<String, FileDigest>,
     /// Content hashes of the files under the outputs that are in the backup store.
     backed_up: HashSet<String>,
@@ -1721,6 +1723,7 @@ struct Tried {
     failure: Option<Failure>,
     sandbox: Option<String>,
     undeclared: Vec<pmpo_sandbox::snapshot::Difference>,
+    deleted: Vec<(String, FileDigest)>,
     files: Vec<GeneratedFile>,
     backed_up: HashSet<String>,
     resolved: Value,
@@ -1805,6 +1808,7 @@ fn validate_attempt(
         failure,
         sandbox: a.sandbox,
         undeclared: a.undeclared,
+        deleted: a.deleted,
         files,
         backed_up: a.backed_up,
         resolved: a.resolved,
@@ -1847,6 +1851,21 @@ fn record_attempt(
                 .before
                 .as_ref()
                 .is_some_and(|d| t.backed_up.contains(&d.blake3)),
+            state: "completed".into(),
+        })?;
+    }
+    for (rel, before) in &t.deleted {
+        patched = true;
+        rec.db.add_patch(&PatchRow {
+            time: t.finished_at.clone(),
+            run_id: run_id.to_string(),
+            writer: stage.id.clone(),
+            path: rel.clone(),
+            before_blake3: Some(before.blake3.clone()),
+            before_size: Some(before.size as i64),
+            after_blake3: None,
+            after_size: None,
+            backed_up: t.backed_up.contains(&before.blake3),
             state: "completed".into(),
         })?;
     }
@@ -2062,6 +2081,31 @@ fn judge_sandbox(
 ) {
     let mode = watch.mode;
     attempt.sandbox = mode.map(|m| m.label());
+    // A declared output the stage deleted is in the ledger (its copy is in
+    // the backup store, so `pmpo restore` brings it back).
+    attempt.deleted = attempt
+        .before
+        .iter()
+        .filter(|(rel, _)| {
+            ws.resolve(rel)
+                .is_ok_and(|p| std::fs::symlink_metadata(p).is_err())
+        })
+        .map(|(rel, d)| (rel.clone(), d.clone()))
+        .collect();
+    let refused = |p: &str| watch.refuses(ws, p);
+    let refused_path = attempt.failure.as_ref().and_then(|f| {
+        let stderr = attempt
+            .outcome
+            .as_ref()
+            .map(|o| o.stderr.text())
+            .unwrap_or_default();
+        match pmpo_sandbox::refused_write(&format!("{stderr}\n{}", f.message)) {
+            Some(Some(p)) if refused(&p) => Some(Some(p)),
+            // A named path the stage may write: denied for another reason.
+            Some(Some(_)) => None,
+            other => other,
+        }
+    });
     let undeclared = watch.finish(ws);
     let hint = pmpo_sandbox::undeclared_write_hint();
     if !undeclared.is_empty() {
@@ -2101,7 +2145,7 @@ fn judge_sandbox(
         f.hint = Some("sudo and other set-uid programs cannot gain privileges inside a sandboxed stage (Landlock needs no_new_privs); drop sudo, or set `sandbox: false` on the stage".into());
         return;
     }
-    if let Some(path) = pmpo_sandbox::refused_write(&text) {
+    if let Some(path) = refused_path {
         f.kind = "undeclared_write".into();
         f.message = match path {
             Some(p) => format!(

@@ -9,7 +9,7 @@
 //! of the workspace before and after it.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use pmpo_plan::Stage;
 use pmpo_sandbox::policy::{self, Declared};
@@ -19,13 +19,6 @@ use pmpo_store::Workspace;
 use pmpo_tools::Confinement;
 use pmpo_tools::process::PreExec;
 
-/// The stages running now, with the outputs each declares: a change made
-/// while several stages run is judged against all of their outputs, and an
-/// undeclared one is attributed to each of them.
-type Running = Vec<(u64, Arc<Mutex<Vec<Declared>>>, Declared)>;
-static RUNNING: Mutex<Running> = Mutex::new(Vec::new());
-static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-
 /// Whether a tool's processes are confined: `run` and plugins (tools that
 /// write through pmpo itself are not).
 pub(crate) fn confines(canonical_tool: &str) -> bool {
@@ -34,16 +27,17 @@ pub(crate) fn confines(canonical_tool: &str) -> bool {
 
 /// One stage's confinement, from before its tool starts until it ended.
 pub(crate) struct Watch {
-    id: u64,
+    registration: Option<pmpo_sandbox::running::Registration>,
     /// The mode this stage ran under (`None`: its tool is not confined).
     pub mode: Option<Mode>,
     pub confinement: Option<Confinement>,
     _scratch: Option<tempfile::TempDir>,
     before: Option<Snapshot>,
     dirs: Vec<PathBuf>,
-    declared: Declared,
-    /// Outputs of the stages that ran at the same time as this one.
-    others: Arc<Mutex<Vec<Declared>>>,
+    /// Directories pmpo made for new outputs (removed after if still empty).
+    made_dirs: Vec<PathBuf>,
+    /// What the kernel lets the stage write (Landlock).
+    grants: Vec<pmpo_sandbox::Grant>,
 }
 
 /// Why a stage was not started: (kind, message, hint).
@@ -52,34 +46,22 @@ pub(crate) type Refusal = (&'static str, String, Option<String>);
 /// Prepares the confinement of a stage, registers it among the running
 /// stages and, where detection applies, takes the snapshot before it.
 pub(crate) fn begin(ws: &Workspace, stage: &Stage, canonical_tool: &str) -> Result<Watch, Refusal> {
-    let declared = Declared::new(&stage.outputs);
-    let others = Arc::new(Mutex::new(Vec::new()));
-    let id = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let mut watch = Watch {
-        id,
+        registration: None,
         mode: None,
         confinement: None,
         _scratch: None,
         before: None,
         dirs: Vec::new(),
-        declared: declared.clone(),
-        others: others.clone(),
+        made_dirs: Vec::new(),
+        grants: Vec::new(),
     };
     if confines(canonical_tool) {
         prepare(ws, stage, &mut watch)?;
     }
-    let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-    for (_, theirs, their_declared) in running.iter() {
-        theirs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(declared.clone());
-        others
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push(their_declared.clone());
-    }
-    running.push((id, others, declared));
+    watch.registration = Some(pmpo_sandbox::running::register(Declared::new(
+        &stage.outputs,
+    )));
     Ok(watch)
 }
 
@@ -136,6 +118,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
                 Some("fix the stage's `outputs:`".to_string()),
             )
         })?;
+    watch.made_dirs = std::mem::take(&mut policy.made_dirs);
     let env = vec![(
         "TMPDIR".to_string(),
         scratch.path().to_string_lossy().into_owned(),
@@ -155,6 +138,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
                 }
             })?;
             watch.mode = Some(run_mode);
+            watch.grants = policy.grants.clone();
             watch.confinement = Some(Confinement {
                 pre_exec: Some(hook(prepared)),
                 env,
@@ -190,33 +174,47 @@ fn hook(prepared: Prepared) -> PreExec {
 }
 
 impl Watch {
+    /// Whether a path the stage's error output names is one the sandbox
+    /// refuses (`false` when it is granted: the failure has another cause).
+    pub(crate) fn refuses(&self, ws: &Workspace, path: &str) -> bool {
+        let p = std::path::Path::new(path);
+        let abs = if p.is_absolute() {
+            p.to_path_buf()
+        } else {
+            ws.root().join(p)
+        };
+        // The deepest existing ancestor, resolved: what the kernel judges.
+        let mut probe = abs.clone();
+        let real = loop {
+            if let Ok(r) = std::fs::canonicalize(&probe) {
+                break r.join(abs.strip_prefix(&probe).unwrap_or(std::path::Path::new("")));
+            }
+            if !probe.pop() {
+                break abs.clone();
+            }
+        };
+        !self.grants.iter().any(|g| {
+            if g.is_dir {
+                // Removing or renaming the granted directory itself needs
+                // rights on its parent, which it does not have.
+                real.starts_with(&g.path) && real != g.path
+            } else {
+                real == g.path
+            }
+        })
+    }
+
     /// The stage ended: the changes outside the declared outputs of this
     /// stage and of the stages that ran at the same time.
     pub(crate) fn finish(self, ws: &Workspace) -> Vec<Difference> {
-        {
-            let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-            running.retain(|(id, _, _)| *id != self.id);
-        }
-        let Some(before) = &self.before else {
-            return Vec::new();
+        let found = match (&self.before, &self.registration) {
+            (Some(before), Some(reg)) => {
+                reg.undeclared(before.diff(&Snapshot::take(ws.root(), &self.dirs)))
+            }
+            _ => Vec::new(),
         };
-        let after = Snapshot::take(ws.root(), &self.dirs);
-        let others = self.others.lock().unwrap_or_else(|p| p.into_inner());
-        before
-            .diff(&after)
-            .into_iter()
-            .filter(|d| {
-                !self.declared.covers(&d.path, d.is_dir)
-                    && !others.iter().any(|o| o.covers(&d.path, d.is_dir))
-            })
-            .collect()
-    }
-}
-
-impl Drop for Watch {
-    fn drop(&mut self) {
-        let mut running = RUNNING.lock().unwrap_or_else(|p| p.into_inner());
-        running.retain(|(id, _, _)| *id != self.id);
+        pmpo_sandbox::Policy::remove_made_dirs(&self.made_dirs);
+        found
     }
 }
 

@@ -933,9 +933,12 @@ pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
         .build()
         .map(|g| g.compile_matcher())
         .ok();
+    // The first component as a pattern of its own (`.s*` in `.s*/db`).
+    let first = norm.split('/').next().unwrap_or("");
+    let first_glob = globset::Glob::new(first).map(|g| g.compile_matcher()).ok();
     for own in [".state", ".refiner", "logs"] {
-        let first = norm.split('/').next().unwrap_or("");
         let hit = first == own
+            || first_glob.as_ref().is_some_and(|m| m.is_match(own))
             || matcher
                 .as_ref()
                 .is_some_and(|m| m.is_match(own) || m.is_match(format!("{own}/x")));

@@ -11,6 +11,7 @@
 //! Reads are never restricted: only the write-side accesses are handled.
 
 pub mod policy;
+pub mod running;
 pub mod snapshot;
 
 use std::io;

@@ -32,6 +32,9 @@ pub struct Policy {
     /// that are not declared (a declared file that does not exist yet, a
     /// glob's directory): their other files are watched by detection.
     pub watched: Vec<PathBuf>,
+    /// Directories pmpo made so that a new output's own directory can be
+    /// granted rather than the workspace (removed after the stage if empty).
+    pub made_dirs: Vec<PathBuf>,
 }
 
 /// Character devices a shell and common tools write to.
@@ -93,8 +96,13 @@ pub fn output_problem(pattern: &str) -> Option<String> {
         && let Ok(g) = GlobBuilder::new(&p).literal_separator(true).build()
     {
         let m = g.compile_matcher();
+        let first = p.split('/').next().unwrap_or("");
+        let first = globset::Glob::new(first).map(|g| g.compile_matcher()).ok();
         for own in OWN_DIRS {
-            if m.is_match(own) || m.is_match(format!("{own}/x")) {
+            if m.is_match(own)
+                || m.is_match(format!("{own}/x"))
+                || first.as_ref().is_some_and(|f| f.is_match(own))
+            {
                 return Some(format!(
                     "matches pmpo's own `{own}/`; start the pattern with a directory of the artifact, such as `dist/*`"
                 ));
@@ -173,6 +181,7 @@ pub fn for_outputs(
     outputs: &[String],
     scratch: Option<&Path>,
 ) -> Result<Policy, String> {
+    let root = &std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
     let mut policy = Policy {
         confine_fs: true,
         ..Policy::default()
@@ -184,19 +193,19 @@ pub fn for_outputs(
         let p = normalize(raw);
         if is_glob(&p) {
             let prefix: Vec<&str> = p.split('/').take_while(|c| !is_glob(c)).collect();
-            let dir = nearest_existing(root, &prefix.join("/"), raw)?;
+            let dir = policy.make_dirs(root, &prefix.join("/"), raw)?;
             policy.watch(dir);
             continue;
         }
         let abs = root.join(&p);
         match std::fs::symlink_metadata(&abs) {
-            Ok(m) if m.file_type().is_symlink() => {
+            Ok(_) => {
                 let real = std::fs::canonicalize(&abs).map_err(|_| {
                     format!("declared output `{raw}` is a broken symbolic link; remove it or point it inside the workspace")
                 })?;
                 if !real.starts_with(root) {
                     return Err(format!(
-                        "declared output `{raw}` is a symbolic link to `{}`, outside the workspace; a stage may only write inside it",
+                        "declared output `{raw}` leads through a symbolic link to `{}`, outside the workspace; a stage may only write inside it",
                         real.display()
                     ));
                 }
@@ -215,17 +224,13 @@ pub fn for_outputs(
                     path: real,
                 });
             }
-            Ok(m) => policy.grants.push(Grant {
-                path: abs,
-                is_dir: m.is_dir(),
-            }),
             Err(_) => {
                 // Not there yet: the kernel can only grant its directory.
                 let parent = Path::new(&p)
                     .parent()
                     .map(|x| x.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let dir = nearest_existing(root, &parent, raw)?;
+                let dir = policy.make_dirs(root, &parent, raw)?;
                 policy.watch(dir);
             }
         }
@@ -276,6 +281,41 @@ fn nearest_existing(root: &Path, rel: &str, raw: &str) -> Result<PathBuf, String
 }
 
 impl Policy {
+    /// Makes the directory `rel` (and those above it) where missing, so the
+    /// grant can be that directory and not one above it.
+    fn make_dirs(&mut self, root: &Path, rel: &str, raw: &str) -> Result<PathBuf, String> {
+        let existing = nearest_existing(root, rel, raw)?;
+        let target = root.join(rel);
+        if rel.is_empty() || target == existing {
+            return Ok(existing);
+        }
+        let below = target
+            .strip_prefix(&existing)
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        let mut cur = existing.clone();
+        for c in below.components() {
+            cur.push(c);
+            match std::fs::create_dir(&cur) {
+                Ok(()) => self.made_dirs.push(cur.clone()),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && cur.is_dir() => {}
+                // Cannot make it (a file in the way, no permission): grant above it.
+                Err(_) => {
+                    cur.pop();
+                    return Ok(cur);
+                }
+            }
+        }
+        Ok(cur)
+    }
+
+    /// Removes the directories pmpo made that are still empty (deepest first).
+    pub fn remove_made_dirs(dirs: &[PathBuf]) {
+        for d in dirs.iter().rev() {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+
     fn watch(&mut self, dir: PathBuf) {
         if !self.watched.contains(&dir) {
             self.watched.push(dir.clone());

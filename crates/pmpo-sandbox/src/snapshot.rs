@@ -93,6 +93,9 @@ impl Snapshot {
     /// without following symbolic links, leaving out pmpo's own directories
     /// at the top of the workspace and pmpo's temporary files.
     pub fn take(root: &Path, dirs: &[std::path::PathBuf]) -> Snapshot {
+        // Granted directories are canonical paths: so is the root they are relative to.
+        let real = fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let root = real.as_path();
         let mut s = Snapshot::default();
         if dirs.is_empty() {
             s.walk(root, root);

@@ -365,7 +365,6 @@ impl Tool for RunTool {
         if argv[0].contains('/') && !argv[0].starts_with('/') {
             argv[0] = cwd.join(&argv[0]).to_string_lossy().into_owned();
         }
-        let mut env = env;
         if let Some(c) = ctx.confine {
             env.extend(c.env.iter().cloned());
         }
