@@ -119,10 +119,15 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
             )
         })?;
     watch.made_dirs = std::mem::take(&mut policy.made_dirs);
-    let env = vec![(
-        "TMPDIR".to_string(),
-        scratch.path().to_string_lossy().into_owned(),
-    )];
+    let env = vec![
+        (
+            "TMPDIR".to_string(),
+            scratch.path().to_string_lossy().into_owned(),
+        ),
+        // Python would write `__pycache__/` next to the modules it imports:
+        // undeclared files, refused or reported.
+        ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
+    ];
     match run_mode {
         Mode::Landlock { abi } => {
             policy.deny_network = !stage.network;

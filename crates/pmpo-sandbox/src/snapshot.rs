@@ -128,7 +128,8 @@ impl Snapshot {
             if dir == root && OWN_DIRS.contains(&&*name) {
                 continue;
             }
-            let Ok(m) = fs::symlink_metadata(&path) else {
+            // Relative to the open directory (fstatat), not the whole path again.
+            let Ok(m) = e.metadata() else {
                 continue;
             };
             let Ok(rel) = path.strip_prefix(root) else {

@@ -816,6 +816,42 @@ mod tests {
     }
 
     #[test]
+    fn a_ledger_without_the_state_column_gets_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = SqliteStore::open(dir.path()).unwrap();
+        let row = |state: &str| PatchRow {
+            time: "t".into(),
+            run_id: "r".into(),
+            writer: "s".into(),
+            path: "a.txt".into(),
+            before_blake3: None,
+            before_size: None,
+            after_blake3: None,
+            after_size: Some(1),
+            backed_up: false,
+            state: state.into(),
+        };
+        db.add_patch(&row("completed")).unwrap();
+        db.flush().unwrap();
+        drop(db);
+        // As a database made before the column: the row is kept, `completed`.
+        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+        conn.execute_batch("ALTER TABLE patch_history DROP COLUMN state")
+            .unwrap();
+        drop(conn);
+        let mut db = SqliteStore::open(dir.path()).unwrap();
+        db.add_patch(&row("undeclared")).unwrap();
+        db.flush().unwrap();
+        let states: Vec<String> = db
+            .patches(None, None)
+            .unwrap()
+            .into_iter()
+            .map(|r| r.state)
+            .collect();
+        assert_eq!(states, vec!["completed", "undeclared"]);
+    }
+
+    #[test]
     fn garbage_is_reported_as_corrupt() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join(".state")).unwrap();

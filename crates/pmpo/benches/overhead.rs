@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p pmpo --bench overhead` (set PMPO_BENCH_N to change N, default 1000).
 //! Prints: bare spawn time per stage, pmpo time per stage, and the difference
-//! (the engine's own overhead including its writes to disk), as medians of 5 runs.
+//! (the engine's own overhead including its writes to disk, and the sandbox:
+//! each stage is confined), as medians of 5 runs. The sandbox's own figures
+//! are printed by `bench/sandbox.sh`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -67,11 +69,6 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(1000);
     let runs = 5;
-    // `PMPO_BENCH_ONLY=sandbox`: only the sandbox's figures.
-    if std::env::var("PMPO_BENCH_ONLY").as_deref() == Ok("sandbox") {
-        sandbox_cost();
-        return;
-    }
     // Every run gets a fresh workspace (a first run: all files new) and is then
     // repeated in place (a re-run: files overwritten, logs appended).
     let root = tempfile::tempdir().unwrap();
@@ -125,110 +122,6 @@ fn main() {
         noop.as_secs_f64() * 1000.0
     );
     evidence_cost(n, runs);
-    sandbox_cost();
-}
-
-/// The sandbox's cost per stage: building the policy and the Landlock
-/// ruleset in pmpo, and entering it in the child (a spawn with the hook
-/// against one without); and the detection fallback's two snapshots and
-/// their diff on workspaces of 1,000 to 50,000 files.
-fn sandbox_cost() {
-    use pmpo_sandbox::snapshot::Snapshot;
-    use pmpo_sandbox::{Prepared, policy, usable_abi};
-    use std::os::unix::process::CommandExt;
-    let reps = 300;
-    let ws = tempfile::tempdir().unwrap();
-    let root = std::fs::canonicalize(ws.path()).unwrap();
-    std::fs::create_dir_all(root.join("out")).unwrap();
-    std::fs::write(root.join("out/a.txt"), "a").unwrap();
-    let outputs: Vec<String> = vec![
-        "out/a.txt".into(),
-        "out/new.txt".into(),
-        "dist/*.png".into(),
-    ];
-    let abi = usable_abi();
-    println!("sandbox (Landlock ABI {abi} on this kernel):");
-    if abi >= pmpo_sandbox::MIN_FS_ABI {
-        let mut prep = Vec::new();
-        for _ in 0..reps {
-            let t = Instant::now();
-            let pol = policy::for_outputs(&root, &outputs, None).unwrap();
-            let p = Prepared::new(&pol, abi).unwrap();
-            prep.push(t.elapsed());
-            drop(p);
-        }
-        let pol = policy::for_outputs(&root, &outputs, None).unwrap();
-        let prepared = std::sync::Arc::new(Prepared::new(&pol, abi).unwrap());
-        let spawn = |hook: bool| {
-            let mut v = Vec::new();
-            for _ in 0..reps {
-                let mut c = Command::new("/bin/true");
-                let p = prepared.clone();
-                if hook {
-                    // SAFETY: two system calls on a descriptor made before the fork.
-                    unsafe {
-                        c.pre_exec(move || pmpo_sandbox::enter(p.raw_fd()));
-                    }
-                } else {
-                    // The same fork path (no posix_spawn) without the sandbox.
-                    unsafe {
-                        c.pre_exec(|| Ok(()));
-                    }
-                }
-                let t = Instant::now();
-                assert!(c.status().unwrap().success());
-                v.push(t.elapsed());
-            }
-            median(v)
-        };
-        let (plain, confined) = (spawn(false), spawn(true));
-        let us = |d: Duration| d.as_secs_f64() * 1e6;
-        let prep = median(prep);
-        println!(
-            "  policy + ruleset in pmpo: {:7.1} µs/stage ({} grants)",
-            us(prep),
-            pol.grants.len()
-        );
-        println!(
-            "  spawn /bin/true: {:7.1} µs plain, {:7.1} µs entering the ruleset: {:+.1} µs",
-            us(plain),
-            us(confined),
-            us(confined) - us(plain)
-        );
-        println!(
-            "  Landlock total: {:.3} ms/stage (target: under 0.2 ms)",
-            (us(prep) + us(confined) - us(plain)) / 1000.0
-        );
-    } else {
-        println!("  no usable Landlock here: only the detection figures");
-    }
-    for files in [1_000usize, 10_000, 50_000] {
-        let dir = tempfile::tempdir().unwrap();
-        // 100 files per directory, two levels deep.
-        for i in 0..files {
-            let d = dir
-                .path()
-                .join(format!("d{}/e{}", i / 1000, (i / 100) % 10));
-            if i % 100 == 0 {
-                std::fs::create_dir_all(&d).unwrap();
-            }
-            std::fs::write(d.join(format!("f{i}.txt")), "x").unwrap();
-        }
-        let mut v = Vec::new();
-        for _ in 0..7 {
-            let t = Instant::now();
-            let before = Snapshot::take(dir.path(), &[]);
-            let after = Snapshot::take(dir.path(), &[]);
-            assert!(before.diff(&after).is_empty());
-            v.push(t.elapsed());
-        }
-        let m = median(v);
-        println!(
-            "  detection, {files:>6} files: {:7.2} ms/stage (two snapshots and their diff; target under 20 ms at 10,000), {:.2} µs/file",
-            m.as_secs_f64() * 1000.0,
-            m.as_secs_f64() * 1e6 / files as f64
-        );
-    }
 }
 
 /// The evidence rule's own cost, in process: for a stage with one `validate:`

@@ -498,3 +498,47 @@ fn parallel_stages_see_each_others_outputs_as_declared() {
     assert_eq!(stage(&res, "a")["status"], "COMPLETED", "{res}");
     assert_eq!(undeclared_rows(&b.ws, "b"), vec!["stray.txt"]);
 }
+
+/// Every `execution_results.json` a refinement left, wherever it keeps them.
+fn all_results(dir: &std::path::Path, out: &mut Vec<Value>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_results(&p, out);
+        } else if p.file_name().is_some_and(|n| n == "execution_results.json") {
+            out.push(serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap());
+        }
+    }
+}
+
+#[test]
+fn refine_runs_its_stages_confined_unless_no_sandbox() {
+    const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/></svg>"##;
+    for (flag, want) in [(None, "confined"), (Some("--no-sandbox"), "off")] {
+        let b = Box_::new();
+        b.ws.write("brand/logo.svg", LOGO);
+        let mut args = vec![
+            "refine",
+            "acme",
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "--offline",
+        ];
+        args.extend(flag);
+        let r = b.run(&args, true);
+        assert_eq!(r.code, 0, "{flag:?}: {}", r.stderr);
+        let mut found = Vec::new();
+        all_results(b.ws.path(), &mut found);
+        assert!(!found.is_empty(), "no execution results");
+        for res in found {
+            let mode = res["sandbox"].as_str().unwrap();
+            if want == "off" {
+                assert_eq!(mode, "off");
+            } else {
+                assert_eq!(mode, "detection");
+            }
+        }
+    }
+}
