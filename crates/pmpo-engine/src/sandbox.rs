@@ -56,8 +56,11 @@ pub(crate) fn begin(ws: &Workspace, stage: &Stage, canonical_tool: &str) -> Resu
         made_dirs: Vec::new(),
         grants: Vec::new(),
     };
-    if confines(canonical_tool) {
-        prepare(ws, stage, &mut watch)?;
+    if confines(canonical_tool)
+        && let Err(refusal) = prepare(ws, stage, &mut watch)
+    {
+        pmpo_sandbox::Policy::remove_made_dirs(&watch.made_dirs);
+        return Err(refusal);
     }
     watch.registration = Some(pmpo_sandbox::running::register(Declared::new(
         &stage.outputs,

@@ -123,7 +123,7 @@ impl Mode {
         Some(match (simulated, kernel_abi()) {
             (true, _) => format!("Landlock is hidden by {SIMULATE_NO_LANDLOCK} (a test switch)"),
             (false, 0) => {
-                "this system has no Landlock (Linux 5.13 or later with Landlock enabled is needed)"
+                "this system has no Landlock (Linux 6.2 or later with Landlock enabled is needed)"
                     .into()
             }
             (false, abi) => format!(
