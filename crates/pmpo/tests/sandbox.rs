@@ -234,9 +234,19 @@ fn outputs_scratch_temp_devices_and_cache_still_work() {
             std::process::id()
         ));
         b.ws.write("gen/old.txt", "old\n");
+        // The system temp directory is granted unless it holds the workspace
+        // (where this checkout itself lies under it).
+        let sys_tmp = std::fs::canonicalize(std::env::temp_dir()).unwrap();
+        let in_tmp = std::fs::canonicalize(b.ws.path())
+            .unwrap()
+            .starts_with(&sys_tmp);
+        let tmp_write = if in_tmp {
+            String::new()
+        } else {
+            format!("echo s > {tmp}; rm {tmp};", tmp = tmp.display())
+        };
         b.ws.plan(&format!(
-            "    - id: ok\n      with:\n        command: [sh, -c, 'set -e; mkdir -p out/deep; echo a > out/deep/a.txt; echo b > gen/new.txt; echo c > gen/old.txt; echo t > \"$TMPDIR/x\"; cat \"$TMPDIR/x\"; echo s > {tmp}; rm {tmp}; echo n > /dev/null; mkdir -p \"$XDG_CACHE_HOME/tool\"; echo c > \"$XDG_CACHE_HOME/tool/c\"; echo z > pics-1.png']\n        env_passthrough: [XDG_CACHE_HOME]\n      outputs: [out/deep/a.txt, gen, 'pics-*.png']\n",
-            tmp = tmp.display()
+            "    - id: ok\n      with:\n        command: [sh, -c, 'set -e; mkdir -p out/deep; echo a > out/deep/a.txt; echo b > gen/new.txt; echo c > gen/old.txt; echo t > \"$TMPDIR/x\"; cat \"$TMPDIR/x\"; {tmp_write} echo n > /dev/null; mkdir -p \"$XDG_CACHE_HOME/tool\"; echo c > \"$XDG_CACHE_HOME/tool/c\"; echo z > pics-1.png']\n        env_passthrough: [XDG_CACHE_HOME]\n      outputs: [out/deep/a.txt, gen, 'pics-*.png']\n"
         ));
         let r = b.run(&["execute", "plan.yaml", "--json"], detection);
         assert_eq!(r.code, 0, "detection={detection}: {}", r.stderr);
