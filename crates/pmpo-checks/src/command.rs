@@ -15,6 +15,7 @@ use serde_json::{Map, Value, json};
 use crate::formats::{FileVerdict, per_file};
 use crate::params::{self, Kind, get_duration, get_str, opt, req};
 use crate::{CheckDef, CheckError, Ctx, Verdict};
+use pmpo_tools::process::PreExec;
 
 /// Output bytes kept per stream from its start, and as many from its end (the rest is counted).
 const KEEP: usize = 64 * 1024;
@@ -47,16 +48,31 @@ const COMMAND_PARAMS: &[crate::Param] = &[
         Kind::Str,
         "text that stdout must contain",
     ),
+    opt(
+        "writes",
+        Kind::StrOrList,
+        "workspace files, directories or globs the command may write (the sandbox refuses or reports other writes)",
+    ),
 ];
 
 fn cwd_rules(p: &Map<String, Value>) -> Vec<pmpo_plan::InputIssue> {
-    match p.get("cwd").and_then(Value::as_str) {
+    let mut issues = match p.get("cwd").and_then(Value::as_str) {
         Some(c) if c != "." => match pmpo_plan::validate_output_pattern(c) {
             Err(m) => vec![params::issue("cwd", format!("cwd `{c}` {m}"), None)],
             Ok(()) => Vec::new(),
         },
         _ => Vec::new(),
+    };
+    for w in params::get_strs(p, "writes") {
+        if let Err(m) = pmpo_plan::validate_output_pattern(&w) {
+            issues.push(params::issue(
+                "writes",
+                format!("`writes:` entry `{w}` {m}"),
+                None,
+            ));
+        }
     }
+    issues
 }
 
 pub(crate) const COMMAND: CheckDef = CheckDef {
@@ -174,6 +190,7 @@ pub(crate) fn run_argv(
     env: &[(String, String)],
     timeout: Duration,
     cancel: &AtomicBool,
+    pre_exec: Option<&PreExec>,
 ) -> Result<Finished, String> {
     let prog = argv.first().ok_or("the command is empty")?;
     let spec = pmpo_process::ProcessSpec {
@@ -183,6 +200,7 @@ pub(crate) fn run_argv(
         capture_limit: KEEP,
         capture_tail: KEEP,
         timeout: Some(timeout),
+        pre_exec: pre_exec.cloned(),
         ..pmpo_process::ProcessSpec::new(argv.iter().cloned())
     };
     let r = pmpo_process::run_blocking(&spec, Some(cancel)).map_err(|e| {
@@ -368,16 +386,75 @@ fn run_command_check(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, C
         ctx.ws.root().to_string_lossy().into_owned(),
     ));
     let dir = workdir(ctx, p)?;
-    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
-        Ok(f) => Ok(judge(
-            &argv,
-            &f,
-            expect,
-            timeout,
-            get_str(p, "stdout_contains"),
-        )),
-        Err(e) => Ok(Verdict::new(false, e, json!({"command": argv}))),
+    let writes = params::get_strs(p, "writes");
+    let watch = match crate::confine::begin(ctx, &writes) {
+        Ok(w) => w,
+        Err(e) => {
+            return Ok(Verdict::new(
+                false,
+                format!("the command was not run: {e}"),
+                json!({"command": argv, "writes": writes}),
+            ));
+        }
+    };
+    env.extend(watch.env.iter().cloned());
+    let ran = run_argv(
+        &argv,
+        &dir,
+        &env,
+        timeout,
+        ctx.cancel,
+        watch.pre_exec.as_ref(),
+    );
+    let undeclared = watch.finish();
+    let mut v = match ran {
+        Ok(f) => {
+            let mut v = judge(&argv, &f, expect, timeout, get_str(p, "stdout_contains"));
+            let refused = matches!(watch.mode, pmpo_sandbox::Mode::Landlock { .. })
+                && !v.passed()
+                && f.exit_code.is_some();
+            if refused && let Some(path) = pmpo_sandbox::refused_write(&f.stderr) {
+                v.message = format!(
+                    "{} (undeclared_write: the sandbox refused a write{}; declare it in the check's `writes:`)",
+                    v.message,
+                    path.map(|p| format!(" to `{p}`")).unwrap_or_default()
+                );
+            }
+            v
+        }
+        Err(e) => Verdict::new(false, e, json!({"command": argv})),
+    };
+    if let Some(o) = v.evidence.as_object_mut() {
+        o.insert("sandbox".into(), json!(watch.mode.label()));
     }
+    if !undeclared.is_empty() {
+        let shown: Vec<String> = undeclared
+            .iter()
+            .take(10)
+            .map(|d| format!("{} `{}`", d.kind.as_str(), d.path))
+            .collect();
+        v = Verdict::new(
+            false,
+            format!(
+                "undeclared_write: `{}` changed files outside its `writes:`: {}",
+                argv.join(" "),
+                shown.join(", ")
+            ),
+            v.evidence,
+        );
+        if let Some(o) = v.evidence.as_object_mut() {
+            o.insert(
+                "undeclared".into(),
+                json!(
+                    undeclared
+                        .iter()
+                        .map(|d| json!({"path": d.path, "change": d.kind.as_str()}))
+                        .collect::<Vec<_>>()
+                ),
+            );
+        }
+    }
+    Ok(v)
 }
 
 fn language_of(path: &str, given: Option<&str>) -> Option<&'static str> {
@@ -416,26 +493,28 @@ fn syntax(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
             _ => vec!["node".into(), "--check".into(), f.rel.clone()],
         };
         let env = vec![("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string())];
-        Ok(match run_argv(&argv, &root, &env, timeout, ctx.cancel) {
-            Err(e) => FileVerdict::bad(e, json!({"command": argv})),
-            Ok(fin) => {
-                let v = judge(&argv, &fin, 0, timeout, None);
-                let detail = json!({"command": argv, "exit_code": fin.exit_code, "stderr": tail(&fin.stderr, 20)});
-                if v.passed() {
-                    FileVerdict::ok(format!("{l} syntax ok"), detail)
-                } else {
-                    let why = tail(&fin.stderr, 4).replace('\n', " | ");
-                    FileVerdict::bad(
-                        if why.is_empty() {
-                            v.message
-                        } else {
-                            format!("{l} syntax error: {why}")
-                        },
-                        detail,
-                    )
+        Ok(
+            match run_argv(&argv, &root, &env, timeout, ctx.cancel, None) {
+                Err(e) => FileVerdict::bad(e, json!({"command": argv})),
+                Ok(fin) => {
+                    let v = judge(&argv, &fin, 0, timeout, None);
+                    let detail = json!({"command": argv, "exit_code": fin.exit_code, "stderr": tail(&fin.stderr, 20)});
+                    if v.passed() {
+                        FileVerdict::ok(format!("{l} syntax ok"), detail)
+                    } else {
+                        let why = tail(&fin.stderr, 4).replace('\n', " | ");
+                        FileVerdict::bad(
+                            if why.is_empty() {
+                                v.message
+                            } else {
+                                format!("{l} syntax error: {why}")
+                            },
+                            detail,
+                        )
+                    }
                 }
-            }
-        })
+            },
+        )
     })
 }
 
@@ -473,7 +552,7 @@ fn import(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> 
         ("PMPO_MODULE".to_string(), module.to_string()),
         ("PYTHONDONTWRITEBYTECODE".to_string(), "1".to_string()),
     ];
-    match run_argv(&argv, &dir, &env, timeout, ctx.cancel) {
+    match run_argv(&argv, &dir, &env, timeout, ctx.cancel, None) {
         Err(e) => Ok(Verdict::new(false, e, json!({"module": module}))),
         Ok(f) => {
             let mut v = judge(&argv, &f, 0, timeout, None);

@@ -15,6 +15,7 @@
 //! input: a file it cannot read is a failed check with a clear message.
 
 mod command;
+mod confine;
 mod contrast;
 mod files;
 mod formats;

@@ -378,7 +378,11 @@ pub(crate) async fn run(
         patched: false,
         aborted_at: None,
         paused: None,
-        notices: Vec::new(),
+        notices: pmpo_sandbox::Mode::for_run()
+            .fallback_reason()
+            .map(|why| format!("sandbox: {why}; stages fall back to detection: a change outside a stage's declared outputs is found after it and fails it (see docs/architecture.md)"))
+            .into_iter()
+            .collect(),
     });
     let output_index = crate::validation::OutputIndex::new(stages);
     let cx = Cx {
@@ -1247,6 +1251,10 @@ async fn run_one(
         return Ok(());
     }
 
+    if let Some(t) = last.as_ref() {
+        result.sandbox = t.sandbox.clone();
+        result.undeclared = t.undeclared.iter().map(|d| d.path.clone()).collect();
+    }
     let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
         (Some(Decision::Skip), t) => {
             let why = t
@@ -1708,6 +1716,11 @@ struct Failure {
 struct Attempt {
     outcome: Option<ToolOutcome>,
     failure: Option<Failure>,
+    /// The sandbox mode the stage's processes ran under.
+    sandbox: Option<String>,
+    /// Changes outside the declared outputs (detection).
+    undeclared: Vec<pmpo_sandbox::snapshot::Difference>,
+    /// Declared output files that were there before the stage and are gone.
     before: BTreeMap<String, FileDigest>,
     /// Content hashes of the files under the outputs that are in the backup store.
     backed_up: HashSet<String>,
@@ -1740,6 +1753,8 @@ impl Attempt {
 struct Tried {
     outcome: Option<ToolOutcome>,
     failure: Option<Failure>,
+    sandbox: Option<String>,
+    undeclared: Vec<pmpo_sandbox::snapshot::Difference>,
     files: Vec<GeneratedFile>,
     backed_up: HashSet<String>,
     /// Every file under the watched paths after the attempt, judged against
@@ -1838,6 +1853,8 @@ fn validate_attempt(
     Ok(Tried {
         outcome: a.outcome,
         failure,
+        sandbox: a.sandbox,
+        undeclared: a.undeclared,
         files,
         backed_up: a.backed_up,
         changes,
@@ -1867,7 +1884,12 @@ fn record_attempt(
         .failure
         .as_ref()
         .map_or(StageStatus::Completed, |f| f.status);
-    let patched = complete_intents(rec.db.as_mut(), run_id, stage, t)?;
+    let mut patched = complete_intents(rec.db.as_mut(), run_id, stage, t)?;
+    for d in &t.undeclared {
+        patched = true;
+        rec.db
+            .add_patch(&undeclared_row(ws, run_id, stage, &t.finished_at, d))?;
+    }
     let mut log_record = json!({
         "run_id": run_id,
         "stage": stage.id,
@@ -1882,6 +1904,17 @@ fn record_attempt(
         "signal": t.signal,
         "files": t.files,
     });
+    if let Some(mode) = &t.sandbox {
+        log_record["sandbox"] = json!(mode);
+    }
+    if !t.undeclared.is_empty() {
+        log_record["undeclared"] = json!(
+            t.undeclared
+                .iter()
+                .map(|d| json!({"path": d.path, "change": d.kind.as_str()}))
+                .collect::<Vec<_>>()
+        );
+    }
     if let Some(o) = &t.outcome {
         log_record["invocation"] = o.invocation.clone();
         log_record["stdout"] = Value::String(o.stdout.text());
@@ -2006,6 +2039,11 @@ async fn run_stage(
     if let Err(e) = tool.preflight() {
         return Attempt::failed(&class_name(e.class), e.message, e.hint);
     }
+    let watch = match crate::sandbox::begin(ws, stage, tool.name()) {
+        Ok(w) => w,
+        Err((kind, message, hint)) => return Attempt::failed(kind, message, hint),
+    };
+    let confinement = watch.confinement.clone();
     let mut attempt = Attempt {
         resolved: Value::Object(inputs.clone()),
         started_at: now_rfc3339(),
@@ -2119,6 +2157,7 @@ async fn run_stage(
         cancel,
         spec: Some(&plan.doc.specification),
         description: &stage.description,
+        confine: confinement.as_ref(),
     };
     attempt.started = Some(Instant::now());
     let invoke = tool.invoke(&ctx, &inputs);
@@ -2192,7 +2231,113 @@ async fn run_stage(
             attempt.outcome = Some(outcome);
         }
     }
+    judge_sandbox(ws, stage, watch, &mut attempt);
     attempt
+}
+
+/// After the tool: what the sandbox saw. Changes outside the declared
+/// outputs (detection) fail the stage; under Landlock, a stage that failed
+/// on a refused write says so.
+fn judge_sandbox(
+    ws: &Workspace,
+    stage: &Stage,
+    watch: crate::sandbox::Watch,
+    attempt: &mut Attempt,
+) {
+    let mode = watch.mode;
+    attempt.sandbox = mode.map(|m| m.label());
+    let refused = |p: &str| watch.refuses(ws, p);
+    let refused_path = attempt.failure.as_ref().and_then(|f| {
+        let stderr = attempt
+            .outcome
+            .as_ref()
+            .map(|o| o.stderr.text())
+            .unwrap_or_default();
+        match pmpo_sandbox::refused_write(&format!("{stderr}\n{}", f.message)) {
+            Some(Some(p)) if refused(&p) => Some(Some(p)),
+            // A named path the stage may write: denied for another reason.
+            Some(Some(_)) => None,
+            other => other,
+        }
+    });
+    let undeclared = watch.finish(ws);
+    let hint = pmpo_sandbox::undeclared_write_hint();
+    if !undeclared.is_empty() {
+        attempt.failure = Some(Failure {
+            status: StageStatus::Failed,
+            kind: "undeclared_write".into(),
+            message: format!(
+                "stage `{}` {}",
+                stage.id,
+                crate::sandbox::describe(&undeclared)
+            ),
+            hint: Some(hint.into()),
+        });
+        attempt.undeclared = undeclared;
+        return;
+    }
+    if !matches!(mode, Some(pmpo_sandbox::Mode::Landlock { .. })) {
+        return;
+    }
+    let Some(f) = attempt.failure.as_mut() else {
+        return;
+    };
+    if matches!(
+        f.kind.as_str(),
+        "timeout" | "cancelled" | "killed" | "signal"
+    ) {
+        return;
+    }
+    let stderr = attempt
+        .outcome
+        .as_ref()
+        .map(|o| o.stderr.text())
+        .unwrap_or_default();
+    let text = format!("{stderr}\n{}", f.message);
+    if pmpo_sandbox::blocked_privileges(&text) {
+        f.kind = "permission_denied".into();
+        f.hint = Some("sudo and other set-uid programs cannot gain privileges inside a sandboxed stage (Landlock needs no_new_privs); drop sudo, or set `sandbox: false` on the stage".into());
+        return;
+    }
+    if let Some(path) = refused_path {
+        f.kind = "undeclared_write".into();
+        f.message = match path {
+            Some(p) => format!(
+                "the sandbox refused a write to `{p}`, outside the stage's declared outputs ({})",
+                f.message
+            ),
+            None => format!(
+                "the sandbox refused a write outside the stage's declared outputs ({})",
+                f.message
+            ),
+        };
+        f.hint = Some(hint.into());
+    }
+}
+
+/// The ledger row of a change a stage made outside its declared outputs.
+fn undeclared_row(
+    ws: &Workspace,
+    run_id: &str,
+    stage: &Stage,
+    time: &str,
+    d: &pmpo_sandbox::snapshot::Difference,
+) -> PatchRow {
+    let after = if d.is_dir || d.kind == pmpo_sandbox::snapshot::Kind::Deleted {
+        None
+    } else {
+        ws.resolve(&d.path)
+            .ok()
+            .and_then(|abs| pmpo_store::hash_file(&abs).ok())
+            .map(|h| h.blake3)
+    };
+    PatchRow {
+        time: time.to_string(),
+        before_size: d.size_before.map(|s| s as i64),
+        after_blake3: after,
+        after_size: d.size_after.map(|s| s as i64),
+        ..PatchRow::new(pmpo_store::db::PATCH_UNDECLARED, run_id, &stage.id, &d.path)
+    }
 }
 
 fn class_name(c: pmpo_tools::ErrorClass) -> String {

@@ -13,6 +13,7 @@ mod persist;
 pub mod recovery;
 pub mod resolve;
 pub mod results;
+mod sandbox;
 pub mod validation;
 
 use std::path::PathBuf;

@@ -177,6 +177,7 @@ pub(crate) fn finish(
         allowed_violations: allow_violations && !violations.is_empty(),
         violations,
         errors: run.errors,
+        sandbox: pmpo_sandbox::Mode::for_run().label(),
         notices: run.notices,
         state_updates: plan.doc.plan.state_updates.clone(),
     };

@@ -53,6 +53,13 @@ pub struct StageResult {
     /// fail the run.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub optional_skip: bool,
+    /// How the stage's processes were confined: `landlock ABI N`,
+    /// `detection` or `off` (absent for tools that run no process).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sandbox: Option<String>,
+    /// Paths the stage changed outside its declared outputs.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub undeclared: Vec<String>,
 }
 
 impl StageResult {
@@ -78,6 +85,8 @@ impl StageResult {
             attempts: 0,
             fallback_used: None,
             optional_skip: false,
+            sandbox: None,
+            undeclared: Vec::new(),
         }
     }
 }
@@ -345,6 +354,9 @@ pub struct ExecutionResults {
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub allowed_violations: bool,
     pub errors: Vec<ErrorEntry>,
+    /// How this run's stages were confined: `landlock ABI N`, `detection`
+    /// or `off` (`--no-sandbox`); a stage's own mode is in its result.
+    pub sandbox: String,
     /// Things the user should know (a fallback was used, ...).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub notices: Vec<String>,

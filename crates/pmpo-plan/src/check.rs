@@ -935,6 +935,29 @@ pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
         return Err("names the workspace itself; name the files or a directory inside it".into());
     }
     globset::Glob::new(pattern).map_err(|e| format!("is not a valid glob: {}", e.kind()))?;
+    // pmpo's own state: a stage granted it could overwrite the ledger.
+    let norm = pattern.replace('\\', "/");
+    let norm = norm.trim_start_matches("./");
+    let matcher = globset::GlobBuilder::new(norm)
+        .literal_separator(true)
+        .build()
+        .map(|g| g.compile_matcher())
+        .ok();
+    // The first component as a pattern of its own (`.s*` in `.s*/db`).
+    let first = norm.split('/').next().unwrap_or("");
+    let first_glob = globset::Glob::new(first).map(|g| g.compile_matcher()).ok();
+    for own in [".state", ".refiner", "logs"] {
+        let hit = first == own
+            || first_glob.as_ref().is_some_and(|m| m.is_match(own))
+            || matcher
+                .as_ref()
+                .is_some_and(|m| m.is_match(own) || m.is_match(format!("{own}/x")));
+        if hit {
+            return Err(format!(
+                "names or matches pmpo's own `{own}/`; outputs are files of the artifact, such as `dist/*`"
+            ));
+        }
+    }
     Ok(())
 }
 

@@ -163,6 +163,12 @@ pub struct Stage {
     /// Checks run in the VALIDATING state after the outputs are verified; a failing check fails the stage.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub validate: Vec<CheckSpec>,
+    /// `false`: the stage's processes may write anywhere (not confined, not watched).
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub sandbox: bool,
+    /// `false`: the stage's processes may not bind or connect TCP sockets.
+    #[serde(default = "yes", skip_serializing_if = "is_yes")]
+    pub network: bool,
 }
 
 /// One item of a stage's `validate:` list: `{check: NAME, with: {...}}`.
@@ -258,6 +264,10 @@ pub struct ValidationItem {
     pub description: Option<String>,
     #[serde(default, rename = "with", skip_serializing_if = "Map::is_empty")]
     pub inputs: Map<String, Value>,
+}
+
+fn is_yes(v: &bool) -> bool {
+    *v
 }
 
 fn yes() -> bool {

@@ -146,6 +146,9 @@ pub const PATCH_COMPLETED: &str = "completed";
 /// The change was made by an attempt that failed (timed out, was cancelled):
 /// recorded like a completed one, so it can be undone.
 pub const PATCH_FAILED: &str = "failed";
+/// A stage changed a file outside its declared outputs (found by the
+/// sandbox's detection): recorded, but pmpo had no copy from before.
+pub const PATCH_UNDECLARED: &str = "undeclared";
 
 /// A file pmpo or a stage created or overwrote (`patch_history`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -153,7 +156,8 @@ pub struct PatchRow {
     /// The row's number in the ledger (0 before it is stored).
     #[serde(default)]
     pub id: i64,
-    /// [`PATCH_PENDING`], [`PATCH_COMPLETED`] or [`PATCH_FAILED`].
+    /// [`PATCH_PENDING`], [`PATCH_COMPLETED`], [`PATCH_FAILED`],
+    /// [`PATCH_INTERRUPTED`] or [`PATCH_UNDECLARED`].
     #[serde(default = "completed_state")]
     pub state: String,
     pub time: String,

@@ -61,6 +61,7 @@ async fn previews(pages: &[&str], root: &Path) -> (f64, f64, Vec<f64>) {
         tool: "test",
         spec: None,
         description: "",
+        confine: None,
     };
     let tool = PreviewTool::new();
     let start = Instant::now();
@@ -110,6 +111,7 @@ fn main() {
             tool: "test",
             spec: None,
             description: "",
+            confine: None,
         };
         for _ in 0..runs {
             let t = Instant::now();

@@ -861,6 +861,7 @@ mod tests {
             cancel: &cancel,
             spec: None,
             description: "",
+            confine: None,
         };
         let args =
             map(json!({"input": "spec.json", "output": "dist/spec.json", "report": "dist/r.json"}));

@@ -40,6 +40,16 @@ pub struct ToolContext<'a> {
     pub spec: Option<&'a pmpo_plan::Specification>,
     /// The stage's description (an `ai` stage without a prompt is asked it).
     pub description: &'a str,
+    /// How the stage's processes are confined (`run` and plugin stages).
+    pub confine: Option<&'a Confinement>,
+}
+
+/// What the engine asks of a stage's processes: a sandbox to enter before
+/// `exec`, and variables to set (`TMPDIR`, the stage's scratch directory).
+#[derive(Debug, Clone, Default)]
+pub struct Confinement {
+    pub pre_exec: Option<process::PreExec>,
+    pub env: Vec<(String, String)>,
 }
 
 /// What a tool did.

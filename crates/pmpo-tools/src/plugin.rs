@@ -73,6 +73,7 @@ pub async fn health(workspace: &Path, name: &str) -> Result<String, String> {
         env: vec![],
         stdin: None,
         capture_limit: 64 * 1024,
+        pre_exec: None,
     };
     let r = run_process(&spec, Duration::from_secs(10), &CancellationToken::new())
         .await
@@ -132,19 +133,24 @@ impl Tool for PluginTool {
             ))
         })?;
         let request = serde_json::to_vec(&json!({ "inputs": inputs })).expect("json");
+        let mut env = vec![
+            (
+                "PMPO_WORKSPACE".into(),
+                ctx.workspace.root().to_string_lossy().into_owned(),
+            ),
+            ("PMPO_RUN_ID".into(), ctx.run_id.into()),
+            ("PMPO_STAGE".into(), ctx.stage_id.into()),
+        ];
+        if let Some(c) = ctx.confine {
+            env.extend(c.env.iter().cloned());
+        }
         let spec = ProcessSpec {
             argv: vec![exe.to_string_lossy().into_owned()],
             cwd: ctx.workspace.root().to_path_buf(),
-            env: vec![
-                (
-                    "PMPO_WORKSPACE".into(),
-                    ctx.workspace.root().to_string_lossy().into_owned(),
-                ),
-                ("PMPO_RUN_ID".into(), ctx.run_id.into()),
-                ("PMPO_STAGE".into(), ctx.stage_id.into()),
-            ],
+            env,
             stdin: Some(request),
             capture_limit: DEFAULT_LIMIT,
+            pre_exec: ctx.confine.and_then(|c| c.pre_exec.clone()),
         };
         let mut r = run_process(&spec, ctx.timeout, ctx.cancel)
             .await

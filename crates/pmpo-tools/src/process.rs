@@ -20,7 +20,14 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
     pub capture_limit: usize,
+    /// Run in the child between `fork` and `exec` (entering a sandbox).
+    pub pre_exec: Option<PreExec>,
 }
+
+/// A function the child runs between `fork` and `exec` (entering a
+/// sandbox): the one runner's hook. It must be safe there: no allocation,
+/// no lock (only system calls on prepared data).
+pub use pmpo_process::PreExec;
 
 impl ProcessSpec {
     /// The runner's spec for this tool process.
@@ -44,6 +51,7 @@ impl ProcessSpec {
             spill_stdout: out.map(Spill::into_runner),
             spill_stderr: err.map(Spill::into_runner),
             timeout: Some(timeout),
+            pre_exec: self.pre_exec.clone(),
             ..pmpo_process::ProcessSpec::new(self.argv.clone())
         })
     }

@@ -501,6 +501,7 @@ mod tests {
             cancel: &cancel,
             spec: None,
             description: "",
+            confine: None,
         };
         PromptTool.invoke(&ctx, &map(inputs)).await
     }

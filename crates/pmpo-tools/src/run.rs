@@ -365,12 +365,16 @@ impl Tool for RunTool {
         if argv[0].contains('/') && !argv[0].starts_with('/') {
             argv[0] = cwd.join(&argv[0]).to_string_lossy().into_owned();
         }
+        if let Some(c) = ctx.confine {
+            env.extend(c.env.iter().cloned());
+        }
         let spec = ProcessSpec {
             argv: argv.clone(),
             cwd,
             env,
             stdin,
             capture_limit: DEFAULT_LIMIT,
+            pre_exec: ctx.confine.and_then(|c| c.pre_exec.clone()),
         };
         // Output beyond the capture limit is kept whole, for `$stage.stdout_file`.
         let spill = |stream: &str| {

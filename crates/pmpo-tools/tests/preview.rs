@@ -42,6 +42,7 @@ async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> (ToolOutcome,
         tool: "test",
         spec: None,
         description: "",
+        confine: None,
     };
     let inputs: Map<String, Value> = inputs.as_object().unwrap().clone();
     let outcome = tool.invoke(&ctx, &inputs).await.unwrap();

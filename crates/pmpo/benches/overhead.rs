@@ -2,7 +2,9 @@
 //!
 //! `cargo bench -p pmpo --bench overhead` (set PMPO_BENCH_N to change N, default 1000).
 //! Prints: bare spawn time per stage, pmpo time per stage, and the difference
-//! (the engine's own overhead including its writes to disk), as medians of 5 runs.
+//! (the engine's own overhead including its writes to disk, and the sandbox:
+//! each stage is confined), as medians of 5 runs. The sandbox's own figures
+//! are printed by `bench/sandbox.sh`.
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -247,6 +247,10 @@ pub struct RunArgs {
     /// completed. For users who only want the files.
     #[arg(long)]
     allow_violations: bool,
+    /// Do not confine the stages' processes (Landlock) nor watch them for writes outside
+    /// their outputs (detection); the results record `sandbox: off`.
+    #[arg(long)]
+    no_sandbox: bool,
     #[command(flatten)]
     ai: ai_cli::AiArgs,
     /// Consecutive failures of an adapter that open its circuit breaker.
@@ -477,8 +481,10 @@ fn cmd_execute(
         breaker_cooldown,
         jobs,
         allow_violations,
+        no_sandbox,
         fail_fast: _,
     } = args;
+    pmpo_sandbox::set_disabled(no_sandbox);
     let engine = Engine::default();
     let plan = match load_and_check(&engine, path, json) {
         Ok(p) => p,

@@ -83,6 +83,10 @@ pub struct RefineArgs {
     /// Time limit for stages that set no `timeout:` (e.g. 30s, 5m).
     #[arg(long, value_name = "DURATION", default_value = "10m", value_parser = crate::parse_duration)]
     pub timeout: Duration,
+    /// Do not confine the stages' processes (Landlock) nor watch them for writes outside
+    /// their outputs (detection); the results record `sandbox: off`.
+    #[arg(long)]
+    pub no_sandbox: bool,
     #[command(flatten)]
     pub ai: crate::ai_cli::AiArgs,
 }
@@ -224,6 +228,7 @@ fn error_code(e: &LoopError) -> u8 {
 }
 
 pub fn refine(a: RefineArgs) -> u8 {
+    pmpo_sandbox::set_disabled(a.no_sandbox);
     let options = match parse_options(&a.options) {
         Ok(o) => o,
         Err(e) => {

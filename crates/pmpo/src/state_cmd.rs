@@ -5,7 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pmpo_store::db::{
-    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PatchRow, SqliteStore, is_open_intent,
+    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PATCH_UNDECLARED, PatchRow, SqliteStore,
+    is_open_intent,
 };
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{BACKUP_DIR, Workspace, Writer, now_rfc3339};
@@ -284,7 +285,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             (a, _) => short(a),
         };
         outln!(
-            "{}  {}  {:<16} {:<11} {}  {} -> {}{}",
+            "{}  {}  {:<16} {:<11} {}  {} -> {}{}{}",
             r.time,
             r.run_id,
             r.writer,
@@ -292,7 +293,12 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             r.path,
             short(&r.before_blake3),
             after,
-            if r.backed_up { "  (restorable)" } else { "" }
+            if r.backed_up { "  (restorable)" } else { "" },
+            if r.state == PATCH_UNDECLARED {
+                "  (undeclared: outside the stage's outputs)"
+            } else {
+                ""
+            }
         );
     }
     if interrupted > 0 {
@@ -501,6 +507,14 @@ pub fn restore(args: RestoreArgs) -> u8 {
                 );
                 return EXIT_INVALID;
             };
+            if row.state == PATCH_UNDECLARED && !row.backed_up {
+                errln!(
+                    "error: `{rel}` was changed by stage `{}` of run {} outside its declared outputs; pmpo found the change afterwards and holds no copy of the file from before it\n  help: bring it back from version control or a backup; declare it in the stage's `outputs:` so that pmpo keeps a copy next time",
+                    row.writer,
+                    row.run_id
+                );
+                return EXIT_INVALID;
+            }
             plan.push((rel.clone(), row.before_blake3.clone(), row.run_id.clone()));
         }
         (None, Some(run)) => {
@@ -508,6 +522,15 @@ pub fn restore(args: RestoreArgs) -> u8 {
             for row in rows.iter().rev() {
                 if seen.insert(row.path.clone()) {
                     let first = rows.iter().find(|r| r.path == row.path).unwrap_or(row);
+                    // Found by detection after the fact: there is no copy to
+                    // bring back, and moving the file away would lose it.
+                    if first.state == PATCH_UNDECLARED && !first.backed_up {
+                        errln!(
+                            "warning: `{}` was changed outside the stage's outputs and pmpo holds no copy from before; it is left as it is",
+                            row.path
+                        );
+                        continue;
+                    }
                     plan.push((row.path.clone(), first.before_blake3.clone(), run.clone()));
                 }
             }

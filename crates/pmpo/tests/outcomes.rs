@@ -404,6 +404,7 @@ const PAUSING: &str = "    - id: first
       with: {command: [echo]}
     - id: independent
       with: {command: [sh, -c, 'echo x > ind.txt']}
+      outputs: [ind.txt]
 ";
 
 #[test]
@@ -532,7 +533,7 @@ fn a_cut_stdout_is_never_passed_on_and_stdout_file_has_all_of_it() {
 fn a_cancelled_run_counts_the_stopped_stage_as_cancelled_not_failed() {
     let ws = Ws::new();
     ws.plan(
-        "    - id: a\n      with: {command: [sh, -c, 'echo a']}\n    - id: b\n      with: {command: [sh, -c, 'touch started; sleep 20']}\n    - id: c\n      with: {command: [echo, c]}\n",
+        "    - id: a\n      with: {command: [sh, -c, 'echo a']}\n    - id: b\n      with: {command: [sh, -c, 'touch started; sleep 20']}\n      outputs: [started]\n    - id: c\n      with: {command: [echo, c]}\n",
     );
     let child = common::bin()
         .args(["execute", "plan.yaml", "--json", "-j", "1"])

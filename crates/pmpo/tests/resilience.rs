@@ -32,7 +32,7 @@ fn plugin(ws: &Ws, name: &str, body: &str) {
 fn a_tool_that_fails_twice_then_succeeds_is_retried() {
     let ws = Ws::new();
     ws.plan(&format!(
-        "    - id: flaky\n      cache: false\n      retry: {{attempts: 3, backoff: exponential, initial: 10ms, jitter: false}}\n      with: {{command: {}}}\n",
+        "    - id: flaky\n      cache: false\n      retry: {{attempts: 3, backoff: exponential, initial: 10ms, jitter: false}}\n      with: {{command: {}}}\n      outputs: [n.txt]\n",
         flaky(3, "n.txt")
     ));
     let r = ws.run(&["execute", "plan.yaml", "--json"]);
@@ -69,7 +69,7 @@ fn a_tool_that_fails_twice_then_succeeds_is_retried() {
 fn exhausted_retries_keep_the_last_error() {
     let ws = Ws::new();
     ws.plan(&format!(
-        "    - id: flaky\n      retry: {{attempts: 2, initial: 10ms}}\n      with: {{command: {}}}\n",
+        "    - id: flaky\n      retry: {{attempts: 2, initial: 10ms}}\n      with: {{command: {}}}\n      outputs: [n.txt]\n",
         flaky(5, "n.txt")
     ));
     let r = ws.run(&["execute", "plan.yaml", "--json"]);
@@ -127,7 +127,7 @@ echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
     );
     plugin(&ws, "ill", "echo broken >&2; exit 3");
     ws.plan(
-        "    - id: count\n      tool: plugin:count\n      with: {text: hello world}\n      outputs: [made.txt]\n    - id: use\n      depends_on: [count]\n      with: {command: [sh, -c, 'echo $W > w.txt'], env: {W: $count.words}}\n      outputs: [w.txt]\n    - id: garbage\n      tool: plugin:garbage\n    - id: sad\n      tool: plugin:sad\n    - id: liar\n      tool: plugin:liar\n    - id: missing\n      tool: plugin:nowhere\n",
+        "    - id: count\n      tool: plugin:count\n      with: {text: hello world}\n      outputs: [made.txt, seen.json]\n    - id: use\n      depends_on: [count]\n      with: {command: [sh, -c, 'echo $W > w.txt'], env: {W: $count.words}}\n      outputs: [w.txt]\n    - id: garbage\n      tool: plugin:garbage\n    - id: sad\n      tool: plugin:sad\n    - id: liar\n      tool: plugin:liar\n    - id: missing\n      tool: plugin:nowhere\n",
     );
     let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going"]);
     assert_eq!(r.code, 1);
@@ -190,7 +190,7 @@ echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
 fn an_open_breaker_fails_fast_and_the_run_pauses_in_safe_mode() {
     let ws = Ws::new();
     plugin(&ws, "down", "cat >/dev/null; echo 1 >> calls.txt; exit 1");
-    ws.plan("    - id: call\n      tool: plugin:down\n      retry: {attempts: 5, initial: 10ms, jitter: false}\n");
+    ws.plan("    - id: call\n      tool: plugin:down\n      retry: {attempts: 5, initial: 10ms, jitter: false}\n      outputs: [calls.txt]\n");
     let r = ws.run(&[
         "execute",
         "plan.yaml",
@@ -336,7 +336,7 @@ fn manual_intervention_pauses_without_a_terminal_and_resume_answers_it() {
 fn skip_and_abort_answers() {
     for (answer, code, status) in [("--skip", 1, "SKIPPED"), ("--abort", 1, "FAILED")] {
         let ws = Ws::new();
-        ws.plan("    - id: broken\n      on_failure: manual\n      with: {command: [sh, -c, 'exit 1']}\n    - id: dependent\n      depends_on: [broken]\n      with: {command: [echo]}\n    - id: independent\n      with: {command: [sh, -c, 'echo x > ind.txt']}\n");
+        ws.plan("    - id: broken\n      on_failure: manual\n      with: {command: [sh, -c, 'exit 1']}\n    - id: dependent\n      depends_on: [broken]\n      with: {command: [echo]}\n    - id: independent\n      with: {command: [sh, -c, 'echo x > ind.txt']}\n      outputs: [ind.txt]\n");
         let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "1"]);
         assert_eq!(r.code, 3);
         let run_id = r.json()["run_id"].as_str().unwrap().to_string();
@@ -489,7 +489,7 @@ fn correction_without_a_model_is_skipped_with_a_note() {
 #[test]
 fn fail_fast_lets_running_stages_finish_and_starts_nothing_after_the_failure() {
     let ws = Ws::new();
-    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 1.2; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n    - id: later\n      cache: false\n      with: {command: [sh, -c, 'echo later > later.txt']}\n");
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 1.2; echo done > slow.txt']}\n      outputs: [slow.txt]\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n    - id: later\n      cache: false\n      with: {command: [sh, -c, 'echo later > later.txt']}\n      outputs: [later.txt]\n");
     let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "2"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     let res = r.json();
@@ -510,7 +510,7 @@ fn fail_fast_lets_running_stages_finish_and_starts_nothing_after_the_failure() {
     // Results keep the plan's order whatever finished first.
     assert_eq!(res["stages"][0]["id"], "slow");
 
-    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.8; echo done > slow.txt']}\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'exit 1']}\n");
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.8; echo done > slow.txt']}\n      outputs: [slow.txt]\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'exit 1']}\n");
     let r = ws.run(&[
         "execute",
         "plan.yaml",

@@ -55,7 +55,7 @@ fn sigterm_and_sighup_cancel_like_ctrl_c_even_when_the_stage_ignores_them() {
         let ws = Ws::new();
         let marker = format!("sleep 31.{code}");
         ws.plan(&format!(
-            "    - id: stubborn\n      with: {{command: [sh, -c, \"trap '' TERM INT HUP; touch started; {marker} & wait; {marker}\"]}}\n    - id: after\n      with: {{command: [echo, after]}}\n"
+            "    - id: stubborn\n      with: {{command: [sh, -c, \"trap '' TERM INT HUP; touch started; {marker} & wait; {marker}\"]}}\n      outputs: [started]\n    - id: after\n      with: {{command: [echo, after]}}\n"
         ));
         let child = spawn(&ws, &["execute", "plan.yaml", "--json", "-j", "1"]);
         wait_for(&ws, "started");
@@ -130,7 +130,7 @@ fn sigterm_stops_validate_with_143() {
     let ws = Ws::new();
     ws.write(
         "plan.yaml",
-        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, 'touch started; sleep 32.5'], timeout: 60s}\n",
+        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, 'touch started; sleep 32.5'], timeout: 60s, writes: [started]}\n",
     );
     let child = spawn(&ws, &["validate", "plan.yaml", "--json"]);
     wait_for(&ws, "started");

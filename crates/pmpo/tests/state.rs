@@ -25,7 +25,8 @@ fn status_of(ws: &Ws, id: &str) -> String {
     statuses(ws).into_iter().find(|(s, _)| s == id).unwrap().1
 }
 
-const COUNTING: &str = "    - id: a\n      with: {command: [sh, -c, 'echo a >> count.txt; echo a > a.out']}\n      outputs: [a.out]\n    - id: b\n      depends_on: [a]\n      inputs: [src.txt]\n      with: {command: [sh, -c, 'echo b >> count.txt; cat src.txt > b.out']}\n      outputs: [b.out]\n    - id: c\n      cache: false\n      with: {command: [sh, -c, 'echo c >> count.txt']}\n";
+// `count.txt` records which stages ran: an undeclared file, so these stages are not sandboxed.
+const COUNTING: &str = "    - id: a\n      sandbox: false\n      with: {command: [sh, -c, 'echo a >> count.txt; echo a > a.out']}\n      outputs: [a.out]\n    - id: b\n      sandbox: false\n      depends_on: [a]\n      inputs: [src.txt]\n      with: {command: [sh, -c, 'echo b >> count.txt; cat src.txt > b.out']}\n      outputs: [b.out]\n    - id: c\n      sandbox: false\n      cache: false\n      with: {command: [sh, -c, 'echo c >> count.txt']}\n";
 
 #[test]
 fn identical_stages_are_cached_until_something_changes() {
@@ -137,7 +138,7 @@ fn kill_dash_nine_at_random_moments_then_resume() {
             String::new()
         };
         plan.push_str(&format!(
-            "    - id: s{i}\n{dep}      with: {{command: [sh, -c, 'echo s{i} >> counter.txt; sleep 0.05; echo s{i} > out/s{i}.txt']}}\n      outputs: [out/s{i}.txt]\n"
+            "    - id: s{i}\n      sandbox: false\n{dep}      with: {{command: [sh, -c, 'echo s{i} >> counter.txt; sleep 0.05; echo s{i} > out/s{i}.txt']}}\n      outputs: [out/s{i}.txt]\n"
         ));
     }
     let seed = std::env::var("PMPO_CRASH_SEED")
@@ -224,14 +225,14 @@ fn kill_dash_nine_at_random_moments_then_resume() {
 #[test]
 fn resume_by_run_id_reports_changed_stages() {
     let ws = Ws::new();
-    ws.plan("    - id: a\n      with: {command: [sh, -c, 'echo a >> n.txt']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'exit 1']}\n");
+    ws.plan("    - id: a\n      sandbox: false\n      with: {command: [sh, -c, 'echo a >> n.txt']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'exit 1']}\n");
     assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 1);
     let run_id = ws.read_json(".state/execution_results.json")["run_id"]
         .as_str()
         .unwrap()
         .to_string();
     // Fix b, then resume that run: a is not run again, b runs, and the change is named.
-    ws.plan("    - id: a\n      with: {command: [sh, -c, 'echo a >> n.txt']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'exit 0']}\n");
+    ws.plan("    - id: a\n      sandbox: false\n      with: {command: [sh, -c, 'echo a >> n.txt']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'exit 0']}\n");
     let r = ws.run(&["resume", &run_id]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(
@@ -261,7 +262,7 @@ fn resume_by_run_id_reports_changed_stages() {
 #[test]
 fn two_writers_never_run_at_once() {
     let ws = Ws::new();
-    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo start >> log.txt; sleep 1.5; echo end >> log.txt']}\n");
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo start >> log.txt; sleep 1.5; echo end >> log.txt']}\n      outputs: [log.txt]\n");
     let mut first = bin()
         .args(["execute", "plan.yaml", "-q"])
         .current_dir(ws.path())
@@ -368,7 +369,7 @@ fn gc_prunes_only_old_backups_and_reports_sizes() {
 fn a_resumed_run_stops_what_the_killed_run_left_running() {
     let ws = Ws::new();
     ws.plan(
-        "    - id: long\n      with: {command: [sh, -c, 'sleep 34.6; echo late > late.txt']}\n",
+        "    - id: long\n      with: {command: [sh, -c, 'sleep 34.6; echo late > late.txt']}\n      outputs: [late.txt]\n",
     );
     let mut child = bin()
         .args(["execute", "plan.yaml", "-q"])
@@ -390,7 +391,7 @@ fn a_resumed_run_stops_what_the_killed_run_left_running() {
     kill9(child.id());
     let _ = child.wait();
     assert!(alive(), "the stage process should outlive a killed pmpo");
-    ws.plan("    - id: long\n      with: {command: [sh, -c, 'echo quick > late.txt']}\n");
+    ws.plan("    - id: long\n      with: {command: [sh, -c, 'echo quick > late.txt']}\n      outputs: [late.txt]\n");
     let r = ws.run(&["execute", "plan.yaml"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(

@@ -422,7 +422,7 @@ fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
     plan(
         &ws,
         NOOP,
-        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s}}\n",
+        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s, writes: [bg.pid]}}\n",
     );
     let start = std::time::Instant::now();
     let child = bin()
@@ -458,7 +458,7 @@ fn ctrl_c_during_a_stage_check_cancels_the_run() {
         "    - id: a
       with: {command: [echo, hi]}
       validate:
-        - {check: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"]}}
+        - {check: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], writes: [bg.pid]}}
 ",
         "",
     );

@@ -543,6 +543,7 @@ impl PreviewTool {
             env: vec![],
             stdin: None,
             capture_limit: 64 * 1024,
+            pre_exec: None,
         };
         let t = Instant::now();
         let limit = deadline
@@ -870,6 +871,7 @@ pub async fn preview_once(
         cancel: &cancel,
         spec: None,
         description: "",
+        confine: None,
     };
     let outcome = tool.invoke(&ctx, inputs).await;
     tool.shutdown().await;

@@ -71,6 +71,7 @@ pub async fn compile(
         env: vec![],
         stdin: None,
         capture_limit: 64 * 1024 * 1024,
+        pre_exec: None,
     };
     let result = run_process(&spec, timeout, cancel)
         .await
