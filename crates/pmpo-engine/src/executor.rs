@@ -235,7 +235,7 @@ pub(crate) async fn run(
     let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
     // Under the lock no other run is live: an intent still pending belongs to
     // a run that was killed, and stays on record as interrupted.
-    crate::intents::settle_interrupted(&ws, db.as_mut())?;
+    let settled = crate::intents::settle_interrupted(&ws, db.as_mut())?;
 
     let stages = &plan.doc.plan.stages;
     let order = execution_order(stages);
@@ -354,7 +354,8 @@ pub(crate) async fn run(
             ));
             // Its stage processes outlived it (they run in their own process
             // groups); stop them before the stage runs again.
-            let killed = kill_leftovers(&run.run_id, ws.root());
+            // (Settling the killed run's intents may have stopped them already.)
+            let killed = kill_leftovers(&run.run_id, ws.root()) + settled.stopped;
             if killed > 0 {
                 msg.push_str(&format!(
                     "; stopped {killed} process(es) its stage left running"

@@ -24,19 +24,29 @@ pub fn is_pattern(path: &str) -> bool {
     path.ends_with('/') || path.contains(['*', '?', '[', '{'])
 }
 
+/// What settling found.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Settled {
+    /// Ledger entries marked interrupted.
+    pub interrupted: usize,
+    /// Processes the killed runs left running, stopped.
+    pub stopped: usize,
+}
+
 /// Settles the intents of runs that are no longer live (call it holding the
-/// workspace lock). Returns how many entries were interrupted.
-pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usize, EngineError> {
+/// workspace lock).
+pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<Settled, EngineError> {
     let pending = db.pending_patches()?;
     if pending.is_empty() {
-        return Ok(0);
+        return Ok(Settled::default());
     }
     // A killed run's stages may live on and keep writing: stop them before
     // looking at what they changed (their parent is gone; nothing would
     // record their writes).
     let runs: HashSet<&str> = pending.iter().map(|r| r.run_id.as_str()).collect();
+    let mut stopped = 0;
     for run in runs {
-        crate::executor::kill_leftovers(run, ws.root());
+        stopped += crate::executor::kill_leftovers(run, ws.root());
     }
     for row in &pending {
         let dir_now = !is_pattern(&row.path)
@@ -80,7 +90,10 @@ pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<usiz
             db.add_patch(&entry)?;
         }
     }
-    let n = db.mark_interrupted()?;
+    let interrupted = db.mark_interrupted()?;
     db.flush()?;
-    Ok(n)
+    Ok(Settled {
+        interrupted,
+        stopped,
+    })
 }

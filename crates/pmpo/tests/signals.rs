@@ -147,7 +147,7 @@ fn a_second_signal_does_not_wait_out_a_checks_grace_and_leaves_nothing_behind() 
     // (SIGTERM, then SIGKILL after a grace); the second must not wait.
     ws.write(
         "plan.yaml",
-        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, \"trap '' TERM INT HUP; touch started; sleep 33.5\"], timeout: 60s}\n",
+        "specification:\n  artifact_name: t\n  artifact_type: code\n  constraints:\n    - {id: slow, description: a slow check, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - constraint_id: slow\n      validation_method: command\n      with: {command: [sh, -c, \"trap '' TERM INT HUP; touch started; sleep 33.5\"], timeout: 60s, writes: [started]}\n",
     );
     let child = spawn(&ws, &["validate", "plan.yaml", "--json"]);
     wait_for(&ws, "started");
