@@ -169,6 +169,12 @@ impl Workspace {
     /// staging directory. A file whose content does not match is refused.
     pub fn commit_staged(&self, dir_rel: &str, files: &[StagedFile]) -> Result<(), StoreError> {
         for f in files {
+            if crate::is_own_path(&f.path) {
+                return Err(StoreError::Escape {
+                    path: f.path.clone(),
+                    why: "a tool's staged output may not go to pmpo's own directories".into(),
+                });
+            }
             if f.file.is_empty() || !f.file.chars().all(|c| c.is_ascii_digit()) {
                 return Err(StoreError::Escape {
                     path: f.file.clone(),
@@ -213,5 +219,105 @@ impl Workspace {
     /// The staging directory of a staging workspace (workspace-relative).
     pub fn staging_dir_rel(&self) -> Option<&str> {
         self.staging.as_ref().map(|s| s.dir_rel.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ws() -> (tempfile::TempDir, Workspace) {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        (dir, ws)
+    }
+
+    #[test]
+    fn staged_writes_wait_for_the_commit_and_reads_see_them() {
+        let (_d, ws) = ws();
+        ws.write_atomic("a.txt", b"old\n", crate::Durability::Relaxed)
+            .unwrap();
+        let dir = staging_dir("r1", "s/1", 0);
+        let st = ws.staged_in(&dir).unwrap();
+        let (before, after) = st
+            .write_atomic("a.txt", b"new\n", crate::Durability::Relaxed)
+            .unwrap();
+        assert_eq!(before.unwrap().blake3, hash_bytes(b"old\n").blake3);
+        assert_eq!(after.blake3, hash_bytes(b"new\n").blake3);
+        st.write_atomic_with("sub/b.txt", crate::Durability::Relaxed, |w| {
+            w.write_all(b"b")
+        })
+        .unwrap();
+        // A second write of the same path keeps its place, with its last content.
+        st.write_atomic("a.txt", b"newer\n", crate::Durability::Relaxed)
+            .unwrap();
+        assert_eq!(st.read("a.txt").unwrap(), b"newer\n");
+        // Nothing is in place yet.
+        assert_eq!(ws.read("a.txt").unwrap(), b"old\n");
+        assert!(ws.read("sub/b.txt").is_err());
+        let files = st.staged_files();
+        assert_eq!(
+            files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
+            ["a.txt", "sub/b.txt"]
+        );
+        ws.commit_staged(&dir, &files).unwrap();
+        assert_eq!(ws.read("a.txt").unwrap(), b"newer\n");
+        assert_eq!(ws.read("sub/b.txt").unwrap(), b"b");
+        assert!(
+            !ws.root().join(&dir).exists(),
+            "the staging directory is removed"
+        );
+    }
+
+    #[test]
+    fn discarded_writes_leave_the_files_as_they_were() {
+        let (_d, ws) = ws();
+        ws.write_atomic("a.txt", b"old", crate::Durability::Relaxed)
+            .unwrap();
+        let dir = staging_dir("r", "s", 1);
+        let st = ws.staged_in(&dir).unwrap();
+        st.write_atomic("a.txt", b"new", crate::Durability::Relaxed)
+            .unwrap();
+        ws.discard_staged(&dir);
+        assert_eq!(ws.read("a.txt").unwrap(), b"old");
+        assert!(!ws.root().join(&dir).exists());
+    }
+
+    #[test]
+    fn staged_writes_are_checked_like_real_ones() {
+        let (_d, ws) = ws();
+        std::fs::create_dir(ws.root().join("d")).unwrap();
+        let dir = staging_dir("r", "s", 2);
+        let st = ws.staged_in(&dir).unwrap();
+        assert!(
+            st.write_atomic("../x", b"x", crate::Durability::Relaxed)
+                .is_err()
+        );
+        assert!(
+            st.write_atomic("d", b"x", crate::Durability::Relaxed)
+                .is_err()
+        );
+        // Outside .state/staging/ is no staging directory.
+        assert!(ws.staged_in("out").is_err());
+        assert!(ws.staged_in(".state/staging/../../x").is_err());
+    }
+
+    #[test]
+    fn a_commit_refuses_changed_content_and_pmpos_own_paths() {
+        let (_d, ws) = ws();
+        let dir = staging_dir("r", "s", 3);
+        let st = ws.staged_in(&dir).unwrap();
+        st.write_atomic("a.txt", b"one", crate::Durability::Relaxed)
+            .unwrap();
+        let mut files = st.staged_files();
+        files[0].blake3 = hash_bytes(b"two").blake3;
+        assert!(ws.commit_staged(&dir, &files).is_err());
+        assert!(ws.read("a.txt").is_err());
+        let mut files = st.staged_files();
+        files[0].path = ".state/x".into();
+        assert!(ws.commit_staged(&dir, &files).is_err());
+        let mut files = st.staged_files();
+        files[0].file = "../../a".into();
+        assert!(ws.commit_staged(&dir, &files).is_err());
     }
 }
