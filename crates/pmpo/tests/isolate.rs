@@ -280,3 +280,15 @@ fn every_isolated_tool_gives_the_same_bytes_as_in_process() {
     );
     staging_is_empty(&child);
 }
+
+#[test]
+fn gc_removes_staging_left_by_a_killed_pmpo() {
+    let ws = Ws::new();
+    ws.write(".state/staging/r1-s-99999-0/0", "never put in place\n");
+    ws.plan("    - id: a\n      with: {command: [echo]}\n");
+    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    let r = ws.run(&["gc", "--json"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(r.json()["staging_dirs_removed"], 1, "{}", r.stdout);
+    staging_is_empty(&ws);
+}
