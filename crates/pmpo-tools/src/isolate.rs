@@ -39,13 +39,7 @@ use crate::{Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, Too
 pub const SUBCOMMAND: &str = "__tool";
 /// The tools run in a child process (each can run long on hostile input).
 pub const ISOLATED: &[&str] = &["template", "markdown", "rasterize", "prompt", "a2ui"];
-/// The memory limit of a tool's child process: bytes, or with a suffix
-/// `K`, `M`, `G` (powers of 1024); `0` or `off` for none.
-pub const MEMORY_VAR: &str = "PMPO_TOOL_MEMORY_LIMIT";
-/// Set to `off` to run every tool in pmpo's own process (not interruptible).
-pub const ISOLATION_VAR: &str = "PMPO_TOOL_ISOLATION";
-/// The default memory limit (address space) of a tool's child process.
-pub const DEFAULT_MEMORY_LIMIT: u64 = 4 << 30;
+pub use pmpo_process::limits::{DEFAULT_MEMORY_LIMIT, ISOLATION_VAR, MEMORY_VAR};
 
 static CHILD_EXE: OnceLock<PathBuf> = OnceLock::new();
 static CALLS: AtomicU64 = AtomicU64::new(0);
@@ -54,8 +48,7 @@ static CALLS: AtomicU64 = AtomicU64::new(0);
 /// child process started from `exe` (the running pmpo binary), unless
 /// [`ISOLATION_VAR`] is `off`.
 pub fn run_tools_in_child(exe: PathBuf) {
-    let off = std::env::var(ISOLATION_VAR).is_ok_and(|v| v.eq_ignore_ascii_case("off"));
-    if !off {
+    if !pmpo_process::limits::isolation_off() {
         let _ = CHILD_EXE.set(exe);
     }
 }
@@ -68,48 +61,6 @@ pub(crate) fn wrap(tool: Arc<dyn Tool>) -> Arc<dyn Tool> {
             exe: exe.clone(),
         }),
         _ => tool,
-    }
-}
-
-/// The memory limit from [`MEMORY_VAR`] (`None`: no limit).
-pub fn memory_limit() -> Result<Option<u64>, String> {
-    match std::env::var(MEMORY_VAR) {
-        Err(_) => Ok(Some(DEFAULT_MEMORY_LIMIT)),
-        Ok(v) => parse_size(&v).map(|n| (n > 0).then_some(n)),
-    }
-}
-
-fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    if t.eq_ignore_ascii_case("off") {
-        return Ok(0);
-    }
-    let (num, mult) = match t.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let mult = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                _ => return Err(format!("`{text}`: the unit must be K, M or G")),
-            };
-            (&t[..i], mult)
-        }
-        _ => (t, 1),
-    };
-    num.trim()
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mult))
-        .ok_or_else(|| format!("`{text}` is not a size (e.g. 4G, 512M, 0 for no limit)"))
-}
-
-fn human(bytes: u64) -> String {
-    if bytes.is_multiple_of(1 << 30) {
-        format!("{} GiB", bytes >> 30)
-    } else if bytes.is_multiple_of(1 << 20) {
-        format!("{} MiB", bytes >> 20)
-    } else {
-        format!("{bytes} bytes")
     }
 }
 
@@ -198,7 +149,7 @@ impl Tool for Isolated {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let limit = memory_limit().map_err(|e| {
+        let limit = pmpo_process::limits::memory_limit().map_err(|e| {
             ToolError::new(ErrorClass::NotConfigured, format!("{MEMORY_VAR}: {e}")).hint(format!(
                 "set {MEMORY_VAR} to a size such as 4G or 512M, or 0 for no limit"
             ))
@@ -231,7 +182,7 @@ impl Tool for Isolated {
             capture_tail: 0,
             timeout: Some(ctx.timeout),
             kill_grace: Duration::ZERO,
-            pre_exec: limit.map(address_space_limit),
+            pre_exec: limit.map(pmpo_process::limits::address_space_limit),
             ..pmpo_process::ProcessSpec::new([
                 self.exe.to_string_lossy().into_owned(),
                 SUBCOMMAND.to_string(),
@@ -355,14 +306,14 @@ impl Isolated {
     /// The child ended without an answer: out of memory, or a crash.
     fn crashed(&self, result: &pmpo_process::ProcessResult, limit: Option<u64>) -> ToolError {
         let err = result.stderr.text();
-        let out_of_memory = err.contains("memory allocation of") || err.contains("out of memory");
+        let out_of_memory = pmpo_process::limits::died_of_memory(&err);
         let how = match result.termination {
             Termination::Signaled(sig) => format!("was killed by signal {sig}"),
             Termination::Exited(code) => format!("exited with code {code}"),
             _ => "ended".into(),
         };
         if out_of_memory {
-            let limit = limit.map_or("no limit".to_string(), human);
+            let limit = limit.map_or("no limit".to_string(), pmpo_process::limits::human_size);
             return ToolError::new(
                 ErrorClass::ToolFailed,
                 format!(
@@ -379,30 +330,21 @@ impl Isolated {
             .last_line()
             .map(|l| format!(": {l}"))
             .unwrap_or_default();
+        let under = limit.map_or(String::new(), |l| {
+            format!(
+                " (its memory limit is {}, {MEMORY_VAR}: too low a limit can stop it this way)",
+                pmpo_process::limits::human_size(l)
+            )
+        });
         ToolError::new(
             ErrorClass::ToolFailed,
             format!(
-                "the child process of the `{}` tool {how}{last}; nothing was written",
+                "the child process of the `{}` tool {how}{last}{under}; nothing was written",
                 self.name()
             ),
         )
         .hint("this is a bug in pmpo or its libraries: please report it with the stage's inputs")
     }
-}
-
-/// A pre-exec hook that caps the child's address space.
-fn address_space_limit(bytes: u64) -> pmpo_process::PreExec {
-    pmpo_process::PreExec(Arc::new(move || {
-        let lim = libc::rlimit {
-            rlim_cur: bytes as libc::rlim_t,
-            rlim_max: bytes as libc::rlim_t,
-        };
-        // SAFETY: setrlimit(2) is async-signal-safe and reads the struct we own.
-        if unsafe { libc::setrlimit(libc::RLIMIT_AS, &lim) } != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        Ok(())
-    }))
 }
 
 /// The child's side: reads one request on stdin, runs the tool in this
@@ -503,21 +445,5 @@ fn answer(request: &Request) -> Reply {
             staged: ws.staged_files(),
         })),
         Err(e) => failed(e),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse() {
-        assert_eq!(parse_size("4G"), Ok(4 << 30));
-        assert_eq!(parse_size("512m"), Ok(512 << 20));
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("off"), Ok(0));
-        assert!(parse_size("4X").is_err());
-        assert!(parse_size("lots").is_err());
-        assert!(parse_size("99999999999G").is_err());
     }
 }

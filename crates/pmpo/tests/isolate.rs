@@ -292,3 +292,97 @@ fn gc_removes_staging_left_by_a_killed_pmpo() {
     assert_eq!(r.json()["staging_dirs_removed"], 1, "{}", r.stdout);
     staging_is_empty(&ws);
 }
+
+/// A plan whose stage is checked by each heavy check (some pass, some fail).
+fn heavy_checks(ws: &Ws) {
+    ws.write("a.yaml", "a: 1\nb: [1, 2\n");
+    ws.write("a.xml", "<a><b/></a>\n");
+    ws.write("a.html", "<!doctype html><html><head><title>t</title></head><body><a href=\"b.html\">b</a><img src=\"missing.png\"></body></html>\n");
+    ws.write("b.html", "<p>b</p>\n");
+    ws.write("a.md", "# One\n\n### Three\n");
+    ws.write("data.json", r#"{"name": "x", "size": "big"}"#);
+    ws.write(
+        "logo.svg",
+        r##"<svg xmlns="http://www.w3.org/2000/svg" width="32" height="16"><text fill="#777" x="0" y="10">a</text><rect fill="#fff" width="1" height="1"/></svg>"##,
+    );
+    ws.plan(concat!(
+        "    - id: a\n      with: {command: [echo]}\n      validate:\n",
+        "        - {check: yaml, with: {path: a.yaml}}\n",
+        "        - {check: xml, with: {path: a.xml}}\n",
+        "        - {check: html, with: {path: a.html}}\n",
+        "        - {check: links, with: {path: a.html}}\n",
+        "        - {check: markdown_headings, with: {path: a.md}}\n",
+        "        - {check: json_schema, with: {path: data.json, schema: {type: object, required: [name], properties: {size: {type: integer}}}}}\n",
+        "        - {check: image_dimensions, with: {path: logo.svg, width: 32, height: 16}}\n",
+        "        - {check: aspect_ratio, with: {path: logo.svg, ratio: '2:1'}}\n",
+        "        - {check: image_format, with: {path: logo.svg, format: svg}}\n",
+        "        - {check: contrast, with: {foreground: '#777', background: '#fff'}}\n",
+    ));
+}
+
+fn validations(ws: &Ws, env: &[(&str, &str)]) -> (Run, Vec<Value>) {
+    let mut c = bin();
+    c.args(["execute", "plan.yaml", "--json"])
+        .current_dir(ws.path());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    let r: Run = c.output().unwrap().into();
+    let j = r.json();
+    let v = j["validation_outputs"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    (r, v)
+}
+
+#[test]
+fn heavy_checks_give_the_same_verdicts_in_a_child_process() {
+    let ws = Ws::new();
+    heavy_checks(&ws);
+    let (r, child) = validations(&ws, &[("PMPO_TOOL_ISOLATION", "on")]);
+    assert_eq!(child.len(), 10, "{}", r.stderr);
+    let (_, own) = validations(&ws, &[("PMPO_TOOL_ISOLATION", "off")]);
+    let verdict = |v: &Value| {
+        let mut e = v["evidence"].clone();
+        if let Some(m) = e.as_object_mut() {
+            m.remove("duration_ms");
+        }
+        (v["check"].clone(), v["status"].clone(), e)
+    };
+    for (a, b) in child.iter().zip(&own) {
+        assert_eq!(verdict(a), verdict(b));
+    }
+    let status = |name: &str| {
+        child
+            .iter()
+            .find(|v| v["check"] == name)
+            .map(|v| v["status"].as_str().unwrap_or_default().to_string())
+            .unwrap_or_default()
+    };
+    // Both kinds of verdict come back from the child.
+    assert_eq!(status("xml"), "passed");
+    assert_eq!(status("yaml"), "failed");
+    assert_eq!(status("json_schema"), "failed");
+}
+
+#[test]
+fn a_heavy_check_runs_under_the_memory_limit() {
+    // Proof that the check runs in a child process under the limit: with
+    // room for nothing, the child cannot even start its work, and the check
+    // fails saying why, while pmpo itself goes on and reports it.
+    let ws = Ws::new();
+    ws.write("a.xml", "<a/>\n");
+    ws.plan("    - id: a\n      with: {command: [echo]}\n      validate:\n        - {check: xml, with: {path: a.xml}}\n");
+    let (r, v) = validations(&ws, &[("PMPO_TOOL_MEMORY_LIMIT", "8M")]);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(v[0]["status"], "failed", "{v:?}");
+    let msg = v[0]["evidence"]["message"].as_str().unwrap_or_default();
+    assert!(
+        msg.contains("xml") && (msg.contains("memory") || msg.contains("child process")),
+        "{msg}"
+    );
+    let (r, v) = validations(&ws, &[]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(v[0]["status"], "passed", "{v:?}");
+}
