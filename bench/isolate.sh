@@ -2,12 +2,14 @@
 # The added cost of running a tool in a child process (issue 15, item 2): a
 # chain of N tiny `template` stages, then of N tiny `markdown` stages, run
 # with the tools in a child process (the default) and in pmpo's own process
-# (PMPO_TOOL_ISOLATION=off). Prints the median wall time of 3 runs each and
-# the difference per tool call in milliseconds.
-#   bench/isolate.sh [N]
+# (PMPO_TOOL_ISOLATION=off), interleaved. Prints the least and the median
+# wall time of RUNS runs each and the difference per tool call in
+# milliseconds (the least is the better estimate on a loaded machine).
+#   bench/isolate.sh [N] [RUNS]
 set -euo pipefail
 source "$(dirname "$0")/common.sh"
 n=${1:-200}
+runs=${2:-5}
 setup
 for tool in template markdown; do
   w="$dir/$tool"; mkdir -p "$w"
@@ -26,20 +28,25 @@ with open(path, "w") as f:
             w = f"{{input: in.md, output: out/{i}.html}}"
         f.write(f"    - id: s{i}{dep}\n      tool: {tool}\n      with: {w}\n")
 PY
-  median() { printf '%s\n' "$@" | sort -n | sed -n 2p; }
-  run() {
-    local times=()
-    for _ in 1 2 3; do
-      rm -rf "$w/out" "$w/.state" "$w/logs"
-      local s; s=$(date +%s%N)
-      env "$@" "$bin" execute "$w/plan.yaml" >/dev/null 2>&1
-      times+=($(( ($(date +%s%N) - s) / 1000 )))
-    done
-    median "${times[@]}"
+  once() {
+    rm -rf "$w/out" "$w/.state" "$w/logs"
+    local s; s=$(date +%s%N)
+    env "$@" "$bin" execute "$w/plan.yaml" >/dev/null 2>&1
+    echo $(( ($(date +%s%N) - s) / 1000 ))
   }
-  child=$(run PMPO_TOOL_ISOLATION=on)
-  own=$(run PMPO_TOOL_ISOLATION=off)
-  awk -v t="$tool" -v n="$n" -v c="$child" -v o="$own" 'BEGIN {
-    printf "%-9s %d calls: child process %.0f ms, in process %.0f ms, added %.2f ms per call\n",
-      t, n, c / 1000, o / 1000, (c - o) / 1000 / n }'
+  # Interleaved, so that a burst of load on the shared machine hits both.
+  child=(); own=()
+  for _ in $(seq "$runs"); do
+    child+=($(once PMPO_TOOL_ISOLATION=on ${EXTRA_ENV:-}))
+    own+=($(once PMPO_TOOL_ISOLATION=off))
+  done
+  python3 - "$tool" "$n" "${child[*]}" "${own[*]}" <<'PY'
+import statistics, sys
+tool, n = sys.argv[1], int(sys.argv[2])
+c = [int(x) / 1000 for x in sys.argv[3].split()]
+o = [int(x) / 1000 for x in sys.argv[4].split()]
+for name, f in (("min", min), ("median", statistics.median)):
+    print(f"{tool:9} {n} calls, {name:6} of {len(c)}: child process {f(c):.0f} ms, "
+          f"in process {f(o):.0f} ms, added {(f(c) - f(o)) / n:.2f} ms per call")
+PY
 done

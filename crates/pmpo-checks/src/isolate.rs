@@ -119,8 +119,8 @@ fn in_child(
         capture_tail: 0,
         timeout: Some(CHECK_TIMEOUT),
         kill_grace: Duration::ZERO,
-        pre_exec: limit.map(limits::address_space_limit),
-        ..pmpo_process::ProcessSpec::new([exe.to_string_lossy().into_owned(), SUBCOMMAND.into()])
+        // The child sets its memory limit itself (see `child_argv`).
+        ..pmpo_process::ProcessSpec::new(limits::child_argv(exe, SUBCOMMAND, limit))
     };
     let r = match pmpo_process::run_blocking(&spec, Some(ctx.cancel)) {
         Ok(r) => r,
@@ -187,6 +187,10 @@ fn in_child(
 /// Returns the exit code (0 whenever a verdict was printed).
 pub fn serve_child() -> i32 {
     use std::io::{Read, Write};
+    if let Err(e) = pmpo_process::limits::apply_limit_from_args() {
+        eprintln!("pmpo {SUBCOMMAND}: {e}");
+        return 2;
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         eprintln!("pmpo {SUBCOMMAND}: cannot read the request: {e}");

@@ -377,8 +377,8 @@ impl Workspace {
     /// out is refused, never followed. The file must be a regular file.
     pub fn open_read(&self, rel: &str) -> Result<File, StoreError> {
         let path = self.resolve(rel)?;
-        if let Some(staged) = self.staged_path(&path) {
-            return File::open(&staged).map_err(|e| StoreError::io("read", &staged, e));
+        if let Some(staged) = self.staged_open(&path) {
+            return staged.map_err(|e| StoreError::io("read", &path, e));
         }
         let refused = |why: String| StoreError::Link {
             path: rel.to_string(),

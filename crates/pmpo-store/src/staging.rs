@@ -1,85 +1,46 @@
-//! Staged writes: a [`Workspace`] whose writes to files go to a staging
-//! directory under `.state/staging/` instead of their places. A tool that
-//! runs in a child process writes through such a workspace, so a child that
-//! is killed (its time limit, a cancel, its memory limit) never leaves a
-//! half-done change behind and can never write after its end was reported:
-//! the parent moves the staged files into place ([`Workspace::commit_staged`])
-//! only once the child has returned its result, or discards them.
+//! Staged writes: a [`Workspace`] whose writes to files are kept in memory
+//! instead of going to their places. A tool that runs in a child process
+//! writes through such a workspace and hands what it staged back with its
+//! result, so a child that is killed (its time limit, a cancel, its memory
+//! limit) never leaves a half-done change behind and can never write after
+//! its end was reported: only the parent puts the staged files in place
+//! ([`Workspace::commit_staged`]), once the child has answered.
+//!
+//! The bytes travel in the answer rather than through files: a staging
+//! directory per call (mkdir, create, read back, remove) cost more than a
+//! millisecond a call on the development machine, and there is nothing to
+//! clean up after a killed pmpo.
 //!
 //! Reads of a path staged earlier through the same workspace see the staged
 //! content, so a tool that writes a file and reads it back works the same.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
-
-use serde::{Deserialize, Serialize};
 
 use crate::{FileDigest, StoreError, Workspace, hash_bytes, hash_file};
 
-/// Where a workspace's staged writes go, and what was staged so far.
-#[derive(Debug)]
+/// The writes a staging workspace has kept, in the order they were made.
+#[derive(Debug, Default)]
 pub struct Staging {
-    /// Workspace-relative (under `.state/staging/`).
-    dir_rel: String,
-    dir: PathBuf,
     staged: Mutex<Vec<(PathBuf, StagedFile)>>,
 }
 
-/// One staged write: the workspace path it is for, the file in the staging
-/// directory that holds its content, and that content's digest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// One staged write: the workspace path it is for and its content.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StagedFile {
     pub path: String,
-    pub file: String,
-    pub size: u64,
-    pub blake3: String,
-}
-
-/// The workspace-relative staging directory for one tool call (flat under
-/// `.state/staging/`: no shared parent another call could remove).
-pub fn staging_dir(run_id: &str, stage_id: &str, call: u64) -> String {
-    let clean = |s: &str| -> String {
-        s.chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect()
-    };
-    format!(
-        "{}/staging/{}-{}-{}-{call}",
-        crate::STATE_DIR,
-        clean(run_id),
-        clean(stage_id),
-        std::process::id()
-    )
+    pub bytes: Vec<u8>,
 }
 
 impl Workspace {
-    /// This workspace with its writes staged in `dir_rel` (one of pmpo's own
-    /// directories, created here; it must be new or empty).
-    pub fn staged_in(&self, dir_rel: &str) -> Result<Workspace, StoreError> {
-        if !dir_rel.starts_with(".state/staging/") || dir_rel.contains("..") {
-            return Err(StoreError::Escape {
-                path: dir_rel.to_string(),
-                why: "a staging directory must be under .state/staging/".into(),
-            });
-        }
-        let dir = self.resolve_own(dir_rel)?;
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
-        Ok(Workspace {
+    /// This workspace with its writes to files kept in memory (see the module).
+    pub fn staging(&self) -> Workspace {
+        Workspace {
             root: self.root.clone(),
-            staging: Some(Arc::new(Staging {
-                dir_rel: dir_rel.to_string(),
-                dir,
-                staged: Mutex::new(Vec::new()),
-            })),
-        })
+            staging: Some(Arc::new(Staging::default())),
+        }
     }
 
     /// The writes staged so far, in the order they were made (a path written
@@ -97,18 +58,17 @@ impl Workspace {
         }
     }
 
-    /// The staged file for an absolute workspace path, if one was staged.
-    pub(crate) fn staged_path(&self, path: &Path) -> Option<PathBuf> {
+    /// A staged file's content as an open file (for a read of a path
+    /// written earlier through this workspace), if one was staged.
+    pub(crate) fn staged_open(&self, path: &std::path::Path) -> Option<io::Result<File>> {
         let s = self.staging.as_ref()?;
         let staged = s.staged.lock().unwrap_or_else(|p| p.into_inner());
-        staged
-            .iter()
-            .find(|(p, _)| p == path)
-            .map(|(_, f)| s.dir.join(&f.file))
+        let (_, f) = staged.iter().find(|(p, _)| p == path)?;
+        Some(memory_file(&f.bytes))
     }
 
     /// A write of a staging workspace: checked as the real write would be
-    /// (confined, no directory in the way), kept in the staging directory.
+    /// (confined, not through a link out, no directory in the way), kept.
     pub(crate) fn stage_write(
         &self,
         staging: &Staging,
@@ -119,10 +79,7 @@ impl Workspace {
         let mut staged = staging.staged.lock().unwrap_or_else(|p| p.into_inner());
         let earlier = staged.iter().position(|(p, _)| *p == path);
         let before = match earlier {
-            Some(i) => Some(FileDigest {
-                size: staged[i].1.size,
-                blake3: staged[i].1.blake3.clone(),
-            }),
+            Some(i) => Some(hash_bytes(&staged[i].1.bytes)),
             None => match fs::symlink_metadata(&path) {
                 Ok(m) if m.is_file() => hash_file(&path).ok(),
                 Ok(m) if m.is_dir() => {
@@ -135,91 +92,45 @@ impl Workspace {
                 _ => None,
             },
         };
-        let name = format!("{}", staged.len());
-        let name = match earlier {
-            Some(i) => staged[i].1.file.clone(),
-            None => name,
-        };
-        let file = staging.dir.join(&name);
-        let result = (|| {
-            let mut f = OpenOptions::new()
-                .write(true)
-                .create(true)
-                .truncate(true)
-                .open(&file)?;
-            f.write_all(bytes)
-        })();
-        result.map_err(|e| StoreError::io("stage", &file, e))?;
-        let digest = hash_bytes(bytes);
         let entry = StagedFile {
             path: rel.trim_start_matches("./").to_string(),
-            file: name,
-            size: digest.size,
-            blake3: digest.blake3.clone(),
+            bytes: bytes.to_vec(),
         };
         match earlier {
             Some(i) => staged[i].1 = entry,
             None => staged.push((path, entry)),
         }
-        Ok((before, digest))
+        Ok((before, hash_bytes(bytes)))
     }
 
-    /// Moves staged files into their places, in order, each atomically (the
-    /// content is checked against its digest first), then removes the
-    /// staging directory. A file whose content does not match is refused.
-    pub fn commit_staged(&self, dir_rel: &str, files: &[StagedFile]) -> Result<(), StoreError> {
-        for f in files {
-            if crate::is_own_path(&f.path) {
-                return Err(StoreError::Escape {
-                    path: f.path.clone(),
-                    why: "a tool's staged output may not go to pmpo's own directories".into(),
-                });
-            }
-            if f.file.is_empty() || !f.file.chars().all(|c| c.is_ascii_digit()) {
-                return Err(StoreError::Escape {
-                    path: f.file.clone(),
-                    why: "a staged file is named by a number".into(),
-                });
-            }
-            let src = self.resolve_own(&format!("{dir_rel}/{}", f.file))?;
-            let bytes = {
-                let mut file = File::open(&src).map_err(|e| StoreError::io("read", &src, e))?;
-                let mut v = Vec::new();
-                io::Read::read_to_end(&mut file, &mut v)
-                    .map_err(|e| StoreError::io("read", &src, e))?;
-                v
-            };
-            let digest = hash_bytes(&bytes);
-            if digest.blake3 != f.blake3 {
-                return Err(StoreError::io(
-                    "commit",
-                    &src,
-                    io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "the staged content changed after the tool reported it",
-                    ),
-                ));
-            }
-            self.write_atomic(&f.path, &bytes, crate::Durability::Relaxed)?;
+    /// Puts staged files in place, in order, each atomically. A path in
+    /// pmpo's own directories is refused (a tool's output never goes there).
+    pub fn commit_staged(&self, files: &[StagedFile]) -> Result<(), StoreError> {
+        if let Some(f) = files.iter().find(|f| crate::is_own_path(&f.path)) {
+            return Err(StoreError::Escape {
+                path: f.path.clone(),
+                why: "a tool's output may not go to pmpo's own directories".into(),
+            });
         }
-        self.discard_staged(dir_rel);
+        for f in files {
+            self.write_atomic(&f.path, &f.bytes, crate::Durability::Relaxed)?;
+        }
         Ok(())
     }
+}
 
-    /// Removes a staging directory and what it holds (a killed or failed
-    /// tool's writes). Missing is fine.
-    pub fn discard_staged(&self, dir_rel: &str) {
-        if let Ok(dir) = self.resolve_own(dir_rel)
-            && dir.exists()
-        {
-            let _ = fs::remove_dir_all(&dir);
-        }
+/// An anonymous in-memory file holding `bytes`, positioned at its start.
+fn memory_file(bytes: &[u8]) -> io::Result<File> {
+    // SAFETY: memfd_create(2) with a NUL-terminated name we own.
+    let fd = unsafe { libc::memfd_create(c"pmpo-staged".as_ptr(), libc::MFD_CLOEXEC) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
     }
-
-    /// The staging directory of a staging workspace (workspace-relative).
-    pub fn staging_dir_rel(&self) -> Option<&str> {
-        self.staging.as_ref().map(|s| s.dir_rel.as_str())
-    }
+    // SAFETY: `fd` is a new descriptor that nothing else owns.
+    let mut file = unsafe { <File as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    file.write_all(bytes)?;
+    io::Seek::seek(&mut file, io::SeekFrom::Start(0))?;
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -237,8 +148,7 @@ mod tests {
         let (_d, ws) = ws();
         ws.write_atomic("a.txt", b"old\n", crate::Durability::Relaxed)
             .unwrap();
-        let dir = staging_dir("r1", "s/1", 0);
-        let st = ws.staged_in(&dir).unwrap();
+        let st = ws.staging();
         let (before, after) = st
             .write_atomic("a.txt", b"new\n", crate::Durability::Relaxed)
             .unwrap();
@@ -252,43 +162,25 @@ mod tests {
         st.write_atomic("a.txt", b"newer\n", crate::Durability::Relaxed)
             .unwrap();
         assert_eq!(st.read("a.txt").unwrap(), b"newer\n");
-        // Nothing is in place yet.
+        // Nothing is in place yet, and nothing was written anywhere.
         assert_eq!(ws.read("a.txt").unwrap(), b"old\n");
         assert!(ws.read("sub/b.txt").is_err());
+        assert!(!ws.root().join("sub").exists());
         let files = st.staged_files();
         assert_eq!(
             files.iter().map(|f| f.path.as_str()).collect::<Vec<_>>(),
             ["a.txt", "sub/b.txt"]
         );
-        ws.commit_staged(&dir, &files).unwrap();
+        ws.commit_staged(&files).unwrap();
         assert_eq!(ws.read("a.txt").unwrap(), b"newer\n");
         assert_eq!(ws.read("sub/b.txt").unwrap(), b"b");
-        assert!(
-            !ws.root().join(&dir).exists(),
-            "the staging directory is removed"
-        );
-    }
-
-    #[test]
-    fn discarded_writes_leave_the_files_as_they_were() {
-        let (_d, ws) = ws();
-        ws.write_atomic("a.txt", b"old", crate::Durability::Relaxed)
-            .unwrap();
-        let dir = staging_dir("r", "s", 1);
-        let st = ws.staged_in(&dir).unwrap();
-        st.write_atomic("a.txt", b"new", crate::Durability::Relaxed)
-            .unwrap();
-        ws.discard_staged(&dir);
-        assert_eq!(ws.read("a.txt").unwrap(), b"old");
-        assert!(!ws.root().join(&dir).exists());
     }
 
     #[test]
     fn staged_writes_are_checked_like_real_ones() {
         let (_d, ws) = ws();
         std::fs::create_dir(ws.root().join("d")).unwrap();
-        let dir = staging_dir("r", "s", 2);
-        let st = ws.staged_in(&dir).unwrap();
+        let st = ws.staging();
         assert!(
             st.write_atomic("../x", b"x", crate::Durability::Relaxed)
                 .is_err()
@@ -297,27 +189,24 @@ mod tests {
             st.write_atomic("d", b"x", crate::Durability::Relaxed)
                 .is_err()
         );
-        // Outside .state/staging/ is no staging directory.
-        assert!(ws.staged_in("out").is_err());
-        assert!(ws.staged_in(".state/staging/../../x").is_err());
+        assert!(st.staged_files().is_empty());
     }
 
     #[test]
-    fn a_commit_refuses_changed_content_and_pmpos_own_paths() {
+    fn a_commit_refuses_pmpos_own_paths_before_writing_anything() {
         let (_d, ws) = ws();
-        let dir = staging_dir("r", "s", 3);
-        let st = ws.staged_in(&dir).unwrap();
-        st.write_atomic("a.txt", b"one", crate::Durability::Relaxed)
-            .unwrap();
-        let mut files = st.staged_files();
-        files[0].blake3 = hash_bytes(b"two").blake3;
-        assert!(ws.commit_staged(&dir, &files).is_err());
+        let files = [
+            StagedFile {
+                path: "a.txt".into(),
+                bytes: b"a".to_vec(),
+            },
+            StagedFile {
+                path: ".state/x".into(),
+                bytes: b"x".to_vec(),
+            },
+        ];
+        assert!(ws.commit_staged(&files).is_err());
         assert!(ws.read("a.txt").is_err());
-        let mut files = st.staged_files();
-        files[0].path = ".state/x".into();
-        assert!(ws.commit_staged(&dir, &files).is_err());
-        let mut files = st.staged_files();
-        files[0].file = "../../a".into();
-        assert!(ws.commit_staged(&dir, &files).is_err());
+        assert!(!ws.root().join(".state/x").exists());
     }
 }

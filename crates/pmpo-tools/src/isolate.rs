@@ -8,13 +8,12 @@
 //! the run's cancel, SIGKILL at once (`kill_grace` zero) and a memory limit
 //! (`RLIMIT_AS`, [`MEMORY_VAR`]).
 //!
-//! The child never writes a user file: its workspace stages every write in
-//! `.state/staging/<run>-<stage>-<pid>-<n>/` and it reports what it staged
-//! with its result. Only the parent, once the child returned a result, moves
-//! the staged files into place (in the order written, each atomically); on a
-//! timeout, a cancel, a crash or a tool error the staging directory is
-//! removed and nothing is written. A killed tool can never write after its
-//! end was reported.
+//! The child never writes a user file: its workspace keeps every write in
+//! memory (`pmpo_store::staging`) and it hands what it staged back with its
+//! result. Only the parent, once the child answered, puts the staged files in
+//! place (in the order written, each atomically); on a timeout, a cancel, a
+//! crash or a tool error nothing is written. A killed tool can never write
+//! after its end was reported.
 //!
 //! Library users (and the crate's tests) get the tools in process: only a
 //! binary that calls [`run_tools_in_child`] gets the wrapped ones.
@@ -22,13 +21,13 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use base64::Engine as _;
 use pmpo_plan::{InputIssue, NamedOutputs, TemplateFile, TemplateReport};
 use pmpo_store::Workspace;
-use pmpo_store::staging::{StagedFile, staging_dir};
+use pmpo_store::staging::StagedFile;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
@@ -42,7 +41,6 @@ pub const ISOLATED: &[&str] = &["template", "markdown", "rasterize", "prompt", "
 pub use pmpo_process::limits::{DEFAULT_MEMORY_LIMIT, ISOLATION_VAR, MEMORY_VAR};
 
 static CHILD_EXE: OnceLock<PathBuf> = OnceLock::new();
-static CALLS: AtomicU64 = AtomicU64::new(0);
 
 /// Makes the registries built from now on run the [`ISOLATED`] tools in a
 /// child process started from `exe` (the running pmpo binary), unless
@@ -71,7 +69,6 @@ struct Request {
     written: String,
     inputs: Map<String, Value>,
     root: PathBuf,
-    staging: String,
     run_id: String,
     stage_id: String,
     timeout_ms: u64,
@@ -100,7 +97,14 @@ struct Done {
     invocation: Value,
     notes: Vec<String>,
     skipped: Option<String>,
-    staged: Vec<StagedFile>,
+    staged: Vec<Staged>,
+}
+
+/// One staged write in the answer: the workspace path and the content.
+#[derive(Serialize, Deserialize)]
+struct Staged {
+    path: String,
+    base64: String,
 }
 
 /// A tool that runs in a child process.
@@ -155,17 +159,11 @@ impl Tool for Isolated {
             ))
         })?;
         let ws = ctx.workspace;
-        let staging = staging_dir(
-            ctx.run_id,
-            ctx.stage_id,
-            CALLS.fetch_add(1, Ordering::Relaxed),
-        );
         let request = Request {
             tool: self.inner.name().to_string(),
             written: ctx.tool.to_string(),
             inputs: inputs.clone(),
             root: ws.root().to_path_buf(),
-            staging: staging.clone(),
             run_id: ctx.run_id.to_string(),
             stage_id: ctx.stage_id.to_string(),
             timeout_ms: ctx.timeout.as_millis().min(u64::MAX as u128) as u64,
@@ -182,17 +180,15 @@ impl Tool for Isolated {
             capture_tail: 0,
             timeout: Some(ctx.timeout),
             kill_grace: Duration::ZERO,
-            pre_exec: limit.map(pmpo_process::limits::address_space_limit),
-            ..pmpo_process::ProcessSpec::new([
-                self.exe.to_string_lossy().into_owned(),
-                SUBCOMMAND.to_string(),
-            ])
+            // The child sets its memory limit itself (see `child_argv`).
+            ..pmpo_process::ProcessSpec::new(pmpo_process::limits::child_argv(
+                &self.exe, SUBCOMMAND, limit,
+            ))
         };
         let result = pmpo_process::run(&spec, ctx.cancel).await;
         let result = match result {
             Ok(r) => r,
             Err(e) => {
-                ws.discard_staged(&staging);
                 return Err(ToolError::new(
                     ErrorClass::Io,
                     format!(
@@ -217,15 +213,11 @@ impl Tool for Isolated {
             skipped: None,
         };
         match result.termination {
-            t @ (Termination::TimedOut | Termination::Cancelled) => {
-                ws.discard_staged(&staging);
-                Ok(ended(t))
-            }
+            t @ (Termination::TimedOut | Termination::Cancelled) => Ok(ended(t)),
             Termination::Exited(0) => {
                 let reply: Reply = match serde_json::from_slice(&result.stdout.kept()) {
                     Ok(r) => r,
                     Err(e) => {
-                        ws.discard_staged(&staging);
                         return Err(ToolError::new(
                             ErrorClass::BadToolOutput,
                             format!(
@@ -235,12 +227,9 @@ impl Tool for Isolated {
                         ));
                     }
                 };
-                self.finish(ws, &staging, reply, started)
+                self.finish(ws, reply, started)
             }
-            Termination::Exited(_) | Termination::Signaled(_) => {
-                ws.discard_staged(&staging);
-                Err(self.crashed(&result, limit))
-            }
+            Termination::Exited(_) | Termination::Signaled(_) => Err(self.crashed(&result, limit)),
         }
     }
 }
@@ -249,7 +238,6 @@ impl Isolated {
     fn finish(
         &self,
         ws: &Workspace,
-        staging: &str,
         reply: Reply,
         started: Instant,
     ) -> Result<ToolOutcome, ToolError> {
@@ -258,14 +246,11 @@ impl Isolated {
                 class,
                 message,
                 hint,
-            } => {
-                ws.discard_staged(staging);
-                Err(ToolError {
-                    class,
-                    message,
-                    hint,
-                })
-            }
+            } => Err(ToolError {
+                class,
+                message,
+                hint,
+            }),
             Reply::Done(done) => {
                 let Done {
                     exit_code,
@@ -278,8 +263,26 @@ impl Isolated {
                     skipped,
                     staged,
                 } = *done;
-                if let Err(e) = ws.commit_staged(staging, &staged) {
-                    ws.discard_staged(staging);
+                let mut files = Vec::with_capacity(staged.len());
+                for f in staged {
+                    let bytes = base64::engine::general_purpose::STANDARD
+                        .decode(f.base64.as_bytes())
+                        .map_err(|e| {
+                            ToolError::new(
+                                ErrorClass::BadToolOutput,
+                                format!(
+                                    "the child process of the `{}` tool gave unreadable content for `{}`: {e}; nothing was written",
+                                    self.name(),
+                                    f.path
+                                ),
+                            )
+                        })?;
+                    files.push(StagedFile {
+                        path: f.path,
+                        bytes,
+                    });
+                }
+                if let Err(e) = ws.commit_staged(&files) {
                     return Err(ToolError::new(
                         ErrorClass::Io,
                         format!(
@@ -352,6 +355,10 @@ impl Isolated {
 /// exit code (0 whenever an answer was printed, also for a tool error).
 pub fn serve_child() -> i32 {
     use std::io::{Read, Write};
+    if let Err(e) = pmpo_process::limits::apply_limit_from_args() {
+        eprintln!("pmpo {SUBCOMMAND}: {e}");
+        return 2;
+    }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut input) {
         eprintln!("pmpo {SUBCOMMAND}: cannot read the request: {e}");
@@ -399,7 +406,7 @@ fn answer(request: &Request) -> Reply {
             ));
         }
     };
-    let ws = match Workspace::open(&request.root).and_then(|w| w.staged_in(&request.staging)) {
+    let ws = match Workspace::open(&request.root).map(|w| w.staging()) {
         Ok(w) => w,
         Err(e) => {
             let hint = e.hint();
@@ -442,7 +449,14 @@ fn answer(request: &Request) -> Reply {
             invocation: o.invocation,
             notes: o.notes,
             skipped: o.skipped,
-            staged: ws.staged_files(),
+            staged: ws
+                .staged_files()
+                .into_iter()
+                .map(|f| Staged {
+                    base64: base64::engine::general_purpose::STANDARD.encode(&f.bytes),
+                    path: f.path,
+                })
+                .collect(),
         })),
         Err(e) => failed(e),
     }

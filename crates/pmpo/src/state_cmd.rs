@@ -728,21 +728,6 @@ pub fn gc(args: GcArgs) -> u8 {
         }
     }
     let [(scripts, script_bytes), (outputs, output_bytes)] = per_run;
-    // Staged writes of tools in a child process: under the lock no run is
-    // live, so any left here belong to a pmpo that was killed mid-call.
-    let (mut staged, mut staged_bytes) = (0usize, 0u64);
-    if let Ok(entries) = std::fs::read_dir(ws.root().join(".state/staging")) {
-        for e in entries.flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            match ws.remove_own_dir(&format!(".state/staging/{name}")) {
-                Ok(size) => {
-                    staged += 1;
-                    staged_bytes += size;
-                }
-                Err(e) => errors.push(e.to_string()),
-            }
-        }
-    }
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,
         "backups_kept": kept, "backup_bytes_kept": kept_bytes,
@@ -750,17 +735,16 @@ pub fn gc(args: GcArgs) -> u8 {
         "interrupted_backups_kept": kept_interrupted,
         "cache_entries_removed": cache, "script_dirs_removed": scripts, "script_bytes_freed": script_bytes,
         "output_dirs_removed": outputs, "output_bytes_freed": output_bytes,
-        "staging_dirs_removed": staged, "staging_bytes_freed": staged_bytes,
-        "bytes_freed": blob_bytes + script_bytes + output_bytes + staged_bytes,
+        "bytes_freed": blob_bytes + script_bytes + output_bytes,
         "errors": errors,
     });
     if args.json {
         print_json(&summary);
     } else {
         outln!(
-            "gc: kept the {} most recent runs and {kept} backups ({kept_bytes} bytes, {kept_interrupted} of them for interrupted changes); removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes), {staged} left-over staging folders ({staged_bytes} bytes); {} bytes freed",
+            "gc: kept the {} most recent runs and {kept} backups ({kept_bytes} bytes, {kept_interrupted} of them for interrupted changes); removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
             keep.len(),
-            blob_bytes + script_bytes + output_bytes + staged_bytes
+            blob_bytes + script_bytes + output_bytes
         );
         for e in &errors {
             errln!("warning: {e}");

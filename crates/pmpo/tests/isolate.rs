@@ -34,13 +34,9 @@ fn ledger_rows(ws: &Ws, path: &str) -> Vec<Value> {
     r.json().as_array().unwrap().clone()
 }
 
-/// Nothing is left in the staging directory.
+/// Nothing was staged on disk: a tool's writes travel in its answer.
 fn staging_is_empty(ws: &Ws) {
-    let dir = ws.p(".state/staging");
-    let left: Vec<_> = std::fs::read_dir(&dir)
-        .map(|d| d.flatten().map(|e| e.path()).collect())
-        .unwrap_or_default();
-    assert!(left.is_empty(), "staging left behind: {left:?}");
+    assert!(!ws.p(".state/staging").exists());
 }
 
 #[test]
@@ -281,18 +277,6 @@ fn every_isolated_tool_gives_the_same_bytes_as_in_process() {
     staging_is_empty(&child);
 }
 
-#[test]
-fn gc_removes_staging_left_by_a_killed_pmpo() {
-    let ws = Ws::new();
-    ws.write(".state/staging/r1-s-99999-0/0", "never put in place\n");
-    ws.plan("    - id: a\n      with: {command: [echo]}\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
-    let r = ws.run(&["gc", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(r.json()["staging_dirs_removed"], 1, "{}", r.stdout);
-    staging_is_empty(&ws);
-}
-
 /// A plan whose stage is checked by each heavy check (some pass, some fail).
 fn heavy_checks(ws: &Ws) {
     ws.write("a.yaml", "a: 1\nb: [1, 2\n");
@@ -368,20 +352,23 @@ fn heavy_checks_give_the_same_verdicts_in_a_child_process() {
 
 #[test]
 fn a_heavy_check_runs_under_the_memory_limit() {
-    // Proof that the check runs in a child process under the limit: with
-    // room for nothing, the child cannot even start its work, and the check
-    // fails saying why, while pmpo itself goes on and reports it.
+    // Proof that the check runs in a child process under the limit: a 4 MB
+    // file cannot be read in 8 MiB of address space (the binary alone takes
+    // more), so the check fails saying so, while pmpo itself goes on and
+    // reports it; without the low limit the same check passes.
     let ws = Ws::new();
-    ws.write("a.xml", "<a/>\n");
+    let big = format!("<a>{}</a>\n", "<b/>".repeat(1 << 20));
+    ws.write("a.xml", &big);
     ws.plan("    - id: a\n      with: {command: [echo]}\n      validate:\n        - {check: xml, with: {path: a.xml}}\n");
     let (r, v) = validations(&ws, &[("PMPO_TOOL_MEMORY_LIMIT", "8M")]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(v[0]["status"], "failed", "{v:?}");
     let msg = v[0]["evidence"]["message"].as_str().unwrap_or_default();
     assert!(
-        msg.contains("xml") && (msg.contains("memory") || msg.contains("child process")),
+        msg.contains("`xml` check ran out of memory") && msg.contains("8 MiB"),
         "{msg}"
     );
+    std::fs::remove_dir_all(ws.p(".state")).unwrap();
     let (r, v) = validations(&ws, &[]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(v[0]["status"], "passed", "{v:?}");
