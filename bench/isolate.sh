@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The added cost of running a tool in a child process (issue 15, item 2): a
-# chain of N tiny `template` stages, then of N tiny `markdown` stages, run
+# The added cost of running a tool or a heavy check in a child process
+# (issue 15, item 2): a chain of N tiny `template` stages, of N tiny
+# `markdown` stages, and of N `run` stages each with one `xml` check, run
 # with the tools in a child process (the default) and in pmpo's own process
 # (PMPO_TOOL_ISOLATION=off), interleaved. Prints the least and the median
 # wall time of RUNS runs each and the difference per tool call in
@@ -11,10 +12,11 @@ source "$(dirname "$0")/common.sh"
 n=${1:-200}
 runs=${2:-5}
 setup
-for tool in template markdown; do
+for tool in template markdown xml-check; do
   w="$dir/$tool"; mkdir -p "$w"
   printf 'Hello {{ name }}\n' > "$w/t.j2"
   printf '# Title\n\nSome *text*.\n' > "$w/in.md"
+  printf '<a><b/></a>\n' > "$w/a.xml"
   python3 - "$n" "$w/plan.yaml" "$tool" <<'PY'
 import sys
 n, path, tool = int(sys.argv[1]), sys.argv[2], sys.argv[3]
@@ -24,8 +26,13 @@ with open(path, "w") as f:
         dep = f"\n      depends_on: [s{i-1}]" if i else ""
         if tool == "template":
             w = f"{{template: t.j2, output: out/{i}.txt, vars: {{name: n{i}}}}}"
-        else:
+        elif tool == "markdown":
             w = f"{{input: in.md, output: out/{i}.html}}"
+        else:
+            # A `run` stage with one heavy check (the check in a child process).
+            f.write(f"    - id: s{i}{dep}\n      with: {{command: [true]}}\n"
+                    f"      validate: [{{check: xml, with: {{path: a.xml}}}}]\n")
+            continue
         f.write(f"    - id: s{i}{dep}\n      tool: {tool}\n      with: {w}\n")
 PY
   once() {
