@@ -10,10 +10,12 @@
 //!
 //! The child never writes a user file: its workspace keeps every write in
 //! memory (`pmpo_store::staging`) and it hands what it staged back with its
-//! result. Only the parent, once the child answered, puts the staged files in
-//! place (in the order written, each atomically); on a timeout, a cancel, a
-//! crash or a tool error nothing is written. A killed tool can never write
-//! after its end was reported.
+//! answer. Only the parent, once the child answered, puts the staged files in
+//! place (in the order written, each atomically). A tool error is an answer
+//! too: what the tool wrote before it (the A2UI report of an invalid
+//! specification) is put in place, as it would have been in process. On a
+//! timeout, a cancel or a crash there is no answer and nothing is written: a
+//! killed tool can never write after its end was reported.
 //!
 //! Library users (and the crate's tests) get the tools in process: only a
 //! binary that calls [`run_tools_in_child`] gets the wrapped ones.
@@ -83,6 +85,10 @@ enum Reply {
         class: ErrorClass,
         message: String,
         hint: Option<String>,
+        /// What the tool wrote before it failed (an A2UI report that says
+        /// why the specification is invalid): put in place as it would have
+        /// been in process.
+        staged: Vec<Staged>,
     },
 }
 
@@ -246,11 +252,15 @@ impl Isolated {
                 class,
                 message,
                 hint,
-            } => Err(ToolError {
-                class,
-                message,
-                hint,
-            }),
+                staged,
+            } => {
+                self.commit(ws, staged)?;
+                Err(ToolError {
+                    class,
+                    message,
+                    hint,
+                })
+            }
             Reply::Done(done) => {
                 let Done {
                     exit_code,
@@ -263,35 +273,7 @@ impl Isolated {
                     skipped,
                     staged,
                 } = *done;
-                let mut files = Vec::with_capacity(staged.len());
-                for f in staged {
-                    let bytes = base64::engine::general_purpose::STANDARD
-                        .decode(f.base64.as_bytes())
-                        .map_err(|e| {
-                            ToolError::new(
-                                ErrorClass::BadToolOutput,
-                                format!(
-                                    "the child process of the `{}` tool gave unreadable content for `{}`: {e}; nothing was written",
-                                    self.name(),
-                                    f.path
-                                ),
-                            )
-                        })?;
-                    files.push(StagedFile {
-                        path: f.path,
-                        bytes,
-                    });
-                }
-                if let Err(e) = ws.commit_staged(&files) {
-                    return Err(ToolError::new(
-                        ErrorClass::Io,
-                        format!(
-                            "cannot put the `{}` tool's output in place: {e}",
-                            self.name()
-                        ),
-                    )
-                    .hint(e.hint()));
-                }
+                self.commit(ws, staged)?;
                 Ok(ToolOutcome {
                     termination: Termination::Exited(exit_code),
                     stdout: Captured::from_bytes(stdout.as_bytes()),
@@ -304,6 +286,39 @@ impl Isolated {
                 })
             }
         }
+    }
+
+    /// Puts what the child staged in place, in order.
+    fn commit(&self, ws: &Workspace, staged: Vec<Staged>) -> Result<(), ToolError> {
+        let mut files = Vec::with_capacity(staged.len());
+        for f in staged {
+            let bytes = base64::engine::general_purpose::STANDARD
+                .decode(f.base64.as_bytes())
+                .map_err(|e| {
+                    ToolError::new(
+                        ErrorClass::BadToolOutput,
+                        format!(
+                            "the child process of the `{}` tool gave unreadable content for `{}`: {e}; nothing was written",
+                            self.name(),
+                            f.path
+                        ),
+                    )
+                })?;
+            files.push(StagedFile {
+                path: f.path,
+                bytes,
+            });
+        }
+        ws.commit_staged(&files).map_err(|e| {
+            ToolError::new(
+                ErrorClass::Io,
+                format!(
+                    "cannot put the `{}` tool's output in place: {e}",
+                    self.name()
+                ),
+            )
+            .hint(e.hint())
+        })
     }
 
     /// The child ended without an answer: out of memory, or a crash.
@@ -388,10 +403,11 @@ pub fn serve_child() -> i32 {
 }
 
 fn answer(request: &Request) -> Reply {
-    let failed = |e: ToolError| Reply::Failed {
+    let failed = |e: ToolError, staged: Vec<Staged>| Reply::Failed {
         class: e.class,
         message: e.message,
         hint: e.hint,
+        staged,
     };
     let tool: Arc<dyn Tool> = match request.tool.as_str() {
         "template" => Arc::new(crate::template::TemplateTool),
@@ -400,17 +416,23 @@ fn answer(request: &Request) -> Reply {
         "prompt" => Arc::new(crate::prompt::PromptTool),
         "a2ui" => Arc::new(crate::a2ui::A2uiTool),
         other => {
-            return failed(ToolError::new(
-                ErrorClass::InvalidInput,
-                format!("`{other}` is not a tool that runs in a child process"),
-            ));
+            return failed(
+                ToolError::new(
+                    ErrorClass::InvalidInput,
+                    format!("`{other}` is not a tool that runs in a child process"),
+                ),
+                Vec::new(),
+            );
         }
     };
     let ws = match Workspace::open(&request.root).map(|w| w.staging()) {
         Ok(w) => w,
         Err(e) => {
             let hint = e.hint();
-            return failed(ToolError::new(ErrorClass::Io, e.to_string()).hint(hint));
+            return failed(
+                ToolError::new(ErrorClass::Io, e.to_string()).hint(hint),
+                Vec::new(),
+            );
         }
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -419,10 +441,13 @@ fn answer(request: &Request) -> Reply {
     {
         Ok(rt) => rt,
         Err(e) => {
-            return failed(ToolError::new(
-                ErrorClass::Io,
-                format!("cannot start the tool's runtime: {e}"),
-            ));
+            return failed(
+                ToolError::new(
+                    ErrorClass::Io,
+                    format!("cannot start the tool's runtime: {e}"),
+                ),
+                Vec::new(),
+            );
         }
     };
     let cancel = CancellationToken::new();
@@ -436,7 +461,16 @@ fn answer(request: &Request) -> Reply {
         spec: None,
         description: "",
     };
-    match rt.block_on(tool.invoke(&ctx, &request.inputs)) {
+    let result = rt.block_on(tool.invoke(&ctx, &request.inputs));
+    let staged: Vec<Staged> = ws
+        .staged_files()
+        .into_iter()
+        .map(|f| Staged {
+            base64: base64::engine::general_purpose::STANDARD.encode(&f.bytes),
+            path: f.path,
+        })
+        .collect();
+    match result {
         Ok(o) => Reply::Done(Box::new(Done {
             exit_code: match o.termination {
                 Termination::Exited(c) => c,
@@ -449,15 +483,8 @@ fn answer(request: &Request) -> Reply {
             invocation: o.invocation,
             notes: o.notes,
             skipped: o.skipped,
-            staged: ws
-                .staged_files()
-                .into_iter()
-                .map(|f| Staged {
-                    base64: base64::engine::general_purpose::STANDARD.encode(&f.bytes),
-                    path: f.path,
-                })
-                .collect(),
+            staged,
         })),
-        Err(e) => failed(e),
+        Err(e) => failed(e, staged),
     }
 }

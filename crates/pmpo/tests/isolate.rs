@@ -198,6 +198,10 @@ fn all_tools(ws: &Ws) {
         r#"{"root": {"type": "Column", "id": "c", "children": [{"type": "Text", "id": "t", "props": {"text": "hi"}}]}, "version": "a2ui/v1"}"#,
     );
     ws.write("dist/page.html", "old page\n");
+    ws.write(
+        "cycle.json",
+        r#"{"root": {"type": "Column", "id": "a", "children": [{"type": "Text", "id": "a", "props": {"text": "x"}}]}, "version": "a2ui/v1"}"#,
+    );
     ws.plan(concat!(
         "    - id: page\n      tool: template\n      with: {template: page.j2, output: dist/page.html, vars: {TITLE: A & B}, files: {words: words.json}}\n",
         "    - id: md\n      tool: markdown\n      with: {input: doc.md, output: dist/doc.html}\n",
@@ -205,18 +209,20 @@ fn all_tools(ws: &Ws) {
         "    - id: prompt\n      tool: prompt\n      with: {intent: A red fox, requirements: [red], output: dist/prompt.md, meta: dist/prompt.json}\n",
         "    - id: ui\n      tool: a2ui\n      with: {input: spec.json, output: dist/ui.json, report: dist/ui-report.json}\n",
         "    - id: broken\n      tool: template\n      with: {template: missing.j2, output: dist/never.html}\n",
+        // Fails, having written its report of why: the report is kept, as in process.
+        "    - id: cycle\n      tool: a2ui\n      with: {input: cycle.json, output: dist/cycle.json, report: dist/cycle-report.json}\n",
     ));
 }
 
 fn run_with(ws: &Ws, isolation: &str) -> Value {
     let r: Run = bin()
-        .args(["execute", "plan.yaml", "--json", "-j", "1"])
+        .args(["execute", "plan.yaml", "--json", "-j", "1", "--keep-going"])
         .env("PMPO_TOOL_ISOLATION", isolation)
         .current_dir(ws.path())
         .output()
         .unwrap()
         .into();
-    assert_eq!(r.code, 1, "only `broken` fails: {}", r.stderr);
+    assert_eq!(r.code, 1, "only `broken` and `cycle` fail: {}", r.stderr);
     r.json()
 }
 
@@ -256,6 +262,7 @@ fn every_isolated_tool_gives_the_same_bytes_as_in_process() {
         "dist/prompt.json",
         "dist/ui.json",
         "dist/ui-report.json",
+        "dist/cycle-report.json",
     ] {
         assert!(files_a.iter().any(|(n, _)| n == f), "{f} was not written");
     }
@@ -263,13 +270,16 @@ fn every_isolated_tool_gives_the_same_bytes_as_in_process() {
         child.read("dist/page.html"),
         "<h1>A &amp; B</h1><li>a</li><li>b &amp; c</li>\n"
     );
-    for id in ["page", "md", "icons", "prompt", "ui", "broken"] {
+    for id in ["page", "md", "icons", "prompt", "ui", "broken", "cycle"] {
         let (sa, sb) = (stage(&a, id), stage(&b, id));
         assert_eq!(sa["status"], sb["status"], "{id}");
         assert_eq!(sa["outputs"], sb["outputs"], "{id}");
         assert_eq!(sa["files"], sb["files"], "{id}");
     }
     assert_eq!(stage(&a, "broken")["status"], "FAILED");
+    assert_eq!(stage(&a, "cycle")["status"], "FAILED");
+    assert!(child.p("dist/cycle-report.json").is_file());
+    assert!(!child.p("dist/cycle.json").exists());
     assert_eq!(
         common::error_of(&a, "broken"),
         common::error_of(&b, "broken")
