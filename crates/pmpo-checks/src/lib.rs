@@ -23,6 +23,7 @@ mod fsx;
 mod html;
 mod http;
 mod image;
+pub mod isolate;
 mod manifest;
 mod page;
 mod params;
@@ -343,7 +344,7 @@ pub fn run_check_cancellable(
             text.join("; ")
         )))
     } else {
-        (def.run)(&Ctx { ws, cancel }, params)
+        isolate::run(def, &Ctx { ws, cancel }, params)
     };
     let (status, message, evidence) = match verdict {
         Ok(v) => (v.status, v.message, v.evidence),

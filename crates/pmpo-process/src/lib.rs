@@ -19,6 +19,7 @@
 
 pub mod capture;
 pub mod group;
+pub mod limits;
 
 use std::fmt;
 use std::io::{Read, Write};

@@ -9,6 +9,7 @@ pub mod db;
 pub mod lock;
 pub mod provider;
 pub mod secrets;
+pub mod staging;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -132,6 +133,8 @@ static TMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 #[derive(Debug, Clone)]
 pub struct Workspace {
     root: PathBuf,
+    /// Set for a workspace whose writes are staged (a tool in a child process).
+    staging: Option<std::sync::Arc<staging::Staging>>,
 }
 
 impl Workspace {
@@ -148,7 +151,10 @@ impl Workspace {
             });
         }
         secrets::register_workspace_references(&root);
-        Ok(Workspace { root })
+        Ok(Workspace {
+            root,
+            staging: None,
+        })
     }
 
     /// The workspace's canonical absolute path.
@@ -244,6 +250,9 @@ impl Workspace {
         bytes: &[u8],
         durability: Durability,
     ) -> Result<(Option<FileDigest>, FileDigest), StoreError> {
+        if let Some(staging) = &self.staging {
+            return self.stage_write(staging, rel, bytes);
+        }
         let path = self.resolve_for_write(rel)?;
         let before = match fs::symlink_metadata(&path) {
             Ok(m) if m.is_file() => hash_file(&path).ok(),
@@ -288,6 +297,11 @@ impl Workspace {
         durability: Durability,
         produce: impl FnOnce(&mut dyn Write) -> io::Result<()>,
     ) -> Result<(), StoreError> {
+        if let Some(staging) = &self.staging {
+            let mut bytes = Vec::new();
+            produce(&mut bytes).map_err(|e| StoreError::io("write", &self.root.join(rel), e))?;
+            return self.stage_write(staging, rel, &bytes).map(|_| ());
+        }
         let path = self.resolve_for_write(rel)?;
         let dir = path.parent().unwrap_or(&self.root).to_path_buf();
         fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
@@ -363,6 +377,9 @@ impl Workspace {
     /// out is refused, never followed. The file must be a regular file.
     pub fn open_read(&self, rel: &str) -> Result<File, StoreError> {
         let path = self.resolve(rel)?;
+        if let Some(staged) = self.staged_open(&path) {
+            return staged.map_err(|e| StoreError::io("read", &path, e));
+        }
         let refused = |why: String| StoreError::Link {
             path: rel.to_string(),
             why,

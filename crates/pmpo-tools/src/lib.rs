@@ -6,6 +6,7 @@ pub mod a2ui;
 pub mod ai;
 pub mod capture;
 mod inputs;
+pub mod isolate;
 pub mod markdown;
 pub mod plugin;
 pub mod preview;
@@ -72,7 +73,7 @@ pub struct ToolOutcome {
 }
 
 /// Known kinds of failure, each with a recovery hint for the user.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorClass {
     InvalidInput,
@@ -194,11 +195,11 @@ impl Registry {
             tools: vec![
                 Arc::new(run::RunTool),
                 Arc::new(ai),
-                Arc::new(template::TemplateTool),
-                Arc::new(rasterize::RasterizeTool),
-                Arc::new(markdown::MarkdownTool),
-                Arc::new(prompt::PromptTool),
-                Arc::new(a2ui::A2uiTool),
+                isolate::wrap(Arc::new(template::TemplateTool)),
+                isolate::wrap(Arc::new(rasterize::RasterizeTool)),
+                isolate::wrap(Arc::new(markdown::MarkdownTool)),
+                isolate::wrap(Arc::new(prompt::PromptTool)),
+                isolate::wrap(Arc::new(a2ui::A2uiTool)),
                 Arc::new(preview::PreviewTool::new()),
                 Arc::new(plugin::PluginTool),
             ],

@@ -303,6 +303,26 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 }
 
 fn main() -> ExitCode {
+    // One tool call in a child process (pmpo's own, before any parsing: its
+    // cost is paid on every call of an isolated tool).
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == pmpo_tools::isolate::SUBCOMMAND)
+    {
+        return ExitCode::from(pmpo_tools::isolate::serve_child().clamp(0, 255) as u8);
+    }
+    if std::env::args_os()
+        .nth(1)
+        .is_some_and(|a| a == pmpo_checks::isolate::SUBCOMMAND)
+    {
+        return ExitCode::from(pmpo_checks::isolate::serve_child().clamp(0, 255) as u8);
+    }
+    // Tools that can run long run in a child process started from this binary.
+    // So do the heavy checks.
+    if let Ok(exe) = std::env::current_exe() {
+        pmpo_tools::isolate::run_tools_in_child(exe.clone());
+        pmpo_checks::isolate::run_checks_in_child(exe);
+    }
     let cli = Cli::parse();
     let code = match cli.command {
         Command::Check { plan, json } => cmd_check(&plan, json),
