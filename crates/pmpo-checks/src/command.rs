@@ -200,7 +200,8 @@ pub(crate) fn run_argv(
         capture_limit: KEEP,
         capture_tail: KEEP,
         timeout: Some(timeout),
-        pre_exec: pre_exec.cloned(),
+        // The sandbox's hook confines the thread that starts the command.
+        confine_thread: pre_exec.cloned(),
         ..pmpo_process::ProcessSpec::new(argv.iter().cloned())
     };
     let r = pmpo_process::run_blocking(&spec, Some(cancel)).map_err(|e| {

@@ -34,6 +34,9 @@ pub(crate) struct Watch {
     _scratch: Option<tempfile::TempDir>,
     before: Option<Snapshot>,
     dirs: Vec<PathBuf>,
+    /// The kernel's file events for the directories granted whole (used
+    /// instead of `before` where inotify is available).
+    events: Option<pmpo_sandbox::watcher::Watcher>,
     /// Directories pmpo made for new outputs (removed after if still empty).
     made_dirs: Vec<PathBuf>,
     /// What the kernel lets the stage write (Landlock).
@@ -53,6 +56,7 @@ pub(crate) fn begin(ws: &Workspace, stage: &Stage, canonical_tool: &str) -> Resu
         _scratch: None,
         before: None,
         dirs: Vec::new(),
+        events: None,
         made_dirs: Vec::new(),
         grants: Vec::new(),
     };
@@ -152,7 +156,12 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
                 env,
             });
             if !policy.watched.is_empty() {
-                watch.before = Some(Snapshot::take(&root, &policy.watched));
+                // Events cost what the stage changes; a snapshot costs a
+                // `stat` per file in those directories, twice per stage.
+                match pmpo_sandbox::watcher::Watcher::start(&root, &policy.watched) {
+                    Ok(w) => watch.events = Some(w),
+                    Err(_) => watch.before = Some(Snapshot::take(&root, &policy.watched)),
+                }
                 watch.dirs = policy.watched;
             }
         }
@@ -215,8 +224,9 @@ impl Watch {
     /// The stage ended: the changes outside the declared outputs of this
     /// stage and of the stages that ran at the same time.
     pub(crate) fn finish(self, ws: &Workspace) -> Vec<Difference> {
-        let found = match (&self.before, &self.registration) {
-            (Some(before), Some(reg)) => {
+        let found = match (self.events, &self.before, &self.registration) {
+            (Some(events), _, Some(reg)) => reg.undeclared(events.finish()),
+            (None, Some(before), Some(reg)) => {
                 reg.undeclared(before.diff(&Snapshot::take(ws.root(), &self.dirs)))
             }
             _ => Vec::new(),

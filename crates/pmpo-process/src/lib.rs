@@ -93,6 +93,13 @@ pub struct ProcessSpec {
     pub pipes_grace: Duration,
     /// Run in the child just before the program.
     pub pre_exec: Option<PreExec>,
+    /// Run in a thread of its own that then starts the program, which
+    /// inherits what the hook did to that thread: a Landlock domain and
+    /// `no_new_privs` are per thread and passed on to children. Unlike
+    /// `pre_exec` (which makes the spawn a full `fork` of pmpo, about a
+    /// millisecond or more), the spawn stays as cheap as without a hook.
+    /// Not for per-process settings such as resource limits.
+    pub confine_thread: Option<PreExec>,
 }
 
 impl ProcessSpec {
@@ -115,6 +122,7 @@ impl ProcessSpec {
             kill_grace: DEFAULT_KILL_GRACE,
             pipes_grace: DEFAULT_PIPES_GRACE,
             pre_exec: None,
+            confine_thread: None,
         }
     }
 }
@@ -403,7 +411,18 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
         }
     }
     let started = Instant::now();
-    let mut child: Child = cmd.spawn()?;
+    let mut child: Child = match &spec.confine_thread {
+        // The thread ends right after the spawn, taking its restrictions along.
+        Some(hook) => std::thread::scope(|s| {
+            s.spawn(|| {
+                (hook.0)()?;
+                cmd.spawn()
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("the confining thread panicked")))
+        })?,
+        None => cmd.spawn()?,
+    };
     let pid = child.id();
     let give_up = Arc::new(GiveUp::default());
     let mut running = Running {

@@ -314,6 +314,43 @@ async fn the_pre_exec_hook_runs_in_the_child_and_can_refuse() {
     assert_eq!(e.raw_os_error(), Some(libc::EPERM));
 }
 
+/// A thread-level confinement (here `no_new_privs`, which a Landlock
+/// domain needs and which children inherit) reaches the program through the
+/// thread that starts it, and nothing else: the calling thread is untouched.
+#[tokio::test]
+async fn the_confining_thread_passes_its_restrictions_to_the_program_only() {
+    let nnp = |status: &str| {
+        status
+            .lines()
+            .find(|l| l.starts_with("NoNewPrivs:"))
+            .map(|l| l.split_whitespace().nth(1).unwrap_or("").to_string())
+            .unwrap_or_default()
+    };
+    let spec = ProcessSpec {
+        confine_thread: Some(PreExec(Arc::new(|| {
+            // SAFETY: prctl with constant arguments; affects the calling thread.
+            if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        }))),
+        ..sh("grep NoNewPrivs /proc/self/status")
+    };
+    for r in [run_async(&spec).await, run_blocking(&spec, None).unwrap()] {
+        assert_eq!(nnp(&r.stdout.text()), "1", "{:?}", r.stdout.text());
+    }
+    let me = std::fs::read_to_string("/proc/thread-self/status").unwrap();
+    assert_eq!(nnp(&me), "0");
+    let refused = ProcessSpec {
+        confine_thread: Some(PreExec(Arc::new(|| {
+            Err(std::io::Error::from_raw_os_error(libc::EPERM))
+        }))),
+        ..sh("echo should not run")
+    };
+    let e = run_blocking(&refused, None).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::EPERM));
+}
+
 #[tokio::test]
 async fn an_escaped_process_holding_the_pipes_does_not_hang_us() {
     // `setsid` leaves the group; the escapee keeps stdout and stderr open.

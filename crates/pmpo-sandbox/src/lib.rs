@@ -13,6 +13,7 @@
 pub mod policy;
 pub mod running;
 pub mod snapshot;
+pub mod watcher;
 
 use std::io;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};

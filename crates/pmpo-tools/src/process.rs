@@ -20,7 +20,8 @@ pub struct ProcessSpec {
     pub env: Vec<(String, String)>,
     pub stdin: Option<Vec<u8>>,
     pub capture_limit: usize,
-    /// Run in the child between `fork` and `exec` (entering a sandbox).
+    /// Entering the stage's sandbox: applied to the thread that starts the
+    /// process, which inherits it (see `pmpo_process::ProcessSpec::confine_thread`).
     pub pre_exec: Option<PreExec>,
 }
 
@@ -51,7 +52,8 @@ impl ProcessSpec {
             spill_stdout: out.map(Spill::into_runner),
             spill_stderr: err.map(Spill::into_runner),
             timeout: Some(timeout),
-            pre_exec: self.pre_exec.clone(),
+            // The sandbox's hook confines the thread that starts the process.
+            confine_thread: self.pre_exec.clone(),
             ..pmpo_process::ProcessSpec::new(self.argv.clone())
         })
     }

@@ -552,3 +552,41 @@ fn refine_runs_its_stages_confined_unless_no_sandbox() {
         }
     }
 }
+
+/// A new output in a folder that holds other files: Landlock grants the
+/// folder, and the kernel's file events watch its other files. Overwriting,
+/// deleting or adding one of them is recorded `undeclared` and fails the
+/// stage; the declared output and a temporary file made and removed again
+/// are not. Many stages adding a file to one folder stay cheap (the events
+/// cost what a stage changes, not what the folder holds).
+#[test]
+fn a_granted_folders_other_files_are_watched_under_landlock() {
+    if !need_landlock() {
+        return;
+    }
+    let b = Box_::new();
+    b.ws.write("out/other.txt", "other\n");
+    b.ws.write("out/old.txt", "old\n");
+    b.ws.write("out/sub/deep.txt", "deep\n");
+    b.ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > out/new.txt; echo t > out/tmp; rm out/tmp; echo x >> out/other.txt; rm out/old.txt; echo y > out/sub/deep.txt; echo z > out/extra.txt']}\n      outputs: [out/new.txt]\n");
+    let r = b.run(&["execute", "plan.yaml", "--json"], false);
+    assert_eq!(r.code, 1, "{}", r.stderr);
+    assert_eq!(error_of(&r.json(), "w")["kind"], "undeclared_write");
+    assert_eq!(
+        undeclared_rows(&b.ws, "w"),
+        vec![
+            "out/extra.txt",
+            "out/old.txt",
+            "out/other.txt",
+            "out/sub/deep.txt"
+        ]
+    );
+    // Only declared files: passes, as many times as there are stages.
+    let stages: String = (0..50)
+        .map(|i| format!("    - id: s{i}\n      with: {{command: [sh, -c, 'echo {i} > out/n{i}.txt']}}\n      outputs: [out/n{i}.txt]\n"))
+        .collect();
+    b.ws.plan(&stages);
+    let r = b.run(&["execute", "plan.yaml", "--json"], false);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_eq!(b.ws.read("out/n49.txt"), "49\n");
+}

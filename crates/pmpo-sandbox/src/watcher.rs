@@ -1,0 +1,330 @@
+//! Detection by the kernel's file events (inotify), for the directories
+//! Landlock had to grant whole (a new output's directory that also holds
+//! undeclared files). A snapshot of such a directory costs a `stat` per file
+//! twice per stage, so a plan whose stages each add a file to one folder
+//! grew quadratically; events cost what the stage changes, plus one
+//! directory listing (no `stat`) to watch the subdirectories.
+//!
+//! The report is the snapshot's: each path created, changed or deleted,
+//! judged by its first event and whether it exists when the stage ended. A
+//! file created and removed again within the stage is no change, as for a
+//! snapshot. If the kernel's event queue overflowed, the watched directories
+//! themselves are reported changed: the stage is flagged, never silently
+//! passed.
+
+use std::collections::HashMap;
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use crate::policy::{OWN_DIRS, OWN_TEMP_MARK};
+use crate::snapshot::{Difference, Kind};
+
+const MASK: u32 = libc::IN_CREATE
+    | libc::IN_DELETE
+    | libc::IN_MODIFY
+    | libc::IN_ATTRIB
+    | libc::IN_MOVED_FROM
+    | libc::IN_MOVED_TO
+    | libc::IN_DELETE_SELF
+    | libc::IN_MOVE_SELF
+    | libc::IN_DONT_FOLLOW
+    | libc::IN_ONLYDIR
+    | libc::IN_EXCL_UNLINK;
+
+/// Closing an inotify descriptor waits for the kernel to retire its watches
+/// (several milliseconds): a thread of its own does it, off the stage's path.
+fn close_later(fd: OwnedFd) {
+    static CLOSER: std::sync::OnceLock<Option<std::sync::Mutex<std::sync::mpsc::Sender<OwnedFd>>>> =
+        std::sync::OnceLock::new();
+    let closer = CLOSER.get_or_init(|| {
+        let (tx, rx) = std::sync::mpsc::channel::<OwnedFd>();
+        std::thread::Builder::new()
+            .name("pmpo-inotify-close".into())
+            .spawn(move || {
+                for fd in rx {
+                    drop(fd);
+                }
+            })
+            .ok()
+            .map(|_| std::sync::Mutex::new(tx))
+    });
+    if let Some(tx) = closer {
+        let tx = tx.lock().unwrap_or_else(|p| p.into_inner());
+        // Without the thread (it could not start), dropped here.
+        let _ = tx.send(fd);
+    }
+}
+
+/// Watches directories (and their subdirectories) for one stage.
+pub struct Watcher {
+    fd: OwnedFd,
+    root: PathBuf,
+    /// Watch descriptor -> the directory it watches.
+    dirs: HashMap<i32, PathBuf>,
+    /// The directories asked for, reported changed if events were lost.
+    tops: Vec<PathBuf>,
+}
+
+impl Watcher {
+    /// Starts watching `dirs` (absolute, inside `root`) and every directory
+    /// below them, pmpo's own directories at the top of the workspace left
+    /// out. Fails when the kernel has no inotify or no watch left: the caller
+    /// then takes a snapshot instead.
+    pub fn start(root: &Path, dirs: &[PathBuf]) -> io::Result<Watcher> {
+        let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut w = Watcher {
+            fd,
+            root: real,
+            dirs: HashMap::new(),
+            tops: dirs.to_vec(),
+        };
+        for d in dirs {
+            w.add_tree(d)?;
+        }
+        Ok(w)
+    }
+
+    fn add_tree(&mut self, dir: &Path) -> io::Result<()> {
+        let c = CString::new(dir.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other("a path with a NUL byte"))?;
+        // SAFETY: a valid descriptor and a NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+        if wd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        self.dirs.insert(wd, dir.to_path_buf());
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return Ok(());
+        };
+        for e in rd.flatten() {
+            // The entry's type comes with the listing: no `stat` per file.
+            if !e.file_type().is_ok_and(|t| t.is_dir()) || self.skipped(dir, &e.file_name()) {
+                continue;
+            }
+            self.add_tree(&e.path())?;
+        }
+        Ok(())
+    }
+
+    fn skipped(&self, dir: &Path, name: &std::ffi::OsStr) -> bool {
+        let name = name.to_string_lossy();
+        name.contains(OWN_TEMP_MARK) || (dir == self.root && OWN_DIRS.contains(&&*name))
+    }
+
+    fn rel(&self, abs: &Path) -> Option<String> {
+        abs.strip_prefix(&self.root)
+            .ok()
+            .map(|r| r.to_string_lossy().replace('\\', "/"))
+            .filter(|r| !r.is_empty())
+    }
+
+    /// The stage ended: what changed under the watched directories.
+    pub fn finish(self) -> Vec<Difference> {
+        let out = self.read_changes();
+        close_later(self.fd);
+        out
+    }
+
+    fn read_changes(&self) -> Vec<Difference> {
+        // path -> (whether its first event made it, whether it is a directory)
+        let mut seen: HashMap<PathBuf, (bool, bool)> = HashMap::new();
+        let mut overflow = false;
+        let mut buf = vec![0u8; 64 * 1024];
+        loop {
+            // SAFETY: reads into a buffer of the given length from our descriptor.
+            let n = unsafe {
+                libc::read(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast::<libc::c_void>(),
+                    buf.len(),
+                )
+            };
+            if n <= 0 {
+                break;
+            }
+            let mut at = 0usize;
+            let n = n as usize;
+            let head = std::mem::size_of::<libc::inotify_event>();
+            while at + head <= n {
+                // SAFETY: the kernel wrote whole events; read unaligned.
+                let ev: libc::inotify_event =
+                    unsafe { std::ptr::read_unaligned(buf[at..].as_ptr().cast()) };
+                let name_bytes = &buf[at + head..at + head + ev.len as usize];
+                at += head + ev.len as usize;
+                if ev.mask & libc::IN_Q_OVERFLOW != 0 {
+                    overflow = true;
+                    continue;
+                }
+                let Some(dir) = self.dirs.get(&ev.wd) else {
+                    continue;
+                };
+                let is_dir = ev.mask & libc::IN_ISDIR != 0;
+                let path = if ev.mask & (libc::IN_DELETE_SELF | libc::IN_MOVE_SELF) != 0 {
+                    dir.clone()
+                } else {
+                    let end = name_bytes
+                        .iter()
+                        .position(|b| *b == 0)
+                        .unwrap_or(name_bytes.len());
+                    if end == 0 {
+                        continue;
+                    }
+                    let name = std::ffi::OsStr::from_bytes(&name_bytes[..end]);
+                    if self.skipped(dir, name) {
+                        continue;
+                    }
+                    dir.join(name)
+                };
+                let made = ev.mask & (libc::IN_CREATE | libc::IN_MOVED_TO) != 0;
+                seen.entry(path).or_insert((made, is_dir));
+            }
+        }
+        let mut out = Vec::new();
+        if overflow {
+            for d in &self.tops {
+                if let Some(rel) = self.rel(d) {
+                    out.push(Difference {
+                        path: rel,
+                        kind: Kind::Changed,
+                        is_dir: true,
+                        size_before: None,
+                        size_after: None,
+                    });
+                }
+            }
+        }
+        let mut created_dirs = Vec::new();
+        for (path, (made, is_dir)) in seen {
+            let Some(rel) = self.rel(&path) else { continue };
+            let now = std::fs::symlink_metadata(&path).ok();
+            let kind = match (made, &now) {
+                (true, Some(_)) => Kind::Created,
+                (true, None) => continue,
+                (false, Some(_)) => Kind::Changed,
+                (false, None) => Kind::Deleted,
+            };
+            let is_dir = now.as_ref().map_or(is_dir, |m| m.is_dir());
+            if kind == Kind::Created && is_dir {
+                created_dirs.push(path.clone());
+            }
+            out.push(Difference {
+                path: rel,
+                kind,
+                is_dir,
+                size_before: None,
+                size_after: now.filter(|m| !m.is_dir()).map(|m| m.len()),
+            });
+        }
+        // What a new directory holds was made in it before it could be watched.
+        while let Some(dir) = created_dirs.pop() {
+            let Ok(rd) = std::fs::read_dir(&dir) else {
+                continue;
+            };
+            for e in rd.flatten() {
+                let Some(rel) = self.rel(&e.path()) else {
+                    continue;
+                };
+                let meta = e.metadata().ok();
+                let is_dir = meta.as_ref().is_some_and(|m| m.is_dir());
+                if is_dir {
+                    created_dirs.push(e.path());
+                }
+                if !out.iter().any(|d| d.path == rel) {
+                    out.push(Difference {
+                        path: rel,
+                        kind: Kind::Created,
+                        is_dir,
+                        size_before: None,
+                        size_after: meta.filter(|m| !m.is_dir()).map(|m| m.len()),
+                    });
+                }
+            }
+        }
+        out.sort_by(|x, y| x.path.cmp(&y.path));
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::fs;
+
+    fn paths(d: &[Difference]) -> Vec<(String, &'static str)> {
+        d.iter()
+            .map(|d| (d.path.clone(), d.kind.as_str()))
+            .collect()
+    }
+
+    #[test]
+    fn reports_what_a_snapshot_would() {
+        let root = tempfile::tempdir().unwrap();
+        let r = root.path();
+        fs::create_dir_all(r.join("out/sub")).unwrap();
+        fs::write(r.join("out/keep"), "1").unwrap();
+        fs::write(r.join("out/change"), "1").unwrap();
+        fs::write(r.join("out/gone"), "1").unwrap();
+        fs::write(r.join("out/sub/deep"), "1").unwrap();
+        fs::write(r.join("out/touched"), "1").unwrap();
+        let real = fs::canonicalize(r).unwrap();
+        let w = Watcher::start(r, &[real.join("out")]).unwrap();
+        fs::write(r.join("out/change"), "22").unwrap();
+        fs::remove_file(r.join("out/gone")).unwrap();
+        fs::write(r.join("out/new"), "n").unwrap();
+        fs::write(r.join("out/tmp"), "t").unwrap();
+        fs::remove_file(r.join("out/tmp")).unwrap();
+        fs::write(r.join("out/sub/deep"), "2").unwrap();
+        fs::create_dir_all(r.join("out/made/inner")).unwrap();
+        fs::write(r.join("out/made/inner/f"), "f").unwrap();
+        fs::rename(r.join("out/keep"), r.join("out/moved")).unwrap();
+        let f = fs::File::options()
+            .write(true)
+            .open(r.join("out/touched"))
+            .unwrap();
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o600))
+            .unwrap();
+        let d = w.finish();
+        assert_eq!(
+            paths(&d),
+            vec![
+                ("out/change".into(), "changed"),
+                ("out/gone".into(), "deleted"),
+                ("out/keep".into(), "deleted"),
+                ("out/made".into(), "created"),
+                ("out/made/inner".into(), "created"),
+                ("out/made/inner/f".into(), "created"),
+                ("out/moved".into(), "created"),
+                ("out/new".into(), "created"),
+                ("out/sub/deep".into(), "changed"),
+                ("out/touched".into(), "changed"),
+            ],
+            "{d:?}"
+        );
+        assert_eq!(
+            d.iter().find(|x| x.path == "out/new").unwrap().size_after,
+            Some(1)
+        );
+    }
+
+    #[test]
+    fn leaves_out_pmpos_own_directories_and_temp_files() {
+        let root = tempfile::tempdir().unwrap();
+        let r = fs::canonicalize(root.path()).unwrap();
+        fs::create_dir_all(r.join(".state")).unwrap();
+        let w = Watcher::start(&r, std::slice::from_ref(&r)).unwrap();
+        fs::write(r.join(".state/db"), "x").unwrap();
+        fs::write(r.join(".a.pmpo-tmp-1-2"), "x").unwrap();
+        fs::write(r.join("real"), "x").unwrap();
+        assert_eq!(paths(&w.finish()), vec![("real".into(), "created")]);
+    }
+}
