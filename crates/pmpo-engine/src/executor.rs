@@ -354,8 +354,9 @@ pub(crate) async fn run(
             ));
             // Its stage processes outlived it (they run in their own process
             // groups); stop them before the stage runs again.
-            // (Settling the killed run's intents may have stopped them already.)
-            let killed = kill_leftovers(&run.run_id, ws.root()) + settled.stopped;
+            // (Settling the killed run's intents may have stopped them
+            // already; one still dying is found again, so not added twice.)
+            let killed = kill_leftovers(&run.run_id, ws.root()).max(settled.stopped);
             if killed > 0 {
                 msg.push_str(&format!(
                     "; stopped {killed} process(es) its stage left running"
