@@ -186,25 +186,12 @@ fn in_child(
 /// The child's side: one check request on stdin, its verdict on stdout.
 /// Returns the exit code (0 whenever a verdict was printed).
 pub fn serve_child() -> i32 {
-    use std::io::{Read, Write};
-    if let Err(e) = pmpo_process::limits::apply_limit_from_args() {
-        eprintln!("pmpo {SUBCOMMAND}: {e}");
-        return 2;
-    }
-    let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("pmpo {SUBCOMMAND}: cannot read the request: {e}");
-        return 2;
-    }
-    let request: Request = match serde_json::from_slice(&input) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "pmpo {SUBCOMMAND}: not a check request ({e}); this subcommand is pmpo's own, for running one check in a child process"
-            );
-            return 2;
-        }
-    };
+    use std::io::Write;
+    let request: Request =
+        match pmpo_tools::isolate::read_child_request(SUBCOMMAND, "check request", "one check") {
+            Ok(r) => r,
+            Err(code) => return code,
+        };
     let answer = match Workspace::open(&request.root) {
         Ok(ws) => {
             static NEVER: AtomicBool = AtomicBool::new(false);

@@ -365,28 +365,40 @@ impl Isolated {
     }
 }
 
+/// The start of a child's side (`pmpo __tool`, `pmpo __check`): the memory
+/// limit its parent passed applied to itself, then its one request read
+/// from stdin. `Err` is the exit code, after saying what went wrong.
+pub fn read_child_request<T: serde::de::DeserializeOwned>(
+    subcommand: &str,
+    what: &str,
+    runs: &str,
+) -> Result<T, i32> {
+    use std::io::Read;
+    if let Err(e) = pmpo_process::limits::apply_limit_from_args() {
+        eprintln!("pmpo {subcommand}: {e}");
+        return Err(2);
+    }
+    let mut input = Vec::new();
+    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
+        eprintln!("pmpo {subcommand}: cannot read the request: {e}");
+        return Err(2);
+    }
+    serde_json::from_slice(&input).map_err(|e| {
+        eprintln!(
+            "pmpo {subcommand}: not a {what} ({e}); this subcommand is pmpo's own, for running {runs} in a child process"
+        );
+        2
+    })
+}
+
 /// The child's side: reads one request on stdin, runs the tool in this
 /// process with a staging workspace, prints the answer on stdout. Returns the
 /// exit code (0 whenever an answer was printed, also for a tool error).
 pub fn serve_child() -> i32 {
-    use std::io::{Read, Write};
-    if let Err(e) = pmpo_process::limits::apply_limit_from_args() {
-        eprintln!("pmpo {SUBCOMMAND}: {e}");
-        return 2;
-    }
-    let mut input = Vec::new();
-    if let Err(e) = std::io::stdin().read_to_end(&mut input) {
-        eprintln!("pmpo {SUBCOMMAND}: cannot read the request: {e}");
-        return 2;
-    }
-    let request: Request = match serde_json::from_slice(&input) {
+    use std::io::Write;
+    let request: Request = match read_child_request(SUBCOMMAND, "tool call", "one tool") {
         Ok(r) => r,
-        Err(e) => {
-            eprintln!(
-                "pmpo {SUBCOMMAND}: not a tool call ({e}); this subcommand is pmpo's own, for running one tool in a child process"
-            );
-            return 2;
-        }
+        Err(code) => return code,
     };
     let reply = answer(&request);
     let mut out = std::io::stdout().lock();
