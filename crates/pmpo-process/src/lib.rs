@@ -354,6 +354,32 @@ impl Running {
         left
     }
 
+    /// The result, once the process ended and `release` set the readers'
+    /// give-up time: the readers are joined (each ends at its pipe's end or
+    /// at that time) and their captures assembled.
+    fn result(
+        &mut self,
+        termination: Termination,
+        exit: Option<Termination>,
+        duration: Duration,
+        notes: Vec<String>,
+    ) -> ProcessResult {
+        let results = std::mem::take(&mut self.readers)
+            .into_iter()
+            .map(|h| h.join().unwrap_or_default())
+            .collect();
+        let (stdout, stderr, note) = Running::outputs(results, notes);
+        ProcessResult {
+            termination,
+            stdout,
+            stderr,
+            duration,
+            exit,
+            pid: self.pid,
+            note,
+        }
+    }
+
     fn outputs(
         results: Vec<(Captured, bool)>,
         mut notes: Vec<String>,
@@ -556,20 +582,7 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         let _ = done.await;
     }
     // Each has sent its last word: joining does not wait (more than its exit).
-    let results = std::mem::take(&mut running.readers)
-        .into_iter()
-        .map(|h| h.join().unwrap_or_default())
-        .collect();
-    let (stdout, stderr, note) = Running::outputs(results, notes);
-    Ok(ProcessResult {
-        termination,
-        stdout,
-        stderr,
-        duration,
-        exit,
-        pid,
-        note,
-    })
+    Ok(running.result(termination, exit, duration, notes))
 }
 
 /// As [`run`], on the calling thread; `cancel` is looked at every 20 ms.
@@ -627,18 +640,5 @@ pub fn run_blocking(
     };
     let duration = running.started.elapsed();
     running.release();
-    let results = std::mem::take(&mut running.readers)
-        .into_iter()
-        .map(|h| h.join().unwrap_or_default())
-        .collect();
-    let (stdout, stderr, note) = Running::outputs(results, notes);
-    Ok(ProcessResult {
-        termination,
-        stdout,
-        stderr,
-        duration,
-        exit,
-        pid,
-        note,
-    })
+    Ok(running.result(termination, exit, duration, notes))
 }
