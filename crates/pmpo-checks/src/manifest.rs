@@ -206,6 +206,8 @@ mod tests {
     /// entries are verified, so another artifact's changed file fails only it.
     #[test]
     fn owner_limits_the_check_to_its_entries() {
+        // Fixtures in a temporary directory of the test's own (not through
+        // the store: the check under test only reads them).
         let dir = tempfile::tempdir().unwrap();
         let ws = pmpo_store::Workspace::open(dir.path()).unwrap();
         std::fs::create_dir_all(dir.path().join("dist")).unwrap();

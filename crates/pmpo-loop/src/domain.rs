@@ -792,6 +792,7 @@ fn content(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>) -> Result<(), A
 /// file is not followed.
 fn head_of(root: &Path, rel: &str) -> String {
     use std::io::Read;
+    // Read only (no write): `open_own` refuses a link at the file.
     let Ok(file) = pmpo_store::open_own(&root.join(rel), std::fs::OpenOptions::new().read(true))
     else {
         return String::new();

@@ -226,6 +226,8 @@ impl Watcher {
             });
         }
         // What a new directory holds was made in it before it could be watched.
+        let mut listed: std::collections::HashSet<String> =
+            out.iter().map(|d| d.path.clone()).collect();
         while let Some(dir) = created_dirs.pop() {
             let Ok(rd) = std::fs::read_dir(&dir) else {
                 continue;
@@ -239,7 +241,7 @@ impl Watcher {
                 if is_dir {
                     created_dirs.push(e.path());
                 }
-                if !out.iter().any(|d| d.path == rel) {
+                if listed.insert(rel.clone()) {
                     out.push(Difference {
                         path: rel,
                         kind: Kind::Created,
@@ -255,6 +257,8 @@ impl Watcher {
     }
 }
 
+// The tests write fixtures in their own temporary directories, outside any
+// workspace: no backup or ledger applies.
 #[cfg(test)]
 mod tests {
     use super::*;

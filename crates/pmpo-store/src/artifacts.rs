@@ -314,16 +314,17 @@ impl<'a> Artifacts<'a> {
             Ok(_) | Err(ArtifactError::NotFound(_)) => return Ok(None),
             Err(e) => return Err(e),
         }
-        let from = self.ws.resolve(&artifact_dir(name))?;
+        let from_rel = artifact_dir(name);
         let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%S%.3fZ");
-        let to_rel = format!("{REFINER_DIR}/history/{name}/set-aside-{stamp}");
-        let to = self.ws.resolve(&to_rel)?;
-        if from.exists() {
-            if let Some(dir) = to.parent() {
-                std::fs::create_dir_all(dir)
-                    .map_err(|e| StoreError::io("create directory", dir, e))?;
-            }
-            std::fs::rename(&from, &to).map_err(|e| StoreError::io("move aside", &from, e))?;
+        let history = format!("{REFINER_DIR}/history/{name}");
+        let to_rel = format!("{history}/set-aside-{stamp}");
+        // pmpo's own folders: no link is followed on the way (a link at the
+        // artifact's folder itself is moved as a link).
+        if std::fs::symlink_metadata(self.ws.resolve_own(&history)?).is_err() {
+            self.ws.create_dir_all(&history)?;
+        }
+        if std::fs::symlink_metadata(self.ws.root().join(&from_rel)).is_ok() {
+            self.ws.rename_own(&from_rel, &to_rel)?;
         }
         let mut reg = self.registry()?;
         if reg.artifacts.remove(name).is_some() {

@@ -536,3 +536,21 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
     }
     out
 }
+
+/// Setting a lineage aside never moves it through a link: with
+/// `.refiner/history` a link to a folder outside, `--new-lineage` is refused,
+/// the checkpoints stay where they are and nothing lands outside.
+#[test]
+fn new_lineage_is_refused_through_a_linked_history_folder() {
+    let ws = Ws::new();
+    assert_eq!(ws.run(&["init", "keep", "--type", "logo"]).code, 0);
+    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
+    let outside = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(outside.path(), ws.p(".refiner/history")).unwrap();
+    let r = ws.run(&["init", "keep", "--type", "logo", "--new-lineage"]);
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    assert!(ws.p(".refiner/artifacts/keep/checkpoints").is_dir());
+}
