@@ -3,73 +3,7 @@
 
 use serde::Serialize;
 
-/// A stage's lifecycle state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum StageStatus {
-    Pending,
-    InProgress,
-    Validating,
-    Completed,
-    /// An identical earlier result was reused (outputs verified intact).
-    Cached,
-    Failed,
-    Timeout,
-    /// Stopped while running because the user cancelled the run (Ctrl-C).
-    Cancelled,
-    Skipped,
-    /// Waiting for a person (`on_failure: manual`) or for an adapter's breaker (safe mode).
-    AwaitingIntervention,
-}
-
-impl StageStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            StageStatus::Pending => "PENDING",
-            StageStatus::InProgress => "IN_PROGRESS",
-            StageStatus::Validating => "VALIDATING",
-            StageStatus::Completed => "COMPLETED",
-            StageStatus::Cached => "CACHED",
-            StageStatus::Failed => "FAILED",
-            StageStatus::Timeout => "TIMEOUT",
-            StageStatus::Cancelled => "CANCELLED",
-            StageStatus::Skipped => "SKIPPED",
-            StageStatus::AwaitingIntervention => "AWAITING_INTERVENTION",
-        }
-    }
-
-    /// Whether the stage ended well (completed now, earlier, or from the cache).
-    pub fn is_success(self) -> bool {
-        matches!(self, StageStatus::Completed | StageStatus::Cached)
-    }
-
-    pub fn parse(text: &str) -> Option<StageStatus> {
-        Some(match text {
-            "PENDING" => StageStatus::Pending,
-            "IN_PROGRESS" => StageStatus::InProgress,
-            "VALIDATING" => StageStatus::Validating,
-            "COMPLETED" => StageStatus::Completed,
-            "CACHED" => StageStatus::Cached,
-            "FAILED" => StageStatus::Failed,
-            "TIMEOUT" => StageStatus::Timeout,
-            "CANCELLED" => StageStatus::Cancelled,
-            "SKIPPED" => StageStatus::Skipped,
-            "AWAITING_INTERVENTION" => StageStatus::AwaitingIntervention,
-            _ => return None,
-        })
-    }
-
-    /// Whether the stage ended badly (its dependents are skipped).
-    pub fn is_failure(self) -> bool {
-        matches!(
-            self,
-            StageStatus::Failed
-                | StageStatus::Timeout
-                | StageStatus::Cancelled
-                | StageStatus::Skipped
-        )
-    }
-}
+pub use pmpo_store::states::StageStatus;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]

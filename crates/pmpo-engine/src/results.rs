@@ -120,65 +120,7 @@ pub struct ErrorEntry {
     pub stderr_tail: Option<String>,
 }
 
-/// How a run ended: the one vocabulary of the terminal, `execution_results.json`,
-/// the event log, the store and `pmpo status`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum RunStatus {
-    /// Still running (or interrupted: the process died).
-    Running,
-    /// Every stage completed or was reused, and no blocking constraint failed.
-    Completed,
-    /// A stage failed or timed out, or a blocking constraint of the `validation_plan`
-    /// was violated (or could not be checked).
-    Failed,
-    /// Nothing failed, but stages were skipped (a person chose to skip one).
-    Incomplete,
-    /// The user interrupted the run.
-    Cancelled,
-    /// A stage waits for a person's decision (`pmpo resume --retry|--skip|--abort`).
-    AwaitingIntervention,
-    /// Every adapter a stage can use is down (safe mode); `pmpo resume` retries.
-    Paused,
-}
-
-impl RunStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            RunStatus::Running => "running",
-            RunStatus::Completed => "completed",
-            RunStatus::Failed => "failed",
-            RunStatus::Incomplete => "incomplete",
-            RunStatus::Cancelled => "cancelled",
-            RunStatus::AwaitingIntervention => "awaiting_intervention",
-            RunStatus::Paused => "paused",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<RunStatus> {
-        Some(match text {
-            "running" => RunStatus::Running,
-            "completed" => RunStatus::Completed,
-            "failed" => RunStatus::Failed,
-            "incomplete" => RunStatus::Incomplete,
-            "cancelled" => RunStatus::Cancelled,
-            "awaiting_intervention" => RunStatus::AwaitingIntervention,
-            "paused" => RunStatus::Paused,
-            _ => return None,
-        })
-    }
-
-    /// Whether the run waits for `pmpo resume`.
-    pub fn is_paused(self) -> bool {
-        matches!(self, RunStatus::AwaitingIntervention | RunStatus::Paused)
-    }
-}
-
-impl std::fmt::Display for RunStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use pmpo_store::states::RunStatus;
 
 /// Stages counted by outcome; the counts add up to `total`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

@@ -10,6 +10,7 @@ pub mod lock;
 pub mod provider;
 pub mod secrets;
 pub mod staging;
+pub mod states;
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};

@@ -91,6 +91,23 @@ pub enum ErrorClass {
     AnswerQuality,
 }
 
+impl From<ErrorClass> for pmpo_store::states::FailureKind {
+    fn from(class: ErrorClass) -> Self {
+        use pmpo_store::states::FailureKind as K;
+        match class {
+            ErrorClass::InvalidInput => K::InvalidInput,
+            ErrorClass::MissingDependency => K::MissingDependency,
+            ErrorClass::PermissionDenied => K::PermissionDenied,
+            ErrorClass::NotConfigured => K::NotConfigured,
+            ErrorClass::BadToolOutput => K::BadToolOutput,
+            ErrorClass::ToolFailed => K::ToolFailed,
+            ErrorClass::Io => K::Io,
+            ErrorClass::ServiceUnavailable => K::ServiceUnavailable,
+            ErrorClass::AnswerQuality => K::AnswerQuality,
+        }
+    }
+}
+
 /// A tool could not do its work.
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
