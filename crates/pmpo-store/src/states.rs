@@ -117,6 +117,24 @@ impl RunStatus {
     pub fn is_paused(self) -> bool {
         matches!(self, RunStatus::AwaitingIntervention | RunStatus::Paused)
     }
+
+    /// The process exit code of a command whose run ended so (`docs/cli.md`,
+    /// "Exit codes"): 0 completed, 1 failed or incomplete, 3 paused, 130
+    /// cancelled (the CLI answers 143 or 129 when SIGTERM or SIGHUP stopped it).
+    pub fn exit_code(self) -> u8 {
+        match self {
+            RunStatus::Completed => 0,
+            RunStatus::Running | RunStatus::Failed | RunStatus::Incomplete => 1,
+            RunStatus::AwaitingIntervention | RunStatus::Paused => 3,
+            RunStatus::Cancelled => 130,
+        }
+    }
+}
+
+impl From<RunStatus> for std::process::ExitCode {
+    fn from(status: RunStatus) -> Self {
+        std::process::ExitCode::from(status.exit_code())
+    }
 }
 
 states! {
@@ -282,6 +300,24 @@ mod tests {
         round_trips(ApprovalStatus::ALL);
         round_trips(PatchState::ALL);
         round_trips(FailureKind::ALL);
+    }
+
+    #[test]
+    fn each_run_status_has_its_documented_exit_code() {
+        let codes: Vec<(RunStatus, u8)> =
+            RunStatus::ALL.iter().map(|s| (*s, s.exit_code())).collect();
+        assert_eq!(
+            codes,
+            [
+                (RunStatus::Running, 1),
+                (RunStatus::Completed, 0),
+                (RunStatus::Failed, 1),
+                (RunStatus::Incomplete, 1),
+                (RunStatus::Cancelled, 130),
+                (RunStatus::AwaitingIntervention, 3),
+                (RunStatus::Paused, 3),
+            ]
+        );
     }
 
     #[test]
