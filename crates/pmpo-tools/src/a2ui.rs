@@ -41,13 +41,28 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pmpo_plan::InputIssue;
 use pmpo_store::Durability;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::inputs::{check_path, invalid, io_error, opt_str, read_file, req_str};
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, unknown_keys};
+use crate::inputs::{invalid, io_error, read_file};
+use crate::typed::{self, Text};
+use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome};
 
-const KEYS: &[&str] = &["input", "output", "report"];
+/// The `with:` of an `a2ui` stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct A2uiInputs {
+    /// The specification to check.
+    input: Text,
+    /// Where the normalized specification goes.
+    output: Text,
+    /// Where the report goes, if anywhere.
+    report: Option<String>,
+}
+
+impl typed::Inputs for A2uiInputs {
+    const TOOL: &'static str = "a2ui";
+}
 
 /// Component keys that come first, in this order.
 const COMPONENT_KEYS: &[&str] = &["id", "type", "props", "children"];
@@ -639,10 +654,8 @@ impl Tool for A2uiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "a2ui");
-        check_path(inputs, "input", true, &mut issues);
-        check_path(inputs, "output", true, &mut issues);
-        check_path(inputs, "report", false, &mut issues);
+        let mut issues = typed::check::<A2uiInputs>(inputs);
+        typed::check_patterns(inputs, &["input", "output", "report"], &mut issues);
         issues
     }
 
@@ -652,9 +665,9 @@ impl Tool for A2uiTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input = req_str(inputs, "input")?;
-        let output = req_str(inputs, "output")?;
-        let report = opt_str(inputs, "report")?;
+        let with: A2uiInputs = typed::decode(inputs)?;
+        let (input, output) = (&*with.input, &*with.output);
+        let report = with.report.as_deref();
         let bytes = read_file(ctx.workspace, input)?;
         let p = process(&bytes, input)?;
         if let Some(report) = report {
