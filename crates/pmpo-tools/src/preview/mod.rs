@@ -43,7 +43,7 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use report::{
-    CheckState, PreviewReport, PreviewVerdict, Viewport, evaluate_preview_dir,
+    CheckState, PreviewReport, PreviewVerdict, SourceAt, Viewport, evaluate_preview_dir,
     evaluate_preview_report, evaluate_report, inspect_png,
 };
 

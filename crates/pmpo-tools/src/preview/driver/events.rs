@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::{PageState, RequestInfo, str_of};
 use crate::preview::cdp::CdpEvent;
-use crate::preview::report::{ConsoleMessage, FailedRequest, PageError};
+use crate::preview::report::{ConsoleMessage, FailedRequest, PageError, SourceAt};
 
 impl PageState<'_> {
     /// Records one event of the page.
@@ -157,18 +157,7 @@ impl PageState<'_> {
                 text
             },
             source: "console-api".into(),
-            url: frame
-                .and_then(|f| str_of(f, "url"))
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
-            line: frame
-                .and_then(|f| f.get("lineNumber"))
-                .and_then(Value::as_u64)
-                .map(|l| l + 1),
-            column: frame
-                .and_then(|f| f.get("columnNumber"))
-                .and_then(Value::as_u64)
-                .map(|c| c + 1),
+            at: frame.map(source_at).unwrap_or_default(),
         });
     }
 
@@ -186,11 +175,11 @@ impl PageState<'_> {
             level: level.into(),
             text: str_of(&e, "text").unwrap_or_default().to_string(),
             source: str_of(&e, "source").unwrap_or("other").to_string(),
-            url: str_of(&e, "url")
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
-            line: e.get("lineNumber").and_then(Value::as_u64).map(|l| l + 1),
-            column: None,
+            // A log entry has no column.
+            at: SourceAt {
+                column: None,
+                ..source_at(&e)
+            },
         });
     }
 
@@ -224,16 +213,12 @@ impl PageState<'_> {
         };
         self.obs.page_errors.push(PageError {
             message,
-            url: str_of(&d, "url")
-                .filter(|u| !u.is_empty())
-                .map(str::to_string),
-            line: d.get("lineNumber").and_then(Value::as_u64).map(|l| l + 1),
-            column: d.get("columnNumber").and_then(Value::as_u64).map(|c| c + 1),
+            at: source_at(&d),
             stack,
         });
     }
 
-    /// The load event: scripts run on load may start requests, so the quiet period starts now.
+    /// The load event.
     fn on_load(&mut self) {
         self.loaded = true;
         // Scripts run on load may start requests: the quiet period starts now.
@@ -282,5 +267,18 @@ fn remote_object_text(arg: &Value) -> String {
             .or_else(|| str_of(arg, "type"))
             .unwrap_or_default()
             .to_string(),
+    }
+}
+
+/// The place a DevTools call frame, log entry or exception names
+/// (`url`, 0-based `lineNumber` and `columnNumber`), 1-based as editors count.
+fn source_at(v: &Value) -> SourceAt {
+    let number = |key: &str| v.get(key).and_then(Value::as_u64).map(|n| n + 1);
+    SourceAt {
+        url: str_of(v, "url")
+            .filter(|u| !u.is_empty())
+            .map(str::to_string),
+        line: number("lineNumber"),
+        column: number("columnNumber"),
     }
 }
