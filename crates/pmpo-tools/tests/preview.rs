@@ -121,11 +121,19 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     );
     let ws = Workspace::open(root).unwrap();
     let tool = PreviewTool::new();
+    htmx_card(&tool, &ws).await;
+    htmx_clicks(&tool, &ws).await;
+    every_kind_of_error(&tool, &ws).await;
+    blank_page(&tool, &ws).await;
+    browser_gone(&tool).await;
+}
 
-    // 1. HTMX card: the local runtime is injected and fetches the fragment.
+/// 1. HTMX card: the local runtime is injected and fetches the fragment.
+async fn htmx_card(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (outcome, card) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "viewport": {"width": 400, "height": 300}}),
     )
     .await;
@@ -161,11 +169,15 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     );
     let shot = std::fs::read(root.join("dist/previews/card/screenshot.png")).unwrap();
     assert!(evaluate_report(&card, Some(&shot)).passed);
+}
 
-    // A click: HTMX fetches the details fragment and swaps it in.
+/// A click: HTMX fetches the details fragment and swaps it in; a selector
+/// that matches nothing fails the preview.
+async fn htmx_clicks(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (_, clicked) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "id": "card-clicked", "click": ["#more"], "viewport": {"width": 400, "height": 400}}),
     )
     .await;
@@ -176,18 +188,21 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         "clicked details not swapped in"
     );
     let (_, missing) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "id": "bad-click", "click": "#nope"}),
     )
     .await;
     assert_eq!(missing.status, "failed");
     assert!(missing.reason.unwrap().contains("#nope"));
+}
 
-    // 2. A page with every kind of error.
+/// 2. A page with every kind of error: each is in the report, and the check fails.
+async fn every_kind_of_error(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (outcome, bad) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/broken.html", "id": "broken"}),
     )
     .await;
@@ -236,9 +251,12 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     let shot = std::fs::read(root.join("dist/previews/broken/screenshot.png")).unwrap();
     let verdict = evaluate_report(&bad, Some(&shot));
     assert!(!verdict.passed);
+}
 
-    // 3. A blank page is caught by the check.
-    let (_, blank) = run(&tool, &ws, json!({"input": "pages/blank.html"})).await;
+/// 3. A blank page is caught by the check.
+async fn blank_page(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
+    let (_, blank) = run(tool, ws, json!({"input": "pages/blank.html"})).await;
     assert_eq!(blank.status, "success");
     assert!(blank.image.as_ref().unwrap().blank);
     let shot = std::fs::read(root.join("dist/previews/blank/screenshot.png")).unwrap();
@@ -248,8 +266,10 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         v.criteria.iter().any(|c| c.name == "screenshot_not_blank"
             && c.state == pmpo_tools::preview::CheckState::Failed)
     );
+}
 
-    // The run ends: the browser and every process of it are gone.
+/// The run ends: the browser and every process of it are gone.
+async fn browser_gone(tool: &PreviewTool) {
     let (pid, profile) = tool.browser_process().await.expect("a browser runs");
     tool.end_run().await;
     assert!(tool.browser_process().await.is_none());

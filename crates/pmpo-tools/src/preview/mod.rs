@@ -91,6 +91,72 @@ impl PreviewTool {
     }
 }
 
+/// The preview did not happen: a required one failed, an optional one is skipped.
+fn give_up(report: &mut PreviewReport, job: &Job, reason: String, hint: Option<&str>) {
+    report.status = if job.required { "failed" } else { "skipped" }.into();
+    report.reason = Some(reason);
+    report.hint = hint.map(str::to_string);
+}
+
+/// The page to render: a copy of an HTML page with the HTMX runtime policy
+/// applied, or the host page of a compiled `.tsx`/`.jsx` entry. `None` when
+/// there is none (the report says why).
+async fn page_html(
+    ctx: &ToolContext<'_>,
+    job: &Job,
+    html_rel: &str,
+    report: &mut PreviewReport,
+) -> Result<Option<String>, ToolError> {
+    let ws = ctx.workspace;
+    let page_html = if is_tsx(&job.input) {
+        let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
+            report.runtime_detail = "not compiled".into();
+            report.html = String::new();
+            let reason = format!(
+                "`{}` needs esbuild to compile, and esbuild was not found",
+                job.input
+            );
+            give_up(report, job, reason, Some(tsx::ESBUILD_HINT));
+            return Ok(None);
+        };
+        let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
+        // The compiler reads the entry itself: refuse a link out first.
+        ws.open_read(&job.input)
+            .map_err(|e| crate::inputs::read_error(&job.input, e))?;
+        let t = Instant::now();
+        let bundle = match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                report.html = String::new();
+                report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+                report.status = "failed".into();
+                return Ok(None);
+            }
+        };
+        report.timings.compile_ms = Some(driver::ms(t.elapsed()));
+        ws.write_atomic(
+            &job.rel("bundle.js"),
+            bundle.as_bytes(),
+            Durability::Relaxed,
+        )
+        .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
+        report.runtime_detail = format!("compiled with {}", esbuild.display());
+        tsx::host_page(&job.id)
+    } else {
+        let bytes = crate::inputs::read_file(ws, &job.input)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
+        // The copy under dist/previews/<id>/ loads the original's relative resources.
+        let base = format!("{}/", crate::inputs::relative_link(html_rel, input_dir));
+        let prepared = page::prepare(&text, job.network, Some(&base));
+        report.runtime_source = prepared.runtime.source.into();
+        report.runtime_detail = prepared.runtime.detail;
+        prepared.html
+    };
+    Ok(Some(page_html))
+}
+
 fn now() -> String {
     pmpo_store::now_rfc3339()
 }
@@ -99,8 +165,6 @@ impl PreviewTool {
     /// Renders one preview and writes its files; the report says what happened.
     async fn preview(&self, ctx: &ToolContext<'_>, job: &Job) -> Result<PreviewReport, ToolError> {
         let started = Instant::now();
-        let deadline = started + ctx.timeout;
-        let ws = ctx.workspace;
         let html_rel = job.rel("preview.html");
         let mut report = PreviewReport {
             version: report::REPORT_VERSION,
@@ -117,77 +181,43 @@ impl PreviewTool {
             generated_at: now(),
             ..Default::default()
         };
-        let give_up = |mut report: PreviewReport, reason: String, hint: Option<&str>| {
-            report.status = if job.required { "failed" } else { "skipped" }.into();
-            report.reason = Some(reason);
-            report.hint = hint.map(str::to_string);
-            report
-        };
-
         // 1. The page.
-        let page_html = if is_tsx(&job.input) {
-            let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
-                report.runtime_detail = "not compiled".into();
-                report.html = String::new();
-                let reason = format!(
-                    "`{}` needs esbuild to compile, and esbuild was not found",
-                    job.input
-                );
-                return Ok(give_up(report, reason, Some(tsx::ESBUILD_HINT)));
-            };
-            let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
-            // The compiler reads the entry itself: refuse a link out first.
-            ws.open_read(&job.input)
-                .map_err(|e| crate::inputs::read_error(&job.input, e))?;
-            let t = Instant::now();
-            let bundle =
-                match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        report.html = String::new();
-                        report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
-                        report.status = "failed".into();
-                        return Ok(report);
-                    }
-                };
-            report.timings.compile_ms = Some(driver::ms(t.elapsed()));
-            ws.write_atomic(
-                &job.rel("bundle.js"),
-                bundle.as_bytes(),
-                Durability::Relaxed,
-            )
-            .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
-            report.runtime_detail = format!("compiled with {}", esbuild.display());
-            tsx::host_page(&job.id)
-        } else {
-            let bytes = crate::inputs::read_file(ws, &job.input)?;
-            let text = String::from_utf8_lossy(&bytes);
-            let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
-            // The copy under dist/previews/<id>/ loads the original's relative resources.
-            let base = format!("{}/", crate::inputs::relative_link(&html_rel, input_dir));
-            let prepared = page::prepare(&text, job.network, Some(&base));
-            report.runtime_source = prepared.runtime.source.into();
-            report.runtime_detail = prepared.runtime.detail;
-            prepared.html
+        let Some(page_html) = page_html(ctx, job, &html_rel, &mut report).await? else {
+            return Ok(report);
         };
-        ws.write_atomic(&html_rel, page_html.as_bytes(), Durability::Relaxed)
+        ctx.workspace
+            .write_atomic(&html_rel, page_html.as_bytes(), Durability::Relaxed)
             .map_err(|e| io_error("write", &html_rel, e))?;
-
         // 2. The browser.
+        self.render(ctx, job, &html_rel, started, &mut report).await;
+        Ok(report)
+    }
+
+    /// Renders the written page: with the DevTools driver, else with
+    /// Chromium's `--screenshot` mode, as the job allows.
+    async fn render(
+        &self,
+        ctx: &ToolContext<'_>,
+        job: &Job,
+        html_rel: &str,
+        started: Instant,
+        report: &mut PreviewReport,
+    ) {
+        let deadline = started + ctx.timeout;
         let chromium = match find_chromium(job.chromium.as_deref()) {
             Ok(p) => p,
-            Err(e) => return Ok(give_up(report, e, Some(INSTALL_HINT))),
+            Err(e) => return give_up(report, job, e, Some(INSTALL_HINT)),
         };
         let mut devtools_failure: Option<String> = None;
         if job.driver != DriverChoice::ScreenshotMode {
             match self
-                .render_devtools(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .render_devtools(ctx, job, &chromium, html_rel, deadline, report)
                 .await
             {
                 Ok(()) => {}
                 Err(e) if ctx.cancel.is_cancelled() => {
                     report.reason = Some(e);
-                    return Ok(report);
+                    return;
                 }
                 // The page itself hung: another way of rendering it would hang too.
                 Err(e) if e == driver::PAGE_BUSY => {
@@ -195,7 +225,7 @@ impl PreviewTool {
                     report.reason = Some(e);
                     report.hint = Some("make the page's scripts finish; previews render what a browser shows once scripts yield".into());
                     report.timings.total_ms = driver::ms(started.elapsed());
-                    return Ok(report);
+                    return;
                 }
                 Err(e) => devtools_failure = Some(e),
             }
@@ -204,7 +234,7 @@ impl PreviewTool {
             if job.driver == DriverChoice::DevTools {
                 let reason =
                     devtools_failure.unwrap_or_else(|| "the DevTools driver did not run".into());
-                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+                return give_up(report, job, reason, Some(INSTALL_HINT));
             }
             if let Some(f) = &devtools_failure {
                 report.notes.push(format!(
@@ -212,18 +242,17 @@ impl PreviewTool {
                 ));
             }
             if let Err(e) = self
-                .render_screenshot_mode(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .render_screenshot_mode(ctx, job, &chromium, html_rel, deadline, report)
                 .await
             {
                 let reason = match devtools_failure {
                     Some(f) => format!("DevTools driver: {f}; --screenshot mode: {e}"),
                     None => e,
                 };
-                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+                return give_up(report, job, reason, Some(INSTALL_HINT));
             }
         }
         report.timings.total_ms = driver::ms(started.elapsed());
-        Ok(report)
     }
 
     async fn render_devtools(
