@@ -73,6 +73,29 @@ pub struct ToolOutcome {
     pub skipped: Option<String>,
 }
 
+impl ToolOutcome {
+    /// The outcome of a tool that did its work in-process and succeeded: exit
+    /// status 0, `summary` as its stdout, nothing on stderr, timed from `started`.
+    pub fn finished(
+        started: std::time::Instant,
+        summary: &str,
+        outputs: Map<String, Value>,
+        invocation: Value,
+        notes: Vec<String>,
+    ) -> Self {
+        ToolOutcome {
+            termination: Termination::Exited(0),
+            stdout: Captured::from_bytes(summary.as_bytes()),
+            stderr: Captured::default(),
+            duration: started.elapsed(),
+            outputs,
+            invocation,
+            notes,
+            skipped: None,
+        }
+    }
+}
+
 /// Known kinds of failure, each with a recovery hint for the user.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "snake_case")]

@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 
 use crate::inputs::{io_error, read_text};
 use crate::typed::{self, Text};
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome};
+use crate::{Tool, ToolContext, ToolError, ToolOutcome};
 
 /// The `with:` of a `markdown` stage.
 #[derive(Debug, Deserialize)]
@@ -178,16 +178,13 @@ impl Tool for MarkdownTool {
         outputs.insert("title".into(), json!(title));
         outputs.insert("headings".into(), json!(rendered.headings));
         outputs.insert("html".into(), Value::String(rendered.html));
-        Ok(ToolOutcome {
-            termination: Termination::Exited(0),
-            stdout: Captured::from_bytes(summary.as_bytes()),
-            stderr: Captured::default(),
-            duration: started.elapsed(),
+        Ok(ToolOutcome::finished(
+            started,
+            &summary,
             outputs,
-            invocation: json!({"input": input}),
-            notes: Vec::new(),
-            skipped: None,
-        })
+            json!({"input": input}),
+            Vec::new(),
+        ))
     }
 }
 

@@ -27,7 +27,7 @@ use serde_json::{Map, Value, json};
 
 use crate::inputs::{invalid, io_error, read_file};
 use crate::typed::{self, Text};
-use crate::{Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
+use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 /// The `with:` of a `rasterize` stage.
 #[derive(Debug, Deserialize)]
@@ -318,16 +318,13 @@ impl Tool for RasterizeTool {
         outputs.insert("svg".into(), json!(input));
         outputs.insert("width".into(), json!(width));
         outputs.insert("height".into(), json!(height));
-        Ok(ToolOutcome {
-            termination: Termination::Exited(0),
-            stdout: Captured::from_bytes(summary.as_bytes()),
-            stderr: Captured::default(),
-            duration: started.elapsed(),
+        Ok(ToolOutcome::finished(
+            started,
+            &summary,
             outputs,
-            invocation: json!({"input": input, "sizes": sizes, "output": pattern}),
-            notes: Vec::new(),
-            skipped: None,
-        })
+            json!({"input": input, "sizes": sizes, "output": pattern}),
+            Vec::new(),
+        ))
     }
 }
 

@@ -49,7 +49,7 @@ use crate::typed::{self, Text};
 mod analysis;
 mod normalize;
 
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome};
+use crate::{Tool, ToolContext, ToolError, ToolOutcome};
 pub use analysis::{Analysis, Layout, analyze};
 pub use normalize::{normalize, to_text};
 
@@ -199,16 +199,13 @@ impl Tool for A2uiTool {
         outputs.insert("bindings".into(), json!(a.bindings));
         outputs.insert("changed".into(), json!(p.changed));
         outputs.insert("path".into(), json!(output));
-        Ok(ToolOutcome {
-            termination: Termination::Exited(0),
-            stdout: Captured::from_bytes(summary.as_bytes()),
-            stderr: Captured::default(),
-            duration: started.elapsed(),
+        Ok(ToolOutcome::finished(
+            started,
+            &summary,
             outputs,
-            invocation: json!({"input": input, "output": output, "report": report}),
+            json!({"input": input, "output": output, "report": report}),
             notes,
-            skipped: None,
-        })
+        ))
     }
 }
 
