@@ -204,6 +204,31 @@ mod tests {
     }
 
     #[test]
+    fn inputs_are_checked() {
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let messages = |v: Value| -> Vec<String> {
+            MarkdownTool
+                .check_inputs(&m(v))
+                .into_iter()
+                .map(|i| i.message)
+                .collect()
+        };
+        assert!(messages(json!({"input": "a.md", "output": "b.html"})).is_empty());
+        assert_eq!(
+            messages(json!({"inptu": "a.md", "output": 3})),
+            [
+                "unknown input `inptu` for tool `markdown`",
+                "`output` must be text",
+                "the `input` input is required",
+            ]
+        );
+        assert_eq!(
+            messages(json!({"input": "../a.md"})),
+            ["`input` contains `..`; outputs must stay inside the workspace"]
+        );
+    }
+
+    #[test]
     fn tables_render() {
         let r = render("| a | b |\n|---|---|\n| 1 | 2 |\n");
         assert!(r.html.contains("<table>"));

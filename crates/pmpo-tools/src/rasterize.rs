@@ -398,4 +398,41 @@ mod tests {
         );
         assert_eq!(default_pattern("dist/logo.svg"), "dist/logo-{size}.png");
     }
+
+    #[test]
+    fn inputs_are_read_through_the_struct() {
+        let t = RasterizeTool;
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let issues = t.check_inputs(&m(json!({
+            "input": "a.svg", "sizes": [], "square": "yes", "sqare": true
+        })));
+        let found: Vec<(String, Option<String>)> =
+            issues.into_iter().map(|i| (i.message, i.help)).collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "unknown input `sqare` for tool `rasterize`".to_string(),
+                    Some(
+                        "did you mean `square`? the `rasterize` tool takes: input, sizes, output, square"
+                            .to_string()
+                    )
+                ),
+                (
+                    "`sizes` is empty".to_string(),
+                    Some("e.g. `sizes: [16, 32, 64]`; leave it out for 16 to 512".to_string())
+                ),
+                ("`square` must be true or false".to_string(), None),
+            ]
+        );
+        // A reference is resolved at run time; the run reads the same struct.
+        assert!(t.check_inputs(&m(json!({"input": "$draw.svg"}))).is_empty());
+        let with: RasterizeInputs = typed::decode(&m(json!({"input": "a.svg"}))).unwrap();
+        assert_eq!(with.sizes, DEFAULT_SIZES);
+        let err = typed::decode::<RasterizeInputs>(&m(json!({"input": "a.svg", "sizes": [0]})));
+        assert_eq!(
+            err.unwrap_err().message,
+            "`sizes` holds 0, not a whole number of pixels from 1 to 8192"
+        );
+    }
 }

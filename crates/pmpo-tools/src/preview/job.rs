@@ -197,7 +197,11 @@ fn parse_clicks(v: Option<&Value>) -> Result<Vec<String>, String> {
 }
 
 fn parse_driver(v: Option<&Value>) -> Result<DriverChoice, String> {
-    match v.map(|v| v.as_str().unwrap_or("?")) {
+    // `driver: null` is the default, as it was when the run read it as text.
+    match v
+        .filter(|v| !v.is_null())
+        .map(|v| v.as_str().unwrap_or("?"))
+    {
         None | Some("auto") => Ok(DriverChoice::Auto),
         Some("devtools") => Ok(DriverChoice::DevTools),
         Some("screenshot") => Ok(DriverChoice::ScreenshotMode),
@@ -300,6 +304,10 @@ mod tests {
         assert_eq!(job.dir, "dist/previews/card");
         assert_eq!(job.settle, DEFAULT_SETTLE);
         assert_eq!(job.driver, DriverChoice::Auto);
+        let with_nulls = json!({"input": "p.html", "id": null, "driver": null, "click": null});
+        let job = Job::from_inputs(with_nulls.as_object().unwrap()).unwrap();
+        assert_eq!((job.id.as_str(), job.driver), ("p", DriverChoice::Auto));
+        assert!(job.clicks.is_empty());
         let err = Job::from_inputs(
             json!({"input": "p.html", "netwrk": true})
                 .as_object()
