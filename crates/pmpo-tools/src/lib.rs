@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod rasterize;
 pub mod run;
 pub mod template;
+mod typed;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,6 +71,29 @@ pub struct ToolOutcome {
     /// optional preview with no browser): the stage is SKIPPED, not COMPLETED,
     /// and does not fail the run.
     pub skipped: Option<String>,
+}
+
+impl ToolOutcome {
+    /// The outcome of a tool that did its work in-process and succeeded: exit
+    /// status 0, `summary` as its stdout, nothing on stderr, timed from `started`.
+    pub fn finished(
+        started: std::time::Instant,
+        summary: &str,
+        outputs: Map<String, Value>,
+        invocation: Value,
+        notes: Vec<String>,
+    ) -> Self {
+        ToolOutcome {
+            termination: Termination::Exited(0),
+            stdout: Captured::from_bytes(summary.as_bytes()),
+            stderr: Captured::default(),
+            duration: started.elapsed(),
+            outputs,
+            invocation,
+            notes,
+            skipped: None,
+        }
+    }
 }
 
 /// Known kinds of failure, each with a recovery hint for the user.

@@ -18,13 +18,26 @@ use async_trait::async_trait;
 use pmpo_plan::InputIssue;
 use pmpo_store::Durability;
 use pulldown_cmark::{CowStr, Event, HeadingLevel, Options, Parser, Tag, TagEnd};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::inputs::{check_path, invalid, io_error, opt_str, read_file, req_str};
-use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, unknown_keys};
+use crate::inputs::{io_error, read_text};
+use crate::typed::{self, Text};
+use crate::{Tool, ToolContext, ToolError, ToolOutcome};
 
-const KEYS: &[&str] = &["input", "output"];
+/// The `with:` of a `markdown` stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarkdownInputs {
+    /// The Markdown file.
+    input: Text,
+    /// Where to write the HTML fragment too.
+    output: Option<String>,
+}
+
+impl typed::Inputs for MarkdownInputs {
+    const TOOL: &'static str = "markdown";
+}
 
 pub struct MarkdownTool;
 
@@ -130,9 +143,8 @@ impl Tool for MarkdownTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "markdown");
-        check_path(inputs, "input", true, &mut issues);
-        check_path(inputs, "output", false, &mut issues);
+        let mut issues = typed::check::<MarkdownInputs>(inputs);
+        typed::check_patterns(inputs, &["input", "output"], &mut issues);
         issues
     }
 
@@ -142,11 +154,11 @@ impl Tool for MarkdownTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input = req_str(inputs, "input")?;
-        let text = String::from_utf8(read_file(ctx.workspace, input)?)
-            .map_err(|_| invalid(format!("`{input}` is not UTF-8 text")))?;
+        let with: MarkdownInputs = typed::decode(inputs)?;
+        let input = &*with.input;
+        let text = read_text(ctx.workspace, input)?;
         let rendered = render(&text);
-        if let Some(out) = opt_str(inputs, "output")? {
+        if let Some(out) = with.output.as_deref() {
             ctx.workspace
                 .write_atomic(out, rendered.html.as_bytes(), Durability::Relaxed)
                 .map_err(|e| io_error("write", out, e))?;
@@ -166,16 +178,13 @@ impl Tool for MarkdownTool {
         outputs.insert("title".into(), json!(title));
         outputs.insert("headings".into(), json!(rendered.headings));
         outputs.insert("html".into(), Value::String(rendered.html));
-        Ok(ToolOutcome {
-            termination: Termination::Exited(0),
-            stdout: Captured::from_bytes(summary.as_bytes()),
-            stderr: Captured::default(),
-            duration: started.elapsed(),
+        Ok(ToolOutcome::finished(
+            started,
+            &summary,
             outputs,
-            invocation: json!({"input": input}),
-            notes: Vec::new(),
-            skipped: None,
-        })
+            json!({"input": input}),
+            Vec::new(),
+        ))
     }
 }
 
@@ -192,6 +201,31 @@ mod tests {
         assert!(r.html.contains(r#"<h2 id="results-1">"#), "{}", r.html);
         assert_eq!(r.headings[0].level, 1);
         assert_eq!(slug("Hello, World!  2"), "hello-world-2");
+    }
+
+    #[test]
+    fn inputs_are_checked() {
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let messages = |v: Value| -> Vec<String> {
+            MarkdownTool
+                .check_inputs(&m(v))
+                .into_iter()
+                .map(|i| i.message)
+                .collect()
+        };
+        assert!(messages(json!({"input": "a.md", "output": "b.html"})).is_empty());
+        assert_eq!(
+            messages(json!({"inptu": "a.md", "output": 3})),
+            [
+                "unknown input `inptu` for tool `markdown`",
+                "`output` must be text",
+                "the `input` input is required",
+            ]
+        );
+        assert_eq!(
+            messages(json!({"input": "../a.md"})),
+            ["`input` contains `..`; outputs must stay inside the workspace"]
+        );
     }
 
     #[test]

@@ -22,15 +22,39 @@ use async_trait::async_trait;
 use pmpo_plan::InputIssue;
 use pmpo_store::{Durability, Workspace};
 use resvg::{tiny_skia, usvg};
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::inputs::{check_path, invalid, io_error, opt_str, read_file, req_str};
-use crate::{
-    Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    unknown_keys,
-};
+use crate::inputs::{invalid, io_error, read_file};
+use crate::typed::{self, Text};
+use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
-const KEYS: &[&str] = &["input", "sizes", "output", "square"];
+/// The `with:` of a `rasterize` stage.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RasterizeInputs {
+    /// The SVG.
+    input: Text,
+    /// The pixel sizes, [`DEFAULT_SIZES`] when absent.
+    #[serde(default = "default_sizes", deserialize_with = "sizes")]
+    sizes: Vec<u32>,
+    /// Where the PNGs go, with `{size}` (default: next to the SVG).
+    output: Option<String>,
+    /// Square icons (the default) or figures as wide as `size`.
+    square: Option<bool>,
+}
+
+impl typed::Inputs for RasterizeInputs {
+    const TOOL: &'static str = "rasterize";
+}
+
+fn default_sizes() -> Vec<u32> {
+    DEFAULT_SIZES.to_vec()
+}
+
+fn sizes<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u32>, D::Error> {
+    typed::parsed(d, parse_sizes)
+}
 
 /// The sizes of a favicon/app-icon set.
 pub const DEFAULT_SIZES: &[u32] = &[16, 32, 48, 64, 128, 192, 256, 512];
@@ -224,10 +248,8 @@ impl Tool for RasterizeTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "rasterize");
-        check_path(inputs, "input", true, &mut issues);
-        check_path(inputs, "output", false, &mut issues);
-        crate::inputs::check_bool(inputs, "square", &mut issues);
+        let mut issues = typed::check::<RasterizeInputs>(inputs);
+        typed::check_patterns(inputs, &["input", "output"], &mut issues);
         if let Some(Value::String(p)) = inputs.get("output")
             && !crate::inputs::is_reference(&Value::String(p.clone()))
             && !p.contains("{size}")
@@ -239,15 +261,8 @@ impl Tool for RasterizeTool {
                 Some("e.g. `output: dist/logo-{size}.png`"),
             ));
         }
-        if let Some(v) = inputs.get("sizes")
-            && !crate::inputs::is_reference(v)
-            && let Err(msg) = parse_sizes(Some(v))
-        {
-            issues.push(issue(
-                "sizes",
-                msg,
-                Some("e.g. `sizes: [16, 32, 64]`; leave it out for 16 to 512"),
-            ));
+        if let Some(issue) = issues.iter_mut().find(|i| i.message.starts_with("`sizes`")) {
+            issue.help = Some("e.g. `sizes: [16, 32, 64]`; leave it out for 16 to 512".into());
         }
         issues
     }
@@ -258,13 +273,10 @@ impl Tool for RasterizeTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input = req_str(inputs, "input")?.to_string();
-        let sizes = parse_sizes(inputs.get("sizes")).map_err(invalid)?;
-        let square = crate::inputs::opt_bool(inputs, "square")?.unwrap_or(true);
-        let pattern = match opt_str(inputs, "output")? {
-            Some(p) => p.to_string(),
-            None => default_pattern(&input),
-        };
+        let with: RasterizeInputs = typed::decode(inputs)?;
+        let (input, sizes) = (with.input.0, with.sizes);
+        let square = with.square.unwrap_or(true);
+        let pattern = with.output.unwrap_or_else(|| default_pattern(&input));
         if sizes.len() > 1 && !pattern.contains("{size}") {
             return Err(invalid(
                 "`output` must contain `{size}` when there are several sizes",
@@ -306,16 +318,13 @@ impl Tool for RasterizeTool {
         outputs.insert("svg".into(), json!(input));
         outputs.insert("width".into(), json!(width));
         outputs.insert("height".into(), json!(height));
-        Ok(ToolOutcome {
-            termination: Termination::Exited(0),
-            stdout: Captured::from_bytes(summary.as_bytes()),
-            stderr: Captured::default(),
-            duration: started.elapsed(),
+        Ok(ToolOutcome::finished(
+            started,
+            &summary,
             outputs,
-            invocation: json!({"input": input, "sizes": sizes, "output": pattern}),
-            notes: Vec::new(),
-            skipped: None,
-        })
+            json!({"input": input, "sizes": sizes, "output": pattern}),
+            Vec::new(),
+        ))
     }
 }
 
@@ -388,5 +397,42 @@ mod tests {
             1
         );
         assert_eq!(default_pattern("dist/logo.svg"), "dist/logo-{size}.png");
+    }
+
+    #[test]
+    fn inputs_are_read_through_the_struct() {
+        let t = RasterizeTool;
+        let m = |v: Value| v.as_object().cloned().unwrap();
+        let issues = t.check_inputs(&m(json!({
+            "input": "a.svg", "sizes": [], "square": "yes", "sqare": true
+        })));
+        let found: Vec<(String, Option<String>)> =
+            issues.into_iter().map(|i| (i.message, i.help)).collect();
+        assert_eq!(
+            found,
+            [
+                (
+                    "unknown input `sqare` for tool `rasterize`".to_string(),
+                    Some(
+                        "did you mean `square`? the `rasterize` tool takes: input, sizes, output, square"
+                            .to_string()
+                    )
+                ),
+                (
+                    "`sizes` is empty".to_string(),
+                    Some("e.g. `sizes: [16, 32, 64]`; leave it out for 16 to 512".to_string())
+                ),
+                ("`square` must be true or false".to_string(), None),
+            ]
+        );
+        // A reference is resolved at run time; the run reads the same struct.
+        assert!(t.check_inputs(&m(json!({"input": "$draw.svg"}))).is_empty());
+        let with: RasterizeInputs = typed::decode(&m(json!({"input": "a.svg"}))).unwrap();
+        assert_eq!(with.sizes, DEFAULT_SIZES);
+        let err = typed::decode::<RasterizeInputs>(&m(json!({"input": "a.svg", "sizes": [0]})));
+        assert_eq!(
+            err.unwrap_err().message,
+            "`sizes` holds 0, not a whole number of pixels from 1 to 8192"
+        );
     }
 }

@@ -25,6 +25,20 @@ fn have_chromium() -> bool {
     found
 }
 
+/// A workspace holding `pages` (path, text), or `None` (the test passes)
+/// without Chromium.
+fn pages(pages: &[(&str, &str)]) -> Option<(tempfile::TempDir, Workspace)> {
+    if !have_chromium() {
+        return None;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for (rel, text) in pages {
+        write(dir.path(), rel, text);
+    }
+    let ws = Workspace::open(dir.path()).unwrap();
+    Some((dir, ws))
+}
+
 fn write(root: &Path, rel: &str, text: &str) {
     let p = root.join(rel);
     std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -105,27 +119,32 @@ undefinedFunction();
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn htmx_card_error_page_and_blank_page_in_one_browser() {
-    if !have_chromium() {
+    let Some((_dir, ws)) = pages(&[
+        ("pages/card.html", CARD),
+        ("pages/fragment.html", FRAGMENT),
+        ("pages/details.html", DETAILS),
+        ("pages/broken.html", BROKEN),
+        (
+            "pages/blank.html",
+            "<!doctype html><html><body></body></html>",
+        ),
+    ]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(root, "pages/card.html", CARD);
-    write(root, "pages/fragment.html", FRAGMENT);
-    write(root, "pages/details.html", DETAILS);
-    write(root, "pages/broken.html", BROKEN);
-    write(
-        root,
-        "pages/blank.html",
-        "<!doctype html><html><body></body></html>",
-    );
-    let ws = Workspace::open(root).unwrap();
+    };
     let tool = PreviewTool::new();
+    htmx_card(&tool, &ws).await;
+    htmx_clicks(&tool, &ws).await;
+    every_kind_of_error(&tool, &ws).await;
+    blank_page(&tool, &ws).await;
+    browser_gone(&tool).await;
+}
 
-    // 1. HTMX card: the local runtime is injected and fetches the fragment.
+/// 1. HTMX card: the local runtime is injected and fetches the fragment.
+async fn htmx_card(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (outcome, card) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "viewport": {"width": 400, "height": 300}}),
     )
     .await;
@@ -161,11 +180,15 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     );
     let shot = std::fs::read(root.join("dist/previews/card/screenshot.png")).unwrap();
     assert!(evaluate_report(&card, Some(&shot)).passed);
+}
 
-    // A click: HTMX fetches the details fragment and swaps it in.
+/// A click: HTMX fetches the details fragment and swaps it in; a selector
+/// that matches nothing fails the preview.
+async fn htmx_clicks(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (_, clicked) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "id": "card-clicked", "click": ["#more"], "viewport": {"width": 400, "height": 400}}),
     )
     .await;
@@ -176,18 +199,21 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         "clicked details not swapped in"
     );
     let (_, missing) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/card.html", "id": "bad-click", "click": "#nope"}),
     )
     .await;
     assert_eq!(missing.status, "failed");
     assert!(missing.reason.unwrap().contains("#nope"));
+}
 
-    // 2. A page with every kind of error.
+/// 2. A page with every kind of error: each is in the report, and the check fails.
+async fn every_kind_of_error(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
     let (outcome, bad) = run(
-        &tool,
-        &ws,
+        tool,
+        ws,
         json!({"input": "pages/broken.html", "id": "broken"}),
     )
     .await;
@@ -236,9 +262,12 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
     let shot = std::fs::read(root.join("dist/previews/broken/screenshot.png")).unwrap();
     let verdict = evaluate_report(&bad, Some(&shot));
     assert!(!verdict.passed);
+}
 
-    // 3. A blank page is caught by the check.
-    let (_, blank) = run(&tool, &ws, json!({"input": "pages/blank.html"})).await;
+/// 3. A blank page is caught by the check.
+async fn blank_page(tool: &PreviewTool, ws: &Workspace) {
+    let root = ws.root();
+    let (_, blank) = run(tool, ws, json!({"input": "pages/blank.html"})).await;
     assert_eq!(blank.status, "success");
     assert!(blank.image.as_ref().unwrap().blank);
     let shot = std::fs::read(root.join("dist/previews/blank/screenshot.png")).unwrap();
@@ -248,8 +277,10 @@ async fn htmx_card_error_page_and_blank_page_in_one_browser() {
         v.criteria.iter().any(|c| c.name == "screenshot_not_blank"
             && c.state == pmpo_tools::preview::CheckState::Failed)
     );
+}
 
-    // The run ends: the browser and every process of it are gone.
+/// The run ends: the browser and every process of it are gone.
+async fn browser_gone(tool: &PreviewTool) {
     let (pid, profile) = tool.browser_process().await.expect("a browser runs");
     tool.end_run().await;
     assert!(tool.browser_process().await.is_none());
@@ -278,17 +309,13 @@ fn processes_mentioning(needle: &str) -> Vec<String> {
 
 #[tokio::test]
 async fn screenshot_mode_fallback_and_missing_browser() {
-    if !have_chromium() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(
-        root,
+    let Some((_dir, ws)) = pages(&[(
         "p.html",
         "<html><body style=\"background:#123456\"><h1 style=\"color:white\">Hi</h1></body></html>",
-    );
-    let ws = Workspace::open(root).unwrap();
+    )]) else {
+        return;
+    };
+    let root = ws.root();
     let tool = PreviewTool::new();
     let (outcome, r) = run(&tool, &ws, json!({"input": "p.html", "driver": "screenshot", "viewport": {"width": 320, "height": 200}})).await;
     assert_eq!(outcome.termination, Termination::Exited(0));
@@ -337,13 +364,7 @@ async fn screenshot_mode_fallback_and_missing_browser() {
 
 #[tokio::test]
 async fn tsx_entry_is_compiled_and_rendered() {
-    if !have_chromium() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(
-        root,
+    let Some((_dir, ws)) = pages(&[(
         "ui/app.tsx",
         r##"/** @jsx h */
 function h(tag: string, props: Record<string, string> | null, ...children: (string | HTMLElement)[]): HTMLElement {
@@ -357,8 +378,10 @@ document.getElementById("root")!.append(
   <div style="background:#aa2266;color:white;padding:40px;font-size:32px">{title}</div>
 );
 "##,
-    );
-    let ws = Workspace::open(root).unwrap();
+    )]) else {
+        return;
+    };
+    let root = ws.root();
     let tool = PreviewTool::new();
     let esbuild = pmpo_tools::preview::tsx::find_esbuild(None, root);
     let (_, r) = run(
@@ -392,22 +415,18 @@ document.getElementById("root")!.append(
 
 #[tokio::test]
 async fn busy_page_fails_and_the_browser_serves_the_next_page() {
-    if !have_chromium() {
+    let Some((_dir, ws)) = pages(&[
+        (
+            "loop.html",
+            "<html><body><h1>busy</h1><script>setTimeout(function () { for (;;) {} }, 50)</script></body></html>",
+        ),
+        (
+            "ok.html",
+            "<html><body style=\"background:#335577\"><h1>fine</h1></body></html>",
+        ),
+    ]) else {
         return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(
-        root,
-        "loop.html",
-        "<html><body><h1>busy</h1><script>setTimeout(function () { for (;;) {} }, 50)</script></body></html>",
-    );
-    write(
-        root,
-        "ok.html",
-        "<html><body style=\"background:#335577\"><h1>fine</h1></body></html>",
-    );
-    let ws = Workspace::open(root).unwrap();
+    };
     let tool = PreviewTool::new();
     let (outcome, r) = run(&tool, &ws, json!({"input": "loop.html"})).await;
     assert_eq!(
@@ -429,34 +448,29 @@ async fn busy_page_fails_and_the_browser_serves_the_next_page() {
 /// and a page that never goes quiet is shot at the cap with a note saying why.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn late_errors_are_waited_for_within_the_settle_cap() {
-    if !have_chromium() {
-        return;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    let root = dir.path();
-    write(
-        root,
-        "late.html",
-        "<html><body><h1>late</h1><script>\n\
+    let Some((_dir, ws)) = pages(&[
+        (
+            "late.html",
+            "<html><body><h1>late</h1><script>\n\
          setTimeout(function () { throw new Error('late at 500') }, 500);\n\
          setTimeout(function () { throw new Error('late at 1000') }, 1000);\n\
          setTimeout(function () { console.error('logged at 1000') }, 1000);\n\
          setTimeout(function () { Promise.reject(new Error('rejected at 1200')) }, 1200);\n\
          </script></body></html>",
-    );
-    write(
-        root,
-        "far.html",
-        "<html><body><h1>far</h1><script>setTimeout(function () { throw new Error('after the cap') }, 60000)</script></body></html>",
-    );
-    write(
-        root,
-        "busy.html",
-        "<html><body><p id=t>0</p><script>\n\
+        ),
+        (
+            "far.html",
+            "<html><body><h1>far</h1><script>setTimeout(function () { throw new Error('after the cap') }, 60000)</script></body></html>",
+        ),
+        (
+            "busy.html",
+            "<html><body><p id=t>0</p><script>\n\
          (function tick(n) { document.getElementById('t').textContent = n; requestAnimationFrame(function () { tick(n + 1) }) })(0)\n\
          </script></body></html>",
-    );
-    let ws = Workspace::open(root).unwrap();
+        ),
+    ]) else {
+        return;
+    };
     let tool = PreviewTool::new();
     let (_, r) = run(&tool, &ws, json!({"input": "late.html"})).await;
     let errors: Vec<&str> = r.page_errors.iter().map(|e| e.message.as_str()).collect();

@@ -162,7 +162,7 @@ fn print_human(
         .iter()
         .filter(|m| m.level == "error" || m.level == "warning")
     {
-        let at = match (&m.url, m.line) {
+        let at = match (&m.at.url, m.at.line) {
             (Some(u), Some(l)) => format!(" ({u}:{l})"),
             _ => String::new(),
         };

@@ -26,6 +26,8 @@
 pub mod browser;
 pub mod cdp;
 pub mod driver;
+mod job;
+mod manifest;
 pub mod page;
 pub mod report;
 pub mod tsx;
@@ -41,35 +43,19 @@ use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
 
 pub use report::{
-    CheckState, PreviewReport, PreviewVerdict, Viewport, evaluate_preview_dir,
+    CheckState, PreviewReport, PreviewVerdict, SourceAt, Viewport, evaluate_preview_dir,
     evaluate_preview_report, evaluate_report, inspect_png,
 };
 
-use crate::inputs::{check_bool, check_path, invalid, io_error, opt_bool, opt_str, req_str};
+use crate::inputs::{invalid, io_error};
 use crate::process::{ProcessSpec, run_process};
-use crate::{
-    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
-};
+use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome};
 use browser::{Browser, INSTALL_HINT, find_chromium};
 
-const KEYS: &[&str] = &[
-    "input",
-    "id",
-    "out_dir",
-    "network",
-    "required",
-    "viewport",
-    "click",
-    "wait_ms",
-    "settle_ms",
-    "driver",
-    "chromium",
-    "esbuild",
-];
-
-/// Where previews go unless `out_dir` says otherwise.
-pub const DEFAULT_OUT_DIR: &str = "dist/previews";
-const DEFAULT_SETTLE: Duration = Duration::from_millis(3000);
+pub use job::DEFAULT_OUT_DIR;
+use job::{DriverChoice, Job, is_tsx};
+use manifest::summary_line;
+pub use manifest::{manifest_run, manifest_summary};
 
 /// The `preview` tool, holding the run's browser.
 #[derive(Default)]
@@ -105,171 +91,70 @@ impl PreviewTool {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum DriverChoice {
-    Auto,
-    DevTools,
-    ScreenshotMode,
+/// The preview did not happen: a required one failed, an optional one is skipped.
+fn give_up(report: &mut PreviewReport, job: &Job, reason: String, hint: Option<&str>) {
+    report.status = if job.required { "failed" } else { "skipped" }.into();
+    report.reason = Some(reason);
+    report.hint = hint.map(str::to_string);
 }
 
-/// The resolved inputs of one preview.
-struct Job {
-    input: String,
-    id: String,
-    dir: String,
-    network: bool,
-    required: bool,
-    viewport: Viewport,
-    extra_wait: Duration,
-    settle: Duration,
-    clicks: Vec<String>,
-    driver: DriverChoice,
-    chromium: Option<String>,
-    esbuild: Option<String>,
-}
-
-fn valid_id(id: &str) -> bool {
-    !id.is_empty()
-        && id.len() <= 100
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.')
-        && !id.starts_with('.')
-}
-
-fn default_id(input: &str) -> String {
-    let file = input.rsplit('/').next().unwrap_or(input);
-    let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
-    let id: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if id.is_empty() { "page".into() } else { id }
-}
-
-fn parse_viewport(v: Option<&Value>) -> Result<Viewport, String> {
-    let mut vp = Viewport::default();
-    let Some(v) = v else { return Ok(vp) };
-    let map = v
-        .as_object()
-        .ok_or("`viewport` must be a mapping: {width: 1024, height: 768}")?;
-    for (k, val) in map {
-        match k.as_str() {
-            "width" | "height" => {
-                let n = val
-                    .as_u64()
-                    .filter(|n| (16..=8192).contains(n))
-                    .ok_or(format!(
-                        "`viewport.{k}` must be a whole number from 16 to 8192"
-                    ))?;
-                if k == "width" {
-                    vp.width = n as u32;
-                } else {
-                    vp.height = n as u32;
-                }
-            }
-            "device_scale_factor" => {
-                vp.device_scale_factor = val
-                    .as_f64()
-                    .filter(|f| *f > 0.0 && *f <= 4.0)
-                    .ok_or("`viewport.device_scale_factor` must be a number above 0, at most 4")?;
-            }
-            other => {
-                return Err(format!(
-                    "unknown `viewport` field `{other}` (width, height, device_scale_factor)"
-                ));
-            }
-        }
-    }
-    Ok(vp)
-}
-
-fn parse_ms(v: Option<&Value>, key: &str, default: Duration) -> Result<Duration, String> {
-    match v {
-        None => Ok(default),
-        Some(v) => v
-            .as_u64()
-            .filter(|n| *n <= 600_000)
-            .map(Duration::from_millis)
-            .ok_or(format!(
-                "`{key}` must be a number of milliseconds (at most 600000)"
-            )),
-    }
-}
-
-fn parse_clicks(v: Option<&Value>) -> Result<Vec<String>, String> {
-    match v {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::String(s)) if !s.trim().is_empty() => Ok(vec![s.clone()]),
-        Some(Value::Array(items)) => items
-            .iter()
-            .map(|i| {
-                i.as_str()
-                    .filter(|s| !s.trim().is_empty())
-                    .map(str::to_string)
-                    .ok_or_else(|| "`click` holds something that is not a CSS selector".to_string())
-            })
-            .collect(),
-        Some(_) => Err("`click` must be a CSS selector or a list of them".into()),
-    }
-}
-
-fn parse_driver(v: Option<&str>) -> Result<DriverChoice, String> {
-    match v {
-        None | Some("auto") => Ok(DriverChoice::Auto),
-        Some("devtools") => Ok(DriverChoice::DevTools),
-        Some("screenshot") => Ok(DriverChoice::ScreenshotMode),
-        Some(other) => Err(format!(
-            "unknown `driver` `{other}`: auto, devtools or screenshot"
-        )),
-    }
-}
-
-fn is_tsx(path: &str) -> bool {
-    let l = path.to_ascii_lowercase();
-    l.ends_with(".tsx") || l.ends_with(".jsx")
-}
-
-impl Job {
-    fn from_inputs(inputs: &Map<String, Value>) -> Result<Job, ToolError> {
-        let input = req_str(inputs, "input")?.to_string();
-        let id = match opt_str(inputs, "id")? {
-            Some(id) if valid_id(id) => id.to_string(),
-            Some(id) => {
-                return Err(invalid(format!(
-                    "`id` `{id}` must be letters, digits, `-`, `_` or `.` (it names a directory)"
-                )));
-            }
-            None => default_id(&input),
+/// The page to render: a copy of an HTML page with the HTMX runtime policy
+/// applied, or the host page of a compiled `.tsx`/`.jsx` entry. `None` when
+/// there is none (the report says why).
+async fn page_html(
+    ctx: &ToolContext<'_>,
+    job: &Job,
+    html_rel: &str,
+    report: &mut PreviewReport,
+) -> Result<Option<String>, ToolError> {
+    let ws = ctx.workspace;
+    let page_html = if is_tsx(&job.input) {
+        let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
+            report.runtime_detail = "not compiled".into();
+            report.html = String::new();
+            let reason = format!(
+                "`{}` needs esbuild to compile, and esbuild was not found",
+                job.input
+            );
+            give_up(report, job, reason, Some(tsx::ESBUILD_HINT));
+            return Ok(None);
         };
-        let out_dir = opt_str(inputs, "out_dir")?.unwrap_or(DEFAULT_OUT_DIR);
-        Ok(Job {
-            dir: format!("{}/{id}", out_dir.trim_end_matches('/')),
-            input,
-            id,
-            network: opt_bool(inputs, "network")?.unwrap_or(false),
-            required: opt_bool(inputs, "required")?.unwrap_or(false),
-            viewport: parse_viewport(inputs.get("viewport")).map_err(invalid)?,
-            extra_wait: parse_ms(inputs.get("wait_ms"), "wait_ms", Duration::ZERO)
-                .map_err(invalid)?,
-            settle: parse_ms(inputs.get("settle_ms"), "settle_ms", DEFAULT_SETTLE)
-                .map_err(invalid)?,
-            driver: parse_driver(opt_str(inputs, "driver")?).map_err(invalid)?,
-            clicks: parse_clicks(inputs.get("click")).map_err(invalid)?,
-            chromium: opt_str(inputs, "chromium")?.map(str::to_string),
-            esbuild: opt_str(inputs, "esbuild")?.map(str::to_string),
-        })
-    }
-
-    fn rel(&self, name: &str) -> String {
-        format!("{}/{name}", self.dir)
-    }
+        let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
+        // The compiler reads the entry itself: refuse a link out first.
+        ws.open_read(&job.input)
+            .map_err(|e| crate::inputs::read_error(&job.input, e))?;
+        let t = Instant::now();
+        let bundle = match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await
+        {
+            Ok(b) => b,
+            Err(e) => {
+                report.html = String::new();
+                report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+                report.status = "failed".into();
+                return Ok(None);
+            }
+        };
+        report.timings.compile_ms = Some(driver::ms(t.elapsed()));
+        ws.write_atomic(
+            &job.rel("bundle.js"),
+            bundle.as_bytes(),
+            Durability::Relaxed,
+        )
+        .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
+        report.runtime_detail = format!("compiled with {}", esbuild.display());
+        tsx::host_page(&job.id)
+    } else {
+        let bytes = crate::inputs::read_file(ws, &job.input)?;
+        let text = String::from_utf8_lossy(&bytes);
+        let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
+        // The copy under dist/previews/<id>/ loads the original's relative resources.
+        let base = format!("{}/", crate::inputs::relative_link(html_rel, input_dir));
+        let prepared = page::prepare(&text, job.network, Some(&base));
+        report.runtime_source = prepared.runtime.source.into();
+        report.runtime_detail = prepared.runtime.detail;
+        prepared.html
+    };
+    Ok(Some(page_html))
 }
 
 fn now() -> String {
@@ -280,8 +165,6 @@ impl PreviewTool {
     /// Renders one preview and writes its files; the report says what happened.
     async fn preview(&self, ctx: &ToolContext<'_>, job: &Job) -> Result<PreviewReport, ToolError> {
         let started = Instant::now();
-        let deadline = started + ctx.timeout;
-        let ws = ctx.workspace;
         let html_rel = job.rel("preview.html");
         let mut report = PreviewReport {
             version: report::REPORT_VERSION,
@@ -298,77 +181,43 @@ impl PreviewTool {
             generated_at: now(),
             ..Default::default()
         };
-        let give_up = |mut report: PreviewReport, reason: String, hint: Option<&str>| {
-            report.status = if job.required { "failed" } else { "skipped" }.into();
-            report.reason = Some(reason);
-            report.hint = hint.map(str::to_string);
-            report
-        };
-
         // 1. The page.
-        let page_html = if is_tsx(&job.input) {
-            let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
-                report.runtime_detail = "not compiled".into();
-                report.html = String::new();
-                let reason = format!(
-                    "`{}` needs esbuild to compile, and esbuild was not found",
-                    job.input
-                );
-                return Ok(give_up(report, reason, Some(tsx::ESBUILD_HINT)));
-            };
-            let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
-            // The compiler reads the entry itself: refuse a link out first.
-            ws.open_read(&job.input)
-                .map_err(|e| crate::inputs::read_error(&job.input, e))?;
-            let t = Instant::now();
-            let bundle =
-                match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await {
-                    Ok(b) => b,
-                    Err(e) => {
-                        report.html = String::new();
-                        report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
-                        report.status = "failed".into();
-                        return Ok(report);
-                    }
-                };
-            report.timings.compile_ms = Some(driver::ms(t.elapsed()));
-            ws.write_atomic(
-                &job.rel("bundle.js"),
-                bundle.as_bytes(),
-                Durability::Relaxed,
-            )
-            .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
-            report.runtime_detail = format!("compiled with {}", esbuild.display());
-            tsx::host_page(&job.id)
-        } else {
-            let bytes = crate::inputs::read_file(ws, &job.input)?;
-            let text = String::from_utf8_lossy(&bytes);
-            let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
-            // The copy under dist/previews/<id>/ loads the original's relative resources.
-            let base = format!("{}/", crate::inputs::relative_link(&html_rel, input_dir));
-            let prepared = page::prepare(&text, job.network, Some(&base));
-            report.runtime_source = prepared.runtime.source.into();
-            report.runtime_detail = prepared.runtime.detail;
-            prepared.html
+        let Some(page_html) = page_html(ctx, job, &html_rel, &mut report).await? else {
+            return Ok(report);
         };
-        ws.write_atomic(&html_rel, page_html.as_bytes(), Durability::Relaxed)
+        ctx.workspace
+            .write_atomic(&html_rel, page_html.as_bytes(), Durability::Relaxed)
             .map_err(|e| io_error("write", &html_rel, e))?;
-
         // 2. The browser.
+        self.render(ctx, job, &html_rel, started, &mut report).await;
+        Ok(report)
+    }
+
+    /// Renders the written page: with the DevTools driver, else with
+    /// Chromium's `--screenshot` mode, as the job allows.
+    async fn render(
+        &self,
+        ctx: &ToolContext<'_>,
+        job: &Job,
+        html_rel: &str,
+        started: Instant,
+        report: &mut PreviewReport,
+    ) {
+        let deadline = started + ctx.timeout;
         let chromium = match find_chromium(job.chromium.as_deref()) {
             Ok(p) => p,
-            Err(e) => return Ok(give_up(report, e, Some(INSTALL_HINT))),
+            Err(e) => return give_up(report, job, e, Some(INSTALL_HINT)),
         };
         let mut devtools_failure: Option<String> = None;
         if job.driver != DriverChoice::ScreenshotMode {
             match self
-                .render_devtools(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .render_devtools(ctx, job, &chromium, html_rel, deadline, report)
                 .await
             {
                 Ok(()) => {}
                 Err(e) if ctx.cancel.is_cancelled() => {
                     report.reason = Some(e);
-                    return Ok(report);
+                    return;
                 }
                 // The page itself hung: another way of rendering it would hang too.
                 Err(e) if e == driver::PAGE_BUSY => {
@@ -376,7 +225,7 @@ impl PreviewTool {
                     report.reason = Some(e);
                     report.hint = Some("make the page's scripts finish; previews render what a browser shows once scripts yield".into());
                     report.timings.total_ms = driver::ms(started.elapsed());
-                    return Ok(report);
+                    return;
                 }
                 Err(e) => devtools_failure = Some(e),
             }
@@ -385,7 +234,7 @@ impl PreviewTool {
             if job.driver == DriverChoice::DevTools {
                 let reason =
                     devtools_failure.unwrap_or_else(|| "the DevTools driver did not run".into());
-                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+                return give_up(report, job, reason, Some(INSTALL_HINT));
             }
             if let Some(f) = &devtools_failure {
                 report.notes.push(format!(
@@ -393,18 +242,17 @@ impl PreviewTool {
                 ));
             }
             if let Err(e) = self
-                .render_screenshot_mode(ctx, job, &chromium, &html_rel, deadline, &mut report)
+                .render_screenshot_mode(ctx, job, &chromium, html_rel, deadline, report)
                 .await
             {
                 let reason = match devtools_failure {
                     Some(f) => format!("DevTools driver: {f}; --screenshot mode: {e}"),
                     None => e,
                 };
-                return Ok(give_up(report, reason, Some(INSTALL_HINT)));
+                return give_up(report, job, reason, Some(INSTALL_HINT));
             }
         }
         report.timings.total_ms = driver::ms(started.elapsed());
-        Ok(report)
     }
 
     async fn render_devtools(
@@ -572,139 +420,6 @@ impl PreviewTool {
     }
 }
 
-fn summary_line(r: &PreviewReport, report_path: &str) -> String {
-    format!(
-        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s), {:.0} ms{}; report {}\n",
-        r.artifact_id,
-        r.status,
-        r.driver,
-        r.runtime_source,
-        r.counts.console_errors,
-        r.counts.page_errors,
-        r.counts.failed_requests,
-        r.timings.total_ms,
-        r.reason
-            .as_ref()
-            .map(|x| format!(" ({x})"))
-            .unwrap_or_default(),
-        report_path,
-    )
-}
-
-/// The entry of `preview.runs` in the artifact manifest.
-pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
-    json!({
-        "artifact_id": r.artifact_id,
-        "status": r.status,
-        "html": Some(&r.html).filter(|h| !h.is_empty()),
-        "screenshot": r.screenshot,
-        "report": report_path,
-        "runtime_source": r.runtime_source,
-        "runtime_detail": r.runtime_detail,
-        "required": r.required,
-        "driver": r.driver,
-        "diagnostics_available": r.diagnostics_available,
-        "console_errors": r.counts.console_errors,
-        "page_errors": r.counts.page_errors,
-        "failed_requests": r.counts.failed_requests,
-        "screenshot_blank": r.image.as_ref().map(|i| i.blank),
-    })
-}
-
-/// How one `preview.runs` entry of the manifest went, by the preview's own
-/// criteria (the `preview` check's, on the counts the run recorded).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum RunVerdict {
-    Pass,
-    Fail,
-    /// Skipped, or rendered without diagnostics: nothing says the page is clean.
-    Unobserved,
-}
-
-fn run_verdict(r: &Value) -> RunVerdict {
-    let count = |key: &str| r[key].as_u64().unwrap_or(0);
-    match r["status"].as_str() {
-        Some("success") => {
-            if count("console_errors") + count("page_errors") + count("failed_requests") > 0
-                || r["screenshot_blank"] == true
-            {
-                RunVerdict::Fail
-            } else if r["diagnostics_available"] == true {
-                RunVerdict::Pass
-            } else {
-                RunVerdict::Unobserved
-            }
-        }
-        Some("skipped") => RunVerdict::Unobserved,
-        _ => RunVerdict::Fail,
-    }
-}
-
-/// The manifest's `preview` (`{required, runs}`) and `validation`
-/// (`{preview_status, has_console_errors, has_request_failures, notes}`)
-/// sections of the reference manifest schema, from the `preview_run` outputs
-/// of a run's preview stages. `(None, None)` when there were none.
-pub fn manifest_summary<'a>(
-    runs: impl IntoIterator<Item = &'a Value>,
-) -> (Option<Value>, Option<Value>) {
-    let runs: Vec<Value> = runs
-        .into_iter()
-        .filter(|r| r.is_object())
-        .cloned()
-        .collect();
-    if runs.is_empty() {
-        return (None, None);
-    }
-    let count = |key: &str| -> u64 { runs.iter().filter_map(|r| r[key].as_u64()).sum() };
-    let verdicts: Vec<RunVerdict> = runs.iter().map(run_verdict).collect();
-    let mut notes: Vec<String> = runs
-        .iter()
-        .zip(&verdicts)
-        .filter(|(r, v)| r["status"] != "success" || **v == RunVerdict::Fail)
-        .map(|(r, _)| {
-            let id = r["artifact_id"].as_str().unwrap_or("?");
-            match r["status"].as_str() {
-                Some("success") => format!(
-                    "preview `{id}` shows problems: {} console error(s), {} page error(s), {} failed request(s){}",
-                    r["console_errors"].as_u64().unwrap_or(0),
-                    r["page_errors"].as_u64().unwrap_or(0),
-                    r["failed_requests"].as_u64().unwrap_or(0),
-                    if r["screenshot_blank"] == true { ", a blank screenshot" } else { "" }
-                ),
-                other => format!("preview `{id}` {}", other.unwrap_or("?")),
-            }
-        })
-        .collect();
-    if runs
-        .iter()
-        .any(|r| r["diagnostics_available"] == false && r["status"] == "success")
-    {
-        notes.push(
-            "some previews were rendered without diagnostics (Chromium --screenshot mode): console, page errors and requests were not checked".into(),
-        );
-    }
-    // The reference vocabulary has no "not checked": `partial` is a preview
-    // that found no problem but could not look at everything.
-    let status = if verdicts.contains(&RunVerdict::Fail) {
-        "fail"
-    } else if verdicts.iter().all(|v| *v == RunVerdict::Pass) {
-        "pass"
-    } else {
-        "partial"
-    };
-    let validation = json!({
-        "preview_status": status,
-        "has_console_errors": count("console_errors") + count("page_errors") > 0,
-        "has_request_failures": count("failed_requests") > 0,
-        "notes": notes,
-    });
-    let section = json!({
-        "required": runs.iter().any(|r| r["required"] == true),
-        "runs": runs,
-    });
-    (Some(section), Some(validation))
-}
-
 #[async_trait]
 impl Tool for PreviewTool {
     fn name(&self) -> &'static str {
@@ -720,37 +435,7 @@ impl Tool for PreviewTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "preview");
-        check_path(inputs, "input", true, &mut issues);
-        check_path(inputs, "out_dir", false, &mut issues);
-        check_bool(inputs, "network", &mut issues);
-        check_bool(inputs, "required", &mut issues);
-        if let Some(Value::String(id)) = inputs.get("id")
-            && !valid_id(id)
-        {
-            issues.push(issue(
-                "id",
-                format!("`id` `{id}` must be letters, digits, `-`, `_` or `.`"),
-                None,
-            ));
-        }
-        if let Err(e) = parse_viewport(inputs.get("viewport")) {
-            issues.push(issue("viewport", e, None));
-        }
-        for key in ["wait_ms", "settle_ms"] {
-            if let Err(e) = parse_ms(inputs.get(key), key, Duration::ZERO) {
-                issues.push(issue(key, e, None));
-            }
-        }
-        if let Err(e) = parse_clicks(inputs.get("click")) {
-            issues.push(issue("click", e, Some("e.g. `click: [\"#show-details\"]`")));
-        }
-        if let Some(v) = inputs.get("driver")
-            && let Err(e) = parse_driver(v.as_str().or(Some("?")))
-        {
-            issues.push(issue("driver", e, None));
-        }
-        issues
+        job::check_inputs(inputs)
     }
 
     async fn invoke(
@@ -886,66 +571,4 @@ pub async fn preview_once(
     let report: PreviewReport =
         serde_json::from_str(&text).map_err(|e| io_error("parse", &report_rel, e))?;
     Ok((report, report_rel))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn msgs(v: Value) -> Vec<String> {
-        PreviewTool::new()
-            .check_inputs(v.as_object().unwrap())
-            .into_iter()
-            .map(|i| i.message)
-            .collect()
-    }
-
-    #[test]
-    fn input_checks() {
-        assert!(
-            msgs(
-                json!({"input": "p.html", "id": "card", "network": false, "required": true,
-                "viewport": {"width": 800, "height": 600}, "click": ["#a", ".b"], "wait_ms": 100,
-                "settle_ms": 500, "driver": "devtools"})
-            )
-            .is_empty()
-        );
-        assert_eq!(msgs(json!({})).len(), 1);
-        let bad = msgs(json!({"input": "/abs.html", "id": "a/b", "network": "yes",
-            "viewport": {"width": 1}, "click": [1], "driver": "selenium", "colour": 1}));
-        assert_eq!(bad.len(), 7, "{bad:?}");
-        assert_eq!(default_id("pages/my card.html"), "my-card");
-    }
-
-    #[test]
-    fn manifest_sections() {
-        assert_eq!(manifest_summary(&[]), (None, None));
-        let clean = json!({"artifact_id": "c", "status": "success", "console_errors": 0, "page_errors": 0, "failed_requests": 0, "diagnostics_available": true, "screenshot_blank": false});
-        let unseen =
-            json!({"artifact_id": "u", "status": "success", "diagnostics_available": false});
-        let skipped = json!({"artifact_id": "b", "status": "skipped", "required": false});
-        let errors = json!({"artifact_id": "a", "status": "success", "console_errors": 1, "failed_requests": 0, "diagnostics_available": true});
-        let status = |runs: &[Value]| manifest_summary(runs).1.unwrap()["preview_status"].clone();
-        assert_eq!(status(std::slice::from_ref(&clean)), "pass");
-        assert_eq!(status(&[clean.clone(), unseen.clone()]), "partial");
-        assert_eq!(status(&[clean.clone(), skipped.clone()]), "partial");
-        assert_eq!(status(&[clean.clone(), errors.clone()]), "fail");
-        let mut blank = clean.clone();
-        blank["screenshot_blank"] = json!(true);
-        assert_eq!(status(&[blank]), "fail");
-        let (section, validation) = manifest_summary(&[errors, skipped]);
-        let (section, validation) = (section.unwrap(), validation.unwrap());
-        assert_eq!(section["runs"].as_array().unwrap().len(), 2);
-        assert_eq!(section["required"], false);
-        assert_eq!(validation["preview_status"], "fail");
-        assert_eq!(validation["has_console_errors"], true);
-        assert_eq!(validation["has_request_failures"], false);
-        assert!(
-            validation["notes"][0]
-                .as_str()
-                .unwrap()
-                .contains("1 console error(s)")
-        );
-        assert_eq!(validation["notes"][1], "preview `b` skipped");
-    }
 }

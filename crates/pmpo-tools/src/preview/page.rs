@@ -98,15 +98,25 @@ fn htmx_script(html: &str) -> Option<(usize, usize, String)> {
 }
 
 fn attr_value(tag: &str, name: &str) -> Option<String> {
-    let lower = tag.to_ascii_lowercase();
+    attribute_values(tag, name)
+        .first()
+        .map(|(_, value)| value.to_string())
+}
+
+/// Every value of the attribute `name` (lower-case) in `html`, with the byte
+/// offset of the attribute's name. A whole attribute name only (after
+/// whitespace, before `=`), in any case; the value quoted or bare.
+pub fn attribute_values<'a>(html: &'a str, name: &str) -> Vec<(usize, &'a str)> {
+    let lower = html.to_ascii_lowercase();
+    let mut out = Vec::new();
     let mut from = 0;
     while let Some(off) = lower[from..].find(name) {
-        let i = from + off;
-        from = i + name.len();
-        if i == 0 || !lower.as_bytes()[i - 1].is_ascii_whitespace() {
+        let at = from + off;
+        from = at + name.len();
+        if at == 0 || !lower.as_bytes()[at - 1].is_ascii_whitespace() {
             continue;
         }
-        let rest = tag[i + name.len()..].trim_start();
+        let rest = html[from..].trim_start();
         let Some(rest) = rest.strip_prefix('=') else {
             continue;
         };
@@ -118,9 +128,9 @@ fn attr_value(tag: &str, name: &str) -> Option<String> {
                 .next()
                 .unwrap_or_default(),
         };
-        return Some(value.to_string());
+        out.push((at, value));
     }
-    None
+    out
 }
 
 fn is_remote(src: &str) -> bool {
@@ -234,6 +244,20 @@ fn local_script() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn attribute_values_are_whole_names_quoted_or_bare() {
+        let html = r#"<a data-src="x" SRC='a b.js' src=c.png>srcset</a><img src = "d">"#;
+        let found = attribute_values(html, "src");
+        let values: Vec<&str> = found.iter().map(|(_, v)| *v).collect();
+        assert_eq!(values, ["a b.js", "c.png", "d"]);
+        assert_eq!(&html[found[0].0..found[0].0 + 3], "SRC");
+        assert_eq!(
+            attr_value("<script src=x.js>", "src").as_deref(),
+            Some("x.js")
+        );
+        assert_eq!(attr_value("<script async>", "src"), None);
+    }
 
     #[test]
     fn detects_htmx_attributes() {

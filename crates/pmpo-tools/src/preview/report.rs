@@ -78,6 +78,14 @@ pub struct ConsoleMessage {
     pub level: String,
     pub text: String,
     pub source: String,
+    #[serde(flatten)]
+    pub at: SourceAt,
+}
+
+/// Where in the page's sources a message or an error came from (`url`,
+/// 1-based `line` and `column`, each left out of the JSON when unknown).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SourceAt {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub url: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -90,12 +98,8 @@ pub struct ConsoleMessage {
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct PageError {
     pub message: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub url: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub line: Option<u64>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub column: Option<u64>,
+    #[serde(flatten)]
+    pub at: SourceAt,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stack: Option<String>,
 }
@@ -245,135 +249,152 @@ impl PreviewVerdict {
 /// verdict, and [`PreviewVerdict::observed`] is false, so no caller may take
 /// the page as clean. A skipped preview observed nothing at all.
 pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> PreviewVerdict {
-    let mut criteria = Vec::new();
     if report.status == "skipped" {
-        let why = report.reason.clone().unwrap_or_default();
-        for name in [
-            "render_success",
-            "no_console_errors",
-            "no_page_errors",
-            "no_request_failures",
-            "screenshot_exists",
-        ] {
-            criteria.push(CriterionResult {
-                name: name.to_string(),
-                state: CheckState::NotChecked,
-                detail: format!("the preview was skipped: {why}"),
-            });
-        }
-        return PreviewVerdict {
-            passed: true,
-            criteria,
-        };
+        return skipped_verdict(report);
     }
-    let mut add = |name: &'static str, state: CheckState, detail: String| {
-        criteria.push(CriterionResult {
-            name: name.to_string(),
-            state,
-            detail,
-        })
-    };
-    let ok = |b: bool| {
-        if b {
-            CheckState::Passed
-        } else {
-            CheckState::Failed
-        }
-    };
-    add(
+    let mut criteria = vec![criterion(
         "render_success",
-        ok(report.status == "success"),
+        passed_if(report.status == "success"),
         match &report.reason {
             Some(r) => format!("status {}: {r}", report.status),
             None => format!("status {}", report.status),
         },
-    );
+    )];
+    criteria.extend(diagnostic_criteria(report));
+    criteria.extend(screenshot_criteria(screenshot));
+    let passed = criteria.iter().all(|c| c.state != CheckState::Failed);
+    PreviewVerdict { passed, criteria }
+}
+
+fn criterion(name: &str, state: CheckState, detail: String) -> CriterionResult {
+    CriterionResult {
+        name: name.to_string(),
+        state,
+        detail,
+    }
+}
+
+fn passed_if(b: bool) -> CheckState {
+    if b {
+        CheckState::Passed
+    } else {
+        CheckState::Failed
+    }
+}
+
+/// A skipped preview observed nothing: every criterion is `not_checked`.
+fn skipped_verdict(report: &PreviewReport) -> PreviewVerdict {
+    let why = report.reason.clone().unwrap_or_default();
+    let criteria = [
+        "render_success",
+        "no_console_errors",
+        "no_page_errors",
+        "no_request_failures",
+        "screenshot_exists",
+    ]
+    .into_iter()
+    .map(|name| {
+        criterion(
+            name,
+            CheckState::NotChecked,
+            format!("the preview was skipped: {why}"),
+        )
+    })
+    .collect();
+    PreviewVerdict {
+        passed: true,
+        criteria,
+    }
+}
+
+/// Console errors, uncaught page errors and failed requests: each
+/// `not_checked` when the driver could not observe them.
+fn diagnostic_criteria(report: &PreviewReport) -> Vec<CriterionResult> {
     let diag = report.diagnostics_available;
+    let state = |clean: bool| {
+        if diag {
+            passed_if(clean)
+        } else {
+            CheckState::NotChecked
+        }
+    };
     let errors: Vec<&ConsoleMessage> = report
         .console
         .iter()
         .filter(|m| m.level == "error")
         .collect();
-    add(
-        "no_console_errors",
-        if diag {
-            ok(errors.is_empty())
-        } else {
-            CheckState::NotChecked
-        },
-        if !diag {
-            "console not observed (no DevTools driver)".into()
-        } else if errors.is_empty() {
-            "no console errors".into()
-        } else {
-            format!(
-                "{} console error(s), first: {}",
-                errors.len(),
-                errors[0].text
-            )
-        },
-    );
-    add(
-        "no_page_errors",
-        if diag {
-            ok(report.page_errors.is_empty())
-        } else {
-            CheckState::NotChecked
-        },
-        match report.page_errors.first() {
-            _ if !diag => "page errors not observed (no DevTools driver)".into(),
-            None => "no uncaught errors".into(),
-            Some(e) => format!(
-                "{} uncaught error(s), first: {}",
-                report.page_errors.len(),
-                e.message
-            ),
-        },
-    );
-    add(
-        "no_request_failures",
-        if diag {
-            ok(report.failed_requests.is_empty())
-        } else {
-            CheckState::NotChecked
-        },
-        match report.failed_requests.first() {
-            _ if !diag => "requests not observed (no DevTools driver)".into(),
-            None => "every request succeeded".into(),
-            Some(r) => format!(
-                "{} failed request(s), first: {} ({})",
-                report.failed_requests.len(),
-                r.url,
-                r.reason
-            ),
-        },
-    );
+    vec![
+        criterion(
+            "no_console_errors",
+            state(errors.is_empty()),
+            if !diag {
+                "console not observed (no DevTools driver)".into()
+            } else if errors.is_empty() {
+                "no console errors".into()
+            } else {
+                format!(
+                    "{} console error(s), first: {}",
+                    errors.len(),
+                    errors[0].text
+                )
+            },
+        ),
+        criterion(
+            "no_page_errors",
+            state(report.page_errors.is_empty()),
+            match report.page_errors.first() {
+                _ if !diag => "page errors not observed (no DevTools driver)".into(),
+                None => "no uncaught errors".into(),
+                Some(e) => format!(
+                    "{} uncaught error(s), first: {}",
+                    report.page_errors.len(),
+                    e.message
+                ),
+            },
+        ),
+        criterion(
+            "no_request_failures",
+            state(report.failed_requests.is_empty()),
+            match report.failed_requests.first() {
+                _ if !diag => "requests not observed (no DevTools driver)".into(),
+                None => "every request succeeded".into(),
+                Some(r) => format!(
+                    "{} failed request(s), first: {} ({})",
+                    report.failed_requests.len(),
+                    r.url,
+                    r.reason
+                ),
+            },
+        ),
+    ]
+}
+
+/// The screenshot exists (and is a PNG), and is not blank.
+fn screenshot_criteria(screenshot: Option<&[u8]>) -> Vec<CriterionResult> {
     match screenshot.map(inspect_png) {
-        None => add(
+        None => vec![criterion(
             "screenshot_exists",
             CheckState::Failed,
             "no screenshot".into(),
-        ),
-        Some(Err(e)) => add("screenshot_exists", CheckState::Failed, e),
-        Some(Ok(info)) => {
-            add(
+        )],
+        Some(Err(e)) => vec![criterion("screenshot_exists", CheckState::Failed, e)],
+        Some(Ok(info)) => vec![
+            criterion(
                 "screenshot_exists",
                 CheckState::Passed,
                 format!("{}x{} PNG", info.width, info.height),
-            );
-            add(
+            ),
+            criterion(
                 "screenshot_not_blank",
-                ok(!info.blank),
+                passed_if(!info.blank),
                 if info.blank {
                     "every pixel has the same colour".into()
                 } else {
                     format!("{}+ distinct colours", info.distinct_colors)
                 },
-            );
-        }
+            ),
+        ],
     }
-    let passed = criteria.iter().all(|c| c.state != CheckState::Failed);
-    PreviewVerdict { passed, criteria }
 }
 
 /// [`evaluate_report`] on a preview directory of a workspace
@@ -408,6 +429,32 @@ pub fn evaluate_preview_report(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn source_places_stay_flat_in_the_report() {
+        let m = ConsoleMessage {
+            level: "error".into(),
+            text: "boom".into(),
+            source: "console-api".into(),
+            at: SourceAt {
+                url: Some("http://x/a.js".into()),
+                line: Some(3),
+                column: None,
+            },
+        };
+        let text = serde_json::to_string(&m).unwrap();
+        assert_eq!(
+            text,
+            r#"{"level":"error","text":"boom","source":"console-api","url":"http://x/a.js","line":3}"#
+        );
+        assert_eq!(serde_json::from_str::<ConsoleMessage>(&text).unwrap(), m);
+        let e: PageError = serde_json::from_str(r#"{"message":"Uncaught x","column":7}"#).unwrap();
+        assert_eq!(e.at.column, Some(7));
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"message":"Uncaught x","column":7}"#
+        );
+    }
 
     fn png_of(w: u32, h: u32, pixel: impl Fn(u32, u32) -> [u8; 4]) -> Vec<u8> {
         let mut out = Vec::new();
@@ -452,9 +499,7 @@ mod tests {
             level: "error".into(),
             text: "boom".into(),
             source: "console-api".into(),
-            url: None,
-            line: None,
-            column: None,
+            at: SourceAt::default(),
         });
         let v = evaluate_report(&r, Some(&drawn));
         assert!(!v.passed);
