@@ -10,7 +10,9 @@ pub mod domain;
 pub mod evidence;
 pub mod journal;
 pub mod model;
+mod phase;
 pub mod reflect;
+mod startup;
 pub mod triggers;
 
 pub use controller::{
