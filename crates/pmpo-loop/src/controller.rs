@@ -18,12 +18,13 @@ use pmpo_plan::{Constraint, Specification, ValidationItem};
 use pmpo_store::Workspace;
 use pmpo_store::artifacts::{ArtifactError, Artifacts, RefinementState, artifact_dir};
 use pmpo_store::lock::LockHolder;
+use pmpo_store::states::ApprovalStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::domain::AdapterInput;
 use crate::journal::{self, DECISIONS, REFINEMENT_LOG};
-use crate::reflect::{self, ConstraintState, DecisionRecord, Reflection};
+use crate::reflect::{self, ConstraintState, Decision, DecisionRecord, Reflection, Termination};
 use crate::triggers::{self, Dispatcher};
 
 pub use crate::phase::approval::{Approved, approve};
@@ -130,6 +131,16 @@ impl LoopError {
     }
 }
 
+impl From<Termination> for Outcome {
+    fn from(t: Termination) -> Outcome {
+        match t {
+            Termination::Converged => Outcome::Converged,
+            Termination::MaxIterationsExceeded => Outcome::MaxIterationsExceeded,
+            Termination::UserTerminated => Outcome::UserTerminated,
+        }
+    }
+}
+
 /// How a `refine` call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -144,6 +155,18 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// How a `refine` call found its artifact.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Started {
+    /// A new artifact.
+    Created,
+    /// A new cycle of a finalized artifact, seeded from it.
+    NewCycle,
+    /// A cycle in progress, resumed.
+    Resumed,
+}
+
 /// What `refine` reports (also its `--json` output).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -156,7 +179,7 @@ pub struct Report {
     pub convergence_status: String,
     pub iteration: u64,
     pub max_iterations: u64,
-    pub started: &'static str,
+    pub started: Started,
     pub constraints: Vec<ConstraintState>,
     pub last_decision: Option<DecisionRecord>,
     pub iteration_history: Vec<Value>,
@@ -219,12 +242,58 @@ pub struct LoopState {
     pub last_decision: Option<DecisionRecord>,
 }
 
+/// Where the approval gate of an iteration stands (spelt as `state.json`
+/// keeps it: `pending`, `continue`, `terminate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum GateStatus {
+    Pending,
+    Continue,
+    Terminate,
+}
+
+impl GateStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GateStatus::Pending => "pending",
+            GateStatus::Continue => "continue",
+            GateStatus::Terminate => "terminate",
+        }
+    }
+}
+
+impl std::fmt::Display for GateStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+impl From<Approval> for GateStatus {
+    fn from(answer: Approval) -> GateStatus {
+        match answer {
+            Approval::Continue => GateStatus::Continue,
+            Approval::Terminate => GateStatus::Terminate,
+        }
+    }
+}
+
+/// The shared approval vocabulary: going on is approving the iteration,
+/// terminating is rejecting it.
+impl From<GateStatus> for ApprovalStatus {
+    fn from(gate: GateStatus) -> ApprovalStatus {
+        match gate {
+            GateStatus::Pending => ApprovalStatus::Pending,
+            GateStatus::Continue => ApprovalStatus::Approved,
+            GateStatus::Terminate => ApprovalStatus::Rejected,
+        }
+    }
+}
+
 /// The approval gate of one iteration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ApprovalRecord {
     pub iteration: u64,
-    /// `pending`, `continue` or `terminate`.
-    pub status: String,
+    pub status: GateStatus,
     pub requested_at: String,
     #[serde(default)]
     pub answered_at: Option<String>,
@@ -326,7 +395,7 @@ pub(crate) struct Controller<'a, 'e> {
     pub(crate) dispatcher: Dispatcher,
     pub(crate) notes: Vec<String>,
     pub(crate) timings: Timings,
-    pub(crate) started_how: &'static str,
+    pub(crate) started_how: Started,
 }
 
 impl Controller<'_, '_> {
@@ -434,11 +503,11 @@ impl Controller<'_, '_> {
     }
 
     pub(crate) async fn run(&mut self) -> Result<Outcome, LoopError> {
-        if self.started_how != "resumed" || self.state.current_iteration == 0 {
+        if self.started_how != Started::Resumed || self.state.current_iteration == 0 {
             let msg = match self.started_how {
-                "created" => "new artifact",
-                "new_cycle" => "new cycle, seeded from the finalized one",
-                _ => "resumed",
+                Started::Created => "new artifact",
+                Started::NewCycle => "new cycle, seeded from the finalized one",
+                Started::Resumed => "resumed",
             };
             self.env.observer.note(&format!(
                 "{} `{}` ({}, {}; evaluated by {})",
@@ -534,14 +603,18 @@ impl Controller<'_, '_> {
         Ok(())
     }
 
+    /// Whether a person answered this iteration's approval gate with terminate.
+    pub(crate) fn user_terminated(&self) -> bool {
+        matches!(&self.ls.approval, Some(a) if a.iteration == self.state.current_iteration && a.status == GateStatus::Terminate)
+    }
+
     fn decide(&mut self) -> Result<Option<Outcome>, LoopError> {
         let iteration = self.state.current_iteration;
         let d = match self.ls.pending_decision.clone() {
             Some(d) if d.iteration == iteration => d,
             _ => {
                 let r = self.load_reflection()?;
-                let user_terminated = matches!(&self.ls.approval, Some(a) if a.iteration == iteration && a.status == "terminate");
-                reflect::decide(&r, self.state.max_iterations, user_terminated)
+                reflect::decide(&r, self.state.max_iterations, self.user_terminated())
             }
         };
         self.fire(
@@ -551,9 +624,9 @@ impl Controller<'_, '_> {
         );
         self.ls.last_decision = Some(d.clone());
         self.ls.pending_decision = None;
-        if d.decision == "terminate" {
-            let status = d.status.clone().unwrap_or_else(|| "converged".into());
-            self.state.convergence_status = status.clone();
+        if d.decision == Decision::Terminate {
+            let status = d.status.unwrap_or(Termination::Converged);
+            self.state.convergence_status = status.as_str().to_string();
             store_loop(&mut self.state, &self.ls);
             // The cycle's own files go to the history with it: the next
             // cycle reuses their paths.
@@ -569,9 +642,9 @@ impl Controller<'_, '_> {
                 archived.push(reflection_path(&self.name(), i));
             }
             let archived: Vec<&str> = archived.iter().map(String::as_str).collect();
-            let history = self
-                .arts
-                .finalize_state(&mut self.state, Some(&status), &archived)?;
+            let history =
+                self.arts
+                    .finalize_state(&mut self.state, Some(status.as_str()), &archived)?;
             self.log(
                 DECISIONS,
                 "finalized",
@@ -584,11 +657,7 @@ impl Controller<'_, '_> {
                 None,
                 json!({"status": status, "history": history}),
             );
-            return Ok(Some(match status.as_str() {
-                "converged" => Outcome::Converged,
-                "user_terminated" => Outcome::UserTerminated,
-                _ => Outcome::MaxIterationsExceeded,
-            }));
+            return Ok(Some(status.into()));
         }
         self.ls.focus = d.unsatisfied.clone();
         self.state.current_iteration += 1;

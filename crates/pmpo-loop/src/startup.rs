@@ -13,8 +13,8 @@ use serde_json::Value;
 
 use crate::content_type;
 use crate::controller::{
-    Controller, Env, LoopError, LoopState, REFINER_LOCK, Report, Request, Timings, loop_state,
-    store_loop, workflow_log,
+    Controller, Env, LoopError, LoopState, REFINER_LOCK, Report, Request, Started, Timings,
+    loop_state, store_loop, workflow_log,
 };
 use crate::domain::{self, AdapterInput};
 use crate::triggers::{self, Dispatcher};
@@ -139,7 +139,7 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         Err(e) => return Err(e.into()),
     };
     let (mut state, started_how) = match existing {
-        Some(s) if s.finalized_at.is_none() => (s, "resumed"),
+        Some(s) if s.finalized_at.is_none() => (s, Started::Resumed),
         prior => {
             let (artifact_type, detected) =
                 type_and_content_type(&req, prior.as_ref(), &inputs, &input_texts)?;
@@ -171,15 +171,15 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
             (
                 state,
                 if prior.is_some() {
-                    "new_cycle"
+                    Started::NewCycle
                 } else {
-                    "created"
+                    Started::Created
                 },
             )
         }
     };
     // A new artifact or cycle had the flags applied before its first save.
-    let changed = if started_how == "resumed" {
+    let changed = if started_how == Started::Resumed {
         apply_request(&mut state, &req, &inputs)
     } else {
         Vec::new()

@@ -6,13 +6,14 @@ use std::time::Instant;
 use pmpo_store::artifacts::{Artifacts, RefinementState};
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::provider::Provider;
+use pmpo_store::states::ConstraintStatus;
 use pmpo_store::{Workspace, now_rfc3339};
 use serde::Serialize;
 use serde_json::json;
 
 use crate::controller::{
-    Approval, ApprovalRecord, ApprovalRequest, Controller, LoopError, LoopState, Outcome,
-    REFINER_LOCK, loop_state, store_loop,
+    Approval, ApprovalRecord, ApprovalRequest, Controller, GateStatus, LoopError, LoopState,
+    Outcome, REFINER_LOCK, loop_state, store_loop,
 };
 use crate::journal::{self, DECISIONS};
 
@@ -24,16 +25,16 @@ impl Controller<'_, '_> {
         let iteration = self.state.current_iteration;
         if let Some(a) = &self.ls.approval
             && a.iteration == iteration
-            && a.status != "pending"
+            && a.status != GateStatus::Pending
         {
             return Ok(None);
         }
         let r = self.load_reflection()?;
         let summary = format!(
             "Iteration {iteration}: {} satisfied, {} violated, {} not checked of {} constraint(s).{}{}",
-            r.count("satisfied"),
-            r.count("violated"),
-            r.count("not_checked"),
+            r.count(ConstraintStatus::Satisfied),
+            r.count(ConstraintStatus::Violated),
+            r.count(ConstraintStatus::NotChecked),
             r.constraints.len(),
             if r.unsatisfied().is_empty() {
                 String::new()
@@ -50,7 +51,7 @@ impl Controller<'_, '_> {
         if first_request {
             self.ls.approval = Some(ApprovalRecord {
                 iteration,
-                status: "pending".into(),
+                status: GateStatus::Pending,
                 requested_at: now_rfc3339(),
                 answered_at: None,
                 answered_by: None,
@@ -132,20 +133,17 @@ fn record_answer(
     note: Option<&str>,
 ) -> Result<(), LoopError> {
     let iteration = state.current_iteration;
-    let word = match answer {
-        Approval::Continue => "continue",
-        Approval::Terminate => "terminate",
-    };
+    let word = GateStatus::from(answer);
     let rec = ls.approval.get_or_insert_with(|| ApprovalRecord {
         iteration,
-        status: "pending".into(),
+        status: GateStatus::Pending,
         requested_at: now_rfc3339(),
         answered_at: None,
         answered_by: None,
         note: None,
     });
     rec.iteration = iteration;
-    rec.status = word.into();
+    rec.status = word;
     rec.answered_at = Some(now_rfc3339());
     rec.answered_by = Some(by.into());
     rec.note = note.map(str::to_string);
@@ -202,7 +200,7 @@ pub fn approve(
         )));
     }
     let mut ls = loop_state(&state);
-    let pending = matches!(&ls.approval, Some(a) if a.iteration == state.current_iteration && a.status == "pending");
+    let pending = matches!(&ls.approval, Some(a) if a.iteration == state.current_iteration && a.status == GateStatus::Pending);
     if !pending {
         return Err(LoopError::Usage(format!(
             "`{name}` is not waiting for approval (iteration {}, last completed phase: {})",
@@ -220,6 +218,9 @@ pub fn approve(
     Ok(Approved {
         artifact_name: name.into(),
         iteration: state.current_iteration,
-        decision: ls.approval.map(|a| a.status).unwrap_or_default(),
+        decision: ls
+            .approval
+            .map(|a| a.status.as_str().to_string())
+            .unwrap_or_default(),
     })
 }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use pmpo_engine::{Event, EventSink};
+use pmpo_store::states::RunStatus;
 use serde_json::Value;
 
 use crate::controller::{Controller, LoopError, Observer, Outcome, plan_path, read_json};
@@ -42,8 +43,8 @@ impl Controller<'_, '_> {
             && done["plan"].as_str() == Some(rel.as_str())
             && done["plan_blake3"].as_str() == Some(checked.blake3.as_str())
             && matches!(
-                done["status"].as_str(),
-                Some("completed" | "failed" | "incomplete")
+                done["status"].as_str().and_then(RunStatus::parse),
+                Some(RunStatus::Completed | RunStatus::Failed | RunStatus::Incomplete)
             )
         {
             let summary = format!(
@@ -75,12 +76,12 @@ impl Controller<'_, '_> {
         self.timings.stages_ms += results.stages.iter().map(|s| s.duration_ms).sum::<f64>();
         self.timings.teardown_ms += results.teardown_ms;
         self.ls.run_id = Some(results.run_id.clone());
-        match results.status.as_str() {
-            "cancelled" => {
+        match RunStatus::parse(&results.status) {
+            Some(RunStatus::Cancelled) => {
                 self.save()?;
                 return Ok(Some(Outcome::Cancelled));
             }
-            "awaiting_intervention" | "paused" => {
+            Some(s) if s.is_paused() => {
                 self.save()?;
                 self.notes.push(format!(
                     "run {} is paused: answer with `pmpo resume {} --retry|--skip|--abort`, then `pmpo refine {}` goes on",

@@ -4,6 +4,7 @@
 
 pub mod approval;
 mod execute;
+mod judge;
 mod persist;
 mod plan;
 mod reflect;

@@ -4,11 +4,12 @@
 use std::time::Instant;
 
 use pmpo_store::now_rfc3339;
+use pmpo_store::states::ConstraintStatus;
 use serde_json::{Value, json};
 
 use crate::controller::{Controller, LoopError, read_json, write_json};
 use crate::journal::{DECISIONS, REFINEMENT_LOG};
-use crate::reflect;
+use crate::reflect::{self, Decision, Termination};
 
 impl Controller<'_, '_> {
     pub(crate) fn persist(&mut self) -> Result<(), LoopError> {
@@ -16,9 +17,8 @@ impl Controller<'_, '_> {
         self.begin("persist");
         let iteration = self.state.current_iteration;
         let r = self.load_reflection()?;
-        let user_terminated = matches!(&self.ls.approval, Some(a) if a.iteration == iteration && a.status == "terminate");
-        let d = reflect::decide(&r, self.state.max_iterations, user_terminated);
-        if d.status.as_deref() == Some("max_iterations_exceeded") {
+        let d = reflect::decide(&r, self.state.max_iterations, self.user_terminated());
+        if d.status == Some(Termination::MaxIterationsExceeded) {
             self.log(
                 REFINEMENT_LOG,
                 &format!("max-iterations:{iteration}"),
@@ -27,26 +27,23 @@ impl Controller<'_, '_> {
         }
         let mut body = format!(
             "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files of the artifact in dist/: {}; the manifest lists {} of them ({})\n- Decision: {}{}\n- Reason: {}\n",
-            r.count("satisfied"),
-            r.count("violated"),
-            r.count("not_checked"),
+            r.count(ConstraintStatus::Satisfied),
+            r.count(ConstraintStatus::Violated),
+            r.count(ConstraintStatus::NotChecked),
             r.constraints.len(),
             r.dist_files.len(),
             r.manifest_files,
             if r.manifest_valid { "valid" } else { "invalid" },
             d.decision,
-            d.status
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default(),
+            d.status.map(|s| format!(" ({s})")).unwrap_or_default(),
             d.reason
         );
-        if d.decision == "continue" {
+        if d.decision == Decision::Continue {
             body.push_str(&format!("- Next focus: {}\n", d.unsatisfied.join(", ")));
         }
         self.log(REFINEMENT_LOG, &format!("persist:{iteration}"), &body)?;
         let mut dec = format!("## Iteration {iteration} — Decision: {}\n\n", d.decision);
-        if d.decision == "continue" {
+        if d.decision == Decision::Continue {
             dec.push_str(&format!(
                 "- Unsatisfied constraints: {}\n",
                 if d.unsatisfied.is_empty() {
@@ -59,7 +56,7 @@ impl Controller<'_, '_> {
         } else {
             dec.push_str(&format!(
                 "- Convergence: {}\n- Rationale: {}\n",
-                d.status.as_deref().unwrap_or(""),
+                d.status.map(Termination::as_str).unwrap_or(""),
                 d.reason
             ));
         }
@@ -75,7 +72,7 @@ impl Controller<'_, '_> {
             self.state.iteration_history.push(json!({
                 "iteration": iteration,
                 "phases_completed": phases,
-                "constraints_satisfied": r.count("satisfied"),
+                "constraints_satisfied": r.count(ConstraintStatus::Satisfied),
                 "constraints_total": r.constraints.len(),
                 "decision": d.decision,
                 "reason": d.reason,
@@ -97,9 +94,9 @@ impl Controller<'_, '_> {
                     "evaluation_strategy": r.strategy,
                     "constraints": {
                         "total": r.constraints.len(),
-                        "satisfied": r.count("satisfied"),
-                        "violated": r.count("violated"),
-                        "not_checked": r.count("not_checked"),
+                        "satisfied": r.count(ConstraintStatus::Satisfied),
+                        "violated": r.count(ConstraintStatus::Violated),
+                        "not_checked": r.count(ConstraintStatus::NotChecked),
                     },
                     "decision": d.decision,
                     "convergence_status": d.status,
@@ -111,10 +108,7 @@ impl Controller<'_, '_> {
         let summary = format!(
             "decision: {}{}",
             d.decision,
-            d.status
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default()
+            d.status.map(|s| format!(" ({s})")).unwrap_or_default()
         );
         self.ls.pending_decision = Some(d);
         self.end("persist", &summary, t)

@@ -7,6 +7,7 @@ use std::time::Instant;
 use pmpo_ai::Phase;
 use pmpo_engine::Engine;
 use pmpo_plan::{PlanDocument, ValidationItem};
+use pmpo_store::states::ConstraintStatus;
 use serde::Serialize;
 use serde_json::{Value, json};
 
@@ -144,7 +145,7 @@ impl Controller<'_, '_> {
             Some(r) => r
                 .constraints
                 .iter()
-                .filter(|c| c.status != "satisfied")
+                .filter(|c| c.status != ConstraintStatus::Satisfied)
                 .map(|c| format!("- {} [{}] {}: {}", c.id, c.severity, c.status, c.evidence))
                 .collect::<Vec<_>>()
                 .join("\n"),

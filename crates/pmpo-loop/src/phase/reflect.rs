@@ -1,11 +1,11 @@
 //! Reflect: each constraint's status from the run's checks (measured), the
-//! model's judgement of those no check measures (judged), the evidence rule,
-//! the artifact's files and the regression checklist, written as
-//! `reflections/iteration-N.json`.
+//! model's judgement of those no check measures (judged, in `judge`), the
+//! evidence rule, the artifact's files and the regression checklist, written
+//! as `reflections/iteration-N.json`.
 
 use std::time::Instant;
 
-use pmpo_ai::Phase;
+use pmpo_store::states::{ConstraintStatus, StageStatus};
 use pmpo_store::{Workspace, now_rfc3339};
 use serde_json::{Map, Value, json};
 
@@ -15,9 +15,10 @@ use crate::controller::{
 use crate::domain;
 use crate::evidence::{PathPattern, RunEvidence};
 use crate::journal::{DECISIONS, REFINEMENT_LOG, cell};
-use crate::model::{self, Asked, Caller};
-use crate::reflect::{self, ConstraintState, ExecutionSummary, Reflection};
-use crate::startup::head_text;
+use crate::phase::judge::Judged;
+use crate::reflect::{
+    self, Basis, ComponentSummary, ConstraintState, ExecutionSummary, Reflection,
+};
 
 impl Controller<'_, '_> {
     /// `Some(Cancelled)` when Ctrl-C came while the model was judging.
@@ -33,103 +34,12 @@ impl Controller<'_, '_> {
             .flatten()
             .filter(|v: &Value| v["run_id"].as_str() == Some(run_id.as_str()))
             .unwrap_or(Value::Null);
-        let checked_ids: Vec<&str> = spec
-            .checks
-            .iter()
-            .map(|c| c.constraint_id.as_str())
-            .collect();
-        let mut constraints: Vec<ConstraintState> = spec
-            .specification
-            .constraints
-            .iter()
-            .map(|c| {
-                let m = measured["constraints"]
-                    .as_array()
-                    .and_then(|a| a.iter().find(|x| x["id"].as_str() == Some(c.id.as_str())));
-                let status = m
-                    .and_then(|x| x["status"].as_str())
-                    .unwrap_or("not_checked")
-                    .to_string();
-                let evidence = m
-                    .and_then(|x| x["checks"].as_array())
-                    .map(|checks| {
-                        checks
-                            .iter()
-                            .map(|k| {
-                                format!(
-                                    "{} {}: {}",
-                                    k["check"].as_str().unwrap_or("?"),
-                                    k["status"].as_str().unwrap_or("?"),
-                                    k["message"].as_str().unwrap_or("")
-                                )
-                            })
-                            .collect::<Vec<_>>()
-                            .join("; ")
-                    })
-                    .unwrap_or_default();
-                let basis = if status == "not_checked" {
-                    "none"
-                } else {
-                    "measured"
-                };
-                ConstraintState {
-                    id: c.id.clone(),
-                    description: c.description.clone(),
-                    severity: c.severity.to_string(),
-                    status,
-                    basis: basis.into(),
-                    evidence: if evidence.is_empty() && !checked_ids.contains(&c.id.as_str()) {
-                        "no deterministic check".into()
-                    } else {
-                        evidence
-                    },
-                    run_id: String::new(),
-                    files: Vec::new(),
-                    unproven: Vec::new(),
-                }
-            })
-            .collect();
+        let mut constraints = measured_states(&spec, &measured);
         let results: Value = read_json(self.ws, pmpo_engine::RESULTS_FILE)
             .ok()
             .flatten()
             .unwrap_or(Value::Null);
-        let same_run = results["run_id"].as_str() == Some(run_id.as_str());
-        let execution = if same_run {
-            ExecutionSummary {
-                run_id: run_id.clone(),
-                status: results["status"].as_str().unwrap_or("").into(),
-                stages: results["stages"].as_array().map_or(0, Vec::len),
-                failed_stages: results["stages"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|s| {
-                        s["status"].as_str().is_some_and(|st| {
-                            st.eq_ignore_ascii_case("failed") || st.eq_ignore_ascii_case("timeout")
-                        })
-                    })
-                    .filter_map(|s| s["id"].as_str().map(str::to_string))
-                    .collect(),
-                errors: results["errors"]
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .map(|e| {
-                        format!(
-                            "{}: {}",
-                            e["stage"].as_str().unwrap_or("?"),
-                            e["message"].as_str().unwrap_or("")
-                        )
-                    })
-                    .take(20)
-                    .collect(),
-            }
-        } else {
-            ExecutionSummary {
-                run_id: run_id.clone(),
-                ..Default::default()
-            }
-        };
+        let execution = execution_summary(&results, &run_id);
         // The evidence rule: a measured status stands only when every file
         // its checks read was produced or verified by this iteration's run.
         let plan_doc: Value = read_json(self.ws, &plan_path(&self.name(), iteration))
@@ -141,159 +51,65 @@ impl Controller<'_, '_> {
             .as_array()
             .cloned()
             .unwrap_or_default();
-        // Every constraint a check measures (or tried to: the engine may already
-        // have found its files unproven) names the run and the files it rests on.
-        for c in constraints.iter_mut() {
-            let mine: Vec<&Value> = checks_run
-                .iter()
-                .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
-                .collect();
-            if c.basis != "measured" && mine.is_empty() {
-                continue;
-            }
-            let mut files = Vec::new();
-            let mut unproven = Vec::new();
-            for k in mine {
-                let (f, u) = ev.assess(&k["with"]);
-                files.extend(f);
-                unproven.extend(u);
-            }
-            c.run_id = run_id.clone();
-            if c.basis != "measured" {
-                // Not measured: nothing to overrule, only the files to name.
-                c.unproven = unproven;
-                continue;
-            }
-            if unproven.is_empty() {
-                c.files = files;
-                c.files.dedup();
-            } else if c.status == "violated" {
-                // A violation is never a false success: it stands, and says
-                // that the files it was seen on are not this run's own.
-                c.unproven = unproven;
-            } else {
-                c.evidence = format!(
-                    "not evidence: its check read files this iteration did not produce or verify (the check said {}: {})",
-                    c.status, c.evidence
-                );
-                c.status = "not_checked".into();
-                c.basis = "none".into();
-                c.unproven = unproven;
-            }
-        }
+        apply_evidence(&mut constraints, &checks_run, &ev, &run_id);
         let mut notes = Vec::new();
-        // Only constraints without a check go to the model, and are marked
-        // judged. A check that ran and could not observe (`not_checked`), or
-        // read unproven files, is not handed to a judge who cannot observe
-        // either: it stays not_checked.
-        // (`execution_required: false` items are the plan's way of asking
-        // for a judgement: they are not checks.)
-        let has_check = |id: &str| {
-            spec.checks
-                .iter()
-                .any(|k| k.constraint_id == id && k.execution_required)
-                || checks_run.iter().any(|k| {
-                    k["constraint_id"].as_str() == Some(id)
-                        && k["execution_required"].as_bool() != Some(false)
-                })
-        };
-        let open: Vec<usize> = constraints
-            .iter()
-            .enumerate()
-            .filter(|(_, c)| {
-                c.status == "not_checked" && c.unproven.is_empty() && !has_check(&c.id)
-            })
-            .map(|(i, _)| i)
-            .collect();
-        if !open.is_empty() && !ev.complete() {
-            // A judge would read files this run did not produce: no judgement.
-            let why = format!(
-                "this iteration's run `{run_id}` did not complete ({}): its files are not there to judge",
-                if ev.status.is_empty() {
-                    "no results"
-                } else {
-                    ev.status.as_str()
-                }
-            );
-            for &i in &open {
-                constraints[i].unproven = vec![why.clone()];
-                constraints[i].run_id = run_id.clone();
-            }
-            notes.push(format!(
-                "{} constraint(s) without a check are not judged: {why} ({})",
-                open.len(),
-                open.iter()
-                    .map(|&i| constraints[i].id.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        } else if !open.is_empty() {
-            if let Some(client) = self.client.clone() {
-                let prompt = self.judge_prompt(&spec, &constraints, &open);
-                let ids: Vec<String> = open.iter().map(|&i| constraints[i].id.clone()).collect();
-                let caller = Caller {
-                    client: &client,
-                    ws: self.ws,
-                    refinement_id: &self.state.refinement_id,
-                    cancel: &self.env.exec.cancel,
-                };
-                let check = move |v: &mut Value| -> Vec<String> {
-                    model::tidy_judgement(v);
-                    let mut p = model::schema_problems(model::JUDGEMENT_SCHEMA, v);
-                    if p.is_empty() {
-                        for j in v["judgements"].as_array().into_iter().flatten() {
-                            let id = j["id"].as_str().unwrap_or("");
-                            if !ids.iter().any(|x| x == id) {
-                                p.push(format!(
-                                    "`{id}` is not one of the constraints to judge ({})",
-                                    ids.join(", ")
-                                ));
-                            }
-                        }
-                    }
-                    p
-                };
-                self.env.observer.note(&format!(
-                    "asking the model to judge {} constraint(s) no check measures",
-                    open.len()
-                ));
-                let t_model = Instant::now();
-                let asked = caller
-                    .ask_json(
-                        Phase::Reflect,
-                        &format!("reflect-{iteration}"),
-                        prompt,
-                        &check,
-                    )
-                    .await;
-                self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
-                match asked {
-                    Asked::Valid { value, .. } => {
-                        for j in value["judgements"].as_array().into_iter().flatten() {
-                            if let Some(c) = constraints.iter_mut().find(|c| Some(c.id.as_str()) == j["id"].as_str()) {
-                                c.status = j["status"].as_str().unwrap_or("not_checked").into();
-                                c.basis = "judged".into();
-                                c.evidence = format!("judged by the model: {}", j["reason"].as_str().unwrap_or(""));
-                            }
-                        }
-                    }
-                    Asked::Invalid { problems } => notes.push(format!(
-                        "the model's judgement was invalid after one repair ({}); those constraints stay not_checked",
-                        problems.join("; ")
-                    )),
-                    Asked::Failed(e) => notes.push(format!("no model judgement ({e}); those constraints stay not_checked")),
-                    Asked::Cancelled => return Ok(Some(self.cancelled_in("reflect"))),
-                }
-            } else {
-                notes.push(format!(
-                    "{} constraint(s) have no deterministic check and no model is configured: they stay not_checked ({})",
-                    open.len(),
-                    open.iter().map(|&i| constraints[i].id.as_str()).collect::<Vec<_>>().join(", ")
-                ));
+        let open = open_to_judge(&spec, &checks_run, &constraints);
+        if !open.is_empty() {
+            match self
+                .judge(&spec, &mut constraints, &open, &ev, &run_id)
+                .await
+            {
+                Judged::Cancelled => return Ok(Some(self.cancelled_in("reflect"))),
+                Judged::Note(note) => notes.push(note),
+                Judged::Done => {}
             }
         }
-        // Files: required ones (present only when this run recorded them),
-        // this artifact's own outputs in dist/, empty ones, its manifest entries.
+        let r = self.reflection(&spec, &ev, &run_id, constraints, execution, &notes);
+        write_json(
+            self.ws,
+            &reflection_path(&self.name(), iteration),
+            &r,
+            &self.state.refinement_id,
+        )?;
+        for n in &notes {
+            self.env.observer.note(n);
+        }
+        let summary = reflect_summary(&r);
+        self.log(
+            REFINEMENT_LOG,
+            &format!("reflect:{iteration}"),
+            &reflect_log(&r, &summary, &notes),
+        )?;
+        self.log(
+            DECISIONS,
+            &format!("reflect:{iteration}"),
+            &reflect_decision_log(&r, &summary),
+        )?;
+        if !r.regressions.is_empty() {
+            self.fire(
+                "on_regression",
+                Some("reflect"),
+                json!({"regressions": r.regressions, "count": r.regressions.len()}),
+            );
+        }
+        self.end("reflect", &summary, t)?;
+        Ok(None)
+    }
+
+    /// The reflection record: the constraints as reflected, the artifact's
+    /// files (required ones present only when this run recorded them, its
+    /// own outputs in dist/, empty ones, its manifest entries), the
+    /// regression checklist and the composite's components.
+    fn reflection(
+        &self,
+        spec: &SpecFile,
+        ev: &RunEvidence,
+        run_id: &str,
+        constraints: Vec<ConstraintState>,
+        execution: ExecutionSummary,
+        notes: &[String],
+    ) -> Reflection {
+        let iteration = self.state.current_iteration;
         let required_missing: Vec<String> = spec
             .required_files
             .iter()
@@ -322,28 +138,26 @@ impl Controller<'_, '_> {
             .as_array()
             .into_iter()
             .flatten()
-            .filter(|f| owned_entry(f, &manifest, &name, &run_id))
+            .filter(|f| owned_entry(f, &manifest, &name, run_id))
             .count();
         let mut params = Map::new();
         params.insert("path".into(), json!(pmpo_engine::MANIFEST_FILE));
         params.insert("verify_digests".into(), json!(true));
         params.insert("owner".into(), json!(name));
         let outcome = pmpo_checks::run_check(self.ws, "manifest", &params);
+        let mut unproven: Vec<String> = ev
+            .unproven
+            .iter()
+            .map(|(o, why)| format!("`{o}`: {why}"))
+            .collect();
+        unproven.dedup();
         let mut r = Reflection {
             iteration,
             strategy: self.ls.evaluation_strategy.clone(),
             constraints,
             execution,
             required_missing,
-            unproven: {
-                let mut u: Vec<String> = ev
-                    .unproven
-                    .iter()
-                    .map(|(o, why)| format!("`{o}`: {why}"))
-                    .collect();
-                u.dedup();
-                u
-            },
+            unproven,
             manifest_valid: outcome.passed(),
             manifest_problem: (!outcome.passed()).then(|| outcome.message.clone()),
             manifest_files,
@@ -351,166 +165,12 @@ impl Controller<'_, '_> {
             empty_files,
             regressions: vec![],
             components: vec![],
-            notes: notes.clone(),
+            notes: notes.to_vec(),
             reflected_at: now_rfc3339(),
         };
         r.regressions = reflect::regressions(&r, before.as_ref());
-        r.components = self
-            .components()
-            .into_iter()
-            .map(|(id, content_type, strategy)| {
-                let mine: Vec<&ConstraintState> = r
-                    .constraints
-                    .iter()
-                    .filter(|c| c.id.starts_with(&format!("{id}_")))
-                    .collect();
-                let n = |s: &str| mine.iter().filter(|c| c.status == s).count();
-                reflect::ComponentSummary {
-                    satisfied: n("satisfied"),
-                    violated: n("violated"),
-                    not_checked: n("not_checked"),
-                    id,
-                    content_type,
-                    strategy,
-                }
-            })
-            .collect();
-        write_json(
-            self.ws,
-            &reflection_path(&self.name(), iteration),
-            &r,
-            &self.state.refinement_id,
-        )?;
-        for n in &notes {
-            self.env.observer.note(n);
-        }
-        let summary = format!(
-            "{} satisfied, {} violated, {} not checked of {}; {} regression(s)",
-            r.count("satisfied"),
-            r.count("violated"),
-            r.count("not_checked"),
-            r.constraints.len(),
-            r.regressions.len()
-        );
-        let mut body = format!(
-            "## Iteration {iteration} — Reflect\n\nStrategy: {}. {summary}.\n\n| Constraint | Severity | Status | Basis | Evidence |\n|---|---|---|---|---|\n",
-            r.strategy
-        );
-        for c in &r.constraints {
-            body.push_str(&format!(
-                "| `{}` | {} | {} | {} | {} |\n",
-                c.id,
-                c.severity,
-                c.status,
-                c.basis,
-                cell(&c.evidence)
-            ));
-        }
-        for c in &r.components {
-            body.push_str(&format!(
-                "\nComponent `{}` ({}, evaluated by {}): {} satisfied, {} violated, {} not checked\n",
-                c.id, c.content_type, c.strategy, c.satisfied, c.violated, c.not_checked
-            ));
-        }
-        if !r.required_missing.is_empty() {
-            body.push_str(&format!(
-                "\nRequired files not produced or verified by run `{}`: {}\n",
-                r.execution.run_id,
-                r.required_missing.join(", ")
-            ));
-        }
-        for u in &r.unproven {
-            body.push_str(&format!("\nUnproven: {u}\n"));
-        }
-        if !r.manifest_valid {
-            body.push_str(&format!(
-                "\nManifest: {}\n",
-                r.manifest_problem.as_deref().unwrap_or("invalid")
-            ));
-        }
-        for g in &r.regressions {
-            body.push_str(&format!("\nRegression: {g}\n"));
-        }
-        for n in &notes {
-            body.push_str(&format!("\nNote: {n}\n"));
-        }
-        self.log(REFINEMENT_LOG, &format!("reflect:{iteration}"), &body)?;
-        let mut d = format!("## Iteration {iteration} — Reflect\n\n- {summary}\n");
-        if !r.unsatisfied().is_empty() {
-            d.push_str(&format!(
-                "- Not satisfied (violated, or blocking and not measured): {}\n",
-                r.unsatisfied().join(", ")
-            ));
-        }
-        for g in &r.regressions {
-            d.push_str(&format!("- Regression: {g}\n"));
-        }
-        self.log(DECISIONS, &format!("reflect:{iteration}"), &d)?;
-        if !r.regressions.is_empty() {
-            self.fire(
-                "on_regression",
-                Some("reflect"),
-                json!({"regressions": r.regressions, "count": r.regressions.len()}),
-            );
-        }
-        self.end("reflect", &summary, t)?;
-        Ok(None)
-    }
-
-    fn judge_prompt(
-        &self,
-        spec: &SpecFile,
-        constraints: &[ConstraintState],
-        open: &[usize],
-    ) -> String {
-        let mut artifact = String::new();
-        let mut budget = 16_000usize;
-        for f in &spec.required_files {
-            let text = head_text(self.ws, f, 4000);
-            if text.is_empty() || budget == 0 {
-                continue;
-            }
-            let take: String = text.chars().take(budget.min(4000)).collect();
-            budget = budget.saturating_sub(take.len());
-            artifact.push_str(&format!("--- {f}\n{take}\n"));
-        }
-        let focus = strategy_focus(&self.ls.evaluation_strategy);
-        let comps = self.components();
-        let component_of = |id: &str| comps.iter().find(|c| id.starts_with(&format!("{}_", c.0)));
-        let mut focus = focus.to_string();
-        if !comps.is_empty() {
-            focus = "This is a composite: judge each component by its own strategy.".into();
-            for (slug, ct, strategy) in &comps {
-                focus.push_str(&format!("\n- {slug} ({ct}): {}", strategy_focus(strategy)));
-            }
-        }
-        format!(
-            "Phase: Reflect. {focus}\n\nArtifact: {name} ({t}, {ct}). Intent: {intent}\n\n\
-Measured by deterministic checks (do not re-judge these):\n{measured}\n\n\
-Judge only these constraints:\n{open}\n\nThe artifact's files:\n{artifact}\n\
-Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|violated\", \"reason\": \"...\"}}]}}.",
-            name = self.state.artifact_name,
-            t = self.state.artifact_type,
-            ct = self.state.content_type,
-            intent = self.ls.intent.as_deref().unwrap_or("(none given)"),
-            measured = constraints
-                .iter()
-                .filter(|c| c.status != "not_checked")
-                .map(|c| format!("- {} {}", c.id, c.status))
-                .collect::<Vec<_>>()
-                .join("\n"),
-            open = open
-                .iter()
-                .map(|&i| match component_of(&constraints[i].id) {
-                    Some((_, _, strategy)) => format!(
-                        "- {}: {} (evaluate by {strategy})",
-                        constraints[i].id, constraints[i].description
-                    ),
-                    None => format!("- {}: {}", constraints[i].id, constraints[i].description),
-                })
-                .collect::<Vec<_>>()
-                .join("\n"),
-        )
+        r.components = component_summaries(&self.components(), &r.constraints);
+        r
     }
 
     /// A composite's components: (id prefix, content type, strategy).
@@ -531,17 +191,6 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
             path: rel,
             detail: "missing".into(),
         })
-    }
-}
-
-/// What the Reflect phase asks the model to look at, by strategy.
-fn strategy_focus(strategy: &str) -> &'static str {
-    match strategy {
-        "prompt_quality" => {
-            "Judge the prompt itself: clarity, specificity, fit for its target platform."
-        }
-        "test_execution" => "Judge the prompt and the test output it produced.",
-        _ => "Judge the generated artifact itself.",
     }
 }
 
@@ -591,4 +240,287 @@ fn list_dist(ws: &Workspace) -> (Vec<String>, Vec<String>) {
     files.sort();
     empty.sort();
     (files, empty)
+}
+
+/// Each constraint of the specification with the status the Execute phase
+/// measured for it (`constraints.json` of this run), or `not_checked`.
+fn measured_states(spec: &SpecFile, measured: &Value) -> Vec<ConstraintState> {
+    let checked_ids: Vec<&str> = spec
+        .checks
+        .iter()
+        .map(|c| c.constraint_id.as_str())
+        .collect();
+    spec.specification
+        .constraints
+        .iter()
+        .map(|c| {
+            let m = measured["constraints"]
+                .as_array()
+                .and_then(|a| a.iter().find(|x| x["id"].as_str() == Some(c.id.as_str())));
+            let status = m
+                .and_then(|x| x["status"].as_str())
+                .and_then(ConstraintStatus::parse)
+                .unwrap_or(ConstraintStatus::NotChecked);
+            let evidence = m
+                .and_then(|x| x["checks"].as_array())
+                .map(|checks| {
+                    checks
+                        .iter()
+                        .map(|k| {
+                            format!(
+                                "{} {}: {}",
+                                k["check"].as_str().unwrap_or("?"),
+                                k["status"].as_str().unwrap_or("?"),
+                                k["message"].as_str().unwrap_or("")
+                            )
+                        })
+                        .collect::<Vec<_>>()
+                        .join("; ")
+                })
+                .unwrap_or_default();
+            let basis = if status == ConstraintStatus::NotChecked {
+                Basis::None
+            } else {
+                Basis::Measured
+            };
+            ConstraintState {
+                id: c.id.clone(),
+                description: c.description.clone(),
+                severity: c.severity,
+                status,
+                basis,
+                evidence: if evidence.is_empty() && !checked_ids.contains(&c.id.as_str()) {
+                    "no deterministic check".into()
+                } else {
+                    evidence
+                },
+                run_id: String::new(),
+                files: Vec::new(),
+                unproven: Vec::new(),
+            }
+        })
+        .collect()
+}
+
+/// What the results file says of `run_id` (nothing when it is another run's).
+fn execution_summary(results: &Value, run_id: &str) -> ExecutionSummary {
+    if results["run_id"].as_str() != Some(run_id) {
+        return ExecutionSummary {
+            run_id: run_id.to_string(),
+            ..Default::default()
+        };
+    }
+    ExecutionSummary {
+        run_id: run_id.to_string(),
+        status: results["status"].as_str().unwrap_or("").into(),
+        stages: results["stages"].as_array().map_or(0, Vec::len),
+        failed_stages: results["stages"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|s| {
+                s["status"].as_str().is_some_and(|st| {
+                    matches!(
+                        StageStatus::parse(&st.to_ascii_uppercase()),
+                        Some(StageStatus::Failed | StageStatus::Timeout)
+                    )
+                })
+            })
+            .filter_map(|s| s["id"].as_str().map(str::to_string))
+            .collect(),
+        errors: results["errors"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|e| {
+                format!(
+                    "{}: {}",
+                    e["stage"].as_str().unwrap_or("?"),
+                    e["message"].as_str().unwrap_or("")
+                )
+            })
+            .take(20)
+            .collect(),
+    }
+}
+
+/// The evidence rule. Every constraint a check measures (or tried to: the
+/// engine may already have found its files unproven) names the run and the
+/// files it rests on; a measured status whose check read files this run did
+/// not produce or verify is not evidence (a violation stands, and says so).
+fn apply_evidence(
+    constraints: &mut [ConstraintState],
+    checks_run: &[Value],
+    ev: &RunEvidence,
+    run_id: &str,
+) {
+    for c in constraints.iter_mut() {
+        let mine: Vec<&Value> = checks_run
+            .iter()
+            .filter(|k| k["constraint_id"].as_str() == Some(c.id.as_str()))
+            .collect();
+        if c.basis != Basis::Measured && mine.is_empty() {
+            continue;
+        }
+        let mut files = Vec::new();
+        let mut unproven = Vec::new();
+        for k in mine {
+            let (f, u) = ev.assess(&k["with"]);
+            files.extend(f);
+            unproven.extend(u);
+        }
+        c.run_id = run_id.to_string();
+        if c.basis != Basis::Measured {
+            // Not measured: nothing to overrule, only the files to name.
+            c.unproven = unproven;
+            continue;
+        }
+        if unproven.is_empty() {
+            c.files = files;
+            c.files.dedup();
+        } else if c.status == ConstraintStatus::Violated {
+            // A violation is never a false success: it stands, and says
+            // that the files it was seen on are not this run's own.
+            c.unproven = unproven;
+        } else {
+            c.evidence = format!(
+                "not evidence: its check read files this iteration did not produce or verify (the check said {}: {})",
+                c.status, c.evidence
+            );
+            c.status = ConstraintStatus::NotChecked;
+            c.basis = Basis::None;
+            c.unproven = unproven;
+        }
+    }
+}
+
+/// The constraints the model may judge: only those without a check. A check
+/// that ran and could not observe (`not_checked`), or read unproven files, is
+/// not handed to a judge who cannot observe either: it stays not_checked.
+/// (`execution_required: false` items are the plan's way of asking for a
+/// judgement: they are not checks.)
+fn open_to_judge(
+    spec: &SpecFile,
+    checks_run: &[Value],
+    constraints: &[ConstraintState],
+) -> Vec<usize> {
+    let has_check = |id: &str| {
+        spec.checks
+            .iter()
+            .any(|k| k.constraint_id == id && k.execution_required)
+            || checks_run.iter().any(|k| {
+                k["constraint_id"].as_str() == Some(id)
+                    && k["execution_required"].as_bool() != Some(false)
+            })
+    };
+    constraints
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| {
+            c.status == ConstraintStatus::NotChecked && c.unproven.is_empty() && !has_check(&c.id)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Each component of a composite with its constraints' counts.
+fn component_summaries(
+    components: &[(String, String, String)],
+    constraints: &[ConstraintState],
+) -> Vec<ComponentSummary> {
+    components
+        .iter()
+        .cloned()
+        .map(|(id, content_type, strategy)| {
+            let prefix = format!("{id}_");
+            let n = |s: ConstraintStatus| {
+                constraints
+                    .iter()
+                    .filter(|c| c.id.starts_with(&prefix) && c.status == s)
+                    .count()
+            };
+            ComponentSummary {
+                satisfied: n(ConstraintStatus::Satisfied),
+                violated: n(ConstraintStatus::Violated),
+                not_checked: n(ConstraintStatus::NotChecked),
+                id,
+                content_type,
+                strategy,
+            }
+        })
+        .collect()
+}
+
+/// The one-line summary of a reflection.
+fn reflect_summary(r: &Reflection) -> String {
+    format!(
+        "{} satisfied, {} violated, {} not checked of {}; {} regression(s)",
+        r.count(ConstraintStatus::Satisfied),
+        r.count(ConstraintStatus::Violated),
+        r.count(ConstraintStatus::NotChecked),
+        r.constraints.len(),
+        r.regressions.len()
+    )
+}
+
+/// The Reflect entry of `refinement-log.md`: every constraint in a table.
+fn reflect_log(r: &Reflection, summary: &str, notes: &[String]) -> String {
+    let mut body = format!(
+        "## Iteration {} — Reflect\n\nStrategy: {}. {summary}.\n\n| Constraint | Severity | Status | Basis | Evidence |\n|---|---|---|---|---|\n",
+        r.iteration, r.strategy
+    );
+    for c in &r.constraints {
+        body.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            c.id,
+            c.severity,
+            c.status,
+            c.basis,
+            cell(&c.evidence)
+        ));
+    }
+    for c in &r.components {
+        body.push_str(&format!(
+            "\nComponent `{}` ({}, evaluated by {}): {} satisfied, {} violated, {} not checked\n",
+            c.id, c.content_type, c.strategy, c.satisfied, c.violated, c.not_checked
+        ));
+    }
+    if !r.required_missing.is_empty() {
+        body.push_str(&format!(
+            "\nRequired files not produced or verified by run `{}`: {}\n",
+            r.execution.run_id,
+            r.required_missing.join(", ")
+        ));
+    }
+    for u in &r.unproven {
+        body.push_str(&format!("\nUnproven: {u}\n"));
+    }
+    if !r.manifest_valid {
+        body.push_str(&format!(
+            "\nManifest: {}\n",
+            r.manifest_problem.as_deref().unwrap_or("invalid")
+        ));
+    }
+    for g in &r.regressions {
+        body.push_str(&format!("\nRegression: {g}\n"));
+    }
+    for n in notes {
+        body.push_str(&format!("\nNote: {n}\n"));
+    }
+    body
+}
+
+/// The Reflect entry of `decisions.md`.
+fn reflect_decision_log(r: &Reflection, summary: &str) -> String {
+    let mut d = format!("## Iteration {} — Reflect\n\n- {summary}\n", r.iteration);
+    if !r.unsatisfied().is_empty() {
+        d.push_str(&format!(
+            "- Not satisfied (violated, or blocking and not measured): {}\n",
+            r.unsatisfied().join(", ")
+        ));
+    }
+    for g in &r.regressions {
+        d.push_str(&format!("- Regression: {g}\n"));
+    }
+    d
 }
