@@ -72,37 +72,7 @@ pub(crate) fn head_text(ws: &Workspace, rel: &str, max: usize) -> String {
 pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError> {
     let started = Instant::now();
     let ws = Workspace::open(&req.workspace)?;
-    Artifacts::check_name(&req.name)?;
-    if let Some(t) = &req.artifact_type {
-        domain::domain(t).map_err(LoopError::Usage)?;
-    }
-    if let Some(ct) = &req.content_type {
-        content_type::check(ct).map_err(LoopError::Usage)?;
-    }
-    if let Some(0) = req.max_iterations {
-        return Err(LoopError::Usage(
-            "--max-iterations must be at least 1".into(),
-        ));
-    }
-    // Triggers are checked whole before anything is written (they are stored
-    // as given, and parsed again for the dispatcher below).
-    if let Some(v) = &req.triggers {
-        triggers::parse_triggers(v)
-            .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?;
-    }
-    let inputs = check_inputs(&ws, &req.inputs)?;
-    // A composite's `KIND=INPUT` files are inputs too.
-    let mut components = Vec::new();
-    for c in &req.components {
-        match c.split_once('=') {
-            Some((kind, file)) => {
-                let file = check_inputs(&ws, &[file.to_string()])?.remove(0);
-                components.push(format!("{kind}={file}"));
-            }
-            None => components.push(c.clone()),
-        }
-    }
-    let req = Request { components, ..req };
+    let (req, inputs) = check_request(&ws, req)?;
     let provider = Provider::resolve(&ws);
     let input_texts: Vec<String> = inputs.iter().map(|p| head_text(&ws, p, 4096)).collect();
     // Everything that can be refused is refused before anything is written.
@@ -123,77 +93,7 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         ws: &ws,
         provider: &provider,
     };
-
-    // Startup: init or resume the named artifact.
-    if req.new_lineage
-        && let Some(to) = arts.set_aside_lineage(&req.name)?
-    {
-        notes.push(format!(
-            "the earlier lineage of `{}` was moved to {to}; a new one starts",
-            req.name
-        ));
-    }
-    let existing = match arts.load(&req.name) {
-        Ok(s) => Some(s),
-        Err(ArtifactError::NotFound(_)) => None,
-        Err(e) => return Err(e.into()),
-    };
-    let (mut state, started_how) = match existing {
-        Some(s) if s.finalized_at.is_none() => (s, Started::Resumed),
-        prior => {
-            let (artifact_type, detected) =
-                type_and_content_type(&req, prior.as_ref(), &inputs, &input_texts)?;
-            let is_new_cycle = prior.is_some();
-            let source = detected.source;
-            let seed = |state: &mut RefinementState| {
-                let mut ls = if is_new_cycle {
-                    loop_state(state)
-                } else {
-                    LoopState::default()
-                };
-                // A new cycle keeps the settings, not the progress.
-                ls.focus.clear();
-                ls.run_id = None;
-                ls.approval = None;
-                ls.pending_decision = None;
-                ls.last_decision = None;
-                ls.content_type_source = source.to_string();
-                store_loop(state, &ls);
-                apply_request(state, &req, &inputs);
-            };
-            let (_, state) = arts.init_seeded(
-                &req.name,
-                Some(&artifact_type),
-                Some(&detected.content_type),
-                req.max_iterations,
-                &seed,
-            )?;
-            (
-                state,
-                if prior.is_some() {
-                    Started::NewCycle
-                } else {
-                    Started::Created
-                },
-            )
-        }
-    };
-    // A new artifact or cycle had the flags applied before its first save.
-    let changed = if started_how == Started::Resumed {
-        apply_request(&mut state, &req, &inputs)
-    } else {
-        Vec::new()
-    };
-    if !changed.is_empty() {
-        notes.push(format!(
-            "changed for this cycle: {}; the specification is made again before the next plan",
-            changed.join(", ")
-        ));
-        let mut ls = loop_state(&state);
-        ls.respecify = true;
-        store_loop(&mut state, &ls);
-    }
-    arts.save(&mut state)?;
+    let (state, started_how) = open_artifact(&arts, &req, &inputs, &input_texts, &mut notes)?;
     let dispatcher_triggers = if state.workflow_triggers.is_empty() {
         Vec::new()
     } else {
@@ -243,6 +143,122 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         - report.timings.person_ms)
         .max(0.0);
     Ok(report)
+}
+
+/// The checks of a request that need nothing but the workspace: the name,
+/// type, content type, iteration count, triggers and input files. Returns the
+/// request with its components' files normalized, and the inputs.
+fn check_request(ws: &Workspace, req: Request) -> Result<(Request, Vec<String>), LoopError> {
+    Artifacts::check_name(&req.name)?;
+    if let Some(t) = &req.artifact_type {
+        domain::domain(t).map_err(LoopError::Usage)?;
+    }
+    if let Some(ct) = &req.content_type {
+        content_type::check(ct).map_err(LoopError::Usage)?;
+    }
+    if let Some(0) = req.max_iterations {
+        return Err(LoopError::Usage(
+            "--max-iterations must be at least 1".into(),
+        ));
+    }
+    // Triggers are checked whole before anything is written (they are stored
+    // as given, and parsed again for the dispatcher).
+    if let Some(v) = &req.triggers {
+        triggers::parse_triggers(v)
+            .map_err(|e| LoopError::Usage(format!("workflow triggers: {e}")))?;
+    }
+    let inputs = check_inputs(ws, &req.inputs)?;
+    // A composite's `KIND=INPUT` files are inputs too.
+    let mut components = Vec::new();
+    for c in &req.components {
+        match c.split_once('=') {
+            Some((kind, file)) => {
+                let file = check_inputs(ws, &[file.to_string()])?.remove(0);
+                components.push(format!("{kind}={file}"));
+            }
+            None => components.push(c.clone()),
+        }
+    }
+    Ok((Request { components, ..req }, inputs))
+}
+
+/// Startup: creates the named artifact, gives a finalized one a new cycle, or
+/// resumes the running one (with this call's flags applied), and saves it.
+fn open_artifact(
+    arts: &Artifacts<'_>,
+    req: &Request,
+    inputs: &[String],
+    input_texts: &[String],
+    notes: &mut Vec<String>,
+) -> Result<(RefinementState, Started), LoopError> {
+    if req.new_lineage
+        && let Some(to) = arts.set_aside_lineage(&req.name)?
+    {
+        notes.push(format!(
+            "the earlier lineage of `{}` was moved to {to}; a new one starts",
+            req.name
+        ));
+    }
+    let existing = match arts.load(&req.name) {
+        Ok(s) => Some(s),
+        Err(ArtifactError::NotFound(_)) => None,
+        Err(e) => return Err(e.into()),
+    };
+    let (mut state, started_how) = match existing {
+        Some(s) if s.finalized_at.is_none() => (s, Started::Resumed),
+        prior => {
+            let (artifact_type, detected) =
+                type_and_content_type(req, prior.as_ref(), inputs, input_texts)?;
+            let is_new_cycle = prior.is_some();
+            let source = detected.source;
+            let seed = |state: &mut RefinementState| {
+                let mut ls = if is_new_cycle {
+                    loop_state(state)
+                } else {
+                    LoopState::default()
+                };
+                // A new cycle keeps the settings, not the progress.
+                ls.focus.clear();
+                ls.run_id = None;
+                ls.approval = None;
+                ls.pending_decision = None;
+                ls.last_decision = None;
+                ls.content_type_source = source.to_string();
+                store_loop(state, &ls);
+                apply_request(state, req, inputs);
+            };
+            let (_, state) = arts.init_seeded(
+                &req.name,
+                Some(&artifact_type),
+                Some(&detected.content_type),
+                req.max_iterations,
+                &seed,
+            )?;
+            let how = if is_new_cycle {
+                Started::NewCycle
+            } else {
+                Started::Created
+            };
+            (state, how)
+        }
+    };
+    // A new artifact or cycle had the flags applied before its first save.
+    let changed = if started_how == Started::Resumed {
+        apply_request(&mut state, req, inputs)
+    } else {
+        Vec::new()
+    };
+    if !changed.is_empty() {
+        notes.push(format!(
+            "changed for this cycle: {}; the specification is made again before the next plan",
+            changed.join(", ")
+        ));
+        let mut ls = loop_state(&state);
+        ls.respecify = true;
+        store_loop(&mut state, &ls);
+    }
+    arts.save(&mut state)?;
+    Ok((state, started_how))
 }
 
 /// Applies the flags of this call to the state: given flags replace the

@@ -50,18 +50,7 @@ impl Controller<'_, '_> {
             match asked {
                 Asked::Valid { value, repaired } => {
                     specified_by = if repaired { "model (after one repair)".into() } else { "model".into() };
-                    for g in value["goals"].as_array().into_iter().flatten().filter_map(Value::as_str) {
-                        if !goals.iter().any(|x| x == g) {
-                            goals.push(g.to_string());
-                        }
-                    }
-                    for c in value["constraints"].as_array().into_iter().flatten() {
-                        match serde_json::from_value::<Constraint>(c.clone()) {
-                            Ok(c) if !constraints.iter().any(|x| x.id == c.id) => constraints.push(c),
-                            Ok(c) => notes.push(format!("the model's constraint `{}` repeats a default one; the default is kept", c.id)),
-                            Err(e) => notes.push(format!("a constraint of the model was dropped: {e}")),
-                        }
-                    }
+                    merge_model_spec(&value, &mut constraints, &mut goals, &mut notes);
                 }
                 Asked::Invalid { problems } => notes.push(format!(
                     "the model's specification was invalid after one repair ({}); the adapter's defaults are used",
@@ -91,23 +80,7 @@ impl Controller<'_, '_> {
                 ),
             ]),
         };
-        let mut ct = json!({
-            "content_type": self.state.content_type,
-            "evaluation_strategy": strategy,
-            "test_generation": self.ls.test_generation && self.client.is_some(),
-            "detected_by": self.ls.content_type_source,
-        });
-        if let Some(p) = &self.ls.target_platform {
-            ct["target_platform"] = json!(p);
-        }
-        if !self.ls.components.is_empty() {
-            ct["components"] = Value::Array(
-                domain::component_strategies(&self.adapter_input(&inputs))
-                    .into_iter()
-                    .map(|(slug, c, s)| json!({"id": slug, "content_type": c, "evaluation_strategy": s.as_str()}))
-                    .collect(),
-            );
-        }
+        let ct = self.content_type_record(&inputs);
         let file = SpecFile {
             specification: spec,
             goals: goals.clone(),
@@ -124,20 +97,10 @@ impl Controller<'_, '_> {
             &self.state.refinement_id,
         )?;
         // constraints.json in the reference layout (the Execute phase adds statuses).
-        let doc = json!({
-            "artifact_type": self.state.artifact_type,
-            "artifact_name": self.state.artifact_name,
-            "constraints": constraints,
-            "global_rules": ["Deterministic checks decide; the model judges only what no check measures."],
-            "termination_conditions": [
-                "all blocking constraints satisfied, every required file in dist/, the manifest valid, no high constraint violated",
-                format!("or {} iterations", self.state.max_iterations),
-            ],
-        });
         write_json(
             self.ws,
             pmpo_engine::validation::CONSTRAINTS_FILE,
-            &doc,
+            &self.constraints_doc(&constraints),
             &self.state.refinement_id,
         )?;
         self.state.goals = goals;
@@ -152,16 +115,7 @@ impl Controller<'_, '_> {
             constraints.len(),
             checked
         );
-        let mut body = format!(
-            "## Iteration {} — Specify\n\n- Artifact: `{}` ({}, {}), evaluated by {}\n- Specified by: {specified_by}\n- Constraints: {} ({} with a deterministic check)\n",
-            self.state.current_iteration,
-            self.state.artifact_name,
-            self.state.artifact_type,
-            self.state.content_type,
-            self.ls.evaluation_strategy,
-            constraints.len(),
-            checked
-        );
+        let mut body = self.specify_log(&specified_by, constraints.len(), checked);
         for n in &notes {
             body.push_str(&format!("- Note: {n}\n"));
             self.env.observer.note(n);
@@ -177,6 +131,54 @@ impl Controller<'_, '_> {
         )?;
         self.end("specify", &summary, t)?;
         Ok(None)
+    }
+
+    /// What `specification.json` says of the content type and its evaluation.
+    fn content_type_record(&self, inputs: &[String]) -> Value {
+        let mut ct = json!({
+            "content_type": self.state.content_type,
+            "evaluation_strategy": self.ls.evaluation_strategy,
+            "test_generation": self.ls.test_generation && self.client.is_some(),
+            "detected_by": self.ls.content_type_source,
+        });
+        if let Some(p) = &self.ls.target_platform {
+            ct["target_platform"] = json!(p);
+        }
+        if !self.ls.components.is_empty() {
+            ct["components"] = Value::Array(
+                domain::component_strategies(&self.adapter_input(inputs))
+                    .into_iter()
+                    .map(|(slug, c, s)| json!({"id": slug, "content_type": c, "evaluation_strategy": s.as_str()}))
+                    .collect(),
+            );
+        }
+        ct
+    }
+
+    /// The head of the Specify entry of `refinement-log.md`.
+    fn specify_log(&self, specified_by: &str, constraints: usize, checked: usize) -> String {
+        format!(
+            "## Iteration {} — Specify\n\n- Artifact: `{}` ({}, {}), evaluated by {}\n- Specified by: {specified_by}\n- Constraints: {constraints} ({checked} with a deterministic check)\n",
+            self.state.current_iteration,
+            self.state.artifact_name,
+            self.state.artifact_type,
+            self.state.content_type,
+            self.ls.evaluation_strategy,
+        )
+    }
+
+    /// `constraints.json` in the reference layout.
+    fn constraints_doc(&self, constraints: &[Constraint]) -> Value {
+        json!({
+            "artifact_type": self.state.artifact_type,
+            "artifact_name": self.state.artifact_name,
+            "constraints": constraints,
+            "global_rules": ["Deterministic checks decide; the model judges only what no check measures."],
+            "termination_conditions": [
+                "all blocking constraints satisfied, every required file in dist/, the manifest valid, no high constraint violated",
+                format!("or {} iterations", self.state.max_iterations),
+            ],
+        })
     }
 
     fn specify_prompt(&self, defaults: &[Constraint]) -> String {
@@ -212,5 +214,36 @@ List only constraints the defaults do not cover; each must be something a review
             path: spec_path(&self.name()),
             detail: "missing".into(),
         })
+    }
+}
+
+/// Adds the model's goals and constraints to the adapter's: a constraint
+/// whose id the defaults already have is not taken (the default is kept), and
+/// one that does not fit the constraint format is dropped, with a note.
+fn merge_model_spec(
+    answer: &Value,
+    constraints: &mut Vec<Constraint>,
+    goals: &mut Vec<String>,
+    notes: &mut Vec<String>,
+) {
+    for g in answer["goals"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_str)
+    {
+        if !goals.iter().any(|x| x == g) {
+            goals.push(g.to_string());
+        }
+    }
+    for c in answer["constraints"].as_array().into_iter().flatten() {
+        match serde_json::from_value::<Constraint>(c.clone()) {
+            Ok(c) if !constraints.iter().any(|x| x.id == c.id) => constraints.push(c),
+            Ok(c) => notes.push(format!(
+                "the model's constraint `{}` repeats a default one; the default is kept",
+                c.id
+            )),
+            Err(e) => notes.push(format!("a constraint of the model was dropped: {e}")),
+        }
     }
 }
