@@ -3,6 +3,9 @@
 
 use serde_json::{Value, json};
 
+use pmpo_plan::{ConstraintKind, Severity};
+
+use super::values::{StageValue, stage};
 use super::{AdapterError, AdapterInput, Builder, Scope, need_input, stem};
 
 /// The A2UI schema this project ships.
@@ -23,51 +26,48 @@ pub(super) fn a2ui(
         .map_err(|e| format!("internal: the shipped A2UI schema is not JSON: {e}"))?;
     b.stage(
         s,
-        json!({
-            "id": "normalize", "tool": "a2ui",
-            "description": "Check ids and references, detect binding cycles, normalize field order",
-            "with": {"input": spec, "output": normalized, "report": report},
-            "inputs": [spec],
-            "outputs": [normalized, report],
-        }),
+        stage(
+            "normalize",
+            "a2ui",
+            "Check ids and references, detect binding cycles, normalize field order",
+        )
+        .with(json!({"input": spec, "output": normalized, "report": report}))
+        .reads([spec])
+        .writes([normalized.as_str(), report.as_str()]),
     );
     b.stage(
         s,
-        json!({
-            "id": "layout", "depends_on": ["normalize"], "tool": "template",
-            "description": "Lay the specification out with the A2UI preview template",
-            "with": {"template": "builtin:a2ui-preview", "output": page, "vars": {"TITLE": input.name}, "files": {"SPEC": normalized}},
-            "outputs": [page],
-        }),
+        stage("layout", "template", "Lay the specification out with the A2UI preview template")
+            .after(["normalize"])
+            .with(json!({"template": "builtin:a2ui-preview", "output": page, "vars": {"TITLE": input.name}, "files": {"SPEC": normalized}}))
+            .writes([page.as_str()]),
     );
     b.stage(
         s,
-        json!({
-            "id": "preview", "depends_on": ["layout"], "tool": "preview",
-            "description": "Render the A2UI layout in a headless browser",
-            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 800, "height": 600}},
-            "outputs": [s.path(&format!("previews/{id}"))],
-        }),
+        stage("preview", "preview", "Render the A2UI layout in a headless browser")
+            .after(["layout"])
+            .with(json!({"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 800, "height": 600}}))
+            .writes([s.path(&format!("previews/{id}"))]),
     );
     b.constraint(
         s,
         "schema-valid",
-        "blocking",
-        "structural",
+        Severity::Blocking,
+        ConstraintKind::Structural,
         "The specification is valid against the A2UI schema",
         Some(("json_schema", json!({"path": spec, "schema": schema}))),
     );
-    b.constraint(s, "no-binding-cycles", "blocking", "structural",
+    b.constraint(s, "no-binding-cycles", Severity::Blocking, ConstraintKind::Structural,
         "No component refers to itself through children, references or bindings",
         Some(("json_schema", json!({"path": report, "schema": {"type": "object", "required": ["cycles"], "properties": {"cycles": {"maxItems": 0}, "duplicates": {"maxItems": 0}}}}))));
-    b.constraint(s, "normalized", "low", "structural",
+    b.constraint(s, "normalized", Severity::Low, ConstraintKind::Structural,
         "The specification's fields are in the normalized order (id, type, props, children)",
         Some(("json_schema", json!({"path": report, "schema": {"type": "object", "properties": {"normalized": {"const": true}}}}))));
     b.constraint(
         s,
         "renders",
-        "high",
-        "visual",
+        Severity::High,
+        ConstraintKind::Visual,
         "The layout renders in a browser without errors",
         Some((
             "preview",

@@ -5,6 +5,9 @@ use std::path::Path;
 
 use serde_json::{Value, json};
 
+use pmpo_plan::{ConstraintKind, Severity};
+
+use super::values::{StageValue, stage};
 use super::{AdapterError, AdapterInput, Builder, Scope, argv, ext, need_input, on_path};
 
 /// Whether a workspace directory and every directory above it (up to the
@@ -104,8 +107,10 @@ pub(super) fn code(
     package.extend(sources.iter().map(|p| json!(p)));
     b.stage(
         s,
-        json!({"id": "package", "tool": "run", "description": "Copy the sources into dist/code/",
-               "with": {"command": package}, "inputs": sources, "outputs": outputs}),
+        stage("package", "run", "Copy the sources into dist/code/")
+            .with(json!({"command": package}))
+            .reads(&sources)
+            .writes(outputs),
     );
     let files = json!(sources);
     let language_checks = match language {
@@ -125,8 +130,8 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
     b.constraint(
         s,
         "syntax",
-        "blocking",
-        "technical",
+        Severity::Blocking,
+        ConstraintKind::Technical,
         "Every source file compiles",
         Some(("syntax", json!({"path": files, "language": "python"}))),
     );
@@ -145,8 +150,8 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
     b.constraint(
         s,
         "lint",
-        "high",
-        "technical",
+        Severity::High,
+        ConstraintKind::Technical,
         "The linter reports no error",
         lint.map(|w| ("lint", w)),
     );
@@ -165,8 +170,8 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
     b.constraint(
         s,
         "format",
-        "medium",
-        "technical",
+        Severity::Medium,
+        ConstraintKind::Technical,
         "The sources are formatted",
         fmt.map(|w| ("command", w)),
     );
@@ -179,7 +184,14 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
             "python",
             "no test files (test_*.py, *_test.py) found; the tests constraint is left to judgement",
         );
-        b.constraint(s, "tests", "high", "technical", "The tests pass", None);
+        b.constraint(
+            s,
+            "tests",
+            Severity::High,
+            ConstraintKind::Technical,
+            "The tests pass",
+            None,
+        );
     } else {
         let dir = tests[0]
             .rsplit_once('/')
@@ -212,8 +224,8 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
         b.constraint(
             s,
             "tests",
-            "blocking",
-            "technical",
+            Severity::Blocking,
+            ConstraintKind::Technical,
             &format!("The tests pass ({})", tests.join(", ")),
             Some((
                 "tests",
@@ -228,8 +240,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
     b.constraint(
         s,
         "syntax",
-        "blocking",
-        "technical",
+        Severity::Blocking,
+        ConstraintKind::Technical,
         "Every source file parses (node --check)",
         Some(("syntax", json!({"path": files, "language": "node"}))),
     );
@@ -240,8 +252,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "lint",
-            "high",
-            "technical",
+            Severity::High,
+            ConstraintKind::Technical,
             "The linter reports no error",
             Some(("lint", json!({"command": argv(&["eslint"], sources)}))),
         );
@@ -258,8 +270,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "lint",
-            "high",
-            "technical",
+            Severity::High,
+            ConstraintKind::Technical,
             "The linter reports no error",
             None,
         );
@@ -268,8 +280,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "format",
-            "medium",
-            "technical",
+            Severity::Medium,
+            ConstraintKind::Technical,
             "The sources are formatted",
             Some((
                 "command",
@@ -285,8 +297,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "format",
-            "medium",
-            "technical",
+            Severity::Medium,
+            ConstraintKind::Technical,
             "The sources are formatted",
             None,
         );
@@ -301,15 +313,22 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
             "node",
             "no test files (*.test.js, test*.js) found; the tests constraint is left to judgement",
         );
-        b.constraint(s, "tests", "high", "technical", "The tests pass", None);
+        b.constraint(
+            s,
+            "tests",
+            Severity::High,
+            ConstraintKind::Technical,
+            "The tests pass",
+            None,
+        );
     } else {
         let mut cmd = vec![json!("node"), json!("--test")];
         cmd.extend(tests.iter().map(|t| json!(t)));
         b.constraint(
             s,
             "tests",
-            "blocking",
-            "technical",
+            Severity::Blocking,
+            ConstraintKind::Technical,
             &format!("The tests pass ({})", tests.join(", ")),
             Some(("tests", json!({"command": cmd}))),
         );
@@ -334,8 +353,8 @@ fn shell(
     b.constraint(
         s,
         "syntax",
-        "blocking",
-        "technical",
+        Severity::Blocking,
+        ConstraintKind::Technical,
         "Every script parses (bash -n)",
         Some(("command", json!({"command": cmd}))),
     );
@@ -343,8 +362,8 @@ fn shell(
         b.constraint(
             s,
             "lint",
-            "high",
-            "technical",
+            Severity::High,
+            ConstraintKind::Technical,
             "shellcheck reports no problem",
             Some(("lint", json!({"command": argv(&["shellcheck"], sources)}))),
         );
@@ -357,8 +376,8 @@ fn shell(
         b.constraint(
             s,
             "lint",
-            "high",
-            "technical",
+            Severity::High,
+            ConstraintKind::Technical,
             "The linter reports no problem",
             None,
         );
@@ -371,8 +390,8 @@ fn rust(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "build",
-            "blocking",
-            "technical",
+            Severity::Blocking,
+            ConstraintKind::Technical,
             "The crate builds (cargo check)",
             Some((
                 "build",
@@ -382,16 +401,16 @@ fn rust(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "format",
-            "medium",
-            "technical",
+            Severity::Medium,
+            ConstraintKind::Technical,
             "The sources are formatted (cargo fmt --check)",
             Some(("command", json!({"command": ["cargo", "fmt", "--check"]}))),
         );
         b.constraint(
             s,
             "tests",
-            "blocking",
-            "technical",
+            Severity::Blocking,
+            ConstraintKind::Technical,
             "The tests pass (cargo test)",
             Some((
                 "tests",
@@ -414,8 +433,8 @@ fn rust(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
         b.constraint(
             s,
             "format",
-            "medium",
-            "technical",
+            Severity::Medium,
+            ConstraintKind::Technical,
             "The sources are formatted (rustfmt --check)",
             on_path("rustfmt").then(|| ("command", json!({"command": cmd}))),
         );

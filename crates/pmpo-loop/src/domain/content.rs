@@ -5,6 +5,9 @@ use std::path::Path;
 
 use serde_json::json;
 
+use pmpo_plan::{ConstraintKind, Severity};
+
+use super::values::{StageValue, stage};
 use super::{AdapterError, AdapterInput, Builder, Scope, need_input, stem};
 
 pub(super) fn content(
@@ -19,23 +22,22 @@ pub(super) fn content(
     let id = s.id(&st);
     b.stage(
         s,
-        json!({
-            "id": "render", "tool": "markdown",
-            "description": "Markdown to an HTML fragment with heading ids",
-            "with": {"input": md, "output": body},
-            "inputs": [md],
-            "outputs": [body],
-        }),
+        stage(
+            "render",
+            "markdown",
+            "Markdown to an HTML fragment with heading ids",
+        )
+        .with(json!({"input": md, "output": body}))
+        .reads([md])
+        .writes([body.as_str()]),
     );
     b.stage(
         s,
-        json!({
-            "id": "page", "depends_on": ["render"], "tool": "template",
-            "description": "Lay the document out as a report page with a table of contents",
-            "with": {"template": "builtin:content-report", "output": page,
-                     "vars": {"TITLE": format!("${}.title", s.id("render")), "BODY": format!("${}.html", s.id("render")), "TOC": format!("${}.headings", s.id("render"))}},
-            "outputs": [page],
-        }),
+        stage("page", "template", "Lay the document out as a report page with a table of contents")
+            .after(["render"])
+            .with(json!({"template": "builtin:content-report", "output": page,
+                     "vars": {"TITLE": format!("${}.title", s.id("render")), "BODY": format!("${}.html", s.id("render")), "TOC": format!("${}.headings", s.id("render"))}}))
+            .writes([page.as_str()]),
     );
     // The page lives in dist/, the document elsewhere: the files it links to
     // by relative path go next to the page, at the same relative paths, or
@@ -45,7 +47,7 @@ pub(super) fn content(
         .into_iter()
         .filter(|a| s.path(a) != page && s.path(a) != body)
         .collect();
-    let mut preview_deps = vec![json!("page")];
+    let mut preview_deps = vec!["page"];
     if !assets.is_empty() {
         let mut command = vec![
             json!("sh"),
@@ -71,54 +73,53 @@ pub(super) fn content(
         }
         b.stage(
             s,
-            json!({
-                "id": "assets", "tool": "run",
-                "description": "Copy the files the document links to next to the report page",
-                "with": {"command": command},
-                "inputs": from,
-                "outputs": to,
-            }),
+            stage(
+                "assets",
+                "run",
+                "Copy the files the document links to next to the report page",
+            )
+            .with(json!({"command": command}))
+            .reads(from)
+            .writes(to),
         );
-        preview_deps.push(json!("assets"));
+        preview_deps.push("assets");
     }
     b.stage(
         s,
-        json!({
-            "id": "preview", "depends_on": preview_deps, "tool": "preview",
-            "description": "Render the report in a headless browser",
-            "with": {"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 900}},
-            "outputs": [s.path(&format!("previews/{id}"))],
-        }),
+        stage("preview", "preview", "Render the report in a headless browser")
+            .after(preview_deps)
+            .with(json!({"input": page, "id": id, "out_dir": s.path("previews"), "viewport": {"width": 1100, "height": 900}}))
+            .writes([s.path(&format!("previews/{id}"))]),
     );
     b.constraint(
         s,
         "page-exists",
-        "blocking",
-        "structural",
+        Severity::Blocking,
+        ConstraintKind::Structural,
         "The report page exists and is not empty",
         Some(("non_empty", json!({"path": page}))),
     );
     b.constraint(
         s,
         "heading-hierarchy",
-        "high",
-        "structural",
+        Severity::High,
+        ConstraintKind::Structural,
         "One level-1 heading and no skipped heading levels",
         Some(("markdown_headings", json!({"path": md, "single_h1": true}))),
     );
     b.constraint(
         s,
         "links-resolve",
-        "medium",
-        "structural",
+        Severity::Medium,
+        ConstraintKind::Structural,
         "Every relative link of the report resolves",
         Some(("links", json!({"path": page}))),
     );
     b.constraint(
         s,
         "renders",
-        "high",
-        "visual",
+        Severity::High,
+        ConstraintKind::Visual,
         "The report renders in a browser without errors",
         Some((
             "preview",

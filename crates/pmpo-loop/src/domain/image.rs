@@ -3,9 +3,11 @@
 
 use serde_json::json;
 
+use pmpo_plan::{ConstraintKind, Severity};
+
+use super::values::{StageValue, copy_stage, stage};
 use super::{
-    AdapterError, AdapterInput, Builder, Scope, copy_stage, ext, file_name, need_input, opt_f64,
-    opt_str, stem,
+    AdapterError, AdapterInput, Builder, Scope, ext, file_name, need_input, opt_f64, opt_str, stem,
 };
 
 pub(super) fn image(
@@ -25,12 +27,10 @@ pub(super) fn image(
         let png = s.path(&format!("{}-{size}.png", stem(img)));
         b.stage(
             s,
-            json!({
-                "id": "rasterize", "depends_on": ["import"], "tool": "rasterize",
-                "description": "Rasterize the SVG",
-                "with": {"input": copy, "sizes": [size], "square": false, "output": s.path(&format!("{}-{{size}}.png", stem(img)))},
-                "outputs": [png],
-            }),
+            stage("rasterize", "rasterize", "Rasterize the SVG")
+                .after(["import"])
+                .with(json!({"input": copy, "sizes": [size], "square": false, "output": s.path(&format!("{}-{{size}}.png", stem(img)))}))
+                .writes([png.as_str()]),
         );
         b.d.required_files.push(png.clone());
         png
@@ -40,8 +40,8 @@ pub(super) fn image(
     b.constraint(
         s,
         "format",
-        "blocking",
-        "technical",
+        Severity::Blocking,
+        ConstraintKind::Technical,
         "The image is a PNG, JPEG, WebP or GIF file whose content matches its name",
         Some((
             "image_format",
@@ -52,8 +52,8 @@ pub(super) fn image(
     b.constraint(
         s,
         "size-budget",
-        "medium",
-        "performance",
+        Severity::Medium,
+        ConstraintKind::Performance,
         &format!("The image file stays under {max} bytes"),
         Some(("max_file_size", json!({"path": raster, "max_bytes": max}))),
     );
@@ -61,8 +61,8 @@ pub(super) fn image(
         b.constraint(
             s,
             "dimensions",
-            "high",
-            "structural",
+            Severity::High,
+            ConstraintKind::Structural,
             &format!("The image is {w} x {h} pixels"),
             Some((
                 "image_dimensions",
@@ -74,8 +74,8 @@ pub(super) fn image(
         b.constraint(
             s,
             "aspect",
-            "high",
-            "visual",
+            Severity::High,
+            ConstraintKind::Visual,
             &format!("The image has the aspect ratio {ratio}"),
             Some(("aspect_ratio", json!({"path": raster, "ratio": ratio}))),
         );

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use pmpo_plan::{Constraint, Stage, ValidationItem};
+use pmpo_plan::{Constraint, ConstraintKind, Severity, Stage, ValidationItem};
 use serde_json::{Map, Value, json};
 
 use crate::content_type::{self, Strategy};
@@ -21,6 +21,7 @@ mod image;
 mod logo;
 mod prompt;
 mod ui;
+mod values;
 
 pub use a2ui::A2UI_SCHEMA;
 
@@ -156,7 +157,7 @@ impl Scope {
 #[derive(Default)]
 struct Builder {
     d: Defaults,
-    stages: Vec<Value>,
+    stages: Vec<Stage>,
 }
 
 impl Builder {
@@ -165,44 +166,26 @@ impl Builder {
         &mut self,
         scope: &Scope,
         id: &str,
-        severity: &str,
-        kind: &str,
+        severity: Severity,
+        kind: ConstraintKind,
         description: &str,
         check: Option<(&str, Value)>,
     ) {
         let id = scope.id(id);
-        let mut c = json!({
-            "id": id,
-            "description": description,
-            "severity": severity,
-            "type": kind,
-        });
-        if let Some((method, with)) = check {
-            c["validation"] = json!({"requires_code_execution": true, "validation_method": method});
-            self.d.checks.push(
-                serde_json::from_value(json!({
-                    "constraint_id": id,
-                    "validation_method": method,
-                    "with": with,
-                }))
-                .expect("a validation item is well formed"),
-            );
-        }
+        let method = check.as_ref().map(|(m, _)| *m);
         self.d
             .constraints
-            .push(serde_json::from_value(c).expect("a constraint is well formed"));
+            .push(values::constraint(&id, description, severity, kind, method));
+        if let Some((method, params)) = check {
+            self.d.checks.push(values::validation(&id, method, params));
+        }
     }
 
-    fn stage(&mut self, scope: &Scope, mut stage: Value) {
-        if let Some(id) = stage["id"].as_str() {
-            stage["id"] = json!(scope.id(id));
-        }
-        if let Some(deps) = stage.get_mut("depends_on").and_then(Value::as_array_mut) {
-            for d in deps {
-                if let Some(s) = d.as_str() {
-                    *d = json!(scope.id(s));
-                }
-            }
+    /// A stage, its id and dependencies prefixed by the scope.
+    fn stage(&mut self, scope: &Scope, mut stage: Stage) {
+        stage.id = scope.id(&stage.id);
+        for d in &mut stage.depends_on {
+            *d = scope.id(d);
         }
         self.stages.push(stage);
     }
@@ -241,18 +224,6 @@ fn ext(path: &str) -> String {
         .and_then(|f| f.rsplit_once('.'))
         .map(|(_, e)| e.to_ascii_lowercase())
         .unwrap_or_default()
-}
-
-/// A stage that copies a workspace file (no shell interpolation: the paths are arguments).
-fn copy_stage(id: &str, from: &str, to: &str) -> Value {
-    json!({
-        "id": id,
-        "description": format!("Copy `{from}` to `{to}`"),
-        "tool": "run",
-        "with": {"command": ["sh", "-c", "mkdir -p \"$(dirname \"$2\")\" && cp \"$1\" \"$2\"", "sh", from, to]},
-        "inputs": [from],
-        "outputs": [to],
-    })
 }
 
 fn opt_str<'a>(input: &'a AdapterInput<'_>, key: &str) -> Option<&'a str> {
@@ -324,8 +295,8 @@ fn intent_constraint(b: &mut Builder, scope: &Scope, input: &AdapterInput<'_>) {
         b.constraint(
             scope,
             "intent",
-            "high",
-            "semantic",
+            Severity::High,
+            ConstraintKind::Semantic,
             &format!("The artifact meets the intent: {}", intent.trim()),
             None,
         );
@@ -347,8 +318,8 @@ pub fn build(input: &AdapterInput<'_>) -> Result<(Defaults, DomainPlan), Adapter
     b.constraint(
         &top,
         "manifest-complete",
-        "blocking",
-        "structural",
+        Severity::Blocking,
+        ConstraintKind::Structural,
         "artifact_manifest.json is valid and references every generated file with its digest",
         Some((
             "manifest",
@@ -356,9 +327,7 @@ pub fn build(input: &AdapterInput<'_>) -> Result<(Defaults, DomainPlan), Adapter
         )),
     );
     let mut plan = DomainPlan::default();
-    for s in b.stages {
-        let stage: Stage = serde_json::from_value(s)
-            .map_err(|e| format!("internal: an adapter stage is malformed: {e}"))?;
+    for stage in b.stages {
         plan.purposes.push((
             stage.id.clone(),
             stage.tool_name().to_string(),

@@ -2,6 +2,9 @@
 
 use serde_json::json;
 
+use pmpo_plan::{ConstraintKind, Severity};
+
+use super::values::{StageValue, stage};
 use super::{AdapterError, AdapterInput, Builder, Scope, ext};
 
 /// Character limits of prompt targets (the `prompt` tool knows the same ones).
@@ -50,68 +53,71 @@ pub(super) fn meta_prompt(
             );
         }
     }
-    let mut stage = json!({
-        "id": "compose", "tool": "prompt",
-        "description": "Write the prompt and its metadata (platform, characters, tokens, variables)",
-        "with": with,
-        "outputs": [prompt, meta],
-    });
-    if let Some(p) = source {
-        stage["inputs"] = json!([p]);
-    }
-    b.stage(s, stage);
+    let compose = stage(
+        "compose",
+        "prompt",
+        "Write the prompt and its metadata (platform, characters, tokens, variables)",
+    )
+    .with(with)
+    .writes([prompt.as_str(), meta.as_str()])
+    .reads(source);
+    b.stage(s, compose);
     b.constraint(
         s,
         "prompt-present",
-        "blocking",
-        "structural",
+        Severity::Blocking,
+        ConstraintKind::Structural,
         "The prompt text exists and is not empty",
         Some(("non_empty", json!({"path": prompt}))),
     );
-    b.constraint(s, "platform-limit", "blocking", "technical",
+    b.constraint(s, "platform-limit", Severity::Blocking, ConstraintKind::Technical,
         &format!("The prompt fits the target platform's length limit ({platform})"),
         Some(("json_schema", json!({"path": meta, "schema": {"type": "object", "required": ["within_limit"], "properties": {"within_limit": {"const": true}}}}))));
-    b.constraint(s, "no-unfilled-placeholders", "high", "structural",
+    b.constraint(s, "no-unfilled-placeholders", Severity::High, ConstraintKind::Structural,
         "No TODO, TBD or template hole is left in the prompt",
         Some(("json_schema", json!({"path": meta, "schema": {"type": "object", "properties": {"placeholders_unfilled": {"maxItems": 0}}}}))));
-    b.constraint(s, "states-the-task", "medium", "semantic",
+    b.constraint(s, "states-the-task", Severity::Medium, ConstraintKind::Semantic,
         "The prompt states its task (a goal or an instruction)",
         Some(("regex", json!({"path": prompt, "pattern": "(?im)^(#+\\s*(goal|task|role|objective)\\b|you are\\b|(create|write|generate|describe|draw|render|produce|design)\\b)", "min": 1}))));
     b.constraint(
         s,
         "specificity",
-        "medium",
-        "semantic",
+        Severity::Medium,
+        ConstraintKind::Semantic,
         "The prompt is specific: subject, style, constraints and output format are stated",
         None,
     );
-    b.constraint(s, "platform-fit", "medium", "semantic",
+    b.constraint(s, "platform-fit", Severity::Medium, ConstraintKind::Semantic,
         &format!("The prompt suits {platform}: its vocabulary and parameters are ones the platform understands"), None);
     if input.test_generation {
         let out = s.path("test-output.md");
         b.stage(
             s,
-            json!({
-                "id": "test-generation", "depends_on": ["compose"], "tool": "ai",
-                "requires_execution": false,
-                "description": "Run the prompt through the model to see what it produces",
-                "with": {"prompt_file": prompt, "verbatim": true, "output": out, "phase": "execute"},
-                "outputs": [out],
-            }),
+            stage(
+                "test-generation",
+                "ai",
+                "Run the prompt through the model to see what it produces",
+            )
+            .ai_only()
+            .after(["compose"])
+            .with(
+                json!({"prompt_file": prompt, "verbatim": true, "output": out, "phase": "execute"}),
+            )
+            .writes([out.as_str()]),
         );
         b.constraint(
             s,
             "test-output",
-            "blocking",
-            "structural",
+            Severity::Blocking,
+            ConstraintKind::Structural,
             "Running the prompt produced an output",
             Some(("non_empty", json!({"path": out}))),
         );
         b.constraint(
             s,
             "test-output-meets-intent",
-            "high",
-            "semantic",
+            Severity::High,
+            ConstraintKind::Semantic,
             "What the prompt produced meets the intent",
             None,
         );
