@@ -155,6 +155,70 @@ pub enum Outcome {
     Cancelled,
 }
 
+/// A phase of one iteration, as `phases_completed` in `state.json` names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoopPhase {
+    Specify,
+    Plan,
+    Execute,
+    Reflect,
+    Persist,
+}
+
+impl LoopPhase {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LoopPhase::Specify => "specify",
+            LoopPhase::Plan => "plan",
+            LoopPhase::Execute => "execute",
+            LoopPhase::Reflect => "reflect",
+            LoopPhase::Persist => "persist",
+        }
+    }
+}
+
+impl std::fmt::Display for LoopPhase {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// What the loop does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    /// Run this phase (`Persist` passes the approval gate first).
+    Run(LoopPhase),
+    /// The iteration is persisted: loop back to Plan or end the cycle.
+    Decide,
+}
+
+/// The loop's next step from where the iteration stands: Specify first (and
+/// again when its file is gone, or the inputs or intent changed before this
+/// iteration's Plan), then the first phase not completed, then the decision.
+pub(crate) fn next_step(
+    iteration: u64,
+    completed: &[String],
+    spec_missing: bool,
+    respecify: bool,
+) -> Step {
+    let done = |p: LoopPhase| completed.iter().any(|c| c == p.as_str());
+    if (iteration == 1 && !done(LoopPhase::Specify))
+        || spec_missing
+        || (respecify && !done(LoopPhase::Plan))
+    {
+        return Step::Run(LoopPhase::Specify);
+    }
+    [
+        LoopPhase::Plan,
+        LoopPhase::Execute,
+        LoopPhase::Reflect,
+        LoopPhase::Persist,
+    ]
+    .into_iter()
+    .find(|p| !done(*p))
+    .map_or(Step::Decide, Step::Run)
+}
+
 /// How a `refine` call found its artifact.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
@@ -409,8 +473,11 @@ impl Controller<'_, '_> {
         Ok(())
     }
 
-    pub(crate) fn done(&self, phase: &str) -> bool {
-        self.state.phases_completed.iter().any(|p| p == phase)
+    pub(crate) fn done(&self, phase: LoopPhase) -> bool {
+        self.state
+            .phases_completed
+            .iter()
+            .any(|p| p == phase.as_str())
     }
 
     pub(crate) fn fire(&mut self, event: &str, phase: Option<&str>, metadata: Value) {
@@ -430,27 +497,34 @@ impl Controller<'_, '_> {
         self.dispatcher.dispatch(ev, &payload);
     }
 
-    pub(crate) fn begin(&mut self, phase: &str) {
+    pub(crate) fn begin(&mut self, phase: LoopPhase) {
         self.env.observer.phase_start(
             self.state.current_iteration,
             self.state.max_iterations,
-            phase,
+            phase.as_str(),
         );
-        self.fire("on_phase_start", Some(phase), json!({}));
+        self.fire("on_phase_start", Some(phase.as_str()), json!({}));
     }
 
     /// After every phase: checkpoint, then dispatch `on_phase_complete`.
-    pub(crate) fn end(&mut self, phase: &str, summary: &str, t: Instant) -> Result<(), LoopError> {
+    pub(crate) fn end(
+        &mut self,
+        phase: LoopPhase,
+        summary: &str,
+        t: Instant,
+    ) -> Result<(), LoopError> {
         store_loop(&mut self.state, &self.ls);
-        let cp = self.arts.checkpoint_state(&mut self.state, phase)?;
+        let cp = self
+            .arts
+            .checkpoint_state(&mut self.state, phase.as_str())?;
         self.fire(
             "on_phase_complete",
-            Some(phase),
+            Some(phase.as_str()),
             json!({"checkpoint_id": cp.checkpoint_id, "summary": summary}),
         );
         self.env.observer.phase_done(
             self.state.current_iteration,
-            phase,
+            phase.as_str(),
             summary,
             t.elapsed().as_secs_f64() * 1000.0,
         );
@@ -459,7 +533,7 @@ impl Controller<'_, '_> {
 
     /// Ctrl-C while the model was asked: nothing of the phase is recorded
     /// (no fallback stands in for the answer that never came).
-    pub(crate) fn cancelled_in(&mut self, phase: &str) -> Outcome {
+    pub(crate) fn cancelled_in(&mut self, phase: LoopPhase) -> Outcome {
         let note = format!(
             "cancelled while the model was asked ({phase}): the {phase} phase is not done and asks the model again on the next `pmpo refine {}`",
             self.state.artifact_name
@@ -543,35 +617,28 @@ impl Controller<'_, '_> {
             }
             self.redo_missing()?;
             let spec_missing = !self.ws.resolve(&spec_path(&self.name()))?.is_file();
-            let respecify = self.ls.respecify && !self.done("plan");
-            if (self.state.current_iteration == 1 && !self.done("specify"))
-                || spec_missing
-                || respecify
-            {
-                if let Some(o) = self.specify().await? {
-                    return Ok(o);
-                }
-            } else if !self.done("plan") {
-                if let Some(o) = self.plan().await? {
-                    return Ok(o);
-                }
-            } else if !self.done("execute") {
-                if let Some(o) = self.execute().await? {
-                    return Ok(o);
-                }
-            } else if !self.done("reflect") {
-                if let Some(o) = self.reflect().await? {
-                    return Ok(o);
-                }
-            } else if !self.done("persist") {
-                if let Some(o) = self.approval_gate().await? {
-                    return Ok(o);
-                }
-                self.persist()?;
-            } else {
-                if let Some(o) = self.decide()? {
-                    return Ok(o);
-                }
+            let step = next_step(
+                self.state.current_iteration,
+                &self.state.phases_completed,
+                spec_missing,
+                self.ls.respecify,
+            );
+            let stop = match step {
+                Step::Run(LoopPhase::Specify) => self.specify().await?,
+                Step::Run(LoopPhase::Plan) => self.plan().await?,
+                Step::Run(LoopPhase::Execute) => self.execute().await?,
+                Step::Run(LoopPhase::Reflect) => self.reflect().await?,
+                Step::Run(LoopPhase::Persist) => match self.approval_gate().await? {
+                    Some(o) => Some(o),
+                    None => {
+                        self.persist()?;
+                        None
+                    }
+                },
+                Step::Decide => self.decide()?,
+            };
+            if let Some(o) = stop {
+                return Ok(o);
             }
         }
     }
@@ -581,8 +648,8 @@ impl Controller<'_, '_> {
     fn redo_missing(&mut self) -> Result<(), LoopError> {
         let iteration = self.state.current_iteration;
         let checks = [
-            ("plan", plan_path(&self.name(), iteration)),
-            ("reflect", reflection_path(&self.name(), iteration)),
+            (LoopPhase::Plan, plan_path(&self.name(), iteration)),
+            (LoopPhase::Reflect, reflection_path(&self.name(), iteration)),
         ];
         for (phase, file) in checks {
             if self.done(phase) && !self.ws.resolve(&file)?.is_file() {
@@ -590,7 +657,7 @@ impl Controller<'_, '_> {
                     .state
                     .phases_completed
                     .iter()
-                    .position(|p| p == phase)
+                    .position(|p| p == phase.as_str())
                     .unwrap_or(0);
                 self.state.phases_completed.truncate(at);
                 let note = format!("`{file}` is missing: the {phase} phase runs again");
@@ -715,4 +782,116 @@ pub(crate) fn constraint_lines(constraints: &[Constraint]) -> String {
         .map(|c| format!("- {} [{}]: {}", c.id, c.severity, c.description))
         .collect::<Vec<_>>()
         .join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn completed(phases: &[LoopPhase]) -> Vec<String> {
+        phases.iter().map(|p| p.as_str().to_string()).collect()
+    }
+
+    #[test]
+    fn the_next_step_is_the_first_phase_not_completed_then_the_decision() {
+        use LoopPhase::*;
+        // (iteration, completed, spec missing, respecify) -> step
+        let table: &[(u64, &[LoopPhase], bool, bool, Step)] = &[
+            (1, &[], false, false, Step::Run(Specify)),
+            (1, &[Specify], false, false, Step::Run(Plan)),
+            (1, &[Specify, Plan], false, false, Step::Run(Execute)),
+            (
+                1,
+                &[Specify, Plan, Execute],
+                false,
+                false,
+                Step::Run(Reflect),
+            ),
+            (
+                1,
+                &[Specify, Plan, Execute, Reflect],
+                false,
+                false,
+                Step::Run(Persist),
+            ),
+            (
+                1,
+                &[Specify, Plan, Execute, Reflect, Persist],
+                false,
+                false,
+                Step::Decide,
+            ),
+            // Later iterations start at Plan: the specification stands.
+            (2, &[], false, false, Step::Run(Plan)),
+            (3, &[Plan, Execute], false, false, Step::Run(Reflect)),
+            // A specification moved aside is made again, whatever is done.
+            (2, &[Plan, Execute], true, false, Step::Run(Specify)),
+            // Changed inputs or intent: Specify again before this iteration's
+            // Plan, not after it.
+            (2, &[], false, true, Step::Run(Specify)),
+            (2, &[Plan], false, true, Step::Run(Execute)),
+        ];
+        for (iteration, done, spec_missing, respecify, want) in table {
+            assert_eq!(
+                next_step(*iteration, &completed(done), *spec_missing, *respecify),
+                *want,
+                "iteration {iteration}, completed {done:?}, spec missing {spec_missing}, respecify {respecify}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_termination_is_the_outcome_of_the_same_name() {
+        for (t, o) in [
+            (Termination::Converged, Outcome::Converged),
+            (
+                Termination::MaxIterationsExceeded,
+                Outcome::MaxIterationsExceeded,
+            ),
+            (Termination::UserTerminated, Outcome::UserTerminated),
+        ] {
+            assert_eq!(Outcome::from(t), o);
+            assert_eq!(json!(t), json!(o));
+        }
+    }
+
+    #[test]
+    fn the_gate_keeps_its_spelling_in_state_json_and_maps_to_the_shared_approval_states() {
+        let record = ApprovalRecord {
+            iteration: 2,
+            status: Approval::Terminate.into(),
+            requested_at: "t0".into(),
+            answered_at: Some("t1".into()),
+            answered_by: Some("terminal".into()),
+            note: None,
+        };
+        let v = json!(record);
+        assert_eq!(v["status"], "terminate");
+        let back: ApprovalRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, record);
+        assert_eq!(
+            serde_json::from_value::<GateStatus>(json!("pending")).unwrap(),
+            GateStatus::Pending
+        );
+        assert!(serde_json::from_value::<GateStatus>(json!("approved")).is_err());
+        assert_eq!(
+            ApprovalStatus::from(GateStatus::Continue),
+            ApprovalStatus::Approved
+        );
+        assert_eq!(
+            ApprovalStatus::from(GateStatus::Terminate),
+            ApprovalStatus::Rejected
+        );
+        assert_eq!(
+            ApprovalStatus::from(GateStatus::Pending),
+            ApprovalStatus::Pending
+        );
+    }
+
+    #[test]
+    fn a_report_names_how_the_artifact_was_found() {
+        assert_eq!(json!(Started::NewCycle), json!("new_cycle"));
+        assert_eq!(json!(Started::Created), json!("created"));
+        assert_eq!(json!(Started::Resumed), json!("resumed"));
+    }
 }

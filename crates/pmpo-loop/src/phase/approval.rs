@@ -12,8 +12,8 @@ use serde::Serialize;
 use serde_json::json;
 
 use crate::controller::{
-    Approval, ApprovalRecord, ApprovalRequest, Controller, GateStatus, LoopError, LoopState,
-    Outcome, REFINER_LOCK, loop_state, store_loop,
+    Approval, ApprovalRecord, ApprovalRequest, Controller, GateStatus, LoopError, LoopPhase,
+    LoopState, Outcome, REFINER_LOCK, loop_state, store_loop,
 };
 use crate::journal::{self, DECISIONS};
 
@@ -65,7 +65,7 @@ impl Controller<'_, '_> {
             )?;
             self.fire(
                 "on_approval_required",
-                Some("reflect"),
+                Some(LoopPhase::Reflect.as_str()),
                 json!({"summary": summary}),
             );
         }

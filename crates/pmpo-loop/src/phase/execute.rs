@@ -7,7 +7,9 @@ use pmpo_engine::{Event, EventSink};
 use pmpo_store::states::RunStatus;
 use serde_json::Value;
 
-use crate::controller::{Controller, LoopError, Observer, Outcome, plan_path, read_json};
+use crate::controller::{
+    Controller, LoopError, LoopPhase, Observer, Outcome, plan_path, read_json,
+};
 use crate::journal::REFINEMENT_LOG;
 
 /// Forwards the Execute phase's events to the observer.
@@ -21,7 +23,7 @@ impl EventSink for Forward<'_> {
 impl Controller<'_, '_> {
     pub(crate) async fn execute(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
-        self.begin("execute");
+        self.begin(LoopPhase::Execute);
         let iteration = self.state.current_iteration;
         let rel = plan_path(&self.name(), iteration);
         let path = self.ws.resolve(&rel)?;
@@ -56,7 +58,7 @@ impl Controller<'_, '_> {
                 &format!("execute:{iteration}:{id}"),
                 &format!("## Iteration {iteration} — Execute\n\n- {summary}\n"),
             )?;
-            self.end("execute", &summary, t)?;
+            self.end(LoopPhase::Execute, &summary, t)?;
             return Ok(None);
         }
         let mut opts = self.env.exec.clone();
@@ -105,7 +107,7 @@ impl Controller<'_, '_> {
                 pmpo_engine::RESULTS_FILE
             ),
         )?;
-        self.end("execute", &summary, t)?;
+        self.end(LoopPhase::Execute, &summary, t)?;
         Ok(None)
     }
 }

@@ -7,14 +7,14 @@ use pmpo_store::now_rfc3339;
 use pmpo_store::states::ConstraintStatus;
 use serde_json::{Value, json};
 
-use crate::controller::{Controller, LoopError, read_json, write_json};
+use crate::controller::{Controller, LoopError, LoopPhase, read_json, write_json};
 use crate::journal::{DECISIONS, REFINEMENT_LOG};
 use crate::reflect::{self, Decision, Termination};
 
 impl Controller<'_, '_> {
     pub(crate) fn persist(&mut self) -> Result<(), LoopError> {
         let t = Instant::now();
-        self.begin("persist");
+        self.begin(LoopPhase::Persist);
         let iteration = self.state.current_iteration;
         let r = self.load_reflection()?;
         let d = reflect::decide(&r, self.state.max_iterations, self.user_terminated());
@@ -68,7 +68,7 @@ impl Controller<'_, '_> {
             .any(|h| h["iteration"] == json!(iteration))
         {
             let mut phases = self.state.phases_completed.clone();
-            phases.push("persist".into());
+            phases.push(LoopPhase::Persist.as_str().into());
             self.state.iteration_history.push(json!({
                 "iteration": iteration,
                 "phases_completed": phases,
@@ -111,6 +111,6 @@ impl Controller<'_, '_> {
             d.status.map(|s| format!(" ({s})")).unwrap_or_default()
         );
         self.ls.pending_decision = Some(d);
-        self.end("persist", &summary, t)
+        self.end(LoopPhase::Persist, &summary, t)
     }
 }

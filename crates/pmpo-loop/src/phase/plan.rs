@@ -12,7 +12,7 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::controller::{
-    Controller, LoopError, Outcome, SpecFile, constraint_lines, plan_path, read_json,
+    Controller, LoopError, LoopPhase, Outcome, SpecFile, constraint_lines, plan_path, read_json,
     reflection_path, write_json,
 };
 use crate::domain;
@@ -24,7 +24,7 @@ impl Controller<'_, '_> {
     /// `Some(Cancelled)` when Ctrl-C came while the model was asked.
     pub(crate) async fn plan(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
-        self.begin("plan");
+        self.begin(LoopPhase::Plan);
         let spec = self.load_spec()?;
         let inputs = self.ls.inputs.clone();
         let (_, deterministic) =
@@ -70,7 +70,7 @@ impl Controller<'_, '_> {
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
-                Asked::Cancelled => return Ok(Some(self.cancelled_in("plan"))),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Plan))),
             }
         }
         // Deterministic first: every constraint with a check keeps its check,
@@ -131,7 +131,7 @@ impl Controller<'_, '_> {
             self.env.observer.note(n);
         }
         self.log(REFINEMENT_LOG, &format!("plan:{iteration}"), &body)?;
-        self.end("plan", &summary, t)?;
+        self.end(LoopPhase::Plan, &summary, t)?;
         Ok(None)
     }
 

@@ -10,7 +10,8 @@ use pmpo_store::{Workspace, now_rfc3339};
 use serde_json::{Map, Value, json};
 
 use crate::controller::{
-    Controller, LoopError, Outcome, SpecFile, plan_path, read_json, reflection_path, write_json,
+    Controller, LoopError, LoopPhase, Outcome, SpecFile, plan_path, read_json, reflection_path,
+    write_json,
 };
 use crate::domain;
 use crate::evidence::{PathPattern, RunEvidence};
@@ -24,7 +25,7 @@ impl Controller<'_, '_> {
     /// `Some(Cancelled)` when Ctrl-C came while the model was judging.
     pub(crate) async fn reflect(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
-        self.begin("reflect");
+        self.begin(LoopPhase::Reflect);
         let iteration = self.state.current_iteration;
         let spec = self.load_spec()?;
         let run_id = self.ls.run_id.clone().unwrap_or_default();
@@ -59,7 +60,7 @@ impl Controller<'_, '_> {
                 .judge(&spec, &mut constraints, &open, &ev, &run_id)
                 .await
             {
-                Judged::Cancelled => return Ok(Some(self.cancelled_in("reflect"))),
+                Judged::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Reflect))),
                 Judged::Note(note) => notes.push(note),
                 Judged::Done => {}
             }
@@ -88,11 +89,11 @@ impl Controller<'_, '_> {
         if !r.regressions.is_empty() {
             self.fire(
                 "on_regression",
-                Some("reflect"),
+                Some(LoopPhase::Reflect.as_str()),
                 json!({"regressions": r.regressions, "count": r.regressions.len()}),
             );
         }
-        self.end("reflect", &summary, t)?;
+        self.end(LoopPhase::Reflect, &summary, t)?;
         Ok(None)
     }
 

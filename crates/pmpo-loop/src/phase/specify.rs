@@ -8,7 +8,8 @@ use pmpo_plan::{Constraint, Specification};
 use serde_json::{Map, Value, json};
 
 use crate::controller::{
-    Controller, LoopError, Outcome, SpecFile, constraint_lines, read_json, spec_path, write_json,
+    Controller, LoopError, LoopPhase, Outcome, SpecFile, constraint_lines, read_json, spec_path,
+    write_json,
 };
 use crate::domain;
 use crate::journal::REFINEMENT_LOG;
@@ -19,7 +20,7 @@ impl Controller<'_, '_> {
     /// phase is not checkpointed, so the next `pmpo refine` asks again.
     pub(crate) async fn specify(&mut self) -> Result<Option<Outcome>, LoopError> {
         let t = Instant::now();
-        self.begin("specify");
+        self.begin(LoopPhase::Specify);
         let inputs = self.ls.inputs.clone();
         let (defaults, _) =
             domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
@@ -57,7 +58,7 @@ impl Controller<'_, '_> {
                     problems.join("; ")
                 )),
                 Asked::Failed(e) => notes.push(format!("no model specification ({e}); the adapter's defaults are used")),
-                Asked::Cancelled => return Ok(Some(self.cancelled_in("specify"))),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Specify))),
             }
         }
         let spec = Specification {
@@ -129,7 +130,7 @@ impl Controller<'_, '_> {
             ),
             &body,
         )?;
-        self.end("specify", &summary, t)?;
+        self.end(LoopPhase::Specify, &summary, t)?;
         Ok(None)
     }
 

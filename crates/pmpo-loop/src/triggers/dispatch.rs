@@ -97,7 +97,7 @@ impl Dispatcher {
                 && !cond.eval(payload)
             {
                 let mut line = outcome_base(event, index, &trigger.action);
-                line.insert("status".to_string(), json!("skipped"));
+                line.insert("status".to_string(), json!(ActionStatus::Skipped));
                 line.insert(
                     "message".to_string(),
                     json!(format!("skipped: condition `{src}` is false")),
@@ -121,7 +121,7 @@ impl Dispatcher {
                 }
                 Err(e) => {
                     let mut line = outcome_base(event, index, &trigger.action);
-                    line.insert("status".to_string(), json!("failed"));
+                    line.insert("status".to_string(), json!(ActionStatus::Failed));
                     line.insert(
                         "error".to_string(),
                         json!(format!("cannot start a thread for the action: {e}")),
@@ -202,8 +202,19 @@ fn run_action(
     line
 }
 
+/// How an action ended, as the workflow log spells it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum ActionStatus {
+    Ok,
+    Failed,
+    Timeout,
+    /// Its condition was false.
+    Skipped,
+}
+
 struct Outcome {
-    status: &'static str,
+    status: ActionStatus,
     fields: Map<String, Value>,
 }
 
@@ -212,7 +223,7 @@ impl Outcome {
         let mut fields = Map::new();
         fields.insert("error".to_string(), json!(error));
         Outcome {
-            status: "failed",
+            status: ActionStatus::Failed,
             fields,
         }
     }
@@ -288,22 +299,22 @@ fn run_command(shared: &Shared, event: Event, action: &Action, payload: &Value) 
                 )
             };
             fields.insert("error".to_string(), json!(why));
-            "timeout"
+            ActionStatus::Timeout
         }
-        Termination::Exited(0) => "ok",
+        Termination::Exited(0) => ActionStatus::Ok,
         Termination::Exited(c) => {
             fields.insert(
                 "error".to_string(),
                 json!(format!("`{}` exited with exit status: {c}", action.target)),
             );
-            "failed"
+            ActionStatus::Failed
         }
         Termination::Signaled(sig) => {
             fields.insert(
                 "error".to_string(),
                 json!(format!("`{}` exited with signal: {sig}", action.target)),
             );
-            "failed"
+            ActionStatus::Failed
         }
     };
     fields.insert(
@@ -361,7 +372,7 @@ fn webhook_timed_out(action: &Action, mut fields: Map<String, Value>) -> Outcome
         )),
     );
     Outcome {
-        status: "timeout",
+        status: ActionStatus::Timeout,
         fields,
     }
 }
@@ -392,7 +403,11 @@ fn webhook_exchange(action: &Action, payload: &Value, deadline: Instant) -> Outc
         Err(e) => {
             fields.insert("error".to_string(), json!(error_chain(&e)));
             Outcome {
-                status: if e.is_timeout() { "timeout" } else { "failed" },
+                status: if e.is_timeout() {
+                    ActionStatus::Timeout
+                } else {
+                    ActionStatus::Failed
+                },
                 fields,
             }
         }
@@ -426,7 +441,7 @@ fn webhook_exchange(action: &Action, payload: &Value, deadline: Instant) -> Outc
             }
             if status.is_success() {
                 Outcome {
-                    status: "ok",
+                    status: ActionStatus::Ok,
                     fields,
                 }
             } else {
@@ -436,7 +451,7 @@ fn webhook_exchange(action: &Action, payload: &Value, deadline: Instant) -> Outc
                 }
                 fields.insert("error".to_string(), json!(error));
                 Outcome {
-                    status: "failed",
+                    status: ActionStatus::Failed,
                     fields,
                 }
             }
