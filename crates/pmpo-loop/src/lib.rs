@@ -8,6 +8,7 @@ pub mod content_type;
 pub mod controller;
 pub mod domain;
 pub mod evidence;
+mod files;
 pub mod journal;
 pub mod model;
 mod phase;
