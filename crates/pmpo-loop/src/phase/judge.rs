@@ -214,3 +214,65 @@ fn strategy_focus(strategy: &str) -> &'static str {
         _ => "Judge the generated artifact itself.",
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+
+    fn open(id: &str) -> ConstraintState {
+        ConstraintState {
+            id: id.into(),
+            description: String::new(),
+            severity: pmpo_plan::Severity::Medium,
+            status: ConstraintStatus::NotChecked,
+            basis: Basis::None,
+            evidence: "no deterministic check".into(),
+            run_id: String::new(),
+            files: Vec::new(),
+            unproven: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_judgement_may_name_only_the_constraints_asked_about() {
+        let ids = vec!["style".to_string()];
+        let mut ok = json!({"judgements": [{"id": "style", "status": "satisfied", "reason": "r"}]});
+        assert!(judgement_problems(&mut ok, &ids).is_empty());
+        let mut other =
+            json!({"judgements": [{"id": "tests", "status": "satisfied", "reason": "r"}]});
+        assert_eq!(
+            judgement_problems(&mut other, &ids),
+            ["`tests` is not one of the constraints to judge (style)"]
+        );
+    }
+
+    #[test]
+    fn judgements_are_marked_judged_with_the_reason() {
+        let mut cs = vec![open("style"), open("tone")];
+        apply_judgements(
+            &mut cs,
+            &json!({"judgements": [{"id": "tone", "status": "violated", "reason": "too dry"}]}),
+        );
+        assert_eq!(cs[0], open("style"));
+        assert_eq!(
+            (cs[1].status, cs[1].basis, cs[1].evidence.as_str()),
+            (
+                ConstraintStatus::Violated,
+                Basis::Judged,
+                "judged by the model: too dry"
+            )
+        );
+    }
+
+    #[test]
+    fn each_strategy_asks_the_judge_to_look_at_its_own_thing() {
+        assert!(strategy_focus("prompt_quality").contains("the prompt itself"));
+        assert!(strategy_focus("test_execution").contains("test output"));
+        assert_eq!(
+            strategy_focus("direct_eval"),
+            "Judge the generated artifact itself."
+        );
+    }
+}

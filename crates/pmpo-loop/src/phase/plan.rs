@@ -73,22 +73,7 @@ impl Controller<'_, '_> {
                 Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Plan))),
             }
         }
-        // Deterministic first: every constraint with a check keeps its check,
-        // whatever the plan says; the plan may add checks for the others.
-        let mut validation_plan = spec.checks.clone();
-        for item in extra_checks {
-            if !validation_plan
-                .iter()
-                .any(|v| v.constraint_id == item.constraint_id)
-                && spec
-                    .specification
-                    .constraints
-                    .iter()
-                    .any(|c| c.id == item.constraint_id)
-            {
-                validation_plan.push(item);
-            }
-        }
+        let validation_plan = validation_plan(&spec, extra_checks);
         let tool_invocations: Vec<Value> = stages
             .iter()
             .map(|s| json!({"stage": s.id, "tool": s.tool_name(), "purpose": s.description}))
@@ -175,6 +160,25 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
     }
 }
 
+/// The plan's checks. Deterministic first: every constraint with a check
+/// keeps its check, whatever the plan says; the plan may add checks for the
+/// others (of constraints the specification has).
+fn validation_plan(spec: &SpecFile, extra: Vec<ValidationItem>) -> Vec<ValidationItem> {
+    let mut plan = spec.checks.clone();
+    for item in extra {
+        if !plan.iter().any(|v| v.constraint_id == item.constraint_id)
+            && spec
+                .specification
+                .constraints
+                .iter()
+                .any(|c| c.id == item.constraint_id)
+        {
+            plan.push(item);
+        }
+    }
+    plan
+}
+
 /// A plan document from the specification and the model's `{stages, validation_plan}`.
 pub(crate) fn assemble(spec: &SpecFile, answer: &Value) -> Result<PlanDocument, String> {
     // A whole plan document (`{"plan": {"stages": ...}}`) is accepted too.
@@ -213,5 +217,73 @@ pub(crate) fn plan_problems(
             .map(|d| d.to_string())
             .collect(),
         Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SpecFile {
+        serde_json::from_value(json!({
+            "specification": {
+                "artifact_name": "demo",
+                "artifact_type": "code",
+                "constraints": [
+                    {"id": "syntax", "description": "parses", "severity": "blocking"},
+                    {"id": "style", "description": "reads well", "severity": "low"},
+                ],
+            },
+            "goals": [],
+            "checks": [{"constraint_id": "syntax", "validation_method": "syntax", "with": {"path": "a.py"}}],
+            "required_files": [],
+            "content_type": {},
+            "specified_by": "adapter",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_plan_may_add_checks_but_never_replace_one() {
+        let extra: Vec<ValidationItem> = serde_json::from_value(json!([
+            {"constraint_id": "syntax", "validation_method": "regex", "with": {"path": "a.py"}},
+            {"constraint_id": "style", "validation_method": "lint"},
+            {"constraint_id": "unknown", "validation_method": "lint"},
+        ]))
+        .unwrap();
+        let got: Vec<(String, String)> = validation_plan(&spec(), extra)
+            .into_iter()
+            .map(|v| (v.constraint_id, v.validation_method))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("syntax".to_string(), "syntax".to_string()),
+                ("style".to_string(), "lint".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_model_plan_is_its_stages_under_the_specification() {
+        let stage = json!({"id": "a", "tool": "run", "with": {"command": ["true"]}});
+        let doc = assemble(&spec(), &json!({"stages": [stage]})).unwrap();
+        assert_eq!(doc.plan.stages.len(), 1);
+        assert_eq!(doc.specification.artifact_name, "demo");
+        // A whole plan document is taken too.
+        let whole = assemble(&spec(), &json!({"plan": {"stages": [stage]}})).unwrap();
+        assert_eq!(whole.plan.stages[0].id, "a");
+        assert_eq!(
+            assemble(&spec(), &json!({"steps": []})).unwrap_err(),
+            "the answer has no `stages`"
+        );
+        let bad = assemble(
+            &spec(),
+            &json!({"stages": [{"id": "a", "tool": "run", "colour": 1}]}),
+        );
+        assert!(
+            bad.unwrap_err()
+                .starts_with("the plan does not fit the plan format")
+        );
     }
 }

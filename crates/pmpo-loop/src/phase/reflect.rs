@@ -525,3 +525,216 @@ fn reflect_decision_log(r: &Reflection, summary: &str) -> String {
     }
     d
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A specification of three constraints; `a` and `b` have checks.
+    fn spec() -> SpecFile {
+        serde_json::from_value(json!({
+            "specification": {
+                "artifact_name": "demo",
+                "artifact_type": "logo",
+                "constraints": [
+                    {"id": "a", "description": "A", "severity": "blocking"},
+                    {"id": "b", "description": "B", "severity": "high"},
+                    {"id": "c", "description": "C", "severity": "medium"},
+                ],
+            },
+            "goals": [],
+            "checks": [
+                {"constraint_id": "a", "validation_method": "xml", "with": {"path": "dist/a.svg"}},
+                {"constraint_id": "b", "validation_method": "non_empty", "with": {"path": "dist/b"}},
+            ],
+            "required_files": ["dist/a.svg"],
+            "content_type": {},
+            "specified_by": "adapter",
+        }))
+        .unwrap()
+    }
+
+    fn measured() -> Value {
+        json!({"run_id": "r1", "constraints": [
+            {"id": "a", "status": "satisfied", "checks": [{"check": "xml", "status": "passed", "message": "ok"}]},
+            {"id": "b", "status": "violated", "checks": [{"check": "non_empty", "status": "failed", "message": "empty"}]},
+        ]})
+    }
+
+    #[test]
+    fn measured_statuses_come_from_the_run_and_the_rest_are_not_checked() {
+        let states = measured_states(&spec(), &measured());
+        let got: Vec<(&str, ConstraintStatus, Basis, &str)> = states
+            .iter()
+            .map(|c| (c.id.as_str(), c.status, c.basis, c.evidence.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "a",
+                    ConstraintStatus::Satisfied,
+                    Basis::Measured,
+                    "xml passed: ok"
+                ),
+                (
+                    "b",
+                    ConstraintStatus::Violated,
+                    Basis::Measured,
+                    "non_empty failed: empty"
+                ),
+                (
+                    "c",
+                    ConstraintStatus::NotChecked,
+                    Basis::None,
+                    "no deterministic check"
+                ),
+            ]
+        );
+        // Nothing measured: every status is not_checked, and a checked
+        // constraint says nothing of a check that did not run.
+        let none = measured_states(&spec(), &Value::Null);
+        assert!(
+            none.iter()
+                .all(|c| c.status == ConstraintStatus::NotChecked && c.basis == Basis::None)
+        );
+        assert_eq!(none[0].evidence, "");
+    }
+
+    #[test]
+    fn the_execution_summary_is_of_this_run_only() {
+        let results = json!({"run_id": "r1", "status": "failed",
+            "stages": [{"id": "x", "status": "FAILED"}, {"id": "y", "status": "timeout"}, {"id": "z", "status": "COMPLETED"}],
+            "errors": [{"stage": "x", "message": "boom"}]});
+        let e = execution_summary(&results, "r1");
+        assert_eq!(e.status, "failed");
+        assert_eq!(e.stages, 3);
+        assert_eq!(e.failed_stages, ["x", "y"]);
+        assert_eq!(e.errors, ["x: boom"]);
+        let other = execution_summary(&results, "r2");
+        assert_eq!((other.run_id.as_str(), other.status.as_str()), ("r2", ""));
+        assert_eq!(other.run_status(), None);
+    }
+
+    #[test]
+    fn a_measured_success_on_files_the_run_did_not_prove_is_not_evidence_but_a_violation_stands() {
+        let plan = json!({"plan": {"stages": [
+            {"id": "make", "outputs": ["dist/a.svg", "dist/b"]},
+        ]}});
+        let results = json!({"run_id": "r1", "status": "failed", "stages": [
+            {"id": "make", "status": "FAILED", "reason": "exit 1", "files": []},
+        ]});
+        let ev = RunEvidence::of_run(&plan, &results, "r1");
+        let checks_run = vec![
+            json!({"constraint_id": "a", "with": {"path": "dist/a.svg"}}),
+            json!({"constraint_id": "b", "with": {"path": "dist/b"}}),
+        ];
+        let mut states = measured_states(&spec(), &measured());
+        apply_evidence(&mut states, &checks_run, &ev, "r1");
+        let a = &states[0];
+        assert_eq!(
+            (a.status, a.basis),
+            (ConstraintStatus::NotChecked, Basis::None)
+        );
+        assert!(a.evidence.starts_with("not evidence:"), "{}", a.evidence);
+        assert!(!a.unproven.is_empty());
+        let b = &states[1];
+        assert_eq!(
+            (b.status, b.basis),
+            (ConstraintStatus::Violated, Basis::Measured)
+        );
+        assert!(!b.unproven.is_empty());
+        assert_eq!(states[2].run_id, "", "no check of `c` ran");
+
+        // Proven files: the status stands and names them.
+        let ok = json!({"run_id": "r1", "status": "completed", "stages": [
+            {"id": "make", "status": "COMPLETED", "files": [
+                {"path": "dist/a.svg", "blake3": "aa"}, {"path": "dist/b", "blake3": "bb"}]},
+        ]});
+        let ev = RunEvidence::of_run(&plan, &ok, "r1");
+        let mut states = measured_states(&spec(), &measured());
+        apply_evidence(&mut states, &checks_run, &ev, "r1");
+        assert_eq!(states[0].status, ConstraintStatus::Satisfied);
+        assert_eq!(states[0].files.len(), 1);
+        assert_eq!(states[0].run_id, "r1");
+    }
+
+    #[test]
+    fn only_constraints_without_a_check_go_to_the_judge() {
+        let spec = spec();
+        let mut states = measured_states(&spec, &Value::Null);
+        // `a` and `b` have checks (they stay not_checked); `c` has none.
+        assert_eq!(open_to_judge(&spec, &[], &states), [2]);
+        // The plan asks for a judgement of `c` (not a check): still open.
+        let judged = [json!({"constraint_id": "c", "execution_required": false})];
+        assert_eq!(open_to_judge(&spec, &judged, &states), [2]);
+        // The plan checks `c`: nothing is open.
+        let checked = [json!({"constraint_id": "c", "validation_method": "regex"})];
+        assert!(open_to_judge(&spec, &checked, &states).is_empty());
+        // Unproven files are not handed to a judge.
+        states[2].unproven = vec!["why".into()];
+        assert!(open_to_judge(&spec, &[], &states).is_empty());
+    }
+
+    #[test]
+    fn components_count_their_own_constraints() {
+        let mut states = measured_states(&spec(), &Value::Null);
+        states[0].id = "c1-image-prompt_a".into();
+        states[0].status = ConstraintStatus::Satisfied;
+        states[1].id = "c1-image-prompt_b".into();
+        states[1].status = ConstraintStatus::Violated;
+        states[2].id = "c2-content_c".into();
+        let comps = vec![
+            (
+                "c1-image-prompt".to_string(),
+                "meta:image-prompt".to_string(),
+                "prompt_quality".to_string(),
+            ),
+            (
+                "c2-content".to_string(),
+                "direct:content".to_string(),
+                "direct_eval".to_string(),
+            ),
+        ];
+        let got: Vec<(String, usize, usize, usize)> = component_summaries(&comps, &states)
+            .into_iter()
+            .map(|c| (c.id, c.satisfied, c.violated, c.not_checked))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("c1-image-prompt".to_string(), 1, 1, 0),
+                ("c2-content".to_string(), 0, 0, 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn the_log_entries_show_every_constraint_and_what_keeps_the_artifact_open() {
+        let r = Reflection {
+            iteration: 2,
+            strategy: "direct_eval".into(),
+            constraints: measured_states(&spec(), &measured()),
+            required_missing: vec!["dist/a.svg".into()],
+            regressions: vec!["`dist/x` was deleted from dist/".into()],
+            ..Default::default()
+        };
+        let summary = reflect_summary(&r);
+        assert_eq!(
+            summary,
+            "1 satisfied, 1 violated, 1 not checked of 3; 1 regression(s)"
+        );
+        let log = reflect_log(&r, &summary, &["a note".to_string()]);
+        assert!(log.starts_with("## Iteration 2 — Reflect\n\nStrategy: direct_eval. 1 satisfied"));
+        assert!(log.contains("| `b` | high | violated | measured | non_empty failed: empty |\n"));
+        assert!(log.contains("\nRequired files not produced or verified by run ``: dist/a.svg\n"));
+        assert!(log.contains("\nManifest: invalid\n"));
+        assert!(log.ends_with("\nNote: a note\n"));
+        assert_eq!(
+            reflect_decision_log(&r, &summary),
+            format!(
+                "## Iteration 2 — Reflect\n\n- {summary}\n- Not satisfied (violated, or blocking and not measured): b\n- Regression: `dist/x` was deleted from dist/\n"
+            )
+        );
+    }
+}

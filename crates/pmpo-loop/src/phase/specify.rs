@@ -248,3 +248,34 @@ fn merge_model_spec(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_model_adds_goals_and_constraints_but_never_replaces_a_default() {
+        let mut constraints: Vec<Constraint> = serde_json::from_value(json!([
+            {"id": "svg-valid", "description": "well-formed", "severity": "blocking"},
+        ]))
+        .unwrap();
+        let mut goals = vec!["a logo".to_string()];
+        let mut notes = Vec::new();
+        let answer = json!({
+            "goals": ["a logo", "reads at 16 px"],
+            "constraints": [
+                {"id": "svg-valid", "description": "valid", "severity": "low"},
+                {"id": "legible", "description": "legible at 16 px", "severity": "high", "type": "visual"},
+                {"id": "odd", "description": "x", "severity": "urgent"},
+            ],
+        });
+        merge_model_spec(&answer, &mut constraints, &mut goals, &mut notes);
+        assert_eq!(goals, ["a logo", "reads at 16 px"]);
+        let ids: Vec<&str> = constraints.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["svg-valid", "legible"]);
+        assert_eq!(constraints[0].severity, pmpo_plan::Severity::Blocking);
+        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert!(notes[0].contains("`svg-valid` repeats a default one"));
+        assert!(notes[1].starts_with("a constraint of the model was dropped"));
+    }
+}
