@@ -8,6 +8,7 @@ use pmpo_ai::Phase;
 use pmpo_store::states::ConstraintStatus;
 use serde_json::Value;
 
+use crate::content_type::Strategy;
 use crate::controller::{Controller, SpecFile};
 use crate::evidence::RunEvidence;
 use crate::model::{self, Asked, Caller};
@@ -206,12 +207,12 @@ fn apply_judgements(constraints: &mut [ConstraintState], answer: &Value) {
 
 /// What the Reflect phase asks the model to look at, by strategy.
 fn strategy_focus(strategy: &str) -> &'static str {
-    match strategy {
-        "prompt_quality" => {
+    match Strategy::parse(strategy) {
+        Some(Strategy::PromptQuality) => {
             "Judge the prompt itself: clarity, specificity, fit for its target platform."
         }
-        "test_execution" => "Judge the prompt and the test output it produced.",
-        _ => "Judge the generated artifact itself.",
+        Some(Strategy::TestExecution) => "Judge the prompt and the test output it produced.",
+        Some(Strategy::OutputInspection) | None => "Judge the generated artifact itself.",
     }
 }
 
@@ -271,8 +272,15 @@ mod tests {
         assert!(strategy_focus("prompt_quality").contains("the prompt itself"));
         assert!(strategy_focus("test_execution").contains("test output"));
         assert_eq!(
-            strategy_focus("direct_eval"),
+            strategy_focus("output_inspection"),
             "Judge the generated artifact itself."
         );
+        for s in [
+            Strategy::OutputInspection,
+            Strategy::PromptQuality,
+            Strategy::TestExecution,
+        ] {
+            assert_eq!(Strategy::parse(s.as_str()), Some(s));
+        }
     }
 }
