@@ -44,6 +44,17 @@ impl Strategy {
             Strategy::TestExecution => "test_execution",
         }
     }
+
+    /// The strategy `as_str` spells `text`, if any.
+    pub fn parse(text: &str) -> Option<Strategy> {
+        [
+            Strategy::OutputInspection,
+            Strategy::PromptQuality,
+            Strategy::TestExecution,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
+    }
 }
 
 /// The evaluation strategy of a content type.

@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 
+use pmpo_store::states::{RunStatus, StageStatus};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -213,7 +214,9 @@ impl RunEvidence {
                 .and_then(|r| r["status"].as_str())
                 .unwrap_or("")
                 .to_ascii_lowercase();
-            if matches!(status.as_str(), "completed" | "cached") {
+            let succeeded = StageStatus::parse(&status.to_ascii_uppercase())
+                .is_some_and(StageStatus::is_success);
+            if succeeded {
                 for f in result
                     .and_then(|r| r["files"].as_array())
                     .into_iter()
@@ -244,7 +247,7 @@ impl RunEvidence {
 
     /// Whether the run completed: every stage's files are this run's.
     pub fn complete(&self) -> bool {
-        self.status == "completed"
+        RunStatus::parse(&self.status) == Some(RunStatus::Completed)
     }
 
     /// Files this run recorded under `reference` (a path, directory or pattern).

@@ -8,9 +8,12 @@ pub mod content_type;
 pub mod controller;
 pub mod domain;
 pub mod evidence;
+mod files;
 pub mod journal;
 pub mod model;
+mod phase;
 pub mod reflect;
+mod startup;
 pub mod triggers;
 
 pub use controller::{

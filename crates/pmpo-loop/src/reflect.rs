@@ -5,20 +5,49 @@
 //! model (and marked judged). The regression checklist compares this
 //! iteration with the previous one.
 
+use pmpo_plan::Severity;
+use pmpo_store::states::{ConstraintStatus, RunStatus};
 use serde::{Deserialize, Serialize};
 
 use crate::evidence::EvidenceFile;
+
+/// What a constraint's status rests on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Basis {
+    /// A deterministic check decided.
+    Measured,
+    /// The model decided.
+    Judged,
+    /// Nothing decided.
+    None,
+}
+
+impl Basis {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Basis::Measured => "measured",
+            Basis::Judged => "judged",
+            Basis::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Basis {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
 
 /// One constraint after reflection.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ConstraintState {
     pub id: String,
     pub description: String,
-    pub severity: String,
+    pub severity: Severity,
     /// `satisfied`, `violated` or `not_checked`.
-    pub status: String,
-    /// `measured` (a check decided), `judged` (the model decided) or `none`.
-    pub basis: String,
+    pub status: ConstraintStatus,
+    pub basis: Basis,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub evidence: String,
     /// The Execute run whose checks (and files) this status rests on.
@@ -41,6 +70,13 @@ pub struct ExecutionSummary {
     pub stages: usize,
     pub failed_stages: Vec<String>,
     pub errors: Vec<String>,
+}
+
+impl ExecutionSummary {
+    /// The run's status, `None` when there were no results of this run.
+    pub fn run_status(&self) -> Option<RunStatus> {
+        RunStatus::parse(&self.status)
+    }
 }
 
 /// `reflections/iteration-N.json`.
@@ -83,7 +119,7 @@ pub struct ComponentSummary {
 }
 
 impl Reflection {
-    pub fn count(&self, status: &str) -> usize {
+    pub fn count(&self, status: ConstraintStatus) -> usize {
         self.constraints
             .iter()
             .filter(|c| c.status == status)
@@ -96,19 +132,20 @@ impl Reflection {
         self.constraints
             .iter()
             .filter(|c| {
-                c.status == "violated" || (c.severity == "blocking" && c.status != "satisfied")
+                c.status == ConstraintStatus::Violated
+                    || (c.severity == Severity::Blocking && c.status != ConstraintStatus::Satisfied)
             })
             .map(|c| c.id.clone())
             .collect()
     }
 }
 
-fn rank(severity: &str) -> u8 {
+fn rank(severity: Severity) -> u8 {
     match severity {
-        "blocking" => 4,
-        "high" => 3,
-        "medium" => 2,
-        _ => 1,
+        Severity::Blocking => 4,
+        Severity::High => 3,
+        Severity::Medium => 2,
+        Severity::Low => 1,
     }
 }
 
@@ -125,13 +162,13 @@ pub fn regressions(now: &Reflection, before: Option<&Reflection>) -> Vec<String>
         let Some(prev) = before.constraints.iter().find(|p| p.id == c.id) else {
             continue;
         };
-        if prev.status == "satisfied" && c.status == "violated" {
+        if prev.status == ConstraintStatus::Satisfied && c.status == ConstraintStatus::Violated {
             out.push(format!(
                 "constraint `{}` was satisfied in iteration {} and is now violated",
                 c.id, before.iteration
             ));
         }
-        if rank(&c.severity) < rank(&prev.severity) {
+        if rank(c.severity) < rank(prev.severity) {
             out.push(format!(
                 "constraint `{}` was downgraded from {} to {}",
                 c.id, prev.severity, c.severity
@@ -152,15 +189,62 @@ pub fn regressions(now: &Reflection, before: Option<&Reflection>) -> Vec<String>
     out
 }
 
+/// Loop back to Plan, or end the cycle.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    Continue,
+    Terminate,
+}
+
+impl Decision {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Decision::Continue => "continue",
+            Decision::Terminate => "terminate",
+        }
+    }
+}
+
+impl std::fmt::Display for Decision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
+/// Why a cycle ended (its convergence status).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Termination {
+    Converged,
+    MaxIterationsExceeded,
+    UserTerminated,
+}
+
+impl Termination {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Termination::Converged => "converged",
+            Termination::MaxIterationsExceeded => "max_iterations_exceeded",
+            Termination::UserTerminated => "user_terminated",
+        }
+    }
+}
+
+impl std::fmt::Display for Termination {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.pad(self.as_str())
+    }
+}
+
 /// The loop/terminate decision of one iteration.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct DecisionRecord {
     pub iteration: u64,
-    /// `continue` or `terminate`.
-    pub decision: String,
-    /// With `terminate`: `converged`, `max_iterations_exceeded` or `user_terminated`.
+    pub decision: Decision,
+    /// Set with `terminate`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub status: Option<String>,
+    pub status: Option<Termination>,
     pub reason: String,
     pub unsatisfied: Vec<String>,
     pub regressions: Vec<String>,
@@ -175,17 +259,17 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     let blocking_open: Vec<&ConstraintState> = r
         .constraints
         .iter()
-        .filter(|c| c.severity == "blocking" && c.status != "satisfied")
+        .filter(|c| c.severity == Severity::Blocking && c.status != ConstraintStatus::Satisfied)
         .collect();
     let high_violated: Vec<&ConstraintState> = r
         .constraints
         .iter()
-        .filter(|c| c.severity == "high" && c.status == "violated")
+        .filter(|c| c.severity == Severity::High && c.status == ConstraintStatus::Violated)
         .collect();
     let mut why_not = Vec::new();
     // Files left by an earlier run are no evidence: an Execute that did not
     // complete leaves the artifact unproven, whatever the checks said.
-    if r.execution.status != "completed" {
+    if r.execution.run_status() != Some(RunStatus::Completed) {
         let status = if r.execution.status.is_empty() {
             "no results".to_string()
         } else {
@@ -248,7 +332,7 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     }
     let mut d = DecisionRecord {
         iteration: r.iteration,
-        decision: "terminate".into(),
+        decision: Decision::Terminate,
         status: None,
         reason: String::new(),
         unsatisfied: r.unsatisfied(),
@@ -256,20 +340,20 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
         decided_at: pmpo_store::now_rfc3339(),
     };
     if user_terminated {
-        d.status = Some("user_terminated".into());
+        d.status = Some(Termination::UserTerminated);
         d.reason = "a person answered the approval gate with terminate".into();
     } else if why_not.is_empty() {
-        d.status = Some("converged".into());
+        d.status = Some(Termination::Converged);
         d.reason = format!(
             "converged: all {} blocking constraint(s) satisfied by checks of run `{}` on files it produced or verified, every required file is among them, the manifest validates, no high constraint violated",
             r.constraints
                 .iter()
-                .filter(|c| c.severity == "blocking")
+                .filter(|c| c.severity == Severity::Blocking)
                 .count(),
             r.execution.run_id
         );
     } else if r.iteration >= max_iterations {
-        d.status = Some("max_iterations_exceeded".into());
+        d.status = Some(Termination::MaxIterationsExceeded);
         d.reason = format!(
             "Maximum iterations reached — forcing termination (iteration {} of {}); still open: {}",
             r.iteration,
@@ -277,7 +361,7 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
             why_not.join("; ")
         );
     } else {
-        d.decision = "continue".into();
+        d.decision = Decision::Continue;
         d.reason = why_not.join("; ");
     }
     d
@@ -291,9 +375,9 @@ mod tests {
         ConstraintState {
             id: id.into(),
             description: String::new(),
-            severity: sev.into(),
-            status: status.into(),
-            basis: "measured".into(),
+            severity: serde_json::from_value(serde_json::json!(sev)).unwrap(),
+            status: status.parse().unwrap(),
+            basis: Basis::Measured,
             evidence: String::new(),
             run_id: String::new(),
             files: Vec::new(),
@@ -326,24 +410,24 @@ mod tests {
         );
         let d = decide(&ok, 5, false);
         assert_eq!(
-            (d.decision.as_str(), d.status.as_deref()),
-            ("terminate", Some("converged"))
+            (d.decision, d.status),
+            (Decision::Terminate, Some(Termination::Converged))
         );
 
         let not_checked = r(1, vec![c("a", "blocking", "not_checked")]);
-        assert_eq!(decide(&not_checked, 5, false).decision, "continue");
+        assert_eq!(decide(&not_checked, 5, false).decision, Decision::Continue);
 
         let high = r(
             2,
             vec![c("a", "blocking", "satisfied"), c("h", "high", "violated")],
         );
         let d = decide(&high, 5, false);
-        assert_eq!(d.decision, "continue");
+        assert_eq!(d.decision, Decision::Continue);
         assert_eq!(d.unsatisfied, vec!["h".to_string()]);
 
         let at_max = r(5, vec![c("h", "high", "violated")]);
         let d = decide(&at_max, 5, false);
-        assert_eq!(d.status.as_deref(), Some("max_iterations_exceeded"));
+        assert_eq!(d.status, Some(Termination::MaxIterationsExceeded));
         assert!(
             d.reason
                 .starts_with("Maximum iterations reached — forcing termination")
@@ -351,13 +435,13 @@ mod tests {
 
         let mut missing = ok.clone();
         missing.required_missing = vec!["dist/x".into()];
-        assert_eq!(decide(&missing, 5, false).decision, "continue");
+        assert_eq!(decide(&missing, 5, false).decision, Decision::Continue);
         let mut bad_manifest = ok.clone();
         bad_manifest.manifest_valid = false;
-        assert_eq!(decide(&bad_manifest, 5, false).decision, "continue");
+        assert_eq!(decide(&bad_manifest, 5, false).decision, Decision::Continue);
         assert_eq!(
-            decide(&missing, 5, true).status.as_deref(),
-            Some("user_terminated")
+            decide(&missing, 5, true).status,
+            Some(Termination::UserTerminated)
         );
 
         // Everything measured satisfied, but the run failed: not converged.
@@ -365,14 +449,14 @@ mod tests {
         failed.execution.status = "failed".into();
         failed.unproven = vec!["`dist/logo.svg`: stage `import` failed".into()];
         let d = decide(&failed, 5, false);
-        assert_eq!(d.decision, "continue");
+        assert_eq!(d.decision, Decision::Continue);
         assert!(d.reason.contains("did not complete"), "{}", d.reason);
         assert!(d.reason.contains("`dist/logo.svg`: stage `import` failed"));
         let mut none = ok.clone();
         none.execution.status = String::new();
         assert_eq!(
-            decide(&none, 1, false).status.as_deref(),
-            Some("max_iterations_exceeded")
+            decide(&none, 1, false).status,
+            Some(Termination::MaxIterationsExceeded)
         );
     }
 

@@ -290,7 +290,11 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
     if !ls.evaluation_strategy.is_empty() {
         outln!("  evaluated   {}", ls.evaluation_strategy);
     }
-    if let Some(a) = ls.approval.as_ref().filter(|a| a.status == "pending") {
+    if let Some(a) = ls
+        .approval
+        .as_ref()
+        .filter(|a| a.status == pmpo_loop::controller::GateStatus::Pending)
+    {
         outln!(
             "  approval    pending since {} (iteration {}): `pmpo approve {} --continue|--terminate`",
             a.requested_at,
@@ -302,10 +306,7 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         outln!(
             "  decision    {}{} at iteration {}: {}",
             d.decision,
-            d.status
-                .as_deref()
-                .map(|s| format!(" ({s})"))
-                .unwrap_or_default(),
+            d.status.map(|s| format!(" ({s})")).unwrap_or_default(),
             d.iteration,
             d.reason
         );
@@ -321,10 +322,14 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
         for c in &r.constraints {
             outln!(
                 "    {:<11} {:<28} {:<8} {}",
-                c.status,
+                c.status.as_str(),
                 c.id,
-                c.severity,
-                if c.basis == "judged" { "(judged)" } else { "" }
+                c.severity.to_string(),
+                if c.basis == pmpo_loop::reflect::Basis::Judged {
+                    "(judged)"
+                } else {
+                    ""
+                }
             );
         }
     }

@@ -409,14 +409,18 @@ fn print_report(r: &Report) {
             err,
             "  {mark} {:<28} {:<8} {}{}",
             c.id,
-            c.severity,
+            c.severity.to_string(),
             c.status,
-            if c.basis == "judged" { " (judged)" } else { "" }
+            if c.basis == pmpo_loop::reflect::Basis::Judged {
+                " (judged)"
+            } else {
+                ""
+            }
         );
         // What the status rests on: this run's files (digests) or why not.
         if !c.unproven.is_empty() {
             let _ = writeln!(err, "       unproven: {}", c.unproven.join("; "));
-        } else if !c.run_id.is_empty() && c.basis == "measured" {
+        } else if !c.run_id.is_empty() && c.basis == pmpo_loop::reflect::Basis::Measured {
             let files = if c.files.is_empty() {
                 String::new()
             } else {

@@ -1,0 +1,116 @@
+//! Persist: the iteration's decision, its log entries, its line in the
+//! iteration history and the manifest's `refinement` record.
+
+use std::time::Instant;
+
+use pmpo_store::now_rfc3339;
+use pmpo_store::states::ConstraintStatus;
+use serde_json::{Value, json};
+
+use crate::controller::{Controller, LoopError, LoopPhase, read_json, write_json};
+use crate::journal::{DECISIONS, REFINEMENT_LOG};
+use crate::reflect::{self, Decision, Termination};
+
+impl Controller<'_, '_> {
+    pub(crate) fn persist(&mut self) -> Result<(), LoopError> {
+        let t = Instant::now();
+        self.begin(LoopPhase::Persist);
+        let iteration = self.state.current_iteration;
+        let r = self.load_reflection()?;
+        let d = reflect::decide(&r, self.state.max_iterations, self.user_terminated());
+        if d.status == Some(Termination::MaxIterationsExceeded) {
+            self.log(
+                REFINEMENT_LOG,
+                &format!("max-iterations:{iteration}"),
+                "> **Warning:** Maximum iterations reached — forcing termination\n",
+            )?;
+        }
+        let mut body = format!(
+            "## Iteration {iteration} — Persist\n\n- Constraints: {} satisfied, {} violated, {} not checked of {}\n- Files of the artifact in dist/: {}; the manifest lists {} of them ({})\n- Decision: {}{}\n- Reason: {}\n",
+            r.count(ConstraintStatus::Satisfied),
+            r.count(ConstraintStatus::Violated),
+            r.count(ConstraintStatus::NotChecked),
+            r.constraints.len(),
+            r.dist_files.len(),
+            r.manifest_files,
+            if r.manifest_valid { "valid" } else { "invalid" },
+            d.decision,
+            d.status.map(|s| format!(" ({s})")).unwrap_or_default(),
+            d.reason
+        );
+        if d.decision == Decision::Continue {
+            body.push_str(&format!("- Next focus: {}\n", d.unsatisfied.join(", ")));
+        }
+        self.log(REFINEMENT_LOG, &format!("persist:{iteration}"), &body)?;
+        let mut dec = format!("## Iteration {iteration} — Decision: {}\n\n", d.decision);
+        if d.decision == Decision::Continue {
+            dec.push_str(&format!(
+                "- Unsatisfied constraints: {}\n",
+                if d.unsatisfied.is_empty() {
+                    "(none; see the reason)".to_string()
+                } else {
+                    d.unsatisfied.join(", ")
+                }
+            ));
+            dec.push_str(&format!("- Reason: {}\n", d.reason));
+        } else {
+            dec.push_str(&format!(
+                "- Convergence: {}\n- Rationale: {}\n",
+                d.status.map(Termination::as_str).unwrap_or(""),
+                d.reason
+            ));
+        }
+        self.log(DECISIONS, &format!("decision:{iteration}"), &dec)?;
+        if !self
+            .state
+            .iteration_history
+            .iter()
+            .any(|h| h["iteration"] == json!(iteration))
+        {
+            let mut phases = self.state.phases_completed.clone();
+            phases.push(LoopPhase::Persist.as_str().into());
+            self.state.iteration_history.push(json!({
+                "iteration": iteration,
+                "phases_completed": phases,
+                "constraints_satisfied": r.count(ConstraintStatus::Satisfied),
+                "constraints_total": r.constraints.len(),
+                "decision": d.decision,
+                "reason": d.reason,
+                "run_id": r.execution.run_id,
+                "timestamp": now_rfc3339(),
+            }));
+        }
+        // The manifest records where the refinement stands (the Execute phase
+        // wrote its files; Persist adds the loop's view of them).
+        let manifest_rel = pmpo_engine::MANIFEST_FILE;
+        if let Ok(Some(mut manifest)) = read_json::<Value>(self.ws, manifest_rel)
+            && let Some(obj) = manifest.as_object_mut()
+        {
+            obj.insert(
+                "refinement".into(),
+                json!({
+                    "refinement_id": self.state.refinement_id,
+                    "iteration": iteration,
+                    "evaluation_strategy": r.strategy,
+                    "constraints": {
+                        "total": r.constraints.len(),
+                        "satisfied": r.count(ConstraintStatus::Satisfied),
+                        "violated": r.count(ConstraintStatus::Violated),
+                        "not_checked": r.count(ConstraintStatus::NotChecked),
+                    },
+                    "decision": d.decision,
+                    "convergence_status": d.status,
+                    "decided_at": d.decided_at,
+                }),
+            );
+            write_json(self.ws, manifest_rel, &manifest, &self.state.refinement_id)?;
+        }
+        let summary = format!(
+            "decision: {}{}",
+            d.decision,
+            d.status.map(|s| format!(" ({s})")).unwrap_or_default()
+        );
+        self.ls.pending_decision = Some(d);
+        self.end(LoopPhase::Persist, &summary, t)
+    }
+}

@@ -1,0 +1,289 @@
+//! Plan: the adapter's deterministic plan, or the model's when it passes
+//! every static check, written as `plans/iteration-N.json`.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use pmpo_ai::Phase;
+use pmpo_engine::Engine;
+use pmpo_plan::{PlanDocument, ValidationItem};
+use pmpo_store::states::ConstraintStatus;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+use crate::controller::{
+    Controller, LoopError, LoopPhase, Outcome, SpecFile, constraint_lines, plan_path, read_json,
+    reflection_path, write_json,
+};
+use crate::domain;
+use crate::journal::REFINEMENT_LOG;
+use crate::model::{Asked, Caller};
+use crate::reflect::Reflection;
+
+impl Controller<'_, '_> {
+    /// `Some(Cancelled)` when Ctrl-C came while the model was asked.
+    pub(crate) async fn plan(&mut self) -> Result<Option<Outcome>, LoopError> {
+        let t = Instant::now();
+        self.begin(LoopPhase::Plan);
+        let spec = self.load_spec()?;
+        let inputs = self.ls.inputs.clone();
+        let (_, deterministic) =
+            domain::build(&self.adapter_input(&inputs)).map_err(LoopError::Usage)?;
+        let iteration = self.state.current_iteration;
+        let mut notes = Vec::new();
+        let mut planned_by = "adapter".to_string();
+        let mut stages = deterministic.stages.clone();
+        let mut extra_checks: Vec<ValidationItem> = Vec::new();
+        if let Some(client) = self.client.clone() {
+            let prompt = self.plan_prompt(&spec, &deterministic.stages);
+            let caller = Caller {
+                client: &client,
+                ws: self.ws,
+                refinement_id: &self.state.refinement_id,
+                cancel: &self.env.exec.cancel,
+            };
+            let engine = self.env.engine.clone();
+            let spec_for_check = spec.clone();
+            let name = self.name();
+            let check = move |v: &mut Value| -> Vec<String> {
+                match assemble(&spec_for_check, v) {
+                    Err(e) => vec![e],
+                    Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
+                }
+            };
+            self.env.observer.note("asking the model for a plan");
+            let t_model = Instant::now();
+            let asked = caller
+                .ask_json(Phase::Plan, &format!("plan-{iteration}"), prompt, &check)
+                .await;
+            self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
+            match asked {
+                Asked::Valid { value, repaired } => {
+                    if let Ok(doc) = assemble(&spec, &value) {
+                        stages = doc.plan.stages;
+                        extra_checks = doc.plan.validation_plan;
+                        planned_by = if repaired { "model (after one repair)".into() } else { "model".into() };
+                    }
+                }
+                Asked::Invalid { problems } => notes.push(format!(
+                    "the model's plan was invalid after one repair ({}); the adapter's plan is used",
+                    problems.join("; ")
+                )),
+                Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
+                Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Plan))),
+            }
+        }
+        let validation_plan = validation_plan(&spec, extra_checks);
+        let tool_invocations: Vec<Value> = stages
+            .iter()
+            .map(|s| json!({"stage": s.id, "tool": s.tool_name(), "purpose": s.description}))
+            .collect();
+        let doc = json!({
+            "specification": spec.specification,
+            "plan": {
+                "stages": stages,
+                "tool_invocations": tool_invocations,
+                "state_updates": {"iteration": iteration, "focus": self.ls.focus, "planned_by": planned_by},
+                "validation_plan": validation_plan,
+            }
+        });
+        let rel = plan_path(&self.name(), iteration);
+        write_json(self.ws, &rel, &doc, &self.state.refinement_id)?;
+        let problems = plan_problems(&self.env.engine, &doc, &self.name(), iteration);
+        if !problems.is_empty() {
+            return Err(LoopError::Plan {
+                iteration,
+                diagnostics: problems.join("\n"),
+            });
+        }
+        let n = doc["plan"]["stages"].as_array().map_or(0, Vec::len);
+        let summary = format!("{n} stage(s) by {planned_by}; plan in {rel}");
+        let mut body = format!(
+            "## Iteration {iteration} — Plan\n\n- Planned by: {planned_by}\n- Stages: {}\n- Plan: `{rel}`\n",
+            doc["plan"]["stages"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|s| format!("`{}`", s["id"].as_str().unwrap_or("?")))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !self.ls.focus.is_empty() {
+            body.push_str(&format!("- Focus: {}\n", self.ls.focus.join(", ")));
+        }
+        for n in &notes {
+            body.push_str(&format!("- Note: {n}\n"));
+            self.env.observer.note(n);
+        }
+        self.log(REFINEMENT_LOG, &format!("plan:{iteration}"), &body)?;
+        self.end(LoopPhase::Plan, &summary, t)?;
+        Ok(None)
+    }
+
+    fn plan_prompt(&self, spec: &SpecFile, baseline: &[pmpo_plan::Stage]) -> String {
+        let last = self.state.current_iteration.checked_sub(1).and_then(|i| {
+            read_json::<Reflection>(self.ws, &reflection_path(&self.name(), i))
+                .ok()
+                .flatten()
+        });
+        let findings = match &last {
+            Some(r) => r
+                .constraints
+                .iter()
+                .filter(|c| c.status != ConstraintStatus::Satisfied)
+                .map(|c| format!("- {} [{}] {}: {}", c.id, c.severity, c.status, c.evidence))
+                .collect::<Vec<_>>()
+                .join("\n"),
+            None => "(first iteration)".into(),
+        };
+        format!(
+            "Phase: Plan. Convert the specification into an executable plan for iteration {it}.\n\n\
+Artifact: {name} ({t}, {ct}). Intent: {intent}\nInputs: {inputs}\n\nConstraints:\n{constraints}\n\n\
+Focus on: {focus}\nFindings of the last iteration:\n{findings}\n\n\
+The deterministic baseline plan (stages as JSON):\n{baseline}\n\n\
+Tools: run (with: command argv list), template, rasterize, markdown, preview, prompt, a2ui, ai. Write outputs under dist/.\n\
+Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_plan\": [{{\"constraint_id\": \"...\", \"validation_method\": \"CHECK\", \"with\": {{...}}}}]}}.",
+            it = self.state.current_iteration,
+            name = self.state.artifact_name,
+            t = self.state.artifact_type,
+            ct = self.state.content_type,
+            intent = self.intent_text(),
+            inputs = self.inputs_text(),
+            constraints = constraint_lines(&spec.specification.constraints),
+            focus = if self.ls.focus.is_empty() {
+                "(everything)".to_string()
+            } else {
+                self.ls.focus.join(", ")
+            },
+            baseline = serde_json::to_string(baseline).unwrap_or_default(),
+        )
+    }
+}
+
+/// The plan's checks. Deterministic first: every constraint with a check
+/// keeps its check, whatever the plan says; the plan may add checks for the
+/// others (of constraints the specification has).
+fn validation_plan(spec: &SpecFile, extra: Vec<ValidationItem>) -> Vec<ValidationItem> {
+    let mut plan = spec.checks.clone();
+    for item in extra {
+        if !plan.iter().any(|v| v.constraint_id == item.constraint_id)
+            && spec
+                .specification
+                .constraints
+                .iter()
+                .any(|c| c.id == item.constraint_id)
+        {
+            plan.push(item);
+        }
+    }
+    plan
+}
+
+/// A plan document from the specification and the model's `{stages, validation_plan}`.
+pub(crate) fn assemble(spec: &SpecFile, answer: &Value) -> Result<PlanDocument, String> {
+    // A whole plan document (`{"plan": {"stages": ...}}`) is accepted too.
+    let answer = match answer.get("plan") {
+        Some(inner) if inner.get("stages").is_some() && answer.get("stages").is_none() => inner,
+        _ => answer,
+    };
+    let stages = answer
+        .get("stages")
+        .cloned()
+        .ok_or("the answer has no `stages`")?;
+    let validation_plan = answer.get("validation_plan").cloned().unwrap_or(json!([]));
+    let doc = json!({
+        "specification": spec.specification,
+        "plan": {"stages": stages, "validation_plan": validation_plan},
+    });
+    serde_json::from_value(doc).map_err(|e| format!("the plan does not fit the plan format: {e}"))
+}
+
+/// Every static check of the plan format (the project's plan schema).
+pub(crate) fn plan_problems(
+    engine: &Engine,
+    doc: &impl Serialize,
+    name: &str,
+    iteration: u64,
+) -> Vec<String> {
+    let text = match serde_json::to_string_pretty(doc) {
+        Ok(t) => t,
+        Err(e) => return vec![e.to_string()],
+    };
+    let display = plan_path(name, iteration);
+    match pmpo_plan::parse_plan_text(text, PathBuf::from(&display), display.clone()) {
+        Ok(loaded) => engine
+            .check(&loaded)
+            .iter()
+            .map(|d| d.to_string())
+            .collect(),
+        Err(diags) => diags.iter().map(|d| d.to_string()).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> SpecFile {
+        serde_json::from_value(json!({
+            "specification": {
+                "artifact_name": "demo",
+                "artifact_type": "code",
+                "constraints": [
+                    {"id": "syntax", "description": "parses", "severity": "blocking"},
+                    {"id": "style", "description": "reads well", "severity": "low"},
+                ],
+            },
+            "goals": [],
+            "checks": [{"constraint_id": "syntax", "validation_method": "syntax", "with": {"path": "a.py"}}],
+            "required_files": [],
+            "content_type": {},
+            "specified_by": "adapter",
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn the_plan_may_add_checks_but_never_replace_one() {
+        let extra: Vec<ValidationItem> = serde_json::from_value(json!([
+            {"constraint_id": "syntax", "validation_method": "regex", "with": {"path": "a.py"}},
+            {"constraint_id": "style", "validation_method": "lint"},
+            {"constraint_id": "unknown", "validation_method": "lint"},
+        ]))
+        .unwrap();
+        let got: Vec<(String, String)> = validation_plan(&spec(), extra)
+            .into_iter()
+            .map(|v| (v.constraint_id, v.validation_method))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("syntax".to_string(), "syntax".to_string()),
+                ("style".to_string(), "lint".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn a_model_plan_is_its_stages_under_the_specification() {
+        let stage = json!({"id": "a", "tool": "run", "with": {"command": ["true"]}});
+        let doc = assemble(&spec(), &json!({"stages": [stage]})).unwrap();
+        assert_eq!(doc.plan.stages.len(), 1);
+        assert_eq!(doc.specification.artifact_name, "demo");
+        // A whole plan document is taken too.
+        let whole = assemble(&spec(), &json!({"plan": {"stages": [stage]}})).unwrap();
+        assert_eq!(whole.plan.stages[0].id, "a");
+        assert_eq!(
+            assemble(&spec(), &json!({"steps": []})).unwrap_err(),
+            "the answer has no `stages`"
+        );
+        let bad = assemble(
+            &spec(),
+            &json!({"stages": [{"id": "a", "tool": "run", "colour": 1}]}),
+        );
+        assert!(
+            bad.unwrap_err()
+                .starts_with("the plan does not fit the plan format")
+        );
+    }
+}
