@@ -12,11 +12,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pmpo_ai::answer::Schema;
 use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, NamedOutputs, Reference, Specification, TemplateFile, TemplateReport};
+use pmpo_plan::{InputIssue, NamedOutputs, Reference, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde_json::{Map, Value, json};
 
@@ -43,19 +44,22 @@ const KEYS: &[&str] = &[
     "temperature",
 ];
 
-/// Names every prompt may use besides `vars:`.
-const BUILTINS: &[&str] = &[
-    "specification",
-    "constraints",
-    "artifact_name",
-    "artifact_type",
-    "content_type",
-    "intent",
-    "stage",
-];
-
 /// Where answers are kept when a stage fails on a bad answer.
 pub use pmpo_ai::ANSWERS_DIR;
+/// The answer reader's parts, under the names this module gave them before
+/// `pmpo_ai::answer` read every model answer.
+pub use pmpo_ai::answer::{code_block, fenced_blocks, strip_reasoning as strip_thinking};
+
+mod names;
+mod shape;
+
+use names::{template_context, undefined_names};
+use shape::{Shape, Shaped};
+
+/// A JSON value from an answer, read by [`pmpo_ai::answer::extract_json`].
+pub fn parse_json_answer(text: &str) -> Result<Value, String> {
+    pmpo_ai::answer::extract_json(text)
+}
 
 /// The `ai` tool; without a client (no endpoint configured) it refuses to start.
 #[derive(Default)]
@@ -70,81 +74,6 @@ impl AiTool {
         }
     }
 }
-
-/// The `{{ name }}` uses of a prompt template (`what` names it in messages)
-/// that are neither a built-in nor a `vars:` key. A `vars` given as a
-/// reference is known only at run time: nothing is reported then.
-fn undefined_names(
-    key: &str,
-    what: &str,
-    text: &str,
-    inputs: &Map<String, Value>,
-    file: Option<&str>,
-) -> Vec<InputIssue> {
-    let vars: Vec<&str> = match inputs.get("vars") {
-        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
-        Some(_) => return Vec::new(),
-        None => Vec::new(),
-    };
-    let mut issues = Vec::new();
-    let mut named = std::collections::HashSet::new();
-    // Lines are counted once, forward: placeholders come in text order.
-    let (mut line, mut line_start, mut counted) = (1usize, 0usize, 0usize);
-    for (var, at) in template::placeholders(text) {
-        let first = var.split('.').next().unwrap_or("");
-        if BUILTINS.contains(&first) || vars.contains(&first) || !named.insert(first.to_string()) {
-            continue;
-        }
-        if issues.len() == MAX_NAME_ISSUES {
-            issues.push(issue(
-                key,
-                format!("{what} uses more undefined names; the first {MAX_NAME_ISSUES} are listed"),
-                None,
-            ));
-            break;
-        }
-        let known = vars.iter().chain(BUILTINS).copied();
-        let did = match pmpo_plan::diag::did_you_mean(first, known) {
-            Some(s) => format!("did you mean `{s}`? "),
-            None => String::new(),
-        };
-        let given = if vars.is_empty() {
-            "`vars` gives nothing".to_string()
-        } else {
-            format!("`vars` gives {}", vars.join(", "))
-        };
-        // In a file, say where (`prompts/hero.md:3:7`), as for `template` files:
-        // at the name, after `{{` and any spaces.
-        let at_name = at + 2 + (text[at + 2..].len() - text[at + 2..].trim_start().len());
-        for (i, b) in text.as_bytes()[counted..at_name].iter().enumerate() {
-            if *b == b'\n' {
-                line += 1;
-                line_start = counted + i + 1;
-            }
-        }
-        counted = at_name;
-        let at = match file {
-            Some(f) => {
-                let col = text[line_start..at_name].chars().count() + 1;
-                format!(" at {f}:{line}:{col}")
-            }
-            None => String::new(),
-        };
-        issues.push(issue(
-            key,
-            format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
-            Some(&format!(
-                "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
-                BUILTINS.join(", ")
-            )),
-        ));
-    }
-    issues
-}
-
-/// Undefined names reported for one prompt, at most: a prompt of many
-/// unknown names says so once more rather than listing them all.
-const MAX_NAME_ISSUES: usize = 20;
 
 fn is_reference(v: &Value) -> bool {
     matches!(v, Value::String(s) if Reference::parse(s).is_some())
@@ -179,213 +108,6 @@ fn tool_error(e: AiError) -> ToolError {
 
 fn invalid(message: impl Into<String>) -> ToolError {
     ToolError::new(ErrorClass::InvalidInput, message)
-}
-
-/// The constraints as a list a model reads easily.
-fn constraints_text(spec: &Specification) -> String {
-    spec.constraints
-        .iter()
-        .map(|c| format!("- {} ({}): {}", c.id, c.severity, c.description))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// What a prompt template can name.
-fn template_context(spec: Option<&Specification>, stage: &str, vars: Option<&Value>) -> Value {
-    let mut ctx = Map::new();
-    if let Some(spec) = spec {
-        ctx.insert(
-            "specification".into(),
-            serde_json::to_value(spec).unwrap_or(Value::Null),
-        );
-        ctx.insert("constraints".into(), json!(constraints_text(spec)));
-        ctx.insert("artifact_name".into(), json!(spec.artifact_name));
-        ctx.insert("artifact_type".into(), json!(spec.artifact_type));
-        ctx.insert("content_type".into(), json!(spec.content_type));
-        ctx.insert("intent".into(), json!(spec.intent));
-    }
-    ctx.insert("stage".into(), json!(stage));
-    if let Some(Value::Object(vars)) = vars {
-        for (k, v) in vars {
-            ctx.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(ctx)
-}
-
-/// The fenced code blocks of an answer: (info string, content).
-pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
-    let mut blocks = Vec::new();
-    let mut open: Option<(String, Vec<&str>)> = None;
-    for line in text.lines() {
-        let t = line.trim_start();
-        match &mut open {
-            None => {
-                if let Some(info) = t.strip_prefix("```") {
-                    open = Some((info.trim().to_string(), Vec::new()));
-                }
-            }
-            Some((_, lines)) => {
-                if t.trim_end() == "```" {
-                    if let Some((info, lines)) = open.take() {
-                        blocks.push((info, lines.join("\n") + "\n"));
-                    }
-                } else {
-                    lines.push(line);
-                }
-            }
-        }
-    }
-    blocks
-}
-
-/// The first block of `lang` (`svg` also takes an `xml` block or a bare SVG answer).
-pub fn code_block(text: &str, lang: &str) -> Option<String> {
-    let blocks = fenced_blocks(text);
-    let info_is = |info: &str, l: &str| {
-        info.split_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case(l))
-    };
-    if let Some((_, body)) = blocks.iter().find(|(info, _)| info_is(info, lang)) {
-        return Some(body.clone());
-    }
-    if lang.eq_ignore_ascii_case("svg") {
-        if let Some((_, body)) = blocks
-            .iter()
-            .find(|(i, b)| info_is(i, "xml") && b.contains("<svg"))
-        {
-            return Some(body.clone());
-        }
-        let t = text.trim();
-        if blocks.is_empty() && (t.starts_with("<svg") || t.starts_with("<?xml")) {
-            return Some(format!("{t}\n"));
-        }
-        // An unfenced SVG inside prose.
-        if let (Some(a), Some(b)) = (t.find("<svg"), t.rfind("</svg>"))
-            && a < b
-        {
-            return Some(format!("{}\n", &t[a..b + "</svg>".len()]));
-        }
-    }
-    None
-}
-
-/// An answer without the `<think>...</think>` a reasoning model may put first.
-pub fn strip_thinking(text: &str) -> &str {
-    let t = text.trim_start();
-    match (t.strip_prefix("<think>"), t.find("</think>")) {
-        (Some(_), Some(end)) => &t[end + "</think>".len()..],
-        _ => text,
-    }
-}
-
-/// A JSON value from an answer: the whole text, a fenced block, or the
-/// outermost `{...}`.
-pub fn parse_json_answer(text: &str) -> Result<Value, String> {
-    let t = text.trim();
-    if let Ok(v) = serde_json::from_str(t) {
-        return Ok(v);
-    }
-    for (_, body) in fenced_blocks(t) {
-        if let Ok(v) = serde_json::from_str(&body) {
-            return Ok(v);
-        }
-    }
-    if let (Some(a), Some(b)) = (t.find('{'), t.rfind('}'))
-        && a < b
-        && let Ok(v) = serde_json::from_str(&t[a..=b])
-    {
-        return Ok(v);
-    }
-    Err(match serde_json::from_str::<Value>(t) {
-        Err(e) => format!("the answer is not JSON: {e}"),
-        Ok(_) => "the answer is not JSON".into(),
-    })
-}
-
-/// What the stage wants back.
-struct Shape<'a> {
-    code_block: Option<&'a str>,
-    outputs_json: bool,
-    schema: Option<Value>,
-}
-
-/// The answer, made into what the stage wants.
-struct Shaped {
-    file_text: String,
-    outputs: Map<String, Value>,
-}
-
-impl Shape<'_> {
-    fn structured(&self) -> bool {
-        self.outputs_json || self.schema.is_some()
-    }
-
-    /// The problems with an answer (each one line), or the shaped answer.
-    fn apply(&self, text: &str) -> Result<Shaped, Vec<String>> {
-        let text = strip_thinking(text);
-        let mut file_text = text.to_string();
-        let mut outputs = Map::new();
-        if let Some(lang) = self.code_block {
-            match code_block(text, lang) {
-                Some(b) => file_text = b,
-                None => {
-                    return Err(vec![format!(
-                        "the answer has no fenced code block of language `{lang}` (```{lang} ... ```)"
-                    )]);
-                }
-            }
-        }
-        if self.structured() {
-            let value = parse_json_answer(text).map_err(|e| vec![e])?;
-            if let Some(schema) = &self.schema {
-                let errors = pmpo_ai::schema::validate(schema, &value);
-                if !errors.is_empty() {
-                    return Err(errors);
-                }
-            }
-            if self.outputs_json {
-                match &value {
-                    Value::Object(m) => outputs = m.clone(),
-                    other => {
-                        return Err(vec![format!(
-                            "the answer must be a JSON object, found {}",
-                            match other {
-                                Value::Array(_) => "an array",
-                                Value::String(_) => "a string",
-                                _ => "a scalar",
-                            }
-                        )]);
-                    }
-                }
-            }
-            if self.code_block.is_none() {
-                file_text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
-            }
-        }
-        Ok(Shaped { file_text, outputs })
-    }
-
-    /// What the prompt adds so the model answers in the wanted shape.
-    fn instructions(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(lang) = self.code_block {
-            parts.push(format!(
-                "Put the {lang} in a single fenced code block that starts with ```{lang}."
-            ));
-        }
-        if self.structured() {
-            parts.push("Answer with one JSON object and nothing else.".to_string());
-            if let Some(schema) = &self.schema {
-                parts.push(format!(
-                    "It must satisfy this JSON schema:\n{}",
-                    serde_json::to_string_pretty(schema).unwrap_or_default()
-                ));
-            }
-        }
-        (!parts.is_empty()).then(|| parts.join("\n"))
-    }
 }
 
 fn str_input<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ToolError> {
@@ -591,72 +313,16 @@ impl Tool for AiTool {
         };
         let started = Instant::now();
         let deadline = started + ctx.timeout;
-
-        // The prompt.
-        let template_text = match (
-            str_input(inputs, "prompt")?,
-            str_input(inputs, "prompt_file")?,
-        ) {
-            (Some(p), _) => p.to_string(),
-            (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
-            // A stage without a prompt is asked what its description says.
-            (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
-            (None, None) => {
-                return Err(
-                    invalid("the `ai` stage has neither a `prompt` nor a description")
-                        .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
-                );
-            }
-        };
-        let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
-        // `verbatim: true` sends the prompt as written: a prompt under test
-        // keeps its own `{{placeholders}}`.
-        let prompt = if inputs.get("verbatim").and_then(Value::as_bool) == Some(true) {
-            template_text
-        } else {
-            template::render(&template_text, &context).map_err(|e| {
-                invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
-            })?
-        };
-        let system = match str_input(inputs, "system")? {
-            Some(s) => Some(template::render(s, &context).map_err(invalid)?),
-            None => None,
-        };
-        let schema = match inputs.get("schema") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(file)) => {
-                let text = crate::inputs::read_text(ctx.workspace, file)?;
-                Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?,
-                )
-            }
-            Some(v) => Some(v.clone()),
-        };
+        let schema = schema_input(ctx, inputs)?;
         let shape = Shape {
             code_block: str_input(inputs, "code_block")?,
             outputs_json: inputs.get("outputs_json").and_then(Value::as_bool) == Some(true),
             schema,
         };
-        let system = match (system, shape.instructions()) {
-            (Some(s), Some(i)) => Some(format!("{s}\n\n{i}")),
-            (s, i) => s.or(i),
-        };
+        let request = request(ctx, inputs, &shape)?;
         let phase = match str_input(inputs, "phase")? {
             Some(p) => Phase::parse(p).ok_or_else(|| invalid(format!("unknown phase `{p}`")))?,
             None => Phase::Execute,
-        };
-        let request = ChatRequest {
-            system,
-            messages: vec![Message {
-                role: Role::User,
-                content: prompt,
-            }],
-            max_tokens: inputs
-                .get("max_tokens")
-                .and_then(Value::as_u64)
-                .map(|n| n.min(u32::MAX as u64) as u32),
-            temperature: inputs.get("temperature").and_then(Value::as_f64),
         };
         let call = CallContext {
             workspace: ctx.workspace,
@@ -672,91 +338,173 @@ impl Tool for AiTool {
             cancel: ctx.cancel,
             deadline,
         };
-
         let mut answers: Vec<Answer> = Vec::new();
-        // What each answer so far was found to lack (kept with it on failure).
-        let mut found: Vec<Vec<String>> = Vec::new();
-        let mut req = request;
-        let shaped = loop {
-            let answer = match client.complete(&call, &req).await {
-                Ok(a) => a,
-                Err(e) if e.kind == ErrorKind::Cancelled || ctx.cancel.is_cancelled() => {
-                    return Ok(self.ended(Termination::Cancelled, started, &answers));
-                }
-                Err(e) if e.kind == ErrorKind::Timeout && Instant::now() >= deadline => {
-                    return Ok(self.ended(Termination::TimedOut, started, &answers));
-                }
-                Err(e) => {
-                    // A rejected answer is already kept by the client (its
-                    // message says where); the answers before it are kept here.
-                    let earlier = keep_answers(ctx, &answers, &found);
-                    let mut err = tool_error(e);
-                    if !earlier.is_empty() {
-                        err.message = format!(
-                            "{} (the earlier answer is kept in {})",
-                            err.message,
-                            earlier.join(" and ")
-                        );
-                    }
-                    return Err(err);
-                }
-            };
-            let result = shape.apply(&answer.completion.text);
-            let text = answer.completion.text.clone();
-            answers.push(answer);
-            found.push(result.as_ref().err().cloned().unwrap_or_default());
-            match result {
-                Ok(s) => break s,
-                Err(problems) if answers.len() == 1 => {
-                    // One repair request, quoting what is wrong.
-                    req.messages.push(Message {
-                        role: Role::Assistant,
-                        content: text,
-                    });
-                    req.messages.push(Message {
-                        role: Role::User,
-                        content: format!(
-                            "Your answer cannot be used:\n{}\nAnswer again, in full, with these problems fixed.",
-                            problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
-                        ),
-                    });
-                }
-                Err(problems) => {
-                    let kept = keep_answers(ctx, &answers, &found).join(" and ");
-                    return Err(ToolError::new(
-                        ErrorClass::AnswerQuality,
-                        format!(
-                            "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
-                            problems.join("; ")
-                        ),
-                    )
-                    .hint("make the prompt and schema clearer, raise max_tokens, or use a stronger model"));
-                }
-            }
+        let shaped = match converse(ctx, client, &call, request, &shape, &mut answers).await? {
+            Ok(shaped) => shaped,
+            Err(termination) => return Ok(self.ended(termination, started, &answers)),
         };
-
         if let Some(path) = str_input(inputs, "output")? {
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .and_then(|d| d.to_str())
-                .filter(|d| !d.is_empty())
-            {
-                ctx.workspace
-                    .create_dir_all(dir)
-                    .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
-            }
-            ctx.workspace
-                .write_atomic(
-                    path,
-                    pmpo_store::secrets::redact(&shaped.file_text).as_bytes(),
-                    Durability::Relaxed,
-                )
-                .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+            write_output(ctx, path, &shaped.file_text)?;
         }
         let mut outcome = self.ended(Termination::Exited(0), started, &answers);
         outcome.outputs = shaped.outputs;
         Ok(outcome)
     }
+}
+
+/// The stage's schema: inline, or read from a file; compiled once.
+fn schema_input(
+    ctx: &ToolContext<'_>,
+    inputs: &Map<String, Value>,
+) -> Result<Option<(Value, Schema)>, ToolError> {
+    let (value, source) = match inputs.get("schema") {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(file)) => {
+            let text = crate::inputs::read_text(ctx.workspace, file)?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?;
+            (value, format!("schema `{file}`"))
+        }
+        Some(v) => (v.clone(), "the stage's `schema`".to_string()),
+    };
+    let compiled = Schema::new(&value).map_err(|e| invalid(format!("{source}: {e}")))?;
+    Ok(Some((value, compiled)))
+}
+
+/// The first request: the rendered prompt, the system prompt and what the
+/// wanted shape asks of the model.
+fn request(
+    ctx: &ToolContext<'_>,
+    inputs: &Map<String, Value>,
+    shape: &Shape<'_>,
+) -> Result<ChatRequest, ToolError> {
+    let template_text = match (
+        str_input(inputs, "prompt")?,
+        str_input(inputs, "prompt_file")?,
+    ) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
+        // A stage without a prompt is asked what its description says.
+        (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
+        (None, None) => {
+            return Err(
+                invalid("the `ai` stage has neither a `prompt` nor a description")
+                    .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
+            );
+        }
+    };
+    let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
+    // `verbatim: true` sends the prompt as written: a prompt under test
+    // keeps its own `{{placeholders}}`.
+    let prompt = if inputs.get("verbatim").and_then(Value::as_bool) == Some(true) {
+        template_text
+    } else {
+        template::render(&template_text, &context).map_err(|e| {
+            invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
+        })?
+    };
+    let system = match str_input(inputs, "system")? {
+        Some(s) => Some(template::render(s, &context).map_err(invalid)?),
+        None => None,
+    };
+    let system = match (system, shape.instructions()) {
+        (Some(s), Some(i)) => Some(format!("{s}\n\n{i}")),
+        (s, i) => s.or(i),
+    };
+    Ok(ChatRequest {
+        system,
+        messages: vec![Message {
+            role: Role::User,
+            content: prompt,
+        }],
+        max_tokens: inputs
+            .get("max_tokens")
+            .and_then(Value::as_u64)
+            .map(|n| n.min(u32::MAX as u64) as u32),
+        temperature: inputs.get("temperature").and_then(Value::as_f64),
+    })
+}
+
+/// Asks, reads the answer, and asks once more with the one repair request
+/// when it cannot be used. `Ok(Err(_))`: the stage was cancelled or timed
+/// out while it waited. Every answer received is pushed onto `answers`.
+async fn converse(
+    ctx: &ToolContext<'_>,
+    client: &Client,
+    call: &CallContext<'_>,
+    mut req: ChatRequest,
+    shape: &Shape<'_>,
+    answers: &mut Vec<Answer>,
+) -> Result<Result<Shaped, Termination>, ToolError> {
+    // What each answer so far was found to lack (kept with it on failure).
+    let mut found: Vec<Vec<String>> = Vec::new();
+    loop {
+        let answer = match client.complete(call, &req).await {
+            Ok(a) => a,
+            Err(e) if e.kind == ErrorKind::Cancelled || ctx.cancel.is_cancelled() => {
+                return Ok(Err(Termination::Cancelled));
+            }
+            Err(e) if e.kind == ErrorKind::Timeout && Instant::now() >= call.deadline => {
+                return Ok(Err(Termination::TimedOut));
+            }
+            Err(e) => {
+                // A rejected answer is already kept by the client (its
+                // message says where); the answers before it are kept here.
+                let earlier = keep_answers(ctx, answers, &found);
+                let mut err = tool_error(e);
+                if !earlier.is_empty() {
+                    err.message = format!(
+                        "{} (the earlier answer is kept in {})",
+                        err.message,
+                        earlier.join(" and ")
+                    );
+                }
+                return Err(err);
+            }
+        };
+        let result = shape.apply(&answer.completion.text);
+        let text = answer.completion.text.clone();
+        answers.push(answer);
+        found.push(result.as_ref().err().cloned().unwrap_or_default());
+        match result {
+            Ok(s) => return Ok(Ok(s)),
+            Err(problems) if answers.len() == 1 => {
+                pmpo_ai::answer::repair_request(&mut req, &text, &problems);
+            }
+            Err(problems) => {
+                let kept = keep_answers(ctx, answers, &found).join(" and ");
+                return Err(ToolError::new(
+                    ErrorClass::AnswerQuality,
+                    format!(
+                        "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
+                        problems.join("; ")
+                    ),
+                )
+                .hint("make the prompt and schema clearer, raise max_tokens, or use a stronger model"));
+            }
+        }
+    }
+}
+
+/// Writes the stage's file (secrets redacted), making its folder first.
+fn write_output(ctx: &ToolContext<'_>, path: &str, text: &str) -> Result<(), ToolError> {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .and_then(|d| d.to_str())
+        .filter(|d| !d.is_empty())
+    {
+        ctx.workspace
+            .create_dir_all(dir)
+            .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+    }
+    ctx.workspace
+        .write_atomic(
+            path,
+            pmpo_store::secrets::redact(text).as_bytes(),
+            Durability::Relaxed,
+        )
+        .map(drop)
+        .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))
 }
 
 impl AiTool {
