@@ -19,30 +19,56 @@ use pmpo_ai::{
 };
 use pmpo_plan::{InputIssue, NamedOutputs, Reference, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
     Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    unknown_keys,
+    typed_inputs,
 };
 
-const KEYS: &[&str] = &[
-    "prompt",
-    "prompt_file",
-    "verbatim",
-    "system",
-    "vars",
-    "output",
-    "code_block",
-    "outputs_json",
-    "schema",
-    "phase",
-    "endpoint",
-    "model",
-    "fallback",
-    "max_tokens",
-    "temperature",
-];
+/// The inputs of an `ai` stage (`with:`), in the order `pmpo check` lists them.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AiInputs {
+    prompt: Option<String>,
+    prompt_file: Option<String>,
+    #[serde(default)]
+    verbatim: bool,
+    system: Option<String>,
+    vars: Option<Value>,
+    output: Option<String>,
+    code_block: Option<String>,
+    #[serde(default)]
+    outputs_json: bool,
+    schema: Option<Value>,
+    phase: Option<String>,
+    endpoint: Option<String>,
+    model: Option<String>,
+    fallback: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+}
+
+/// What is wrong with an input of the wrong type, in words.
+fn wrong_type(key: &str) -> Option<&'static str> {
+    Some(match key {
+        "prompt" => "`prompt` must be text",
+        "prompt_file" => "`prompt_file` must be text",
+        "system" => "`system` must be text",
+        "output" => "`output` must be text",
+        "code_block" => "`code_block` must be text",
+        "phase" => "`phase` must be text",
+        "endpoint" => "`endpoint` must be text",
+        "model" => "`model` must be text",
+        "fallback" => "`fallback` must be text",
+        "verbatim" => "`verbatim` must be true or false",
+        "outputs_json" => "`outputs_json` must be true or false",
+        "max_tokens" => "`max_tokens` must be a positive whole number",
+        "temperature" => "`temperature` must be a number from 0 to 2",
+        _ => return None,
+    })
+}
 
 /// Where answers are kept when a stage fails on a bad answer.
 pub use pmpo_ai::ANSWERS_DIR;
@@ -110,14 +136,6 @@ fn invalid(message: impl Into<String>) -> ToolError {
     ToolError::new(ErrorClass::InvalidInput, message)
 }
 
-fn str_input<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ToolError> {
-    match inputs.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(format!("`{key}` must be text"))),
-    }
-}
-
 #[async_trait]
 impl Tool for AiTool {
     fn name(&self) -> &'static str {
@@ -136,30 +154,13 @@ impl Tool for AiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "ai");
+        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", &wrong_type);
         if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
             issues.push(issue(
                 "prompt_file",
                 "give either `prompt` or `prompt_file`, not both",
                 None,
             ));
-        }
-        for key in [
-            "prompt",
-            "prompt_file",
-            "system",
-            "output",
-            "code_block",
-            "phase",
-            "endpoint",
-            "model",
-            "fallback",
-        ] {
-            if let Some(v) = inputs.get(key)
-                && !v.is_string()
-            {
-                issues.push(issue(key, format!("`{key}` must be text"), None));
-            }
         }
         if let Some(v) = inputs.get("vars")
             && !v.is_object()
@@ -169,20 +170,6 @@ impl Tool for AiTool {
                 "vars",
                 "`vars` must be a mapping of names to values",
                 Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`"),
-            ));
-        }
-        if let Some(v) = inputs.get("verbatim")
-            && !v.is_boolean()
-        {
-            issues.push(issue("verbatim", "`verbatim` must be true or false", None));
-        }
-        if let Some(v) = inputs.get("outputs_json")
-            && !v.is_boolean()
-        {
-            issues.push(issue(
-                "outputs_json",
-                "`outputs_json` must be true or false",
-                None,
             ));
         }
         if let Some(v) = inputs.get("schema")
@@ -204,17 +191,15 @@ impl Tool for AiTool {
                 Some("phases are specify, plan, execute, reflect, persist"),
             ));
         }
-        if let Some(v) = inputs.get("max_tokens")
-            && !v.as_u64().is_some_and(|n| n > 0 && n <= u32::MAX as u64)
-        {
+        if inputs.get("max_tokens").and_then(Value::as_u64) == Some(0) {
             issues.push(issue(
                 "max_tokens",
                 "`max_tokens` must be a positive whole number",
                 None,
             ));
         }
-        if let Some(v) = inputs.get("temperature")
-            && !v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
+        if let Some(t) = inputs.get("temperature").and_then(Value::as_f64)
+            && !(0.0..=2.0).contains(&t)
         {
             issues.push(issue(
                 "temperature",
@@ -313,14 +298,14 @@ impl Tool for AiTool {
         };
         let started = Instant::now();
         let deadline = started + ctx.timeout;
-        let schema = schema_input(ctx, inputs)?;
+        let input: AiInputs = typed_inputs::read(inputs, "ai", &wrong_type)?;
         let shape = Shape {
-            code_block: str_input(inputs, "code_block")?,
-            outputs_json: inputs.get("outputs_json").and_then(Value::as_bool) == Some(true),
-            schema,
+            code_block: input.code_block.as_deref(),
+            outputs_json: input.outputs_json,
+            schema: schema_input(ctx, input.schema.as_ref())?,
         };
-        let request = request(ctx, inputs, &shape)?;
-        let phase = match str_input(inputs, "phase")? {
+        let request = request(ctx, &input, &shape)?;
+        let phase = match input.phase.as_deref() {
             Some(p) => Phase::parse(p).ok_or_else(|| invalid(format!("unknown phase `{p}`")))?,
             None => Phase::Execute,
         };
@@ -330,9 +315,9 @@ impl Tool for AiTool {
             stage: ctx.stage_id,
             phase,
             route: Route {
-                endpoint: str_input(inputs, "endpoint")?.map(str::to_string),
-                model: str_input(inputs, "model")?.map(str::to_string),
-                fallback: str_input(inputs, "fallback")?.map(str::to_string),
+                endpoint: input.endpoint.clone(),
+                model: input.model.clone(),
+                fallback: input.fallback.clone(),
                 tier: None,
             },
             cancel: ctx.cancel,
@@ -343,7 +328,7 @@ impl Tool for AiTool {
             Ok(shaped) => shaped,
             Err(termination) => return Ok(self.ended(termination, started, &answers)),
         };
-        if let Some(path) = str_input(inputs, "output")? {
+        if let Some(path) = &input.output {
             write_output(ctx, path, &shaped.file_text)?;
         }
         let mut outcome = self.ended(Termination::Exited(0), started, &answers);
@@ -355,9 +340,9 @@ impl Tool for AiTool {
 /// The stage's schema: inline, or read from a file; compiled once.
 fn schema_input(
     ctx: &ToolContext<'_>,
-    inputs: &Map<String, Value>,
+    schema: Option<&Value>,
 ) -> Result<Option<(Value, Schema)>, ToolError> {
-    let (value, source) = match inputs.get("schema") {
+    let (value, source) = match schema {
         None | Some(Value::Null) => return Ok(None),
         Some(Value::String(file)) => {
             let text = crate::inputs::read_text(ctx.workspace, file)?;
@@ -375,13 +360,10 @@ fn schema_input(
 /// wanted shape asks of the model.
 fn request(
     ctx: &ToolContext<'_>,
-    inputs: &Map<String, Value>,
+    input: &AiInputs,
     shape: &Shape<'_>,
 ) -> Result<ChatRequest, ToolError> {
-    let template_text = match (
-        str_input(inputs, "prompt")?,
-        str_input(inputs, "prompt_file")?,
-    ) {
+    let template_text = match (input.prompt.as_deref(), input.prompt_file.as_deref()) {
         (Some(p), _) => p.to_string(),
         (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
         // A stage without a prompt is asked what its description says.
@@ -393,17 +375,17 @@ fn request(
             );
         }
     };
-    let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
+    let context = template_context(ctx.spec, ctx.stage_id, input.vars.as_ref());
     // `verbatim: true` sends the prompt as written: a prompt under test
     // keeps its own `{{placeholders}}`.
-    let prompt = if inputs.get("verbatim").and_then(Value::as_bool) == Some(true) {
+    let prompt = if input.verbatim {
         template_text
     } else {
         template::render(&template_text, &context).map_err(|e| {
             invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
         })?
     };
-    let system = match str_input(inputs, "system")? {
+    let system = match &input.system {
         Some(s) => Some(template::render(s, &context).map_err(invalid)?),
         None => None,
     };
@@ -417,11 +399,8 @@ fn request(
             role: Role::User,
             content: prompt,
         }],
-        max_tokens: inputs
-            .get("max_tokens")
-            .and_then(Value::as_u64)
-            .map(|n| n.min(u32::MAX as u64) as u32),
-        temperature: inputs.get("temperature").and_then(Value::as_f64),
+        max_tokens: input.max_tokens,
+        temperature: input.temperature,
     })
 }
 

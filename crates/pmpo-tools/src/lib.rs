@@ -15,6 +15,7 @@ pub mod prompt;
 pub mod rasterize;
 pub mod run;
 pub mod template;
+mod typed_inputs;
 
 use std::sync::Arc;
 use std::time::Duration;
