@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    typed_inputs,
+    typed_inputs::{self, Wrong},
 };
 
 /// The inputs of an `ai` stage (`with:`), in the order `pmpo check` lists them.
@@ -51,8 +51,8 @@ struct AiInputs {
 }
 
 /// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Option<&'static str> {
-    Some(match key {
+fn wrong_type(key: &str) -> Wrong {
+    Wrong::Say(match key {
         "prompt" => "`prompt` must be text",
         "prompt_file" => "`prompt_file` must be text",
         "system" => "`system` must be text",
@@ -66,7 +66,8 @@ fn wrong_type(key: &str) -> Option<&'static str> {
         "outputs_json" => "`outputs_json` must be true or false",
         "max_tokens" => "`max_tokens` must be a positive whole number",
         "temperature" => "`temperature` must be a number from 0 to 2",
-        _ => return None,
+        // `vars` and `schema` take any value: their shape is checked below.
+        _ => return Wrong::Elsewhere,
     })
 }
 
@@ -154,7 +155,7 @@ impl Tool for AiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", &wrong_type);
+        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", false, &wrong_type);
         if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
             issues.push(issue(
                 "prompt_file",

@@ -25,18 +25,36 @@ use async_trait::async_trait;
 use minijinja::{Environment, UndefinedBehavior};
 use pmpo_plan::{InputIssue, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
-use crate::inputs::{check_bool, check_path, invalid, io_error, read_file, req_str};
-use crate::{
-    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
-};
+use crate::inputs::{check_path, invalid, io_error, read_file};
+use crate::typed_inputs::{self, Wrong};
+use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 mod vars;
 
 pub use vars::{VarUse, needed_variables};
 
-const KEYS: &[&str] = &["template", "output", "vars", "files", "autoescape"];
+/// The inputs of a `template` stage (`with:`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TemplateInputs {
+    template: String,
+    output: String,
+    vars: Option<Map<String, Value>>,
+    files: Option<Map<String, Value>>,
+    autoescape: Option<bool>,
+}
+
+/// What is wrong with an input of the wrong type, in words.
+fn wrong_type(key: &str) -> Wrong {
+    match key {
+        "autoescape" => Wrong::Say("`autoescape` must be true or false"),
+        // Paths, `vars` and `files` are checked with their own words.
+        _ => Wrong::Elsewhere,
+    }
+}
 
 /// The named outputs of a `template` stage (see `invoke`).
 pub const OUTPUTS: &[&str] = &["output", "bytes"];
@@ -184,7 +202,8 @@ impl Tool for TemplateTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "template");
+        let (_, mut issues) =
+            typed_inputs::check::<TemplateInputs>(inputs, "template", true, &wrong_type);
         match inputs.get("template") {
             Some(Value::String(t)) if t.starts_with(BUILTIN_PREFIX) => {
                 if builtin(&t[BUILTIN_PREFIX.len()..]).is_none() {
@@ -241,7 +260,6 @@ impl Tool for TemplateTool {
                 None,
             )),
         }
-        check_bool(inputs, "autoescape", &mut issues);
         issues
     }
 
@@ -340,34 +358,24 @@ impl Tool for TemplateTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let template = req_str(inputs, "template")?;
-        let output = req_str(inputs, "output")?;
-        let vars = match inputs.get("vars") {
-            None | Some(Value::Null) => Map::new(),
-            Some(Value::Object(m)) => m.clone(),
-            Some(_) => return Err(invalid("`vars` must be a mapping of NAME: value")),
-        };
-        let mut vars = vars;
-        if let Some(files) = inputs.get("files") {
-            let files = files
-                .as_object()
-                .ok_or_else(|| invalid("`files` must be a mapping of NAME: path"))?;
-            for (name, path) in files {
-                let path = path
-                    .as_str()
-                    .ok_or_else(|| invalid(format!("`files.{name}` must be a path")))?;
-                let bytes = read_file(ctx.workspace, path)?;
-                let value = if path.to_ascii_lowercase().ends_with(".json") {
-                    serde_json::from_slice(&bytes).map_err(|e| {
-                        invalid(format!("`{path}` (files.{name}) is not valid JSON: {e}"))
-                    })?
-                } else {
-                    Value::String(String::from_utf8_lossy(&bytes).into_owned())
-                };
-                vars.insert(name.clone(), value);
-            }
+        let input: TemplateInputs = typed_inputs::read(inputs, "template", &wrong_type)?;
+        let (template, output) = (input.template.as_str(), input.output.as_str());
+        let mut vars = input.vars.unwrap_or_default();
+        for (name, path) in input.files.unwrap_or_default() {
+            let path = path
+                .as_str()
+                .ok_or_else(|| invalid(format!("`files.{name}` must be a path")))?;
+            let bytes = read_file(ctx.workspace, path)?;
+            let value = if path.to_ascii_lowercase().ends_with(".json") {
+                serde_json::from_slice(&bytes).map_err(|e| {
+                    invalid(format!("`{path}` (files.{name}) is not valid JSON: {e}"))
+                })?
+            } else {
+                Value::String(String::from_utf8_lossy(&bytes).into_owned())
+            };
+            vars.insert(name, value);
         }
-        let autoescape = crate::inputs::opt_bool(inputs, "autoescape")?;
+        let autoescape = input.autoescape;
         let source: String = match template.strip_prefix(BUILTIN_PREFIX) {
             Some(name) => builtin(name)
                 .ok_or_else(|| {

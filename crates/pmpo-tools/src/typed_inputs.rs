@@ -44,29 +44,41 @@ pub(crate) fn keys<T: DeserializeOwned>() -> &'static [&'static str] {
     names
 }
 
+/// How a tool words a value of the wrong type at a key.
+pub(crate) enum Wrong {
+    /// In these words.
+    Say(&'static str),
+    /// Not here: the tool checks that key's value itself.
+    Elsewhere,
+}
+
 /// Checks a tool's inputs against its typed struct `T`: every unknown key
 /// (with "did you mean"), and every known key whose value does not fit,
-/// worded by `wrong(key)` when it has words for that key (else serde's).
-/// Returns the inputs read as `T` when they all fit.
+/// worded by `wrong(key)`. With `references`, a `$stage.field` value may
+/// stand for any key's value (it is resolved before the tool runs). Returns
+/// the inputs read as `T` when they all fit.
 pub(crate) fn check<T: DeserializeOwned>(
     inputs: &Map<String, Value>,
     tool: &str,
-    wrong: &dyn Fn(&str) -> Option<&'static str>,
+    references: bool,
+    wrong: &dyn Fn(&str) -> Wrong,
 ) -> (Option<T>, Vec<InputIssue>) {
     let known = keys::<T>();
     let mut issues = unknown_keys(inputs, known, tool);
-    for (key, value) in inputs.iter().filter(|(k, _)| known.contains(&k.as_str())) {
+    let checked = |(k, v): &(&String, &Value)| {
+        known.contains(&k.as_str())
+            && !(references && crate::inputs::is_reference(v))
+            && matches!(wrong(k), Wrong::Say(_))
+    };
+    for (key, value) in inputs.iter().filter(checked) {
         let alone = Map::from_iter([(key.clone(), value.clone())]);
         // A key alone may miss the struct's required keys: only its own
         // problem counts (serde reports it before the missing ones).
         if let Err(e) = serde_json::from_value::<T>(Value::Object(alone))
             && !e.to_string().starts_with("missing field")
+            && let Wrong::Say(words) = wrong(key)
         {
-            let message = match wrong(key) {
-                Some(words) => words.to_string(),
-                None => format!("`{key}`: {e}"),
-            };
-            issues.push(issue(key, message, None));
+            issues.push(issue(key, words, None));
         }
     }
     (
@@ -80,9 +92,9 @@ pub(crate) fn check<T: DeserializeOwned>(
 pub(crate) fn read<T: DeserializeOwned>(
     inputs: &Map<String, Value>,
     tool: &str,
-    wrong: &dyn Fn(&str) -> Option<&'static str>,
+    wrong: &dyn Fn(&str) -> Wrong,
 ) -> Result<T, ToolError> {
-    match check::<T>(inputs, tool, wrong) {
+    match check::<T>(inputs, tool, false, wrong) {
         (Some(typed), _) => Ok(typed),
         (None, issues) => {
             let mut err = ToolError::new(
@@ -91,7 +103,10 @@ pub(crate) fn read<T: DeserializeOwned>(
                     Some(i) => i.message.clone(),
                     None => serde_json::from_value::<T>(Value::Object(inputs.clone()))
                         .err()
-                        .map_or_else(|| "the inputs do not fit".into(), |e| e.to_string()),
+                        .map_or_else(
+                            || format!("the inputs of the `{tool}` tool do not fit"),
+                            |e| format!("the inputs of the `{tool}` tool: {e}"),
+                        ),
                 },
             );
             err.hint = issues.first().and_then(|i| i.help.clone());
@@ -116,15 +131,19 @@ mod tests {
         count: Option<u32>,
     }
 
-    fn words(key: &str) -> Option<&'static str> {
-        (key == "flag").then_some("`flag` must be true or false")
+    fn words(key: &str) -> Wrong {
+        match key {
+            "flag" => Wrong::Say("`flag` must be true or false"),
+            "count" => Wrong::Say("`count` must be a whole number"),
+            _ => Wrong::Elsewhere,
+        }
     }
 
     #[test]
     fn every_problem_is_named_at_its_key() {
         assert_eq!(keys::<Inputs>(), ["path", "flag", "count"]);
-        let inputs = json!({"path": "a", "flg": true, "flag": 1, "count": -1});
-        let (typed, issues) = check::<Inputs>(inputs.as_object().unwrap(), "demo", &words);
+        let inputs = json!({"path": 7, "flg": true, "flag": 1, "count": -1});
+        let (typed, issues) = check::<Inputs>(inputs.as_object().unwrap(), "demo", false, &words);
         assert!(typed.is_none());
         let text: Vec<String> = issues.iter().map(|i| i.message.clone()).collect();
         assert_eq!(text.len(), 3, "{text:?}");
@@ -137,15 +156,21 @@ mod tests {
                 .contains("did you mean `flag`?")
         );
         assert!(text.contains(&"`flag` must be true or false".to_string()));
-        assert!(
-            text.iter().any(|t| t.starts_with("`count`: invalid value")),
-            "{text:?}"
-        );
+        assert!(text.contains(&"`count` must be a whole number".to_string()));
         let ok = json!({"path": "a", "count": 2});
-        let (typed, issues) = check::<Inputs>(ok.as_object().unwrap(), "demo", &words);
+        let (typed, issues) = check::<Inputs>(ok.as_object().unwrap(), "demo", false, &words);
         assert!(issues.is_empty() && typed.unwrap().count == Some(2));
+        // A reference stands for a value of the right type, when allowed.
+        let r = json!({"path": "a", "flag": "$s.flag"});
+        let (typed, issues) = check::<Inputs>(r.as_object().unwrap(), "demo", true, &words);
+        assert!(typed.is_none() && issues.is_empty());
+        let (_, issues) = check::<Inputs>(r.as_object().unwrap(), "demo", false, &words);
+        assert_eq!(issues.len(), 1);
         let e =
             read::<Inputs>(json!({"flag": true}).as_object().unwrap(), "demo", &words).unwrap_err();
-        assert!(e.message.contains("missing field `path`"), "{}", e.message);
+        assert_eq!(
+            e.message,
+            "the inputs of the `demo` tool: missing field `path`"
+        );
     }
 }
