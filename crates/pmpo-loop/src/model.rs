@@ -255,4 +255,31 @@ mod tests {
         let j = serde_json::json!({"judgements": [{"id": "x", "status": "maybe"}]});
         assert!(!schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
     }
+
+    /// A loop phase and an `ai` stage read and validate an answer alike:
+    /// the same object from the same text, the same problems (a `format`
+    /// reached through a `$ref`, and a `pattern`) from the same schema.
+    #[test]
+    fn loop_phases_read_answers_as_ai_stages_do() {
+        let text = "<think>Maybe ```json\n{\"when\": 1}\n```?</think>\nDone:\n```json\n{\"when\": \"someday\", \"id\": \"A B\"}\n```\n";
+        let value = extract_json(text).unwrap();
+        assert_eq!(Ok(value.clone()), pmpo_tools::ai::parse_json_answer(text));
+        assert_eq!(value["when"], "someday");
+        let schema = r##"{"$defs": {"day": {"type": "string", "format": "date"}}, "type": "object",
+            "properties": {"when": {"$ref": "#/$defs/day"}, "id": {"type": "string", "pattern": "^[a-z]+$"}}}"##;
+        let problems = schema_problems(schema, &value);
+        assert_eq!(
+            problems,
+            pmpo_ai::schema::validate(&serde_json::from_str(schema).unwrap(), &value)
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("/when: ")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("/id: ")),
+            "{problems:?}"
+        );
+    }
 }
