@@ -224,20 +224,7 @@ impl Client {
                     .hint(AiConfig::how_to_configure()),
             );
         };
-        for name in std::iter::once(&preferred).chain(route.fallback.iter()) {
-            if !self.endpoints.contains_key(name) {
-                let known: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
-                return Err(AiError::new(
-                    ErrorKind::NotConfigured,
-                    format!(
-                        "stage `{}` asks for endpoint `{name}`, which is not configured (configured: {})",
-                        ctx.stage,
-                        known.join(", ")
-                    ),
-                )
-                .hint("define it under [ai.endpoints] in pmpo.toml (see docs/configuration.md)"));
-            }
-        }
+        self.check_route(ctx, &preferred, route.fallback.as_ref())?;
         let mut notes = Vec::new();
         let mut chosen = preferred.clone();
         let mut fallback_from = None;
@@ -275,59 +262,7 @@ impl Client {
             let t0 = Instant::now();
             let (result, attempts) = self.attempts(ctx, ep.as_ref(), &model, req).await;
             let latency = t0.elapsed();
-            // A replayed answer is judged in the name of the endpoint and model
-            // that gave it, so a replayed failure reads exactly as the recorded one.
-            let (judged_as, judged_model) = ep
-                .recorded_origin(req)
-                .unwrap_or_else(|| (chosen.clone(), model.clone()));
-            let result = result.and_then(|c| match check_answer(&judged_as, &c) {
-                Ok(()) => Ok(c),
-                Err(mut e) => {
-                    e.answer = Some(Box::new(Rejected {
-                        completion: c,
-                        endpoint: judged_as.clone(),
-                        model: judged_model.clone(),
-                        request_hash: hash.clone(),
-                        kept: None,
-                    }));
-                    Err(e)
-                }
-            });
-            // Every answer gets its number now, in the order they came; a
-            // rejected one is kept at once (the caller may not be able to).
-            let said = match &result {
-                Ok(_) => true,
-                Err(e) => e.answer.is_some(),
-            };
-            let keep_as = if said {
-                self.next_answer_slot(ctx)
-            } else {
-                String::new()
-            };
-            let result = result.map_err(|mut e| {
-                if let Some(a) = e.answer.as_mut() {
-                    let problems = [e.message.clone()];
-                    match Self::keep_answer(
-                        ctx.workspace,
-                        &keep_as,
-                        &a.completion,
-                        &a.endpoint,
-                        &a.model,
-                        &a.request_hash,
-                        e.kind.as_str(),
-                        &problems,
-                    ) {
-                        Ok(path) => {
-                            e.message = format!("{}; the answer is kept in {path}", e.message);
-                            a.kept = Some(path);
-                        }
-                        Err(w) => {
-                            e.message = format!("{}; the answer could not be kept: {w}", e.message);
-                        }
-                    }
-                }
-                e
-            });
+            let (result, keep_as) = self.judge(ctx, ep.as_ref(), &chosen, &model, req, result);
             self.log(
                 ctx,
                 ep.as_ref(),
@@ -383,6 +318,100 @@ impl Client {
                 },
             }
         }
+    }
+
+    /// Every endpoint a route names must be configured.
+    fn check_route(
+        &self,
+        ctx: &CallContext<'_>,
+        preferred: &String,
+        fallback: Option<&String>,
+    ) -> Result<(), AiError> {
+        for name in std::iter::once(preferred).chain(fallback) {
+            if !self.endpoints.contains_key(name) {
+                let known: Vec<&str> = self.endpoints.keys().map(String::as_str).collect();
+                return Err(AiError::new(
+                ErrorKind::NotConfigured,
+                format!(
+                    "stage `{}` asks for endpoint `{name}`, which is not configured (configured: {})",
+                    ctx.stage,
+                    known.join(", ")
+                ),
+            )
+            .hint("define it under [ai.endpoints] in pmpo.toml (see docs/configuration.md)"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Checks what an endpoint answered (not empty, cut off or refused), in
+    /// the name of who said it, gives an answer its number, and keeps a
+    /// rejected one at once (the caller may not be able to). Returns the
+    /// result and the answer's number (`keep_as`, empty when nothing was said).
+    fn judge(
+        &self,
+        ctx: &CallContext<'_>,
+        ep: &dyn Endpoint,
+        chosen: &str,
+        model: &str,
+        req: &ChatRequest,
+        result: Result<Completion, AiError>,
+    ) -> (Result<Completion, AiError>, String) {
+        let hash = req.hash();
+        // A replayed answer is judged in the name of the endpoint and model
+        // that gave it, so a replayed failure reads exactly as the recorded one.
+        let (judged_as, judged_model) = ep
+            .recorded_origin(req)
+            .unwrap_or_else(|| (chosen.to_string(), model.to_string()));
+        let result = result.and_then(|c| match check_answer(&judged_as, &c) {
+            Ok(()) => Ok(c),
+            Err(mut e) => {
+                e.answer = Some(Box::new(Rejected {
+                    completion: c,
+                    endpoint: judged_as.clone(),
+                    model: judged_model.clone(),
+                    request_hash: hash.clone(),
+                    kept: None,
+                }));
+                Err(e)
+            }
+        });
+        // Every answer gets its number now, in the order they came; a
+        // rejected one is kept at once (the caller may not be able to).
+        let said = match &result {
+            Ok(_) => true,
+            Err(e) => e.answer.is_some(),
+        };
+        let keep_as = if said {
+            self.next_answer_slot(ctx)
+        } else {
+            String::new()
+        };
+        let result = result.map_err(|mut e| {
+            if let Some(a) = e.answer.as_mut() {
+                let problems = [e.message.clone()];
+                match Self::keep_answer(
+                    ctx.workspace,
+                    &keep_as,
+                    &a.completion,
+                    &a.endpoint,
+                    &a.model,
+                    &a.request_hash,
+                    e.kind.as_str(),
+                    &problems,
+                ) {
+                    Ok(path) => {
+                        e.message = format!("{}; the answer is kept in {path}", e.message);
+                        a.kept = Some(path);
+                    }
+                    Err(w) => {
+                        e.message = format!("{}; the answer could not be kept: {w}", e.message);
+                    }
+                }
+            }
+            e
+        });
+        (result, keep_as)
     }
 
     /// The next `.state/ai/<run>/<stage>/answer-N` (no extension) of a call's

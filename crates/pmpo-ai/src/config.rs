@@ -199,6 +199,134 @@ fn duration(value: &toml::Value, key: &str) -> Result<Duration, String> {
     }
 }
 
+/// One `[ai.endpoints.NAME]` table made into an endpoint; `nonempty` reads
+/// an environment variable that is set and not blank. The error says what
+/// is wrong in the table.
+fn endpoint_from_file(
+    name: &str,
+    ep: FileEndpoint,
+    nonempty: &dyn Fn(&str) -> Option<String>,
+) -> Result<EndpointConfig, String> {
+    if let Some(via) = &ep.via {
+        return Err(format!(
+            "`via = \"{via}\"` (inference through the host harness) is not an endpoint pmpo can call; use kind = \"command\" with the harness's print-mode command"
+        ));
+    }
+    let kind = match ep.kind {
+        Some(k) => k,
+        None if ep.command.is_some() => EndpointKind::Command,
+        None if ep.cassette.is_some() => EndpointKind::Replay,
+        None if ep.base_url.is_some() => EndpointKind::Openai,
+        None => {
+            return Err(
+                "`kind` is missing: write kind = \"openai\", \"anthropic\", \"command\" or \"replay\"".into(),
+            );
+        }
+    };
+    let key_var = match (&ep.api_key_env, &ep.auth_mode, kind) {
+        (Some(v), _, _) => Some(v.clone()),
+        (None, Some(mode), _) if mode == "openai_api_key" => Some("OPENAI_API_KEY".to_string()),
+        (None, Some(mode), _) if mode == "chatgpt_oauth" => {
+            if ep.fallback_auth.as_deref() == Some("openai_api_key") {
+                Some("OPENAI_API_KEY".to_string())
+            } else {
+                None
+            }
+        }
+        (None, Some(mode), _) => {
+            return Err(format!(
+                "unknown auth_mode `{mode}`; use api_key_env = \"VARIABLE\""
+            ));
+        }
+        (None, None, EndpointKind::Openai) => Some("OPENAI_API_KEY".to_string()),
+        (None, None, EndpointKind::Anthropic) => Some("ANTHROPIC_API_KEY".to_string()),
+        (None, None, _) => None,
+    };
+    let base_url = match kind {
+        EndpointKind::Openai => Some(
+            ep.base_url
+                .or_else(|| nonempty("OPENAI_BASE_URL"))
+                .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_string()),
+        ),
+        EndpointKind::Anthropic => Some(
+            ep.base_url
+                .or_else(|| nonempty("ANTHROPIC_BASE_URL"))
+                .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_string()),
+        ),
+        _ => ep.base_url,
+    };
+    if let Some(url) = &base_url
+        && !(url.starts_with("http://") || url.starts_with("https://"))
+    {
+        return Err(format!(
+            "base_url `{url}` must start with http:// or https://"
+        ));
+    }
+    let command = ep.command.unwrap_or_default();
+    if kind == EndpointKind::Command && command.is_empty() {
+        return Err("a command endpoint needs `command = [\"program\", \"arg\", ...]`".into());
+    }
+    if kind == EndpointKind::Replay && ep.cassette.is_none() {
+        return Err("a replay endpoint needs `cassette = \"file.jsonl\"`".into());
+    }
+    let api_key = key_var.as_deref().and_then(nonempty).map(Secret::new);
+    if let Some(var) = &key_var {
+        // Kept from every process pmpo starts, and redacted from its logs.
+        pmpo_store::secrets::register_key(var, api_key.as_ref().map(Secret::expose));
+    }
+    Ok(EndpointConfig {
+        name: name.to_string(),
+        kind,
+        base_url: base_url.map(|u| u.trim_end_matches('/').to_string()),
+        model: ep.model,
+        api_key_source: key_var,
+        api_key,
+        health_probe: ep.health_probe,
+        command,
+        cassette: ep.cassette.map(PathBuf::from),
+        max_tokens: ep.max_tokens,
+    })
+}
+
+/// The endpoint the ecosystem's variables define for `kind` (`openai` from
+/// OPENAI_API_KEY / OPENAI_BASE_URL / OPENAI_MODEL, `anthropic` from the
+/// ANTHROPIC_ ones), with the source it is listed under; none when neither
+/// the key nor the base URL is set.
+fn endpoint_from_env(
+    kind: EndpointKind,
+    nonempty: &dyn Fn(&str) -> Option<String>,
+) -> Option<(EndpointConfig, String)> {
+    let (name, prefix, default_url) = match kind {
+        EndpointKind::Openai => ("openai", "OPENAI", DEFAULT_OPENAI_BASE_URL),
+        EndpointKind::Anthropic => ("anthropic", "ANTHROPIC", DEFAULT_ANTHROPIC_BASE_URL),
+        _ => return None,
+    };
+    let (key_var, url_var) = (format!("{prefix}_API_KEY"), format!("{prefix}_BASE_URL"));
+    let api_key = nonempty(&key_var);
+    let url = nonempty(&url_var);
+    if api_key.is_none() && url.is_none() {
+        return None;
+    }
+    let endpoint = EndpointConfig {
+        name: name.into(),
+        kind,
+        base_url: Some(
+            url.as_deref()
+                .unwrap_or(default_url)
+                .trim_end_matches('/')
+                .to_string(),
+        ),
+        model: nonempty(&format!("{prefix}_MODEL")),
+        api_key_source: Some(key_var.clone()),
+        api_key: api_key.map(Secret::new),
+        health_probe: None,
+        command: Vec::new(),
+        cassette: None,
+        max_tokens: None,
+    };
+    Some((endpoint, format!("environment ({key_var} / {url_var})")))
+}
+
 impl AiConfig {
     /// Reads `pmpo.toml` in `dir` (if any), applies the environment (read
     /// through `env`) and the overrides.
@@ -261,93 +389,9 @@ impl AiConfig {
         let nonempty = |k: &str| env(k).filter(|v| !v.trim().is_empty());
 
         for (name, ep) in file.endpoints {
-            let at = |m: &str| invalid(format!("[ai.endpoints.{name}]: {m}"));
-            if let Some(via) = &ep.via {
-                return Err(at(&format!(
-                    "`via = \"{via}\"` (inference through the host harness) is not an endpoint pmpo can call; use kind = \"command\" with the harness's print-mode command"
-                )));
-            }
-            let kind = match ep.kind {
-                Some(k) => k,
-                None if ep.command.is_some() => EndpointKind::Command,
-                None if ep.cassette.is_some() => EndpointKind::Replay,
-                None if ep.base_url.is_some() => EndpointKind::Openai,
-                None => {
-                    return Err(at(
-                        "`kind` is missing: write kind = \"openai\", \"anthropic\", \"command\" or \"replay\"",
-                    ));
-                }
-            };
-            let key_var = match (&ep.api_key_env, &ep.auth_mode, kind) {
-                (Some(v), _, _) => Some(v.clone()),
-                (None, Some(mode), _) if mode == "openai_api_key" => {
-                    Some("OPENAI_API_KEY".to_string())
-                }
-                (None, Some(mode), _) if mode == "chatgpt_oauth" => {
-                    if ep.fallback_auth.as_deref() == Some("openai_api_key") {
-                        Some("OPENAI_API_KEY".to_string())
-                    } else {
-                        None
-                    }
-                }
-                (None, Some(mode), _) => {
-                    return Err(at(&format!(
-                        "unknown auth_mode `{mode}`; use api_key_env = \"VARIABLE\""
-                    )));
-                }
-                (None, None, EndpointKind::Openai) => Some("OPENAI_API_KEY".to_string()),
-                (None, None, EndpointKind::Anthropic) => Some("ANTHROPIC_API_KEY".to_string()),
-                (None, None, _) => None,
-            };
-            let base_url = match kind {
-                EndpointKind::Openai => Some(
-                    ep.base_url
-                        .or_else(|| nonempty("OPENAI_BASE_URL"))
-                        .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_string()),
-                ),
-                EndpointKind::Anthropic => Some(
-                    ep.base_url
-                        .or_else(|| nonempty("ANTHROPIC_BASE_URL"))
-                        .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_string()),
-                ),
-                _ => ep.base_url,
-            };
-            if let Some(url) = &base_url
-                && !(url.starts_with("http://") || url.starts_with("https://"))
-            {
-                return Err(at(&format!(
-                    "base_url `{url}` must start with http:// or https://"
-                )));
-            }
-            let command = ep.command.unwrap_or_default();
-            if kind == EndpointKind::Command && command.is_empty() {
-                return Err(at(
-                    "a command endpoint needs `command = [\"program\", \"arg\", ...]`",
-                ));
-            }
-            if kind == EndpointKind::Replay && ep.cassette.is_none() {
-                return Err(at("a replay endpoint needs `cassette = \"file.jsonl\"`"));
-            }
-            let api_key = key_var.as_deref().and_then(nonempty).map(Secret::new);
-            if let Some(var) = &key_var {
-                // Kept from every process pmpo starts, and redacted from its logs.
-                pmpo_store::secrets::register_key(var, api_key.as_ref().map(Secret::expose));
-            }
-            cfg.endpoints.insert(
-                name.clone(),
-                EndpointConfig {
-                    name: name.clone(),
-                    kind,
-                    base_url: base_url.map(|u| u.trim_end_matches('/').to_string()),
-                    model: ep.model,
-                    api_key_source: key_var,
-                    api_key,
-                    health_probe: ep.health_probe,
-                    command,
-                    cassette: ep.cassette.map(PathBuf::from),
-                    max_tokens: ep.max_tokens,
-                },
-            );
+            let endpoint = endpoint_from_file(&name, ep, &nonempty)
+                .map_err(|m| invalid(format!("[ai.endpoints.{name}]: {m}")))?;
+            cfg.endpoints.insert(name, endpoint);
         }
         if !cfg.endpoints.is_empty() {
             cfg.sources.push(format!("{display} [ai]"));
@@ -355,53 +399,11 @@ impl AiConfig {
 
         // No endpoint in the file: the ecosystem's variables define one each.
         if cfg.endpoints.is_empty() {
-            if nonempty("OPENAI_API_KEY").is_some() || nonempty("OPENAI_BASE_URL").is_some() {
-                cfg.endpoints.insert(
-                    "openai".into(),
-                    EndpointConfig {
-                        name: "openai".into(),
-                        kind: EndpointKind::Openai,
-                        base_url: Some(
-                            nonempty("OPENAI_BASE_URL")
-                                .unwrap_or_else(|| DEFAULT_OPENAI_BASE_URL.to_string())
-                                .trim_end_matches('/')
-                                .to_string(),
-                        ),
-                        model: nonempty("OPENAI_MODEL"),
-                        api_key_source: Some("OPENAI_API_KEY".into()),
-                        api_key: nonempty("OPENAI_API_KEY").map(Secret::new),
-                        health_probe: None,
-                        command: Vec::new(),
-                        cassette: None,
-                        max_tokens: None,
-                    },
-                );
-                cfg.sources
-                    .push("environment (OPENAI_API_KEY / OPENAI_BASE_URL)".into());
-            }
-            if nonempty("ANTHROPIC_API_KEY").is_some() || nonempty("ANTHROPIC_BASE_URL").is_some() {
-                cfg.endpoints.insert(
-                    "anthropic".into(),
-                    EndpointConfig {
-                        name: "anthropic".into(),
-                        kind: EndpointKind::Anthropic,
-                        base_url: Some(
-                            nonempty("ANTHROPIC_BASE_URL")
-                                .unwrap_or_else(|| DEFAULT_ANTHROPIC_BASE_URL.to_string())
-                                .trim_end_matches('/')
-                                .to_string(),
-                        ),
-                        model: nonempty("ANTHROPIC_MODEL"),
-                        api_key_source: Some("ANTHROPIC_API_KEY".into()),
-                        api_key: nonempty("ANTHROPIC_API_KEY").map(Secret::new),
-                        health_probe: None,
-                        command: Vec::new(),
-                        cassette: None,
-                        max_tokens: None,
-                    },
-                );
-                cfg.sources
-                    .push("environment (ANTHROPIC_API_KEY / ANTHROPIC_BASE_URL)".into());
+            for kind in [EndpointKind::Openai, EndpointKind::Anthropic] {
+                if let Some((endpoint, source)) = endpoint_from_env(kind, &nonempty) {
+                    cfg.endpoints.insert(endpoint.name.clone(), endpoint);
+                    cfg.sources.push(source);
+                }
             }
             // Kept from every process pmpo starts, and redacted from what it writes.
             for ep in cfg.endpoints.values() {

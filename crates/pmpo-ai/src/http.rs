@@ -384,136 +384,151 @@ impl Endpoint for HttpEndpoint {
         model: &str,
         req: &ChatRequest,
     ) -> Result<Completion, AiError> {
-        let role = |r: Role| match r {
-            Role::User => "user",
-            Role::Assistant => "assistant",
-        };
         match self.kind {
-            EndpointKind::Anthropic => {
-                let url = self.url("messages");
-                let mut body = json!({
-                    "model": model,
-                    "max_tokens": req.max_tokens.or(self.max_tokens).unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS),
-                    "messages": req.messages.iter().map(|m| json!({"role": role(m.role), "content": m.content})).collect::<Vec<_>>(),
-                });
-                if let Some(s) = &req.system {
-                    body["system"] = json!(s);
-                }
-                if let Some(t) = req.temperature {
-                    body["temperature"] = json!(t);
-                }
-                let v = self
-                    .send(self.http.post(&url).json(&body), &url, model)
-                    .await?;
-                let blocks = v
-                    .get("content")
-                    .and_then(Value::as_array)
-                    .ok_or_else(|| self.bad_shape("no `content` list"))?;
-                let text: String = blocks
-                    .iter()
-                    .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
-                    .filter_map(|b| b.get("text").and_then(Value::as_str))
-                    .collect();
-                // A key echoed into an answer must not reach files or cassettes.
-                let text = redact(&text, self.key.as_ref());
-                let finish = match v.get("stop_reason").and_then(Value::as_str) {
-                    Some("end_turn") | Some("stop_sequence") | None => Finish::Stop,
-                    Some("max_tokens") | Some("model_context_window_exceeded") => Finish::Length,
-                    Some("refusal") => Finish::Refused,
-                    Some(_) => Finish::Other,
-                };
-                let usage = v.get("usage");
-                Ok(Completion {
-                    text,
-                    finish,
-                    tokens_in: usage
-                        .and_then(|u| u.get("input_tokens"))
-                        .and_then(Value::as_u64),
-                    tokens_out: usage
-                        .and_then(|u| u.get("output_tokens"))
-                        .and_then(Value::as_u64),
-                })
-            }
-            _ => {
-                let url = self.url("chat/completions");
-                let mut messages = Vec::with_capacity(req.messages.len() + 1);
-                if let Some(s) = &req.system {
-                    messages.push(json!({"role": "system", "content": s}));
-                }
-                messages.extend(
-                    req.messages
-                        .iter()
-                        .map(|m| json!({"role": role(m.role), "content": m.content})),
-                );
-                let mut body = json!({"model": model, "messages": messages, "stream": false});
-                if let Some(n) = req.max_tokens.or(self.max_tokens) {
-                    body["max_tokens"] = json!(n);
-                }
-                if let Some(t) = req.temperature {
-                    body["temperature"] = json!(t);
-                }
-                let v = match self
-                    .send(self.http.post(&url).json(&body), &url, model)
-                    .await
-                {
-                    // Newer OpenAI models take `max_completion_tokens` instead.
-                    Err(e)
-                        if e.kind == ErrorKind::BadRequest
-                            && e.message.contains("max_completion_tokens") =>
-                    {
-                        let Some(obj) = body.as_object_mut() else {
-                            return Err(e);
-                        };
-                        let Some(n) = obj.remove("max_tokens") else {
-                            return Err(e);
-                        };
-                        obj.insert("max_completion_tokens".into(), n);
-                        self.send(self.http.post(&url).json(&body), &url, model)
-                            .await?
-                    }
-                    other => other?,
-                };
-                let choice = v
-                    .get("choices")
-                    .and_then(Value::as_array)
-                    .and_then(|c| c.first())
-                    .ok_or_else(|| self.bad_shape("no `choices`"))?;
-                let message = choice.get("message");
-                let usage = v.get("usage");
-                let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
-                // A refusal is an answer: returned as one, so the client rejects,
-                // records and reports it like every other unusable answer.
-                if let Some(refusal) = message
-                    .and_then(|m| m.get("refusal"))
-                    .and_then(Value::as_str)
-                    .filter(|r| !r.is_empty())
-                {
-                    return Ok(Completion {
-                        text: redact(refusal, self.key.as_ref()),
-                        finish: Finish::Refused,
-                        tokens_in: tokens("prompt_tokens"),
-                        tokens_out: tokens("completion_tokens"),
-                    });
-                }
-                let text = message
-                    .and_then(|m| m.get("content"))
-                    .and_then(Value::as_str)
-                    .unwrap_or("");
-                let text = redact(text, self.key.as_ref());
-                let finish = match choice.get("finish_reason").and_then(Value::as_str) {
-                    Some("stop") | None => Finish::Stop,
-                    Some("length") => Finish::Length,
-                    Some("content_filter") => Finish::Refused,
-                    Some(_) => Finish::Other,
-                };
-                Ok(Completion {
-                    text,
-                    finish,
-                    tokens_in: tokens("prompt_tokens"),
-                    tokens_out: tokens("completion_tokens"),
-                })
-            }
+            EndpointKind::Anthropic => self.complete_anthropic(model, req).await,
+            _ => self.complete_openai(model, req).await,
         }
+    }
+}
+
+fn role(r: Role) -> &'static str {
+    match r {
+        Role::User => "user",
+        Role::Assistant => "assistant",
+    }
+}
+
+impl HttpEndpoint {
+    /// One exchange with the Anthropic Messages API.
+    async fn complete_anthropic(
+        &self,
+        model: &str,
+        req: &ChatRequest,
+    ) -> Result<Completion, AiError> {
+        let url = self.url("messages");
+        let mut body = json!({
+            "model": model,
+            "max_tokens": req.max_tokens.or(self.max_tokens).unwrap_or(ANTHROPIC_DEFAULT_MAX_TOKENS),
+            "messages": req.messages.iter().map(|m| json!({"role": role(m.role), "content": m.content})).collect::<Vec<_>>(),
+        });
+        if let Some(s) = &req.system {
+            body["system"] = json!(s);
+        }
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        let v = self
+            .send(self.http.post(&url).json(&body), &url, model)
+            .await?;
+        let blocks = v
+            .get("content")
+            .and_then(Value::as_array)
+            .ok_or_else(|| self.bad_shape("no `content` list"))?;
+        let text: String = blocks
+            .iter()
+            .filter(|b| b.get("type").and_then(Value::as_str) == Some("text"))
+            .filter_map(|b| b.get("text").and_then(Value::as_str))
+            .collect();
+        // A key echoed into an answer must not reach files or cassettes.
+        let text = redact(&text, self.key.as_ref());
+        let finish = match v.get("stop_reason").and_then(Value::as_str) {
+            Some("end_turn") | Some("stop_sequence") | None => Finish::Stop,
+            Some("max_tokens") | Some("model_context_window_exceeded") => Finish::Length,
+            Some("refusal") => Finish::Refused,
+            Some(_) => Finish::Other,
+        };
+        let usage = v.get("usage");
+        Ok(Completion {
+            text,
+            finish,
+            tokens_in: usage
+                .and_then(|u| u.get("input_tokens"))
+                .and_then(Value::as_u64),
+            tokens_out: usage
+                .and_then(|u| u.get("output_tokens"))
+                .and_then(Value::as_u64),
+        })
+    }
+
+    /// One exchange with an OpenAI-compatible chat completions API.
+    async fn complete_openai(&self, model: &str, req: &ChatRequest) -> Result<Completion, AiError> {
+        let url = self.url("chat/completions");
+        let mut messages = Vec::with_capacity(req.messages.len() + 1);
+        if let Some(s) = &req.system {
+            messages.push(json!({"role": "system", "content": s}));
+        }
+        messages.extend(
+            req.messages
+                .iter()
+                .map(|m| json!({"role": role(m.role), "content": m.content})),
+        );
+        let mut body = json!({"model": model, "messages": messages, "stream": false});
+        if let Some(n) = req.max_tokens.or(self.max_tokens) {
+            body["max_tokens"] = json!(n);
+        }
+        if let Some(t) = req.temperature {
+            body["temperature"] = json!(t);
+        }
+        let v = match self
+            .send(self.http.post(&url).json(&body), &url, model)
+            .await
+        {
+            // Newer OpenAI models take `max_completion_tokens` instead.
+            Err(e)
+                if e.kind == ErrorKind::BadRequest
+                    && e.message.contains("max_completion_tokens") =>
+            {
+                let Some(obj) = body.as_object_mut() else {
+                    return Err(e);
+                };
+                let Some(n) = obj.remove("max_tokens") else {
+                    return Err(e);
+                };
+                obj.insert("max_completion_tokens".into(), n);
+                self.send(self.http.post(&url).json(&body), &url, model)
+                    .await?
+            }
+            other => other?,
+        };
+        let choice = v
+            .get("choices")
+            .and_then(Value::as_array)
+            .and_then(|c| c.first())
+            .ok_or_else(|| self.bad_shape("no `choices`"))?;
+        let message = choice.get("message");
+        let usage = v.get("usage");
+        let tokens = |k: &str| usage.and_then(|u| u.get(k)).and_then(Value::as_u64);
+        // A refusal is an answer: returned as one, so the client rejects,
+        // records and reports it like every other unusable answer.
+        if let Some(refusal) = message
+            .and_then(|m| m.get("refusal"))
+            .and_then(Value::as_str)
+            .filter(|r| !r.is_empty())
+        {
+            return Ok(Completion {
+                text: redact(refusal, self.key.as_ref()),
+                finish: Finish::Refused,
+                tokens_in: tokens("prompt_tokens"),
+                tokens_out: tokens("completion_tokens"),
+            });
+        }
+        let text = message
+            .and_then(|m| m.get("content"))
+            .and_then(Value::as_str)
+            .unwrap_or("");
+        let text = redact(text, self.key.as_ref());
+        let finish = match choice.get("finish_reason").and_then(Value::as_str) {
+            Some("stop") | None => Finish::Stop,
+            Some("length") => Finish::Length,
+            Some("content_filter") => Finish::Refused,
+            Some(_) => Finish::Other,
+        };
+        Ok(Completion {
+            text,
+            finish,
+            tokens_in: tokens("prompt_tokens"),
+            tokens_out: tokens("completion_tokens"),
+        })
     }
 }
 

@@ -12,6 +12,7 @@
 //! from a recorded cassette). API keys live in [`Secret`]s: they are sent in
 //! request headers and never written to a log, a cassette, an event or an error.
 
+pub mod answer;
 pub mod cassette;
 pub mod client;
 pub mod command;

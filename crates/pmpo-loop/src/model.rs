@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use pmpo_ai::answer::{self, Schema};
 use pmpo_ai::{ChatRequest, Client, Phase, Route};
 use pmpo_store::Workspace;
 use serde_json::Value;
@@ -30,89 +31,11 @@ pub enum Asked {
     Cancelled,
 }
 
-/// The JSON object in an answer: a fenced block, the whole text, or the
-/// first balanced `{...}` that parses. A reasoning model's `<think>` section
-/// is passed over.
+/// The JSON object in an answer, read by the one answer reader
+/// ([`pmpo_ai::answer`]): reasoning stripped, then the whole text, a fenced
+/// block or a balanced `{...}` in prose; it must be an object.
 pub fn extract_json(text: &str) -> Result<Value, String> {
-    let text = strip_thinking(text);
-    let text = text.trim();
-    // Fenced blocks (```json or bare ```), in order.
-    let mut rest = text;
-    while let Some(start) = rest.find("```") {
-        let after = &rest[start + 3..];
-        let body_start = after.find('\n').map_or(0, |n| n + 1);
-        let Some(end) = after[body_start..].find("```") else {
-            break;
-        };
-        let body = &after[body_start..body_start + end];
-        if let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(body.trim()) {
-            return Ok(v);
-        }
-        rest = &after[body_start + end + 3..];
-    }
-    match serde_json::from_str::<Value>(text) {
-        Ok(v @ Value::Object(_)) => return Ok(v),
-        Ok(_) => return Err("the answer is JSON but not an object".into()),
-        Err(_) => {}
-    }
-    // Prose around an object: try each balanced object in turn.
-    for (at, _) in text.match_indices('{') {
-        if let Some(len) = balanced_object(&text[at..])
-            && let Ok(v @ Value::Object(_)) = serde_json::from_str::<Value>(&text[at..at + len])
-        {
-            return Ok(v);
-        }
-    }
-    Err("the answer holds no JSON object".into())
-}
-
-/// The text without `<think>...</think>` sections.
-fn strip_thinking(text: &str) -> String {
-    let mut out = String::new();
-    let mut rest = text;
-    while let Some(start) = rest.find("<think>") {
-        out.push_str(&rest[..start]);
-        match rest[start..].find("</think>") {
-            Some(end) => rest = &rest[start + end + "</think>".len()..],
-            None => {
-                rest = "";
-                break;
-            }
-        }
-    }
-    out.push_str(rest);
-    out
-}
-
-/// The length of the balanced `{...}` at the start of `text` (strings and
-/// escapes respected), if it closes.
-fn balanced_object(text: &str) -> Option<usize> {
-    let mut depth = 0usize;
-    let mut in_string = false;
-    let mut escaped = false;
-    for (i, c) in text.char_indices() {
-        if in_string {
-            match (escaped, c) {
-                (true, _) => escaped = false,
-                (false, '\\') => escaped = true,
-                (false, '"') => in_string = false,
-                _ => {}
-            }
-            continue;
-        }
-        match c {
-            '"' => in_string = true,
-            '{' => depth += 1,
-            '}' => {
-                depth = depth.checked_sub(1)?;
-                if depth == 0 {
-                    return Some(i + 1);
-                }
-            }
-            _ => {}
-        }
-    }
-    None
+    answer::extract_object(text)
 }
 
 /// Tidies a Specify answer the way a lenient reader would: severities and
@@ -175,26 +98,12 @@ pub fn tidy_judgement(v: &mut Value) {
     }
 }
 
-/// Problems of a value against a JSON Schema (empty when valid).
+/// Problems of a value against a JSON Schema given as text (empty when
+/// valid), found by the answer reader's validator, as for `ai` stages.
 pub fn schema_problems(schema_text: &str, value: &Value) -> Vec<String> {
-    let schema: Value = match serde_json::from_str(schema_text) {
-        Ok(s) => s,
-        Err(e) => return vec![format!("internal: a shipped schema is not JSON: {e}")],
-    };
-    match jsonschema::validator_for(&schema) {
-        Ok(v) => v
-            .iter_errors(value)
-            .take(20)
-            .map(|e| {
-                let at = e.instance_path().to_string();
-                if at.is_empty() {
-                    e.to_string()
-                } else {
-                    format!("at {at}: {e}")
-                }
-            })
-            .collect(),
-        Err(e) => vec![format!("internal: a shipped schema is invalid: {e}")],
+    match Schema::parse(schema_text) {
+        Ok(schema) => schema.problems(value),
+        Err(e) => vec![format!("internal: a shipped schema cannot be used: {e}")],
     }
 }
 
@@ -267,17 +176,7 @@ impl Caller<'_> {
             }
             Err(e) => vec![e],
         };
-        req.messages.push(pmpo_ai::Message {
-            role: pmpo_ai::Role::Assistant,
-            content: first,
-        });
-        req.messages.push(pmpo_ai::Message {
-            role: pmpo_ai::Role::User,
-            content: format!(
-                "Your answer is not valid:\n- {}\nAnswer again with the corrected JSON object only.",
-                problems.join("\n- ")
-            ),
-        });
+        answer::repair_request(&mut req, &first, &problems);
         let second = self.call(phase, &format!("{stage}-repair"), &req).await;
         if self.cancel.is_cancelled() {
             return Asked::Cancelled;
@@ -355,5 +254,32 @@ mod tests {
         assert!(schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
         let j = serde_json::json!({"judgements": [{"id": "x", "status": "maybe"}]});
         assert!(!schema_problems(JUDGEMENT_SCHEMA, &j).is_empty());
+    }
+
+    /// A loop phase and an `ai` stage read and validate an answer alike:
+    /// the same object from the same text, the same problems (a `format`
+    /// reached through a `$ref`, and a `pattern`) from the same schema.
+    #[test]
+    fn loop_phases_read_answers_as_ai_stages_do() {
+        let text = "<think>Maybe ```json\n{\"when\": 1}\n```?</think>\nDone:\n```json\n{\"when\": \"someday\", \"id\": \"A B\"}\n```\n";
+        let value = extract_json(text).unwrap();
+        assert_eq!(Ok(value.clone()), pmpo_tools::ai::parse_json_answer(text));
+        assert_eq!(value["when"], "someday");
+        let schema = r##"{"$defs": {"day": {"type": "string", "format": "date"}}, "type": "object",
+            "properties": {"when": {"$ref": "#/$defs/day"}, "id": {"type": "string", "pattern": "^[a-z]+$"}}}"##;
+        let problems = schema_problems(schema, &value);
+        assert_eq!(
+            problems,
+            pmpo_ai::schema::validate(&serde_json::from_str(schema).unwrap(), &value)
+        );
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert!(
+            problems.iter().any(|p| p.starts_with("/when: ")),
+            "{problems:?}"
+        );
+        assert!(
+            problems.iter().any(|p| p.starts_with("/id: ")),
+            "{problems:?}"
+        );
     }
 }

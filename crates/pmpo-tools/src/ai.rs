@@ -12,50 +12,81 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use pmpo_ai::answer::Schema;
 use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, NamedOutputs, Reference, Specification, TemplateFile, TemplateReport};
+use pmpo_plan::{InputIssue, NamedOutputs, Reference, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
     Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    unknown_keys,
+    typed_inputs::{self, Wrong},
 };
 
-const KEYS: &[&str] = &[
-    "prompt",
-    "prompt_file",
-    "verbatim",
-    "system",
-    "vars",
-    "output",
-    "code_block",
-    "outputs_json",
-    "schema",
-    "phase",
-    "endpoint",
-    "model",
-    "fallback",
-    "max_tokens",
-    "temperature",
-];
+/// The inputs of an `ai` stage (`with:`), in the order `pmpo check` lists them.
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AiInputs {
+    prompt: Option<String>,
+    prompt_file: Option<String>,
+    #[serde(default)]
+    verbatim: bool,
+    system: Option<String>,
+    vars: Option<Value>,
+    output: Option<String>,
+    code_block: Option<String>,
+    #[serde(default)]
+    outputs_json: bool,
+    schema: Option<Value>,
+    phase: Option<String>,
+    endpoint: Option<String>,
+    model: Option<String>,
+    fallback: Option<String>,
+    max_tokens: Option<u32>,
+    temperature: Option<f64>,
+}
 
-/// Names every prompt may use besides `vars:`.
-const BUILTINS: &[&str] = &[
-    "specification",
-    "constraints",
-    "artifact_name",
-    "artifact_type",
-    "content_type",
-    "intent",
-    "stage",
-];
+/// What is wrong with an input of the wrong type, in words.
+fn wrong_type(key: &str) -> Wrong {
+    Wrong::Say(match key {
+        "prompt" => "`prompt` must be text",
+        "prompt_file" => "`prompt_file` must be text",
+        "system" => "`system` must be text",
+        "output" => "`output` must be text",
+        "code_block" => "`code_block` must be text",
+        "phase" => "`phase` must be text",
+        "endpoint" => "`endpoint` must be text",
+        "model" => "`model` must be text",
+        "fallback" => "`fallback` must be text",
+        "verbatim" => "`verbatim` must be true or false",
+        "outputs_json" => "`outputs_json` must be true or false",
+        "max_tokens" => "`max_tokens` must be a positive whole number",
+        "temperature" => "`temperature` must be a number from 0 to 2",
+        // `vars` and `schema` take any value: their shape is checked below.
+        _ => return Wrong::Elsewhere,
+    })
+}
 
 /// Where answers are kept when a stage fails on a bad answer.
 pub use pmpo_ai::ANSWERS_DIR;
+/// The answer reader's parts, under the names this module gave them before
+/// `pmpo_ai::answer` read every model answer.
+pub use pmpo_ai::answer::{code_block, fenced_blocks, strip_reasoning as strip_thinking};
+
+mod names;
+mod shape;
+
+use names::{template_context, undefined_names};
+use shape::{Shape, Shaped};
+
+/// A JSON value from an answer, read by [`pmpo_ai::answer::extract_json`].
+pub fn parse_json_answer(text: &str) -> Result<Value, String> {
+    pmpo_ai::answer::extract_json(text)
+}
 
 /// The `ai` tool; without a client (no endpoint configured) it refuses to start.
 #[derive(Default)]
@@ -70,81 +101,6 @@ impl AiTool {
         }
     }
 }
-
-/// The `{{ name }}` uses of a prompt template (`what` names it in messages)
-/// that are neither a built-in nor a `vars:` key. A `vars` given as a
-/// reference is known only at run time: nothing is reported then.
-fn undefined_names(
-    key: &str,
-    what: &str,
-    text: &str,
-    inputs: &Map<String, Value>,
-    file: Option<&str>,
-) -> Vec<InputIssue> {
-    let vars: Vec<&str> = match inputs.get("vars") {
-        Some(Value::Object(m)) => m.keys().map(String::as_str).collect(),
-        Some(_) => return Vec::new(),
-        None => Vec::new(),
-    };
-    let mut issues = Vec::new();
-    let mut named = std::collections::HashSet::new();
-    // Lines are counted once, forward: placeholders come in text order.
-    let (mut line, mut line_start, mut counted) = (1usize, 0usize, 0usize);
-    for (var, at) in template::placeholders(text) {
-        let first = var.split('.').next().unwrap_or("");
-        if BUILTINS.contains(&first) || vars.contains(&first) || !named.insert(first.to_string()) {
-            continue;
-        }
-        if issues.len() == MAX_NAME_ISSUES {
-            issues.push(issue(
-                key,
-                format!("{what} uses more undefined names; the first {MAX_NAME_ISSUES} are listed"),
-                None,
-            ));
-            break;
-        }
-        let known = vars.iter().chain(BUILTINS).copied();
-        let did = match pmpo_plan::diag::did_you_mean(first, known) {
-            Some(s) => format!("did you mean `{s}`? "),
-            None => String::new(),
-        };
-        let given = if vars.is_empty() {
-            "`vars` gives nothing".to_string()
-        } else {
-            format!("`vars` gives {}", vars.join(", "))
-        };
-        // In a file, say where (`prompts/hero.md:3:7`), as for `template` files:
-        // at the name, after `{{` and any spaces.
-        let at_name = at + 2 + (text[at + 2..].len() - text[at + 2..].trim_start().len());
-        for (i, b) in text.as_bytes()[counted..at_name].iter().enumerate() {
-            if *b == b'\n' {
-                line += 1;
-                line_start = counted + i + 1;
-            }
-        }
-        counted = at_name;
-        let at = match file {
-            Some(f) => {
-                let col = text[line_start..at_name].chars().count() + 1;
-                format!(" at {f}:{line}:{col}")
-            }
-            None => String::new(),
-        };
-        issues.push(issue(
-            key,
-            format!("{what} uses `{{{{ {var} }}}}`{at}, but `{first}` is not defined"),
-            Some(&format!(
-                "{did}add `{first}` under `vars:`, or set `verbatim: true` to send the prompt as written; {given}; built-in: {}",
-                BUILTINS.join(", ")
-            )),
-        ));
-    }
-    issues
-}
-
-/// Undefined names reported for one prompt, at most: a prompt of many
-/// unknown names says so once more rather than listing them all.
-const MAX_NAME_ISSUES: usize = 20;
 
 fn is_reference(v: &Value) -> bool {
     matches!(v, Value::String(s) if Reference::parse(s).is_some())
@@ -181,221 +137,6 @@ fn invalid(message: impl Into<String>) -> ToolError {
     ToolError::new(ErrorClass::InvalidInput, message)
 }
 
-/// The constraints as a list a model reads easily.
-fn constraints_text(spec: &Specification) -> String {
-    spec.constraints
-        .iter()
-        .map(|c| format!("- {} ({}): {}", c.id, c.severity, c.description))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
-
-/// What a prompt template can name.
-fn template_context(spec: Option<&Specification>, stage: &str, vars: Option<&Value>) -> Value {
-    let mut ctx = Map::new();
-    if let Some(spec) = spec {
-        ctx.insert(
-            "specification".into(),
-            serde_json::to_value(spec).unwrap_or(Value::Null),
-        );
-        ctx.insert("constraints".into(), json!(constraints_text(spec)));
-        ctx.insert("artifact_name".into(), json!(spec.artifact_name));
-        ctx.insert("artifact_type".into(), json!(spec.artifact_type));
-        ctx.insert("content_type".into(), json!(spec.content_type));
-        ctx.insert("intent".into(), json!(spec.intent));
-    }
-    ctx.insert("stage".into(), json!(stage));
-    if let Some(Value::Object(vars)) = vars {
-        for (k, v) in vars {
-            ctx.insert(k.clone(), v.clone());
-        }
-    }
-    Value::Object(ctx)
-}
-
-/// The fenced code blocks of an answer: (info string, content).
-pub fn fenced_blocks(text: &str) -> Vec<(String, String)> {
-    let mut blocks = Vec::new();
-    let mut open: Option<(String, Vec<&str>)> = None;
-    for line in text.lines() {
-        let t = line.trim_start();
-        match &mut open {
-            None => {
-                if let Some(info) = t.strip_prefix("```") {
-                    open = Some((info.trim().to_string(), Vec::new()));
-                }
-            }
-            Some((_, lines)) => {
-                if t.trim_end() == "```" {
-                    if let Some((info, lines)) = open.take() {
-                        blocks.push((info, lines.join("\n") + "\n"));
-                    }
-                } else {
-                    lines.push(line);
-                }
-            }
-        }
-    }
-    blocks
-}
-
-/// The first block of `lang` (`svg` also takes an `xml` block or a bare SVG answer).
-pub fn code_block(text: &str, lang: &str) -> Option<String> {
-    let blocks = fenced_blocks(text);
-    let info_is = |info: &str, l: &str| {
-        info.split_whitespace()
-            .next()
-            .is_some_and(|w| w.eq_ignore_ascii_case(l))
-    };
-    if let Some((_, body)) = blocks.iter().find(|(info, _)| info_is(info, lang)) {
-        return Some(body.clone());
-    }
-    if lang.eq_ignore_ascii_case("svg") {
-        if let Some((_, body)) = blocks
-            .iter()
-            .find(|(i, b)| info_is(i, "xml") && b.contains("<svg"))
-        {
-            return Some(body.clone());
-        }
-        let t = text.trim();
-        if blocks.is_empty() && (t.starts_with("<svg") || t.starts_with("<?xml")) {
-            return Some(format!("{t}\n"));
-        }
-        // An unfenced SVG inside prose.
-        if let (Some(a), Some(b)) = (t.find("<svg"), t.rfind("</svg>"))
-            && a < b
-        {
-            return Some(format!("{}\n", &t[a..b + "</svg>".len()]));
-        }
-    }
-    None
-}
-
-/// An answer without the `<think>...</think>` a reasoning model may put first.
-pub fn strip_thinking(text: &str) -> &str {
-    let t = text.trim_start();
-    match (t.strip_prefix("<think>"), t.find("</think>")) {
-        (Some(_), Some(end)) => &t[end + "</think>".len()..],
-        _ => text,
-    }
-}
-
-/// A JSON value from an answer: the whole text, a fenced block, or the
-/// outermost `{...}`.
-pub fn parse_json_answer(text: &str) -> Result<Value, String> {
-    let t = text.trim();
-    if let Ok(v) = serde_json::from_str(t) {
-        return Ok(v);
-    }
-    for (_, body) in fenced_blocks(t) {
-        if let Ok(v) = serde_json::from_str(&body) {
-            return Ok(v);
-        }
-    }
-    if let (Some(a), Some(b)) = (t.find('{'), t.rfind('}'))
-        && a < b
-        && let Ok(v) = serde_json::from_str(&t[a..=b])
-    {
-        return Ok(v);
-    }
-    Err(match serde_json::from_str::<Value>(t) {
-        Err(e) => format!("the answer is not JSON: {e}"),
-        Ok(_) => "the answer is not JSON".into(),
-    })
-}
-
-/// What the stage wants back.
-struct Shape<'a> {
-    code_block: Option<&'a str>,
-    outputs_json: bool,
-    schema: Option<Value>,
-}
-
-/// The answer, made into what the stage wants.
-struct Shaped {
-    file_text: String,
-    outputs: Map<String, Value>,
-}
-
-impl Shape<'_> {
-    fn structured(&self) -> bool {
-        self.outputs_json || self.schema.is_some()
-    }
-
-    /// The problems with an answer (each one line), or the shaped answer.
-    fn apply(&self, text: &str) -> Result<Shaped, Vec<String>> {
-        let text = strip_thinking(text);
-        let mut file_text = text.to_string();
-        let mut outputs = Map::new();
-        if let Some(lang) = self.code_block {
-            match code_block(text, lang) {
-                Some(b) => file_text = b,
-                None => {
-                    return Err(vec![format!(
-                        "the answer has no fenced code block of language `{lang}` (```{lang} ... ```)"
-                    )]);
-                }
-            }
-        }
-        if self.structured() {
-            let value = parse_json_answer(text).map_err(|e| vec![e])?;
-            if let Some(schema) = &self.schema {
-                let errors = pmpo_ai::schema::validate(schema, &value);
-                if !errors.is_empty() {
-                    return Err(errors);
-                }
-            }
-            if self.outputs_json {
-                match &value {
-                    Value::Object(m) => outputs = m.clone(),
-                    other => {
-                        return Err(vec![format!(
-                            "the answer must be a JSON object, found {}",
-                            match other {
-                                Value::Array(_) => "an array",
-                                Value::String(_) => "a string",
-                                _ => "a scalar",
-                            }
-                        )]);
-                    }
-                }
-            }
-            if self.code_block.is_none() {
-                file_text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
-            }
-        }
-        Ok(Shaped { file_text, outputs })
-    }
-
-    /// What the prompt adds so the model answers in the wanted shape.
-    fn instructions(&self) -> Option<String> {
-        let mut parts = Vec::new();
-        if let Some(lang) = self.code_block {
-            parts.push(format!(
-                "Put the {lang} in a single fenced code block that starts with ```{lang}."
-            ));
-        }
-        if self.structured() {
-            parts.push("Answer with one JSON object and nothing else.".to_string());
-            if let Some(schema) = &self.schema {
-                parts.push(format!(
-                    "It must satisfy this JSON schema:\n{}",
-                    serde_json::to_string_pretty(schema).unwrap_or_default()
-                ));
-            }
-        }
-        (!parts.is_empty()).then(|| parts.join("\n"))
-    }
-}
-
-fn str_input<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<Option<&'a str>, ToolError> {
-    match inputs.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(format!("`{key}` must be text"))),
-    }
-}
-
 #[async_trait]
 impl Tool for AiTool {
     fn name(&self) -> &'static str {
@@ -414,30 +155,13 @@ impl Tool for AiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "ai");
+        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", false, &wrong_type);
         if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
             issues.push(issue(
                 "prompt_file",
                 "give either `prompt` or `prompt_file`, not both",
                 None,
             ));
-        }
-        for key in [
-            "prompt",
-            "prompt_file",
-            "system",
-            "output",
-            "code_block",
-            "phase",
-            "endpoint",
-            "model",
-            "fallback",
-        ] {
-            if let Some(v) = inputs.get(key)
-                && !v.is_string()
-            {
-                issues.push(issue(key, format!("`{key}` must be text"), None));
-            }
         }
         if let Some(v) = inputs.get("vars")
             && !v.is_object()
@@ -447,20 +171,6 @@ impl Tool for AiTool {
                 "vars",
                 "`vars` must be a mapping of names to values",
                 Some("e.g. `vars: {subject: a fox, palette: $colors.palette}`"),
-            ));
-        }
-        if let Some(v) = inputs.get("verbatim")
-            && !v.is_boolean()
-        {
-            issues.push(issue("verbatim", "`verbatim` must be true or false", None));
-        }
-        if let Some(v) = inputs.get("outputs_json")
-            && !v.is_boolean()
-        {
-            issues.push(issue(
-                "outputs_json",
-                "`outputs_json` must be true or false",
-                None,
             ));
         }
         if let Some(v) = inputs.get("schema")
@@ -482,17 +192,15 @@ impl Tool for AiTool {
                 Some("phases are specify, plan, execute, reflect, persist"),
             ));
         }
-        if let Some(v) = inputs.get("max_tokens")
-            && !v.as_u64().is_some_and(|n| n > 0 && n <= u32::MAX as u64)
-        {
+        if inputs.get("max_tokens").and_then(Value::as_u64) == Some(0) {
             issues.push(issue(
                 "max_tokens",
                 "`max_tokens` must be a positive whole number",
                 None,
             ));
         }
-        if let Some(v) = inputs.get("temperature")
-            && !v.as_f64().is_some_and(|t| (0.0..=2.0).contains(&t))
+        if let Some(t) = inputs.get("temperature").and_then(Value::as_f64)
+            && !(0.0..=2.0).contains(&t)
         {
             issues.push(issue(
                 "temperature",
@@ -591,72 +299,16 @@ impl Tool for AiTool {
         };
         let started = Instant::now();
         let deadline = started + ctx.timeout;
-
-        // The prompt.
-        let template_text = match (
-            str_input(inputs, "prompt")?,
-            str_input(inputs, "prompt_file")?,
-        ) {
-            (Some(p), _) => p.to_string(),
-            (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
-            // A stage without a prompt is asked what its description says.
-            (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
-            (None, None) => {
-                return Err(
-                    invalid("the `ai` stage has neither a `prompt` nor a description")
-                        .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
-                );
-            }
-        };
-        let context = template_context(ctx.spec, ctx.stage_id, inputs.get("vars"));
-        // `verbatim: true` sends the prompt as written: a prompt under test
-        // keeps its own `{{placeholders}}`.
-        let prompt = if inputs.get("verbatim").and_then(Value::as_bool) == Some(true) {
-            template_text
-        } else {
-            template::render(&template_text, &context).map_err(|e| {
-                invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
-            })?
-        };
-        let system = match str_input(inputs, "system")? {
-            Some(s) => Some(template::render(s, &context).map_err(invalid)?),
-            None => None,
-        };
-        let schema = match inputs.get("schema") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(file)) => {
-                let text = crate::inputs::read_text(ctx.workspace, file)?;
-                Some(
-                    serde_json::from_str(&text)
-                        .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?,
-                )
-            }
-            Some(v) => Some(v.clone()),
-        };
+        let input: AiInputs = typed_inputs::read(inputs, "ai", &wrong_type)?;
         let shape = Shape {
-            code_block: str_input(inputs, "code_block")?,
-            outputs_json: inputs.get("outputs_json").and_then(Value::as_bool) == Some(true),
-            schema,
+            code_block: input.code_block.as_deref(),
+            outputs_json: input.outputs_json,
+            schema: schema_input(ctx, input.schema.as_ref())?,
         };
-        let system = match (system, shape.instructions()) {
-            (Some(s), Some(i)) => Some(format!("{s}\n\n{i}")),
-            (s, i) => s.or(i),
-        };
-        let phase = match str_input(inputs, "phase")? {
+        let request = request(ctx, &input, &shape)?;
+        let phase = match input.phase.as_deref() {
             Some(p) => Phase::parse(p).ok_or_else(|| invalid(format!("unknown phase `{p}`")))?,
             None => Phase::Execute,
-        };
-        let request = ChatRequest {
-            system,
-            messages: vec![Message {
-                role: Role::User,
-                content: prompt,
-            }],
-            max_tokens: inputs
-                .get("max_tokens")
-                .and_then(Value::as_u64)
-                .map(|n| n.min(u32::MAX as u64) as u32),
-            temperature: inputs.get("temperature").and_then(Value::as_f64),
         };
         let call = CallContext {
             workspace: ctx.workspace,
@@ -664,99 +316,175 @@ impl Tool for AiTool {
             stage: ctx.stage_id,
             phase,
             route: Route {
-                endpoint: str_input(inputs, "endpoint")?.map(str::to_string),
-                model: str_input(inputs, "model")?.map(str::to_string),
-                fallback: str_input(inputs, "fallback")?.map(str::to_string),
+                endpoint: input.endpoint.clone(),
+                model: input.model.clone(),
+                fallback: input.fallback.clone(),
                 tier: None,
             },
             cancel: ctx.cancel,
             deadline,
         };
-
         let mut answers: Vec<Answer> = Vec::new();
-        // What each answer so far was found to lack (kept with it on failure).
-        let mut found: Vec<Vec<String>> = Vec::new();
-        let mut req = request;
-        let shaped = loop {
-            let answer = match client.complete(&call, &req).await {
-                Ok(a) => a,
-                Err(e) if e.kind == ErrorKind::Cancelled || ctx.cancel.is_cancelled() => {
-                    return Ok(self.ended(Termination::Cancelled, started, &answers));
-                }
-                Err(e) if e.kind == ErrorKind::Timeout && Instant::now() >= deadline => {
-                    return Ok(self.ended(Termination::TimedOut, started, &answers));
-                }
-                Err(e) => {
-                    // A rejected answer is already kept by the client (its
-                    // message says where); the answers before it are kept here.
-                    let earlier = keep_answers(ctx, &answers, &found);
-                    let mut err = tool_error(e);
-                    if !earlier.is_empty() {
-                        err.message = format!(
-                            "{} (the earlier answer is kept in {})",
-                            err.message,
-                            earlier.join(" and ")
-                        );
-                    }
-                    return Err(err);
-                }
-            };
-            let result = shape.apply(&answer.completion.text);
-            let text = answer.completion.text.clone();
-            answers.push(answer);
-            found.push(result.as_ref().err().cloned().unwrap_or_default());
-            match result {
-                Ok(s) => break s,
-                Err(problems) if answers.len() == 1 => {
-                    // One repair request, quoting what is wrong.
-                    req.messages.push(Message {
-                        role: Role::Assistant,
-                        content: text,
-                    });
-                    req.messages.push(Message {
-                        role: Role::User,
-                        content: format!(
-                            "Your answer cannot be used:\n{}\nAnswer again, in full, with these problems fixed.",
-                            problems.iter().map(|p| format!("- {p}")).collect::<Vec<_>>().join("\n")
-                        ),
-                    });
-                }
-                Err(problems) => {
-                    let kept = keep_answers(ctx, &answers, &found).join(" and ");
-                    return Err(ToolError::new(
-                        ErrorClass::AnswerQuality,
-                        format!(
-                            "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
-                            problems.join("; ")
-                        ),
-                    )
-                    .hint("make the prompt and schema clearer, raise max_tokens, or use a stronger model"));
-                }
-            }
+        let shaped = match converse(ctx, client, &call, request, &shape, &mut answers).await? {
+            Ok(shaped) => shaped,
+            Err(termination) => return Ok(self.ended(termination, started, &answers)),
         };
-
-        if let Some(path) = str_input(inputs, "output")? {
-            if let Some(dir) = std::path::Path::new(path)
-                .parent()
-                .and_then(|d| d.to_str())
-                .filter(|d| !d.is_empty())
-            {
-                ctx.workspace
-                    .create_dir_all(dir)
-                    .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
-            }
-            ctx.workspace
-                .write_atomic(
-                    path,
-                    pmpo_store::secrets::redact(&shaped.file_text).as_bytes(),
-                    Durability::Relaxed,
-                )
-                .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+        if let Some(path) = &input.output {
+            write_output(ctx, path, &shaped.file_text)?;
         }
         let mut outcome = self.ended(Termination::Exited(0), started, &answers);
         outcome.outputs = shaped.outputs;
         Ok(outcome)
     }
+}
+
+/// The stage's schema: inline, or read from a file; compiled once.
+fn schema_input(
+    ctx: &ToolContext<'_>,
+    schema: Option<&Value>,
+) -> Result<Option<(Value, Schema)>, ToolError> {
+    let (value, source) = match schema {
+        None | Some(Value::Null) => return Ok(None),
+        Some(Value::String(file)) => {
+            let text = crate::inputs::read_text(ctx.workspace, file)?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| invalid(format!("schema `{file}` is not JSON: {e}")))?;
+            (value, format!("schema `{file}`"))
+        }
+        Some(v) => (v.clone(), "the stage's `schema`".to_string()),
+    };
+    let compiled = Schema::new(&value).map_err(|e| invalid(format!("{source}: {e}")))?;
+    Ok(Some((value, compiled)))
+}
+
+/// The first request: the rendered prompt, the system prompt and what the
+/// wanted shape asks of the model.
+fn request(
+    ctx: &ToolContext<'_>,
+    input: &AiInputs,
+    shape: &Shape<'_>,
+) -> Result<ChatRequest, ToolError> {
+    let template_text = match (input.prompt.as_deref(), input.prompt_file.as_deref()) {
+        (Some(p), _) => p.to_string(),
+        (None, Some(file)) => crate::inputs::read_text(ctx.workspace, file)?,
+        // A stage without a prompt is asked what its description says.
+        (None, None) if !ctx.description.trim().is_empty() => ctx.description.to_string(),
+        (None, None) => {
+            return Err(
+                invalid("the `ai` stage has neither a `prompt` nor a description")
+                    .hint("add `with: {prompt: ...}` (see docs/plan-format.md)"),
+            );
+        }
+    };
+    let context = template_context(ctx.spec, ctx.stage_id, input.vars.as_ref());
+    // `verbatim: true` sends the prompt as written: a prompt under test
+    // keeps its own `{{placeholders}}`.
+    let prompt = if input.verbatim {
+        template_text
+    } else {
+        template::render(&template_text, &context).map_err(|e| {
+            invalid(e).hint("define the name under `vars:` (see docs/plan-format.md)")
+        })?
+    };
+    let system = match &input.system {
+        Some(s) => Some(template::render(s, &context).map_err(invalid)?),
+        None => None,
+    };
+    let system = match (system, shape.instructions()) {
+        (Some(s), Some(i)) => Some(format!("{s}\n\n{i}")),
+        (s, i) => s.or(i),
+    };
+    Ok(ChatRequest {
+        system,
+        messages: vec![Message {
+            role: Role::User,
+            content: prompt,
+        }],
+        max_tokens: input.max_tokens,
+        temperature: input.temperature,
+    })
+}
+
+/// Asks, reads the answer, and asks once more with the one repair request
+/// when it cannot be used. `Ok(Err(_))`: the stage was cancelled or timed
+/// out while it waited. Every answer received is pushed onto `answers`.
+async fn converse(
+    ctx: &ToolContext<'_>,
+    client: &Client,
+    call: &CallContext<'_>,
+    mut req: ChatRequest,
+    shape: &Shape<'_>,
+    answers: &mut Vec<Answer>,
+) -> Result<Result<Shaped, Termination>, ToolError> {
+    // What each answer so far was found to lack (kept with it on failure).
+    let mut found: Vec<Vec<String>> = Vec::new();
+    loop {
+        let answer = match client.complete(call, &req).await {
+            Ok(a) => a,
+            Err(e) if e.kind == ErrorKind::Cancelled || ctx.cancel.is_cancelled() => {
+                return Ok(Err(Termination::Cancelled));
+            }
+            Err(e) if e.kind == ErrorKind::Timeout && Instant::now() >= call.deadline => {
+                return Ok(Err(Termination::TimedOut));
+            }
+            Err(e) => {
+                // A rejected answer is already kept by the client (its
+                // message says where); the answers before it are kept here.
+                let earlier = keep_answers(ctx, answers, &found);
+                let mut err = tool_error(e);
+                if !earlier.is_empty() {
+                    err.message = format!(
+                        "{} (the earlier answer is kept in {})",
+                        err.message,
+                        earlier.join(" and ")
+                    );
+                }
+                return Err(err);
+            }
+        };
+        let result = shape.apply(&answer.completion.text);
+        let text = answer.completion.text.clone();
+        answers.push(answer);
+        found.push(result.as_ref().err().cloned().unwrap_or_default());
+        match result {
+            Ok(s) => return Ok(Ok(s)),
+            Err(problems) if answers.len() == 1 => {
+                pmpo_ai::answer::repair_request(&mut req, &text, &problems);
+            }
+            Err(problems) => {
+                let kept = keep_answers(ctx, answers, &found).join(" and ");
+                return Err(ToolError::new(
+                    ErrorClass::AnswerQuality,
+                    format!(
+                        "the model's answer is still unusable after one repair request: {}; both answers are kept in {kept}",
+                        problems.join("; ")
+                    ),
+                )
+                .hint("make the prompt and schema clearer, raise max_tokens, or use a stronger model"));
+            }
+        }
+    }
+}
+
+/// Writes the stage's file (secrets redacted), making its folder first.
+fn write_output(ctx: &ToolContext<'_>, path: &str, text: &str) -> Result<(), ToolError> {
+    if let Some(dir) = std::path::Path::new(path)
+        .parent()
+        .and_then(|d| d.to_str())
+        .filter(|d| !d.is_empty())
+    {
+        ctx.workspace
+            .create_dir_all(dir)
+            .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?;
+    }
+    ctx.workspace
+        .write_atomic(
+            path,
+            pmpo_store::secrets::redact(text).as_bytes(),
+            Durability::Relaxed,
+        )
+        .map(drop)
+        .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))
 }
 
 impl AiTool {

@@ -32,13 +32,12 @@ use std::time::Instant;
 use async_trait::async_trait;
 use pmpo_plan::InputIssue;
 use pmpo_store::Durability;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::inputs::{check_path, invalid, io_error, is_reference, opt_str, read_file, req_str};
-use crate::{
-    Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys,
-};
+use crate::inputs::{check_path, invalid, io_error, read_file};
+use crate::typed_inputs::{self, Wrong};
+use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 /// The named outputs of a `prompt` stage (see `invoke`).
 pub const OUTPUTS: &[&str] = &[
@@ -49,17 +48,34 @@ pub const OUTPUTS: &[&str] = &[
     "within_limit",
 ];
 
-const KEYS: &[&str] = &[
-    "input",
-    "intent",
-    "title",
-    "requirements",
-    "output_format",
-    "output",
-    "meta",
-    "target_platform",
-    "content_type",
-];
+/// The inputs of a `prompt` stage (`with:`).
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PromptInputs {
+    input: Option<String>,
+    intent: Option<String>,
+    title: Option<String>,
+    requirements: Option<Vec<String>>,
+    output_format: Option<String>,
+    output: String,
+    meta: String,
+    target_platform: Option<String>,
+    content_type: Option<String>,
+}
+
+/// What is wrong with an input of the wrong type, in words.
+fn wrong_type(key: &str) -> Wrong {
+    Wrong::Say(match key {
+        "intent" => "`intent` must be text",
+        "title" => "`title` must be text",
+        "output_format" => "`output_format` must be text",
+        "target_platform" => "`target_platform` must be text",
+        "content_type" => "`content_type` must be text",
+        "requirements" => "`requirements` must be a list of texts",
+        // Paths are checked with their own words.
+        _ => return Wrong::Elsewhere,
+    })
+}
 
 /// The keys that only shape a prompt composed from `intent`.
 const INTENT_KEYS: &[&str] = &["title", "requirements", "output_format"];
@@ -306,26 +322,6 @@ fn prompt_text(path: &str, bytes: Vec<u8>) -> Result<String, ToolError> {
     Ok(text)
 }
 
-/// The `requirements` input: a list of texts.
-fn requirements(inputs: &Map<String, Value>) -> Result<Vec<&str>, ToolError> {
-    let bad = || invalid("`requirements` must be a list of texts");
-    match inputs.get("requirements") {
-        None | Some(Value::Null) => Ok(Vec::new()),
-        Some(Value::Array(items)) => items.iter().map(|v| v.as_str().ok_or_else(bad)).collect(),
-        Some(_) => Err(bad()),
-    }
-}
-
-/// Static check of an optional text input.
-fn check_text(inputs: &Map<String, Value>, key: &str, issues: &mut Vec<InputIssue>) {
-    if let Some(v) = inputs.get(key)
-        && !v.is_string()
-        && !v.is_null()
-    {
-        issues.push(issue(key, format!("`{key}` must be text"), None));
-    }
-}
-
 #[async_trait]
 impl Tool for PromptTool {
     fn name(&self) -> &'static str {
@@ -336,7 +332,8 @@ impl Tool for PromptTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "prompt");
+        let (_, mut issues) =
+            typed_inputs::check::<PromptInputs>(inputs, "prompt", true, &wrong_type);
         let has_input = inputs.contains_key("input");
         let has_intent = inputs.contains_key("intent");
         match (has_input, has_intent) {
@@ -355,25 +352,6 @@ impl Tool for PromptTool {
         check_path(inputs, "input", false, &mut issues);
         check_path(inputs, "output", true, &mut issues);
         check_path(inputs, "meta", true, &mut issues);
-        for key in [
-            "intent",
-            "title",
-            "output_format",
-            "target_platform",
-            "content_type",
-        ] {
-            check_text(inputs, key, &mut issues);
-        }
-        match inputs.get("requirements") {
-            None | Some(Value::Null) => {}
-            Some(v) if is_reference(v) => {}
-            Some(Value::Array(items)) if items.iter().all(Value::is_string) => {}
-            Some(_) => issues.push(issue(
-                "requirements",
-                "`requirements` must be a list of texts",
-                None,
-            )),
-        }
         if has_input && !has_intent {
             for key in INTENT_KEYS.iter().filter(|k| inputs.contains_key(**k)) {
                 issues.push(issue(
@@ -392,11 +370,11 @@ impl Tool for PromptTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let output = req_str(inputs, "output")?;
-        let meta_path = req_str(inputs, "meta")?;
-        let platform = opt_str(inputs, "target_platform")?;
-        let content_type = opt_str(inputs, "content_type")?;
-        let (text, source) = match (opt_str(inputs, "input")?, opt_str(inputs, "intent")?) {
+        let input: PromptInputs = typed_inputs::read(inputs, "prompt", &wrong_type)?;
+        let (output, meta_path) = (input.output.as_str(), input.meta.as_str());
+        let platform = input.target_platform.as_deref();
+        let content_type = input.content_type.as_deref();
+        let (text, source) = match (input.input.as_deref(), input.intent.as_deref()) {
             (Some(_), Some(_)) => return Err(invalid("give either `input` or `intent`, not both")),
             (Some(input), None) => (
                 prompt_text(input, read_file(ctx.workspace, input)?)?,
@@ -409,10 +387,15 @@ impl Tool for PromptTool {
                     ));
                 }
                 let text = compose(&Intent {
-                    title: opt_str(inputs, "title")?,
+                    title: input.title.as_deref(),
                     intent,
-                    requirements: requirements(inputs)?,
-                    output_format: opt_str(inputs, "output_format")?,
+                    requirements: input
+                        .requirements
+                        .iter()
+                        .flatten()
+                        .map(String::as_str)
+                        .collect(),
+                    output_format: input.output_format.as_deref(),
                     target_platform: platform,
                 });
                 (text, "intent".to_string())
