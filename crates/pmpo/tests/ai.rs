@@ -3,9 +3,8 @@
 //! replay with no network, `pmpo models`, cancellation, and the API key never
 //! written anywhere.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -4,9 +4,8 @@
 //! failures and 5xx still open it. The real binary against a scripted model
 //! server on loopback.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,7 +1,7 @@
 //! `pmpo execute` on real plans in temp workspaces, checked against the disk.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 use serde_json::Value;
 
 fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {

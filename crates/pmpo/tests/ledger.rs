@@ -2,7 +2,7 @@
 //! undone: per tool, after failures and timeouts, after `kill -9`, for a
 //! whole run (and the rollback itself), and `gc` keeps what is still needed.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::time::{Duration, Instant};
 

@@ -4,9 +4,8 @@
 //! condition is false, the approval gate answered from another process, a
 //! kill -9 in the middle of an iteration, and bad input.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 //! the outcome of those runs is not asserted, unless PMPO_REQUIRE_BROWSER=1,
 //! which makes a missing browser a failure.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::path::Path;
 

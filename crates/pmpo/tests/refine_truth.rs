@@ -4,9 +4,8 @@
 //! earlier run left behind; named artifacts refined in one workspace never
 //! fail one another and the shared manifest keeps every owner's entries.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;

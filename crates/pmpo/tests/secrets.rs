@@ -2,7 +2,7 @@
 //! (unless they list them in `env_passthrough`), and a configured key that a
 //! stage prints is redacted from every file pmpo writes.
 
-mod common;
+use pmpo_testkit as common;
 
 use common::{Run, Ws};
 

@@ -1,8 +1,8 @@
 //! `pmpo validate`, per-stage `validate:` in `pmpo execute`, constraints.json,
 //! JUnit reports, and `pmpo check` on check names and parameters.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 
 const SPEC: &str = "specification:
   artifact_name: t
