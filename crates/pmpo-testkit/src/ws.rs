@@ -129,6 +129,13 @@ impl Ws {
             .into()
     }
 
+    /// `pmpo restore REL` succeeds, and the file holds `text` again.
+    pub fn assert_restores(&self, rel: &str, text: &str) {
+        let r = self.run(&["restore", rel]);
+        assert_eq!(r.code, 0, "restore {rel}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(self.read(rel), text, "`{rel}` did not come back");
+    }
+
     /// Every file under the workspace, relative, sorted.
     pub fn files(&self) -> Vec<String> {
         let mut out: Vec<String> = walk(self.path())

@@ -239,9 +239,7 @@ fn overwrites_are_recorded_with_before_and_after() {
     );
     assert_eq!(entry["backed_up"], true);
     // The overwritten content comes back.
-    let r = ws.run(&["restore", "data.txt"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("data.txt"), "original\n");
+    ws.assert_restores("data.txt", "original\n");
     let r = ws.run(&["ledger", "--path", "data.txt", "--json"]);
     let rows = r.json();
     assert_eq!(
