@@ -68,13 +68,6 @@ impl fmt::Display for CliError {
     }
 }
 
-/// Lets a command end with `Err(e) => return e.into()` style code.
-impl From<CliError> for u8 {
-    fn from(e: CliError) -> u8 {
-        e.report()
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
