@@ -7,16 +7,13 @@
 //! request building, the HTTP exchange, answer parsing and checks, the
 //! routing-log line). The difference of the medians is the client's cost.
 
-#[path = "../tests/support/model_server.rs"]
-mod model_server;
-
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
-use model_server::{ModelServer, openai};
 use pmpo_ai::{AiConfig, CallContext, ChatRequest, Client, Phase, Route};
 use pmpo_store::Workspace;
+use pmpo_testkit::model_server::{ModelServer, openai};
 use tokio_util::sync::CancellationToken;
 
 fn median(mut v: Vec<Duration>) -> Duration {

@@ -1,7 +1,6 @@
 //! The client against a scripted local server speaking both wire formats.
 
-#[path = "support/model_server.rs"]
-mod model_server;
+use pmpo_testkit::model_server;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -5,14 +5,11 @@
 //! The cassette is recorded first against a model server on 127.0.0.1 that
 //! runs inside this process; the replays contact nothing.
 
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
-
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use model_server::{ModelServer, openai};
+use pmpo_testkit::model_server::{ModelServer, openai};
 
 fn plan(n: usize) -> String {
     let mut p = String::from(

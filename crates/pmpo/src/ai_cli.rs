@@ -9,6 +9,8 @@ use pmpo_ai::{AiConfig, Client, Overrides};
 use pmpo_engine::{CheckedPlan, Engine};
 use pmpo_tools::Registry;
 
+use crate::error::CliError;
+
 /// Model options shared by the commands that call models.
 #[derive(Args, Debug, Clone, Default)]
 pub struct AiArgs {
@@ -51,7 +53,7 @@ fn has_ai_stages(engine: &Engine, plan: &CheckedPlan) -> bool {
 /// The engine for `pmpo execute`: with a model client when one is
 /// configured. A broken model configuration stops only a plan that has AI
 /// stages; other plans run as before.
-pub fn engine_for(workspace: &Path, args: &AiArgs, plan: &CheckedPlan) -> Result<Engine, String> {
+pub fn engine_for(workspace: &Path, args: &AiArgs, plan: &CheckedPlan) -> Result<Engine, CliError> {
     let base = Engine::default();
     let config = match load_config(workspace, args) {
         Ok(c) => c,
@@ -59,15 +61,13 @@ pub fn engine_for(workspace: &Path, args: &AiArgs, plan: &CheckedPlan) -> Result
             errln!("warning: model configuration ignored (the plan has no AI stage): {e}");
             return Ok(base);
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(CliError::invalid(e)),
     };
     if !config.is_configured() && args.record.is_none() {
         return Ok(base);
     }
-    let client = Client::new(config).map_err(|e| match e.hint {
-        Some(h) => format!("{}\n  help: {h}", e.message),
-        None => e.message,
-    })?;
+    let client = Client::new(config)
+        .map_err(|e| CliError::invalid(e.message).hint(e.hint.unwrap_or_default()))?;
     Ok(Engine {
         registry: Registry::with_ai(Arc::new(client)),
     })

@@ -8,6 +8,7 @@ use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::provider::Provider;
 use pmpo_store::{Workspace, now_rfc3339};
 
+use crate::error::CliError;
 use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
@@ -62,10 +63,8 @@ pub struct FinalizeArgs {
 }
 
 fn open(dir: &Path) -> Result<(Workspace, Provider), u8> {
-    let ws = Workspace::open(dir).map_err(|e| {
-        errln!("error: {e}\n  help: pass --workspace DIR");
-        EXIT_INVALID
-    })?;
+    let ws = Workspace::open(dir)
+        .map_err(|e| CliError::invalid(e).hint("pass --workspace DIR").report())?;
     let provider = Provider::resolve(&ws);
     for d in &provider.degraded {
         errln!("warning: {d}");
@@ -74,13 +73,13 @@ fn open(dir: &Path) -> Result<(Workspace, Provider), u8> {
 }
 
 fn report_error(e: &ArtifactError) -> u8 {
-    errln!("error: {e}\n  help: {}", e.hint());
-    match e {
+    let code = match e {
         ArtifactError::Corrupt { .. } | ArtifactError::TooNew { .. } | ArtifactError::Store(_) => {
             EXIT_STAGE_FAILED
         }
         _ => EXIT_INVALID,
-    }
+    };
+    CliError::with_code(e, code).hint(e.hint()).report()
 }
 
 fn print_json(value: &impl serde::Serialize) {
@@ -97,10 +96,8 @@ fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, 
         since: now_rfc3339(),
         command: what.into(),
     };
-    let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true).map_err(|e| {
-        errln!("error: {e}");
-        EXIT_STAGE_FAILED
-    })?;
+    let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true)
+        .map_err(|e| CliError::failed(e).report())?;
     Ok(f())
 }
 
@@ -150,12 +147,12 @@ pub fn init(a: InitArgs) -> u8 {
     notes(&provider);
     match result {
         Err(ArtifactError::NotFound(_)) => {
-            errln!(
-                "error: `{}` is a new artifact and needs a type\n  help: pmpo init {} --type logo|ui|a2ui|image|content|code|meta-prompt",
-                a.name,
-                a.name
-            );
-            EXIT_INVALID
+            CliError::invalid(format!("`{}` is a new artifact and needs a type", a.name))
+                .hint(format!(
+                    "pmpo init {} --type logo|ui|a2ui|image|content|code|meta-prompt",
+                    a.name
+                ))
+                .report()
         }
         Err(e) => report_error(&e),
         Ok((outcome, state)) => {

@@ -12,7 +12,8 @@ use pmpo_store::provider::Provider;
 use pmpo_store::{Durability, Workspace, now_rfc3339};
 use serde::Serialize;
 
-use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
+use crate::error::CliError;
+use crate::{EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
 pub struct DoctorArgs {
@@ -144,6 +145,58 @@ fn newest_checkpoint(ws: &Workspace, name: &str) -> Option<PathBuf> {
     files.pop().map(|(_, p)| p)
 }
 
+/// The execution store, the results file and the JSON-lines logs.
+fn diagnose_store(ws: &Workspace, out: &mut Vec<Finding>) {
+    if std::fs::symlink_metadata(ws.root().join(DB_FILE)).is_ok() {
+        match SqliteStore::open_path(&ws.root().join(DB_FILE), false) {
+            Err(e @ DbError::Link { .. }) => out.push(finding(DB_FILE, e.to_string(), "move the link aside (the file it points to is not touched); the next run starts a new database", Some(Fix::MoveAside))),
+            Err(e @ DbError::TooNew { .. }) => out.push(finding(DB_FILE, e.to_string(), "upgrade pmpo; the database is left as it is", None)),
+            Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one (run history and cache are lost, files are not)", Some(Fix::MoveAside))),
+            Ok(db) => match db.integrity_check() {
+                Ok(r) if r == ["ok"] => {}
+                Ok(r) => out.push(finding(DB_FILE, format!("integrity check: {}", r.join("; ")), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
+                Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
+            },
+        }
+    }
+    for rel in [pmpo_engine::RESULTS_FILE] {
+        if let Ok(Some(bytes)) = ws.read_own(rel)
+            && let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes)
+        {
+            out.push(finding(
+                rel,
+                format!("not valid JSON ({e})"),
+                "move it aside; the next run writes it again",
+                Some(Fix::MoveAside),
+            ));
+        }
+    }
+    let db_ok = !out.iter().any(|f| f.file == DB_FILE);
+    check_jsonl(
+        ws,
+        pmpo_store::LEDGER_FILE,
+        out,
+        (db_ok && ws.root().join(DB_FILE).exists()).then_some(Fix::ExportLedger),
+    );
+    check_jsonl(ws, pmpo_engine::EVENTS_LOG, out, None);
+    check_jsonl(ws, pmpo_store::provider::PROVIDER_LOG, out, None);
+    if let Ok(entries) = std::fs::read_dir(ws.root().join(pmpo_engine::STAGE_LOG_DIR)) {
+        let mut names: Vec<String> = entries
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        for n in names.iter().filter(|n| n.ends_with(".jsonl")) {
+            check_jsonl(
+                ws,
+                &format!("{}/{n}", pmpo_engine::STAGE_LOG_DIR),
+                out,
+                None,
+            );
+        }
+    }
+}
+
 fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
     let mut out = Vec::new();
     let arts = Artifacts { ws, provider };
@@ -233,54 +286,7 @@ fn diagnose(ws: &Workspace, provider: &Provider) -> Vec<Finding> {
         }
     }
 
-    if std::fs::symlink_metadata(ws.root().join(DB_FILE)).is_ok() {
-        match SqliteStore::open_path(&ws.root().join(DB_FILE), false) {
-            Err(e @ DbError::Link { .. }) => out.push(finding(DB_FILE, e.to_string(), "move the link aside (the file it points to is not touched); the next run starts a new database", Some(Fix::MoveAside))),
-            Err(e @ DbError::TooNew { .. }) => out.push(finding(DB_FILE, e.to_string(), "upgrade pmpo; the database is left as it is", None)),
-            Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one (run history and cache are lost, files are not)", Some(Fix::MoveAside))),
-            Ok(db) => match db.integrity_check() {
-                Ok(r) if r == ["ok"] => {}
-                Ok(r) => out.push(finding(DB_FILE, format!("integrity check: {}", r.join("; ")), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
-                Err(e) => out.push(finding(DB_FILE, e.to_string(), "move it aside; the next run starts a new one", Some(Fix::MoveAside))),
-            },
-        }
-    }
-    for rel in [pmpo_engine::RESULTS_FILE] {
-        if let Ok(Some(bytes)) = ws.read_own(rel)
-            && let Err(e) = serde_json::from_slice::<serde_json::Value>(&bytes)
-        {
-            out.push(finding(
-                rel,
-                format!("not valid JSON ({e})"),
-                "move it aside; the next run writes it again",
-                Some(Fix::MoveAside),
-            ));
-        }
-    }
-    let db_ok = !out.iter().any(|f| f.file == DB_FILE);
-    check_jsonl(
-        ws,
-        pmpo_store::LEDGER_FILE,
-        &mut out,
-        (db_ok && ws.root().join(DB_FILE).exists()).then_some(Fix::ExportLedger),
-    );
-    check_jsonl(ws, pmpo_engine::EVENTS_LOG, &mut out, None);
-    check_jsonl(ws, pmpo_store::provider::PROVIDER_LOG, &mut out, None);
-    if let Ok(entries) = std::fs::read_dir(ws.root().join(pmpo_engine::STAGE_LOG_DIR)) {
-        let mut names: Vec<String> = entries
-            .flatten()
-            .map(|e| e.file_name().to_string_lossy().into_owned())
-            .collect();
-        names.sort();
-        for n in names.iter().filter(|n| n.ends_with(".jsonl")) {
-            check_jsonl(
-                ws,
-                &format!("{}/{n}", pmpo_engine::STAGE_LOG_DIR),
-                &mut out,
-                None,
-            );
-        }
-    }
+    diagnose_store(ws, &mut out);
     out
 }
 
@@ -378,10 +384,7 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
 pub fn doctor(a: DoctorArgs) -> u8 {
     let ws = match Workspace::open(Path::new(&a.ws.workspace)) {
         Ok(w) => w,
-        Err(e) => {
-            errln!("error: {e}\n  help: pass --workspace DIR");
-            return EXIT_INVALID;
-        }
+        Err(e) => return CliError::invalid(e).hint("pass --workspace DIR").report(),
     };
     let provider = Provider::resolve(&ws);
     let mut findings = diagnose(&ws, &provider);

@@ -39,11 +39,13 @@ macro_rules! err {
 mod ai_cli;
 mod artifact_cmd;
 mod doctor_cmd;
+mod error;
 mod models;
 mod ops_cmd;
 mod preview_cmd;
 mod refine_cmd;
 mod report;
+mod restore_cmd;
 mod signals;
 mod state_cmd;
 mod validate_cmd;
@@ -54,10 +56,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
-use pmpo_engine::results::RunStatus;
 use pmpo_engine::{CheckedPlan, Decision, Engine, EngineError, ExecuteOptions, Force};
 use pmpo_plan::Diagnostic;
 use pmpo_store::db::ExecStore;
+use pmpo_store::states::RunStatus;
+
+use crate::error::CliError;
 
 /// Exit codes.
 const EXIT_OK: u8 = 0;
@@ -204,7 +208,7 @@ Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --s
     /// Who wrote what, when: every file pmpo or a stage created or changed.
     Ledger(state_cmd::LedgerArgs),
     /// Bring back the content a run overwrote.
-    Restore(state_cmd::RestoreArgs),
+    Restore(restore_cmd::RestoreArgs),
     /// Prune pmpo's own backups and cache entries; prints what was freed.
     Gc(state_cmd::GcArgs),
 }
@@ -292,7 +296,7 @@ pub(crate) fn runtime() -> Option<tokio::runtime::Runtime> {
     {
         Ok(rt) => Some(rt),
         Err(e) => {
-            errln!("error: cannot start the async runtime: {e}");
+            CliError::failed(format!("cannot start the async runtime: {e}")).report();
             None
         }
     }
@@ -354,7 +358,7 @@ fn main() -> ExitCode {
         Command::Provider(args) => artifact_cmd::provider(args),
         Command::Doctor(args) => doctor_cmd::doctor(args),
         Command::Ledger(args) => state_cmd::ledger(args),
-        Command::Restore(args) => state_cmd::restore(args),
+        Command::Restore(args) => restore_cmd::restore(args),
         Command::Gc(args) => state_cmd::gc(args),
         Command::Models {
             workspace,
@@ -460,15 +464,16 @@ fn cmd_resume(run_id: &str, args: RunArgs, decision: Option<Decision>) -> u8 {
     let workspace = args.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
     let run = match state_cmd::open_db(&workspace).and_then(|mut db| {
         db.run(run_id)
-            .map_err(|e| state_cmd::fail(&e.to_string(), e.hint()))
+            .map_err(|e| CliError::failed(&e).hint(e.hint()).report())
     }) {
         Ok(Some(run)) => run,
         Ok(None) => {
-            errln!(
-                "error: there is no run `{run_id}` in workspace `{}`\n  help: list runs with `pmpo status`; pass --workspace if the run was elsewhere",
+            return CliError::invalid(format!(
+                "there is no run `{run_id}` in workspace `{}`",
                 workspace.display()
-            );
-            return EXIT_INVALID;
+            ))
+            .hint("list runs with `pmpo status`; pass --workspace if the run was elsewhere")
+            .report();
         }
         Err(code) => return code,
     };
@@ -482,90 +487,99 @@ fn cmd_resume(run_id: &str, args: RunArgs, decision: Option<Decision>) -> u8 {
     cmd_execute(&plan_path, args, Some(run_id.to_string()), decision)
 }
 
+/// A workspace given (or implied) that is not a directory.
+fn not_a_directory(workspace: &Path) -> u8 {
+    CliError::invalid(format!(
+        "workspace `{}` is not a directory",
+        workspace.display()
+    ))
+    .hint("create it, or pass --workspace DIR")
+    .report()
+}
+
+/// The workspace of `execute`: the flag's, else the plan's directory.
+fn workspace_of(path: &Path, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    })
+}
+
+/// `--force` as the engine takes it; a stage id the plan lacks is an error.
+fn force_of(force: Option<Vec<String>>, plan: &CheckedPlan) -> Result<Force, CliError> {
+    Ok(match force {
+        None => Force::None,
+        Some(ids) if ids.iter().all(|i| i.is_empty()) => Force::All,
+        Some(ids) => {
+            let known: Vec<&str> = plan.doc.plan.stages.iter().map(|s| s.id.as_str()).collect();
+            if let Some(bad) = ids.iter().find(|i| !known.contains(&i.as_str())) {
+                return Err(CliError::invalid(format!(
+                    "--force names `{bad}`, which is not a stage of this plan"
+                ))
+                .hint(format!("stages: {}", known.join(", "))));
+            }
+            Force::Stages(ids)
+        }
+    })
+}
+
+/// The engine's options for `execute` and `resume`.
+fn execute_options(
+    workspace: PathBuf,
+    args: &RunArgs,
+    resume: Option<String>,
+    decision: Option<Decision>,
+) -> ExecuteOptions {
+    let mut opts = ExecuteOptions::new(workspace);
+    opts.keep_going = args.keep_going;
+    opts.allow_violations = args.allow_violations;
+    opts.default_timeout = args.timeout;
+    opts.wait = args.wait;
+    opts.resume = resume;
+    opts.decision = decision;
+    opts.jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        |j| j as usize,
+    );
+    opts.breaker = pmpo_engine::recovery::BreakerPolicy {
+        threshold: args.breaker_threshold,
+        cooldown: args.breaker_cooldown,
+    };
+    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
+        opts.ask = Some(std::sync::Arc::new(report::ask_person));
+    }
+    opts
+}
+
 fn cmd_execute(
     path: &Path,
     args: RunArgs,
     resume: Option<String>,
     decision: Option<Decision>,
 ) -> u8 {
-    let RunArgs {
-        workspace,
-        json,
-        keep_going,
-        timeout,
-        force,
-        wait,
-        quiet,
-        ai,
-        breaker_threshold,
-        breaker_cooldown,
-        jobs,
-        allow_violations,
-        no_sandbox,
-        fail_fast: _,
-    } = args;
-    pmpo_sandbox::set_disabled(no_sandbox);
+    pmpo_sandbox::set_disabled(args.no_sandbox);
     let engine = Engine::default();
-    let plan = match load_and_check(&engine, path, json) {
+    let plan = match load_and_check(&engine, path, args.json) {
         Ok(p) => p,
         Err(code) => return code,
     };
-    let workspace = workspace.unwrap_or_else(|| match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-        _ => PathBuf::from("."),
-    });
+    let workspace = workspace_of(path, args.workspace.clone());
     if !workspace.is_dir() {
-        errln!(
-            "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
-            workspace.display()
-        );
-        return EXIT_INVALID;
+        return not_a_directory(&workspace);
     }
-    let engine = match ai_cli::engine_for(&workspace, &ai, &plan) {
+    let engine = match ai_cli::engine_for(&workspace, &args.ai, &plan) {
         Ok(e) => e,
-        Err(e) => {
-            errln!("error: {e}");
-            return EXIT_INVALID;
-        }
+        Err(e) => return e.report(),
     };
-    let mut opts = ExecuteOptions::new(workspace.clone());
-    opts.keep_going = keep_going;
-    opts.allow_violations = allow_violations;
-    opts.default_timeout = timeout;
-    opts.wait = wait;
-    opts.resume = resume;
-    opts.decision = decision;
-    opts.jobs = jobs.map_or_else(
-        || std::thread::available_parallelism().map_or(1, |n| n.get()),
-        |j| j as usize,
-    );
-    opts.breaker = pmpo_engine::recovery::BreakerPolicy {
-        threshold: breaker_threshold,
-        cooldown: breaker_cooldown,
+    let mut opts = execute_options(workspace.clone(), &args, resume, decision);
+    opts.force = match force_of(args.force.clone(), &plan) {
+        Ok(f) => f,
+        Err(e) => return e.report(),
     };
-    if std::io::stdin().is_terminal() && std::io::stderr().is_terminal() {
-        opts.ask = Some(std::sync::Arc::new(report::ask_person));
-    }
-    opts.force = match force {
-        None => Force::None,
-        Some(ids) if ids.iter().all(|i| i.is_empty()) => Force::All,
-        Some(ids) => {
-            let known: Vec<&str> = plan.doc.plan.stages.iter().map(|s| s.id.as_str()).collect();
-            if let Some(bad) = ids.iter().find(|i| !known.contains(&i.as_str())) {
-                errln!(
-                    "error: --force names `{bad}`, which is not a stage of this plan\n  help: stages: {}",
-                    known.join(", ")
-                );
-                return EXIT_INVALID;
-            }
-            Force::Stages(ids)
-        }
-    };
-
     let Some(runtime) = crate::runtime() else {
         return crate::EXIT_STAGE_FAILED;
     };
-    let mode = if quiet {
+    let mode = if args.quiet {
         report::Mode::Quiet
     } else if std::io::stderr().is_terminal() {
         report::Mode::Live
@@ -580,32 +594,32 @@ fn cmd_execute(
         reporter.finish();
         result
     });
-    match outcome {
+    let results = match outcome {
+        Ok(results) => results,
         Err(e) => {
-            errln!("error: {e}\n  help: {}", e.hint());
-            match e {
+            let code = match e {
                 EngineError::Busy(_) => EXIT_BUSY,
                 EngineError::NoSuchRun(_)
                 | EngineError::PlanMismatch { .. }
                 | EngineError::AwaitingDecision { .. } => EXIT_INVALID,
                 _ => EXIT_STAGE_FAILED,
-            }
+            };
+            return CliError::with_code(&e, code).hint(e.hint()).report();
         }
-        Ok(results) => {
-            if json {
-                let mut out = std::io::stdout().lock();
-                let _ = serde_json::to_writer_pretty(&mut out, &results);
-                let _ = writeln!(out);
-            }
-            if !quiet {
-                report::print_summary(&results, &workspace);
-            }
-            match RunStatus::parse(&results.status) {
-                Some(RunStatus::Completed) => EXIT_OK,
-                Some(RunStatus::Cancelled) => stop.exit_code(),
-                Some(s) if s.is_paused() => EXIT_PAUSED,
-                _ => EXIT_STAGE_FAILED,
-            }
-        }
+    };
+    if args.json {
+        let mut out = std::io::stdout().lock();
+        let _ = serde_json::to_writer_pretty(&mut out, &results);
+        let _ = writeln!(out);
+    }
+    if !args.quiet {
+        report::print_summary(&results, &workspace);
+    }
+    // The run's status is its exit code (`to_string` reads a typed status and
+    // its written form alike); a cancelled run answers the signal that stopped it.
+    match RunStatus::parse(&results.status.to_string()) {
+        Some(RunStatus::Cancelled) => stop.exit_code(),
+        Some(status) => status.exit_code(),
+        None => EXIT_STAGE_FAILED,
     }
 }

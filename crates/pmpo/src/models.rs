@@ -5,30 +5,26 @@ use std::fmt::Write as _;
 use std::io::Write;
 use std::path::Path;
 
-use pmpo_ai::{AiConfig, Client, Phase, Route};
+use pmpo_ai::{AiConfig, Client, EndpointHealth, Phase, Route};
 use serde_json::json;
 
 use crate::ai_cli::{AiArgs, load_config};
+use crate::error::CliError;
 
 /// Exit codes: 0 every endpoint healthy, 1 one is not, 2 nothing configured or a bad config.
 pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let config = match load_config(workspace, args) {
         Ok(c) => c,
-        Err(e) => {
-            errln!("error: {e}");
-            return 2;
-        }
+        Err(e) => return CliError::invalid(e).report(),
     };
     if !config.is_configured() {
         if json_out {
             let out = json!({"configured": false, "endpoints": [], "phases": {}, "help": AiConfig::how_to_configure()});
             outln!("{}", serde_json::to_string_pretty(&out).unwrap_or_default());
         }
-        errln!(
-            "no model endpoint is configured\n  help: {}",
-            AiConfig::how_to_configure()
-        );
-        return 2;
+        return CliError::invalid("no model endpoint is configured")
+            .hint(AiConfig::how_to_configure())
+            .report();
     }
     let routes: Vec<(Phase, Route)> = Phase::ALL
         .iter()
@@ -45,10 +41,7 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let sources = config.sources.clone();
     let client = match Client::new(config.clone()) {
         Ok(c) => c,
-        Err(e) => {
-            errln!("error: {}", e.message);
-            return 2;
-        }
+        Err(e) => return CliError::invalid(e.message).report(),
     };
     let Some(runtime) = crate::runtime() else {
         return crate::EXIT_STAGE_FAILED;
@@ -56,11 +49,6 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let health = runtime.block_on(client.health());
     let all_ok = health.iter().all(|h| h.healthy);
     let breakers = breakers(workspace);
-    let breaker_of = |name: &str| {
-        breakers
-            .iter()
-            .find(|r| r.adapter_id == format!("model:{name}"))
-    };
     if json_out {
         let phases: serde_json::Map<String, serde_json::Value> = routes
             .iter()
@@ -75,7 +63,7 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
         if let Some(list) = endpoints.as_array_mut() {
             for e in list {
                 let name = e["name"].as_str().unwrap_or_default().to_string();
-                if let Some(b) = breaker_of(&name) {
+                if let Some(b) = breaker_of(&breakers, &name) {
                     e["breaker"] = json!({
                         "state": b.breaker_state,
                         "consecutive_failures": b.consecutive_failures,
@@ -98,7 +86,43 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
     let mut out = std::io::stdout().lock();
     let _ = writeln!(out, "configuration: {}", sources.join(", "));
     let _ = writeln!(out, "\nendpoints:");
-    for h in &health {
+    print_endpoints(&mut out, &health, &breakers);
+    let _ = writeln!(out, "\nphases:");
+    for (p, r) in &routes {
+        let _ = writeln!(
+            out,
+            "  {:<8} -> {} / {}{}",
+            p.as_str(),
+            r.endpoint.as_deref().unwrap_or("-"),
+            model_of(r)
+                .as_deref()
+                .unwrap_or("(no model set: the only one the endpoint lists, or --model)"),
+            r.fallback
+                .as_deref()
+                .map(|f| format!("  (fallback {f})"))
+                .unwrap_or_default()
+        );
+    }
+    if all_ok { 0 } else { 1 }
+}
+
+/// This workspace's breaker of a model endpoint.
+fn breaker_of<'a>(
+    breakers: &'a [pmpo_store::db::AdapterRow],
+    name: &str,
+) -> Option<&'a pmpo_store::db::AdapterRow> {
+    breakers
+        .iter()
+        .find(|r| r.adapter_id == format!("model:{name}"))
+}
+
+/// One line per endpoint: kind, place, model, key, health and breaker.
+fn print_endpoints(
+    out: &mut impl Write,
+    health: &[EndpointHealth],
+    breakers: &[pmpo_store::db::AdapterRow],
+) {
+    for h in health {
         let key = match (&h.api_key_env, h.api_key_set) {
             (Some(v), true) => format!("key ${v} (set)"),
             (Some(v), false) => format!("key ${v} (not set)"),
@@ -110,7 +134,7 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             format!("UNHEALTHY: {}", h.error.as_deref().unwrap_or("?"))
         };
         // What runs in this workspace will do, which a probe alone does not say.
-        match breaker_of(&h.name) {
+        match breaker_of(breakers, &h.name) {
             Some(b) if b.breaker_state != "CLOSED" => {
                 let _ = write!(
                     state,
@@ -150,23 +174,6 @@ pub fn cmd_models(workspace: &Path, args: &AiArgs, json_out: bool) -> u8 {
             let _ = writeln!(out, "               offers: {}{more}", shown.join(", "));
         }
     }
-    let _ = writeln!(out, "\nphases:");
-    for (p, r) in &routes {
-        let _ = writeln!(
-            out,
-            "  {:<8} -> {} / {}{}",
-            p.as_str(),
-            r.endpoint.as_deref().unwrap_or("-"),
-            model_of(r)
-                .as_deref()
-                .unwrap_or("(no model set: the only one the endpoint lists, or --model)"),
-            r.fallback
-                .as_deref()
-                .map(|f| format!("  (fallback {f})"))
-                .unwrap_or_default()
-        );
-    }
-    if all_ok { 0 } else { 1 }
 }
 
 /// The breakers of this workspace's adapters, when it has an execution store

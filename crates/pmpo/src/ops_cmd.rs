@@ -5,6 +5,7 @@ use std::path::PathBuf;
 
 use pmpo_store::db::ExecStore;
 
+use crate::error::CliError;
 use crate::{EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
@@ -48,11 +49,12 @@ fn plugins_in(dir: &std::path::Path) -> Vec<String> {
 
 pub fn adapters(a: AdaptersArgs) -> u8 {
     let Ok(root) = std::fs::canonicalize(&a.workspace) else {
-        errln!(
-            "error: workspace `{}` does not exist\n  help: pass --workspace DIR",
+        return CliError::invalid(format!(
+            "workspace `{}` does not exist",
             a.workspace.display()
-        );
-        return crate::EXIT_INVALID;
+        ))
+        .hint("pass --workspace DIR")
+        .report();
     };
     let mut rows: Vec<serde_json::Value> = Vec::new();
     let known = if root.join(pmpo_store::db::DB_FILE).exists() {

@@ -8,6 +8,8 @@ use pmpo_store::Workspace;
 use pmpo_tools::preview::{CheckState, PreviewReport, evaluate_report, preview_once};
 use serde_json::{Map, json};
 
+use crate::error::CliError;
+
 #[derive(Args)]
 pub struct PreviewArgs {
     /// The page (.html) or component entry (.tsx/.jsx) to preview.
@@ -67,17 +69,11 @@ pub fn run(args: PreviewArgs) -> u8 {
     let root = args.workspace.clone().unwrap_or_else(|| PathBuf::from("."));
     let ws = match Workspace::open(&root) {
         Ok(ws) => ws,
-        Err(e) => {
-            errln!("error: {e}");
-            return crate::EXIT_INVALID;
-        }
+        Err(e) => return CliError::invalid(e).report(),
     };
     let rel = match relative_to(ws.root(), &args.page) {
         Ok(r) => r,
-        Err(e) => {
-            errln!("error: {e}");
-            return crate::EXIT_INVALID;
-        }
+        Err(e) => return CliError::invalid(e).report(),
     };
     let mut inputs = Map::new();
     inputs.insert("input".into(), json!(rel));
@@ -97,11 +93,9 @@ pub fn run(args: PreviewArgs) -> u8 {
     let (report, report_rel) = match result {
         Ok(r) => r,
         Err(e) => {
-            errln!("error: {}", e.message);
-            if let Some(h) = &e.hint {
-                errln!("  help: {h}");
-            }
-            return crate::EXIT_INVALID;
+            return CliError::invalid(e.message)
+                .hint(e.hint.unwrap_or_default())
+                .report();
         }
     };
     let shot = report

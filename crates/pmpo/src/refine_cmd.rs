@@ -10,6 +10,7 @@ use pmpo_loop::{Approval, ApprovalRequest, Env, LoopError, Observer, Outcome, Re
 use pmpo_tools::Registry;
 use serde_json::{Map, Value};
 
+use crate::error::CliError;
 use crate::report::{self, Mode, Reporter};
 use crate::{EXIT_BUSY, EXIT_INVALID, EXIT_OK, EXIT_PAUSED, EXIT_STAGE_FAILED};
 
@@ -227,64 +228,88 @@ fn error_code(e: &LoopError) -> u8 {
     }
 }
 
+/// The triggers file's JSON (`--triggers`), when one is given.
+fn read_triggers(path: Option<&std::path::Path>) -> Result<Option<Value>, CliError> {
+    let Some(path) = path else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        CliError::invalid(format!(
+            "cannot read the triggers file `{}`: {e}",
+            path.display()
+        ))
+    })?;
+    serde_json::from_slice::<Value>(&bytes).map(Some).map_err(|e| {
+        CliError::invalid(format!("the triggers file `{}` is not JSON: {e}", path.display()))
+            .hint(r#"write {"triggers": [{"event": "on_phase_complete", "action": {"type": "command", "target": "..."}}]}"#)
+    })
+}
+
+/// The model client (when one is configured and --offline is not given).
+fn model_client(a: &RefineArgs) -> Result<Option<Arc<pmpo_ai::Client>>, CliError> {
+    if a.offline {
+        return Ok(None);
+    }
+    match crate::ai_cli::load_config(&a.workspace, &a.ai) {
+        Ok(config) if config.is_configured() || a.ai.record.is_some() => {
+            match pmpo_ai::Client::new(config) {
+                Ok(c) => Ok(Some(Arc::new(c))),
+                Err(e) => Err(CliError::invalid(e.message)),
+            }
+        }
+        Ok(_) => Ok(None),
+        Err(e) => Err(CliError::invalid(e).hint("fix pmpo.toml, or pass --offline")),
+    }
+}
+
+/// `--flag` / `--no-flag`: Some(true), Some(false), or None (the default).
+fn either(yes: bool, no: bool) -> Option<bool> {
+    if yes {
+        Some(true)
+    } else if no {
+        Some(false)
+    } else {
+        None
+    }
+}
+
+/// What the loop is asked to do.
+fn loop_request(a: &RefineArgs, options: Map<String, Value>, triggers: Option<Value>) -> Request {
+    Request {
+        workspace: a.workspace.clone(),
+        name: a.name.clone(),
+        artifact_type: a.artifact_type.clone(),
+        content_type: a.content_type.clone(),
+        inputs: a.inputs.clone(),
+        intent: a.intent.clone(),
+        max_iterations: a.max_iterations,
+        requires_approval: either(a.approval, a.no_approval),
+        test_generation: either(a.test_generation, a.no_test_generation),
+        target_platform: a.target_platform.clone(),
+        components: a.components.clone(),
+        options,
+        triggers,
+        offline: a.offline,
+        new_lineage: a.new_lineage,
+    }
+}
+
 pub fn refine(a: RefineArgs) -> u8 {
     pmpo_sandbox::set_disabled(a.no_sandbox);
     let options = match parse_options(&a.options) {
         Ok(o) => o,
-        Err(e) => {
-            errln!("error: {e}");
-            return EXIT_INVALID;
-        }
+        Err(e) => return CliError::invalid(e).report(),
     };
     if !a.workspace.is_dir() {
-        errln!(
-            "error: workspace `{}` is not a directory\n  help: create it, or pass --workspace DIR",
-            a.workspace.display()
-        );
-        return EXIT_INVALID;
+        return crate::not_a_directory(&a.workspace);
     }
-    let triggers = match &a.triggers {
-        None => None,
-        Some(path) => match std::fs::read(path) {
-            Err(e) => {
-                errln!(
-                    "error: cannot read the triggers file `{}`: {e}",
-                    path.display()
-                );
-                return EXIT_INVALID;
-            }
-            Ok(bytes) => match serde_json::from_slice::<Value>(&bytes) {
-                Ok(v) => Some(v),
-                Err(e) => {
-                    errln!(
-                        "error: the triggers file `{}` is not JSON: {e}\n  help: write {{\"triggers\": [{{\"event\": \"on_phase_complete\", \"action\": {{\"type\": \"command\", \"target\": \"...\"}}}}]}}",
-                        path.display()
-                    );
-                    return EXIT_INVALID;
-                }
-            },
-        },
+    let triggers = match read_triggers(a.triggers.as_deref()) {
+        Ok(t) => t,
+        Err(e) => return e.report(),
     };
-    // The model client (when one is configured and --offline is not given).
-    let client = if a.offline {
-        None
-    } else {
-        match crate::ai_cli::load_config(&a.workspace, &a.ai) {
-            Ok(config) if config.is_configured() || a.ai.record.is_some() => {
-                match pmpo_ai::Client::new(config) {
-                    Ok(c) => Some(Arc::new(c)),
-                    Err(e) => {
-                        errln!("error: {}", e.message);
-                        return EXIT_INVALID;
-                    }
-                }
-            }
-            Ok(_) => None,
-            Err(e) => {
-                errln!("error: {e}\n  help: fix pmpo.toml, or pass --offline");
-                return EXIT_INVALID;
-            }
-        }
+    let client = match model_client(&a) {
+        Ok(c) => c,
+        Err(e) => return e.report(),
     };
     let engine = match &client {
         Some(c) => Engine {
@@ -309,35 +334,7 @@ pub fn refine(a: RefineArgs) -> u8 {
     } else {
         Mode::Plain
     };
-    let req = Request {
-        workspace: a.workspace.clone(),
-        name: a.name.clone(),
-        artifact_type: a.artifact_type.clone(),
-        content_type: a.content_type.clone(),
-        inputs: a.inputs.clone(),
-        intent: a.intent.clone(),
-        max_iterations: a.max_iterations,
-        requires_approval: if a.approval {
-            Some(true)
-        } else if a.no_approval {
-            Some(false)
-        } else {
-            None
-        },
-        test_generation: if a.test_generation {
-            Some(true)
-        } else if a.no_test_generation {
-            Some(false)
-        } else {
-            None
-        },
-        target_platform: a.target_platform.clone(),
-        components: a.components.clone(),
-        options,
-        triggers,
-        offline: a.offline,
-        new_lineage: a.new_lineage,
-    };
+    let req = loop_request(&a, options, triggers);
     let Some(runtime) = crate::runtime() else {
         return crate::EXIT_STAGE_FAILED;
     };
@@ -359,10 +356,9 @@ pub fn refine(a: RefineArgs) -> u8 {
         pmpo_loop::refine(req, &mut env).await
     });
     match result {
-        Err(e) => {
-            errln!("error: {e}\n  help: {}", e.hint());
-            error_code(&e)
-        }
+        Err(e) => CliError::with_code(&e, error_code(&e))
+            .hint(e.hint())
+            .report(),
         Ok(report) => {
             if a.json {
                 let mut out = std::io::stdout().lock();
@@ -486,9 +482,8 @@ pub fn approve(a: ApproveArgs) -> u8 {
             }
             EXIT_OK
         }
-        Err(e) => {
-            errln!("error: {e}\n  help: {}", e.hint());
-            error_code(&e)
-        }
+        Err(e) => CliError::with_code(&e, error_code(&e))
+            .hint(e.hint())
+            .report(),
     }
 }

@@ -9,23 +9,24 @@ use pmpo_store::db::{
     is_open_intent,
 };
 use pmpo_store::lock::{self, LockHolder};
-use pmpo_store::{BACKUP_DIR, Workspace, Writer, now_rfc3339};
+use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
 
 use pmpo_engine::StageStatus;
 use pmpo_engine::results::Summary;
 
-use crate::{EXIT_BUSY, EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
+use crate::EXIT_OK;
+use crate::error::CliError;
 
 /// Prints an error with its fix; returns the exit code for a failed command.
 pub fn fail(message: &str, help: &str) -> u8 {
-    errln!("error: {message}\n  help: {help}");
-    EXIT_STAGE_FAILED
+    CliError::failed(message).hint(help).report()
 }
 
-fn open_ws(dir: &Path) -> Result<Workspace, u8> {
+pub(crate) fn open_ws(dir: &Path) -> Result<Workspace, u8> {
     Workspace::open(dir).map_err(|e| {
-        errln!("error: {e}\n  help: pass --workspace DIR (a directory where pmpo has run)");
-        EXIT_INVALID
+        CliError::invalid(e)
+            .hint("pass --workspace DIR (a directory where pmpo has run)")
+            .report()
     })
 }
 
@@ -33,17 +34,18 @@ fn open_ws(dir: &Path) -> Result<Workspace, u8> {
 pub fn open_db(dir: &Path) -> Result<SqliteStore, u8> {
     let ws = open_ws(dir)?;
     if !ws.root().join(pmpo_store::db::DB_FILE).exists() {
-        errln!(
-            "error: no pmpo runs in `{}` (no {})\n  help: run `pmpo execute PLAN` first, or pass --workspace DIR",
+        return Err(CliError::invalid(format!(
+            "no pmpo runs in `{}` (no {})",
             dir.display(),
             pmpo_store::db::DB_FILE
-        );
-        return Err(EXIT_INVALID);
+        ))
+        .hint("run `pmpo execute PLAN` first, or pass --workspace DIR")
+        .report());
     }
     SqliteStore::open(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))
 }
 
-fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
+pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
     let holder = LockHolder {
         pid: std::process::id(),
         run_id: String::new(),
@@ -51,17 +53,16 @@ fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
         command: command.into(),
     };
     lock::acquire(ws, &holder, false).map_err(|e| match e {
-        lock::LockError::Busy(_) => {
-            errln!("error: {e}\n  help: wait for the running pmpo to finish");
-            EXIT_BUSY
-        }
+        lock::LockError::Busy(_) => CliError::busy(&e)
+            .hint("wait for the running pmpo to finish")
+            .report(),
         // Not another pmpo: the lock file itself cannot be made (read-only,
         // permission, disk full). Say that, not "busy".
         lock::LockError::Store(s) => fail(&s.to_string(), s.hint()),
     })
 }
 
-fn print_json(value: &impl serde::Serialize) {
+pub(crate) fn print_json(value: &impl serde::Serialize) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, value);
     let _ = writeln!(out);
@@ -191,7 +192,7 @@ pub struct LedgerArgs {
     json: bool,
 }
 
-fn short(h: &Option<String>) -> String {
+pub(crate) fn short(h: &Option<String>) -> String {
     h.as_deref()
         .map(|h| h[..12.min(h.len())].to_string())
         .unwrap_or_else(|| "(none)".into())
@@ -243,11 +244,9 @@ pub fn ledger(args: LedgerArgs) -> u8 {
         && rows.is_empty()
         && matches!(db.run(run), Ok(None))
     {
-        errln!(
-            "error: no run `{run}` in `{}`\n  help: see the runs with `pmpo status`, and the restores with `pmpo ledger`",
-            args.workspace.display()
-        );
-        return EXIT_INVALID;
+        return CliError::invalid(format!("no run `{run}` in `{}`", args.workspace.display()))
+            .hint("see the runs with `pmpo status`, and the restores with `pmpo ledger`")
+            .report();
     }
     let live = live_run(&ws);
     if args.json {
@@ -310,314 +309,6 @@ pub fn ledger(args: LedgerArgs) -> u8 {
 }
 
 #[derive(clap::Args)]
-pub struct RestoreArgs {
-    /// The file to bring back (workspace-relative). Without it, `--run`
-    /// rolls back every change of that run.
-    path: Option<String>,
-    /// With PATH: bring back what this run found there. Alone: roll back the
-    /// whole run, newest change first.
-    #[arg(long)]
-    run: Option<String>,
-    /// The workspace (default: the current directory).
-    #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
-    workspace: PathBuf,
-    #[arg(long)]
-    json: bool,
-}
-
-/// What restoring one file did.
-#[derive(serde::Serialize)]
-struct Restored {
-    path: String,
-    /// `restored`, `moved_to_backups`, `unchanged`, `skipped`, `failed`.
-    action: &'static str,
-    /// The run whose change is undone.
-    of_run: String,
-    before_blake3: Option<String>,
-    after_blake3: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<String>,
-}
-
-/// The id under which one `pmpo restore` records its own changes (so that
-/// it can be undone in turn with `pmpo restore --run ID`).
-fn restore_id() -> String {
-    let stamp: String = now_rfc3339()
-        .chars()
-        .filter(|c| c.is_ascii_alphanumeric())
-        .collect();
-    format!("restore-{stamp}-{}", std::process::id())
-}
-
-/// Puts `rel` back to `target` (a content digest, or `None`: the file did
-/// not exist, so it is moved into the backups).
-fn restore_one(
-    ws: &Workspace,
-    db: &mut SqliteStore,
-    rel: &str,
-    target: Option<&str>,
-    of_run: &str,
-    who: Writer<'_>,
-) -> Restored {
-    let mut out = Restored {
-        path: rel.to_string(),
-        action: "failed",
-        of_run: of_run.to_string(),
-        before_blake3: None,
-        after_blake3: target.map(str::to_string),
-        reason: None,
-    };
-    let abs = match ws.resolve(rel) {
-        Ok(p) => p,
-        Err(e) => {
-            out.reason = Some(e.to_string());
-            return out;
-        }
-    };
-    let Some(target) = target else {
-        match std::fs::symlink_metadata(&abs) {
-            Err(_) => {
-                out.action = "unchanged";
-                out.reason = Some("it is already absent".into());
-            }
-            Ok(m) if !m.is_file() => {
-                out.action = "skipped";
-                out.reason =
-                    Some("it is not a plain file now (a directory?); left as it is".into());
-            }
-            Ok(_) => match ws.remove_recorded(db, rel, who) {
-                Ok(row) => {
-                    out.action = "moved_to_backups";
-                    out.before_blake3 = row.and_then(|r| r.before_blake3);
-                }
-                Err(e) => out.reason = Some(e.to_string()),
-            },
-        }
-        return out;
-    };
-    // Streamed, never loaded: a restore of a large file keeps memory flat.
-    let blob = ws.root().join(Workspace::backup_rel(target));
-    match pmpo_store::hash_file(&blob) {
-        Ok(d) if d.blake3 == target => {}
-        _ => {
-            out.reason = Some(format!(
-                "the backup of `{rel}` ({}) is missing or damaged; it may have been pruned by `pmpo gc`; the file was left as it is",
-                short(&Some(target.to_string()))
-            ));
-            return out;
-        }
-    }
-    match ws.restore_recorded(db, rel, target, who) {
-        Ok(Some(row)) => {
-            out.action = "restored";
-            out.before_blake3 = row.before_blake3;
-        }
-        Ok(None) => {
-            out.action = "unchanged";
-            out.reason = Some("it already has that content".into());
-        }
-        Err(e) => out.reason = Some(e.to_string()),
-    }
-    out
-}
-
-pub fn restore(args: RestoreArgs) -> u8 {
-    let ws = match open_ws(&args.workspace) {
-        Ok(w) => w,
-        Err(c) => return c,
-    };
-    let rel = args
-        .path
-        .as_deref()
-        .map(|p| p.trim_start_matches("./").to_string());
-    if let Some(rel) = &rel
-        && let Err(e) = ws.resolve(rel)
-    {
-        errln!("error: {e}\n  help: name a file inside the workspace");
-        return EXIT_INVALID;
-    }
-    if rel.is_none() && args.run.is_none() {
-        errln!(
-            "error: nothing to restore: name a file, or a run with --run\n  help: `pmpo restore PATH` brings back a file's previous content; `pmpo restore --run RUN_ID` rolls back a whole run (see `pmpo ledger`)"
-        );
-        return EXIT_INVALID;
-    }
-    let _lock = match take_lock(&ws, "pmpo restore") {
-        Ok(l) => l,
-        Err(c) => return c,
-    };
-    let mut db = match open_db(&args.workspace) {
-        Ok(db) => db,
-        Err(c) => return c,
-    };
-    // Under the lock no run is live: pending intents were interrupted.
-    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
-        return fail(&e.to_string(), e.hint().as_str());
-    }
-    // A directory or glob intent is not a file to restore: the files found
-    // under it have their own entries.
-    let rows: Vec<PatchRow> = match db.patches(rel.as_deref(), args.run.as_deref()) {
-        Ok(r) => r
-            .into_iter()
-            .filter(|r| !pmpo_engine::intents::is_pattern(&r.path))
-            .collect(),
-        Err(e) => return fail(&e.to_string(), e.hint()),
-    };
-    if let Some(run) = &args.run
-        && rows.is_empty()
-        && matches!(db.run(run), Ok(None))
-        && db
-            .patches(None, Some(run))
-            .map(|r| r.is_empty())
-            .unwrap_or(true)
-    {
-        errln!(
-            "error: no run `{run}` in `{}`\n  help: see the runs with `pmpo status` and every recorded change with `pmpo ledger`",
-            args.workspace.display()
-        );
-        return EXIT_INVALID;
-    }
-    // Which content each file goes back to: for a whole run, what the run
-    // found there (its first entry for the file), newest change first.
-    let mut plan: Vec<(String, Option<String>, String)> = Vec::new();
-    match (&rel, &args.run) {
-        (Some(rel), run) => {
-            // With --run: what the run found there first; otherwise the latest
-            // change. An interrupted intent that left the file as it found it
-            // is no change: the one before it is.
-            let now = ws
-                .resolve(rel)
-                .ok()
-                .and_then(|p| pmpo_store::hash_file(&p).ok())
-                .map(|d| d.blake3);
-            let row = if run.is_some() {
-                rows.first()
-            } else {
-                rows.iter()
-                    .rev()
-                    .find(|r| !(is_open_intent(&r.state) && r.before_blake3 == now))
-                    .or(rows.last())
-            };
-            let Some(row) = row else {
-                errln!(
-                    "error: the ledger has no change to `{rel}`{}\n  help: see `pmpo ledger --path {rel}`",
-                    run.as_deref()
-                        .map(|r| format!(" in run {r}"))
-                        .unwrap_or_default()
-                );
-                return EXIT_INVALID;
-            };
-            if row.state == PATCH_UNDECLARED && !row.backed_up {
-                errln!(
-                    "error: `{rel}` was changed by stage `{}` of run {} outside its declared outputs; pmpo found the change afterwards and holds no copy of the file from before it\n  help: bring it back from version control or a backup; declare it in the stage's `outputs:` so that pmpo keeps a copy next time",
-                    row.writer,
-                    row.run_id
-                );
-                return EXIT_INVALID;
-            }
-            plan.push((rel.clone(), row.before_blake3.clone(), row.run_id.clone()));
-        }
-        (None, Some(run)) => {
-            let mut seen = HashSet::new();
-            for row in rows.iter().rev() {
-                if seen.insert(row.path.clone()) {
-                    let first = rows.iter().find(|r| r.path == row.path).unwrap_or(row);
-                    // Found by detection after the fact: there is no copy to
-                    // bring back, and moving the file away would lose it.
-                    if first.state == PATCH_UNDECLARED && !first.backed_up {
-                        errln!(
-                            "warning: `{}` was changed outside the stage's outputs and pmpo holds no copy from before; it is left as it is",
-                            row.path
-                        );
-                        continue;
-                    }
-                    plan.push((row.path.clone(), first.before_blake3.clone(), run.clone()));
-                }
-            }
-        }
-        (None, None) => unreachable!("checked above"),
-    }
-    // Processes an interrupted run left behind could write its files again
-    // after they are restored: stop them first (the lock says no run is live).
-    let mut stopped = 0;
-    let interrupted_runs: HashSet<&str> = rows
-        .iter()
-        .filter(|r| is_open_intent(&r.state))
-        .map(|r| r.run_id.as_str())
-        .collect();
-    for run in interrupted_runs {
-        stopped += pmpo_engine::kill_leftovers(run, ws.root());
-    }
-    if stopped > 0 && !args.json {
-        outln!("stopped {stopped} process(es) that the interrupted run left running");
-    }
-    let id = restore_id();
-    let who = Writer {
-        run_id: &id,
-        writer: "restore",
-    };
-    let done: Vec<Restored> = plan
-        .iter()
-        .map(|(path, target, of_run)| {
-            restore_one(&ws, &mut db, path, target.as_deref(), of_run, who)
-        })
-        .collect();
-    if let Err(e) = pmpo_engine::export_ledger(&ws, &mut db) {
-        return fail(&e.to_string(), e.hint().as_str());
-    }
-    let failed = done.iter().filter(|d| d.action == "failed").count();
-    let changed = done
-        .iter()
-        .filter(|d| matches!(d.action, "restored" | "moved_to_backups"))
-        .count();
-    if args.json {
-        print_json(&serde_json::json!({
-            "restore_id": if changed > 0 { Some(&id) } else { None },
-            "run": args.run, "files": done, "changed": changed, "failed": failed,
-        }));
-    } else {
-        for d in &done {
-            match d.action {
-                "restored" => outln!(
-                    "restored `{}` to its content before run {}; the replaced content is kept too",
-                    d.path,
-                    d.of_run
-                ),
-                "moved_to_backups" => outln!(
-                    "moved `{}` (created by run {}) into the backups; it is not deleted",
-                    d.path,
-                    d.of_run
-                ),
-                "failed" => errln!(
-                    "error: cannot restore `{}`: {}",
-                    d.path,
-                    d.reason.as_deref().unwrap_or_default()
-                ),
-                other => outln!(
-                    "{other} `{}`: {}",
-                    d.path,
-                    d.reason.as_deref().unwrap_or_default()
-                ),
-            }
-        }
-        if changed > 0 {
-            outln!("undo this restore with: pmpo restore --run {id}");
-        } else if done.is_empty() {
-            outln!("nothing to restore: the run changed no files");
-        }
-    }
-    if failed > 0 {
-        if !args.json {
-            errln!(
-                "  help: {failed} file(s) could not be restored and were left as they are; any others were restored; a missing backup may have been pruned by `pmpo gc`"
-            );
-        }
-        return EXIT_STAGE_FAILED;
-    }
-    EXIT_OK
-}
-
-#[derive(clap::Args)]
 pub struct GcArgs {
     /// Keep backups and cache entries of this many most recent runs.
     #[arg(long, default_value_t = 10)]
@@ -641,6 +332,82 @@ fn walk_files(path: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// What gc did to the content-addressed backups.
+#[derive(Default)]
+struct Backups {
+    removed: usize,
+    removed_bytes: u64,
+    kept: usize,
+    kept_bytes: u64,
+    kept_interrupted: usize,
+}
+
+/// Deletes the backups that no kept entry needs; the errors are collected.
+fn prune_backups(
+    ws: &Workspace,
+    needed: &HashSet<String>,
+    interrupted: &HashSet<String>,
+    errors: &mut Vec<String>,
+) -> Backups {
+    let mut b = Backups::default();
+    for file in walk_files(&ws.root().join(BACKUP_DIR)) {
+        let name = file
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // Only content-addressed blobs are ours to delete.
+        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            continue;
+        }
+        if needed.contains(&name) {
+            b.kept += 1;
+            b.kept_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
+            b.kept_interrupted += usize::from(interrupted.contains(&name));
+            continue;
+        }
+        match ws.remove_own_file(&Workspace::backup_rel(&name)) {
+            Ok(size) => {
+                b.removed += 1;
+                b.removed_bytes += size;
+            }
+            Err(e) => errors.push(e.to_string()),
+        }
+    }
+    b
+}
+
+/// Deletes the per-run folders of pmpo's own (the code stages ran, and whole
+/// stage outputs) of runs not kept: (count, bytes) of each kind.
+fn prune_run_dirs(
+    ws: &Workspace,
+    all: &[pmpo_store::db::RunRow],
+    keep: &HashSet<String>,
+    errors: &mut Vec<String>,
+) -> [(usize, u64); 2] {
+    let mut per_run = [(0usize, 0u64), (0usize, 0u64)];
+    for (dir, (count, bytes)) in [".state/scripts", ".state/output"]
+        .into_iter()
+        .zip(per_run.iter_mut())
+    {
+        let Ok(entries) = std::fs::read_dir(ws.root().join(dir)) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let run = e.file_name().to_string_lossy().into_owned();
+            if all.iter().any(|r| r.run_id == run) && !keep.contains(&run) {
+                match ws.remove_own_dir(&format!("{dir}/{run}")) {
+                    Ok(size) => {
+                        *count += 1;
+                        *bytes += size;
+                    }
+                    Err(e) => errors.push(e.to_string()),
+                }
+            }
+        }
+    }
+    per_run
 }
 
 pub fn gc(args: GcArgs) -> u8 {
@@ -698,58 +465,20 @@ pub fn gc(args: GcArgs) -> u8 {
         })
         .filter_map(|p| p.before_blake3.clone())
         .collect();
-    let (mut blobs, mut blob_bytes) = (0usize, 0u64);
-    let (mut kept, mut kept_bytes, mut kept_interrupted) = (0usize, 0u64, 0usize);
     let mut errors = Vec::new();
-    for file in walk_files(&ws.root().join(BACKUP_DIR)) {
-        let name = file
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // Only content-addressed blobs are ours to delete.
-        if name.len() != 64 || !name.bytes().all(|b| b.is_ascii_hexdigit()) {
-            continue;
-        }
-        if needed.contains(&name) {
-            kept += 1;
-            kept_bytes += std::fs::metadata(&file).map(|m| m.len()).unwrap_or(0);
-            kept_interrupted += usize::from(interrupted.contains(&name));
-            continue;
-        }
-        match ws.remove_own_file(&Workspace::backup_rel(&name)) {
-            Ok(size) => {
-                blobs += 1;
-                blob_bytes += size;
-            }
-            Err(e) => errors.push(e.to_string()),
-        }
-    }
+    let backups = prune_backups(&ws, &needed, &interrupted, &mut errors);
+    let Backups {
+        removed: blobs,
+        removed_bytes: blob_bytes,
+        kept,
+        kept_bytes,
+        kept_interrupted,
+    } = backups;
     let cache = match db.cache_prune(&|row| keep.contains(&row.run_id)) {
         Ok(n) => n,
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
-    // Per-run folders of pmpo's own: the code stages ran, and whole stage outputs.
-    let mut per_run = [(0usize, 0u64), (0usize, 0u64)];
-    for (dir, (count, bytes)) in [".state/scripts", ".state/output"]
-        .into_iter()
-        .zip(per_run.iter_mut())
-    {
-        let Ok(entries) = std::fs::read_dir(ws.root().join(dir)) else {
-            continue;
-        };
-        for e in entries.flatten() {
-            let run = e.file_name().to_string_lossy().into_owned();
-            if all.iter().any(|r| r.run_id == run) && !keep.contains(&run) {
-                match ws.remove_own_dir(&format!("{dir}/{run}")) {
-                    Ok(size) => {
-                        *count += 1;
-                        *bytes += size;
-                    }
-                    Err(e) => errors.push(e.to_string()),
-                }
-            }
-        }
-    }
+    let per_run = prune_run_dirs(&ws, &all, &keep, &mut errors);
     let [(scripts, script_bytes), (outputs, output_bytes)] = per_run;
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,

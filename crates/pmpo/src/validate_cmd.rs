@@ -6,12 +6,15 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use pmpo_engine::Engine;
 use pmpo_engine::results::ValidationOutput;
 use pmpo_engine::validation::{self, ConstraintStatus, ValidationReport};
+use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
-use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
+use crate::error::CliError;
+use crate::{EXIT_OK, EXIT_STAGE_FAILED, load_and_check, report};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -47,8 +50,9 @@ pub fn run(args: Args) -> u8 {
     let ws = match pmpo_store::Workspace::open(&dir) {
         Ok(ws) => ws,
         Err(e) => {
-            errln!("error: {e}\n  help: create it, or pass --workspace DIR");
-            return EXIT_INVALID;
+            return CliError::invalid(e)
+                .hint("create it, or pass --workspace DIR")
+                .report();
         }
     };
     // Ctrl-C (or SIGTERM, SIGHUP) stops the running check (a command's whole
@@ -59,18 +63,19 @@ pub fn run(args: Args) -> u8 {
     let report = match validation::validate_workspace(&ws, &plan, &cancel) {
         Ok(r) => r,
         Err(e) => {
-            errln!("error: {e}\n  help: check that the workspace is writable and has free space");
-            return EXIT_STAGE_FAILED;
+            return CliError::failed(e)
+                .hint("check that the workspace is writable and has free space")
+                .report();
         }
     };
     if let Some(path) = &args.junit
-        && let Err(e) = write_report(&ws, path, junit_xml(&report).as_bytes())
+        && let Err(e) = junit_xml(&report).and_then(|xml| write_report(&ws, path, xml.as_bytes()))
     {
-        errln!(
-            "error: cannot write the JUnit report `{}`: {e}",
+        return CliError::failed(format!(
+            "cannot write the JUnit report `{}`: {e}",
             path.display()
-        );
-        return EXIT_STAGE_FAILED;
+        ))
+        .report();
     }
     if args.json {
         let mut out = std::io::stdout().lock();
@@ -196,26 +201,8 @@ fn write_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     })
 }
 
-/// Escapes text for XML attributes and content; drops characters XML 1.0 cannot hold.
-fn xml_escape(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&apos;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-fn secs(ms: f64) -> String {
-    format!("{:.3}", ms / 1000.0)
+fn duration(ms: f64) -> Duration {
+    Duration::from_secs_f64((ms / 1000.0).max(0.0))
 }
 
 /// JUnit XML: a test suite per constraint, a test case per check; a check that
@@ -223,57 +210,16 @@ fn secs(ms: f64) -> String {
 /// why (JUnit has no "not checked"); a constraint without an executed check
 /// is one skipped test case. A blocking constraint that a check could not
 /// look at is a failed test case of its suite: CI must not show it green.
-pub fn junit_xml(r: &ValidationReport) -> String {
+pub fn junit_xml(r: &ValidationReport) -> Result<String, String> {
     let outputs: &[ValidationOutput] = &r.validation_outputs;
-    let mut suites = String::new();
-    let (mut all_tests, mut all_fail, mut all_skip, mut all_ms) = (0, 0, 0, 0.0);
+    let mut report = Report::new(format!("pmpo validate {}", r.plan));
+    let checked_at = chrono::DateTime::parse_from_rfc3339(&r.checked_at).ok();
+    let mut all_ms = 0.0;
     for c in &r.reports {
-        let mut cases = String::new();
-        let (mut tests, mut fail, mut skip, mut total_ms) = (0, 0, 0, 0.0);
+        let mut suite = TestSuite::new(c.id.as_str());
+        let total_ms: f64 = c.checks.iter().map(|&i| outputs[i].duration_ms).sum();
         for (n, &i) in c.checks.iter().enumerate() {
-            let v = &outputs[i];
-            tests += 1;
-            total_ms += v.duration_ms;
-            let name = match &v.stage {
-                Some(s) => format!("{}: {} (stage {s})", n + 1, v.check),
-                None => format!("{}: {}", n + 1, v.check),
-            };
-            let _ = write!(
-                cases,
-                "    <testcase classname=\"pmpo.{}\" name=\"{}\" time=\"{}\">",
-                xml_escape(&c.id),
-                xml_escape(&name),
-                secs(v.duration_ms)
-            );
-            let evidence = serde_json::to_string_pretty(&v.evidence).unwrap_or_default();
-            match v.status.as_str() {
-                "passed" => {
-                    let _ = write!(
-                        cases,
-                        "\n      <system-out>{}</system-out>\n    ",
-                        xml_escape(&evidence)
-                    );
-                }
-                "failed" => {
-                    fail += 1;
-                    let _ = write!(
-                        cases,
-                        "\n      <failure message=\"{}\" type=\"{}\">{}</failure>\n    ",
-                        xml_escape(validation::message_of(v)),
-                        xml_escape(&v.check),
-                        xml_escape(&evidence)
-                    );
-                }
-                _ => {
-                    skip += 1;
-                    let _ = write!(
-                        cases,
-                        "\n      <skipped message=\"{}\"/>\n    ",
-                        xml_escape(validation::message_of(v))
-                    );
-                }
-            }
-            cases.push_str("</testcase>\n");
+            suite.add_test_case(check_case(&c.id, n, &outputs[i]));
         }
         let could_not_look = c.checks.iter().any(|&i| {
             outputs[i].status == "not_checked"
@@ -283,42 +229,71 @@ pub fn junit_xml(r: &ValidationReport) -> String {
             && c.severity == pmpo_plan::Severity::Blocking
             && could_not_look
         {
-            tests += 1;
-            fail += 1;
-            let _ = writeln!(
-                cases,
-                "    <testcase classname=\"pmpo.{}\" name=\"blocking constraint checked\" time=\"0.000\">\n      <failure message=\"blocking constraint `{}` is not satisfied: a check could not look at what it checks\" type=\"not_checked\"/>\n    </testcase>",
-                xml_escape(&c.id),
-                xml_escape(&c.id)
-            );
+            let mut status = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            status
+                .set_message(format!(
+                    "blocking constraint `{}` is not satisfied: a check could not look at what it checks",
+                    c.id
+                ))
+                .set_type("not_checked");
+            let mut case = TestCase::new("blocking constraint checked", status);
+            case.set_classname(format!("pmpo.{}", c.id))
+                .set_time(Duration::ZERO);
+            suite.add_test_case(case);
         }
         if c.checks.is_empty() {
-            tests += 1;
-            skip += 1;
-            let _ = writeln!(
-                cases,
-                "    <testcase classname=\"pmpo.{}\" name=\"not_checked\" time=\"0.000\">\n      <skipped message=\"no check in the validation_plan names this constraint\"/>\n    </testcase>",
-                xml_escape(&c.id)
-            );
+            let mut status = TestCaseStatus::skipped();
+            status.set_message("no check in the validation_plan names this constraint");
+            let mut case = TestCase::new("not_checked", status);
+            case.set_classname(format!("pmpo.{}", c.id))
+                .set_time(Duration::ZERO);
+            suite.add_test_case(case);
         }
-        let _ = write!(
-            suites,
-            "  <testsuite name=\"{}\" tests=\"{tests}\" failures=\"{fail}\" errors=\"0\" skipped=\"{skip}\" time=\"{}\" timestamp=\"{}\">\n    <properties>\n      <property name=\"severity\" value=\"{}\"/>\n      <property name=\"status\" value=\"{}\"/>\n      <property name=\"description\" value=\"{}\"/>\n    </properties>\n{cases}  </testsuite>\n",
-            xml_escape(&c.id),
-            secs(total_ms),
-            xml_escape(r.checked_at.trim_end_matches('Z')),
-            c.severity,
-            c.status.as_str(),
-            xml_escape(&c.description),
-        );
-        all_tests += tests;
-        all_fail += fail;
-        all_skip += skip;
+        suite.set_time(duration(total_ms));
+        if let Some(at) = checked_at {
+            suite.set_timestamp(at);
+        }
+        suite.add_properties([
+            Property::new("severity", c.severity.to_string()),
+            Property::new("status", c.status.as_str()),
+            Property::new("description", c.description.as_str()),
+        ]);
+        report.add_test_suite(suite);
         all_ms += total_ms;
     }
-    format!(
-        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<testsuites name=\"pmpo validate {}\" tests=\"{all_tests}\" failures=\"{all_fail}\" errors=\"0\" skipped=\"{all_skip}\" time=\"{}\">\n{suites}</testsuites>\n",
-        xml_escape(&r.plan),
-        secs(all_ms)
-    )
+    report.set_time(duration(all_ms));
+    report.to_string().map_err(|e| e.to_string())
+}
+
+/// The test case of one check: passed (its evidence as output), failed (the
+/// evidence as the failure's text) or skipped (the reason as its message).
+fn check_case(constraint: &str, n: usize, v: &ValidationOutput) -> TestCase {
+    let name = match &v.stage {
+        Some(s) => format!("{}: {} (stage {s})", n + 1, v.check),
+        None => format!("{}: {}", n + 1, v.check),
+    };
+    let evidence = serde_json::to_string_pretty(&v.evidence).unwrap_or_default();
+    let status = match v.status.as_str() {
+        "passed" => TestCaseStatus::success(),
+        "failed" => {
+            let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
+            s.set_message(validation::message_of(v))
+                .set_type(v.check.as_str())
+                .set_description(evidence.as_str());
+            s
+        }
+        _ => {
+            let mut s = TestCaseStatus::skipped();
+            s.set_message(validation::message_of(v));
+            s
+        }
+    };
+    let passed = matches!(status, TestCaseStatus::Success { .. });
+    let mut case = TestCase::new(name, status);
+    case.set_classname(format!("pmpo.{constraint}"))
+        .set_time(duration(v.duration_ms));
+    if passed {
+        case.set_system_out(evidence);
+    }
+    case
 }

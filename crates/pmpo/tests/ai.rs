@@ -3,9 +3,8 @@
 //! replay with no network, `pmpo models`, cancellation, and the API key never
 //! written anywhere.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -534,7 +533,5 @@ fn an_ai_stage_output_over_an_existing_file_not_in_outputs_is_restorable() {
     let rows = r.json();
     assert_eq!(rows[0]["writer"], "hi", "{rows}");
     assert_eq!(rows[0]["status"], "completed", "{rows}");
-    let r = ws.run(&["restore", "hi.txt"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("hi.txt"), "my own greeting\n");
+    ws.assert_restores("hi.txt", "my own greeting\n");
 }

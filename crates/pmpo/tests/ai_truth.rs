@@ -4,9 +4,8 @@
 //! failures and 5xx still open it. The real binary against a scripted model
 //! server on loopback.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::path::Path;
 use std::process::Command;
@@ -161,6 +160,88 @@ plan:
         schema: {type: object, required: [count], properties: {count: {type: integer}}}
 "#;
 
+/// What a recorded run with cut-off answers keeps: every exchange in the
+/// cassette, each call in the routing log, and each answer in the workspace
+/// with its finish reason and tokens. Returns the poem's kept answer and
+/// its metadata.
+fn assert_recorded(ws: &Ws, rec_run: &str) -> (String, Value) {
+    // Everything that was said is in the cassette, the cut-off answers too.
+    let cassette = lines(ws, "cassette.jsonl");
+    assert_eq!(cassette.len(), 3, "{cassette:?}");
+    let poem = cassette.iter().find(|e| e["stage"] == "poem").unwrap();
+    assert_eq!(poem["rejected"], "truncated");
+    assert_eq!(poem["response"]["finish"], "length");
+    assert_eq!(poem["response"]["tokens_out"], 7);
+    assert_eq!(poem["response"]["tokens_in"], 11);
+    let facts: Vec<&Value> = cassette.iter().filter(|e| e["stage"] == "facts").collect();
+    assert_eq!(facts.len(), 2, "the ask and the repair exchange");
+    assert!(facts[0].get("rejected").is_none());
+    assert_eq!(facts[1]["rejected"], "truncated");
+
+    // ...in the routing log with its outcome, finish reason and tokens...
+    let routed = lines(ws, "logs/model_routing.jsonl");
+    let poem_call = routed.iter().find(|l| l["stage"] == "poem").unwrap();
+    assert_eq!(poem_call["outcome"], "truncated");
+    assert_eq!(poem_call["finish"], "length");
+    assert_eq!(poem_call["tokens_out"], 7);
+    // ...and kept in the workspace with its finish reason and tokens.
+    let dir = format!(".state/ai/{rec_run}/poem");
+    let text = ws.read(&format!("{dir}/answer-1.txt"));
+    assert!(
+        text.starts_with("Of arms and the man I sing, [redacted], who"),
+        "{text}"
+    );
+    let meta = ws.read_json(&format!("{dir}/answer-1.json"));
+    assert_eq!(meta["finish"], "length");
+    assert_eq!(meta["tokens_in"], 11);
+    assert_eq!(meta["tokens_out"], 7);
+    assert_eq!(meta["verdict"], "truncated");
+    assert_eq!(meta["endpoint"], "openai");
+    assert_eq!(meta["model"], "m");
+    let facts_dir = format!(".state/ai/{rec_run}/facts");
+    assert_eq!(
+        ws.read(&format!("{facts_dir}/answer-2.txt")),
+        "{\"count\": "
+    );
+    assert_eq!(
+        ws.read_json(&format!("{facts_dir}/answer-1.json"))["verdict"],
+        "unusable"
+    );
+    assert_eq!(
+        ws.read_json(&format!("{facts_dir}/answer-2.json"))["finish"],
+        "length"
+    );
+    (text, meta)
+}
+
+/// The replay ended each stage as the recording did, for the same reasons
+/// and with the same errors.
+fn assert_same_outcome(recorded: &Value, replayed: &Value, rec_run: &str) {
+    let rep_run = replayed["run_id"].as_str().unwrap();
+    for id in ["poem", "facts"] {
+        let (a, b) = (stage(recorded, id), stage(replayed, id));
+        assert_eq!(a["status"], b["status"]);
+        assert_eq!(
+            without_run_id(a["reason"].as_str().unwrap(), rec_run),
+            without_run_id(b["reason"].as_str().unwrap(), rep_run),
+            "stage {id}"
+        );
+    }
+    assert_eq!(
+        recorded["errors"].as_array().unwrap().len(),
+        replayed["errors"].as_array().unwrap().len()
+    );
+    for (a, b) in recorded["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(replayed["errors"].as_array().unwrap())
+    {
+        assert_eq!(a["kind"], b["kind"]);
+        assert_eq!(a["hint"], b["hint"]);
+    }
+}
+
 #[test]
 fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
     let ws = Ws::new();
@@ -206,52 +287,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
         "{poem_reason}"
     );
 
-    // Everything that was said is in the cassette, the cut-off answers too.
-    let cassette = lines(&ws, "cassette.jsonl");
-    assert_eq!(cassette.len(), 3, "{cassette:?}");
-    let poem = cassette.iter().find(|e| e["stage"] == "poem").unwrap();
-    assert_eq!(poem["rejected"], "truncated");
-    assert_eq!(poem["response"]["finish"], "length");
-    assert_eq!(poem["response"]["tokens_out"], 7);
-    assert_eq!(poem["response"]["tokens_in"], 11);
-    let facts: Vec<&Value> = cassette.iter().filter(|e| e["stage"] == "facts").collect();
-    assert_eq!(facts.len(), 2, "the ask and the repair exchange");
-    assert!(facts[0].get("rejected").is_none());
-    assert_eq!(facts[1]["rejected"], "truncated");
-
-    // ...in the routing log with its outcome, finish reason and tokens...
-    let routed = lines(&ws, "logs/model_routing.jsonl");
-    let poem_call = routed.iter().find(|l| l["stage"] == "poem").unwrap();
-    assert_eq!(poem_call["outcome"], "truncated");
-    assert_eq!(poem_call["finish"], "length");
-    assert_eq!(poem_call["tokens_out"], 7);
-    // ...and kept in the workspace with its finish reason and tokens.
-    let dir = format!(".state/ai/{rec_run}/poem");
-    let text = ws.read(&format!("{dir}/answer-1.txt"));
-    assert!(
-        text.starts_with("Of arms and the man I sing, [redacted], who"),
-        "{text}"
-    );
-    let meta = ws.read_json(&format!("{dir}/answer-1.json"));
-    assert_eq!(meta["finish"], "length");
-    assert_eq!(meta["tokens_in"], 11);
-    assert_eq!(meta["tokens_out"], 7);
-    assert_eq!(meta["verdict"], "truncated");
-    assert_eq!(meta["endpoint"], "openai");
-    assert_eq!(meta["model"], "m");
-    let facts_dir = format!(".state/ai/{rec_run}/facts");
-    assert_eq!(
-        ws.read(&format!("{facts_dir}/answer-2.txt")),
-        "{\"count\": "
-    );
-    assert_eq!(
-        ws.read_json(&format!("{facts_dir}/answer-1.json"))["verdict"],
-        "unusable"
-    );
-    assert_eq!(
-        ws.read_json(&format!("{facts_dir}/answer-2.json"))["finish"],
-        "length"
-    );
+    let (text, meta) = assert_recorded(&ws, &rec_run);
 
     // The replay, with no server and no endpoint: the same run again.
     drop(server);
@@ -270,28 +306,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
     let replayed = replay.json();
     let rep_run = replayed["run_id"].as_str().unwrap();
     assert_ne!(rep_run, rec_run);
-    for id in ["poem", "facts"] {
-        let (a, b) = (stage(&recorded, id), stage(&replayed, id));
-        assert_eq!(a["status"], b["status"]);
-        assert_eq!(
-            without_run_id(a["reason"].as_str().unwrap(), &rec_run),
-            without_run_id(b["reason"].as_str().unwrap(), rep_run),
-            "stage {id}"
-        );
-    }
-    assert_eq!(
-        recorded["errors"].as_array().unwrap().len(),
-        replayed["errors"].as_array().unwrap().len()
-    );
-    for (a, b) in recorded["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .zip(replayed["errors"].as_array().unwrap())
-    {
-        assert_eq!(a["kind"], b["kind"]);
-        assert_eq!(a["hint"], b["hint"]);
-    }
+    assert_same_outcome(&recorded, &replayed, &rec_run);
     assert_eq!(
         ws.read(&format!(".state/ai/{rep_run}/poem/answer-1.txt")),
         text,

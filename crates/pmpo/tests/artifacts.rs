@@ -1,7 +1,7 @@
 //! Named artifacts, state providers and `pmpo doctor`.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 use serde_json::Value;
 
 /// The required fields and enums of the reference refinement-state schema.

@@ -1,8 +1,8 @@
 //! `pmpo check` (and `pmpo execute` on invalid plans): every class of bad
 //! input gets exit code 2, a position, and a fix; nothing is written.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 
 /// Runs check and execute on an invalid plan; returns check's stderr.
 fn invalid(ws: &Ws) -> String {

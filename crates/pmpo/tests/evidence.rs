@@ -3,8 +3,8 @@
 //! left by an earlier run under the outputs of a stage that failed now is not
 //! evidence; a check that could not look leaves its constraint unsatisfied.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 
 /// A stage copies `src.txt` to `dist/x.txt`; a blocking constraint checks the copy.
 fn copy_plan(ws: &Ws) {

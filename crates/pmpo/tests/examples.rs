@@ -2,7 +2,7 @@
 //! a temp directory), and the `pmpo preview` command. Real Chromium: without
 //! it these tests say so and pass, unless PMPO_REQUIRE_BROWSER=1 (scripts/test.sh).
 
-mod common;
+use pmpo_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};

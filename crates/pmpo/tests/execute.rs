@@ -1,7 +1,7 @@
 //! `pmpo execute` on real plans in temp workspaces, checked against the disk.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 use serde_json::Value;
 
 fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
@@ -239,9 +239,7 @@ fn overwrites_are_recorded_with_before_and_after() {
     );
     assert_eq!(entry["backed_up"], true);
     // The overwritten content comes back.
-    let r = ws.run(&["restore", "data.txt"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("data.txt"), "original\n");
+    ws.assert_restores("data.txt", "original\n");
     let r = ws.run(&["ledger", "--path", "data.txt", "--json"]);
     let rows = r.json();
     assert_eq!(

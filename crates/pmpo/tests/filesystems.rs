@@ -3,7 +3,7 @@
 //! These tests mount small tmpfs file systems, which needs root (CI runs as
 //! root); elsewhere they say so and do nothing.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

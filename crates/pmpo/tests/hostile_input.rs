@@ -1,7 +1,7 @@
 //! Hostile plans get a clear error (exit 2), never a crash: deep nesting and
 //! alias expansion are bounded before they can exhaust the stack or memory.
 
-mod common;
+use pmpo_testkit as common;
 
 use common::Ws;
 

@@ -4,7 +4,7 @@
 //! machine, and a killed tool writes nothing. Normal stages give the same
 //! bytes as the same tools in pmpo's own process.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};

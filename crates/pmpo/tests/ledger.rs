@@ -2,7 +2,7 @@
 //! undone: per tool, after failures and timeouts, after `kill -9`, for a
 //! whole run (and the rollback itself), and `gc` keeps what is still needed.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::time::{Duration, Instant};
 
@@ -80,9 +80,7 @@ fn prompt_output_and_meta_are_restorable() {
     ws.plan("    - id: p\n      tool: prompt\n      with: {intent: A red fox, requirements: [red], output: a.md, meta: a.json}\n");
     overwrite_then_restore(&ws, "a.md", b"my own notes\n", "p");
     // The metadata file was replaced in the same run: also restorable.
-    let r = ws.run(&["restore", "a.json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("a.json"), "{\"mine\": true}\n");
+    ws.assert_restores("a.json", "{\"mine\": true}\n");
 }
 
 #[test]
@@ -96,9 +94,7 @@ fn a2ui_output_and_report_are_restorable() {
     ws.write("report.json", "my report\n");
     ws.plan("    - id: ui\n      tool: a2ui\n      with: {input: spec.json, output: out.json, report: report.json}\n");
     overwrite_then_restore(&ws, "out.json", b"keep me\n", "ui");
-    let r = ws.run(&["restore", "report.json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("report.json"), "my report\n");
+    ws.assert_restores("report.json", "my report\n");
 }
 
 #[test]
@@ -399,9 +395,7 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
     let text = ws.run(&["gc", "--keep-runs", "1"]);
     assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
     // The interrupted change is still undoable.
-    let r = ws.run(&["restore", "slow.txt"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("slow.txt"), "precious slow\n");
+    ws.assert_restores("slow.txt", "precious slow\n");
 }
 
 #[test]
@@ -452,9 +446,7 @@ fn preview_files_over_existing_ones_are_restorable() {
     let rows = entries(&ws, "previews/p1/preview.html");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["writer"], "show");
-    let r = ws.run(&["restore", "previews/p1/preview.html"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("previews/p1/preview.html"), "my own copy\n");
+    ws.assert_restores("previews/p1/preview.html", "my own copy\n");
 }
 
 #[test]
@@ -476,9 +468,7 @@ fn a_tool_may_not_write_pmpos_own_files() {
     // Refused before anything runs (`pmpo check`), or by the executor.
     assert!(said.contains("pmpo's own"), "{said}");
     assert_eq!(ws.read(&rel), "precious\n");
-    let r = ws.run(&["restore", "data.txt"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("data.txt"), "precious\n");
+    ws.assert_restores("data.txt", "precious\n");
 }
 
 #[test]
@@ -603,9 +593,7 @@ fn a_junit_report_over_a_workspace_file_is_ledgered_and_restorable() {
     let rows = entries(&ws, "junit.xml");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["writer"], "validate");
-    let r = ws.run(&["restore", "junit.xml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert_eq!(ws.read("junit.xml"), "my own report\n");
+    ws.assert_restores("junit.xml", "my own report\n");
     // Outside the workspace the report is written as before.
     let elsewhere = tempfile::tempdir().unwrap();
     let out = elsewhere.path().join("r.xml");

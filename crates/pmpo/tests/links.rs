@@ -2,7 +2,7 @@
 //! repository may ship one) never makes pmpo change a file outside the
 //! workspace, and a tool never reads a file through a link leading out of it.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! validation, `--jobs` never changes the verdict, every place that counts
 //! stages counts them the same way, and a cut stdout is never passed on as whole.
 
-mod common;
+use pmpo_testkit as common;
 
 use common::{Run, Ws};
 use serde_json::Value;

@@ -2,7 +2,7 @@
 //! pmpo panic: listing commands end quietly with exit 0, and runs finish
 //! their work, record everything and exit with their usual code.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::process::Stdio;
 

@@ -1,8 +1,8 @@
 //! A preview that cannot run is skipped when optional and fails its stage
 //! when a blocking constraint names the preview as its validation.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 
 fn plan(ws: &Ws, blocking: bool) {
     let severity = if blocking { "blocking" } else { "low" };

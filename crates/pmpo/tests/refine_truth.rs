@@ -4,9 +4,9 @@
 //! earlier run left behind; named artifacts refined in one workspace never
 //! fail one another and the shared manifest keeps every owner's entries.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
+use pmpo_testkit::refine::*;
 
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -19,54 +19,8 @@ use serde_json::{Value, json};
 
 const KEY: &str = "sk-fake-truth-7a2e91";
 
-/// A logo every default constraint of the logo adapter accepts.
-const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/><path d="M16 44 L32 16 L48 44 Z" fill="#818cf8"/></svg>"##;
-
-fn pmpo(ws: &Ws) -> Command {
-    let mut c = bin_without_models(ws.path());
-    c.stdin(Stdio::null());
-    c
-}
-
-fn run(mut c: Command, args: &[&str]) -> Run {
-    c.args(args).output().unwrap().into()
-}
-
 fn with_server(ws: &Ws, server: &ModelServer) -> Command {
-    let mut c = pmpo(ws);
-    c.env("OPENAI_BASE_URL", server.openai_base())
-        .env("OPENAI_API_KEY", KEY)
-        .env("OPENAI_MODEL", "truth-test-model");
-    c
-}
-
-fn state(ws: &Ws, name: &str) -> Value {
-    ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))
-}
-
-fn phases(ws: &Ws, name: &str) -> Vec<String> {
-    state(ws, name)["phases_completed"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
-}
-
-fn reply_json(v: Value) -> Reply {
-    openai(&format!("```json\n{v}\n```"), "stop")
-}
-
-/// The constraint ids a Reflect prompt asks the model to judge.
-fn to_judge(prompt: &str) -> Vec<String> {
-    prompt
-        .split("Judge only these constraints:\n")
-        .nth(1)
-        .unwrap_or("")
-        .lines()
-        .take_while(|l| l.starts_with("- "))
-        .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
-        .collect()
+    with_model(ws, server, KEY, "truth-test-model")
 }
 
 /// The baseline stages a Plan prompt shows (the model answers with them).
@@ -77,24 +31,6 @@ fn baseline(prompt: &str) -> Value {
         .and_then(|rest| rest.lines().next())
         .unwrap_or("[]");
     serde_json::from_str(line).unwrap_or(json!([]))
-}
-
-/// Sends SIGINT, as Ctrl-C in a terminal does.
-fn interrupt(child: &std::process::Child) {
-    let ok = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill -INT failed");
-}
-
-fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Ctrl-C while the model is asked for the specification: the run ends as
@@ -514,32 +450,14 @@ fn ctrl_c_while_the_model_plans_leaves_plan_not_done() {
             reply_json(json!({"judgements": []}))
         }
     });
-    let plans = |server: &ModelServer| {
-        server
-            .chat_requests()
-            .iter()
-            .filter(|r| r.prompt().starts_with("Phase: Plan"))
-            .count()
-    };
-    let child = with_server(&ws, &server)
-        .args([
-            "refine",
-            "p",
-            "--type",
-            "logo",
-            "--input",
-            "brand/logo.svg",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the Plan request", Duration::from_secs(60), || {
-        plans(&server) >= 1
-    });
-    interrupt(&child);
-    let out: Run = child.wait_with_output().unwrap().into();
+    let plans = |server: &ModelServer| phase_requests(server, "Plan");
+    let out = ctrl_c_during(
+        with_server(&ws, &server),
+        &server,
+        "p",
+        "Plan",
+        Duration::from_secs(60),
+    );
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert_eq!(phases(&ws, "p"), ["specify"]);
     assert!(!ws.p(".refiner/artifacts/p/plans/iteration-1.json").exists());
@@ -648,32 +566,14 @@ fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
             }
         }
     });
-    let judged = |server: &ModelServer| {
-        server
-            .chat_requests()
-            .iter()
-            .filter(|r| r.prompt().starts_with("Phase: Reflect"))
-            .count()
-    };
-    let child = with_server(&ws, &server)
-        .args([
-            "refine",
-            "j",
-            "--type",
-            "logo",
-            "--input",
-            "brand/logo.svg",
-            "-q",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    wait_until("the Reflect request", Duration::from_secs(90), || {
-        judged(&server) >= 1
-    });
-    interrupt(&child);
-    let out: Run = child.wait_with_output().unwrap().into();
+    let judged = |server: &ModelServer| phase_requests(server, "Reflect");
+    let out = ctrl_c_during(
+        with_server(&ws, &server),
+        &server,
+        "j",
+        "Reflect",
+        Duration::from_secs(90),
+    );
     assert_eq!(out.code, 130, "{}", out.stderr);
     assert_eq!(phases(&ws, "j"), ["specify", "plan", "execute"]);
     assert!(

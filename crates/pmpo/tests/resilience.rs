@@ -2,8 +2,8 @@
 //! intervention, error classes, metrics. Fault-injecting tools are small
 //! shell scripts written into each test's workspace.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 use serde_json::Value;
 
 fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {

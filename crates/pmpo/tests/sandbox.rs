@@ -3,7 +3,7 @@
 //! stages, plugins and check commands that overwrite, delete and create files
 //! outside their outputs; what still works; opt-outs; `network: false`; bad input.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::path::PathBuf;
 

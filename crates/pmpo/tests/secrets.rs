@@ -2,7 +2,7 @@
 //! (unless they list them in `env_passthrough`), and a configured key that a
 //! stage prints is redacted from every file pmpo writes.
 
-mod common;
+use pmpo_testkit as common;
 
 use common::{Run, Ws};
 
@@ -95,16 +95,10 @@ fn env_passthrough_must_be_a_list_of_names() {
 const HOOK: &str = "hook-planted-auth-000444";
 const MY_TOKEN: &str = "mytok-planted-000555";
 
-#[test]
-fn no_file_pmpo_writes_holds_a_planted_key() {
-    let ws = Ws::new();
-    // The keys a stage or a trigger may leak, kept outside the workspace so
-    // that every file in it is one pmpo (or a stage it ran) wrote.
-    let outside = tempfile::tempdir().unwrap();
-    let leak = outside.path().join("leak.txt");
-    let keys = [OPENAI, TOKEN, CRED, HOOK, MY_TOKEN];
-    std::fs::write(&leak, keys.join("\n") + "\n").unwrap();
-    let leak = leak.display().to_string();
+/// A model endpoint whose key is in `MY_MODEL_CRED`, and triggers that leak:
+/// a webhook header from `HOOK_AUTH` (no pattern would catch that name) and a
+/// command that prints its environment and the keys in `leak`.
+fn write_leaky_refine(ws: &Ws, leak: &str) {
     ws.write(
         "pmpo.toml",
         "[ai]\ndefault_endpoint = \"m\"\n[ai.endpoints.m]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:9/v1\"\nmodel = \"x\"\napi_key_env = \"MY_MODEL_CRED\"\n",
@@ -122,32 +116,12 @@ fn no_file_pmpo_writes_holds_a_planted_key() {
         .to_string(),
     );
     ws.write("notes.md", "# Notes\n\nA short report.\n");
-    let env = |c: &mut std::process::Command| {
-        c.env("OPENAI_API_KEY", OPENAI)
-            .env("SOME_SERVICE_TOKEN", TOKEN)
-            .env("MY_MODEL_CRED", CRED)
-            .env("HOOK_AUTH", HOOK)
-            .env("MY_TOKEN", MY_TOKEN);
-    };
-    let mut c = common::bin_without_models(ws.path());
-    env(&mut c);
-    let r: Run = c
-        .args([
-            "refine",
-            "r",
-            "--type",
-            "content",
-            "--input",
-            "notes.md",
-            "--triggers",
-            "triggers.json",
-            "--offline",
-        ])
-        .output()
-        .unwrap()
-        .into();
-    assert_eq!(r.code, 0, "{}", r.stderr);
+}
 
+/// A plan whose stages and checks print the environment and the keys in
+/// `leak` in every way a stage can: stdout, stderr, files, a whole output
+/// kept aside, a reference into another stage, a failing stage, a check.
+fn write_leaky_plan(ws: &Ws, leak: &str) {
     ws.plan(&format!(
         "    - id: env
       with: {{command: [sh, -c, 'env; env > env.txt']}}
@@ -178,6 +152,46 @@ fn no_file_pmpo_writes_holds_a_planted_key() {
         &format!("  constraints:\n    - {{id: c, description: d, severity: low}}\nplan:\n  validation_plan:\n    - constraint_id: c\n      validation_method: command\n      with: {{command: [sh, -c, 'env; cat {leak}; cat {leak} >&2; exit 1']}}\n"),
     );
     ws.write("plan.yaml", &plan);
+}
+
+#[test]
+fn no_file_pmpo_writes_holds_a_planted_key() {
+    let ws = Ws::new();
+    // The keys a stage or a trigger may leak, kept outside the workspace so
+    // that every file in it is one pmpo (or a stage it ran) wrote.
+    let outside = tempfile::tempdir().unwrap();
+    let leak = outside.path().join("leak.txt");
+    let keys = [OPENAI, TOKEN, CRED, HOOK, MY_TOKEN];
+    std::fs::write(&leak, keys.join("\n") + "\n").unwrap();
+    let leak = leak.display().to_string();
+    write_leaky_refine(&ws, &leak);
+    let env = |c: &mut std::process::Command| {
+        c.env("OPENAI_API_KEY", OPENAI)
+            .env("SOME_SERVICE_TOKEN", TOKEN)
+            .env("MY_MODEL_CRED", CRED)
+            .env("HOOK_AUTH", HOOK)
+            .env("MY_TOKEN", MY_TOKEN);
+    };
+    let mut c = common::bin_without_models(ws.path());
+    env(&mut c);
+    let r: Run = c
+        .args([
+            "refine",
+            "r",
+            "--type",
+            "content",
+            "--input",
+            "notes.md",
+            "--triggers",
+            "triggers.json",
+            "--offline",
+        ])
+        .output()
+        .unwrap()
+        .into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+
+    write_leaky_plan(&ws, &leak);
     let mut c = common::bin_without_models(ws.path());
     env(&mut c);
     let r: Run = c

@@ -2,7 +2,7 @@
 //! stages' process groups (even children that ignore signals), write the
 //! results and exit 130/143/129; a second signal stops pmpo at once.
 
-mod common;
+use pmpo_testkit as common;
 
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};

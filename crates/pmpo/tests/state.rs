@@ -1,8 +1,8 @@
 //! Durable state: the cache, resume after kill -9, one writer per workspace,
 //! damaged state files.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 

@@ -1,8 +1,8 @@
 //! `pmpo validate`, per-stage `validate:` in `pmpo execute`, constraints.json,
 //! JUnit reports, and `pmpo check` on check names and parameters.
 
-mod common;
 use common::*;
+use pmpo_testkit as common;
 
 const SPEC: &str = "specification:
   artifact_name: t
@@ -573,4 +573,38 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         "{}",
         r.stdout
     );
+}
+
+/// A constraint whose description holds terminal colour codes and a control
+/// character still gives a JUnit report that parses: what XML cannot hold is
+/// dropped, the rest of the text is kept.
+#[test]
+fn junit_drops_what_xml_cannot_hold() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        &format!(
+            "{}plan:\n  stages:\n{NOOP}  validation_plan:\n    - {{constraint_id: loud, validation_method: non_empty, with: {{path: plan.yaml}}}}\n",
+            SPEC.replace(
+                "  constraints:\n",
+                "  constraints:\n    - {id: loud, description: \"\\e[1mbold\\e[0m and \\x01bell\", severity: low}\n"
+            )
+        ),
+    );
+    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
+    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let text = ws.read("junit.xml");
+    assert!(
+        !text.contains('\u{1b}') && !text.contains('\u{1}'),
+        "{text:?}"
+    );
+    let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
+    let description = doc
+        .descendants()
+        .find(|n| {
+            n.attribute("name") == Some("description")
+                && n.attribute("value").is_some_and(|v| v.contains("bold"))
+        })
+        .unwrap_or_else(|| panic!("no description in {text}"));
+    assert_eq!(description.attribute("value"), Some("bold and bell"));
 }

@@ -79,6 +79,16 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "`validate --junit PATH` outside the workspace (a path the user names, anywhere); inside it goes through Workspace::write_file",
     ),
     (
+        "crates/pmpo-testkit/src/ws.rs",
+        "fs::write(",
+        "the test kit writes a test's fixtures into its own temporary workspace (never shipped)",
+    ),
+    (
+        "crates/pmpo-testkit/src/ws.rs",
+        "fs::create_dir_all(",
+        "the folders of those fixtures, in the test's temporary workspace",
+    ),
+    (
         "crates/pmpo/src/validate_cmd.rs",
         "remove_file(",
         "`validate --junit PATH`: removes its own temporary file after a failed rename",

@@ -1,7 +1,6 @@
 //! A scripted model server on 127.0.0.1 (an ephemeral port) that speaks the
 //! OpenAI chat-completions and Anthropic Messages wire formats, including
 //! their errors. Tests give it a handler; it records every request.
-#![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

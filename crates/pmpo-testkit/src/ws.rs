@@ -1,5 +1,4 @@
-//! Helpers shared by the CLI tests: a temp workspace, a plan in it, the real binary.
-#![allow(dead_code, clippy::new_without_default)]
+//! A temporary workspace, a plan in it, and the real `pmpo` binary run there.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -50,10 +49,38 @@ pub fn bin_without_models(dir: &Path) -> Command {
     c
 }
 
+/// The `pmpo` binary cargo built next to the running test or bench
+/// (`target/<profile>/pmpo`; cargo builds it before a crate's integration
+/// tests and benches). `CARGO_BIN_EXE_pmpo`, when set, names it instead.
+pub fn pmpo_exe() -> PathBuf {
+    if let Some(p) = std::env::var_os("CARGO_BIN_EXE_pmpo") {
+        return p.into();
+    }
+    let exe = std::env::current_exe().expect("the test's own path");
+    let mut dir = exe.parent().expect("the test's directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let bin = dir.join(format!("pmpo{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "no pmpo binary at {} (run the tests through cargo)",
+        bin.display()
+    );
+    bin
+}
+
+/// The `pmpo` binary, without colours.
 pub fn bin() -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pmpo"));
+    let mut c = Command::new(pmpo_exe());
     c.env("NO_COLOR", "1");
     c
+}
+
+impl Default for Ws {
+    fn default() -> Self {
+        Ws::new()
+    }
 }
 
 impl Ws {
@@ -100,6 +127,13 @@ impl Ws {
             .output()
             .unwrap()
             .into()
+    }
+
+    /// `pmpo restore REL` succeeds, and the file holds `text` again.
+    pub fn assert_restores(&self, rel: &str, text: &str) {
+        let r = self.run(&["restore", rel]);
+        assert_eq!(r.code, 0, "restore {rel}: {}\n{}", r.stdout, r.stderr);
+        assert_eq!(self.read(rel), text, "`{rel}` did not come back");
     }
 
     /// Every file under the workspace, relative, sorted.

@@ -1,0 +1,10 @@
+//! Helpers shared by pmpo's tests and benches (a dev-dependency, never
+//! published): [`Ws`], a temporary workspace in which the real `pmpo` binary
+//! runs, [`model_server`], a scripted model endpoint on 127.0.0.1, and
+//! [`refine`], the helpers of the `pmpo refine` tests.
+
+pub mod model_server;
+pub mod refine;
+mod ws;
+
+pub use ws::*;

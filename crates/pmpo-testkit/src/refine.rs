@@ -1,0 +1,128 @@
+//! Helpers of the `pmpo refine` tests: the binary with or without a scripted
+//! model, the loop's state files, and Ctrl-C at a chosen phase.
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::model_server::{ModelServer, Reply, openai};
+use crate::{Run, Ws, bin_without_models};
+
+/// A logo every default constraint of the logo adapter accepts.
+pub const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/><path d="M16 44 L32 16 L48 44 Z" fill="#818cf8"/></svg>"##;
+
+/// `pmpo` in the workspace, with no model settings from the shell and no
+/// standard input (so no question is ever asked).
+pub fn pmpo(ws: &Ws) -> Command {
+    let mut c = bin_without_models(ws.path());
+    c.stdin(Stdio::null());
+    c
+}
+
+/// Runs the command with these arguments to its end.
+pub fn run(mut c: Command, args: &[&str]) -> Run {
+    c.args(args).output().unwrap().into()
+}
+
+/// [`pmpo`] talking to `server` as its OpenAI endpoint, with this key and model.
+pub fn with_model(ws: &Ws, server: &ModelServer, key: &str, model: &str) -> Command {
+    let mut c = pmpo(ws);
+    c.env("OPENAI_BASE_URL", server.openai_base())
+        .env("OPENAI_API_KEY", key)
+        .env("OPENAI_MODEL", model);
+    c
+}
+
+/// The artifact's `state.json`.
+pub fn state(ws: &Ws, name: &str) -> Value {
+    ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))
+}
+
+/// The phases the artifact's state records as done.
+pub fn phases(ws: &Ws, name: &str) -> Vec<String> {
+    state(ws, name)["phases_completed"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+/// A model answer holding `v` in a JSON code block.
+pub fn reply_json(v: Value) -> Reply {
+    openai(&format!("```json\n{v}\n```"), "stop")
+}
+
+/// The constraint ids a Reflect prompt asks the model to judge.
+pub fn to_judge(prompt: &str) -> Vec<String> {
+    prompt
+        .split("Judge only these constraints:\n")
+        .nth(1)
+        .unwrap_or("")
+        .lines()
+        .take_while(|l| l.starts_with("- "))
+        .map(|l| l[2..].split(':').next().unwrap_or("").to_string())
+        .collect()
+}
+
+/// How many requests of this phase (`"Plan"`, `"Reflect"`, ...) the server saw.
+pub fn phase_requests(server: &ModelServer, phase: &str) -> usize {
+    let prefix = format!("Phase: {phase}");
+    server
+        .chat_requests()
+        .iter()
+        .filter(|r| r.prompt().starts_with(&prefix))
+        .count()
+}
+
+/// Sends SIGINT, as Ctrl-C in a terminal does.
+pub fn interrupt(child: &std::process::Child) {
+    let ok = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -INT failed");
+}
+
+/// Waits until `cond` holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Starts `pmpo refine NAME --type logo --input brand/logo.svg -q` with
+/// `cmd`, presses Ctrl-C once the server has seen the first request of
+/// `phase` (within `limit`), and returns how the run ended.
+pub fn ctrl_c_during(
+    cmd: Command,
+    server: &ModelServer,
+    name: &str,
+    phase: &str,
+    limit: Duration,
+) -> Run {
+    let mut cmd = cmd;
+    let child = cmd
+        .args([
+            "refine",
+            name,
+            "--type",
+            "logo",
+            "--input",
+            "brand/logo.svg",
+            "-q",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_until(&format!("the {phase} request"), limit, || {
+        phase_requests(server, phase) >= 1
+    });
+    interrupt(&child);
+    child.wait_with_output().unwrap().into()
+}
