@@ -6,6 +6,7 @@
 
 pub mod artifacts;
 pub mod db;
+pub mod glob;
 pub mod lock;
 pub mod provider;
 pub mod secrets;
@@ -19,6 +20,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
 
+pub use glob::{GlobMatch, VCS_DIRS};
+
 /// Errors from the workspace layer. Each names the path involved.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -30,6 +33,9 @@ pub enum StoreError {
     /// files (lock, log, journal), or a tool's input leading out of the workspace.
     #[error("refused `{path}`: {why}")]
     Link { path: String, why: String },
+    /// A path pattern that cannot be read as a glob.
+    #[error("`{pattern}` is not a valid glob: {why}")]
+    Pattern { pattern: String, why: String },
     #[error("cannot {action} `{path}`: {source}")]
     Io {
         action: &'static str,
@@ -53,6 +59,9 @@ impl StoreError {
                 "replace the link by a copy of the file, or remove it: pmpo neither opens its own files through a link nor follows one out of the workspace (the file it points to was not touched)"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
+            StoreError::Pattern { .. } => {
+                "`*` and `?` match within one directory, `**` across them, `[ab]` one of the characters; close every `[` and `{`"
+            }
             StoreError::Ledger(e) => e.hint(),
             StoreError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EROFS) => {
