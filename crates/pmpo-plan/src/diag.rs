@@ -7,6 +7,10 @@ use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
 use crate::node::Pos;
 
+/// Lines longer than this (a generated or hostile plan) get no excerpt: the
+/// line and column still say where.
+pub const MAX_EXCERPT_CHARS: usize = 300;
+
 /// One problem found in a plan file.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Diagnostic {
@@ -42,12 +46,15 @@ impl Diagnostic {
         }
     }
 
-    /// Keeps the offending line of the plan's text, when the position is known.
+    /// Keeps the offending line of the plan's text, when the position is
+    /// known and the line is short enough to read ([`MAX_EXCERPT_CHARS`]).
     pub fn with_source(mut self, text: &str) -> Self {
         self.excerpt = self
             .line
             .and_then(|n| text.lines().nth(n.checked_sub(1)?))
-            .map(|l| l.trim_end_matches('\r').to_string());
+            .map(|l| l.trim_end_matches('\r'))
+            .filter(|l| l.chars().count() <= MAX_EXCERPT_CHARS)
+            .map(str::to_string);
         self
     }
 
@@ -218,5 +225,8 @@ mod tests {
         assert_eq!(d.to_string(), "p.yaml: cannot read");
         let d = Diagnostic::new("p.yaml", Some(Pos { line: 9, column: 1 }), "m").with_source("x");
         assert_eq!(d.to_string(), "p.yaml:9:1: m");
+        let long = "- ".repeat(MAX_EXCERPT_CHARS);
+        let d = Diagnostic::new("p.yaml", Some(Pos { line: 1, column: 9 }), "m").with_source(&long);
+        assert_eq!(d.to_string(), "p.yaml:1:9: m");
     }
 }
