@@ -12,6 +12,8 @@ use std::path::{Path, PathBuf};
 use rusqlite::{Connection, params};
 use serde::{Deserialize, Serialize};
 
+use crate::states::PatchState;
+
 /// Version of the database layout this build reads and writes.
 pub const DB_SCHEMA_VERSION: i64 = 3;
 /// Where the database lives in a workspace.
@@ -130,25 +132,38 @@ pub struct AttemptRow {
     pub stderr_bytes: i64,
 }
 
-/// A ledger entry that is an intent: written (and committed) before the
+// The ledger's states are `PatchState`; these names are kept for the callers
+// outside the store that still spell them so (new code names `PatchState`).
+
+/// [`PatchState::Pending`]: an intent, written (and committed) before the
 /// writer may change the file; its after-digest is not known yet. A pending
 /// entry whose run is no longer running was interrupted.
-pub const PATCH_PENDING: &str = "pending";
-/// An intent whose writer was stopped before it completed it (its run was
-/// killed): set by the next pmpo that holds the workspace lock.
-pub const PATCH_INTERRUPTED: &str = "interrupted";
-/// Whether an entry's change may be half done (its after-digest is unknown).
-pub fn is_open_intent(state: &str) -> bool {
-    state == PATCH_PENDING || state == PATCH_INTERRUPTED
+pub const PATCH_PENDING: PatchState = PatchState::Pending;
+/// [`PatchState::Interrupted`]: an intent whose writer was stopped before it
+/// completed it (its run was killed): set by the next pmpo that holds the
+/// workspace lock.
+pub const PATCH_INTERRUPTED: PatchState = PatchState::Interrupted;
+/// [`PatchState::Completed`]: the change is done and its after-digest recorded.
+pub const PATCH_COMPLETED: PatchState = PatchState::Completed;
+/// [`PatchState::Failed`]: the change was made by an attempt that failed
+/// (timed out, was cancelled): recorded like a completed one, so it can be undone.
+pub const PATCH_FAILED: PatchState = PatchState::Failed;
+/// [`PatchState::Undeclared`]: a stage changed a file outside its declared
+/// outputs (found by the sandbox's detection): recorded, but pmpo had no copy
+/// from before.
+pub const PATCH_UNDECLARED: PatchState = PatchState::Undeclared;
+
+/// Whether an entry's change may be half done (its after-digest is unknown):
+/// pending or interrupted. Takes the typed state or its spelling.
+pub fn is_open_intent(state: &(impl AsRef<str> + ?Sized)) -> bool {
+    PatchState::parse(state.as_ref()).is_some_and(PatchState::is_unsettled)
 }
-/// The change is done and its after-digest recorded.
-pub const PATCH_COMPLETED: &str = "completed";
-/// The change was made by an attempt that failed (timed out, was cancelled):
-/// recorded like a completed one, so it can be undone.
-pub const PATCH_FAILED: &str = "failed";
-/// A stage changed a file outside its declared outputs (found by the
-/// sandbox's detection): recorded, but pmpo had no copy from before.
-pub const PATCH_UNDECLARED: &str = "undeclared";
+
+impl AsRef<str> for PatchState {
+    fn as_ref(&self) -> &str {
+        self.as_str()
+    }
+}
 
 /// A file pmpo or a stage created or overwrote (`patch_history`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -156,10 +171,10 @@ pub struct PatchRow {
     /// The row's number in the ledger (0 before it is stored).
     #[serde(default)]
     pub id: i64,
-    /// [`PATCH_PENDING`], [`PATCH_COMPLETED`], [`PATCH_FAILED`],
-    /// [`PATCH_INTERRUPTED`] or [`PATCH_UNDECLARED`].
+    /// Whether the change is intended, done, or failed (an older ledger
+    /// line without a state was written after its change: completed).
     #[serde(default = "completed_state")]
-    pub state: String,
+    pub state: PatchState,
     pub time: String,
     pub run_id: String,
     /// The stage, or `pmpo` for the engine's own files, or `restore`.
@@ -173,16 +188,16 @@ pub struct PatchRow {
     pub backed_up: bool,
 }
 
-fn completed_state() -> String {
-    PATCH_COMPLETED.to_string()
+fn completed_state() -> PatchState {
+    PatchState::Completed
 }
 
 impl PatchRow {
     /// A new entry by `writer` for `path` in `run_id` (the digests still to fill in).
-    pub fn new(state: &str, run_id: &str, writer: &str, path: &str) -> PatchRow {
+    pub fn new(state: PatchState, run_id: &str, writer: &str, path: &str) -> PatchRow {
         PatchRow {
             id: 0,
-            state: state.to_string(),
+            state,
             time: crate::now_rfc3339(),
             run_id: run_id.to_string(),
             writer: writer.to_string(),
@@ -271,7 +286,7 @@ pub trait ExecStore: Send {
         &mut self,
         id: i64,
         after: Option<(&str, i64)>,
-        state: &str,
+        state: PatchState,
         time: &str,
     ) -> Result<(), DbError>;
     /// Removes an intent that changed nothing.
@@ -710,7 +725,7 @@ impl ExecStore for SqliteStore {
         &mut self,
         id: i64,
         after: Option<(&str, i64)>,
-        state: &str,
+        state: PatchState,
         time: &str,
     ) -> Result<(), DbError> {
         self.exec(
@@ -726,7 +741,7 @@ impl ExecStore for SqliteStore {
     fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError> {
         self.query(
             "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE state = ?1 ORDER BY id",
-            [PATCH_PENDING],
+            [PatchState::Pending],
             patch_row,
         )
     }
@@ -736,7 +751,7 @@ impl ExecStore for SqliteStore {
         self.conn
             .execute(
                 "UPDATE patch_history SET state = ?1 WHERE state = ?2",
-                params![PATCH_INTERRUPTED, PATCH_PENDING],
+                params![PatchState::Interrupted, PatchState::Pending],
             )
             .map_err(|e| self.sql(e))
     }
@@ -978,25 +993,25 @@ mod tests {
         let mut db = SqliteStore::open(dir.path()).unwrap();
         let rows = db.patches(None, None).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].state, PATCH_COMPLETED);
+        assert_eq!(rows[0].state, PatchState::Completed);
         // New entries: an intent, then completed; another dropped.
         let id = db
-            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "b.txt"))
+            .add_patch(&PatchRow::new(PatchState::Pending, "r2", "s", "b.txt"))
             .unwrap();
         let gone = db
-            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "c.txt"))
+            .add_patch(&PatchRow::new(PatchState::Pending, "r2", "s", "c.txt"))
             .unwrap();
         db.flush().unwrap();
         assert_eq!(
             db.patches(Some("b.txt"), None).unwrap()[0].state,
-            PATCH_PENDING
+            PatchState::Pending
         );
-        db.finish_patch(id, Some(("def", 3)), PATCH_COMPLETED, "t2")
+        db.finish_patch(id, Some(("def", 3)), PatchState::Completed, "t2")
             .unwrap();
         db.drop_patch(gone).unwrap();
         db.flush().unwrap();
         let b = &db.patches(Some("b.txt"), None).unwrap()[0];
-        assert_eq!((b.state.as_str(), b.after_size), (PATCH_COMPLETED, Some(3)));
+        assert_eq!((b.state, b.after_size), (PatchState::Completed, Some(3)));
         assert!(db.patches(Some("c.txt"), None).unwrap().is_empty());
         let v: i64 = db
             .conn

@@ -21,6 +21,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use serde::Serialize;
 
 pub use glob::{GlobMatch, VCS_DIRS};
+use states::PatchState;
 
 /// Errors from the workspace layer. Each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -875,7 +876,7 @@ impl Workspace {
                 ),
             ));
         }
-        let mut row = db::PatchRow::new(db::PATCH_PENDING, who.run_id, who.writer, rel)
+        let mut row = db::PatchRow::new(PatchState::Pending, who.run_id, who.writer, rel)
             .before(before.as_ref(), backed_up);
         // The intent is durable before the file is touched.
         row.id = db.add_patch(&row)?;
@@ -883,12 +884,12 @@ impl Workspace {
         match change(self) {
             Ok(after) => {
                 row.time = now_rfc3339();
-                row.state = db::PATCH_COMPLETED.into();
+                row.state = PatchState::Completed;
                 row = row.after(after.as_ref());
                 db.finish_patch(
                     row.id,
                     after.as_ref().map(|d| (d.blake3.as_str(), d.size as i64)),
-                    db::PATCH_COMPLETED,
+                    PatchState::Completed,
                     &row.time,
                 )?;
                 // Made durable with the caller's next flush: until then the
@@ -1048,7 +1049,7 @@ mod tests {
             .write_recorded(&mut db, "f.txt", b"new", who)
             .unwrap()
             .unwrap();
-        assert_eq!(row.state, db::PATCH_COMPLETED);
+        assert_eq!(row.state, PatchState::Completed);
         assert_eq!(
             row.before_blake3.as_deref(),
             Some(hash_bytes(b"old").blake3.as_str())
@@ -1077,7 +1078,7 @@ mod tests {
         db::ExecStore::flush(&mut db).unwrap();
         let rows = db::ExecStore::patches(&mut db, Some("f.txt"), None).unwrap();
         assert_eq!(rows.len(), 3);
-        assert!(rows.iter().all(|r| r.state == db::PATCH_COMPLETED));
+        assert!(rows.iter().all(|r| r.state == PatchState::Completed));
     }
 
     #[test]
