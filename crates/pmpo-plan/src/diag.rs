@@ -210,6 +210,14 @@ mod tests {
     }
 
     #[test]
+    fn color_is_only_asked_for_by_a_terminal() {
+        let d = at(1, 1, "plan: 1\n");
+        assert!(d.render(true).contains('\x1b'), "{}", d.render(true));
+        assert!(!d.render(false).contains('\x1b'));
+        assert_eq!(d.render(false), d.to_string());
+    }
+
+    #[test]
     fn tokens_end_where_yaml_ends_them() {
         assert_eq!(token_span("a: \"x y\" # c", 4), 3..8);
         assert_eq!(token_span("  key: value # note", 3), 2..5);
