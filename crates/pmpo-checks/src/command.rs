@@ -75,41 +75,46 @@ fn cwd_rules(p: &Map<String, Value>) -> Vec<pmpo_plan::InputIssue> {
     issues
 }
 
-pub(crate) const COMMAND: CheckDef = CheckDef {
-    name: "command",
-    aliases: &["run", "exec"],
-    summary: "a command exits with the expected code within its time limit",
-    params: COMMAND_PARAMS,
-    rules: cwd_rules,
-    run: run_command_check,
-};
+/// A check of the `command` family: same parameters, rules and runner, its
+/// own name for what the command is.
+const fn command_like(
+    name: &'static str,
+    aliases: &'static [&'static str],
+    summary: &'static str,
+) -> CheckDef {
+    CheckDef {
+        name,
+        aliases,
+        summary,
+        params: COMMAND_PARAMS,
+        rules: cwd_rules,
+        run: run_command_check,
+    }
+}
 
-pub(crate) const BUILD: CheckDef = CheckDef {
-    name: "build",
-    aliases: &["build_success", "build-success"],
-    summary: "a build command succeeds (same parameters as `command`)",
-    params: COMMAND_PARAMS,
-    rules: cwd_rules,
-    run: run_command_check,
-};
+pub(crate) const COMMAND: CheckDef = command_like(
+    "command",
+    &["run", "exec"],
+    "a command exits with the expected code within its time limit",
+);
 
-pub(crate) const TESTS: CheckDef = CheckDef {
-    name: "tests",
-    aliases: &["test", "test_suite", "unit_tests", "test-suite"],
-    summary: "a test suite passes (same parameters as `command`)",
-    params: COMMAND_PARAMS,
-    rules: cwd_rules,
-    run: run_command_check,
-};
+pub(crate) const BUILD: CheckDef = command_like(
+    "build",
+    &["build_success", "build-success"],
+    "a build command succeeds (same parameters as `command`)",
+);
 
-pub(crate) const LINT: CheckDef = CheckDef {
-    name: "lint",
-    aliases: &["linting"],
-    summary: "a linter reports no error (same parameters as `command`)",
-    params: COMMAND_PARAMS,
-    rules: cwd_rules,
-    run: run_command_check,
-};
+pub(crate) const TESTS: CheckDef = command_like(
+    "tests",
+    &["test", "test_suite", "unit_tests", "test-suite"],
+    "a test suite passes (same parameters as `command`)",
+);
+
+pub(crate) const LINT: CheckDef = command_like(
+    "lint",
+    &["linting"],
+    "a linter reports no error (same parameters as `command`)",
+);
 
 pub(crate) const SYNTAX: CheckDef = CheckDef {
     name: "syntax",

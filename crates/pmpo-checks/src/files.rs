@@ -140,21 +140,34 @@ fn file_exists(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckEr
     ))
 }
 
-fn non_empty(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
-    let files = each_file(ctx, p)?;
-    let mut bad = Vec::new();
+/// Each named file's `{path, size}`, and the problems `judge` finds with
+/// them (a missing file is one).
+fn sizes(
+    files: &[Result<FileRef, String>],
+    judge: impl Fn(&FileRef) -> Vec<String>,
+) -> (Vec<Value>, Vec<String>) {
     let mut rows = Vec::new();
-    for f in &files {
+    let mut bad = Vec::new();
+    for f in files {
         match f {
             Ok(f) => {
                 rows.push(json!({"path": f.rel, "size": f.size}));
-                if f.size == 0 {
-                    bad.push(format!("{} is empty", f.rel));
-                }
+                bad.extend(judge(f));
             }
             Err(rel) => bad.push(format!("{rel} does not exist")),
         }
     }
+    (rows, bad)
+}
+
+fn non_empty(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
+    let files = each_file(ctx, p)?;
+    let (rows, bad) = sizes(&files, |f| {
+        (f.size == 0)
+            .then(|| format!("{} is empty", f.rel))
+            .into_iter()
+            .collect()
+    });
     let message = if bad.is_empty() {
         format!("{} file(s), none empty", rows.len())
     } else {
@@ -171,32 +184,15 @@ fn file_size(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckErro
     let min = get_bytes(p, "min_bytes")?;
     let max = get_bytes(p, "max_bytes")?;
     let files = each_file(ctx, p)?;
-    let mut bad = Vec::new();
-    let mut rows = Vec::new();
-    for f in &files {
-        match f {
-            Ok(f) => {
-                rows.push(json!({"path": f.rel, "size": f.size}));
-                if let Some(min) = min
-                    && f.size < min
-                {
-                    bad.push(format!(
-                        "{} is {} bytes, below the minimum {min}",
-                        f.rel, f.size
-                    ));
-                }
-                if let Some(max) = max
-                    && f.size > max
-                {
-                    bad.push(format!(
-                        "{} is {} bytes, above the maximum {max}",
-                        f.rel, f.size
-                    ));
-                }
-            }
-            Err(rel) => bad.push(format!("{rel} does not exist")),
-        }
-    }
+    let (rows, bad) = sizes(&files, |f| {
+        let below = min
+            .filter(|&min| f.size < min)
+            .map(|min| format!("{} is {} bytes, below the minimum {min}", f.rel, f.size));
+        let above = max
+            .filter(|&max| f.size > max)
+            .map(|max| format!("{} is {} bytes, above the maximum {max}", f.rel, f.size));
+        below.into_iter().chain(above).collect()
+    });
     let message = if bad.is_empty() {
         format!("{} file(s) within the size limits", rows.len())
     } else {

@@ -5,7 +5,7 @@ use serde_json::{Map, Value, json};
 use crate::files::each_file;
 use crate::fsx::{self, FileRef};
 use crate::params::{Kind, get_bool, get_u64, opt, req};
-use crate::{CheckDef, CheckError, CheckStatus, Ctx, Verdict, no_rules};
+use crate::{CheckDef, CheckError, Ctx, ValidationStatus, Verdict, no_rules};
 
 const PATH: crate::Param = req(
     "path",
@@ -15,7 +15,7 @@ const PATH: crate::Param = req(
 
 /// One file's result.
 pub(crate) struct FileVerdict {
-    pub status: CheckStatus,
+    pub status: ValidationStatus,
     pub message: String,
     pub detail: Value,
 }
@@ -23,14 +23,14 @@ pub(crate) struct FileVerdict {
 impl FileVerdict {
     pub fn ok(message: impl Into<String>, detail: Value) -> Self {
         FileVerdict {
-            status: CheckStatus::Passed,
+            status: ValidationStatus::Passed,
             message: message.into(),
             detail,
         }
     }
     pub fn bad(message: impl Into<String>, detail: Value) -> Self {
         FileVerdict {
-            status: CheckStatus::Failed,
+            status: ValidationStatus::Failed,
             message: message.into(),
             detail,
         }
@@ -38,7 +38,7 @@ impl FileVerdict {
     /// The file could not be looked at whole (too large to read).
     pub fn unseen(message: impl Into<String>, detail: Value) -> Self {
         FileVerdict {
-            status: CheckStatus::NotChecked,
+            status: ValidationStatus::NotChecked,
             message: message.into(),
             detail,
         }
@@ -80,11 +80,11 @@ pub(crate) fn per_file(
             format!("{path}: {}", v.message)
         };
         match v.status {
-            CheckStatus::Failed => failures.push(line),
-            CheckStatus::NotChecked => unseen.push(line),
-            CheckStatus::Passed => {}
+            ValidationStatus::Failed => failures.push(line),
+            ValidationStatus::NotChecked => unseen.push(line),
+            ValidationStatus::Passed => {}
         }
-        let mut row = json!({ "path": path, "passed": v.status == CheckStatus::Passed, "status": v.status, "message": v.message });
+        let mut row = json!({ "path": path, "passed": v.status == ValidationStatus::Passed, "status": v.status, "message": v.message });
         if let (Value::Object(extra), Some(obj)) = (v.detail, row.as_object_mut()) {
             obj.extend(extra);
         }

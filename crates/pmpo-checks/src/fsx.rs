@@ -10,16 +10,13 @@ use std::fs;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use globset::GlobBuilder;
-use pmpo_store::Workspace;
+use pmpo_store::glob::{is_glob, normalize_pattern as normalize};
+use pmpo_store::{StoreError, Workspace};
 
 use crate::CheckError;
 
 /// The largest file a text check reads (64 MiB).
 pub const MAX_TEXT_BYTES: u64 = 64 * 1024 * 1024;
-
-/// Directories of pmpo's own that globs never match.
-const OWN_DIRS: &[&str] = &[".state", ".refiner", ".git"];
 
 /// A regular file inside the workspace.
 #[derive(Debug, Clone)]
@@ -27,15 +24,6 @@ pub(crate) struct FileRef {
     pub rel: String,
     pub abs: PathBuf,
     pub size: u64,
-}
-
-fn is_glob(p: &str) -> bool {
-    p.contains(['*', '?', '[', '{'])
-}
-
-fn normalize(p: &str) -> String {
-    let p = p.replace('\\', "/");
-    p.trim_start_matches("./").trim_end_matches('/').to_string()
 }
 
 /// Expands paths and globs into workspace-relative paths. A literal path is
@@ -62,73 +50,25 @@ pub(crate) fn expand(ws: &Workspace, patterns: &[String]) -> Result<Vec<String>,
     Ok(out)
 }
 
-/// Files matching a glob, sorted, relative to the workspace.
+/// Files matching a glob, sorted, relative to the workspace ([`Workspace::glob`]).
+/// A matched link leading out of the workspace fails the whole check; a dangling
+/// one is listed, so that reading it says what is wrong with it.
 pub(crate) fn glob(ws: &Workspace, pat: &str) -> Result<Vec<String>, CheckError> {
-    let matcher = GlobBuilder::new(pat)
-        .literal_separator(true)
-        .build()
-        .map_err(|e| CheckError::Param(format!("`{pat}` is not a valid glob: {}", e.kind())))?
-        .compile_matcher();
-    // Walk only below the literal prefix of the pattern.
-    let prefix: Vec<&str> = pat.split('/').take_while(|c| !is_glob(c)).collect();
-    let start_rel = prefix.join("/");
-    let start = if start_rel.is_empty() {
-        ws.root().to_path_buf()
-    } else {
-        ws.resolve(&start_rel)?
-    };
-    if !start.is_dir() {
-        return Ok(Vec::new());
-    }
-    // The walk starts at the pattern's literal directory, which may itself be a link leading out.
-    let escape = |rel: &str, real: &Path| CheckError::File {
-        path: rel.to_string(),
-        why: format!(
-            "is a symbolic link to `{}`, outside the workspace; refused, not followed",
-            real.display()
-        ),
-    };
-    if let Ok(real) = fs::canonicalize(&start)
-        && !real.starts_with(ws.root())
-    {
-        return Err(escape(&start_rel, &real));
-    }
-    let mut out = Vec::new();
-    let walker = walkdir::WalkDir::new(&start)
-        .follow_links(false)
-        .into_iter()
-        .filter_entry(|e| {
-            !(e.file_type().is_dir()
-                && e.depth() > 0
-                && e.file_name()
-                    .to_str()
-                    .is_some_and(|n| OWN_DIRS.contains(&n)))
+    let found = ws.glob(pat).map_err(|e| match e {
+        StoreError::Pattern { .. } => CheckError::Param(e.to_string()),
+        e => CheckError::Store(e),
+    })?;
+    if let Some((rel, real)) = found.links_out.first() {
+        return Err(CheckError::File {
+            path: rel.clone(),
+            why: format!(
+                "is a symbolic link to `{}`, outside the workspace; refused, not followed",
+                real.display()
+            ),
         });
-    for entry in walker.flatten() {
-        // A symbolic link to a directory is not a file to check (and is not walked into);
-        // a link to a file is kept, so that one leading outside is refused loudly later.
-        if entry.file_type().is_dir() || (entry.path_is_symlink() && entry.path().is_dir()) {
-            continue;
-        }
-        let Some(rel) = ws.relative(entry.path()) else {
-            continue;
-        };
-        if OWN_DIRS
-            .iter()
-            .any(|d| rel == *d || rel.starts_with(&format!("{d}/")))
-        {
-            continue;
-        }
-        if matcher.is_match(&rel) {
-            if entry.path_is_symlink()
-                && let Ok(real) = fs::canonicalize(entry.path())
-                && !real.starts_with(ws.root())
-            {
-                return Err(escape(&rel, &real));
-            }
-            out.push(rel);
-        }
     }
+    let mut out = found.files;
+    out.extend(found.broken_links);
     out.sort();
     Ok(out)
 }

@@ -18,7 +18,7 @@ use pmpo_store::Workspace;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::{CheckDef, CheckError, CheckStatus, Ctx, Verdict};
+use crate::{CheckDef, CheckError, Ctx, ValidationStatus, Verdict};
 
 /// The hidden subcommand the binary answers with one check.
 pub const SUBCOMMAND: &str = "__check";
@@ -61,7 +61,7 @@ struct Request {
 
 #[derive(Serialize, Deserialize)]
 struct Answer {
-    status: CheckStatus,
+    status: ValidationStatus,
     message: String,
     evidence: Value,
 }
@@ -81,7 +81,7 @@ pub(crate) fn run(
 
 fn failed(message: String) -> Verdict {
     Verdict {
-        status: CheckStatus::Failed,
+        status: ValidationStatus::Failed,
         evidence: json!({ "error": message }),
         message,
     }
@@ -203,7 +203,7 @@ pub fn serve_child() -> i32 {
             }
         }
         Err(e) => Answer {
-            status: CheckStatus::Failed,
+            status: ValidationStatus::Failed,
             message: e.to_string(),
             evidence: json!({ "error": e.to_string() }),
         },

@@ -42,46 +42,18 @@ pub use fsx::MAX_TEXT_BYTES;
 pub use manifest::MANIFEST_SCHEMA;
 pub use params::{Kind, Param};
 
-/// A check's verdict. `NotChecked` is for a check that could not observe
-/// what it checks; it is never counted as a pass.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CheckStatus {
-    Passed,
-    Failed,
-    NotChecked,
-}
+/// A check's verdict is the store's [`ValidationStatus`] (`passed`, `failed`,
+/// `not_checked`, spelt the same in JSON and in the database). `NotChecked`
+/// is for a check that could not observe what it checks; it is never counted
+/// as a pass. `CheckStatus` is the name the engine knows it by.
+pub use pmpo_store::states::ValidationStatus;
+pub use pmpo_store::states::ValidationStatus as CheckStatus;
 
-impl CheckStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Passed => "passed",
-            CheckStatus::Failed => "failed",
-            CheckStatus::NotChecked => "not_checked",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<CheckStatus> {
-        match text {
-            "passed" => Some(CheckStatus::Passed),
-            "failed" => Some(CheckStatus::Failed),
-            "not_checked" => Some(CheckStatus::NotChecked),
-            _ => None,
-        }
-    }
-
-    fn of(passed: bool) -> CheckStatus {
-        if passed {
-            CheckStatus::Passed
-        } else {
-            CheckStatus::Failed
-        }
-    }
-}
-
-impl std::fmt::Display for CheckStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
+fn status_of(passed: bool) -> ValidationStatus {
+    if passed {
+        ValidationStatus::Passed
+    } else {
+        ValidationStatus::Failed
     }
 }
 
@@ -90,7 +62,7 @@ impl std::fmt::Display for CheckStatus {
 pub struct CheckOutcome {
     /// The canonical check name.
     pub check: String,
-    pub status: CheckStatus,
+    pub status: ValidationStatus,
     /// One line: what was found.
     pub message: String,
     /// What was measured, against what (a JSON object).
@@ -101,7 +73,7 @@ pub struct CheckOutcome {
 impl CheckOutcome {
     /// Only a check that ran and saw what it checks passes.
     pub fn passed(&self) -> bool {
-        self.status == CheckStatus::Passed
+        self.status == ValidationStatus::Passed
     }
 }
 
@@ -126,7 +98,7 @@ pub enum CheckError {
 
 /// A check's verdict before timing is attached.
 pub(crate) struct Verdict {
-    pub status: CheckStatus,
+    pub status: ValidationStatus,
     pub message: String,
     pub evidence: Value,
 }
@@ -134,7 +106,7 @@ pub(crate) struct Verdict {
 impl Verdict {
     pub fn new(passed: bool, message: impl Into<String>, evidence: Value) -> Self {
         Verdict {
-            status: CheckStatus::of(passed),
+            status: status_of(passed),
             message: message.into(),
             evidence,
         }
@@ -143,14 +115,14 @@ impl Verdict {
     /// The check could not observe what it checks; `message` says why.
     pub fn not_checked(message: impl Into<String>, evidence: Value) -> Self {
         Verdict {
-            status: CheckStatus::NotChecked,
+            status: ValidationStatus::NotChecked,
             message: message.into(),
             evidence,
         }
     }
 
     pub fn passed(&self) -> bool {
-        self.status == CheckStatus::Passed
+        self.status == ValidationStatus::Passed
     }
 }
 
@@ -330,7 +302,7 @@ pub fn run_check_cancellable(
         let known: Vec<&str> = CHECKS.iter().map(|c| c.name).collect();
         return CheckOutcome {
             check: name.to_string(),
-            status: CheckStatus::Failed,
+            status: ValidationStatus::Failed,
             message: format!("unknown check `{name}`; known checks: {}", known.join(", ")),
             evidence: json!({ "error": "unknown check" }),
             duration: start.elapsed(),
@@ -352,14 +324,18 @@ pub fn run_check_cancellable(
         Err(e @ CheckError::TooLarge { .. }) => {
             let msg = format!("not checked: {e}");
             (
-                CheckStatus::NotChecked,
+                ValidationStatus::NotChecked,
                 msg.clone(),
                 json!({ "error": msg }),
             )
         }
         Err(e) => {
             let msg = e.to_string();
-            (CheckStatus::Failed, msg.clone(), json!({ "error": msg }))
+            (
+                ValidationStatus::Failed,
+                msg.clone(),
+                json!({ "error": msg }),
+            )
         }
     };
     CheckOutcome {

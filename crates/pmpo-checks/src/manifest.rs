@@ -39,13 +39,15 @@ pub(crate) const MANIFEST: CheckDef = CheckDef {
     run,
 };
 
+/// A file the manifest names, with the size and digest it records (if any).
+type Named = (String, Option<u64>, Option<String>);
+
 fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
     let rel = get_str(p, "path").unwrap_or(DEFAULT_PATH);
     let verify = get_bool(p, "verify_digests", false);
     // Several named artifacts share one manifest; each vouches only for its
     // own entries, so another artifact's changed file fails only that one.
     let owner = get_str(p, "owner");
-    let mine = |e: &Value| owner.is_none_or(|o| e.get("owner").and_then(Value::as_str) == Some(o));
     let Some(f) = fsx::lookup(ctx.ws, rel)? else {
         return Ok(Verdict::new(
             false,
@@ -68,125 +70,18 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
             ));
         }
     };
-    let schema: Value = serde_json::from_str(MANIFEST_SCHEMA)
-        .map_err(|e| CheckError::Param(format!("the built-in manifest schema is broken: {e}")))?;
-    let validator = jsonschema::options()
-        .with_draft(jsonschema::Draft::Draft7)
-        .build(&schema)
-        .map_err(|e| CheckError::Param(format!("the built-in manifest schema is broken: {e}")))?;
-    let violations: Vec<Value> = validator
-        .iter_errors(&doc)
-        .take(200)
-        .map(|e| {
-            let ptr = e.instance_path().as_str().to_string();
-            json!({"pointer": if ptr.is_empty() { "/".into() } else { ptr }, "message": e.to_string()})
-        })
-        .collect();
-
-    // Every path the manifest names, with the digest it records (if any).
-    let mut named: Vec<(String, Option<u64>, Option<String>)> = Vec::new();
-    let s = |v: &Value| v.as_str().map(str::to_string);
-    for f in doc
-        .get("files")
-        .and_then(Value::as_array)
-        .into_iter()
-        .flatten()
-        .filter(|f| mine(f))
-    {
-        if let Some(path) = f.get("path").and_then(s) {
-            named.push((
-                path,
-                f.get("size").and_then(Value::as_u64),
-                f.get("blake3").and_then(s),
-            ));
-        }
-    }
-    if let Some(vars) = doc.get("variants").and_then(Value::as_array) {
-        for v in vars.iter().filter(|v| mine(v)) {
-            if let Some(f) = v.get("file").and_then(s) {
-                named.push((f, None, None));
-            }
-            for f in v
-                .get("files")
-                .and_then(Value::as_array)
-                .into_iter()
-                .flatten()
-            {
-                if let Some(f) = s(f) {
-                    named.push((f, None, None));
-                }
-            }
-        }
-    }
-    let runs = doc.pointer("/preview/runs").and_then(Value::as_array);
-    for r in runs.into_iter().flatten() {
-        for key in ["html", "screenshot", "report"] {
-            if let Some(path) = r.get(key).and_then(s) {
-                named.push((path, None, None));
-            }
-        }
-    }
+    let violations = schema_violations(&doc)?;
     let mut seen = std::collections::HashSet::new();
     let mut problems = Vec::new();
     let mut checked = 0usize;
-    for (path, size, digest) in named {
-        if !seen.insert(path.clone()) {
-            continue;
-        }
-        checked += 1;
-        match fsx::lookup(ctx.ws, &path) {
-            Err(e) => problems.push(e.to_string()),
-            Ok(None) => problems.push(format!(
-                "`{path}` is named in the manifest but does not exist"
-            )),
-            Ok(Some(file)) if verify => {
-                if let Some(sz) = size
-                    && sz != file.size
-                {
-                    problems.push(format!(
-                        "`{path}` is {} bytes, the manifest says {sz}",
-                        file.size
-                    ));
-                } else if let Some(d) = digest {
-                    match pmpo_store::hash_file(&file.abs) {
-                        Ok(h) if h.blake3 == d => {}
-                        Ok(_) => problems.push(format!(
-                            "`{path}` changed since the manifest was written (blake3 differs)"
-                        )),
-                        Err(e) => problems.push(format!("`{path}` cannot be read: {e}")),
-                    }
-                }
-            }
-            Ok(Some(_)) => {}
+    for (path, size, digest) in named_files(&doc, owner) {
+        if seen.insert(path.clone()) {
+            checked += 1;
+            problems.extend(file_problem(ctx, &path, verify, size, digest));
         }
     }
     let passed = violations.is_empty() && problems.is_empty();
-    let message = if passed {
-        format!("`{rel}` matches the manifest schema; {checked} referenced file(s) exist")
-    } else if !violations.is_empty() {
-        format!(
-            "`{rel}` violates the manifest schema ({} violation(s); first at {}: {}){}",
-            violations.len(),
-            violations[0]["pointer"].as_str().unwrap_or("/"),
-            violations[0]["message"].as_str().unwrap_or_default(),
-            if problems.is_empty() {
-                String::new()
-            } else {
-                format!("; {}", problems[0])
-            }
-        )
-    } else {
-        format!(
-            "{} problem(s): {}",
-            problems.len(),
-            problems
-                .iter()
-                .take(5)
-                .cloned()
-                .collect::<Vec<_>>()
-                .join("; ")
-        )
-    };
+    let message = summary(rel, checked, &violations, &problems);
     Ok(Verdict::new(
         passed,
         message,
@@ -196,6 +91,127 @@ fn run(ctx: &Ctx<'_>, p: &Map<String, Value>) -> Result<Verdict, CheckError> {
             "verify_digests": verify, "owner": owner,
         }),
     ))
+}
+
+/// Where the manifest departs from pmpo's schema (at most 200), each as
+/// `{pointer, message}`.
+fn schema_violations(doc: &Value) -> Result<Vec<Value>, CheckError> {
+    let broken = |e: &dyn std::fmt::Display| {
+        CheckError::Param(format!("the built-in manifest schema is broken: {e}"))
+    };
+    let schema: Value = serde_json::from_str(MANIFEST_SCHEMA).map_err(|e| broken(&e))?;
+    let validator = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft7)
+        .build(&schema)
+        .map_err(|e| broken(&e))?;
+    Ok(validator
+        .iter_errors(doc)
+        .take(200)
+        .map(|e| {
+            let ptr = e.instance_path().as_str().to_string();
+            json!({"pointer": if ptr.is_empty() { "/".into() } else { ptr }, "message": e.to_string()})
+        })
+        .collect())
+}
+
+/// Every path the manifest names (files, variants, preview runs), with the
+/// digest it records; with `owner`, only that owner's files and variants.
+fn named_files(doc: &Value, owner: Option<&str>) -> Vec<Named> {
+    let mine = |e: &Value| owner.is_none_or(|o| e.get("owner").and_then(Value::as_str) == Some(o));
+    let s = |v: &Value| v.as_str().map(str::to_string);
+    let mut named: Vec<Named> = Vec::new();
+    for f in list(doc.get("files")).filter(|f| mine(f)) {
+        if let Some(path) = f.get("path").and_then(s) {
+            let size = f.get("size").and_then(Value::as_u64);
+            named.push((path, size, f.get("blake3").and_then(s)));
+        }
+    }
+    for v in list(doc.get("variants")).filter(|v| mine(v)) {
+        if let Some(f) = v.get("file").and_then(s) {
+            named.push((f, None, None));
+        }
+        named.extend(list(v.get("files")).filter_map(s).map(|f| (f, None, None)));
+    }
+    for r in list(doc.pointer("/preview/runs")) {
+        for key in ["html", "screenshot", "report"] {
+            if let Some(path) = r.get(key).and_then(s) {
+                named.push((path, None, None));
+            }
+        }
+    }
+    named
+}
+
+/// The items of an array, none when it is absent or not an array.
+fn list(v: Option<&Value>) -> impl Iterator<Item = &Value> {
+    v.and_then(Value::as_array).into_iter().flatten()
+}
+
+/// What is wrong with one named file: missing, refused, or (with `verify`)
+/// not the size or content the manifest records.
+fn file_problem(
+    ctx: &Ctx<'_>,
+    path: &str,
+    verify: bool,
+    size: Option<u64>,
+    digest: Option<String>,
+) -> Option<String> {
+    let file = match fsx::lookup(ctx.ws, path) {
+        Err(e) => return Some(e.to_string()),
+        Ok(None) => {
+            return Some(format!(
+                "`{path}` is named in the manifest but does not exist"
+            ));
+        }
+        Ok(Some(file)) => file,
+    };
+    if !verify {
+        return None;
+    }
+    if let Some(sz) = size
+        && sz != file.size
+    {
+        return Some(format!(
+            "`{path}` is {} bytes, the manifest says {sz}",
+            file.size
+        ));
+    }
+    let digest = digest?;
+    match pmpo_store::hash_file(&file.abs) {
+        Ok(h) if h.blake3 == digest => None,
+        Ok(_) => Some(format!(
+            "`{path}` changed since the manifest was written (blake3 differs)"
+        )),
+        Err(e) => Some(format!("`{path}` cannot be read: {e}")),
+    }
+}
+
+fn summary(rel: &str, checked: usize, violations: &[Value], problems: &[String]) -> String {
+    if violations.is_empty() && problems.is_empty() {
+        return format!("`{rel}` matches the manifest schema; {checked} referenced file(s) exist");
+    }
+    if let Some(first) = violations.first() {
+        return format!(
+            "`{rel}` violates the manifest schema ({} violation(s); first at {}: {}){}",
+            violations.len(),
+            first["pointer"].as_str().unwrap_or("/"),
+            first["message"].as_str().unwrap_or_default(),
+            problems
+                .first()
+                .map(|p| format!("; {p}"))
+                .unwrap_or_default()
+        );
+    }
+    format!(
+        "{} problem(s): {}",
+        problems.len(),
+        problems
+            .iter()
+            .take(5)
+            .cloned()
+            .collect::<Vec<_>>()
+            .join("; ")
+    )
 }
 
 #[cfg(test)]

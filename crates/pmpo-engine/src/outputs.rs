@@ -1,16 +1,9 @@
 //! Declared outputs: expanding paths and globs inside the workspace, and
 //! telling which files a stage created or changed.
 
-use std::collections::BTreeMap;
-use std::fs;
-use std::path::Path;
-
-use globset::GlobBuilder;
-use pmpo_store::{FileDigest, Workspace, hash_file};
+use pmpo_store::{FileDigest, GlobMatch, StoreError, Workspace, hash_file};
 use serde::Serialize;
-
-/// Directories of pmpo's own that globs never match.
-const OWN_DIRS: &[&str] = &[".state", ".refiner", ".git"];
+use std::collections::BTreeMap;
 
 /// How a file changed during a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -44,162 +37,47 @@ pub struct Expansion {
     pub problems: Vec<String>,
 }
 
-fn is_glob(pattern: &str) -> bool {
-    pattern.contains(['*', '?', '[', '{'])
-}
-
-fn normalize(pattern: &str) -> String {
-    let p = pattern.replace('\\', "/");
-    let p = p.trim_start_matches("./");
-    p.trim_end_matches('/').to_string()
-}
-
-/// Expands declared output patterns and hashes every file they match.
+/// Expands declared output patterns ([`Workspace::glob`]: confined, pruned,
+/// in order) and hashes every file they match.
 pub fn expand(ws: &Workspace, patterns: &[String]) -> Expansion {
     let mut out = Expansion::default();
     for raw in patterns {
-        let pattern = normalize(raw);
         let before = out.files.len();
-        if is_glob(&pattern) {
-            expand_glob(ws, &pattern, raw, &mut out);
-        } else {
-            expand_literal(ws, &pattern, raw, &mut out);
-        }
-        if out.files.len() == before
-            && !out
+        let problems = out.problems.len();
+        match ws.glob(raw) {
+            Ok(found) => add_found(ws, raw, found, &mut out),
+            Err(StoreError::Pattern { why, .. }) => out
                 .problems
-                .iter()
-                .any(|p| p.starts_with(&format!("`{raw}`")))
-        {
+                .push(format!("`{raw}`: not a valid glob: {why}")),
+            Err(e) => out.problems.push(format!("`{raw}`: {e}")),
+        }
+        if out.files.len() == before && out.problems.len() == problems {
             out.missing.push(raw.clone());
         }
     }
     out
 }
 
-fn add_file(ws: &Workspace, abs: &Path, raw: &str, out: &mut Expansion) {
-    let Some(rel) = ws.relative(abs) else { return };
-    let meta = match fs::symlink_metadata(abs) {
-        Ok(m) => m,
-        Err(_) => return,
-    };
-    if meta.file_type().is_symlink() {
-        match fs::canonicalize(abs) {
-            Ok(real) if real.starts_with(ws.root()) => {
-                if !real.is_file() {
-                    return;
-                }
-            }
-            Ok(real) => {
-                out.problems.push(format!(
-                    "`{raw}`: `{rel}` is a symbolic link to `{}`, outside the workspace",
-                    real.display()
-                ));
-                return;
-            }
-            Err(_) => {
-                out.problems
-                    .push(format!("`{raw}`: `{rel}` is a broken symbolic link"));
-                return;
-            }
-        }
-    } else if !meta.is_file() {
-        return;
+fn add_found(ws: &Workspace, raw: &str, found: GlobMatch, out: &mut Expansion) {
+    for (rel, real) in found.links_out {
+        out.problems.push(format!(
+            "`{raw}`: `{rel}` is a symbolic link to `{}`, outside the workspace",
+            real.display()
+        ));
     }
-    match hash_file(abs) {
-        Ok(d) => {
-            out.files.insert(rel, d);
-        }
-        Err(e) => out
-            .problems
-            .push(format!("`{raw}`: cannot read `{rel}`: {e}")),
+    for rel in found.broken_links {
+        out.problems
+            .push(format!("`{raw}`: `{rel}` is a broken symbolic link"));
     }
-}
-
-fn expand_literal(ws: &Workspace, pattern: &str, raw: &str, out: &mut Expansion) {
-    let abs = match ws.resolve(pattern) {
-        Ok(p) => p,
-        Err(e) => {
-            out.problems.push(format!("`{raw}`: {e}"));
-            return;
-        }
-    };
-    match fs::symlink_metadata(&abs) {
-        Err(_) => {}
-        Ok(m) if m.is_dir() => walk(ws, &abs, raw, None, out),
-        Ok(_) => add_file(ws, &abs, raw, out),
-    }
-}
-
-fn expand_glob(ws: &Workspace, pattern: &str, raw: &str, out: &mut Expansion) {
-    let matcher = match GlobBuilder::new(pattern).literal_separator(true).build() {
-        Ok(g) => g.compile_matcher(),
-        Err(e) => {
-            out.problems
-                .push(format!("`{raw}`: not a valid glob: {}", e.kind()));
-            return;
-        }
-    };
-    // Walk only below the literal prefix of the pattern.
-    let comps: Vec<&str> = pattern.split('/').collect();
-    let literal: Vec<&str> = comps.iter().take_while(|c| !is_glob(c)).copied().collect();
-    let base = if literal.is_empty() {
-        ws.root().to_path_buf()
-    } else {
-        match ws.resolve(&literal.join("/")) {
-            Ok(p) => p,
-            Err(e) => {
-                out.problems.push(format!("`{raw}`: {e}"));
-                return;
+    for rel in found.files {
+        match hash_file(&ws.root().join(&rel)) {
+            Ok(d) => {
+                out.files.insert(rel, d);
             }
+            Err(e) => out
+                .problems
+                .push(format!("`{raw}`: cannot read `{rel}`: {e}")),
         }
-    };
-    if !base.is_dir() {
-        return;
-    }
-    let depth = if pattern.contains("**") {
-        None
-    } else {
-        Some(comps.len() - literal.len())
-    };
-    walk(ws, &base, raw, Some((&matcher, depth)), out);
-}
-
-fn walk(
-    ws: &Workspace,
-    base: &Path,
-    raw: &str,
-    glob: Option<(&globset::GlobMatcher, Option<usize>)>,
-    out: &mut Expansion,
-) {
-    let mut walker = walkdir::WalkDir::new(base)
-        .follow_links(false)
-        .sort_by_file_name();
-    if let Some((_, Some(depth))) = glob {
-        walker = walker.max_depth(depth);
-    }
-    let iter = walker.into_iter().filter_entry(|e| {
-        !(e.file_type().is_dir()
-            && e.depth() > 0
-            && e.path().strip_prefix(ws.root()).ok().is_some_and(|r| {
-                r.components()
-                    .next()
-                    .is_some_and(|c| OWN_DIRS.iter().any(|d| c.as_os_str() == *d))
-            }))
-    });
-    for entry in iter.flatten() {
-        if entry.file_type().is_dir() {
-            continue;
-        }
-        if let Some((matcher, _)) = glob {
-            let Some(rel) = ws.relative(entry.path()) else {
-                continue;
-            };
-            if !matcher.is_match(&rel) {
-                continue;
-            }
-        }
-        add_file(ws, entry.path(), raw, out);
     }
 }
 
@@ -234,6 +112,7 @@ pub fn diff(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn expands_literals_dirs_and_globs() {

@@ -54,7 +54,9 @@ impl LoadedPlan {
             }
             p = &p[..p.len() - 1];
         };
-        Diagnostic::new(&self.display, pos, message).with_path(render_path(path))
+        Diagnostic::new(&self.display, pos, message)
+            .with_path(render_path(path))
+            .with_source(&self.text)
     }
 }
 
@@ -128,12 +130,29 @@ pub fn parse_plan_text(
         .strip_prefix('\u{feff}')
         .map(str::to_string)
         .unwrap_or(text);
+    parse_document(&text, &path, &display)
+        .map_err(|diags| diags.into_iter().map(|d| d.with_source(&text)).collect())
+        .map(|(doc, root)| LoadedPlan {
+            path,
+            display,
+            text,
+            doc,
+            root,
+        })
+}
+
+/// The document tree and the plan read from it, or what stops reading it.
+fn parse_document(
+    text: &str,
+    path: &Path,
+    display: &str,
+) -> Result<(PlanDocument, Node), Vec<Diagnostic>> {
     let is_json = path
         .extension()
         .is_some_and(|e| e.eq_ignore_ascii_case("json"));
-    let root = match node::parse_yaml(&text) {
+    let root = match node::parse_yaml(text) {
         Ok(root) => root,
-        Err(_) if is_json => match serde_json::from_str::<serde_json::Value>(&text) {
+        Err(_) if is_json => match serde_json::from_str::<serde_json::Value>(text) {
             Ok(value) => Node::from_json(&value),
             Err(e) => {
                 let pos = Pos {
@@ -141,14 +160,14 @@ pub fn parse_plan_text(
                     column: e.column(),
                 };
                 return Err(vec![
-                    Diagnostic::new(&display, Some(pos), format!("JSON syntax error: {e}"))
+                    Diagnostic::new(display, Some(pos), format!("JSON syntax error: {e}"))
                         .with_help("fix the JSON syntax at that position"),
                 ]);
             }
         },
         Err(e) => {
             return Err(vec![
-                Diagnostic::new(&display, e.pos, e.message.clone())
+                Diagnostic::new(display, e.pos, e.message.clone())
                     .with_help(yaml_err_hint(&e.message)),
             ]);
         }
@@ -156,7 +175,7 @@ pub fn parse_plan_text(
     if !matches!(root.kind, node::NodeKind::Map(_)) {
         return Err(vec![
             Diagnostic::new(
-                &display,
+                display,
                 root.pos,
                 format!("a plan must be a mapping, found {}", root.type_name()),
             )
@@ -166,14 +185,8 @@ pub fn parse_plan_text(
         ]);
     }
     let doc: PlanDocument =
-        de::from_node(&root).map_err(|e| vec![deserialize_diag(&display, &root, e)])?;
-    Ok(LoadedPlan {
-        path,
-        display,
-        text,
-        doc,
-        root,
-    })
+        de::from_node(&root).map_err(|e| vec![deserialize_diag(display, &root, e)])?;
+    Ok((doc, root))
 }
 
 fn yaml_err_hint(message: &str) -> String {

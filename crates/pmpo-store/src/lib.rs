@@ -5,9 +5,13 @@
 //! user-visible file is recorded in the patch ledger.
 
 pub mod artifacts;
+mod backup;
 pub mod db;
+pub mod glob;
 pub mod lock;
+mod own;
 pub mod provider;
+mod recorded;
 pub mod secrets;
 pub mod staging;
 pub mod states;
@@ -18,6 +22,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
+
+pub use backup::BACKUP_DIR;
+pub use glob::{GlobMatch, VCS_DIRS};
+pub use own::{OWN_DIRS, is_own_path};
+pub use recorded::Writer;
 
 /// Errors from the workspace layer. Each names the path involved.
 #[derive(Debug, thiserror::Error)]
@@ -30,6 +39,9 @@ pub enum StoreError {
     /// files (lock, log, journal), or a tool's input leading out of the workspace.
     #[error("refused `{path}`: {why}")]
     Link { path: String, why: String },
+    /// A path pattern that cannot be read as a glob.
+    #[error("`{pattern}` is not a valid glob: {why}")]
+    Pattern { pattern: String, why: String },
     #[error("cannot {action} `{path}`: {source}")]
     Io {
         action: &'static str,
@@ -53,6 +65,9 @@ impl StoreError {
                 "replace the link by a copy of the file, or remove it: pmpo neither opens its own files through a link nor follows one out of the workspace (the file it points to was not touched)"
             }
             StoreError::Open { .. } => "check the path; the workspace must be a directory",
+            StoreError::Pattern { .. } => {
+                "`*` and `?` match within one directory, `**` across them, `[ab]` one of the characters; close every `[` and `{`"
+            }
             StoreError::Ledger(e) => e.hint(),
             StoreError::Io { source, .. } => match source.raw_os_error() {
                 Some(libc::EROFS) => {
@@ -513,391 +528,10 @@ pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }
 
-/// Where overwritten content is kept, by blake3 (`.refiner/backups/ab/abcdef...`).
-pub const BACKUP_DIR: &str = ".refiner/backups";
-
-impl Workspace {
-    /// The workspace-relative path of a backup blob.
-    pub fn backup_rel(hash: &str) -> String {
-        format!("{BACKUP_DIR}/{}/{hash}", &hash[..2.min(hash.len())])
-    }
-
-    /// Copies a file's current content into the backup store (once per content).
-    /// Returns whether the content is now in the store.
-    pub fn backup(&self, rel: &str, digest: &FileDigest) -> Result<bool, StoreError> {
-        let blob = self.resolve_for_write(&Self::backup_rel(&digest.blake3))?;
-        // A link planted in the backup store does not count as a backup: the
-        // copy is renamed over it (replacing the link, never its target).
-        if fs::symlink_metadata(&blob).is_ok_and(|m| m.is_file()) {
-            return Ok(true);
-        }
-        let src = self.resolve(rel)?;
-        let dir = blob.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
-        let tmp = self.temp_path(&blob);
-        let copied = fs::copy(&src, &tmp).and_then(|_| {
-            // The file may have changed since it was hashed; keep only a true copy.
-            match hash_file(&tmp) {
-                Ok(d) if d == *digest => fs::rename(&tmp, &blob).map(|_| true),
-                Ok(_) => fs::remove_file(&tmp).map(|_| false),
-                Err(e) => Err(e),
-            }
-        });
-        match copied {
-            Ok(ok) => Ok(ok),
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(StoreError::io("back up", &src, e))
-            }
-        }
-    }
-
-    /// Replaces a file atomically with the content of another file (a backup
-    /// blob), streamed: memory stays flat whatever the size. The previous
-    /// content goes to the backup store first; the copy must have the digest
-    /// `expect`, or nothing is replaced. Returns (before, after, whether before
-    /// is backed up).
-    fn replace_from_file(
-        &self,
-        rel: &str,
-        src: &Path,
-        expect: &str,
-    ) -> Result<(Option<FileDigest>, FileDigest, bool), StoreError> {
-        let path = self.resolve(rel)?;
-        let mut before = None;
-        let mut backed_up = false;
-        match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                return Err(StoreError::io(
-                    "restore",
-                    &path,
-                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
-                ));
-            }
-            Ok(m) if m.is_file() => {
-                if let Ok(d) = hash_file(&path) {
-                    backed_up = self.backup(rel, &d)?;
-                    before = Some(d);
-                }
-            }
-            _ => {}
-        }
-        let dir = path.parent().unwrap_or(&self.root).to_path_buf();
-        fs::create_dir_all(&dir).map_err(|e| StoreError::io("create directory", &dir, e))?;
-        let tmp = self.temp_path(&path);
-        let result = (|| {
-            fs::copy(src, &tmp)?;
-            let after = hash_file(&tmp)?;
-            if after.blake3 != expect {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!(
-                        "the copy of `{}` does not have the expected content",
-                        src.display()
-                    ),
-                ));
-            }
-            File::open(&tmp)?.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            Ok(after)
-        })();
-        match result {
-            Ok(after) => {
-                if let Ok(d) = File::open(&dir) {
-                    let _ = d.sync_all();
-                }
-                Ok((before, after, backed_up))
-            }
-            Err(e) => {
-                let _ = fs::remove_file(&tmp);
-                Err(StoreError::io("restore", &path, e))
-            }
-        }
-    }
-}
-
-/// pmpo's own directories in a workspace: what is written there is pmpo's
-/// state (database, locks, logs, backups), not the user's, and is not ledgered.
-pub const OWN_DIRS: &[&str] = &[STATE_DIR, ".refiner", "logs"];
-
-/// Whether a workspace-relative path is inside one of pmpo's own directories.
-pub fn is_own_path(rel: &str) -> bool {
-    let rel = rel.trim_start_matches("./");
-    OWN_DIRS
-        .iter()
-        .any(|d| rel == *d || rel.strip_prefix(d).is_some_and(|r| r.starts_with('/')))
-}
-
-impl Workspace {
-    /// Resolves a path inside pmpo's own directories for writing or removal:
-    /// anything else is refused, and so is a symbolic link at any component
-    /// below the workspace (pmpo's own files are never reached through one).
-    pub fn resolve_own(&self, rel: &str) -> Result<PathBuf, StoreError> {
-        self.resolve_own_at(rel, false)
-    }
-
-    /// As [`Workspace::resolve_own`]; with `entry`, a link at the file itself
-    /// is allowed, for an operation on the directory entry that never follows
-    /// it (a rename moves the link, not what it names).
-    fn resolve_own_at(&self, rel: &str, entry: bool) -> Result<PathBuf, StoreError> {
-        let refuse = |why: String| StoreError::Escape {
-            path: rel.to_string(),
-            why,
-        };
-        if !is_own_path(rel) {
-            return Err(refuse(format!(
-                "it is not in pmpo's own directories ({})",
-                OWN_DIRS.join(", ")
-            )));
-        }
-        let path = self.resolve(rel)?;
-        let mut at = self.root.clone();
-        for comp in Path::new(rel.trim_start_matches("./")).components() {
-            at.push(comp);
-            if fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_symlink()) {
-                if at == path && entry {
-                    break;
-                }
-                if at == path {
-                    return Err(StoreError::Link {
-                        path: rel.to_string(),
-                        why: link_refusal_why(&at),
-                    });
-                }
-                let target = fs::read_link(&at)
-                    .map(|t| format!(" (to `{}`)", t.display()))
-                    .unwrap_or_default();
-                return Err(StoreError::Link {
-                    path: rel.to_string(),
-                    why: format!(
-                        "`{}` is a symbolic link{target}, and pmpo never reaches its own files through one; remove the link (pmpo creates the directory again)",
-                        at.display()
-                    ),
-                });
-            }
-        }
-        Ok(path)
-    }
-
-    /// Removes one of pmpo's own files (a pruned backup). Returns its size.
-    pub fn remove_own_file(&self, rel: &str) -> Result<u64, StoreError> {
-        let path = self.resolve_own(rel)?;
-        let size = fs::symlink_metadata(&path).map(|m| m.len()).unwrap_or(0);
-        fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
-        Ok(size)
-    }
-
-    /// Renames one of pmpo's own files (a damaged one moved aside).
-    /// A link at `from` itself is moved as a link (rename never follows one).
-    pub fn rename_own(&self, from: &str, to: &str) -> Result<(), StoreError> {
-        let (a, b) = (self.resolve_own_at(from, true)?, self.resolve_own(to)?);
-        fs::rename(&a, &b).map_err(|e| StoreError::io("rename", &a, e))
-    }
-
-    /// Cuts one of pmpo's own files to `len` bytes (a torn last line of a log).
-    pub fn truncate_own(&self, rel: &str, len: u64) -> Result<(), StoreError> {
-        use std::os::unix::fs::OpenOptionsExt;
-        let path = self.resolve_own(rel)?;
-        OpenOptions::new()
-            .write(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(&path)
-            .and_then(|f| f.set_len(len))
-            .map_err(|e| StoreError::io("truncate", &path, e))
-    }
-
-    /// Removes one of pmpo's own directories with everything in it (a pruned
-    /// run's scripts). Returns the bytes its files held.
-    pub fn remove_own_dir(&self, rel: &str) -> Result<u64, StoreError> {
-        let path = self.resolve_own(rel)?;
-        let size = walkdir_size(&path);
-        fs::remove_dir_all(&path).map_err(|e| StoreError::io("remove", &path, e))?;
-        Ok(size)
-    }
-}
-
-fn walkdir_size(dir: &Path) -> u64 {
-    let mut total = 0;
-    if let Ok(entries) = fs::read_dir(dir) {
-        for e in entries.flatten() {
-            match e.file_type() {
-                Ok(t) if t.is_dir() => total += walkdir_size(&e.path()),
-                Ok(t) if t.is_file() => total += e.metadata().map(|m| m.len()).unwrap_or(0),
-                _ => {}
-            }
-        }
-    }
-    total
-}
-
-/// Who changes a file, for the ledger: the run and the writer (a stage id,
-/// `pmpo` for the engine's own results, `restore`, `doctor`, `loop`).
-#[derive(Debug, Clone, Copy)]
-pub struct Writer<'a> {
-    pub run_id: &'a str,
-    pub writer: &'a str,
-}
-
-/// The one write path for files the user sees (everything outside pmpo's
-/// own directories): confined, atomic, the previous content backed up, and
-/// the change recorded in the ledger: an intent (path, before-digest, backup)
-/// committed before the file is touched, completed with the after-digest once
-/// it is. A process killed in between leaves the intent, which `pmpo ledger`
-/// shows as interrupted and `pmpo restore` can act on.
-impl Workspace {
-    /// Replaces (or creates) a user-visible file with `bytes`. Returns the
-    /// ledger entry, or `None` when the file already had that content
-    /// (nothing written, nothing recorded).
-    pub fn write_recorded(
-        &self,
-        db: &mut dyn db::ExecStore,
-        rel: &str,
-        bytes: &[u8],
-        who: Writer<'_>,
-    ) -> Result<Option<db::PatchRow>, StoreError> {
-        let new = hash_bytes(bytes);
-        self.recorded(db, rel, who, Some(&new), |ws| {
-            ws.write_atomic(rel, bytes, Durability::Durable)
-                .map(|(_, after)| Some(after))
-        })
-    }
-
-    /// Writes a file wherever it is: pmpo's own files (under [`OWN_DIRS`])
-    /// atomically and unrecorded, every other file through
-    /// [`Workspace::write_recorded`] with the workspace's own ledger (opened
-    /// for this write, committed before it returns).
-    pub fn write_file(
-        &self,
-        rel: &str,
-        bytes: &[u8],
-        who: Writer<'_>,
-    ) -> Result<Option<db::PatchRow>, StoreError> {
-        if is_own_path(rel) {
-            self.write_atomic(rel, bytes, Durability::Durable)?;
-            return Ok(None);
-        }
-        let mut store = db::SqliteStore::open(&self.root)?;
-        let row = self.write_recorded(&mut store, rel, bytes, who)?;
-        db::ExecStore::flush(&mut store)?;
-        Ok(row)
-    }
-
-    /// Replaces a user-visible file with a backup blob (whose digest must be
-    /// `blake3`), streamed. Returns the ledger entry (`None`: already that content).
-    pub fn restore_recorded(
-        &self,
-        db: &mut dyn db::ExecStore,
-        rel: &str,
-        blake3: &str,
-        who: Writer<'_>,
-    ) -> Result<Option<db::PatchRow>, StoreError> {
-        let blob = self.resolve(&Self::backup_rel(blake3))?;
-        let want = FileDigest {
-            size: fs::metadata(&blob).map(|m| m.len()).unwrap_or(0),
-            blake3: blake3.to_string(),
-        };
-        self.recorded(db, rel, who, Some(&want), |ws| {
-            ws.replace_from_file(rel, &blob, blake3)
-                .map(|(_, after, _)| Some(after))
-        })
-    }
-
-    /// Moves a user-visible file into the backup store (it is removed from
-    /// its place, its content kept), recorded so that it can be brought back.
-    pub fn remove_recorded(
-        &self,
-        db: &mut dyn db::ExecStore,
-        rel: &str,
-        who: Writer<'_>,
-    ) -> Result<Option<db::PatchRow>, StoreError> {
-        self.recorded(db, rel, who, None, |ws| {
-            let path = ws.resolve(rel)?;
-            fs::remove_file(&path).map_err(|e| StoreError::io("remove", &path, e))?;
-            Ok(None)
-        })
-    }
-
-    /// The ledger protocol around one change of one file: `change` makes it
-    /// and returns the new content's digest (`None`: the file is gone).
-    fn recorded(
-        &self,
-        db: &mut dyn db::ExecStore,
-        rel: &str,
-        who: Writer<'_>,
-        target: Option<&FileDigest>,
-        change: impl FnOnce(&Self) -> Result<Option<FileDigest>, StoreError>,
-    ) -> Result<Option<db::PatchRow>, StoreError> {
-        let rel = rel.trim_start_matches("./");
-        let path = self.resolve(rel)?;
-        let before = match fs::symlink_metadata(&path) {
-            Ok(m) if m.is_dir() => {
-                return Err(StoreError::io(
-                    "write",
-                    &path,
-                    io::Error::new(io::ErrorKind::IsADirectory, "a directory is in the way"),
-                ));
-            }
-            Ok(m) if m.is_file() => {
-                Some(hash_file(&path).map_err(|e| StoreError::io("read", &path, e))?)
-            }
-            Ok(_) => {
-                return Err(StoreError::Escape {
-                    path: rel.to_string(),
-                    why: "it is a symbolic link or a special file, and pmpo replaces only plain files".into(),
-                });
-            }
-            Err(_) => None,
-        };
-        if before.as_ref() == target {
-            return Ok(None);
-        }
-        let backed_up = match &before {
-            Some(d) => self.backup(rel, d)?,
-            None => false,
-        };
-        // Never replace content that is not safely kept (it changed while
-        // it was being copied: something else is writing it).
-        if before.is_some() && !backed_up {
-            return Err(StoreError::io(
-                "back up",
-                &path,
-                io::Error::other(
-                    "the file changed while it was being copied; nothing was replaced, try again",
-                ),
-            ));
-        }
-        let mut row = db::PatchRow::new(db::PATCH_PENDING, who.run_id, who.writer, rel)
-            .before(before.as_ref(), backed_up);
-        // The intent is durable before the file is touched.
-        row.id = db.add_patch(&row)?;
-        db.flush()?;
-        match change(self) {
-            Ok(after) => {
-                row.time = now_rfc3339();
-                row.state = db::PATCH_COMPLETED.into();
-                row = row.after(after.as_ref());
-                db.finish_patch(
-                    row.id,
-                    after.as_ref().map(|d| (d.blake3.as_str(), d.size as i64)),
-                    db::PATCH_COMPLETED,
-                    &row.time,
-                )?;
-                // Made durable with the caller's next flush: until then the
-                // intent (durable) still says what to undo.
-                Ok(Some(row))
-            }
-            Err(e) => {
-                // Nothing was changed (every change is atomic): no entry.
-                let _ = db.drop_patch(row.id).and_then(|_| db.flush());
-                Err(e)
-            }
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::states::PatchState;
 
     #[test]
     fn paths_stay_inside() {
@@ -1039,7 +673,7 @@ mod tests {
             .write_recorded(&mut db, "f.txt", b"new", who)
             .unwrap()
             .unwrap();
-        assert_eq!(row.state, db::PATCH_COMPLETED);
+        assert_eq!(row.state, PatchState::Completed);
         assert_eq!(
             row.before_blake3.as_deref(),
             Some(hash_bytes(b"old").blake3.as_str())
@@ -1068,7 +702,7 @@ mod tests {
         db::ExecStore::flush(&mut db).unwrap();
         let rows = db::ExecStore::patches(&mut db, Some("f.txt"), None).unwrap();
         assert_eq!(rows.len(), 3);
-        assert!(rows.iter().all(|r| r.state == db::PATCH_COMPLETED));
+        assert!(rows.iter().all(|r| r.state == PatchState::Completed));
     }
 
     #[test]

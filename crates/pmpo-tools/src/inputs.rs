@@ -43,49 +43,8 @@ pub(crate) fn check_path(
     }
 }
 
-/// Static check of a boolean input.
-pub(crate) fn check_bool(inputs: &Map<String, Value>, key: &str, issues: &mut Vec<InputIssue>) {
-    if let Some(v) = inputs.get(key)
-        && !v.is_boolean()
-        && !is_reference(v)
-    {
-        issues.push(issue(key, format!("`{key}` must be true or false"), None));
-    }
-}
-
 pub(crate) fn invalid(message: impl Into<String>) -> ToolError {
     ToolError::new(ErrorClass::InvalidInput, message)
-}
-
-/// A required text input, resolved.
-pub(crate) fn req_str<'a>(inputs: &'a Map<String, Value>, key: &str) -> Result<&'a str, ToolError> {
-    match inputs.get(key) {
-        Some(Value::String(s)) if !s.is_empty() => Ok(s),
-        Some(Value::String(_)) => Err(invalid(format!("`{key}` is empty"))),
-        Some(_) => Err(invalid(format!("`{key}` must be text"))),
-        None => Err(invalid(format!("the `{key}` input is required"))),
-    }
-}
-
-/// An optional text input, resolved.
-pub(crate) fn opt_str<'a>(
-    inputs: &'a Map<String, Value>,
-    key: &str,
-) -> Result<Option<&'a str>, ToolError> {
-    match inputs.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
-        Some(_) => Err(invalid(format!("`{key}` must be text"))),
-    }
-}
-
-/// An optional boolean input, resolved.
-pub(crate) fn opt_bool(inputs: &Map<String, Value>, key: &str) -> Result<Option<bool>, ToolError> {
-    match inputs.get(key) {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::Bool(b)) => Ok(Some(*b)),
-        Some(_) => Err(invalid(format!("`{key}` must be true or false"))),
-    }
 }
 
 /// An I/O error on a workspace file, as a tool error.
@@ -119,7 +78,7 @@ pub(crate) fn read_error(rel: &str, e: pmpo_store::StoreError) -> ToolError {
         )
         .hint("check the path (relative to the workspace) and that an earlier stage created it"),
         StoreError::Io { source, .. } => io_error("read", rel, source),
-        StoreError::Open { .. } | StoreError::Ledger(_) => io_error("read", rel, &e),
+        StoreError::Open { .. } | StoreError::Pattern { .. } | StoreError::Ledger(_) => io_error("read", rel, &e),
     }
 }
 

@@ -391,7 +391,7 @@ fn print_diagnostics(diags: &[Diagnostic], json: bool) {
         } else {
             "error"
         };
-        let _ = writeln!(err, "{label}: {d}");
+        let _ = writeln!(err, "{label}: {}", d.render(color));
     }
     let n = diags.len();
     let _ = writeln!(

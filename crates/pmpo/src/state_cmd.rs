@@ -206,10 +206,10 @@ fn live_run(ws: &Workspace) -> Option<String> {
 /// How an entry reads: a pending intent whose run is no longer running was
 /// interrupted (the process died or was killed between intent and change).
 fn entry_status<'a>(row: &'a PatchRow, live: Option<&str>) -> &'a str {
-    match row.state.as_str() {
+    match row.state {
         PATCH_PENDING if live == Some(row.run_id.as_str()) => "pending",
-        PATCH_PENDING => PATCH_INTERRUPTED,
-        other => other,
+        PATCH_PENDING => PATCH_INTERRUPTED.as_str(),
+        other => other.as_str(),
     }
 }
 

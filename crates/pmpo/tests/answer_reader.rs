@@ -4,9 +4,8 @@
 //! schema violation (`pattern`, which the old hand-written validator of `ai`
 //! stages ignored) is refused by both after one repair request.
 
-mod common;
-#[path = "../../pmpo-ai/tests/support/model_server.rs"]
-mod model_server;
+use pmpo_testkit as common;
+use pmpo_testkit::model_server;
 
 use std::process::{Command, Stdio};
 

@@ -1,16 +1,19 @@
 //! The execution store: runs, tasks (one row per stage per run), attempts,
 //! adapters, the patch history, events and the stage cache.
 //!
-//! SQLite in the workspace (`.state/pmpo.db`, WAL) by default, behind the
-//! [`ExecStore`] trait so that another back end (PostgreSQL) can be added
-//! without touching the engine. Writes are grouped into a transaction that the
+//! SQLite in the workspace (`.state/pmpo.db`, WAL), the only back end, behind
+//! the [`ExecStore`] trait (the engine sees only the trait). Writes are grouped into a transaction that the
 //! engine commits with [`ExecStore::flush`] before it starts any process, so
 //! everything a finished stage did is durable before the next stage runs.
 
 use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
-use serde::{Deserialize, Serialize};
+
+use crate::states::PatchState;
+
+mod rows;
+pub use rows::*;
 
 /// Version of the database layout this build reads and writes.
 pub const DB_SCHEMA_VERSION: i64 = 3;
@@ -70,183 +73,6 @@ impl DbError {
     }
 }
 
-/// One run of a plan.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct RunRow {
-    pub run_id: String,
-    pub plan: String,
-    pub plan_blake3: String,
-    /// `running`, `completed`, `failed`, `cancelled`.
-    pub status: String,
-    pub started_at: String,
-    pub finished_at: Option<String>,
-    pub pid: i64,
-    pub stages: i64,
-    /// Last sign of life of the executing process.
-    #[serde(default)]
-    pub heartbeat_at: Option<String>,
-}
-
-/// The latest state of one stage in one run.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct TaskRow {
-    pub run_id: String,
-    pub stage_id: String,
-    pub position: i64,
-    pub status: String,
-    pub tool: String,
-    pub def_hash: String,
-    pub cache_key: Option<String>,
-    pub reason: Option<String>,
-    pub started_at: Option<String>,
-    pub finished_at: Option<String>,
-    pub duration_ms: f64,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i64>,
-    pub attempts: i64,
-    /// Named outputs (JSON object).
-    pub outputs: String,
-    /// Files found under the declared outputs (JSON list).
-    pub files: String,
-    /// What later stages may read (JSON object), for resume.
-    pub data: String,
-}
-
-/// One attempt of one stage (`execution_log`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AttemptRow {
-    pub run_id: String,
-    pub stage_id: String,
-    pub attempt: i64,
-    pub status: String,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: f64,
-    pub exit_code: Option<i64>,
-    pub signal: Option<i64>,
-    pub error_kind: Option<String>,
-    pub error_message: Option<String>,
-    pub stdout_bytes: i64,
-    pub stderr_bytes: i64,
-}
-
-/// A ledger entry that is an intent: written (and committed) before the
-/// writer may change the file; its after-digest is not known yet. A pending
-/// entry whose run is no longer running was interrupted.
-pub const PATCH_PENDING: &str = "pending";
-/// An intent whose writer was stopped before it completed it (its run was
-/// killed): set by the next pmpo that holds the workspace lock.
-pub const PATCH_INTERRUPTED: &str = "interrupted";
-/// Whether an entry's change may be half done (its after-digest is unknown).
-pub fn is_open_intent(state: &str) -> bool {
-    state == PATCH_PENDING || state == PATCH_INTERRUPTED
-}
-/// The change is done and its after-digest recorded.
-pub const PATCH_COMPLETED: &str = "completed";
-/// The change was made by an attempt that failed (timed out, was cancelled):
-/// recorded like a completed one, so it can be undone.
-pub const PATCH_FAILED: &str = "failed";
-/// A stage changed a file outside its declared outputs (found by the
-/// sandbox's detection): recorded, but pmpo had no copy from before.
-pub const PATCH_UNDECLARED: &str = "undeclared";
-
-/// A file pmpo or a stage created or overwrote (`patch_history`).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PatchRow {
-    /// The row's number in the ledger (0 before it is stored).
-    #[serde(default)]
-    pub id: i64,
-    /// [`PATCH_PENDING`], [`PATCH_COMPLETED`], [`PATCH_FAILED`],
-    /// [`PATCH_INTERRUPTED`] or [`PATCH_UNDECLARED`].
-    #[serde(default = "completed_state")]
-    pub state: String,
-    pub time: String,
-    pub run_id: String,
-    /// The stage, or `pmpo` for the engine's own files, or `restore`.
-    pub writer: String,
-    pub path: String,
-    pub before_blake3: Option<String>,
-    pub before_size: Option<i64>,
-    pub after_blake3: Option<String>,
-    pub after_size: Option<i64>,
-    /// Whether the before-content is in the backup store.
-    pub backed_up: bool,
-}
-
-fn completed_state() -> String {
-    PATCH_COMPLETED.to_string()
-}
-
-impl PatchRow {
-    /// A new entry by `writer` for `path` in `run_id` (the digests still to fill in).
-    pub fn new(state: &str, run_id: &str, writer: &str, path: &str) -> PatchRow {
-        PatchRow {
-            id: 0,
-            state: state.to_string(),
-            time: crate::now_rfc3339(),
-            run_id: run_id.to_string(),
-            writer: writer.to_string(),
-            path: path.to_string(),
-            before_blake3: None,
-            before_size: None,
-            after_blake3: None,
-            after_size: None,
-            backed_up: false,
-        }
-    }
-
-    /// Sets the before-content (and whether it is in the backup store).
-    pub fn before(mut self, d: Option<&crate::FileDigest>, backed_up: bool) -> PatchRow {
-        self.before_blake3 = d.map(|d| d.blake3.clone());
-        self.before_size = d.map(|d| d.size as i64);
-        self.backed_up = backed_up && d.is_some();
-        self
-    }
-
-    /// Sets the after-content (`None`: the file is gone).
-    pub fn after(mut self, d: Option<&crate::FileDigest>) -> PatchRow {
-        self.after_blake3 = d.map(|d| d.blake3.clone());
-        self.after_size = d.map(|d| d.size as i64);
-        self
-    }
-}
-
-/// An event as stored.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct EventRow {
-    pub run_id: String,
-    pub stage_id: Option<String>,
-    pub kind: String,
-    pub status: Option<String>,
-    pub timestamp: String,
-    pub duration_ms: Option<f64>,
-    pub message: Option<String>,
-}
-
-/// A successful stage result that an identical stage may reuse.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CacheRow {
-    pub cache_key: String,
-    pub stage_id: String,
-    pub run_id: String,
-    pub created_at: String,
-    pub outputs: String,
-    pub files: String,
-    pub data: String,
-}
-
-/// An adapter (a tool, plugin or model endpoint) and its breaker.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AdapterRow {
-    pub adapter_id: String,
-    pub kind: String,
-    pub breaker_state: String,
-    pub consecutive_failures: i64,
-    pub opened_until: Option<String>,
-    pub last_error: Option<String>,
-    pub updated_at: String,
-}
-
 /// The execution store's interface; the engine sees only this.
 pub trait ExecStore: Send {
     fn begin_run(&mut self, run: &RunRow) -> Result<(), DbError>;
@@ -271,7 +97,7 @@ pub trait ExecStore: Send {
         &mut self,
         id: i64,
         after: Option<(&str, i64)>,
-        state: &str,
+        state: PatchState,
         time: &str,
     ) -> Result<(), DbError>;
     /// Removes an intent that changed nothing.
@@ -548,51 +374,6 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn patch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchRow> {
-    Ok(PatchRow {
-        id: r.get(0)?,
-        state: r.get(1)?,
-        time: r.get(2)?,
-        run_id: r.get(3)?,
-        writer: r.get(4)?,
-        path: r.get(5)?,
-        before_blake3: r.get(6)?,
-        before_size: r.get(7)?,
-        after_blake3: r.get(8)?,
-        after_size: r.get(9)?,
-        backed_up: r.get(10)?,
-    })
-}
-
-fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
-    Ok(RunRow {
-        run_id: r.get(0)?,
-        plan: r.get(1)?,
-        plan_blake3: r.get(2)?,
-        status: r.get(3)?,
-        started_at: r.get(4)?,
-        finished_at: r.get(5)?,
-        pid: r.get(6)?,
-        stages: r.get(7)?,
-        heartbeat_at: r.get(8)?,
-    })
-}
-
-const RUN_COLS: &str =
-    "run_id, plan, plan_blake3, status, started_at, finished_at, pid, stages, heartbeat_at";
-
-fn cache_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<CacheRow> {
-    Ok(CacheRow {
-        cache_key: r.get(0)?,
-        stage_id: r.get(1)?,
-        run_id: r.get(2)?,
-        created_at: r.get(3)?,
-        outputs: r.get(4)?,
-        files: r.get(5)?,
-        data: r.get(6)?,
-    })
-}
-
 impl ExecStore for SqliteStore {
     fn begin_run(&mut self, run: &RunRow) -> Result<(), DbError> {
         self.exec(
@@ -693,7 +474,7 @@ impl ExecStore for SqliteStore {
 
     fn add_attempt(&mut self, a: &AttemptRow) -> Result<(), DbError> {
         self.exec(
-            "INSERT INTO execution_log (run_id, stage_id, attempt, status, started_at, finished_at, duration_ms, exit_code, signal, error_kind, error_message, stdout_bytes, stderr_bytes) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+            &format!("INSERT INTO execution_log ({ATTEMPT_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
             params![a.run_id, a.stage_id, a.attempt, a.status, a.started_at, a.finished_at, a.duration_ms, a.exit_code, a.signal, a.error_kind, a.error_message, a.stdout_bytes, a.stderr_bytes],
         )
     }
@@ -710,7 +491,7 @@ impl ExecStore for SqliteStore {
         &mut self,
         id: i64,
         after: Option<(&str, i64)>,
-        state: &str,
+        state: PatchState,
         time: &str,
     ) -> Result<(), DbError> {
         self.exec(
@@ -725,8 +506,8 @@ impl ExecStore for SqliteStore {
 
     fn pending_patches(&mut self) -> Result<Vec<PatchRow>, DbError> {
         self.query(
-            "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE state = ?1 ORDER BY id",
-            [PATCH_PENDING],
+            &format!("SELECT {PATCH_COLS} FROM patch_history WHERE state = ?1 ORDER BY id"),
+            [PatchState::Pending],
             patch_row,
         )
     }
@@ -736,7 +517,7 @@ impl ExecStore for SqliteStore {
         self.conn
             .execute(
                 "UPDATE patch_history SET state = ?1 WHERE state = ?2",
-                params![PATCH_INTERRUPTED, PATCH_PENDING],
+                params![PatchState::Interrupted, PatchState::Pending],
             )
             .map_err(|e| self.sql(e))
     }
@@ -747,7 +528,7 @@ impl ExecStore for SqliteStore {
         run_id: Option<&str>,
     ) -> Result<Vec<PatchRow>, DbError> {
         let rows = self.query(
-            "SELECT id, state, time, run_id, writer, path, before_blake3, before_size, after_blake3, after_size, backed_up FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id",
+            &format!("SELECT {PATCH_COLS} FROM patch_history WHERE (?1 IS NULL OR path = ?1) AND (?2 IS NULL OR run_id = ?2) ORDER BY id"),
             params![path, run_id],
             patch_row,
         );
@@ -808,19 +589,9 @@ impl ExecStore for SqliteStore {
 
     fn adapters(&mut self) -> Result<Vec<AdapterRow>, DbError> {
         self.query(
-            "SELECT adapter_id, kind, breaker_state, consecutive_failures, opened_until, last_error, updated_at FROM adapters ORDER BY adapter_id",
+            &format!("SELECT {ADAPTER_COLS} FROM adapters ORDER BY adapter_id"),
             [],
-            |r| {
-                Ok(AdapterRow {
-                    adapter_id: r.get(0)?,
-                    kind: r.get(1)?,
-                    breaker_state: r.get(2)?,
-                    consecutive_failures: r.get(3)?,
-                    opened_until: r.get(4)?,
-                    last_error: r.get(5)?,
-                    updated_at: r.get(6)?,
-                })
-            },
+            adapter_row,
         )
     }
 
@@ -833,32 +604,16 @@ impl ExecStore for SqliteStore {
 
     fn put_adapter(&mut self, a: &AdapterRow) -> Result<(), DbError> {
         self.exec(
-            "INSERT OR REPLACE INTO adapters (adapter_id, kind, breaker_state, consecutive_failures, opened_until, last_error, updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            &format!("INSERT OR REPLACE INTO adapters ({ADAPTER_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
             params![a.adapter_id, a.kind, a.breaker_state, a.consecutive_failures, a.opened_until, a.last_error, a.updated_at],
         )
     }
 
     fn attempts(&mut self) -> Result<Vec<AttemptRow>, DbError> {
         self.query(
-            "SELECT run_id, stage_id, attempt, status, started_at, finished_at, duration_ms, exit_code, signal, error_kind, error_message, stdout_bytes, stderr_bytes FROM execution_log ORDER BY id",
+            &format!("SELECT {ATTEMPT_COLS} FROM execution_log ORDER BY id"),
             [],
-            |r| {
-                Ok(AttemptRow {
-                    run_id: r.get(0)?,
-                    stage_id: r.get(1)?,
-                    attempt: r.get(2)?,
-                    status: r.get(3)?,
-                    started_at: r.get(4)?,
-                    finished_at: r.get(5)?,
-                    duration_ms: r.get(6)?,
-                    exit_code: r.get(7)?,
-                    signal: r.get(8)?,
-                    error_kind: r.get(9)?,
-                    error_message: r.get(10)?,
-                    stdout_bytes: r.get(11)?,
-                    stderr_bytes: r.get(12)?,
-                })
-            },
+            attempt_row,
         )
     }
 
@@ -923,95 +678,4 @@ fn classify(path: &Path, source: rusqlite::Error) -> DbError {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roundtrip_and_version_guard() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut db = SqliteStore::open(dir.path()).unwrap();
-        db.begin_run(&RunRow {
-            run_id: "r1".into(),
-            plan: "plan.yaml".into(),
-            plan_blake3: "x".into(),
-            status: "running".into(),
-            started_at: "t".into(),
-            finished_at: None,
-            pid: 1,
-            stages: 2,
-            heartbeat_at: None,
-        })
-        .unwrap();
-        db.flush().unwrap();
-        assert_eq!(
-            db.interrupted_run("plan.yaml").unwrap().unwrap().run_id,
-            "r1"
-        );
-        db.set_run_status("r1", "completed", Some("t2"), 1).unwrap();
-        db.flush().unwrap();
-        assert!(db.interrupted_run("plan.yaml").unwrap().is_none());
-        drop(db);
-        // A database from a newer pmpo is refused, untouched.
-        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        conn.pragma_update(None, "user_version", 99).unwrap();
-        drop(conn);
-        let err = SqliteStore::open(dir.path()).err().unwrap();
-        assert!(matches!(err, DbError::TooNew { found: 99, .. }), "{err}");
-    }
-
-    #[test]
-    fn a_schema_2_ledger_is_migrated_with_its_entries_complete() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".state")).unwrap();
-        let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
-        // The layout of schema 2: no `state` column.
-        let old = SCHEMA.replace(",\n    state TEXT NOT NULL DEFAULT 'completed');", ");");
-        assert_ne!(old, SCHEMA);
-        conn.execute_batch(&old).unwrap();
-        conn.execute(
-            "INSERT INTO patch_history (time, run_id, writer, path, before_blake3, backed_up) VALUES ('t', 'r', 'w', 'a.txt', 'abc', 1)",
-            [],
-        )
-        .unwrap();
-        conn.pragma_update(None, "user_version", 2).unwrap();
-        drop(conn);
-        let mut db = SqliteStore::open(dir.path()).unwrap();
-        let rows = db.patches(None, None).unwrap();
-        assert_eq!(rows.len(), 1);
-        assert_eq!(rows[0].state, PATCH_COMPLETED);
-        // New entries: an intent, then completed; another dropped.
-        let id = db
-            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "b.txt"))
-            .unwrap();
-        let gone = db
-            .add_patch(&PatchRow::new(PATCH_PENDING, "r2", "s", "c.txt"))
-            .unwrap();
-        db.flush().unwrap();
-        assert_eq!(
-            db.patches(Some("b.txt"), None).unwrap()[0].state,
-            PATCH_PENDING
-        );
-        db.finish_patch(id, Some(("def", 3)), PATCH_COMPLETED, "t2")
-            .unwrap();
-        db.drop_patch(gone).unwrap();
-        db.flush().unwrap();
-        let b = &db.patches(Some("b.txt"), None).unwrap()[0];
-        assert_eq!((b.state.as_str(), b.after_size), (PATCH_COMPLETED, Some(3)));
-        assert!(db.patches(Some("c.txt"), None).unwrap().is_empty());
-        let v: i64 = db
-            .conn
-            .query_row("PRAGMA user_version", [], |r| r.get(0))
-            .unwrap();
-        assert_eq!(v, DB_SCHEMA_VERSION);
-    }
-
-    #[test]
-    fn garbage_is_reported_as_corrupt() {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join(".state")).unwrap();
-        std::fs::write(dir.path().join(DB_FILE), vec![7u8; 8192]).unwrap();
-        let err = SqliteStore::open(dir.path()).err().unwrap();
-        assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
-        assert!(err.to_string().contains("pmpo.db"));
-    }
-}
+mod tests;
