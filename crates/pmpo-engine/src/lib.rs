@@ -6,8 +6,9 @@
 //! terminal reporter both consume them.
 
 pub mod events;
-mod executor;
+mod exec;
 pub mod intents;
+pub mod kind;
 pub mod outputs;
 mod persist;
 pub mod recovery;
@@ -24,7 +25,8 @@ use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
-pub use executor::kill_leftovers;
+pub use exec::kill_leftovers;
+pub use kind::ErrorKind;
 pub use persist::export_ledger;
 pub use results::ExecutionResults;
 
@@ -221,6 +223,6 @@ impl Engine {
         opts: &ExecuteOptions,
         sink: &mut dyn EventSink,
     ) -> Result<ExecutionResults, EngineError> {
-        executor::run(self, plan, opts, sink).await
+        exec::run(self, plan, opts, sink).await
     }
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 use pmpo_store::db::ExecStore;
 use pmpo_store::{Durability, LEDGER_FILE, Workspace, Writer, now_rfc3339};
 
-use crate::executor::ms;
+use crate::exec::ms;
 use crate::outputs::Change;
 use crate::results::{
     ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, RunStatus, StageResult, Summary,

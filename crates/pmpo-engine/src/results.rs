@@ -5,6 +5,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::events::StageStatus;
+use crate::kind::ErrorKind;
 use crate::outputs::GeneratedFile;
 
 /// Version of the results file layout.
@@ -110,8 +111,9 @@ pub struct ValidationOutput {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorEntry {
     pub stage: String,
-    /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, or a tool error class.
-    pub kind: String,
+    /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, a
+    /// tool error class, or one of the engine's own kinds (see [`ErrorKind`]).
+    pub kind: ErrorKind,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,

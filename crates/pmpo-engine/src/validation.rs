@@ -8,6 +8,7 @@
 //! skipped or did not run to produce is not evidence, whatever is on disk) and
 //! records their outcomes with the digests of the files they read.
 
+use crate::kind::ErrorKind;
 use std::collections::HashMap;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -21,7 +22,7 @@ use serde_json::{Map, Value, json};
 use pmpo_checks::CheckStatus;
 
 use crate::events::StageStatus;
-use crate::executor::ms;
+use crate::exec::ms;
 use crate::results::{StageResult, ValidationOutput};
 
 /// Where constraint statuses are written.
@@ -939,7 +940,7 @@ pub(crate) async fn stage_checks(
     stage: &pmpo_plan::Stage,
     cancel: &tokio_util::sync::CancellationToken,
     evidence: Evidence,
-) -> (Vec<ValidationOutput>, Option<(&'static str, String)>) {
+) -> (Vec<ValidationOutput>, Option<(ErrorKind, String)>) {
     let flag = Arc::new(AtomicBool::new(cancel.is_cancelled()));
     let (ws2, id, items, flag2) = (
         ws.clone(),
@@ -962,7 +963,7 @@ pub(crate) async fn stage_checks(
             return (
                 Vec::new(),
                 Some((
-                    "validation_failed",
+                    ErrorKind::ValidationFailed,
                     format!("the stage's checks could not run: {e}"),
                 )),
             );
@@ -981,9 +982,9 @@ pub(crate) async fn stage_checks(
         })
         .collect();
     let kind = if cancel.is_cancelled() {
-        "cancelled"
+        ErrorKind::Stage(pmpo_store::states::FailureKind::Cancelled)
     } else {
-        "validation_failed"
+        ErrorKind::ValidationFailed
     };
     let failure = (!failed.is_empty()).then(|| (kind, failed.join("; ")));
     (outputs, failure)

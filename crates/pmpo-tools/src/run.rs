@@ -13,6 +13,10 @@
 //!   schema: {type: object, required: [n], properties: {n: {type: integer}}}  # optional: what it must hold
 //! ```
 
+mod correct;
+
+pub use correct::{Correction, correct_code, correction_prompt};
+
 use std::io::ErrorKind;
 
 use async_trait::async_trait;

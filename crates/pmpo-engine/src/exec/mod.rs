@@ -16,7 +16,10 @@ use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;
 
+use pmpo_store::states::FailureKind;
+
 use crate::events::{Event, EventKind, EventSink, StageStatus};
+use crate::kind::ErrorKind;
 use crate::outputs::{self, Change, GeneratedFile};
 use crate::recovery;
 use crate::resolve::{StageData, resolve_inputs};
@@ -545,6 +548,10 @@ pub(crate) async fn run(
     Ok(results)
 }
 
+mod stage;
+
+use stage::run_one;
+
 /// What every stage of a run reads.
 struct Cx<'a> {
     engine: &'a Engine,
@@ -860,600 +867,6 @@ fn prepare(
     Ok(None)
 }
 
-/// Runs one stage to its end: retries, then the fallback, then (if the plan says so) a person.
-async fn run_one(
-    cx: &Cx<'_>,
-    shared: &RefCell<Shared<'_>>,
-    idx: usize,
-    pos: usize,
-    prep: Prepared,
-    token: CancellationToken,
-) -> Result<(), EngineError> {
-    let stage = &cx.plan.doc.plan.stages[idx];
-    let at = Some((stage.id.as_str(), pos + 1));
-    let opts = cx.opts;
-    let run_id = cx.run_id;
-    let Prepared {
-        mut result,
-        def_hash,
-        cache_key,
-        resolved,
-        input_problem,
-    } = prep;
-    let stage_started_at = now_rfc3339();
-    result.started_at = Some(stage_started_at.clone());
-    result.status = StageStatus::InProgress;
-    let mut attempt_no = cx.prior.get(&stage.id).map_or(0, |t| t.attempts);
-    {
-        let mut sh = shared.borrow_mut();
-        sh.rec.db.put_task(&task_row(
-            run_id,
-            pos,
-            &result,
-            &def_hash,
-            Some(&cache_key),
-            "{}",
-            attempt_no,
-        ))?;
-        sh.rec.emit(
-            EventKind::TaskStarted,
-            at,
-            Some(StageStatus::InProgress),
-            None,
-            Some(stage.description.clone()).filter(|d| !d.is_empty()),
-        )?;
-        sh.rec.db.flush()?;
-    }
-    let t0 = Instant::now();
-
-    // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
-    let awaited = cx
-        .prior
-        .get(&stage.id)
-        .is_some_and(|t| t.status == "AWAITING_INTERVENTION");
-    let mut choice = match (awaited, opts.decision) {
-        (true, Some(Decision::Skip)) => Some(Decision::Skip),
-        (true, Some(Decision::Abort)) => Some(Decision::Abort),
-        _ => None,
-    };
-    let mut last: Option<Tried> = None;
-    let mut fallback_used: Option<String> = None;
-    let mut blocked: Vec<(String, String)> = Vec::new();
-    let mut ended_blocked = false;
-    let mut halt = false;
-    let mut corrected = false;
-    let mut correction_used = false;
-    if choice.is_none() {
-        loop {
-            blocked.clear();
-            let primary_inputs = match (&resolved, &input_problem) {
-                (Err(msg), _) => Err((
-                    "invalid_input",
-                    msg.clone(),
-                    "check the upstream stage's outputs in its log",
-                )),
-                (_, Some(msg)) => Err((
-                    "missing_input",
-                    msg.clone(),
-                    "create the file, or fix the path under `inputs:`",
-                )),
-                (Ok(i), None) => Ok(i.clone()),
-            };
-            let mut candidates = vec![(stage.tool_name().to_string(), primary_inputs)];
-            if let Some(fb) = &stage.fallback {
-                let inputs = resolve_inputs(&fb.inputs, &shared.borrow().data).map_err(|m| {
-                    (
-                        "invalid_input",
-                        m,
-                        "check the upstream stage's outputs in its log",
-                    )
-                });
-                candidates.push((fb.tool.clone(), inputs));
-            }
-            let per_tool = stage.retry.as_ref().map_or(1, |r| r.attempts.max(1));
-            'candidates: for (ci, (tool_written, inputs)) in candidates.iter().enumerate() {
-                if ci > 0 {
-                    let why = last
-                        .as_ref()
-                        .and_then(|t| t.failure.as_ref())
-                        .map(|f| f.message.clone())
-                        .unwrap_or_else(|| "its adapter is unavailable".into());
-                    shared.borrow_mut().rec.emit(
-                        EventKind::TaskFallback,
-                        at,
-                        Some(StageStatus::InProgress),
-                        None,
-                        Some(format!(
-                            "`{}` failed ({why}); using the fallback `{tool_written}`",
-                            stage.tool_name()
-                        )),
-                    )?;
-                    fallback_used = Some(tool_written.clone());
-                }
-                let (adapter, kind) = match inputs {
-                    Ok(i) => cx.engine.registry.adapter_id(tool_written, &stage.id, i),
-                    Err(_) => cx
-                        .engine
-                        .registry
-                        .adapter_id(tool_written, &stage.id, &Map::new()),
-                };
-                for n in 1..=per_tool {
-                    {
-                        let mut sh = shared.borrow_mut();
-                        if let recovery::Gate::Open(until) =
-                            recovery::gate(sh.rec.db.as_mut(), &adapter, kind)?
-                        {
-                            blocked.push((adapter.clone(), until));
-                            ended_blocked = true;
-                            continue 'candidates;
-                        }
-                        ended_blocked = false;
-                        attempt_no += 1;
-                        // Committed with the attempt's ledger intents, before
-                        // the tool starts (see `run_stage`).
-                    }
-                    let tried = match inputs {
-                        Err((k, m, h)) => Tried::failed(k, m.clone(), Some((*h).to_string())),
-                        Ok(i) => {
-                            attempt(cx, shared, stage, tool_written, i.clone(), &token, at).await?
-                        }
-                    };
-                    let ok = tried.failure.is_none();
-                    {
-                        let mut sh = shared.borrow_mut();
-                        let changed = record_attempt(
-                            &mut sh.rec,
-                            cx.ws,
-                            run_id,
-                            stage,
-                            tool_written,
-                            attempt_no,
-                            &tried,
-                        )?;
-                        sh.patched |= changed;
-                        // Which results go on the breaker (outages only, for a model
-                        // endpoint) is recovery's rule.
-                        let failure_kind = tried.failure.as_ref().map(|f| f.kind.as_str());
-                        if recovery::counts_for_breaker(kind, failure_kind, tried.outcome.is_some())
-                        {
-                            let err = tried.failure.as_ref().map(|f| f.message.as_str());
-                            recovery::record(
-                                sh.rec.db.as_mut(),
-                                &adapter,
-                                kind,
-                                ok,
-                                err,
-                                opts.breaker,
-                            )?;
-                        }
-                    }
-                    let stop_kind = tried.failure.as_ref().map(|f| f.kind.clone());
-                    last = Some(tried);
-                    match stop_kind.as_deref() {
-                        None | Some("cancelled") => break 'candidates,
-                        Some("invalid_input" | "missing_input") => continue 'candidates,
-                        _ => {}
-                    }
-                    if n < per_tool
-                        && let Some(retry) = &stage.retry
-                    {
-                        let delay = recovery::backoff_delay(retry, n + 1, attempt_no as u64);
-                        let msg = last
-                            .as_ref()
-                            .and_then(|t| t.failure.as_ref())
-                            .map(|f| f.message.clone())
-                            .unwrap_or_default();
-                        {
-                            let mut sh = shared.borrow_mut();
-                            sh.rec.emit(
-                                EventKind::TaskRetrying,
-                                at,
-                                Some(StageStatus::InProgress),
-                                None,
-                                Some(format!("attempt {n} of {per_tool} failed ({msg}); retrying in {delay:.1?}")),
-                            )?;
-                            sh.rec.db.flush()?;
-                        }
-                        tokio::select! {
-                            _ = tokio::time::sleep(delay) => {}
-                            _ = token.cancelled() => {
-                                if let Some(t) = last.as_mut() {
-                                    t.failure = Some(Failure { status: StageStatus::Failed, kind: "cancelled".into(), message: "cancelled while waiting to retry".into(), hint: None });
-                                }
-                                break 'candidates;
-                            }
-                        }
-                    }
-                }
-            }
-            let failed = last.as_ref().is_none_or(|t| t.failure.is_some());
-            let was_cancelled = last
-                .as_ref()
-                .and_then(|t| t.failure.as_ref())
-                .is_some_and(|f| f.kind == "cancelled");
-            if !failed || was_cancelled {
-                break;
-            }
-            if ended_blocked {
-                // Every adapter the stage can use is open: do not hammer them.
-                halt = true;
-                break;
-            }
-            // Level 2b (seed 001): one minimal correction of the stage's code by the model.
-            if stage.correct && !corrected {
-                corrected = true;
-                let error = last
-                    .as_ref()
-                    .and_then(|t| t.failure.as_ref())
-                    .map(|f| f.message.clone())
-                    .unwrap_or_default();
-                let stderr = last
-                    .as_ref()
-                    .and_then(|t| t.outcome.as_ref())
-                    .map(|o| o.stderr.text())
-                    .unwrap_or_default();
-                match (
-                    &resolved,
-                    correct_code(cx, stage, &error, &stderr, &token).await,
-                ) {
-                    (Ok(inputs), Ok(code)) => {
-                        {
-                            let mut sh = shared.borrow_mut();
-                            sh.rec.emit(
-                                EventKind::TaskRetrying,
-                                at,
-                                Some(StageStatus::InProgress),
-                                None,
-                                Some(
-                                    "running the code once more, as corrected by the model".into(),
-                                ),
-                            )?;
-                            attempt_no += 1;
-                            sh.rec.db.flush()?;
-                        }
-                        let mut fixed = inputs.clone();
-                        fixed.insert("code".into(), Value::String(code));
-                        let tried =
-                            attempt(cx, shared, stage, stage.tool_name(), fixed, &token, at)
-                                .await?;
-                        let mut sh = shared.borrow_mut();
-                        let changed = record_attempt(
-                            &mut sh.rec,
-                            cx.ws,
-                            run_id,
-                            stage,
-                            stage.tool_name(),
-                            attempt_no,
-                            &tried,
-                        )?;
-                        sh.patched |= changed;
-                        let ok = tried.failure.is_none();
-                        sh.notices.push(if ok {
-                            format!("stage `{}` passed after one correction of its code by the model (both attempts are in its log)", stage.id)
-                        } else {
-                            format!("stage `{}`: the model's correction of its code failed too (both attempts are in its log)", stage.id)
-                        });
-                        drop(sh);
-                        correction_used = true;
-                        last = Some(tried);
-                        if ok {
-                            break;
-                        }
-                    }
-                    (_, Err(why)) => shared
-                        .borrow_mut()
-                        .notices
-                        .push(format!("stage `{}`: correction skipped: {why}", stage.id)),
-                    (Err(_), _) => {}
-                }
-            }
-            if stage.on_failure == OnFailure::Manual {
-                let failure = last.as_ref().and_then(|t| t.failure.as_ref());
-                let request = Intervention {
-                    run_id: run_id.to_string(),
-                    stage: stage.id.clone(),
-                    error: failure.map(|f| f.message.clone()).unwrap_or_default(),
-                    hint: failure.and_then(|f| f.hint.clone()),
-                };
-                match opts.ask.as_ref().map(|ask| ask(&request)) {
-                    Some(Decision::Retry) => {
-                        shared.borrow_mut().rec.emit(
-                            EventKind::TaskRetrying,
-                            at,
-                            Some(StageStatus::InProgress),
-                            None,
-                            Some("retrying, as the user asked".into()),
-                        )?;
-                        continue;
-                    }
-                    Some(d) => choice = Some(d),
-                    None => halt = true,
-                }
-            }
-            break;
-        }
-    }
-    let duration = t0.elapsed();
-    let finished_at = now_rfc3339();
-    let mut guard = shared.borrow_mut();
-    let sh = &mut *guard;
-
-    // A stage that will not finish now: a person must decide, or every adapter is open.
-    if halt {
-        let reason = if ended_blocked {
-            let open: Vec<String> = blocked
-                .iter()
-                .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
-                .collect();
-            format!(
-                "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
-                open.join("; ")
-            )
-        } else {
-            let err = last
-                .as_ref()
-                .and_then(|t| t.failure.as_ref())
-                .map(|f| f.message.clone())
-                .unwrap_or_default();
-            format!(
-                "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
-            )
-        };
-        result.status = StageStatus::AwaitingIntervention;
-        result.reason = Some(reason.clone());
-        result.finished_at = None;
-        sh.rec.db.put_task(&task_row(
-            run_id,
-            pos,
-            &result,
-            &def_hash,
-            Some(&cache_key),
-            "{}",
-            attempt_no,
-        ))?;
-        sh.rec.emit(
-            EventKind::TaskAwaitingIntervention,
-            at,
-            Some(StageStatus::AwaitingIntervention),
-            Some(duration),
-            Some(reason.clone()),
-        )?;
-        sh.rec.db.flush()?;
-        let why = if ended_blocked {
-            RunStatus::Paused
-        } else {
-            RunStatus::AwaitingIntervention
-        };
-        // The stage earliest in the reference order decides what else may start.
-        sh.paused = Some(match sh.paused {
-            Some((w, p)) if p < pos => (w, p),
-            _ => (why, pos),
-        });
-        // What the run waits for is in its errors, with what to do.
-        sh.errors.push(ErrorEntry {
-            stage: stage.id.clone(),
-            kind: if ended_blocked {
-                "safe_mode"
-            } else {
-                "awaiting_decision"
-            }
-            .into(),
-            message: reason,
-            hint: Some(if ended_blocked {
-                format!("after the cool-down, `pmpo resume {run_id}` tries again")
-            } else {
-                format!("decide with `pmpo resume {run_id} --retry`, `--skip` or `--abort`")
-            }),
-            stderr_tail: last
-                .as_ref()
-                .and_then(|t| t.outcome.as_ref())
-                .and_then(|o| tail_lines(&o.stderr, 10)),
-        });
-        sh.results[idx] = Some(result);
-        return Ok(());
-    }
-
-    if let Some(t) = last.as_ref() {
-        result.sandbox = t.sandbox.clone();
-        result.undeclared = t.undeclared.iter().map(|d| d.path.clone()).collect();
-    }
-    let (failure, mut outcome, files, exit_code, signal) = match (&choice, last.take()) {
-        (Some(Decision::Skip), t) => {
-            let why = t
-                .as_ref()
-                .and_then(|t| t.failure.as_ref())
-                .map(|f| format!(": {}", f.message))
-                .unwrap_or_default();
-            let reason = format!("skipped by the user after a failure{why}");
-            result.finished_at = Some(finished_at.clone());
-            let skip = Skip {
-                idx,
-                pos,
-                at,
-                def_hash: &def_hash,
-                cache_key: Some(&cache_key),
-                attempts: attempt_no,
-                duration: Some(duration),
-            };
-            return sh.record_skip(run_id, result, skip, reason);
-        }
-        (Some(Decision::Abort), t) => {
-            if sh.aborted_at.is_none_or(|p| pos < p) {
-                sh.aborted_at = Some(pos);
-            }
-            let mut f = t
-                .as_ref()
-                .and_then(|t| t.failure.clone())
-                .unwrap_or(Failure {
-                    status: StageStatus::Failed,
-                    kind: "aborted".into(),
-                    message: String::new(),
-                    hint: None,
-                });
-            f.message = format!(
-                "aborted by the user{}",
-                if f.message.is_empty() {
-                    String::new()
-                } else {
-                    format!(" after: {}", f.message)
-                }
-            );
-            f.kind = "aborted".into();
-            let (o, files, e, s) = t.map_or((None, vec![], None, None), |t| {
-                (t.outcome, t.files, t.exit_code, t.signal)
-            });
-            (Some(f), o, files, e, s)
-        }
-        (_, Some(t)) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
-        (_, None) => (
-            Some(Failure {
-                status: StageStatus::Failed,
-                kind: "internal".into(),
-                message: "the stage made no attempt".into(),
-                hint: None,
-            }),
-            None,
-            vec![],
-            None,
-            None,
-        ),
-    };
-    // A tool that skipped optional work (a preview with no browser) says so:
-    // the stage is SKIPPED with its reason, not COMPLETED.
-    let tool_skip = outcome
-        .as_ref()
-        .and_then(|o| o.skipped.clone())
-        .filter(|_| failure.is_none());
-    let status = match (&failure, &tool_skip) {
-        // Stopped by the user's cancel: not a failure of the stage.
-        (Some(f), _) if f.kind == "cancelled" => StageStatus::Cancelled,
-        (Some(f), _) => f.status,
-        (None, Some(_)) => StageStatus::Skipped,
-        (None, None) => StageStatus::Completed,
-    };
-    let mut failure = failure;
-    if let (Some(f), Some(fb)) = (failure.as_mut(), &fallback_used) {
-        f.message = format!("{} (the fallback `{fb}` was tried too)", f.message);
-    }
-
-    // What later stages (and a later resume) may read.
-    let named = outcome
-        .as_mut()
-        .map(|o| std::mem::take(&mut o.outputs))
-        .unwrap_or_default();
-    let mut stage_data: StageData = named.clone();
-    let keep = |f: &str| cx.wanted.contains(&(stage.id.clone(), f.to_string()));
-    if let Some(o) = &outcome {
-        keep_streams(cx, stage, o, &keep, &mut stage_data)?;
-    }
-    stage_data.insert("exit_code".into(), json!(exit_code));
-    stage_data.insert(
-        "files".into(),
-        json!(files.iter().map(|f| &f.path).collect::<Vec<_>>()),
-    );
-    stage_data.insert("duration_ms".into(), json!(ms(duration)));
-    let data_json = serde_json::to_string(&stage_data).expect("json");
-
-    result.status = status;
-    result.reason = failure
-        .as_ref()
-        .map(|f| f.message.clone())
-        .or(tool_skip.clone());
-    result.optional_skip = tool_skip.is_some();
-    result.finished_at = Some(finished_at.clone());
-    result.duration_ms = ms(duration);
-    result.exit_code = exit_code;
-    result.signal = signal;
-    result.outputs = named;
-    result.files = files;
-    result.attempts = attempt_no as u32;
-    result.fallback_used = fallback_used.clone();
-    result.stdout_bytes = outcome.as_ref().map_or(0, |o| o.stdout.total);
-    result.stderr_bytes = outcome.as_ref().map_or(0, |o| o.stderr.total);
-    sh.rec.db.put_task(&task_row(
-        run_id,
-        pos,
-        &result,
-        &def_hash,
-        Some(&cache_key),
-        &data_json,
-        attempt_no,
-    ))?;
-    // A result reached through a fallback is not what the stage itself would give.
-    if status == StageStatus::Completed
-        && stage.cache
-        && fallback_used.is_none()
-        && !correction_used
-    {
-        sh.rec.db.cache_put(&CacheRow {
-            cache_key: cache_key.clone(),
-            stage_id: stage.id.clone(),
-            run_id: run_id.to_string(),
-            created_at: finished_at.clone(),
-            outputs: serde_json::to_string(&result.outputs).expect("json"),
-            files: serde_json::to_string(&result.files).expect("json"),
-            data: data_json,
-        })?;
-    }
-    if let Some(fb) = &fallback_used
-        && status == StageStatus::Completed
-    {
-        sh.notices
-            .push(format!("stage `{}` used its fallback `{fb}`", stage.id));
-    }
-
-    if let Some(f) = &failure {
-        sh.errors.push(ErrorEntry {
-            stage: stage.id.clone(),
-            kind: f.kind.clone(),
-            message: f.message.clone(),
-            hint: f.hint.clone(),
-            stderr_tail: outcome.as_ref().and_then(|o| tail_lines(&o.stderr, 10)),
-        });
-        if f.kind == "cancelled" {
-            sh.cancelled = true;
-        }
-        // A failure never stops a stage that is already running: fail-fast only
-        // keeps later stages (in the reference order) from starting.
-        if sh.first_failure.as_ref().is_none_or(|(p, _)| pos < *p) {
-            sh.first_failure = Some((pos, stage.id.clone()));
-        }
-        sh.rec.emit(
-            EventKind::TaskFailed,
-            at,
-            Some(status),
-            Some(duration),
-            Some(f.message.clone()),
-        )?;
-    } else if let Some(why) = &tool_skip {
-        sh.rec.emit(
-            EventKind::TaskSkipped,
-            at,
-            Some(status),
-            Some(duration),
-            Some(why.clone()),
-        )?;
-    } else {
-        let note = fallback_used
-            .as_ref()
-            .map(|fb| format!("completed with the fallback `{fb}`"));
-        sh.rec.emit(
-            EventKind::TaskCompleted,
-            at,
-            Some(status),
-            Some(duration),
-            note,
-        )?;
-    }
-    if status == StageStatus::Completed && cx.wanted.iter().any(|(s, _)| s == &stage.id) {
-        sh.data.insert(stage.id.clone(), stage_data);
-    }
-    sh.record_done(idx, result);
-    // Completion is durable before anything else starts.
-    sh.rec.db.flush()?;
-    Ok(())
-}
-
 /// What later stages read of a stage's stdout and stderr. A stream cut by the
 /// capture limit is never passed on as if whole: `$stage.stdout` then fails
 /// with the sizes (see `resolve`), and `$stage.stdout_file` names a file with
@@ -1570,66 +983,13 @@ async fn attempt(
         if let Some((kind, message)) = failed {
             tried.failure = Some(Failure {
                 status: StageStatus::Failed,
-                kind: kind.into(),
+                kind,
                 message,
                 hint: Some("see the check's evidence in validation_outputs of .state/execution_results.json".into()),
             });
         }
     }
     Ok(tried)
-}
-
-/// Asks the model endpoint for a minimal correction of a failed stage's code;
-/// returns the corrected code, or why there is none.
-async fn correct_code(
-    cx: &Cx<'_>,
-    stage: &Stage,
-    error: &str,
-    stderr: &str,
-    cancel: &CancellationToken,
-) -> Result<String, String> {
-    let client = cx
-        .engine
-        .registry
-        .model_client()
-        .filter(|c| c.is_configured())
-        .ok_or("no model endpoint is configured (see docs/configuration.md)")?;
-    let language = stage
-        .inputs
-        .get("language")
-        .and_then(Value::as_str)
-        .unwrap_or("sh");
-    let code = stage
-        .inputs
-        .get("code")
-        .and_then(Value::as_str)
-        .unwrap_or_default();
-    let tail: String = stderr
-        .chars()
-        .rev()
-        .take(4000)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-        .collect();
-    let prompt = format!(
-        "This {language} code, run as a step of a build, failed.\n\nError: {error}\n\nIts stderr (the end):\n{tail}\n\nThe code:\n```{language}\n{code}\n```\n\nReturn the same code with the smallest change that fixes the error, in one fenced ```{language} block. Do not add features or change what the code is for."
-    );
-    let ctx = pmpo_ai::CallContext {
-        workspace: cx.ws,
-        run_id: cx.run_id,
-        stage: &stage.id,
-        phase: pmpo_ai::Phase::Execute,
-        route: pmpo_ai::Route::default(),
-        cancel,
-        deadline: Instant::now() + stage.timeout.map_or(cx.opts.default_timeout, |t| t.0),
-    };
-    let answer = client
-        .complete(&ctx, &pmpo_ai::ChatRequest::user(prompt))
-        .await
-        .map_err(|e| format!("the model call failed: {}", e.message))?;
-    pmpo_tools::ai::code_block(&answer.completion.text, language)
-        .ok_or_else(|| format!("the model's answer had no ```{language} block"))
 }
 
 /// Kills processes started by stages of `run_id` in this workspace (they carry
@@ -1708,9 +1068,21 @@ fn task_row(
 #[derive(Debug, Clone)]
 struct Failure {
     status: StageStatus,
-    kind: String,
+    kind: ErrorKind,
     message: String,
     hint: Option<String>,
+}
+
+impl Failure {
+    /// A FAILED stage's failure.
+    fn new(kind: ErrorKind, message: String, hint: Option<String>) -> Failure {
+        Failure {
+            status: StageStatus::Failed,
+            kind,
+            message,
+            hint,
+        }
+    }
 }
 
 /// What one call of a tool did, before the engine judged it.
@@ -1736,14 +1108,9 @@ struct Attempt {
 }
 
 impl Attempt {
-    fn failed(kind: &str, message: String, hint: Option<String>) -> Attempt {
+    fn failed(kind: ErrorKind, message: String, hint: Option<String>) -> Attempt {
         Attempt {
-            failure: Some(Failure {
-                status: StageStatus::Failed,
-                kind: kind.into(),
-                message,
-                hint,
-            }),
+            failure: Some(Failure::new(kind, message, hint)),
             started_at: now_rfc3339(),
             ..Default::default()
         }
@@ -1773,15 +1140,10 @@ struct Tried {
 }
 
 impl Tried {
-    fn failed(kind: &str, message: String, hint: Option<String>) -> Tried {
+    fn failed(kind: ErrorKind, message: String, hint: Option<String>) -> Tried {
         let now = now_rfc3339();
         Tried {
-            failure: Some(Failure {
-                status: StageStatus::Failed,
-                kind: kind.into(),
-                message,
-                hint,
-            }),
+            failure: Some(Failure::new(kind, message, hint)),
             started_at: now.clone(),
             finished_at: now,
             ..Default::default()
@@ -1841,7 +1203,7 @@ fn validate_attempt(
         if !problems.is_empty() {
             failure = Some(Failure {
                 status: StageStatus::Failed,
-                kind: "missing_output".into(),
+                kind: FailureKind::MissingOutput.into(),
                 message: problems.join("; "),
                 hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
             });
@@ -1941,7 +1303,7 @@ fn record_attempt(
         duration_ms: ms(t.duration),
         exit_code: t.exit_code.map(i64::from),
         signal: t.signal.map(i64::from),
-        error_kind: t.failure.as_ref().map(|f| f.kind.clone()),
+        error_kind: t.failure.as_ref().map(|f| f.kind.to_string()),
         error_message: t.failure.as_ref().map(|f| f.message.clone()),
         stdout_bytes: t.outcome.as_ref().map_or(0, |o| o.stdout.total as i64),
         stderr_bytes: t.outcome.as_ref().map_or(0, |o| o.stderr.total as i64),
@@ -2033,13 +1395,13 @@ async fn run_stage(
 ) -> Attempt {
     let Some(tool) = engine.registry.get(tool_written) else {
         return Attempt::failed(
-            "invalid_input",
+            FailureKind::InvalidInput.into(),
             format!("unknown tool `{tool_written}`"),
             None,
         );
     };
     if let Err(e) = tool.preflight() {
-        return Attempt::failed(&class_name(e.class), e.message, e.hint);
+        return Attempt::failed(e.class.into(), e.message, e.hint);
     }
     let watch = match crate::sandbox::begin(ws, stage, tool.name()) {
         Ok(w) => w,
@@ -2059,7 +1421,7 @@ async fn run_stage(
         // that would be a change nobody could undo.
         if pmpo_store::is_own_path(&p) {
             return Attempt::failed(
-                "invalid_input",
+                FailureKind::InvalidInput.into(),
                 format!(
                     "`{tool_written}` would write `{p}`, inside pmpo's own directories ({})",
                     pmpo_store::OWN_DIRS.join(", ")
@@ -2080,7 +1442,7 @@ async fn run_stage(
             Ok(false) => {}
             Err(e) => {
                 return Attempt::failed(
-                    "io",
+                    FailureKind::Io.into(),
                     format!("cannot back up `{rel}` before the stage may overwrite it: {e}"),
                     Some("check free space in the workspace".into()),
                 );
@@ -2142,7 +1504,7 @@ async fn run_stage(
         }
         Err(e) => {
             return Attempt::failed(
-                "io",
+                FailureKind::Io.into(),
                 format!("cannot record in the ledger what the stage may change: {e}"),
                 Some("check that the workspace is writable and has free space".into()),
             );
@@ -2180,19 +1542,14 @@ async fn run_stage(
         Err(e) => {
             attempt.failure = Some(Failure {
                 status: StageStatus::Failed,
-                kind: class_name(e.class),
+                kind: e.class.into(),
                 message: e.message,
                 hint: e.hint,
             });
         }
         Ok(outcome) => {
-            let fail = |kind: &str, message: String, hint: Option<String>| {
-                Some(Failure {
-                    status: StageStatus::Failed,
-                    kind: kind.into(),
-                    message,
-                    hint,
-                })
+            let fail = |kind: FailureKind, message: String, hint: Option<String>| {
+                Some(Failure::new(kind.into(), message, hint))
             };
             attempt.failure = match outcome.termination {
                 Termination::Exited(0) => None,
@@ -2203,13 +1560,17 @@ async fn run_stage(
                     let message = format!("exited with code {code}{first}");
                     match recovery::classify(&outcome.stderr.text(), Some(code)) {
                         Some(c) => fail(c.kind, message, Some(c.hint)),
-                        None => fail("exit_status", message, Some(exit_hint(code))),
+                        None => fail(FailureKind::ExitStatus, message, Some(exit_hint(code))),
                     }
                 }
                 Termination::Signaled(sig) => {
                     let oom = sig == 9 && !opts.cancel.is_cancelled();
                     fail(
-                        if oom { "killed" } else { "signal" },
+                        if oom {
+                            FailureKind::Killed
+                        } else {
+                            FailureKind::Signal
+                        },
                         format!("killed by signal {sig}{}", signal_name(sig)),
                         Some(if oom {
                             "SIGKILL from outside pmpo is often the kernel's out-of-memory killer: check memory use (dmesg)".into()
@@ -2220,12 +1581,12 @@ async fn run_stage(
                 }
                 Termination::TimedOut => Some(Failure {
                     status: StageStatus::Timeout,
-                    kind: "timeout".into(),
+                    kind: FailureKind::Timeout.into(),
                     message: format!("timed out after {timeout:.1?}; it was stopped"),
                     hint: Some("raise the stage's `timeout:` or make the work faster".into()),
                 }),
                 Termination::Cancelled => fail(
-                    "cancelled",
+                    FailureKind::Cancelled,
                     "cancelled by the user; its process group was killed".into(),
                     None,
                 ),
@@ -2267,7 +1628,7 @@ fn judge_sandbox(
     if !undeclared.is_empty() {
         attempt.failure = Some(Failure {
             status: StageStatus::Failed,
-            kind: "undeclared_write".into(),
+            kind: FailureKind::UndeclaredWrite.into(),
             message: format!(
                 "stage `{}` {}",
                 stage.id,
@@ -2285,8 +1646,13 @@ fn judge_sandbox(
         return;
     };
     if matches!(
-        f.kind.as_str(),
-        "timeout" | "cancelled" | "killed" | "signal"
+        f.kind.shared(),
+        Some(
+            FailureKind::Timeout
+                | FailureKind::Cancelled
+                | FailureKind::Killed
+                | FailureKind::Signal
+        )
     ) {
         return;
     }
@@ -2297,12 +1663,12 @@ fn judge_sandbox(
         .unwrap_or_default();
     let text = format!("{stderr}\n{}", f.message);
     if pmpo_sandbox::blocked_privileges(&text) {
-        f.kind = "permission_denied".into();
+        f.kind = FailureKind::PermissionDenied.into();
         f.hint = Some("sudo and other set-uid programs cannot gain privileges inside a sandboxed stage (Landlock needs no_new_privs); drop sudo, or set `sandbox: false` on the stage".into());
         return;
     }
     if let Some(path) = refused_path {
-        f.kind = "undeclared_write".into();
+        f.kind = FailureKind::UndeclaredWrite.into();
         f.message = match path {
             Some(p) => format!(
                 "the sandbox refused a write to `{p}`, outside the stage's declared outputs ({})",
@@ -2340,13 +1706,6 @@ fn undeclared_row(
         after_size: d.size_after.map(|s| s as i64),
         ..PatchRow::new(pmpo_store::db::PATCH_UNDECLARED, run_id, &stage.id, &d.path)
     }
-}
-
-fn class_name(c: pmpo_tools::ErrorClass) -> String {
-    serde_json::to_value(c)
-        .ok()
-        .and_then(|v| v.as_str().map(str::to_string))
-        .unwrap_or_default()
 }
 
 fn exit_hint(code: i32) -> String {
