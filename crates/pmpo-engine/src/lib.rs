@@ -16,6 +16,7 @@ pub mod resolve;
 pub mod results;
 mod sandbox;
 pub mod validation;
+pub mod words;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -24,7 +25,7 @@ use pmpo_plan::{Diagnostic, LoadedPlan, PlanDocument};
 use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
+pub use events::{Event, EventKind, EventSink, NoSink, StageStatus, What};
 pub use exec::kill_leftovers;
 pub use kind::ErrorKind;
 pub use persist::export_ledger;

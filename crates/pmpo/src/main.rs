@@ -600,7 +600,7 @@ fn cmd_execute(
             if !quiet {
                 report::print_summary(&results, &workspace);
             }
-            match RunStatus::parse(&results.status) {
+            match Some(results.status) {
                 Some(RunStatus::Completed) => EXIT_OK,
                 Some(RunStatus::Cancelled) => stop.exit_code(),
                 Some(s) if s.is_paused() => EXIT_PAUSED,

@@ -276,7 +276,7 @@ pub fn junit_xml(r: &ValidationReport) -> String {
             cases.push_str("</testcase>\n");
         }
         let could_not_look = c.checks.iter().any(|&i| {
-            outputs[i].status == "not_checked"
+            outputs[i].status.as_str() == "not_checked"
                 && outputs[i].evidence.get("not_run") != Some(&serde_json::Value::Bool(true))
         });
         if c.status == ConstraintStatus::NotChecked

@@ -78,23 +78,17 @@ pub(super) async fn run_one(
             progress.attempt_no,
         );
         sh.rec.db.put_task(&row)?;
-        let description = Some(stage.description.clone()).filter(|d| !d.is_empty());
-        sh.rec.emit(
-            EventKind::TaskStarted,
-            at,
-            Some(StageStatus::InProgress),
-            None,
-            description,
-        )?;
+        let started = What::TaskStarted {
+            description: stage.description.clone(),
+        };
+        sh.rec
+            .emit(started, at, Some(StageStatus::InProgress), None)?;
         sh.rec.db.flush()?;
     }
     let t0 = Instant::now();
 
     // A decision given with `pmpo resume --skip|--abort` for the stage that awaited it.
-    let awaited = cx
-        .prior
-        .get(&stage.id)
-        .is_some_and(|t| t.status == StageStatus::AwaitingIntervention.as_str());
+    let awaited = cx.prior.get(&stage.id).is_some_and(awaits);
     let ending = match (awaited, cx.opts.decision) {
         (true, Some(d @ (Decision::Skip | Decision::Abort))) => Ending::Decided(d),
         _ => {
@@ -181,15 +175,10 @@ impl Attempts<'_, '_, '_> {
         }
     }
 
-    fn emit(&self, kind: EventKind, message: String) -> Result<(), EngineError> {
+    fn emit(&self, what: What) -> Result<(), EngineError> {
         let mut sh = self.shared.borrow_mut();
-        sh.rec.emit(
-            kind,
-            self.at,
-            Some(StageStatus::InProgress),
-            None,
-            Some(message),
-        )?;
+        sh.rec
+            .emit(what, self.at, Some(StageStatus::InProgress), None)?;
         sh.rec.db.flush()?;
         Ok(())
     }
@@ -227,31 +216,24 @@ impl Attempts<'_, '_, '_> {
                     history.steps.push(Step::Ran(tried));
                 }
                 Next::Fallback => {
-                    let why = p
-                        .last_message()
-                        .unwrap_or_else(|| "its adapter is unavailable".into());
                     let (fallback, _) = self.candidate(Tool::Fallback);
-                    let message = format!(
-                        "`{}` failed ({why}); using the fallback `{fallback}`",
-                        self.stage.tool_name()
-                    );
-                    self.shared.borrow_mut().rec.emit(
-                        EventKind::TaskFallback,
-                        self.at,
-                        Some(StageStatus::InProgress),
-                        None,
-                        Some(message),
-                    )?;
+                    let what = What::TaskFallback {
+                        tool: self.stage.tool_name().to_string(),
+                        why: p.last_message(),
+                        fallback: fallback.clone(),
+                    };
+                    let status = Some(StageStatus::InProgress);
+                    self.shared
+                        .borrow_mut()
+                        .rec
+                        .emit(what, self.at, status, None)?;
                     p.fallback_used = Some(fallback);
                     history.steps.push(Step::FellBack);
                 }
                 Next::Correct => history.steps.push(self.correct(p).await?),
                 Next::AskPerson => match self.ask(p) {
                     Some(Decision::Retry) => {
-                        self.emit(
-                            EventKind::TaskRetrying,
-                            "retrying, as the user asked".into(),
-                        )?;
+                        self.emit(What::TaskRetrying(Retry::AsAsked))?;
                         p.blocked.clear();
                         history.steps.push(Step::PersonRetry);
                     }
@@ -272,11 +254,12 @@ impl Attempts<'_, '_, '_> {
         of: u32,
         delay: Duration,
     ) -> Result<bool, EngineError> {
-        let msg = p.last_message().unwrap_or_default();
-        self.emit(
-            EventKind::TaskRetrying,
-            format!("attempt {failed} of {of} failed ({msg}); retrying in {delay:.1?}"),
-        )?;
+        self.emit(What::TaskRetrying(Retry::AttemptFailed {
+            attempt: failed,
+            of,
+            error: p.last_message().unwrap_or_default(),
+            delay,
+        }))?;
         tokio::select! {
             _ = tokio::time::sleep(delay) => Ok(true),
             _ = self.token.cancelled() => {
@@ -379,14 +362,9 @@ impl Attempts<'_, '_, '_> {
         };
         {
             let mut sh = self.shared.borrow_mut();
-            let message = "running the code once more, as corrected by the model";
-            sh.rec.emit(
-                EventKind::TaskRetrying,
-                self.at,
-                Some(StageStatus::InProgress),
-                None,
-                Some(message.into()),
-            )?;
+            let what = What::TaskRetrying(Retry::Corrected);
+            sh.rec
+                .emit(what, self.at, Some(StageStatus::InProgress), None)?;
             p.attempt_no += 1;
             sh.rec.db.flush()?;
         }
@@ -518,11 +496,12 @@ fn halt_stage(
     );
     sh.rec.db.put_task(&row)?;
     sh.rec.emit(
-        EventKind::TaskAwaitingIntervention,
+        What::TaskAwaitingIntervention {
+            reason: reason.clone(),
+        },
         end.at,
         Some(StageStatus::AwaitingIntervention),
         Some(end.duration),
-        Some(reason.clone()),
     )?;
     sh.rec.db.flush()?;
     let why = if safe_mode {
@@ -751,19 +730,21 @@ fn report_end(
         if sh.first_failure.as_ref().is_none_or(|(p, _)| end.pos < *p) {
             sh.first_failure = Some((end.pos, stage.id.clone()));
         }
-        let message = Some(f.message.clone());
-        sh.rec
-            .emit(EventKind::TaskFailed, at, status, duration, message)?;
+        let failed = What::TaskFailed {
+            error: f.message.clone(),
+        };
+        sh.rec.emit(failed, at, status, duration)?;
     } else if let Some(why) = e.tool_skip {
-        let message = Some(why.to_string());
-        sh.rec
-            .emit(EventKind::TaskSkipped, at, status, duration, message)?;
+        let skipped = What::TaskSkipped {
+            reason: why.to_string(),
+        };
+        sh.rec.emit(skipped, at, status, duration)?;
     } else {
-        let note = e
-            .fallback_used
-            .map(|fb| format!("completed with the fallback `{fb}`"));
-        sh.rec
-            .emit(EventKind::TaskCompleted, at, status, duration, note)?;
+        let completed = What::TaskCompleted {
+            reused: None,
+            fallback: e.fallback_used.map(str::to_string),
+        };
+        sh.rec.emit(completed, at, status, duration)?;
     }
     Ok(())
 }
