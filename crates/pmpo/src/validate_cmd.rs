@@ -104,6 +104,7 @@ fn print_text(r: &ValidationReport) {
             ConstraintStatus::Satisfied => paint("32", "satisfied"),
             ConstraintStatus::Violated => paint("1;31", "VIOLATED"),
             ConstraintStatus::NotChecked => paint("33", "not checked"),
+            ConstraintStatus::Pending => paint("33", "pending"),
         };
         let _ = writeln!(out, "{} ({}): {status}", c.id, c.severity);
         for &i in &c.checks {

@@ -175,6 +175,35 @@ impl Default for BreakerPolicy {
     }
 }
 
+/// An adapter's breaker, as the store writes it (`adapters.breaker_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    Closed,
+    Open,
+    /// The cool-down passed: one trial call decides.
+    HalfOpen,
+}
+
+impl Breaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breaker::Closed => "CLOSED",
+            Breaker::Open => "OPEN",
+            Breaker::HalfOpen => "HALF_OPEN",
+        }
+    }
+
+    /// Reads the written form; anything else is closed (a breaker that
+    /// cannot be read never blocks).
+    pub fn parse(text: &str) -> Breaker {
+        match text {
+            "OPEN" => Breaker::Open,
+            "HALF_OPEN" => Breaker::HalfOpen,
+            _ => Breaker::Closed,
+        }
+    }
+}
+
 /// Whether a call may go to the adapter now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
@@ -198,19 +227,19 @@ pub fn gate(db: &mut dyn ExecStore, adapter: &str, kind: &str) -> Result<Gate, D
         db.touch_adapter(adapter, kind, &pmpo_store::now_rfc3339())?;
         return Ok(Gate::Closed);
     };
-    match row.breaker_state.as_str() {
-        "OPEN" => {
+    match Breaker::parse(&row.breaker_state) {
+        Breaker::Open => {
             let until = row.opened_until.as_deref().and_then(parse_time);
             if until.is_some_and(|u| now < u) {
                 return Ok(Gate::Open(row.opened_until.clone().unwrap_or_default()));
             }
-            row.breaker_state = "HALF_OPEN".into();
+            row.breaker_state = Breaker::HalfOpen.as_str().into();
             row.updated_at = pmpo_store::now_rfc3339();
             db.put_adapter(&row)?;
             Ok(Gate::HalfOpen)
         }
-        "HALF_OPEN" => Ok(Gate::HalfOpen),
-        _ => Ok(Gate::Closed),
+        Breaker::HalfOpen => Ok(Gate::HalfOpen),
+        Breaker::Closed => Ok(Gate::Closed),
     }
 }
 
@@ -266,25 +295,26 @@ pub fn record(
     let mut row = db.adapter(adapter)?.unwrap_or(AdapterRow {
         adapter_id: adapter.into(),
         kind: kind.into(),
-        breaker_state: "CLOSED".into(),
+        breaker_state: Breaker::Closed.as_str().into(),
         consecutive_failures: 0,
         opened_until: None,
         last_error: None,
         updated_at: now.clone(),
     });
-    if ok && row.breaker_state == "CLOSED" && row.consecutive_failures == 0 {
+    let state = Breaker::parse(&row.breaker_state);
+    if ok && state == Breaker::Closed && row.consecutive_failures == 0 {
         // Nothing to change: a success on a healthy adapter costs no write.
         return Ok(row.breaker_state);
     }
     if ok {
-        row.breaker_state = "CLOSED".into();
+        row.breaker_state = Breaker::Closed.as_str().into();
         row.consecutive_failures = 0;
         row.opened_until = None;
     } else {
         row.consecutive_failures += 1;
         row.last_error = error.map(|e| e.chars().take(500).collect());
-        if row.breaker_state == "HALF_OPEN" || row.consecutive_failures >= policy.threshold as i64 {
-            row.breaker_state = "OPEN".into();
+        if state == Breaker::HalfOpen || row.consecutive_failures >= policy.threshold as i64 {
+            row.breaker_state = Breaker::Open.as_str().into();
             let until = chrono::Utc::now()
                 + chrono::Duration::from_std(policy.cooldown).unwrap_or_default();
             row.opened_until = Some(until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));

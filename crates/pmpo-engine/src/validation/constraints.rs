@@ -4,24 +4,9 @@
 
 use super::*;
 
-/// A constraint's status after validation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ConstraintStatus {
-    Satisfied,
-    Violated,
-    NotChecked,
-}
-
-impl ConstraintStatus {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ConstraintStatus::Satisfied => "satisfied",
-            ConstraintStatus::Violated => "violated",
-            ConstraintStatus::NotChecked => "not_checked",
-        }
-    }
-}
+/// A constraint's status: after validation it is satisfied, violated or not
+/// checked (`Pending` is for constraints not judged yet, never written here).
+pub use pmpo_store::states::ConstraintStatus;
 
 /// One constraint with its status and the checks that decided it.
 #[derive(Debug, Clone, Serialize)]
@@ -108,7 +93,8 @@ impl ConstraintReport {
     pub fn blocking_unproven(&self, outputs: &[ValidationOutput]) -> bool {
         self.severity == Severity::Blocking
             && match self.status {
-                ConstraintStatus::Satisfied => false,
+                // Validation never leaves a constraint pending.
+                ConstraintStatus::Satisfied | ConstraintStatus::Pending => false,
                 ConstraintStatus::Violated => true,
                 ConstraintStatus::NotChecked => self.could_not_look(outputs),
             }
@@ -124,6 +110,7 @@ pub fn summarize(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -> 
     for r in reports {
         match r.status {
             ConstraintStatus::Satisfied => s.satisfied += 1,
+            ConstraintStatus::Pending => {}
             ConstraintStatus::NotChecked => {
                 s.not_checked += 1;
                 if r.severity == Severity::Blocking && r.could_not_look(outputs) {
