@@ -2,8 +2,10 @@
 //! order, calls each stage's tool, decides success (exit status, declared
 //! outputs on disk), records everything, and returns [`ExecutionResults`].
 //!
-//! The engine emits [`Event`]s; the event log (`logs/executor.jsonl`) and the
-//! terminal reporter both consume them.
+//! The engine emits [`Event`]s with typed payloads ([`What`]); the event log
+//! (`logs/executor.jsonl`) and the terminal reporter both consume them, and
+//! one reporter ([`words`]) turns them into words for both. What to do after
+//! a failed attempt is one pure function ([`recovery::next_step`]).
 
 pub mod events;
 mod exec;
