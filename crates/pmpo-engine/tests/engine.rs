@@ -10,7 +10,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use pmpo_engine::events::{Retry, What};
 use pmpo_engine::results::{ExecutionResults, RunStatus, StageResult};
-use pmpo_engine::{Engine, Event, EventSink, ExecuteOptions, StageStatus};
+use pmpo_engine::{
+    AskPerson, Decision, Engine, Event, EventSink, ExecuteOptions, Intervention, StageStatus,
+};
 use pmpo_plan::InputIssue;
 use pmpo_tools::{Captured, Registry, Termination, Tool, ToolContext, ToolError, ToolOutcome};
 use serde_json::{Map, Value};
@@ -117,6 +119,16 @@ fn engine() -> Engine {
 
 /// Runs `stages` (YAML under `plan.stages`) in a fresh workspace.
 async fn execute(dir: &Path, stages: &str, seen: &mut Seen) -> ExecutionResults {
+    execute_asking(dir, stages, seen, None).await
+}
+
+/// The same, with a person who answers every question so.
+async fn execute_asking(
+    dir: &Path,
+    stages: &str,
+    seen: &mut Seen,
+    answer: Option<Decision>,
+) -> ExecutionResults {
     let text = format!(
         "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n{stages}"
     );
@@ -130,6 +142,7 @@ async fn execute(dir: &Path, stages: &str, seen: &mut Seen) -> ExecutionResults 
         opts.cancel = token.clone();
     }
     opts.keep_going = true;
+    opts.ask = answer.map(|d| -> AskPerson { Arc::new(move |_: &Intervention| d) });
     engine
         .execute(&plan, &opts, seen)
         .await
@@ -265,4 +278,35 @@ async fn cancelling_stops_the_running_stage_and_skips_the_rest() {
     let after = stage(&r, "after");
     assert_eq!(after.status, StageStatus::Skipped);
     assert!(!dir.path().join("after.txt").exists());
+}
+
+const MANUAL: &str =
+    "    - id: hard\n      tool: fake\n      with: {fail_first: 9}\n      on_failure: manual\n";
+
+#[tokio::test]
+async fn a_manual_stage_with_nobody_to_ask_pauses_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Seen::default();
+    let r = execute(dir.path(), MANUAL, &mut seen).await;
+    assert_eq!(r.status, RunStatus::AwaitingIntervention);
+    assert_eq!(stage(&r, "hard").status, StageStatus::AwaitingIntervention);
+    assert_eq!(r.errors[0].kind.as_str(), "awaiting_decision");
+}
+
+#[tokio::test]
+async fn a_person_who_skips_a_manual_stage_skips_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Seen::default();
+    let r = execute_asking(dir.path(), MANUAL, &mut seen, Some(Decision::Skip)).await;
+    let hard = stage(&r, "hard");
+    assert_eq!(hard.status, StageStatus::Skipped);
+    assert!(
+        hard.reason
+            .as_deref()
+            .unwrap()
+            .starts_with("skipped by the user after a failure"),
+        "{:?}",
+        hard.reason
+    );
+    assert_eq!(r.status, RunStatus::Incomplete);
 }
