@@ -46,7 +46,7 @@ pub fn settle_interrupted(ws: &Workspace, db: &mut dyn ExecStore) -> Result<Sett
     let runs: HashSet<&str> = pending.iter().map(|r| r.run_id.as_str()).collect();
     let mut stopped = 0;
     for run in runs {
-        stopped += crate::executor::kill_leftovers(run, ws.root());
+        stopped += crate::exec::kill_leftovers(run, ws.root());
     }
     for row in &pending {
         let dir_now = !is_pattern(&row.path)

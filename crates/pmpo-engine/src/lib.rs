@@ -2,12 +2,15 @@
 //! order, calls each stage's tool, decides success (exit status, declared
 //! outputs on disk), records everything, and returns [`ExecutionResults`].
 //!
-//! The engine emits [`Event`]s; the event log (`logs/executor.jsonl`) and the
-//! terminal reporter both consume them.
+//! The engine emits [`Event`]s with typed payloads ([`What`]); the event log
+//! (`logs/executor.jsonl`) and the terminal reporter both consume them, and
+//! one reporter ([`words`]) turns them into words for both. What to do after
+//! a failed attempt is one pure function ([`recovery::next_step`]).
 
 pub mod events;
-mod executor;
+mod exec;
 pub mod intents;
+pub mod kind;
 pub mod outputs;
 mod persist;
 pub mod recovery;
@@ -15,6 +18,7 @@ pub mod resolve;
 pub mod results;
 mod sandbox;
 pub mod validation;
+pub mod words;
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -23,8 +27,9 @@ use pmpo_plan::{Diagnostic, LoadedPlan, PlanDocument};
 use pmpo_tools::Registry;
 use tokio_util::sync::CancellationToken;
 
-pub use events::{Event, EventKind, EventSink, NoSink, StageStatus};
-pub use executor::kill_leftovers;
+pub use events::{Event, EventKind, EventSink, NoSink, StageStatus, What};
+pub use exec::kill_leftovers;
+pub use kind::ErrorKind;
 pub use persist::export_ledger;
 pub use results::ExecutionResults;
 
@@ -221,6 +226,6 @@ impl Engine {
         opts: &ExecuteOptions,
         sink: &mut dyn EventSink,
     ) -> Result<ExecutionResults, EngineError> {
-        executor::run(self, plan, opts, sink).await
+        exec::run(self, plan, opts, sink).await
     }
 }

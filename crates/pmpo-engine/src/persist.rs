@@ -1,13 +1,14 @@
 //! Writing a run's results: `.state/execution_results.json`,
 //! `artifact_manifest.json` and an entry appended to `refinement_log.md`.
 
+use pmpo_store::states::ValidationStatus;
 use std::fmt::Write as _;
 use std::time::Duration;
 
 use pmpo_store::db::ExecStore;
 use pmpo_store::{Durability, LEDGER_FILE, Workspace, Writer, now_rfc3339};
 
-use crate::executor::ms;
+use crate::exec::ms;
 use crate::outputs::Change;
 use crate::results::{
     ErrorEntry, ExecutionResults, RESULTS_SCHEMA_VERSION, RunStatus, StageResult, Summary,
@@ -87,7 +88,7 @@ pub(crate) fn finish(
     let manifest = build_manifest(
         spec,
         &run.run_id,
-        run.status.as_str(),
+        run.status,
         &run.stages,
         finished_at.clone(),
     );
@@ -162,7 +163,7 @@ pub(crate) fn finish(
         plan: plan_rel.to_string(),
         plan_blake3: plan.blake3.clone(),
         artifact_name: spec.artifact_name.clone(),
-        status: status.as_str().to_string(),
+        status,
         started_at: run.started_at,
         finished_at,
         duration_ms: ms(run.duration),
@@ -182,6 +183,18 @@ pub(crate) fn finish(
         state_updates: plan.doc.plan.state_updates.clone(),
     };
 
+    write_results(ws, db, &results, changed)?;
+    Ok(results)
+}
+
+/// Writes what the run leaves: its entry in the refinement log, the ledger's
+/// export (when something changed) and the results file.
+fn write_results(
+    ws: &Workspace,
+    db: &mut dyn ExecStore,
+    results: &ExecutionResults,
+    changed: bool,
+) -> Result<(), EngineError> {
     // Never through a link: its target would be copied into the workspace.
     let mut log = ws
         .read_own(REFINEMENT_LOG)?
@@ -191,7 +204,7 @@ pub(crate) fn finish(
     }
     log.push(b'\n');
     log.extend_from_slice(results.logs.as_bytes());
-    changed |= write_ledgered(ws, db, REFINEMENT_LOG, &log, &results.run_id)?;
+    let changed = changed | write_ledgered(ws, db, REFINEMENT_LOG, &log, &results.run_id)?;
     db.flush()?;
     if changed || !ws.root().join(LEDGER_FILE).exists() {
         export_ledger(ws, db)?;
@@ -199,12 +212,12 @@ pub(crate) fn finish(
 
     // Redacted as a whole: a configured key a stage printed (an error's
     // stderr tail, a named output) never reaches the results file.
-    let text = serde_json::to_string_pretty(&results).expect("results serialize");
+    let text = serde_json::to_string_pretty(results).expect("results serialize");
     let text = pmpo_store::secrets::redact(&text);
     ws.write_atomic_with(RESULTS_FILE, Durability::Durable, |w| {
         w.write_all(text.as_bytes())
     })?;
-    Ok(results)
+    Ok(())
 }
 
 /// The manifest to write: this run's entries (each with its owner, when the
@@ -373,16 +386,16 @@ fn unproven_blocking(reports: &[ConstraintReport], outputs: &[ValidationOutput])
         .map(|r| Violation {
             constraint_id: r.id.clone(),
             description: r.description.clone(),
-            status: r.status.as_str().to_string(),
+            status: r.status,
             checks: r
                 .checks
                 .iter()
                 .map(|&i| &outputs[i])
-                .filter(|o| o.status != "passed")
+                .filter(|o| o.status != ValidationStatus::Passed)
                 .map(|o| ViolationCheck {
                     check: o.check.clone(),
                     stage: o.stage.clone(),
-                    status: o.status.clone(),
+                    status: o.status,
                     message: crate::validation::message_of(o).to_string(),
                 })
                 .collect(),

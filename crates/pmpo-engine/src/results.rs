@@ -5,7 +5,10 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::events::StageStatus;
+use crate::kind::ErrorKind;
 use crate::outputs::GeneratedFile;
+use crate::validation::ConstraintStatus;
+use pmpo_store::states::ValidationStatus;
 
 /// Version of the results file layout.
 pub const RESULTS_SCHEMA_VERSION: u32 = 1;
@@ -100,7 +103,7 @@ pub struct ValidationOutput {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constraint_id: Option<String>,
     /// `passed`, `failed`, or `not_checked`.
-    pub status: String,
+    pub status: ValidationStatus,
     /// What was measured, against what.
     pub evidence: Value,
     pub duration_ms: f64,
@@ -110,8 +113,9 @@ pub struct ValidationOutput {
 #[derive(Debug, Clone, Serialize)]
 pub struct ErrorEntry {
     pub stage: String,
-    /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, or a tool error class.
-    pub kind: String,
+    /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, a
+    /// tool error class, or one of the engine's own kinds (see [`ErrorKind`]).
+    pub kind: ErrorKind,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,
@@ -210,7 +214,7 @@ pub struct Violation {
     pub constraint_id: String,
     pub description: String,
     /// `violated` or `not_checked`.
-    pub status: String,
+    pub status: ConstraintStatus,
     /// Each check that names the constraint and did not pass, with what it found.
     pub checks: Vec<ViolationCheck>,
 }
@@ -220,7 +224,7 @@ pub struct ViolationCheck {
     pub check: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stage: Option<String>,
-    pub status: String,
+    pub status: ValidationStatus,
     pub message: String,
 }
 
@@ -232,7 +236,7 @@ pub struct Manifest {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub content_type: Option<String>,
     pub run_id: String,
-    pub status: String,
+    pub status: RunStatus,
     pub variants: Vec<Variant>,
     pub files: Vec<ManifestFile>,
     /// Pixel sizes of rasterized images (from `rasterize` stages).
@@ -275,7 +279,7 @@ pub struct ExecutionResults {
     pub artifact_name: String,
     /// A [`RunStatus`]: `completed`, `failed`, `incomplete`, `cancelled`,
     /// `awaiting_intervention` or `paused`.
-    pub status: String,
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: f64,
@@ -308,7 +312,7 @@ pub struct ExecutionResults {
 
 impl ExecutionResults {
     pub fn succeeded(&self) -> bool {
-        self.status == "completed"
+        self.status == RunStatus::Completed
     }
 }
 
@@ -322,7 +326,7 @@ fn produced(s: &StageResult) -> bool {
 pub fn build_manifest(
     spec: &pmpo_plan::Specification,
     run_id: &str,
-    status: &str,
+    status: RunStatus,
     stages: &[StageResult],
     generated_at: String,
 ) -> Manifest {
@@ -365,7 +369,7 @@ pub fn build_manifest(
         artifact_type: spec.artifact_type.clone(),
         content_type: spec.content_type.clone(),
         run_id: run_id.to_string(),
-        status: status.to_string(),
+        status,
         variants,
         files,
         sizes,

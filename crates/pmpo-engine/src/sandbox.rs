@@ -8,6 +8,8 @@
 //! Without Landlock every stage is watched by detection: a metadata snapshot
 //! of the workspace before and after it.
 
+use crate::kind::ErrorKind;
+use pmpo_store::states::FailureKind;
 use std::path::PathBuf;
 use std::sync::Arc;
 
@@ -44,7 +46,7 @@ pub(crate) struct Watch {
 }
 
 /// Why a stage was not started: (kind, message, hint).
-pub(crate) type Refusal = (&'static str, String, Option<String>);
+pub(crate) type Refusal = (ErrorKind, String, Option<String>);
 
 /// Prepares the confinement of a stage, registers it among the running
 /// stages and, where detection applies, takes the snapshot before it.
@@ -78,7 +80,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     let abi = pmpo_sandbox::usable_abi();
     let refuse_net = |why: String| -> Refusal {
         (
-            "network_unenforceable",
+            ErrorKind::NetworkUnenforceable,
             format!(
                 "stage `{}` declares `network: false`, which cannot be enforced here: {why}; it was not run",
                 stage.id
@@ -109,7 +111,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
         .tempdir()
         .map_err(|e| {
             (
-                "io",
+                FailureKind::Io.into(),
                 format!(
                     "cannot make the stage's scratch directory in the system temp directory: {e}"
                 ),
@@ -120,7 +122,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     let mut policy =
         policy::for_outputs(&root, &stage.outputs, Some(scratch.path())).map_err(|e| {
             (
-                "invalid_input",
+                FailureKind::InvalidInput.into(),
                 format!("stage `{}`: {e}", stage.id),
                 Some("fix the stage's `outputs:`".to_string()),
             )
@@ -143,7 +145,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
                     refuse_net(e)
                 } else {
                     (
-                        "sandbox",
+                        ErrorKind::Sandbox,
                         format!("stage `{}`: {e}", stage.id),
                         Some("set `sandbox: false` on the stage, or run with --no-sandbox".into()),
                     )

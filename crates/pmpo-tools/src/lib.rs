@@ -253,6 +253,13 @@ impl Registry {
         Registry::builtin(ai::AiTool::new(client.clone()), Some(client))
     }
 
+    /// This registry with one more tool (one of the embedding program's, or a
+    /// test's fake): it answers to its name before any built-in.
+    pub fn with_tool(mut self, tool: Arc<dyn Tool>) -> Self {
+        self.tools.insert(0, tool);
+        self
+    }
+
     /// The model client of this registry, if any.
     pub fn model_client(&self) -> Option<Arc<pmpo_ai::Client>> {
         self.client.clone()

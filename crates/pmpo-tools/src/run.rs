@@ -13,6 +13,10 @@
 //!   schema: {type: object, required: [n], properties: {n: {type: integer}}}  # optional: what it must hold
 //! ```
 
+mod correct;
+
+pub use correct::{Correction, correct_code, correction_prompt};
+
 use std::io::ErrorKind;
 
 use async_trait::async_trait;
@@ -100,161 +104,9 @@ impl Tool for RunTool {
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = unknown_keys(inputs, KEYS, "run");
-        let shell_help = "write `language: sh` and `code: ...` to use a shell, or give argv as a list: `command: [echo, hello]`";
-        match (inputs.get("command"), inputs.get("code")) {
-            (Some(_), Some(_)) => issues.push(issue(
-                "code",
-                "give either `command` or `code`, not both",
-                None,
-            )),
-            (None, None) => issues.push(issue(
-                "",
-                "the `run` tool needs `command` (an argv list) or `language` + `code`",
-                Some("e.g. `with: {command: [echo, hello]}`"),
-            )),
-            (Some(Value::String(s)), None) if !is_reference(&Value::String(s.clone())) => issues
-                .push(issue(
-                    "command",
-                    "`command` must be a list of arguments, not a string (no shell is used)",
-                    Some(shell_help),
-                )),
-            (Some(Value::Array(items)), None) => {
-                if items.is_empty() {
-                    issues.push(issue(
-                        "command",
-                        "`command` is empty",
-                        Some("give the program and its arguments"),
-                    ));
-                }
-                for item in items {
-                    if matches!(item, Value::Object(_) | Value::Array(_) | Value::Null) {
-                        issues.push(issue("command", "every element of `command` must be text, a number or a `$stage.field` reference", None));
-                        break;
-                    }
-                }
-            }
-            (Some(v), None) if !is_reference(v) && !v.is_array() => issues.push(issue(
-                "command",
-                "`command` must be a list of arguments",
-                Some(shell_help),
-            )),
-            (None, Some(code)) => {
-                if !code.is_string() {
-                    issues.push(issue("code", "`code` must be text", None));
-                }
-                match inputs.get("language") {
-                    None => issues.push(issue(
-                        "",
-                        "`code` needs a `language`",
-                        Some("one of: bash, sh, python, node"),
-                    )),
-                    Some(Value::String(l)) if !LANGUAGES.iter().any(|(n, _, _)| n == l) => issues
-                        .push(issue(
-                            "language",
-                            format!("unknown language `{l}`"),
-                            Some("one of: bash, sh, python, node"),
-                        )),
-                    Some(Value::String(_)) => {}
-                    Some(_) => issues.push(issue(
-                        "language",
-                        "`language` must be text",
-                        Some("one of: bash, sh, python, node"),
-                    )),
-                }
-            }
-            _ => {}
-        }
-        if inputs.contains_key("language") && inputs.contains_key("command") {
-            issues.push(issue(
-                "language",
-                "`language` goes with `code`, not with `command`",
-                None,
-            ));
-        }
-        if let Some(env) = inputs.get("env") {
-            match env {
-                Value::Object(map) => {
-                    for (k, v) in map {
-                        if k.is_empty() || k.contains('=') || k.contains('\0') {
-                            issues.push(issue(
-                                "env",
-                                format!("`{k}` is not a valid environment variable name"),
-                                None,
-                            ));
-                        }
-                        if matches!(v, Value::Object(_) | Value::Null) {
-                            issues.push(issue(
-                                "env",
-                                format!("env `{k}` must be text, a number, a boolean or a list"),
-                                None,
-                            ));
-                        }
-                    }
-                }
-                _ => issues.push(issue("env", "`env` must be a mapping of NAME: value", None)),
-            }
-        }
-        match inputs.get("env_passthrough") {
-            None => {}
-            Some(Value::Array(names))
-                if names.iter().all(|n| {
-                    n.as_str()
-                        .is_some_and(|s| !s.is_empty() && !s.contains(['=', '\0']))
-                }) => {}
-            Some(_) => issues.push(issue(
-                "env_passthrough",
-                "`env_passthrough` must be a list of variable names",
-                Some("e.g. `env_passthrough: [GITHUB_TOKEN]`: secret variables are kept from stages unless listed here"),
-            )),
-        }
-        match inputs.get("cwd") {
-            None => {}
-            Some(cwd) if is_reference(cwd) => {}
-            Some(Value::String(s)) if s == "." || s == "./" => {}
-            Some(Value::String(s)) => {
-                if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
-                    issues.push(issue(
-                        "cwd",
-                        format!("`cwd` {msg}"),
-                        Some("give a directory relative to the workspace"),
-                    ));
-                }
-            }
-            Some(_) => issues.push(issue(
-                "cwd",
-                "`cwd` must be a path relative to the workspace",
-                None,
-            )),
-        }
-        if let Some(v) = inputs.get("outputs_json")
-            && !v.is_boolean()
-        {
-            issues.push(issue(
-                "outputs_json",
-                "`outputs_json` must be true or false",
-                None,
-            ));
-        }
-        if let Some(v) = inputs.get("stdin")
-            && !(v.is_string() || v.is_number())
-        {
-            issues.push(issue("stdin", "`stdin` must be text", None));
-        }
-        match inputs.get("schema") {
-            None => {}
-            Some(v) if !(v.is_object() || v.is_string()) => issues.push(issue(
-                "schema",
-                "`schema` must be a JSON schema (a mapping) or the path of a schema file",
-                None,
-            )),
-            Some(_) if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) => issues
-                .push(issue(
-                    "schema",
-                    "`schema` describes the named outputs, but `outputs_json` is not true",
-                    Some("add `outputs_json: true`, or remove `schema`"),
-                )),
-            Some(_) => {}
-        }
+        check_program(inputs, &mut issues);
+        check_env(inputs, &mut issues);
+        check_options(inputs, &mut issues);
         issues
     }
 
@@ -269,48 +121,7 @@ impl Tool for RunTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let invalid = |m: String| ToolError::new(ErrorClass::InvalidInput, m);
-        let mut script_path = None;
-        let argv = if let Some(command) = inputs.get("command") {
-            argv_of(command)?
-        } else {
-            let language = inputs
-                .get("language")
-                .and_then(Value::as_str)
-                .unwrap_or_default();
-            let (_, interpreter, ext) = LANGUAGES
-                .iter()
-                .find(|(n, _, _)| *n == language)
-                .ok_or_else(|| invalid(format!("unknown language `{language}`")))?;
-            let code = inputs
-                .get("code")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid("`code` must be text".into()))?;
-            // The code is kept under .state/scripts/ as a record of what ran.
-            let rel = format!(
-                "{}/scripts/{}/{}.{ext}",
-                pmpo_store::STATE_DIR,
-                ctx.run_id,
-                ctx.stage_id
-            );
-            ctx.workspace
-                .write_atomic(&rel, code.as_bytes(), Durability::Relaxed)
-                .map_err(|e| {
-                    ToolError::new(
-                        ErrorClass::Io,
-                        format!("cannot write the stage's code to `{rel}`: {e}"),
-                    )
-                })?;
-            script_path = Some(rel.clone());
-            vec![
-                interpreter.to_string(),
-                ctx.workspace
-                    .root()
-                    .join(&rel)
-                    .to_string_lossy()
-                    .into_owned(),
-            ]
-        };
-
+        let (argv, script_path) = program(ctx, inputs)?;
         let cwd = match inputs.get("cwd").and_then(Value::as_str) {
             None | Some(".") | Some("./") => ctx.workspace.root().to_path_buf(),
             Some(dir) => ctx
@@ -325,36 +136,7 @@ impl Tool for RunTool {
             )));
         }
 
-        let mut env = vec![
-            (
-                "PMPO_WORKSPACE".to_string(),
-                ctx.workspace.root().to_string_lossy().into_owned(),
-            ),
-            ("PMPO_RUN_ID".to_string(), ctx.run_id.to_string()),
-            ("PMPO_STAGE".to_string(), ctx.stage_id.to_string()),
-        ];
-        if let Some(Value::Object(vars)) = inputs.get("env") {
-            for (k, v) in vars {
-                let value = match v {
-                    Value::Array(items) => items
-                        .iter()
-                        .filter_map(scalar_to_arg)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                    other => scalar_to_arg(other).unwrap_or_default(),
-                };
-                env.push((k.clone(), value));
-            }
-        }
-        // Secret variables are kept from stages; the ones the stage lists in
-        // `env_passthrough` are handed on from pmpo's own environment.
-        if let Some(Value::Array(names)) = inputs.get("env_passthrough") {
-            for name in names.iter().filter_map(Value::as_str) {
-                if let Ok(value) = std::env::var(name) {
-                    env.push((name.to_string(), value));
-                }
-            }
-        }
+        let mut env = stage_env(ctx, inputs);
         let stdin = inputs
             .get("stdin")
             .and_then(scalar_to_arg)
@@ -418,42 +200,305 @@ impl Tool for RunTool {
             notes: result.note.into_iter().collect(),
             skipped: None,
         };
-        if inputs.get("outputs_json").and_then(Value::as_bool) == Some(true)
-            && outcome.termination == crate::Termination::Exited(0)
-        {
-            let line = outcome.stdout.last_line().unwrap_or_default();
-            match serde_json::from_str::<Value>(&line) {
-                Ok(Value::Object(map)) => {
-                    let value = Value::Object(map);
-                    if let Some(schema) = outputs_schema(ctx, inputs)? {
-                        let errors = pmpo_ai::schema::validate(&schema, &value);
-                        if !errors.is_empty() {
-                            return Err(ToolError::new(
-                                ErrorClass::BadToolOutput,
-                                format!(
-                                    "the named outputs (the last line of stdout) do not satisfy `schema`: {}",
-                                    errors.join("; ")
-                                ),
-                            )
-                            .hint("print the fields the schema declares, or change the schema"));
-                        }
-                    }
-                    if let Value::Object(map) = value {
-                        outcome.outputs = map;
-                    }
-                }
-                _ => {
-                    let shown: String = line.chars().take(200).collect();
-                    return Err(ToolError::new(
-                        ErrorClass::BadToolOutput,
-                        format!("`outputs_json: true` but the last line of stdout is not a JSON object: {shown:?}"),
-                    )
-                    .hint("print one JSON object, e.g. {\"name\": \"value\"}, as the last line of stdout"));
+        named_outputs_of(ctx, inputs, &mut outcome)?;
+        Ok(outcome)
+    }
+}
+
+/// `command`, or `language` + `code`: what the stage runs.
+fn check_program(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
+    let shell_help = "write `language: sh` and `code: ...` to use a shell, or give argv as a list: `command: [echo, hello]`";
+    match (inputs.get("command"), inputs.get("code")) {
+        (Some(_), Some(_)) => issues.push(issue(
+            "code",
+            "give either `command` or `code`, not both",
+            None,
+        )),
+        (None, None) => issues.push(issue(
+            "",
+            "the `run` tool needs `command` (an argv list) or `language` + `code`",
+            Some("e.g. `with: {command: [echo, hello]}`"),
+        )),
+        (Some(Value::String(s)), None) if !is_reference(&Value::String(s.clone())) => {
+            issues.push(issue(
+                "command",
+                "`command` must be a list of arguments, not a string (no shell is used)",
+                Some(shell_help),
+            ))
+        }
+        (Some(Value::Array(items)), None) => {
+            if items.is_empty() {
+                issues.push(issue(
+                    "command",
+                    "`command` is empty",
+                    Some("give the program and its arguments"),
+                ));
+            }
+            for item in items {
+                if matches!(item, Value::Object(_) | Value::Array(_) | Value::Null) {
+                    issues.push(issue("command", "every element of `command` must be text, a number or a `$stage.field` reference", None));
+                    break;
                 }
             }
         }
-        Ok(outcome)
+        (Some(v), None) if !is_reference(v) && !v.is_array() => issues.push(issue(
+            "command",
+            "`command` must be a list of arguments",
+            Some(shell_help),
+        )),
+        (None, Some(code)) => {
+            if !code.is_string() {
+                issues.push(issue("code", "`code` must be text", None));
+            }
+            match inputs.get("language") {
+                None => issues.push(issue(
+                    "",
+                    "`code` needs a `language`",
+                    Some("one of: bash, sh, python, node"),
+                )),
+                Some(Value::String(l)) if !LANGUAGES.iter().any(|(n, _, _)| n == l) => {
+                    issues.push(issue(
+                        "language",
+                        format!("unknown language `{l}`"),
+                        Some("one of: bash, sh, python, node"),
+                    ))
+                }
+                Some(Value::String(_)) => {}
+                Some(_) => issues.push(issue(
+                    "language",
+                    "`language` must be text",
+                    Some("one of: bash, sh, python, node"),
+                )),
+            }
+        }
+        _ => {}
     }
+    if inputs.contains_key("language") && inputs.contains_key("command") {
+        issues.push(issue(
+            "language",
+            "`language` goes with `code`, not with `command`",
+            None,
+        ));
+    }
+}
+
+/// `env` and `env_passthrough`: what the stage's processes see.
+fn check_env(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
+    if let Some(env) = inputs.get("env") {
+        match env {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    if k.is_empty() || k.contains('=') || k.contains('\0') {
+                        issues.push(issue(
+                            "env",
+                            format!("`{k}` is not a valid environment variable name"),
+                            None,
+                        ));
+                    }
+                    if matches!(v, Value::Object(_) | Value::Null) {
+                        issues.push(issue(
+                            "env",
+                            format!("env `{k}` must be text, a number, a boolean or a list"),
+                            None,
+                        ));
+                    }
+                }
+            }
+            _ => issues.push(issue("env", "`env` must be a mapping of NAME: value", None)),
+        }
+    }
+    match inputs.get("env_passthrough") {
+        None => {}
+        Some(Value::Array(names))
+            if names.iter().all(|n| {
+                n.as_str()
+                    .is_some_and(|s| !s.is_empty() && !s.contains(['=', '\0']))
+            }) => {}
+        Some(_) => issues.push(issue(
+            "env_passthrough",
+            "`env_passthrough` must be a list of variable names",
+            Some("e.g. `env_passthrough: [GITHUB_TOKEN]`: secret variables are kept from stages unless listed here"),
+        )),
+    }
+}
+
+/// `cwd`, `outputs_json`, `stdin` and `schema`.
+fn check_options(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
+    match inputs.get("cwd") {
+        None => {}
+        Some(cwd) if is_reference(cwd) => {}
+        Some(Value::String(s)) if s == "." || s == "./" => {}
+        Some(Value::String(s)) => {
+            if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
+                issues.push(issue(
+                    "cwd",
+                    format!("`cwd` {msg}"),
+                    Some("give a directory relative to the workspace"),
+                ));
+            }
+        }
+        Some(_) => issues.push(issue(
+            "cwd",
+            "`cwd` must be a path relative to the workspace",
+            None,
+        )),
+    }
+    if let Some(v) = inputs.get("outputs_json")
+        && !v.is_boolean()
+    {
+        issues.push(issue(
+            "outputs_json",
+            "`outputs_json` must be true or false",
+            None,
+        ));
+    }
+    if let Some(v) = inputs.get("stdin")
+        && !(v.is_string() || v.is_number())
+    {
+        issues.push(issue("stdin", "`stdin` must be text", None));
+    }
+    match inputs.get("schema") {
+        None => {}
+        Some(v) if !(v.is_object() || v.is_string()) => issues.push(issue(
+            "schema",
+            "`schema` must be a JSON schema (a mapping) or the path of a schema file",
+            None,
+        )),
+        Some(_) if inputs.get("outputs_json").and_then(Value::as_bool) != Some(true) => issues
+            .push(issue(
+                "schema",
+                "`schema` describes the named outputs, but `outputs_json` is not true",
+                Some("add `outputs_json: true`, or remove `schema`"),
+            )),
+        Some(_) => {}
+    }
+}
+
+/// The argv the stage runs: its `command`, or its interpreter and its `code`
+/// (kept under .state/scripts/, whose path is returned too).
+fn program(
+    ctx: &ToolContext<'_>,
+    inputs: &Map<String, Value>,
+) -> Result<(Vec<String>, Option<String>), ToolError> {
+    let invalid = |m: String| ToolError::new(ErrorClass::InvalidInput, m);
+    if let Some(command) = inputs.get("command") {
+        return Ok((argv_of(command)?, None));
+    }
+    let language = inputs
+        .get("language")
+        .and_then(Value::as_str)
+        .unwrap_or_default();
+    let (_, interpreter, ext) = LANGUAGES
+        .iter()
+        .find(|(n, _, _)| *n == language)
+        .ok_or_else(|| invalid(format!("unknown language `{language}`")))?;
+    let code = inputs
+        .get("code")
+        .and_then(Value::as_str)
+        .ok_or_else(|| invalid("`code` must be text".into()))?;
+    // The code is kept under .state/scripts/ as a record of what ran.
+    let rel = format!(
+        "{}/scripts/{}/{}.{ext}",
+        pmpo_store::STATE_DIR,
+        ctx.run_id,
+        ctx.stage_id
+    );
+    ctx.workspace
+        .write_atomic(&rel, code.as_bytes(), Durability::Relaxed)
+        .map_err(|e| {
+            ToolError::new(
+                ErrorClass::Io,
+                format!("cannot write the stage's code to `{rel}`: {e}"),
+            )
+        })?;
+    let argv = vec![
+        interpreter.to_string(),
+        ctx.workspace
+            .root()
+            .join(&rel)
+            .to_string_lossy()
+            .into_owned(),
+    ];
+    Ok((argv, Some(rel)))
+}
+
+/// The stage's environment: pmpo's variables, its `env`, and the secret
+/// variables it lists in `env_passthrough`.
+fn stage_env(ctx: &ToolContext<'_>, inputs: &Map<String, Value>) -> Vec<(String, String)> {
+    let mut env = vec![
+        (
+            "PMPO_WORKSPACE".to_string(),
+            ctx.workspace.root().to_string_lossy().into_owned(),
+        ),
+        ("PMPO_RUN_ID".to_string(), ctx.run_id.to_string()),
+        ("PMPO_STAGE".to_string(), ctx.stage_id.to_string()),
+    ];
+    if let Some(Value::Object(vars)) = inputs.get("env") {
+        for (k, v) in vars {
+            let value = match v {
+                Value::Array(items) => items
+                    .iter()
+                    .filter_map(scalar_to_arg)
+                    .collect::<Vec<_>>()
+                    .join("\n"),
+                other => scalar_to_arg(other).unwrap_or_default(),
+            };
+            env.push((k.clone(), value));
+        }
+    }
+    // Secret variables are kept from stages; the ones the stage lists in
+    // `env_passthrough` are handed on from pmpo's own environment.
+    if let Some(Value::Array(names)) = inputs.get("env_passthrough") {
+        for name in names.iter().filter_map(Value::as_str) {
+            if let Ok(value) = std::env::var(name) {
+                env.push((name.to_string(), value));
+            }
+        }
+    }
+    env
+}
+
+/// `outputs_json: true`: the last line of stdout is the named outputs (checked against `schema`).
+fn named_outputs_of(
+    ctx: &ToolContext<'_>,
+    inputs: &Map<String, Value>,
+    outcome: &mut ToolOutcome,
+) -> Result<(), ToolError> {
+    if inputs.get("outputs_json").and_then(Value::as_bool) == Some(true)
+        && outcome.termination == crate::Termination::Exited(0)
+    {
+        let line = outcome.stdout.last_line().unwrap_or_default();
+        match serde_json::from_str::<Value>(&line) {
+            Ok(Value::Object(map)) => {
+                let value = Value::Object(map);
+                if let Some(schema) = outputs_schema(ctx, inputs)? {
+                    let errors = pmpo_ai::schema::validate(&schema, &value);
+                    if !errors.is_empty() {
+                        return Err(ToolError::new(
+                            ErrorClass::BadToolOutput,
+                            format!(
+                                "the named outputs (the last line of stdout) do not satisfy `schema`: {}",
+                                errors.join("; ")
+                            ),
+                        )
+                        .hint("print the fields the schema declares, or change the schema"));
+                    }
+                }
+                if let Value::Object(map) = value {
+                    outcome.outputs = map;
+                }
+            }
+            _ => {
+                let shown: String = line.chars().take(200).collect();
+                return Err(ToolError::new(
+                    ErrorClass::BadToolOutput,
+                    format!("`outputs_json: true` but the last line of stdout is not a JSON object: {shown:?}"),
+                )
+                .hint("print one JSON object, e.g. {\"name\": \"value\"}, as the last line of stdout"));
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Replaces the configured keys in what was kept of a process's output by

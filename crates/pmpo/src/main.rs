@@ -615,11 +615,10 @@ fn cmd_execute(
     if !args.quiet {
         report::print_summary(&results, &workspace);
     }
-    // The run's status is its exit code (`to_string` reads a typed status and
-    // its written form alike); a cancelled run answers the signal that stopped it.
-    match RunStatus::parse(&results.status.to_string()) {
-        Some(RunStatus::Cancelled) => stop.exit_code(),
-        Some(status) => status.exit_code(),
-        None => EXIT_STAGE_FAILED,
+    // The run's status is its exit code; a cancelled run answers the signal
+    // that stopped it.
+    match results.status {
+        RunStatus::Cancelled => stop.exit_code(),
+        status => status.exit_code(),
     }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use pmpo_engine::words::{self, human};
 use pmpo_engine::{Event, EventKind, EventSink, ExecutionResults, StageStatus};
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -40,17 +41,6 @@ pub struct Reporter {
     color: bool,
     live: Arc<Mutex<Live>>,
     ticker: Option<tokio::task::JoinHandle<()>>,
-}
-
-fn human(d: Duration) -> String {
-    let s = d.as_secs_f64();
-    if s < 1.0 {
-        format!("{:.0} ms", s * 1000.0)
-    } else if s < 60.0 {
-        format!("{s:.1} s")
-    } else {
-        format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
-    }
 }
 
 impl Live {
@@ -141,6 +131,56 @@ impl Reporter {
         }
     }
 
+    /// A plain line of the reporter, painted when it interrupts a stage.
+    fn paint_line(&self, e: &Event, line: &str) -> String {
+        let parts = line.strip_prefix("  ").and_then(|l| l.split_once("  "));
+        match (words::interruption(e.event), parts) {
+            (Some(_), Some((head, rest))) => {
+                let head = head.replacen('!', &self.paint("!", "33"), 1);
+                format!("  {head}  {}", self.paint(rest, "33"))
+            }
+            _ => line.to_string(),
+        }
+    }
+
+    /// The permanent line of a finished stage on a live terminal (a started
+    /// stage joins the status line instead).
+    fn live_line(&self, live: &mut Live, e: &Event) -> Option<String> {
+        let id = e.stage_id.as_deref().unwrap_or("");
+        let pos = words::position(e);
+        let dur = words::duration(e);
+        let msg = e.message.as_deref().unwrap_or("");
+        match e.event {
+            EventKind::TaskStarted => {
+                live.current
+                    .push((id.to_string(), e.index.unwrap_or(0), Instant::now()));
+                None
+            }
+            EventKind::TaskCompleted if !msg.is_empty() => Some(format!(
+                "  {} {pos} {id}  {}",
+                self.paint("✓", "32"),
+                self.paint(msg, "2")
+            )),
+            EventKind::TaskCompleted => {
+                Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32")))
+            }
+            EventKind::TaskFailed => Some(format!(
+                "  {} {pos} {id}  {dur}  {}",
+                self.paint("✗", "31"),
+                self.paint(
+                    &format!("{}: {msg}", e.status.map_or("FAILED", StageStatus::as_str)),
+                    "31"
+                )
+            )),
+            EventKind::TaskSkipped => Some(format!(
+                "  {} {pos} {id}  {}",
+                self.paint("-", "33"),
+                self.paint(&format!("skipped: {msg}"), "2")
+            )),
+            _ => None,
+        }
+    }
+
     fn paint(&self, text: &str, code: &str) -> String {
         if self.color {
             format!("\x1b[{code}m{text}\x1b[0m")
@@ -156,93 +196,26 @@ impl EventSink for Reporter {
             return;
         }
         let id = e.stage_id.as_deref().unwrap_or("");
-        let pos = format!("[{}/{}]", e.index.unwrap_or(0), e.total);
-        let dur = e
-            .duration_ms
-            .map(|ms| human(Duration::from_secs_f64(ms / 1000.0)))
-            .unwrap_or_default();
-        let msg = e.message.as_deref().unwrap_or("");
         let mut live = self.live.lock().unwrap_or_else(|p| p.into_inner());
-        if e.event == EventKind::ExecutionResumed {
-            errln!("pmpo: {msg}");
-        }
-        if matches!(
-            e.event,
-            EventKind::TaskRetrying | EventKind::TaskFallback | EventKind::TaskAwaitingIntervention
-        ) {
+        // The words are the engine's reporter's; this only places and paints them.
+        let interrupts = words::interruption(e.event).is_some();
+        if self.mode == Mode::Plain || interrupts || e.event == EventKind::ExecutionResumed {
+            if interrupts && live.line_shown {
+                err!("\r\x1b[2K");
+                live.line_shown = false;
+            }
+            if let Some(line) = words::line(e) {
+                errln!("{}", self.paint_line(e, &line));
+            }
+        } else if let Some(line) = self.live_line(&mut live, e) {
             if live.line_shown {
                 err!("\r\x1b[2K");
                 live.line_shown = false;
             }
-            let label = match e.event {
-                EventKind::TaskRetrying => "retry",
-                EventKind::TaskFallback => "fallback",
-                _ => "paused",
-            };
-            errln!(
-                "  {} {pos} {id}  {}",
-                self.paint("!", "33"),
-                self.paint(&format!("{label}: {msg}"), "33")
-            );
-            return;
+            errln!("{line}");
         }
-        match self.mode {
-            Mode::Plain => {
-                let line = match e.event {
-                    EventKind::TaskStarted => format!("{pos} {id} started"),
-                    EventKind::TaskCompleted => match e.status {
-                        Some(StageStatus::Cached) => format!("{pos} {id} CACHED ({msg})"),
-                        _ if !msg.is_empty() => format!("{pos} {id} COMPLETED ({msg})"),
-                        _ => format!("{pos} {id} COMPLETED ({dur})"),
-                    },
-                    EventKind::TaskFailed => format!(
-                        "{pos} {id} {} ({dur}): {msg}",
-                        e.status.map_or("FAILED", StageStatus::as_str)
-                    ),
-                    EventKind::TaskSkipped => format!("{pos} {id} SKIPPED: {msg}"),
-                    _ => return,
-                };
-                errln!("{line}");
-            }
-            Mode::Live => {
-                let permanent = match e.event {
-                    EventKind::TaskStarted => {
-                        live.current
-                            .push((id.to_string(), e.index.unwrap_or(0), Instant::now()));
-                        None
-                    }
-                    EventKind::TaskCompleted if !msg.is_empty() => Some(format!(
-                        "  {} {pos} {id}  {}",
-                        self.paint("✓", "32"),
-                        self.paint(msg, "2")
-                    )),
-                    EventKind::TaskCompleted => {
-                        Some(format!("  {} {pos} {id}  {dur}", self.paint("✓", "32")))
-                    }
-                    EventKind::TaskFailed => Some(format!(
-                        "  {} {pos} {id}  {dur}  {}",
-                        self.paint("✗", "31"),
-                        self.paint(
-                            &format!("{}: {msg}", e.status.map_or("FAILED", StageStatus::as_str)),
-                            "31"
-                        )
-                    )),
-                    EventKind::TaskSkipped => Some(format!(
-                        "  {} {pos} {id}  {}",
-                        self.paint("-", "33"),
-                        self.paint(&format!("skipped: {msg}"), "2")
-                    )),
-                    _ => None,
-                };
-                if let Some(line) = permanent {
-                    if live.line_shown {
-                        err!("\r\x1b[2K");
-                        live.line_shown = false;
-                    }
-                    errln!("{line}");
-                }
-            }
-            Mode::Quiet => {}
+        if interrupts {
+            return;
         }
         if matches!(e.event, EventKind::TaskCompleted | EventKind::TaskFailed)
             && e.status != Some(StageStatus::Cached)
@@ -300,7 +273,7 @@ pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
         human(Duration::from_secs_f64(r.duration_ms / 1000.0))
     );
     for v in &r.violations {
-        let what = if v.status == "violated" {
+        let what = if v.status == pmpo_engine::validation::ConstraintStatus::Violated {
             "violated"
         } else {
             "could not be checked"

@@ -78,12 +78,12 @@ impl Controller<'_, '_> {
         self.timings.stages_ms += results.stages.iter().map(|s| s.duration_ms).sum::<f64>();
         self.timings.teardown_ms += results.teardown_ms;
         self.ls.run_id = Some(results.run_id.clone());
-        match RunStatus::parse(&results.status) {
-            Some(RunStatus::Cancelled) => {
+        match results.status {
+            RunStatus::Cancelled => {
                 self.save()?;
                 return Ok(Some(Outcome::Cancelled));
             }
-            Some(s) if s.is_paused() => {
+            s if s.is_paused() => {
                 self.save()?;
                 self.notes.push(format!(
                     "run {} is paused: answer with `pmpo resume {} --retry|--skip|--abort`, then `pmpo refine {}` goes on",

@@ -4,11 +4,18 @@ use std::time::Duration;
 
 use pmpo_plan::{Backoff, Retry};
 use pmpo_store::db::{AdapterRow, DbError, ExecStore};
+use pmpo_store::states::FailureKind;
+
+use crate::kind::ErrorKind;
+
+mod policy;
+
+pub use policy::{Halt, History, NOT_RETRIED, Next, Policy, Step, Tool, needs_gate, next_step};
 
 /// A recognized kind of failure and what to do about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Classified {
-    pub kind: &'static str,
+    pub kind: FailureKind,
     pub hint: String,
 }
 
@@ -31,7 +38,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
     if let Some(rest) = after(stderr, "ModuleNotFoundError: No module named") {
         let m = first_token(rest);
         return c(
-            "missing_dependency",
+            FailureKind::MissingDependency,
             format!(
                 "the Python module `{m}` is missing: install it (e.g. `pip install {m}`) and retry; pmpo never installs anything unless the plan does"
             ),
@@ -40,7 +47,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
     if let Some(rest) = after(stderr, "Cannot find module") {
         let m = first_token(rest);
         return c(
-            "missing_dependency",
+            FailureKind::MissingDependency,
             format!(
                 "the Node module `{m}` is missing: install it (e.g. `npm install {m}`) and retry"
             ),
@@ -58,7 +65,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
             .filter(|s| !s.is_empty())
             .unwrap_or_else(|| "a command".into());
         return c(
-            "missing_dependency",
+            FailureKind::MissingDependency,
             format!("`{cmd}` was not found: install it or put it on PATH, then retry"),
         );
     }
@@ -77,7 +84,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
             })
             .map(str::to_string);
         return c(
-            "service_unavailable",
+            FailureKind::ServiceUnavailable,
             match addr {
                 Some(a) => format!(
                     "nothing is listening at {a}: start the service (and check its address), then retry"
@@ -104,7 +111,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
             })
             .filter(|p| !p.is_empty());
         return c(
-            "permission_denied",
+            FailureKind::PermissionDenied,
             match path {
                 Some(p) => format!("permission denied on `{p}`: fix its permissions (e.g. chmod) or run with an account that may use it"),
                 None => "permission denied: check the permissions of the files and commands the stage uses".into(),
@@ -116,7 +123,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
         || lower.contains("cannot allocate memory")
     {
         return c(
-            "out_of_memory",
+            FailureKind::OutOfMemory,
             "the process ran out of memory: give it less data or more memory".into(),
         );
     }
@@ -126,7 +133,7 @@ pub fn classify(stderr: &str, exit_code: Option<i32>) -> Option<Classified> {
             || lower.contains("mismatch")
             || lower.contains("unsupported"))
     {
-        return c("version_incompatibility", "a dependency has the wrong version: install the version the stage needs (see stderr), then retry".into());
+        return c(FailureKind::VersionIncompatibility, "a dependency has the wrong version: install the version the stage needs (see stderr), then retry".into());
     }
     None
 }
@@ -143,8 +150,9 @@ pub fn backoff_delay(retry: &Retry, next: u32, salt: u64) -> Duration {
     if !retry.jitter {
         return base;
     }
-    // +-50%, from a hash (no RNG state to carry).
-    let h = blake3::hash(format!("{salt}-{next}-{:?}", std::time::SystemTime::now()).as_bytes());
+    // +-50%, from a hash of the stage's salt and the attempt (no RNG state to
+    // carry, no clock: the same stage and attempt wait the same time).
+    let h = blake3::hash(format!("{salt}-{next}").as_bytes());
     let unit = u16::from_le_bytes([h.as_bytes()[0], h.as_bytes()[1]]) as f64 / u16::MAX as f64;
     base.mul_f64(0.5 + unit).min(max)
 }
@@ -163,6 +171,35 @@ impl Default for BreakerPolicy {
         BreakerPolicy {
             threshold: 5,
             cooldown: Duration::from_secs(30),
+        }
+    }
+}
+
+/// An adapter's breaker, as the store writes it (`adapters.breaker_state`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Breaker {
+    Closed,
+    Open,
+    /// The cool-down passed: one trial call decides.
+    HalfOpen,
+}
+
+impl Breaker {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Breaker::Closed => "CLOSED",
+            Breaker::Open => "OPEN",
+            Breaker::HalfOpen => "HALF_OPEN",
+        }
+    }
+
+    /// Reads the written form; anything else is closed (a breaker that
+    /// cannot be read never blocks).
+    pub fn parse(text: &str) -> Breaker {
+        match text {
+            "OPEN" => Breaker::Open,
+            "HALF_OPEN" => Breaker::HalfOpen,
+            _ => Breaker::Closed,
         }
     }
 }
@@ -190,35 +227,35 @@ pub fn gate(db: &mut dyn ExecStore, adapter: &str, kind: &str) -> Result<Gate, D
         db.touch_adapter(adapter, kind, &pmpo_store::now_rfc3339())?;
         return Ok(Gate::Closed);
     };
-    match row.breaker_state.as_str() {
-        "OPEN" => {
+    match Breaker::parse(&row.breaker_state) {
+        Breaker::Open => {
             let until = row.opened_until.as_deref().and_then(parse_time);
             if until.is_some_and(|u| now < u) {
                 return Ok(Gate::Open(row.opened_until.clone().unwrap_or_default()));
             }
-            row.breaker_state = "HALF_OPEN".into();
+            row.breaker_state = Breaker::HalfOpen.as_str().into();
             row.updated_at = pmpo_store::now_rfc3339();
             db.put_adapter(&row)?;
             Ok(Gate::HalfOpen)
         }
-        "HALF_OPEN" => Ok(Gate::HalfOpen),
-        _ => Ok(Gate::Closed),
+        Breaker::HalfOpen => Ok(Gate::HalfOpen),
+        Breaker::Closed => Ok(Gate::Closed),
     }
 }
 
 /// Failure kinds that say nothing about the adapter: the stage could not be
 /// set up, or the run was cancelled.
-const NOT_THE_ADAPTERS_FAULT: &[&str] = &[
-    "invalid_input",
-    "missing_input",
-    "not_configured",
-    "cancelled",
+const NOT_THE_ADAPTERS_FAULT: &[FailureKind] = &[
+    FailureKind::InvalidInput,
+    FailureKind::MissingInput,
+    FailureKind::NotConfigured,
+    FailureKind::Cancelled,
 ];
 
 /// Failure kinds of a model endpoint that are outages: it could not be
 /// reached, did not answer in time, or failed on its side (5xx, 429 after the
 /// client's retries, a local command that failed to run).
-const MODEL_OUTAGES: &[&str] = &["service_unavailable", "timeout"];
+const MODEL_OUTAGES: &[FailureKind] = &[FailureKind::ServiceUnavailable, FailureKind::Timeout];
 
 /// Whether a call's result goes on its adapter's breaker. A success always
 /// does (it closes the breaker). A model endpoint (`adapter_kind` "model")
@@ -226,15 +263,20 @@ const MODEL_OUTAGES: &[&str] = &["service_unavailable", "timeout"];
 /// off-schema (`answer_quality`) came from a healthy server and must not make
 /// it look down. A plugin answers for every failure of its call; a built-in
 /// tool only for failing to run at all (`tool_ran` false).
-pub fn counts_for_breaker(adapter_kind: &str, failure_kind: Option<&str>, tool_ran: bool) -> bool {
+pub fn counts_for_breaker(
+    adapter_kind: &str,
+    failure_kind: Option<ErrorKind>,
+    tool_ran: bool,
+) -> bool {
     let Some(kind) = failure_kind else {
         return true;
     };
-    if NOT_THE_ADAPTERS_FAULT.contains(&kind) {
+    let shared = kind.shared();
+    if shared.is_some_and(|k| NOT_THE_ADAPTERS_FAULT.contains(&k)) {
         return false;
     }
     match adapter_kind {
-        "model" => MODEL_OUTAGES.contains(&kind),
+        "model" => shared.is_some_and(|k| MODEL_OUTAGES.contains(&k)),
         "tool" => !tool_ran,
         _ => true,
     }
@@ -253,25 +295,26 @@ pub fn record(
     let mut row = db.adapter(adapter)?.unwrap_or(AdapterRow {
         adapter_id: adapter.into(),
         kind: kind.into(),
-        breaker_state: "CLOSED".into(),
+        breaker_state: Breaker::Closed.as_str().into(),
         consecutive_failures: 0,
         opened_until: None,
         last_error: None,
         updated_at: now.clone(),
     });
-    if ok && row.breaker_state == "CLOSED" && row.consecutive_failures == 0 {
+    let state = Breaker::parse(&row.breaker_state);
+    if ok && state == Breaker::Closed && row.consecutive_failures == 0 {
         // Nothing to change: a success on a healthy adapter costs no write.
         return Ok(row.breaker_state);
     }
     if ok {
-        row.breaker_state = "CLOSED".into();
+        row.breaker_state = Breaker::Closed.as_str().into();
         row.consecutive_failures = 0;
         row.opened_until = None;
     } else {
         row.consecutive_failures += 1;
         row.last_error = error.map(|e| e.chars().take(500).collect());
-        if row.breaker_state == "HALF_OPEN" || row.consecutive_failures >= policy.threshold as i64 {
-            row.breaker_state = "OPEN".into();
+        if state == Breaker::HalfOpen || row.consecutive_failures >= policy.threshold as i64 {
+            row.breaker_state = Breaker::Open.as_str().into();
             let until = chrono::Utc::now()
                 + chrono::Duration::from_std(policy.cooldown).unwrap_or_default();
             row.opened_until = Some(until.to_rfc3339_opts(chrono::SecondsFormat::Millis, true));
@@ -288,13 +331,13 @@ mod tests {
 
     #[test]
     fn classes_and_hints() {
-        let k = |s: &str, code| classify(s, code).map(|c| c.kind);
+        let k = |s: &str, code| classify(s, code).map(|c| c.kind.as_str());
         let m = classify(
             "Traceback...\nModuleNotFoundError: No module named 'jose'\n",
             Some(1),
         )
         .unwrap();
-        assert_eq!(m.kind, "missing_dependency");
+        assert_eq!(m.kind.as_str(), "missing_dependency");
         assert!(m.hint.contains("pip install jose"), "{}", m.hint);
         assert_eq!(
             k("sh: 1: frob: not found", Some(127)),
@@ -307,14 +350,14 @@ mod tests {
                 .contains("`frob`")
         );
         let s = classify("redis.exceptions.ConnectionError: Error 111 connecting to 127.0.0.1:6379. Connection refused.", Some(1)).unwrap();
-        assert_eq!(s.kind, "service_unavailable");
+        assert_eq!(s.kind.as_str(), "service_unavailable");
         assert!(s.hint.contains("127.0.0.1:6379"), "{}", s.hint);
         let p = classify(
             "PermissionError: [Errno 13] Permission denied: '/usr/local/bin/x.sh'",
             Some(1),
         )
         .unwrap();
-        assert_eq!(p.kind, "permission_denied");
+        assert_eq!(p.kind.as_str(), "permission_denied");
         assert!(p.hint.contains("/usr/local/bin/x.sh"), "{}", p.hint);
         assert_eq!(
             k(
@@ -329,10 +372,11 @@ mod tests {
 
     #[test]
     fn only_outages_count_against_a_model_endpoint() {
-        for kind in ["service_unavailable", "timeout"] {
-            assert!(counts_for_breaker("model", Some(kind), true), "{kind}");
+        let kind = |s: &str| Some(ErrorKind::Stage(s.parse().unwrap()));
+        for k in ["service_unavailable", "timeout"] {
+            assert!(counts_for_breaker("model", kind(k), true), "{k}");
         }
-        for kind in [
+        for k in [
             "answer_quality",
             "bad_tool_output",
             "permission_denied",
@@ -340,16 +384,19 @@ mod tests {
             "not_configured",
             "cancelled",
         ] {
-            assert!(!counts_for_breaker("model", Some(kind), true), "{kind}");
+            assert!(!counts_for_breaker("model", kind(k), true), "{k}");
         }
         assert!(
             counts_for_breaker("model", None, true),
             "a success closes it"
         );
-        assert!(counts_for_breaker("plugin", Some("tool_failed"), true));
-        assert!(!counts_for_breaker("plugin", Some("cancelled"), true));
-        assert!(!counts_for_breaker("tool", Some("bad_tool_output"), true));
-        assert!(counts_for_breaker("tool", Some("io"), false));
+        assert!(counts_for_breaker("plugin", kind("tool_failed"), true));
+        let checks = Some(ErrorKind::ValidationFailed);
+        assert!(!counts_for_breaker("model", checks, true));
+        assert!(counts_for_breaker("plugin", checks, true));
+        assert!(!counts_for_breaker("plugin", kind("cancelled"), true));
+        assert!(!counts_for_breaker("tool", kind("bad_tool_output"), true));
+        assert!(counts_for_breaker("tool", kind("io"), false));
     }
 
     #[test]

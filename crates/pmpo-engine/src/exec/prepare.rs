@@ -1,0 +1,358 @@
+//! Preparing a stage: skip it (an upstream failure, fail-fast, a cancel or
+//! an abort), reuse an earlier identical result, or work out its inputs and
+//! cache key so it can run.
+
+use super::*;
+
+/// The hash of what a stage is, independent of any run.
+pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
+    // The id is part of it: a stage reuses its own earlier results, not those of
+    // another stage that happens to be written the same way.
+    let def = json!({
+        "id": stage.id,
+        "tool": tool,
+        "requires_execution": stage.requires_execution,
+        "with": stage.inputs,
+        "outputs": stage.outputs,
+        "inputs": stage.input_files,
+        "depends_on": stage.depends_on,
+    });
+    blake3::hash(&serde_json::to_vec(&def).expect("json"))
+        .to_hex()
+        .to_string()
+}
+
+/// Strings in the inputs that name an existing workspace file (a script a
+/// command runs, a file it reads) are part of the cache key even when the
+/// stage does not declare them.
+pub(super) fn mentioned_files(
+    ws: &Workspace,
+    value: &Value,
+    out: &mut BTreeMap<String, FileDigest>,
+) {
+    match value {
+        Value::String(s) => {
+            if s.is_empty()
+                || s.len() > 1024
+                || s.contains(['\n', '\0'])
+                || s.starts_with('-')
+                || s.starts_with('/')
+            {
+                return;
+            }
+            if let Ok(path) = ws.resolve(s)
+                && let Ok(m) = std::fs::metadata(&path)
+                && m.is_file()
+                && m.len() <= 64 * 1024 * 1024
+                && let Ok(d) = hash_file(&path)
+            {
+                out.insert(s.clone(), d);
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, v, out)),
+        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, v, out)),
+        _ => {}
+    }
+}
+
+/// Which earlier result a stage can reuse.
+pub(super) enum Reuse {
+    /// Completed in the interrupted run this run continues.
+    Carried(TaskRow),
+    Cached(CacheRow),
+}
+
+pub(super) fn files_intact(
+    ws: &Workspace,
+    stage: &Stage,
+    files_json: &str,
+) -> Option<Vec<GeneratedFile>> {
+    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Value>>(files_json)
+        .ok()?
+        .into_iter()
+        .filter_map(|v| {
+            Some(GeneratedFile {
+                path: v.get("path")?.as_str()?.to_string(),
+                size: v.get("size")?.as_u64()?,
+                blake3: v.get("blake3")?.as_str()?.to_string(),
+                stage: stage.id.clone(),
+                change: Change::Unchanged,
+                before: None,
+            })
+        })
+        .collect();
+    // The declared outputs must expand to recorded files only, and every
+    // recorded file (the tool's own outputs too) must be there, unchanged.
+    let now = outputs::expand(ws, &stage.outputs);
+    if !now.missing.is_empty() || !now.problems.is_empty() {
+        return None;
+    }
+    if now
+        .files
+        .keys()
+        .any(|p| !recorded.iter().any(|f| &f.path == p))
+    {
+        return None;
+    }
+    for f in &recorded {
+        let digest = match now.files.get(&f.path) {
+            Some(d) => Some(d.clone()),
+            None => ws.resolve(&f.path).ok().and_then(|p| hash_file(&p).ok()),
+        };
+        match digest {
+            Some(d) if d.blake3 == f.blake3 => {}
+            _ => return None,
+        }
+    }
+    Some(recorded)
+}
+
+/// A stage that must run, with what `prepare` worked out for it.
+pub(super) struct Prepared {
+    pub(super) result: StageResult,
+    pub(super) def_hash: String,
+    pub(super) cache_key: String,
+    pub(super) resolved: Result<Map<String, Value>, String>,
+    pub(super) input_problem: Option<String>,
+}
+
+/// Skips a stage, reuses an earlier result, or says it must run.
+pub(super) fn prepare(
+    cx: &Cx<'_>,
+    shared: &RefCell<Shared<'_>>,
+    idx: usize,
+    pos: usize,
+) -> Result<Option<Prepared>, EngineError> {
+    let stage = &cx.plan.doc.plan.stages[idx];
+    let at = Some((stage.id.as_str(), pos + 1));
+    let tool_name = cx.engine.registry.resolve_name(stage.tool_name());
+    let result = StageResult::new(stage, tool_name);
+    let mut guard = shared.borrow_mut();
+    let sh = &mut *guard;
+    // `pmpo resume --abort` answers this stage: nothing after it may start, even
+    // before its own future first runs.
+    if cx.opts.decision == Some(Decision::Abort)
+        && cx.prior.get(&stage.id).is_some_and(awaits)
+        && sh.aborted_at.is_none_or(|p| pos < p)
+    {
+        sh.aborted_at = Some(pos);
+    }
+    if let Some(reason) = skip_reason(cx, sh, stage, pos) {
+        let skip = Skip {
+            idx,
+            pos,
+            at,
+            def_hash: "",
+            cache_key: None,
+            attempts: 0,
+            duration: None,
+        };
+        sh.record_skip(cx.run_id, result, skip, reason)?;
+        return Ok(None);
+    }
+    let prepared = inputs_and_key(cx, sh, stage, tool_name, result);
+    let reuse = reusable(cx, sh, stage, &prepared)?;
+    let reused = reuse.and_then(|r| {
+        let files_json = match &r {
+            Reuse::Carried(t) => &t.files,
+            Reuse::Cached(c) => &c.files,
+        };
+        files_intact(cx.ws, stage, files_json).map(|files| (r, files))
+    });
+    match reused {
+        None => Ok(Some(prepared)),
+        Some((r, files)) => {
+            reuse_result(cx, sh, (idx, pos, at), prepared, r, files)?;
+            Ok(None)
+        }
+    }
+}
+
+/// Why a stage does not run: an upstream failure, an earlier failure
+/// (fail-fast), an abort or a cancel.
+fn skip_reason(cx: &Cx<'_>, sh: &mut Shared<'_>, stage: &Stage, pos: usize) -> Option<String> {
+    let status_of = |d: &HashMap<String, Done>, id: &str| d.get(id).and_then(|x| x.status);
+    if sh.cancelled || cx.opts.cancel.is_cancelled() {
+        sh.cancelled = true;
+        Some("not run: the run was cancelled".to_string())
+    } else if sh.aborted_at.is_some_and(|p| pos > p) {
+        Some("not run: the run was aborted".to_string())
+    } else if let Some(dep) = stage
+        .depends_on
+        .iter()
+        .find(|d| status_of(&sh.done, d).is_some_and(|s| s.is_failure()))
+    {
+        Some(format!(
+            "upstream stage `{dep}` {}",
+            status_of(&sh.done, dep).map_or("FAILED", StageStatus::as_str)
+        ))
+    } else if let (Some((at_pos, f)), false) = (&sh.first_failure, cx.opts.keep_going)
+        && pos > *at_pos
+    {
+        Some(format!(
+            "not run: stage `{f}` failed and the run stops at the first failure (use --keep-going to run independent stages)"
+        ))
+    } else {
+        None
+    }
+}
+
+/// The stage's inputs and its cache key: its definition, its resolved
+/// inputs, the files it reads and what its dependencies produced.
+fn inputs_and_key(
+    cx: &Cx<'_>,
+    sh: &Shared<'_>,
+    stage: &Stage,
+    tool_name: &str,
+    result: StageResult,
+) -> Prepared {
+    let def_hash = definition_hash(stage, tool_name);
+    let resolved = resolve_inputs(&stage.inputs, &sh.data);
+    let mut input_files = BTreeMap::new();
+    let mut input_problem = None;
+    if !stage.input_files.is_empty() {
+        let exp = outputs::expand(cx.ws, &stage.input_files);
+        if let Some(m) = exp.missing.first() {
+            input_problem = Some(format!("declared input missing: {m}"));
+        } else if let Some(p) = exp.problems.first() {
+            input_problem = Some(p.clone());
+        }
+        input_files.extend(exp.files);
+    }
+    if let Ok(r) = &resolved {
+        mentioned_files(cx.ws, &Value::Object(r.clone()), &mut input_files);
+    }
+    let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
+        .depends_on
+        .iter()
+        .filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
+        .collect();
+    let cache_key = blake3::hash(
+        &serde_json::to_vec(&json!({
+            "v": 1,
+            "definition": def_hash,
+            "resolved": resolved.as_ref().ok(),
+            "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
+            "upstream": upstream,
+        }))
+        .expect("json"),
+    )
+    .to_hex()
+    .to_string();
+    Prepared {
+        result,
+        def_hash,
+        cache_key,
+        resolved,
+        input_problem,
+    }
+}
+
+/// An earlier result with the same cache key: carried over from the
+/// interrupted run, or from the cache (unless `--force`).
+fn reusable(
+    cx: &Cx<'_>,
+    sh: &mut Shared<'_>,
+    stage: &Stage,
+    p: &Prepared,
+) -> Result<Option<Reuse>, EngineError> {
+    let forced = match &cx.opts.force {
+        Force::None => false,
+        Force::All => true,
+        Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
+    };
+    let needs = |json: &str| {
+        let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+        cx.wanted
+            .iter()
+            .filter(|(s, _)| s == &stage.id)
+            .all(|(_, f)| d.contains_key(f))
+    };
+    let key = &p.cache_key;
+    Ok(
+        if forced || p.resolved.is_err() || p.input_problem.is_some() {
+            None
+        } else if let Some(t) = cx.prior.get(&stage.id).filter(|t| {
+            succeeded(t) && t.cache_key.as_deref() == Some(key.as_str()) && needs(&t.data)
+        }) {
+            Some(Reuse::Carried(t.clone()))
+        } else if stage.cache {
+            sh.rec
+                .db
+                .cache_get(key)?
+                .filter(|c| needs(&c.data))
+                .map(Reuse::Cached)
+        } else {
+            None
+        },
+    )
+}
+
+/// Records a reused result as the stage's own (COMPLETED when carried over, CACHED otherwise).
+fn reuse_result(
+    cx: &Cx<'_>,
+    sh: &mut Shared<'_>,
+    (idx, pos, at): (usize, usize, Option<(&str, usize)>),
+    p: Prepared,
+    r: Reuse,
+    files: Vec<GeneratedFile>,
+) -> Result<(), EngineError> {
+    let stage = &cx.plan.doc.plan.stages[idx];
+    let mut result = p.result;
+    let (status, outputs_json, data_json, from, reused) = match &r {
+        Reuse::Carried(t) => (
+            StageStatus::Completed,
+            t.outputs.clone(),
+            t.data.clone(),
+            t.run_id.clone(),
+            Reused::BeforeInterruption,
+        ),
+        Reuse::Cached(c) => (
+            StageStatus::Cached,
+            c.outputs.clone(),
+            c.data.clone(),
+            c.run_id.clone(),
+            Reused::Cached {
+                run_id: c.run_id.clone(),
+            },
+        ),
+    };
+    result.status = status;
+    result.reason = None;
+    result.outputs = serde_json::from_str(&outputs_json).unwrap_or_default();
+    result.files = files;
+    result.reused_from = Some(from);
+    if let Reuse::Carried(t) = &r {
+        result.started_at = t.started_at.clone();
+        result.finished_at = t.finished_at.clone();
+        result.duration_ms = t.duration_ms;
+        result.exit_code = t.exit_code.map(|c| c as i32);
+        result.attempts = t.attempts as u32;
+    }
+    if cx.wanted.iter().any(|(s, _)| s == &stage.id) {
+        sh.data.insert(
+            stage.id.clone(),
+            serde_json::from_str(&data_json).unwrap_or_default(),
+        );
+    }
+    // A stage carried over from the interrupted run already has its row; a
+    // reused stage makes no attempt, so its stage log is left as it is.
+    if status == StageStatus::Cached {
+        sh.rec.db.put_task(&task_row(
+            cx.run_id,
+            pos,
+            &result,
+            &p.def_hash,
+            Some(&p.cache_key),
+            &data_json,
+            0,
+        ))?;
+    }
+    let what = What::TaskCompleted {
+        reused: Some(reused),
+        fallback: None,
+    };
+    sh.rec.emit(what, at, Some(status), Some(Duration::ZERO))?;
+    sh.record_done(idx, result);
+    Ok(())
+}
