@@ -40,7 +40,10 @@ fn blank(text: &str) -> Vec<u8> {
     while i < b.len() {
         match b[i] {
             b'/' if b.get(i + 1) == Some(&b'/') => {
-                let end = b[i..].iter().position(|&c| c == b'\n').map_or(b.len(), |p| i + p);
+                let end = b[i..]
+                    .iter()
+                    .position(|&c| c == b'\n')
+                    .map_or(b.len(), |p| i + p);
                 clear(&mut out, i, end);
                 i = end;
             }
@@ -59,7 +62,9 @@ fn blank(text: &str) -> Vec<u8> {
                 }
                 let close = format!("\"{}", "#".repeat(hashes));
                 let start = i + 2 + hashes;
-                let end = text[start..].find(&close).map_or(b.len(), |p| start + p + close.len());
+                let end = text[start..]
+                    .find(&close)
+                    .map_or(b.len(), |p| start + p + close.len());
                 clear(&mut out, i, end);
                 i = end;
             }
@@ -74,7 +79,10 @@ fn blank(text: &str) -> Vec<u8> {
             b'\'' => {
                 // A char literal ('x', '\n', '{'); a lifetime ('a) is left alone.
                 let end = if b.get(i + 1) == Some(&b'\\') {
-                    b[i + 2..].iter().position(|&c| c == b'\'').map(|p| i + 2 + p + 1)
+                    b[i + 2..]
+                        .iter()
+                        .position(|&c| c == b'\'')
+                        .map(|p| i + 2 + p + 1)
                 } else if b.get(i + 2) == Some(&b'\'') {
                     Some(i + 3)
                 } else {
@@ -100,7 +108,9 @@ fn functions(text: &str) -> Vec<(String, usize, usize)> {
     let lines: Vec<&str> = blanked.lines().collect();
     let mut found = Vec::new();
     for (i, line) in lines.iter().enumerate() {
-        let words: Vec<&str> = line.split(|c: char| !(c.is_alphanumeric() || c == '_')).collect();
+        let words: Vec<&str> = line
+            .split(|c: char| !(c.is_alphanumeric() || c == '_'))
+            .collect();
         let Some(at) = words.iter().position(|w| *w == "fn") else {
             continue;
         };
@@ -139,18 +149,28 @@ fn no_file_and_no_function_is_too_long_to_hold_in_mind() {
     for dir in ["crates", "fuzz"] {
         sources(&root.join(dir), &mut files);
     }
-    assert!(files.len() > 50, "the sources were not found under {}", root.display());
+    assert!(
+        files.len() > 50,
+        "the sources were not found under {}",
+        root.display()
+    );
     let mut problems = Vec::new();
     for path in &files {
         let text = std::fs::read_to_string(path).unwrap();
-        let shown = path.strip_prefix(&root).unwrap_or(path).display().to_string();
+        let shown = path
+            .strip_prefix(&root)
+            .unwrap_or(path)
+            .display()
+            .to_string();
         let lines = text.lines().count();
         if lines > MAX_FILE_LINES {
             problems.push(format!("{shown}: {lines} lines (at most {MAX_FILE_LINES})"));
         }
         for (name, line, len) in functions(&text) {
             if len > MAX_FN_LINES {
-                problems.push(format!("{shown}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES})"));
+                problems.push(format!(
+                    "{shown}:{line}: fn {name} is {len} lines (at most {MAX_FN_LINES})"
+                ));
             }
         }
     }
