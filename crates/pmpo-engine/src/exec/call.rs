@@ -310,13 +310,8 @@ pub(super) fn judge_sandbox(
         return;
     };
     if matches!(
-        f.kind.shared(),
-        Some(
-            FailureKind::Timeout
-                | FailureKind::Cancelled
-                | FailureKind::Killed
-                | FailureKind::Signal
-        )
+        f.kind,
+        FailureKind::Timeout | FailureKind::Cancelled | FailureKind::Killed | FailureKind::Signal
     ) {
         return;
     }

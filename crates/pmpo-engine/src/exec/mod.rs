@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use pmpo_store::states::{FailureKind, ValidationStatus};
 
 use crate::events::{Event, EventSink, Retry, Reused, StageStatus, What};
-use crate::kind::ErrorKind;
 use crate::outputs::{self, Change, GeneratedFile};
 use crate::recovery;
 use crate::resolve::{StageData, resolve_inputs};
