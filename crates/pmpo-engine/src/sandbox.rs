@@ -110,7 +110,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
         .tempdir()
         .map_err(|e| {
             (
-                FailureKind::Io.into(),
+                FailureKind::Io,
                 format!(
                     "cannot make the stage's scratch directory in the system temp directory: {e}"
                 ),
@@ -121,7 +121,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     let mut policy =
         policy::for_outputs(&root, &stage.outputs, Some(scratch.path())).map_err(|e| {
             (
-                FailureKind::InvalidInput.into(),
+                FailureKind::InvalidInput,
                 format!("stage `{}`: {e}", stage.id),
                 Some("fix the stage's `outputs:`".to_string()),
             )

@@ -221,7 +221,7 @@ pub(super) fn validate_attempt(
         if !problems.is_empty() {
             failure = Some(Failure {
                 status: StageStatus::Failed,
-                kind: FailureKind::MissingOutput.into(),
+                kind: FailureKind::MissingOutput,
                 message: problems.join("; "),
                 hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
             });

@@ -286,7 +286,7 @@ impl Attempts<'_, '_, '_> {
         // Committed with the attempt's ledger intents, before the tool starts (see `run_stage`).
         p.attempt_no += 1;
         let tried = match inputs {
-            Err((k, m, h)) => Tried::failed(k.into(), m, Some(h.to_string())),
+            Err((k, m, h)) => Tried::failed(k, m, Some(h.to_string())),
             Ok(i) => {
                 attempt(
                     self.cx,
