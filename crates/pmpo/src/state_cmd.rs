@@ -13,6 +13,7 @@ use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
 
 use pmpo_engine::StageStatus;
 use pmpo_engine::results::Summary;
+use pmpo_store::states::RunStatus;
 
 use crate::EXIT_OK;
 use crate::error::CliError;
@@ -107,24 +108,20 @@ pub fn status(args: StatusArgs) -> u8 {
     for run in runs {
         let tasks = db.tasks(&run.run_id).unwrap_or_default();
         // The same counts as the run's summary: stages without a row never started.
-        let mut statuses: Vec<StageStatus> = tasks
-            .iter()
-            .map(|t| StageStatus::parse(&t.status).unwrap_or(StageStatus::Pending))
-            .collect();
+        let mut statuses: Vec<StageStatus> = tasks.iter().map(|t| t.status).collect();
         statuses.resize(
             (run.stages.max(0) as usize).max(statuses.len()),
             StageStatus::Pending,
         );
         let summary = Summary::of(statuses);
         let is_live = live.as_ref().is_some_and(|h| h.run_id == run.run_id);
-        let state = match run.status.as_str() {
-            "running" if is_live => "running".to_string(),
-            "running" => "interrupted".to_string(),
-            other => other.to_string(),
+        let state = match run.status {
+            RunStatus::Running if !is_live => "interrupted",
+            other => other.as_str(),
         };
         let current = tasks
             .iter()
-            .find(|t| t.status == "IN_PROGRESS")
+            .find(|t| t.status == StageStatus::InProgress)
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
             "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,

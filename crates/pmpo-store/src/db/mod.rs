@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use crate::states::PatchState;
+use crate::states::{PatchState, RunStatus};
 
 mod rows;
 pub use rows::*;
@@ -79,7 +79,7 @@ pub trait ExecStore: Send {
     fn set_run_status(
         &mut self,
         run_id: &str,
-        status: &str,
+        status: RunStatus,
         finished_at: Option<&str>,
         pid: i64,
     ) -> Result<(), DbError>;
@@ -397,7 +397,7 @@ impl ExecStore for SqliteStore {
     fn set_run_status(
         &mut self,
         run_id: &str,
-        status: &str,
+        status: RunStatus,
         finished_at: Option<&str>,
         pid: i64,
     ) -> Result<(), DbError> {
@@ -429,8 +429,8 @@ impl ExecStore for SqliteStore {
     fn interrupted_run(&mut self, plan: &str) -> Result<Option<RunRow>, DbError> {
         Ok(self
             .query(
-                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status IN ('running', 'paused', 'awaiting_intervention') ORDER BY started_at DESC, rowid DESC LIMIT 1"),
-                [plan],
+                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status IN (?2, ?3, ?4) ORDER BY started_at DESC, rowid DESC LIMIT 1"),
+                params![plan, RunStatus::Running, RunStatus::Paused, RunStatus::AwaitingIntervention],
                 run_row,
             )?
             .into_iter()
@@ -439,35 +439,15 @@ impl ExecStore for SqliteStore {
 
     fn tasks(&mut self, run_id: &str) -> Result<Vec<TaskRow>, DbError> {
         self.query(
-            "SELECT run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data FROM tasks WHERE run_id = ?1 ORDER BY position",
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE run_id = ?1 ORDER BY position"),
             [run_id],
-            |r| {
-                Ok(TaskRow {
-                    run_id: r.get(0)?,
-                    stage_id: r.get(1)?,
-                    position: r.get(2)?,
-                    status: r.get(3)?,
-                    tool: r.get(4)?,
-                    def_hash: r.get(5)?,
-                    cache_key: r.get(6)?,
-                    reason: r.get(7)?,
-                    started_at: r.get(8)?,
-                    finished_at: r.get(9)?,
-                    duration_ms: r.get(10)?,
-                    exit_code: r.get(11)?,
-                    signal: r.get(12)?,
-                    attempts: r.get(13)?,
-                    outputs: r.get(14)?,
-                    files: r.get(15)?,
-                    data: r.get(16)?,
-                })
-            },
+            task_row,
         )
     }
 
     fn put_task(&mut self, t: &TaskRow) -> Result<(), DbError> {
         self.exec(
-            "INSERT OR REPLACE INTO tasks (run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            &format!("INSERT OR REPLACE INTO tasks ({TASK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![t.run_id, t.stage_id, t.position, t.status, t.tool, t.def_hash, t.cache_key, t.reason, t.started_at, t.finished_at, t.duration_ms, t.exit_code, t.signal, t.attempts, t.outputs, t.files, t.data],
         )
     }
