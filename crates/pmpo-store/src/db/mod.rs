@@ -225,12 +225,7 @@ impl SqliteStore {
             }
             Err(e) => return Err(corrupt(e)),
         };
-        if version > DB_SCHEMA_VERSION {
-            return Err(DbError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-            });
-        }
+        Self::not_too_new(path, version)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(corrupt)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -245,7 +240,13 @@ impl SqliteStore {
                 .map_err(corrupt)?;
         } else if create && version < DB_SCHEMA_VERSION {
             migrate(&conn, version).map_err(corrupt)?;
-        } else if version == 0 && !create {
+        }
+        Self::ready(conn, path, create || version != 0)
+    }
+
+    /// The store on an open connection, when its database has pmpo's tables.
+    fn ready(conn: Connection, path: &Path, has_tables: bool) -> Result<SqliteStore, DbError> {
+        if !has_tables {
             return Err(DbError::Corrupt {
                 path: path.to_path_buf(),
                 detail: "it has no pmpo tables".into(),
@@ -256,6 +257,17 @@ impl SqliteStore {
             path: path.to_path_buf(),
             in_tx: false,
         })
+    }
+
+    /// Refuses a database a newer pmpo wrote (schema `version`).
+    fn not_too_new(path: &Path, version: i64) -> Result<(), DbError> {
+        if version > DB_SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        Ok(())
     }
 
     /// Opens the database read-only as an unchanging file (`immutable=1`):
@@ -276,23 +288,8 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| classify(path, e))?;
-        if version > DB_SCHEMA_VERSION {
-            return Err(DbError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-            });
-        }
-        if version == 0 {
-            return Err(DbError::Corrupt {
-                path: path.to_path_buf(),
-                detail: "it has no pmpo tables".into(),
-            });
-        }
-        Ok(SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-            in_tx: false,
-        })
+        Self::not_too_new(path, version)?;
+        Self::ready(conn, path, version != 0)
     }
 
     pub fn path(&self) -> &Path {
