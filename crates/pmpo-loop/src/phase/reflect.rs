@@ -532,26 +532,19 @@ mod tests {
 
     /// A specification of three constraints; `a` and `b` have checks.
     fn spec() -> SpecFile {
-        serde_json::from_value(json!({
-            "specification": {
-                "artifact_name": "demo",
-                "artifact_type": "logo",
-                "constraints": [
-                    {"id": "a", "description": "A", "severity": "blocking"},
-                    {"id": "b", "description": "B", "severity": "high"},
-                    {"id": "c", "description": "C", "severity": "medium"},
-                ],
-            },
-            "goals": [],
-            "checks": [
+        super::super::test_spec(
+            "logo",
+            json!([
+                {"id": "a", "description": "A", "severity": "blocking"},
+                {"id": "b", "description": "B", "severity": "high"},
+                {"id": "c", "description": "C", "severity": "medium"},
+            ]),
+            json!([
                 {"constraint_id": "a", "validation_method": "xml", "with": {"path": "dist/a.svg"}},
                 {"constraint_id": "b", "validation_method": "non_empty", "with": {"path": "dist/b"}},
-            ],
-            "required_files": ["dist/a.svg"],
-            "content_type": {},
-            "specified_by": "adapter",
-        }))
-        .unwrap()
+            ]),
+            json!(["dist/a.svg"]),
+        )
     }
 
     fn measured() -> Value {
