@@ -10,7 +10,7 @@
 pub mod events;
 mod exec;
 pub mod intents;
-pub mod kind;
+
 pub mod outputs;
 mod persist;
 pub mod recovery;
@@ -29,8 +29,8 @@ use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus, What};
 pub use exec::kill_leftovers;
-pub use kind::ErrorKind;
 pub use persist::export_ledger;
+pub use pmpo_store::states::FailureKind;
 pub use results::ExecutionResults;
 
 /// Time limit for a stage that names none.

@@ -5,10 +5,9 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::events::StageStatus;
-use crate::kind::ErrorKind;
 use crate::outputs::GeneratedFile;
 use crate::validation::ConstraintStatus;
-use pmpo_store::states::ValidationStatus;
+use pmpo_store::states::{FailureKind, ValidationStatus};
 
 /// Version of the results file layout.
 pub const RESULTS_SCHEMA_VERSION: u32 = 1;
@@ -114,8 +113,8 @@ pub struct ValidationOutput {
 pub struct ErrorEntry {
     pub stage: String,
     /// `exit_status`, `timeout`, `signal`, `missing_output`, `cancelled`, a
-    /// tool error class, or one of the engine's own kinds (see [`ErrorKind`]).
-    pub kind: ErrorKind,
+    /// tool error class, or one of the engine's own kinds (all are [`FailureKind`]s).
+    pub kind: FailureKind,
     pub message: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub hint: Option<String>,

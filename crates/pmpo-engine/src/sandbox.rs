@@ -8,7 +8,6 @@
 //! Without Landlock every stage is watched by detection: a metadata snapshot
 //! of the workspace before and after it.
 
-use crate::kind::ErrorKind;
 use pmpo_store::states::FailureKind;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -46,7 +45,7 @@ pub(crate) struct Watch {
 }
 
 /// Why a stage was not started: (kind, message, hint).
-pub(crate) type Refusal = (ErrorKind, String, Option<String>);
+pub(crate) type Refusal = (FailureKind, String, Option<String>);
 
 /// Prepares the confinement of a stage, registers it among the running
 /// stages and, where detection applies, takes the snapshot before it.
@@ -80,7 +79,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     let abi = pmpo_sandbox::usable_abi();
     let refuse_net = |why: String| -> Refusal {
         (
-            ErrorKind::NetworkUnenforceable,
+            FailureKind::NetworkUnenforceable,
             format!(
                 "stage `{}` declares `network: false`, which cannot be enforced here: {why}; it was not run",
                 stage.id
@@ -111,7 +110,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
         .tempdir()
         .map_err(|e| {
             (
-                FailureKind::Io.into(),
+                FailureKind::Io,
                 format!(
                     "cannot make the stage's scratch directory in the system temp directory: {e}"
                 ),
@@ -122,7 +121,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     let mut policy =
         policy::for_outputs(&root, &stage.outputs, Some(scratch.path())).map_err(|e| {
             (
-                FailureKind::InvalidInput.into(),
+                FailureKind::InvalidInput,
                 format!("stage `{}`: {e}", stage.id),
                 Some("fix the stage's `outputs:`".to_string()),
             )
@@ -145,7 +144,7 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
                     refuse_net(e)
                 } else {
                     (
-                        ErrorKind::Sandbox,
+                        FailureKind::Sandbox,
                         format!("stage `{}`: {e}", stage.id),
                         Some("set `sandbox: false` on the stage, or run with --no-sandbox".into()),
                     )

@@ -26,9 +26,8 @@ pub struct EvidenceFile {
 #[derive(Debug, Clone, Default)]
 pub struct RunEvidence {
     pub run_id: String,
-    /// The run's status (`completed`, `failed`, ...); empty when this
-    /// iteration has no results of its own.
-    pub status: String,
+    /// The run's status; `None` when this iteration has no results of its own.
+    pub status: Option<RunStatus>,
     /// Path -> blake3, as recorded in this run's results.
     pub proven: BTreeMap<String, String>,
     /// (declared output, why it is unproven).
@@ -190,9 +189,9 @@ impl RunEvidence {
         let mut ev = RunEvidence {
             run_id: run_id.to_string(),
             status: if same_run {
-                results["status"].as_str().unwrap_or("").to_string()
+                results["status"].as_str().and_then(RunStatus::parse)
             } else {
-                String::new()
+                None
             },
             declared,
             ..Default::default()
@@ -247,7 +246,7 @@ impl RunEvidence {
 
     /// Whether the run completed: every stage's files are this run's.
     pub fn complete(&self) -> bool {
-        RunStatus::parse(&self.status) == Some(RunStatus::Completed)
+        self.status == Some(RunStatus::Completed)
     }
 
     /// Files this run recorded under `reference` (a path, directory or pattern).

@@ -66,7 +66,10 @@ pub struct ConstraintState {
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ExecutionSummary {
     pub run_id: String,
-    pub status: String,
+    /// How the run ended; `None` (written `""`) when there were no results
+    /// of this run.
+    #[serde(with = "empty_is_none")]
+    pub status: Option<RunStatus>,
     pub stages: usize,
     pub failed_stages: Vec<String>,
     pub errors: Vec<String>,
@@ -75,8 +78,30 @@ pub struct ExecutionSummary {
 impl ExecutionSummary {
     /// The run's status, `None` when there were no results of this run.
     pub fn run_status(&self) -> Option<RunStatus> {
-        RunStatus::parse(&self.status)
+        self.status
     }
+}
+
+/// A run status written as before the type: `""` for none. Reading is as
+/// lenient as the string was: an empty or unknown status reads as none
+/// (no results of this run), so an old reflection file still loads.
+pub(crate) mod empty_is_none {
+    use pmpo_store::states::RunStatus;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(status: &Option<RunStatus>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(status.map_or("", RunStatus::as_str))
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<RunStatus>, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        Ok(RunStatus::parse(&text))
+    }
+}
+
+/// The words for a run's status in a reason: the status, or `no results`.
+pub fn status_words(status: Option<RunStatus>) -> &'static str {
+    status.map_or("no results", RunStatus::as_str)
 }
 
 /// `reflections/iteration-N.json`.
@@ -270,11 +295,7 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
     // Files left by an earlier run are no evidence: an Execute that did not
     // complete leaves the artifact unproven, whatever the checks said.
     if r.execution.run_status() != Some(RunStatus::Completed) {
-        let status = if r.execution.status.is_empty() {
-            "no results".to_string()
-        } else {
-            r.execution.status.clone()
-        };
+        let status = status_words(r.execution.status);
         let mut why = format!(
             "this iteration's Execute did not complete (run `{}`: {status})",
             r.execution.run_id
@@ -371,6 +392,25 @@ pub fn decide(r: &Reflection, max_iterations: u64, user_terminated: bool) -> Dec
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_execution_status_is_written_as_before() {
+        let none = ExecutionSummary::default();
+        let json = serde_json::to_value(&none).unwrap();
+        assert_eq!(json["status"], "");
+        let failed = ExecutionSummary {
+            status: Some(RunStatus::Failed),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(&failed).unwrap();
+        assert_eq!(json["status"], "failed");
+        let back: ExecutionSummary = serde_json::from_value(json).unwrap();
+        assert_eq!(back.status, Some(RunStatus::Failed));
+        let mut old = serde_json::to_value(&none).unwrap();
+        old["status"] = "success".into();
+        let back: ExecutionSummary = serde_json::from_value(old).unwrap();
+        assert_eq!(back.status, None, "an unknown status reads as none");
+    }
+
     fn c(id: &str, sev: &str, status: &str) -> ConstraintState {
         ConstraintState {
             id: id.into(),
@@ -392,7 +432,7 @@ mod tests {
             manifest_valid: true,
             execution: ExecutionSummary {
                 run_id: "r1".into(),
-                status: "completed".into(),
+                status: Some(RunStatus::Completed),
                 ..Default::default()
             },
             ..Default::default()
@@ -446,14 +486,14 @@ mod tests {
 
         // Everything measured satisfied, but the run failed: not converged.
         let mut failed = ok.clone();
-        failed.execution.status = "failed".into();
+        failed.execution.status = Some(RunStatus::Failed);
         failed.unproven = vec!["`dist/logo.svg`: stage `import` failed".into()];
         let d = decide(&failed, 5, false);
         assert_eq!(d.decision, Decision::Continue);
         assert!(d.reason.contains("did not complete"), "{}", d.reason);
         assert!(d.reason.contains("`dist/logo.svg`: stage `import` failed"));
         let mut none = ok.clone();
-        none.execution.status = String::new();
+        none.execution.status = None;
         assert_eq!(
             decide(&none, 1, false).status,
             Some(Termination::MaxIterationsExceeded)

@@ -106,6 +106,9 @@ pub struct CheckpointRef {
     pub timestamp: String,
 }
 
+/// The convergence status of a cycle that has not ended.
+pub const CONVERGENCE_RUNNING: &str = "running";
+
 /// A named artifact's refinement state (`state.json`).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct RefinementState {
@@ -121,7 +124,9 @@ pub struct RefinementState {
     pub finalized_at: Option<String>,
     pub current_iteration: u64,
     pub max_iterations: u64,
-    /// running | converged | max_iterations_exceeded | user_terminated
+    /// [`CONVERGENCE_RUNNING`] until the cycle ends, then why it ended
+    /// (`converged`, `max_iterations_exceeded`, `user_terminated`, or the
+    /// words a person gave `pmpo finalize --status`: free text, so a string).
     pub convergence_status: String,
     #[serde(default)]
     pub goals: Vec<String>,
@@ -450,7 +455,7 @@ impl<'a> Artifacts<'a> {
                     updated_at: now,
                     finalized_at: None,
                     current_iteration: 0,
-                    convergence_status: "running".into(),
+                    convergence_status: CONVERGENCE_RUNNING.into(),
                     phases_completed: vec![],
                     iteration_history: vec![],
                     checkpoints: vec![],
@@ -477,7 +482,7 @@ impl<'a> Artifacts<'a> {
                     finalized_at: None,
                     current_iteration: 0,
                     max_iterations: max_iterations.unwrap_or(5),
-                    convergence_status: "running".into(),
+                    convergence_status: CONVERGENCE_RUNNING.into(),
                     goals: vec![],
                     constraints: vec![],
                     phases_completed: vec![],
@@ -575,7 +580,7 @@ impl<'a> Artifacts<'a> {
         }
         let now = now_rfc3339();
         state.finalized_at = Some(now.clone());
-        if state.convergence_status == "running" {
+        if state.convergence_status == CONVERGENCE_RUNNING {
             state.convergence_status = status.unwrap_or("converged").into();
         }
         let stamp = now.replace([':', '.'], "-");

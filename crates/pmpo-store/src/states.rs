@@ -261,6 +261,16 @@ states! {
         Io = "io",
         /// A model answered, but the answer is unusable.
         AnswerQuality = "answer_quality",
+        /// A check of the stage's own `validate:` failed or could not check.
+        ValidationFailed = "validation_failed",
+        /// The stage asks for no network, and nothing here can enforce it.
+        NetworkUnenforceable = "network_unenforceable",
+        /// The stage's confinement could not be set up.
+        Sandbox = "sandbox",
+        /// Every adapter the stage can use is open (the run pauses).
+        SafeMode = "safe_mode",
+        /// The stage waits for a person's decision.
+        AwaitingDecision = "awaiting_decision",
     }
 }
 
@@ -316,6 +326,30 @@ mod tests {
                 (RunStatus::Cancelled, 130),
                 (RunStatus::AwaitingIntervention, 3),
                 (RunStatus::Paused, 3),
+            ]
+        );
+    }
+
+    #[test]
+    fn the_engine_s_own_failure_kinds_keep_their_spellings() {
+        let written: Vec<&str> = [
+            FailureKind::ValidationFailed,
+            FailureKind::NetworkUnenforceable,
+            FailureKind::Sandbox,
+            FailureKind::SafeMode,
+            FailureKind::AwaitingDecision,
+        ]
+        .iter()
+        .map(|k| k.as_str())
+        .collect();
+        assert_eq!(
+            written,
+            [
+                "validation_failed",
+                "network_unenforceable",
+                "sandbox",
+                "safe_mode",
+                "awaiting_decision"
             ]
         );
     }

@@ -333,27 +333,31 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
     EXIT_OK
 }
 
-pub fn checkpoint(a: CheckpointArgs) -> u8 {
-    let (ws, provider) = match open(&a.ws.workspace) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    if let Err(e) = Artifacts::check_name(&a.name) {
-        return report_error(&e);
-    }
+/// Runs `change` on the artifact `name` under the workspace lock (`what`
+/// names the command to whoever else holds it); a refused name, a busy lock
+/// or the change's error is reported, and its exit code returned.
+fn change_artifact<T>(
+    ws: &WsArgs,
+    name: &str,
+    what: &str,
+    change: impl FnOnce(&Artifacts) -> Result<T, ArtifactError>,
+) -> Result<T, u8> {
+    let (ws, provider) = open(&ws.workspace)?;
+    Artifacts::check_name(name).map_err(|e| report_error(&e))?;
     let arts = Artifacts {
         ws: &ws,
         provider: &provider,
     };
-    let result = match with_lock(&ws, "pmpo checkpoint", || {
+    let result = with_lock(&ws, what, || change(&arts))?;
+    notes(&provider);
+    result.map_err(|e| report_error(&e))
+}
+
+pub fn checkpoint(a: CheckpointArgs) -> u8 {
+    match change_artifact(&a.ws, &a.name, "pmpo checkpoint", |arts| {
         arts.checkpoint(&a.name, &a.phase)
     }) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    notes(&provider);
-    match result {
-        Err(e) => report_error(&e),
+        Err(code) => code,
         Ok(cp) => {
             if a.ws.json {
                 print_json(&cp);
@@ -366,26 +370,10 @@ pub fn checkpoint(a: CheckpointArgs) -> u8 {
 }
 
 pub fn finalize(a: FinalizeArgs) -> u8 {
-    let (ws, provider) = match open(&a.ws.workspace) {
-        Ok(x) => x,
-        Err(c) => return c,
-    };
-    if let Err(e) = Artifacts::check_name(&a.name) {
-        return report_error(&e);
-    }
-    let arts = Artifacts {
-        ws: &ws,
-        provider: &provider,
-    };
-    let result = match with_lock(&ws, "pmpo finalize", || {
+    match change_artifact(&a.ws, &a.name, "pmpo finalize", |arts| {
         arts.finalize(&a.name, a.status.as_deref())
     }) {
-        Ok(r) => r,
-        Err(c) => return c,
-    };
-    notes(&provider);
-    match result {
-        Err(e) => report_error(&e),
+        Err(code) => code,
         Ok((state, history)) => {
             if a.ws.json {
                 print_json(&serde_json::json!({"state": state, "history": history}));

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 
 use pmpo_store::db::ExecStore;
+use pmpo_store::states::StageStatus;
 
 use crate::error::CliError;
 use crate::{EXIT_OK, EXIT_STAGE_FAILED};
@@ -171,7 +172,10 @@ pub fn metrics(a: MetricsArgs) -> u8 {
     for (status, n) in &by_status {
         let _ = writeln!(out, "tasks_executed_total{{status=\"{status}\"}} {n}");
     }
-    let completed = by_status.get("COMPLETED").copied().unwrap_or(0);
+    let completed = by_status
+        .get(StageStatus::Completed.as_str())
+        .copied()
+        .unwrap_or(0);
     let rate = if attempts.is_empty() {
         0.0
     } else {

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use pmpo_engine::{CheckedPlan, Engine, Event, EventSink, ExecuteOptions};
 use pmpo_loop::{Approval, ApprovalRequest, Env, LoopError, Observer, Outcome, Report, Request};
+use pmpo_store::states::ConstraintStatus;
 use pmpo_tools::Registry;
 use serde_json::{Map, Value};
 
@@ -396,10 +397,10 @@ fn print_report(r: &Report) {
         r.artifact_name, r.iteration, r.max_iterations
     );
     for c in &r.constraints {
-        let mark = match c.status.as_str() {
-            "satisfied" => "ok  ",
-            "violated" => "FAIL",
-            _ => "--  ",
+        let mark = match c.status {
+            ConstraintStatus::Satisfied => "ok  ",
+            ConstraintStatus::Violated => "FAIL",
+            ConstraintStatus::Pending | ConstraintStatus::NotChecked => "--  ",
         };
         let _ = writeln!(
             err,

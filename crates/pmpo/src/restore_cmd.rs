@@ -27,12 +27,35 @@ pub struct RestoreArgs {
     json: bool,
 }
 
+/// What restoring one file did (written in snake case: `restored`,
+/// `moved_to_backups`, `unchanged`, `skipped`, `failed`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+enum Action {
+    Restored,
+    MovedToBackups,
+    Unchanged,
+    Skipped,
+    Failed,
+}
+
+impl Action {
+    fn as_str(self) -> &'static str {
+        match self {
+            Action::Restored => "restored",
+            Action::MovedToBackups => "moved_to_backups",
+            Action::Unchanged => "unchanged",
+            Action::Skipped => "skipped",
+            Action::Failed => "failed",
+        }
+    }
+}
+
 /// What restoring one file did.
 #[derive(serde::Serialize)]
 struct Restored {
     path: String,
-    /// `restored`, `moved_to_backups`, `unchanged`, `skipped`, `failed`.
-    action: &'static str,
+    action: Action,
     /// The run whose change is undone.
     of_run: String,
     before_blake3: Option<String>,
@@ -63,7 +86,7 @@ fn restore_one(
 ) -> Restored {
     let mut out = Restored {
         path: rel.to_string(),
-        action: "failed",
+        action: Action::Failed,
         of_run: of_run.to_string(),
         before_blake3: None,
         after_blake3: target.map(str::to_string),
@@ -79,17 +102,17 @@ fn restore_one(
     let Some(target) = target else {
         match std::fs::symlink_metadata(&abs) {
             Err(_) => {
-                out.action = "unchanged";
+                out.action = Action::Unchanged;
                 out.reason = Some("it is already absent".into());
             }
             Ok(m) if !m.is_file() => {
-                out.action = "skipped";
+                out.action = Action::Skipped;
                 out.reason =
                     Some("it is not a plain file now (a directory?); left as it is".into());
             }
             Ok(_) => match ws.remove_recorded(db, rel, who) {
                 Ok(row) => {
-                    out.action = "moved_to_backups";
+                    out.action = Action::MovedToBackups;
                     out.before_blake3 = row.and_then(|r| r.before_blake3);
                 }
                 Err(e) => out.reason = Some(e.to_string()),
@@ -111,11 +134,11 @@ fn restore_one(
     }
     match ws.restore_recorded(db, rel, target, who) {
         Ok(Some(row)) => {
-            out.action = "restored";
+            out.action = Action::Restored;
             out.before_blake3 = row.before_blake3;
         }
         Ok(None) => {
-            out.action = "unchanged";
+            out.action = Action::Unchanged;
             out.reason = Some("it already has that content".into());
         }
         Err(e) => out.reason = Some(e.to_string()),
@@ -296,10 +319,10 @@ fn stop_leftovers(ws: &Workspace, rows: &[PatchRow], json: bool) {
 
 /// Prints what a restore did; exit 1 when a file could not be restored.
 fn print_restored(args: &RestoreArgs, id: &str, done: &[Restored]) -> u8 {
-    let failed = done.iter().filter(|d| d.action == "failed").count();
+    let failed = done.iter().filter(|d| d.action == Action::Failed).count();
     let changed = done
         .iter()
-        .filter(|d| matches!(d.action, "restored" | "moved_to_backups"))
+        .filter(|d| matches!(d.action, Action::Restored | Action::MovedToBackups))
         .count();
     if args.json {
         print_json(&serde_json::json!({
@@ -310,21 +333,23 @@ fn print_restored(args: &RestoreArgs, id: &str, done: &[Restored]) -> u8 {
         for d in done {
             let reason = d.reason.as_deref().unwrap_or_default();
             match d.action {
-                "restored" => outln!(
+                Action::Restored => outln!(
                     "restored `{}` to its content before run {}; the replaced content is kept too",
                     d.path,
                     d.of_run
                 ),
-                "moved_to_backups" => outln!(
+                Action::MovedToBackups => outln!(
                     "moved `{}` (created by run {}) into the backups; it is not deleted",
                     d.path,
                     d.of_run
                 ),
-                "failed" => errln!(
+                Action::Failed => errln!(
                     "{}",
                     CliError::failed(format!("cannot restore `{}`: {reason}", d.path))
                 ),
-                other => outln!("{other} `{}`: {reason}", d.path),
+                other @ (Action::Unchanged | Action::Skipped) => {
+                    outln!("{} `{}`: {reason}", other.as_str(), d.path)
+                }
             }
         }
         if changed > 0 {

@@ -13,6 +13,7 @@ use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
 
 use pmpo_engine::StageStatus;
 use pmpo_engine::results::Summary;
+use pmpo_store::states::{PatchState, RunStatus};
 
 use crate::EXIT_OK;
 use crate::error::CliError;
@@ -107,24 +108,20 @@ pub fn status(args: StatusArgs) -> u8 {
     for run in runs {
         let tasks = db.tasks(&run.run_id).unwrap_or_default();
         // The same counts as the run's summary: stages without a row never started.
-        let mut statuses: Vec<StageStatus> = tasks
-            .iter()
-            .map(|t| StageStatus::parse(&t.status).unwrap_or(StageStatus::Pending))
-            .collect();
+        let mut statuses: Vec<StageStatus> = tasks.iter().map(|t| t.status).collect();
         statuses.resize(
             (run.stages.max(0) as usize).max(statuses.len()),
             StageStatus::Pending,
         );
         let summary = Summary::of(statuses);
         let is_live = live.as_ref().is_some_and(|h| h.run_id == run.run_id);
-        let state = match run.status.as_str() {
-            "running" if is_live => "running".to_string(),
-            "running" => "interrupted".to_string(),
-            other => other.to_string(),
+        let state = match run.status {
+            RunStatus::Running if !is_live => INTERRUPTED,
+            other => other.as_str(),
         };
         let current = tasks
             .iter()
-            .find(|t| t.status == "IN_PROGRESS")
+            .find(|t| t.status == StageStatus::InProgress)
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
             "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,
@@ -166,7 +163,7 @@ pub fn status(args: StatusArgs) -> u8 {
                 ))
                 .unwrap_or_default(),
         );
-        if r["status"] == "interrupted" {
+        if r["status"] == INTERRUPTED {
             outln!(
                 "    resume with: pmpo resume {} -w {}",
                 r["run_id"].as_str().unwrap_or_default(),
@@ -205,11 +202,14 @@ fn live_run(ws: &Workspace) -> Option<String> {
 
 /// How an entry reads: a pending intent whose run is no longer running was
 /// interrupted (the process died or was killed between intent and change).
-fn entry_status<'a>(row: &'a PatchRow, live: Option<&str>) -> &'a str {
+/// What `pmpo status` calls a run still marked running whose process is gone
+/// (not a state of the store: the row says `running`).
+const INTERRUPTED: &str = "interrupted";
+
+fn entry_status(row: &PatchRow, live: Option<&str>) -> PatchState {
     match row.state {
-        PATCH_PENDING if live == Some(row.run_id.as_str()) => "pending",
-        PATCH_PENDING => PATCH_INTERRUPTED.as_str(),
-        other => other.as_str(),
+        PATCH_PENDING if live != Some(row.run_id.as_str()) => PATCH_INTERRUPTED,
+        other => other,
     }
 }
 
@@ -254,7 +254,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             .iter()
             .map(|r| {
                 let mut v = serde_json::to_value(r).expect("json");
-                v["status"] = entry_status(r, live.as_deref()).into();
+                v["status"] = entry_status(r, live.as_deref()).as_str().into();
                 v
             })
             .collect();
@@ -277,7 +277,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
     let mut interrupted = 0;
     for r in &rows {
         let status = entry_status(r, live.as_deref());
-        interrupted += usize::from(status == "interrupted");
+        interrupted += usize::from(status == PATCH_INTERRUPTED);
         let after = match (&r.after_blake3, r.state.as_str()) {
             (None, state) if is_open_intent(state) => "?".to_string(),
             (None, _) => "(removed)".to_string(),
@@ -288,7 +288,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             r.time,
             r.run_id,
             r.writer,
-            status,
+            status.as_str(),
             r.path,
             short(&r.before_blake3),
             after,

@@ -11,6 +11,7 @@ use std::time::Duration;
 use pmpo_engine::Engine;
 use pmpo_engine::results::ValidationOutput;
 use pmpo_engine::validation::{self, ConstraintStatus, ValidationReport};
+use pmpo_store::states::ValidationStatus;
 use quick_junit::{NonSuccessKind, Property, Report, TestCase, TestCaseStatus, TestSuite};
 
 use crate::error::CliError;
@@ -115,10 +116,10 @@ fn print_text(r: &ValidationReport) {
         for &i in &c.checks {
             let v = &r.validation_outputs[i];
             // Anything but a pass or a failure: the check did not (or could not) look.
-            let mark = match v.status.as_str() {
-                "passed" => paint("32", "PASS"),
-                "failed" => paint("31", "FAIL"),
-                _ => paint("33", "NOT CHECKED"),
+            let mark = match v.status {
+                ValidationStatus::Passed => paint("32", "PASS"),
+                ValidationStatus::Failed => paint("31", "FAIL"),
+                ValidationStatus::NotChecked => paint("33", "NOT CHECKED"),
             };
             let _ = writeln!(
                 out,
@@ -223,7 +224,7 @@ pub fn junit_xml(r: &ValidationReport) -> Result<String, String> {
             suite.add_test_case(check_case(&c.id, n, &outputs[i]));
         }
         let could_not_look = c.checks.iter().any(|&i| {
-            outputs[i].status.as_str() == "not_checked"
+            outputs[i].status == ValidationStatus::NotChecked
                 && outputs[i].evidence.get("not_run") != Some(&serde_json::Value::Bool(true))
         });
         if c.status == ConstraintStatus::NotChecked
@@ -274,16 +275,16 @@ fn check_case(constraint: &str, n: usize, v: &ValidationOutput) -> TestCase {
         None => format!("{}: {}", n + 1, v.check),
     };
     let evidence = serde_json::to_string_pretty(&v.evidence).unwrap_or_default();
-    let status = match v.status.as_str() {
-        "passed" => TestCaseStatus::success(),
-        "failed" => {
+    let status = match v.status {
+        ValidationStatus::Passed => TestCaseStatus::success(),
+        ValidationStatus::Failed => {
             let mut s = TestCaseStatus::non_success(NonSuccessKind::Failure);
             s.set_message(validation::message_of(v))
                 .set_type(v.check.as_str())
                 .set_description(evidence.as_str());
             s
         }
-        _ => {
+        ValidationStatus::NotChecked => {
             let mut s = TestCaseStatus::skipped();
             s.set_message(validation::message_of(v));
             s

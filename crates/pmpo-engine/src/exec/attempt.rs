@@ -6,14 +6,14 @@ use super::*;
 #[derive(Debug, Clone)]
 pub(super) struct Failure {
     pub(super) status: StageStatus,
-    pub(super) kind: ErrorKind,
+    pub(super) kind: FailureKind,
     pub(super) message: String,
     pub(super) hint: Option<String>,
 }
 
 impl Failure {
     /// A FAILED stage's failure.
-    pub(super) fn new(kind: ErrorKind, message: String, hint: Option<String>) -> Failure {
+    pub(super) fn new(kind: FailureKind, message: String, hint: Option<String>) -> Failure {
         Failure {
             status: StageStatus::Failed,
             kind,
@@ -46,7 +46,7 @@ pub(super) struct Attempt {
 }
 
 impl Attempt {
-    pub(super) fn failed(kind: ErrorKind, message: String, hint: Option<String>) -> Attempt {
+    pub(super) fn failed(kind: FailureKind, message: String, hint: Option<String>) -> Attempt {
         Attempt {
             failure: Some(Failure::new(kind, message, hint)),
             started_at: now_rfc3339(),
@@ -78,7 +78,7 @@ pub(super) struct Tried {
 }
 
 impl Tried {
-    pub(super) fn failed(kind: ErrorKind, message: String, hint: Option<String>) -> Tried {
+    pub(super) fn failed(kind: FailureKind, message: String, hint: Option<String>) -> Tried {
         let now = now_rfc3339();
         Tried {
             failure: Some(Failure::new(kind, message, hint)),
@@ -221,7 +221,7 @@ pub(super) fn validate_attempt(
         if !problems.is_empty() {
             failure = Some(Failure {
                 status: StageStatus::Failed,
-                kind: FailureKind::MissingOutput.into(),
+                kind: FailureKind::MissingOutput,
                 message: problems.join("; "),
                 hint: Some("the stage must create every declared output; check its command and the paths under `outputs:`".into()),
             });

@@ -23,7 +23,7 @@ pub(super) async fn run_stage(
 ) -> Attempt {
     let Some(tool) = engine.registry.get(tool_written) else {
         return Attempt::failed(
-            FailureKind::InvalidInput.into(),
+            FailureKind::InvalidInput,
             format!("unknown tool `{tool_written}`"),
             None,
         );
@@ -122,7 +122,7 @@ fn guard_writes(
         // that would be a change nobody could undo.
         if pmpo_store::is_own_path(&p) {
             return Err(Failure::new(
-                FailureKind::InvalidInput.into(),
+                FailureKind::InvalidInput,
                 format!(
                     "`{tool_written}` would write `{p}`, inside pmpo's own directories ({})",
                     pmpo_store::OWN_DIRS.join(", ")
@@ -143,7 +143,7 @@ fn guard_writes(
             Ok(false) => {}
             Err(e) => {
                 return Err(Failure::new(
-                    FailureKind::Io.into(),
+                    FailureKind::Io,
                     format!("cannot back up `{rel}` before the stage may overwrite it: {e}"),
                     Some("check free space in the workspace".into()),
                 ));
@@ -205,7 +205,7 @@ fn guard_writes(
         }
         Err(e) => {
             return Err(Failure::new(
-                FailureKind::Io.into(),
+                FailureKind::Io,
                 format!("cannot record in the ledger what the stage may change: {e}"),
                 Some("check that the workspace is writable and has free space".into()),
             ));
@@ -218,7 +218,7 @@ fn guard_writes(
 /// classified with a hint.
 fn ended(outcome: &ToolOutcome, timeout: Duration, cancelled: bool) -> Option<Failure> {
     let fail = |kind: FailureKind, message: String, hint: Option<String>| {
-        Some(Failure::new(kind.into(), message, hint))
+        Some(Failure::new(kind, message, hint))
     };
     match outcome.termination {
         Termination::Exited(0) => None,
@@ -250,7 +250,7 @@ fn ended(outcome: &ToolOutcome, timeout: Duration, cancelled: bool) -> Option<Fa
         }
         Termination::TimedOut => Some(Failure {
             status: StageStatus::Timeout,
-            kind: FailureKind::Timeout.into(),
+            kind: FailureKind::Timeout,
             message: format!("timed out after {timeout:.1?}; it was stopped"),
             hint: Some("raise the stage's `timeout:` or make the work faster".into()),
         }),
@@ -292,7 +292,7 @@ pub(super) fn judge_sandbox(
     if !undeclared.is_empty() {
         attempt.failure = Some(Failure {
             status: StageStatus::Failed,
-            kind: FailureKind::UndeclaredWrite.into(),
+            kind: FailureKind::UndeclaredWrite,
             message: format!(
                 "stage `{}` {}",
                 stage.id,
@@ -310,13 +310,8 @@ pub(super) fn judge_sandbox(
         return;
     };
     if matches!(
-        f.kind.shared(),
-        Some(
-            FailureKind::Timeout
-                | FailureKind::Cancelled
-                | FailureKind::Killed
-                | FailureKind::Signal
-        )
+        f.kind,
+        FailureKind::Timeout | FailureKind::Cancelled | FailureKind::Killed | FailureKind::Signal
     ) {
         return;
     }
@@ -327,12 +322,12 @@ pub(super) fn judge_sandbox(
         .unwrap_or_default();
     let text = format!("{stderr}\n{}", f.message);
     if pmpo_sandbox::blocked_privileges(&text) {
-        f.kind = FailureKind::PermissionDenied.into();
+        f.kind = FailureKind::PermissionDenied;
         f.hint = Some("sudo and other set-uid programs cannot gain privileges inside a sandboxed stage (Landlock needs no_new_privs); drop sudo, or set `sandbox: false` on the stage".into());
         return;
     }
     if let Some(path) = refused_path {
-        f.kind = FailureKind::UndeclaredWrite.into();
+        f.kind = FailureKind::UndeclaredWrite;
         f.message = match path {
             Some(p) => format!(
                 "the sandbox refused a write to `{p}`, outside the stage's declared outputs ({})",

@@ -23,7 +23,6 @@ use tokio_util::sync::CancellationToken;
 use pmpo_store::states::{FailureKind, ValidationStatus};
 
 use crate::events::{Event, EventSink, Retry, Reused, StageStatus, What};
-use crate::kind::ErrorKind;
 use crate::outputs::{self, Change, GeneratedFile};
 use crate::recovery;
 use crate::resolve::{StageData, resolve_inputs};
@@ -54,15 +53,12 @@ pub(crate) fn ms(d: Duration) -> f64 {
 
 /// Whether a stage's row says it awaits a person's decision.
 fn awaits(t: &TaskRow) -> bool {
-    StageStatus::parse(&t.status) == Some(StageStatus::AwaitingIntervention)
+    t.status == StageStatus::AwaitingIntervention
 }
 
 /// Whether a stage's row says it completed (or was reused).
 fn succeeded(t: &TaskRow) -> bool {
-    matches!(
-        StageStatus::parse(&t.status),
-        Some(StageStatus::Completed | StageStatus::Cached)
-    )
+    t.status.is_success()
 }
 
 /// What a finished (or reused) stage leaves for the stages after it.

@@ -66,7 +66,7 @@ fn continued(
     };
     // A run paused for a decision goes on only with one.
     if let Some(run) = &resumed
-        && run.status == RunStatus::AwaitingIntervention.as_str()
+        && run.status == RunStatus::AwaitingIntervention
         && opts.decision.is_none()
         && let Some(t) = prior.values().find(|t| awaits(t))
     {
@@ -154,7 +154,7 @@ fn run_row(c: &Continued, plan: &CheckedPlan, plan_rel: &str, now: &str, stages:
         run_id: c.run_id.clone(),
         plan: plan_rel.to_string(),
         plan_blake3: plan.blake3.clone(),
-        status: RunStatus::Running.as_str().into(),
+        status: RunStatus::Running,
         started_at: c
             .resumed
             .as_ref()
@@ -272,7 +272,7 @@ pub(crate) async fn run(
     )?;
     rec.db.set_run_status(
         &run_id,
-        results.status.as_str(),
+        results.status,
         Some(&results.finished_at),
         pid as i64,
     )?;

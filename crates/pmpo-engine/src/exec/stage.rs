@@ -265,7 +265,7 @@ impl Attempts<'_, '_, '_> {
             _ = self.token.cancelled() => {
                 if let Some(t) = p.last.as_mut() {
                     t.failure = Some(Failure::new(
-                        FailureKind::Cancelled.into(),
+                        FailureKind::Cancelled,
                         "cancelled while waiting to retry".into(),
                         None,
                     ));
@@ -282,11 +282,11 @@ impl Attempts<'_, '_, '_> {
         tool: &str,
         inputs: Inputs,
         (adapter, kind): (&str, &'static str),
-    ) -> Result<Option<ErrorKind>, EngineError> {
+    ) -> Result<Option<FailureKind>, EngineError> {
         // Committed with the attempt's ledger intents, before the tool starts (see `run_stage`).
         p.attempt_no += 1;
         let tried = match inputs {
-            Err((k, m, h)) => Tried::failed(k.into(), m, Some(h.to_string())),
+            Err((k, m, h)) => Tried::failed(k, m, Some(h.to_string())),
             Ok(i) => {
                 attempt(
                     self.cx,
@@ -517,10 +517,10 @@ fn halt_stage(
     // What the run waits for is in its errors, with what to do.
     let (kind, hint) = if safe_mode {
         let hint = format!("after the cool-down, `pmpo resume {run_id}` tries again");
-        (ErrorKind::SafeMode, hint)
+        (FailureKind::SafeMode, hint)
     } else {
         let hint = format!("decide with `pmpo resume {run_id} --retry`, `--skip` or `--abort`");
-        (ErrorKind::AwaitingDecision, hint)
+        (FailureKind::AwaitingDecision, hint)
     };
     sh.errors.push(ErrorEntry {
         stage: stage.id.clone(),
@@ -555,7 +555,7 @@ fn left_by(sh: &mut Shared<'_>, pos: usize, last: Option<Tried>, aborted: bool) 
         let mut f = last
             .as_ref()
             .and_then(|t| t.failure.clone())
-            .unwrap_or_else(|| Failure::new(FailureKind::Aborted.into(), String::new(), None));
+            .unwrap_or_else(|| Failure::new(FailureKind::Aborted, String::new(), None));
         f.message = format!(
             "aborted by the user{}",
             if f.message.is_empty() {
@@ -564,7 +564,7 @@ fn left_by(sh: &mut Shared<'_>, pos: usize, last: Option<Tried>, aborted: bool) 
                 format!(" after: {}", f.message)
             }
         );
-        f.kind = FailureKind::Aborted.into();
+        f.kind = FailureKind::Aborted;
         let (o, files, e, s) = last.map_or((None, vec![], None, None), |t| {
             (t.outcome, t.files, t.exit_code, t.signal)
         });
@@ -574,7 +574,7 @@ fn left_by(sh: &mut Shared<'_>, pos: usize, last: Option<Tried>, aborted: bool) 
         Some(t) => (t.failure, t.outcome, t.files, t.exit_code, t.signal),
         None => {
             let message = "the stage made no attempt".to_string();
-            let f = Failure::new(FailureKind::Internal.into(), message, None);
+            let f = Failure::new(FailureKind::Internal, message, None);
             (Some(f), None, vec![], None, None)
         }
     }
@@ -606,7 +606,7 @@ fn finish_stage(
         .filter(|_| failure.is_none());
     let status = match (&failure, &tool_skip) {
         // Stopped by the user's cancel: not a failure of the stage.
-        (Some(f), _) if f.kind.is(FailureKind::Cancelled) => StageStatus::Cancelled,
+        (Some(f), _) if f.kind == FailureKind::Cancelled => StageStatus::Cancelled,
         (Some(f), _) => f.status,
         (None, Some(_)) => StageStatus::Skipped,
         (None, None) => StageStatus::Completed,
@@ -722,7 +722,7 @@ fn report_end(
             hint: f.hint.clone(),
             stderr_tail: e.stderr_tail,
         });
-        if f.kind.is(FailureKind::Cancelled) {
+        if f.kind == FailureKind::Cancelled {
             sh.cancelled = true;
         }
         // A failure never stops a stage that is already running: fail-fast only

@@ -6,8 +6,6 @@ use pmpo_plan::{Backoff, Retry};
 use pmpo_store::db::{AdapterRow, DbError, ExecStore};
 use pmpo_store::states::FailureKind;
 
-use crate::kind::ErrorKind;
-
 mod policy;
 
 pub use policy::{Halt, History, NOT_RETRIED, Next, Policy, Step, Tool, needs_gate, next_step};
@@ -265,18 +263,17 @@ const MODEL_OUTAGES: &[FailureKind] = &[FailureKind::ServiceUnavailable, Failure
 /// tool only for failing to run at all (`tool_ran` false).
 pub fn counts_for_breaker(
     adapter_kind: &str,
-    failure_kind: Option<ErrorKind>,
+    failure_kind: Option<FailureKind>,
     tool_ran: bool,
 ) -> bool {
     let Some(kind) = failure_kind else {
         return true;
     };
-    let shared = kind.shared();
-    if shared.is_some_and(|k| NOT_THE_ADAPTERS_FAULT.contains(&k)) {
+    if NOT_THE_ADAPTERS_FAULT.contains(&kind) {
         return false;
     }
     match adapter_kind {
-        "model" => shared.is_some_and(|k| MODEL_OUTAGES.contains(&k)),
+        "model" => MODEL_OUTAGES.contains(&kind),
         "tool" => !tool_ran,
         _ => true,
     }
@@ -372,7 +369,7 @@ mod tests {
 
     #[test]
     fn only_outages_count_against_a_model_endpoint() {
-        let kind = |s: &str| Some(ErrorKind::Stage(s.parse().unwrap()));
+        let kind = |s: &str| Some(s.parse::<FailureKind>().unwrap());
         for k in ["service_unavailable", "timeout"] {
             assert!(counts_for_breaker("model", kind(k), true), "{k}");
         }
@@ -391,7 +388,7 @@ mod tests {
             "a success closes it"
         );
         assert!(counts_for_breaker("plugin", kind("tool_failed"), true));
-        let checks = Some(ErrorKind::ValidationFailed);
+        let checks = Some(FailureKind::ValidationFailed);
         assert!(!counts_for_breaker("model", checks, true));
         assert!(counts_for_breaker("plugin", checks, true));
         assert!(!counts_for_breaker("plugin", kind("cancelled"), true));

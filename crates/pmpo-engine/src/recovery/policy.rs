@@ -8,7 +8,6 @@ use pmpo_plan::Retry;
 use pmpo_store::states::FailureKind;
 
 use super::{Gate, backoff_delay};
-use crate::kind::ErrorKind;
 
 /// What the stage's plan says about recovering from a failure.
 #[derive(Debug, Clone, Default)]
@@ -45,13 +44,13 @@ pub enum Tool {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
     /// The tool in use was called; `None` means it succeeded.
-    Ran(Option<ErrorKind>),
+    Ran(Option<FailureKind>),
     /// The tool in use was not called: its adapter's breaker is open.
     Blocked,
     /// The stage switched to its fallback tool.
     FellBack,
     /// The model's correction of the code ran; `None` means it succeeded.
-    Corrected(Option<ErrorKind>),
+    Corrected(Option<FailureKind>),
     /// No correction could be made (no model, no answer, no inputs).
     NoCorrection,
     /// A person asked for another round: the stage starts over with its own tool.
@@ -143,8 +142,8 @@ pub enum Next {
 /// Kinds after which calling the same tool again cannot help: its inputs are wrong.
 pub const NOT_RETRIED: &[FailureKind] = &[FailureKind::InvalidInput, FailureKind::MissingInput];
 
-fn not_retried(kind: ErrorKind) -> bool {
-    kind.shared().is_some_and(|k| NOT_RETRIED.contains(&k))
+fn not_retried(kind: FailureKind) -> bool {
+    NOT_RETRIED.contains(&kind)
 }
 
 /// Whether the next step may call the tool in use, so its breaker must be read first.
@@ -179,7 +178,7 @@ pub fn next_step(policy: &Policy, history: &History, gate: &Gate) -> Next {
             call(1).unwrap_or_else(|| tool_ended(policy, history, true))
         }
         Some(Step::Ran(None) | Step::Corrected(None)) => Next::Finish,
-        Some(Step::Ran(Some(k)) | Step::Corrected(Some(k))) if k.is(FailureKind::Cancelled) => {
+        Some(Step::Ran(Some(k)) | Step::Corrected(Some(k))) if k == FailureKind::Cancelled => {
             Next::Halt(Halt::Cancelled)
         }
         Some(Step::Ran(Some(k))) if not_retried(k) => tool_ended(policy, history, false),
@@ -254,7 +253,7 @@ mod tests {
     /// (cancelled), `B` (blocked), `F` (fell back), `C+`/`C-` (the correction
     /// passed/failed), `N` (no correction), `P` (a person's retry).
     fn steps(letters: &str) -> Vec<Step> {
-        let failed = |k: FailureKind| Step::Ran(Some(k.into()));
+        let failed = |k: FailureKind| Step::Ran(Some(k));
         letters
             .split_whitespace()
             .map(|l| match l {
@@ -264,11 +263,11 @@ mod tests {
                 "in" => failed(FailureKind::InvalidInput),
                 "mi" => failed(FailureKind::MissingInput),
                 "c" => failed(FailureKind::Cancelled),
-                "v" => Step::Ran(Some(ErrorKind::ValidationFailed)),
+                "v" => Step::Ran(Some(FailureKind::ValidationFailed)),
                 "B" => Step::Blocked,
                 "F" => Step::FellBack,
                 "C+" => Step::Corrected(None),
-                "C-" => Step::Corrected(Some(FailureKind::ExitStatus.into())),
+                "C-" => Step::Corrected(Some(FailureKind::ExitStatus)),
                 "N" => Step::NoCorrection,
                 "P" => Step::PersonRetry,
                 other => panic!("step {other}"),

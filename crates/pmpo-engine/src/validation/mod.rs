@@ -26,9 +26,7 @@ use serde_json::{Map, Value, json};
 
 use pmpo_checks::CheckStatus;
 
-use pmpo_store::states::ValidationStatus;
-
-use crate::kind::ErrorKind;
+use pmpo_store::states::{FailureKind, ValidationStatus};
 
 mod constraints;
 mod evidence;
@@ -353,7 +351,7 @@ pub(crate) async fn stage_checks(
     stage: &pmpo_plan::Stage,
     cancel: &tokio_util::sync::CancellationToken,
     evidence: Evidence,
-) -> (Vec<ValidationOutput>, Option<(ErrorKind, String)>) {
+) -> (Vec<ValidationOutput>, Option<(FailureKind, String)>) {
     let flag = Arc::new(AtomicBool::new(cancel.is_cancelled()));
     let (ws2, id, items, flag2) = (
         ws.clone(),
@@ -376,7 +374,7 @@ pub(crate) async fn stage_checks(
             return (
                 Vec::new(),
                 Some((
-                    ErrorKind::ValidationFailed,
+                    FailureKind::ValidationFailed,
                     format!("the stage's checks could not run: {e}"),
                 )),
             );
@@ -395,9 +393,9 @@ pub(crate) async fn stage_checks(
         })
         .collect();
     let kind = if cancel.is_cancelled() {
-        ErrorKind::Stage(pmpo_store::states::FailureKind::Cancelled)
+        FailureKind::Cancelled
     } else {
-        ErrorKind::ValidationFailed
+        FailureKind::ValidationFailed
     };
     let failure = (!failed.is_empty()).then(|| (kind, failed.join("; ")));
     (outputs, failure)

@@ -135,10 +135,10 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
         "Every source file compiles",
         Some(("syntax", json!({"path": files, "language": "python"}))),
     );
-    let lint = if on_path("ruff") {
-        Some(json!({"command": argv(&["ruff", "check"], sources)}))
+    let linter = if on_path("ruff") {
+        Some(argv(&["ruff", "check"], sources))
     } else if on_path("pyflakes") {
-        Some(json!({"command": argv(&["pyflakes"], sources)}))
+        Some(argv(&["pyflakes"], sources))
     } else {
         note(
             b,
@@ -147,14 +147,7 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
         );
         None
     };
-    b.constraint(
-        s,
-        "lint",
-        Severity::High,
-        ConstraintKind::Technical,
-        "The linter reports no error",
-        lint.map(|w| ("lint", w)),
-    );
+    lint(b, s, "The linter reports no error", linter);
     let fmt = if on_path("ruff") {
         Some(json!({"command": argv(&["ruff", "format", "--check"], sources)}))
     } else if on_path("black") {
@@ -248,15 +241,8 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
     // eslint refuses to run (exit 2) in a project without its
     // configuration, which would fail the lint constraint of any code.
     let eslint_config = has_eslint_config(input.root);
-    if on_path("eslint") && eslint_config {
-        b.constraint(
-            s,
-            "lint",
-            Severity::High,
-            ConstraintKind::Technical,
-            "The linter reports no error",
-            Some(("lint", json!({"command": argv(&["eslint"], sources)}))),
-        );
+    let linter = if on_path("eslint") && eslint_config {
+        Some(argv(&["eslint"], sources))
     } else {
         note(
             b,
@@ -267,15 +253,9 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
                 "no eslint configuration in the workspace (eslint.config.*, .eslintrc*), so eslint is not run; the lint constraint is left to judgement"
             },
         );
-        b.constraint(
-            s,
-            "lint",
-            Severity::High,
-            ConstraintKind::Technical,
-            "The linter reports no error",
-            None,
-        );
-    }
+        None
+    };
+    lint(b, s, "The linter reports no error", linter);
     if on_path("prettier") {
         b.constraint(
             s,
@@ -359,28 +339,15 @@ fn shell(
         Some(("command", json!({"command": cmd}))),
     );
     if on_path("shellcheck") {
-        b.constraint(
-            s,
-            "lint",
-            Severity::High,
-            ConstraintKind::Technical,
-            "shellcheck reports no problem",
-            Some(("lint", json!({"command": argv(&["shellcheck"], sources)}))),
-        );
+        let linter = argv(&["shellcheck"], sources);
+        lint(b, s, "shellcheck reports no problem", Some(linter));
     } else {
         note(
             b,
             "shell",
             "no linter (shellcheck) on PATH; the lint constraint is left to judgement",
         );
-        b.constraint(
-            s,
-            "lint",
-            Severity::High,
-            ConstraintKind::Technical,
-            "The linter reports no problem",
-            None,
-        );
+        lint(b, s, "The linter reports no problem", None);
     }
 }
 
@@ -442,6 +409,19 @@ fn rust(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
 }
 
 /// A note for the user, naming the language.
+/// The `lint` constraint: checked by running `linter` (an argv), or left to
+/// judgement when there is none.
+fn lint(b: &mut Builder, s: &Scope, description: &str, linter: Option<Value>) {
+    b.constraint(
+        s,
+        "lint",
+        Severity::High,
+        ConstraintKind::Technical,
+        description,
+        linter.map(|command| ("lint", json!({ "command": command }))),
+    );
+}
+
 fn note(b: &mut Builder, language: &str, what: &str) {
     b.d.notes.push(format!("{language}: {what}"));
 }

@@ -46,11 +46,7 @@ impl Controller<'_, '_> {
             // A judge would read files this run did not produce: no judgement.
             let why = format!(
                 "this iteration's run `{run_id}` did not complete ({}): its files are not there to judge",
-                if ev.status.is_empty() {
-                    "no results"
-                } else {
-                    ev.status.as_str()
-                }
+                crate::reflect::status_words(ev.status)
             );
             for &i in open {
                 constraints[i].unproven = vec![why.clone()];

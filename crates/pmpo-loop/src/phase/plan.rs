@@ -225,22 +225,15 @@ mod tests {
     use super::*;
 
     fn spec() -> SpecFile {
-        serde_json::from_value(json!({
-            "specification": {
-                "artifact_name": "demo",
-                "artifact_type": "code",
-                "constraints": [
-                    {"id": "syntax", "description": "parses", "severity": "blocking"},
-                    {"id": "style", "description": "reads well", "severity": "low"},
-                ],
-            },
-            "goals": [],
-            "checks": [{"constraint_id": "syntax", "validation_method": "syntax", "with": {"path": "a.py"}}],
-            "required_files": [],
-            "content_type": {},
-            "specified_by": "adapter",
-        }))
-        .unwrap()
+        super::super::test_spec(
+            "code",
+            json!([
+                {"id": "syntax", "description": "parses", "severity": "blocking"},
+                {"id": "style", "description": "reads well", "severity": "low"},
+            ]),
+            json!([{"constraint_id": "syntax", "validation_method": "syntax", "with": {"path": "a.py"}}]),
+            json!([]),
+        )
     }
 
     #[test]

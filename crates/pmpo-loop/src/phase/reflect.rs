@@ -5,7 +5,7 @@
 
 use std::time::Instant;
 
-use pmpo_store::states::{ConstraintStatus, StageStatus};
+use pmpo_store::states::{ConstraintStatus, RunStatus, StageStatus};
 use pmpo_store::{Workspace, now_rfc3339};
 use serde_json::{Map, Value, json};
 
@@ -313,7 +313,7 @@ fn execution_summary(results: &Value, run_id: &str) -> ExecutionSummary {
     }
     ExecutionSummary {
         run_id: run_id.to_string(),
-        status: results["status"].as_str().unwrap_or("").into(),
+        status: results["status"].as_str().and_then(RunStatus::parse),
         stages: results["stages"].as_array().map_or(0, Vec::len),
         failed_stages: results["stages"]
             .as_array()
@@ -532,26 +532,19 @@ mod tests {
 
     /// A specification of three constraints; `a` and `b` have checks.
     fn spec() -> SpecFile {
-        serde_json::from_value(json!({
-            "specification": {
-                "artifact_name": "demo",
-                "artifact_type": "logo",
-                "constraints": [
-                    {"id": "a", "description": "A", "severity": "blocking"},
-                    {"id": "b", "description": "B", "severity": "high"},
-                    {"id": "c", "description": "C", "severity": "medium"},
-                ],
-            },
-            "goals": [],
-            "checks": [
+        super::super::test_spec(
+            "logo",
+            json!([
+                {"id": "a", "description": "A", "severity": "blocking"},
+                {"id": "b", "description": "B", "severity": "high"},
+                {"id": "c", "description": "C", "severity": "medium"},
+            ]),
+            json!([
                 {"constraint_id": "a", "validation_method": "xml", "with": {"path": "dist/a.svg"}},
                 {"constraint_id": "b", "validation_method": "non_empty", "with": {"path": "dist/b"}},
-            ],
-            "required_files": ["dist/a.svg"],
-            "content_type": {},
-            "specified_by": "adapter",
-        }))
-        .unwrap()
+            ]),
+            json!(["dist/a.svg"]),
+        )
     }
 
     fn measured() -> Value {
@@ -607,12 +600,12 @@ mod tests {
             "stages": [{"id": "x", "status": "FAILED"}, {"id": "y", "status": "timeout"}, {"id": "z", "status": "COMPLETED"}],
             "errors": [{"stage": "x", "message": "boom"}]});
         let e = execution_summary(&results, "r1");
-        assert_eq!(e.status, "failed");
+        assert_eq!(e.status, Some(RunStatus::Failed));
         assert_eq!(e.stages, 3);
         assert_eq!(e.failed_stages, ["x", "y"]);
         assert_eq!(e.errors, ["x: boom"]);
         let other = execution_summary(&results, "r2");
-        assert_eq!((other.run_id.as_str(), other.status.as_str()), ("r2", ""));
+        assert_eq!((other.run_id.as_str(), other.status), ("r2", None));
         assert_eq!(other.run_status(), None);
     }
 

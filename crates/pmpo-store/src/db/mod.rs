@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 
 use rusqlite::{Connection, params};
 
-use crate::states::PatchState;
+use crate::states::{PatchState, RunStatus};
 
 mod rows;
 pub use rows::*;
@@ -79,7 +79,7 @@ pub trait ExecStore: Send {
     fn set_run_status(
         &mut self,
         run_id: &str,
-        status: &str,
+        status: RunStatus,
         finished_at: Option<&str>,
         pid: i64,
     ) -> Result<(), DbError>;
@@ -225,12 +225,7 @@ impl SqliteStore {
             }
             Err(e) => return Err(corrupt(e)),
         };
-        if version > DB_SCHEMA_VERSION {
-            return Err(DbError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-            });
-        }
+        Self::not_too_new(path, version)?;
         conn.busy_timeout(std::time::Duration::from_secs(10))
             .map_err(corrupt)?;
         conn.pragma_update(None, "journal_mode", "WAL")
@@ -245,7 +240,13 @@ impl SqliteStore {
                 .map_err(corrupt)?;
         } else if create && version < DB_SCHEMA_VERSION {
             migrate(&conn, version).map_err(corrupt)?;
-        } else if version == 0 && !create {
+        }
+        Self::ready(conn, path, create || version != 0)
+    }
+
+    /// The store on an open connection, when its database has pmpo's tables.
+    fn ready(conn: Connection, path: &Path, has_tables: bool) -> Result<SqliteStore, DbError> {
+        if !has_tables {
             return Err(DbError::Corrupt {
                 path: path.to_path_buf(),
                 detail: "it has no pmpo tables".into(),
@@ -256,6 +257,17 @@ impl SqliteStore {
             path: path.to_path_buf(),
             in_tx: false,
         })
+    }
+
+    /// Refuses a database a newer pmpo wrote (schema `version`).
+    fn not_too_new(path: &Path, version: i64) -> Result<(), DbError> {
+        if version > DB_SCHEMA_VERSION {
+            return Err(DbError::TooNew {
+                path: path.to_path_buf(),
+                found: version,
+            });
+        }
+        Ok(())
     }
 
     /// Opens the database read-only as an unchanging file (`immutable=1`):
@@ -276,23 +288,8 @@ impl SqliteStore {
         let version: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .map_err(|e| classify(path, e))?;
-        if version > DB_SCHEMA_VERSION {
-            return Err(DbError::TooNew {
-                path: path.to_path_buf(),
-                found: version,
-            });
-        }
-        if version == 0 {
-            return Err(DbError::Corrupt {
-                path: path.to_path_buf(),
-                detail: "it has no pmpo tables".into(),
-            });
-        }
-        Ok(SqliteStore {
-            conn,
-            path: path.to_path_buf(),
-            in_tx: false,
-        })
+        Self::not_too_new(path, version)?;
+        Self::ready(conn, path, version != 0)
     }
 
     pub fn path(&self) -> &Path {
@@ -397,7 +394,7 @@ impl ExecStore for SqliteStore {
     fn set_run_status(
         &mut self,
         run_id: &str,
-        status: &str,
+        status: RunStatus,
         finished_at: Option<&str>,
         pid: i64,
     ) -> Result<(), DbError> {
@@ -429,8 +426,8 @@ impl ExecStore for SqliteStore {
     fn interrupted_run(&mut self, plan: &str) -> Result<Option<RunRow>, DbError> {
         Ok(self
             .query(
-                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status IN ('running', 'paused', 'awaiting_intervention') ORDER BY started_at DESC, rowid DESC LIMIT 1"),
-                [plan],
+                &format!("SELECT {RUN_COLS} FROM runs WHERE plan = ?1 AND status IN (?2, ?3, ?4) ORDER BY started_at DESC, rowid DESC LIMIT 1"),
+                params![plan, RunStatus::Running, RunStatus::Paused, RunStatus::AwaitingIntervention],
                 run_row,
             )?
             .into_iter()
@@ -439,35 +436,15 @@ impl ExecStore for SqliteStore {
 
     fn tasks(&mut self, run_id: &str) -> Result<Vec<TaskRow>, DbError> {
         self.query(
-            "SELECT run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data FROM tasks WHERE run_id = ?1 ORDER BY position",
+            &format!("SELECT {TASK_COLS} FROM tasks WHERE run_id = ?1 ORDER BY position"),
             [run_id],
-            |r| {
-                Ok(TaskRow {
-                    run_id: r.get(0)?,
-                    stage_id: r.get(1)?,
-                    position: r.get(2)?,
-                    status: r.get(3)?,
-                    tool: r.get(4)?,
-                    def_hash: r.get(5)?,
-                    cache_key: r.get(6)?,
-                    reason: r.get(7)?,
-                    started_at: r.get(8)?,
-                    finished_at: r.get(9)?,
-                    duration_ms: r.get(10)?,
-                    exit_code: r.get(11)?,
-                    signal: r.get(12)?,
-                    attempts: r.get(13)?,
-                    outputs: r.get(14)?,
-                    files: r.get(15)?,
-                    data: r.get(16)?,
-                })
-            },
+            task_row,
         )
     }
 
     fn put_task(&mut self, t: &TaskRow) -> Result<(), DbError> {
         self.exec(
-            "INSERT OR REPLACE INTO tasks (run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            &format!("INSERT OR REPLACE INTO tasks ({TASK_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"),
             params![t.run_id, t.stage_id, t.position, t.status, t.tool, t.def_hash, t.cache_key, t.reason, t.started_at, t.finished_at, t.duration_ms, t.exit_code, t.signal, t.attempts, t.outputs, t.files, t.data],
         )
     }

@@ -2,7 +2,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::states::PatchState;
+use std::str::FromStr;
+
+use rusqlite::types::Type;
+
+use crate::states::{FailureKind, PatchState, RunStatus, StageStatus, UnknownState};
 
 /// One run of a plan.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -10,8 +14,8 @@ pub struct RunRow {
     pub run_id: String,
     pub plan: String,
     pub plan_blake3: String,
-    /// `running`, `completed`, `failed`, `cancelled`.
-    pub status: String,
+    /// How the run stands (`running` while it runs, or how it ended).
+    pub status: RunStatus,
     pub started_at: String,
     pub finished_at: Option<String>,
     pub pid: i64,
@@ -27,7 +31,7 @@ pub struct TaskRow {
     pub run_id: String,
     pub stage_id: String,
     pub position: i64,
-    pub status: String,
+    pub status: StageStatus,
     pub tool: String,
     pub def_hash: String,
     pub cache_key: Option<String>,
@@ -52,13 +56,14 @@ pub struct AttemptRow {
     pub run_id: String,
     pub stage_id: String,
     pub attempt: i64,
-    pub status: String,
+    /// How the attempt ended (the stage's state had it been the last one).
+    pub status: StageStatus,
     pub started_at: String,
     pub finished_at: String,
     pub duration_ms: f64,
     pub exit_code: Option<i64>,
     pub signal: Option<i64>,
-    pub error_kind: Option<String>,
+    pub error_kind: Option<FailureKind>,
     pub error_message: Option<String>,
     pub stdout_bytes: i64,
     pub stderr_bytes: i64,
@@ -210,12 +215,73 @@ pub(super) fn patch_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<PatchRow> {
     })
 }
 
+/// A state column that holds no known state (a database written by a newer or
+/// a damaged pmpo): the read fails with an error naming the table, the row and
+/// the column, never with a panic and never by guessing a state.
+#[derive(Debug, thiserror::Error)]
+#[error("{table} row `{row}`, column `{column}`: {source}")]
+pub struct BadState {
+    pub table: &'static str,
+    pub row: String,
+    pub column: String,
+    #[source]
+    pub source: UnknownState,
+}
+
+/// Reads the state in column `idx` (`None` when the column is NULL) of the
+/// row of `table` named by `row` (its key, read only when the state is bad).
+fn state<T: FromStr<Err = UnknownState>>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    row: impl FnOnce() -> String,
+) -> rusqlite::Result<Option<T>> {
+    let Some(text) = r.get::<_, Option<String>>(idx)? else {
+        return Ok(None);
+    };
+    text.parse().map(Some).map_err(|source| {
+        let column = r.as_ref().column_name(idx).unwrap_or("?").to_string();
+        rusqlite::Error::FromSqlConversionFailure(
+            idx,
+            Type::Text,
+            Box::new(BadState {
+                table,
+                row: row(),
+                column,
+                source,
+            }),
+        )
+    })
+}
+
+/// Reads a state column that may not be NULL.
+fn required<T: FromStr<Err = UnknownState>>(
+    r: &rusqlite::Row<'_>,
+    idx: usize,
+    table: &'static str,
+    row: impl FnOnce() -> String,
+) -> rusqlite::Result<T> {
+    state(r, idx, table, row)?.ok_or(rusqlite::Error::InvalidColumnType(
+        idx,
+        "status".into(),
+        Type::Null,
+    ))
+}
+
+/// The key of a row, for an error about it: its leading text columns.
+fn key(r: &rusqlite::Row<'_>, n: usize) -> String {
+    (0..n)
+        .map(|i| r.get::<_, String>(i).unwrap_or_default())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
 pub(super) fn run_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RunRow> {
     Ok(RunRow {
         run_id: r.get(0)?,
         plan: r.get(1)?,
         plan_blake3: r.get(2)?,
-        status: r.get(3)?,
+        status: required(r, 3, "runs", || key(r, 1))?,
         started_at: r.get(4)?,
         finished_at: r.get(5)?,
         pid: r.get(6)?,
@@ -263,15 +329,43 @@ pub(super) fn attempt_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<AttemptRow>
         run_id: r.get(0)?,
         stage_id: r.get(1)?,
         attempt: r.get(2)?,
-        status: r.get(3)?,
+        status: required(r, 3, "execution_log", || attempt_key(r))?,
         started_at: r.get(4)?,
         finished_at: r.get(5)?,
         duration_ms: r.get(6)?,
         exit_code: r.get(7)?,
         signal: r.get(8)?,
-        error_kind: r.get(9)?,
+        error_kind: state(r, 9, "execution_log", || attempt_key(r))?,
         error_message: r.get(10)?,
         stdout_bytes: r.get(11)?,
         stderr_bytes: r.get(12)?,
+    })
+}
+
+fn attempt_key(r: &rusqlite::Row<'_>) -> String {
+    format!("{}#{}", key(r, 2), r.get::<_, i64>(2).unwrap_or_default())
+}
+
+pub(super) const TASK_COLS: &str = "run_id, stage_id, position, status, tool, def_hash, cache_key, reason, started_at, finished_at, duration_ms, exit_code, signal, attempts, outputs, files, data";
+
+pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
+    Ok(TaskRow {
+        run_id: r.get(0)?,
+        stage_id: r.get(1)?,
+        position: r.get(2)?,
+        status: required(r, 3, "tasks", || key(r, 2))?,
+        tool: r.get(4)?,
+        def_hash: r.get(5)?,
+        cache_key: r.get(6)?,
+        reason: r.get(7)?,
+        started_at: r.get(8)?,
+        finished_at: r.get(9)?,
+        duration_ms: r.get(10)?,
+        exit_code: r.get(11)?,
+        signal: r.get(12)?,
+        attempts: r.get(13)?,
+        outputs: r.get(14)?,
+        files: r.get(15)?,
+        data: r.get(16)?,
     })
 }

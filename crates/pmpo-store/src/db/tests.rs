@@ -1,4 +1,5 @@
 use super::*;
+use crate::states::{FailureKind, StageStatus};
 
 #[test]
 fn roundtrip_and_version_guard() {
@@ -8,7 +9,7 @@ fn roundtrip_and_version_guard() {
         run_id: "r1".into(),
         plan: "plan.yaml".into(),
         plan_blake3: "x".into(),
-        status: "running".into(),
+        status: RunStatus::Running,
         started_at: "t".into(),
         finished_at: None,
         pid: 1,
@@ -21,7 +22,8 @@ fn roundtrip_and_version_guard() {
         db.interrupted_run("plan.yaml").unwrap().unwrap().run_id,
         "r1"
     );
-    db.set_run_status("r1", "completed", Some("t2"), 1).unwrap();
+    db.set_run_status("r1", RunStatus::Completed, Some("t2"), 1)
+        .unwrap();
     db.flush().unwrap();
     assert!(db.interrupted_run("plan.yaml").unwrap().is_none());
     drop(db);
@@ -87,4 +89,78 @@ fn garbage_is_reported_as_corrupt() {
     let err = SqliteStore::open(dir.path()).err().unwrap();
     assert!(matches!(err, DbError::Corrupt { .. }), "{err}");
     assert!(err.to_string().contains("pmpo.db"));
+}
+
+#[test]
+fn states_are_written_as_before_and_an_unknown_one_is_an_error_naming_its_row() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    let run = |id: &str| RunRow {
+        run_id: id.into(),
+        plan: "plan.yaml".into(),
+        plan_blake3: "x".into(),
+        status: RunStatus::AwaitingIntervention,
+        started_at: "t".into(),
+        finished_at: None,
+        pid: 1,
+        stages: 1,
+        heartbeat_at: None,
+    };
+    db.begin_run(&run("r1")).unwrap();
+    db.add_attempt(&AttemptRow {
+        run_id: "r1".into(),
+        stage_id: "build".into(),
+        attempt: 1,
+        status: StageStatus::Timeout,
+        started_at: "t".into(),
+        finished_at: "t".into(),
+        duration_ms: 1.0,
+        exit_code: None,
+        signal: None,
+        error_kind: Some(FailureKind::ValidationFailed),
+        error_message: None,
+        stdout_bytes: 0,
+        stderr_bytes: 0,
+    })
+    .unwrap();
+    db.flush().unwrap();
+    let a = &db.attempts().unwrap()[0];
+    assert_eq!(
+        (a.status, a.error_kind),
+        (StageStatus::Timeout, Some(FailureKind::ValidationFailed))
+    );
+    drop(db);
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let written: (String, String, String) = conn
+        .query_row(
+            "SELECT r.status, e.status, e.error_kind FROM runs r, execution_log e",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+        )
+        .unwrap();
+    assert_eq!(
+        written,
+        (
+            "awaiting_intervention".to_string(),
+            "TIMEOUT".to_string(),
+            "validation_failed".to_string()
+        )
+    );
+    conn.execute("UPDATE runs SET status = 'done'", []).unwrap();
+    conn.execute("UPDATE execution_log SET error_kind = 'gremlins'", [])
+        .unwrap();
+    drop(conn);
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    let err = db.run("r1").unwrap_err().to_string();
+    assert!(
+        err.contains("runs row `r1`, column `status`: unknown RunStatus `done`"),
+        "{err}"
+    );
+    let err = db.attempts().unwrap_err().to_string();
+    assert!(
+        err.contains(
+            "execution_log row `r1/build#1`, column `error_kind`: unknown FailureKind `gremlins`"
+        ),
+        "{err}"
+    );
 }
