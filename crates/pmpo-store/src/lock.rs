@@ -212,7 +212,9 @@ mod tests {
         assert_eq!(current_holder(&ws).map(|h| h.pid), Some(1));
         drop(first);
         assert!(current_holder(&ws).is_none());
-        let second = acquire(&ws, &holder(2), false).unwrap();
+        // Waits: another test of this process may be starting a child, which
+        // shares the released lock's descriptor until it execs.
+        let second = acquire(&ws, &holder(2), true).unwrap();
         assert!(
             second.previous.is_none(),
             "a clean release leaves no previous holder"
