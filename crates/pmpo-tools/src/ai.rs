@@ -24,7 +24,7 @@ use serde_json::{Map, Value, json};
 
 use crate::{
     Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    typed_inputs::{self, Wrong},
+    typed::{self, Inputs, Wrong},
 };
 
 /// The inputs of an `ai` stage (`with:`), in the order `pmpo check` lists them.
@@ -50,25 +50,19 @@ struct AiInputs {
     temperature: Option<f64>,
 }
 
-/// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Wrong {
-    Wrong::Say(match key {
-        "prompt" => "`prompt` must be text",
-        "prompt_file" => "`prompt_file` must be text",
-        "system" => "`system` must be text",
-        "output" => "`output` must be text",
-        "code_block" => "`code_block` must be text",
-        "phase" => "`phase` must be text",
-        "endpoint" => "`endpoint` must be text",
-        "model" => "`model` must be text",
-        "fallback" => "`fallback` must be text",
-        "verbatim" => "`verbatim` must be true or false",
-        "outputs_json" => "`outputs_json` must be true or false",
-        "max_tokens" => "`max_tokens` must be a positive whole number",
-        "temperature" => "`temperature` must be a number from 0 to 2",
-        // `vars` and `schema` take any value: their shape is checked below.
-        _ => return Wrong::Elsewhere,
-    })
+impl Inputs for AiInputs {
+    const TOOL: &'static str = "ai";
+    /// A reference is not resolved at plan time: `verbatim: $s.flag` is
+    /// text where true or false is wanted.
+    const REFERENCES: bool = false;
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            "max_tokens" => Wrong::Say("`max_tokens` must be a positive whole number"),
+            "temperature" => Wrong::Say("`temperature` must be a number from 0 to 2"),
+            _ => Wrong::Reader,
+        }
+    }
 }
 
 /// Where answers are kept when a stage fails on a bad answer.
@@ -155,7 +149,7 @@ impl Tool for AiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", false, &wrong_type);
+        let mut issues = typed::check::<AiInputs>(inputs);
         if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
             issues.push(issue(
                 "prompt_file",
@@ -299,7 +293,7 @@ impl Tool for AiTool {
         };
         let started = Instant::now();
         let deadline = started + ctx.timeout;
-        let input: AiInputs = typed_inputs::read(inputs, "ai", &wrong_type)?;
+        let input: AiInputs = typed::decode(inputs)?;
         let shape = Shape {
             code_block: input.code_block.as_deref(),
             outputs_json: input.outputs_json,

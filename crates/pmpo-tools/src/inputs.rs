@@ -78,7 +78,9 @@ pub(crate) fn read_error(rel: &str, e: pmpo_store::StoreError) -> ToolError {
         )
         .hint("check the path (relative to the workspace) and that an earlier stage created it"),
         StoreError::Io { source, .. } => io_error("read", rel, source),
-        StoreError::Open { .. } | StoreError::Pattern { .. } | StoreError::Ledger(_) => io_error("read", rel, &e),
+        StoreError::Open { .. } | StoreError::Pattern { .. } | StoreError::Ledger(_) => {
+            io_error("read", rel, &e)
+        }
     }
 }
 

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::inputs::{check_path, invalid, io_error, read_file};
-use crate::typed_inputs::{self, Wrong};
+use crate::typed::{self, Inputs, Wrong};
 use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 mod vars;
@@ -47,12 +47,15 @@ struct TemplateInputs {
     autoescape: Option<bool>,
 }
 
-/// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Wrong {
-    match key {
-        "autoescape" => Wrong::Say("`autoescape` must be true or false"),
-        // Paths, `vars` and `files` are checked with their own words.
-        _ => Wrong::Elsewhere,
+impl Inputs for TemplateInputs {
+    const TOOL: &'static str = "template";
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            // Paths, `vars` and `files` are checked with their own words.
+            "template" | "output" | "vars" | "files" => Wrong::Elsewhere,
+            _ => Wrong::Reader,
+        }
     }
 }
 
@@ -202,8 +205,7 @@ impl Tool for TemplateTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) =
-            typed_inputs::check::<TemplateInputs>(inputs, "template", true, &wrong_type);
+        let mut issues = typed::check::<TemplateInputs>(inputs);
         match inputs.get("template") {
             Some(Value::String(t)) if t.starts_with(BUILTIN_PREFIX) => {
                 if builtin(&t[BUILTIN_PREFIX.len()..]).is_none() {
@@ -358,7 +360,7 @@ impl Tool for TemplateTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input: TemplateInputs = typed_inputs::read(inputs, "template", &wrong_type)?;
+        let input: TemplateInputs = typed::decode(inputs)?;
         let (template, output) = (input.template.as_str(), input.output.as_str());
         let mut vars = input.vars.unwrap_or_default();
         for (name, path) in input.files.unwrap_or_default() {
