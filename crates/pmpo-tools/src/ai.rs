@@ -17,7 +17,7 @@ use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, NamedOutputs, Reference, TemplateFile, TemplateReport};
+use pmpo_plan::{InputIssue, NamedOutputs, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
@@ -71,6 +71,8 @@ pub use pmpo_ai::ANSWERS_DIR;
 /// `pmpo_ai::answer` read every model answer.
 pub use pmpo_ai::answer::{code_block, fenced_blocks, strip_reasoning as strip_thinking};
 
+use crate::inputs::{invalid, is_reference};
+
 mod names;
 mod shape;
 
@@ -94,10 +96,6 @@ impl AiTool {
             client: Some(client),
         }
     }
-}
-
-fn is_reference(v: &Value) -> bool {
-    matches!(v, Value::String(s) if Reference::parse(s).is_some())
 }
 
 /// The stage's failure class of a model-call failure. Outages and
@@ -125,10 +123,6 @@ fn tool_error(e: AiError) -> ToolError {
     let mut t = ToolError::new(class_of(e.kind), e.message);
     t.hint = e.hint;
     t
-}
-
-fn invalid(message: impl Into<String>) -> ToolError {
-    ToolError::new(ErrorClass::InvalidInput, message)
 }
 
 #[async_trait]

@@ -20,12 +20,13 @@ pub use correct::{Correction, correct_code, correction_prompt};
 use std::io::ErrorKind;
 
 use async_trait::async_trait;
-use pmpo_plan::{InputIssue, NamedOutputs, Reference};
+use pmpo_plan::{InputIssue, NamedOutputs};
 use pmpo_store::Durability;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::capture::DEFAULT_LIMIT;
+use crate::inputs::is_reference;
 use crate::process::ProcessSpec;
 use crate::typed::{self, Inputs, Wrong};
 use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue};
@@ -73,10 +74,6 @@ const LANGUAGES: &[(&str, &str, &str)] = &[
 ];
 
 pub struct RunTool;
-
-fn is_reference(v: &Value) -> bool {
-    matches!(v, Value::String(s) if Reference::parse(s).is_some())
-}
 
 fn scalar_to_arg(v: &Value) -> Option<String> {
     match v {
