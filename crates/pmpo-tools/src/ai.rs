@@ -232,30 +232,11 @@ impl Tool for AiTool {
         {
             return report;
         }
-        let later = |why: String| {
-            issue(
-                "prompt_file",
-                format!("{why}: its variables are checked when the stage runs"),
-                None,
-            )
-        };
-        if is_reference(&json!(path)) {
-            report.notes.push(later(format!(
-                "the prompt file is `{path}`, known only at run time"
-            )));
-            return report;
-        }
-        match file(path) {
-            TemplateFile::Text(text) => {
-                let what = format!("prompt file `{path}`");
-                report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
-            }
-            TemplateFile::Written(stage) => report.notes.push(later(format!(
-                "prompt file `{path}` is written by stage `{stage}`"
-            ))),
-            TemplateFile::Unavailable(why) => report.notes.push(later(format!(
-                "prompt file `{path}` cannot be read now ({why})"
-            ))),
+        if let Some(text) =
+            crate::inputs::template_text("prompt_file", "prompt file", path, file, &mut report)
+        {
+            let what = format!("prompt file `{path}`");
+            report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
         }
         report
     }

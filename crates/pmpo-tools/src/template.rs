@@ -284,38 +284,16 @@ impl Tool for TemplateTool {
                 Some(_) => return report,
             }
         }
-        let later = |why: String| {
-            issue(
-                "template",
-                format!("{why}: its variables are checked when the stage runs"),
-                None,
-            )
-        };
-        let source: String = if crate::inputs::is_reference(&json!(template)) {
-            report.notes.push(later(format!(
-                "the template is `{template}`, known only at run time"
-            )));
-            return report;
-        } else if let Some(name) = template.strip_prefix(BUILTIN_PREFIX) {
+        let source: String = if let Some(name) = template.strip_prefix(BUILTIN_PREFIX) {
             match builtin(name) {
                 Some(text) => text.to_string(),
                 None => return report, // check_inputs names it
             }
         } else {
-            match file(template) {
-                TemplateFile::Text(text) => text,
-                TemplateFile::Written(stage) => {
-                    report.notes.push(later(format!(
-                        "template `{template}` is written by stage `{stage}`"
-                    )));
-                    return report;
-                }
-                TemplateFile::Unavailable(why) => {
-                    report.notes.push(later(format!(
-                        "template `{template}` cannot be read now ({why})"
-                    )));
-                    return report;
-                }
+            match crate::inputs::template_text("template", "template", template, file, &mut report)
+            {
+                Some(text) => text,
+                None => return report,
             }
         };
         let needed = match needed_variables(template, &source) {
