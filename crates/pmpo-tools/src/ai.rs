@@ -52,6 +52,7 @@ struct AiInputs {
 
 impl Inputs for AiInputs {
     const TOOL: &'static str = "ai";
+    const WRITES: &'static [&'static str] = &["output"];
     /// A reference is not resolved at plan time: `verbatim: $s.flag` is
     /// text where true or false is wanted.
     const REFERENCES: bool = false;
@@ -131,7 +132,7 @@ impl Tool for AiTool {
         "ai"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output"])
+        typed::written::<AiInputs>(inputs)
     }
 
     fn aliases(&self) -> &'static [&'static str] {

@@ -65,6 +65,7 @@ struct PromptInputs {
 
 impl Inputs for PromptInputs {
     const TOOL: &'static str = "prompt";
+    const WRITES: &'static [&'static str] = &["output", "meta"];
 
     fn wrong(key: &str) -> Wrong {
         match key {
@@ -327,7 +328,7 @@ impl Tool for PromptTool {
         "prompt"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output", "meta"])
+        typed::written::<PromptInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {

@@ -49,6 +49,7 @@ struct TemplateInputs {
 
 impl Inputs for TemplateInputs {
     const TOOL: &'static str = "template";
+    const WRITES: &'static [&'static str] = &["output"];
 
     fn wrong(key: &str) -> Wrong {
         match key {
@@ -201,7 +202,7 @@ impl Tool for TemplateTool {
         "template"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output"])
+        typed::written::<TemplateInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {

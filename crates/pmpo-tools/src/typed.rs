@@ -25,6 +25,11 @@ pub(crate) trait Inputs: DeserializeOwned {
     /// Whether, at plan time, a `$stage.field` value may stand for a value of
     /// any type (it is resolved before the tool runs).
     const REFERENCES: bool = true;
+    /// The keys that are workspace paths: a path the plan could not write
+    /// to (absolute, `..`) is refused at plan time.
+    const PATHS: &'static [&'static str] = &[];
+    /// The keys naming files the tool writes (`Tool::written_paths`).
+    const WRITES: &'static [&'static str] = &[];
 
     /// How the tool words a wrong value at `key` at plan time.
     fn wrong(_key: &str) -> Wrong {
@@ -312,7 +317,13 @@ pub(crate) fn check<T: Inputs>(inputs: &Map<String, Value>) -> Vec<InputIssue> {
             break;
         }
     }
+    check_patterns(inputs, T::PATHS, &mut issues);
     issues
+}
+
+/// The files a stage's tool writes, as its `T::WRITES` keys name them.
+pub(crate) fn written<T: Inputs>(inputs: &Map<String, Value>) -> Vec<String> {
+    crate::path_inputs(inputs, T::WRITES)
 }
 
 /// Text that may not be empty (a path a tool reads).
@@ -351,11 +362,7 @@ where
 
 /// The static check of path inputs' values: a path the plan could not
 /// write to (absolute, `..`) is refused before the run.
-pub(crate) fn check_patterns(
-    inputs: &Map<String, Value>,
-    keys: &[&str],
-    issues: &mut Vec<InputIssue>,
-) {
+fn check_patterns(inputs: &Map<String, Value>, keys: &[&str], issues: &mut Vec<InputIssue>) {
     for key in keys {
         if let Some(Value::String(s)) = inputs.get(*key)
             && !crate::inputs::is_reference(&Value::String(s.clone()))
@@ -390,6 +397,8 @@ mod tests {
 
     impl Inputs for Demo {
         const TOOL: &'static str = "demo";
+        const PATHS: &'static [&'static str] = &["input", "output"];
+        const WRITES: &'static [&'static str] = &["output"];
     }
 
     fn map(v: Value) -> Map<String, Value> {
@@ -407,6 +416,20 @@ mod tests {
                 (key, i.message, i.help)
             })
             .collect()
+    }
+
+    #[test]
+    fn path_keys_are_checked_and_written_keys_named_once() {
+        let m = messages(json!({"input": "../a.svg", "output": "$s.out", "report": "r"}));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].0, "input");
+        assert!(m[0].1.starts_with("`input` "), "{m:?}");
+        assert_eq!(
+            m[0].2.as_deref(),
+            Some("give a path relative to the workspace")
+        );
+        let w = map(json!({"input": "a.svg", "output": "b.png", "report": "r"}));
+        assert_eq!(written::<Demo>(&w), ["b.png"]);
     }
 
     #[test]
