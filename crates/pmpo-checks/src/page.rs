@@ -96,34 +96,15 @@ pub(crate) const LINKS: CheckDef = CheckDef {
     run: |ctx, p| per_file(ctx, p, &|f| links(ctx, f)),
 };
 
-/// The `href`/`src` values of a page, with their lines.
+/// The `href`/`src` values of a page, with their lines, read by the preview
+/// tool's attribute reader (a bare value ends at ASCII whitespace or `>`, as
+/// in HTML).
 fn references(html: &str) -> Vec<(usize, String)> {
-    let mut out = Vec::new();
-    let lower = html.to_ascii_lowercase();
-    for attr in ["href", "src"] {
-        let mut from = 0;
-        while let Some(i) = lower[from..].find(attr) {
-            let at = from + i;
-            from = at + attr.len();
-            // A whole attribute name: preceded by whitespace, followed by `=`.
-            if at == 0 || !lower.as_bytes()[at - 1].is_ascii_whitespace() {
-                continue;
-            }
-            let rest = html[from..].trim_start();
-            let Some(rest) = rest.strip_prefix('=') else {
-                continue;
-            };
-            let rest = rest.trim_start();
-            let value = match rest.chars().next() {
-                Some(q @ ('"' | '\'')) => rest[1..].split(q).next().unwrap_or_default(),
-                _ => rest
-                    .split(|c: char| c.is_whitespace() || c == '>')
-                    .next()
-                    .unwrap_or_default(),
-            };
-            out.push((fsx::line_col(html, at).0, value.to_string()));
-        }
-    }
+    let mut out: Vec<(usize, String)> = ["href", "src"]
+        .into_iter()
+        .flat_map(|attr| pmpo_tools::preview::page::attribute_values(html, attr))
+        .map(|(at, value)| (fsx::line_col(html, at).0, value.to_string()))
+        .collect();
     out.sort();
     out
 }

@@ -17,14 +17,14 @@ use pmpo_ai::{
     AiConfig, AiError, Answer, CallContext, ChatRequest, Client, ErrorKind, Message, Phase, Role,
     Route, template,
 };
-use pmpo_plan::{InputIssue, NamedOutputs, Reference, TemplateFile, TemplateReport};
+use pmpo_plan::{InputIssue, NamedOutputs, TemplateFile, TemplateReport};
 use pmpo_store::Durability;
 use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::{
     Captured, ErrorClass, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue,
-    typed_inputs::{self, Wrong},
+    typed::{self, Inputs, Wrong},
 };
 
 /// The inputs of an `ai` stage (`with:`), in the order `pmpo check` lists them.
@@ -50,25 +50,20 @@ struct AiInputs {
     temperature: Option<f64>,
 }
 
-/// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Wrong {
-    Wrong::Say(match key {
-        "prompt" => "`prompt` must be text",
-        "prompt_file" => "`prompt_file` must be text",
-        "system" => "`system` must be text",
-        "output" => "`output` must be text",
-        "code_block" => "`code_block` must be text",
-        "phase" => "`phase` must be text",
-        "endpoint" => "`endpoint` must be text",
-        "model" => "`model` must be text",
-        "fallback" => "`fallback` must be text",
-        "verbatim" => "`verbatim` must be true or false",
-        "outputs_json" => "`outputs_json` must be true or false",
-        "max_tokens" => "`max_tokens` must be a positive whole number",
-        "temperature" => "`temperature` must be a number from 0 to 2",
-        // `vars` and `schema` take any value: their shape is checked below.
-        _ => return Wrong::Elsewhere,
-    })
+impl Inputs for AiInputs {
+    const TOOL: &'static str = "ai";
+    const WRITES: &'static [&'static str] = &["output"];
+    /// A reference is not resolved at plan time: `verbatim: $s.flag` is
+    /// text where true or false is wanted.
+    const REFERENCES: bool = false;
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            "max_tokens" => Wrong::Say("`max_tokens` must be a positive whole number"),
+            "temperature" => Wrong::Say("`temperature` must be a number from 0 to 2"),
+            _ => Wrong::Reader,
+        }
+    }
 }
 
 /// Where answers are kept when a stage fails on a bad answer.
@@ -76,6 +71,8 @@ pub use pmpo_ai::ANSWERS_DIR;
 /// The answer reader's parts, under the names this module gave them before
 /// `pmpo_ai::answer` read every model answer.
 pub use pmpo_ai::answer::{code_block, fenced_blocks, strip_reasoning as strip_thinking};
+
+use crate::inputs::{invalid, is_reference};
 
 mod names;
 mod shape;
@@ -100,10 +97,6 @@ impl AiTool {
             client: Some(client),
         }
     }
-}
-
-fn is_reference(v: &Value) -> bool {
-    matches!(v, Value::String(s) if Reference::parse(s).is_some())
 }
 
 /// The stage's failure class of a model-call failure. Outages and
@@ -133,17 +126,13 @@ fn tool_error(e: AiError) -> ToolError {
     t
 }
 
-fn invalid(message: impl Into<String>) -> ToolError {
-    ToolError::new(ErrorClass::InvalidInput, message)
-}
-
 #[async_trait]
 impl Tool for AiTool {
     fn name(&self) -> &'static str {
         "ai"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output"])
+        typed::written::<AiInputs>(inputs)
     }
 
     fn aliases(&self) -> &'static [&'static str] {
@@ -155,7 +144,7 @@ impl Tool for AiTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) = typed_inputs::check::<AiInputs>(inputs, "ai", false, &wrong_type);
+        let mut issues = typed::check::<AiInputs>(inputs);
         if inputs.contains_key("prompt") && inputs.contains_key("prompt_file") {
             issues.push(issue(
                 "prompt_file",
@@ -244,30 +233,11 @@ impl Tool for AiTool {
         {
             return report;
         }
-        let later = |why: String| {
-            issue(
-                "prompt_file",
-                format!("{why}: its variables are checked when the stage runs"),
-                None,
-            )
-        };
-        if is_reference(&json!(path)) {
-            report.notes.push(later(format!(
-                "the prompt file is `{path}`, known only at run time"
-            )));
-            return report;
-        }
-        match file(path) {
-            TemplateFile::Text(text) => {
-                let what = format!("prompt file `{path}`");
-                report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
-            }
-            TemplateFile::Written(stage) => report.notes.push(later(format!(
-                "prompt file `{path}` is written by stage `{stage}`"
-            ))),
-            TemplateFile::Unavailable(why) => report.notes.push(later(format!(
-                "prompt file `{path}` cannot be read now ({why})"
-            ))),
+        if let Some(text) =
+            crate::inputs::template_text("prompt_file", "prompt file", path, file, &mut report)
+        {
+            let what = format!("prompt file `{path}`");
+            report.errors = undefined_names("prompt_file", &what, &text, inputs, Some(path));
         }
         report
     }
@@ -299,7 +269,7 @@ impl Tool for AiTool {
         };
         let started = Instant::now();
         let deadline = started + ctx.timeout;
-        let input: AiInputs = typed_inputs::read(inputs, "ai", &wrong_type)?;
+        let input: AiInputs = typed::decode(inputs)?;
         let shape = Shape {
             code_block: input.code_block.as_deref(),
             outputs_json: input.outputs_json,

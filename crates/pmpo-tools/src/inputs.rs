@@ -1,7 +1,7 @@
 //! Small shared helpers for reading and checking the `with:` inputs of the
 //! artifact tools (`template`, `rasterize`, `markdown`, `preview`).
 
-use pmpo_plan::{InputIssue, Reference};
+use pmpo_plan::{InputIssue, Reference, TemplateFile, TemplateReport};
 use serde_json::{Map, Value};
 
 use crate::{ErrorClass, ToolError, issue};
@@ -41,6 +41,38 @@ pub(crate) fn check_path(
             None,
         )),
     }
+}
+
+/// The text of the template a stage names at `key` (`what` is "template",
+/// "prompt file"), for the plan check of its `{{ name }}`s. `None`, with a
+/// note in `report`, when it is known only at run time: a reference, a file
+/// an earlier stage writes, or a file that cannot be read now.
+pub(crate) fn template_text(
+    key: &str,
+    what: &str,
+    path: &str,
+    file: &mut dyn FnMut(&str) -> TemplateFile,
+    report: &mut TemplateReport,
+) -> Option<String> {
+    let why = if is_reference(&Value::String(path.to_string())) {
+        format!("the {what} is `{path}`, known only at run time")
+    } else {
+        match file(path) {
+            TemplateFile::Text(text) => return Some(text),
+            TemplateFile::Written(stage) => {
+                format!("{what} `{path}` is written by stage `{stage}`")
+            }
+            TemplateFile::Unavailable(why) => {
+                format!("{what} `{path}` cannot be read now ({why})")
+            }
+        }
+    };
+    report.notes.push(issue(
+        key,
+        format!("{why}: its variables are checked when the stage runs"),
+        None,
+    ));
+    None
 }
 
 pub(crate) fn invalid(message: impl Into<String>) -> ToolError {

@@ -16,7 +16,6 @@ pub mod rasterize;
 pub mod run;
 pub mod template;
 mod typed;
-mod typed_inputs;
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -37,6 +37,8 @@ struct MarkdownInputs {
 
 impl typed::Inputs for MarkdownInputs {
     const TOOL: &'static str = "markdown";
+    const PATHS: &'static [&'static str] = &["input", "output"];
+    const WRITES: &'static [&'static str] = &["output"];
 }
 
 pub struct MarkdownTool;
@@ -139,13 +141,11 @@ impl Tool for MarkdownTool {
         "markdown"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output"])
+        typed::written::<MarkdownInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = typed::check::<MarkdownInputs>(inputs);
-        typed::check_patterns(inputs, &["input", "output"], &mut issues);
-        issues
+        typed::check::<MarkdownInputs>(inputs)
     }
 
     async fn invoke(

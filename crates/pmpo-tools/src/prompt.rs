@@ -36,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
 use crate::inputs::{check_path, invalid, io_error, read_file};
-use crate::typed_inputs::{self, Wrong};
+use crate::typed::{self, Inputs, Wrong};
 use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 /// The named outputs of a `prompt` stage (see `invoke`).
@@ -63,18 +63,18 @@ struct PromptInputs {
     content_type: Option<String>,
 }
 
-/// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Wrong {
-    Wrong::Say(match key {
-        "intent" => "`intent` must be text",
-        "title" => "`title` must be text",
-        "output_format" => "`output_format` must be text",
-        "target_platform" => "`target_platform` must be text",
-        "content_type" => "`content_type` must be text",
-        "requirements" => "`requirements` must be a list of texts",
-        // Paths are checked with their own words.
-        _ => return Wrong::Elsewhere,
-    })
+impl Inputs for PromptInputs {
+    const TOOL: &'static str = "prompt";
+    const WRITES: &'static [&'static str] = &["output", "meta"];
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            "requirements" => Wrong::Say("`requirements` must be a list of texts"),
+            // Paths are checked with their own words.
+            "input" | "output" | "meta" => Wrong::Elsewhere,
+            _ => Wrong::Reader,
+        }
+    }
 }
 
 /// The keys that only shape a prompt composed from `intent`.
@@ -328,12 +328,11 @@ impl Tool for PromptTool {
         "prompt"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output", "meta"])
+        typed::written::<PromptInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) =
-            typed_inputs::check::<PromptInputs>(inputs, "prompt", true, &wrong_type);
+        let mut issues = typed::check::<PromptInputs>(inputs);
         let has_input = inputs.contains_key("input");
         let has_intent = inputs.contains_key("intent");
         match (has_input, has_intent) {
@@ -370,7 +369,7 @@ impl Tool for PromptTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input: PromptInputs = typed_inputs::read(inputs, "prompt", &wrong_type)?;
+        let input: PromptInputs = typed::decode(inputs)?;
         let (output, meta_path) = (input.output.as_str(), input.meta.as_str());
         let platform = input.target_platform.as_deref();
         let content_type = input.content_type.as_deref();

@@ -46,6 +46,7 @@ struct RasterizeInputs {
 
 impl typed::Inputs for RasterizeInputs {
     const TOOL: &'static str = "rasterize";
+    const PATHS: &'static [&'static str] = &["input", "output"];
 }
 
 fn default_sizes() -> Vec<u32> {
@@ -249,7 +250,6 @@ impl Tool for RasterizeTool {
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
         let mut issues = typed::check::<RasterizeInputs>(inputs);
-        typed::check_patterns(inputs, &["input", "output"], &mut issues);
         if let Some(Value::String(p)) = inputs.get("output")
             && !crate::inputs::is_reference(&Value::String(p.clone()))
             && !p.contains("{size}")

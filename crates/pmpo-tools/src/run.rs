@@ -20,25 +20,48 @@ pub use correct::{Correction, correct_code, correction_prompt};
 use std::io::ErrorKind;
 
 use async_trait::async_trait;
-use pmpo_plan::{InputIssue, NamedOutputs, Reference};
+use pmpo_plan::{InputIssue, NamedOutputs};
 use pmpo_store::Durability;
+use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::capture::DEFAULT_LIMIT;
+use crate::inputs::is_reference;
 use crate::process::ProcessSpec;
-use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue, unknown_keys};
+use crate::typed::{self, Inputs, Wrong};
+use crate::{ErrorClass, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
-const KEYS: &[&str] = &[
-    "command",
-    "language",
-    "code",
-    "env",
-    "env_passthrough",
-    "cwd",
-    "stdin",
-    "outputs_json",
-    "schema",
-];
+/// The inputs of a `run` stage (`with:`). `command`, `code`, `stdin`,
+/// `env_passthrough` and `schema` take more than one shape, checked below
+/// in their own words.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(dead_code)] // some keys are read from the map by `program` and `stage_env`
+struct RunInputs {
+    command: Option<Value>,
+    language: Option<Value>,
+    code: Option<Value>,
+    env: Option<Map<String, Value>>,
+    env_passthrough: Option<Value>,
+    cwd: Option<String>,
+    stdin: Option<Value>,
+    outputs_json: Option<bool>,
+    schema: Option<Value>,
+}
+
+impl Inputs for RunInputs {
+    const TOOL: &'static str = "run";
+    /// `env: $s.vars` or `outputs_json: $s.flag` is refused before the run.
+    const REFERENCES: bool = false;
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            "env" => Wrong::Say("`env` must be a mapping of NAME: value"),
+            "cwd" => Wrong::Say("`cwd` must be a path relative to the workspace"),
+            _ => Wrong::Reader,
+        }
+    }
+}
 
 /// Language name -> (interpreter, file extension).
 const LANGUAGES: &[(&str, &str, &str)] = &[
@@ -51,10 +74,6 @@ const LANGUAGES: &[(&str, &str, &str)] = &[
 ];
 
 pub struct RunTool;
-
-fn is_reference(v: &Value) -> bool {
-    matches!(v, Value::String(s) if Reference::parse(s).is_some())
-}
 
 fn scalar_to_arg(v: &Value) -> Option<String> {
     match v {
@@ -103,7 +122,7 @@ impl Tool for RunTool {
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = unknown_keys(inputs, KEYS, "run");
+        let mut issues = typed::check::<RunInputs>(inputs);
         check_program(inputs, &mut issues);
         check_env(inputs, &mut issues);
         check_options(inputs, &mut issues);
@@ -121,8 +140,9 @@ impl Tool for RunTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let invalid = |m: String| ToolError::new(ErrorClass::InvalidInput, m);
+        let input: RunInputs = typed::decode(inputs)?;
         let (argv, script_path) = program(ctx, inputs)?;
-        let cwd = match inputs.get("cwd").and_then(Value::as_str) {
+        let cwd = match input.cwd.as_deref() {
             None | Some(".") | Some("./") => ctx.workspace.root().to_path_buf(),
             Some(dir) => ctx
                 .workspace
@@ -137,8 +157,9 @@ impl Tool for RunTool {
         }
 
         let mut env = stage_env(ctx, inputs);
-        let stdin = inputs
-            .get("stdin")
+        let stdin = input
+            .stdin
+            .as_ref()
             .and_then(scalar_to_arg)
             .map(String::into_bytes);
 
@@ -284,27 +305,23 @@ fn check_program(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
 
 /// `env` and `env_passthrough`: what the stage's processes see.
 fn check_env(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
-    if let Some(env) = inputs.get("env") {
-        match env {
-            Value::Object(map) => {
-                for (k, v) in map {
-                    if k.is_empty() || k.contains('=') || k.contains('\0') {
-                        issues.push(issue(
-                            "env",
-                            format!("`{k}` is not a valid environment variable name"),
-                            None,
-                        ));
-                    }
-                    if matches!(v, Value::Object(_) | Value::Null) {
-                        issues.push(issue(
-                            "env",
-                            format!("env `{k}` must be text, a number, a boolean or a list"),
-                            None,
-                        ));
-                    }
-                }
+    // A mapping, or the typed reader has said so.
+    if let Some(Value::Object(map)) = inputs.get("env") {
+        for (k, v) in map {
+            if k.is_empty() || k.contains('=') || k.contains('\0') {
+                issues.push(issue(
+                    "env",
+                    format!("`{k}` is not a valid environment variable name"),
+                    None,
+                ));
             }
-            _ => issues.push(issue("env", "`env` must be a mapping of NAME: value", None)),
+            if matches!(v, Value::Object(_) | Value::Null) {
+                issues.push(issue(
+                    "env",
+                    format!("env `{k}` must be text, a number, a boolean or a list"),
+                    None,
+                ));
+            }
         }
     }
     match inputs.get("env_passthrough") {
@@ -322,34 +339,17 @@ fn check_env(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
     }
 }
 
-/// `cwd`, `outputs_json`, `stdin` and `schema`.
+/// `cwd`, `stdin` and `schema` (the types of `cwd` and `outputs_json` are
+/// the typed reader's).
 fn check_options(inputs: &Map<String, Value>, issues: &mut Vec<InputIssue>) {
-    match inputs.get("cwd") {
-        None => {}
-        Some(cwd) if is_reference(cwd) => {}
-        Some(Value::String(s)) if s == "." || s == "./" => {}
-        Some(Value::String(s)) => {
-            if let Err(msg) = pmpo_plan::validate_output_pattern(s) {
-                issues.push(issue(
-                    "cwd",
-                    format!("`cwd` {msg}"),
-                    Some("give a directory relative to the workspace"),
-                ));
-            }
-        }
-        Some(_) => issues.push(issue(
-            "cwd",
-            "`cwd` must be a path relative to the workspace",
-            None,
-        )),
-    }
-    if let Some(v) = inputs.get("outputs_json")
-        && !v.is_boolean()
+    if let Some(Value::String(s)) = inputs.get("cwd")
+        && !(is_reference(&Value::String(s.clone())) || s == "." || s == "./")
+        && let Err(msg) = pmpo_plan::validate_output_pattern(s)
     {
         issues.push(issue(
-            "outputs_json",
-            "`outputs_json` must be true or false",
-            None,
+            "cwd",
+            format!("`cwd` {msg}"),
+            Some("give a directory relative to the workspace"),
         ));
     }
     if let Some(v) = inputs.get("stdin")
@@ -595,6 +595,31 @@ mod tests {
         assert!(msgs(json!({"command": ["a"], "comand": 1})).contains("unknown input `comand`"));
         assert!(msgs(json!({"command": ["a"], "cwd": "../x"})).contains("`cwd`"));
         assert!(msgs(json!({"command": []})).contains("empty"));
+        // The typed reader: the key, the tool's words, and a reference taken
+        // literally where a mapping or true/false is wanted.
+        let typed = json!({
+            "command": ["a"],
+            "env": "$s.vars",
+            "cwd": 3,
+            "outputs_json": "$s.flag",
+            "cwd_": "x",
+        });
+        assert_eq!(
+            msgs(typed),
+            "unknown input `cwd_` for tool `run`; \
+             `env` must be a mapping of NAME: value; \
+             `cwd` must be a path relative to the workspace; \
+             `outputs_json` must be true or false"
+        );
+        let help = t.check_inputs(&inputs(json!({"command": ["a"], "stdn": "x"})));
+        assert!(
+            help[0]
+                .help
+                .as_deref()
+                .unwrap()
+                .starts_with("did you mean `stdin`? the `run` tool takes: command, language")
+        );
+        assert!(msgs(json!({"command": ["a"], "cwd": "$s.dir"})).is_empty());
     }
 
     #[test]

@@ -29,7 +29,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value, json};
 
 use crate::inputs::{check_path, invalid, io_error, read_file};
-use crate::typed_inputs::{self, Wrong};
+use crate::typed::{self, Inputs, Wrong};
 use crate::{Captured, Termination, Tool, ToolContext, ToolError, ToolOutcome, issue};
 
 mod vars;
@@ -47,12 +47,16 @@ struct TemplateInputs {
     autoescape: Option<bool>,
 }
 
-/// What is wrong with an input of the wrong type, in words.
-fn wrong_type(key: &str) -> Wrong {
-    match key {
-        "autoescape" => Wrong::Say("`autoescape` must be true or false"),
-        // Paths, `vars` and `files` are checked with their own words.
-        _ => Wrong::Elsewhere,
+impl Inputs for TemplateInputs {
+    const TOOL: &'static str = "template";
+    const WRITES: &'static [&'static str] = &["output"];
+
+    fn wrong(key: &str) -> Wrong {
+        match key {
+            // Paths, `vars` and `files` are checked with their own words.
+            "template" | "output" | "vars" | "files" => Wrong::Elsewhere,
+            _ => Wrong::Reader,
+        }
     }
 }
 
@@ -198,12 +202,11 @@ impl Tool for TemplateTool {
         "template"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output"])
+        typed::written::<TemplateInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let (_, mut issues) =
-            typed_inputs::check::<TemplateInputs>(inputs, "template", true, &wrong_type);
+        let mut issues = typed::check::<TemplateInputs>(inputs);
         match inputs.get("template") {
             Some(Value::String(t)) if t.starts_with(BUILTIN_PREFIX) => {
                 if builtin(&t[BUILTIN_PREFIX.len()..]).is_none() {
@@ -282,38 +285,16 @@ impl Tool for TemplateTool {
                 Some(_) => return report,
             }
         }
-        let later = |why: String| {
-            issue(
-                "template",
-                format!("{why}: its variables are checked when the stage runs"),
-                None,
-            )
-        };
-        let source: String = if crate::inputs::is_reference(&json!(template)) {
-            report.notes.push(later(format!(
-                "the template is `{template}`, known only at run time"
-            )));
-            return report;
-        } else if let Some(name) = template.strip_prefix(BUILTIN_PREFIX) {
+        let source: String = if let Some(name) = template.strip_prefix(BUILTIN_PREFIX) {
             match builtin(name) {
                 Some(text) => text.to_string(),
                 None => return report, // check_inputs names it
             }
         } else {
-            match file(template) {
-                TemplateFile::Text(text) => text,
-                TemplateFile::Written(stage) => {
-                    report.notes.push(later(format!(
-                        "template `{template}` is written by stage `{stage}`"
-                    )));
-                    return report;
-                }
-                TemplateFile::Unavailable(why) => {
-                    report.notes.push(later(format!(
-                        "template `{template}` cannot be read now ({why})"
-                    )));
-                    return report;
-                }
+            match crate::inputs::template_text("template", "template", template, file, &mut report)
+            {
+                Some(text) => text,
+                None => return report,
             }
         };
         let needed = match needed_variables(template, &source) {
@@ -358,7 +339,7 @@ impl Tool for TemplateTool {
         inputs: &Map<String, Value>,
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
-        let input: TemplateInputs = typed_inputs::read(inputs, "template", &wrong_type)?;
+        let input: TemplateInputs = typed::decode(inputs)?;
         let (template, output) = (input.template.as_str(), input.output.as_str());
         let mut vars = input.vars.unwrap_or_default();
         for (name, path) in input.files.unwrap_or_default() {

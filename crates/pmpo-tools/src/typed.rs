@@ -5,7 +5,8 @@
 //!
 //! Errors name the key (serde alone would not: a type error inside a map
 //! does not say where it is), and an unknown key gets the closest known key
-//! as a suggestion.
+//! as a suggestion. A tool may word a key's wrong value itself
+//! ([`Inputs::wrong`]), or keep a key for its own check ([`Wrong::Elsewhere`]).
 
 use std::cell::RefCell;
 use std::fmt;
@@ -21,6 +22,31 @@ use crate::{ErrorClass, ToolError, issue, unknown_keys};
 pub(crate) trait Inputs: DeserializeOwned {
     /// The tool's name, for messages.
     const TOOL: &'static str;
+    /// Whether, at plan time, a `$stage.field` value may stand for a value of
+    /// any type (it is resolved before the tool runs).
+    const REFERENCES: bool = true;
+    /// The keys that are workspace paths: a path the plan could not write
+    /// to (absolute, `..`) is refused at plan time.
+    const PATHS: &'static [&'static str] = &[];
+    /// The keys naming files the tool writes (`Tool::written_paths`).
+    const WRITES: &'static [&'static str] = &[];
+
+    /// How the tool words a wrong value at `key` at plan time.
+    fn wrong(_key: &str) -> Wrong {
+        Wrong::Reader
+    }
+}
+
+/// How a tool words a value of the wrong type at a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Wrong {
+    /// In the reader's words (`` `key` must be text ``).
+    Reader,
+    /// In these words.
+    Say(&'static str),
+    /// Not by the reader at plan time: the tool checks that key itself
+    /// (its presence too).
+    Elsewhere,
 }
 
 /// What is wrong with a stage's inputs, as the struct's reader found it.
@@ -78,6 +104,18 @@ fn value_message(key: &str, message: &str) -> String {
         message.to_string()
     } else {
         format!("`{key}` {message}")
+    }
+}
+
+/// A problem in the tool's words: its own for a wrong value where it has
+/// them, else the reader's.
+fn worded<T: Inputs>(problem: &Problem) -> String {
+    match problem {
+        Problem::Value { key, .. } => match T::wrong(key) {
+            Wrong::Say(words) => words.to_string(),
+            Wrong::Reader | Wrong::Elsewhere => problem.message(T::TOOL),
+        },
+        _ => problem.message(T::TOOL),
     }
 }
 
@@ -214,7 +252,7 @@ fn help(problem: &Problem, tool: &str, known: &[&str]) -> Option<String> {
 /// is wrong and how.
 pub(crate) fn decode<T: Inputs>(inputs: &Map<String, Value>) -> Result<T, ToolError> {
     read::<T>(inputs).map_err(|p| {
-        let mut err = ToolError::new(ErrorClass::InvalidInput, p.message(T::TOOL));
+        let mut err = ToolError::new(ErrorClass::InvalidInput, worded::<T>(&p));
         if let Problem::Unknown(_) = p
             && let Some(h) = help(&p, T::TOOL, keys::<T>())
         {
@@ -226,14 +264,20 @@ pub(crate) fn decode<T: Inputs>(inputs: &Map<String, Value>) -> Result<T, ToolEr
 
 /// The static check of a stage's `with:` (at plan time, when a
 /// `$stage.field` value is not yet resolved): every unknown key, every value
-/// of the wrong type, and a missing required key.
+/// of the wrong type, and a missing required key, except the keys the tool
+/// checks itself ([`Wrong::Elsewhere`]).
 pub(crate) fn check<T: Inputs>(inputs: &Map<String, Value>) -> Vec<InputIssue> {
     let known = keys::<T>();
     let mut issues = unknown_keys(inputs, known, T::TOOL);
-    // References are checked by the plan; the rest is read as the run will.
+    let by_reader = |(k, v): &(&String, &Value)| {
+        known.contains(&k.as_str())
+            && !(T::REFERENCES && crate::inputs::is_reference(v))
+            && T::wrong(k) != Wrong::Elsewhere
+    };
+    // The rest is read as the run will.
     let mut map: Map<String, Value> = inputs
         .iter()
-        .filter(|(k, v)| known.contains(&k.as_str()) && !crate::inputs::is_reference(v))
+        .filter(by_reader)
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
     // Serde stops at the first problem: drop a failing key (or stand in for
@@ -244,9 +288,11 @@ pub(crate) fn check<T: Inputs>(inputs: &Map<String, Value>) -> Vec<InputIssue> {
             Ok(_) => break,
             Err(p) => p,
         };
+        // A required key that is given (as a reference, or for the tool's
+        // own check) or that the tool checks itself is not missing here.
+        let silent = matches!(&problem, Problem::Missing(k)
+            if inputs.contains_key(*k) || T::wrong(k) == Wrong::Elsewhere);
         let go_on = match &problem {
-            // A required key given as a reference is there at run time.
-            Problem::Missing(k) if inputs.contains_key(*k) => break,
             // Required keys are text here: a stand-in lets the read go on
             // to the next missing key.
             Problem::Missing(k) => {
@@ -258,18 +304,26 @@ pub(crate) fn check<T: Inputs>(inputs: &Map<String, Value>) -> Vec<InputIssue> {
             Problem::Value { key, .. } => map.shift_remove(key).is_some(),
             Problem::Unknown(_) | Problem::Other(_) => false,
         };
-        let help = help(&problem, T::TOOL, known);
-        let key = if matches!(problem, Problem::Missing(_)) {
-            ""
-        } else {
-            problem.key()
-        };
-        issues.push(issue(key, problem.message(T::TOOL), help.as_deref()));
+        if !silent {
+            let help = help(&problem, T::TOOL, known);
+            let key = if matches!(problem, Problem::Missing(_)) {
+                ""
+            } else {
+                problem.key()
+            };
+            issues.push(issue(key, worded::<T>(&problem), help.as_deref()));
+        }
         if !go_on {
             break;
         }
     }
+    check_patterns(inputs, T::PATHS, &mut issues);
     issues
+}
+
+/// The files a stage's tool writes, as its `T::WRITES` keys name them.
+pub(crate) fn written<T: Inputs>(inputs: &Map<String, Value>) -> Vec<String> {
+    crate::path_inputs(inputs, T::WRITES)
 }
 
 /// Text that may not be empty (a path a tool reads).
@@ -308,11 +362,7 @@ where
 
 /// The static check of path inputs' values: a path the plan could not
 /// write to (absolute, `..`) is refused before the run.
-pub(crate) fn check_patterns(
-    inputs: &Map<String, Value>,
-    keys: &[&str],
-    issues: &mut Vec<InputIssue>,
-) {
+fn check_patterns(inputs: &Map<String, Value>, keys: &[&str], issues: &mut Vec<InputIssue>) {
     for key in keys {
         if let Some(Value::String(s)) = inputs.get(*key)
             && !crate::inputs::is_reference(&Value::String(s.clone()))
@@ -347,6 +397,8 @@ mod tests {
 
     impl Inputs for Demo {
         const TOOL: &'static str = "demo";
+        const PATHS: &'static [&'static str] = &["input", "output"];
+        const WRITES: &'static [&'static str] = &["output"];
     }
 
     fn map(v: Value) -> Map<String, Value> {
@@ -364,6 +416,20 @@ mod tests {
                 (key, i.message, i.help)
             })
             .collect()
+    }
+
+    #[test]
+    fn path_keys_are_checked_and_written_keys_named_once() {
+        let m = messages(json!({"input": "../a.svg", "output": "$s.out", "report": "r"}));
+        assert_eq!(m.len(), 1, "{m:?}");
+        assert_eq!(m[0].0, "input");
+        assert!(m[0].1.starts_with("`input` "), "{m:?}");
+        assert_eq!(
+            m[0].2.as_deref(),
+            Some("give a path relative to the workspace")
+        );
+        let w = map(json!({"input": "a.svg", "output": "b.png", "report": "r"}));
+        assert_eq!(written::<Demo>(&w), ["b.png"]);
     }
 
     #[test]
@@ -438,8 +504,69 @@ mod tests {
         // `$stage.field` values are resolved at run time: not checked here.
         let m = messages(json!({"input": "$draw.path", "square": "$a.b", "report": "r"}));
         assert!(m.is_empty(), "{m:?}");
+        // A required key given as a reference does not hide the next one.
         let m = messages(json!({"input": "$draw.path", "square": 1}));
-        assert_eq!(m.len(), 1, "{m:?}");
-        assert_eq!(m[0].1, "`square` must be true or false");
+        let got: Vec<(&str, &str)> = m.iter().map(|(k, m, _)| (&**k, &**m)).collect();
+        assert_eq!(
+            got,
+            [
+                ("square", "`square` must be true or false"),
+                ("", "the `report` input is required"),
+            ]
+        );
+    }
+
+    /// A tool's own words, its own keys, and references taken literally.
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Worded {
+        path: String,
+        #[serde(default)]
+        flag: bool,
+        count: Option<u32>,
+    }
+
+    impl Inputs for Worded {
+        const TOOL: &'static str = "worded";
+        const REFERENCES: bool = false;
+        fn wrong(key: &str) -> Wrong {
+            match key {
+                "count" => Wrong::Say("`count` must be a positive whole number"),
+                "path" => Wrong::Elsewhere,
+                _ => Wrong::Reader,
+            }
+        }
+    }
+
+    #[test]
+    fn a_tool_words_its_keys_and_checks_its_own() {
+        let issues = |v: Value| -> Vec<String> {
+            check::<Worded>(&map(v))
+                .into_iter()
+                .map(|i| i.message)
+                .collect()
+        };
+        // `path` is the tool's own: neither its type nor its absence is
+        // reported by the reader.
+        assert_eq!(
+            issues(json!({"path": 7, "flg": true, "flag": 1, "count": -1})),
+            [
+                "unknown input `flg` for tool `worded`",
+                "`flag` must be true or false",
+                "`count` must be a positive whole number",
+            ]
+        );
+        assert!(issues(json!({"count": 2})).is_empty());
+        // Without references, `$s.flag` is text where true or false is wanted.
+        assert_eq!(
+            issues(json!({"path": "a", "flag": "$s.flag"})),
+            ["`flag` must be true or false"]
+        );
+        // At run time every key is read, in the tool's words where it has them.
+        let err = decode::<Worded>(&map(json!({"path": "a", "count": -1}))).unwrap_err();
+        assert_eq!(err.message, "`count` must be a positive whole number");
+        let err = decode::<Worded>(&map(json!({"flag": true}))).unwrap_err();
+        assert_eq!(err.message, "the `path` input is required");
     }
 }

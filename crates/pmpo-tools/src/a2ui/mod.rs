@@ -67,6 +67,8 @@ struct A2uiInputs {
 
 impl typed::Inputs for A2uiInputs {
     const TOOL: &'static str = "a2ui";
+    const PATHS: &'static [&'static str] = &["input", "output", "report"];
+    const WRITES: &'static [&'static str] = &["output", "report"];
 }
 
 pub struct A2uiTool;
@@ -133,13 +135,11 @@ impl Tool for A2uiTool {
         "a2ui"
     }
     fn written_paths(&self, inputs: &Map<String, Value>) -> Vec<String> {
-        crate::path_inputs(inputs, &["output", "report"])
+        typed::written::<A2uiInputs>(inputs)
     }
 
     fn check_inputs(&self, inputs: &Map<String, Value>) -> Vec<InputIssue> {
-        let mut issues = typed::check::<A2uiInputs>(inputs);
-        typed::check_patterns(inputs, &["input", "output", "report"], &mut issues);
-        issues
+        typed::check::<A2uiInputs>(inputs)
     }
 
     async fn invoke(

@@ -51,6 +51,7 @@ struct PreviewInputs {
 
 impl typed::Inputs for PreviewInputs {
     const TOOL: &'static str = "preview";
+    const PATHS: &'static [&'static str] = &["input", "out_dir"];
 }
 
 fn id<'de, D: Deserializer<'de>>(d: D) -> Result<Option<String>, D::Error> {
@@ -246,7 +247,6 @@ impl Job {
 /// The static check of a preview stage's `with:`.
 pub(super) fn check_inputs(inputs: &Map<String, Value>) -> Vec<InputIssue> {
     let mut issues = typed::check::<PreviewInputs>(inputs);
-    typed::check_patterns(inputs, &["input", "out_dir"], &mut issues);
     if let Some(issue) = issues.iter_mut().find(|i| i.message.starts_with("`click`")) {
         issue.help = Some("e.g. `click: [\"#show-details\"]`".into());
     }

@@ -161,6 +161,17 @@ fn now() -> String {
     pmpo_store::now_rfc3339()
 }
 
+/// What both ways of rendering a page are given: the stage, its job, the
+/// browser, the written page and when to stop.
+#[derive(Clone, Copy)]
+struct Render<'r, 'c> {
+    ctx: &'r ToolContext<'c>,
+    job: &'r Job,
+    chromium: &'r std::path::Path,
+    html_rel: &'r str,
+    deadline: Instant,
+}
+
 impl PreviewTool {
     /// Renders one preview and writes its files; the report says what happened.
     async fn preview(&self, ctx: &ToolContext<'_>, job: &Job) -> Result<PreviewReport, ToolError> {
@@ -208,12 +219,16 @@ impl PreviewTool {
             Ok(p) => p,
             Err(e) => return give_up(report, job, e, Some(INSTALL_HINT)),
         };
+        let r = Render {
+            ctx,
+            job,
+            chromium: &chromium,
+            html_rel,
+            deadline,
+        };
         let mut devtools_failure: Option<String> = None;
         if job.driver != DriverChoice::ScreenshotMode {
-            match self
-                .render_devtools(ctx, job, &chromium, html_rel, deadline, report)
-                .await
-            {
+            match self.render_devtools(r, report).await {
                 Ok(()) => {}
                 Err(e) if ctx.cancel.is_cancelled() => {
                     report.reason = Some(e);
@@ -241,10 +256,7 @@ impl PreviewTool {
                     "DevTools driver failed ({f}); fell back to Chromium's --screenshot mode"
                 ));
             }
-            if let Err(e) = self
-                .render_screenshot_mode(ctx, job, &chromium, html_rel, deadline, report)
-                .await
-            {
+            if let Err(e) = self.render_screenshot_mode(r, report).await {
                 let reason = match devtools_failure {
                     Some(f) => format!("DevTools driver: {f}; --screenshot mode: {e}"),
                     None => e,
@@ -257,13 +269,16 @@ impl PreviewTool {
 
     async fn render_devtools(
         &self,
-        ctx: &ToolContext<'_>,
-        job: &Job,
-        chromium: &std::path::Path,
-        html_rel: &str,
-        deadline: Instant,
+        r: Render<'_, '_>,
         report: &mut PreviewReport,
     ) -> Result<(), String> {
+        let Render {
+            ctx,
+            job,
+            chromium,
+            html_rel,
+            deadline,
+        } = r;
         if let Some(f) = self.launch_failure.lock().await.clone() {
             return Err(f);
         }
@@ -361,13 +376,16 @@ impl PreviewTool {
     /// Chromium's own `--screenshot`: a picture, nothing else.
     async fn render_screenshot_mode(
         &self,
-        ctx: &ToolContext<'_>,
-        job: &Job,
-        chromium: &std::path::Path,
-        html_rel: &str,
-        deadline: Instant,
+        r: Render<'_, '_>,
         report: &mut PreviewReport,
     ) -> Result<(), String> {
+        let Render {
+            ctx,
+            job,
+            chromium,
+            html_rel,
+            deadline,
+        } = r;
         let profile = browser::new_profile()?;
         let shot = profile.path().join("screenshot.png");
         let page = ctx.workspace.root().join(html_rel);
