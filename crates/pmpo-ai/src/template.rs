@@ -29,8 +29,17 @@ pub fn variables(template: &str) -> Vec<String> {
 
 /// Each `{{ name }}` in the template with the byte offset of its `{{`, in order.
 pub fn placeholders(template: &str) -> Vec<(String, usize)> {
+    spans(template, is_path)
+}
+
+/// Each `{{ text }}` whose trimmed inner text `accept` takes, with the byte
+/// offset of its `{{`, in order: the one `{{ }}` scanner, for other binding
+/// grammars than prompt names (A2UI's `{{details.items[0]}}`). A `{{` whose
+/// text up to the next `}}` holds another `{{` is passed over (the inner one
+/// is the candidate), in linear time.
+pub fn spans(template: &str, accept: impl Fn(&str) -> bool) -> Vec<(String, usize)> {
     let mut out = Vec::new();
-    scan(template, |path, at| {
+    scan_with(template, &accept, |path, at| {
         out.push((path.to_string(), at));
         Ok(String::new())
     })
@@ -44,6 +53,14 @@ pub fn placeholders(template: &str) -> Vec<(String, usize)> {
 /// holds another `{{` is passed over without looking at that text again.
 fn scan(
     template: &str,
+    f: impl FnMut(&str, usize) -> Result<String, String>,
+) -> Result<String, String> {
+    scan_with(template, &is_path, f)
+}
+
+fn scan_with(
+    template: &str,
+    accept: &dyn Fn(&str) -> bool,
     mut f: impl FnMut(&str, usize) -> Result<String, String>,
 ) -> Result<String, String> {
     let mut out = String::with_capacity(template.len());
@@ -60,7 +77,7 @@ fn scan(
         let Some(end) = close else { break };
         let following = template[inner..].find("{{").map(|n| inner + n);
         let is_placeholder =
-            following.is_none_or(|n| n >= end) && is_path(template[inner..end].trim());
+            following.is_none_or(|n| n >= end) && accept(template[inner..end].trim());
         if is_placeholder {
             out.push_str(&template[done..start]);
             out.push_str(&f(template[inner..end].trim(), start)?);
@@ -119,6 +136,21 @@ pub fn render(template: &str, context: &Value) -> Result<String, String> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn one_scanner_serves_other_binding_grammars() {
+        let a2ui = |inner: &str| !inner.is_empty() && !inner.contains(['{', '}']);
+        let found = spans("{{ details.items[0] }} and {{ {{inner}} {{ }} {{x", a2ui);
+        assert_eq!(
+            found,
+            [
+                ("details.items[0]".to_string(), 0),
+                ("inner".to_string(), 30)
+            ]
+        );
+        // Prompt names do not take A2UI's indexes.
+        assert!(placeholders("{{ details.items[0] }}").is_empty());
+    }
 
     #[test]
     fn renders_paths_and_leaves_other_braces() {

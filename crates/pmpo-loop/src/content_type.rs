@@ -148,7 +148,7 @@ fn by_markers(text: &str) -> Option<&'static str> {
     if t.starts_with("<svg") || t.starts_with("<?xml") && t.contains("<svg") {
         return Some("direct:image");
     }
-    if t.contains("{{") && t.contains("}}") && !t.contains("<html") {
+    if !t.contains("<html") && !pmpo_ai::template::spans(t, |inner| !inner.is_empty()).is_empty() {
         return Some("meta:agent-prompt");
     }
     None

@@ -196,22 +196,13 @@ fn scan_props<'a>(
     }
 }
 
-/// The paths of the `{{path}}` bindings in a text.
+/// The paths of the `{{path}}` bindings in a text (through the one `{{ }}`
+/// scanner, with A2UI's path grammar: any text without braces).
 fn text_bindings(s: &str) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut rest = s;
-    while let Some(start) = rest.find("{{") {
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            break;
-        };
-        let inner = after[..end].trim();
-        if !inner.is_empty() && !inner.contains('{') {
-            out.push(inner.to_string());
-        }
-        rest = &after[end + 2..];
-    }
-    out
+    pmpo_ai::template::spans(s, |inner| !inner.is_empty() && !inner.contains(['{', '}']))
+        .into_iter()
+        .map(|(path, _)| path)
+        .collect()
 }
 
 /// The first segment of a binding path (`details` of `details.label[0]`).
