@@ -7,22 +7,7 @@ use pmpo_testkit as common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Ws, bin};
-
-fn have_chromium() -> bool {
-    let found = std::env::var_os("PMPO_CHROMIUM").is_some()
-        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .iter()
-            .any(|p| Path::new(p).exists());
-    if !found {
-        assert!(
-            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
-            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
-        );
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
+use common::{Ws, bin, have_chromium};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -263,8 +248,12 @@ fn killing_pmpo_leaves_no_browser_behind() {
     let ws = Ws::new();
     ws.write("slow.html", "<html><body><h1>slow</h1></body></html>");
     ws.plan("    - id: p\n      tool: preview\n      with: {input: slow.html, wait_ms: 30000}\n");
+    // The run's own temp directory, where its browser profile goes: the
+    // preview of another test sweeps dead runs' profiles in the shared one.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = bin()
         .args(["execute", "plan.yaml", "-q"])
+        .env("TMPDIR", tmp.path())
         .current_dir(ws.path())
         .spawn()
         .unwrap();
@@ -292,6 +281,12 @@ fn killing_pmpo_leaves_no_browser_behind() {
     }
     assert!(ours() > 0, "the browser did not start");
     let profile = profile_of_child(&pid).expect("the browser's profile directory");
+    assert!(
+        profile.starts_with(tmp.path()),
+        "profile {} is not in the run's TMPDIR {}",
+        profile.display(),
+        tmp.path().display()
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The browser notices its closed pipe and exits.
@@ -307,7 +302,13 @@ fn killing_pmpo_leaves_no_browser_behind() {
     // Only the killed run's profile directory stayed; the next browser start removes it.
     assert!(profile.exists());
     ws.write("ok.html", "<html><body><h1>ok</h1></body></html>");
-    let run = ws.run(&["preview", "ok.html"]);
+    let run: common::Run = bin()
+        .args(["preview", "ok.html"])
+        .env("TMPDIR", tmp.path())
+        .current_dir(ws.path())
+        .output()
+        .unwrap()
+        .into();
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(
         !profile.exists(),
