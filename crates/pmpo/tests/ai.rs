@@ -6,7 +6,6 @@
 use pmpo_testkit as common;
 use pmpo_testkit::model_server;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -19,45 +18,6 @@ const KEY: &str = "sk-fake-KEY-0d5e2b7a91";
 /// The binary with no model settings inherited from the developer's shell.
 fn pmpo(ws: &Ws) -> Command {
     bin_without_models(ws.path())
-}
-
-fn run(mut c: Command, args: &[&str]) -> Run {
-    c.args(args).output().unwrap().into()
-}
-
-fn with_server(ws: &Ws, server: &ModelServer) -> Command {
-    let mut c = pmpo(ws);
-    c.env("OPENAI_BASE_URL", server.openai_base())
-        .env("OPENAI_API_KEY", KEY);
-    c
-}
-
-fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id}"))
-}
-
-fn assert_no_key_under(dir: &Path) {
-    for f in walk(dir) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(!text.contains(KEY), "{} contains the API key", f.display());
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 const LOGO_PLAN: &str = r##"specification:
@@ -110,8 +70,8 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     let ws = Ws::new();
     ws.write("plan.yaml", LOGO_PLAN);
     let server = logo_server();
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_cmd(
+        with_openai(&ws, &server, KEY),
         &[
             "execute",
             "plan.yaml",
@@ -153,13 +113,13 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     assert_eq!(routing[1]["stage"], "draw");
     assert_eq!(routing[1]["tokens_out"], 7);
     assert_eq!(ws.read("cassette.jsonl").lines().count(), 2);
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
     assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
 
     // Replay: the server is gone and no endpoint is configured.
     drop(server);
     std::fs::remove_dir_all(ws.p("dist")).unwrap();
-    let replay = run(
+    let replay = run_cmd(
         pmpo(&ws),
         &[
             "execute",
@@ -184,14 +144,14 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
             .unwrap()
             .contains("\"endpoint\":\"replay\"")
     );
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 
     // A changed prompt is not in the cassette: the error names the stage and the prompt.
     ws.write(
         "plan.yaml",
         &LOGO_PLAN.replace("Draw {{ subject }}", "Paint {{ subject }}"),
     );
-    let miss = run(
+    let miss = run_cmd(
         pmpo(&ws),
         &[
             "execute",
@@ -231,8 +191,8 @@ plan:
         0 => openai("{\"count\": \"three\"}", "stop"),
         _ => openai("{\"count\": 3}", "stop"),
     });
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_cmd(
+        with_openai(&ws, &server, KEY),
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
     assert_eq!(r.code, 0, "{}", r.stderr);
@@ -255,8 +215,8 @@ plan:
     let ws = Ws::new();
     ws.write("plan.yaml", plan);
     let server = ModelServer::start(|_, n| openai(&format!("{{\"count\": \"no {n}\"}}"), "stop"));
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_cmd(
+        with_openai(&ws, &server, KEY),
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
     assert_eq!(r.code, 1);
@@ -290,7 +250,7 @@ fn without_an_endpoint_ai_stages_fail_before_starting_and_others_run() {
     ws.plan(
         "    - id: think\n      requires_execution: false\n      with: {prompt: hi}\n    - id: work\n      with: {command: [sh, -c, 'echo done']}\n",
     );
-    let r = run(
+    let r = run_cmd(
         pmpo(&ws),
         &["execute", "plan.yaml", "--json", "--keep-going"],
     );
@@ -300,7 +260,7 @@ fn without_an_endpoint_ai_stages_fail_before_starting_and_others_run() {
     assert_eq!(stage(&results, "work")["status"], "COMPLETED");
     let err = &results["errors"][0];
     assert_eq!(err["kind"], "not_configured");
-    assert!(err["hint"].as_str().unwrap().contains("OPENAI_BASE_URL"));
+    assert_mentions(err, "hint", "OPENAI_BASE_URL");
     assert!(!ws.p("logs/model_routing.jsonl").exists());
 }
 
@@ -319,8 +279,8 @@ fn wrong_key_and_truncation_fail_the_stage_clearly() {
             openai("and then", "length")
         }
     });
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_cmd(
+        with_openai(&ws, &server, KEY),
         &[
             "execute",
             "plan.yaml",
@@ -341,7 +301,7 @@ fn wrong_key_and_truncation_fail_the_stage_clearly() {
     assert!(b.contains("cut off at the token limit"), "{b}");
     assert_eq!(results["errors"][0]["kind"], "permission_denied");
     assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 #[test]
@@ -349,9 +309,9 @@ fn models_lists_endpoints_routes_and_health() {
     let ws = Ws::new();
     let server =
         ModelServer::start(|_, _| Reply::json(200, serde_json::json!({"data": [{"id": "m"}]})));
-    let mut c = with_server(&ws, &server);
+    let mut c = with_openai(&ws, &server, KEY);
     c.env("OPENAI_MODEL", "m");
-    let r = run(c, &["models", "--json"]);
+    let r = run_cmd(c, &["models", "--json"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     let out = r.json();
     assert_eq!(out["endpoints"][0]["name"], "openai");
@@ -374,7 +334,7 @@ fn models_lists_endpoints_routes_and_health() {
             server.openai_base()
         ),
     );
-    let r = run(pmpo(&ws), &["models"]);
+    let r = run_cmd(pmpo(&ws), &["models"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
     assert!(
         r.stdout.contains("UNHEALTHY")
@@ -384,7 +344,7 @@ fn models_lists_endpoints_routes_and_health() {
     );
 
     let empty = Ws::new();
-    let r = run(pmpo(&empty), &["models"]);
+    let r = run_cmd(pmpo(&empty), &["models"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no model endpoint is configured"));
 }
@@ -394,7 +354,7 @@ fn ctrl_c_cancels_a_waiting_ai_stage() {
     let ws = Ws::new();
     ws.plan("    - id: slow\n      requires_execution: false\n      with: {prompt: wait}\n");
     let server = ModelServer::start(|_, _| openai("late", "stop").delay(Duration::from_secs(20)));
-    let mut c = with_server(&ws, &server);
+    let mut c = with_openai(&ws, &server, KEY);
     c.args(["execute", "plan.yaml", "--model", "m", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -422,7 +382,7 @@ fn the_ai_example_replays_offline_from_its_cassette() {
         "plan.yaml",
         &std::fs::read_to_string(format!("{example}/plan.yaml")).unwrap(),
     );
-    let r = run(
+    let r = run_cmd(
         pmpo(&ws),
         &[
             "execute",
@@ -453,7 +413,7 @@ fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out()
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
     let t = Instant::now();
-    let r = run(c, &["execute", "plan.yaml", "--json", "--keep-going"]);
+    let r = run_cmd(c, &["execute", "plan.yaml", "--json", "--keep-going"]);
     assert!(t.elapsed() < Duration::from_secs(8));
     assert_eq!(r.code, 1, "{}", r.stderr);
     let results = r.json();
@@ -461,7 +421,7 @@ fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out()
     assert_eq!(ws.read("hi.txt"), "hi!");
     assert_eq!(stage(&results, "slow")["status"], "TIMEOUT");
     assert_eq!(server.chat_requests()[0].header("x-api-key"), Some(KEY));
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 #[test]
@@ -471,48 +431,29 @@ fn a_failing_model_endpoint_opens_its_breaker() {
     let server = ModelServer::start(|_, _| {
         openai_error(503, "overloaded", "server_error").header("retry-after", "0")
     });
-    let args = [
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--model",
-        "m",
-        "--breaker-threshold",
+    let args = with_breaker(
+        &["execute", "plan.yaml", "--json", "--model", "m"],
         "1",
-        "--breaker-cooldown",
-        "1h",
-    ];
-    let r = run(with_server(&ws, &server), &args);
+        Some("1h"),
+    );
+    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
     assert_eq!(r.code, 1, "{}", r.stderr);
     // The endpoint is an adapter with its own breaker, held in the store...
-    let a = run(pmpo(&ws), &["adapters", "--json"]).json();
-    let row = a
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| {
-            r["adapter"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("model:")
-        })
-        .cloned();
-    let row = row.unwrap_or_else(|| panic!("no model adapter: {a}"));
-    assert_eq!(row["breaker"], "OPEN", "{a}");
+    let row = model_breaker(&ws).expect("the model endpoint's adapter is recorded");
+    assert_eq!(row["breaker"], "OPEN", "{row}");
     // ...so the next run does not call it and pauses in safe mode.
     let calls = server.requests().len();
-    let r = run(with_server(&ws, &server), &args);
+    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
     assert_eq!(r.code, 3, "{}", r.stderr);
     assert_eq!(
         server.requests().len(),
         calls,
         "an open breaker must stop the calls"
     );
-    assert!(
-        stage(&r.json(), "think")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open for adapter model:")
+    assert_mentions(
+        stage(&r.json(), "think"),
+        "reason",
+        "circuit open for adapter model:",
     );
 }
 
@@ -526,7 +467,7 @@ fn an_ai_stage_output_over_an_existing_file_not_in_outputs_is_restorable() {
     c.env("ANTHROPIC_BASE_URL", server.base())
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
-    let r = run(c, &["execute", "plan.yaml", "-q"]);
+    let r = run_cmd(c, &["execute", "plan.yaml", "-q"]);
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(ws.read("hi.txt"), "hi!");
     let r = ws.run(&["ledger", "--path", "hi.txt", "--json"]);

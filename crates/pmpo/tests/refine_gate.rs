@@ -27,12 +27,7 @@ fn the_approval_gate_pauses_until_another_process_answers() {
     assert_eq!(r.code, 3, "{}", r.stderr);
     let report = r.json();
     assert_eq!(report["outcome"], "awaiting_approval");
-    assert!(
-        report["next_step"]
-            .as_str()
-            .unwrap()
-            .contains("pmpo approve acme-logo --continue")
-    );
+    assert_mentions(&report, "next_step", "pmpo approve acme-logo --continue");
     let st = state(&ws, "acme-logo");
     assert_eq!(st["loop"]["approval"]["status"], "pending");
     assert_eq!(

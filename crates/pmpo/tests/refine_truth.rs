@@ -402,8 +402,7 @@ fn pmpo_execute_keeps_the_entries_of_refined_artifacts() {
     ws.plan(
         "    - id: note\n      tool: run\n      with:\n        command: [sh, -c, \"mkdir -p dist && echo hi > dist/note.txt\"]\n      outputs: [dist/note.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml"]);
     let m = ws.read_json("artifact_manifest.json");
     let files = m["files"].as_array().unwrap();
     for f in &before {
@@ -412,8 +411,7 @@ fn pmpo_execute_keeps_the_entries_of_refined_artifacts() {
     let note = files.iter().find(|f| f["path"] == "dist/note.txt").unwrap();
     assert!(note.get("owner").is_none(), "{note}");
     // A second plain run replaces its own entries, not the artifact's.
-    let r = ws.run(&["execute", "plan.yaml", "--force"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--force"]);
     let m = ws.read_json("artifact_manifest.json");
     let files = m["files"].as_array().unwrap();
     assert_eq!(

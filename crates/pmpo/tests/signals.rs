@@ -118,8 +118,7 @@ fn the_first_signal_stops_a_spinning_template_and_a_rerun_reuses_what_was_done()
     ws.plan(
         "    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: spin\n      depends_on: [first]\n      tool: template\n      with: {template: ok.txt, output: out.txt}\n      outputs: [out.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["stages"][0]["status"], "CACHED", "{}", r.stderr);
     assert_eq!(j["stages"][1]["status"], "COMPLETED");

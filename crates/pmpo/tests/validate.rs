@@ -1,6 +1,7 @@
 //! `pmpo validate`, per-stage `validate:` in `pmpo execute`, constraints.json,
 //! JUnit reports, and `pmpo check` on check names and parameters.
 
+use common::assert_mentions;
 use common::*;
 use pmpo_testkit as common;
 
@@ -45,8 +46,7 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     plan(&ws, NOOP, VPLAN);
     good_svg(&ws);
     // `readable` (high) is violated: #777 on white is 4.48:1. Not blocking: exit 0.
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["validate", "plan.yaml"]);
     assert!(
         r.stdout.contains("svg-valid (blocking): satisfied"),
         "{}",
@@ -68,12 +68,7 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     assert_eq!(by["svg-valid"]["status"], "satisfied");
     assert_eq!(by["svg-valid"]["severity"], "blocking");
     assert_eq!(by["readable"]["status"], "violated");
-    assert!(
-        by["readable"]["checks"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("4.47")
-    );
+    assert_mentions(&by["readable"]["checks"][0], "message", "4.47");
     assert_eq!(by["brand"]["status"], "not_checked");
     assert_eq!(by["docs"]["status"], "not_checked");
     assert_eq!(c["summary"]["violated"], 1);
@@ -93,19 +88,13 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
         "dist/logo.svg",
         "<svg xmlns=\"http://www.w3.org/2000/svg\"><g></svg>",
     );
-    let r = ws.run(&["validate", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["validate", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["ok"], false);
     assert_eq!(j["summary"]["blocking_violated"], 1);
     let xml = &j["validation_outputs"][0];
     assert_eq!(xml["status"], "failed");
-    assert!(
-        xml["evidence"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not well-formed XML")
-    );
+    assert_mentions(&xml["evidence"], "message", "not well-formed XML");
     // Missing file: also a violation, not a crash.
     std::fs::remove_file(ws.p("dist/logo.svg")).unwrap();
     let r = ws.run(&["validate", "plan.yaml"]);
@@ -118,8 +107,7 @@ fn junit_report_parses_back() {
     let ws = Ws::new();
     plan(&ws, NOOP, VPLAN);
     good_svg(&ws);
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "reports/junit.xml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "reports/junit.xml"]);
     let text = ws.read("reports/junit.xml");
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let root = doc.root_element();
@@ -178,8 +166,7 @@ fn a_failing_validate_item_fails_its_stage() {
 ",
         VPLAN,
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["stages"][0]["status"], "FAILED", "{}", j["stages"]);
     assert!(
@@ -247,8 +234,7 @@ fn passing_validate_items_complete_the_stage() {
 ",
         "    - {constraint_id: docs, validation_method: markdown_headings, with: {path: README.md}}\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let c = ws.read_json("constraints.json");
     assert_eq!(c["constraints"][3]["id"], "docs");
     assert_eq!(c["constraints"][3]["status"], "satisfied");
@@ -256,8 +242,7 @@ fn passing_validate_items_complete_the_stage() {
 
 /// `pmpo check` on a plan; returns stderr (exit 2 expected).
 fn check_fails(ws: &Ws) -> String {
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_code(2, &["check", "plan.yaml"]);
     let v = ws.run(&["validate", "plan.yaml"]);
     assert_eq!(v.code, 2, "validate refuses an invalid plan too");
     assert!(!ws.p("constraints.json").exists());
@@ -339,8 +324,7 @@ fn free_text_methods_are_fine_when_not_executed() {
         NOOP,
         "    - {constraint_id: brand, validation_method: ask the art director, execution_required: false}\n",
     );
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["check", "plan.yaml"]);
 }
 
 #[test]
@@ -351,8 +335,7 @@ fn the_checks_example_executes_and_validates() {
         "/../../examples/checks/plan.yaml"
     );
     std::fs::copy(example, ws.p("plan.yaml")).unwrap();
-    let r = ws.run(&["execute", "plan.yaml", "--json", "-q"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json", "-q"]);
     let j = r.json();
     let failed: Vec<&serde_json::Value> = j["validation_outputs"]
         .as_array()
@@ -365,8 +348,7 @@ fn the_checks_example_executes_and_validates() {
     let c = ws.read_json("constraints.json");
     assert_eq!(c["summary"]["satisfied"], 6, "{c}");
     assert_eq!(c["summary"]["not_checked"], 1);
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 0, "{}", r.stdout);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "junit.xml"]);
     // constraints.json matches the schema the project ships (checked by pmpo's own json_schema check).
     let schema = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -378,14 +360,12 @@ fn the_checks_example_executes_and_validates() {
         "meta/plan.yaml",
         "specification:\n  artifact_name: m\n  artifact_type: meta\n  constraints:\n    - {id: shape, description: d, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - {constraint_id: shape, validation_method: json_schema, with: {path: constraints.json, schema_file: schemas/constraints.schema.json}}\n",
     );
-    let r = ws.run(&["validate", "meta/plan.yaml", "-w", "."]);
-    assert_eq!(r.code, 0, "{}", r.stdout);
+    ws.run_ok(&["validate", "meta/plan.yaml", "-w", "."]);
     // Break a PNG: the blocking `sizes` constraint is violated.
     let png = ws.p("out/logo-32.png");
     let bytes = std::fs::read(&png).unwrap();
     std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 1, "{}", r.stdout);
+    let r = ws.run_code(1, &["validate", "plan.yaml"]);
     assert!(
         r.stdout.contains("sizes (blocking): VIOLATED"),
         "{}",
@@ -507,8 +487,7 @@ fn check_json_lists_check_errors_and_validate_refuses_a_missing_workspace() {
         "{j}"
     );
     plan(&ws, NOOP, VPLAN);
-    let r = ws.run(&["validate", "plan.yaml", "-w", "no/such/dir"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = ws.run_code(2, &["validate", "plan.yaml", "-w", "no/such/dir"]);
     assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
 }
 
@@ -526,8 +505,7 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         NOOP,
         "    - {constraint_id: svg-valid, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_code(1, &["validate", "plan.yaml", "--junit", "junit.xml"]);
     assert!(
         r.stdout.contains("svg-valid (blocking): not checked"),
         "{}",
@@ -566,8 +544,7 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         NOOP,
         "    - {constraint_id: brand, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["validate", "plan.yaml"]);
     assert!(
         r.stdout.contains("brand (low): not checked"),
         "{}",
@@ -591,8 +568,7 @@ fn junit_drops_what_xml_cannot_hold() {
             )
         ),
     );
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "junit.xml"]);
     let text = ws.read("junit.xml");
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{1}'),
