@@ -274,11 +274,6 @@ fn serve(
     let _ = conn.flush();
 }
 
-/// Runs a prepared `pmpo` command with `args`.
-pub fn run_cmd(mut c: std::process::Command, args: &[&str]) -> crate::Run {
-    c.args(args).output().unwrap().into()
-}
-
 /// The binary in `ws`, talking to `server` as its OpenAI endpoint with `key`.
 pub fn with_openai(ws: &crate::Ws, server: &ModelServer, key: &str) -> std::process::Command {
     let mut c = crate::bin_without_models(ws.path());
@@ -289,7 +284,7 @@ pub fn with_openai(ws: &crate::Ws, server: &ModelServer, key: &str) -> std::proc
 
 /// The breaker row of the model endpoint's adapter (`None`: never recorded).
 pub fn model_breaker(ws: &crate::Ws) -> Option<Value> {
-    let r = run_cmd(
+    let r = crate::refine::run(
         crate::bin_without_models(ws.path()),
         &["adapters", "--json"],
     );

@@ -9,6 +9,7 @@ use pmpo_testkit::model_server;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::refine::{run, run_code};
 use common::*;
 use model_server::*;
 use serde_json::Value;
@@ -70,8 +71,9 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     let ws = Ws::new();
     ws.write("plan.yaml", LOGO_PLAN);
     let server = logo_server();
-    let r = run_cmd(
+    let r = run_code(
         with_openai(&ws, &server, KEY),
+        0,
         &[
             "execute",
             "plan.yaml",
@@ -82,7 +84,6 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
             "cassette.jsonl",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let results = r.json();
     assert_eq!(stage(&results, "palette")["outputs"]["primary"], "#f60");
     let svg = ws.read("dist/logo.svg");
@@ -119,7 +120,7 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     // Replay: the server is gone and no endpoint is configured.
     drop(server);
     std::fs::remove_dir_all(ws.p("dist")).unwrap();
-    let replay = run_cmd(
+    let replay = run(
         pmpo(&ws),
         &[
             "execute",
@@ -151,7 +152,7 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
         "plan.yaml",
         &LOGO_PLAN.replace("Draw {{ subject }}", "Paint {{ subject }}"),
     );
-    let miss = run_cmd(
+    let miss = run(
         pmpo(&ws),
         &[
             "execute",
@@ -191,11 +192,11 @@ plan:
         0 => openai("{\"count\": \"three\"}", "stop"),
         _ => openai("{\"count\": 3}", "stop"),
     });
-    let r = run_cmd(
+    let r = run_code(
         with_openai(&ws, &server, KEY),
+        0,
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(stage(&r.json(), "facts")["outputs"]["count"], 3);
     let repair = &server.chat_requests()[1];
     assert!(
@@ -215,7 +216,7 @@ plan:
     let ws = Ws::new();
     ws.write("plan.yaml", plan);
     let server = ModelServer::start(|_, n| openai(&format!("{{\"count\": \"no {n}\"}}"), "stop"));
-    let r = run_cmd(
+    let r = run(
         with_openai(&ws, &server, KEY),
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
@@ -250,11 +251,11 @@ fn without_an_endpoint_ai_stages_fail_before_starting_and_others_run() {
     ws.plan(
         "    - id: think\n      requires_execution: false\n      with: {prompt: hi}\n    - id: work\n      with: {command: [sh, -c, 'echo done']}\n",
     );
-    let r = run_cmd(
+    let r = run_code(
         pmpo(&ws),
+        1,
         &["execute", "plan.yaml", "--json", "--keep-going"],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
     let results = r.json();
     assert_eq!(stage(&results, "think")["status"], "FAILED");
     assert_eq!(stage(&results, "work")["status"], "COMPLETED");
@@ -279,7 +280,7 @@ fn wrong_key_and_truncation_fail_the_stage_clearly() {
             openai("and then", "length")
         }
     });
-    let r = run_cmd(
+    let r = run(
         with_openai(&ws, &server, KEY),
         &[
             "execute",
@@ -311,8 +312,7 @@ fn models_lists_endpoints_routes_and_health() {
         ModelServer::start(|_, _| Reply::json(200, serde_json::json!({"data": [{"id": "m"}]})));
     let mut c = with_openai(&ws, &server, KEY);
     c.env("OPENAI_MODEL", "m");
-    let r = run_cmd(c, &["models", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(c, 0, &["models", "--json"]);
     let out = r.json();
     assert_eq!(out["endpoints"][0]["name"], "openai");
     assert_eq!(out["endpoints"][0]["healthy"], true);
@@ -334,8 +334,7 @@ fn models_lists_endpoints_routes_and_health() {
             server.openai_base()
         ),
     );
-    let r = run_cmd(pmpo(&ws), &["models"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 1, &["models"]);
     assert!(
         r.stdout.contains("UNHEALTHY")
             && r.stdout.contains("reflect  -> gone / x  (fallback local)"),
@@ -344,7 +343,7 @@ fn models_lists_endpoints_routes_and_health() {
     );
 
     let empty = Ws::new();
-    let r = run_cmd(pmpo(&empty), &["models"]);
+    let r = run(pmpo(&empty), &["models"]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("no model endpoint is configured"));
 }
@@ -382,8 +381,9 @@ fn the_ai_example_replays_offline_from_its_cassette() {
         "plan.yaml",
         &std::fs::read_to_string(format!("{example}/plan.yaml")).unwrap(),
     );
-    let r = run_cmd(
+    let r = run_code(
         pmpo(&ws),
+        0,
         &[
             "execute",
             "plan.yaml",
@@ -392,7 +392,6 @@ fn the_ai_example_replays_offline_from_its_cassette() {
             &format!("{example}/cassette.jsonl"),
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(stage(&r.json(), "palette")["outputs"]["primary"], "#f97316");
     assert!(ws.read("dist/logo.svg").starts_with("<svg"));
 }
@@ -413,7 +412,7 @@ fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out()
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
     let t = Instant::now();
-    let r = run_cmd(c, &["execute", "plan.yaml", "--json", "--keep-going"]);
+    let r = run(c, &["execute", "plan.yaml", "--json", "--keep-going"]);
     assert!(t.elapsed() < Duration::from_secs(8));
     assert_eq!(r.code, 1, "{}", r.stderr);
     let results = r.json();
@@ -436,15 +435,13 @@ fn a_failing_model_endpoint_opens_its_breaker() {
         "1",
         Some("1h"),
     );
-    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    run_code(with_openai(&ws, &server, KEY), 1, &args);
     // The endpoint is an adapter with its own breaker, held in the store...
     let row = model_breaker(&ws).expect("the model endpoint's adapter is recorded");
     assert_eq!(row["breaker"], "OPEN", "{row}");
     // ...so the next run does not call it and pauses in safe mode.
     let calls = server.requests().len();
-    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run_code(with_openai(&ws, &server, KEY), 3, &args);
     assert_eq!(
         server.requests().len(),
         calls,
@@ -467,8 +464,7 @@ fn an_ai_stage_output_over_an_existing_file_not_in_outputs_is_restorable() {
     c.env("ANTHROPIC_BASE_URL", server.base())
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
-    let r = run_cmd(c, &["execute", "plan.yaml", "-q"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_code(c, 0, &["execute", "plan.yaml", "-q"]);
     assert_eq!(ws.read("hi.txt"), "hi!");
     let r = ws.run(&["ledger", "--path", "hi.txt", "--json"]);
     let rows = r.json();

@@ -7,6 +7,7 @@
 use pmpo_testkit as common;
 use pmpo_testkit::model_server;
 
+use common::refine::{run, run_code};
 use common::*;
 use model_server::*;
 use serde_json::Value;
@@ -35,7 +36,7 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
         }
     });
     for i in 0..6 {
-        let r = run_cmd(
+        let r = run(
             with_openai(&ws, &server, KEY),
             &["execute", "plan.yaml", "--json", "--model", "m"],
         );
@@ -55,17 +56,17 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
     // `pmpo models` and the breaker agree: the server is up and counted so.
     let mut c = with_openai(&ws, &server, KEY);
     c.env("OPENAI_MODEL", "m");
-    let models = run_cmd(c, &["models", "--json"]);
+    let models = run(c, &["models", "--json"]);
     assert_eq!(models.code, 0, "{}", models.stderr);
     let endpoint = &models.json()["endpoints"][0];
     assert_eq!(endpoint["healthy"], true, "{endpoint}");
     assert_eq!(endpoint["breaker"]["state"], "CLOSED", "{endpoint}");
     assert_eq!(endpoint["breaker"]["consecutive_failures"], 0, "{endpoint}");
-    let r = run_cmd(
+    run_code(
         with_openai(&ws, &server, KEY),
+        0,
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     assert_eq!(
         ws.read("dist/haiku.txt"),
         "An old pond\na frog jumps in\nthe sound of water"
@@ -200,7 +201,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
             openai("{\"count\": \"many\"}", "stop")
         }
     });
-    let rec = run_cmd(
+    let rec = run(
         with_openai(&ws, &server, KEY),
         &[
             "execute",
@@ -233,7 +234,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
 
     // The replay, with no server and no endpoint: the same run again.
     drop(server);
-    let replay = run_cmd(
+    let replay = run(
         bin_without_models(ws.path()),
         &[
             "execute",
@@ -276,7 +277,7 @@ fn an_off_schema_answer_after_the_repair_is_kept_and_leaves_the_breaker_alone() 
         None,
     );
     for round in 0..2 {
-        let r = run_cmd(with_openai(&ws, &server, KEY), &args);
+        let r = run(with_openai(&ws, &server, KEY), &args);
         assert_eq!(r.code, 1, "round {round}: {}", r.stderr);
         let results = r.json();
         let run_id = results["run_id"].as_str().unwrap();
@@ -334,7 +335,7 @@ fn outages_still_open_the_breaker() {
     ];
     // The default threshold: five consecutive outages.
     for i in 0..5 {
-        let r = run_cmd(refused(), &args);
+        let r = run(refused(), &args);
         assert_eq!(r.code, 1, "run {i}: {}", r.stderr);
         assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
         let row = model_breaker(&ws).unwrap();
@@ -343,7 +344,7 @@ fn outages_still_open_the_breaker() {
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
     let mut c = refused();
     c.env("OPENAI_MODEL", "m");
-    let models = run_cmd(c, &["models"]);
+    let models = run(c, &["models"]);
     assert_eq!(models.code, 1);
     assert!(
         models.stdout.contains("UNHEALTHY")
@@ -352,7 +353,7 @@ fn outages_still_open_the_breaker() {
         "{}",
         models.stdout
     );
-    let r = run_cmd(refused(), &args);
+    let r = run(refused(), &args);
     assert_eq!(r.code, 3, "safe mode: {}", r.stderr);
     assert_mentions(
         stage(&r.json(), "write"),
@@ -372,13 +373,12 @@ fn outages_still_open_the_breaker() {
         Some("1h"),
     );
     for _ in 0..2 {
-        let r = run_cmd(with_openai(&ws, &server, KEY), &args);
-        assert_eq!(r.code, 1, "{}", r.stderr);
+        let r = run_code(with_openai(&ws, &server, KEY), 1, &args);
         assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
     }
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
     let calls = server.chat_requests().len();
-    assert_eq!(run_cmd(with_openai(&ws, &server, KEY), &args).code, 3);
+    assert_eq!(run(with_openai(&ws, &server, KEY), &args).code, 3);
     assert_eq!(
         server.chat_requests().len(),
         calls,
@@ -397,8 +397,7 @@ fn outages_still_open_the_breaker() {
         "1",
         Some("1h"),
     );
-    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = run_code(with_openai(&ws, &server, KEY), 1, &args);
     assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
     assert!(server.chat_requests().len() > 1, "the client retried first");
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
@@ -422,7 +421,7 @@ fn a_cut_off_answer_in_a_refine_phase_is_kept_recorded_and_breaks_nothing() {
         "--record",
         "loop.cassette.jsonl",
     ];
-    let r = run_cmd(with_openai(&ws, &server, KEY), &args);
+    let r = run(with_openai(&ws, &server, KEY), &args);
     assert_ne!(
         r.code, 3,
         "a healthy server never pauses the loop: {}",
@@ -467,15 +466,15 @@ fn retried_cut_off_answers_in_one_run_are_all_kept_and_never_trip_the_breaker() 
             openai("whole", "stop")
         }
     });
-    let r = run_cmd(
+    let r = run_code(
         with_openai(&ws, &server, KEY),
+        0,
         &with_breaker(
             &["execute", "plan.yaml", "--json", "--model", "m"],
             "1",
             None,
         ),
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     let results = r.json();
     assert_eq!(stage(&results, "write")["status"], "COMPLETED");
     assert_eq!(stage(&results, "write")["attempts"], 7);
@@ -514,11 +513,11 @@ fn refused_empty_and_cut_off_anthropic_answers_are_answer_quality_too() {
     c.env("ANTHROPIC_BASE_URL", server.base())
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
-    let r = run_cmd(
+    let r = run_code(
         c,
+        0,
         &with_breaker(&["execute", "plan.yaml", "--json"], "1", None),
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     let results = r.json();
     assert_eq!(stage(&results, "write")["attempts"], 4);
     let run_id = results["run_id"].as_str().unwrap();

@@ -23,8 +23,7 @@ fn the_approval_gate_pauses_until_another_process_answers() {
         "--approval",
         "--json",
     ];
-    let r = run(pmpo(&ws), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 3, &args);
     let report = r.json();
     assert_eq!(report["outcome"], "awaiting_approval");
     assert_mentions(&report, "next_step", "pmpo approve acme-logo --continue");
@@ -83,8 +82,7 @@ fn paused_at_the_gate(ws: &Ws, name: &str) {
         "brand/logo.svg",
         "--approval",
     ];
-    let r = run(pmpo(ws), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    run_code(pmpo(ws), 3, &args);
 }
 
 #[test]
@@ -112,8 +110,7 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
         r.stderr
     );
     assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "l", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "l", "--json"]);
     assert_eq!(r.json()["outcome"], "user_terminated");
     assert_eq!(state(&ws, "l")["convergence_status"], "user_terminated");
 }
@@ -122,8 +119,9 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
 fn status_shows_the_iteration_constraints_and_last_decision() {
     let ws = Ws::new();
     ws.write("brand/logo.svg", LOGO);
-    let r = run(
+    run_code(
         pmpo(&ws),
+        0,
         &[
             "refine",
             "acme",
@@ -135,7 +133,6 @@ fn status_shows_the_iteration_constraints_and_last_decision() {
             "works on dark backgrounds",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let s = run(pmpo(&ws), &["status", "acme"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
     assert!(
@@ -392,8 +389,9 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
         "brand/v2.svg",
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#3b82f6"/></svg>"##,
     );
-    let r = run(
+    run_code(
         pmpo(&ws),
+        3,
         &[
             "refine",
             "mark",
@@ -405,7 +403,6 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
             "--json",
         ],
     );
-    assert_eq!(r.code, 3, "{}", r.stderr);
     let reflection = ws.read_json(".refiner/artifacts/mark/reflections/iteration-1.json");
     let dark = reflection["constraints"]
         .as_array()
@@ -435,8 +432,7 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
         "brand/v2.svg"
     );
     assert_eq!(run(pmpo(&ws), &["approve", "mark", "--continue"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "mark", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "mark", "--json"]);
     assert_eq!(r.json()["outcome"], "converged");
     assert_eq!(r.json()["iteration"], 2);
     let st = state(&ws, "mark");
@@ -456,8 +452,7 @@ fn a_damaged_loop_file_is_reported_and_left_alone() {
     let spec = ".refiner/artifacts/d/reflections/iteration-1.json";
     ws.write(spec, "{\"iteration\": 1, \"constr");
     assert_eq!(run(pmpo(&ws), &["approve", "d", "--continue"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "d"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 1, &["refine", "d"]);
     assert!(
         r.stderr
             .contains("reflections/iteration-1.json` is damaged"),
@@ -468,7 +463,6 @@ fn a_damaged_loop_file_is_reported_and_left_alone() {
     assert_eq!(ws.read(spec), "{\"iteration\": 1, \"constr");
     // Moved aside, the phase that writes it runs again and the loop goes on.
     std::fs::remove_file(ws.p(spec)).unwrap();
-    let r = run(pmpo(&ws), &["refine", "d", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "d", "--json"]);
     assert_eq!(r.json()["outcome"], "converged");
 }

@@ -60,11 +60,7 @@ fn ctrl_c_during_a_model_call_leaves_the_phase_not_done_and_the_next_run_asks_ag
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else if p.starts_with("Phase: Reflect") {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm enough"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "calm enough")
         } else {
             openai_error(400, "unexpected prompt", "bad")
         }
@@ -529,8 +525,7 @@ fn ctrl_c_at_the_approval_prompt_cancels_and_leaves_the_gate_pending() {
     let d = ws.read("decisions.md");
     assert!(!d.contains("Approval: "), "no answer is recorded: {d}");
     // Without a terminal the next run pauses at the same gate again.
-    let r = run(pmpo(&ws), &["refine", "g"]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    run_code(pmpo(&ws), 3, &["refine", "g"]);
 }
 
 /// Ctrl-C while the model judges (Reflect): the constraints it was asked
@@ -552,11 +547,7 @@ fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
-                .collect();
-            let answer = reply_json(json!({"judgements": judgements}));
+            let answer = judge_all(&p, "calm");
             if h.load(Ordering::SeqCst) {
                 answer.delay(Duration::from_secs(60))
             } else {
@@ -611,11 +602,7 @@ fn a_failed_execute_is_not_judged_by_the_model() {
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "calm")
         }
     });
     let judged = |server: &ModelServer| {
@@ -625,20 +612,20 @@ fn a_failed_execute_is_not_judged_by_the_model() {
             .filter(|r| r.prompt().starts_with("Phase: Reflect"))
             .count()
     };
-    let r = run(
+    run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine", "m", "--type", "logo", "--input", "logo.svg", "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(judged(&server), 1);
     std::fs::remove_file(ws.p("logo.svg")).unwrap();
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        1,
         &["refine", "m", "--max-iterations", "1", "--json"],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(
         judged(&server),
         1,
@@ -689,11 +676,7 @@ fn only_constraints_without_a_check_are_judged() {
             }))
         } else {
             // Judge everything asked as satisfied (a lenient judge).
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "fine"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "fine")
         }
     });
     let r = run(
