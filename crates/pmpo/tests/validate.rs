@@ -396,17 +396,12 @@ fn process_alive(ws: &Ws, pidfile: &str) -> bool {
             .contains(") Z ")
 }
 
-#[test]
-fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
-    let ws = Ws::new();
-    plan(
-        &ws,
-        NOOP,
-        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s, writes: [bg.pid]}}\n",
-    );
+/// Starts `pmpo ARGS`, presses Ctrl-C once its command check has written
+/// `bg.pid`, and checks that it ends as cancelled (130). Returns when it began.
+fn ctrl_c_once_the_check_runs(ws: &Ws, args: &[&str]) -> std::time::Instant {
     let start = std::time::Instant::now();
     let child = bin()
-        .args(["validate", "plan.yaml"])
+        .args(args)
         .current_dir(ws.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -420,9 +415,22 @@ fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
     assert_eq!(
         out.status.code(),
         Some(130),
-        "{}",
+        "`pmpo {}`: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+    start
+}
+
+#[test]
+fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
+    let ws = Ws::new();
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s, writes: [bg.pid]}}\n",
+    );
+    let start = ctrl_c_once_the_check_runs(&ws, &["validate", "plan.yaml"]);
     assert!(start.elapsed().as_secs() < 20);
     assert!(
         !process_alive(&ws, "bg.pid"),
@@ -442,25 +450,7 @@ fn ctrl_c_during_a_stage_check_cancels_the_run() {
 ",
         "",
     );
-    let start = std::time::Instant::now();
-    let child = bin()
-        .args(["execute", "plan.yaml", "-q"])
-        .current_dir(ws.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !ws.p("bg.pid").exists() && start.elapsed().as_secs() < 10 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    interrupt_after(&child, 100);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctrl_c_once_the_check_runs(&ws, &["execute", "plan.yaml", "-q"]);
     assert!(!process_alive(&ws, "bg.pid"));
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(res["status"], "cancelled");
