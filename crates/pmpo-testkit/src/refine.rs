@@ -30,15 +30,7 @@ pub fn run(mut c: Command, args: &[&str]) -> Run {
 #[track_caller]
 pub fn run_code(c: Command, code: i32, args: &[&str]) -> Run {
     let r = run(c, args);
-    assert_eq!(
-        r.code,
-        code,
-        "`pmpo {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
-        args.join(" "),
-        r.code,
-        r.stdout,
-        r.stderr
-    );
+    r.assert_exit(code, args);
     r
 }
 

@@ -20,6 +20,23 @@ impl Run {
     }
 }
 
+impl Run {
+    /// Fails unless the run of `pmpo ARGS` exited `code`, with the command,
+    /// both codes and everything it printed.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32, args: &[&str]) {
+        assert_eq!(
+            self.code,
+            code,
+            "`pmpo {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+    }
+}
+
 impl From<Output> for Run {
     fn from(o: Output) -> Self {
         Run {
@@ -134,15 +151,7 @@ impl Ws {
     #[track_caller]
     pub fn run_code(&self, code: i32, args: &[&str]) -> Run {
         let r = self.run(args);
-        assert_eq!(
-            r.code,
-            code,
-            "`pmpo {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
-            args.join(" "),
-            r.code,
-            r.stdout,
-            r.stderr
-        );
+        r.assert_exit(code, args);
         r
     }
 

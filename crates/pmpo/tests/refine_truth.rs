@@ -33,6 +33,20 @@ fn baseline(prompt: &str) -> Value {
     serde_json::from_str(line).unwrap_or(json!([]))
 }
 
+/// The model's "calm" constraint, with this severity.
+fn calm(severity: &str) -> Value {
+    json!({"id": "calm", "description": "The mark feels calm", "severity": severity, "type": "brand"})
+}
+
+/// `answer`, held back a minute while `hold` is set (the model "thinks").
+fn held(answer: Reply, hold: &AtomicBool) -> Reply {
+    if hold.load(Ordering::SeqCst) {
+        answer.delay(Duration::from_secs(60))
+    } else {
+        answer
+    }
+}
+
 /// Ctrl-C while the model is asked for the specification: the run ends as
 /// cancelled (130), Specify is not checkpointed and no adapter fallback is
 /// recorded in its place; the next `pmpo refine` asks the model again and
@@ -50,13 +64,9 @@ fn ctrl_c_during_a_model_call_leaves_the_phase_not_done_and_the_next_run_asks_ag
         if p.starts_with("Phase: Specify") {
             let answer = reply_json(json!({
                 "goals": ["a mark that reads at 16 px"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+                "constraints": [calm("medium")],
             }));
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            held(answer, &h)
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else if p.starts_with("Phase: Reflect") {
@@ -435,11 +445,7 @@ fn ctrl_c_while_the_model_plans_leaves_plan_not_done() {
             reply_json(json!({"goals": ["g"], "constraints": []}))
         } else if p.starts_with("Phase: Plan") {
             let answer = reply_json(json!({"stages": baseline(&p)}));
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            held(answer, &h)
         } else {
             reply_json(json!({"judgements": []}))
         }
@@ -542,17 +548,13 @@ fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
         if p.starts_with("Phase: Specify") {
             reply_json(json!({
                 "goals": ["g"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "blocking", "type": "brand"}],
+                "constraints": [calm("blocking")],
             }))
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else {
             let answer = judge_all(&p, "calm");
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            held(answer, &h)
         }
     });
     let judged = |server: &ModelServer| phase_requests(server, "Reflect");
@@ -597,7 +599,7 @@ fn a_failed_execute_is_not_judged_by_the_model() {
         if p.starts_with("Phase: Specify") {
             reply_json(json!({
                 "goals": ["g"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+                "constraints": [calm("medium")],
             }))
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
@@ -662,7 +664,7 @@ fn only_constraints_without_a_check_are_judged() {
             reply_json(json!({
                 "goals": ["g"],
                 "constraints": [
-                    {"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"},
+                    calm("medium"),
                     {"id": "tidy", "description": "The SVG is tidy", "severity": "low", "type": "technical"},
                 ],
             }))
