@@ -260,22 +260,7 @@ fn killing_pmpo_leaves_no_browser_behind() {
     // Wait for its browser to be up.
     let pid = child.id().to_string();
     let start = Instant::now();
-    let ours = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit(')')
-                            .next()
-                            .map(|r| r.split_whitespace().nth(1) == Some(pid.as_str()))
-                    })
-                    .unwrap_or(false)
-            })
-            .count()
-    };
+    let ours = || children_of(&pid).len();
     while ours() == 0 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -317,27 +302,32 @@ fn killing_pmpo_leaves_no_browser_behind() {
     );
 }
 
+/// The `/proc` entries of the processes whose parent is `pid`.
+fn children_of(pid: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Fields after the command name, which may hold spaces: the parent is field 4.
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// The `--user-data-dir` of the browser started by process `pid`.
 fn profile_of_child(pid: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let parent = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1));
-        if parent != Some(pid) {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).to_string();
-        if let Some(dir) = cmd
+    children_of(pid).into_iter().find_map(|proc_dir| {
+        let cmd = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmd)
             .split('\0')
             .find_map(|a| a.strip_prefix("--user-data-dir="))
-        {
-            return Some(PathBuf::from(dir));
-        }
-    }
-    None
+            .map(PathBuf::from)
+    })
 }
 
 /// Chromium processes started by pmpo whose parent is gone (re-parented).
