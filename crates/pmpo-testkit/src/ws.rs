@@ -218,6 +218,12 @@ pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     out
 }
 
+/// Fails unless `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
 /// Fails unless `value[key]` is a string that contains `needle`.
 #[track_caller]
 pub fn assert_mentions(value: &serde_json::Value, key: &str, needle: &str) {

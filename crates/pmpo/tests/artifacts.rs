@@ -51,7 +51,7 @@ fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
     let ws = Ws::new();
     let r = ws.run(&["init", "acme-logo"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("needs a type"), "{}", r.stderr);
+    assert_contains(&r.stderr, "needs a type");
 
     let r = ws.run_ok(&["init", "acme-logo", "--type", "logo", "--json"]);
     let created = r.json();
@@ -72,7 +72,7 @@ fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
     );
     let r = ws.run(&["init", "acme-logo", "--type", "ui"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("is a logo, not a ui"), "{}", r.stderr);
+    assert_contains(&r.stderr, "is a logo, not a ui");
 
     let r = ws.run_ok(&["checkpoint", "acme-logo", "plan"]);
     let cp = r.stdout.trim().to_string();
@@ -397,11 +397,7 @@ fn a_state_that_names_another_artifact_is_refused_and_never_written_over_it() {
     // doctor names it, and --repair brings back `art`'s own state.
     let r = ws.run(&["doctor"]);
     assert_ne!(r.code, 0);
-    assert!(
-        r.stdout.contains("is the state of artifact `other`"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, "is the state of artifact `other`");
     ws.run_ok(&["doctor", "--repair"]);
     assert_eq!(
         ws.read_json(".refiner/artifacts/art/state.json")["artifact_name"],
@@ -425,7 +421,7 @@ fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage()
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("pmpo doctor --repair"), "{}", r.stderr);
+    assert_contains(&r.stderr, "pmpo doctor --repair");
     assert!(!ws.p(".refiner/artifacts/keep/state.json").exists());
     let r = ws.run(&["doctor"]);
     assert!(
@@ -482,7 +478,7 @@ fn new_lineage_sets_the_old_checkpoints_aside_never_deletes_them() {
     ws.run_ok(&["checkpoint", "keep", "specify"]);
     std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
     let r = ws.run_code(2, &["refine", "keep", "--offline", "--max-iterations", "1"]);
-    assert!(r.stderr.contains("--new-lineage"), "{}", r.stderr);
+    assert_contains(&r.stderr, "--new-lineage");
     ws.write(
         "logo.svg",
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\"><rect width=\"10\" height=\"10\" fill=\"#123456\"/></svg>",
@@ -537,7 +533,7 @@ fn new_lineage_is_refused_through_a_linked_history_folder() {
     std::os::unix::fs::symlink(outside.path(), ws.p(".refiner/history")).unwrap();
     let r = ws.run(&["init", "keep", "--type", "logo", "--new-lineage"]);
     assert_ne!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_contains(&r.stderr, "symbolic link");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     assert!(ws.p(".refiner/artifacts/keep/checkpoints").is_dir());
 }

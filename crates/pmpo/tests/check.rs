@@ -13,11 +13,7 @@ fn invalid(ws: &Ws) -> String {
     let exec = ws.run(&["execute", "plan.yaml"]);
     assert_eq!(exec.code, 2, "execute should fail with 2:\n{}", exec.stderr);
     assert_eq!(ws.files(), before, "an invalid plan must write nothing");
-    assert!(
-        check.stderr.contains("nothing was run or written"),
-        "{}",
-        check.stderr
-    );
+    assert_contains(&check.stderr, "nothing was run or written");
     check.stderr
 }
 
@@ -26,7 +22,7 @@ fn valid_plan_passes() {
     let ws = Ws::new();
     ws.plan("    - id: a\n      with: {command: [echo, hi]}\n");
     let r = ws.run_ok(&["check", "plan.yaml"]);
-    assert!(r.stdout.contains("ok (1 stages"), "{}", r.stdout);
+    assert_contains(&r.stdout, "ok (1 stages");
     let j = ws.run(&["check", "plan.yaml", "--json"]).json();
     assert_eq!(j["ok"], true);
     assert_eq!(j["stages"], 1);
@@ -286,7 +282,7 @@ fn json_plans_work_and_json_errors_have_positions() {
     );
     let r = ws.run(&["check", "plan.json"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("plan.json:2:"), "{}", r.stderr);
+    assert_contains(&r.stderr, "plan.json:2:");
 
     let ws = Ws::new();
     ws.write("plan.json", "{\"specification\": {\"artifact_name\": \"t\", \"artifact_type\": \"c\"}, \"plan\": {\"stages\": [{\"id\": \"a\", \"tool\": \"nope\"}]}}");
@@ -303,21 +299,17 @@ fn unreadable_inputs() {
     let ws = Ws::new();
     let r = ws.run(&["check", "missing.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("missing.yaml: cannot read the plan"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "missing.yaml: cannot read the plan");
 
     std::fs::write(ws.p("bin.yaml"), [0xff, 0xfe, 0x00, 0x01, 0x80]).unwrap();
     let r = ws.run(&["check", "bin.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not UTF-8 text"), "{}", r.stderr);
+    assert_contains(&r.stderr, "not UTF-8 text");
 
     ws.write("empty.yaml", "");
     let r = ws.run(&["check", "empty.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("empty"), "{}", r.stderr);
+    assert_contains(&r.stderr, "empty");
 
     ws.write("list.yaml", "- a\n- b\n");
     let r = ws.run(&["check", "list.yaml"]);
@@ -354,7 +346,7 @@ fn usage_errors_exit_2() {
     assert_eq!(r.code, 2);
     let r = ws.run(&["execute", "x.yaml", "--timeout", "soon"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("not a duration"), "{}", r.stderr);
+    assert_contains(&r.stderr, "not a duration");
 }
 
 // ---- What `pmpo check` can know about references and templates ----------

@@ -7,7 +7,7 @@ use pmpo_testkit as common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Ws, bin, have_chromium};
+use common::{Ws, assert_contains, bin, have_chromium};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -215,12 +215,8 @@ fn preview_command() {
         "300x200",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("preview card: success"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("console error: bad"), "{}", run.stdout);
+    assert_contains(&run.stdout, "preview card: success");
+    assert_contains(&run.stdout, "console error: bad");
     assert_eq!(
         png_size(&ws.p("dist/previews/card/screenshot.png")),
         (300, 200)

@@ -1,6 +1,7 @@
 //! Hostile plans get a clear error (exit 2), never a crash: deep nesting and
 //! alias expansion are bounded before they can exhaust the stack or memory.
 
+use common::assert_contains;
 use pmpo_testkit as common;
 
 use common::Ws;
@@ -126,6 +127,6 @@ fn restore_streams_the_backup_and_refuses_a_damaged_one_without_touching_the_fil
     assert_eq!(blobs.len(), 1, "the backup of `small`");
     std::fs::write(&blobs[0], "SMALL").unwrap();
     let r = ws.run_code(1, &["restore", "data.bin"]);
-    assert!(r.stderr.contains("is missing or damaged"), "{}", r.stderr);
+    assert_contains(&r.stderr, "is missing or damaged");
     assert!(std::fs::read(ws.p("data.bin")).unwrap() == original);
 }

@@ -7,7 +7,7 @@ use pmpo_testkit as common;
 use std::time::Duration;
 
 use common::refine::wait_until;
-use common::{Ws, bin};
+use common::{Ws, assert_contains, bin};
 use serde_json::Value;
 
 fn ledger(ws: &Ws, args: &[&str]) -> Vec<Value> {
@@ -44,7 +44,7 @@ fn overwrite_then_restore(ws: &Ws, path: &str, original: &[u8], writer: &str) {
         blake3::hash(original).to_hex().as_str()
     );
     let text = ws.run(&["ledger", "--path", path]);
-    assert!(text.stdout.contains(path), "{}", text.stdout);
+    assert_contains(&text.stdout, path);
     ws.run_ok(&["restore", path]);
     assert!(
         std::fs::read(ws.p(path)).unwrap() == original,
@@ -250,7 +250,7 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
             "trial {trial}: nothing interrupted: {rows:?}"
         );
         let text = ws.run(&["ledger"]);
-        assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+        assert_contains(&text.stdout, "interrupted");
     }
 }
 
@@ -322,10 +322,10 @@ fn restore_names_its_mistakes() {
     );
     ws.run_ok(&["execute", "plan.yaml", "-q"]);
     let r = ws.run_code(2, &["restore", "--run", "no-such-run"]);
-    assert!(r.stderr.contains("no run `no-such-run`"), "{}", r.stderr);
+    assert_contains(&r.stderr, "no run `no-such-run`");
     ws.run_code(2, &["ledger", "--run", "no-such-run"]);
     let r = ws.run_code(2, &["restore"]);
-    assert!(r.stderr.contains("name a file, or a run"), "{}", r.stderr);
+    assert_contains(&r.stderr, "name a file, or a run");
     ws.run_code(2, &["restore", "../outside.txt"]);
 }
 
@@ -362,7 +362,7 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
     assert_eq!(j["interrupted_backups_kept"], 1, "{j}");
     assert!(j["backups_kept"].as_u64().unwrap() >= 1, "{j}");
     let text = ws.run(&["gc", "--keep-runs", "1"]);
-    assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+    assert_contains(&text.stdout, "interrupted");
     // The interrupted change is still undoable.
     ws.assert_restores("slow.txt", "precious slow\n");
 }
@@ -448,7 +448,7 @@ fn restore_never_writes_through_a_link_put_in_place_of_the_file() {
     std::fs::remove_file(ws.p("data.txt")).unwrap();
     std::os::unix::fs::symlink(&victim, ws.p("data.txt")).unwrap();
     let r = ws.run_code(1, &["restore", "data.txt"]);
-    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_contains(&r.stderr, "symbolic link");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "outside\n");
 }
 
@@ -486,7 +486,7 @@ fn files_removed_or_created_under_a_declared_directory_are_ledgered_and_undone()
     assert!(a[0]["after_blake3"].is_null(), "{a:?}");
     assert_eq!(a[0]["status"], "completed");
     let text = ws.run(&["ledger", "--path", "out/a.txt"]);
-    assert!(text.stdout.contains("(removed)"), "{}", text.stdout);
+    assert_contains(&text.stdout, "(removed)");
     assert_eq!(entries(&ws, "out/b.txt").len(), 1);
     ws.run_ok(&["restore", "--run", &run_id]);
     assert_eq!(ws.read("out/a.txt"), "keep a\n");

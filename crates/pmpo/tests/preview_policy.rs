@@ -90,7 +90,7 @@ fn a_skipped_optional_preview_is_reported_skipped_everywhere() {
 
     let status = ws.run(&["status", "--json"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
-    assert!(status.stdout.contains("completed"), "{}", status.stdout);
+    assert_contains(&status.stdout, "completed");
 
     // Nothing was observed, so the manifest does not say the preview passed.
     let m = ws.read_json("artifact_manifest.json");

@@ -67,7 +67,7 @@ fn the_approval_gate_pauses_until_another_process_answers() {
     // Nothing to approve any more.
     let late = run(pmpo(&ws), &["approve", "acme-logo", "--terminate"]);
     assert_eq!(late.code, 2);
-    assert!(late.stderr.contains("finalized"), "{}", late.stderr);
+    assert_contains(&late.stderr, "finalized");
 }
 
 /// A logo refinement with the approval gate, paused after its first Reflect.
@@ -95,20 +95,16 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
     let before = ws.read(".refiner/artifacts/l/state.json");
     let r = run(pmpo(&ws), &["refine", "l", "--type", "image"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("is a logo, not a image"), "{}", r.stderr);
+    assert_contains(&r.stderr, "is a logo, not a image");
     let r = run(pmpo(&ws), &["refine", "l", "--content-type", "direct:html"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot change now"), "{}", r.stderr);
+    assert_contains(&r.stderr, "cannot change now");
     assert_eq!(ws.read(".refiner/artifacts/l/state.json"), before);
     // An artifact that is not at the gate has nothing to approve.
     assert_eq!(run(pmpo(&ws), &["init", "other", "--type", "logo"]).code, 0);
     let r = run(pmpo(&ws), &["approve", "other", "--continue"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("is not waiting for approval"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "is not waiting for approval");
     assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
     let r = run_code(pmpo(&ws), 0, &["refine", "l", "--json"]);
     assert_eq!(r.json()["outcome"], "user_terminated");
@@ -135,17 +131,9 @@ fn status_shows_the_iteration_constraints_and_last_decision() {
     );
     let s = run(pmpo(&ws), &["status", "acme"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
-    assert!(
-        s.stdout.contains("iteration   1 of at most 5"),
-        "{}",
-        s.stdout
-    );
-    assert!(s.stdout.contains("dark-contrast"), "{}", s.stdout);
-    assert!(
-        s.stdout.contains("decision    terminate (converged)"),
-        "{}",
-        s.stdout
-    );
+    assert_contains(&s.stdout, "iteration   1 of at most 5");
+    assert_contains(&s.stdout, "dark-contrast");
+    assert_contains(&s.stdout, "decision    terminate (converged)");
     let j = run(pmpo(&ws), &["status", "acme", "--json"]).json();
     assert_eq!(j["loop"]["last_decision"]["status"], "converged");
 }
@@ -329,7 +317,7 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     ws.write(".refiner/artifacts/x/state.json", "{not json");
     let r = run(pmpo(&ws), &with(&["--input", "brand/logo.svg"]));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert_contains(&r.stderr, "damaged");
     assert_eq!(ws.read(".refiner/artifacts/x/state.json"), "{not json");
 }
 
@@ -364,12 +352,8 @@ fn a_second_refine_of_the_same_workspace_is_refused_while_one_runs() {
         "the first refine ended too early"
     );
     assert_eq!(second.code, 4, "{}", second.stderr);
-    assert!(
-        second.stderr.contains("in use by another pmpo"),
-        "{}",
-        second.stderr
-    );
-    assert!(second.stderr.contains("pmpo refine a"), "{}", second.stderr);
+    assert_contains(&second.stderr, "in use by another pmpo");
+    assert_contains(&second.stderr, "pmpo refine a");
     assert_eq!(approve.code, 4, "{}", approve.stderr);
     assert!(first.wait().unwrap().success());
     // Once it is done, the artifact is free again.
@@ -459,7 +443,7 @@ fn a_damaged_loop_file_is_reported_and_left_alone() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    assert_contains(&r.stderr, "help:");
     assert_eq!(ws.read(spec), "{\"iteration\": 1, \"constr");
     // Moved aside, the phase that writes it runs again and the loop goes on.
     std::fs::remove_file(ws.p(spec)).unwrap();

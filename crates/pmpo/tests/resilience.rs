@@ -333,16 +333,12 @@ fn check_knows_the_recovery_settings() {
     ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n    - id: b\n      on_failure: later\n      with: {command: [echo]}\n");
     let r = ws.run(&["check", "plan.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("unknown variant `later`"), "{}", r.stderr);
+    assert_contains(&r.stderr, "unknown variant `later`");
     let ws = Ws::new();
     ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n");
     let r = ws.run(&["check", "plan.yaml"]);
-    assert!(r.stderr.contains("retry.attempts is 0"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("fallback uses unknown tool `nope`"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "retry.attempts is 0");
+    assert_contains(&r.stderr, "fallback uses unknown tool `nope`");
     assert!(
         r.stderr
             .contains("`correct: true` needs a `run` stage with `language` + `code`"),

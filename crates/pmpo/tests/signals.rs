@@ -7,7 +7,7 @@ use pmpo_testkit as common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, Ws};
+use common::{Run, Ws, assert_contains};
 
 fn spawn(ws: &Ws, args: &[&str]) -> Child {
     common::bin()
@@ -158,11 +158,7 @@ fn a_second_signal_does_not_wait_out_a_checks_grace_and_leaves_nothing_behind() 
     let r: Run = child.wait_with_output().unwrap().into();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(r.code, 143, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("second signal: stopped at once"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "second signal: stopped at once");
     // Only the registry of live groups can have stopped it: pmpo did not
     // wait for the check, and the command ignores SIGTERM.
     let until = Instant::now() + Duration::from_secs(2);

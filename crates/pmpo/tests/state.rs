@@ -81,7 +81,7 @@ fn identical_stages_are_cached_until_something_changes() {
     );
     let r = ws.run(&["execute", "plan.yaml", "-j1", "--force=zz"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("--force names `zz`"), "{}", r.stderr);
+    assert_contains(&r.stderr, "--force names `zz`");
 }
 
 #[test]
@@ -238,7 +238,7 @@ fn resume_by_run_id_reports_changed_stages() {
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("stage(s) b changed"), "{}", r.stderr);
+    assert_contains(&r.stderr, "stage(s) b changed");
     assert_eq!(ws.read("n.txt"), "a\n");
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(res["run_id"], run_id.as_str());
@@ -246,11 +246,7 @@ fn resume_by_run_id_reports_changed_stages() {
 
     let r = ws.run(&["resume", "no-such-run"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("there is no run `no-such-run`"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "there is no run `no-such-run`");
 
     let r = ws.run_ok(&["status", "--json"]);
     assert_eq!(r.json()["runs"][0]["status"], "completed");
@@ -276,7 +272,7 @@ fn two_writers_never_run_at_once() {
         "{}",
         second.stderr
     );
-    assert!(second.stderr.contains("--wait"), "{}", second.stderr);
+    assert_contains(&second.stderr, "--wait");
     let live = ws.run(&["status"]);
     assert!(
         live.stdout.contains(&format!("live: pid {}", first.id())),
@@ -314,7 +310,7 @@ fn a_lock_left_by_a_killed_process_is_taken_over() {
     );
     ws.plan("    - id: slow\n      with: {command: [sh, -c, 'true']}\n");
     let r = ws.run_ok(&["execute", "plan.yaml"]);
-    assert!(r.stderr.contains("did not finish"), "{}", r.stderr);
+    assert_contains(&r.stderr, "did not finish");
 }
 
 #[test]

@@ -47,17 +47,9 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     good_svg(&ws);
     // `readable` (high) is violated: #777 on white is 4.48:1. Not blocking: exit 0.
     let r = ws.run_ok(&["validate", "plan.yaml"]);
-    assert!(
-        r.stdout.contains("svg-valid (blocking): satisfied"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("readable (high): VIOLATED"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("FAIL contrast"), "{}", r.stdout);
+    assert_contains(&r.stdout, "svg-valid (blocking): satisfied");
+    assert_contains(&r.stdout, "readable (high): VIOLATED");
+    assert_contains(&r.stdout, "FAIL contrast");
     let c = ws.read_json("constraints.json");
     let by: std::collections::HashMap<String, serde_json::Value> = c["constraints"]
         .as_array()
@@ -99,7 +91,7 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     std::fs::remove_file(ws.p("dist/logo.svg")).unwrap();
     let r = ws.run(&["validate", "plan.yaml"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("does not exist"), "{}", r.stdout);
+    assert_contains(&r.stdout, "does not exist");
 }
 
 #[test]
@@ -366,17 +358,9 @@ fn the_checks_example_executes_and_validates() {
     let bytes = std::fs::read(&png).unwrap();
     std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
     let r = ws.run_code(1, &["validate", "plan.yaml"]);
-    assert!(
-        r.stdout.contains("sizes (blocking): VIOLATED"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("truncated PNG"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("manifest (blocking): VIOLATED"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, "sizes (blocking): VIOLATED");
+    assert_contains(&r.stdout, "truncated PNG");
+    assert_contains(&r.stdout, "manifest (blocking): VIOLATED");
 }
 
 fn interrupt_after(child: &std::process::Child, ms: u64) {
@@ -478,7 +462,7 @@ fn check_json_lists_check_errors_and_validate_refuses_a_missing_workspace() {
     );
     plan(&ws, NOOP, VPLAN);
     let r = ws.run_code(2, &["validate", "plan.yaml", "-w", "no/such/dir"]);
-    assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+    assert_contains(&r.stderr, "no/such/dir");
 }
 
 /// A blocking constraint whose check could not look (a file too large to read
@@ -496,18 +480,10 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         "    - {constraint_id: svg-valid, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
     let r = ws.run_code(1, &["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert!(
-        r.stdout.contains("svg-valid (blocking): not checked"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("NOT CHECKED xml"), "{}", r.stdout);
-    assert!(r.stdout.contains("reads at most"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("4 not checked (1 blocking)"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, "svg-valid (blocking): not checked");
+    assert_contains(&r.stdout, "NOT CHECKED xml");
+    assert_contains(&r.stdout, "reads at most");
+    assert_contains(&r.stdout, "4 not checked (1 blocking)");
 
     let text = ws.read("junit.xml");
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -535,11 +511,7 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         "    - {constraint_id: brand, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
     let r = ws.run_ok(&["validate", "plan.yaml"]);
-    assert!(
-        r.stdout.contains("brand (low): not checked"),
-        "{}",
-        r.stdout
-    );
+    assert_contains(&r.stdout, "brand (low): not checked");
 }
 
 /// A constraint whose description holds terminal colour codes and a control
