@@ -284,21 +284,21 @@ pub fn with_openai(ws: &crate::Ws, server: &ModelServer, key: &str) -> std::proc
 
 /// The breaker row of the model endpoint's adapter (`None`: never recorded).
 pub fn model_breaker(ws: &crate::Ws) -> Option<Value> {
-    let r = crate::refine::run(
+    crate::refine::run_code(
         crate::bin_without_models(ws.path()),
+        0,
         &["adapters", "--json"],
-    );
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| {
-            row["adapter"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("model:"))
-        })
-        .cloned()
+    )
+    .json()
+    .as_array()
+    .unwrap()
+    .iter()
+    .find(|row| {
+        row["adapter"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("model:"))
+    })
+    .cloned()
 }
 
 /// Fails if any file under `dir` holds `key`.

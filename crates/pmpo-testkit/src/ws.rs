@@ -18,9 +18,7 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
-}
 
-impl Run {
     /// Fails unless the run of `pmpo ARGS` exited `code`, with the command,
     /// both codes and everything it printed.
     #[track_caller]
