@@ -90,26 +90,55 @@ fn ask(client: &Client, call: &Call, prompt: &str) -> Result<pmpo_ai::Answer, pm
 
 /// Every file under `dir`, read as text, must not contain the key.
 fn assert_no_key(dir: &Path) {
-    for entry in walk(dir) {
-        let text = String::from_utf8_lossy(&std::fs::read(&entry).unwrap()).into_owned();
-        assert!(
-            !text.contains(KEY),
-            "{} contains the API key",
-            entry.display()
-        );
-    }
+    assert_no_key_under(dir, KEY);
 }
 
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
+/// A client that records every exchange into `cassette`.
+fn recording(mut cfg: AiConfig, cassette: &Path) -> Client {
+    cfg.apply(&Overrides {
+        record: Some(cassette.to_path_buf()),
+        ..Default::default()
+    });
+    Client::new(cfg).unwrap()
+}
+
+/// A client that answers from `cassette` alone.
+fn replaying(cassette: &Path) -> Client {
+    let mut cfg = config("", &[]);
+    cfg.apply(&Overrides {
+        replay: Some(cassette.to_path_buf()),
+        ..Default::default()
+    });
+    Client::new(cfg).unwrap()
+}
+
+/// Asks each prompt once; every one must fail.
+fn failures(client: &Client, call: &Call, asked: &[&str]) -> Vec<pmpo_ai::AiError> {
+    asked
+        .iter()
+        .map(|p| match ask(client, call, p) {
+            Ok(a) => panic!("`{p}` was answered: {:?}", a.completion),
+            Err(e) => e,
+        })
+        .collect()
+}
+
+/// Asking `prompt` again (from a cassette) fails as `was` did: the same
+/// kind, message and hint.
+fn assert_fails_again(
+    client: &Client,
+    call: &Call,
+    prompt: &str,
+    was: &pmpo_ai::AiError,
+) -> pmpo_ai::AiError {
+    let again = match ask(client, call, prompt) {
+        Ok(a) => panic!("`{prompt}` was answered on replay: {:?}", a.completion),
+        Err(e) => e,
+    };
+    assert_eq!(again.kind, was.kind, "{prompt}");
+    assert_eq!(again.message, was.message, "{prompt}");
+    assert_eq!(again.hint, was.hint, "{prompt}");
+    again
 }
 
 #[test]
@@ -425,23 +454,13 @@ fn record_then_replay_without_network() {
     let server = ModelServer::start(|s, _| openai(&format!("answer to {}", s.prompt()), "stop"));
     let dir = tempfile::tempdir().unwrap();
     let cassette = dir.path().join("cassette.jsonl");
-    let mut cfg = openai_cfg(&server);
-    cfg.apply(&Overrides {
-        record: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let client = Client::new(cfg).unwrap();
+    let client = recording(openai_cfg(&server), &cassette);
     let call = Call::new();
     let a1 = ask(&client, &call, "one").unwrap();
     let a2 = ask(&client, &call, "two").unwrap();
     drop(server);
 
-    let mut cfg = config("", &[]);
-    cfg.apply(&Overrides {
-        replay: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let replay = Client::new(cfg).unwrap();
+    let replay = replaying(&cassette);
     assert_eq!(
         ask(&replay, &call, "two").unwrap().completion,
         a2.completion
@@ -543,18 +562,10 @@ fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
     });
     let dir = tempfile::tempdir().unwrap();
     let cassette = dir.path().join("cassette.jsonl");
-    let mut cfg = openai_cfg(&server);
-    cfg.apply(&Overrides {
-        record: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let client = Client::new(cfg).unwrap();
+    let client = recording(openai_cfg(&server), &cassette);
     let call = Call::new();
     let asked = ["long", "bad", "blank"];
-    let live: Vec<pmpo_ai::AiError> = asked
-        .iter()
-        .map(|p| ask(&client, &call, p).unwrap_err())
-        .collect();
+    let live = failures(&client, &call, &asked);
     let kinds: Vec<ErrorKind> = live.iter().map(|e| e.kind).collect();
     assert_eq!(
         kinds,
@@ -625,19 +636,11 @@ fn rejected_answers_are_recorded_and_replayed_as_the_same_failure() {
     assert_eq!(recorded[0]["response"]["finish"], "length");
     drop(server);
 
-    let mut cfg = config("", &[]);
-    cfg.apply(&Overrides {
-        replay: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let replay = Client::new(cfg).unwrap();
+    let replay = replaying(&cassette);
     // Another workspace, as a fresh checkout would be: the same answer numbers.
     let elsewhere = Call::new();
     for (p, was) in asked.iter().zip(&live) {
-        let again = ask(&replay, &elsewhere, p).unwrap_err();
-        assert_eq!(again.kind, was.kind, "{p}");
-        assert_eq!(again.message, was.message, "{p}");
-        assert_eq!(again.hint, was.hint, "{p}");
+        let again = assert_fails_again(&replay, &elsewhere, p, was);
         assert_eq!(
             again.answer, was.answer,
             "{p}: the same answer, endpoint and model"
@@ -662,12 +665,7 @@ fn a_cassette_written_before_rejected_answers_were_recorded_still_replays() {
         "model": "m", "request": req, "response": {"text": "from the past", "finish": "stop"}
     });
     std::fs::write(&cassette, format!("{line}\n")).unwrap();
-    let mut cfg = config("", &[]);
-    cfg.apply(&Overrides {
-        replay: Some(cassette),
-        ..Default::default()
-    });
-    let replay = Client::new(cfg).unwrap();
+    let replay = replaying(&cassette);
     let call = Call::new();
     assert_eq!(
         ask(&replay, &call, "old").unwrap().completion.text,
@@ -706,18 +704,10 @@ fn errors_an_endpoint_answered_with_are_recorded_and_replayed() {
     });
     let dir = tempfile::tempdir().unwrap();
     let cassette = dir.path().join("cassette.jsonl");
-    let mut cfg = openai_cfg(&server);
-    cfg.apply(&Overrides {
-        record: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let client = Client::new(cfg).unwrap();
+    let client = recording(openai_cfg(&server), &cassette);
     let call = Call::new();
     let asked = ["key", "busy", "long"];
-    let live: Vec<pmpo_ai::AiError> = asked
-        .iter()
-        .map(|p| ask(&client, &call, p).unwrap_err())
-        .collect();
+    let live = failures(&client, &call, &asked);
     assert_eq!(
         live.iter().map(|e| e.kind).collect::<Vec<_>>(),
         [
@@ -743,17 +733,9 @@ fn errors_an_endpoint_answered_with_are_recorded_and_replayed() {
     assert_eq!(first["error"]["kind"], "auth");
     assert!(first.get("response").is_none());
 
-    let mut cfg = config("", &[]);
-    cfg.apply(&Overrides {
-        replay: Some(cassette.clone()),
-        ..Default::default()
-    });
-    let replay = Client::new(cfg).unwrap();
+    let replay = replaying(&cassette);
     for (p, was) in asked.iter().zip(&live) {
-        let again = ask(&replay, &call, p).unwrap_err();
-        assert_eq!(again.kind, was.kind, "{p}");
-        assert_eq!(again.message, was.message, "{p}");
-        assert_eq!(again.hint, was.hint, "{p}");
+        assert_fails_again(&replay, &call, p, was);
         let last = call.log().last().cloned().unwrap();
         assert_eq!(last["endpoint"], "replay");
         assert_eq!(last["attempts"], 1, "{p}: a replay does not retry");

@@ -273,3 +273,38 @@ fn serve(
     let _ = conn.write_all(out.as_bytes());
     let _ = conn.flush();
 }
+
+/// The binary in `ws`, talking to `server` as its OpenAI endpoint with `key`.
+pub fn with_openai(ws: &crate::Ws, server: &ModelServer, key: &str) -> std::process::Command {
+    let mut c = crate::bin_without_models(ws.path());
+    c.env("OPENAI_BASE_URL", server.openai_base())
+        .env("OPENAI_API_KEY", key);
+    c
+}
+
+/// The breaker row of the model endpoint's adapter (`None`: never recorded).
+pub fn model_breaker(ws: &crate::Ws) -> Option<Value> {
+    crate::refine::run_code(
+        crate::bin_without_models(ws.path()),
+        0,
+        &["adapters", "--json"],
+    )
+    .json()
+    .as_array()
+    .unwrap()
+    .iter()
+    .find(|row| {
+        row["adapter"]
+            .as_str()
+            .is_some_and(|a| a.starts_with("model:"))
+    })
+    .cloned()
+}
+
+/// Fails if any file under `dir` holds `key`.
+pub fn assert_no_key_under(dir: &std::path::Path, key: &str) {
+    for f in crate::ws::walk(dir) {
+        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
+        assert!(!text.contains(key), "{} contains the API key", f.display());
+    }
+}

@@ -25,6 +25,25 @@ pub fn run(mut c: Command, args: &[&str]) -> Run {
     c.args(args).output().unwrap().into()
 }
 
+/// Runs the command with these arguments to its end and checks its exit
+/// code, failing with the arguments, both codes and everything it printed.
+#[track_caller]
+pub fn run_code(c: Command, code: i32, args: &[&str]) -> Run {
+    let r = run(c, args);
+    r.assert_exit(code, args);
+    r
+}
+
+/// A Reflect answer that judges every constraint `prompt` asks about
+/// satisfied, for `reason`.
+pub fn judge_all(prompt: &str, reason: &str) -> Reply {
+    let judgements: Vec<Value> = to_judge(prompt)
+        .iter()
+        .map(|id| serde_json::json!({"id": id, "status": "satisfied", "reason": reason}))
+        .collect();
+    reply_json(serde_json::json!({ "judgements": judgements }))
+}
+
 /// [`pmpo`] talking to `server` as its OpenAI endpoint, with this key and model.
 pub fn with_model(ws: &Ws, server: &ModelServer, key: &str, model: &str) -> Command {
     let mut c = pmpo(ws);

@@ -18,6 +18,21 @@ impl Run {
         serde_json::from_str(&self.stdout)
             .unwrap_or_else(|e| panic!("stdout is not JSON ({e}): {}", self.stdout))
     }
+
+    /// Fails unless the run of `pmpo ARGS` exited `code`, with the command,
+    /// both codes and everything it printed.
+    #[track_caller]
+    pub fn assert_exit(&self, code: i32, args: &[&str]) {
+        assert_eq!(
+            self.code,
+            code,
+            "`pmpo {}` exited {} (expected {code})\nstdout:\n{}\nstderr:\n{}",
+            args.join(" "),
+            self.code,
+            self.stdout,
+            self.stderr
+        );
+    }
 }
 
 impl From<Output> for Run {
@@ -129,7 +144,42 @@ impl Ws {
             .into()
     }
 
+    /// Runs `pmpo ARGS` and checks its exit code, failing with the command,
+    /// both codes and everything it printed.
+    #[track_caller]
+    pub fn run_code(&self, code: i32, args: &[&str]) -> Run {
+        let r = self.run(args);
+        r.assert_exit(code, args);
+        r
+    }
+
+    /// Runs `pmpo ARGS`, which must succeed.
+    #[track_caller]
+    pub fn run_ok(&self, args: &[&str]) -> Run {
+        self.run_code(0, args)
+    }
+
+    /// Starts `pmpo ARGS` in the workspace without waiting for it.
+    pub fn spawn(&self, args: &[&str]) -> std::process::Child {
+        bin()
+            .args(args)
+            .current_dir(self.path())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start `pmpo {}`: {e}", args.join(" ")))
+    }
+
+    /// Waits (60 s at most) until `rel` holds exactly `text`.
+    pub fn wait_for_text(&self, rel: &str, text: &str) {
+        let p = self.p(rel);
+        crate::refine::wait_until(
+            &format!("`{rel}` to hold {text:?}"),
+            std::time::Duration::from_secs(60),
+            || std::fs::read_to_string(&p).unwrap_or_default() == text,
+        );
+    }
+
     /// `pmpo restore REL` succeeds, and the file holds `text` again.
+    #[track_caller]
     pub fn assert_restores(&self, rel: &str, text: &str) {
         let r = self.run(&["restore", rel]);
         assert_eq!(r.code, 0, "restore {rel}: {}\n{}", r.stdout, r.stderr);
@@ -152,7 +202,8 @@ impl Ws {
     }
 }
 
-fn walk(dir: &Path) -> Vec<PathBuf> {
+/// Every file under `dir`, links not followed into.
+pub(crate) fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     for e in std::fs::read_dir(dir).unwrap().flatten() {
         let p = e.path();
@@ -163,6 +214,60 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Fails unless `text` contains `needle`, showing both.
+#[track_caller]
+pub fn assert_contains(text: &str, needle: &str) {
+    assert!(text.contains(needle), "expected {needle:?} in:\n{text}");
+}
+
+/// Fails unless `value[key]` is a string that contains `needle`.
+#[track_caller]
+pub fn assert_mentions(value: &serde_json::Value, key: &str, needle: &str) {
+    let text = value[key]
+        .as_str()
+        .unwrap_or_else(|| panic!("`{key}` is not a string in {value}"));
+    assert!(
+        text.contains(needle),
+        "`{key}` does not mention {needle:?}: {value}"
+    );
+}
+
+/// The `validation_outputs[]` entry of a check in execution or validation results.
+pub fn validation_of(results: &serde_json::Value, check: &str) -> serde_json::Value {
+    results["validation_outputs"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no validation_outputs in {results}"))
+        .iter()
+        .find(|o| o["check"] == check)
+        .unwrap_or_else(|| panic!("no validation output of the {check} check: {results}"))
+        .clone()
+}
+
+/// `head` followed by `--breaker-threshold THRESHOLD` and, when given,
+/// `--breaker-cooldown COOLDOWN`.
+pub fn with_breaker(
+    head: &[&'static str],
+    threshold: &'static str,
+    cooldown: Option<&'static str>,
+) -> Vec<&'static str> {
+    let mut args = head.to_vec();
+    args.extend(["--breaker-threshold", threshold]);
+    if let Some(c) = cooldown {
+        args.extend(["--breaker-cooldown", c]);
+    }
+    args
+}
+
+/// The `stages[]` entry of a stage in execution results.
+pub fn stage<'a>(results: &'a serde_json::Value, id: &str) -> &'a serde_json::Value {
+    results["stages"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no stages in {results}"))
+        .iter()
+        .find(|s| s["id"] == id)
+        .unwrap_or_else(|| panic!("no stage {id} in {results}"))
 }
 
 /// The `errors[]` entry of a stage in execution results.

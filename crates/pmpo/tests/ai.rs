@@ -6,10 +6,10 @@
 use pmpo_testkit as common;
 use pmpo_testkit::model_server;
 
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::refine::{run, run_code};
 use common::*;
 use model_server::*;
 use serde_json::Value;
@@ -19,45 +19,6 @@ const KEY: &str = "sk-fake-KEY-0d5e2b7a91";
 /// The binary with no model settings inherited from the developer's shell.
 fn pmpo(ws: &Ws) -> Command {
     bin_without_models(ws.path())
-}
-
-fn run(mut c: Command, args: &[&str]) -> Run {
-    c.args(args).output().unwrap().into()
-}
-
-fn with_server(ws: &Ws, server: &ModelServer) -> Command {
-    let mut c = pmpo(ws);
-    c.env("OPENAI_BASE_URL", server.openai_base())
-        .env("OPENAI_API_KEY", KEY);
-    c
-}
-
-fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id}"))
-}
-
-fn assert_no_key_under(dir: &Path) {
-    for f in walk(dir) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(!text.contains(KEY), "{} contains the API key", f.display());
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
 }
 
 const LOGO_PLAN: &str = r##"specification:
@@ -110,8 +71,9 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     let ws = Ws::new();
     ws.write("plan.yaml", LOGO_PLAN);
     let server = logo_server();
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_code(
+        with_openai(&ws, &server, KEY),
+        0,
         &[
             "execute",
             "plan.yaml",
@@ -122,7 +84,6 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
             "cassette.jsonl",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let results = r.json();
     assert_eq!(stage(&results, "palette")["outputs"]["primary"], "#f60");
     let svg = ws.read("dist/logo.svg");
@@ -153,7 +114,7 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
     assert_eq!(routing[1]["stage"], "draw");
     assert_eq!(routing[1]["tokens_out"], 7);
     assert_eq!(ws.read("cassette.jsonl").lines().count(), 2);
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
     assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
 
     // Replay: the server is gone and no endpoint is configured.
@@ -184,7 +145,7 @@ fn ai_stages_write_files_and_outputs_then_replay_without_network() {
             .unwrap()
             .contains("\"endpoint\":\"replay\"")
     );
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 
     // A changed prompt is not in the cassette: the error names the stage and the prompt.
     ws.write(
@@ -231,11 +192,11 @@ plan:
         0 => openai("{\"count\": \"three\"}", "stop"),
         _ => openai("{\"count\": 3}", "stop"),
     });
-    let r = run(
-        with_server(&ws, &server),
+    let r = run_code(
+        with_openai(&ws, &server, KEY),
+        0,
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(stage(&r.json(), "facts")["outputs"]["count"], 3);
     let repair = &server.chat_requests()[1];
     assert!(
@@ -256,7 +217,7 @@ plan:
     ws.write("plan.yaml", plan);
     let server = ModelServer::start(|_, n| openai(&format!("{{\"count\": \"no {n}\"}}"), "stop"));
     let r = run(
-        with_server(&ws, &server),
+        with_openai(&ws, &server, KEY),
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
     assert_eq!(r.code, 1);
@@ -290,17 +251,17 @@ fn without_an_endpoint_ai_stages_fail_before_starting_and_others_run() {
     ws.plan(
         "    - id: think\n      requires_execution: false\n      with: {prompt: hi}\n    - id: work\n      with: {command: [sh, -c, 'echo done']}\n",
     );
-    let r = run(
+    let r = run_code(
         pmpo(&ws),
+        1,
         &["execute", "plan.yaml", "--json", "--keep-going"],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
     let results = r.json();
     assert_eq!(stage(&results, "think")["status"], "FAILED");
     assert_eq!(stage(&results, "work")["status"], "COMPLETED");
     let err = &results["errors"][0];
     assert_eq!(err["kind"], "not_configured");
-    assert!(err["hint"].as_str().unwrap().contains("OPENAI_BASE_URL"));
+    assert_mentions(err, "hint", "OPENAI_BASE_URL");
     assert!(!ws.p("logs/model_routing.jsonl").exists());
 }
 
@@ -320,7 +281,7 @@ fn wrong_key_and_truncation_fail_the_stage_clearly() {
         }
     });
     let r = run(
-        with_server(&ws, &server),
+        with_openai(&ws, &server, KEY),
         &[
             "execute",
             "plan.yaml",
@@ -341,7 +302,7 @@ fn wrong_key_and_truncation_fail_the_stage_clearly() {
     assert!(b.contains("cut off at the token limit"), "{b}");
     assert_eq!(results["errors"][0]["kind"], "permission_denied");
     assert!(!r.stdout.contains(KEY) && !r.stderr.contains(KEY));
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 #[test]
@@ -349,10 +310,9 @@ fn models_lists_endpoints_routes_and_health() {
     let ws = Ws::new();
     let server =
         ModelServer::start(|_, _| Reply::json(200, serde_json::json!({"data": [{"id": "m"}]})));
-    let mut c = with_server(&ws, &server);
+    let mut c = with_openai(&ws, &server, KEY);
     c.env("OPENAI_MODEL", "m");
-    let r = run(c, &["models", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(c, 0, &["models", "--json"]);
     let out = r.json();
     assert_eq!(out["endpoints"][0]["name"], "openai");
     assert_eq!(out["endpoints"][0]["healthy"], true);
@@ -374,8 +334,7 @@ fn models_lists_endpoints_routes_and_health() {
             server.openai_base()
         ),
     );
-    let r = run(pmpo(&ws), &["models"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 1, &["models"]);
     assert!(
         r.stdout.contains("UNHEALTHY")
             && r.stdout.contains("reflect  -> gone / x  (fallback local)"),
@@ -394,7 +353,7 @@ fn ctrl_c_cancels_a_waiting_ai_stage() {
     let ws = Ws::new();
     ws.plan("    - id: slow\n      requires_execution: false\n      with: {prompt: wait}\n");
     let server = ModelServer::start(|_, _| openai("late", "stop").delay(Duration::from_secs(20)));
-    let mut c = with_server(&ws, &server);
+    let mut c = with_openai(&ws, &server, KEY);
     c.args(["execute", "plan.yaml", "--model", "m", "--json"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -422,8 +381,9 @@ fn the_ai_example_replays_offline_from_its_cassette() {
         "plan.yaml",
         &std::fs::read_to_string(format!("{example}/plan.yaml")).unwrap(),
     );
-    let r = run(
+    let r = run_code(
         pmpo(&ws),
+        0,
         &[
             "execute",
             "plan.yaml",
@@ -432,7 +392,6 @@ fn the_ai_example_replays_offline_from_its_cassette() {
             &format!("{example}/cassette.jsonl"),
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(stage(&r.json(), "palette")["outputs"]["primary"], "#f97316");
     assert!(ws.read("dist/logo.svg").starts_with("<svg"));
 }
@@ -461,7 +420,7 @@ fn anthropic_endpoint_through_the_binary_and_a_slow_server_times_the_stage_out()
     assert_eq!(ws.read("hi.txt"), "hi!");
     assert_eq!(stage(&results, "slow")["status"], "TIMEOUT");
     assert_eq!(server.chat_requests()[0].header("x-api-key"), Some(KEY));
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 #[test]
@@ -471,48 +430,27 @@ fn a_failing_model_endpoint_opens_its_breaker() {
     let server = ModelServer::start(|_, _| {
         openai_error(503, "overloaded", "server_error").header("retry-after", "0")
     });
-    let args = [
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--model",
-        "m",
-        "--breaker-threshold",
+    let args = with_breaker(
+        &["execute", "plan.yaml", "--json", "--model", "m"],
         "1",
-        "--breaker-cooldown",
-        "1h",
-    ];
-    let r = run(with_server(&ws, &server), &args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+        Some("1h"),
+    );
+    run_code(with_openai(&ws, &server, KEY), 1, &args);
     // The endpoint is an adapter with its own breaker, held in the store...
-    let a = run(pmpo(&ws), &["adapters", "--json"]).json();
-    let row = a
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|r| {
-            r["adapter"]
-                .as_str()
-                .unwrap_or_default()
-                .starts_with("model:")
-        })
-        .cloned();
-    let row = row.unwrap_or_else(|| panic!("no model adapter: {a}"));
-    assert_eq!(row["breaker"], "OPEN", "{a}");
+    let row = model_breaker(&ws).expect("the model endpoint's adapter is recorded");
+    assert_eq!(row["breaker"], "OPEN", "{row}");
     // ...so the next run does not call it and pauses in safe mode.
     let calls = server.requests().len();
-    let r = run(with_server(&ws, &server), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run_code(with_openai(&ws, &server, KEY), 3, &args);
     assert_eq!(
         server.requests().len(),
         calls,
         "an open breaker must stop the calls"
     );
-    assert!(
-        stage(&r.json(), "think")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open for adapter model:")
+    assert_mentions(
+        stage(&r.json(), "think"),
+        "reason",
+        "circuit open for adapter model:",
     );
 }
 
@@ -526,8 +464,7 @@ fn an_ai_stage_output_over_an_existing_file_not_in_outputs_is_restorable() {
     c.env("ANTHROPIC_BASE_URL", server.base())
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
-    let r = run(c, &["execute", "plan.yaml", "-q"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_code(c, 0, &["execute", "plan.yaml", "-q"]);
     assert_eq!(ws.read("hi.txt"), "hi!");
     let r = ws.run(&["ledger", "--path", "hi.txt", "--json"]);
     let rows = r.json();

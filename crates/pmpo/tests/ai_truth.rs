@@ -7,74 +7,17 @@
 use pmpo_testkit as common;
 use pmpo_testkit::model_server;
 
-use std::path::Path;
-use std::process::Command;
-
+use common::refine::{run, run_code};
 use common::*;
 use model_server::*;
 use serde_json::Value;
 
 const KEY: &str = "sk-fake-TRUTH-8c1f42e0d3";
 
-fn run(mut c: Command, args: &[&str]) -> Run {
-    c.args(args).output().unwrap().into()
-}
-
-fn with_server(ws: &Ws, server: &ModelServer) -> Command {
-    let mut c = bin_without_models(ws.path());
-    c.env("OPENAI_BASE_URL", server.openai_base())
-        .env("OPENAI_API_KEY", KEY);
-    c
-}
-
-fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id} in {results}"))
-}
-
-/// The breaker row of the model endpoint's adapter (`None`: never recorded).
-fn model_breaker(ws: &Ws) -> Option<Value> {
-    let r = run(bin_without_models(ws.path()), &["adapters", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    r.json()
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|row| {
-            row["adapter"]
-                .as_str()
-                .is_some_and(|a| a.starts_with("model:"))
-        })
-        .cloned()
-}
-
 fn assert_breaker_untouched(ws: &Ws) {
     if let Some(row) = model_breaker(ws) {
         assert_eq!(row["breaker"], "CLOSED", "{row}");
         assert_eq!(row["consecutive_failures"], 0, "{row}");
-    }
-}
-
-fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        if e.file_type().unwrap().is_dir() {
-            out.extend(walk(&e.path()));
-        } else {
-            out.push(e.path());
-        }
-    }
-    out
-}
-
-fn assert_no_key_under(dir: &Path) {
-    for f in walk(dir) {
-        let text = String::from_utf8_lossy(&std::fs::read(&f).unwrap()).into_owned();
-        assert!(!text.contains(KEY), "{} contains the API key", f.display());
     }
 }
 
@@ -94,7 +37,7 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
     });
     for i in 0..6 {
         let r = run(
-            with_server(&ws, &server),
+            with_openai(&ws, &server, KEY),
             &["execute", "plan.yaml", "--json", "--model", "m"],
         );
         assert_eq!(r.code, 1, "run {i}: {}\n{}", r.stderr, r.stdout);
@@ -111,7 +54,7 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
     }
     assert_eq!(server.chat_requests().len(), 6);
     // `pmpo models` and the breaker agree: the server is up and counted so.
-    let mut c = with_server(&ws, &server);
+    let mut c = with_openai(&ws, &server, KEY);
     c.env("OPENAI_MODEL", "m");
     let models = run(c, &["models", "--json"]);
     assert_eq!(models.code, 0, "{}", models.stderr);
@@ -119,17 +62,17 @@ fn truncated_answers_never_open_the_breaker_of_a_healthy_server() {
     assert_eq!(endpoint["healthy"], true, "{endpoint}");
     assert_eq!(endpoint["breaker"]["state"], "CLOSED", "{endpoint}");
     assert_eq!(endpoint["breaker"]["consecutive_failures"], 0, "{endpoint}");
-    let r = run(
-        with_server(&ws, &server),
+    run_code(
+        with_openai(&ws, &server, KEY),
+        0,
         &["execute", "plan.yaml", "--json", "--model", "m"],
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     assert_eq!(
         ws.read("dist/haiku.txt"),
         "An old pond\na frog jumps in\nthe sound of water"
     );
     assert_breaker_untouched(&ws);
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 /// Every line of a JSON-lines file, parsed.
@@ -259,7 +202,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
         }
     });
     let rec = run(
-        with_server(&ws, &server),
+        with_openai(&ws, &server, KEY),
         &[
             "execute",
             "plan.yaml",
@@ -318,7 +261,7 @@ fn a_replay_of_a_run_with_a_truncated_answer_reproduces_that_run() {
         "with the same finish reason, tokens, endpoint and model"
     );
     assert!(!replay.stdout.contains("prompt changed") && !replay.stdout.contains("has no answer"));
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
     assert!(!rec.stdout.contains(KEY) && !rec.stderr.contains(KEY));
 }
 
@@ -328,17 +271,13 @@ fn an_off_schema_answer_after_the_repair_is_kept_and_leaves_the_breaker_alone() 
     ws.plan("    - id: facts\n      requires_execution: false\n      cache: false\n      with:\n        prompt: Give facts\n        outputs_json: true\n        schema: {type: object, required: [count], properties: {count: {type: integer}}}\n");
     let server = ModelServer::start(|_, n| openai(&format!("{{\"count\": \"lots {n}\"}}"), "stop"));
     // The strictest breaker: one counted failure would open it.
-    let args = [
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--model",
-        "m",
-        "--breaker-threshold",
+    let args = with_breaker(
+        &["execute", "plan.yaml", "--json", "--model", "m"],
         "1",
-    ];
+        None,
+    );
     for round in 0..2 {
-        let r = run(with_server(&ws, &server), &args);
+        let r = run(with_openai(&ws, &server, KEY), &args);
         assert_eq!(r.code, 1, "round {round}: {}", r.stderr);
         let results = r.json();
         let run_id = results["run_id"].as_str().unwrap();
@@ -416,11 +355,10 @@ fn outages_still_open_the_breaker() {
     );
     let r = run(refused(), &args);
     assert_eq!(r.code, 3, "safe mode: {}", r.stderr);
-    assert!(
-        stage(&r.json(), "write")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("circuit open for adapter model:openai")
+    assert_mentions(
+        stage(&r.json(), "write"),
+        "reason",
+        "circuit open for adapter model:openai",
     );
 
     // 5xx (after the client's own retries) count as well.
@@ -429,31 +367,24 @@ fn outages_still_open_the_breaker() {
     let server = ModelServer::start(|_, _| {
         openai_error(500, "internal error", "server_error").header("retry-after", "0")
     });
-    let args = [
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--model",
-        "m",
-        "--breaker-threshold",
+    let args = with_breaker(
+        &["execute", "plan.yaml", "--json", "--model", "m"],
         "2",
-        "--breaker-cooldown",
-        "1h",
-    ];
+        Some("1h"),
+    );
     for _ in 0..2 {
-        let r = run(with_server(&ws, &server), &args);
-        assert_eq!(r.code, 1, "{}", r.stderr);
+        let r = run_code(with_openai(&ws, &server, KEY), 1, &args);
         assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
     }
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
     let calls = server.chat_requests().len();
-    assert_eq!(run(with_server(&ws, &server), &args).code, 3);
+    assert_eq!(run(with_openai(&ws, &server, KEY), &args).code, 3);
     assert_eq!(
         server.chat_requests().len(),
         calls,
         "an open breaker stops the calls"
     );
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 
     // A 429 that outlasts the client's retries is an outage too.
     let ws = Ws::new();
@@ -461,19 +392,12 @@ fn outages_still_open_the_breaker() {
     let server = ModelServer::start(|_, _| {
         openai_error(429, "slow down", "rate_limit_exceeded").header("retry-after", "0")
     });
-    let args = [
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--model",
-        "m",
-        "--breaker-threshold",
+    let args = with_breaker(
+        &["execute", "plan.yaml", "--json", "--model", "m"],
         "1",
-        "--breaker-cooldown",
-        "1h",
-    ];
-    let r = run(with_server(&ws, &server), &args);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+        Some("1h"),
+    );
+    let r = run_code(with_openai(&ws, &server, KEY), 1, &args);
     assert_eq!(r.json()["errors"][0]["kind"], "service_unavailable");
     assert!(server.chat_requests().len() > 1, "the client retried first");
     assert_eq!(model_breaker(&ws).unwrap()["breaker"], "OPEN");
@@ -497,7 +421,7 @@ fn a_cut_off_answer_in_a_refine_phase_is_kept_recorded_and_breaks_nothing() {
         "--record",
         "loop.cassette.jsonl",
     ];
-    let r = run(with_server(&ws, &server), &args);
+    let r = run(with_openai(&ws, &server, KEY), &args);
     assert_ne!(
         r.code, 3,
         "a healthy server never pauses the loop: {}",
@@ -528,7 +452,7 @@ fn a_cut_off_answer_in_a_refine_phase_is_kept_recorded_and_breaks_nothing() {
     );
     assert!(recorded.iter().all(|e| e["rejected"] == "truncated"));
     assert_breaker_untouched(&ws);
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }
 
 #[test]
@@ -542,19 +466,15 @@ fn retried_cut_off_answers_in_one_run_are_all_kept_and_never_trip_the_breaker() 
             openai("whole", "stop")
         }
     });
-    let r = run(
-        with_server(&ws, &server),
-        &[
-            "execute",
-            "plan.yaml",
-            "--json",
-            "--model",
-            "m",
-            "--breaker-threshold",
+    let r = run_code(
+        with_openai(&ws, &server, KEY),
+        0,
+        &with_breaker(
+            &["execute", "plan.yaml", "--json", "--model", "m"],
             "1",
-        ],
+            None,
+        ),
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     let results = r.json();
     assert_eq!(stage(&results, "write")["status"], "COMPLETED");
     assert_eq!(stage(&results, "write")["attempts"], 7);
@@ -593,11 +513,11 @@ fn refused_empty_and_cut_off_anthropic_answers_are_answer_quality_too() {
     c.env("ANTHROPIC_BASE_URL", server.base())
         .env("ANTHROPIC_API_KEY", KEY)
         .env("ANTHROPIC_MODEL", "claude-test");
-    let r = run(
+    let r = run_code(
         c,
-        &["execute", "plan.yaml", "--json", "--breaker-threshold", "1"],
+        0,
+        &with_breaker(&["execute", "plan.yaml", "--json"], "1", None),
     );
-    assert_eq!(r.code, 0, "{}\n{}", r.stderr, r.stdout);
     let results = r.json();
     assert_eq!(stage(&results, "write")["attempts"], 4);
     let run_id = results["run_id"].as_str().unwrap();
@@ -619,5 +539,5 @@ fn refused_empty_and_cut_off_anthropic_answers_are_answer_quality_too() {
         .collect();
     assert_eq!(kinds, ["answer_quality"; 3], "{log:?}");
     assert_breaker_untouched(&ws);
-    assert_no_key_under(ws.path());
+    assert_no_key_under(ws.path(), KEY);
 }

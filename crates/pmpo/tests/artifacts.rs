@@ -1,5 +1,6 @@
 //! Named artifacts, state providers and `pmpo doctor`.
 
+use common::assert_mentions;
 use common::*;
 use pmpo_testkit as common;
 use serde_json::Value;
@@ -50,10 +51,9 @@ fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
     let ws = Ws::new();
     let r = ws.run(&["init", "acme-logo"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("needs a type"), "{}", r.stderr);
+    assert_contains(&r.stderr, "needs a type");
 
-    let r = ws.run(&["init", "acme-logo", "--type", "logo", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["init", "acme-logo", "--type", "logo", "--json"]);
     let created = r.json();
     assert_eq!(created["outcome"], "created");
     let first_id = created["state"]["refinement_id"]
@@ -72,10 +72,9 @@ fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
     );
     let r = ws.run(&["init", "acme-logo", "--type", "ui"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("is a logo, not a ui"), "{}", r.stderr);
+    assert_contains(&r.stderr, "is a logo, not a ui");
 
-    let r = ws.run(&["checkpoint", "acme-logo", "plan"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["checkpoint", "acme-logo", "plan"]);
     let cp = r.stdout.trim().to_string();
     assert!(
         ws.p(&format!(
@@ -94,8 +93,7 @@ fn lifecycle_init_resume_checkpoint_finalize_new_cycle() {
     assert_eq!(st["checkpoints"][0]["checkpoint_id"], cp.as_str());
     assert_eq!(st["phases_completed"], serde_json::json!(["plan"]));
 
-    let r = ws.run(&["finalize", "acme-logo", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["finalize", "acme-logo", "--json"]);
     let history = r.json()["history"].as_str().unwrap().to_string();
     assert!(history.starts_with(".refiner/history/acme-logo/"));
     let archived = ws.read_json(&format!("{history}/state.json"));
@@ -191,12 +189,7 @@ fn custom_provider_receives_saves_and_failures_fall_back() {
     assert_eq!(saved["artifact_name"], "card");
     let p = run(&["provider", "--json"]).json();
     assert_eq!(p["kind"]["provider_type"], "custom");
-    assert!(
-        p["source"]
-            .as_str()
-            .unwrap()
-            .contains("PMPO_PROVIDER_CONFIG")
-    );
+    assert_mentions(&p, "source", "PMPO_PROVIDER_CONFIG");
 
     // The remote copy is preferred on load.
     let mut remote = saved.clone();
@@ -254,13 +247,13 @@ fn project_provider_file_is_found() {
 #[test]
 fn doctor_explains_and_repairs_damaged_state() {
     let ws = Ws::new();
-    assert_eq!(ws.run(&["init", "acme", "--type", "logo"]).code, 0);
-    assert_eq!(ws.run(&["checkpoint", "acme", "specify"]).code, 0);
+    ws.run_ok(&["init", "acme", "--type", "logo"]);
+    ws.run_ok(&["checkpoint", "acme", "specify"]);
     ws.plan(
         "    - id: a\n      with: {command: [sh, -c, 'echo x > x.txt']}\n      outputs: [x.txt]\n",
     );
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
-    assert_eq!(ws.run(&["doctor"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
+    ws.run_ok(&["doctor"]);
 
     // A truncated state file: a clear error, and the file is left alone.
     let state = ws.read(".refiner/artifacts/acme/state.json");
@@ -304,8 +297,7 @@ fn doctor_explains_and_repairs_damaged_state() {
     assert!(files.contains(&".state/patch_ledger.jsonl"), "{report}");
     assert!(files.contains(&".refiner/registry.json"), "{report}");
 
-    let r = ws.run(&["doctor", "--repair"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["doctor", "--repair"]);
     assert_eq!(
         ws.run(&["doctor"]).code,
         0,
@@ -329,7 +321,7 @@ fn doctor_explains_and_repairs_damaged_state() {
 fn doctor_moves_a_broken_database_aside_and_runs_continue() {
     let ws = Ws::new();
     ws.plan("    - id: a\n      with: {command: [echo]}\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
     for f in [".state/pmpo.db-wal", ".state/pmpo.db-shm"] {
         let _ = std::fs::remove_file(ws.p(f));
     }
@@ -341,8 +333,8 @@ fn doctor_moves_a_broken_database_aside_and_runs_continue() {
         "{}",
         r.stdout
     );
-    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    ws.run_ok(&["doctor", "--repair"]);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
 
     // A database from a newer pmpo is refused and never "repaired".
     let bumped = std::process::Command::new("python3")
@@ -375,8 +367,8 @@ fn doctor_moves_a_broken_database_aside_and_runs_continue() {
 fn a_state_that_names_another_artifact_is_refused_and_never_written_over_it() {
     let ws = Ws::new();
     for name in ["art", "other"] {
-        assert_eq!(ws.run(&["init", name, "--type", "logo"]).code, 0);
-        assert_eq!(ws.run(&["checkpoint", name, "specify"]).code, 0);
+        ws.run_ok(&["init", name, "--type", "logo"]);
+        ws.run_ok(&["checkpoint", name, "specify"]);
     }
     let other_before = ws.read(".refiner/artifacts/other/state.json");
     // `art`'s state now claims to be `other`'s.
@@ -405,12 +397,8 @@ fn a_state_that_names_another_artifact_is_refused_and_never_written_over_it() {
     // doctor names it, and --repair brings back `art`'s own state.
     let r = ws.run(&["doctor"]);
     assert_ne!(r.code, 0);
-    assert!(
-        r.stdout.contains("is the state of artifact `other`"),
-        "{}",
-        r.stdout
-    );
-    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
+    assert_contains(&r.stdout, "is the state of artifact `other`");
+    ws.run_ok(&["doctor", "--repair"]);
     assert_eq!(
         ws.read_json(".refiner/artifacts/art/state.json")["artifact_name"],
         "art"
@@ -421,13 +409,11 @@ fn a_state_that_names_another_artifact_is_refused_and_never_written_over_it() {
 #[test]
 fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage() {
     let ws = Ws::new();
-    let r = ws.run(&["init", "keep", "--type", "logo", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["init", "keep", "--type", "logo", "--json"]);
     let id = r.json()["state"]["refinement_id"].clone();
-    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    ws.run_ok(&["checkpoint", "keep", "specify"]);
     std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
-    let r = ws.run(&["init", "keep", "--type", "logo"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = ws.run_code(2, &["init", "keep", "--type", "logo"]);
     assert!(
         r.stderr.contains(
             "the state of artifact `keep` is missing, but 1 checkpoint(s) survive: starting over would replace its lineage"
@@ -435,7 +421,7 @@ fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage()
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("pmpo doctor --repair"), "{}", r.stderr);
+    assert_contains(&r.stderr, "pmpo doctor --repair");
     assert!(!ws.p(".refiner/artifacts/keep/state.json").exists());
     let r = ws.run(&["doctor"]);
     assert!(
@@ -444,11 +430,11 @@ fn a_deleted_state_with_checkpoints_is_recovered_not_replaced_by_a_new_lineage()
         "{}",
         r.stdout
     );
-    assert_eq!(ws.run(&["doctor", "--repair"]).code, 0);
+    ws.run_ok(&["doctor", "--repair"]);
     let st = ws.read_json(".refiner/artifacts/keep/state.json");
     assert_eq!(st["refinement_id"], id);
     assert_eq!(st["phases_completed"][0], "specify");
-    assert_eq!(ws.run(&["doctor"]).code, 0);
+    ws.run_ok(&["doctor"]);
 }
 
 /// `--new-lineage` starts over on purpose, and keeps the old lineage: its
@@ -459,7 +445,7 @@ fn new_lineage_sets_the_old_checkpoints_aside_never_deletes_them() {
     let ws = Ws::new();
     let r = ws.run(&["init", "keep", "--type", "logo", "--json"]);
     let old_id = r.json()["state"]["refinement_id"].clone();
-    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    ws.run_ok(&["checkpoint", "keep", "specify"]);
     let checkpoints = |root: &std::path::Path| {
         walk(root)
             .into_iter()
@@ -469,12 +455,10 @@ fn new_lineage_sets_the_old_checkpoints_aside_never_deletes_them() {
     let before = checkpoints(&ws.p(".refiner"));
     assert!(before > 0);
     // Intact state: the flag resumes as usual.
-    let r = ws.run(&["init", "keep", "--new-lineage", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["init", "keep", "--new-lineage", "--json"]);
     assert_eq!(r.json()["state"]["refinement_id"], old_id);
     std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
-    let r = ws.run(&["init", "keep", "--type", "logo", "--new-lineage", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["init", "keep", "--type", "logo", "--new-lineage", "--json"]);
     assert_ne!(r.json()["state"]["refinement_id"], old_id);
     assert!(
         r.stderr.contains(
@@ -489,13 +473,12 @@ fn new_lineage_sets_the_old_checkpoints_aside_never_deletes_them() {
         before,
         "{aside:?}"
     );
-    assert_eq!(ws.run(&["doctor"]).code, 0);
+    ws.run_ok(&["doctor"]);
     // The same through refine.
-    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    ws.run_ok(&["checkpoint", "keep", "specify"]);
     std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
-    let r = ws.run(&["refine", "keep", "--offline", "--max-iterations", "1"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("--new-lineage"), "{}", r.stderr);
+    let r = ws.run_code(2, &["refine", "keep", "--offline", "--max-iterations", "1"]);
+    assert_contains(&r.stderr, "--new-lineage");
     ws.write(
         "logo.svg",
         "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\"><rect width=\"10\" height=\"10\" fill=\"#123456\"/></svg>",
@@ -543,14 +526,14 @@ fn walk(dir: &std::path::Path) -> Vec<String> {
 #[test]
 fn new_lineage_is_refused_through_a_linked_history_folder() {
     let ws = Ws::new();
-    assert_eq!(ws.run(&["init", "keep", "--type", "logo"]).code, 0);
-    assert_eq!(ws.run(&["checkpoint", "keep", "specify"]).code, 0);
+    ws.run_ok(&["init", "keep", "--type", "logo"]);
+    ws.run_ok(&["checkpoint", "keep", "specify"]);
     std::fs::remove_file(ws.p(".refiner/artifacts/keep/state.json")).unwrap();
     let outside = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(outside.path(), ws.p(".refiner/history")).unwrap();
     let r = ws.run(&["init", "keep", "--type", "logo", "--new-lineage"]);
     assert_ne!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_contains(&r.stderr, "symbolic link");
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     assert!(ws.p(".refiner/artifacts/keep/checkpoints").is_dir());
 }

@@ -94,7 +94,7 @@ fn a_file_left_by_an_earlier_run_is_not_evidence() {
     let c = constraint(&ws);
     assert_eq!(c["status"], "satisfied", "{c}");
     assert_eq!(c["run_id"], third.json()["run_id"], "{c}");
-    assert_eq!(ws.run(&["validate", "plan.yaml"]).code, 0);
+    ws.run_ok(&["validate", "plan.yaml"]);
 }
 
 #[test]
@@ -213,7 +213,7 @@ plan:
         )
     };
     plan("mkdir -p dist && echo '{}' > dist/d.json");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml"]);
     assert_eq!(constraint(&ws)["status"], "satisfied");
 
     // Fails without writing: the good file from the first run proves nothing.

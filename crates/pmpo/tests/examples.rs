@@ -7,22 +7,7 @@ use pmpo_testkit as common;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::{Ws, bin};
-
-fn have_chromium() -> bool {
-    let found = std::env::var_os("PMPO_CHROMIUM").is_some()
-        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .iter()
-            .any(|p| Path::new(p).exists());
-    if !found {
-        assert!(
-            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
-            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
-        );
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
+use common::{Ws, assert_contains, bin, have_chromium};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
@@ -230,12 +215,8 @@ fn preview_command() {
         "300x200",
     ]);
     assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
-    assert!(
-        run.stdout.contains("preview card: success"),
-        "{}",
-        run.stdout
-    );
-    assert!(run.stdout.contains("console error: bad"), "{}", run.stdout);
+    assert_contains(&run.stdout, "preview card: success");
+    assert_contains(&run.stdout, "console error: bad");
     assert_eq!(
         png_size(&ws.p("dist/previews/card/screenshot.png")),
         (300, 200)
@@ -263,35 +244,30 @@ fn killing_pmpo_leaves_no_browser_behind() {
     let ws = Ws::new();
     ws.write("slow.html", "<html><body><h1>slow</h1></body></html>");
     ws.plan("    - id: p\n      tool: preview\n      with: {input: slow.html, wait_ms: 30000}\n");
+    // The run's own temp directory, where its browser profile goes: the
+    // preview of another test sweeps dead runs' profiles in the shared one.
+    let tmp = tempfile::tempdir().unwrap();
     let mut child = bin()
         .args(["execute", "plan.yaml", "-q"])
+        .env("TMPDIR", tmp.path())
         .current_dir(ws.path())
         .spawn()
         .unwrap();
     // Wait for its browser to be up.
     let pid = child.id().to_string();
     let start = Instant::now();
-    let ours = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read_to_string(e.path().join("stat"))
-                    .ok()
-                    .and_then(|s| {
-                        s.rsplit(')')
-                            .next()
-                            .map(|r| r.split_whitespace().nth(1) == Some(pid.as_str()))
-                    })
-                    .unwrap_or(false)
-            })
-            .count()
-    };
+    let ours = || children_of(&pid).len();
     while ours() == 0 && start.elapsed() < Duration::from_secs(20) {
         std::thread::sleep(Duration::from_millis(100));
     }
     assert!(ours() > 0, "the browser did not start");
     let profile = profile_of_child(&pid).expect("the browser's profile directory");
+    assert!(
+        profile.starts_with(tmp.path()),
+        "profile {} is not in the run's TMPDIR {}",
+        profile.display(),
+        tmp.path().display()
+    );
     child.kill().unwrap();
     child.wait().unwrap();
     // The browser notices its closed pipe and exits.
@@ -307,7 +283,13 @@ fn killing_pmpo_leaves_no_browser_behind() {
     // Only the killed run's profile directory stayed; the next browser start removes it.
     assert!(profile.exists());
     ws.write("ok.html", "<html><body><h1>ok</h1></body></html>");
-    let run = ws.run(&["preview", "ok.html"]);
+    let run: common::Run = bin()
+        .args(["preview", "ok.html"])
+        .env("TMPDIR", tmp.path())
+        .current_dir(ws.path())
+        .output()
+        .unwrap()
+        .into();
     assert_eq!(run.code, 0, "{}", run.stdout);
     assert!(
         !profile.exists(),
@@ -316,27 +298,32 @@ fn killing_pmpo_leaves_no_browser_behind() {
     );
 }
 
+/// The `/proc` entries of the processes whose parent is `pid`.
+fn children_of(pid: &str) -> Vec<PathBuf> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| {
+            let stat = std::fs::read_to_string(p.join("stat")).unwrap_or_default();
+            // Fields after the command name, which may hold spaces: the parent is field 4.
+            stat.rsplit(')')
+                .next()
+                .and_then(|r| r.split_whitespace().nth(1))
+                == Some(pid)
+        })
+        .collect()
+}
+
 /// The `--user-data-dir` of the browser started by process `pid`.
 fn profile_of_child(pid: &str) -> Option<PathBuf> {
-    for e in std::fs::read_dir("/proc").ok()?.flatten() {
-        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
-        let parent = stat
-            .rsplit(')')
-            .next()
-            .and_then(|r| r.split_whitespace().nth(1));
-        if parent != Some(pid) {
-            continue;
-        }
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).to_string();
-        if let Some(dir) = cmd
+    children_of(pid).into_iter().find_map(|proc_dir| {
+        let cmd = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+        String::from_utf8_lossy(&cmd)
             .split('\0')
             .find_map(|a| a.strip_prefix("--user-data-dir="))
-        {
-            return Some(PathBuf::from(dir));
-        }
-    }
-    None
+            .map(PathBuf::from)
+    })
 }
 
 /// Chromium processes started by pmpo whose parent is gone (re-parented).

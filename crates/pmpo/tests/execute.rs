@@ -4,15 +4,6 @@ use common::*;
 use pmpo_testkit as common;
 use serde_json::Value;
 
-fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id}"))
-}
-
 /// Every file the results claim exists on disk with the claimed size and hash.
 fn assert_claims_hold(ws: &Ws, results: &Value) {
     for f in results["generated_files"].as_array().unwrap() {
@@ -42,8 +33,7 @@ fn hello_example_runs_and_results_match_the_disk() {
     ))
     .unwrap();
     ws.write("plan.yaml", &example);
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let results = r.json();
     assert_eq!(
         results,
@@ -64,12 +54,7 @@ fn hello_example_runs_and_results_match_the_disk() {
     ] {
         assert!(results.get(key).is_some(), "execution_results lacks {key}");
     }
-    assert!(
-        results["logs"]
-            .as_str()
-            .unwrap()
-            .contains("| `count` | run | COMPLETED |")
-    );
+    assert_mentions(&results, "logs", "| `count` | run | COMPLETED |");
 
     let manifest = ws.read_json("artifact_manifest.json");
     assert_eq!(manifest["artifact_type"], "content");
@@ -110,7 +95,7 @@ fn hello_example_runs_and_results_match_the_disk() {
     )
     .unwrap();
     assert_eq!(log["status"], "COMPLETED");
-    assert!(log["stdout"].as_str().unwrap().contains("\"words\": 3"));
+    assert_mentions(&log, "stdout", "\"words\": 3");
     // The code that ran is kept.
     assert!(
         ws.p(&format!(
@@ -127,29 +112,18 @@ fn failure_skips_downstream_and_stops_by_default() {
     ws.plan(
         "    - id: bad\n      with: {command: [sh, -c, 'echo broken >&2; exit 3']}\n    - id: after\n      depends_on: [bad]\n      with: {command: [echo]}\n    - id: other\n      with: {command: [sh, -c, 'echo x > other.txt']}\n      outputs: [other.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--jobs", "1"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--jobs", "1"]);
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(stage(&res, "bad")["status"], "FAILED");
     assert_eq!(stage(&res, "bad")["exit_code"], 3);
-    assert!(
-        stage(&res, "bad")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("exited with code 3: broken")
-    );
+    assert_mentions(stage(&res, "bad"), "reason", "exited with code 3: broken");
     assert_eq!(stage(&res, "after")["status"], "SKIPPED");
     assert_eq!(
         stage(&res, "after")["reason"],
         "upstream stage `bad` FAILED"
     );
     assert_eq!(stage(&res, "other")["status"], "SKIPPED");
-    assert!(
-        stage(&res, "other")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("--keep-going")
-    );
+    assert_mentions(stage(&res, "other"), "reason", "--keep-going");
     assert!(!ws.p("other.txt").exists());
     assert_eq!(res["errors"][0]["stage"], "bad");
     assert_eq!(res["errors"][0]["stderr_tail"], "broken");
@@ -197,8 +171,7 @@ fn missing_declared_output_fails_and_is_never_listed() {
 fn globs_and_directories_as_outputs() {
     let ws = Ws::new();
     ws.plan("    - id: many\n      with: {command: [sh, -c, 'mkdir -p dist/sub && for s in 16 32; do echo $s > dist/logo-$s.png; done; echo x > dist/sub/a.txt']}\n      outputs: ['dist/*.png', dist/sub]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     let paths: Vec<&str> = res["generated_files"]
         .as_array()
@@ -219,8 +192,7 @@ fn overwrites_are_recorded_with_before_and_after() {
     let ws = Ws::new();
     ws.write("data.txt", "original\n");
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     assert_eq!(r.json()["generated_files"][0]["change"], "modified");
     let ledger: Vec<Value> = ws
         .read(".state/patch_ledger.jsonl")
@@ -287,8 +259,7 @@ fn background_children_do_not_hang_a_finished_stage() {
     let ws = Ws::new();
     ws.plan("    - id: bg\n      with: {command: [sh, -c, '(sleep 32.3 &); echo done']}\n");
     let t = std::time::Instant::now();
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml"]);
     assert!(t.elapsed() < std::time::Duration::from_secs(10));
     assert!(
         !process_alive("sleep 32.3"),
@@ -300,8 +271,7 @@ fn background_children_do_not_hang_a_finished_stage() {
 fn huge_and_binary_output_is_bounded() {
     let ws = Ws::new();
     ws.plan("    - id: flood\n      with: {command: [sh, -c, 'head -c 30000000 /dev/zero; echo; echo last line']}\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(stage(&res, "flood")["stdout_bytes"], 30_000_000u64 + 11);
     let log_size = std::fs::metadata(ws.p("logs/execution/flood.jsonl"))
@@ -322,8 +292,7 @@ fn outputs_json_and_references_flow_between_stages() {
     ws.plan(
         "    - id: measure\n      with:\n        language: python\n        code: |\n          import json\n          print('noise')\n          print(json.dumps({'size': 512, 'name': \"it's \\\"odd\\\" $(rm -rf /)\", 'colors': {'bg': '#000'}}))\n        outputs_json: true\n    - id: use\n      depends_on: [measure]\n      with:\n        language: bash\n        code: 'printf \"%s|%s|%s\" \"$SIZE\" \"$NAME\" \"$BG\" > used.txt'\n        env: {SIZE: $measure.size, NAME: $measure.name, BG: $measure.colors.bg}\n      outputs: [used.txt]\n    - id: argv\n      depends_on: [use]\n      with: {command: [cat, $use.files]}\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--json"]);
     assert_eq!(ws.read("used.txt"), "512|it's \"odd\" $(rm -rf /)|#000");
     let log: Value = serde_json::from_str(&ws.read("logs/execution/argv.jsonl")).unwrap();
     assert_eq!(log["stdout"], "512|it's \"odd\" $(rm -rf /)|#000");
@@ -341,11 +310,10 @@ fn bad_outputs_json_fails_clearly() {
     assert_eq!(r.code, 1);
     let res = r.json();
     assert_eq!(res["errors"][0]["kind"], "bad_tool_output");
-    assert!(
-        res["errors"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not a JSON object: \"not json\"")
+    assert_mentions(
+        &res["errors"][0],
+        "message",
+        "not a JSON object: \"not json\"",
     );
 }
 
@@ -357,13 +325,12 @@ fn missing_commands_and_interpreters_get_hints() {
     assert_eq!(r.code, 1);
     let e = &r.json()["errors"][0];
     assert_eq!(e["kind"], "missing_dependency");
-    assert!(
-        e["message"]
-            .as_str()
-            .unwrap()
-            .contains("command not found: `definitely-not-a-command-xyz`")
+    assert_mentions(
+        e,
+        "message",
+        "command not found: `definitely-not-a-command-xyz`",
     );
-    assert!(e["hint"].as_str().unwrap().contains("never installs"));
+    assert_mentions(e, "hint", "never installs");
 
     let ws = Ws::new();
     ws.plan("    - id: sh127\n      with: {command: [sh, -c, 'no-such-tool-abc']}\n");
@@ -399,12 +366,7 @@ fn symlinked_outputs_leading_outside_fail() {
     let r = ws.run(&["execute", "plan.yaml", "--json"]);
     assert_eq!(r.code, 1);
     let res = r.json();
-    assert!(
-        stage(&res, "link")["reason"]
-            .as_str()
-            .unwrap()
-            .contains("outside the workspace")
-    );
+    assert_mentions(stage(&res, "link"), "reason", "outside the workspace");
     assert!(res["generated_files"].as_array().unwrap().is_empty());
 }
 
@@ -425,8 +387,7 @@ fn declared_order_is_kept_unless_dependencies_say_otherwise() {
     let ws = Ws::new();
     ws.plan("    - id: late\n      depends_on: [early]\n      with: {command: [sh, -c, 'echo late >> order.txt']}\n    - id: early\n      with: {command: [sh, -c, 'echo early >> order.txt']}\n    - id: third\n      with: {command: [sh, -c, 'echo third >> order.txt']}\n");
     // The stages append to one undeclared file: not confined, this test is about order.
-    let r = ws.run(&["execute", "plan.yaml", "--jobs", "1", "--no-sandbox"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--jobs", "1", "--no-sandbox"]);
     assert_eq!(ws.read("order.txt"), "early\nlate\nthird\n");
 }
 
@@ -435,8 +396,7 @@ fn workspace_flag_and_cwd_input() {
     let ws = Ws::new();
     std::fs::create_dir_all(ws.p("work/sub")).unwrap();
     ws.plan("    - id: here\n      with: {command: [sh, -c, 'pwd > where.txt'], cwd: sub}\n      outputs: [sub/where.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--workspace", "work"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--workspace", "work"]);
     let real = std::fs::canonicalize(ws.p("work/sub")).unwrap();
     assert_eq!(ws.read("work/sub/where.txt").trim(), real.to_str().unwrap());
     assert!(ws.p("work/.state/execution_results.json").is_file());

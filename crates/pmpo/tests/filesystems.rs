@@ -3,6 +3,7 @@
 //! These tests mount small tmpfs file systems, which needs root (CI runs as
 //! root); elsewhere they say so and do nothing.
 
+use common::assert_contains;
 use pmpo_testkit as common;
 
 use std::path::{Path, PathBuf};
@@ -127,7 +128,7 @@ fn a_full_disk_is_named_and_leaves_no_half_made_database() {
     let _ = std::fs::write(m.p("fill.bin"), vec![0u8; room]);
     let r = m.run(&["execute", "plan.yaml"]);
     assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("the disk is full"), "{}", r.stderr);
+    assert_contains(&r.stderr, "the disk is full");
     assert!(!r.stderr.contains("damaged"), "{}", r.stderr);
     assert!(
         !m.p(".state/pmpo.db").exists(),

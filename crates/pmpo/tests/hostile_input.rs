@@ -1,6 +1,7 @@
 //! Hostile plans get a clear error (exit 2), never a crash: deep nesting and
 //! alias expansion are bounded before they can exhaust the stack or memory.
 
+use common::assert_contains;
 use pmpo_testkit as common;
 
 use common::Ws;
@@ -37,8 +38,7 @@ fn an_alias_bomb_is_refused_quickly_and_the_limit_can_be_raised() {
         ));
     }
     ws.write("plan.yaml", &doc);
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = ws.run_code(2, &["check", "plan.yaml"]);
     assert!(
         r.stderr.contains(
             "the document expands to more than 200000 nodes through aliases (`*name`); the limit is PMPO_YAML_MAX_ALIAS_NODES"
@@ -110,10 +110,9 @@ fn restore_streams_the_backup_and_refuses_a_damaged_one_without_touching_the_fil
     let original: Vec<u8> = (0..3_000_000u32).flat_map(|i| i.to_le_bytes()).collect();
     std::fs::write(ws.p("data.bin"), &original).unwrap();
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'printf small > data.bin']}\n      outputs: [data.bin]\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml"]);
     assert_eq!(ws.read("data.bin"), "small");
-    let r = ws.run(&["restore", "data.bin"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["restore", "data.bin"]);
     assert!(std::fs::read(ws.p("data.bin")).unwrap() == original);
 
     // The content the restore replaced is a backup too; damage it and ask
@@ -127,8 +126,7 @@ fn restore_streams_the_backup_and_refuses_a_damaged_one_without_touching_the_fil
         .collect();
     assert_eq!(blobs.len(), 1, "the backup of `small`");
     std::fs::write(&blobs[0], "SMALL").unwrap();
-    let r = ws.run(&["restore", "data.bin"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("is missing or damaged"), "{}", r.stderr);
+    let r = ws.run_code(1, &["restore", "data.bin"]);
+    assert_contains(&r.stderr, "is missing or damaged");
     assert!(std::fs::read(ws.p("data.bin")).unwrap() == original);
 }

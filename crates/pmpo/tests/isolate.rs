@@ -9,7 +9,7 @@ use pmpo_testkit as common;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use common::{Run, Ws, bin};
+use common::{Run, Ws, bin, stage};
 use serde_json::Value;
 
 /// Two nested loops of 100000: 10^10 turns, hours of rendering.
@@ -19,18 +19,8 @@ const SPIN: &str =
 /// Doubles a 1 MB string 20 times: a terabyte asked for, one step at a time.
 const GROW: &str = "{% set ns = namespace(s=\"a\" * 1000000) %}{% for i in range(20) %}{% set ns.s = ns.s ~ ns.s %}{% endfor %}{{ ns.s | length }}\n";
 
-fn stage<'a>(j: &'a Value, id: &str) -> &'a Value {
-    j["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap_or_else(|| panic!("no stage {id}: {j}"))
-}
-
 fn ledger_rows(ws: &Ws, path: &str) -> Vec<Value> {
-    let r = ws.run(&["ledger", "--json", "--path", path]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["ledger", "--json", "--path", path]);
     r.json().as_array().unwrap().clone()
 }
 

@@ -4,9 +4,10 @@
 
 use pmpo_testkit as common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::{Ws, bin};
+use common::refine::wait_until;
+use common::{Ws, assert_contains, bin};
 use serde_json::Value;
 
 fn ledger(ws: &Ws, args: &[&str]) -> Vec<Value> {
@@ -25,8 +26,7 @@ fn entries(ws: &Ws, path: &str) -> Vec<Value> {
 /// Runs the plan, checks that `path` was replaced, that the ledger names it,
 /// and that `pmpo restore` brings back exactly `original`.
 fn overwrite_then_restore(ws: &Ws, path: &str, original: &[u8], writer: &str) {
-    let r = ws.run(&["execute", "plan.yaml", "-q"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
     assert_ne!(
         std::fs::read(ws.p(path)).unwrap(),
         original,
@@ -44,9 +44,8 @@ fn overwrite_then_restore(ws: &Ws, path: &str, original: &[u8], writer: &str) {
         blake3::hash(original).to_hex().as_str()
     );
     let text = ws.run(&["ledger", "--path", path]);
-    assert!(text.stdout.contains(path), "{}", text.stdout);
-    let r = ws.run(&["restore", path]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    assert_contains(&text.stdout, path);
+    ws.run_ok(&["restore", path]);
     assert!(
         std::fs::read(ws.p(path)).unwrap() == original,
         "`{path}` did not come back byte for byte"
@@ -159,7 +158,7 @@ fn an_unchanged_output_leaves_no_entry() {
     let ws = Ws::new();
     ws.write("same.txt", "same\n");
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo same > same.txt']}\n      outputs: [same.txt]\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
     assert!(entries(&ws, "same.txt").is_empty());
 }
 
@@ -187,23 +186,10 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
             );
         }
         ws.plan(&yaml);
-        let mut child = bin()
-            .args(["execute", "plan.yaml", "-q"])
-            .current_dir(ws.path())
-            .spawn()
-            .unwrap();
+        let mut child = ws.spawn(&["execute", "plan.yaml", "-q"]);
         // Kill once the `kill_after`-th file has changed (mid-sleep of its stage).
-        let target = ws.p(&format!("f{}.txt", kill_after - 1));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::fs::read_to_string(&target).unwrap_or_default()
-            != format!("changed-{}\n", kill_after - 1)
-        {
-            assert!(
-                Instant::now() < deadline,
-                "trial {trial}: the run never got there"
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        let target = format!("f{}.txt", kill_after - 1);
+        ws.wait_for_text(&target, &format!("changed-{}\n", kill_after - 1));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         // The killed stage's shell lives on; `pmpo restore` stops it before it
@@ -264,7 +250,7 @@ fn kill_9_trials_leave_every_changed_file_restorable() {
             "trial {trial}: nothing interrupted: {rows:?}"
         );
         let text = ws.run(&["ledger"]);
-        assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+        assert_contains(&text.stdout, "interrupted");
     }
 }
 
@@ -274,8 +260,7 @@ fn restore_run_rolls_back_a_whole_run_and_the_rollback_can_be_undone() {
     ws.write("a.txt", "a before\n");
     ws.write("b.txt", "b before\n");
     ws.plan("    - id: one\n      with: {command: [sh, -c, 'echo a1 > a.txt; echo c1 > c.txt']}\n      outputs: [a.txt, c.txt]\n    - id: two\n      depends_on: [one]\n      with: {command: [sh, -c, 'echo a2 > a.txt; echo b2 > b.txt']}\n      outputs: [a.txt, b.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let run_id = r.json()["run_id"].as_str().unwrap().to_string();
     assert_eq!(ws.read("a.txt"), "a2\n");
     let listed = ledger(&ws, &["--run", &run_id]);
@@ -284,8 +269,7 @@ fn restore_run_rolls_back_a_whole_run_and_the_rollback_can_be_undone() {
         assert!(paths.contains(&p), "{paths:?}");
     }
 
-    let r = ws.run(&["restore", "--run", &run_id, "--json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["restore", "--run", &run_id, "--json"]);
     let report = r.json();
     assert_eq!(ws.read("a.txt"), "a before\n");
     assert_eq!(ws.read("b.txt"), "b before\n");
@@ -323,8 +307,7 @@ fn restore_run_rolls_back_a_whole_run_and_the_rollback_can_be_undone() {
     assert!(!ws.p("artifact_manifest.json").exists());
 
     // The rollback is itself a change set: undo it.
-    let r = ws.run(&["restore", "--run", &rollback]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["restore", "--run", &rollback]);
     assert_eq!(ws.read("a.txt"), "a2\n");
     assert_eq!(ws.read("b.txt"), "b2\n");
     assert_eq!(ws.read("c.txt"), "c1\n");
@@ -337,17 +320,13 @@ fn restore_names_its_mistakes() {
     ws.plan(
         "    - id: w\n      with: {command: [sh, -c, 'echo x > x.txt']}\n      outputs: [x.txt]\n",
     );
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
-    let r = ws.run(&["restore", "--run", "no-such-run"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("no run `no-such-run`"), "{}", r.stderr);
-    let r = ws.run(&["ledger", "--run", "no-such-run"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    let r = ws.run(&["restore"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("name a file, or a run"), "{}", r.stderr);
-    let r = ws.run(&["restore", "../outside.txt"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
+    let r = ws.run_code(2, &["restore", "--run", "no-such-run"]);
+    assert_contains(&r.stderr, "no run `no-such-run`");
+    ws.run_code(2, &["ledger", "--run", "no-such-run"]);
+    let r = ws.run_code(2, &["restore"]);
+    assert_contains(&r.stderr, "name a file, or a run");
+    ws.run_code(2, &["restore", "../outside.txt"]);
 }
 
 #[test]
@@ -355,16 +334,8 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
     let ws = Ws::new();
     ws.write("slow.txt", "precious slow\n");
     ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo $$ > stage.pid; echo clobbered > slow.txt; exec sleep 30']}\n      outputs: [slow.txt, stage.pid]\n");
-    let mut child = bin()
-        .args(["execute", "plan.yaml", "-q"])
-        .current_dir(ws.path())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while std::fs::read_to_string(ws.p("slow.txt")).unwrap_or_default() != "clobbered\n" {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = ws.spawn(&["execute", "plan.yaml", "-q"]);
+    ws.wait_for_text("slow.txt", "clobbered\n");
     child.kill().unwrap();
     child.wait().unwrap();
     // The stage's own process (started by the test's pmpo) is stopped by its id.
@@ -378,22 +349,20 @@ fn gc_keeps_the_backups_of_interrupted_changes() {
         "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: w\n      cache: false\n      with: {command: [sh, -c, 'date +%N > f.txt']}\n      outputs: [f.txt]\n",
     );
     for _ in 0..3 {
-        let r = ws.run(&["execute", "other.yaml", "-q"]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        ws.run_ok(&["execute", "other.yaml", "-q"]);
     }
     // The next run on the workspace stored the killed run's intent as interrupted.
     let rows = entries(&ws, "slow.txt");
     assert_eq!(rows.len(), 1, "{rows:?}");
     assert_eq!(rows[0]["state"], "interrupted", "{rows:?}");
     assert_eq!(rows[0]["status"], "interrupted", "{rows:?}");
-    let r = ws.run(&["gc", "--keep-runs", "1", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["gc", "--keep-runs", "1", "--json"]);
     let j = r.json();
     assert!(j["backups_removed"].as_u64().unwrap() >= 1, "{j}");
     assert_eq!(j["interrupted_backups_kept"], 1, "{j}");
     assert!(j["backups_kept"].as_u64().unwrap() >= 1, "{j}");
     let text = ws.run(&["gc", "--keep-runs", "1"]);
-    assert!(text.stdout.contains("interrupted"), "{}", text.stdout);
+    assert_contains(&text.stdout, "interrupted");
     // The interrupted change is still undoable.
     ws.assert_restores("slow.txt", "precious slow\n");
 }
@@ -411,11 +380,7 @@ fn a_cancelled_stage_that_overwrote_its_output_is_recorded_and_restorable() {
             .stderr(std::process::Stdio::null())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while std::fs::read_to_string(ws.p("data.txt")).unwrap_or_default() != "broken\n" {
-            assert!(Instant::now() < deadline);
-            std::thread::sleep(Duration::from_millis(10));
-        }
+        ws.wait_for_text("data.txt", "broken\n");
         let ok = std::process::Command::new("kill")
             .args([&format!("-{sig}"), &child.id().to_string()])
             .status()
@@ -455,7 +420,7 @@ fn a_tool_may_not_write_pmpos_own_files() {
     ws.write("page.txt", "x\n");
     ws.write("data.txt", "precious\n");
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
     let blob = blake3::hash(b"precious\n").to_hex().to_string();
     let rel = format!(".refiner/backups/{}/{blob}", &blob[..2]);
     // A hostile template stage aims at the only copy of `precious`.
@@ -479,12 +444,11 @@ fn restore_never_writes_through_a_link_put_in_place_of_the_file() {
     std::fs::write(&victim, "outside\n").unwrap();
     ws.write("data.txt", "precious\n");
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'echo new > data.txt']}\n      outputs: [data.txt]\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-q"]);
     std::fs::remove_file(ws.p("data.txt")).unwrap();
     std::os::unix::fs::symlink(&victim, ws.p("data.txt")).unwrap();
-    let r = ws.run(&["restore", "data.txt"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
-    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    let r = ws.run_code(1, &["restore", "data.txt"]);
+    assert_contains(&r.stderr, "symbolic link");
     assert_eq!(std::fs::read_to_string(&victim).unwrap(), "outside\n");
 }
 
@@ -515,18 +479,16 @@ fn files_removed_or_created_under_a_declared_directory_are_ledgered_and_undone()
     let ws = Ws::new();
     ws.write("out/a.txt", "keep a\n");
     ws.plan("    - id: w\n      with: {command: [sh, -c, 'rm out/a.txt; echo b > out/b.txt']}\n      outputs: [out/]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let run_id = r.json()["run_id"].as_str().unwrap().to_string();
     let a = entries(&ws, "out/a.txt");
     assert_eq!(a.len(), 1, "{a:?}");
     assert!(a[0]["after_blake3"].is_null(), "{a:?}");
     assert_eq!(a[0]["status"], "completed");
     let text = ws.run(&["ledger", "--path", "out/a.txt"]);
-    assert!(text.stdout.contains("(removed)"), "{}", text.stdout);
+    assert_contains(&text.stdout, "(removed)");
     assert_eq!(entries(&ws, "out/b.txt").len(), 1);
-    let r = ws.run(&["restore", "--run", &run_id]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["restore", "--run", &run_id]);
     assert_eq!(ws.read("out/a.txt"), "keep a\n");
     assert!(!ws.p("out/b.txt").exists());
 }
@@ -552,27 +514,19 @@ fn restore_run_rolls_back_a_killed_run_to_the_files_as_they_were() {
     ws.write("out/keep.txt", "keep\n");
     ws.plan("    - id: one\n      cache: false\n      with: {command: [sh, -c, 'echo 1 > a.txt; echo x > out/keep.txt; echo n > out/new1.txt']}\n      outputs: [a.txt, out/]\n    - id: two\n      depends_on: [one]\n      cache: false\n      with: {command: [sh, -c, 'echo 2 > a.txt; rm out/keep.txt; echo n > out/new2.txt; touch two.started; sleep 30']}\n      outputs: [a.txt, out/, two.started]\n");
     let before = user_files(&ws);
-    let mut child = bin()
-        .args(["execute", "plan.yaml", "-q"])
-        .current_dir(ws.path())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while !ws.p("two.started").exists() {
-        assert!(Instant::now() < deadline);
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    let mut child = ws.spawn(&["execute", "plan.yaml", "-q"]);
+    wait_until("`two.started`", Duration::from_secs(60), || {
+        ws.p("two.started").exists()
+    });
     child.kill().unwrap();
     child.wait().unwrap();
     let r = ws.run(&["status", "--json"]);
     let run_id = r.json()["runs"][0]["run_id"].as_str().unwrap().to_string();
-    let r = ws.run(&["restore", "--run", &run_id, "--json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["restore", "--run", &run_id, "--json"]);
     assert_eq!(user_files(&ws), before, "{}", r.stdout);
     // And the rollback itself can be undone: the killed run's files return.
     let id = r.json()["restore_id"].as_str().unwrap().to_string();
-    let r = ws.run(&["restore", "--run", &id]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["restore", "--run", &id]);
     assert_eq!(ws.read("a.txt"), "2\n");
     assert_eq!(ws.read("out/new2.txt"), "n\n");
     assert!(!ws.p("out/keep.txt").exists());

@@ -367,8 +367,7 @@ fn check_does_not_read_a_template_through_a_link_leading_out() {
         "plan.yaml",
         "specification: {artifact_name: t, artifact_type: code}\nplan:\n  stages:\n    - {id: a, tool: template, with: {template: t.html, output: o.html}}\n",
     );
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["check", "plan.yaml"]);
     assert!(!r.stderr.contains("OUTSIDE_VARIABLE"), "{}", r.stderr);
     assert!(
         r.stderr
@@ -414,8 +413,7 @@ plan:
     - {id: above, tool: rasterize, with: {input: art/above.svg, sizes: [8]}}
 ",
     );
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml"]);
     let png = |name: &str| std::fs::read(ws.p(&format!("art/{name}-8.png"))).unwrap();
     // An image inside the workspace is drawn; one outside is not read at all.
     assert_ne!(png("inside"), png("empty"));

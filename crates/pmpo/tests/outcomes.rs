@@ -161,8 +161,7 @@ plan:
 fn a_violated_blocking_constraint_fails_execute_and_the_summary_names_it() {
     let ws = Ws::new();
     blocking_plan(&ws, "bye");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--json"]);
     assert_eq!(
         summary_block(&r),
         "failed: 1 of 1 stage succeeded (1 ran, 0 reused) in T
@@ -183,8 +182,7 @@ results: ./.state/execution_results.json"
     assert_one_vocabulary(&ws, &r);
 
     // Opting out reports the same violation and exits 0.
-    let r = ws.run(&["execute", "plan.yaml", "--json", "--allow-violations"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json", "--allow-violations"]);
     let j = r.json();
     assert_eq!(j["status"], "completed");
     assert_eq!(j["allowed_violations"], true);
@@ -198,8 +196,7 @@ results: ./.state/execution_results.json"
 
     // Fixed: exit 0, nothing listed.
     blocking_plan(&ws, "hello");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     assert_eq!(r.json()["violations"], serde_json::json!([]));
     assert_one_vocabulary(&ws, &r);
 }
@@ -342,8 +339,10 @@ fn with_keep_going_the_whole_results_and_manifest_do_not_depend_on_jobs() {
     for jobs in ["1", "2", "8"] {
         let ws = Ws::new();
         ws.plan(MIXED);
-        let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going", "-j", jobs]);
-        assert_eq!(r.code, 1, "{}", r.stderr);
+        let r = ws.run_code(
+            1,
+            &["execute", "plan.yaml", "--json", "--keep-going", "-j", jobs],
+        );
         let results = stable(ws.read_json(".state/execution_results.json"));
         let manifest = stable(ws.read_json("artifact_manifest.json"));
         assert_eq!(
@@ -379,8 +378,7 @@ fn a_succeeding_plan_gives_the_same_results_for_every_jobs() {
     for jobs in ["1", "2", "8"] {
         let ws = Ws::new();
         ws.plan(plan);
-        let r = ws.run(&["execute", "plan.yaml", "--json", "-j", jobs]);
-        assert_eq!(r.code, 0, "{}", r.stderr);
+        let r = ws.run_ok(&["execute", "plan.yaml", "--json", "-j", jobs]);
         let got = (
             stable(ws.read_json(".state/execution_results.json")),
             stable(ws.read_json("artifact_manifest.json")),
@@ -412,8 +410,7 @@ fn a_paused_run_counts_what_waits_and_names_it_in_errors_for_every_jobs() {
     for jobs in ["1", "2", "8"] {
         let ws = Ws::new();
         ws.plan(PAUSING);
-        let r = ws.run(&["execute", "plan.yaml", "--json", "-j", jobs]);
-        assert_eq!(r.code, 3, "{}", r.stderr);
+        let r = ws.run_code(3, &["execute", "plan.yaml", "--json", "-j", jobs]);
         let j = r.json();
         assert_eq!(j["status"], "awaiting_intervention");
         // What precedes the paused stage ran, whatever the number of jobs.
@@ -446,8 +443,7 @@ results: ./.state/execution_results.json"
         }
 
         // Skipping the stage: nothing failed, but the run is not complete.
-        let r = ws.run(&["resume", run_id, "--skip", "--json", "-j", jobs]);
-        assert_eq!(r.code, 1, "{}", r.stderr);
+        let r = ws.run_code(1, &["resume", run_id, "--skip", "--json", "-j", jobs]);
         let j = r.json();
         assert_eq!(j["status"], "incomplete");
         // `first` is carried over from before the pause; `independent` ran.
@@ -472,10 +468,8 @@ fn a_cached_rerun_is_counted_as_reused_everywhere() {
     ws.plan(
         "    - id: a\n      with: {command: [sh, -c, 'echo a > a.txt']}\n      outputs: [a.txt]\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'cat a.txt > b.txt']}\n      outputs: [b.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--json"]);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     assert_eq!(
         summary_block(&r),
         "completed: 2 of 2 stages succeeded (0 ran, 2 reused) in T
@@ -506,8 +500,10 @@ fn a_cut_stdout_is_never_passed_on_and_stdout_file_has_all_of_it() {
       with: {command: [echo, $big.stdout]}
 ",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json", "--keep-going", "-j", "1"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(
+        1,
+        &["execute", "plan.yaml", "--json", "--keep-going", "-j", "1"],
+    );
     let j = r.json();
     let e = common::error_of(&j, "cut");
     assert_eq!(

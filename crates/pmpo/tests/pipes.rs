@@ -8,17 +8,22 @@ use std::process::Stdio;
 
 use common::Ws;
 
-/// Runs pmpo with stdout and stderr connected to pipes whose reading ends
-/// are closed before it writes anything.
-fn run_into_closed_pipes(ws: &Ws, args: &[&str]) -> (i32, bool) {
-    let mut child = common::bin()
+/// Starts pmpo with no standard input and its stdout and stderr on pipes.
+fn spawn_piped(ws: &Ws, args: &[&str]) -> std::process::Child {
+    common::bin()
         .args(args)
         .current_dir(ws.path())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap_or_else(|e| panic!("cannot start `pmpo {}`: {e}", args.join(" ")))
+}
+
+/// Runs pmpo with stdout and stderr connected to pipes whose reading ends
+/// are closed before it writes anything.
+fn run_into_closed_pipes(ws: &Ws, args: &[&str]) -> (i32, bool) {
+    let mut child = spawn_piped(ws, args);
     drop(child.stdout.take());
     drop(child.stderr.take());
     let status = child.wait().unwrap();
@@ -85,14 +90,7 @@ fn every_command_survives_a_reader_that_went_away() {
 /// Runs pmpo with only stdout going to a pipe closed before it writes
 /// (stderr kept, as `pmpo execute | true` leaves it); returns the exit code.
 fn run_with_closed_stdout(ws: &Ws, args: &[&str]) -> (i32, String) {
-    let mut child = common::bin()
-        .args(args)
-        .current_dir(ws.path())
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child = spawn_piped(ws, args);
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     (

@@ -90,7 +90,7 @@ fn a_skipped_optional_preview_is_reported_skipped_everywhere() {
 
     let status = ws.run(&["status", "--json"]);
     assert_eq!(status.code, 0, "{}", status.stderr);
-    assert!(status.stdout.contains("completed"), "{}", status.stdout);
+    assert_contains(&status.stdout, "completed");
 
     // Nothing was observed, so the manifest does not say the preview passed.
     let m = ws.read_json("artifact_manifest.json");
@@ -113,21 +113,6 @@ fn a_stage_after_a_skipped_optional_preview_still_runs() {
 }
 
 // ---------- with a real browser ----------
-
-fn have_chromium() -> bool {
-    let found = std::env::var_os("PMPO_CHROMIUM").is_some()
-        || ["/usr/bin/chromium", "/usr/bin/chromium-browser"]
-            .iter()
-            .any(|p| std::path::Path::new(p).exists());
-    if !found {
-        assert!(
-            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
-            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
-        );
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
 
 /// A page that logs a console error and throws, previewed with `driver`, and a
 /// blocking constraint that rests on the `preview` check.
@@ -156,13 +141,7 @@ fn without_devtools_a_throwing_page_is_not_checked_never_clean() {
     let j = throwing_page(&ws, "screenshot");
     let report = ws.read_json("dist/previews/page/preview-report.json");
     assert_eq!(report["diagnostics_available"], false, "{report}");
-    let check = &j["validation_outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["check"] == "preview")
-        .unwrap()
-        .clone();
+    let check = validation_of(&j, "preview");
     assert_eq!(check["status"], "not_checked", "{check}");
     let msg = check["evidence"]["message"].as_str().unwrap();
     assert!(
@@ -183,13 +162,7 @@ fn with_devtools_a_throwing_page_fails_its_preview() {
     }
     let ws = Ws::new();
     let j = throwing_page(&ws, "devtools");
-    let check = &j["validation_outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["check"] == "preview")
-        .unwrap()
-        .clone();
+    let check = validation_of(&j, "preview");
     assert_eq!(check["status"], "failed", "{check}");
     let msg = check["evidence"]["message"].as_str().unwrap();
     assert!(
@@ -251,13 +224,7 @@ fn when_devtools_fails_the_fallback_does_not_make_a_throwing_page_clean() {
             .contains("fell back"),
         "{report}"
     );
-    let check = j["validation_outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["check"] == "preview")
-        .unwrap()
-        .clone();
+    let check = validation_of(&j, "preview");
     assert_eq!(check["status"], "not_checked", "{check}");
     let c = ws.read_json("constraints.json");
     assert_eq!(c["constraints"][0]["status"], "not_checked", "{c}");

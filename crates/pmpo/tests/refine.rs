@@ -57,12 +57,7 @@ fn plan_server(answers: Vec<Value>) -> (ModelServer, Arc<AtomicUsize>) {
             let n = count.fetch_add(1, Ordering::SeqCst);
             reply_json(answers[n.min(answers.len() - 1)].clone())
         } else if p.starts_with("Phase: Reflect") {
-            let ids = to_judge(&p);
-            let judgements: Vec<Value> = ids
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "reads well"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "reads well")
         } else {
             openai_error(400, "unexpected prompt", "bad")
         }
@@ -78,8 +73,9 @@ const TBD: &str = "Create a hero banner: subject TBD, soft pastel light.";
 fn a_refinement_converges_in_three_iterations_with_a_model() {
     let ws = Ws::new();
     let (server, plans) = loop_server(vec![TODO, TBD, CLEAN]);
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine",
             "hero",
@@ -92,7 +88,6 @@ fn a_refinement_converges_in_three_iterations_with_a_model() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let report = r.json();
     assert_eq!(report["outcome"], "converged");
     assert_eq!(report["iteration"], 3);
@@ -186,8 +181,9 @@ fn a_refinement_converges_in_three_iterations_with_a_model() {
 fn max_iterations_forces_termination() {
     let ws = Ws::new();
     let (server, _) = loop_server(vec![TODO]);
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        1,
         &[
             "refine",
             "stuck",
@@ -200,7 +196,6 @@ fn max_iterations_forces_termination() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(r.json()["outcome"], "max_iterations_exceeded");
     let st = state(&ws, "stuck");
     assert_eq!(st["convergence_status"], "max_iterations_exceeded");
@@ -244,8 +239,9 @@ fn a_regression_forces_another_iteration_and_fires_its_trigger() {
     plain["stages"][0]["with"] = json!({"input": "prompts/plain.txt", "output": "dist/prompt.md",
         "meta": "dist/prompt.meta.json", "target_platform": "dall-e-3"});
     let (server, _) = plan_server(vec![prompt_plan(TODO), plain, prompt_plan(CLEAN)]);
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine",
             "banner",
@@ -258,7 +254,6 @@ fn a_regression_forces_another_iteration_and_fires_its_trigger() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let report = r.json();
     assert_eq!(report["iteration"], 3, "{}", r.stderr);
     let r2: Value = ws.read_json(".refiner/artifacts/banner/reflections/iteration-2.json");
@@ -301,8 +296,9 @@ fn offline_with_a_model_configured_never_calls_it() {
     let ws = Ws::new();
     ws.write("brand/logo.svg", LOGO);
     let (server, _) = loop_server(vec![CLEAN]);
-    let r = run(
+    run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine",
             "o",
@@ -314,7 +310,6 @@ fn offline_with_a_model_configured_never_calls_it() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert!(server.chat_requests().is_empty());
     assert!(ws.read("refinement_log.md").contains("Planned by: adapter"));
 }
@@ -347,8 +342,9 @@ fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
             openai_error(400, "unexpected prompt", "bad")
         }
     });
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine",
             "hero",
@@ -362,7 +358,6 @@ fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let report = r.json();
     assert_eq!(report["evaluation_strategy"], "test_execution");
     assert_eq!(report["outcome"], "converged");
@@ -395,8 +390,9 @@ fn test_generation_runs_the_prompt_and_an_invalid_plan_gets_one_repair() {
 #[test]
 fn test_generation_without_a_model_evaluates_the_prompt_only() {
     let ws = Ws::new();
-    let r = run(
+    let r = run_code(
         pmpo(&ws),
+        0,
         &[
             "refine",
             "p",
@@ -408,7 +404,6 @@ fn test_generation_without_a_model_evaluates_the_prompt_only() {
             "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let report = r.json();
     assert_eq!(report["evaluation_strategy"], "prompt_quality");
     assert!(
@@ -516,8 +511,9 @@ fn a_webhook_trigger_posts_the_hook_event_during_a_refinement() {
             "action": {"type": "webhook", "target": url, "timeout_ms": 5000}}]})
         .to_string(),
     );
-    let r = run(
+    run_code(
         pmpo(&ws),
+        0,
         &[
             "refine",
             "w",
@@ -529,7 +525,6 @@ fn a_webhook_trigger_posts_the_hook_event_during_a_refinement() {
             "triggers.json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let bodies = received.join().unwrap();
     let (head, body) = &bodies[0];
     assert!(head.starts_with("POST /hooks/pmpo"), "{head}");
@@ -560,8 +555,7 @@ fn a_stage_awaiting_a_decision_pauses_the_loop_until_pmpo_resume() {
         "an image prompt",
         "--json",
     ];
-    let r = run(with_server(&ws, &server), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run_code(with_server(&ws, &server), 3, &args);
     let report = r.json();
     assert_eq!(report["outcome"], "execution_paused");
     let next = report["next_step"].as_str().unwrap().to_string();
@@ -576,8 +570,7 @@ fn a_stage_awaiting_a_decision_pauses_the_loop_until_pmpo_resume() {
     // The person skips the stage; the run finishes; the loop takes its results.
     let resumed = run(with_server(&ws, &server), &["resume", &run_id, "--skip"]);
     assert_ne!(resumed.code, 3, "{}", resumed.stderr);
-    let r = run(with_server(&ws, &server), &["refine", "hero", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    run_code(with_server(&ws, &server), 0, &["refine", "hero", "--json"]);
     assert!(
         ws.read("refinement_log.md")
             .contains(&format!("run {run_id} (finished by `pmpo resume`)"))

@@ -23,16 +23,10 @@ fn the_approval_gate_pauses_until_another_process_answers() {
         "--approval",
         "--json",
     ];
-    let r = run(pmpo(&ws), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 3, &args);
     let report = r.json();
     assert_eq!(report["outcome"], "awaiting_approval");
-    assert!(
-        report["next_step"]
-            .as_str()
-            .unwrap()
-            .contains("pmpo approve acme-logo --continue")
-    );
+    assert_mentions(&report, "next_step", "pmpo approve acme-logo --continue");
     let st = state(&ws, "acme-logo");
     assert_eq!(st["loop"]["approval"]["status"], "pending");
     assert_eq!(
@@ -73,7 +67,7 @@ fn the_approval_gate_pauses_until_another_process_answers() {
     // Nothing to approve any more.
     let late = run(pmpo(&ws), &["approve", "acme-logo", "--terminate"]);
     assert_eq!(late.code, 2);
-    assert!(late.stderr.contains("finalized"), "{}", late.stderr);
+    assert_contains(&late.stderr, "finalized");
 }
 
 /// A logo refinement with the approval gate, paused after its first Reflect.
@@ -88,8 +82,7 @@ fn paused_at_the_gate(ws: &Ws, name: &str) {
         "brand/logo.svg",
         "--approval",
     ];
-    let r = run(pmpo(ws), &args);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    run_code(pmpo(ws), 3, &args);
 }
 
 #[test]
@@ -102,23 +95,18 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
     let before = ws.read(".refiner/artifacts/l/state.json");
     let r = run(pmpo(&ws), &["refine", "l", "--type", "image"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("is a logo, not a image"), "{}", r.stderr);
+    assert_contains(&r.stderr, "is a logo, not a image");
     let r = run(pmpo(&ws), &["refine", "l", "--content-type", "direct:html"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("cannot change now"), "{}", r.stderr);
+    assert_contains(&r.stderr, "cannot change now");
     assert_eq!(ws.read(".refiner/artifacts/l/state.json"), before);
     // An artifact that is not at the gate has nothing to approve.
     assert_eq!(run(pmpo(&ws), &["init", "other", "--type", "logo"]).code, 0);
     let r = run(pmpo(&ws), &["approve", "other", "--continue"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("is not waiting for approval"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "is not waiting for approval");
     assert_eq!(run(pmpo(&ws), &["approve", "l", "--terminate"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "l", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "l", "--json"]);
     assert_eq!(r.json()["outcome"], "user_terminated");
     assert_eq!(state(&ws, "l")["convergence_status"], "user_terminated");
 }
@@ -127,8 +115,9 @@ fn terminate_at_the_approval_gate_finalizes_as_user_terminated() {
 fn status_shows_the_iteration_constraints_and_last_decision() {
     let ws = Ws::new();
     ws.write("brand/logo.svg", LOGO);
-    let r = run(
+    run_code(
         pmpo(&ws),
+        0,
         &[
             "refine",
             "acme",
@@ -140,20 +129,11 @@ fn status_shows_the_iteration_constraints_and_last_decision() {
             "works on dark backgrounds",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     let s = run(pmpo(&ws), &["status", "acme"]);
     assert_eq!(s.code, 0, "{}", s.stderr);
-    assert!(
-        s.stdout.contains("iteration   1 of at most 5"),
-        "{}",
-        s.stdout
-    );
-    assert!(s.stdout.contains("dark-contrast"), "{}", s.stdout);
-    assert!(
-        s.stdout.contains("decision    terminate (converged)"),
-        "{}",
-        s.stdout
-    );
+    assert_contains(&s.stdout, "iteration   1 of at most 5");
+    assert_contains(&s.stdout, "dark-contrast");
+    assert_contains(&s.stdout, "decision    terminate (converged)");
     let j = run(pmpo(&ws), &["status", "acme", "--json"]).json();
     assert_eq!(j["loop"]["last_decision"]["status"], "converged");
 }
@@ -337,7 +317,7 @@ fn bad_input_gets_a_clear_error_and_writes_nothing() {
     ws.write(".refiner/artifacts/x/state.json", "{not json");
     let r = run(pmpo(&ws), &with(&["--input", "brand/logo.svg"]));
     assert_ne!(r.code, 0);
-    assert!(r.stderr.contains("damaged"), "{}", r.stderr);
+    assert_contains(&r.stderr, "damaged");
     assert_eq!(ws.read(".refiner/artifacts/x/state.json"), "{not json");
 }
 
@@ -372,12 +352,8 @@ fn a_second_refine_of_the_same_workspace_is_refused_while_one_runs() {
         "the first refine ended too early"
     );
     assert_eq!(second.code, 4, "{}", second.stderr);
-    assert!(
-        second.stderr.contains("in use by another pmpo"),
-        "{}",
-        second.stderr
-    );
-    assert!(second.stderr.contains("pmpo refine a"), "{}", second.stderr);
+    assert_contains(&second.stderr, "in use by another pmpo");
+    assert_contains(&second.stderr, "pmpo refine a");
     assert_eq!(approve.code, 4, "{}", approve.stderr);
     assert!(first.wait().unwrap().success());
     // Once it is done, the artifact is free again.
@@ -397,8 +373,9 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
         "brand/v2.svg",
         r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#3b82f6"/></svg>"##,
     );
-    let r = run(
+    run_code(
         pmpo(&ws),
+        3,
         &[
             "refine",
             "mark",
@@ -410,7 +387,6 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
             "--json",
         ],
     );
-    assert_eq!(r.code, 3, "{}", r.stderr);
     let reflection = ws.read_json(".refiner/artifacts/mark/reflections/iteration-1.json");
     let dark = reflection["constraints"]
         .as_array()
@@ -440,8 +416,7 @@ fn a_person_fixes_the_input_at_the_approval_gate_and_the_next_iteration_uses_it(
         "brand/v2.svg"
     );
     assert_eq!(run(pmpo(&ws), &["approve", "mark", "--continue"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "mark", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "mark", "--json"]);
     assert_eq!(r.json()["outcome"], "converged");
     assert_eq!(r.json()["iteration"], 2);
     let st = state(&ws, "mark");
@@ -461,19 +436,17 @@ fn a_damaged_loop_file_is_reported_and_left_alone() {
     let spec = ".refiner/artifacts/d/reflections/iteration-1.json";
     ws.write(spec, "{\"iteration\": 1, \"constr");
     assert_eq!(run(pmpo(&ws), &["approve", "d", "--continue"]).code, 0);
-    let r = run(pmpo(&ws), &["refine", "d"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 1, &["refine", "d"]);
     assert!(
         r.stderr
             .contains("reflections/iteration-1.json` is damaged"),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("help:"), "{}", r.stderr);
+    assert_contains(&r.stderr, "help:");
     assert_eq!(ws.read(spec), "{\"iteration\": 1, \"constr");
     // Moved aside, the phase that writes it runs again and the loop goes on.
     std::fs::remove_file(ws.p(spec)).unwrap();
-    let r = run(pmpo(&ws), &["refine", "d", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 0, &["refine", "d", "--json"]);
     assert_eq!(r.json()["outcome"], "converged");
 }

@@ -33,6 +33,20 @@ fn baseline(prompt: &str) -> Value {
     serde_json::from_str(line).unwrap_or(json!([]))
 }
 
+/// The model's "calm" constraint, with this severity.
+fn calm(severity: &str) -> Value {
+    json!({"id": "calm", "description": "The mark feels calm", "severity": severity, "type": "brand"})
+}
+
+/// `answer`, held back a minute while `hold` is set (the model "thinks").
+fn held(answer: Reply, hold: &AtomicBool) -> Reply {
+    if hold.load(Ordering::SeqCst) {
+        answer.delay(Duration::from_secs(60))
+    } else {
+        answer
+    }
+}
+
 /// Ctrl-C while the model is asked for the specification: the run ends as
 /// cancelled (130), Specify is not checkpointed and no adapter fallback is
 /// recorded in its place; the next `pmpo refine` asks the model again and
@@ -50,21 +64,13 @@ fn ctrl_c_during_a_model_call_leaves_the_phase_not_done_and_the_next_run_asks_ag
         if p.starts_with("Phase: Specify") {
             let answer = reply_json(json!({
                 "goals": ["a mark that reads at 16 px"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+                "constraints": [calm("medium")],
             }));
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            held(answer, &h)
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else if p.starts_with("Phase: Reflect") {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm enough"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "calm enough")
         } else {
             openai_error(400, "unexpected prompt", "bad")
         }
@@ -402,8 +408,7 @@ fn pmpo_execute_keeps_the_entries_of_refined_artifacts() {
     ws.plan(
         "    - id: note\n      tool: run\n      with:\n        command: [sh, -c, \"mkdir -p dist && echo hi > dist/note.txt\"]\n      outputs: [dist/note.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml"]);
     let m = ws.read_json("artifact_manifest.json");
     let files = m["files"].as_array().unwrap();
     for f in &before {
@@ -412,8 +417,7 @@ fn pmpo_execute_keeps_the_entries_of_refined_artifacts() {
     let note = files.iter().find(|f| f["path"] == "dist/note.txt").unwrap();
     assert!(note.get("owner").is_none(), "{note}");
     // A second plain run replaces its own entries, not the artifact's.
-    let r = ws.run(&["execute", "plan.yaml", "--force"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--force"]);
     let m = ws.read_json("artifact_manifest.json");
     let files = m["files"].as_array().unwrap();
     assert_eq!(
@@ -441,11 +445,7 @@ fn ctrl_c_while_the_model_plans_leaves_plan_not_done() {
             reply_json(json!({"goals": ["g"], "constraints": []}))
         } else if p.starts_with("Phase: Plan") {
             let answer = reply_json(json!({"stages": baseline(&p)}));
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            held(answer, &h)
         } else {
             reply_json(json!({"judgements": []}))
         }
@@ -531,8 +531,7 @@ fn ctrl_c_at_the_approval_prompt_cancels_and_leaves_the_gate_pending() {
     let d = ws.read("decisions.md");
     assert!(!d.contains("Approval: "), "no answer is recorded: {d}");
     // Without a terminal the next run pauses at the same gate again.
-    let r = run(pmpo(&ws), &["refine", "g"]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    run_code(pmpo(&ws), 3, &["refine", "g"]);
 }
 
 /// Ctrl-C while the model judges (Reflect): the constraints it was asked
@@ -549,21 +548,13 @@ fn ctrl_c_while_the_model_judges_leaves_reflect_not_done() {
         if p.starts_with("Phase: Specify") {
             reply_json(json!({
                 "goals": ["g"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "blocking", "type": "brand"}],
+                "constraints": [calm("blocking")],
             }))
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
-                .collect();
-            let answer = reply_json(json!({"judgements": judgements}));
-            if h.load(Ordering::SeqCst) {
-                answer.delay(Duration::from_secs(60))
-            } else {
-                answer
-            }
+            let answer = judge_all(&p, "calm");
+            held(answer, &h)
         }
     });
     let judged = |server: &ModelServer| phase_requests(server, "Reflect");
@@ -608,16 +599,12 @@ fn a_failed_execute_is_not_judged_by_the_model() {
         if p.starts_with("Phase: Specify") {
             reply_json(json!({
                 "goals": ["g"],
-                "constraints": [{"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"}],
+                "constraints": [calm("medium")],
             }))
         } else if p.starts_with("Phase: Plan") {
             reply_json(json!({"stages": baseline(&p)}))
         } else {
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "calm"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "calm")
         }
     });
     let judged = |server: &ModelServer| {
@@ -627,20 +614,20 @@ fn a_failed_execute_is_not_judged_by_the_model() {
             .filter(|r| r.prompt().starts_with("Phase: Reflect"))
             .count()
     };
-    let r = run(
+    run_code(
         with_server(&ws, &server),
+        0,
         &[
             "refine", "m", "--type", "logo", "--input", "logo.svg", "--json",
         ],
     );
-    assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(judged(&server), 1);
     std::fs::remove_file(ws.p("logo.svg")).unwrap();
-    let r = run(
+    let r = run_code(
         with_server(&ws, &server),
+        1,
         &["refine", "m", "--max-iterations", "1", "--json"],
     );
-    assert_eq!(r.code, 1, "{}", r.stderr);
     assert_eq!(
         judged(&server),
         1,
@@ -677,7 +664,7 @@ fn only_constraints_without_a_check_are_judged() {
             reply_json(json!({
                 "goals": ["g"],
                 "constraints": [
-                    {"id": "calm", "description": "The mark feels calm", "severity": "medium", "type": "brand"},
+                    calm("medium"),
                     {"id": "tidy", "description": "The SVG is tidy", "severity": "low", "type": "technical"},
                 ],
             }))
@@ -691,11 +678,7 @@ fn only_constraints_without_a_check_are_judged() {
             }))
         } else {
             // Judge everything asked as satisfied (a lenient judge).
-            let judgements: Vec<Value> = to_judge(&p)
-                .iter()
-                .map(|id| json!({"id": id, "status": "satisfied", "reason": "fine"}))
-                .collect();
-            reply_json(json!({"judgements": judgements}))
+            judge_all(&p, "fine")
         }
     });
     let r = run(

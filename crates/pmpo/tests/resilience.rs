@@ -6,15 +6,6 @@ use common::*;
 use pmpo_testkit as common;
 use serde_json::Value;
 
-fn stage<'a>(results: &'a Value, id: &str) -> &'a Value {
-    results["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()
-}
-
 /// A command that fails until it has been called `n` times.
 fn flaky(n: u32, counter: &str) -> String {
     format!(
@@ -35,8 +26,7 @@ fn a_tool_that_fails_twice_then_succeeds_is_retried() {
         "    - id: flaky\n      cache: false\n      retry: {{attempts: 3, backoff: exponential, initial: 10ms, jitter: false}}\n      with: {{command: {}}}\n      outputs: [n.txt]\n",
         flaky(3, "n.txt")
     ));
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(stage(&res, "flaky")["status"], "COMPLETED");
     assert_eq!(stage(&res, "flaky")["attempts"], 3);
@@ -83,8 +73,7 @@ fn exhausted_retries_keep_the_last_error() {
 fn fallback_is_used_and_the_user_is_told() {
     let ws = Ws::new();
     ws.plan("    - id: make\n      with: {command: [sh, -c, 'exit 9']}\n      fallback:\n        tool: run\n        with: {command: [sh, -c, 'echo from-fallback > out.txt']}\n      outputs: [out.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(stage(&res, "make")["fallback_used"], "run");
     assert_eq!(ws.read("out.txt"), "from-fallback\n");
@@ -138,32 +127,12 @@ echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
     assert_eq!(seen["inputs"]["text"], "hello world");
     let err = |id: &str| error_of(&res, id);
     assert_eq!(err("garbage")["kind"], "bad_tool_output");
-    assert!(
-        err("garbage")["message"]
-            .as_str()
-            .unwrap()
-            .contains("this is not json")
-    );
+    assert_mentions(&err("garbage"), "message", "this is not json");
     assert_eq!(err("sad")["kind"], "tool_failed");
-    assert!(
-        err("sad")["message"]
-            .as_str()
-            .unwrap()
-            .contains("no quota left")
-    );
-    assert!(
-        err("liar")["message"]
-            .as_str()
-            .unwrap()
-            .contains("ghost.txt")
-    );
+    assert_mentions(&err("sad"), "message", "no quota left");
+    assert_mentions(&err("liar"), "message", "ghost.txt");
     assert_eq!(err("missing")["kind"], "missing_dependency");
-    assert!(
-        err("missing")["hint"]
-            .as_str()
-            .unwrap()
-            .contains("pmpo-plugin-nowhere")
-    );
+    assert_mentions(&err("missing"), "hint", "pmpo-plugin-nowhere");
 
     let a = ws.run(&["adapters", "--health", "--json"]);
     let rows = a.json();
@@ -177,12 +146,7 @@ echo '{"success": true, "outputs": {"words": 2}, "files": ["made.txt"]}'"#,
     };
     assert_eq!(row("plugin:count")["health"], "healthy");
     assert_eq!(row("plugin:ill")["health"], "unhealthy");
-    assert!(
-        row("plugin:ill")["health_detail"]
-            .as_str()
-            .unwrap()
-            .contains("broken")
-    );
+    assert_mentions(&row("plugin:ill"), "health_detail", "broken");
     assert_eq!(a.code, 1);
 }
 
@@ -191,16 +155,10 @@ fn an_open_breaker_fails_fast_and_the_run_pauses_in_safe_mode() {
     let ws = Ws::new();
     plugin(&ws, "down", "cat >/dev/null; echo 1 >> calls.txt; exit 1");
     ws.plan("    - id: call\n      tool: plugin:down\n      retry: {attempts: 5, initial: 10ms, jitter: false}\n      outputs: [calls.txt]\n");
-    let r = ws.run(&[
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--breaker-threshold",
-        "2",
-        "--breaker-cooldown",
-        "1h",
-    ]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = ws.run_code(
+        3,
+        &with_breaker(&["execute", "plan.yaml", "--json"], "2", Some("1h")),
+    );
     let res = r.json();
     assert_eq!(res["status"], "paused");
     assert_eq!(stage(&res, "call")["status"], "AWAITING_INTERVENTION");
@@ -231,30 +189,21 @@ fn an_open_breaker_fails_fast_and_the_run_pauses_in_safe_mode() {
     );
 
     // Another process sees the same breaker: no call at all.
-    let r = ws.run(&[
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--breaker-threshold",
+    let r = ws.run(&with_breaker(
+        &["execute", "plan.yaml", "--json"],
         "2",
-        "--breaker-cooldown",
-        "1h",
-    ]);
+        Some("1h"),
+    ));
     assert_eq!(r.code, 3);
     assert_eq!(ws.read("calls.txt").lines().count(), 2);
 
     // With a fallback, an open breaker goes straight to it.
     ws.plan("    - id: call\n      tool: plugin:down\n      fallback: {tool: run, with: {command: [sh, -c, 'echo ok > ok.txt']}}\n      outputs: [ok.txt]\n");
-    let r = ws.run(&[
-        "execute",
-        "plan.yaml",
-        "--json",
-        "--breaker-threshold",
+    ws.run_ok(&with_breaker(
+        &["execute", "plan.yaml", "--json"],
         "2",
-        "--breaker-cooldown",
-        "1h",
-    ]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+        Some("1h"),
+    ));
     assert_eq!(ws.read("calls.txt").lines().count(), 2);
     assert_eq!(ws.read("ok.txt"), "ok\n");
 }
@@ -268,15 +217,7 @@ fn a_half_open_breaker_closes_after_a_good_trial() {
         r#"cat >/dev/null; if [ -f healthy ]; then echo '{"success": true}'; else exit 1; fi"#,
     );
     ws.plan("    - id: call\n      cache: false\n      tool: plugin:moody\n");
-    let args = [
-        "execute",
-        "plan.yaml",
-        "-q",
-        "--breaker-threshold",
-        "1",
-        "--breaker-cooldown",
-        "300ms",
-    ];
+    let args = with_breaker(&["execute", "plan.yaml", "-q"], "1", Some("300ms"));
     assert_eq!(ws.run(&args).code, 1);
     assert_eq!(ws.run(&args).code, 3, "open: no call");
     std::thread::sleep(std::time::Duration::from_millis(400));
@@ -296,8 +237,7 @@ fn a_half_open_breaker_closes_after_a_good_trial() {
 fn manual_intervention_pauses_without_a_terminal_and_resume_answers_it() {
     let ws = Ws::new();
     ws.plan("    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: needs-fix\n      depends_on: [first]\n      on_failure: manual\n      with: {command: [sh, -c, 'test -f fixed && echo done > fixed.out']}\n      outputs: [fixed.out]\n    - id: after\n      depends_on: [needs-fix]\n      with: {command: [sh, -c, 'echo after > after.txt']}\n      outputs: [after.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 3, "{}", r.stderr);
+    let r = ws.run_code(3, &["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(res["status"], "awaiting_intervention");
     assert_eq!(stage(&res, "needs-fix")["status"], "AWAITING_INTERVENTION");
@@ -323,8 +263,7 @@ fn manual_intervention_pauses_without_a_terminal_and_resume_answers_it() {
 
     // The person fixes things and answers from another process.
     ws.write("fixed", "");
-    let r = ws.run(&["resume", &run_id, "--retry", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["resume", &run_id, "--retry", "--json"]);
     let res = r.json();
     assert_eq!(res["run_id"], run_id.as_str());
     assert_eq!(stage(&res, "needs-fix")["status"], "COMPLETED");
@@ -348,12 +287,7 @@ fn skip_and_abort_answers() {
         if answer == "--skip" {
             // A person's skip is not a failure: independent stages still run.
             assert_eq!(stage(&res, "independent")["status"], "COMPLETED");
-            assert!(
-                stage(&res, "broken")["reason"]
-                    .as_str()
-                    .unwrap()
-                    .contains("skipped by the user")
-            );
+            assert_mentions(stage(&res, "broken"), "reason", "skipped by the user");
         } else {
             assert_eq!(stage(&res, "independent")["status"], "SKIPPED");
             assert_eq!(res["errors"][0]["kind"], "aborted");
@@ -373,23 +307,17 @@ fn known_error_classes_get_hints() {
     let res = r.json();
     let err = |id: &str| error_of(&res, id);
     assert_eq!(err("py")["kind"], "missing_dependency");
-    assert!(
-        err("py")["hint"]
-            .as_str()
-            .unwrap()
-            .contains("pip install definitely_missing_module_xyz")
+    assert_mentions(
+        &err("py"),
+        "hint",
+        "pip install definitely_missing_module_xyz",
     );
     assert_eq!(err("svc")["kind"], "service_unavailable", "{}", err("svc"));
-    assert!(
-        err("svc")["hint"]
-            .as_str()
-            .unwrap()
-            .contains("start the service")
-    );
+    assert_mentions(&err("svc"), "hint", "start the service");
     assert_eq!(err("perm")["kind"], "permission_denied");
-    assert!(err("perm")["hint"].as_str().unwrap().contains("chmod +x"));
+    assert_mentions(&err("perm"), "hint", "chmod +x");
     assert_eq!(err("sig")["kind"], "signal");
-    assert!(err("sig")["message"].as_str().unwrap().contains("SIGTERM"));
+    assert_mentions(&err("sig"), "message", "SIGTERM");
     // The terminal shows them too.
     assert!(
         r.stderr
@@ -405,16 +333,12 @@ fn check_knows_the_recovery_settings() {
     ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n    - id: b\n      on_failure: later\n      with: {command: [echo]}\n");
     let r = ws.run(&["check", "plan.yaml"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("unknown variant `later`"), "{}", r.stderr);
+    assert_contains(&r.stderr, "unknown variant `later`");
     let ws = Ws::new();
     ws.plan("    - id: a\n      retry: {attempts: 0}\n      fallback: {tool: nope}\n      correct: true\n      with: {command: [echo]}\n");
     let r = ws.run(&["check", "plan.yaml"]);
-    assert!(r.stderr.contains("retry.attempts is 0"), "{}", r.stderr);
-    assert!(
-        r.stderr.contains("fallback uses unknown tool `nope`"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "retry.attempts is 0");
+    assert_contains(&r.stderr, "fallback uses unknown tool `nope`");
     assert!(
         r.stderr
             .contains("`correct: true` needs a `run` stage with `language` + `code`"),
@@ -433,8 +357,7 @@ fn one_minimal_correction_by_a_command_endpoint() {
     );
     ws.write("pmpo.toml", "[ai]\ndefault_endpoint = \"fixer\"\n\n[ai.endpoints.fixer]\nkind = \"command\"\ncommand = [\"sh\", \"fixer.sh\"]\n");
     ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(stage(&res, "buggy")["status"], "COMPLETED");
     assert_eq!(stage(&res, "buggy")["attempts"], 2);
@@ -460,8 +383,7 @@ fn one_minimal_correction_by_a_command_endpoint() {
     );
     // The corrected run is judged like any attempt: its stage checks still apply.
     ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n      validate:\n        - {check: contains, with: {path: out.txt, text: not-what-the-fix-writes}}\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--json"]);
     assert_eq!(stage(&r.json(), "buggy")["status"], "FAILED");
     ws.plan("    - id: buggy\n      correct: true\n      with:\n        language: python\n        code: 'print(undefined_name)'\n      outputs: [out.txt]\n");
     // A corrected result is not reused: the plan's own code still fails.
@@ -490,8 +412,7 @@ fn correction_without_a_model_is_skipped_with_a_note() {
 fn fail_fast_lets_running_stages_finish_and_starts_nothing_after_the_failure() {
     let ws = Ws::new();
     ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'sleep 1.2; echo done > slow.txt']}\n      outputs: [slow.txt]\n    - id: bad\n      cache: false\n      with: {command: [sh, -c, 'sleep 0.3; exit 1']}\n    - id: later\n      cache: false\n      with: {command: [sh, -c, 'echo later > later.txt']}\n      outputs: [later.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml", "--json", "--jobs", "2"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--json", "--jobs", "2"]);
     let res = r.json();
     assert_eq!(stage(&res, "bad")["status"], "FAILED");
     // The stage running beside the failure is never killed: it finishes and counts.

@@ -7,7 +7,7 @@ use pmpo_testkit as common;
 
 use std::path::PathBuf;
 
-use common::{Run, Ws, bin, error_of};
+use common::{Run, Ws, assert_contains, bin, error_of, stage};
 use serde_json::Value;
 
 const SIMULATE: &str = "PMPO_SANDBOX_SIMULATE_NO_LANDLOCK";
@@ -72,15 +72,6 @@ fn need_landlock() -> bool {
         return false;
     }
     true
-}
-
-fn stage<'a>(res: &'a Value, id: &str) -> &'a Value {
-    res["stages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|s| s["id"] == id)
-        .unwrap()
 }
 
 fn ledger(ws: &Ws) -> Vec<Value> {
@@ -215,11 +206,7 @@ fn detection_records_and_fails_every_undeclared_change() {
     // The ledger says what restore cannot do for such a file.
     let rs = b.run(&["restore", "victim.txt"], true);
     assert_ne!(rs.code, 0);
-    assert!(
-        rs.stderr.contains("outside its declared outputs"),
-        "{}",
-        rs.stderr
-    );
+    assert_contains(&rs.stderr, "outside its declared outputs");
 }
 
 #[test]
@@ -391,13 +378,7 @@ fn check_plan(ws: &Ws, writes: Option<&str>) {
 }
 
 fn check_of(res: &Value) -> Value {
-    res["validation_outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|v| v["check"] == "command")
-        .unwrap()
-        .clone()
+    common::validation_of(res, "command")
 }
 
 #[test]

@@ -82,8 +82,7 @@ fn stages_never_see_keys_and_a_printed_key_is_redacted_everywhere() {
 fn env_passthrough_must_be_a_list_of_names() {
     let ws = Ws::new();
     ws.plan("    - id: a\n      with: {command: [echo], env_passthrough: GITHUB_TOKEN}\n");
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
+    let r = ws.run_code(2, &["check", "plan.yaml"]);
     assert!(
         r.stderr
             .contains("`env_passthrough` must be a list of variable names"),

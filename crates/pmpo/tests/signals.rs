@@ -7,7 +7,7 @@ use pmpo_testkit as common;
 use std::process::{Child, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Run, Ws};
+use common::{Run, Ws, assert_contains};
 
 fn spawn(ws: &Ws, args: &[&str]) -> Child {
     common::bin()
@@ -118,8 +118,7 @@ fn the_first_signal_stops_a_spinning_template_and_a_rerun_reuses_what_was_done()
     ws.plan(
         "    - id: first\n      with: {command: [sh, -c, 'echo 1 > first.txt']}\n      outputs: [first.txt]\n    - id: spin\n      depends_on: [first]\n      tool: template\n      with: {template: ok.txt, output: out.txt}\n      outputs: [out.txt]\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["stages"][0]["status"], "CACHED", "{}", r.stderr);
     assert_eq!(j["stages"][1]["status"], "COMPLETED");
@@ -159,11 +158,7 @@ fn a_second_signal_does_not_wait_out_a_checks_grace_and_leaves_nothing_behind() 
     let r: Run = child.wait_with_output().unwrap().into();
     assert!(t.elapsed() < Duration::from_secs(5));
     assert_eq!(r.code, 143, "{}", r.stderr);
-    assert!(
-        r.stderr.contains("second signal: stopped at once"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "second signal: stopped at once");
     // Only the registry of live groups can have stopped it: pmpo did not
     // wait for the check, and the command ignores SIGTERM.
     let until = Instant::now() + Duration::from_secs(2);

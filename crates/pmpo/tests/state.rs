@@ -33,12 +33,11 @@ fn identical_stages_are_cached_until_something_changes() {
     let ws = Ws::new();
     ws.write("src.txt", "v1\n");
     ws.plan(COUNTING);
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-j1"]);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\n");
 
     // Nothing changed: a and b are reused, c (cache: false) runs.
-    let r = ws.run(&["execute", "plan.yaml", "-j1", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "-j1", "--json"]);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\nc\n");
     assert_eq!(status_of(&ws, "a"), "CACHED");
     assert_eq!(status_of(&ws, "b"), "CACHED");
@@ -54,13 +53,13 @@ fn identical_stages_are_cached_until_something_changes() {
 
     // A declared input changes: b runs again, a stays cached.
     ws.write("src.txt", "v2\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-j1"]);
     assert_eq!(ws.read("count.txt"), "a\nb\nc\nc\nb\nc\n");
     assert_eq!(ws.read("b.out"), "v2\n");
 
     // An output was tampered with: its stage runs again.
     ws.write("a.out", "tampered\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-j1"]);
     assert_eq!(status_of(&ws, "a"), "COMPLETED");
     assert_eq!(ws.read("a.out"), "a\n");
     // b depends on a, whose output is the same again: still cached.
@@ -75,14 +74,14 @@ fn identical_stages_are_cached_until_something_changes() {
         (status_of(&ws, "a"), status_of(&ws, "b")),
         ("CACHED".into(), "COMPLETED".into())
     );
-    assert_eq!(ws.run(&["execute", "plan.yaml", "-j1", "--force"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml", "-j1", "--force"]);
     assert_eq!(
         (status_of(&ws, "a"), status_of(&ws, "b")),
         ("COMPLETED".into(), "COMPLETED".into())
     );
     let r = ws.run(&["execute", "plan.yaml", "-j1", "--force=zz"]);
     assert_eq!(r.code, 2);
-    assert!(r.stderr.contains("--force names `zz`"), "{}", r.stderr);
+    assert_contains(&r.stderr, "--force names `zz`");
 }
 
 #[test]
@@ -90,11 +89,11 @@ fn a_script_the_command_runs_is_part_of_the_cache_key() {
     let ws = Ws::new();
     ws.write("gen.sh", "echo one > gen.out\n");
     ws.plan("    - id: gen\n      with: {command: [sh, gen.sh]}\n      outputs: [gen.out]\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml"]);
+    ws.run_ok(&["execute", "plan.yaml"]);
     assert_eq!(status_of(&ws, "gen"), "CACHED");
     ws.write("gen.sh", "echo two > gen.out\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml"]);
     assert_eq!(status_of(&ws, "gen"), "COMPLETED");
     assert_eq!(ws.read("gen.out"), "two\n");
 }
@@ -233,14 +232,13 @@ fn resume_by_run_id_reports_changed_stages() {
         .to_string();
     // Fix b, then resume that run: a is not run again, b runs, and the change is named.
     ws.plan("    - id: a\n      sandbox: false\n      with: {command: [sh, -c, 'echo a >> n.txt']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'exit 0']}\n");
-    let r = ws.run(&["resume", &run_id]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["resume", &run_id]);
     assert!(
         r.stderr.contains(&format!("continuing run {run_id}")),
         "{}",
         r.stderr
     );
-    assert!(r.stderr.contains("stage(s) b changed"), "{}", r.stderr);
+    assert_contains(&r.stderr, "stage(s) b changed");
     assert_eq!(ws.read("n.txt"), "a\n");
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(res["run_id"], run_id.as_str());
@@ -248,14 +246,9 @@ fn resume_by_run_id_reports_changed_stages() {
 
     let r = ws.run(&["resume", "no-such-run"]);
     assert_eq!(r.code, 2);
-    assert!(
-        r.stderr.contains("there is no run `no-such-run`"),
-        "{}",
-        r.stderr
-    );
+    assert_contains(&r.stderr, "there is no run `no-such-run`");
 
-    let r = ws.run(&["status", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["status", "--json"]);
     assert_eq!(r.json()["runs"][0]["status"], "completed");
 }
 
@@ -279,7 +272,7 @@ fn two_writers_never_run_at_once() {
         "{}",
         second.stderr
     );
-    assert!(second.stderr.contains("--wait"), "{}", second.stderr);
+    assert_contains(&second.stderr, "--wait");
     let live = ws.run(&["status"]);
     assert!(
         live.stdout.contains(&format!("live: pid {}", first.id())),
@@ -316,16 +309,15 @@ fn a_lock_left_by_a_killed_process_is_taken_over() {
         st.stdout
     );
     ws.plan("    - id: slow\n      with: {command: [sh, -c, 'true']}\n");
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
-    assert!(r.stderr.contains("did not finish"), "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml"]);
+    assert_contains(&r.stderr, "did not finish");
 }
 
 #[test]
 fn damaged_state_gets_a_clear_error_and_is_left_alone() {
     let ws = Ws::new();
     ws.plan("    - id: a\n      with: {command: [echo]}\n");
-    assert_eq!(ws.run(&["execute", "plan.yaml"]).code, 0);
+    ws.run_ok(&["execute", "plan.yaml"]);
     std::fs::write(
         ws.p(".state/pmpo.db"),
         b"this is not a database, just text that is long enough to look like a header...........",
@@ -353,11 +345,10 @@ fn gc_prunes_only_old_backups_and_reports_sizes() {
     let ws = Ws::new();
     ws.plan("    - id: w\n      cache: false\n      with: {command: [sh, -c, 'date +%N > f.txt']}\n      outputs: [f.txt]\n");
     for _ in 0..4 {
-        assert_eq!(ws.run(&["execute", "plan.yaml", "-q"]).code, 0);
+        ws.run_ok(&["execute", "plan.yaml", "-q"]);
     }
     ws.write("mine.txt", "user data\n");
-    let r = ws.run(&["gc", "--keep-runs", "1", "--json"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["gc", "--keep-runs", "1", "--json"]);
     let j = r.json();
     assert!(j["backups_removed"].as_u64().unwrap() >= 2, "{j}");
     assert!(j["bytes_freed"].as_u64().unwrap() > 0, "{j}");
@@ -392,8 +383,7 @@ fn a_resumed_run_stops_what_the_killed_run_left_running() {
     let _ = child.wait();
     assert!(alive(), "the stage process should outlive a killed pmpo");
     ws.plan("    - id: long\n      with: {command: [sh, -c, 'echo quick > late.txt']}\n      outputs: [late.txt]\n");
-    let r = ws.run(&["execute", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml"]);
     assert!(
         r.stderr.contains("stopped 1 process(es)") || r.stderr.contains("stopped 2 process(es)"),
         "{}",

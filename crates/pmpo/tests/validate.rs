@@ -1,6 +1,7 @@
 //! `pmpo validate`, per-stage `validate:` in `pmpo execute`, constraints.json,
 //! JUnit reports, and `pmpo check` on check names and parameters.
 
+use common::assert_mentions;
 use common::*;
 use pmpo_testkit as common;
 
@@ -45,19 +46,10 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     plan(&ws, NOOP, VPLAN);
     good_svg(&ws);
     // `readable` (high) is violated: #777 on white is 4.48:1. Not blocking: exit 0.
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("svg-valid (blocking): satisfied"),
-        "{}",
-        r.stdout
-    );
-    assert!(
-        r.stdout.contains("readable (high): VIOLATED"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("FAIL contrast"), "{}", r.stdout);
+    let r = ws.run_ok(&["validate", "plan.yaml"]);
+    assert_contains(&r.stdout, "svg-valid (blocking): satisfied");
+    assert_contains(&r.stdout, "readable (high): VIOLATED");
+    assert_contains(&r.stdout, "FAIL contrast");
     let c = ws.read_json("constraints.json");
     let by: std::collections::HashMap<String, serde_json::Value> = c["constraints"]
         .as_array()
@@ -68,12 +60,7 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
     assert_eq!(by["svg-valid"]["status"], "satisfied");
     assert_eq!(by["svg-valid"]["severity"], "blocking");
     assert_eq!(by["readable"]["status"], "violated");
-    assert!(
-        by["readable"]["checks"][0]["message"]
-            .as_str()
-            .unwrap()
-            .contains("4.47")
-    );
+    assert_mentions(&by["readable"]["checks"][0], "message", "4.47");
     assert_eq!(by["brand"]["status"], "not_checked");
     assert_eq!(by["docs"]["status"], "not_checked");
     assert_eq!(c["summary"]["violated"], 1);
@@ -93,24 +80,18 @@ fn validate_records_each_constraint_and_exits_by_blocking_severity() {
         "dist/logo.svg",
         "<svg xmlns=\"http://www.w3.org/2000/svg\"><g></svg>",
     );
-    let r = ws.run(&["validate", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["validate", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["ok"], false);
     assert_eq!(j["summary"]["blocking_violated"], 1);
     let xml = &j["validation_outputs"][0];
     assert_eq!(xml["status"], "failed");
-    assert!(
-        xml["evidence"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("not well-formed XML")
-    );
+    assert_mentions(&xml["evidence"], "message", "not well-formed XML");
     // Missing file: also a violation, not a crash.
     std::fs::remove_file(ws.p("dist/logo.svg")).unwrap();
     let r = ws.run(&["validate", "plan.yaml"]);
     assert_eq!(r.code, 1);
-    assert!(r.stdout.contains("does not exist"), "{}", r.stdout);
+    assert_contains(&r.stdout, "does not exist");
 }
 
 #[test]
@@ -118,8 +99,7 @@ fn junit_report_parses_back() {
     let ws = Ws::new();
     plan(&ws, NOOP, VPLAN);
     good_svg(&ws);
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "reports/junit.xml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "reports/junit.xml"]);
     let text = ws.read("reports/junit.xml");
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     let root = doc.root_element();
@@ -178,8 +158,7 @@ fn a_failing_validate_item_fails_its_stage() {
 ",
         VPLAN,
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 1, "{}", r.stderr);
+    let r = ws.run_code(1, &["execute", "plan.yaml", "--json"]);
     let j = r.json();
     assert_eq!(j["stages"][0]["status"], "FAILED", "{}", j["stages"]);
     assert!(
@@ -247,8 +226,7 @@ fn passing_validate_items_complete_the_stage() {
 ",
         "    - {constraint_id: docs, validation_method: markdown_headings, with: {path: README.md}}\n",
     );
-    let r = ws.run(&["execute", "plan.yaml", "--json"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let c = ws.read_json("constraints.json");
     assert_eq!(c["constraints"][3]["id"], "docs");
     assert_eq!(c["constraints"][3]["status"], "satisfied");
@@ -256,8 +234,7 @@ fn passing_validate_items_complete_the_stage() {
 
 /// `pmpo check` on a plan; returns stderr (exit 2 expected).
 fn check_fails(ws: &Ws) -> String {
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 2, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_code(2, &["check", "plan.yaml"]);
     let v = ws.run(&["validate", "plan.yaml"]);
     assert_eq!(v.code, 2, "validate refuses an invalid plan too");
     assert!(!ws.p("constraints.json").exists());
@@ -339,8 +316,7 @@ fn free_text_methods_are_fine_when_not_executed() {
         NOOP,
         "    - {constraint_id: brand, validation_method: ask the art director, execution_required: false}\n",
     );
-    let r = ws.run(&["check", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}", r.stderr);
+    ws.run_ok(&["check", "plan.yaml"]);
 }
 
 #[test]
@@ -351,8 +327,7 @@ fn the_checks_example_executes_and_validates() {
         "/../../examples/checks/plan.yaml"
     );
     std::fs::copy(example, ws.p("plan.yaml")).unwrap();
-    let r = ws.run(&["execute", "plan.yaml", "--json", "-q"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    let r = ws.run_ok(&["execute", "plan.yaml", "--json", "-q"]);
     let j = r.json();
     let failed: Vec<&serde_json::Value> = j["validation_outputs"]
         .as_array()
@@ -365,8 +340,7 @@ fn the_checks_example_executes_and_validates() {
     let c = ws.read_json("constraints.json");
     assert_eq!(c["summary"]["satisfied"], 6, "{c}");
     assert_eq!(c["summary"]["not_checked"], 1);
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 0, "{}", r.stdout);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "junit.xml"]);
     // constraints.json matches the schema the project ships (checked by pmpo's own json_schema check).
     let schema = concat!(
         env!("CARGO_MANIFEST_DIR"),
@@ -378,25 +352,15 @@ fn the_checks_example_executes_and_validates() {
         "meta/plan.yaml",
         "specification:\n  artifact_name: m\n  artifact_type: meta\n  constraints:\n    - {id: shape, description: d, severity: blocking}\nplan:\n  stages:\n    - id: a\n      with: {command: [echo]}\n  validation_plan:\n    - {constraint_id: shape, validation_method: json_schema, with: {path: constraints.json, schema_file: schemas/constraints.schema.json}}\n",
     );
-    let r = ws.run(&["validate", "meta/plan.yaml", "-w", "."]);
-    assert_eq!(r.code, 0, "{}", r.stdout);
+    ws.run_ok(&["validate", "meta/plan.yaml", "-w", "."]);
     // Break a PNG: the blocking `sizes` constraint is violated.
     let png = ws.p("out/logo-32.png");
     let bytes = std::fs::read(&png).unwrap();
     std::fs::write(&png, &bytes[..bytes.len() / 2]).unwrap();
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 1, "{}", r.stdout);
-    assert!(
-        r.stdout.contains("sizes (blocking): VIOLATED"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("truncated PNG"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("manifest (blocking): VIOLATED"),
-        "{}",
-        r.stdout
-    );
+    let r = ws.run_code(1, &["validate", "plan.yaml"]);
+    assert_contains(&r.stdout, "sizes (blocking): VIOLATED");
+    assert_contains(&r.stdout, "truncated PNG");
+    assert_contains(&r.stdout, "manifest (blocking): VIOLATED");
 }
 
 fn interrupt_after(child: &std::process::Child, ms: u64) {
@@ -416,17 +380,12 @@ fn process_alive(ws: &Ws, pidfile: &str) -> bool {
             .contains(") Z ")
 }
 
-#[test]
-fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
-    let ws = Ws::new();
-    plan(
-        &ws,
-        NOOP,
-        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s, writes: [bg.pid]}}\n",
-    );
+/// Starts `pmpo ARGS`, presses Ctrl-C once its command check has written
+/// `bg.pid`, and checks that it ends as cancelled (130). Returns when it began.
+fn ctrl_c_once_the_check_runs(ws: &Ws, args: &[&str]) -> std::time::Instant {
     let start = std::time::Instant::now();
     let child = bin()
-        .args(["validate", "plan.yaml"])
+        .args(args)
         .current_dir(ws.path())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -440,9 +399,22 @@ fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
     assert_eq!(
         out.status.code(),
         Some(130),
-        "{}",
+        "`pmpo {}`: {}",
+        args.join(" "),
         String::from_utf8_lossy(&out.stderr)
     );
+    start
+}
+
+#[test]
+fn ctrl_c_stops_a_running_command_check_and_its_process_group() {
+    let ws = Ws::new();
+    plan(
+        &ws,
+        NOOP,
+        "    - {constraint_id: svg-valid, validation_method: command, with: {command: [sh, -c, \"sleep 30 & echo $! > bg.pid; wait\"], timeout: 60s, writes: [bg.pid]}}\n",
+    );
+    let start = ctrl_c_once_the_check_runs(&ws, &["validate", "plan.yaml"]);
     assert!(start.elapsed().as_secs() < 20);
     assert!(
         !process_alive(&ws, "bg.pid"),
@@ -462,25 +434,7 @@ fn ctrl_c_during_a_stage_check_cancels_the_run() {
 ",
         "",
     );
-    let start = std::time::Instant::now();
-    let child = bin()
-        .args(["execute", "plan.yaml", "-q"])
-        .current_dir(ws.path())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    while !ws.p("bg.pid").exists() && start.elapsed().as_secs() < 10 {
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-    interrupt_after(&child, 100);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(130),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ctrl_c_once_the_check_runs(&ws, &["execute", "plan.yaml", "-q"]);
     assert!(!process_alive(&ws, "bg.pid"));
     let res = ws.read_json(".state/execution_results.json");
     assert_eq!(res["status"], "cancelled");
@@ -507,9 +461,8 @@ fn check_json_lists_check_errors_and_validate_refuses_a_missing_workspace() {
         "{j}"
     );
     plan(&ws, NOOP, VPLAN);
-    let r = ws.run(&["validate", "plan.yaml", "-w", "no/such/dir"]);
-    assert_eq!(r.code, 2, "{}", r.stderr);
-    assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
+    let r = ws.run_code(2, &["validate", "plan.yaml", "-w", "no/such/dir"]);
+    assert_contains(&r.stderr, "no/such/dir");
 }
 
 /// A blocking constraint whose check could not look (a file too large to read
@@ -526,20 +479,11 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         NOOP,
         "    - {constraint_id: svg-valid, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 1, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("svg-valid (blocking): not checked"),
-        "{}",
-        r.stdout
-    );
-    assert!(r.stdout.contains("NOT CHECKED xml"), "{}", r.stdout);
-    assert!(r.stdout.contains("reads at most"), "{}", r.stdout);
-    assert!(
-        r.stdout.contains("4 not checked (1 blocking)"),
-        "{}",
-        r.stdout
-    );
+    let r = ws.run_code(1, &["validate", "plan.yaml", "--junit", "junit.xml"]);
+    assert_contains(&r.stdout, "svg-valid (blocking): not checked");
+    assert_contains(&r.stdout, "NOT CHECKED xml");
+    assert_contains(&r.stdout, "reads at most");
+    assert_contains(&r.stdout, "4 not checked (1 blocking)");
 
     let text = ws.read("junit.xml");
     let doc = roxmltree::Document::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
@@ -566,13 +510,8 @@ fn a_blocking_constraint_a_check_could_not_look_at_is_not_a_success() {
         NOOP,
         "    - {constraint_id: brand, validation_method: xml, with: {path: dist/logo.svg}}\n",
     );
-    let r = ws.run(&["validate", "plan.yaml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
-    assert!(
-        r.stdout.contains("brand (low): not checked"),
-        "{}",
-        r.stdout
-    );
+    let r = ws.run_ok(&["validate", "plan.yaml"]);
+    assert_contains(&r.stdout, "brand (low): not checked");
 }
 
 /// A constraint whose description holds terminal colour codes and a control
@@ -591,8 +530,7 @@ fn junit_drops_what_xml_cannot_hold() {
             )
         ),
     );
-    let r = ws.run(&["validate", "plan.yaml", "--junit", "junit.xml"]);
-    assert_eq!(r.code, 0, "{}\n{}", r.stdout, r.stderr);
+    ws.run_ok(&["validate", "plan.yaml", "--junit", "junit.xml"]);
     let text = ws.read("junit.xml");
     assert!(
         !text.contains('\u{1b}') && !text.contains('\u{1}'),
