@@ -226,7 +226,8 @@ pub struct RunArgs {
     /// After a failure, still run (and finish) the stages that do not depend on it.
     #[arg(long, overrides_with = "fail_fast")]
     keep_going: bool,
-    /// Stop at the first failure: running stages are stopped (the default).
+    /// The default: after a failure, start no stage that comes after it (each is
+    /// SKIPPED); stages already running finish and are recorded.
     #[arg(long, overrides_with = "keep_going")]
     fail_fast: bool,
     /// How many stages may run at once; stages whose dependencies are done run in

@@ -1,4 +1,5 @@
-//! Commands over the execution store: status, ledger, restore, gc.
+//! Commands over the execution store: status, ledger, gc (restore is in
+//! `restore_cmd.rs`).
 
 use std::collections::HashSet;
 use std::io::Write;
