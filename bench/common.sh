@@ -1,11 +1,12 @@
-# Shared by the benchmark scripts: build the release binary, make a scratch
+# Shared by the benchmark scripts: build the shipped binary (the `dist`
+# profile, so figures stay those of what users run), make a scratch
 # directory, and write a plan of N trivial stages into it.
 #   setup                       -> sets $bin and $dir (removed on exit)
 #   make_plan N FILE MODE CMD   -> MODE chain|independent; CMD may use {i}
 setup() {
   cd "$(dirname "$0")/.."
-  cargo build --release -q -p pmpo
-  bin=$PWD/target/release/pmpo
+  cargo build --profile dist -q -p pmpo
+  bin=$PWD/target/dist/pmpo
   dir=$(mktemp -d)
   trap 'rm -rf "$dir"' EXIT
 }
