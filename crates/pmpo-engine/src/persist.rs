@@ -15,6 +15,7 @@ use crate::results::{
     ValidationOutput, Violation, ViolationCheck, build_manifest,
 };
 use crate::validation::ConstraintReport;
+use crate::validation::md_cell;
 use crate::{EVENTS_LOG, EngineError, MANIFEST_FILE, REFINEMENT_LOG, RESULTS_FILE, STAGE_LOG_DIR};
 
 pub(crate) struct RunRecord {
@@ -364,15 +365,6 @@ fn log_entry(
         }
     }
     s
-}
-
-fn md_cell(text: &str) -> String {
-    let one_line: String = text
-        .chars()
-        .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })
-        .take(300)
-        .collect();
-    one_line.replace('|', "\\|")
 }
 
 /// The blocking constraints this run did not prove: violated, or `not_checked`

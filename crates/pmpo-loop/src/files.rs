@@ -110,6 +110,20 @@ pub struct ApprovalRecord {
     pub note: Option<String>,
 }
 
+impl ApprovalRecord {
+    /// The gate of `iteration`, asked now and not answered yet.
+    pub fn pending(iteration: u64) -> ApprovalRecord {
+        ApprovalRecord {
+            iteration,
+            status: GateStatus::Pending,
+            requested_at: pmpo_store::now_rfc3339(),
+            answered_at: None,
+            answered_by: None,
+            note: None,
+        }
+    }
+}
+
 /// `specification.json` of an artifact: what Specify decided.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct SpecFile {

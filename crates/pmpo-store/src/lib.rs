@@ -524,6 +524,26 @@ pub fn is_temp_name(name: &str) -> bool {
     name.starts_with('.') && name.contains(".pmpo-tmp-")
 }
 
+/// `text` as a name safe in any path: ASCII letters, digits, `-` and `_`
+/// kept, anything else `-`; `fallback` when nothing is left.
+pub fn safe_name(text: &str, fallback: &str) -> String {
+    let name: String = text
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '-'
+            }
+        })
+        .collect();
+    if name.is_empty() {
+        fallback.into()
+    } else {
+        name
+    }
+}
+
 pub fn now_rfc3339() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
 }

@@ -8,7 +8,7 @@ use pmpo_store::db::{ExecStore, PATCH_UNDECLARED, PatchRow, SqliteStore, is_open
 use pmpo_store::{Workspace, Writer, now_rfc3339};
 
 use crate::error::CliError;
-use crate::state_cmd::{fail, open_db, open_ws, print_json, short, take_lock};
+use crate::state_cmd::{fail, open_ws, print_json, settled_store, short};
 use crate::{EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
@@ -167,18 +167,10 @@ pub fn restore(args: RestoreArgs) -> u8 {
             .hint("`pmpo restore PATH` brings back a file's previous content; `pmpo restore --run RUN_ID` rolls back a whole run (see `pmpo ledger`)")
             .report();
     }
-    let _lock = match take_lock(&ws, "pmpo restore") {
-        Ok(l) => l,
+    let (_lock, mut db) = match settled_store(&ws, &args.workspace, "pmpo restore") {
+        Ok(held) => held,
         Err(c) => return c,
     };
-    let mut db = match open_db(&args.workspace) {
-        Ok(db) => db,
-        Err(c) => return c,
-    };
-    // Under the lock no run is live: pending intents were interrupted.
-    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
-        return fail(&e.to_string(), e.hint().as_str());
-    }
     // A directory or glob intent is not a file to restore: the files found
     // under it have their own entries.
     let rows: Vec<PatchRow> = match db.patches(rel.as_deref(), args.run.as_deref()) {

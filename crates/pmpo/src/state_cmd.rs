@@ -64,6 +64,22 @@ pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::Workspace
     })
 }
 
+/// For a command that changes the workspace's files or store: the lock (no
+/// run is live while it is held), the store, and the pending intents of a run
+/// that died settled as interrupted.
+pub(crate) fn settled_store(
+    ws: &Workspace,
+    dir: &Path,
+    command: &str,
+) -> Result<(lock::WorkspaceLock, SqliteStore), u8> {
+    let held = take_lock(ws, command)?;
+    let mut db = open_db(dir)?;
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(ws, &mut db) {
+        return Err(fail(&e.to_string(), e.hint().as_str()));
+    }
+    Ok((held, db))
+}
+
 pub(crate) fn print_json(value: &impl serde::Serialize) {
     let mut out = std::io::stdout().lock();
     let _ = serde_json::to_writer_pretty(&mut out, value);
@@ -416,18 +432,10 @@ pub fn gc(args: GcArgs) -> u8 {
         Ok(w) => w,
         Err(c) => return c,
     };
-    let _lock = match take_lock(&ws, "pmpo gc") {
-        Ok(l) => l,
+    let (_lock, mut db) = match settled_store(&ws, &args.workspace, "pmpo gc") {
+        Ok(held) => held,
         Err(c) => return c,
     };
-    let mut db = match open_db(&args.workspace) {
-        Ok(db) => db,
-        Err(c) => return c,
-    };
-    // Under the lock no run is live: pending intents were interrupted.
-    if let Err(e) = pmpo_engine::intents::settle_interrupted(&ws, &mut db) {
-        return fail(&e.to_string(), e.hint().as_str());
-    }
     let all = match db.runs(usize::MAX >> 1) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),

@@ -251,7 +251,9 @@ pub fn log_summary(reports: &[ConstraintReport], outputs: &[ValidationOutput]) -
     s
 }
 
-pub(super) fn md_cell(text: &str) -> String {
+/// Text for one cell of a Markdown table: one line, at most 300 characters,
+/// `|` escaped.
+pub(crate) fn md_cell(text: &str) -> String {
     let one_line: String = text
         .chars()
         .map(|c| if c == '\n' || c == '\r' { ' ' } else { c })

@@ -29,6 +29,7 @@ use pmpo_checks::CheckStatus;
 use pmpo_store::states::{FailureKind, ValidationStatus};
 
 mod constraints;
+pub(crate) use constraints::md_cell;
 mod evidence;
 
 pub use constraints::*;

@@ -195,17 +195,7 @@ impl Builder {
 fn stem(path: &str) -> String {
     let file = path.rsplit('/').next().unwrap_or(path);
     let stem = file.split('.').next().unwrap_or(file);
-    let s: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if s.is_empty() { "artifact".into() } else { s }
+    pmpo_store::safe_name(stem, "artifact")
 }
 
 fn file_name(path: &str) -> String {

@@ -49,14 +49,7 @@ impl Controller<'_, '_> {
         );
         let first_request = !matches!(&self.ls.approval, Some(a) if a.iteration == iteration);
         if first_request {
-            self.ls.approval = Some(ApprovalRecord {
-                iteration,
-                status: GateStatus::Pending,
-                requested_at: now_rfc3339(),
-                answered_at: None,
-                answered_by: None,
-                note: None,
-            });
+            self.ls.approval = Some(ApprovalRecord::pending(iteration));
             self.save()?;
             self.log(
                 DECISIONS,
@@ -134,14 +127,9 @@ fn record_answer(
 ) -> Result<(), LoopError> {
     let iteration = state.current_iteration;
     let word = GateStatus::from(answer);
-    let rec = ls.approval.get_or_insert_with(|| ApprovalRecord {
-        iteration,
-        status: GateStatus::Pending,
-        requested_at: now_rfc3339(),
-        answered_at: None,
-        answered_by: None,
-        note: None,
-    });
+    let rec = ls
+        .approval
+        .get_or_insert_with(|| ApprovalRecord::pending(iteration));
     rec.iteration = iteration;
     rec.status = word;
     rec.answered_at = Some(now_rfc3339());

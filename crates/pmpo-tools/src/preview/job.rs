@@ -119,17 +119,7 @@ fn valid_id(id: &str) -> bool {
 pub(super) fn default_id(input: &str) -> String {
     let file = input.rsplit('/').next().unwrap_or(input);
     let stem = file.rsplit_once('.').map_or(file, |(s, _)| s);
-    let id: String = stem
-        .chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                c
-            } else {
-                '-'
-            }
-        })
-        .collect();
-    if id.is_empty() { "page".into() } else { id }
+    pmpo_store::safe_name(stem, "page")
 }
 
 fn parse_viewport(v: Option<&Value>) -> Result<Viewport, String> {
