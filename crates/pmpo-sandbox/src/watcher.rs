@@ -274,6 +274,8 @@ mod tests {
     fn reports_what_a_snapshot_would() {
         let root = tempfile::tempdir().unwrap();
         let r = root.path();
+        // Raw writes in the test's own temporary directory, as a stage's
+        // process makes them: they are what the watcher under test must see.
         fs::create_dir_all(r.join("out/sub")).unwrap();
         fs::write(r.join("out/keep"), "1").unwrap();
         fs::write(r.join("out/change"), "1").unwrap();

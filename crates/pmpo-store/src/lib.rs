@@ -554,6 +554,13 @@ mod tests {
     use crate::states::PatchState;
 
     #[test]
+    fn safe_name_keeps_letters_digits_dash_underscore_only() {
+        assert_eq!(safe_name("my logo (v2)_x-1", "f"), "my-logo--v2-_x-1");
+        assert_eq!(safe_name("../é", "f"), "----");
+        assert_eq!(safe_name("", "fallback"), "fallback");
+    }
+
+    #[test]
     fn paths_stay_inside() {
         let dir = tempfile::tempdir().unwrap();
         let ws = Workspace::open(dir.path()).unwrap();

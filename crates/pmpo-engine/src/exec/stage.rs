@@ -275,6 +275,28 @@ impl Attempts<'_, '_, '_> {
         }
     }
 
+    /// Records one attempt (its log, task row and ledger rows) and notes
+    /// whether it changed the workspace.
+    fn record(
+        &self,
+        sh: &mut Shared<'_>,
+        tool: &str,
+        attempt_no: i64,
+        tried: &Tried,
+    ) -> Result<(), EngineError> {
+        let changed = record_attempt(
+            &mut sh.rec,
+            self.cx.ws,
+            self.cx.run_id,
+            self.stage,
+            tool,
+            attempt_no,
+            tried,
+        )?;
+        sh.patched |= changed;
+        Ok(())
+    }
+
     /// One call of the tool in use, recorded, with its result on the adapter's breaker.
     async fn call(
         &self,
@@ -301,16 +323,7 @@ impl Attempts<'_, '_, '_> {
             }
         };
         let mut sh = self.shared.borrow_mut();
-        let changed = record_attempt(
-            &mut sh.rec,
-            self.cx.ws,
-            self.cx.run_id,
-            self.stage,
-            tool,
-            p.attempt_no,
-            &tried,
-        )?;
-        sh.patched |= changed;
+        self.record(&mut sh, tool, p.attempt_no, &tried)?;
         // Which results go on the breaker (outages only, for a model endpoint) is recovery's rule.
         let failure_kind = tried.failure.as_ref().map(|f| f.kind);
         if recovery::counts_for_breaker(kind, failure_kind, tried.outcome.is_some()) {
@@ -382,16 +395,7 @@ impl Attempts<'_, '_, '_> {
         )
         .await?;
         let mut sh = self.shared.borrow_mut();
-        let changed = record_attempt(
-            &mut sh.rec,
-            self.cx.ws,
-            self.cx.run_id,
-            stage,
-            tool,
-            p.attempt_no,
-            &tried,
-        )?;
-        sh.patched |= changed;
+        self.record(&mut sh, tool, p.attempt_no, &tried)?;
         let failure = tried.failure.as_ref().map(|f| f.kind);
         sh.notices.push(match failure {
             None => format!("stage `{}` passed after one correction of its code by the model (both attempts are in its log)", stage.id),

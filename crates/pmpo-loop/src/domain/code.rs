@@ -172,19 +172,7 @@ fn python(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[Strin
         n.ends_with(".py") && (n.starts_with("test_") || n.ends_with("_test.py"))
     });
     if tests.is_empty() {
-        note(
-            b,
-            "python",
-            "no test files (test_*.py, *_test.py) found; the tests constraint is left to judgement",
-        );
-        b.constraint(
-            s,
-            "tests",
-            Severity::High,
-            ConstraintKind::Technical,
-            "The tests pass",
-            None,
-        );
+        tests_left_to_judgement(b, s, "python", "test_*.py, *_test.py");
     } else {
         let dir = tests[0]
             .rsplit_once('/')
@@ -288,19 +276,7 @@ fn node(b: &mut Builder, s: &Scope, input: &AdapterInput<'_>, sources: &[String]
             && (n.contains(".test.") || n.starts_with("test"))
     });
     if tests.is_empty() {
-        note(
-            b,
-            "node",
-            "no test files (*.test.js, test*.js) found; the tests constraint is left to judgement",
-        );
-        b.constraint(
-            s,
-            "tests",
-            Severity::High,
-            ConstraintKind::Technical,
-            "The tests pass",
-            None,
-        );
+        tests_left_to_judgement(b, s, "node", "*.test.js, test*.js");
     } else {
         let mut cmd = vec![json!("node"), json!("--test")];
         cmd.extend(tests.iter().map(|t| json!(t)));
@@ -419,6 +395,23 @@ fn lint(b: &mut Builder, s: &Scope, description: &str, linter: Option<Value>) {
         ConstraintKind::Technical,
         description,
         linter.map(|command| ("lint", json!({ "command": command }))),
+    );
+}
+
+/// No test file was found: the `tests` constraint stays, judged rather than measured.
+fn tests_left_to_judgement(b: &mut Builder, s: &Scope, language: &str, patterns: &str) {
+    note(
+        b,
+        language,
+        &format!("no test files ({patterns}) found; the tests constraint is left to judgement"),
+    );
+    b.constraint(
+        s,
+        "tests",
+        Severity::High,
+        ConstraintKind::Technical,
+        "The tests pass",
+        None,
     );
 }
 
