@@ -253,6 +253,33 @@ fn resume_by_run_id_reports_changed_stages() {
 }
 
 #[test]
+fn restore_and_gc_refuse_a_workspace_a_run_holds() {
+    let ws = Ws::new();
+    ws.write("log.txt", "before\n");
+    ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo start >> log.txt; sleep 60']}\n      outputs: [log.txt]\n");
+    let mut run = bin()
+        .args(["execute", "plan.yaml", "-q"])
+        .current_dir(ws.path())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    while !ws.read("log.txt").contains("start") && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    for cmd in [&["restore", "log.txt"][..], &["gc"][..]] {
+        let refused = ws.run(cmd);
+        assert_eq!(refused.code, 4, "{cmd:?}: {}", refused.stderr);
+        assert_contains(&refused.stderr, &format!("pid {}", run.id()));
+        assert_contains(&refused.stderr, "wait for the running pmpo to finish");
+    }
+    // Nothing was restored under the running stage.
+    assert_eq!(ws.read("log.txt"), "before\nstart\n");
+    // Ctrl-C: the run stops its stage's processes and ends as cancelled.
+    pmpo_testkit::refine::interrupt(&run);
+    assert_eq!(run.wait().unwrap().code(), Some(130));
+}
+
+#[test]
 fn two_writers_never_run_at_once() {
     let ws = Ws::new();
     ws.plan("    - id: slow\n      cache: false\n      with: {command: [sh, -c, 'echo start >> log.txt; sleep 1.5; echo end >> log.txt']}\n      outputs: [log.txt]\n");
