@@ -80,6 +80,7 @@ fn main() {
             route: Route::default(),
             cancel: &cancel,
             deadline: Instant::now() + Duration::from_secs(30),
+            brief: None,
         };
         let t = Instant::now();
         rt.block_on(client.complete(&ctx, &req)).expect("answer");

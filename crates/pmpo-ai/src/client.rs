@@ -36,6 +36,9 @@ pub struct CallContext<'a> {
     pub cancel: &'a CancellationToken,
     /// When the stage's time is up.
     pub deadline: Instant,
+    /// What the question is about, for the host (`via = "host"`): the
+    /// answer's schema, the files, the constraints a check measures.
+    pub brief: Option<&'a crate::host::Brief>,
 }
 
 /// A checked answer and how it was obtained.
@@ -109,6 +112,7 @@ impl Client {
                     let path = ep.cassette.clone().unwrap_or_default();
                     Arc::new(ReplayEndpoint::load(name, &path)?)
                 }
+                EndpointKind::Host => Arc::new(crate::host::HostEndpoint::new(name)),
             };
             endpoints.insert(name.clone(), built);
         }
@@ -255,6 +259,7 @@ impl Client {
                 ));
             };
             let model = match (model, ep.kind()) {
+                (_, EndpointKind::Host) => crate::host::HOST.to_string(),
                 (Some(m), _) => m,
                 (None, EndpointKind::Replay | EndpointKind::Command) => String::new(),
                 (None, _) => self.only_model(ep.as_ref(), &mut notes).await?,
@@ -547,6 +552,9 @@ impl Client {
         let call = CallInfo {
             stage: ctx.stage,
             phase: ctx.phase,
+            run_id: ctx.run_id,
+            workspace: Some(ctx.workspace),
+            brief: ctx.brief,
         };
         let mut attempt = 0u32;
         loop {

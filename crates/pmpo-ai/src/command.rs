@@ -181,6 +181,9 @@ mod tests {
         CallInfo {
             stage: "s",
             phase: Phase::Execute,
+            run_id: "r",
+            workspace: None,
+            brief: None,
         }
     }
 

@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::host::HOST;
 use crate::{Phase, Secret};
 
 /// The config file pmpo reads in the workspace.
@@ -37,6 +38,22 @@ pub enum ConfigError {
     Invalid { path: String, message: String },
 }
 
+/// `via = "host"` in a route means `endpoint = "host"`; says whether the
+/// route goes to the host.
+fn host_route(route: &mut Route) -> Result<bool, String> {
+    if let Some(via) = route.via.take() {
+        check_via(&via)?;
+        if route.endpoint.as_deref().is_some_and(|e| e != HOST) {
+            return Err(format!(
+                "`via = \"host\"` and `endpoint = \"{}\"` disagree; keep one",
+                route.endpoint.as_deref().unwrap_or_default()
+            ));
+        }
+        route.endpoint = Some(HOST.to_string());
+    }
+    Ok(route.endpoint.as_deref() == Some(HOST))
+}
+
 /// How an endpoint is reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -48,6 +65,9 @@ pub enum EndpointKind {
     Command,
     /// Answers from a recorded cassette.
     Replay,
+    /// The agent host that drives pmpo (`via = "host"`): MCP sampling or a
+    /// pending question (see [`crate::host`]).
+    Host,
 }
 
 impl EndpointKind {
@@ -57,6 +77,7 @@ impl EndpointKind {
             EndpointKind::Anthropic => "anthropic",
             EndpointKind::Command => "command",
             EndpointKind::Replay => "replay",
+            EndpointKind::Host => "host",
         }
     }
 }
@@ -91,6 +112,9 @@ pub struct Route {
     /// The reference layout's capability class; informational.
     #[serde(default, skip_serializing)]
     pub tier: Option<String>,
+    /// `via = "host"`: the agent host answers (the same as `endpoint = "host"`).
+    #[serde(default, skip_serializing)]
+    pub via: Option<String>,
 }
 
 /// The resolved model configuration.
@@ -138,6 +162,8 @@ pub struct Overrides {
     pub record: Option<PathBuf>,
     /// Answer every call from this cassette; no network.
     pub replay: Option<PathBuf>,
+    /// `--via host`: the agent host answers every phase and `ai` stage.
+    pub via: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -186,6 +212,9 @@ struct FileAi {
     max_retries: Option<u32>,
     #[serde(default)]
     probe_ttl: Option<toml::Value>,
+    /// `via = "host"`: the agent host answers every phase and `ai` stage.
+    #[serde(default)]
+    via: Option<String>,
 }
 
 fn duration(value: &toml::Value, key: &str) -> Result<Duration, String> {
@@ -199,6 +228,35 @@ fn duration(value: &toml::Value, key: &str) -> Result<Duration, String> {
     }
 }
 
+/// `via` names who answers; only the agent host can.
+fn check_via(via: &str) -> Result<(), String> {
+    if via == HOST {
+        Ok(())
+    } else {
+        Err(format!(
+            "`via = \"{via}\"` is not known; `via = \"host\"` routes to the agent host that drives pmpo (MCP or `pmpo answer`), and any other model is an endpoint"
+        ))
+    }
+}
+
+impl EndpointConfig {
+    /// The agent host as an endpoint.
+    pub fn host(name: &str) -> EndpointConfig {
+        EndpointConfig {
+            name: name.to_string(),
+            kind: EndpointKind::Host,
+            base_url: None,
+            model: None,
+            api_key_source: None,
+            api_key: None,
+            health_probe: None,
+            command: Vec::new(),
+            cassette: None,
+            max_tokens: None,
+        }
+    }
+}
+
 /// One `[ai.endpoints.NAME]` table made into an endpoint; `nonempty` reads
 /// an environment variable that is set and not blank. The error says what
 /// is wrong in the table.
@@ -208,11 +266,16 @@ fn endpoint_from_file(
     nonempty: &dyn Fn(&str) -> Option<String>,
 ) -> Result<EndpointConfig, String> {
     if let Some(via) = &ep.via {
+        check_via(via)?;
+        return Ok(EndpointConfig::host(name));
+    }
+    if name == HOST && ep.kind != Some(EndpointKind::Host) {
         return Err(format!(
-            "`via = \"{via}\"` (inference through the host harness) is not an endpoint pmpo can call; use kind = \"command\" with the harness's print-mode command"
+            "the name `{HOST}` is reserved for the agent host (via = \"host\"); give this endpoint another name"
         ));
     }
     let kind = match ep.kind {
+        Some(EndpointKind::Host) => return Ok(EndpointConfig::host(name)),
         Some(k) => k,
         None if ep.command.is_some() => EndpointKind::Command,
         None if ep.cassette.is_some() => EndpointKind::Replay,
@@ -413,16 +476,28 @@ impl AiConfig {
             }
         }
 
-        for (name, route) in file.phases {
+        let mut wants_host = false;
+        for (name, mut route) in file.phases {
             let phase = Phase::parse(&name).ok_or_else(|| {
                 invalid(format!(
                     "[ai.phases.{name}]: unknown phase; phases are specify, plan, execute, reflect, persist"
                 ))
             })?;
+            wants_host |=
+                host_route(&mut route).map_err(|m| invalid(format!("[ai.phases.{name}]: {m}")))?;
             cfg.phases.insert(phase, route);
         }
         cfg.stages = file.stages;
+        for (name, route) in cfg.stages.iter_mut() {
+            wants_host |=
+                host_route(route).map_err(|m| invalid(format!("[ai.stages.{name}]: {m}")))?;
+        }
 
+        if let Some(via) = &file.via {
+            check_via(via).map_err(|m| invalid(format!("[ai]: {m}")))?;
+            cfg.default_endpoint = Some(HOST.to_string());
+            wants_host = true;
+        }
         if cfg.default_endpoint.is_none() && cfg.endpoints.len() == 1 {
             cfg.default_endpoint = cfg.endpoints.keys().next().cloned();
         }
@@ -434,6 +509,13 @@ impl AiConfig {
                     break;
                 }
             }
+        }
+        // Added last: a phase routed to the host does not make the host
+        // every other phase's default.
+        if wants_host || cfg.default_endpoint.as_deref() == Some(HOST) {
+            cfg.endpoints
+                .entry(HOST.to_string())
+                .or_insert_with(|| EndpointConfig::host(HOST));
         }
         cfg.validate_names().map_err(invalid)?;
         Ok(cfg)
@@ -472,6 +554,15 @@ impl AiConfig {
         }
         if let Some(r) = &o.record {
             self.record = Some(r.clone());
+        }
+        if o.via.as_deref() == Some(HOST) {
+            self.endpoints
+                .entry(HOST.to_string())
+                .or_insert_with(|| EndpointConfig::host(HOST));
+            self.default_endpoint = Some(HOST.into());
+            self.phases.clear();
+            self.stages.clear();
+            self.sources.push("--via host".into());
         }
         if let Some(c) = &o.replay {
             self.endpoints.clear();

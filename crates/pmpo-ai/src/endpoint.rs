@@ -4,13 +4,20 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use pmpo_store::Workspace;
+
+use crate::host::Brief;
 use crate::{AiError, ChatRequest, Completion, EndpointKind, Phase};
 
-/// Who is asking: for messages (a replay miss names the stage) and logs.
+/// Who is asking: for messages (a replay miss names the stage) and logs,
+/// and, for the host, where a question is kept and what it is about.
 #[derive(Debug, Clone, Copy)]
 pub struct CallInfo<'a> {
     pub stage: &'a str,
     pub phase: Phase,
+    pub run_id: &'a str,
+    pub workspace: Option<&'a Workspace>,
+    pub brief: Option<&'a Brief>,
 }
 
 /// A model endpoint. `complete` makes one attempt: retries, timeouts,

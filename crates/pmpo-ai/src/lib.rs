@@ -18,6 +18,7 @@ pub mod client;
 pub mod command;
 pub mod config;
 pub mod endpoint;
+pub mod host;
 pub mod http;
 pub mod schema;
 pub mod template;
@@ -212,6 +213,9 @@ pub enum ErrorKind {
     /// A local `command` endpoint failed.
     CommandFailed,
     Io,
+    /// The host (`via = "host"`) has not answered yet: the caller pauses
+    /// with the question ([`AiError::question`]).
+    AwaitingHost,
 }
 
 impl ErrorKind {
@@ -288,6 +292,7 @@ impl ErrorKind {
             ErrorKind::NotRecorded => "not_recorded",
             ErrorKind::CommandFailed => "command_failed",
             ErrorKind::Io => "io",
+            ErrorKind::AwaitingHost => "awaiting_host",
         }
     }
 }
@@ -304,6 +309,8 @@ pub struct AiError {
     /// The answer that was received and rejected (cut off, refused, empty),
     /// so the caller can keep it and say where.
     pub answer: Option<Box<Rejected>>,
+    /// The question the host must answer ([`ErrorKind::AwaitingHost`]).
+    pub question: Option<Box<host::Question>>,
 }
 
 /// An answer the client received but did not accept, and where it came from.
@@ -325,6 +332,7 @@ impl AiError {
             hint: None,
             retry_after: None,
             answer: None,
+            question: None,
         }
     }
     pub fn hint(mut self, hint: impl Into<String>) -> Self {

@@ -71,6 +71,7 @@ impl Call {
             route: Route::default(),
             cancel: &self.cancel,
             deadline: Instant::now() + timeout,
+            brief: None,
         }
     }
     fn log(&self) -> Vec<Value> {

@@ -155,6 +155,9 @@ pub enum Outcome {
     AwaitingApproval,
     /// The Execute phase paused (a stage awaits a decision, or safe mode).
     ExecutionPaused,
+    /// A phase waits for the agent host's answer (`via = "host"`): the
+    /// question is in `pending.json` (and the report's `pending`).
+    AwaitingAnswer,
     Cancelled,
 }
 
@@ -252,6 +255,9 @@ pub struct Report {
     pub iteration_history: Vec<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_step: Option<String>,
+    /// The question the loop waits on (outcome `awaiting_answer`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pending: Option<crate::pending::Pending>,
     pub notes: Vec<String>,
     pub timings: Timings,
 }
@@ -285,6 +291,8 @@ pub(crate) struct Controller<'a, 'e> {
     pub(crate) notes: Vec<String>,
     pub(crate) timings: Timings,
     pub(crate) started_how: Started,
+    /// The question for the host the loop stopped on.
+    pub(crate) pending: Option<crate::pending::Pending>,
 }
 
 impl Controller<'_, '_> {
@@ -366,6 +374,33 @@ impl Controller<'_, '_> {
         self.env.observer.note(&note);
         self.notes.push(note);
         Outcome::Cancelled
+    }
+
+    /// The host has not answered a phase's question yet (`via = "host"`):
+    /// nothing of the phase is recorded; the question goes to
+    /// `pending.json`, and the next `pmpo refine` (or `pmpo answer`) asks
+    /// it again and finds the answer.
+    pub(crate) fn awaiting_host(
+        &mut self,
+        phase: LoopPhase,
+        question: pmpo_ai::host::Question,
+    ) -> Result<Outcome, LoopError> {
+        let name = self.name();
+        let p = crate::pending::Pending {
+            artifact: name.clone(),
+            iteration: self.state.current_iteration,
+            answer_with: format!("pmpo answer {name} --file ANSWER.json"),
+            question,
+        };
+        crate::pending::write(self.ws, &p)?;
+        let note = format!(
+            "the {phase} phase waits for the host's answer: the question is in {}; answer with `pmpo answer {name} --file ANSWER.json` (or the MCP `answer` tool)",
+            crate::pending::pending_path(&name)
+        );
+        self.env.observer.note(&note);
+        self.notes.push(note);
+        self.pending = Some(p);
+        Ok(Outcome::AwaitingAnswer)
     }
 
     /// Ctrl-C while a person was asked at the approval gate: no answer is
@@ -568,7 +603,9 @@ impl Controller<'_, '_> {
         .map(|r| r.constraints)
         .unwrap_or_default();
         let next_step = match outcome {
-            Outcome::AwaitingApproval | Outcome::ExecutionPaused => self.notes.last().cloned(),
+            Outcome::AwaitingApproval | Outcome::ExecutionPaused | Outcome::AwaitingAnswer => {
+                self.notes.last().cloned()
+            }
             Outcome::Cancelled => Some(format!(
                 "`pmpo refine {}` resumes where it stopped",
                 self.state.artifact_name
@@ -594,6 +631,7 @@ impl Controller<'_, '_> {
             last_decision: self.ls.last_decision.clone(),
             iteration_history: self.state.iteration_history.clone(),
             next_step,
+            pending: self.pending.clone(),
             notes: self.notes.clone(),
             timings: self.timings.clone(),
         }

@@ -11,6 +11,7 @@ pub mod evidence;
 mod files;
 pub mod journal;
 pub mod model;
+pub mod pending;
 mod phase;
 pub mod reflect;
 mod startup;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use pmpo_ai::answer::{self, Schema};
+use pmpo_ai::host::{Brief, Question};
 use pmpo_ai::{ChatRequest, Client, Phase, Route};
 use pmpo_store::Workspace;
 use serde_json::Value;
@@ -14,6 +15,9 @@ pub const CALL_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// The schema of the Specify phase's answer (shipped in `schemas/`).
 pub const SPECIFY_SCHEMA: &str = include_str!("../../../schemas/specify-answer.schema.json");
+/// The schema of the Plan phase's answer (shipped in `schemas/`); the plan
+/// format's own checks judge the stages in full.
+pub const PLAN_SCHEMA: &str = include_str!("../../../schemas/plan-answer.schema.json");
 /// The schema of the Reflect phase's judgements.
 pub const JUDGEMENT_SCHEMA: &str = include_str!("../../../schemas/reflect-judgement.schema.json");
 
@@ -29,6 +33,10 @@ pub enum Asked {
     /// The user cancelled (Ctrl-C) while the loop waited: there is no answer,
     /// and none may be made up; the phase is left not done.
     Cancelled,
+    /// The host (`via = "host"`) has not answered this question yet: the
+    /// loop pauses, the phase is left not done, and a re-run asks again
+    /// (and finds the answer once it is given).
+    AwaitingHost(Box<Question>),
 }
 
 /// The JSON object in an answer, read by the one answer reader
@@ -116,7 +124,13 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
-    async fn call(&self, phase: Phase, stage: &str, req: &ChatRequest) -> Result<String, String> {
+    async fn call(
+        &self,
+        phase: Phase,
+        stage: &str,
+        req: &ChatRequest,
+        brief: Option<&Brief>,
+    ) -> Result<String, Asked> {
         let ctx = pmpo_ai::client::CallContext {
             workspace: self.ws,
             run_id: self.refinement_id,
@@ -125,24 +139,30 @@ impl Caller<'_> {
             route: Route::default(),
             cancel: self.cancel,
             deadline: Instant::now() + CALL_TIMEOUT,
+            brief,
         };
         match self.client.complete(&ctx, req).await {
             Ok(answer) => Ok(answer.completion.text),
-            Err(e) => Err(match &e.hint {
+            Err(_) if self.cancel.is_cancelled() => Err(Asked::Cancelled),
+            Err(e) if e.question.is_some() => Err(Asked::AwaitingHost(e.question.unwrap())),
+            Err(e) => Err(Asked::Failed(match &e.hint {
                 Some(h) => format!("{} ({h})", e.message),
                 None => e.message.clone(),
-            }),
+            })),
         }
     }
 
     /// Asks for JSON; `check` may tidy a parsed answer (case, stray fields)
     /// and returns its problems. An invalid answer gets one repair request
-    /// naming its problems.
+    /// naming its problems. `brief` says what the question is about (the
+    /// answer's schema, the files, the constraints a check measures), for a
+    /// host that answers it.
     pub async fn ask_json(
         &self,
         phase: Phase,
         stage: &str,
         prompt: String,
+        brief: &Brief,
         check: &dyn Fn(&mut Value) -> Vec<String>,
     ) -> Asked {
         let mut req = ChatRequest::user(prompt);
@@ -154,14 +174,11 @@ impl Caller<'_> {
         if self.cancel.is_cancelled() {
             return Asked::Cancelled;
         }
-        let first = self.call(phase, stage, &req).await;
-        // A call cut short by Ctrl-C fails like an outage would; it is not one.
-        if self.cancel.is_cancelled() {
-            return Asked::Cancelled;
-        }
-        let first = match first {
+        // A call cut short by Ctrl-C fails like an outage would; it is not
+        // one (`call` says Cancelled).
+        let first = match self.call(phase, stage, &req, Some(brief)).await {
             Ok(t) => t,
-            Err(e) => return Asked::Failed(e),
+            Err(asked) => return asked,
         };
         let problems = match extract_json(&first) {
             Ok(mut v) => {
@@ -177,13 +194,12 @@ impl Caller<'_> {
             Err(e) => vec![e],
         };
         answer::repair_request(&mut req, &first, &problems);
-        let second = self.call(phase, &format!("{stage}-repair"), &req).await;
-        if self.cancel.is_cancelled() {
-            return Asked::Cancelled;
-        }
-        let second = match second {
+        let second = match self
+            .call(phase, &format!("{stage}-repair"), &req, Some(brief))
+            .await
+        {
             Ok(t) => t,
-            Err(e) => return Asked::Failed(e),
+            Err(asked) => return asked,
         };
         let mut again = match extract_json(&second) {
             Ok(mut v) => {

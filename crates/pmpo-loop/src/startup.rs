@@ -17,6 +17,7 @@ use crate::controller::{
     loop_state, store_loop, workflow_log,
 };
 use crate::domain::{self, AdapterInput};
+use crate::pending;
 use crate::triggers::{self, Dispatcher};
 
 fn check_inputs(ws: &Workspace, inputs: &[String]) -> Result<Vec<String>, LoopError> {
@@ -130,8 +131,21 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         notes,
         timings: Timings::default(),
         started_how,
+        pending: None,
     };
     let outcome = c.run().await;
+    if let Ok(o) = &outcome
+        && !matches!(
+            o,
+            crate::controller::Outcome::AwaitingAnswer | crate::controller::Outcome::Cancelled
+        )
+    {
+        // The question it waited on was answered (or is no longer asked).
+        if let Err(e) = pending::clear(&ws, &c.state.artifact_name) {
+            c.notes
+                .push(format!("the answered question is still listed: {e}"));
+        }
+    }
     let report = outcome.map(|o| c.report(o));
     c.dispatcher.finish(std::time::Duration::from_secs(60));
     let mut report = report?;

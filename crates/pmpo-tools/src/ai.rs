@@ -280,6 +280,12 @@ impl Tool for AiTool {
             Some(p) => Phase::parse(p).ok_or_else(|| invalid(format!("unknown phase `{p}`")))?,
             None => Phase::Execute,
         };
+        // What the host is told when it answers this stage (`via = "host"`).
+        let brief = pmpo_ai::host::Brief {
+            schema: shape.schema.as_ref().map(|(v, _)| v.clone()),
+            files: input.output.iter().cloned().collect(),
+            measured: Vec::new(),
+        };
         let call = CallContext {
             workspace: ctx.workspace,
             run_id: ctx.run_id,
@@ -290,9 +296,11 @@ impl Tool for AiTool {
                 model: input.model.clone(),
                 fallback: input.fallback.clone(),
                 tier: None,
+                via: None,
             },
             cancel: ctx.cancel,
             deadline,
+            brief: Some(&brief),
         };
         let mut answers: Vec<Answer> = Vec::new();
         let shaped = match converse(ctx, client, &call, request, &shape, &mut answers).await? {

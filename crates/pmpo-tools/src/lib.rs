@@ -316,6 +316,7 @@ impl Registry {
                 model: text("model"),
                 fallback: text("fallback"),
                 tier: None,
+                via: None,
             };
             let route = client.config().route(phase, stage, &asked);
             if let Some(endpoint) = route.endpoint {

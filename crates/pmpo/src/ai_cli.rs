@@ -23,6 +23,10 @@ pub struct AiArgs {
     /// Answer every AI call from this cassette: no network, the same result.
     #[arg(long, value_name = "FILE")]
     pub replay: Option<PathBuf>,
+    /// `--via host`: the agent host that drives pmpo answers every phase and `ai`
+    /// stage (MCP sampling, or a pending question answered with `pmpo answer`).
+    #[arg(long, value_name = "WHO", value_parser = ["host"])]
+    pub via: Option<String>,
 }
 
 impl AiArgs {
@@ -31,6 +35,7 @@ impl AiArgs {
             model: self.model.clone(),
             record: self.record.clone(),
             replay: self.replay.clone(),
+            via: self.via.clone(),
         }
     }
 }

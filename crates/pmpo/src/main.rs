@@ -37,6 +37,7 @@ macro_rules! err {
 }
 
 mod ai_cli;
+mod answer_cmd;
 mod artifact_cmd;
 mod doctor_cmd;
 mod error;
@@ -171,6 +172,9 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
 Exit codes: 0 recorded, 2 nothing is waiting for approval, 4 a refine of this workspace is running."
     )]
     Approve(refine_cmd::ApproveArgs),
+    /// Answer a question pmpo asked the agent host (`--via host`), then go on.
+    #[command(after_help = ANSWER_HELP)]
+    Answer(answer_cmd::AnswerArgs),
     /// Adapters (tools, plugins, model endpoints), their health and circuit breakers.
     Adapters(ops_cmd::AdaptersArgs),
     /// Execution metrics in the Prometheus text format.
@@ -266,6 +270,46 @@ pub struct RunArgs {
     breaker_cooldown: Duration,
 }
 
+const ANSWER_HELP: &str = concat!(
+    "With `--via host` (or `via = \"host\"` in pmpo.toml) a phase that needs judgement, or an `ai`\n",
+    "stage, does not call a model: it writes a pending question (the prompt, the JSON schema the\n",
+    "answer must satisfy, the files it is about, and the constraints a check measures, which are not\n",
+    "the host's to judge) and pmpo exits 3. `pmpo answer` keeps the answer and goes on: the phase\n",
+    "reads it as a model's answer (schema check, one repair question, then the adapter's fallback).\n\n",
+    "Examples:\n",
+    "  pmpo refine acme-logo --type logo --input logo.svg --via host   # exits 3\n",
+    "  cat .refiner/artifacts/acme-logo/pending.json                   # the question\n",
+    "  pmpo answer acme-logo --file answer.json                        # answers; refine goes on\n",
+    "  pmpo answer --run RUN_ID --stage summarize --file answer.json   # an `ai` stage of a run\n\n",
+    "Exit codes: those of `pmpo refine` (or `pmpo resume`) that goes on: 0 converged, 3 the next\n",
+    "question waits; 2 nothing waits for an answer, or the answer is empty; 4 busy."
+);
+
+/// Goes on with a run whose `ai` stage the host has just answered: the
+/// stage runs again and finds the answer.
+pub(crate) fn resume_for_host(run_id: &str, workspace: &Path, json: bool, quiet: bool) -> u8 {
+    #[derive(Parser)]
+    struct Wrap {
+        #[command(flatten)]
+        run: RunArgs,
+    }
+    let mut argv = vec![
+        "resume".to_string(),
+        format!("--workspace={}", workspace.display()),
+        "--via=host".into(),
+    ];
+    if json {
+        argv.push("--json".into());
+    }
+    if quiet {
+        argv.push("--quiet".into());
+    }
+    match Wrap::try_parse_from(argv) {
+        Ok(w) => cmd_resume(run_id, w.run, Some(Decision::Retry)),
+        Err(e) => CliError::failed(format!("internal: cannot resume `{run_id}`: {e}")).report(),
+    }
+}
+
 const REFINE_HELP: &str = concat!(
     "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n",
     "blocking constraint is satisfied, every required file is in dist/, the manifest validates and no\n",
@@ -284,7 +328,8 @@ const REFINE_HELP: &str = concat!(
     "workflow.log). A kill at any point leaves state that `pmpo refine NAME` resumes.\n",
     "Details: docs/refine.md.\n\n",
     "Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations\n",
-    "without converging, 2 usage or bad input, 3 paused (approval, or a stage awaits a decision),\n",
+    "without converging, 2 usage or bad input, 3 paused (approval, a stage awaits a decision, or a\n",
+    "question waits for the host: `pmpo answer`),\n",
     "4 busy, 130 cancelled."
 );
 
@@ -349,6 +394,7 @@ fn main() -> ExitCode {
         }
         Command::Refine(args) => refine_cmd::refine(*args),
         Command::Approve(args) => refine_cmd::approve(args),
+        Command::Answer(args) => answer_cmd::answer(args),
         Command::Adapters(args) => ops_cmd::adapters(args),
         Command::Metrics(args) => ops_cmd::metrics(args),
         Command::Status(args) => state_cmd::status(args),
@@ -490,12 +536,15 @@ fn cmd_resume(run_id: &str, args: RunArgs, decision: Option<Decision>) -> u8 {
 
 /// A workspace given (or implied) that is not a directory.
 fn not_a_directory(workspace: &Path) -> u8 {
+    not_a_directory_error(workspace).report()
+}
+
+fn not_a_directory_error(workspace: &Path) -> CliError {
     CliError::invalid(format!(
         "workspace `{}` is not a directory",
         workspace.display()
     ))
     .hint("create it, or pass --workspace DIR")
-    .report()
 }
 
 /// The workspace of `execute`: the flag's, else the plan's directory.

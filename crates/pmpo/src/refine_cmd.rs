@@ -5,11 +5,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+use pmpo_ai::host::{HostEndpoint, Sampler};
 use pmpo_engine::{CheckedPlan, Engine, Event, EventSink, ExecuteOptions};
 use pmpo_loop::{Approval, ApprovalRequest, Env, LoopError, Observer, Outcome, Report, Request};
 use pmpo_store::states::ConstraintStatus;
 use pmpo_tools::Registry;
 use serde_json::{Map, Value};
+use tokio_util::sync::CancellationToken;
 
 use crate::error::CliError;
 use crate::report::{self, Mode, Reporter};
@@ -247,14 +249,35 @@ fn read_triggers(path: Option<&std::path::Path>) -> Result<Option<Value>, CliErr
 }
 
 /// The model client (when one is configured and --offline is not given).
-fn model_client(a: &RefineArgs) -> Result<Option<Arc<pmpo_ai::Client>>, CliError> {
+/// A `sampler` answers the host's questions (MCP sampling) instead of
+/// pending questions.
+fn model_client(
+    a: &RefineArgs,
+    sampler: Option<Arc<dyn Sampler>>,
+) -> Result<Option<Arc<pmpo_ai::Client>>, CliError> {
     if a.offline {
         return Ok(None);
     }
     match crate::ai_cli::load_config(&a.workspace, &a.ai) {
         Ok(config) if config.is_configured() || a.ai.record.is_some() => {
+            let hosts: Vec<String> = config
+                .endpoints
+                .values()
+                .filter(|e| e.kind == pmpo_ai::EndpointKind::Host)
+                .map(|e| e.name.clone())
+                .collect();
             match pmpo_ai::Client::new(config) {
-                Ok(c) => Ok(Some(Arc::new(c))),
+                Ok(mut c) => {
+                    if let Some(s) = sampler {
+                        for name in hosts {
+                            c = c.with_endpoint(Arc::new(HostEndpoint::with_sampler(
+                                &name,
+                                s.clone(),
+                            )));
+                        }
+                    }
+                    Ok(Some(Arc::new(c)))
+                }
                 Err(e) => Err(CliError::invalid(e.message)),
             }
         }
@@ -295,23 +318,27 @@ fn loop_request(a: &RefineArgs, options: Map<String, Value>, triggers: Option<Va
     }
 }
 
-pub fn refine(a: RefineArgs) -> u8 {
+/// What drives a refinement besides its arguments: the terminal's progress
+/// and questions, or the MCP server's.
+pub struct Driver<'o> {
+    pub observer: &'o mut dyn Observer,
+    /// Answers the host's questions through MCP sampling, when the client can.
+    pub sampler: Option<Arc<dyn Sampler>>,
+    /// Stops the run (Ctrl-C, a signal, a client that went away).
+    pub cancel: CancellationToken,
+    /// A person at a terminal can be asked (intervention, approval).
+    pub interactive: bool,
+}
+
+/// Runs the PMPO loop: the report, or the error the command line prints.
+pub async fn run_refine(a: &RefineArgs, driver: Driver<'_>) -> Result<Report, CliError> {
     pmpo_sandbox::set_disabled(a.no_sandbox);
-    let options = match parse_options(&a.options) {
-        Ok(o) => o,
-        Err(e) => return CliError::invalid(e).report(),
-    };
+    let options = parse_options(&a.options).map_err(CliError::invalid)?;
     if !a.workspace.is_dir() {
-        return crate::not_a_directory(&a.workspace);
+        return Err(crate::not_a_directory_error(&a.workspace));
     }
-    let triggers = match read_triggers(a.triggers.as_deref()) {
-        Ok(t) => t,
-        Err(e) => return e.report(),
-    };
-    let client = match model_client(&a) {
-        Ok(c) => c,
-        Err(e) => return e.report(),
-    };
+    let triggers = read_triggers(a.triggers.as_deref())?;
+    let client = model_client(a, driver.sampler)?;
     let engine = match &client {
         Some(c) => Engine {
             registry: Registry::with_ai(c.clone()),
@@ -319,15 +346,44 @@ pub fn refine(a: RefineArgs) -> u8 {
         None => Engine::default(),
     };
     let mut exec = ExecuteOptions::new(a.workspace.clone());
+    exec.cancel = driver.cancel;
     exec.default_timeout = a.timeout;
     exec.jobs = a.jobs.map_or_else(
         || std::thread::available_parallelism().map_or(1, |n| n.get()),
         |j| j as usize,
     );
-    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
-    if interactive {
+    if driver.interactive {
         exec.ask = Some(Arc::new(report::ask_person));
     }
+    let req = loop_request(a, options, triggers);
+    let mut env = Env {
+        engine,
+        client,
+        exec,
+        ask_approval: driver
+            .interactive
+            .then(|| Arc::new(ask_approval) as pmpo_loop::AskApproval),
+        observer: driver.observer,
+    };
+    pmpo_loop::refine(req, &mut env)
+        .await
+        .map_err(|e| CliError::with_code(&e, error_code(&e)).hint(e.hint()))
+}
+
+/// The exit code of a refinement that ended so (`docs/cli.md`, "Exit codes").
+pub fn outcome_code(outcome: Outcome) -> u8 {
+    match outcome {
+        Outcome::Converged | Outcome::UserTerminated => EXIT_OK,
+        Outcome::MaxIterationsExceeded => EXIT_STAGE_FAILED,
+        Outcome::AwaitingApproval | Outcome::ExecutionPaused | Outcome::AwaitingAnswer => {
+            EXIT_PAUSED
+        }
+        Outcome::Cancelled => crate::EXIT_CANCELLED,
+    }
+}
+
+pub fn refine(a: RefineArgs) -> u8 {
+    let interactive = std::io::stdin().is_terminal() && std::io::stderr().is_terminal();
     let mode = if a.quiet {
         Mode::Quiet
     } else if std::io::stderr().is_terminal() {
@@ -335,7 +391,6 @@ pub fn refine(a: RefineArgs) -> u8 {
     } else {
         Mode::Plain
     };
-    let req = loop_request(&a, options, triggers);
     let Some(runtime) = crate::runtime() else {
         return crate::EXIT_STAGE_FAILED;
     };
@@ -344,22 +399,20 @@ pub fn refine(a: RefineArgs) -> u8 {
         workspace: a.workspace.clone(),
         reporter: None,
     };
-    let cancel = exec.cancel.clone();
-    let stop = crate::signals::on_terminating_signals(move || cancel.cancel());
-    let result = runtime.block_on(async {
-        let mut env = Env {
-            engine,
-            client,
-            exec,
-            ask_approval: interactive.then(|| Arc::new(ask_approval) as pmpo_loop::AskApproval),
+    let cancel = CancellationToken::new();
+    let on_signal = cancel.clone();
+    let stop = crate::signals::on_terminating_signals(move || on_signal.cancel());
+    let result = runtime.block_on(run_refine(
+        &a,
+        Driver {
             observer: &mut progress,
-        };
-        pmpo_loop::refine(req, &mut env).await
-    });
+            sampler: None,
+            cancel,
+            interactive,
+        },
+    ));
     match result {
-        Err(e) => CliError::with_code(&e, error_code(&e))
-            .hint(e.hint())
-            .report(),
+        Err(e) => e.report(),
         Ok(report) => {
             if a.json {
                 let mut out = std::io::stdout().lock();
@@ -370,10 +423,8 @@ pub fn refine(a: RefineArgs) -> u8 {
                 print_report(&report);
             }
             match report.outcome {
-                Outcome::Converged | Outcome::UserTerminated => EXIT_OK,
-                Outcome::MaxIterationsExceeded => EXIT_STAGE_FAILED,
-                Outcome::AwaitingApproval | Outcome::ExecutionPaused => EXIT_PAUSED,
                 Outcome::Cancelled => stop.exit_code(),
+                o => outcome_code(o),
             }
         }
     }
@@ -389,6 +440,7 @@ fn print_report(r: &Report) {
         Outcome::UserTerminated => "terminated by a person at the approval gate".into(),
         Outcome::AwaitingApproval => "paused: waiting for approval".into(),
         Outcome::ExecutionPaused => "paused: a stage awaits a decision".into(),
+        Outcome::AwaitingAnswer => "paused: waiting for the host's answer".into(),
         Outcome::Cancelled => "cancelled".into(),
     };
     let _ = writeln!(

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use pmpo_ai::Phase;
+use pmpo_ai::host::{Brief, Question};
 use pmpo_store::states::ConstraintStatus;
 use serde_json::Value;
 
@@ -24,6 +25,8 @@ pub(crate) enum Judged {
     Note(String),
     /// Ctrl-C while the model was asked.
     Cancelled,
+    /// The host has not answered yet (`via = "host"`).
+    AwaitingHost(Box<Question>),
 }
 
 impl Controller<'_, '_> {
@@ -73,6 +76,17 @@ impl Controller<'_, '_> {
             refinement_id: &self.state.refinement_id,
             cancel: &self.env.exec.cancel,
         };
+        // Only the open constraints are the host's (or model's) to judge;
+        // the others are measured, and a verdict on them is refused.
+        let brief = Brief {
+            schema: serde_json::from_str(model::JUDGEMENT_SCHEMA).ok(),
+            files: spec.required_files.clone(),
+            measured: constraints
+                .iter()
+                .filter(|c| !ids.contains(&c.id))
+                .map(|c| c.id.clone())
+                .collect(),
+        };
         let check = move |v: &mut Value| judgement_problems(v, &ids);
         self.env.observer.note(&format!(
             "asking the model to judge {} constraint(s) no check measures",
@@ -85,6 +99,7 @@ impl Controller<'_, '_> {
                 Phase::Reflect,
                 &format!("reflect-{iteration}"),
                 prompt,
+                &brief,
                 &check,
             )
             .await;
@@ -102,6 +117,7 @@ impl Controller<'_, '_> {
                 "no model judgement ({e}); those constraints stay not_checked"
             )),
             Asked::Cancelled => Judged::Cancelled,
+            Asked::AwaitingHost(q) => Judged::AwaitingHost(q),
         }
     }
 

@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use pmpo_ai::Phase;
+use pmpo_ai::host::Brief;
 use pmpo_engine::Engine;
 use pmpo_plan::{PlanDocument, ValidationItem};
 use pmpo_store::states::ConstraintStatus;
@@ -17,7 +18,7 @@ use crate::controller::{
 };
 use crate::domain;
 use crate::journal::REFINEMENT_LOG;
-use crate::model::{Asked, Caller};
+use crate::model::{self, Asked, Caller};
 use crate::reflect::Reflection;
 
 impl Controller<'_, '_> {
@@ -53,8 +54,23 @@ impl Controller<'_, '_> {
             };
             self.env.observer.note("asking the model for a plan");
             let t_model = Instant::now();
+            let brief = Brief {
+                schema: serde_json::from_str(model::PLAN_SCHEMA).ok(),
+                files: self.ls.inputs.clone(),
+                measured: spec
+                    .checks
+                    .iter()
+                    .map(|c| c.constraint_id.clone())
+                    .collect(),
+            };
             let asked = caller
-                .ask_json(Phase::Plan, &format!("plan-{iteration}"), prompt, &check)
+                .ask_json(
+                    Phase::Plan,
+                    &format!("plan-{iteration}"),
+                    prompt,
+                    &brief,
+                    &check,
+                )
                 .await;
             self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
             match asked {
@@ -71,6 +87,7 @@ impl Controller<'_, '_> {
                 )),
                 Asked::Failed(e) => notes.push(format!("no model plan ({e}); the adapter's plan is used")),
                 Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Plan))),
+                Asked::AwaitingHost(q) => return self.awaiting_host(LoopPhase::Plan, *q).map(Some),
             }
         }
         let validation_plan = validation_plan(&spec, extra_checks);

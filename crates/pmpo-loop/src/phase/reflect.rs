@@ -61,6 +61,9 @@ impl Controller<'_, '_> {
                 .await
             {
                 Judged::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Reflect))),
+                Judged::AwaitingHost(q) => {
+                    return self.awaiting_host(LoopPhase::Reflect, *q).map(Some);
+                }
                 Judged::Note(note) => notes.push(note),
                 Judged::Done => {}
             }

@@ -4,6 +4,7 @@
 use std::time::Instant;
 
 use pmpo_ai::Phase;
+use pmpo_ai::host::Brief;
 use pmpo_plan::{Constraint, Specification};
 use serde_json::{Map, Value, json};
 
@@ -41,8 +42,17 @@ impl Controller<'_, '_> {
                 .observer
                 .note("asking the model for a specification");
             let t_model = Instant::now();
+            let brief = Brief {
+                schema: serde_json::from_str(model::SPECIFY_SCHEMA).ok(),
+                files: inputs.clone(),
+                measured: defaults
+                    .checks
+                    .iter()
+                    .map(|c| c.constraint_id.clone())
+                    .collect(),
+            };
             let asked = caller
-                .ask_json(Phase::Specify, "specify", prompt, &|v| {
+                .ask_json(Phase::Specify, "specify", prompt, &brief, &|v| {
                     model::tidy_specify(v);
                     model::schema_problems(model::SPECIFY_SCHEMA, v)
                 })
@@ -59,6 +69,7 @@ impl Controller<'_, '_> {
                 )),
                 Asked::Failed(e) => notes.push(format!("no model specification ({e}); the adapter's defaults are used")),
                 Asked::Cancelled => return Ok(Some(self.cancelled_in(LoopPhase::Specify))),
+                Asked::AwaitingHost(q) => return self.awaiting_host(LoopPhase::Specify, *q).map(Some),
             }
         }
         let spec = Specification {

@@ -72,6 +72,7 @@ pub async fn correct_code(
         route: pmpo_ai::Route::default(),
         cancel,
         deadline: c.deadline,
+        brief: None,
     };
     let answer = client
         .complete(&ctx, &pmpo_ai::ChatRequest::user(prompt))
