@@ -619,10 +619,8 @@ impl Client {
         req: &ChatRequest,
         result: &Result<Completion, AiError>,
     ) -> Result<(), AiError> {
-        let Some(rec) = &self.recorder else {
-            return Ok(());
-        };
-        if ep.kind() == EndpointKind::Replay {
+        let host = ep.kind() == EndpointKind::Host;
+        if ep.kind() == EndpointKind::Replay || (self.recorder.is_none() && !host) {
             return Ok(());
         }
         let (response, rejected, error) = match result {
@@ -637,7 +635,7 @@ impl Client {
                 None => return Ok(()),
             },
         };
-        rec.append(&CassetteEntry {
+        let entry = CassetteEntry {
             hash: hash.to_string(),
             stage: ctx.stage.to_string(),
             phase: ctx.phase,
@@ -647,7 +645,17 @@ impl Client {
             response,
             rejected,
             error,
-        })
+        };
+        if host {
+            // The host answers across several processes (each `pmpo answer`
+            // goes on in a new one): the workspace keeps one cassette of all
+            // its answers, so a host-driven run replays offline.
+            crate::host::record(ctx.workspace, &entry)?;
+        }
+        match &self.recorder {
+            Some(rec) => rec.append(&entry),
+            None => Ok(()),
+        }
     }
 
     #[allow(clippy::too_many_arguments)]

@@ -719,4 +719,69 @@ model = "drawer"
         let err = AiConfig::from_toml(bad, "pmpo.toml", &env_of(&[])).unwrap_err();
         assert!(err.to_string().contains("`nope`"), "{err}");
     }
+
+    #[test]
+    fn via_host_routes_a_phase_or_everything_to_the_host() {
+        let env = env_of(&[("OPENAI_API_KEY", "sk-test")]);
+        // One phase: the others keep the environment's endpoint.
+        let cfg = AiConfig::from_toml("[ai.phases.reflect]\nvia = \"host\"\n", "pmpo.toml", &env)
+            .unwrap();
+        assert_eq!(cfg.endpoints[HOST].kind, EndpointKind::Host);
+        let r = cfg.route(Phase::Reflect, "reflect-1", &Route::default());
+        assert_eq!(r.endpoint.as_deref(), Some(HOST));
+        let r = cfg.route(Phase::Plan, "plan-1", &Route::default());
+        assert_eq!(r.endpoint.as_deref(), Some("openai"));
+        // A phase routed to the host alone does not make it the default.
+        let cfg = AiConfig::from_toml(
+            "[ai.phases.plan]\nvia = \"host\"\n",
+            "pmpo.toml",
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(cfg.default_endpoint, None);
+        // [ai] via = "host": every phase.
+        let cfg = AiConfig::from_toml("[ai]\nvia = \"host\"\n", "pmpo.toml", &env).unwrap();
+        assert_eq!(cfg.default_endpoint.as_deref(), Some(HOST));
+        // The reference layout's endpoint with via = "host" is the host.
+        let cfg = AiConfig::from_toml(
+            "[ai.endpoints.claude]\nvia = \"host\"\n[ai.phases.plan]\nendpoint = \"claude\"\n",
+            "pmpo.toml",
+            &env_of(&[]),
+        )
+        .unwrap();
+        assert_eq!(cfg.endpoints["claude"].kind, EndpointKind::Host);
+        // --via host beats the file's routes.
+        let mut cfg = AiConfig::from_toml(
+            "[ai.phases.plan]\nendpoint = \"openai\"\n",
+            "pmpo.toml",
+            &env,
+        )
+        .unwrap();
+        cfg.apply(&Overrides {
+            via: Some(HOST.into()),
+            ..Default::default()
+        });
+        let r = cfg.route(Phase::Plan, "plan-1", &Route::default());
+        assert_eq!(r.endpoint.as_deref(), Some(HOST));
+    }
+
+    #[test]
+    fn via_and_the_reserved_name_are_checked() {
+        let bad = |text: &str| {
+            AiConfig::from_toml(text, "pmpo.toml", &env_of(&[]))
+                .unwrap_err()
+                .to_string()
+        };
+        let e = bad("[ai]\nvia = \"cursor\"\n");
+        assert!(e.contains("`via = \"cursor\"` is not known"), "{e}");
+        let e = bad("[ai.phases.plan]\nvia = \"hostt\"\n");
+        assert!(e.contains("[ai.phases.plan]"), "{e}");
+        let e =
+            bad("[ai.endpoints.host]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n");
+        assert!(e.contains("reserved"), "{e}");
+        let e = bad(
+            "[ai.endpoints.a]\nkind = \"openai\"\nbase_url = \"http://127.0.0.1:1/v1\"\n[ai.phases.plan]\nvia = \"host\"\nendpoint = \"a\"\n",
+        );
+        assert!(e.contains("disagree"), "{e}");
+    }
 }

@@ -38,6 +38,10 @@ pub const HOST: &str = "host";
 pub const QUESTIONS_DIR: &str = ".state/host/questions";
 /// Where answers given to the host's questions are kept, one `<id>.txt` each.
 pub const ANSWERS_DIR: &str = ".state/host/answers";
+/// Every exchange with the host in this workspace, as a cassette (JSON
+/// lines, as `--record` writes): `--replay` it to run a host-driven
+/// refinement again offline.
+pub const CASSETTE: &str = ".state/host/cassette.jsonl";
 
 /// What a question is about, beyond its prompt; given by the caller.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -180,6 +184,22 @@ pub fn give_answer(ws: &Workspace, id: &str, text: &str) -> Result<(), String> {
     ws.write_atomic(&answer_path(id), text.as_bytes(), Durability::Durable)
         .map_err(|e| e.to_string())?;
     Ok(())
+}
+
+/// Appends an exchange with the host to the workspace's host cassette.
+pub fn record(ws: &Workspace, entry: &crate::cassette::CassetteEntry) -> Result<(), AiError> {
+    let io = |e: pmpo_store::StoreError| {
+        AiError::new(
+            ErrorKind::Io,
+            format!("cannot keep the host's answer in {CASSETTE}: {e}"),
+        )
+    };
+    let mut line = serde_json::to_vec(entry)
+        .map_err(|e| AiError::new(ErrorKind::Io, format!("cassette entry: {e}")))?;
+    line.push(b'\n');
+    let line = pmpo_store::secrets::redact_bytes(&line).into_owned();
+    ws.create_dir_all(".state/host").map_err(io)?;
+    ws.append(CASSETTE, &line).map_err(io)
 }
 
 /// The error that says a question waits for the host.

@@ -1,0 +1,225 @@
+//! The agent host as the model from a shell (`--via host` and `pmpo answer`):
+//! a scripted host that reads each pending question and answers it drives a
+//! whole refinement; a recorded host-driven refinement replays offline; an
+//! invalid answer gets one repair question with its problems; and the errors
+//! of `pmpo answer` (nothing pending, an empty answer, a bad name).
+
+use pmpo_testkit::refine::*;
+use pmpo_testkit::*;
+use serde_json::{Value, json};
+
+const PENDING: &str = ".refiner/artifacts/hero/pending.json";
+const CLEAN: &str = "Create a calm hero banner: a lighthouse at dawn over a quiet sea, soft pastel light, wide 16:9 framing.";
+
+/// What a host answers to a question, by its phase: an extra constraint,
+/// a prompt stage, and every unmeasured constraint judged satisfied.
+fn host_answer(q: &Value) -> Value {
+    let prompt = q["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    match q["phase"].as_str().unwrap() {
+        "specify" => json!({
+            "goals": ["a banner that reads at a glance"],
+            "constraints": [{"id": "mood", "description": "The prompt sets a calm mood",
+                             "severity": "medium", "type": "semantic"}],
+        }),
+        "plan" => json!({"stages": [{
+            "id": "compose", "tool": "prompt", "description": "Write the prompt",
+            "with": {"intent": CLEAN, "title": "Hero banner", "output": "dist/prompt.md",
+                     "meta": "dist/prompt.meta.json", "target_platform": "dall-e-3",
+                     "content_type": "meta:image-prompt"},
+            "outputs": ["dist/prompt.md", "dist/prompt.meta.json"],
+        }]}),
+        "reflect" => {
+            let judgements: Vec<Value> = to_judge(&prompt)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "reads well"}))
+                .collect();
+            json!({ "judgements": judgements })
+        }
+        other => panic!("unexpected phase {other}"),
+    }
+}
+
+fn start(ws: &Ws, extra: &[&str]) -> Run {
+    let mut args = vec![
+        "refine",
+        "hero",
+        "--type",
+        "meta-prompt",
+        "--content-type",
+        "meta:image-prompt",
+        "--intent",
+        "an image prompt for a calm hero banner",
+        "--via",
+        "host",
+    ];
+    args.extend_from_slice(extra);
+    run_code(pmpo(ws), 3, &args)
+}
+
+/// Answers pending questions until the refinement ends; returns the last
+/// report and the phases asked, in order.
+fn answer_until_done(ws: &Ws) -> (Value, Vec<String>) {
+    let mut asked = Vec::new();
+    for _ in 0..20 {
+        let pending: Value = ws.read_json(PENDING);
+        let q = &pending["question"];
+        asked.push(q["phase"].as_str().unwrap().to_string());
+        // What the host is told: the schema, and what is not its to judge.
+        assert!(q["schema"].is_object(), "{pending}");
+        assert_eq!(
+            pending["answer_with"],
+            "pmpo answer hero --file ANSWER.json"
+        );
+        ws.write("answer.json", &host_answer(q).to_string());
+        let r = run(
+            pmpo(ws),
+            &["answer", "hero", "--file", "answer.json", "--json"],
+        );
+        let report = r.json();
+        match report["outcome"].as_str().unwrap() {
+            "awaiting_answer" => {
+                assert_eq!(r.code, 3, "{}", r.stderr);
+                assert_eq!(report["pending"], ws.read_json(PENDING));
+            }
+            _ => return (report, asked),
+        }
+    }
+    panic!("the refinement did not end after 20 answers: {asked:?}");
+}
+
+#[test]
+fn a_host_answering_pending_questions_drives_a_refinement_to_convergence() {
+    let ws = Ws::new();
+    let r = start(&ws, &[]);
+    assert!(
+        r.stderr.contains("waiting for the host's answer"),
+        "{}",
+        r.stderr
+    );
+    let first: Value = ws.read_json(PENDING);
+    assert_eq!(first["question"]["phase"], "specify");
+    // The question is kept under its id too, where `pmpo answer` finds it.
+    let id = first["question"]["id"].as_str().unwrap();
+    assert!(ws.p(&format!(".state/host/questions/{id}.json")).is_file());
+    let (report, asked) = answer_until_done(&ws);
+    assert_eq!(report["outcome"], "converged", "{report}");
+    assert_eq!(asked, ["specify", "plan", "reflect"]);
+    assert!(
+        !ws.p(PENDING).exists(),
+        "the answered question is not left pending"
+    );
+    // The host's constraint was added and judged; the measured ones were measured.
+    let reflection: Value = ws.read_json(".refiner/artifacts/hero/reflections/iteration-1.json");
+    let basis = |id: &str| {
+        reflection["constraints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["id"] == id)
+            .unwrap()["basis"]
+            .clone()
+    };
+    assert_eq!(basis("mood"), "judged");
+    assert_eq!(basis("no-unfilled-placeholders"), "measured");
+    // Nothing is pending any more.
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "answer.json"]);
+    assert!(r.stderr.contains("has no pending question"), "{}", r.stderr);
+}
+
+#[test]
+fn a_host_driven_refinement_replays_offline_from_the_workspace_cassette() {
+    let ws = Ws::new();
+    start(&ws, &[]);
+    let (report, _) = answer_until_done(&ws);
+    assert_eq!(report["outcome"], "converged", "{report}");
+    // Every answer, across the processes that went on, is in one cassette.
+    let cassette = ws.p(".state/host/cassette.jsonl");
+    let lines = std::fs::read_to_string(&cassette).unwrap();
+    assert_eq!(lines.lines().count(), 3, "{lines}");
+    // A fresh workspace replays the whole refinement from it alone.
+    let again = Ws::new();
+    let r = run_code(
+        pmpo(&again),
+        0,
+        &[
+            "refine",
+            "hero",
+            "--type",
+            "meta-prompt",
+            "--content-type",
+            "meta:image-prompt",
+            "--intent",
+            "an image prompt for a calm hero banner",
+            "--replay",
+            cassette.to_str().unwrap(),
+            "--json",
+        ],
+    );
+    assert_eq!(r.json()["outcome"], "converged", "{}", r.stderr);
+    assert!(!again.p(".state/host").exists());
+}
+
+#[test]
+fn an_invalid_answer_gets_one_repair_question_with_its_problems() {
+    let ws = Ws::new();
+    start(&ws, &[]);
+    ws.write(
+        "bad.json",
+        r#"{"constraints": [{"id": "x", "severity": "urgent"}]}"#,
+    );
+    let r = run_code(
+        pmpo(&ws),
+        3,
+        &["answer", "hero", "--file", "bad.json", "--json"],
+    );
+    let q = &r.json()["pending"]["question"];
+    assert_eq!(q["stage"], "specify-repair");
+    let text = q["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap();
+    assert!(text.contains("severity"), "{text}");
+    // Still invalid: the adapter's defaults are used, with a note, and the loop goes on.
+    let r = run_code(
+        pmpo(&ws),
+        3,
+        &["answer", "hero", "--file", "bad.json", "--json"],
+    );
+    let report = r.json();
+    assert_eq!(report["pending"]["question"]["phase"], "plan", "{report}");
+    let log = std::fs::read_to_string(ws.p("refinement_log.md")).unwrap();
+    assert!(log.contains("invalid after one repair"), "{log}");
+    assert!(
+        r.stderr.contains("invalid after one repair"),
+        "{}",
+        r.stderr
+    );
+}
+
+#[test]
+fn pmpo_answer_refuses_what_it_cannot_use() {
+    let ws = Ws::new();
+    // Nothing asked yet.
+    ws.write("a.json", "{}");
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "a.json"]);
+    assert!(r.stderr.contains("has no pending question"), "{}", r.stderr);
+    start(&ws, &[]);
+    // An empty answer, a missing file, a bad name, no target at all.
+    ws.write("empty.json", "  \n");
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "empty.json"]);
+    assert!(r.stderr.contains("the answer is empty"), "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "nope.json"]);
+    assert!(r.stderr.contains("nope.json"), "{}", r.stderr);
+    let r = run_code(pmpo(&ws), 2, &["answer", "../etc", "--file", "a.json"]);
+    assert!(!r.stderr.is_empty());
+    run_code(pmpo(&ws), 2, &["answer", "--file", "a.json"]);
+    // No standard input (as in CI): an empty answer, not a hang.
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero"]);
+    assert!(r.stderr.contains("the answer is empty"), "{}", r.stderr);
+    // Still pending, untouched.
+    let pending: Value = ws.read_json(PENDING);
+    assert_eq!(pending["question"]["phase"], "specify");
+    assert!(!ws.p(".state/host/answers").exists());
+}
