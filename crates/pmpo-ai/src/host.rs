@@ -11,9 +11,10 @@
 //!    fails with [`ErrorKind::AwaitingHost`], carrying the [`Question`]: the
 //!    caller pauses durably and a re-run asks again, finding the answer.
 //!
-//! A question's id is the hash of its request ([`ChatRequest::hash`]), so a
-//! re-run that asks the same thing finds the answer, and a changed question
-//! (another iteration, a repair round) is a new question. The answer goes
+//! A question's id is the hash of who asks (the run or refinement, the step)
+//! and of the request ([`ChatRequest::hash`]), so a re-run that asks the same
+//! thing finds the answer, while a changed question (another iteration, a
+//! repair round, a new cycle) is a new one that the host answers afresh. The answer goes
 //! through the same client path as any model's: checked, logged, recorded to
 //! a cassette, so a host-driven run replays offline.
 //!
@@ -61,7 +62,7 @@ pub struct Brief {
 /// A question waiting for the host.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Question {
-    /// The question's id: the hash of the request (see the module docs).
+    /// The question's id (see the module docs).
     pub id: String,
     /// The run (or refinement) that asks.
     pub run_id: String,
@@ -81,8 +82,9 @@ pub struct Question {
 impl Question {
     /// The question made from a request.
     pub fn new(run_id: &str, phase: Phase, stage: &str, req: &ChatRequest, brief: Brief) -> Self {
+        let who = format!("{run_id}\n{stage}\n{}", req.hash());
         Question {
-            id: req.hash(),
+            id: blake3::hash(who.as_bytes()).to_hex()[..32].to_string(),
             run_id: run_id.to_string(),
             phase,
             stage: stage.to_string(),
@@ -314,7 +316,19 @@ mod tests {
             .unwrap_err();
         assert_eq!(e.kind, ErrorKind::AwaitingHost);
         let q = e.question.unwrap();
-        assert_eq!(q.id, req.hash());
+        assert_eq!(
+            q.id,
+            Question::new("r1", Phase::Plan, "plan-1", &req, Brief::default()).id
+        );
+        // Another run, or another step, asking the same is another question.
+        assert_ne!(
+            q.id,
+            Question::new("r2", Phase::Plan, "plan-1", &req, Brief::default()).id
+        );
+        assert_ne!(
+            q.id,
+            Question::new("r1", Phase::Plan, "plan-2", &req, Brief::default()).id
+        );
         assert_eq!(q.prompt(), "plan it");
         assert_eq!(read_question(&ws, &q.id).unwrap().brief, brief);
         // An answer to an unknown question is refused.
