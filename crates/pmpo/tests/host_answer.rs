@@ -223,3 +223,46 @@ fn pmpo_answer_refuses_what_it_cannot_use() {
     assert_eq!(pending["question"]["phase"], "specify");
     assert!(!ws.p(".state/host/answers").exists());
 }
+
+#[test]
+fn a_kill_while_an_answer_goes_on_leaves_state_that_resumes() {
+    for delay_ms in [5u64, 30, 80, 200] {
+        let ws = Ws::new();
+        start(&ws, &[]);
+        let pending: Value = ws.read_json(PENDING);
+        ws.write("answer.json", &host_answer(&pending["question"]).to_string());
+        let mut child = pmpo(&ws)
+            .args(["answer", "hero", "--file", "answer.json", "-q"])
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(delay_ms));
+        let _ = child.kill();
+        let _ = child.wait();
+        // Whatever the moment: the answer was kept before anything went on,
+        // every state file is whole, and the host's loop goes on to the end.
+        for f in ws.files() {
+            if f.starts_with(".refiner/") && f.ends_with(".json") {
+                let text = ws.read(&f);
+                assert!(
+                    serde_json::from_str::<Value>(&text).is_ok(),
+                    "delay {delay_ms}: {f} is torn: {text}"
+                );
+            }
+        }
+        let r = run(pmpo(&ws), &["refine", "hero", "--via", "host", "--json"]);
+        let report = r.json();
+        let report = if report["outcome"] == "awaiting_answer" {
+            answer_until_done(&ws).0
+        } else {
+            report
+        };
+        assert_eq!(report["outcome"], "converged", "delay {delay_ms}: {report}");
+        // One Specify for the cycle: the answered question was not asked again.
+        let log = std::fs::read_to_string(ws.p("refinement_log.md")).unwrap();
+        assert_eq!(
+            log.matches("Specify").count(),
+            1,
+            "delay {delay_ms}: {log}"
+        );
+    }
+}
