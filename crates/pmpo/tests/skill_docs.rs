@@ -1,5 +1,6 @@
 //! The skill for agent hosts (`skills/pmpo/SKILL.md` and the references
-//! beside it) and `docs/agents.md` stay true to pmpo:
+//! beside it), `docs/agents.md`, `docs/configuration.md` and the README stay
+//! true to pmpo:
 //!
 //! - the skill's front matter parses as YAML and has the `name` and
 //!   `description` the Agent Skills format requires, within its limits;
@@ -72,7 +73,9 @@ fn skill_files() -> Vec<PathBuf> {
 /// Every file whose commands and tool calls are checked.
 fn checked_files() -> Vec<(String, String)> {
     let mut files = skill_files();
-    files.push(root().join("docs/agents.md"));
+    for doc in ["docs/agents.md", "docs/configuration.md", "README.md"] {
+        files.push(root().join(doc));
+    }
     files
         .into_iter()
         .map(|p| {
