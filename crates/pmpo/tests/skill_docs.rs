@@ -699,3 +699,87 @@ fn the_checks_catch_what_they_are_for() {
         ["`x` y", "pmpo status"]
     );
 }
+
+/// The skill's answer example of a phase, as JSON.
+fn example(phase: &str) -> Value {
+    let text = std::fs::read_to_string(root().join("skills/pmpo/references/answers.md")).unwrap();
+    let (_, body) = answer_examples(&text)
+        .into_iter()
+        .find(|(p, _)| p == phase)
+        .unwrap_or_else(|| panic!("no {phase} example"));
+    serde_json::from_str(&body).unwrap()
+}
+
+#[test]
+fn the_skill_shell_route_with_its_answers_drives_a_refinement() {
+    use pmpo_testkit::refine::{LOGO, pmpo, run_code};
+    let skill = std::fs::read_to_string(root().join("skills/pmpo/SKILL.md")).unwrap();
+    let commands = pmpo_commands(&skill);
+    let find = |sub: &str, with: &str| -> Vec<String> {
+        let c = commands
+            .iter()
+            .find(|c| c[1] == sub && c.iter().any(|w| w == with));
+        c.unwrap_or_else(|| panic!("no `pmpo {sub} ... {with}` in SKILL.md"))
+            .clone()
+    };
+    let (refine, answer) = (find("refine", "--via"), find("answer", "--file"));
+    let args = |words: &[String], extra: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = words[1..].to_vec();
+        a.extend(extra.iter().map(|s| s.to_string()));
+        a
+    };
+    let ws = Ws::new();
+    ws.write("logo.svg", LOGO);
+    let pending = ".refiner/artifacts/acme-logo/pending.json";
+    // One iteration is enough to show each answer was taken (not a fallback).
+    let a = args(&refine, &["--max-iterations", "1"]);
+    run_code(
+        pmpo(&ws),
+        3,
+        &a.iter().map(String::as_str).collect::<Vec<_>>(),
+    );
+    let file = answer
+        .iter()
+        .skip_while(|w| *w != "--file")
+        .nth(1)
+        .unwrap()
+        .clone();
+    let mut last = None;
+    for phase in ["specify", "plan", "reflect"] {
+        let q: Value = ws.read_json(pending);
+        assert_eq!(q["question"]["phase"], phase, "{q}");
+        ws.write(&file, &example(phase).to_string());
+        let a = args(&answer, &["--json"]);
+        let code = if phase == "reflect" { 1 } else { 3 };
+        last = Some(run_code(
+            pmpo(&ws),
+            code,
+            &a.iter().map(String::as_str).collect::<Vec<_>>(),
+        ));
+    }
+    let report = last.unwrap().json();
+    assert_eq!(report["outcome"], "max_iterations_exceeded", "{report}");
+    let dir = ".refiner/artifacts/acme-logo";
+    let spec = ws.read(&format!("{dir}/specification.json"));
+    assert!(spec.contains("simple-shape"), "{spec}");
+    let plan: Value = ws.read_json(&format!("{dir}/plans/iteration-1.json"));
+    let ids: Vec<&str> = plan["plan"]["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["import", "sizes"], "{plan}");
+    let judged = report["constraints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "simple-shape")
+        .cloned();
+    let judged = judged.unwrap_or_else(|| panic!("{report}"));
+    assert_eq!(
+        (judged["status"].as_str(), judged["basis"].as_str()),
+        (Some("satisfied"), Some("judged")),
+        "{judged}"
+    );
+}
