@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pmpo_testkit::refine::{pmpo, run_code, wait_until};
+use pmpo_testkit::refine::{pmpo, run, run_code, wait_until};
 use pmpo_testkit::*;
 use serde_json::{Value, json};
 
@@ -304,4 +304,94 @@ fn a_continuation_killed_mid_run_resumes_with_the_answer_kept() {
     assert_eq!(ws.read_json("after.txt"), json!({"primary": "#f60"}));
     // No new question was asked.
     assert_eq!(questions(&ws).len(), 1);
+}
+
+/// What a scripted host answers in a refinement whose plan has an `ai`
+/// stage: the adapter's constraints, a plan that drafts a tagline with the
+/// host, the tagline itself, and every unmeasured constraint judged.
+fn loop_answer(q: &Value) -> Value {
+    let prompt = q["messages"].as_array().unwrap().last().unwrap()["content"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    match q["phase"].as_str().unwrap() {
+        "specify" => json!({"goals": ["a banner that reads at a glance"], "constraints": []}),
+        "plan" => json!({"stages": [
+            {"id": "tagline", "tool": "ai", "description": "The banner's tagline, from the host",
+             "requires_execution": false,
+             "with": {"prompt": "Write the banner's tagline", "output": "dist/tagline.md"},
+             "outputs": ["dist/tagline.md"]},
+            {"id": "compose", "tool": "prompt", "description": "Write the prompt",
+             "with": {"intent": "Create a calm hero banner: a lighthouse at dawn over a quiet sea, soft pastel light, wide 16:9 framing.",
+                      "title": "Hero banner", "output": "dist/prompt.md",
+                      "meta": "dist/prompt.meta.json", "target_platform": "dall-e-3",
+                      "content_type": "meta:image-prompt"},
+             "outputs": ["dist/prompt.md", "dist/prompt.meta.json"]},
+        ]}),
+        "execute" => json!("Calm light, quiet sea."),
+        "reflect" => {
+            let judgements: Vec<Value> = pmpo_testkit::refine::to_judge(&prompt)
+                .iter()
+                .map(|id| json!({"id": id, "status": "satisfied", "reason": "reads well"}))
+                .collect();
+            json!({ "judgements": judgements })
+        }
+        other => panic!("unexpected phase {other}"),
+    }
+}
+
+#[test]
+fn a_refinement_waits_for_the_host_to_answer_an_ai_stage_of_its_plan() {
+    let ws = Ws::new();
+    let pending = ".refiner/artifacts/hero/pending.json";
+    let args = [
+        "refine",
+        "hero",
+        "--type",
+        "meta-prompt",
+        "--content-type",
+        "meta:image-prompt",
+        "--intent",
+        "an image prompt for a calm hero banner",
+        "--via",
+        "host",
+    ];
+    run_code(pmpo(&ws), 3, &args);
+    let mut asked = Vec::new();
+    let mut run_ids = Vec::new();
+    for _ in 0..10 {
+        let p: Value = ws.read_json(pending);
+        let q = &p["question"];
+        asked.push(q["phase"].as_str().unwrap().to_string());
+        if q["phase"] == "execute" {
+            // The stage's question, named for the artifact; its run paused.
+            assert_eq!(q["stage"], "tagline", "{p}");
+            assert_eq!(p["answer_with"], "pmpo answer hero --file ANSWER.json");
+            let results = ws.read_json(RESULTS);
+            assert_eq!(results["status"], "awaiting_intervention");
+            assert_eq!(error_of(&results, "tagline")["kind"], "awaiting_answer");
+            run_ids.push(results["run_id"].clone());
+            assert!(!ws.p("dist/tagline.md").exists());
+        }
+        let a = loop_answer(q);
+        let text = a.as_str().map_or_else(|| a.to_string(), str::to_string);
+        ws.write("answer.json", &text);
+        let r = run(
+            pmpo(&ws),
+            &["answer", "hero", "--file", "answer.json", "--json"],
+        );
+        let report = r.json();
+        if report["outcome"] != "awaiting_answer" {
+            assert_eq!(report["outcome"], "converged", "{report}\n{}", r.stderr);
+            break;
+        }
+        assert_eq!(r.code, 3, "{}", r.stderr);
+    }
+    assert_eq!(asked, ["specify", "plan", "execute", "reflect"]);
+    // The paused run went on (the same run), and the stage wrote the answer.
+    let results = ws.read_json(RESULTS);
+    assert_eq!(json!([results["run_id"].clone()]), json!(run_ids));
+    assert_eq!(stage(&results, "tagline")["status"], "COMPLETED");
+    assert_eq!(ws.read("dist/tagline.md").trim(), "Calm light, quiet sea.");
+    assert!(!ws.p(pending).exists());
 }
