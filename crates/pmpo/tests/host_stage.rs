@@ -11,14 +11,18 @@ use pmpo_testkit::refine::{pmpo, run, run_code, wait_until};
 use pmpo_testkit::*;
 use serde_json::{Value, json};
 
-/// An `ai` stage with a schema and an output file, an independent command
-/// stage, and a stage after the `ai` one (slow while `slow` exists).
+/// An independent command stage (before the `ai` one in the reference order:
+/// it finishes whatever `--jobs`), an `ai` stage with a schema and an output
+/// file, and a stage after the `ai` one (slow while `slow` exists).
 const PLAN: &str = r##"specification:
   artifact_name: fox-logo
   artifact_type: logo
   intent: A fox logo
 plan:
   stages:
+    - id: other
+      with: {command: [sh, -c, 'echo other > other.txt']}
+      outputs: [other.txt]
     - id: palette
       requires_execution: false
       with:
@@ -27,9 +31,6 @@ plan:
         output: dist/palette.json
         schema: {type: object, required: [primary], properties: {primary: {type: string, pattern: "^#"}}}
       outputs: [dist/palette.json]
-    - id: other
-      with: {command: [sh, -c, 'echo other > other.txt']}
-      outputs: [other.txt]
     - id: after
       depends_on: [palette]
       with: {command: [sh, -c, 'if [ -f slow ]; then echo started > started.txt; sleep 60; fi; cp dist/palette.json after.txt']}

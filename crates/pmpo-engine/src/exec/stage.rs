@@ -514,6 +514,7 @@ fn halt_stage(
     result.status = StageStatus::AwaitingIntervention;
     result.reason = Some(reason.clone());
     result.finished_at = None;
+    result.attempts = p.attempt_no as u32;
     let row = task_row(
         run_id,
         end.pos,
