@@ -203,6 +203,46 @@ fn a_host_answered_run_replays_offline_from_the_workspace_cassette() {
 }
 
 #[test]
+fn a_host_answered_run_recorded_with_record_replays_offline() {
+    let ws = Ws::new();
+    let (_, id) = start(&ws);
+    // Keep the answer only, then go on recording every exchange.
+    ws.write("answer.json", "{\"primary\": \"#123\"}");
+    let args = [
+        "answer",
+        "--run",
+        &id,
+        "--stage",
+        "palette",
+        "--file",
+        "answer.json",
+        "--no-continue",
+    ];
+    run_code(pmpo(&ws), 0, &args);
+    assert!(!ws.p("dist/palette.json").exists(), "kept only");
+    let args = [
+        "resume",
+        &id,
+        "--retry",
+        "--via",
+        "host",
+        "--record",
+        "rec.jsonl",
+    ];
+    run_code(pmpo(&ws), 0, &args);
+    let rec = ws.read("rec.jsonl");
+    assert_eq!(rec.lines().count(), 1, "{rec}");
+    assert_contains(&rec, "\"endpoint\":\"host\"");
+    let again = Ws::new();
+    again.write("plan.yaml", PLAN);
+    let rec = ws.p("rec.jsonl");
+    let args = ["execute", "plan.yaml", "--replay", rec.to_str().unwrap()];
+    run_code(pmpo(&again), 0, &args);
+    let replayed: Value = again.read_json("dist/palette.json");
+    assert_eq!(replayed, json!({"primary": "#123"}));
+}
+
+#[test]
 fn pmpo_answer_run_refuses_what_it_cannot_answer() {
     let ws = Ws::new();
     let (_, id) = start(&ws);
