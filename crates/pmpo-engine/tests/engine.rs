@@ -14,13 +14,16 @@ use pmpo_engine::{
     AskPerson, Decision, Engine, Event, EventSink, ExecuteOptions, Intervention, StageStatus,
 };
 use pmpo_plan::InputIssue;
-use pmpo_tools::{Captured, Registry, Termination, Tool, ToolContext, ToolError, ToolOutcome};
+use pmpo_tools::{
+    Captured, ErrorClass, Registry, Termination, Tool, ToolContext, ToolError, ToolOutcome,
+};
 use serde_json::{Map, Value};
 use tokio_util::sync::CancellationToken;
 
 /// A tool whose behaviour its inputs say:
 /// `fail_first: N` fails its first N calls in a stage (exit 1, "boom" on stderr),
-/// `write: PATH` then writes PATH, `hang: true` runs until the run is cancelled.
+/// `write: PATH` then writes PATH, `hang: true` runs until the run is cancelled,
+/// `ask_host: true` (after `write`) says its question waits for the host.
 #[derive(Default)]
 struct Fake {
     calls: Mutex<HashMap<String, u64>>,
@@ -77,6 +80,12 @@ impl Tool for Fake {
         }
         if let Some(path) = inputs.get("write").and_then(Value::as_str) {
             std::fs::write(ctx.workspace.root().join(path), format!("call {call}\n")).unwrap();
+        }
+        if inputs.get("ask_host") == Some(&Value::Bool(true)) {
+            return Err(
+                ToolError::new(ErrorClass::AwaitingAnswer, "the question waits in q.json")
+                    .hint("answer with `pmpo answer --run R --stage asks`"),
+            );
         }
         Ok(outcome(Termination::Exited(0), ""))
     }
@@ -309,4 +318,47 @@ async fn a_person_who_skips_a_manual_stage_skips_it() {
         hard.reason
     );
     assert_eq!(r.status, RunStatus::Incomplete);
+}
+
+#[tokio::test]
+async fn a_stage_waiting_for_the_host_pauses_without_retry_fallback_or_person() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut seen = Seen::default();
+    // Everything that would act on a failure is there: none of it may act.
+    let stages = "    - id: other\n      tool: fake\n      with: {write: other.txt}\n      outputs: [other.txt]\n    - id: asks\n      tool: fake\n      with: {ask_host: true, write: out.txt}\n      outputs: [out.txt]\n      retry: {attempts: 3, initial: 1ms, jitter: false}\n      fallback: {tool: fake, with: {write: out.txt}}\n      on_failure: manual\n    - id: after\n      tool: fake\n      with: {write: after.txt}\n      depends_on: [asks]\n";
+    let r = execute_asking(dir.path(), stages, &mut seen, Some(Decision::Retry)).await;
+    assert_eq!(r.status, RunStatus::AwaitingIntervention, "{:?}", r.errors);
+    let asks = stage(&r, "asks");
+    assert_eq!(
+        (asks.status, asks.attempts),
+        (StageStatus::AwaitingIntervention, 1)
+    );
+    assert!(asks.fallback_used.is_none());
+    assert!(
+        !seen
+            .of("asks")
+            .iter()
+            .any(|w| matches!(w, What::TaskRetrying(_) | What::TaskFallback { .. })),
+        "{:?}",
+        seen.of("asks")
+    );
+    // What waits and how to answer it.
+    assert_eq!(r.errors.len(), 1, "{:?}", r.errors);
+    assert_eq!(r.errors[0].kind.as_str(), "awaiting_answer");
+    assert_eq!(r.errors[0].message, "the question waits in q.json");
+    assert!(
+        r.errors[0]
+            .hint
+            .as_deref()
+            .unwrap()
+            .contains("pmpo answer --run")
+    );
+    // The file the stage wrote before it paused does not count as its output.
+    assert!(asks.files.is_empty(), "{:?}", asks.files);
+    assert!(!r.generated_files.iter().any(|f| f.path == "out.txt"));
+    // Its dependent waits; the independent stage before it (in the
+    // reference order) finished, as with any pause.
+    assert_ne!(stage(&r, "after").status, StageStatus::Completed);
+    assert!(!dir.path().join("after.txt").exists());
+    assert_eq!(stage(&r, "other").status, StageStatus::Completed);
 }

@@ -271,6 +271,9 @@ states! {
         SafeMode = "safe_mode",
         /// The stage waits for a person's decision.
         AwaitingDecision = "awaiting_decision",
+        /// An `ai` stage routed to the agent host waits for its answer
+        /// (`pmpo answer --run RUN --stage STAGE`).
+        AwaitingAnswer = "awaiting_answer",
     }
 }
 
@@ -338,6 +341,7 @@ mod tests {
             FailureKind::Sandbox,
             FailureKind::SafeMode,
             FailureKind::AwaitingDecision,
+            FailureKind::AwaitingAnswer,
         ]
         .iter()
         .map(|k| k.as_str())
@@ -349,7 +353,8 @@ mod tests {
                 "network_unenforceable",
                 "sandbox",
                 "safe_mode",
-                "awaiting_decision"
+                "awaiting_decision",
+                "awaiting_answer"
             ]
         );
     }

@@ -116,6 +116,7 @@ fn class_of(kind: ErrorKind) -> ErrorClass {
         ErrorKind::Auth => ErrorClass::PermissionDenied,
         ErrorKind::BadRequest => ErrorClass::InvalidInput,
         ErrorKind::Io => ErrorClass::Io,
+        ErrorKind::AwaitingHost => ErrorClass::AwaitingAnswer,
         _ => ErrorClass::BadToolOutput,
     }
 }
@@ -123,7 +124,32 @@ fn class_of(kind: ErrorKind) -> ErrorClass {
 fn tool_error(e: AiError) -> ToolError {
     let mut t = ToolError::new(class_of(e.kind), e.message);
     t.hint = e.hint;
+    if let Some(q) = e.question {
+        let (message, hint) = awaiting_words(&q);
+        t.message = message;
+        t.hint = Some(hint);
+    }
     t
+}
+
+/// What a stage whose question waits for the host says: the question's
+/// file, and the command that answers it.
+fn awaiting_words(q: &pmpo_ai::host::Question) -> (String, String) {
+    let round = if q.messages.len() > 1 {
+        " (a repair question: the last answer did not fit; the question says why)"
+    } else {
+        ""
+    };
+    let message = format!(
+        "stage `{}` waits for the host's answer to its question{round}, kept in {}",
+        q.stage,
+        pmpo_ai::host::Question::path(&q.id)
+    );
+    let hint = format!(
+        "answer with `pmpo answer --run {} --stage {} --file ANSWER.json` (the run goes on), or through the MCP `answer` tool",
+        q.run_id, q.stage
+    );
+    (message, hint)
 }
 
 #[async_trait]
@@ -557,6 +583,43 @@ mod tests {
             strip_thinking("<think>{x}</think>\n{\"a\": 2}").trim(),
             "{\"a\": 2}"
         );
+    }
+
+    #[test]
+    fn a_question_for_the_host_is_a_pause_that_says_how_to_answer() {
+        use pmpo_ai::host::{Brief, Question, awaiting};
+        let req = ChatRequest::user("Pick colors");
+        let q = Question::new("r1", Phase::Execute, "palette", &req, Brief::default());
+        let id = q.id.clone();
+        let t = tool_error(awaiting(q));
+        assert_eq!(t.class, ErrorClass::AwaitingAnswer);
+        assert_eq!(
+            pmpo_store::states::FailureKind::from(t.class).as_str(),
+            "awaiting_answer"
+        );
+        assert!(
+            t.message
+                .contains(&format!(".state/host/questions/{id}.json")),
+            "{}",
+            t.message
+        );
+        assert!(!t.message.contains("repair"), "{}", t.message);
+        let hint = t.hint.unwrap();
+        assert!(
+            hint.contains("pmpo answer --run r1 --stage palette --file ANSWER.json"),
+            "{hint}"
+        );
+        // A repair round says so.
+        let mut repair = req.clone();
+        pmpo_ai::answer::repair_request(&mut repair, "{}", &["`primary` is missing".into()]);
+        let q = Question::new("r1", Phase::Execute, "palette", &repair, Brief::default());
+        assert!(
+            tool_error(awaiting(q))
+                .message
+                .contains("a repair question")
+        );
+        // Other failures keep their class.
+        assert_eq!(class_of(ErrorKind::Auth), ErrorClass::PermissionDenied);
     }
 
     #[test]

@@ -113,6 +113,9 @@ pub enum ErrorClass {
     /// A model answered, but the answer is unusable (cut off, refused, empty,
     /// off-schema after the repair request): not an outage of the endpoint.
     AnswerQuality,
+    /// The stage's question waits for the agent host's answer (`via = "host"`):
+    /// not a failure of the tool, a durable pause.
+    AwaitingAnswer,
 }
 
 impl From<ErrorClass> for pmpo_store::states::FailureKind {
@@ -128,6 +131,7 @@ impl From<ErrorClass> for pmpo_store::states::FailureKind {
             ErrorClass::Io => K::Io,
             ErrorClass::ServiceUnavailable => K::ServiceUnavailable,
             ErrorClass::AnswerQuality => K::AnswerQuality,
+            ErrorClass::AwaitingAnswer => K::AwaitingAnswer,
         }
     }
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use pmpo_ai::host::{self, Question};
 use pmpo_store::Workspace;
+use pmpo_store::db::ExecStore;
 
 use crate::error::CliError;
 use crate::refine_cmd::RefineArgs;
@@ -96,7 +97,7 @@ pub fn stage_question(ws: &Workspace, run_id: &str, stage: &str) -> Result<Quest
             "stage `{stage}` of run `{run_id}` has no question waiting for an answer"
         ))
         .hint(format!(
-            "`pmpo status {run_id}` shows what the run waits for; questions are in {}/",
+            "`pmpo status` shows what each run waits for; questions are in {}/",
             host::QUESTIONS_DIR
         ))
     })
@@ -146,6 +147,67 @@ pub fn continue_args(
     })
 }
 
+/// Whether `stage` can be a stage id (as `pmpo check` allows them).
+fn stage_id_ok(stage: &str) -> bool {
+    !stage.is_empty()
+        && stage.len() <= 100
+        && stage
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// `pmpo answer --run RUN --stage S`: keeps the answer to the question the
+/// stage waits on, then resumes the run with a retry of it: the stage runs
+/// again, finds the answer, and the engine verifies what it writes.
+fn answer_run(
+    a: &AnswerArgs,
+    ws: &Workspace,
+    run: &str,
+    stage: &str,
+    text: &str,
+) -> Result<u8, CliError> {
+    if !stage_id_ok(stage) {
+        return Err(
+            CliError::invalid(format!("`--stage {stage}` is not a stage id")).hint(
+                "stage ids use letters, digits, `-` and `_`: give the id of the run's `ai` stage that waits",
+            ),
+        );
+    }
+    let found = match crate::state_cmd::open_db(&a.workspace) {
+        Ok(mut db) => db
+            .run(run)
+            .map_err(|e| CliError::failed(&e).hint(e.hint()))?,
+        Err(code) => return Ok(code),
+    };
+    if found.is_none() {
+        return Err(CliError::invalid(format!(
+            "there is no run `{run}` in workspace `{}`",
+            a.workspace.display()
+        ))
+        .hint("list runs with `pmpo status`; pass --workspace if the run was elsewhere"));
+    }
+    {
+        // No answer is kept while another pmpo holds the workspace: the
+        // question stays open, and the same command works once it is done.
+        let _lock = match crate::state_cmd::take_lock(ws, "answer") {
+            Ok(lock) => lock,
+            Err(code) => return Ok(code),
+        };
+        let q = stage_question(ws, run, stage)?;
+        host::give_answer(ws, &q.id, text).map_err(CliError::failed)?;
+        if !a.quiet {
+            errln!(
+                "answer kept for stage `{stage}` of run `{run}` (question {})",
+                q.id
+            );
+        }
+    }
+    if a.no_continue {
+        return Ok(crate::EXIT_OK);
+    }
+    Ok(crate::resume_for_host(run, &a.workspace, a.json, a.quiet))
+}
+
 pub fn answer(a: AnswerArgs) -> u8 {
     match answer_inner(&a) {
         Ok(code) => code,
@@ -160,18 +222,7 @@ fn answer_inner(a: &AnswerArgs) -> Result<u8, CliError> {
     let text = read_answer(a.file.as_deref())?;
     let ws = Workspace::open(&a.workspace).map_err(|e| CliError::invalid(&e))?;
     if let (Some(run), Some(stage)) = (&a.run, &a.stage) {
-        let q = stage_question(&ws, run, stage)?;
-        host::give_answer(&ws, &q.id, &text).map_err(CliError::failed)?;
-        if !a.quiet {
-            errln!(
-                "answer kept for stage `{stage}` of run `{run}` (question {})",
-                q.id
-            );
-        }
-        if a.no_continue {
-            return Ok(crate::EXIT_OK);
-        }
-        return Ok(crate::resume_for_host(run, &a.workspace, a.json, a.quiet));
+        return answer_run(a, &ws, run, stage, &text);
     }
     let name = a.name.as_deref().unwrap_or_default();
     let p = pmpo_loop::pending::answer(&ws, name, &text)

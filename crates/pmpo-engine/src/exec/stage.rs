@@ -123,11 +123,8 @@ pub(super) async fn run_one(
     };
     let mut guard = shared.borrow_mut();
     match ending {
-        Ending::Halt(Halt::SafeMode) => {
-            halt_stage(cx, &mut guard, stage, end, result, progress, true)
-        }
-        Ending::Halt(Halt::AwaitDecision) => {
-            halt_stage(cx, &mut guard, stage, end, result, progress, false)
+        Ending::Halt(h @ (Halt::SafeMode | Halt::AwaitDecision | Halt::AwaitAnswer)) => {
+            halt_stage(cx, &mut guard, stage, end, result, progress, h)
         }
         Ending::Decided(Decision::Skip) => skipped_by_person(cx, &mut guard, end, result, progress),
         Ending::Decided(_) | Ending::Finish | Ending::Halt(Halt::Cancelled) => {
@@ -459,7 +456,50 @@ struct StageEnd<'a> {
     duration: Duration,
 }
 
-/// A stage that will not finish now: a person must decide, or every adapter is open.
+/// What a halted stage waits for: its reason, the run's status, the kind
+/// and hint of its error entry.
+fn halt_words(run_id: &str, halt: Halt, p: &Progress) -> (String, RunStatus, FailureKind, String) {
+    match halt {
+        Halt::SafeMode => {
+            let open: Vec<String> = p
+                .blocked
+                .iter()
+                .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
+                .collect();
+            let reason = format!(
+                "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
+                open.join("; ")
+            );
+            let hint = format!("after the cool-down, `pmpo resume {run_id}` tries again");
+            (reason, RunStatus::Paused, FailureKind::SafeMode, hint)
+        }
+        // The tool's own words name the question's file and the command that answers it.
+        Halt::AwaitAnswer => {
+            let failure = p.last.as_ref().and_then(|t| t.failure.as_ref());
+            let reason = failure.map_or_else(
+                || "the stage waits for the host's answer".to_string(),
+                |f| f.message.clone(),
+            );
+            let hint = failure.and_then(|f| f.hint.clone()).unwrap_or_else(|| {
+                format!("answer with `pmpo answer --run {run_id} --stage STAGE --file ANSWER.json`")
+            });
+            let status = RunStatus::AwaitingIntervention;
+            (reason, status, FailureKind::AwaitingAnswer, hint)
+        }
+        Halt::AwaitDecision | Halt::Cancelled => {
+            let err = p.last_message().unwrap_or_default();
+            let reason = format!(
+                "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
+            );
+            let hint = format!("decide with `pmpo resume {run_id} --retry`, `--skip` or `--abort`");
+            let status = RunStatus::AwaitingIntervention;
+            (reason, status, FailureKind::AwaitingDecision, hint)
+        }
+    }
+}
+
+/// A stage that will not finish now: a person must decide, the host must
+/// answer, or every adapter is open.
 fn halt_stage(
     cx: &Cx<'_>,
     sh: &mut Shared<'_>,
@@ -467,28 +507,14 @@ fn halt_stage(
     end: StageEnd<'_>,
     mut result: StageResult,
     p: Progress,
-    safe_mode: bool,
+    halt: Halt,
 ) -> Result<(), EngineError> {
     let run_id = cx.run_id;
-    let reason = if safe_mode {
-        let open: Vec<String> = p
-            .blocked
-            .iter()
-            .map(|(a, u)| format!("circuit open for adapter {a} until {u}"))
-            .collect();
-        format!(
-            "safe mode: every adapter this stage can use is unavailable ({}); resume after the cool-down",
-            open.join("; ")
-        )
-    } else {
-        let err = p.last_message().unwrap_or_default();
-        format!(
-            "awaiting a decision after: {err}; answer with `pmpo resume {run_id} --retry|--skip|--abort`"
-        )
-    };
+    let (reason, why, kind, hint) = halt_words(run_id, halt, &p);
     result.status = StageStatus::AwaitingIntervention;
     result.reason = Some(reason.clone());
     result.finished_at = None;
+    result.attempts = p.attempt_no as u32;
     let row = task_row(
         run_id,
         end.pos,
@@ -508,24 +534,12 @@ fn halt_stage(
         Some(end.duration),
     )?;
     sh.rec.db.flush()?;
-    let why = if safe_mode {
-        RunStatus::Paused
-    } else {
-        RunStatus::AwaitingIntervention
-    };
     // The stage earliest in the reference order decides what else may start.
     sh.paused = Some(match sh.paused {
         Some((w, at)) if at < end.pos => (w, at),
         _ => (why, end.pos),
     });
     // What the run waits for is in its errors, with what to do.
-    let (kind, hint) = if safe_mode {
-        let hint = format!("after the cool-down, `pmpo resume {run_id}` tries again");
-        (FailureKind::SafeMode, hint)
-    } else {
-        let hint = format!("decide with `pmpo resume {run_id} --retry`, `--skip` or `--abort`");
-        (FailureKind::AwaitingDecision, hint)
-    };
     sh.errors.push(ErrorEntry {
         stage: stage.id.clone(),
         kind,

@@ -248,6 +248,8 @@ const NOT_THE_ADAPTERS_FAULT: &[FailureKind] = &[
     FailureKind::MissingInput,
     FailureKind::NotConfigured,
     FailureKind::Cancelled,
+    // A question waiting for the host says nothing about the endpoint.
+    FailureKind::AwaitingAnswer,
 ];
 
 /// Failure kinds of a model endpoint that are outages: it could not be
@@ -380,6 +382,7 @@ mod tests {
             "invalid_input",
             "not_configured",
             "cancelled",
+            "awaiting_answer",
         ] {
             assert!(!counts_for_breaker("model", kind(k), true), "{k}");
         }
@@ -394,6 +397,7 @@ mod tests {
         assert!(!counts_for_breaker("plugin", kind("cancelled"), true));
         assert!(!counts_for_breaker("tool", kind("bad_tool_output"), true));
         assert!(counts_for_breaker("tool", kind("io"), false));
+        assert!(!counts_for_breaker("tool", kind("awaiting_answer"), false));
     }
 
     #[test]

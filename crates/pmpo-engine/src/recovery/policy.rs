@@ -115,6 +115,9 @@ pub enum Halt {
     SafeMode,
     /// A person must decide, and nobody can be asked now: the run pauses.
     AwaitDecision,
+    /// The stage's question waits for the agent host's answer: the run
+    /// pauses, and `pmpo answer --run` gives the answer and retries it.
+    AwaitAnswer,
 }
 
 /// The next thing to do.
@@ -180,6 +183,11 @@ pub fn next_step(policy: &Policy, history: &History, gate: &Gate) -> Next {
         Some(Step::Ran(None) | Step::Corrected(None)) => Next::Finish,
         Some(Step::Ran(Some(k)) | Step::Corrected(Some(k))) if k == FailureKind::Cancelled => {
             Next::Halt(Halt::Cancelled)
+        }
+        // A question for the host is not a failure: asking again, another
+        // tool, a correction or a person cannot answer it, the host can.
+        Some(Step::Ran(Some(k)) | Step::Corrected(Some(k))) if k == FailureKind::AwaitingAnswer => {
+            Next::Halt(Halt::AwaitAnswer)
         }
         Some(Step::Ran(Some(k))) if not_retried(k) => tool_ended(policy, history, false),
         Some(Step::Ran(Some(_))) => {
@@ -250,7 +258,7 @@ mod tests {
 
     /// A history from letters: `ok`, `x` (exit status), `t` (timeout), `in`
     /// (invalid input), `mi` (missing input), `v` (a check failed), `c`
-    /// (cancelled), `B` (blocked), `F` (fell back), `C+`/`C-` (the correction
+    /// (cancelled), `q` (a question waits for the host), `B` (blocked), `F` (fell back), `C+`/`C-` (the correction
     /// passed/failed), `N` (no correction), `P` (a person's retry).
     fn steps(letters: &str) -> Vec<Step> {
         let failed = |k: FailureKind| Step::Ran(Some(k));
@@ -263,6 +271,7 @@ mod tests {
                 "in" => failed(FailureKind::InvalidInput),
                 "mi" => failed(FailureKind::MissingInput),
                 "c" => failed(FailureKind::Cancelled),
+                "q" => failed(FailureKind::AwaitingAnswer),
                 "v" => Step::Ran(Some(FailureKind::ValidationFailed)),
                 "B" => Step::Blocked,
                 "F" => Step::FellBack,
@@ -284,6 +293,7 @@ mod tests {
     const SAFE_MODE: Next = Next::Halt(Halt::SafeMode);
     const PAUSE: Next = Next::Halt(Halt::AwaitDecision);
     const CANCELLED: Next = Next::Halt(Halt::Cancelled);
+    const AWAIT_ANSWER: Next = Next::Halt(Halt::AwaitAnswer);
 
     /// What happened -> what next. The gate column: `open` or `-` (closed);
     /// the last column: `cancelled` when the run was cancelled while waiting.
@@ -325,6 +335,16 @@ mod tests {
             ("primary blocked, fallback failed",        "r1 fb",       "B F x",         "-",    "", FINISH),
             ("primary failed, fallback blocked",        "r1 fb",       "x F B",         "-",    "", SAFE_MODE),
             ("an open breaker cannot undo a success",   "r3",          "ok",            "open", "", FINISH),
+            ("a question for the host pauses",          "",            "q",             "-",    "", AWAIT_ANSWER),
+            ("no retry while the host is asked",        "r3",          "q",             "-",    "", AWAIT_ANSWER),
+            ("no fallback while the host is asked",     "r3 fb",       "q",             "-",    "", AWAIT_ANSWER),
+            ("no correction while the host is asked",   "fix",         "q",             "-",    "", AWAIT_ANSWER),
+            ("no person asked while the host is asked", "manual ask",  "q",             "-",    "", AWAIT_ANSWER),
+            ("a question after a retry pauses too",     "r3 fb",       "x q",           "-",    "", AWAIT_ANSWER),
+            ("the fallback's question pauses",          "r1 fb",       "x F q",         "-",    "", AWAIT_ANSWER),
+            ("an open breaker does not hide a question", "r3 fb",      "q",             "open", "", AWAIT_ANSWER),
+            ("cancelled while the host is asked",       "r3",          "q",             "-",    "cancelled", CANCELLED),
+            ("a person's retry asks the host again",    "manual ask",  "q P",           "-",    "", again(1, 1, 0)),
         ]
     }
 

@@ -3,7 +3,9 @@
 
 use std::time::Instant;
 
-use pmpo_engine::{Event, EventSink};
+use pmpo_ai::host::{self, Question};
+use pmpo_engine::{Decision, Event, EventSink, ExecutionResults, FailureKind};
+use pmpo_store::Workspace;
 use pmpo_store::states::RunStatus;
 use serde_json::Value;
 
@@ -63,6 +65,12 @@ impl Controller<'_, '_> {
         }
         let mut opts = self.env.exec.clone();
         opts.workspace = self.ws.root().to_path_buf();
+        // A run this loop left waiting for the host goes on: the stage that
+        // asked runs again and finds the answer (or asks again).
+        if let Some(id) = self.waiting_run(&rel, &checked.blake3) {
+            opts.resume = Some(id);
+            opts.decision = Some(Decision::Retry);
+        }
         // Constraints are Reflect's to judge: the run's status says what the stages did.
         opts.allow_violations = true;
         // The manifest entries of this run are this artifact's.
@@ -85,6 +93,11 @@ impl Controller<'_, '_> {
             }
             s if s.is_paused() => {
                 self.save()?;
+                // An `ai` stage waits for the host: the refinement waits for
+                // the same answer, asked the same way as a phase's question.
+                if let Some(q) = host_question(self.ws, &results) {
+                    return self.awaiting_host(LoopPhase::Execute, q).map(Some);
+                }
                 self.notes.push(format!(
                     "run {} is paused: answer with `pmpo resume {} --retry|--skip|--abort`, then `pmpo refine {}` goes on",
                     results.run_id, results.run_id, self.state.artifact_name
@@ -110,4 +123,50 @@ impl Controller<'_, '_> {
         self.end(LoopPhase::Execute, &summary, t)?;
         Ok(None)
     }
+}
+
+impl Controller<'_, '_> {
+    /// The run this loop left paused only because `ai` stages wait for the
+    /// host (this iteration's plan, unchanged), if there is one.
+    fn waiting_run(&self, rel: &str, blake3: &str) -> Option<String> {
+        let id = self.ls.run_id.clone()?;
+        let done: Value = read_json(self.ws, pmpo_engine::RESULTS_FILE).ok()??;
+        let kinds: Vec<&str> = done["errors"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| e["kind"].as_str())
+            .collect();
+        let waits_for_host = !kinds.is_empty()
+            && kinds
+                .iter()
+                .all(|k| *k == FailureKind::AwaitingAnswer.as_str());
+        (done["run_id"].as_str() == Some(id.as_str())
+            && done["plan"].as_str() == Some(rel)
+            && done["plan_blake3"].as_str() == Some(blake3)
+            && done["status"].as_str().and_then(RunStatus::parse)
+                == Some(RunStatus::AwaitingIntervention)
+            && waits_for_host)
+            .then_some(id)
+    }
+}
+
+/// The question an `ai` stage of a paused run waits on: the newest one its
+/// stage asked in that run that has no answer yet.
+fn host_question(ws: &Workspace, results: &ExecutionResults) -> Option<Question> {
+    let stage = &results
+        .errors
+        .iter()
+        .find(|e| e.kind == FailureKind::AwaitingAnswer)?
+        .stage;
+    let dir = ws.resolve(host::QUESTIONS_DIR).ok()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            host::read_question(ws, name.strip_suffix(".json")?)
+        })
+        .filter(|q| q.run_id == results.run_id && &q.stage == stage)
+        .filter(|q| host::given_answer(ws, &q.id).is_none())
+        .max_by(|a, b| a.asked_at.cmp(&b.asked_at))
 }
