@@ -165,6 +165,22 @@ pub fn read_question(ws: &Workspace, id: &str) -> Option<Question> {
     serde_json::from_slice(&bytes).ok()
 }
 
+/// The question a step (`stage`) of a run waits on: the newest one it asked
+/// in that run that has no answer yet.
+pub fn waiting_question(ws: &Workspace, run_id: &str, stage: &str) -> Option<Question> {
+    let dir = ws.resolve(QUESTIONS_DIR).ok()?;
+    std::fs::read_dir(dir)
+        .ok()?
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            read_question(ws, name.strip_suffix(".json")?)
+        })
+        .filter(|q| q.run_id == run_id && q.stage == stage)
+        .filter(|q| given_answer(ws, &q.id).is_none())
+        .max_by(|a, b| a.asked_at.cmp(&b.asked_at))
+}
+
 /// Keeps a question (durably: a re-run and `pmpo answer` read it).
 pub fn keep_question(ws: &Workspace, q: &Question) -> Result<(), pmpo_store::StoreError> {
     ws.create_dir_all(QUESTIONS_DIR)?;

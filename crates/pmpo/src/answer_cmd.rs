@@ -77,22 +77,7 @@ fn read_answer(file: Option<&Path>) -> Result<String, CliError> {
 /// The question an `ai` stage of a run waits on: the latest one asked by
 /// that stage that has no answer yet.
 pub fn stage_question(ws: &Workspace, run_id: &str, stage: &str) -> Result<Question, CliError> {
-    let dir = ws
-        .resolve(host::QUESTIONS_DIR)
-        .map_err(|e| CliError::failed(&e))?;
-    let mut found: Vec<Question> = std::fs::read_dir(&dir)
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            host::read_question(ws, name.strip_suffix(".json")?)
-        })
-        .filter(|q| q.run_id == run_id && q.stage == stage)
-        .filter(|q| host::given_answer(ws, &q.id).is_none())
-        .collect();
-    found.sort_by(|a, b| a.asked_at.cmp(&b.asked_at));
-    found.pop().ok_or_else(|| {
+    host::waiting_question(ws, run_id, stage).ok_or_else(|| {
         CliError::invalid(format!(
             "stage `{stage}` of run `{run_id}` has no question waiting for an answer"
         ))

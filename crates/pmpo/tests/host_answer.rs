@@ -230,7 +230,10 @@ fn a_kill_while_an_answer_goes_on_leaves_state_that_resumes() {
         let ws = Ws::new();
         start(&ws, &[]);
         let pending: Value = ws.read_json(PENDING);
-        ws.write("answer.json", &host_answer(&pending["question"]).to_string());
+        ws.write(
+            "answer.json",
+            &host_answer(&pending["question"]).to_string(),
+        );
         let mut child = pmpo(&ws)
             .args(["answer", "hero", "--file", "answer.json", "-q"])
             .spawn()
@@ -259,10 +262,6 @@ fn a_kill_while_an_answer_goes_on_leaves_state_that_resumes() {
         assert_eq!(report["outcome"], "converged", "delay {delay_ms}: {report}");
         // One Specify for the cycle: the answered question was not asked again.
         let log = std::fs::read_to_string(ws.p("refinement_log.md")).unwrap();
-        assert_eq!(
-            log.matches("Specify").count(),
-            1,
-            "delay {delay_ms}: {log}"
-        );
+        assert_eq!(log.matches("Specify").count(), 1, "delay {delay_ms}: {log}");
     }
 }

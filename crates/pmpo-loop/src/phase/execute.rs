@@ -158,15 +158,5 @@ fn host_question(ws: &Workspace, results: &ExecutionResults) -> Option<Question>
         .iter()
         .find(|e| e.kind == FailureKind::AwaitingAnswer)?
         .stage;
-    let dir = ws.resolve(host::QUESTIONS_DIR).ok()?;
-    std::fs::read_dir(dir)
-        .ok()?
-        .flatten()
-        .filter_map(|e| {
-            let name = e.file_name().to_string_lossy().into_owned();
-            host::read_question(ws, name.strip_suffix(".json")?)
-        })
-        .filter(|q| q.run_id == results.run_id && &q.stage == stage)
-        .filter(|q| host::given_answer(ws, &q.id).is_none())
-        .max_by(|a, b| a.asked_at.cmp(&b.asked_at))
+    host::waiting_question(ws, &results.run_id, stage)
 }
