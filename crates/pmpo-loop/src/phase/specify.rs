@@ -78,19 +78,7 @@ impl Controller<'_, '_> {
             content_type: Some(self.state.content_type.clone()),
             intent: self.ls.intent.clone(),
             constraints: constraints.clone(),
-            metadata: Map::from_iter([
-                ("goals".to_string(), json!(goals)),
-                ("evaluation_strategy".to_string(), json!(strategy)),
-                ("refinement_id".to_string(), json!(self.state.refinement_id)),
-                (
-                    "requires_approval".to_string(),
-                    json!(self.ls.requires_approval),
-                ),
-                (
-                    "max_iterations".to_string(),
-                    json!(self.state.max_iterations),
-                ),
-            ]),
+            metadata: self.spec_metadata(&goals, &strategy),
         };
         let ct = self.content_type_record(&inputs);
         let file = SpecFile {
@@ -143,6 +131,23 @@ impl Controller<'_, '_> {
         )?;
         self.end(LoopPhase::Specify, &summary, t)?;
         Ok(None)
+    }
+
+    /// The specification's `metadata`: its goals and how it is refined.
+    fn spec_metadata(&self, goals: &[String], strategy: &str) -> Map<String, Value> {
+        Map::from_iter([
+            ("goals".to_string(), json!(goals)),
+            ("evaluation_strategy".to_string(), json!(strategy)),
+            ("refinement_id".to_string(), json!(self.state.refinement_id)),
+            (
+                "requires_approval".to_string(),
+                json!(self.ls.requires_approval),
+            ),
+            (
+                "max_iterations".to_string(),
+                json!(self.state.max_iterations),
+            ),
+        ])
     }
 
     /// What `specification.json` says of the content type and its evaluation.
