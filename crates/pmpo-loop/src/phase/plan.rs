@@ -283,6 +283,13 @@ pub(crate) fn refusals(answer: &Value) -> Vec<String> {
                 "{who} sets `network: {v}`: {CONFINEMENT}; remove `network`"
             ));
         }
+        for out in written_by(obj) {
+            if let Some(own) = pmpo_report(&out) {
+                p.push(format!(
+                    "{who} would write `{out}`: `{own}` is pmpo's own record of the run, written only by pmpo; write the artifact's files under dist/"
+                ));
+            }
+        }
         let mut withs = vec![("with", obj.get("with"))];
         withs.push((
             "fallback.with",
@@ -329,6 +336,50 @@ pub(crate) fn refusals(answer: &Value) -> Vec<String> {
         }
     }
     p
+}
+
+/// The files pmpo writes to record a run and its verdicts: no stage may.
+const REPORTS: &[&str] = &[
+    pmpo_engine::validation::CONSTRAINTS_FILE,
+    pmpo_engine::MANIFEST_FILE,
+    REFINEMENT_LOG,
+    crate::journal::DECISIONS,
+];
+
+/// What a stage says it writes: its `outputs` and its tool's output paths.
+fn written_by(stage: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = match stage.get("outputs") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for key in ["output", "meta", "out_dir"] {
+        if let Some(s) = stage
+            .get("with")
+            .and_then(|w| w.get(key))
+            .and_then(Value::as_str)
+        {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+/// The report of pmpo's that writing `pattern` would touch, if any (the
+/// file itself, a glob that matches it, or the whole workspace).
+fn pmpo_report(pattern: &str) -> Option<&'static str> {
+    let p = pattern.trim().trim_start_matches("./");
+    if p.is_empty() || p == "." || p == "*" || p == "**" {
+        return Some(REPORTS[0]);
+    }
+    let glob = globset::Glob::new(p).ok().map(|g| g.compile_matcher());
+    REPORTS
+        .iter()
+        .find(|r| p == **r || glob.as_ref().is_some_and(|g| g.is_match(r)))
+        .copied()
 }
 
 /// A plan document from the specification and the model's `{stages, validation_plan}`.
@@ -450,6 +501,21 @@ mod tests {
         assert!(has("stage 2 sets `fallback.with.env_passthrough`"));
         assert!(has("stage 2 has a check with `allow_network: true`"));
         assert_eq!(got.len(), 10, "{got:?}");
+        let own = json!({"stages": [
+            {"id": "c", "with": {"command": ["true"]}, "outputs": "constraints.json"},
+            {"id": "m", "with": {"command": ["true"]}, "outputs": ["dist/a.png", "*.json"]},
+            {"id": "t", "tool": "template", "with": {"output": "./refinement_log.md"}},
+            {"id": "w", "with": {"command": ["true"]}, "outputs": ["."]},
+            {"id": "ok", "with": {"command": ["true"]}, "outputs": ["dist/*.json", "dist/constraints.json"]},
+        ]});
+        let got = refusals(&own);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].starts_with("stage `c` would write `constraints.json`: `constraints.json` is pmpo's own record of the run"));
+        assert!(got[1].starts_with("stage `m` would write `*.json`: `constraints.json`"));
+        assert!(
+            got[2].starts_with("stage `t` would write `./refinement_log.md`: `refinement_log.md`")
+        );
+        assert!(got[3].starts_with("stage `w` would write `.`"));
         let checks = json!({"stages": [], "validation_plan": [
             {"constraint_id": "style", "validation_method": "http", "with": {"allow_network": true}}]});
         assert_eq!(
