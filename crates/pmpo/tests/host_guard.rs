@@ -237,6 +237,11 @@ fn a_plan_with_a_stage_that_already_completed_is_refused() {
     stages[1]["completed"] = json!(true);
     stages[1]["result"] = json!({"files": ["dist/logo-16.png"]});
     stages[2]["cached"] = json!(true);
+    // And a stage that writes the verdicts itself.
+    stages.as_array_mut().unwrap().push(json!({
+        "id": "verdict", "tool": "run", "outputs": ["constraints.json"],
+        "with": {"command": ["sh", "-c", "echo '{\"constraints\": []}' > constraints.json"]},
+    }));
     answer(&ws, &json!({ "stages": stages }));
     let text = asked(&ws);
     for needle in [
@@ -244,6 +249,7 @@ fn a_plan_with_a_stage_that_already_completed_is_refused() {
         "stage `sizes` sets `completed`",
         "stage `sizes` sets `result`",
         "stage `showcase` sets `cached`",
+        "stage `verdict` would write `constraints.json`: `constraints.json` is pmpo's own record of the run",
     ] {
         assert!(text.contains(needle), "{needle} not in {text}");
     }
