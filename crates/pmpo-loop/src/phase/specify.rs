@@ -253,11 +253,16 @@ fn merge_model_spec(
             goals.push(g.to_string());
         }
     }
+    let defaults = constraints.len();
     for c in answer["constraints"].as_array().into_iter().flatten() {
         match serde_json::from_value::<Constraint>(c.clone()) {
             Ok(c) if !constraints.iter().any(|x| x.id == c.id) => constraints.push(c),
-            Ok(c) => notes.push(format!(
+            Ok(c) if constraints[..defaults].iter().any(|x| x.id == c.id) => notes.push(format!(
                 "the model's constraint `{}` repeats a default one; the default is kept",
+                c.id
+            )),
+            Ok(c) => notes.push(format!(
+                "the model gives constraint `{}` twice; the first is kept",
                 c.id
             )),
             Err(e) => notes.push(format!("a constraint of the model was dropped: {e}")),
@@ -283,6 +288,7 @@ mod tests {
                 {"id": "svg-valid", "description": "valid", "severity": "low"},
                 {"id": "legible", "description": "legible at 16 px", "severity": "high", "type": "visual"},
                 {"id": "odd", "description": "x", "severity": "urgent"},
+                {"id": "legible", "description": "anything", "severity": "low"},
             ],
         });
         merge_model_spec(&answer, &mut constraints, &mut goals, &mut notes);
@@ -290,8 +296,13 @@ mod tests {
         let ids: Vec<&str> = constraints.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["svg-valid", "legible"]);
         assert_eq!(constraints[0].severity, pmpo_plan::Severity::Blocking);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(constraints[1].severity, pmpo_plan::Severity::High);
+        assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(notes[0].contains("`svg-valid` repeats a default one"));
         assert!(notes[1].starts_with("a constraint of the model was dropped"));
+        assert_eq!(
+            notes[2],
+            "the model gives constraint `legible` twice; the first is kept"
+        );
     }
 }
