@@ -109,6 +109,100 @@ pub fn diff(
         .collect()
 }
 
+/// A file's metadata as its last write left it (inode, times, size): the
+/// same before and after a stage means the stage did not write the file,
+/// even when the content is what the stage would have written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stamp {
+    id: (u64, u64),
+    modified: Option<std::time::SystemTime>,
+    changed: i128,
+    len: u64,
+}
+
+fn stamp(path: &std::path::Path) -> Option<Stamp> {
+    let m = std::fs::symlink_metadata(path).ok()?;
+    #[cfg(unix)]
+    let (id, changed) = {
+        use std::os::unix::fs::MetadataExt;
+        (
+            (m.dev(), m.ino()),
+            i128::from(m.ctime()) * 1_000_000_000 + i128::from(m.ctime_nsec()),
+        )
+    };
+    #[cfg(not(unix))]
+    let (id, changed) = ((0, 0), 0);
+    Some(Stamp {
+        id,
+        modified: m.modified().ok(),
+        changed,
+        len: m.len(),
+    })
+}
+
+/// The stamps of these workspace files (taken before a stage may write).
+pub fn stamps<'a>(
+    ws: &Workspace,
+    paths: impl IntoIterator<Item = &'a String>,
+) -> BTreeMap<String, Stamp> {
+    paths
+        .into_iter()
+        .filter_map(|rel| Some((rel.clone(), stamp(&ws.root().join(rel))?)))
+        .collect()
+}
+
+/// Whether `rel` is one of the paths a tool says it writes itself (a file,
+/// or everything under a folder).
+fn is_own(rel: &str, own: &[String]) -> bool {
+    own.iter().any(|o| {
+        let o = o.trim_start_matches("./");
+        rel == o || rel.starts_with(&format!("{}/", o.trim_end_matches('/')))
+    })
+}
+
+/// The files under a stage's outputs that were there before it ran and that
+/// it did not write: same metadata as before, and not a file the tool writes
+/// through pmpo itself (those skip a write of identical content). Such a
+/// file is not the stage's output, whoever put it there.
+pub fn not_written(
+    ws: &Workspace,
+    before: &BTreeMap<String, Stamp>,
+    after: &Expansion,
+    own: &[String],
+) -> std::collections::BTreeSet<String> {
+    before
+        .iter()
+        .filter(|(rel, s)| {
+            after.files.contains_key(*rel)
+                && !is_own(rel, own)
+                && stamp(&ws.root().join(rel)).as_ref() == Some(*s)
+        })
+        .map(|(rel, _)| rel.clone())
+        .collect()
+}
+
+/// The declared outputs every file of which is one the stage did not write:
+/// each is missing as far as this stage is concerned.
+pub fn not_produced(
+    ws: &Workspace,
+    declared: &[String],
+    not_written: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    if not_written.is_empty() {
+        return Vec::new();
+    }
+    declared
+        .iter()
+        .filter(|raw| {
+            let e = expand(ws, std::slice::from_ref(*raw));
+            !e.files.is_empty() && e.files.keys().all(|k| not_written.contains(k))
+        })
+        .map(|raw| {
+            format!("declared output `{raw}` was there before the stage ran and the stage did not write it")
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +230,43 @@ mod tests {
         );
         assert_eq!(e.files.len(), 4);
         assert_eq!(e.missing, vec!["missing.txt", "none/*.x"]);
+    }
+
+    #[test]
+    fn a_file_there_before_that_the_stage_did_not_write_is_not_its_output() {
+        let dir = tempfile::tempdir().unwrap();
+        let ws = Workspace::open(dir.path()).unwrap();
+        fs::create_dir_all(dir.path().join("dist/p")).unwrap();
+        for f in ["dist/a.png", "dist/b.png", "dist/own.html", "dist/p/s.png"] {
+            fs::write(dir.path().join(f), b"old").unwrap();
+        }
+        let declared: Vec<String> = ["dist/a.png", "dist/b.png", "dist/own.html", "dist/p"]
+            .map(String::from)
+            .to_vec();
+        let before_files = expand(&ws, &declared).files;
+        let before = stamps(&ws, before_files.keys());
+        assert_eq!(before.len(), 4);
+        // The stage rewrites b.png with the same bytes (a write all the same)
+        // and leaves the others; own.html and the folder p are the tool's own.
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        fs::remove_file(dir.path().join("dist/b.png")).unwrap();
+        fs::write(dir.path().join("dist/b.png"), b"old").unwrap();
+        let after = expand(&ws, &declared);
+        let own = ["dist/own.html".to_string(), "dist/p/".to_string()];
+        let nw = not_written(&ws, &before, &after, &own);
+        assert_eq!(nw.into_iter().collect::<Vec<_>>(), ["dist/a.png"]);
+        let nw = not_written(&ws, &before, &after, &[]);
+        assert_eq!(nw.len(), 3);
+        assert_eq!(
+            not_produced(&ws, &declared, &nw),
+            [
+                "declared output `dist/a.png` was there before the stage ran and the stage did not write it",
+                "declared output `dist/own.html` was there before the stage ran and the stage did not write it",
+                "declared output `dist/p` was there before the stage ran and the stage did not write it",
+            ]
+        );
+        // A glob with one file the stage wrote is produced.
+        assert!(not_produced(&ws, &["dist/*.png".to_string()], &nw).is_empty());
     }
 
     #[cfg(unix)]

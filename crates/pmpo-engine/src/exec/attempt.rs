@@ -34,6 +34,10 @@ pub(super) struct Attempt {
     pub(super) undeclared: Vec<pmpo_sandbox::snapshot::Difference>,
     /// Declared output files that were there before the stage and are gone.
     pub(super) before: BTreeMap<String, FileDigest>,
+    /// Their metadata then, and the paths the tool writes itself: a file
+    /// there before that the stage did not write is not its output.
+    pub(super) stamps: BTreeMap<String, outputs::Stamp>,
+    pub(super) own: Vec<String>,
     /// Content hashes of the files under the outputs that are in the backup store.
     pub(super) backed_up: HashSet<String>,
     /// What the attempt may write: the declared outputs and the tool's own.
@@ -196,6 +200,8 @@ pub(super) fn validate_attempt(
         )?;
         let vt = Instant::now();
         files = changes.clone();
+        let not_written = outputs::not_written(ws, &a.stamps, &after, &a.own);
+        files.retain(|f| !not_written.contains(&f.path));
         // Only the plan's own `outputs:` must exist; the tool's are its business.
         let mut problems: Vec<String> = after
             .missing
@@ -204,6 +210,7 @@ pub(super) fn validate_attempt(
             .map(|m| format!("declared output missing: {m}"))
             .collect();
         problems.extend(after.problems.iter().cloned());
+        problems.extend(outputs::not_produced(ws, &stage.outputs, &not_written));
         if !stage.outputs.is_empty() {
             validations.push(ValidationOutput {
                 check: "declared_outputs".into(),

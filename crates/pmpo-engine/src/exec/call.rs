@@ -135,6 +135,8 @@ fn guard_writes(
         }
     }
     attempt.before = outputs::expand(ws, &watched).files;
+    attempt.stamps = outputs::stamps(ws, attempt.before.keys());
+    attempt.own = tool.written_paths(inputs);
     for (rel, digest) in &attempt.before {
         match ws.backup(rel, digest) {
             Ok(true) => {

@@ -87,7 +87,13 @@ impl Controller<'_, '_> {
                 .map(|c| c.id.clone())
                 .collect(),
         };
-        let check = move |v: &mut Value| judgement_problems(v, &ids);
+        let measured: Vec<(String, ConstraintStatus)> = constraints
+            .iter()
+            .filter(|c| !ids.contains(&c.id))
+            .map(|c| (c.id.clone(), c.status))
+            .collect();
+        let open_ids = ids.clone();
+        let check = move |v: &mut Value| judgement_problems(v, &ids, &measured);
         self.env.observer.note(&format!(
             "asking the model to judge {} constraint(s) no check measures",
             open.len()
@@ -106,7 +112,7 @@ impl Controller<'_, '_> {
         self.timings.model_ms += t_model.elapsed().as_secs_f64() * 1000.0;
         match asked {
             Asked::Valid { value, .. } => {
-                apply_judgements(constraints, &value);
+                apply_judgements(constraints, &value, &open_ids);
                 Judged::Done
             }
             Asked::Invalid { problems } => Judged::Note(format!(
@@ -178,31 +184,52 @@ Answer with JSON: {{\"judgements\": [{{\"id\": \"...\", \"status\": \"satisfied|
     }
 }
 
-/// What is wrong with a judgement answer: its schema, or a judged id that is
-/// not one of those asked about.
-fn judgement_problems(v: &mut Value, ids: &[String]) -> Vec<String> {
+/// What is wrong with a judgement answer: its schema, a verdict on a
+/// constraint a check measures (its status is the check's), on one that does
+/// not exist, or more than one verdict on the same constraint.
+fn judgement_problems(
+    v: &mut Value,
+    ids: &[String],
+    measured: &[(String, ConstraintStatus)],
+) -> Vec<String> {
     model::tidy_judgement(v);
     let mut p = model::schema_problems(model::JUDGEMENT_SCHEMA, v);
-    if p.is_empty() {
-        for j in v["judgements"].as_array().into_iter().flatten() {
-            let id = j["id"].as_str().unwrap_or("");
-            if !ids.iter().any(|x| x == id) {
-                p.push(format!(
-                    "`{id}` is not one of the constraints to judge ({})",
-                    ids.join(", ")
-                ));
-            }
+    if !p.is_empty() {
+        return p;
+    }
+    let only = format!("judge only: {}", ids.join(", "));
+    let mut seen: Vec<&str> = Vec::new();
+    for j in v["judgements"].as_array().into_iter().flatten() {
+        let id = j["id"].as_str().unwrap_or("");
+        if let Some((_, status)) = measured.iter().find(|(m, _)| m == id) {
+            p.push(format!(
+                "`{id}` is measured by a deterministic check (it is {status}): its status comes from the check, never from a judgement; {only}"
+            ));
+        } else if !ids.iter().any(|x| x == id) {
+            p.push(format!(
+                "`{id}` is not one of the constraints to judge (it is not a constraint of this artifact); {only}"
+            ));
+        } else if seen.contains(&id) {
+            p.push(format!(
+                "`{id}` is judged more than once: give one judgement per constraint"
+            ));
         }
+        seen.push(id);
     }
     p
 }
 
-/// The model's judgements, marked judged.
-fn apply_judgements(constraints: &mut [ConstraintState], answer: &Value) {
+/// The model's judgements of the `open` constraints, marked judged. A
+/// verdict on any other constraint is never applied (the check above refuses
+/// it first; this holds even if it did not).
+fn apply_judgements(constraints: &mut [ConstraintState], answer: &Value, open: &[String]) {
     for j in answer["judgements"].as_array().into_iter().flatten() {
+        let Some(id) = j["id"].as_str().filter(|id| open.iter().any(|o| o == id)) else {
+            continue;
+        };
         if let Some(c) = constraints
             .iter_mut()
-            .find(|c| Some(c.id.as_str()) == j["id"].as_str())
+            .find(|c| c.id == id && c.basis != Basis::Measured)
         {
             c.status = j["status"]
                 .as_str()
@@ -251,22 +278,33 @@ mod tests {
     #[test]
     fn a_judgement_may_name_only_the_constraints_asked_about() {
         let ids = vec!["style".to_string()];
+        let measured = vec![("png-sizes".to_string(), ConstraintStatus::Violated)];
         let mut ok = json!({"judgements": [{"id": "style", "status": "satisfied", "reason": "r"}]});
-        assert!(judgement_problems(&mut ok, &ids).is_empty());
-        let mut other =
-            json!({"judgements": [{"id": "tests", "status": "satisfied", "reason": "r"}]});
+        assert!(judgement_problems(&mut ok, &ids, &measured).is_empty());
+        let mut other = json!({"judgements": [
+            {"id": "tests", "status": "satisfied", "reason": "r"},
+            {"id": "png-sizes", "status": "satisfied", "reason": "looks fine"},
+            {"id": "style", "status": "satisfied"},
+            {"id": "style", "status": "violated"},
+        ]});
         assert_eq!(
-            judgement_problems(&mut other, &ids),
-            ["`tests` is not one of the constraints to judge (style)"]
+            judgement_problems(&mut other, &ids, &measured),
+            [
+                "`tests` is not one of the constraints to judge (it is not a constraint of this artifact); judge only: style",
+                "`png-sizes` is measured by a deterministic check (it is violated): its status comes from the check, never from a judgement; judge only: style",
+                "`style` is judged more than once: give one judgement per constraint",
+            ]
         );
     }
 
     #[test]
     fn judgements_are_marked_judged_with_the_reason() {
         let mut cs = vec![open("style"), open("tone")];
+        let ids = vec!["style".to_string(), "tone".to_string()];
         apply_judgements(
             &mut cs,
             &json!({"judgements": [{"id": "tone", "status": "violated", "reason": "too dry"}]}),
+            &ids,
         );
         assert_eq!(cs[0], open("style"));
         assert_eq!(
@@ -277,6 +315,24 @@ mod tests {
                 "judged by the model: too dry"
             )
         );
+    }
+
+    #[test]
+    fn a_verdict_on_a_measured_or_unasked_constraint_is_never_applied() {
+        let mut measured = open("svg-valid");
+        measured.status = ConstraintStatus::Violated;
+        measured.basis = Basis::Measured;
+        let mut cs = vec![measured.clone(), open("style"), open("tone")];
+        apply_judgements(
+            &mut cs,
+            &json!({"judgements": [
+                {"id": "svg-valid", "status": "satisfied", "reason": "trust me"},
+                {"id": "tone", "status": "satisfied", "reason": "not asked"},
+            ]}),
+            &["style".to_string(), "svg-valid".to_string()],
+        );
+        assert_eq!(cs[0], measured);
+        assert_eq!(cs[2], open("tone"));
     }
 
     #[test]

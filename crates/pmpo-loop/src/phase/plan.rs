@@ -47,6 +47,12 @@ impl Controller<'_, '_> {
             let spec_for_check = spec.clone();
             let name = self.name();
             let check = move |v: &mut Value| -> Vec<String> {
+                // What a proposed plan may not do comes first, in its own
+                // words: the host sees why in the repair question.
+                let refused = refusals(v);
+                if !refused.is_empty() {
+                    return refused;
+                }
                 match assemble(&spec_for_check, v) {
                     Err(e) => vec![e],
                     Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
@@ -90,7 +96,7 @@ impl Controller<'_, '_> {
                 Asked::AwaitingHost(q) => return self.awaiting_host(LoopPhase::Plan, *q).map(Some),
             }
         }
-        let validation_plan = validation_plan(&spec, extra_checks);
+        let validation_plan = validation_plan(&spec, extra_checks, &mut notes);
         let tool_invocations: Vec<Value> = stages
             .iter()
             .map(|s| json!({"stage": s.id, "tool": s.tool_name(), "purpose": s.description}))
@@ -180,9 +186,23 @@ Answer with JSON: {{\"stages\": [...stages like the baseline...], \"validation_p
 /// The plan's checks. Deterministic first: every constraint with a check
 /// keeps its check, whatever the plan says; the plan may add checks for the
 /// others (of constraints the specification has).
-fn validation_plan(spec: &SpecFile, extra: Vec<ValidationItem>) -> Vec<ValidationItem> {
+fn validation_plan(
+    spec: &SpecFile,
+    extra: Vec<ValidationItem>,
+    notes: &mut Vec<String>,
+) -> Vec<ValidationItem> {
     let mut plan = spec.checks.clone();
     for item in extra {
+        if spec
+            .checks
+            .iter()
+            .any(|k| k.constraint_id == item.constraint_id)
+        {
+            notes.push(format!(
+                "the plan's check for `{}` is not used: that constraint is measured by its own check, which no plan replaces",
+                item.constraint_id
+            ));
+        }
         if !plan.iter().any(|v| v.constraint_id == item.constraint_id)
             && spec
                 .specification
@@ -194,6 +214,172 @@ fn validation_plan(spec: &SpecFile, extra: Vec<ValidationItem>) -> Vec<Validatio
         }
     }
     plan
+}
+
+/// Fields of a stage's record once it ran (`execution_results.json`): a plan
+/// that sets them claims a result no run produced.
+const RAN_FIELDS: &[&str] = &[
+    "status",
+    "state",
+    "completed",
+    "complete",
+    "done",
+    "result",
+    "results",
+    "cached",
+    "outcome",
+    "exit_code",
+    "exit_status",
+    "started_at",
+    "finished_at",
+    "duration_ms",
+    "files",
+    "generated_files",
+    "skipped",
+    "error",
+    "errors",
+    "passed",
+    "validations",
+];
+
+const CONFINEMENT: &str = "a plan from a model or a host may not loosen confinement (sandbox, env_passthrough, network); only a person's plan file run with `pmpo execute` may";
+
+/// What a plan proposed by a model or a host may not do, in words the host
+/// can act on: claim a stage already ran (its status, result or files come
+/// only from running it), or loosen confinement (`sandbox: false`,
+/// `network: true`, `env_passthrough`, a preview's `network` or a check's
+/// `allow_network`). A person's plan file is not checked here.
+pub(crate) fn refusals(answer: &Value) -> Vec<String> {
+    let answer = match answer.get("plan") {
+        Some(inner) if inner.get("stages").is_some() && answer.get("stages").is_none() => inner,
+        _ => answer,
+    };
+    let mut p = Vec::new();
+    for (i, stage) in answer["stages"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .enumerate()
+    {
+        let Some(obj) = stage.as_object() else {
+            continue;
+        };
+        let who = match obj.get("id").and_then(Value::as_str) {
+            Some(id) => format!("stage `{id}`"),
+            None => format!("stage {}", i + 1),
+        };
+        for f in RAN_FIELDS.iter().filter(|f| obj.contains_key(**f)) {
+            p.push(format!(
+                "{who} sets `{f}`: a stage's status, result and files come only from running it; remove `{f}`"
+            ));
+        }
+        if let Some(v) = obj.get("sandbox").filter(|v| **v != Value::Bool(true)) {
+            p.push(format!(
+                "{who} sets `sandbox: {v}`: {CONFINEMENT}; remove `sandbox`"
+            ));
+        }
+        if let Some(v) = obj.get("network").filter(|v| **v != Value::Bool(false)) {
+            p.push(format!(
+                "{who} sets `network: {v}`: {CONFINEMENT}; remove `network`"
+            ));
+        }
+        for out in written_by(obj) {
+            if let Some(own) = pmpo_report(&out) {
+                p.push(format!(
+                    "{who} would write `{out}`: `{own}` is pmpo's own record of the run, written only by pmpo; write the artifact's files under dist/"
+                ));
+            }
+        }
+        let mut withs = vec![("with", obj.get("with"))];
+        withs.push((
+            "fallback.with",
+            obj.get("fallback").and_then(|f| f.get("with")),
+        ));
+        for (place, with) in withs {
+            let Some(with) = with else { continue };
+            if with.get("env_passthrough").is_some() {
+                p.push(format!(
+                    "{who} sets `{place}.env_passthrough`: {CONFINEMENT}; remove it (secret variables stay kept from stages)"
+                ));
+            }
+            if let Some(v) = with.get("network").filter(|v| **v != Value::Bool(false)) {
+                p.push(format!(
+                    "{who} sets `{place}.network: {v}`: {CONFINEMENT}; remove it"
+                ));
+            }
+        }
+        for k in obj
+            .get("validate")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            if let Some(v) = k["with"]
+                .get("allow_network")
+                .filter(|v| **v != Value::Bool(false))
+            {
+                p.push(format!(
+                    "{who} has a check with `allow_network: {v}`: {CONFINEMENT}; remove it"
+                ));
+            }
+        }
+    }
+    for k in answer["validation_plan"].as_array().into_iter().flatten() {
+        if let Some(v) = k["with"]
+            .get("allow_network")
+            .filter(|v| **v != Value::Bool(false))
+        {
+            p.push(format!(
+                "the check for `{}` sets `allow_network: {v}`: {CONFINEMENT}; remove it",
+                k["constraint_id"].as_str().unwrap_or("?")
+            ));
+        }
+    }
+    p
+}
+
+/// The files pmpo writes to record a run and its verdicts: no stage may.
+const REPORTS: &[&str] = &[
+    pmpo_engine::validation::CONSTRAINTS_FILE,
+    pmpo_engine::MANIFEST_FILE,
+    REFINEMENT_LOG,
+    crate::journal::DECISIONS,
+];
+
+/// What a stage says it writes: its `outputs` and its tool's output paths.
+fn written_by(stage: &serde_json::Map<String, Value>) -> Vec<String> {
+    let mut out: Vec<String> = match stage.get("outputs") {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => Vec::new(),
+    };
+    for key in ["output", "meta", "out_dir"] {
+        if let Some(s) = stage
+            .get("with")
+            .and_then(|w| w.get(key))
+            .and_then(Value::as_str)
+        {
+            out.push(s.to_string());
+        }
+    }
+    out
+}
+
+/// The report of pmpo's that writing `pattern` would touch, if any (the
+/// file itself, a glob that matches it, or the whole workspace).
+fn pmpo_report(pattern: &str) -> Option<&'static str> {
+    let p = pattern.trim().trim_start_matches("./");
+    if p.is_empty() || p == "." || p == "*" || p == "**" {
+        return Some(REPORTS[0]);
+    }
+    let glob = globset::Glob::new(p).ok().map(|g| g.compile_matcher());
+    REPORTS
+        .iter()
+        .find(|r| p == **r || glob.as_ref().is_some_and(|g| g.is_match(r)))
+        .copied()
 }
 
 /// A plan document from the specification and the model's `{stages, validation_plan}`.
@@ -261,7 +447,8 @@ mod tests {
             {"constraint_id": "unknown", "validation_method": "lint"},
         ]))
         .unwrap();
-        let got: Vec<(String, String)> = validation_plan(&spec(), extra)
+        let mut notes = Vec::new();
+        let got: Vec<(String, String)> = validation_plan(&spec(), extra, &mut notes)
             .into_iter()
             .map(|v| (v.constraint_id, v.validation_method))
             .collect();
@@ -270,6 +457,71 @@ mod tests {
             [
                 ("syntax".to_string(), "syntax".to_string()),
                 ("style".to_string(), "lint".to_string())
+            ]
+        );
+        assert_eq!(
+            notes,
+            [
+                "the plan's check for `syntax` is not used: that constraint is measured by its own check, which no plan replaces"
+            ]
+        );
+    }
+
+    #[test]
+    fn a_proposed_plan_may_not_claim_a_result_or_loosen_confinement() {
+        let ok = json!({"stages": [
+            {"id": "a", "tool": "run", "with": {"command": ["true"]}, "network": false, "sandbox": true},
+            {"id": "p", "tool": "preview", "with": {"input": "dist/i.html", "network": false}},
+        ]});
+        assert!(refusals(&ok).is_empty(), "{:?}", refusals(&ok));
+        let bad = json!({"plan": {"stages": [
+            {"id": "a", "tool": "run", "with": {"command": ["true"], "env_passthrough": ["TOKEN"]},
+             "sandbox": false, "network": true, "status": "COMPLETED", "cached": true},
+            {"tool": "preview", "with": {"network": "yes"}, "completed": true, "result": {"ok": 1},
+             "fallback": {"tool": "run", "with": {"env_passthrough": []}},
+             "validate": [{"check": "http", "with": {"url": "http://x", "allow_network": true}}]},
+        ]}, "stages_note": 1});
+        let got = refusals(&bad);
+        let has = |needle: &str| got.iter().any(|p| p.contains(needle));
+        assert!(
+            has(
+                "stage `a` sets `status`: a stage's status, result and files come only from running it"
+            ),
+            "{got:?}"
+        );
+        assert!(has("stage `a` sets `cached`"));
+        assert!(has(
+            "stage `a` sets `sandbox: false`: a plan from a model or a host may not loosen confinement"
+        ));
+        assert!(has("stage `a` sets `network: true`"));
+        assert!(has("stage `a` sets `with.env_passthrough`"));
+        assert!(has("stage 2 sets `completed`"));
+        assert!(has("stage 2 sets `result`"));
+        assert!(has("stage 2 sets `with.network: \"yes\"`"));
+        assert!(has("stage 2 sets `fallback.with.env_passthrough`"));
+        assert!(has("stage 2 has a check with `allow_network: true`"));
+        assert_eq!(got.len(), 10, "{got:?}");
+        let own = json!({"stages": [
+            {"id": "c", "with": {"command": ["true"]}, "outputs": "constraints.json"},
+            {"id": "m", "with": {"command": ["true"]}, "outputs": ["dist/a.png", "*.json"]},
+            {"id": "t", "tool": "template", "with": {"output": "./refinement_log.md"}},
+            {"id": "w", "with": {"command": ["true"]}, "outputs": ["."]},
+            {"id": "ok", "with": {"command": ["true"]}, "outputs": ["dist/*.json", "dist/constraints.json"]},
+        ]});
+        let got = refusals(&own);
+        assert_eq!(got.len(), 4, "{got:?}");
+        assert!(got[0].starts_with("stage `c` would write `constraints.json`: `constraints.json` is pmpo's own record of the run"));
+        assert!(got[1].starts_with("stage `m` would write `*.json`: `constraints.json`"));
+        assert!(
+            got[2].starts_with("stage `t` would write `./refinement_log.md`: `refinement_log.md`")
+        );
+        assert!(got[3].starts_with("stage `w` would write `.`"));
+        let checks = json!({"stages": [], "validation_plan": [
+            {"constraint_id": "style", "validation_method": "http", "with": {"allow_network": true}}]});
+        assert_eq!(
+            refusals(&checks),
+            [
+                "the check for `style` sets `allow_network: true`: a plan from a model or a host may not loosen confinement (sandbox, env_passthrough, network); only a person's plan file run with `pmpo execute` may; remove it"
             ]
         );
     }

@@ -78,19 +78,7 @@ impl Controller<'_, '_> {
             content_type: Some(self.state.content_type.clone()),
             intent: self.ls.intent.clone(),
             constraints: constraints.clone(),
-            metadata: Map::from_iter([
-                ("goals".to_string(), json!(goals)),
-                ("evaluation_strategy".to_string(), json!(strategy)),
-                ("refinement_id".to_string(), json!(self.state.refinement_id)),
-                (
-                    "requires_approval".to_string(),
-                    json!(self.ls.requires_approval),
-                ),
-                (
-                    "max_iterations".to_string(),
-                    json!(self.state.max_iterations),
-                ),
-            ]),
+            metadata: self.spec_metadata(&goals, &strategy),
         };
         let ct = self.content_type_record(&inputs);
         let file = SpecFile {
@@ -143,6 +131,23 @@ impl Controller<'_, '_> {
         )?;
         self.end(LoopPhase::Specify, &summary, t)?;
         Ok(None)
+    }
+
+    /// The specification's `metadata`: its goals and how it is refined.
+    fn spec_metadata(&self, goals: &[String], strategy: &str) -> Map<String, Value> {
+        Map::from_iter([
+            ("goals".to_string(), json!(goals)),
+            ("evaluation_strategy".to_string(), json!(strategy)),
+            ("refinement_id".to_string(), json!(self.state.refinement_id)),
+            (
+                "requires_approval".to_string(),
+                json!(self.ls.requires_approval),
+            ),
+            (
+                "max_iterations".to_string(),
+                json!(self.state.max_iterations),
+            ),
+        ])
     }
 
     /// What `specification.json` says of the content type and its evaluation.
@@ -248,11 +253,16 @@ fn merge_model_spec(
             goals.push(g.to_string());
         }
     }
+    let defaults = constraints.len();
     for c in answer["constraints"].as_array().into_iter().flatten() {
         match serde_json::from_value::<Constraint>(c.clone()) {
             Ok(c) if !constraints.iter().any(|x| x.id == c.id) => constraints.push(c),
-            Ok(c) => notes.push(format!(
+            Ok(c) if constraints[..defaults].iter().any(|x| x.id == c.id) => notes.push(format!(
                 "the model's constraint `{}` repeats a default one; the default is kept",
+                c.id
+            )),
+            Ok(c) => notes.push(format!(
+                "the model gives constraint `{}` twice; the first is kept",
                 c.id
             )),
             Err(e) => notes.push(format!("a constraint of the model was dropped: {e}")),
@@ -278,6 +288,7 @@ mod tests {
                 {"id": "svg-valid", "description": "valid", "severity": "low"},
                 {"id": "legible", "description": "legible at 16 px", "severity": "high", "type": "visual"},
                 {"id": "odd", "description": "x", "severity": "urgent"},
+                {"id": "legible", "description": "anything", "severity": "low"},
             ],
         });
         merge_model_spec(&answer, &mut constraints, &mut goals, &mut notes);
@@ -285,8 +296,13 @@ mod tests {
         let ids: Vec<&str> = constraints.iter().map(|c| c.id.as_str()).collect();
         assert_eq!(ids, ["svg-valid", "legible"]);
         assert_eq!(constraints[0].severity, pmpo_plan::Severity::Blocking);
-        assert_eq!(notes.len(), 2, "{notes:?}");
+        assert_eq!(constraints[1].severity, pmpo_plan::Severity::High);
+        assert_eq!(notes.len(), 3, "{notes:?}");
         assert!(notes[0].contains("`svg-valid` repeats a default one"));
         assert!(notes[1].starts_with("a constraint of the model was dropped"));
+        assert_eq!(
+            notes[2],
+            "the model gives constraint `legible` twice; the first is kept"
+        );
     }
 }
