@@ -12,7 +12,11 @@ mod files;
 pub mod journal;
 pub mod model;
 pub mod pending;
-mod phase;
+pub(crate) mod phase;
+
+/// What a plan a model or a host proposes may not do (the MCP `execute` tool
+/// applies it to the plans a host gives it).
+pub use phase::plan::refusals as plan_refusals;
 pub mod reflect;
 mod startup;
 pub mod triggers;

@@ -42,15 +42,12 @@ pub(crate) fn write(ws: &Workspace, p: &Pending) -> Result<(), LoopError> {
 /// Removes the artifact's pending question (it was answered, or the loop
 /// went past it), if there is one.
 pub(crate) fn clear(ws: &Workspace, name: &str) -> Result<(), LoopError> {
-    let path = ws.resolve(&pending_path(name))?;
-    match std::fs::remove_file(&path) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(LoopError::Usage(format!(
-            "cannot remove `{}`: {e}",
-            pending_path(name)
-        ))),
+    let rel = pending_path(name);
+    if ws.read_own(&rel)?.is_none() {
+        return Ok(());
     }
+    ws.remove_own_file(&rel)?;
+    Ok(())
 }
 
 /// The artifact's pending question, if it waits for one.

@@ -6,7 +6,7 @@ pub mod approval;
 mod execute;
 mod judge;
 mod persist;
-mod plan;
+pub(crate) mod plan;
 mod reflect;
 mod specify;
 

@@ -249,7 +249,7 @@ const CONFINEMENT: &str = "a plan from a model or a host may not loosen confinem
 /// only from running it), or loosen confinement (`sandbox: false`,
 /// `network: true`, `env_passthrough`, a preview's `network` or a check's
 /// `allow_network`). A person's plan file is not checked here.
-pub(crate) fn refusals(answer: &Value) -> Vec<String> {
+pub fn refusals(answer: &Value) -> Vec<String> {
     let answer = match answer.get("plan") {
         Some(inner) if inner.get("stages").is_some() && answer.get("stages").is_none() => inner,
         _ => answer,
