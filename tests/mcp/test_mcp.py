@@ -393,6 +393,44 @@ class McpServerTests(unittest.TestCase):
         # The first stage ran once: the second session went on from the first.
         self.assertEqual((ws / "fast.count").read_text().count("x"), 1)
 
+    def test_a_client_that_goes_away_while_its_model_thinks_leaves_a_refinement_that_resumes(self):
+        ws = make_workspace(self)
+        pidfile = ws.parent / (ws.name + ".pid")
+        self.addCleanup(lambda: pidfile.unlink(missing_ok=True))
+        async def leave():
+            ready = asyncio.Event()
+
+            async def never(context, params):
+                ready.set()
+                await asyncio.sleep(3600)
+
+            async with session(ws, sampling=never, pidfile=pidfile) as s:
+                args = {"name": "left", "type": "logo", "inputs": ["logo.svg"]}
+                running = asyncio.ensure_future(call(s, "refine", args))
+                await asyncio.wait_for(ready.wait(), 60)
+                running.cancel()
+                with contextlib.suppress(BaseException):
+                    await running
+
+        self.run_async(leave())
+        pid = int(pidfile.read_text())
+        deadline = time.monotonic() + 30
+        while alive(pid):
+            self.assertLess(time.monotonic(), deadline, "the server did not exit")
+            time.sleep(0.1)
+
+        async def come_back():
+            async with session(ws) as s:
+                return await call(s, "refine", {"name": "left"})
+
+        # No lock is left: a new session goes on with the same refinement,
+        # now asking through a pending question.
+        result = self.run_async(come_back())
+        self.assertFalse(result.is_error, text_of(result))
+        report = result.structured_content
+        self.assertEqual(report["started"], "resumed", report)
+        self.assertEqual(report["pending"]["phase"], "specify")
+
 
 PLAN = """
 specification:

@@ -135,6 +135,7 @@ async fn run_loop(
         Arc::new(McpSampler {
             peer: progress.peer().clone(),
             handle: tokio::runtime::Handle::current(),
+            cancel: cancel.clone(),
         }) as Arc<dyn Sampler>
     });
     let (tx, rx) = tokio::sync::oneshot::channel();

@@ -36,6 +36,8 @@ pub(super) struct McpSampler {
     pub(super) peer: Peer<RoleServer>,
     /// The server's runtime (the loop runs on a runtime of its own thread).
     pub(super) handle: tokio::runtime::Handle,
+    /// The refinement's: a client that goes away (or cancels) ends the wait.
+    pub(super) cancel: tokio_util::sync::CancellationToken,
 }
 
 /// The request the question becomes.
@@ -94,7 +96,12 @@ impl Sampler for McpSampler {
         let asked = self
             .handle
             .spawn(async move { peer.create_message(params).await });
-        let answered = tokio::time::timeout(ANSWER_TIME, asked).await;
+        let answered = tokio::select! {
+            a = tokio::time::timeout(ANSWER_TIME, asked) => a,
+            _ = self.cancel.cancelled() => {
+                return Err(AiError::new(ErrorKind::Cancelled, "the refinement was cancelled while the host's model was asked (sampling)"));
+            }
+        };
         let result = match answered {
             Err(_) => {
                 return Err(AiError::new(
