@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::Arc;
 
 use rmcp::model::{
-    CallToolRequestParams, CallToolResult, ContentBlock, ListToolsResult, ProgressToken,
+    CallToolRequestParams, CallToolResult, ContentBlock, ListToolsResult, MetaObject, ProgressToken,
 };
 use rmcp::service::RequestContext;
 use rmcp::{Peer, RoleServer};
@@ -335,9 +335,20 @@ pub(super) async fn call(
         job.cancel();
     });
     let progress = Progress::new(&context);
+    let started = std::time::Instant::now();
     let result = dispatch(server, &name, &args, progress, cancel).await;
+    // The time the operation itself took, so a client (and bench/mcp.sh) can
+    // tell it from the protocol's cost.
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
     watch.abort();
-    result.unwrap_or_else(fail)
+    let mut r = result.unwrap_or_else(fail);
+    let mut meta = Map::new();
+    meta.insert(
+        "pmpo/duration_ms".into(),
+        json!((ms * 1000.0).round() / 1000.0),
+    );
+    r.meta = Some(MetaObject(meta));
+    r
 }
 
 async fn dispatch(
