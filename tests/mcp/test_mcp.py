@@ -311,6 +311,35 @@ class McpServerTests(unittest.TestCase):
         self.assertEqual(data["page_errors"], [])
         self.assertEqual(data["failed_requests"], [])
 
+    def test_a_plan_is_checked_run_validated_and_rolled_back(self):
+        ws = make_workspace(self)
+        (ws / "plan.yaml").write_text(PLAN)
+        (ws / "go").write_text("")
+
+        async def go():
+            async with session(ws) as s:
+                checked = await call(s, "check_plan", {"plan": "plan.yaml"})
+                self.assertFalse(checked.is_error, text_of(checked))
+                self.assertEqual(checked.structured_content["stages"], 2)
+                ran = await call(s, "execute", {"plan": "plan.yaml", "jobs": 2})
+                self.assertFalse(ran.is_error, text_of(ran))
+                results = ran.structured_content
+                self.assertEqual(results["exit_code"], 0, text_of(ran))
+                self.assertEqual(results["summary"]["completed"], 2)
+                self.assertEqual([st["id"] for st in results["stages"]], ["fast", "slow"])
+                self.assertIn("pmpo/duration_ms", ran.meta)
+                checked = await call(s, "validate", {"plan": "plan.yaml"})
+                self.assertFalse(checked.is_error, text_of(checked))
+                self.assertEqual(checked.structured_content["exit_code"], 0)
+                entries = (await call(s, "ledger", {"run": results["run_id"]})).structured_content
+                paths = json.dumps(entries)
+                self.assertIn("slow.done", paths)
+                undone = await call(s, "restore", {"run": results["run_id"]})
+                self.assertFalse(undone.is_error, text_of(undone))
+
+        self.run_async(go())
+        self.assertFalse((ws / "slow.done").exists())
+
     def test_bad_arguments_are_tool_errors_and_the_server_answers_the_next_call(self):
         ws = make_workspace(self)
         (ws / "outside").symlink_to("/etc")
