@@ -19,6 +19,8 @@
 mod refine;
 mod resources;
 mod sampling;
+#[cfg(test)]
+mod tests;
 mod tools;
 
 use std::os::fd::FromRawFd;

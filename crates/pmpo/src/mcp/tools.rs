@@ -138,7 +138,7 @@ pub(super) fn list() -> ListToolsResult {
 pub(super) struct Args(Map<String, Value>);
 
 impl Args {
-    fn new(tool: &str, given: Option<Map<String, Value>>) -> Result<Self, String> {
+    pub(super) fn new(tool: &str, given: Option<Map<String, Value>>) -> Result<Self, String> {
         let Some((_, _, props, required)) = table().into_iter().find(|t| t.0 == tool) else {
             let names: Vec<_> = table().iter().map(|t| t.0).collect();
             return Err(format!(
