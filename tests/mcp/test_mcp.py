@@ -285,6 +285,8 @@ class McpServerTests(unittest.TestCase):
         # The refusal reached the loop as the model's error: told as progress.
         self.assertTrue(any("declined" in n for n in notes), notes)
         self.assertTrue(any(n.startswith("[iteration 1/") for n in notes), notes)
+        # The Execute phase's stages are told as they go.
+        self.assertTrue(any(re.match(r"\[\d+/4\] sizes completed", n) for n in notes), notes)
 
     def test_preview_returns_the_screenshot_as_a_png_of_the_viewport(self):
         ws = make_workspace(self)

@@ -45,13 +45,27 @@ impl Observer for Notes {
         self.0.say(text);
     }
     fn on_event(&mut self, event: &Event) {
-        if let Ok(v) = serde_json::to_value(event)
-            && let Some(kind) = v["event"].as_str().or(v["type"].as_str())
-            && kind.starts_with("stage")
-        {
-            let stage = v["stage"].as_str().or(v["stage_id"].as_str()).unwrap_or("");
-            self.0.say(&format!("{kind} {stage}"));
-        }
+        use pmpo_engine::EventKind as K;
+        let word = match event.event {
+            K::TaskStarted => "started",
+            K::TaskCompleted => "completed",
+            K::TaskFailed => "FAILED",
+            K::TaskSkipped => "skipped",
+            K::TaskRetrying => "retrying",
+            K::TaskFallback => "falls back",
+            K::TaskAwaitingIntervention => "awaits a decision",
+            _ => return,
+        };
+        let (Some(stage), Some(i)) = (&event.stage_id, event.index) else {
+            return;
+        };
+        let tail = event
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        self.0
+            .say(&format!("[{i}/{}] {stage} {word}{tail}", event.total));
     }
 }
 
