@@ -424,6 +424,36 @@ class McpServerTests(unittest.TestCase):
         # The first stage ran once: the second session went on from the first.
         self.assertEqual((ws / "fast.count").read_text().count("x"), 1)
 
+    def test_a_cancelled_call_stops_its_run_and_the_server_stays_responsive(self):
+        ws = make_workspace(self)
+        (ws / "plan.yaml").write_text(PLAN)
+        results = ws / ".state/execution_results.json"
+
+        async def go():
+            async with session(ws) as s:
+                running = asyncio.ensure_future(call(s, "execute", {"plan": "plan.yaml"}))
+                deadline = time.monotonic() + 60
+                while not (ws / "slow.started").exists():
+                    self.assertLess(time.monotonic(), deadline, "the slow stage never started")
+                    await asyncio.sleep(0.1)
+                # The server answers while the run goes on.
+                listed = await call(s, "artifact_list", {})
+                self.assertFalse(listed.is_error, text_of(listed))
+                running.cancel()  # the SDK sends notifications/cancelled
+                with contextlib.suppress(asyncio.CancelledError):
+                    await running
+                deadline = time.monotonic() + 30
+                while not (results.exists() and json.loads(results.read_text())["status"] == "cancelled"):
+                    self.assertLess(time.monotonic(), deadline, "the run was not cancelled")
+                    await asyncio.sleep(0.1)
+                (ws / "go").write_text("")
+                again = await call(s, "execute", {"plan": "plan.yaml"})
+                self.assertFalse(again.is_error, text_of(again))
+                self.assertEqual(again.structured_content["exit_code"], 0, text_of(again))
+
+        self.run_async(go())
+        self.assertEqual((ws / "fast.count").read_text().count("x"), 1)
+
     def test_a_client_that_goes_away_while_its_model_thinks_leaves_a_refinement_that_resumes(self):
         ws = make_workspace(self)
         pidfile = ws.parent / (ws.name + ".pid")
