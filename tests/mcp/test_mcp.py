@@ -342,6 +342,35 @@ class McpServerTests(unittest.TestCase):
         self.run_async(go())
         self.assertFalse((ws / "slow.done").exists())
 
+    def test_a_plan_the_host_runs_may_not_loosen_confinement(self):
+        ws = make_workspace(self)
+        loose = {
+            "sandbox: false": "      sandbox: false\n",
+            "network: true": "      network: true\n",
+            "env_passthrough": "      with: {command: [sh, -c, 'echo x > a.txt'], env_passthrough: [HOME]}\n",
+        }
+
+        async def go():
+            async with session(ws) as s:
+                for what, line in loose.items():
+                    stage = "      with: {command: [sh, -c, 'echo x > a.txt']}\n"
+                    body = line if line.startswith("      with:") else stage + line
+                    (ws / "loose.yaml").write_text(
+                        "specification: {artifact_name: x, artifact_type: code}\n"
+                        "plan:\n  stages:\n    - id: a\n" + body + "      outputs: [a.txt]\n"
+                    )
+                    checked = await call(s, "check_plan", {"plan": "loose.yaml"})
+                    self.assertFalse(checked.is_error, (what, text_of(checked)))
+                    for tool in ("execute", "validate"):
+                        r = await call(s, tool, {"plan": "loose.yaml"})
+                        self.assertTrue(r.is_error, (what, tool, text_of(r)))
+                        self.assertIn(what, text_of(r))
+                        self.assertIn("confinement", text_of(r))
+                self.assertFalse((ws / "a.txt").exists())
+                self.assertFalse((ws / ".state").exists())
+
+        self.run_async(go())
+
     def test_bad_arguments_are_tool_errors_and_the_server_answers_the_next_call(self):
         ws = make_workspace(self)
         (ws / "outside").symlink_to("/etc")

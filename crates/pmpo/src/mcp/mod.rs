@@ -16,6 +16,7 @@
 //! resumes, when the client cancels the request, closes its end (stdin
 //! reaches its end) or the server is told to stop (SIGTERM, SIGINT).
 
+mod plan_guard;
 mod refine;
 mod resources;
 mod sampling;

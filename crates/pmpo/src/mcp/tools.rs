@@ -373,6 +373,7 @@ async fn dispatch(
         }
         "validate" => {
             let plan = rel_path(root, &a.need("plan")?, "the plan")?;
+            super::plan_guard::refuse(root, &plan)?;
             cli(vec!["validate".into(), plan, "--json".into(), ws_arg(root)])
                 .run(root, None)
                 .await
@@ -418,6 +419,7 @@ fn ws_arg(root: &Path) -> String {
 
 fn execute_argv(root: &Path, a: &Args) -> Result<Vec<String>, String> {
     let plan = rel_path(root, &a.need("plan")?, "the plan")?;
+    super::plan_guard::refuse(root, &plan)?;
     let mut argv = vec!["execute".into(), "--json".into(), ws_arg(root)];
     match a.0.get("force") {
         None | Some(Value::Null) | Some(Value::Bool(false)) => {}
