@@ -43,7 +43,7 @@ fn table() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
         ),
         (
             "execute",
-            "Run a plan (as `pmpo execute --json`): the summary, each stage's status and the errors. Sends progress notifications when the request has a progressToken.",
+            "Run a plan (as `pmpo execute --json`): the summary, each stage's status and the errors. Sends progress notifications when the request has a progressToken. A plan that loosens confinement (sandbox: false, network, env_passthrough) is refused.",
             json!({"plan": s("The plan file, relative to the workspace"),
                 "force": {"description": "true: run every stage again; or the stage ids to run again",
                           "type": ["boolean", "array"], "items": {"type": "string"}},
