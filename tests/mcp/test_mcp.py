@@ -17,6 +17,7 @@ import os
 import re
 import shutil
 import struct
+import subprocess
 import tempfile
 import time
 import unittest
@@ -370,6 +371,32 @@ class McpServerTests(unittest.TestCase):
                 self.assertFalse((ws / ".state").exists())
 
         self.run_async(go())
+
+    def test_approve_answers_the_approval_gate_and_refine_goes_on(self):
+        ws = make_workspace(self)
+        started = subprocess.run(
+            [PMPO, "refine", "gated", "--type", "logo", "--input", "logo.svg", "--approval",
+             "--offline", "-w", str(ws)],
+            stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=CALL_LIMIT,
+        )
+        self.assertEqual(started.returncode, 3, started.stderr)
+
+        async def go():
+            async with session(ws) as s:
+                status = await call(s, "artifact_status", {"name": "gated"})
+                self.assertFalse(status.is_error, text_of(status))
+                approved = await call(s, "approve", {"name": "gated", "decision": "continue",
+                                                     "note": "looks right"})
+                self.assertFalse(approved.is_error, text_of(approved))
+                self.assertEqual(approved.structured_content["decision"], "continue")
+                again = await call(s, "approve", {"name": "gated", "decision": "continue"})
+                self.assertTrue(again.is_error, text_of(again))
+                return await call(s, "refine", {"name": "gated"})
+
+        result = self.run_async(go())
+        self.assertFalse(result.is_error, text_of(result))
+        self.assertEqual(result.structured_content["outcome"], "converged", text_of(result))
+        self.assertIn("looks right", (ws / "decisions.md").read_text())
 
     def test_bad_arguments_are_tool_errors_and_the_server_answers_the_next_call(self):
         ws = make_workspace(self)
