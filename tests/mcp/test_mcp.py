@@ -398,6 +398,44 @@ class McpServerTests(unittest.TestCase):
         self.assertEqual(result.structured_content["outcome"], "converged", text_of(result))
         self.assertIn("looks right", (ws / "decisions.md").read_text())
 
+    def test_nothing_but_the_protocol_reaches_stdout(self):
+        """A whole paused and answered refinement over raw stdio: every line
+        the server writes is a JSON-RPC message."""
+        ws = make_workspace(self)
+        errlog = tempfile.TemporaryFile()
+        self.addCleanup(errlog.close)
+        server = subprocess.Popen([PMPO, "mcp", "-w", str(ws)], stdin=subprocess.PIPE,
+                                  stdout=subprocess.PIPE, stderr=errlog, text=True)
+        self.addCleanup(server.stdout.close)
+        self.addCleanup(server.kill)
+        lines = []
+
+        def ask(i, method, params):
+            msg = {"jsonrpc": "2.0", "method": method, "params": params}
+            if i is not None:
+                msg["id"] = i
+            server.stdin.write(json.dumps(msg) + "\n")
+            server.stdin.flush()
+            while i is not None:
+                line = server.stdout.readline()
+                self.assertTrue(line, "the server closed its output")
+                lines.append(line)
+                if json.loads(line).get("id") == i:
+                    return json.loads(line)
+
+        ask(0, "initialize", {"protocolVersion": "2025-06-18", "capabilities": {},
+                              "clientInfo": {"name": "raw", "version": "1"}})
+        ask(None, "notifications/initialized", {})
+        args = {"name": "raw", "type": "logo", "inputs": ["logo.svg"]}
+        first = ask(1, "tools/call", {"name": "refine", "arguments": args})
+        self.assertIn("pending", first["result"]["structuredContent"])
+        ask(2, "tools/call", {"name": "answer", "arguments": {"name": "raw", "answer": {"constraints": []}}})
+        server.stdin.close()
+        lines.extend(server.stdout.readlines())
+        self.assertEqual(server.wait(timeout=30), 0)
+        for line in lines:
+            self.assertEqual(json.loads(line)["jsonrpc"], "2.0", line)
+
     def test_bad_arguments_are_tool_errors_and_the_server_answers_the_next_call(self):
         ws = make_workspace(self)
         (ws / "outside").symlink_to("/etc")
