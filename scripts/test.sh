@@ -12,6 +12,8 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; elif need sudo; then sudo "$@"; el
 # needs a font.
 missing=()
 need python3 || missing+=(python3)
+# The MCP client tests' virtual environment needs venv and pip.
+python3 -c 'import ensurepip, venv' 2>/dev/null || missing+=(python3-venv)
 need node || missing+=(nodejs)
 need pgrep || missing+=(procps)
 [ -x /usr/bin/chromium ] || need chromium || missing+=(chromium)
@@ -28,6 +30,16 @@ if [ ! -x tools/node_modules/.bin/esbuild ]; then
   echo "test.sh: installing esbuild (npm ci --prefix tools)"
   npm ci --prefix tools --no-audit --no-fund
 fi
+# The MCP server is tested with the official Python SDK (a real client), in a
+# virtual environment under target/ (pinned in tests/mcp/requirements.txt);
+# crates/pmpo/tests/mcp.rs runs tests/mcp/test_mcp.py with it.
+venv=target/.venv-mcp
+if ! "$venv/bin/python" -m pip freeze 2>/dev/null | grep -qxF -f <(grep -E '^[^#[:space:]]' tests/mcp/requirements.txt); then
+  echo "test.sh: installing the MCP Python SDK into $venv"
+  python3 -m venv "$venv"
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r tests/mcp/requirements.txt
+fi
+export PMPO_MCP_PYTHON="$PWD/$venv/bin/python"
 # Browser tests must not pass by skipping here.
 export PMPO_REQUIRE_BROWSER=1
 

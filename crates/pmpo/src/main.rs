@@ -41,6 +41,7 @@ mod answer_cmd;
 mod artifact_cmd;
 mod doctor_cmd;
 mod error;
+mod mcp;
 mod models;
 mod ops_cmd;
 mod preview_cmd;
@@ -215,6 +216,9 @@ Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --s
     Restore(restore_cmd::RestoreArgs),
     /// Prune pmpo's own backups and cache entries; prints what was freed.
     Gc(state_cmd::GcArgs),
+    /// Serve the workspace to an agent host over MCP (stdio): tools, resources, sampling.
+    #[command(after_help = MCP_HELP)]
+    Mcp(mcp::McpArgs),
 }
 
 /// Options shared by `execute` and `resume`.
@@ -309,6 +313,22 @@ pub(crate) fn resume_for_host(run_id: &str, workspace: &Path, json: bool, quiet:
         Err(e) => CliError::failed(format!("internal: cannot resume `{run_id}`: {e}")).report(),
     }
 }
+
+const MCP_HELP: &str = concat!(
+    "A Model Context Protocol server on standard input and output, for one workspace. An agent host\n",
+    "starts it and calls its tools: check_plan, execute, validate, preview, artifact_status,\n",
+    "artifact_list, refine, answer, approve, ledger, restore. With `refine` the host is the model:\n",
+    "a phase that needs judgement comes back as a pending question (prompt, schema, files, measured\n",
+    "constraints) that `answer` answers, or, when the client declares sampling, is asked directly.\n",
+    "Checks still decide every measured constraint. Resources: pmpo://artifacts/NAME/state.json,\n",
+    "pending.json, plan.json, reflection.json; pmpo://workspace/constraints.json and\n",
+    "artifact_manifest.json; pmpo://file/dist/previews/ID/screenshot.png.\n\n",
+    "Examples:\n",
+    "  claude mcp add pmpo -- pmpo mcp -w /path/to/workspace\n",
+    "  pmpo mcp -w .                    # what a host's configuration runs\n\n",
+    "Nothing but the protocol is written to standard output; notes go to standard error.\n",
+    "Exit codes: 0 the client went away (or a signal stopped it), 2 the workspace is not a directory."
+);
 
 const REFINE_HELP: &str = concat!(
     "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n",
@@ -407,6 +427,7 @@ fn main() -> ExitCode {
         Command::Ledger(args) => state_cmd::ledger(args),
         Command::Restore(args) => restore_cmd::restore(args),
         Command::Gc(args) => state_cmd::gc(args),
+        Command::Mcp(args) => mcp::run(args),
         Command::Models {
             workspace,
             json,
