@@ -210,10 +210,6 @@ class McpServerTests(unittest.TestCase):
         self.assertTrue(repairs, [p["stage"] for p in asked])
         self.assertIn("light-contrast", repairs[0]["prompt"])
 
-    @unittest.skipUnless(
-        "may not loosen confinement" in (REPO / "crates/pmpo-loop/src/phase/plan.rs").read_text(),
-        "the refusal of loosened plans (item 4) is not in this tree yet",
-    )
     def test_a_plan_answer_that_loosens_confinement_is_refused(self):
         ws = make_workspace(self)
 

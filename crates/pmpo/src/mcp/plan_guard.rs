@@ -5,8 +5,7 @@
 //! them.
 //!
 //! The rules are those the loop applies to a plan a model or a host proposes
-//! (the Plan phase's refusals); where `pmpo_loop` exports them
-//! (`pmpo_loop::plan_refusals`), this check is that function.
+//! (the Plan phase's refusals, `pmpo_loop::plan_refusals`).
 
 use std::path::Path;
 
@@ -14,65 +13,10 @@ use pmpo_plan::Node;
 use pmpo_plan::node::{NodeKind, Resolved};
 use serde_json::{Map, Value, json};
 
-const CONFINEMENT: &str = "a plan from a model or a host may not loosen confinement (sandbox, env_passthrough, network); only a person's plan file run with `pmpo execute` may";
-
 /// Why the plan document (as JSON) may not run for the host; empty: it may.
+/// The loop's own refusals of a proposed plan: one set of rules.
 pub(super) fn refusals(doc: &Value) -> Vec<String> {
-    let plan = doc.get("plan").unwrap_or(doc);
-    let mut p = Vec::new();
-    let loosened = |v: &Value, safe: bool| *v != Value::Bool(safe);
-    for (i, stage) in plan["stages"].as_array().into_iter().flatten().enumerate() {
-        let who = match stage["id"].as_str() {
-            Some(id) => format!("stage `{id}`"),
-            None => format!("stage {}", i + 1),
-        };
-        if let Some(v) = stage.get("sandbox").filter(|v| loosened(v, true)) {
-            p.push(format!("{who} sets `sandbox: {v}`: {CONFINEMENT}"));
-        }
-        if let Some(v) = stage.get("network").filter(|v| loosened(v, false)) {
-            p.push(format!("{who} sets `network: {v}`: {CONFINEMENT}"));
-        }
-        let withs = [
-            ("with", stage.get("with")),
-            (
-                "fallback.with",
-                stage.get("fallback").and_then(|f| f.get("with")),
-            ),
-        ];
-        for (place, with) in withs {
-            let Some(with) = with else { continue };
-            if with.get("env_passthrough").is_some() {
-                p.push(format!(
-                    "{who} sets `{place}.env_passthrough`: {CONFINEMENT}"
-                ));
-            }
-            if let Some(v) = with.get("network").filter(|v| loosened(v, false)) {
-                p.push(format!("{who} sets `{place}.network: {v}`: {CONFINEMENT}"));
-            }
-        }
-        for k in stage["validate"].as_array().into_iter().flatten() {
-            if let Some(v) = k["with"]
-                .get("allow_network")
-                .filter(|v| loosened(v, false))
-            {
-                p.push(format!(
-                    "{who} has a check with `allow_network: {v}`: {CONFINEMENT}"
-                ));
-            }
-        }
-    }
-    for k in plan["validation_plan"].as_array().into_iter().flatten() {
-        if let Some(v) = k["with"]
-            .get("allow_network")
-            .filter(|v| loosened(v, false))
-        {
-            p.push(format!(
-                "the check for `{}` sets `allow_network: {v}`: {CONFINEMENT}",
-                k["constraint_id"].as_str().unwrap_or("?")
-            ));
-        }
-    }
-    p
+    pmpo_loop::plan_refusals(doc)
 }
 
 /// The tool error for a workspace plan file the host may not run, if it is
