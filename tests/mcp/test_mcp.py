@@ -114,6 +114,23 @@ def host_answer(phase, prompt, measured, claim_measured=False, loosen=False):
     raise AssertionError(f"unexpected phase {phase}")
 
 
+# A plan whose `ai` stage the host answers (`via: host` on execute).
+AI_PLAN = """specification:
+  artifact_name: fox-logo
+  artifact_type: logo
+plan:
+  stages:
+    - id: palette
+      requires_execution: false
+      with:
+        prompt: "Pick the colors of {{ artifact_name }}"
+        outputs_json: true
+        output: dist/palette.json
+        schema: {type: object, required: [primary], properties: {primary: {type: string, pattern: "^#"}}}
+      outputs: [dist/palette.json]
+"""
+
+
 class McpServerTests(unittest.TestCase):
     maxDiff = None
 
@@ -338,6 +355,35 @@ class McpServerTests(unittest.TestCase):
 
         self.run_async(go())
         self.assertFalse((ws / "slow.done").exists())
+
+    def test_an_ai_stage_of_a_run_waits_for_the_host_and_its_answer_completes_the_run(self):
+        ws = make_workspace(self)
+        (ws / "ai-plan.yaml").write_text(AI_PLAN)
+
+        async def go():
+            async with session(ws) as s:
+                ran = await call(s, "execute", {"plan": "ai-plan.yaml", "via": "host"})
+                results = ran.structured_content
+                self.assertEqual(results["exit_code"], 3, text_of(ran))
+                waiting = [e for e in results["errors"] if e["kind"] == "awaiting_answer"]
+                self.assertEqual([e["stage"] for e in waiting], ["palette"], results["errors"])
+                self.assertFalse((ws / "dist/palette.json").exists())
+                # A bad answer first: one repair question, the run waits again.
+                args = {"run_id": results["run_id"], "stage": "palette"}
+                again = await call(s, "answer", {**args, "answer": {"primary": "blue"}})
+                self.assertEqual(again.structured_content["exit_code"], 3, text_of(again))
+                done = await call(s, "answer", {**args, "answer": {"primary": "#ff6600"}})
+                self.assertFalse(done.is_error, text_of(done))
+                self.assertEqual(done.structured_content["exit_code"], 0, text_of(done))
+                stages = {st["id"]: st["status"] for st in done.structured_content["stages"]}
+                self.assertEqual(stages["palette"], "COMPLETED", stages)
+                # Nothing waits any more.
+                none = await call(s, "answer", {**args, "answer": {"primary": "#000000"}})
+                self.assertTrue(none.is_error)
+                self.assertIn("no question waiting", text_of(none))
+
+        self.run_async(go())
+        self.assertEqual(json.loads((ws / "dist/palette.json").read_text())["primary"], "#ff6600")
 
     def test_a_plan_the_host_runs_may_not_loosen_confinement(self):
         ws = make_workspace(self)
