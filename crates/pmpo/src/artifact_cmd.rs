@@ -299,6 +299,15 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
             state.artifact_name
         );
     }
+    if let Ok(Some(p)) = pmpo_loop::pending::read(&ws, &state.artifact_name) {
+        outln!(
+            "  waiting     the host's answer to the {} question of iteration {} ({}): `{}`",
+            p.question.phase,
+            p.iteration,
+            pmpo_loop::pending::pending_path(&state.artifact_name),
+            p.answer_with
+        );
+    }
     if let Some(d) = &ls.last_decision {
         outln!(
             "  decision    {}{} at iteration {}: {}",

@@ -101,6 +101,15 @@ fn a_host_answering_pending_questions_drives_a_refinement_to_convergence() {
     );
     let first: Value = ws.read_json(PENDING);
     assert_eq!(first["question"]["phase"], "specify");
+    // `pmpo status` says what the artifact waits for, and how to answer.
+    let s = run_code(pmpo(&ws), 0, &["status", "hero"]);
+    assert!(
+        s.stdout
+            .contains("waiting     the host's answer to the specify question of iteration 1")
+            && s.stdout.contains("pmpo answer hero --file ANSWER.json"),
+        "{}",
+        s.stdout
+    );
     // The question is kept under its id too, where `pmpo answer` finds it.
     let id = first["question"]["id"].as_str().unwrap();
     assert!(ws.p(&format!(".state/host/questions/{id}.json")).is_file());
