@@ -39,6 +39,8 @@ pub const HOST: &str = "host";
 pub const QUESTIONS_DIR: &str = ".state/host/questions";
 /// Where answers given to the host's questions are kept, one `<id>.txt` each.
 pub const ANSWERS_DIR: &str = ".state/host/answers";
+/// The largest answer the host may give (a phase's answer is a few KB).
+pub const MAX_ANSWER_BYTES: usize = 4 << 20;
 /// Every exchange with the host in this workspace, as a cassette (JSON
 /// lines, as `--record` writes): `--replay` it to run a host-driven
 /// refinement again offline.
@@ -186,6 +188,8 @@ pub fn keep_question(ws: &Workspace, q: &Question) -> Result<(), pmpo_store::Sto
     ws.create_dir_all(QUESTIONS_DIR)?;
     let mut bytes = serde_json::to_vec_pretty(q).unwrap_or_default();
     bytes.push(b'\n');
+    // A key an input holds is not kept in the question (as in a cassette).
+    let bytes = pmpo_store::secrets::redact_bytes(&bytes);
     ws.write_atomic(&Question::path(&q.id), &bytes, Durability::Durable)?;
     Ok(())
 }
@@ -198,7 +202,16 @@ pub fn give_answer(ws: &Workspace, id: &str, text: &str) -> Result<(), String> {
             "no question `{id}` was asked in this workspace (questions are in {QUESTIONS_DIR}/)"
         ));
     }
+    if text.len() > MAX_ANSWER_BYTES {
+        return Err(format!(
+            "the answer is {} bytes; an answer may be at most {} MiB",
+            text.len(),
+            MAX_ANSWER_BYTES >> 20
+        ));
+    }
     ws.create_dir_all(ANSWERS_DIR).map_err(|e| e.to_string())?;
+    // A key in the answer is not kept (the phase reads the kept answer).
+    let text = pmpo_store::secrets::redact(text);
     ws.write_atomic(&answer_path(id), text.as_bytes(), Durability::Durable)
         .map_err(|e| e.to_string())?;
     Ok(())

@@ -125,7 +125,7 @@ impl LoopError {
         match self {
             LoopError::Usage(_) => "see `pmpo refine --help`".into(),
             LoopError::Artifact(e) => e.hint(),
-            LoopError::Store(_) => "check that the workspace is writable and has free space".into(),
+            LoopError::Store(e) => e.hint().into(),
             LoopError::Busy(_) => "wait for the other pmpo to finish".into(),
             LoopError::Engine(e) => e.hint(),
             LoopError::Plan { .. } => "the plan was written by the Plan phase; report this with the plan file".into(),

@@ -50,22 +50,38 @@ pub struct AnswerArgs {
 
 /// The answer's text, from the file or standard input.
 fn read_answer(file: Option<&Path>) -> Result<String, CliError> {
-    let mut text = String::new();
-    match file {
+    let limit = host::MAX_ANSWER_BYTES as u64;
+    let (what, reader): (String, Box<dyn Read>) = match file {
         Some(p) if p != Path::new("-") => {
-            text = std::fs::read_to_string(p).map_err(|e| {
+            let f = std::fs::File::open(p).map_err(|e| {
                 CliError::invalid(format!(
                     "cannot read the answer file `{}`: {e}",
                     p.display()
                 ))
             })?;
+            (format!("the answer file `{}`", p.display()), Box::new(f))
         }
-        _ => {
-            std::io::stdin().read_to_string(&mut text).map_err(|e| {
-                CliError::invalid(format!("cannot read the answer from standard input: {e}"))
-            })?;
-        }
+        _ => (
+            "the answer on standard input".to_string(),
+            Box::new(std::io::stdin()),
+        ),
+    };
+    let mut bytes = Vec::new();
+    reader
+        .take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| CliError::invalid(format!("cannot read {what}: {e}")))?;
+    if bytes.len() as u64 > limit {
+        return Err(CliError::invalid(format!(
+            "{what} is larger than {} MiB, more than any phase asks for",
+            limit >> 20
+        ))
+        .hint("give the one JSON object the question's schema asks for"));
     }
+    let text = String::from_utf8(bytes).map_err(|_| {
+        CliError::invalid(format!("{what} is not UTF-8 text"))
+            .hint("give the JSON the question's schema asks for")
+    })?;
     if text.trim().is_empty() {
         return Err(CliError::invalid("the answer is empty").hint(
             "give the JSON the question's schema asks for, with --file FILE or on standard input",

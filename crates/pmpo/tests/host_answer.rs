@@ -274,3 +274,29 @@ fn a_kill_while_an_answer_goes_on_leaves_state_that_resumes() {
         assert_eq!(log.matches("Specify").count(), 1, "delay {delay_ms}: {log}");
     }
 }
+
+#[test]
+fn an_answer_too_large_binary_or_holding_a_key_is_refused_or_kept_without_the_key() {
+    let ws = Ws::new();
+    start(&ws, &[]);
+    // Enormous: refused before anything is kept.
+    let huge = format!("{{\"goals\": [\"{}\"]}}", "x".repeat(5 << 20));
+    ws.write("huge.json", &huge);
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "huge.json"]);
+    assert!(r.stderr.contains("larger than 4 MiB"), "{}", r.stderr);
+    // Not text.
+    std::fs::write(ws.p("bin.json"), [0xff, 0xfe, 0x00, 0x7b]).unwrap();
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "bin.json"]);
+    assert!(r.stderr.contains("is not UTF-8 text"), "{}", r.stderr);
+    assert!(!ws.p(".state/host/answers").exists());
+    // A key the host's answer holds is not written anywhere.
+    const KEY: &str = "sk-host-planted-7c1e55";
+    let answer = json!({"goals": [format!("use {KEY}")], "constraints": []});
+    ws.write("answer.json", &answer.to_string());
+    let mut c = pmpo(&ws);
+    c.env("OPENAI_API_KEY", KEY);
+    let r = run(c, &["answer", "hero", "--file", "answer.json", "--json"]);
+    assert_eq!(r.json()["outcome"], "awaiting_answer", "{}", r.stderr);
+    std::fs::remove_file(ws.p("answer.json")).unwrap();
+    pmpo_testkit::model_server::assert_no_key_under(ws.path(), KEY);
+}
