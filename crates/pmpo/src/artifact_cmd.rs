@@ -217,6 +217,32 @@ pub fn list(a: WsArgs) -> u8 {
     EXIT_OK
 }
 
+/// What an artifact waits for, if anything: a person at the approval gate,
+/// or the host's answer to a question.
+fn print_waits(ws: &Workspace, state: &RefinementState, ls: &pmpo_loop::controller::LoopState) {
+    if let Some(a) = ls
+        .approval
+        .as_ref()
+        .filter(|a| a.status == pmpo_loop::controller::GateStatus::Pending)
+    {
+        outln!(
+            "  approval    pending since {} (iteration {}): `pmpo approve {} --continue|--terminate`",
+            a.requested_at,
+            a.iteration,
+            state.artifact_name
+        );
+    }
+    if let Ok(Some(p)) = pmpo_loop::pending::read(ws, &state.artifact_name) {
+        outln!(
+            "  waiting     the host's answer to the {} question of iteration {} ({}): `{}`",
+            p.question.phase,
+            p.iteration,
+            pmpo_loop::pending::pending_path(&state.artifact_name),
+            p.answer_with
+        );
+    }
+}
+
 /// `pmpo status NAME`.
 pub fn status(name: &str, a: &WsArgs) -> u8 {
     let (ws, provider) = match open(&a.workspace) {
@@ -287,27 +313,7 @@ pub fn status(name: &str, a: &WsArgs) -> u8 {
     if !ls.evaluation_strategy.is_empty() {
         outln!("  evaluated   {}", ls.evaluation_strategy);
     }
-    if let Some(a) = ls
-        .approval
-        .as_ref()
-        .filter(|a| a.status == pmpo_loop::controller::GateStatus::Pending)
-    {
-        outln!(
-            "  approval    pending since {} (iteration {}): `pmpo approve {} --continue|--terminate`",
-            a.requested_at,
-            a.iteration,
-            state.artifact_name
-        );
-    }
-    if let Ok(Some(p)) = pmpo_loop::pending::read(&ws, &state.artifact_name) {
-        outln!(
-            "  waiting     the host's answer to the {} question of iteration {} ({}): `{}`",
-            p.question.phase,
-            p.iteration,
-            pmpo_loop::pending::pending_path(&state.artifact_name),
-            p.answer_with
-        );
-    }
+    print_waits(&ws, &state, &ls);
     if let Some(d) = &ls.last_decision {
         outln!(
             "  decision    {}{} at iteration {}: {}",
