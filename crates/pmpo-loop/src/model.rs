@@ -124,6 +124,20 @@ pub struct Caller<'a> {
 }
 
 impl Caller<'_> {
+    /// Who answers a phase's questions, for the progress notes: "the host"
+    /// when the phase is routed to it, else "the model".
+    pub fn who(&self, phase: Phase, stage: &str) -> &'static str {
+        let route = self.client.config().route(phase, stage, &Route::default());
+        let host = route.endpoint.as_deref().is_some_and(|e| {
+            self.client
+                .config()
+                .endpoints
+                .get(e)
+                .is_some_and(|c| c.kind == pmpo_ai::EndpointKind::Host)
+        });
+        if host { "the host" } else { "the model" }
+    }
+
     async fn call(
         &self,
         phase: Phase,

@@ -95,7 +95,8 @@ fn a_host_answering_pending_questions_drives_a_refinement_to_convergence() {
     let ws = Ws::new();
     let r = start(&ws, &[]);
     assert!(
-        r.stderr.contains("waiting for the host's answer"),
+        r.stderr.contains("waiting for the host's answer")
+            && r.stderr.contains("asking the host for a specification"),
         "{}",
         r.stderr
     );

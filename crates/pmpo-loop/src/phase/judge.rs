@@ -95,7 +95,11 @@ impl Controller<'_, '_> {
         let open_ids = ids.clone();
         let check = move |v: &mut Value| judgement_problems(v, &ids, &measured);
         self.env.observer.note(&format!(
-            "asking the model to judge {} constraint(s) no check measures",
+            "asking {} to judge {} constraint(s) no check measures",
+            caller.who(
+                Phase::Reflect,
+                &format!("reflect-{}", self.state.current_iteration)
+            ),
             open.len()
         ));
         let t_model = Instant::now();

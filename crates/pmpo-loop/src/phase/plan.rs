@@ -58,7 +58,8 @@ impl Controller<'_, '_> {
                     Ok(doc) => plan_problems(&engine, &doc, &name, iteration),
                 }
             };
-            self.env.observer.note("asking the model for a plan");
+            let who = caller.who(Phase::Plan, &format!("plan-{iteration}"));
+            self.env.observer.note(&format!("asking {who} for a plan"));
             let t_model = Instant::now();
             let brief = Brief {
                 schema: serde_json::from_str(model::PLAN_SCHEMA).ok(),

@@ -38,9 +38,10 @@ impl Controller<'_, '_> {
                 refinement_id: &self.state.refinement_id,
                 cancel: &self.env.exec.cancel,
             };
-            self.env
-                .observer
-                .note("asking the model for a specification");
+            self.env.observer.note(&format!(
+                "asking {} for a specification",
+                caller.who(Phase::Specify, "specify")
+            ));
             let t_model = Instant::now();
             let brief = Brief {
                 schema: serde_json::from_str(model::SPECIFY_SCHEMA).ok(),
