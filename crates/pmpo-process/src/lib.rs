@@ -11,7 +11,10 @@
 //!   pipes cannot hang the caller: after the group is gone the pipes are read
 //!   for a bounded time only, and the result says so ([`ProcessResult::note`]);
 //! - the environment can be cleared or thinned, and a [`PreExec`] hook runs
-//!   in the child just before the program (for confinement).
+//!   in the child just before the program (for confinement);
+//! - a program named without a `/` is found on the child's `PATH` once and
+//!   started by its path from then on ([`resolve`]), instead of one failing
+//!   `execve` per `PATH` directory on every start.
 //!
 //! Two faces, same behaviour: [`run`] (async, cancelled by a
 //! `CancellationToken` or by dropping the future) and [`run_blocking`]
@@ -20,6 +23,7 @@
 pub mod capture;
 pub mod group;
 pub mod limits;
+pub mod resolve;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -404,12 +408,11 @@ impl Drop for Running {
     }
 }
 
-fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
-    let (program, args) = spec.argv.split_first().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty")
-    })?;
+/// The command for `spec`, started as `program` (its absolute path when
+/// found ahead, see [`resolve`]); the program sees the name it was given.
+fn command(spec: &ProcessSpec, program: &std::ffi::OsStr, args: &[String]) -> Command {
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    cmd.arg0(&spec.argv[0]).args(args);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -436,19 +439,48 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
             cmd.pre_exec(move || hook());
         }
     }
-    let started = Instant::now();
-    let mut child: Child = match &spec.confine_thread {
+    cmd
+}
+
+/// Spawns `spec`'s program: by the path found on `PATH` ahead when there is
+/// one, and by its bare name (the child searches, as without the cache)
+/// when that path does not start any more.
+fn spawn_child(spec: &ProcessSpec) -> std::io::Result<Child> {
+    let (program, args) = spec.argv.split_first().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty")
+    })?;
+    let spawn = || match resolve::resolved(spec) {
+        Some(found) => match command(spec, found.as_os_str(), args).spawn() {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                resolve::forget(spec);
+                command(spec, program.as_ref(), args).spawn()
+            }
+            started => started,
+        },
+        None => command(spec, program.as_ref(), args).spawn(),
+    };
+    match &spec.confine_thread {
         // The thread ends right after the spawn, taking its restrictions along.
         Some(hook) => std::thread::scope(|s| {
             s.spawn(|| {
                 (hook.0)()?;
-                cmd.spawn()
+                spawn()
             })
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the confining thread panicked")))
-        })?,
-        None => cmd.spawn()?,
-    };
+        }),
+        None => spawn(),
+    }
+}
+
+fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
+    let started = Instant::now();
+    let mut child = spawn_child(spec)?;
     let pid = child.id();
     let give_up = Arc::new(GiveUp::default());
     let mut running = Running {
