@@ -11,7 +11,10 @@
 //!   pipes cannot hang the caller: after the group is gone the pipes are read
 //!   for a bounded time only, and the result says so ([`ProcessResult::note`]);
 //! - the environment can be cleared or thinned, and a [`PreExec`] hook runs
-//!   in the child just before the program (for confinement).
+//!   in the child just before the program (for confinement);
+//! - a program named without a `/` is found on the child's `PATH` once and
+//!   started by its path from then on ([`resolve`]), instead of one failing
+//!   `execve` per `PATH` directory on every start.
 //!
 //! Two faces, same behaviour: [`run`] (async, cancelled by a
 //! `CancellationToken` or by dropping the future) and [`run_blocking`]
@@ -20,6 +23,8 @@
 pub mod capture;
 pub mod group;
 pub mod limits;
+pub mod resolve;
+mod watch;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -30,7 +35,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
@@ -49,7 +53,7 @@ const LEADER_AFTER_KILL: Duration = Duration::from_secs(5);
 /// How often the blocking face looks at its cancel flag.
 const CANCEL_TICK: Duration = Duration::from_millis(20);
 /// How often a pipe reader or the stdin writer looks whether to give up.
-const PIPE_TICK_MS: i32 = 50;
+pub(crate) const PIPE_TICK_MS: i32 = 50;
 
 /// A hook run in the child between fork and exec (after the process group is
 /// set), e.g. to confine it. It must only make async-signal-safe calls.
@@ -157,11 +161,11 @@ pub struct ProcessResult {
 
 /// What the runner tells of the leader's end: how it ended, read without
 /// reaping it (so its group id stays ours until the group is stopped).
-type OnExit = Box<dyn FnOnce(std::io::Result<Termination>) + Send>;
+pub(crate) type OnExit = Box<dyn FnOnce(std::io::Result<Termination>) + Send>;
 
 /// When the pipe readers and the stdin writer stop waiting.
 #[derive(Default)]
-struct GiveUp(Mutex<Option<Instant>>);
+pub(crate) struct GiveUp(Mutex<Option<Instant>>);
 
 impl GiveUp {
     fn set_after(&self, d: Duration) {
@@ -205,40 +209,6 @@ fn poll_fd(fd: i32, events: libc::c_short) -> Ready {
     }
 }
 
-/// Reads one pipe by the capture policy until its end, or until the give-up
-/// time once it is set. Returns what was kept and whether it gave up.
-fn read_pipe(
-    mut pipe: impl Read + AsRawFd,
-    mut keeper: capture::Keeper,
-    give_up: &GiveUp,
-) -> (Captured, bool) {
-    let fd = pipe.as_raw_fd();
-    let mut buf = vec![0u8; 16 * 1024];
-    let mut gave_up = false;
-    loop {
-        if give_up.passed() {
-            gave_up = true;
-            break;
-        }
-        match poll_fd(fd, libc::POLLIN) {
-            Ready::Yes => {}
-            Ready::NotYet => continue,
-            Ready::Broken => break,
-        }
-        match pipe.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => keeper.push(&buf[..n]),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    std::io::ErrorKind::Interrupted | std::io::ErrorKind::WouldBlock
-                ) => {}
-            Err(_) => break,
-        }
-    }
-    (keeper.finish(), gave_up)
-}
-
 /// Writes `data` to the child's stdin and closes it; a child that exits
 /// without reading is fine, one that never reads is given up on with the pipes.
 fn write_stdin(mut pipe: std::process::ChildStdin, data: &[u8], give_up: &GiveUp) {
@@ -268,37 +238,7 @@ fn write_stdin(mut pipe: std::process::ChildStdin, data: &[u8], give_up: &GiveUp
     }
 }
 
-/// Waits for the process to end without reaping it.
-fn wait_unreaped(pid: u32) -> std::io::Result<Termination> {
-    loop {
-        // SAFETY: an all-zero siginfo_t is valid; waitid(2) fills it.
-        let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
-        // SAFETY: waitid(2) on our own child, writing into `info` we own.
-        let rc = unsafe {
-            libc::waitid(
-                libc::P_PID,
-                pid as libc::id_t,
-                &mut info,
-                libc::WEXITED | libc::WNOWAIT,
-            )
-        };
-        if rc == 0 {
-            // SAFETY: for a child's state change the status field is set.
-            let status = unsafe { info.si_status() };
-            return Ok(if info.si_code == libc::CLD_EXITED {
-                Termination::Exited(status)
-            } else {
-                Termination::Signaled(status)
-            });
-        }
-        let e = std::io::Error::last_os_error();
-        if e.kind() != std::io::ErrorKind::Interrupted {
-            return Err(e);
-        }
-    }
-}
-
-/// A started process: its group, its reader threads, the leader to reap.
+/// A started process: its group, its watching thread, the leader to reap.
 /// Dropping it (also midway) kills the group.
 struct Running {
     pid: u32,
@@ -306,9 +246,8 @@ struct Running {
     group: Option<LiveGroup>,
     child: Option<Child>,
     give_up: Arc<GiveUp>,
-    readers: Vec<JoinHandle<(Captured, bool)>>,
-    /// Each reader says here when it is done (for the async face to await).
-    readers_done: Vec<tokio::sync::oneshot::Receiver<()>>,
+    /// What the watching thread kept of the output ([`watch`]).
+    watched: Option<watch::Watched>,
     pipes_grace: Duration,
 }
 
@@ -364,10 +303,12 @@ impl Running {
         duration: Duration,
         notes: Vec<String>,
     ) -> ProcessResult {
-        let results = std::mem::take(&mut self.readers)
-            .into_iter()
-            .map(|h| h.join().unwrap_or_default())
-            .collect();
+        // The watcher sends at its pipes' end, or at the give-up time.
+        let results = self
+            .watched
+            .take()
+            .and_then(|w| w.captures.recv().ok())
+            .unwrap_or_default();
         let (stdout, stderr, note) = Running::outputs(results, notes);
         ProcessResult {
             termination,
@@ -381,12 +322,10 @@ impl Running {
     }
 
     fn outputs(
-        results: Vec<(Captured, bool)>,
+        results: watch::Captures,
         mut notes: Vec<String>,
     ) -> (Captured, Captured, Option<String>) {
-        let mut it = results.into_iter();
-        let (out, out_gave_up) = it.next().unwrap_or_default();
-        let (err, err_gave_up) = it.next().unwrap_or_default();
+        let [(out, out_gave_up), (err, err_gave_up)] = results;
         if out_gave_up || err_gave_up {
             notes.push(
                 "a process that left the process group kept its output open; its output after the group ended was not read"
@@ -404,12 +343,11 @@ impl Drop for Running {
     }
 }
 
-fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
-    let (program, args) = spec.argv.split_first().ok_or_else(|| {
-        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty")
-    })?;
+/// The command for `spec`, started as `program` (its absolute path when
+/// found ahead, see [`resolve`]); the program sees the name it was given.
+fn command(spec: &ProcessSpec, program: &std::ffi::OsStr, args: &[String]) -> Command {
     let mut cmd = Command::new(program);
-    cmd.args(args);
+    cmd.arg0(&spec.argv[0]).args(args);
     if let Some(cwd) = &spec.cwd {
         cmd.current_dir(cwd);
     }
@@ -436,19 +374,48 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
             cmd.pre_exec(move || hook());
         }
     }
-    let started = Instant::now();
-    let mut child: Child = match &spec.confine_thread {
+    cmd
+}
+
+/// Spawns `spec`'s program: by the path found on `PATH` ahead when there is
+/// one, and by its bare name (the child searches, as without the cache)
+/// when that path does not start any more.
+fn spawn_child(spec: &ProcessSpec) -> std::io::Result<Child> {
+    let (program, args) = spec.argv.split_first().ok_or_else(|| {
+        std::io::Error::new(std::io::ErrorKind::InvalidInput, "the command is empty")
+    })?;
+    let spawn = || match resolve::resolved(spec) {
+        Some(found) => match command(spec, found.as_os_str(), args).spawn() {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::NotFound | std::io::ErrorKind::PermissionDenied
+                ) =>
+            {
+                resolve::forget(spec);
+                command(spec, program.as_ref(), args).spawn()
+            }
+            started => started,
+        },
+        None => command(spec, program.as_ref(), args).spawn(),
+    };
+    match &spec.confine_thread {
         // The thread ends right after the spawn, taking its restrictions along.
         Some(hook) => std::thread::scope(|s| {
             s.spawn(|| {
                 (hook.0)()?;
-                cmd.spawn()
+                spawn()
             })
             .join()
             .unwrap_or_else(|_| Err(std::io::Error::other("the confining thread panicked")))
-        })?,
-        None => cmd.spawn()?,
-    };
+        }),
+        None => spawn(),
+    }
+}
+
+fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
+    let started = Instant::now();
+    let mut child = spawn_child(spec)?;
     let pid = child.id();
     let give_up = Arc::new(GiveUp::default());
     let mut running = Running {
@@ -457,37 +424,16 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
         group: Some(LiveGroup::register(pid)),
         child: None,
         give_up: give_up.clone(),
-        readers: Vec::new(),
-        readers_done: Vec::new(),
+        watched: None,
         pipes_grace: spec.pipes_grace,
     };
     let pipes = [
-        (
-            child.stdout.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
-            spec.spill_stdout.clone(),
-        ),
-        (
-            child.stderr.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
-            spec.spill_stderr.clone(),
-        ),
+        child.stdout.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
+        child.stderr.take().map(|p| Box::new(p) as Box<dyn ReadFd>),
     ];
-    for (pipe, spill) in pipes {
-        let keeper = capture::Keeper::new(spec.capture_limit, spec.capture_tail, spill);
-        let give_up = give_up.clone();
-        let (done_tx, done_rx) = tokio::sync::oneshot::channel();
-        let reader = std::thread::Builder::new()
-            .name("pmpo-process-read".into())
-            .spawn(move || {
-                let kept = match pipe {
-                    Some(p) => read_pipe(p, keeper, &give_up),
-                    None => (keeper.finish(), false),
-                };
-                let _ = done_tx.send(());
-                kept
-            })?;
-        running.readers.push(reader);
-        running.readers_done.push(done_rx);
-    }
+    let keepers = [spec.spill_stdout.clone(), spec.spill_stderr.clone()]
+        .map(|spill| capture::Keeper::new(spec.capture_limit, spec.capture_tail, spill));
+    running.watched = Some(watch::start(pid, pipes, keepers, on_exit, give_up.clone())?);
     if let (Some(pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
         let give_up = give_up.clone();
         std::thread::Builder::new()
@@ -495,15 +441,11 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
             .spawn(move || write_stdin(pipe, &data, &give_up))?;
     }
     running.child = Some(child);
-    // Only watches: the leader is reaped by `Running`, once its group was dealt with.
-    std::thread::Builder::new()
-        .name("pmpo-process-wait".into())
-        .spawn(move || on_exit(wait_unreaped(pid)))?;
     Ok(running)
 }
 
 /// A pipe end the reader can poll.
-trait ReadFd: Read + AsRawFd + Send {}
+pub(crate) trait ReadFd: Read + AsRawFd + Send {}
 impl<T: Read + AsRawFd + Send> ReadFd for T {}
 
 impl AsRawFd for Box<dyn ReadFd> {
@@ -577,11 +519,11 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
     };
     let duration = running.started.elapsed();
     running.release();
-    // Readers end at their pipe's end, or at the give-up time just set.
-    for done in std::mem::take(&mut running.readers_done) {
-        let _ = done.await;
+    // The watcher is done at its pipes' end, or at the give-up time just set.
+    if let Some(w) = running.watched.as_mut() {
+        let _ = (&mut w.done).await;
     }
-    // Each has sent its last word: joining does not wait (more than its exit).
+    // It has sent what it kept: taking it does not wait.
     Ok(running.result(termination, exit, duration, notes))
 }
 
