@@ -2,6 +2,7 @@
 """pmpo beside GNU make: the generator and the timer behind bench/make.sh.
 
     python3 bench/make.py PMPO_BIN N ROUNDS SCRATCH_DIR
+    python3 bench/make.py --strace PMPO_BIN N SCRATCH_DIR
 
 Writes, for N stages each `sh -c 'echo i > out/i.txt'`, a pmpo plan and a
 Makefile of the same shape (a chain, each stage after the one before, and N
@@ -22,8 +23,14 @@ and of every descendant it reaped (wait4's rusage), and peak resident memory
 pmpo). The scratch
 directories are kept until the end, so no run creates files right after
 thousands were deleted (slower on ext4, for pmpo and make alike).
+
+With --strace, each runner runs an N-stage chain once under `strace -ff`,
+and the system calls are printed per stage, by process: the runner's main
+thread, the threads it starts, and the stages' processes (from the spawn, so
+what happens between fork and exec counts with the stage).
 """
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -167,7 +174,52 @@ def report(b, rounds):
         print(f"sandbox cost, {w}: {(walls[1] - walls[0]) / b.n * 1000:.2f} ms per stage (wall)")
 
 
+def count_calls(trace_dir, runner_exe):
+    """System calls per process kind, from `strace -ff -o DIR/t` files."""
+    calls = {}
+    for name in os.listdir(trace_dir):
+        with open(os.path.join(trace_dir, name), errors="replace") as f:
+            lines = f.read().splitlines()
+        execs = [re.search(r'^execve\("([^"]+)"', l) for l in lines if " = 0" in l]
+        exe = next((m.group(1) for m in execs if m), None)
+        kind = ("the runner" if exe == runner_exe else
+                "the runner's threads" if exe is None else "the stage's process")
+        c = calls.setdefault(kind, {})
+        for line in lines:
+            m = re.match(r"(\w+)\(", line)
+            if m:
+                k = c.setdefault(m.group(1), [0, 0])
+                k[0] += 1
+                k[1] += bool(re.search(r"= -1 E", line))
+    return calls
+
+
+def profile(pmpo, n, root):
+    """strace -ff of an N-stage chain under make and pmpo: calls per stage."""
+    pmpo = os.path.abspath(pmpo)
+    make = subprocess.run(["sh", "-c", "command -v make"], capture_output=True,
+                          text=True, check=True).stdout.strip()
+    for runner in RUNNERS:
+        ws = workspace(root, "p-" + runner.split()[-1].strip("()-"), runner, n, True)
+        trace = os.path.join(ws, "..", os.path.basename(ws) + "-trace")
+        os.makedirs(trace)
+        cmd = [make if runner == "make" else pmpo] + argv(runner, "chain", pmpo)[1:]
+        subprocess.run(["strace", "-ff", "-o", os.path.join(trace, "t")] + cmd,
+                       cwd=ws, check=True, stdout=subprocess.DEVNULL)
+        print(f"\n{runner}: system calls per stage ({n}-stage chain)")
+        for kind, c in sorted(count_calls(trace, cmd[0]).items()):
+            total = sum(k[0] for k in c.values()) / n
+            top = sorted(c.items(), key=lambda kv: -kv[1][0])[:12]
+            print(f"  {kind}: {total:.0f}")
+            print("    " + ", ".join(
+                f"{name} {k[0] / n:.1f}" + (f" ({k[1] / n:.1f} failed)" if k[1] else "")
+                for name, k in top))
+
+
 def main():
+    if sys.argv[1] == "--strace":
+        profile(sys.argv[2], int(sys.argv[3]), sys.argv[4])
+        return
     pmpo, n, rounds, root = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
     b = Bench(pmpo, n, root)
     b.rounds(rounds)

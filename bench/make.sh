@@ -8,6 +8,8 @@
 # ratios pmpo/make, pmpo's peak memory, and the machine's load.
 #
 #   bash bench/make.sh [N] [R]
+#   bash bench/make.sh --strace [N]   (default 500: system calls per stage, by
+#                                      process, of a chain under strace -ff)
 #
 # Uses the everyday `release` binary (the one `cargo run --release` builds),
 # in $CARGO_TARGET_DIR or target/. Installs make with apt-get if it is missing.
@@ -16,6 +18,8 @@
 # machine trust the ratios more than the seconds.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+strace=
+if [ "${1:-}" = --strace ]; then strace=1; shift; fi
 n=${1:-1000}
 rounds=${2:-5}
 if ! command -v make >/dev/null; then
@@ -28,5 +32,9 @@ dir=$(mktemp -d)
 trap 'rm -rf "$dir"' EXIT
 echo "$(make --version | head -1); pmpo $("$bin" --version | awk '{print $NF}') (release);" \
   "scratch on $(df -T "$dir" | awk 'NR == 2 {print $2}'); load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+if [ -n "$strace" ]; then
+  python3 bench/make.py --strace "$bin" "${1:-500}" "$dir"
+  exit
+fi
 python3 bench/make.py "$bin" "$n" "$rounds" "$dir"
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
