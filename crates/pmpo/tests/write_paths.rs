@@ -100,26 +100,34 @@ fn sources(dir: &Path, out: &mut Vec<PathBuf>) {
         let p = e.path();
         if p.is_dir() {
             sources(&p, out);
-        } else if p.extension().is_some_and(|x| x == "rs") {
+        } else if p.extension().is_some_and(|x| x == "rs") && !is_test_module(&p) {
             out.push(p);
         }
     }
 }
 
-/// The code of a file without its unit tests (`#[cfg(test)] mod tests`),
-/// which write into their own temporary directories.
+/// The code of a file without its unit tests (an inline
+/// `#[cfg(test)] mod tests { ... }` at its end), which write into their own
+/// temporary directories. A `mod tests;` declaration cuts nothing: the code
+/// after it is still the file's own.
 fn without_tests(text: &str) -> &str {
     let mut at = 0;
     for line in text.split_inclusive('\n') {
         if line.trim() == "#[cfg(test)]" {
-            let rest = &text[at + line.len()..];
-            if rest.trim_start().starts_with("mod tests") {
+            let rest = text[at + line.len()..].trim_start();
+            if rest.starts_with("mod tests") && !rest.starts_with("mod tests;") {
                 return &text[..at];
             }
         }
         at += line.len();
     }
     text
+}
+
+/// A unit-test module in a file of its own (`src/**/tests.rs`, declared
+/// `#[cfg(test)] mod tests;`): test code only.
+fn is_test_module(path: &Path) -> bool {
+    path.file_name().is_some_and(|n| n == "tests.rs")
 }
 
 #[test]
