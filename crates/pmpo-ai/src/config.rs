@@ -242,9 +242,14 @@ fn check_via(via: &str) -> Result<(), String> {
 impl EndpointConfig {
     /// The agent host as an endpoint.
     pub fn host(name: &str) -> EndpointConfig {
+        EndpointConfig::bare(name, EndpointKind::Host)
+    }
+
+    /// An endpoint of this kind with nothing else set.
+    pub fn bare(name: &str, kind: EndpointKind) -> EndpointConfig {
         EndpointConfig {
             name: name.to_string(),
-            kind: EndpointKind::Host,
+            kind,
             base_url: None,
             model: None,
             api_key_source: None,
@@ -569,16 +574,8 @@ impl AiConfig {
             self.endpoints.insert(
                 "replay".into(),
                 EndpointConfig {
-                    name: "replay".into(),
-                    kind: EndpointKind::Replay,
-                    base_url: None,
-                    model: None,
-                    api_key_source: None,
-                    api_key: None,
-                    health_probe: None,
-                    command: Vec::new(),
                     cassette: Some(c.clone()),
-                    max_tokens: None,
+                    ..EndpointConfig::bare("replay", EndpointKind::Replay)
                 },
             );
             self.default_endpoint = Some("replay".into());

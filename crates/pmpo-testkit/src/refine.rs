@@ -12,6 +12,19 @@ use crate::{Run, Ws, bin_without_models};
 /// A logo every default constraint of the logo adapter accepts.
 pub const LOGO: &str = r##"<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 64 64"><circle cx="32" cy="32" r="28" fill="#38bdf8"/><path d="M16 44 L32 16 L48 44 Z" fill="#818cf8"/></svg>"##;
 
+/// The arguments that refine `hero`, an image prompt for a calm hero banner
+/// (a `meta:image-prompt` artifact: no browser, quick to run).
+pub const HERO: &[&str] = &[
+    "refine",
+    "hero",
+    "--type",
+    "meta-prompt",
+    "--content-type",
+    "meta:image-prompt",
+    "--intent",
+    "an image prompt for a calm hero banner",
+];
+
 /// `pmpo` in the workspace, with no model settings from the shell and no
 /// standard input (so no question is ever asked).
 pub fn pmpo(ws: &Ws) -> Command {

@@ -43,18 +43,8 @@ fn host_answer(q: &Value) -> Value {
 }
 
 fn start(ws: &Ws, extra: &[&str]) -> Run {
-    let mut args = vec![
-        "refine",
-        "hero",
-        "--type",
-        "meta-prompt",
-        "--content-type",
-        "meta:image-prompt",
-        "--intent",
-        "an image prompt for a calm hero banner",
-        "--via",
-        "host",
-    ];
+    let mut args = HERO.to_vec();
+    args.extend_from_slice(&["--via", "host"]);
     args.extend_from_slice(extra);
     run_code(pmpo(ws), 3, &args)
 }
@@ -151,23 +141,9 @@ fn a_host_driven_refinement_replays_offline_from_the_workspace_cassette() {
     assert_eq!(lines.lines().count(), 3, "{lines}");
     // A fresh workspace replays the whole refinement from it alone.
     let again = Ws::new();
-    let r = run_code(
-        pmpo(&again),
-        0,
-        &[
-            "refine",
-            "hero",
-            "--type",
-            "meta-prompt",
-            "--content-type",
-            "meta:image-prompt",
-            "--intent",
-            "an image prompt for a calm hero banner",
-            "--replay",
-            cassette.to_str().unwrap(),
-            "--json",
-        ],
-    );
+    let mut args = HERO.to_vec();
+    args.extend_from_slice(&["--replay", cassette.to_str().unwrap(), "--json"]);
+    let r = run_code(pmpo(&again), 0, &args);
     assert_eq!(r.json()["outcome"], "converged", "{}", r.stderr);
     assert!(!again.p(".state/host").exists());
 }

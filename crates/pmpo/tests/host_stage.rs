@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use pmpo_testkit::refine::{pmpo, run, run_code, wait_until};
+use pmpo_testkit::refine::{HERO, pmpo, run, run_code, wait_until};
 use pmpo_testkit::*;
 use serde_json::{Value, json};
 
@@ -385,18 +385,8 @@ fn loop_answer(q: &Value) -> Value {
 fn a_refinement_waits_for_the_host_to_answer_an_ai_stage_of_its_plan() {
     let ws = Ws::new();
     let pending = ".refiner/artifacts/hero/pending.json";
-    let args = [
-        "refine",
-        "hero",
-        "--type",
-        "meta-prompt",
-        "--content-type",
-        "meta:image-prompt",
-        "--intent",
-        "an image prompt for a calm hero banner",
-        "--via",
-        "host",
-    ];
+    let mut args = HERO.to_vec();
+    args.extend_from_slice(&["--via", "host"]);
     run_code(pmpo(&ws), 3, &args);
     let mut asked = Vec::new();
     let mut run_ids = Vec::new();

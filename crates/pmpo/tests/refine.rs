@@ -73,21 +73,7 @@ const TBD: &str = "Create a hero banner: subject TBD, soft pastel light.";
 fn a_refinement_converges_in_three_iterations_with_a_model() {
     let ws = Ws::new();
     let (server, plans) = loop_server(vec![TODO, TBD, CLEAN]);
-    let r = run_code(
-        with_server(&ws, &server),
-        0,
-        &[
-            "refine",
-            "hero",
-            "--type",
-            "meta-prompt",
-            "--content-type",
-            "meta:image-prompt",
-            "--intent",
-            "an image prompt for a calm hero banner",
-            "--json",
-        ],
-    );
+    let r = run_code(with_server(&ws, &server), 0, &[HERO, &["--json"]].concat());
     let report = r.json();
     assert_eq!(report["outcome"], "converged");
     assert_eq!(report["iteration"], 3);
