@@ -7,6 +7,15 @@ use std::path::Path;
 
 use pmpo_process::{ProcessSpec, Termination, run_blocking};
 
+/// The tests of this file take turns: a test that forks while another has a
+/// script it is writing open hands that open file to its child until the
+/// child's exec, and running the script then fails with "text file busy".
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn turn() -> std::sync::MutexGuard<'static, ()> {
+    TURN.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn script(dir: &Path, name: &str, says: &str) {
     let p = dir.join(name);
     std::fs::write(&p, format!("#!/bin/sh\necho {says}\n")).unwrap();
@@ -27,6 +36,7 @@ fn says(spec: &ProcessSpec) -> String {
 
 #[test]
 fn the_program_sees_the_name_it_was_given() {
+    let _turn = turn();
     // Twice: found by the search, then by what was kept of it.
     for _ in 0..2 {
         let r = run_blocking(&ProcessSpec::new(["sh", "-c", "echo $0"]), None).unwrap();
@@ -36,6 +46,7 @@ fn the_program_sees_the_name_it_was_given() {
 
 #[test]
 fn a_kept_program_that_went_away_is_searched_for_again() {
+    let _turn = turn();
     let a = tempfile::tempdir().unwrap();
     let b = tempfile::tempdir().unwrap();
     let path = format!("{}:{}", a.path().display(), b.path().display());
@@ -68,6 +79,7 @@ fn a_kept_program_that_went_away_is_searched_for_again() {
 
 #[test]
 fn a_program_missing_from_the_start_is_not_found() {
+    let _turn = turn();
     let a = tempfile::tempdir().unwrap();
     let spec = on_path(&["pmpo-no-such-tool"], &a.path().display().to_string());
     let e = run_blocking(&spec, None).unwrap_err();

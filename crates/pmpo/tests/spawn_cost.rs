@@ -8,8 +8,15 @@ use pmpo_testkit as common;
 
 use common::{Ws, assert_mentions};
 
+/// The tests of this file take turns: one that starts a process while the
+/// other has the script it is writing open hands that open file to its
+/// child until the child's exec, and running the script then fails with
+/// "text file busy".
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 #[test]
 fn a_stage_runs_what_its_own_path_finds_under_the_name_it_gave() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let ws = Ws::new();
     ws.write(
         "bin/pmpo-e2e-tool",
@@ -34,6 +41,7 @@ fn a_stage_runs_what_its_own_path_finds_under_the_name_it_gave() {
 
 #[test]
 fn a_program_not_on_the_stages_path_is_not_found_though_pmpo_knows_it() {
+    let _turn = TURN.lock().unwrap_or_else(|p| p.into_inner());
     let ws = Ws::new();
     std::fs::create_dir_all(ws.p("empty")).unwrap();
     let empty = ws.p("empty").display().to_string();
