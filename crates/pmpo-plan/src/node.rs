@@ -159,6 +159,33 @@ impl Node {
             .filter(|p| !p.is_empty())
     }
 
+    /// The tree as JSON, the document as written: scalars typed as YAML's
+    /// core schema types them (the inverse of [`Node::from_json`]); a key
+    /// that is not a scalar is left out.
+    pub fn to_json(&self) -> serde_json::Value {
+        use serde_json::{Map, Value, json};
+        match &self.kind {
+            NodeKind::Scalar { text, .. } => match self.resolve() {
+                Some(Resolved::Null) => Value::Null,
+                Some(Resolved::Bool(b)) => json!(b),
+                Some(Resolved::Int(i)) => json!(i),
+                Some(Resolved::Float(f)) => json!(f),
+                Some(Resolved::Str(s)) => json!(s),
+                None => json!(text),
+            },
+            NodeKind::Seq(items) => Value::Array(items.iter().map(Node::to_json).collect()),
+            NodeKind::Map(pairs) => {
+                let mut m = Map::new();
+                for (k, v) in pairs {
+                    if let NodeKind::Scalar { text, .. } = &k.kind {
+                        m.insert(text.clone(), v.to_json());
+                    }
+                }
+                Value::Object(m)
+            }
+        }
+    }
+
     /// Builds a position-less tree from a JSON value.
     pub fn from_json(value: &serde_json::Value) -> Node {
         use serde_json::Value;
@@ -518,6 +545,20 @@ mod tests {
         assert_eq!(resolve_plain("30s"), Resolved::Str("30s"));
         assert_eq!(resolve_plain("1.2.3"), Resolved::Str("1.2.3"));
         assert_eq!(resolve_plain("-"), Resolved::Str("-"));
+    }
+
+    #[test]
+    fn a_document_as_written_becomes_json_and_back() {
+        let root =
+            parse_yaml("s:\n  - {sandbox: false, n: 3, f: 1.5, none: ~, t: 30s, q: 'true'}\n")
+                .unwrap();
+        let v = root.to_json();
+        assert_eq!(
+            v,
+            serde_json::json!({"s": [{"sandbox": false, "n": 3, "f": 1.5, "none": null,
+                                      "t": "30s", "q": "true"}]})
+        );
+        assert_eq!(Node::from_json(&v).to_json(), v);
     }
 
     #[test]

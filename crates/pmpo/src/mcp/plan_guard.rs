@@ -9,16 +9,6 @@
 
 use std::path::Path;
 
-use pmpo_plan::Node;
-use pmpo_plan::node::{NodeKind, Resolved};
-use serde_json::{Map, Value, json};
-
-/// Why the plan document (as JSON) may not run for the host; empty: it may.
-/// The loop's own refusals of a proposed plan: one set of rules.
-pub(super) fn refusals(doc: &Value) -> Vec<String> {
-    pmpo_loop::plan_refusals(doc)
-}
-
 /// The tool error for a workspace plan file the host may not run, if it is
 /// one. A plan that does not parse is left to the command, which names its
 /// errors.
@@ -28,7 +18,7 @@ pub(super) fn refuse(root: &Path, rel: &str) -> Result<(), String> {
     };
     // The document as written: a setting spelled out counts even where it
     // is the default.
-    let why = refusals(&as_json(&loaded.root));
+    let why = pmpo_loop::plan_refusals(&loaded.root.to_json());
     if why.is_empty() {
         return Ok(());
     }
@@ -39,31 +29,4 @@ pub(super) fn refuse(root: &Path, rel: &str) -> Result<(), String> {
             .collect::<Vec<_>>()
             .join("\n")
     ))
-}
-
-/// A parsed plan document as JSON, scalars typed as YAML's core schema
-/// types them.
-fn as_json(node: &Node) -> Value {
-    match &node.kind {
-        NodeKind::Scalar { text, .. } => match node.resolve() {
-            Some(Resolved::Null) => Value::Null,
-            Some(Resolved::Bool(b)) => json!(b),
-            Some(Resolved::Int(i)) => json!(i),
-            Some(Resolved::Float(f)) => json!(f),
-            Some(Resolved::Str(s)) => json!(s),
-            None => json!(text),
-        },
-        NodeKind::Seq(items) => Value::Array(items.iter().map(as_json).collect()),
-        NodeKind::Map(pairs) => {
-            let mut m = Map::new();
-            for (k, v) in pairs {
-                let key = match &k.kind {
-                    NodeKind::Scalar { text, .. } => text.clone(),
-                    _ => continue,
-                };
-                m.insert(key, as_json(v));
-            }
-            Value::Object(m)
-        }
-    }
 }
