@@ -42,12 +42,15 @@ pub(crate) fn write(ws: &Workspace, p: &Pending) -> Result<(), LoopError> {
 /// Removes the artifact's pending question (it was answered, or the loop
 /// went past it), if there is one.
 pub(crate) fn clear(ws: &Workspace, name: &str) -> Result<(), LoopError> {
-    let rel = pending_path(name);
-    if ws.read_own(&rel)?.is_none() {
-        return Ok(());
+    match ws.remove_own_file(&pending_path(name)) {
+        Ok(_) => Ok(()),
+        Err(pmpo_store::StoreError::Io { source, .. })
+            if source.kind() == std::io::ErrorKind::NotFound =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
-    ws.remove_own_file(&rel)?;
-    Ok(())
 }
 
 /// The artifact's pending question, if it waits for one.
