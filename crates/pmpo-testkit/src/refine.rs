@@ -66,6 +66,21 @@ pub fn with_model(ws: &Ws, server: &ModelServer, key: &str, model: &str) -> Comm
     c
 }
 
+/// Every state file of the loop (`.refiner/**/*.json`) is whole JSON: what
+/// a kill at any moment must leave; `when` names the moment in a failure.
+#[track_caller]
+pub fn assert_state_whole(ws: &Ws, when: &str) {
+    for f in ws.files() {
+        if f.starts_with(".refiner/") && f.ends_with(".json") {
+            let text = ws.read(&f);
+            assert!(
+                serde_json::from_str::<Value>(&text).is_ok(),
+                "{when}: {f} is torn: {text}"
+            );
+        }
+    }
+}
+
 /// The artifact's `state.json`.
 pub fn state(ws: &Ws, name: &str) -> Value {
     ws.read_json(&format!(".refiner/artifacts/{name}/state.json"))

@@ -208,6 +208,23 @@ fn pmpo_answer_refuses_what_it_cannot_use() {
     let pending: Value = ws.read_json(PENDING);
     assert_eq!(pending["question"]["phase"], "specify");
     assert!(!ws.p(".state/host/answers").exists());
+    // A damaged pending question, or one replaced by a link: refused, named,
+    // nothing kept.
+    let whole = ws.read(PENDING);
+    ws.write(PENDING, "{\"artifact\": \"hero\", \"questi");
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "a.json"]);
+    assert!(
+        r.stderr.contains("pending.json` is damaged")
+            && r.stderr.contains("move the damaged file aside"),
+        "{}",
+        r.stderr
+    );
+    ws.write("elsewhere.json", &whole);
+    std::fs::remove_file(ws.p(PENDING)).unwrap();
+    std::os::unix::fs::symlink(ws.p("elsewhere.json"), ws.p(PENDING)).unwrap();
+    let r = run_code(pmpo(&ws), 2, &["answer", "hero", "--file", "a.json"]);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert!(!ws.p(".state/host/answers").exists());
 }
 
 #[test]
@@ -229,15 +246,7 @@ fn a_kill_while_an_answer_goes_on_leaves_state_that_resumes() {
         let _ = child.wait();
         // Whatever the moment: the answer was kept before anything went on,
         // every state file is whole, and the host's loop goes on to the end.
-        for f in ws.files() {
-            if f.starts_with(".refiner/") && f.ends_with(".json") {
-                let text = ws.read(&f);
-                assert!(
-                    serde_json::from_str::<Value>(&text).is_ok(),
-                    "delay {delay_ms}: {f} is torn: {text}"
-                );
-            }
-        }
+        assert_state_whole(&ws, &format!("delay {delay_ms}"));
         let r = run(pmpo(&ws), &["refine", "hero", "--via", "host", "--json"]);
         let report = r.json();
         let report = if report["outcome"] == "awaiting_answer" {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pmpo_testkit::refine::*;
 use pmpo_testkit::*;
-use serde_json::{Value, json};
+use serde_json::json;
 
 #[test]
 fn the_approval_gate_pauses_until_another_process_answers() {
@@ -162,15 +162,7 @@ fn a_kill_in_the_middle_of_an_iteration_resumes_cleanly() {
         let _ = child.wait();
         // Whatever the moment of the kill, every state file is whole JSON and
         // the completed phases are a prefix of the loop's order.
-        for f in ws.files() {
-            if f.starts_with(".refiner/") && f.ends_with(".json") {
-                let text = ws.read(&f);
-                assert!(
-                    serde_json::from_str::<Value>(&text).is_ok(),
-                    "delay {delay_ms}: {f} is torn: {text}"
-                );
-            }
-        }
+        assert_state_whole(&ws, &format!("delay {delay_ms}"));
         if ws.p(".refiner/artifacts/k/state.json").exists() {
             let st = state(&ws, "k");
             let done: Vec<&str> = st["phases_completed"]
