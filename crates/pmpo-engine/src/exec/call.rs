@@ -117,10 +117,11 @@ fn guard_writes(
     // Keep what the stage may overwrite, so `pmpo restore` can bring it back:
     // its declared outputs and the files the tool itself writes.
     let mut watched = stage.outputs.clone();
-    for p in tool.written_paths(inputs) {
+    let own = tool.written_paths(inputs);
+    for p in &own {
         // A tool never writes pmpo's own files (the database, the backups):
         // that would be a change nobody could undo.
-        if pmpo_store::is_own_path(&p) {
+        if pmpo_store::is_own_path(p) {
             return Err(Failure::new(
                 FailureKind::InvalidInput,
                 format!(
@@ -130,13 +131,13 @@ fn guard_writes(
                 Some("choose an output path outside them (e.g. under dist/)".into()),
             ));
         }
-        if !watched.contains(&p) {
-            watched.push(p);
+        if !watched.contains(p) {
+            watched.push(p.clone());
         }
     }
     attempt.before = outputs::expand(ws, &watched).files;
     attempt.stamps = outputs::stamps(ws, attempt.before.keys());
-    attempt.own = tool.written_paths(inputs);
+    attempt.own = own;
     for (rel, digest) in &attempt.before {
         match ws.backup(rel, digest) {
             Ok(true) => {
