@@ -39,6 +39,13 @@ pub const DEFAULT_STAGE_TIMEOUT: Duration = Duration::from_secs(600);
 /// Where the engine keeps its logs.
 pub const EVENTS_LOG: &str = "logs/executor.jsonl";
 pub const STAGE_LOG_DIR: &str = "logs/execution";
+
+/// A run's stage log: every attempt of every stage of the run, a line each
+/// (`"stage"` says whose), appended as the attempt ends. One file per run,
+/// not per stage: creating a file costs as much as a small stage's own work.
+pub fn stage_log(run_id: &str) -> String {
+    format!("{STAGE_LOG_DIR}/{run_id}.jsonl")
+}
 pub const RESULTS_FILE: &str = ".state/execution_results.json";
 pub const MANIFEST_FILE: &str = "artifact_manifest.json";
 pub const REFINEMENT_LOG: &str = "refinement_log.md";

@@ -157,6 +157,9 @@ pub(crate) fn finish(
             .filter_map(|s| s.log.clone())
             .filter(|l| l.starts_with(STAGE_LOG_DIR)),
     );
+    // Stages share their run's log: each file once, in the order first named.
+    let mut seen = std::collections::HashSet::new();
+    log_files.retain(|l| seen.insert(l.clone()));
 
     let results = ExecutionResults {
         schema_version: RESULTS_SCHEMA_VERSION,

@@ -39,7 +39,9 @@ pub struct StageResult {
     pub files: Vec<GeneratedFile>,
     pub stdout_bytes: u64,
     pub stderr_bytes: u64,
-    /// The stage's log file (every attempt, with its output).
+    /// The stage log that holds the stage's attempts (with their output), a
+    /// line each with `"stage"`: this run's, or for a cached result the log
+    /// of the run that made it; none when the stage made no attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
     /// For a CACHED (or carried-over) stage: the run whose result was reused.
@@ -82,7 +84,7 @@ impl StageResult {
             files: Vec::new(),
             stdout_bytes: 0,
             stderr_bytes: 0,
-            log: Some(format!("{}/{}.jsonl", crate::STAGE_LOG_DIR, stage.id)),
+            log: None,
             reused_from: None,
             attempts: 0,
             fallback_used: None,

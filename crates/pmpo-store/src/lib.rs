@@ -84,7 +84,8 @@ impl StoreError {
         }
     }
 
-    fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
+    /// An I/O error while doing `action` to `path`.
+    pub fn io(action: &'static str, path: &Path, source: io::Error) -> Self {
         StoreError::Io {
             action,
             path: path.to_path_buf(),

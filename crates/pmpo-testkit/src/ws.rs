@@ -126,6 +126,31 @@ impl Ws {
         std::fs::read_to_string(self.p(rel)).unwrap_or_else(|e| panic!("{rel}: {e}"))
     }
 
+    /// The lines of the stage logs (`logs/execution/<run>.jsonl`, runs in
+    /// the order of their ids, which start with their time) that record an
+    /// attempt of `stage`, each with its newline.
+    pub fn stage_log(&self, stage: &str) -> String {
+        let dir = self.p("logs/execution");
+        let mut runs: Vec<PathBuf> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .map(|e| e.unwrap().path())
+            .collect();
+        runs.sort();
+        let mut out = String::new();
+        for run in runs {
+            let text = std::fs::read_to_string(&run).unwrap();
+            for line in text.lines() {
+                let v: serde_json::Value = serde_json::from_str(line)
+                    .unwrap_or_else(|e| panic!("{}: a line is not JSON: {e}", run.display()));
+                if v["stage"] == stage {
+                    out.push_str(line);
+                    out.push('\n');
+                }
+            }
+        }
+        out
+    }
+
     pub fn read_json(&self, rel: &str) -> serde_json::Value {
         serde_json::from_str(&self.read(rel)).unwrap_or_else(|e| panic!("{rel} is not JSON: {e}"))
     }

@@ -113,7 +113,7 @@ only the run can tell (a template a stage writes) is a note that does not fail t
         after_help = "The workspace (where stages run and outputs are looked for) is the plan's directory\n\
 unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
 .state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
-logs/execution/<stage>.jsonl (each stage's attempts with their output).\n\n\
+logs/execution/<run>.jsonl (every attempt of the run's stages, a line each, with its output).\n\n\
 Exit codes: 0 every stage completed and every blocking constraint of the validation_plan holds,\n\
 1 a stage failed, timed out or was skipped, or a blocking constraint is violated or could not be\n\
 checked (--allow-violations only reports those), 2 invalid plan, 3 paused (a stage awaits a decision,\n\

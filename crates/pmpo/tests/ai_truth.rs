@@ -532,7 +532,11 @@ fn refused_empty_and_cut_off_anthropic_answers_are_answer_quality_too() {
         "I won't write that."
     );
     // Every failed attempt says why, as an answer-quality failure.
-    let log: Vec<Value> = lines(&ws, "logs/execution/write.jsonl");
+    let log: Vec<Value> = ws
+        .stage_log("write")
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
     let kinds: Vec<&str> = log
         .iter()
         .filter_map(|a| a["error"]["kind"].as_str())

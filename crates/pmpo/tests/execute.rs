@@ -87,13 +87,7 @@ fn hello_example_runs_and_results_match_the_disk() {
     assert!(done["stage_id"].is_string() && done["duration_ms"].is_number());
 
     // Per-stage logs hold the attempt with its output.
-    let log: Value = serde_json::from_str(
-        ws.read("logs/execution/count.jsonl")
-            .lines()
-            .next()
-            .unwrap(),
-    )
-    .unwrap();
+    let log: Value = serde_json::from_str(ws.stage_log("count").lines().next().unwrap()).unwrap();
     assert_eq!(log["status"], "COMPLETED");
     assert_mentions(&log, "stdout", "\"words\": 3");
     // The code that ran is kept.
@@ -274,14 +268,12 @@ fn huge_and_binary_output_is_bounded() {
     let r = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let res = r.json();
     assert_eq!(stage(&res, "flood")["stdout_bytes"], 30_000_000u64 + 11);
-    let log_size = std::fs::metadata(ws.p("logs/execution/flood.jsonl"))
-        .unwrap()
-        .len();
+    let log_size = ws.stage_log("flood").len();
     assert!(
         log_size < 10 * 1024 * 1024,
         "stage log kept {log_size} bytes"
     );
-    let log: Value = serde_json::from_str(&ws.read("logs/execution/flood.jsonl")).unwrap();
+    let log: Value = serde_json::from_str(&ws.stage_log("flood")).unwrap();
     let stdout = log["stdout"].as_str().unwrap();
     assert!(stdout.contains("bytes not kept") && stdout.ends_with("last line\n"));
 }
@@ -294,7 +286,7 @@ fn outputs_json_and_references_flow_between_stages() {
     );
     ws.run_ok(&["execute", "plan.yaml", "--json"]);
     assert_eq!(ws.read("used.txt"), "512|it's \"odd\" $(rm -rf /)|#000");
-    let log: Value = serde_json::from_str(&ws.read("logs/execution/argv.jsonl")).unwrap();
+    let log: Value = serde_json::from_str(&ws.stage_log("argv")).unwrap();
     assert_eq!(log["stdout"], "512|it's \"odd\" $(rm -rf /)|#000");
     assert_eq!(
         log["invocation"]["argv"],

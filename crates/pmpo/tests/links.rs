@@ -96,7 +96,7 @@ fn a_link_at_any_of_pmpos_own_files_changes_nothing_outside() {
         ".state/pmpo.db-shm",
         ".state/pmpo.db-journal",
         "logs/executor.jsonl",
-        "logs/execution/a.jsonl",
+        "logs/execution",
         "logs/provider.jsonl",
         ".state/patch_ledger.jsonl",
         ".state/execution_results.json",
@@ -151,7 +151,7 @@ fn the_locks_database_and_logs_behind_a_link_are_refused_by_name() {
         (".state/pmpo.db-wal", &["execute", "plan.yaml"]),
         (".state/pmpo.db-shm", &["validate", "plan.yaml"]),
         ("logs/executor.jsonl", &["execute", "plan.yaml"]),
-        ("logs/execution/a.jsonl", &["execute", "plan.yaml"]),
+        ("logs/execution", &["execute", "plan.yaml"]),
         ("refinement_log.md", &["validate", "plan.yaml"]),
         ("refinement_log.md", &["execute", "plan.yaml"]),
         (

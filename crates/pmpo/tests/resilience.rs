@@ -37,7 +37,7 @@ fn a_tool_that_fails_twice_then_succeeds_is_retried() {
         r.stderr
     );
     // Every attempt is in the stage log and the execution log.
-    let log = ws.read("logs/execution/flaky.jsonl");
+    let log = ws.stage_log("flaky");
     assert_eq!(log.lines().count(), 3);
     let metrics = ws.run(&["metrics"]).stdout;
     assert!(metrics.contains("retry_attempts_total 2"), "{metrics}");
@@ -375,7 +375,7 @@ fn one_minimal_correction_by_a_command_endpoint() {
         prompt.contains("print(undefined_name)") && prompt.contains("NameError"),
         "{prompt}"
     );
-    let log = ws.read("logs/execution/buggy.jsonl");
+    let log = ws.stage_log("buggy");
     assert_eq!(log.lines().count(), 2);
     assert!(
         log.lines().nth(1).unwrap().contains("print(\\\"fixed\\\")"),

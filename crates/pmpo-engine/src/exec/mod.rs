@@ -29,7 +29,7 @@ use crate::resolve::{StageData, resolve_inputs};
 use crate::results::{ErrorEntry, RunStatus, StageResult, ValidationOutput};
 use crate::{
     CheckedPlan, Decision, EVENTS_LOG, Engine, EngineError, ExecuteOptions, ExecutionResults,
-    Force, HEARTBEAT_EVERY, Intervention, STAGE_LOG_DIR, persist,
+    Force, HEARTBEAT_EVERY, Intervention, persist,
 };
 
 mod attempt;
@@ -148,6 +148,12 @@ impl Shared<'_> {
 
     /// A stage's final result: what its dependents see, and its place in the results.
     fn record_done(&mut self, idx: usize, result: StageResult) {
+        let mut result = result;
+        result.log = match (&result.reused_from, result.status) {
+            (Some(run), StageStatus::Cached) => Some(crate::stage_log(run)),
+            _ if result.attempts > 0 => Some(crate::stage_log(&self.rec.run_id)),
+            _ => None,
+        };
         let files = result
             .files
             .iter()

@@ -8,6 +8,8 @@ pub(crate) struct Recorder<'a> {
     pub run_id: String,
     pub(super) total: usize,
     pub(super) log: File,
+    /// The run's stage log, opened at the first attempt that ends.
+    pub(super) stage_log: Option<File>,
     pub db: Box<dyn ExecStore>,
     pub(super) sink: &'a mut dyn EventSink,
 }
@@ -113,14 +115,28 @@ pub(super) fn keep_streams(
     Ok(())
 }
 
-pub(super) fn append_stage_log(ws: &Workspace, record: &Value) -> Result<(), EngineError> {
-    let stage = record["stage"].as_str().unwrap_or("unknown");
-    // A configured key that a stage printed never reaches the log.
-    let text = serde_json::to_string(record).expect("log records serialize");
-    let mut line = pmpo_store::secrets::redact(&text).into_owned().into_bytes();
-    line.push(b'\n');
-    ws.append(&format!("{STAGE_LOG_DIR}/{stage}.jsonl"), &line)?;
-    Ok(())
+impl Recorder<'_> {
+    /// Appends one attempt to the run's stage log. The line is written (in
+    /// the kernel's cache, which a kill -9 of pmpo does not lose) before the
+    /// transaction that records the stage's end commits.
+    pub(super) fn append_stage_log(
+        &mut self,
+        ws: &Workspace,
+        record: &Value,
+    ) -> Result<(), EngineError> {
+        // A configured key that a stage printed never reaches the log.
+        let text = serde_json::to_string(record).expect("log records serialize");
+        let mut line = pmpo_store::secrets::redact(&text).into_owned().into_bytes();
+        line.push(b'\n');
+        let rel = crate::stage_log(&self.run_id);
+        let file = match &mut self.stage_log {
+            Some(f) => f,
+            None => self.stage_log.insert(ws.open_append(&rel)?),
+        };
+        file.write_all(&line)
+            .map_err(|e| pmpo_store::StoreError::io("append to", &ws.root().join(&rel), e))?;
+        Ok(())
+    }
 }
 
 pub(super) fn task_row(
@@ -212,7 +228,7 @@ pub(super) fn record_attempt(
     if let Some(f) = &t.failure {
         log_record["error"] = json!({"kind": f.kind, "message": f.message, "hint": f.hint});
     }
-    append_stage_log(ws, &log_record)?;
+    rec.append_stage_log(ws, &log_record)?;
     rec.db.add_attempt(&AttemptRow {
         run_id: run_id.to_string(),
         stage_id: stage.id.clone(),

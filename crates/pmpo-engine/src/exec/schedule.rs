@@ -208,6 +208,7 @@ pub(crate) async fn run(
         run_id: run_id.clone(),
         total: order.len(),
         log: ws.open_append(EVENTS_LOG)?,
+        stage_log: None,
         db,
         sink,
     };
@@ -220,7 +221,9 @@ pub(crate) async fn run(
         let what = resumed(engine, plan, &ws, &c, run, previous, settled.stopped);
         rec.emit(what, None, None, None)?;
     }
-    ws.create_dir_all(STAGE_LOG_DIR)?;
+    // The stage log is created at the first attempt (a run where every stage
+    // is reused writes none); a link on its way is refused before any stage runs.
+    ws.resolve_own(&crate::stage_log(&run_id))?;
     rec.db.touch_adapter("run", "tool", &started_at)?;
 
     let shared = RefCell::new(shared_state(rec, stages.len()));

@@ -515,6 +515,7 @@ fn halt_stage(
     result.reason = Some(reason.clone());
     result.finished_at = None;
     result.attempts = p.attempt_no as u32;
+    result.log = (p.attempt_no > 0).then(|| crate::stage_log(run_id));
     let row = task_row(
         run_id,
         end.pos,
