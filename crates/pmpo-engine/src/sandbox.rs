@@ -32,7 +32,7 @@ pub(crate) struct Watch {
     /// The mode this stage ran under (`None`: its tool is not confined).
     pub mode: Option<Mode>,
     pub confinement: Option<Confinement>,
-    _scratch: Option<tempfile::TempDir>,
+    _scratch: Option<Scratch>,
     before: Option<Snapshot>,
     dirs: Vec<PathBuf>,
     /// The kernel's file events for the directories granted whole (used
@@ -105,18 +105,13 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
         }
         return Ok(());
     }
-    let scratch = tempfile::Builder::new()
-        .prefix("pmpo-stage-")
-        .tempdir()
-        .map_err(|e| {
-            (
-                FailureKind::Io,
-                format!(
-                    "cannot make the stage's scratch directory in the system temp directory: {e}"
-                ),
-                Some("check free space and permissions of the temp directory (TMPDIR)".into()),
-            )
-        })?;
+    let scratch = Scratch::take().map_err(|e| {
+        (
+            FailureKind::Io,
+            format!("cannot make the stage's scratch directory in the system temp directory: {e}"),
+            Some("check free space and permissions of the temp directory (TMPDIR)".into()),
+        )
+    })?;
     let root = ws.root().to_path_buf();
     let mut policy =
         policy::for_outputs(&root, &stage.outputs, Some(scratch.path())).map_err(|e| {
@@ -184,6 +179,115 @@ fn prepare(ws: &Workspace, stage: &Stage, watch: &mut Watch) -> Result<(), Refus
     }
     watch._scratch = Some(scratch);
     Ok(())
+}
+
+/// A stage's scratch directory (its `TMPDIR`), from the run's pool: a
+/// directory is made once and lent to one stage at a time, emptied between
+/// stages, instead of made and removed for each (making a directory costs as
+/// much as a small stage's own work). It is lent again only when it is still
+/// the directory pmpo made (same device and inode, not a link: a stage that
+/// replaced it with a link to somewhere else would otherwise have the next
+/// stage granted that place) and empty.
+pub(crate) struct Scratch {
+    dir: Option<tempfile::TempDir>,
+    id: (u64, u64),
+}
+
+static SCRATCH_POOL: std::sync::Mutex<Vec<Scratch>> = std::sync::Mutex::new(Vec::new());
+/// At most this many idle scratch directories are kept (one per stage that
+/// can run at once is enough).
+const SCRATCH_IDLE: usize = 8;
+
+impl Scratch {
+    fn take() -> std::io::Result<Scratch> {
+        loop {
+            let idle = SCRATCH_POOL.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match idle {
+                Some(s) if s.is_as_made() => return Ok(s),
+                // Not as pmpo left it: dropped (removed, never followed).
+                Some(_) => continue,
+                None => break,
+            }
+        }
+        let dir = tempfile::Builder::new().prefix("pmpo-stage-").tempdir()?;
+        let id = dev_ino(dir.path())?;
+        Ok(Scratch { dir: Some(dir), id })
+    }
+
+    pub(crate) fn path(&self) -> &std::path::Path {
+        self.dir
+            .as_ref()
+            .map_or(std::path::Path::new(""), |d| d.path())
+    }
+
+    fn is_as_made(&self) -> bool {
+        let path = self.path();
+        dev_ino(path).is_ok_and(|id| id == self.id)
+            && std::fs::read_dir(path).is_ok_and(|mut rd| rd.next().is_none())
+    }
+}
+
+/// Empties a scratch directory of what the stage left; false when something
+/// could not be removed.
+fn empty(dir: &std::path::Path) -> bool {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return false;
+    };
+    rd.into_iter().all(|e| {
+        e.is_ok_and(|e| match e.file_type() {
+            // The entry's own type: a link is removed, never followed.
+            Ok(t) if t.is_dir() => std::fs::remove_dir_all(e.path()).is_ok(),
+            Ok(_) => std::fs::remove_file(e.path()).is_ok(),
+            Err(_) => false,
+        })
+    })
+}
+
+impl Drop for Scratch {
+    /// Back to the pool, emptied. Removed instead when it is no longer the
+    /// directory pmpo made or cannot be emptied (a link in its place is
+    /// removed, never followed), or when the pool is full.
+    fn drop(&mut self) {
+        let Some(dir) = self.dir.take() else { return };
+        if !(dev_ino(dir.path()).is_ok_and(|id| id == self.id) && empty(dir.path())) {
+            return;
+        }
+        let mut pool = SCRATCH_POOL.lock().unwrap_or_else(|p| p.into_inner());
+        if pool.len() < SCRATCH_IDLE {
+            pool.push(Scratch {
+                dir: Some(dir),
+                id: self.id,
+            });
+        }
+    }
+}
+
+/// Held for a run: when it ends (or fails), the idle scratch directories
+/// are removed, so none is left in the temp directory once pmpo is done.
+pub(crate) struct ScratchForRun;
+
+impl Drop for ScratchForRun {
+    fn drop(&mut self) {
+        release_scratch();
+    }
+}
+
+fn release_scratch() {
+    let idle = std::mem::take(&mut *SCRATCH_POOL.lock().unwrap_or_else(|p| p.into_inner()));
+    for mut s in idle {
+        if let Some(d) = s.dir.take() {
+            let _ = d.close();
+        }
+    }
+}
+
+fn dev_ino(path: &std::path::Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(path)?;
+    if !m.is_dir() {
+        return Err(std::io::Error::other("not a directory"));
+    }
+    Ok((m.dev(), m.ino()))
 }
 
 fn hook(prepared: Prepared) -> PreExec {

@@ -329,34 +329,50 @@ impl Policy {
     /// Adds the system temp directory, the devices and the cache directory,
     /// each unless it holds the workspace (that would grant the workspace).
     fn add_ambient(&mut self, root: &Path) {
+        for g in ambient() {
+            if g.is_dir && root.starts_with(&g.path) {
+                continue;
+            }
+            if !self.grants.contains(g) {
+                self.grants.push(g.clone());
+            }
+        }
+    }
+}
+
+/// The temp, cache and device paths every confined process may write,
+/// resolved once per process (they do not move while pmpo runs; one that
+/// vanished grants nothing, see `Prepared::new`).
+fn ambient() -> &'static [Grant] {
+    static AMBIENT: std::sync::OnceLock<Vec<Grant>> = std::sync::OnceLock::new();
+    AMBIENT.get_or_init(|| {
         let mut dirs: Vec<PathBuf> = vec![std::env::temp_dir(), PathBuf::from("/tmp")];
         if let Some(c) = cache_dir() {
             let _ = std::fs::create_dir_all(&c);
             dirs.push(c);
         }
         dirs.extend(DEVICE_DIRS.iter().map(PathBuf::from));
+        let mut grants: Vec<Grant> = Vec::new();
         for d in dirs {
             let real = std::fs::canonicalize(&d).unwrap_or(d);
-            if root.starts_with(&real) || !real.is_dir() {
-                continue;
-            }
             let g = Grant {
                 path: real,
                 is_dir: true,
             };
-            if !self.grants.contains(&g) {
-                self.grants.push(g);
+            if g.path.is_dir() && !grants.contains(&g) {
+                grants.push(g);
             }
         }
         for f in DEVICES {
             if Path::new(f).exists() {
-                self.grants.push(Grant {
+                grants.push(Grant {
                     path: PathBuf::from(f),
                     is_dir: false,
                 });
             }
         }
-    }
+        grants
+    })
 }
 
 #[cfg(test)]

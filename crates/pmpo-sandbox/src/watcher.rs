@@ -58,9 +58,69 @@ fn close_later(fd: OwnedFd) {
     }
 }
 
+/// Inotify instances no stage is using, each with no watch and no event
+/// left: a stage takes one and gives it back, so no instance is closed per
+/// stage (a close waits for the kernel to retire the instance).
+static POOL: std::sync::Mutex<Vec<OwnedFd>> = std::sync::Mutex::new(Vec::new());
+/// More idle instances than this are closed (the user's instances are few:
+/// 128 by default).
+const POOL_MAX: usize = 8;
+
+fn take_instance() -> io::Result<OwnedFd> {
+    if let Some(fd) = POOL.lock().unwrap_or_else(|p| p.into_inner()).pop() {
+        return Ok(fd);
+    }
+    // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
+    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a fresh descriptor owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Gives an instance back: its watches removed (each queues its
+/// `IN_IGNORED` at once) and every event still queued read and dropped, so
+/// the next stage sees only its own. An instance that cannot be emptied is
+/// closed instead.
+fn give_back(fd: OwnedFd, wds: impl Iterator<Item = i32>) {
+    for wd in wds {
+        // SAFETY: removes a watch of our own instance; a watch the kernel
+        // already removed (its directory deleted) fails harmlessly.
+        unsafe { libc::inotify_rm_watch(fd.as_raw_fd(), wd) };
+    }
+    let mut buf = [0u8; 4096];
+    let emptied = loop {
+        // SAFETY: reads into a buffer of the given length from our descriptor.
+        let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+        if n < 0 {
+            break io::Error::last_os_error().kind() == io::ErrorKind::WouldBlock;
+        }
+        if n == 0 {
+            break false;
+        }
+    };
+    let mut pool = POOL.lock().unwrap_or_else(|p| p.into_inner());
+    if emptied && pool.len() < POOL_MAX {
+        pool.push(fd);
+    } else {
+        drop(pool);
+        close_later(fd);
+    }
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        if let Some(fd) = self.fd.take() {
+            give_back(fd, self.dirs.keys().copied());
+        }
+    }
+}
+
 /// Watches directories (and their subdirectories) for one stage.
 pub struct Watcher {
-    fd: OwnedFd,
+    /// An inotify instance of the pool, with no watch but this stage's.
+    fd: Option<OwnedFd>,
     root: PathBuf,
     /// Watch descriptor -> the directory it watches.
     dirs: HashMap<i32, PathBuf>,
@@ -75,15 +135,8 @@ impl Watcher {
     /// then takes a snapshot instead.
     pub fn start(root: &Path, dirs: &[PathBuf]) -> io::Result<Watcher> {
         let real = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
-        // SAFETY: inotify_init1 takes flags only and returns a new descriptor or -1.
-        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC | libc::IN_NONBLOCK) };
-        if fd < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        // SAFETY: `fd` is a fresh descriptor owned by nothing else.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
         let mut w = Watcher {
-            fd,
+            fd: Some(take_instance()?),
             root: real,
             dirs: HashMap::new(),
             tops: dirs.to_vec(),
@@ -98,7 +151,7 @@ impl Watcher {
         let c = CString::new(dir.as_os_str().as_bytes())
             .map_err(|_| io::Error::other("a path with a NUL byte"))?;
         // SAFETY: a valid descriptor and a NUL-terminated path.
-        let wd = unsafe { libc::inotify_add_watch(self.fd.as_raw_fd(), c.as_ptr(), MASK) };
+        let wd = unsafe { libc::inotify_add_watch(self.raw_fd(), c.as_ptr(), MASK) };
         if wd < 0 {
             return Err(io::Error::last_os_error());
         }
@@ -128,11 +181,14 @@ impl Watcher {
             .filter(|r| !r.is_empty())
     }
 
-    /// The stage ended: what changed under the watched directories.
+    fn raw_fd(&self) -> i32 {
+        self.fd.as_ref().map_or(-1, AsRawFd::as_raw_fd)
+    }
+
+    /// The stage ended: what changed under the watched directories. The
+    /// instance goes back to the pool (see [`Drop`]).
     pub fn finish(self) -> Vec<Difference> {
-        let out = self.read_changes();
-        close_later(self.fd);
-        out
+        self.read_changes()
     }
 
     fn read_changes(&self) -> Vec<Difference> {
@@ -144,7 +200,7 @@ impl Watcher {
             // SAFETY: reads into a buffer of the given length from our descriptor.
             let n = unsafe {
                 libc::read(
-                    self.fd.as_raw_fd(),
+                    self.raw_fd(),
                     buf.as_mut_ptr().cast::<libc::c_void>(),
                     buf.len(),
                 )
@@ -320,6 +376,25 @@ mod tests {
             d.iter().find(|x| x.path == "out/new").unwrap().size_after,
             Some(1)
         );
+    }
+
+    #[test]
+    fn an_instance_given_back_brings_nothing_of_its_last_stage_to_the_next() {
+        let root = tempfile::tempdir().unwrap();
+        let r = fs::canonicalize(root.path()).unwrap();
+        fs::create_dir_all(r.join("a")).unwrap();
+        for i in 0..3 {
+            // A stage whose changes are never read (dropped on an error path).
+            let w = Watcher::start(&r, &[r.join("a")]).unwrap();
+            fs::write(r.join(format!("a/left{i}")), "x").unwrap();
+            drop(w);
+            // The next stage watches the same directory (the same watch, were
+            // the last one still in its instance): only its own change counts.
+            let w = Watcher::start(&r, &[r.join("a")]).unwrap();
+            fs::write(r.join("a/mine"), "x").unwrap();
+            assert_eq!(paths(&w.finish()), vec![("a/mine".into(), "created")]);
+            fs::remove_file(r.join("a/mine")).unwrap();
+        }
     }
 
     #[test]

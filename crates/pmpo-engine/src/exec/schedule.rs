@@ -226,6 +226,7 @@ pub(crate) async fn run(
     ws.resolve_own(&crate::stage_log(&run_id))?;
     rec.db.touch_adapter("run", "tool", &started_at)?;
 
+    let _scratch = crate::sandbox::ScratchForRun;
     let shared = RefCell::new(shared_state(rec, stages.len()));
     let output_index = crate::validation::OutputIndex::new(stages);
     let cx = Cx {
