@@ -25,6 +25,7 @@ pub mod group;
 pub mod limits;
 pub mod resolve;
 mod watch;
+mod watch_async;
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -413,7 +414,9 @@ fn spawn_child(spec: &ProcessSpec) -> std::io::Result<Child> {
     }
 }
 
-fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
+/// Starts the program and its watcher: a task of the caller's runtime for
+/// the async face (`on_runtime`), where it can be, else a thread.
+fn start(spec: &ProcessSpec, on_exit: OnExit, on_runtime: bool) -> std::io::Result<Running> {
     let started = Instant::now();
     let mut child = spawn_child(spec)?;
     let pid = child.id();
@@ -433,7 +436,25 @@ fn start(spec: &ProcessSpec, on_exit: OnExit) -> std::io::Result<Running> {
     ];
     let keepers = [spec.spill_stdout.clone(), spec.spill_stderr.clone()]
         .map(|spill| capture::Keeper::new(spec.capture_limit, spec.capture_tail, spill));
-    running.watched = Some(watch::start(pid, pipes, keepers, on_exit, give_up.clone())?);
+    let unstarted = if on_runtime {
+        match watch_async::start(pid, pipes, keepers, on_exit, give_up.clone()) {
+            Ok(w) => {
+                running.watched = Some(w);
+                None
+            }
+            Err(u) => Some(u),
+        }
+    } else {
+        Some(Box::new(watch_async::Unstarted {
+            pipes,
+            keepers,
+            on_exit,
+        }))
+    };
+    if let Some(u) = unstarted {
+        let watched = watch::start(pid, u.pipes, u.keepers, u.on_exit, give_up.clone())?;
+        running.watched = Some(watched);
+    }
     if let (Some(pipe), Some(data)) = (child.stdin.take(), spec.stdin.clone()) {
         let give_up = give_up.clone();
         std::thread::Builder::new()
@@ -481,6 +502,7 @@ pub async fn run(spec: &ProcessSpec, cancel: &CancellationToken) -> std::io::Res
         Box::new(move |r| {
             let _ = tx.send(r);
         }),
+        true,
     )?;
     let pid = running.pid;
     let limit = async {
@@ -533,11 +555,13 @@ pub fn run_blocking(
     cancel: Option<&AtomicBool>,
 ) -> std::io::Result<ProcessResult> {
     let (tx, exited) = mpsc::channel();
+    // Never on a runtime: this face may block the runtime's own thread.
     let mut running = start(
         spec,
         Box::new(move |r| {
             let _ = tx.send(r);
         }),
+        false,
     )?;
     let pid = running.pid;
     let deadline = spec.timeout.map(|t| running.started + t);

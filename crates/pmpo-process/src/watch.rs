@@ -1,4 +1,5 @@
-//! One thread per started process reads its stdout and stderr by the
+//! One thread per started process (for the blocking face, or where the
+//! runtime cannot: see `watch_async`) reads its stdout and stderr by the
 //! capture policy and tells of the leader's end as soon as it comes, without
 //! reaping it: one `poll` over the two pipes and a pidfd of the leader. (A
 //! thread per pipe plus one blocked in `waitid` cost two more thread starts
@@ -70,7 +71,7 @@ pub(crate) fn start(
 }
 
 /// A pidfd of our child `pid` (it is unreaped, so the pid is still its).
-fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     // SAFETY: pidfd_open(2) takes a pid and flags and returns a new descriptor.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
     let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;

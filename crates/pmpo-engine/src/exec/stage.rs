@@ -81,9 +81,11 @@ pub(super) async fn run_one(
         let started = What::TaskStarted {
             description: stage.description.clone(),
         };
+        // Committed with the first attempt's ledger intents, before its tool
+        // starts (see `guard_writes`), or with the stage's end: one commit
+        // fewer per stage, and nothing runs in between.
         sh.rec
             .emit(started, at, Some(StageStatus::InProgress), None)?;
-        sh.rec.db.flush()?;
     }
     let t0 = Instant::now();
 
