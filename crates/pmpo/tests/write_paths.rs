@@ -44,6 +44,16 @@ const ALLOWED: &[(&str, &str, &str)] = &[
         "removes again the directories it made when the stage left them empty (remove_dir never removes content)",
     ),
     (
+        "crates/pmpo-engine/src/sandbox.rs",
+        "remove_dir_all(",
+        "empties a stage's scratch directory (its TMPDIR, in the system temp dir, outside any workspace) before it is lent to the next stage",
+    ),
+    (
+        "crates/pmpo-engine/src/sandbox.rs",
+        "remove_file(",
+        "the same: files a stage left in its scratch directory in the system temp dir",
+    ),
+    (
         "crates/pmpo-process/src/capture.rs",
         "File::create(",
         "`Spill::to_path`, a spill file at a path the caller names (the runner's own tests); pmpo's tools pass Workspace::create_stream instead",
