@@ -14,7 +14,7 @@
 
 use std::borrow::Cow;
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 /// The text that stands where a key was.
 pub const REDACTED: &str = "[redacted]";
@@ -35,11 +35,22 @@ const SECRET_SUFFIXES: &[&str] = &["_API_KEY", "_TOKEN", "_SECRET", "_PASSWORD"]
 struct Known {
     names: BTreeSet<String>,
     values: BTreeSet<String>,
+    /// What [`hidden_variables`] and [`secret_values`] found, until the next
+    /// key is registered: pmpo's environment does not change while it runs,
+    /// and reading it again for every stage and every text redacted cost
+    /// more than a stage's own bookkeeping.
+    found: Option<Arc<Found>>,
+}
+
+struct Found {
+    hidden: Vec<String>,
+    values: Vec<String>,
 }
 
 static KNOWN: Mutex<Known> = Mutex::new(Known {
     names: BTreeSet::new(),
     values: BTreeSet::new(),
+    found: None,
 });
 
 fn known() -> std::sync::MutexGuard<'static, Known> {
@@ -64,6 +75,7 @@ pub fn is_redactable(value: &str) -> bool {
 /// what pmpo writes (unless it is a common word, see [`is_redactable`]).
 pub fn register_key(variable: &str, value: Option<&str>) {
     let mut k = known();
+    k.found = None;
     k.names.insert(variable.to_string());
     if let Some(v) = value.map(str::trim)
         && is_redactable(v)
@@ -149,48 +161,69 @@ fn register_key_env_lines(toml: &str) {
 
 /// Whether a variable of this name holds a secret.
 pub fn is_secret_name(name: &str) -> bool {
+    is_secret_name_in(name, &known())
+}
+
+fn is_secret_name_in(name: &str, k: &Known) -> bool {
     let upper = name.to_ascii_uppercase();
     upper == "PMPO_STORE"
         || SECRET_SUFFIXES.iter().any(|s| upper.ends_with(s))
-        || known().names.contains(name)
+        || k.names.contains(name)
+}
+
+/// The environment's secret variables and the values to redact, read once
+/// until a key is registered.
+fn found() -> Arc<Found> {
+    let mut k = known();
+    if let Some(f) = &k.found {
+        return f.clone();
+    }
+    let mut hidden = Vec::new();
+    let mut values: BTreeSet<String> = k.values.clone();
+    for (name, value) in std::env::vars_os() {
+        let Ok(name) = name.into_string() else {
+            continue;
+        };
+        if !is_secret_name_in(&name, &k) {
+            continue;
+        }
+        if let Ok(value) = value.into_string()
+            && is_redactable(value.trim())
+        {
+            values.insert(value.trim().to_string());
+        }
+        hidden.push(name);
+    }
+    // Longest first: a key that contains another is replaced whole.
+    let mut values: Vec<String> = values.into_iter().collect();
+    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+    let f = Arc::new(Found { hidden, values });
+    k.found = Some(f.clone());
+    f
 }
 
 /// The variables of pmpo's own environment a child process must not inherit.
 /// (A stage that needs one lists it in `env_passthrough:`; see the `run` tool.)
 pub fn hidden_variables() -> Vec<String> {
-    std::env::vars_os()
-        .filter_map(|(k, _)| k.into_string().ok())
-        .filter(|k| is_secret_name(k))
-        .collect()
+    found().hidden.clone()
 }
 
 /// The values to redact: the registered keys and the values of every secret
 /// variable in pmpo's environment (a stage may be handed one through
 /// `env_passthrough`, and print it).
-fn secret_values() -> Vec<String> {
-    let mut values: BTreeSet<String> = known().values.clone();
-    for (name, value) in std::env::vars_os() {
-        if let (Ok(name), Ok(value)) = (name.into_string(), value.into_string())
-            && is_secret_name(&name)
-            && is_redactable(value.trim())
-        {
-            values.insert(value.trim().to_string());
-        }
-    }
-    // Longest first: a key that contains another is replaced whole.
-    let mut values: Vec<String> = values.into_iter().collect();
-    values.sort_by_key(|v| std::cmp::Reverse(v.len()));
-    values
+fn secret_values() -> Arc<Found> {
+    found()
 }
 
 /// Replaces every configured key value in `text` by [`REDACTED`].
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let values = secret_values();
+    let found = secret_values();
+    let values = &found.values;
     if !values.iter().any(|v| text.contains(v.as_str())) {
         return Cow::Borrowed(text);
     }
     let mut out = text.to_string();
-    for v in &values {
+    for v in values {
         out = out.replace(v.as_str(), REDACTED);
     }
     Cow::Owned(out)
@@ -198,7 +231,8 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// [`redact`] on bytes that may not be UTF-8 (a process's output).
 pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let values = secret_values();
+    let found = secret_values();
+    let values = &found.values;
     let mut out = Vec::new();
     let mut redactor = Redactor::new(&values);
     if !redactor.push(bytes, true, &mut out) {
@@ -278,7 +312,8 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// The file is replaced atomically, and only when it holds a key.
 pub fn redact_file(ws: &crate::Workspace, rel: &str) -> Result<bool, crate::StoreError> {
     use std::io::Read;
-    let values = secret_values();
+    let found = secret_values();
+    let values = &found.values;
     if values.is_empty() {
         return Ok(false);
     }
