@@ -221,6 +221,54 @@ fn kill_dash_nine_at_random_moments_then_resume() {
     );
 }
 
+/// A stage that ended while another still runs is on record before pmpo
+/// waits for the other: a kill -9 then does not make it run again.
+#[test]
+fn a_stage_that_ended_is_on_record_while_another_still_runs() {
+    for jobs in ["2", "3"] {
+        let ws = Ws::new();
+        ws.plan(
+            "    - id: fast\n      sandbox: false\n      with: {command: [sh, -c, 'echo fast >> counter.txt; echo f > fast.txt']}\n      outputs: [fast.txt]\n    - id: slow\n      sandbox: false\n      with: {command: [sh, -c, 'echo slow >> counter.txt; sleep 1.5; echo s > slow.txt']}\n      outputs: [slow.txt]\n",
+        );
+        let mut child = bin()
+            .args(["execute", "plan.yaml", "-q", "--jobs", jobs])
+            .current_dir(ws.path())
+            .spawn()
+            .unwrap();
+        let t = Instant::now();
+        while !(ws.p("fast.txt").exists() && ws.p("counter.txt").exists()) {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "the stages never started"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        // `fast` has ended; `slow` sleeps.
+        std::thread::sleep(Duration::from_millis(300));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the run ended too soon"
+        );
+        kill9(child.id());
+        let _ = child.wait();
+        std::thread::sleep(Duration::from_millis(1600));
+        let r = ws.run(&["execute", "plan.yaml", "--json"]);
+        assert_eq!(r.code, 0, "{}", r.stderr);
+        let counter = ws.read("counter.txt");
+        assert_eq!(
+            counter.lines().filter(|l| *l == "fast").count(),
+            1,
+            "--jobs {jobs}: `fast` ran again after the kill:\n{counter}"
+        );
+        assert_eq!(
+            status_of(&ws, "fast"),
+            "COMPLETED",
+            "--jobs {jobs}: {}",
+            r.stdout
+        );
+    }
+}
+
 #[test]
 fn resume_by_run_id_reports_changed_stages() {
     let ws = Ws::new();
@@ -320,7 +368,7 @@ fn two_writers_never_run_at_once() {
 #[test]
 fn a_lock_left_by_a_killed_process_is_taken_over() {
     let ws = Ws::new();
-    ws.plan("    - id: slow\n      with: {command: [sh, -c, 'sleep 5']}\n");
+    ws.plan("    - id: slow\n      sandbox: false\n      with: {command: [sh, -c, 'sleep 5']}\n");
     let mut child = bin()
         .args(["execute", "plan.yaml", "-q"])
         .current_dir(ws.path())
@@ -335,7 +383,7 @@ fn a_lock_left_by_a_killed_process_is_taken_over() {
         "{}",
         st.stdout
     );
-    ws.plan("    - id: slow\n      with: {command: [sh, -c, 'true']}\n");
+    ws.plan("    - id: slow\n      sandbox: false\n      with: {command: [sh, -c, 'true']}\n");
     let r = ws.run_ok(&["execute", "plan.yaml"]);
     assert_contains(&r.stderr, "did not finish");
 }

@@ -310,6 +310,7 @@ async fn schedule(
     let mut waiting: std::collections::VecDeque<usize> = order.iter().copied().collect();
     let mut running = futures_util::stream::FuturesUnordered::new();
     loop {
+        let mut started = false;
         while running.len() < jobs {
             let ready = {
                 let sh = shared.borrow();
@@ -328,10 +329,24 @@ async fn schedule(
             if let Some(prep) = prepare(cx, shared, idx, pos)? {
                 let token = cx.opts.cancel.child_token();
                 running.push(run_one(cx, shared, idx, pos, prep, token));
+                started = true;
             }
         }
+        // What ended (completions, reused stages) is committed before pmpo
+        // waits for anything: here when no stage starts now, else with the
+        // starting stage's ledger intents, before its tool runs (`run_one`
+        // reaches them without waiting). One commit per stage, not two, and
+        // a completion is still durable before any dependant starts.
+        if !started {
+            shared.borrow_mut().rec.db.flush()?;
+        }
         match futures_util::StreamExt::next(&mut running).await {
-            Some(r) => r?,
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                // What the other stages recorded stays recorded.
+                let _ = shared.borrow_mut().rec.db.flush();
+                return Err(e);
+            }
             None => return Ok(()),
         }
     }

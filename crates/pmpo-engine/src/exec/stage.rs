@@ -362,6 +362,8 @@ impl Attempts<'_, '_, '_> {
             deadline: Instant::now() + stage.timeout.map_or(self.cx.opts.default_timeout, |t| t.0),
         };
         let client = self.cx.engine.registry.model_client();
+        // What is recorded is committed before the model is waited for.
+        self.shared.borrow_mut().rec.db.flush()?;
         let code = pmpo_tools::run::correct_code(client, &request, self.token).await;
         let (inputs, code) = match (self.resolved, code) {
             (Ok(inputs), Ok(code)) => (inputs, code),
@@ -405,8 +407,12 @@ impl Attempts<'_, '_, '_> {
         Ok(Step::Corrected(failure))
     }
 
-    /// Asks a person; `None` when nobody can be asked.
+    /// Asks a person; `None` when nobody can be asked. Everything recorded
+    /// so far is committed first: a person may take long to answer.
     fn ask(&self, p: &Progress) -> Option<Decision> {
+        if self.cx.opts.ask.is_some() {
+            let _ = self.shared.borrow_mut().rec.db.flush();
+        }
         let failure = p.last.as_ref().and_then(|t| t.failure.as_ref());
         let request = Intervention {
             run_id: self.cx.run_id.to_string(),
@@ -708,8 +714,7 @@ fn finish_stage(
         sh.data.insert(stage.id.clone(), stage_data);
     }
     sh.record_done(end.idx, result);
-    // Completion is durable before anything else starts.
-    sh.rec.db.flush()?;
+    // Committed before anything else starts or pmpo waits (see `schedule`).
     Ok(())
 }
 
