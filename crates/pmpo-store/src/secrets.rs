@@ -234,7 +234,7 @@ pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     let found = secret_values();
     let values = &found.values;
     let mut out = Vec::new();
-    let mut redactor = Redactor::new(&values);
+    let mut redactor = Redactor::new(values);
     if !redactor.push(bytes, true, &mut out) {
         return Cow::Borrowed(bytes);
     }
@@ -333,7 +333,7 @@ pub fn redact_file(ws: &crate::Workspace, rel: &str) -> Result<bool, crate::Stor
         }
     };
     // First look, then rewrite only a file that holds a key.
-    let mut scan = Redactor::new(&values);
+    let mut scan = Redactor::new(values);
     let mut scratch = Vec::new();
     let holds_key = read_all(&mut |piece, last| {
         scratch.clear();
@@ -344,7 +344,7 @@ pub fn redact_file(ws: &crate::Workspace, rel: &str) -> Result<bool, crate::Stor
     }
     let mut copy = ws.open_own(rel, std::fs::OpenOptions::new().read(true))?;
     ws.write_atomic_with(rel, crate::Durability::Relaxed, |w| {
-        let mut redactor = Redactor::new(&values);
+        let mut redactor = Redactor::new(values);
         let mut buf = vec![0u8; 256 * 1024];
         let mut out = Vec::new();
         loop {
