@@ -58,6 +58,26 @@ fn close_later(fd: OwnedFd) {
     }
 }
 
+/// Whether a directory surely has no subdirectory, without listing it (an
+/// output directory holding thousands of files was listed for every stage
+/// that wrote one more): its link count is 2 (itself and its entry in its
+/// parent; each subdirectory adds one) on a file system known to keep that
+/// count (ext2/3/4, XFS, tmpfs). Elsewhere (Btrfs and others report 1) it
+/// is listed.
+fn has_no_subdirectory(dir: &CString) -> bool {
+    const KEEPS_COUNT: [u32; 3] = [0xEF53, 0x5846_5342, 0x0102_1994];
+    // SAFETY: zeroed structs are valid; lstat(2) and statfs(2) fill them
+    // from a NUL-terminated path.
+    unsafe {
+        let mut st: libc::stat = std::mem::zeroed();
+        if libc::lstat(dir.as_ptr(), &mut st) != 0 || st.st_nlink != 2 {
+            return false;
+        }
+        let mut fs: libc::statfs = std::mem::zeroed();
+        libc::statfs(dir.as_ptr(), &mut fs) == 0 && KEEPS_COUNT.contains(&(fs.f_type as u32))
+    }
+}
+
 /// Inotify instances no stage is using, each with no watch and no event
 /// left: a stage takes one and gives it back, so no instance is closed per
 /// stage (a close waits for the kernel to retire the instance).
@@ -156,6 +176,10 @@ impl Watcher {
             return Err(io::Error::last_os_error());
         }
         self.dirs.insert(wd, dir.to_path_buf());
+        // Checked after the watch is on: a subdirectory made later comes as an event.
+        if has_no_subdirectory(&c) {
+            return Ok(());
+        }
         let Ok(rd) = std::fs::read_dir(dir) else {
             return Ok(());
         };
@@ -394,6 +418,26 @@ mod tests {
             fs::write(r.join("a/mine"), "x").unwrap();
             assert_eq!(paths(&w.finish()), vec![("a/mine".into(), "created")]);
             fs::remove_file(r.join("a/mine")).unwrap();
+        }
+    }
+
+    #[test]
+    fn a_directory_with_a_subdirectory_is_never_taken_for_a_leaf() {
+        let root = tempfile::tempdir().unwrap();
+        let c = |p: &Path| CString::new(p.as_os_str().as_bytes()).unwrap();
+        fs::write(root.path().join("file"), "x").unwrap();
+        let leaf = has_no_subdirectory(&c(root.path()));
+        fs::create_dir(root.path().join("sub")).unwrap();
+        assert!(!has_no_subdirectory(&c(root.path())));
+        // Where the file system keeps the count, an empty-of-directories one is a leaf.
+        let mut sfs: libc::statfs = unsafe { std::mem::zeroed() };
+        // SAFETY: statfs(2) fills the zeroed struct from a NUL-terminated path.
+        assert_eq!(
+            unsafe { libc::statfs(c(root.path()).as_ptr(), &mut sfs) },
+            0
+        );
+        if [0xEF53u32, 0x5846_5342, 0x0102_1994].contains(&(sfs.f_type as u32)) {
+            assert!(leaf);
         }
     }
 
