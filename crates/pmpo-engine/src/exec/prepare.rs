@@ -3,6 +3,7 @@
 //! cache key so it can run.
 
 use super::*;
+use pmpo_store::db::stamp;
 
 /// The hash of what a stage is, independent of any run.
 pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
@@ -62,28 +63,39 @@ pub(super) enum Reuse {
     Cached(CacheRow),
 }
 
+/// A file as a stage's row or cache row lists it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    path: String,
+    size: u64,
+    blake3: String,
+}
+
+/// The files an earlier result recorded, when they are all still there with
+/// the same content. A file's digest comes from its stamp when the stamp
+/// vouches for it (see [`pmpo_store::db::stamp`]), else from reading it.
 pub(super) fn files_intact(
     ws: &Workspace,
+    db: &mut dyn ExecStore,
     stage: &Stage,
     files_json: &str,
 ) -> Option<Vec<GeneratedFile>> {
-    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Value>>(files_json)
+    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Listed>>(files_json)
         .ok()?
         .into_iter()
-        .filter_map(|v| {
-            Some(GeneratedFile {
-                path: v.get("path")?.as_str()?.to_string(),
-                size: v.get("size")?.as_u64()?,
-                blake3: v.get("blake3")?.as_str()?.to_string(),
-                stage: stage.id.clone(),
-                change: Change::Unchanged,
-                before: None,
-            })
+        .map(|v| GeneratedFile {
+            path: v.path,
+            size: v.size,
+            blake3: v.blake3,
+            stage: stage.id.clone(),
+            change: Change::Unchanged,
+            before: None,
         })
         .collect();
+    let mut digest = |rel: &str, abs: &std::path::Path| stamp::digest(db, rel, abs);
     // The declared outputs must expand to recorded files only, and every
     // recorded file (the tool's own outputs too) must be there, unchanged.
-    let now = outputs::expand(ws, &stage.outputs);
+    let now = outputs::expand_with(ws, &stage.outputs, &mut digest);
     if !now.missing.is_empty() || !now.problems.is_empty() {
         return None;
     }
@@ -95,12 +107,15 @@ pub(super) fn files_intact(
         return None;
     }
     for f in &recorded {
-        let digest = match now.files.get(&f.path) {
+        let d = match now.files.get(&f.path) {
             Some(d) => Some(d.clone()),
-            None => ws.resolve(&f.path).ok().and_then(|p| hash_file(&p).ok()),
+            None => ws
+                .resolve(&f.path)
+                .ok()
+                .and_then(|p| digest(&f.path, &p).ok()),
         };
-        match digest {
-            Some(d) if d.blake3 == f.blake3 => {}
+        match d {
+            Some(d) if d.blake3 == f.blake3 && d.size == f.size => {}
             _ => return None,
         }
     }
@@ -157,7 +172,7 @@ pub(super) fn prepare(
             Reuse::Carried(t) => &t.files,
             Reuse::Cached(c) => &c.files,
         };
-        files_intact(cx.ws, stage, files_json).map(|files| (r, files))
+        files_intact(cx.ws, &mut *sh.rec.db, stage, files_json).map(|files| (r, files))
     });
     match reused {
         None => Ok(Some(prepared)),
@@ -261,12 +276,19 @@ fn reusable(
         Force::All => true,
         Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
     };
+    // The fields later stages read of this one (most stages: none, and then
+    // the recorded data need not be read at all).
+    let fields: Vec<&String> = cx
+        .wanted
+        .iter()
+        .filter(|(s, _)| s == &stage.id)
+        .map(|(_, f)| f)
+        .collect();
     let needs = |json: &str| {
-        let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
-        cx.wanted
-            .iter()
-            .filter(|(s, _)| s == &stage.id)
-            .all(|(_, f)| d.contains_key(f))
+        fields.is_empty() || {
+            let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+            fields.iter().all(|f| d.contains_key(*f))
+        }
     };
     let key = &p.cache_key;
     Ok(

@@ -13,10 +13,12 @@ use rusqlite::{Connection, params};
 use crate::states::{PatchState, RunStatus};
 
 mod rows;
+pub mod stamp;
 pub use rows::*;
+pub use stamp::StampRow;
 
 /// Version of the database layout this build reads and writes.
-pub const DB_SCHEMA_VERSION: i64 = 3;
+pub const DB_SCHEMA_VERSION: i64 = 4;
 /// Where the database lives in a workspace.
 pub const DB_FILE: &str = ".state/pmpo.db";
 
@@ -115,6 +117,10 @@ pub trait ExecStore: Send {
     fn add_event(&mut self, event: &EventRow) -> Result<(), DbError>;
     fn cache_get(&mut self, key: &str) -> Result<Option<CacheRow>, DbError>;
     fn cache_put(&mut self, row: &CacheRow) -> Result<(), DbError>;
+    /// The stamp of a workspace file (see [`stamp::digest`]).
+    fn stamp(&mut self, path: &str) -> Result<Option<StampRow>, DbError>;
+    /// Records (or replaces) the stamp of a workspace file.
+    fn put_stamp(&mut self, row: &StampRow) -> Result<(), DbError>;
     /// Removes cache rows; returns how many.
     fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError>;
     fn touch_adapter(&mut self, adapter_id: &str, kind: &str, now: &str) -> Result<(), DbError>;
@@ -167,6 +173,9 @@ CREATE TABLE IF NOT EXISTS events (
 CREATE TABLE IF NOT EXISTS cache (
     cache_key TEXT PRIMARY KEY, stage_id TEXT NOT NULL, run_id TEXT NOT NULL, created_at TEXT NOT NULL,
     outputs TEXT NOT NULL, files TEXT NOT NULL, data TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS stamps (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, blake3 TEXT NOT NULL, dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, taken_ns INTEGER NOT NULL);
 "#;
 
 impl SqliteStore {
@@ -368,6 +377,12 @@ fn migrate(conn: &Connection, from: i64) -> rusqlite::Result<()> {
             "BEGIN; ALTER TABLE patch_history ADD COLUMN state TEXT NOT NULL DEFAULT 'completed'; PRAGMA user_version = 3; COMMIT;",
         )?;
     }
+    if from < 4 {
+        // 3 -> 4: file stamps (a shortcut only: an empty table digests every
+        // file as before).
+        // Every table is created if missing: only `stamps` is.
+        conn.execute_batch(&format!("BEGIN; {SCHEMA} PRAGMA user_version = 4; COMMIT;"))?;
+    }
     Ok(())
 }
 
@@ -539,6 +554,25 @@ impl ExecStore for SqliteStore {
         self.exec(
             "INSERT OR REPLACE INTO cache (cache_key, stage_id, run_id, created_at, outputs, files, data) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             params![c.cache_key, c.stage_id, c.run_id, c.created_at, c.outputs, c.files, c.data],
+        )
+    }
+
+    fn stamp(&mut self, path: &str) -> Result<Option<StampRow>, DbError> {
+        Ok(self
+            .query(
+                &format!("SELECT {STAMP_COLS} FROM stamps WHERE path = ?1"),
+                [path],
+                stamp_row,
+            )?
+            .into_iter()
+            .next())
+    }
+
+    fn put_stamp(&mut self, s: &StampRow) -> Result<(), DbError> {
+        // Device and inode numbers are stored as their 64 bits.
+        self.exec(
+            &format!("INSERT OR REPLACE INTO stamps ({STAMP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
+            params![s.path, s.size as i64, s.blake3, s.dev as i64, s.ino as i64, s.mtime_ns, s.ctime_ns, s.taken_ns],
         )
     }
 
