@@ -195,3 +195,35 @@ fn a_store_from_before_stamps_opens_and_reruns_correctly() {
     assert_eq!(status(&ws), "COMPLETED");
     assert_eq!(ws.read("out/x.txt"), "aaa\n");
 }
+
+#[test]
+fn inputs_are_digested_by_stamp_too_and_a_change_with_mtime_set_back_is_caught() {
+    // A declared input and a script the command names are in the cache key;
+    // their digests come from stamps as well, under the same rule.
+    let ws = Ws::new();
+    ws.write("in.txt", "v1\n");
+    ws.write("run.sh", "cat in.txt > out.txt\n");
+    ws.plan("    - id: s\n      inputs: [in.txt]\n      with: {command: [sh, run.sh]}\n      outputs: [out.txt]\n");
+    ws.run_ok(&["execute", "plan.yaml"]);
+    assert_eq!(status(&ws), "COMPLETED");
+    std::thread::sleep(Duration::from_millis(1300));
+    ws.run_ok(&["execute", "plan.yaml"]);
+    assert_eq!(status(&ws), "CACHED");
+    for f in ["in.txt", "run.sh"] {
+        let s = stamp_of(&ws, f).unwrap_or_else(|| panic!("{f} has no stamp"));
+        assert!(!s.racy(), "{s:?}");
+    }
+
+    tamper_keeping_size_and_mtime(&ws.p("in.txt"), "v2\n");
+    ws.run_ok(&["execute", "plan.yaml"]);
+    assert_eq!(status(&ws), "COMPLETED");
+    assert_eq!(ws.read("out.txt"), "v2\n");
+
+    std::thread::sleep(Duration::from_millis(1300));
+    ws.run_ok(&["execute", "plan.yaml"]);
+    assert_eq!(status(&ws), "CACHED");
+    tamper_keeping_size_and_mtime(&ws.p("run.sh"), "cat in.txt >>out.txt\n");
+    ws.run_ok(&["execute", "plan.yaml"]);
+    assert_eq!(status(&ws), "COMPLETED");
+    assert_eq!(ws.read("out.txt"), "v2\nv2\n");
+}

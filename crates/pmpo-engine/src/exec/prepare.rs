@@ -25,9 +25,10 @@ pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
 
 /// Strings in the inputs that name an existing workspace file (a script a
 /// command runs, a file it reads) are part of the cache key even when the
-/// stage does not declare them.
+/// stage does not declare them. Digests come from stamps when they vouch.
 pub(super) fn mentioned_files(
     ws: &Workspace,
+    db: &mut dyn ExecStore,
     value: &Value,
     out: &mut BTreeMap<String, FileDigest>,
 ) {
@@ -41,17 +42,20 @@ pub(super) fn mentioned_files(
             {
                 return;
             }
-            if let Ok(path) = ws.resolve(s)
+            // Most such strings name nothing: one stat says so before the
+            // path is resolved (and checked for links) at all.
+            if std::fs::metadata(ws.root().join(s)).is_ok_and(|m| m.is_file())
+                && let Ok(path) = ws.resolve(s)
                 && let Ok(m) = std::fs::metadata(&path)
                 && m.is_file()
                 && m.len() <= 64 * 1024 * 1024
-                && let Ok(d) = hash_file(&path)
+                && let Ok(d) = stamp::digest(db, s, &path)
             {
                 out.insert(s.clone(), d);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, v, out)),
-        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, v, out)),
+        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, db, v, out)),
+        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, db, v, out)),
         _ => {}
     }
 }
@@ -216,7 +220,7 @@ fn skip_reason(cx: &Cx<'_>, sh: &mut Shared<'_>, stage: &Stage, pos: usize) -> O
 /// inputs, the files it reads and what its dependencies produced.
 fn inputs_and_key(
     cx: &Cx<'_>,
-    sh: &Shared<'_>,
+    sh: &mut Shared<'_>,
     stage: &Stage,
     tool_name: &str,
     result: StageResult,
@@ -226,7 +230,10 @@ fn inputs_and_key(
     let mut input_files = BTreeMap::new();
     let mut input_problem = None;
     if !stage.input_files.is_empty() {
-        let exp = outputs::expand(cx.ws, &stage.input_files);
+        let db = &mut *sh.rec.db;
+        let exp = outputs::expand_with(cx.ws, &stage.input_files, &mut |rel, abs| {
+            stamp::digest(db, rel, abs)
+        });
         if let Some(m) = exp.missing.first() {
             input_problem = Some(format!("declared input missing: {m}"));
         } else if let Some(p) = exp.problems.first() {
@@ -235,7 +242,12 @@ fn inputs_and_key(
         input_files.extend(exp.files);
     }
     if let Ok(r) = &resolved {
-        mentioned_files(cx.ws, &Value::Object(r.clone()), &mut input_files);
+        mentioned_files(
+            cx.ws,
+            &mut *sh.rec.db,
+            &Value::Object(r.clone()),
+            &mut input_files,
+        );
     }
     let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
         .depends_on
