@@ -164,3 +164,42 @@ fn states_are_written_as_before_and_an_unknown_one_is_an_error_naming_its_row() 
         "{err}"
     );
 }
+
+#[test]
+fn a_schema_3_store_gets_the_stamps_table_and_stamps_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join(".state")).unwrap();
+    let conn = Connection::open(dir.path().join(DB_FILE)).unwrap();
+    let old = SCHEMA
+        .split("CREATE TABLE IF NOT EXISTS stamps")
+        .next()
+        .unwrap();
+    conn.execute_batch(old).unwrap();
+    conn.pragma_update(None, "user_version", 3).unwrap();
+    drop(conn);
+    // Opened read-only (not migrated): no stamp, no error that stops anything.
+    let mut ro = SqliteStore::open_path(&dir.path().join(DB_FILE), false).unwrap();
+    assert!(ro.stamp("a").is_err());
+    drop(ro);
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    assert!(db.stamp("a").unwrap().is_none());
+    // Device and inode numbers keep all their 64 bits.
+    let row = StampRow {
+        path: "out/a.txt".into(),
+        size: 3,
+        blake3: "d".into(),
+        dev: u64::MAX - 1,
+        ino: 1 << 63,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: 1_700_000_000_223_456_789,
+        taken_ns: 1_700_000_009_000_000_000,
+    };
+    db.put_stamp(&row).unwrap();
+    db.flush().unwrap();
+    assert_eq!(db.stamp("out/a.txt").unwrap(), Some(row));
+    let v: i64 = db
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, DB_SCHEMA_VERSION);
+}
