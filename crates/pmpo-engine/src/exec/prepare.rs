@@ -4,23 +4,49 @@
 
 use super::*;
 use pmpo_store::db::stamp;
+use serde::Serialize;
+
+/// What a stage is, as its definition hash reads it: the same bytes as the
+/// JSON object of these fields in this order, written without first copying
+/// the stage into a JSON value.
+#[derive(Serialize)]
+struct Definition<'a> {
+    id: &'a str,
+    tool: &'a str,
+    requires_execution: Option<bool>,
+    with: &'a Map<String, Value>,
+    outputs: &'a [String],
+    inputs: &'a [String],
+    depends_on: &'a [String],
+}
 
 /// The hash of what a stage is, independent of any run.
 pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
     // The id is part of it: a stage reuses its own earlier results, not those of
     // another stage that happens to be written the same way.
-    let def = json!({
-        "id": stage.id,
-        "tool": tool,
-        "requires_execution": stage.requires_execution,
-        "with": stage.inputs,
-        "outputs": stage.outputs,
-        "inputs": stage.input_files,
-        "depends_on": stage.depends_on,
-    });
+    let def = Definition {
+        id: &stage.id,
+        tool,
+        requires_execution: stage.requires_execution,
+        with: &stage.inputs,
+        outputs: &stage.outputs,
+        inputs: &stage.input_files,
+        depends_on: &stage.depends_on,
+    };
     blake3::hash(&serde_json::to_vec(&def).expect("json"))
         .to_hex()
         .to_string()
+}
+
+/// What a stage's cache key is the hash of (the JSON object of these fields
+/// in this order).
+#[derive(Serialize)]
+struct KeyOf<'a> {
+    v: u32,
+    definition: &'a str,
+    resolved: Option<&'a Map<String, Value>>,
+    input_files: Vec<(&'a String, &'a String)>,
+    upstream: Vec<(&'a str, &'a Vec<(String, String)>)>,
 }
 
 /// Strings in the inputs that name an existing workspace file (a script a
@@ -254,18 +280,16 @@ fn inputs_and_key(
         .iter()
         .filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
         .collect();
-    let cache_key = blake3::hash(
-        &serde_json::to_vec(&json!({
-            "v": 1,
-            "definition": def_hash,
-            "resolved": resolved.as_ref().ok(),
-            "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
-            "upstream": upstream,
-        }))
-        .expect("json"),
-    )
-    .to_hex()
-    .to_string();
+    let key = KeyOf {
+        v: 1,
+        definition: &def_hash,
+        resolved: resolved.as_ref().ok(),
+        input_files: input_files.iter().map(|(p, d)| (p, &d.blake3)).collect(),
+        upstream,
+    };
+    let cache_key = blake3::hash(&serde_json::to_vec(&key).expect("json"))
+        .to_hex()
+        .to_string();
     Prepared {
         result,
         def_hash,
@@ -389,4 +413,50 @@ fn reuse_result(
     sh.rec.emit(what, at, Some(status), Some(Duration::ZERO))?;
     sh.record_done(idx, result);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashes are those of the JSON objects they always were: a cache
+    /// written by an earlier pmpo is still found.
+    #[test]
+    fn the_definition_and_key_bytes_are_the_json_objects_of_before() {
+        let stage: Stage = serde_json::from_value(json!({
+            "id": "s", "with": {"command": ["sh", "-c", "echo 1 > out/1.txt"], "n": 1.5},
+            "outputs": ["out/1.txt"], "inputs": ["in.txt"], "depends_on": ["r"],
+            "requires_execution": true
+        }))
+        .unwrap();
+        let before = json!({
+            "id": stage.id, "tool": "run", "requires_execution": stage.requires_execution,
+            "with": stage.inputs, "outputs": stage.outputs, "inputs": stage.input_files,
+            "depends_on": stage.depends_on,
+        });
+        assert_eq!(
+            definition_hash(&stage, "run"),
+            blake3::hash(&serde_json::to_vec(&before).unwrap())
+                .to_hex()
+                .to_string()
+        );
+        let files = vec![("a".to_string(), "b".to_string())];
+        let upstream = vec![("r", &files)];
+        let (p, d) = ("in.txt".to_string(), "c".to_string());
+        let key = KeyOf {
+            v: 1,
+            definition: "d",
+            resolved: Some(&stage.inputs),
+            input_files: vec![(&p, &d)],
+            upstream: upstream.clone(),
+        };
+        let before = json!({
+            "v": 1, "definition": "d", "resolved": Some(&stage.inputs),
+            "input_files": vec![(&p, &d)], "upstream": upstream,
+        });
+        assert_eq!(
+            serde_json::to_vec(&key).unwrap(),
+            serde_json::to_vec(&before).unwrap()
+        );
+    }
 }
