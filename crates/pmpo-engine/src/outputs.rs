@@ -4,6 +4,7 @@
 use pmpo_store::{FileDigest, GlobMatch, StoreError, Workspace, hash_file};
 use serde::Serialize;
 use std::collections::BTreeMap;
+use std::path::Path;
 
 /// How a file changed during a stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -40,12 +41,24 @@ pub struct Expansion {
 /// Expands declared output patterns ([`Workspace::glob`]: confined, pruned,
 /// in order) and hashes every file they match.
 pub fn expand(ws: &Workspace, patterns: &[String]) -> Expansion {
+    expand_with(ws, patterns, &mut |_, abs| hash_file(abs))
+}
+
+/// [`expand`], with the digest of each matched file (workspace-relative
+/// path, absolute path) taken by `digest`: the same refusals, the same
+/// files, only the digest's source differs (a stamp, see
+/// [`pmpo_store::db::stamp`]).
+pub fn expand_with(
+    ws: &Workspace,
+    patterns: &[String],
+    digest: &mut dyn FnMut(&str, &Path) -> std::io::Result<FileDigest>,
+) -> Expansion {
     let mut out = Expansion::default();
     for raw in patterns {
         let before = out.files.len();
         let problems = out.problems.len();
         match ws.glob(raw) {
-            Ok(found) => add_found(ws, raw, found, &mut out),
+            Ok(found) => add_found(ws, raw, found, digest, &mut out),
             Err(StoreError::Pattern { why, .. }) => out
                 .problems
                 .push(format!("`{raw}`: not a valid glob: {why}")),
@@ -58,7 +71,13 @@ pub fn expand(ws: &Workspace, patterns: &[String]) -> Expansion {
     out
 }
 
-fn add_found(ws: &Workspace, raw: &str, found: GlobMatch, out: &mut Expansion) {
+fn add_found(
+    ws: &Workspace,
+    raw: &str,
+    found: GlobMatch,
+    digest: &mut dyn FnMut(&str, &Path) -> std::io::Result<FileDigest>,
+    out: &mut Expansion,
+) {
     for (rel, real) in found.links_out {
         out.problems.push(format!(
             "`{raw}`: `{rel}` is a symbolic link to `{}`, outside the workspace",
@@ -70,7 +89,7 @@ fn add_found(ws: &Workspace, raw: &str, found: GlobMatch, out: &mut Expansion) {
             .push(format!("`{raw}`: `{rel}` is a broken symbolic link"));
     }
     for rel in found.files {
-        match hash_file(&ws.root().join(&rel)) {
+        match digest(&rel, &ws.root().join(&rel)) {
             Ok(d) => {
                 out.files.insert(rel, d);
             }

@@ -215,6 +215,8 @@ impl Workspace {
                 break;
             }
             match fs::symlink_metadata(dir) {
+                // No link from the root down to it: it is where it is, inside.
+                Ok(m) if !m.file_type().is_symlink() && no_link_below(&self.root, dir) => break,
                 Ok(_) => {
                     let real =
                         fs::canonicalize(dir).map_err(|e| StoreError::io("resolve", dir, e))?;
@@ -543,6 +545,15 @@ pub fn safe_name(text: &str, fallback: &str) -> String {
     } else {
         name
     }
+}
+
+/// Whether every directory strictly between `root` and `dir` (a path under
+/// it) is a real directory, not a symbolic link (checked without following).
+fn no_link_below(root: &Path, dir: &Path) -> bool {
+    dir.ancestors()
+        .skip(1)
+        .take_while(|a| *a != root)
+        .all(|a| fs::symlink_metadata(a).is_ok_and(|m| m.is_dir()))
 }
 
 pub fn now_rfc3339() -> String {

@@ -15,7 +15,7 @@ use pmpo_store::db::{
     AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, SqliteStore, TaskRow,
 };
 use pmpo_store::lock::{self, LockHolder};
-use pmpo_store::{Durability, FileDigest, Workspace, hash_file, now_rfc3339};
+use pmpo_store::{Durability, FileDigest, Workspace, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};
 use serde_json::{Map, Value, json};
 use tokio_util::sync::CancellationToken;

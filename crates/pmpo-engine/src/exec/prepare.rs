@@ -3,30 +3,58 @@
 //! cache key so it can run.
 
 use super::*;
+use pmpo_store::db::stamp;
+use serde::Serialize;
+
+/// What a stage is, as its definition hash reads it: the same bytes as the
+/// JSON object of these fields in this order, written without first copying
+/// the stage into a JSON value.
+#[derive(Serialize)]
+struct Definition<'a> {
+    id: &'a str,
+    tool: &'a str,
+    requires_execution: Option<bool>,
+    with: &'a Map<String, Value>,
+    outputs: &'a [String],
+    inputs: &'a [String],
+    depends_on: &'a [String],
+}
 
 /// The hash of what a stage is, independent of any run.
 pub(crate) fn definition_hash(stage: &Stage, tool: &str) -> String {
     // The id is part of it: a stage reuses its own earlier results, not those of
     // another stage that happens to be written the same way.
-    let def = json!({
-        "id": stage.id,
-        "tool": tool,
-        "requires_execution": stage.requires_execution,
-        "with": stage.inputs,
-        "outputs": stage.outputs,
-        "inputs": stage.input_files,
-        "depends_on": stage.depends_on,
-    });
+    let def = Definition {
+        id: &stage.id,
+        tool,
+        requires_execution: stage.requires_execution,
+        with: &stage.inputs,
+        outputs: &stage.outputs,
+        inputs: &stage.input_files,
+        depends_on: &stage.depends_on,
+    };
     blake3::hash(&serde_json::to_vec(&def).expect("json"))
         .to_hex()
         .to_string()
 }
 
+/// What a stage's cache key is the hash of (the JSON object of these fields
+/// in this order).
+#[derive(Serialize)]
+struct KeyOf<'a> {
+    v: u32,
+    definition: &'a str,
+    resolved: Option<&'a Map<String, Value>>,
+    input_files: Vec<(&'a String, &'a String)>,
+    upstream: Vec<(&'a str, &'a Vec<(String, String)>)>,
+}
+
 /// Strings in the inputs that name an existing workspace file (a script a
 /// command runs, a file it reads) are part of the cache key even when the
-/// stage does not declare them.
+/// stage does not declare them. Digests come from stamps when they vouch.
 pub(super) fn mentioned_files(
     ws: &Workspace,
+    db: &mut dyn ExecStore,
     value: &Value,
     out: &mut BTreeMap<String, FileDigest>,
 ) {
@@ -40,17 +68,20 @@ pub(super) fn mentioned_files(
             {
                 return;
             }
-            if let Ok(path) = ws.resolve(s)
+            // Most such strings name nothing: one stat says so before the
+            // path is resolved (and checked for links) at all.
+            if std::fs::metadata(ws.root().join(s)).is_ok_and(|m| m.is_file())
+                && let Ok(path) = ws.resolve(s)
                 && let Ok(m) = std::fs::metadata(&path)
                 && m.is_file()
                 && m.len() <= 64 * 1024 * 1024
-                && let Ok(d) = hash_file(&path)
+                && let Ok(d) = stamp::digest(db, s, &path)
             {
                 out.insert(s.clone(), d);
             }
         }
-        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, v, out)),
-        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, v, out)),
+        Value::Array(items) => items.iter().for_each(|v| mentioned_files(ws, db, v, out)),
+        Value::Object(map) => map.values().for_each(|v| mentioned_files(ws, db, v, out)),
         _ => {}
     }
 }
@@ -62,28 +93,39 @@ pub(super) enum Reuse {
     Cached(CacheRow),
 }
 
+/// A file as a stage's row or cache row lists it.
+#[derive(serde::Deserialize)]
+struct Listed {
+    path: String,
+    size: u64,
+    blake3: String,
+}
+
+/// The files an earlier result recorded, when they are all still there with
+/// the same content. A file's digest comes from its stamp when the stamp
+/// vouches for it (see [`pmpo_store::db::stamp`]), else from reading it.
 pub(super) fn files_intact(
     ws: &Workspace,
+    db: &mut dyn ExecStore,
     stage: &Stage,
     files_json: &str,
 ) -> Option<Vec<GeneratedFile>> {
-    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Value>>(files_json)
+    let recorded: Vec<GeneratedFile> = serde_json::from_str::<Vec<Listed>>(files_json)
         .ok()?
         .into_iter()
-        .filter_map(|v| {
-            Some(GeneratedFile {
-                path: v.get("path")?.as_str()?.to_string(),
-                size: v.get("size")?.as_u64()?,
-                blake3: v.get("blake3")?.as_str()?.to_string(),
-                stage: stage.id.clone(),
-                change: Change::Unchanged,
-                before: None,
-            })
+        .map(|v| GeneratedFile {
+            path: v.path,
+            size: v.size,
+            blake3: v.blake3,
+            stage: stage.id.clone(),
+            change: Change::Unchanged,
+            before: None,
         })
         .collect();
+    let mut digest = |rel: &str, abs: &std::path::Path| stamp::digest(db, rel, abs);
     // The declared outputs must expand to recorded files only, and every
     // recorded file (the tool's own outputs too) must be there, unchanged.
-    let now = outputs::expand(ws, &stage.outputs);
+    let now = outputs::expand_with(ws, &stage.outputs, &mut digest);
     if !now.missing.is_empty() || !now.problems.is_empty() {
         return None;
     }
@@ -95,12 +137,15 @@ pub(super) fn files_intact(
         return None;
     }
     for f in &recorded {
-        let digest = match now.files.get(&f.path) {
+        let d = match now.files.get(&f.path) {
             Some(d) => Some(d.clone()),
-            None => ws.resolve(&f.path).ok().and_then(|p| hash_file(&p).ok()),
+            None => ws
+                .resolve(&f.path)
+                .ok()
+                .and_then(|p| digest(&f.path, &p).ok()),
         };
-        match digest {
-            Some(d) if d.blake3 == f.blake3 => {}
+        match d {
+            Some(d) if d.blake3 == f.blake3 && d.size == f.size => {}
             _ => return None,
         }
     }
@@ -157,7 +202,7 @@ pub(super) fn prepare(
             Reuse::Carried(t) => &t.files,
             Reuse::Cached(c) => &c.files,
         };
-        files_intact(cx.ws, stage, files_json).map(|files| (r, files))
+        files_intact(cx.ws, &mut *sh.rec.db, stage, files_json).map(|files| (r, files))
     });
     match reused {
         None => Ok(Some(prepared)),
@@ -201,7 +246,7 @@ fn skip_reason(cx: &Cx<'_>, sh: &mut Shared<'_>, stage: &Stage, pos: usize) -> O
 /// inputs, the files it reads and what its dependencies produced.
 fn inputs_and_key(
     cx: &Cx<'_>,
-    sh: &Shared<'_>,
+    sh: &mut Shared<'_>,
     stage: &Stage,
     tool_name: &str,
     result: StageResult,
@@ -211,7 +256,10 @@ fn inputs_and_key(
     let mut input_files = BTreeMap::new();
     let mut input_problem = None;
     if !stage.input_files.is_empty() {
-        let exp = outputs::expand(cx.ws, &stage.input_files);
+        let db = &mut *sh.rec.db;
+        let exp = outputs::expand_with(cx.ws, &stage.input_files, &mut |rel, abs| {
+            stamp::digest(db, rel, abs)
+        });
         if let Some(m) = exp.missing.first() {
             input_problem = Some(format!("declared input missing: {m}"));
         } else if let Some(p) = exp.problems.first() {
@@ -220,25 +268,28 @@ fn inputs_and_key(
         input_files.extend(exp.files);
     }
     if let Ok(r) = &resolved {
-        mentioned_files(cx.ws, &Value::Object(r.clone()), &mut input_files);
+        mentioned_files(
+            cx.ws,
+            &mut *sh.rec.db,
+            &Value::Object(r.clone()),
+            &mut input_files,
+        );
     }
     let upstream: Vec<(&str, &Vec<(String, String)>)> = stage
         .depends_on
         .iter()
         .filter_map(|d| sh.done.get(d.as_str()).map(|x| (d.as_str(), &x.files)))
         .collect();
-    let cache_key = blake3::hash(
-        &serde_json::to_vec(&json!({
-            "v": 1,
-            "definition": def_hash,
-            "resolved": resolved.as_ref().ok(),
-            "input_files": input_files.iter().map(|(p, d)| (p, &d.blake3)).collect::<Vec<_>>(),
-            "upstream": upstream,
-        }))
-        .expect("json"),
-    )
-    .to_hex()
-    .to_string();
+    let key = KeyOf {
+        v: 1,
+        definition: &def_hash,
+        resolved: resolved.as_ref().ok(),
+        input_files: input_files.iter().map(|(p, d)| (p, &d.blake3)).collect(),
+        upstream,
+    };
+    let cache_key = blake3::hash(&serde_json::to_vec(&key).expect("json"))
+        .to_hex()
+        .to_string();
     Prepared {
         result,
         def_hash,
@@ -261,12 +312,19 @@ fn reusable(
         Force::All => true,
         Force::Stages(ids) => ids.iter().any(|i| i == &stage.id),
     };
+    // The fields later stages read of this one (most stages: none, and then
+    // the recorded data need not be read at all).
+    let fields: Vec<&String> = cx
+        .wanted
+        .iter()
+        .filter(|(s, _)| s == &stage.id)
+        .map(|(_, f)| f)
+        .collect();
     let needs = |json: &str| {
-        let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
-        cx.wanted
-            .iter()
-            .filter(|(s, _)| s == &stage.id)
-            .all(|(_, f)| d.contains_key(f))
+        fields.is_empty() || {
+            let d: Map<String, Value> = serde_json::from_str(json).unwrap_or_default();
+            fields.iter().all(|f| d.contains_key(*f))
+        }
     };
     let key = &p.cache_key;
     Ok(
@@ -355,4 +413,50 @@ fn reuse_result(
     sh.rec.emit(what, at, Some(status), Some(Duration::ZERO))?;
     sh.record_done(idx, result);
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The hashes are those of the JSON objects they always were: a cache
+    /// written by an earlier pmpo is still found.
+    #[test]
+    fn the_definition_and_key_bytes_are_the_json_objects_of_before() {
+        let stage: Stage = serde_json::from_value(json!({
+            "id": "s", "with": {"command": ["sh", "-c", "echo 1 > out/1.txt"], "n": 1.5},
+            "outputs": ["out/1.txt"], "inputs": ["in.txt"], "depends_on": ["r"],
+            "requires_execution": true
+        }))
+        .unwrap();
+        let before = json!({
+            "id": stage.id, "tool": "run", "requires_execution": stage.requires_execution,
+            "with": stage.inputs, "outputs": stage.outputs, "inputs": stage.input_files,
+            "depends_on": stage.depends_on,
+        });
+        assert_eq!(
+            definition_hash(&stage, "run"),
+            blake3::hash(&serde_json::to_vec(&before).unwrap())
+                .to_hex()
+                .to_string()
+        );
+        let files = vec![("a".to_string(), "b".to_string())];
+        let upstream = vec![("r", &files)];
+        let (p, d) = ("in.txt".to_string(), "c".to_string());
+        let key = KeyOf {
+            v: 1,
+            definition: "d",
+            resolved: Some(&stage.inputs),
+            input_files: vec![(&p, &d)],
+            upstream: upstream.clone(),
+        };
+        let before = json!({
+            "v": 1, "definition": "d", "resolved": Some(&stage.inputs),
+            "input_files": vec![(&p, &d)], "upstream": upstream,
+        });
+        assert_eq!(
+            serde_json::to_vec(&key).unwrap(),
+            serde_json::to_vec(&before).unwrap()
+        );
+    }
 }

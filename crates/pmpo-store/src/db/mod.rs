@@ -13,7 +13,9 @@ use rusqlite::{Connection, params};
 use crate::states::{PatchState, RunStatus};
 
 mod rows;
+pub mod stamp;
 pub use rows::*;
+pub use stamp::StampRow;
 
 /// Version of the database layout this build reads and writes.
 pub const DB_SCHEMA_VERSION: i64 = 3;
@@ -115,6 +117,10 @@ pub trait ExecStore: Send {
     fn add_event(&mut self, event: &EventRow) -> Result<(), DbError>;
     fn cache_get(&mut self, key: &str) -> Result<Option<CacheRow>, DbError>;
     fn cache_put(&mut self, row: &CacheRow) -> Result<(), DbError>;
+    /// The stamp of a workspace file (see [`stamp::digest`]).
+    fn stamp(&mut self, path: &str) -> Result<Option<StampRow>, DbError>;
+    /// Records (or replaces) the stamp of a workspace file.
+    fn put_stamp(&mut self, row: &StampRow) -> Result<(), DbError>;
     /// Removes cache rows; returns how many.
     fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError>;
     fn touch_adapter(&mut self, adapter_id: &str, kind: &str, now: &str) -> Result<(), DbError>;
@@ -168,6 +174,14 @@ CREATE TABLE IF NOT EXISTS cache (
     cache_key TEXT PRIMARY KEY, stage_id TEXT NOT NULL, run_id TEXT NOT NULL, created_at TEXT NOT NULL,
     outputs TEXT NOT NULL, files TEXT NOT NULL, data TEXT NOT NULL);
 "#;
+
+/// The file stamps ([`stamp`]), created with the first stamp: a store without
+/// the table (a new one, or one from before stamps) has no stamps, and any
+/// pmpo reading schema 3 still opens a store that has it.
+const STAMPS_TABLE: &str = "CREATE TABLE IF NOT EXISTS stamps (
+    path TEXT PRIMARY KEY, size INTEGER NOT NULL, blake3 TEXT NOT NULL, dev INTEGER NOT NULL,
+    ino INTEGER NOT NULL, mtime_ns INTEGER NOT NULL, ctime_ns INTEGER NOT NULL, taken_ns INTEGER NOT NULL)
+    WITHOUT ROWID";
 
 impl SqliteStore {
     /// Opens (creating if needed) the store of a workspace.
@@ -542,6 +556,42 @@ impl ExecStore for SqliteStore {
         )
     }
 
+    fn stamp(&mut self, path: &str) -> Result<Option<StampRow>, DbError> {
+        let sql = format!("SELECT {STAMP_COLS} FROM stamps WHERE path = ?1");
+        match self.query(&sql, [path], stamp_row) {
+            Ok(rows) => Ok(rows.into_iter().next()),
+            Err(e) if no_stamps_table(&e) => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    fn put_stamp(&mut self, s: &StampRow) -> Result<(), DbError> {
+        // Device and inode numbers are stored as their 64 bits.
+        let sql = format!(
+            "INSERT OR REPLACE INTO stamps ({STAMP_COLS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"
+        );
+        let p = params![
+            s.path,
+            s.size as i64,
+            s.blake3,
+            s.dev as i64,
+            s.ino as i64,
+            s.mtime_ns,
+            s.ctime_ns,
+            s.taken_ns
+        ];
+        match self.exec(&sql, p) {
+            Err(e) if no_stamps_table(&e) => {
+                self.tx()?;
+                self.conn
+                    .execute_batch(STAMPS_TABLE)
+                    .map_err(|e| self.sql(e))?;
+                self.exec(&sql, p)
+            }
+            other => other,
+        }
+    }
+
     fn cache_prune(&mut self, keep: &dyn Fn(&CacheRow) -> bool) -> Result<usize, DbError> {
         let rows = self.query(
             "SELECT cache_key, stage_id, run_id, created_at, outputs, files, data FROM cache",
@@ -614,6 +664,11 @@ impl Drop for SqliteStore {
     fn drop(&mut self) {
         let _ = self.flush();
     }
+}
+
+/// Whether an error is a store's lack of the stamps table.
+fn no_stamps_table(e: &DbError) -> bool {
+    matches!(e, DbError::Sql { source, .. } if source.to_string().contains("no such table: stamps"))
 }
 
 /// Whether an error says the database could not be written or its side files

@@ -369,3 +369,18 @@ pub(super) fn task_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<TaskRow> {
         data: r.get(16)?,
     })
 }
+
+pub(super) const STAMP_COLS: &str = "path, size, blake3, dev, ino, mtime_ns, ctime_ns, taken_ns";
+
+pub(super) fn stamp_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<super::StampRow> {
+    Ok(super::StampRow {
+        path: r.get(0)?,
+        size: r.get::<_, i64>(1)? as u64,
+        blake3: r.get(2)?,
+        dev: r.get::<_, i64>(3)? as u64,
+        ino: r.get::<_, i64>(4)? as u64,
+        mtime_ns: r.get(5)?,
+        ctime_ns: r.get(6)?,
+        taken_ns: r.get(7)?,
+    })
+}

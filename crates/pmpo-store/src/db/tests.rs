@@ -164,3 +164,51 @@ fn states_are_written_as_before_and_an_unknown_one_is_an_error_naming_its_row() 
         "{err}"
     );
 }
+
+#[test]
+fn the_stamps_table_is_made_with_the_first_stamp_and_stamps_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    let tables = |db: &SqliteStore| -> i64 {
+        db.conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'stamps'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+    };
+    // A store without the table (new, or from before stamps) has no stamps.
+    assert_eq!(tables(&db), 0);
+    assert!(db.stamp("a").unwrap().is_none());
+    // Device and inode numbers keep all their 64 bits.
+    let row = StampRow {
+        path: "out/a.txt".into(),
+        size: 3,
+        blake3: "d".into(),
+        dev: u64::MAX - 1,
+        ino: 1 << 63,
+        mtime_ns: 1_700_000_000_123_456_789,
+        ctime_ns: 1_700_000_000_223_456_789,
+        taken_ns: 1_700_000_009_000_000_000,
+    };
+    db.put_stamp(&row).unwrap();
+    db.flush().unwrap();
+    assert_eq!(tables(&db), 1);
+    assert_eq!(db.stamp("out/a.txt").unwrap(), Some(row.clone()));
+    let newer = StampRow {
+        blake3: "e".into(),
+        ..row
+    };
+    db.put_stamp(&newer).unwrap();
+    db.flush().unwrap();
+    drop(db);
+    // The schema is unchanged: a store with stamps is still schema 3.
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    assert_eq!(db.stamp("out/a.txt").unwrap(), Some(newer));
+    let v: i64 = db
+        .conn
+        .query_row("PRAGMA user_version", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(v, 3);
+}
