@@ -1,12 +1,14 @@
 # Shared by the benchmark scripts: build the shipped binary (the `dist`
-# profile, so figures stay those of what users run), make a scratch
-# directory, and write a plan of N trivial stages into it.
+# profile, so figures stay those of what users run; PMPO_BENCH_PROFILE=release
+# for the everyday build the README's commands use, quicker to build), make a
+# scratch directory, and write a plan of N trivial stages into it.
 #   setup                       -> sets $bin and $dir (removed on exit)
 #   make_plan N FILE MODE CMD   -> MODE chain|independent; CMD may use {i}
 setup() {
   cd "$(dirname "$0")/.."
-  cargo build --profile dist -q -p pmpo
-  bin=$PWD/target/dist/pmpo
+  local profile=${PMPO_BENCH_PROFILE:-dist}
+  cargo build --profile "$profile" -q -p pmpo
+  bin=${CARGO_TARGET_DIR:-$PWD/target}/$profile/pmpo
   dir=$(mktemp -d)
   trap 'rm -rf "$dir"' EXIT
 }

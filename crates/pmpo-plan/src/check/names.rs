@@ -81,8 +81,28 @@ pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
     if pattern.split(['/', '\\']).all(|c| c.is_empty() || c == ".") {
         return Err("names the workspace itself; name the files or a directory inside it".into());
     }
-    globset::Glob::new(pattern).map_err(|e| format!("is not a valid glob: {}", e.kind()))?;
     // pmpo's own state: a stage granted it could overwrite the ledger.
+    let own_dirs = [".state", ".refiner", "logs"];
+    let own_words = |own: &str| {
+        format!(
+            "names or matches pmpo's own `{own}/`; outputs are files of the artifact, such as `dist/*`"
+        )
+    };
+    // A plain path (most outputs) is a valid glob that matches only itself:
+    // no glob is compiled for it (a plan of 10,000 stages spent most of its
+    // check compiling them).
+    if !pattern.contains(['*', '?', '[', ']', '{', '}', '\\']) {
+        let first = pattern
+            .trim_start_matches("./")
+            .split('/')
+            .next()
+            .unwrap_or("");
+        return match own_dirs.iter().find(|own| **own == first) {
+            Some(own) => Err(own_words(own)),
+            None => Ok(()),
+        };
+    }
+    globset::Glob::new(pattern).map_err(|e| format!("is not a valid glob: {}", e.kind()))?;
     let norm = pattern.replace('\\', "/");
     let norm = norm.trim_start_matches("./");
     let matcher = globset::GlobBuilder::new(norm)
@@ -93,16 +113,14 @@ pub fn validate_output_pattern(pattern: &str) -> Result<(), String> {
     // The first component as a pattern of its own (`.s*` in `.s*/db`).
     let first = norm.split('/').next().unwrap_or("");
     let first_glob = globset::Glob::new(first).map(|g| g.compile_matcher()).ok();
-    for own in [".state", ".refiner", "logs"] {
+    for own in own_dirs {
         let hit = first == own
             || first_glob.as_ref().is_some_and(|m| m.is_match(own))
             || matcher
                 .as_ref()
                 .is_some_and(|m| m.is_match(own) || m.is_match(format!("{own}/x")));
         if hit {
-            return Err(format!(
-                "names or matches pmpo's own `{own}/`; outputs are files of the artifact, such as `dist/*`"
-            ));
+            return Err(own_words(own));
         }
     }
     Ok(())

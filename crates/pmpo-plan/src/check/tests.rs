@@ -8,6 +8,9 @@ fn output_patterns() {
         "./a.txt",
         "dist/**/*.html",
         "a b.txt",
+        "logsx/a.txt",
+        "my.state/a",
+        "out/logs",
     ] {
         assert!(validate_output_pattern(ok).is_ok(), "{ok}");
     }
@@ -22,6 +25,15 @@ fn output_patterns() {
         "./",
         "a[",
         "x\0y",
+        // pmpo's own directories, written plainly or as a pattern.
+        ".state",
+        ".state/pmpo.db",
+        "./.refiner/lock",
+        "logs",
+        "logs/execution/x.jsonl",
+        ".s*/db",
+        "log?/x",
+        "*",
     ] {
         assert!(validate_output_pattern(bad).is_err(), "{bad:?}");
     }
