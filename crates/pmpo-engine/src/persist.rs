@@ -214,12 +214,15 @@ fn write_results(
         export_ledger(ws, db)?;
     }
 
-    // Redacted as a whole: a configured key a stage printed (an error's
-    // stderr tail, a named output) never reaches the results file.
-    let text = serde_json::to_string_pretty(results).expect("results serialize");
-    let text = pmpo_store::secrets::redact(&text);
+    // Redacted as it is written: a configured key a stage printed (an error's
+    // stderr tail, a named output) never reaches the results file, and the
+    // text of a run of thousands of stages is never held whole.
     ws.write_atomic_with(RESULTS_FILE, Durability::Durable, |w| {
-        w.write_all(text.as_bytes())
+        let mut out =
+            std::io::BufWriter::with_capacity(64 * 1024, pmpo_store::secrets::Redacting::new(w));
+        serde_json::to_writer_pretty(&mut out, results).map_err(std::io::Error::from)?;
+        out.into_inner().map_err(|e| e.into_error())?.finish()?;
+        Ok(())
     })?;
     Ok(())
 }
@@ -236,6 +239,16 @@ fn shared_manifest(
     owner: Option<&str>,
 ) -> Vec<u8> {
     use serde_json::Value;
+    let before = ws.read_own(MANIFEST_FILE).ok().flatten();
+    // No owner in this run nor any in the manifest there: nobody else's
+    // entries to keep, and the manifest is written as it is (no JSON trees of
+    // thousands of entries built and parsed at the end of a large run).
+    let owned_before = before
+        .as_deref()
+        .is_some_and(|b| b.windows(7).any(|w| w == b"\"owner\""));
+    if owner.is_none() && !owned_before {
+        return serde_json::to_vec_pretty(manifest).unwrap_or_default();
+    }
     let mut doc = serde_json::to_value(manifest).unwrap_or(Value::Null);
     for key in ["files", "variants"] {
         for entry in doc
@@ -251,10 +264,7 @@ fn shared_manifest(
     }
     // A manifest that is missing, not JSON, or not inside the workspace (a
     // symlink out of it) has no entries to keep.
-    let before: Value = ws
-        .read_own(MANIFEST_FILE)
-        .ok()
-        .flatten()
+    let before: Value = before
         .and_then(|b| serde_json::from_slice(&b).ok())
         .unwrap_or(Value::Null);
     let other_owner = |e: &Value| match e.get("owner").and_then(Value::as_str) {

@@ -241,6 +241,60 @@ pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// A writer that redacts what passes through it, as [`redact`] does, for
+/// text too large to hold whole (the results of a run of thousands of
+/// stages): keys are replaced across write boundaries too. [`Redacting::finish`]
+/// writes the bytes held back at the end.
+pub struct Redacting<W: std::io::Write> {
+    inner: W,
+    found: Arc<Found>,
+    pending: Vec<u8>,
+    out: Vec<u8>,
+}
+
+impl<W: std::io::Write> Redacting<W> {
+    pub fn new(inner: W) -> Self {
+        Redacting {
+            inner,
+            found: secret_values(),
+            pending: Vec::new(),
+            out: Vec::new(),
+        }
+    }
+
+    fn pass(&mut self, piece: &[u8], last: bool) -> std::io::Result<()> {
+        if self.found.values.is_empty() {
+            return self.inner.write_all(piece);
+        }
+        let mut r = Redactor {
+            values: &self.found.values,
+            pending: std::mem::take(&mut self.pending),
+        };
+        self.out.clear();
+        r.push(piece, last, &mut self.out);
+        self.pending = r.pending;
+        self.inner.write_all(&self.out)
+    }
+
+    /// Writes what was held back (the end of a key may still have come).
+    pub fn finish(mut self) -> std::io::Result<W> {
+        self.pass(&[], true)?;
+        self.inner.flush()?;
+        Ok(self.inner)
+    }
+}
+
+impl<W: std::io::Write> std::io::Write for Redacting<W> {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.pass(buf, false)?;
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
 /// Redacts a stream piece by piece, holding back just enough bytes at the
 /// end of each piece to catch a key split between two pieces.
 struct Redactor<'a> {
@@ -386,6 +440,20 @@ mod tests {
             "run ollama locally, a placeholder"
         );
         assert!(matches!(redact("nothing here"), Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn a_redacting_writer_writes_what_redact_gives_whatever_the_pieces() {
+        register_key("UNIT_STREAM_KEY", Some("sk-stream-key-0042xyz"));
+        let text = "a sk-stream-key-0042xyz b\n".repeat(50);
+        for size in [1, 3, 7, 16, 1000] {
+            let mut w = Redacting::new(Vec::new());
+            for piece in text.as_bytes().chunks(size) {
+                std::io::Write::write_all(&mut w, piece).unwrap();
+            }
+            let out = w.finish().unwrap();
+            assert_eq!(String::from_utf8(out).unwrap(), redact(&text), "{size}");
+        }
     }
 
     #[test]
