@@ -125,9 +125,10 @@ impl Workspace {
                 _ => return Ok(out),
             }
         } else if !meta.is_dir() {
-            // A literal path naming a file: itself, if no glob follows.
-            if matcher.is_none() {
-                self.classify(&start, start_rel, &mut out);
+            // A literal path naming a file (not a link: looked at just above):
+            // itself, if no glob follows.
+            if matcher.is_none() && meta.is_file() {
+                out.files.push(start_rel);
             }
             return Ok(out);
         }
