@@ -113,7 +113,11 @@ pub struct FileDigest {
 
 /// Hashes a file's content with blake3.
 pub fn hash_file(path: &Path) -> io::Result<FileDigest> {
-    let mut file = File::open(path)?;
+    hash_reader(&mut File::open(path)?)
+}
+
+/// Hashes what a reader gives, to its end, with blake3.
+pub fn hash_reader(file: &mut impl Read) -> io::Result<FileDigest> {
     let mut hasher = blake3::Hasher::new();
     let mut buf = [0u8; 64 * 1024];
     let mut size = 0u64;

@@ -15,7 +15,7 @@
 //! file again, and records a fresh stamp.
 
 use std::fs::{File, Metadata};
-use std::io::{self, Read};
+use std::io;
 use std::path::Path;
 
 use crate::FileDigest;
@@ -135,21 +135,8 @@ pub fn digest_and_stamp(rel: &str, abs: &Path) -> io::Result<(FileDigest, Option
     let taken_ns = clock_ns();
     let mut file = File::open(abs)?;
     let before = file.metadata().ok().as_ref().and_then(Meta::of);
-    let mut hasher = blake3::Hasher::new();
-    let mut buf = [0u8; 64 * 1024];
-    let mut size = 0u64;
-    loop {
-        let n = file.read(&mut buf)?;
-        if n == 0 {
-            break;
-        }
-        size += n as u64;
-        hasher.update(&buf[..n]);
-    }
-    let digest = FileDigest {
-        size,
-        blake3: hasher.finalize().to_hex().to_string(),
-    };
+    let digest = crate::hash_reader(&mut file)?;
+    let size = digest.size;
     let after = file.metadata().ok().as_ref().and_then(Meta::of);
     let stamp = match (taken_ns, before, after) {
         (Some(taken_ns), Some(m), Some(a)) if m == a && m.size == size => Some(StampRow {
