@@ -80,7 +80,7 @@ impl ArtifactError {
             ArtifactError::InvalidName(_) => "use letters, digits, `-`, `_` and `.`, starting with a letter or digit (at most 100 bytes)".into(),
             ArtifactError::UnknownType(_) => "pass --type with one of the known types".into(),
             ArtifactError::BadContentType(_) => "pass e.g. --content-type direct:svg".into(),
-            ArtifactError::NotFound(_) => "create it with `pmpo init NAME --type TYPE`; `pmpo list` shows the registry".into(),
+            ArtifactError::NotFound(_) => "it may be in another workspace: name it with `-w DIR` (`pmpo list -w DIR` shows its registry); or create it here with `pmpo init NAME --type TYPE`".into(),
             ArtifactError::TypeMismatch { .. } => "use another name for an artifact of another type".into(),
             ArtifactError::UnknownPhase(_) => "name one of the phases".into(),
             ArtifactError::AlreadyFinalized(..) => "finalized cycles are kept under .refiner/history/".into(),

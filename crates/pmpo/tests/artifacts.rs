@@ -537,3 +537,24 @@ fn new_lineage_is_refused_through_a_linked_history_folder() {
     assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
     assert!(ws.p(".refiner/artifacts/keep/checkpoints").is_dir());
 }
+
+/// An artifact asked for in the wrong workspace: the hint names `-w`, and
+/// the same command with it works.
+#[test]
+fn an_artifact_in_another_workspace_is_found_with_w() {
+    let ws = Ws::new();
+    std::fs::create_dir_all(ws.p("sub")).unwrap();
+    let r = ws.run(&["init", "elsewhere", "--type", "content", "-w", "sub"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let r = ws.run(&["status", "elsewhere"]);
+    assert_ne!(r.code, 0);
+    assert!(
+        r.stderr
+            .contains("there is no artifact `elsewhere` in this workspace")
+            && r.stderr.contains("name it with `-w DIR`"),
+        "{}",
+        r.stderr
+    );
+    let r = ws.run(&["status", "elsewhere", "-w", "sub"]);
+    assert_eq!(r.code, 0, "{}", r.stderr);
+}
