@@ -236,6 +236,7 @@ mod tests {
                          {"name": "page", "files": ["dist/b.html"], "owner": "b"}],
             "files": [entry("dist/a.html", "a", "a"), entry("dist/b.html", "b", "b")],
         });
+        // A fixture in the test's own temporary directory, outside any workspace.
         std::fs::write(
             dir.path().join("artifact_manifest.json"),
             serde_json::to_vec(&manifest).unwrap(),

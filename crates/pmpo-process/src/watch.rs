@@ -173,12 +173,7 @@ impl Watch {
                 }
             }
         }
-        let [out, err] = std::mem::take(&mut self.keepers);
-        let finish = |k: Option<Keeper>| k.map(Keeper::finish).unwrap_or_default();
-        [
-            (finish(out), self.gave_up[0]),
-            (finish(err), self.gave_up[1]),
-        ]
+        captures(&mut self.keepers, self.gave_up)
     }
 
     /// One read of a ready pipe; its end (or an error) closes it.
@@ -201,6 +196,14 @@ impl Watch {
             Err(_) => self.pipes[i] = None,
         }
     }
+}
+
+/// What the keepers kept of each stream, with whether its reading gave up
+/// (for both watchers).
+pub(crate) fn captures(keepers: &mut [Option<Keeper>; 2], gave_up: [bool; 2]) -> Captures {
+    let [out, err] = std::mem::take(keepers);
+    let finish = |k: Option<Keeper>| k.map(Keeper::finish).unwrap_or_default();
+    [(finish(out), gave_up[0]), (finish(err), gave_up[1])]
 }
 
 fn pollfd(fd: i32) -> libc::pollfd {

@@ -20,7 +20,7 @@ use tokio::io::Interest;
 use tokio::io::unix::AsyncFd;
 
 use crate::capture::Keeper;
-use crate::watch::{Captures, Watched, pidfd_open, wait_unreaped};
+use crate::watch::{Captures, Watched, captures, pidfd_open, wait_unreaped};
 use crate::{GiveUp, OnExit, PIPE_TICK_MS, ReadFd};
 
 type Pipe = AsyncFd<Box<dyn ReadFd>>;
@@ -195,11 +195,6 @@ impl Watch {
                 Woke::Tick => {}
             }
         }
-        let [out, err] = std::mem::take(&mut self.keepers);
-        let finish = |k: Option<Keeper>| k.map(Keeper::finish).unwrap_or_default();
-        [
-            (finish(out), self.gave_up[0]),
-            (finish(err), self.gave_up[1]),
-        ]
+        captures(&mut self.keepers, self.gave_up)
     }
 }
