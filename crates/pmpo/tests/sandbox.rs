@@ -571,3 +571,38 @@ fn a_granted_folders_other_files_are_watched_under_landlock() {
     assert_eq!(r.code, 0, "{}", r.stderr);
     assert_eq!(b.ws.read("out/n49.txt"), "49\n");
 }
+
+/// A stage's scratch directory (its TMPDIR) is lent to the next stage only
+/// empty, and only while it is still the directory pmpo made: a stage that
+/// left files there, or replaced it with a link to somewhere else, gives the
+/// next stage neither its files nor that place.
+#[test]
+fn a_scratch_directory_is_lent_again_only_empty_and_as_made() {
+    for detection in [false, true] {
+        if !detection && !need_landlock() {
+            continue;
+        }
+        let b = Box_::new();
+        let outside = b.outside.path().display().to_string();
+        b.ws.plan(&format!(
+            "    - id: leaves\n      with: {{command: [sh, -c, 'echo left > \"$TMPDIR/left\"; echo a > out/a.txt']}}\n      outputs: [out/a.txt]\n\
+             \x20   - id: looks\n      depends_on: [leaves]\n      with: {{command: [sh, -c, 'ls -A \"$TMPDIR\" > out/seen.txt']}}\n      outputs: [out/seen.txt]\n\
+             \x20   - id: swaps\n      depends_on: [looks]\n      with: {{command: [sh, -c, 'rm -rf \"$TMPDIR\" && ln -s {outside} \"$TMPDIR\" && echo s > out/s.txt']}}\n      outputs: [out/s.txt]\n\
+             \x20   - id: writes\n      depends_on: [swaps]\n      with: {{command: [sh, -c, 'echo w > \"$TMPDIR/f\"; ls {outside} > out/w.txt']}}\n      outputs: [out/w.txt]\n"
+        ));
+        std::fs::create_dir_all(b.ws.p("out")).unwrap();
+        std::fs::write(b.out("precious"), "keep\n").unwrap();
+        let r = b.run(&["execute", "plan.yaml", "--json"], detection);
+        let what = format!("detection {detection}: {}", r.stderr);
+        assert_eq!(r.code, 0, "{what}");
+        assert_eq!(b.ws.read("out/seen.txt"), "", "{what}");
+        // What the last stage saw there: nothing it wrote through the link.
+        assert_eq!(b.ws.read("out/w.txt"), "precious\n", "{what}");
+        // Nor was the place the link names emptied as if it were the scratch directory.
+        assert_eq!(
+            std::fs::read_to_string(b.out("precious")).unwrap(),
+            "keep\n",
+            "{what}"
+        );
+    }
+}
