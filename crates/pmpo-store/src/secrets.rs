@@ -43,7 +43,11 @@ struct Known {
 }
 
 struct Found {
+    /// The secret variables of pmpo's environment, kept from child processes.
     hidden: Vec<String>,
+    /// The values to redact, longest first: the registered keys and the
+    /// values of every secret variable in pmpo's environment (a stage may be
+    /// handed one through `env_passthrough`, and print it).
     values: Vec<String>,
 }
 
@@ -208,16 +212,9 @@ pub fn hidden_variables() -> Vec<String> {
     found().hidden.clone()
 }
 
-/// The values to redact: the registered keys and the values of every secret
-/// variable in pmpo's environment (a stage may be handed one through
-/// `env_passthrough`, and print it).
-fn secret_values() -> Arc<Found> {
-    found()
-}
-
 /// Replaces every configured key value in `text` by [`REDACTED`].
 pub fn redact(text: &str) -> Cow<'_, str> {
-    let found = secret_values();
+    let found = found();
     let values = &found.values;
     if !values.iter().any(|v| text.contains(v.as_str())) {
         return Cow::Borrowed(text);
@@ -231,7 +228,7 @@ pub fn redact(text: &str) -> Cow<'_, str> {
 
 /// [`redact`] on bytes that may not be UTF-8 (a process's output).
 pub fn redact_bytes(bytes: &[u8]) -> Cow<'_, [u8]> {
-    let found = secret_values();
+    let found = found();
     let values = &found.values;
     let mut out = Vec::new();
     let mut redactor = Redactor::new(values);
@@ -256,7 +253,7 @@ impl<W: std::io::Write> Redacting<W> {
     pub fn new(inner: W) -> Self {
         Redacting {
             inner,
-            found: secret_values(),
+            found: found(),
             pending: Vec::new(),
             out: Vec::new(),
         }
@@ -366,7 +363,7 @@ fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
 /// The file is replaced atomically, and only when it holds a key.
 pub fn redact_file(ws: &crate::Workspace, rel: &str) -> Result<bool, crate::StoreError> {
     use std::io::Read;
-    let found = secret_values();
+    let found = found();
     let values = &found.values;
     if values.is_empty() {
         return Ok(false);
