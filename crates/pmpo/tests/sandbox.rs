@@ -592,7 +592,21 @@ fn a_scratch_directory_is_lent_again_only_empty_and_as_made() {
         ));
         std::fs::create_dir_all(b.ws.p("out")).unwrap();
         std::fs::write(b.out("precious"), "keep\n").unwrap();
-        let r = b.run(&["execute", "plan.yaml", "--json"], detection);
+        // A temp directory of its own, beside the workspace: the system's
+        // may hold the workspace (a checkout under /tmp) and is then not
+        // granted, so no stage could swap its scratch directory there.
+        let tmp = tempfile::tempdir_in(env!("CARGO_TARGET_TMPDIR")).unwrap();
+        let mut c = bin();
+        c.args(["execute", "plan.yaml", "--json"])
+            .current_dir(b.ws.path())
+            .env("TMPDIR", tmp.path())
+            .env("XDG_CACHE_HOME", b.cache.path());
+        if detection {
+            c.env(SIMULATE, "1");
+        } else {
+            c.env_remove(SIMULATE);
+        }
+        let r: Run = c.output().unwrap().into();
         let what = format!("detection {detection}: {}", r.stderr);
         assert_eq!(r.code, 0, "{what}");
         assert_eq!(b.ws.read("out/seen.txt"), "", "{what}");
