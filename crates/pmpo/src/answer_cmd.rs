@@ -37,7 +37,7 @@ pub struct AnswerArgs {
     /// Keep the answer only; the next `pmpo refine NAME` (or `pmpo resume RUN --retry`) goes on.
     #[arg(long)]
     pub no_continue: bool,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
     /// Print the report (or the run's results) as JSON on stdout.

@@ -13,7 +13,7 @@ use crate::{EXIT_INVALID, EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
 pub struct WsArgs {
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
     /// Print JSON on stdout.
@@ -31,6 +31,7 @@ pub struct InitArgs {
     /// e.g. direct:svg or meta:image-prompt (default: from the type).
     #[arg(long)]
     content_type: Option<String>,
+    /// Iterations before the loop is forced to stop (default 5).
     #[arg(long)]
     max_iterations: Option<u64>,
     /// Start a new lineage where the artifact's state.json is gone but its
@@ -45,6 +46,7 @@ pub struct InitArgs {
 
 #[derive(clap::Args)]
 pub struct CheckpointArgs {
+    /// The artifact's name.
     name: String,
     /// specify | plan | execute | reflect | persist
     phase: String,
@@ -54,6 +56,7 @@ pub struct CheckpointArgs {
 
 #[derive(clap::Args)]
 pub struct FinalizeArgs {
+    /// The artifact's name.
     name: String,
     /// How the cycle ended: converged (default), max_iterations_exceeded or user_terminated.
     #[arg(long, value_parser = ["converged", "max_iterations_exceeded", "user_terminated"])]

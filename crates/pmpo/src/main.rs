@@ -79,10 +79,10 @@ const EXIT_CANCELLED: u8 = 130;
     version,
     about = "Run PMPO plans faithfully: stages in order, outputs verified on disk, everything recorded.",
     long_about = "pmpo is the Execute phase of the PMPO loop (Specify -> Plan -> Execute -> Reflect -> Persist).\n\
-It runs a plan's stages in order, calls tools only where the plan says, verifies every declared\n\
+It runs a plan's stages in order, calls tools only where the plan says, verifies every declared \
 output on disk, and writes structured results for the Reflect phase.",
     after_help = "Examples:\n  pmpo check examples/hello/plan.yaml\n  pmpo execute examples/hello/plan.yaml\n  pmpo execute plan.yaml --json > results.json\n  pmpo validate plan.yaml --junit junit.xml\n\n\
-Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 3 paused (awaiting a decision, or safe mode),\n4 workspace busy, 130 cancelled.\n\
+Exit codes: 0 success, 1 a stage failed, 2 invalid plan or usage, 3 paused (awaiting a decision, or safe mode), 4 workspace busy, 130 cancelled.\n\
 Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 )]
 struct Cli {
@@ -94,11 +94,11 @@ struct Cli {
 enum Command {
     /// Check a plan without running anything (exit 0 valid, 2 invalid).
     #[command(
-        after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs,\n\
-depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that\n\
-are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries\n\
-naming missing stages or constraints, unknown checks and bad check parameters, references to\n\
-named outputs the upstream stage does not give, and template variables nothing gives. What\n\
+        after_help = "Checks: unknown fields, duplicate stage ids, unknown tools and tool inputs, \
+depends_on naming missing stages, dependency cycles, `$stage.field` references to stages that \
+are not upstream, outputs outside the workspace, tool_invocations and validation_plan entries \
+naming missing stages or constraints, unknown checks and bad check parameters, references to \
+named outputs the upstream stage does not give, and template variables nothing gives. What \
 only the run can tell (a template a stage writes) is a note that does not fail the check."
     )]
     Check {
@@ -110,13 +110,13 @@ only the run can tell (a template a stage writes) is a note that does not fail t
     },
     /// Check and run a plan; results go to .state/execution_results.json.
     #[command(
-        after_help = "The workspace (where stages run and outputs are looked for) is the plan's directory\n\
-unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md,\n\
-.state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and\n\
+        after_help = "The workspace (where stages run and outputs are looked for) is the plan's directory \
+unless --workspace says otherwise. Written there: artifact_manifest.json, refinement_log.md, \
+.state/execution_results.json, .state/patch_ledger.jsonl, logs/executor.jsonl (events) and \
 logs/execution/<run>.jsonl (every attempt of the run's stages, a line each, with its output).\n\n\
-Exit codes: 0 every stage completed and every blocking constraint of the validation_plan holds,\n\
-1 a stage failed, timed out or was skipped, or a blocking constraint is violated or could not be\n\
-checked (--allow-violations only reports those), 2 invalid plan, 3 paused (a stage awaits a decision,\n\
+Exit codes: 0 every stage completed and every blocking constraint of the validation_plan holds, \
+1 a stage failed, timed out or was skipped, or a blocking constraint is violated or could not be \
+checked (--allow-violations only reports those), 2 invalid plan, 3 paused (a stage awaits a decision, \
 or every adapter of a stage is open), 4 workspace busy, 130 cancelled."
     )]
     Execute {
@@ -127,7 +127,7 @@ or every adapter of a stage is open), 4 workspace busy, 130 cancelled."
     },
     /// Show the model endpoints, the model of each phase, and their health.
     #[command(
-        after_help = "Reads pmpo.toml in the workspace (default: the current directory) and the environment\n\
+        after_help = "Reads pmpo.toml in the workspace (default: the current directory) and the environment \
 (OPENAI_API_KEY, OPENAI_BASE_URL, ANTHROPIC_API_KEY, ...). See docs/configuration.md.\n\n\
 Exit codes: 0 every endpoint healthy, 1 an endpoint failed its probe, 2 nothing configured or a bad config."
     )]
@@ -144,7 +144,7 @@ Exit codes: 0 every endpoint healthy, 1 an endpoint failed its probe, 2 nothing 
     },
     /// Continue a run that was interrupted (or failed): finished stages are not run again.
     #[command(
-        after_help = "The run's plan is read again from where it was; stages whose definition or inputs\n\
+        after_help = "The run's plan is read again from where it was; stages whose definition or inputs \
 changed since are run again (and named). Same options and exit codes as `pmpo execute`."
     )]
     Resume {
@@ -167,7 +167,7 @@ changed since are run again (and named). Same options and exit codes as `pmpo ex
     Refine(Box<refine_cmd::RefineArgs>),
     /// Answer an artifact's approval gate: --continue or --terminate.
     #[command(
-        after_help = "The answer is kept in state.json and decisions.md; `pmpo refine NAME` then goes on
+        after_help = "The answer is kept in state.json and decisions.md; `pmpo refine NAME` then goes on \
 (Persist, then the usual decision) or, with --terminate, finalizes the cycle as user_terminated.
 
 Exit codes: 0 recorded, 2 nothing is waiting for approval, 4 a refine of this workspace is running."
@@ -182,15 +182,15 @@ Exit codes: 0 recorded, 2 nothing is waiting for approval, 4 a refine of this wo
     Metrics(ops_cmd::MetricsArgs),
     /// Preview one page in headless Chromium: screenshot, console, errors, requests.
     #[command(
-        after_help = "Writes dist/previews/<id>/preview.html, screenshot.png and preview-report.json in the\n\
+        after_help = "Writes dist/previews/<id>/preview.html, screenshot.png and preview-report.json in the \
 workspace. Exit codes: 0 rendered, 1 not rendered (or, with --strict, the preview check failed), 2 usage."
     )]
     Preview(preview_cmd::PreviewArgs),
     /// Run the plan's validation_plan on the current files; write constraints.json
     /// (exit 1 when a blocking constraint is violated).
     #[command(
-        after_help = "Runs every validation_plan entry (execution_required: true) on the workspace as it is,\n\
-without running stages. Writes constraints.json (each constraint satisfied, violated or\n\
+        after_help = "Runs every validation_plan entry (execution_required: true) on the workspace as it is, \
+without running stages. Writes constraints.json (each constraint satisfied, violated or \
 not_checked), .state/validation_results.json and an entry in refinement_log.md.\n\n\
 Examples:\n  pmpo validate plan.yaml\n  pmpo validate plan.yaml --junit reports/validation.xml\n\n\
 Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan."
@@ -275,17 +275,17 @@ pub struct RunArgs {
 }
 
 const ANSWER_HELP: &str = concat!(
-    "With `--via host` (or `via = \"host\"` in pmpo.toml) a phase that needs judgement, or an `ai`\n",
-    "stage, does not call a model: it writes a pending question (the prompt, the JSON schema the\n",
-    "answer must satisfy, the files it is about, and the constraints a check measures, which are not\n",
-    "the host's to judge) and pmpo exits 3. `pmpo answer` keeps the answer and goes on: the phase\n",
+    "With `--via host` (or `via = \"host\"` in pmpo.toml) a phase that needs judgement, or an `ai` ",
+    "stage, does not call a model: it writes a pending question (the prompt, the JSON schema the ",
+    "answer must satisfy, the files it is about, and the constraints a check measures, which are not ",
+    "the host's to judge) and pmpo exits 3. `pmpo answer` keeps the answer and goes on: the phase ",
     "reads it as a model's answer (schema check, one repair question, then the adapter's fallback).\n\n",
     "Examples:\n",
     "  pmpo refine acme-logo --type logo --input logo.svg --via host   # exits 3\n",
     "  cat .refiner/artifacts/acme-logo/pending.json                   # the question\n",
     "  pmpo answer acme-logo --file answer.json                        # answers; refine goes on\n",
     "  pmpo answer --run RUN_ID --stage summarize --file answer.json   # an `ai` stage of a run\n\n",
-    "Exit codes: those of `pmpo refine` (or `pmpo resume`) that goes on: 0 converged, 3 the next\n",
+    "Exit codes: those of `pmpo refine` (or `pmpo resume`) that goes on: 0 converged, 3 the next ",
     "question waits; 2 nothing waits for an answer, or the answer is empty; 4 busy."
 );
 
@@ -315,13 +315,13 @@ pub(crate) fn resume_for_host(run_id: &str, workspace: &Path, json: bool, quiet:
 }
 
 const MCP_HELP: &str = concat!(
-    "A Model Context Protocol server on standard input and output, for one workspace. An agent host\n",
-    "starts it and calls its tools: check_plan, execute, validate, preview, artifact_status,\n",
-    "artifact_list, refine, answer, approve, ledger, restore. With `refine` the host is the model:\n",
-    "a phase that needs judgement comes back as a pending question (prompt, schema, files, measured\n",
+    "A Model Context Protocol server on standard input and output, for one workspace. An agent host ",
+    "starts it and calls its tools: check_plan, execute, validate, preview, artifact_status, ",
+    "artifact_list, refine, answer, approve, ledger, restore. With `refine` the host is the model: ",
+    "a phase that needs judgement comes back as a pending question (prompt, schema, files, measured ",
     "constraints) that `answer` answers, or, when the client declares sampling, is asked directly.\n",
-    "Checks still decide every measured constraint. Resources: pmpo://artifacts/NAME/state.json,\n",
-    "pending.json, plan.json, reflection.json; pmpo://workspace/constraints.json and\n",
+    "Checks still decide every measured constraint. Resources: pmpo://artifacts/NAME/state.json, ",
+    "pending.json, plan.json, reflection.json; pmpo://workspace/constraints.json and ",
     "artifact_manifest.json; pmpo://file/dist/previews/ID/screenshot.png.\n\n",
     "Examples:\n",
     "  claude mcp add pmpo -- pmpo mcp -w /path/to/workspace\n",
@@ -331,10 +331,10 @@ const MCP_HELP: &str = concat!(
 );
 
 const REFINE_HELP: &str = concat!(
-    "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every\n",
-    "blocking constraint is satisfied, every required file is in dist/, the manifest validates and no\n",
-    "high constraint is violated (and nothing regressed), or until --max-iterations. Without a model\n",
-    "endpoint (or with --offline) Specify uses the domain adapter's constraints and Plan its\n",
+    "The loop: Specify -> Plan -> Execute -> Reflect -> Persist -> decide, repeated until every ",
+    "blocking constraint is satisfied, every required file is in dist/, the manifest validates and no ",
+    "high constraint is violated (and nothing regressed), or until --max-iterations. Without a model ",
+    "endpoint (or with --offline) Specify uses the domain adapter's constraints and Plan its ",
     "deterministic plan.\n\n",
     "Examples:\n",
     "  pmpo refine acme-logo --type logo --input brand/logo.svg --intent \"works on dark backgrounds\"\n",
@@ -343,13 +343,13 @@ const REFINE_HELP: &str = concat!(
     "  pmpo approve report --continue        # answer the approval gate from any shell\n",
     "  pmpo refine hero-prompt --type meta-prompt --intent \"an image prompt for a hero banner\"\n",
     "  pmpo status acme-logo                 # iteration, constraint table, last decision\n\n",
-    "Files: constraints.json, artifact_manifest.json, refinement_log.md, decisions.md, dist/, and\n",
-    ".refiner/artifacts/NAME/ (state.json, specification.json, plans/, reflections/, checkpoints/,\n",
+    "Files: constraints.json, artifact_manifest.json, refinement_log.md, decisions.md, dist/, and ",
+    ".refiner/artifacts/NAME/ (state.json, specification.json, plans/, reflections/, checkpoints/, ",
     "workflow.log). A kill at any point leaves state that `pmpo refine NAME` resumes.\n",
     "Details: docs/refine.md.\n\n",
-    "Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations\n",
-    "without converging, 2 usage or bad input, 3 paused (approval, a stage awaits a decision, or a\n",
-    "question waits for the host: `pmpo answer`),\n",
+    "Exit codes: 0 converged (or terminated at the approval gate), 1 stopped at max iterations ",
+    "without converging, 2 usage or bad input, 3 paused (approval, a stage awaits a decision, or a ",
+    "question waits for the host: `pmpo answer`), ",
     "4 busy, 130 cancelled."
 );
 

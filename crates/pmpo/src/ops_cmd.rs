@@ -11,19 +11,20 @@ use crate::{EXIT_OK, EXIT_STAGE_FAILED};
 
 #[derive(clap::Args)]
 pub struct AdaptersArgs {
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
     /// Also run each plugin's `--health` check.
     #[arg(long)]
     health: bool,
+    /// Print as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
 
 #[derive(clap::Args)]
 pub struct MetricsArgs {
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
 }

@@ -72,7 +72,7 @@ pub struct RefineArgs {
     /// --repair` recovers it instead.
     #[arg(long)]
     pub new_lineage: bool,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
     /// Print the report as JSON on stdout (progress stays on stderr).
@@ -109,7 +109,7 @@ pub struct ApproveArgs {
     /// A note kept with the answer in decisions.md.
     #[arg(long, value_name = "TEXT")]
     pub note: Option<String>,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
     /// Print the result as JSON.

@@ -20,9 +20,10 @@ pub struct RestoreArgs {
     /// whole run, newest change first.
     #[arg(long)]
     run: Option<String>,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
+    /// Print what was restored (or would be) as JSON on stdout.
     #[arg(long)]
     json: bool,
 }

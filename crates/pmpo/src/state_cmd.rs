@@ -90,12 +90,13 @@ pub(crate) fn print_json(value: &impl serde::Serialize) {
 pub struct StatusArgs {
     /// A named artifact (without it: the workspace's runs).
     name: Option<String>,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
     /// How many recent runs to list.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Print as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -193,7 +194,7 @@ pub fn status(args: StatusArgs) -> u8 {
 
 #[derive(clap::Args)]
 pub struct LedgerArgs {
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
     /// Only this file (workspace-relative).
@@ -202,6 +203,7 @@ pub struct LedgerArgs {
     /// Only this run (or this restore).
     #[arg(long)]
     run: Option<String>,
+    /// Print the entries as JSON on stdout.
     #[arg(long)]
     json: bool,
 }
@@ -330,9 +332,10 @@ pub struct GcArgs {
     /// Keep backups and cache entries of this many most recent runs.
     #[arg(long, default_value_t = 10)]
     keep_runs: usize,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
+    /// Print what was freed as JSON on stdout.
     #[arg(long)]
     json: bool,
 }

@@ -44,7 +44,7 @@ use crate::error::CliError;
 
 #[derive(clap::Args)]
 pub struct McpArgs {
-    /// The workspace the server serves (default: the current directory).
+    /// The workspace directory the server serves.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     pub workspace: PathBuf,
 }
