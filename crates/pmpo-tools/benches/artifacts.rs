@@ -60,6 +60,7 @@ async fn previews(pages: &[&str], root: &Path) -> (f64, f64, Vec<f64>) {
         cancel: &cancel,
         tool: "test",
         spec: None,
+        validation: &[],
         description: "",
         confine: None,
     };
@@ -110,6 +111,7 @@ fn main() {
             cancel: &cancel,
             tool: "test",
             spec: None,
+            validation: &[],
             description: "",
             confine: None,
         };

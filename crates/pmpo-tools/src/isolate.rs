@@ -471,6 +471,7 @@ fn answer(request: &Request) -> Reply {
         timeout: Duration::from_millis(request.timeout_ms),
         cancel: &cancel,
         spec: None,
+        validation: &[],
         description: "",
         // The isolated tools start no process.
         confine: None,

@@ -40,6 +40,8 @@ pub struct ToolContext<'a> {
     pub cancel: &'a CancellationToken,
     /// The plan's specification (AI prompts use it and its constraints).
     pub spec: Option<&'a pmpo_plan::Specification>,
+    /// The plan's validation_plan (which checks read which files).
+    pub validation: &'a [pmpo_plan::ValidationItem],
     /// The stage's description (an `ai` stage without a prompt is asked it).
     pub description: &'a str,
     /// How the stage's processes are confined (`run` and plugin stages).

@@ -356,3 +356,94 @@ fn orphans_of_dead_runs() -> Vec<String> {
     }
     out
 }
+
+/// `pmpo execute` of a copied example with the given environment.
+fn execute_with(ws: &Ws, env: &[(&str, &str)]) -> common::Run {
+    let mut cmd = bin();
+    cmd.args(["execute", "plan.yaml", "--json"])
+        .current_dir(ws.path());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.output().unwrap().into()
+}
+
+/// Every stage of a run's results: (id, status, the reason it was skipped).
+fn stages(run: &common::Run) -> Vec<(String, String, String)> {
+    let results: serde_json::Value = serde_json::from_str(&run.stdout).unwrap_or_else(|e| {
+        panic!(
+            "results are not JSON ({e}):\n{}\n{}",
+            run.stdout, run.stderr
+        )
+    });
+    results["stages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            let text = |k: &str| s[k].as_str().unwrap_or_default().to_string();
+            (text("id"), text("status"), s.to_string())
+        })
+        .collect()
+}
+
+/// The examples on a machine with neither Chromium nor esbuild: the plans
+/// promise that previews are then skipped with the reason, and no stage is
+/// skipped because of another tool's absence. The UI example, whose blocking
+/// constraint is that the card renders, says it could not be checked.
+#[test]
+fn examples_without_chromium_or_esbuild_skip_with_the_reason() {
+    let none = [
+        ("PMPO_CHROMIUM", "/nonexistent/chromium"),
+        ("PMPO_ESBUILD", "/nonexistent/esbuild"),
+    ];
+    for (name, code) in [
+        ("hello", 0),
+        ("logo", 0),
+        ("content", 0),
+        ("checks", 0),
+        ("ui", 1),
+    ] {
+        let ws = copy_example(name);
+        let run = execute_with(&ws, &none);
+        assert_eq!(run.code, code, "{name}:\n{}", run.stderr);
+        for (id, status, detail) in stages(&run) {
+            assert!(
+                status == "COMPLETED" || status == "SKIPPED",
+                "{name}/{id} {status}: {detail}"
+            );
+            if status == "SKIPPED" {
+                assert!(
+                    detail.contains("Chromium")
+                        || detail.contains("PMPO_CHROMIUM")
+                        || detail.contains("esbuild"),
+                    "{name}/{id} is skipped for another reason than a missing tool: {detail}"
+                );
+            }
+        }
+        if name == "ui" {
+            assert_contains(&run.stderr, "`card-renders` could not be checked");
+            assert_contains(&run.stderr, "esbuild was not found");
+        }
+    }
+}
+
+/// With Chromium but without esbuild, the UI example passes: only the TSX
+/// preview (optional) is skipped, and it says why.
+#[test]
+fn ui_example_without_esbuild_skips_only_the_component() {
+    if !have_chromium() {
+        return;
+    }
+    let ws = copy_example("ui");
+    let run = execute_with(&ws, &[("PMPO_ESBUILD", "/nonexistent/esbuild")]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    for (id, status, detail) in stages(&run) {
+        if id == "badge" {
+            assert_eq!(status, "SKIPPED", "{detail}");
+            assert!(detail.contains("esbuild was not found"), "{detail}");
+        } else {
+            assert_eq!(status, "COMPLETED", "{id}: {detail}");
+        }
+    }
+}

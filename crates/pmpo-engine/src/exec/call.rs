@@ -64,6 +64,7 @@ pub(super) async fn run_stage(
         timeout,
         cancel,
         spec: Some(&plan.doc.specification),
+        validation: &plan.doc.plan.validation_plan,
         description: &stage.description,
         confine: confinement.as_ref(),
     };

@@ -353,6 +353,7 @@ mod tests {
             timeout: Duration::from_secs(10),
             cancel: &cancel,
             spec: None,
+            validation: &[],
             description: "",
             confine: None,
         };

@@ -30,6 +30,7 @@ mod job;
 mod manifest;
 pub mod page;
 pub mod report;
+mod required;
 pub mod tsx;
 
 use std::path::PathBuf;
@@ -463,23 +464,13 @@ impl Tool for PreviewTool {
     ) -> Result<ToolOutcome, ToolError> {
         let started = Instant::now();
         let mut job = Job::from_inputs(inputs)?;
-        // Without an explicit `required:`, a blocking constraint that names the
-        // preview as its validation makes it required (seed 001: hard-fail).
+        // Without an explicit `required:`, a blocking constraint whose check
+        // reads this preview's report makes it required (seed 001: hard-fail).
         if !inputs.contains_key("required")
             && let Some(spec) = ctx.spec
         {
-            job.required = spec.constraints.iter().any(|c| {
-                c.severity == pmpo_plan::Severity::Blocking
-                    && c.validation
-                        .as_ref()
-                        .and_then(|v| v.validation_method.as_deref())
-                        .is_some_and(|m| {
-                            matches!(
-                                m.trim().to_ascii_lowercase().replace('-', "_").as_str(),
-                                "preview" | "render_preview" | "browser_render"
-                            )
-                        })
-            });
+            job.required =
+                required::required_by(spec, ctx.validation, &job.rel("preview-report.json"));
         }
         let mut report = self.preview(ctx, &job).await?;
         report.timings.total_ms = driver::ms(started.elapsed());
@@ -573,6 +564,7 @@ pub async fn preview_once(
         timeout,
         cancel: &cancel,
         spec: None,
+        validation: &[],
         description: "",
         confine: None,
     };
