@@ -1,7 +1,7 @@
 //! Checking an A2UI specification: its components, ids, children,
 //! references and bindings, and the loops among them.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap};
 
 use serde::Serialize;
 use serde_json::{Map, Value};
@@ -47,16 +47,16 @@ pub struct Analysis {
     pub unreachable: Vec<String>,
     /// Reference format: component id -> prop -> what its binding gives
     /// (`{state: value|expression|unresolved, ...}`).
-    pub resolved: BTreeMap<String, BTreeMap<String, Value>>,
+    /// In document order.
+    pub resolved: Map<String, Value>,
 }
 
 impl Analysis {
-    /// Whether the spec can be normalized (no problem was found).
+    /// Whether the spec can be normalized: no problem was found, other than
+    /// dangling binding references (the spec stays whole; their props show
+    /// as unresolved, and the report lists them).
     pub fn is_valid(&self) -> bool {
-        self.duplicates.is_empty()
-            && self.cycles.is_empty()
-            && self.dangling.is_empty()
-            && self.errors.is_empty()
+        self.duplicates.is_empty() && self.cycles.is_empty() && self.errors.is_empty()
     }
 
     /// Every problem, as sentences.

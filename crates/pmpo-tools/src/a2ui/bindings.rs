@@ -212,10 +212,10 @@ pub fn check(top: &Map<String, Value>, nodes: &[Node<'_>], a: &mut Analysis) {
                 literal => json!({"state": "value", "value": literal}),
             };
             if !n.id.is_empty() {
-                a.resolved
-                    .entry(n.id.to_string())
-                    .or_default()
-                    .insert(prop.clone(), shown);
+                let props = a.resolved.entry(n.id).or_insert_with(|| json!({}));
+                if let Value::Object(m) = props {
+                    m.insert(prop.clone(), shown);
+                }
             }
         }
     }
@@ -300,7 +300,9 @@ mod tests {
             "s.json",
         )
         .unwrap();
-        assert!(p.normalized.is_none());
+        // Still written: the preview shows the prop as unresolved.
+        assert!(p.normalized.is_some());
+        assert!(!p.analysis.problems().is_empty());
         assert_eq!(
             a.resolved["go"]["label"]["reason"],
             "`nobody` is not defined in `bindings`"

@@ -38,10 +38,13 @@
 //!
 //! The stage fails, naming what is wrong, when a component lacks a non-empty
 //! `id` or `type`, ids repeat, a child or `ref` names no component, a
-//! binding is dangling or incomplete, or components (or bindings) refer to
-//! each other in a loop (`binding cycle: card -> details
-//! -> card`; in the flat layout also `child cycle: a -> b -> a`). The report,
-//! when asked for, is written either way.
+//! binding is incomplete, or components (or bindings) refer to each other in
+//! a loop (`binding cycle: card -> details
+//! -> card`; in the flat layout also `child cycle: a -> b -> a`). Dangling
+//! binding references do not stop it: the spec is written, the stage notes
+//! them, and the report lists them under `dangling` (the a2ui adapter's
+//! `no-binding-cycles` constraint fails on them). The report, when asked for,
+//! is written either way.
 //!
 //! Normalization orders keys: the top level as `version, metadata, bindings,
 //! root, components`, then the rest sorted; a component as `id, type, props,
@@ -200,6 +203,12 @@ impl Tool for A2uiTool {
             .map_err(|e| io_error("write", output, e))?;
         let a = &p.analysis;
         let mut notes = Vec::new();
+        if !a.dangling.is_empty() {
+            notes.push(format!(
+                "dangling binding references (shown as unresolved): {}",
+                a.dangling.join("; ")
+            ));
+        }
         if !a.unreachable.is_empty() {
             notes.push(format!(
                 "components not reached from the root: {}",
