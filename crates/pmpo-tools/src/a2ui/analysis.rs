@@ -315,10 +315,13 @@ pub fn analyze(doc: &Value) -> (Option<Layout>, Analysis) {
     } else {
         Vec::new()
     };
-    a.format = match layout {
-        Layout::Flat => Format::Flat,
-        Layout::Nested if super::bindings::is_reference(top) => Format::Reference,
-        Layout::Nested => Format::Nested,
+    // The same order as the a2ui adapter's schema: bindings first.
+    a.format = if super::bindings::is_reference(top) {
+        Format::Reference
+    } else if layout == Layout::Flat {
+        Format::Flat
+    } else {
+        Format::Nested
     };
     // In the reference format props are plain values: references go
     // through `bindings`.

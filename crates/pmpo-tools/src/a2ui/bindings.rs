@@ -380,5 +380,15 @@ mod tests {
             json!({"root": {"id": "a", "props": {"bindings": 1}}})
         )));
         assert!(!is_reference(&top(json!({"root": "a", "components": []}))));
+        // Top-level bindings make a flat spec a reference one (whose schema
+        // then rejects `components`), and its bindings are still checked.
+        let flat = json!({"version": "a2ui/v1", "root": "a",
+            "bindings": {"x": {"kind": "ref", "ref": "x"}},
+            "components": [{"id": "a", "type": "Box", "bindings": {"t": {"$ref": "x"}}}]});
+        let a = process(flat.to_string().as_bytes(), "s.json")
+            .unwrap()
+            .analysis;
+        assert_eq!(a.format, Format::Reference);
+        assert_eq!(a.cycles, ["binding cycle: x -> x"]);
     }
 }

@@ -18,7 +18,8 @@
 //! prop to a literal or to `{"$ref": binding-id}`. A spec is in the reference
 //! format when it has a top-level `bindings` key or a component of its `root`
 //! tree has a `bindings` key; otherwise a `components` list makes it flat,
-//! and a `root` component nested.
+//! and a `root` component nested. (The a2ui adapter's `schema-valid` tells
+//! them apart by the same rule.)
 //!
 //! In the reference format, binding cycles (`binding cycle: a -> b -> a`,
 //! through `ref`s and through the binding ids an expression names: see
