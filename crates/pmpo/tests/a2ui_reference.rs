@@ -123,9 +123,7 @@ fn a_dangling_reference_does_not_converge_and_shows_unresolved() {
     );
     let page = ws.read("dist/dangling.html");
     assert!(
-        page.contains(
-            "<span class=\"tag\">unresolved</span>`user_name` is not defined in `bindings`"
-        ),
+        page.contains("<span class=\"tag\">unresolved</span>user_name is not defined in bindings"),
         "{page}"
     );
     assert!(
