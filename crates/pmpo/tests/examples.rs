@@ -174,7 +174,10 @@ fn ui_example_shows_diagnostics() {
     assert_eq!(details["status"], "success", "{details}");
     assert_eq!(manifest["validation"]["has_console_errors"], true);
     assert_eq!(manifest["validation"]["has_request_failures"], true);
-    assert!(ws.read("dist/a2ui.html").contains("Ada Kowalska"));
+    assert!(
+        ws.read("dist/a2ui.html")
+            .contains("<span class=\"value\">Ada Kowalska</span>")
+    );
     assert!(orphaned_chromium().is_empty(), "{:?}", orphaned_chromium());
 }
 

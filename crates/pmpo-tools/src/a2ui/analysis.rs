@@ -15,9 +15,23 @@ pub enum Layout {
     Flat,
 }
 
+/// Which of the three formats a spec is written in (see `bindings::is_reference`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    /// pmpo's nested layout (`$bind` and `{{path}}` bindings in props).
+    #[default]
+    Nested,
+    /// pmpo's flat layout.
+    Flat,
+    /// The reference format: top-level `bindings`, component `bindings`.
+    Reference,
+}
+
 /// What checking a spec found.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct Analysis {
+    pub format: Format,
     pub components: usize,
     pub types: Vec<String>,
     pub bindings: usize,
@@ -25,14 +39,22 @@ pub struct Analysis {
     pub duplicates: Vec<String>,
     /// Each loop as `KIND cycle: a -> b -> a`.
     pub cycles: Vec<String>,
+    /// References (`ref`, `$ref`) naming no binding, each with where it is.
+    pub dangling: Vec<String>,
     /// Every other problem (missing ids or types, unknown children, ...).
     pub errors: Vec<String>,
     /// Components of the flat layout that the root does not reach.
     pub unreachable: Vec<String>,
+    /// Reference format: component id -> prop -> what its binding gives
+    /// (`{state: value|expression|unresolved, ...}`).
+    /// In document order.
+    pub resolved: Map<String, Value>,
 }
 
 impl Analysis {
-    /// Whether the spec can be normalized (no problem was found).
+    /// Whether the spec can be normalized: no problem was found, other than
+    /// dangling binding references (the spec stays whole; their props show
+    /// as unresolved, and the report lists them).
     pub fn is_valid(&self) -> bool {
         self.duplicates.is_empty() && self.cycles.is_empty() && self.errors.is_empty()
     }
@@ -45,18 +67,21 @@ impl Analysis {
             out.push(format!("duplicate component ids: {}", names.join(", ")));
         }
         out.extend(self.cycles.iter().cloned());
+        out.extend(self.dangling.iter().cloned());
         out.extend(self.errors.iter().cloned());
         out
     }
 }
 
 /// One component as read from the spec.
-struct Node<'a> {
+pub(super) struct Node<'a> {
     /// Empty when the component has no usable id.
-    id: &'a str,
+    pub id: &'a str,
     /// Where it is, for messages: `root.children[1]`, `components[3]`.
-    at: String,
+    pub at: String,
     props: Option<&'a Map<String, Value>>,
+    /// The component's own `bindings` (reference format).
+    pub bindings: Option<&'a Map<String, Value>>,
     /// Child ids, in order (in the nested layout, those of the child components).
     children: Vec<&'a str>,
 }
@@ -125,11 +150,22 @@ fn collect<'a>(
             None
         }
     };
+    let bindings = match m.get("bindings") {
+        None | Some(Value::Null) => None,
+        Some(Value::Object(b)) => Some(b),
+        Some(_) => {
+            errors.push(format!(
+                "the `bindings` of the component at `{at}` must be an object of prop -> binding"
+            ));
+            None
+        }
+    };
     let index = nodes.len();
     nodes.push(Node {
         id,
         at: at.clone(),
         props,
+        bindings,
         children: Vec::new(),
     });
     let children = match m.get("children") {
@@ -213,7 +249,7 @@ fn path_head(path: &str) -> &str {
 /// Loops of a directed graph, each as the node path from where it was
 /// entered back to it (`[a, b, a]`), each loop once. Deterministic: nodes and
 /// edges are visited in their given order.
-fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
+pub(super) fn find_cycles(edges: &[Vec<usize>]) -> Vec<Vec<usize>> {
     const NEW: u8 = 0;
     const OPEN: u8 = 1;
     const DONE: u8 = 2;
@@ -279,7 +315,22 @@ pub fn analyze(doc: &Value) -> (Option<Layout>, Analysis) {
     } else {
         Vec::new()
     };
-    let ref_edges = reference_edges(&nodes, &index, &mut a);
+    // The same order as the a2ui adapter's schema: bindings first.
+    a.format = if super::bindings::is_reference(top) {
+        Format::Reference
+    } else if layout == Layout::Flat {
+        Format::Flat
+    } else {
+        Format::Nested
+    };
+    // In the reference format props are plain values: references go
+    // through `bindings`.
+    let ref_edges = if a.format == Format::Reference {
+        super::bindings::check(top, &nodes, &mut a);
+        Vec::new()
+    } else {
+        reference_edges(&nodes, &index, &mut a)
+    };
     let named = |path: Vec<usize>, kind: &str| {
         let ids: Vec<&str> = path.iter().map(|&i| nodes[i].id).collect();
         format!("{kind} cycle: {}", ids.join(" -> "))

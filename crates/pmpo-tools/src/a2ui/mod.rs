@@ -8,31 +8,53 @@
 //!   report: dist/card.a2ui.report.json  # optional: what was found
 //! ```
 //!
-//! Two layouts are read. Nested: `{version, metadata, root}` where `root` is
-//! a component `{id, type, props, children: [components]}`. Flat:
+//! Three formats are read. Nested: `{version, metadata, root}` where `root`
+//! is a component `{id, type, props, children: [components]}`. Flat:
 //! `{version, metadata, components: [{id, type, props, children: [ids]}],
-//! root: "id"}`.
+//! root: "id"}`. Reference (the A2UI reference schema,
+//! `schemas/a2ui-component.schema.json`): nested, plus a top-level `bindings`
+//! map of binding id -> `{kind: literal, value}`, `{kind: ref, ref: id}` or
+//! `{kind: expression, expression}`, and on a component `bindings` mapping a
+//! prop to a literal or to `{"$ref": binding-id}`. A spec is in the reference
+//! format when it has a top-level `bindings` key or a component of its `root`
+//! tree has a `bindings` key; otherwise a `components` list makes it flat,
+//! and a `root` component nested. (The a2ui adapter's `schema-valid` tells
+//! them apart by the same rule.)
 //!
-//! In `props` (at any depth), a data binding is an object with a `$bind`
+//! In the reference format, binding cycles (`binding cycle: a -> b -> a`,
+//! through `ref`s and through the binding ids an expression names: see
+//! `bindings.rs`) and dangling references (a `ref` or `$ref` naming no
+//! binding, with where it is: `root.children[1].bindings.label`) are
+//! problems; `props` are plain values there. The report's `resolved` gives,
+//! for each component id and bound prop, what the binding shows:
+//! `{state: value, value, via}` (a literal, or the end of a `ref` chain),
+//! `{state: expression, expression, via}` (not evaluated), or
+//! `{state: unresolved, reason, via}`.
+//!
+//! In pmpo's own formats, in `props` (at any depth), a data binding is an object with a `$bind`
 //! path (`{"$bind": "user.name"}`) or a `{{path}}` inside a text; a prop
 //! named `ref` or ending in `_ref` names another component by id. A binding
 //! whose path starts with a component id (`details.label`) refers to that
 //! component.
 //!
 //! The stage fails, naming what is wrong, when a component lacks a non-empty
-//! `id` or `type`, ids repeat, a child or `ref` names no component, or
-//! components refer to each other in a loop (`binding cycle: card -> details
-//! -> card`; in the flat layout also `child cycle: a -> b -> a`). The report,
-//! when asked for, is written either way.
+//! `id` or `type`, ids repeat, a child or `ref` names no component, a
+//! binding is incomplete, or components (or bindings) refer to each other in
+//! a loop (`binding cycle: card -> details
+//! -> card`; in the flat layout also `child cycle: a -> b -> a`). Dangling
+//! binding references do not stop it: the spec is written, the stage notes
+//! them, and the report lists them under `dangling` (the a2ui adapter's
+//! `no-binding-cycles` constraint fails on them). The report, when asked for,
+//! is written either way.
 //!
-//! Normalization orders keys: the top level as `version, metadata, root,
-//! components`, then the rest sorted; a component as `id, type, props,
-//! children`, then the rest sorted; keys inside `props`, `metadata` and other
+//! Normalization orders keys: the top level as `version, metadata, bindings,
+//! root, components`, then the rest sorted; a component as `id, type, props,
+//! bindings, children`, then the rest sorted; keys inside `props`, `metadata` and other
 //! values sorted at every depth. Arrays keep their order. The text is pretty
 //! JSON (2-space indent) with a trailing newline.
 //!
 //! Named outputs: `components` (count), `types` (sorted, unique), `bindings`
-//! (count), `changed` (whether the input text differs from the normalized
+//! (count of bound props), `changed` (whether the input text differs from the normalized
 //! text), `path` (the normalized spec).
 
 use std::time::Instant;
@@ -47,10 +69,12 @@ use crate::inputs::{invalid, io_error, read_file};
 use crate::typed::{self, Text};
 
 mod analysis;
+mod bindings;
 mod normalize;
 
 use crate::{Tool, ToolContext, ToolError, ToolOutcome};
-pub use analysis::{Analysis, Layout, analyze};
+pub use analysis::{Analysis, Format, Layout, analyze};
+pub use bindings::is_reference;
 pub use normalize::{normalize, to_text};
 
 /// The `with:` of an `a2ui` stage.
@@ -117,15 +141,18 @@ pub fn process(bytes: &[u8], name: &str) -> Result<Processed, ToolError> {
 fn report_json(p: &Processed) -> Value {
     let a = &p.analysis;
     json!({
+        "format": a.format,
         "components": a.components,
         "types": a.types,
         "bindings": a.bindings,
         "duplicates": a.duplicates,
         "cycles": a.cycles,
+        "dangling": a.dangling,
         "normalized": p.normalized.is_some(),
         "changed": p.changed,
         "errors": a.errors,
         "unreachable": a.unreachable,
+        "resolved": a.resolved,
     })
 }
 
@@ -167,7 +194,7 @@ impl Tool for A2uiTool {
             ));
             if !p.analysis.cycles.is_empty() {
                 err = err.hint(
-                    "break the loop: a component may not refer to itself, directly or through others",
+                    "break the loop: a component or binding may not refer to itself, directly or through others",
                 );
             }
             return Err(err);
@@ -177,6 +204,12 @@ impl Tool for A2uiTool {
             .map_err(|e| io_error("write", output, e))?;
         let a = &p.analysis;
         let mut notes = Vec::new();
+        if !a.dangling.is_empty() {
+            notes.push(format!(
+                "dangling binding references (shown as unresolved): {}",
+                a.dangling.join("; ")
+            ));
+        }
         if !a.unreachable.is_empty() {
             notes.push(format!(
                 "components not reached from the root: {}",

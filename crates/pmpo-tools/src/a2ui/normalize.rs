@@ -6,9 +6,9 @@ use serde_json::{Map, Value};
 use super::Layout;
 
 /// Component keys that come first, in this order.
-const COMPONENT_KEYS: &[&str] = &["id", "type", "props", "children"];
+const COMPONENT_KEYS: &[&str] = &["id", "type", "props", "bindings", "children"];
 /// Top-level keys that come first, in this order.
-const TOP_KEYS: &[&str] = &["version", "metadata", "root", "components"];
+const TOP_KEYS: &[&str] = &["version", "metadata", "bindings", "root", "components"];
 
 /// A value with the keys of every object sorted, at every depth.
 fn sorted(v: &Value) -> Value {
