@@ -47,6 +47,8 @@ struct PreviewInputs {
     chromium: Option<String>,
     /// The esbuild to use for `.tsx`/`.jsx` pages.
     esbuild: Option<String>,
+    /// Whether axe-core audits the rendered page (default true).
+    accessibility: Option<bool>,
 }
 
 impl typed::Inputs for PreviewInputs {
@@ -105,6 +107,7 @@ pub(super) struct Job {
     pub(super) driver: DriverChoice,
     pub(super) chromium: Option<String>,
     pub(super) esbuild: Option<String>,
+    pub(super) accessibility: bool,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -226,6 +229,7 @@ impl Job {
             clicks: with.click,
             chromium: with.chromium,
             esbuild: with.esbuild,
+            accessibility: with.accessibility.unwrap_or(true),
         })
     }
 
