@@ -266,7 +266,7 @@ mod tests {
             msgs(
                 json!({"input": "p.html", "id": "card", "network": false, "required": true,
                 "viewport": {"width": 800, "height": 600}, "click": ["#a", ".b"], "wait_ms": 100,
-                "settle_ms": 500, "driver": "devtools"})
+                "settle_ms": 500, "driver": "devtools", "accessibility": false})
             )
             .is_empty()
         );
@@ -298,6 +298,7 @@ mod tests {
         assert_eq!(job.dir, "dist/previews/card");
         assert_eq!(job.settle, DEFAULT_SETTLE);
         assert_eq!(job.driver, DriverChoice::Auto);
+        assert!(job.accessibility, "the audit is on unless turned off");
         let with_nulls = json!({"input": "p.html", "id": null, "driver": null, "click": null});
         let job = Job::from_inputs(with_nulls.as_object().unwrap()).unwrap();
         assert_eq!((job.id.as_str(), job.driver), ("p", DriverChoice::Auto));
