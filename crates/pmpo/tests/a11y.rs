@@ -117,6 +117,15 @@ fn the_accessibility_check_passes_fails_and_is_not_checked() {
     );
     // Both of its violations are critical, none moderate: `expect: fail` is not met.
     assert_eq!(outcome_of(&j, "names")["status"], "failed");
+    // The manifest's preview runs carry the audit's counts.
+    let m = ws.read_json("artifact_manifest.json");
+    let runs = m["preview"]["runs"].as_array().unwrap();
+    let hero = runs
+        .iter()
+        .find(|r| r["artifact_id"] == "hero-undefined-vars")
+        .unwrap();
+    assert_eq!(hero["accessibility"]["status"], "checked", "{hero}");
+    assert_eq!(hero["accessibility"]["counts"]["serious"], 1, "{hero}");
 }
 
 #[test]

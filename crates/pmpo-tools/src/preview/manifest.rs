@@ -45,6 +45,7 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
         "page_errors": r.counts.page_errors,
         "failed_requests": r.counts.failed_requests,
         "screenshot_blank": r.image.as_ref().map(|i| i.blank),
+        "accessibility": r.accessibility.as_ref().map(|a| json!({"status": a.status, "counts": a.counts})),
     })
 }
 
