@@ -181,6 +181,20 @@ mod tests {
     }
 
     #[test]
+    fn unknown_impacts_are_refused_before_the_run() {
+        let params = |v: Value| v.as_object().unwrap().clone();
+        let issues = crate::check_params(
+            &ACCESSIBILITY,
+            &params(json!({"report": "r.json", "impacts": ["serious", "severe"]})),
+        );
+        let text: Vec<&str> = issues.iter().map(|i| i.message.as_str()).collect();
+        assert_eq!(text, ["unknown impact `severe`"]);
+        let ok = params(json!({"report": "r.json", "impacts": "moderate", "expect": "fail"}));
+        assert!(crate::check_params(&ACCESSIBILITY, &ok).is_empty());
+        assert_eq!(crate::find("a11y").unwrap().name, "accessibility");
+    }
+
+    #[test]
     fn an_unchecked_page_is_not_a_pass() {
         let mut r = PreviewReport::default();
         let v = judge("r.json", &r, &strs(DEFAULT_IMPACTS), false);

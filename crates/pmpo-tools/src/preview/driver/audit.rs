@@ -57,8 +57,8 @@ async fn step<T>(
     {
         Ok(done) => done,
         Err(_) => Err(format!(
-            "the audit did not finish within {:.1} s",
-            AUDIT_LIMIT.as_secs_f64()
+            "the audit did not finish in time ({} s at most, within the stage's time limit): a very large page? turn it off with `accessibility: false`",
+            AUDIT_LIMIT.as_secs()
         )),
     }
 }
