@@ -142,9 +142,10 @@ async fn the_invisible_button_of_a_hero_with_undefined_variables_is_named() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_alternative_text_and_labels_are_found_and_a_clean_page_has_none() {
-    // The page's own `axe` global does not disturb the audit (it runs in a
-    // world of its own), nor does the audit disturb the page's.
-    let own_axe = "<!doctype html><html lang=\"en\"><head><title>t</title></head><body><main><h1>Hi</h1><img src=\"x.png\"></main>\n<script>window.axe = {run: () => { throw new Error('not the real one'); }};</script></body></html>";
+    // What the page does to its own globals does not reach the audit (it
+    // runs in a world of its own): neither an `axe` of its own nor broken
+    // builtins, which would break an engine loaded into the page's world.
+    let own_axe = "<!doctype html><html lang=\"en\"><head><title>t</title></head><body><main><h1>Hi</h1><img src=\"x.png\"></main>\n<script>window.axe = {run: () => { throw new Error('not the real one'); }};\nwindow.getComputedStyle = () => { throw new Error('sabotaged'); };\nArray.prototype.map = function () { throw new Error('sabotaged'); };</script></body></html>";
     let Some((_d, ws)) = workspace(&[("own-axe.html", own_axe)]) else {
         return;
     };
