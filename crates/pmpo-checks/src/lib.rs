@@ -14,6 +14,7 @@
 //! Text is read only up to [`MAX_TEXT_BYTES`]. A check never panics on bad
 //! input: a file it cannot read is a failed check with a clear message.
 
+mod a11y;
 mod command;
 mod confine;
 mod contrast;
@@ -187,6 +188,7 @@ static CHECKS: &[CheckDef] = &[
     manifest::MANIFEST,
     page::PREVIEW,
     page::LINKS,
+    a11y::ACCESSIBILITY,
 ];
 
 fn normalize(name: &str) -> String {
@@ -238,6 +240,7 @@ const FILE_PARAMS: &[(&str, &str)] = &[
     ("image_dimensions", "pattern"),
     ("manifest", "path"),
     ("preview", "report"),
+    ("accessibility", "report"),
     ("json_schema", "schema_file"),
 ];
 

@@ -171,6 +171,19 @@ fn print_human(
     for n in &r.notes {
         out!("  note: {n}");
     }
+    if let Some(a) = &r.accessibility {
+        out!("  {}", a.summary());
+        for v in &a.violations {
+            let at: Vec<&str> = v.nodes.iter().map(|n| n.selector.as_str()).collect();
+            out!(
+                "    {} ({}): {} at {}",
+                v.rule,
+                v.impact,
+                v.help,
+                at.join(", ")
+            );
+        }
+    }
     let failed: Vec<&str> = criteria
         .iter()
         .filter(|c| c.state == CheckState::Failed)

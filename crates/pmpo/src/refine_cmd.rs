@@ -497,6 +497,9 @@ fn print_report(r: &Report) {
     if let Some(d) = &r.last_decision {
         let _ = writeln!(err, "  decision: {} — {}", d.decision, d.reason);
     }
+    for n in &r.notes {
+        let _ = writeln!(err, "  note: {n}");
+    }
     if let Some(n) = &r.next_step {
         let _ = writeln!(err, "  next: {n}");
     }

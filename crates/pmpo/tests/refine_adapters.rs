@@ -121,16 +121,11 @@ fn ui_html_page() {
         &["--type", "ui", "--input", "pages/card.html"],
     );
     let p = plan(&ws, "status");
-    assert_plan(
-        &p,
-        &[("import", "run"), ("preview", "preview")],
-        &[
-            "renders",
-            "html-valid",
-            "offline-runtime",
-            "manifest-complete",
-        ],
-    );
+    let mut checked = vec!["renders", "html-valid", "offline-runtime"];
+    // The rendered page's accessibility is checked where a browser runs.
+    checked.extend(a11y(browser));
+    checked.push("manifest-complete");
+    assert_plan(&p, &[("import", "run"), ("preview", "preview")], &checked);
     let preview = stage(&p, "preview");
     assert_eq!(preview["with"]["input"], "pages/card.html");
     assert_eq!(preview["with"]["required"], true);
@@ -142,7 +137,8 @@ fn ui_html_page() {
     if browser {
         let report = assert_converged(&ws, &r, "status");
         assert_eq!(status(&report, "renders"), "satisfied");
-        assert_eq!(status(&report, "accessible-names"), "not_checked");
+        assert_eq!(status(&report, "accessible"), "satisfied");
+        assert_eq!(status(&report, "accessible-moderate"), "satisfied");
         assert_dist(
             &ws,
             &["dist/card.html", "dist/previews/card/screenshot.png"],
@@ -179,16 +175,16 @@ fn ui_html_page() {
 
 #[test]
 fn ui_tsx_component() {
-    let browser = have_chromium() && have_esbuild();
+    let chromium = have_chromium();
+    let browser = chromium && have_esbuild();
     let ws = Ws::new();
     copy_fixture(&ws, "ui", "src");
     let r = refine(&ws, "badge", &["--type", "ui", "--input", "src/Badge.tsx"]);
     let p = plan(&ws, "badge");
-    assert_plan(
-        &p,
-        &[("import", "run"), ("preview", "preview")],
-        &["renders", "exports-component", "manifest-complete"],
-    );
+    let mut checked = vec!["renders", "exports-component"];
+    checked.extend(a11y(chromium));
+    checked.push("manifest-complete");
+    assert_plan(&p, &[("import", "run"), ("preview", "preview")], &checked);
     assert_eq!(stage(&p, "preview")["with"]["input"], "src/Badge.tsx");
     assert_eq!(
         check(&p, "renders")["with"]["report"],

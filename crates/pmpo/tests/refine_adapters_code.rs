@@ -31,12 +31,16 @@ fn content_markdown_with_relative_links() {
             ("preview", "preview"),
         ],
         &[
-            "page-exists",
-            "heading-hierarchy",
-            "links-resolve",
-            "renders",
-            "manifest-complete",
-        ],
+            &[
+                "page-exists",
+                "heading-hierarchy",
+                "links-resolve",
+                "renders",
+            ][..],
+            a11y(browser),
+            &["manifest-complete"],
+        ]
+        .concat(),
     );
     assert_eq!(stage(&p, "render")["with"]["input"], "docs/guide.md");
     assert_eq!(
@@ -68,6 +72,7 @@ fn content_markdown_with_relative_links() {
         let report = assert_converged(&ws, &r, "guide");
         assert_eq!(status(&report, "links-resolve"), "satisfied");
         assert_eq!(status(&report, "renders"), "satisfied");
+        assert_eq!(status(&report, "accessible"), "satisfied");
         assert_dist(&ws, &files);
     } else {
         eprintln!("Chromium not found: the document's outcome is not asserted");

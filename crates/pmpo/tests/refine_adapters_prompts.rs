@@ -160,6 +160,7 @@ fn meta_composite_of_an_image_prompt_and_a_document() {
             "renders",
         ]
         .iter()
+        .chain(a11y(browser))
         .map(|c| format!("c2-content_{c}")),
     );
     checked.push("manifest-complete".into());

@@ -260,7 +260,9 @@ fn check_names_unknown_checks_with_the_valid_ones() {
     );
     assert!(err.contains("did you mean `file_exists`?"), "{err}");
     assert!(
-        err.contains("known checks: aspect_ratio, build, command, contains, contrast"),
+        err.contains(
+            "known checks: accessibility, aspect_ratio, build, command, contains, contrast"
+        ),
         "{err}"
     );
     assert!(

@@ -8,7 +8,7 @@ use serde_json::json;
 use pmpo_plan::{ConstraintKind, Severity};
 
 use super::values::{StageValue, stage};
-use super::{AdapterError, AdapterInput, Builder, Scope, need_input, stem};
+use super::{AdapterError, AdapterInput, Builder, Scope, accessibility, need_input, stem};
 
 pub(super) fn content(
     b: &mut Builder,
@@ -115,17 +115,16 @@ pub(super) fn content(
         "Every relative link of the report resolves",
         Some(("links", json!({"path": page}))),
     );
+    let report = s.path(&format!("previews/{id}/preview-report.json"));
     b.constraint(
         s,
         "renders",
         Severity::High,
         ConstraintKind::Visual,
         "The report renders in a browser without errors",
-        Some((
-            "preview",
-            json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}),
-        )),
+        Some(("preview", json!({"report": report}))),
     );
+    accessibility(b, s, &report);
     b.d.required_files.push(page);
     Ok(())
 }

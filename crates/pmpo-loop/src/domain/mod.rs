@@ -293,6 +293,71 @@ fn intent_constraint(b: &mut Builder, scope: &Scope, input: &AdapterInput<'_>) {
     }
 }
 
+/// Whether a browser can render pages here: the preview tool's own search
+/// (`pmpo_tools::preview::browser::find_chromium`): `PMPO_CHROMIUM` when
+/// set, else the usual places, else the `PATH`.
+fn browser_runs() -> bool {
+    if let Some(p) = std::env::var_os("PMPO_CHROMIUM").filter(|p| !p.is_empty()) {
+        return Path::new(&p).is_file();
+    }
+    let usual = [
+        "/usr/bin/chromium",
+        "/usr/bin/chromium-browser",
+        "/usr/bin/google-chrome",
+    ];
+    usual.iter().any(|p| Path::new(p).is_file())
+        || std::env::var_os("PATH").is_some_and(|paths| {
+            std::env::split_paths(&paths).any(|dir| {
+                ["chromium", "chromium-browser", "google-chrome", "chrome"]
+                    .iter()
+                    .any(|n| dir.join(n).is_file())
+            })
+        })
+}
+
+/// The accessibility constraints of a page a preview renders, checked by
+/// `accessibility` on its report: `accessible` (blocking: no critical or
+/// serious axe-core violation) and `accessible-moderate` (medium: no
+/// moderate one). Where no browser can run, nobody could check them and the
+/// artifact could never converge: they are left out and a note says so.
+/// `false` when they were left out.
+fn accessibility(b: &mut Builder, s: &Scope, report: &str) -> bool {
+    accessibility_if(b, s, report, browser_runs())
+}
+
+fn accessibility_if(b: &mut Builder, s: &Scope, report: &str, browser: bool) -> bool {
+    if !browser {
+        let note = "no Chromium was found, so the rendered page's accessibility (axe-core) cannot be checked: the `accessible` and `accessible-moderate` constraints are left out (install Chromium or set PMPO_CHROMIUM to have them)".to_string();
+        if !b.d.notes.contains(&note) {
+            b.d.notes.push(note);
+        }
+        return false;
+    }
+    b.constraint(
+        s,
+        "accessible",
+        Severity::Blocking,
+        ConstraintKind::Accessibility,
+        "The rendered page has no critical or serious accessibility violation (axe-core, WCAG A/AA: contrast, alternative text, labels, ...)",
+        Some((
+            "accessibility",
+            json!({"report": report, "impacts": ["critical", "serious"]}),
+        )),
+    );
+    b.constraint(
+        s,
+        "accessible-moderate",
+        Severity::Medium,
+        ConstraintKind::Accessibility,
+        "The rendered page has no moderate accessibility violation (axe-core, WCAG A/AA)",
+        Some((
+            "accessibility",
+            json!({"report": report, "impacts": ["moderate"]}),
+        )),
+    );
+    true
+}
+
 /// Default constraints, checks, required files and plan of an artifact.
 pub fn build(input: &AdapterInput<'_>) -> Result<(Defaults, DomainPlan), AdapterError> {
     domain(input.artifact_type)?;
@@ -361,4 +426,42 @@ pub fn component_strategies(input: &AdapterInput<'_>) -> Vec<(String, String, St
             )
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_browser_is_looked_for_as_the_preview_does() {
+        assert_eq!(
+            browser_runs(),
+            pmpo_tools::preview::browser::find_chromium(None).is_ok()
+        );
+    }
+
+    #[test]
+    fn accessibility_constraints_need_a_browser() {
+        let mut b = Builder::default();
+        let s = Scope::top();
+        assert!(accessibility_if(
+            &mut b,
+            &s,
+            "dist/previews/p/preview-report.json",
+            true
+        ));
+        let ids: Vec<&str> = b.d.constraints.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["accessible", "accessible-moderate"]);
+        assert_eq!(b.d.constraints[0].severity, Severity::Blocking);
+        assert_eq!(b.d.constraints[1].severity, Severity::Medium);
+        assert_eq!(b.d.checks[0].validation_method, "accessibility");
+        assert_eq!(b.d.checks[1].inputs["impacts"], json!(["moderate"]));
+        assert!(b.d.notes.is_empty());
+        let mut b = Builder::default();
+        assert!(!accessibility_if(&mut b, &s, "r.json", false));
+        assert!(!accessibility_if(&mut b, &s, "r.json", false));
+        assert!(b.d.constraints.is_empty() && b.d.checks.is_empty());
+        assert_eq!(b.d.notes.len(), 1, "one note, however many pages");
+        assert!(b.d.notes[0].contains("no Chromium was found"));
+    }
 }

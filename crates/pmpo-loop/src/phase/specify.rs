@@ -120,6 +120,10 @@ impl Controller<'_, '_> {
         for n in &notes {
             body.push_str(&format!("- Note: {n}\n"));
             self.env.observer.note(n);
+            // Also in the run's summary (a constraint left out, a tool missing).
+            if !self.notes.contains(n) {
+                self.notes.push(n.clone());
+            }
         }
         self.log(
             REFINEMENT_LOG,

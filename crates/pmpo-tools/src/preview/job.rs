@@ -47,6 +47,8 @@ struct PreviewInputs {
     chromium: Option<String>,
     /// The esbuild to use for `.tsx`/`.jsx` pages.
     esbuild: Option<String>,
+    /// Whether axe-core audits the rendered page (default true).
+    accessibility: Option<bool>,
 }
 
 impl typed::Inputs for PreviewInputs {
@@ -105,6 +107,7 @@ pub(super) struct Job {
     pub(super) driver: DriverChoice,
     pub(super) chromium: Option<String>,
     pub(super) esbuild: Option<String>,
+    pub(super) accessibility: bool,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -226,6 +229,7 @@ impl Job {
             clicks: with.click,
             chromium: with.chromium,
             esbuild: with.esbuild,
+            accessibility: with.accessibility.unwrap_or(true),
         })
     }
 
@@ -262,7 +266,7 @@ mod tests {
             msgs(
                 json!({"input": "p.html", "id": "card", "network": false, "required": true,
                 "viewport": {"width": 800, "height": 600}, "click": ["#a", ".b"], "wait_ms": 100,
-                "settle_ms": 500, "driver": "devtools"})
+                "settle_ms": 500, "driver": "devtools", "accessibility": false})
             )
             .is_empty()
         );
@@ -294,6 +298,7 @@ mod tests {
         assert_eq!(job.dir, "dist/previews/card");
         assert_eq!(job.settle, DEFAULT_SETTLE);
         assert_eq!(job.driver, DriverChoice::Auto);
+        assert!(job.accessibility, "the audit is on unless turned off");
         let with_nulls = json!({"input": "p.html", "id": null, "driver": null, "click": null});
         let job = Job::from_inputs(with_nulls.as_object().unwrap()).unwrap();
         assert_eq!((job.id.as_str(), job.driver), ("p", DriverChoice::Auto));

@@ -7,7 +7,7 @@ use super::report::PreviewReport;
 
 pub(super) fn summary_line(r: &PreviewReport, report_path: &str) -> String {
     format!(
-        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s), {:.0} ms{}; report {}\n",
+        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s){}, {:.0} ms{}; report {}\n",
         r.artifact_id,
         r.status,
         r.driver,
@@ -15,6 +15,10 @@ pub(super) fn summary_line(r: &PreviewReport, report_path: &str) -> String {
         r.counts.console_errors,
         r.counts.page_errors,
         r.counts.failed_requests,
+        r.accessibility
+            .as_ref()
+            .map(|a| format!(", {}", a.summary()))
+            .unwrap_or_default(),
         r.timings.total_ms,
         r.reason
             .as_ref()
@@ -41,6 +45,7 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
         "page_errors": r.counts.page_errors,
         "failed_requests": r.counts.failed_requests,
         "screenshot_blank": r.image.as_ref().map(|i| i.blank),
+        "accessibility": r.accessibility.as_ref().map(|a| json!({"status": a.status, "counts": a.counts})),
     })
 }
 

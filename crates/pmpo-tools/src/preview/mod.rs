@@ -9,11 +9,15 @@
 //!   required: false             # true: a preview that fails or is skipped fails the stage
 //!   viewport: {width: 1024, height: 768}
 //!   click: ["#show-details"]    # optional: clicked in order before the screenshot
+//!   accessibility: true         # default true: axe-core audits the rendered page (WCAG A/AA)
 //! ```
 //!
 //! Writes `dist/previews/<id>/preview.html` (the page as rendered, with the
 //! HTMX runtime policy applied), `screenshot.png` and `preview-report.json`
-//! ([`PreviewReport`]).
+//! ([`PreviewReport`]). With the DevTools driver, once the screenshot is
+//! taken, axe-core (shipped with pmpo) audits the page in a world of its own
+//! and the report's `accessibility` lists the violations ([`a11y`]); the
+//! audit never fails the preview (the `accessibility` check judges it).
 //!
 //! Fallback order: the DevTools driver (full diagnostics) -> Chromium's own
 //! `--screenshot` mode (a screenshot, no diagnostics, said so in the report)
@@ -23,6 +27,7 @@
 //! One browser serves every preview of a run; [`Tool::end_run`] closes it
 //! (and kills its process group).
 
+pub mod a11y;
 pub mod browser;
 pub mod cdp;
 pub mod driver;
@@ -316,6 +321,7 @@ impl PreviewTool {
             settle_limit: job.settle,
             extra_wait: job.extra_wait,
             clicks: &job.clicks,
+            accessibility: job.accessibility,
             deadline,
             cancel: ctx.cancel,
         };
@@ -327,6 +333,7 @@ impl PreviewTool {
         report.page_errors = observed.page_errors;
         report.failed_requests = observed.failed_requests;
         report.notes.extend(observed.notes);
+        report.accessibility = observed.accessibility;
         report.timings.load_ms = observed.load_ms;
         report.timings.settle_ms = observed.settle_ms;
         report.timings.quiet_waits_ms = observed.settle_waits;
@@ -473,6 +480,7 @@ impl Tool for PreviewTool {
                 required::required_by(spec, ctx.validation, &job.rel("preview-report.json"));
         }
         let mut report = self.preview(ctx, &job).await?;
+        a11y::explain_missing(&mut report, job.accessibility);
         report.timings.total_ms = driver::ms(started.elapsed());
         report.generated_at = now();
         let report_rel = job.rel("preview-report.json");

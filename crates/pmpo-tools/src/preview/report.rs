@@ -2,6 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::a11y::Accessibility;
+
 /// Layout version of `preview-report.json`.
 pub const REPORT_VERSION: u32 = 1;
 
@@ -49,6 +51,9 @@ pub struct PreviewReport {
     pub browser: Option<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub notes: Vec<String>,
+    /// What axe-core found on the rendered page (see [`super::a11y`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub accessibility: Option<Accessibility>,
     pub generated_at: String,
 }
 

@@ -130,6 +130,7 @@ pub(super) async fn preview(root: &Path, a: &Args, cli: Cli) -> Result<CallToolR
         "console": report["console"], "page_errors": report["page_errors"],
         "failed_requests": report["failed_requests"], "counts": report["counts"],
         "check": out["check"], "exit_code": said.code,
+        "accessibility": report["accessibility"],
     });
     let shot = report["screenshot"].as_str().map(str::to_string);
     let mut content = vec![ContentBlock::text(format!(

@@ -60,7 +60,7 @@ fn table() -> Vec<(&'static str, &'static str, Value, Vec<&'static str>)> {
         ),
         (
             "preview",
-            "Render a page (.html) or component (.tsx/.jsx) in headless Chromium: the screenshot as a PNG image, the console, page errors and failed requests.",
+            "Render a page (.html) or component (.tsx/.jsx) in headless Chromium: the screenshot as a PNG image, the console, page errors, failed requests and the accessibility violations (axe-core: rule, impact, selectors).",
             json!({"input": s("The page, relative to the workspace"),
                 "id": s("The preview's name (its directory under dist/previews/)"),
                 "viewport": s("WIDTHxHEIGHT, e.g. 1024x768")}),

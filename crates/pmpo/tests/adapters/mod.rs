@@ -288,3 +288,13 @@ pub fn png(width: u32, height: u32) -> Vec<u8> {
 }
 
 // ---- logo ------------------------------------------------------------------
+
+/// The accessibility constraints the `ui`, `a2ui` and `content` adapters add
+/// after `renders` when a browser can run (none otherwise).
+pub fn a11y(browser: bool) -> &'static [&'static str] {
+    if browser {
+        &["accessible", "accessible-moderate"]
+    } else {
+        &[]
+    }
+}

@@ -14,6 +14,14 @@ impl PageState<'_> {
     /// Records one event of the page.
     pub(super) fn handle(&mut self, ev: CdpEvent) {
         let p = &ev.params;
+        // The audit's own output is not the page's.
+        let context = p
+            .get("executionContextId")
+            .or_else(|| p.pointer("/exceptionDetails/executionContextId"))
+            .and_then(Value::as_i64);
+        if context.is_some() && context == self.audit_context {
+            return;
+        }
         match ev.method.as_str() {
             "Fetch.requestPaused" => self.on_request_paused(p),
             "Network.requestWillBeSent" => self.on_request_sent(p),

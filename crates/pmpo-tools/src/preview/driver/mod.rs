@@ -19,9 +19,11 @@ use serde_json::{Value, json};
 use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_util::sync::CancellationToken;
 
+use super::a11y::Accessibility;
 use super::cdp::{CdpEvent, Connection};
 use super::report::{ConsoleMessage, FailedRequest, PageError, Viewport};
 
+mod audit;
 mod events;
 mod serve;
 
@@ -97,6 +99,8 @@ pub struct RenderRequest<'a> {
     /// CSS selectors clicked in order once the page settled (each click is
     /// followed by another settle), to show a state after interaction.
     pub clicks: &'a [String],
+    /// Whether axe-core audits the page after the screenshot.
+    pub accessibility: bool,
     pub deadline: Instant,
     pub cancel: &'a CancellationToken,
 }
@@ -118,6 +122,8 @@ pub struct Observed {
     /// A `click` selector that matched nothing.
     pub click_error: Option<String>,
     pub notes: Vec<String>,
+    /// The accessibility audit, when it was asked for and the page rendered.
+    pub accessibility: Option<Accessibility>,
 }
 
 struct RequestInfo {
@@ -144,6 +150,9 @@ struct PageState<'a> {
     last_activity: Instant,
     loaded: bool,
     crashed: bool,
+    /// The execution context the audit runs in: its console output and
+    /// exceptions are not the page's.
+    audit_context: Option<i64>,
     obs: Observed,
 }
 
@@ -328,6 +337,7 @@ async fn render_in_context(
         last_activity: Instant::now(),
         loaded: false,
         crashed: false,
+        audit_context: None,
         obs: Observed::default(),
     };
     let outcome = drive(&mut state, req).await;
@@ -359,7 +369,12 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
     }
     paint(state, req).await?;
     state.obs.settle_ms = ms(settle_start.elapsed());
-    screenshot(state, req).await
+    screenshot(state, req).await?;
+    // After the screenshot: the picture shows the page as the page made it.
+    if req.accessibility {
+        state.obs.accessibility = Some(audit::audit(state, req).await?);
+    }
+    Ok(())
 }
 
 /// Enables the domains whose events are observed, intercepts requests,
