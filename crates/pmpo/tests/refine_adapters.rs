@@ -224,12 +224,11 @@ fn a2ui_spec_and_binding_cycle() {
             ("preview", "preview"),
         ],
         &[
-            "schema-valid",
-            "no-binding-cycles",
-            "normalized",
-            "renders",
-            "manifest-complete",
-        ],
+            &["schema-valid", "no-binding-cycles", "normalized", "renders"][..],
+            a11y(browser),
+            &["manifest-complete"],
+        ]
+        .concat(),
     );
     let normalize = stage(&p, "normalize");
     assert_eq!(normalize["with"]["input"], "specs/profile.a2ui.json");

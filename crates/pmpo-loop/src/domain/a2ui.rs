@@ -109,6 +109,8 @@ pub(super) fn a2ui(
             json!({"report": s.path(&format!("previews/{id}/preview-report.json"))}),
         )),
     );
+    // The laid-out page's accessibility, where a browser runs.
+    super::accessibility(b, s, &s.path(&format!("previews/{id}/preview-report.json")));
     b.d.required_files.push(normalized);
     b.d.required_files.push(page);
     Ok(())
