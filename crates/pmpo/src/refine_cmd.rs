@@ -466,6 +466,14 @@ fn print_report(r: &Report) {
                 ""
             }
         );
+        // Why a measured constraint does not hold: the check's own words (the
+        // rule an audit broke, the cycle, the schema path), cut to one line.
+        if c.status != ConstraintStatus::Satisfied
+            && c.unproven.is_empty()
+            && !c.evidence.trim().is_empty()
+        {
+            let _ = writeln!(err, "       why: {}", one_line(&c.evidence, 300));
+        }
         // What the status rests on: this run's files (digests) or why not.
         if !c.unproven.is_empty() {
             let _ = writeln!(err, "       unproven: {}", c.unproven.join("; "));
@@ -512,6 +520,16 @@ fn print_report(r: &Report) {
         r.timings.model_ms,
         r.timings.engine_ms
     );
+}
+
+/// `text` on one line, at most `max` characters (an ellipsis says it was cut).
+fn one_line(text: &str, max: usize) -> String {
+    let flat = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    if flat.chars().count() <= max {
+        return flat;
+    }
+    let cut: String = flat.chars().take(max).collect();
+    format!("{cut}…")
 }
 
 pub fn approve(a: ApproveArgs) -> u8 {
