@@ -162,6 +162,13 @@ fn a_ui_page_with_an_invisible_button_does_not_converge_and_a_clean_one_does() {
         evidence.contains("color-contrast (serious) at #increment"),
         "{evidence}"
     );
+    // The summary a person reads says why, not only which run it rests on.
+    assert!(
+        r.stderr
+            .contains("why: accessibility failed: 1 accessibility violation(s): color-contrast (serious) at #increment"),
+        "{}",
+        r.stderr
+    );
     assert!(
         report["last_decision"]["reason"]
             .as_str()
