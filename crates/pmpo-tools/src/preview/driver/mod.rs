@@ -22,6 +22,7 @@ use tokio_util::sync::CancellationToken;
 use super::cdp::{CdpEvent, Connection};
 use super::report::{ConsoleMessage, FailedRequest, PageError, Viewport};
 
+mod dom_facts;
 mod events;
 mod serve;
 
@@ -118,6 +119,8 @@ pub struct Observed {
     /// A `click` selector that matched nothing.
     pub click_error: Option<String>,
     pub notes: Vec<String>,
+    /// What the settled page shows (see `dom_facts.rs`), if it answered.
+    pub dom_facts: Option<Value>,
 }
 
 struct RequestInfo {
@@ -358,6 +361,7 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         state.wait(until, req.cancel, |_| false).await?;
     }
     paint(state, req).await?;
+    state.obs.dom_facts = dom_facts::collect(state, req).await;
     state.obs.settle_ms = ms(settle_start.elapsed());
     screenshot(state, req).await
 }

@@ -1,0 +1,78 @@
+//! Cheap facts about the settled page, read with one `Runtime.evaluate`
+//! before the screenshot: what a person would see (text, images, hidden
+//! elements, text drawn in its background's colour) and what the host page
+//! of a `.tsx` entry mounted. The preview's findings say from them why a
+//! render is blank (see `preview/findings.rs`).
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::{PageState, RenderRequest};
+
+/// The longest wait for the answer (the page has just painted).
+const LIMIT: Duration = Duration::from_secs(2);
+
+const SCRIPT: &str = r##"(() => {
+  const body = document.body;
+  if (!body) return {body: false};
+  const skip = new Set(["SCRIPT", "STYLE", "TEMPLATE", "NOSCRIPT", "HEAD", "META", "LINK", "TITLE"]);
+  const shown = el => {
+    const s = getComputedStyle(el), r = el.getBoundingClientRect();
+    return s.display !== "none" && s.visibility !== "hidden" && Number(s.opacity) > 0 && r.width > 0 && r.height > 0;
+  };
+  const clear = c => c === "transparent" || /rgba\(.*,\s*0\)$/.test(c);
+  const background = el => {
+    for (let e = el; e; e = e.parentElement) {
+      const c = getComputedStyle(e).backgroundColor;
+      if (!clear(c)) return c;
+    }
+    return "rgb(255, 255, 255)";
+  };
+  const name = el => el.id ? "#" + el.id : el.tagName.toLowerCase() + (el.classList.length ? "." + [...el.classList].slice(0, 2).join(".") : "");
+  let text = 0, media = 0, seen = 0;
+  const invisible = [];
+  for (const el of body.querySelectorAll("*")) {
+    if (skip.has(el.tagName) || ++seen > 5000) continue;
+    if (!shown(el)) continue;
+    if (/^(img|svg|canvas|video|picture|iframe|input|select|textarea)$/i.test(el.tagName)) media++;
+    const own = [...el.childNodes].some(n => n.nodeType === 3 && n.textContent.trim());
+    if (!own) continue;
+    text++;
+    const s = getComputedStyle(el), bg = background(el);
+    if (clear(s.color) || s.color === bg) {
+      text--;
+      if (invisible.length < 5) invisible.push({selector: name(el), color: s.color, background: bg});
+    }
+  }
+  const kids = [...body.children].filter(k => !skip.has(k.tagName));
+  const root = document.getElementById("root");
+  return {
+    body: true,
+    body_text: body.innerText.trim().length,
+    visible_text_elements: text,
+    visible_media: media,
+    elements: kids.length,
+    all_hidden: kids.length > 0 && kids.every(k => !shown(k)),
+    invisible_text: invisible,
+    root_empty: root ? root.childNodes.length === 0 : null,
+    mount: window.__pmpoMount || null
+  };
+})()"##;
+
+/// The facts, or `None` when the page could not answer in time.
+pub(super) async fn collect(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Option<Value> {
+    let (conn, session) = (state.conn, state.session.clone());
+    let call = conn.call(
+        Some(session.as_str()),
+        "Runtime.evaluate",
+        json!({"expression": SCRIPT, "returnByValue": true}),
+    );
+    let answer = state
+        .pump(tokio::time::timeout(LIMIT, call), req.deadline, req.cancel)
+        .await
+        .ok()?
+        .ok()?
+        .ok()?;
+    answer.pointer("/result/value").cloned()
+}
