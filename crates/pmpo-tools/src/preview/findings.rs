@@ -16,7 +16,38 @@ pub fn after_render(report: &mut PreviewReport, dom: Option<&Value>) {
     if let Some(image) = report.image.clone().filter(|i| i.blank) {
         let causes = blank_causes(report, dom);
         report.findings.push(blank_finding(&image, &causes));
+    } else if let Some(text) = dom.and_then(invisible_text) {
+        report.findings.push(Finding::new(
+            "invisible-text",
+            "warning",
+            format!("{text}: a person sees nothing there"),
+            Some("give the text a colour that differs from its background (a CSS variable the page never defines gives no colour at all)".into()),
+        ));
     }
+}
+
+/// Elements whose text has its background's colour (or none), named with both colours.
+fn invisible_text(dom: &Value) -> Option<String> {
+    let list = dom
+        .get("invisible_text")
+        .and_then(Value::as_array)
+        .filter(|l| !l.is_empty())?;
+    let shown: Vec<String> = list
+        .iter()
+        .map(|i| {
+            let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
+            format!(
+                "`{}` ({} on {})",
+                s("selector"),
+                s("color"),
+                s("background")
+            )
+        })
+        .collect();
+    Some(format!(
+        "text drawn in the colour of its background: {}",
+        shown.join(", ")
+    ))
 }
 
 fn str_list(v: Option<&Value>) -> String {
@@ -116,27 +147,8 @@ fn blank_causes(report: &PreviewReport, dom: Option<&Value>) -> Vec<String> {
     } else if n("body_text") == 0 && n("visible_media") == 0 {
         causes.push("the page's <body> holds no text and no image".into());
     }
-    if let Some(list) = d
-        .get("invisible_text")
-        .and_then(Value::as_array)
-        .filter(|l| !l.is_empty())
-    {
-        let shown: Vec<String> = list
-            .iter()
-            .map(|i| {
-                let s = |k: &str| i.get(k).and_then(Value::as_str).unwrap_or("?").to_string();
-                format!(
-                    "`{}` ({} on {})",
-                    s("selector"),
-                    s("color"),
-                    s("background")
-                )
-            })
-            .collect();
-        causes.push(format!(
-            "text drawn in the colour of its background: {}",
-            shown.join(", ")
-        ));
+    if let Some(text) = invisible_text(d) {
+        causes.push(text);
     } else if n("body_text") > 0 && n("visible_text_elements") == 0 {
         causes.push("the page has text but none of it is visible".into());
     }

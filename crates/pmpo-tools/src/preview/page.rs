@@ -275,6 +275,9 @@ fn htmx_policy(
         }
         None if network => {
             inject.push_str(&format!("<script src=\"{HTMX_NETWORK_URL}\"></script>"));
+            findings.push(htmx_added(&format!(
+                "HTMX from {HTMX_NETWORK_URL} (network: true)"
+            )));
             Runtime {
                 source: "network",
                 detail: format!("HTMX loaded from {HTMX_NETWORK_URL} (network: true)"),
@@ -282,18 +285,22 @@ fn htmx_policy(
         }
         None => {
             inject.push_str(&local_script());
-            findings.push(Finding::new(
-                "runtime-added",
-                "info",
-                format!("the page uses HTMX attributes (hx-*) but loads no HTMX runtime; pmpo added HTMX {HTMX_VERSION} for this preview"),
-                Some("opened on its own, the page's hx- attributes do nothing: load HTMX in the page; `runtimes: []` previews the page exactly as written".into()),
-            ));
+            findings.push(htmx_added(&format!("HTMX {HTMX_VERSION}")));
             Runtime {
                 source: "local",
                 detail: format!("HTMX {HTMX_VERSION} shipped with pmpo, inlined into the page"),
             }
         }
     }
+}
+
+fn htmx_added(what: &str) -> Finding {
+    Finding::new(
+        "runtime-added",
+        "info",
+        format!("the page uses HTMX attributes (hx-*) but loads no HTMX runtime; pmpo added {what} for this preview"),
+        Some("opened on its own, the page's hx- attributes do nothing: load HTMX in the page; `runtimes: []` previews the page exactly as written".into()),
+    )
 }
 
 fn missing_htmx(message: String) -> Finding {

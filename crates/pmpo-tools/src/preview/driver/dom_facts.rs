@@ -22,10 +22,12 @@ const SCRIPT: &str = r##"(() => {
     return s.display !== "none" && s.visibility !== "hidden" && Number(s.opacity) > 0 && r.width > 0 && r.height > 0;
   };
   const clear = c => c === "transparent" || /rgba\(.*,\s*0\)$/.test(c);
+  // The colour behind an element's text; null when an image or gradient may be behind it.
   const background = el => {
     for (let e = el; e; e = e.parentElement) {
-      const c = getComputedStyle(e).backgroundColor;
-      if (!clear(c)) return c;
+      const st = getComputedStyle(e);
+      if (st.backgroundImage !== "none") return null;
+      if (!clear(st.backgroundColor)) return st.backgroundColor;
     }
     return "rgb(255, 255, 255)";
   };
@@ -40,7 +42,7 @@ const SCRIPT: &str = r##"(() => {
     if (!own) continue;
     text++;
     const s = getComputedStyle(el), bg = background(el);
-    if (clear(s.color) || s.color === bg) {
+    if (bg && (clear(s.color) || s.color === bg)) {
       text--;
       if (invisible.length < 5) invisible.push({selector: name(el), color: s.color, background: bg});
     }
