@@ -396,3 +396,24 @@ async fn a_blank_render_says_why() {
     }
     tool.end_run().await;
 }
+
+#[tokio::test]
+async fn white_text_over_a_picture_is_not_invisible() {
+    let page = r##"<!doctype html><html><body style="margin:0;background:#fff">
+<div style="position:relative;height:300px">
+  <div style="position:absolute;inset:0;background:#112233"></div>
+  <h1 id="title" style="position:relative;color:#fff;margin:0;padding:40px">Over the picture</h1>
+</div>
+<p id="ghost" style="color:#ffffff">Nobody sees this</p>
+</body></html>"##;
+    let Some((_dir, ws)) = pages(&[("hero.html", page)]) else {
+        return;
+    };
+    let tool = PreviewTool::new();
+    let r = run(&tool, &ws, json!({"input": "hero.html"})).await;
+    tool.end_run().await;
+    assert_eq!(r.status, "success");
+    let f = finding(&r, "invisible-text").expect("the white paragraph is named");
+    assert!(f.message.contains("`#ghost`"), "{}", f.message);
+    assert!(!f.message.contains("#title"), "{}", f.message);
+}

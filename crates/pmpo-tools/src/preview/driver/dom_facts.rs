@@ -31,6 +31,18 @@ const SCRIPT: &str = r##"(() => {
     }
     return "rgb(255, 255, 255)";
   };
+  // Something else drawn under the element's middle (an image, a gradient,
+  // another colour) that is not one of its ancestors: the text may show on it.
+  const overPicture = (el, bg) => {
+    const r = el.getBoundingClientRect();
+    for (const e of document.elementsFromPoint(r.left + r.width / 2, r.top + r.height / 2)) {
+      if (e === el || e.contains(el)) continue;
+      const st = getComputedStyle(e);
+      if (/^(IMG|VIDEO|CANVAS|SVG|PICTURE|IFRAME)$/i.test(e.tagName) || st.backgroundImage !== "none"
+          || (!clear(st.backgroundColor) && st.backgroundColor !== bg)) return true;
+    }
+    return false;
+  };
   const name = el => el.id ? "#" + el.id : el.tagName.toLowerCase() + (el.classList.length ? "." + [...el.classList].slice(0, 2).join(".") : "");
   let text = 0, media = 0, seen = 0;
   const invisible = [];
@@ -42,7 +54,7 @@ const SCRIPT: &str = r##"(() => {
     if (!own) continue;
     text++;
     const s = getComputedStyle(el), bg = background(el);
-    if (bg && (clear(s.color) || s.color === bg)) {
+    if (bg && (clear(s.color) || s.color === bg) && !overPicture(el, bg)) {
       text--;
       if (invisible.length < 5) invisible.push({selector: name(el), color: s.color, background: bg});
     }
