@@ -3,6 +3,8 @@
 //! button is styled by a CSS variable the page never defines, Alpine.js
 //! and HTMX loaded from the network), through the real binary and Chromium.
 
+mod adapters;
+
 use common::{Run, Ws, bin, have_chromium};
 use pmpo_testkit as common;
 
@@ -123,4 +125,25 @@ fn a_plan_stage_chooses_its_runtimes() {
         !html.contains("data-pmpo-runtime=\"alpine"),
         "Alpine left out"
     );
+}
+
+/// A default-exported component with no React import: the ui adapter's
+/// blocking `renders` constraint holds (its screenshot was blank before).
+#[test]
+fn a_default_exported_tsx_component_converges() {
+    if !(adapters::have_chromium() && adapters::have_esbuild()) {
+        eprintln!("skipping: Chromium or esbuild not found");
+        return;
+    }
+    let ws = Ws::new();
+    ws.write(
+        "ui/Hello.tsx",
+        "export default function Hello() {\n  return <main style={{ padding: \"32px\" }}><h1>Hello</h1><p>No React import.</p></main>;\n}\n",
+    );
+    let r = adapters::refine(&ws, "hello", &["--type", "ui", "--input", "ui/Hello.tsx"]);
+    let report = adapters::assert_converged(&ws, &r, "hello");
+    assert_eq!(adapters::status(&report, "renders"), "satisfied");
+    let preview = ws.read_json("dist/previews/Hello/preview-report.json");
+    assert_eq!(preview["image"]["blank"], false, "{preview}");
+    assert_eq!(preview["findings"][0]["code"], "mounted", "{preview}");
 }
