@@ -23,13 +23,16 @@ const SCRIPT: &str = r##"(() => {
   };
   const clear = c => c === "transparent" || /rgba\(.*,\s*0\)$/.test(c);
   // The colour behind an element's text; null when an image or gradient may be behind it.
+  // Remembered per element: siblings share their ancestors' answer.
+  const behind = new Map();
   const background = el => {
-    for (let e = el; e; e = e.parentElement) {
-      const st = getComputedStyle(e);
-      if (st.backgroundImage !== "none") return null;
-      if (!clear(st.backgroundColor)) return st.backgroundColor;
-    }
-    return "rgb(255, 255, 255)";
+    if (!el) return "rgb(255, 255, 255)";
+    if (behind.has(el)) return behind.get(el);
+    const st = getComputedStyle(el);
+    const c = st.backgroundImage !== "none" ? null
+      : !clear(st.backgroundColor) ? st.backgroundColor : background(el.parentElement);
+    behind.set(el, c);
+    return c;
   };
   // Something else drawn under the element's middle (an image, a gradient,
   // another colour) that is not one of its ancestors: the text may show on it.
