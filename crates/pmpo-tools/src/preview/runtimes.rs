@@ -424,6 +424,39 @@ mod tests {
     }
 
     #[test]
+    fn broken_markup_is_scanned_without_panic() {
+        let nasty = [
+            "<",
+            "<é",
+            "<a é=é>",
+            "<script",
+            "<script>x",
+            "<a b='",
+            "<!--",
+            "</",
+            "<a/",
+            "<a /",
+            "<a =x>",
+            "<a b=>",
+            "<p x-data='{' @click=\"a>\"b\">ü</p>",
+            "<<x-data>>",
+            "<a\tx-data\n/>",
+            "<!doctype",
+            "<?xml",
+            "</div x-data>",
+        ];
+        for html in nasty {
+            let _ = alpine_directives(&tags(html));
+            let mut page = html.to_string();
+            let _ = alpine_policy(&mut page, false, Runtimes::default());
+        }
+        assert_eq!(
+            directives("<p x-data='{' @click=\"a>b\">ü</p>"),
+            ["x-data", "@click"]
+        );
+    }
+
+    #[test]
     fn the_policy_adds_replaces_or_reports() {
         let page = "<html><head></head><body><div x-data=\"{n: 1}\"><span x-text=\"n\"></span></div></body></html>";
         let mut html = page.to_string();

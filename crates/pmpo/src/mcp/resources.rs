@@ -131,6 +131,9 @@ pub(super) async fn preview(root: &Path, a: &Args, cli: Cli) -> Result<CallToolR
         "failed_requests": report["failed_requests"], "counts": report["counts"],
         "check": out["check"], "exit_code": said.code,
     });
+    if let Some(findings) = report.get("findings") {
+        value["findings"] = findings.clone();
+    }
     let shot = report["screenshot"].as_str().map(str::to_string);
     let mut content = vec![ContentBlock::text(format!(
         "preview of `{}`: {} ({} console errors, {} page errors, {} failed requests)",
