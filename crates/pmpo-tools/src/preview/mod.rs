@@ -13,8 +13,11 @@
 //! ```
 //!
 //! Writes `dist/previews/<id>/preview.html` (the page as rendered, with the
-//! HTMX runtime policy applied), `screenshot.png` and `preview-report.json`
-//! ([`PreviewReport`]).
+//! runtime policy applied: HTMX and Alpine.js, as `runtimes` allows; for a
+//! `.tsx`/`.jsx` entry, the host page that runs `bundle.js` and mounts its
+//! default export), `screenshot.png` and `preview-report.json`
+//! ([`PreviewReport`]; its `findings` say what the page is missing and why a
+//! blank screenshot is blank).
 //!
 //! Fallback order: the DevTools driver (full diagnostics) -> Chromium's own
 //! `--screenshot` mode (a screenshot, no diagnostics, said so in the report)
