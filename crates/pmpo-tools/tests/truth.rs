@@ -383,6 +383,13 @@ async fn a_blank_render_says_why() {
             f.message
         );
         assert!(f.message.contains(cause), "{id}: {}", f.message);
+        // An empty element is not called hidden.
+        assert_eq!(
+            f.message.contains("is hidden"),
+            id == "hidden",
+            "{}",
+            f.message
+        );
         let shot =
             std::fs::read(ws.root().join(format!("dist/previews/{id}/screenshot.png"))).unwrap();
         let v = evaluate_report(&r, Some(&shot));

@@ -63,6 +63,8 @@ const SCRIPT: &str = r##"(() => {
     }
   }
   const kids = [...body.children].filter(k => !skip.has(k.tagName));
+  // Elements with something to show: hidden, they explain a blank page; empty, they do not.
+  const full = kids.filter(k => k.textContent.trim() || k.querySelector("img,svg,canvas,video,picture,iframe,input"));
   const root = document.getElementById("root");
   return {
     body: true,
@@ -70,7 +72,7 @@ const SCRIPT: &str = r##"(() => {
     visible_text_elements: text,
     visible_media: media,
     elements: kids.length,
-    all_hidden: kids.length > 0 && kids.every(k => !shown(k)),
+    all_hidden: full.length > 0 && full.every(k => !shown(k)),
     invisible_text: invisible,
     root_empty: root ? root.childNodes.length === 0 : null,
     mount: window.__pmpoMount || null
