@@ -201,6 +201,36 @@ async fn alpine_pages_run_the_shipped_runtime_or_say_it_is_missing() {
     tool.end_run().await;
 }
 
+/// A page whose own script (a bundle whose name does not say Alpine) starts
+/// Alpine: pmpo's copy stands aside, and the count is still right.
+#[tokio::test]
+async fn a_page_that_starts_alpine_itself_gets_no_second_copy() {
+    let page = counter("<script defer src=\"js/app.js\"></script>");
+    let bundle = pmpo_tools::preview::runtimes::ALPINE_JS;
+    let Some((_dir, ws)) = pages(&[("own.html", &page), ("js/app.js", bundle)]) else {
+        return;
+    };
+    let tool = PreviewTool::new();
+    let clicks = json!(["#increment", "#increment"]);
+    let r = run(&tool, &ws, json!({"input": "own.html", "click": clicks})).await;
+    tool.end_run().await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert!(r.page_errors.is_empty() && r.console.is_empty(), "{r:?}");
+    assert!(finding(&r, "runtime-added").is_none(), "{:?}", r.findings);
+    assert!(
+        r.notes
+            .iter()
+            .any(|n| n.contains("pmpo's copy stood aside")),
+        "{:?}",
+        r.notes
+    );
+    let bar = count(&pixels(&ws, "own"), GREEN);
+    assert!(
+        (9_000..=11_000).contains(&bar),
+        "bar of {bar} px, not 200x50"
+    );
+}
+
 #[tokio::test]
 async fn alpine_look_alikes_are_not_alpine() {
     let page = r##"<!doctype html><html><head><title>plain</title>

@@ -10,6 +10,15 @@ use super::report::{Finding, ImageInfo, PreviewReport};
 /// Adds the findings of a rendered page to `report` (its `image` is set).
 /// `dom` is `None` when the page could not be asked (screenshot mode).
 pub fn after_render(report: &mut PreviewReport, dom: Option<&Value>) {
+    if dom.and_then(|d| d.get("alpine")).and_then(Value::as_str) == Some("page") {
+        // pmpo's copy stood aside: the page started Alpine itself.
+        report
+            .findings
+            .retain(|f| !(f.code == "runtime-added" && f.message.contains("Alpine.js")));
+        report
+            .notes
+            .push("the page's own scripts started Alpine.js, so pmpo's copy stood aside".into());
+    }
     if let Some(mount) = dom.and_then(|d| d.get("mount")).filter(|m| m.is_object()) {
         report.findings.extend(mount_finding(mount));
     }

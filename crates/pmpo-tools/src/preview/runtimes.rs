@@ -384,8 +384,14 @@ fn missing_alpine(message: String) -> Finding {
     )
 }
 
+/// pmpo's Alpine, started once the page's own scripts (deferred and module
+/// ones included) have run, and only when none of them started Alpine: a
+/// page that bundles Alpine into a script pmpo cannot recognise by name is
+/// not given a second copy. `window.__pmpoAlpine` says which one ran.
 fn alpine_script() -> String {
-    format!("<script data-pmpo-runtime=\"alpine {ALPINE_VERSION} (local)\">{ALPINE_JS}</script>")
+    format!(
+        "<script data-pmpo-runtime=\"alpine {ALPINE_VERSION} (local)\">document.addEventListener(\"DOMContentLoaded\", function () {{\nvar root = document.querySelector(\"[x-data],[x-init]\");\nif (window.Alpine || (root && root._x_dataStack)) {{ window.__pmpoAlpine = \"page\"; return; }}\nwindow.__pmpoAlpine = \"pmpo\";\n{ALPINE_JS}\n}});</script>"
+    )
 }
 
 /// Where to add scripts that must run after the page's content: before the

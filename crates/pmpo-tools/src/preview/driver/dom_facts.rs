@@ -75,7 +75,8 @@ const SCRIPT: &str = r##"(() => {
     all_hidden: full.length > 0 && full.every(k => !shown(k)),
     invisible_text: invisible,
     root_empty: root ? root.childNodes.length === 0 : null,
-    mount: window.__pmpoMount || null
+    mount: window.__pmpoMount || null,
+    alpine: window.__pmpoAlpine || null
   };
 })()"##;
 
