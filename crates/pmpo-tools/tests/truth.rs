@@ -287,6 +287,10 @@ async fn tsx_components_are_mounted_or_say_why_not() {
         ("ui/Hello.tsx", HELLO),
         ("ui/Badge.tsx", badge),
         ("ui/Version.tsx", "export const VERSION = 3;\n"),
+        (
+            "ui/Element.tsx",
+            "export default <div style={{ background: \"#aa2266\", height: \"120px\" }}>an element</div>;\n",
+        ),
         ("app/App.tsx", &react_app),
         ("bare/App.tsx", &react_app),
         (
@@ -319,6 +323,18 @@ async fn tsx_components_are_mounted_or_say_why_not() {
     );
     let mounted = finding(&r, "mounted").expect("a finding says pmpo mounted it");
     assert!(mounted.message.contains("`Hello`"), "{}", mounted.message);
+    // A default export that is an element, not a component: appended.
+    let r = run(
+        &tool,
+        &ws,
+        json!({"input": "ui/Element.tsx", "viewport": vp}),
+    )
+    .await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert!(
+        count(&pixels(&ws, "Element"), [0xaa, 0x22, 0x66]) > 5_000,
+        "element not drawn"
+    );
     // The example with its own `@jsx` pragma mounts itself, as before.
     let r = run(&tool, &ws, json!({"input": "ui/Badge.tsx", "viewport": vp})).await;
     assert_eq!(r.status, "success", "{r:?}");

@@ -383,6 +383,30 @@ mod tests {
     }
 
     #[test]
+    fn runtimes_without_htmx_add_nothing_and_say_so() {
+        let no_htmx = Runtimes {
+            htmx: false,
+            alpine: true,
+        };
+        let page = "<html><head></head><body><button hx-get=\"a.html\">x</button></body></html>";
+        for network in [false, true] {
+            let p = prepare_with(page, network, None, no_htmx);
+            assert_eq!((p.runtime.source, p.html.as_str()), ("none", page));
+            let f = &p.findings[0];
+            assert_eq!(
+                (f.code.as_str(), f.severity.as_str()),
+                ("missing-runtime", "warning")
+            );
+            assert!(f.message.contains("loads no HTMX runtime"), "{}", f.message);
+        }
+        let auto = prepare(page, false, None);
+        assert_eq!(auto.findings[0].code, "runtime-added");
+        // The page's own local copy: nothing to say.
+        let own = "<script src=\"js/htmx.min.js\"></script><div hx-get=\"x\"></div>";
+        assert!(prepare_with(own, false, None, no_htmx).findings.is_empty());
+    }
+
+    #[test]
     fn header_is_not_head() {
         assert_eq!(head_insert_point("<header>x</header>"), 0);
         assert_eq!(head_insert_point("<!DOCTYPE html><p>"), 15);

@@ -232,6 +232,7 @@ const MOUNT: &str = r#"(() => {
   out.exports = Object.keys(m);
   if (root.childNodes.length) { out.why = "self-mounted"; return; }
   let c = m.default, name = "default";
+  if (c instanceof Node) { root.append(c); out.mounted = true; out.component = "default"; out.with = "dom"; return; }
   if (typeof c !== "function") {
     const fns = out.exports.filter(n => typeof m[n] === "function");
     if (fns.length > 1) { out.why = "several"; out.candidates = fns; return; }
