@@ -397,10 +397,13 @@ async fn a_blank_render_says_why() {
 <main style="display:none"><h1>Hidden</h1></main></body></html>"##;
     let failing = r##"<!doctype html><html><body style="margin:0;background:#fff">
 <div id="root"></div><script>throw new Error("render failed before paint")</script></body></html>"##;
+    let cloaked = r##"<!doctype html><html><head><style>[x-cloak]{display:none}</style></head>
+<body style="margin:0;background:#fff"><div x-data="{ name: 'Ada' }" x-cloak><h1 x-text="name">Name</h1></div></body></html>"##;
     let Some((_dir, ws)) = pages(&[
         ("invisible.html", invisible),
         ("hidden.html", hidden),
         ("failing.html", failing),
+        ("cloaked.html", cloaked),
     ]) else {
         return;
     };
@@ -411,7 +414,11 @@ async fn a_blank_render_says_why() {
             "#ffffff",
             "text drawn in the colour of its background: `#increment`",
         ),
-        ("hidden", "#102030", "everything in <body> is hidden"),
+        (
+            "hidden",
+            "#102030",
+            "everything in <body> that has content is hidden",
+        ),
         ("failing", "#ffffff", "render failed before paint"),
     ];
     for (id, colour, cause) in cases {
@@ -447,6 +454,18 @@ async fn a_blank_render_says_why() {
         assert_eq!(c.state, CheckState::Failed);
         assert!(c.detail.contains(cause), "{}", c.detail);
     }
+    // A page left cloaked because Alpine never ran: the missing runtime is the first cause.
+    let r = run(&tool, &ws, json!({"input": "cloaked.html", "runtimes": []})).await;
+    let f = finding(&r, "blank-screenshot").expect("blank finding");
+    let why = f.message.split("Likely why: ").nth(1).unwrap_or_default();
+    assert!(
+        why.starts_with("the page uses Alpine.js directives (x-data, x-cloak, x-text)"),
+        "{why}"
+    );
+    assert!(
+        why.contains("everything in <body> that has content is hidden"),
+        "{why}"
+    );
     tool.end_run().await;
 }
 

@@ -152,7 +152,7 @@ fn blank_causes(report: &PreviewReport, dom: Option<&Value>) -> Vec<String> {
     if n("elements") == 0 {
         causes.push("the page's <body> is empty".into());
     } else if d.get("all_hidden") == Some(&Value::Bool(true)) {
-        causes.push("everything in <body> is hidden (display: none, visibility: hidden, opacity: 0 or no size)".into());
+        causes.push("everything in <body> that has content is hidden (display: none, visibility: hidden, opacity: 0 or no size)".into());
     } else if n("body_text") == 0 && n("visible_media") == 0 {
         causes.push("the page's <body> holds no text and no image".into());
     }
