@@ -294,6 +294,14 @@ async fn tsx_components_are_mounted_or_say_why_not() {
         ("app/App.tsx", &react_app),
         ("bare/App.tsx", &react_app),
         (
+            "deep/Main.tsx",
+            "import Card from \"./Card\";\nexport default Card;\n",
+        ),
+        (
+            "deep/Card.tsx",
+            "import { createElement } from \"react\";\nexport default () => createElement(\"b\", null, \"card\");\n",
+        ),
+        (
             "app/node_modules/react/package.json",
             "{\"name\":\"react\",\"main\":\"index.js\"}",
         ),
@@ -384,6 +392,21 @@ async fn tsx_components_are_mounted_or_say_why_not() {
             .contains("npm install react react-dom")
     );
     assert_eq!(r.reason.as_deref(), Some(f.message.as_str()));
+    // React needed by a file the entry imports: esbuild's failure is a finding too.
+    let r = run(&tool, &ws, json!({"input": "deep/Main.tsx"})).await;
+    assert_eq!(r.status, "failed");
+    let f = finding(&r, "missing-runtime").expect("missing-runtime finding");
+    assert!(
+        f.message.contains("`deep/Main.tsx` imports needs React"),
+        "{}",
+        f.message
+    );
+    assert!(
+        r.reason
+            .as_deref()
+            .unwrap()
+            .contains("Could not resolve \"react\"")
+    );
     tool.end_run().await;
 }
 

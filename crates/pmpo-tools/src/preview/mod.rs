@@ -175,16 +175,27 @@ async fn tsx_page(
         return Ok(None);
     }
     let t = Instant::now();
-    let bundle =
-        match tsx::compile(&esbuild, &entry, &plan, ws.root(), ctx.timeout, ctx.cancel).await {
-            Ok(b) => b,
-            Err(e) => {
-                report.html = String::new();
-                report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
-                report.status = "failed".into();
-                return Ok(None);
+    let bundle = match tsx::compile(&esbuild, &entry, &plan, ws.root(), ctx.timeout, ctx.cancel)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            report.html = String::new();
+            report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+            report.status = "failed".into();
+            // A file the entry imports needs React, which is not installed.
+            if e.contains("Could not resolve \"react") {
+                report.hint = Some(tsx::REACT_HINT.into());
+                report.findings.push(report::Finding::new(
+                        "missing-runtime",
+                        "error",
+                        format!("a module `{}` imports needs React, and esbuild could not find it in a node_modules of the workspace", job.input),
+                        Some(tsx::REACT_HINT.into()),
+                    ));
             }
-        };
+            return Ok(None);
+        }
+    };
     report.timings.compile_ms = Some(driver::ms(t.elapsed()));
     ws.write_atomic(
         &job.rel("bundle.js"),
