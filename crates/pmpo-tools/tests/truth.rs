@@ -282,7 +282,6 @@ module.exports = { createRoot: root => ({ render: v => root.append(toDom(v)) }) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tsx_components_are_mounted_or_say_why_not() {
     let badge = include_str!("../../../examples/ui/components/Badge.tsx");
-    let react_app = format!("import {{ useState }} from \"react\";\n{HELLO}");
     let Some((_dir, ws)) = pages(&[
         ("ui/Hello.tsx", HELLO),
         ("ui/Badge.tsx", badge),
@@ -291,27 +290,6 @@ async fn tsx_components_are_mounted_or_say_why_not() {
             "ui/Element.tsx",
             "export default <div style={{ background: \"#aa2266\", height: \"120px\" }}>an element</div>;\n",
         ),
-        ("app/App.tsx", &react_app),
-        ("bare/App.tsx", &react_app),
-        (
-            "deep/Main.tsx",
-            "import Card from \"./Card\";\nexport default Card;\n",
-        ),
-        (
-            "deep/Card.tsx",
-            "import { createElement } from \"react\";\nexport default () => createElement(\"b\", null, \"card\");\n",
-        ),
-        (
-            "app/node_modules/react/package.json",
-            "{\"name\":\"react\",\"main\":\"index.js\"}",
-        ),
-        ("app/node_modules/react/index.js", FAKE_REACT),
-        ("app/node_modules/react/jsx-runtime.js", FAKE_JSX_RUNTIME),
-        (
-            "app/node_modules/react-dom/package.json",
-            "{\"name\":\"react-dom\"}",
-        ),
-        ("app/node_modules/react-dom/client.js", FAKE_REACT_DOM),
     ]) else {
         return;
     };
@@ -366,6 +344,42 @@ async fn tsx_components_are_mounted_or_say_why_not() {
         "{}",
         blank.message
     );
+    tool.end_run().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn react_components_are_mounted_with_react_dom_or_say_it_is_missing() {
+    let react_app = format!("import {{ useState }} from \"react\";\n{HELLO}");
+    let Some((_dir, ws)) = pages(&[
+        ("app/App.tsx", &react_app),
+        ("bare/App.tsx", &react_app),
+        (
+            "deep/Main.tsx",
+            "import Card from \"./Card\";\nexport default Card;\n",
+        ),
+        (
+            "deep/Card.tsx",
+            "import { createElement } from \"react\";\nexport default () => createElement(\"b\", null, \"card\");\n",
+        ),
+        (
+            "app/node_modules/react/package.json",
+            "{\"name\":\"react\",\"main\":\"index.js\"}",
+        ),
+        ("app/node_modules/react/index.js", FAKE_REACT),
+        ("app/node_modules/react/jsx-runtime.js", FAKE_JSX_RUNTIME),
+        (
+            "app/node_modules/react-dom/package.json",
+            "{\"name\":\"react-dom\"}",
+        ),
+        ("app/node_modules/react-dom/client.js", FAKE_REACT_DOM),
+    ]) else {
+        return;
+    };
+    if !have_esbuild(ws.root()) {
+        return;
+    }
+    let tool = PreviewTool::new();
+    let vp = json!({"width": 400, "height": 200});
     // React found in the workspace: bundled and mounted with createRoot.
     let r = run(&tool, &ws, json!({"input": "app/App.tsx", "viewport": vp})).await;
     assert_eq!(r.status, "success", "{r:?}");
