@@ -30,7 +30,7 @@ pub fn after_render(report: &mut PreviewReport, dom: Option<&Value>) {
             "invisible-text",
             "warning",
             format!("{text}: a person sees nothing there"),
-            Some("give the text a colour that differs from its background (a CSS variable the page never defines gives no colour at all)".into()),
+            Some("give the text a colour that differs from its background (a background taken from a CSS variable the page never defines is transparent)".into()),
         ));
     }
 }
