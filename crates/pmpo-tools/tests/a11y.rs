@@ -66,6 +66,7 @@ async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> (ToolOutcome,
         cancel: &cancel,
         tool: "test",
         spec: None,
+        validation: &[],
         description: "",
         confine: None,
     };

@@ -23,6 +23,9 @@ pub struct PreviewArgs {
     /// Allow the page to load from the network (a network copy of HTMX included).
     #[arg(long)]
     network: bool,
+    /// Runtimes pmpo may add to a page that uses them and loads none itself: auto, none, or a comma-separated list from htmx, alpine.
+    #[arg(long, value_name = "LIST", default_value = "auto", value_parser = parse_runtimes)]
+    runtimes: serde_json::Value,
     /// Viewport as WIDTHxHEIGHT.
     #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_viewport)]
     viewport: (u32, u32),
@@ -49,6 +52,22 @@ fn parse_viewport(s: &str) -> Result<(u32, u32), String> {
             .ok_or(format!("`{v}` is not a size from 16 to 8192"))
     };
     Ok((n(w)?, n(h)?))
+}
+
+fn parse_runtimes(s: &str) -> Result<serde_json::Value, String> {
+    match s.trim() {
+        "auto" => Ok(json!("auto")),
+        "none" | "" => Ok(json!([])),
+        list => {
+            let names: Vec<&str> = list.split(',').map(str::trim).collect();
+            match names.iter().find(|n| !matches!(**n, "htmx" | "alpine")) {
+                Some(bad) => Err(format!(
+                    "unknown runtime `{bad}`: use auto, none, or a list from htmx, alpine (e.g. htmx,alpine)"
+                )),
+                None => Ok(json!(names)),
+            }
+        }
+    }
 }
 
 fn relative_to(root: &Path, page: &Path) -> Result<String, String> {
@@ -81,6 +100,7 @@ pub fn run(args: PreviewArgs) -> u8 {
         inputs.insert("id".into(), json!(id));
     }
     inputs.insert("network".into(), json!(args.network));
+    inputs.insert("runtimes".into(), args.runtimes.clone());
     inputs.insert("required".into(), json!(true));
     inputs.insert(
         "viewport".into(),
@@ -131,7 +151,7 @@ fn print_human(
         }};
     }
     out!(
-        "preview {}: {} ({} driver, HTMX runtime: {}, {:.0} ms)",
+        "preview {}: {} ({} driver, runtime: {}, {:.0} ms)",
         r.artifact_id,
         r.status,
         r.driver,
@@ -182,6 +202,12 @@ fn print_human(
                 v.help,
                 at.join(", ")
             );
+        }
+    }
+    for f in &r.findings {
+        out!("  finding ({}) {}: {}", f.severity, f.code, f.message);
+        if let Some(hint) = &f.hint {
+            out!("    help: {hint}");
         }
     }
     let failed: Vec<&str> = criteria

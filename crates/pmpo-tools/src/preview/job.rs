@@ -8,6 +8,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use super::report::Viewport;
+use super::runtimes::{Runtimes, parse_runtimes};
 use crate::ToolError;
 use crate::typed::{self, Text};
 
@@ -49,6 +50,9 @@ struct PreviewInputs {
     esbuild: Option<String>,
     /// Whether axe-core audits the rendered page (default true).
     accessibility: Option<bool>,
+    /// The runtimes pmpo may add: `auto`, or a list from `htmx`, `alpine`.
+    #[serde(default, deserialize_with = "runtimes")]
+    runtimes: Runtimes,
 }
 
 impl typed::Inputs for PreviewInputs {
@@ -76,6 +80,10 @@ fn clicks<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
 
 fn ms<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
     typed::parsed(d, |v| parse_ms(v, Duration::ZERO).map(Some))
+}
+
+fn runtimes<'de, D: Deserializer<'de>>(d: D) -> Result<Runtimes, D::Error> {
+    typed::parsed(d, parse_runtimes)
 }
 
 fn auto() -> DriverChoice {
@@ -108,6 +116,7 @@ pub(super) struct Job {
     pub(super) chromium: Option<String>,
     pub(super) esbuild: Option<String>,
     pub(super) accessibility: bool,
+    pub(super) runtimes: Runtimes,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -230,6 +239,7 @@ impl Job {
             chromium: with.chromium,
             esbuild: with.esbuild,
             accessibility: with.accessibility.unwrap_or(true),
+            runtimes: with.runtimes,
         })
     }
 
@@ -273,7 +283,7 @@ mod tests {
         assert_eq!(msgs(json!({})), ["the `input` input is required"]);
         let bad = msgs(json!({"input": "/abs.html", "id": "a/b", "network": "yes",
             "viewport": {"width": 1}, "click": [1], "driver": "selenium", "colour": 1,
-            "wait_ms": -1}));
+            "wait_ms": -1, "runtimes": ["vue"]}));
         assert_eq!(
             bad,
             [
@@ -284,6 +294,7 @@ mod tests {
                 "`click` holds something that is not a CSS selector",
                 "unknown `driver` `selenium`: auto, devtools or screenshot",
                 "`wait_ms` must be a number of milliseconds (at most 600000)",
+                "unknown runtime \"vue\" in `runtimes`: use `htmx`, `alpine`, a list of them (`[]` for none), or `auto`",
                 "`input` is an absolute path; outputs must be inside the workspace",
             ],
             "{bad:?}"

@@ -10,13 +10,17 @@
 //!   viewport: {width: 1024, height: 768}
 //!   click: ["#show-details"]    # optional: clicked in order before the screenshot
 //!   accessibility: true         # default true: axe-core audits the rendered page (WCAG A/AA)
+//!   runtimes: auto              # or a list from htmx, alpine ([] adds none)
 //! ```
 //!
 //! Writes `dist/previews/<id>/preview.html` (the page as rendered, with the
-//! HTMX runtime policy applied), `screenshot.png` and `preview-report.json`
-//! ([`PreviewReport`]). With the DevTools driver, once the screenshot is
-//! taken, axe-core (shipped with pmpo) audits the page in a world of its own
-//! and the report's `accessibility` lists the violations ([`a11y`]); the
+//! runtime policy applied: HTMX and Alpine.js, as `runtimes` allows; for a
+//! `.tsx`/`.jsx` entry, the host page that runs `bundle.js` and mounts its
+//! default export), `screenshot.png` and `preview-report.json`
+//! ([`PreviewReport`]; its `findings` say what the page is missing and why a
+//! blank screenshot is blank). With the DevTools driver, once the screenshot
+//! is taken, axe-core (shipped with pmpo) audits the page in a world of its
+//! own and the report's `accessibility` lists the violations ([`a11y`]); the
 //! audit never fails the preview (the `accessibility` check judges it).
 //!
 //! Fallback order: the DevTools driver (full diagnostics) -> Chromium's own
@@ -31,11 +35,13 @@ pub mod a11y;
 pub mod browser;
 pub mod cdp;
 pub mod driver;
+mod findings;
 mod job;
 mod manifest;
 pub mod page;
 pub mod report;
 mod required;
+pub mod runtimes;
 pub mod tsx;
 
 use std::path::PathBuf;
@@ -115,52 +121,104 @@ async fn page_html(
 ) -> Result<Option<String>, ToolError> {
     let ws = ctx.workspace;
     let page_html = if is_tsx(&job.input) {
-        let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
-            report.runtime_detail = "not compiled".into();
-            report.html = String::new();
-            let reason = format!(
-                "`{}` needs esbuild to compile, and esbuild was not found",
-                job.input
-            );
-            give_up(report, job, reason, Some(tsx::ESBUILD_HINT));
-            return Ok(None);
-        };
-        let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
-        // The compiler reads the entry itself: refuse a link out first.
-        ws.open_read(&job.input)
-            .map_err(|e| crate::inputs::read_error(&job.input, e))?;
-        let t = Instant::now();
-        let bundle = match tsx::compile(&esbuild, &entry, ws.root(), ctx.timeout, ctx.cancel).await
-        {
-            Ok(b) => b,
-            Err(e) => {
-                report.html = String::new();
-                report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
-                report.status = "failed".into();
-                return Ok(None);
-            }
-        };
-        report.timings.compile_ms = Some(driver::ms(t.elapsed()));
-        ws.write_atomic(
-            &job.rel("bundle.js"),
-            bundle.as_bytes(),
-            Durability::Relaxed,
-        )
-        .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
-        report.runtime_detail = format!("compiled with {}", esbuild.display());
-        tsx::host_page(&job.id)
+        match tsx_page(ctx, job, report).await? {
+            Some(page) => page,
+            None => return Ok(None),
+        }
     } else {
         let bytes = crate::inputs::read_file(ws, &job.input)?;
         let text = String::from_utf8_lossy(&bytes);
         let input_dir = job.input.rsplit_once('/').map_or("", |(d, _)| d);
         // The copy under dist/previews/<id>/ loads the original's relative resources.
         let base = format!("{}/", crate::inputs::relative_link(html_rel, input_dir));
-        let prepared = page::prepare(&text, job.network, Some(&base));
+        let prepared = page::prepare_with(&text, job.network, Some(&base), job.runtimes);
+        report.findings.extend(prepared.findings);
         report.runtime_source = prepared.runtime.source.into();
         report.runtime_detail = prepared.runtime.detail;
         prepared.html
     };
     Ok(Some(page_html))
+}
+
+/// Compiles a `.tsx`/`.jsx` entry (writing `bundle.js`) and returns its host
+/// page, or `None` when it cannot be compiled (the report says why).
+async fn tsx_page(
+    ctx: &ToolContext<'_>,
+    job: &Job,
+    report: &mut PreviewReport,
+) -> Result<Option<String>, ToolError> {
+    let ws = ctx.workspace;
+    let Some(esbuild) = tsx::find_esbuild(job.esbuild.as_deref(), ws.root()) else {
+        report.runtime_detail = "not compiled".into();
+        report.html = String::new();
+        let reason = format!(
+            "`{}` needs esbuild to compile, and esbuild was not found",
+            job.input
+        );
+        give_up(report, job, reason, Some(tsx::ESBUILD_HINT));
+        return Ok(None);
+    };
+    let entry = ws.resolve(&job.input).map_err(|e| invalid(e.to_string()))?;
+    // The compiler reads the entry itself: refuse a link out first.
+    let source = crate::inputs::read_file(ws, &job.input)?;
+    let plan = tsx::plan(&String::from_utf8_lossy(&source), &entry, ws.root());
+    if let Some(missing) = plan.react_missing {
+        let message = format!(
+            "`{}` imports React, but `{missing}` was not found in a node_modules of the workspace: the component cannot be compiled or mounted",
+            job.input
+        );
+        report.findings.push(report::Finding::new(
+            "missing-runtime",
+            "error",
+            message.clone(),
+            Some(tsx::REACT_HINT.into()),
+        ));
+        report.runtime_detail = "not compiled".into();
+        report.html = String::new();
+        report.status = "failed".into();
+        report.reason = Some(message);
+        report.hint = Some(tsx::REACT_HINT.into());
+        return Ok(None);
+    }
+    let t = Instant::now();
+    let bundle = match tsx::compile(&esbuild, &entry, &plan, ws.root(), ctx.timeout, ctx.cancel)
+        .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            report.html = String::new();
+            report.reason = Some(format!("compiling `{}` failed: {e}", job.input));
+            report.status = "failed".into();
+            // A file the entry imports needs React, which is not installed.
+            if e.contains("Could not resolve \"react") {
+                report.hint = Some(tsx::REACT_HINT.into());
+                report.findings.push(report::Finding::new(
+                        "missing-runtime",
+                        "error",
+                        format!("a module `{}` imports needs React, and esbuild could not find it in a node_modules of the workspace", job.input),
+                        Some(tsx::REACT_HINT.into()),
+                    ));
+            }
+            return Ok(None);
+        }
+    };
+    report.timings.compile_ms = Some(driver::ms(t.elapsed()));
+    ws.write_atomic(
+        &job.rel("bundle.js"),
+        bundle.as_bytes(),
+        Durability::Relaxed,
+    )
+    .map_err(|e| io_error("write", &job.rel("bundle.js"), e))?;
+    report.runtime_detail = format!(
+        "compiled with {} ({})",
+        esbuild.display(),
+        match plan.jsx {
+            tsx::Jsx::Pragma => "the file's own JSX factory",
+            tsx::Jsx::Dom => "pmpo's DOM JSX factory",
+            tsx::Jsx::React => "React from the workspace's node_modules",
+        }
+    );
+    Ok(Some(tsx::host_page(&job.id)))
 }
 
 fn now() -> String {
@@ -355,7 +413,11 @@ impl PreviewTool {
             return Ok(());
         }
         match observed.screenshot {
-            Some(png) => self.keep_screenshot(ctx.workspace, job, &png, report),
+            Some(png) => {
+                self.keep_screenshot(ctx.workspace, job, &png, report)?;
+                findings::after_render(report, observed.dom_facts.as_ref());
+                Ok(())
+            }
             None => {
                 report.status = "failed".into();
                 report.reason = Some("no screenshot was taken".into());
@@ -442,7 +504,9 @@ impl PreviewTool {
                 "`click` needs the DevTools driver: nothing was clicked, the screenshot shows the page as loaded".into(),
             );
         }
-        self.keep_screenshot(ctx.workspace, job, &png, report)
+        self.keep_screenshot(ctx.workspace, job, &png, report)?;
+        findings::after_render(report, None);
+        Ok(())
     }
 }
 

@@ -1,12 +1,17 @@
-//! Preparing a page for preview: the HTMX runtime policy and a `<base>` so
-//! that the copy under `dist/previews/<id>/` loads the original's relative
-//! resources.
+//! Preparing a page for preview: the runtime policy (HTMX here, Alpine.js in
+//! `runtimes.rs`) and a `<base>` so that the copy under
+//! `dist/previews/<id>/` loads the original's relative resources.
 //!
 //! Policy: a page that uses HTMX attributes gets the HTMX runtime that ships
 //! inside pmpo (inlined, so the preview works offline and stands alone); a
 //! copy from the network is loaded only when the stage sets `network: true`.
 //! A `<script src>` naming a remote HTMX is replaced by the local copy unless
-//! the network is allowed.
+//! the network is allowed. Both apply only when the stage's `runtimes:`
+//! allows HTMX (it does by default); otherwise a page that needs HTMX and
+//! loads none gets a `missing-runtime` finding.
+
+use super::report::Finding;
+use super::runtimes::{Runtimes, alpine_policy, tail_insert_point};
 
 /// The vendored HTMX runtime (Zero-Clause BSD; see assets/vendor/).
 pub const HTMX_JS: &str = include_str!("../../assets/vendor/htmx.min.js");
@@ -26,6 +31,8 @@ pub struct Prepared {
     pub html: String,
     pub runtime: Runtime,
     pub uses_htmx: bool,
+    /// Runtimes the page needs and does not load, or that pmpo added.
+    pub findings: Vec<Finding>,
 }
 
 const HTMX_ATTRS: &[&str] = &[
@@ -133,7 +140,7 @@ pub fn attribute_values<'a>(html: &'a str, name: &str) -> Vec<(usize, &'a str)> 
     out
 }
 
-fn is_remote(src: &str) -> bool {
+pub(super) fn is_remote(src: &str) -> bool {
     let l = src.to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://") || l.starts_with("//")
 }
@@ -166,65 +173,43 @@ fn head_insert_point(html: &str) -> usize {
     0
 }
 
-/// Applies the runtime policy and adds `<base href>` (when `base` is given
-/// and the page has none).
+/// Applies the runtime policy (every runtime allowed) and adds `<base
+/// href>` (when `base` is given and the page has none).
 pub fn prepare(html: &str, network: bool, base: Option<&str>) -> Prepared {
+    prepare_with(html, network, base, Runtimes::default())
+}
+
+/// [`prepare`] with the runtimes pmpo may add.
+pub fn prepare_with(html: &str, network: bool, base: Option<&str>, allowed: Runtimes) -> Prepared {
     let uses = uses_htmx(html);
     let mut out = html.to_string();
-    let mut runtime = Runtime {
-        source: "none",
-        detail: "the page uses no HTMX attributes".into(),
-    };
+    let mut findings = Vec::new();
     let mut inject = String::new();
     if let Some(base) = base
         && !out.to_ascii_lowercase().contains("<base")
     {
         inject.push_str(&format!("<base href=\"{}\">", base.replace('"', "%22")));
     }
-    if uses {
-        match htmx_script(&out) {
-            Some((_, _, src)) if !is_remote(&src) => {
-                runtime = Runtime {
-                    source: "local",
-                    detail: format!("the page's own copy of HTMX: {src}"),
-                };
-            }
-            Some((_, _, src)) if network => {
-                runtime = Runtime {
-                    source: "network",
-                    detail: format!("the page's own network copy of HTMX: {src} (network allowed)"),
-                };
-            }
-            Some((start, end, src)) => {
-                out.replace_range(
-                    start..end,
-                    &format!(
-                        "<!-- pmpo preview: network HTMX `{src}` replaced by the local copy -->"
-                    ),
-                );
-                inject.push_str(&local_script());
-                runtime = Runtime {
-                    source: "local",
-                    detail: format!(
-                        "HTMX {HTMX_VERSION} shipped with pmpo, inlined; the page's network copy ({src}) was replaced because network access is off"
-                    ),
-                };
-            }
-            None if network => {
-                inject.push_str(&format!("<script src=\"{HTMX_NETWORK_URL}\"></script>"));
-                runtime = Runtime {
-                    source: "network",
-                    detail: format!("HTMX loaded from {HTMX_NETWORK_URL} (network: true)"),
-                };
-            }
-            None => {
-                inject.push_str(&local_script());
-                runtime = Runtime {
-                    source: "local",
-                    detail: format!("HTMX {HTMX_VERSION} shipped with pmpo, inlined into the page"),
-                };
-            }
+    let mut runtime = if uses {
+        htmx_policy(&mut out, &mut inject, network, allowed, &mut findings)
+    } else {
+        Runtime {
+            source: "none",
+            detail: "the page uses no HTMX attributes".into(),
         }
+    };
+    let alpine = alpine_policy(&mut out, network, allowed);
+    if let Some(detail) = alpine.detail {
+        runtime.detail = format!("{}; {detail}", runtime.detail);
+        // `local` when pmpo or the page supplies a runtime locally, else `network`.
+        if runtime.source != "local" && alpine.source != "none" {
+            runtime.source = alpine.source;
+        }
+    }
+    findings.extend(alpine.finding);
+    if let Some(tail) = alpine.tail {
+        let at = tail_insert_point(&out);
+        out.insert_str(at, &tail);
     }
     if !inject.is_empty() {
         let at = head_insert_point(&out);
@@ -234,7 +219,99 @@ pub fn prepare(html: &str, network: bool, base: Option<&str>) -> Prepared {
         html: out,
         runtime,
         uses_htmx: uses,
+        findings,
     }
+}
+
+/// The HTMX policy for a page that uses HTMX attributes.
+fn htmx_policy(
+    out: &mut String,
+    inject: &mut String,
+    network: bool,
+    allowed: Runtimes,
+    findings: &mut Vec<Finding>,
+) -> Runtime {
+    match htmx_script(out) {
+        Some((_, _, src)) if !is_remote(&src) => Runtime {
+            source: "local",
+            detail: format!("the page's own copy of HTMX: {src}"),
+        },
+        Some((_, _, src)) if network => Runtime {
+            source: "network",
+            detail: format!("the page's own network copy of HTMX: {src} (network allowed)"),
+        },
+        Some((_, _, src)) if !allowed.htmx => {
+            findings.push(missing_htmx(format!("the page uses HTMX attributes and loads HTMX from {src}, which is blocked because network access is off; `runtimes` leaves HTMX out, so they do nothing")));
+            Runtime {
+                source: "none",
+                detail: format!(
+                    "the page's network copy of HTMX ({src}) is blocked with network access off"
+                ),
+            }
+        }
+        Some((start, end, src)) => {
+            out.replace_range(
+                start..end,
+                &format!("<!-- pmpo preview: network HTMX `{src}` replaced by the local copy -->"),
+            );
+            inject.push_str(&local_script());
+            Runtime {
+                source: "local",
+                detail: format!(
+                    "HTMX {HTMX_VERSION} shipped with pmpo, inlined; the page's network copy ({src}) was replaced because network access is off"
+                ),
+            }
+        }
+        None if !allowed.htmx => {
+            findings.push(missing_htmx(
+                "the page uses HTMX attributes (hx-*) but loads no HTMX runtime: they do nothing"
+                    .into(),
+            ));
+            Runtime {
+                source: "none",
+                detail: "the page uses HTMX attributes and loads no HTMX; `runtimes` leaves it out"
+                    .into(),
+            }
+        }
+        None if network => {
+            inject.push_str(&format!("<script src=\"{HTMX_NETWORK_URL}\"></script>"));
+            findings.push(htmx_added(&format!(
+                "HTMX from {HTMX_NETWORK_URL} (network: true)"
+            )));
+            Runtime {
+                source: "network",
+                detail: format!("HTMX loaded from {HTMX_NETWORK_URL} (network: true)"),
+            }
+        }
+        None => {
+            inject.push_str(&local_script());
+            findings.push(htmx_added(&format!("HTMX {HTMX_VERSION}")));
+            Runtime {
+                source: "local",
+                detail: format!("HTMX {HTMX_VERSION} shipped with pmpo, inlined into the page"),
+            }
+        }
+    }
+}
+
+fn htmx_added(what: &str) -> Finding {
+    Finding::new(
+        "runtime-added",
+        "info",
+        format!("the page uses HTMX attributes (hx-*) but loads no HTMX runtime; pmpo added {what} for this preview"),
+        Some("opened on its own, the page's hx- attributes do nothing: load HTMX in the page; `runtimes: []` previews the page exactly as written".into()),
+    )
+}
+
+fn missing_htmx(message: String) -> Finding {
+    Finding::new(
+        "missing-runtime",
+        "warning",
+        message,
+        Some(format!(
+            "add `htmx` to the preview's `runtimes:` (pmpo ships HTMX {HTMX_VERSION}), or load HTMX in the page yourself"
+        )),
+    )
 }
 
 fn local_script() -> String {
@@ -303,6 +380,30 @@ mod tests {
             net.html
                 .starts_with(&format!("<script src=\"{HTMX_NETWORK_URL}\">"))
         );
+    }
+
+    #[test]
+    fn runtimes_without_htmx_add_nothing_and_say_so() {
+        let no_htmx = Runtimes {
+            htmx: false,
+            alpine: true,
+        };
+        let page = "<html><head></head><body><button hx-get=\"a.html\">x</button></body></html>";
+        for network in [false, true] {
+            let p = prepare_with(page, network, None, no_htmx);
+            assert_eq!((p.runtime.source, p.html.as_str()), ("none", page));
+            let f = &p.findings[0];
+            assert_eq!(
+                (f.code.as_str(), f.severity.as_str()),
+                ("missing-runtime", "warning")
+            );
+            assert!(f.message.contains("loads no HTMX runtime"), "{}", f.message);
+        }
+        let auto = prepare(page, false, None);
+        assert_eq!(auto.findings[0].code, "runtime-added");
+        // The page's own local copy: nothing to say.
+        let own = "<script src=\"js/htmx.min.js\"></script><div hx-get=\"x\"></div>";
+        assert!(prepare_with(own, false, None, no_htmx).findings.is_empty());
     }
 
     #[test]

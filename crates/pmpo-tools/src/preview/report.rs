@@ -54,7 +54,36 @@ pub struct PreviewReport {
     /// What axe-core found on the rendered page (see [`super::a11y`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub accessibility: Option<Accessibility>,
+    /// What the preview found missing or wrong beyond the console and the
+    /// network: a runtime the page needs and does not load, a component
+    /// with nothing to mount, a blank screenshot and its likely causes.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub findings: Vec<Finding>,
     pub generated_at: String,
+}
+
+/// One thing a preview found (see [`PreviewReport::findings`]).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Finding {
+    /// `missing-runtime`, `runtime-added`, `nothing-to-mount`, `blank-screenshot`, ...
+    pub code: String,
+    /// `error`, `warning` or `info`.
+    pub severity: String,
+    pub message: String,
+    /// What to do about it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl Finding {
+    pub fn new(code: &str, severity: &str, message: String, hint: Option<String>) -> Self {
+        Finding {
+            code: code.into(),
+            severity: severity.into(),
+            message,
+            hint,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
@@ -153,7 +182,7 @@ pub struct Timings {
 }
 
 /// What the screenshot holds.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct ImageInfo {
     pub width: u32,
     pub height: u32,
@@ -161,6 +190,13 @@ pub struct ImageInfo {
     pub blank: bool,
     /// Distinct colours seen in a sample of pixels (capped at 256).
     pub distinct_colors: u32,
+    /// The colour of the most pixels in the sample (`#rrggbb`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_color: Option<String>,
+    /// The share of the sampled pixels in that colour (within the blank
+    /// tolerance), in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub main_color_percent: Option<f64>,
 }
 
 impl PreviewReport {
@@ -195,22 +231,49 @@ pub fn inspect_png(bytes: &[u8]) -> Result<ImageInfo, String> {
     let step = (pixels / 20_000).max(1);
     let first = &data[..channels];
     let mut blank = true;
-    let mut colors = std::collections::HashSet::new();
+    let mut colors: std::collections::HashMap<Vec<u8>, u32> = std::collections::HashMap::new();
+    let mut sampled = 0u32;
     for p in (0..pixels).step_by(step) {
         let px = &data[p * channels..(p + 1) * channels];
+        sampled += 1;
         if px.iter().zip(first).any(|(a, b)| a.abs_diff(*b) > 6) {
             blank = false;
         }
-        if colors.len() < 256 {
-            colors.insert(px.to_vec());
+        if colors.len() < 256 || colors.contains_key(px) {
+            *colors.entry(px.to_vec()).or_default() += 1;
         }
     }
+    // The most frequent colour, and every sampled pixel near it.
+    let main = colors
+        .iter()
+        .max_by_key(|(c, n)| (**n, std::cmp::Reverse((*c).clone())))
+        .map(|(c, _)| c.clone())
+        .unwrap_or_else(|| first.to_vec());
+    let near = (0..pixels)
+        .step_by(step)
+        .filter(|p| {
+            let px = &data[p * channels..(p + 1) * channels];
+            px.iter().zip(&main).all(|(a, b)| a.abs_diff(*b) <= 6)
+        })
+        .count();
     Ok(ImageInfo {
         width: info.width,
         height: info.height,
         blank,
         distinct_colors: colors.len() as u32,
+        main_color: Some(hex_color(&main, info.color_type)),
+        main_color_percent: Some((near as f64 * 1000.0 / f64::from(sampled.max(1))).round() / 10.0),
     })
+}
+
+/// `#rrggbb` of a pixel in the PNG's layout (grey or colour, alpha ignored).
+fn hex_color(px: &[u8], color: png::ColorType) -> String {
+    let [r, g, b] = match color {
+        png::ColorType::Grayscale | png::ColorType::GrayscaleAlpha => [px[0]; 3],
+        _ if px.len() >= 3 => [px[0], px[1], px[2]],
+        _ => [px[0]; 3],
+    };
+    format!("#{r:02x}{g:02x}{b:02x}")
 }
 
 /// The outcome of one criterion of the `preview` check.
@@ -266,7 +329,7 @@ pub fn evaluate_report(report: &PreviewReport, screenshot: Option<&[u8]>) -> Pre
         },
     )];
     criteria.extend(diagnostic_criteria(report));
-    criteria.extend(screenshot_criteria(screenshot));
+    criteria.extend(screenshot_criteria(report, screenshot));
     let passed = criteria.iter().all(|c| c.state != CheckState::Failed);
     PreviewVerdict { passed, criteria }
 }
@@ -374,8 +437,10 @@ fn diagnostic_criteria(report: &PreviewReport) -> Vec<CriterionResult> {
     ]
 }
 
-/// The screenshot exists (and is a PNG), and is not blank.
-fn screenshot_criteria(screenshot: Option<&[u8]>) -> Vec<CriterionResult> {
+/// The screenshot exists (and is a PNG), and is not blank. A blank one says
+/// which colour covers it and why the preview thinks so (the report's
+/// `blank-screenshot` finding, when the preview made one).
+fn screenshot_criteria(report: &PreviewReport, screenshot: Option<&[u8]>) -> Vec<CriterionResult> {
     match screenshot.map(inspect_png) {
         None => vec![criterion(
             "screenshot_exists",
@@ -393,12 +458,28 @@ fn screenshot_criteria(screenshot: Option<&[u8]>) -> Vec<CriterionResult> {
                 "screenshot_not_blank",
                 passed_if(!info.blank),
                 if info.blank {
-                    "every pixel has the same colour".into()
+                    blank_detail(report, &info)
                 } else {
                     format!("{}+ distinct colours", info.distinct_colors)
                 },
             ),
         ],
+    }
+}
+
+fn blank_detail(report: &PreviewReport, info: &ImageInfo) -> String {
+    match report
+        .findings
+        .iter()
+        .find(|f| f.code == "blank-screenshot")
+    {
+        Some(f) => f.message.clone(),
+        None => format!(
+            "the screenshot is blank: every pixel is {} ({}x{})",
+            info.main_color.as_deref().unwrap_or("the same colour"),
+            info.width,
+            info.height
+        ),
     }
 }
 

@@ -132,6 +132,9 @@ pub(super) async fn preview(root: &Path, a: &Args, cli: Cli) -> Result<CallToolR
         "check": out["check"], "exit_code": said.code,
         "accessibility": report["accessibility"],
     });
+    if let Some(findings) = report.get("findings") {
+        value["findings"] = findings.clone();
+    }
     let shot = report["screenshot"].as_str().map(str::to_string);
     let mut content = vec![ContentBlock::text(format!(
         "preview of `{}`: {} ({} console errors, {} page errors, {} failed requests)",

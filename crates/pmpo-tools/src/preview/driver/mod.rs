@@ -24,6 +24,7 @@ use super::cdp::{CdpEvent, Connection};
 use super::report::{ConsoleMessage, FailedRequest, PageError, Viewport};
 
 mod audit;
+mod dom_facts;
 mod events;
 mod serve;
 
@@ -124,6 +125,8 @@ pub struct Observed {
     pub notes: Vec<String>,
     /// The accessibility audit, when it was asked for and the page rendered.
     pub accessibility: Option<Accessibility>,
+    /// What the settled page shows (see `dom_facts.rs`), if it answered.
+    pub dom_facts: Option<Value>,
 }
 
 struct RequestInfo {
@@ -368,6 +371,7 @@ async fn drive(state: &mut PageState<'_>, req: &RenderRequest<'_>) -> Result<(),
         state.wait(until, req.cancel, |_| false).await?;
     }
     paint(state, req).await?;
+    state.obs.dom_facts = dom_facts::collect(state, req).await;
     state.obs.settle_ms = ms(settle_start.elapsed());
     screenshot(state, req).await?;
     // After the screenshot: the picture shows the page as the page made it.
