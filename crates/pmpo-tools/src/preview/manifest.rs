@@ -7,7 +7,7 @@ use super::report::PreviewReport;
 
 pub(super) fn summary_line(r: &PreviewReport, report_path: &str) -> String {
     format!(
-        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s){}, {:.0} ms{}; report {}\n",
+        "preview {}: {} via {} (runtime {}), {} console error(s), {} page error(s), {} failed request(s){}{}, {:.0} ms{}; report {}\n",
         r.artifact_id,
         r.status,
         r.driver,
@@ -19,6 +19,7 @@ pub(super) fn summary_line(r: &PreviewReport, report_path: &str) -> String {
             .as_ref()
             .map(|a| format!(", {}", a.summary()))
             .unwrap_or_default(),
+        findings_note(r),
         r.timings.total_ms,
         r.reason
             .as_ref()
@@ -26,6 +27,22 @@ pub(super) fn summary_line(r: &PreviewReport, report_path: &str) -> String {
             .unwrap_or_default(),
         report_path,
     )
+}
+
+/// The findings that say something is wrong (not the `info` ones), by code:
+/// `, findings: missing-runtime, blank-screenshot`.
+fn findings_note(r: &PreviewReport) -> String {
+    let codes: Vec<&str> = r
+        .findings
+        .iter()
+        .filter(|f| f.severity != "info")
+        .map(|f| f.code.as_str())
+        .collect();
+    if codes.is_empty() {
+        String::new()
+    } else {
+        format!(", findings: {}", codes.join(", "))
+    }
 }
 
 /// The entry of `preview.runs` in the artifact manifest.
@@ -46,6 +63,7 @@ pub fn manifest_run(r: &PreviewReport, report_path: &str) -> Value {
         "failed_requests": r.counts.failed_requests,
         "screenshot_blank": r.image.as_ref().map(|i| i.blank),
         "accessibility": r.accessibility.as_ref().map(|a| json!({"status": a.status, "counts": a.counts})),
+        "findings": r.findings.iter().map(|f| json!({"code": f.code, "severity": f.severity})).collect::<Vec<_>>(),
     })
 }
 
