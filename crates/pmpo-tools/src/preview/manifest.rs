@@ -196,4 +196,36 @@ mod tests {
         );
         assert_eq!(validation["notes"][1], "preview `b` skipped");
     }
+
+    #[test]
+    fn the_summary_names_the_findings_that_say_something_is_wrong() {
+        use crate::preview::report::Finding;
+        let mut r = PreviewReport {
+            artifact_id: "p".into(),
+            ..Default::default()
+        };
+        assert!(!summary_line(&r, "x.json").contains("findings"));
+        r.findings
+            .push(Finding::new("runtime-added", "info", "added".into(), None));
+        assert!(!summary_line(&r, "x.json").contains("findings"));
+        r.findings.push(Finding::new(
+            "missing-runtime",
+            "warning",
+            "no Alpine".into(),
+            None,
+        ));
+        r.findings.push(Finding::new(
+            "blank-screenshot",
+            "error",
+            "white".into(),
+            None,
+        ));
+        let line = summary_line(&r, "x.json");
+        assert!(
+            line.contains(", findings: missing-runtime, blank-screenshot,"),
+            "{line}"
+        );
+        let run = manifest_run(&r, "x.json");
+        assert_eq!(run["findings"].as_array().unwrap().len(), 3, "{run}");
+    }
 }
