@@ -6,27 +6,17 @@
 //! Needs Chromium. Without it these tests say so and pass, unless
 //! PMPO_REQUIRE_BROWSER=1.
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::have_chromium;
 use pmpo_store::Workspace;
+use pmpo_tools::ToolOutcome;
 use pmpo_tools::preview::a11y::Accessibility;
 use pmpo_tools::preview::{PreviewReport, PreviewTool, evaluate_report};
-use pmpo_tools::{Tool, ToolContext, ToolOutcome};
-use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-
-fn have_chromium() -> bool {
-    let found = pmpo_tools::preview::browser::find_chromium(None).is_ok();
-    if !found {
-        assert!(
-            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
-            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
-        );
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
+use serde_json::{Value, json};
 
 fn fixture(name: &str) -> String {
     let p = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -57,25 +47,7 @@ fn workspace(extra: &[(&str, &str)]) -> Option<(tempfile::TempDir, Workspace)> {
 }
 
 async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> (ToolOutcome, PreviewReport) {
-    let cancel = CancellationToken::new();
-    let ctx = ToolContext {
-        workspace: ws,
-        run_id: "test",
-        stage_id: "preview",
-        timeout: Duration::from_secs(90),
-        cancel: &cancel,
-        tool: "test",
-        spec: None,
-        validation: &[],
-        description: "",
-        confine: None,
-    };
-    let inputs: Map<String, Value> = inputs.as_object().unwrap().clone();
-    let outcome = tool.invoke(&ctx, &inputs).await.unwrap();
-    let report_path = outcome.outputs["report"].as_str().unwrap();
-    let report: PreviewReport =
-        serde_json::from_slice(&std::fs::read(ws.root().join(report_path)).unwrap()).unwrap();
-    (outcome, report)
+    common::run(tool, ws, inputs, Duration::from_secs(90)).await
 }
 
 fn audit(r: &PreviewReport) -> &Accessibility {

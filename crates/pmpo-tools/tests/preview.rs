@@ -4,67 +4,19 @@
 //! Needs Chromium (`scripts/test.sh` installs it). Without it these tests
 //! say so and pass, unless PMPO_REQUIRE_BROWSER=1 (set by scripts/test.sh).
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::pages;
 use pmpo_store::Workspace;
 use pmpo_tools::preview::{PreviewReport, PreviewTool, evaluate_report};
-use pmpo_tools::{Termination, Tool, ToolContext, ToolOutcome};
-use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
-
-fn have_chromium() -> bool {
-    let found = pmpo_tools::preview::browser::find_chromium(None).is_ok();
-    if !found {
-        assert!(
-            std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() != Some("1"),
-            "Chromium is required (PMPO_REQUIRE_BROWSER=1) but was not found"
-        );
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
-
-/// A workspace holding `pages` (path, text), or `None` (the test passes)
-/// without Chromium.
-fn pages(pages: &[(&str, &str)]) -> Option<(tempfile::TempDir, Workspace)> {
-    if !have_chromium() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for (rel, text) in pages {
-        write(dir.path(), rel, text);
-    }
-    let ws = Workspace::open(dir.path()).unwrap();
-    Some((dir, ws))
-}
-
-fn write(root: &Path, rel: &str, text: &str) {
-    let p = root.join(rel);
-    std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-    std::fs::write(p, text).unwrap();
-}
+use pmpo_tools::{Termination, Tool, ToolOutcome};
+use serde_json::{Value, json};
 
 async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> (ToolOutcome, PreviewReport) {
-    let cancel = CancellationToken::new();
-    let ctx = ToolContext {
-        workspace: ws,
-        run_id: "test",
-        stage_id: "preview",
-        timeout: Duration::from_secs(60),
-        cancel: &cancel,
-        tool: "test",
-        spec: None,
-        validation: &[],
-        description: "",
-        confine: None,
-    };
-    let inputs: Map<String, Value> = inputs.as_object().unwrap().clone();
-    let outcome = tool.invoke(&ctx, &inputs).await.unwrap();
-    let report_path = outcome.outputs["report"].as_str().unwrap();
-    let report: PreviewReport =
-        serde_json::from_slice(&std::fs::read(ws.root().join(report_path)).unwrap()).unwrap();
-    (outcome, report)
+    common::run(tool, ws, inputs, Duration::from_secs(60)).await
 }
 
 fn decode(path: &Path) -> (u32, u32, Vec<u8>) {

@@ -6,43 +6,23 @@
 //! Without Chromium (or esbuild, for the `.tsx` tests) these tests say so
 //! and pass, unless PMPO_REQUIRE_BROWSER=1 (set by scripts/test.sh).
 
+mod common;
+
 use std::path::Path;
 use std::time::Duration;
 
+use common::{pages, required};
 use pmpo_store::Workspace;
+use pmpo_tools::Tool;
 use pmpo_tools::preview::report::Finding;
 use pmpo_tools::preview::{CheckState, PreviewReport, PreviewTool, evaluate_report};
-use pmpo_tools::{Tool, ToolContext};
-use serde_json::{Map, Value, json};
-use tokio_util::sync::CancellationToken;
 
-fn required() -> bool {
-    std::env::var("PMPO_REQUIRE_BROWSER").ok().as_deref() == Some("1")
+async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> PreviewReport {
+    common::run(tool, ws, inputs, Duration::from_secs(60))
+        .await
+        .1
 }
-
-fn have_chromium() -> bool {
-    let found = pmpo_tools::preview::browser::find_chromium(None).is_ok();
-    if !found {
-        assert!(!required(), "Chromium is required but was not found");
-        eprintln!("skipping: Chromium not found");
-    }
-    found
-}
-
-/// A workspace holding `pages`, or `None` (the test passes) without Chromium.
-fn pages(pages: &[(&str, &str)]) -> Option<(tempfile::TempDir, Workspace)> {
-    if !have_chromium() {
-        return None;
-    }
-    let dir = tempfile::tempdir().unwrap();
-    for (rel, text) in pages {
-        let p = dir.path().join(rel);
-        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-        std::fs::write(p, text).unwrap();
-    }
-    let ws = Workspace::open(dir.path()).unwrap();
-    Some((dir, ws))
-}
+use serde_json::{Value, json};
 
 /// Whether esbuild is there for the `.tsx` tests (else they say so and pass).
 fn have_esbuild(root: &Path) -> bool {
@@ -52,26 +32,6 @@ fn have_esbuild(root: &Path) -> bool {
         eprintln!("skipping: esbuild not found");
     }
     found
-}
-
-async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> PreviewReport {
-    let cancel = CancellationToken::new();
-    let ctx = ToolContext {
-        workspace: ws,
-        run_id: "test",
-        stage_id: "preview",
-        timeout: Duration::from_secs(60),
-        cancel: &cancel,
-        tool: "test",
-        spec: None,
-        validation: &[],
-        description: "",
-        confine: None,
-    };
-    let inputs: Map<String, Value> = inputs.as_object().unwrap().clone();
-    let outcome = tool.invoke(&ctx, &inputs).await.unwrap();
-    let report_path = outcome.outputs["report"].as_str().unwrap();
-    serde_json::from_slice(&std::fs::read(ws.root().join(report_path)).unwrap()).unwrap()
 }
 
 /// The RGB pixels of a preview's screenshot.
