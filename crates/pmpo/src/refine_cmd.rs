@@ -421,6 +421,10 @@ pub fn refine(a: RefineArgs) -> u8 {
             }
             if !a.quiet {
                 print_report(&report);
+                errln!(
+                    "  report: {}",
+                    crate::report::report_command(&report.artifact_name, &a.workspace)
+                );
             }
             match report.outcome {
                 Outcome::Cancelled => stop.exit_code(),
