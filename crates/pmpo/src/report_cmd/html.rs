@@ -139,7 +139,9 @@ pub fn picture(out: &mut String, g: &mut Gallery, bytes: Option<&[u8]>, alt: &st
     }
 }
 
-/// Writes what [`Gallery`] gave for a picture.
+/// Writes what [`Gallery`] gave for a picture. A picture is an SVG
+/// `<image>` the first time and a `<use>` of it after: shown as often as
+/// needed (an iteration beside the next) with its bytes in the file once.
 pub fn embedded(out: &mut String, e: Embedded, alt: &str) {
     match e {
         Embedded::New {
@@ -151,23 +153,24 @@ pub fn embedded(out: &mut String, e: Embedded, alt: &str) {
         } => {
             let _ = write!(
                 out,
-                "<img id=\"{id}\" src=\"{uri}\" width=\"{width}\" height=\"{height}\" alt=\"{}\" loading=\"lazy\">",
+                "<svg class=\"pic\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" role=\"img\" aria-label=\"{}\"><image id=\"{id}\" width=\"{width}\" height=\"{height}\" href=\"{uri}\"/></svg>",
                 esc(alt)
             );
             if let Some(n) = note {
                 let _ = write!(out, "<div class=\"dim\">{}</div>", esc(&n));
             }
         }
-        Embedded::Again { id } => {
+        Embedded::Again { id, width, height } => {
             let _ = write!(
                 out,
-                "<div class=\"noimg\">the same picture as <a href=\"#{id}\">above</a> (shown once)</div>"
+                "<svg class=\"pic\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" role=\"img\" aria-label=\"{}\"><use href=\"#{id}\"/></svg>",
+                esc(alt)
             );
         }
         Embedded::Unreadable(why) => {
             let _ = write!(
                 out,
-                "<div class=\"noimg\">the screenshot could not be shown: {}</div>",
+                "<div class=\"noimg\">the picture could not be shown: {}</div>",
                 esc(&why)
             );
         }
@@ -200,7 +203,7 @@ code{font:13px/1.4 ui-monospace,SFMono-Regular,Menlo,Consolas,monospace;overflow
 .bar span{position:absolute;top:0;height:10px;border-radius:3px;background:#5b8def;min-width:2px}
 .bar span.bad{background:#d64545}.bar span.warn{background:#d9a400}.bar span.ok{background:#3a9a5b}
 figure{margin:8px 0;display:inline-block;vertical-align:top;max-width:100%}
-figure img,.shots img{max-width:100%;height:auto;border:1px solid #dde2e8;background:#fff}
+svg.pic{display:block;max-width:100%;height:auto;border:1px solid #dde2e8;background:#fff}
 figcaption{font-size:13px;color:#5b6675;word-break:break-word}
 .noimg{padding:14px;border:1px dashed #b8c0cc;color:#5b6675;font-size:13px;background:#fafbfc}
 .shots{display:grid;grid-template-columns:repeat(auto-fit,minmax(260px,1fr));gap:12px;align-items:start}

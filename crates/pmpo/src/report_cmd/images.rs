@@ -208,8 +208,8 @@ pub enum Embedded {
         height: u32,
         note: Option<String>,
     },
-    /// The same bytes were embedded before, under this anchor id.
-    Again { id: String },
+    /// The same bytes were embedded before, under this id (and size).
+    Again { id: String, width: u32, height: u32 },
     /// It could not be read or decoded: why.
     Unreadable(String),
 }
@@ -217,7 +217,7 @@ pub enum Embedded {
 /// The images of one report, each embedded once (keyed by content digest).
 #[derive(Default)]
 pub struct Gallery {
-    seen: HashMap<blake3::Hash, String>,
+    seen: HashMap<blake3::Hash, (String, u32, u32)>,
     /// Bytes of `data:` URIs embedded so far.
     pub bytes: usize,
     pub count: usize,
@@ -227,8 +227,8 @@ impl Gallery {
     /// Embeds a PNG file's bytes (scaled down when wide).
     pub fn embed(&mut self, bytes: &[u8]) -> Embedded {
         let key = blake3::hash(bytes);
-        if let Some(id) = self.seen.get(&key) {
-            return Embedded::Again { id: id.clone() };
+        if let Some(again) = self.again(&key) {
+            return again;
         }
         let img = match decode(bytes) {
             Ok(i) => i,
@@ -241,10 +241,20 @@ impl Gallery {
     pub fn embed_pixels(&mut self, img: Rgba) -> Embedded {
         let png = encode(&img);
         let key = blake3::hash(&png);
-        if let Some(id) = self.seen.get(&key) {
-            return Embedded::Again { id: id.clone() };
+        if let Some(again) = self.again(&key) {
+            return again;
         }
         self.embed_decoded(key, img, Some(&png))
+    }
+
+    fn again(&self, key: &blake3::Hash) -> Option<Embedded> {
+        self.seen
+            .get(key)
+            .map(|(id, width, height)| Embedded::Again {
+                id: id.clone(),
+                width: *width,
+                height: *height,
+            })
     }
 
     fn embed_decoded(&mut self, key: blake3::Hash, img: Rgba, original: Option<&[u8]>) -> Embedded {
@@ -276,7 +286,8 @@ impl Gallery {
         self.count += 1;
         self.bytes += uri.len();
         let id = format!("img-{}", self.count);
-        self.seen.insert(key, id.clone());
+        self.seen
+            .insert(key, (id.clone(), fitted.width, fitted.height));
         Embedded::New {
             uri,
             id,
@@ -336,7 +347,7 @@ mod tests {
             panic!("first embed")
         };
         match g.embed(&png) {
-            Embedded::Again { id: again } => assert_eq!(again, id),
+            Embedded::Again { id: again, .. } => assert_eq!(again, id),
             _ => panic!("embedded twice"),
         }
         assert!(matches!(g.embed(b"nope"), Embedded::Unreadable(_)));
