@@ -93,7 +93,7 @@ plan:
   stages:
     - id: page
       tool: preview
-      with: {input: pages/hostile.html, id: hostile, viewport: {width: 640, height: 300}}
+      with: {input: pages/hostile.html, id: hostile, viewport: {width: 1600, height: 300}}
       outputs: [dist/previews/hostile]
     - id: names
       with: {command: [sh, -c, 'mkdir -p out && echo hi > "out/<img src=y onerror=alert(3)>.txt"']}
@@ -159,6 +159,8 @@ fn a_failed_run_reads_whole_and_renders_cleanly() {
     assert!(html.contains("&lt;img src=y onerror=alert(3)&gt;.txt"));
     if have_chromium() {
         assert!(html.contains("&lt;img src=x onerror=alert(1)&gt;"));
+        // A screenshot wider than 1,280 px is scaled down, and says so.
+        assert!(html.contains("scaled down from 1600x300 to 1280px wide"));
     }
     assert!(html.contains("&lt;script&gt;alert(4)&lt;/script&gt;"));
     // The report was written through the store: the ledger has it.
@@ -196,6 +198,19 @@ fn a_run_without_previews_and_a_chosen_output() {
         r.stderr
     );
     ws.run_code(2, &["report", "-o", ".state/r.html"]);
+    // A browser that cannot be started is a warning, not a failure.
+    let r = common::bin()
+        .current_dir(ws.path())
+        .env("BROWSER", "/nonexistent/browser")
+        .args(["report", "--open"])
+        .output()
+        .unwrap();
+    assert_eq!(r.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(
+        err.contains("warning: cannot open the report with `/nonexistent/browser`"),
+        "{err}"
+    );
     // Plain output: the path, and nothing else.
     let r = ws.run_ok(&["report"]);
     assert_eq!(
