@@ -261,12 +261,15 @@ fn output_rel(ws: &Workspace, args: &ReportArgs, kind: &str, id: &str) -> Result
         })
 }
 
-/// Opens the report in a browser without waiting for it.
+/// Opens the report in a browser without waiting for it: the first entry
+/// of `$BROWSER` (a command, maybe with arguments; entries are separated by
+/// `:`), else `xdg-open` (`open` on macOS).
 fn open(path: &Path) {
     let browser = std::env::var("BROWSER")
         .ok()
-        .filter(|b| !b.trim().is_empty());
-    let opener = browser.unwrap_or_else(|| {
+        .and_then(|b| b.split(':').next().map(str::trim).map(str::to_string))
+        .filter(|b| !b.is_empty());
+    let line = browser.unwrap_or_else(|| {
         if cfg!(target_os = "macos") {
             "open"
         } else {
@@ -274,7 +277,10 @@ fn open(path: &Path) {
         }
         .to_string()
     });
-    let started = std::process::Command::new(&opener)
+    let mut words = line.split_whitespace();
+    let program = words.next().unwrap_or("xdg-open");
+    let started = std::process::Command::new(program)
+        .args(words)
         .arg(path)
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -282,7 +288,7 @@ fn open(path: &Path) {
         .spawn();
     if let Err(e) = started {
         errln!(
-            "warning: cannot open the report with `{opener}`: {e}; open {} yourself (or set $BROWSER)",
+            "warning: cannot open the report with `{line}`: {e}; open {} yourself (or set $BROWSER)",
             path.display()
         );
     }

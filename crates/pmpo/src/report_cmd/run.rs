@@ -58,7 +58,9 @@ impl RunData {
             })
             .unwrap_or_default();
         let results = of_run(read_json(ws, pmpo_engine::RESULTS_FILE), &id);
-        let constraints = of_run(read_json(ws, "constraints.json"), &id);
+        let any_constraints = read_json(ws, "constraints.json");
+        let had_constraints = any_constraints.is_some();
+        let constraints = of_run(any_constraints, &id);
         let mut notes = Vec::new();
         if results.is_none() {
             notes.push(format!(
@@ -66,7 +68,7 @@ impl RunData {
                 pmpo_engine::RESULTS_FILE
             ));
         }
-        if constraints.is_none() {
+        if constraints.is_none() && had_constraints {
             notes.push("constraints.json is not this run's (a later run or validate wrote it): the constraint table is left out".into());
         }
         Ok(RunData {
@@ -334,7 +336,7 @@ fn constraints(out: &mut String, d: &RunData) -> (usize, usize) {
         .cloned()
         .unwrap_or_default();
     if list.is_empty() {
-        out.push_str("<p class=\"dim\">no constraint results of this run (the plan has no validation_plan, or constraints.json is another run's)</p>");
+        out.push_str("<p class=\"dim\">no constraint results of this run: its plan has no validation_plan, or constraints.json is another run's</p>");
     }
     let mut violated = 0;
     if !list.is_empty() {
