@@ -323,7 +323,9 @@ fn stage_detail(out: &mut String, d: &RunData, s: &Value, id: &str, status: &str
     if let Some(n) = s["files"].as_array().map(Vec::len).filter(|n| *n > 0) {
         parts.push(format!("{n} file(s)"));
     }
-    out.push_str(&parts.join("<br>"));
+    for p in parts {
+        let _ = write!(out, "<div>{p}</div>");
+    }
 }
 
 /// The constraint table; returns (constraints, violated).
