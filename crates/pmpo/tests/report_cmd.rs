@@ -380,3 +380,38 @@ fn a_run_of_1000_stages_gives_a_report_under_2_mb() {
     assert!(html.contains("<code>s999</code>"));
     assert_renders(&ws, v["relative_path"].as_str().unwrap());
 }
+
+#[test]
+fn a_link_at_the_report_or_its_folder_is_never_written_through() {
+    let ws = Ws::new();
+    ws.write(
+        "plan.yaml",
+        "specification: {artifact_name: plain, artifact_type: code}\nplan:\n  stages:\n    - id: one\n      with: {command: [sh, -c, 'echo 1 > one.txt']}\n      outputs: [one.txt]\n",
+    );
+    let run = ws.run_ok(&["execute", "plan.yaml", "--json"]);
+    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    let outside = tempfile::tempdir().unwrap();
+    // The folder is a link out of the workspace.
+    std::os::unix::fs::symlink(outside.path(), ws.p("reports")).unwrap();
+    let r = ws.run_code(1, &["report"]);
+    assert!(r.stderr.contains("through a symbolic link"), "{}", r.stderr);
+    assert_eq!(std::fs::read_dir(outside.path()).unwrap().count(), 0);
+    // The file is a link to a file outside: left as it is, never followed.
+    std::fs::remove_file(ws.p("reports")).unwrap();
+    std::fs::create_dir(ws.p("reports")).unwrap();
+    let target = outside.path().join("target.html");
+    std::fs::write(&target, "untouched").unwrap();
+    std::os::unix::fs::symlink(&target, ws.p(&format!("reports/run-{id}.html"))).unwrap();
+    let r = ws.run_code(1, &["report"]);
+    assert!(r.stderr.contains("symbolic link"), "{}", r.stderr);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+    // -o through a link out of the workspace is refused before anything is written.
+    std::os::unix::fs::symlink(outside.path(), ws.p("out")).unwrap();
+    let r = ws.run_code(2, &["report", "-o", "out/r.html"]);
+    assert!(
+        r.stderr.contains("is not a file of the workspace"),
+        "{}",
+        r.stderr
+    );
+    assert!(!outside.path().join("r.html").exists());
+}
