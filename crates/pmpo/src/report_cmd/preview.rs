@@ -247,3 +247,51 @@ fn accessibility(out: &mut String, a: &Value) {
         )
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// A preview report with the fields the accessibility check and the
+    /// findings add (read as plain JSON: they may be absent, or newer).
+    #[test]
+    fn accessibility_violations_and_findings_are_shown_escaped() {
+        let v = json!({
+            "status": "success", "driver": "devtools", "runtime_source": "none",
+            "counts": {"console_errors": 0},
+            "accessibility": {
+                "status": "checked", "engine": "axe-core 4.14.1", "reason": null,
+                "counts": {"critical": 0, "serious": 1, "moderate": 0, "minor": 0},
+                "violations": [{"rule": "color-contrast", "impact": "serious",
+                    "help": "Elements must meet minimum color contrast ratio thresholds",
+                    "nodes": [{"selector": "#increment", "html": "<button id=\"increment\">", "summary": "Fix"},
+                              {"selector": ["iframe", "<b>x</b>"]}]}]
+            },
+            "findings": [{"code": "missing-runtime", "severity": "warning",
+                "message": "the page uses Alpine.js directives (x-data, @click) but loads no <script> runtime",
+                "hint": "add `runtimes: [alpine]`"}],
+            "notes": ["a <note>"]
+        });
+        let mut out = String::new();
+        findings(&mut out, &v);
+        for needle in [
+            "color-contrast",
+            "serious 1",
+            "<code>#increment</code>",
+            "&lt;b&gt;x&lt;/b&gt;",
+            "missing-runtime",
+            "loads no &lt;script&gt; runtime",
+            "help: add `runtimes: [alpine]`",
+            "a &lt;note&gt;",
+            "axe-core 4.14.1",
+        ] {
+            assert!(out.contains(needle), "no `{needle}` in {out}");
+        }
+        assert!(!out.contains("<script>") && !out.contains("<note>"));
+        // An older report without them still reads.
+        let mut old = String::new();
+        findings(&mut old, &json!({"status": "success"}));
+        assert!(!old.contains("Accessibility") && !old.contains("Findings"));
+    }
+}
