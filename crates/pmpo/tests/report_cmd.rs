@@ -317,6 +317,7 @@ fn a_converged_three_iteration_refinement_shows_its_iterations_side_by_side() {
         "{}",
         r.stderr
     );
+    assert_eq!(out["report_command"], "pmpo report card");
     // Persist kept each iteration's screenshot.
     for i in 1..=3 {
         let index = ws.read_json(&format!(
