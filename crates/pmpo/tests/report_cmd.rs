@@ -253,6 +253,13 @@ fn nothing_to_report_says_what_there_is_and_what_to_do() {
     assert!(r.stderr.contains(&id), "{}", r.stderr);
     assert!(r.stderr.contains("pmpo list"), "{}", r.stderr);
     ws.run_code(2, &["report", "artifact:../x"]);
+    ws.run_code(2, &["report", "artifact:plain"]);
+    // A prefix says which kind a name is.
+    let v = report_json(&ws, &[&format!("run:{id}")]);
+    assert_eq!(
+        (v["kind"].as_str(), v["target"].as_str()),
+        (Some("run"), Some(id.as_str()))
+    );
 }
 
 /// The three pages of a UI refinement: two with console errors (the
