@@ -47,6 +47,7 @@ mod ops_cmd;
 mod preview_cmd;
 mod refine_cmd;
 mod report;
+mod report_cmd;
 mod restore_cmd;
 mod signals;
 mod state_cmd;
@@ -216,6 +217,9 @@ Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --s
     Restore(restore_cmd::RestoreArgs),
     /// Prune pmpo's own backups and cache entries; prints what was freed.
     Gc(state_cmd::GcArgs),
+    /// Write one self-contained HTML report of a run or a named artifact.
+    #[command(after_help = REPORT_HELP)]
+    Report(report_cmd::ReportArgs),
     /// Serve the workspace to an agent host over MCP (stdio): tools, resources, sampling.
     #[command(after_help = MCP_HELP)]
     Mcp(mcp::McpArgs),
@@ -313,6 +317,20 @@ pub(crate) fn resume_for_host(run_id: &str, workspace: &Path, json: bool, quiet:
         Err(e) => CliError::failed(format!("internal: cannot resume `{run_id}`: {e}")).report(),
     }
 }
+
+const REPORT_HELP: &str = concat!(
+    "The report is one HTML file with everything inline (styles, pictures as data: URIs; nothing\n",
+    "is fetched): for a run, its stages on a timeline, its constraints with each check's evidence,\n",
+    "every preview's screenshot with its console, errors, failed requests, findings and\n",
+    "accessibility, and the files it wrote (the ledger's before and after); for an artifact, its\n",
+    "iterations side by side (constraint status, decision and reason, each picture beside the\n",
+    "previous iteration's with the changed pixels). It is built only when asked, never by a run.\n\n",
+    "Examples:\n",
+    "  pmpo report                          # the workspace's last run\n",
+    "  pmpo report 20261129T120000Z-1a2b3c -w examples/ui\n",
+    "  pmpo report acme-logo --open         # an artifact, opened in a browser\n\n",
+    "Exit codes: 0 written, 1 it could not be written, 2 no such run or artifact (or a bad -o)."
+);
 
 const MCP_HELP: &str = concat!(
     "A Model Context Protocol server on standard input and output, for one workspace. An agent host ",
@@ -428,6 +446,7 @@ fn main() -> ExitCode {
         Command::Restore(args) => restore_cmd::restore(args),
         Command::Gc(args) => state_cmd::gc(args),
         Command::Mcp(args) => mcp::run(args),
+        Command::Report(args) => report_cmd::report(args),
         Command::Models {
             workspace,
             json,

@@ -414,13 +414,20 @@ pub fn refine(a: RefineArgs) -> u8 {
     match result {
         Err(e) => e.report(),
         Ok(report) => {
+            let report_command = crate::report::report_command(&report.artifact_name, &a.workspace);
             if a.json {
+                // The report's JSON, with the command that builds the HTML report.
+                let mut value = serde_json::to_value(&report).unwrap_or(Value::Null);
+                if let Some(obj) = value.as_object_mut() {
+                    obj.insert("report_command".into(), Value::from(report_command.clone()));
+                }
                 let mut out = std::io::stdout().lock();
-                let _ = serde_json::to_writer_pretty(&mut out, &report);
+                let _ = serde_json::to_writer_pretty(&mut out, &value);
                 let _ = writeln!(out);
             }
             if !a.quiet {
                 print_report(&report);
+                errln!("  report: {report_command}");
             }
             match report.outcome {
                 Outcome::Cancelled => stop.exit_code(),

@@ -314,4 +314,25 @@ pub fn print_summary(r: &ExecutionResults, workspace: &Path) {
         "results: {}",
         workspace.join(pmpo_engine::RESULTS_FILE).display()
     );
+    let _ = writeln!(err, "report: {}", report_command(&r.run_id, workspace));
+}
+
+/// The command that builds the HTML report of a run or an artifact (`-w`
+/// only when the workspace is not the current directory).
+pub fn report_command(target: &str, workspace: &Path) -> String {
+    let quote = |s: &str| {
+        if !s.is_empty()
+            && s.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./:@+=".contains(c))
+        {
+            s.to_string()
+        } else {
+            format!("'{}'", s.replace('\'', "'\\''"))
+        }
+    };
+    let mut cmd = format!("pmpo report {}", quote(target));
+    if workspace != Path::new(".") && workspace != Path::new("") {
+        cmd.push_str(&format!(" -w {}", quote(&workspace.to_string_lossy())));
+    }
+    cmd
 }

@@ -167,7 +167,8 @@ fn a_violated_blocking_constraint_fails_execute_and_the_summary_names_it() {
         "failed: 1 of 1 stage succeeded (1 ran, 0 reused) in T
   blocking constraint `greets` violated: out.txt says hello
     contains failed: out.txt: does not contain \"hello\"
-results: ./.state/execution_results.json"
+results: ./.state/execution_results.json
+report: pmpo report RUN"
     );
     let j = r.json();
     assert_eq!(j["status"], "failed");
@@ -440,7 +441,8 @@ fn a_paused_run_counts_what_waits_and_names_it_in_errors_for_every_jobs() {
                     "awaiting_intervention: 1 of 4 stages succeeded (1 ran, 0 reused), 1 awaiting a decision, 2 not started in T
   error in `broken` (awaiting_decision): awaiting a decision after: exited with code 1: cannot; answer with `pmpo resume RUN --retry|--skip|--abort`
     hint: decide with `pmpo resume RUN --retry`, `--skip` or `--abort`
-results: ./.state/execution_results.json"
+results: ./.state/execution_results.json
+report: pmpo report RUN"
                 )
             );
         }
@@ -476,7 +478,8 @@ fn a_cached_rerun_is_counted_as_reused_everywhere() {
     assert_eq!(
         summary_block(&r),
         "completed: 2 of 2 stages succeeded (0 ran, 2 reused) in T
-results: ./.state/execution_results.json"
+results: ./.state/execution_results.json
+report: pmpo report RUN"
     );
     assert_eq!(r.json()["summary"]["cached"], 2);
     assert_one_vocabulary(&ws, &r);
@@ -565,7 +568,8 @@ fn a_cancelled_run_counts_the_stopped_stage_as_cancelled_not_failed() {
         summary_block(&r),
         "cancelled: 1 of 3 stages succeeded (1 ran, 0 reused), 1 cancelled, 1 skipped in T
   error in `b` (cancelled): cancelled by the user; its process group was killed
-results: ./.state/execution_results.json"
+results: ./.state/execution_results.json
+report: pmpo report RUN"
     );
     assert_one_vocabulary(&ws, &r);
 }

@@ -18,6 +18,7 @@ impl Controller<'_, '_> {
         let iteration = self.state.current_iteration;
         let r = self.load_reflection()?;
         let d = reflect::decide(&r, self.state.max_iterations, self.user_terminated());
+        self.keep_screenshots(iteration, &r);
         if d.status == Some(Termination::MaxIterationsExceeded) {
             self.log(
                 REFINEMENT_LOG,
@@ -113,4 +114,66 @@ impl Controller<'_, '_> {
         self.ls.pending_decision = Some(d);
         self.end(LoopPhase::Persist, &summary, t)
     }
+
+    /// Keeps a copy of the iteration's pictures (the PNG files among the
+    /// artifact's files in dist/: preview screenshots, rasterized images)
+    /// under `.refiner/artifacts/NAME/screenshots/iteration-N/`, with an
+    /// `index.json` that names each one's place in dist/ and its digest, so
+    /// `pmpo report NAME` can set each iteration beside the one before after
+    /// the next iteration has overwritten them. A copy that cannot be made
+    /// is listed with its error; it never stops the loop.
+    fn keep_screenshots(&self, iteration: u64, r: &reflect::Reflection) {
+        const MAX_PICTURES: usize = 24;
+        const MAX_BYTES: u64 = 16 << 20;
+        let dir = screenshots_dir(&self.state.artifact_name, iteration);
+        let who = pmpo_store::Writer {
+            run_id: &self.state.refinement_id,
+            writer: "loop",
+        };
+        let mut files = Vec::new();
+        for path in r
+            .dist_files
+            .iter()
+            .filter(|p| p.to_ascii_lowercase().ends_with(".png"))
+            .take(MAX_PICTURES)
+        {
+            let copy = format!("{dir}/files/{path}");
+            let kept = match self.ws.read(path) {
+                Ok(b) if b.len() as u64 > MAX_BYTES => {
+                    Err(format!("{} bytes: too large to keep", b.len()))
+                }
+                Ok(b) => self
+                    .ws
+                    .write_file(&copy, &b, who)
+                    .map(|_| (blake3::hash(&b).to_hex().to_string(), b.len()))
+                    .map_err(|e| e.to_string()),
+                Err(e) => Err(e.to_string()),
+            };
+            files.push(match kept {
+                Ok((digest, size)) => {
+                    json!({"path": path, "copy": copy, "blake3": digest, "size": size})
+                }
+                Err(e) => json!({"path": path, "error": e}),
+            });
+        }
+        let index = json!({
+            "iteration": iteration,
+            "run_id": r.execution.run_id,
+            "files": files,
+        });
+        let _ = write_json(
+            self.ws,
+            &format!("{dir}/index.json"),
+            &index,
+            &self.state.refinement_id,
+        );
+    }
+}
+
+/// Where Persist keeps the copies of an iteration's pictures.
+fn screenshots_dir(name: &str, iteration: u64) -> String {
+    format!(
+        "{}/screenshots/iteration-{iteration}",
+        pmpo_store::artifacts::artifact_dir(name)
+    )
 }
