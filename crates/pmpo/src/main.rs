@@ -319,11 +319,11 @@ pub(crate) fn resume_for_host(run_id: &str, workspace: &Path, json: bool, quiet:
 }
 
 const REPORT_HELP: &str = concat!(
-    "The report is one HTML file with everything inline (styles, pictures as data: URIs; nothing\n",
-    "is fetched): for a run, its stages on a timeline, its constraints with each check's evidence,\n",
-    "every preview's screenshot with its console, errors, failed requests, findings and\n",
-    "accessibility, and the files it wrote (the ledger's before and after); for an artifact, its\n",
-    "iterations side by side (constraint status, decision and reason, each picture beside the\n",
+    "The report is one HTML file with everything inline (styles, pictures as data: URIs; nothing ",
+    "is fetched): for a run, its stages on a timeline, its constraints with each check's evidence, ",
+    "every preview's screenshot with its console, errors, failed requests, findings and ",
+    "accessibility, and the files it wrote (the ledger's before and after); for an artifact, its ",
+    "iterations side by side (constraint status, decision and reason, each picture beside the ",
     "previous iteration's with the changed pixels). It is built only when asked, never by a run.\n\n",
     "Examples:\n",
     "  pmpo report                          # the workspace's last run\n",

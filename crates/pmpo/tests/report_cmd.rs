@@ -265,9 +265,9 @@ fn nothing_to_report_says_what_there_is_and_what_to_do() {
 /// The three pages of a UI refinement: two with console errors (the
 /// blocking `renders` is violated), then a clean one.
 const PAGES: [&str; 3] = [
-    "<!doctype html><html><body style=\"background:#fde68a\"><h1>Draft one</h1><script>console.error('not yet')</script></body></html>",
-    "<!doctype html><html><body style=\"background:#bfdbfe\"><h1>Draft two</h1><p>closer</p><script>console.error('still not')</script></body></html>",
-    "<!doctype html><html><body style=\"background:#bbf7d0\"><h1>Final</h1><p>clean</p></body></html>",
+    "<!doctype html><html lang=\"en\"><head><title>Card</title></head><body style=\"background:#fde68a\"><h1>Draft one</h1><script>console.error('not yet')</script></body></html>",
+    "<!doctype html><html lang=\"en\"><head><title>Card</title></head><body style=\"background:#bfdbfe\"><h1>Draft two</h1><p>closer</p><script>console.error('still not')</script></body></html>",
+    "<!doctype html><html lang=\"en\"><head><title>Card</title></head><body style=\"background:#bbf7d0\"><h1>Final</h1><p>clean</p></body></html>",
 ];
 
 fn ui_plan(k: usize) -> Value {

@@ -27,7 +27,7 @@ pub struct ReportArgs {
     /// `run:ID` or `artifact:NAME` when one name could be both. Default: the
     /// workspace's last run.
     target: Option<String>,
-    /// The workspace (default: the current directory).
+    /// The workspace directory.
     #[arg(long, short = 'w', value_name = "DIR", default_value = ".")]
     workspace: PathBuf,
     /// Where to write the report (a path inside the workspace). Default:
