@@ -476,6 +476,7 @@ fn print_report(r: &Report) {
         // Why a measured constraint does not hold: the check's own words (the
         // rule an audit broke, the cycle, the schema path), cut to one line.
         if c.status != ConstraintStatus::Satisfied
+            && c.basis == pmpo_loop::reflect::Basis::Measured
             && c.unproven.is_empty()
             && !c.evidence.trim().is_empty()
         {
