@@ -487,3 +487,63 @@ async fn white_text_over_a_picture_is_not_invisible() {
     assert!(f.message.contains("`#ghost`"), "{}", f.message);
     assert!(!f.message.contains("#title"), "{}", f.message);
 }
+
+/// The real React (installed by `npm ci --prefix tools`, beside esbuild): a
+/// default-exported component with a hook is bundled with React and mounted
+/// with react-dom, and what it renders is on the screenshot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_real_react_component_with_a_hook_renders() {
+    let modules = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tools/node_modules");
+    if !modules.join("react-dom/package.json").is_file() {
+        assert!(
+            !required(),
+            "React is required but tools/node_modules has none: run `npm ci --prefix tools`"
+        );
+        eprintln!(
+            "skipping: React is not installed in tools/node_modules (`npm ci --prefix tools`)"
+        );
+        return;
+    }
+    let app = r##"import { useState } from "react";
+export default function Counter() {
+  const [n] = useState(41);
+  return <h1 style={{ background: "#aa2266", color: "white", padding: "40px", margin: "0" }}>Count {n + 1}</h1>;
+}
+"##;
+    let Some((_dir, ws)) = pages(&[("real/App.tsx", app)]) else {
+        return;
+    };
+    if !have_esbuild(ws.root()) {
+        return;
+    }
+    std::os::unix::fs::symlink(
+        modules.canonicalize().unwrap(),
+        ws.root().join("real/node_modules"),
+    )
+    .unwrap();
+    let tool = PreviewTool::new();
+    let r = run(
+        &tool,
+        &ws,
+        json!({"input": "real/App.tsx", "viewport": {"width": 400, "height": 200}}),
+    )
+    .await;
+    tool.end_run().await;
+    assert_eq!(r.status, "success", "{r:?}");
+    assert_eq!(r.counts.console_errors, 0, "{:?}", r.console);
+    assert_eq!(r.counts.page_errors, 0, "{:?}", r.page_errors);
+    assert!(
+        finding(&r, "mounted")
+            .unwrap()
+            .message
+            .contains("createRoot"),
+        "{:?}",
+        r.findings
+    );
+    assert!(
+        count(&pixels(&ws, "App"), [0xaa, 0x22, 0x66]) > 5_000,
+        "the component was not drawn"
+    );
+    let html = std::fs::read_to_string(ws.root().join("dist/previews/App/bundle.js")).unwrap();
+    assert!(html.contains("useState"), "React itself is bundled");
+}
