@@ -25,9 +25,10 @@ if [ ${#missing[@]} -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}"
 fi
 
-# esbuild compiles .tsx previews: a pinned dev dependency in tools/ (lockfile).
-if [ ! -x tools/node_modules/.bin/esbuild ]; then
-  echo "test.sh: installing esbuild (npm ci --prefix tools)"
+# esbuild compiles .tsx previews, and the React-component tests use React:
+# pinned dev dependencies in tools/ (lockfile).
+if [ ! -x tools/node_modules/.bin/esbuild ] || [ ! -f tools/node_modules/react-dom/package.json ]; then
+  echo "test.sh: installing esbuild and React (npm ci --prefix tools)"
   npm ci --prefix tools --no-audit --no-fund
 fi
 # The MCP server is tested with the official Python SDK (a real client), in a
