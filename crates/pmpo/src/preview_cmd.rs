@@ -26,6 +26,9 @@ pub struct PreviewArgs {
     /// Runtimes pmpo may add to a page that uses them and loads none itself: auto, none, or a comma-separated list from htmx, alpine.
     #[arg(long, value_name = "LIST", default_value = "auto", value_parser = parse_runtimes)]
     runtimes: serde_json::Value,
+    /// Do not audit the rendered page's accessibility (axe-core); the report says it was not checked.
+    #[arg(long)]
+    no_accessibility: bool,
     /// Viewport as WIDTHxHEIGHT.
     #[arg(long, value_name = "WxH", default_value = "1024x768", value_parser = parse_viewport)]
     viewport: (u32, u32),
@@ -101,6 +104,7 @@ pub fn run(args: PreviewArgs) -> u8 {
     }
     inputs.insert("network".into(), json!(args.network));
     inputs.insert("runtimes".into(), args.runtimes.clone());
+    inputs.insert("accessibility".into(), json!(!args.no_accessibility));
     inputs.insert("required".into(), json!(true));
     inputs.insert(
         "viewport".into(),

@@ -52,6 +52,17 @@ fn pmpo_preview_prints_the_violations_and_its_check_ignores_them() {
     assert_eq!(a["status"], "checked", "{a}");
     assert_eq!(a["counts"]["serious"], 1, "{a}");
     assert_eq!(a["violations"][0]["nodes"][0]["selector"], "#increment");
+    // --no-accessibility: the page is not audited, and the report says so.
+    let r = ws.run_ok(&[
+        "preview",
+        "hero-undefined-vars.html",
+        "--id",
+        "off",
+        "--no-accessibility",
+    ]);
+    assert!(!r.stdout.contains("color-contrast"), "{}", r.stdout);
+    let off = ws.read_json("dist/previews/off/preview-report.json");
+    assert_eq!(off["accessibility"]["status"], "not_checked", "{off}");
 }
 
 /// A plan previewing the three pages (`off` without the audit) and checking

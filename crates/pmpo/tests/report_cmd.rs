@@ -49,7 +49,8 @@ fn assert_self_contained(html: &str) {
 
 /// Renders the report with `pmpo preview` in the browser at a desktop and a
 /// phone width: it renders, with no console error, no uncaught error, no
-/// failed request, and is not blank.
+/// failed request, no critical or serious accessibility violation, and is
+/// not blank.
 fn assert_renders(ws: &Ws, rel: &str) {
     if !have_chromium() {
         return;
@@ -72,6 +73,11 @@ fn assert_renders(ws: &Ws, rel: &str) {
         assert_eq!(p["counts"]["page_errors"], 0, "{p}");
         assert_eq!(p["counts"]["failed_requests"], 0, "{p}");
         assert_eq!(p["image"]["blank"], false, "{p}");
+        // The report is itself accessible: no critical or serious axe violation.
+        let a = &p["accessibility"];
+        assert_eq!(a["status"], "checked", "{a}");
+        assert_eq!(a["counts"]["critical"], 0, "{a}");
+        assert_eq!(a["counts"]["serious"], 0, "{a}");
     }
 }
 

@@ -224,7 +224,7 @@ fn constraint_ids(d: &ArtifactData) -> Vec<(String, String, String)> {
 /// The status of each constraint per iteration (iterations as columns).
 fn constraint_table(out: &mut String, d: &ArtifactData) -> usize {
     let ids = constraint_ids(d);
-    out.push_str("<section id=\"constraints\"><h2>Constraints per iteration</h2><div class=\"scroll\"><table><thead><tr><th>constraint</th><th>severity</th>");
+    out.push_str("<section id=\"constraints\"><h2>Constraints per iteration</h2><div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"constraints per iteration\"><table><thead><tr><th>constraint</th><th>severity</th>");
     for (i, _) in &d.reflections {
         let _ = write!(out, "<th>iteration {i}</th>");
     }
@@ -274,7 +274,7 @@ fn constraint_table(out: &mut String, d: &ArtifactData) -> usize {
 
 /// The decision of each iteration and why.
 fn decisions(out: &mut String, d: &ArtifactData) {
-    out.push_str("<section id=\"decisions\"><h2>Decisions</h2><div class=\"scroll\"><table><thead><tr><th class=\"num\">iteration</th><th>decision</th><th>reason</th><th>constraints satisfied</th><th>run</th></tr></thead><tbody>");
+    out.push_str("<section id=\"decisions\"><h2>Decisions</h2><div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"decisions\"><table><thead><tr><th class=\"num\">iteration</th><th>decision</th><th>reason</th><th>constraints satisfied</th><th>run</th></tr></thead><tbody>");
     for (i, r) in &d.reflections {
         let h = history(&d.state, *i);
         let decision = h

@@ -242,7 +242,7 @@ fn timeline(out: &mut String, d: &RunData, stages: &[Value]) {
         .unwrap_or(t0)
         .max(t0 + 1);
     let span = (end - t0) as f64;
-    out.push_str("<section id=\"timeline\"><h2>Stages</h2><div class=\"scroll\"><table><thead><tr><th class=\"num\">#</th><th>stage</th><th>tool</th><th>status</th><th class=\"num\">start</th><th class=\"num\">duration</th><th>timeline</th><th class=\"num\">retries</th><th>detail</th></tr></thead><tbody>");
+    out.push_str("<section id=\"timeline\"><h2>Stages</h2><div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"stages\"><table><thead><tr><th class=\"num\">#</th><th>stage</th><th>tool</th><th>status</th><th class=\"num\">start</th><th class=\"num\">duration</th><th>timeline</th><th class=\"num\">retries</th><th>detail</th></tr></thead><tbody>");
     for (i, s) in stages.iter().enumerate() {
         let id = s["id"].as_str().unwrap_or("");
         let status = s["status"].as_str().unwrap_or("?");
@@ -342,7 +342,7 @@ fn constraints(out: &mut String, d: &RunData) -> (usize, usize) {
     }
     let mut violated = 0;
     if !list.is_empty() {
-        out.push_str("<div class=\"scroll\"><table><thead><tr><th>constraint</th><th>severity</th><th>status</th><th>checks and evidence</th></tr></thead><tbody>");
+        out.push_str("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"constraints\"><table><thead><tr><th>constraint</th><th>severity</th><th>status</th><th>checks and evidence</th></tr></thead><tbody>");
     }
     for c in &list {
         let status = c["status"].as_str().unwrap_or("?");
@@ -409,7 +409,7 @@ fn output_checks(out: &mut String, d: &RunData) {
     let failed = list.iter().filter(|c| c["status"] != "passed").count();
     let _ = write!(
         out,
-        "<details><summary>checks of the stages' outputs: {} ({} not passed)</summary><div class=\"scroll\"><table><tbody>",
+        "<details><summary>checks of the stages' outputs: {} ({} not passed)</summary><div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"checks of the stages' outputs\"><table><tbody>",
         list.len(),
         failed
     );
@@ -453,7 +453,7 @@ fn files(out: &mut String, d: &RunData) -> usize {
         out.push_str("<p class=\"dim\">the ledger has no change of this run</p></section>");
         return 0;
     }
-    out.push_str("<div class=\"scroll\"><table><thead><tr><th>file</th><th>change</th><th>by</th><th class=\"num\">size before</th><th class=\"num\">size after</th><th>digest before → after</th><th>state</th></tr></thead><tbody>");
+    out.push_str("<div class=\"scroll\" tabindex=\"0\" role=\"region\" aria-label=\"files written\"><table><thead><tr><th>file</th><th>change</th><th>by</th><th class=\"num\">size before</th><th class=\"num\">size after</th><th>digest before → after</th><th>state</th></tr></thead><tbody>");
     for p in d.patches.iter().take(MAX_FILES) {
         let change = match (&p.before_blake3, &p.after_blake3) {
             (None, Some(_)) => "created",
