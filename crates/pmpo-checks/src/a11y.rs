@@ -7,7 +7,7 @@ use pmpo_tools::preview::PreviewReport;
 use pmpo_tools::preview::a11y::Violation;
 
 use crate::fsx;
-use crate::params::{self, Kind, get_str, get_strs, opt, req};
+use crate::params::{self, Kind, get_str, get_strs, opt};
 use crate::{CheckDef, CheckError, Verdict};
 
 const IMPACTS: &[&str] = &["critical", "serious", "moderate", "minor"];
@@ -18,11 +18,7 @@ pub(crate) const ACCESSIBILITY: CheckDef = CheckDef {
     aliases: &["a11y", "axe"],
     summary: "the page a preview rendered has no accessibility violation (axe-core, WCAG A/AA) of the given impacts",
     params: &[
-        req(
-            "report",
-            Kind::Str,
-            "the preview-report.json a `preview` stage wrote (e.g. dist/previews/card/preview-report.json)",
-        ),
+        crate::page::PREVIEW_REPORT,
         opt(
             "impacts",
             Kind::StrOrList,

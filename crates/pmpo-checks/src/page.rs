@@ -5,19 +5,22 @@ use serde_json::{Value, json};
 
 use crate::formats::{FileVerdict, per_file};
 use crate::fsx;
-use crate::params::{Kind, get_str, opt, req};
+use crate::params::{Kind, Param, get_str, opt, req};
 use crate::{CheckDef, CheckError, Verdict};
+
+/// The `report` parameter of the checks that read a preview's report.
+pub(crate) const PREVIEW_REPORT: Param = req(
+    "report",
+    Kind::Str,
+    "the preview-report.json a `preview` stage wrote (e.g. dist/previews/card/preview-report.json)",
+);
 
 pub(crate) const PREVIEW: CheckDef = CheckDef {
     name: "preview",
     aliases: &["render_preview", "browser_render"],
     summary: "a preview report shows a rendered page: no console errors, no page errors, no failed requests, a screenshot that is not blank",
     params: &[
-        req(
-            "report",
-            Kind::Str,
-            "the preview-report.json a `preview` stage wrote (e.g. dist/previews/card/preview-report.json)",
-        ),
+        PREVIEW_REPORT,
         opt(
             "expect",
             Kind::OneOf(&["pass", "fail"]),

@@ -126,7 +126,7 @@ pub fn render(
     let out = output.to_string();
     // Paths are made safe here (minijinja's HTML escaping would also encode `/`).
     env.add_filter("rel", move |path: String| {
-        minijinja::Value::from_safe_string(attr_escape(&crate::inputs::relative_link(&out, &path)))
+        minijinja::Value::from_safe_string(escape_html(&crate::inputs::relative_link(&out, &path)))
     });
     env.add_filter("basename", |path: String| {
         path.rsplit('/').next().unwrap_or_default().to_string()
@@ -164,7 +164,7 @@ pub fn render(
 }
 
 /// Escapes the characters that matter inside HTML text and quoted attributes.
-fn attr_escape(s: &str) -> String {
+pub fn escape_html(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {

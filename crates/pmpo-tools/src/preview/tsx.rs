@@ -255,10 +255,7 @@ const MOUNT: &str = r#"(() => {
 
 /// The page that runs a compiled bundle, then mounts its component.
 pub fn host_page(title: &str) -> String {
-    let title = title
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let title = crate::template::escape_html(title);
     format!(
         "<!doctype html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{title}</title>\n</head>\n<body>\n<div id=\"root\"></div>\n<script>{DOM_JSX}</script>\n<script src=\"bundle.js\"></script>\n<script>{MOUNT}</script>\n</body>\n</html>\n"
     )

@@ -15,21 +15,20 @@ pub const MAX_TEXT: usize = 2_000;
 /// How many items of a list (evidence arrays, console messages) are shown.
 pub const MAX_ITEMS: usize = 50;
 
-/// Escapes text for HTML content and attribute values.
+/// Escapes text for HTML content and attribute values; control characters
+/// (other than newline and tab), which would not show, become U+FFFD.
 pub fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len() + 8);
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c if c.is_control() && c != '\n' && c != '\t' => out.push('\u{fffd}'),
-            c => out.push(c),
-        }
-    }
-    out
+    let shown: String = s
+        .chars()
+        .map(|c| {
+            if c.is_control() && c != '\n' && c != '\t' {
+                '\u{fffd}'
+            } else {
+                c
+            }
+        })
+        .collect();
+    pmpo_tools::template::escape_html(&shown)
 }
 
 /// Escaped text cut at `max` characters, with a note of what was cut.
