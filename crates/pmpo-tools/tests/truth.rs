@@ -24,14 +24,16 @@ async fn run(tool: &PreviewTool, ws: &Workspace, inputs: Value) -> PreviewReport
 }
 use serde_json::{Value, json};
 
-/// Whether esbuild is there for the `.tsx` tests (else they say so and pass).
-fn have_esbuild(root: &Path) -> bool {
-    let found = pmpo_tools::preview::tsx::find_esbuild(None, root).is_some();
-    if !found {
+/// A workspace of `.tsx` pages, or `None` (the test says so and passes)
+/// without Chromium or esbuild.
+fn tsx_pages(files: &[(&str, &str)]) -> Option<(tempfile::TempDir, Workspace)> {
+    let (dir, ws) = pages(files)?;
+    if pmpo_tools::preview::tsx::find_esbuild(None, ws.root()).is_none() {
         assert!(!required(), "esbuild is required but was not found");
         eprintln!("skipping: esbuild not found");
+        return None;
     }
-    found
+    Some((dir, ws))
 }
 
 /// The RGB pixels of a preview's screenshot.
@@ -243,7 +245,7 @@ module.exports = { createRoot: root => ({ render: v => root.append(toDom(v)) }) 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tsx_components_are_mounted_or_say_why_not() {
     let badge = include_str!("../../../examples/ui/components/Badge.tsx");
-    let Some((_dir, ws)) = pages(&[
+    let Some((_dir, ws)) = tsx_pages(&[
         ("ui/Hello.tsx", HELLO),
         ("ui/Badge.tsx", badge),
         ("ui/Version.tsx", "export const VERSION = 3;\n"),
@@ -254,9 +256,6 @@ async fn tsx_components_are_mounted_or_say_why_not() {
     ]) else {
         return;
     };
-    if !have_esbuild(ws.root()) {
-        return;
-    }
     let tool = PreviewTool::new();
     let vp = json!({"width": 400, "height": 200});
     // A default export without React: mounted with pmpo's JSX factory.
@@ -311,7 +310,7 @@ async fn tsx_components_are_mounted_or_say_why_not() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn react_components_are_mounted_with_react_dom_or_say_it_is_missing() {
     let react_app = format!("import {{ useState }} from \"react\";\n{HELLO}");
-    let Some((_dir, ws)) = pages(&[
+    let Some((_dir, ws)) = tsx_pages(&[
         ("app/App.tsx", &react_app),
         ("bare/App.tsx", &react_app),
         (
@@ -336,9 +335,6 @@ async fn react_components_are_mounted_with_react_dom_or_say_it_is_missing() {
     ]) else {
         return;
     };
-    if !have_esbuild(ws.root()) {
-        return;
-    }
     let tool = PreviewTool::new();
     let vp = json!({"width": 400, "height": 200});
     // React found in the workspace: bundled and mounted with createRoot.
@@ -510,12 +506,9 @@ export default function Counter() {
   return <h1 style={{ background: "#aa2266", color: "white", padding: "40px", margin: "0" }}>Count {n + 1}</h1>;
 }
 "##;
-    let Some((_dir, ws)) = pages(&[("real/App.tsx", app)]) else {
+    let Some((_dir, ws)) = tsx_pages(&[("real/App.tsx", app)]) else {
         return;
     };
-    if !have_esbuild(ws.root()) {
-        return;
-    }
     std::os::unix::fs::symlink(
         modules.canonicalize().unwrap(),
         ws.root().join("real/node_modules"),

@@ -175,15 +175,21 @@ fn a_failed_run_reads_whole_and_renders_cleanly() {
     assert_renders(&ws, rel);
 }
 
-#[test]
-fn a_run_without_previews_and_a_chosen_output() {
-    let ws = Ws::new();
+/// Runs a plan of one process stage and no preview; its results and run id.
+fn one_stage_run(ws: &Ws) -> (pmpo_testkit::Run, String) {
     ws.write(
         "plan.yaml",
         "specification: {artifact_name: plain, artifact_type: code}\nplan:\n  stages:\n    - id: one\n      with: {command: [sh, -c, 'echo 1 > one.txt']}\n      outputs: [one.txt]\n",
     );
     let run = ws.run_ok(&["execute", "plan.yaml", "--json"]);
     let id = run.json()["run_id"].as_str().unwrap().to_string();
+    (run, id)
+}
+
+#[test]
+fn a_run_without_previews_and_a_chosen_output() {
+    let ws = Ws::new();
+    let (run, id) = one_stage_run(&ws);
     assert!(
         !run.stdout.contains("pmpo report"),
         "the command went to stdout"
@@ -242,12 +248,7 @@ fn nothing_to_report_says_what_there_is_and_what_to_do() {
     );
     let r = ws.run_code(2, &["report", "-w", "no/such/dir"]);
     assert!(r.stderr.contains("no/such/dir"), "{}", r.stderr);
-    ws.write(
-        "plan.yaml",
-        "specification: {artifact_name: plain, artifact_type: code}\nplan:\n  stages:\n    - id: one\n      with: {command: [sh, -c, 'echo 1 > one.txt']}\n      outputs: [one.txt]\n",
-    );
-    let run = ws.run_ok(&["execute", "plan.yaml", "--json"]);
-    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    let (_, id) = one_stage_run(&ws);
     let r = ws.run_code(2, &["report", "20990101T000000Z-000000"]);
     assert!(
         r.stderr
@@ -398,12 +399,7 @@ fn a_run_of_1000_stages_gives_a_report_under_2_mb() {
 #[test]
 fn a_link_at_the_report_or_its_folder_is_never_written_through() {
     let ws = Ws::new();
-    ws.write(
-        "plan.yaml",
-        "specification: {artifact_name: plain, artifact_type: code}\nplan:\n  stages:\n    - id: one\n      with: {command: [sh, -c, 'echo 1 > one.txt']}\n      outputs: [one.txt]\n",
-    );
-    let run = ws.run_ok(&["execute", "plan.yaml", "--json"]);
-    let id = run.json()["run_id"].as_str().unwrap().to_string();
+    let (_, id) = one_stage_run(&ws);
     let outside = tempfile::tempdir().unwrap();
     // The folder is a link out of the workspace.
     std::os::unix::fs::symlink(outside.path(), ws.p("reports")).unwrap();
