@@ -293,28 +293,6 @@ fn intent_constraint(b: &mut Builder, scope: &Scope, input: &AdapterInput<'_>) {
     }
 }
 
-/// Whether a browser can render pages here: the preview tool's own search
-/// (`pmpo_tools::preview::browser::find_chromium`): `PMPO_CHROMIUM` when
-/// set, else the usual places, else the `PATH`.
-fn browser_runs() -> bool {
-    if let Some(p) = std::env::var_os("PMPO_CHROMIUM").filter(|p| !p.is_empty()) {
-        return Path::new(&p).is_file();
-    }
-    let usual = [
-        "/usr/bin/chromium",
-        "/usr/bin/chromium-browser",
-        "/usr/bin/google-chrome",
-    ];
-    usual.iter().any(|p| Path::new(p).is_file())
-        || std::env::var_os("PATH").is_some_and(|paths| {
-            std::env::split_paths(&paths).any(|dir| {
-                ["chromium", "chromium-browser", "google-chrome", "chrome"]
-                    .iter()
-                    .any(|n| dir.join(n).is_file())
-            })
-        })
-}
-
 /// The accessibility constraints of a page a preview renders, checked by
 /// `accessibility` on its report: `accessible` (blocking: no critical or
 /// serious axe-core violation) and `accessible-moderate` (medium: no
@@ -322,7 +300,9 @@ fn browser_runs() -> bool {
 /// artifact could never converge: they are left out and a note says so.
 /// `false` when they were left out.
 fn accessibility(b: &mut Builder, s: &Scope, report: &str) -> bool {
-    accessibility_if(b, s, report, browser_runs())
+    // The preview tool's own search: where it finds no browser, none renders.
+    let browser = pmpo_tools::preview::browser::find_chromium(None).is_ok();
+    accessibility_if(b, s, report, browser)
 }
 
 fn accessibility_if(b: &mut Builder, s: &Scope, report: &str, browser: bool) -> bool {
@@ -431,14 +411,6 @@ pub fn component_strategies(input: &AdapterInput<'_>) -> Vec<(String, String, St
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_browser_is_looked_for_as_the_preview_does() {
-        assert_eq!(
-            browser_runs(),
-            pmpo_tools::preview::browser::find_chromium(None).is_ok()
-        );
-    }
 
     #[test]
     fn accessibility_constraints_need_a_browser() {
