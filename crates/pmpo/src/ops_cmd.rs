@@ -156,7 +156,7 @@ pub fn metrics(a: MetricsArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
-    let attempts = match db.attempts() {
+    let attempts = match db.attempts(None) {
         Ok(r) => r,
         Err(e) => return crate::state_cmd::fail(&e.to_string(), e.hint()),
     };

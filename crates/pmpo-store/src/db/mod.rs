@@ -127,8 +127,8 @@ pub trait ExecStore: Send {
     fn adapters(&mut self) -> Result<Vec<AdapterRow>, DbError>;
     fn adapter(&mut self, adapter_id: &str) -> Result<Option<AdapterRow>, DbError>;
     fn put_adapter(&mut self, row: &AdapterRow) -> Result<(), DbError>;
-    /// Attempts of every run (for metrics).
-    fn attempts(&mut self) -> Result<Vec<AttemptRow>, DbError>;
+    /// Attempts of one run, or of every run (for metrics), in order.
+    fn attempts(&mut self, run_id: Option<&str>) -> Result<Vec<AttemptRow>, DbError>;
     /// Marks a run as alive now.
     fn heartbeat(&mut self, run_id: &str, at: &str) -> Result<(), DbError>;
     /// Makes everything written so far durable.
@@ -636,12 +636,19 @@ impl ExecStore for SqliteStore {
         )
     }
 
-    fn attempts(&mut self) -> Result<Vec<AttemptRow>, DbError> {
-        self.query(
-            &format!("SELECT {ATTEMPT_COLS} FROM execution_log ORDER BY id"),
-            [],
-            attempt_row,
-        )
+    fn attempts(&mut self, run_id: Option<&str>) -> Result<Vec<AttemptRow>, DbError> {
+        match run_id {
+            Some(run) => self.query(
+                &format!("SELECT {ATTEMPT_COLS} FROM execution_log WHERE run_id = ?1 ORDER BY id"),
+                params![run],
+                attempt_row,
+            ),
+            None => self.query(
+                &format!("SELECT {ATTEMPT_COLS} FROM execution_log ORDER BY id"),
+                [],
+                attempt_row,
+            ),
+        }
     }
 
     fn heartbeat(&mut self, run_id: &str, at: &str) -> Result<(), DbError> {

@@ -124,7 +124,7 @@ fn states_are_written_as_before_and_an_unknown_one_is_an_error_naming_its_row() 
     })
     .unwrap();
     db.flush().unwrap();
-    let a = &db.attempts().unwrap()[0];
+    let a = &db.attempts(None).unwrap()[0];
     assert_eq!(
         (a.status, a.error_kind),
         (StageStatus::Timeout, Some(FailureKind::ValidationFailed))
@@ -156,7 +156,7 @@ fn states_are_written_as_before_and_an_unknown_one_is_an_error_naming_its_row() 
         err.contains("runs row `r1`, column `status`: unknown RunStatus `done`"),
         "{err}"
     );
-    let err = db.attempts().unwrap_err().to_string();
+    let err = db.attempts(None).unwrap_err().to_string();
     assert!(
         err.contains(
             "execution_log row `r1/build#1`, column `error_kind`: unknown FailureKind `gremlins`"
@@ -211,4 +211,52 @@ fn the_stamps_table_is_made_with_the_first_stamp_and_stamps_round_trip() {
         .query_row("PRAGMA user_version", [], |r| r.get(0))
         .unwrap();
     assert_eq!(v, 3);
+}
+
+#[test]
+fn the_attempts_of_one_run_leave_out_the_others() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut db = SqliteStore::open(dir.path()).unwrap();
+    for (run, stage) in [("r1", "a"), ("r2", "b"), ("r1", "c")] {
+        db.begin_run(&RunRow {
+            run_id: run.into(),
+            plan: "plan.yaml".into(),
+            plan_blake3: "x".into(),
+            status: RunStatus::Running,
+            started_at: "t".into(),
+            finished_at: None,
+            pid: 1,
+            stages: 1,
+            heartbeat_at: None,
+        })
+        .unwrap();
+        db.add_attempt(&AttemptRow {
+            run_id: run.into(),
+            stage_id: stage.into(),
+            attempt: 1,
+            status: StageStatus::Failed,
+            started_at: "t".into(),
+            finished_at: "t".into(),
+            duration_ms: 1.0,
+            exit_code: Some(1),
+            signal: None,
+            error_kind: None,
+            error_message: Some(format!("{stage} failed")),
+            stdout_bytes: 0,
+            stderr_bytes: 0,
+        })
+        .unwrap();
+    }
+    db.flush().unwrap();
+    let mut stages = |run: Option<&str>| -> Vec<String> {
+        db.attempts(run)
+            .unwrap()
+            .into_iter()
+            .map(|a| a.stage_id)
+            .collect()
+    };
+    assert_eq!(stages(Some("r1")), ["a", "c"]);
+    assert_eq!(stages(Some("r2")), ["b"]);
+    assert_eq!(stages(None), ["a", "b", "c"]);
+    assert!(stages(Some("nope")).is_empty());
 }

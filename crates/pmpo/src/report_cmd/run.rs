@@ -49,10 +49,9 @@ impl RunData {
         let tasks = db.tasks(&id).map_err(|e| e.to_string())?;
         let patches = db.patches(None, Some(&id)).map_err(|e| e.to_string())?;
         let attempt_errors = db
-            .attempts()
+            .attempts(Some(&id))
             .map(|all| {
                 all.into_iter()
-                    .filter(|a| a.run_id == id)
                     .filter_map(|a| a.error_message.map(|m| (a.stage_id, m)))
                     .collect()
             })
