@@ -569,3 +569,17 @@ pub fn approve(a: ApproveArgs) -> u8 {
             .report(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn evidence_is_shown_on_one_line_and_cut_with_an_ellipsis() {
+        assert_eq!(one_line("a\n  b\tc ", 10), "a b c");
+        assert_eq!(one_line("0123456789", 10), "0123456789");
+        assert_eq!(one_line("0123456789x", 10), "0123456789…");
+        // Cut by characters, never inside one.
+        assert_eq!(one_line("ééééé", 3), "ééé…");
+    }
+}
