@@ -19,6 +19,8 @@ need pgrep || missing+=(procps)
 [ -x /usr/bin/chromium ] || need chromium || missing+=(chromium)
 [ -e /usr/share/fonts/truetype/dejavu/DejaVuSans.ttf ] || missing+=(fonts-dejavu-core)
 need npm || missing+=(npm)
+# The PostgreSQL store and the workers are tested against a real server.
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "test.sh: installing ${missing[*]}"
   as_root apt-get update -qq
@@ -43,6 +45,15 @@ fi
 export PMPO_MCP_PYTHON="$PWD/$venv/bin/python"
 # Browser tests must not pass by skipping here.
 export PMPO_REQUIRE_BROWSER=1
+
+# A throwaway PostgreSQL cluster for the store and worker tests (initdb and
+# pg_ctl as an unprivileged user, in a temporary directory), stopped at the end.
+pgdir=$(mktemp -d "${TMPDIR:-/tmp}/pmpo-test-pg.XXXXXX")
+trap 'bash scripts/pg-cluster.sh stop "$pgdir"; rm -rf "$pgdir"' EXIT
+PMPO_TEST_PG=$(bash scripts/pg-cluster.sh start "$pgdir")
+export PMPO_TEST_PG
+# PostgreSQL tests must not pass by skipping here.
+export PMPO_REQUIRE_PG=1
 
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

@@ -10,6 +10,7 @@ pub mod db;
 pub mod glob;
 pub mod lock;
 mod own;
+pub mod pg;
 pub mod provider;
 mod recorded;
 pub mod secrets;
