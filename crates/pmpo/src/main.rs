@@ -89,6 +89,9 @@ Plan format: docs/plan-format.md. CLI reference: docs/cli.md."
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The execution store: `sqlite` (.state/pmpo.db, the default) or a postgres:// URL shared by a team's machines. Overrides PMPO_STORE and [store] in pmpo.toml.
+    #[arg(long, global = true, value_name = "URL")]
+    store: Option<String>,
 }
 
 #[derive(Subcommand)]
@@ -412,6 +415,11 @@ fn main() -> ExitCode {
         pmpo_checks::isolate::run_checks_in_child(exe);
     }
     let cli = Cli::parse();
+    if let Some(store) = &cli.store {
+        // SAFETY: no other thread runs yet; everything that opens the store
+        // reads this variable (pmpo_store::db::store_spec).
+        unsafe { std::env::set_var(pmpo_store::db::STORE_ENV, store) };
+    }
     let code = match cli.command {
         Command::Check { plan, json } => cmd_check(&plan, json),
         Command::Execute { plan, run } => cmd_execute(&plan, run, None, None),

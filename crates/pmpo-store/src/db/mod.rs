@@ -13,8 +13,10 @@ use rusqlite::{Connection, params};
 use crate::states::{PatchState, RunStatus};
 
 mod rows;
+pub mod spec;
 pub mod stamp;
 pub use rows::*;
+pub use spec::{STORE_ENV, StoreSpec, store_spec};
 pub use stamp::StampRow;
 
 /// Version of the database layout this build reads and writes.
@@ -51,6 +53,12 @@ pub enum DbError {
         path: PathBuf,
         source: rusqlite::Error,
     },
+    /// The PostgreSQL store (`PMPO_STORE`, `--store`, `[store]` in pmpo.toml).
+    #[error(transparent)]
+    Pg(#[from] crate::pg::PgError),
+    /// A store setting that cannot be read; `origin` says where it is.
+    #[error("{origin}: {detail}")]
+    Config { origin: String, detail: String },
 }
 
 impl DbError {
@@ -69,6 +77,10 @@ impl DbError {
             DbError::DiskFull { .. } => "free some space, then run again; nothing was lost",
             DbError::Link { .. } => {
                 "remove the link (pmpo creates a new database); the file it points to was not touched"
+            }
+            DbError::Pg(e) => e.hint(),
+            DbError::Config { .. } => {
+                "set PMPO_STORE (or --store, or url in the [store] table of pmpo.toml) to `sqlite` or a postgres:// URL"
             }
             _ => "check that the workspace is writable and has free space",
         }
