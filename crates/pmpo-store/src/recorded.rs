@@ -53,9 +53,9 @@ impl Workspace {
             self.write_atomic(rel, bytes, Durability::Durable)?;
             return Ok(None);
         }
-        let mut store = db::SqliteStore::open(&self.root)?;
-        let row = self.write_recorded(&mut store, rel, bytes, who)?;
-        db::ExecStore::flush(&mut store)?;
+        let mut store = db::open_store(&self.root)?;
+        let row = self.write_recorded(store.as_mut(), rel, bytes, who)?;
+        store.flush()?;
         Ok(row)
     }
 

@@ -7,7 +7,6 @@ use std::path::{Path, PathBuf};
 use clap::Parser;
 use pmpo_ai::host::{self, Question};
 use pmpo_store::Workspace;
-use pmpo_store::db::ExecStore;
 
 use crate::error::CliError;
 use crate::refine_cmd::RefineArgs;

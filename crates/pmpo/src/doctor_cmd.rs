@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use pmpo_store::artifacts::{
     ArtifactError, Artifacts, REGISTRY_FILE, RefinementState, Registry, RegistryEntry, state_path,
 };
-use pmpo_store::db::{DB_FILE, DbError, SqliteStore};
+use pmpo_store::db::{DB_FILE, DbError, SqliteStore, StoreSpec};
 use pmpo_store::provider::Provider;
 use pmpo_store::{Durability, Workspace, now_rfc3339};
 use serde::Serialize;
@@ -147,7 +147,17 @@ fn newest_checkpoint(ws: &Workspace, name: &str) -> Option<PathBuf> {
 
 /// The execution store, the results file and the JSON-lines logs.
 fn diagnose_store(ws: &Workspace, out: &mut Vec<Finding>) {
-    if std::fs::symlink_metadata(ws.root().join(DB_FILE)).is_ok() {
+    let spec = match pmpo_store::db::store_spec(ws.root()) {
+        Ok(s) => s,
+        Err(e) => {
+            out.push(finding("store", e.to_string(), e.hint(), None));
+            StoreSpec::Sqlite
+        }
+    };
+    // With a PostgreSQL store there is no database file to look at: the
+    // server is checked by `pg_store` (and `.state/pmpo.db` is left alone).
+    let sqlite = !spec.is_postgres();
+    if sqlite && std::fs::symlink_metadata(ws.root().join(DB_FILE)).is_ok() {
         match SqliteStore::open_path(&ws.root().join(DB_FILE), false) {
             Err(e @ DbError::Link { .. }) => out.push(finding(DB_FILE, e.to_string(), "move the link aside (the file it points to is not touched); the next run starts a new database", Some(Fix::MoveAside))),
             Err(e @ DbError::TooNew { .. }) => out.push(finding(DB_FILE, e.to_string(), "upgrade pmpo; the database is left as it is", None)),
@@ -171,12 +181,13 @@ fn diagnose_store(ws: &Workspace, out: &mut Vec<Finding>) {
             ));
         }
     }
-    let db_ok = !out.iter().any(|f| f.file == DB_FILE);
+    let db_ok = !out.iter().any(|f| f.file == DB_FILE || f.file == "store");
+    let has_db = !sqlite || ws.root().join(DB_FILE).exists();
     check_jsonl(
         ws,
         pmpo_store::LEDGER_FILE,
         out,
-        (db_ok && ws.root().join(DB_FILE).exists()).then_some(Fix::ExportLedger),
+        (db_ok && has_db).then_some(Fix::ExportLedger),
     );
     check_jsonl(ws, pmpo_engine::EVENTS_LOG, out, None);
     check_jsonl(ws, pmpo_store::provider::PROVIDER_LOG, out, None);
@@ -373,8 +384,8 @@ fn apply(ws: &Workspace, provider: &Provider, f: &Finding) -> Result<String, Str
             rebuild_registry(ws, provider).map(|_| "rebuilt from the state files".into())
         }
         Fix::ExportLedger => {
-            let mut db = SqliteStore::open(ws.root()).map_err(|e| e.to_string())?;
-            pmpo_engine::export_ledger(ws, &mut db)
+            let mut db = pmpo_store::db::open_store(ws.root()).map_err(|e| e.to_string())?;
+            pmpo_engine::export_ledger(ws, db.as_mut())
                 .map(|n| format!("rewrote {n} entries from the execution store"))
                 .map_err(|e| e.to_string())
         }
@@ -387,7 +398,9 @@ pub fn doctor(a: DoctorArgs) -> u8 {
         Err(e) => return CliError::invalid(e).hint("pass --workspace DIR").report(),
     };
     let provider = Provider::resolve(&ws);
-    let mut findings = diagnose(&ws, &provider);
+    let (store, pg_findings) = pg_store(&ws);
+    let mut findings = pg_findings;
+    findings.extend(diagnose(&ws, &provider));
     // Repairs run in a stable order: state files before the registry rebuilt from them.
     findings.sort_by_key(|f| matches!(f.fix, Some(Fix::RebuildRegistry)));
     let mut unresolved = 0;
@@ -412,10 +425,19 @@ pub fn doctor(a: DoctorArgs) -> u8 {
         let mut out = std::io::stdout().lock();
         let _ = serde_json::to_writer_pretty(
             &mut out,
-            &serde_json::json!({"workspace": ws.root(), "problems": findings, "unresolved": unresolved}),
+            &serde_json::json!({"workspace": ws.root(), "store": store, "problems": findings, "unresolved": unresolved}),
         );
         let _ = std::io::Write::write_all(&mut out, b"\n");
-    } else if findings.is_empty() {
+        return if unresolved == 0 {
+            EXIT_OK
+        } else {
+            EXIT_STAGE_FAILED
+        };
+    }
+    if let Some(line) = store.get("summary").and_then(|v| v.as_str()) {
+        outln!("store: {line}");
+    }
+    if findings.is_empty() {
         outln!("doctor: no problems found in {}", ws.root().display());
     } else {
         for f in &findings {
@@ -437,4 +459,78 @@ pub fn doctor(a: DoctorArgs) -> u8 {
     } else {
         EXIT_STAGE_FAILED
     }
+}
+
+/// The PostgreSQL store, when the workspace uses one: the server (never the
+/// password), whether it answers, its schema version and whether it serves
+/// this workspace (the marker). Reads only; creates nothing.
+fn pg_store(ws: &Workspace) -> (serde_json::Value, Vec<Finding>) {
+    use pmpo_store::pg::schema;
+    let Ok(StoreSpec::Postgres(url)) = pmpo_store::db::store_spec(ws.root()) else {
+        return (
+            serde_json::json!({"kind": "sqlite", "file": DB_FILE}),
+            Vec::new(),
+        );
+    };
+    let server = pmpo_store::pg::conn::server_of(&url);
+    let mut out = Vec::new();
+    let mut report = serde_json::json!({"kind": "postgres", "server": server, "reachable": false});
+    let conn = match pmpo_store::pg::PgConn::connect(&url, std::time::Duration::ZERO) {
+        Ok(c) => c,
+        Err(e) => {
+            report["summary"] = format!("{server}: unreachable").into();
+            out.push(finding(&server, e.to_string(), e.hint(), None));
+            return (report, out);
+        }
+    };
+    report["reachable"] = true.into();
+    let rec = match schema::recorded(&conn) {
+        Ok(r) => r,
+        Err(e) => {
+            out.push(finding(&server, e.to_string(), e.hint(), None));
+            return (report, out);
+        }
+    };
+    report["schema_version"] = rec.schema_version.into();
+    report["created_by"] = rec.created_by.clone().into();
+    let here = schema::read_workspace_id(ws.root());
+    let marker = match (&rec.workspace_id, &here) {
+        (None, _) => "no workspace recorded yet (the first run records this one)".to_string(),
+        (Some(_), Err(e)) => {
+            out.push(finding(schema::MARKER_FILE, e.to_string(), e.hint(), None));
+            "this workspace's marker cannot be read".into()
+        }
+        (Some(theirs), Ok(ours)) if ours.as_deref() == Some(theirs.as_str()) => {
+            "serves this workspace (markers match)".into()
+        }
+        (Some(theirs), Ok(ours)) => {
+            let problem = format!(
+                "the database serves the workspace {} on {} (id {theirs}), and this workspace's marker is {}",
+                rec.workspace_path.as_deref().unwrap_or("?"),
+                rec.workspace_host.as_deref().unwrap_or("?"),
+                ours.as_deref().unwrap_or("missing")
+            );
+            out.push(finding(&server, problem, "mount the same shared directory on every machine (one database serves one workspace), or use another database", None));
+            "serves another workspace".into()
+        }
+    };
+    if let Some(v) = rec.schema_version
+        && v > schema::PG_SCHEMA_VERSION
+    {
+        let problem = format!(
+            "the database has schema {v}; this pmpo reads up to {}",
+            schema::PG_SCHEMA_VERSION
+        );
+        out.push(finding(
+            &server,
+            problem,
+            "upgrade pmpo; the database is left as it is",
+            None,
+        ));
+    }
+    let version = rec
+        .schema_version
+        .map_or("no pmpo tables yet".to_string(), |v| format!("schema {v}"));
+    report["summary"] = format!("{server}: reachable, {version}, {marker}").into();
+    (report, out)
 }

@@ -61,7 +61,6 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use pmpo_engine::{CheckedPlan, Decision, Engine, EngineError, ExecuteOptions, Force};
 use pmpo_plan::Diagnostic;
-use pmpo_store::db::ExecStore;
 use pmpo_store::states::RunStatus;
 
 use crate::error::CliError;

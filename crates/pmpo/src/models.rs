@@ -179,14 +179,11 @@ fn print_endpoints(
 /// The breakers of this workspace's adapters, when it has an execution store
 /// (read only; a workspace without runs has none).
 fn breakers(workspace: &Path) -> Vec<pmpo_store::db::AdapterRow> {
-    if !workspace.join(pmpo_store::db::DB_FILE).exists() {
+    if !pmpo_store::db::store_exists(workspace).unwrap_or(false) {
         return Vec::new();
     }
-    match pmpo_store::db::SqliteStore::open(workspace) {
-        Ok(mut db) => {
-            use pmpo_store::db::ExecStore;
-            db.adapters().unwrap_or_default()
-        }
+    match pmpo_store::db::open_store(workspace) {
+        Ok(mut db) => db.adapters().unwrap_or_default(),
         Err(_) => Vec::new(),
     }
 }

@@ -3,7 +3,6 @@
 use std::fmt::Write as _;
 use std::path::PathBuf;
 
-use pmpo_store::db::ExecStore;
 use pmpo_store::states::StageStatus;
 
 use crate::error::CliError;

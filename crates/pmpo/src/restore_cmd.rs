@@ -4,7 +4,7 @@
 use std::collections::HashSet;
 use std::path::PathBuf;
 
-use pmpo_store::db::{ExecStore, PATCH_UNDECLARED, PatchRow, SqliteStore, is_open_intent};
+use pmpo_store::db::{ExecStore, PATCH_UNDECLARED, PatchRow, is_open_intent};
 use pmpo_store::{Workspace, Writer, now_rfc3339};
 
 use crate::error::CliError;
@@ -79,7 +79,7 @@ fn restore_id() -> String {
 /// not exist, so it is moved into the backups).
 fn restore_one(
     ws: &Workspace,
-    db: &mut SqliteStore,
+    db: &mut dyn ExecStore,
     rel: &str,
     target: Option<&str>,
     of_run: &str,
@@ -210,10 +210,10 @@ pub fn restore(args: RestoreArgs) -> u8 {
     let done: Vec<Restored> = plan
         .iter()
         .map(|(path, target, of_run)| {
-            restore_one(&ws, &mut db, path, target.as_deref(), of_run, who)
+            restore_one(&ws, db.as_mut(), path, target.as_deref(), of_run, who)
         })
         .collect();
-    if let Err(e) = pmpo_engine::export_ledger(&ws, &mut db) {
+    if let Err(e) = pmpo_engine::export_ledger(&ws, db.as_mut()) {
         return fail(&e.to_string(), e.hint().as_str());
     }
     print_restored(&args, &id, &done)

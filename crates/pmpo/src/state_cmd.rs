@@ -6,8 +6,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use pmpo_store::db::{
-    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PATCH_UNDECLARED, PatchRow, SqliteStore,
-    is_open_intent,
+    ExecStore, PATCH_INTERRUPTED, PATCH_PENDING, PATCH_UNDECLARED, PatchRow, is_open_intent,
 };
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{BACKUP_DIR, Workspace, now_rfc3339};
@@ -33,9 +32,11 @@ pub(crate) fn open_ws(dir: &Path) -> Result<Workspace, u8> {
 }
 
 /// Opens the workspace's execution store; an absent store is an error that says so.
-pub fn open_db(dir: &Path) -> Result<SqliteStore, u8> {
+pub fn open_db(dir: &Path) -> Result<Box<dyn ExecStore>, u8> {
     let ws = open_ws(dir)?;
-    if !ws.root().join(pmpo_store::db::DB_FILE).exists() {
+    let exists =
+        pmpo_store::db::store_exists(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))?;
+    if !exists {
         return Err(CliError::invalid(format!(
             "no pmpo runs in `{}` (no {})",
             dir.display(),
@@ -44,7 +45,7 @@ pub fn open_db(dir: &Path) -> Result<SqliteStore, u8> {
         .hint("run `pmpo execute PLAN` first, or pass --workspace DIR")
         .report());
     }
-    SqliteStore::open(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))
+    pmpo_store::db::open_store(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))
 }
 
 pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {
@@ -71,10 +72,10 @@ pub(crate) fn settled_store(
     ws: &Workspace,
     dir: &Path,
     command: &str,
-) -> Result<(lock::WorkspaceLock, SqliteStore), u8> {
+) -> Result<(lock::WorkspaceLock, Box<dyn ExecStore>), u8> {
     let held = take_lock(ws, command)?;
     let mut db = open_db(dir)?;
-    if let Err(e) = pmpo_engine::intents::settle_interrupted(ws, &mut db) {
+    if let Err(e) = pmpo_engine::intents::settle_interrupted(ws, db.as_mut()) {
         return Err(fail(&e.to_string(), e.hint().as_str()));
     }
     Ok((held, db))
@@ -252,7 +253,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             command: "pmpo ledger".into(),
         };
         if let Ok(_lock) = lock::acquire(&ws, &holder, false) {
-            let _ = pmpo_engine::intents::settle_interrupted(&ws, &mut db);
+            let _ = pmpo_engine::intents::settle_interrupted(&ws, db.as_mut());
         }
     }
     let rows = match db.patches(args.path.as_deref(), args.run.as_deref()) {

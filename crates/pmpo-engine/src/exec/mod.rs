@@ -11,9 +11,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use pmpo_plan::{OnFailure, Reference, Stage, execution_order, reference::visit_references};
-use pmpo_store::db::{
-    AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, SqliteStore, TaskRow,
-};
+use pmpo_store::db::{AttemptRow, CacheRow, EventRow, ExecStore, PatchRow, RunRow, TaskRow};
 use pmpo_store::lock::{self, LockHolder};
 use pmpo_store::{Durability, FileDigest, Workspace, now_rfc3339};
 use pmpo_tools::{Captured, Termination, ToolContext, ToolOutcome};

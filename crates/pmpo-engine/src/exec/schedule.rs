@@ -191,7 +191,7 @@ pub(crate) async fn run(
         command: format!("pmpo execute {plan_rel}"),
     };
     let mut workspace_lock = lock::acquire(&ws, &holder, opts.wait).map_err(lock_error)?;
-    let mut db: Box<dyn ExecStore> = Box::new(SqliteStore::open(ws.root())?);
+    let mut db: Box<dyn ExecStore> = pmpo_store::db::open_store(ws.root())?;
     // Under the lock no other run is live: an intent still pending belongs to
     // a run that was killed, and stays on record as interrupted.
     let settled = crate::intents::settle_interrupted(&ws, db.as_mut())?;

@@ -271,7 +271,6 @@ pub fn validate_workspace(
     plan: &crate::CheckedPlan,
     cancel: &AtomicBool,
 ) -> Result<ValidationReport, crate::EngineError> {
-    use pmpo_store::db::ExecStore;
     // One writer per workspace, and every write recorded in the store's ledger.
     let holder = pmpo_store::lock::LockHolder {
         pid: std::process::id(),
@@ -283,7 +282,7 @@ pub fn validate_workspace(
         pmpo_store::lock::LockError::Busy(h) => crate::EngineError::Busy(h),
         pmpo_store::lock::LockError::Store(s) => crate::EngineError::Store(s),
     })?;
-    let mut db = pmpo_store::db::SqliteStore::open(ws.root())?;
+    let mut db = pmpo_store::db::open_store(ws.root())?;
     let spec = &plan.doc.specification;
     // The evidence rule holds here too: a file the last run failed to produce is not evidence.
     let evidence = Evidence::of_last_run(ws, &plan.doc.plan.stages);
@@ -292,7 +291,7 @@ pub fn validate_workspace(
     let run_id = format!("validate-{}", chrono::Utc::now().format("%Y%m%dT%H%M%SZ"));
     let doc = constraints_document(spec, &reports, &outputs, &run_id);
     write_constraints(spec, &reports, &outputs, &run_id, &mut |rel, bytes| {
-        crate::persist::write_ledgered(ws, &mut db, rel, bytes, &run_id)
+        crate::persist::write_ledgered(ws, db.as_mut(), rel, bytes, &run_id)
     })?;
     let summary = summarize(&reports, &outputs);
     let report = ValidationReport {
@@ -337,9 +336,9 @@ pub fn validate_workspace(
         log_summary(&report.reports, &report.validation_outputs)
     );
     log.extend_from_slice(entry.as_bytes());
-    crate::persist::write_ledgered(ws, &mut db, crate::REFINEMENT_LOG, &log, &run_id)?;
+    crate::persist::write_ledgered(ws, db.as_mut(), crate::REFINEMENT_LOG, &log, &run_id)?;
     db.flush()?;
-    crate::persist::export_ledger(ws, &mut db)?;
+    crate::persist::export_ledger(ws, db.as_mut())?;
     Ok(report)
 }
 

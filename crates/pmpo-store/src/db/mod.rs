@@ -1,8 +1,10 @@
 //! The execution store: runs, tasks (one row per stage per run), attempts,
 //! adapters, the patch history, events and the stage cache.
 //!
-//! SQLite in the workspace (`.state/pmpo.db`, WAL), the only back end, behind
-//! the [`ExecStore`] trait (the engine sees only the trait). Writes are grouped into a transaction that the
+//! SQLite in the workspace (`.state/pmpo.db`, WAL), the default, or a
+//! PostgreSQL database shared by several machines ([`crate::pg::PgStore`]),
+//! behind the [`ExecStore`] trait (the engine sees only the trait; [`open_store`]
+//! picks the back end). Writes are grouped into a transaction that the
 //! engine commits with [`ExecStore::flush`] before it starts any process, so
 //! everything a finished stage did is durable before the next stage runs.
 
@@ -41,9 +43,14 @@ pub enum DbError {
     #[error("the execution store `{path}` cannot be written: the disk is full ({detail})")]
     DiskFull { path: PathBuf, detail: String },
     #[error(
-        "`{path}` was written by a newer pmpo (database schema {found}, this build reads up to {DB_SCHEMA_VERSION})"
+        "`{path}` was written by a newer pmpo (database schema {found}, this build reads up to {reads})"
     )]
-    TooNew { path: PathBuf, found: i64 },
+    /// `path` is the database file, or the PostgreSQL server (no password).
+    TooNew {
+        path: PathBuf,
+        found: i64,
+        reads: i64,
+    },
     /// The database or one of its side files (`-wal`, `-shm`, `-journal`)
     /// is a symbolic link: never opened through it.
     #[error("the execution store `{path}` is refused: {why}")]
@@ -59,6 +66,15 @@ pub enum DbError {
     /// A store setting that cannot be read; `origin` says where it is.
     #[error("{origin}: {detail}")]
     Config { origin: String, detail: String },
+    /// The PostgreSQL database serves another workspace (its marker differs).
+    #[error(
+        "the PostgreSQL store at {server} serves the workspace {theirs}, not this one ({ours})"
+    )]
+    OtherWorkspace {
+        server: String,
+        theirs: String,
+        ours: String,
+    },
 }
 
 impl DbError {
@@ -79,6 +95,9 @@ impl DbError {
                 "remove the link (pmpo creates a new database); the file it points to was not touched"
             }
             DbError::Pg(e) => e.hint(),
+            DbError::OtherWorkspace { .. } => {
+                "mount the same shared directory on every machine (one database serves one workspace), or use another database"
+            }
             DbError::Config { .. } => {
                 "set PMPO_STORE (or --store, or url in the [store] table of pmpo.toml) to `sqlite` or a postgres:// URL"
             }
@@ -145,6 +164,25 @@ pub trait ExecStore: Send {
     fn heartbeat(&mut self, run_id: &str, at: &str) -> Result<(), DbError>;
     /// Makes everything written so far durable.
     fn flush(&mut self) -> Result<(), DbError>;
+}
+
+/// Opens the execution store the workspace at `root` uses (see
+/// [`store_spec`]): `.state/pmpo.db`, or the PostgreSQL database (which is
+/// then checked to serve this workspace; no database file is created).
+pub fn open_store(root: &Path) -> Result<Box<dyn ExecStore>, DbError> {
+    Ok(match store_spec(root)? {
+        StoreSpec::Sqlite => Box::new(SqliteStore::open(root)?),
+        StoreSpec::Postgres(url) => Box::new(crate::pg::PgStore::open(&url, root)?),
+    })
+}
+
+/// Whether the workspace at `root` may have runs to read: its database file
+/// exists, or its store is a PostgreSQL database (asked when opened).
+pub fn store_exists(root: &Path) -> Result<bool, DbError> {
+    Ok(match store_spec(root)? {
+        StoreSpec::Sqlite => root.join(DB_FILE).exists(),
+        StoreSpec::Postgres(_) => true,
+    })
 }
 
 /// The SQLite execution store.
@@ -291,6 +329,7 @@ impl SqliteStore {
             return Err(DbError::TooNew {
                 path: path.to_path_buf(),
                 found: version,
+                reads: DB_SCHEMA_VERSION,
             });
         }
         Ok(())

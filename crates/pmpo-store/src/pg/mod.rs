@@ -6,10 +6,12 @@
 pub mod conn;
 pub mod locks;
 pub mod queue;
+mod rows;
 pub mod schema;
 pub mod store;
 
 pub use conn::{PgConn, PgError, Row, Val};
+pub use store::PgStore;
 
 /// Whether a store URL names PostgreSQL.
 pub fn is_pg_url(url: &str) -> bool {

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use pmpo_store::Workspace;
-use pmpo_store::db::{ExecStore, SqliteStore};
+use pmpo_store::db::ExecStore;
 use serde_json::json;
 
 use crate::error::CliError;
@@ -62,11 +62,19 @@ pub fn report(args: ReportArgs) -> u8 {
 
 fn build(ws: &Workspace, args: &ArgsRef) -> Result<u8, CliError> {
     let mut db = open_store(ws, &args.workspace)?;
-    let target = resolve(ws, db.as_mut(), &args.workspace, args.target.as_deref())?;
+    let target = resolve(
+        ws,
+        db.as_mut().map(|d| d.as_mut() as &mut dyn ExecStore),
+        &args.workspace,
+        args.target.as_deref(),
+    )?;
     let mut gallery = images::Gallery::default();
     let (page, kind, id, counts) = match &target {
         Target::Run(id) => {
-            let db = db.as_mut().ok_or_else(|| no_runs(&args.workspace))?;
+            let db = db
+                .as_mut()
+                .map(|d| d.as_mut() as &mut dyn ExecStore)
+                .ok_or_else(|| no_runs(&args.workspace))?;
             let row = db
                 .run(id)
                 .map_err(|e| CliError::failed(&e).hint(e.hint()))?
@@ -118,13 +126,16 @@ type ArgsRef = ReportArgs;
 
 /// The execution store when the workspace has one (an artifact's report
 /// needs none).
-fn open_store(ws: &Workspace, dir: &Path) -> Result<Option<SqliteStore>, CliError> {
-    if !ws.root().join(pmpo_store::db::DB_FILE).exists() {
+fn open_store(ws: &Workspace, dir: &Path) -> Result<Option<Box<dyn ExecStore>>, CliError> {
+    let failed = |e: pmpo_store::db::DbError| {
+        CliError::failed(format!("{e} (in `{}`)", dir.display())).hint(e.hint())
+    };
+    if !pmpo_store::db::store_exists(ws.root()).map_err(failed)? {
         return Ok(None);
     }
-    SqliteStore::open(ws.root())
+    pmpo_store::db::open_store(ws.root())
         .map(Some)
-        .map_err(|e| CliError::failed(format!("{e} (in `{}`)", dir.display())).hint(e.hint()))
+        .map_err(failed)
 }
 
 fn no_runs(dir: &Path) -> CliError {
@@ -135,7 +146,7 @@ fn no_runs(dir: &Path) -> CliError {
 /// Which run or artifact `target` names.
 fn resolve(
     ws: &Workspace,
-    mut db: Option<&mut SqliteStore>,
+    mut db: Option<&mut dyn ExecStore>,
     dir: &Path,
     target: Option<&str>,
 ) -> Result<Target, CliError> {
@@ -179,7 +190,7 @@ fn resolve(
 }
 
 /// Nothing of that name: says what there is.
-fn not_found(ws: &Workspace, db: Option<&mut SqliteStore>, dir: &Path, t: &str) -> CliError {
+fn not_found(ws: &Workspace, db: Option<&mut dyn ExecStore>, dir: &Path, t: &str) -> CliError {
     let runs: Vec<String> = db
         .and_then(|db| db.runs(5).ok())
         .unwrap_or_default()

@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use pmpo_store::Workspace;
-use pmpo_store::db::{ExecStore, PatchRow, RunRow, SqliteStore, TaskRow};
+use pmpo_store::db::{ExecStore, PatchRow, RunRow, TaskRow};
 use serde_json::{Value, json};
 
 use super::html::{self, badge, esc, esc_cut};
@@ -44,7 +44,7 @@ fn of_run(v: Option<Value>, run_id: &str) -> Option<Value> {
 }
 
 impl RunData {
-    pub fn load(ws: &Workspace, db: &mut SqliteStore, run: RunRow) -> Result<RunData, String> {
+    pub fn load(ws: &Workspace, db: &mut dyn ExecStore, run: RunRow) -> Result<RunData, String> {
         let id = run.run_id.clone();
         let tasks = db.tasks(&id).map_err(|e| e.to_string())?;
         let patches = db.patches(None, Some(&id)).map_err(|e| e.to_string())?;
