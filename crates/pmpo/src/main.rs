@@ -696,6 +696,7 @@ fn cmd_execute(
         Err(e) => {
             let code = match e {
                 EngineError::Busy(_) => EXIT_BUSY,
+                EngineError::Db(ref d) if d.is_setting() => EXIT_INVALID,
                 EngineError::NoSuchRun(_)
                 | EngineError::PlanMismatch { .. }
                 | EngineError::AwaitingDecision { .. } => EXIT_INVALID,

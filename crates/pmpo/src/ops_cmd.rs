@@ -58,7 +58,7 @@ pub fn adapters(a: AdaptersArgs) -> u8 {
         .report();
     };
     let mut rows: Vec<serde_json::Value> = Vec::new();
-    let known = if root.join(pmpo_store::db::DB_FILE).exists() {
+    let known = if pmpo_store::db::store_exists(&root).unwrap_or(true) {
         match crate::state_cmd::open_db(&root).map(|mut db| db.adapters()) {
             Ok(Ok(r)) => r,
             Ok(Err(e)) => return crate::state_cmd::fail(&e.to_string(), e.hint()),

@@ -34,8 +34,15 @@ pub(crate) fn open_ws(dir: &Path) -> Result<Workspace, u8> {
 /// Opens the workspace's execution store; an absent store is an error that says so.
 pub fn open_db(dir: &Path) -> Result<Box<dyn ExecStore>, u8> {
     let ws = open_ws(dir)?;
-    let exists =
-        pmpo_store::db::store_exists(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))?;
+    let failed = |e: pmpo_store::db::DbError| {
+        let code = if e.is_setting() {
+            crate::EXIT_INVALID
+        } else {
+            crate::EXIT_STAGE_FAILED
+        };
+        CliError::with_code(&e, code).hint(e.hint()).report()
+    };
+    let exists = pmpo_store::db::store_exists(ws.root()).map_err(failed)?;
     if !exists {
         return Err(CliError::invalid(format!(
             "no pmpo runs in `{}` (no {})",
@@ -45,7 +52,7 @@ pub fn open_db(dir: &Path) -> Result<Box<dyn ExecStore>, u8> {
         .hint("run `pmpo execute PLAN` first, or pass --workspace DIR")
         .report());
     }
-    pmpo_store::db::open_store(ws.root()).map_err(|e| fail(&e.to_string(), e.hint()))
+    pmpo_store::db::open_store(ws.root()).map_err(failed)
 }
 
 pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::WorkspaceLock, u8> {

@@ -78,6 +78,18 @@ pub enum DbError {
 }
 
 impl DbError {
+    /// Whether the store setting is at fault (a bad value, a server that
+    /// cannot be reached, a database of another workspace): the command
+    /// cannot start, as with a bad argument.
+    pub fn is_setting(&self) -> bool {
+        matches!(
+            self,
+            DbError::Config { .. }
+                | DbError::OtherWorkspace { .. }
+                | DbError::Pg(crate::pg::PgError::Connect { .. })
+        )
+    }
+
     /// What the user should do about it.
     pub fn hint(&self) -> &'static str {
         match self {

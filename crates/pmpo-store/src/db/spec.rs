@@ -49,9 +49,21 @@ pub fn parse_spec(value: &str, origin: &str) -> Result<StoreSpec, DbError> {
         origin: origin.to_string(),
         detail: format!(
             "`{}` is not a store: use `sqlite` or a postgres:// URL",
-            crate::pg::conn::server_of(v)
+            without_credentials(v)
         ),
     })
+}
+
+/// A value as it may be printed: a URL's user and password left out, its
+/// scheme kept (so the message shows what was given).
+fn without_credentials(v: &str) -> String {
+    match v.split_once("://") {
+        Some((scheme, rest)) => {
+            let host = rest.rsplit_once('@').map_or(rest, |(_, h)| h);
+            format!("{scheme}://{host}")
+        }
+        None => v.rsplit_once('@').map_or(v, |(_, h)| h).to_string(),
+    }
 }
 
 /// The store of the workspace at `root` (see the module's documentation).
@@ -108,7 +120,9 @@ mod tests {
         let err = parse_spec("mysql://u:secret@h/db", "PMPO_STORE").unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("PMPO_STORE") && !text.contains("secret"),
+            text.contains("PMPO_STORE")
+                && text.contains("mysql://h/db")
+                && !text.contains("secret"),
             "{text}"
         );
     }

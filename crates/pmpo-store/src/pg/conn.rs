@@ -195,23 +195,33 @@ impl PgConn {
     /// are waited out for `patience`.
     pub fn connect(url: &str, patience: Duration) -> Result<PgConn, PgError> {
         let server = server_of(url);
-        let client = Client::connect(url, NoTls).map_err(|e| PgError::Connect {
-            server: server.clone(),
-            detail: describe(&e),
-        })?;
         let mut inner = Inner {
             url: url.to_string(),
             server: server.clone(),
-            client: Some(client),
+            client: None,
             journal: Vec::new(),
             listening: Vec::new(),
             patience,
             quiet: std::env::var_os("PMPO_STORE_QUIET").is_some(),
         };
         let (tx, rx) = mpsc::channel::<Job>();
+        // The client connects on the connection's own thread: its blocking
+        // calls may not run on a thread that drives an async runtime.
+        let (ready_tx, ready_rx) = mpsc::channel::<Result<(), PgError>>();
         std::thread::Builder::new()
             .name("pmpo-postgres".into())
             .spawn(move || {
+                match Client::connect(&inner.url, NoTls) {
+                    Ok(c) => inner.client = Some(c),
+                    Err(e) => {
+                        let _ = ready_tx.send(Err(PgError::Connect {
+                            server: inner.server.clone(),
+                            detail: describe(&e),
+                        }));
+                        return;
+                    }
+                }
+                let _ = ready_tx.send(Ok(()));
                 while let Ok(job) = rx.recv() {
                     job(&mut inner);
                 }
@@ -220,6 +230,10 @@ impl PgConn {
                 server: server.clone(),
                 detail: format!("cannot start its thread: {e}"),
             })?;
+        ready_rx.recv().map_err(|_| PgError::Connect {
+            server: server.clone(),
+            detail: "its connection thread ended".into(),
+        })??;
         Ok(PgConn {
             jobs: std::sync::Mutex::new(tx),
             server,
