@@ -559,3 +559,23 @@ fn the_store_survives_a_server_restart_between_a_write_and_its_flush() {
     assert_eq!(again.runs(10).unwrap().len(), 1);
     assert_eq!(again.attempts(None).unwrap().len(), 1);
 }
+
+#[test]
+fn a_marker_that_is_a_link_is_refused_and_its_target_untouched() {
+    let Some((url, root)) = pg_case("suite_marker_link") else {
+        return;
+    };
+    let outside = tempfile::tempdir().unwrap();
+    let target = outside.path().join("id");
+    std::fs::write(&target, "0123456789abcdef0123456789abcdef\n").unwrap();
+    std::fs::create_dir_all(root.path().join(".state")).unwrap();
+    std::os::unix::fs::symlink(&target, root.path().join(schema::MARKER_FILE)).unwrap();
+    let err = PgStore::open(&url, root.path()).err().unwrap().to_string();
+    assert!(err.contains("workspace-id"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(&target).unwrap(),
+        "0123456789abcdef0123456789abcdef\n"
+    );
+    // Nothing was recorded for a workspace that could not prove who it is.
+    assert_eq!(meta(&url, "workspace_id"), None);
+}
