@@ -194,3 +194,104 @@ fn an_unreachable_server_or_a_bad_value_stops_at_once_with_exit_2() {
     assert!(!d.stdout.contains("hunter2"));
     no_sqlite(&ws);
 }
+
+/// Every file under `dir`, recursively.
+fn all_files(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
+    for e in std::fs::read_dir(dir).unwrap().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            all_files(&p, out);
+        } else {
+            out.push(p);
+        }
+    }
+}
+
+#[test]
+fn the_store_password_reaches_no_stage_and_no_file() {
+    let Some(url) = pmpo_testkit::pg::fresh_db("cli_secret") else {
+        return;
+    };
+    // The test server trusts its users: any password is accepted.
+    let secret = "Pw9-store-secret-4711";
+    let with_password = url.replacen("://pmpo@", &format!("://pmpo:{secret}@"), 1);
+    assert_ne!(
+        with_password, url,
+        "the test server's URL names the user pmpo"
+    );
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      sandbox: false\n      with: {command: [sh, -c, 'env > env.txt; echo \"store=$PMPO_STORE\"']}\n      outputs: [env.txt]\n");
+    let r = pmpo(
+        &ws,
+        Some(&with_password),
+        &["execute", "plan.yaml", "--json"],
+    );
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    let env = ws.read("env.txt");
+    assert!(
+        !env.lines().any(|l| l.starts_with("PMPO_STORE=")) && !env.contains(secret),
+        "a stage saw PMPO_STORE: {env}"
+    );
+    for args in [&["status"][..], &["ledger"][..], &["doctor", "--json"][..]] {
+        let r = pmpo(&ws, Some(&with_password), args);
+        assert!(
+            !r.stdout.contains(secret) && !r.stderr.contains(secret),
+            "{args:?}"
+        );
+    }
+    assert!(!r.stdout.contains(secret) && !r.stderr.contains(secret));
+    let mut files = Vec::new();
+    all_files(ws.path(), &mut files);
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "{} holds the store's password",
+            f.display()
+        );
+    }
+    no_sqlite(&ws);
+}
+
+#[test]
+fn a_database_restart_mid_run_is_waited_out_and_nothing_is_doubled() {
+    let Some(cluster) = pmpo_testkit::pg::Cluster::start("cli_restart") else {
+        return;
+    };
+    let url = cluster.fresh_db("cli_restart");
+    let ws = Ws::new();
+    ws.write("data.txt", "precious\n");
+    ws.plan(PLAN);
+    let child = bin()
+        .current_dir(ws.path())
+        .args(["execute", "plan.yaml", "--json"])
+        .env("PMPO_STORE", &url)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::refine::wait_until(
+        "stage b to start",
+        std::time::Duration::from_secs(60),
+        || ws.p("started").exists(),
+    );
+    cluster.restart();
+    ws.write("go", "");
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert_eq!(r.code, 0, "{}", r.stderr);
+    assert_contains(&r.stderr, "pausing, retrying");
+    assert_contains(&r.stderr, "reconnected to the store");
+    assert_eq!(r.json()["status"], "completed");
+    assert_eq!(count(&url, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(count(&url, "SELECT count(*) FROM tasks"), 3);
+    // One attempt per stage, one ledger entry for the file stage a replaced.
+    assert_eq!(count(&url, "SELECT count(*) FROM execution_log"), 3);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM patch_history WHERE path = 'data.txt'"
+        ),
+        1
+    );
+    no_sqlite(&ws);
+}
