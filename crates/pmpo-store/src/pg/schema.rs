@@ -61,7 +61,9 @@ CREATE TABLE IF NOT EXISTS stamps (
     ino BIGINT NOT NULL, mtime_ns BIGINT NOT NULL, ctime_ns BIGINT NOT NULL, taken_ns BIGINT NOT NULL);
 "#;
 
-/// Every part's DDL, in the order it is run.
+/// Every part's DDL, in the order it is run. Each script is cut at `;` into
+/// statements, each journaled like any write (so a reconnection replays the
+/// whole migration): no statement may hold a `;` of its own.
 fn scripts() -> Vec<&'static str> {
     vec![DDL]
 }
