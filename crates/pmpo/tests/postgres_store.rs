@@ -148,6 +148,25 @@ fn the_store_flag_and_the_environment_select_postgres_as_pmpo_toml_does() {
     assert_contains(&r.stderr, "serves the workspace");
     assert_contains(&r.stderr, "same shared directory");
     assert!(!other.p(".state/pmpo.db").exists());
+    // Doctor there says so, naming the workspace the database serves.
+    let d = pmpo(&other, Some(&url), &["doctor"]);
+    assert_eq!(d.code, 1, "{}", d.stdout);
+    assert_contains(&d.stdout, "serves another workspace");
+    assert_contains(&d.stdout, &ws.path().display().to_string());
+    // A database of a newer layout: every command refuses it, doctor names it.
+    let c = PgConn::connect(&url, std::time::Duration::from_secs(5)).unwrap();
+    c.once(
+        "UPDATE pmpo_meta SET value = '7' WHERE key = 'schema_version'",
+        vec![],
+        true,
+    )
+    .unwrap();
+    let r = pmpo(&ws, Some(&url), &["status"]);
+    assert_ne!(r.code, 0);
+    assert_contains(&r.stderr, "database schema 7, this build reads up to 1");
+    let d = pmpo(&ws, Some(&url), &["doctor"]);
+    assert_contains(&d.stdout, "reachable, schema 7");
+    assert_contains(&d.stdout, "the database has schema 7");
 }
 
 #[test]
