@@ -42,7 +42,12 @@ case "$cmd" in
     as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -m immediate -w restart >/dev/null
     ;;
   resume)
-    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start >/dev/null
+    # The options `start` gave (port, socket directory) are not in the data
+    # directory's configuration: give them again.
+    port=$(cat "$dir/port")
+    as_owner "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+      -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c max_connections=200" start >/dev/null \
+      || { tail -20 "$dir/server.log" >&2; exit 1; }
     ;;
   *) echo "usage: pg-cluster.sh start|stop|restart|resume DIR" >&2; exit 2 ;;
 esac

@@ -314,3 +314,56 @@ fn a_database_restart_mid_run_is_waited_out_and_nothing_is_doubled() {
     );
     no_sqlite(&ws);
 }
+
+#[test]
+fn a_database_gone_past_the_patience_stops_the_run_and_it_resumes_later() {
+    let Some(cluster) = pmpo_testkit::pg::Cluster::start("cli_gone") else {
+        return;
+    };
+    let url = cluster.fresh_db("cli_gone");
+    let ws = Ws::new();
+    ws.write("data.txt", "precious\n");
+    ws.plan(PLAN);
+    let child = bin()
+        .current_dir(ws.path())
+        .args(["execute", "plan.yaml"])
+        .env("PMPO_STORE", &url)
+        .env("PMPO_STORE_PATIENCE", "1")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    common::refine::wait_until(
+        "stage b to start",
+        std::time::Duration::from_secs(60),
+        || ws.p("started").exists(),
+    );
+    cluster.stop();
+    ws.write("go", "");
+    let r: Run = child.wait_with_output().unwrap().into();
+    assert_ne!(r.code, 0, "{}", r.stderr);
+    assert_contains(&r.stderr, "went away and did not come back");
+    assert_contains(&r.stderr, "start the server again");
+    cluster.resume();
+    // The same command continues the run: a is not run again.
+    let again = pmpo(&ws, Some(&url), &["execute", "plan.yaml", "--json"]);
+    assert_eq!(again.code, 0, "{}", again.stderr);
+    assert_eq!(ws.read("count.txt"), "a\n");
+    assert_eq!(ws.read("c.txt"), "c\n");
+    assert_eq!(count(&url, "SELECT count(*) FROM runs"), 1);
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM execution_log WHERE stage_id = 'a'"
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &url,
+            "SELECT count(*) FROM tasks WHERE status = 'COMPLETED'"
+        ),
+        3
+    );
+    no_sqlite(&ws);
+}

@@ -11,7 +11,7 @@
 use std::path::Path;
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use super::conn::{PgConn, Val, default_patience};
+use super::conn::{PgConn, PgError, Val, default_patience};
 use super::rows::*;
 use super::schema;
 use crate::db::{
@@ -44,6 +44,9 @@ pub fn new_id() -> i64 {
 /// The PostgreSQL execution store.
 pub struct PgStore {
     conn: PgConn,
+    /// The server went away for longer than the patience: dropping the
+    /// store does not wait for it a second time.
+    gone: bool,
 }
 
 impl PgStore {
@@ -53,7 +56,7 @@ impl PgStore {
         let conn = PgConn::connect(url, default_patience())?;
         schema::migrate(&conn)?;
         schema::claim_workspace(&conn, root)?;
-        Ok(PgStore { conn })
+        Ok(PgStore { conn, gone: false })
     }
 
     /// The connection (for the parts that share it: doctor, tests).
@@ -62,7 +65,16 @@ impl PgStore {
     }
 
     fn exec(&mut self, sql: &str, params: Vec<Val>) -> Result<u64, DbError> {
-        Ok(self.conn.write(sql, params)?)
+        let done = self.conn.write(sql, params);
+        Ok(self.noted(done)?)
+    }
+
+    /// Passes a result on, noting a server that is gone for good.
+    fn noted<T>(&mut self, r: Result<T, PgError>) -> Result<T, PgError> {
+        if let Err(PgError::Gone { .. }) = &r {
+            self.gone = true;
+        }
+        r
     }
 
     fn rows<T>(
@@ -73,7 +85,8 @@ impl PgStore {
         names: &'static str,
         read: impl Fn(&Cols<'_>) -> Result<T, DbError>,
     ) -> Result<Vec<T>, DbError> {
-        let rows = self.conn.query(sql, params)?;
+        let rows = self.conn.query(sql, params);
+        let rows = self.noted(rows)?;
         let server = self.conn.server();
         rows.iter()
             .map(|r| read(&Cols::new(r, table, names, server)))
@@ -444,12 +457,15 @@ impl ExecStore for PgStore {
     }
 
     fn flush(&mut self) -> Result<(), DbError> {
-        Ok(self.conn.commit()?)
+        let done = self.conn.commit();
+        Ok(self.noted(done)?)
     }
 }
 
 impl Drop for PgStore {
     fn drop(&mut self) {
-        let _ = self.conn.commit();
+        if !self.gone {
+            let _ = self.conn.commit();
+        }
     }
 }
