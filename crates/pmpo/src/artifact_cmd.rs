@@ -98,6 +98,7 @@ fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, 
         run_id: String::new(),
         since: now_rfc3339(),
         command: what.into(),
+        host: String::new(),
     };
     let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true)
         .map_err(|e| CliError::failed(e).report())?;

@@ -53,6 +53,7 @@ pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::Workspace
         run_id: String::new(),
         since: now_rfc3339(),
         command: command.into(),
+        host: String::new(),
     };
     lock::acquire(ws, &holder, false).map_err(|e| match e {
         lock::LockError::Busy(_) => CliError::busy(&e)
@@ -250,6 +251,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             run_id: String::new(),
             since: now_rfc3339(),
             command: "pmpo ledger".into(),
+            host: String::new(),
         };
         if let Ok(_lock) = lock::acquire(&ws, &holder, false) {
             let _ = pmpo_engine::intents::settle_interrupted(&ws, &mut db);

@@ -1,1 +1,326 @@
-//! (filled in by its owner)
+//! The one-writer locks of a workspace whose store is PostgreSQL: session
+//! advisory locks instead of `.state/lock` and `.refiner/lock`.
+//!
+//! A lock is `pg_try_advisory_lock(key)` on a connection of its own, where
+//! `key` is a 64-bit hash of the workspace's identity and the lock's name
+//! (see [`lock_key`]). PostgreSQL releases it when that session ends: a clean
+//! release, the process dying (even by SIGKILL: its socket closes), or a
+//! machine lost from the network (the session's TCP keepalives, set short
+//! here, end it within about half a minute). Who holds it is written, as the
+//! lock file's JSON, in `pmpo_holders`; a row still there when the lock is
+//! free was left by a holder that did not release cleanly.
+//!
+//! The connection does not wait out a lost server (its patience is zero): a
+//! new session does not hold the old one's lock, so a lock whose connection
+//! was lost may be held by someone else now. [`PgLock::is_held`] asks the
+//! server whether this session still holds it.
+
+use std::time::Duration;
+
+use super::{PgConn, PgError, Val};
+
+/// The table of lock holders (created by the first lock taken, and by the
+/// store's schema migration; idempotent).
+pub const DDL: &str = "CREATE TABLE IF NOT EXISTS pmpo_holders (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL DEFAULT '',
+    holder TEXT NOT NULL,
+    updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);";
+
+/// Serialises the creation of `pmpo_holders` between processes that take
+/// their first lock at the same moment (a transaction-scoped advisory lock).
+const DDL_LOCK: i64 = 0x706d_706f_6c6f_636b; // "pmpolock"
+
+/// How often a waiting acquirer asks again.
+const POLL: Duration = Duration::from_millis(200);
+
+/// The advisory lock key of lock `name` (`.state/lock`, `.refiner/lock`) of
+/// the workspace identified by `scope`: the first 8 bytes of a blake3 hash.
+pub fn lock_key(scope: &str, name: &str) -> i64 {
+    let h = blake3::hash(format!("pmpo-lock\0{scope}\0{name}").as_bytes());
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&h.as_bytes()[..8]);
+    i64::from_le_bytes(b)
+}
+
+/// How `pg_locks` shows a 64-bit advisory key: its high and low 32 bits.
+fn halves(key: i64) -> (i64, i64) {
+    let u = key as u64;
+    ((u >> 32) as i64, (u & 0xffff_ffff) as i64)
+}
+
+/// Whether a session (this one: `mine`; any: not) holds the key now.
+const HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
+    WHERE locktype = 'advisory' AND granted AND objsubid = 1
+      AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+      AND classid::bigint = $1 AND objid::bigint = $2
+      AND (NOT $3 OR pid = pg_backend_pid()))";
+
+/// A connection for locks: it never reconnects silently (patience zero), and
+/// the server drops it within about half a minute of its machine going silent.
+fn connect(url: &str) -> Result<PgConn, PgError> {
+    // The client's connect runs a runtime of its own, which may not start on
+    // a thread that drives the engine's: connect from a thread of its own.
+    let conn = std::thread::scope(|s| {
+        s.spawn(|| PgConn::connect(url, Duration::ZERO))
+            .join()
+            .unwrap_or_else(|_| {
+                Err(PgError::Connect {
+                    server: super::conn::server_of(url),
+                    detail: "the connecting thread panicked".into(),
+                })
+            })
+    })?;
+    // Keepalives act on TCP connections only; a local socket ignores them.
+    conn.batch(
+        "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
+    )?;
+    ensure_table(&conn)?;
+    Ok(conn)
+}
+
+fn ensure_table(conn: &PgConn) -> Result<(), PgError> {
+    let present = conn.query("SELECT to_regclass('pmpo_holders') IS NOT NULL", vec![])?;
+    if present.first().and_then(|r| r[0].boolean()) == Some(true) {
+        return Ok(());
+    }
+    // One implicit transaction: the advisory lock is held until the table exists.
+    conn.batch(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK}); {DDL}"))
+}
+
+fn held(conn: &PgConn, key: i64, mine: bool) -> Result<bool, PgError> {
+    let (hi, lo) = halves(key);
+    let rows = conn.query(HELD_SQL, vec![hi.into(), lo.into(), mine.into()])?;
+    Ok(rows.first().and_then(|r| r[0].boolean()) == Some(true))
+}
+
+fn key_text(key: i64) -> String {
+    format!("{:016x}", key as u64)
+}
+
+fn holder_row(conn: &PgConn, key: i64) -> Result<Option<String>, PgError> {
+    let rows = conn.query(
+        "SELECT holder FROM pmpo_holders WHERE key = $1",
+        vec![key_text(key).into()],
+    )?;
+    Ok(rows.first().and_then(|r| r[0].text()))
+}
+
+/// A held advisory lock; released (and its holder row removed) when dropped.
+pub struct PgLock {
+    conn: PgConn,
+    key: i64,
+}
+
+impl std::fmt::Debug for PgLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgLock")
+            .field("server", &self.conn.server())
+            .field("key", &key_text(self.key))
+            .finish()
+    }
+}
+
+/// The outcome of [`acquire`].
+#[derive(Debug)]
+pub enum Taken {
+    /// Held; with the holder row a previous holder left (it did not release cleanly).
+    Held(PgLock, Option<String>),
+    /// Held by another session; with its holder row, when it has written one.
+    Busy(Option<String>),
+}
+
+/// Takes lock `name` of workspace `scope` (`wait`: until its holder is
+/// done), and records `holder` (JSON) as its holder.
+pub fn acquire(
+    url: &str,
+    scope: &str,
+    name: &str,
+    holder: &str,
+    wait: bool,
+) -> Result<Taken, PgError> {
+    let conn = connect(url)?;
+    let key = lock_key(scope, name);
+    loop {
+        let rows = conn.once("SELECT pg_try_advisory_lock($1)", vec![key.into()], true)?;
+        if rows.first().and_then(|r| r[0].boolean()) == Some(true) {
+            break;
+        }
+        if !wait {
+            return Ok(Taken::Busy(holder_row(&conn, key)?));
+        }
+        std::thread::sleep(POLL);
+    }
+    let previous = holder_row(&conn, key)?;
+    conn.once(
+        "INSERT INTO pmpo_holders (key, name, holder, updated_at) VALUES ($1, $2, $3, now())
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, holder = excluded.holder, updated_at = now()",
+        vec![key_text(key).into(), name.into(), holder.into()],
+        true,
+    )?;
+    Ok(Taken::Held(PgLock { conn, key }, previous))
+}
+
+/// The holder row of lock `name` of workspace `scope`, when a session holds
+/// it now (`None`: free, or held by a session that has not written its row).
+pub fn current(url: &str, scope: &str, name: &str) -> Result<Option<String>, PgError> {
+    let conn = connect(url)?;
+    let key = lock_key(scope, name);
+    if !held(&conn, key, false)? {
+        return Ok(None);
+    }
+    holder_row(&conn, key)
+}
+
+impl PgLock {
+    /// Whether this session still holds the lock. `false` when its connection
+    /// was lost (a new session does not hold the old one's locks) or the
+    /// server cannot be asked: then another pmpo may hold it.
+    pub fn is_held(&self) -> bool {
+        held(&self.conn, self.key, true).unwrap_or(false)
+    }
+
+    /// Rewrites the holder row; `Ok(false)` when the lock is no longer held
+    /// (nothing is written then).
+    pub fn update(&self, holder: &str) -> Result<bool, PgError> {
+        if !self.is_held() {
+            return Ok(false);
+        }
+        let rows = self.conn.once(
+            "UPDATE pmpo_holders SET holder = $2, updated_at = now() WHERE key = $1 RETURNING 1",
+            vec![key_text(self.key).into(), holder.into()],
+            true,
+        )?;
+        Ok(!rows.is_empty())
+    }
+
+    /// The server, for messages.
+    pub fn server(&self) -> &str {
+        self.conn.server()
+    }
+}
+
+impl Drop for PgLock {
+    fn drop(&mut self) {
+        // A clean release removes the row, so the next holder knows nobody
+        // died holding it; never the row of a session that took over.
+        if self.is_held() {
+            let _ = self.conn.once(
+                "DELETE FROM pmpo_holders WHERE key = $1",
+                vec![Val::from(key_text(self.key))],
+                true,
+            );
+            let _ = self.conn.once(
+                "SELECT pg_advisory_unlock($1)",
+                vec![Val::from(self.key)],
+                true,
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_are_stable_and_differ_by_workspace_and_name() {
+        let a = lock_key("w1", ".state/lock");
+        assert_eq!(a, lock_key("w1", ".state/lock"));
+        assert_ne!(a, lock_key("w2", ".state/lock"));
+        assert_ne!(a, lock_key("w1", ".refiner/lock"));
+        // The halves pg_locks shows put the key back together.
+        let (hi, lo) = halves(a);
+        assert_eq!(((hi as u64) << 32 | lo as u64) as i64, a);
+    }
+
+    fn url(tag: &str) -> Option<String> {
+        pmpo_testkit::pg::fresh_db(tag)
+    }
+
+    #[test]
+    fn a_second_session_is_refused_and_sees_the_holder_then_takes_over() {
+        let Some(url) = url("locks_busy") else { return };
+        let Taken::Held(first, prev) = acquire(&url, "w", ".state/lock", "one", false).unwrap()
+        else {
+            panic!("the first lock was refused")
+        };
+        assert_eq!(prev, None);
+        assert!(first.is_held());
+        assert_eq!(
+            current(&url, "w", ".state/lock").unwrap().as_deref(),
+            Some("one")
+        );
+        match acquire(&url, "w", ".state/lock", "two", false).unwrap() {
+            Taken::Busy(h) => assert_eq!(h.as_deref(), Some("one")),
+            Taken::Held(..) => panic!("two sessions held one lock"),
+        }
+        // Another lock of the same workspace, and the same lock of another
+        // workspace, are independent.
+        assert!(matches!(
+            acquire(&url, "w", ".refiner/lock", "r", false).unwrap(),
+            Taken::Held(..)
+        ));
+        assert!(matches!(
+            acquire(&url, "other", ".state/lock", "o", false).unwrap(),
+            Taken::Held(..)
+        ));
+        assert!(first.update("one, updated").unwrap());
+        drop(first);
+        assert_eq!(current(&url, "w", ".state/lock").unwrap(), None);
+        match acquire(&url, "w", ".state/lock", "two", false).unwrap() {
+            Taken::Held(_, prev) => assert_eq!(prev, None, "a clean release leaves no row"),
+            Taken::Busy(h) => panic!("still busy after the release: {h:?}"),
+        }
+    }
+
+    #[test]
+    fn a_holder_whose_session_ended_is_reported_as_previous() {
+        let Some(url) = url("locks_prev") else { return };
+        let Taken::Held(first, _) = acquire(&url, "w", ".state/lock", "dead", false).unwrap()
+        else {
+            panic!("refused")
+        };
+        // End its session from outside, as a process dying does: no clean
+        // release. (The call waits until the session has ended.)
+        let admin = PgConn::connect(&url, Duration::ZERO).unwrap();
+        let (hi, lo) = halves(lock_key("w", ".state/lock"));
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid::bigint = $1 AND objid::bigint = $2",
+                vec![hi.into(), lo.into()],
+            )
+            .unwrap();
+        // The holder can tell it lost the lock, and its drop removes nothing.
+        assert!(!first.is_held());
+        assert!(!first.update("x").unwrap());
+        drop(first);
+        assert_eq!(current(&url, "w", ".state/lock").unwrap(), None);
+        match acquire(&url, "w", ".state/lock", "next", false).unwrap() {
+            Taken::Held(_, prev) => assert_eq!(prev.as_deref(), Some("dead")),
+            Taken::Busy(h) => panic!("busy: {h:?}"),
+        }
+    }
+
+    #[test]
+    fn a_waiting_acquirer_gets_the_lock_when_it_is_released() {
+        let Some(url) = url("locks_wait") else { return };
+        let Taken::Held(first, _) = acquire(&url, "w", ".state/lock", "one", false).unwrap() else {
+            panic!("refused")
+        };
+        let u = url.clone();
+        let waiter = std::thread::spawn(move || acquire(&u, "w", ".state/lock", "two", true));
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(!waiter.is_finished(), "the waiter did not wait");
+        drop(first);
+        match waiter.join().unwrap().unwrap() {
+            Taken::Held(l, prev) => {
+                assert!(l.is_held());
+                assert_eq!(prev, None);
+            }
+            Taken::Busy(_) => panic!("a waiting acquirer was refused"),
+        }
+    }
+}
