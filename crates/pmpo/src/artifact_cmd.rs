@@ -423,6 +423,9 @@ pub fn provider(a: WsArgs) -> u8 {
         pmpo_store::provider::Kind::Custom { load_command, .. } => {
             format!("custom (load: {load_command}; a copy is kept in .refiner/)")
         }
+        pmpo_store::provider::Kind::Postgres { server } => {
+            format!("postgres ({server}, table pmpo_artifact_state; a copy is kept in .refiner/)")
+        }
     };
     outln!("provider: {kind}");
     outln!("from:     {}", provider.source);

@@ -57,13 +57,11 @@ const HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
       AND classid::bigint = $1 AND objid::bigint = $2
       AND (NOT $3 OR pid = pg_backend_pid()))";
 
-/// A connection for locks: it never reconnects silently (patience zero), and
-/// the server drops it within about half a minute of its machine going silent.
-fn connect(url: &str) -> Result<PgConn, PgError> {
-    // The client's connect runs a runtime of its own, which may not start on
-    // a thread that drives the engine's: connect from a thread of its own.
-    let conn = std::thread::scope(|s| {
-        s.spawn(|| PgConn::connect(url, Duration::ZERO))
+/// Connects from a thread of its own: the client's connect runs a runtime of
+/// its own, which may not start on a thread that drives the engine's.
+pub(crate) fn connect_detached(url: &str, patience: Duration) -> Result<PgConn, PgError> {
+    std::thread::scope(|s| {
+        s.spawn(|| PgConn::connect(url, patience))
             .join()
             .unwrap_or_else(|_| {
                 Err(PgError::Connect {
@@ -71,22 +69,30 @@ fn connect(url: &str) -> Result<PgConn, PgError> {
                     detail: "the connecting thread panicked".into(),
                 })
             })
-    })?;
+    })
+}
+
+/// A connection for locks: it never reconnects silently (patience zero), and
+/// the server drops it within about half a minute of its machine going silent.
+fn connect(url: &str) -> Result<PgConn, PgError> {
+    let conn = connect_detached(url, Duration::ZERO)?;
     // Keepalives act on TCP connections only; a local socket ignores them.
     conn.batch(
         "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
     )?;
-    ensure_table(&conn)?;
+    ensure_table(&conn, "pmpo_holders", DDL)?;
     Ok(conn)
 }
 
-fn ensure_table(conn: &PgConn) -> Result<(), PgError> {
-    let present = conn.query("SELECT to_regclass('pmpo_holders') IS NOT NULL", vec![])?;
+/// Creates `table` with `ddl` (`CREATE TABLE IF NOT EXISTS ...`) unless it
+/// exists; processes doing it at the same moment take turns.
+pub(crate) fn ensure_table(conn: &PgConn, table: &str, ddl: &str) -> Result<(), PgError> {
+    let present = conn.query("SELECT to_regclass($1) IS NOT NULL", vec![table.into()])?;
     if present.first().and_then(|r| r[0].boolean()) == Some(true) {
         return Ok(());
     }
     // One implicit transaction: the advisory lock is held until the table exists.
-    conn.batch(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK}); {DDL}"))
+    conn.batch(&format!("SELECT pg_advisory_xact_lock({DDL_LOCK}); {ddl}"))
 }
 
 fn held(conn: &PgConn, key: i64, mine: bool) -> Result<bool, PgError> {
