@@ -250,7 +250,10 @@ impl WorkspaceLock {
             Hold::Pg(lock) => {
                 let json = serde_json::to_string(&holder).unwrap_or_default();
                 match lock.update(&json) {
-                    Ok(true) => Ok(()),
+                    Ok(true) if holder.run_id.is_empty() => Ok(()),
+                    Ok(true) => lock
+                        .record_run(&holder.run_id, &holder.host, holder.pid, &holder.command)
+                        .map_err(|e| StoreError::Ledger(DbError::Pg(e))),
                     Ok(false) => Err(StoreError::Ledger(DbError::Pg(lost(lock)))),
                     Err(e) => Err(StoreError::Ledger(DbError::Pg(e))),
                 }

@@ -19,6 +19,8 @@ use pmpo_store::states::{PatchState, RunStatus};
 use crate::EXIT_OK;
 use crate::error::CliError;
 
+mod status_all;
+
 /// Prints an error with its fix; returns the exit code for a failed command.
 pub fn fail(message: &str, help: &str) -> u8 {
     CliError::failed(message).hint(help).report()
@@ -97,6 +99,11 @@ pub struct StatusArgs {
     /// How many recent runs to list.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Every run in the store, from every machine and every plan, newest
+    /// first, with the machine that ran it (when known), the live workers and
+    /// the artifact states kept in the database (overrides --runs).
+    #[arg(long)]
+    all: bool,
     /// Print as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -119,7 +126,12 @@ pub fn status(args: StatusArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
-    let runs = match db.runs(args.runs) {
+    let limit = if args.all {
+        i64::MAX as usize
+    } else {
+        args.runs
+    };
+    let runs = match db.runs(limit) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
@@ -143,11 +155,14 @@ pub fn status(args: StatusArgs) -> u8 {
             .find(|t| t.status == StageStatus::InProgress)
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
-            "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,
+            "run_id": run.run_id, "plan": run.plan, "status": state, "pid": run.pid, "started_at": run.started_at,
             "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at, "stages_done": summary.succeeded(), "stages": run.stages,
             "summary": summary, "summary_text": summary.describe(),
             "current_stage": if is_live { current } else { None },
         }));
+    }
+    if args.all {
+        return status_all::report(&ws, live.as_ref(), rows, args.json);
     }
     if args.json {
         print_json(&serde_json::json!({ "workspace": ws.root(), "live": live, "runs": rows }));
@@ -155,8 +170,8 @@ pub fn status(args: StatusArgs) -> u8 {
     }
     match &live {
         Some(h) => outln!(
-            "live: pid {} is running {} (run {}) since {}",
-            h.pid,
+            "live: {} is running {} (run {}) since {}",
+            h.who(),
             h.command,
             h.run_id,
             h.since

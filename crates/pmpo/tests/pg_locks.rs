@@ -187,3 +187,128 @@ fn an_unreachable_database_is_a_clear_error_not_busy() {
     assert!(r.stderr.contains("check PMPO_STORE"), "{}", r.stderr);
     assert!(!ws.p(".state/lock").exists());
 }
+
+fn this_host() -> String {
+    pmpo_store::lock::this_host()
+}
+
+#[test]
+fn status_all_lists_every_run_with_its_machine_the_live_workers_and_the_database_states() {
+    let Some(url) = pg::fresh_db("cli_status_all") else {
+        return;
+    };
+    let ws = Ws::new();
+    ws.plan(SLOW);
+    let mut killed = pmpo_pg(&ws, &url)
+        .args(["execute", "plan.yaml", "-q"])
+        .spawn()
+        .unwrap();
+    wait_for(&ws, "started");
+    let killed_pid = killed.id();
+    kill9(&mut killed);
+    ws.write("other.yaml", "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: a\n      with: {command: [sh, -c, 'true']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'true']}\n");
+    run(pmpo_pg(&ws, &url), &["execute", "other.yaml"]).assert_exit(0, &["execute"]);
+    run(pmpo_pg(&ws, &url), &["init", "notes", "--type", "content"]).assert_exit(0, &["init"]);
+    // A worker's row, as `pmpo worker` keeps it (heartbeat now: live).
+    let conn = pmpo_store::pg::PgConn::connect(&url, Duration::ZERO).unwrap();
+    conn.batch(
+        "CREATE TABLE IF NOT EXISTS pmpo_workers (worker_id TEXT PRIMARY KEY, host TEXT NOT NULL,
+         pid BIGINT NOT NULL, version TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
+         heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(), state TEXT NOT NULL, job_id BIGINT,
+         stages_done BIGINT NOT NULL DEFAULT 0)",
+    )
+    .unwrap();
+    conn.once(
+        "INSERT INTO pmpo_workers (worker_id, host, pid, version, state, job_id, stages_done)
+         VALUES ('box-2:77:1', 'box-2', 77, '0.1.0', 'running', 5, 12)",
+        vec![],
+        false,
+    )
+    .unwrap();
+
+    let r = run(pmpo_pg(&ws, &url), &["status", "--all", "--json"]);
+    r.assert_exit(0, &["status", "--all", "--json"]);
+    let j = r.json();
+    let runs = j["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 2, "{j:#}");
+    // Newest first: the finished run of the other plan, then the killed one.
+    assert_eq!(runs[0]["plan"], "other.yaml");
+    assert_eq!(runs[0]["status"], "completed");
+    assert_eq!(
+        (runs[0]["stages_done"].as_u64(), runs[0]["stages"].as_i64()),
+        (Some(2), Some(2))
+    );
+    assert!(runs[0]["finished_at"].is_string());
+    assert_eq!(runs[1]["plan"], "plan.yaml");
+    assert_eq!(runs[1]["status"], "interrupted");
+    assert_eq!(runs[1]["pid"], killed_pid);
+    for run in runs {
+        assert_eq!(run["host"], this_host().as_str(), "{run:#}");
+    }
+    assert!(j["live"].is_null());
+    let workers = j["workers"].as_array().unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0]["host"], "box-2");
+    assert_eq!(workers[0]["live"], true);
+    let arts = j["artifacts"].as_array().unwrap();
+    assert_eq!(arts.len(), 1);
+    assert_eq!(
+        (arts[0]["name"].as_str(), arts[0]["version"].as_i64()),
+        (Some("notes"), Some(1))
+    );
+    assert_eq!(j["problems"].as_array().map(Vec::len), Some(0), "{j:#}");
+
+    let text = run(pmpo_pg(&ws, &url), &["status", "--all"]);
+    text.assert_exit(0, &["status", "--all"]);
+    for want in [
+        "workers: 1 live",
+        "box-2:77:1  pmpo 0.1.0  running (job 5)  12 stage(s) done",
+        "runs (2, newest first):",
+        &format!(
+            "interrupted 0/1 stages  on {} (pid {killed_pid})  plan.yaml",
+            this_host()
+        ),
+        "notes  content  running  version 1",
+    ] {
+        assert!(
+            text.stdout.contains(want),
+            "missing `{want}` in:\n{}",
+            text.stdout
+        );
+    }
+    // The provider the artifact commands use is the database's.
+    let p = run(pmpo_pg(&ws, &url), &["provider"]);
+    assert!(
+        p.stdout.contains("provider: postgres (postgres://"),
+        "{}",
+        p.stdout
+    );
+}
+
+#[test]
+fn status_all_with_sqlite_lists_every_run_of_the_workspace() {
+    let ws = Ws::new();
+    ws.plan("    - id: a\n      cache: false\n      with: {command: [sh, -c, 'true']}\n");
+    for _ in 0..12 {
+        ws.run_ok(&["execute", "plan.yaml", "-q"]);
+    }
+    let mut c = bin_without_models(ws.path());
+    c.env_remove("PMPO_STORE");
+    let few = run(c, &["status", "--json"]).json();
+    assert_eq!(few["runs"].as_array().unwrap().len(), 10);
+    let mut c = bin_without_models(ws.path());
+    c.env_remove("PMPO_STORE");
+    let all = run(c, &["status", "--all", "--json"]).json();
+    let runs = all["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 12);
+    assert!(all["workers"].is_null() && all["artifacts"].is_null());
+    assert_eq!(all["store"], "sqlite (.state/pmpo.db)");
+    // Newest first.
+    let started: Vec<&str> = runs
+        .iter()
+        .map(|r| r["started_at"].as_str().unwrap())
+        .collect();
+    let mut sorted = started.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(started, sorted);
+}

@@ -19,13 +19,21 @@ use std::time::Duration;
 
 use super::{PgConn, PgError, Val};
 
-/// The table of lock holders (created by the first lock taken, and by the
-/// store's schema migration; idempotent).
+/// The table of lock holders, and the machine each run was last held on
+/// (for `pmpo status --all`). Created by the first lock taken, and by the
+/// store's schema migration; idempotent.
 pub const DDL: &str = "CREATE TABLE IF NOT EXISTS pmpo_holders (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
     holder TEXT NOT NULL,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS pmpo_run_hosts (
+    run_id TEXT PRIMARY KEY,
+    host TEXT NOT NULL,
+    pid BIGINT NOT NULL,
+    command TEXT NOT NULL,
+    held_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );";
 
 /// Serialises the creation of `pmpo_holders` between processes that take
@@ -59,7 +67,7 @@ const HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
 
 /// Connects from a thread of its own: the client's connect runs a runtime of
 /// its own, which may not start on a thread that drives the engine's.
-pub(crate) fn connect_detached(url: &str, patience: Duration) -> Result<PgConn, PgError> {
+pub fn connect_detached(url: &str, patience: Duration) -> Result<PgConn, PgError> {
     std::thread::scope(|s| {
         s.spawn(|| PgConn::connect(url, patience))
             .join()
@@ -80,7 +88,7 @@ fn connect(url: &str) -> Result<PgConn, PgError> {
     conn.batch(
         "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
     )?;
-    ensure_table(&conn, "pmpo_holders", DDL)?;
+    ensure_table(&conn, "pmpo_run_hosts", DDL)?;
     Ok(conn)
 }
 
@@ -168,6 +176,20 @@ pub fn acquire(
     Ok(Taken::Held(PgLock { conn, key }, previous))
 }
 
+/// The machine each run was last held on, by run id (empty before the first
+/// lock was taken on this database).
+pub fn run_hosts(conn: &PgConn) -> Result<std::collections::HashMap<String, String>, PgError> {
+    let present = conn.query("SELECT to_regclass('pmpo_run_hosts') IS NOT NULL", vec![])?;
+    if present.first().and_then(|r| r[0].boolean()) != Some(true) {
+        return Ok(Default::default());
+    }
+    let rows = conn.query("SELECT run_id, host FROM pmpo_run_hosts", vec![])?;
+    Ok(rows
+        .into_iter()
+        .filter_map(|r| Some((r[0].text()?, r[1].text()?)))
+        .collect())
+}
+
 /// The holder row of lock `name` of workspace `scope`, when a session holds
 /// it now (`None`: free, or held by a session that has not written its row).
 pub fn current(url: &str, scope: &str, name: &str) -> Result<Option<String>, PgError> {
@@ -199,6 +221,25 @@ impl PgLock {
             true,
         )?;
         Ok(!rows.is_empty())
+    }
+
+    /// Records that run `run_id` is held from `host` (the last machine that
+    /// held a run is the one `pmpo status --all` names).
+    pub fn record_run(
+        &self,
+        run_id: &str,
+        host: &str,
+        pid: u32,
+        command: &str,
+    ) -> Result<(), PgError> {
+        self.conn.once(
+            "INSERT INTO pmpo_run_hosts (run_id, host, pid, command, held_at) VALUES ($1, $2, $3, $4, now())
+             ON CONFLICT (run_id) DO UPDATE SET host = excluded.host, pid = excluded.pid,
+             command = excluded.command, held_at = now()",
+            vec![run_id.into(), host.into(), i64::from(pid).into(), command.into()],
+            true,
+        )?;
+        Ok(())
     }
 
     /// The server, for messages.
