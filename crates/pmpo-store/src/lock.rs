@@ -225,13 +225,34 @@ fn acquire_pg(
     let parse = |t: Option<String>| t.and_then(|t| serde_json::from_str::<LockHolder>(&t).ok());
     match pg_locks::acquire(url, &lock_scope(ws), rel, &json, wait).map_err(pg_error)? {
         Taken::Busy(h) => Err(LockError::Busy(parse(h))),
-        Taken::Held(lock, previous) => Ok(WorkspaceLock {
-            hold: Hold::Pg(lock),
+        Taken::Held(mut lock, previous) => Ok(WorkspaceLock {
+            hold: Hold::Pg({
+                lock.watch(stop_this_process(
+                    lock.server().to_string(),
+                    rel.to_string(),
+                ));
+                lock
+            }),
             // A row left there did not release cleanly (this process's own
             // row aside, as with the file).
             previous: parse(previous).filter(|h| !(h.pid == holder.pid && h.host == holder.host)),
         }),
     }
+}
+
+/// What a process does when its lock was lost to another pmpo: it stops as
+/// SIGTERM stops it (the command's own handling: a run stops its stages and
+/// ends as cancelled; `pmpo resume` continues it).
+fn stop_this_process(server: String, rel: String) -> Box<dyn FnOnce() + Send> {
+    Box::new(move || {
+        eprintln!(
+            "pmpo: error: the lock {rel} was lost: its connection to the store at {server} was cut and another pmpo took the lock before this one could take it back; stopping (`pmpo resume` continues a run)"
+        );
+        // SAFETY: kill(2) with this process's own id and a signal number.
+        unsafe {
+            libc::kill(libc::getpid(), libc::SIGTERM);
+        }
+    })
 }
 
 impl WorkspaceLock {
@@ -261,12 +282,13 @@ impl WorkspaceLock {
         }
     }
 
-    /// Whether the lock is still held. A file lock always is while this
-    /// value lives. A PostgreSQL lock is not once its connection was lost
-    /// (the server released it with the session, and another pmpo may hold
-    /// it now): asks the server. A holder that finds it lost should start
-    /// nothing new, stop what it runs, and exit as interrupted
-    /// (`pmpo resume` continues the run under a lock taken again).
+    /// Whether the lock is held now. A file lock always is while this value
+    /// lives. A PostgreSQL lock is not once its connection was lost (the
+    /// server released it with the session): asks the server. Its watcher
+    /// takes a lost lock back within a moment of the server answering again,
+    /// and stops this process (SIGTERM) when another pmpo took it first; a
+    /// caller that finds it lost should likewise start nothing new, stop
+    /// what it runs, and end as interrupted (`pmpo resume` continues).
     pub fn is_held(&self) -> bool {
         match &self.hold {
             Hold::File(_) => true,

@@ -312,3 +312,106 @@ fn status_all_with_sqlite_lists_every_run_of_the_workspace() {
     sorted.sort_by(|a, b| b.cmp(a));
     assert_eq!(started, sorted);
 }
+
+fn run_json_status(ws: &Ws, url: &str) -> serde_json::Value {
+    let r = pmpo_testkit::refine::run(pmpo_pg(ws, url), &["status", "--json"]);
+    serde_json::from_str(&r.stdout).unwrap_or_default()
+}
+
+/// The key of the advisory lock held in the database now (there is one:
+/// the run's workspace lock), and the session holding it cut off.
+fn cut_the_lock_session(url: &str) -> i64 {
+    let admin = pmpo_store::pg::PgConn::connect(url, Duration::ZERO).unwrap();
+    let here = "locktype = 'advisory' AND granted
+        AND database = (SELECT oid FROM pg_database WHERE datname = current_database())";
+    let rows = admin
+        .query(
+            &format!("SELECT (classid::bigint << 32) | objid::bigint FROM pg_locks WHERE {here}"),
+            vec![],
+        )
+        .unwrap();
+    assert_eq!(rows.len(), 1, "one advisory lock was expected: {rows:?}");
+    admin
+        .query(
+            &format!("SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE {here}"),
+            vec![],
+        )
+        .unwrap();
+    rows[0][0].int().unwrap()
+}
+
+#[test]
+fn a_run_whose_lock_session_is_cut_takes_the_lock_back_and_completes() {
+    let Some(url) = pg::fresh_db("cli_lock_cut") else {
+        return;
+    };
+    let ws = Ws::new();
+    ws.plan("    - id: slow\n      sandbox: false\n      cache: false\n      with: {command: [sh, -c, 'touch started; for i in $(seq 600); do [ -e go ] && break; sleep 0.05; done']}\n");
+    let mut c = pmpo_pg(&ws, &url);
+    c.env_remove("PMPO_STORE_QUIET").stderr(Stdio::piped());
+    let run = c.args(["execute", "plan.yaml", "-q"]).spawn().unwrap();
+    wait_for(&ws, "started");
+    cut_the_lock_session(&url);
+    // Taken back: `status` sees the same holder live again (a pmpo started
+    // before that, in the moment the lock was free, would take it: see the
+    // next test), and a second run is refused.
+    let t = Instant::now();
+    loop {
+        let st = run_json_status(&ws, &url);
+        if st["live"]["pid"] == run.id() || t.elapsed() > Duration::from_secs(60) {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = pmpo_testkit::refine::run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    assert!(
+        refused.stderr.contains(&format!("pid {}", run.id())),
+        "{}",
+        refused.stderr
+    );
+    ws.write("go", "");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("the lock was taken back before anyone else took it"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_run_whose_lock_another_pmpo_took_stops_as_if_terminated() {
+    let Some(url) = pg::fresh_db("cli_lock_stolen") else {
+        return;
+    };
+    let ws = Ws::new();
+    ws.plan(SLOW);
+    // The run checks its lock every 2 s: the thief, right after the cut, wins
+    // all but (rarely) a race, and then the scenario is played again.
+    for _ in 0..3 {
+        let _ = std::fs::remove_file(ws.p("started"));
+        let mut c = pmpo_pg(&ws, &url);
+        c.stderr(Stdio::piped());
+        let mut run = c.args(["execute", "plan.yaml", "-q"]).spawn().unwrap();
+        wait_for(&ws, "started");
+        let key = cut_the_lock_session(&url);
+        let thief = pmpo_store::pg::PgConn::connect(&url, Duration::ZERO).unwrap();
+        let got = thief
+            .once("SELECT pg_try_advisory_lock($1)", vec![key.into()], true)
+            .unwrap();
+        if got[0][0].boolean() != Some(true) {
+            kill9(&mut run);
+            continue;
+        }
+        let out = run.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(143), "{stderr}");
+        assert!(
+            stderr.contains("the lock .state/lock was lost") && stderr.contains("pmpo resume"),
+            "{stderr}"
+        );
+        return;
+    }
+    panic!("the run took its lock back first three times");
+}

@@ -13,8 +13,13 @@
 //! The connection does not wait out a lost server (its patience is zero): a
 //! new session does not hold the old one's lock, so a lock whose connection
 //! was lost may be held by someone else now. [`PgLock::is_held`] asks the
-//! server whether this session still holds it.
+//! server whether this session still holds it, and [`PgLock::watch`] keeps
+//! asking: a lock found lost is taken back at once (no one can have taken
+//! it while the server was unreachable); when another pmpo took it first,
+//! the watcher's `on_lost` runs (the CLI stops the command, as SIGTERM does).
 
+use std::sync::mpsc::{self, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use super::{PgConn, PgError, Val};
@@ -42,6 +47,16 @@ const DDL_LOCK: i64 = 0x706d_706f_6c6f_636b; // "pmpolock"
 
 /// How often a waiting acquirer asks again.
 const POLL: Duration = Duration::from_millis(200);
+
+/// How often a watched lock is checked, and how often while its server does
+/// not answer (to take it back as soon as the server is back).
+const WATCH_TICK: Duration = Duration::from_secs(2);
+const WATCH_DOWN_TICK: Duration = Duration::from_millis(200);
+
+/// Session settings of a lock's connection. Keepalives act on TCP
+/// connections only (a local socket ignores them).
+const SESSION: &str =
+    "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3";
 
 /// The advisory lock key of lock `name` (`.state/lock`, `.refiner/lock`) of
 /// the workspace identified by `scope`: the first 8 bytes of a blake3 hash.
@@ -84,10 +99,7 @@ pub fn connect_detached(url: &str, patience: Duration) -> Result<PgConn, PgError
 /// the server drops it within about half a minute of its machine going silent.
 fn connect(url: &str) -> Result<PgConn, PgError> {
     let conn = connect_detached(url, Duration::ZERO)?;
-    // Keepalives act on TCP connections only; a local socket ignores them.
-    conn.batch(
-        "SET tcp_keepalives_idle = 10; SET tcp_keepalives_interval = 5; SET tcp_keepalives_count = 3",
-    )?;
+    conn.batch(SESSION)?;
     ensure_table(&conn, "pmpo_run_hosts", DDL)?;
     Ok(conn)
 }
@@ -123,8 +135,12 @@ fn holder_row(conn: &PgConn, key: i64) -> Result<Option<String>, PgError> {
 
 /// A held advisory lock; released (and its holder row removed) when dropped.
 pub struct PgLock {
-    conn: PgConn,
+    conn: Arc<PgConn>,
     key: i64,
+    name: String,
+    /// The holder JSON last written (written again when the lock is taken back).
+    holder: Arc<Mutex<String>>,
+    watcher: Option<(mpsc::Sender<()>, std::thread::JoinHandle<()>)>,
 }
 
 impl std::fmt::Debug for PgLock {
@@ -167,13 +183,38 @@ pub fn acquire(
         std::thread::sleep(POLL);
     }
     let previous = holder_row(&conn, key)?;
+    write_holder(&conn, key, name, holder)?;
+    let lock = PgLock {
+        conn: Arc::new(conn),
+        key,
+        name: name.to_string(),
+        holder: Arc::new(Mutex::new(holder.to_string())),
+        watcher: None,
+    };
+    Ok(Taken::Held(lock, previous))
+}
+
+fn write_holder(conn: &PgConn, key: i64, name: &str, holder: &str) -> Result<(), PgError> {
     conn.once(
         "INSERT INTO pmpo_holders (key, name, holder, updated_at) VALUES ($1, $2, $3, now())
          ON CONFLICT (key) DO UPDATE SET name = excluded.name, holder = excluded.holder, updated_at = now()",
         vec![key_text(key).into(), name.into(), holder.into()],
         true,
     )?;
-    Ok(Taken::Held(PgLock { conn, key }, previous))
+    Ok(())
+}
+
+/// Takes a lost lock back on a new session: `Ok(false)` when another
+/// session holds it now.
+fn take_back(conn: &PgConn, key: i64, name: &str, holder: &Mutex<String>) -> Result<bool, PgError> {
+    conn.batch(SESSION)?;
+    let rows = conn.once("SELECT pg_try_advisory_lock($1)", vec![key.into()], true)?;
+    if rows.first().and_then(|r| r[0].boolean()) != Some(true) {
+        return Ok(false);
+    }
+    let json = holder.lock().map(|h| h.clone()).unwrap_or_default();
+    write_holder(conn, key, name, &json)?;
+    Ok(true)
 }
 
 /// The machine each run was last held on, by run id (empty before the first
@@ -215,12 +256,73 @@ impl PgLock {
         if !self.is_held() {
             return Ok(false);
         }
+        if let Ok(mut h) = self.holder.lock() {
+            *h = holder.to_string();
+        }
         let rows = self.conn.once(
             "UPDATE pmpo_holders SET holder = $2, updated_at = now() WHERE key = $1 RETURNING 1",
             vec![key_text(self.key).into(), holder.into()],
             true,
         )?;
         Ok(!rows.is_empty())
+    }
+
+    /// Checks, on a thread of its own until the lock is dropped, that this
+    /// session still holds the lock. A lock found lost (its connection was
+    /// cut: a server restart, a network loss) is taken back on a new
+    /// connection as soon as the server answers; when another session holds
+    /// it by then, `on_lost` runs once and the watch ends. Says so on stderr
+    /// (unless `PMPO_STORE_QUIET` is set).
+    pub fn watch(&mut self, on_lost: Box<dyn FnOnce() + Send>) {
+        let (tx, rx) = mpsc::channel::<()>();
+        let (conn, key, name, holder) = (
+            self.conn.clone(),
+            self.key,
+            self.name.clone(),
+            self.holder.clone(),
+        );
+        let quiet = std::env::var_os("PMPO_STORE_QUIET").is_some();
+        let spawned = std::thread::Builder::new()
+            .name("pmpo-lock-watch".into())
+            .spawn(move || {
+                let mut down = false;
+                loop {
+                    let tick = if down { WATCH_DOWN_TICK } else { WATCH_TICK };
+                    match rx.recv_timeout(tick) {
+                        Err(RecvTimeoutError::Timeout) => {}
+                        _ => return,
+                    }
+                    if matches!(held(&conn, key, true), Ok(true)) {
+                        continue;
+                    }
+                    match take_back(&conn, key, &name, &holder) {
+                        Ok(true) => {
+                            if !quiet {
+                                eprintln!(
+                                    "pmpo: the connection holding {name} at {} was lost; the lock was taken back before anyone else took it; going on",
+                                    conn.server()
+                                );
+                            }
+                            down = false;
+                        }
+                        Ok(false) => {
+                            on_lost();
+                            return;
+                        }
+                        Err(e) => {
+                            if !down && !quiet {
+                                eprintln!(
+                                    "pmpo: lost the connection holding {name} ({e}); taking the lock back as soon as the server answers"
+                                );
+                            }
+                            down = true;
+                        }
+                    }
+                }
+            });
+        if let Ok(thread) = spawned {
+            self.watcher = Some((tx, thread));
+        }
     }
 
     /// Records that run `run_id` is held from `host` (the last machine that
@@ -250,6 +352,10 @@ impl PgLock {
 
 impl Drop for PgLock {
     fn drop(&mut self) {
+        if let Some((stop, thread)) = self.watcher.take() {
+            drop(stop);
+            let _ = thread.join();
+        }
         // A clean release removes the row, so the next holder knows nobody
         // died holding it; never the row of a session that took over.
         if self.is_held() {
@@ -336,7 +442,8 @@ mod tests {
         admin
             .query(
                 "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory'
-                 AND classid::bigint = $1 AND objid::bigint = $2",
+                 AND classid::bigint = $1 AND objid::bigint = $2
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
                 vec![hi.into(), lo.into()],
             )
             .unwrap();
@@ -369,5 +476,94 @@ mod tests {
             }
             Taken::Busy(_) => panic!("a waiting acquirer was refused"),
         }
+    }
+
+    fn terminate_holder(url: &str, key: i64) {
+        let admin = PgConn::connect(url, Duration::ZERO).unwrap();
+        let (hi, lo) = halves(key);
+        admin
+            .query(
+                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory'
+                 AND classid::bigint = $1 AND objid::bigint = $2
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                vec![hi.into(), lo.into()],
+            )
+            .unwrap();
+    }
+
+    fn lost_flag() -> (Arc<std::sync::atomic::AtomicBool>, Box<dyn FnOnce() + Send>) {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let f = flag.clone();
+        (
+            flag,
+            Box::new(move || f.store(true, std::sync::atomic::Ordering::SeqCst)),
+        )
+    }
+
+    /// Polls `cond` for up to a minute (a safety net, not a measure).
+    fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+        let t = std::time::Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if cond() {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    #[test]
+    fn a_watched_lock_whose_session_was_cut_is_taken_back() {
+        let Some(url) = url("locks_takeback") else {
+            return;
+        };
+        let Taken::Held(mut lock, _) = acquire(&url, "w", ".state/lock", "one", false).unwrap()
+        else {
+            panic!("refused")
+        };
+        let (lost, on_lost) = lost_flag();
+        lock.watch(on_lost);
+        terminate_holder(&url, lock_key("w", ".state/lock"));
+        assert!(eventually(|| lock.is_held()), "the lock was not taken back");
+        assert!(!lost.load(std::sync::atomic::Ordering::SeqCst));
+        assert_eq!(
+            current(&url, "w", ".state/lock").unwrap().as_deref(),
+            Some("one")
+        );
+        match acquire(&url, "w", ".state/lock", "two", false).unwrap() {
+            Taken::Busy(h) => assert_eq!(h.as_deref(), Some("one")),
+            Taken::Held(..) => panic!("two sessions held one lock"),
+        }
+    }
+
+    #[test]
+    fn a_watched_lock_another_session_took_first_runs_on_lost() {
+        let Some(url) = url("locks_lost") else { return };
+        let key = lock_key("w", ".state/lock");
+        // The watcher checks every 2 s: the thief, right after the cut, wins
+        // all but (rarely) a race it then retries.
+        for _ in 0..3 {
+            let Taken::Held(mut lock, _) = acquire(&url, "w", ".state/lock", "one", false).unwrap()
+            else {
+                panic!("refused")
+            };
+            let (lost, on_lost) = lost_flag();
+            lock.watch(on_lost);
+            terminate_holder(&url, key);
+            let thief = PgConn::connect(&url, Duration::ZERO).unwrap();
+            let got = thief
+                .once("SELECT pg_try_advisory_lock($1)", vec![key.into()], true)
+                .unwrap();
+            if got[0][0].boolean() != Some(true) {
+                continue;
+            }
+            assert!(
+                eventually(|| lost.load(std::sync::atomic::Ordering::SeqCst)),
+                "on_lost never ran"
+            );
+            assert!(!lock.is_held());
+            return;
+        }
+        panic!("the watcher won the race three times");
     }
 }
