@@ -415,3 +415,62 @@ fn a_run_whose_lock_another_pmpo_took_stops_as_if_terminated() {
     }
     panic!("the run took its lock back first three times");
 }
+
+#[test]
+fn a_database_stopped_and_started_mid_run_leaves_the_lock_with_its_run() {
+    let Some(cluster) = pg::Cluster::start("cli_lock_restart") else {
+        return;
+    };
+    let url = cluster.fresh_db("locks_restart");
+    let ws = Ws::new();
+    ws.plan("    - id: slow\n      sandbox: false\n      cache: false\n      with: {command: [sh, -c, 'touch started; for i in $(seq 1200); do [ -e go ] && break; sleep 0.05; done']}\n");
+    let mut c = pmpo_pg(&ws, &url);
+    c.env_remove("PMPO_STORE_QUIET").stderr(Stdio::piped());
+    let run = c.args(["execute", "plan.yaml", "-q"]).spawn().unwrap();
+    wait_for(&ws, "started");
+    cluster.stop();
+    // While the server is down nobody can take the lock: a second run fails
+    // to reach the store, and says so.
+    let down = pmpo_testkit::refine::run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
+    assert!(down.code != 0 && down.code != 4, "{}", down.stderr);
+    assert!(
+        down.stderr
+            .contains("cannot connect to the PostgreSQL store"),
+        "{}",
+        down.stderr
+    );
+    // Long enough for the run's check (every 2 s) to find the server gone.
+    std::thread::sleep(Duration::from_millis(4500));
+    cluster.resume();
+    // Back: the run takes its lock back, and a second run is refused.
+    let t = Instant::now();
+    while run_json_status(&ws, &url)["live"]["pid"] != run.id()
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = pmpo_testkit::refine::run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    // A restart (every connection cut at once) is the same.
+    cluster.restart();
+    let t = Instant::now();
+    while run_json_status(&ws, &url)["live"]["pid"] != run.id()
+        && t.elapsed() < Duration::from_secs(60)
+    {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let refused = pmpo_testkit::refine::run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
+    assert_eq!(refused.code, 4, "{}", refused.stderr);
+    ws.write("go", "");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(0), "{stderr}");
+    assert!(
+        stderr.contains("taking the lock back as soon as the server answers"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("the lock was taken back before anyone else took it"),
+        "{stderr}"
+    );
+}
