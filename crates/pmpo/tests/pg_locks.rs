@@ -474,3 +474,74 @@ fn a_database_stopped_and_started_mid_run_leaves_the_lock_with_its_run() {
         "{stderr}"
     );
 }
+
+#[test]
+fn the_password_in_the_store_url_is_never_printed_nor_written() {
+    let Some(url) = pg::fresh_db("cli_locks_secret") else {
+        return;
+    };
+    // The test server trusts its users: the password is accepted and unused.
+    let secret = "pw-4f9c2e7d1b";
+    let url = url.replacen("postgres://pmpo@", &format!("postgres://pmpo:{secret}@"), 1);
+    assert!(url.contains(secret), "{url}");
+    let ws = Ws::new();
+    ws.plan(SLOW);
+    let mut first = pmpo_pg(&ws, &url)
+        .args(["execute", "plan.yaml", "-q"])
+        .spawn()
+        .unwrap();
+    wait_for(&ws, "started");
+    let mut printed = String::new();
+    for args in [
+        &["execute", "plan.yaml"][..],
+        &["status", "--all"],
+        &["status", "--all", "--json"],
+        &["provider", "--json"],
+        &["init", "n", "--type", "content"],
+        &["status", "n", "--json"],
+    ] {
+        let r = run(pmpo_pg(&ws, &url), args);
+        printed.push_str(&r.stdout);
+        printed.push_str(&r.stderr);
+    }
+    kill9(&mut first);
+    assert!(printed.contains("postgres://127.0.0.1:"), "{printed}");
+    assert!(!printed.contains(secret), "{printed}");
+    for entry in walkdir(ws.path()) {
+        let bytes = std::fs::read(&entry).unwrap_or_default();
+        assert!(
+            !String::from_utf8_lossy(&bytes).contains(secret),
+            "{} holds the password",
+            entry.display()
+        );
+    }
+    // Nor in the database's rows.
+    let conn = pmpo_store::pg::PgConn::connect(&url, Duration::ZERO).unwrap();
+    let rows = conn
+        .query(
+            "SELECT holder FROM pmpo_holders UNION ALL SELECT state FROM pmpo_artifact_state",
+            vec![],
+        )
+        .unwrap();
+    assert!(!rows.is_empty());
+    for r in rows {
+        assert!(!r[0].text().unwrap_or_default().contains(secret));
+    }
+}
+
+/// Every file under `dir`.
+fn walkdir(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let t = e.file_type().unwrap();
+            if t.is_dir() {
+                todo.push(e.path());
+            } else if t.is_file() {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
