@@ -71,13 +71,16 @@ fn a_second_execute_on_one_database_exits_4_naming_the_holder_and_a_killed_holde
     // The lock is not a file.
     assert!(!ws.p(".state/lock").exists(), "a lock file was made");
 
-    // kill -9: PostgreSQL releases the lock with the session; the next run
-    // takes it over and says the previous one did not finish.
+    // kill -9: PostgreSQL releases the lock with the session; `pmpo resume`
+    // takes it over and says the previous pmpo did not finish.
     let pid = first.id();
     kill9(&mut first);
     ws.plan("    - id: slow\n      sandbox: false\n      cache: false\n      with: {command: [sh, -c, 'true']}\n");
-    let next = run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
-    next.assert_exit(0, &["execute", "plan.yaml"]);
+    let st = run(pmpo_pg(&ws, &url), &["status", "--json"]).json();
+    let run_id = st["runs"][0]["run_id"].as_str().unwrap().to_string();
+    assert_eq!(st["runs"][0]["status"], "interrupted");
+    let next = run(pmpo_pg(&ws, &url), &["resume", &run_id]);
+    next.assert_exit(0, &["resume", &run_id]);
     assert!(
         next.stderr
             .contains(&format!("the previous pmpo (pid {pid}) did not finish")),
