@@ -234,9 +234,14 @@ pub fn run_hosts(conn: &PgConn) -> Result<std::collections::HashMap<String, Stri
 /// The holder row of lock `name` of workspace `scope`, when a session holds
 /// it now (`None`: free, or held by a session that has not written its row).
 pub fn current(url: &str, scope: &str, name: &str) -> Result<Option<String>, PgError> {
-    let conn = connect(url)?;
+    // A reading command: nothing is created (no table: no holder).
+    let conn = connect_detached(url, Duration::ZERO)?;
     let key = lock_key(scope, name);
     if !held(&conn, key, false)? {
+        return Ok(None);
+    }
+    let present = conn.query("SELECT to_regclass('pmpo_holders') IS NOT NULL", vec![])?;
+    if present.first().and_then(|r| r[0].boolean()) != Some(true) {
         return Ok(None);
     }
     holder_row(&conn, key)

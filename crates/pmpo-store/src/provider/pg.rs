@@ -57,6 +57,8 @@ pub struct StoredState {
 pub struct PgStates {
     url: String,
     conn: OnceLock<Result<PgConn, String>>,
+    /// Whether the table was made sure of.
+    table: OnceLock<Result<(), String>>,
     /// The version of each state this process read (0: it had none).
     versions: Mutex<HashMap<String, i64>>,
 }
@@ -82,18 +84,26 @@ impl PgStates {
         PgStates {
             url: url.to_string(),
             conn: OnceLock::new(),
+            table: OnceLock::new(),
             versions: Mutex::new(HashMap::new()),
         }
     }
 
-    /// The connection, made (with the table) on first use.
-    fn conn(&self) -> Result<&PgConn, String> {
-        let made = self.conn.get_or_init(|| {
-            let conn = connect_detached(&self.url, PATIENCE).map_err(|e| e.to_string())?;
-            ensure_table(&conn, TABLE, DDL).map_err(|e| e.to_string())?;
-            Ok(conn)
-        });
+    /// The connection, made on first use.
+    fn plain(&self) -> Result<&PgConn, String> {
+        let made = self
+            .conn
+            .get_or_init(|| connect_detached(&self.url, PATIENCE).map_err(|e| e.to_string()));
         made.as_ref().map_err(Clone::clone)
+    }
+
+    /// The connection, with the table made sure of (once).
+    fn conn(&self) -> Result<&PgConn, String> {
+        let conn = self.plain()?;
+        self.table
+            .get_or_init(|| ensure_table(conn, TABLE, DDL).map_err(|e| e.to_string()))
+            .clone()?;
+        Ok(conn)
     }
 
     /// Makes sure the table is there (the provider's `init`).
@@ -190,10 +200,17 @@ impl PgStates {
         ))
     }
 
-    /// Every state in the database, by name.
+    /// Every state in the database, by name (nothing is created: no table,
+    /// no states).
     pub fn list(&self) -> Result<Vec<StoredState>, String> {
-        let rows = self
-            .conn()?
+        let conn = self.plain()?;
+        let present = conn
+            .query("SELECT to_regclass($1) IS NOT NULL", vec![TABLE.into()])
+            .map_err(|e| e.to_string())?;
+        if present.first().and_then(|r| r[0].boolean()) != Some(true) {
+            return Ok(Vec::new());
+        }
+        let rows = conn
             .query(
                 "SELECT name, artifact_type, status, version, updated_at, saved_by
                  FROM pmpo_artifact_state ORDER BY name",
