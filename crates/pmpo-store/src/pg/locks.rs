@@ -31,6 +31,7 @@ pub const DDL: &str = "CREATE TABLE IF NOT EXISTS pmpo_holders (
     key TEXT PRIMARY KEY,
     name TEXT NOT NULL DEFAULT '',
     holder TEXT NOT NULL,
+    backend BIGINT NOT NULL DEFAULT 0,
     updated_at TIMESTAMPTZ NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS pmpo_run_hosts (
@@ -125,10 +126,17 @@ fn key_text(key: i64) -> String {
     format!("{:016x}", key as u64)
 }
 
-fn holder_row(conn: &PgConn, key: i64) -> Result<Option<String>, PgError> {
+/// The holder row of a key; with `live`, only when the session that wrote it
+/// (its `backend`) holds the lock now (not a row a dead holder left while
+/// the new one has not written its own yet).
+fn holder_row(conn: &PgConn, key: i64, live: bool) -> Result<Option<String>, PgError> {
+    let (hi, lo) = halves(key);
     let rows = conn.query(
-        "SELECT holder FROM pmpo_holders WHERE key = $1",
-        vec![key_text(key).into()],
+        "SELECT holder FROM pmpo_holders h WHERE key = $1 AND (NOT $2 OR EXISTS (
+            SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted AND objsubid = 1
+              AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
+              AND classid::bigint = $3 AND objid::bigint = $4 AND pid = h.backend))",
+        vec![key_text(key).into(), live.into(), hi.into(), lo.into()],
     )?;
     Ok(rows.first().and_then(|r| r[0].text()))
 }
@@ -178,11 +186,11 @@ pub fn acquire(
             break;
         }
         if !wait {
-            return Ok(Taken::Busy(holder_row(&conn, key)?));
+            return Ok(Taken::Busy(holder_row(&conn, key, true)?));
         }
         std::thread::sleep(POLL);
     }
-    let previous = holder_row(&conn, key)?;
+    let previous = holder_row(&conn, key, false)?;
     write_holder(&conn, key, name, holder)?;
     let lock = PgLock {
         conn: Arc::new(conn),
@@ -196,8 +204,10 @@ pub fn acquire(
 
 fn write_holder(conn: &PgConn, key: i64, name: &str, holder: &str) -> Result<(), PgError> {
     conn.once(
-        "INSERT INTO pmpo_holders (key, name, holder, updated_at) VALUES ($1, $2, $3, now())
-         ON CONFLICT (key) DO UPDATE SET name = excluded.name, holder = excluded.holder, updated_at = now()",
+        "INSERT INTO pmpo_holders (key, name, holder, backend, updated_at)
+         VALUES ($1, $2, $3, pg_backend_pid(), now())
+         ON CONFLICT (key) DO UPDATE SET name = excluded.name, holder = excluded.holder,
+         backend = excluded.backend, updated_at = now()",
         vec![key_text(key).into(), name.into(), holder.into()],
         true,
     )?;
@@ -244,7 +254,7 @@ pub fn current(url: &str, scope: &str, name: &str) -> Result<Option<String>, PgE
     if present.first().and_then(|r| r[0].boolean()) != Some(true) {
         return Ok(None);
     }
-    holder_row(&conn, key)
+    holder_row(&conn, key, true)
 }
 
 impl PgLock {
@@ -570,5 +580,29 @@ mod tests {
             return;
         }
         panic!("the watcher won the race three times");
+    }
+
+    #[test]
+    fn a_row_left_by_a_dead_holder_is_not_named_as_the_live_one() {
+        let Some(url) = url("locks_stale_row") else {
+            return;
+        };
+        let key = lock_key("w", ".state/lock");
+        let Taken::Held(dead, _) = acquire(&url, "w", ".state/lock", "dead", false).unwrap() else {
+            panic!("refused")
+        };
+        terminate_holder(&url, key);
+        // Another session has just taken the lock and not written its row yet.
+        let next = PgConn::connect(&url, Duration::ZERO).unwrap();
+        let got = next
+            .once("SELECT pg_try_advisory_lock($1)", vec![key.into()], true)
+            .unwrap();
+        assert_eq!(got[0][0].boolean(), Some(true));
+        match acquire(&url, "w", ".state/lock", "third", false).unwrap() {
+            Taken::Busy(h) => assert_eq!(h, None, "the dead holder was named"),
+            Taken::Held(..) => panic!("two sessions held one lock"),
+        }
+        assert_eq!(current(&url, "w", ".state/lock").unwrap(), None);
+        drop(dead);
     }
 }
