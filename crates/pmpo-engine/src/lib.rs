@@ -143,7 +143,7 @@ pub enum EngineError {
     Store(#[from] pmpo_store::StoreError),
     #[error(transparent)]
     Db(#[from] pmpo_store::db::DbError),
-    #[error("the workspace is in use by another pmpo{}", .0.as_ref().map(|h| format!(": pid {} ({}, run {}) since {}", h.pid, h.command, h.run_id, h.since)).unwrap_or_default())]
+    #[error("the workspace is in use by another pmpo{}", .0.as_ref().map(|h| format!(": {} ({}, run {}) since {}", h.who(), h.command, h.run_id, h.since)).unwrap_or_default())]
     Busy(Option<pmpo_store::lock::LockHolder>),
     #[error("there is no run `{0}` in this workspace")]
     NoSuchRun(String),

@@ -110,7 +110,7 @@ pub enum LoopError {
     Artifact(#[from] ArtifactError),
     #[error(transparent)]
     Store(#[from] pmpo_store::StoreError),
-    #[error("artifact state is in use by another pmpo{}", .0.as_ref().map(|h| format!(": pid {} ({}) since {}", h.pid, h.command, h.since)).unwrap_or_default())]
+    #[error("artifact state is in use by another pmpo{}", .0.as_ref().map(|h| format!(": {} ({}) since {}", h.who(), h.command, h.since)).unwrap_or_default())]
     Busy(Option<LockHolder>),
     #[error(transparent)]
     Engine(#[from] pmpo_engine::EngineError),

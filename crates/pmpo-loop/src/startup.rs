@@ -83,6 +83,7 @@ pub async fn refine(req: Request, env: &mut Env<'_>) -> Result<Report, LoopError
         run_id: req.name.clone(),
         since: now_rfc3339(),
         command: format!("pmpo refine {}", req.name),
+        host: String::new(),
     };
     let _guard = match lock::acquire_at(&ws, REFINER_LOCK, &holder, false) {
         Ok(g) => g,

@@ -3,14 +3,19 @@
 //! Resolution order (the first that exists wins): the file named by
 //! `PMPO_PROVIDER_CONFIG`, `.refiner/provider.json`, the user's
 //! `~/.config/pmpo/provider.json` (`$XDG_CONFIG_HOME` honoured), then the
-//! built-in filesystem provider. A provider that cannot be used (bad config,
-//! a type pmpo does not support here, a failing command) degrades to the
-//! filesystem provider; each degradation is logged to `.refiner/provider.log`
-//! and reported.
+//! `postgres` provider when the workspace's execution store is PostgreSQL,
+//! then the built-in filesystem provider. A provider that cannot be used (bad
+//! config, a type pmpo does not support here, a failing command, a database
+//! that cannot be reached) degrades to the filesystem provider; each
+//! degradation is logged to `.refiner/provider.log` and reported.
 //!
 //! The filesystem copy under `.refiner/` is always written; a `custom`
 //! provider additionally receives every save (`save_command`, the state JSON
-//! on stdin) and is asked first on load (`load_command`, state JSON on stdout).
+//! on stdin) and is asked first on load (`load_command`, state JSON on
+//! stdout); so is a `postgres` provider (the table `pmpo_artifact_state`,
+//! see [`pg`]).
+
+pub mod pg;
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -20,6 +25,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::artifacts::RefinementState;
+use crate::db::{StoreSpec, store_spec};
 use crate::{Workspace, now_rfc3339};
 
 pub const PROVIDER_FILE: &str = ".refiner/provider.json";
@@ -45,6 +51,13 @@ pub enum Kind {
         save_command: String,
         load_command: String,
     },
+    /// pmpo's own extension of the reference schema: states in the table
+    /// `pmpo_artifact_state` of a PostgreSQL database (the store's, or
+    /// `config.url`).
+    Postgres {
+        /// The server and database, without user or password.
+        server: String,
+    },
 }
 
 /// A resolved provider with how it was found.
@@ -60,6 +73,9 @@ pub struct Provider {
     pub degraded: Vec<String>,
     #[serde(skip)]
     runtime_notes: Mutex<Vec<String>>,
+    /// The database of a `postgres` provider.
+    #[serde(skip)]
+    pg: Option<pg::PgStates>,
 }
 
 fn user_config() -> Option<PathBuf> {
@@ -70,6 +86,17 @@ fn user_config() -> Option<PathBuf> {
 }
 
 impl Provider {
+    fn new(kind: Kind, source: String, looked_at: Vec<String>, url: Option<String>) -> Provider {
+        Provider {
+            kind,
+            source,
+            looked_at,
+            degraded: vec![],
+            runtime_notes: Mutex::new(vec![]),
+            pg: url.as_deref().map(pg::PgStates::new),
+        }
+    }
+
     /// Resolves the provider for a workspace.
     pub fn resolve(ws: &Workspace) -> Provider {
         let mut looked_at = Vec::new();
@@ -92,37 +119,32 @@ impl Provider {
             }
             looked_at.push(format!("{label}: {} (used)", path.display()));
             let source = format!("{label} ({})", path.display());
-            return match Self::parse(&path) {
-                Ok(kind) => Provider {
-                    kind,
-                    source,
-                    looked_at,
-                    degraded: vec![],
-                    runtime_notes: Mutex::new(vec![]),
-                },
+            return match Self::parse(&path, ws) {
+                Ok((kind, url)) => Provider::new(kind, source, looked_at, url),
                 Err(why) => {
-                    let p = Provider {
-                        kind: Kind::Filesystem,
-                        source,
-                        looked_at,
-                        degraded: vec![why.clone()],
-                        runtime_notes: Mutex::new(vec![]),
-                    };
+                    let mut p = Provider::new(Kind::Filesystem, source, looked_at, None);
+                    p.degraded.push(why.clone());
                     p.log(ws, "resolve", &why);
                     p
                 }
             };
         }
-        Provider {
-            kind: Kind::Filesystem,
-            source: "default".into(),
-            looked_at,
-            degraded: vec![],
-            runtime_notes: Mutex::new(vec![]),
+        match store_spec(ws.root()) {
+            Ok(StoreSpec::Postgres(url)) => {
+                let server = crate::pg::conn::server_of(&url);
+                looked_at.push(format!("execution store: PostgreSQL at {server} (used)"));
+                let source = format!("the execution store ({server})");
+                return Provider::new(Kind::Postgres { server }, source, looked_at, Some(url));
+            }
+            Ok(StoreSpec::Sqlite) => {
+                looked_at.push("execution store: sqlite (not a database for states)".into())
+            }
+            Err(e) => looked_at.push(format!("execution store: {e}")),
         }
+        Provider::new(Kind::Filesystem, "default".into(), looked_at, None)
     }
 
-    fn parse(path: &Path) -> Result<Kind, String> {
+    fn parse(path: &Path, ws: &Workspace) -> Result<(Kind, Option<String>), String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
                 "cannot read {}: {e}; using the filesystem provider",
@@ -135,50 +157,64 @@ impl Provider {
                 path.display()
             )
         })?;
+        let get = |k: &str| {
+            cfg.config
+                .get(k)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
         match cfg.provider_type.as_str() {
             "filesystem" => {
-                let dir = cfg
-                    .config
-                    .get("state_directory")
-                    .and_then(Value::as_str)
-                    .unwrap_or(".refiner");
-                let scope = cfg
-                    .config
-                    .get("scope")
-                    .and_then(Value::as_str)
-                    .unwrap_or("project");
+                let dir = get("state_directory").unwrap_or_else(|| ".refiner".into());
+                let scope = get("scope").unwrap_or_else(|| "project".into());
                 if dir.trim_end_matches('/') != ".refiner" || scope != "project" {
                     return Err(format!(
                         "{}: pmpo keeps state in the project's .refiner/ (state_directory `{dir}`, scope `{scope}` are not supported); using .refiner/",
                         path.display()
                     ));
                 }
-                Ok(Kind::Filesystem)
+                Ok((Kind::Filesystem, None))
             }
-            "custom" => {
-                let get = |k: &str| {
-                    cfg.config
-                        .get(k)
-                        .and_then(Value::as_str)
-                        .map(str::to_string)
-                };
-                match (
-                    get("init_command"),
-                    get("save_command"),
-                    get("load_command"),
-                ) {
-                    (Some(init_command), Some(save_command), Some(load_command)) => {
-                        Ok(Kind::Custom {
-                            init_command,
-                            save_command,
-                            load_command,
-                        })
+            "custom" => match (
+                get("init_command"),
+                get("save_command"),
+                get("load_command"),
+            ) {
+                (Some(init_command), Some(save_command), Some(load_command)) => Ok((
+                    Kind::Custom {
+                        init_command,
+                        save_command,
+                        load_command,
+                    },
+                    None,
+                )),
+                _ => Err(format!(
+                    "{}: a custom provider needs config.init_command, save_command and load_command; using the filesystem provider",
+                    path.display()
+                )),
+            },
+            "postgres" => {
+                let url = match get("url") {
+                    Some(u) if crate::pg::is_pg_url(&u) => u,
+                    Some(u) => {
+                        return Err(format!(
+                            "{}: config.url `{}` is not a postgres:// URL; using the filesystem provider",
+                            path.display(),
+                            crate::pg::conn::server_of(&u)
+                        ));
                     }
-                    _ => Err(format!(
-                        "{}: a custom provider needs config.init_command, save_command and load_command; using the filesystem provider",
-                        path.display()
-                    )),
-                }
+                    None => match store_spec(ws.root()) {
+                        Ok(StoreSpec::Postgres(u)) => u,
+                        _ => {
+                            return Err(format!(
+                                "{}: a postgres provider needs config.url, or a PostgreSQL execution store (PMPO_STORE, --store or [store] in pmpo.toml); using the filesystem provider",
+                                path.display()
+                            ));
+                        }
+                    },
+                };
+                let server = crate::pg::conn::server_of(&url);
+                Ok((Kind::Postgres { server }, Some(url)))
             }
             other => Err(format!(
                 "{}: provider type `{other}` is not available to pmpo (it needs an agent host); using the filesystem provider",
@@ -196,7 +232,15 @@ impl Provider {
             Kind::Custom { .. } => {
                 serde_json::json!({"provider_type": "custom", "config": {"source": self.source}})
             }
+            Kind::Postgres { server } => {
+                serde_json::json!({"provider_type": "postgres", "config": {"server": server, "table": pg::TABLE}})
+            }
         }
+    }
+
+    /// The states a `postgres` provider keeps (`None` for another provider).
+    pub fn stored_states(&self) -> Option<Result<Vec<pg::StoredState>, String>> {
+        self.pg.as_ref().map(pg::PgStates::list)
     }
 
     /// Degradations that happened while commands ran (for the caller to show).
@@ -205,6 +249,80 @@ impl Provider {
             .lock()
             .map(|n| n.clone())
             .unwrap_or_default()
+    }
+
+    /// A state a provider returned for `name`, when it is one and is `name`'s.
+    fn accept(
+        &self,
+        ws: &Workspace,
+        who: &str,
+        name: &str,
+        bytes: &[u8],
+    ) -> Option<RefinementState> {
+        match serde_json::from_slice::<RefinementState>(bytes) {
+            Ok(s) if s.artifact_name == name => Some(s),
+            Ok(s) => {
+                self.log(
+                    ws,
+                    "load",
+                    &format!(
+                        "{who} returned the state of `{}` for `{name}`; using .refiner/",
+                        s.artifact_name
+                    ),
+                );
+                None
+            }
+            Err(e) => {
+                self.log(
+                    ws,
+                    "load",
+                    &format!("{who} returned invalid state ({e}); using .refiner/"),
+                );
+                None
+            }
+        }
+    }
+
+    /// The database's state, unless the `.refiner/` copy is newer (a save
+    /// the database missed).
+    fn load_pg(&self, ws: &Workspace, db: &pg::PgStates, name: &str) -> Option<RefinementState> {
+        let (state, updated_at) = match db.load(name) {
+            Ok(Some(found)) => found,
+            Ok(None) => return None,
+            Err(e) => {
+                self.log(
+                    ws,
+                    "load",
+                    &format!("postgres provider load failed: {e}; using .refiner/"),
+                );
+                return None;
+            }
+        };
+        let rel = crate::artifacts::state_path(name);
+        let file_updated = ws
+            .read_own(&rel)
+            .ok()
+            .flatten()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| {
+                v.get("updated_at")
+                    .and_then(Value::as_str)
+                    .map(str::to_string)
+            });
+        if file_updated
+            .as_deref()
+            .is_some_and(|f| f > updated_at.as_str())
+        {
+            self.log(
+                ws,
+                "load",
+                &format!(
+                    "postgres provider: the database's state of `{name}` (updated {updated_at}) is older than {rel}; using .refiner/ (the next save brings the database up to date)"
+                ),
+            );
+            return None;
+        }
+        self.accept(ws, "postgres provider", name, state.as_bytes())
     }
 
     fn log(&self, ws: &Workspace, op: &str, message: &str) {
@@ -264,6 +382,15 @@ impl Provider {
     }
 
     pub fn init(&self, ws: &Workspace, name: &str) {
+        if let Some(db) = &self.pg
+            && let Err(e) = db.init()
+        {
+            self.log(
+                ws,
+                "init",
+                &format!("postgres provider: {e}; state stays in .refiner/"),
+            );
+        }
         if let Kind::Custom { init_command, .. } = &self.kind
             && let Err(e) = self.run(ws, init_command, name, None)
         {
@@ -276,6 +403,15 @@ impl Provider {
     }
 
     pub fn save(&self, ws: &Workspace, name: &str, state: &RefinementState) {
+        if let Some(db) = &self.pg
+            && let Err(e) = db.save(name, state)
+        {
+            self.log(
+                ws,
+                "save",
+                &format!("postgres provider save failed: {e}; state stays in .refiner/"),
+            );
+        }
         if let Kind::Custom { save_command, .. } = &self.kind {
             let bytes = serde_json::to_vec(state).unwrap_or_default();
             if let Err(e) = self.run(ws, save_command, name, Some(&bytes)) {
@@ -288,28 +424,18 @@ impl Provider {
         }
     }
 
-    /// The state from a custom provider, when it has one; `None` means "use the filesystem copy".
+    /// The state from a custom or postgres provider, when it has one; `None`
+    /// means "use the filesystem copy".
     pub fn load(&self, ws: &Workspace, name: &str) -> Option<RefinementState> {
+        if let Some(db) = &self.pg {
+            return self.load_pg(ws, db, name);
+        }
         let Kind::Custom { load_command, .. } = &self.kind else {
             return None;
         };
         match self.run(ws, load_command, name, None) {
             Ok(out) if out.iter().all(u8::is_ascii_whitespace) => None,
-            Ok(out) => match serde_json::from_slice::<RefinementState>(&out) {
-                Ok(s) if s.artifact_name == name => Some(s),
-                Ok(s) => {
-                    self.log(ws, "load", &format!("custom provider returned the state of `{}` for `{name}`; using .refiner/", s.artifact_name));
-                    None
-                }
-                Err(e) => {
-                    self.log(
-                        ws,
-                        "load",
-                        &format!("custom provider returned invalid state ({e}); using .refiner/"),
-                    );
-                    None
-                }
-            },
+            Ok(out) => self.accept(ws, "custom provider", name, &out),
             Err(e) => {
                 self.log(
                     ws,
@@ -333,6 +459,7 @@ mod tests {
             looked_at: Vec::new(),
             degraded: Vec::new(),
             runtime_notes: Mutex::new(Vec::new()),
+            pg: None,
         }
     }
 

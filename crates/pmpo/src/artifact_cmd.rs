@@ -98,6 +98,7 @@ fn with_lock<T>(ws: &Workspace, what: &str, f: impl FnOnce() -> T) -> Result<T, 
         run_id: String::new(),
         since: now_rfc3339(),
         command: what.into(),
+        host: String::new(),
     };
     let _guard = lock::acquire_at(ws, ".refiner/lock", &holder, true)
         .map_err(|e| CliError::failed(e).report())?;
@@ -421,6 +422,9 @@ pub fn provider(a: WsArgs) -> u8 {
         pmpo_store::provider::Kind::Filesystem => "filesystem (.refiner/)".to_string(),
         pmpo_store::provider::Kind::Custom { load_command, .. } => {
             format!("custom (load: {load_command}; a copy is kept in .refiner/)")
+        }
+        pmpo_store::provider::Kind::Postgres { server } => {
+            format!("postgres ({server}, table pmpo_artifact_state; a copy is kept in .refiner/)")
         }
     };
     outln!("provider: {kind}");

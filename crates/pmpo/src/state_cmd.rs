@@ -18,6 +18,8 @@ use pmpo_store::states::{PatchState, RunStatus};
 use crate::EXIT_OK;
 use crate::error::CliError;
 
+mod status_all;
+
 /// Prints an error with its fix; returns the exit code for a failed command.
 pub fn fail(message: &str, help: &str) -> u8 {
     CliError::failed(message).hint(help).report()
@@ -61,6 +63,7 @@ pub(crate) fn take_lock(ws: &Workspace, command: &str) -> Result<lock::Workspace
         run_id: String::new(),
         since: now_rfc3339(),
         command: command.into(),
+        host: String::new(),
     };
     lock::acquire(ws, &holder, false).map_err(|e| match e {
         lock::LockError::Busy(_) => CliError::busy(&e)
@@ -104,6 +107,11 @@ pub struct StatusArgs {
     /// How many recent runs to list.
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// Every run in the store, from every machine and every plan, newest
+    /// first, with the machine that ran it (when known), the live workers and
+    /// the artifact states kept in the database (overrides --runs).
+    #[arg(long)]
+    all: bool,
     /// Print as JSON on stdout.
     #[arg(long)]
     json: bool,
@@ -126,7 +134,12 @@ pub fn status(args: StatusArgs) -> u8 {
         Ok(db) => db,
         Err(c) => return c,
     };
-    let runs = match db.runs(args.runs) {
+    let limit = if args.all {
+        i64::MAX as usize
+    } else {
+        args.runs
+    };
+    let runs = match db.runs(limit) {
         Ok(r) => r,
         Err(e) => return fail(&e.to_string(), e.hint()),
     };
@@ -150,11 +163,14 @@ pub fn status(args: StatusArgs) -> u8 {
             .find(|t| t.status == StageStatus::InProgress)
             .map(|t| t.stage_id.clone());
         rows.push(serde_json::json!({
-            "run_id": run.run_id, "plan": run.plan, "status": state, "started_at": run.started_at,
+            "run_id": run.run_id, "plan": run.plan, "status": state, "pid": run.pid, "started_at": run.started_at,
             "finished_at": run.finished_at, "heartbeat_at": run.heartbeat_at, "stages_done": summary.succeeded(), "stages": run.stages,
             "summary": summary, "summary_text": summary.describe(),
             "current_stage": if is_live { current } else { None },
         }));
+    }
+    if args.all {
+        return status_all::report(&ws, live.as_ref(), rows, args.json);
     }
     if args.json {
         print_json(&serde_json::json!({ "workspace": ws.root(), "live": live, "runs": rows }));
@@ -162,8 +178,8 @@ pub fn status(args: StatusArgs) -> u8 {
     }
     match &live {
         Some(h) => outln!(
-            "live: pid {} is running {} (run {}) since {}",
-            h.pid,
+            "live: {} is running {} (run {}) since {}",
+            h.who(),
             h.command,
             h.run_id,
             h.since
@@ -258,6 +274,7 @@ pub fn ledger(args: LedgerArgs) -> u8 {
             run_id: String::new(),
             since: now_rfc3339(),
             command: "pmpo ledger".into(),
+            host: String::new(),
         };
         if let Ok(_lock) = lock::acquire(&ws, &holder, false) {
             let _ = pmpo_engine::intents::settle_interrupted(&ws, db.as_mut());

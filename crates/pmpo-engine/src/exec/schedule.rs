@@ -189,6 +189,7 @@ pub(crate) async fn run(
         run_id: String::new(),
         since: started_at.clone(),
         command: format!("pmpo execute {plan_rel}"),
+        host: String::new(),
     };
     let mut workspace_lock = lock::acquire(&ws, &holder, opts.wait).map_err(lock_error)?;
     let mut db: Box<dyn ExecStore> = pmpo_store::db::open_store(ws.root())?;

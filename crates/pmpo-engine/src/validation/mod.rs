@@ -277,6 +277,7 @@ pub fn validate_workspace(
         run_id: String::new(),
         since: now_rfc3339(),
         command: format!("pmpo validate {}", plan.display),
+        host: String::new(),
     };
     let _lock = pmpo_store::lock::acquire(ws, &holder, false).map_err(|e| match e {
         pmpo_store::lock::LockError::Busy(h) => crate::EngineError::Busy(h),

@@ -171,6 +171,7 @@ pub fn approve(
         run_id: name.into(),
         since: now_rfc3339(),
         command: format!("pmpo approve {name}"),
+        host: String::new(),
     };
     let _guard = match lock::acquire_at(&ws, REFINER_LOCK, &holder, false) {
         Ok(g) => g,

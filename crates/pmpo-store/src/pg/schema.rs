@@ -21,7 +21,7 @@ pub const PG_SCHEMA_VERSION: i64 = 1;
 pub const MARKER_FILE: &str = ".state/workspace-id";
 
 /// The advisory lock key that serialises schema creation ("pmpo" in ASCII).
-const MIGRATE_LOCK: i64 = 0x706d_706f;
+pub(crate) const MIGRATE_LOCK: i64 = 0x706d_706f;
 
 /// The store's own tables (the queue's and the locks' are theirs).
 pub const DDL: &str = r#"
@@ -65,7 +65,7 @@ CREATE TABLE IF NOT EXISTS stamps (
 /// statements, each journaled like any write (so a reconnection replays the
 /// whole migration): no statement may hold a `;` of its own.
 fn scripts() -> Vec<&'static str> {
-    vec![DDL]
+    vec![DDL, super::locks::DDL, crate::provider::pg::DDL]
 }
 
 /// The schema version a database records (`None`: none yet, a new database).
