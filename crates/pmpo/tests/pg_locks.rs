@@ -118,11 +118,18 @@ fn two_directories_with_one_workspace_marker_exclude_each_other() {
         "{}",
         second.stderr
     );
-    // Another workspace (another marker) on the same database is not held up.
+    // Another workspace (another marker) is refused by the database, which
+    // serves one workspace: exit 2, not 4, and the hint says why.
     let c = Ws::new();
     c.write(".state/workspace-id", "fedcba9876543210fedcba9876543210\n");
     c.plan("    - id: quick\n      with: {command: [sh, -c, 'true']}\n");
-    run(pmpo_pg(&c, &url), &["execute", "plan.yaml"]).assert_exit(0, &["execute"]);
+    let other = run(pmpo_pg(&c, &url), &["execute", "plan.yaml"]);
+    other.assert_exit(2, &["execute"]);
+    assert!(
+        other.stderr.contains("one database serves one workspace"),
+        "{}",
+        other.stderr
+    );
     kill9(&mut first);
 }
 
