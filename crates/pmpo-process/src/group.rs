@@ -20,6 +20,23 @@ fn registry() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
     LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Told of every group that enters (`true`) or leaves (`false`) the registry.
+type Observer = Box<dyn Fn(u32, bool) + Send + Sync>;
+static OBSERVER: std::sync::OnceLock<Observer> = std::sync::OnceLock::new();
+
+/// Asks to be told of every process group that starts or ends from now on
+/// (`pmpo worker` tells a guard process, which kills the groups left when
+/// the worker dies). Only the first observer is kept; false if one was set.
+pub fn observe_groups(f: impl Fn(u32, bool) + Send + Sync + 'static) -> bool {
+    OBSERVER.set(Box::new(f)).is_ok()
+}
+
+fn tell(pgid: u32, live: bool) {
+    if let Some(f) = OBSERVER.get() {
+        f(pgid, live);
+    }
+}
+
 /// Keeps a group in the registry while it lives, and SIGKILLs the group when
 /// dropped (also when the future running it is dropped midway: a drop cannot
 /// wait for a grace). The owner must drop it before reaping the group's
@@ -32,6 +49,7 @@ impl LiveGroup {
     pub fn register(pgid: u32) -> LiveGroup {
         if pgid != 0 {
             registry().insert(pgid);
+            tell(pgid, true);
         }
         LiveGroup(pgid)
     }
@@ -45,6 +63,7 @@ impl LiveGroup {
     pub fn forget(mut self) {
         if self.0 != 0 {
             registry().remove(&self.0);
+            tell(self.0, false);
             self.0 = 0;
         }
     }
@@ -55,6 +74,7 @@ impl Drop for LiveGroup {
         if self.0 != 0 {
             signal_group(self.0, libc::SIGKILL);
             registry().remove(&self.0);
+            tell(self.0, false);
         }
     }
 }

@@ -36,6 +36,7 @@ mod attempt;
 mod call;
 mod prepare;
 mod record;
+pub mod remote;
 mod schedule;
 mod stage;
 
