@@ -201,6 +201,30 @@ pub fn enqueue(conn: &PgConn, job: &NewJob) -> Result<Enqueued, PgError> {
     if !rows.is_empty() {
         return Ok(Enqueued::Added(id));
     }
+    // A cancelled job of the same attempt (its submitter died, and the run's
+    // new submitter withdrew it) is taken over: queued again under a new
+    // epoch, so whoever held it before cannot complete it.
+    let again = conn.once(
+        "UPDATE pmpo_jobs SET state = 'queued', worker = NULL, epoch = epoch + 1, lease_until = NULL, \
+         plan = $4, plan_blake3 = $5, version = $6, payload = $7, submitted_by = $8, submitted_at = $9, \
+         claimed_at = NULL, finished_at = NULL, outcome = NULL, digests = NULL, claim_to_start_ms = NULL \
+         WHERE run_id = $1 AND stage_id = $2 AND attempt = $3 AND state = 'cancelled' RETURNING id",
+        vec![
+            job.run_id.as_str().into(),
+            job.stage_id.as_str().into(),
+            job.attempt.into(),
+            job.plan.as_str().into(),
+            job.plan_blake3.as_str().into(),
+            job.version.as_str().into(),
+            job.payload.as_str().into(),
+            job.submitted_by.as_str().into(),
+            crate::now_rfc3339().into(),
+        ],
+        true,
+    )?;
+    if let Some(id) = again.first().and_then(|r| r.first()).and_then(Val::int) {
+        return Ok(Enqueued::Added(id));
+    }
     let found = conn.query(
         &format!(
             "SELECT {VIEW_COLUMNS} FROM pmpo_jobs WHERE run_id = $1 AND stage_id = $2 AND attempt = $3"
@@ -366,9 +390,15 @@ pub fn cancel(conn: &PgConn, id: i64) -> Result<bool, PgError> {
     Ok(!rows.is_empty())
 }
 
-/// Cancels every job of a run that has not ended (jobs left by a submitter
-/// that died: the run's new submitter owns the run now).
+/// Withdraws every job of a run (those left by a submitter that died: the
+/// run's new submitter owns the run now, and runs again what it needs; a
+/// worker still on one is fenced out). Returns how many were not done.
 pub fn cancel_run(conn: &PgConn, run_id: &str) -> Result<u64, PgError> {
+    conn.once(
+        "UPDATE pmpo_jobs SET state = 'cancelled' WHERE run_id = $1 AND state = 'done' RETURNING id",
+        vec![run_id.into()],
+        true,
+    )?;
     let rows = conn.once(
         "UPDATE pmpo_jobs SET state = 'cancelled', epoch = epoch + 1, lease_until = NULL \
          WHERE run_id = $1 AND state IN ('queued', 'claimed') RETURNING id",

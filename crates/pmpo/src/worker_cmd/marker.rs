@@ -17,22 +17,14 @@ pub const MARKER: &str = ".state/workspace-id";
 const META_DDL: &str =
     "CREATE TABLE IF NOT EXISTS pmpo_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL)";
 
-/// The workspace's marker, made (atomically, through the workspace) if it is
-/// not there yet.
+/// The workspace's marker, made if it is not there yet. Several machines
+/// may start at once: the file is created exclusively (the first one wins)
+/// and the others read what it wrote.
 fn workspace_id(ws: &Workspace) -> Result<String, CliError> {
-    if let Ok(abs) = ws.resolve(MARKER)
-        && let Ok(text) = std::fs::read_to_string(&abs)
-    {
-        let id = text.trim();
-        if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) {
-            return Ok(id.to_string());
-        }
-        return Err(CliError::failed(format!(
-            "the workspace marker `{}` is damaged (it should hold 32 hex digits)",
-            abs.display()
-        ))
-        .hint("restore it from another machine's view of the shared workspace; never edit it"));
-    }
+    let io = |e: pmpo_store::StoreError| {
+        CliError::failed(format!("cannot make the workspace marker: {e}")).hint(e.hint())
+    };
+    ws.create_dir_all(".state").map_err(io)?;
     let seed = format!(
         "{}:{}:{:?}:{}",
         pmpo_store::pg::queue::host_name(),
@@ -40,16 +32,37 @@ fn workspace_id(ws: &Workspace) -> Result<String, CliError> {
         std::time::SystemTime::now(),
         ws.root().display()
     );
-    let id = blake3::hash(seed.as_bytes()).to_hex()[..32].to_string();
-    ws.write_atomic(
-        MARKER,
-        format!("{id}\n").as_bytes(),
-        pmpo_store::Durability::Durable,
-    )
-    .map_err(|e| {
-        CliError::failed(format!("cannot write the workspace marker: {e}")).hint(e.hint())
-    })?;
-    Ok(id)
+    let mine = blake3::hash(seed.as_bytes()).to_hex()[..32].to_string();
+    let mut how = std::fs::OpenOptions::new();
+    how.write(true).create_new(true);
+    match ws.open_own(MARKER, &mut how) {
+        Ok(mut f) => {
+            use std::io::Write as _;
+            f.write_all(format!("{mine}\n").as_bytes())
+                .and_then(|()| f.sync_all())
+                .map_err(|e| CliError::failed(format!("cannot write the workspace marker: {e}")))?;
+            return Ok(mine);
+        }
+        Err(_) if ws.resolve(MARKER).is_ok_and(|p| p.is_file()) => {}
+        Err(e) => return Err(io(e)),
+    }
+    // Another process made it: its id, once written.
+    let abs = ws.resolve(MARKER).map_err(io)?;
+    let mut text = String::new();
+    for _ in 0..100 {
+        text = std::fs::read_to_string(&abs).unwrap_or_default();
+        let id = text.trim();
+        if id.len() == 32 && id.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Ok(id.to_string());
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    Err(CliError::failed(format!(
+        "the workspace marker `{}` is damaged (it holds {:?}, not 32 hex digits)",
+        abs.display(),
+        text.trim()
+    ))
+    .hint("restore it from another machine's view of the shared workspace; never edit it"))
 }
 
 fn meta(conn: &PgConn, key: &str) -> Result<Option<String>, PgError> {

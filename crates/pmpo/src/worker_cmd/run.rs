@@ -218,6 +218,10 @@ impl Worker {
         match why {
             Some(Stopped::Stopping) | Some(Stopped::LeaseLost) => {
                 let back = queue::release(&self.conn, c.id, c.epoch, &self.id).unwrap_or(false);
+                if !back {
+                    // Someone holds it now (or it was cancelled): say who.
+                    return self.fenced(&c, seconds);
+                }
                 let reason = if why == Some(Stopped::Stopping) {
                     "this worker is stopping".to_string()
                 } else {
@@ -230,14 +234,7 @@ impl Worker {
                     &c,
                     "stopped",
                     seconds,
-                    &format!(
-                        "{reason}; its stage was killed and its result discarded; the job {}",
-                        if back {
-                            "is back in the queue"
-                        } else {
-                            "will be taken over when its lease runs out"
-                        }
-                    ),
+                    &format!("{reason}; its stage was killed and its result discarded; the job is back in the queue"),
                 );
             }
             Some(Stopped::Fenced) => self.fenced(&c, seconds),

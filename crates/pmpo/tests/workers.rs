@@ -1,0 +1,774 @@
+//! `pmpo execute --workers` and `pmpo worker`: the real binary, a real
+//! PostgreSQL (skipped with a reason when the tests have none, a failure
+//! under PMPO_REQUIRE_PG), real processes killed and stopped.
+//!
+//! Short leases (1-2 s) keep the file fast; nothing here asserts on time:
+//! waits are bounded only so that a broken build fails instead of hanging.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use pmpo_store::pg::PgConn;
+use pmpo_store::pg::queue;
+use serde_json::{Value, json};
+
+fn pmpo() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_pmpo"))
+}
+
+/// A workspace and the database its store and queue live in.
+struct Site {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Site {
+    fn new(tag: &str) -> Option<Site> {
+        let url = pmpo_testkit::pg::fresh_db(tag)?;
+        Some(Site::at(url))
+    }
+
+    fn at(url: String) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        Site { dir, url }
+    }
+
+    fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn cmd(&self) -> Command {
+        let mut c = pmpo();
+        c.current_dir(self.root())
+            .env("PMPO_STORE", &self.url)
+            .env_remove("PMPO_WORKER_VERSION_FOR_TESTS")
+            .stdin(Stdio::null());
+        c
+    }
+
+    /// Writes a plan of `stages` (id, depends_on, shell command, outputs).
+    fn plan(&self, stages: &[(String, Vec<String>, String, Vec<String>)]) -> PathBuf {
+        let stages: Vec<Value> = stages
+            .iter()
+            .map(|(id, deps, cmd, outs)| {
+                json!({"id": id, "description": id, "tool": "run", "depends_on": deps,
+                       "with": {"command": ["sh", "-c", cmd]}, "outputs": outs})
+            })
+            .collect();
+        let plan = json!({
+            "specification": {"artifact_name": "w", "artifact_type": "content",
+                "content_type": "direct:text", "intent": "workers", "constraints": []},
+            "plan": {"stages": stages}
+        });
+        let path = self.root().join("plan.yaml");
+        std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
+        path
+    }
+
+    /// Starts a worker; its stdout and stderr go to files named after `name`.
+    fn worker(&self, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Child {
+        let out = std::fs::File::create(self.log(name, "out")).unwrap();
+        let err = std::fs::File::create(self.log(name, "err")).unwrap();
+        let mut c = self.cmd();
+        c.arg("worker").arg("-w").arg(self.root()).args(args);
+        for (k, v) in envs {
+            c.env(k, v);
+        }
+        c.stdout(out).stderr(err).spawn().unwrap()
+    }
+
+    fn log(&self, name: &str, ext: &str) -> PathBuf {
+        // Beside the workspace, not in it: the sandbox would see them change.
+        self.root().parent().unwrap().join(format!(
+            "{}-{name}.{ext}",
+            self.root().file_name().unwrap().to_string_lossy()
+        ))
+    }
+
+    fn read_log(&self, name: &str, ext: &str) -> String {
+        std::fs::read_to_string(self.log(name, ext)).unwrap_or_default()
+    }
+
+    /// Starts `pmpo execute plan.yaml --workers --json`.
+    fn submit(&self, name: &str, extra: &[&str]) -> Child {
+        let out = std::fs::File::create(self.log(name, "out")).unwrap();
+        let err = std::fs::File::create(self.log(name, "err")).unwrap();
+        self.cmd()
+            .args(["execute", "plan.yaml", "--workers", "--json"])
+            .args(extra)
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .unwrap()
+    }
+
+    fn db(&self) -> PgConn {
+        PgConn::connect(&self.url, Duration::from_secs(30)).unwrap()
+    }
+}
+
+/// Every job row: (stage, attempt, state, worker, epoch).
+fn jobs(db: &PgConn) -> Vec<(String, i64, String, String, i64)> {
+    db.query(
+        "SELECT stage_id, attempt, state, worker, epoch FROM pmpo_jobs ORDER BY stage_id, attempt",
+        vec![],
+    )
+    .unwrap_or_default()
+    .iter()
+    .map(|r| {
+        (
+            r[0].text().unwrap_or_default(),
+            r[1].int().unwrap_or_default(),
+            r[2].text().unwrap_or_default(),
+            r[3].text().unwrap_or_default(),
+            r[4].int().unwrap_or_default(),
+        )
+    })
+    .collect()
+}
+
+/// Waits (bounded, so a broken build fails rather than hangs) for `cond`.
+fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < limit, "gave up waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Waits for a child, killing it if it outlives a generous bound.
+fn finish(mut c: Child, limit: Duration) -> i32 {
+    let start = Instant::now();
+    loop {
+        if let Some(st) = c.try_wait().unwrap() {
+            return st.code().unwrap_or(-1);
+        }
+        if start.elapsed() > limit {
+            let _ = c.kill();
+            let _ = c.wait();
+            panic!("a pmpo process did not end within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn stop(mut c: Child) {
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+    let _ = finish_ref(&mut c);
+}
+
+fn finish_ref(c: &mut Child) -> Option<i32> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(30) {
+        if let Ok(Some(st)) = c.try_wait() {
+            return st.code();
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = c.kill();
+    let _ = c.wait();
+    None
+}
+
+/// Whether a process of group `pgid` still runs.
+fn group_alive(pgid: u32) -> bool {
+    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            return false;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            return false;
+        };
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            return false;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z"
+    })
+}
+
+/// `n` independent stages `s00..`, each writing its own directory; each
+/// run of a stage leaves `out/ID/pid.$$` (so re-runs can be counted).
+fn independent(n: usize, sleep: &str) -> Vec<(String, Vec<String>, String, Vec<String>)> {
+    (0..n)
+        .map(|i| {
+            let id = format!("s{i:02}");
+            let cmd = format!(
+                "mkdir -p out/{id} && echo $$ > out/{id}/pid.$$ && sleep {sleep} && echo {id} > out/{id}/done.txt"
+            );
+            (id.clone(), vec![], cmd, vec![format!("out/{id}/")])
+        })
+        .collect()
+}
+
+fn results(site: &Site, name: &str) -> Value {
+    serde_json::from_str(&site.read_log(name, "out")).unwrap_or_else(|e| {
+        panic!(
+            "the submitter's --json is not JSON ({e}); stderr:\n{}",
+            site.read_log(name, "err")
+        )
+    })
+}
+
+/// Each stage completed once: one attempt in the results, one job done.
+fn assert_each_once(site: &Site, name: &str, n: usize) {
+    let r = results(site, name);
+    let stages = r["stages"].as_array().unwrap();
+    assert_eq!(stages.len(), n);
+    for s in stages {
+        assert_eq!(s["status"], "COMPLETED", "{s}");
+        assert_eq!(s["attempts"], 1, "{s}");
+        let id = s["id"].as_str().unwrap();
+        let done = site.root().join(format!("out/{id}/done.txt"));
+        assert_eq!(
+            std::fs::read_to_string(done).unwrap().trim(),
+            id,
+            "output of {id}"
+        );
+    }
+    let rows = jobs(&site.db());
+    assert_eq!(rows.len(), n, "{rows:?}");
+    assert!(rows.iter().all(|j| j.2 == "done" && j.1 == 1), "{rows:?}");
+}
+
+#[test]
+fn one_worker_runs_a_plan_with_dependencies() {
+    let Some(site) = Site::new("workers_one") else {
+        return;
+    };
+    let mut stages = independent(4, "0.05");
+    stages[2].1 = vec!["s00".into(), "s01".into()];
+    stages[3].1 = vec!["s02".into()];
+    site.plan(&stages);
+    let w = site.worker("w1", &["--lease", "2s"], &[]);
+    let sub = site.submit("sub", &[]);
+    assert_eq!(
+        finish(sub, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    stop(w);
+    assert_each_once(&site, "sub", 4);
+    let lines = site.read_log("w1", "out");
+    assert_eq!(lines.lines().count(), 4, "one line per stage:\n{lines}");
+    assert!(lines.contains("stage s03 of run"), "{lines}");
+}
+
+#[test]
+fn four_workers_share_a_plan_and_each_stage_runs_once() {
+    let Some(site) = Site::new("workers_four") else {
+        return;
+    };
+    site.plan(&independent(12, "0.3"));
+    let ws: Vec<Child> = (0..4)
+        .map(|i| site.worker(&format!("w{i}"), &["--lease", "2s"], &[]))
+        .collect();
+    let sub = site.submit("sub", &[]);
+    assert_eq!(
+        finish(sub, Duration::from_secs(90)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    for w in ws {
+        stop(w);
+    }
+    assert_each_once(&site, "sub", 12);
+    let workers: std::collections::BTreeSet<String> =
+        jobs(&site.db()).into_iter().map(|j| j.3).collect();
+    assert!(workers.len() >= 2, "the stages were shared: {workers:?}");
+    // Each stage's command ran once: one pid file each.
+    for i in 0..12 {
+        let n = std::fs::read_dir(site.root().join(format!("out/s{i:02}")))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().starts_with("pid."))
+            })
+            .count();
+        assert_eq!(n, 1, "stage s{i:02} ran {n} times");
+    }
+}
+
+/// A tiny deterministic generator, so a failing trial can be replayed.
+struct Lcg(u64);
+impl Lcg {
+    fn next(&mut self) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.0 >> 33
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+}
+
+/// The pid in a worker id `host:pid:start`.
+fn pid_of(worker: &str) -> Option<i32> {
+    worker.split(':').nth(1).and_then(|p| p.parse().ok())
+}
+
+#[test]
+fn kill_9_of_workers_mid_stage_loses_nothing_and_reruns_nothing_completed() {
+    let Some(site) = Site::new("workers_kill") else {
+        return;
+    };
+    let seed = std::env::var("PMPO_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+                % 1_000_000
+        });
+    eprintln!("seed={seed} (PMPO_SEED={seed} replays the choices)");
+    let mut rng = Lcg(seed);
+    const TRIALS: usize = 20;
+    site.plan(&independent(TRIALS, "0.5"));
+    let mut workers: Vec<Child> = (0..2)
+        .map(|i| site.worker(&format!("w{i}"), &["--lease", "1s"], &[]))
+        .collect();
+    let sub = site.submit("sub", &[]);
+    let db = site.db();
+    let mut done_before: Vec<(String, i64)> = Vec::new();
+    let mut killed_groups = Vec::new();
+    let mut targeted = std::collections::BTreeSet::new();
+    for trial in 0..TRIALS {
+        // The stages running now, not yet chosen: the RNG picks one and a moment.
+        let mut running = Vec::new();
+        wait_for("a running stage", Duration::from_secs(60), || {
+            running = jobs(&db)
+                .into_iter()
+                .filter(|j| j.2 == "claimed" && !targeted.contains(&j.0))
+                .collect();
+            !running.is_empty() || jobs(&db).iter().all(|j| j.2 == "done")
+        });
+        if running.is_empty() {
+            eprintln!("seed={seed} trial {trial}: every stage is done already");
+            break;
+        }
+        let pick = running[rng.below(running.len() as u64) as usize].clone();
+        let delay = Duration::from_millis(rng.below(400));
+        targeted.insert(pick.0.clone());
+        std::thread::sleep(delay);
+        for j in jobs(&db).into_iter().filter(|j| j.2 == "done") {
+            done_before.push((j.0, j.4));
+        }
+        let Some(pid) = pid_of(&pick.3) else { continue };
+        let dir = site.root().join(format!("out/{}", pick.0));
+        let pgids: Vec<u32> = std::fs::read_dir(&dir)
+            .map(|d| {
+                d.flatten()
+                    .filter_map(|e| {
+                        e.file_name()
+                            .to_string_lossy()
+                            .strip_prefix("pid.")
+                            .and_then(|p| p.parse().ok())
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // SAFETY: a worker process this test started.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        eprintln!(
+            "seed={seed} trial {trial}: killed worker {} during {} after {delay:?}",
+            pick.3, pick.0
+        );
+        killed_groups.extend(pgids);
+        if let Some(i) = workers.iter().position(|w| w.id() as i32 == pid) {
+            let mut dead = workers.remove(i);
+            let _ = dead.wait();
+        }
+        workers.push(site.worker(&format!("r{trial}"), &["--lease", "1s"], &[]));
+    }
+    assert_eq!(
+        finish(sub, Duration::from_secs(120)),
+        0,
+        "seed={seed}: {}",
+        site.read_log("sub", "err")
+    );
+    for w in workers {
+        stop(w);
+    }
+    assert_each_once(&site, "sub", TRIALS);
+    // No completed stage was claimed again: its epoch did not move.
+    let end = jobs(&db);
+    for (stage, epoch) in &done_before {
+        let now = end.iter().find(|j| &j.0 == stage).unwrap();
+        assert_eq!(
+            now.4, *epoch,
+            "seed={seed}: completed stage {stage} re-claimed"
+        );
+    }
+    // The killed workers' stage processes died with them (the guard).
+    for g in killed_groups {
+        wait_for(
+            &format!("seed={seed}: group {g} to be gone"),
+            Duration::from_secs(10),
+            || !group_alive(g),
+        );
+    }
+}
+
+#[test]
+fn a_stage_dies_with_its_worker() {
+    let Some(site) = Site::new("workers_pdeath") else {
+        return;
+    };
+    // Long on the first run; quick on the run that takes it over.
+    let cmd = "mkdir -p out/k && echo $$ > out/k/pid.$$ && if [ -e out/k/started ]; then echo k > out/k/done.txt; else touch out/k/started; sleep 30; echo late > out/k/done.txt; fi";
+    site.plan(&[("k".into(), vec![], cmd.into(), vec!["out/k/".into()])]);
+    let mut a = site.worker("a", &["--lease", "1s"], &[]);
+    let sub = site.submit("sub", &[]);
+    let pid_file = || {
+        std::fs::read_dir(site.root().join("out/k"))
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix("pid.")
+                    .and_then(|p| p.parse::<u32>().ok())
+            })
+    };
+    wait_for("the stage to start", Duration::from_secs(30), || {
+        pid_file().is_some()
+    });
+    let pgid = pid_file().unwrap();
+    assert!(group_alive(pgid));
+    a.kill().unwrap();
+    let _ = a.wait();
+    wait_for(
+        "the killed worker's stage (sh and its sleep 30) to be gone",
+        Duration::from_secs(10),
+        || !group_alive(pgid),
+    );
+    let b = site.worker("b", &["--lease", "1s"], &[]);
+    assert_eq!(
+        finish(sub, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    stop(b);
+    assert_each_once(&site, "sub", 1);
+    let rows = jobs(&site.db());
+    assert_eq!(rows[0].4, 2, "taken over once: {rows:?}");
+}
+
+#[test]
+fn a_stale_lease_cannot_complete() {
+    let Some(site) = Site::new("workers_stale") else {
+        return;
+    };
+    site.plan(&[(
+        "s".into(),
+        vec![],
+        "mkdir -p out/s && echo $$ > out/s/pid.$$ && sleep 1.5 && echo s > out/s/done.txt".into(),
+        vec!["out/s/".into()],
+    )]);
+    let mut a = site.worker("a", &["--lease", "1s"], &[]);
+    let sub = site.submit("sub", &[]);
+    let db = site.db();
+    wait_for("worker a to claim", Duration::from_secs(30), || {
+        jobs(&db).first().is_some_and(|j| j.2 == "claimed")
+    });
+    let a_pid = a.id() as i32;
+    // SAFETY: a worker process this test started.
+    unsafe { libc::kill(a_pid, libc::SIGSTOP) };
+    let b = site.worker("b", &["--lease", "1s"], &[]);
+    wait_for(
+        "worker b to finish the stage",
+        Duration::from_secs(30),
+        || {
+            jobs(&db)
+                .first()
+                .is_some_and(|j| j.2 == "done" && !j.3.contains(&format!(":{a_pid}:")))
+        },
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(a_pid, libc::SIGCONT) };
+    wait_for("worker a to give up", Duration::from_secs(30), || {
+        site.read_log("a", "out").contains("discarded")
+    });
+    assert_eq!(
+        finish(sub, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    stop(b);
+    let _ = a.kill();
+    let _ = a.wait();
+    let said = site.read_log("a", "out");
+    let rows = jobs(&db);
+    assert_eq!(rows.len(), 1);
+    let (_, _, state, holder, epoch) = &rows[0];
+    assert_eq!((state.as_str(), *epoch), ("done", 2), "{rows:?}");
+    assert!(
+        said.contains(&format!(
+            "this worker's lease (epoch 1) was taken over by {holder} (epoch 2); its result was discarded"
+        )),
+        "{said}"
+    );
+    assert_each_once(&site, "sub", 1);
+}
+
+#[test]
+fn the_queue_fences_a_stale_completion() {
+    let Some(url) = pmpo_testkit::pg::fresh_db("workers_fence") else {
+        return;
+    };
+    let db = PgConn::connect(&url, Duration::from_secs(30)).unwrap();
+    queue::ensure(&db).unwrap();
+    queue::ensure(&db).unwrap();
+    let job = queue::NewJob {
+        run_id: "r1".into(),
+        stage_id: "s".into(),
+        attempt: 1,
+        plan: "plan.yaml".into(),
+        plan_blake3: "x".into(),
+        version: "v1".into(),
+        payload: "{}".into(),
+        submitted_by: "h:1".into(),
+    };
+    let queue::Enqueued::Added(id) = queue::enqueue(&db, &job).unwrap() else {
+        panic!("not added");
+    };
+    match queue::enqueue(
+        &db,
+        &queue::NewJob {
+            submitted_by: "h:2".into(),
+            ..job.clone()
+        },
+    )
+    .unwrap()
+    {
+        queue::Enqueued::Duplicate(v) => assert_eq!(v.submitted_by, "h:1"),
+        other => panic!("a duplicate was {other:?}"),
+    }
+    assert!(
+        queue::claim(&db, "w-other", "v2", 0.3).unwrap().is_none(),
+        "another version"
+    );
+    let first = queue::claim(&db, "w1", "v1", 0.3).unwrap().unwrap();
+    assert_eq!((first.id, first.epoch), (id, 1));
+    assert!(
+        queue::claim(&db, "w2", "v1", 0.3).unwrap().is_none(),
+        "leased"
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let second = queue::claim(&db, "w2", "v1", 5.0).unwrap().unwrap();
+    assert_eq!(second.epoch, 2);
+    assert!(!queue::renew(&db, id, 1, "w1", 5.0).unwrap());
+    assert!(queue::renew(&db, id, 2, "w2", 5.0).unwrap());
+    match queue::complete(&db, id, 1, "w1", "{}", "{}", None).unwrap() {
+        queue::Completed::FencedOut(v) => {
+            assert_eq!((v.worker.as_deref(), v.epoch), (Some("w2"), 2))
+        }
+        other => panic!("a stale completion was {other:?}"),
+    }
+    assert!(matches!(
+        queue::complete(&db, id, 2, "w2", "{\"ok\":1}", "{}", Some(1.0)).unwrap(),
+        queue::Completed::Recorded
+    ));
+    assert!(matches!(
+        queue::complete(&db, id, 2, "w2", "{}", "{}", None).unwrap(),
+        queue::Completed::FencedOut(_) | queue::Completed::Recorded
+    ));
+    let v = queue::job(&db, id).unwrap().unwrap();
+    assert_eq!(
+        v.outcome.as_deref(),
+        Some("{\"ok\":1}"),
+        "completed exactly once"
+    );
+    assert!(
+        queue::claim(&db, "w3", "v1", 5.0).unwrap().is_none(),
+        "done is never claimed"
+    );
+    let n = db.query("SELECT count(*) FROM pmpo_jobs", vec![]).unwrap()[0][0].int();
+    assert_eq!(n, Some(1));
+}
+
+#[test]
+fn a_database_restart_mid_run_loses_nothing() {
+    let Some(cluster) = pmpo_testkit::pg::Cluster::start("workers_restart") else {
+        return;
+    };
+    let site = Site::at(cluster.fresh_db("workers_restart"));
+    let mut stages = independent(8, "0.3");
+    for (i, s) in stages.iter_mut().enumerate().skip(1) {
+        s.1 = vec![format!("s{:02}", i - 1)];
+    }
+    site.plan(&stages);
+    let ws: Vec<Child> = (0..2)
+        .map(|i| site.worker(&format!("w{i}"), &["--lease", "5s"], &[]))
+        .collect();
+    let sub = site.submit("sub", &[]);
+    let db = site.db();
+    wait_for("two stages done", Duration::from_secs(60), || {
+        jobs(&db).iter().filter(|j| j.2 == "done").count() >= 2
+    });
+    drop(db);
+    cluster.restart();
+    assert_eq!(
+        finish(sub, Duration::from_secs(120)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    for w in ws {
+        stop(w);
+    }
+    assert_each_once(&site, "sub", 8);
+}
+
+#[test]
+fn a_resumed_run_takes_its_jobs_over_and_a_duplicate_is_refused() {
+    let Some(site) = Site::new("workers_dup") else {
+        return;
+    };
+    let mut stages = independent(2, "0.05");
+    stages[1].1 = vec!["s00".into()];
+    site.plan(&stages);
+    // No worker yet: the first submitter's job waits; the submitter dies.
+    let mut first = site.submit("first", &[]);
+    let db = site.db();
+    wait_for("the first job", Duration::from_secs(30), || {
+        !jobs(&db).is_empty()
+    });
+    first.kill().unwrap();
+    let _ = first.wait();
+    let run_id: String = db.query("SELECT run_id FROM pmpo_jobs", vec![]).unwrap()[0][0]
+        .text()
+        .unwrap();
+    let epoch = jobs(&db)[0].4;
+    // `pmpo resume --workers` owns the run now: it takes the job over (a new epoch).
+    let resumed = site
+        .cmd()
+        .args(["resume", &run_id, "--workers", "--json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for("the resumed job", Duration::from_secs(30), || {
+        jobs(&db)
+            .first()
+            .is_some_and(|j| j.2 == "queued" && j.4 > epoch)
+    });
+    // Meanwhile another machine submits the next stage of the same run.
+    for attempt in 1..4i64 {
+        let dup = queue::NewJob {
+            run_id: run_id.clone(),
+            stage_id: "s01".into(),
+            attempt,
+            plan: "plan.yaml".into(),
+            plan_blake3: "x".into(),
+            version: "other".into(),
+            payload: "{}".into(),
+            submitted_by: "elsewhere:4242".into(),
+        };
+        queue::enqueue(&db, &dup).unwrap();
+    }
+    let w = site.worker("w", &["--lease", "2s"], &[]);
+    let out = resumed.wait_with_output().unwrap();
+    stop(w);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("was already submitted by elsewhere:4242")
+            && text.contains("the same run is submitted twice"),
+        "{text}"
+    );
+    let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["stages"][0]["status"], "COMPLETED", "{text}");
+    assert_eq!(r["stages"][1]["status"], "FAILED", "{text}");
+}
+
+#[test]
+fn a_worker_of_another_version_is_ignored_and_the_submitter_says_why() {
+    let Some(site) = Site::new("workers_version") else {
+        return;
+    };
+    site.plan(&independent(1, "0.05"));
+    let other = site.worker(
+        "old",
+        &["--lease", "2s"],
+        &[("PMPO_WORKER_VERSION_FOR_TESTS", "0.0.1-old")],
+    );
+    let sub = site.submit("sub", &[]);
+    wait_for("the submitter's notice", Duration::from_secs(40), || {
+        site.read_log("sub", "err").contains("runs pmpo 0.0.1-old")
+    });
+    let err = site.read_log("sub", "err");
+    let version = env!("CARGO_PKG_VERSION");
+    assert!(
+        err.contains(&format!(
+            "runs pmpo 0.0.1-old, this run needs {version}: run the same version everywhere"
+        )),
+        "{err}"
+    );
+    let rows = jobs(&site.db());
+    assert_eq!((rows[0].2.as_str(), rows[0].4), ("queued", 0), "{rows:?}");
+    let right = site.worker("new", &["--lease", "2s"], &[]);
+    assert_eq!(finish(sub, Duration::from_secs(60)), 0, "{err}");
+    stop(other);
+    stop(right);
+    assert!(site.read_log("old", "out").is_empty());
+    assert_each_once(&site, "sub", 1);
+}
+
+#[test]
+fn a_worker_in_another_workspace_is_refused() {
+    let Some(site) = Site::new("workers_marker") else {
+        return;
+    };
+    let first = site
+        .cmd()
+        .args(["worker", "--idle-exit", "100ms"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        first.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let marker = std::fs::read_to_string(site.root().join(".state/workspace-id")).unwrap();
+    assert_eq!(marker.trim().len(), 32);
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = pmpo()
+        .current_dir(elsewhere.path())
+        .env("PMPO_STORE", &site.url)
+        .args(["worker", "--idle-exit", "100ms"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("serves the workspace"), "{err}");
+    assert!(
+        err.contains("mount the same shared directory on every machine, or use another database"),
+        "{err}"
+    );
+    // Without a PostgreSQL store, a worker says what it needs.
+    let out = pmpo()
+        .current_dir(site.root())
+        .env_remove("PMPO_STORE")
+        .args(["worker"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("needs a PostgreSQL store"), "{err}");
+}
