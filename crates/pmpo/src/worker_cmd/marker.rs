@@ -79,7 +79,12 @@ fn meta(conn: &PgConn, key: &str) -> Result<Option<String>, PgError> {
 pub fn check(conn: &PgConn, ws: &Workspace) -> Result<(), CliError> {
     let pg = |e: PgError| CliError::failed(&e).hint(e.hint());
     let id = workspace_id(ws)?;
-    conn.batch(META_DDL).map_err(pg)?;
+    // Under the queue's lock: concurrent `CREATE TABLE IF NOT EXISTS` race.
+    conn.batch(&format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({}); {META_DDL}; COMMIT;",
+        pmpo_store::pg::queue::DDL_LOCK
+    ))
+    .map_err(pg)?;
     let here = ws.root().display().to_string();
     let host = pmpo_store::pg::queue::host_name();
     for (k, v) in [
