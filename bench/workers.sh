@@ -39,7 +39,7 @@ echo "workers bench: $n independent stages of sleep 0.05 on $(nproc) cores"
 one=""
 for w in 1 2 4; do
   name="pmpo_bench_workers_${w}_$$"
-  "$psql_bin" -q "$base" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
+  PGOPTIONS="-c client_min_messages=warning" "$psql_bin" -q "$base" -c "DROP DATABASE IF EXISTS $name" -c "CREATE DATABASE $name" >/dev/null
   url=$(db_url "$base" "$name")
   ws="$dir/ws$w"
   mkdir -p "$ws/out"

@@ -772,3 +772,73 @@ fn a_worker_in_another_workspace_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("needs a PostgreSQL store"), "{err}");
 }
+
+#[test]
+fn a_worker_refuses_a_changed_plan_and_files_that_differ_from_the_submitters() {
+    let Some(site) = Site::new("workers_coherent") else {
+        return;
+    };
+    let plan = site.plan(&independent(1, "0"));
+    let blake = blake3::hash(&std::fs::read(&plan).unwrap())
+        .to_hex()
+        .to_string();
+    std::fs::write(site.root().join("in.txt"), "here\n").unwrap();
+    let db = site.db();
+    queue::ensure(&db).unwrap();
+    let payload = |reads: Value| {
+        json!({"tool": "run", "inputs": {"command": ["sh", "-c", "mkdir -p out/s00 && echo s00 > out/s00/done.txt"]},
+               "timeout_ms": 5000, "reads": reads})
+        .to_string()
+    };
+    let job = |stage: &str, blake: &str, reads: Value| queue::NewJob {
+        run_id: "r1".into(),
+        stage_id: stage.into(),
+        attempt: 1,
+        plan: "plan.yaml".into(),
+        plan_blake3: blake.into(),
+        version: env!("CARGO_PKG_VERSION").into(),
+        payload: payload(reads),
+        submitted_by: "there:1".into(),
+    };
+    let wrong = "0".repeat(64);
+    for j in [
+        job("s00", &blake, json!({"in.txt": wrong})),
+        queue::NewJob {
+            run_id: "r2".into(),
+            ..job("s00", &"1".repeat(64), json!({}))
+        },
+    ] {
+        queue::enqueue(&db, &j).unwrap();
+    }
+    let out = site
+        .cmd()
+        .args(["worker", "--idle-exit", "300ms", "--json"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let outcomes: Vec<String> = db
+        .query("SELECT outcome FROM pmpo_jobs ORDER BY run_id", vec![])
+        .unwrap()
+        .iter()
+        .map(|r| r[0].text().unwrap_or_default())
+        .collect();
+    assert!(
+        outcomes[0].contains(&format!(
+            "the shared filesystem is not coherent: `in.txt` has blake3 {wrong} for the submitter"
+        )),
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes[1].contains("the plan changed under the run"),
+        "{outcomes:?}"
+    );
+    // Neither stage ran.
+    assert!(!site.root().join("out/s00/done.txt").exists());
+    let lines = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(lines.lines().count(), 2, "{lines}");
+}
