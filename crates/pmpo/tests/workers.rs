@@ -5,233 +5,16 @@
 //! Short leases (1-2 s) keep the file fast; nothing here asserts on time:
 //! waits are bounded only so that a broken build fails instead of hanging.
 
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+#[path = "workers/site.rs"]
+mod site;
+
+use std::process::{Child, Stdio};
+use std::time::Duration;
 
 use pmpo_store::pg::PgConn;
 use pmpo_store::pg::queue;
 use serde_json::{Value, json};
-
-fn pmpo() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_pmpo"))
-}
-
-/// A workspace and the database its store and queue live in.
-struct Site {
-    dir: tempfile::TempDir,
-    url: String,
-}
-
-impl Site {
-    fn new(tag: &str) -> Option<Site> {
-        let url = pmpo_testkit::pg::fresh_db(tag)?;
-        Some(Site::at(url))
-    }
-
-    fn at(url: String) -> Site {
-        let dir = tempfile::tempdir().unwrap();
-        Site { dir, url }
-    }
-
-    fn root(&self) -> &Path {
-        self.dir.path()
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = pmpo();
-        c.current_dir(self.root())
-            .env("PMPO_STORE", &self.url)
-            .env_remove("PMPO_WORKER_VERSION_FOR_TESTS")
-            .stdin(Stdio::null());
-        c
-    }
-
-    /// Writes a plan of `stages` (id, depends_on, shell command, outputs).
-    fn plan(&self, stages: &[(String, Vec<String>, String, Vec<String>)]) -> PathBuf {
-        let stages: Vec<Value> = stages
-            .iter()
-            .map(|(id, deps, cmd, outs)| {
-                json!({"id": id, "description": id, "tool": "run", "depends_on": deps,
-                       "with": {"command": ["sh", "-c", cmd]}, "outputs": outs})
-            })
-            .collect();
-        let plan = json!({
-            "specification": {"artifact_name": "w", "artifact_type": "content",
-                "content_type": "direct:text", "intent": "workers", "constraints": []},
-            "plan": {"stages": stages}
-        });
-        let path = self.root().join("plan.yaml");
-        std::fs::write(&path, serde_json::to_string_pretty(&plan).unwrap()).unwrap();
-        path
-    }
-
-    /// Starts a worker; its stdout and stderr go to files named after `name`.
-    fn worker(&self, name: &str, args: &[&str], envs: &[(&str, &str)]) -> Child {
-        let out = std::fs::File::create(self.log(name, "out")).unwrap();
-        let err = std::fs::File::create(self.log(name, "err")).unwrap();
-        let mut c = self.cmd();
-        c.arg("worker").arg("-w").arg(self.root()).args(args);
-        for (k, v) in envs {
-            c.env(k, v);
-        }
-        c.stdout(out).stderr(err).spawn().unwrap()
-    }
-
-    fn log(&self, name: &str, ext: &str) -> PathBuf {
-        // Beside the workspace, not in it: the sandbox would see them change.
-        self.root().parent().unwrap().join(format!(
-            "{}-{name}.{ext}",
-            self.root().file_name().unwrap().to_string_lossy()
-        ))
-    }
-
-    fn read_log(&self, name: &str, ext: &str) -> String {
-        std::fs::read_to_string(self.log(name, ext)).unwrap_or_default()
-    }
-
-    /// Starts `pmpo execute plan.yaml --workers --json`.
-    fn submit(&self, name: &str, extra: &[&str]) -> Child {
-        let out = std::fs::File::create(self.log(name, "out")).unwrap();
-        let err = std::fs::File::create(self.log(name, "err")).unwrap();
-        self.cmd()
-            .args(["execute", "plan.yaml", "--workers", "--json"])
-            .args(extra)
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .unwrap()
-    }
-
-    fn db(&self) -> PgConn {
-        PgConn::connect(&self.url, Duration::from_secs(30)).unwrap()
-    }
-}
-
-/// Every job row: (stage, attempt, state, worker, epoch).
-fn jobs(db: &PgConn) -> Vec<(String, i64, String, String, i64)> {
-    db.query(
-        "SELECT stage_id, attempt, state, worker, epoch FROM pmpo_jobs ORDER BY stage_id, attempt",
-        vec![],
-    )
-    .unwrap_or_default()
-    .iter()
-    .map(|r| {
-        (
-            r[0].text().unwrap_or_default(),
-            r[1].int().unwrap_or_default(),
-            r[2].text().unwrap_or_default(),
-            r[3].text().unwrap_or_default(),
-            r[4].int().unwrap_or_default(),
-        )
-    })
-    .collect()
-}
-
-/// Waits (bounded, so a broken build fails rather than hangs) for `cond`.
-fn wait_for(what: &str, limit: Duration, mut cond: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !cond() {
-        assert!(start.elapsed() < limit, "gave up waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// Waits for a child, killing it if it outlives a generous bound.
-fn finish(mut c: Child, limit: Duration) -> i32 {
-    let start = Instant::now();
-    loop {
-        if let Some(st) = c.try_wait().unwrap() {
-            return st.code().unwrap_or(-1);
-        }
-        if start.elapsed() > limit {
-            let _ = c.kill();
-            let _ = c.wait();
-            panic!("a pmpo process did not end within {limit:?}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-fn stop(mut c: Child) {
-    // SAFETY: signalling our own child.
-    unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
-    let _ = finish_ref(&mut c);
-}
-
-fn finish_ref(c: &mut Child) -> Option<i32> {
-    let start = Instant::now();
-    while start.elapsed() < Duration::from_secs(30) {
-        if let Ok(Some(st)) = c.try_wait() {
-            return st.code();
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let _ = c.kill();
-    let _ = c.wait();
-    None
-}
-
-/// Whether a process of group `pgid` still runs.
-fn group_alive(pgid: u32) -> bool {
-    std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
-            return false;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            return false;
-        };
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            return false;
-        };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        f.len() > 2 && f[2] == pgid.to_string() && f[0] != "Z"
-    })
-}
-
-/// `n` independent stages `s00..`, each writing its own directory; each
-/// run of a stage leaves `out/ID/pid.$$` (so re-runs can be counted).
-fn independent(n: usize, sleep: &str) -> Vec<(String, Vec<String>, String, Vec<String>)> {
-    (0..n)
-        .map(|i| {
-            let id = format!("s{i:02}");
-            let cmd = format!(
-                "mkdir -p out/{id} && echo $$ > out/{id}/pid.$$ && sleep {sleep} && echo {id} > out/{id}/done.txt"
-            );
-            (id.clone(), vec![], cmd, vec![format!("out/{id}/")])
-        })
-        .collect()
-}
-
-fn results(site: &Site, name: &str) -> Value {
-    serde_json::from_str(&site.read_log(name, "out")).unwrap_or_else(|e| {
-        panic!(
-            "the submitter's --json is not JSON ({e}); stderr:\n{}",
-            site.read_log(name, "err")
-        )
-    })
-}
-
-/// Each stage completed once: one attempt in the results, one job done.
-fn assert_each_once(site: &Site, name: &str, n: usize) {
-    let r = results(site, name);
-    let stages = r["stages"].as_array().unwrap();
-    assert_eq!(stages.len(), n);
-    for s in stages {
-        assert_eq!(s["status"], "COMPLETED", "{s}");
-        assert_eq!(s["attempts"], 1, "{s}");
-        let id = s["id"].as_str().unwrap();
-        let done = site.root().join(format!("out/{id}/done.txt"));
-        assert_eq!(
-            std::fs::read_to_string(done).unwrap().trim(),
-            id,
-            "output of {id}"
-        );
-    }
-    let rows = jobs(&site.db());
-    assert_eq!(rows.len(), n, "{rows:?}");
-    assert!(rows.iter().all(|j| j.2 == "done" && j.1 == 1), "{rows:?}");
-}
+use site::*;
 
 #[test]
 fn one_worker_runs_a_plan_with_dependencies() {
@@ -291,26 +74,6 @@ fn four_workers_share_a_plan_and_each_stage_runs_once() {
             .count();
         assert_eq!(n, 1, "stage s{i:02} ran {n} times");
     }
-}
-
-/// A tiny deterministic generator, so a failing trial can be replayed.
-struct Lcg(u64);
-impl Lcg {
-    fn next(&mut self) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6364136223846793005)
-            .wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n.max(1)
-    }
-}
-
-/// The pid in a worker id `host:pid:start`.
-fn pid_of(worker: &str) -> Option<i32> {
-    worker.split(':').nth(1).and_then(|p| p.parse().ok())
 }
 
 #[test]
@@ -841,4 +604,95 @@ fn a_worker_refuses_a_changed_plan_and_files_that_differ_from_the_submitters() {
     assert!(!site.root().join("out/s00/done.txt").exists());
     let lines = String::from_utf8_lossy(&out.stdout);
     assert_eq!(lines.lines().count(), 2, "{lines}");
+}
+
+/// A stage that runs long the first time and quickly when run again.
+fn long_then_quick(site: &Site) -> impl Fn() -> Option<u32> + '_ {
+    let cmd = "mkdir -p out/k && echo $$ > out/k/pid.$$ && if [ -e out/k/started ]; then echo k > out/k/done.txt; else touch out/k/started; sleep 30; echo late > out/k/done.txt; fi";
+    site.plan(&[("k".into(), vec![], cmd.into(), vec!["out/k/".into()])]);
+    move || {
+        std::fs::read_dir(site.root().join("out/k"))
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix("pid.")
+                    .and_then(|p| p.parse::<u32>().ok())
+            })
+    }
+}
+
+#[test]
+fn ctrl_c_on_the_submitter_cancels_its_job_and_the_worker_kills_the_stage() {
+    let Some(site) = Site::new("workers_sigint") else {
+        return;
+    };
+    let pid_file = long_then_quick(&site);
+    let w = site.worker("w", &["--lease", "2s"], &[]);
+    let sub = site.submit("sub", &[]);
+    wait_for("the stage to start", Duration::from_secs(30), || {
+        pid_file().is_some()
+    });
+    let pgid = pid_file().unwrap();
+    // SAFETY: a submitter this test started.
+    unsafe { libc::kill(sub.id() as i32, libc::SIGINT) };
+    assert_eq!(finish(sub, Duration::from_secs(30)), 130);
+    wait_for("the stage to be killed", Duration::from_secs(10), || {
+        !group_alive(pgid)
+    });
+    wait_for("the worker to say so", Duration::from_secs(10), || {
+        site.read_log("w", "out").contains("discarded")
+    });
+    stop(w);
+    let said = site.read_log("w", "out");
+    assert!(
+        said.contains("its job was cancelled (epoch 2) while this worker held epoch 1; its result was discarded"),
+        "{said}"
+    );
+    let rows = jobs(&site.db());
+    assert_eq!(
+        (rows[0].2.as_str(), rows[0].4),
+        ("cancelled", 2),
+        "{rows:?}"
+    );
+    assert!(!site.root().join("out/k/done.txt").exists());
+}
+
+#[test]
+fn sigterm_on_a_worker_gives_its_job_back() {
+    let Some(site) = Site::new("workers_sigterm") else {
+        return;
+    };
+    let pid_file = long_then_quick(&site);
+    let mut a = site.worker("a", &["--lease", "2s"], &[]);
+    let sub = site.submit("sub", &[]);
+    wait_for("the stage to start", Duration::from_secs(30), || {
+        pid_file().is_some()
+    });
+    let pgid = pid_file().unwrap();
+    // SAFETY: a worker this test started.
+    unsafe { libc::kill(a.id() as i32, libc::SIGTERM) };
+    assert_eq!(finish_ref(&mut a), Some(0), "{}", site.read_log("a", "err"));
+    assert!(
+        !group_alive(pgid),
+        "the stage was stopped before the worker exited"
+    );
+    let rows = jobs(&site.db());
+    assert_eq!((rows[0].2.as_str(), rows[0].4), ("queued", 1), "{rows:?}");
+    let said = site.read_log("a", "out");
+    assert!(
+        said.contains("this worker is stopping") && said.contains("back in the queue"),
+        "{said}"
+    );
+    let b = site.worker("b", &["--lease", "2s"], &[]);
+    assert_eq!(
+        finish(sub, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("sub", "err")
+    );
+    stop(b);
+    assert_each_once(&site, "sub", 1);
+    assert_eq!(jobs(&site.db())[0].4, 2);
 }
