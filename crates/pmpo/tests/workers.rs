@@ -571,6 +571,16 @@ fn a_worker_refuses_a_changed_plan_and_files_that_differ_from_the_submitters() {
             run_id: "r2".into(),
             ..job("s00", &"1".repeat(64), json!({}))
         },
+        queue::NewJob {
+            run_id: "r3".into(),
+            payload: payload(json!({})).replace("\"run\"", "\"template\""),
+            ..job("s00", &blake, json!({}))
+        },
+        queue::NewJob {
+            run_id: "r4".into(),
+            plan: "../plan.yaml".into(),
+            ..job("s00", &"2".repeat(64), json!({}))
+        },
     ] {
         queue::enqueue(&db, &j).unwrap();
     }
@@ -601,10 +611,18 @@ fn a_worker_refuses_a_changed_plan_and_files_that_differ_from_the_submitters() {
         outcomes[1].contains("the plan changed under the run"),
         "{outcomes:?}"
     );
-    // Neither stage ran.
-    assert!(!site.root().join("out/s00/done.txt").exists());
+    assert!(
+        outcomes[2].contains("the job asks for tool `template`, which stage `s00`"),
+        "{outcomes:?}"
+    );
+    assert!(outcomes[3].contains("cannot be read here"), "{outcomes:?}");
+    // No job's stage ran.
+    assert!(
+        !site.root().join("out/s00/done.txt").exists(),
+        "{outcomes:?}"
+    );
     let lines = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(lines.lines().count(), 2, "{lines}");
+    assert_eq!(lines.lines().count(), 4, "{lines}");
 }
 
 /// A stage that runs long the first time and quickly when run again.

@@ -202,7 +202,8 @@ pub fn job_stage<'a>(plan: &'a CheckedPlan, job: &RemoteJob) -> Result<&'a Stage
             job.plan, plan.blake3, job.plan_blake3
         ));
     }
-    plan.doc
+    let stage = plan
+        .doc
         .plan
         .stages
         .iter()
@@ -212,7 +213,16 @@ pub fn job_stage<'a>(plan: &'a CheckedPlan, job: &RemoteJob) -> Result<&'a Stage
                 "the plan changed under the run: `{}` has no stage `{}`",
                 job.plan, job.stage_id
             )
-        })
+        })?;
+    // A job runs only a tool its stage names (its own or its fallback).
+    let tool = job.payload.tool.as_str();
+    if tool != stage.tool_name() && stage.fallback.as_ref().is_none_or(|f| f.tool != tool) {
+        return Err(format!(
+            "the job asks for tool `{tool}`, which stage `{}` of `{}` does not name",
+            job.stage_id, job.plan
+        ));
+    }
+    Ok(stage)
 }
 
 /// Runs a job's tool on this machine, as the engine would: the files it

@@ -279,7 +279,6 @@ impl Worker {
         if let Some((plan, engine)) = self.plans.get(&c.plan_blake3) {
             return Ok((job, plan.clone(), engine.clone()));
         }
-        let path: PathBuf = self.ws.root().join(&c.plan);
         let fail = |m: String| {
             RemoteOutcome::error(
                 ErrorClass::InvalidInput,
@@ -287,6 +286,13 @@ impl Worker {
                 Some("every machine must see the same workspace, and a plan must not change while its run goes on".into()),
             )
         };
+        // Confined like every path pmpo reads: no `..`, no link out of the workspace.
+        let path: PathBuf = self.ws.resolve(&c.plan).map_err(|e| {
+            fail(format!(
+                "the job's plan `{}` cannot be read here: {e}",
+                c.plan
+            ))
+        })?;
         let loaded = pmpo_plan::load_plan(&path).map_err(|d| {
             fail(format!(
                 "cannot read the run's plan `{}` on this worker: {}",
