@@ -715,3 +715,37 @@ fn sigterm_on_a_worker_gives_its_job_back() {
     assert_each_once(&site, "sub", 1);
     assert_eq!(jobs(&site.db())[0].4, 2);
 }
+
+#[test]
+fn the_worker_confines_the_stage_unless_the_submitter_says_no_sandbox() {
+    let Some(site) = Site::new("workers_sandbox") else {
+        return;
+    };
+    // The stage writes a file it did not declare.
+    site.plan(&[(
+        "s".into(),
+        vec![],
+        "mkdir -p out/s && echo s > out/s/done.txt && echo x > stray.txt".into(),
+        vec!["out/s/".into()],
+    )]);
+    let w = site.worker("w", &["--lease", "2s"], &[]);
+    let confined = site.submit("confined", &[]);
+    assert_eq!(finish(confined, Duration::from_secs(60)), 1);
+    let r = results(&site, "confined");
+    let stage = &r["stages"][0];
+    assert_eq!(stage["status"], "FAILED", "{stage}");
+    assert_ne!(stage["sandbox"], "off", "{stage}");
+    let _ = std::fs::remove_file(site.root().join("stray.txt"));
+    let open = site.submit("open", &["--no-sandbox", "--force"]);
+    assert_eq!(
+        finish(open, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("open", "err")
+    );
+    stop(w);
+    let r = results(&site, "open");
+    assert_eq!(r["stages"][0]["status"], "COMPLETED", "{r}");
+    assert_eq!(r["stages"][0]["sandbox"], "off", "{r}");
+    assert!(site.root().join("stray.txt").exists());
+}

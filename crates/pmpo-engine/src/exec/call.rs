@@ -72,9 +72,11 @@ pub(super) async fn run_stage(
     };
     attempt.started = Some(Instant::now());
     let watched_now = attempt.watched.clone();
+    let worker_sandbox = std::sync::Mutex::new(None);
     let invoke = match &opts.remote {
         Some(runner) => Box::pin(super::remote::submit(
             runner.as_ref(),
+            &worker_sandbox,
             ws,
             plan,
             run_id,
@@ -115,6 +117,14 @@ pub(super) async fn run_stage(
         }
     }
     judge_sandbox(ws, stage, watch, &mut attempt);
+    // A worker's stage: the results say how the worker confined it.
+    if opts.remote.is_some() {
+        let theirs = worker_sandbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        attempt.sandbox = theirs.or(attempt.sandbox.take());
+    }
     attempt
 }
 

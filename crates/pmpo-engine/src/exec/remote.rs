@@ -61,6 +61,9 @@ pub struct JobPayload {
     /// `{path: blake3}` of the files recorded as the outputs of the stages
     /// this one depends on: the worker checks them before it runs the tool.
     pub reads: BTreeMap<String, String>,
+    /// The submitter's `--no-sandbox`.
+    #[serde(default)]
+    pub no_sandbox: bool,
 }
 
 /// How the tool's process ended, as it travels.
@@ -109,6 +112,10 @@ pub struct RemoteOutcome {
     pub worker: String,
     /// From the claim to the tool's start, on the worker.
     pub claim_to_start_ms: Option<f64>,
+    /// How the worker confined the stage's processes (`landlock ABI 7`,
+    /// `detection`, `off`); `None` for a tool that is not confined.
+    #[serde(default)]
+    pub sandbox: Option<String>,
 }
 
 impl RemoteOutcome {
@@ -228,7 +235,8 @@ pub fn job_stage<'a>(plan: &'a CheckedPlan, job: &RemoteJob) -> Result<&'a Stage
 /// Runs a job's tool on this machine, as the engine would: the files it
 /// reads checked first, the tool confined, timed and cancellable, its
 /// declared outputs digested after. `claimed` is when the job was claimed;
-/// `host` names this machine in messages.
+/// `host` names this machine in messages. The job's `no_sandbox` is set for
+/// the whole process (a worker runs one job at a time).
 pub async fn run_job(
     engine: &Engine,
     ws: &Workspace,
@@ -255,6 +263,7 @@ pub async fn run_job(
             Some("every machine must see the same files: mount the workspace from one shared filesystem with close-to-open consistency (NFS defaults), not a copy".into()),
         );
     }
+    pmpo_sandbox::set_disabled(job.payload.no_sandbox);
     let tool_written = job.payload.tool.as_str();
     let inputs = &job.payload.inputs;
     let Some(tool) = engine.registry.get(tool_written) else {
@@ -274,6 +283,7 @@ pub async fn run_job(
         }
     };
     let confinement = watch.confinement.clone();
+    let sandbox = watch.mode.map(|m| m.label());
     let ctx = ToolContext {
         workspace: ws,
         run_id: &job.run_id,
@@ -300,6 +310,7 @@ pub async fn run_job(
     }
     outcome.digests = digests(ws, &watched);
     outcome.claim_to_start_ms = Some(claim_to_start.as_secs_f64() * 1e3);
+    outcome.sandbox = sandbox;
     outcome
 }
 
@@ -331,10 +342,12 @@ fn check_reads(ws: &Workspace, reads: &BTreeMap<String, String>, host: &str) -> 
 
 /// What the submitter sends for one attempt, and what it does with the
 /// answer: the job is built from the stage and its inputs, and the worker's
-/// digests are compared with the files here.
+/// digests are compared with the files here. How the worker confined the
+/// stage goes to `sandbox`.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn submit(
     runner: &dyn RemoteRunner,
+    sandbox: &std::sync::Mutex<Option<String>>,
     ws: &Workspace,
     plan: &CheckedPlan,
     run_id: &str,
@@ -363,11 +376,13 @@ pub(super) async fn submit(
             inputs: inputs.clone(),
             timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             reads,
+            no_sandbox: pmpo_sandbox::disabled(),
         },
     };
     let outcome = runner.run(job, cancel).await?;
     let theirs = outcome.digests.clone();
     let worker = outcome.worker.clone();
+    *sandbox.lock().unwrap_or_else(|p| p.into_inner()) = outcome.sandbox.clone();
     let result = outcome.into_result()?;
     let ours = digests(ws, watched);
     for (path, digest) in &theirs {
