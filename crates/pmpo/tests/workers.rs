@@ -38,6 +38,18 @@ fn one_worker_runs_a_plan_with_dependencies() {
     let lines = site.read_log("w1", "out");
     assert_eq!(lines.lines().count(), 4, "one line per stage:\n{lines}");
     assert!(lines.contains("stage s03 of run"), "{lines}");
+    // The stage log says which worker ran each attempt.
+    let run = results(&site, "sub")["run_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let log =
+        std::fs::read_to_string(site.root().join(format!("logs/execution/{run}.jsonl"))).unwrap();
+    let worker = jobs(&site.db())[0].3.clone();
+    for line in log.lines() {
+        let v: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(v["invocation"]["worker"], worker.as_str(), "{line}");
+    }
 }
 
 #[test]

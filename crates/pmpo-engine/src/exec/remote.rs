@@ -383,7 +383,15 @@ pub(super) async fn submit(
     let theirs = outcome.digests.clone();
     let worker = outcome.worker.clone();
     *sandbox.lock().unwrap_or_else(|p| p.into_inner()) = outcome.sandbox.clone();
-    let result = outcome.into_result()?;
+    let claim_to_start = outcome.claim_to_start_ms;
+    let mut result = outcome.into_result()?;
+    // The stage's log says where it ran.
+    if let Value::Object(inv) = &mut result.invocation {
+        inv.insert("worker".into(), Value::String(worker.clone()));
+        if let Some(ms) = claim_to_start {
+            inv.insert("claim_to_start_ms".into(), serde_json::json!(ms));
+        }
+    }
     let ours = digests(ws, watched);
     for (path, digest) in &theirs {
         let here = ours.get(path).map_or("no file", String::as_str);

@@ -110,7 +110,7 @@ impl Worker {
                 loop {
                     let tick = Instant::now();
                     while tick.elapsed() < every && !stop.is_cancelled() {
-                        std::thread::sleep(Duration::from_millis(20).min(every));
+                        std::thread::sleep(Duration::from_millis(100).min(every));
                     }
                     if stop.is_cancelled() && lease.current.lock().is_ok_and(|c| c.is_none()) {
                         return;
