@@ -218,3 +218,29 @@ fn kill_and_settle(pgid: u32) {
         std::thread::sleep(TICK);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observer_hears_of_each_group_that_starts_and_ends() {
+        static HEARD: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
+        assert!(observe_groups(|pgid, live| {
+            HEARD.lock().unwrap().push((pgid, live));
+        }));
+        assert!(!observe_groups(|_, _| {}), "only the first observer is kept");
+        // A group id no process has: registered, then forgotten (no signal sent).
+        let g = LiveGroup::register(u32::MAX - 7);
+        LiveGroup::register(0).forget();
+        g.forget();
+        let heard: Vec<_> = HEARD
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|(p, _)| *p == u32::MAX - 7 || *p == 0)
+            .collect();
+        assert_eq!(heard, vec![(u32::MAX - 7, true), (u32::MAX - 7, false)]);
+    }
+}
