@@ -229,7 +229,10 @@ mod tests {
         assert!(observe_groups(|pgid, live| {
             HEARD.lock().unwrap().push((pgid, live));
         }));
-        assert!(!observe_groups(|_, _| {}), "only the first observer is kept");
+        assert!(
+            !observe_groups(|_, _| {}),
+            "only the first observer is kept"
+        );
         // A group id no process has: registered, then forgotten (no signal sent).
         let g = LiveGroup::register(u32::MAX - 7);
         LiveGroup::register(0).forget();
