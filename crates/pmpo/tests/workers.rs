@@ -761,3 +761,38 @@ fn the_worker_confines_the_stage_unless_the_submitter_says_no_sandbox() {
     assert_eq!(r["stages"][0]["sandbox"], "off", "{r}");
     assert!(site.root().join("stray.txt").exists());
 }
+
+#[test]
+fn execute_continuing_an_interrupted_run_takes_its_jobs_over() {
+    let Some(site) = Site::new("workers_continue") else {
+        return;
+    };
+    site.plan(&independent(2, "0.05"));
+    // No worker yet: the jobs wait; their submitter dies.
+    let mut first = site.submit("first", &[]);
+    let db = site.db();
+    wait_for("the first jobs", Duration::from_secs(30), || {
+        jobs(&db).len() == 2
+    });
+    first.kill().unwrap();
+    let _ = first.wait();
+    let again = site.submit("again", &[]);
+    wait_for("the withdrawal", Duration::from_secs(30), || {
+        site.read_log("again", "err").contains("withdrew")
+    });
+    let w = site.worker("w", &["--lease", "2s"], &[]);
+    assert_eq!(
+        finish(again, Duration::from_secs(60)),
+        0,
+        "{}",
+        site.read_log("again", "err")
+    );
+    stop(w);
+    assert!(
+        site.read_log("again", "err")
+            .contains("withdrew 2 unfinished job(s) of run"),
+        "{}",
+        site.read_log("again", "err")
+    );
+    assert_each_once(&site, "again", 2);
+}

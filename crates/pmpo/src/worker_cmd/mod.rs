@@ -172,14 +172,6 @@ pub(crate) fn prepare_submit(
     let ws = Workspace::open(workspace).map_err(|e| CliError::failed(&e).hint(e.hint()))?;
     let runner = submit::QueueRunner::open(&url, &version(false)).map_err(pg_error)?;
     marker::check(runner.conn(), &ws)?;
-    if let Some(run_id) = &opts.resume {
-        // Jobs left by the run's earlier submitter (it died): this one owns
-        // the run now (it holds the workspace lock), so they are withdrawn.
-        let n = pmpo_store::pg::queue::cancel_run(runner.conn(), run_id).map_err(pg_error)?;
-        if n > 0 {
-            errln!("pmpo: withdrew {n} job(s) of run {run_id} left by its earlier submitter");
-        }
-    }
     if !jobs_given {
         opts.jobs = QUEUED_AT_ONCE;
     }

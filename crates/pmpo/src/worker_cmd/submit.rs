@@ -33,6 +33,8 @@ struct Shared {
 pub struct QueueRunner {
     conn: Arc<PgConn>,
     shared: Arc<Shared>,
+    /// The runs this submitter has queued jobs for (see [`withdraw_once`]).
+    runs: Arc<Mutex<std::collections::HashSet<String>>>,
     version: String,
     me: String,
 }
@@ -68,6 +70,7 @@ impl QueueRunner {
         Ok(QueueRunner {
             conn,
             shared,
+            runs: Arc::default(),
             version: version.to_string(),
             me: format!("{}:{}", queue::host_name(), std::process::id()),
         })
@@ -96,10 +99,14 @@ impl QueueRunner {
             submitted_by: self.me.clone(),
         };
         let conn = self.conn.clone();
-        let added = tokio::task::spawn_blocking(move || queue::enqueue(&conn, &new))
-            .await
-            .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?
-            .map_err(store_error)?;
+        let runs = self.runs.clone();
+        let added = tokio::task::spawn_blocking(move || {
+            withdraw_once(&conn, &runs, &new.run_id)?;
+            queue::enqueue(&conn, &new)
+        })
+        .await
+        .map_err(|e| ToolError::new(ErrorClass::Io, e.to_string()))?
+        .map_err(store_error)?;
         let id = match added {
             Enqueued::Added(id) => id,
             Enqueued::Duplicate(v) => return Err(duplicate(&v)),
@@ -142,6 +149,30 @@ impl RemoteRunner for QueueRunner {
     > {
         Box::pin(self.submit(job, cancel))
     }
+}
+
+/// Before its first job of a run, a submitter withdraws the jobs of that run
+/// it finds in the queue: it holds the workspace lock, so they were left by
+/// an earlier submitter of the run that died (`pmpo resume`, or `pmpo
+/// execute` continuing an interrupted run). A worker still on one is fenced
+/// out; the attempts that run again are queued anew.
+fn withdraw_once(
+    conn: &PgConn,
+    runs: &Mutex<std::collections::HashSet<String>>,
+    run_id: &str,
+) -> Result<(), pmpo_store::pg::PgError> {
+    let mut seen = runs.lock().unwrap_or_else(|p| p.into_inner());
+    if seen.contains(run_id) {
+        return Ok(());
+    }
+    let n = queue::cancel_run(conn, run_id)?;
+    if n > 0 {
+        eprintln!(
+            "pmpo: withdrew {n} unfinished job(s) of run {run_id} left by its earlier submitter"
+        );
+    }
+    seen.insert(run_id.to_string());
+    Ok(())
 }
 
 fn store_error(e: pmpo_store::pg::PgError) -> ToolError {
