@@ -342,7 +342,15 @@ impl Worker {
                 let result = match (&outcome.error, outcome.termination) {
                     (Some(e), _) => format!("failed: {}", e.message),
                     (None, Some(pmpo_engine::WireTermination::Exited(0))) => "ok".into(),
-                    (None, Some(t)) => format!("ended: {t:?}").to_lowercase(),
+                    (None, Some(t)) => {
+                        use pmpo_engine::WireTermination as T;
+                        match t {
+                            T::Exited(c) => format!("ended: exited with code {c}"),
+                            T::Signaled(s) => format!("ended: killed by signal {s}"),
+                            T::TimedOut => "ended: timed out".into(),
+                            T::Cancelled => "ended: cancelled".into(),
+                        }
+                    }
                     (None, None) => "ended".into(),
                 };
                 self.say(c, &result, seconds, "");
