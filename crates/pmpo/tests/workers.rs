@@ -246,15 +246,28 @@ fn a_stale_lease_cannot_complete() {
     site.plan(&[(
         "s".into(),
         vec![],
-        "mkdir -p out/s && echo $$ > out/s/pid.$$ && sleep 1.5 && echo s > out/s/done.txt".into(),
+        "mkdir -p out/s && echo $$ > out/s/pid.$$ && sleep 1.5 && echo s > out/s/done.txt && echo $$ >> out/s/by.txt".into(),
         vec!["out/s/".into()],
     )]);
     let mut a = site.worker("a", &["--lease", "1s"], &[]);
     let sub = site.submit("sub", &[]);
     let db = site.db();
-    wait_for("worker a to claim", Duration::from_secs(30), || {
-        jobs(&db).first().is_some_and(|j| j.2 == "claimed")
+    let first_pid = || -> Option<u32> {
+        std::fs::read_dir(site.root().join("out/s"))
+            .ok()?
+            .flatten()
+            .find_map(|e| {
+                e.file_name()
+                    .to_string_lossy()
+                    .strip_prefix("pid.")?
+                    .parse()
+                    .ok()
+            })
+    };
+    wait_for("worker a's stage to start", Duration::from_secs(30), || {
+        first_pid().is_some()
     });
+    let a_stage = first_pid().unwrap();
     let a_pid = a.id() as i32;
     // SAFETY: a worker process this test started.
     unsafe { libc::kill(a_pid, libc::SIGSTOP) };
@@ -267,6 +280,20 @@ fn a_stale_lease_cannot_complete() {
                 .first()
                 .is_some_and(|j| j.2 == "done" && !j.3.contains(&format!(":{a_pid}:")))
         },
+    );
+    // The frozen worker could not kill its stage when its lease ran out: its
+    // guard did, before the stage could write.
+    assert!(!group_alive(a_stage), "worker a's stage outlived its lease");
+    let wrote = std::fs::read_to_string(site.root().join("out/s/by.txt")).unwrap();
+    assert_eq!(
+        wrote.lines().count(),
+        1,
+        "only worker b's stage wrote: {wrote}"
+    );
+    assert_ne!(
+        wrote.trim(),
+        a_stage.to_string(),
+        "worker a's stage wrote its output"
     );
     // SAFETY: as above.
     unsafe { libc::kill(a_pid, libc::SIGCONT) };

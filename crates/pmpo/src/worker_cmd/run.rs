@@ -120,7 +120,16 @@ impl Worker {
                     let Some(cur) = cur else { continue };
                     let sent = Instant::now();
                     match queue::renew(&hb, cur.id, cur.epoch, &id, lease.secs) {
-                        Ok(true) => lease.renewed_at(sent),
+                        Ok(true) => {
+                            let now = *lease.current.lock().unwrap_or_else(|p| p.into_inner());
+                            // Only for the job that still runs (it may have ended meanwhile).
+                            if now.is_some_and(|n| n.id == cur.id && n.epoch == cur.epoch) {
+                                lease.renewed_at(sent);
+                                let left = Duration::from_secs_f64(lease.secs)
+                                    .saturating_sub(sent.elapsed());
+                                super::guard::Guard::lease(Some(left));
+                            }
+                        }
                         Ok(false) => {
                             // Still the same job? (it may have ended meanwhile)
                             let now = *lease.current.lock().unwrap_or_else(|p| p.into_inner());
@@ -188,6 +197,9 @@ impl Worker {
             id: c.id,
             epoch: c.epoch,
         });
+        super::guard::Guard::lease(Some(
+            Duration::from_secs_f64(self.lease.secs).saturating_sub(sent.elapsed()),
+        ));
         let token = CancellationToken::new();
         let outcome = match self.job_of(&c) {
             Err(o) => o,
@@ -214,6 +226,7 @@ impl Worker {
         };
         let why = self.why_stop();
         *self.lease.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        super::guard::Guard::lease(None);
         let seconds = claimed.elapsed().as_secs_f64();
         match why {
             Some(Stopped::Stopping) | Some(Stopped::LeaseLost) => {
