@@ -105,6 +105,42 @@ impl Site {
     }
 }
 
+impl Drop for Site {
+    /// A test that failed midway leaves no pmpo behind (a process whose
+    /// directory is this workspace); a test that passed leaves no logs.
+    fn drop(&mut self) {
+        let root = self.root().canonicalize().unwrap_or_default();
+        for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else {
+                continue;
+            };
+            let cwd = std::fs::read_link(format!("/proc/{pid}/cwd")).unwrap_or_default();
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            if cwd == root && String::from_utf8_lossy(&cmd).contains("pmpo") {
+                // SAFETY: a pmpo this test started in its own workspace.
+                unsafe { libc::kill(pid, libc::SIGKILL) };
+            }
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "logs of the failed test: {}-*.out/err",
+                self.root().display()
+            );
+            return;
+        }
+        let prefix = format!("{}-", self.root().file_name().unwrap().to_string_lossy());
+        for e in std::fs::read_dir(self.root().parent().unwrap())
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if e.file_name().to_string_lossy().starts_with(&prefix) {
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+    }
+}
+
 /// Every job row: (stage, attempt, state, worker, epoch).
 pub fn jobs(db: &PgConn) -> Vec<(String, i64, String, String, i64)> {
     db.query(
