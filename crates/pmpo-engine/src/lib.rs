@@ -29,6 +29,10 @@ use tokio_util::sync::CancellationToken;
 
 pub use events::{Event, EventKind, EventSink, NoSink, StageStatus, What};
 pub use exec::kill_leftovers;
+pub use exec::remote::{
+    JobPayload, RemoteJob, RemoteOutcome, RemoteRunner, WireCaptured, WireError, WireTermination,
+    digests, job_stage, run_job,
+};
 pub use persist::export_ledger;
 pub use pmpo_store::states::FailureKind;
 pub use results::ExecutionResults;
@@ -82,6 +86,9 @@ pub struct ExecuteOptions {
     /// for): each manifest entry of this run carries it, and the entries of
     /// other owners already in `artifact_manifest.json` are kept.
     pub owner: Option<String>,
+    /// Where stages' tools run instead of this process (`pmpo execute
+    /// --workers`: a queue that workers claim from). `None`: here.
+    pub remote: Option<std::sync::Arc<dyn RemoteRunner>>,
 }
 
 /// A way to ask a person about a failed stage (e.g. a terminal prompt).
@@ -132,6 +139,7 @@ impl ExecuteOptions {
             jobs: 1,
             allow_violations: false,
             owner: None,
+            remote: None,
         }
     }
 }

@@ -20,6 +20,23 @@ fn registry() -> std::sync::MutexGuard<'static, BTreeSet<u32>> {
     LIVE_GROUPS.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// Told of every group that enters (`true`) or leaves (`false`) the registry.
+type Observer = Box<dyn Fn(u32, bool) + Send + Sync>;
+static OBSERVER: std::sync::OnceLock<Observer> = std::sync::OnceLock::new();
+
+/// Asks to be told of every process group that starts or ends from now on
+/// (`pmpo worker` tells a guard process, which kills the groups left when
+/// the worker dies). Only the first observer is kept; false if one was set.
+pub fn observe_groups(f: impl Fn(u32, bool) + Send + Sync + 'static) -> bool {
+    OBSERVER.set(Box::new(f)).is_ok()
+}
+
+fn tell(pgid: u32, live: bool) {
+    if let Some(f) = OBSERVER.get() {
+        f(pgid, live);
+    }
+}
+
 /// Keeps a group in the registry while it lives, and SIGKILLs the group when
 /// dropped (also when the future running it is dropped midway: a drop cannot
 /// wait for a grace). The owner must drop it before reaping the group's
@@ -32,6 +49,7 @@ impl LiveGroup {
     pub fn register(pgid: u32) -> LiveGroup {
         if pgid != 0 {
             registry().insert(pgid);
+            tell(pgid, true);
         }
         LiveGroup(pgid)
     }
@@ -45,6 +63,7 @@ impl LiveGroup {
     pub fn forget(mut self) {
         if self.0 != 0 {
             registry().remove(&self.0);
+            tell(self.0, false);
             self.0 = 0;
         }
     }
@@ -55,6 +74,7 @@ impl Drop for LiveGroup {
         if self.0 != 0 {
             signal_group(self.0, libc::SIGKILL);
             registry().remove(&self.0);
+            tell(self.0, false);
         }
     }
 }
@@ -196,5 +216,34 @@ fn kill_and_settle(pgid: u32) {
     let until = Instant::now() + AFTER_KILL;
     while group_has_live_members(pgid) && Instant::now() < until {
         std::thread::sleep(TICK);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_observer_hears_of_each_group_that_starts_and_ends() {
+        static HEARD: Mutex<Vec<(u32, bool)>> = Mutex::new(Vec::new());
+        assert!(observe_groups(|pgid, live| {
+            HEARD.lock().unwrap().push((pgid, live));
+        }));
+        assert!(
+            !observe_groups(|_, _| {}),
+            "only the first observer is kept"
+        );
+        // A group id no process has: registered, then forgotten (no signal sent).
+        let g = LiveGroup::register(u32::MAX - 7);
+        LiveGroup::register(0).forget();
+        g.forget();
+        let heard: Vec<_> = HEARD
+            .lock()
+            .unwrap()
+            .iter()
+            .copied()
+            .filter(|(p, _)| *p == u32::MAX - 7 || *p == 0)
+            .collect();
+        assert_eq!(heard, vec![(u32::MAX - 7, true), (u32::MAX - 7, false)]);
     }
 }

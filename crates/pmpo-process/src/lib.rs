@@ -43,7 +43,7 @@ use tokio_util::sync::CancellationToken;
 pub use capture::{Captured, DEFAULT_LIMIT, Spill, TAIL_BYTES, capture};
 pub use group::{
     DEFAULT_KILL_GRACE, LiveGroup, group_has_live_members, kill_live_groups, live_groups_contain,
-    process_alive, signal_group, stop_group, stop_group_async,
+    observe_groups, process_alive, signal_group, stop_group, stop_group_async,
 };
 
 /// Default time the output pipes are still read after the process group is

@@ -52,6 +52,7 @@ mod restore_cmd;
 mod signals;
 mod state_cmd;
 mod validate_cmd;
+mod worker_cmd;
 
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -225,6 +226,9 @@ Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --s
     /// Serve the workspace to an agent host over MCP (stdio): tools, resources, sampling.
     #[command(after_help = MCP_HELP)]
     Mcp(mcp::McpArgs),
+    /// Run the stages that `pmpo execute --workers` queues in the PostgreSQL store.
+    #[command(after_help = worker_cmd::WORKER_HELP)]
+    Worker(worker_cmd::WorkerArgs),
 }
 
 /// Options shared by `execute` and `resume`.
@@ -278,6 +282,10 @@ pub struct RunArgs {
     /// How long an open breaker waits before one trial call.
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
     breaker_cooldown: Duration,
+    /// Queue the stages in the PostgreSQL store for `pmpo worker`s on any machine to run
+    /// (everything else stays here); --jobs then counts stages queued at once (256 unless given).
+    #[arg(long)]
+    workers: bool,
 }
 
 const ANSWER_HELP: &str = concat!(
@@ -468,6 +476,7 @@ fn main() -> ExitCode {
         ),
         Command::Validate(args) => validate_cmd::run(args),
         Command::Preview(args) => preview_cmd::run(args),
+        Command::Worker(args) => worker_cmd::worker(args),
     };
     ExitCode::from(code)
 }
@@ -669,6 +678,11 @@ fn cmd_execute(
         Err(e) => return e.report(),
     };
     let mut opts = execute_options(workspace.clone(), &args, resume, decision);
+    if args.workers
+        && let Err(e) = worker_cmd::prepare_submit(&mut opts, args.jobs.is_some(), &workspace)
+    {
+        return e.report();
+    }
     opts.force = match force_of(args.force.clone(), &plan) {
         Ok(f) => f,
         Err(e) => return e.report(),

@@ -99,7 +99,7 @@ pub(super) async fn attempt(
     cx: &Cx<'_>,
     shared: &RefCell<Shared<'_>>,
     stage: &Stage,
-    tool: &str,
+    (tool, attempt_no): (&str, i64),
     inputs: Map<String, Value>,
     token: &CancellationToken,
     at: Option<(&str, usize)>,
@@ -123,7 +123,17 @@ pub(super) async fn attempt(
         Ok(ids)
     };
     let a = run_stage(
-        cx.engine, cx.ws, cx.run_id, stage, tool, cx.opts, inputs, cx.plan, token, &beat, &intend,
+        cx.engine,
+        cx.ws,
+        cx.run_id,
+        stage,
+        (tool, attempt_no),
+        cx.opts,
+        inputs,
+        cx.plan,
+        token,
+        &beat,
+        &intend,
     )
     .await;
     let mut tried = {

@@ -6,14 +6,15 @@ use super::*;
 /// Commits ledger intents before a tool may write; returns their ids.
 pub(super) type Intend<'a> = dyn Fn(&[PatchRow]) -> Result<Vec<i64>, String> + 'a;
 
-/// Calls the tool once. While it runs, the run's heartbeat is refreshed.
+/// Calls the tool once (or, with `opts.remote`, has a worker call it). While
+/// it runs, the run's heartbeat is refreshed.
 #[allow(clippy::too_many_arguments)]
 pub(super) async fn run_stage(
     engine: &Engine,
     ws: &Workspace,
     run_id: &str,
     stage: &Stage,
-    tool_written: &str,
+    (tool_written, attempt_no): (&str, i64),
     opts: &ExecuteOptions,
     inputs: Map<String, Value>,
     plan: &crate::CheckedPlan,
@@ -28,7 +29,8 @@ pub(super) async fn run_stage(
             None,
         );
     };
-    if let Err(e) = tool.preflight() {
+    // A worker's machine, not this one, must be able to run the tool.
+    if let (None, Err(e)) = (&opts.remote, tool.preflight()) {
         return Attempt::failed(e.class.into(), e.message, e.hint);
     }
     let watch = match crate::sandbox::begin(ws, stage, tool.name()) {
@@ -69,7 +71,24 @@ pub(super) async fn run_stage(
         confine: confinement.as_ref(),
     };
     attempt.started = Some(Instant::now());
-    let invoke = tool.invoke(&ctx, &inputs);
+    let watched_now = attempt.watched.clone();
+    let worker_sandbox = std::sync::Mutex::new(None);
+    let invoke = match &opts.remote {
+        Some(runner) => Box::pin(super::remote::submit(
+            runner.as_ref(),
+            &worker_sandbox,
+            ws,
+            plan,
+            run_id,
+            stage,
+            (tool_written, attempt_no),
+            &inputs,
+            timeout,
+            &watched_now,
+            cancel,
+        )),
+        None => tool.invoke(&ctx, &inputs),
+    };
     tokio::pin!(invoke);
     // The first beat is one period away: awaiting an already-due tick would cost a
     // turn of the timer wheel (about a millisecond) on every stage.
@@ -98,6 +117,14 @@ pub(super) async fn run_stage(
         }
     }
     judge_sandbox(ws, stage, watch, &mut attempt);
+    // A worker's stage: the results say how the worker confined it.
+    if opts.remote.is_some() {
+        let theirs = worker_sandbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        attempt.sandbox = theirs.or(attempt.sandbox.take());
+    }
     attempt
 }
 

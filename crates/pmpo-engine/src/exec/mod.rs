@@ -34,6 +34,7 @@ mod attempt;
 mod call;
 mod prepare;
 mod record;
+pub mod remote;
 mod schedule;
 mod stage;
 
