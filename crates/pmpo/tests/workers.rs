@@ -481,7 +481,8 @@ fn a_worker_in_another_workspace_is_refused() {
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    // As every command with a database of another workspace: exit 2.
+    assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("serves the workspace"), "{err}");
     assert!(
         err.contains("mount the same shared directory on every machine, or use another database"),

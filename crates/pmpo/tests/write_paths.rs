@@ -29,11 +29,6 @@ const RAW_WRITES: &[&str] = &[
 /// (file, call, why it may write without the store).
 const ALLOWED: &[(&str, &str, &str)] = &[
     (
-        "crates/pmpo/src/worker_cmd/marker.rs",
-        "OpenOptions",
-        "the options (create_new) for Workspace::open_own, which creates the workspace marker in .state/ confined and without following a link: exclusively, so that machines starting together agree on one marker",
-    ),
-    (
         "crates/pmpo-sandbox/src/policy.rs",
         "fs::create_dir(",
         "makes the missing directories of a stage's new outputs (directories only, inside the workspace, checked by the policy) so that the kernel rule is on them and not on the workspace",

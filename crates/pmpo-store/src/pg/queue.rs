@@ -66,7 +66,7 @@ CREATE OR REPLACE TRIGGER pmpo_jobs_changed AFTER UPDATE OF state ON pmpo_jobs
 "#;
 
 /// The advisory lock key under which [`ensure`] creates the tables.
-pub const DDL_LOCK: i64 = 0x706d_706f_7175;
+pub const DDL_LOCK: i64 = super::schema::MIGRATE_LOCK;
 
 /// Channel notified when a job is ready to claim.
 pub const READY_CHANNEL: &str = "pmpo_jobs";
@@ -159,12 +159,7 @@ fn view(r: &Row) -> JobView {
 /// this process, so ids are unique across machines in practice, ordered by
 /// time, and chosen before the insert (a replayed insert is idempotent).
 pub fn new_job_id() -> i64 {
-    use std::sync::atomic::{AtomicI64, Ordering};
-    static COUNTER: AtomicI64 = AtomicI64::new(0);
-    let micros = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_micros() as i64);
-    micros * 1000 + (COUNTER.fetch_add(1, Ordering::Relaxed) + i64::from(std::process::id())) % 1000
+    super::store::new_id()
 }
 
 /// What enqueuing found.
@@ -508,14 +503,4 @@ pub fn live_workers(conn: &PgConn, within_secs: f64) -> Result<Vec<WorkerView>, 
         .collect())
 }
 
-/// This machine's name (for `host:pid` names in messages).
-pub fn host_name() -> String {
-    let mut buf = [0u8; 256];
-    // SAFETY: gethostname writes at most `buf.len()` bytes into the buffer we own.
-    let rc = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
-    if rc != 0 {
-        return "localhost".into();
-    }
-    let end = buf.iter().position(|&b| b == 0).unwrap_or(buf.len());
-    String::from_utf8_lossy(&buf[..end]).into_owned()
-}
+pub use super::schema::host_name;

@@ -94,7 +94,15 @@ pub fn migrate(conn: &PgConn) -> Result<(), DbError> {
     )?;
     let result = migrate_locked(conn);
     match result {
-        Ok(()) => conn.commit().map_err(DbError::from),
+        Ok(created) => {
+            conn.commit()?;
+            // The queue's DDL holds functions (with `;` inside): one script,
+            // under the same lock (idempotent).
+            if created {
+                super::queue::ensure(conn)?;
+            }
+            Ok(())
+        }
         Err(e) => {
             let _ = conn.rollback();
             Err(e)
@@ -102,7 +110,8 @@ pub fn migrate(conn: &PgConn) -> Result<(), DbError> {
     }
 }
 
-fn migrate_locked(conn: &PgConn) -> Result<(), DbError> {
+/// Returns whether it created or changed the layout.
+fn migrate_locked(conn: &PgConn) -> Result<bool, DbError> {
     let found = version(conn)?;
     if let Some(found) = found
         && found > PG_SCHEMA_VERSION
@@ -114,7 +123,7 @@ fn migrate_locked(conn: &PgConn) -> Result<(), DbError> {
         });
     }
     if found == Some(PG_SCHEMA_VERSION) {
-        return Ok(());
+        return Ok(false);
     }
     for script in scripts() {
         for stmt in script.split(';').map(str::trim).filter(|s| !s.is_empty()) {
@@ -130,7 +139,7 @@ fn migrate_locked(conn: &PgConn) -> Result<(), DbError> {
         "INSERT INTO pmpo_meta (key, value) VALUES ('created_by', $1) ON CONFLICT (key) DO NOTHING",
         vec![env!("CARGO_PKG_VERSION").into()],
     )?;
-    Ok(())
+    Ok(true)
 }
 
 /// This machine's name (for messages about who recorded a workspace).
