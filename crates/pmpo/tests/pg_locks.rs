@@ -219,22 +219,11 @@ fn status_all_lists_every_run_with_its_machine_the_live_workers_and_the_database
     ws.write("other.yaml", "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: a\n      with: {command: [sh, -c, 'true']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'true']}\n");
     run(pmpo_pg(&ws, &url), &["execute", "other.yaml"]).assert_exit(0, &["execute"]);
     run(pmpo_pg(&ws, &url), &["init", "notes", "--type", "content"]).assert_exit(0, &["init"]);
-    // A worker's row, as `pmpo worker` keeps it (heartbeat now: live).
+    // A worker registered as `pmpo worker` registers (heartbeat now: live).
     let conn = pmpo_store::pg::PgConn::connect(&url, Duration::ZERO).unwrap();
-    conn.batch(
-        "CREATE TABLE IF NOT EXISTS pmpo_workers (worker_id TEXT PRIMARY KEY, host TEXT NOT NULL,
-         pid BIGINT NOT NULL, version TEXT NOT NULL, started_at TIMESTAMPTZ NOT NULL DEFAULT now(),
-         heartbeat_at TIMESTAMPTZ NOT NULL DEFAULT now(), state TEXT NOT NULL, job_id BIGINT,
-         stages_done BIGINT NOT NULL DEFAULT 0)",
-    )
-    .unwrap();
-    conn.once(
-        "INSERT INTO pmpo_workers (worker_id, host, pid, version, state, job_id, stages_done)
-         VALUES ('box-2:77:1', 'box-2', 77, '0.1.0', 'running', 5, 12)",
-        vec![],
-        false,
-    )
-    .unwrap();
+    pmpo_store::pg::queue::ensure(&conn).unwrap();
+    pmpo_store::pg::queue::register_worker(&conn, "box-2:77:1", "0.1.0", "/shared").unwrap();
+    pmpo_store::pg::queue::worker_beat(&conn, "box-2:77:1", Some(5)).unwrap();
 
     let r = run(pmpo_pg(&ws, &url), &["status", "--all", "--json"]);
     r.assert_exit(0, &["status", "--all", "--json"]);
@@ -258,7 +247,8 @@ fn status_all_lists_every_run_with_its_machine_the_live_workers_and_the_database
     assert!(j["live"].is_null());
     let workers = j["workers"].as_array().unwrap();
     assert_eq!(workers.len(), 1);
-    assert_eq!(workers[0]["host"], "box-2");
+    assert_eq!(workers[0]["worker_id"], "box-2:77:1");
+    assert_eq!(workers[0]["state"], "running");
     assert_eq!(workers[0]["live"], true);
     let arts = j["artifacts"].as_array().unwrap();
     assert_eq!(arts.len(), 1);
@@ -272,7 +262,7 @@ fn status_all_lists_every_run_with_its_machine_the_live_workers_and_the_database
     text.assert_exit(0, &["status", "--all"]);
     for want in [
         "workers: 1 live",
-        "box-2:77:1  pmpo 0.1.0  running (job 5)  12 stage(s) done",
+        "box-2:77:1  pmpo 0.1.0  running (job 5)  0 stage(s) done",
         "runs (2, newest first):",
         &format!(
             "interrupted 0/1 stages  on {} (pid {killed_pid})  plan.yaml",

@@ -60,10 +60,12 @@ fn workers(conn: &PgConn) -> Result<Option<Vec<Value>>, PgError> {
         return Ok(None);
     }
     let rows = conn.query(
-        "SELECT worker_id::text, host::text, pid::text, version::text, started_at::text,
-                heartbeat_at::text, state::text, job_id::text, stages_done::text,
-                extract(epoch FROM now() - heartbeat_at::timestamptz)::float8
-         FROM pmpo_workers ORDER BY started_at",
+        "SELECT w.worker_id, w.host, w.pid::text, w.version, w.started_at, w.heartbeat::text,
+                CASE WHEN w.stopped THEN 'stopped' WHEN w.job IS NULL THEN 'idle' ELSE 'running' END,
+                w.job::text,
+                (SELECT count(*) FROM pmpo_jobs j WHERE j.worker = w.worker_id AND j.state = 'done')::text,
+                extract(epoch FROM now() - w.heartbeat)::float8
+         FROM pmpo_workers w WHERE NOT w.stopped ORDER BY w.started_at",
         vec![],
     )?;
     Ok(Some(
