@@ -485,7 +485,21 @@ fn a_worker_in_another_workspace_is_refused() {
     assert_eq!(out.status.code(), Some(2), "{err}");
     assert!(err.contains("serves the workspace"), "{err}");
     assert!(
-        err.contains("mount the same shared directory on every machine, or use another database"),
+        err.contains("mount the same shared directory on every machine")
+            && err.contains("or use another database"),
+        "{err}"
+    );
+    // A server that cannot be reached is a setting at fault, as for every command.
+    let out = pmpo()
+        .current_dir(site.root())
+        .env("PMPO_STORE", "postgres://pmpo:secret@127.0.0.1:1/none")
+        .args(["worker", "--idle-exit", "100ms"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("cannot connect") && !err.contains("secret"),
         "{err}"
     );
     // Without a PostgreSQL store, a worker says what it needs.

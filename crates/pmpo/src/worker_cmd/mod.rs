@@ -37,8 +37,8 @@ pub const WORKER_HELP: &str = concat!(
     "Examples:\n",
     "  pmpo worker -w /shared/site --store postgres://pmpo@db.internal/pmpo\n",
     "  pmpo worker --once --idle-exit 30s\n\n",
-    "Exit codes: 0 stopped normally (signal, --once, --idle-exit), 2 bad usage or not a PostgreSQL store, ",
-    "1 the store or the workspace cannot be used. See docs/workers.md."
+    "Exit codes: 0 stopped normally (signal, --once, --idle-exit), 2 bad usage, not a PostgreSQL store, a server that cannot be reached, ",
+    "or a database that serves another workspace or has a newer schema, 1 the workspace cannot be used. See docs/workers.md."
 );
 
 /// `pmpo worker`.
@@ -85,8 +85,14 @@ fn pg_url(root: &std::path::Path, what: &str) -> Result<String, CliError> {
     }
 }
 
+/// A server that cannot be reached is a setting at fault (exit 2), as for
+/// every command; anything else is a failure.
 fn pg_error(e: PgError) -> CliError {
-    CliError::failed(&e).hint(e.hint())
+    if matches!(e, PgError::Connect { .. }) {
+        CliError::invalid(&e).hint(e.hint())
+    } else {
+        CliError::failed(&e).hint(e.hint())
+    }
 }
 
 /// `pmpo worker`.
