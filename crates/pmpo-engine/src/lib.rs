@@ -165,6 +165,19 @@ pub enum EngineError {
     },
 }
 
+impl From<pmpo_store::lock::LockError> for EngineError {
+    fn from(e: pmpo_store::lock::LockError) -> Self {
+        use pmpo_store::lock::LockError;
+        match e {
+            LockError::Busy(h) => EngineError::Busy(h),
+            // The store behind the lock (a PostgreSQL server that cannot be
+            // reached) is the store's error, with its exit code.
+            LockError::Store(pmpo_store::StoreError::Ledger(d)) => EngineError::Db(d),
+            LockError::Store(s) => EngineError::Store(s),
+        }
+    }
+}
+
 impl EngineError {
     /// What the user should do about it.
     pub fn hint(&self) -> String {

@@ -197,7 +197,7 @@ workspace. Exit codes: 0 rendered, 1 not rendered (or, with --strict, the previe
 without running stages. Writes constraints.json (each constraint satisfied, violated or \
 not_checked), .state/validation_results.json and an entry in refinement_log.md.\n\n\
 Examples:\n  pmpo validate plan.yaml\n  pmpo validate plan.yaml --junit reports/validation.xml\n\n\
-Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan."
+Exit codes: 0 no blocking constraint violated, 1 a blocking one is (any with --strict), 2 invalid plan or a store setting at fault, 4 workspace busy."
     )]
     Validate(validate_cmd::Args),
     /// Where the workspace's runs stand, or (with NAME) where an artifact stands.

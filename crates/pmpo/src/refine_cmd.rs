@@ -221,6 +221,14 @@ fn error_code(e: &LoopError) -> u8 {
         LoopError::Busy(_) => EXIT_BUSY,
         LoopError::Engine(pmpo_engine::EngineError::Busy(_)) => EXIT_BUSY,
         LoopError::Usage(_) | LoopError::Plan { .. } => EXIT_INVALID,
+        // A store setting at fault (a PostgreSQL server that cannot be
+        // reached, another workspace's database): 2, as for every command.
+        LoopError::Store(pmpo_store::StoreError::Ledger(d))
+        | LoopError::Engine(pmpo_engine::EngineError::Db(d))
+            if d.is_setting() =>
+        {
+            EXIT_INVALID
+        }
         LoopError::Artifact(a) => match a {
             pmpo_store::artifacts::ArtifactError::Corrupt { .. }
             | pmpo_store::artifacts::ArtifactError::TooNew { .. }

@@ -64,9 +64,13 @@ pub fn run(args: Args) -> u8 {
     let report = match validation::validate_workspace(&ws, &plan, &cancel) {
         Ok(r) => r,
         Err(e) => {
-            return CliError::failed(e)
-                .hint("check that the workspace is writable and has free space")
-                .report();
+            // As for `execute`: a busy workspace is 4, a store setting at fault 2.
+            let code = match e {
+                pmpo_engine::EngineError::Busy(_) => 4,
+                pmpo_engine::EngineError::Db(ref d) if d.is_setting() => 2,
+                _ => EXIT_STAGE_FAILED,
+            };
+            return CliError::with_code(&e, code).hint(e.hint()).report();
         }
     };
     if let Some(path) = &args.junit

@@ -178,6 +178,7 @@ fn an_unreachable_server_or_a_bad_value_stops_at_once_with_exit_2() {
     let dead = "postgres://pmpo:hunter2@127.0.0.1:1/none";
     for args in [
         &["execute", "plan.yaml"][..],
+        &["validate", "plan.yaml"][..],
         &["status"][..],
         &["ledger"][..],
         &["metrics"][..],
@@ -191,6 +192,17 @@ fn an_unreachable_server_or_a_bad_value_stops_at_once_with_exit_2() {
         assert_contains(&r.stderr, "check PMPO_STORE");
         assert!(!r.stderr.contains("hunter2"), "{}", r.stderr);
     }
+    // The refine loop as well (it takes the artifact lock first).
+    ws.write("notes.md", "# Notes\n\nHello.\n");
+    let r = pmpo(
+        &ws,
+        Some(dead),
+        &[
+            "refine", "notes", "--type", "content", "--input", "notes.md",
+        ],
+    );
+    assert_eq!(r.code, 2, "refine: {}", r.stderr);
+    assert_contains(&r.stderr, "check PMPO_STORE");
     let r = pmpo(&ws, None, &["--store", dead, "execute", "plan.yaml"]);
     assert_eq!(r.code, 2, "{}", r.stderr);
     assert!(!ws.p("a.txt").exists(), "a stage ran without a store");

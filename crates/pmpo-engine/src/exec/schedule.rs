@@ -167,13 +167,6 @@ fn run_row(c: &Continued, plan: &CheckedPlan, plan_rel: &str, now: &str, stages:
     }
 }
 
-fn lock_error(e: lock::LockError) -> EngineError {
-    match e {
-        lock::LockError::Busy(h) => EngineError::Busy(h),
-        lock::LockError::Store(s) => EngineError::Store(s),
-    }
-}
-
 pub(crate) async fn run(
     engine: &Engine,
     plan: &CheckedPlan,
@@ -191,7 +184,7 @@ pub(crate) async fn run(
         command: format!("pmpo execute {plan_rel}"),
         host: String::new(),
     };
-    let mut workspace_lock = lock::acquire(&ws, &holder, opts.wait).map_err(lock_error)?;
+    let mut workspace_lock = lock::acquire(&ws, &holder, opts.wait).map_err(EngineError::from)?;
     let mut db: Box<dyn ExecStore> = pmpo_store::db::open_store(ws.root())?;
     // Under the lock no other run is live: an intent still pending belongs to
     // a run that was killed, and stays on record as interrupted.

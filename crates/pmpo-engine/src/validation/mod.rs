@@ -279,10 +279,7 @@ pub fn validate_workspace(
         command: format!("pmpo validate {}", plan.display),
         host: String::new(),
     };
-    let _lock = pmpo_store::lock::acquire(ws, &holder, false).map_err(|e| match e {
-        pmpo_store::lock::LockError::Busy(h) => crate::EngineError::Busy(h),
-        pmpo_store::lock::LockError::Store(s) => crate::EngineError::Store(s),
-    })?;
+    let _lock = pmpo_store::lock::acquire(ws, &holder, false)?;
     let mut db = pmpo_store::db::open_store(ws.root())?;
     let spec = &plan.doc.specification;
     // The evidence rule holds here too: a file the last run failed to produce is not evidence.
