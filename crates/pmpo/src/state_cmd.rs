@@ -517,6 +517,7 @@ pub fn gc(args: GcArgs) -> u8 {
     };
     let per_run = prune_run_dirs(&ws, &all, &keep, &mut errors);
     let [(scripts, script_bytes), (outputs, output_bytes)] = per_run;
+    let (jobs, workers) = prune_queue(&ws, &keep, &mut errors);
     let summary = serde_json::json!({
         "kept_runs": keep.len(), "backups_removed": blobs, "backup_bytes_freed": blob_bytes,
         "backups_kept": kept, "backup_bytes_kept": kept_bytes,
@@ -524,6 +525,7 @@ pub fn gc(args: GcArgs) -> u8 {
         "interrupted_backups_kept": kept_interrupted,
         "cache_entries_removed": cache, "script_dirs_removed": scripts, "script_bytes_freed": script_bytes,
         "output_dirs_removed": outputs, "output_bytes_freed": output_bytes,
+        "jobs_removed": jobs, "workers_removed": workers,
         "bytes_freed": blob_bytes + script_bytes + output_bytes,
         "errors": errors,
     });
@@ -531,8 +533,13 @@ pub fn gc(args: GcArgs) -> u8 {
         print_json(&summary);
     } else {
         outln!(
-            "gc: kept the {} most recent runs and {kept} backups ({kept_bytes} bytes, {kept_interrupted} of them for interrupted changes); removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes); {} bytes freed",
+            "gc: kept the {} most recent runs and {kept} backups ({kept_bytes} bytes, {kept_interrupted} of them for interrupted changes); removed {blobs} backups ({blob_bytes} bytes), {cache} cache entries, {scripts} script folders ({script_bytes} bytes), {outputs} kept-output folders ({output_bytes} bytes){}; {} bytes freed",
             keep.len(),
+            match (jobs, workers) {
+                (Some(j), Some(w)) =>
+                    format!(", {j} ended jobs and {w} stopped workers of the queue"),
+                _ => String::new(),
+            },
             blob_bytes + script_bytes + output_bytes
         );
         for e in &errors {
@@ -540,4 +547,29 @@ pub fn gc(args: GcArgs) -> u8 {
         }
     }
     EXIT_OK
+}
+
+/// With a PostgreSQL store, the queue's rows that only older runs need
+/// (`pmpo_store::pg::queue::prune`); `None` with SQLite (no queue).
+fn prune_queue(
+    ws: &Workspace,
+    keep: &HashSet<String>,
+    errors: &mut Vec<String>,
+) -> (Option<u64>, Option<u64>) {
+    let Ok(pmpo_store::db::StoreSpec::Postgres(url)) = pmpo_store::db::store_spec(ws.root()) else {
+        return (None, None);
+    };
+    let keep: Vec<String> = keep.iter().cloned().collect();
+    let pruned = pmpo_store::pg::PgConn::connect(&url, pmpo_store::pg::conn::default_patience())
+        .and_then(|c| {
+            pmpo_store::pg::queue::ensure(&c)?;
+            pmpo_store::pg::queue::prune(&c, &keep)
+        });
+    match pruned {
+        Ok((j, w)) => (Some(j), Some(w)),
+        Err(e) => {
+            errors.push(format!("the queue was not pruned: {e}"));
+            (None, None)
+        }
+    }
 }

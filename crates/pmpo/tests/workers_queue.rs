@@ -82,3 +82,108 @@ fn the_queue_fences_a_stale_completion() {
     let n = db.query("SELECT count(*) FROM pmpo_jobs", vec![]).unwrap()[0][0].int();
     assert_eq!(n, Some(1));
 }
+
+fn new_job(run: &str, stage: &str) -> queue::NewJob {
+    queue::NewJob {
+        run_id: run.into(),
+        stage_id: stage.into(),
+        attempt: 1,
+        plan: "plan.yaml".into(),
+        plan_blake3: "x".into(),
+        version: "v1".into(),
+        payload: "{}".into(),
+        submitted_by: "h:1".into(),
+    }
+}
+
+fn added(db: &PgConn, job: &queue::NewJob) -> i64 {
+    match queue::enqueue(db, job).unwrap() {
+        queue::Enqueued::Added(id) => id,
+        other => panic!("not added: {other:?}"),
+    }
+}
+
+#[test]
+fn gc_prunes_the_ended_jobs_of_older_runs_and_stopped_workers_and_nothing_else() {
+    let Some(url) = pmpo_testkit::pg::fresh_db("workers_gc") else {
+        return;
+    };
+    let ws = tempfile::tempdir().unwrap();
+    std::fs::write(
+        ws.path().join("plan.yaml"),
+        "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: a\n      with: {command: [sh, -c, 'true']}\n",
+    )
+    .unwrap();
+    let pmpo = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pmpo"))
+            .current_dir(ws.path())
+            .env("PMPO_STORE", &url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(pmpo(&["execute", "plan.yaml", "-q"]).status.success());
+    let db = PgConn::connect(&url, Duration::from_secs(30)).unwrap();
+    let kept_run = db.query("SELECT run_id FROM runs", vec![]).unwrap()[0][0]
+        .text()
+        .unwrap();
+    // Ended jobs of the kept run and of an older one, a cancelled one, and
+    // one still queued.
+    for run in [kept_run.as_str(), "old"] {
+        let id = added(&db, &new_job(run, "s"));
+        let c = queue::claim(&db, "w1", "v1", 30.0).unwrap().unwrap();
+        assert_eq!(c.id, id);
+        assert!(matches!(
+            queue::complete(&db, id, c.epoch, "w1", "{}", "{}", None).unwrap(),
+            queue::Completed::Recorded
+        ));
+    }
+    let cancelled = added(&db, &new_job("old", "t"));
+    assert!(queue::cancel(&db, cancelled).unwrap());
+    let waiting = added(&db, &new_job("older", "u"));
+    queue::register_worker(&db, "gone:1:1", "v1", "/w").unwrap();
+    queue::worker_stopped(&db, "gone:1:1").unwrap();
+    queue::register_worker(&db, "here:2:1", "v1", "/w").unwrap();
+
+    let out = pmpo(&["gc", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (j["jobs_removed"].as_u64(), j["workers_removed"].as_u64()),
+        (Some(2), Some(1)),
+        "{j:#}"
+    );
+    let left: Vec<(String, String)> = db
+        .query("SELECT run_id, state FROM pmpo_jobs ORDER BY id", vec![])
+        .unwrap()
+        .iter()
+        .map(|r| (r[0].text().unwrap(), r[1].text().unwrap()))
+        .collect();
+    assert_eq!(
+        left,
+        vec![(kept_run, "done".into()), ("older".into(), "queued".into())]
+    );
+    assert!(queue::job(&db, waiting).unwrap().is_some());
+    let workers = db
+        .query("SELECT worker_id FROM pmpo_workers", vec![])
+        .unwrap();
+    assert_eq!(workers.len(), 1);
+    assert_eq!(workers[0][0].text().as_deref(), Some("here:2:1"));
+    // With SQLite there is no queue: the fields are null.
+    let sqlite = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_pmpo"))
+            .current_dir(ws.path())
+            .env_remove("PMPO_STORE")
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    assert!(sqlite(&["execute", "plan.yaml", "-q"]).status.success());
+    let out = sqlite(&["gc", "--json"]);
+    let j: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(j["jobs_removed"].is_null(), "{j:#}");
+}

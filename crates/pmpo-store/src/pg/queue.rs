@@ -503,4 +503,27 @@ pub fn live_workers(conn: &PgConn, within_secs: f64) -> Result<Vec<WorkerView>, 
         .collect())
 }
 
+/// `pmpo gc`: removes the ended jobs (done, cancelled) of every run but
+/// `keep`, and the rows of workers that stopped or have not been heard from
+/// for a day. A job still queued or claimed is never removed. Returns
+/// (jobs, workers) removed.
+pub fn prune(conn: &PgConn, keep: &[String]) -> Result<(u64, u64), PgError> {
+    // Run ids hold no comma (`20261129T210720Z-648273`).
+    let keep = keep.join(",");
+    let jobs = conn.once(
+        "WITH gone AS (DELETE FROM pmpo_jobs WHERE state IN ('done', 'cancelled') \
+         AND NOT (run_id = ANY (string_to_array($1, ','))) RETURNING 1) SELECT count(*) FROM gone",
+        vec![keep.into()],
+        false,
+    )?;
+    let workers = conn.once(
+        "WITH gone AS (DELETE FROM pmpo_workers WHERE stopped OR heartbeat < now() - interval '1 day' \
+         RETURNING 1) SELECT count(*) FROM gone",
+        vec![],
+        false,
+    )?;
+    let n = |rows: &[super::Row]| rows.first().and_then(|r| r[0].int()).unwrap_or(0) as u64;
+    Ok((n(&jobs), n(&workers)))
+}
+
 pub use super::schema::host_name;
