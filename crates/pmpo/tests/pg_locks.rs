@@ -38,6 +38,17 @@ fn wait_for(ws: &Ws, rel: &str) {
 
 const SLOW: &str = "    - id: slow\n      sandbox: false\n      cache: false\n      with: {command: [sh, -c, 'touch started; sleep 30']}\n";
 
+/// `pmpo execute` of `ws`'s plan started in the background and waited for
+/// until its stage has started (the plan's stage touches `started`).
+fn started(ws: &Ws, url: &str) -> std::process::Child {
+    let child = pmpo_pg(ws, url)
+        .args(["execute", "plan.yaml", "-q"])
+        .spawn()
+        .unwrap();
+    wait_for(ws, "started");
+    child
+}
+
 #[test]
 fn a_second_execute_on_one_database_exits_4_naming_the_holder_and_a_killed_holder_is_taken_over() {
     let Some(url) = pg::fresh_db("cli_locks") else {
@@ -45,11 +56,7 @@ fn a_second_execute_on_one_database_exits_4_naming_the_holder_and_a_killed_holde
     };
     let ws = Ws::new();
     ws.plan(SLOW);
-    let mut first = pmpo_pg(&ws, &url)
-        .args(["execute", "plan.yaml", "-q"])
-        .spawn()
-        .unwrap();
-    wait_for(&ws, "started");
+    let mut first = started(&ws, &url);
     let second = run(pmpo_pg(&ws, &url), &["execute", "plan.yaml"]);
     second.assert_exit(4, &["execute", "plan.yaml"]);
     assert!(
@@ -106,11 +113,7 @@ fn two_directories_with_one_workspace_marker_exclude_each_other() {
         ws.write(".state/workspace-id", "0123456789abcdef0123456789abcdef\n");
         ws.plan(SLOW);
     }
-    let mut first = pmpo_pg(&a, &url)
-        .args(["execute", "plan.yaml", "-q"])
-        .spawn()
-        .unwrap();
-    wait_for(&a, "started");
+    let mut first = started(&a, &url);
     let second = run(pmpo_pg(&b, &url), &["execute", "plan.yaml"]);
     second.assert_exit(4, &["execute", "plan.yaml"]);
     assert!(
@@ -209,11 +212,7 @@ fn status_all_lists_every_run_with_its_machine_the_live_workers_and_the_database
     };
     let ws = Ws::new();
     ws.plan(SLOW);
-    let mut killed = pmpo_pg(&ws, &url)
-        .args(["execute", "plan.yaml", "-q"])
-        .spawn()
-        .unwrap();
-    wait_for(&ws, "started");
+    let mut killed = started(&ws, &url);
     let killed_pid = killed.id();
     kill9(&mut killed);
     ws.write("other.yaml", "specification:\n  artifact_name: t\n  artifact_type: code\nplan:\n  stages:\n    - id: a\n      with: {command: [sh, -c, 'true']}\n    - id: b\n      depends_on: [a]\n      with: {command: [sh, -c, 'true']}\n");

@@ -61,15 +61,7 @@ fn four_workers_share_a_plan_and_each_stage_runs_once() {
         .map(|i| site.worker(&format!("w{i}"), &["--lease", "2s"], &[]))
         .collect();
     let sub = site.submit("sub", &[]);
-    assert_eq!(
-        finish(sub, Duration::from_secs(90)),
-        0,
-        "{}",
-        site.read_log("sub", "err")
-    );
-    for w in ws {
-        stop(w);
-    }
+    succeeds(&site, sub, Duration::from_secs(90), ws);
     assert_each_once(&site, "sub", 12);
     let workers: std::collections::BTreeSet<String> =
         jobs(&site.db()).into_iter().map(|j| j.3).collect();
@@ -344,15 +336,7 @@ fn a_database_restart_mid_run_loses_nothing() {
     });
     drop(db);
     cluster.restart();
-    assert_eq!(
-        finish(sub, Duration::from_secs(120)),
-        0,
-        "{}",
-        site.read_log("sub", "err")
-    );
-    for w in ws {
-        stop(w);
-    }
+    succeeds(&site, sub, Duration::from_secs(120), ws);
     assert_each_once(&site, "sub", 8);
 }
 

@@ -186,6 +186,15 @@ pub fn finish(mut c: Child, limit: Duration) -> i32 {
     }
 }
 
+/// Waits for the submitter `sub` (logged as `sub`) to exit 0, then stops
+/// the workers.
+pub fn succeeds(site: &Site, sub: Child, limit: Duration, workers: Vec<Child>) {
+    assert_eq!(finish(sub, limit), 0, "{}", site.read_log("sub", "err"));
+    for w in workers {
+        stop(w);
+    }
+}
+
 pub fn stop(mut c: Child) {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
