@@ -82,25 +82,10 @@ const HELD_SQL: &str = "SELECT EXISTS (SELECT 1 FROM pg_locks
       AND classid::bigint = $1 AND objid::bigint = $2
       AND (NOT $3 OR pid = pg_backend_pid()))";
 
-/// Connects from a thread of its own: the client's connect runs a runtime of
-/// its own, which may not start on a thread that drives the engine's.
-pub fn connect_detached(url: &str, patience: Duration) -> Result<PgConn, PgError> {
-    std::thread::scope(|s| {
-        s.spawn(|| PgConn::connect(url, patience))
-            .join()
-            .unwrap_or_else(|_| {
-                Err(PgError::Connect {
-                    server: super::conn::server_of(url),
-                    detail: "the connecting thread panicked".into(),
-                })
-            })
-    })
-}
-
 /// A connection for locks: it never reconnects silently (patience zero), and
 /// the server drops it within about half a minute of its machine going silent.
 fn connect(url: &str) -> Result<PgConn, PgError> {
-    let conn = connect_detached(url, Duration::ZERO)?;
+    let conn = PgConn::connect(url, Duration::ZERO)?;
     conn.batch(SESSION)?;
     ensure_table(&conn, "pmpo_run_hosts", DDL)?;
     Ok(conn)
@@ -246,7 +231,7 @@ pub fn run_hosts(conn: &PgConn) -> Result<std::collections::HashMap<String, Stri
 /// it now (`None`: free, or held by a session that has not written its row).
 pub fn current(url: &str, scope: &str, name: &str) -> Result<Option<String>, PgError> {
     // A reading command: nothing is created (no table: no holder).
-    let conn = connect_detached(url, Duration::ZERO)?;
+    let conn = PgConn::connect(url, Duration::ZERO)?;
     let key = lock_key(scope, name);
     if !held(&conn, key, false)? {
         return Ok(None);
@@ -453,16 +438,7 @@ mod tests {
         };
         // End its session from outside, as a process dying does: no clean
         // release. (The call waits until the session has ended.)
-        let admin = PgConn::connect(&url, Duration::ZERO).unwrap();
-        let (hi, lo) = halves(lock_key("w", ".state/lock"));
-        admin
-            .query(
-                "SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory'
-                 AND classid::bigint = $1 AND objid::bigint = $2
-                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-                vec![hi.into(), lo.into()],
-            )
-            .unwrap();
+        terminate_holder(&url, lock_key("w", ".state/lock"));
         // The holder can tell it lost the lock, and its drop removes nothing.
         assert!(!first.is_held());
         assert!(!first.update("x").unwrap());

@@ -175,22 +175,23 @@ pub enum Enqueued {
 /// The same run, stage and attempt submitted before is not replaced.
 pub fn enqueue(conn: &PgConn, job: &NewJob) -> Result<Enqueued, PgError> {
     let id = new_job_id();
+    // What the job is, in the order both statements below number it.
+    let fields: Vec<Val> = vec![
+        job.run_id.as_str().into(),
+        job.stage_id.as_str().into(),
+        job.attempt.into(),
+        job.plan.as_str().into(),
+        job.plan_blake3.as_str().into(),
+        job.version.as_str().into(),
+        job.payload.as_str().into(),
+        job.submitted_by.as_str().into(),
+        crate::now_rfc3339().into(),
+    ];
     let rows = conn.once(
         "INSERT INTO pmpo_jobs (id, run_id, stage_id, attempt, plan, plan_blake3, version, payload, \
          submitted_by, submitted_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) \
          ON CONFLICT (run_id, stage_id, attempt) DO NOTHING RETURNING id",
-        vec![
-            id.into(),
-            job.run_id.as_str().into(),
-            job.stage_id.as_str().into(),
-            job.attempt.into(),
-            job.plan.as_str().into(),
-            job.plan_blake3.as_str().into(),
-            job.version.as_str().into(),
-            job.payload.as_str().into(),
-            job.submitted_by.as_str().into(),
-            crate::now_rfc3339().into(),
-        ],
+        std::iter::once(Val::from(id)).chain(fields.clone()).collect(),
         true,
     )?;
     if !rows.is_empty() {
@@ -204,17 +205,7 @@ pub fn enqueue(conn: &PgConn, job: &NewJob) -> Result<Enqueued, PgError> {
          plan = $4, plan_blake3 = $5, version = $6, payload = $7, submitted_by = $8, submitted_at = $9, \
          claimed_at = NULL, finished_at = NULL, outcome = NULL, digests = NULL, claim_to_start_ms = NULL \
          WHERE run_id = $1 AND stage_id = $2 AND attempt = $3 AND state = 'cancelled' RETURNING id",
-        vec![
-            job.run_id.as_str().into(),
-            job.stage_id.as_str().into(),
-            job.attempt.into(),
-            job.plan.as_str().into(),
-            job.plan_blake3.as_str().into(),
-            job.version.as_str().into(),
-            job.payload.as_str().into(),
-            job.submitted_by.as_str().into(),
-            crate::now_rfc3339().into(),
-        ],
+        fields,
         true,
     )?;
     if let Some(id) = again.first().and_then(|r| r.first()).and_then(Val::int) {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::artifacts::RefinementState;
-use crate::pg::locks::{connect_detached, ensure_table};
+use crate::pg::locks::ensure_table;
 use crate::pg::{PgConn, Row, Val};
 
 /// The table (created on first use; idempotent).
@@ -93,7 +93,7 @@ impl PgStates {
     fn plain(&self) -> Result<&PgConn, String> {
         let made = self
             .conn
-            .get_or_init(|| connect_detached(&self.url, PATIENCE).map_err(|e| e.to_string()));
+            .get_or_init(|| PgConn::connect(&self.url, PATIENCE).map_err(|e| e.to_string()));
         made.as_ref().map_err(Clone::clone)
     }
 

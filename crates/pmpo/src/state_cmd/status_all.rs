@@ -35,7 +35,7 @@ struct Extra {
 
 fn from_database(url: &str) -> Extra {
     let mut extra = Extra::default();
-    let conn = match pmpo_store::pg::locks::connect_detached(url, PATIENCE) {
+    let conn = match PgConn::connect(url, PATIENCE) {
         Ok(c) => c,
         Err(e) => {
             extra.problems.push(e.to_string());
